@@ -1,0 +1,212 @@
+"""The embedded store: one DuckDB file, one writer, many readers.
+
+DuckDB lets one process write a file and no other process open it meanwhile, so the
+writer serves read-only queries to other processes over a Unix socket beside the file
+(``STORE.sock``, mode 0600). ``open_reader`` opens the file directly when it is free and
+goes through that socket when a recorder or server holds it: an investigator queries
+while recording runs, with no lock error.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+import duckdb
+import pyarrow as pa
+
+from forensix.errors import NotAStoreError, StoreBusyError, StoreError
+from forensix.store import schema
+from forensix.store.base import Reader
+from forensix.store.migrations import MIGRATIONS, STORE_FORMAT
+
+__all__ = ["DuckDBStore", "open_reader", "open_writer", "socket_path"]
+
+_DUCKDB_MAGIC = b"DUCK"
+
+
+def socket_path(path: str | os.PathLike[str]) -> Path:
+    """Where the writer of ``path`` listens for queries."""
+    p = Path(path)
+    return p.with_name(p.name + ".sock")
+
+
+def _check_is_duckdb(path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise StoreError(f"cannot read store {path}: {e.strerror}", "check the path and permissions") from e
+    if len(head) == 0:
+        return  # an empty file: DuckDB refuses it too, reported below
+    if head[8:12] != _DUCKDB_MAGIC:
+        raise NotAStoreError(
+            f"{path} is not a forensix store (not a DuckDB database); it was left untouched",
+            "choose another --store path, or move this file away",
+        )
+
+
+class DuckDBStore:
+    """A forensix store in a DuckDB file (reader or the single writer)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if exists:
+            _check_is_duckdb(self.path)
+        elif read_only:
+            raise StoreError(
+                f"no store at {self.path}",
+                "record first (forensix record --store PATH) or give the right --store",
+            )
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreBusyError(
+                    f"{self.path} is held by another process: {e}",
+                    "stop the other recorder, or query through it (it serves STORE.sock)",
+                ) from e
+            raise NotAStoreError(
+                f"{self.path} cannot be opened as a forensix store: {e}",
+                "choose another --store path",
+            ) from e
+        self._lock = threading.Lock()
+        if exists:
+            self._check_format()
+        if not read_only:
+            self._migrate()
+
+    # -- format and migrations -------------------------------------------------
+    def _check_format(self) -> None:
+        tables = {r[0] for r in self._con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "forensix_meta" not in tables:
+            self._con.close()
+            raise NotAStoreError(
+                f"{self.path} is a DuckDB database but not a forensix store; it was left untouched",
+                "choose another --store path",
+            )
+        row = self._con.execute("SELECT value FROM forensix_meta WHERE key = 'format'").fetchone()
+        if row is None or row[0] != STORE_FORMAT:
+            self._con.close()
+            raise NotAStoreError(
+                f"{self.path} has store format {row[0] if row else None!r}, expected {STORE_FORMAT!r}",
+                "use the forensix version that wrote it",
+            )
+
+    def _migrate(self) -> None:
+        con = self._con
+        con.execute("CREATE TABLE IF NOT EXISTS forensix_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS forensix_migrations (name VARCHAR PRIMARY KEY, applied_ns BIGINT)"
+        )
+        con.execute(
+            "INSERT INTO forensix_meta VALUES ('format', $f) ON CONFLICT DO NOTHING", {"f": STORE_FORMAT}
+        )
+        done = {r[0] for r in con.execute("SELECT name FROM forensix_migrations").fetchall()}
+        for name, statements in MIGRATIONS:
+            if name in done:
+                continue
+            con.execute("BEGIN")
+            for stmt in statements:
+                con.execute(stmt)
+            con.execute(
+                "INSERT INTO forensix_migrations VALUES ($n, epoch_ns(now()))", {"n": name}
+            )
+            con.execute("COMMIT")
+
+    def migrations(self) -> list[str]:
+        return [r[0] for r in self._con.execute("SELECT name FROM forensix_migrations ORDER BY name").fetchall()]
+
+    # -- writing ---------------------------------------------------------------
+    def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only", "open it as the writer")
+        target = schema.TABLES.get(table)
+        if target is None:
+            raise StoreError(f"unknown table {table!r}", f"one of {sorted(schema.TABLES)}")
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        if data.num_rows == 0:
+            return 0
+        with self._lock:
+            cur = self._con.cursor()
+            try:
+                cur.register("_fx_batch", data)
+                cols = ", ".join(f'"{c}"' for c in data.column_names)
+                cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _fx_batch')
+                cur.unregister("_fx_batch")
+            finally:
+                cur.close()
+        return data.num_rows
+
+    def flush(self) -> None:
+        with self._lock:
+            self._con.execute("CHECKPOINT")
+
+    # -- reading ---------------------------------------------------------------
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        cur = self._con.cursor()
+        try:
+            rel = cur.sql(sql, params=dict(params) if params else None)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {e}", "check the query and the store") from e
+        finally:
+            cur.close()
+
+    def query_readonly(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a statement from another process: anything it changes is rolled back."""
+        cur = self._con.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                rel = cur.sql(sql, params=dict(params) if params else None)
+                return rel.to_arrow_table() if rel is not None else pa.table({})
+            finally:
+                cur.execute("ROLLBACK")
+        except duckdb.Error as e:
+            raise StoreError(f"query failed: {e}", "check the query") from e
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        try:
+            self._con.close()
+        except duckdb.Error:
+            pass
+
+    def __enter__(self) -> "DuckDBStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_writer(path: str | os.PathLike[str]) -> DuckDBStore:
+    """Open (creating if needed) the store for writing."""
+    return DuckDBStore(path, read_only=False)
+
+
+def open_reader(path: str | os.PathLike[str]) -> Reader:
+    """Open a store for reading: directly, or through its writer's query socket."""
+    p = Path(path)
+    sock = socket_path(p)
+    if sock.exists():
+        from forensix.store.remote import SocketReader
+
+        try:
+            return SocketReader(sock)
+        except StoreError:
+            pass  # a stale socket from a writer that died: try the file itself
+    try:
+        return DuckDBStore(p, read_only=True)
+    except StoreBusyError:
+        if sock.exists():
+            from forensix.store.remote import SocketReader
+
+            return SocketReader(sock)
+        raise

@@ -1,0 +1,47 @@
+"""Named schema migrations, recorded in the store (``forensix_migrations``).
+
+A migration is applied once, in order, in one transaction. Never edit a migration that
+has shipped: add the next one.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from forensix.store import schema
+
+__all__ = ["MIGRATIONS", "STORE_FORMAT", "duckdb_type", "create_table_sql"]
+
+STORE_FORMAT = "forensix-store/1"
+
+
+def duckdb_type(t: pa.DataType) -> str:
+    """The DuckDB column type for an Arrow type of the schema."""
+    if pa.types.is_list(t):
+        return duckdb_type(t.value_type) + "[]"
+    simple = {
+        pa.uint64(): "UBIGINT",
+        pa.int64(): "BIGINT",
+        pa.uint32(): "UINTEGER",
+        pa.int32(): "INTEGER",
+        pa.uint16(): "USMALLINT",
+        pa.string(): "VARCHAR",
+        pa.bool_(): "BOOLEAN",
+        pa.float64(): "DOUBLE",
+    }
+    try:
+        return simple[t]
+    except KeyError:
+        raise TypeError(f"no DuckDB type for {t}") from None
+
+
+def create_table_sql(name: str, sch: pa.Schema) -> str:
+    cols = ",\n  ".join(
+        f'"{f.name}" {duckdb_type(f.type)}{"" if f.nullable else " NOT NULL"}' for f in sch
+    )
+    return f'CREATE TABLE IF NOT EXISTS "{name}" (\n  {cols}\n)'
+
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("0001_initial", [create_table_sql(n, s) for n, s in schema.TABLES.items()]),
+]

@@ -1,0 +1,123 @@
+"""Queries to a store held by another process, over its Unix socket.
+
+Wire format, one request per connection: the client sends a JSON object
+``{"sql": ..., "params": {...}}`` terminated by a newline; the server answers with one
+status byte (``0`` ok, ``1`` error) followed by an Arrow IPC stream (ok) or a UTF-8
+message (error), then closes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import socketserver
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from forensix.errors import StoreError
+
+if TYPE_CHECKING:
+    from forensix.store.embedded import DuckDBStore
+
+__all__ = ["SocketReader", "QueryServer"]
+
+_MAX_REQUEST = 1 << 20
+
+
+def _jsonable(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(params) if params else {}
+
+
+class SocketReader:
+    """A ``Reader`` that sends each query to the store's writer."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 120.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        try:  # fail early on a stale socket
+            with self._connect():
+                pass
+        except OSError as e:
+            raise StoreError(f"no writer answers on {self.path}: {e.strerror}") from e
+
+    def _connect(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(str(self.path))
+        return s
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        req = json.dumps({"sql": sql, "params": _jsonable(params)}).encode() + b"\n"
+        try:
+            with self._connect() as s:
+                s.sendall(req)
+                s.shutdown(socket.SHUT_WR)
+                with s.makefile("rb") as f:
+                    status = f.read(1)
+                    if status == b"\x00":
+                        return ipc.open_stream(f).read_all()
+                    msg = f.read().decode("utf-8", "replace")
+        except OSError as e:
+            raise StoreError(f"query through {self.path} failed: {e}", "is the recorder still running?") from e
+        raise StoreError(msg or "the writer closed the connection", "check the query")
+
+    def close(self) -> None:
+        pass
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: "_Server"
+
+    def handle(self) -> None:
+        line = self.rfile.readline(_MAX_REQUEST)
+        if not line.strip():
+            return  # a liveness probe
+        try:
+            req = json.loads(line)
+            table = self.server.store.query_readonly(str(req["sql"]), req.get("params") or None)
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the client
+            self.wfile.write(b"\x01" + str(e).encode())
+            return
+        self.wfile.write(b"\x00")
+        with ipc.new_stream(self.wfile, table.schema) as w:
+            w.write_table(table)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, store: "DuckDBStore") -> None:
+        self.store = store
+        super().__init__(path, _Handler)
+
+
+class QueryServer:
+    """Serves read-only queries on ``store`` at ``path`` in a background thread."""
+
+    def __init__(self, store: "DuckDBStore", path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            self.path.unlink()  # a stale socket: the store lock proved no writer holds it
+        old = os.umask(0o177)
+        try:
+            self._server = _Server(str(self.path), store)
+        finally:
+            os.umask(old)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fx-query", daemon=True)
+
+    def start(self) -> "QueryServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,268 @@
+"""The logical schema of a forensix store, declared once as Arrow schemas.
+
+Field names follow ECS with dots written as underscores (``process.entity_id`` is
+``process_entity_id``). The DuckDB DDL, the ClickHouse DDL, the decoder's output and the
+JSON renderer's ECS names are all derived from these declarations.
+
+Times are UTC nanoseconds since the epoch in ``BIGINT`` columns (DuckDB's TIMESTAMPTZ is
+microseconds; evidence keeps the kernel's nanoseconds). Entity ids are unsigned 64-bit
+integers derived from (host, boot id, pid, start time): see ``forensix.model.identity``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = [
+    "EVENTS",
+    "PROCESSES",
+    "FLOWS",
+    "GAPS",
+    "HOSTS",
+    "ALERTS",
+    "TABLES",
+    "ecs_name",
+]
+
+_u64 = pa.uint64()
+_i64 = pa.int64()
+_u32 = pa.uint32()
+_i32 = pa.int32()
+_u16 = pa.uint16()
+_str = pa.string()
+_bool = pa.bool_()
+
+# Every table carries where a row came from: the host, its boot, and the agent stream.
+_ORIGIN = [
+    pa.field("host_id", _str, nullable=False),  # stable id: /etc/machine-id
+    pa.field("host_name", _str),
+    pa.field("boot_id", _str, nullable=False),  # /proc/sys/kernel/random/boot_id
+]
+
+EVENTS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("ts", _i64, nullable=False),  # @timestamp, UTC ns
+        pa.field("ts_boot", _i64),  # kernel CLOCK_BOOTTIME ns when recorded
+        pa.field("cpu", _u16),
+        pa.field("seq", _u64),  # per-CPU, per-ring sequence number
+        pa.field("event_kind", _str),  # event | state | alert (ECS event.kind)
+        pa.field("event_category", _str, nullable=False),  # process|file|network|memory|...
+        pa.field("event_action", _str, nullable=False),  # exec, open, rename, connect, ...
+        pa.field("syscall", _str),  # the syscall name when one produced it
+        pa.field("event_outcome", _str),  # success | failure
+        pa.field("ret", _i64),  # syscall return value (negative errno on failure)
+        # the acting process
+        pa.field("process_entity_id", _u64),
+        pa.field("process_pid", _u32),
+        pa.field("process_tid", _u32),
+        pa.field("process_parent_pid", _u32),
+        pa.field("process_name", _str),  # comm
+        pa.field("user_id", _u32),
+        pa.field("user_effective_id", _u32),
+        pa.field("group_id", _u32),
+        pa.field("group_effective_id", _u32),
+        pa.field("user_audit_id", _u32),  # loginuid (4294967295 = unset)
+        pa.field("process_session_id", _u32),  # audit sessionid
+        pa.field("process_cgroup_id", _u64),
+        # exec / exit
+        pa.field("process_executable", _str),
+        pa.field("process_args", pa.list_(_str)),
+        pa.field("process_working_directory", _str),
+        pa.field("process_exit_code", _i32),  # exit status, or 128+signal
+        pa.field("process_exit_signal", _i32),
+        # the object of the action
+        pa.field("file_path", _str),  # absolute path as the kernel resolved it
+        pa.field("file_path_raw", _str),  # the string the process passed
+        pa.field("file_path_resolution", _str),  # kernel | directory | none
+        pa.field("file_path_truncated", _bool),
+        pa.field("file_inode", _u64),
+        pa.field("file_device", _u64),
+        pa.field("file_type", _str),  # file, dir, symlink, fifo, socket, char, block
+        pa.field("file_flags", _u32),  # open(2) flags
+        pa.field("file_mode", _u32),  # mode argument (chmod, open O_CREAT, mkdir)
+        pa.field("file_uid", _i64),  # chown owner argument
+        pa.field("file_gid", _i64),
+        pa.field("file_target_path", _str),  # rename/link destination, symlink path
+        pa.field("file_target_path_raw", _str),
+        pa.field("file_target_inode", _u64),
+        pa.field("fd", _i32),
+        # network
+        pa.field("network_transport", _str),  # tcp | udp | unix | raw
+        pa.field("network_type", _str),  # ipv4 | ipv6 | unix
+        pa.field("source_ip", _str),
+        pa.field("source_port", _u16),
+        pa.field("destination_ip", _str),
+        pa.field("destination_port", _u16),
+        pa.field("unix_path", _str),
+        pa.field("unix_peer_inode", _u64),
+        # another process acted upon (fork child, kill/ptrace target)
+        pa.field("target_pid", _u32),
+        pa.field("target_entity_id", _u64),
+        pa.field("signal", _i32),
+        # memory
+        pa.field("mem_addr", _u64),
+        pa.field("mem_len", _u64),
+        pa.field("mem_prot", _u32),
+        pa.field("mem_flags", _u32),
+        # data-flow edges (event_action = flow)
+        pa.field("flow_read_count", _u64),
+        pa.field("flow_read_bytes", _u64),
+        pa.field("flow_write_count", _u64),
+        pa.field("flow_write_bytes", _u64),
+        pa.field("flow_first_ts", _i64),
+        pa.field("flow_last_ts", _i64),
+        # raw syscall arguments, for auditd-style rules (a0..a3)
+        pa.field("a0", _u64),
+        pa.field("a1", _u64),
+        pa.field("a2", _u64),
+        pa.field("a3", _u64),
+        pa.field("message", _str),  # free text for agent / warning records
+    ]
+)
+
+# One row per process image: a fork creates image 0, every exec adds the next image.
+PROCESSES = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("entity_id", _u64, nullable=False),
+        pa.field("image_seq", _u32, nullable=False),
+        pa.field("pid", _u32, nullable=False),
+        pa.field("parent_entity_id", _u64),
+        pa.field("parent_pid", _u32),
+        pa.field("start_ts", _i64, nullable=False),  # process start, UTC ns
+        pa.field("image_ts", _i64, nullable=False),  # when this image began (fork or exec)
+        pa.field("executable", _str),
+        pa.field("args", pa.list_(_str)),
+        pa.field("working_directory", _str),
+        pa.field("name", _str),
+        pa.field("user_id", _u32),
+        pa.field("user_effective_id", _u32),
+        pa.field("group_id", _u32),
+        pa.field("user_audit_id", _u32),
+        pa.field("session_id", _u32),
+        pa.field("tty", _str),
+        pa.field("cgroup_id", _u64),
+        pa.field("ns_mnt", _u32),
+        pa.field("ns_pid", _u32),
+        pa.field("ns_net", _u32),
+        pa.field("ns_user", _u32),
+        pa.field("ns_uts", _u32),
+        pa.field("source", _str, nullable=False),  # fork | exec | snapshot
+    ]
+)
+
+# Data-flow edges are also kept in EVENTS (event_action = 'flow'); this table is the
+# narrow projection analyses join on.
+FLOWS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("entity_id", _u64, nullable=False),
+        pa.field("pid", _u32),
+        pa.field("fd", _i32),
+        pa.field("file_inode", _u64),
+        pa.field("file_device", _u64),
+        pa.field("file_type", _str),
+        pa.field("file_path", _str),
+        pa.field("first_ts", _i64),
+        pa.field("last_ts", _i64),
+        pa.field("read_count", _u64),
+        pa.field("read_bytes", _u64),
+        pa.field("write_count", _u64),
+        pa.field("write_bytes", _u64),
+        pa.field("reason", _str),  # close | periodic | exit
+    ]
+)
+
+# Loss is evidence: every window in which records were dropped, and why.
+GAPS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("ts_from", _i64, nullable=False),
+        pa.field("ts_to", _i64, nullable=False),
+        pa.field("cpu", _i32),  # -1 when not per CPU
+        pa.field("event_class", _str),  # process | file | network | flow | ...
+        pa.field("count", _u64, nullable=False),
+        pa.field("reason", _str, nullable=False),  # ringbuf-full | spool-full | agent-down | ...
+    ]
+)
+
+HOSTS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("kernel", _str),
+        pa.field("first_seen", _i64),
+        pa.field("boot_ts", _i64),  # UTC ns of boot (wall clock minus boottime)
+        pa.field("agent_version", _str),
+    ]
+)
+
+ALERTS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("alert_id", _str, nullable=False),
+        pa.field("ts", _i64, nullable=False),  # time of the (first) matching event
+        pa.field("detected_ts", _i64),  # when the engine raised it
+        pa.field("rule_id", _str, nullable=False),
+        pa.field("rule_title", _str),
+        pa.field("rule_level", _str),
+        pa.field("tags", pa.list_(_str)),  # MITRE ATT&CK and others
+        pa.field("process_entity_id", _u64),
+        pa.field("process_pid", _u32),
+        pa.field("entity_ids", pa.list_(_u64)),
+        pa.field("event_keys", pa.list_(_str)),  # "cpu:seq:ts" of the matching events
+        pa.field("summary", _str),
+        pa.field("source", _str),  # live | hunt | builtin
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "events": EVENTS,
+    "processes": PROCESSES,
+    "flows": FLOWS,
+    "gaps": GAPS,
+    "hosts": HOSTS,
+    "alerts": ALERTS,
+}
+
+# Columns whose ECS name is not the plain dots-for-underscores translation.
+_ECS_SPECIAL = {
+    "ts": "@timestamp",
+    "process_entity_id": "process.entity_id",
+    "process_parent_pid": "process.parent.pid",
+    "process_working_directory": "process.working_directory",
+    "process_exit_code": "process.exit_code",
+    "process_exit_signal": "process.exit_signal",
+    "process_session_id": "process.session_id",
+    "process_cgroup_id": "process.cgroup_id",
+    "user_effective_id": "user.effective.id",
+    "group_effective_id": "group.effective.id",
+    "user_audit_id": "user.audit.id",
+    "file_path_raw": "file.path_raw",
+    "file_path_resolution": "file.path_resolution",
+    "file_path_truncated": "file.path_truncated",
+    "file_target_path": "file.target_path",
+    "file_target_path_raw": "file.target_path_raw",
+    "file_target_inode": "file.target_inode",
+    "target_entity_id": "target.entity_id",
+    "target_pid": "target.pid",
+    "unix_peer_inode": "unix.peer_inode",
+    "unix_path": "unix.path",
+    "ts_boot": "event.boot_ns",
+    "event_kind": "event.kind",
+    "host_id": "host.id",
+    "host_name": "host.name",
+    "boot_id": "host.boot.id",
+    "parent_entity_id": "process.parent.entity_id",
+}
+
+
+def ecs_name(column: str) -> str:
+    """The ECS-style dotted name of a store column (``file_path`` -> ``file.path``)."""
+    special = _ECS_SPECIAL.get(column)
+    if special is not None:
+        return special
+    head, _, tail = column.partition("_")
+    if not tail:
+        return column
+    return f"{head}.{tail}"
