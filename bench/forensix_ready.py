@@ -1,0 +1,57 @@
+"""What the bench needs to know about a running `forensix record`: when it records, and
+what it kept (events, gaps) once it stopped."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from forensix.store.embedded import open_reader, socket_path
+
+
+def wait_until_recording(proc: subprocess.Popen[bytes], store: Path, log: Path) -> None:
+    """Return once the recorder serves its store (its sensor is attached by then)."""
+    deadline = time.monotonic() + 60
+    sock = socket_path(store)
+    while not sock.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"forensix record exited {proc.returncode}: "
+                + log.read_text(errors="replace")[-800:]
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("forensix record did not start within 60 s")
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the agent:start record and the process snapshot land
+
+
+def store_counts(
+    store: Path, inspect: Callable[[Any], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Events kept and records lost (sum of gap counts) in a stopped recorder's store."""
+    reader = open_reader(store)
+    try:
+        events = reader.query("SELECT count(*) AS n FROM events").column("n")[0].as_py()
+        gaps = reader.query(
+            "SELECT coalesce(sum(count), 0) AS n, count(*) AS rows FROM gaps"
+        ).to_pylist()[0]
+        procs = reader.query("SELECT count(*) AS n FROM processes").column("n")[0].as_py()
+        by_cat = {
+            r["event_category"]: r["n"]
+            for r in reader.query(
+                "SELECT event_category, count(*) AS n FROM events GROUP BY ALL"
+            ).to_pylist()
+        }
+        extra = inspect(reader) if inspect is not None else {}
+    finally:
+        close = getattr(reader, "close", None)
+        if close is not None:
+            close()
+    return {
+        "events": int(events),
+        "lost": int(gaps["n"]),
+        "detail": {"gap_rows": int(gaps["rows"]), "process_rows": int(procs), "by_category": by_cat, **extra},
+    }

@@ -1,0 +1,164 @@
+"""web: nginx on 127.0.0.1 serving small static files under wrk; requests/s and p99.
+
+nginx runs with one worker (the machine has two cores; wrk takes the other), no access
+log and no open-file cache, so every request opens a file: a recorded event per request.
+wrk asks for 200 different 1 KiB files in turn over 16 keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import shutil
+import socket
+import subprocess
+import time
+
+from bench.recorders import Recorder
+from bench.workload import Metric, Workload
+
+PORT = 18089
+N_FILES = 200
+
+_NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path {dir}/tmp;
+  proxy_temp_path {dir}/tmp;
+  fastcgi_temp_path {dir}/tmp;
+  uwsgi_temp_path {dir}/tmp;
+  scgi_temp_path {dir}/tmp;
+  server {{
+    listen 127.0.0.1:{port};
+    root {dir}/www;
+  }}
+}}
+"""
+
+_WRK_SCRIPT = """\
+local i = 0
+request = function()
+  i = (i + 1) % {n}
+  return wrk.format("GET", "/f" .. i .. ".html")
+end
+"""
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if rps is None or p99 is None:
+        raise RuntimeError(f"cannot read wrk output: {out[-800:]}")
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} failed responses")
+    return {"rps": float(rps.group(1)), "p99_ms": float(p99.group(1)) * _UNITS[p99.group(2)]}
+
+
+class WebWorkload(Workload):
+    name = "web"
+    title = "web"
+    metrics = (
+        Metric("rps", "requests/s", "req/s", higher_is_better=True),
+        Metric("p99_ms", "p99 latency", "ms"),
+    )
+
+    def __init__(self, quick: bool, scratch) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(quick, scratch)
+        self.duration = 5 if quick else 15
+        self._nginx: subprocess.Popen[bytes] | None = None
+
+    def check(self) -> str | None:
+        for tool in ("nginx", "wrk"):
+            if not shutil.which(tool):
+                return f"{tool} is not installed (scripts/bench-setup.sh)"
+        return None
+
+    def describe(self) -> str:
+        return (
+            f"nginx (1 worker) on 127.0.0.1, {N_FILES} files of 1 KiB, "
+            f"`wrk -t1 -c16 -d{self.duration}s --latency`"
+        )
+
+    def prepare(self) -> None:
+        www = self.scratch / "www"
+        www.mkdir(exist_ok=True)
+        (self.scratch / "tmp").mkdir(exist_ok=True)
+        body = ("<html>" + "x" * 1000 + "</html>\n").encode()
+        for i in range(N_FILES):
+            (www / f"f{i}.html").write_bytes(body)
+        (self.scratch / "nginx.conf").write_text(
+            _NGINX_CONF.format(dir=self.scratch, port=PORT)
+        )
+        (self.scratch / "rotate.lua").write_text(_WRK_SCRIPT.format(n=N_FILES))
+
+    def before_run(self, rec: Recorder) -> None:
+        argv = rec.wrap(["nginx", "-c", str(self.scratch / "nginx.conf")])
+        self._nginx = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=(self.scratch / "nginx.out").open("wb")
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+                break
+            except OSError:
+                if self._nginx.poll() is not None or time.monotonic() > deadline:
+                    self.after_run(rec)
+                    err = (self.scratch / "nginx.out").read_text(errors="replace")
+                    raise RuntimeError(f"nginx did not start: {err[-800:]}")
+                time.sleep(0.05)
+        # warm up: page cache, nginx and (under strace) the traced workers
+        self._wrk(2)
+
+    def _wrk(self, seconds: int) -> str:
+        p = subprocess.run(
+            [
+                "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency",
+                "-s", str(self.scratch / "rotate.lua"), f"http://127.0.0.1:{PORT}/",
+            ],
+            capture_output=True, text=True, timeout=seconds + 60,
+        )
+        if p.returncode != 0:
+            raise RuntimeError(f"wrk failed: {p.stderr[-800:]}")
+        return p.stdout
+
+    def measure(self, rec: Recorder) -> dict[str, float]:
+        return parse_wrk(self._wrk(self.duration))
+
+    def after_run(self, rec: Recorder) -> None:
+        if self._nginx is None:
+            return
+        # stop nginx itself (by its pid file), not strace around it, which would detach
+        pidfile = self.scratch / "nginx.pid"
+        try:
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            self._nginx.terminate()
+        try:
+            self._nginx.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._nginx.kill()
+            self._nginx.wait()
+        self._nginx = None
+        # nginx's worker may outlive a killed strace: wait until the port is free
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", PORT), timeout=0.2).close()
+                time.sleep(0.1)
+            except OSError:
+                return
+        raise RuntimeError(f"something still listens on 127.0.0.1:{PORT} after nginx stopped")
