@@ -83,6 +83,8 @@ EVENTS = pa.schema(
         pa.field("file_mode", _u32),  # mode argument (chmod, open O_CREAT, mkdir)
         pa.field("file_uid", _i64),  # chown owner argument
         pa.field("file_gid", _i64),
+        pa.field("file_atime", _i64),  # times set by utimes/utimensat (UTC ns; 0 = now)
+        pa.field("file_mtime", _i64),
         pa.field("file_target_path", _str),  # rename/link destination, symlink path
         pa.field("file_target_path_raw", _str),
         pa.field("file_target_inode", _u64),

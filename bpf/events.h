@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * events.h: the one event ABI between the forensix BPF sensor and its decoder.
+ *
+ * The Python decoder never restates these layouts: the build extracts them from the
+ * BTF of the compiled object (bpftool btf dump -j) into abi.json, and a test checks
+ * that abi.json matches the object that is loaded.
+ *
+ * A record in a ring buffer is a struct fx_event followed by up to FX_NSTR strings,
+ * packed one after another; slen[i] is the length of string i including its NUL, or 0
+ * when it is absent. Which string means what depends on the kind (see enum fx_str).
+ */
+#ifndef FORENSIX_EVENTS_H
+#define FORENSIX_EVENTS_H
+
+#define FX_NSTR 4
+#define FX_STR_MAX 4096          /* one string, NUL included */
+#define FX_PATH_DEPTH 48         /* dentry components walked before a path is truncated */
+
+enum fx_kind {
+	FX_KIND_FORK = 1,        /* a new process (not a thread); tpid/tstart = child */
+	FX_KIND_EXEC = 2,        /* s0 exe (kernel-resolved), s1 argv (NUL-separated), s2 cwd, s3 filename as passed */
+	FX_KIND_EXIT = 3,        /* the whole thread group is gone; ret = exit_code (status << 8 | signal) */
+	FX_KIND_SYSCALL = 4,     /* nr = syscall number; args[] = raw arguments; ret = return value */
+	FX_KIND_FLOW = 5,        /* data-flow edge: aggregated reads/writes on one open file; args[] = counters */
+};
+
+/* Where each string of a FX_KIND_SYSCALL record comes from. */
+enum fx_str {
+	FX_S_PATH0 = 0,          /* object 0: kernel-resolved path (of the file, or of its base directory) */
+	FX_S_RAW0 = 1,           /* object 0: the string the process passed */
+	FX_S_PATH1 = 2,          /* object 1 (rename/link target, ...) */
+	FX_S_RAW1 = 3,
+};
+
+enum fx_flags {
+	FX_F_TRUNC0 = 1 << 0,    /* string i was truncated (bit i) */
+	FX_F_TRUNC1 = 1 << 1,
+	FX_F_TRUNC2 = 1 << 2,
+	FX_F_TRUNC3 = 1 << 3,
+	FX_F_BASE0 = 1 << 4,     /* PATH0 is the base directory (dirfd, cwd or root) of RAW0, not the object itself */
+	FX_F_BASE1 = 1 << 5,     /* likewise PATH1 / RAW1 */
+	FX_F_SOCK = 1 << 6,      /* the socket fields are filled */
+	FX_F_DELETED0 = 1 << 7,  /* object 0 was unlinked when resolved */
+	FX_F_DEPTH0 = 1 << 8,    /* PATH0 walk hit FX_PATH_DEPTH before the root */
+	FX_F_DEPTH1 = 1 << 9,
+	FX_F_CLOSE = 1 << 10,    /* FLOW: flushed because the file was closed */
+};
+
+/* Event classes: each has its own drop counter and sequence; PROC has its own ring. */
+enum fx_class {
+	FX_CLASS_PROC = 0,       /* fork, exec, exit, credentials: ring rb_proc */
+	FX_CLASS_FILE = 1,
+	FX_CLASS_NET = 2,
+	FX_CLASS_FLOW = 3,
+	FX_CLASS_OTHER = 4,
+	FX_CLASS_MAX = 5,
+};
+
+struct fx_event {
+	__u64 ts;                /* bpf_ktime_get_boot_ns() */
+	__u64 seq;               /* per CPU and class; advanced for dropped records too */
+	__u64 start;             /* start_boottime of the thread group leader */
+	__u64 tstart;            /* start_boottime of the target (fork child) */
+	__u64 cgroup;
+	__s64 ret;
+	__u64 args[6];
+	__u64 ino[2];
+	__u32 dev[2];
+	__u32 imode[2];          /* i_mode of the resolved objects (type bits tell file/dir/sock/fifo) */
+	__u32 kind;              /* enum fx_kind */
+	__u32 nr;                /* syscall number (x86_64) for FX_KIND_SYSCALL */
+	__u32 cls;               /* enum fx_class */
+	__u32 cpu;
+	__u32 pid;               /* tgid */
+	__u32 tid;
+	__u32 ppid;
+	__u32 tpid;              /* target process: fork child, kill/ptrace target */
+	__u32 uid, gid, euid, egid;
+	__u32 auid, sessionid;   /* loginuid and audit session id */
+	__u32 ns_mnt, ns_pid, ns_net, ns_user, ns_uts;  /* FORK and EXEC only */
+	__u16 family;            /* socket: AF_INET, AF_INET6, AF_UNIX */
+	__u16 sport, dport;      /* host byte order */
+	__u16 sotype;            /* SOCK_STREAM, SOCK_DGRAM, ... */
+	__u16 protocol;
+	__u16 flags;             /* enum fx_flags */
+	__u16 slen[FX_NSTR];
+	__u16 pad[3];
+	__u64 peer_ino;          /* unix socket: inode of the peer socket */
+	__u8 saddr[16];          /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	char comm[16];
+	char tty[16];            /* FORK and EXEC only */
+};
+
+/* Sensor configuration: the only .rodata variable, set by the loader before load. */
+struct fx_config {
+	__u32 agent_tgid;        /* the recorder itself: never recorded */
+	__u32 full_rw;           /* 1: every read/write is a record, not a flow edge */
+};
+
+/* Aggregated reads and writes of one process on one open file (struct file). */
+struct fx_flow_key {
+	__u64 file;              /* struct file address: dup'd descriptors share it */
+	__u32 pid;
+	__u32 pad;
+};
+
+struct fx_flow {
+	__u64 first, last;       /* boot ns */
+	__u64 rcount, rbytes, wcount, wbytes;
+	__u64 start;             /* the process's start_boottime */
+	__u64 ino;
+	__u32 dev, imode;
+	__s32 fd;
+	__u32 tid;
+};
+
+/* Per CPU and class: records emitted or attempted, and how many were lost. */
+struct fx_counter {
+	__u64 seq;
+	__u64 drops;
+	__u64 first_drop;        /* boot ns of the first and latest drop */
+	__u64 last_drop;
+};
+
+#endif /* FORENSIX_EVENTS_H */

@@ -1,0 +1,997 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * forensix kernel sensor (CO-RE).
+ *
+ * Process lifecycle comes from the sched tracepoints (tp_btf: typed task_struct and
+ * linux_binprm). Everything else comes from the per-syscall tracepoints, which cost
+ * nothing for syscalls that are not hooked: one program (fx_enter) stashes the
+ * arguments at entry, and one handler per family reads the result at exit, resolving
+ * paths and sockets from the kernel objects the syscall actually used (Garfinkel's
+ * "Traps and Pitfalls": the string a process passed is kept beside, never trusted).
+ *
+ * Loss is counted, never silent: every record has a per-CPU, per-class sequence number
+ * that advances even when the ring is full, and a per-CPU drop counter per class.
+ * Process lifecycle records have a ring of their own (rb_proc).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include <asm/unistd_64.h>
+#include "events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the loader before load (libbpf rodata). */
+const volatile struct fx_config cfg = {};
+
+#define AT_FDCWD -100
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define S_IFIFO 0010000
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define PROT_EXEC 0x4
+#define MAP_ANONYMOUS 0x20
+#define EACCES 13
+#define EPERM 1
+#define EINPROGRESS 115
+#define E2BIG 7
+#define STR_AREA (FX_NSTR * FX_STR_MAX)
+/* Keep clang from dropping a mask it can prove redundant: the verifier needs it. */
+#define fx_opaque(v) asm volatile("" : "+r"(v))
+
+struct fx_scratch {
+	struct fx_event ev;
+	char str[STR_AREA + FX_STR_MAX];
+	__u32 off;
+};
+
+struct fx_pathbuf {
+	char b[2 * FX_STR_MAX];
+};
+
+struct fx_call {
+	__u64 args[6];
+	__u32 nr;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} rb_proc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 32 << 20);
+} rb_main SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FX_CLASS_MAX);
+	__type(key, __u32);
+	__type(value, struct fx_counter);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fx_scratch);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fx_pathbuf);
+} pathbufs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct fx_call);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct fx_flow_key);
+	__type(value, struct fx_flow);
+} flows SEC(".maps");
+
+/* Keep the ABI types in the object's BTF even where no code names them. */
+const struct fx_event *fx_abi_event __attribute__((unused));
+const struct fx_flow_key *fx_abi_flow_key __attribute__((unused));
+const struct fx_flow *fx_abi_flow __attribute__((unused));
+const struct fx_counter *fx_abi_counter __attribute__((unused));
+const enum fx_kind *fx_abi_kind __attribute__((unused));
+const enum fx_str *fx_abi_str __attribute__((unused));
+const enum fx_flags *fx_abi_flags __attribute__((unused));
+const enum fx_class *fx_abi_class __attribute__((unused));
+
+static __always_inline bool fx_skip(void)
+{
+	return (bpf_get_current_pid_tgid() >> 32) == cfg.agent_tgid;
+}
+
+static __always_inline void fx_count_drop(__u32 cls, __u64 ts)
+{
+	struct fx_counter *c = bpf_map_lookup_elem(&counters, &cls);
+	if (!c)
+		return;
+	c->seq++;
+	c->drops++;
+	if (!c->first_drop)
+		c->first_drop = ts;
+	c->last_drop = ts;
+}
+
+static __always_inline struct fx_scratch *fx_begin(__u32 kind, __u32 cls)
+{
+	__u32 zero = 0;
+	struct fx_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return NULL;
+	struct fx_event *e = &s->ev;
+	__builtin_memset(e, 0, sizeof(*e));
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u64 ug = bpf_get_current_uid_gid();
+	e->ts = bpf_ktime_get_boot_ns();
+	e->kind = kind;
+	e->cls = cls;
+	e->cpu = bpf_get_smp_processor_id();
+	e->pid = pt >> 32;
+	e->tid = (__u32)pt;
+	e->uid = (__u32)ug;
+	e->gid = ug >> 32;
+	e->start = BPF_CORE_READ(t, group_leader, start_boottime);
+	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	e->euid = BPF_CORE_READ(t, cred, euid.val);
+	e->egid = BPF_CORE_READ(t, cred, egid.val);
+	e->auid = BPF_CORE_READ(t, loginuid.val);
+	e->sessionid = BPF_CORE_READ(t, sessionid);
+	e->cgroup = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	s->off = 0;
+	return s;
+}
+
+static __always_inline void fx_submit(struct fx_scratch *s)
+{
+	struct fx_event *e = &s->ev;
+	__u32 cls = e->cls;
+	struct fx_counter *c = bpf_map_lookup_elem(&counters, &cls);
+	if (!c)
+		return;
+	e->seq = c->seq++;
+	__u32 off = s->off;
+	if (off > STR_AREA)
+		off = STR_AREA;
+	__u64 size = sizeof(*e) + off;
+	long r;
+	if (cls == FX_CLASS_PROC)
+		r = bpf_ringbuf_output(&rb_proc, e, size, BPF_RB_NO_WAKEUP);
+	else
+		r = bpf_ringbuf_output(&rb_main, e, size, BPF_RB_NO_WAKEUP);
+	if (r) {
+		c->drops++;
+		if (!c->first_drop)
+			c->first_drop = e->ts;
+		c->last_drop = e->ts;
+	}
+}
+
+/* Strings are packed in index order: callers add s0, s1, s2, s3 in that order. */
+static __always_inline void fx_str_user(struct fx_scratch *s, int i, const void *uptr)
+{
+	__u32 off = s->off;
+	if (off >= STR_AREA || !uptr)
+		return;
+	long n = bpf_probe_read_user_str(&s->str[off & (STR_AREA - 1)], FX_STR_MAX, uptr);
+	if (n <= 0)
+		return;
+	s->ev.slen[i & (FX_NSTR - 1)] = n;
+	if (n >= FX_STR_MAX)
+		s->ev.flags |= (FX_F_TRUNC0 << i);
+	s->off = off + n;
+}
+
+static __always_inline void fx_str_kernel(struct fx_scratch *s, int i, const void *kptr)
+{
+	__u32 off = s->off;
+	if (off >= STR_AREA || !kptr)
+		return;
+	long n = bpf_probe_read_kernel_str(&s->str[off & (STR_AREA - 1)], FX_STR_MAX, kptr);
+	if (n <= 0)
+		return;
+	s->ev.slen[i & (FX_NSTR - 1)] = n;
+	if (n >= FX_STR_MAX)
+		s->ev.flags |= (FX_F_TRUNC0 << i);
+	s->off = off + n;
+}
+
+/* Raw bytes of user memory (argv: NUL-separated), NUL-terminated here. */
+static __always_inline void fx_bytes_user(struct fx_scratch *s, int i, const void *uptr, __u64 len)
+{
+	__u32 off = s->off;
+	if (off >= STR_AREA || !uptr)
+		return;
+	if (len >= FX_STR_MAX) {
+		len = FX_STR_MAX - 1;
+		s->ev.flags |= (FX_F_TRUNC0 << i);
+	}
+	len &= (FX_STR_MAX - 1);
+	if (bpf_probe_read_user(&s->str[off & (STR_AREA - 1)], len, uptr))
+		return;
+	s->str[(off + len) & (STR_AREA + FX_STR_MAX - 1)] = 0;
+	s->ev.slen[i & (FX_NSTR - 1)] = len + 1;
+	s->off = off + len + 1;
+}
+
+/*
+ * Walk a dentry up to the root of the namespace, crossing mount points, writing the
+ * path backwards into pathbufs->b[0..FX_STR_MAX). One bpf_loop step per component or
+ * mount crossing, so the verifier checks the step once instead of every unrolled path.
+ */
+struct fx_walk {
+	struct dentry *dentry;
+	struct mount *mnt;
+	int pos;
+	int res;       /* bit 16: buffer full; bit 17: FX_PATH_DEPTH reached */
+	int done;
+};
+
+static long fx_walk_step(__u32 i, struct fx_walk *w)
+{
+	__u32 zero = 0;
+	struct fx_pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb)
+		return 1;
+	struct dentry *dentry = w->dentry;
+	struct mount *mnt = w->mnt;
+	struct dentry *root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+	if (dentry == root || dentry == parent) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+		if (dentry != root || mnt == up) {
+			w->done = 1;
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = up;
+		return 0;
+	}
+	int pos = w->pos;
+	if (pos < 0 || pos > FX_STR_MAX - 1)
+		return 1;
+	struct qstr q = BPF_CORE_READ(dentry, d_name);
+	__u32 len = q.len & (FX_STR_MAX - 1);
+	int npos = pos - (int)len - 1;
+	if (npos < 0) {
+		w->res |= 1 << 16;
+		w->done = 1;
+		return 1;
+	}
+	__u32 at = npos;
+	fx_opaque(at);
+	bpf_probe_read_kernel(&pb->b[(at + 1) & (FX_STR_MAX - 1)], len, q.name);
+	fx_opaque(at);
+	pb->b[at & (FX_STR_MAX - 1)] = '/';
+	w->pos = npos;
+	w->dentry = parent;
+	return 0;
+}
+
+static __always_inline int fx_walk(struct dentry *dentry, struct vfsmount *vfsmnt, struct fx_pathbuf *pb)
+{
+	struct fx_walk w = {
+		.dentry = dentry,
+		.mnt = container_of(vfsmnt, struct mount, mnt),
+		.pos = FX_STR_MAX - 1,
+	};
+	pb->b[FX_STR_MAX - 1] = 0;
+	bpf_loop(FX_PATH_DEPTH, fx_walk_step, &w, 0);
+	if (!w.done)
+		w.res |= 1 << 17;
+	int pos = w.pos;
+	if (pos < 1 || pos > FX_STR_MAX - 1)
+		pos = FX_STR_MAX - 1;
+	if (pos == FX_STR_MAX - 1) {
+		pos = FX_STR_MAX - 2;
+		pb->b[pos] = '/';
+	}
+	return w.res | pos;
+}
+
+static __always_inline void fx_str_path(struct fx_scratch *s, int i, struct dentry *d, struct vfsmount *m)
+{
+	__u32 zero = 0;
+	struct fx_pathbuf *pb = bpf_map_lookup_elem(&pathbufs, &zero);
+	if (!pb || !d || !m)
+		return;
+	int r = fx_walk(d, m, pb);
+	int pos = r & (FX_STR_MAX - 1);
+	if (r & (1 << 16))
+		s->ev.flags |= (FX_F_TRUNC0 << i);
+	if (r & (1 << 17))
+		s->ev.flags |= (i < 2 ? FX_F_DEPTH0 : FX_F_DEPTH1);
+	__u32 n = FX_STR_MAX - pos;
+	__u32 off = s->off;
+	if (off >= STR_AREA || n > FX_STR_MAX)
+		return;
+	n &= (2 * FX_STR_MAX - 1);
+	if (bpf_probe_read_kernel(&s->str[off & (STR_AREA - 1)], n, &pb->b[pos]))
+		return;
+	s->ev.slen[i & (FX_NSTR - 1)] = n;
+	s->off = off + n;
+}
+
+static __always_inline struct file *fx_fd_file(int fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt || fd < 0)
+		return NULL;
+	__u32 max = BPF_CORE_READ(fdt, max_fds);
+	if ((__u32)fd >= max)
+		return NULL;
+	struct file **arr = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &arr[fd]);
+	return f;
+}
+
+static __always_inline void fx_sock(struct fx_scratch *s, struct file *f, int strslot)
+{
+	struct fx_event *e = &s->ev;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return;
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->family = fam;
+	e->sotype = BPF_CORE_READ(sock, type);
+	e->protocol = BPF_CORE_READ(sk, sk_protocol);
+	e->flags |= FX_F_SOCK;
+	if (fam == AF_INET) {
+		__u32 sa = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 da = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(e->saddr, &sa, 4);
+		__builtin_memcpy(e->daddr, &da, 4);
+	} else if (fam == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else if (fam == AF_UNIX) {
+		struct unix_sock *u = (struct unix_sock *)sk;
+		struct unix_address *ua = BPF_CORE_READ(u, addr);
+		struct sock *peer = BPF_CORE_READ(u, peer);
+		if (peer) {
+			struct socket *ps = BPF_CORE_READ(peer, sk_socket);
+			if (ps)
+				e->peer_ino = BPF_CORE_READ(container_of(ps, struct socket_alloc, socket), vfs_inode.i_ino);
+		}
+		if (ua && strslot >= 0)
+			fx_str_kernel(s, strslot, &ua->name[0].sun_path[0]);
+		return;
+	}
+	if (fam == AF_INET || fam == AF_INET6) {
+		e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	}
+}
+
+/* Object i (0 or 1) is an open file: inode, device, type, kernel path (or socket). */
+static __always_inline void fx_file(struct fx_scratch *s, int obj, struct file *f)
+{
+	if (!f)
+		return;
+	struct fx_event *e = &s->ev;
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	int k = obj & 1;
+	e->ino[k] = BPF_CORE_READ(ino, i_ino);
+	e->dev[k] = BPF_CORE_READ(ino, i_sb, s_dev);
+	__u16 mode = BPF_CORE_READ(ino, i_mode);
+	e->imode[k] = mode;
+	if ((mode & S_IFMT) == S_IFSOCK) {
+		fx_sock(s, f, obj ? FX_S_PATH1 : FX_S_PATH0);
+		return;
+	}
+	fx_str_path(s, obj ? FX_S_PATH1 : FX_S_PATH0, BPF_CORE_READ(f, f_path.dentry),
+		    BPF_CORE_READ(f, f_path.mnt));
+}
+
+/*
+ * Object i named by (dirfd, user path) that no longer has, or never had, an open file:
+ * record the kernel-resolved base the kernel used (the task's root for an absolute
+ * path, its cwd for AT_FDCWD, the directory dirfd refers to otherwise) and the string.
+ */
+static __always_inline void fx_named(struct fx_scratch *s, int obj, long dirfd, const char *upath)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	int pslot = obj ? FX_S_PATH1 : FX_S_PATH0;
+	char c = 0;
+	if (!upath)
+		return;
+	bpf_probe_read_user(&c, 1, upath);
+	if (c == '/') {
+		fx_str_path(s, pslot, BPF_CORE_READ(t, fs, root.dentry), BPF_CORE_READ(t, fs, root.mnt));
+	} else if ((int)dirfd == AT_FDCWD) {
+		fx_str_path(s, pslot, BPF_CORE_READ(t, fs, pwd.dentry), BPF_CORE_READ(t, fs, pwd.mnt));
+	} else {
+		struct file *f = fx_fd_file((int)dirfd);
+		if (f)
+			fx_str_path(s, pslot, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt));
+	}
+	s->ev.flags |= obj ? FX_F_BASE1 : FX_F_BASE0;
+	fx_str_user(s, obj ? FX_S_RAW1 : FX_S_RAW0, upath);
+}
+
+static __always_inline void fx_task_extra(struct fx_event *e, struct task_struct *t)
+{
+	e->ns_mnt = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	e->ns_pid = BPF_CORE_READ(t, nsproxy, pid_ns_for_children, ns.inum);
+	e->ns_net = BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
+	e->ns_uts = BPF_CORE_READ(t, nsproxy, uts_ns, ns.inum);
+	e->ns_user = BPF_CORE_READ(t, cred, user_ns, ns.inum);
+	struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+	if (tty)
+		BPF_CORE_READ_STR_INTO(&e->tty, tty, name);
+}
+
+/* Take the arguments stashed at syscall entry. */
+static __always_inline bool fx_take(struct fx_call *out)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fx_call *c = bpf_map_lookup_elem(&inflight, &tid);
+	if (!c)
+		return false;
+	*out = *c;
+	bpf_map_delete_elem(&inflight, &tid);
+	return true;
+}
+
+static __always_inline struct fx_scratch *fx_sys(struct fx_call *c, long ret, __u32 cls)
+{
+	struct fx_scratch *s = fx_begin(FX_KIND_SYSCALL, cls);
+	if (!s)
+		return NULL;
+	s->ev.nr = c->nr;
+	s->ev.ret = ret;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		s->ev.args[i] = c->args[i];
+	return s;
+}
+
+/* ---- process lifecycle -------------------------------------------------------- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(fx_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (fx_skip())
+		return 0;
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0; /* a thread, not a process */
+	struct fx_scratch *s = fx_begin(FX_KIND_FORK, FX_CLASS_PROC);
+	if (!s)
+		return 0;
+	s->ev.tpid = BPF_CORE_READ(child, tgid);
+	s->ev.tstart = BPF_CORE_READ(child, start_boottime);
+	s->ev.args[0] = BPF_CORE_READ(child, flags);
+	fx_task_extra(&s->ev, child);
+	fx_submit(s);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(fx_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (fx_skip())
+		return 0;
+	struct fx_scratch *s = fx_begin(FX_KIND_EXEC, FX_CLASS_PROC);
+	if (!s)
+		return 0;
+	struct fx_event *e = &s->ev;
+	e->args[0] = old_pid;
+	fx_task_extra(e, p);
+	fx_file(s, 0, BPF_CORE_READ(bprm, file));                 /* s0: the executable */
+	unsigned long as = BPF_CORE_READ(p, mm, arg_start);
+	unsigned long ae = BPF_CORE_READ(p, mm, arg_end);
+	if (ae > as)
+		fx_bytes_user(s, 1, (void *)as, ae - as);         /* s1: argv */
+	fx_str_path(s, 2, BPF_CORE_READ(p, fs, pwd.dentry), BPF_CORE_READ(p, fs, pwd.mnt)); /* s2: cwd */
+	fx_str_kernel(s, 3, BPF_CORE_READ(bprm, filename));      /* s3: as passed */
+	fx_submit(s);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(fx_exit, struct task_struct *p, bool group_dead)
+{
+	if (!group_dead || fx_skip())
+		return 0;
+	struct fx_scratch *s = fx_begin(FX_KIND_EXIT, FX_CLASS_PROC);
+	if (!s)
+		return 0;
+	s->ev.ret = BPF_CORE_READ(p, exit_code);
+	s->ev.args[0] = BPF_CORE_READ(p, signal, group_exit_code);
+	fx_submit(s);
+	return 0;
+}
+
+/* ---- syscalls ------------------------------------------------------------------- */
+
+SEC("tracepoint")
+int fx_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	if (fx_skip())
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fx_call c = {};
+	c.nr = (__u32)ctx->id;
+	/*
+	 * Copy all six argument slots without a direct ctx access past the record: the
+	 * kernel refuses to attach a program whose ctx reads exceed the tracepoint's record
+	 * (sys_enter_open has three arguments). Slots past the syscall's own are unused.
+	 */
+	bpf_probe_read_kernel(c.args, sizeof(c.args), (void *)((unsigned long)ctx + 16));
+	bpf_map_update_elem(&inflight, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint")
+int fx_exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	long ret = ctx->ret;
+	if (ret < 0 && ret != -EACCES && ret != -EPERM)
+		return 0; /* probing for files that do not exist is noise */
+	struct fx_scratch *s = fx_sys(&c, ret, FX_CLASS_FILE);
+	if (!s)
+		return 0;
+	long dirfd = AT_FDCWD;
+	const char *upath = (const char *)c.args[0];
+	if (c.nr == __NR_openat || c.nr == __NR_openat2) {
+		dirfd = c.args[0];
+		upath = (const char *)c.args[1];
+	}
+	if (c.nr == __NR_openat2) {
+		struct open_how how = {};
+		bpf_probe_read_user(&how, sizeof(how), (void *)c.args[2]);
+		s->ev.args[2] = how.flags;
+		s->ev.args[3] = how.mode;
+	}
+	if (ret >= 0) {
+		fx_file(s, 0, fx_fd_file(ret));
+		fx_str_user(s, FX_S_RAW0, upath);
+	} else {
+		fx_named(s, 0, dirfd, upath);
+	}
+	fx_submit(s);
+	return 0;
+}
+
+/*
+ * New times given to utime(s)/utimensat/futimesat, as args[4] (atime) and args[5] (mtime)
+ * in epoch ns: 0 for "now" (a NULL times pointer or UTIME_NOW), ~0 for UTIME_OMIT.
+ * Timestomping shows as a time set into the past.
+ */
+static __always_inline void fx_times(struct fx_scratch *s, struct fx_call *c)
+{
+	const void *tp = (const void *)(c->nr == __NR_utimensat || c->nr == __NR_futimesat ? c->args[2] : c->args[1]);
+	__s64 t[4] = {};
+	if (!tp)
+		return;
+	if (c->nr == __NR_utime) {
+		bpf_probe_read_user(t, 16, tp);
+		s->ev.args[4] = t[0] * 1000000000ULL;
+		s->ev.args[5] = t[1] * 1000000000ULL;
+		return;
+	}
+	bpf_probe_read_user(t, sizeof(t), tp);
+	__u64 mul = c->nr == __NR_utimensat ? 1 : 1000; /* timespec ns, or timeval us */
+	for (int i = 0; i < 2; i++) {
+		__s64 sec = t[2 * i], frac = t[2 * i + 1];
+		__u64 v;
+		if (c->nr == __NR_utimensat && frac == ((1 << 30) - 1))
+			v = 0;
+		else if (c->nr == __NR_utimensat && frac == ((1 << 30) - 2))
+			v = ~0ULL;
+		else
+			v = sec * 1000000000ULL + frac * mul;
+		s->ev.args[4 + i] = v;
+	}
+}
+
+/* One path argument: unlink, rmdir, mkdir, chmod, chown, truncate, utimes, xattrs, chroot... */
+SEC("tracepoint")
+int fx_exit_path(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_FILE);
+	if (!s)
+		return 0;
+	if (c.nr == __NR_utimensat || c.nr == __NR_utimes || c.nr == __NR_futimesat || c.nr == __NR_utime)
+		fx_times(s, &c);
+	switch (c.nr) {
+	case __NR_unlinkat:
+	case __NR_mkdirat:
+	case __NR_fchmodat:
+#ifdef __NR_fchmodat2
+	case __NR_fchmodat2:
+#endif
+	case __NR_fchownat:
+	case __NR_futimesat:
+	case __NR_mknodat:
+		fx_named(s, 0, c.args[0], (const char *)c.args[1]);
+		break;
+	case __NR_utimensat:
+		if (c.args[1])
+			fx_named(s, 0, c.args[0], (const char *)c.args[1]);
+		else
+			fx_file(s, 0, fx_fd_file(c.args[0]));
+		break;
+	default:
+		fx_named(s, 0, AT_FDCWD, (const char *)c.args[0]);
+	}
+	fx_submit(s);
+	return 0;
+}
+
+/* One descriptor: fchmod, fchown, ftruncate, fsetxattr, finit_module, setns, fchdir... */
+SEC("tracepoint")
+int fx_exit_fd(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	__u32 cls = (c.nr == __NR_finit_module || c.nr == __NR_setns) ? FX_CLASS_OTHER : FX_CLASS_FILE;
+	struct fx_scratch *s = fx_sys(&c, ctx->ret, cls);
+	if (!s)
+		return 0;
+	fx_file(s, 0, fx_fd_file(c.args[0]));
+	if (c.nr == __NR_finit_module)
+		fx_str_user(s, FX_S_RAW0, (const char *)c.args[1]); /* module parameters */
+	fx_submit(s);
+	return 0;
+}
+
+/* Two names: rename, link, symlink (whose first argument is text, not a path). */
+SEC("tracepoint")
+int fx_exit_path2(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_FILE);
+	if (!s)
+		return 0;
+	switch (c.nr) {
+	case __NR_renameat:
+	case __NR_renameat2:
+	case __NR_linkat:
+		fx_named(s, 0, c.args[0], (const char *)c.args[1]);
+		fx_named(s, 1, c.args[2], (const char *)c.args[3]);
+		break;
+	case __NR_symlink:
+		fx_str_user(s, FX_S_RAW0, (const char *)c.args[0]);
+		fx_named(s, 1, AT_FDCWD, (const char *)c.args[1]);
+		break;
+	case __NR_symlinkat:
+		fx_str_user(s, FX_S_RAW0, (const char *)c.args[0]);
+		fx_named(s, 1, c.args[1], (const char *)c.args[2]);
+		break;
+	case __NR_pivot_root:
+	default: /* rename, link */
+		fx_named(s, 0, AT_FDCWD, (const char *)c.args[0]);
+		fx_named(s, 1, AT_FDCWD, (const char *)c.args[1]);
+	}
+	fx_submit(s);
+	return 0;
+}
+
+SEC("tracepoint")
+int fx_exit_mount(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_OTHER);
+	if (!s)
+		return 0;
+	if (c.nr == __NR_mount) {
+		fx_str_user(s, FX_S_PATH0, (const char *)c.args[2]);  /* filesystem type */
+		fx_str_user(s, FX_S_RAW0, (const char *)c.args[0]);   /* source */
+		fx_named(s, 1, AT_FDCWD, (const char *)c.args[1]);    /* mount point */
+	} else { /* umount2 */
+		fx_named(s, 0, AT_FDCWD, (const char *)c.args[0]);
+	}
+	fx_submit(s);
+	return 0;
+}
+
+SEC("tracepoint")
+int fx_exit_mmap(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	__u64 prot = c.nr == __NR_mmap ? c.args[2] : c.args[2];
+	if (c.nr == __NR_mprotect) {
+		if (!(prot & PROT_EXEC))
+			return 0;
+	} else if ((c.args[3] & MAP_ANONYMOUS) && !(prot & PROT_EXEC)) {
+		return 0;
+	}
+	if (ctx->ret < 0 && ctx->ret > -4096)
+		return 0;
+	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_FILE);
+	if (!s)
+		return 0;
+	if (c.nr == __NR_mmap && !(c.args[3] & MAP_ANONYMOUS))
+		fx_file(s, 0, fx_fd_file(c.args[4]));
+	fx_submit(s);
+	return 0;
+}
+
+SEC("tracepoint")
+int fx_exit_memfd(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_FILE);
+	if (!s)
+		return 0;
+	if (ctx->ret >= 0)
+		fx_file(s, 0, fx_fd_file(ctx->ret));
+	fx_str_user(s, FX_S_RAW0, (const char *)c.args[0]);
+	fx_submit(s);
+	return 0;
+}
+
+SEC("tracepoint")
+int fx_exit_sock(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	long ret = ctx->ret;
+	int fd = c.args[0];
+	if (c.nr == __NR_accept || c.nr == __NR_accept4) {
+		if (ret < 0)
+			return 0;
+		fd = ret;
+	} else if (ret < 0 && ret != -EINPROGRESS && c.nr != __NR_connect) {
+		return 0;
+	}
+	struct fx_scratch *s = fx_sys(&c, ret, FX_CLASS_NET);
+	if (!s)
+		return 0;
+	fx_file(s, 0, fx_fd_file(fd));
+	fx_submit(s);
+	return 0;
+}
+
+/* pipe, pipe2, socketpair: two descriptors that link processes. */
+SEC("tracepoint")
+int fx_exit_pipe(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c) || ctx->ret < 0)
+		return 0;
+	int fds[2] = {-1, -1};
+	void *uptr = (void *)(c.nr == __NR_socketpair ? c.args[3] : c.args[0]);
+	bpf_probe_read_user(fds, sizeof(fds), uptr);
+	struct fx_scratch *s = fx_sys(&c, ctx->ret, c.nr == __NR_socketpair ? FX_CLASS_NET : FX_CLASS_FILE);
+	if (!s)
+		return 0;
+	s->ev.args[4] = fds[0];
+	s->ev.args[5] = fds[1];
+	struct file *f0 = fx_fd_file(fds[0]);
+	struct file *f1 = fx_fd_file(fds[1]);
+	if (f0) {
+		s->ev.ino[0] = BPF_CORE_READ(f0, f_inode, i_ino);
+		s->ev.imode[0] = BPF_CORE_READ(f0, f_inode, i_mode);
+		s->ev.dev[0] = BPF_CORE_READ(f0, f_inode, i_sb, s_dev);
+	}
+	if (f1) {
+		s->ev.ino[1] = BPF_CORE_READ(f1, f_inode, i_ino);
+		s->ev.imode[1] = BPF_CORE_READ(f1, f_inode, i_mode);
+		s->ev.dev[1] = BPF_CORE_READ(f1, f_inode, i_sb, s_dev);
+	}
+	fx_submit(s);
+	return 0;
+}
+
+/* Credentials after setuid & co: the record carries the new ids. */
+SEC("tracepoint")
+int fx_exit_cred(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_PROC);
+	if (!s)
+		return 0;
+	fx_submit(s);
+	return 0;
+}
+
+/* kill, tkill, tgkill, ptrace, bpf, init/delete_module, unshare, execve failures. */
+SEC("tracepoint")
+int fx_exit_other(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	long ret = ctx->ret;
+	__u32 cls = FX_CLASS_OTHER;
+	__u32 tpid = 0;
+	switch (c.nr) {
+	case __NR_kill:
+	case __NR_tkill:
+		if (c.args[1] == 0)
+			return 0; /* signal 0 only probes */
+		tpid = c.args[0];
+		cls = FX_CLASS_PROC;
+		break;
+	case __NR_tgkill:
+		if (c.args[2] == 0)
+			return 0;
+		tpid = c.args[0];
+		cls = FX_CLASS_PROC;
+		break;
+	case __NR_ptrace:
+		/* peeks and register reads are a debugger's steady state, not an event */
+		if (c.args[0] == 1 || c.args[0] == 2 || c.args[0] == 3 || c.args[0] == 12 ||
+		    c.args[0] == 14 || c.args[0] == 0x4204)
+			return 0;
+		tpid = c.args[1];
+		cls = FX_CLASS_PROC;
+		break;
+	case __NR_bpf:
+		/* map element access is the steady state of every BPF tool */
+		if (c.args[0] >= 1 && c.args[0] <= 4)
+			return 0;
+		if (c.args[0] >= 11 && c.args[0] <= 15)
+			return 0;
+		break;
+	case __NR_execve:
+	case __NR_execveat:
+		if (ret >= 0)
+			return 0; /* a successful exec is recorded by sched_process_exec */
+		cls = FX_CLASS_PROC;
+		break;
+	}
+	struct fx_scratch *s = fx_sys(&c, ret, cls);
+	if (!s)
+		return 0;
+	s->ev.tpid = tpid;
+	if (c.nr == __NR_delete_module)
+		fx_str_user(s, FX_S_RAW0, (const char *)c.args[0]);
+	else if (c.nr == __NR_init_module)
+		fx_str_user(s, FX_S_RAW0, (const char *)c.args[2]);
+	else if (c.nr == __NR_execve)
+		fx_named(s, 0, AT_FDCWD, (const char *)c.args[0]);
+	else if (c.nr == __NR_execveat)
+		fx_named(s, 0, c.args[0], (const char *)c.args[1]);
+	fx_submit(s);
+	return 0;
+}
+
+/* ---- data flow: reads and writes as edges -------------------------------------- */
+
+static __always_inline bool fx_is_write(__u32 nr)
+{
+	return nr == __NR_write || nr == __NR_pwrite64 || nr == __NR_writev || nr == __NR_pwritev ||
+	       nr == __NR_pwritev2 || nr == __NR_sendto || nr == __NR_sendmsg;
+}
+
+static __always_inline void fx_flow_emit(struct fx_flow_key *k, struct fx_flow *v, struct file *f, __u16 flags)
+{
+	struct fx_scratch *s = fx_begin(FX_KIND_FLOW, FX_CLASS_FLOW);
+	if (!s)
+		return;
+	struct fx_event *e = &s->ev;
+	e->args[0] = v->rcount;
+	e->args[1] = v->rbytes;
+	e->args[2] = v->wcount;
+	e->args[3] = v->wbytes;
+	e->args[4] = v->first;
+	e->args[5] = v->last;
+	e->ret = v->fd;
+	e->flags |= flags;
+	e->ino[0] = v->ino;
+	e->dev[0] = v->dev;
+	e->imode[0] = v->imode;
+	if (f)
+		fx_file(s, 0, f);
+	fx_submit(s);
+}
+
+SEC("tracepoint")
+int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fx_call c;
+	if (!fx_take(&c))
+		return 0;
+	long ret = ctx->ret;
+	if (ret <= 0)
+		return 0;
+	bool wr = fx_is_write(c.nr);
+	struct file *f = fx_fd_file(c.args[0]);
+	if (!f)
+		return 0;
+	if (cfg.full_rw) {
+		struct fx_scratch *s = fx_sys(&c, ret, FX_CLASS_FLOW);
+		if (!s)
+			return 0;
+		fx_file(s, 0, f);
+		fx_submit(s);
+		return 0;
+	}
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct fx_flow_key k = {.file = (__u64)f, .pid = bpf_get_current_pid_tgid() >> 32};
+	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
+	if (v) {
+		v->last = now;
+		if (wr) {
+			__sync_fetch_and_add(&v->wcount, 1);
+			__sync_fetch_and_add(&v->wbytes, ret);
+		} else {
+			__sync_fetch_and_add(&v->rcount, 1);
+			__sync_fetch_and_add(&v->rbytes, ret);
+		}
+		return 0;
+	}
+	struct fx_flow n = {};
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	n.first = now;
+	n.last = now;
+	n.start = BPF_CORE_READ(t, group_leader, start_boottime);
+	n.fd = c.args[0];
+	n.tid = (__u32)bpf_get_current_pid_tgid();
+	n.ino = BPF_CORE_READ(f, f_inode, i_ino);
+	n.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	n.imode = BPF_CORE_READ(f, f_inode, i_mode);
+	if (wr) {
+		n.wcount = 1;
+		n.wbytes = ret;
+	} else {
+		n.rcount = 1;
+		n.rbytes = ret;
+	}
+	if (bpf_map_update_elem(&flows, &k, &n, BPF_NOEXIST) == -E2BIG)
+		fx_count_drop(FX_CLASS_FLOW, now);
+	return 0;
+}
+
+/* A close ends a flow edge: emit it with the file's path while the file still exists. */
+SEC("tracepoint")
+int fx_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	if (fx_skip())
+		return 0;
+	struct file *f = fx_fd_file(ctx->args[0]);
+	if (!f)
+		return 0;
+	struct fx_flow_key k = {.file = (__u64)f, .pid = bpf_get_current_pid_tgid() >> 32};
+	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
+	if (!v)
+		return 0;
+	struct fx_flow copy = *v;
+	bpf_map_delete_elem(&flows, &k);
+	fx_flow_emit(&k, &copy, f, FX_F_CLOSE);
+	return 0;
+}

@@ -1,0 +1,230 @@
+"""Load and attach the kernel sensor; say exactly what is wrong when the kernel refuses.
+
+The object is built by the set-up step (``make -C bpf``) into ``sensor/_bpf/``: the
+CO-RE ELF and ``abi.json`` (layouts from its BTF, syscall numbers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forensix.errors import KernelFeatureError, PrivilegeError, SensorError
+from forensix.sensor import libbpf as lb
+from forensix.sensor.syscalls import ENTER_ONLY, SYSCALLS
+
+__all__ = ["Sensor", "SensorConfig", "bpf_dir", "load_abi", "preflight"]
+
+TRACEFS = Path("/sys/kernel/tracing")
+BTF = Path("/sys/kernel/btf/vmlinux")
+_LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
+
+
+def bpf_dir() -> Path:
+    return Path(os.environ.get("FORENSIX_BPF_DIR", Path(__file__).parent / "_bpf"))
+
+
+def load_abi(path: Path | None = None) -> dict[str, Any]:
+    p = path or bpf_dir() / "abi.json"
+    try:
+        return dict(json.loads(p.read_text()))
+    except FileNotFoundError:
+        raise SensorError(
+            f"the sensor is not built ({p} is missing)",
+            "run scripts/setup.sh (it builds bpf/ with clang against this kernel's BTF)",
+        ) from None
+
+
+@dataclass
+class SensorConfig:
+    full_rw: bool = False
+    ring_main_mb: int = 32
+    ring_proc_mb: int = 8
+    exclude_tgid: int = field(default_factory=os.getpid)
+
+
+def _lockdown() -> str | None:
+    try:
+        text = Path("/sys/kernel/security/lockdown").read_text()
+    except OSError:
+        return None
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else None
+
+
+def _mount_tracefs() -> None:
+    if (TRACEFS / "events").is_dir():
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise KernelFeatureError(
+            f"tracefs is not mounted and mounting it at {TRACEFS} failed: {os.strerror(err)}",
+            f"mount it by hand: mount -t tracefs nodev {TRACEFS}",
+        )
+
+
+def preflight() -> None:
+    """Check what recording needs, mounting tracefs if it is missing."""
+    if os.geteuid() != 0:
+        raise PrivilegeError(
+            "recording needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)",
+            "run it with sudo, or as root",
+        )
+    if not BTF.exists():
+        raise KernelFeatureError(
+            f"this kernel has no BTF ({BTF} is missing), which the CO-RE sensor needs",
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distribution ships one)",
+        )
+    _mount_tracefs()
+
+
+class Sensor:
+    """The loaded BPF object with its programs attached."""
+
+    def __init__(self, config: SensorConfig | None = None, obj_path: Path | None = None) -> None:
+        self.config = config or SensorConfig()
+        self.abi = load_abi()
+        self.obj_path = obj_path or bpf_dir() / "sensor.bpf.o"
+        self._obj: int | None = None
+        self._links: list[int] = []
+        self.skipped: list[str] = []  # syscalls this kernel has no tracepoint for
+
+    # -- load ----------------------------------------------------------------------
+    def open_and_load(self) -> None:
+        preflight()
+        if not self.obj_path.exists():
+            raise SensorError(f"the sensor object {self.obj_path} is missing", "run scripts/setup.sh")
+        lb.clear_log()
+        obj = lb.lib.bpf_object__open_file(str(self.obj_path).encode(), None)
+        if not obj:
+            raise SensorError(f"libbpf cannot open {self.obj_path}: {os.strerror(ctypes.get_errno())}")
+        self._obj = obj
+        self._set_sizes()
+        self._set_config()
+        ret = lb.lib.bpf_object__load(obj)
+        if ret < 0:
+            self._load_failed(-ret)
+
+    def _map(self, name: str) -> int:
+        assert self._obj is not None
+        return lb.check_ptr(lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()), f"map {name}")
+
+    def _set_sizes(self) -> None:
+        lb.lib.bpf_map__set_max_entries(self._map("rb_main"), self.config.ring_main_mb << 20)
+        lb.lib.bpf_map__set_max_entries(self._map("rb_proc"), self.config.ring_proc_mb << 20)
+
+    def _set_config(self) -> None:
+        assert self._obj is not None
+        layout = {m["name"]: m for m in self.abi["structs"]["fx_config"]["members"]}
+        buf = bytearray(self.abi["structs"]["fx_config"]["size"])
+        values = {"agent_tgid": self.config.exclude_tgid, "full_rw": int(self.config.full_rw)}
+        for name, value in values.items():
+            m = layout[name]
+            buf[m["offset"] : m["offset"] + m["size"]] = value.to_bytes(m["size"], "little")
+        m = lb.lib.bpf_object__next_map(self._obj, None)
+        while m:
+            if lb.lib.bpf_map__name(m).endswith(b".rodata"):
+                cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
+                lb.check_int(lb.lib.bpf_map__set_initial_value(m, cbuf, len(buf)), "set sensor config")
+                return
+            m = lb.lib.bpf_object__next_map(self._obj, m)
+        raise SensorError("the sensor object has no .rodata config", "rebuild it: make -C bpf")
+
+    def _load_failed(self, err: int) -> None:
+        log = lb.log_lines()
+        prog = None
+        for line in log:
+            m = re.search(r"prog '(\w+)': (?:BPF program load failed|failed to load)", line)
+            if m:
+                prog = m.group(1)
+        kernel = os.uname().release
+        tail = "\n".join(line for line in log[-25:] if line.strip())
+        if err in (errno.EPERM, errno.EACCES) and prog is None:
+            lock = _lockdown()
+            raise PrivilegeError(
+                f"the kernel refused to load BPF programs ({os.strerror(err)}); lockdown={lock}",
+                "run as root; under lockdown=confidentiality BPF tracing is not available",
+            )
+        raise SensorError(
+            f"the verifier of kernel {kernel} rejected program {prog or '?'} ({os.strerror(err)})\n{tail}",
+            "report this with the log above; FORENSIX_BPF_DIR can point to another build",
+        )
+
+    # -- attach --------------------------------------------------------------------
+    def _prog(self, name: str) -> int:
+        assert self._obj is not None
+        return lb.check_ptr(lb.lib.bpf_object__find_program_by_name(self._obj, name.encode()), f"program {name}")
+
+    def attach(self) -> None:
+        for name in _LIFECYCLE:
+            link = lb.lib.bpf_program__attach(self._prog(name))
+            if not link:
+                err = ctypes.get_errno()
+                hint = "this kernel refuses tp_btf programs"
+                if err == errno.EPERM:
+                    hint += f" (lockdown={_lockdown()})"
+                raise KernelFeatureError(
+                    f"cannot attach {name} to its sched tracepoint: {os.strerror(err)}",
+                    hint + "; process lifecycle cannot be recorded without it",
+                )
+            self._links.append(link)
+        enter = self._prog("fx_enter")
+        events = TRACEFS / "events" / "syscalls"
+        for sc, spec in SYSCALLS.items():
+            tp = spec.tracepoint or sc
+            if not (events / f"sys_exit_{tp}").is_dir():
+                self.skipped.append(sc)  # e.g. module syscalls on a kernel without modules
+                continue
+            self._tp(enter, f"sys_enter_{tp}")
+            self._tp(self._prog(spec.handler), f"sys_exit_{tp}")
+        for sc, prog in ENTER_ONLY.items():
+            self._tp(self._prog(prog), f"sys_enter_{sc}")
+
+    def _tp(self, prog: int, event: str) -> None:
+        link = lb.lib.bpf_program__attach_tracepoint(prog, b"syscalls", event.encode())
+        if not link:
+            err = ctypes.get_errno()
+            raise KernelFeatureError(
+                f"cannot attach to tracepoint syscalls/{event}: {os.strerror(err)}",
+                f"check that {TRACEFS} is mounted and the kernel has CONFIG_FTRACE_SYSCALLS",
+            )
+        self._links.append(link)
+
+    # -- maps ----------------------------------------------------------------------
+    def map_fd(self, name: str) -> int:
+        return int(lb.lib.bpf_map__fd(self._map(name)))
+
+    def ring_size(self, name: str) -> int:
+        return int(lb.lib.bpf_map__max_entries(self._map(name)))
+
+    def prog_fds(self) -> dict[str, int]:
+        assert self._obj is not None
+        out: dict[str, int] = {}
+        p = lb.lib.bpf_object__next_program(self._obj, None)
+        while p:
+            out[lb.lib.bpf_program__name(p).decode()] = lb.lib.bpf_program__fd(p)
+            p = lb.lib.bpf_object__next_program(self._obj, p)
+        return out
+
+    def close(self) -> None:
+        for link in self._links:
+            lb.lib.bpf_link__destroy(link)
+        self._links.clear()
+        if self._obj:
+            lb.lib.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> "Sensor":
+        self.open_and_load()
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
