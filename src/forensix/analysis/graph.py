@@ -1,0 +1,484 @@
+"""BackTracker: dependency graphs backward from a detection point, and forward for impact.
+
+Objects are processes (entity ids), files and pipes (device + inode, with the path last
+seen), network connections (the unordered pair of endpoints, so a local client and its
+local server meet at one node) and unix sockets (path). Edges carry the direction
+information moved and a time interval:
+
+* process -> file: writes (flows with bytes written), open for writing, truncate, rename,
+  chmod, chown, link, symlink, unlink, utimes, setxattr
+* file -> process: reads (flows), open for reading, exec, mmap
+* process -> process: fork, kill, ptrace
+* process <-> connection / unix socket: connect, accept (both ways, from then on)
+
+Time-window rule (King & Chen, "Backtracking Intrusions", SOSP 2003): going backward, an
+edge into an object counts only if it began before the latest time that object affected
+what we already hold; the source then matters only up to the end of that edge. Going
+forward, an edge out of an object counts only if it ended after the object was first
+affected. Each hop is a few SQL queries joined on the frontier, so the graph is built
+from the store without loading it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from forensix.analysis.noise import FILTER_NAMES, FILTERS, path_predicate, unix_predicate
+from forensix.analysis.processes import FOREVER
+from forensix.analysis.targets import Target, resolve
+from forensix.model.identity import format_entity
+from forensix.store.base import Reader
+
+__all__ = ["Node", "Edge", "Graph", "TrackOptions", "backtrack", "forward", "node_key",
+           "graph_tables", "WRITE_ACTIONS"]
+
+WRITE_ACTIONS = ("truncate", "rename", "chmod", "chown", "link", "symlink", "unlink", "utimes",
+                 "setxattr", "removexattr", "mkdir", "rmdir")
+_WRITE_FLAGS = 1 | 2 | 64 | 512  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
+_SOCK_KEY = """CASE WHEN network_transport = 'unix'
+    THEN 'u:' || coalesce(unix_path, '@' || unix_peer_inode::VARCHAR, '?')
+    ELSE 'c:' || least(coalesce(source_ip, '?') || ':' || coalesce(source_port, 0)::VARCHAR,
+                       coalesce(destination_ip, '?') || ':' || coalesce(destination_port, 0)::VARCHAR)
+         || '|' || greatest(coalesce(source_ip, '?') || ':' || coalesce(source_port, 0)::VARCHAR,
+                            coalesce(destination_ip, '?') || ':' || coalesce(destination_port, 0)::VARCHAR)
+    END"""
+_OK = "coalesce(ret, 0) >= 0"
+
+
+@dataclass
+class Node:
+    key: str
+    kind: str  # process | file | connection | unix
+    label: str
+    depth: int
+    time: int  # backward: latest time it mattered; forward: first time it was affected
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Edge:
+    src: str
+    dst: str
+    kind: str
+    t_start: int
+    t_end: int
+    bytes: int = 0
+    count: int = 1
+
+
+@dataclass
+class Graph:
+    direction: str  # backward | forward
+    target: str
+    nodes: dict[str, Node]
+    edges: list[Edge]
+    roots: list[str]
+    truncated: bool = False
+    filters: tuple[str, ...] = ()
+
+    def node_by(self, kind: str) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == kind]
+
+
+@dataclass
+class TrackOptions:
+    depth: int = 12  # hops from the detection point
+    max_nodes: int = 2000  # stop growing past this many objects (the graph is marked truncated)
+    since: int | None = None  # backward: ignore edges that began before this
+    until: int | None = None  # forward: ignore edges after this; backward: the detection time
+    filters: tuple[str, ...] = FILTER_NAMES  # noise filters on (see analysis.noise)
+
+
+def node_key(kind: str, *parts: Any) -> str:
+    if kind == "process":
+        return "p:" + format_entity(parts[0])
+    if kind == "file":
+        return f"f:{parts[0]}:{parts[1]}"
+    return str(parts[0])
+
+
+# -- one hop ---------------------------------------------------------------------------
+@dataclass
+class _Frontier:
+    procs: dict[int, int] = field(default_factory=dict)  # entity -> threshold
+    files: dict[tuple[int, int], int] = field(default_factory=dict)  # (dev, ino) -> threshold
+    socks: dict[str, int] = field(default_factory=dict)  # connection/unix key -> threshold
+
+    def empty(self) -> bool:
+        return not (self.procs or self.files or self.socks)
+
+
+def _params(fr: _Frontier) -> dict[str, Any]:
+    return {
+        "pe": list(fr.procs) or [0], "pt": list(fr.procs.values()) or [0],
+        "fd": [d for d, _ in fr.files] or [0], "fi": [i for _, i in fr.files] or [0],
+        "ft": list(fr.files.values()) or [0],
+        "sk": list(fr.socks) or [""], "st": list(fr.socks.values()) or [0],
+    }
+
+
+_FRONTIER_CTES = """
+fp AS (SELECT unnest($pe) AS eid, unnest($pt) AS thr),
+ff AS (SELECT unnest($fd) AS dev, unnest($fi) AS ino, unnest($ft) AS thr),
+fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr)
+"""
+
+# Each edge row: src/dst as (kind, entity, dev, ino, key), interval, kind, bytes, path.
+_COLS = ("src_kind, src_eid, src_dev, src_ino, src_key, dst_kind, dst_eid, dst_dev, dst_ino, dst_key, "
+         "t_start, t_end, kind, nbytes, path")
+
+
+def _file_read_sql(cmp: str, noise: str) -> str:
+    """file -> process edges; ``cmp`` compares the edge with the frontier's threshold."""
+    return f"""
+    SELECT 'file', NULL, f.file_device, f.file_inode, NULL, 'process', f.entity_id, NULL, NULL, NULL,
+           f.first_ts, f.last_ts, 'read', f.read_bytes, f.file_path
+    FROM flows f JOIN {{J}} WHERE f.read_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}
+      AND NOT {noise.format(c='f.file_path')}
+    UNION ALL
+    SELECT 'file', NULL, e.file_device, e.file_inode, NULL, 'process', e.process_entity_id, NULL, NULL,
+           NULL, e.ts, e.ts, CASE WHEN e.event_action = 'open' THEN 'open-read' ELSE e.event_action END,
+           0, e.file_path
+    FROM events e JOIN {{JE}} WHERE e.event_action IN ('exec', 'mmap', 'open') AND {_OK}
+      AND (e.event_action <> 'open' OR (coalesce(e.file_flags, 0) & {_WRITE_FLAGS}) = 0)
+      AND coalesce(e.file_inode, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
+      AND NOT {noise.format(c='e.file_path')}
+    """
+
+
+def _file_write_sql(cmp: str, noise: str) -> str:
+    """process -> file edges."""
+    acts = ", ".join(f"'{a}'" for a in WRITE_ACTIONS)
+    return f"""
+    SELECT 'process', f.entity_id, NULL, NULL, NULL, 'file', NULL, f.file_device, f.file_inode, NULL,
+           f.first_ts, f.last_ts, 'write', f.write_bytes, f.file_path
+    FROM flows f JOIN {{J}} WHERE f.write_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}
+      AND NOT {noise.format(c='f.file_path')}
+    UNION ALL
+    SELECT 'process', e.process_entity_id, NULL, NULL, NULL, 'file', NULL, e.file_device, e.file_inode,
+           NULL, e.ts, e.ts,
+           CASE WHEN e.event_action = 'open' THEN
+                CASE WHEN (coalesce(e.file_flags, 0) & 64) <> 0 THEN 'create' ELSE 'open-write' END
+                ELSE e.event_action END,
+           0, coalesce(e.file_target_path, e.file_path)
+    FROM events e JOIN {{JE}} WHERE (e.event_action IN ({acts})
+          OR (e.event_action = 'open' AND (coalesce(e.file_flags, 0) & {_WRITE_FLAGS}) <> 0))
+      AND {_OK} AND coalesce(e.file_inode, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
+      AND NOT {noise.format(c='e.file_path')}
+    """
+
+
+def _proc_sql(cmp: str) -> str:
+    """process -> process edges (fork, kill, ptrace)."""
+    return f"""
+    SELECT 'process', p.parent_entity_id, NULL, NULL, NULL, 'process', p.entity_id, NULL, NULL, NULL,
+           p.start_ts, p.start_ts, 'fork', 0, NULL
+    FROM processes p JOIN {{JP}} WHERE p.image_seq = 0 AND p.parent_entity_id IS NOT NULL
+      AND {cmp.format(s='p.start_ts', e='p.start_ts')}
+    UNION ALL
+    SELECT 'process', e.process_entity_id, NULL, NULL, NULL, 'process', e.target_entity_id, NULL, NULL,
+           NULL, e.ts, e.ts, e.event_action, 0, NULL
+    FROM events e JOIN {{JK}} WHERE e.event_action IN ('kill', 'ptrace') AND {_OK}
+      AND coalesce(e.target_entity_id, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
+    """
+
+
+def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
+    """process <-> connection edges; both directions exist from connect/accept on."""
+    a = ("'process', n.process_entity_id, NULL, NULL, NULL, n.sock_kind, NULL, NULL, NULL, n.key"
+         if src_is_proc else
+         "n.sock_kind, NULL, NULL, NULL, n.key, 'process', n.process_entity_id, NULL, NULL, NULL")
+    return f"""
+    SELECT {a}, n.ts, {FOREVER}, n.event_action, 0, n.unix_path
+    FROM (SELECT *, {_SOCK_KEY} AS key,
+                 CASE WHEN network_transport = 'unix' THEN 'unix' ELSE 'connection' END AS sock_kind
+          FROM events WHERE event_category = 'network'
+            AND event_action IN ('connect', 'accept') AND {_OK}) n
+    JOIN {{JS}} WHERE {cmp.format(s='n.ts', e=str(FOREVER))}
+      AND NOT {unix_noise.format(c='n.unix_path')}
+    """
+
+
+def _hop_sql(backward: bool, active: set[str]) -> str:
+    if backward:
+        cmp = "{s} <= fr.thr"
+    else:
+        cmp = "{e} >= fr.thr"
+    read_noise = path_predicate("{c}", "read", active, written="{c} IN (SELECT path FROM written)")
+    write_noise = path_predicate("{c}", "write", active)
+    unix_noise = unix_predicate("{c}", active)
+    if backward:  # edges into the frontier
+        parts = [
+            _file_read_sql(cmp, read_noise).replace("{J}", "fp fr ON f.entity_id = fr.eid")
+            .replace("{JE}", "fp fr ON e.process_entity_id = fr.eid"),
+            _file_write_sql(cmp, write_noise).replace(
+                "{J}", "ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev")
+            .replace("{JE}", "ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev"),
+            _proc_sql(cmp).replace("{JP}", "fp fr ON p.entity_id = fr.eid")
+            .replace("{JK}", "fp fr ON e.target_entity_id = fr.eid"),
+            _sock_sql(cmp, False, unix_noise).replace("{JS}", "fp fr ON n.process_entity_id = fr.eid"),
+            _sock_sql(cmp, True, unix_noise).replace("{JS}", "fs fr ON n.key = fr.key"),
+        ]
+    else:  # edges out of the frontier
+        parts = [
+            _file_read_sql(cmp, read_noise).replace(
+                "{J}", "ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev")
+            .replace("{JE}", "ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev"),
+            _file_write_sql(cmp, write_noise).replace("{J}", "fp fr ON f.entity_id = fr.eid")
+            .replace("{JE}", "fp fr ON e.process_entity_id = fr.eid"),
+            _proc_sql(cmp).replace("{JP}", "fp fr ON p.parent_entity_id = fr.eid")
+            .replace("{JK}", "fp fr ON e.process_entity_id = fr.eid"),
+            _sock_sql(cmp, True, unix_noise).replace("{JS}", "fp fr ON n.process_entity_id = fr.eid"),
+            _sock_sql(cmp, False, unix_noise).replace("{JS}", "fs fr ON n.key = fr.key"),
+        ]
+    union = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
+    return f"WITH {_FRONTIER_CTES}, written AS ({{WRITTEN}})\nSELECT * FROM ({union}) AS x({_COLS})"
+
+
+def _written_sql(active: set[str]) -> str:
+    """System files that something wrote while recorded: not 'read-only', so kept."""
+    pats = [f for f in FILTERS if f.name in active and f.unless_written]
+    if not pats:
+        return "SELECT NULL::VARCHAR AS path WHERE FALSE"
+    pred = path_predicate("file_path", "read", {f.name for f in pats})
+    return f"""SELECT DISTINCT file_path AS path FROM flows WHERE write_bytes > 0 AND {pred}
+               UNION SELECT DISTINCT coalesce(file_target_path, file_path) FROM events
+               WHERE (event_action IN ('rename', 'truncate', 'link')
+                      OR (event_action = 'open' AND (coalesce(file_flags, 0) & {_WRITE_FLAGS}) <> 0))
+                 AND {pred.replace('file_path', 'coalesce(file_target_path, file_path)')}"""
+
+
+# -- the walk --------------------------------------------------------------------------
+def _end_key(row: dict[str, Any], side: str) -> tuple[str, str, Any]:
+    kind = row[f"{side}_kind"]
+    if kind == "process":
+        return node_key("process", row[f"{side}_eid"]), kind, row[f"{side}_eid"]
+    if kind == "file":
+        return node_key("file", row[f"{side}_dev"], row[f"{side}_ino"]), kind, (
+            row[f"{side}_dev"], row[f"{side}_ino"])
+    return row[f"{side}_key"], kind, row[f"{side}_key"]
+
+
+def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, target: str) -> Graph:
+    active = set(opts.filters) & set(FILTER_NAMES)
+    sql = _hop_sql(backward, active).replace("{WRITTEN}", _written_sql(active))
+    nodes: dict[str, Node] = {}
+    edges: dict[tuple[str, str, str], Edge] = {}
+    ident: dict[str, tuple[str, Any]] = {}
+    for kind, items in (("process", start.procs), ("file", start.files), ("sock", start.socks)):
+        for obj, thr in items.items():
+            key = node_key(kind, *(obj if isinstance(obj, tuple) else (obj,)))
+            k = ("connection" if key.startswith("c:") else "unix") if kind == "sock" else kind
+            nodes[key] = Node(key, k, key, 0, thr)
+            ident[key] = (k, obj)
+    roots = list(nodes)
+    frontier, depth, truncated = start, 0, False
+    while not frontier.empty() and depth < opts.depth:
+        depth += 1
+        rows = reader.query(sql, _params(frontier)).to_pylist()
+        if backward and "servers" in active:
+            rows = _latest_accepts(rows)
+        nxt = _Frontier()
+        for r in rows:
+            near, far = ("dst", "src") if backward else ("src", "dst")
+            nkey, _, _ = _end_key(r, near)
+            fkey, fkind, fobj = _end_key(r, far)
+            if nkey not in nodes or fkey == nkey:
+                continue
+            if not _in_window(r, backward, opts):
+                continue
+            base = nodes[nkey].time
+            t = min(r["t_end"], base) if backward else max(r["t_start"], base)
+            _add_edge(edges, r)
+            old = nodes.get(fkey)
+            if old is None:
+                if len(nodes) >= opts.max_nodes:
+                    truncated = True
+                    continue
+                nodes[fkey] = Node(fkey, fkind, fkey, depth, t,
+                                   {"path": r["path"]} if r["path"] and fkind == "file" else {})
+                ident[fkey] = (fkind, fobj)
+            elif (backward and t > old.time) or (not backward and t < old.time):
+                old.time = t  # reached with a wider window: look again
+            else:
+                if r["path"] and fkind == "file" and "path" not in old.attrs:
+                    old.attrs["path"] = r["path"]
+                continue
+            bucket = nxt.procs if fkind == "process" else nxt.files if fkind == "file" else nxt.socks
+            bucket[fobj] = nodes[fkey].time  # type: ignore[index]
+        frontier = nxt
+    if not frontier.empty():
+        truncated = True
+    kept = [e for e in edges.values() if e.src in nodes and e.dst in nodes]
+    g = Graph("backward" if backward else "forward", target, nodes, kept, roots, truncated,
+              tuple(sorted(active)))
+    _label(reader, g, ident)
+    return g
+
+
+def _latest_accepts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep, per accepting process, only its latest accept edge (see the 'servers' filter)."""
+    latest: dict[int, int] = {}
+    for r in rows:
+        if r["kind"] == "accept" and r["dst_kind"] == "process":
+            latest[r["dst_eid"]] = max(latest.get(r["dst_eid"], r["t_start"]), r["t_start"])
+    return [r for r in rows if not (r["kind"] == "accept" and r["dst_kind"] == "process")
+            or r["t_start"] == latest[r["dst_eid"]]]
+
+
+def _in_window(r: dict[str, Any], backward: bool, opts: TrackOptions) -> bool:
+    if backward and opts.since is not None and r["t_end"] < opts.since:
+        return False
+    if not backward and opts.until is not None and r["t_start"] > opts.until:
+        return False
+    return True
+
+
+def _add_edge(edges: dict[tuple[str, str, str], Edge], r: dict[str, Any]) -> None:
+    src, _, _ = _end_key(r, "src")
+    dst, _, _ = _end_key(r, "dst")
+    k = (src, dst, r["kind"])
+    e = edges.get(k)
+    if e is None:
+        edges[k] = Edge(src, dst, r["kind"], r["t_start"], r["t_end"], int(r["nbytes"] or 0))
+    else:
+        e.t_start, e.t_end = min(e.t_start, r["t_start"]), max(e.t_end, r["t_end"])
+        e.bytes += int(r["nbytes"] or 0)
+        e.count += 1
+
+
+def _label(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
+    procs = [obj for kind, obj in ident.values() if kind == "process"]
+    if procs:
+        t = reader.query(
+            """SELECT entity_id, arg_max(executable, image_seq) AS exe, arg_min(pid, image_seq) AS pid,
+                      arg_max(args, image_seq) AS args, arg_max(user_id, image_seq) AS uid,
+                      min(start_ts) AS start_ts
+               FROM processes WHERE entity_id IN (SELECT unnest($e)) GROUP BY entity_id""",
+            {"e": procs})
+        for r in t.to_pylist():
+            n = g.nodes[node_key("process", r["entity_id"])]
+            exe = r["exe"] or "?"
+            n.label = f"{exe.rsplit('/', 1)[-1]} [{r['pid']}]"
+            n.attrs.update(entity_id=r["entity_id"], executable=exe, pid=r["pid"], args=r["args"],
+                           user_id=r["uid"], start_ts=r["start_ts"])
+    for key, (kind, obj) in ident.items():
+        n = g.nodes[key]
+        if kind == "file":
+            n.attrs.update(device=obj[0], inode=obj[1])
+            n.label = n.attrs.get("path") or f"inode {obj[1]}"
+        elif kind == "connection":
+            a, _, b = key[2:].partition("|")
+            n.attrs.update(endpoints=[a, b])
+            n.label = f"{a} <-> {b}"
+        elif kind == "unix":
+            n.label = "unix " + key[2:]
+    _fill_paths(reader, g, ident)
+
+
+def _fill_paths(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
+    missing = [obj for key, (kind, obj) in ident.items() if kind == "file" and "path" not in g.nodes[key].attrs]
+    if not missing:
+        return
+    t = reader.query(
+        """SELECT file_device, file_inode, arg_max(file_path, last_ts) AS path, any_value(file_type) AS type
+           FROM flows WHERE (file_device, file_inode) IN (SELECT (unnest($d), unnest($i)))
+           GROUP BY 1, 2""", {"d": [d for d, _ in missing], "i": [i for _, i in missing]})
+    for r in t.to_pylist():
+        n = g.nodes.get(node_key("file", r["file_device"], r["file_inode"]))
+        if n is None:
+            continue
+        if r["path"]:
+            n.attrs["path"] = n.label = r["path"]
+        elif r["type"]:
+            n.label = f"{r['type']}:[{r['file_inode']}]"
+            n.attrs["file_type"] = r["type"]
+
+
+# -- entry points ----------------------------------------------------------------------
+def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
+           members: Iterable[int] = ()) -> _Frontier:
+    fr = _Frontier()
+    t0 = (opts.until if opts.until is not None else FOREVER) if backward else (opts.since or 0)
+    if target.kind == "file":
+        from forensix.analysis.filehistory import file_objects
+
+        _, objs = file_objects(reader, target.path or "")
+        for obj in objs:
+            fr.files[obj] = t0
+    elif target.kind == "process":
+        fr.procs[target.entity or 0] = t0 if backward else _start_ts(reader, target.entity or 0)
+    elif target.kind == "endpoint":
+        t = reader.query(
+            f"""SELECT DISTINCT {_SOCK_KEY} AS key FROM events
+                WHERE event_category = 'network' AND event_action IN ('connect', 'accept')
+                  AND ((destination_ip = $ip AND destination_port = $port)
+                       OR (source_ip = $ip AND source_port = $port))""",
+            {"ip": target.ip, "port": target.port})
+        for k in t.column("key").to_pylist():
+            fr.socks[k] = t0
+    for e in members:
+        fr.procs[e] = t0 if backward else _start_ts(reader, e)
+    return fr
+
+
+def _start_ts(reader: Reader, entity: int) -> int:
+    t = reader.query("SELECT min(start_ts) AS s FROM processes WHERE entity_id = $e", {"e": entity})
+    v = t.column("s")[0].as_py()
+    return int(v) if v is not None else 0
+
+
+def _session_target(reader: Reader, target: Target) -> tuple[Target, list[int]]:
+    from forensix.analysis.sessions import find_session
+
+    leader, att = find_session(reader, target.session or "")
+    return target, att.members(leader)
+
+
+def backtrack(reader: Reader, target: Target, opts: TrackOptions | None = None) -> Graph:
+    """Everything that could have caused ``target``, as a dependency graph."""
+    opts = opts or TrackOptions()
+    members: list[int] = []
+    if target.kind == "session":
+        target, members = _session_target(reader, target)
+    else:
+        target = resolve(reader, target)
+    return _walk(reader, _start(reader, target, True, opts, members), True, opts, target.describe())
+
+
+def forward(reader: Reader, target: Target, opts: TrackOptions | None = None) -> Graph:
+    """Everything ``target`` affected: what it touched and spawned, and who later used that."""
+    opts = opts or TrackOptions()
+    members: list[int] = []
+    if target.kind == "session":
+        target, members = _session_target(reader, target)
+    else:
+        target = resolve(reader, target)
+    return _walk(reader, _start(reader, target, False, opts, members), False, opts, target.describe())
+
+
+def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
+    """The graph as two tables (nodes, edges) for the table renderers."""
+    nodes = pa.Table.from_pylist([
+        {"node": n.key, "kind": n.kind, "label": n.label, "depth": n.depth,
+         "time": n.time if 0 < n.time < FOREVER else None,
+         "entity_id": n.attrs.get("entity_id"), "pid": n.attrs.get("pid"),
+         "user_id": n.attrs.get("user_id"), "executable": n.attrs.get("executable"),
+         "file_path": n.attrs.get("path"), "file_inode": n.attrs.get("inode")}
+        for n in sorted(g.nodes.values(), key=lambda n: (n.depth, n.kind, n.label))
+    ], schema=pa.schema([("node", pa.string()), ("kind", pa.string()), ("label", pa.string()),
+                         ("depth", pa.int32()), ("time", pa.int64()), ("entity_id", pa.uint64()),
+                         ("pid", pa.uint32()), ("user_id", pa.uint32()), ("executable", pa.string()),
+                         ("file_path", pa.string()), ("file_inode", pa.uint64())]))
+    edges = pa.Table.from_pylist([
+        {"first_ts": e.t_start, "last_ts": e.t_end if e.t_end < FOREVER else None, "src": e.src,
+         "src_label": g.nodes[e.src].label, "kind": e.kind, "dst": e.dst, "dst_label": g.nodes[e.dst].label,
+         "bytes": e.bytes, "count": e.count}
+        for e in sorted(g.edges, key=lambda e: (e.t_start, e.src, e.dst))
+    ], schema=pa.schema([("first_ts", pa.int64()), ("last_ts", pa.int64()), ("src", pa.string()),
+                         ("src_label", pa.string()), ("kind", pa.string()), ("dst", pa.string()),
+                         ("dst_label", pa.string()), ("bytes", pa.int64()), ("count", pa.int64())]))
+    return nodes, edges

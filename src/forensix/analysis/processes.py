@@ -1,0 +1,110 @@
+"""Processes as they stood at a time, and the process tree.
+
+The store keeps one ``processes`` row per image (fork = image 0, each exec the next); the
+image that counts at time T is the last one that began at or before T. End times and exit
+codes come from ``exit`` events.
+"""
+
+from __future__ import annotations
+
+import pwd
+from typing import Callable, Iterable, Mapping
+
+import pyarrow as pa
+
+from forensix.store.base import Reader
+
+__all__ = ["tree", "images_sql", "ENDS_SQL", "UserNames", "local_user_names", "add_user_names",
+           "FOREVER", "process_exists"]
+
+FOREVER = 2**62
+UserNames = Callable[[Iterable[int]], Mapping[int, str]]
+
+
+def local_user_names(uids: Iterable[int]) -> Mapping[int, str]:
+    """Names from this machine's user database (right when the store is of this host)."""
+    out: dict[int, str] = {}
+    for uid in set(uids):
+        try:
+            out[uid] = pwd.getpwuid(uid).pw_name
+        except (KeyError, OverflowError, TypeError):
+            continue
+    return out
+
+
+def add_user_names(table: pa.Table, names: UserNames | None, column: str = "user_id") -> pa.Table:
+    """Insert ``user_name`` after ``column``."""
+    if column not in table.column_names:
+        return table
+    uids = table.column(column).to_pylist()
+    lookup = (names or local_user_names)([u for u in uids if u is not None])
+    col = pa.array([lookup.get(u) if u is not None else None for u in uids], pa.string())
+    return table.add_column(table.column_names.index(column) + 1, "user_name", col)
+
+
+def images_sql(at_param: str = "$at") -> str:
+    """The image of every process current at ``at`` (its last image begun by then)."""
+    return f"""
+        SELECT * FROM processes WHERE image_ts <= {at_param}
+        QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY image_seq DESC, image_ts DESC) = 1
+    """
+
+
+ENDS_SQL = """
+    SELECT process_entity_id AS entity_id, min(ts) AS end_ts,
+           arg_min(process_exit_code, ts) AS exit_code, arg_min(process_exit_signal, ts) AS exit_signal
+    FROM events WHERE event_action = 'exit' AND process_entity_id IS NOT NULL GROUP BY 1
+"""
+
+
+def process_exists(reader: Reader, entity: int) -> bool:
+    t = reader.query("SELECT count(*) AS n FROM processes WHERE entity_id = $e", {"e": entity})
+    return bool(t.column("n")[0].as_py())
+
+
+def tree(reader: Reader, *, at: int | None = None, root: int | None = None,
+         members: list[int] | None = None, alive_only: bool = False,
+         names: UserNames | None = None) -> pa.Table:
+    """The process tree, depth-first, parents before children, siblings by start time.
+
+    ``at``: processes started by then, each with the image it had then (exited ones
+    included, with their end; ``alive_only`` drops those that had ended). ``root``: only
+    the subtree of that entity. ``members``: only these entities (a session).
+    """
+    at_ns = FOREVER if at is None else at
+    conds = ["n.start_ts <= $at"]
+    params: dict[str, object] = {"at": at_ns}
+    if alive_only:
+        conds.append("(e.end_ts IS NULL OR e.end_ts > $at)")
+    if members is not None:
+        conds.append("n.entity_id IN (SELECT unnest($members))")
+        params["members"] = members
+    root_cond = "entity_id = $root" if root is not None else (
+        "parent_entity_id IS NULL OR parent_entity_id NOT IN (SELECT entity_id FROM nodes)")
+    if root is not None:
+        params["root"] = root
+    sql = f"""
+    WITH RECURSIVE
+    ends AS ({ENDS_SQL}),
+    nodes AS (
+        SELECT n.entity_id, n.pid, n.parent_entity_id, n.user_id, n.user_effective_id,
+               n.user_audit_id, n.session_id, n.tty, n.start_ts, e.end_ts, e.exit_code,
+               n.executable, n.args, n.working_directory,
+               row_number() OVER (ORDER BY n.start_ts, n.entity_id) AS rn
+        FROM ({images_sql()}) n LEFT JOIN ends e USING (entity_id)
+        WHERE {' AND '.join(conds)}
+    ),
+    t(entity_id, depth, path) AS (
+        SELECT entity_id, 0, [rn] FROM nodes WHERE {root_cond}
+        UNION ALL
+        SELECT n.entity_id, t.depth + 1, list_append(t.path, n.rn)
+        FROM t JOIN nodes n ON n.parent_entity_id = t.entity_id
+        WHERE t.depth < 512
+    )
+    SELECT t.depth::INTEGER AS depth, n.entity_id, n.pid, n.parent_entity_id, n.user_id,
+           n.user_effective_id, n.user_audit_id, n.session_id, n.tty, n.start_ts, n.end_ts,
+           n.exit_code, n.executable, n.args
+    FROM t JOIN nodes n USING (entity_id)
+    ORDER BY t.path
+    """
+    return add_user_names(reader.query(sql, params), names)

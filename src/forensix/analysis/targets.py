@@ -1,0 +1,139 @@
+"""What an investigator points at: a file path, an entity id, pid@TIME, ip:port, a session.
+
+``parse_target`` reads the text; ``resolve`` checks it against the store and says clearly
+what is wrong (an unknown path, an entity id that does not exist, a time that does not
+parse), with a hint.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from forensix.errors import UsageError
+from forensix.model.identity import format_entity, parse_entity
+from forensix.model.timefmt import format_ns, parse_time
+from forensix.store.base import Reader
+
+__all__ = ["Target", "parse_target", "resolve", "TARGET_HELP"]
+
+TARGET_HELP = (
+    "a file path (/etc/cron.d/x), an entity id (16 hex digits), pid@TIME (1234@2026-11-26T05:00:00Z),"
+    " ip:port (203.0.113.7:443, [2001:db8::1]:80) or session:S"
+)
+_HEX16 = re.compile(r"^(0x)?[0-9a-fA-F]{16}$")
+_PID_AT = re.compile(r"^(\d+)@(.+)$")
+_ENDPOINT = re.compile(r"^\[?([0-9a-fA-F:.]+?)\]?:(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed detection point. ``kind``: file | process | endpoint | session."""
+
+    kind: str
+    path: str | None = None
+    entity: int | None = None
+    ip: str | None = None
+    port: int | None = None
+    session: str | None = None
+    pid: int | None = None
+    at: int | None = None
+
+    def describe(self) -> str:
+        if self.kind == "file":
+            return f"file {self.path}"
+        if self.kind == "process":
+            return f"process {format_entity(self.entity or 0)}"
+        if self.kind == "endpoint":
+            return f"endpoint {self.ip}:{self.port}"
+        return f"session {self.session}"
+
+
+def parse_target(text: str) -> Target:
+    s = text.strip()
+    if not s:
+        raise UsageError("empty target", TARGET_HELP)
+    if s.startswith("session:"):
+        return Target("session", session=s.removeprefix("session:"))
+    if s.startswith("/"):
+        return Target("file", path=s)
+    if _HEX16.match(s):
+        return Target("process", entity=parse_entity(s))
+    m = _PID_AT.match(s)
+    if m:
+        return Target("process", pid=int(m.group(1)), at=parse_time(m.group(2)))
+    m = _ENDPOINT.match(s)
+    if m:
+        try:
+            ip = str(ipaddress.ip_address(m.group(1)))
+        except ValueError:
+            raise UsageError(f"{m.group(1)!r} is not an IP address", TARGET_HELP) from None
+        port = int(m.group(2))
+        if port > 65535:
+            raise UsageError(f"port {port} is out of range", TARGET_HELP)
+        return Target("endpoint", ip=ip, port=port)
+    raise UsageError(f"cannot read {text!r} as a target", TARGET_HELP)
+
+
+def resolve(reader: Reader, target: Target) -> Target:
+    """Check the target exists in the store; turn pid@TIME into the entity alive then."""
+    if target.kind == "file":
+        _check_path(reader, target.path or "")
+        return target
+    if target.kind == "process" and target.entity is None:
+        return Target("process", entity=_pid_at(reader, target.pid or 0, target.at or 0))
+    if target.kind == "process":
+        _check_entity(reader, target.entity or 0)
+        return target
+    if target.kind == "endpoint":
+        _check_endpoint(reader, target.ip or "", target.port or 0)
+    return target
+
+
+def _check_path(reader: Reader, path: str) -> None:
+    hit = reader.query(
+        "SELECT 1 FROM events WHERE file_path = $p OR file_target_path = $p LIMIT 1", {"p": path})
+    if hit.num_rows:
+        return
+    hit = reader.query("SELECT 1 FROM flows WHERE file_path = $p LIMIT 1", {"p": path})
+    if hit.num_rows:
+        return
+    base = path.rstrip("/").rsplit("/", 1)[-1]
+    like = reader.query(
+        "SELECT DISTINCT file_path FROM events WHERE file_path LIKE $l ORDER BY file_path LIMIT 5",
+        {"l": f"%{base}%"}).column("file_path").to_pylist()
+    hint = ("paths recorded with a similar name: " + ", ".join(like)) if like else (
+        "no recorded event touched a path with that name; check the spelling, or the --store")
+    raise UsageError(f"no recorded event touched {path}", hint)
+
+
+def _check_entity(reader: Reader, entity: int) -> None:
+    hit = reader.query("SELECT 1 FROM processes WHERE entity_id = $e LIMIT 1", {"e": entity})
+    if hit.num_rows:
+        return
+    hit = reader.query("SELECT 1 FROM events WHERE process_entity_id = $e LIMIT 1", {"e": entity})
+    if not hit.num_rows:
+        raise UsageError(f"no process with entity id {format_entity(entity)} in this store",
+                         "list processes with `forensix tree` or `forensix ps`")
+
+
+def _pid_at(reader: Reader, pid: int, at: int) -> int:
+    t = reader.query(
+        """SELECT entity_id, min(start_ts) AS start_ts FROM processes
+           WHERE pid = $pid AND start_ts <= $at GROUP BY entity_id ORDER BY start_ts DESC LIMIT 1""",
+        {"pid": pid, "at": at})
+    if not t.num_rows:
+        raise UsageError(f"no process with pid {pid} had started by {format_ns(at)}",
+                         "pids are reused: give a time when the process ran (pid@TIME)")
+    return int(t.column("entity_id")[0].as_py())
+
+
+def _check_endpoint(reader: Reader, ip: str, port: int) -> None:
+    hit = reader.query(
+        """SELECT 1 FROM events WHERE event_category = 'network' AND (
+             (destination_ip = $ip AND destination_port = $port) OR
+             (source_ip = $ip AND source_port = $port)) LIMIT 1""", {"ip": ip, "port": port})
+    if not hit.num_rows:
+        raise UsageError(f"no recorded connection to or from {ip}:{port}",
+                         "list connections with `forensix timeline --category network`")

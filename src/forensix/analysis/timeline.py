@@ -1,0 +1,118 @@
+"""The merged, time-ordered timeline, with one readable message per event.
+
+How each kind of event reads is data (``MESSAGES``: action -> SQL expression over the
+event's columns), so a new event kind needs one line here and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from forensix.analysis.noise import FILTER_NAMES, path_predicate
+from forensix.store.base import Reader
+
+__all__ = ["TimelineFilter", "timeline", "MESSAGES", "message_sql"]
+
+_PATH = "coalesce(file_path, file_path_raw, '?')"
+_PEER = "coalesce(destination_ip, unix_path, '?') || coalesce(':' || destination_port::VARCHAR, '')"
+_LOCAL = "coalesce(source_ip, unix_path, '?') || coalesce(':' || source_port::VARCHAR, '')"
+_ARGS = "array_to_string(process_args, ' ')"
+
+MESSAGES: dict[str, str] = {
+    "fork": "'forked pid ' || coalesce(target_pid::VARCHAR, '?')",
+    "exec": f"'exec ' || coalesce(process_executable, {_PATH}) || coalesce(' [' || {_ARGS} || ']', '')",
+    "exit": "'exit code ' || coalesce(process_exit_code::VARCHAR, '?') || "
+            "CASE WHEN coalesce(process_exit_signal, 0) <> 0 THEN ' signal ' || process_exit_signal ELSE '' END",
+    "open": f"'open ' || {_PATH} || CASE WHEN (coalesce(file_flags, 0) & 3) <> 0 THEN ' for writing' "
+            "ELSE '' END || CASE WHEN (coalesce(file_flags, 0) & 64) <> 0 THEN ' (O_CREAT)' ELSE '' END",
+    "rename": f"'rename ' || {_PATH} || ' -> ' || coalesce(file_target_path, file_target_path_raw, '?')",
+    "link": f"'link ' || {_PATH} || ' -> ' || coalesce(file_target_path, '?')",
+    "symlink": f"'symlink ' || {_PATH} || ' -> ' || coalesce(file_target_path_raw, '?')",
+    "chmod": f"'chmod ' || {_PATH} || ' mode ' || coalesce(printf('%o', file_mode), '?')",
+    "chown": f"'chown ' || {_PATH} || ' to ' || coalesce(file_uid::VARCHAR, '?') || ':' || coalesce(file_gid::VARCHAR, '?')",
+    "flow": f"CASE WHEN coalesce(flow_write_bytes, 0) > 0 THEN 'wrote ' || flow_write_bytes || ' B' ELSE '' END"
+            " || CASE WHEN coalesce(flow_write_bytes, 0) > 0 AND coalesce(flow_read_bytes, 0) > 0 THEN ', ' ELSE '' END"
+            " || CASE WHEN coalesce(flow_read_bytes, 0) > 0 THEN 'read ' || flow_read_bytes || ' B' ELSE '' END"
+            f" || ' on ' || coalesce(file_path, coalesce(file_type, 'fd') || ':[' || file_inode || ']')",
+    "connect": f"'connect ' || {_LOCAL} || ' -> ' || {_PEER} || coalesce(' ' || network_transport, '')",
+    "accept": f"'accept ' || {_PEER} || ' on ' || {_LOCAL}",
+    "bind": f"'bind ' || {_LOCAL}",
+    "listen": f"'listen ' || {_LOCAL}",
+    "kill": "'kill pid ' || coalesce(target_pid::VARCHAR, '?') || ' signal ' || coalesce(signal::VARCHAR, '?')",
+    "ptrace": "'ptrace pid ' || coalesce(target_pid::VARCHAR, '?') || ' request ' || coalesce(a0::VARCHAR, '?')",
+    "mmap": f"'mmap ' || {_PATH} || CASE WHEN (coalesce(mem_prot, 0) & 4) <> 0 THEN ' executable' ELSE '' END",
+    "pipe": "'pipe [' || coalesce(file_inode::VARCHAR, '?') || ']'",
+    "gap": "'LOST EVENTS: ' || coalesce(message, '')",
+}
+for _a in ("setuid", "setgid", "setreuid", "setresuid", "setregid", "setresgid", "setfsuid", "setfsgid",
+           "capset"):
+    MESSAGES[_a] = f"'{_a} -> uid ' || coalesce(user_id::VARCHAR, '?') || ' euid ' || coalesce(user_effective_id::VARCHAR, '?')"
+
+_DEFAULT = ("event_action || coalesce(' ' || file_path, '') || coalesce(' -> ' || file_target_path, '')"
+            " || coalesce(' ' || destination_ip, '') || coalesce(' ' || message, '')")
+
+
+def message_sql() -> str:
+    whens = " ".join(f"WHEN '{a}' THEN {expr}" for a, expr in MESSAGES.items())
+    return f"CASE event_action {whens} ELSE {_DEFAULT} END"
+
+
+@dataclass
+class TimelineFilter:
+    """What to keep. Lists are OR-ed inside, fields AND-ed together."""
+
+    since: int | None = None
+    until: int | None = None
+    entities: list[int] | None = None  # acting process in this set
+    pid: int | None = None
+    categories: list[str] | None = None
+    actions: list[str] | None = None
+    path: str | None = None  # substring of file_path or file_target_path
+    ip: str | None = None
+    noise: tuple[str, ...] = ()  # noise filters to apply (reads of hub files, ...)
+    limit: int | None = None
+
+
+def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
+    f = f or TimelineFilter()
+    conds, params = ["TRUE"], {}
+    if f.since is not None:
+        conds.append("ts >= $since")
+        params["since"] = f.since
+    if f.until is not None:
+        conds.append("ts <= $until")
+        params["until"] = f.until
+    if f.entities is not None:
+        conds.append("process_entity_id IN (SELECT unnest($ents))")
+        params["ents"] = f.entities
+    if f.pid is not None:
+        conds.append("process_pid = $pid")
+        params["pid"] = f.pid
+    if f.categories:
+        conds.append("event_category IN (SELECT unnest($cats))")
+        params["cats"] = f.categories
+    if f.actions:
+        conds.append("event_action IN (SELECT unnest($acts))")
+        params["acts"] = f.actions
+    if f.path:
+        conds.append("(contains(file_path, $path) OR contains(file_target_path, $path))")
+        params["path"] = f.path
+    if f.ip:
+        conds.append("(destination_ip = $ip OR source_ip = $ip)")
+        params["ip"] = f.ip
+    active = set(f.noise) & set(FILTER_NAMES)
+    if active:
+        is_write = ("(event_action NOT IN ('open', 'flow', 'mmap', 'exec') OR (coalesce(file_flags, 0) & 579) <> 0"
+                    " OR coalesce(flow_write_bytes, 0) > 0)")
+        conds.append(f"NOT (NOT {is_write} AND {path_predicate('file_path', 'read', active)})")
+        conds.append(f"NOT {path_predicate('file_path', 'write', active)}")
+    limit = f"LIMIT {int(f.limit)}" if f.limit else ""
+    sql = f"""
+    SELECT ts, event_category, event_action, process_entity_id, process_pid, process_name, user_id,
+           {message_sql()} AS message, file_path, destination_ip, destination_port
+    FROM events WHERE {' AND '.join(conds)}
+    ORDER BY ts, cpu, seq {limit}
+    """
+    return reader.query(sql, params)
