@@ -21,6 +21,8 @@ __all__ = ["cli", "main"]
 _COMMAND_MODULES = [
     "forensix.cli.record",
     "forensix.cli.query",
+    "forensix.cli.pki",
+    "forensix.cli.server",
 ]
 
 

@@ -1,0 +1,203 @@
+"""Sealed batch frames: the unit the agent spools, ships, and the log host keeps.
+
+One frame carries one batch (a store table name and an Arrow table), serialised as an
+Arrow IPC stream, compressed with zstd, with a fixed header and an HMAC-SHA256 trailer.
+The layout is documented in docs/transport.md; this module is its only implementation.
+
+    header (96 bytes, big-endian)   struct "!4sBBH16sQIIqIIIBBH32s"
+      magic "FXSB", version 1, codec 1 (zstd), reserved u16,
+      stream id (16 bytes), sequence u64, epoch u32, flags u32, seal time i64 (UTC ns),
+      rows u32, raw length u32 (IPC bytes), body length u32 (compressed),
+      host length u8, table length u8, reserved u16, previous frame hash (32 bytes)
+    host (utf-8) | table (ascii) | body (zstd) | mac (32 bytes)
+
+``mac = HMAC-SHA256(mac_key(epoch key), everything before it)``; the frame's hash
+(``SHA-256`` of all its bytes) is the next frame's ``prev``: a hash chain per stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import zstandard
+
+from forensix.errors import DecodeError
+from forensix.store import schema
+
+__all__ = [
+    "FrameError",
+    "Frame",
+    "HEADER",
+    "MAC_LEN",
+    "MAX_BODY",
+    "MAX_RAW",
+    "ZERO_HASH",
+    "encode_batch",
+    "seal_frame",
+    "parse_frame",
+    "frame_length",
+    "decode_body",
+    "frame_hash",
+]
+
+MAGIC = b"FXSB"
+VERSION = 1
+CODEC_ZSTD = 1
+HEADER = struct.Struct("!4sBBH16sQIIqIIIBBH32s")
+MAC_LEN = 32
+MAX_BODY = 64 << 20  # compressed bytes in one frame
+MAX_RAW = 256 << 20  # decompressed IPC bytes in one frame
+MAX_ROWS = 10_000_000
+ZERO_HASH = bytes(32)
+assert HEADER.size == 96
+
+
+class FrameError(DecodeError):
+    """Bytes that are not a well-formed frame; ``offset`` says where in the input."""
+
+    def __init__(self, message: str, offset: int = 0, hint: str | None = None) -> None:
+        super().__init__(message, hint or "the sender is not a forensix agent, or the data was altered")
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class Frame:
+    stream: bytes
+    seq: int
+    epoch: int
+    flags: int
+    seal_ns: int
+    rows: int
+    raw_len: int
+    host: str
+    table: str
+    prev: bytes
+    body: bytes
+    mac: bytes
+    raw: bytes  # the whole frame as received (what the MAC and the hash cover)
+
+    @property
+    def signed(self) -> bytes:
+        return self.raw[: len(self.raw) - MAC_LEN]
+
+    def hash(self) -> bytes:
+        return frame_hash(self.raw)
+
+    def mac_ok(self, key: bytes) -> bool:
+        return hmac.compare_digest(hmac.new(key, self.signed, hashlib.sha256).digest(), self.mac)
+
+
+def frame_hash(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+_cctx = zstandard.ZstdCompressor(level=3)
+
+
+def encode_batch(data: pa.Table) -> bytes:
+    """Arrow IPC stream bytes of a table (uncompressed; the frame compresses them)."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, data.schema) as w:
+        w.write_table(data)
+    return sink.getvalue().to_pybytes()
+
+
+def seal_frame(
+    *,
+    host: str,
+    stream: bytes,
+    seq: int,
+    epoch: int,
+    seal_ns: int,
+    table: str,
+    ipc_bytes: bytes,
+    rows: int,
+    prev: bytes,
+    key: bytes,
+    flags: int = 0,
+) -> bytes:
+    """Compress, frame and MAC one batch with the epoch's MAC key."""
+    hb, tb = host.encode(), table.encode("ascii")
+    body = _cctx.compress(ipc_bytes)
+    if len(body) > MAX_BODY or len(ipc_bytes) > MAX_RAW:
+        raise FrameError(f"batch of {len(ipc_bytes)} bytes is too large for one frame", 0,
+                         "split the batch (the recorder's batch size)")
+    head = HEADER.pack(
+        MAGIC, VERSION, CODEC_ZSTD, 0, stream, seq, epoch, flags, seal_ns, rows,
+        len(ipc_bytes), len(body), len(hb), len(tb), 0, prev,
+    )
+    signed = b"".join((head, hb, tb, body))
+    return signed + hmac.new(key, signed, hashlib.sha256).digest()
+
+
+def frame_length(head: bytes, offset: int = 0) -> int:
+    """Total length of the frame whose 96-byte header is ``head`` (validated)."""
+    if len(head) < HEADER.size:
+        raise FrameError(f"short header: {len(head)} of {HEADER.size} bytes", offset)
+    (magic, version, codec, _r, _s, _seq, _e, _f, _t, rows, raw_len, body_len, hlen, tlen, _r2,
+     _p) = HEADER.unpack_from(head)
+    if magic != MAGIC:
+        raise FrameError(f"bad magic {magic!r} (expected {MAGIC!r})", offset)
+    if version != VERSION:
+        raise FrameError(f"unsupported frame version {version}", offset, "upgrade the log host")
+    if codec != CODEC_ZSTD:
+        raise FrameError(f"unknown codec {codec}", offset)
+    if body_len > MAX_BODY or raw_len > MAX_RAW or rows > MAX_ROWS:
+        raise FrameError(
+            f"frame too large (body {body_len}, raw {raw_len}, rows {rows})", offset
+        )
+    if hlen == 0 or tlen == 0:
+        raise FrameError("frame without host or table name", offset)
+    return HEADER.size + hlen + tlen + body_len + MAC_LEN
+
+
+def parse_frame(buf: bytes | memoryview, offset: int = 0) -> Frame:
+    """Parse one frame at ``offset`` of ``buf`` (structure only; the MAC is checked by the caller)."""
+    view = memoryview(buf)
+    head = bytes(view[offset : offset + HEADER.size])
+    total = frame_length(head, offset)
+    if len(view) - offset < total:
+        raise FrameError(f"truncated frame: {len(view) - offset} of {total} bytes", offset)
+    (_m, _v, _c, _r, stream, seq, epoch, flags, seal_ns, rows, raw_len, body_len, hlen, tlen, _r2,
+     prev) = HEADER.unpack(head)
+    p = offset + HEADER.size
+    try:
+        host = bytes(view[p : p + hlen]).decode("utf-8")
+        table = bytes(view[p + hlen : p + hlen + tlen]).decode("ascii")
+    except UnicodeDecodeError:
+        raise FrameError("host or table name is not text", offset) from None
+    if table not in schema.TABLES:
+        raise FrameError(f"unknown table {table!r}", offset)
+    p += hlen + tlen
+    raw = bytes(view[offset : offset + total])
+    body = bytes(view[p : p + body_len])
+    mac = raw[-MAC_LEN:]
+    return Frame(stream, seq, epoch, flags, seal_ns, rows, raw_len, host, table, prev, body, mac, raw)
+
+
+def decode_body(frame: Frame) -> pa.Table:
+    """The batch of a frame, decompressed with a hard size limit and checked against the schema."""
+    try:
+        ipc_bytes = zstandard.ZstdDecompressor().decompress(frame.body, max_output_size=MAX_RAW)
+    except zstandard.ZstdError as e:
+        raise FrameError(f"body does not decompress: {e}") from None
+    if len(ipc_bytes) != frame.raw_len:
+        raise FrameError(f"body is {len(ipc_bytes)} bytes, header says {frame.raw_len}")
+    try:
+        data = ipc.open_stream(pa.py_buffer(ipc_bytes)).read_all()
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
+        raise FrameError(f"body is not an Arrow IPC stream: {e}") from None
+    want = schema.TABLES[frame.table]
+    if data.num_rows != frame.rows:
+        raise FrameError(f"body has {data.num_rows} rows, header says {frame.rows}")
+    if not data.schema.equals(want):
+        try:
+            data = data.select(want.names).cast(want)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+            raise FrameError(f"{frame.table} batch does not match the schema: {e}") from None
+    return data

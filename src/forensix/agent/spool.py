@@ -1,0 +1,215 @@
+"""The agent's on-disk spool: append-only segments of sealed frames, kept until acked.
+
+Layout of a spool directory::
+
+    stream          the stream id (32 hex digits), made once
+    seg-<seq>.fxs   frames, appended and fsynced, in sequence order; named by first seq
+    acked           the highest sequence the log host acknowledged (advisory: resends are
+                    de-duplicated by the server, so losing it only costs bandwidth)
+    clean           present while the agent is stopped cleanly
+
+A segment is deleted once every frame in it is acked, except the newest one: the last
+frame always stays, so a restarted agent continues the hash chain and the sequence.
+A torn frame at the end of the newest segment (the agent was killed while writing it)
+is cut off on open; it was never acknowledged and never fsynced as complete.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from forensix.agent.frame import HEADER, FrameError, frame_hash, frame_length, parse_frame
+from forensix.errors import ForensixError
+from forensix.pki.sealkey import write_atomic
+
+__all__ = ["Spool", "SpoolEntry", "SpoolError"]
+
+DEFAULT_SEGMENT_BYTES = 16 << 20
+
+
+class SpoolError(ForensixError, OSError):
+    """The spool directory cannot be used."""
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    seq: int
+    segment: Path
+    offset: int
+    length: int
+
+
+class Spool:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, max_bytes: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    ) -> None:
+        self.dir = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.cond = threading.Condition()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise SpoolError(f"cannot create spool {self.dir}: {e.strerror}", "check --spool") from e
+        self.stream = self._stream_id()
+        self.entries: list[SpoolEntry] = []
+        self.bytes = 0
+        self.last_hash: bytes | None = None
+        self.last_seal_ns = 0
+        self.last_epoch = 0
+        self.acked = self._read_acked()
+        self.was_clean = (self.dir / "clean").exists()
+        self._scan()
+        self._fd: int | None = None
+        self._active: Path | None = None
+        self._active_size = 0
+        self._acked_dirty = False
+        if self.entries:
+            self._open_active(self.entries[-1].segment)
+        (self.dir / "clean").unlink(missing_ok=True)
+
+    # -- state -----------------------------------------------------------------
+    def _stream_id(self) -> bytes:
+        p = self.dir / "stream"
+        if p.exists():
+            try:
+                return bytes.fromhex(p.read_text().strip())
+            except ValueError:
+                raise SpoolError(f"{p} is corrupt", "move the spool away to start a new stream") from None
+        sid = uuid.uuid4().bytes
+        write_atomic(p, sid.hex().encode() + b"\n")
+        return sid
+
+    def _read_acked(self) -> int:
+        try:
+            return int((self.dir / "acked").read_text())
+        except (FileNotFoundError, ValueError):
+            return -1
+
+    @property
+    def next_seq(self) -> int:
+        return self.entries[-1].seq + 1 if self.entries else max(0, self.acked + 1)
+
+    def segments(self) -> list[Path]:
+        return sorted(self.dir.glob("seg-*.fxs"))
+
+    def _scan(self) -> None:
+        for seg in self.segments():
+            data = seg.read_bytes()
+            off = 0
+            while off < len(data):
+                try:
+                    total = frame_length(data[off : off + HEADER.size], off)
+                    if len(data) - off < total:
+                        raise FrameError("torn frame", off)
+                    fr = parse_frame(data, off)
+                except FrameError:
+                    # A torn tail (killed while writing): never acked, cut it off.
+                    with seg.open("r+b") as f:
+                        f.truncate(off)
+                        os.fsync(f.fileno())
+                    break
+                self.entries.append(SpoolEntry(fr.seq, seg, off, total))
+                self.bytes += total
+                self.last_hash = frame_hash(fr.raw)
+                self.last_seal_ns, self.last_epoch = fr.seal_ns, fr.epoch
+                off += total
+
+    def _open_active(self, seg: Path) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = os.open(seg, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._active = seg
+        self._active_size = os.fstat(self._fd).st_size
+
+    # -- writing (the recorder's thread) ----------------------------------------
+    def fits(self, length: int) -> bool:
+        return self.bytes + length <= self.max_bytes
+
+    def append(self, seq: int, raw: bytes, seal_ns: int, epoch: int) -> bool:
+        """Append and fsync one frame; False when the size limit forbids it."""
+        with self.cond:
+            if not self.fits(len(raw)):
+                return False
+            if self._fd is None or self._active_size >= self.segment_bytes:
+                self._open_active(self.dir / f"seg-{seq:016d}.fxs")
+                dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+                os.fsync(dfd)
+                os.close(dfd)
+            assert self._fd is not None and self._active is not None
+            off = self._active_size
+            os.write(self._fd, raw)
+            os.fsync(self._fd)
+            self._active_size += len(raw)
+            self.entries.append(SpoolEntry(seq, self._active, off, len(raw)))
+            self.bytes += len(raw)
+            self.last_hash = frame_hash(raw)
+            self.last_seal_ns, self.last_epoch = seal_ns, epoch
+            self.cond.notify_all()
+            return True
+
+    # -- shipping (the shipper's thread) ----------------------------------------
+    def pending(self, after: int, limit: int) -> list[SpoolEntry]:
+        """Up to ``limit`` entries with seq > after (and > acked)."""
+        with self.cond:
+            lo = max(after, self.acked)
+            out = []
+            for e in self.entries:  # short list: only unacked frames and the last segment
+                if e.seq > lo:
+                    out.append(e)
+                    if len(out) >= limit:
+                        break
+            return out
+
+    def read(self, e: SpoolEntry) -> bytes:
+        with open(e.segment, "rb") as f:
+            f.seek(e.offset)
+            return f.read(e.length)
+
+    def ack(self, seq: int) -> None:
+        with self.cond:
+            if seq <= self.acked:
+                return
+            self.acked = seq
+            self._acked_dirty = True
+            self._drop_acked_segments()
+            self.cond.notify_all()
+
+    def _drop_acked_segments(self) -> None:
+        by_seg: dict[Path, int] = {}
+        for e in self.entries:
+            by_seg[e.segment] = e.seq
+        for seg, last in by_seg.items():
+            if seg != self._active and last <= self.acked:
+                size = sum(e.length for e in self.entries if e.segment == seg)
+                seg.unlink(missing_ok=True)
+                self.bytes -= size
+                self.entries = [e for e in self.entries if e.segment != seg]
+        # entries of the active segment that are acked stay listed (the chain head lives
+        # there) but need not be resent; pending() skips them.
+
+    def unacked(self) -> int:
+        with self.cond:
+            return sum(1 for e in self.entries if e.seq > self.acked)
+
+    def save_acked(self) -> None:
+        with self.cond:
+            if not self._acked_dirty:
+                return
+            self._acked_dirty = False
+            acked = self.acked
+        write_atomic(self.dir / "acked", str(acked).encode())
+
+    def close(self, *, clean: bool) -> None:
+        self._acked_dirty = True
+        self.save_acked()
+        with self.cond:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        if clean:
+            write_atomic(self.dir / "clean", b"")

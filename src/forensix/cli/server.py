@@ -1,0 +1,305 @@
+"""``forensix server``, ``forensix agent`` and ``forensix verify``: the secure log host."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from forensix.cli.options import DEFAULT_STORE, emit, format_option
+from forensix.cli.pki import DEFAULT_PKI, pki_option
+from forensix.errors import UsageError
+
+__all__ = ["COMMANDS"]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _addr(text: str, default_port: int = 7514) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    host = host.strip("[]")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise UsageError(f"{text!r} is not HOST:PORT", "for example 10.0.0.5:7514") from None
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except (ValueError, KeyError):
+        raise UsageError(f"{text!r} is not a size", "bytes, or with K, M, G (e.g. 512M)") from None
+
+
+def _until_signal(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@click.command("server")
+@pki_option
+@click.option("--listen", default="127.0.0.1:7514", show_default=True, help="ADDR:PORT to listen on.")
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+              help="The store every host's batches are ingested into.")
+@click.option("--evidence", type=click.Path(file_okay=False), default=None,
+              help="Evidence directory (sealed frames, checkpoints) [default: STORE.evidence].")
+@click.option("--silence", default=60.0, show_default=True, type=float,
+              help="Raise an alert when a host has said nothing for this many seconds.")
+@click.option("--checkpoint-interval", default=1.0, show_default=True, type=float,
+              help="Seconds between signed chain checkpoints.")
+@click.option("-v", "--verbose", is_flag=True)
+def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
+           checkpoint_interval: float, verbose: bool) -> None:
+    """Run the log host: accept sealed batches from enrolled agents over mutual TLS 1.3.
+
+    \b
+    Every frame is verified (MAC under its epoch's key, chain, host), written to the
+    evidence segments and fsynced, ingested into the store, and only then acknowledged.
+    Query commands work on STORE meanwhile (all hosts; filter with --host).
+
+    \b
+    Examples:
+      forensix server --pki /etc/forensix/pki --listen 0.0.0.0:7514 --store /var/lib/forensix/fleet.duckdb
+      forensix server --listen 10.0.0.5:7514 --silence 120
+    """
+    from forensix.server import LogServer, ServerConfig, evidence_dir_for
+    from forensix.store.embedded import open_writer, socket_path
+    from forensix.store.remote import QueryServer
+
+    _logging(verbose)
+    ev = Path(evidence) if evidence else evidence_dir_for(store)
+    writer = open_writer(store)
+    qs = QueryServer(writer, socket_path(store)).start()
+    srv = LogServer(ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval), writer)
+    host, port = srv.bind()
+    logging.getLogger("forensix.server").info("listening on %s:%d, store %s, evidence %s",
+                                              host, port, store, ev)
+    stop = threading.Event()
+    _until_signal(stop)
+    t = threading.Thread(target=srv.serve_forever, name="fx-accept", daemon=True)
+    t.start()
+    while not stop.wait(0.5) and t.is_alive():
+        pass
+    srv.stop()
+    qs.stop()
+    writer.flush()
+    writer.close()
+
+
+@click.command("agent")
+@click.option("--server", "server_addr", required=True, help="The log host, HOST:PORT.")
+@click.option("--bundle", type=click.Path(file_okay=False), default=None,
+              help="The host's bundle from `pki issue` (ca.crt, HOST.crt, HOST.key, seal.key).")
+@click.option("--cert", type=click.Path(dir_okay=False), help="Host certificate [bundle/HOST.crt].")
+@click.option("--key", type=click.Path(dir_okay=False), help="Host key [bundle/HOST.key].")
+@click.option("--ca", type=click.Path(dir_okay=False), help="CA certificate [bundle/ca.crt].")
+@click.option("--seal-key", type=click.Path(dir_okay=False), help="Seal key file [bundle/seal.key].")
+@click.option("--spool", default="/var/lib/forensix/spool", show_default=True,
+              type=click.Path(file_okay=False), help="Spool directory (batches until acknowledged).")
+@click.option("--spool-max", default="1G", show_default=True, help="Spool size limit.")
+@click.option("--store", default=None, type=click.Path(dir_okay=False),
+              help="Also keep a local store of everything recorded.")
+@click.option("--server-name", default="forensix-server", show_default=True,
+              help="Name the log host's certificate must carry.")
+@click.option("--heartbeat", default=5.0, show_default=True, type=float, help="Seconds between heartbeats.")
+@click.option("--duration", default=None, type=float, help="Stop after this many seconds.")
+@click.option("--synthetic", default=None, type=float, metavar="EVENTS_PER_S",
+              help="Ship generated events instead of recording (load tests, transport checks).")
+@click.option("--batch-rows", default=1000, show_default=True, type=int, help="Rows per synthetic batch.")
+@click.option("-v", "--verbose", is_flag=True)
+def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | None, ca: str | None,
+          seal_key: str | None, spool: str, spool_max: str, store: str | None, server_name: str,
+          heartbeat: float, duration: float | None, synthetic: float | None, batch_rows: int,
+          verbose: bool) -> None:
+    """Record this host and ship the record, sealed, to the log host.
+
+    \b
+    Batches are sealed (forward-secure MAC, hash chain), spooled to disk with fsync, and
+    sent by a background thread; recording never waits for the network. With the log
+    host unreachable the spool fills (up to --spool-max) and is delivered later.
+
+    \b
+    Examples:
+      forensix agent --server loghost:7514 --bundle /etc/forensix/agent
+      forensix agent --server 10.0.0.5:7514 --bundle ./web01 --spool /var/lib/forensix/spool --store local.duckdb
+      forensix agent --server 127.0.0.1:7514 --bundle ./h1 --synthetic 50000 --duration 30
+    """
+    from forensix.agent.shipping import ShippingConfig, ShippingSink
+    from forensix.pki.tls import client_context
+
+    _logging(verbose)
+    b = Path(bundle) if bundle else None
+    cert_p, key_p, ca_p, seal_p = _bundle_paths(b, cert, key, ca, seal_key)
+    host = _cert_name(cert_p)
+    cfg = ShippingConfig(host=host, server=_addr(server_addr), context=client_context(ca_p, cert_p, key_p),
+                         seal_key=seal_p, spool_dir=Path(spool), spool_max_bytes=_size(spool_max),
+                         server_name=server_name, heartbeat_s=heartbeat)
+    sinks: list[Any] = []
+    if store:
+        from forensix.agent.sink import StoreSink
+        from forensix.store.embedded import open_writer
+
+        sinks.append(StoreSink(open_writer(store)))
+    shipping = ShippingSink(cfg)
+    sinks.append(shipping)
+    stop = threading.Event()
+    _until_signal(stop)
+    log = logging.getLogger("forensix.agent")
+    log.info("agent %s shipping to %s:%d (stream %s, spool %s)", host, *cfg.server,
+             shipping.spool.stream.hex(), spool)
+    try:
+        if synthetic is not None:
+            _run_synthetic(sinks, synthetic, batch_rows, duration, stop)
+        else:
+            _run_recorder(sinks, duration, stop)
+    finally:
+        for s in sinks:
+            s.close()
+    log.info("agent stopped: %d batches, %d rows spooled; %d unacknowledged left in the spool",
+             shipping.batches, shipping.rows, shipping.spool.unacked())
+
+
+def _bundle_paths(b: Path | None, cert: str | None, key: str | None, ca: str | None,
+                  seal: str | None) -> tuple[Path, Path, Path, Path]:
+    def pick(explicit: str | None, name: str) -> Path:
+        if explicit:
+            return Path(explicit)
+        if b is None:
+            raise UsageError(f"no {name} given", "give --bundle DIR (from forensix pki issue HOST)")
+        return b / name
+
+    host = b.name if b is not None else ""
+    return (pick(cert, f"{host}.crt"), pick(key, f"{host}.key"), pick(ca, "ca.crt"), pick(seal, "seal.key"))
+
+
+def _cert_name(path: Path) -> str:
+    from cryptography import x509
+
+    try:
+        c = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read certificate {path}: {e}", "give --bundle or --cert") from e
+    return str(c.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value)
+
+
+def _run_synthetic(sinks: list[Any], rate: float, rows: int, duration: float | None,
+                   stop: threading.Event) -> None:
+    import os
+
+    from forensix.testing.batches import BatchSource
+
+    src = BatchSource(rows, marker=f"synthetic pid={os.getpid()} start={time.time_ns()}")
+    t0 = time.monotonic()
+    sent = 0
+    while not stop.is_set() and (duration is None or time.monotonic() - t0 < duration):
+        batch = src.next()
+        for s in sinks:
+            s.write("events", batch)
+        sent += batch.num_rows
+        ahead = sent / rate - (time.monotonic() - t0) if rate > 0 else 0
+        if ahead > 0:
+            stop.wait(ahead)
+
+
+def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Event) -> None:
+    try:
+        from forensix.sensor.recorder import Recorder  # type: ignore[import-not-found]
+    except ImportError:
+        raise UsageError("the kernel recorder is not available in this build",
+                         "use --synthetic EVENTS_PER_S to exercise the transport") from None
+    rec = Recorder(sinks=sinks)
+    rec.start()
+    try:
+        t0 = time.monotonic()
+        while not stop.wait(0.5):
+            if duration is not None and time.monotonic() - t0 >= duration:
+                break
+    finally:
+        rec.stop()
+
+
+@click.command("verify")
+@click.option("--host", default=None, help="Only this host (its enrolled name).")
+@click.option("--store", default=None, type=click.Path(dir_okay=False),
+              help="The log host's store; its evidence is STORE.evidence, its alerts are read.")
+@click.option("--evidence", default=None, type=click.Path(file_okay=False), help="Evidence directory.")
+@click.option("--pki", "pki_dir", default=None, type=click.Path(file_okay=False),
+              help=f"Take seal keys and checkpoint key from this PKI (e.g. {DEFAULT_PKI}) instead of "
+                   "the copies in the evidence directory.")
+@click.option("--all", "show_all", is_flag=True, help="Also list what was checked and found ok.")
+@format_option()
+def verify(host: str | None, store: str | None, evidence: str | None, pki_dir: str | None,
+           show_all: bool, fmt: str) -> None:
+    """Check the evidence: integrity and completeness, reported separately.
+
+    \b
+    Integrity: every batch authentic under its own epoch's key, the hash chain intact,
+    epochs bound to sealing times, signed checkpoints matching. Completeness: sequence
+    gaps, recorded drops (ring buffer, spool full, agent down), silence alerts.
+    Exit status: 0 both hold, 1 integrity fails, 3 integrity holds but records are missing.
+
+    \b
+    Examples:
+      forensix verify --store /var/lib/forensix/fleet.duckdb
+      forensix verify --evidence /var/lib/forensix/fleet.duckdb.evidence --host web01 --format json
+    """
+    from forensix.server import evidence_dir_for, verify_evidence
+    from forensix.store.embedded import open_reader
+
+    if evidence is None and store is None:
+        raise UsageError("nothing to verify", "give --store PATH or --evidence DIR")
+    ev = Path(evidence) if evidence else evidence_dir_for(str(store))
+    reader = open_reader(store) if store and Path(store).exists() else None
+    seal_dir = Path(pki_dir) / "seal" if pki_dir else None
+    pub = Path(pki_dir) / "checkpoint.pub" if pki_dir else None
+    try:
+        v = verify_evidence(ev, host=host, pki_seal_dir=seal_dir, public_key=pub, store=reader)
+    finally:
+        if reader is not None:
+            reader.close()
+    table = v.table()
+    if not show_all:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.or_(pc.not_equal(table["status"], "ok"), pc.equal(table["check"], "verdict")))
+    emit(table, fmt)
+    click.echo(
+        f"integrity: {'OK' if v.integrity_ok else 'FAILED'}; completeness: "
+        f"{'complete' if v.complete else 'records missing'} ({v.frames} batches)", err=True)
+    sys.exit(0 if v.integrity_ok and v.complete else (1 if not v.integrity_ok else 3))
+
+
+COMMANDS = [server, agent, verify]
+
+
+if __name__ == "__main__":  # `python -m forensix.cli.server`: these commands alone
+    from forensix.cli.pki import COMMANDS as _PKI
+    from forensix.errors import ForensixError
+
+    class _Standalone(click.Group):
+        def invoke(self, ctx: click.Context) -> object:
+            try:
+                return super().invoke(ctx)
+            except ForensixError as e:
+                click.secho(f"forensix: {e.message}", fg="red", err=True)
+                if e.hint:
+                    click.echo(f"  hint: {e.hint}", err=True)
+                sys.exit(2)
+
+    _Standalone("forensix", commands={c.name or "": c for c in COMMANDS + _PKI})(prog_name="forensix")

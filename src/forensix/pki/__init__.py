@@ -1,0 +1,25 @@
+"""The forensix certificate authority: CA, host certificates, revocation, seal keys.
+
+``forensix pki init`` creates the CA, the log host's server certificate and its
+checkpoint signing key; ``forensix pki issue HOST`` creates a host's client certificate
+*and its initial forward-secure seal key* (enrollment); ``forensix pki revoke HOST``
+adds the host's certificate to the CRL the server consults on every connection.
+"""
+
+from forensix.pki.authority import (
+    PKIError,
+    Authority,
+    HostBundle,
+    SERVER_NAME,
+)
+from forensix.pki.tls import client_context, server_context, peer_identity
+
+__all__ = [
+    "PKIError",
+    "Authority",
+    "HostBundle",
+    "SERVER_NAME",
+    "client_context",
+    "server_context",
+    "peer_identity",
+]
