@@ -21,6 +21,7 @@ __all__ = ["cli", "main"]
 _COMMAND_MODULES = [
     "forensix.cli.record",
     "forensix.cli.query",
+    "forensix.cli.analysis",
     "forensix.cli.pki",
     "forensix.cli.server",
 ]

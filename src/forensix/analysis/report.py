@@ -1,0 +1,142 @@
+"""An incident report from one detection point: everything the renderers need, as data.
+
+From the target, the report finds the acting process (the writer of a file, the process
+itself, the owner of a connection), its session (entry point, user, source address), and
+then what that session did: its process tree, files written and deleted, persistence
+touched, network peers, a timeline, and the backward dependency graph of the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward
+from forensix.analysis.processes import UserNames, tree
+from forensix.analysis.sessions import attribute, find_session, sessions
+from forensix.analysis.targets import Target, resolve
+from forensix.analysis.timeline import TimelineFilter, message_sql, timeline
+from forensix.analysis.noise import FILTER_NAMES
+from forensix.store.base import Reader
+
+__all__ = ["Report", "build_report", "PERSISTENCE"]
+
+# Where intruders persist or escalate: (LIKE pattern on the path, what it is).
+PERSISTENCE: list[tuple[str, str]] = [
+    ("/etc/cron%", "cron"), ("/var/spool/cron/%", "cron"), ("/etc/anacrontab", "cron"),
+    ("/etc/systemd/%", "systemd unit"), ("/lib/systemd/system/%", "systemd unit"),
+    ("/usr/lib/systemd/system/%", "systemd unit"), ("%/.config/systemd/user/%", "systemd user unit"),
+    ("/etc/init.d/%", "init script"), ("/etc/rc.local", "init script"),
+    ("%/.bashrc", "shell rc file"), ("%/.bash_profile", "shell rc file"), ("%/.profile", "shell rc file"),
+    ("%/.zshrc", "shell rc file"), ("/etc/profile", "shell rc file"), ("/etc/profile.d/%", "shell rc file"),
+    ("/etc/bash.bashrc", "shell rc file"), ("%/.ssh/authorized_keys%", "ssh authorized_keys"),
+    ("/etc/ld.so.preload", "ld.so.preload"), ("/etc/ld.so.conf%", "loader configuration"),
+    ("/etc/sudoers%", "sudoers"), ("/etc/passwd", "accounts"), ("/etc/shadow", "accounts"),
+    ("/etc/group", "accounts"), ("/etc/pam.d/%", "PAM"), ("/lib/modules/%", "kernel module"),
+    ("/etc/modules-load.d/%", "kernel module"), ("/etc/udev/rules.d/%", "udev rule"),
+]
+_CHANGE = ("(event_action IN ('rename', 'unlink', 'chmod', 'chown', 'truncate', 'link', 'symlink', 'utimes',"
+           " 'setxattr') OR (event_action = 'open' AND (coalesce(file_flags, 0) & 579) <> 0)"
+           " OR (event_action = 'flow' AND coalesce(flow_write_bytes, 0) > 0))")
+
+
+@dataclass
+class Report:
+    target: Target
+    title: str
+    actor: int | None  # entity id of the acting process
+    session: dict[str, Any] | None  # the session row (kind, user, source address, ...)
+    tree: pa.Table
+    files_written: pa.Table
+    files_deleted: pa.Table
+    persistence: pa.Table
+    network: pa.Table
+    timeline: pa.Table
+    graph: Graph
+    impact: Graph | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _actor(reader: Reader, target: Target, g: Graph) -> int | None:
+    if target.kind == "process":
+        return target.entity
+    procs = [n for n in g.nodes.values() if n.kind == "process"]
+    if not procs:
+        return None
+    near = min(n.depth for n in procs)
+    first = min((n for n in procs if n.depth == near), key=lambda n: n.attrs.get("start_ts") or 0)
+    return int(first.attrs["entity_id"]) if "entity_id" in first.attrs else None
+
+
+def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = None,
+                 names: UserNames | None = None, timeline_limit: int = 400) -> Report:
+    opts = opts or TrackOptions()
+    att = attribute(reader)
+    notes: list[str] = []
+    if target.kind == "session":
+        leader, att = find_session(reader, target.session or "", att)
+        g = backtrack(reader, target, opts)
+        actor: int | None = leader
+    else:
+        target = resolve(reader, target)
+        g = backtrack(reader, target, opts)
+        actor = _actor(reader, target, g)
+        leader = att.leader_of.get(actor) if actor is not None else None
+    if g.truncated:
+        notes.append("the dependency graph was cut at the depth or size limit")
+    srow = None
+    members: list[int] = []
+    if leader is not None:
+        srows = sessions(reader, att, names=names).to_pylist()
+        srow = next((r for r in srows if r["leader_entity_id"] == leader), None)
+        members = att.members(leader)
+    else:
+        notes.append("no recorded process is linked to the target; session unknown")
+    impact = forward(reader, Target("session", session=f"{leader:016x}"), opts) if leader is not None else None
+    return Report(
+        target=target, title=f"Incident report: {target.describe()}", actor=actor, session=srow,
+        tree=tree(reader, members=members, names=names) if members else tree(reader, members=[0]),
+        files_written=_files(reader, members, written=True),
+        files_deleted=_files(reader, members, written=False),
+        persistence=_persistence(reader, members),
+        network=_network(reader, members),
+        timeline=timeline(reader, TimelineFilter(entities=members or [0], noise=FILTER_NAMES,
+                                                 limit=timeline_limit)),
+        graph=g, impact=impact, notes=notes,
+    )
+
+
+def _files(reader: Reader, members: list[int], *, written: bool) -> pa.Table:
+    cond = f"{_CHANGE} AND event_action <> 'unlink'" if written else "event_action IN ('unlink', 'rmdir')"
+    return reader.query(f"""
+        SELECT min(ts) AS first_ts, max(ts) AS last_ts, coalesce(file_target_path, file_path) AS file_path,
+               list(DISTINCT event_action ORDER BY event_action) AS actions,
+               sum(coalesce(flow_write_bytes, 0))::BIGINT AS bytes_written,
+               list(DISTINCT process_pid ORDER BY process_pid) AS pids
+        FROM events WHERE process_entity_id IN (SELECT unnest($m)) AND {cond}
+          AND coalesce(file_path, '') NOT LIKE '/proc/%' AND coalesce(file_path, '') NOT LIKE '/dev/%'
+        GROUP BY 3 ORDER BY 1""", {"m": members or [0]})
+
+
+def _persistence(reader: Reader, members: list[int]) -> pa.Table:
+    whens = " ".join(f"WHEN p LIKE '{pat}' THEN '{what}'" for pat, what in PERSISTENCE)
+    return reader.query(f"""
+        SELECT ts, what, p AS file_path, event_action, process_pid, process_entity_id, message FROM (
+          SELECT ts, coalesce(file_target_path, file_path) AS p, event_action, process_pid, process_entity_id,
+                 {message_sql()} AS message,
+                 CASE WHEN event_action = 'chmod' AND (coalesce(file_mode, 0) & 3072) <> 0 THEN 'setuid/setgid bit'
+                      {whens} ELSE NULL END AS what
+          FROM events WHERE process_entity_id IN (SELECT unnest($m)) AND {_CHANGE})
+        WHERE what IS NOT NULL ORDER BY ts""", {"m": members or [0]})
+
+
+def _network(reader: Reader, members: list[int]) -> pa.Table:
+    return reader.query("""
+        SELECT min(ts) AS first_ts, event_action, network_transport,
+               coalesce(destination_ip, unix_path) AS peer_ip, destination_port AS peer_port,
+               count(*) AS connections, list(DISTINCT process_pid ORDER BY process_pid) AS pids
+        FROM events WHERE process_entity_id IN (SELECT unnest($m))
+          AND event_category = 'network' AND event_action IN ('connect', 'accept', 'bind', 'listen')
+        GROUP BY 2, 3, 4, 5 ORDER BY 1""", {"m": members or [0]})

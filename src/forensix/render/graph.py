@@ -1,0 +1,121 @@
+"""Dependency graphs as text, JSON, CSV, Graphviz DOT and GraphML."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+from xml.sax.saxutils import escape, quoteattr
+
+from forensix.analysis.graph import Graph, graph_tables
+from forensix.analysis.processes import FOREVER
+from forensix.model.timefmt import format_ns
+from forensix.render.tables import display_value, render_csv
+
+__all__ = ["GRAPH_RENDERERS", "render_graph", "to_dot"]
+
+_SHAPES = {"process": "box", "file": "note", "connection": "diamond", "unix": "hexagon"}
+_COLORS = {"process": "#dbe9f6", "file": "#fdf2d0", "connection": "#f8d7da", "unix": "#e2e3f3"}
+
+
+def _when(ns: int | None) -> str:
+    return format_ns(ns) if ns and 0 < ns < FOREVER else ""
+
+
+def render_text(g: Graph, out: Any) -> None:
+    out.write(f"{g.direction} from {g.target}: {len(g.nodes)} objects, {len(g.edges)} edges"
+              f"; noise filters: {', '.join(g.filters) or 'off'}"
+              f"{'; TRUNCATED (raise --depth/--max-nodes)' if g.truncated else ''}\n\nobjects:\n")
+    for n in sorted(g.nodes.values(), key=lambda n: (n.depth, n.kind, n.label)):
+        extra = ""
+        if n.kind == "process":
+            extra = (f"  {display_value('entity_id', n.attrs.get('entity_id'))} uid {n.attrs.get('user_id')}"
+                     f"  {' '.join(n.attrs.get('args') or [])}")
+        out.write(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {n.label}{extra}\n")
+    out.write("\nedges, in time order:\n")
+    for e in sorted(g.edges, key=lambda e: (e.t_start, e.src)):
+        size = f" {e.bytes} B" if e.bytes else ""
+        times = f" x{e.count}" if e.count > 1 else ""
+        out.write(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{e.kind}{size}{times}-->  "
+                  f"{g.nodes[e.dst].label}\n")
+
+
+def render_json(g: Graph, out: Any) -> None:
+    nodes, edges = graph_tables(g)
+    doc = {
+        "direction": g.direction, "target": g.target, "truncated": g.truncated, "filters": list(g.filters),
+        "nodes": [{k: display_value(k, v) for k, v in r.items() if v is not None} for r in nodes.to_pylist()],
+        "edges": [{k: display_value(k, v) for k, v in r.items() if v is not None} for r in edges.to_pylist()],
+    }
+    out.write(json.dumps(doc, default=str, indent=1) + "\n")
+
+
+def render_csv_edges(g: Graph, out: Any) -> None:
+    render_csv(graph_tables(g)[1], out)
+
+
+def _dot_id(key: str) -> str:
+    return json.dumps(key)
+
+
+def to_dot(g: Graph, title: str | None = None) -> str:
+    lines = ["digraph forensix {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10, style=filled];',
+             '  edge [fontname="Helvetica", fontsize=8];']
+    if title:
+        lines.append(f"  label={json.dumps(title)}; labelloc=t;")
+    roots = set(g.roots)
+    for n in g.nodes.values():
+        label = n.label
+        if n.kind == "process" and n.attrs.get("user_id") is not None:
+            label += f"\\nuid {n.attrs['user_id']}"
+        attrs = {"shape": _SHAPES.get(n.kind, "ellipse"), "fillcolor": _COLORS.get(n.kind, "white"),
+                 "label": label}
+        if n.key in roots:
+            attrs |= {"penwidth": "3", "color": "red"}
+        body = ", ".join(f"{k}={json.dumps(v) if k != 'label' else _dot_label(v)}" for k, v in attrs.items())
+        lines.append(f"  {_dot_id(n.key)} [{body}];")
+    for e in sorted(g.edges, key=lambda e: e.t_start):
+        lab = e.kind + (f" {e.bytes}B" if e.bytes else "")
+        lab += "\\n" + format_ns(e.t_start, precision=3)[11:]
+        lines.append(f"  {_dot_id(e.src)} -> {_dot_id(e.dst)} [label={_dot_label(lab)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_label(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\\\\n", "\\n") + '"'
+
+
+def render_dot(g: Graph, out: Any) -> None:
+    out.write(to_dot(g, f"{g.direction} from {g.target}"))
+
+
+def render_graphml(g: Graph, out: Any) -> None:
+    keys = [("kind", "node"), ("label", "node"), ("depth", "node"), ("time", "node"),
+            ("ekind", "edge"), ("first_ts", "edge"), ("last_ts", "edge"), ("bytes", "edge")]
+    out.write('<?xml version="1.0" encoding="UTF-8"?>\n'
+              '<graphml xmlns="http://graphml.graphdrawing.org/xmlns">\n')
+    for k, where in keys:
+        out.write(f'  <key id="{k}" for="{where}" attr.name="{k}" attr.type="string"/>\n')
+    out.write(f'  <graph id="forensix" edgedefault="directed">\n')
+    for n in g.nodes.values():
+        out.write(f"    <node id={quoteattr(n.key)}>"
+                  f'<data key="kind">{n.kind}</data><data key="label">{escape(n.label)}</data>'
+                  f'<data key="depth">{n.depth}</data><data key="time">{_when(n.time)}</data></node>\n')
+    for i, e in enumerate(g.edges):
+        out.write(f'    <edge id="e{i}" source={quoteattr(e.src)} target={quoteattr(e.dst)}>'
+                  f'<data key="ekind">{e.kind}</data><data key="first_ts">{_when(e.t_start)}</data>'
+                  f'<data key="last_ts">{_when(e.t_end)}</data><data key="bytes">{e.bytes}</data></edge>\n')
+    out.write("  </graph>\n</graphml>\n")
+
+
+GRAPH_RENDERERS: dict[str, Callable[[Graph, Any], None]] = {
+    "text": render_text,
+    "json": render_json,
+    "csv": render_csv_edges,
+    "dot": render_dot,
+    "graphml": render_graphml,
+}
+
+
+def render_graph(g: Graph, fmt: str, out: Any) -> None:
+    GRAPH_RENDERERS[fmt](g, out)
