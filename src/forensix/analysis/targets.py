@@ -99,10 +99,11 @@ def _check_path(reader: Reader, path: str) -> None:
     hit = reader.query("SELECT 1 FROM flows WHERE file_path = $p LIMIT 1", {"p": path})
     if hit.num_rows:
         return
-    base = path.rstrip("/").rsplit("/", 1)[-1]
+    parent, _, base = path.rstrip("/").rpartition("/")
     like = reader.query(
-        "SELECT DISTINCT file_path FROM events WHERE file_path LIKE $l ORDER BY file_path LIMIT 5",
-        {"l": f"%{base}%"}).column("file_path").to_pylist()
+        """SELECT DISTINCT file_path FROM events WHERE contains(file_path, $b)
+                  OR (file_path LIKE $d AND file_path NOT LIKE $dd) ORDER BY file_path LIMIT 5""",
+        {"b": base, "d": f"{parent}/%", "dd": f"{parent}/%/%"}).column("file_path").to_pylist()
     hint = ("paths recorded with a similar name: " + ", ".join(like)) if like else (
         "no recorded event touched a path with that name; check the spelling, or the --store")
     raise UsageError(f"no recorded event touched {path}", hint)

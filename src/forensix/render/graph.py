@@ -73,10 +73,15 @@ def to_dot(g: Graph, title: str | None = None) -> str:
             attrs |= {"penwidth": "3", "color": "red"}
         body = ", ".join(f"{k}={json.dumps(v) if k != 'label' else _dot_label(v)}" for k, v in attrs.items())
         lines.append(f"  {_dot_id(n.key)} [{body}];")
+    pairs = {(e.src, e.dst, e.kind) for e in g.edges}
     for e in sorted(g.edges, key=lambda e: e.t_start):
+        both = (e.dst, e.src, e.kind) in pairs
+        if both and e.src > e.dst:
+            continue  # drawn once, with arrows both ways
         lab = e.kind + (f" {e.bytes}B" if e.bytes else "")
         lab += "\\n" + format_ns(e.t_start, precision=3)[11:]
-        lines.append(f"  {_dot_id(e.src)} -> {_dot_id(e.dst)} [label={_dot_label(lab)}];")
+        extra = ", dir=both" if both else ""
+        lines.append(f"  {_dot_id(e.src)} -> {_dot_id(e.dst)} [label={_dot_label(lab)}{extra}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
