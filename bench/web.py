@@ -22,6 +22,7 @@ PORT = 18089
 N_FILES = 200
 
 _NGINX_CONF = """\
+user root;
 worker_processes 1;
 daemon off;
 master_process on;

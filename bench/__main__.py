@@ -1,0 +1,174 @@
+"""python -m bench [--quick] [--only WORKLOAD,...] [--recorders NAME,...] [--reps N]
+
+Runs each workload under each recorder configuration, alternating the configurations
+within every repetition, and writes docs/benchmarks.md and docs/benchmarks.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.compile import CompileWorkload
+from bench.machine import machine_info
+from bench.micro import MicroWorkload
+from bench.recorders import RECORDERS, Recorder, make_recorders
+from bench.report import write_markdown
+from bench.scale import ScaleWorkload, analysis_latency
+from bench.storm import StormWorkload
+from bench.web import WebWorkload
+from bench.workload import Workload
+
+WORKLOADS: dict[str, type[Workload]] = {}
+for _cls in (MicroWorkload, WebWorkload, CompileWorkload, StormWorkload, ScaleWorkload):
+    if _cls.name in WORKLOADS:
+        raise ValueError(f"workload {_cls.name} registered twice")
+    WORKLOADS[_cls.name] = _cls
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
+    w.before_run(rec)
+    started = False
+    try:
+        if rec.host_wide:
+            rec.start(scratch)
+            started = True
+        metrics = w.measure(rec)
+    except BaseException:
+        if started:
+            try:
+                rec.stop()
+            except Exception:
+                pass
+        w.after_run(rec)
+        raise
+    stats = rec.stop(w.inspect_forensix if rec.name == "forensix" else None)
+    w.after_run(rec)
+    return {"metrics": metrics, "events": stats.events, "lost": stats.lost, "detail": stats.detail}
+
+
+def run_workload(
+    w: Workload, recorders: list[Recorder], reps: int, scratch: Path
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "title": w.title,
+        "description": w.describe(),
+        "metrics": [m.__dict__ for m in w.metrics],
+        "runs": [],
+        "skipped": {},
+    }
+    usable = []
+    for rec in recorders:
+        if rec.name not in w.recorders:
+            continue
+        why = rec.check()
+        if why:
+            result["skipped"][rec.name] = why
+            log(f"{w.name}: {rec.name} skipped: {why}")
+        else:
+            usable.append(rec)
+    w.prepare()
+    for rep in range(reps):
+        # rotate the order each repetition so no configuration always runs first
+        order = usable[rep % len(usable):] + usable[: rep % len(usable)] if usable else []
+        for rec in order:
+            t0 = time.monotonic()
+            try:
+                r = _one_run(w, rec, scratch)
+            except Exception as e:
+                log(f"{w.name}/{rec.name} rep {rep}: FAILED {e}")
+                result["runs"].append({
+                    "recorder": rec.name, "rep": rep,
+                    "error": f"{type(e).__name__}: {e}"[:2000],
+                    "traceback": traceback.format_exc()[-3000:],
+                })
+                continue
+            r.update(recorder=rec.name, rep=rep, seconds=time.monotonic() - t0)
+            result["runs"].append(r)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
+            log(f"{w.name}/{rec.name} rep {rep}: {shown} events={r['events']} lost={r['lost']}")
+    w.finish()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, 2 repetitions (< 5 min)")
+    ap.add_argument("--only", default="", help=f"comma list of {','.join(WORKLOADS)}")
+    ap.add_argument("--recorders", default=",".join(RECORDERS),
+                    help=f"comma list of {','.join(RECORDERS)}")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 2)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="Markdown output (default docs/benchmarks.md; quick: docs/benchmarks-quick.md)")
+    ap.add_argument("--json", type=Path, default=None, help="raw JSON output (beside --out)")
+    ap.add_argument("--scratch", type=Path, default=None, help="work directory (default a temp dir)")
+    a = ap.parse_args(argv)
+
+    names = [n for n in a.only.split(",") if n] or list(WORKLOADS)
+    for n in names:
+        if n not in WORKLOADS:
+            ap.error(f"unknown workload {n!r}; choose from {', '.join(WORKLOADS)}")
+    rec_names = [n for n in a.recorders.split(",") if n]
+    for n in rec_names:
+        if n not in RECORDERS:
+            ap.error(f"unknown recorder {n!r}; choose from {', '.join(RECORDERS)}")
+    if "none" not in rec_names:
+        rec_names.insert(0, "none")
+    reps = a.reps or (2 if a.quick else 3)
+    suffix = "-quick" if a.quick else ""
+    out = a.out or ROOT / "docs" / f"benchmarks{suffix}.md"
+    out_json = a.json or out.with_suffix(".json")
+
+    scratch = a.scratch or Path(tempfile.mkdtemp(prefix="forensix-bench-", dir="/var/tmp"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONPATH", str(ROOT))
+    report: dict[str, Any] = {
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if a.quick else "full",
+        "repetitions": reps,
+        "machine": machine_info(),
+        "recorders": rec_names,
+        "workloads": {},
+    }
+    t0 = time.monotonic()
+    try:
+        for n in names:
+            w = WORKLOADS[n](a.quick, scratch)
+            why = w.check()
+            if why:
+                log(f"{n}: skipped: {why}")
+                report["workloads"][n] = {"title": w.title, "skipped_all": why}
+                continue
+            log(f"{n}: {w.describe()}")
+            report["workloads"][n] = run_workload(w, make_recorders(rec_names), reps, scratch)
+        if "scale" in names:
+            report["analysis"] = analysis_latency(a.quick, scratch)
+    finally:
+        if a.scratch is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report["seconds"] = time.monotonic() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_markdown(report, out, out_json)
+    log(f"wrote {out} and {out_json} in {report['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

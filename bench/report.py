@@ -1,0 +1,263 @@
+"""docs/benchmarks.md from a run's raw figures (the same dict written as JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.stats import Summary, ratio, summarize
+
+NOTES = Path(__file__).with_name("notes.md")
+
+METHOD = """\
+## Method
+
+`python -m bench` runs every workload under each recorder configuration, in one run, with
+the configurations alternated (the order rotates every repetition), and reports the
+median with min–max over the repetitions. Ratios are to the no-recorder median of the
+same run.
+
+- **none**: no recorder.
+- **forensix**: `forensix record --store TMP` for the whole host, started before and
+  stopped after each measurement (BPF load time is not counted). Events recorded = rows in
+  `events`; events lost = sum of `gaps.count`. Per-program BPF cost comes from
+  `kernel.bpf_stats_enabled=1` and `bpftool prog show` (run_time_ns / run_cnt).
+- **auditd**: auditd 3 started by the bench (`auditd -n -c DIR`, RAW log in the scratch
+  directory, backlog 8192), with rules for the same syscalls the sensor records
+  (`bench/recorders.py: AUDIT_SYSCALLS`; mmap/mprotect only with PROT_EXEC). read/write
+  are not audited (forensix keeps them as aggregated flow edges; per-call auditing would
+  cost auditd far more), which favours auditd. Events recorded = `type=SYSCALL` records
+  with the bench's key; events lost = the kernel's `lost` counter (`auditctl -s`).
+- **strace**: `strace -f -qq -o /dev/null` around the workload's command (all syscalls;
+  for web, around nginx). The micro loops run 1/50 of the iterations under strace.
+"""
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "–"
+    a = abs(v)
+    if a >= 1e6:
+        s = f"{v / 1e6:.2f} M"
+    elif a >= 1e4:
+        s = f"{v:,.0f}"
+    elif a >= 100:
+        s = f"{v:.0f}"
+    elif a >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.3g}"
+    return f"{s} {unit}".strip()
+
+
+def _cell(s: Summary | None, unit: str) -> str:
+    if s is None:
+        return "–"
+    if s.n == 1:
+        return _fmt(s.median, unit)
+    return f"{_fmt(s.median, unit)} ({_fmt(s.low)}–{_fmt(s.high)})"
+
+
+def _ok_runs(w: dict[str, Any], rec: str) -> list[dict[str, Any]]:
+    return [r for r in w.get("runs", []) if r["recorder"] == rec and "error" not in r]
+
+
+def _metric(w: dict[str, Any], rec: str, key: str) -> Summary | None:
+    return summarize([r["metrics"].get(key) for r in _ok_runs(w, rec)])
+
+
+def _count(w: dict[str, Any], rec: str, key: str) -> Summary | None:
+    vals = [r.get(key) for r in _ok_runs(w, rec)]
+    return summarize([v for v in vals if v is not None])
+
+
+def workload_table(w: dict[str, Any]) -> list[str]:
+    recs: list[str] = []
+    for r in w.get("runs", []):
+        if r["recorder"] not in recs:
+            recs.append(r["recorder"])
+    head = ["recorder"]
+    for m in w["metrics"]:
+        head += [f"{m['label']} ({m['unit']})", "ratio"]
+    head += ["events recorded", "events lost"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec in recs:
+        row = [rec]
+        for m in w["metrics"]:
+            s = _metric(w, rec, m["key"])
+            base = _metric(w, "none", m["key"])
+            row.append(_cell(s, ""))
+            rt = ratio(s.median if s else None, base.median if base else None)
+            row.append("–" if rt is None else f"{rt:.3f}")
+        for key in ("events", "lost"):
+            s = _count(w, rec, key)
+            row.append("n/a" if s is None else _cell(s, ""))
+        errors = [r for r in w["runs"] if r["recorder"] == rec and "error" in r]
+        if errors:
+            row[0] += f" ({len(errors)} failed)"
+        lines.append("| " + " | ".join(row) + " |")
+    for rec, why in w.get("skipped", {}).items():
+        lines.append(f"| {rec} | not run: {why} |" + " |" * (len(head) - 2))
+    return lines
+
+
+def bpf_table(w: dict[str, Any]) -> list[str]:
+    runs = _ok_runs(w, "forensix")
+    if not runs or not runs[-1]["detail"].get("bpf"):
+        return []
+    bpf = runs[-1]["detail"]["bpf"]
+    lines = [
+        "",
+        "forensix BPF programs (last repetition): runs, mean ns per run, total ms; agent CPU "
+        f"{_fmt(runs[-1]['detail'].get('agent_cpu_s'), 's')}",
+        "",
+        "| program | runs | ns/run | total ms |",
+        "|---|---|---|---|",
+    ]
+    for name, s in sorted(bpf.items(), key=lambda kv: -kv[1]["run_time_ns"]):
+        lines.append(
+            f"| {name} | {s['run_cnt']:,} | {s['ns_per_run']:.0f} | {s['run_time_ns'] / 1e6:.1f} |"
+        )
+    return lines
+
+
+def storm_section(w: dict[str, Any]) -> list[str]:
+    runs = _ok_runs(w, "forensix")
+    if not runs:
+        return []
+    lines = [
+        "",
+        "Loss accounting under the storm (forensix, each repetition):",
+        "",
+        "| rep | opens done | opens recorded | lost (gap records, file) | lost (all gaps) "
+        "| all accounted | /bin/true children | fork / exec / exit seen | lifecycle complete |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        d = r["detail"]
+        life = d.get("lifecycle_seen", {})
+        lines.append(
+            f"| {r['rep']} | {d.get('storm_opens_done', 0):,} | {d.get('storm_opens_recorded', 0):,}"
+            f" | {d.get('lost_file', 0):,} | {d.get('lost_total', 0):,}"
+            f" | {'yes' if d.get('opens_accounted') else 'NO'} | {d.get('lifecycle_expected')}"
+            f" | {life.get('fork')} / {life.get('exec')} / {life.get('exit')}"
+            f" | {'yes' if d.get('lifecycle_complete') else 'NO'} |"
+        )
+    return lines
+
+
+def _median(w: dict[str, Any] | None, rec: str, key: str) -> float | None:
+    if not w:
+        return None
+    s = _metric(w, rec, key)
+    return s.median if s else None
+
+
+def targets(report: dict[str, Any]) -> list[str]:
+    ws = report["workloads"]
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def add(name: str, value: float | None, fmt: Callable[[float], str],
+            ok: Callable[[float], bool]) -> None:
+        rows.append((name, "–" if value is None else fmt(value), None if value is None else ok(value)))
+
+    c = ws.get("compile")
+    add("compile at most 3% slower", ratio(_median(c, "forensix", "wall_s"), _median(c, "none", "wall_s")),
+        lambda v: f"{(v - 1) * 100:+.1f}%", lambda v: v <= 1.03)
+    web = ws.get("web")
+    add("web at least 95% of baseline req/s",
+        ratio(_median(web, "forensix", "rps"), _median(web, "none", "rps")),
+        lambda v: f"{v * 100:.1f}%", lambda v: v >= 0.95)
+    m = ws.get("micro")
+
+    def delta(key: str) -> float | None:
+        a, b = _median(m, "forensix", key), _median(m, "none", key)
+        return None if a is None or b is None else a - b
+
+    add("unrecorded syscall (getppid) at most +30 ns", delta("getppid_ns"),
+        lambda v: f"{v:+.0f} ns", lambda v: v <= 30)
+    add("recorded open+close at most +1.5 µs", delta("openclose_ns"),
+        lambda v: f"{v / 1000:+.2f} µs", lambda v: v <= 1500)
+    for name in ("compile", "web"):
+        lost = [r["lost"] for r in _ok_runs(ws.get(name) or {}, "forensix")]
+        add(f"no lost events ({name})", float(sum(lost)) if lost else None,
+            lambda v: f"{v:.0f} lost", lambda v: v == 0)
+    cheaper = []
+    for wname, key, higher in (("compile", "wall_s", False), ("web", "rps", True),
+                               ("micro", "getppid_ns", False), ("micro", "openclose_ns", False),
+                               ("micro", "forkexec_ns", False), ("storm", "opens_per_s", True)):
+        f, a = _median(ws.get(wname), "forensix", key), _median(ws.get(wname), "auditd", key)
+        if f is not None and a is not None:
+            cheaper.append((f"{wname}.{key}", (f >= a) if higher else (f <= a)))
+    rows.append((
+        "forensix cheaper than auditd on every workload",
+        ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in cheaper) or "–",
+        all(v for _, v in cheaper) if cheaper else None,
+    ))
+    s = ws.get("scale")
+    add("store ingest at least 300k events/s on one core", _median(s, "none", "events_per_s"),
+        lambda v: f"{v:,.0f} events/s", lambda v: v >= 300_000)
+    add("at most 40 bytes per event on disk", _median(s, "none", "bytes_per_event"),
+        lambda v: f"{v:.1f} bytes", lambda v: v <= 40)
+    out = ["| target | measured | met |", "|---|---|---|"]
+    for name, val, ok in rows:
+        out.append(f"| {name} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")
+    return out
+
+
+def analysis_section(report: dict[str, Any]) -> list[str]:
+    a = report.get("analysis")
+    if a is None:
+        return []
+    lines = ["", "### Reconstruction query latency", ""]
+    if a.get("status") != "ok":
+        lines.append(f"Pending: {a.get('why')}.")
+        return lines
+    res = a["results"]
+    if isinstance(res, dict) and "markdown" in res:
+        lines.append(str(res["markdown"]))
+    else:
+        lines.append("```")
+        lines.append(str(res))
+        lines.append("```")
+    return lines
+
+
+def write_markdown(report: dict[str, Any], out: Path, out_json: Path) -> None:
+    mach = report["machine"]
+    lines = [
+        "# forensix benchmarks",
+        "",
+        f"Generated by `python -m bench{' --quick' if report['mode'] == 'quick' else ''}` on "
+        f"{report['started']} ({report['mode']} mode, {report['repetitions']} repetitions, "
+        f"{report.get('seconds', 0) / 60:.0f} min). Raw figures: `{out_json.name}`.",
+        "",
+        f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB, "
+        f"{mach['os']}, kernel {mach['kernel']} ({mach['kernel_version']}). "
+        f"Tools: {mach['tools'].get('auditd')}; {mach['tools'].get('strace')}; "
+        f"{mach['tools'].get('nginx')}; {mach['tools'].get('wrk')}.",
+        "",
+        "## Targets",
+        "",
+        *targets(report),
+        "",
+        "## Results",
+    ]
+    for name, w in report["workloads"].items():
+        lines += ["", f"### {w['title']}", ""]
+        if "skipped_all" in w:
+            lines.append(f"Not run: {w['skipped_all']}.")
+            continue
+        lines += [w["description"] + ".", "", *workload_table(w)]
+        lines += bpf_table(w)
+        if name == "storm":
+            lines += storm_section(w)
+        failures = [r for r in w["runs"] if "error" in r]
+        if failures:
+            lines += ["", "Failed runs:", ""]
+            lines += [f"- {r['recorder']} rep {r['rep']}: `{r['error'][:300]}`" for r in failures]
+    lines += analysis_section(report)
+    lines += ["", METHOD]
+    if NOTES.exists():
+        lines += ["", NOTES.read_text().rstrip()]
+    out.write_text("\n".join(lines) + "\n")
