@@ -112,7 +112,7 @@ class ShippingSink:
             data = data.set_column(idx, data.schema.field(idx), pa.array([self.config.host] * data.num_rows,
                                                                           pa.string()))
         now = time.time_ns()
-        if self.dropped_batches and not self._flush_gap(now):
+        if self.dropped_batches and not (self._has_room() and self._flush_gap(now)):
             self._drop(data, now)
             return
         if self._spool(table, data):
@@ -120,6 +120,11 @@ class ShippingSink:
             self.batches += 1
         else:
             self._drop(data, now)
+
+    def _has_room(self) -> bool:
+        # Hysteresis: resume only when a quarter of the spool is free again, so a long outage
+        # yields one gap record rather than one per batch that happened to fit.
+        return self.spool.bytes <= self.spool.max_bytes * 3 // 4
 
     def _drop(self, data: pa.Table, now: int) -> None:
         if not self.dropped_batches:
