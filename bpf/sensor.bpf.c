@@ -25,6 +25,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader before load (libbpf rodata). */
 const volatile struct fx_config cfg = {};
+/* Written by the recorder at the end: recording stops at once, detaching can take its time. */
+__u32 fx_paused SEC(".data.control") = 0;
 
 #define AT_FDCWD -100
 #define S_IFMT 00170000
@@ -116,7 +118,7 @@ const enum fx_class *fx_abi_class __attribute__((unused));
 
 static __always_inline bool fx_skip(void)
 {
-	return (bpf_get_current_pid_tgid() >> 32) == cfg.agent_tgid;
+	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == cfg.agent_tgid;
 }
 
 static __always_inline void fx_count_drop(__u32 cls, __u64 ts)
@@ -869,8 +871,10 @@ int fx_exit_other(struct trace_event_raw_sys_exit *ctx)
 		break;
 	case __NR_execve:
 	case __NR_execveat:
-		if (ret >= 0)
-			return 0; /* a successful exec is recorded by sched_process_exec */
+		/* a successful exec is recorded by sched_process_exec; a shell's PATH search
+		 * (ENOENT, ENOTDIR) is noise, a refused one (EACCES, ENOEXEC...) is evidence */
+		if (ret >= 0 || ret == -2 || ret == -20)
+			return 0;
 		cls = FX_CLASS_PROC;
 		break;
 	}

@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "forensix.cli.analysis",
     "forensix.cli.pki",
     "forensix.cli.server",
+    "forensix.cli.rules",
 ]
 
 

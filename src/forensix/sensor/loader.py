@@ -213,10 +213,61 @@ class Sensor:
             p = lb.lib.bpf_object__next_program(self._obj, p)
         return out
 
+    def pause(self) -> None:
+        """Stop recording at once (every program returns early) without detaching."""
+        assert self._obj is not None
+        m = lb.lib.bpf_object__next_map(self._obj, None)
+        while m:
+            if lb.lib.bpf_map__name(m).endswith(b".control"):
+                key, val = ctypes.c_uint32(0), ctypes.c_uint32(1)
+                lb.check_int(
+                    lb.lib.bpf_map_update_elem(lb.lib.bpf_map__fd(m), ctypes.byref(key), ctypes.byref(val), 0),
+                    "pause the sensor",
+                )
+                return
+            m = lb.lib.bpf_object__next_map(self._obj, m)
+        raise SensorError("the sensor object has no control section", "rebuild it: make -C bpf")
+
+    def detach_in_background(self) -> None:
+        """Leave the (paused) programs to a short-lived child to detach.
+
+        Detaching a syscall tracepoint waits for an RCU-tasks grace period (~80 ms
+        here, serialised in the kernel): 170 of them take over ten seconds. A forked
+        child inherits the link descriptors, so our own exit releases nothing and is
+        immediate; the child's exit then detaches them while nobody waits.
+        """
+        if not self._links:
+            return
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: wait until the parent is gone, then let exit release all
+            try:
+                os.setsid()
+                os.close(w)
+                os.read(r, 1)  # EOF when the parent has exited
+            finally:
+                os._exit(0)
+        os.close(r)
+        os.set_inheritable(w, False)
+        self._reaper_pipe = w  # closed by our own exit, never by hand
+        self._links = []  # the child holds the last references now
+
+    def close_links(self) -> None:
+        """Detach every program; the maps stay readable until close().
+
+        Each detach waits for an RCU grace period (tens of ms); one after another, 170
+        links take seconds. Detaching them from many threads at once lets the waits
+        share grace periods (ctypes releases the GIL during each call).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        links, self._links = self._links, []
+        if links:
+            with ThreadPoolExecutor(max_workers=min(64, len(links))) as pool:
+                list(pool.map(lb.lib.bpf_link__destroy, links))
+
     def close(self) -> None:
-        for link in self._links:
-            lb.lib.bpf_link__destroy(link)
-        self._links.clear()
+        self.close_links()
         if self._obj:
             lb.lib.bpf_object__close(self._obj)
             self._obj = None

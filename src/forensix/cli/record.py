@@ -1,0 +1,90 @@
+"""``forensix record``: the recorder on this host, into a local store."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from types import FrameType
+
+import click
+from rich.console import Console
+
+from forensix.agent.sink import StoreSink
+from forensix.cli.options import DEFAULT_STORE
+from forensix.sensor.loader import SensorConfig
+from forensix.sensor.recorder import Recorder, RecordStats
+from forensix.store.embedded import open_writer, socket_path
+from forensix.store.remote import QueryServer
+
+__all__ = ["COMMANDS", "record"]
+
+_err = Console(stderr=True)
+
+
+def _live(stats: RecordStats) -> None:
+    drops = f"[red]{stats.dropped} lost[/red]" if stats.dropped else "0 lost"
+    _err.print(
+        f"[dim]{time.strftime('%H:%M:%S', time.gmtime())}Z[/dim] {stats.rate:8.0f} events/s  "
+        f"{stats.events:>10} events  {stats.processes:>7} process images  {drops}",
+        highlight=False,
+    )
+
+
+def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
+    _err.print(f"[bold]recorded[/bold] {stats.events} events, {stats.processes} process images, "
+               f"{stats.flows} flow edges in {elapsed:.1f}s into {store}", highlight=False)
+    if stats.dropped:
+        per = ", ".join(f"{k} {v}" for k, v in sorted(stats.drops.items()))
+        _err.print(f"[red]lost in the kernel: {stats.dropped} ({per}); {stats.gaps} gap records written[/red]")
+    else:
+        _err.print("nothing lost: every kernel ring-buffer reservation succeeded")
+    if stats.skipped_syscalls:
+        _err.print(f"[yellow]not hooked (no tracepoint on this kernel): {', '.join(stats.skipped_syscalls)}[/yellow]")
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": False},
+    epilog="""\b
+Examples:
+  forensix record                              # the whole host into ./forensix.duckdb, until Ctrl-C
+  forensix record --store /var/lib/forensix/host.duckdb --duration 3600
+  forensix record --store build.duckdb -- make -j2   # record while make runs; exit with its code
+  forensix record --full -- ./suspicious.sh    # every read/write call, not just flow edges
+
+While it records, other terminals can query the same store (forensix ps, events, ...).""",
+)
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
+              help="The evidence store to write (created if missing; an existing forensix store is appended to).")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--full", is_flag=True, help="Record every read/write call instead of aggregated flow edges.")
+@click.option("--quiet", "-q", is_flag=True, help="No live figures.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def record(store: str, duration: float | None, full: bool, quiet: bool, command: tuple[str, ...]) -> None:
+    """Record what every process on this host does, at kernel level.
+
+    With a COMMAND (after --), start it, record until it exits, and exit with its code.
+    """
+    writer = open_writer(store)
+    server = QueryServer(writer, socket_path(store)).start()
+    rec = Recorder([StoreSink(writer)], SensorConfig(full_rw=full), on_stats=None if quiet else _live)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        rec.stop()
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    t0 = time.monotonic()
+    try:
+        rc = rec.run(duration=duration, command=list(command) or None)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        server.stop()
+        writer.close()
+    if not quiet:
+        _summary(rec.stats, store, time.monotonic() - t0)
+    if command:
+        sys.exit(rc if rc is not None and rc >= 0 else 128 + (-(rc or 0)))
+
+
+COMMANDS = [record]

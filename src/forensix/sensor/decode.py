@@ -1,0 +1,526 @@
+"""Decode drained ring-buffer records into store tables, a whole batch at a time.
+
+The fixed part of every record is gathered into a numpy structured array (layout from
+abi.json); strings are compacted into Arrow buffers with one fancy-index gather; column
+meanings per syscall come from the ``syscalls.SYSCALLS`` table. Per-record Python runs
+only for process lifecycle records (fork, exec, exit, kill, ptrace), which are rare.
+
+A record that cannot be decoded (too short, strings past its end, an unknown kind)
+becomes a ``decode-warning`` event with its origin, never a crash and never silence.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensix.model.host import HostInfo
+from forensix.model.identity import entity_ids, host_key
+from forensix.sensor.abi import enum, struct_dtype
+from forensix.sensor.ringbuf import Drained
+from forensix.sensor.syscalls import O_CREAT, SYSCALLS
+from forensix.store import schema
+
+__all__ = ["Decoder", "ProcessCache", "empty_tables", "file_type_names"]
+
+_NR_MAX = 1024
+_ARG_COLUMNS = (
+    "file_flags", "file_mode", "file_uid", "file_gid", "file_atime", "file_mtime",
+    "mem_addr", "mem_len", "mem_prot", "mem_flags", "target_pid", "signal",
+)
+_TYPES = {0o10: "file", 0o04: "dir", 0o12: "symlink", 0o01: "fifo", 0o14: "socket", 0o02: "char", 0o06: "block"}
+_FT = np.array([_TYPES.get(i) for i in range(16)], dtype=object)
+_AT_REMOVEDIR = 0x200
+_IPPROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}
+_SOCK_STREAM = 1
+_SOCK_DGRAM = 2
+
+
+def file_type_names(imode: np.ndarray) -> np.ndarray:
+    return _FT[(np.asarray(imode, np.uint32) >> 12) & 0xF]
+
+
+def empty_tables() -> dict[str, list[pa.Table]]:
+    return {name: [] for name in schema.TABLES}
+
+
+def _to_str(arr: pa.Array) -> pa.Array:
+    """Binary to string; bytes that are not UTF-8 become backslash escapes (rare)."""
+    try:
+        return arr.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array(
+            [None if b is None else b.decode("utf-8", "backslashreplace") for b in arr.to_pylist()],
+            pa.string(),
+        )
+
+
+def _gather(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
+    """Strings at raw[start : start+ln-1] (ln counts the NUL; 0 = absent) as Arrow."""
+    n = len(start)
+    valid = ln > 0
+    L = np.where(valid, ln - 1, 0).astype(np.int64)
+    cum = np.zeros(n + 1, np.int64)
+    np.cumsum(L, out=cum[1:])
+    total = int(cum[-1])
+    if total:
+        idx = np.arange(total, dtype=np.int64) + np.repeat(start.astype(np.int64) - cum[:-1], L)
+        data = raw[idx].tobytes()
+    else:
+        data = b""
+    bitmap = np.packbits(valid, bitorder="little").tobytes()
+    arr = pa.Array.from_buffers(
+        pa.binary(), n, [pa.py_buffer(bitmap), pa.py_buffer(cum.astype(np.int32).tobytes()), pa.py_buffer(data)]
+    )
+    return _to_str(arr)
+
+
+def _join(base: pa.Array, raw: pa.Array) -> pa.Array:
+    """A name the kernel resolved against ``base``: base + "/" + raw (raw absolute: root + raw)."""
+    root = pc.equal(base, "/")
+    base_trim = pc.if_else(pc.fill_null(root, False), "", base)
+    sep = pc.if_else(pc.fill_null(pc.starts_with(raw, "/"), False), "", "/")
+    joined = pc.binary_join_element_wise(base_trim, sep, raw, "")
+    return pc.if_else(pc.is_null(base), raw, joined)
+
+
+def _ip(family: int, b: bytes) -> str | None:
+    if family == 2:
+        return str(ipaddress.IPv4Address(b[:4]))
+    if family == 10:
+        a = ipaddress.IPv6Address(b[:16])
+        return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
+    return None
+
+
+@dataclass
+class _Proc:
+    pid: int
+    parent: int | None
+    image_seq: int = 0
+    exe: str | None = None
+    args: list[str] | None = None
+    cwd: str | None = None
+    exited: bool = False
+
+
+@dataclass
+class ProcessCache:
+    """What the decoder knows of live processes: parents, current image, pid -> entity."""
+
+    limit: int = 200_000
+    procs: "OrderedDict[int, _Proc]" = field(default_factory=OrderedDict)
+    by_pid: dict[int, int] = field(default_factory=dict)
+
+    def add(self, eid: int, p: _Proc) -> None:
+        self.procs[eid] = p
+        self.procs.move_to_end(eid)
+        self.by_pid[p.pid] = eid
+        while len(self.procs) > self.limit:
+            old, op = self.procs.popitem(last=False)
+            if self.by_pid.get(op.pid) == old:
+                del self.by_pid[op.pid]
+
+    def get(self, eid: int) -> _Proc | None:
+        return self.procs.get(eid)
+
+
+class Decoder:
+    def __init__(self, abi: dict[str, Any], host: HostInfo, offset_ns: int = 0) -> None:
+        self.host = host
+        self.hkey = host_key(host.host_id, host.boot_id)
+        self.dt = struct_dtype(abi, "fx_event")
+        self.EV = self.dt.itemsize
+        self.K = enum(abi, "fx_kind")
+        self.F = enum(abi, "fx_flags")
+        self.offset_ns = offset_ns
+        self.cache = ProcessCache()
+        self.nr = {name: int(nr) for name, nr in abi["syscalls"].items()}
+        self.sc_name = np.full(_NR_MAX, None, object)
+        self.sc_cat = np.full(_NR_MAX, "syscall", object)
+        self.sc_action = np.full(_NR_MAX, None, object)
+        self.argidx = {c: np.full(_NR_MAX, -1, np.int64) for c in _ARG_COLUMNS}
+        for name, nr in self.nr.items():
+            if nr >= _NR_MAX:
+                continue
+            self.sc_name[nr] = name
+            spec = SYSCALLS.get(name)
+            if spec is None:
+                continue
+            self.sc_cat[nr] = spec.category
+            self.sc_action[nr] = spec.action
+            for col, i in spec.args.items():
+                self.argidx[col][nr] = i
+
+    # ------------------------------------------------------------------------------
+    def _origin(self, n: int) -> dict[str, pa.Array]:
+        return {
+            "host_id": pa.array([self.host.host_id] * n, pa.string()),
+            "host_name": pa.array([self.host.host_name] * n, pa.string()),
+            "boot_id": pa.array([self.host.boot_id] * n, pa.string()),
+        }
+
+    def _nrs(self, *names: str) -> list[int]:
+        return [self.nr[n] for n in names if n in self.nr]
+
+    def decode(self, d: Drained) -> dict[str, pa.Table]:
+        """Decode one drained batch into tables (events, processes, flows)."""
+        out: dict[str, pa.Table] = {}
+        if len(d) == 0:
+            return out
+        raw = np.frombuffer(d.data, np.uint8)
+        offs, lens = d.offsets, d.lengths
+        EV = self.EV
+        fits = lens >= EV
+        good_idx = np.nonzero(fits)[0]
+        fixed = raw[offs[good_idx, None] + np.arange(EV)].view(self.dt).ravel() if len(good_idx) else None
+        warnings: list[tuple[int, str]] = [(int(i), f"record of {int(lens[i])} bytes is shorter than the {EV}-byte header") for i in np.nonzero(~fits)[0]]
+        if fixed is not None:
+            slen = fixed["slen"].astype(np.int64)
+            over = EV + slen.sum(1) > lens[good_idx]
+            known = np.isin(fixed["kind"], list(self.K.values()))
+            for j in np.nonzero(over)[0]:
+                warnings.append((int(good_idx[j]), "strings run past the end of the record"))
+            for j in np.nonzero(~known & ~over)[0]:
+                warnings.append((int(good_idx[j]), f"unknown event kind {int(fixed['kind'][j])}"))
+            keep = known & ~over
+            fixed, good_idx, slen = fixed[keep], good_idx[keep], slen[keep]
+            if len(fixed):
+                ev, procs, flows = self._decode_fixed(raw, offs[good_idx] + EV, fixed, slen)
+                out["events"] = ev
+                if procs is not None:
+                    out["processes"] = procs
+                if flows is not None:
+                    out["flows"] = flows
+        if warnings:
+            w = self.warning_events(warnings, d)
+            out["events"] = pa.concat_tables([out["events"], w]) if "events" in out else w
+        return out
+
+    def warning_events(self, warnings: list[tuple[int, str]], d: Drained) -> pa.Table:
+        import time
+
+        n = len(warnings)
+        now = time.time_ns()
+        cols: dict[str, Any] = self._origin(n)
+        cols.update(
+            ts=pa.array([now] * n, pa.int64()),
+            event_kind=pa.array(["event"] * n),
+            event_category=pa.array(["agent"] * n),
+            event_action=pa.array(["decode-warning"] * n),
+            message=pa.array([f"ring record #{i} (offset {int(d.offsets[i])}): {why}" for i, why in warnings]),
+        )
+        return _table(schema.EVENTS, cols, n)
+
+    # ------------------------------------------------------------------------------
+    def _decode_fixed(
+        self, raw: np.ndarray, sbase: np.ndarray, f: np.ndarray, slen: np.ndarray
+    ) -> tuple[pa.Table, pa.Table | None, pa.Table | None]:
+        n = len(f)
+        K, F = self.K, self.F
+        kind = f["kind"]
+        nr = np.where(kind == K["FX_KIND_SYSCALL"], f["nr"], 0).astype(np.int64) % _NR_MAX
+        flags = f["flags"].astype(np.int64)
+        args = f["args"]
+        start = f["start"]
+        pid = f["pid"]
+        eid = entity_ids(self.hkey, pid, start)
+        ts_boot = f["ts"].astype(np.int64)
+        ts = ts_boot + self.offset_ns
+        cum = np.zeros((n, 4), np.int64)
+        cum[:, 1:] = np.cumsum(slen[:, :3], axis=1)
+        s = [_gather(raw, sbase + cum[:, i], slen[:, i]) for i in range(4)]
+
+        is_sys = kind == K["FX_KIND_SYSCALL"]
+        is_exec = kind == K["FX_KIND_EXEC"]
+        is_fork = kind == K["FX_KIND_FORK"]
+        is_exit = kind == K["FX_KIND_EXIT"]
+        is_flow = kind == K["FX_KIND_FLOW"]
+        is_sock = (flags & F["FX_F_SOCK"]) != 0
+        base0 = (flags & F["FX_F_BASE0"]) != 0
+        base1 = (flags & F["FX_F_BASE1"]) != 0
+        nr_in = lambda *names: np.isin(nr, self._nrs(*names)) & is_sys  # noqa: E731
+        is_symlink = nr_in("symlink", "symlinkat")
+        is_mount = nr_in("mount")
+        is_pipe = nr_in("pipe", "pipe2", "socketpair")
+        is_execfail = nr_in("execve", "execveat")
+
+        # event names
+        action = np.where(is_sys, self.sc_action[nr], None)
+        category = np.where(is_sys, self.sc_cat[nr], None)
+        rmdir = nr_in("unlinkat") & ((args[:, 2] & _AT_REMOVEDIR) != 0)
+        action = np.where(rmdir, "rmdir", action)
+        for mask, cat, act in (
+            (is_exec, "process", "exec"), (is_fork, "process", "fork"),
+            (is_exit, "process", "exit"), (is_flow, "flow", "flow"),
+        ):
+            action = np.where(mask, act, action)
+            category = np.where(mask, cat, category)
+        unknown = is_sys & (action == None)  # noqa: E711 - elementwise
+        action = np.where(unknown, self.sc_name[nr], action)
+        ret = f["ret"].astype(np.int64)
+        failed = (is_sys & (ret < 0) & (ret > -4096)) | is_execfail
+        outcome = np.where(failed, "failure", "success")
+
+        # objects: paths
+        joined0 = _join(s[0], s[1])
+        joined1 = _join(s[2], s[3])
+        sock_mask = pa.array(is_sock)
+        path0 = pc.if_else(pa.array(base0), joined0, s[0])
+        path0 = pc.if_else(sock_mask, pa.nulls(n, pa.string()), path0)
+        path_raw = s[1]
+        target_path = pc.if_else(pa.array(base1), joined1, s[2])
+        target_raw = s[3]
+        symlink_m = pa.array(is_symlink)
+        path0 = pc.if_else(symlink_m, target_path, path0)       # the link's own path
+        path_raw = pc.if_else(symlink_m, s[3], path_raw)
+        target_raw = pc.if_else(symlink_m, s[1], target_raw)    # what it points to
+        target_path = pc.if_else(symlink_m, pa.nulls(n, pa.string()), target_path)
+        mount_m = pa.array(is_mount)
+        message = pc.if_else(
+            mount_m,
+            pc.binary_join_element_wise("fstype=", pc.fill_null(s[0], ""), " source=", pc.fill_null(s[1], ""), ""),
+            pa.nulls(n, pa.string()),
+        )
+        path0 = pc.if_else(mount_m, joined1, path0)
+        path_raw = pc.if_else(mount_m, s[3], path_raw)
+        target_path = pc.if_else(mount_m, pa.nulls(n, pa.string()), target_path)
+        exec_m = pa.array(is_exec)
+        path_raw = pc.if_else(exec_m, s[3], path_raw)
+        resolution = np.where(base0 | is_symlink | is_mount, "directory", "kernel")
+        resolution = np.where(is_sock | is_pipe | is_fork | is_exit, None, resolution)
+        path_valid = pc.is_valid(path0).to_numpy(zero_copy_only=False)
+        resolution = np.where(path_valid, resolution, None)
+        truncated = (flags & (F["FX_F_TRUNC0"] | F["FX_F_TRUNC1"] | F["FX_F_DEPTH0"])) != 0
+
+        ftype = file_type_names(f["imode"][:, 0])
+        ino0 = f["ino"][:, 0]
+        # pseudo files (pipes, sockets, anonymous inodes) have no path: name them by inode
+        pseudo = pc.and_(pc.equal(pc.fill_null(path0, ""), "/"), pa.array(ftype != "dir"))
+        pseudo_name = pa.array(
+            [f"{t or 'anon'}:[{i}]" for t, i in zip(ftype, ino0)] if pc.any(pseudo).as_py() else [None] * n,
+            pa.string(),
+        )
+        path0 = pc.if_else(pseudo, pseudo_name, path0)
+
+        cols: dict[str, Any] = self._origin(n)
+        cols.update(
+            ts=pa.array(ts, pa.int64()),
+            ts_boot=pa.array(ts_boot, pa.int64()),
+            cpu=pa.array(f["cpu"].astype(np.uint16)),
+            seq=pa.array(f["seq"]),
+            event_kind=pa.array(np.full(n, "event", object), pa.string()),
+            event_category=pa.array(category, pa.string()),
+            event_action=pa.array(action, pa.string()),
+            syscall=pa.array(np.where(is_sys, self.sc_name[nr], None), pa.string()),
+            event_outcome=pa.array(np.where(is_sys, outcome, None), pa.string()),
+            ret=pa.array(ret, mask=~is_sys),
+            process_entity_id=pa.array(eid),
+            process_pid=pa.array(pid),
+            process_tid=pa.array(f["tid"]),
+            process_parent_pid=pa.array(f["ppid"], mask=~(is_exec | is_fork)),
+            process_name=_to_str(pa.array(list(f["comm"].view("S16").ravel()), pa.binary())),
+            user_id=pa.array(f["uid"]),
+            user_effective_id=pa.array(f["euid"]),
+            group_id=pa.array(f["gid"]),
+            group_effective_id=pa.array(f["egid"]),
+            user_audit_id=pa.array(f["auid"]),
+            process_session_id=pa.array(f["sessionid"]),
+            process_cgroup_id=pa.array(f["cgroup"]),
+            process_executable=pc.if_else(exec_m, s[0], pa.nulls(n, pa.string())),
+            process_working_directory=pc.if_else(exec_m, s[2], pa.nulls(n, pa.string())),
+            file_path=path0,
+            file_path_raw=path_raw,
+            file_path_resolution=pa.array(resolution, pa.string()),
+            file_path_truncated=pa.array(truncated),
+            file_inode=pa.array(ino0, mask=ino0 == 0),
+            file_device=pa.array(f["dev"][:, 0].astype(np.uint64), mask=ino0 == 0),
+            file_type=pa.array(ftype, pa.string()),
+            file_target_path=target_path,
+            file_target_path_raw=target_raw,
+            file_target_inode=pa.array(f["ino"][:, 1], mask=f["ino"][:, 1] == 0),
+            message=message,
+        )
+        # argv: NUL-separated
+        argv = pc.utf8_rtrim(pc.if_else(exec_m, s[1], pa.nulls(n, pa.string())), characters="\x00")
+        cols["process_args"] = pc.split_pattern(argv, "\x00")
+        # exit
+        code = ret
+        sig = code & 0x7F
+        exit_code = np.where(sig == 0, (code >> 8) & 0xFF, 128 + sig)
+        cols["process_exit_code"] = pa.array(exit_code.astype(np.int32), mask=~is_exit)
+        cols["process_exit_signal"] = pa.array(sig.astype(np.int32), mask=~(is_exit & (sig != 0)))
+        # raw argument columns
+        for col, idx in self.argidx.items():
+            i = idx[nr]
+            has = is_sys & (i >= 0)
+            vals = args[np.arange(n), np.clip(i, 0, 5)]
+            cols[col] = vals
+            cols[col + "__mask"] = ~has
+        cols["file_flags"] = np.where(nr_in("creat"), O_CREAT | 0o1 | 0o1000, cols["file_flags"])
+        cols["file_flags__mask"] = cols["file_flags__mask"] & ~nr_in("creat")
+        sig_col = cols.pop("signal")
+        cols["signal"] = pa.array(sig_col.astype(np.int64).astype(np.int32), mask=cols.pop("signal__mask"))
+        for a in range(4):
+            cols[f"a{a}"] = pa.array(args[:, a], mask=~is_sys)
+        # fd
+        fd = np.where(is_flow, ret, np.where(is_pipe, args[:, 4].astype(np.int64), -1))
+        opened = nr_in("open", "openat", "openat2", "creat", "memfd_create") & (ret >= 0)
+        fd = np.where(opened, ret, fd)
+        cols["fd"] = pa.array(fd.astype(np.int32), mask=fd < 0)
+        # flows
+        for k, name in enumerate(("flow_read_count", "flow_read_bytes", "flow_write_count", "flow_write_bytes")):
+            cols[name] = pa.array(args[:, k], mask=~is_flow)
+        cols["flow_first_ts"] = pa.array(args[:, 4].astype(np.int64) + self.offset_ns, mask=~is_flow)
+        cols["flow_last_ts"] = pa.array(args[:, 5].astype(np.int64) + self.offset_ns, mask=~is_flow)
+        # network
+        self._network(cols, f, is_sock, s[0], n)
+        # targets: fork child; kill/ptrace resolved through the cache below
+        tpid = f["tpid"]
+        teid = np.where(is_fork, entity_ids(self.hkey, tpid, f["tstart"]), 0).astype(np.uint64)
+        procs_table = self._lifecycle(f, eid, ts, is_fork, is_exec, s, cols["process_args"], teid, tpid)
+        kill_like = (nr_in("kill", "tkill", "tgkill", "ptrace")) & (tpid > 0)
+        for j in np.nonzero(kill_like)[0]:
+            teid[j] = self.cache.by_pid.get(int(tpid[j]), 0)
+        tmask = ~(is_fork | kill_like)
+        cols["target_pid"] = pa.array(np.where(is_fork | kill_like, tpid, 0).astype(np.uint32), mask=tmask)
+        cols.pop("target_pid__mask", None)
+        cols["target_entity_id"] = pa.array(teid, mask=teid == 0)
+        for j in np.nonzero(is_exit)[0]:
+            p = self.cache.get(int(eid[j]))
+            if p is not None:
+                p.exited = True
+        table = _table(schema.EVENTS, cols, n)
+        order = pc.sort_indices(table, [("ts", "ascending")])
+        table = table.take(order)
+        flows_table = self._flows_table(table) if is_flow.any() else None
+        return table, procs_table, flows_table
+
+    def _network(self, cols: dict[str, Any], f: np.ndarray, is_sock: np.ndarray, s0: pa.Array, n: int) -> None:
+        fam = f["family"].astype(np.int64)
+        src_ip: list[str | None] = [None] * n
+        dst_ip: list[str | None] = [None] * n
+        idx = np.nonzero(is_sock & ((fam == 2) | (fam == 10)))[0]
+        for j in idx:
+            fj = int(fam[j])
+            src_ip[j] = _ip(fj, bytes(f["saddr"][j]))
+            dst_ip[j] = _ip(fj, bytes(f["daddr"][j]))
+        inet = is_sock & ((fam == 2) | (fam == 10))
+        proto = f["protocol"].astype(np.int64)
+        sotype = f["sotype"].astype(np.int64)
+        transport = np.array([_IPPROTO.get(int(p)) for p in proto], dtype=object) if n else np.empty(0, object)
+        transport = np.where((transport == None) & (sotype == _SOCK_STREAM), "tcp", transport)  # noqa: E711
+        transport = np.where((transport == None) & (sotype == _SOCK_DGRAM), "udp", transport)  # noqa: E711
+        transport = np.where(fam == 1, "unix", transport)
+        cols["network_transport"] = pa.array(np.where(is_sock, transport, None), pa.string())
+        ntype = np.where(fam == 2, "ipv4", np.where(fam == 10, "ipv6", np.where(fam == 1, "unix", None)))
+        cols["network_type"] = pa.array(np.where(is_sock, ntype, None), pa.string())
+        cols["source_ip"] = pa.array(src_ip, pa.string())
+        cols["destination_ip"] = pa.array(dst_ip, pa.string())
+        cols["source_port"] = pa.array(f["sport"], mask=~inet)
+        cols["destination_port"] = pa.array(f["dport"], mask=~inet | (f["dport"] == 0))
+        unix = is_sock & (fam == 1)
+        cols["unix_path"] = pc.if_else(pa.array(unix), s0, pa.nulls(n, pa.string()))
+        cols["unix_peer_inode"] = pa.array(f["peer_ino"], mask=~unix | (f["peer_ino"] == 0))
+
+    def _lifecycle(
+        self, f: np.ndarray, eid: np.ndarray, ts: np.ndarray, is_fork: np.ndarray, is_exec: np.ndarray,
+        s: list[pa.Array], argv: pa.Array, teid: np.ndarray, tpid: np.ndarray,
+    ) -> pa.Table | None:
+        rows: list[dict[str, Any]] = []
+        idx = np.nonzero(is_fork | is_exec)[0]
+        if not len(idx):
+            return None
+        exe_l = s[0].take(pa.array(idx)).to_pylist()
+        cwd_l = s[2].take(pa.array(idx)).to_pylist()
+        argv_l = argv.take(pa.array(idx)).to_pylist()
+        for k, j in enumerate(idx):
+            r = f[j]
+            me = int(eid[j])
+            common = dict(
+                name=bytes(r["comm"]).split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
+                user_id=int(r["uid"]), user_effective_id=int(r["euid"]), group_id=int(r["gid"]),
+                user_audit_id=int(r["auid"]), session_id=int(r["sessionid"]),
+                tty=bytes(r["tty"]).split(b"\0", 1)[0].decode("utf-8", "backslashreplace") or None,
+                cgroup_id=int(r["cgroup"]), ns_mnt=int(r["ns_mnt"]), ns_pid=int(r["ns_pid"]),
+                ns_net=int(r["ns_net"]), ns_user=int(r["ns_user"]), ns_uts=int(r["ns_uts"]),
+            )
+            if is_fork[j]:
+                child = int(teid[j])
+                parent = self.cache.get(me)
+                start_ts = int(r["tstart"]) + self.offset_ns
+                rows.append(dict(
+                    common, entity_id=child, image_seq=0, pid=int(tpid[j]), parent_entity_id=me,
+                    parent_pid=int(r["pid"]), start_ts=start_ts, image_ts=start_ts,
+                    executable=parent.exe if parent else None, args=parent.args if parent else None,
+                    working_directory=parent.cwd if parent else None, source="fork",
+                ))
+                self.cache.add(child, _Proc(int(tpid[j]), me, 0, rows[-1]["executable"], rows[-1]["args"], rows[-1]["working_directory"]))
+            else:
+                p = self.cache.get(me)
+                if p is None:
+                    parent_eid = self.cache.by_pid.get(int(r["ppid"]))
+                    p = _Proc(int(r["pid"]), parent_eid, 0)
+                p.image_seq += 1
+                p.exe, p.args, p.cwd = exe_l[k], argv_l[k], cwd_l[k]
+                self.cache.add(me, p)
+                rows.append(dict(
+                    common, entity_id=me, image_seq=p.image_seq, pid=int(r["pid"]), parent_entity_id=p.parent,
+                    parent_pid=int(r["ppid"]), start_ts=int(r["start"]) + self.offset_ns, image_ts=int(ts[j]),
+                    executable=p.exe, args=p.args, working_directory=p.cwd, source="exec",
+                ))
+        return self.process_rows(rows)
+
+    def process_rows(self, rows: Iterable[dict[str, Any]]) -> pa.Table:
+        rows = list(rows)
+        for r in rows:
+            r.setdefault("host_id", self.host.host_id)
+            r.setdefault("host_name", self.host.host_name)
+            r.setdefault("boot_id", self.host.boot_id)
+        return pa.Table.from_pylist(rows, schema=schema.PROCESSES)
+
+    def remember(self, eid: int, pid: int, parent: int | None, exe: str | None, args: list[str] | None, cwd: str | None) -> None:
+        """Teach the cache a process seen outside the stream (the /proc snapshot)."""
+        self.cache.add(eid, _Proc(pid, parent, 0, exe, args, cwd))
+
+    def _flows_table(self, events: pa.Table) -> pa.Table:
+        fl = events.filter(pc.equal(events["event_action"], "flow"))
+        return pa.table(
+            {
+                "host_id": fl["host_id"], "host_name": fl["host_name"], "boot_id": fl["boot_id"],
+                "entity_id": fl["process_entity_id"], "pid": fl["process_pid"], "fd": fl["fd"],
+                "file_inode": fl["file_inode"], "file_device": fl["file_device"], "file_type": fl["file_type"],
+                "file_path": fl["file_path"], "first_ts": fl["flow_first_ts"], "last_ts": fl["flow_last_ts"],
+                "read_count": fl["flow_read_count"], "read_bytes": fl["flow_read_bytes"],
+                "write_count": fl["flow_write_count"], "write_bytes": fl["flow_write_bytes"],
+                "reason": pa.array(["close"] * fl.num_rows, pa.string()),
+            },
+            schema=schema.FLOWS,
+        )
+
+
+def _table(sch: pa.Schema, cols: dict[str, Any], n: int) -> pa.Table:
+    arrays = []
+    for fld in sch:
+        v = cols.get(fld.name)
+        if v is None:
+            arrays.append(pa.nulls(n, fld.type))
+            continue
+        if isinstance(v, np.ndarray):
+            mask = cols.get(fld.name + "__mask")
+            if pa.types.is_integer(fld.type):
+                v = pa.array(v.astype(fld.type.to_pandas_dtype(), copy=False), mask=mask)
+            else:
+                v = pa.array(v, mask=mask)
+        if isinstance(v, pa.ChunkedArray):
+            v = v.combine_chunks()
+        if v.type != fld.type:
+            v = v.cast(fld.type)
+        arrays.append(v)
+    return pa.Table.from_arrays(arrays, schema=sch)

@@ -1,0 +1,379 @@
+"""The recording pipeline: sensor -> drain -> decode -> sinks, with loss accounting.
+
+One thread drains the two ring buffers every ``poll_interval`` and decodes whole
+batches; a writer thread hands the tables to the sinks through a bounded queue. When
+the sinks fall behind, the queue fills, draining waits, the kernel's rings fill and the
+kernel counts what it could not record: losses become gap records, never silence.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import queue
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from forensix import __version__
+from forensix.agent.sink import Sink
+from forensix.model.host import HostInfo, local_host
+from forensix.sensor import libbpf as lb
+from forensix.sensor.abi import enum, struct_dtype
+from forensix.sensor.clock import Clock
+from forensix.sensor.decode import Decoder, _table, file_type_names
+from forensix.sensor.loader import Sensor, SensorConfig
+from forensix.sensor.procfs import snapshot
+from forensix.sensor.ringbuf import RingBuffer
+from forensix.store import schema
+
+__all__ = ["Recorder", "RecordStats"]
+
+_CLASS_NAMES = {0: "process", 1: "file", 2: "network", 3: "flow", 4: "other"}
+
+
+@dataclass
+class RecordStats:
+    started_ns: int = 0
+    events: int = 0
+    processes: int = 0
+    flows: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    gaps: int = 0
+    warnings: int = 0
+    ring_bytes: int = 0
+    rate: float = 0.0  # events/s over the last interval
+    skipped_syscalls: list[str] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+
+class _Writer(threading.Thread):
+    """Hands batches to the sinks; the bounded queue is the back-pressure point."""
+
+    def __init__(self, sinks: Sequence[Sink], depth: int) -> None:
+        super().__init__(name="fx-writer", daemon=True)
+        self.sinks = list(sinks)
+        self.q: queue.Queue[tuple[str, pa.Table] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            table, data = item
+            try:
+                for s in self.sinks:
+                    s.write(table, data)
+            except BaseException as e:  # noqa: BLE001 - surfaced to the recorder
+                self.error = e
+                return
+
+    def put(self, table: str, data: pa.Table) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((table, data))
+
+    def finish(self) -> None:
+        self.q.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+class Recorder:
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        config: SensorConfig | None = None,
+        host: HostInfo | None = None,
+        poll_interval: float = 0.05,
+        flow_interval: float = 1.0,
+        clock_interval: float = 10.0,
+        on_stats: Callable[[RecordStats], None] | None = None,
+        queue_depth: int = 64,
+        detach_in_background: bool = True,
+    ) -> None:
+        self.detach_in_background = detach_in_background
+        self.config = config or SensorConfig()
+        self.host = host or local_host()
+        self.sinks = list(sinks)
+        self.poll_interval = poll_interval
+        self.flow_interval = flow_interval
+        self.clock_interval = clock_interval
+        self.on_stats = on_stats
+        self.queue_depth = queue_depth
+        self.stats = RecordStats()
+        self.sensor: Sensor | None = None
+        self._stop = threading.Event()
+
+    # -- life cycle ----------------------------------------------------------------
+    def start(self) -> None:
+        self.sensor = Sensor(self.config)
+        self.sensor.open_and_load()
+        self.clock = Clock()
+        self.abi = self.sensor.abi
+        self.decoder = Decoder(self.abi, self.host, self.clock.offset_ns)
+        self._writer = _Writer(self.sinks, self.queue_depth)
+        self._writer.start()
+        # Snapshot first, attach right after: a process that starts in between is seen
+        # by both (same entity id), one that exits in between is in the snapshot only.
+        self._snapshot()
+        self.sensor.attach()
+        self.rings = [
+            RingBuffer(self.sensor.map_fd("rb_proc"), self.sensor.ring_size("rb_proc")),
+            RingBuffer(self.sensor.map_fd("rb_main"), self.sensor.ring_size("rb_main")),
+        ]
+        self._ncpu = lb.lib.libbpf_num_possible_cpus()
+        self._cdt = struct_dtype(self.abi, "fx_counter")
+        self._fkdt = struct_dtype(self.abi, "fx_flow_key")
+        self._fvdt = struct_dtype(self.abi, "fx_flow")
+        self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
+        self._last_drops = np.zeros((self._ncpu, 5), np.uint64)
+        self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self.stats.started_ns = time.time_ns()
+        self.stats.skipped_syscalls = list(self.sensor.skipped)
+        self._emit("hosts", self._host_row())
+        msg = f"forensix {__version__} recording; pid {os.getpid()}"
+        if self.sensor.skipped:
+            msg += f"; no tracepoint for: {', '.join(self.sensor.skipped)}"
+        self._agent_event("start", msg)
+        self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
+
+    def _snapshot(self) -> None:
+        rows = list(snapshot(self.decoder.hkey, self.clock.offset_ns))
+        for r in rows:
+            self.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"], r["args"], r["working_directory"])
+        if rows:
+            self._emit("processes", self.decoder.process_rows(rows))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, duration: float | None = None, command: Sequence[str] | None = None) -> int | None:
+        """Record until stopped, ``duration`` elapses, or ``command`` exits (its code is returned)."""
+        self.start()
+        child: subprocess.Popen[bytes] | None = None
+        rc: int | None = None
+        try:
+            if command:
+                child = subprocess.Popen(list(command))
+            deadline = time.monotonic() + duration if duration else None
+            next_flow = next_clock = next_stats = time.monotonic()
+            last_events = 0
+            while not self._stop.is_set():
+                got = self.poll_once()
+                now = time.monotonic()
+                if now >= next_flow:
+                    self.flush_flows()
+                    self.account_losses()
+                    next_flow = now + self.flow_interval
+                if now >= next_clock:
+                    self._resync_clock()
+                    next_clock = now + self.clock_interval
+                if now >= next_stats:
+                    self.stats.rate = float(self.stats.events - last_events)
+                    last_events = self.stats.events
+                    if self.on_stats:
+                        self.on_stats(self.stats)
+                    next_stats = now + 1.0
+                if child is not None and child.poll() is not None:
+                    rc = child.returncode
+                    break
+                if deadline is not None and now >= deadline:
+                    break
+                if not got:
+                    self._stop.wait(self.poll_interval)
+        finally:
+            if child is not None and child.poll() is None:
+                child.terminate()
+                rc = child.wait()
+            self.finish()
+        return rc
+
+    def finish(self) -> None:
+        """Take everything still in the kernel, account for it, and close the sinks."""
+        if self.sensor is None:
+            return
+        try:
+            self.sensor.pause()
+            time.sleep(0.05)  # records reserved just before the pause are committed by now
+            while self.poll_once():
+                pass
+            self.flush_flows()
+            self.account_losses()
+            self._agent_event(
+                "stop",
+                f"recorded {self.stats.events} events, {self.stats.dropped} lost in the kernel, "
+                f"{self.stats.gaps} gap records",
+            )
+            self._writer.finish()
+            for s in self.sinks:
+                s.flush()
+        finally:
+            for r in getattr(self, "rings", []):
+                r.close()
+            if self.detach_in_background:
+                self.sensor.detach_in_background()
+            self.sensor.close()
+            self.sensor = None
+
+    # -- the hot loop --------------------------------------------------------------
+    def poll_once(self) -> int:
+        """Drain both rings (process ring first, so parents precede children)."""
+        total = 0
+        for ring in self.rings:
+            d = ring.drain(max_bytes=16 << 20)
+            if not len(d):
+                continue
+            total += len(d)
+            self.stats.ring_bytes += len(d.data)
+            for table, data in self.decoder.decode(d).items():
+                self._emit(table, data)
+        return total
+
+    def _emit(self, table: str, data: pa.Table) -> None:
+        if table == "events":
+            self.stats.events += data.num_rows
+        elif table == "processes":
+            self.stats.processes += data.num_rows
+        elif table == "flows":
+            self.stats.flows += data.num_rows
+        self._writer.put(table, data)
+
+    # -- flows, losses, clock ------------------------------------------------------
+    def flush_flows(self) -> None:
+        """Move every aggregated read/write edge out of the kernel map (atomically per entry)."""
+        assert self.sensor is not None
+        fd = self.sensor.map_fd("flows")
+        n = 4096
+        keys = np.zeros(n, self._fkdt)
+        vals = np.zeros(n, self._fvdt)
+        token_in = ctypes.c_uint32(0)
+        token_out = ctypes.c_uint32(0)
+        first = True
+        got_k, got_v = [], []
+        while True:
+            count = ctypes.c_uint32(n)
+            ret = lb.lib.bpf_map_lookup_and_delete_batch(
+                fd, None if first else ctypes.byref(token_in), ctypes.byref(token_out),
+                keys.ctypes.data, vals.ctypes.data, ctypes.byref(count), None,
+            )
+            err = -ret if ret < -1 else (ctypes.get_errno() if ret == -1 else 0)
+            if count.value:
+                got_k.append(keys[: count.value].copy())
+                got_v.append(vals[: count.value].copy())
+            if ret < 0:
+                if err not in (errno.ENOENT, 0):
+                    self._agent_event("warning", f"flow map flush stopped: {os.strerror(err)}")
+                break
+            token_in.value = token_out.value
+            first = False
+        if got_v:
+            self._emit_flows(np.concatenate(got_k), np.concatenate(got_v))
+
+    def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
+        from forensix.model.identity import entity_ids
+
+        n = len(v)
+        off = self.clock.offset_ns
+        eid = entity_ids(self.decoder.hkey, k["pid"], v["start"])
+        ftype = file_type_names(v["imode"])
+        base = {
+            "host_id": pa.array([self.host.host_id] * n), "host_name": pa.array([self.host.host_name] * n),
+            "boot_id": pa.array([self.host.boot_id] * n),
+        }
+        ev = dict(base)
+        ev.update(
+            ts=(v["last"].astype(np.int64) + off), ts_boot=v["last"].astype(np.int64),
+            event_kind=pa.array(["event"] * n), event_category=pa.array(["flow"] * n),
+            event_action=pa.array(["flow"] * n), process_entity_id=eid, process_pid=k["pid"],
+            process_tid=v["tid"], fd=v["fd"], file_inode=v["ino"], file_device=v["dev"].astype(np.uint64),
+            file_type=pa.array(ftype, pa.string()),
+            flow_read_count=v["rcount"], flow_read_bytes=v["rbytes"], flow_write_count=v["wcount"],
+            flow_write_bytes=v["wbytes"], flow_first_ts=v["first"].astype(np.int64) + off,
+            flow_last_ts=v["last"].astype(np.int64) + off,
+        )
+        self._emit("events", _table(schema.EVENTS, ev, n))
+        fl = dict(base)
+        fl.update(
+            entity_id=eid, pid=k["pid"], fd=v["fd"], file_inode=v["ino"], file_device=v["dev"].astype(np.uint64),
+            file_type=pa.array(ftype, pa.string()), first_ts=v["first"].astype(np.int64) + off,
+            last_ts=v["last"].astype(np.int64) + off, read_count=v["rcount"], read_bytes=v["rbytes"],
+            write_count=v["wcount"], write_bytes=v["wbytes"], reason=pa.array(["periodic"] * n),
+        )
+        self._emit("flows", _table(schema.FLOWS, fl, n))
+
+    def read_counters(self) -> np.ndarray:
+        """Per CPU and class counters from the kernel: shape (ncpu, classes)."""
+        assert self.sensor is not None
+        fd = self.sensor.map_fd("counters")
+        out = np.zeros((self._ncpu, 5), self._cdt)
+        per = np.zeros(self._ncpu, self._cdt)
+        for cls in range(5):
+            key = ctypes.c_uint32(cls)
+            lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), per.ctypes.data)
+            out[:, cls] = per
+        return out
+
+    def account_losses(self) -> None:
+        """Turn new kernel drops into gap records: when, which CPU, which class, how many."""
+        c = self.read_counters()
+        drops = c["drops"]
+        now_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        delta = drops - self._last_drops
+        rows = []
+        for cpu, cls in zip(*np.nonzero(delta)):
+            name = _CLASS_NAMES.get(int(cls), str(cls))
+            count = int(delta[cpu, cls])
+            frm = max(int(c["first_drop"][cpu, cls]), self._last_counter_boot)
+            to = int(c["last_drop"][cpu, cls])
+            rows.append({
+                "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
+                "ts_from": frm + self.clock.offset_ns, "ts_to": max(to, frm) + self.clock.offset_ns,
+                "cpu": int(cpu), "event_class": name, "count": count, "reason": "ringbuf-full",
+            })
+            self.stats.drops[name] = self.stats.drops.get(name, 0) + count
+        self._last_drops = drops.copy()
+        self._last_counter_boot = now_boot
+        if rows:
+            self.stats.gaps += len(rows)
+            self._emit("gaps", pa.Table.from_pylist(rows, schema=schema.GAPS))
+            for r in rows:
+                self._agent_event(
+                    "gap", f"{r['count']} {r['event_class']} records lost on cpu {r['cpu']} (ring buffer full)",
+                    ts=r["ts_to"],
+                )
+
+    def _resync_clock(self) -> None:
+        moved = self.clock.resync()
+        self.decoder.offset_ns = self.clock.offset_ns
+        if moved:
+            old, new = moved
+            self._agent_event("clock-sync", f"offset_ns {old.offset_ns} -> {new.offset_ns} (error {new.error_ns} ns)")
+
+    # -- agent records ---------------------------------------------------------------
+    def _agent_event(self, action: str, message: str, ts: int | None = None) -> None:
+        t = time.time_ns() if ts is None else ts
+        row = {
+            "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
+            "ts": t, "event_kind": "event", "event_category": "agent", "event_action": action,
+            "process_pid": os.getpid(), "message": message,
+        }
+        self._emit("events", pa.Table.from_pylist([row], schema=schema.EVENTS))
+
+    def _host_row(self) -> pa.Table:
+        return pa.Table.from_pylist([{
+            "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
+            "kernel": self.host.kernel, "first_seen": time.time_ns(), "boot_ts": self.clock.offset_ns,
+            "agent_version": __version__,
+        }], schema=schema.HOSTS)
