@@ -1,0 +1,268 @@
+"""`forensix rules list|validate|test`, `forensix hunt`, `forensix alerts`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import pyarrow as pa
+
+from forensix.cli.options import emit, format_option, reader, store_option, time_option
+from forensix.rules import alert_records, default_detectors, hunt, load_rules
+from forensix.rules.compile import CompiledRule
+from forensix.rules.engine import LiveEngine
+from forensix.rules.loader import RuleSet
+from forensix.rules.sql import rule_sql
+from forensix.store.base import Reader
+
+__all__ = ["COMMANDS"]
+
+_RULE_COLUMNS = ["rule_id", "title", "level", "logsource", "status", "reason", "source"]
+
+
+def _rules_table(rules: Sequence[CompiledRule], sql: bool = False) -> pa.Table:
+    cols: dict[str, list[Any]] = {c: [getattr(r, c) for r in rules] for c in _RULE_COLUMNS}
+    cols["tags"] = [" ".join(r.tags) for r in rules]
+    if sql:
+        cols["sql"] = [rule_sql(r) if r.ok else "" for r in rules]
+    return pa.table(cols)
+
+
+def _summary(rs: RuleSet) -> str:
+    n = len(rs.rules)
+    bad = [r for r in rs.rules if r.status == "error"]
+    uns = [r for r in rs.rules if r.status == "unsupported"]
+    return f"{n} rules: {n - len(bad) - len(uns)} load, {len(uns)} unsupported, {len(bad)} errors"
+
+
+def _load(paths: Sequence[str], builtin: bool) -> RuleSet:
+    return load_rules(list(paths), builtin=builtin)
+
+
+_builtin_option = click.option(
+    "--builtin/--no-builtin", default=True, show_default=True,
+    help="Include the curated default rules and the built-in detectors.",
+)
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """Sigma rules: list them, check which convert, test both engines on a store.
+
+    \b
+    Examples:
+      forensix rules list                         # the curated default set
+      forensix rules validate ~/sigma/rules/linux # what converts, and why not
+      forensix rules test my-rules/ --store host.duckdb
+    """
+
+
+@rules_group.command("list")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@_builtin_option
+@click.option("--sql", is_flag=True, help="Show each rule's retro-hunt SQL.")
+@format_option()
+def rules_list(paths: tuple[str, ...], builtin: bool, sql: bool, fmt: str) -> None:
+    """List rules (curated set and PATHS) with whether each converts.
+
+    \b
+    Examples:
+      forensix rules list
+      forensix rules list ./my-rules --no-builtin --format json
+    """
+    rs = _load(paths, builtin)
+    emit(_rules_table(rs.rules, sql), fmt)
+
+
+@rules_group.command("validate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--strict", is_flag=True, help="Exit 1 when any rule does not load.")
+@click.option("--all", "show_all", is_flag=True, help="Show the rules that load too.")
+@format_option()
+def rules_validate(paths: tuple[str, ...], strict: bool, show_all: bool, fmt: str) -> None:
+    """Load rule files or trees (such as SigmaHQ's rules/linux) and report every rule
+    that is broken (error) or cannot run on forensix events (unsupported), with why.
+
+    \b
+    Examples:
+      forensix rules validate sigma/rules/linux
+      forensix rules validate rule.yml --strict
+    """
+    rs = load_rules(list(paths), builtin=False)
+    shown = rs.rules if show_all else rs.problems
+    if shown:
+        emit(_rules_table(shown), fmt)
+    click.echo(_summary(rs), err=True)
+    if strict and rs.problems:
+        sys.exit(1)
+
+
+def replay(rd: Reader, engine: LiveEngine, ts_from: int | None, ts_to: int | None, batch: int = 50_000) -> pa.Table:
+    """Feed a store's history through a live engine, in time order, as a recorder would."""
+    where = " AND ".join(
+        [c for c in (f"ts >= {ts_from}" if ts_from is not None else "", f"ts < {ts_to}" if ts_to is not None else "") if c]
+    ) or "TRUE"
+    found = [engine.observe("processes", rd.query("SELECT * FROM processes ORDER BY image_ts"))]
+    gaps = rd.query("SELECT * FROM gaps ORDER BY ts_from")
+    if gaps.num_rows:
+        found.append(engine.observe("gaps", gaps))
+    offset = 0
+    while True:
+        chunk = rd.query(
+            f"SELECT * FROM events WHERE {where} ORDER BY ts, cpu, seq LIMIT {batch} OFFSET {offset}"
+        )
+        if chunk.num_rows == 0:
+            break
+        found.append(engine.observe("events", chunk))
+        offset += chunk.num_rows
+    found = [f for f in found if f.num_rows]
+    return pa.concat_tables(found) if found else pa.table({"rule_id": pa.array([], pa.string())})
+
+
+@rules_group.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@_builtin_option
+@store_option
+@time_option("--from", "Start of the window")
+@time_option("--to", "End of the window")
+@format_option()
+def rules_test(paths: tuple[str, ...], builtin: bool, store: str, fmt: str, **kw: Any) -> None:
+    """Run rules both ways over a store - replayed through the live engine, and as the
+    retro-hunt's SQL - and show per rule how many events each matched (they must agree).
+
+    \b
+    Examples:
+      forensix rules test --store host.duckdb
+      forensix rules test ./my-rules --no-builtin --store host.duckdb
+    """
+    rs = _load(paths, builtin)
+    ts_from, ts_to = kw.get("from"), kw.get("to")
+    rd = reader(store)
+    try:
+        live = replay(rd, LiveEngine(rs.ok, detectors=default_detectors() if builtin else []), ts_from, ts_to)
+        hunted = hunt(rd, rs.ok, default_detectors() if builtin else [], ts_from, ts_to)
+    finally:
+        rd.close()
+    live_ids = _ids_by_rule(live)
+    hunt_ids = _ids_by_rule(hunted)
+    titles = {r.rule_id: r.title for r in rs.ok}
+    names = sorted(set(live_ids) | set(hunt_ids) | set(titles))
+    table = pa.table(
+        {
+            "rule_id": names,
+            "title": [titles.get(n, n) for n in names],
+            "live": [len(live_ids.get(n, ())) for n in names],
+            "hunt": [len(hunt_ids.get(n, ())) for n in names],
+            "agree": [live_ids.get(n, set()) == hunt_ids.get(n, set()) for n in names],
+        }
+    )
+    emit(table, fmt)
+    if not all(table.column("agree").to_pylist()):
+        click.echo("the live engine and the retro-hunt disagree (a bug: please report it)", err=True)
+        sys.exit(1)
+
+
+def _ids_by_rule(alerts: pa.Table) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    if alerts.num_rows == 0 or "alert_id" not in alerts.column_names:
+        return out
+    for rid, aid in zip(alerts.column("rule_id").to_pylist(), alerts.column("alert_id").to_pylist()):
+        out.setdefault(rid, set()).add(aid)
+    return out
+
+
+def _alerts_view(alerts: pa.Table, store: str, fmt: str) -> pa.Table:
+    """What a person reads: when, how bad, what, and the report command to run next."""
+    recs = alert_records(alerts, store)
+    if fmt != "text":
+        reports = pa.array([r["report"] for r in recs], pa.string())
+        return alerts.append_column("report", reports)
+    return pa.table(
+        {
+            "ts": alerts.column("ts"),
+            "level": alerts.column("rule_level"),
+            "rule": alerts.column("rule_title"),
+            "summary": alerts.column("summary"),
+            "report": pa.array([r["report"] for r in recs], pa.string()),
+        }
+    )
+
+
+@click.command("hunt")
+@click.argument("rules", nargs=-1, type=click.Path(exists=True))
+@_builtin_option
+@store_option
+@time_option("--from", "Start of the window")
+@time_option("--to", "End of the window")
+@click.option("--save", is_flag=True, help="Store the alerts found (needs the store free for writing).")
+@format_option()
+def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt: str, **kw: Any) -> None:
+    """Retro-hunt: run Sigma rules (files or directories) over the recorded history.
+
+    \b
+    Examples:
+      forensix hunt --store host.duckdb                       # the curated set
+      forensix hunt sigma/rules/linux --no-builtin --from -2h
+      forensix hunt rule.yml --format json > alerts.jsonl
+    """
+    rs = _load(rules, builtin)
+    for r in rs.problems:
+        click.echo(f"skipped {r.source}: {r.status}: {r.reason}", err=True)
+    rd = reader(store)
+    try:
+        found = hunt(rd, rs.ok, default_detectors() if builtin else [], kw.get("from"), kw.get("to"))
+    finally:
+        rd.close()
+    if save and found.num_rows:
+        from forensix.store.embedded import open_writer
+
+        with open_writer(store) as w:
+            existing = set(w.query("SELECT alert_id FROM alerts").column("alert_id").to_pylist())
+            ids = found.column("alert_id").to_pylist()
+            fresh = found.filter(pa.array([i not in existing for i in ids]))
+            w.append("alerts", fresh)
+            w.flush()
+    emit(_alerts_view(found, store, fmt), fmt)
+    click.echo(f"{found.num_rows} alerts from {len(rs.ok)} rules", err=True)
+
+
+@click.command("alerts")
+@store_option
+@time_option("--from", "Start of the window")
+@time_option("--to", "End of the window")
+@click.option("--level", multiple=True, help="Only these levels (repeat).")
+@click.option("--rule", "rule_ids", multiple=True, help="Only these rule ids (repeat).")
+@format_option()
+def alerts_cmd(store: str, level: tuple[str, ...], rule_ids: tuple[str, ...], fmt: str, **kw: Any) -> None:
+    """List the alerts stored by the live engine (and saved hunts), each with the
+    `forensix report` command for its detection point.
+
+    \b
+    Examples:
+      forensix alerts --store host.duckdb
+      forensix alerts --level high --level critical --format json
+    """
+    conds, params = ["TRUE"], {}
+    if kw.get("from") is not None:
+        conds.append("ts >= $from")
+        params["from"] = kw["from"]
+    if kw.get("to") is not None:
+        conds.append("ts < $to")
+        params["to"] = kw["to"]
+    if level:
+        conds.append("rule_level IN (SELECT unnest($levels))")
+        params["levels"] = list(level)
+    if rule_ids:
+        conds.append("rule_id IN (SELECT unnest($rules))")
+        params["rules"] = list(rule_ids)
+    rd = reader(store)
+    try:
+        found = rd.query(f"SELECT * FROM alerts WHERE {' AND '.join(conds)} ORDER BY ts", params)
+    finally:
+        rd.close()
+    emit(_alerts_view(found, store, fmt), fmt)
+
+
+COMMANDS = [rules_group, hunt_cmd, alerts_cmd]

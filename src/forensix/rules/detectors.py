@@ -1,0 +1,230 @@
+"""Built-in detectors that need state beyond one event: they watch the recorder itself.
+
+They raise alerts exactly like Sigma rules (same table, same outputs), live through
+``observe`` and over history through ``hunt_filter`` (the store rows replayed through
+``observe`` in time order, so both paths share one implementation).
+
+- the recorder killed: a signal sent to a recorder process by another process;
+- bpf() by another process, and BPF detach commands (the sensor's programs unhooked);
+- ring-buffer gaps: records the kernel could not deliver (the ``gaps`` table);
+- the store or spool touched (written, truncated, removed, renamed) by another process.
+
+Recorder processes are learnt from agent ``start`` events (their pid; ``file_path`` when
+set is the store path, protected from then on) and from what the live recorder passes in.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensix.rules.alerts import RuleMeta, build_alerts, empty_alerts
+from forensix.rules.fields import WRITE_OPEN_MASK
+
+__all__ = ["DETECTOR_RULES", "Detector", "GapDetector", "RecorderGuard", "default_detectors"]
+
+KILLED = RuleMeta(
+    "forensix-recorder-killed", "Recorder signalled by another process", "critical",
+    ("attack.defense_evasion", "attack.t1562.001"),
+)
+BPF_DETACH = RuleMeta(
+    "forensix-bpf-detach", "BPF program or link detached by another process", "critical",
+    ("attack.defense_evasion", "attack.t1562.001"),
+)
+BPF_OTHER = RuleMeta(
+    "forensix-bpf-other-process", "bpf() called by a process other than the recorder", "medium",
+    ("attack.defense_evasion", "attack.t1562.001"),
+)
+STORE_TOUCHED = RuleMeta(
+    "forensix-store-touched", "Recorder store or spool modified by another process", "critical",
+    ("attack.defense_evasion", "attack.t1070"),
+)
+GAP = RuleMeta(
+    "forensix-ring-buffer-gap", "Events lost: recording gap", "high",
+    ("attack.defense_evasion", "attack.t1562.006"),
+)
+COPIED_EXEC = RuleMeta(
+    "forensix-system-binary-copy-executed", "System binary copied to a temporary directory and executed",
+    "high", ("attack.defense_evasion", "attack.t1036.003"),
+)
+DETECTOR_RULES = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED, GAP, COPIED_EXEC)
+
+# Signals that stop or kill (SIGHUP INT QUIT ABRT KILL SEGV TERM STOP TSTP).
+LETHAL = {1, 2, 3, 6, 9, 11, 15, 19, 20}
+BPF_DETACH_CMDS = {9, 34}  # BPF_PROG_DETACH, BPF_LINK_DETACH
+_FILE_WRITES = ("truncate", "unlink", "rename", "chmod", "chown", "utimes", "link", "setxattr", "removexattr")
+
+
+class Detector(Protocol):
+    rules: tuple[RuleMeta, ...]
+
+    def observe(self, table: str, data: pa.Table, source: str) -> pa.Table: ...
+
+    def hunt_filter(self) -> dict[str, str]:
+        """table -> SQL WHERE clause of the rows to replay through ``observe``."""
+        ...
+
+
+def _concat(tables: Iterable[pa.Table]) -> pa.Table:
+    ts = [t for t in tables if t.num_rows]
+    return pa.concat_tables(ts) if ts else empty_alerts()
+
+
+def _rows(data: pa.Table, mask: pa.Array) -> list[dict[str, Any]]:
+    if not pc.any(mask).as_py():
+        return []
+    return data.filter(mask).to_pylist()
+
+
+class RecorderGuard:
+    """Signals, bpf() and store writes aimed at the recorder."""
+
+    rules = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED)
+
+    def __init__(self, self_pids: Sequence[int] = (), protected: Sequence[str] = ()) -> None:
+        self.self_pids = set(self_pids)
+        self.pids: dict[tuple[str, str], set[int]] = {}
+        self.protected = [p for p in protected if p]
+
+    def _recorders(self, r: dict[str, Any]) -> set[int]:
+        return self.pids.get((r["host_id"], r["boot_id"]), set()) | self.self_pids
+
+    def _learn(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            self.pids.setdefault((r["host_id"], r["boot_id"]), set()).add(r["process_pid"])
+            path = r.get("file_path")
+            if path and path not in self.protected:
+                self.protected.append(path)
+
+    def hunt_filter(self) -> dict[str, str]:
+        acts = ", ".join(f"'{a}'" for a in ("kill", "bpf", "open") + _FILE_WRITES)
+        return {"events": f"event_category = 'agent' OR event_action IN ({acts})"}
+
+    def _touches(self, r: dict[str, Any]) -> bool:
+        act = r["event_action"]
+        if act == "open" and not (r.get("file_flags") or 0) & WRITE_OPEN_MASK:
+            return False
+        if act != "open" and act not in _FILE_WRITES:
+            return False
+        paths = [p for p in (r.get("file_path"), r.get("file_target_path")) if p]
+        return any(p == base or p.startswith((base + ".", base.rstrip("/") + "/"))
+                   for p in paths for base in self.protected)
+
+    def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
+        if table != "events" or data.num_rows == 0:
+            return empty_alerts()
+        act = data.column("event_action")
+        self._learn(_rows(data, pc.and_(pc.equal(data.column("event_category"), "agent"), pc.equal(act, "start"))))
+        interesting = pc.is_in(act, pa.array(["kill", "bpf", "open", *_FILE_WRITES]))
+        out: dict[RuleMeta, list[dict[str, Any]]] = {m: [] for m in self.rules}
+        for r in _rows(data, pc.fill_null(interesting, False)):
+            mine = self._recorders(r)
+            if r.get("process_pid") in mine:
+                continue
+            a = r["event_action"]
+            if a == "kill" and r.get("target_pid") in mine and r.get("signal") in LETHAL:
+                r["fx_detail"] = f"signal {r['signal']} to recorder pid {r['target_pid']}"
+                out[KILLED].append(r)
+            elif a == "bpf":
+                if (r.get("a0") or 0) in BPF_DETACH_CMDS:
+                    out[BPF_DETACH].append(r)
+                elif r.get("process_pid") != 1:  # systemd loads cgroup programs routinely
+                    out[BPF_OTHER].append(r)
+            elif self.protected and self._touches(r):
+                out[STORE_TOUCHED].append(r)
+        return _concat(build_alerts(m, rows, source) for m, rows in out.items() if rows)
+
+
+class GapDetector:
+    """Every recorded loss window becomes an alert."""
+
+    rules = (GAP,)
+
+    def hunt_filter(self) -> dict[str, str]:
+        # The recorder also writes an agent 'gap' event per gap record: the gaps table
+        # alone is watched, so one loss raises one alert.
+        return {"gaps": "TRUE"}
+
+    def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
+        if data.num_rows == 0:
+            return empty_alerts()
+        if table == "gaps":
+            rows = []
+            for g in data.to_pylist():
+                rows.append(
+                    {
+                        "host_id": g["host_id"], "host_name": g.get("host_name"), "boot_id": g["boot_id"],
+                        "ts": g["ts_from"], "cpu": g.get("cpu"), "seq": f"gap-{g.get('event_class')}",
+                        "fx_detail": f"{g['count']} {g.get('event_class') or ''} records lost"
+                        f" ({g['reason']}) until {g['ts_to']}",
+                    }
+                )
+            return build_alerts(GAP, rows, source)
+        return empty_alerts()
+
+
+SYSTEM_BIN_DIRS = ("/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/usr/local/bin/", "/usr/local/sbin/")
+TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/")
+COPY_WINDOW_NS = 30 * 10**9
+
+
+class CopiedBinaryExec:
+    """A process reads a system binary, writes a file in a temporary directory (cp, dd,
+    install), and that file is executed later - under its own or another name."""
+
+    rules = (COPIED_EXEC,)
+
+    def __init__(self, max_tracked: int = 10_000) -> None:
+        self.reads: dict[int, tuple[str, int]] = {}  # entity -> (system binary, ts)
+        self.copies: dict[str, str] = {}  # temp path -> system binary it copies
+        self.max_tracked = max_tracked
+
+    def hunt_filter(self) -> dict[str, str]:
+        dirs = " OR ".join(f"starts_with(file_path, '{d}')" for d in SYSTEM_BIN_DIRS + TEMP_DIRS)
+        tgt = " OR ".join(f"starts_with(file_target_path, '{d}')" for d in TEMP_DIRS)
+        return {"events": f"event_action IN ('open', 'exec', 'rename') AND ({dirs} OR {tgt})"}
+
+    def _step(self, r: dict[str, Any]) -> bool:
+        act, path, eid = r["event_action"], r.get("file_path") or "", r.get("process_entity_id") or 0
+        if act == "open":
+            writes = (r.get("file_flags") or 0) & WRITE_OPEN_MASK
+            if not writes and path.startswith(SYSTEM_BIN_DIRS):
+                self.reads[eid] = (path, r["ts"])
+            elif writes and path.startswith(TEMP_DIRS) and eid in self.reads:
+                src, ts = self.reads[eid]
+                if r["ts"] - ts <= COPY_WINDOW_NS:
+                    self.copies[path] = src
+        elif act == "rename" and path in self.copies and r.get("file_target_path"):
+            self.copies[r["file_target_path"]] = self.copies.pop(path)
+        elif act == "exec":
+            exe = r.get("process_executable") or path
+            src = self.copies.get(exe)
+            if src is not None:
+                r["fx_image"] = exe
+                r["fx_detail"] = f"copy of {src}"
+                return True
+        return False
+
+    def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
+        if table != "events" or data.num_rows == 0:
+            return empty_alerts()
+        path = pc.fill_null(data.column("file_path"), "")
+        target = pc.fill_null(data.column("file_target_path"), "")
+        tests = [pc.starts_with(path, d) for d in SYSTEM_BIN_DIRS + TEMP_DIRS]
+        tests += [pc.starts_with(target, d) for d in TEMP_DIRS]
+        near = functools.reduce(pc.or_, tests)
+        mask = pc.and_(pc.is_in(data.column("event_action"), pa.array(["open", "exec", "rename"])), near)
+        hits = [r for r in _rows(data, pc.fill_null(mask, False)) if self._step(r)]
+        if len(self.reads) > self.max_tracked:
+            self.reads.clear()
+        while len(self.copies) > self.max_tracked:
+            self.copies.pop(next(iter(self.copies)))
+        return build_alerts(COPIED_EXEC, hits, source) if hits else empty_alerts()
+
+
+def default_detectors(self_pids: Sequence[int] = (), protected: Sequence[str] = ()) -> list[Detector]:
+    return [RecorderGuard(self_pids, protected), GapDetector(), CopiedBinaryExec()]

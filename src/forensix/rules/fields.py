@@ -1,0 +1,289 @@
+"""What a rule can name: forensix columns, derived columns, and Sigma's Linux taxonomy.
+
+A rule sees one *view* of an event: every column of the ``events`` table plus a few
+derived columns (``fx_*``) that Sigma's fields need but the raw event does not carry
+(the acting process's command line, its parent's image, the user name, the open flags
+as text). Both engines build this same view: the retro-hunt as SQL over the store
+(``forensix.rules.sql``), the live engine over Arrow batches (``forensix.rules.live``).
+Each derived column is declared here once, with its SQL; the Arrow side implements
+the same names and a test checks that the two sets agree.
+
+Sigma field names are mapped to view columns per log source (``SIGMA_FIELDS``); a log
+source itself becomes a predicate over ``event_category`` / ``event_action``
+(``LOGSOURCES``).
+"""
+
+from __future__ import annotations
+
+import pwd
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from forensix.store.schema import EVENTS, ecs_name
+
+__all__ = [
+    "AUDIT_TYPES",
+    "DERIVED",
+    "KEYWORD_COLUMNS",
+    "LOGSOURCES",
+    "OPEN_FLAG_NAMES",
+    "SIGMA_FIELDS",
+    "VIEW_TYPES",
+    "WRITE_OPEN_MASK",
+    "Derived",
+    "LogSource",
+    "native_column",
+    "user_names",
+]
+
+# open(2) flags on x86_64 and arm64 (asm-generic).
+O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o1, 0o2, 0o100, 0o200, 0o1000, 0o2000
+O_DIRECTORY, O_NOFOLLOW, O_PATH = 0o200000, 0o400000, 0o10000000
+# Flags shown in ``fx_flags`` after the access mode, in this order.
+OPEN_FLAG_NAMES: tuple[tuple[int, str], ...] = (
+    (O_CREAT, "O_CREAT"),
+    (O_EXCL, "O_EXCL"),
+    (O_TRUNC, "O_TRUNC"),
+    (O_APPEND, "O_APPEND"),
+    (O_DIRECTORY, "O_DIRECTORY"),
+    (O_NOFOLLOW, "O_NOFOLLOW"),
+    (O_PATH, "O_PATH"),
+)
+WRITE_OPEN_MASK = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A column of the rule view computed from the event and the process context.
+
+    ``sql`` is an expression over ``e`` (the event), ``p`` (the acting process's image
+    as of the event time) and ``pp`` (its parent's image as of the event time).
+    ``context`` says which of those it needs.
+    """
+
+    name: str
+    type: pa.DataType
+    sql: str
+    context: str = ""  # "" | "p" | "pp"
+
+
+def user_names() -> dict[int, str]:
+    """uid -> name from this host's password database (used by both engines alike)."""
+    try:
+        return {e.pw_uid: e.pw_name for e in pwd.getpwall()}
+    except OSError:
+        return {}
+
+
+def _user_sql() -> str:
+    names = user_names()
+    if not names:
+        return "CAST(NULL AS VARCHAR)"
+    whens = " ".join(
+        f"WHEN {uid} THEN '{name.replace(chr(39), chr(39) * 2)}'" for uid, name in sorted(names.items())
+    )
+    return f"CASE e.user_id {whens} END"
+
+
+def _flags_sql() -> str:
+    parts = ["CASE e.file_flags & 3 WHEN 0 THEN 'O_RDONLY' WHEN 1 THEN 'O_WRONLY' ELSE 'O_RDWR' END"]
+    parts += [f"CASE WHEN e.file_flags & {bit} <> 0 THEN '{name}' END" for bit, name in OPEN_FLAG_NAMES]
+    return f"CASE WHEN e.file_flags IS NULL THEN NULL ELSE concat_ws('|', {', '.join(parts)}) END"
+
+
+def _audit_arg_sql(i: int) -> str:
+    exec_arg = f"e.process_args[{i + 1}]"
+    if i > 3:
+        return f"CASE WHEN e.event_action = 'exec' THEN {exec_arg} END"
+    return f"CASE WHEN e.event_action = 'exec' THEN {exec_arg} ELSE lower(hex(e.a{i})) END"
+
+
+_FILE_CREATE_ACTIONS = ("mkdir", "symlink", "link", "memfd_create")
+
+
+def _derived() -> dict[str, Derived]:
+    s = pa.string()
+    cmd = "array_to_string(e.process_args, ' ')"
+    items = [
+        Derived("fx_image", s, "coalesce(e.process_executable, p.executable)", "p"),
+        Derived("fx_command_line", s, f"coalesce({cmd}, p.fx_cmd)", "p"),
+        Derived("fx_parent_image", s, "pp.executable", "pp"),
+        Derived("fx_parent_command_line", s, "pp.fx_cmd", "pp"),
+        Derived("fx_parent_name", s, "pp.name", "pp"),
+        Derived("fx_user", s, _user_sql()),
+        Derived(
+            "fx_target_filename",
+            s,
+            "CASE WHEN e.event_action IN ('rename', 'link') THEN e.file_target_path ELSE e.file_path END",
+        ),
+        Derived(
+            "fx_initiated",
+            s,
+            "CASE e.event_action WHEN 'connect' THEN 'true' WHEN 'accept' THEN 'false' END",
+        ),
+        Derived("fx_flags", s, _flags_sql()),
+        Derived("fx_mode", s, "printf('%04o', e.file_mode & 4095)"),
+        Derived(
+            "fx_nametype",
+            s,
+            "CASE WHEN e.file_path IS NULL THEN NULL"
+            " WHEN e.event_action IN ('unlink', 'rmdir') THEN 'DELETE'"
+            f" WHEN e.event_action IN {_FILE_CREATE_ACTIONS}"
+            f" OR (e.event_action = 'open' AND e.file_flags & {O_CREAT} <> 0) THEN 'CREATE'"
+            " ELSE 'NORMAL' END",
+        ),
+        Derived(
+            "fx_success",
+            s,
+            "CASE e.event_outcome WHEN 'success' THEN 'yes' WHEN 'failure' THEN 'no' END",
+        ),
+    ]
+    items.append(
+        Derived(
+            "fx_time_back",
+            pa.int64(),
+            "CASE WHEN e.event_action = 'utimes' AND e.file_mtime <> 0 THEN e.ts - e.file_mtime END",
+        )
+    )
+    items += [Derived(f"fx_audit_a{i}", s, _audit_arg_sql(i)) for i in range(10)]
+    return {d.name: d for d in items}
+
+
+DERIVED: dict[str, Derived] = _derived()
+
+# The type of every column a rule may name.
+VIEW_TYPES: dict[str, pa.DataType] = {f.name: f.type for f in EVENTS}
+VIEW_TYPES.update({d.name: d.type for d in DERIVED.values()})
+
+# Field-less Sigma values (keywords) are searched in these columns.
+KEYWORD_COLUMNS = ("fx_command_line", "fx_image", "file_path", "file_target_path", "message")
+
+_ECS_TO_COLUMN = {ecs_name(f.name): f.name for f in EVENTS}
+
+
+def native_column(name: str) -> str | None:
+    """A forensix column named by a rule directly (``file_path`` or ECS ``file.path``)."""
+    if name in VIEW_TYPES:
+        return name
+    return _ECS_TO_COLUMN.get(name)
+
+
+# -- Sigma's Linux taxonomy -> view columns ---------------------------------------------
+
+_PROCESS = {
+    "Image": "fx_image",
+    "CommandLine": "fx_command_line",
+    "ParentImage": "fx_parent_image",
+    "ParentCommandLine": "fx_parent_command_line",
+    "User": "fx_user",
+    "CurrentDirectory": "process_working_directory",
+    "ProcessId": "process_pid",
+    "ParentProcessId": "process_parent_pid",
+    "LogonId": "process_session_id",
+    "Computer": "host_name",
+}
+_FILE = {
+    **_PROCESS,
+    "TargetFilename": "fx_target_filename",
+    "SourceFilename": "file_path",
+}
+_NETWORK = {
+    **_PROCESS,
+    "DestinationIp": "destination_ip",
+    "DestinationPort": "destination_port",
+    "SourceIp": "source_ip",
+    "SourcePort": "source_port",
+    "Initiated": "fx_initiated",
+    "Protocol": "network_transport",
+}
+_AUDITD = {
+    "SYSCALL": "syscall",
+    "syscall": "syscall",
+    "name": "file_path",
+    "nametype": "fx_nametype",
+    "exe": "fx_image",
+    "comm": "process_name",
+    "uid": "user_id",
+    "euid": "user_effective_id",
+    "gid": "group_id",
+    "egid": "group_effective_id",
+    "auid": "user_audit_id",
+    "ses": "process_session_id",
+    "pid": "process_pid",
+    "ppid": "process_parent_pid",
+    "success": "fx_success",
+    "exit": "ret",
+    "cwd": "process_working_directory",
+    "proctitle": "fx_command_line",
+    **{f"a{i}": f"fx_audit_a{i}" for i in range(10)},
+}
+
+SIGMA_FIELDS: dict[str, dict[str, str]] = {
+    "process_creation": _PROCESS,
+    "file_event": _FILE,
+    "file_delete": _FILE,
+    "file_change": _FILE,
+    "file_access": _FILE,
+    "file_rename": _FILE,
+    "network_connection": _NETWORK,
+    "auditd": _AUDITD,
+    "forensix": {**_NETWORK, **_FILE},
+}
+
+# Fields of the taxonomy that forensix cannot provide, with the reason (reported per rule).
+UNSUPPORTED_FIELDS: dict[str, str] = {
+    "key": "auditd rule keys exist only in auditd's own rules; forensix records without them",
+    "OriginalFileName": "PE metadata does not exist on Linux",
+    "Hashes": "forensix records no file hashes",
+    "md5": "forensix records no file hashes",
+    "sha1": "forensix records no file hashes",
+    "sha256": "forensix records no file hashes",
+    "DestinationHostname": "forensix records addresses, not DNS names",
+    "SourceHostname": "forensix records addresses, not DNS names",
+    "IntegrityLevel": "a Windows concept",
+    "Company": "PE metadata does not exist on Linux",
+    "Product": "PE metadata does not exist on Linux",
+    "Description": "PE metadata does not exist on Linux",
+    "ParentUser": "the parent's user is not in the event view",
+}
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """Which events a Sigma log source covers: category and actions (None = all)."""
+
+    name: str
+    category: str | None
+    actions: tuple[str, ...] | None
+    write_opens: bool = False  # also 'open' with a write/create/truncate flag
+
+
+LOGSOURCES: dict[str, LogSource] = {
+    "process_creation": LogSource("process_creation", "process", ("exec",)),
+    "file_event": LogSource(
+        "file_event", "file", ("rename", "link", "symlink", "mkdir", "truncate"), write_opens=True
+    ),
+    "file_delete": LogSource("file_delete", "file", ("unlink", "rmdir")),
+    "file_change": LogSource(
+        "file_change", "file", ("chmod", "chown", "utimes", "setxattr", "removexattr", "truncate")
+    ),
+    "file_access": LogSource("file_access", "file", ("open",)),
+    "file_rename": LogSource("file_rename", "file", ("rename",)),
+    "network_connection": LogSource("network_connection", "network", ("connect", "accept")),
+    "auditd": LogSource("auditd", None, None),
+    "forensix": LogSource("forensix", None, None),
+}
+
+# auditd record types and which forensix events would have produced such a record.
+# A value is (category or None, actions or None, column that must be present or None).
+AUDIT_TYPES: dict[str, tuple[str | None, tuple[str, ...] | None, str | None]] = {
+    "SYSCALL": (None, None, "syscall"),
+    "EXECVE": ("process", ("exec",), None),
+    "PROCTITLE": (None, None, "process_entity_id"),
+    "CWD": ("process", ("exec",), None),
+    "PATH": (None, None, "file_path"),
+    "SOCKADDR": ("network", None, None),
+    "BPF": ("privilege", ("bpf",), None),
+    "KERN_MODULE": ("privilege", ("init_module", "finit_module", "delete_module"), None),
+}

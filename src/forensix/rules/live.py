@@ -1,0 +1,389 @@
+"""The live evaluator: the predicate IR over Arrow batches, vectorised with pyarrow.compute.
+
+``ProcessContext`` remembers, from the ``processes`` batches and the exec/fork events
+that pass by, each process's images over time and its parent, so that an event can be
+given its process's command line and its parent's image as of the event time (the same
+as-of rule as the SQL view's ASOF JOIN). ``enrich`` adds the derived ``fx_*`` columns
+to a batch; ``Evaluator`` computes a rule's boolean mask, sharing sub-results between
+rules of one batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensix.rules import fields as F
+from forensix.rules.compile import And, Const, Node, Not, Or, Pred
+
+__all__ = ["DERIVED_ARROW", "Evaluator", "ProcessContext", "enrich"]
+
+_Image = tuple[int, str | None, str | None, str | None]  # (image_ts, executable, cmdline, name)
+
+
+def _join_args(args: pa.Array) -> pa.Array:
+    """' '-joined argv, skipping NULL elements (as DuckDB's array_to_string does)."""
+    if isinstance(args, pa.ChunkedArray):
+        args = args.combine_chunks()
+    values = pc.list_flatten(args)
+    if values.null_count:
+        parents = pc.list_parent_indices(args).to_numpy()
+        keep = pc.is_valid(values).to_numpy(zero_copy_only=False)
+        counts = np.bincount(parents[keep], minlength=len(args))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        rebuilt = pa.ListArray.from_arrays(
+            pa.array(offsets), values.filter(pa.array(keep)), mask=pc.is_null(args)
+        )
+        args = rebuilt
+    return pc.binary_join(args, " ")
+
+
+class ProcessContext:
+    """Process images and parents seen so far, bounded by ``max_entities``."""
+
+    def __init__(self, max_entities: int = 400_000) -> None:
+        self.images: dict[int, list[_Image]] = {}
+        self.parent: dict[int, int] = {}
+        self.max_entities = max_entities
+
+    def _add(self, eid: int, img: _Image) -> None:
+        lst = self.images.setdefault(eid, [])
+        pos = bisect.bisect_left(lst, img[0], key=lambda x: x[0])
+        if pos < len(lst) and lst[pos][0] == img[0]:
+            lst[pos] = img
+        else:
+            lst.insert(pos, img)
+
+    def image_at(self, eid: int, ts: int) -> _Image | None:
+        lst = self.images.get(eid)
+        if not lst:
+            return None
+        pos = bisect.bisect_right(lst, ts, key=lambda x: x[0])
+        return lst[pos - 1] if pos else None
+
+    def add_processes(self, data: pa.Table) -> None:
+        cmd = _join_args(data.column("args").combine_chunks()).to_pylist()
+        cols = [data.column(c).to_pylist() for c in ("entity_id", "image_ts", "executable", "name", "parent_entity_id")]
+        for eid, its, exe, name, parent, c in zip(*cols, cmd):
+            self._add(eid, (its, exe, c, name))
+            if parent:
+                self.parent[eid] = parent
+        self._trim()
+
+    def add_events(self, data: pa.Table) -> None:
+        """Learn from exec and fork events (before the batch is evaluated)."""
+        action = data.column("event_action")
+        mask = pc.is_in(action, pa.array(["exec", "fork"]))
+        if not pc.any(mask).as_py():
+            return
+        rows = data.filter(mask)
+        cmd = _join_args(rows.column("process_args").combine_chunks()).to_pylist()
+        names = ("event_action", "ts", "process_entity_id", "target_entity_id", "process_executable", "process_name")
+        cols = [rows.column(c).to_pylist() for c in names]
+        for act, ts, eid, child, exe, name, c in zip(*cols, cmd):
+            if act == "exec" and eid:
+                self._add(eid, (ts, exe, c, name))
+            elif act == "fork" and child and eid:
+                self.parent[child] = eid
+                img = self.image_at(eid, ts)
+                if img is not None and child not in self.images:
+                    self._add(child, (ts, img[1], img[2], img[3]))
+        self._trim()
+
+    def _trim(self) -> None:
+        over = len(self.images) - self.max_entities
+        if over > 0:  # oldest entities first (dicts keep insertion order)
+            for eid in list(self.images)[:over]:
+                del self.images[eid]
+                self.parent.pop(eid, None)
+
+    def lookup(self, eids: np.ndarray, ts: np.ndarray) -> list[_Image | None]:
+        """The image of each (entity, time), with one Python step per distinct entity."""
+        out: list[_Image | None] = [None] * len(eids)
+        if not len(eids):
+            return out
+        uniq, inverse = np.unique(eids, return_inverse=True)
+        last_ok = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(last_ok, inverse, ts)
+        simple: list[_Image | None] = []
+        complex_ = set()
+        for i, u in enumerate(uniq.tolist()):
+            lst = self.images.get(u)
+            if lst and lst[-1][0] <= last_ok[i]:
+                simple.append(lst[-1])
+            else:
+                simple.append(None)
+                if lst:
+                    complex_.add(i)
+        for row, ui in enumerate(inverse.tolist()):
+            out[row] = simple[ui] if ui not in complex_ else self.image_at(int(uniq[ui]), int(ts[row]))
+        return out
+
+    def parents(self, eids: np.ndarray) -> np.ndarray:
+        get = self.parent.get
+        return np.fromiter((get(e, 0) for e in eids.tolist()), dtype=np.uint64, count=len(eids))
+
+
+# -- derived columns --------------------------------------------------------------------
+
+_Builder = Callable[[pa.Table, "_Ctx"], pa.Array]
+
+
+class _Ctx:
+    """Per-batch memo of the process and parent images of each row."""
+
+    def __init__(self, table: pa.Table, pctx: ProcessContext | None) -> None:
+        self.table = table
+        self.pctx = pctx or ProcessContext()
+        self._p: list[_Image | None] | None = None
+        self._pp: list[_Image | None] | None = None
+
+    def _eids(self, col: str) -> np.ndarray:
+        return self.table.column(col).fill_null(0).to_numpy().astype(np.uint64)
+
+    def _ts(self) -> np.ndarray:
+        return self.table.column("ts").to_numpy().astype(np.int64)
+
+    def p(self) -> list[_Image | None]:
+        if self._p is None:
+            self._p = self.pctx.lookup(self._eids("process_entity_id"), self._ts())
+        return self._p
+
+    def pp(self) -> list[_Image | None]:
+        if self._pp is None:
+            parents = self.pctx.parents(self._eids("process_entity_id"))
+            self._pp = self.pctx.lookup(parents, self._ts())
+        return self._pp
+
+
+def _pick(images: list[_Image | None], i: int) -> pa.Array:
+    return pa.array([img[i] if img is not None else None for img in images], pa.string())
+
+
+def _col(t: pa.Table, name: str) -> pa.Array:
+    return t.column(name).combine_chunks()
+
+
+def _by_value(arr: pa.Array, fmt: Callable[[Any], str | None]) -> pa.Array:
+    """Map each distinct value once (uid -> name, mode -> octal), then gather."""
+    enc = pc.dictionary_encode(arr)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    dictionary = pa.array([fmt(v) for v in enc.dictionary.to_pylist()], pa.string())
+    return pc.take(dictionary, enc.indices)
+
+
+def _flags(t: pa.Table, c: _Ctx) -> pa.Array:
+    raw = _col(t, "file_flags")
+    # Nulls are filled first: binary_join_element_wise(skip) drops rows whose first
+    # argument is null (pyarrow 26), and those rows are nulled again at the end anyway.
+    flags = pc.fill_null(raw, 0)
+    acc = pc.bit_wise_and(flags, pa.scalar(3, flags.type))
+    parts = [
+        pc.if_else(
+            pc.equal(acc, 0), "O_RDONLY", pc.if_else(pc.equal(acc, 1), "O_WRONLY", "O_RDWR")
+        )
+    ]
+    null = pa.scalar(None, pa.string())
+    for bit, name in F.OPEN_FLAG_NAMES:
+        has = pc.not_equal(pc.bit_wise_and(flags, pa.scalar(bit, flags.type)), 0)
+        parts.append(pc.if_else(has, name, null))
+    joined = pc.binary_join_element_wise(*parts, "|", null_handling="skip")
+    return pc.if_else(pc.is_null(raw), null, joined)
+
+
+def _mode(t: pa.Table, c: _Ctx) -> pa.Array:
+    return _by_value(_col(t, "file_mode"), lambda m: None if m is None else f"{m & 0o7777:04o}")
+
+
+def _user(t: pa.Table, c: _Ctx) -> pa.Array:
+    names = F.user_names()
+    return _by_value(_col(t, "user_id"), lambda u: None if u is None else names.get(u))
+
+
+def _case(t: pa.Table, col: str, mapping: dict[str, str]) -> pa.Array:
+    src = _col(t, col)
+    out = pa.nulls(len(src), pa.string())
+    for k, v in mapping.items():
+        out = pc.if_else(pc.fill_null(pc.equal(src, k), False), v, out)
+    return out
+
+
+def _target_filename(t: pa.Table, c: _Ctx) -> pa.Array:
+    moved = pc.fill_null(pc.is_in(_col(t, "event_action"), pa.array(["rename", "link"])), False)
+    return pc.if_else(moved, _col(t, "file_target_path"), _col(t, "file_path"))
+
+
+def _nametype(t: pa.Table, c: _Ctx) -> pa.Array:
+    act = _col(t, "event_action")
+    flags = _col(t, "file_flags")
+    delete = pc.fill_null(pc.is_in(act, pa.array(["unlink", "rmdir"])), False)
+    creat_open = pc.and_(
+        pc.fill_null(pc.equal(act, "open"), False),
+        pc.fill_null(pc.not_equal(pc.bit_wise_and(flags, pa.scalar(0o100, flags.type)), 0), False),
+    )
+    create = pc.or_(pc.fill_null(pc.is_in(act, pa.array(["mkdir", "symlink", "link", "memfd_create"])), False), creat_open)
+    out = pc.if_else(delete, "DELETE", pc.if_else(create, "CREATE", "NORMAL"))
+    return pc.if_else(pc.is_null(_col(t, "file_path")), pa.scalar(None, pa.string()), out)
+
+
+def _list_element(lists: pa.Array, i: int) -> pa.Array:
+    """lists[i] or NULL when shorter (list_element alone raises)."""
+    sliced = pc.list_slice(lists, i, i + 1)
+    values = pc.list_flatten(sliced)
+    parents = pc.list_parent_indices(sliced).to_numpy()
+    idx = np.full(len(lists), -1, dtype=np.int64)
+    idx[parents] = np.arange(len(parents))
+    return pc.take(values, pa.array(idx, mask=idx < 0))
+
+
+def _audit_arg(i: int) -> _Builder:
+    def build(t: pa.Table, c: _Ctx) -> pa.Array:
+        is_exec = pc.fill_null(pc.equal(_col(t, "event_action"), "exec"), False)
+        argv = _list_element(_col(t, "process_args"), i)
+        if i > 3:
+            return pc.if_else(is_exec, argv, pa.scalar(None, pa.string()))
+        raw = _by_value(_col(t, f"a{i}"), lambda v: None if v is None else f"{v:x}")
+        return pc.if_else(is_exec, argv, raw)
+
+    return build
+
+
+def _time_back(t: pa.Table, c: _Ctx) -> pa.Array:
+    mtime = _col(t, "file_mtime")
+    ok = pc.and_(
+        pc.fill_null(pc.equal(_col(t, "event_action"), "utimes"), False),
+        pc.fill_null(pc.not_equal(mtime, 0), False),
+    )
+    return pc.if_else(ok, pc.subtract(_col(t, "ts"), mtime), pa.scalar(None, pa.int64()))
+
+
+DERIVED_ARROW: dict[str, _Builder] = {
+    "fx_image": lambda t, c: pc.coalesce(_col(t, "process_executable"), _pick(c.p(), 1)),
+    "fx_command_line": lambda t, c: pc.coalesce(_join_args(_col(t, "process_args")), _pick(c.p(), 2)),
+    "fx_parent_image": lambda t, c: _pick(c.pp(), 1),
+    "fx_parent_command_line": lambda t, c: _pick(c.pp(), 2),
+    "fx_parent_name": lambda t, c: _pick(c.pp(), 3),
+    "fx_user": _user,
+    "fx_target_filename": _target_filename,
+    "fx_initiated": lambda t, c: _case(t, "event_action", {"connect": "true", "accept": "false"}),
+    "fx_flags": _flags,
+    "fx_mode": _mode,
+    "fx_nametype": _nametype,
+    "fx_success": lambda t, c: _case(t, "event_outcome", {"success": "yes", "failure": "no"}),
+    "fx_time_back": _time_back,
+    **{f"fx_audit_a{i}": _audit_arg(i) for i in range(10)},
+}
+
+
+def enrich(table: pa.Table, derived: Iterable[str], pctx: ProcessContext | None) -> pa.Table:
+    """The rule view of a batch: its columns plus the named derived ones."""
+    c = _Ctx(table, pctx)
+    for name in derived:
+        if name in table.column_names:
+            continue
+        table = table.append_column(name, DERIVED_ARROW[name](table, c))
+    return table
+
+
+# -- predicates -------------------------------------------------------------------------
+
+
+def _scalar(v: Any, t: pa.DataType) -> pa.Scalar:
+    try:
+        return pa.scalar(v, t)
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.scalar(float(v), pa.float64())
+
+
+_CMP = {"lt": pc.less, "le": pc.less_equal, "gt": pc.greater, "ge": pc.greater_equal, "ne": pc.not_equal}
+_STR_OPS = {"prefix": pc.starts_with, "suffix": pc.ends_with, "contains": pc.match_substring}
+
+
+class Evaluator:
+    """Boolean masks of predicate trees over one enriched batch, memoised per node."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.n = table.num_rows
+        self._memo: dict[Any, pa.Array] = {}
+
+    def _operand(self, p: Pred) -> pa.Array:
+        key = ("col", p.column, p.as_text, p.cased or p.op in ("null", "notnull"))
+        got = self._memo.get(key)
+        if got is None:
+            got = _col(self.table, p.column)
+            if p.as_text:
+                got = pc.cast(got, pa.string())
+            if not key[3]:
+                got = pc.utf8_lower(got)
+            self._memo[key] = got
+        return got
+
+    def _pred(self, p: Pred) -> pa.Array:
+        col = self._operand(p)
+        op, v = p.op, p.value
+        if op == "null":
+            return pc.is_null(col)
+        if op == "notnull":
+            return pc.is_valid(col)
+        if op == "eq":
+            out = pc.equal(col, _scalar(v, col.type))
+        elif op == "in":
+            try:
+                values = pa.array(list(v), col.type)
+            except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+                values = pa.array([x for x in v if _fits(x, col.type)], col.type)
+            out = pc.is_in(col, value_set=values)
+        elif op in _STR_OPS:
+            out = _STR_OPS[op](col, v)
+        elif op == "regex":
+            out = pc.match_substring_regex(col, v)
+        elif op in _CMP:
+            out = _CMP[op](col, _scalar(v, col.type))
+        elif op == "bits":
+            out = pc.not_equal(pc.bit_wise_and(col, pa.scalar(int(v), col.type)), 0)
+        elif op == "colref":
+            other = pc.cast(_col(self.table, str(v)), pa.string())
+            out = pc.equal(pc.cast(col, pa.string()), other)
+        else:
+            raise ValueError(f"unknown predicate op {op!r}")
+        return pc.fill_null(out, False)
+
+    def mask(self, node: Node) -> pa.Array:
+        got = self._memo.get(node)
+        if got is not None:
+            return got
+        if isinstance(node, Const):
+            got = pa.array(np.full(self.n, node.value, dtype=bool))
+        elif isinstance(node, Pred):
+            got = self._pred(node)
+        elif isinstance(node, And):
+            got = self.mask(node.items[0])
+            for it in node.items[1:]:
+                if not pc.any(got).as_py():
+                    break
+                got = pc.and_(got, self.mask(it))
+        elif isinstance(node, Or):
+            got = self.mask(node.items[0])
+            for it in node.items[1:]:
+                got = pc.or_(got, self.mask(it))
+        elif isinstance(node, Not):
+            got = pc.invert(self.mask(node.item))
+        else:
+            raise TypeError(f"not a predicate node: {node!r}")
+        self._memo[node] = got
+        return got
+
+
+def _fits(x: Any, t: pa.DataType) -> bool:
+    try:
+        pa.scalar(x, t)
+        return True
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return False

@@ -1,0 +1,165 @@
+"""A recorded-looking history with one instance of every attack the curated rules cover,
+and the benign neighbours of each (written through the real store code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from forensix.rules.alerts import empty_alerts
+from forensix.rules.engine import LiveEngine
+from forensix.testing.generator import O_CREAT, O_TRUNC, O_WRONLY, StoreBuilder
+
+O_APPEND = 0o2000
+RECORDER_PID = 4242
+
+
+@dataclass
+class Scenario:
+    builder: StoreBuilder
+    # rule name (Sigma `name`, or detector rule id) -> pids whose events must alert
+    expected: dict[str, set[int]] = field(default_factory=dict)
+    store_path: str = "/var/lib/forensix/host.duckdb"
+
+    def expect(self, rule: str, pid: int) -> None:
+        self.expected.setdefault(rule, set()).add(pid)
+
+
+def _agent(b: StoreBuilder, t: float, action: str, **kw: Any) -> None:
+    b._ev(None, b.t(t), "agent", action, process_pid=RECORDER_PID, **kw)
+
+
+def build_scenario() -> Scenario:
+    b = StoreBuilder()
+    sc = Scenario(b)
+    init = b.spawn(None, 1, 0, "/usr/lib/systemd/systemd", ["/sbin/init"])
+    sshd = b.spawn(init, 500, 0.5, "/usr/sbin/sshd", ["/usr/sbin/sshd", "-D"])
+    _agent(b, 0.8, "start", message=f"forensix recording; pid {RECORDER_PID}", file_path=sc.store_path)
+    sh = b.spawn(sshd, 900, 10, "/usr/bin/bash", ["-bash"], uid=0, auid=1000, sid=3, tty="pts/0", cwd="/root")
+
+    # -- benign neighbours -----------------------------------------------------------
+    b.read_file(sshd, 11, "/etc/shadow")  # sshd checks a password
+    chk = b.spawn(sshd, 901, 11.1, "/usr/sbin/unix_chkpwd", ["unix_chkpwd", "root", "nullok"])
+    b.read_file(chk, 11.2, "/etc/shadow")
+    b.write_file(sh, 12, "/root/.bash_history")  # bash saving history (O_TRUNC)
+    lr = b.spawn(init, 902, 13, "/usr/sbin/logrotate", ["/usr/sbin/logrotate", "/etc/logrotate.conf"])
+    b.rename(lr, 13.1, "/var/log/syslog", "/var/log/syslog.1")
+    b.file_op(lr, 13.2, "unlink", "/var/log/syslog.7.gz")
+    dpkg = b.spawn(sh, 903, 14, "/usr/bin/dpkg", ["dpkg", "-i", "cron.deb"])
+    b.write_file(dpkg, 14.1, "/etc/cron.d/e2scrub_all")
+    b.file_op(dpkg, 14.2, "utimes", "/usr/bin/crontab", file_atime=b.t(-86400 * 400), file_mtime=b.t(-86400 * 400))
+    py = b.spawn(sh, 904, 15, "/usr/bin/python3.11", ["python3", "-m", "http.server", "--bind", "127.0.0.1"])
+    b._ev(py, b.t(15.1), "network", "listen", network_transport="tcp", network_type="ipv4",
+          source_ip="127.0.0.1", source_port=8000)
+    gcc = b.spawn(sh, 905, 16, "/usr/bin/gcc", ["gcc", "-o", "/tmp/build/hello", "hello.c"])
+    b.write_file(gcc, 16.1, "/tmp/build/hello")
+    b.file_op(gcc, 16.2, "chmod", "/tmp/build/hello", file_mode=0o755)
+    b.spawn(sh, 906, 16.3, "/tmp/build/hello", ["/tmp/build/hello"])
+    touch = b.spawn(sh, 907, 16.5, "/usr/bin/touch", ["touch", "/root/notes"])
+    b.file_op(touch, 16.6, "utimes", "/root/notes", file_atime=0, file_mtime=0)
+    b.connect(sh, 16.7, ("10.0.0.5", 41000), ("93.184.216.34", 443))
+
+    # -- attacks ---------------------------------------------------------------------
+    cat = b.spawn(sh, 1001, 20, "/usr/bin/cat", ["cat", "/etc/shadow"])
+    b.read_file(cat, 20.1, "/etc/shadow")
+    sc.expect("fx_shadow_read", 1001)
+    cp = b.spawn(sh, 1002, 21, "/usr/bin/cp", ["cp", "/etc/shadow", "/tmp/.s"])
+    b.read_file(cp, 21.1, "/etc/shadow")
+    b.write_file(cp, 21.2, "/tmp/.s")
+    sc.expect("fx_shadow_read", 1002)
+
+    b.write_file(sh, 22, "/etc/cron.d/backdoor")
+    sc.expect("fx_cron_drop", 900)
+
+    chmod = b.spawn(sh, 1003, 23, "/usr/bin/chmod", ["chmod", "4755", "/tmp/rootsh"])
+    b.file_op(chmod, 23.1, "chmod", "/tmp/rootsh", file_mode=0o4755)
+    sc.expect("fx_setuid_tmp", 1003)
+
+    rm = b.spawn(sh, 1004, 24, "/usr/bin/rm", ["rm", "-f", "/root/.bash_history"])
+    b.file_op(rm, 24.1, "unlink", "/root/.bash_history")
+    sc.expect("fx_history_removed", 1004)
+
+    cp2 = b.spawn(sh, 1005, 25, "/usr/bin/cp", ["cp", "/usr/bin/id", "/tmp/.kworker"])
+    b.read_file(cp2, 25.1, "/usr/bin/id")
+    b.write_file(cp2, 25.2, "/tmp/.kworker")
+    b.spawn(sh, 1006, 25.5, "/tmp/.kworker", ["/tmp/.kworker"])
+    sc.expect("forensix-system-binary-copy-executed", 1006)
+
+    b.spawn(sh, 1007, 26, "/usr/bin/sh", ["sh", "-c", "echo aWQK | base64 -d | sh"])
+    sc.expect("fx_base64_shell", 1007)
+
+    nc = b.spawn(sh, 1008, 27, "/usr/bin/nc.openbsd", ["nc", "-l", "-p", "4444"])
+    b._ev(nc, b.t(27.1), "network", "listen", network_transport="tcp", network_type="ipv4",
+          source_ip="0.0.0.0", source_port=4444)
+    sc.expect("fx_high_port_listener", 1008)
+
+    ua = b.spawn(sh, 1009, 28, "/usr/sbin/useradd", ["useradd", "-m", "eve"])
+    b.write_file(ua, 28.1, "/etc/passwd+")
+    b.rename(ua, 28.2, "/etc/passwd+", "/etc/passwd")
+    sc.expect("fx_new_user", 1009)
+    b.open(sh, 28.5, "/etc/passwd", O_WRONLY | O_APPEND)
+    sc.expect("fx_passwd_written", 900)
+
+    b.write_file(sh, 29, "/etc/ld.so.preload")
+    sc.expect("fx_ld_preload", 900)
+
+    rm2 = b.spawn(sh, 1010, 30, "/usr/bin/rm", ["rm", "/var/log/auth.log"])
+    b.file_op(rm2, 30.1, "unlink", "/var/log/auth.log")
+    sc.expect("fx_logs_tampered", 1010)
+    b.open(sh, 30.5, "/var/log/wtmp", O_WRONLY | O_TRUNC | O_CREAT, 0o664)
+    sc.expect("fx_logs_tampered", 900)
+
+    ts = b.spawn(sh, 1011, 31, "/usr/bin/touch", ["touch", "-d", "2019-01-01", "/usr/bin/ls"])
+    b.file_op(ts, 31.1, "utimes", "/usr/bin/ls", file_atime=b.t(-86400 * 3000), file_mtime=b.t(-86400 * 3000))
+    sc.expect("fx_timestomp", 1011)
+
+    auk = b.spawn(sh, 1012, 32, "/usr/bin/tee", ["tee", "-a", "/root/.ssh/authorized_keys"])
+    b.open(auk, 32.1, "/root/.ssh/authorized_keys", O_WRONLY | O_APPEND | O_CREAT, 0o600)
+    sc.expect("fx_authorized_keys", 1012)
+
+    b.spawn(sh, 1013, 33, "/usr/sbin/auditctl", ["auditctl", "-e", "0"])
+    sc.expect("fx_audit_disabled", 1013)
+
+    ins = b.spawn(sh, 1014, 34, "/usr/sbin/insmod", ["insmod", "rk.ko"])
+    b._ev(ins, b.t(34.1), "privilege", "finit_module", a0=3)
+    sc.expect("fx_module_load", 1014)
+
+    # -- the recorder attacked -------------------------------------------------------
+    bt = b.spawn(sh, 1015, 35, "/usr/sbin/bpftool", ["bpftool", "link", "detach", "id", "7"])
+    b._ev(bt, b.t(35.1), "privilege", "bpf", a0=34)
+    sc.expect("forensix-bpf-detach", 1015)
+    b._ev(bt, b.t(35.2), "privilege", "bpf", a0=0)
+    sc.expect("forensix-bpf-other-process", 1015)
+    rm3 = b.spawn(sh, 1016, 36, "/usr/bin/rm", ["rm", "-f", sc.store_path + ".wal"])
+    b.file_op(rm3, 36.1, "unlink", sc.store_path + ".wal")
+    sc.expect("forensix-store-touched", 1016)
+    kl = b.spawn(sh, 1017, 37, "/usr/bin/kill", ["kill", "-9", str(RECORDER_PID)])
+    b._ev(kl, b.t(37.1), "process", "kill", target_pid=RECORDER_PID, signal=9)
+    sc.expect("forensix-recorder-killed", 1017)
+    _agent(b, 38, "stop", message="recorded")
+    sc.expect("fx_agent_stopped", RECORDER_PID)
+    return sc
+
+
+def gaps_table(b: StoreBuilder) -> pa.Table:
+    from forensix.store.schema import GAPS
+
+    return pa.Table.from_pylist(
+        [{"host_id": b.host_id, "host_name": b.host_name, "boot_id": b.boot_id, "ts_from": b.t(30),
+          "ts_to": b.t(30.5), "cpu": 1, "event_class": "file", "count": 17, "reason": "ringbuf-full"}],
+        schema=GAPS,
+    )
+
+
+def feed(engine: LiveEngine, tables: dict[str, pa.Table], batch: int = 7) -> pa.Table:
+    """Hand a history to a live engine the way the recorder does: small batches in time order."""
+    found = [engine.observe("processes", tables["processes"])]
+    ev = tables["events"].sort_by([("ts", "ascending")])
+    for start in range(0, ev.num_rows, batch):
+        found.append(engine.observe("events", ev.slice(start, batch)))
+    if "gaps" in tables:
+        found.append(engine.observe("gaps", tables["gaps"]))
+    found = [f for f in found if f.num_rows]
+    return pa.concat_tables(found) if found else empty_alerts()
