@@ -218,20 +218,16 @@ def _run_synthetic(sinks: list[Any], rate: float, rows: int, duration: float | N
 
 
 def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Event) -> None:
-    try:
-        from forensix.sensor.recorder import Recorder  # type: ignore[import-not-found]
-    except ImportError:
-        raise UsageError("the kernel recorder is not available in this build",
-                         "use --synthetic EVENTS_PER_S to exercise the transport") from None
-    rec = Recorder(sinks=sinks)
-    rec.start()
-    try:
-        t0 = time.monotonic()
-        while not stop.wait(0.5):
-            if duration is not None and time.monotonic() - t0 >= duration:
-                break
-    finally:
+    from forensix.sensor.recorder import Recorder
+
+    rec = Recorder(sinks)
+
+    def watch() -> None:
+        stop.wait()
         rec.stop()
+
+    threading.Thread(target=watch, name="fx-agent-stop", daemon=True).start()
+    rec.run(duration=duration)
 
 
 @click.command("verify")

@@ -204,6 +204,12 @@ class LogServer:
     def _send_error(conn: ssl.SSLSocket, reason: str) -> None:
         try:
             wire.send(conn, b"E", reason.encode())
+            # Read what the peer already sent, so closing does not reset the connection
+            # and destroy the reason before the peer reads it.
+            conn.settimeout(1.0)
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end and conn.recv(65536):
+                pass
         except (OSError, ssl.SSLError):
             pass
 
