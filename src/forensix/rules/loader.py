@@ -75,6 +75,14 @@ def load_text(text: str, source: str = "<text>") -> RuleSet:
     for i in bad:
         out.rules.append(_error(f"{source}#{i + 1}", "a rule must be a YAML mapping"))
     docs = [d for d in docs if isinstance(d, dict)]
+    for d in [d for d in docs if "correlation" in d]:
+        cr = _error(source, "correlation rules are not supported (forensix evaluates single events)")
+        cr.title, cr.status = str(d.get("title") or ""), "unsupported"
+        cr.rule_id = str(d.get("id") or source)
+        out.rules.append(cr)
+    docs = [d for d in docs if "correlation" not in d]
+    if not docs:
+        return out
     try:
         coll = SigmaCollection.from_dicts(docs, collect_errors=True, resolve_references=True)
     except SigmaError as e:

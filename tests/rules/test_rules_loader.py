@@ -1,0 +1,114 @@
+"""Loading a rule tree: every bad or unsupported rule reported with why, the rest loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from forensix.cli.main import cli
+from forensix.rules import load_paths, load_text
+from forensix.rules.compile import Const, Pred
+from forensix.rules.sql import rule_sql
+
+TREE = Path(__file__).parent / "fixtures" / "sigma_tree"
+
+
+def _by_file(paths: list[Path]) -> dict[str, tuple[str, str]]:
+    return {Path(r.source).name: (r.status, r.reason) for r in load_paths(paths).rules}
+
+
+def test_tree_reports_each_problem_and_loads_the_rest() -> None:
+    got = _by_file([TREE])
+    ok = {f for f, (st, _) in got.items() if st == "ok"}
+    assert ok == {"lnx_auditd_execve_args.yml", "lnx_auditd_hidden_file.yml", "proc_creation_lnx_ok.yml"}
+    expect = {
+        "proc_creation_lnx_broken.yml": ("error", "broken YAML"),
+        "proc_creation_lnx_bad_modifier.yml": ("error", "Unknown modifier 'sometimes'"),
+        "proc_creation_lnx_lookahead.yml": ("error", "is invalid"),
+        "lnx_missing_detection.yml": ("error", "detection"),
+        "win_rule.yml": ("unsupported", "product 'windows'"),
+        "lnx_syslog.yml": ("unsupported", "service 'syslog'"),
+        "lnx_correlation.yml": ("unsupported", "correlation rules"),
+        "lnx_auditd_key.yml": ("unsupported", "field 'key'"),
+        "lnx_auditd_user_cmd.yml": ("unsupported", "field 'cmd'"),
+        "proc_creation_lnx_hash.yml": ("unsupported", "field 'Hashes'"),
+    }
+    for f, (status, words) in expect.items():
+        assert got[f][0] == status, (f, got[f])
+        assert words in got[f][1], (f, got[f])
+
+
+def test_unsupported_audit_record_type_is_reported() -> None:
+    rs = load_text(
+        "title: t\nlogsource: {product: linux, service: auditd}\n"
+        "detection:\n  sel:\n    type: USER_CMD\n  condition: sel\n"
+    )
+    assert rs.rules[0].status == "unsupported"
+    assert "USER_CMD" in rs.rules[0].reason
+
+
+def test_placeholders_are_unsupported_with_reason() -> None:
+    rs = load_text(
+        "title: t\nlogsource: {product: linux, category: process_creation}\n"
+        "detection:\n  sel:\n    Image|expand: '%admin_tools%'\n  condition: sel\n"
+    )
+    assert rs.rules[0].status == "unsupported"
+    assert "placeholder" in rs.rules[0].reason
+
+
+def test_auditd_fields_map_to_forensix_columns() -> None:
+    rs = load_paths([TREE / "linux" / "auditd" / "lnx_auditd_execve_args.yml"])
+    sql = rule_sql(rs.ok[0])
+    assert "process_args[1]" in sql and "process_args[2]" in sql
+    assert "'exec'" in sql
+
+
+@pytest.mark.parametrize(
+    "value, op",
+    [("'/x'", "eq"), ("'*/x'", "suffix"), ("'/x*'", "prefix"), ("'*x*'", "contains"), ("'/a*b'", "regex")],
+)
+def test_wildcards_become_the_cheapest_operator(value: str, op: str) -> None:
+    rs = load_text(
+        "title: t\nlogsource: {product: linux, category: process_creation}\n"
+        f"detection:\n  sel:\n    Image: {value}\n  condition: sel\n"
+    )
+    body = rs.rules[0].body
+    assert isinstance(body, Pred) and body.op == op and body.column == "fx_image"
+    assert not body.cased
+
+
+def test_scope_of_a_category() -> None:
+    rs = load_text(
+        "title: t\nlogsource: {product: linux, category: file_delete}\n"
+        "detection:\n  sel:\n    TargetFilename: /x\n  condition: sel\n"
+    )
+    assert "unlink" in str(rs.rules[0].scope)
+    assert rs.rules[0].where != Const(False)
+
+
+def test_duplicate_ids_are_reported(tmp_path: Path) -> None:
+    rule = (TREE / "linux" / "process_creation" / "proc_creation_lnx_ok.yml").read_text()
+    (tmp_path / "a.yml").write_text(rule)
+    (tmp_path / "b.yml").write_text(rule)
+    rs = load_paths([tmp_path])
+    assert len(rs.ok) == 1
+    assert "duplicate rule id" in rs.problems[0].reason
+
+
+def test_cli_validate_lists_problems_and_summary() -> None:
+    res = CliRunner().invoke(cli, ["rules", "validate", str(TREE), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    assert "proc_creation_lnx_broken.yml" in res.stdout
+    assert "Unknown modifier" in res.stdout
+    assert "13 rules: 3 load, 6 unsupported, 4 errors" in res.stderr
+    strict = CliRunner().invoke(cli, ["rules", "validate", str(TREE), "--strict"])
+    assert strict.exit_code == 1
+
+
+def test_cli_list_shows_the_curated_set_with_sql() -> None:
+    res = CliRunner().invoke(cli, ["rules", "list", "--sql", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert "fx_image" in res.stdout and "ASOF" in res.stdout
+    assert res.stdout.count('"status": "ok"') >= 15
