@@ -39,13 +39,16 @@ WRITE_ACTIONS = ("truncate", "rename", "chmod", "chown", "link", "symlink", "unl
                  "setxattr", "removexattr", "mkdir", "rmdir")
 _WRITE_FLAGS = 1 | 2 | 64 | 512  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 _SOCK_KEY = """CASE WHEN network_transport = 'unix'
-    THEN 'u:' || coalesce(unix_path, '@' || unix_peer_inode::VARCHAR, '?')
+    THEN 'u:' || coalesce(unix_path, '@' || nullif(unix_peer_inode, 0)::VARCHAR,
+                          '#' || nullif(file_inode, 0)::VARCHAR, '?')
     ELSE 'c:' || least(coalesce(source_ip, '?') || ':' || coalesce(source_port, 0)::VARCHAR,
                        coalesce(destination_ip, '?') || ':' || coalesce(destination_port, 0)::VARCHAR)
          || '|' || greatest(coalesce(source_ip, '?') || ':' || coalesce(source_port, 0)::VARCHAR,
                             coalesce(destination_ip, '?') || ':' || coalesce(destination_port, 0)::VARCHAR)
     END"""
 _OK = "coalesce(ret, 0) >= 0"
+# A non-blocking connect returns EINPROGRESS and goes on to connect: it counts.
+_NET_OK = "(coalesce(ret, 0) >= 0 OR (event_action = 'connect' AND ret = -115))"
 
 
 @dataclass
@@ -106,6 +109,7 @@ class _Frontier:
     procs: dict[int, int] = field(default_factory=dict)  # entity -> threshold
     files: dict[tuple[int, int], int] = field(default_factory=dict)  # (dev, ino) -> threshold
     socks: dict[str, int] = field(default_factory=dict)  # connection/unix key -> threshold
+    paths: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # names of the start files
 
     def empty(self) -> bool:
         return not (self.procs or self.files or self.socks)
@@ -128,20 +132,20 @@ fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr)
 
 # Each edge row: src/dst as (kind, entity, dev, ino, key), interval, kind, bytes, path.
 _COLS = ("src_kind, src_eid, src_dev, src_ino, src_key, dst_kind, dst_eid, dst_dev, dst_ino, dst_key, "
-         "t_start, t_end, kind, nbytes, path")
+         "t_start, t_end, kind, nbytes, path, tpath")
 
 
 def _file_read_sql(cmp: str, noise: str) -> str:
     """file -> process edges; ``cmp`` compares the edge with the frontier's threshold."""
     return f"""
     SELECT 'file', NULL, f.file_device, f.file_inode, NULL, 'process', f.entity_id, NULL, NULL, NULL,
-           f.first_ts, f.last_ts, 'read', f.read_bytes, f.file_path
+           f.first_ts, f.last_ts, 'read', f.read_bytes, f.file_path, NULL
     FROM flows f JOIN {{J}} WHERE f.read_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}
-      AND NOT {noise.format(c='f.file_path')}
+      AND NOT {noise.format(c='f.file_path')} {{CHAR}}
     UNION ALL
     SELECT 'file', NULL, e.file_device, e.file_inode, NULL, 'process', e.process_entity_id, NULL, NULL,
            NULL, e.ts, e.ts, CASE WHEN e.event_action = 'open' THEN 'open-read' ELSE e.event_action END,
-           0, e.file_path
+           0, e.file_path, NULL
     FROM events e JOIN {{JE}} WHERE e.event_action IN ('exec', 'mmap', 'open') AND {_OK}
       AND (e.event_action <> 'open' OR (coalesce(e.file_flags, 0) & {_WRITE_FLAGS}) = 0)
       AND coalesce(e.file_inode, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
@@ -154,16 +158,16 @@ def _file_write_sql(cmp: str, noise: str) -> str:
     acts = ", ".join(f"'{a}'" for a in WRITE_ACTIONS)
     return f"""
     SELECT 'process', f.entity_id, NULL, NULL, NULL, 'file', NULL, f.file_device, f.file_inode, NULL,
-           f.first_ts, f.last_ts, 'write', f.write_bytes, f.file_path
+           f.first_ts, f.last_ts, 'write', f.write_bytes, f.file_path, NULL
     FROM flows f JOIN {{J}} WHERE f.write_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}
-      AND NOT {noise.format(c='f.file_path')}
+      AND NOT {noise.format(c='f.file_path')} {{CHAR}}
     UNION ALL
     SELECT 'process', e.process_entity_id, NULL, NULL, NULL, 'file', NULL, e.file_device, e.file_inode,
            NULL, e.ts, e.ts,
            CASE WHEN e.event_action = 'open' THEN
                 CASE WHEN (coalesce(e.file_flags, 0) & 64) <> 0 THEN 'create' ELSE 'open-write' END
                 ELSE e.event_action END,
-           0, coalesce(e.file_target_path, e.file_path)
+           0, e.file_path, e.file_target_path
     FROM events e JOIN {{JE}} WHERE (e.event_action IN ({acts})
           OR (e.event_action = 'open' AND (coalesce(e.file_flags, 0) & {_WRITE_FLAGS}) <> 0))
       AND {_OK} AND coalesce(e.file_inode, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
@@ -175,12 +179,12 @@ def _proc_sql(cmp: str) -> str:
     """process -> process edges (fork, kill, ptrace)."""
     return f"""
     SELECT 'process', p.parent_entity_id, NULL, NULL, NULL, 'process', p.entity_id, NULL, NULL, NULL,
-           p.start_ts, p.start_ts, 'fork', 0, NULL
+           p.start_ts, p.start_ts, 'fork', 0, NULL, NULL
     FROM processes p JOIN {{JP}} WHERE p.image_seq = 0 AND p.parent_entity_id IS NOT NULL
       AND {cmp.format(s='p.start_ts', e='p.start_ts')}
     UNION ALL
     SELECT 'process', e.process_entity_id, NULL, NULL, NULL, 'process', e.target_entity_id, NULL, NULL,
-           NULL, e.ts, e.ts, e.event_action, 0, NULL
+           NULL, e.ts, e.ts, e.event_action, 0, NULL, NULL
     FROM events e JOIN {{JK}} WHERE e.event_action IN ('kill', 'ptrace') AND {_OK}
       AND coalesce(e.target_entity_id, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
     """
@@ -192,11 +196,11 @@ def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
          if src_is_proc else
          "n.sock_kind, NULL, NULL, NULL, n.key, 'process', n.process_entity_id, NULL, NULL, NULL")
     return f"""
-    SELECT {a}, n.ts, {FOREVER}, n.event_action, 0, n.unix_path
+    SELECT {a}, n.ts, {FOREVER}, n.event_action, 0, n.unix_path, NULL
     FROM (SELECT *, {_SOCK_KEY} AS key,
                  CASE WHEN network_transport = 'unix' THEN 'unix' ELSE 'connection' END AS sock_kind
           FROM events WHERE event_category = 'network'
-            AND event_action IN ('connect', 'accept') AND {_OK}) n
+            AND event_action IN ('connect', 'accept') AND {_NET_OK}) n
     JOIN {{JS}} WHERE {cmp.format(s='n.ts', e=str(FOREVER))}
       AND NOT {unix_noise.format(c='n.unix_path')}
     """
@@ -235,6 +239,9 @@ def _hop_sql(backward: bool, active: set[str]) -> str:
             _sock_sql(cmp, False, unix_noise).replace("{JS}", "fs fr ON n.key = fr.key"),
         ]
     union = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
+    # character devices (terminals, /dev/null) reached through an inherited descriptor
+    # carry no path in flows: the pseudo filter drops them by type
+    union = union.replace("{CHAR}", "AND f.file_type IS DISTINCT FROM 'char'" if "pseudo" in active else "")
     return f"WITH {_FRONTIER_CTES}, written AS ({{WRITTEN}})\nSELECT * FROM ({union}) AS x({_COLS})"
 
 
@@ -244,8 +251,9 @@ def _written_sql(active: set[str]) -> str:
     if not pats:
         return "SELECT NULL::VARCHAR AS path WHERE FALSE"
     pred = path_predicate("file_path", "read", {f.name for f in pats})
-    return f"""SELECT DISTINCT file_path AS path FROM flows WHERE write_bytes > 0 AND {pred}
-               UNION SELECT DISTINCT coalesce(file_target_path, file_path) FROM events
+    # From events only: replacing a library takes an open for writing or a rename onto it,
+    # and a flow row alone is too weak a witness to bring every reader of libc back.
+    return f"""SELECT DISTINCT coalesce(file_target_path, file_path) AS path FROM events
                WHERE (event_action IN ('rename', 'truncate', 'link')
                       OR (event_action = 'open' AND (coalesce(file_flags, 0) & {_WRITE_FLAGS}) <> 0))
                  AND {pred.replace('file_path', 'coalesce(file_target_path, file_path)')}"""
@@ -273,12 +281,14 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
             key = node_key(kind, *(obj if isinstance(obj, tuple) else (obj,)))
             k = ("connection" if key.startswith("c:") else "unix") if kind == "sock" else kind
             nodes[key] = Node(key, k, key, 0, thr)
+            if obj in start.paths:
+                nodes[key].attrs.update(path=target.split(" ", 1)[-1], names=set(start.paths[obj]))
             ident[key] = (k, obj)
     roots = list(nodes)
     frontier, depth, truncated = start, 0, False
     while not frontier.empty() and depth < opts.depth:
         depth += 1
-        rows = reader.query(sql, _params(frontier)).to_pylist()
+        rows = _sockets_to_connections(reader, reader.query(sql, _params(frontier)).to_pylist())
         if backward and "servers" in active:
             rows = _latest_accepts(rows)
         nxt = _Frontier()
@@ -288,7 +298,7 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
             fkey, fkind, fobj = _end_key(r, far)
             if nkey not in nodes or fkey == nkey:
                 continue
-            if not _in_window(r, backward, opts):
+            if not _in_window(r, backward, opts) or _inode_reused(r, nodes):
                 continue
             base = nodes[nkey].time
             t = min(r["t_end"], base) if backward else max(r["t_start"], base)
@@ -298,14 +308,14 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
                 if len(nodes) >= opts.max_nodes:
                     truncated = True
                     continue
-                nodes[fkey] = Node(fkey, fkind, fkey, depth, t,
-                                   {"path": r["path"]} if r["path"] and fkind == "file" else {})
+                nodes[fkey] = Node(fkey, fkind, fkey, depth, t)
+                _name(nodes[fkey], r)
                 ident[fkey] = (fkind, fobj)
             elif (backward and t > old.time) or (not backward and t < old.time):
                 old.time = t  # reached with a wider window: look again
+                _name(old, r)
             else:
-                if r["path"] and fkind == "file" and "path" not in old.attrs:
-                    old.attrs["path"] = r["path"]
+                _name(old, r)
                 continue
             bucket = nxt.procs if fkind == "process" else nxt.files if fkind == "file" else nxt.socks
             bucket[fobj] = nodes[fkey].time  # type: ignore[index]
@@ -317,6 +327,59 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
               tuple(sorted(active)))
     _label(reader, g, ident)
     return g
+
+
+def _file_side(r: dict[str, Any]) -> str | None:
+    if r["src_kind"] == "file":
+        return node_key("file", r["src_dev"], r["src_ino"])
+    if r["dst_kind"] == "file":
+        return node_key("file", r["dst_dev"], r["dst_ino"])
+    return None
+
+
+def _inode_reused(r: dict[str, Any], nodes: dict[str, Node]) -> bool:
+    """An inode number given to another file after this one was deleted is another object.
+
+    A file node knows the names it had; an event on the same (device, inode) under a name
+    it never had (and not a rename or link to or from one) belongs to an earlier or later
+    file that happened to get the same inode number (tmpfs and ext4 reuse them quickly).
+    """
+    key = _file_side(r)
+    node = nodes.get(key) if key else None
+    names = node.attrs.get("names") if node is not None else None
+    if not names or r["path"] is None:
+        return False
+    return r["path"] not in names and r["tpath"] not in names
+
+
+def _name(node: Node, r: dict[str, Any]) -> None:
+    if node.kind != "file":
+        return
+    names = node.attrs.setdefault("names", set())
+    names.update(x for x in (r["path"], r["tpath"]) if x)
+    newest = r["tpath"] or r["path"]
+    if newest and "path" not in node.attrs:
+        node.attrs["path"] = newest
+
+
+def _sockets_to_connections(reader: Reader, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reads and writes on a socket (flows carry only its inode) go to its connection node."""
+    inos = {r[f"{side}_ino"] for r in rows for side in ("src", "dst")
+            if r[f"{side}_kind"] == "file" and r["path"] is None and r["kind"] in ("read", "write")}
+    if not inos:
+        return rows
+    t = reader.query(
+        f"""SELECT file_inode, any_value({_SOCK_KEY}) AS key FROM events
+            WHERE event_category = 'network' AND event_action IN ('connect', 'accept')
+              AND file_inode IN (SELECT unnest($i)) GROUP BY 1""", {"i": sorted(inos)})
+    key_of = dict(zip(t.column("file_inode").to_pylist(), t.column("key").to_pylist()))
+    for r in rows:
+        for side in ("src", "dst"):
+            if r[f"{side}_kind"] == "file" and r["path"] is None and r[f"{side}_ino"] in key_of:
+                k = key_of[r[f"{side}_ino"]]
+                r[f"{side}_kind"] = "unix" if k.startswith("u:") else "connection"
+                r[f"{side}_key"] = k
+    return rows
 
 
 def _latest_accepts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -370,6 +433,7 @@ def _label(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
         if kind == "file":
             n.attrs.update(device=obj[0], inode=obj[1])
             n.label = n.attrs.get("path") or f"inode {obj[1]}"
+            n.attrs["names"] = sorted(n.attrs.get("names") or [])
         elif kind == "connection":
             a, _, b = key[2:].partition("|")
             n.attrs.update(endpoints=[a, b])
@@ -406,9 +470,10 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
     if target.kind == "file":
         from forensix.analysis.filehistory import file_objects
 
-        _, objs = file_objects(reader, target.path or "")
+        names, objs = file_objects(reader, target.path or "")
         for obj in objs:
             fr.files[obj] = t0
+            fr.paths[obj] = names
     elif target.kind == "process":
         fr.procs[target.entity or 0] = t0 if backward else _start_ts(reader, target.entity or 0)
     elif target.kind == "endpoint":
