@@ -12,10 +12,11 @@ from forensix.store.embedded import open_reader, socket_path
 
 
 def wait_until_recording(proc: subprocess.Popen[bytes], store: Path, log: Path) -> None:
-    """Return once the recorder serves its store (its sensor is attached by then)."""
-    deadline = time.monotonic() + 60
+    """Return once the sensor is attached: the recorder writes its agent ``start`` event
+    right after attaching, and serves the store over its socket from the beginning."""
+    deadline = time.monotonic() + 90
     sock = socket_path(store)
-    while not sock.exists():
+    while True:
         if proc.poll() is not None:
             raise RuntimeError(
                 f"forensix record exited {proc.returncode}: "
@@ -23,9 +24,27 @@ def wait_until_recording(proc: subprocess.Popen[bytes], store: Path, log: Path) 
             )
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("forensix record did not start within 60 s")
-        time.sleep(0.05)
-    time.sleep(0.5)  # let the agent:start record and the process snapshot land
+            raise RuntimeError("forensix record did not start recording within 90 s")
+        if sock.exists() and _started(store):
+            return
+        time.sleep(0.2)
+
+
+def _started(store: Path) -> bool:
+    try:
+        reader = open_reader(store)
+    except Exception:
+        return False
+    try:
+        n = reader.query(
+            "SELECT count(*) AS n FROM events "
+            "WHERE event_category = 'agent' AND event_action = 'start'"
+        ).column("n")[0].as_py()
+        return bool(n)
+    except Exception:
+        return False
+    finally:
+        reader.close()
 
 
 def store_counts(

@@ -225,7 +225,29 @@ class AuditdRecorder(Recorder):
         )
 
 
-def _bpf_prog_stats() -> dict[str, dict[str, int]]:
+def _owned_bpf_ids(pid: int) -> tuple[set[int], set[int]]:
+    """(program ids, map ids) that process ``pid`` holds open, from /proc/PID/fdinfo: other
+    recorders may run on the host at the same time, and must not be counted."""
+    progs: set[int] = set()
+    maps: set[int] = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fdinfo").iterdir())
+    except OSError:
+        return progs, maps
+    for fd in fds:
+        try:
+            text = fd.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                progs.add(int(line.split()[1]))
+            elif line.startswith("map_id:"):
+                maps.add(int(line.split()[1]))
+    return progs, maps
+
+
+def _bpf_prog_stats(only: set[int] | None = None) -> dict[str, dict[str, int]]:
     """run_time_ns / run_cnt per loaded BPF program (needs kernel.bpf_stats_enabled=1)."""
     try:
         out = subprocess.run(
@@ -235,11 +257,51 @@ def _bpf_prog_stats() -> dict[str, dict[str, int]]:
         return {}
     progs: dict[str, dict[str, int]] = {}
     for p in json.loads(out or "[]"):
+        if only is not None and p.get("id") not in only:
+            continue
         name = p.get("name", str(p.get("id")))
         agg = progs.setdefault(name, {"run_time_ns": 0, "run_cnt": 0, "id": p.get("id", 0)})
         agg["run_time_ns"] += int(p.get("run_time_ns", 0))
         agg["run_cnt"] += int(p.get("run_cnt", 0))
     return progs
+
+
+_FX_CLASSES = {0: "process", 1: "file", 2: "network", 3: "flow", 4: "other"}
+
+
+def _fx_kernel_counters(owned: set[int] | None = None) -> dict[str, dict[str, int]]:
+    """The sensor's per-class counters (records sequenced, drops), summed over CPUs, read
+    with bpftool independently of the agent: the figure gap records must add up to."""
+    try:
+        shown = json.loads(subprocess.run(
+            ["bpftool", "-j", "map", "show", "name", "counters"],
+            capture_output=True, text=True, check=True).stdout or "[]")
+        if isinstance(shown, dict):
+            shown = [shown]
+        if not shown:
+            return {}
+        ids = [int(m["id"]) for m in shown if owned is None or int(m["id"]) in owned]
+        if not ids:
+            return {}
+        map_id = max(ids)
+        dump = json.loads(subprocess.run(
+            ["bpftool", "-j", "map", "dump", "id", str(map_id)],
+            capture_output=True, text=True, check=True).stdout or "[]")
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError):
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for entry in dump:
+        f = entry.get("formatted", {})
+        cls = _FX_CLASSES.get(int(f.get("key", -1)), str(f.get("key")))
+        agg = out.setdefault(cls, {"seq": 0, "drops": 0})
+        for v in f.get("values", []):
+            agg["seq"] += int(v["value"].get("seq", 0))
+            agg["drops"] += int(v["value"].get("drops", 0))
+    return out
+
+
+def _drops(counters: dict[str, dict[str, int]]) -> int:
+    return sum(c["drops"] for c in counters.values())
 
 
 def _proc_cpu_seconds(pid: int) -> float | None:
@@ -262,6 +324,7 @@ class ForensixRecorder(Recorder):
         self._store: Path | None = None
         self._progs0: dict[str, dict[str, int]] = {}
         self._log: Path | None = None
+        self._owned: tuple[set[int], set[int]] = (set(), set())
 
     def check(self) -> str | None:
         if os.geteuid() != 0:
@@ -286,13 +349,23 @@ class ForensixRecorder(Recorder):
             stderr=subprocess.STDOUT,
         )
         wait_until_recording(self._proc, self._store, self._log)
-        self._progs0 = _bpf_prog_stats()
+        self._owned = _owned_bpf_ids(self._proc.pid)
+        self._progs0 = _bpf_prog_stats(self._owned[0])
 
     def stop(self, inspect: Inspector | None = None) -> RecordStats:
         from bench.forensix_ready import store_counts
 
         assert self._proc is not None and self._store is not None and self._log is not None
-        progs1 = _bpf_prog_stats()
+        # let the agent catch up first, so no drop happens between this read and its stop
+        kernel = _fx_kernel_counters(self._owned[1])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            again = _fx_kernel_counters(self._owned[1])
+            if _drops(again) == _drops(kernel):
+                break
+            kernel = again
+        progs1 = _bpf_prog_stats(self._owned[0])
         cpu = _proc_cpu_seconds(self._proc.pid)
         self._proc.send_signal(signal.SIGINT)
         try:
@@ -318,7 +391,9 @@ class ForensixRecorder(Recorder):
         store_bytes = sum(
             p.stat().st_size for p in self._store.parent.glob(self._store.name + "*") if p.is_file()
         )
-        detail = {"agent_cpu_s": cpu, "bpf": bpf, "store_bytes": store_bytes, **counts["detail"]}
+        kernel_drops = sum(c["drops"] for c in kernel.values()) if kernel else None
+        detail = {"agent_cpu_s": cpu, "bpf": bpf, "kernel_counters": kernel,
+                  "kernel_drops": kernel_drops, "store_bytes": store_bytes, **counts["detail"]}
         for p in self._store.parent.glob(self._store.name + "*"):
             p.unlink(missing_ok=True)
         return RecordStats(events=counts["events"], lost=counts["lost"], detail=detail)

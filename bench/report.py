@@ -121,6 +121,14 @@ def bpf_table(w: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fmt_int(v: Any) -> str:
+    return "–" if v is None else f"{int(v):,}"
+
+
+def _yes(v: Any) -> str:
+    return "yes" if v else "**NO**"
+
+
 def storm_section(w: dict[str, Any]) -> list[str]:
     runs = _ok_runs(w, "forensix")
     if not runs:
@@ -130,8 +138,9 @@ def storm_section(w: dict[str, Any]) -> list[str]:
         "Loss accounting under the storm (forensix, each repetition):",
         "",
         "| rep | opens done | opens recorded | lost (gap records, file) | lost (all gaps) "
-        "| all accounted | /bin/true children | fork / exec / exit seen | lifecycle complete |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| kernel drop counters | gaps = kernel drops | recorded + lost >= done | /bin/true children | fork / exec / exit seen "
+        "| lifecycle complete |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         d = r["detail"]
@@ -139,9 +148,11 @@ def storm_section(w: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {r['rep']} | {d.get('storm_opens_done', 0):,} | {d.get('storm_opens_recorded', 0):,}"
             f" | {d.get('lost_file', 0):,} | {d.get('lost_total', 0):,}"
-            f" | {'yes' if d.get('opens_accounted') else 'NO'} | {d.get('lifecycle_expected')}"
+            f" | {_fmt_int(d.get('kernel_drops'))}"
+            f" | {_yes(d.get('kernel_drops') == d.get('lost_total')) if d.get('kernel_drops') is not None else '–'}"
+            f" | {_yes(d.get('opens_accounted'))} | {d.get('lifecycle_expected')}"
             f" | {life.get('fork')} / {life.get('exec')} / {life.get('exit')}"
-            f" | {'yes' if d.get('lifecycle_complete') else 'NO'} |"
+            f" | {_yes(d.get('lifecycle_complete'))} |"
         )
     return lines
 

@@ -1,0 +1,135 @@
+"""Analysis benchmark: tree, backtrack and file history on a large generated store.
+
+    python bench/analysis_bench.py --events 1000000            # quick
+    python bench/analysis_bench.py --events 10000000 --processes 100000 --write-docs
+
+A generator (``forensix.testing.generator.generate``) writes a realistic host history
+through the real store code; each measured command then runs in a fresh Python process
+(so peak RSS is that command's own), opening the store, running the analysis and
+rendering its output to /dev/null, three times; the table reports the median wall time
+and the largest peak RSS. Results go to docs/benchmarks-analysis.md with --write-docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_MEASURE = r"""
+import json, os, resource, sys, time
+t0 = time.perf_counter()
+from forensix.store.embedded import open_reader
+from forensix.analysis.processes import tree
+from forensix.analysis.graph import backtrack
+from forensix.analysis.filehistory import file_history
+from forensix.analysis.targets import Target
+from forensix.render.tree import render_tree_text
+from forensix.render.graph import render_graph
+from forensix.render.tables import render
+t_import = time.perf_counter()
+what, store, arg = sys.argv[1], sys.argv[2], sys.argv[3]
+r = open_reader(store)
+t1 = time.perf_counter()
+out = open(os.devnull, "w")
+if what == "tree":
+    t = tree(r)
+    n = t.num_rows
+    render_tree_text(t, out)
+elif what == "backtrack":
+    g = backtrack(r, Target("file", path=arg))
+    n = len(g.nodes)
+    render_graph(g, "text", out)
+elif what == "file":
+    t = file_history(r, arg)
+    n = t.num_rows
+    render(t, "text", out)
+t2 = time.perf_counter()
+print(json.dumps({"analysis_s": t2 - t1, "with_open_s": t2 - t_import, "rows": n,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+TARGETS = {"tree": 1.0, "backtrack": 2.0, "file": 0.5}
+
+
+def _run(what: str, store: Path, arg: str) -> dict[str, float]:
+    r = subprocess.run([sys.executable, "-c", _MEASURE, what, str(store), arg], capture_output=True,
+                       text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--processes", type=int, default=None, help="default: events / 100")
+    ap.add_argument("--store", type=Path, default=None, help="reuse or create this store")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--write-docs", action="store_true", help="append the results to docs/benchmarks-analysis.md")
+    a = ap.parse_args()
+    from forensix.store.embedded import open_writer
+    from forensix.testing.generator import generate
+
+    store = a.store or Path(tempfile.mkdtemp(prefix="fxbench-")) / "bench.duckdb"
+    gen_s = None
+    meta_path = store.with_suffix(".json")
+    if not store.exists():
+        t = time.perf_counter()
+        w = open_writer(store)
+        res = generate(w, a.events, a.processes)
+        w.close()
+        gen_s = time.perf_counter() - t
+        meta = {"events": res.events, "processes": res.processes, "flows": res.flows, "target": res.target_file}
+        meta_path.write_text(json.dumps(meta))
+        print(f"generated {res.events} events, {res.processes} processes, {res.flows} flows "
+              f"in {gen_s:.1f} s into {store} ({store.stat().st_size / 2**20:.0f} MiB)", flush=True)
+    meta = json.loads(meta_path.read_text())
+    results = {}
+    for what, arg in (("tree", ""), ("backtrack", meta["target"]), ("file", "/tmp/x.sh")):
+        runs = [_run(what, store, arg) for _ in range(a.repeat)]
+        results[what] = {
+            "analysis_s": statistics.median(x["analysis_s"] for x in runs),
+            "with_open_s": statistics.median(x["with_open_s"] for x in runs),
+            "rows": runs[0]["rows"], "peak_rss_mb": max(x["peak_rss_mb"] for x in runs),
+        }
+        x = results[what]
+        print(f"{what:<10} {x['analysis_s']:.3f} s (open+analysis+render {x['with_open_s']:.3f} s), "
+              f"{x['rows']} rows/objects, peak RSS {x['peak_rss_mb']:.0f} MiB "
+              f"[target < {TARGETS[what]} s]", flush=True)
+    if a.write_docs:
+        _write_docs(meta, results, store, gen_s)
+
+
+def _write_docs(meta: dict[str, object], results: dict[str, dict[str, float]], store: Path,
+                gen_s: float | None) -> None:
+    doc = Path(__file__).resolve().parent.parent / "docs" / "benchmarks-analysis.md"
+    if not doc.exists():
+        doc.write_text("# Analysis benchmarks\n\nProduced by `python bench/analysis_bench.py` "
+                       "(see its docstring). Times are the median of three runs, each in a fresh "
+                       "process: `analysis` is the analysis plus rendering its output to /dev/null; "
+                       "`total` adds opening the store. Peak RSS is the process's own (Python, "
+                       "DuckDB and Arrow included).\n")
+    cpu = platform.processor() or platform.machine()
+    lines = [f"\n## {meta['events']:,} events, {meta['processes']:,} processes, {meta['flows']:,} flows\n",
+             f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; store "
+             f"{store.stat().st_size / 2**20:.0f} MiB"
+             + (f", generated in {gen_s:.0f} s" if gen_s else "") + f"; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n",
+             "| command | analysis (s) | total (s) | target (s) | output | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|"]
+    for what, x in results.items():
+        ok = "ok" if x["analysis_s"] < TARGETS[what] else "OVER"
+        lines.append(f"| `{what}` | {x['analysis_s']:.3f} | {x['with_open_s']:.3f} | < {TARGETS[what]} ({ok}) | "
+                     f"{int(x['rows'])} | {x['peak_rss_mb']:.0f} |")
+    with doc.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"appended to {doc}")
+
+
+if __name__ == "__main__":
+    main()
