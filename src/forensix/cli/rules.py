@@ -265,4 +265,72 @@ def alerts_cmd(store: str, level: tuple[str, ...], rule_ids: tuple[str, ...], fm
     emit(_alerts_view(found, store, fmt), fmt)
 
 
+# -- for `forensix record` (and the log host): the live engine as a recorder sink ----------
+
+
+def record_rule_options(f: Any) -> Any:
+    """The options `forensix record` offers for live detection."""
+    f = click.option("--webhook", default=None, metavar="URL", help="POST each alert as JSON to URL.")(f)
+    f = click.option(
+        "--alerts-jsonl", default=None, type=click.Path(dir_okay=False),
+        help="Append each alert as one JSON line to this file.",
+    )(f)
+    f = click.option("--no-rules", is_flag=True, help="Record only: no live detection.")(f)
+    f = click.option(
+        "--rules", "rule_paths", multiple=True, type=click.Path(exists=True),
+        help="More Sigma rules (file or directory) besides the curated set; repeatable.",
+    )(f)
+    return f
+
+
+def alert_lines(alerts: pa.Table, store: str | None = None) -> list[str]:
+    """One line per alert, as the recorder prints them live."""
+    out = []
+    for rec, row in zip(alert_records(alerts, store), alerts.to_pylist()):
+        out.append(f"ALERT {row['rule_level']:<8} {rec['@timestamp']}  {row['summary']}  -> {rec['report']}")
+    return out
+
+
+def live_engine_for_record(
+    store_sink: Any,
+    store: str,
+    *,
+    rule_paths: Sequence[str] = (),
+    alerts_jsonl: str | None = None,
+    webhook: str | None = None,
+    echo: Any = None,
+    recorder_pids: Sequence[int] = (),
+) -> LiveEngine:
+    """The live engine `forensix record` adds after its store sink: curated rules plus
+    ``rule_paths``, the built-in detectors guarding this recorder and its store, alerts
+    to the store, to ``echo`` (a callable taking one line), JSON lines and a webhook."""
+    import os
+
+    from forensix.rules.alerts import (
+        AlertOutput,
+        CallbackOutput,
+        JsonlOutput,
+        SinkOutput,
+        WebhookOutput,
+    )
+
+    rs = load_rules(list(rule_paths))
+    for r in rs.problems:
+        if echo is not None:
+            echo(f"rule not loaded: {r.source}: {r.status}: {r.reason}")
+    outputs: list[AlertOutput] = [SinkOutput(store_sink)]
+    if echo is not None:
+        def _print(alerts: pa.Table) -> None:
+            for line in alert_lines(alerts, store):
+                echo(line)
+
+        outputs.append(CallbackOutput(_print))
+    if alerts_jsonl:
+        outputs.append(JsonlOutput(alerts_jsonl, store))
+    if webhook:
+        outputs.append(WebhookOutput(webhook, store=store))
+    pids = tuple(recorder_pids) or (os.getpid(),)
+    return LiveEngine(rs.ok, detectors=default_detectors(pids, (store,)), outputs=outputs)
+
+
 COMMANDS = [rules_group, hunt_cmd, alerts_cmd]

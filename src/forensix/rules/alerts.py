@@ -75,10 +75,10 @@ def _summary(meta: RuleMeta, r: dict[str, Any]) -> str:
     obj = r.get("file_path") or ""
     if r.get("file_target_path"):
         obj += f" -> {r['file_target_path']}"
+    if not obj and action in ("listen", "bind") and r.get("source_port") is not None:
+        obj = f"{r.get('source_ip') or ''}:{r['source_port']}"
     if not obj and r.get("destination_ip"):
         obj = f"{r['destination_ip']}:{r.get('destination_port')}"
-    if not obj and r.get("event_action") in ("listen", "bind") and r.get("source_port") is not None:
-        obj = f"port {r['source_port']}"
     if not obj and action == "exec" and r.get("fx_command_line"):
         obj = str(r["fx_command_line"])[:200]
     extra = r.get("fx_detail")

@@ -89,6 +89,7 @@ class RecorderGuard:
         self.self_pids = set(self_pids)
         self.pids: dict[tuple[str, str], set[int]] = {}
         self.protected = [p for p in protected if p]
+        self._bpf_seen: dict[tuple[str, int], None] = {}  # (rule, entity): one alert per process
 
     def _recorders(self, r: dict[str, Any]) -> set[int]:
         return self.pids.get((r["host_id"], r["boot_id"]), set()) | self.self_pids
@@ -114,6 +115,16 @@ class RecorderGuard:
         return any(p == base or p.startswith((base + ".", base.rstrip("/") + "/"))
                    for p in paths for base in self.protected)
 
+    def _first_bpf(self, meta: RuleMeta, r: dict[str, Any]) -> bool:
+        """bpftool makes dozens of bpf() calls: one alert per process (and kind) is enough."""
+        key = (meta.rule_id, r.get("process_entity_id") or r.get("process_pid") or 0)
+        if key in self._bpf_seen:
+            return False
+        self._bpf_seen[key] = None
+        if len(self._bpf_seen) > 10_000:
+            self._bpf_seen.pop(next(iter(self._bpf_seen)))
+        return True
+
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
@@ -121,7 +132,7 @@ class RecorderGuard:
         self._learn(_rows(data, pc.and_(pc.equal(data.column("event_category"), "agent"), pc.equal(act, "start"))))
         interesting = pc.is_in(act, pa.array(["kill", "bpf", "open", *_FILE_WRITES]))
         out: dict[RuleMeta, list[dict[str, Any]]] = {m: [] for m in self.rules}
-        for r in _rows(data, pc.fill_null(interesting, False)):
+        for r in sorted(_rows(data, pc.fill_null(interesting, False)), key=lambda x: x["ts"]):
             mine = self._recorders(r)
             if r.get("process_pid") in mine:
                 continue
@@ -130,10 +141,11 @@ class RecorderGuard:
                 r["fx_detail"] = f"signal {r['signal']} to recorder pid {r['target_pid']}"
                 out[KILLED].append(r)
             elif a == "bpf":
-                if (r.get("a0") or 0) in BPF_DETACH_CMDS:
-                    out[BPF_DETACH].append(r)
-                elif r.get("process_pid") != 1:  # systemd loads cgroup programs routinely
-                    out[BPF_OTHER].append(r)
+                meta = BPF_DETACH if (r.get("a0") or 0) in BPF_DETACH_CMDS else BPF_OTHER
+                if meta is BPF_OTHER and r.get("process_pid") == 1:
+                    continue  # systemd loads cgroup programs routinely
+                if self._first_bpf(meta, r):
+                    out[meta].append(r)
             elif self.protected and self._touches(r):
                 out[STORE_TOUCHED].append(r)
         return _concat(build_alerts(m, rows, source) for m, rows in out.items() if rows)
@@ -174,13 +186,20 @@ COPY_WINDOW_NS = 30 * 10**9
 
 class CopiedBinaryExec:
     """A process reads a system binary, writes a file in a temporary directory (cp, dd,
-    install), and that file is executed later - under its own or another name."""
+    install), and that file is executed - under its own or another name.
+
+    The recorder drains the process ring before the file ring, so the exec of the copy
+    can arrive before the writes that made it: execs from temporary directories are
+    kept for ``PENDING_NS`` and matched when the copy shows up.
+    """
 
     rules = (COPIED_EXEC,)
+    PENDING_NS = 10 * 10**9
 
     def __init__(self, max_tracked: int = 10_000) -> None:
         self.reads: dict[int, tuple[str, int]] = {}  # entity -> (system binary, ts)
-        self.copies: dict[str, str] = {}  # temp path -> system binary it copies
+        self.copies: dict[str, tuple[str, int]] = {}  # temp path -> (system binary, ts written)
+        self.pending: dict[str, list[dict[str, Any]]] = {}  # temp path -> execs not yet matched
         self.max_tracked = max_tracked
 
     def hunt_filter(self) -> dict[str, str]:
@@ -188,7 +207,17 @@ class CopiedBinaryExec:
         tgt = " OR ".join(f"starts_with(file_target_path, '{d}')" for d in TEMP_DIRS)
         return {"events": f"event_action IN ('open', 'exec', 'rename') AND ({dirs} OR {tgt})"}
 
-    def _step(self, r: dict[str, Any]) -> bool:
+    def _hit(self, r: dict[str, Any], exe: str, src: str) -> dict[str, Any]:
+        r["fx_image"] = exe
+        r["fx_detail"] = f"copy of {src}"
+        return r
+
+    def _copied(self, path: str, src: str, ts: int) -> list[dict[str, Any]]:
+        self.copies[path] = (src, ts)
+        waiting = self.pending.pop(path, [])
+        return [self._hit(r, path, src) for r in waiting if r["ts"] >= ts]
+
+    def _step(self, r: dict[str, Any]) -> list[dict[str, Any]]:
         act, path, eid = r["event_action"], r.get("file_path") or "", r.get("process_entity_id") or 0
         if act == "open":
             writes = (r.get("file_flags") or 0) & WRITE_OPEN_MASK
@@ -197,17 +226,25 @@ class CopiedBinaryExec:
             elif writes and path.startswith(TEMP_DIRS) and eid in self.reads:
                 src, ts = self.reads[eid]
                 if r["ts"] - ts <= COPY_WINDOW_NS:
-                    self.copies[path] = src
+                    return self._copied(path, src, r["ts"])
         elif act == "rename" and path in self.copies and r.get("file_target_path"):
-            self.copies[r["file_target_path"]] = self.copies.pop(path)
+            src, ts = self.copies.pop(path)
+            return self._copied(r["file_target_path"], src, ts)
         elif act == "exec":
             exe = r.get("process_executable") or path
-            src = self.copies.get(exe)
-            if src is not None:
-                r["fx_image"] = exe
-                r["fx_detail"] = f"copy of {src}"
-                return True
-        return False
+            if exe in self.copies:
+                return [self._hit(r, exe, self.copies[exe][0])]
+            if exe.startswith(TEMP_DIRS):
+                self.pending.setdefault(exe, []).append(r)
+        return []
+
+    def _trim(self, now: int) -> None:
+        for path in [p for p, rs in self.pending.items() if rs[-1]["ts"] < now - self.PENDING_NS]:
+            del self.pending[path]
+        if len(self.reads) > self.max_tracked:
+            self.reads.clear()
+        while len(self.copies) > self.max_tracked:
+            self.copies.pop(next(iter(self.copies)))
 
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
@@ -218,11 +255,12 @@ class CopiedBinaryExec:
         tests += [pc.starts_with(target, d) for d in TEMP_DIRS]
         near = functools.reduce(pc.or_, tests)
         mask = pc.and_(pc.is_in(data.column("event_action"), pa.array(["open", "exec", "rename"])), near)
-        hits = [r for r in _rows(data, pc.fill_null(mask, False)) if self._step(r)]
-        if len(self.reads) > self.max_tracked:
-            self.reads.clear()
-        while len(self.copies) > self.max_tracked:
-            self.copies.pop(next(iter(self.copies)))
+        hits: list[dict[str, Any]] = []
+        rows = sorted(_rows(data, pc.fill_null(mask, False)), key=lambda r: r["ts"])
+        for r in rows:
+            hits.extend(self._step(r))
+        if rows:
+            self._trim(rows[-1]["ts"])
         return build_alerts(COPIED_EXEC, hits, source) if hits else empty_alerts()
 
 

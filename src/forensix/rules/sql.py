@@ -34,6 +34,7 @@ KEY_COLUMNS = (
     "file_target_path",
     "destination_ip",
     "destination_port",
+    "source_ip",
     "source_port",
 )
 SUMMARY_DERIVED = ("fx_image", "fx_command_line")

@@ -1,0 +1,35 @@
+"""Record a command with the live rule engine plugged in, as `forensix record` will:
+store sink first, then the engine (alerts to the store, stdout and JSON lines).
+
+Usage: python rules_record_driver.py STORE ALERTS_JSONL -- COMMAND...
+SIGHUP is ignored so that the attack script can signal this recorder without ending it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from forensix.agent.sink import StoreSink
+from forensix.cli.rules import live_engine_for_record
+from forensix.sensor.recorder import Recorder
+from forensix.store.embedded import open_writer
+
+
+def main() -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    store, jsonl, sep, *command = sys.argv[1:]
+    assert sep == "--"
+    writer = open_writer(store)
+    try:
+        sink = StoreSink(writer)
+        engine = live_engine_for_record(sink, store, alerts_jsonl=jsonl, echo=lambda s: print(s, flush=True))
+        rc = Recorder([sink, engine]).run(command=command)
+        engine.close()
+    finally:
+        writer.close()
+    return rc or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
