@@ -476,7 +476,8 @@ static __always_inline struct fx_scratch *fx_sys(struct fx_call *c, long ret, __
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(fx_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (fx_skip())
+	/* no agent filter here: the command `forensix record -- CMD` starts is recorded */
+	if (fx_paused)
 		return 0;
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0; /* a thread, not a process */

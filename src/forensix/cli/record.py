@@ -43,6 +43,13 @@ def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
         _err.print(f"[yellow]not hooked (no tracepoint on this kernel): {', '.join(stats.skipped_syscalls)}[/yellow]")
 
 
+def _pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
 @click.command(
     context_settings={"ignore_unknown_options": False},
     epilog="""\b
@@ -59,15 +66,19 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--full", is_flag=True, help="Record every read/write call instead of aggregated flow edges.")
 @click.option("--quiet", "-q", is_flag=True, help="No live figures.")
+@click.option("--ring-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Size of the main kernel ring buffer (a power of two; process events have their own).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def record(store: str, duration: float | None, full: bool, quiet: bool, command: tuple[str, ...]) -> None:
+def record(
+    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, command: tuple[str, ...]
+) -> None:
     """Record what every process on this host does, at kernel level.
 
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
     writer = open_writer(store)
     server = QueryServer(writer, socket_path(store)).start()
-    rec = Recorder([StoreSink(writer)], SensorConfig(full_rw=full), on_stats=None if quiet else _live)
+    rec = Recorder([StoreSink(writer)], SensorConfig(full_rw=full, ring_main_mb=_pow2(ring_mb)), on_stats=None if quiet else _live)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop()

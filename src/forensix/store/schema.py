@@ -45,7 +45,8 @@ EVENTS = pa.schema(
         pa.field("ts", _i64, nullable=False),  # @timestamp, UTC ns
         pa.field("ts_boot", _i64),  # kernel CLOCK_BOOTTIME ns when recorded
         pa.field("cpu", _u16),
-        pa.field("seq", _u64),  # per-CPU, per-ring sequence number
+        pa.field("seq", _u64),  # per CPU and event class; gaps in it are losses
+        pa.field("event_class", _str),  # the sensor's loss-accounting class: process, file, ...
         pa.field("event_kind", _str),  # event | state | alert (ECS event.kind)
         pa.field("event_category", _str, nullable=False),  # process|file|network|memory|...
         pa.field("event_action", _str, nullable=False),  # exec, open, rename, connect, ...

@@ -1,0 +1,3 @@
+from forensix.cli.main import main
+
+main()

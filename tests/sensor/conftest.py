@@ -1,0 +1,48 @@
+"""Recording fixtures: run the real `forensix record` (root, real kernel) around a workload."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forensix.store.embedded import DuckDBStore
+
+FORENSIX = [sys.executable, "-m", "forensix"]
+
+
+def record(store: Path, *command: str, extra: tuple[str, ...] = (), timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FORENSIX, "record", "-q", "--store", str(store), *extra, "--", *command],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def subtree(store: Path, marker: str) -> tuple[DuckDBStore, list[int]]:
+    """Open a recorded store; the entity ids of the process whose args hold marker (first) and its descendants."""
+    st = DuckDBStore(store, read_only=True)
+    roots = st.query(
+        "SELECT entity_id FROM processes WHERE list_contains(args, $m) ORDER BY image_ts LIMIT 1", {"m": marker}
+    ).column(0).to_pylist()
+    assert roots, f"no process with {marker!r} in its args was recorded"
+    ids = [roots[0]] + [e for e in st.query(
+        """WITH RECURSIVE t(e) AS (SELECT $root::UBIGINT UNION SELECT p.entity_id FROM processes p JOIN t ON p.parent_entity_id = t.e)
+           SELECT DISTINCT e FROM t""",
+        {"root": roots[0]},
+    ).column(0).to_pylist() if e != roots[0]]
+    return st, ids
+
+
+def rows(st: DuckDBStore, sql: str, **params: Any) -> list[dict[str, Any]]:
+    return st.query(sql, params).to_pylist()
+
+
+@pytest.fixture(autouse=True)
+def _need_root() -> None:
+    # CI runs as root; a developer without root gets a reason, not a failure storm.
+    if os.geteuid() != 0:
+        pytest.fail("the sensor tests need root (CI runs them as root)")
