@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def log(msg: str) -> None:
-    print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+    print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
 
 def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
@@ -53,8 +53,8 @@ def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
         if started:
             try:
                 rec.stop()
-            except Exception:
-                pass
+            except Exception as e:  # noqa: BLE001 - the measurement's error is the one to raise
+                log(f"{rec.name}: stopping after a failed run also failed: {e}")
         w.after_run(rec)
         raise
     stats = rec.stop(w.inspect_forensix if rec.name == "forensix" else None)
@@ -90,7 +90,7 @@ def run_workload(
             t0 = time.monotonic()
             try:
                 r = _one_run(w, rec, scratch)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - reported, never fatal
                 log(f"{w.name}/{rec.name} rep {rep}: FAILED {e}")
                 result["runs"].append({
                     "recorder": rec.name, "rep": rep,
@@ -98,7 +98,8 @@ def run_workload(
                     "traceback": traceback.format_exc()[-3000:],
                 })
                 continue
-            r.update(recorder=rec.name, rep=rep, seconds=time.monotonic() - t0)
+            r.update(recorder=rec.name, rep=rep, seconds=time.monotonic() - t0,
+                     loadavg_1m=os.getloadavg()[0])
             result["runs"].append(r)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
             log(f"{w.name}/{rec.name} rep {rep}: {shown} events={r['events']} lost={r['lost']}")
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONPATH", str(ROOT))
     report: dict[str, Any] = {
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if a.quick else "full",
         "repetitions": reps,
         "machine": machine_info(),

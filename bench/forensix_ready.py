@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from forensix.store.embedded import open_reader, socket_path
 
@@ -33,7 +34,7 @@ def wait_until_recording(proc: subprocess.Popen[bytes], store: Path, log: Path) 
 def _started(store: Path) -> bool:
     try:
         reader = open_reader(store)
-    except Exception:
+    except Exception:  # noqa: BLE001 - reported, never fatal
         return False
     try:
         n = reader.query(
@@ -41,7 +42,7 @@ def _started(store: Path) -> bool:
             "WHERE event_category = 'agent' AND event_action = 'start'"
         ).column("n")[0].as_py()
         return bool(n)
-    except Exception:
+    except Exception:  # noqa: BLE001 - reported, never fatal
         return False
     finally:
         reader.close()

@@ -17,9 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forensix.store.embedded import open_writer
-
 from bench.synth import EventGenerator
+from forensix.store.embedded import open_writer
 
 DISTINCT_ROWS = 2_000_000  # beyond this, batches are reused with shifted times
 

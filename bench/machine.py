@@ -11,7 +11,7 @@ from typing import Any
 
 def _first(cmd: list[str]) -> str | None:
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (p.stdout or p.stderr).strip()

@@ -19,13 +19,14 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 Inspector = Callable[[Any], dict[str, Any]]
 
-__all__ = ["RECORDERS", "Recorder", "RecordStats", "make_recorders"]
+__all__ = ["RECORDERS", "RecordStats", "Recorder", "make_recorders"]
 
 
 @dataclass
@@ -189,8 +190,8 @@ class AuditdRecorder(Recorder):
         self._lost0 = _audit_status().get("lost", 0)
 
     def _kill(self) -> None:
-        subprocess.run(["auditctl", "-D"], capture_output=True)
-        subprocess.run(["auditctl", "-e", "0"], capture_output=True)
+        subprocess.run(["auditctl", "-D"], capture_output=True, check=False)
+        subprocess.run(["auditctl", "-e", "0"], capture_output=True, check=False)
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
             try:

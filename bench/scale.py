@@ -61,12 +61,12 @@ def analysis_latency(quick: bool, scratch: Path) -> dict[str, Any]:
     mod = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(mod)
-    except Exception as e:  # another helper's file, possibly half-written
+    except Exception as e:  # noqa: BLE001 - another helper's file, possibly half-written
         return {"status": "pending", "why": f"bench/analysis_bench.py failed to import: {e}"}
     fn = getattr(mod, "run_for_bench", None)
     if fn is None:
         return {"status": "pending", "why": "bench/analysis_bench.py has no run_for_bench()"}
     try:
         return {"status": "ok", "results": fn(quick=quick, scratch=scratch)}
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - reported, never fatal
         return {"status": "failed", "why": f"{type(e).__name__}: {e}"}

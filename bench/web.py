@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -59,7 +59,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def parse_wrk(out: str) -> dict[str, float]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
     if rps is None or p99 is None:
         raise RuntimeError(f"cannot read wrk output: {out[-800:]}")
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -130,7 +130,7 @@ class WebWorkload(Workload):
                 "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency",
                 "-s", str(self.scratch / "rotate.lua"), f"http://127.0.0.1:{PORT}/",
             ],
-            capture_output=True, text=True, timeout=seconds + 60,
+            capture_output=True, text=True, timeout=seconds + 60, check=False,
         )
         if p.returncode != 0:
             raise RuntimeError(f"wrk failed: {p.stderr[-800:]}")

@@ -58,7 +58,7 @@ class Workload:
 
 def run(argv: list[str], *, cwd: Path | None = None, timeout: float = 3600) -> str:
     """Run a command, return its stdout; a failure raises with its output."""
-    p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     if p.returncode != 0:
         raise RuntimeError(
             f"{' '.join(argv[:6])} exited {p.returncode}: {(p.stderr or p.stdout)[-1500:]}"

@@ -1,0 +1,102 @@
+"""Smoke test of the benchmark harness: the pieces of `python -m bench --quick` that run
+in seconds, against the real things (a compiled C loop, a real DuckDB store, the real
+recorder). No thresholds: figures come from `python -m bench`, never from tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forensix.store.embedded import open_reader
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.micro import build_micro
+from bench.web import parse_wrk
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_micro_program_reports_ns_per_op(tmp_path: Path) -> None:
+    exe = build_micro(tmp_path / "micro")
+    for mode, n in (("getppid", 20000), ("openclose", 2000), ("forkexec", 5)):
+        out = subprocess.run([str(exe), mode, str(n)], capture_output=True, text=True, check=True)
+        name, ops, ns = out.stdout.split()
+        assert name == mode and int(ops) == n and float(ns) > 0
+    out = subprocess.run([str(exe), "storm", "2", "0.2"], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == "storm" and int(out.stdout.split()[1]) > 0
+
+
+def test_wrk_output_is_parsed() -> None:
+    sample = """Running 5s test @ http://127.0.0.1:18089/
+  1 threads and 16 connections
+  Latency Distribution
+     50%  101.00us
+     75%  130.00us
+     90%  160.00us
+     99%    1.25ms
+  700000 requests in 5.00s, 900.00MB read
+Requests/sec: 140000.50
+Transfer/sec:    180.00MB
+"""
+    assert parse_wrk(sample) == {"rps": 140000.5, "p99_ms": 1.25}
+
+
+def test_ingest_writes_a_readable_store(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.ingest", "--events", "30000", "--batch", "10000",
+         "--store", str(store)],
+        capture_output=True, text=True, check=True, cwd=ROOT, env=_env(),
+    )
+    r = json.loads(out.stdout)
+    assert r["events"] == 30000 and r["events_per_s"] > 0 and r["bytes_per_event"] > 0
+    reader = open_reader(store)
+    try:
+        n = reader.query("SELECT count(*) AS n FROM events").column("n")[0].as_py()
+        actions = set(reader.query("SELECT DISTINCT event_action AS a FROM events").column("a").to_pylist())
+    finally:
+        reader.close()
+    assert n == 30000
+    assert {"open", "exec", "fork", "exit", "flow"} <= actions
+
+
+def _bench(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "b.md"
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--reps", "1", "--out", str(out),
+         "--scratch", str(tmp_path / "scratch"), *args],
+        check=True, cwd=ROOT, env=_env(), timeout=240,
+    )
+    md = out.read_text()
+    assert "## Targets" in md and "Machine:" in md
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def test_runner_writes_markdown_and_json(tmp_path: Path) -> None:
+    report = _bench(tmp_path, "--only", "micro,scale", "--recorders", "none")
+    runs = report["workloads"]["micro"]["runs"]
+    assert [r["recorder"] for r in runs] == ["none"]
+    assert runs[0]["metrics"]["getppid_ns"] > 0
+    assert report["workloads"]["scale"]["runs"][0]["metrics"]["events_per_s"] > 0
+    assert report["analysis"]["status"] in ("ok", "pending", "failed")
+
+
+@pytest.mark.bpf
+def test_forensix_column_counts_events_and_losses(tmp_path: Path) -> None:
+    report = _bench(tmp_path, "--only", "storm", "--recorders", "forensix")
+    fx = [r for r in report["workloads"]["storm"]["runs"] if r["recorder"] == "forensix"]
+    assert fx and "error" not in fx[0], fx
+    d = fx[0]["detail"]
+    assert fx[0]["events"] > 0
+    # loss is accounted exactly: gap records add up to the kernel's drop counters
+    assert d["kernel_drops"] == d["lost_total"]
+    assert d["opens_accounted"] and d["lifecycle_complete"], d
