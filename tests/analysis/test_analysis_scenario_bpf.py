@@ -51,6 +51,9 @@ chmod +x {work}/x.sh
 # process on the host takes it in between
 for i in 1 2 3 4 5 6 7 8; do
   sh -c 'echo one > "$0"' {work}/one & p1=$!; wait $p1
+  # entity ids tell processes apart by start time in clock ticks (10 ms): real pid reuse
+  # comes after the pid space wraps, far later than that
+  sleep 0.03
   echo $((p1 - 1)) > /proc/sys/kernel/ns_last_pid
   sh -c 'echo two > "$0"' {work}/two & p2=$!; wait $p2
   [ "$p1" = "$p2" ] && break

@@ -206,43 +206,52 @@ def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
     """
 
 
-def _hop_sql(backward: bool, active: set[str]) -> str:
-    if backward:
-        cmp = "{s} <= fr.thr"
-    else:
-        cmp = "{e} >= fr.thr"
-    read_noise = path_predicate("{c}", "read", active, written="{c} IN (SELECT path FROM written)")
+def _ints(xs: Iterable[int]) -> str:
+    return ", ".join(str(int(x)) for x in xs) or "0"
+
+
+def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
+    """Edges into (backward) or out of (forward) the frontier, as one UNION query.
+
+    Only the parts whose frontier is not empty are built, and each repeats its join key as
+    a literal IN list so DuckDB filters inside the scan instead of reading every row.
+    """
+    cmp = "{s} <= fr.thr" if backward else "{e} >= fr.thr"
+    read_noise = path_predicate("{c}", "read", active, written="{c} IN (SELECT unnest($written))")
     write_noise = path_predicate("{c}", "write", active)
     unix_noise = unix_predicate("{c}", active)
-    if backward:  # edges into the frontier
-        parts = [
-            _file_read_sql(cmp, read_noise).replace("{J}", "fp fr ON f.entity_id = fr.eid")
-            .replace("{JE}", "fp fr ON e.process_entity_id = fr.eid"),
-            _file_write_sql(cmp, write_noise).replace(
-                "{J}", "ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev")
-            .replace("{JE}", "ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev"),
-            _proc_sql(cmp).replace("{JP}", "fp fr ON p.entity_id = fr.eid")
-            .replace("{JK}", "fp fr ON e.target_entity_id = fr.eid"),
-            _sock_sql(cmp, False, unix_noise).replace("{JS}", "fp fr ON n.process_entity_id = fr.eid"),
-            _sock_sql(cmp, True, unix_noise).replace("{JS}", "fs fr ON n.key = fr.key"),
-        ]
-    else:  # edges out of the frontier
-        parts = [
-            _file_read_sql(cmp, read_noise).replace(
-                "{J}", "ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev")
-            .replace("{JE}", "ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev"),
-            _file_write_sql(cmp, write_noise).replace("{J}", "fp fr ON f.entity_id = fr.eid")
-            .replace("{JE}", "fp fr ON e.process_entity_id = fr.eid"),
-            _proc_sql(cmp).replace("{JP}", "fp fr ON p.parent_entity_id = fr.eid")
-            .replace("{JK}", "fp fr ON e.process_entity_id = fr.eid"),
-            _sock_sql(cmp, True, unix_noise).replace("{JS}", "fp fr ON n.process_entity_id = fr.eid"),
-            _sock_sql(cmp, False, unix_noise).replace("{JS}", "fs fr ON n.key = fr.key"),
-        ]
+    pe, fi = _ints(fr.procs), _ints(i for _, i in fr.files)
+    on_proc = {"{J}": f"fp fr ON f.entity_id = fr.eid AND f.entity_id IN ({pe})",
+               "{JE}": f"fp fr ON e.process_entity_id = fr.eid AND e.process_entity_id IN ({pe})"}
+    on_file = {"{J}": f"ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev AND f.file_inode IN ({fi})",
+               "{JE}": f"ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev AND e.file_inode IN ({fi})"}
+    parts: list[str] = []
+
+    def add(sql: str, subs: dict[str, str]) -> None:
+        for k, v in subs.items():
+            sql = sql.replace(k, v)
+        parts.append(sql)
+
+    if fr.procs:
+        if backward:
+            add(_file_read_sql(cmp, read_noise), on_proc)
+            add(_proc_sql(cmp), {"{JP}": f"fp fr ON p.entity_id = fr.eid",
+                                 "{JK}": f"fp fr ON e.target_entity_id = fr.eid AND e.target_entity_id IN ({pe})"})
+            add(_sock_sql(cmp, False, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid"})
+        else:
+            add(_file_write_sql(cmp, write_noise), on_proc)
+            add(_proc_sql(cmp), {"{JP}": "fp fr ON p.parent_entity_id = fr.eid",
+                                 "{JK}": f"fp fr ON e.process_entity_id = fr.eid AND e.process_entity_id IN ({pe})"})
+            add(_sock_sql(cmp, True, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid"})
+    if fr.files:
+        add(_file_write_sql(cmp, write_noise) if backward else _file_read_sql(cmp, read_noise), on_file)
+    if fr.socks:
+        add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key"})
     union = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     # character devices (terminals, /dev/null) reached through an inherited descriptor
     # carry no path in flows: the pseudo filter drops them by type
     union = union.replace("{CHAR}", "AND f.file_type IS DISTINCT FROM 'char'" if "pseudo" in active else "")
-    return f"WITH {_FRONTIER_CTES}, written AS ({{WRITTEN}})\nSELECT * FROM ({union}) AS x({_COLS})"
+    return f"WITH {_FRONTIER_CTES}\nSELECT * FROM ({union}) AS x({_COLS})"
 
 
 def _written_sql(active: set[str]) -> str:
@@ -272,7 +281,7 @@ def _end_key(row: dict[str, Any], side: str) -> tuple[str, str, Any]:
 
 def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, target: str) -> Graph:
     active = set(opts.filters) & set(FILTER_NAMES)
-    sql = _hop_sql(backward, active).replace("{WRITTEN}", _written_sql(active))
+    written = reader.query(_written_sql(active)).column("path").to_pylist() or [""]
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str, str], Edge] = {}
     ident: dict[str, tuple[str, Any]] = {}
@@ -288,7 +297,10 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
     frontier, depth, truncated = start, 0, False
     while not frontier.empty() and depth < opts.depth:
         depth += 1
-        rows = _sockets_to_connections(reader, reader.query(sql, _params(frontier)).to_pylist())
+        sql = _hop_sql(backward, active, frontier)
+        params = {k: v for k, v in (_params(frontier) | {"written": written}).items() if f"${k}" in sql}
+        rows = reader.query(sql, params).to_pylist()
+        rows = _sockets_to_connections(reader, rows)
         if backward and "servers" in active:
             rows = _latest_accepts(rows)
         nxt = _Frontier()
