@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="Markdown output (default docs/benchmarks.md; quick: docs/benchmarks-quick.md)")
     ap.add_argument("--json", type=Path, default=None, help="raw JSON output (beside --out)")
     ap.add_argument("--scratch", type=Path, default=None, help="work directory (default a temp dir)")
+    ap.add_argument("--analysis-sizes", default="",
+                    help="event counts for the tree/backtrack/file latencies (default 1000000; "
+                    "quick 100000), e.g. 1000000,10000000")
     a = ap.parse_args(argv)
 
     names = [n for n in a.only.split(",") if n] or list(WORKLOADS)
@@ -159,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{n}: {w.describe()}")
             report["workloads"][n] = run_workload(w, make_recorders(rec_names), reps, scratch)
         if "scale" in names:
-            report["analysis"] = analysis_latency(a.quick, scratch)
+            sizes = [int(x) for x in a.analysis_sizes.split(",") if x] if a.analysis_sizes else (
+                [100_000] if a.quick else [1_000_000])
+            log(f"analysis latency at {sizes} events (bench/analysis_bench.py)")
+            report["analysis"] = analysis_latency(sizes, scratch)
     finally:
         if a.scratch is None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -4,6 +4,7 @@ so that no interpreter overhead enters the figures."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from bench.recorders import Recorder
@@ -21,7 +22,8 @@ STRACE_DIVISOR = 50
 
 
 def build_micro(out: Path) -> Path:
-    run(["gcc", "-O2", "-Wall", "-o", str(out), str(MICRO_C)])
+    cc = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang") or "cc"
+    run([cc, "-O2", "-Wall", "-o", str(out), str(MICRO_C)])
     return out
 
 

@@ -221,17 +221,27 @@ def analysis_section(report: dict[str, Any]) -> list[str]:
     a = report.get("analysis")
     if a is None:
         return []
-    lines = ["", "### Reconstruction query latency", ""]
+    lines = ["", "### Reconstruction query latency (bench/analysis_bench.py)", ""]
     if a.get("status") != "ok":
         lines.append(f"Pending: {a.get('why')}.")
         return lines
-    res = a["results"]
-    if isinstance(res, dict) and "markdown" in res:
-        lines.append(str(res["markdown"]))
-    else:
-        lines.append("```")
-        lines.append(str(res))
-        lines.append("```")
+    lines += [
+        ("Each command in a fresh process on a generated store (forensix.testing.generator); "
+        "median of 3; analysis = analysis + rendering to /dev/null, total adds opening the store."),
+        "",
+        "| events | command | analysis (s) | total (s) | output rows | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, res in a["results"].items():
+        if "error" in res:
+            lines.append(f"| {int(n):,} | failed: {res['error'][:200]} | | | | |")
+            continue
+        for cmd, x in res["commands"].items():
+            lines.append(f"| {int(n):,} | `{cmd}` | {x['analysis_s']:.3f} | {x['with_open_s']:.3f} "
+                         f"| {x['rows']:,} | {x['peak_rss_mb']} |")
+    if "10000000" not in a["results"]:
+        lines += ["", ("10^7 events: run `python -m bench --only scale --analysis-sizes "
+                  "1000000,10000000` (generation alone takes several minutes here).")]
     return lines
 
 

@@ -4,8 +4,8 @@ exists)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -51,22 +51,34 @@ class ScaleWorkload(Workload):
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def analysis_latency(quick: bool, scratch: Path) -> dict[str, Any]:
-    """tree/backtrack/file latencies from bench/analysis_bench.py, or why they are pending."""
+_LINE = re.compile(
+    r"^(tree|backtrack|file)\s+([\d.]+) s \(open\+analysis\+render ([\d.]+) s\), "
+    r"(\d+) rows/objects, peak RSS (\d+) MiB", re.MULTILINE)
+
+
+def analysis_latency(sizes: list[int], scratch: Path) -> dict[str, Any]:
+    """tree/backtrack/file latencies from bench/analysis_bench.py (the analysis helper's
+    benchmark, run as its own command), or why they are pending."""
     if not ANALYSIS_BENCH.exists():
         return {"status": "pending", "why": "bench/analysis_bench.py does not exist yet"}
-    spec = importlib.util.spec_from_file_location("bench.analysis_bench", ANALYSIS_BENCH)
-    if spec is None or spec.loader is None:
-        return {"status": "pending", "why": "bench/analysis_bench.py cannot be loaded"}
-    mod = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(mod)
-    except Exception as e:  # noqa: BLE001 - another helper's file, possibly half-written
-        return {"status": "pending", "why": f"bench/analysis_bench.py failed to import: {e}"}
-    fn = getattr(mod, "run_for_bench", None)
-    if fn is None:
-        return {"status": "pending", "why": "bench/analysis_bench.py has no run_for_bench()"}
-    try:
-        return {"status": "ok", "results": fn(quick=quick, scratch=scratch)}
-    except Exception as e:  # noqa: BLE001 - reported, never fatal
-        return {"status": "failed", "why": f"{type(e).__name__}: {e}"}
+    results: dict[str, Any] = {}
+    for n in sizes:
+        store = scratch / f"analysis-{n}" / "bench.duckdb"
+        store.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out = run([sys.executable, str(ANALYSIS_BENCH), "--events", str(n),
+                       "--store", str(store), "--repeat", "3"],
+                      cwd=ANALYSIS_BENCH.parent.parent, timeout=3600)
+        except Exception as e:  # noqa: BLE001 - another helper's tool: report, do not fail
+            results[str(n)] = {"error": str(e)[:500]}
+            continue
+        finally:
+            shutil.rmtree(store.parent, ignore_errors=True)
+        rows = {}
+        for m in _LINE.finditer(out):
+            rows[m.group(1)] = {"analysis_s": float(m.group(2)), "with_open_s": float(m.group(3)),
+                                "rows": int(m.group(4)), "peak_rss_mb": int(m.group(5))}
+        gen = re.search(r"^generated .* in ([\d.]+) s", out, re.MULTILINE)
+        results[str(n)] = {"commands": rows, "generate_s": float(gen.group(1)) if gen else None,
+                           "raw": out[-2000:]}
+    return {"status": "ok", "results": results}

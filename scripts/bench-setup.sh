@@ -37,5 +37,5 @@ if [ -f /run/nginx.pid ]; then
   kill "$(cat /run/nginx.pid)" 2>/dev/null || true
 fi
 
-python -m pip install -q py-spy || true
+python3 -m pip install -q py-spy || true
 echo "bench set-up done: sources in $BENCH_SRC_DIR"
