@@ -55,7 +55,9 @@ class ProcessContext:
         lst = self.images.setdefault(eid, [])
         pos = bisect.bisect_left(lst, img[0], key=lambda x: x[0])
         if pos < len(lst) and lst[pos][0] == img[0]:
-            lst[pos] = img
+            # the exec event and the processes row describe one image: merge, never erase
+            old = lst[pos]
+            lst[pos] = (img[0], img[1] or old[1], img[2] if img[2] is not None else old[2], img[3] or old[3])
         else:
             lst.insert(pos, img)
 
