@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ class Net:
 
     def down(self) -> None:
         for ns in (self.srv, self.agt):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
     def link(self, up: bool) -> None:
         _ip("-n", self.agt, "link", "set", self.va, "up" if up else "down")
@@ -163,6 +164,7 @@ def test_delivery_through_link_cut_server_restart_and_kill9(net: Net, pki: Autho
     assert a2.wait(60) == 0, (tmp_path / "agent2.log").read_text()
     assert "0 unacknowledged left" in (tmp_path / "agent2.log").read_text()
 
+    host.stop()  # the store is complete once the log host has stopped (ingest drained)
     seqs = host.evidence_seqs("alpha")
     assert seqs == list(range(len(seqs))) and seqs[-1] > spooled  # all spooled frames delivered, once
     dup = host.q("SELECT count(*) n, count(DISTINCT (message, seq)) d FROM events "
@@ -175,10 +177,9 @@ def test_delivery_through_link_cut_server_restart_and_kill9(net: Net, pki: Autho
     actions = [r["event_action"] for r in host.q(
         "SELECT event_action FROM events WHERE event_category = 'agent' ORDER BY ts")]
     assert actions == ["start", "start", "stop"]
-    host.stop()
 
     out = subprocess.run(FX + ["verify", "--store", str(host.store), "--host", "alpha", "--format", "json"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert out.returncode == 3, out.stdout + out.stderr  # integrity holds; the down-time is recorded
     assert "integrity: OK" in out.stderr
@@ -195,7 +196,8 @@ def test_refused_clients(net: Net, pki: Authority, tmp_path: Path) -> None:
     seen = {}
     for mode in ("nocert", "othercert", "revoked", "plaintext", "valid"):
         out = subprocess.run(["ip", "netns", "exec", net.agt, sys.executable, str(HERE / "probe_client.py"),
-                              mode, f"{SRV_IP}:{PORT}", str(pki.dir)], capture_output=True, text=True)
+                              mode, f"{SRV_IP}:{PORT}", str(pki.dir)], capture_output=True, text=True,
+                             check=True)
         seen[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     assert not seen["valid"]["refused"], seen
     for mode in ("nocert", "othercert", "revoked", "plaintext"):
@@ -223,6 +225,6 @@ def test_recorded_activity_reaches_the_log_host(net: Net, pki: Authority, tmp_pa
     time.sleep(4)  # the sensor loads and attaches
     subprocess.run(["ip", "netns", "exec", net.agt, "sh", "-c", f"echo hi > {marker}"], check=True)
     assert agent.wait(60) == 0, (tmp_path / "agent.log").read_text()[-3000:]
-    rows = host.q(f"SELECT host_name, event_action FROM events WHERE file_path = '{marker}'")
     host.stop()
+    rows = host.q(f"SELECT host_name, event_action FROM events WHERE file_path = '{marker}'")
     assert rows and all(r["host_name"] == "alpha" for r in rows), rows

@@ -9,11 +9,19 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import RunningServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forensix.agent import wire
-from forensix.agent.frame import HEADER, FrameError, decode_body, parse_frame, seal_frame, encode_batch
+from forensix.agent.frame import (
+    HEADER,
+    FrameError,
+    decode_body,
+    encode_batch,
+    parse_frame,
+    seal_frame,
+)
 from forensix.agent.shipping import ShippingConfig, ShippingSink
 from forensix.pki.authority import Authority
 from forensix.pki.sealkey import KeySchedule, SealState, evolve, mac_key
@@ -21,8 +29,6 @@ from forensix.pki.tls import client_context
 from forensix.server.evidence import iter_segment
 from forensix.server.verify import verify_evidence
 from forensix.testing.batches import events_batch
-
-from conftest import RunningServer
 
 
 def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int], **kw: object) -> ShippingSink:
@@ -114,6 +120,7 @@ def test_ship_and_verify_clean(pki: Authority, log_server: RunningServer, tmp_pa
         sink.write("events", events_batch(100, start_seq=i * 100))
     _wait(lambda: sink.spool.unacked() == 0)
     sink.close()
+    log_server.srv.ingest.flush()
     n = log_server.store.query("SELECT count(*) n, count(DISTINCT seq) d FROM events "
                                "WHERE event_category <> 'agent'").to_pylist()[0]
     assert n == {"n": 500, "d": 500}
@@ -144,6 +151,7 @@ def test_spool_full_writes_gap(pki: Authority, log_server: RunningServer, tmp_pa
     sink.write("events", events_batch(10, start_seq=10**6))  # room again: the gap goes first
     _wait(lambda: sink.spool.unacked() == 0)
     sink.close()
+    log_server.srv.ingest.flush()
     gaps = log_server.store.query("SELECT reason, count FROM gaps WHERE host_name = 'beta'").to_pylist()
     assert gaps == [{"reason": "spool-full", "count": lost_rows}]
     v = verify_evidence(log_server.evidence, host="beta")
@@ -159,22 +167,22 @@ def test_fuzz_server_connection(pki: Authority, log_server: RunningServer, junk:
     """After a valid hello, junk messages close that connection with a logged reason."""
     b = pki.bundle("beta")
     ctx = client_context(b.ca, b.cert, b.key)
-    with socket.create_connection(log_server.addr, timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="forensix-server") as s:
-            wire.send(s, b"H", {"host": "beta", "stream": "ab" * 16, "agent_start_ns": 1})
-            assert wire.recv(s)[0] == b"W"
-            s.sendall(kind + len(junk).to_bytes(4, "big") + junk)
-            got: list[bytes] = []
-            try:
-                while True:
-                    k, body = wire.recv(s)
-                    got.append(k)
-                    if k == b"E":
-                        break
-            except (wire.WireClosed, OSError, ssl.SSLError):
-                pass
-            if kind in (b"F", b"Z", b"H", b"A"):
-                assert b"E" in got or not got or got[-1] == b"A"
+    with socket.create_connection(log_server.addr, timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="forensix-server") as s:
+        wire.send(s, b"H", {"host": "beta", "stream": "ab" * 16, "agent_start_ns": 1})
+        assert wire.recv(s)[0] == b"W"
+        s.sendall(kind + len(junk).to_bytes(4, "big") + junk)
+        got: list[bytes] = []
+        try:
+            while True:
+                k, _ = wire.recv(s)
+                got.append(k)
+                if k == b"E":
+                    break
+        except (wire.WireClosed, OSError, ssl.SSLError):
+            pass
+        if kind in (b"F", b"Z", b"H", b"A"):
+            assert b"E" in got or not got or got[-1] == b"A"
 
 
 def test_server_survives_junk_and_serves_others(pki: Authority, log_server: RunningServer,
@@ -223,7 +231,7 @@ def sealed_evidence(pki: Authority, tmp_path_factory: pytest.TempPathFactory) ->
 def _copy(ev: Path, tmp: Path) -> tuple[Path, Path]:
     dst = tmp / "ev"
     shutil.copytree(ev, dst)
-    seg = sorted(dst.glob("alpha/*/seg-*.fxe"))[0]
+    seg = min(dst.glob("alpha/*/seg-*.fxe"))
     return dst, seg
 
 

@@ -23,26 +23,26 @@ import struct
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import zstandard
+from pyarrow import ipc
 
 from forensix.errors import DecodeError
 from forensix.store import schema
 
 __all__ = [
-    "FrameError",
-    "Frame",
     "HEADER",
     "MAC_LEN",
     "MAX_BODY",
     "MAX_RAW",
     "ZERO_HASH",
-    "encode_batch",
-    "seal_frame",
-    "parse_frame",
-    "frame_length",
+    "Frame",
+    "FrameError",
     "decode_body",
+    "encode_batch",
     "frame_hash",
+    "frame_length",
+    "parse_frame",
+    "seal_frame",
 ]
 
 MAGIC = b"FXSB"
@@ -104,7 +104,8 @@ def encode_batch(data: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with ipc.new_stream(sink, data.schema) as w:
         w.write_table(data)
-    return sink.getvalue().to_pybytes()
+    out: bytes = sink.getvalue().to_pybytes()
+    return out
 
 
 def seal_frame(
@@ -153,7 +154,8 @@ def frame_length(head: bytes, offset: int = 0) -> int:
         )
     if hlen == 0 or tlen == 0:
         raise FrameError("frame without host or table name", offset)
-    return HEADER.size + hlen + tlen + body_len + MAC_LEN
+    total: int = HEADER.size + hlen + tlen + body_len + MAC_LEN
+    return total
 
 
 def parse_frame(buf: bytes | memoryview, offset: int = 0) -> Frame:

@@ -13,8 +13,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from forensix.agent import wire
 from forensix.agent.frame import FrameError
@@ -56,7 +57,7 @@ class Shipper(threading.Thread):
         self.server_name = server_name
         self.hello = hello
         self.heartbeat_s = heartbeat_s
-        self.on_tick = on_tick or (lambda: {})
+        self.on_tick = on_tick or (dict)
         self.stats = ShipperStats()
         self._halt = threading.Event()
         self._draining = threading.Event()
@@ -178,8 +179,7 @@ class Shipper(threading.Thread):
             if now >= next_beat:
                 wire.send(sock, b"K", dict(self.on_tick(), ts=time.time_ns(), unacked=self.spool.unacked()))
                 next_beat = now + self.heartbeat_s
-            if sent_upto < self.spool.acked:
-                sent_upto = self.spool.acked
+            sent_upto = max(sent_upto, self.spool.acked)
             room = WINDOW - (sent_upto - self.spool.acked)
             batch = self.spool.pending(sent_upto, room) if room > 0 else []
             for e in batch:

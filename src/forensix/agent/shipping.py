@@ -27,7 +27,7 @@ from forensix.agent.spool import Spool
 from forensix.model.host import HostInfo, local_host
 from forensix.store import schema
 
-__all__ = ["ShippingSink", "ShippingConfig", "gap_batch"]
+__all__ = ["ShippingConfig", "ShippingSink", "gap_batch"]
 
 log = logging.getLogger("forensix.agent")
 
@@ -48,8 +48,8 @@ class ShippingConfig:
 def gap_batch(info: HostInfo, host: str, ts_from: int, ts_to: int, count: int, reason: str,
               event_class: str = "all") -> pa.Table:
     return pa.Table.from_pylist(
-        [dict(host_id=info.host_id, host_name=host, boot_id=info.boot_id, ts_from=ts_from, ts_to=ts_to,
-              cpu=-1, event_class=event_class, count=count, reason=reason)],
+        [{"host_id": info.host_id, "host_name": host, "boot_id": info.boot_id, "ts_from": ts_from,
+          "ts_to": ts_to, "cpu": -1, "event_class": event_class, "count": count, "reason": reason}],
         schema=schema.GAPS,
     )
 

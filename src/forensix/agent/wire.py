@@ -20,7 +20,7 @@ from typing import Any
 
 from forensix.agent.frame import HEADER, MAC_LEN, MAX_BODY, FrameError
 
-__all__ = ["send", "recv", "recv_json", "MAX_CONTROL", "MSG_TYPES", "WireClosed"]
+__all__ = ["MAX_CONTROL", "MSG_TYPES", "WireClosed", "recv", "recv_json", "send"]
 
 _HEAD = struct.Struct("!cI")
 MAX_CONTROL = 64 << 10

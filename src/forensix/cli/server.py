@@ -118,6 +118,8 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 @click.option("--server-name", default="forensix-server", show_default=True,
               help="Name the log host's certificate must carry.")
 @click.option("--heartbeat", default=5.0, show_default=True, type=float, help="Seconds between heartbeats.")
+@click.option("--drain", default=5.0, show_default=True, type=float,
+              help="On stop, seconds to wait for the log host to acknowledge the spool.")
 @click.option("--duration", default=None, type=float, help="Stop after this many seconds.")
 @click.option("--synthetic", default=None, type=float, metavar="EVENTS_PER_S",
               help="Ship generated events instead of recording (load tests, transport checks).")
@@ -125,7 +127,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 @click.option("-v", "--verbose", is_flag=True)
 def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | None, ca: str | None,
           seal_key: str | None, spool: str, spool_max: str, store: str | None, server_name: str,
-          heartbeat: float, duration: float | None, synthetic: float | None, batch_rows: int,
+          heartbeat: float, drain: float, duration: float | None, synthetic: float | None, batch_rows: int,
           verbose: bool) -> None:
     """Record this host and ship the record, sealed, to the log host.
 
@@ -149,7 +151,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     host = _cert_name(cert_p)
     cfg = ShippingConfig(host=host, server=_addr(server_addr), context=client_context(ca_p, cert_p, key_p),
                          seal_key=seal_p, spool_dir=Path(spool), spool_max_bytes=_size(spool_max),
-                         server_name=server_name, heartbeat_s=heartbeat)
+                         server_name=server_name, heartbeat_s=heartbeat, drain_s=drain)
     sinks: list[Any] = []
     if store:
         from forensix.agent.sink import StoreSink

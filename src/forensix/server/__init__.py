@@ -5,7 +5,7 @@ from pathlib import Path
 from forensix.server.listener import LogServer, ServerConfig
 from forensix.server.verify import Verdicts, verify_evidence
 
-__all__ = ["LogServer", "ServerConfig", "Verdicts", "verify_evidence", "evidence_dir_for"]
+__all__ = ["LogServer", "ServerConfig", "Verdicts", "evidence_dir_for", "verify_evidence"]
 
 
 def evidence_dir_for(store: str) -> Path:

@@ -19,19 +19,24 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from forensix.agent.frame import HEADER, Frame, FrameError, frame_hash, frame_length, parse_frame
 from forensix.errors import ForensixError
-from forensix.pki.sealkey import write_atomic
 
-__all__ = ["EvidenceStore", "StreamLog", "checkpoint_message", "iter_segment", "SegmentRecord",
-           "load_public_key"]
+__all__ = [
+    "EvidenceStore",
+    "SegmentRecord",
+    "StreamLog",
+    "checkpoint_message",
+    "iter_segment",
+    "load_public_key",
+]
 
 SEGMENT_BYTES = 64 << 20
 

@@ -3,7 +3,8 @@
 One thread per connection; a malformed or unauthentic message closes that connection
 with a logged reason and never affects the others. Frames are checked (MAC under their
 own epoch's key, epoch bound to the sealing time, epochs never going back, the chain),
-written to evidence and fsynced, appended to the store, and only then acknowledged.
+written to evidence and fsynced, and then acknowledged; the ingest thread appends them to
+the store (coalesced), and frames in evidence but not yet in the store are ingested at start.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from forensix.server.evidence import EvidenceStore, StreamLog, iter_segment
 from forensix.server.ingest import Ingestor
 from forensix.store.base import Writer
 
-__all__ = ["LogServer", "ServerConfig", "Refused"]
+__all__ = ["LogServer", "Refused", "ServerConfig"]
 
 log = logging.getLogger("forensix.server")
 _STREAM_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -166,6 +167,7 @@ class LogServer:
         for t in list(self._threads):
             t.join(timeout=2)
         self._checkpoint_all()
+        self.ingest.close()
         self.evidence.close()
 
     def _refuse(self, peer: str, reason: str) -> None:
@@ -278,8 +280,7 @@ class LogServer:
                 log.warning("%s: frames %d..%d never arrived", host, expected, frame.seq - 1)
                 self.ingest.gap(host, hello, slog.last_seal_ns, frame.seal_ns, frame.seq - expected,
                                 "sequence-gap", "batches")
-            self.ingest.batch(frame.table, data)
-            slog.set_ingested(frame.seq)
+            self.ingest.submit(frame.table, data, slog, frame.seq)
             return frame.seq
 
     # -- hosts, heartbeats, checkpoints ---------------------------------------------
@@ -309,6 +310,10 @@ class LogServer:
     def _monitor(self) -> None:
         while not self._stop.wait(min(1.0, self.config.checkpoint_s)):
             self._checkpoint_all()
+            if self.ingest.error is not None:
+                log.error("store ingest failed (evidence is kept; it is re-ingested at start): %s",
+                          self.ingest.error)
+                self.ingest.error = None
             now = time.time_ns()
             with self.hosts_lock:
                 silent = [(h, st) for h, st in self.hosts.items()

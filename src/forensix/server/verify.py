@@ -29,7 +29,7 @@ from forensix.server.evidence import checkpoint_message, iter_segment, load_publ
 from forensix.server.ingest import SILENT_RULE
 from forensix.store.base import Reader
 
-__all__ = ["verify_evidence", "FINDINGS", "Verdicts"]
+__all__ = ["FINDINGS", "Verdicts", "verify_evidence"]
 
 FINDINGS = pa.schema([
     ("verdict", pa.string()),  # integrity | completeness
@@ -51,8 +51,9 @@ class Verdicts:
 
     def add(self, verdict: str, status: str, host: str, stream: str = "", segment: str = "",
             offset: int | None = None, seq: int | None = None, check: str = "", detail: str = "") -> None:
-        self.findings.append(dict(verdict=verdict, status=status, host_name=host, stream=stream,
-                                  segment=segment, offset=offset, seq=seq, check=check, detail=detail))
+        self.findings.append({"verdict": verdict, "status": status, "host_name": host, "stream": stream,
+                              "segment": segment, "offset": offset, "seq": seq, "check": check,
+                              "detail": detail})
 
     @property
     def integrity_ok(self) -> bool:
