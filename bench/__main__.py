@@ -122,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--analysis-sizes", default="",
                     help="event counts for the tree/backtrack/file latencies (default 1000000; "
                     "quick 100000), e.g. 1000000,10000000")
+    ap.add_argument("--render", type=Path, default=None, metavar="JSON",
+                    help="only re-render the Markdown from a raw JSON of an earlier run")
     a = ap.parse_args(argv)
+    if a.render is not None:
+        out = a.out or a.render.with_suffix(".md")
+        write_markdown(json.loads(a.render.read_text()), out, a.render)
+        log(f"wrote {out}")
+        return 0
 
     names = [n for n in a.only.split(",") if n] or list(WORKLOADS)
     for n in names:

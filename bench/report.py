@@ -107,7 +107,13 @@ def bpf_table(w: dict[str, Any]) -> list[str]:
     if not runs or not runs[-1]["detail"].get("bpf"):
         return []
     bpf = runs[-1]["detail"]["bpf"]
-    lines = [
+    per_event = summarize([r["detail"]["store_bytes"] / r["events"] for r in runs
+                           if r.get("events") and r["detail"].get("store_bytes")])
+    lines = []
+    if per_event is not None:
+        lines += ["", (f"forensix store on disk: {_cell(per_event, 'bytes')} per recorded event "
+                  "(DuckDB file of the run, all tables, divided by rows in events).")]
+    lines += [
         "",
         ("forensix BPF programs (last repetition): runs, mean ns per run, total ms; agent CPU "
         f"{_fmt(runs[-1]['detail'].get('agent_cpu_s'), 's')}"),
