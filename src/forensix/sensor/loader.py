@@ -114,7 +114,10 @@ class Sensor:
 
     def _map(self, name: str) -> int:
         assert self._obj is not None
-        return lb.check_ptr(lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()), f"map {name}")
+        m = lb.lib.bpf_object__find_map_by_name(self._obj, name.encode())
+        if not m:
+            raise SensorError(f"the sensor object {self.obj_path} has no map {name!r}", "rebuild it: make -C bpf")
+        return int(m)
 
     def _set_sizes(self) -> None:
         lb.lib.bpf_map__set_max_entries(self._map("rb_main"), self.config.ring_main_mb << 20)
@@ -160,7 +163,10 @@ class Sensor:
     # -- attach --------------------------------------------------------------------
     def _prog(self, name: str) -> int:
         assert self._obj is not None
-        return lb.check_ptr(lb.lib.bpf_object__find_program_by_name(self._obj, name.encode()), f"program {name}")
+        p = lb.lib.bpf_object__find_program_by_name(self._obj, name.encode())
+        if not p:
+            raise SensorError(f"the sensor object {self.obj_path} has no program {name!r}", "rebuild it: make -C bpf")
+        return int(p)
 
     def attach(self) -> None:
         for name in _LIFECYCLE:

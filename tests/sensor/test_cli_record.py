@@ -1,0 +1,123 @@
+"""The record/ps/events contract as a user meets it: errors, stopping, querying while recording."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from .conftest import FORENSIX, record
+
+pytestmark = pytest.mark.bpf
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FORENSIX, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_bytes(b"my case notes, not a database\n" * 100)
+    before = junk.read_bytes()
+    res = record(junk, "true")
+    assert res.returncode == 2
+    assert "not a forensix store" in res.stderr and "Traceback" not in res.stderr
+    assert junk.read_bytes() == before
+
+
+def test_a_duckdb_database_of_something_else_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.close()
+    res = _run("ps", "--store", str(other))
+    assert res.returncode == 2 and "not a forensix store" in res.stderr
+    res = record(other, "true")
+    assert res.returncode == 2 and "not a forensix store" in res.stderr
+    con = duckdb.connect(str(other), read_only=True)
+    assert [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()] == ["invoices"]
+
+
+def test_not_root_is_explained(tmp_path: Path) -> None:
+    # In a new user namespace without a mapping we are uid 65534, with no capabilities.
+    res = subprocess.run(["unshare", "-U", *FORENSIX, "record", "--store", str(tmp_path / "s.duckdb"),
+                          "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert "needs root" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_verifier_rejection_names_the_program_and_kernel(tmp_path: Path) -> None:
+    # The real sensor with one out-of-bounds read injected into fx_exec.
+    root = Path(__file__).parents[2]
+    src = (root / "bpf" / "sensor.bpf.c").read_text()
+    anchor = "\tfx_str_kernel(s, 3, BPF_CORE_READ(bprm, filename));"
+    assert anchor in src
+    bad = tmp_path / "sensor.bpf.c"
+    bad.write_text(src.replace(anchor, anchor + "\n\ts->str[s->off + 30000] = 1;"))
+    out = tmp_path / "bpf"
+    out.mkdir()
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{root / 'bpf'}",
+                    "-I/usr/include/x86_64-linux-gnu", "-c", str(bad), "-o", str(out / "sensor.bpf.o")], check=True)
+    (out / "abi.json").write_text((root / "src/forensix/sensor/_bpf/abi.json").read_text())
+    env = dict(os.environ, FORENSIX_BPF_DIR=str(out))
+    res = subprocess.run([*FORENSIX, "record", "--store", str(tmp_path / "s.duckdb"), "--duration", "1"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2
+    assert "rejected program fx_exec" in res.stderr and os.uname().release in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = f"fx-term-{uuid.uuid4().hex[:8]}"
+    time.sleep(3)
+    subprocess.run(["/bin/echo", marker], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    res = _run("events", "--store", str(store), "--action", "exec", "--format", "json")
+    execs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert any(marker in (e.get("process.args") or []) for e in execs)
+    res = _run("events", "--store", str(store), "--action", "stop", "--format", "json")
+    assert "recorded" in res.stdout
+
+
+def test_query_while_recording_sees_the_last_seconds(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        marker = tmp_path / f"fx-live-{uuid.uuid4().hex[:8]}"
+        marker.write_text("x")
+        found = False
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not found:
+            res = _run("events", "--store", str(store), "--path", str(marker), "--format", "json")
+            assert res.returncode == 0, res.stderr  # no lock error while the recorder writes
+            found = any(json.loads(line).get("event.action") == "open" for line in res.stdout.splitlines())
+            if not found:
+                time.sleep(0.5)
+        assert found, "an event from the last seconds was not visible to a concurrent query"
+        ps = _run("ps", "--store", str(store), "--format", "json")
+        assert ps.returncode == 0 and str(p.pid) in ps.stdout
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=60)
+    assert p.returncode == 0
+
+
+def test_record_returns_the_commands_exit_code(tmp_path: Path) -> None:
+    res = record(tmp_path / "s.duckdb", sys.executable, "-c", "raise SystemExit(7)")
+    assert res.returncode == 7
