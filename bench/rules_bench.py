@@ -54,7 +54,7 @@ def sigma_style_rules(n: int, seed: int = 7) -> str:
         kind = i % 4
         if kind == 0:
             det = (
-                f"  selection:\n    Image|endswith:\n"
+                "  selection:\n    Image|endswith:\n"
                 + "".join(f"      - /{b}\n" for b in rng.sample(_BINS, 3))
                 + "    CommandLine|contains:\n"
                 + "".join(f"      - '{w}'\n" for w in rng.sample(_WORDS, 3))
@@ -72,7 +72,7 @@ def sigma_style_rules(n: int, seed: int = 7) -> str:
             ls = "  category: file_event\n"
         elif kind == 2:
             det = (
-                f"  selection:\n    DestinationPort:\n"
+                "  selection:\n    DestinationPort:\n"
                 + "".join(f"      - {p}\n" for p in rng.sample([4444, 1337, 6667, 9001, 31337, 8443, 2222], 3))
                 + f"    Initiated: 'true'\n  filter:\n    DestinationIp|cidr: 10.{rng.randint(0, 255)}.0.0/16\n"
                 + "  condition: selection and not filter\n"
@@ -162,8 +162,8 @@ def _write(a: argparse.Namespace, results: list[tuple[str, dict[str, float]]]) -
         f"Command: `python bench/rules_bench.py --events {a.events} --batch {a.batch}"
         + (" --sigma SIGMAHQ/rules/linux" if a.sigma else "") + "`",
         "",
-        f"Machine: {os.cpu_count()} cores ({cpu}), kernel {platform.release()}, "
-        f"Python {platform.python_version()}, pyarrow {pa.__version__}.",
+        (f"Machine: {os.cpu_count()} cores ({cpu}), kernel {platform.release()}, "
+        f"Python {platform.python_version()}, pyarrow {pa.__version__}."),
         "",
         "Events: a generated realistic host history (forensix.testing.generator), replayed in time",
         f"order in batches of {a.batch} events through `LiveEngine.observe`, the path the recorder",

@@ -77,13 +77,14 @@ def _concat(tables: Iterable[pa.Table]) -> pa.Table:
 def _rows(data: pa.Table, mask: pa.Array) -> list[dict[str, Any]]:
     if not pc.any(mask).as_py():
         return []
-    return data.filter(mask).to_pylist()
+    rows: list[dict[str, Any]] = data.filter(mask).to_pylist()
+    return rows
 
 
 class RecorderGuard:
     """Signals, bpf() and store writes aimed at the recorder."""
 
-    rules = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED)
+    rules: tuple[RuleMeta, ...] = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED)
 
     def __init__(self, self_pids: Sequence[int] = (), protected: Sequence[str] = ()) -> None:
         self.self_pids = set(self_pids)
@@ -125,14 +126,31 @@ class RecorderGuard:
             self._bpf_seen.pop(next(iter(self._bpf_seen)))
         return True
 
+    def _candidates(self, data: pa.Table) -> pa.Array:
+        """Rows worth a look, chosen vectorised (most events are opens of other files)."""
+        act = data.column("event_action")
+        keep = pc.is_in(act, pa.array(["kill", "bpf"]))
+        if self.protected:
+            flags = pc.fill_null(data.column("file_flags"), 0)
+            writes = pc.or_(
+                pc.is_in(act, pa.array(list(_FILE_WRITES))),
+                pc.and_(pc.equal(act, "open"), pc.not_equal(pc.bit_wise_and(flags, WRITE_OPEN_MASK), 0)),
+            )
+            near = functools.reduce(
+                pc.or_,
+                [pc.starts_with(pc.fill_null(data.column(c), ""), base.rstrip("/"))
+                 for base in self.protected for c in ("file_path", "file_target_path")],
+            )
+            keep = pc.or_(keep, pc.and_(writes, near))
+        return pc.fill_null(keep, False)
+
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
         act = data.column("event_action")
         self._learn(_rows(data, pc.and_(pc.equal(data.column("event_category"), "agent"), pc.equal(act, "start"))))
-        interesting = pc.is_in(act, pa.array(["kill", "bpf", "open", *_FILE_WRITES]))
         out: dict[RuleMeta, list[dict[str, Any]]] = {m: [] for m in self.rules}
-        for r in sorted(_rows(data, pc.fill_null(interesting, False)), key=lambda x: x["ts"]):
+        for r in sorted(_rows(data, self._candidates(data)), key=lambda x: x["ts"]):
             mine = self._recorders(r)
             if r.get("process_pid") in mine:
                 continue
@@ -154,7 +172,7 @@ class RecorderGuard:
 class GapDetector:
     """Every recorded loss window becomes an alert."""
 
-    rules = (GAP,)
+    rules: tuple[RuleMeta, ...] = (GAP,)
 
     def hunt_filter(self) -> dict[str, str]:
         # The recorder also writes an agent 'gap' event per gap record: the gaps table
@@ -193,7 +211,7 @@ class CopiedBinaryExec:
     kept for ``PENDING_NS`` and matched when the copy shows up.
     """
 
-    rules = (COPIED_EXEC,)
+    rules: tuple[RuleMeta, ...] = (COPIED_EXEC,)
     PENDING_NS = 10 * 10**9
 
     def __init__(self, max_tracked: int = 10_000) -> None:

@@ -146,10 +146,12 @@ class _Ctx:
         self._pp: list[_Image | None] | None = None
 
     def _eids(self, col: str) -> np.ndarray:
-        return self.table.column(col).fill_null(0).to_numpy().astype(np.uint64)
+        out: np.ndarray = self.table.column(col).fill_null(0).to_numpy().astype(np.uint64)
+        return out
 
     def _ts(self) -> np.ndarray:
-        return self.table.column("ts").to_numpy().astype(np.int64)
+        out: np.ndarray = self.table.column("ts").to_numpy().astype(np.int64)
+        return out
 
     def p(self) -> list[_Image | None]:
         if self._p is None:

@@ -98,9 +98,9 @@ def load_text(text: str, source: str = "<text>") -> RuleSet:
         cr.title = title
         cr.status = "unsupported"
         out.rules.append(cr)
-    for e in coll.errors:
-        if not any(e in getattr(r, "errors", []) for r in rules):
-            out.rules.append(_error(source, str(e).split("\n")[0]))
+    for err in coll.errors:
+        if not any(err in getattr(r, "errors", []) for r in rules):
+            out.rules.append(_error(source, str(err).split("\n")[0]))
     return out
 
 
