@@ -21,7 +21,13 @@ from typing import Any
 from bench.compile import CompileWorkload
 from bench.machine import machine_info
 from bench.micro import MicroWorkload
-from bench.recorders import RECORDERS, Recorder, make_recorders
+from bench.recorders import (
+    RECORDERS,
+    Recorder,
+    foreign_tracing_progs,
+    forensix_version,
+    make_recorders,
+)
 from bench.report import write_markdown
 from bench.scale import ScaleWorkload, analysis_latency
 from bench.storm import StormWorkload
@@ -48,6 +54,7 @@ def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
         if rec.host_wide:
             rec.start(scratch)
             started = True
+        foreign = foreign_tracing_progs(rec.bpf_ids())
         metrics = w.measure(rec)
     except BaseException:
         if started:
@@ -59,7 +66,8 @@ def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
         raise
     stats = rec.stop(w.inspect_forensix if rec.name == "forensix" else None)
     w.after_run(rec)
-    return {"metrics": metrics, "events": stats.events, "lost": stats.lost, "detail": stats.detail}
+    return {"metrics": metrics, "events": stats.events, "lost": stats.lost, "detail": stats.detail,
+            "foreign_bpf_progs": foreign}
 
 
 def run_workload(
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "repetitions": reps,
         "machine": machine_info(),
         "recorders": rec_names,
+        "forensix": forensix_version(),
         "workloads": {},
     }
     t0 = time.monotonic()

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ class Recorder:
 
     name = "none"
     host_wide = False
+
+    def bpf_ids(self) -> set[int]:
+        """BPF program ids this configuration loaded (to tell them from others')."""
+        return set()
 
     def check(self) -> str | None:
         """Why this recorder cannot run here, or None."""
@@ -305,6 +310,21 @@ def _drops(counters: dict[str, dict[str, int]]) -> int:
     return sum(c["drops"] for c in counters.values())
 
 
+_TRACING_TYPES = {"tracepoint", "raw_tracepoint", "tracing", "kprobe", "perf_event", "lsm"}
+
+
+def foreign_tracing_progs(mine: set[int]) -> int:
+    """Tracing BPF programs loaded on the host that are not this bench's recorder's: other
+    recorders running at the same time slow every configuration, the baseline included."""
+    try:
+        out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return -1
+    return sum(1 for p in json.loads(out or "[]")
+               if p.get("type") in _TRACING_TYPES and p.get("id") not in mine)
+
+
 def _proc_cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -312,6 +332,45 @@ def _proc_cpu_seconds(pid: int) -> float | None:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def forensix_source() -> Path | None:
+    """BENCH_FORENSIX_SRC: a src/ directory of another forensix tree to record with (a
+    clone at a known commit, with its sensor built), so that a long run measures one
+    version even while the working tree changes."""
+    src = os.environ.get("BENCH_FORENSIX_SRC")
+    return Path(src) if src else None
+
+
+def forensix_command() -> list[str]:
+    if forensix_source() is None:
+        return ["forensix"]
+    return [sys.executable, "-c", "from forensix.cli.main import main; main()"]
+
+
+def forensix_env() -> dict[str, str]:
+    env = dict(os.environ)
+    src = forensix_source()
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    return env
+
+
+def forensix_version() -> dict[str, str | None]:
+    """Which forensix the column measures: source tree and git commit."""
+    src = forensix_source()
+    if src is None:
+        import forensix
+
+        src = Path(forensix.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"src": str(src), "commit": None}
+    return {"src": str(src), "commit": commit + ("+uncommitted changes" if dirty else "")}
 
 
 class ForensixRecorder(Recorder):
@@ -326,6 +385,9 @@ class ForensixRecorder(Recorder):
         self._progs0: dict[str, dict[str, int]] = {}
         self._log: Path | None = None
         self._owned: tuple[set[int], set[int]] = (set(), set())
+
+    def bpf_ids(self) -> set[int]:
+        return set(self._owned[0])
 
     def check(self) -> str | None:
         if os.geteuid() != 0:
@@ -345,9 +407,10 @@ class ForensixRecorder(Recorder):
         self._log = scratch / "forensix-record.log"
         Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1\n")
         self._proc = subprocess.Popen(
-            ["forensix", "record", "--store", str(self._store)],
+            [*forensix_command(), "record", "--store", str(self._store)],
             stdout=self._log.open("wb"),
             stderr=subprocess.STDOUT,
+            env=forensix_env(),
         )
         wait_until_recording(self._proc, self._store, self._log)
         self._owned = _owned_bpf_ids(self._proc.pid)

@@ -251,16 +251,28 @@ def analysis_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _version_line(report: dict[str, Any]) -> str:
+    v = report.get("forensix") or {}
+    return f"forensix measured: commit {v.get('commit')} ({v.get('src')})."
+
+
 def _load_line(report: dict[str, Any]) -> str:
     loads = [r["loadavg_1m"] for w in report["workloads"].values() for r in w.get("runs", [])
              if "loadavg_1m" in r]
     s = summarize(loads)
     if s is None:
         return ""
+    runs = [r for w in report["workloads"].values() for r in w.get("runs", []) if "metrics" in r]
+    foreign = [r for r in runs if r.get("foreign_bpf_progs", 0) > 0]
+    other = ""
+    if foreign:
+        other = (f" In {len(foreign)} of {len(runs)} runs, tracing BPF programs of another "
+                 "recorder were loaded on the host (other work on this shared machine), which "
+                 "slows every configuration, the baseline included.")
     return (f"Host load (1-minute load average after each run): median {s.median:.2f}, "
             f"{s.low:.2f}–{s.high:.2f} on {report['machine']['cores']} cores. A load above the "
             "workload's own share means other work shared the machine during the run, and the "
-            "absolute figures are noisier than the ratios.")
+            "absolute figures are noisier than the ratios." + other)
 
 
 def write_markdown(report: dict[str, Any], out: Path, out_json: Path) -> None:
@@ -276,6 +288,8 @@ def write_markdown(report: dict[str, Any], out: Path, out_json: Path) -> None:
         f"{mach['os']}, kernel {mach['kernel']} ({mach['kernel_version']}). "
         f"Tools: {mach['tools'].get('auditd')}; {mach['tools'].get('strace')}; "
         f"{mach['tools'].get('nginx')}; {mach['tools'].get('wrk')}."),
+        "",
+        _version_line(report),
         "",
         _load_line(report),
         "",
