@@ -7,6 +7,8 @@ rename or link gave those inodes (a few rounds), so ``mv x.sh /tmp/.y`` keeps th
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import pyarrow as pa
 
 from forensix.analysis.targets import Target, resolve
@@ -42,49 +44,80 @@ def _verb_sql() -> str:
     return f"CASE {whens} ELSE event_action END"
 
 
-def file_objects(reader: Reader, path: str, rounds: int = 3) -> tuple[list[str], list[tuple[int, int]]]:
+def sql_strings(xs: Iterable[str]) -> str:
+    """A literal SQL list of strings (quotes doubled), so DuckDB filters inside the scan."""
+    return ", ".join("'" + x.replace("'", "''") + "'" for x in xs) or "NULL"
+
+
+def sql_ints(xs: Iterable[int]) -> str:
+    return ", ".join(str(int(x)) for x in xs) or "0"
+
+
+_RENAMING = ("rename", "link")
+_NOT_OBJECT = ("rename", "link", "symlink", "unlink", "rmdir", "mkdir")
+
+
+def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], list[tuple[int, int]]]:
     """The names and (device, inode) pairs of the object that was ever called ``path``."""
-    names, objs = {path}, set()
+    names: set[str] = {path}
+    objs: set[tuple[int, int]] = set()
+    seen_inodes: set[int] = set()
     for _ in range(rounds):
-        t = reader.query(
-            """SELECT DISTINCT file_device, file_inode FROM events
-               WHERE file_path IN (SELECT unnest($names)) AND coalesce(file_inode, 0) <> 0
-                 AND event_action NOT IN ('rename', 'link', 'symlink', 'unlink', 'rmdir', 'mkdir')
-               UNION
-               SELECT DISTINCT file_device, file_inode FROM events
-               WHERE event_action IN ('rename', 'link') AND file_target_path IN (SELECT unnest($names))
-                 AND coalesce(file_inode, 0) <> 0""", {"names": sorted(names)})
-        new_objs = set(zip(t.column("file_device").to_pylist(), t.column("file_inode").to_pylist()))
-        r = reader.query(
-            """SELECT DISTINCT file_path, file_target_path FROM events
-               WHERE event_action IN ('rename', 'link')
-                 AND (file_path IN (SELECT unnest($names)) OR file_target_path IN (SELECT unnest($names))
-                      OR (file_inode IN (SELECT unnest($inos))))""",
-            {"names": sorted(names), "inos": sorted({i for _, i in new_objs | objs}) or [0]})
-        new_names = set(names)
-        for a, b in zip(r.column("file_path").to_pylist(), r.column("file_target_path").to_pylist()):
-            new_names.update(x for x in (a, b) if x)
-        if new_names == names and new_objs <= objs:
+        lit = sql_strings(sorted(names))
+        # two scans, each filtered inside the scan (an OR across columns is not)
+        rows = reader.query(f"""
+            SELECT event_action, file_device, file_inode, file_path, file_target_path FROM events
+            WHERE file_path IN ({lit})
+            UNION ALL
+            SELECT event_action, file_device, file_inode, file_path, file_target_path FROM events
+            WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit})""").to_pylist()
+        before = set(names)
+        for r in rows:
+            ino = r["file_inode"] or 0
+            if r["event_action"] in _RENAMING:
+                names.update(x for x in (r["file_path"], r["file_target_path"]) if x)
+                if ino and r["file_target_path"] in before:
+                    objs.add((r["file_device"], ino))
+            elif ino and r["event_action"] not in _NOT_OBJECT and r["file_path"] in before:
+                objs.add((r["file_device"], ino))
+        new_inodes = {i for _, i in objs} - seen_inodes
+        if new_inodes:
+            seen_inodes |= new_inodes
+            t = reader.query(f"""
+                SELECT file_path, file_target_path FROM events
+                WHERE file_inode IN ({sql_ints(sorted(new_inodes))})
+                  AND event_action IN ('rename', 'link')""")
+            for a, b in zip(t.column("file_path").to_pylist(), t.column("file_target_path").to_pylist()):
+                names.update(x for x in (a, b) if x)
+        if names == before:
             break
-        names, objs = new_names, objs | new_objs
     return sorted(names), sorted(objs)
 
 
+_COLS = ("ts, cpu, seq, event_category, event_action, file_path, file_target_path, process_entity_id, "
+         "process_pid, process_name, user_id, file_mode, file_flags, mem_prot, flow_read_bytes, "
+         "flow_write_bytes, file_device, file_inode")
+
+
 def file_history(reader: Reader, path: str) -> pa.Table:
-    resolve(reader, Target("file", path=path))
     names, objs = file_objects(reader, path)
-    devs = [d for d, _ in objs] or [0]
-    inos = [i for _, i in objs] or [0]
+    if not objs and len(names) == 1:
+        resolve(reader, Target("file", path=path))  # says clearly when nothing touched it
+    inos = sql_ints(sorted({i for _, i in objs}))
+    pairs = {f"{d}:{i}" for d, i in objs}
+    lit = sql_strings(names)
     sql = f"""
-    WITH objs AS (SELECT unnest($devs) AS dev, unnest($inos) AS ino),
-    hits AS (
-        SELECT e.* FROM events e JOIN objs o ON e.file_inode = o.ino AND e.file_device = o.dev
-        WHERE e.event_category IN ('file', 'flow', 'memory', 'process')
-        UNION ALL BY NAME
-        SELECT * FROM events WHERE (file_path IN (SELECT unnest($names))
-                                    OR file_target_path IN (SELECT unnest($names)))
-          AND (coalesce(file_inode, 0) = 0
-               OR (file_device, file_inode) NOT IN (SELECT (dev, ino) FROM objs))
+    WITH hits AS (
+        SELECT {_COLS} FROM events
+        WHERE file_inode IN ({inos}) AND event_category IN ('file', 'flow', 'memory', 'process')
+          AND (file_device::VARCHAR || ':' || file_inode::VARCHAR) IN (SELECT unnest($pairs))
+        UNION ALL
+        SELECT {_COLS} FROM (
+            SELECT {_COLS} FROM events WHERE file_path IN ({lit})
+            UNION ALL
+            SELECT {_COLS} FROM events WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit}))
+        WHERE (coalesce(file_inode, 0) = 0
+               OR (file_device::VARCHAR || ':' || file_inode::VARCHAR) NOT IN (SELECT unnest($pairs)))
     ),
     img AS (
         SELECT entity_id, arg_max(executable, image_seq) AS executable FROM processes
@@ -96,4 +129,4 @@ def file_history(reader: Reader, path: str) -> pa.Table:
     FROM hits h LEFT JOIN img ON img.entity_id = h.process_entity_id
     ORDER BY h.ts, h.cpu, h.seq
     """
-    return reader.query(sql, {"devs": devs, "inos": inos, "names": names, "path": path})
+    return reader.query(sql, {"pairs": sorted(pairs) or [""], "path": path})

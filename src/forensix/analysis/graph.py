@@ -197,9 +197,9 @@ def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
          "n.sock_kind, NULL, NULL, NULL, n.key, 'process', n.process_entity_id, NULL, NULL, NULL")
     return f"""
     SELECT {a}, n.ts, {FOREVER}, n.event_action, 0, n.unix_path, NULL
-    FROM (SELECT *, {_SOCK_KEY} AS key,
+    FROM (SELECT process_entity_id, ts, event_action, unix_path, {_SOCK_KEY} AS key,
                  CASE WHEN network_transport = 'unix' THEN 'unix' ELSE 'connection' END AS sock_kind
-          FROM events WHERE event_category = 'network'
+          FROM events WHERE event_category = 'network' {{NF}}
             AND event_action IN ('connect', 'accept') AND {_NET_OK}) n
     JOIN {{JS}} WHERE {cmp.format(s='n.ts', e=str(FOREVER))}
       AND NOT {unix_noise.format(c='n.unix_path')}
@@ -217,7 +217,7 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     a literal IN list so DuckDB filters inside the scan instead of reading every row.
     """
     cmp = "{s} <= fr.thr" if backward else "{e} >= fr.thr"
-    read_noise = path_predicate("{c}", "read", active, written="{c} IN (SELECT unnest($written))")
+    read_noise = path_predicate("{c}", "read", active - {"libraries"})
     write_noise = path_predicate("{c}", "write", active)
     unix_noise = unix_predicate("{c}", active)
     pe, fi = _ints(fr.procs), _ints(i for _, i in fr.files)
@@ -237,16 +237,18 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
             add(_file_read_sql(cmp, read_noise), on_proc)
             add(_proc_sql(cmp), {"{JP}": f"fp fr ON p.entity_id = fr.eid",
                                  "{JK}": f"fp fr ON e.target_entity_id = fr.eid AND e.target_entity_id IN ({pe})"})
-            add(_sock_sql(cmp, False, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid"})
+            add(_sock_sql(cmp, False, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid",
+                                                    "{NF}": f"AND process_entity_id IN ({pe})"})
         else:
             add(_file_write_sql(cmp, write_noise), on_proc)
             add(_proc_sql(cmp), {"{JP}": "fp fr ON p.parent_entity_id = fr.eid",
                                  "{JK}": f"fp fr ON e.process_entity_id = fr.eid AND e.process_entity_id IN ({pe})"})
-            add(_sock_sql(cmp, True, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid"})
+            add(_sock_sql(cmp, True, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid",
+                                                   "{NF}": f"AND process_entity_id IN ({pe})"})
     if fr.files:
         add(_file_write_sql(cmp, write_noise) if backward else _file_read_sql(cmp, read_noise), on_file)
     if fr.socks:
-        add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key"})
+        add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key", "{NF}": ""})
     union = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     # character devices (terminals, /dev/null) reached through an inherited descriptor
     # carry no path in flows: the pseudo filter drops them by type
@@ -254,18 +256,42 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     return f"WITH {_FRONTIER_CTES}\nSELECT * FROM ({union}) AS x({_COLS})"
 
 
-def _written_sql(active: set[str]) -> str:
-    """System files that something wrote while recorded: not 'read-only', so kept."""
-    pats = [f for f in FILTERS if f.name in active and f.unless_written]
-    if not pats:
-        return "SELECT NULL::VARCHAR AS path WHERE FALSE"
-    pred = path_predicate("file_path", "read", {f.name for f in pats})
-    # From events only: replacing a library takes an open for writing or a rename onto it,
-    # and a flow row alone is too weak a witness to bring every reader of libc back.
-    return f"""SELECT DISTINCT coalesce(file_target_path, file_path) AS path FROM events
-               WHERE (event_action IN ('rename', 'truncate', 'link')
-                      OR (event_action = 'open' AND (coalesce(file_flags, 0) & {_WRITE_FLAGS}) <> 0))
-                 AND {pred.replace('file_path', 'coalesce(file_target_path, file_path)')}"""
+_LIBS = next(f for f in FILTERS if f.name == "libraries")
+_READ_KINDS = ("read", "open-read", "exec", "mmap")
+
+
+def _is_system_path(path: str) -> bool:
+    """The 'libraries' filter's LIKE patterns, in Python (only '%' wildcards are used)."""
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(path, pat.replace("%", "*")) for pat in _LIBS.patterns)
+
+
+def _drop_read_only_system_files(reader: Reader, rows: list[dict[str, Any]],
+                                 written: dict[str, bool]) -> list[dict[str, Any]]:
+    """Drop reads, execs and mmaps of system files, unless something wrote that file.
+
+    "Written" means an open for writing, a truncate, or a rename or link onto the name
+    while recorded (a flow row alone is too weak a witness to bring every reader of libc
+    back). Asked once per name, only for the system files a hop actually meets.
+    """
+    cands = {r["path"] for r in rows if r["kind"] in _READ_KINDS and r["src_kind"] == "file"
+             and r["path"] and _is_system_path(r["path"])}
+    ask = sorted(cands - set(written))
+    if ask:
+        from forensix.analysis.filehistory import sql_strings
+
+        lit = sql_strings(ask)
+        t = reader.query(f"""
+            SELECT DISTINCT file_path AS path FROM events
+            WHERE file_path IN ({lit}) AND (event_action = 'truncate'
+                   OR (event_action = 'open' AND (coalesce(file_flags, 0) & {_WRITE_FLAGS}) <> 0))
+            UNION
+            SELECT DISTINCT file_target_path FROM events
+            WHERE file_target_path IN ({lit}) AND event_action IN ('rename', 'link')""")
+        hit = set(t.column("path").to_pylist())
+        written.update({p: p in hit for p in ask})
+    return [r for r in rows if not (r["path"] in cands and not written.get(r["path"], False))]
 
 
 # -- the walk --------------------------------------------------------------------------
@@ -281,7 +307,7 @@ def _end_key(row: dict[str, Any], side: str) -> tuple[str, str, Any]:
 
 def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, target: str) -> Graph:
     active = set(opts.filters) & set(FILTER_NAMES)
-    written = reader.query(_written_sql(active)).column("path").to_pylist() or [""]
+    written: dict[str, bool] = {}
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str, str], Edge] = {}
     ident: dict[str, tuple[str, Any]] = {}
@@ -298,8 +324,10 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
     while not frontier.empty() and depth < opts.depth:
         depth += 1
         sql = _hop_sql(backward, active, frontier)
-        params = {k: v for k, v in (_params(frontier) | {"written": written}).items() if f"${k}" in sql}
+        params = {k: v for k, v in _params(frontier).items() if f"${k}" in sql}
         rows = reader.query(sql, params).to_pylist()
+        if "libraries" in active:
+            rows = _drop_read_only_system_files(reader, rows, written)
         rows = _sockets_to_connections(reader, rows)
         if backward and "servers" in active:
             rows = _latest_accepts(rows)
@@ -483,6 +511,8 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
         from forensix.analysis.filehistory import file_objects
 
         names, objs = file_objects(reader, target.path or "")
+        if not objs:
+            resolve(reader, target)  # says clearly when nothing touched it
         for obj in objs:
             fr.files[obj] = t0
             fr.paths[obj] = names
@@ -521,7 +551,7 @@ def backtrack(reader: Reader, target: Target, opts: TrackOptions | None = None) 
     members: list[int] = []
     if target.kind == "session":
         target, members = _session_target(reader, target)
-    else:
+    elif target.kind != "file":
         target = resolve(reader, target)
     return _walk(reader, _start(reader, target, True, opts, members), True, opts, target.describe())
 
@@ -532,7 +562,7 @@ def forward(reader: Reader, target: Target, opts: TrackOptions | None = None) ->
     members: list[int] = []
     if target.kind == "session":
         target, members = _session_target(reader, target)
-    else:
+    elif target.kind != "file":
         target = resolve(reader, target)
     return _walk(reader, _start(reader, target, False, opts, members), False, opts, target.describe())
 

@@ -93,7 +93,8 @@ def resolve(reader: Reader, target: Target) -> Target:
 
 def _check_path(reader: Reader, path: str) -> None:
     hit = reader.query(
-        "SELECT 1 FROM events WHERE file_path = $p OR file_target_path = $p LIMIT 1", {"p": path})
+        "SELECT 1 FROM events WHERE file_path = $p UNION ALL "
+        "SELECT 1 FROM events WHERE file_target_path = $p LIMIT 1", {"p": path})
     if hit.num_rows:
         return
     hit = reader.query("SELECT 1 FROM flows WHERE file_path = $p LIMIT 1", {"p": path})
