@@ -261,7 +261,13 @@ static long fx_walk_step(__u32 i, struct fx_walk *w)
 	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
 	if (dentry == root || dentry == parent) {
 		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
-		if (dentry != root || mnt == up) {
+		if (dentry != root) {
+			/* a pseudo file (memfd, anonymous inode): its own name is all there is */
+			w->done = 2;
+			w->dentry = dentry;
+			return 1;
+		}
+		if (mnt == up) {
 			w->done = 1;
 			return 1;
 		}
@@ -302,6 +308,19 @@ static __always_inline int fx_walk(struct dentry *dentry, struct vfsmount *vfsmn
 	if (!w.done)
 		w.res |= 1 << 17;
 	int pos = w.pos;
+	if (w.done == 2 && pos == FX_STR_MAX - 1) {
+		struct dentry *pseudo = w.dentry;
+		struct qstr q = BPF_CORE_READ(pseudo, d_name);
+		__u32 len = q.len & (FX_STR_MAX / 2 - 1);
+		if (len) {
+			pos = FX_STR_MAX - 1 - (int)len - 1;
+			__u32 at = pos;
+			fx_opaque(at);
+			bpf_probe_read_kernel(&pb->b[(at + 1) & (FX_STR_MAX - 1)], len, q.name);
+			fx_opaque(at);
+			pb->b[at & (FX_STR_MAX - 1)] = '/';
+		}
+	}
 	if (pos < 1 || pos > FX_STR_MAX - 1)
 		pos = FX_STR_MAX - 1;
 	if (pos == FX_STR_MAX - 1) {
@@ -637,6 +656,15 @@ int fx_exit_path(struct trace_event_raw_sys_exit *ctx)
 	case __NR_futimesat:
 	case __NR_mknodat:
 		fx_named(s, 0, c.args[0], (const char *)c.args[1]);
+		break;
+	case __NR_chroot:
+		if (ctx->ret == 0) { /* the new root is the kernel's resolution of the argument */
+			struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+			fx_str_path(s, FX_S_PATH0, BPF_CORE_READ(t, fs, root.dentry), BPF_CORE_READ(t, fs, root.mnt));
+			fx_str_user(s, FX_S_RAW0, (const char *)c.args[0]);
+		} else {
+			fx_named(s, 0, AT_FDCWD, (const char *)c.args[0]);
+		}
 		break;
 	case __NR_utimensat:
 		if (c.args[1])

@@ -1,0 +1,29 @@
+"""The rest of the forensic set, one action each (run under `forensix record` by the test)."""
+import ctypes, mmap, os, signal, subprocess, sys, time
+
+d = sys.argv[1]
+os.chdir(d)
+open("f.txt", "w").write("data")
+os.chmod("f.txt", 0o4755)                                  # chmod (setuid bit)
+os.chown("f.txt", 65534, 65534)                           # chown
+os.utime("f.txt", (946684800, 946684800))                 # utimes: back to 2000-01-01 (timestomping)
+os.setxattr("f.txt", "user.fx", b"1")                     # setxattr
+os.truncate("f.txt", 2)                                   # truncate
+os.link("f.txt", "hard.txt")                              # link
+os.symlink("f.txt", "soft.txt")                           # symlink
+os.mkdir("newdir"); os.rmdir("newdir")                    # mkdir, rmdir
+fd = os.open("f.txt", os.O_RDONLY)
+m = mmap.mmap(fd, 2, prot=mmap.PROT_READ | mmap.PROT_EXEC)  # file mapped executable
+m.close(); os.close(fd)
+mfd = os.memfd_create("fx-memfd")                          # memfd_create
+os.write(mfd, b"\x7fELF"); os.close(mfd)
+child = subprocess.Popen(["/bin/sleep", "30"])
+os.kill(child.pid, signal.SIGTERM); child.wait()           # kill, with target
+subprocess.run(["strace", "-o", "/dev/null", "/bin/true"])  # ptrace
+subprocess.run(["bpftool", "prog", "show"], stdout=subprocess.DEVNULL)  # bpf()
+os.mkdir("mnt")
+subprocess.run(["mount", "-t", "tmpfs", "fxtmp", d + "/mnt"], check=True)   # mount
+subprocess.run(["umount", d + "/mnt"], check=True)                           # umount
+subprocess.run(["unshare", "-n", "/bin/true"], check=True)                   # unshare
+os.mkdir("jail")
+subprocess.run(["chroot", d + "/jail", "/bin/true"], stderr=subprocess.DEVNULL)  # chroot (exec fails inside)

@@ -1,0 +1,86 @@
+"""Each action of the forensic set is recorded with its key fields."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import record, rows, subtree
+
+pytestmark = pytest.mark.bpf
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    d = tmp_path_factory.mktemp("set")
+    os.chmod(d, 0o755)
+    work = d / "w"
+    work.mkdir()
+    marker = f"marker-{uuid.uuid4().hex[:8]}"
+    res = record(d / "s.duckdb", "python3", str(Path(__file__).with_name("forensic_set.py")), str(work), marker)
+    assert res.returncode == 0, res.stderr
+    st, ids = subtree(d / "s.duckdb", marker)
+    ev = rows(st, "SELECT * FROM events WHERE process_entity_id IN (SELECT unnest($ids)) ORDER BY ts", ids=ids)
+    return {"w": work, "ev": ev}
+
+
+def _one(rec: dict[str, Any], action: str, **match: Any) -> dict[str, Any]:
+    got = [e for e in rec["ev"] if e["event_action"] == action and all(e.get(k) == v for k, v in match.items())]
+    assert got, f"no {action} event with {match}"
+    return got[0]
+
+
+def test_file_metadata_changes(rec: dict[str, Any]) -> None:
+    f = f"{rec['w']}/f.txt"
+    assert _one(rec, "chmod", file_path=f)["file_mode"] == 0o4755
+    ch = _one(rec, "chown", file_path=f)
+    assert (ch["file_uid"], ch["file_gid"]) == (65534, 65534)
+    ut = _one(rec, "utimes", file_path=f)
+    assert ut["file_mtime"] == 946684800 * 10**9 and ut["file_atime"] == 946684800 * 10**9
+    _one(rec, "setxattr", file_path=f)
+    _one(rec, "truncate", file_path=f)
+
+
+def test_links_and_directories(rec: dict[str, Any]) -> None:
+    w = rec["w"]
+    ln = _one(rec, "link", file_path=f"{w}/f.txt")
+    assert ln["file_target_path"] == f"{w}/hard.txt"
+    sl = _one(rec, "symlink", file_path=f"{w}/soft.txt")
+    assert sl["file_target_path_raw"] == "f.txt"
+    _one(rec, "mkdir", file_path=f"{w}/newdir")
+    _one(rec, "rmdir", file_path=f"{w}/newdir")
+
+
+def test_memory(rec: dict[str, Any]) -> None:
+    mm = _one(rec, "mmap", file_path=f"{rec['w']}/f.txt")
+    assert mm["mem_prot"] & 0x4  # PROT_EXEC
+    mf = _one(rec, "memfd_create", file_path_raw="fx-memfd")
+    assert mf["file_path"].startswith("/memfd:fx-memfd")
+    # the bytes written into the memfd are a flow edge on its inode
+    assert any(e["event_action"] == "flow" and e["file_inode"] == mf["file_inode"] and e["flow_write_bytes"] == 4
+               for e in rec["ev"])
+
+
+def test_signals_and_ptrace(rec: dict[str, Any]) -> None:
+    k = _one(rec, "kill", signal=int(signal.SIGTERM))
+    sleeper = [e for e in rec["ev"] if e["event_action"] == "exec" and e["process_args"] == ["/bin/sleep", "30"]]
+    assert sleeper and k["target_pid"] == sleeper[0]["process_pid"]
+    assert k["target_entity_id"] == sleeper[0]["process_entity_id"]
+    pt = [e for e in rec["ev"] if e["event_action"] == "ptrace"]
+    assert pt and any(e["process_name"] == "strace" for e in pt)
+
+
+def test_privileged_actions(rec: dict[str, Any]) -> None:
+    w = rec["w"]
+    assert any(e["event_action"] == "bpf" and e["process_name"] == "bpftool" for e in rec["ev"])
+    mo = _one(rec, "mount", file_path=f"{w}/mnt")
+    assert "fstype=tmpfs" in mo["message"] and "source=fxtmp" in mo["message"]
+    _one(rec, "umount", file_path=f"{w}/mnt")
+    un = _one(rec, "unshare")
+    assert un["mem_flags"] & 0x40000000  # CLONE_NEWNET
+    _one(rec, "chroot", file_path=f"{w}/jail")
