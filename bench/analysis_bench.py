@@ -42,17 +42,20 @@ out = open(os.devnull, "w")
 if what == "tree":
     t = tree(r)
     n = t.num_rows
+    ta = time.perf_counter()
     render_tree_text(t, out)
 elif what == "backtrack":
     g = backtrack(r, Target("file", path=arg))
     n = len(g.nodes)
+    ta = time.perf_counter()
     render_graph(g, "text", out)
 elif what == "file":
     t = file_history(r, arg)
     n = t.num_rows
+    ta = time.perf_counter()
     render(t, "text", out)
 t2 = time.perf_counter()
-print(json.dumps({"analysis_s": t2 - t1, "with_open_s": t2 - t_import, "rows": n,
+print(json.dumps({"query_s": ta - t1, "analysis_s": t2 - t1, "with_open_s": t2 - t_import, "rows": n,
                   "peak_rss_mb": int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024}))
 """
 
@@ -94,12 +97,14 @@ def main() -> None:
     for what, arg in (("tree", ""), ("backtrack", meta["target"]), ("file", "/tmp/x.sh")):
         runs = [_run(what, store, arg) for _ in range(a.repeat)]
         results[what] = {
+            "query_s": statistics.median(x["query_s"] for x in runs),
             "analysis_s": statistics.median(x["analysis_s"] for x in runs),
             "with_open_s": statistics.median(x["with_open_s"] for x in runs),
             "rows": runs[0]["rows"], "peak_rss_mb": max(x["peak_rss_mb"] for x in runs),
         }
         x = results[what]
-        print(f"{what:<10} {x['analysis_s']:.3f} s (open+analysis+render {x['with_open_s']:.3f} s), "
+        print(f"{what:<10} {x['analysis_s']:.3f} s (query {x['query_s']:.3f} s; open+query+render "
+              f"{x['with_open_s']:.3f} s), "
               f"{x['rows']} rows/objects, peak RSS {x['peak_rss_mb']:.0f} MiB "
               f"[target < {TARGETS[what]} s]", flush=True)
     if a.write_docs:
@@ -120,11 +125,11 @@ def _write_docs(meta: dict[str, object], results: dict[str, dict[str, float]], s
              f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; store "
              f"{store.stat().st_size / 2**20:.0f} MiB"
              + (f", generated in {gen_s:.0f} s" if gen_s else "") + f"; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n",
-             "| command | analysis (s) | total (s) | target (s) | output | peak RSS (MiB) |",
-             "|---|---|---|---|---|---|"]
+             "| command | query (s) | query + render (s) | with opening the store (s) | target (s) | output | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|"]
     for what, x in results.items():
         ok = "ok" if x["analysis_s"] < TARGETS[what] else "OVER"
-        lines.append(f"| `{what}` | {x['analysis_s']:.3f} | {x['with_open_s']:.3f} | < {TARGETS[what]} ({ok}) | "
+        lines.append(f"| `{what}` | {x['query_s']:.3f} | {x['analysis_s']:.3f} | {x['with_open_s']:.3f} | < {TARGETS[what]} ({ok}) | "
                      f"{int(x['rows'])} | {x['peak_rss_mb']:.0f} |")
     with doc.open("a") as f:
         f.write("\n".join(lines) + "\n")

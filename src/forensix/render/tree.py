@@ -20,19 +20,42 @@ def _user(r: dict[str, Any]) -> str:
     return f"{name}({uid})" if name else str(uid if uid is not None else "?")
 
 
+def iso_column(values: pa.ChunkedArray | pa.Array) -> list[str | None]:
+    """UTC ISO 8601 with microseconds for a whole int64 ns column at once."""
+    import numpy as np
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    ns = arr.fill_null(0).to_numpy(zero_copy_only=False).astype("datetime64[ns]").astype("datetime64[us]")
+    text = np.char.add(np.datetime_as_string(ns, unit="us"), "Z")
+    return [t if ok else None for t, ok in zip(text.tolist(), valid.tolist())]
+
+
 def render_tree_text(table: pa.Table, out: Any) -> None:
     """One line per process, indented under its parent."""
-    out.write(f"{'START (UTC)':<26}  {'END':<26}  {'ENTITY':<16}  {'PID':>7}  {'USER':<14}  PROCESS\n")
-    for r in iter_dicts(table):
-        end = format_ns(r["end_ts"]) if r.get("end_ts") else "-"
-        if r.get("exit_code") not in (None, 0):
-            end += f" ({r['exit_code']})"
-        args = " ".join(r.get("args") or [])
-        exe = r.get("executable") or "?"
-        shown = args if args and args.split(" ", 1)[0].endswith(exe.rsplit("/", 1)[-1]) else f"{exe} {args}".strip()
-        indent = "  " * int(r.get("depth") or 0)
-        out.write(f"{format_ns(r['start_ts']):<26}  {end:<26}  {format_entity(r['entity_id'])}  "
-                  f"{r['pid']:>7}  {_user(r):<14}  {indent}{shown[:200]}\n")
+    out.write(f"{'START (UTC)':<27}  {'END':<27}  {'ENTITY':<16}  {'PID':>7}  {'USER':<14}  PROCESS\n")
+    if table.num_rows == 0:
+        return
+    cols = {c: table.column(c).to_pylist() for c in
+            ("depth", "entity_id", "pid", "user_id", "exit_code", "executable", "args")}
+    names = table.column("user_name").to_pylist() if "user_name" in table.column_names else [None] * table.num_rows
+    starts = iso_column(table.column("start_ts"))
+    ends = iso_column(table.column("end_ts"))
+    lines = []
+    for i in range(table.num_rows):
+        end = ends[i] or "-"
+        code = cols["exit_code"][i]
+        if code not in (None, 0):
+            end += f" ({code})"
+        args = " ".join(cols["args"][i] or [])
+        exe = cols["executable"][i] or "?"
+        first = args.split(" ", 1)[0]
+        shown = args if args and first.endswith(exe.rsplit("/", 1)[-1]) else f"{exe} {args}".strip()
+        uid = cols["user_id"][i]
+        user = f"{names[i]}({uid})" if names[i] else str(uid if uid is not None else "?")
+        lines.append(f"{starts[i]:<27}  {end:<27}  {cols['entity_id'][i]:016x}  {cols['pid'][i]:>7}  "
+                     f"{user:<14}  {'  ' * int(cols['depth'][i] or 0)}{shown[:200]}\n")
+    out.write("".join(lines))
 
 
 def render_timeline_text(table: pa.Table, out: Any) -> None:
