@@ -10,8 +10,9 @@ from types import FrameType
 import click
 from rich.console import Console
 
-from forensix.agent.sink import StoreSink
+from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.options import DEFAULT_STORE
+from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.sensor.loader import SensorConfig
 from forensix.sensor.recorder import Recorder, RecordStats
 from forensix.store.embedded import open_writer, socket_path
@@ -68,9 +69,12 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--quiet", "-q", is_flag=True, help="No live figures.")
 @click.option("--ring-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Size of the main kernel ring buffer (a power of two; process events have their own).")
+@record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
-    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, command: tuple[str, ...]
+    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int,
+    rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
+    command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
@@ -78,7 +82,14 @@ def record(
     """
     writer = open_writer(store)
     server = QueryServer(writer, socket_path(store)).start()
-    rec = Recorder([StoreSink(writer)], SensorConfig(full_rw=full, ring_main_mb=_pow2(ring_mb)), on_stats=None if quiet else _live)
+    store_sink = StoreSink(writer)
+    sinks: list[Sink] = [store_sink]
+    if not no_rules:  # live detection reads every batch after it is stored
+        sinks.append(live_engine_for_record(
+            store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
+            echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
+        ))
+    rec = Recorder(sinks, SensorConfig(full_rw=full, ring_main_mb=_pow2(ring_mb)), on_stats=None if quiet else _live)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop()
