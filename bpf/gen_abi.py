@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -16,8 +17,9 @@ WANT_STRUCTS = {"fx_event", "fx_flow_key", "fx_flow", "fx_counter", "fx_config"}
 
 
 def btf_types(obj: str) -> list[dict]:
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
     out = subprocess.run(
-        ["bpftool", "-j", "btf", "dump", "file", obj], check=True, capture_output=True, text=True
+        [bpftool, "-j", "btf", "dump", "file", obj], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(out)["types"]
 
