@@ -83,6 +83,9 @@ def _text_cell(name: str, value: Any, width: int = 60) -> str:
 
 
 def render_text(table: pa.Table, out: io.TextIOBase | Any) -> None:
+    # A column with nothing in it says nothing to a reader: leave it out of the text view.
+    if table.num_rows:
+        table = table.select([c for c in table.column_names if table[c].null_count < table.num_rows])
     cols = table.column_names
     rows = [[_text_cell(c, v) for c, v in r.items()] for r in _rows(table)]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
