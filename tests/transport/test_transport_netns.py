@@ -34,6 +34,7 @@ class Net:
         tag = f"{os.getpid() % 100000}"
         self.srv, self.agt = f"fxs{tag}", f"fxa{tag}"
         self.vs, self.va = f"fxvs{tag}", f"fxva{tag}"
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def up(self) -> None:
         for ns in (self.srv, self.agt):
@@ -56,7 +57,15 @@ class Net:
 
     def run(self, ns: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
         f = log.open("ab")
-        return subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=f, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=f, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def kill_all(self) -> None:
+        for p in self.procs:  # only the processes this test started, by pid
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 @pytest.fixture
@@ -67,6 +76,7 @@ def net() -> Iterator[Net]:
     try:
         yield n
     finally:
+        n.kill_all()
         n.down()
 
 

@@ -37,7 +37,8 @@ def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int], **kw: obj
     if not seal.exists():
         shutil.copy(b.seal, seal)
     cfg = ShippingConfig(host=host, server=addr, context=client_context(b.ca, b.cert, b.key), seal_key=seal,
-                         spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5, **kw)  # type: ignore[arg-type]
+                         spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5, coalesce_s=0,
+                         **kw)  # type: ignore[arg-type]
     return ShippingSink(cfg)
 
 

@@ -118,6 +118,8 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 @click.option("--server-name", default="forensix-server", show_default=True,
               help="Name the log host's certificate must carry.")
 @click.option("--heartbeat", default=5.0, show_default=True, type=float, help="Seconds between heartbeats.")
+@click.option("--batch-ms", default=200, show_default=True, type=click.IntRange(0, 10000),
+              help="Join the recorder's batches for up to this long into one sealed frame.")
 @click.option("--drain", default=5.0, show_default=True, type=float,
               help="On stop, seconds to wait for the log host to acknowledge the spool.")
 @click.option("--duration", default=None, type=float, help="Stop after this many seconds.")
@@ -127,7 +129,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 @click.option("-v", "--verbose", is_flag=True)
 def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | None, ca: str | None,
           seal_key: str | None, spool: str, spool_max: str, store: str | None, server_name: str,
-          heartbeat: float, drain: float, duration: float | None, synthetic: float | None, batch_rows: int,
+          heartbeat: float, batch_ms: int, drain: float, duration: float | None, synthetic: float | None, batch_rows: int,
           verbose: bool) -> None:
     """Record this host and ship the record, sealed, to the log host.
 
@@ -151,7 +153,8 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     host = _cert_name(cert_p)
     cfg = ShippingConfig(host=host, server=_addr(server_addr), context=client_context(ca_p, cert_p, key_p),
                          seal_key=seal_p, spool_dir=Path(spool), spool_max_bytes=_size(spool_max),
-                         server_name=server_name, heartbeat_s=heartbeat, drain_s=drain)
+                         server_name=server_name, heartbeat_s=heartbeat, drain_s=drain,
+                         coalesce_s=batch_ms / 1000)
     sinks: list[Any] = []
     if store:
         from forensix.agent.sink import StoreSink
@@ -186,7 +189,12 @@ def _bundle_paths(b: Path | None, cert: str | None, key: str | None, ca: str | N
             raise UsageError(f"no {name} given", "give --bundle DIR (from forensix pki issue HOST)")
         return b / name
 
-    host = b.name if b is not None else ""
+    host = ""
+    if b is not None:  # the bundle may be copied under any name: find its one host certificate
+        certs = sorted(p.stem for p in b.glob("*.crt") if p.name != "ca.crt")
+        if len(certs) != 1 and not cert:
+            raise UsageError(f"{b} holds {len(certs)} host certificates", "give --cert and --key")
+        host = certs[0] if certs else ""
     return (pick(cert, f"{host}.crt"), pick(key, f"{host}.key"), pick(ca, "ca.crt"), pick(seal, "seal.key"))
 
 
