@@ -7,19 +7,19 @@ adds the host's certificate to the CRL the server consults on every connection.
 """
 
 from forensix.pki.authority import (
-    PKIError,
+    SERVER_NAME,
     Authority,
     HostBundle,
-    SERVER_NAME,
+    PKIError,
 )
-from forensix.pki.tls import client_context, server_context, peer_identity
+from forensix.pki.tls import client_context, peer_identity, server_context
 
 __all__ = [
-    "PKIError",
+    "SERVER_NAME",
     "Authority",
     "HostBundle",
-    "SERVER_NAME",
+    "PKIError",
     "client_context",
-    "server_context",
     "peer_identity",
+    "server_context",
 ]

@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from forensix.errors import ForensixError
 from forensix.pki.sealkey import DEFAULT_INTERVAL_S, SealState, write_atomic
 
-__all__ = ["PKIError", "Authority", "HostBundle", "SERVER_NAME"]
+__all__ = ["SERVER_NAME", "Authority", "HostBundle", "PKIError"]
 
 SERVER_NAME = "forensix-server"  # the DNS name every server certificate carries
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -40,7 +40,7 @@ class PKIError(ForensixError):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:

@@ -26,13 +26,13 @@ from pathlib import Path
 from forensix.errors import ForensixError
 
 __all__ = [
+    "DEFAULT_INTERVAL_S",
+    "KeySchedule",
     "SealKeyError",
     "SealState",
     "evolve",
     "mac_key",
-    "KeySchedule",
     "write_atomic",
-    "DEFAULT_INTERVAL_S",
 ]
 
 DEFAULT_INTERVAL_S = 60
@@ -83,7 +83,7 @@ class SealState:
     key: bytes
 
     @classmethod
-    def new(cls, host: str, t0_ns: int, interval_s: int = DEFAULT_INTERVAL_S) -> "SealState":
+    def new(cls, host: str, t0_ns: int, interval_s: int = DEFAULT_INTERVAL_S) -> SealState:
         return cls(host, t0_ns, interval_s, 0, secrets.token_bytes(KEY_LEN))
 
     def epoch_of(self, ts_ns: int) -> int:
@@ -107,7 +107,7 @@ class SealState:
         ).encode()
 
     @classmethod
-    def load(cls, path: Path) -> "SealState":
+    def load(cls, path: Path) -> SealState:
         try:
             d = json.loads(path.read_bytes())
             if d.get("format") != "forensix-seal/1":

@@ -12,7 +12,7 @@ from cryptography import x509
 
 from forensix.pki.authority import PKIError
 
-__all__ = ["server_context", "client_context", "peer_identity", "RevocationList"]
+__all__ = ["RevocationList", "client_context", "peer_identity", "server_context"]
 
 
 def _base(purpose: int) -> ssl.SSLContext:
