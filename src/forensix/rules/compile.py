@@ -388,7 +388,7 @@ def simplify(node: Node) -> Node:
                 continue
             items.extend(it.items if isinstance(it, kind) else [it])
         if kind is Or:
-            items = _merge_in(items)
+            items = _merge_patterns(_merge_in(items))
         items = list(dict.fromkeys(items))
         if not items:
             return Const(unit)
@@ -418,6 +418,33 @@ def _merge_in(items: list[Node]) -> list[Node]:
         else:
             merged.append(Pred(col, "in", uniq, cased, as_text))
     return merged + rest
+
+
+_ALTERNATION = {"prefix": "^(?:{})", "suffix": "(?:{})$", "contains": "(?:{})"}
+MERGE_AT = 3  # this many alternatives on one column become one RE2 pass
+
+
+def _merge_patterns(items: list[Node]) -> list[Node]:
+    """``a|endswith: [x, y, z]`` as one regex ``(?:x|y|z)$`` instead of three scans.
+
+    Literals are escaped and, for case-insensitive matching, already lowered: the regex
+    runs on lower(column) like the predicates it replaces, in both engines.
+    """
+    groups: dict[tuple[str, str, bool, bool], list[Pred]] = {}
+    rest: list[Node] = []
+    for it in items:
+        if isinstance(it, Pred) and it.op in _ALTERNATION:
+            groups.setdefault((it.column, it.op, it.cased, it.as_text), []).append(it)
+        else:
+            rest.append(it)
+    out: list[Node] = []
+    for (col, op, cased, as_text), preds in groups.items():
+        if len(preds) < MERGE_AT:
+            out.extend(preds)
+            continue
+        alts = "|".join(_re_escape(str(p.value)) for p in dict.fromkeys(preds))
+        out.append(Pred(col, "regex", "(?s)" + _ALTERNATION[op].format(alts), cased, as_text))
+    return out + rest
 
 
 def columns_of(node: Node) -> set[str]:

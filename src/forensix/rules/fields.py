@@ -16,6 +16,7 @@ source itself becomes a predicate over ``event_category`` / ``event_action``
 from __future__ import annotations
 
 import pwd
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -74,6 +75,18 @@ def user_names() -> dict[int, str]:
         return {e.pw_uid: e.pw_name for e in pwd.getpwall()}
     except OSError:
         return {}
+
+
+_USERS: tuple[float, dict[int, str]] = (0.0, {})
+
+
+def cached_user_names(max_age_s: float = 60.0) -> dict[int, str]:
+    """``user_names`` re-read at most once a minute (the live engine asks every batch)."""
+    global _USERS
+    now = time.monotonic()
+    if now - _USERS[0] > max_age_s:
+        _USERS = (now, user_names())
+    return _USERS[1]
 
 
 def _user_sql() -> str:

@@ -206,7 +206,7 @@ def _mode(t: pa.Table, c: _Ctx) -> pa.Array:
 
 
 def _user(t: pa.Table, c: _Ctx) -> pa.Array:
-    names = F.user_names()
+    names = F.cached_user_names()
     return _by_value(_col(t, "user_id"), lambda u: None if u is None else names.get(u))
 
 
@@ -310,18 +310,33 @@ _STR_OPS = {"prefix": pc.starts_with, "suffix": pc.ends_with, "contains": pc.mat
 
 
 class Evaluator:
-    """Boolean masks of predicate trees over one enriched batch, memoised per node."""
+    """Boolean masks of predicate trees over one batch, memoised per node.
 
-    def __init__(self, table: pa.Table) -> None:
+    Derived columns are computed on first use (with ``pctx`` for the process context),
+    so a rule whose cheap raw-column tests already fail costs no enrichment.
+    """
+
+    def __init__(self, table: pa.Table, pctx: ProcessContext | None = None) -> None:
         self.table = table
         self.n = table.num_rows
         self._memo: dict[Any, pa.Array] = {}
+        self._ctx = _Ctx(table, pctx)
+        self._derived: dict[str, pa.Array] = {}
+
+    def column(self, name: str) -> pa.Array:
+        if name in self.table.column_names:
+            return _col(self.table, name)
+        got = self._derived.get(name)
+        if got is None:
+            got = DERIVED_ARROW[name](self.table, self._ctx)
+            self._derived[name] = got
+        return got
 
     def _operand(self, p: Pred) -> pa.Array:
         key = ("col", p.column, p.as_text, p.cased or p.op in ("null", "notnull"))
         got = self._memo.get(key)
         if got is None:
-            got = _col(self.table, p.column)
+            got = self.column(p.column)
             if p.as_text:
                 got = pc.cast(got, pa.string())
             if not key[3]:
@@ -353,14 +368,14 @@ class Evaluator:
         elif op == "bits":
             out = pc.not_equal(pc.bit_wise_and(col, pa.scalar(int(v), col.type)), 0)
         elif op == "colref":
-            other = pc.cast(_col(self.table, str(v)), pa.string())
+            other = pc.cast(self.column(str(v)), pa.string())
             out = pc.equal(pc.cast(col, pa.string()), other)
         else:
             raise ValueError(f"unknown predicate op {op!r}")
-        return pc.fill_null(out, False)
+        return pc.fill_null(out, False) if out.null_count else out
 
     def mask(self, node: Node) -> pa.Array:
-        got = self._memo.get(node)
+        got = self._memo.get(id(node))
         if got is not None:
             return got
         if isinstance(node, Const):
@@ -381,7 +396,7 @@ class Evaluator:
             got = pc.invert(self.mask(node.item))
         else:
             raise TypeError(f"not a predicate node: {node!r}")
-        self._memo[node] = got
+        self._memo[id(node)] = got
         return got
 
 
