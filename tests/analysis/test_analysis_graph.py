@@ -9,8 +9,8 @@ import pytest
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward, node_key
 from forensix.analysis.noise import FILTER_NAMES
 from forensix.analysis.targets import Target
-from forensix.store.embedded import open_reader, open_writer
 from forensix.store.base import Reader
+from forensix.store.embedded import open_reader, open_writer
 from forensix.testing.generator import StoreBuilder
 
 

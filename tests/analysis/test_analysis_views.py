@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,9 +57,9 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> tuple[Reader, StoreBuilder
     w = open_writer(path)
     b.write(w)
     w.close()
-    objs = dict(init=init, sshd=sshd, cron=cron, nginx=nginx, worker=worker, getty=getty,
-                console_sh=console_sh, conn=conn, sh=sh, curl=curl, script=script, sudo=sudo, job=job,
-                jsh=jsh, shim=shim, ctr=ctr, again=again)
+    objs = {"init": init, "sshd": sshd, "cron": cron, "nginx": nginx, "worker": worker, "getty": getty,
+                "console_sh": console_sh, "conn": conn, "sh": sh, "curl": curl, "script": script, "sudo": sudo, "job": job,
+                "jsh": jsh, "shim": shim, "ctr": ctr, "again": again}
     return open_reader(path), b, objs
 
 
@@ -103,7 +102,7 @@ def test_pid_at_time_picks_the_right_process(host: Any) -> None:
 
 
 def test_sessions_attribute_every_process(host: Any) -> None:
-    r, b, o = host
+    r, _b, o = host
     att = attribute(r)
     lead = att.leader_of
     assert lead[o["curl"].entity_id] == lead[o["sh"].entity_id] == lead[o["sudo"].entity_id] == o["conn"].entity_id
@@ -150,7 +149,7 @@ def test_timeline_filters_messages_and_timesketch(host: Any) -> None:
 
 
 def test_file_history_follows_renames(host: Any) -> None:
-    r, _, o = host
+    r, _, _o = host
     h = file_history(r, "/tmp/.hidden").to_pylist()
     acts = [(x["action"], x["process_pid"]) for x in h]
     assert acts[0] == ("created/opened O_CREAT", 602)

@@ -7,14 +7,14 @@ rename or link gave those inodes (a few rounds), so ``mv x.sh /tmp/.y`` keeps th
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyarrow as pa
 
 from forensix.analysis.targets import Target, resolve
 from forensix.store.base import Reader
 
-__all__ = ["file_history", "file_objects", "VERBS"]
+__all__ = ["VERBS", "file_history", "file_objects"]
 
 # What happened to the file, as data: (condition over an event row, verb).
 VERBS: list[tuple[str, str]] = [

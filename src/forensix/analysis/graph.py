@@ -21,8 +21,9 @@ from the store without loading it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 
@@ -32,8 +33,17 @@ from forensix.analysis.targets import Target, resolve
 from forensix.model.identity import format_entity
 from forensix.store.base import Reader
 
-__all__ = ["Node", "Edge", "Graph", "TrackOptions", "backtrack", "forward", "node_key",
-           "graph_tables", "WRITE_ACTIONS"]
+__all__ = [
+    "WRITE_ACTIONS",
+    "Edge",
+    "Graph",
+    "Node",
+    "TrackOptions",
+    "backtrack",
+    "forward",
+    "graph_tables",
+    "node_key",
+]
 
 WRITE_ACTIONS = ("truncate", "rename", "chmod", "chown", "link", "symlink", "unlink", "utimes",
                  "setxattr", "removexattr", "mkdir", "rmdir")
@@ -235,7 +245,7 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     if fr.procs:
         if backward:
             add(_file_read_sql(cmp, read_noise), on_proc)
-            add(_proc_sql(cmp), {"{JP}": f"fp fr ON p.entity_id = fr.eid",
+            add(_proc_sql(cmp), {"{JP}": "fp fr ON p.entity_id = fr.eid",
                                  "{JK}": f"fp fr ON e.target_entity_id = fr.eid AND e.target_entity_id IN ({pe})"})
             add(_sock_sql(cmp, False, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid",
                                                     "{NF}": f"AND process_entity_id IN ({pe})"})
@@ -358,7 +368,7 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
                 _name(old, r)
                 continue
             bucket = nxt.procs if fkind == "process" else nxt.files if fkind == "file" else nxt.socks
-            bucket[fobj] = nodes[fkey].time  # type: ignore[index]
+            bucket[fobj] = nodes[fkey].time
         frontier = nxt
     if not frontier.empty():
         truncated = True
@@ -435,9 +445,7 @@ def _latest_accepts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _in_window(r: dict[str, Any], backward: bool, opts: TrackOptions) -> bool:
     if backward and opts.since is not None and r["t_end"] < opts.since:
         return False
-    if not backward and opts.until is not None and r["t_start"] > opts.until:
-        return False
-    return True
+    return not (not backward and opts.until is not None and r["t_start"] > opts.until)
 
 
 def _add_edge(edges: dict[tuple[str, str, str], Edge], r: dict[str, Any]) -> None:

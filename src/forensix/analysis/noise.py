@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NoiseFilter", "FILTERS", "FILTER_NAMES", "path_predicate", "unix_predicate"]
+__all__ = ["FILTERS", "FILTER_NAMES", "NoiseFilter", "path_predicate", "unix_predicate"]
 
 
 @dataclass(frozen=True)

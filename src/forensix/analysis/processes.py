@@ -8,14 +8,22 @@ codes come from ``exit`` events.
 from __future__ import annotations
 
 import pwd
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import pyarrow as pa
 
 from forensix.store.base import Reader
 
-__all__ = ["tree", "images_sql", "ENDS_SQL", "UserNames", "local_user_names", "add_user_names",
-           "FOREVER", "process_exists"]
+__all__ = [
+    "ENDS_SQL",
+    "FOREVER",
+    "UserNames",
+    "add_user_names",
+    "images_sql",
+    "local_user_names",
+    "process_exists",
+    "tree",
+]
 
 FOREVER = 2**62
 UserNames = Callable[[Iterable[int]], Mapping[int, str]]

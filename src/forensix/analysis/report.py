@@ -14,14 +14,14 @@ from typing import Any
 import pyarrow as pa
 
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward
+from forensix.analysis.noise import FILTER_NAMES
 from forensix.analysis.processes import UserNames, tree
 from forensix.analysis.sessions import attribute, find_session, sessions
 from forensix.analysis.targets import Target, resolve
 from forensix.analysis.timeline import TimelineFilter, message_sql, timeline
-from forensix.analysis.noise import FILTER_NAMES
 from forensix.store.base import Reader
 
-__all__ = ["Report", "build_report", "PERSISTENCE"]
+__all__ = ["PERSISTENCE", "Report", "build_report"]
 
 # Where intruders persist or escalate: (LIKE pattern on the path, what it is).
 PERSISTENCE: list[tuple[str, str]] = [
@@ -76,9 +76,10 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
     att = attribute(reader)
     notes: list[str] = []
     if target.kind == "session":
-        leader, att = find_session(reader, target.session or "", att)
+        leader_id, att = find_session(reader, target.session or "", att)
+        leader: int | None = leader_id
         g = backtrack(reader, target, opts)
-        actor: int | None = leader
+        actor: int | None = leader_id
     else:
         target = resolve(reader, target)
         g = backtrack(reader, target, opts)

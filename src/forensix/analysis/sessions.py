@@ -12,8 +12,9 @@ The rules are data (``LEADER_RULES``), tried in order on each process given its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -21,8 +22,19 @@ from forensix.errors import UsageError
 from forensix.model.identity import format_entity
 from forensix.store.base import Reader
 
-__all__ = ["Attribution", "attribute", "sessions", "session_members", "find_session", "UNSET",
-           "LEADER_RULES", "TRANSITION_EXES"]
+if TYPE_CHECKING:
+    from forensix.analysis.processes import UserNames
+
+__all__ = [
+    "LEADER_RULES",
+    "TRANSITION_EXES",
+    "UNSET",
+    "Attribution",
+    "attribute",
+    "find_session",
+    "session_members",
+    "sessions",
+]
 
 UNSET = 4294967295
 SSHD = {"sshd", "sshd-session", "dropbear"}
@@ -141,7 +153,7 @@ FROM events WHERE event_action = 'accept' AND network_transport IS DISTINCT FROM
 
 
 def sessions(reader: Reader, att: Attribution | None = None, *, kinds: set[str] | None = None,
-             names: Callable[[list[int]], Any] | None = None) -> pa.Table:
+             names: UserNames | None = None) -> pa.Table:
     """One row per entry leader: kind, user, source address, tty, times, size, transitions."""
     from forensix.analysis.processes import ENDS_SQL, add_user_names
 

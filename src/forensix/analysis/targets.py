@@ -16,7 +16,7 @@ from forensix.model.identity import format_entity, parse_entity
 from forensix.model.timefmt import format_ns, parse_time
 from forensix.store.base import Reader
 
-__all__ = ["Target", "parse_target", "resolve", "TARGET_HELP"]
+__all__ = ["TARGET_HELP", "Target", "parse_target", "resolve"]
 
 TARGET_HELP = (
     "a file path (/etc/cron.d/x), an entity id (16 hex digits), pid@TIME (1234@2026-11-26T05:00:00Z),"

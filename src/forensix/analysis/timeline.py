@@ -13,7 +13,7 @@ import pyarrow as pa
 from forensix.analysis.noise import FILTER_NAMES, path_predicate
 from forensix.store.base import Reader
 
-__all__ = ["TimelineFilter", "timeline", "MESSAGES", "message_sql"]
+__all__ = ["MESSAGES", "TimelineFilter", "message_sql", "timeline"]
 
 _PATH = "coalesce(file_path, file_path_raw, '?')"
 _PEER = "coalesce(destination_ip, unix_path, '?') || coalesce(':' || destination_port::VARCHAR, '')"
@@ -32,10 +32,10 @@ MESSAGES: dict[str, str] = {
     "symlink": f"'symlink ' || {_PATH} || ' -> ' || coalesce(file_target_path_raw, '?')",
     "chmod": f"'chmod ' || {_PATH} || ' mode ' || coalesce(printf('%o', file_mode), '?')",
     "chown": f"'chown ' || {_PATH} || ' to ' || coalesce(file_uid::VARCHAR, '?') || ':' || coalesce(file_gid::VARCHAR, '?')",
-    "flow": f"CASE WHEN coalesce(flow_write_bytes, 0) > 0 THEN 'wrote ' || flow_write_bytes || ' B' ELSE '' END"
+    "flow": "CASE WHEN coalesce(flow_write_bytes, 0) > 0 THEN 'wrote ' || flow_write_bytes || ' B' ELSE '' END"
             " || CASE WHEN coalesce(flow_write_bytes, 0) > 0 AND coalesce(flow_read_bytes, 0) > 0 THEN ', ' ELSE '' END"
             " || CASE WHEN coalesce(flow_read_bytes, 0) > 0 THEN 'read ' || flow_read_bytes || ' B' ELSE '' END"
-            f" || ' on ' || coalesce(file_path, coalesce(file_type, 'fd') || ':[' || file_inode || ']')",
+            " || ' on ' || coalesce(file_path, coalesce(file_type, 'fd') || ':[' || file_inode || ']')",
     "connect": f"'connect ' || {_LOCAL} || ' -> ' || {_PEER} || coalesce(' ' || network_transport, '')",
     "accept": f"'accept ' || {_PEER} || ' on ' || {_LOCAL}",
     "bind": f"'bind ' || {_LOCAL}",
@@ -77,7 +77,8 @@ class TimelineFilter:
 
 def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
     f = f or TimelineFilter()
-    conds, params = ["TRUE"], {}
+    conds: list[str] = ["TRUE"]
+    params: dict[str, object] = {}
     if f.since is not None:
         conds.append("ts >= $since")
         params["since"] = f.since

@@ -7,8 +7,9 @@ renderer (``forensix.render``); nothing here computes, and nothing below here pr
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -127,7 +128,7 @@ def session_cmd(store: str, session: str, limit: int, fmt: str) -> None:
 
         from forensix.render.tables import display_value
 
-        doc = {"session": {k: display_value(k, v) for k, v in row.items()}}
+        doc: dict[str, Any] = {"session": {k: display_value(k, v) for k, v in row.items()}}
         for k, t in parts.items():
             doc[k] = [{c: display_value(c, v) for c, v in x.items() if v is not None} for x in t.to_pylist()]
         out.write(json.dumps(doc, default=str, indent=1) + "\n")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from forensix.analysis.graph import Graph, graph_tables
@@ -101,7 +102,7 @@ def render_graphml(g: Graph, out: Any) -> None:
               '<graphml xmlns="http://graphml.graphdrawing.org/xmlns">\n')
     for k, where in keys:
         out.write(f'  <key id="{k}" for="{where}" attr.name="{k}" attr.type="string"/>\n')
-    out.write(f'  <graph id="forensix" edgedefault="directed">\n')
+    out.write('  <graph id="forensix" edgedefault="directed">\n')
     for n in g.nodes.values():
         out.write(f"    <node id={quoteattr(n.key)}>"
                   f'<data key="kind">{n.kind}</data><data key="label">{escape(n.label)}</data>'

@@ -18,7 +18,7 @@ from forensix.render.graph import to_dot
 from forensix.render.tables import display_value, iter_dicts
 from forensix.render.tree import render_tree_text
 
-__all__ = ["render_markdown", "render_html", "draw", "GraphvizMissing"]
+__all__ = ["GraphvizMissing", "draw", "render_html", "render_markdown"]
 
 
 class GraphvizMissing(ForensixError):
@@ -30,7 +30,7 @@ def draw(dot_source: str, fmt: str = "svg") -> bytes:
     exe = shutil.which("dot")
     if exe is None:
         raise GraphvizMissing("Graphviz `dot` is not installed", "apt-get install graphviz")
-    r = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode(), capture_output=True, timeout=120)
+    r = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode(), capture_output=True, timeout=120, check=False)
     if r.returncode != 0:
         raise ForensixError(f"dot failed: {r.stderr.decode(errors='replace')[:300]}", "report this graph")
     return r.stdout

@@ -11,7 +11,7 @@ from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
 from forensix.render.tables import iter_dicts
 
-__all__ = ["render_tree_text", "render_timesketch", "render_timeline_text"]
+__all__ = ["render_timeline_text", "render_timesketch", "render_tree_text"]
 
 
 def _user(r: dict[str, Any]) -> str:

@@ -13,8 +13,9 @@ Two tools, both ending in ``Writer.append`` with the store's exact schemas:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +24,18 @@ from forensix.model.identity import entity_id, entity_ids, host_key
 from forensix.store.base import Writer
 from forensix.store.schema import EVENTS, FLOWS, PROCESSES
 
-__all__ = ["StoreBuilder", "Proc", "generate", "GenerateResult", "UNSET", "O_WRONLY", "O_RDWR",
-           "O_CREAT", "O_TRUNC", "SEC"]
+__all__ = [
+    "O_CREAT",
+    "O_RDWR",
+    "O_TRUNC",
+    "O_WRONLY",
+    "SEC",
+    "UNSET",
+    "GenerateResult",
+    "Proc",
+    "StoreBuilder",
+    "generate",
+]
 
 UNSET = 4294967295  # loginuid / sessionid not set
 SEC = 10**9
@@ -40,7 +51,7 @@ class Proc:
     entity_id: int
     pid: int
     start_ts: int
-    parent: "Proc | None"
+    parent: Proc | None
     exe: str
     args: list[str]
     uid: int = 0
@@ -289,7 +300,7 @@ def generate(store: Writer, events: int = 1_000_000, processes: int | None = Non
         ["/usr/sbin/nginx", "/usr/bin/dockerd", "/usr/sbin/rsyslogd", "/usr/lib/postgresql/bin/postgres"])]
     shells = []
     for i in range(20):
-        conn = b.spawn(sshd, 800 + 3 * i, 60 + i * 900, "/usr/sbin/sshd", ["sshd: u%d [priv]" % i])
+        conn = b.spawn(sshd, 800 + 3 * i, 60 + i * 900, "/usr/sbin/sshd", [f"sshd: u{i} [priv]"])
         b.accept(sshd, 60 + i * 900 - 0.01, ("10.0.0.5", 22), (f"198.51.100.{i + 1}", 40000 + i))
         sh = b.spawn(conn, 801 + 3 * i, 61 + i * 900, "/usr/bin/bash", ["-bash"], uid=1000 + i,
                      auid=1000 + i, sid=i + 1, tty=f"pts/{i}", cwd=f"/home/u{i}")
@@ -397,20 +408,21 @@ def _activity(rng: np.random.Generator, k: int, eids: np.ndarray, pids: np.ndarr
     ips = np.array([f"93.184.216.{i}" for i in range(32)] + ["10.0.0.7"], dtype=object)
     net = kind == "connect"
     nbytes = rng.integers(1, 1 << 16, k).astype(np.uint64)
+    none = np.array(None, dtype=object)
     cols: dict[str, Any] = {
         "ts": ts, "event_category": cat, "event_action": kind,
         "process_entity_id": eids[who], "process_pid": pids[who], "user_id": uids[who],
         "user_audit_id": auids[who], "process_session_id": sids[who],
-        "file_path": np.where(is_file, path_arr, None),
+        "file_path": np.where(is_file, path_arr, none),
         "file_inode": np.where(is_file, inode_of[pidx], 0).astype(np.uint64),
         "file_device": np.where(is_file, dev, 0).astype(np.uint64),
         "file_flags": np.where(kind == "open", flags, 0).astype(np.uint32),
-        "file_target_path": np.where(kind == "rename", path_arr + ".1", None),
+        "file_target_path": np.where(kind == "rename", path_arr + ".1", none),
         "mem_prot": np.where(kind == "mmap", 5, 0).astype(np.uint32),
-        "network_transport": np.where(net, "tcp", None),
-        "destination_ip": np.where(net, ips[rng.integers(0, len(ips), k)], None),
+        "network_transport": np.where(net, "tcp", none),
+        "destination_ip": np.where(net, ips[rng.integers(0, len(ips), k)], none),
         "destination_port": np.where(net, 443, 0).astype(np.uint16),
-        "source_ip": np.where(net, "10.0.0.5", None),
+        "source_ip": np.where(net, "10.0.0.5", none),
         "source_port": np.where(net, rng.integers(32768, 60999, k), 0).astype(np.uint16),
         "flow_read_bytes": np.where((kind == "flow") & ~writes, nbytes, 0).astype(np.uint64),
         "flow_write_bytes": np.where((kind == "flow") & writes, nbytes, 0).astype(np.uint64),
