@@ -63,3 +63,28 @@ def test_live_and_hunt_agree_on_a_realistic_history(tmp_path: Path) -> None:
     assert _pairs(live) == _pairs(hunted)
     fired = set(hunted.column("rule_id").to_pylist())
     assert len(fired) >= 10, fired
+
+
+def test_every_derived_column_has_both_implementations() -> None:
+    from forensix.rules.fields import DERIVED
+    from forensix.rules.live import DERIVED_ARROW
+
+    assert set(DERIVED) == set(DERIVED_ARROW)
+
+
+def test_pending_batches_are_evaluated_by_the_timer(scenario: Scenario) -> None:
+    """A batch that is not followed by another still alerts within max_delay."""
+    import threading
+
+    from forensix.rules import CallbackOutput
+
+    got = threading.Event()
+    engine = LiveEngine(load_rules().ok, outputs=[CallbackOutput(lambda t: got.set())], max_delay=0.2)
+    tables = scenario.builder.tables()
+    engine.write("processes", tables["processes"])
+    engine.write("events", tables["events"])
+    try:
+        assert got.wait(2.0), "no alert within 2 s without a further batch"
+    finally:
+        engine.close()
+    assert engine.stats.alerts > 15
