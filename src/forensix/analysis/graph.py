@@ -472,7 +472,7 @@ def _label(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
             {"e": procs})
         for r in t.to_pylist():
             n = g.nodes[node_key("process", r["entity_id"])]
-            exe = r["exe"] or "?"
+            exe = r["exe"] or ((r["args"] or [None])[0]) or "?"
             n.label = f"{exe.rsplit('/', 1)[-1]} [{r['pid']}]"
             n.attrs.update(entity_id=r["entity_id"], executable=exe, pid=r["pid"], args=r["args"],
                            user_id=r["uid"], start_ts=r["start_ts"])

@@ -86,8 +86,8 @@ LEADER_RULES: list[Rule] = [
         any(_base(e) in LOGIN for e in p.exes))),
     ("login", lambda p, q: q is not None and _sid(p) is not None and _sid(p) != _sid(q)
         and q.kind not in ("sshd", "cron", "console", "login")),
-    ("systemd", lambda p, q: q is not None and q.pid == 1 and _base(q.exe) in INIT | {""}),
-    ("daemon", lambda p, q: q is not None and q.kind in ("init", "kernel")),
+    ("systemd", lambda p, q: q is not None and q.pid == 1 and _base(q.exe) in INIT),
+    ("daemon", lambda p, q: q is not None and q.kind == "init"),
 ]
 
 
