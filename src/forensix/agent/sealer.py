@@ -51,6 +51,9 @@ class Sealer:
         with self.lock:
             seal_ns = max(time.time_ns(), self.last_seal_ns)
             epoch = self._advance(seal_ns)
+            # After a clock step back the key may already be in a later epoch than the
+            # clock says; the sealing time must lie in the key's epoch, so it moves forward.
+            seal_ns = max(seal_ns, self.state.window(epoch)[0])
             raw = seal_frame(
                 host=self.host, stream=self.stream, seq=self.next_seq, epoch=epoch, seal_ns=seal_ns,
                 table=table, ipc_bytes=ipc_bytes, rows=data.num_rows, prev=self.prev,

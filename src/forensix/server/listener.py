@@ -83,6 +83,8 @@ class LogServer:
         self._threads: list[threading.Thread] = []
         self.sock: socket.socket | None = None
         self.refusals: list[str] = []
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
         self._replay_and_load()
 
     # -- start-up ------------------------------------------------------------------
@@ -164,6 +166,12 @@ class LogServer:
         self._stop.set()
         if self.sock is not None:
             self.sock.close()
+        with self._conns_lock:
+            for c in self._conns:  # wake connection threads blocked in recv
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         for t in list(self._threads):
             t.join(timeout=2)
         self._checkpoint_all()
@@ -183,6 +191,8 @@ class LogServer:
             self._refuse(peer, f"TLS handshake failed: {e}")
             raw.close()
             return
+        with self._conns_lock:
+            self._conns.add(conn)
         try:
             self._session(conn, peer)
         except Refused as e:
@@ -197,6 +207,8 @@ class LogServer:
             log.exception("connection %s failed", peer)
             self._send_error(conn, f"internal error: {type(e).__name__}")
         finally:
+            with self._conns_lock:
+                self._conns.discard(conn)
             try:
                 conn.close()
             except OSError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,9 @@ def verify_evidence(evidence: Path, *, host: str | None = None, pki_seal_dir: Pa
         raise ForensixError(f"no evidence for host {host!r} in {evidence}", "see the host names under it")
     for hdir in hosts:
         seal = (pki_seal_dir / f"{hdir.name}.json") if pki_seal_dir else hdir / "seal.json"
-        keys = KeySchedule(SealState.load(seal), max_epoch=1 << 31)
+        state = SealState.load(seal)
+        # A forged epoch number must not make the verifier derive keys for ever.
+        keys = KeySchedule(state, max_epoch=state.epoch_of(time.time_ns() + 86400 * 10**9))
         if pub is None:
             _fail(v, hdir.name, "", str(pub_path), None, None, "checkpoint", "no checkpoint key")
         for sdir in sorted(p for p in hdir.iterdir() if p.is_dir()):
