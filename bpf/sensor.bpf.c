@@ -92,9 +92,14 @@ struct {
 	__type(value, struct fx_pathbuf);
 } pathbufs SEC(".maps");
 
+/*
+ * Arguments of syscalls in flight, by thread id (a thread has at most one). Not LRU:
+ * an LRU map may evict a live entry early, which would lose a record unseen. A full
+ * map is counted as a drop instead (fx_enter).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 32768);
 	__type(key, __u32);
 	__type(value, struct fx_call);
 } inflight SEC(".maps");
@@ -563,7 +568,8 @@ int fx_enter(struct trace_event_raw_sys_enter *ctx)
 	 * (sys_enter_open has three arguments). Slots past the syscall's own are unused.
 	 */
 	bpf_probe_read_kernel(c.args, sizeof(c.args), (void *)((unsigned long)ctx + 16));
-	bpf_map_update_elem(&inflight, &tid, &c, BPF_ANY);
+	if (bpf_map_update_elem(&inflight, &tid, &c, BPF_ANY))
+		fx_count_drop(FX_CLASS_OTHER, bpf_ktime_get_boot_ns());
 	return 0;
 }
 
