@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from forensix.agent.frame import ZERO_HASH, Frame, FrameError, decode_body, frame_hash
 from forensix.errors import ForensixError
+from forensix.model.timefmt import format_ns
 from forensix.pki.sealkey import KeySchedule, SealState
 from forensix.server.checks import seal_problem
 from forensix.server.evidence import checkpoint_message, iter_segment, load_public_key
@@ -129,8 +130,8 @@ def _gaps_of(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Frame)
         return
     for g in data.to_pylist():
         v.add("completeness", "gap", host, stream, seg, off, fr.seq, f"recorded:{g['reason']}",
-              f"{g['count']} {g['event_class'] or ''} lost from {g['ts_from']} to {g['ts_to']} ns "
-              f"(cpu {g['cpu']})")
+              f"{g['count']} rows ({g['event_class'] or 'all'}) lost from {format_ns(g['ts_from'])} to "
+              f"{format_ns(g['ts_to'])} (cpu {g['cpu']})")
 
 
 def _stream(v: Verdicts, sdir: Path, host: str, keys: KeySchedule,
@@ -227,4 +228,20 @@ def _silences(v: Verdicts, store: Reader, host: str | None) -> None:
         params["h"] = host
     for row in store.query(sql, params).to_pylist():
         v.add("completeness", "note", row["host_name"], check="silence",
-              detail=f"{row['summary']} (last heard at {row['ts']} ns)")
+              detail=f"{row['summary']} (last heard at {format_ns(row['ts'])})")
+    # Down-time between a clean stop and the next start, as the log host saw them.
+    sql = ("SELECT host_name, ts, event_action FROM events WHERE event_category = 'agent' AND "
+           "process_name = 'forensix-agent' AND event_action IN ('start', 'stop')"
+           + (" AND host_name = $h" if host else "") + " ORDER BY host_name, ts")
+    stopped: dict[str, int] = {}
+    for row in store.query(sql, {"h": host} if host else None).to_pylist():
+        h = row["host_name"]
+        if row["event_action"] == "stop":
+            stopped[h] = row["ts"]
+        elif h in stopped:
+            v.add("completeness", "note", h, check="agent-stopped",
+                  detail=f"agent stopped cleanly at {format_ns(stopped.pop(h))}, "
+                         f"started again at {format_ns(row['ts'])}: nothing recorded meanwhile")
+    for h, ts in stopped.items():
+        v.add("completeness", "note", h, check="agent-stopped",
+              detail=f"agent stopped cleanly at {format_ns(ts)} and has not started since")
