@@ -151,7 +151,7 @@ def test_delivery_through_link_cut_server_restart_and_kill9(net: Net, pki: Autho
 
     # 1. the link between the namespaces is cut, then restored
     net.link(False)
-    time.sleep(0.5)
+    time.sleep(1.0)  # what was in flight is stored by now
     during = host.events()
     time.sleep(2.5)
     assert host.events() == during  # nothing gets through while the link is down
