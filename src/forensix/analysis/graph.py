@@ -41,6 +41,7 @@ __all__ = [
     "TrackOptions",
     "backtrack",
     "forward",
+    "forward_processes",
     "graph_tables",
     "node_key",
 ]
@@ -535,8 +536,13 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
             {"ip": target.ip, "port": target.port})
         for k in t.column("key").to_pylist():
             fr.socks[k] = t0
+    members = list(members)
+    if members and not backward:
+        t = reader.query(f"""SELECT entity_id, min(start_ts) AS s FROM processes
+                             WHERE entity_id IN ({_ints(members)}) GROUP BY 1""")
+        fr.procs.update(zip(t.column("entity_id").to_pylist(), t.column("s").to_pylist()))
     for e in members:
-        fr.procs[e] = t0 if backward else _start_ts(reader, e)
+        fr.procs.setdefault(e, t0)
     return fr
 
 
@@ -573,6 +579,14 @@ def forward(reader: Reader, target: Target, opts: TrackOptions | None = None) ->
     elif target.kind != "file":
         target = resolve(reader, target)
     return _walk(reader, _start(reader, target, False, opts, members), False, opts, target.describe())
+
+
+def forward_processes(reader: Reader, entities: list[int], label: str,
+                      opts: TrackOptions | None = None) -> Graph:
+    """Forward from a set of processes (a session whose members are already known)."""
+    opts = opts or TrackOptions()
+    start = _start(reader, Target("session", session=label), False, opts, entities)
+    return _walk(reader, start, False, opts, label)
 
 
 def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:

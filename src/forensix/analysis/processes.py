@@ -85,8 +85,8 @@ def tree(reader: Reader, *, at: int | None = None, root: int | None = None,
     if alive_only:
         conds.append("(e.end_ts IS NULL OR e.end_ts > $at)")
     if members is not None:
-        conds.append("n.entity_id IN (SELECT unnest($members))")
-        params["members"] = members
+        ints = ", ".join(str(int(m)) for m in members) or "0"
+        conds.append(f"n.entity_id IN ({ints})")
     root_cond = "entity_id = $root" if root is not None else (
         "parent_entity_id IS NULL OR parent_entity_id NOT IN (SELECT entity_id FROM nodes)")
     if root is not None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward
+from forensix.analysis.filehistory import sql_ints
+from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward_processes
 from forensix.analysis.noise import FILTER_NAMES
 from forensix.analysis.processes import UserNames, tree
 from forensix.analysis.sessions import attribute, find_session, sessions
@@ -95,7 +96,7 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
         members = att.members(leader)
     else:
         notes.append("no recorded process is linked to the target; session unknown")
-    impact = forward(reader, Target("session", session=f"{leader:016x}"), opts) if leader is not None else None
+    impact = forward_processes(reader, members, f"session {leader:016x}", opts) if leader is not None else None
     return Report(
         target=target, title=f"Incident report: {target.describe()}", actor=actor, session=srow,
         tree=tree(reader, members=members, names=names) if members else tree(reader, members=[0]),
@@ -116,9 +117,9 @@ def _files(reader: Reader, members: list[int], *, written: bool) -> pa.Table:
                list(DISTINCT event_action ORDER BY event_action) AS actions,
                sum(coalesce(flow_write_bytes, 0))::BIGINT AS bytes_written,
                list(DISTINCT process_pid ORDER BY process_pid) AS pids
-        FROM events WHERE process_entity_id IN (SELECT unnest($m)) AND {cond}
+        FROM events WHERE process_entity_id IN ({sql_ints(members)}) AND {cond}
           AND coalesce(file_path, '') NOT LIKE '/proc/%' AND coalesce(file_path, '') NOT LIKE '/dev/%'
-        GROUP BY 3 ORDER BY 1""", {"m": members or [0]})
+        GROUP BY 3 ORDER BY 1""")
 
 
 def _persistence(reader: Reader, members: list[int]) -> pa.Table:
@@ -129,15 +130,15 @@ def _persistence(reader: Reader, members: list[int]) -> pa.Table:
                  {message_sql()} AS message,
                  CASE WHEN event_action = 'chmod' AND (coalesce(file_mode, 0) & 3072) <> 0 THEN 'setuid/setgid bit'
                       {whens} ELSE NULL END AS what
-          FROM events WHERE process_entity_id IN (SELECT unnest($m)) AND {_CHANGE})
-        WHERE what IS NOT NULL ORDER BY ts""", {"m": members or [0]})
+          FROM events WHERE process_entity_id IN ({sql_ints(members)}) AND {_CHANGE})
+        WHERE what IS NOT NULL ORDER BY ts""")
 
 
 def _network(reader: Reader, members: list[int]) -> pa.Table:
-    return reader.query("""
+    return reader.query(f"""
         SELECT min(ts) AS first_ts, event_action, network_transport,
                coalesce(destination_ip, unix_path) AS peer_ip, destination_port AS peer_port,
                count(*) AS connections, list(DISTINCT process_pid ORDER BY process_pid) AS pids
-        FROM events WHERE process_entity_id IN (SELECT unnest($m))
+        FROM events WHERE process_entity_id IN ({sql_ints(members)})
           AND event_category = 'network' AND event_action IN ('connect', 'accept', 'bind', 'listen')
-        GROUP BY 2, 3, 4, 5 ORDER BY 1""", {"m": members or [0]})
+        GROUP BY 2, 3, 4, 5 ORDER BY 1""")

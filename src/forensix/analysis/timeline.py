@@ -86,8 +86,10 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
         conds.append("ts <= $until")
         params["until"] = f.until
     if f.entities is not None:
-        conds.append("process_entity_id IN (SELECT unnest($ents))")
-        params["ents"] = f.entities
+        from forensix.analysis.filehistory import sql_ints
+
+        # a literal list is filtered inside the scan; a joined one would read every row
+        conds.append(f"process_entity_id IN ({sql_ints(f.entities)})")
     if f.pid is not None:
         conds.append("process_pid = $pid")
         params["pid"] = f.pid
