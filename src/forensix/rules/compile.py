@@ -464,6 +464,23 @@ def columns_of(node: Node) -> set[str]:
     return set()
 
 
+_RAW = frozenset(F.EVENTS_COLUMNS)
+
+
+def hoist(scope: Node, body: Node) -> tuple[Node, Node]:
+    """Move the body's conjuncts over raw event columns into the scope (same rule).
+
+    Both evaluators use it: the live engine then enriches only the rows a rule's cheap
+    tests let through, the retro-hunt filters events before joining process images.
+    """
+    items = body.items if isinstance(body, And) else (body,)
+    raw = tuple(i for i in items if columns_of(i) <= _RAW)
+    if not raw:
+        return scope, body
+    rest = tuple(i for i in items if not columns_of(i) <= _RAW)
+    return simplify(And((scope, *raw))), simplify(And(rest))
+
+
 # -- whole rules ------------------------------------------------------------------------
 
 

@@ -17,11 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules.alerts import AlertOutput, RuleMeta, build_alerts, empty_alerts
-from forensix.rules.compile import And, CompiledRule, Node, Not, Or, columns_of, simplify
+from forensix.rules.compile import And, CompiledRule, Node, Not, Or, hoist
 from forensix.rules.detectors import Detector
 from forensix.rules.live import Evaluator, ProcessContext
 from forensix.rules.sql import SUMMARY_DERIVED
-from forensix.store.schema import EVENTS
 
 __all__ = ["EngineStats", "LiveEngine", "meta_of"]
 
@@ -43,18 +42,6 @@ class _Group:
     scope: Node
     rules: list[CompiledRule]
     bodies: list[Node]
-
-
-_RAW = frozenset(EVENTS.names)
-
-
-def _hoist(scope: Node, body: Node) -> tuple[Node, Node]:
-    items = body.items if isinstance(body, And) else (body,)
-    raw = tuple(i for i in items if columns_of(i) <= _RAW)
-    if not raw:
-        return scope, body
-    rest = tuple(i for i in items if not columns_of(i) <= _RAW)
-    return simplify(And((scope, *raw))), simplify(And(rest))
 
 
 def _intern(node: Node, canon: dict[Node, Node]) -> Node:
@@ -111,7 +98,7 @@ class LiveEngine:
         canon: dict[Node, Node] = {}
         groups: dict[Node, list[tuple[CompiledRule, Node]]] = {}
         for r in rules:
-            scope, body = _hoist(r.scope, r.body)
+            scope, body = hoist(r.scope, r.body)
             scope, body = _intern(scope, canon), _intern(body, canon)
             groups.setdefault(scope, []).append((r, body))
         return [_Group(scope, [r for r, _ in rs], [b for _, b in rs]) for scope, rs in groups.items()]

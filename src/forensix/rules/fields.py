@@ -165,6 +165,8 @@ def _derived() -> dict[str, Derived]:
 
 DERIVED: dict[str, Derived] = _derived()
 
+EVENTS_COLUMNS: frozenset[str] = frozenset(EVENTS.names)
+
 # The type of every column a rule may name.
 VIEW_TYPES: dict[str, pa.DataType] = {f.name: f.type for f in EVENTS}
 VIEW_TYPES.update({d.name: d.type for d in DERIVED.values()})

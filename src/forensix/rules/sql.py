@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from forensix.rules import fields as F
-from forensix.rules.compile import And, CompiledRule, Const, Node, Not, Or, Pred, columns_of
+from forensix.rules.compile import And, CompiledRule, Const, Node, Not, Or, Pred, columns_of, hoist
 
 __all__ = ["KEY_COLUMNS", "hunt_sql", "rule_sql", "view_sql", "where_sql"]
 
@@ -151,11 +151,17 @@ def rule_sql(rule: CompiledRule, ts_from: int | None = None, ts_to: int | None =
 
 
 def hunt_sql(rules: Sequence[CompiledRule], ts_from: int | None = None, ts_to: int | None = None) -> str:
-    """One scan for many rules: each matching row with ``fx_rules``, the indices it matched."""
+    """One scan for many rules: each matching row with ``fx_rules``, the indices it matched.
+
+    Events are cut down to the rules' raw-column scopes before process images are
+    joined, so the ASOF joins run on candidate rows only."""
     cols: set[str] = set(SUMMARY_DERIVED)
     for r in rules:
         cols |= columns_of(r.where)
-    view = view_sql(_needed(cols), _time_filter(ts_from, ts_to))
+    scopes = " OR ".join(where_sql(hoist(r.scope, r.body)[0]) for r in rules) or "FALSE"
+    time_filter = _time_filter(ts_from, ts_to)
+    base = f"({time_filter}) AND ({scopes})" if time_filter else f"({scopes})"
+    view = view_sql(_needed(cols), base)
     conds = [where_sql(r.where) for r in rules]
     marks = ", ".join(f"CASE WHEN {c} THEN {i} END" for i, c in enumerate(conds))
     keys = ", ".join(_ident(c) for c in KEY_COLUMNS + SUMMARY_DERIVED)
