@@ -93,6 +93,7 @@ def main() -> None:
         print(f"generated {res.events} events, {res.processes} processes, {res.flows} flows "
               f"in {gen_s:.1f} s into {store} ({store.stat().st_size / 2**20:.0f} MiB)", flush=True)
     meta = json.loads(meta_path.read_text())
+    load = os.getloadavg()
     results = {}
     for what, arg in (("tree", ""), ("backtrack", meta["target"]), ("file", "/tmp/x.sh")):
         runs = [_run(what, store, arg) for _ in range(a.repeat)]
@@ -108,11 +109,11 @@ def main() -> None:
               f"{x['rows']} rows/objects, peak RSS {x['peak_rss_mb']:.0f} MiB "
               f"[target < {TARGETS[what]} s]", flush=True)
     if a.write_docs:
-        _write_docs(meta, results, store, gen_s)
+        _write_docs(meta, results, store, gen_s, load)
 
 
 def _write_docs(meta: dict[str, object], results: dict[str, dict[str, float]], store: Path,
-                gen_s: float | None) -> None:
+                gen_s: float | None, load: tuple[float, float, float]) -> None:
     doc = Path(__file__).resolve().parent.parent / "docs" / "benchmarks-analysis.md"
     if not doc.exists():
         doc.write_text("# Analysis benchmarks\n\nProduced by `python bench/analysis_bench.py` "
@@ -124,7 +125,8 @@ def _write_docs(meta: dict[str, object], results: dict[str, dict[str, float]], s
     lines = [f"\n## {meta['events']:,} events, {meta['processes']:,} processes, {meta['flows']:,} flows\n",
              f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; store "
              f"{store.stat().st_size / 2**20:.0f} MiB"
-             + (f", generated in {gen_s:.0f} s" if gen_s else "") + f"; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n",
+             + (f", generated in {gen_s:.0f} s" if gen_s else "") + f"; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+             + f"; load average before the runs {load[0]:.1f}, after {os.getloadavg()[0]:.1f} (other work shared the CPUs).\n",
              "| command | query (s) | query + render (s) | with opening the store (s) | target (s) | output | peak RSS (MiB) |",
              "|---|---|---|---|---|---|---|"]
     for what, x in results.items():

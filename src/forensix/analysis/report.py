@@ -124,13 +124,18 @@ def _files(reader: Reader, members: list[int], *, written: bool) -> pa.Table:
 
 def _persistence(reader: Reader, members: list[int]) -> pa.Table:
     whens = " ".join(f"WHEN p LIKE '{pat}' THEN '{what}'" for pat, what in PERSISTENCE)
+    # MATERIALIZED: take the session's changes first, then classify; inlined, the optimizer
+    # may evaluate the LIKE ladder on every event of the store before the member filter
     return reader.query(f"""
+        WITH changes AS MATERIALIZED (
+          SELECT * FROM events WHERE process_entity_id IN ({sql_ints(members)}) AND {_CHANGE}),
+        classified AS (
+          SELECT *, coalesce(file_target_path, file_path) AS p FROM changes)
         SELECT ts, what, p AS file_path, event_action, process_pid, process_entity_id, message FROM (
-          SELECT ts, coalesce(file_target_path, file_path) AS p, event_action, process_pid, process_entity_id,
-                 {message_sql()} AS message,
+          SELECT ts, p, event_action, process_pid, process_entity_id, {message_sql()} AS message,
                  CASE WHEN event_action = 'chmod' AND (coalesce(file_mode, 0) & 3072) <> 0 THEN 'setuid/setgid bit'
                       {whens} ELSE NULL END AS what
-          FROM events WHERE process_entity_id IN ({sql_ints(members)}) AND {_CHANGE})
+          FROM classified)
         WHERE what IS NOT NULL ORDER BY ts""")
 
 
