@@ -105,6 +105,22 @@ def _ip(family: int, b: bytes) -> str | None:
     return None
 
 
+class _Vocab:
+    """Strings the decoder emits, numbered once: a column is codes, then one take."""
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self.words = list(dict.fromkeys(words))
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self.array = pa.array(self.words, pa.string())
+
+    def code(self, word: str) -> int:
+        return self.index[word]
+
+    def names(self, codes: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+        idx = pa.array(codes.astype(np.int32), mask=None if valid is None else ~valid)
+        return self.array.take(idx)
+
+
 @dataclass
 class _Proc:
     pid: int
@@ -152,6 +168,14 @@ class Decoder:
         self.sc_cat = np.full(_NR_MAX, "syscall", object)
         self.sc_action = np.full(_NR_MAX, None, object)
         self.argidx = {c: np.full(_NR_MAX, -1, np.int64) for c in _ARG_COLUMNS}
+        words = ["", "syscall", "success", "failure", "kernel", "directory", "rmdir", "exec", "fork", "exit",
+                 "flow", "process", "tcp", "udp", "unix", "ipv4", "ipv6", *_IPPROTO.values()]
+        words += [sp.action for sp in SYSCALLS.values()] + [sp.category for sp in SYSCALLS.values()]
+        words += [name for name in self.nr]
+        self.vocab = _Vocab(words)
+        self.proto_code = np.full(256, self.vocab.code(""), np.int64)
+        for p_, name in _IPPROTO.items():
+            self.proto_code[p_] = self.vocab.code(name)
         for name, nr in self.nr.items():
             if nr >= _NR_MAX:
                 continue
@@ -163,6 +187,12 @@ class Decoder:
             self.sc_action[nr] = spec.action
             for col, i in spec.args.items():
                 self.argidx[col][nr] = i
+        V = self.vocab
+        self.sc_name_code = np.array([V.code(n) if n is not None else 0 for n in self.sc_name], np.int64)
+        self.sc_action_code = np.array(
+            [V.code(a) if a is not None else V.code(n) if n is not None else 0
+             for a, n in zip(self.sc_action, self.sc_name)], np.int64)
+        self.sc_cat_code = np.array([V.code(c) for c in self.sc_cat], np.int64)
 
     # ------------------------------------------------------------------------------
     def _origin(self, n: int) -> dict[str, pa.Array]:
@@ -269,22 +299,20 @@ class Decoder:
         is_pipe = nr_in("pipe", "pipe2", "socketpair")
         is_execfail = nr_in("execve", "execveat")
 
-        # event names
-        action = np.where(is_sys, self.sc_action[nr], None)
-        category = np.where(is_sys, self.sc_cat[nr], None)
+        # event names, as codes into small vocabularies (built in C by take, not per row)
+        V = self.vocab
+        act = np.where(is_sys, self.sc_action_code[nr], V.code("syscall"))
+        cat = np.where(is_sys, self.sc_cat_code[nr], V.code("syscall"))
         rmdir = nr_in("unlinkat") & ((args[:, 2] & _AT_REMOVEDIR) != 0)
-        action = np.where(rmdir, "rmdir", action)
-        for mask, cat, act in (
+        act = np.where(rmdir, V.code("rmdir"), act)
+        for mask, c_name, a_name in (
             (is_exec, "process", "exec"), (is_fork, "process", "fork"),
             (is_exit, "process", "exit"), (is_flow, "flow", "flow"),
         ):
-            action = np.where(mask, act, action)
-            category = np.where(mask, cat, category)
-        unknown = is_sys & (action == None)  # noqa: E711 - elementwise
-        action = np.where(unknown, self.sc_name[nr], action)
+            act = np.where(mask, V.code(a_name), act)
+            cat = np.where(mask, V.code(c_name), cat)
         ret = f["ret"].astype(np.int64)
         failed = (is_sys & (ret < 0) & (ret > -4096)) | is_execfail
-        outcome = np.where(failed, "failure", "success")
 
         # objects: paths
         joined0 = _join(s[0], s[1])
@@ -313,21 +341,22 @@ class Decoder:
         path_raw = pc.if_else(exec_m, s[3], path_raw)
         target_path = pc.if_else(exec_m, pa.nulls(n, pa.string()), target_path)
         target_raw = pc.if_else(exec_m, pa.nulls(n, pa.string()), target_raw)
-        resolution = np.where(base0 | is_symlink | is_mount, "directory", "kernel")
-        resolution = np.where(is_sock | is_pipe | is_fork | is_exit, None, resolution)
         path_valid = pc.is_valid(path0).to_numpy(zero_copy_only=False)
-        resolution = np.where(path_valid, resolution, None)
+        resolution = V.names(
+            np.where(base0 | is_symlink | is_mount, V.code("directory"), V.code("kernel")),
+            valid=path_valid & ~(is_sock | is_pipe | is_fork | is_exit),
+        )
         truncated = (flags & (F["FX_F_TRUNC0"] | F["FX_F_TRUNC1"] | F["FX_F_DEPTH0"])) != 0
 
         ftype = file_type_names(f["imode"][:, 0])
         ino0 = f["ino"][:, 0]
         # pseudo files (pipes, sockets, anonymous inodes) have no path: name them by inode
         pseudo = pc.and_(pc.equal(pc.fill_null(path0, ""), "/"), pa.array(ftype != "dir"))
-        pseudo_name = pa.array(
-            [f"{t or 'anon'}:[{i}]" for t, i in zip(ftype, ino0)] if pc.any(pseudo).as_py() else [None] * n,
-            pa.string(),
-        )
-        path0 = pc.if_else(pseudo, pseudo_name, path0)
+        if pc.any(pseudo).as_py():
+            pseudo_name = pc.binary_join_element_wise(
+                pc.fill_null(pa.array(ftype, pa.string()), "anon"), ":[", pa.array(ino0).cast(pa.string()), "]", ""
+            )
+            path0 = pc.if_else(pseudo, pseudo_name, path0)
 
         cols: dict[str, Any] = self._origin(n)
         cols.update(
@@ -337,10 +366,10 @@ class Decoder:
             seq=pa.array(f["seq"]),
             event_class=pa.array(CLASS_NAMES[np.minimum(f["cls"], len(CLASS_NAMES) - 1)], pa.string()),
             event_kind=pa.array(np.full(n, "event", object), pa.string()),
-            event_category=pa.array(category, pa.string()),
-            event_action=pa.array(action, pa.string()),
-            syscall=pa.array(np.where(is_sys, self.sc_name[nr], None), pa.string()),
-            event_outcome=pa.array(np.where(is_sys, outcome, None), pa.string()),
+            event_category=V.names(cat),
+            event_action=V.names(act),
+            syscall=V.names(self.sc_name_code[nr], valid=is_sys),
+            event_outcome=V.names(np.where(failed, V.code("failure"), V.code("success")), valid=is_sys),
             ret=pa.array(ret, mask=~is_sys),
             process_entity_id=pa.array(eid),
             process_pid=pa.array(pid),
@@ -358,7 +387,7 @@ class Decoder:
             process_working_directory=pc.if_else(exec_m, s[2], pa.nulls(n, pa.string())),
             file_path=path0,
             file_path_raw=path_raw,
-            file_path_resolution=pa.array(resolution, pa.string()),
+            file_path_resolution=resolution,
             file_path_truncated=pa.array(truncated),
             file_inode=pa.array(ino0, mask=ino0 == 0),
             file_device=pa.array(f["dev"][:, 0].astype(np.uint64), mask=ino0 == 0),
@@ -417,9 +446,9 @@ class Decoder:
             p = self.cache.get(int(eid[j]))
             if p is not None:
                 p.exited = True
+        # Ring order is reservation order, which is time order up to the few records
+        # being written on other CPUs at once: no sort (a full copy) is needed.
         table = _table(schema.EVENTS, cols, n)
-        order = pc.sort_indices(table, [("ts", "ascending")])
-        table = table.take(order)
         flows_table = self._flows_table(table) if is_flow.any() else None
         return table, procs_table, flows_table
 
@@ -435,13 +464,15 @@ class Decoder:
         inet = is_sock & ((fam == 2) | (fam == 10))
         proto = f["protocol"].astype(np.int64)
         sotype = f["sotype"].astype(np.int64)
-        transport = np.array([_IPPROTO.get(int(p)) for p in proto], dtype=object) if n else np.empty(0, object)
-        transport = np.where((transport == None) & (sotype == _SOCK_STREAM), "tcp", transport)  # noqa: E711
-        transport = np.where((transport == None) & (sotype == _SOCK_DGRAM), "udp", transport)  # noqa: E711
-        transport = np.where(fam == 1, "unix", transport)
-        cols["network_transport"] = pa.array(np.where(is_sock, transport, None), pa.string())
-        ntype = np.where(fam == 2, "ipv4", np.where(fam == 10, "ipv6", np.where(fam == 1, "unix", None)))
-        cols["network_type"] = pa.array(np.where(is_sock, ntype, None), pa.string())
+        V = self.vocab
+        tcode = self.proto_code[proto & 0xFF]
+        none = tcode == V.code("")
+        tcode = np.where(none & (sotype == _SOCK_STREAM), V.code("tcp"), tcode)
+        tcode = np.where(none & (sotype == _SOCK_DGRAM), V.code("udp"), tcode)
+        tcode = np.where(fam == 1, V.code("unix"), tcode)
+        cols["network_transport"] = V.names(tcode, valid=is_sock & (tcode != V.code("")))
+        ncode = np.where(fam == 2, V.code("ipv4"), np.where(fam == 10, V.code("ipv6"), V.code("unix")))
+        cols["network_type"] = V.names(ncode, valid=is_sock & ((fam == 2) | (fam == 10) | (fam == 1)))
         cols["source_ip"] = pa.array(src_ip, pa.string())
         cols["destination_ip"] = pa.array(dst_ip, pa.string())
         cols["source_port"] = pa.array(f["sport"], mask=~inet)
