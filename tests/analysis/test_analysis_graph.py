@@ -269,3 +269,19 @@ def test_graph_renderers(tmp_path: Path, fmt: str) -> None:
         import xml.etree.ElementTree as ET
 
         ET.fromstring(text)
+
+
+def test_unix_socket_pair_joins_both_ends(tmp_path: Path) -> None:
+    """Flows on a connected unix socket carry the peer's inode: both ends meet at one node."""
+    b, init = _base()
+    client = b.spawn(init, 10, 1, "/usr/bin/client")
+    server = b.spawn(init, 11, 1, "/usr/bin/server")
+    b.flow(client, 2, 3, "sock", write=50, file_type="socket", inode=700, peer_inode=701)
+    b.flow(server, 2, 4, "sock", read=50, file_type="socket", inode=701, peer_inode=700)
+    b.write_file(server, 5, "/data/out")
+    st = _store(tmp_path, b)
+    g = backtrack(st, Target("file", path="/data/out"))
+    assert [n.key for n in g.node_by("unix")] == ["u:700|701"]
+    assert _proc(g, client)
+    f = forward(st, Target("process", entity=client.entity_id))
+    assert _proc(f, server) and "/data/out" in _labels(f)

@@ -21,6 +21,7 @@ from the store without loading it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,14 +133,42 @@ def _params(fr: _Frontier) -> dict[str, Any]:
         "fd": [d for d, _ in fr.files] or [0], "fi": [i for _, i in fr.files] or [0],
         "ft": list(fr.files.values()) or [0],
         "sk": list(fr.socks) or [""], "st": list(fr.socks.values()) or [0],
+        "ui": [i for i, _, _ in _unix_pairs(fr)] or [0], "uk": [k for _, k, _ in _unix_pairs(fr)] or [""],
+        "ut": [t for _, _, t in _unix_pairs(fr)] or [0],
     }
 
 
 _FRONTIER_CTES = """
 fp AS (SELECT unnest($pe) AS eid, unnest($pt) AS thr),
 ff AS (SELECT unnest($fd) AS dev, unnest($fi) AS ino, unnest($ft) AS thr),
-fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr)
+fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr),
+fu AS (SELECT unnest($ui) AS ino, unnest($uk) AS key, unnest($ut) AS thr)
 """
+_PAIR = re.compile(r"^u:(\d+)\|(\d+)$")  # a connected unix socket pair, by the two inodes
+
+
+def _unix_pairs(fr: _Frontier) -> list[tuple[int, str, int]]:
+    out = []
+    for key, thr in fr.socks.items():
+        m = _PAIR.match(key)
+        if m:
+            out += [(int(m.group(1)), key, thr), (int(m.group(2)), key, thr)]
+    return out
+
+
+def _pair_sql(cmp: str, backward: bool, inos: str) -> str:
+    """Reads and writes on either end of a connected unix socket pair (from flows)."""
+    if backward:
+        return f"""
+    SELECT 'process', f.entity_id, NULL, NULL, NULL, 'unix', NULL, NULL, NULL, fr.key,
+           f.first_ts, f.last_ts, 'write', f.write_bytes, NULL, NULL
+    FROM flows f JOIN fu fr ON f.file_inode = fr.ino AND f.file_inode IN ({inos})
+    WHERE f.write_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}"""
+    return f"""
+    SELECT 'unix', NULL, NULL, NULL, fr.key, 'process', f.entity_id, NULL, NULL, NULL,
+           f.first_ts, f.last_ts, 'read', f.read_bytes, NULL, NULL
+    FROM flows f JOIN fu fr ON f.file_inode = fr.ino AND f.file_inode IN ({inos})
+    WHERE f.read_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}"""
 
 # Each edge row: src/dst as (kind, entity, dev, ino, key), interval, kind, bytes, path.
 _COLS = ("src_kind, src_eid, src_dev, src_ino, src_key, dst_kind, dst_eid, dst_dev, dst_ino, dst_key, "
@@ -260,6 +289,9 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
         add(_file_write_sql(cmp, write_noise) if backward else _file_read_sql(cmp, read_noise), on_file)
     if fr.socks:
         add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key", "{NF}": ""})
+        pairs = _unix_pairs(fr)
+        if pairs:
+            parts.append(_pair_sql(cmp, backward, _ints(i for i, _, _ in pairs)))
     union = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     # character devices (terminals, /dev/null) reached through an inherited descriptor
     # carry no path in flows: the pseudo filter drops them by type
@@ -419,11 +451,19 @@ def _sockets_to_connections(reader: Reader, rows: list[dict[str, Any]]) -> list[
             if r[f"{side}_kind"] == "file" and r["path"] is None and r["kind"] in ("read", "write")}
     if not inos:
         return rows
+    lit = _ints(sorted(inos))
     t = reader.query(
         f"""SELECT file_inode, any_value({_SOCK_KEY}) AS key FROM events
             WHERE event_category = 'network' AND event_action IN ('connect', 'accept')
-              AND file_inode IN (SELECT unnest($i)) GROUP BY 1""", {"i": sorted(inos)})
-    key_of = dict(zip(t.column("file_inode").to_pylist(), t.column("key").to_pylist()))
+              AND network_transport IS DISTINCT FROM 'unix' AND file_inode IN ({lit}) GROUP BY 1
+            UNION ALL
+            SELECT file_inode, 'u:' || least(file_inode, any_value(unix_peer_inode)) || '|'
+                               || greatest(file_inode, any_value(unix_peer_inode)) FROM events
+            WHERE event_action = 'flow' AND file_inode IN ({lit}) AND coalesce(unix_peer_inode, 0) <> 0
+            GROUP BY 1""")
+    key_of: dict[int, str] = {}
+    for ino, key in zip(t.column("file_inode").to_pylist(), t.column("key").to_pylist()):
+        key_of.setdefault(ino, key)
     for r in rows:
         for side in ("src", "dst"):
             if r[f"{side}_kind"] == "file" and r["path"] is None and r[f"{side}_ino"] in key_of:

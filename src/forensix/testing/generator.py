@@ -188,7 +188,7 @@ class StoreBuilder:
         self._inodes[dst] = ino
 
     def flow(self, p: Proc, t0: float, t1: float, path: str, *, read: int = 0, write: int = 0,
-             file_type: str = "file", inode: int | None = None) -> None:
+             file_type: str = "file", inode: int | None = None, peer_inode: int | None = None) -> None:
         """Aggregated reads/writes of ``p`` on one open file, pipe or socket."""
         ino = self.inode(path) if inode is None else inode
         a, b = self.t(t0), self.t(t1)
@@ -201,6 +201,7 @@ class StoreBuilder:
             **counts, "reason": "close"})
         self._ev(p, b, "flow", "flow", fd=3, file_inode=ino, file_device=self.dev, file_type=file_type,
                  file_path=path if file_type == "file" else None, flow_first_ts=a, flow_last_ts=b,
+                 unix_peer_inode=peer_inode,
                  **{f"flow_{k}": v for k, v in counts.items()})
 
     def write_file(self, p: Proc, t: float, path: str, nbytes: int = 100, create: bool = True) -> None:
