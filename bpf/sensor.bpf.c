@@ -959,6 +959,48 @@ static __always_inline void fx_flow_emit(struct fx_flow_key *k, struct fx_flow *
 	fx_submit(s);
 }
 
+/* Add one transfer to the edge of (this process, the open file behind fd). */
+static __always_inline void fx_flow_add(struct file *f, int fd, bool wr, long bytes, __u64 now)
+{
+	struct fx_flow_key k = {.file = (__u64)f, .pid = bpf_get_current_pid_tgid() >> 32};
+	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
+	if (v) {
+		v->last = now;
+		if (wr) {
+			__sync_fetch_and_add(&v->wcount, 1);
+			__sync_fetch_and_add(&v->wbytes, bytes);
+		} else {
+			__sync_fetch_and_add(&v->rcount, 1);
+			__sync_fetch_and_add(&v->rbytes, bytes);
+		}
+		return;
+	}
+	struct fx_flow n = {};
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	n.first = now;
+	n.last = now;
+	n.start = BPF_CORE_READ(t, group_leader, start_boottime);
+	n.fd = fd;
+	n.tid = (__u32)bpf_get_current_pid_tgid();
+	n.ino = BPF_CORE_READ(f, f_inode, i_ino);
+	n.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	n.imode = BPF_CORE_READ(f, f_inode, i_mode);
+	if (wr) {
+		n.wcount = 1;
+		n.wbytes = bytes;
+	} else {
+		n.rcount = 1;
+		n.rbytes = bytes;
+	}
+	if (bpf_map_update_elem(&flows, &k, &n, BPF_NOEXIST) == -E2BIG)
+		fx_count_drop(FX_CLASS_FLOW, now);
+}
+
+/*
+ * read/write and friends: one descriptor (args[0]). sendfile, splice and
+ * copy_file_range move data between two: a read edge on the source and a write
+ * edge on the destination, so data passed file-to-socket in the kernel is seen too.
+ */
 SEC("tracepoint")
 int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 {
@@ -968,8 +1010,16 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 	if (ret <= 0)
 		return 0;
-	bool wr = fx_is_write(c.nr);
-	struct file *f = fx_fd_file(c.args[0]);
+	int out_fd = c.args[0], in_fd = -1;
+	if (c.nr == __NR_sendfile)
+		in_fd = c.args[1];
+	else if (c.nr == __NR_splice || c.nr == __NR_copy_file_range) {
+		in_fd = c.args[0];
+		out_fd = c.args[2];
+	}
+	bool wr = in_fd >= 0 || fx_is_write(c.nr);
+	struct file *f = fx_fd_file(out_fd);
+	struct file *fin = in_fd >= 0 ? fx_fd_file(in_fd) : NULL;
 	if (!f)
 		return 0;
 	if (cfg.full_rw) {
@@ -977,42 +1027,15 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 		if (!s)
 			return 0;
 		fx_file(s, 0, f);
+		if (fin)
+			fx_file(s, 1, fin);
 		fx_submit(s);
 		return 0;
 	}
 	__u64 now = bpf_ktime_get_boot_ns();
-	struct fx_flow_key k = {.file = (__u64)f, .pid = bpf_get_current_pid_tgid() >> 32};
-	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
-	if (v) {
-		v->last = now;
-		if (wr) {
-			__sync_fetch_and_add(&v->wcount, 1);
-			__sync_fetch_and_add(&v->wbytes, ret);
-		} else {
-			__sync_fetch_and_add(&v->rcount, 1);
-			__sync_fetch_and_add(&v->rbytes, ret);
-		}
-		return 0;
-	}
-	struct fx_flow n = {};
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	n.first = now;
-	n.last = now;
-	n.start = BPF_CORE_READ(t, group_leader, start_boottime);
-	n.fd = c.args[0];
-	n.tid = (__u32)bpf_get_current_pid_tgid();
-	n.ino = BPF_CORE_READ(f, f_inode, i_ino);
-	n.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
-	n.imode = BPF_CORE_READ(f, f_inode, i_mode);
-	if (wr) {
-		n.wcount = 1;
-		n.wbytes = ret;
-	} else {
-		n.rcount = 1;
-		n.rbytes = ret;
-	}
-	if (bpf_map_update_elem(&flows, &k, &n, BPF_NOEXIST) == -E2BIG)
-		fx_count_drop(FX_CLASS_FLOW, now);
+	fx_flow_add(f, out_fd, wr, ret, now);
+	if (fin)
+		fx_flow_add(fin, in_fd, false, ret, now);
 	return 0;
 }
 

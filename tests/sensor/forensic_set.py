@@ -27,3 +27,9 @@ subprocess.run(["umount", d + "/mnt"], check=True)                           # u
 subprocess.run(["unshare", "-n", "/bin/true"], check=True)                   # unshare
 os.mkdir("jail")
 subprocess.run(["chroot", d + "/jail", "/bin/true"], stderr=subprocess.DEVNULL)  # chroot (exec fails inside)
+import socket
+open("payload.bin", "wb").write(b"p" * 3000)
+a, b = socket.socketpair()
+with open("payload.bin", "rb") as src:
+    os.sendfile(a.fileno(), src.fileno(), 0, 3000)        # data moved file -> socket in the kernel
+b.recv(4096); a.close(); b.close()

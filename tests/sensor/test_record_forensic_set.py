@@ -84,3 +84,12 @@ def test_privileged_actions(rec: dict[str, Any]) -> None:
     un = _one(rec, "unshare")
     assert un["mem_flags"] & 0x40000000  # CLONE_NEWNET
     _one(rec, "chroot", file_path=f"{w}/jail")
+
+
+def test_sendfile_is_a_data_flow(rec: dict[str, Any]) -> None:
+    src = [e for e in rec["ev"] if e["event_action"] == "flow" and e["file_path"] == f"{rec['w']}/payload.bin"
+           and e["flow_read_bytes"] == 3000]
+    assert src, "the file side of sendfile is not a read edge"
+    sock = [e for e in rec["ev"] if e["event_action"] == "flow" and e["file_type"] == "socket"
+            and e["process_entity_id"] == src[0]["process_entity_id"] and e["flow_write_bytes"] == 3000]
+    assert sock, "the socket side of sendfile is not an edge"

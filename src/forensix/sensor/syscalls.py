@@ -127,6 +127,9 @@ SYSCALLS: dict[str, Syscall] = {
     "pwritev2": _s("fx_exit_rw", "flow", "write"),
     "sendto": _s("fx_exit_rw", "flow", "write"),
     "sendmsg": _s("fx_exit_rw", "flow", "write"),
+    "sendfile": _s("fx_exit_rw", "flow", "transfer", tp="sendfile64"),
+    "splice": _s("fx_exit_rw", "flow", "transfer"),
+    "copy_file_range": _s("fx_exit_rw", "flow", "transfer"),
 }
 
 # Programs attached at a syscall's entry only.
