@@ -128,6 +128,16 @@ def attribute(reader: Reader) -> Attribution:
     return att
 
 
+_SPECIAL_PARENTS = SSHD | CRON | CONTAINER
+
+
+def _plain_child(p: _P, q: _P | None) -> bool:
+    """True when no rule can pick ``p`` (the common case, decided without trying them all)."""
+    return (q is not None and q.pid != 1 and q.kind not in ("init", "kernel", "")
+            and p.sid == q.sid and p.ns_pid == q.ns_pid and _base(q.exe) not in _SPECIAL_PARENTS
+            and not any(_base(e) in LOGIN for e in p.exes))
+
+
 def _assign(p: _P, procs: dict[int, _P], att: Attribution) -> None:
     chain = []
     cur: _P | None = p
@@ -137,7 +147,7 @@ def _assign(p: _P, procs: dict[int, _P], att: Attribution) -> None:
     for e in reversed(chain):
         x = procs[e]
         q = procs.get(x.parent) if x.parent is not None else None
-        kind = next((k for k, rule in LEADER_RULES if rule(x, q)), None)
+        kind = None if _plain_child(x, q) else next((k for k, rule in LEADER_RULES if rule(x, q)), None)
         if kind is not None or q is None or not q.kind:
             x.leader, x.kind = x.entity, kind or "unknown"
             att.kind_of[x.entity] = x.kind
