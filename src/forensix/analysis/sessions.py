@@ -172,18 +172,24 @@ def sessions(reader: Reader, att: Attribution | None = None, *, kinds: set[str] 
     end_of = dict(zip(ends.column("entity_id").to_pylist(), ends.column("end_ts").to_pylist()))
     accepts = reader.query(_ACCEPTS_SQL).to_pylist()
     rows: dict[int, dict[str, Any]] = {}
+    running: set[int] = set()
     for e, lead in att.leader_of.items():
         p, leader = att.procs[e], att.procs[lead]
         r = rows.get(lead)
         if r is None:
             r = rows[lead] = _session_row(leader, att, accepts)
         r["processes"] += 1
-        r["end_ts"] = _max(r["end_ts"], end_of.get(e))
+        end = end_of.get(e)
+        if end is None:
+            running.add(lead)  # a member never exited while recorded: the session is open
+        r["end_ts"] = _max(r["end_ts"], end)
         if r["audit_session_id"] is None and _sid(p) is not None:
             r["audit_session_id"] = p.sid
             r["user_id"] = p.auid if p.auid not in (None, UNSET) else r["user_id"]
         if _base(p.exe) in TRANSITION_EXES or any(_base(x) in TRANSITION_EXES for x in p.exes):
             r["transitions"].append(f"{_base(p.exe)}[{p.pid}]")
+    for lead in running:
+        rows[lead]["end_ts"] = None
     out = [r for r in rows.values() if kinds is None or r["kind"] in kinds]
     out.sort(key=lambda r: (r["start_ts"] or 0, r["leader_entity_id"]))
     table = pa.Table.from_pylist(out, schema=_SESSION_SCHEMA)
