@@ -115,6 +115,7 @@ def test_sessions_attribute_every_process(host: Any) -> None:
     assert ssh["kind"] == "sshd" and (ssh["source_ip"], ssh["source_port"]) == ("203.0.113.66", 51515)
     assert ssh["user_id"] == 1001 and ssh["audit_session_id"] == 7 and ssh["processes"] == 5
     assert ssh["transitions"] == ["sudo[604]"]
+    assert ssh["end_ts"] is None  # the shell never exited while recorded
     assert rows[o["job"].entity_id]["kind"] == "cron"
     assert rows[o["nginx"].entity_id]["kind"] == "systemd"
     assert rows[o["ctr"].entity_id]["kind"] == "container"
