@@ -16,7 +16,7 @@ touch "$W/rootsh"; chmod 4755 "$W/rootsh"               # setuid in /tmp
 echo "ls" > "$W/.bash_history"; rm -f "$W/.bash_history"  # history removed
 cp /usr/bin/id "$W/kworker"; "$W/kworker" >/dev/null     # system binary copied and run
 sh -c "echo ZWNobyBmeC1iNjQK | base64 -d | sh" >/dev/null  # base64 to a shell
-python3 -c "import socket; s=socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(1); s.close()"
+"${PYTHON:-python3}" -c "import socket; s=socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(1); s.close()"
 useradd -M -s /usr/sbin/nologin "fx${M: -6}"              # new user (removed at exit)
 if [ ! -e /etc/ld.so.preload ]; then PRELOAD_CREATED=1; fi
 : >> /etc/ld.so.preload                                  # preload list opened for writing

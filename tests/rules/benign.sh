@@ -19,8 +19,8 @@ echo 'X = 1' > whl/fxdemo/__init__.py
 printf 'Metadata-Version: 2.1\nName: fxdemo\nVersion: 0.1\n' > whl/fxdemo-0.1.dist-info/METADATA
 printf 'Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n' > whl/fxdemo-0.1.dist-info/WHEEL
 printf 'fxdemo/__init__.py,,\nfxdemo-0.1.dist-info/METADATA,,\nfxdemo-0.1.dist-info/WHEEL,,\nfxdemo-0.1.dist-info/RECORD,,\n' > whl/fxdemo-0.1.dist-info/RECORD
-(cd whl && python3 -m zipfile -c ../fxdemo-0.1-py3-none-any.whl fxdemo fxdemo-0.1.dist-info)
-python3 -m pip install -q --no-index --no-deps --disable-pip-version-check --target site fxdemo-0.1-py3-none-any.whl
+(cd whl && "${PYTHON:-python3}" -m zipfile -c ../fxdemo-0.1-py3-none-any.whl fxdemo fxdemo-0.1.dist-info)
+"${PYTHON:-python3}" -m pip install -q --no-index --no-deps --disable-pip-version-check --target site fxdemo-0.1-py3-none-any.whl
 printf 'def test_one():\n    assert 1 + 1 == 2\n\ndef test_two(tmp_path):\n    (tmp_path / "f").write_text("x")\n' > tests/test_demo.py
-python3 -m pytest -q -p no:cacheprovider tests >/dev/null
+"${PYTHON:-python3}" -m pytest -q -p no:cacheprovider tests >/dev/null
 echo "benign done $M"

@@ -47,7 +47,8 @@ def _record(tmp_path: Path, script: str, *args: str) -> dict[str, Any]:
     cmd = [sys.executable, str(DRIVER), str(store), str(jsonl), "--", "bash", str(HERE / script),
            str(work), marker, *args]
     try:
-        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240)
+        env = os.environ | {"PYTHON": sys.executable}
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240, env=env)
     finally:
         subprocess.run(["userdel", f"fx{marker[-6:]}"], check=False, capture_output=True)
         for p in (f"/etc/cron.d/fx-{marker}", f"/var/log/fx-{marker}.log", f"/etc/fx-stamp-{marker}"):
