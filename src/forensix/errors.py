@@ -8,14 +8,14 @@ fix) at the boundary; nothing below the CLI prints.
 from __future__ import annotations
 
 __all__ = [
-    "ForensixError",
-    "StoreError",
-    "NotAStoreError",
-    "StoreBusyError",
-    "SensorError",
-    "PrivilegeError",
-    "KernelFeatureError",
     "DecodeError",
+    "ForensixError",
+    "KernelFeatureError",
+    "NotAStoreError",
+    "PrivilegeError",
+    "SensorError",
+    "StoreBusyError",
+    "StoreError",
     "UsageError",
 ]
 

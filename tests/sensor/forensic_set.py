@@ -1,5 +1,9 @@
 """The rest of the forensic set, one action each (run under `forensix record` by the test)."""
-import ctypes, mmap, os, signal, subprocess, sys, time
+import mmap
+import os
+import signal
+import subprocess
+import sys
 
 d = sys.argv[1]
 os.chdir(d)
@@ -28,6 +32,7 @@ subprocess.run(["unshare", "-n", "/bin/true"], check=True)                   # u
 os.mkdir("jail")
 subprocess.run(["chroot", d + "/jail", "/bin/true"], stderr=subprocess.DEVNULL)  # chroot (exec fails inside)
 import socket
+
 open("payload.bin", "wb").write(b"p" * 3000)
 a, b = socket.socketpair()
 with open("payload.bin", "rb") as src:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import pyarrow as pa
@@ -14,7 +15,7 @@ from forensix.render.tables import RENDERERS, render
 from forensix.store.base import Reader
 from forensix.store.embedded import open_reader
 
-__all__ = ["store_option", "format_option", "time_option", "DEFAULT_STORE", "emit", "reader"]
+__all__ = ["DEFAULT_STORE", "emit", "format_option", "reader", "store_option", "time_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-__all__ = ["host_key", "entity_ids", "entity_id", "format_entity", "parse_entity", "TICK_NS"]
+__all__ = ["TICK_NS", "entity_id", "entity_ids", "format_entity", "host_key", "parse_entity"]
 
 TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -35,7 +35,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
         x = x + _GOLD
         x = (x ^ (x >> np.uint64(30))) * _M1
         x = (x ^ (x >> np.uint64(27))) * _M2
-        return x ^ (x >> np.uint64(31))
+        return np.asarray(x ^ (x >> np.uint64(31)))
 
 
 def entity_ids(hkey: int, pids: np.ndarray, start_boot_ns: np.ndarray) -> np.ndarray:

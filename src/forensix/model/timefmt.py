@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from forensix.errors import UsageError
 
-__all__ = ["parse_time", "format_ns", "now_ns"]
+__all__ = ["format_ns", "now_ns", "parse_time"]
 
 _REL = re.compile(r"^-(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)$")
 _UNIT_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
@@ -43,7 +43,7 @@ def parse_time(text: str, *, now: int | None = None) -> int:
     except ValueError:
         raise UsageError(f"cannot read {text!r} as a time", _HINT) from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     frac_ns = 0
     fm = re.search(r"\.(\d+)", s)
     if fm:  # keep digits past microseconds that datetime drops
@@ -57,7 +57,7 @@ def format_ns(ns: int | None, *, precision: int = 6) -> str:
     if ns is None:
         return ""
     sec, frac = divmod(int(ns), 10**9)
-    base = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if precision <= 0:
         return base + "Z"
     return f"{base}.{frac:09d}"[: len(base) + 1 + precision] + "Z"

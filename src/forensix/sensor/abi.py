@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["struct_dtype", "enum"]
+__all__ = ["enum", "struct_dtype"]
 
 
 def struct_dtype(abi: dict[str, Any], name: str) -> np.dtype:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +45,7 @@ CLASS_NAMES = np.array(["process", "file", "network", "flow", "other", None], dt
 
 
 def file_type_names(imode: np.ndarray) -> np.ndarray:
-    return _FT[(np.asarray(imode, np.uint32) >> 12) & 0xF]
+    return np.asarray(_FT[(np.asarray(imode, np.uint32) >> 12) & 0xF])
 
 
 def empty_tables() -> dict[str, list[pa.Table]]:
@@ -137,7 +138,7 @@ class ProcessCache:
     """What the decoder knows of live processes: parents, current image, pid -> entity."""
 
     limit: int = 200_000
-    procs: "OrderedDict[int, _Proc]" = field(default_factory=OrderedDict)
+    procs: OrderedDict[int, _Proc] = field(default_factory=OrderedDict)
     by_pid: dict[int, int] = field(default_factory=dict)
 
     def add(self, eid: int, p: _Proc) -> None:
@@ -293,7 +294,10 @@ class Decoder:
         is_sock = (flags & F["FX_F_SOCK"]) != 0
         base0 = (flags & F["FX_F_BASE0"]) != 0
         base1 = (flags & F["FX_F_BASE1"]) != 0
-        nr_in = lambda *names: np.isin(nr, self._nrs(*names)) & is_sys  # noqa: E731
+
+        def nr_in(*names: str) -> np.ndarray:
+            return np.asarray(np.isin(nr, self._nrs(*names)) & is_sys)
+
         is_symlink = nr_in("symlink", "symlinkat")
         is_mount = nr_in("mount")
         is_pipe = nr_in("pipe", "pipe2", "socketpair")

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["lib", "log_lines", "clear_log", "LibbpfError", "check_ptr", "check_int"]
+__all__ = ["LibbpfError", "check_int", "check_ptr", "clear_log", "lib", "log_lines"]
 
 
 class LibbpfError(OSError):
@@ -82,13 +82,15 @@ _LOG_MAX = 4000
 _buf = ctypes.create_string_buffer(4 << 20)  # a verifier log arrives as one string
 
 
-@_PRINT_FN
-def _print(level: int, fmt: bytes, args: int) -> int:
+def _print_py(level: int, fmt: bytes, args: int) -> int:
     with _log_lock:
         _libc.vsnprintf(_buf, len(_buf), fmt, args)
         _log.extend(_buf.value.decode("utf-8", "replace").splitlines())
         del _log[:-_LOG_MAX]
     return 0
+
+
+_print = _PRINT_FN(_print_py)  # kept referenced: libbpf holds the pointer for good
 
 
 lib.libbpf_set_print.restype = ctypes.c_void_p

@@ -278,7 +278,7 @@ class Sensor:
             lb.lib.bpf_object__close(self._obj)
             self._obj = None
 
-    def __enter__(self) -> "Sensor":
+    def __enter__(self) -> Sensor:
         self.open_and_load()
         self.attach()
         return self

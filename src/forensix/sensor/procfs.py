@@ -7,8 +7,9 @@ entity ids are built at, so a snapshotted process and its later kernel events ag
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from forensix.model.identity import TICK_NS, entity_id
 

@@ -15,8 +15,9 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,7 @@ from forensix.sensor.procfs import snapshot
 from forensix.sensor.ringbuf import RingBuffer
 from forensix.store import schema
 
-__all__ = ["Recorder", "RecordStats"]
+__all__ = ["RecordStats", "Recorder"]
 
 
 
@@ -348,7 +349,7 @@ class Recorder:
         drops = c["drops"]
         now_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         delta = drops - self._last_drops
-        rows = []
+        rows: list[dict[str, Any]] = []
         for cpu, cls in zip(*np.nonzero(delta)):
             name = str(CLASS_NAMES[int(cls)])
             count = int(delta[cpu, cls])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RingBuffer", "Drained"]
+__all__ = ["Drained", "RingBuffer"]
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Syscall", "SYSCALLS", "ENTER_ONLY", "O_CREAT"]
+__all__ = ["ENTER_ONLY", "O_CREAT", "SYSCALLS", "Syscall"]
 
 O_CREAT = 0o100
 O_WRONLY = 0o1

@@ -7,7 +7,8 @@ file, on a store that a recorder holds open (through its query socket), or on Cl
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 

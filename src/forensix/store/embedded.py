@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -162,7 +163,7 @@ class DuckDBStore:
                 cur.unregister("_fx_batch")
             finally:
                 cur.close()
-        return data.num_rows
+        return int(data.num_rows)
 
     def flush(self) -> None:
         with self._lock:
@@ -200,7 +201,7 @@ class DuckDBStore:
         except duckdb.Error:
             pass
 
-    def __enter__(self) -> "DuckDBStore":
+    def __enter__(self) -> DuckDBStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

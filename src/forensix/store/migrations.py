@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from forensix.store import schema
 
-__all__ = ["MIGRATIONS", "STORE_FORMAT", "duckdb_type", "create_table_sql"]
+__all__ = ["MIGRATIONS", "STORE_FORMAT", "create_table_sql", "duckdb_type"]
 
 STORE_FORMAT = "forensix-store/1"
 

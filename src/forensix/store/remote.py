@@ -13,18 +13,19 @@ import os
 import socket
 import socketserver
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
+from pyarrow import ipc
 
 from forensix.errors import StoreError
 
 if TYPE_CHECKING:
     from forensix.store.embedded import DuckDBStore
 
-__all__ = ["SocketReader", "QueryServer"]
+__all__ = ["QueryServer", "SocketReader"]
 
 _MAX_REQUEST = 1 << 20
 
@@ -71,7 +72,7 @@ class SocketReader:
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    server: "_Server"
+    server: _Server
 
     def handle(self) -> None:
         line = self.rfile.readline(_MAX_REQUEST)
@@ -91,7 +92,7 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: str, store: "DuckDBStore") -> None:
+    def __init__(self, path: str, store: DuckDBStore) -> None:
         self.store = store
         super().__init__(path, _Handler)
 
@@ -99,7 +100,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class QueryServer:
     """Serves read-only queries on ``store`` at ``path`` in a background thread."""
 
-    def __init__(self, store: "DuckDBStore", path: str | os.PathLike[str]) -> None:
+    def __init__(self, store: DuckDBStore, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if self.path.exists():
             self.path.unlink()  # a stale socket: the store lock proved no writer holds it
@@ -110,7 +111,7 @@ class QueryServer:
             os.umask(old)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fx-query", daemon=True)
 
-    def start(self) -> "QueryServer":
+    def start(self) -> QueryServer:
         self._thread.start()
         return self
 

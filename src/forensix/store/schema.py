@@ -14,12 +14,12 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = [
+    "ALERTS",
     "EVENTS",
-    "PROCESSES",
     "FLOWS",
     "GAPS",
     "HOSTS",
-    "ALERTS",
+    "PROCESSES",
     "TABLES",
     "ecs_name",
 ]
