@@ -112,14 +112,24 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
 
 def _files(reader: Reader, members: list[int], *, written: bool) -> pa.Table:
     cond = f"{_CHANGE} AND event_action <> 'unlink'" if written else "event_action IN ('unlink', 'rmdir')"
+    # A write through an inherited or dup'd descriptor has the inode but no path: it is
+    # counted with the open that named the same inode.
     return reader.query(f"""
-        SELECT min(ts) AS first_ts, max(ts) AS last_ts, coalesce(file_target_path, file_path) AS file_path,
+        WITH ev AS MATERIALIZED (
+            SELECT ts, event_action, flow_write_bytes, process_pid, file_device, file_inode,
+                   coalesce(file_target_path, file_path) AS p
+            FROM events WHERE process_entity_id IN ({sql_ints(members)}) AND {cond}
+              AND file_type IS DISTINCT FROM 'char' AND file_type IS DISTINCT FROM 'fifo'
+              AND file_type IS DISTINCT FROM 'socket'),
+        named AS (
+            SELECT *, coalesce(p, max(p) OVER (PARTITION BY file_device, file_inode),
+                               'inode ' || file_inode::VARCHAR) AS file_path FROM ev)
+        SELECT min(ts) AS first_ts, max(ts) AS last_ts, file_path,
                list(DISTINCT event_action ORDER BY event_action) AS actions,
                sum(coalesce(flow_write_bytes, 0))::BIGINT AS bytes_written,
                list(DISTINCT process_pid ORDER BY process_pid) AS pids
-        FROM events WHERE process_entity_id IN ({sql_ints(members)}) AND {cond}
-          AND coalesce(file_path, '') NOT LIKE '/proc/%' AND coalesce(file_path, '') NOT LIKE '/dev/%'
-        GROUP BY 3 ORDER BY 1""")
+        FROM named WHERE file_path NOT LIKE '/proc/%' AND file_path NOT LIKE '/dev/%'
+        GROUP BY file_path ORDER BY 1""")
 
 
 def _persistence(reader: Reader, members: list[int]) -> pa.Table:
@@ -146,4 +156,5 @@ def _network(reader: Reader, members: list[int]) -> pa.Table:
                count(*) AS connections, list(DISTINCT process_pid ORDER BY process_pid) AS pids
         FROM events WHERE process_entity_id IN ({sql_ints(members)})
           AND event_category = 'network' AND event_action IN ('connect', 'accept', 'bind', 'listen')
+          AND (coalesce(ret, 0) >= 0 OR ret = -115)
         GROUP BY 2, 3, 4, 5 ORDER BY 1""")

@@ -56,7 +56,10 @@ _DEFAULT = ("event_action || coalesce(' ' || file_path, '') || coalesce(' -> ' |
 
 def message_sql() -> str:
     whens = " ".join(f"WHEN '{a}' THEN {expr}" for a, expr in MESSAGES.items())
-    return f"CASE event_action {whens} ELSE {_DEFAULT} END"
+    failed = ("CASE WHEN ret = -115 THEN ' (in progress)'"
+              " WHEN coalesce(ret, 0) < 0 AND event_action <> 'flow' THEN ' (failed, errno ' || (-ret)::VARCHAR || ')'"
+              " ELSE '' END")
+    return f"(CASE event_action {whens} ELSE {_DEFAULT} END || {failed})"
 
 
 @dataclass
@@ -111,11 +114,31 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
                     " OR coalesce(flow_write_bytes, 0) > 0)")
         conds.append(f"NOT (NOT {is_write} AND {path_predicate('file_path', 'read', active)})")
         conds.append(f"NOT {path_predicate('file_path', 'write', active)}")
+        if "pseudo" in active:
+            conds.append("NOT (event_action = 'flow' AND file_type IS NOT DISTINCT FROM 'char')")
     limit = f"LIMIT {int(f.limit)}" if f.limit else ""
+    # Flow rows of descriptors a process inherited or dup'd carry the inode but no path and
+    # no command name: both are filled in from the open that named the inode and from the
+    # process table, for the rows shown only.
     sql = f"""
+    WITH t AS MATERIALIZED (
+        SELECT * FROM events WHERE {' AND '.join(conds)} ORDER BY ts, cpu, seq {limit}),
+    names AS (
+        SELECT file_device, file_inode, any_value(file_path) AS known_path FROM events
+        WHERE file_inode IN (SELECT file_inode FROM t WHERE file_path IS NULL AND event_action = 'flow')
+          AND event_action = 'open' AND file_path IS NOT NULL GROUP BY 1, 2),
+    comms AS (
+        SELECT entity_id, arg_max(name, image_seq) AS comm, arg_max(user_id, image_seq) AS uid
+        FROM processes WHERE entity_id IN (SELECT process_entity_id FROM t WHERE process_name IS NULL)
+        GROUP BY 1),
+    filled AS (
+        SELECT t.* REPLACE (coalesce(t.file_path, n.known_path) AS file_path,
+                            coalesce(t.process_name, c.comm) AS process_name,
+                            coalesce(t.user_id, c.uid) AS user_id)
+        FROM t LEFT JOIN names n ON n.file_device = t.file_device AND n.file_inode = t.file_inode
+               LEFT JOIN comms c ON c.entity_id = t.process_entity_id)
     SELECT ts, event_category, event_action, process_entity_id, process_pid, process_name, user_id,
            {message_sql()} AS message, file_path, destination_ip, destination_port
-    FROM events WHERE {' AND '.join(conds)}
-    ORDER BY ts, cpu, seq {limit}
+    FROM filled ORDER BY ts, cpu, seq
     """
     return reader.query(sql, params)
