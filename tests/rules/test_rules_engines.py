@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute
 from rules_scenario import Scenario, feed, gaps_table
 
 from forensix.rules import default_detectors, hunt, load_rules
@@ -88,3 +90,23 @@ def test_pending_batches_are_evaluated_by_the_timer(scenario: Scenario) -> None:
     finally:
         engine.close()
     assert engine.stats.alerts > 15
+
+
+def test_file_events_arriving_before_their_exec_are_held_back(scenario: Scenario) -> None:
+    """The recorder drains the process ring and the file ring apart: a new process's
+    opens can come before its exec. unix_chkpwd reading /etc/shadow must still be known
+    as unix_chkpwd (no alert), and cat must still be named in its alert."""
+    from forensix.rules import CallbackOutput
+
+    got: list[dict] = []
+    engine = LiveEngine(load_rules().ok, outputs=[CallbackOutput(lambda t: got.extend(t.to_pylist()))],
+                        max_rows=1, max_delay=30)
+    ev = scenario.builder.tables()["events"]
+    lifecycle = ev.filter(pa.compute.is_in(ev.column("event_action"), pa.array(["fork", "exec", "exit"])))
+    rest = ev.filter(pa.compute.invert(pa.compute.is_in(ev.column("event_action"), pa.array(["fork", "exec", "exit"]))))
+    engine.write("events", rest)  # the file ring first...
+    engine.write("events", lifecycle)  # ...then the process ring
+    engine.close()
+    pids = {a["process_pid"] for a in got if a["rule_title"].startswith("Shadow password")}
+    assert pids == {1001, 1002}
+    assert any("/usr/bin/cat" in a["summary"] for a in got if a["process_pid"] == 1001)

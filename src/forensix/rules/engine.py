@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -42,6 +43,10 @@ class _Group:
     scope: Node
     rules: list[CompiledRule]
     bodies: list[Node]
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
 
 
 def _intern(node: Node, canon: dict[Node, Node]) -> Node:
@@ -88,6 +93,8 @@ class LiveEngine:
         self._pending_since = 0.0
         self._lock = threading.RLock()
         self._timer: threading.Thread | None = None
+        self._carry: pa.Table | None = None  # rows held back one round (see _split)
+        self._carry_since = 0.0
         self._closed = threading.Event()
 
     @staticmethod
@@ -120,23 +127,53 @@ class LiveEngine:
     def _tick(self) -> None:
         while not self._closed.wait(self.max_delay / 2):
             with self._lock:
-                if self._pending and time.monotonic() - self._pending_since >= self.max_delay:
+                now = time.monotonic()
+                late = self._pending and now - self._pending_since >= self.max_delay
+                if late or (self._carry is not None and now - self._carry_since >= self.max_delay):
                     self._drain()
 
-    def _drain(self) -> None:
+    def _split(self, new: pa.Table, final: bool) -> tuple[pa.Table, pa.Table | None]:
+        """Rows of processes the context does not know yet are held back once.
+
+        The recorder drains the process ring and the file ring separately, so a new
+        process's first file events can arrive before its fork and exec records; held
+        back one round, they are evaluated with the process's image, as the hunt does.
+        """
+        if final or new.num_rows == 0:
+            return new, None
+        eids = new.column("process_entity_id").fill_null(0).to_numpy()
+        images = self.context.images
+        unknown = [u for u in np.unique(eids).tolist() if u and u not in images]
+        if not unknown:
+            return new, None
+        late = np.isin(eids, np.array(unknown, dtype=eids.dtype))
+        return new.filter(pa.array(~late)), new.filter(pa.array(late))
+
+    def _drain(self, final: bool = False) -> None:
         """Evaluate what is pending, in order, joining consecutive event batches."""
         items, self._pending, self._pending_rows = self._pending, [], 0
+        carry, self._carry = self._carry, None
         t0 = time.process_time()
+        for table, data in items:  # learn every image first: the rings arrive out of order
+            if table == "processes":
+                self.context.add_processes(data)
+            elif table == "events":
+                self.context.add_events(data)
         found: list[pa.Table] = []
         run: list[pa.Table] = []
         for table, data in items + [("", pa.table({}))]:
             if table == "events":
                 run.append(data if isinstance(data, pa.Table) else pa.Table.from_batches([data]))
                 continue
-            if run:
-                joined = pa.concat_tables(run, promote_options="permissive") if len(run) > 1 else run[0]
-                found.append(self.observe("events", joined))
-                run = []
+            if run or carry is not None:
+                now, held = self._split(_concat(run), final) if run else (None, None)
+                parts = [p for p in (carry, now) if p is not None and p.num_rows]
+                carry, run = None, []
+                if held is not None:
+                    self._carry = held if self._carry is None else _concat([self._carry, held])
+                    self._carry_since = time.monotonic()
+                if parts:
+                    found.append(self.observe("events", _concat(parts)))
             if table:
                 found.append(self.observe(table, data))
         found = [f for f in found if f.num_rows]
@@ -146,8 +183,8 @@ class LiveEngine:
 
     def flush(self) -> None:
         with self._lock:
-            if self._pending:
-                self._drain()
+            if self._pending or self._carry is not None:
+                self._drain(final=True)
 
     def close(self) -> None:
         self._closed.set()
