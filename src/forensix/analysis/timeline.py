@@ -109,20 +109,29 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
         conds.append("(destination_ip = $ip OR source_ip = $ip)")
         params["ip"] = f.ip
     active = set(f.noise) & set(FILTER_NAMES)
+    noise: list[str] = []
     if active:
         is_write = ("(event_action NOT IN ('open', 'flow', 'mmap', 'exec') OR (coalesce(file_flags, 0) & 579) <> 0"
                     " OR coalesce(flow_write_bytes, 0) > 0)")
-        conds.append(f"NOT (NOT {is_write} AND {path_predicate('file_path', 'read', active)})")
-        conds.append(f"NOT {path_predicate('file_path', 'write', active)}")
+        noise.append(f"NOT (NOT {is_write} AND {path_predicate('file_path', 'read', active)})")
+        noise.append(f"NOT {path_predicate('file_path', 'write', active)}")
         if "pseudo" in active:
-            conds.append("NOT (event_action = 'flow' AND file_type IS NOT DISTINCT FROM 'char')")
+            noise.append("NOT (event_action = 'flow' AND file_type IS NOT DISTINCT FROM 'char')")
+    # With a selective condition (a session, a process, a time window), take those rows
+    # first and judge the noise on them; inlined, the LIKE ladder may run on every row.
+    selective = f.entities is not None or f.pid is not None or (f.since is not None and f.until is not None)
+    base = f"SELECT * FROM events WHERE {' AND '.join(conds)}"
+    if noise and selective:
+        base = f"SELECT * FROM (WITH sel AS MATERIALIZED ({base}) SELECT * FROM sel) WHERE {' AND '.join(noise)}"
+    elif noise:
+        base += " AND " + " AND ".join(noise)
     limit = f"LIMIT {int(f.limit)}" if f.limit else ""
     # Flow rows of descriptors a process inherited or dup'd carry the inode but no path and
     # no command name: both are filled in from the open that named the inode and from the
     # process table, for the rows shown only.
     sql = f"""
     WITH t AS MATERIALIZED (
-        SELECT * FROM events WHERE {' AND '.join(conds)} ORDER BY ts, cpu, seq {limit}),
+        SELECT * FROM ({base}) ORDER BY ts, cpu, seq {limit}),
     names AS (
         SELECT file_device, file_inode, any_value(file_path) AS known_path FROM events
         WHERE file_inode IN (SELECT file_inode FROM t WHERE file_path IS NULL AND event_action = 'flow')
