@@ -82,6 +82,8 @@ def _summary(meta: RuleMeta, r: dict[str, Any]) -> str:
     if not obj and action == "exec" and r.get("fx_command_line"):
         obj = str(r["fx_command_line"])[:200]
     extra = r.get("fx_detail")
+    if not (who or action or obj):
+        return f"{meta.title}: {extra}" if extra else meta.title
     text = " ".join(x for x in (f"{meta.title}:", who, action, obj) if x)
     return f"{text} ({extra})" if extra else text
 

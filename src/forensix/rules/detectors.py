@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.model.timefmt import format_ns
 from forensix.rules.alerts import RuleMeta, build_alerts, empty_alerts
 from forensix.rules.fields import WRITE_OPEN_MASK
 
@@ -190,7 +191,7 @@ class GapDetector:
                         "host_id": g["host_id"], "host_name": g.get("host_name"), "boot_id": g["boot_id"],
                         "ts": g["ts_from"], "cpu": g.get("cpu"), "seq": f"gap-{g.get('event_class')}",
                         "fx_detail": f"{g['count']} {g.get('event_class') or ''} records lost"
-                        f" ({g['reason']}) until {g['ts_to']}",
+                        f" on cpu {g.get('cpu')} ({g['reason']}) until {format_ns(g['ts_to'])}",
                     }
                 )
             return build_alerts(GAP, rows, source)
