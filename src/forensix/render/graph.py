@@ -18,6 +18,10 @@ _SHAPES = {"process": "box", "file": "note", "connection": "diamond", "unix": "h
 _COLORS = {"process": "#dbe9f6", "file": "#fdf2d0", "connection": "#f8d7da", "unix": "#e2e3f3"}
 
 
+def _short(text: str, width: int = 160) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _when(ns: int | None) -> str:
     return format_ns(ns) if ns and 0 < ns < FOREVER else ""
 
@@ -30,7 +34,7 @@ def render_text(g: Graph, out: Any) -> None:
         extra = ""
         if n.kind == "process":
             extra = (f"  {display_value('entity_id', n.attrs.get('entity_id'))} uid {n.attrs.get('user_id')}"
-                     f"  {' '.join(n.attrs.get('args') or [])}")
+                     f"  {_short(' '.join(n.attrs.get('args') or []))}")
         out.write(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {n.label}{extra}\n")
     out.write("\nedges, in time order:\n")
     for e in sorted(g.edges, key=lambda e: (e.t_start, e.src)):
