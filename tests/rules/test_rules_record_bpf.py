@@ -37,15 +37,21 @@ def _names() -> dict[str, str]:
     return {r.rule_id: r.name for r in load_rules().ok} | {m.rule_id: m.rule_id for m in DETECTOR_RULES}
 
 
-def _record(tmp_path: Path, script: str, *args: str) -> dict[str, Any]:
+def _record(tmp_path: Path, script: str, *args: str, cli: bool = False) -> dict[str, Any]:
+    """Record ``script`` with live rules: through `forensix record`, or through the driver
+    (the same engine and recorder, but ignoring the SIGHUP the attack script sends it)."""
     if os.geteuid() != 0:
         pytest.fail("recording needs root (CI runs as root)")
     work = tmp_path / "w"
     work.mkdir()
     marker = uuid.uuid4().hex[:10]
     store, jsonl = tmp_path / "rec.duckdb", tmp_path / "alerts.jsonl"
-    cmd = [sys.executable, str(DRIVER), str(store), str(jsonl), "--", "bash", str(HERE / script),
-           str(work), marker, *args]
+    script_cmd = ["bash", str(HERE / script), str(work), marker, *args]
+    if cli:
+        cmd = [sys.executable, "-m", "forensix", "record", "-q", "--store", str(store),
+               "--alerts-jsonl", str(jsonl), "--", *script_cmd]
+    else:
+        cmd = [sys.executable, str(DRIVER), str(store), str(jsonl), "--", *script_cmd]
     try:
         env = os.environ | {"PYTHON": sys.executable}
         res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240, env=env)
@@ -65,7 +71,7 @@ def _record(tmp_path: Path, script: str, *args: str) -> dict[str, Any]:
     ).column(0).to_pylist()
     alerts = st.query("SELECT * FROM alerts ORDER BY ts").to_pylist()
     mine = [a for a in alerts if a["process_entity_id"] in set(ids)]
-    return {"st": st, "store": store, "jsonl": jsonl, "out": res.stdout, "all": alerts, "mine": mine}
+    return {"st": st, "store": store, "jsonl": jsonl, "out": res.stdout + res.stderr, "all": alerts, "mine": mine}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +116,7 @@ def test_hunt_over_the_recording_finds_what_live_found(attacked: dict[str, Any])
 
 def test_benign_work_raises_no_alert(tmp_path: Path) -> None:
     os.chmod(tmp_path, 0o755)
-    rec = _record(tmp_path, "benign.sh")
+    rec = _record(tmp_path, "benign.sh", cli=True)
     try:
         assert "benign done" in rec["out"]
         assert rec["mine"] == [], [(a["rule_title"], a["summary"]) for a in rec["mine"]]
