@@ -113,3 +113,21 @@ def test_cli_hunt_save_then_alerts_then_rules_test(scenario_store: tuple[Scenari
     test = run.invoke(cli, ["rules", "test", "--store", store])
     assert test.exit_code == 0, test.output
     assert "False" not in test.stdout
+
+
+def test_flush_delivers_webhook_alerts_before_the_recorder_stops(scenario: Scenario) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Collector)
+    _Collector.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = WebhookOutput(f"http://127.0.0.1:{server.server_port}/")
+        engine = LiveEngine(load_rules().ok, outputs=[hook], max_delay=30)
+        tables = scenario.builder.tables()
+        engine.write("processes", tables["processes"])
+        engine.write("events", tables["events"])
+        engine.flush()  # what Recorder.finish calls on every sink
+        assert engine.stats.alerts > 15
+        assert len(_Collector.received) == engine.stats.alerts
+        engine.close()
+    finally:
+        server.shutdown()

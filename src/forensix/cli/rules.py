@@ -300,10 +300,13 @@ def live_engine_for_record(
     webhook: str | None = None,
     echo: Any = None,
     recorder_pids: Sequence[int] = (),
+    protected: Sequence[str] = (),
 ) -> LiveEngine:
     """The live engine `forensix record` adds after its store sink: curated rules plus
     ``rule_paths``, the built-in detectors guarding this recorder and its store, alerts
-    to the store, to ``echo`` (a callable taking one line), JSON lines and a webhook."""
+    to the store, to ``echo`` (a callable taking one line), JSON lines and a webhook.
+    ``protected`` adds paths besides the store that only the recorder may modify (the
+    shipping spool)."""
     import os
 
     from forensix.rules.alerts import (
@@ -330,7 +333,7 @@ def live_engine_for_record(
     if webhook:
         outputs.append(WebhookOutput(webhook, store=store))
     pids = tuple(recorder_pids) or (os.getpid(),)
-    return LiveEngine(rs.ok, detectors=default_detectors(pids, (store,)), outputs=outputs)
+    return LiveEngine(rs.ok, detectors=default_detectors(pids, (store, *protected)), outputs=outputs)
 
 
 COMMANDS = [rules_group, hunt_cmd, alerts_cmd]

@@ -11,6 +11,7 @@ import hashlib
 import json
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -225,9 +226,18 @@ class WebhookOutput:
     def _run(self) -> None:
         while True:
             rec = self._q.get()
-            if rec is None:
-                return
-            self._post(rec)
+            try:
+                if rec is None:
+                    return
+                self._post(rec)
+            finally:
+                self._q.task_done()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) until every queued alert was posted or failed."""
+        deadline = time.monotonic() + timeout
+        while self._q.unfinished_tasks and time.monotonic() < deadline and self._t.is_alive():
+            time.sleep(0.02)
 
     def close(self, timeout: float = 10.0) -> None:
         self._q.put(None)

@@ -182,9 +182,15 @@ class LiveEngine:
             self._emit(pa.concat_tables(found))
 
     def flush(self) -> None:
+        """Evaluate everything pending and let the outputs deliver (the recorder calls
+        this when it stops)."""
         with self._lock:
             if self._pending or self._carry is not None:
                 self._drain(final=True)
+        for o in self.outputs:
+            deliver = getattr(o, "flush", None)
+            if deliver is not None:
+                deliver()
 
     def close(self) -> None:
         self._closed.set()
