@@ -246,6 +246,21 @@ def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
     """
 
 
+def _ports_filter(fr: _Frontier) -> str:
+    """Narrow the network events to the frontier's ports before building their keys."""
+    ports: set[int] = set()
+    for key in fr.socks:
+        if not key.startswith("c:"):
+            return ""  # unix sockets: keyed by path or inode, no port to narrow by
+        for end in key[2:].split("|"):
+            port = end.rsplit(":", 1)[-1]
+            if not port.isdigit():
+                return ""
+            ports.add(int(port))
+    lit = _ints(sorted(ports))
+    return f"AND (source_port IN ({lit}) OR destination_port IN ({lit}))"
+
+
 def _ints(xs: Iterable[int]) -> str:
     return ", ".join(str(int(x)) for x in xs) or "0"
 
@@ -257,9 +272,12 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     a literal IN list so DuckDB filters inside the scan instead of reading every row.
     """
     cmp = "{s} <= fr.thr" if backward else "{e} >= fr.thr"
-    read_noise = path_predicate("{c}", "read", active - {"libraries"})
-    write_noise = path_predicate("{c}", "write", active)
-    unix_noise = unix_predicate("{c}", active)
+    # Noise is judged on the hop's few rows, outside the scans: pushed into a scan, the
+    # LIKE ladder would run on every row there (the frontier's IN list only prunes).
+    read_noise = write_noise = unix_noise = "FALSE"
+    outer = (f"NOT (src_kind = 'file' AND {path_predicate('path', 'read', active - {'libraries'})})"
+             f" AND NOT (dst_kind = 'file' AND {path_predicate('path', 'write', active)})"
+             f" AND NOT ((src_kind = 'unix' OR dst_kind = 'unix') AND {unix_predicate('path', active)})")
     pe, fi = _ints(fr.procs), _ints(i for _, i in fr.files)
     on_proc = {"{J}": f"fp fr ON f.entity_id = fr.eid AND f.entity_id IN ({pe})",
                "{JE}": f"fp fr ON e.process_entity_id = fr.eid AND e.process_entity_id IN ({pe})"}
@@ -288,7 +306,7 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     if fr.files:
         add(_file_write_sql(cmp, write_noise) if backward else _file_read_sql(cmp, read_noise), on_file)
     if fr.socks:
-        add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key", "{NF}": ""})
+        add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key", "{NF}": _ports_filter(fr)})
         pairs = _unix_pairs(fr)
         if pairs:
             parts.append(_pair_sql(cmp, backward, _ints(i for i, _, _ in pairs)))
@@ -296,7 +314,8 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     # character devices (terminals, /dev/null) reached through an inherited descriptor
     # carry no path in flows: the pseudo filter drops them by type
     union = union.replace("{CHAR}", "AND f.file_type IS DISTINCT FROM 'char'" if "pseudo" in active else "")
-    return f"WITH {_FRONTIER_CTES}\nSELECT * FROM ({union}) AS x({_COLS})"
+    return (f"WITH {_FRONTIER_CTES},\nhop AS MATERIALIZED (SELECT * FROM ({union}) AS x({_COLS}))\n"
+            f"SELECT * FROM hop WHERE {outer}")
 
 
 _LIBS = next(f for f in FILTERS if f.name == "libraries")
