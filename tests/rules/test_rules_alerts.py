@@ -93,7 +93,10 @@ def test_cli_hunt_save_then_alerts_then_rules_test(scenario_store: tuple[Scenari
     assert res.exit_code == 0, res.output
     found = [json.loads(x) for x in res.stdout.splitlines()]
     assert len(found) > 15
-    assert all(x["report"].startswith(f"forensix report --store {store} ") for x in found)
+    with_process = [x for x in found if "process.pid" in x]
+    assert all(x["report"].startswith(f"forensix report --store {store} ") for x in with_process)
+    gaps = [x for x in found if "process.pid" not in x]
+    assert gaps and all(x["report"].startswith(f"forensix timeline --store {store} --from ") for x in gaps)
     empty = run.invoke(cli, ["alerts", "--store", store, "--format", "json"])
     assert empty.exit_code == 0 and empty.stdout == ""
     saved = run.invoke(cli, ["hunt", "--store", store, "--save", "--from", str(sc.builder.t(20) // 10**9)])

@@ -126,14 +126,17 @@ def build_alerts(
 
 
 def report_command(row: dict[str, Any], store: str | None = None) -> str:
-    """The `forensix report` command for an alert's detection point."""
+    """The `forensix report` command for an alert's detection point (the acting process),
+    or the `forensix timeline` around it when no process is involved."""
     eid = row.get("process_entity_id")
     if eid:
         target = format_entity(eid)
     elif row.get("process_pid"):
         target = f"{row['process_pid']}@{format_ns(row['ts'])}"
-    else:
-        target = f"@{format_ns(row['ts'])}"
+    else:  # no process (a recording gap): the timeline around it is the place to look
+        st = f" --store {store}" if store else ""
+        t = int(row["ts"])
+        return f"forensix timeline{st} --from {format_ns(t - 60 * 10**9)} --to {format_ns(t + 60 * 10**9)}"
     st = f" --store {store}" if store else ""
     return f"forensix report{st} {target}"
 
