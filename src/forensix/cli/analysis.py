@@ -202,7 +202,7 @@ def file_cmd(store: str, path: str, fmt: str) -> None:
 
 
 # -- backtrack / forward ---------------------------------------------------------------
-def _track_options(f: F) -> F:
+def _track_limits(f: F) -> F:
     f = click.option("--depth", type=int, default=12, show_default=True, help="Hops from the target at most.")(f)
     f = click.option("--max-nodes", type=int, default=2000, show_default=True, help="Objects at most.")(f)
     f = click.option("--since", type=TIME, default=None, help="Backward: ignore what happened before this.")(f)
@@ -210,7 +210,11 @@ def _track_options(f: F) -> F:
                      help="Backward: the detection time; forward: ignore what happened after this.")(f)
     f = click.option("--no-filter", "off", multiple=True, type=click.Choice(list(FILTER_NAMES) + ["all"]),
                      help="Turn a noise filter off: " + "; ".join(f"{x.name}: {x.description}" for x in FILTERS))(f)
-    return _fmt(*GRAPH_RENDERERS)(f)
+    return f
+
+
+def _track_options(f: F) -> F:
+    return _fmt(*GRAPH_RENDERERS)(_track_limits(f))
 
 
 def _opts(depth: int, max_nodes: int, since: int | None, until: int | None, off: tuple[str, ...]) -> TrackOptions:
@@ -262,13 +266,14 @@ Examples:
 @click.argument("target")
 @click.option("--output", "output", default=None, type=click.Path(dir_okay=False),
               help="Write OUTPUT.md, OUTPUT.html and the graph (OUTPUT.svg, OUTPUT.dot) instead of printing.")
-@_track_options
+@_track_limits
+@_fmt("markdown", "html", "dot")
 def report_cmd(store: str, target: str, output: str | None, depth: int, max_nodes: int, since: int | None,
                until: int | None, off: tuple[str, ...], fmt: str) -> None:
     """An incident report (Markdown and HTML, graph drawn by Graphviz) from a detection point."""
     rep = build_report(reader(store), parse_target(target), opts=_opts(depth, max_nodes, since, until, off))
     if output is None:
-        if fmt == "text":
+        if fmt == "markdown":
             render_markdown(rep, _out())
         elif fmt == "dot":
             _out().write(to_dot(rep.graph))
