@@ -890,12 +890,21 @@ int fx_exit_other(struct trace_event_raw_sys_exit *ctx)
 		cls = FX_CLASS_PROC;
 		break;
 	case __NR_ptrace:
-		/* peeks and register reads are a debugger's steady state, not an event */
-		if (c.args[0] == 1 || c.args[0] == 2 || c.args[0] == 3 || c.args[0] == 12 ||
-		    c.args[0] == 14 || c.args[0] == 0x4204)
+		/*
+		 * Only what changes who controls a process or what it runs: TRACEME, ATTACH,
+		 * SEIZE, DETACH, KILL and every write into the tracee (POKE*, SET*REGS*).
+		 * A tracer's steady state (SYSCALL, CONT, PEEK*, GET*) runs at thousands of
+		 * calls a second under strace and says nothing new. Not on the process ring:
+		 * a poke storm must not crowd out lifecycle records.
+		 */
+		switch (c.args[0]) {
+		case 0: case 4: case 5: case 6: case 8: case 13: case 15: case 16: case 17:
+		case 0x4205: case 0x4206:
+			break;
+		default:
 			return 0;
+		}
 		tpid = c.args[1];
-		cls = FX_CLASS_PROC;
 		break;
 	case __NR_bpf:
 		/* map element access is the steady state of every BPF tool */

@@ -57,14 +57,36 @@ class RecordStats:
 
 
 class _Writer(threading.Thread):
-    """Hands batches to the sinks; the bounded queue is the back-pressure point."""
+    """Hands batches to the sinks, in order.
+
+    Back-pressure applies to bulk batches (the main ring) only: the drainer stops
+    taking the main ring while ``depth`` bulk batches wait, so the kernel ring fills
+    and counts its drops. Process lifecycle batches are always taken: a storm of file
+    events must not hold the process ring in the kernel until it overflows.
+    """
 
     def __init__(self, sinks: Sequence[Sink], depth: int) -> None:
         super().__init__(name="fx-writer", daemon=True)
         self.sinks = list(sinks)
-        self.q: queue.Queue[tuple[str, pa.Table] | None] = queue.Queue(maxsize=depth)
+        self.q: queue.Queue[tuple[str, pa.Table, bool] | None] = queue.Queue()
+        self.depth = depth
+        self._bulk = 0
+        self._room = threading.Condition()
         self.error: BaseException | None = None
         self.coalesce_rows = 200_000
+
+    def has_room(self) -> bool:
+        return self._bulk < self.depth
+
+    def wait_for_room(self, timeout: float) -> bool:
+        with self._room:
+            return self._room.wait_for(self.has_room, timeout)
+
+    def _taken(self, bulk: bool) -> None:
+        if bulk:
+            with self._room:
+                self._bulk -= 1
+                self._room.notify_all()
 
     def run(self) -> None:
         done = False
@@ -75,6 +97,7 @@ class _Writer(threading.Thread):
             # Under load, coalesce what is already queued: one large append is much
             # cheaper than many small ones. When idle, a batch goes out at once.
             pending: dict[str, list[pa.Table]] = {item[0]: [item[1]]}
+            self._taken(item[2])
             rows = item[1].num_rows
             while rows < self.coalesce_rows:
                 try:
@@ -84,6 +107,7 @@ class _Writer(threading.Thread):
                 if nxt is None:
                     done = True
                     break
+                self._taken(nxt[2])
                 pending.setdefault(nxt[0], []).append(nxt[1])
                 rows += nxt[1].num_rows
             try:
@@ -95,10 +119,13 @@ class _Writer(threading.Thread):
                 self.error = e
                 return
 
-    def put(self, table: str, data: pa.Table) -> None:
+    def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         if self.error is not None:
             raise self.error
-        self.q.put((table, data))
+        if bulk:
+            with self._room:
+                self._bulk += 1
+        self.q.put((table, data, bulk))
 
     def finish(self) -> None:
         self.q.put(None)
@@ -224,7 +251,7 @@ class Recorder:
         try:
             self.sensor.pause()
             time.sleep(0.05)  # records reserved just before the pause are committed by now
-            while self.poll_once():
+            while self.poll_once(wait=60.0):
                 pass
             self.flush_flows()
             self.account_losses()
@@ -246,27 +273,35 @@ class Recorder:
             self.sensor = None
 
     # -- the hot loop --------------------------------------------------------------
-    def poll_once(self) -> int:
-        """Drain both rings (process ring first, so parents precede children)."""
+    def poll_once(self, wait: float = 0.0) -> int:
+        """Drain the process ring, then the main ring if the writer has room for it.
+
+        The process ring goes first so that parents precede children, and always, so
+        that back-pressure from bulk file events never reaches it. ``wait``: how long
+        to wait for room for the main ring (the final drain waits).
+        """
         total = 0
-        for ring in self.rings:
+        for i, ring in enumerate(self.rings):
+            bulk = i > 0
+            if bulk and not self._writer.has_room() and not self._writer.wait_for_room(wait):
+                continue  # the kernel ring holds it meanwhile, and counts what it cannot
             d = ring.drain(max_bytes=16 << 20)
             if not len(d):
                 continue
             total += len(d)
             self.stats.ring_bytes += len(d.data)
             for table, data in self.decoder.decode(d).items():
-                self._emit(table, data)
+                self._emit(table, data, bulk=bulk)
         return total
 
-    def _emit(self, table: str, data: pa.Table) -> None:
+    def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         if table == "events":
             self.stats.events += data.num_rows
         elif table == "processes":
             self.stats.processes += data.num_rows
         elif table == "flows":
             self.stats.flows += data.num_rows
-        self._writer.put(table, data)
+        self._writer.put(table, data, bulk=bulk)
 
     # -- flows, losses, clock ------------------------------------------------------
     def flush_flows(self) -> None:
