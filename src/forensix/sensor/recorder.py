@@ -264,6 +264,8 @@ class Recorder:
             self._writer.finish()
             for s in self.sinks:
                 s.flush()
+            for s in self.sinks:
+                s.close()
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
