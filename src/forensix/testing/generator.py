@@ -325,6 +325,17 @@ def generate(store: Writer, events: int = 1_000_000, processes: int | None = Non
     sids = np.array([p.sid for p in parents_fixed], dtype=np.uint32)[par_idx]
     exes = np.array(_BINS, dtype=object)[rng.integers(0, len(_BINS), n)]
     lifetimes = rng.exponential(2 * SEC, n).astype(np.int64) + 1_000_000
+    # a third are children of a recent command (pipelines, make, shells in scripts), so
+    # trees are several levels deep; they inherit their parent's user and session
+    nested = np.flatnonzero(rng.random(n) < 0.3)
+    back = rng.integers(1, 40, len(nested))
+    for i, d in zip(nested.tolist(), back.tolist()):
+        j = i - d
+        if j < 0:
+            continue
+        par_eid[i], par_pid[i] = eids[j], pids[j]
+        uids[i], auids[i], sids[i] = uids[j], auids[j], sids[j]
+        lifetimes[j] = max(int(lifetimes[j]), int(starts[i] - starts[j]) + 1_000_000)
     origin = {"host_id": b.host_id, "host_name": b.host_name, "boot_id": b.boot_id}
 
     def const(v: Any, k: int, t: pa.DataType) -> pa.Array:
