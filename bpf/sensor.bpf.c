@@ -757,13 +757,54 @@ int fx_exit_mount(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/*
+ * A process maps each shared library four or five times (whole, then one mapping per
+ * segment). What the evidence needs is that this process mapped this file, and with
+ * which of read, write-shared and exec: a mapping that adds none of those to what
+ * this process already mapped of the file is not recorded again. LRU: an evicted
+ * entry only means the next mapping is recorded again.
+ */
+struct fx_mapkey {
+	__u64 ino;
+	__u32 dev;
+	__u32 pid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct fx_mapkey);
+	__type(value, __u32);
+} mapped SEC(".maps");
+
+#define MAP_SHARED 0x01
+static __always_inline bool fx_mapped_before(struct file *f, __u64 prot, __u64 flags)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fx_mapkey k = {
+		.ino = BPF_CORE_READ(f, f_inode, i_ino),
+		.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev),
+		.pid = bpf_get_current_pid_tgid() >> 32,
+	};
+	/* another process with the same pid, or this one after an exec, starts afresh */
+	__u32 bits = (prot & 7) | ((flags & MAP_SHARED) && (prot & 2) ? 8 : 0);
+	__u32 gen = (__u32)((BPF_CORE_READ(t, group_leader, start_boottime) >> 20) ^
+			    ((__u64)BPF_CORE_READ(t, group_leader, self_exec_id) << 12)) << 4;
+	__u32 *seen = bpf_map_lookup_elem(&mapped, &k);
+	if (seen && (*seen & ~0xfu) == gen && (*seen & bits) == bits)
+		return true;
+	__u32 v = gen | bits | (seen && (*seen & ~0xfu) == gen ? (*seen & 0xf) : 0);
+	bpf_map_update_elem(&mapped, &k, &v, BPF_ANY);
+	return false;
+}
+
 SEC("tracepoint")
 int fx_exit_mmap(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
 	if (!fx_take(&c))
 		return 0;
-	__u64 prot = c.nr == __NR_mmap ? c.args[2] : c.args[2];
+	__u64 prot = c.args[2];
 	if (c.nr == __NR_mprotect) {
 		if (!(prot & PROT_EXEC))
 			return 0;
@@ -772,11 +813,17 @@ int fx_exit_mmap(struct trace_event_raw_sys_exit *ctx)
 	}
 	if (ctx->ret < 0 && ctx->ret > -4096)
 		return 0;
+	struct file *f = NULL;
+	if (c.nr == __NR_mmap && !(c.args[3] & MAP_ANONYMOUS)) {
+		f = fx_fd_file(c.args[4]);
+		if (f && fx_mapped_before(f, prot, c.args[3]))
+			return 0;
+	}
 	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_FILE);
 	if (!s)
 		return 0;
-	if (c.nr == __NR_mmap && !(c.args[3] & MAP_ANONYMOUS))
-		fx_file(s, 0, fx_fd_file(c.args[4]));
+	if (f)
+		fx_file(s, 0, f);
 	fx_submit(s);
 	return 0;
 }
