@@ -52,9 +52,11 @@ def add_user_names(table: pa.Table, names: UserNames | None, column: str = "user
 
 def images_sql(at_param: str = "$at") -> str:
     """The image of every process current at ``at`` (its last image begun by then)."""
+    # a join on the latest image number: several times faster than a window over wide rows
     return f"""
-        SELECT * FROM processes WHERE image_ts <= {at_param}
-        QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY image_seq DESC, image_ts DESC) = 1
+        SELECT p.* FROM processes p JOIN (
+            SELECT entity_id, max(image_seq) AS last_seq FROM processes WHERE image_ts <= {at_param}
+            GROUP BY entity_id) m ON p.entity_id = m.entity_id AND p.image_seq = m.last_seq
     """
 
 
