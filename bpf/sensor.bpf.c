@@ -412,18 +412,23 @@ static __always_inline void fx_sock(struct fx_scratch *s, struct file *f, int st
 	}
 }
 
+/* Inode number, device and mode of object k's file; returns the mode. */
+static __always_inline __u16 fx_inode(struct fx_event *e, int k, struct file *f)
+{
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	__u16 mode = BPF_CORE_READ(ino, i_mode);
+	e->ino[k & 1] = BPF_CORE_READ(ino, i_ino);
+	e->dev[k & 1] = BPF_CORE_READ(ino, i_sb, s_dev);
+	e->imode[k & 1] = mode;
+	return mode;
+}
+
 /* Object i (0 or 1) is an open file: inode, device, type, kernel path (or socket). */
 static __always_inline void fx_file(struct fx_scratch *s, int obj, struct file *f)
 {
 	if (!f)
 		return;
-	struct fx_event *e = &s->ev;
-	struct inode *ino = BPF_CORE_READ(f, f_inode);
-	int k = obj & 1;
-	e->ino[k] = BPF_CORE_READ(ino, i_ino);
-	e->dev[k] = BPF_CORE_READ(ino, i_sb, s_dev);
-	__u16 mode = BPF_CORE_READ(ino, i_mode);
-	e->imode[k] = mode;
+	__u16 mode = fx_inode(&s->ev, obj, f);
 	if ((mode & S_IFMT) == S_IFSOCK) {
 		fx_sock(s, f, obj ? FX_S_PATH1 : FX_S_PATH0);
 		return;
@@ -884,16 +889,10 @@ int fx_exit_pipe(struct trace_event_raw_sys_exit *ctx)
 	s->ev.args[5] = fds[1];
 	struct file *f0 = fx_fd_file(fds[0]);
 	struct file *f1 = fx_fd_file(fds[1]);
-	if (f0) {
-		s->ev.ino[0] = BPF_CORE_READ(f0, f_inode, i_ino);
-		s->ev.imode[0] = BPF_CORE_READ(f0, f_inode, i_mode);
-		s->ev.dev[0] = BPF_CORE_READ(f0, f_inode, i_sb, s_dev);
-	}
-	if (f1) {
-		s->ev.ino[1] = BPF_CORE_READ(f1, f_inode, i_ino);
-		s->ev.imode[1] = BPF_CORE_READ(f1, f_inode, i_mode);
-		s->ev.dev[1] = BPF_CORE_READ(f1, f_inode, i_sb, s_dev);
-	}
+	if (f0)
+		fx_inode(&s->ev, 0, f0);
+	if (f1)
+		fx_inode(&s->ev, 1, f1);
 	fx_submit(s);
 	return 0;
 }
