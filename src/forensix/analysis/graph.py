@@ -261,6 +261,13 @@ def _ports_filter(fr: _Frontier) -> str:
     return f"AND (source_port IN ({lit}) OR destination_port IN ({lit}))"
 
 
+_EVP_COLS = ("process_entity_id, target_entity_id, event_category, event_action, ret, ts, file_flags, "
+             "file_inode, file_device, file_path, file_target_path, network_transport, unix_path, "
+             "unix_peer_inode, source_ip, source_port, destination_ip, destination_port")
+_EVP_ACTIONS = ", ".join(f"'{a}'" for a in ("exec", "mmap", "open", "connect", "accept", "kill", "ptrace",
+                                            *WRITE_ACTIONS))
+
+
 def _ints(xs: Iterable[int]) -> str:
     return ", ".join(str(int(x)) for x in xs) or "0"
 
@@ -279,8 +286,10 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
              f" AND NOT (dst_kind = 'file' AND {path_predicate('path', 'write', active)})"
              f" AND NOT ((src_kind = 'unix' OR dst_kind = 'unix') AND {unix_predicate('path', active)})")
     pe, fi = _ints(fr.procs), _ints(i for _, i in fr.files)
+    # one scan of the frontier processes' events, shared by the parts that need them
     on_proc = {"{J}": f"fp fr ON f.entity_id = fr.eid AND f.entity_id IN ({pe})",
-               "{JE}": f"fp fr ON e.process_entity_id = fr.eid AND e.process_entity_id IN ({pe})"}
+               "FROM events e JOIN {JE}": "FROM evp e JOIN {JE}",
+               "{JE}": "fp fr ON e.process_entity_id = fr.eid"}
     on_file = {"{J}": f"ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev AND f.file_inode IN ({fi})",
                "{JE}": f"ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev AND e.file_inode IN ({fi})"}
     parts: list[str] = []
@@ -296,13 +305,14 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
             add(_proc_sql(cmp), {"{JP}": "fp fr ON p.entity_id = fr.eid",
                                  "{JK}": f"fp fr ON e.target_entity_id = fr.eid AND e.target_entity_id IN ({pe})"})
             add(_sock_sql(cmp, False, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid",
-                                                    "{NF}": f"AND process_entity_id IN ({pe})"})
+                                                    "FROM events WHERE": "FROM evp WHERE", "{NF}": ""})
         else:
             add(_file_write_sql(cmp, write_noise), on_proc)
             add(_proc_sql(cmp), {"{JP}": "fp fr ON p.parent_entity_id = fr.eid",
-                                 "{JK}": f"fp fr ON e.process_entity_id = fr.eid AND e.process_entity_id IN ({pe})"})
+                                 "FROM events e JOIN {JK}": "FROM evp e JOIN {JK}",
+                                 "{JK}": "fp fr ON e.process_entity_id = fr.eid"})
             add(_sock_sql(cmp, True, unix_noise), {"{JS}": "fp fr ON n.process_entity_id = fr.eid",
-                                                   "{NF}": f"AND process_entity_id IN ({pe})"})
+                                                   "FROM events WHERE": "FROM evp WHERE", "{NF}": ""})
     if fr.files:
         add(_file_write_sql(cmp, write_noise) if backward else _file_read_sql(cmp, read_noise), on_file)
     if fr.socks:
@@ -314,7 +324,11 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     # character devices (terminals, /dev/null) reached through an inherited descriptor
     # carry no path in flows: the pseudo filter drops them by type
     union = union.replace("{CHAR}", "AND f.file_type IS DISTINCT FROM 'char'" if "pseudo" in active else "")
-    return (f"WITH {_FRONTIER_CTES},\nhop AS MATERIALIZED (SELECT * FROM ({union}) AS x({_COLS}))\n"
+    evp = ""
+    if fr.procs:
+        evp = (f"evp AS MATERIALIZED (SELECT {_EVP_COLS} FROM events WHERE process_entity_id IN ({pe})"
+               f" AND event_action IN ({_EVP_ACTIONS})),\n")
+    return (f"WITH {_FRONTIER_CTES},\n{evp}hop AS MATERIALIZED (SELECT * FROM ({union}) AS x({_COLS}))\n"
             f"SELECT * FROM hop WHERE {outer}")
 
 
@@ -330,30 +344,30 @@ def _is_system_path(path: str) -> bool:
 
 
 def _drop_read_only_system_files(reader: Reader, rows: list[dict[str, Any]],
-                                 written: dict[str, bool]) -> list[dict[str, Any]]:
+                                 written: dict[tuple[int, int], bool]) -> list[dict[str, Any]]:
     """Drop reads, execs and mmaps of system files, unless something wrote that file.
 
-    "Written" means an open for writing, a truncate, or a rename or link onto the name
-    while recorded (a flow row alone is too weak a witness to bring every reader of libc
-    back). Asked once per name, only for the system files a hop actually meets.
+    "Written" means an open for writing, a truncate, or a rename or link that put the
+    object (its inode) in place, while recorded; a flow row alone is too weak a witness to
+    bring every reader of libc back. Asked once per object, only for the system files a
+    hop actually meets, by inode (a numeric scan, not a string one).
     """
-    cands = {r["path"] for r in rows if r["kind"] in _READ_KINDS and r["src_kind"] == "file"
-             and r["path"] and _is_system_path(r["path"])}
+    def obj(r: dict[str, Any]) -> tuple[int, int] | None:
+        if r["kind"] in _READ_KINDS and r["src_kind"] == "file" and r["path"] and _is_system_path(r["path"]):
+            return (r["src_dev"], r["src_ino"])
+        return None
+
+    cands = {o for o in map(obj, rows) if o is not None}
     ask = sorted(cands - set(written))
     if ask:
-        from forensix.analysis.filehistory import sql_strings
-
-        lit = sql_strings(ask)
         t = reader.query(f"""
-            SELECT DISTINCT file_path AS path FROM events
-            WHERE file_path IN ({lit}) AND (event_action = 'truncate'
-                   OR (event_action = 'open' AND (coalesce(file_flags, 0) & {_WRITE_FLAGS}) <> 0))
-            UNION
-            SELECT DISTINCT file_target_path FROM events
-            WHERE file_target_path IN ({lit}) AND event_action IN ('rename', 'link')""")
-        hit = set(t.column("path").to_pylist())
-        written.update({p: p in hit for p in ask})
-    return [r for r in rows if not (r["path"] in cands and not written.get(r["path"], False))]
+            SELECT DISTINCT file_device, file_inode FROM events
+            WHERE file_inode IN ({_ints(i for _, i in ask)})
+              AND (event_action IN ('truncate', 'rename', 'link')
+                   OR (event_action = 'open' AND (coalesce(file_flags, 0) & {_WRITE_FLAGS}) <> 0))""")
+        hit = set(zip(t.column("file_device").to_pylist(), t.column("file_inode").to_pylist()))
+        written.update({o: o in hit for o in ask})
+    return [r for r in rows if (o := obj(r)) is None or written.get(o, False)]
 
 
 # -- the walk --------------------------------------------------------------------------
@@ -369,7 +383,7 @@ def _end_key(row: dict[str, Any], side: str) -> tuple[str, str, Any]:
 
 def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, target: str) -> Graph:
     active = set(opts.filters) & set(FILTER_NAMES)
-    written: dict[str, bool] = {}
+    written: dict[tuple[int, int], bool] = {}
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str, str], Edge] = {}
     ident: dict[str, tuple[str, Any]] = {}
