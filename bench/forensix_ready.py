@@ -65,6 +65,10 @@ def store_counts(
                 "SELECT event_category, count(*) AS n FROM events GROUP BY ALL"
             ).to_pylist()
         }
+        top = reader.query(
+            "SELECT process_name AS name, event_action AS action, count(*) AS n FROM events "
+            "GROUP BY ALL ORDER BY n DESC LIMIT 12"
+        ).to_pylist()
         extra = inspect(reader) if inspect is not None else {}
     finally:
         close = getattr(reader, "close", None)
@@ -73,5 +77,6 @@ def store_counts(
     return {
         "events": int(events),
         "lost": int(gaps["n"]),
-        "detail": {"gap_rows": int(gaps["rows"]), "process_rows": int(procs), "by_category": by_cat, **extra},
+        "detail": {"gap_rows": int(gaps["rows"]), "process_rows": int(procs), "by_category": by_cat, "top": top,
+                   **extra},
     }

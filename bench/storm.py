@@ -52,19 +52,23 @@ class StormWorkload(Workload):
             rec.wrap([str(self.binary), "storm", str(STORM_PROCS), str(self.seconds)]),
             stdout=subprocess.PIPE, text=True,
         )
-        life = subprocess.run(
+        life = subprocess.Popen(
             rec.wrap([str(self.binary), "forkexec", str(self.children)]),
-            capture_output=True, text=True, check=True,
+            stdout=subprocess.PIPE, text=True,
         )
+        life_out, _ = life.communicate(timeout=self.seconds + 600)
+        if life.returncode != 0:
+            raise RuntimeError(f"micro forkexec exited {life.returncode}")
         out, _ = storm.communicate(timeout=self.seconds + 120)
         if storm.returncode != 0:
             raise RuntimeError(f"storm exited {storm.returncode}")
         ops = int(out.split()[1])
         # micro forkexec runs a warm-up of n/100+1 children before the timed loop
-        self.last = {"storm_opens": ops, "children": self.children + self.children // 100 + 1}
+        self.last = {"storm_opens": ops, "children": self.children + self.children // 100 + 1,
+                     "parent_pid": life.pid}
         return {
             "opens_per_s": ops / self.seconds,
-            "forkexec_ns": float(life.stdout.split()[2]),
+            "forkexec_ns": float(life_out.split()[2]),
         }
 
     def inspect_forensix(self, reader: Any) -> dict[str, Any]:
@@ -76,19 +80,27 @@ class StormWorkload(Workload):
             "SELECT event_class, reason, sum(count) AS n, count(*) AS rows "
             "FROM gaps GROUP BY ALL ORDER BY ALL"
         ).to_pylist()
-        true_execs = reader.query(
-            "SELECT process_entity_id AS e FROM events WHERE event_action = 'exec' "
-            "AND process_executable IN ('/bin/true', '/usr/bin/true')"
+        # the children of our fork+exec process (others on the host may run /bin/true too)
+        children = reader.query(
+            "SELECT DISTINCT target_entity_id AS e FROM events WHERE event_action = 'fork' "
+            "AND process_pid = $pid AND target_entity_id IS NOT NULL",
+            {"pid": int(self.last.get("parent_pid", 0))},
         ).column("e").to_pylist()
-        ids = list(set(true_execs))
-        life = {"exec": len(true_execs)}
-        if ids:
-            for action, col in (("fork", "target_entity_id"), ("exit", "process_entity_id")):
+        life = {"fork": len(children)}
+        if children:
+            for action in ("exec", "exit"):
                 life[action] = reader.query(
-                    f"SELECT count(DISTINCT {col}) AS n FROM events "
-                    f"WHERE event_action = '{action}' AND {col} IN (SELECT unnest($ids))",
-                    {"ids": ids},
+                    f"SELECT count(DISTINCT process_entity_id) AS n FROM events "
+                    f"WHERE event_action = '{action}' AND process_entity_id IN "
+                    "(SELECT unnest($ids))",
+                    {"ids": children},
                 ).column("n")[0].as_py()
+            life["exec_true"] = reader.query(
+                "SELECT count(DISTINCT process_entity_id) AS n FROM events "
+                "WHERE event_action = 'exec' AND process_entity_id IN (SELECT unnest($ids)) "
+                "AND process_executable IN ('/bin/true', '/usr/bin/true')",
+                {"ids": children},
+            ).column("n")[0].as_py()
         lost_total = sum(int(g["n"]) for g in gaps)
         lost_file = sum(int(g["n"]) for g in gaps if g["event_class"] in ("file", None))
         expected = self.last.get("storm_opens", 0)
@@ -102,6 +114,7 @@ class StormWorkload(Workload):
             "lifecycle_expected": self.last.get("children"),
             "lifecycle_seen": life,
             "lifecycle_complete": all(
-                life.get(k) == self.last.get("children") for k in ("fork", "exec", "exit")
+                life.get(k) == self.last.get("children")
+                for k in ("fork", "exec", "exit", "exec_true")
             ),
         }
