@@ -22,7 +22,7 @@ from forensix.analysis.targets import Target, resolve
 from forensix.analysis.timeline import TimelineFilter, message_sql, timeline
 from forensix.store.base import Reader
 
-__all__ = ["PERSISTENCE", "Report", "build_report"]
+__all__ = ["PERSISTENCE", "Report", "build_report", "files_changed", "network_peers", "persistence_touched"]
 
 # Where intruders persist or escalate: (LIKE pattern on the path, what it is).
 PERSISTENCE: list[tuple[str, str]] = [
@@ -100,17 +100,17 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
     return Report(
         target=target, title=f"Incident report: {target.describe()}", actor=actor, session=srow,
         tree=tree(reader, members=members, names=names) if members else tree(reader, members=[0]),
-        files_written=_files(reader, members, written=True),
-        files_deleted=_files(reader, members, written=False),
-        persistence=_persistence(reader, members),
-        network=_network(reader, members),
+        files_written=files_changed(reader, members, written=True),
+        files_deleted=files_changed(reader, members, written=False),
+        persistence=persistence_touched(reader, members),
+        network=network_peers(reader, members),
         timeline=timeline(reader, TimelineFilter(entities=members or [0], noise=FILTER_NAMES,
                                                  limit=timeline_limit)),
         graph=g, impact=impact, notes=notes,
     )
 
 
-def _files(reader: Reader, members: list[int], *, written: bool) -> pa.Table:
+def files_changed(reader: Reader, members: list[int], *, written: bool) -> pa.Table:
     cond = f"{_CHANGE} AND event_action <> 'unlink'" if written else "event_action IN ('unlink', 'rmdir')"
     # A write through an inherited or dup'd descriptor has the inode but no path: it is
     # counted with the open that named the same inode.
@@ -132,7 +132,7 @@ def _files(reader: Reader, members: list[int], *, written: bool) -> pa.Table:
         GROUP BY file_path ORDER BY 1""")
 
 
-def _persistence(reader: Reader, members: list[int]) -> pa.Table:
+def persistence_touched(reader: Reader, members: list[int]) -> pa.Table:
     whens = " ".join(f"WHEN p LIKE '{pat}' THEN '{what}'" for pat, what in PERSISTENCE)
     # MATERIALIZED: take the session's changes first, then classify; inlined, the optimizer
     # may evaluate the LIKE ladder on every event of the store before the member filter
@@ -149,7 +149,7 @@ def _persistence(reader: Reader, members: list[int]) -> pa.Table:
         WHERE what IS NOT NULL ORDER BY ts""")
 
 
-def _network(reader: Reader, members: list[int]) -> pa.Table:
+def network_peers(reader: Reader, members: list[int]) -> pa.Table:
     return reader.query(f"""
         SELECT min(ts) AS first_ts, event_action, network_transport,
                coalesce(destination_ip, unix_path) AS peer_ip, destination_port AS peer_port,

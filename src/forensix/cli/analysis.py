@@ -18,7 +18,7 @@ from forensix.analysis.graph import TrackOptions, backtrack, forward
 from forensix.analysis.noise import FILTER_NAMES, FILTERS
 from forensix.analysis.processes import process_exists, tree
 from forensix.analysis.report import build_report
-from forensix.analysis.sessions import attribute, find_session, sessions
+from forensix.analysis.sessions import find_session, sessions
 from forensix.analysis.targets import TARGET_HELP, Target, parse_target
 from forensix.analysis.timeline import TimelineFilter, timeline
 from forensix.cli.options import TIME, reader, store_option
@@ -111,15 +111,15 @@ Examples:
 @_fmt("text", "json")
 def session_cmd(store: str, session: str, limit: int, fmt: str) -> None:
     """What one session did: its tree, files written, connections, and timeline."""
-    from forensix.analysis.report import _files, _network
+    from forensix.analysis.report import files_changed, network_peers
 
     r = reader(store)
     leader, att = find_session(r, session)
     members = att.members(leader)
     row = next(x for x in sessions(r, att).to_pylist() if x["leader_entity_id"] == leader)
     parts = {
-        "tree": tree(r, members=members), "files_written": _files(r, members, written=True),
-        "files_deleted": _files(r, members, written=False), "connections": _network(r, members),
+        "tree": tree(r, members=members), "files_written": files_changed(r, members, written=True),
+        "files_deleted": files_changed(r, members, written=False), "connections": network_peers(r, members),
         "timeline": timeline(r, TimelineFilter(entities=members, noise=FILTER_NAMES, limit=limit)),
     }
     out = _out()
@@ -293,5 +293,4 @@ def report_cmd(store: str, target: str, output: str | None, depth: int, max_node
     click.echo(f"wrote {base}.md, {base}.html, {base}.svg, {base}.dot", err=True)
 
 
-_ = attribute  # re-exported for scripting
 COMMANDS = [tree_cmd, sessions_cmd, session_cmd, timeline_cmd, file_cmd, backtrack_cmd, forward_cmd, report_cmd]
