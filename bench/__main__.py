@@ -112,6 +112,7 @@ def run_workload(
             shown = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
             log(f"{w.name}/{rec.name} rep {rep}: {shown} events={r['events']} lost={r['lost']}")
     w.finish()
+    result["extra"] = w.extra()
     return result
 
 

@@ -223,6 +223,21 @@ def targets(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def store_probe_section(x: dict[str, Any]) -> list[str]:
+    if not x.get("append"):
+        return []
+    lines = ["", ("Where ingest time goes (`python -m bench.store_probe`, one CPU): the cost of "
+             "one `DuckDBStore.append` by batch size, and the same events written as Parquet."),
+             "", "| batch rows | ms per append | events/s |", "|---|---|---|"]
+    for size, r in x["append"].items():
+        lines.append(f"| {int(size):,} | {r['ms_per_append']:.2f} | {r['events_per_s']:,.0f} |")
+    pq = x.get("parquet_zstd1")
+    if pq:
+        lines += ["", (f"Parquet (pyarrow, zstd level 1, 131,072-row groups), same generator: "
+                  f"{pq['events_per_s']:,.0f} events/s, {pq['bytes_per_event']:.1f} bytes/event.")]
+    return lines
+
+
 def analysis_section(report: dict[str, Any]) -> list[str]:
     a = report.get("analysis")
     if a is None:
@@ -308,6 +323,8 @@ def write_markdown(report: dict[str, Any], out: Path, out_json: Path) -> None:
         lines += bpf_table(w)
         if name == "storm":
             lines += storm_section(w)
+        if name == "scale":
+            lines += store_probe_section(w.get("extra") or {})
         failures = [r for r in w["runs"] if "error" in r]
         if failures:
             lines += ["", "Failed runs:", ""]

@@ -50,6 +50,11 @@ class ScaleWorkload(Workload):
     def finish(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
+    def extra(self) -> dict[str, Any]:
+        out = run(["taskset", "-c", "0", sys.executable, "-m", "bench.store_probe",
+                   "--events", str(self.events)], cwd=Path(__file__).parent.parent)
+        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
 
 _LINE = re.compile(
     r"^(tree|backtrack|file)\s+([\d.]+) s \(open\+analysis\+render ([\d.]+) s\), "

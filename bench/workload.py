@@ -55,6 +55,10 @@ class Workload:
     def finish(self) -> None:
         """Once, after all runs."""
 
+    def extra(self) -> dict[str, Any]:
+        """Workload-specific figures measured once (kept in the JSON, shown in the report)."""
+        return {}
+
 
 def run(argv: list[str], *, cwd: Path | None = None, timeout: float = 3600) -> str:
     """Run a command, return its stdout; a failure raises with its output."""
