@@ -8,9 +8,9 @@ import socket
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import RunningServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,7 +116,7 @@ def test_key_evolution_and_erasure(tmp_path: Path) -> None:
 
 # -- delivery, in process -------------------------------------------------------------
 
-def test_ship_and_verify_clean(pki: Authority, log_server: RunningServer, tmp_path: Path) -> None:
+def test_ship_and_verify_clean(pki: Authority, log_server: Any, tmp_path: Path) -> None:
     sink = _sink(pki, "alpha", tmp_path, log_server.addr)
     for i in range(5):
         sink.write("events", events_batch(100, start_seq=i * 100))
@@ -134,7 +134,7 @@ def test_ship_and_verify_clean(pki: Authority, log_server: RunningServer, tmp_pa
     assert v.integrity_ok and v.complete, v.findings
 
 
-def test_spool_full_writes_gap(pki: Authority, log_server: RunningServer, tmp_path: Path) -> None:
+def test_spool_full_writes_gap(pki: Authority, log_server: Any, tmp_path: Path) -> None:
     # Nothing listens on this port: the spool fills, later batches are counted, not kept.
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
@@ -165,7 +165,7 @@ def test_spool_full_writes_gap(pki: Authority, log_server: RunningServer, tmp_pa
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(min_size=1, max_size=300), st.sampled_from([b"F", b"K", b"Z", b"H", b"A"]))
-def test_fuzz_server_connection(pki: Authority, log_server: RunningServer, junk: bytes, kind: bytes) -> None:
+def test_fuzz_server_connection(pki: Authority, log_server: Any, junk: bytes, kind: bytes) -> None:
     """After a valid hello, junk messages close that connection with a logged reason."""
     b = pki.bundle("beta")
     ctx = client_context(b.ca, b.cert, b.key)
@@ -194,7 +194,7 @@ def test_fuzz_server_connection(pki: Authority, log_server: RunningServer, junk:
             assert "malformed message" in log_server.srv.refusals[-1]
 
 
-def test_server_survives_junk_and_serves_others(pki: Authority, log_server: RunningServer,
+def test_server_survives_junk_and_serves_others(pki: Authority, log_server: Any,
                                                 tmp_path: Path) -> None:
     with socket.create_connection(log_server.addr, timeout=5) as raw:  # plaintext garbage
         raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)))
