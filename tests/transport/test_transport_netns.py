@@ -114,7 +114,8 @@ class Host:
     def q(self, sql: str) -> list[dict[str, Any]]:
         r = open_reader(self.store)
         try:
-            return r.query(sql).to_pylist()
+            rows: list[dict[str, Any]] = r.query(sql).to_pylist()
+            return rows
         finally:
             r.close()
 
