@@ -48,6 +48,7 @@ cd {work}
 curl -s -o {work}/x.sh http://127.0.0.1:{hport}/x.sh
 chmod +x {work}/x.sh
 {work}/x.sh
+su nobody -s /bin/sh -c 'id > /dev/null'
 # pid reuse: ask the kernel for the same pid twice (ns_last_pid), retrying if another
 # process on the host takes it in between
 for i in 1 2 3 4 5 6 7 8; do
@@ -170,6 +171,7 @@ def test_session_is_the_login(recorded: dict[str, Any]) -> None:
     leader = _session_of(recorded)
     row = next(x for x in sessions(r).to_pylist() if x["leader_entity_id"] == leader)
     assert row["kind"] == "login" and row["user_id"] == 4242 and row["audit_session_id"]
+    assert any(t.startswith("su[") for t in row["transitions"]), row["transitions"]
     t = tree(r, members=attribute(r).members(leader))
     exes = t.column("executable").to_pylist()
     assert "/usr/bin/curl" in exes and "/usr/bin/chmod" in exes
