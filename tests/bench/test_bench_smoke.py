@@ -82,7 +82,8 @@ def _bench(tmp_path: Path, *args: str) -> dict:
 
 
 def test_runner_writes_markdown_and_json(tmp_path: Path) -> None:
-    report = _bench(tmp_path, "--only", "micro,scale", "--recorders", "none")
+    report = _bench(tmp_path, "--only", "micro,scale", "--recorders", "none",
+                    "--analysis-sizes", "20000")
     runs = report["workloads"]["micro"]["runs"]
     assert [r["recorder"] for r in runs] == ["none"]
     assert runs[0]["metrics"]["getppid_ns"] > 0
