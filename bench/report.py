@@ -115,8 +115,8 @@ def bpf_table(w: dict[str, Any]) -> list[str]:
                   "(DuckDB file of the run, all tables, divided by rows in events).")]
     lines += [
         "",
-        ("forensix BPF programs (last repetition): runs, mean ns per run, total ms; agent CPU "
-        f"{_fmt(runs[-1]['detail'].get('agent_cpu_s'), 's')}"),
+        ("forensix BPF programs (last repetition): runs, mean ns per run, total ms. "
+         + _agent_line(runs[-1])),
         "",
         "| program | runs | ns/run | total ms |",
         "|---|---|---|---|",
@@ -134,6 +134,24 @@ def _fmt_int(v: Any) -> str:
 
 def _yes(v: Any) -> str:
     return "yes" if v else "**NO**"
+
+
+def _agent_line(r: dict[str, Any]) -> str:
+    d = r["detail"]
+    cpu = d.get("agent_cpu_s")
+    bpf_ms = sum(p["run_time_ns"] for p in d.get("bpf", {}).values()) / 1e6
+    if cpu is None:
+        return ""
+    text = f"Agent CPU (user+system, whole recording) {cpu:.1f} s; BPF {bpf_ms / 1e3:.2f} s"
+    seen = (r.get("events") or 0) + (r.get("lost") or 0)
+    if r.get("events"):
+        text += (f"; {cpu / r['events'] * 1e6:.1f} µs of agent CPU per stored event, "
+                 f"{bpf_ms * 1e3 / seen:.2f} µs of BPF per record (stored or lost)")
+    top = d.get("top") or []
+    if top:
+        text += ". Most events: " + ", ".join(
+            f"{t['name']} {t['action']} {t['n']:,}" for t in top[:5])
+    return text + "."
 
 
 def storm_section(w: dict[str, Any]) -> list[str]:
