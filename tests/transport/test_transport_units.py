@@ -330,3 +330,34 @@ def test_verify_resealed_with_later_epoch_key(sealed_evidence: Path, tmp_path: P
         else:
             # claims its old epoch: the MAC fails under that epoch's key
             assert ("mac", 1, str(seg)) in fails, fails
+
+
+def test_restart_ingests_what_evidence_has_and_store_lacks(pki: Authority, tmp_path: Path) -> None:
+    """A crash between the evidence fsync and the store append: the next start fills the store."""
+    import threading
+
+    from forensix.server.listener import LogServer, ServerConfig
+    from forensix.store.embedded import open_writer
+
+    ev = tmp_path / "ev"
+    store = open_writer(tmp_path / "a.duckdb")
+    srv = LogServer(ServerConfig(pki.dir, ("127.0.0.1", 0), ev), store)
+    addr = srv.bind()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    sink = _sink(pki, "alpha", tmp_path, addr)
+    for i in range(3):
+        sink.write("events", events_batch(10, start_seq=i * 10))
+    _wait(lambda: sink.spool.unacked() == 0)
+    sink.close()
+    srv.stop()
+    store.close()
+    mark = next(ev.glob("alpha/*/ingested"))
+    mark.write_text("0")  # as if only seq 0 had reached the store
+    store2 = open_writer(tmp_path / "b.duckdb")
+    srv2 = LogServer(ServerConfig(pki.dir, ("127.0.0.1", 0), ev), store2)
+    seqs = store2.query("SELECT DISTINCT seq FROM events WHERE event_category <> 'agent' ORDER BY 1")
+    assert seqs.column(0).to_pylist() == list(range(10, 30))
+    assert mark.read_text() == "2"
+    srv2.stop()
+    store2.close()

@@ -36,6 +36,8 @@ __all__ = [
     "checkpoint_message",
     "iter_segment",
     "load_public_key",
+    "read_frame",
+    "walk_segment",
 ]
 
 SEGMENT_BYTES = 64 << 20
@@ -77,6 +79,30 @@ def iter_segment(path: Path) -> Iterator[SegmentRecord]:
         off += total
 
 
+def walk_segment(path: Path) -> Iterator[tuple[int, int, int]]:
+    """(offset, seq, length) of each whole frame, reading only headers (fast start-up)."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        off = 0
+        while off < size:
+            f.seek(off)
+            head = f.read(HEADER.size)
+            try:
+                total = frame_length(head, off)
+            except FrameError:
+                return
+            if off + total > size:
+                return
+            yield off, int.from_bytes(head[24:32], "big"), total
+            off += total
+
+
+def read_frame(path: Path, offset: int, length: int) -> Frame:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return parse_frame(f.read(length))
+
+
 class StreamLog:
     """One (host, stream): its segments, its chain head, its checkpoints."""
 
@@ -99,14 +125,18 @@ class StreamLog:
         return sorted(self.dir.glob("seg-*.fxe"))
 
     def _scan(self) -> None:
+        last: tuple[Path, int, int] | None = None
         for seg in self.segments():
-            for rec in iter_segment(seg):
-                if rec.frame is None:
-                    break  # verify reports it; new frames go to a new segment
-                if rec.frame.seq > self.last_seq:
-                    self.last_seq = rec.frame.seq
-                    self.last_hash = frame_hash(rec.frame.raw)
-                    self.last_epoch, self.last_seal_ns = rec.frame.epoch, rec.frame.seal_ns
+            for off, seq, length in walk_segment(seg):  # a torn tail ends the walk: verify reports it
+                if seq > self.last_seq:
+                    self.last_seq, last = seq, (seg, off, length)
+        if last is not None:
+            try:
+                fr = read_frame(*last)
+            except FrameError:
+                return
+            self.last_hash = frame_hash(fr.raw)
+            self.last_epoch, self.last_seal_ns = fr.epoch, fr.seal_ns
 
     def append(self, frame: Frame) -> None:
         """Write and fsync one frame (caller holds ``lock``)."""

@@ -30,7 +30,7 @@ from forensix.pki.authority import Authority, PKIError
 from forensix.pki.sealkey import KeySchedule, SealState, write_atomic
 from forensix.pki.tls import RevocationList, peer_identity, server_context
 from forensix.server.checks import seal_problem
-from forensix.server.evidence import EvidenceStore, StreamLog, iter_segment
+from forensix.server.evidence import EvidenceStore, StreamLog, read_frame, walk_segment
 from forensix.server.ingest import Ingestor
 from forensix.store.base import Writer
 
@@ -94,14 +94,15 @@ class LogServer:
         for s in self.evidence.open_all():
             done = s.ingested()
             for seg in s.segments():
-                for rec in iter_segment(seg):
-                    if rec.frame is None or rec.frame.seq <= done:
+                for off, seq, length in walk_segment(seg):
+                    if seq <= done:
                         continue
                     try:
-                        self.ingest.batch(rec.frame.table, decode_body(rec.frame))
+                        fr = read_frame(seg, off, length)
+                        self.ingest.batch(fr.table, decode_body(fr))
                     except FrameError as e:
-                        log.error("cannot re-ingest %s offset %d: %s", seg, rec.offset, e.message)
-                    done = rec.frame.seq
+                        log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
+                    done = seq
             if done != s.ingested():
                 s.set_ingested(done)
             s.checkpointed = s.last_seq  # what was there at start is covered by earlier checkpoints
