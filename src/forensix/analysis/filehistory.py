@@ -53,6 +53,16 @@ def sql_ints(xs: Iterable[int]) -> str:
     return ", ".join(str(int(x)) for x in xs) or "0"
 
 
+def rows_where(table: str, cond: str) -> str:
+    """The rows of ``table`` matching ``cond`` (a filter on one key column), by row id.
+
+    DuckDB keeps an IN list in a scan only to skip row groups, so selecting many columns
+    with it decodes every row of each; finding the row ids on the key column first and
+    fetching only those rows is about three times faster on a large store.
+    """
+    return f"(SELECT * FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {cond}))"
+
+
 _RENAMING = ("rename", "link")
 _NOT_OBJECT = ("rename", "link", "symlink", "unlink", "rmdir", "mkdir")
 
