@@ -285,3 +285,26 @@ def test_unix_socket_pair_joins_both_ends(tmp_path: Path) -> None:
     assert _proc(g, client)
     f = forward(st, Target("process", entity=client.entity_id))
     assert _proc(f, server) and "/data/out" in _labels(f)
+
+
+def test_files_of_two_hosts_with_the_same_inode_stay_apart(tmp_path: Path) -> None:
+    """A log host's store: inode numbers are per host, so the same (device, inode) on two
+    hosts is two objects."""
+    path = tmp_path / "fleet.duckdb"
+    w = open_writer(path)
+    objs = {}
+    for host in ("alpha", "beta"):
+        b = StoreBuilder(host_id=host, host_name=host)
+        init = b.spawn(None, 1, 0, "/sbin/init")
+        writer = b.spawn(init, 10, 1, "/usr/bin/writer")
+        b.write_file(writer, 2, "/data/x")
+        reader = b.spawn(init, 11, 1, "/usr/bin/reader")
+        b.read_file(reader, 3, "/data/x")
+        b.write(w)
+        objs[host] = (writer, reader)
+    w.close()
+    st = open_reader(path)
+    g = backtrack(st, Target("process", entity=objs["alpha"][1].entity_id))
+    assert _proc(g, objs["alpha"][0]) and not _proc(g, objs["beta"][0])
+    f = forward(st, Target("process", entity=objs["beta"][0].entity_id))
+    assert _proc(f, objs["beta"][1]) and not _proc(f, objs["alpha"][1])

@@ -14,7 +14,7 @@ import pyarrow as pa
 from forensix.analysis.targets import Target, resolve
 from forensix.store.base import Reader
 
-__all__ = ["VERBS", "file_history", "file_objects"]
+__all__ = ["VERBS", "FileObject", "file_history", "file_objects"]
 
 # What happened to the file, as data: (condition over an event row, verb).
 VERBS: list[tuple[str, str]] = [
@@ -67,19 +67,22 @@ _RENAMING = ("rename", "link")
 _NOT_OBJECT = ("rename", "link", "symlink", "unlink", "rmdir", "mkdir")
 
 
-def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], list[tuple[int, int]]]:
-    """The names and (device, inode) pairs of the object that was ever called ``path``."""
+FileObject = tuple[str, int, int]  # (host id, device, inode): inode numbers are per host
+
+
+def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], list[FileObject]]:
+    """The names and (host, device, inode) of the objects that were ever called ``path``."""
     names: set[str] = {path}
-    objs: set[tuple[int, int]] = set()
+    objs: set[FileObject] = set()
     seen_inodes: set[int] = set()
     for _ in range(rounds):
         lit = sql_strings(sorted(names))
         # two scans, each filtered inside the scan (an OR across columns is not)
         rows = reader.query(f"""
-            SELECT event_action, file_device, file_inode, file_path, file_target_path FROM events
+            SELECT host_id, event_action, file_device, file_inode, file_path, file_target_path FROM events
             WHERE file_path IN ({lit})
             UNION ALL
-            SELECT event_action, file_device, file_inode, file_path, file_target_path FROM events
+            SELECT host_id, event_action, file_device, file_inode, file_path, file_target_path FROM events
             WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit})""").to_pylist()
         before = set(names)
         for r in rows:
@@ -87,10 +90,10 @@ def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str],
             if r["event_action"] in _RENAMING:
                 names.update(x for x in (r["file_path"], r["file_target_path"]) if x)
                 if ino and r["file_target_path"] in before:
-                    objs.add((r["file_device"], ino))
+                    objs.add((r["host_id"], r["file_device"], ino))
             elif ino and r["event_action"] not in _NOT_OBJECT and r["file_path"] in before:
-                objs.add((r["file_device"], ino))
-        new_inodes = {i for _, i in objs} - seen_inodes
+                objs.add((r["host_id"], r["file_device"], ino))
+        new_inodes = {i for _, _, i in objs} - seen_inodes
         if new_inodes:
             seen_inodes |= new_inodes
             t = reader.query(f"""
@@ -104,7 +107,7 @@ def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str],
     return sorted(names), sorted(objs)
 
 
-_COLS = ("ts, cpu, seq, event_category, event_action, file_path, file_target_path, process_entity_id, "
+_COLS = ("host_id, ts, cpu, seq, event_category, event_action, file_path, file_target_path, process_entity_id, "
          "process_pid, process_name, user_id, file_mode, file_flags, mem_prot, flow_read_bytes, "
          "flow_write_bytes, file_device, file_inode")
 
@@ -113,21 +116,22 @@ def file_history(reader: Reader, path: str) -> pa.Table:
     names, objs = file_objects(reader, path)
     if not objs and len(names) == 1:
         resolve(reader, Target("file", path=path))  # says clearly when nothing touched it
-    inos = sql_ints(sorted({i for _, i in objs}))
-    pairs = {f"{d}:{i}" for d, i in objs}
+    inos = sql_ints(sorted({i for _, _, i in objs}))
+    pairs = {f"{h}:{d}:{i}" for h, d, i in objs}
     lit = sql_strings(names)
     sql = f"""
     WITH hits AS (
         SELECT {_COLS} FROM events
         WHERE file_inode IN ({inos}) AND event_category IN ('file', 'flow', 'memory', 'process')
-          AND (file_device::VARCHAR || ':' || file_inode::VARCHAR) IN (SELECT unnest($pairs))
+          AND (host_id || ':' || file_device::VARCHAR || ':' || file_inode::VARCHAR) IN (SELECT unnest($pairs))
         UNION ALL
         SELECT {_COLS} FROM (
             SELECT {_COLS} FROM events WHERE file_path IN ({lit})
             UNION ALL
             SELECT {_COLS} FROM events WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit}))
         WHERE (coalesce(file_inode, 0) = 0
-               OR (file_device::VARCHAR || ':' || file_inode::VARCHAR) NOT IN (SELECT unnest($pairs)))
+               OR (host_id || ':' || file_device::VARCHAR || ':' || file_inode::VARCHAR)
+                  NOT IN (SELECT unnest($pairs)))
     ),
     img AS (
         SELECT entity_id, arg_max(executable, image_seq) AS executable FROM processes

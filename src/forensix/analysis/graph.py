@@ -110,8 +110,8 @@ class TrackOptions:
 def node_key(kind: str, *parts: Any) -> str:
     if kind == "process":
         return "p:" + format_entity(parts[0])
-    if kind == "file":
-        return f"f:{parts[0]}:{parts[1]}"
+    if kind == "file":  # (host, device, inode)
+        return f"f:{parts[0]}:{parts[1]}:{parts[2]}"
     return str(parts[0])
 
 
@@ -119,9 +119,9 @@ def node_key(kind: str, *parts: Any) -> str:
 @dataclass
 class _Frontier:
     procs: dict[int, int] = field(default_factory=dict)  # entity -> threshold
-    files: dict[tuple[int, int], int] = field(default_factory=dict)  # (dev, ino) -> threshold
+    files: dict[tuple[str, int, int], int] = field(default_factory=dict)  # (host, dev, ino) -> threshold
     socks: dict[str, int] = field(default_factory=dict)  # connection/unix key -> threshold
-    paths: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # names of the start files
+    paths: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # names of the start files
 
     def empty(self) -> bool:
         return not (self.procs or self.files or self.socks)
@@ -130,7 +130,8 @@ class _Frontier:
 def _params(fr: _Frontier) -> dict[str, Any]:
     return {
         "pe": list(fr.procs) or [0], "pt": list(fr.procs.values()) or [0],
-        "fd": [d for d, _ in fr.files] or [0], "fi": [i for _, i in fr.files] or [0],
+        "fh": [h for h, _, _ in fr.files] or [""], "fd": [d for _, d, _ in fr.files] or [0],
+        "fi": [i for _, _, i in fr.files] or [0],
         "ft": list(fr.files.values()) or [0],
         "sk": list(fr.socks) or [""], "st": list(fr.socks.values()) or [0],
         "ui": [i for i, _, _ in _unix_pairs(fr)] or [0], "uk": [k for _, k, _ in _unix_pairs(fr)] or [""],
@@ -140,7 +141,7 @@ def _params(fr: _Frontier) -> dict[str, Any]:
 
 _FRONTIER_CTES = """
 fp AS (SELECT unnest($pe) AS eid, unnest($pt) AS thr),
-ff AS (SELECT unnest($fd) AS dev, unnest($fi) AS ino, unnest($ft) AS thr),
+ff AS (SELECT unnest($fh) AS host, unnest($fd) AS dev, unnest($fi) AS ino, unnest($ft) AS thr),
 fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr),
 fu AS (SELECT unnest($ui) AS ino, unnest($uk) AS key, unnest($ut) AS thr)
 """
@@ -178,12 +179,12 @@ _COLS = ("src_kind, src_eid, src_dev, src_ino, src_key, dst_kind, dst_eid, dst_d
 def _file_read_sql(cmp: str, noise: str) -> str:
     """file -> process edges; ``cmp`` compares the edge with the frontier's threshold."""
     return f"""
-    SELECT 'file', NULL, f.file_device, f.file_inode, NULL, 'process', f.entity_id, NULL, NULL, NULL,
+    SELECT 'file', NULL, f.file_device, f.file_inode, f.host_id, 'process', f.entity_id, NULL, NULL, NULL,
            f.first_ts, f.last_ts, 'read', f.read_bytes, f.file_path, NULL
     FROM flows f JOIN {{J}} WHERE f.read_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}
       AND NOT {noise.format(c='f.file_path')} {{CHAR}}
     UNION ALL
-    SELECT 'file', NULL, e.file_device, e.file_inode, NULL, 'process', e.process_entity_id, NULL, NULL,
+    SELECT 'file', NULL, e.file_device, e.file_inode, e.host_id, 'process', e.process_entity_id, NULL, NULL,
            NULL, e.ts, e.ts, CASE WHEN e.event_action = 'open' THEN 'open-read' ELSE e.event_action END,
            0, e.file_path, NULL
     FROM events e JOIN {{JE}} WHERE e.event_action IN ('exec', 'mmap', 'open') AND {_OK}
@@ -197,13 +198,13 @@ def _file_write_sql(cmp: str, noise: str) -> str:
     """process -> file edges."""
     acts = ", ".join(f"'{a}'" for a in WRITE_ACTIONS)
     return f"""
-    SELECT 'process', f.entity_id, NULL, NULL, NULL, 'file', NULL, f.file_device, f.file_inode, NULL,
+    SELECT 'process', f.entity_id, NULL, NULL, NULL, 'file', NULL, f.file_device, f.file_inode, f.host_id,
            f.first_ts, f.last_ts, 'write', f.write_bytes, f.file_path, NULL
     FROM flows f JOIN {{J}} WHERE f.write_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}
       AND NOT {noise.format(c='f.file_path')} {{CHAR}}
     UNION ALL
     SELECT 'process', e.process_entity_id, NULL, NULL, NULL, 'file', NULL, e.file_device, e.file_inode,
-           NULL, e.ts, e.ts,
+           e.host_id, e.ts, e.ts,
            CASE WHEN e.event_action = 'open' THEN
                 CASE WHEN (coalesce(e.file_flags, 0) & 64) <> 0 THEN 'create' ELSE 'open-write' END
                 ELSE e.event_action END,
@@ -261,7 +262,7 @@ def _ports_filter(fr: _Frontier) -> str:
     return f"AND (source_port IN ({lit}) OR destination_port IN ({lit}))"
 
 
-_EVP_COLS = ("process_entity_id, target_entity_id, event_category, event_action, ret, ts, file_flags, "
+_EVP_COLS = ("host_id, process_entity_id, target_entity_id, event_category, event_action, ret, ts, file_flags, "
              "file_inode, file_device, file_path, file_target_path, network_transport, unix_path, "
              "unix_peer_inode, source_ip, source_port, destination_ip, destination_port")
 _EVP_ACTIONS = ", ".join(f"'{a}'" for a in ("exec", "mmap", "open", "connect", "accept", "kill", "ptrace",
@@ -285,13 +286,15 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     outer = (f"NOT (src_kind = 'file' AND {path_predicate('path', 'read', active - {'libraries'})})"
              f" AND NOT (dst_kind = 'file' AND {path_predicate('path', 'write', active)})"
              f" AND NOT ((src_kind = 'unix' OR dst_kind = 'unix') AND {unix_predicate('path', active)})")
-    pe, fi = _ints(fr.procs), _ints(i for _, i in fr.files)
+    pe, fi = _ints(fr.procs), _ints(i for _, _, i in fr.files)
     # one scan of the frontier processes' events, shared by the parts that need them
     on_proc = {"{J}": f"fp fr ON f.entity_id = fr.eid AND f.entity_id IN ({pe})",
                "FROM events e JOIN {JE}": "FROM evp e JOIN {JE}",
                "{JE}": "fp fr ON e.process_entity_id = fr.eid"}
-    on_file = {"{J}": f"ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev AND f.file_inode IN ({fi})",
-               "{JE}": f"ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev AND e.file_inode IN ({fi})"}
+    on_file = {"{J}": f"ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev AND f.host_id = fr.host"
+                      f" AND f.file_inode IN ({fi})",
+               "{JE}": f"ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev AND e.host_id = fr.host"
+                       f" AND e.file_inode IN ({fi})"}
     parts: list[str] = []
 
     def add(sql: str, subs: dict[str, str]) -> None:
@@ -344,7 +347,7 @@ def _is_system_path(path: str) -> bool:
 
 
 def _drop_read_only_system_files(reader: Reader, rows: list[dict[str, Any]],
-                                 written: dict[tuple[int, int], bool]) -> list[dict[str, Any]]:
+                                 written: dict[tuple[str, int, int], bool]) -> list[dict[str, Any]]:
     """Drop reads, execs and mmaps of system files, unless something wrote that file.
 
     "Written" means an open for writing, a truncate, or a rename or link that put the
@@ -352,20 +355,21 @@ def _drop_read_only_system_files(reader: Reader, rows: list[dict[str, Any]],
     bring every reader of libc back. Asked once per object, only for the system files a
     hop actually meets, by inode (a numeric scan, not a string one).
     """
-    def obj(r: dict[str, Any]) -> tuple[int, int] | None:
+    def obj(r: dict[str, Any]) -> tuple[str, int, int] | None:
         if r["kind"] in _READ_KINDS and r["src_kind"] == "file" and r["path"] and _is_system_path(r["path"]):
-            return (r["src_dev"], r["src_ino"])
+            return (r["src_key"], r["src_dev"], r["src_ino"])
         return None
 
     cands = {o for o in map(obj, rows) if o is not None}
     ask = sorted(cands - set(written))
     if ask:
         t = reader.query(f"""
-            SELECT DISTINCT file_device, file_inode FROM events
-            WHERE file_inode IN ({_ints(i for _, i in ask)})
+            SELECT DISTINCT host_id, file_device, file_inode FROM events
+            WHERE file_inode IN ({_ints(i for _, _, i in ask)})
               AND (event_action IN ('truncate', 'rename', 'link')
                    OR (event_action = 'open' AND (coalesce(file_flags, 0) & {_WRITE_FLAGS}) <> 0))""")
-        hit = set(zip(t.column("file_device").to_pylist(), t.column("file_inode").to_pylist()))
+        hit = set(zip(t.column("host_id").to_pylist(), t.column("file_device").to_pylist(),
+                      t.column("file_inode").to_pylist()))
         written.update({o: o in hit for o in ask})
     return [r for r in rows if (o := obj(r)) is None or written.get(o, False)]
 
@@ -376,14 +380,14 @@ def _end_key(row: dict[str, Any], side: str) -> tuple[str, str, Any]:
     if kind == "process":
         return node_key("process", row[f"{side}_eid"]), kind, row[f"{side}_eid"]
     if kind == "file":
-        return node_key("file", row[f"{side}_dev"], row[f"{side}_ino"]), kind, (
-            row[f"{side}_dev"], row[f"{side}_ino"])
+        obj = (row[f"{side}_key"], row[f"{side}_dev"], row[f"{side}_ino"])
+        return node_key("file", *obj), kind, obj
     return row[f"{side}_key"], kind, row[f"{side}_key"]
 
 
 def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, target: str) -> Graph:
     active = set(opts.filters) & set(FILTER_NAMES)
-    written: dict[tuple[int, int], bool] = {}
+    written: dict[tuple[str, int, int], bool] = {}
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str, str], Edge] = {}
     ident: dict[str, tuple[str, Any]] = {}
@@ -447,9 +451,9 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
 
 def _file_side(r: dict[str, Any]) -> str | None:
     if r["src_kind"] == "file":
-        return node_key("file", r["src_dev"], r["src_ino"])
+        return node_key("file", r["src_key"], r["src_dev"], r["src_ino"])
     if r["dst_kind"] == "file":
-        return node_key("file", r["dst_dev"], r["dst_ino"])
+        return node_key("file", r["dst_key"], r["dst_dev"], r["dst_ino"])
     return None
 
 
@@ -553,8 +557,8 @@ def _label(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
     for key, (kind, obj) in ident.items():
         n = g.nodes[key]
         if kind == "file":
-            n.attrs.update(device=obj[0], inode=obj[1])
-            n.label = n.attrs.get("path") or f"inode {obj[1]}"
+            n.attrs.update(host_id=obj[0], device=obj[1], inode=obj[2])
+            n.label = n.attrs.get("path") or f"inode {obj[2]}"
             n.attrs["names"] = sorted(n.attrs.get("names") or [])
         elif kind == "connection":
             a, _, b = key[2:].partition("|")
@@ -570,11 +574,11 @@ def _fill_paths(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> 
     if not missing:
         return
     t = reader.query(
-        """SELECT file_device, file_inode, arg_max(file_path, last_ts) AS path, any_value(file_type) AS type
-           FROM flows WHERE (file_device, file_inode) IN (SELECT (unnest($d), unnest($i)))
-           GROUP BY 1, 2""", {"d": [d for d, _ in missing], "i": [i for _, i in missing]})
+        f"""SELECT host_id, file_device, file_inode, arg_max(file_path, last_ts) AS path,
+                  any_value(file_type) AS type
+           FROM flows WHERE file_inode IN ({_ints(i for _, _, i in missing)}) GROUP BY 1, 2, 3""")
     for r in t.to_pylist():
-        n = g.nodes.get(node_key("file", r["file_device"], r["file_inode"]))
+        n = g.nodes.get(node_key("file", r["host_id"], r["file_device"], r["file_inode"]))
         if n is None:
             continue
         if r["path"]:
