@@ -61,6 +61,12 @@ class _P:
     ns_pid: int | None
     leader: int = 0
     kind: str = ""
+    base: str = ""  # basename of the current executable
+    login: bool = False  # some image was login/agetty
+
+    def __post_init__(self) -> None:
+        self.base = _base(self.exe)
+        self.login = any(_base(e) in LOGIN for e in self.exes)
 
 
 def _base(path: str | None) -> str:
@@ -75,18 +81,17 @@ def _sid(p: _P) -> int | None:
 # process an entry leader of that kind. A process no rule picks joins its parent's leader.
 Rule = tuple[str, Callable[[_P, "_P | None"], bool]]
 LEADER_RULES: list[Rule] = [
-    ("kernel", lambda p, q: q is None and (p.pid == 2 or _base(p.exe) == "kthreadd")),
+    ("kernel", lambda p, q: q is None and (p.pid == 2 or p.base == "kthreadd")),
     ("init", lambda p, q: q is None and p.pid == 1),
     ("unknown", lambda p, q: q is None),
-    ("container", lambda p, q: q is not None and (_base(q.exe) in CONTAINER or (
+    ("container", lambda p, q: q is not None and (q.base in CONTAINER or (
         p.ns_pid not in (None, 0) and q.ns_pid not in (None, 0) and p.ns_pid != q.ns_pid))),
-    ("sshd", lambda p, q: q is not None and _base(q.exe) in SSHD and q.kind != "sshd"),
-    ("cron", lambda p, q: q is not None and _base(q.exe) in CRON and q.kind != "cron"),
-    ("console", lambda p, q: q is not None and q.kind != "console" and (
-        any(_base(e) in LOGIN for e in p.exes))),
+    ("sshd", lambda p, q: q is not None and q.base in SSHD and q.kind != "sshd"),
+    ("cron", lambda p, q: q is not None and q.base in CRON and q.kind != "cron"),
+    ("console", lambda p, q: q is not None and q.kind != "console" and p.login),
     ("login", lambda p, q: q is not None and _sid(p) is not None and _sid(p) != _sid(q)
         and q.kind not in ("sshd", "cron", "console", "login")),
-    ("systemd", lambda p, q: q is not None and q.pid == 1 and _base(q.exe) in INIT),
+    ("systemd", lambda p, q: q is not None and q.pid == 1 and q.base in INIT),
     ("daemon", lambda p, q: q is not None and q.kind == "init"),
 ]
 
@@ -134,8 +139,8 @@ _SPECIAL_PARENTS = SSHD | CRON | CONTAINER
 def _plain_child(p: _P, q: _P | None) -> bool:
     """True when no rule can pick ``p`` (the common case, decided without trying them all)."""
     return (q is not None and q.pid != 1 and q.kind not in ("init", "kernel", "")
-            and p.sid == q.sid and p.ns_pid == q.ns_pid and _base(q.exe) not in _SPECIAL_PARENTS
-            and not any(_base(e) in LOGIN for e in p.exes))
+            and p.sid == q.sid and q.base not in _SPECIAL_PARENTS and not p.login
+            and (p.ns_pid == q.ns_pid or not p.ns_pid or not q.ns_pid))
 
 
 def _assign(p: _P, procs: dict[int, _P], att: Attribution) -> None:
@@ -186,8 +191,8 @@ def sessions(reader: Reader, att: Attribution | None = None, *, kinds: set[str] 
         if r["audit_session_id"] is None and _sid(p) is not None:
             r["audit_session_id"] = p.sid
             r["user_id"] = p.auid if p.auid not in (None, UNSET) else r["user_id"]
-        if _base(p.exe) in TRANSITION_EXES or any(_base(x) in TRANSITION_EXES for x in p.exes):
-            r["transitions"].append(f"{_base(p.exe)}[{p.pid}]")
+        if p.base in TRANSITION_EXES or any(_base(x) in TRANSITION_EXES for x in p.exes[:-1]):
+            r["transitions"].append(f"{p.base}[{p.pid}]")
     for lead in running:
         rows[lead]["end_ts"] = None
     out = [r for r in rows.values() if kinds is None or r["kind"] in kinds]
