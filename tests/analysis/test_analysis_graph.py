@@ -308,3 +308,20 @@ def test_files_of_two_hosts_with_the_same_inode_stay_apart(tmp_path: Path) -> No
     assert _proc(g, objs["alpha"][0]) and not _proc(g, objs["beta"][0])
     f = forward(st, Target("process", entity=objs["beta"][0].entity_id))
     assert _proc(f, objs["beta"][1]) and not _proc(f, objs["alpha"][1])
+
+
+def test_since_and_until_cut_history(tmp_path: Path) -> None:
+    b, init = _base()
+    old = b.spawn(init, 10, 1, "/usr/bin/old")
+    new = b.spawn(init, 11, 1, "/usr/bin/new")
+    reader = b.spawn(init, 12, 1, "/usr/bin/reader")
+    late = b.spawn(init, 13, 1, "/usr/bin/late")
+    b.write_file(old, 5, "/data/f")
+    b.write_file(new, 50, "/data/f", create=False)
+    b.read_file(reader, 60, "/data/f")
+    b.read_file(late, 500, "/data/f")
+    st = _store(tmp_path, b)
+    g = backtrack(st, Target("process", entity=reader.entity_id), TrackOptions(since=b.t(20)))
+    assert _proc(g, new) and not _proc(g, old)
+    f = forward(st, Target("process", entity=new.entity_id), TrackOptions(until=b.t(100)))
+    assert _proc(f, reader) and not _proc(f, late)
