@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import sys
 import time
@@ -33,15 +34,19 @@ def _live(stats: RecordStats) -> None:
 
 
 def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ru.ru_utime + ru.ru_stime
     _err.print(f"[bold]recorded[/bold] {stats.events} events, {stats.processes} process images, "
-               f"{stats.flows} flow edges in {elapsed:.1f}s into {store}", highlight=False)
+               f"{stats.flows} flow edges in {elapsed:.1f}s into {store}", highlight=False, soft_wrap=True)
+    _err.print(f"recorder CPU {cpu:.2f}s ({cpu / max(elapsed, 1e-9):.0%} of one core)", highlight=False)
     if stats.dropped:
         per = ", ".join(f"{k} {v}" for k, v in sorted(stats.drops.items()))
         _err.print(f"[red]lost in the kernel: {stats.dropped} ({per}); {stats.gaps} gap records written[/red]")
     else:
         _err.print("nothing lost: every kernel ring-buffer reservation succeeded")
     if stats.skipped_syscalls:
-        _err.print(f"[yellow]not hooked (no tracepoint on this kernel): {', '.join(stats.skipped_syscalls)}[/yellow]")
+        _err.print(f"[yellow]not hooked (no tracepoint on this kernel): {', '.join(stats.skipped_syscalls)}[/yellow]",
+                   soft_wrap=True)
 
 
 def _pow2(n: int) -> int:
