@@ -191,8 +191,10 @@ def sessions(reader: Reader, att: Attribution | None = None, *, kinds: set[str] 
         if r["audit_session_id"] is None and _sid(p) is not None:
             r["audit_session_id"] = p.sid
             r["user_id"] = p.auid if p.auid not in (None, UNSET) else r["user_id"]
-        if p.base in TRANSITION_EXES or any(_base(x) in TRANSITION_EXES for x in p.exes[:-1]):
-            r["transitions"].append(f"{p.base}[{p.pid}]")
+        # image 0 of a forked process repeats its parent's executable: only exec'd images count
+        hit = next((_base(x) for x in (p.exes[1:] or p.exes) if _base(x) in TRANSITION_EXES), None)
+        if hit:
+            r["transitions"].append(f"{hit}[{p.pid}]")
     for lead in running:
         rows[lead]["end_ts"] = None
     out = [r for r in rows.values() if kinds is None or r["kind"] in kinds]

@@ -281,8 +281,9 @@ class LogServer:
             problem = seal_problem(frame, keys)
             if problem:
                 raise Refused(f"{host} seq {frame.seq}: {problem}")
-            if frame.epoch < slog.last_epoch:
-                raise Refused(f"{host} seq {frame.seq}: epoch {frame.epoch} after epoch {slog.last_epoch}")
+            if frame.epoch < slog.last_epoch or frame.seal_ns < slog.last_seal_ns:
+                raise Refused(f"{host} seq {frame.seq}: sealed in epoch {frame.epoch} at {frame.seal_ns} ns, "
+                              f"before the previous frame (epoch {slog.last_epoch}, {slog.last_seal_ns} ns)")
             expected = slog.last_seq + 1
             if frame.seq == expected and slog.last_hash is not None and frame.prev != slog.last_hash:
                 raise Refused(f"{host} seq {frame.seq}: does not chain to seq {slog.last_seq}")
