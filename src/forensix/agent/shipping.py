@@ -187,6 +187,9 @@ class ShippingSink:
         self.spool.save_acked()
 
     def close(self) -> None:
+        """Seal what waits, deliver for up to ``drain_s``, mark a clean stop. Idempotent."""
+        if self._closed.is_set():
+            return
         self._closed.set()
         with self._lock:
             self._seal_pending()
