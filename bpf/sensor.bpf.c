@@ -397,6 +397,9 @@ static __always_inline void fx_sock(struct fx_scratch *s, struct file *f, int st
 		struct unix_sock *u = (struct unix_sock *)sk;
 		struct unix_address *ua = BPF_CORE_READ(u, addr);
 		struct sock *peer = BPF_CORE_READ(u, peer);
+		/* an unbound client: the address that matters is the one it connected to */
+		if (!ua && peer)
+			ua = BPF_CORE_READ((struct unix_sock *)peer, addr);
 		if (peer) {
 			struct socket *ps = BPF_CORE_READ(peer, sk_socket);
 			if (ps)
@@ -852,9 +855,15 @@ int fx_exit_memfd(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint")
 int fx_exit_sock(struct trace_event_raw_sys_exit *ctx)
 {
-	struct fx_call c;
-	if (!fx_take(&c))
-		return 0;
+	struct fx_call c = {};
+	if (!fx_take(&c)) {
+		/* an accept that was already waiting when recording began: its result
+		 * (the new descriptor) is all we need, and it is in ctx */
+		int nr = (int)ctx->id; /* __syscall_nr is an int; the upper half is padding */
+		if ((nr != __NR_accept && nr != __NR_accept4) || fx_skip())
+			return 0;
+		c.nr = nr;
+	}
 	long ret = ctx->ret;
 	int fd = c.args[0];
 	if (c.nr == __NR_accept || c.nr == __NR_accept4) {
@@ -1019,6 +1028,15 @@ static __always_inline void fx_flow_add(struct file *f, int fd, bool wr, long by
 {
 	struct fx_flow_key k = {.file = (__u64)f, .pid = bpf_get_current_pid_tgid() >> 32};
 	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
+	__u64 ino = BPF_CORE_READ(f, f_inode, i_ino);
+	if (v && v->ino != ino) {
+		/* the struct file was freed without a close we saw (exit, dup2, close_range)
+		 * and reused for another file: end the old edge rather than merge into it */
+		struct fx_flow old = *v;
+		bpf_map_delete_elem(&flows, &k);
+		fx_flow_emit(&k, &old, NULL, 0);
+		v = NULL;
+	}
 	if (v) {
 		v->last = now;
 		if (wr) {

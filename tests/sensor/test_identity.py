@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from forensix.model.identity import entity_id, host_key
+import numpy as np
+
+from forensix.model.identity import SnapshotIds, entity_id, host_key
 
 from .conftest import record, rows, subtree
 
@@ -51,11 +53,17 @@ def test_reused_pid_gives_two_entities(tmp_path: Path) -> None:
 
 
 def test_snapshot_and_kernel_agree_on_entity_ids() -> None:
-    # A process running before recording gets the same id from /proc as from kernel events:
-    # both reduce the start time to clock ticks.
+    # /proc knows a start time to the tick; the kernel to the ns. A kernel event of a
+    # snapshotted process gets the snapshot's id; everyone else keeps exact-start ids.
     hk = host_key("h", "b")
     tick = 10**9 // os.sysconf("SC_CLK_TCK")
-    assert entity_id(hk, 42, 5 * tick) == entity_id(hk, 42, 5 * tick + tick - 1)
-    assert entity_id(hk, 42, 5 * tick) != entity_id(hk, 42, 6 * tick)
-    assert entity_id(hk, 42, 5 * tick) != entity_id(hk, 43, 5 * tick)
+    ids = SnapshotIds(hk)
+    snap = ids.add(np.array([42, 7]), np.array([5, 3]))
+    got = ids.ids(np.array([42, 42, 43, 7]), np.array([5 * tick + 1234, 6 * tick + 1, 5 * tick + 1234, 3 * tick]))
+    assert got[0] == snap[0]  # same pid, same tick: the snapshotted process
+    assert got[1] != snap[0]  # a later process with that pid
+    assert got[2] != snap[0]  # another pid
+    assert got[3] == snap[1]
+    # two processes given one pid within the same tick stay two entities
+    assert entity_id(hk, 42, 5 * tick + 1000) != entity_id(hk, 42, 5 * tick + 2000)
     assert entity_id(hk, 42, 5 * tick) != entity_id(host_key("h", "other-boot"), 42, 5 * tick)

@@ -1,11 +1,14 @@
 """Process identity: PIDs are reused, entity ids are not.
 
 A process is (host, boot id, pid, start time). Its ``entity_id`` is a 64-bit mix of
-those, computed the same way, vectorised, for kernel events (start time from the task's
-``start_boottime``) and for processes snapshotted from /proc at start-up (field 22 of
-``/proc/PID/stat``, in clock ticks). Both are reduced to clock ticks before mixing, so
-the two paths agree; two processes with the same pid would need to start within one
-tick (10 ms) of each other, which pid allocation does not allow.
+those, computed vectorised from the task's ``start_boottime`` in nanoseconds, so two
+processes that get the same pid are two entities however close together they start
+(``ns_last_pid`` lets root force that within a millisecond).
+
+Processes already running when recording starts are known from /proc, whose start time
+is in clock ticks (10 ms): their id is the mix of the tick-rounded start. The decoder
+keeps a table of them (``SnapshotIds``) and gives a kernel event whose (pid, start tick)
+matches a snapshotted process that process's id, so both views agree.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 
 import numpy as np
 
-__all__ = ["TICK_NS", "entity_id", "entity_ids", "format_entity", "host_key", "parse_entity"]
+__all__ = ["TICK_NS", "SnapshotIds", "entity_id", "entity_ids", "format_entity", "host_key", "parse_entity"]
 
 TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -40,12 +43,44 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def entity_ids(hkey: int, pids: np.ndarray, start_boot_ns: np.ndarray) -> np.ndarray:
     """Entity ids for arrays of (pid, start time in boot-clock ns)."""
-    ticks = np.asarray(start_boot_ns, dtype=np.uint64) // np.uint64(TICK_NS)
     p = np.asarray(pids, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = _mix(np.uint64(hkey) ^ (p << np.uint64(40)) ^ ticks)
-    x = np.where(x == 0, np.uint64(1), x)  # 0 means "unknown" in the store
-    return x
+    start = np.asarray(start_boot_ns, dtype=np.uint64)
+    # Two rounds of a bijection: for one pid, distinct start times give distinct ids.
+    x = _mix(_mix(np.uint64(hkey) ^ p) ^ start)
+    return np.where(x == 0, np.uint64(1), x)  # 0 means "unknown" in the store
+
+
+class SnapshotIds:
+    """Entity ids of processes seen in /proc (start known to the tick only)."""
+
+    def __init__(self, hkey: int) -> None:
+        self.hkey = hkey
+        self._pid = np.empty(0, np.uint64)
+        self._tick = np.empty(0, np.uint64)
+        self._eid = np.empty(0, np.uint64)
+
+    def add(self, pids: np.ndarray, start_ticks: np.ndarray) -> np.ndarray:
+        """Remember processes; returns their entity ids."""
+        pids = np.asarray(pids, np.uint64)
+        ticks = np.asarray(start_ticks, np.uint64)
+        eids = entity_ids(self.hkey, pids, ticks * np.uint64(TICK_NS))
+        pid = np.concatenate([self._pid, pids])
+        order = np.argsort(pid, kind="stable")
+        self._pid = pid[order]
+        self._tick = np.concatenate([self._tick, ticks])[order]
+        self._eid = np.concatenate([self._eid, eids])[order]
+        return eids
+
+    def ids(self, pids: np.ndarray, start_boot_ns: np.ndarray) -> np.ndarray:
+        """Entity ids for kernel-observed (pid, exact start), snapshot ids where they match."""
+        eid = entity_ids(self.hkey, pids, start_boot_ns)
+        if not len(self._pid) or not len(eid):
+            return eid
+        p = np.asarray(pids, np.uint64)
+        i = np.minimum(np.searchsorted(self._pid, p), len(self._pid) - 1)
+        tick = np.asarray(start_boot_ns, np.uint64) // np.uint64(TICK_NS)
+        hit = (self._pid[i] == p) & (self._tick[i] == tick)
+        return np.where(hit, self._eid[i], eid)
 
 
 def entity_id(hkey: int, pid: int, start_boot_ns: int) -> int:

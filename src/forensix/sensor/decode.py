@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.model.host import HostInfo
-from forensix.model.identity import entity_ids, host_key
+from forensix.model.identity import SnapshotIds, host_key
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.ringbuf import Drained
 from forensix.sensor.syscalls import O_CREAT, SYSCALLS
@@ -38,6 +38,7 @@ _ARG_COLUMNS = (
 _TYPES = {0o10: "file", 0o04: "dir", 0o12: "symlink", 0o01: "fifo", 0o14: "socket", 0o02: "char", 0o06: "block"}
 _FT = np.array([_TYPES.get(i) for i in range(16)], dtype=object)
 _AT_REMOVEDIR = 0x200
+_EINPROGRESS = 115
 _IPPROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}
 _SOCK_STREAM = 1
 _SOCK_DGRAM = 2
@@ -158,6 +159,7 @@ class Decoder:
     def __init__(self, abi: dict[str, Any], host: HostInfo, offset_ns: int = 0) -> None:
         self.host = host
         self.hkey = host_key(host.host_id, host.boot_id)
+        self.ids = SnapshotIds(self.hkey)
         self.dt = struct_dtype(abi, "fx_event")
         self.EV = self.dt.itemsize
         self.K = enum(abi, "fx_kind")
@@ -169,7 +171,7 @@ class Decoder:
         self.sc_cat = np.full(_NR_MAX, "syscall", object)
         self.sc_action = np.full(_NR_MAX, None, object)
         self.argidx = {c: np.full(_NR_MAX, -1, np.int64) for c in _ARG_COLUMNS}
-        words = ["", "syscall", "success", "failure", "kernel", "directory", "rmdir", "exec", "fork", "exit",
+        words = ["", "syscall", "success", "failure", "unknown", "kernel", "directory", "rmdir", "exec", "fork", "exit",
                  "flow", "process", "tcp", "udp", "unix", "ipv4", "ipv6", *_IPPROTO.values()]
         words += [sp.action for sp in SYSCALLS.values()] + [sp.category for sp in SYSCALLS.values()]
         words += [name for name in self.nr]
@@ -279,7 +281,7 @@ class Decoder:
         args = f["args"]
         start = f["start"]
         pid = f["pid"]
-        eid = entity_ids(self.hkey, pid, start)
+        eid = self.ids.ids(pid, start)
         ts_boot = f["ts"].astype(np.int64)
         ts = ts_boot + self.offset_ns
         cum = np.zeros((n, 4), np.int64)
@@ -316,7 +318,9 @@ class Decoder:
             act = np.where(mask, V.code(a_name), act)
             cat = np.where(mask, V.code(c_name), cat)
         ret = f["ret"].astype(np.int64)
-        failed = (is_sys & (ret < 0) & (ret > -4096)) | is_execfail
+        # a non-blocking connect returns EINPROGRESS: under way, not failed
+        in_progress = nr_in("connect") & (ret == -_EINPROGRESS)
+        failed = ((is_sys & (ret < 0) & (ret > -4096)) | is_execfail) & ~in_progress
 
         # objects: paths
         joined0 = _join(s[0], s[1])
@@ -373,7 +377,10 @@ class Decoder:
             event_category=V.names(cat),
             event_action=V.names(act),
             syscall=V.names(self.sc_name_code[nr], valid=is_sys),
-            event_outcome=V.names(np.where(failed, V.code("failure"), V.code("success")), valid=is_sys),
+            event_outcome=V.names(
+                np.where(failed, V.code("failure"), np.where(in_progress, V.code("unknown"), V.code("success"))),
+                valid=is_sys,
+            ),
             ret=pa.array(ret, mask=~is_sys),
             process_entity_id=pa.array(eid),
             process_pid=pa.array(pid),
@@ -437,7 +444,7 @@ class Decoder:
         self._network(cols, f, is_sock, s[0], n)
         # targets: fork child; kill/ptrace resolved through the cache below
         tpid = f["tpid"]
-        teid = np.where(is_fork, entity_ids(self.hkey, tpid, f["tstart"]), 0).astype(np.uint64)
+        teid = np.where(is_fork, self.ids.ids(tpid, f["tstart"]), 0).astype(np.uint64)
         procs_table = self._lifecycle(f, eid, ts, is_fork, is_exec, s, cols["process_args"], teid, tpid)
         kill_like = (nr_in("kill", "tkill", "tgkill", "ptrace")) & (tpid > 0)
         for j in np.nonzero(kill_like)[0]:

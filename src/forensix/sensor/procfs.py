@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from forensix.model.identity import TICK_NS, entity_id
+import numpy as np
+
+from forensix.model.identity import TICK_NS, SnapshotIds
 
 __all__ = ["snapshot"]
 
@@ -63,29 +65,44 @@ def _ns(pid: int, name: str) -> int | None:
     return None
 
 
-def snapshot(hkey: int, offset_ns: int) -> Iterator[dict[str, Any]]:
+def _cgroup_id(pid: int) -> int | None:
+    # The cgroup id the kernel reports is the inode of the cgroup's directory (v2).
+    text = _read(f"/proc/{pid}/cgroup")
+    if not text:
+        return None
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            try:
+                return os.stat("/sys/fs/cgroup" + line[3:]).st_ino
+            except OSError:
+                return None
+    return None
+
+
+def snapshot(ids: SnapshotIds, offset_ns: int) -> Iterator[dict[str, Any]]:
     """One processes-table row per running process (source = 'snapshot')."""
+    stats: dict[int, tuple[str, int, int]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        st = _stat(pid)
-        if st is None:
-            continue
-        comm, ppid, start_ticks = st
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None:
+                stats[int(name)] = st
+    pids = np.array(sorted(stats), np.uint64)
+    ticks = np.array([stats[p][2] for p in pids.tolist()], np.uint64)
+    eids = dict(zip(pids.tolist(), ids.add(pids, ticks).tolist()))
+    for pid, (comm, ppid, start_ticks) in stats.items():
         start_boot = start_ticks * TICK_NS
-        pst = _stat(ppid) if ppid else None
-        parent = entity_id(hkey, ppid, pst[2] * TICK_NS) if pst else None
+        parent = eids.get(ppid)
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
             args = [a.decode("utf-8", "backslashreplace") for a in argv] if argv != [b""] else None
         except OSError:
             args = None
-        ids = _status_ids(pid)
+        uids = _status_ids(pid)
         auid = _read(f"/proc/{pid}/loginuid")
         ses = _read(f"/proc/{pid}/sessionid")
         yield {
-            "entity_id": entity_id(hkey, pid, start_boot),
+            "entity_id": eids[pid],
             "image_seq": 0,
             "pid": pid,
             "parent_entity_id": parent,
@@ -96,12 +113,13 @@ def snapshot(hkey: int, offset_ns: int) -> Iterator[dict[str, Any]]:
             "args": args,
             "working_directory": _link(f"/proc/{pid}/cwd"),
             "name": comm,
-            "user_id": ids.get("uid"),
-            "user_effective_id": ids.get("euid"),
-            "group_id": ids.get("gid"),
+            "user_id": uids.get("uid"),
+            "user_effective_id": uids.get("euid"),
+            "group_id": uids.get("gid"),
             "user_audit_id": int(auid) if auid and auid.isdigit() else None,
             "session_id": int(ses) if ses and ses.isdigit() else None,
             "tty": None,
+            "cgroup_id": _cgroup_id(pid),
             "ns_mnt": _ns(pid, "mnt"),
             "ns_pid": _ns(pid, "pid_for_children"),
             "ns_net": _ns(pid, "net"),

@@ -197,7 +197,7 @@ class Recorder:
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
 
     def _snapshot(self) -> None:
-        rows = list(snapshot(self.decoder.hkey, self.clock.offset_ns))
+        rows = list(snapshot(self.decoder.ids, self.clock.offset_ns))
         for r in rows:
             self.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"], r["args"], r["working_directory"])
         if rows:
@@ -350,11 +350,9 @@ class Recorder:
             self._emit_flows(np.concatenate(got_k), np.concatenate(got_v))
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
-        from forensix.model.identity import entity_ids
-
         n = len(v)
         off = self.clock.offset_ns
-        eid = entity_ids(self.decoder.hkey, k["pid"], v["start"])
+        eid = self.decoder.ids.ids(k["pid"], v["start"])
         ftype = file_type_names(v["imode"])
         base = {
             "host_id": pa.array([self.host.host_id] * n), "host_name": pa.array([self.host.host_name] * n),
