@@ -138,15 +138,20 @@ class Ingestor:
         }
         self.batch("gaps", _one(schema.GAPS, row))
 
-    def silent_alert(self, host: str, info: dict[str, Any], last_seen: int, silence_s: float) -> None:
+    def silent_alert(self, host: str, info: dict[str, Any], last_seen: int, silence_s: float,
+                     clean_stop: bool = False) -> None:
+        # A clean stop is alerted too (with a milder level): an intruder can stop an agent cleanly.
         now = time.time_ns()
+        how = "after a clean stop" if clean_stop else "without a clean stop"
         row = {
             "host_id": str(info.get("host_id") or host), "host_name": host,
             "boot_id": str(info.get("boot_id") or "unknown"),
             "alert_id": uuid.uuid4().hex, "ts": last_seen, "detected_ts": now,
-            "rule_id": SILENT_RULE, "rule_title": "Agent silent", "rule_level": "high",
+            "rule_id": SILENT_RULE, "rule_title": "Agent silent",
+            "rule_level": "medium" if clean_stop else "high",
             "tags": ["forensix.agent"],
-            "summary": f"no message from {host} for {(now - last_seen) / 1e9:.0f} s (limit {silence_s:g} s)",
+            "summary": (f"no message from {host} for {(now - last_seen) / 1e9:.0f} s {how} "
+                        f"(limit {silence_s:g} s)"),
             "source": "builtin",
         }
         self.batch("alerts", _one(schema.ALERTS, row))

@@ -60,6 +60,7 @@ class _HostState:
     last_seen: int = 0
     alerted: bool = False
     connections: int = 0
+    clean_stop: bool = False
 
 
 class LogServer:
@@ -262,6 +263,8 @@ class LogServer:
                     wire.send(conn, b"A", last.to_bytes(8, "big"))
                 log.debug("heartbeat from %s: %s", host, beat)
             elif kind == b"B":
+                with self.hosts_lock:
+                    self.hosts[host].clean_stop = True
                 self.ingest.agent_event(host, hello, "stop", time.time_ns(),
                                         f"forensix agent on {host} stopped (pid {hello.get('pid')})")
                 log.info("%s stopped cleanly", host)
@@ -305,7 +308,7 @@ class LogServer:
             started = hello.get("agent_start_ns")
             new_start = started != st.info.get("agent_start_ns")
             st.info = {k: hello.get(k) for k in ("host_id", "boot_id", "agent_start_ns", "pid", "version")}
-            st.last_seen, st.alerted = now, False
+            st.last_seen, st.alerted, st.clean_stop = now, False, False
             st.connections += 1
         if new_start:
             path = self.config.evidence / host / "agent.json"
@@ -336,7 +339,7 @@ class LogServer:
                     st.alerted = True
             for h, st in silent:
                 log.warning("%s silent for more than %g s", h, self.config.silence_s)
-                self.ingest.silent_alert(h, st.info, st.last_seen, self.config.silence_s)
+                self.ingest.silent_alert(h, st.info, st.last_seen, self.config.silence_s, st.clean_stop)
 
     def _checkpoint_all(self) -> None:
         for s in self.evidence.streams():
