@@ -97,6 +97,8 @@ struct fx_event {
 struct fx_config {
 	__u32 agent_tgid;        /* the recorder itself: never recorded */
 	__u32 full_rw;           /* 1: every read/write is a record, not a flow edge */
+	__u32 every_open;        /* 1: every read-only re-open is a record of its own */
+	__u32 pad;
 };
 
 /* Aggregated reads and writes of one process on one open file (struct file). */
@@ -114,6 +116,25 @@ struct fx_flow {
 	__u32 dev, imode;
 	__s32 fd;
 	__u32 tid;
+};
+
+/*
+ * Read-only re-opens of one file by one process, between two flushes by the agent
+ * (every second). The first open of a period is a full record; the repeats are
+ * counted here and flushed as one summary row: causality kept, volume cut.
+ */
+struct fx_open_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pid;
+	__u32 flags;
+	__u32 pad;
+};
+
+struct fx_open_rep {
+	__u64 first, last;       /* boot ns of the first and latest repeat */
+	__u64 count;             /* repeats not recorded one by one */
+	__u64 start;             /* the process's start_boottime */
 };
 
 /* Per CPU and class: records emitted or attempted, and how many were lost. */

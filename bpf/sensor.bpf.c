@@ -116,6 +116,8 @@ const struct fx_event *fx_abi_event __attribute__((unused));
 const struct fx_flow_key *fx_abi_flow_key __attribute__((unused));
 const struct fx_flow *fx_abi_flow __attribute__((unused));
 const struct fx_counter *fx_abi_counter __attribute__((unused));
+const struct fx_open_key *fx_abi_open_key __attribute__((unused));
+const struct fx_open_rep *fx_abi_open_rep __attribute__((unused));
 const enum fx_kind *fx_abi_kind __attribute__((unused));
 const enum fx_str *fx_abi_str __attribute__((unused));
 const enum fx_flags *fx_abi_flags __attribute__((unused));
@@ -581,6 +583,49 @@ int fx_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct fx_open_key);
+	__type(value, struct fx_open_rep);
+} reopens SEC(".maps");
+
+#define O_ACCMODE 3
+#define O_CREAT 0100
+#define O_TRUNC 01000
+
+/*
+ * A read-only open of a file this process already opened read-only since the last
+ * flush is counted, not recorded again (a web server opens the same page for every
+ * request). Returns true when the open was absorbed. A full map only means the open
+ * is recorded in full.
+ */
+static __always_inline bool fx_reopen(struct file *f, __u64 flags)
+{
+	if ((flags & O_ACCMODE) != 0 || (flags & (O_CREAT | O_TRUNC)) || !f)
+		return false;
+	struct fx_open_key k = {
+		.ino = BPF_CORE_READ(f, f_inode, i_ino),
+		.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev),
+		.pid = bpf_get_current_pid_tgid() >> 32,
+		.flags = (__u32)flags,
+	};
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u64 start = BPF_CORE_READ(t, group_leader, start_boottime);
+	if (v && v->start == start) {
+		if (!v->count)
+			v->first = now;
+		v->last = now;
+		__sync_fetch_and_add(&v->count, 1);
+		return true;
+	}
+	struct fx_open_rep n = {.start = start};
+	bpf_map_update_elem(&reopens, &k, &n, BPF_ANY);
+	return false;
+}
+
 SEC("tracepoint")
 int fx_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
@@ -590,6 +635,10 @@ int fx_exit_open(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 	if (ret < 0 && ret != -EACCES && ret != -EPERM)
 		return 0; /* probing for files that do not exist is noise */
+	struct file *f = ret >= 0 ? fx_fd_file(ret) : NULL;
+	__u64 flags = c.nr == __NR_openat ? c.args[2] : c.nr == __NR_open ? c.args[1] : 01101;
+	if (c.nr != __NR_openat2 && !cfg.every_open && fx_reopen(f, flags))
+		return 0;
 	struct fx_scratch *s = fx_sys(&c, ret, FX_CLASS_FILE);
 	if (!s)
 		return 0;
@@ -606,7 +655,7 @@ int fx_exit_open(struct trace_event_raw_sys_exit *ctx)
 		s->ev.args[3] = how.mode;
 	}
 	if (ret >= 0) {
-		fx_file(s, 0, fx_fd_file(ret));
+		fx_file(s, 0, f);
 		fx_str_user(s, FX_S_RAW0, upath);
 	} else {
 		fx_named(s, 0, dirfd, upath);

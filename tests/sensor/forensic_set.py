@@ -38,3 +38,7 @@ a, b = socket.socketpair()
 with open("payload.bin", "rb") as src:
     os.sendfile(a.fileno(), src.fileno(), 0, 3000)        # data moved file -> socket in the kernel
 b.recv(4096); a.close(); b.close()
+open("many.txt", "w").write("m")
+for _ in range(50):                                         # a web server's steady state
+    with open("many.txt") as fh:
+        fh.read()

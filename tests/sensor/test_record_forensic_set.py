@@ -93,3 +93,13 @@ def test_sendfile_is_a_data_flow(rec: dict[str, Any]) -> None:
     sock = [e for e in rec["ev"] if e["event_action"] == "flow" and e["file_type"] == "socket"
             and e["process_entity_id"] == src[0]["process_entity_id"] and e["flow_write_bytes"] == 3000]
     assert sock, "the socket side of sendfile is not an edge"
+
+
+def test_read_only_reopens_are_counted_not_repeated(rec: dict[str, Any]) -> None:
+    p = f"{rec['w']}/many.txt"
+    ro = [e for e in rec["ev"] if e["event_action"] == "open" and e["file_path"] == p and not (e["file_flags"] or 0) & 3]
+    full = [e for e in ro if e["event_count"] is None]
+    summaries = [e for e in ro if e["event_count"] is not None]
+    assert full and summaries, "expected a full record and a summary of the repeats"
+    assert len(full) + sum(e["event_count"] for e in summaries) == 50  # every open accounted for
+    assert all(e["event_start"] <= e["event_end"] == e["ts"] for e in summaries)

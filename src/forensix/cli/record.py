@@ -70,7 +70,8 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
               help="The evidence store to write (created if missing; an existing forensix store is appended to).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--full", is_flag=True, help="Record every read/write call instead of aggregated flow edges.")
+@click.option("--full", is_flag=True,
+              help="Record every read/write call and every read-only re-open, not aggregated edges and counts.")
 @click.option("--quiet", "-q", is_flag=True, help="No live figures.")
 @click.option("--ring-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Size of the main kernel ring buffer (a power of two; process events have their own).")
@@ -94,7 +95,7 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
-    rec = Recorder(sinks, SensorConfig(full_rw=full, ring_main_mb=_pow2(ring_mb)), on_stats=None if quiet else _live)
+    rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb)), on_stats=None if quiet else _live)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop()

@@ -166,6 +166,7 @@ class Decoder:
         self.F = enum(abi, "fx_flags")
         self.offset_ns = offset_ns
         self.cache = ProcessCache()
+        self.recent_opens: dict[int, tuple[str | None, str | None]] = {}
         self.nr = {name: int(nr) for name, nr in abi["syscalls"].items()}
         self.sc_name = np.full(_NR_MAX, None, object)
         self.sc_cat = np.full(_NR_MAX, "syscall", object)
@@ -460,8 +461,26 @@ class Decoder:
         # Ring order is reservation order, which is time order up to the few records
         # being written on other CPUs at once: no sort (a full copy) is needed.
         table = _table(schema.EVENTS, cols, n)
+        self._remember_opens(table, nr_in("open", "openat") & (ret >= 0))
         flows_table = self._flows_table(table) if is_flow.any() else None
         return table, procs_table, flows_table
+
+    @staticmethod
+    def open_key(pid: np.ndarray, ino: np.ndarray, dev: np.ndarray) -> np.ndarray:
+        p, i, d = (np.asarray(a, np.uint64) for a in (pid, ino, dev))
+        return np.asarray((p << np.uint64(40)) ^ i ^ (d << np.uint64(20)))
+
+    def _remember_opens(self, table: pa.Table, opened: np.ndarray) -> None:
+        """Path and name of recent opens, to label the kernel's re-open summaries."""
+        idx = np.nonzero(opened)[0]
+        if not len(idx):
+            return
+        if len(self.recent_opens) > 200_000:
+            self.recent_opens.clear()
+        sel = table.take(pa.array(idx))
+        keys = self.open_key(sel["process_pid"].to_numpy(), sel["file_inode"].to_numpy(zero_copy_only=False),
+                             sel["file_device"].to_numpy(zero_copy_only=False))
+        self.recent_opens.update(zip(keys.tolist(), zip(sel["file_path"].to_pylist(), sel["process_name"].to_pylist())))
 
     def _network(self, cols: dict[str, Any], f: np.ndarray, is_sock: np.ndarray, s0: pa.Array, n: int) -> None:
         fam = f["family"].astype(np.int64)

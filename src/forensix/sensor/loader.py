@@ -44,6 +44,7 @@ def load_abi(path: Path | None = None) -> dict[str, Any]:
 @dataclass
 class SensorConfig:
     full_rw: bool = False
+    every_open: bool = False
     ring_main_mb: int = 32
     ring_proc_mb: int = 8
     exclude_tgid: int = field(default_factory=os.getpid)
@@ -127,7 +128,11 @@ class Sensor:
         assert self._obj is not None
         layout = {m["name"]: m for m in self.abi["structs"]["fx_config"]["members"]}
         buf = bytearray(self.abi["structs"]["fx_config"]["size"])
-        values = {"agent_tgid": self.config.exclude_tgid, "full_rw": int(self.config.full_rw)}
+        values = {
+            "agent_tgid": self.config.exclude_tgid,
+            "full_rw": int(self.config.full_rw),
+            "every_open": int(self.config.every_open),
+        }
         for name, value in values.items():
             m = layout[name]
             buf[m["offset"] : m["offset"] + m["size"]] = value.to_bytes(m["size"], "little")

@@ -184,6 +184,8 @@ class Recorder:
         self._cdt = struct_dtype(self.abi, "fx_counter")
         self._fkdt = struct_dtype(self.abi, "fx_flow_key")
         self._fvdt = struct_dtype(self.abi, "fx_flow")
+        self._okdt = struct_dtype(self.abi, "fx_open_key")
+        self._ovdt = struct_dtype(self.abi, "fx_open_rep")
         self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
         self._last_drops = np.zeros((self._ncpu, 5), np.uint64)
         self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
@@ -320,12 +322,21 @@ class Recorder:
 
     # -- flows, losses, clock ------------------------------------------------------
     def flush_flows(self) -> None:
-        """Move every aggregated read/write edge out of the kernel map (atomically per entry)."""
+        """Move the aggregated edges out of the kernel maps: reads/writes, and re-opens."""
+        k, v = self._take_map("flows", self._fkdt, self._fvdt)
+        if len(v):
+            self._emit_flows(k, v)
+        k, v = self._take_map("reopens", self._okdt, self._ovdt)
+        if len(v):
+            self._emit_reopens(k, v)
+
+    def _take_map(self, name: str, kdt: np.dtype, vdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Look up and delete every entry of a hash map, atomically per entry."""
         assert self.sensor is not None
-        fd = self.sensor.map_fd("flows")
+        fd = self.sensor.map_fd(name)
         n = 4096
-        keys = np.zeros(n, self._fkdt)
-        vals = np.zeros(n, self._fvdt)
+        keys = np.zeros(n, kdt)
+        vals = np.zeros(n, vdt)
         token_in = ctypes.c_uint32(0)
         token_out = ctypes.c_uint32(0)
         first = True
@@ -342,22 +353,51 @@ class Recorder:
                 got_v.append(vals[: count.value].copy())
             if ret < 0:
                 if err not in (errno.ENOENT, 0):
-                    self._agent_event("warning", f"flow map flush stopped: {os.strerror(err)}")
+                    self._agent_event("warning", f"{name} map flush stopped: {os.strerror(err)}")
                 break
             token_in.value = token_out.value
             first = False
-        if got_v:
-            self._emit_flows(np.concatenate(got_k), np.concatenate(got_v))
+        if not got_v:
+            return keys[:0], vals[:0]
+        return np.concatenate(got_k), np.concatenate(got_v)
+
+    def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
+        """One summary row per (process, file) that re-opened it read-only in the period."""
+        keep = v["count"] > 0
+        k, v = k[keep], v[keep]
+        n = len(v)
+        if not n:
+            return
+        off = self.clock.offset_ns
+        keys = self.decoder.open_key(k["pid"], k["ino"], k["dev"]).tolist()
+        known = [self.decoder.recent_opens.get(key, (None, None)) for key in keys]
+        ev = self._origin_cols(n)
+        ev.update(
+            file_path=pa.array([p for p, _ in known], pa.string()),
+            process_name=pa.array([c for _, c in known], pa.string()),
+            ts=v["last"].astype(np.int64) + off, ts_boot=v["last"].astype(np.int64),
+            event_kind=pa.array(["event"] * n), event_category=pa.array(["file"] * n),
+            event_action=pa.array(["open"] * n), event_outcome=pa.array(["success"] * n),
+            event_count=v["count"], event_start=v["first"].astype(np.int64) + off,
+            event_end=v["last"].astype(np.int64) + off,
+            process_entity_id=self.decoder.ids.ids(k["pid"], v["start"]), process_pid=k["pid"],
+            file_inode=k["ino"], file_device=k["dev"].astype(np.uint64), file_flags=k["flags"],
+            file_path_resolution=pa.array(["kernel"] * n),
+        )
+        self._emit("events", _table(schema.EVENTS, ev, n))
+
+    def _origin_cols(self, n: int) -> dict[str, Any]:
+        return {
+            "host_id": pa.array([self.host.host_id] * n), "host_name": pa.array([self.host.host_name] * n),
+            "boot_id": pa.array([self.host.boot_id] * n),
+        }
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
         n = len(v)
         off = self.clock.offset_ns
         eid = self.decoder.ids.ids(k["pid"], v["start"])
         ftype = file_type_names(v["imode"])
-        base = {
-            "host_id": pa.array([self.host.host_id] * n), "host_name": pa.array([self.host.host_name] * n),
-            "boot_id": pa.array([self.host.boot_id] * n),
-        }
+        base = self._origin_cols(n)
         ev = dict(base)
         ev.update(
             ts=(v["last"].astype(np.int64) + off), ts_boot=v["last"].astype(np.int64),

@@ -53,6 +53,11 @@ EVENTS = pa.schema(
         pa.field("syscall", _str),  # the syscall name when one produced it
         pa.field("event_outcome", _str),  # success | failure
         pa.field("ret", _i64),  # syscall return value (negative errno on failure)
+        # a summary row stands for event_count like events between event_start and event_end
+        # (read-only re-opens of one file by one process within a second); null = one event
+        pa.field("event_count", _u64),
+        pa.field("event_start", _i64),
+        pa.field("event_end", _i64),
         # the acting process
         pa.field("process_entity_id", _u64),
         pa.field("process_pid", _u32),
