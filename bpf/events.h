@@ -101,11 +101,15 @@ struct fx_config {
 	__u32 pad;
 };
 
-/* Aggregated reads and writes of one process on one open file (struct file). */
+/*
+ * Aggregated reads and writes of one process on one file, pipe or socket (by inode),
+ * between two flushes by the agent (every second): BackTracker's edge with its first
+ * and last time. Reopening the same file does not make a new edge.
+ */
 struct fx_flow_key {
-	__u64 file;              /* struct file address: dup'd descriptors share it */
+	__u64 ino;
+	__u32 dev;
 	__u32 pid;
-	__u32 pad;
 };
 
 struct fx_flow {

@@ -1050,7 +1050,7 @@ static __always_inline bool fx_is_write(__u32 nr)
 	       nr == __NR_pwritev2 || nr == __NR_sendto || nr == __NR_sendmsg;
 }
 
-static __always_inline void fx_flow_emit(struct fx_flow_key *k, struct fx_flow *v, struct file *f, __u16 flags)
+static __always_inline void fx_flow_emit(struct fx_flow *v)
 {
 	struct fx_scratch *s = fx_begin(FX_KIND_FLOW, FX_CLASS_FLOW);
 	if (!s)
@@ -1063,27 +1063,29 @@ static __always_inline void fx_flow_emit(struct fx_flow_key *k, struct fx_flow *
 	e->args[4] = v->first;
 	e->args[5] = v->last;
 	e->ret = v->fd;
-	e->flags |= flags;
+	e->start = v->start; /* the edge's process, whose pid the current task now has */
 	e->ino[0] = v->ino;
 	e->dev[0] = v->dev;
 	e->imode[0] = v->imode;
-	if (f)
-		fx_file(s, 0, f);
 	fx_submit(s);
 }
 
-/* Add one transfer to the edge of (this process, the open file behind fd). */
+/* Add one transfer to the edge of (this process, the file behind fd). */
 static __always_inline void fx_flow_add(struct file *f, int fd, bool wr, long bytes, __u64 now)
 {
-	struct fx_flow_key k = {.file = (__u64)f, .pid = bpf_get_current_pid_tgid() >> 32};
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fx_flow_key k = {
+		.ino = BPF_CORE_READ(f, f_inode, i_ino),
+		.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev),
+		.pid = bpf_get_current_pid_tgid() >> 32,
+	};
+	__u64 start = BPF_CORE_READ(t, group_leader, start_boottime);
 	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
-	__u64 ino = BPF_CORE_READ(f, f_inode, i_ino);
-	if (v && v->ino != ino) {
-		/* the struct file was freed without a close we saw (exit, dup2, close_range)
-		 * and reused for another file: end the old edge rather than merge into it */
+	if (v && v->start != start) {
+		/* the pid belongs to a new process now: end the old one's edge first */
 		struct fx_flow old = *v;
 		bpf_map_delete_elem(&flows, &k);
-		fx_flow_emit(&k, &old, NULL, 0);
+		fx_flow_emit(&old);
 		v = NULL;
 	}
 	if (v) {
@@ -1098,14 +1100,13 @@ static __always_inline void fx_flow_add(struct file *f, int fd, bool wr, long by
 		return;
 	}
 	struct fx_flow n = {};
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	n.first = now;
 	n.last = now;
-	n.start = BPF_CORE_READ(t, group_leader, start_boottime);
+	n.start = start;
 	n.fd = fd;
 	n.tid = (__u32)bpf_get_current_pid_tgid();
-	n.ino = BPF_CORE_READ(f, f_inode, i_ino);
-	n.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	n.ino = k.ino;
+	n.dev = k.dev;
 	n.imode = BPF_CORE_READ(f, f_inode, i_mode);
 	if (wr) {
 		n.wcount = 1;
@@ -1158,24 +1159,5 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 	fx_flow_add(f, out_fd, wr, ret, now);
 	if (fin)
 		fx_flow_add(fin, in_fd, false, ret, now);
-	return 0;
-}
-
-/* A close ends a flow edge: emit it with the file's path while the file still exists. */
-SEC("tracepoint")
-int fx_enter_close(struct trace_event_raw_sys_enter *ctx)
-{
-	if (fx_skip())
-		return 0;
-	struct file *f = fx_fd_file(ctx->args[0]);
-	if (!f)
-		return 0;
-	struct fx_flow_key k = {.file = (__u64)f, .pid = bpf_get_current_pid_tgid() >> 32};
-	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
-	if (!v)
-		return 0;
-	struct fx_flow copy = *v;
-	bpf_map_delete_elem(&flows, &k);
-	fx_flow_emit(&k, &copy, f, FX_F_CLOSE);
 	return 0;
 }

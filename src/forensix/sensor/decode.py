@@ -166,7 +166,8 @@ class Decoder:
         self.F = enum(abi, "fx_flags")
         self.offset_ns = offset_ns
         self.cache = ProcessCache()
-        self.recent_opens: dict[int, tuple[str | None, str | None]] = {}
+        self.labels: dict[int, str | None] = {}
+        self.names: dict[int, str | None] = {}
         self.nr = {name: int(nr) for name, nr in abi["syscalls"].items()}
         self.sc_name = np.full(_NR_MAX, None, object)
         self.sc_cat = np.full(_NR_MAX, "syscall", object)
@@ -461,26 +462,39 @@ class Decoder:
         # Ring order is reservation order, which is time order up to the few records
         # being written on other CPUs at once: no sort (a full copy) is needed.
         table = _table(schema.EVENTS, cols, n)
-        self._remember_opens(table, nr_in("open", "openat") & (ret >= 0))
+        kernel_path = (resolution.is_valid().to_numpy(zero_copy_only=False)
+                       & (flags & (F["FX_F_BASE0"])) == 0) & (ino0 != 0) & ~is_sock & ~is_flow
+        self._remember_labels(table, kernel_path)
         flows_table = self._flows_table(table) if is_flow.any() else None
         return table, procs_table, flows_table
 
     @staticmethod
-    def open_key(pid: np.ndarray, ino: np.ndarray, dev: np.ndarray) -> np.ndarray:
-        p, i, d = (np.asarray(a, np.uint64) for a in (pid, ino, dev))
-        return np.asarray((p << np.uint64(40)) ^ i ^ (d << np.uint64(20)))
+    def label_key(ino: np.ndarray, dev: np.ndarray) -> np.ndarray:
+        i, d = (np.asarray(a, np.uint64) for a in (ino, dev))
+        return np.asarray(i ^ (d << np.uint64(40)))
 
-    def _remember_opens(self, table: pa.Table, opened: np.ndarray) -> None:
-        """Path and name of recent opens, to label the kernel's re-open summaries."""
-        idx = np.nonzero(opened)[0]
+    def _remember_labels(self, table: pa.Table, mask: np.ndarray) -> None:
+        """Paths the kernel resolved for (inode, device), and names by pid, to label the
+        kernel's aggregated rows (flow edges, re-open counts), which carry inodes only."""
+        idx = np.nonzero(mask)[0]
+        if len(self.labels) > 500_000:
+            self.labels.clear()
+        if len(self.names) > 100_000:
+            self.names.clear()
+        self.names.update(zip(table["process_pid"].to_numpy().tolist(), table["process_name"].to_pylist()))
         if not len(idx):
             return
-        if len(self.recent_opens) > 200_000:
-            self.recent_opens.clear()
         sel = table.take(pa.array(idx))
-        keys = self.open_key(sel["process_pid"].to_numpy(), sel["file_inode"].to_numpy(zero_copy_only=False),
-                             sel["file_device"].to_numpy(zero_copy_only=False))
-        self.recent_opens.update(zip(keys.tolist(), zip(sel["file_path"].to_pylist(), sel["process_name"].to_pylist())))
+        keys = self.label_key(sel["file_inode"].to_numpy(zero_copy_only=False),
+                              sel["file_device"].to_numpy(zero_copy_only=False))
+        self.labels.update(zip(keys.tolist(), sel["file_path"].to_pylist()))
+
+    def label(self, ino: np.ndarray, dev: np.ndarray, pid: np.ndarray) -> tuple[pa.Array, pa.Array]:
+        """(file_path, process_name) for aggregated rows, where known."""
+        keys = self.label_key(ino, dev).tolist()
+        paths = pa.array([self.labels.get(k) for k in keys], pa.string())
+        names = pa.array([self.names.get(p) for p in np.asarray(pid).tolist()], pa.string())
+        return paths, names
 
     def _network(self, cols: dict[str, Any], f: np.ndarray, is_sock: np.ndarray, s0: pa.Array, n: int) -> None:
         fam = f["family"].astype(np.int64)
@@ -581,7 +595,7 @@ class Decoder:
                 "file_path": fl["file_path"], "first_ts": fl["flow_first_ts"], "last_ts": fl["flow_last_ts"],
                 "read_count": fl["flow_read_count"], "read_bytes": fl["flow_read_bytes"],
                 "write_count": fl["flow_write_count"], "write_bytes": fl["flow_write_bytes"],
-                "reason": pa.array(["close"] * fl.num_rows, pa.string()),
+                "reason": pa.array(["superseded"] * fl.num_rows, pa.string()),
             },
             schema=schema.FLOWS,
         )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from forensix import __version__
 from forensix.agent.sink import Sink
@@ -230,6 +231,7 @@ class Recorder:
                     last_drain = now
                 now = time.monotonic()
                 if now >= next_flow:
+                    self.poll_once()  # the opens that name the edges' files come first
                     self.flush_flows()
                     self.account_losses()
                     next_flow = now + self.flow_interval
@@ -369,12 +371,10 @@ class Recorder:
         if not n:
             return
         off = self.clock.offset_ns
-        keys = self.decoder.open_key(k["pid"], k["ino"], k["dev"]).tolist()
-        known = [self.decoder.recent_opens.get(key, (None, None)) for key in keys]
+        paths, names = self.decoder.label(k["ino"], k["dev"], k["pid"])
         ev = self._origin_cols(n)
         ev.update(
-            file_path=pa.array([p for p, _ in known], pa.string()),
-            process_name=pa.array([c for _, c in known], pa.string()),
+            file_path=paths, process_name=names,
             ts=v["last"].astype(np.int64) + off, ts_boot=v["last"].astype(np.int64),
             event_kind=pa.array(["event"] * n), event_category=pa.array(["file"] * n),
             event_action=pa.array(["open"] * n), event_outcome=pa.array(["success"] * n),
@@ -398,8 +398,12 @@ class Recorder:
         eid = self.decoder.ids.ids(k["pid"], v["start"])
         ftype = file_type_names(v["imode"])
         base = self._origin_cols(n)
+        paths, names = self.decoder.label(k["ino"], k["dev"], k["pid"])
+        pseudo = pc.binary_join_element_wise(pa.array(ftype, pa.string()), ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
+        paths = pc.if_else(pc.is_in(pa.array(ftype, pa.string()), pa.array(["fifo", "socket"])), pseudo, paths)
         ev = dict(base)
         ev.update(
+            file_path=paths, process_name=names,
             ts=(v["last"].astype(np.int64) + off), ts_boot=v["last"].astype(np.int64),
             event_kind=pa.array(["event"] * n), event_category=pa.array(["flow"] * n),
             event_action=pa.array(["flow"] * n), process_entity_id=eid, process_pid=k["pid"],
@@ -413,6 +417,7 @@ class Recorder:
         fl = dict(base)
         fl.update(
             entity_id=eid, pid=k["pid"], fd=v["fd"], file_inode=v["ino"], file_device=v["dev"].astype(np.uint64),
+            file_path=paths,
             file_type=pa.array(ftype, pa.string()), first_ts=v["first"].astype(np.int64) + off,
             last_ts=v["last"].astype(np.int64) + off, read_count=v["rcount"], read_bytes=v["rbytes"],
             write_count=v["wcount"], write_bytes=v["wbytes"], reason=pa.array(["periodic"] * n),

@@ -133,4 +133,4 @@ SYSCALLS: dict[str, Syscall] = {
 }
 
 # Programs attached at a syscall's entry only.
-ENTER_ONLY: dict[str, str] = {"close": "fx_enter_close"}
+ENTER_ONLY: dict[str, str] = {}
