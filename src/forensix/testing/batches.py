@@ -15,7 +15,7 @@ import pyarrow as pa
 from forensix.model.host import HostInfo, local_host
 from forensix.store.schema import EVENTS
 
-__all__ = ["events_batch", "BatchSource"]
+__all__ = ["BatchSource", "events_batch"]
 
 _ACTIONS = np.array(["open", "exec", "connect", "unlink", "rename", "flow"], dtype=object)
 _CATEGORY = {"open": "file", "exec": "process", "connect": "network", "unlink": "file",
