@@ -12,15 +12,19 @@ from forensix.model.timefmt import now_ns
 
 __all__ = ["COMMANDS"]
 
+_host_option = click.option(
+    "--host", default=None, help="Only this host (name or id), on a log host's store of many hosts."
+)
+
 _PS_SQL = """
 WITH img AS (
   SELECT *, row_number() OVER (PARTITION BY entity_id ORDER BY image_seq DESC, image_ts DESC) AS rn
-  FROM processes WHERE image_ts <= $at
+  FROM processes WHERE image_ts <= $at AND ($host IS NULL OR host_name = $host OR host_id = $host)
 ), ex AS (
   SELECT process_entity_id, min(ts) AS end_ts, any_value(process_exit_code) AS exit_code
   FROM events WHERE event_action = 'exit' GROUP BY 1
 )
-SELECT img.pid, img.parent_pid AS ppid, img.user_id AS uid, img.start_ts,
+SELECT img.host_name, img.pid, img.parent_pid AS ppid, img.user_id AS uid, img.start_ts,
        ex.end_ts, ex.exit_code, img.entity_id, img.parent_entity_id, img.name, img.executable, img.args
 FROM img LEFT JOIN ex ON ex.process_entity_id = img.entity_id
 WHERE img.rn = 1 AND img.start_ts <= $at AND (ex.end_ts IS NULL OR ex.end_ts > $at OR $all)
@@ -36,15 +40,16 @@ Examples:
 @store_option
 @time_option("--at", "The moment to show (default: now)")
 @click.option("--all", "show_all", is_flag=True, help="Include processes that had exited by then.")
+@_host_option
 @format_option()
-def ps(store: str, at: int | None, show_all: bool, fmt: str) -> None:
+def ps(store: str, at: int | None, show_all: bool, host: str | None, fmt: str) -> None:
     """The process table as recorded: alive at a moment, with their images."""
     r = reader(store)
-    emit(r.query(_PS_SQL, {"at": at or now_ns(), "all": show_all}), fmt)
+    emit(r.query(_PS_SQL, {"at": at or now_ns(), "all": show_all, "host": host}), fmt)
 
 
 _EVENT_COLUMNS = (
-    "ts, event_category, event_action, event_outcome, process_pid, process_entity_id, process_name, "
+    "ts, host_name, event_category, event_action, event_outcome, process_pid, process_entity_id, process_name, "
     "user_id, file_path, file_target_path, destination_ip, destination_port, source_ip, source_port, "
     "target_pid, process_executable, process_args, process_exit_code, message"
 )
@@ -65,15 +70,19 @@ Examples:
 @time_option("--from", "Start of the window")
 @time_option("--to", "End of the window")
 @click.option("--limit", type=int, default=None, help="At most this many events.")
+@_host_option
 @click.option("--all-columns", is_flag=True, help="Every column of the store, not the usual selection.")
 @format_option()
 def events(
     store: str, pid: int | None, entity: str | None, action: tuple[str, ...], category: tuple[str, ...],
     path: str | None, from_: int | None = None, to: int | None = None, limit: int | None = None,
-    all_columns: bool = False, fmt: str = "text", **kw: Any,
+    all_columns: bool = False, fmt: str = "text", host: str | None = None, **kw: Any,
 ) -> None:
     """Recorded events, filtered, in time order."""
     where, params = ["1=1"], {}
+    if host:
+        where.append("(host_name = $host OR host_id = $host)")
+        params["host"] = host
     if pid is not None:
         where.append("process_pid = $pid")
         params["pid"] = pid

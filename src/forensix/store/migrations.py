@@ -44,4 +44,11 @@ def create_table_sql(name: str, sch: pa.Schema) -> str:
 
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", [create_table_sql(n, s) for n, s in schema.TABLES.items()]),
+    # summary rows (read-only re-opens counted in the kernel); 0001 of a newer version
+    # already has these columns, hence IF NOT EXISTS
+    ("0002_event_counts", [
+        'ALTER TABLE events ADD COLUMN IF NOT EXISTS "event_count" UBIGINT',
+        'ALTER TABLE events ADD COLUMN IF NOT EXISTS "event_start" BIGINT',
+        'ALTER TABLE events ADD COLUMN IF NOT EXISTS "event_end" BIGINT',
+    ]),
 ]
