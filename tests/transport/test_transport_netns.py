@@ -234,8 +234,14 @@ def test_recorded_activity_reaches_the_log_host(net: Net, pki: Authority, tmp_pa
     agent = _agent(net, pki, tmp_path, "agent", "--duration", "8")
     marker = tmp_path / f"fx-e2e-marker-{os.getpid()}"
     time.sleep(4)  # the sensor loads and attaches
-    subprocess.run(["ip", "netns", "exec", net.agt, "sh", "-c", f"echo hi > {marker}"], check=True)
+    # and something the curated rules flag: a setuid bit set on a file in /tmp
+    suid = Path("/tmp") / f"fx-e2e-suid-{os.getpid()}"
+    subprocess.run(["ip", "netns", "exec", net.agt, "sh", "-c",
+                    f"echo hi > {marker}; touch {suid}; chmod u+s {suid}; rm -f {suid}"], check=True)
     assert agent.wait(60) == 0, (tmp_path / "agent.log").read_text()[-3000:]
     host.stop()
     rows = host.q(f"SELECT host_name, event_action FROM events WHERE file_path = '{marker}'")
     assert rows and all(r["host_name"] == "alpha" for r in rows), rows
+    # the log host ran the same live rules on the shipped stream
+    alerts = host.q(f"SELECT host_name, rule_title, summary FROM alerts WHERE summary LIKE '%{suid.name}%'")
+    assert alerts and all(a["host_name"] == "alpha" for a in alerts), alerts

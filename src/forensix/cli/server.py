@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from forensix.agent.sink import StoreSink
+from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.cli.options import DEFAULT_STORE, emit, format_option
 from forensix.cli.pki import DEFAULT_PKI, pki_option
 from forensix.errors import UsageError
@@ -64,8 +66,10 @@ def _until_signal(stop: threading.Event) -> None:
 @click.option("--checkpoint-interval", default=1.0, show_default=True, type=float,
               help="Seconds between signed chain checkpoints.")
 @click.option("-v", "--verbose", is_flag=True)
+@record_rule_options
 def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
-           checkpoint_interval: float, verbose: bool) -> None:
+           checkpoint_interval: float, verbose: bool, rule_paths: tuple[str, ...] = (),
+           no_rules: bool = False, alerts_jsonl: str | None = None, webhook: str | None = None) -> None:
     """Run the log host: accept sealed batches from enrolled agents over mutual TLS 1.3.
 
     \b
@@ -86,7 +90,12 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     ev = Path(evidence) if evidence else evidence_dir_for(store)
     writer = open_writer(store)
     qs = QueryServer(writer, socket_path(store)).start()
-    srv = LogServer(ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval), writer)
+    live = None
+    if not no_rules:  # the same rules as `forensix record`, on every host's stream
+        log = logging.getLogger("forensix.alerts")
+        live = live_engine_for_record(StoreSink(writer), store, rule_paths=rule_paths,
+                                      alerts_jsonl=alerts_jsonl, webhook=webhook, echo=log.warning)
+    srv = LogServer(ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval), writer, live)
     host, port = srv.bind()
     logging.getLogger("forensix.server").info("listening on %s:%d, store %s, evidence %s",
                                               host, port, store, ev)

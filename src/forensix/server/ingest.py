@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.agent.sink import Sink
 from forensix.agent.frame import FrameError
 from forensix.store import schema
 from forensix.store.base import Writer
@@ -42,8 +43,9 @@ class Ingestor:
     and agents keep spooling.
     """
 
-    def __init__(self, store: Writer, depth: int = 64) -> None:
+    def __init__(self, store: Writer, depth: int = 64, live: Sink | None = None) -> None:
         self.store = store
+        self.live = live  # the live rule engine: sees every batch once it is stored
         self.lock = threading.Lock()
         self.rows = 0
         self.error: BaseException | None = None
@@ -61,6 +63,9 @@ class Ingestor:
     def close(self) -> None:
         self._q.put(None)
         self._thread.join()
+        if self.live is not None:
+            self.live.flush()
+            self.live.close()
 
     def _run(self) -> None:
         done = False
@@ -113,6 +118,8 @@ class Ingestor:
     def batch(self, table: str, data: pa.Table) -> None:
         with self.lock:
             self.rows += self.store.append(table, data)
+        if self.live is not None:
+            self.live.write(table, data)
 
     def agent_event(self, host: str, hello: dict[str, Any], action: str, ts: int, message: str) -> None:
         row = {

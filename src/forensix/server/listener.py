@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from forensix.agent.sink import Sink
 from forensix.agent import wire
 from forensix.agent.frame import Frame, FrameError, decode_body, parse_frame
 from forensix.errors import ForensixError
@@ -64,7 +65,7 @@ class _HostState:
 
 
 class LogServer:
-    def __init__(self, config: ServerConfig, store: Writer) -> None:
+    def __init__(self, config: ServerConfig, store: Writer, live: Sink | None = None) -> None:
         self.config = config
         self.pki = Authority(config.pki)
         self.context = server_context(self.pki.ca_cert_path, self.pki.server_cert_path,
@@ -76,7 +77,7 @@ class LogServer:
         self.checkpoint_key = key
         self.evidence = EvidenceStore(config.evidence)
         write_atomic(config.evidence / "checkpoint.pub", self.pki.checkpoint_pub_path.read_bytes(), 0o644)
-        self.ingest = Ingestor(store)
+        self.ingest = Ingestor(store, live=live)
         self.hosts: dict[str, _HostState] = {}
         self.hosts_lock = threading.Lock()
         self._schedules: dict[str, KeySchedule] = {}
