@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from forensix.agent.sink import StoreSink
-from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.cli.options import DEFAULT_STORE, emit, format_option
 from forensix.cli.pki import DEFAULT_PKI, pki_option
+from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 
 __all__ = ["COMMANDS"]

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forensix.agent.sink import Sink
 from forensix.agent.frame import FrameError
+from forensix.agent.sink import Sink
 from forensix.store import schema
 from forensix.store.base import Writer
 

@@ -23,9 +23,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from forensix.agent.sink import Sink
 from forensix.agent import wire
 from forensix.agent.frame import Frame, FrameError, decode_body, parse_frame
+from forensix.agent.sink import Sink
 from forensix.errors import ForensixError
 from forensix.pki.authority import Authority, PKIError
 from forensix.pki.sealkey import KeySchedule, SealState, write_atomic
