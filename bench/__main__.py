@@ -116,6 +116,18 @@ def run_workload(
     return result
 
 
+def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``new``'s workloads (and analysis) in place of its own, noting when."""
+    for name, w in new["workloads"].items():
+        w["rerun"] = f"{new['started']} ({new['mode']} mode, {new['repetitions']} repetitions)"
+        base["workloads"][name] = w
+    if "analysis" in new:
+        base["analysis"] = new["analysis"]
+    base.setdefault("merged", []).append(
+        {"started": new["started"], "workloads": list(new["workloads"]), "forensix": new["forensix"]})
+    return base
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     "quick 100000), e.g. 1000000,10000000")
     ap.add_argument("--render", type=Path, default=None, metavar="JSON",
                     help="only re-render the Markdown from a raw JSON of an earlier run")
+    ap.add_argument("--merge-into", type=Path, default=None, metavar="JSON",
+                    help="run the chosen workloads and replace their results in this earlier "
+                    "run's raw JSON (then re-render its Markdown)")
     a = ap.parse_args(argv)
     if a.render is not None:
         out = a.out or a.render.with_suffix(".md")
@@ -187,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.scratch is None:
             shutil.rmtree(scratch, ignore_errors=True)
     report["seconds"] = time.monotonic() - t0
+    if a.merge_into is not None:
+        report = _merge(json.loads(a.merge_into.read_text()), report)
+        out_json = a.merge_into
+        out = a.out or a.merge_into.with_suffix(".md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(report, indent=1, default=str) + "\n")
     write_markdown(report, out, out_json)

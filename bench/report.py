@@ -279,8 +279,9 @@ def analysis_section(report: dict[str, Any]) -> list[str]:
             lines.append(f"| {int(n):,} | `{cmd}` | {x['analysis_s']:.3f} | {x['with_open_s']:.3f} "
                          f"| {x['rows']:,} | {x['peak_rss_mb']} |")
     if "10000000" not in a["results"]:
-        lines += ["", ("10^7 events: run `python -m bench --only scale --analysis-sizes "
-                  "1000000,10000000` (generation alone takes several minutes here).")]
+        lines += ["", ("10^7 events: see docs/benchmarks-analysis.md (the analysis benchmark's "
+                       "own report), or run `python -m bench --only scale --analysis-sizes "
+                       "1000000,10000000` (generating 10^7 events takes several minutes here).")]
     return lines
 
 
@@ -337,7 +338,10 @@ def write_markdown(report: dict[str, Any], out: Path, out_json: Path) -> None:
         if "skipped_all" in w:
             lines.append(f"Not run: {w['skipped_all']}.")
             continue
-        lines += [w["description"] + ".", "", *workload_table(w)]
+        lines += [w["description"] + "."]
+        if w.get("rerun"):
+            lines += ["", f"(This workload was re-run on {w['rerun']} and merged into this report.)"]
+        lines += ["", *workload_table(w)]
         lines += bpf_table(w)
         if name == "storm":
             lines += storm_section(w)
