@@ -14,6 +14,7 @@ from forensix.model.timefmt import parse_time
 from forensix.render.tables import RENDERERS, render
 from forensix.store.base import Reader
 from forensix.store.embedded import open_reader
+from forensix.store.hostfilter import HostReader
 
 __all__ = ["DEFAULT_STORE", "emit", "format_option", "reader", "store_option", "time_option"]
 
@@ -22,7 +23,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_STORE = os.environ.get("FORENSIX_STORE", "forensix.duckdb")
 
 
+def _remember_host(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta["forensix.host"] = value
+
+
 def store_option(f: F) -> F:
+    """--store, and --host to see one host of a log host's many-host store."""
+    f = click.option(
+        "--host",
+        default=None,
+        expose_value=False,
+        callback=_remember_host,
+        help="Only this host (name or id), in a log host's store of many hosts.",
+    )(f)
     return click.option(
         "--store",
         "store",
@@ -71,7 +85,22 @@ def time_option(name: str, help: str) -> Callable[[F], F]:
 
 
 def reader(store: str) -> Reader:
-    return open_reader(store)
+    """The store as the command should see it: one host when --host was given."""
+    r = open_reader(store)
+    ctx = click.get_current_context(silent=True)
+    host = ctx.meta.get("forensix.host") if ctx is not None else None
+    if not host:
+        return r
+    known = r.query(
+        "SELECT DISTINCT host_name, host_id FROM hosts UNION SELECT DISTINCT host_name, host_id FROM "
+        "(SELECT host_name, host_id FROM events LIMIT 100000)"
+    ).to_pylist()
+    if not any(host in (k["host_name"], k["host_id"]) for k in known):
+        from forensix.errors import UsageError
+
+        names = sorted({str(k["host_name"]) for k in known})
+        raise UsageError(f"no host {host!r} in {store}", f"hosts in this store: {', '.join(names) or 'none'}")
+    return HostReader(r, host)
 
 
 def emit(table: pa.Table, fmt: str) -> None:

@@ -12,14 +12,10 @@ from forensix.model.timefmt import now_ns
 
 __all__ = ["COMMANDS"]
 
-_host_option = click.option(
-    "--host", default=None, help="Only this host (name or id), on a log host's store of many hosts."
-)
-
 _PS_SQL = """
 WITH img AS (
   SELECT *, row_number() OVER (PARTITION BY entity_id ORDER BY image_seq DESC, image_ts DESC) AS rn
-  FROM processes WHERE image_ts <= $at AND ($host IS NULL OR host_name = $host OR host_id = $host)
+  FROM processes WHERE image_ts <= $at
 ), ex AS (
   SELECT process_entity_id, min(ts) AS end_ts, any_value(process_exit_code) AS exit_code
   FROM events WHERE event_action = 'exit' GROUP BY 1
@@ -40,12 +36,11 @@ Examples:
 @store_option
 @time_option("--at", "The moment to show (default: now)")
 @click.option("--all", "show_all", is_flag=True, help="Include processes that had exited by then.")
-@_host_option
 @format_option()
-def ps(store: str, at: int | None, show_all: bool, host: str | None, fmt: str) -> None:
+def ps(store: str, at: int | None, show_all: bool, fmt: str) -> None:
     """The process table as recorded: alive at a moment, with their images."""
     r = reader(store)
-    emit(r.query(_PS_SQL, {"at": at or now_ns(), "all": show_all, "host": host}), fmt)
+    emit(r.query(_PS_SQL, {"at": at or now_ns(), "all": show_all}), fmt)
 
 
 _EVENT_COLUMNS = (
@@ -70,19 +65,15 @@ Examples:
 @time_option("--from", "Start of the window")
 @time_option("--to", "End of the window")
 @click.option("--limit", type=int, default=None, help="At most this many events.")
-@_host_option
 @click.option("--all-columns", is_flag=True, help="Every column of the store, not the usual selection.")
 @format_option()
 def events(
     store: str, pid: int | None, entity: str | None, action: tuple[str, ...], category: tuple[str, ...],
     path: str | None, from_: int | None = None, to: int | None = None, limit: int | None = None,
-    all_columns: bool = False, fmt: str = "text", host: str | None = None, **kw: Any,
+    all_columns: bool = False, fmt: str = "text", **kw: Any,
 ) -> None:
     """Recorded events, filtered, in time order."""
     where, params = ["1=1"], {}
-    if host:
-        where.append("(host_name = $host OR host_id = $host)")
-        params["host"] = host
     if pid is not None:
         where.append("process_pid = $pid")
         params["pid"] = pid
