@@ -63,7 +63,7 @@ def format_option(*extra: str, default: str = "text") -> Callable[[F], F]:
     return deco
 
 
-class TimeParam(click.ParamType):
+class TimeParam(click.ParamType):  # type: ignore[type-arg]
     name = "TIME"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:

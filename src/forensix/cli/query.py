@@ -73,7 +73,8 @@ def events(
     all_columns: bool = False, fmt: str = "text", **kw: Any,
 ) -> None:
     """Recorded events, filtered, in time order."""
-    where, params = ["1=1"], {}
+    where: list[str] = ["1=1"]
+    params: dict[str, Any] = {}
     if pid is not None:
         where.append("process_pid = $pid")
         params["pid"] = pid
