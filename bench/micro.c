@@ -30,7 +30,8 @@ static uint64_t now_ns(void) {
 
 static const char *open_target(void) {
     const char *p = getenv("MICRO_OPEN_PATH");
-    return p ? p : "/etc/hostname";
+    /* a write open: always one full record (read-only re-opens are only counted) */
+    return p ? p : "/dev/null";
 }
 
 static void loop_getppid(long n) {
@@ -40,7 +41,7 @@ static void loop_getppid(long n) {
 static void loop_openclose(long n) {
     const char *path = open_target();
     for (long i = 0; i < n; i++) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
         if (fd < 0) { perror("open"); exit(2); }
         close(fd);
     }
@@ -73,7 +74,7 @@ static int storm(long nproc, double secs) {
             uint64_t k = 0;
             while (1) {
                 for (int j = 0; j < 256; j++) {
-                    int fd = open(path, O_RDONLY | O_CLOEXEC);
+                    int fd = open(path, O_WRONLY | O_CLOEXEC);
                     if (fd >= 0) close(fd);
                 }
                 k += 256;

@@ -40,7 +40,7 @@ class MicroWorkload(Workload):
         n = {m: (q if self.quick else f) for m, f, q in OPS}
         return (
             f"C loops: {n['getppid']:,} getppid, {n['openclose']:,} open+close of "
-            f"/etc/hostname, {n['forkexec']:,} fork+exec /bin/true (strace: 1/{STRACE_DIVISOR})"
+            f"/dev/null (O_WRONLY), {n['forkexec']:,} fork+exec /bin/true (strace: 1/{STRACE_DIVISOR})"
         )
 
     def prepare(self) -> None:

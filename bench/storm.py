@@ -1,7 +1,7 @@
 """storm: more syscalls than can be recorded, to show loss is accounted exactly and that no
 process lifecycle event is lost.
 
-Eight processes open and close /etc/hostname as fast as they can for a few seconds while
+Eight processes open /dev/null for writing and close it as fast as they can for a few seconds while
 another process forks and execs /bin/true, one after the other. With forensix, the bench
 then checks in the store that
 - every open done by the storm is either recorded or counted in a gap record
@@ -74,7 +74,7 @@ class StormWorkload(Workload):
     def inspect_forensix(self, reader: Any) -> dict[str, Any]:
         opens = reader.query(
             "SELECT count(*) AS n FROM events WHERE event_action = 'open' "
-            "AND process_name = 'micro' AND file_path = '/etc/hostname'"
+            "AND process_name = 'micro' AND file_path = '/dev/null'"
         ).column("n")[0].as_py()
         gaps = reader.query(
             "SELECT event_class, reason, sum(count) AS n, count(*) AS rows "

@@ -7,7 +7,8 @@ keeps only that host's rows, so analyses written for one host run unchanged.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 
