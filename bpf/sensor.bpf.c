@@ -93,14 +93,14 @@ struct {
 } pathbufs SEC(".maps");
 
 /*
- * Arguments of syscalls in flight, by thread id (a thread has at most one). Not LRU:
- * an LRU map may evict a live entry early, which would lose a record unseen. A full
- * map is counted as a drop instead (fx_enter).
+ * Arguments of the syscall a thread is in, kept in the thread's own task storage:
+ * no hashing, no shared table to fill up, freed with the thread. ``pad`` is 1 while
+ * the arguments wait for their exit.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 32768);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct fx_call);
 } inflight SEC(".maps");
 
@@ -481,15 +481,15 @@ static __always_inline void fx_task_extra(struct fx_event *e, struct task_struct
 }
 
 /* Take the arguments stashed at syscall entry. */
-static __always_inline bool fx_take(struct fx_call *out)
+static __always_inline bool fx_take(struct fx_call *out, long id)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fx_call *c = bpf_map_lookup_elem(&inflight, &tid);
-	if (!c)
+	struct fx_call *c = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!c || !c->pad)
 		return false;
+	c->pad = 0;
 	*out = *c;
-	bpf_map_delete_elem(&inflight, &tid);
-	return true;
+	/* the exit of the syscall whose entry we saw, not a stale entry of another */
+	return out->nr == (__u32)(int)id;
 }
 
 static __always_inline struct fx_scratch *fx_sys(struct fx_call *c, long ret, __u32 cls)
@@ -569,17 +569,20 @@ int fx_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	if (fx_skip())
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fx_call c = {};
-	c.nr = (__u32)ctx->id;
+	struct fx_call *c = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c) { /* no memory for this thread's slot: that syscall cannot be recorded */
+		fx_count_drop(FX_CLASS_OTHER, bpf_ktime_get_boot_ns());
+		return 0;
+	}
+	c->nr = (__u32)ctx->id;
 	/*
 	 * Copy all six argument slots without a direct ctx access past the record: the
 	 * kernel refuses to attach a program whose ctx reads exceed the tracepoint's record
 	 * (sys_enter_open has three arguments). Slots past the syscall's own are unused.
 	 */
-	bpf_probe_read_kernel(c.args, sizeof(c.args), (void *)((unsigned long)ctx + 16));
-	if (bpf_map_update_elem(&inflight, &tid, &c, BPF_ANY))
-		fx_count_drop(FX_CLASS_OTHER, bpf_ktime_get_boot_ns());
+	bpf_probe_read_kernel(c->args, sizeof(c->args), (void *)((unsigned long)ctx + 16));
+	c->pad = 1;
 	return 0;
 }
 
@@ -630,7 +633,7 @@ SEC("tracepoint")
 int fx_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	long ret = ctx->ret;
 	if (ret < 0 && ret != -EACCES && ret != -EPERM)
@@ -701,7 +704,7 @@ SEC("tracepoint")
 int fx_exit_path(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_FILE);
 	if (!s)
@@ -747,7 +750,7 @@ SEC("tracepoint")
 int fx_exit_fd(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	__u32 cls = (c.nr == __NR_finit_module || c.nr == __NR_setns) ? FX_CLASS_OTHER : FX_CLASS_FILE;
 	struct fx_scratch *s = fx_sys(&c, ctx->ret, cls);
@@ -765,7 +768,7 @@ SEC("tracepoint")
 int fx_exit_path2(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_FILE);
 	if (!s)
@@ -798,7 +801,7 @@ SEC("tracepoint")
 int fx_exit_mount(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_OTHER);
 	if (!s)
@@ -859,7 +862,7 @@ SEC("tracepoint")
 int fx_exit_mmap(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	__u64 prot = c.args[2];
 	if (c.nr == __NR_mprotect) {
@@ -889,7 +892,7 @@ SEC("tracepoint")
 int fx_exit_memfd(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_FILE);
 	if (!s)
@@ -905,12 +908,13 @@ SEC("tracepoint")
 int fx_exit_sock(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c = {};
-	if (!fx_take(&c)) {
+	if (!fx_take(&c, ctx->id)) {
 		/* an accept that was already waiting when recording began: its result
 		 * (the new descriptor) is all we need, and it is in ctx */
 		int nr = (int)ctx->id; /* __syscall_nr is an int; the upper half is padding */
 		if ((nr != __NR_accept && nr != __NR_accept4) || fx_skip())
 			return 0;
+		__builtin_memset(&c, 0, sizeof(c));
 		c.nr = nr;
 	}
 	long ret = ctx->ret;
@@ -935,7 +939,7 @@ SEC("tracepoint")
 int fx_exit_pipe(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c) || ctx->ret < 0)
+	if (!fx_take(&c, ctx->id) || ctx->ret < 0)
 		return 0;
 	int fds[2] = {-1, -1};
 	void *uptr = (void *)(c.nr == __NR_socketpair ? c.args[3] : c.args[0]);
@@ -960,7 +964,7 @@ SEC("tracepoint")
 int fx_exit_cred(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	struct fx_scratch *s = fx_sys(&c, ctx->ret, FX_CLASS_PROC);
 	if (!s)
@@ -974,7 +978,7 @@ SEC("tracepoint")
 int fx_exit_other(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	long ret = ctx->ret;
 	__u32 cls = FX_CLASS_OTHER;
@@ -1128,7 +1132,7 @@ SEC("tracepoint")
 int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c))
+	if (!fx_take(&c, ctx->id))
 		return 0;
 	long ret = ctx->ret;
 	if (ret <= 0)
