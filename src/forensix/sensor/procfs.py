@@ -15,7 +15,7 @@ import numpy as np
 
 from forensix.model.identity import TICK_NS, SnapshotIds
 
-__all__ = ["snapshot"]
+__all__ = ["open_files", "snapshot"]
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:
@@ -127,3 +127,30 @@ def snapshot(ids: SnapshotIds, offset_ns: int) -> Iterator[dict[str, Any]]:
             "ns_uts": _ns(pid, "uts"),
             "source": "snapshot",
         }
+
+
+def open_files() -> Iterator[tuple[int, int, str]]:
+    """(inode, kernel dev_t, path) of every file open in a running process.
+
+    Edges on files opened before recording began (a daemon's log file) carry inodes
+    only; the kernel's own names for them, from /proc/PID/fd, label those edges.
+    """
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fd_dir = f"/proc/{name}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            link = f"{fd_dir}/{fd}"
+            target = _link(link)
+            if not target or not target.startswith("/"):
+                continue  # pipes, sockets and anonymous inodes are named by inode anyway
+            try:
+                st = os.stat(link)
+            except OSError:
+                continue
+            # the kernel's dev_t (MKDEV: major << 20 | minor), as the sensor reports it
+            yield st.st_ino, (os.major(st.st_dev) << 20) | os.minor(st.st_dev), target

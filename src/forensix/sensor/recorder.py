@@ -32,7 +32,7 @@ from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.clock import Clock
 from forensix.sensor.decode import CLASS_NAMES, Decoder, _table, file_type_names
 from forensix.sensor.loader import Sensor, SensorConfig
-from forensix.sensor.procfs import snapshot
+from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import RingBuffer
 from forensix.store import schema
 
@@ -205,6 +205,11 @@ class Recorder:
             self.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"], r["args"], r["working_directory"])
         if rows:
             self._emit("processes", self.decoder.process_rows(rows))
+        files = list(open_files())
+        if files:
+            ino, dev, paths = zip(*files)
+            keys = self.decoder.label_key(np.array(ino, np.uint64), np.array(dev, np.uint64)).tolist()
+            self.decoder.labels.update(zip(keys, paths))
 
     def stop(self) -> None:
         self._stop.set()
