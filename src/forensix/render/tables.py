@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -17,7 +18,7 @@ from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
 from forensix.store.schema import ecs_name
 
-__all__ = ["RENDERERS", "render", "is_time_column", "is_entity_column", "display_value"]
+__all__ = ["RENDERERS", "display_value", "is_entity_column", "is_time_column", "render"]
 
 
 def is_time_column(name: str) -> bool:

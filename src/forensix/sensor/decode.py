@@ -539,14 +539,14 @@ class Decoder:
         for k, j in enumerate(idx):
             r = f[j]
             me = int(eid[j])
-            common = dict(
-                name=bytes(r["comm"]).split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
-                user_id=int(r["uid"]), user_effective_id=int(r["euid"]), group_id=int(r["gid"]),
-                user_audit_id=int(r["auid"]), session_id=int(r["sessionid"]),
-                tty=bytes(r["tty"]).split(b"\0", 1)[0].decode("utf-8", "backslashreplace") or None,
-                cgroup_id=int(r["cgroup"]), ns_mnt=int(r["ns_mnt"]), ns_pid=int(r["ns_pid"]),
-                ns_net=int(r["ns_net"]), ns_user=int(r["ns_user"]), ns_uts=int(r["ns_uts"]),
-            )
+            common: dict[str, Any] = {
+                "name": bytes(r["comm"]).split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
+                "user_id": int(r["uid"]), "user_effective_id": int(r["euid"]), "group_id": int(r["gid"]),
+                "user_audit_id": int(r["auid"]), "session_id": int(r["sessionid"]),
+                "tty": bytes(r["tty"]).split(b"\0", 1)[0].decode("utf-8", "backslashreplace") or None,
+                "cgroup_id": int(r["cgroup"]), "ns_mnt": int(r["ns_mnt"]), "ns_pid": int(r["ns_pid"]),
+                "ns_net": int(r["ns_net"]), "ns_user": int(r["ns_user"]), "ns_uts": int(r["ns_uts"]),
+            }
             if is_fork[j]:
                 child = int(teid[j])
                 parent = self.cache.get(me)

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from forensix.errors import KernelFeatureError, PrivilegeError, SensorError
 from forensix.sensor import libbpf as lb
@@ -283,7 +283,7 @@ class Sensor:
             lb.lib.bpf_object__close(self._obj)
             self._obj = None
 
-    def __enter__(self) -> Sensor:
+    def __enter__(self) -> Self:
         self.open_and_load()
         self.attach()
         return self
