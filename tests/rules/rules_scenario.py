@@ -138,7 +138,7 @@ def build_scenario() -> Scenario:
     kl = b.spawn(sh, 1017, 37, "/usr/bin/kill", ["kill", "-9", str(RECORDER_PID)])
     b._ev(kl, b.t(37.1), "process", "kill", target_pid=RECORDER_PID, signal=9)
     sc.expect("forensix-recorder-killed", 1017)
-    _agent(b, 38, "stop", message="recorded")
+    _agent(b, 38, "stop", message="reason=signal SIGTERM; recorded")
     sc.expect("fx_agent_stopped", RECORDER_PID)
     return sc
 

@@ -87,8 +87,10 @@ def test_each_attack_raises_its_alert_live(attacked: dict[str, Any]) -> None:
     names = _names()
     got = {names.get(a["rule_id"], a["rule_id"]) for a in attacked["mine"]}
     assert ATTACK_RULES <= got, sorted(ATTACK_RULES - got)
+    # the recording ended because its command did: a planned stop raises nothing
+    # (tests/sensor/test_cli_record.py checks that a stop by signal does)
     stopped = [a for a in attacked["all"] if names.get(a["rule_id"]) == "fx_agent_stopped"]
-    assert stopped, "the recorder's stop record raised no alert"
+    assert not stopped, stopped
 
 
 def test_alerts_arrive_within_two_seconds(attacked: dict[str, Any]) -> None:

@@ -90,7 +90,10 @@ def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
     execs = [json.loads(line) for line in res.stdout.splitlines()]
     assert any(marker in (e.get("process.args") or []) for e in execs)
     res = _run("events", "--store", str(store), "--action", "stop", "--format", "json")
-    assert "recorded" in res.stdout
+    assert "reason=signal SIGTERM" in res.stdout
+    # a recorder stopped by a signal is an alert (an intruder stops recorders too)
+    res = _run("alerts", "--store", str(store), "--format", "json")
+    assert "Recorder stopped" in res.stdout, res.stdout
 
 
 def test_query_while_recording_sees_the_last_seconds(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def record(
     rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb)), on_stats=None if quiet else _live)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
-        rec.stop()
+        rec.stop(f"signal {signal.Signals(signum).name}")
 
     old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()

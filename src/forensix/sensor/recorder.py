@@ -163,6 +163,7 @@ class Recorder:
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._stop = threading.Event()
+        self.stop_reason = "stopped"
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -211,7 +212,9 @@ class Recorder:
             keys = self.decoder.label_key(np.array(ino, np.uint64), np.array(dev, np.uint64)).tolist()
             self.decoder.labels.update(zip(keys, paths))
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop recording; ``reason`` goes into the stop record (``signal SIGTERM``...)."""
+        self.stop_reason = reason
         self._stop.set()
 
     def run(self, duration: float | None = None, command: Sequence[str] | None = None) -> int | None:
@@ -251,8 +254,10 @@ class Recorder:
                     next_stats = now + 1.0
                 if child is not None and child.poll() is not None:
                     rc = child.returncode
+                    self.stop_reason = f"command exited ({rc})"
                     break
                 if deadline is not None and now >= deadline:
+                    self.stop_reason = "duration reached"
                     break
                 if not got or not self._rings_filling():
                     self._stop.wait(self.poll_interval)
@@ -277,8 +282,8 @@ class Recorder:
             self._agent_event("counters", self._counters_json())
             self._agent_event(
                 "stop",
-                f"recorded {self.stats.events} events, {self.stats.dropped} lost in the kernel, "
-                f"{self.stats.gaps} gap records",
+                f"reason={self.stop_reason}; recorded {self.stats.events} events, "
+                f"{self.stats.dropped} lost in the kernel, {self.stats.gaps} gap records",
             )
             self._writer.finish()
             for s in self.sinks:
