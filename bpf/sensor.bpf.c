@@ -526,26 +526,43 @@ int BPF_PROG(fx_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(fx_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+/* An exec record from the new image: the file the kernel runs, argv, cwd, the name as passed. */
+static __always_inline void fx_exec_record(struct task_struct *p, struct file *exe, const char *filename,
+					   int old_pid)
 {
-	if (fx_skip())
-		return 0;
 	struct fx_scratch *s = fx_begin(FX_KIND_EXEC, FX_CLASS_PROC);
 	if (!s)
-		return 0;
+		return;
 	struct fx_event *e = &s->ev;
 	e->args[0] = old_pid;
 	fx_task_extra(e, p);
-	fx_file(s, 0, BPF_CORE_READ(bprm, file));                 /* s0: the executable */
+	fx_file(s, 0, exe);                                        /* s0: the executable */
 	unsigned long as = BPF_CORE_READ(p, mm, arg_start);
 	unsigned long ae = BPF_CORE_READ(p, mm, arg_end);
 	if (ae > as)
 		fx_bytes_user(s, 1, (void *)as, ae - as);         /* s1: argv */
 	fx_str_path(s, 2, BPF_CORE_READ(p, fs, pwd.dentry), BPF_CORE_READ(p, fs, pwd.mnt)); /* s2: cwd */
-	fx_str_kernel(s, 3, BPF_CORE_READ(bprm, filename));      /* s3: as passed */
+	fx_str_kernel(s, 3, filename);                             /* s3: as passed */
 	fx_submit(s);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(fx_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (fx_skip())
+		return 0;
+	fx_exec_record(p, BPF_CORE_READ(bprm, file), BPF_CORE_READ(bprm, filename), old_pid);
 	return 0;
+}
+
+static __always_inline void fx_exit_record(struct task_struct *p)
+{
+	struct fx_scratch *s = fx_begin(FX_KIND_EXIT, FX_CLASS_PROC);
+	if (!s)
+		return;
+	s->ev.ret = BPF_CORE_READ(p, exit_code);
+	s->ev.args[0] = BPF_CORE_READ(p, signal, group_exit_code);
+	fx_submit(s);
 }
 
 SEC("tp_btf/sched_process_exit")
@@ -553,11 +570,59 @@ int BPF_PROG(fx_exit, struct task_struct *p, bool group_dead)
 {
 	if (!group_dead || fx_skip())
 		return 0;
-	struct fx_scratch *s = fx_begin(FX_KIND_EXIT, FX_CLASS_PROC);
+	fx_exit_record(p);
+	return 0;
+}
+
+/*
+ * The same three from classic tracepoints, for kernels that refuse tp_btf (some
+ * lockdown configurations). Always loaded; attached only when the typed ones cannot
+ * be. Exec reads the executable from mm->exe_file instead of the binprm; the fork
+ * record is written by the child on its first return from clone/fork/vfork, since the
+ * classic fork tracepoint gives pids but not the child's start time.
+ */
+SEC("tracepoint/sched/sched_process_exec")
+int fx_exec_tp(struct trace_event_raw_sched_process_exec *ctx)
+{
+	if (fx_skip())
+		return 0;
+	struct task_struct *p = (struct task_struct *)bpf_get_current_task();
+	unsigned int loc = ctx->__data_loc_filename & 0xFFFF;
+	fx_exec_record(p, BPF_CORE_READ(p, mm, exe_file), (const char *)((unsigned long)ctx + loc), ctx->old_pid);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int fx_exit_tp(struct trace_event_raw_sched_process_exit *ctx)
+{
+	if (!ctx->group_dead || fx_skip())
+		return 0;
+	fx_exit_record((struct task_struct *)bpf_get_current_task());
+	return 0;
+}
+
+SEC("tracepoint")
+int fx_fork_child(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret != 0 || fx_paused)
+		return 0; /* the parent's return, or paused */
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(t, pid) != BPF_CORE_READ(t, tgid))
+		return 0; /* a thread, not a process */
+	struct fx_scratch *s = fx_begin(FX_KIND_FORK, FX_CLASS_PROC);
 	if (!s)
 		return 0;
-	s->ev.ret = BPF_CORE_READ(p, exit_code);
-	s->ev.args[0] = BPF_CORE_READ(p, signal, group_exit_code);
+	/* fx_begin described the child: the record is the parent's, the child its target */
+	struct fx_event *e = &s->ev;
+	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
+	e->tpid = e->pid;
+	e->tstart = e->start;
+	e->pid = BPF_CORE_READ(parent, tgid);
+	e->tid = e->pid;
+	e->start = BPF_CORE_READ(parent, group_leader, start_boottime);
+	e->ppid = BPF_CORE_READ(parent, real_parent, tgid);
+	e->args[0] = BPF_CORE_READ(t, flags);
+	fx_task_extra(e, t);
 	fx_submit(s);
 	return 0;
 }

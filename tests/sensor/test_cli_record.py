@@ -54,25 +54,44 @@ def test_not_root_is_explained(tmp_path: Path) -> None:
     assert "needs root" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_verifier_rejection_names_the_program_and_kernel(tmp_path: Path) -> None:
-    # The real sensor with one out-of-bounds read injected into fx_exec.
+_OOB_WRITE = ("{ __u32 z = 0; struct fx_scratch *q = bpf_map_lookup_elem(&scratch, &z);"
+              " if (q) q->str[q->off + 30000] = 1; }\n")
+
+
+def _sensor_with_a_bug(tmp_path: Path, anchor: str) -> dict[str, str]:
+    """The real sensor with an out-of-bounds write injected before ``anchor``: env for it."""
     root = Path(__file__).parents[2]
     src = (root / "bpf" / "sensor.bpf.c").read_text()
-    anchor = "\tfx_str_kernel(s, 3, BPF_CORE_READ(bprm, filename));"
     assert anchor in src
     bad = tmp_path / "sensor.bpf.c"
-    bad.write_text(src.replace(anchor, anchor + "\n\ts->str[s->off + 30000] = 1;"))
+    bad.write_text(src.replace(anchor, _OOB_WRITE + anchor))
     out = tmp_path / "bpf"
     out.mkdir()
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{root / 'bpf'}",
                     "-I/usr/include/x86_64-linux-gnu", "-c", str(bad), "-o", str(out / "sensor.bpf.o")], check=True)
     (out / "abi.json").write_text((root / "src/forensix/sensor/_bpf/abi.json").read_text())
-    env = dict(os.environ, FORENSIX_BPF_DIR=str(out))
+    return dict(os.environ, FORENSIX_BPF_DIR=str(out))
+
+
+def test_verifier_rejection_names_the_program_and_kernel(tmp_path: Path) -> None:
+    env = _sensor_with_a_bug(tmp_path, "\tif (c.nr != __NR_openat2 && !cfg.every_open && fx_reopen(f, flags))")
     res = subprocess.run([*FORENSIX, "record", "--store", str(tmp_path / "s.duckdb"), "--duration", "1"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 2
-    assert "rejected program fx_exec" in res.stderr and os.uname().release in res.stderr
+    assert "rejected program fx_exit_open" in res.stderr and os.uname().release in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_refused_typed_lifecycle_falls_back_and_says_so(tmp_path: Path) -> None:
+    env = _sensor_with_a_bug(tmp_path, "\tfx_exec_record(p, BPF_CORE_READ(bprm, file), BPF_CORE_READ(bprm, filename), old_pid);")
+    store = tmp_path / "s.duckdb"
+    res = subprocess.run([*FORENSIX, "record", "-q", "--no-rules", "--store", str(store), "--", "/bin/true", "fx-fallback"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 0, res.stderr
+    start = _run("events", "--store", str(store), "--action", "start", "--format", "json").stdout
+    assert "lifecycle hooks: classic" in start and "refused" in start
+    execs = _run("events", "--store", str(store), "--action", "exec", "--format", "json").stdout
+    assert "fx-fallback" in execs
 
 
 def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
@@ -124,3 +143,21 @@ def test_query_while_recording_sees_the_last_seconds(tmp_path: Path) -> None:
 def test_record_returns_the_commands_exit_code(tmp_path: Path) -> None:
     res = record(tmp_path / "s.duckdb", sys.executable, "-c", "raise SystemExit(7)")
     assert res.returncode == 7
+
+
+def test_classic_lifecycle_hooks_record_the_same_story(tmp_path: Path) -> None:
+    # what a kernel that refuses tp_btf gets: classic sched tracepoints and clone's return
+    store = tmp_path / "s.duckdb"
+    marker = f"fx-classic-{uuid.uuid4().hex[:6]}"
+    res = record(store, "sh", "-c", f"/bin/echo {marker} > /dev/null; exit 4", extra=("--lifecycle", "classic"))
+    assert res.returncode == 4, res.stderr
+    start = _run("events", "--store", str(store), "--action", "start", "--format", "json")
+    assert "lifecycle hooks: classic" in start.stdout
+    ps = [json.loads(line) for line in _run("ps", "--store", str(store), "--all", "--format", "json").stdout.splitlines()]
+    echo = [p for p in ps if p.get("args") == ["/bin/echo", marker]]
+    assert echo and echo[0]["executable"] == os.path.realpath("/bin/echo")
+    sh = [p for p in ps if p.get("entity.id") == echo[0]["process.parent.entity_id"]]
+    assert sh and sh[0]["exit.code"] == 4 and sh[0]["executable"] == os.path.realpath("/bin/sh")
+    forks = [json.loads(line) for line in _run("events", "--store", str(store), "--action", "fork",
+                                               "--format", "json").stdout.splitlines()]
+    assert any(f.get("target.pid") == echo[0]["pid"] for f in forks)

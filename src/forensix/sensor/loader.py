@@ -24,6 +24,10 @@ __all__ = ["Sensor", "SensorConfig", "bpf_dir", "load_abi", "preflight"]
 TRACEFS = Path("/sys/kernel/tracing")
 BTF = Path("/sys/kernel/btf/vmlinux")
 _LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
+# Classic-tracepoint stand-ins for kernels that refuse tp_btf; fx_fork_child hooks the
+# child's return from these syscalls.
+_LIFECYCLE_CLASSIC = ("fx_exec_tp", "fx_exit_tp")
+_FORK_SYSCALLS = ("clone", "clone3", "fork", "vfork")
 
 
 def bpf_dir() -> Path:
@@ -48,6 +52,7 @@ class SensorConfig:
     ring_main_mb: int = 32
     ring_proc_mb: int = 8
     exclude_tgid: int = field(default_factory=os.getpid)
+    lifecycle: str = "auto"  # auto: tp_btf, else classic tracepoints; or force "btf" / "classic"
 
 
 def _lockdown() -> str | None:
@@ -96,17 +101,34 @@ class Sensor:
         self._obj: int | None = None
         self._links: list[int] = []
         self.skipped: list[str] = []  # syscalls this kernel has no tracepoint for
+        self.lifecycle = "btf"  # what attach() ended up using
+        self.fallback: str | None = None  # why the classic lifecycle hooks are in use
 
     # -- load ----------------------------------------------------------------------
     def open_and_load(self) -> None:
         preflight()
         if not self.obj_path.exists():
             raise SensorError(f"the sensor object {self.obj_path} is missing", "run scripts/setup.sh")
+        try:
+            self._load(typed_lifecycle=self.config.lifecycle != "classic")
+        except SensorError as e:
+            # a kernel that refuses tp_btf at load: try again without those three
+            if self.config.lifecycle != "auto" or not any(f"program {p} " in e.message for p in _LIFECYCLE):
+                raise
+            lb.lib.bpf_object__close(self._obj)
+            self._obj = None
+            self._load(typed_lifecycle=False)
+            self.fallback = f"the kernel refused the typed sched programs at load ({e.message.splitlines()[0]})"
+
+    def _load(self, typed_lifecycle: bool) -> None:
         lb.clear_log()
         obj = lb.lib.bpf_object__open_file(str(self.obj_path).encode(), None)
         if not obj:
             raise SensorError(f"libbpf cannot open {self.obj_path}: {os.strerror(ctypes.get_errno())}")
         self._obj = obj
+        if not typed_lifecycle:
+            for name in _LIFECYCLE:
+                lb.lib.bpf_program__set_autoload(self._prog(name), False)
         self._set_sizes()
         self._set_config()
         ret = lb.lib.bpf_object__load(obj)
@@ -140,7 +162,11 @@ class Sensor:
         while m:
             if lb.lib.bpf_map__name(m).endswith(b".rodata"):
                 cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
-                lb.check_int(lb.lib.bpf_map__set_initial_value(m, cbuf, len(buf)), "set sensor config")
+                if lb.lib.bpf_map__set_initial_value(m, cbuf, len(buf)) < 0:
+                    raise SensorError(
+                        f"the sensor object's .rodata is not the {len(buf)}-byte config this forensix expects",
+                        "rebuild it: make -C bpf (only `cfg` may be a const volatile global)",
+                    )
                 return
             m = lb.lib.bpf_object__next_map(self._obj, m)
         raise SensorError("the sensor object has no .rodata config", "rebuild it: make -C bpf")
@@ -174,18 +200,10 @@ class Sensor:
         return int(p)
 
     def attach(self) -> None:
-        for name in _LIFECYCLE:
-            link = lb.lib.bpf_program__attach(self._prog(name))
-            if not link:
-                err = ctypes.get_errno()
-                hint = "this kernel refuses tp_btf programs"
-                if err == errno.EPERM:
-                    hint += f" (lockdown={_lockdown()})"
-                raise KernelFeatureError(
-                    f"cannot attach {name} to its sched tracepoint: {os.strerror(err)}",
-                    hint + "; process lifecycle cannot be recorded without it",
-                )
-            self._links.append(link)
+        if self.config.lifecycle == "classic" or self.fallback:
+            self._attach_classic_lifecycle()
+        else:
+            self._attach_typed_lifecycle()
         enter = self._prog("fx_enter")
         events = TRACEFS / "events" / "syscalls"
         for sc, spec in SYSCALLS.items():
@@ -197,6 +215,40 @@ class Sensor:
             self._tp(self._prog(spec.handler), f"sys_exit_{tp}")
         for sc, prog in ENTER_ONLY.items():
             self._tp(self._prog(prog), f"sys_enter_{sc}")
+
+    def _attach_typed_lifecycle(self) -> None:
+        links = []
+        for name in _LIFECYCLE:
+            link = lb.lib.bpf_program__attach(self._prog(name))
+            if not link:
+                err = ctypes.get_errno()
+                for lk in links:
+                    lb.lib.bpf_link__destroy(lk)
+                why = f"cannot attach {name} (tp_btf): {os.strerror(err)}, lockdown={_lockdown()}"
+                if self.config.lifecycle == "btf":
+                    raise KernelFeatureError(why, "use --lifecycle auto to fall back to classic tracepoints")
+                self.fallback = why
+                self._attach_classic_lifecycle()
+                return
+            links.append(link)
+        self._links.extend(links)
+
+    def _attach_classic_lifecycle(self) -> None:
+        """fork, exec and exit from classic tracepoints (less detail: no binprm)."""
+        self.lifecycle = "classic"
+        for name in _LIFECYCLE_CLASSIC:
+            link = lb.lib.bpf_program__attach(self._prog(name))
+            if not link:
+                err = ctypes.get_errno()
+                raise KernelFeatureError(
+                    f"cannot attach {name} to its sched tracepoint: {os.strerror(err)}",
+                    f"check that {TRACEFS} is mounted; process lifecycle cannot be recorded without it",
+                )
+            self._links.append(link)
+        child = self._prog("fx_fork_child")
+        for sc in _FORK_SYSCALLS:
+            if (TRACEFS / "events" / "syscalls" / f"sys_exit_{sc}").is_dir():
+                self._tp(child, f"sys_exit_{sc}")
 
     def _tp(self, prog: int, event: str) -> None:
         link = lb.lib.bpf_program__attach_tracepoint(prog, b"syscalls", event.encode())

@@ -194,7 +194,9 @@ class Recorder:
         self.stats.started_ns = time.time_ns()
         self.stats.skipped_syscalls = list(self.sensor.skipped)
         self._emit("hosts", self._host_row())
-        msg = f"forensix {__version__} recording; pid {os.getpid()}"
+        msg = f"forensix {__version__} recording; pid {os.getpid()}; lifecycle hooks: {self.sensor.lifecycle}"
+        if self.sensor.fallback:
+            msg += f" ({self.sensor.fallback})"
         if self.sensor.skipped:
             msg += f"; no tracepoint for: {', '.join(self.sensor.skipped)}"
         self._agent_event("start", msg)
