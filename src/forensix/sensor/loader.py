@@ -217,7 +217,7 @@ class Sensor:
             self._tp(self._prog(prog), f"sys_enter_{sc}")
 
     def _attach_typed_lifecycle(self) -> None:
-        links = []
+        links: list[int] = []
         for name in _LIFECYCLE:
             link = lb.lib.bpf_program__attach(self._prog(name))
             if not link:
