@@ -302,19 +302,3 @@ def verify(host: str | None, store: str | None, evidence: str | None, pki_dir: s
 
 COMMANDS = [server, agent, verify]
 
-
-if __name__ == "__main__":  # `python -m forensix.cli.server`: these commands alone
-    from forensix.cli.pki import COMMANDS as _PKI
-    from forensix.errors import ForensixError
-
-    class _Standalone(click.Group):
-        def invoke(self, ctx: click.Context) -> object:
-            try:
-                return super().invoke(ctx)
-            except ForensixError as e:
-                click.secho(f"forensix: {e.message}", fg="red", err=True)
-                if e.hint:
-                    click.echo(f"  hint: {e.hint}", err=True)
-                sys.exit(2)
-
-    _Standalone("forensix", commands={c.name or "": c for c in COMMANDS + _PKI})(prog_name="forensix")
