@@ -636,26 +636,24 @@ def _session_target(reader: Reader, target: Target) -> tuple[Target, list[int]]:
     return target, att.members(leader)
 
 
-def backtrack(reader: Reader, target: Target, opts: TrackOptions | None = None) -> Graph:
-    """Everything that could have caused ``target``, as a dependency graph."""
+def _track(reader: Reader, target: Target, opts: TrackOptions | None, backward: bool) -> Graph:
     opts = opts or TrackOptions()
     members: list[int] = []
     if target.kind == "session":
         target, members = _session_target(reader, target)
     elif target.kind != "file":
         target = resolve(reader, target)
-    return _walk(reader, _start(reader, target, True, opts, members), True, opts, target.describe())
+    return _walk(reader, _start(reader, target, backward, opts, members), backward, opts, target.describe())
+
+
+def backtrack(reader: Reader, target: Target, opts: TrackOptions | None = None) -> Graph:
+    """Everything that could have caused ``target``, as a dependency graph."""
+    return _track(reader, target, opts, backward=True)
 
 
 def forward(reader: Reader, target: Target, opts: TrackOptions | None = None) -> Graph:
     """Everything ``target`` affected: what it touched and spawned, and who later used that."""
-    opts = opts or TrackOptions()
-    members: list[int] = []
-    if target.kind == "session":
-        target, members = _session_target(reader, target)
-    elif target.kind != "file":
-        target = resolve(reader, target)
-    return _walk(reader, _start(reader, target, False, opts, members), False, opts, target.describe())
+    return _track(reader, target, opts, backward=False)
 
 
 def forward_processes(reader: Reader, entities: list[int], label: str,

@@ -28,7 +28,7 @@ from forensix.sensor.ringbuf import Drained
 from forensix.sensor.syscalls import O_CREAT, SYSCALLS
 from forensix.store import schema
 
-__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "empty_tables", "file_type_names"]
+__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "empty_tables", "file_type_names", "flows_table_of"]
 
 _NR_MAX = 1024
 _ARG_COLUMNS = (
@@ -465,7 +465,7 @@ class Decoder:
         kernel_path = (resolution.is_valid().to_numpy(zero_copy_only=False)
                        & (flags & (F["FX_F_BASE0"])) == 0) & (ino0 != 0) & ~is_sock & ~is_flow
         self._remember_labels(table, kernel_path)
-        flows_table = self._flows_table(table) if is_flow.any() else None
+        flows_table = flows_table_of(table, "superseded") if is_flow.any() else None
         return table, procs_table, flows_table
 
     @staticmethod
@@ -585,20 +585,22 @@ class Decoder:
         """Teach the cache a process seen outside the stream (the /proc snapshot)."""
         self.cache.add(eid, _Proc(pid, parent, 0, exe, args, cwd))
 
-    def _flows_table(self, events: pa.Table) -> pa.Table:
-        fl = events.filter(pc.equal(events["event_action"], "flow"))
-        return pa.table(
-            {
-                "host_id": fl["host_id"], "host_name": fl["host_name"], "boot_id": fl["boot_id"],
-                "entity_id": fl["process_entity_id"], "pid": fl["process_pid"], "fd": fl["fd"],
-                "file_inode": fl["file_inode"], "file_device": fl["file_device"], "file_type": fl["file_type"],
-                "file_path": fl["file_path"], "first_ts": fl["flow_first_ts"], "last_ts": fl["flow_last_ts"],
-                "read_count": fl["flow_read_count"], "read_bytes": fl["flow_read_bytes"],
-                "write_count": fl["flow_write_count"], "write_bytes": fl["flow_write_bytes"],
-                "reason": pa.array(["superseded"] * fl.num_rows, pa.string()),
-            },
-            schema=schema.FLOWS,
-        )
+
+def flows_table_of(events: pa.Table, reason: str) -> pa.Table:
+    """The narrow ``flows`` rows of the flow edges in an events table."""
+    fl = events.filter(pc.equal(events["event_action"], "flow"))
+    return pa.table(
+        {
+            "host_id": fl["host_id"], "host_name": fl["host_name"], "boot_id": fl["boot_id"],
+            "entity_id": fl["process_entity_id"], "pid": fl["process_pid"], "fd": fl["fd"],
+            "file_inode": fl["file_inode"], "file_device": fl["file_device"], "file_type": fl["file_type"],
+            "file_path": fl["file_path"], "first_ts": fl["flow_first_ts"], "last_ts": fl["flow_last_ts"],
+            "read_count": fl["flow_read_count"], "read_bytes": fl["flow_read_bytes"],
+            "write_count": fl["flow_write_count"], "write_bytes": fl["flow_write_bytes"],
+            "reason": pa.array([reason] * fl.num_rows, pa.string()),
+        },
+        schema=schema.FLOWS,
+    )
 
 
 def _table(sch: pa.Schema, cols: dict[str, Any], n: int) -> pa.Table:

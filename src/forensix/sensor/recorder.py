@@ -30,7 +30,7 @@ from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.clock import Clock
-from forensix.sensor.decode import CLASS_NAMES, Decoder, _table, file_type_names
+from forensix.sensor.decode import CLASS_NAMES, Decoder, _table, file_type_names, flows_table_of
 from forensix.sensor.loader import Sensor, SensorConfig
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import RingBuffer
@@ -409,11 +409,10 @@ class Recorder:
         off = self.clock.offset_ns
         eid = self.decoder.ids.ids(k["pid"], v["start"])
         ftype = file_type_names(v["imode"])
-        base = self._origin_cols(n)
         paths, names = self.decoder.label(k["ino"], k["dev"], k["pid"])
         pseudo = pc.binary_join_element_wise(pa.array(ftype, pa.string()), ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
         paths = pc.if_else(pc.is_in(pa.array(ftype, pa.string()), pa.array(["fifo", "socket"])), pseudo, paths)
-        ev = dict(base)
+        ev = self._origin_cols(n)
         ev.update(
             file_path=paths, process_name=names,
             ts=(v["last"].astype(np.int64) + off), ts_boot=v["last"].astype(np.int64),
@@ -425,16 +424,9 @@ class Recorder:
             flow_write_bytes=v["wbytes"], flow_first_ts=v["first"].astype(np.int64) + off,
             flow_last_ts=v["last"].astype(np.int64) + off,
         )
-        self._emit("events", _table(schema.EVENTS, ev, n))
-        fl = dict(base)
-        fl.update(
-            entity_id=eid, pid=k["pid"], fd=v["fd"], file_inode=v["ino"], file_device=v["dev"].astype(np.uint64),
-            file_path=paths,
-            file_type=pa.array(ftype, pa.string()), first_ts=v["first"].astype(np.int64) + off,
-            last_ts=v["last"].astype(np.int64) + off, read_count=v["rcount"], read_bytes=v["rbytes"],
-            write_count=v["wcount"], write_bytes=v["wbytes"], reason=pa.array(["periodic"] * n),
-        )
-        self._emit("flows", _table(schema.FLOWS, fl, n))
+        events = _table(schema.EVENTS, ev, n)
+        self._emit("events", events)
+        self._emit("flows", flows_table_of(events, "periodic"))
 
     def read_counters(self) -> np.ndarray:
         """Per CPU and class counters from the kernel: shape (ncpu, classes)."""
