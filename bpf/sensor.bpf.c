@@ -4,8 +4,8 @@
  *
  * Process lifecycle comes from the sched tracepoints (tp_btf: typed task_struct and
  * linux_binprm). Everything else comes from the per-syscall tracepoints, which cost
- * nothing for syscalls that are not hooked: one program (fx_enter) stashes the
- * arguments at entry, and one handler per family reads the result at exit, resolving
+ * nothing for syscalls that are not hooked. Only the exits are hooked: one handler per
+ * family reads the arguments from the registers saved at entry and the result, resolving
  * paths and sockets from the kernel objects the syscall actually used (Garfinkel's
  * "Traps and Pitfalls": the string a process passed is kept beside, never trusted).
  *
@@ -55,6 +55,7 @@ struct fx_pathbuf {
 	char b[2 * FX_STR_MAX];
 };
 
+/* A syscall's number and raw arguments, as fx_take reads them at its exit. */
 struct fx_call {
 	__u64 args[6];
 	__u32 nr;
@@ -91,18 +92,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fx_pathbuf);
 } pathbufs SEC(".maps");
-
-/*
- * Arguments of the syscall a thread is in, kept in the thread's own task storage:
- * no hashing, no shared table to fill up, freed with the thread. ``pad`` is 1 while
- * the arguments wait for their exit.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct fx_call);
-} inflight SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -480,16 +469,28 @@ static __always_inline void fx_task_extra(struct fx_event *e, struct task_struct
 		BPF_CORE_READ_STR_INTO(&e->tty, tty, name);
 }
 
-/* Take the arguments stashed at syscall entry. */
+/*
+ * The number and arguments of the syscall this thread is leaving. No entry program is
+ * needed: on x86_64 the user registers saved at syscall entry (di, si, dx, r10, r8, r9)
+ * are still in the task's pt_regs at sys_exit; a syscall writes only ax. (execve
+ * replaces them, but only when it succeeds, and a successful exec is recorded by
+ * sched_process_exec.) A tracer changes them at its syscall-entry stop, before the
+ * syscall reads them, so they are what the syscall used.
+ */
 static __always_inline bool fx_take(struct fx_call *out, long id)
 {
-	struct fx_call *c = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
-	if (!c || !c->pad)
+	if (fx_skip())
 		return false;
-	c->pad = 0;
-	*out = *c;
-	/* the exit of the syscall whose entry we saw, not a stale entry of another */
-	return out->nr == (__u32)(int)id;
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	out->nr = (__u32)(int)id; /* __syscall_nr is an int; the upper half is padding */
+	out->pad = 0;
+	out->args[0] = r->di;
+	out->args[1] = r->si;
+	out->args[2] = r->dx;
+	out->args[3] = r->r10;
+	out->args[4] = r->r8;
+	out->args[5] = r->r9;
+	return true;
 }
 
 static __always_inline struct fx_scratch *fx_sys(struct fx_call *c, long ret, __u32 cls)
@@ -628,28 +629,6 @@ int fx_fork_child(struct trace_event_raw_sys_exit *ctx)
 }
 
 /* ---- syscalls ------------------------------------------------------------------- */
-
-SEC("tracepoint")
-int fx_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	if (fx_skip())
-		return 0;
-	struct fx_call *c = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
-						 BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!c) { /* no memory for this thread's slot: that syscall cannot be recorded */
-		fx_count_drop(FX_CLASS_OTHER, bpf_ktime_get_boot_ns());
-		return 0;
-	}
-	c->nr = (__u32)ctx->id;
-	/*
-	 * Copy all six argument slots without a direct ctx access past the record: the
-	 * kernel refuses to attach a program whose ctx reads exceed the tracepoint's record
-	 * (sys_enter_open has three arguments). Slots past the syscall's own are unused.
-	 */
-	bpf_probe_read_kernel(c->args, sizeof(c->args), (void *)((unsigned long)ctx + 16));
-	c->pad = 1;
-	return 0;
-}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -972,16 +951,9 @@ int fx_exit_memfd(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint")
 int fx_exit_sock(struct trace_event_raw_sys_exit *ctx)
 {
-	struct fx_call c = {};
-	if (!fx_take(&c, ctx->id)) {
-		/* an accept that was already waiting when recording began: its result
-		 * (the new descriptor) is all we need, and it is in ctx */
-		int nr = (int)ctx->id; /* __syscall_nr is an int; the upper half is padding */
-		if ((nr != __NR_accept && nr != __NR_accept4) || fx_skip())
-			return 0;
-		__builtin_memset(&c, 0, sizeof(c));
-		c.nr = nr;
-	}
+	struct fx_call c;
+	if (!fx_take(&c, ctx->id)) /* also an accept already waiting when recording began */
+		return 0;
 	long ret = ctx->ret;
 	int fd = c.args[0];
 	if (c.nr == __NR_accept || c.nr == __NR_accept4) {

@@ -204,14 +204,13 @@ class Sensor:
             self._attach_classic_lifecycle()
         else:
             self._attach_typed_lifecycle()
-        enter = self._prog("fx_enter")
         events = TRACEFS / "events" / "syscalls"
         for sc, spec in SYSCALLS.items():
             tp = spec.tracepoint or sc
             if not (events / f"sys_exit_{tp}").is_dir():
                 self.skipped.append(sc)  # e.g. module syscalls on a kernel without modules
                 continue
-            self._tp(enter, f"sys_enter_{tp}")
+            # exits only: the handler reads the arguments from the registers saved at entry
             self._tp(self._prog(spec.handler), f"sys_exit_{tp}")
         for sc, prog in ENTER_ONLY.items():
             self._tp(self._prog(prog), f"sys_enter_{sc}")

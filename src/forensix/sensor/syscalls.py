@@ -1,7 +1,7 @@
 """Which syscalls the sensor hooks, with which handler, and what their arguments mean.
 
-This table is data: the loader attaches ``fx_enter`` to every syscall's entry and the
-named handler program to its exit; the decoder maps raw arguments to store columns
+This table is data: the loader attaches the named handler program to each syscall's
+exit (it reads the arguments from the registers saved at entry); the decoder maps raw arguments to store columns
 with the ``args`` index per column. Syscall numbers come from the build's abi.json.
 """
 
