@@ -89,6 +89,32 @@ def _gather(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
     return _to_str(arr)
 
 
+def _comm(comm: np.ndarray) -> pa.Array:
+    """Fixed 16-byte task names as strings, trailing NULs dropped (as numpy's ``S16``)."""
+    b = np.ascontiguousarray(comm).view(np.uint8).reshape(len(comm), -1)
+    width = b.shape[1]
+    nz = b != 0
+    ln = np.where(nz.any(1), width - np.argmax(nz[:, ::-1], axis=1), 0)
+    start = np.arange(len(b), dtype=np.int64) * width
+    # _gather takes lengths that count a terminating NUL
+    return _gather(b.ravel(), start, ln + 1)
+
+
+def _cstr(chars: np.ndarray) -> pa.Array:
+    """Fixed-size C strings (task name, tty) up to their first NUL."""
+    b = np.ascontiguousarray(chars).view(np.uint8).reshape(len(chars), -1)
+    width = b.shape[1]
+    nul = b == 0
+    ln = np.where(nul.any(1), np.argmax(nul, axis=1), width)
+    return _gather(b.ravel(), np.arange(len(b), dtype=np.int64) * width, ln + 1)
+
+
+def _last_of_each(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values and the index of the last row holding each."""
+    uniq, first_from_end = np.unique(values[::-1], return_index=True)
+    return uniq, len(values) - 1 - first_from_end
+
+
 def _join(base: pa.Array, raw: pa.Array) -> pa.Array:
     """A name the kernel resolved against ``base``: base + "/" + raw (raw absolute: root + raw)."""
     root = pc.equal(base, "/")
@@ -388,7 +414,7 @@ class Decoder:
             process_pid=pa.array(pid),
             process_tid=pa.array(f["tid"]),
             process_parent_pid=pa.array(f["ppid"], mask=~(is_exec | is_fork)),
-            process_name=_to_str(pa.array(list(f["comm"].view("S16").ravel()), pa.binary())),
+            process_name=_comm(f["comm"]),
             user_id=pa.array(f["uid"]),
             user_effective_id=pa.array(f["euid"]),
             group_id=pa.array(f["gid"]),
@@ -464,7 +490,7 @@ class Decoder:
         table = _table(schema.EVENTS, cols, n)
         kernel_path = (resolution.is_valid().to_numpy(zero_copy_only=False)
                        & (flags & (F["FX_F_BASE0"])) == 0) & (ino0 != 0) & ~is_sock & ~is_flow
-        self._remember_labels(table, kernel_path)
+        self._remember_labels(table, pid, ino0, f["dev"][:, 0], kernel_path)
         flows_table = flows_table_of(table, "superseded") if is_flow.any() else None
         return table, procs_table, flows_table
 
@@ -473,21 +499,26 @@ class Decoder:
         i, d = (np.asarray(a, np.uint64) for a in (ino, dev))
         return np.asarray(i ^ (d << np.uint64(40)))
 
-    def _remember_labels(self, table: pa.Table, mask: np.ndarray) -> None:
+    def _remember_labels(
+        self, table: pa.Table, pid: np.ndarray, ino: np.ndarray, dev: np.ndarray, mask: np.ndarray
+    ) -> None:
         """Paths the kernel resolved for (inode, device), and names by pid, to label the
-        kernel's aggregated rows (flow edges, re-open counts), which carry inodes only."""
+        kernel's aggregated rows (flow edges, re-open counts), which carry inodes only.
+
+        A batch names the same few processes and files over and over: only the last row
+        of each pid and of each file is turned into Python (what ``dict.update`` over
+        every row would have kept)."""
         idx = np.nonzero(mask)[0]
         if len(self.labels) > 500_000:
             self.labels.clear()
         if len(self.names) > 100_000:
             self.names.clear()
-        self.names.update(zip(table["process_pid"].to_numpy().tolist(), table["process_name"].to_pylist()))
+        pids, last = _last_of_each(pid)
+        self.names.update(zip(pids.tolist(), table["process_name"].take(pa.array(last)).to_pylist()))
         if not len(idx):
             return
-        sel = table.take(pa.array(idx))
-        keys = self.label_key(sel["file_inode"].to_numpy(zero_copy_only=False),
-                              sel["file_device"].to_numpy(zero_copy_only=False))
-        self.labels.update(zip(keys.tolist(), sel["file_path"].to_pylist()))
+        keys, last = _last_of_each(self.label_key(ino[idx], dev[idx]))
+        self.labels.update(zip(keys.tolist(), table["file_path"].take(pa.array(idx[last])).to_pylist()))
 
     def label(self, ino: np.ndarray, dev: np.ndarray, pid: np.ndarray) -> tuple[pa.Array, pa.Array]:
         """(file_path, process_name) for aggregated rows, where known."""
@@ -529,49 +560,68 @@ class Decoder:
         self, f: np.ndarray, eid: np.ndarray, ts: np.ndarray, is_fork: np.ndarray, is_exec: np.ndarray,
         s: list[pa.Array], argv: pa.Array, teid: np.ndarray, tpid: np.ndarray,
     ) -> pa.Table | None:
-        rows: list[dict[str, Any]] = []
+        """One processes row per fork and exec. The columns the record carries are built
+        vectorised; Python runs per row only for what the process cache decides (the
+        child's inherited image, the image sequence, the parent of an unknown process)."""
         idx = np.nonzero(is_fork | is_exec)[0]
-        if not len(idx):
+        n = len(idx)
+        if not n:
             return None
-        exe_l = s[0].take(pa.array(idx)).to_pylist()
-        cwd_l = s[2].take(pa.array(idx)).to_pylist()
-        argv_l = argv.take(pa.array(idx)).to_pylist()
-        for k, j in enumerate(idx):
-            r = f[j]
-            me = int(eid[j])
-            common: dict[str, Any] = {
-                "name": bytes(r["comm"]).split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
-                "user_id": int(r["uid"]), "user_effective_id": int(r["euid"]), "group_id": int(r["gid"]),
-                "user_audit_id": int(r["auid"]), "session_id": int(r["sessionid"]),
-                "tty": bytes(r["tty"]).split(b"\0", 1)[0].decode("utf-8", "backslashreplace") or None,
-                "cgroup_id": int(r["cgroup"]), "ns_mnt": int(r["ns_mnt"]), "ns_pid": int(r["ns_pid"]),
-                "ns_net": int(r["ns_net"]), "ns_user": int(r["ns_user"]), "ns_uts": int(r["ns_uts"]),
-            }
-            if is_fork[j]:
-                child = int(teid[j])
-                parent = self.cache.get(me)
-                start_ts = int(r["tstart"]) + self.offset_ns
-                rows.append(dict(
-                    common, entity_id=child, image_seq=0, pid=int(tpid[j]), parent_entity_id=me,
-                    parent_pid=int(r["pid"]), start_ts=start_ts, image_ts=start_ts,
-                    executable=parent.exe if parent else None, args=parent.args if parent else None,
-                    working_directory=parent.cwd if parent else None, source="fork",
-                ))
-                self.cache.add(child, _Proc(int(tpid[j]), me, 0, rows[-1]["executable"], rows[-1]["args"], rows[-1]["working_directory"]))
+        r = f[idx]
+        take = pa.array(idx)
+        exe_l = s[0].take(take).to_pylist()
+        cwd_l = s[2].take(take).to_pylist()
+        argv_l = argv.take(take).to_pylist()
+        me_l = eid[idx].tolist()
+        fork_l = is_fork[idx].tolist()
+        child_l = teid[idx].tolist()
+        tpid_l = tpid[idx].tolist()
+        pid_l = r["pid"].tolist()
+        ppid_l = r["ppid"].tolist()
+        start_ts = np.where(is_fork[idx], r["tstart"], r["start"]).astype(np.int64) + self.offset_ns
+        entity = np.zeros(n, np.uint64)
+        image_seq = np.zeros(n, np.uint32)
+        pid = np.where(is_fork[idx], tpid[idx], r["pid"]).astype(np.uint32)
+        parent: list[int | None] = [None] * n
+        exe: list[str | None] = [None] * n
+        args: list[list[str] | None] = [None] * n
+        cwd: list[str | None] = [None] * n
+        cache = self.cache
+        for k in range(n):
+            me = me_l[k]
+            if fork_l[k]:
+                child = child_l[k]
+                p = cache.get(me)
+                if p is not None:
+                    exe[k], args[k], cwd[k] = p.exe, p.args, p.cwd
+                entity[k], parent[k] = child, me
+                cache.add(child, _Proc(tpid_l[k], me, 0, exe[k], args[k], cwd[k]))
             else:
-                p = self.cache.get(me)
+                p = cache.get(me)
                 if p is None:
-                    parent_eid = self.cache.by_pid.get(int(r["ppid"]))
-                    p = _Proc(int(r["pid"]), parent_eid, 0)
+                    p = _Proc(pid_l[k], cache.by_pid.get(ppid_l[k]), 0)
                 p.image_seq += 1
                 p.exe, p.args, p.cwd = exe_l[k], argv_l[k], cwd_l[k]
-                self.cache.add(me, p)
-                rows.append(dict(
-                    common, entity_id=me, image_seq=p.image_seq, pid=int(r["pid"]), parent_entity_id=p.parent,
-                    parent_pid=int(r["ppid"]), start_ts=int(r["start"]) + self.offset_ns, image_ts=int(ts[j]),
-                    executable=p.exe, args=p.args, working_directory=p.cwd, source="exec",
-                ))
-        return self.process_rows(rows)
+                cache.add(me, p)
+                entity[k], image_seq[k], parent[k] = me, p.image_seq, p.parent
+                exe[k], args[k], cwd[k] = p.exe, p.args, p.cwd
+        image_ts = np.where(is_fork[idx], start_ts, ts[idx])
+        tty = _cstr(r["tty"])
+        cols: dict[str, Any] = self._origin(n)
+        cols.update(
+            entity_id=entity, image_seq=image_seq, pid=pid,
+            parent_entity_id=pa.array(parent, pa.uint64()),
+            parent_pid=np.where(is_fork[idx], r["pid"], r["ppid"]).astype(np.uint32),
+            start_ts=start_ts, image_ts=image_ts,
+            executable=pa.array(exe, pa.string()), args=pa.array(args, pa.list_(pa.string())),
+            working_directory=pa.array(cwd, pa.string()), name=_cstr(r["comm"]),
+            user_id=r["uid"], user_effective_id=r["euid"], group_id=r["gid"], user_audit_id=r["auid"],
+            session_id=r["sessionid"], tty=pc.if_else(pc.equal(tty, ""), pa.nulls(n, pa.string()), tty),
+            cgroup_id=r["cgroup"], ns_mnt=r["ns_mnt"], ns_pid=r["ns_pid"], ns_net=r["ns_net"],
+            ns_user=r["ns_user"], ns_uts=r["ns_uts"],
+            source=self.vocab.names(np.where(is_fork[idx], self.vocab.code("fork"), self.vocab.code("exec"))),
+        )
+        return _table(schema.PROCESSES, cols, n)
 
     def process_rows(self, rows: Iterable[dict[str, Any]]) -> pa.Table:
         rows = list(rows)
