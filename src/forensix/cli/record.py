@@ -93,6 +93,8 @@ def record(
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
     writer = open_writer(store)
+    for note in writer.recovered:  # an earlier recorder died before sealing its last rows
+        _err.print(f"[yellow]store recovery: {note}[/yellow]", highlight=False, soft_wrap=True)
     server = QueryServer(writer, socket_path(store)).start()
     store_sink = StoreSink(writer)
     sinks: list[Sink] = [store_sink]

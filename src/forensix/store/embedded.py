@@ -22,9 +22,10 @@ import pyarrow.compute as pc
 from forensix.errors import NotAStoreError, StoreBusyError, StoreError
 from forensix.store import schema
 from forensix.store.base import Reader
-from forensix.store.migrations import MIGRATIONS, STORE_FORMAT
+from forensix.store.migrations import KNOWN_FORMATS, MIGRATIONS, SEGMENTED, STORE_FORMAT
+from forensix.store.segments import SegmentedTable, conform, segments_dir
 
-__all__ = ["DuckDBStore", "open_reader", "open_writer", "socket_path"]
+__all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_path", "store_files"]
 
 _DUCKDB_MAGIC = b"DUCK"
 
@@ -52,6 +53,37 @@ def socket_path(path: str | os.PathLike[str]) -> Path:
     """Where the writer of ``path`` listens for queries."""
     p = Path(path)
     return p.with_name(p.name + ".sock")
+
+
+def store_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Every file that belongs to the store at ``path``: what to copy, hash or measure."""
+    p = Path(path)
+    out = [f for f in (p, p.with_name(p.name + ".wal")) if f.is_file()]
+    seg = segments_dir(p)
+    if seg.is_dir():
+        out += sorted(f for f in seg.rglob("*") if f.is_file())
+    return out
+
+
+def remove_store(path: str | os.PathLike[str]) -> None:
+    """Delete the store at ``path`` and its segments (benchmarks and tests start afresh)."""
+    import shutil
+
+    p = Path(path)
+    for f in (p, p.with_name(p.name + ".wal"), socket_path(p)):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(segments_dir(p), ignore_errors=True)
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _query_error(e: duckdb.Error, hint: str) -> StoreError:
+    if ".segments/" in str(e):
+        hint = ("a segment file of this store is damaged (named above): move it out of the store's "
+                ".segments directory to query the rest, and restore it from a copy (the log host holds one)")
+    return StoreError(f"query failed: {e}", hint)
 
 
 def _check_is_duckdb(path: Path) -> None:
@@ -96,10 +128,19 @@ class DuckDBStore:
                 "choose another --store path",
             ) from e
         self._lock = threading.Lock()
+        self.format = STORE_FORMAT
         if exists:
             self._check_format()
         if not read_only:
             self._migrate()
+            self.format = STORE_FORMAT
+        # stores written before segments existed keep their bulk tables in DuckDB
+        self._segments: dict[str, SegmentedTable] = {}
+        if self.format != "forensix-store/1":
+            seg_dir = segments_dir(self.path)
+            for name in SEGMENTED:
+                self._segments[name] = SegmentedTable(seg_dir, name, schema.TABLES[name], writable=not read_only)
+        self.recovered = [note for t in self._segments.values() for note in t.recovered]
 
     # -- format and migrations -------------------------------------------------
     def _check_format(self) -> None:
@@ -111,12 +152,13 @@ class DuckDBStore:
                 "choose another --store path",
             )
         row = self._con.execute("SELECT value FROM forensix_meta WHERE key = 'format'").fetchone()
-        if row is None or row[0] != STORE_FORMAT:
+        if row is None or row[0] not in KNOWN_FORMATS:
             self._con.close()
             raise NotAStoreError(
-                f"{self.path} has store format {row[0] if row else None!r}, expected {STORE_FORMAT!r}",
+                f"{self.path} has store format {row[0] if row else None!r}, expected one of {sorted(KNOWN_FORMATS)}",
                 "use the forensix version that wrote it",
             )
+        self.format = str(row[0])
 
     def _migrate(self) -> None:
         con = self._con
@@ -125,7 +167,7 @@ class DuckDBStore:
             "CREATE TABLE IF NOT EXISTS forensix_migrations (name VARCHAR PRIMARY KEY, applied_ns BIGINT)"
         )
         con.execute(
-            "INSERT INTO forensix_meta VALUES ('format', $f) ON CONFLICT DO NOTHING", {"f": STORE_FORMAT}
+            "INSERT INTO forensix_meta VALUES ('format', 'forensix-store/1') ON CONFLICT DO NOTHING"
         )
         done = {r[0] for r in con.execute("SELECT name FROM forensix_migrations").fetchall()}
         for name, statements in MIGRATIONS:
@@ -153,6 +195,9 @@ class DuckDBStore:
             data = pa.Table.from_batches([data])
         if data.num_rows == 0:
             return 0
+        seg = self._segments.get(table)
+        if seg is not None:
+            return seg.append(conform(data, target, table))
         data = _dictionary_encode(data)
         with self._lock:
             cur = self._con.cursor()
@@ -166,23 +211,49 @@ class DuckDBStore:
         return int(data.num_rows)
 
     def flush(self) -> None:
+        """Seal every open segment and checkpoint the DuckDB file: all durable, all compact."""
+        for seg in self._segments.values():
+            seg.seal()
         with self._lock:
             self._con.execute("CHECKPOINT")
 
     # -- reading ---------------------------------------------------------------
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own whose ``events``/``flows``/``processes`` are whole.
+
+        Each is a view over the rows DuckDB holds, the sealed segments and the rows not
+        sealed yet, taken at one instant: every row in exactly one of them.
+        """
         cur = self._con.cursor()
+        try:
+            for name, seg in self._segments.items():
+                parts = [f"SELECT * FROM main.{name}_base"]
+                files, tail = seg.snapshot()
+                if files:
+                    listed = ", ".join(_sql_str(str(f)) for f in files)
+                    parts.append(f"SELECT * FROM read_parquet([{listed}])")
+                if tail is not None:
+                    cur.register(f"_fx_tail_{name}", tail)
+                    parts.append(f"SELECT * FROM _fx_tail_{name}")
+                cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS " + " UNION ALL BY NAME ".join(parts))
+        except duckdb.Error as e:
+            cur.close()
+            raise _query_error(e, "check the store's files") from e
+        return cur
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        cur = self._cursor()
         try:
             rel = cur.sql(sql, params=dict(params) if params else None)
             return rel.to_arrow_table() if rel is not None else pa.table({})
         except duckdb.Error as e:
-            raise StoreError(f"query failed: {e}", "check the query and the store") from e
+            raise _query_error(e, "check the query and the store") from e
         finally:
             cur.close()
 
     def query_readonly(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a statement from another process: anything it changes is rolled back."""
-        cur = self._con.cursor()
+        cur = self._cursor()
         try:
             cur.execute("BEGIN TRANSACTION")
             try:
@@ -191,15 +262,19 @@ class DuckDBStore:
             finally:
                 cur.execute("ROLLBACK")
         except duckdb.Error as e:
-            raise StoreError(f"query failed: {e}", "check the query") from e
+            raise _query_error(e, "check the query") from e
         finally:
             cur.close()
 
     def close(self) -> None:
         try:
-            self._con.close()
-        except duckdb.Error:
-            pass
+            for seg in self._segments.values():
+                seg.close()
+        finally:
+            try:
+                self._con.close()
+            except duckdb.Error:
+                pass
 
     def __enter__(self) -> Self:
         return self

@@ -10,9 +10,13 @@ import pyarrow as pa
 
 from forensix.store import schema
 
-__all__ = ["MIGRATIONS", "STORE_FORMAT", "create_table_sql", "duckdb_type"]
+__all__ = ["KNOWN_FORMATS", "MIGRATIONS", "SEGMENTED", "STORE_FORMAT", "create_table_sql", "duckdb_type"]
 
-STORE_FORMAT = "forensix-store/1"
+# /1: every table in DuckDB. /2: the bulk tables are written as Parquet segments
+# (store/segments.py); their DuckDB tables are renamed NAME_base and keep older rows.
+STORE_FORMAT = "forensix-store/2"
+KNOWN_FORMATS = frozenset({"forensix-store/1", STORE_FORMAT})
+SEGMENTED = ("events", "flows", "processes")
 
 
 def duckdb_type(t: pa.DataType) -> str:
@@ -51,4 +55,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE events ADD COLUMN IF NOT EXISTS "event_start" BIGINT',
         'ALTER TABLE events ADD COLUMN IF NOT EXISTS "event_end" BIGINT',
     ]),
+    # the bulk tables become views over NAME_base + Parquet segments (store/segments.py)
+    ("0003_segments", [f'ALTER TABLE "{n}" RENAME TO "{n}_base"' for n in SEGMENTED]
+     + ["UPDATE forensix_meta SET value = 'forensix-store/2' WHERE key = 'format'"]),
 ]
