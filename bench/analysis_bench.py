@@ -104,7 +104,7 @@ def main() -> None:
         meta = {"events": res.events, "processes": res.processes, "flows": res.flows, "target": res.target_file}
         meta_path.write_text(json.dumps(meta))
         print(f"generated {res.events} events, {res.processes} processes, {res.flows} flows "
-              f"in {gen_s:.1f} s into {store} ({store.stat().st_size / 2**20:.0f} MiB)", flush=True)
+              f"in {gen_s:.1f} s into {store} ({_store_mib(store):.0f} MiB)", flush=True)
     meta = json.loads(meta_path.read_text())
     load = os.getloadavg()
     results = {}
@@ -149,6 +149,12 @@ builds the full incident report from /etc/cron.d/evil (Markdown, without drawing
 """
 
 
+def _store_mib(store: Path) -> float:
+    from forensix.store.embedded import store_files
+
+    return sum(p.stat().st_size for p in store_files(store)) / 2**20
+
+
 def _write_docs(meta: dict[str, object], results: dict[str, dict[str, float]], store: Path,
                 gen_s: float | None, load: tuple[float, float, float]) -> None:
     doc = Path(__file__).resolve().parent.parent / "docs" / "benchmarks-analysis.md"
@@ -157,7 +163,7 @@ def _write_docs(meta: dict[str, object], results: dict[str, dict[str, float]], s
     cpu = platform.processor() or platform.machine()
     lines = [f"\n## {meta['events']:,} events, {meta['processes']:,} processes, {meta['flows']:,} flows\n",
              f"Machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; store "
-             f"{store.stat().st_size / 2**20:.0f} MiB"
+             f"{_store_mib(store):.0f} MiB"
              + (f", generated in {gen_s:.0f} s" if gen_s else "") + f"; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
              + f"; load average before the runs {load[0]:.1f}, after {os.getloadavg()[0]:.1f} (other work shared the CPUs).\n",
              "| command | query (s) | query + render (s) | with opening the store (s) | target (s) | output | peak RSS (MiB) |",

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bench.synth import EventGenerator
-from forensix.store.embedded import open_writer
+from forensix.store.embedded import open_writer, remove_store, store_files
 
 DISTINCT_ROWS = 2_000_000  # beyond this, batches are reused with shifted times
 
 
 def _store_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+    return sum(p.stat().st_size for p in store_files(path))
 
 
 def ingest(events: int, store: Path, batch: int) -> dict[str, float]:
@@ -37,8 +37,7 @@ def ingest(events: int, store: Path, batch: int) -> dict[str, float]:
         made += n
     span = gen.ts - 1_790_000_000_000_000_000 + 1
     store.parent.mkdir(parents=True, exist_ok=True)
-    for p in store.parent.glob(store.name + "*"):
-        p.unlink()
+    remove_store(store)
     w = open_writer(store)
     done = 0
     timed = 0.0

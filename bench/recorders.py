@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forensix.store.embedded import remove_store, store_files
+
 Inspector = Callable[[Any], dict[str, Any]]
 
 __all__ = ["RECORDERS", "RecordStats", "Recorder", "make_recorders"]
@@ -452,14 +454,11 @@ class ForensixRecorder(Recorder):
             ns = s["run_time_ns"] - s0["run_time_ns"]
             if cnt > 0:
                 bpf[name] = {"run_cnt": cnt, "run_time_ns": ns, "ns_per_run": ns / cnt}
-        store_bytes = sum(
-            p.stat().st_size for p in self._store.parent.glob(self._store.name + "*") if p.is_file()
-        )
+        store_bytes = sum(p.stat().st_size for p in store_files(self._store))
         kernel_drops = sum(c["drops"] for c in kernel.values()) if kernel else None
         detail = {"agent_cpu_s": cpu, "bpf": bpf, "kernel_counters": kernel,
                   "kernel_drops": kernel_drops, "store_bytes": store_bytes, **counts["detail"]}
-        for p in self._store.parent.glob(self._store.name + "*"):
-            p.unlink(missing_ok=True)
+        remove_store(self._store)
         return RecordStats(events=counts["events"], lost=counts["lost"], detail=detail)
 
 

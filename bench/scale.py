@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.recorders import Recorder
 from bench.workload import Metric, Workload, run
+from forensix.store.embedded import remove_store
 
 ANALYSIS_BENCH = Path(__file__).with_name("analysis_bench.py")
 
@@ -43,8 +44,7 @@ class ScaleWorkload(Workload):
             "--events", str(self.events), "--store", str(store),
         ], cwd=Path(__file__).parent.parent)
         r = json.loads(out.strip().splitlines()[-1])
-        for p in store.parent.glob(store.name + "*"):
-            p.unlink()
+        remove_store(store)
         return {"events_per_s": r["events_per_s"], "bytes_per_event": r["bytes_per_event"]}
 
     def finish(self) -> None:
