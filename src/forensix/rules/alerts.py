@@ -61,8 +61,11 @@ def alert_id(rule_id: str, host_id: str, boot_id: str, key: str) -> str:
     return h.hexdigest()
 
 
+_EMPTY = ALERTS.empty_table()
+
+
 def empty_alerts() -> pa.Table:
-    return ALERTS.empty_table()
+    return _EMPTY  # tables are immutable: one empty table serves every caller
 
 
 def _summary(meta: RuleMeta, r: dict[str, Any]) -> str:

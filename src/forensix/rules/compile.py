@@ -64,6 +64,7 @@ __all__ = [
     "compile_rule",
     "forensix_pipeline",
     "logsource_key",
+    "raw_first",
 ]
 
 
@@ -465,6 +466,20 @@ def columns_of(node: Node) -> set[str]:
 
 
 _RAW = frozenset(F.EVENTS_COLUMNS)
+
+
+def raw_first(node: Node) -> Node:
+    """The same tree with each conjunction's raw-column tests ahead of those that need
+    derived columns: a conjunction is false where any item is, so order does not change
+    its value, and an evaluator that stops when no row is left skips the costly part."""
+    if isinstance(node, And):
+        items = [raw_first(i) for i in node.items]
+        return And(tuple(sorted(items, key=lambda i: not columns_of(i) <= _RAW)))
+    if isinstance(node, Or):
+        return Or(tuple(raw_first(i) for i in node.items))
+    if isinstance(node, Not):
+        return Not(raw_first(node.item))
+    return node
 
 
 def hoist(scope: Node, body: Node) -> tuple[Node, Node]:

@@ -19,6 +19,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -80,6 +81,30 @@ def _rows(data: pa.Table, mask: pa.Array) -> list[dict[str, Any]]:
         return []
     rows: list[dict[str, Any]] = data.filter(mask).to_pylist()
     return rows
+
+
+_ROW = "_row"  # a narrow row's index in its batch
+
+
+def _narrow_rows(data: pa.Table, mask: pa.Array, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows under ``mask`` with only ``columns`` (and their index, for ``_whole``):
+    most candidate rows are looked at and dropped, and turning a row of every events
+    column into Python costs more than the look."""
+    if not pc.any(mask).as_py():
+        return []
+    idx = np.nonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))[0]
+    rows: list[dict[str, Any]] = data.select(list(columns)).take(pa.array(idx)).to_pylist()
+    for r, i in zip(rows, idx.tolist()):
+        r[_ROW] = i
+    return rows
+
+
+def _whole(data: pa.Table, row: dict[str, Any]) -> dict[str, Any]:
+    """The full row a narrow row stands for (what ``_rows`` would have given)."""
+    if _ROW not in row:
+        return row
+    full: dict[str, Any] = data.slice(row[_ROW], 1).to_pylist()[0]
+    return full
 
 
 class RecorderGuard:
@@ -145,28 +170,33 @@ class RecorderGuard:
             keep = pc.or_(keep, pc.and_(writes, near))
         return pc.fill_null(keep, False)
 
+    # what the decisions below read; an alert gets the whole row
+    _DECIDE = ("host_id", "boot_id", "ts", "event_action", "process_pid", "process_entity_id", "target_pid",
+               "signal", "a0", "file_flags", "file_path", "file_target_path")
+
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
         act = data.column("event_action")
         self._learn(_rows(data, pc.and_(pc.equal(data.column("event_category"), "agent"), pc.equal(act, "start"))))
         out: dict[RuleMeta, list[dict[str, Any]]] = {m: [] for m in self.rules}
-        for r in sorted(_rows(data, self._candidates(data)), key=lambda x: x["ts"]):
+        for r in sorted(_narrow_rows(data, self._candidates(data), self._DECIDE), key=lambda x: x["ts"]):
             mine = self._recorders(r)
             if r.get("process_pid") in mine:
                 continue
             a = r["event_action"]
             if a == "kill" and r.get("target_pid") in mine and r.get("signal") in LETHAL:
-                r["fx_detail"] = f"signal {r['signal']} to recorder pid {r['target_pid']}"
-                out[KILLED].append(r)
+                hit = _whole(data, r)
+                hit["fx_detail"] = f"signal {r['signal']} to recorder pid {r['target_pid']}"
+                out[KILLED].append(hit)
             elif a == "bpf":
                 meta = BPF_DETACH if (r.get("a0") or 0) in BPF_DETACH_CMDS else BPF_OTHER
                 if meta is BPF_OTHER and r.get("process_pid") == 1:
                     continue  # systemd loads cgroup programs routinely
                 if self._first_bpf(meta, r):
-                    out[meta].append(r)
+                    out[meta].append(_whole(data, r))
             elif self.protected and self._touches(r):
-                out[STORE_TOUCHED].append(r)
+                out[STORE_TOUCHED].append(_whole(data, r))
         return _concat(build_alerts(m, rows, source) for m, rows in out.items() if rows)
 
 
@@ -265,6 +295,15 @@ class CopiedBinaryExec:
         while len(self.copies) > self.max_tracked:
             self.copies.pop(next(iter(self.copies)))
 
+    # what ``_step`` reads; an exec it keeps or reports gets the whole row
+    _STEP = ("ts", "event_action", "file_path", "file_target_path", "file_flags",
+             "process_entity_id", "process_executable")
+
+    def _kept(self, r: dict[str, Any]) -> bool:
+        """Whether ``_step`` keeps this exec row or reports it."""
+        exe = r.get("process_executable") or r.get("file_path") or ""
+        return exe in self.copies or exe.startswith(TEMP_DIRS)
+
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
@@ -275,8 +314,10 @@ class CopiedBinaryExec:
         near = functools.reduce(pc.or_, tests)
         mask = pc.and_(pc.is_in(data.column("event_action"), pa.array(["open", "exec", "rename"])), near)
         hits: list[dict[str, Any]] = []
-        rows = sorted(_rows(data, pc.fill_null(mask, False)), key=lambda r: r["ts"])
+        rows = sorted(_narrow_rows(data, pc.fill_null(mask, False), self._STEP), key=lambda r: r["ts"])
         for r in rows:
+            if r["event_action"] == "exec" and self._kept(r):
+                r = _whole(data, r)
             hits.extend(self._step(r))
         if rows:
             self._trim(rows[-1]["ts"])

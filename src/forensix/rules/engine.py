@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules.alerts import AlertOutput, RuleMeta, build_alerts, empty_alerts
-from forensix.rules.compile import And, CompiledRule, Node, Not, Or, hoist
+from forensix.rules.compile import And, CompiledRule, Node, Not, Or, hoist, raw_first
 from forensix.rules.detectors import Detector
 from forensix.rules.live import Evaluator, ProcessContext
 from forensix.rules.sql import SUMMARY_DERIVED
@@ -106,7 +106,7 @@ class LiveEngine:
         groups: dict[Node, list[tuple[CompiledRule, Node]]] = {}
         for r in rules:
             scope, body = hoist(r.scope, r.body)
-            scope, body = _intern(scope, canon), _intern(body, canon)
+            scope, body = _intern(raw_first(scope), canon), _intern(raw_first(body), canon)
             groups.setdefault(scope, []).append((r, body))
         return [_Group(scope, [r for r, _ in rs], [b for _, b in rs]) for scope, rs in groups.items()]
 

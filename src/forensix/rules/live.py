@@ -182,23 +182,16 @@ def _by_value(arr: pa.Array, fmt: Callable[[Any], str | None]) -> pa.Array:
     return pc.take(dictionary, enc.indices)
 
 
+def _flag_names(flags: int) -> str:
+    acc = flags & 3
+    parts = ["O_RDONLY" if acc == 0 else "O_WRONLY" if acc == 1 else "O_RDWR"]
+    parts += [name for bit, name in F.OPEN_FLAG_NAMES if flags & bit]
+    return "|".join(parts)
+
+
 def _flags(t: pa.Table, c: _Ctx) -> pa.Array:
-    raw = _col(t, "file_flags")
-    # Nulls are filled first: binary_join_element_wise(skip) drops rows whose first
-    # argument is null (pyarrow 26), and those rows are nulled again at the end anyway.
-    flags = pc.fill_null(raw, 0)
-    acc = pc.bit_wise_and(flags, pa.scalar(3, flags.type))
-    parts = [
-        pc.if_else(
-            pc.equal(acc, 0), "O_RDONLY", pc.if_else(pc.equal(acc, 1), "O_WRONLY", "O_RDWR")
-        )
-    ]
-    null = pa.scalar(None, pa.string())
-    for bit, name in F.OPEN_FLAG_NAMES:
-        has = pc.not_equal(pc.bit_wise_and(flags, pa.scalar(bit, flags.type)), 0)
-        parts.append(pc.if_else(has, name, null))
-    joined = pc.binary_join_element_wise(*parts, "|", null_handling="skip")
-    return pc.if_else(pc.is_null(raw), null, joined)
+    # A batch holds a handful of distinct flag words: name each once.
+    return _by_value(_col(t, "file_flags"), lambda f: None if f is None else _flag_names(f))
 
 
 def _mode(t: pa.Table, c: _Ctx) -> pa.Array:
@@ -220,6 +213,8 @@ def _case(t: pa.Table, col: str, mapping: dict[str, str]) -> pa.Array:
 
 def _target_filename(t: pa.Table, c: _Ctx) -> pa.Array:
     moved = pc.fill_null(pc.is_in(_col(t, "event_action"), pa.array(["rename", "link"])), False)
+    if not pc.any(moved).as_py():
+        return _col(t, "file_path")  # the common batch: no rename or link, no string copy
     return pc.if_else(moved, _col(t, "file_target_path"), _col(t, "file_path"))
 
 
@@ -324,11 +319,12 @@ class Evaluator:
         self._derived: dict[str, pa.Array] = {}
 
     def column(self, name: str) -> pa.Array:
-        if name in self.table.column_names:
-            return _col(self.table, name)
-        got = self._derived.get(name)
+        got = self._derived.get(name)  # raw columns too: combining chunks copies
         if got is None:
-            got = DERIVED_ARROW[name](self.table, self._ctx)
+            if name in self.table.column_names:
+                got = _col(self.table, name)
+            else:
+                got = DERIVED_ARROW[name](self.table, self._ctx)
             self._derived[name] = got
         return got
 
