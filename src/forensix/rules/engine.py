@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from forensix.rules.alerts import AlertOutput, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.compile import And, CompiledRule, Node, Not, Or, hoist, raw_first
 from forensix.rules.detectors import Detector
-from forensix.rules.live import Evaluator, ProcessContext
+from forensix.rules.live import Evaluator, ProcessContext, Selection
 from forensix.rules.sql import SUMMARY_DERIVED
 
 __all__ = ["EngineStats", "LiveEngine", "meta_of"]
@@ -228,7 +228,7 @@ class LiveEngine:
             mask = top.mask(g.scope)
             if not pc.any(mask).as_py():
                 continue
-            ev = Evaluator(events.filter(mask), self.context)
+            ev = Evaluator(Selection(events, mask), self.context)
             for rule, body in zip(g.rules, g.bodies):
                 m = ev.mask(body)
                 if not pc.any(m).as_py():

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from forensix.rules import fields as F
 from forensix.rules.compile import And, Const, Node, Not, Or, Pred
 
-__all__ = ["DERIVED_ARROW", "Evaluator", "ProcessContext", "enrich"]
+__all__ = ["DERIVED_ARROW", "Evaluator", "ProcessContext", "Selection", "enrich"]
 
 _Image = tuple[int, str | None, str | None, str | None]  # (image_ts, executable, cmdline, name)
 
@@ -83,9 +83,9 @@ class ProcessContext:
         mask = pc.is_in(action, pa.array(["exec", "fork"]))
         if not pc.any(mask).as_py():
             return
-        rows = data.filter(mask)
-        cmd = _join_args(rows.column("process_args").combine_chunks()).to_pylist()
         names = ("event_action", "ts", "process_entity_id", "target_entity_id", "process_executable", "process_name")
+        rows = data.select([*names, "process_args"]).filter(mask)
+        cmd = _join_args(rows.column("process_args").combine_chunks()).to_pylist()
         cols = [rows.column(c).to_pylist() for c in names]
         for act, ts, eid, child, exe, name, c in zip(*cols, cmd):
             if act == "exec" and eid:
@@ -288,6 +288,35 @@ def enrich(table: pa.Table, derived: Iterable[str], pctx: ProcessContext | None)
             continue
         table = table.append_column(name, DERIVED_ARROW[name](table, c))
     return table
+
+
+class Selection:
+    """The rows of a batch under a mask, each column filtered when it is first read.
+
+    It stands in for the filtered table wherever the evaluator and the derived-column
+    builders read one (``column``, ``column_names``, ``num_rows``): a rule group reads a
+    few of the ~80 event columns, and filtering them all cost more than evaluating.
+    """
+
+    def __init__(self, table: pa.Table, mask: pa.Array) -> None:
+        self.base = table
+        self.rows = np.nonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))[0]
+        self._take = pa.array(self.rows)
+        self.column_names: list[str] = table.column_names
+        self.num_rows = len(self.rows)
+        self._cols: dict[str, pa.ChunkedArray] = {}
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        got = self._cols.get(name)
+        if got is None:
+            got = self.base.column(name).take(self._take)
+            self._cols[name] = got
+        return got
+
+    def filter(self, mask: pa.Array) -> pa.Table:
+        """Whole rows: those of the selection under ``mask``."""
+        keep = np.nonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))[0]
+        return self.base.take(pa.array(self.rows[keep]))
 
 
 # -- predicates -------------------------------------------------------------------------
