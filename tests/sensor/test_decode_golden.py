@@ -89,6 +89,39 @@ def test_small_drains_decode_to_the_same_rows() -> None:
     _same(tables, golden)
 
 
+def test_both_rings_in_one_batch_decode_to_the_same_rows() -> None:
+    # The recorder joins the process ring's drain and the main ring's into one batch.
+    z = np.load(SAMPLE)
+    dec = Decoder(json.loads(z["abi"].tobytes()), HOST, offset_ns=OFFSET_NS)
+    rings = [Drained(z[f"{r}_data"].tobytes(), z[f"{r}_offsets"], z[f"{r}_lengths"]) for r in ("rb_proc", "rb_main")]
+    out = dec.decode(Drained.join(rings))
+    golden, state = _golden()
+    assert list(out) == ["events", "processes"] + (["flows"] if "rb_main.flows" in golden else [])
+    joined = {"rb_proc.events": out["events"].slice(0, len(rings[0])),
+              "rb_main.events": out["events"].slice(len(rings[0])), "rb_proc.processes": out["processes"]}
+    if "flows" in out:
+        joined["rb_main.flows"] = out["flows"]
+    _same(joined, golden)
+    assert json.loads(json.dumps(_state(dec))) == state
+
+
+def test_a_damaged_record_in_a_joined_batch_is_named_in_its_own_drain() -> None:
+    z = np.load(SAMPLE)
+    abi = json.loads(z["abi"].tobytes())
+    rings = [Drained(z[f"{r}_data"].tobytes(), z[f"{r}_offsets"], z[f"{r}_lengths"]) for r in ("rb_proc", "rb_main")]
+    main = rings[1]
+    lengths = main.lengths.copy()
+    lengths[3] = 100  # shorter than the fixed header
+    rings[1] = Drained(main.data, main.offsets, lengths)
+    apart = [Decoder(abi, HOST, offset_ns=OFFSET_NS).decode(r) for r in rings]
+    joined = Decoder(abi, HOST, offset_ns=OFFSET_NS).decode(Drained.join(rings))
+    msgs = [e["message"] for e in joined["events"].to_pylist() if e["event_action"] == "decode-warning"]
+    assert msgs == [f"ring record #3 (offset {int(main.offsets[3])}): record of 100 bytes is shorter than the "
+                    f"{Decoder(abi, HOST).EV}-byte header"]
+    events = pa.concat_tables([a["events"] for a in apart])
+    assert joined["events"].drop_columns(["ts"]).equals(events.drop_columns(["ts"]))  # warnings carry "now"
+
+
 def main(out: Path) -> None:
     tables, dec = _decode_sample(batch=10_000)
     arrays = {k: np.frombuffer(_ipc(t), np.uint8) for k, t in tables.items()}

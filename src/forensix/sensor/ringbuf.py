@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +32,26 @@ class Drained:
     data: bytes  # the finished records' region, headers included
     offsets: np.ndarray  # int64: start of each record's payload within data
     lengths: np.ndarray  # int64: payload length of each record
+    parts: tuple[Drained, ...] = ()  # the drains this one joins, if it joins several
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    @staticmethod
+    def join(drains: Sequence[Drained]) -> Drained:
+        """Several drains as one batch, in order (decoding has a fixed cost per batch).
+
+        Each region's length is a multiple of 8, so records stay 8-byte aligned."""
+        drains = [d for d in drains if len(d)]
+        if len(drains) == 1:
+            return drains[0]
+        shift = np.cumsum([0] + [len(d.data) for d in drains[:-1]])
+        return Drained(
+            b"".join(d.data for d in drains),
+            np.concatenate([d.offsets + int(k) for d, k in zip(drains, shift)]),
+            np.concatenate([d.lengths for d in drains]),
+            tuple(drains),
+        )
 
 
 class RingBuffer:
