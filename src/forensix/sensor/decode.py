@@ -192,6 +192,7 @@ class Decoder:
         self.F = enum(abi, "fx_flags")
         self.offset_ns = offset_ns
         self.cache = ProcessCache()
+        self._nr_tables: dict[tuple[str, ...], np.ndarray] = {}
         self.labels: dict[int, str | None] = {}
         self.names: dict[int, str | None] = {}
         self.nr = {name: int(nr) for name, nr in abi["syscalls"].items()}
@@ -233,6 +234,15 @@ class Decoder:
 
     def _nrs(self, *names: str) -> list[int]:
         return [self.nr[n] for n in names if n in self.nr]
+
+    def _nr_table(self, names: tuple[str, ...]) -> np.ndarray:
+        """A lookup table over syscall numbers: True for ``names`` (a gather, not a search)."""
+        got = self._nr_tables.get(names)
+        if got is None:
+            got = np.zeros(_NR_MAX, bool)
+            got[[n for n in self._nrs(*names) if n < _NR_MAX]] = True
+            self._nr_tables[names] = got
+        return got
 
     def decode(self, d: Drained) -> dict[str, pa.Table]:
         """Decode one drained batch into tables (events, processes, flows).
@@ -341,7 +351,7 @@ class Decoder:
         base1 = (flags & F["FX_F_BASE1"]) != 0
 
         def nr_in(*names: str) -> np.ndarray:
-            return np.asarray(np.isin(nr, self._nrs(*names)) & is_sys)
+            return np.asarray(self._nr_table(names)[nr] & is_sys)
 
         is_symlink = nr_in("symlink", "symlinkat")
         is_mount = nr_in("mount")
