@@ -28,7 +28,7 @@ from forensix.sensor.ringbuf import Drained
 from forensix.sensor.syscalls import O_CREAT, SYSCALLS
 from forensix.store import schema
 
-__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "empty_tables", "file_type_names", "flows_table_of"]
+__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
 
 _NR_MAX = 1024
 _ARG_COLUMNS = (
@@ -49,13 +49,29 @@ def file_type_names(imode: np.ndarray) -> np.ndarray:
     return np.asarray(_FT[(np.asarray(imode, np.uint32) >> 12) & 0xF])
 
 
+def file_type_codes(imode: np.ndarray) -> np.ndarray:
+    """The type bits of i_mode (0o10 file, 0o04 dir, ...; see ``file_types``)."""
+    return np.asarray((np.asarray(imode, np.uint32) >> 12) & 0xF, np.int32)
+
+
+_FT_ARROW = pa.array(list(_FT), pa.string())
+
+
+def file_types(imode: np.ndarray) -> pa.Array:
+    """``file_type_names`` as an Arrow column, by one take (no Python string per row)."""
+    return _FT_ARROW.take(pa.array(file_type_codes(imode)))
+
+
 def empty_tables() -> dict[str, list[pa.Table]]:
     return {name: [] for name in schema.TABLES}
 
 
-def _repeat(value: str, n: int) -> pa.Array:
+def repeat(value: str, n: int) -> pa.Array:
     """``n`` copies of one string, built in C."""
     return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+
+
+_repeat = repeat
 
 
 def _to_str(arr: pa.Array) -> pa.Array:
@@ -409,13 +425,13 @@ class Decoder:
         )
         truncated = (flags & (F["FX_F_TRUNC0"] | F["FX_F_TRUNC1"] | F["FX_F_DEPTH0"])) != 0
 
-        ftype = file_type_names(f["imode"][:, 0])
+        ftype = file_types(f["imode"][:, 0])
         ino0 = f["ino"][:, 0]
         # pseudo files (pipes, sockets, anonymous inodes) have no path: name them by inode
-        pseudo = pc.and_(pc.equal(pc.fill_null(path0, ""), "/"), pa.array(ftype != "dir"))
+        pseudo = pc.and_(pc.equal(pc.fill_null(path0, ""), "/"), pa.array(file_type_codes(f["imode"][:, 0]) != 0o04))
         if pc.any(pseudo).as_py():
             pseudo_name = pc.binary_join_element_wise(
-                pc.fill_null(pa.array(ftype, pa.string()), "anon"), ":[", pa.array(ino0).cast(pa.string()), "]", ""
+                pc.fill_null(ftype, "anon"), ":[", pa.array(ino0).cast(pa.string()), "]", ""
             )
             path0 = pc.if_else(pseudo, pseudo_name, path0)
 
@@ -455,7 +471,7 @@ class Decoder:
             file_path_truncated=pa.array(truncated),
             file_inode=pa.array(ino0, mask=ino0 == 0),
             file_device=pa.array(f["dev"][:, 0].astype(np.uint64), mask=ino0 == 0),
-            file_type=pa.array(ftype, pa.string()),
+            file_type=ftype,
             file_target_path=target_path,
             file_target_path_raw=target_raw,
             file_target_inode=pa.array(f["ino"][:, 1], mask=f["ino"][:, 1] == 0),
@@ -547,9 +563,11 @@ class Decoder:
 
     def label(self, ino: np.ndarray, dev: np.ndarray, pid: np.ndarray) -> tuple[pa.Array, pa.Array]:
         """(file_path, process_name) for aggregated rows, where known."""
-        keys = self.label_key(ino, dev).tolist()
-        paths = pa.array([self.labels.get(k) for k in keys], pa.string())
-        names = pa.array([self.names.get(p) for p in np.asarray(pid).tolist()], pa.string())
+        # a flush names the same files and processes many times: look each up once
+        keys, at = np.unique(self.label_key(ino, dev), return_inverse=True)
+        paths = pa.array([self.labels.get(k) for k in keys.tolist()], pa.string()).take(pa.array(at.ravel()))
+        pids, at = np.unique(np.asarray(pid), return_inverse=True)
+        names = pa.array([self.names.get(p) for p in pids.tolist()], pa.string()).take(pa.array(at.ravel()))
         return paths, names
 
     def _network(self, cols: dict[str, Any], f: np.ndarray, is_sock: np.ndarray, s0: pa.Array, n: int) -> None:

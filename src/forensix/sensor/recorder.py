@@ -30,7 +30,14 @@ from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.clock import Clock
-from forensix.sensor.decode import CLASS_NAMES, Decoder, _table, file_type_names, flows_table_of
+from forensix.sensor.decode import (
+    CLASS_NAMES,
+    Decoder,
+    _table,
+    file_types,
+    flows_table_of,
+    repeat,
+)
 from forensix.sensor.loader import Sensor, SensorConfig
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
@@ -391,38 +398,38 @@ class Recorder:
         ev.update(
             file_path=paths, process_name=names,
             ts=v["last"].astype(np.int64) + off, ts_boot=v["last"].astype(np.int64),
-            event_kind=pa.array(["event"] * n), event_category=pa.array(["file"] * n),
-            event_action=pa.array(["open"] * n), event_outcome=pa.array(["success"] * n),
+            event_kind=repeat("event", n), event_category=repeat("file", n),
+            event_action=repeat("open", n), event_outcome=repeat("success", n),
             event_count=v["count"], event_start=v["first"].astype(np.int64) + off,
             event_end=v["last"].astype(np.int64) + off,
             process_entity_id=self.decoder.ids.ids(k["pid"], v["start"]), process_pid=k["pid"],
             file_inode=k["ino"], file_device=k["dev"].astype(np.uint64), file_flags=k["flags"],
-            file_path_resolution=pa.array(["kernel"] * n),
+            file_path_resolution=repeat("kernel", n),
         )
         self._emit("events", _table(schema.EVENTS, ev, n))
 
     def _origin_cols(self, n: int) -> dict[str, Any]:
         return {
-            "host_id": pa.array([self.host.host_id] * n), "host_name": pa.array([self.host.host_name] * n),
-            "boot_id": pa.array([self.host.boot_id] * n),
+            "host_id": repeat(self.host.host_id, n), "host_name": repeat(self.host.host_name, n),
+            "boot_id": repeat(self.host.boot_id, n),
         }
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
         n = len(v)
         off = self.clock.offset_ns
         eid = self.decoder.ids.ids(k["pid"], v["start"])
-        ftype = file_type_names(v["imode"])
+        ftype = file_types(v["imode"])
         paths, names = self.decoder.label(k["ino"], k["dev"], k["pid"])
-        pseudo = pc.binary_join_element_wise(pa.array(ftype, pa.string()), ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
-        paths = pc.if_else(pc.is_in(pa.array(ftype, pa.string()), pa.array(["fifo", "socket"])), pseudo, paths)
+        pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
+        paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
         ev = self._origin_cols(n)
         ev.update(
             file_path=paths, process_name=names,
             ts=(v["last"].astype(np.int64) + off), ts_boot=v["last"].astype(np.int64),
-            event_kind=pa.array(["event"] * n), event_category=pa.array(["flow"] * n),
-            event_action=pa.array(["flow"] * n), process_entity_id=eid, process_pid=k["pid"],
+            event_kind=repeat("event", n), event_category=repeat("flow", n),
+            event_action=repeat("flow", n), process_entity_id=eid, process_pid=k["pid"],
             process_tid=v["tid"], fd=v["fd"], file_inode=v["ino"], file_device=v["dev"].astype(np.uint64),
-            file_type=pa.array(ftype, pa.string()),
+            file_type=ftype,
             flow_read_count=v["rcount"], flow_read_bytes=v["rbytes"], flow_write_count=v["wcount"],
             flow_write_bytes=v["wbytes"], flow_first_ts=v["first"].astype(np.int64) + off,
             flow_last_ts=v["last"].astype(np.int64) + off,
