@@ -117,6 +117,12 @@ static __always_inline bool fx_skip(void)
 	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == cfg.agent_tgid;
 }
 
+/* The same for a task already at hand: a load instead of a helper call. */
+static __always_inline bool fx_skip_task(struct task_struct *t)
+{
+	return fx_paused || t->tgid == cfg.agent_tgid;
+}
+
 static __always_inline void fx_count_drop(__u32 cls, __u64 ts)
 {
 	struct fx_counter *c = bpf_map_lookup_elem(&counters, &cls);
@@ -357,9 +363,8 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
  * one bpf_probe_read_kernel call per field. Only the fd array slot needs a helper: the
  * verifier allows no variable offset into a typed pointer.
  */
-static __always_inline struct file *fx_fd_file(int fd)
+static __always_inline struct file *fx_task_fd_file(struct task_struct *t, int fd)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
 	struct fdtable *fdt = t->files->fdt;
 	if (!fdt || fd < 0 || (__u32)fd >= fdt->max_fds)
 		return NULL;
@@ -368,6 +373,11 @@ static __always_inline struct file *fx_fd_file(int fd)
 	if (!f)
 		return NULL;
 	return bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+}
+
+static __always_inline struct file *fx_fd_file(int fd)
+{
+	return fx_task_fd_file(bpf_get_current_task_btf(), fd);
 }
 
 static __always_inline void fx_sock(struct fx_scratch *s, struct file *f, int strslot)
@@ -483,14 +493,14 @@ static __always_inline void fx_task_extra(struct fx_event *e, struct task_struct
  * sched_process_exec.) A tracer changes them at its syscall-entry stop, before the
  * syscall reads them, so they are what the syscall used.
  */
-static __always_inline bool fx_take(struct fx_call *out, long id)
+static __always_inline bool fx_take_task(struct task_struct *t, struct fx_call *out, long id)
 {
 #ifdef FX_FLOOR
 	return false; /* the floor build (make -C bpf floor): every syscall handler returns at once */
 #endif
-	if (fx_skip())
+	if (fx_skip_task(t))
 		return false;
-	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(t);
 	out->nr = (__u32)(int)id; /* __syscall_nr is an int; the upper half is padding */
 	out->pad = 0;
 	out->args[0] = r->di;
@@ -500,6 +510,11 @@ static __always_inline bool fx_take(struct fx_call *out, long id)
 	out->args[4] = r->r8;
 	out->args[5] = r->r9;
 	return true;
+}
+
+static __always_inline bool fx_take(struct fx_call *out, long id)
+{
+	return fx_take_task(bpf_get_current_task_btf(), out, id);
 }
 
 static __always_inline struct fx_scratch *fx_sys(struct fx_call *c, long ret, __u32 cls)
@@ -1131,9 +1146,9 @@ static __always_inline void fx_flow_emit(struct fx_flow *v)
 }
 
 /* Add one transfer to the edge of (this process, the file behind fd). */
-static __always_inline void fx_flow_add(struct file *f, int fd, bool wr, long bytes, __u64 now)
+static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, int fd, bool wr, long bytes,
+					__u64 now)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
 	struct inode *ino = f->f_inode;
 	struct fx_flow_key k = {
 		.ino = ino->i_ino,
@@ -1189,8 +1204,9 @@ SEC("tracepoint")
 int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
+	struct task_struct *t = bpf_get_current_task_btf(); /* once: every helper call counts here */
 	long ret = ctx->ret;
-	if (ret <= 0 || !fx_take(&c, ctx->id)) /* nothing moved (EAGAIN is common) */
+	if (ret <= 0 || !fx_take_task(t, &c, ctx->id)) /* nothing moved (EAGAIN is common) */
 		return 0;
 	int out_fd = c.args[0], in_fd = -1;
 	if (c.nr == __NR_sendfile)
@@ -1200,8 +1216,8 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 		out_fd = c.args[2];
 	}
 	bool wr = in_fd >= 0 || fx_is_write(c.nr);
-	struct file *f = fx_fd_file(out_fd);
-	struct file *fin = in_fd >= 0 ? fx_fd_file(in_fd) : NULL;
+	struct file *f = fx_task_fd_file(t, out_fd);
+	struct file *fin = in_fd >= 0 ? fx_task_fd_file(t, in_fd) : NULL;
 	if (!f)
 		return 0;
 	if (cfg.full_rw) {
@@ -1215,8 +1231,8 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	}
 	__u64 now = bpf_ktime_get_boot_ns();
-	fx_flow_add(f, out_fd, wr, ret, now);
+	fx_flow_add(t, f, out_fd, wr, ret, now);
 	if (fin)
-		fx_flow_add(fin, in_fd, false, ret, now);
+		fx_flow_add(t, fin, in_fd, false, ret, now);
 	return 0;
 }
