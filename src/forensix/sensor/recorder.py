@@ -457,15 +457,21 @@ class Recorder:
         now_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         delta = drops - self._last_drops
         rows: list[dict[str, Any]] = []
+        # A ring that stayed under half full in the window had room for any record: the
+        # kernel refused the reservation for another reason (on 6.15+ the ring's lock is
+        # a resilient spinlock that gives up on a stalled holder), so do not call it full.
+        reasons = ["ringbuf-full" if r.take_peak() >= r.size // 2 else "reserve-failed" for r in self.rings]
         for cpu, cls in zip(*np.nonzero(delta)):
             name = str(CLASS_NAMES[int(cls)])
+            # flow edges are not ring records: the kernel counts an edge its map had no room for
+            reason = "flowmap-full" if name == "flow" else reasons[0 if name == "process" else 1]
             count = int(delta[cpu, cls])
             frm = max(int(c["first_drop"][cpu, cls]), self._last_counter_boot)
             to = int(c["last_drop"][cpu, cls])
             rows.append({
                 "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
                 "ts_from": frm + self.clock.offset_ns, "ts_to": max(to, frm) + self.clock.offset_ns,
-                "cpu": int(cpu), "event_class": name, "count": count, "reason": "ringbuf-full",
+                "cpu": int(cpu), "event_class": name, "count": count, "reason": reason,
             })
             self.stats.drops[name] = self.stats.drops.get(name, 0) + count
         self._last_drops = drops.copy()
@@ -474,8 +480,10 @@ class Recorder:
             self.stats.gaps += len(rows)
             self._emit("gaps", pa.Table.from_pylist(rows, schema=schema.GAPS))
             for r in rows:
+                why = {"ringbuf-full": "ring buffer full", "flowmap-full": "flow map full"}.get(
+                    r["reason"], "reservation refused, ring not full")
                 self._agent_event(
-                    "gap", f"{r['count']} {r['event_class']} records lost on cpu {r['cpu']} (ring buffer full)",
+                    "gap", f"{r['count']} {r['event_class']} records lost on cpu {r['cpu']} ({why})",
                     ts=r["ts_to"],
                 )
 

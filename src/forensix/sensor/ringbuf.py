@@ -64,6 +64,13 @@ class RingBuffer:
         self._page = page
         self.records = 0
         self.bytes = 0
+        self.peak = 0  # most bytes waiting at a drain since ``take_peak``
+
+    def take_peak(self) -> int:
+        """The fullest the ring has been since the last call: between drains the fill
+        only grows, so it is the largest of the fills seen at drains and of the fill now."""
+        peak, self.peak = max(self.peak, self.pending()), 0
+        return peak
 
     def pending(self) -> int:
         prod = _u64.unpack_from(self._prod, 0)[0]
@@ -74,6 +81,7 @@ class RingBuffer:
         """Take every finished record (up to about ``max_bytes``)."""
         cons = _u64.unpack_from(self._cons, 0)[0]
         prod = _u64.unpack_from(self._prod, 0)[0]
+        self.peak = max(self.peak, prod - cons)
         limit = prod if max_bytes is None else min(prod, cons + max_bytes)
         buf = self._prod
         base = self._page
