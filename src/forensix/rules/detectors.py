@@ -157,15 +157,17 @@ class RecorderGuard:
         act = data.column("event_action")
         keep = pc.is_in(act, pa.array(["kill", "bpf"]))
         if self.protected:
-            flags = pc.fill_null(data.column("file_flags"), 0)
-            writes = pc.or_(
-                pc.is_in(act, pa.array(list(_FILE_WRITES))),
-                pc.and_(pc.equal(act, "open"), pc.not_equal(pc.bit_wise_and(flags, WRITE_OPEN_MASK), 0)),
-            )
             near = functools.reduce(
                 pc.or_,
                 [pc.starts_with(pc.fill_null(data.column(c), ""), base.rstrip("/"))
                  for base in self.protected for c in ("file_path", "file_target_path")],
+            )
+            if not pc.any(near).as_py():  # the usual batch: nothing near the store
+                return pc.fill_null(keep, False)
+            flags = pc.fill_null(data.column("file_flags"), 0)
+            writes = pc.or_(
+                pc.is_in(act, pa.array(list(_FILE_WRITES))),
+                pc.and_(pc.equal(act, "open"), pc.not_equal(pc.bit_wise_and(flags, WRITE_OPEN_MASK), 0)),
             )
             keep = pc.or_(keep, pc.and_(writes, near))
         return pc.fill_null(keep, False)
