@@ -241,17 +241,19 @@ class Recorder:
             while not self._stop.is_set():
                 # Decoding has a fixed cost per batch (~100 vectorised calls): drain when
                 # a ring is a quarter full or batch_interval has passed, not on every tick.
+                # The flow flush needs a drain first (the opens that name the edges' files
+                # come first): it shares the batch drain instead of adding one.
                 now = time.monotonic()
                 got = 0
-                if now - last_drain >= self.batch_interval or self._rings_filling():
+                flows_due = now >= next_flow
+                if flows_due or now - last_drain >= self.batch_interval or self._rings_filling():
                     got = self.poll_once()
                     last_drain = now
-                now = time.monotonic()
-                if now >= next_flow:
-                    self.poll_once()  # the opens that name the edges' files come first
+                if flows_due:
                     self.flush_flows()
                     self.account_losses()
                     next_flow = now + self.flow_interval
+                now = time.monotonic()
                 if now >= next_clock:
                     self._resync_clock()
                     next_clock = now + self.clock_interval
