@@ -680,11 +680,10 @@ struct {
  * request). Returns true when the open was absorbed. A full map only means the open
  * is recorded in full.
  */
-static __always_inline bool fx_reopen(struct file *f, __u64 flags)
+static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u64 flags)
 {
 	if ((flags & O_ACCMODE) != 0 || (flags & (O_CREAT | O_TRUNC)) || !f)
 		return false;
-	struct task_struct *t = bpf_get_current_task_btf();
 	struct inode *ino = f->f_inode;
 	struct fx_open_key k = {
 		.ino = ino->i_ino,
@@ -711,14 +710,15 @@ SEC("tracepoint")
 int fx_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
 	struct fx_call c;
-	if (!fx_take(&c, ctx->id))
-		return 0;
+	struct task_struct *t = bpf_get_current_task_btf();
 	long ret = ctx->ret;
 	if (ret < 0 && ret != -EACCES && ret != -EPERM)
 		return 0; /* probing for files that do not exist is noise */
-	struct file *f = ret >= 0 ? fx_fd_file(ret) : NULL;
+	if (!fx_take_task(t, &c, ctx->id))
+		return 0;
+	struct file *f = ret >= 0 ? fx_task_fd_file(t, ret) : NULL;
 	__u64 flags = c.nr == __NR_openat ? c.args[2] : c.nr == __NR_open ? c.args[1] : 01101;
-	if (c.nr != __NR_openat2 && !cfg.every_open && fx_reopen(f, flags))
+	if (c.nr != __NR_openat2 && !cfg.every_open && fx_reopen(t, f, flags))
 		return 0;
 	struct fx_scratch *s = fx_sys(&c, ret, FX_CLASS_FILE);
 	if (!s)

@@ -74,7 +74,7 @@ def _sensor_with_a_bug(tmp_path: Path, anchor: str) -> dict[str, str]:
 
 
 def test_verifier_rejection_names_the_program_and_kernel(tmp_path: Path) -> None:
-    env = _sensor_with_a_bug(tmp_path, "\tif (c.nr != __NR_openat2 && !cfg.every_open && fx_reopen(f, flags))")
+    env = _sensor_with_a_bug(tmp_path, "\tif (c.nr != __NR_openat2 && !cfg.every_open && fx_reopen(t, f, flags))")
     res = subprocess.run([*FORENSIX, "record", "--store", str(tmp_path / "s.duckdb"), "--duration", "1"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 2
