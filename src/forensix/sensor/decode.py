@@ -679,9 +679,19 @@ class Decoder:
         self.cache.add(eid, _Proc(pid, parent, 0, exe, args, cwd))
 
 
+_FLOW_SOURCE = (
+    "event_action", "host_id", "host_name", "boot_id", "process_entity_id", "process_pid", "fd", "file_inode",
+    "file_device", "file_type", "file_path", "flow_first_ts", "flow_last_ts", "flow_read_count",
+    "flow_read_bytes", "flow_write_count", "flow_write_bytes",
+)
+
+
 def flows_table_of(events: pa.Table, reason: str) -> pa.Table:
     """The narrow ``flows`` rows of the flow edges in an events table."""
-    fl = events.filter(pc.equal(events["event_action"], "flow"))
+    fl = events.select(list(_FLOW_SOURCE))  # filter 16 columns, not 80
+    is_flow = pc.equal(fl["event_action"], "flow")
+    if is_flow.null_count or not pc.all(is_flow).as_py():  # a periodic flush is all edges
+        fl = fl.filter(is_flow)
     return pa.table(
         {
             "host_id": fl["host_id"], "host_name": fl["host_name"], "boot_id": fl["boot_id"],
@@ -690,7 +700,7 @@ def flows_table_of(events: pa.Table, reason: str) -> pa.Table:
             "file_path": fl["file_path"], "first_ts": fl["flow_first_ts"], "last_ts": fl["flow_last_ts"],
             "read_count": fl["flow_read_count"], "read_bytes": fl["flow_read_bytes"],
             "write_count": fl["flow_write_count"], "write_bytes": fl["flow_write_bytes"],
-            "reason": pa.array([reason] * fl.num_rows, pa.string()),
+            "reason": repeat(reason, fl.num_rows),
         },
         schema=schema.FLOWS,
     )
