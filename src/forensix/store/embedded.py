@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 from forensix.errors import NotAStoreError, StoreBusyError, StoreError
 from forensix.store import schema
 from forensix.store.base import Reader
-from forensix.store.migrations import KNOWN_FORMATS, MIGRATIONS, SEGMENTED, STORE_FORMAT
-from forensix.store.segments import SegmentedTable, conform, segments_dir
+from forensix.store.journal import JournaledTable, conform, journal_dir
+from forensix.store.migrations import JOURNALED, KNOWN_FORMATS, MIGRATIONS, STORE_FORMAT
 
 __all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_path", "store_files"]
 
@@ -59,20 +59,20 @@ def store_files(path: str | os.PathLike[str]) -> list[Path]:
     """Every file that belongs to the store at ``path``: what to copy, hash or measure."""
     p = Path(path)
     out = [f for f in (p, p.with_name(p.name + ".wal")) if f.is_file()]
-    seg = segments_dir(p)
-    if seg.is_dir():
-        out += sorted(f for f in seg.rglob("*") if f.is_file())
+    jd = journal_dir(p)
+    if jd.is_dir():
+        out += sorted(f for f in jd.rglob("*") if f.is_file())
     return out
 
 
 def remove_store(path: str | os.PathLike[str]) -> None:
-    """Delete the store at ``path`` and its segments (benchmarks and tests start afresh)."""
+    """Delete the store at ``path`` and its journals (benchmarks and tests start afresh)."""
     import shutil
 
     p = Path(path)
     for f in (p, p.with_name(p.name + ".wal"), socket_path(p)):
         f.unlink(missing_ok=True)
-    shutil.rmtree(segments_dir(p), ignore_errors=True)
+    shutil.rmtree(journal_dir(p), ignore_errors=True)
 
 
 def _sql_str(s: str) -> str:
@@ -80,10 +80,17 @@ def _sql_str(s: str) -> str:
 
 
 def _query_error(e: duckdb.Error, hint: str) -> StoreError:
-    if ".segments/" in str(e):
-        hint = ("a segment file of this store is damaged (named above): move it out of the store's "
-                ".segments directory to query the rest, and restore it from a copy (the log host holds one)")
     return StoreError(f"query failed: {e}", hint)
+
+
+def _end(cur: duckdb.DuckDBPyConnection) -> None:
+    """Roll back whatever a query changed and close its connection."""
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+    finally:
+        cur.close()
 
 
 def _check_is_duckdb(path: Path) -> None:
@@ -127,20 +134,24 @@ class DuckDBStore:
                 f"{self.path} cannot be opened as a forensix store: {e}",
                 "choose another --store path",
             ) from e
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # DuckDB writes, seals and query snapshots
         self.format = STORE_FORMAT
         if exists:
             self._check_format()
         if not read_only:
             self._migrate()
             self.format = STORE_FORMAT
-        # stores written before segments existed keep their bulk tables in DuckDB
-        self._segments: dict[str, SegmentedTable] = {}
+        # stores of format /1 (read-only here) have no journals: their tables are read as they are
+        self._journals: dict[str, JournaledTable] = {}
         if self.format != "forensix-store/1":
-            seg_dir = segments_dir(self.path)
-            for name in SEGMENTED:
-                self._segments[name] = SegmentedTable(seg_dir, name, schema.TABLES[name], writable=not read_only)
-        self.recovered = [note for t in self._segments.values() for note in t.recovered]
+            sealed = {t: (int(q), int(o)) for t, q, o in
+                      self._con.execute("SELECT table_name, seq, row_offset FROM forensix_sealed").fetchall()}
+            for name in JOURNALED:
+                self._journals[name] = JournaledTable(
+                    journal_dir(self.path), name, schema.TABLES[name], sealed=sealed.get(name, (0, 0)),
+                    sealer=None if read_only else self._sealer(name), lock=self._lock,
+                )
+        self.recovered = [note for t in self._journals.values() for note in t.recovered]
 
     # -- format and migrations -------------------------------------------------
     def _check_format(self) -> None:
@@ -195,9 +206,9 @@ class DuckDBStore:
             data = pa.Table.from_batches([data])
         if data.num_rows == 0:
             return 0
-        seg = self._segments.get(table)
-        if seg is not None:
-            return seg.append(conform(data, target, table))
+        journal = self._journals.get(table)
+        if journal is not None:
+            return journal.append(conform(data, target, table))
         data = _dictionary_encode(data)
         with self._lock:
             cur = self._con.cursor()
@@ -210,32 +221,56 @@ class DuckDBStore:
                 cur.close()
         return int(data.num_rows)
 
+    def _sealer(self, name: str) -> Callable[[pa.Table, tuple[int, int]], None]:
+        def seal(data: pa.Table, pos: tuple[int, int]) -> None:
+            """Journal rows and how far they are now sealed, in one transaction: sealed once, whatever dies when."""
+            with self._lock:
+                cur = self._con.cursor()
+                try:
+                    cur.execute("BEGIN TRANSACTION")
+                    if data.num_rows:
+                        # one chunk: DuckDB scans it on one thread into whole row groups
+                        # (split between threads, the row groups are partly filled: +40% bytes)
+                        cur.register("_fx_seal", data.combine_chunks())
+                        cur.execute(f'INSERT INTO "{name}_base" BY NAME SELECT * FROM _fx_seal')
+                    cur.execute(
+                        "INSERT INTO forensix_sealed VALUES ($t, $q, $o) ON CONFLICT (table_name) "
+                        "DO UPDATE SET seq = excluded.seq, row_offset = excluded.row_offset",
+                        {"t": name, "q": pos[0], "o": pos[1]},
+                    )
+                    cur.execute("COMMIT")
+                finally:
+                    cur.close()
+        return seal
+
     def flush(self) -> None:
-        """Seal every open segment and checkpoint the DuckDB file: all durable, all compact."""
-        for seg in self._segments.values():
-            seg.seal()
+        """Seal every journal and checkpoint the DuckDB file: all durable, all compact."""
+        for journal in self._journals.values():
+            journal.seal()
         with self._lock:
             self._con.execute("CHECKPOINT")
 
     # -- reading ---------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """A connection of its own whose ``events``/``flows``/``processes`` are whole.
+        """A connection of its own, in a transaction, whose ``events``/``flows``/``processes`` are whole.
 
-        Each is a view over the rows DuckDB holds, the sealed segments and the rows not
-        sealed yet, taken at one instant: every row in exactly one of them.
+        Each is a view over the DuckDB table and the journal's rows not sealed yet, taken
+        under the writer's lock, so a seal cannot move rows between the two halfway: every
+        row in exactly one of them.
         """
         cur = self._con.cursor()
         try:
-            for name, seg in self._segments.items():
-                parts = [f"SELECT * FROM main.{name}_base"]
-                files, tail = seg.snapshot()
-                if files:
-                    listed = ", ".join(_sql_str(str(f)) for f in files)
-                    parts.append(f"SELECT * FROM read_parquet([{listed}])")
-                if tail is not None:
+            cur.execute("BEGIN TRANSACTION")
+            with self._lock:
+                tails = {name: j.snapshot() for name, j in self._journals.items()}
+                cur.execute("SELECT count(*) FROM forensix_meta").fetchall()  # pins DuckDB's snapshot
+            for name, tail in tails.items():
+                if tail is None:
+                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM main.{name}_base")
+                else:
                     cur.register(f"_fx_tail_{name}", tail)
-                    parts.append(f"SELECT * FROM _fx_tail_{name}")
-                cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS " + " UNION ALL BY NAME ".join(parts))
+                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM main.{name}_base "
+                                f"UNION ALL BY NAME SELECT * FROM _fx_tail_{name}")
         except duckdb.Error as e:
             cur.close()
             raise _query_error(e, "check the store's files") from e
@@ -249,27 +284,23 @@ class DuckDBStore:
         except duckdb.Error as e:
             raise _query_error(e, "check the query and the store") from e
         finally:
-            cur.close()
+            _end(cur)
 
     def query_readonly(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run a statement from another process: anything it changes is rolled back."""
-        cur = self._cursor()
+        cur = self._cursor()  # in a transaction, rolled back by _end
         try:
-            cur.execute("BEGIN TRANSACTION")
-            try:
-                rel = cur.sql(sql, params=dict(params) if params else None)
-                return rel.to_arrow_table() if rel is not None else pa.table({})
-            finally:
-                cur.execute("ROLLBACK")
+            rel = cur.sql(sql, params=dict(params) if params else None)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
         except duckdb.Error as e:
             raise _query_error(e, "check the query") from e
         finally:
-            cur.close()
+            _end(cur)
 
     def close(self) -> None:
         try:
-            for seg in self._segments.values():
-                seg.close()
+            for journal in self._journals.values():
+                journal.close()
         finally:
             try:
                 self._con.close()

@@ -10,13 +10,15 @@ import pyarrow as pa
 
 from forensix.store import schema
 
-__all__ = ["KNOWN_FORMATS", "MIGRATIONS", "SEGMENTED", "STORE_FORMAT", "create_table_sql", "duckdb_type"]
+__all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_table_sql", "duckdb_type"]
 
-# /1: every table in DuckDB. /2: the bulk tables are written as Parquet segments
-# (store/segments.py); their DuckDB tables are renamed NAME_base and keep older rows.
-STORE_FORMAT = "forensix-store/2"
+# /1: every table appended to DuckDB directly. /3: the bulk tables (JOURNALED) are
+# appended through a journal and sealed into DuckDB in large batches (store/journal.py);
+# their tables are named NAME_base and read through views that add the journal's rows.
+# (/2, Parquet segments, existed only in a development build of 2026-11-26.)
+STORE_FORMAT = "forensix-store/3"
 KNOWN_FORMATS = frozenset({"forensix-store/1", STORE_FORMAT})
-SEGMENTED = ("events", "flows", "processes")
+JOURNALED = ("events", "flows", "processes")
 
 
 def duckdb_type(t: pa.DataType) -> str:
@@ -55,7 +57,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE events ADD COLUMN IF NOT EXISTS "event_start" BIGINT',
         'ALTER TABLE events ADD COLUMN IF NOT EXISTS "event_end" BIGINT',
     ]),
-    # the bulk tables become views over NAME_base + Parquet segments (store/segments.py)
-    ("0003_segments", [f'ALTER TABLE "{n}" RENAME TO "{n}_base"' for n in SEGMENTED]
+    # the bulk tables become views over NAME_base + their journal (store/journal.py)
+    ("0003_segments", [f'ALTER TABLE "{n}" RENAME TO "{n}_base"' for n in JOURNALED]
      + ["UPDATE forensix_meta SET value = 'forensix-store/2' WHERE key = 'format'"]),
+    # how far each table's journals are sealed (journal seq, rows of it), written in the sealing transaction
+    ("0004_journal", [
+        "CREATE TABLE forensix_sealed (table_name VARCHAR PRIMARY KEY, seq UBIGINT NOT NULL, row_offset UBIGINT NOT NULL)",
+        "UPDATE forensix_meta SET value = 'forensix-store/3' WHERE key = 'format'",
+    ]),
 ]

@@ -1,8 +1,9 @@
-"""The segmented store: bulk rows as Parquet segments + a journal, queried as one table.
+"""The journaled store: bulk rows go to a journal, sealed into DuckDB in large batches.
 
-What an investigator relies on: every appended row is queryable at once, exactly once;
-a writer killed at any point loses nothing it had appended; stores written before
-segments existed still open; malformed input is refused before it reaches a segment.
+What an investigator relies on: every appended row is queryable at once, exactly once,
+also while a seal runs; a writer killed at any point loses nothing it had appended and
+nothing is counted twice; stores of the first format still open; malformed input is
+refused before it reaches the journal.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from forensix.errors import StoreError
 from forensix.store import schema
 from forensix.store.embedded import DuckDBStore, open_reader, open_writer, remove_store, store_files
+from forensix.store.journal import journal_dir
 from forensix.store.migrations import create_table_sql
-from forensix.store.segments import SegmentedTable, segments_dir
 
 
 def rows(n: int, start: int = 0, path: str = "/etc/passwd") -> pa.Table:
@@ -42,45 +43,46 @@ def ts_list(reader: DuckDBStore) -> list[int]:
     return [int(x) for x in reader.query("SELECT ts FROM events ORDER BY ts").column("ts").to_pylist()]
 
 
+def base_rows(store: DuckDBStore) -> int:
+    return int(store._con.execute("SELECT count(*) FROM events_base").fetchall()[0][0])
+
+
 def test_rows_are_visible_at_once_and_exactly_once_across_seals(tmp_path: Path) -> None:
     w = open_writer(tmp_path / "s.duckdb")
-    seg = w._segments["events"]
-    seg.seal_rows = 1000
-    seg.merge_count = 1000
+    w._journals["events"].seal_rows = 1000
     for k in range(7):
         w.append("events", rows(400, start=k * 400))
         assert ts_list(w) == list(range((k + 1) * 400))  # the writer itself sees every row
-    files, tail = seg.snapshot()
-    assert len(files) == 2 and tail is not None and tail.num_rows == 2800 - 2400
+    # whole groups of 1000 sealed at 1200 and 2000 rows; 800 still in the journals
+    assert base_rows(w) == 2000
     w.close()
     r = DuckDBStore(tmp_path / "s.duckdb", read_only=True)
     assert ts_list(r) == list(range(2800))
-    assert not list(segments_dir(tmp_path / "s.duckdb").rglob("*.arrows"))  # closing sealed the journal
+    assert not list(journal_dir(tmp_path / "s.duckdb").rglob("*.arrows"))  # closing sealed the journal
     r.close()
 
 
-def test_small_segments_are_merged_and_nothing_is_counted_twice(tmp_path: Path) -> None:
+def test_queries_during_seals_never_see_a_row_twice_or_miss_one(tmp_path: Path) -> None:
     w = open_writer(tmp_path / "s.duckdb")
-    seg = w._segments["events"]
-    seg.seal_rows, seg.merge_count = 10_000, 4
-    for k in range(9):
-        w.append("events", rows(10, start=k * 10))
-        w.flush()  # a quiet host: a few rows per seal
-    names = sorted(p.name for p in seg.dir.glob("*.parquet"))
-    # seals 1-4 merged at the 4th; that small merged file and seals 5-7 at the 7th; 8 and 9 wait
-    assert names == ["000000000001-000000000007.parquet", "000000000008.parquet", "000000000009.parquet"]
-    assert ts_list(w) == list(range(90))
-    w.close()
-    # a merge made durable whose inputs were not removed yet (a crash in between): inputs ignored
-    d = segments_dir(tmp_path / "s.duckdb") / "events"
-    t = pq.read_table(d / "000000000001-000000000007.parquet")
-    t = t.filter(pa.compute.less(t.column("ts"), 50))
-    pq.write_table(t, d / "000000000005.parquet")
-    r = DuckDBStore(tmp_path / "s.duckdb", read_only=True)
-    assert ts_list(r) == list(range(90))
-    r.close()
-    w = open_writer(tmp_path / "s.duckdb")  # the writer removes the covered file
-    assert not (d / "000000000005.parquet").exists() and ts_list(w) == list(range(90))
+    w._journals["events"].seal_rows = 500
+    done = threading.Event()
+    seen: list[int] = []
+
+    def query_loop() -> None:
+        while not done.is_set():
+            t = w.query("SELECT count(*) AS n, count(DISTINCT ts) AS d FROM events")
+            n, d = t.column("n")[0].as_py(), t.column("d")[0].as_py()
+            assert n == d, f"{n} rows but {d} distinct: a row counted twice"
+            seen.append(n)
+
+    q = threading.Thread(target=query_loop)
+    q.start()
+    for k in range(60):
+        w.append("events", rows(100, start=k * 100))
+    done.set()
+    q.join()
+    assert len(seen) > 5 and seen == sorted(seen)  # never went back: no row lost halfway
+    assert count(w) == 6000
     w.close()
 
 
@@ -89,6 +91,7 @@ _KILLED_WRITER = textwrap.dedent("""
     import pyarrow as pa
     from forensix.store.embedded import open_writer
     w = open_writer(sys.argv[1])
+    w._journals["events"].seal_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 122880
     for k in range(5):
         w.append("events", pa.Table.from_pylist([
             {"host_id": "h1", "boot_id": "b1", "ts": k * 100 + i, "event_category": "file",
@@ -104,7 +107,7 @@ def test_a_writer_killed_before_sealing_loses_nothing(tmp_path: Path) -> None:
     assert p.stdout is not None and p.stdout.readline().strip() == "appended"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    journals = list(segments_dir(store).rglob("*.arrows"))
+    journals = list(journal_dir(store).rglob("*.arrows"))
     assert [j.parent.name for j in journals] == ["events"]
     # a reader before any writer came back: the journal's rows are there
     r = DuckDBStore(store, read_only=True)
@@ -116,22 +119,53 @@ def test_a_writer_killed_before_sealing_loses_nothing(tmp_path: Path) -> None:
     w.append("events", rows(5, start=1000))
     assert count(w) == 505
     w.close()
-    assert not list(segments_dir(store).rglob("*.arrows"))
+    assert not list(journal_dir(store).rglob("*.arrows"))
+
+
+def test_a_writer_killed_after_a_partial_seal_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    # 5 x 100 rows, sealed in whole groups of 150 at 200, 300 and 500 rows: 450 sealed, 50 not
+    p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store), "150"], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "appended"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    r = DuckDBStore(store, read_only=True)
+    assert base_rows(r) == 450 and ts_list(r) == list(range(500))
+    r.close()
+    w = open_writer(store)
+    assert sum(int(n.split("sealed ")[1].split()[0]) for n in w.recovered) == 50
+    assert ts_list(w) == list(range(500)) and base_rows(w) == 500
+    w.close()
+
+
+def test_a_journal_sealed_but_not_removed_is_not_counted_twice(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    w = open_writer(store)
+    w.append("events", rows(50))
+    journal = next(journal_dir(store).rglob("*.arrows"))
+    kept = journal.read_bytes()
+    w.close()  # seals: the rows are in DuckDB and the journal is removed
+    journal.write_bytes(kept)  # as if the writer died between the commit and the unlink
+    r = DuckDBStore(store, read_only=True)
+    assert count(r) == 50
+    r.close()
+    w = open_writer(store)
+    assert count(w) == 50 and not w.recovered and not journal.exists()
+    w.close()
 
 
 def test_a_torn_journal_keeps_its_whole_batches_and_reports_the_rest(tmp_path: Path) -> None:
-    d = tmp_path / "seg"
-    t = SegmentedTable(d, "events", schema.EVENTS, writable=True)
-    from forensix.store.segments import conform
-
-    for k in range(3):
-        t.append(conform(rows(50, start=k * 50), schema.EVENTS, "events"))
-    journal = next((d / "events").glob("*.arrows"))
+    store = tmp_path / "s.duckdb"
+    p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "appended"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    journal = next(journal_dir(store).rglob("*.arrows"))
     journal.write_bytes(journal.read_bytes()[:-200])  # the last batch cut short, as by a crash mid-write
-    t2 = SegmentedTable(d, "events", schema.EVENTS, writable=True)
-    assert len(t2.recovered) == 1 and "sealed 100 rows" in t2.recovered[0] and "unreadable" in t2.recovered[0]
-    files, tail = t2.snapshot()
-    assert tail is None and sum(pq.read_metadata(f).num_rows for f in files) == 100
+    w = open_writer(store)
+    assert len(w.recovered) == 1 and "sealed 400 rows" in w.recovered[0] and "unreadable" in w.recovered[0]
+    assert ts_list(w) == list(range(400))
+    w.close()
 
 
 def test_a_store_of_the_first_format_opens_and_is_migrated(tmp_path: Path) -> None:
@@ -150,16 +184,16 @@ def test_a_store_of_the_first_format_opens_and_is_migrated(tmp_path: Path) -> No
     assert r.format == "forensix-store/1" and count(r) == 30
     r.close()
     w = open_writer(store)
-    assert w.format == "forensix-store/2" and "0003_segments" in w.migrations()
+    assert w.format == "forensix-store/3" and "0004_journal" in w.migrations()
     w.append("events", rows(20, start=30))
-    assert ts_list(w) == list(range(50))  # old rows in DuckDB and new ones in segments, as one table
+    assert ts_list(w) == list(range(50))  # old rows and journal rows, as one table
     w.close()
     r2 = open_reader(store)
-    assert count(r2) == 50  # type: ignore[arg-type]
+    assert r2.query("SELECT count(*) AS n FROM events").column("n")[0].as_py() == 50
     r2.close()
 
 
-def test_malformed_batches_are_refused_before_they_reach_a_segment(tmp_path: Path) -> None:
+def test_malformed_batches_are_refused_before_they_reach_the_journal(tmp_path: Path) -> None:
     w = open_writer(tmp_path / "s.duckdb")
     w.append("events", rows(3))
     with pytest.raises(StoreError, match="no column"):
@@ -174,31 +208,19 @@ def test_malformed_batches_are_refused_before_they_reach_a_segment(tmp_path: Pat
     w.append("events", ok)
     assert ts_list(w) == [0, 1, 2, 10, 11]
     w.close()
-
-
-def test_a_damaged_segment_names_itself_and_the_fix(tmp_path: Path) -> None:
-    store = tmp_path / "s.duckdb"
-    w = open_writer(store)
-    w.append("events", rows(10))
-    w.close()
-    seg = next(segments_dir(store).rglob("*.parquet"))
-    seg.write_bytes(seg.read_bytes()[:-20])
-    r = DuckDBStore(store, read_only=True)
-    with pytest.raises(StoreError) as e:
-        count(r)
-    assert seg.name in str(e.value) and "move it out" in str(e.value)
+    r = DuckDBStore(tmp_path / "s.duckdb", read_only=True)
+    assert ts_list(r) == [0, 1, 2, 10, 11]
     r.close()
 
 
-def test_store_files_and_remove_store_cover_the_segments(tmp_path: Path) -> None:
+def test_store_files_and_remove_store_cover_the_journals(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
     w = open_writer(store)
     w.append("events", rows(10))
-    w.append("processes", pa.Table.from_pylist([{"host_id": "h1", "boot_id": "b1", "entity_id": 1, "image_seq": 0, "pid": 1,
-                                                     "start_ts": 5, "image_ts": 5, "source": "exec"}]))
-    w.flush()
+    w.append("processes", pa.Table.from_pylist([{"host_id": "h1", "boot_id": "b1", "entity_id": 1, "image_seq": 0,
+                                                 "pid": 1, "start_ts": 5, "image_ts": 5, "source": "exec"}]))
     files = store_files(store)
-    assert store in files and {p.parent.name for p in files if p.suffix == ".parquet"} == {"events", "processes"}
+    assert store in files and {p.parent.name for p in files if p.suffix == ".arrows"} == {"events", "processes"}
     w.close()
     remove_store(store)
-    assert not store.exists() and not segments_dir(store).exists()
+    assert not store.exists() and not journal_dir(store).exists()
