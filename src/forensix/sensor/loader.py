@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from forensix.errors import KernelFeatureError, PrivilegeError, SensorError
 from forensix.sensor import libbpf as lb
-from forensix.sensor.syscalls import ENTER_ONLY, SYSCALLS
+from forensix.sensor.syscalls import SYSCALLS
 
 __all__ = ["Sensor", "SensorConfig", "bpf_dir", "load_abi", "preflight"]
 
@@ -212,8 +212,6 @@ class Sensor:
                 continue
             # exits only: the handler reads the arguments from the registers saved at entry
             self._tp(self._prog(spec.handler), f"sys_exit_{tp}")
-        for sc, prog in ENTER_ONLY.items():
-            self._tp(self._prog(prog), f"sys_enter_{sc}")
 
     def _attach_typed_lifecycle(self) -> None:
         links: list[int] = []

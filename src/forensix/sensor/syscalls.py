@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ENTER_ONLY", "O_CREAT", "SYSCALLS", "Syscall"]
+__all__ = ["O_CREAT", "SYSCALLS", "Syscall"]
 
 O_CREAT = 0o100
 O_WRONLY = 0o1
@@ -132,5 +132,3 @@ SYSCALLS: dict[str, Syscall] = {
     "copy_file_range": _s("fx_exit_rw", "flow", "transfer"),
 }
 
-# Programs attached at a syscall's entry only.
-ENTER_ONLY: dict[str, str] = {}
