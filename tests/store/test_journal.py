@@ -91,7 +91,7 @@ _KILLED_WRITER = textwrap.dedent("""
     import pyarrow as pa
     from forensix.store.embedded import open_writer
     w = open_writer(sys.argv[1])
-    w._journals["events"].seal_rows = int(sys.argv[2]) if len(sys.argv) > 2 else 122880
+    w._journals["events"].seal_rows = int(sys.argv[2])
     for k in range(5):
         w.append("events", pa.Table.from_pylist([
             {"host_id": "h1", "boot_id": "b1", "ts": k * 100 + i, "event_category": "file",
@@ -101,12 +101,18 @@ _KILLED_WRITER = textwrap.dedent("""
 """)
 
 
-def test_a_writer_killed_before_sealing_loses_nothing(tmp_path: Path) -> None:
-    store = tmp_path / "s.duckdb"
-    p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store)], stdout=subprocess.PIPE, text=True)
+def kill_writer_after_appends(store: Path, seal_rows: int = 122_880) -> None:
+    """A writer appends 5 x 100 rows and is killed with SIGKILL, as by a crash."""
+    p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store), str(seal_rows)],
+                         stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None and p.stdout.readline().strip() == "appended"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
+
+
+def test_a_writer_killed_before_sealing_loses_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    kill_writer_after_appends(store)
     journals = list(journal_dir(store).rglob("*.arrows"))
     assert [j.parent.name for j in journals] == ["events"]
     # a reader before any writer came back: the journal's rows are there
@@ -125,10 +131,7 @@ def test_a_writer_killed_before_sealing_loses_nothing(tmp_path: Path) -> None:
 def test_a_writer_killed_after_a_partial_seal_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
     # 5 x 100 rows, sealed in whole groups of 150 at 200, 300 and 500 rows: 450 sealed, 50 not
-    p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store), "150"], stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None and p.stdout.readline().strip() == "appended"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_writer_after_appends(store, seal_rows=150)
     r = DuckDBStore(store, read_only=True)
     assert base_rows(r) == 450 and ts_list(r) == list(range(500))
     r.close()
@@ -156,10 +159,7 @@ def test_a_journal_sealed_but_not_removed_is_not_counted_twice(tmp_path: Path) -
 
 def test_a_torn_journal_keeps_its_whole_batches_and_reports_the_rest(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
-    p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store)], stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None and p.stdout.readline().strip() == "appended"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_writer_after_appends(store)
     journal = next(journal_dir(store).rglob("*.arrows"))
     journal.write_bytes(journal.read_bytes()[:-200])  # the last batch cut short, as by a crash mid-write
     w = open_writer(store)
