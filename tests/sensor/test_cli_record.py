@@ -54,6 +54,21 @@ def test_not_root_is_explained(tmp_path: Path) -> None:
     assert "needs root" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_a_kernel_without_a_kfunc_the_sensor_calls_is_named_with_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from forensix.cli.main import cli
+    from forensix.sensor import loader
+
+    assert loader._missing_kfuncs() == []  # this kernel has every kfunc the sensor calls
+    monkeypatch.setitem(loader.KFUNCS, "bpf_fx_no_such_kfunc", "Linux 99.0")
+    res = CliRunner().invoke(cli, ["record", "--store", str(tmp_path / "s.duckdb"), "--duration", "1"])
+    assert res.exit_code == 2
+    assert "bpf_fx_no_such_kfunc (Linux 99.0)" in res.stderr and os.uname().release in res.stderr
+    assert "bookworm-backports" in res.stderr and not (tmp_path / "s.duckdb").exists()
+
+
 _OOB_WRITE = ("{ __u32 z = 0; struct fx_scratch *q = bpf_map_lookup_elem(&scratch, &z);"
               " if (q) q->str[q->off + 30000] = 1; }\n")
 

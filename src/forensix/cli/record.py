@@ -14,7 +14,7 @@ from rich.console import Console
 from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.options import DEFAULT_STORE
 from forensix.cli.rules import live_engine_for_record, record_rule_options
-from forensix.sensor.loader import SensorConfig
+from forensix.sensor.loader import SensorConfig, preflight
 from forensix.sensor.recorder import Recorder, RecordStats
 from forensix.store.embedded import open_writer, socket_path
 from forensix.store.remote import QueryServer
@@ -92,6 +92,7 @@ def record(
 
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
+    preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
     writer = open_writer(store)
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
         _err.print(f"[yellow]store recovery: {note}[/yellow]", highlight=False, soft_wrap=True)

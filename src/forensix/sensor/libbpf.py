@@ -64,6 +64,9 @@ _sigs: dict[str, tuple[Any, list[Any]]] = {
     ),
     "libbpf_num_possible_cpus": (ctypes.c_int, []),
     "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _vp, ctypes.POINTER(ctypes.c_uint32)]),
+    "btf__load_vmlinux_btf": (_vp, []),
+    "btf__find_by_name_kind": (ctypes.c_int, [_vp, _cp, ctypes.c_uint32]),
+    "btf__free": (None, [_vp]),
 }
 for _name, (_res, _args) in _sigs.items():
     fn = getattr(lib, _name)

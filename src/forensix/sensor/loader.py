@@ -76,6 +76,22 @@ def _mount_tracefs() -> None:
         )
 
 
+# kfuncs the sensor calls, and the first kernel that has them (the loader's message)
+KFUNCS = {"bpf_rdonly_cast": "Linux 6.2"}
+_BTF_KIND_FUNC = 12
+
+
+def _missing_kfuncs() -> list[str]:
+    """The kfuncs of KFUNCS that this kernel's BTF does not declare."""
+    btf = lb.lib.btf__load_vmlinux_btf()
+    if not btf:
+        return []  # no readable BTF: preflight reports that on its own
+    try:
+        return [k for k in KFUNCS if lb.lib.btf__find_by_name_kind(btf, k.encode(), _BTF_KIND_FUNC) < 0]
+    finally:
+        lb.lib.btf__free(btf)
+
+
 def preflight() -> None:
     """Check what recording needs, mounting tracefs if it is missing."""
     if os.geteuid() != 0:
@@ -87,6 +103,13 @@ def preflight() -> None:
         raise KernelFeatureError(
             f"this kernel has no BTF ({BTF} is missing), which the CO-RE sensor needs",
             "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (every major distribution ships one)",
+        )
+    missing = _missing_kfuncs()
+    if missing:
+        need = ", ".join(f"{k} ({KFUNCS[k]})" for k in missing)
+        raise KernelFeatureError(
+            f"this kernel ({os.uname().release}) lacks what the sensor calls: {need}",
+            "run a newer kernel; on Debian 12: apt-get install -t bookworm-backports linux-image-amd64",
         )
     _mount_tracefs()
 
