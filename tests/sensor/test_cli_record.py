@@ -130,6 +130,33 @@ def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
     assert "Recorder stopped" in res.stdout, res.stdout
 
 
+def test_a_recorder_killed_with_sigkill_loses_nothing_it_stored(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = tmp_path / f"fx-killed-{uuid.uuid4().hex[:8]}"
+    try:
+        time.sleep(3)
+        marker.write_text("x")
+        deadline = time.monotonic() + 10
+        seen = 0
+        while time.monotonic() < deadline and not seen:  # stored (in the journal), as a query shows
+            res = _run("events", "--store", str(store), "--path", str(marker), "--format", "json")
+            seen = len(res.stdout.splitlines())
+            time.sleep(0.5)
+        assert seen, "the marker's events were not stored while recording"
+    finally:
+        p.kill()  # SIGKILL: no drain, no seal, no stop record
+        p.communicate(timeout=60)
+    # the next recorder seals what the killed one left, says so in the record, and keeps every row
+    res = _run("record", "--store", str(store), "--duration", "1")
+    assert res.returncode == 0 and "store recovery: events: sealed" in res.stderr, res.stderr
+    res = _run("events", "--store", str(store), "--path", str(marker), "--format", "json")
+    assert len(res.stdout.splitlines()) >= seen
+    res = _run("events", "--store", str(store), "--action", "warning", "--format", "json")
+    assert "store recovery: events: sealed" in res.stdout
+
+
 def test_query_while_recording_sees_the_last_seconds(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
     p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],

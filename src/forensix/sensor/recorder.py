@@ -156,8 +156,12 @@ class Recorder:
         on_stats: Callable[[RecordStats], None] | None = None,
         queue_depth: int = 64,
         detach_in_background: bool = True,
+        notes: Sequence[str] = (),
     ) -> None:
+        """``notes``: what the store had to say on opening (rows an earlier recorder left in its
+        journal and this one sealed), written into the record as warnings after the start."""
         self.detach_in_background = detach_in_background
+        self.notes = list(notes)
         self.config = config or SensorConfig()
         self.host = host or local_host()
         self.sinks = list(sinks)
@@ -207,6 +211,8 @@ class Recorder:
         if self.sensor.skipped:
             msg += f"; no tracepoint for: {', '.join(self.sensor.skipped)}"
         self._agent_event("start", msg)
+        for note in self.notes:
+            self._agent_event("warning", f"store recovery: {note}")
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
 
     def _snapshot(self) -> None:
