@@ -180,18 +180,24 @@ class JournaledTable:
             out.append((j, t.slice(offset) if n == seq else t, torn))
         return out
 
+    def _unsealed_pending(self) -> list[pa.Table]:
+        """Each pending journal's unsealed rows, from its whole messages (memory-mapped)."""
+        seq, offset = self._sealed
+        out = []
+        for j in self._pending:
+            if not j.length:
+                out.append(self.schema.empty_table())
+                continue
+            t = pa.ipc.open_stream(pa.memory_map(str(j.path)).read_buffer(j.length)).read_all()
+            out.append(t.slice(offset) if j.number == seq else t)
+        return out
+
     def snapshot(self) -> pa.Table | None:
         """The rows appended but not sealed yet, at one instant."""
         parts: list[pa.Table] = []
         if self.writable:
-            with self._lock:
-                seq, offset = self._sealed
-                for j in self._pending:
-                    if j.length:
-                        # mapped under the lock, so a seal that removes the file cannot race us
-                        buf = pa.memory_map(str(j.path)).read_buffer(j.length)
-                        t = pa.ipc.open_stream(buf).read_all()
-                        parts.append(t.slice(offset) if j.number == seq else t)
+            with self._lock:  # mapped under the lock, so a seal that removes a file cannot race us
+                parts = self._unsealed_pending()
         else:  # a reader, perhaps of a store whose writer died before sealing
             parts = [t for _, t, _ in self._unsealed_on_disk()]
         parts = [t for t in parts if t.num_rows]
@@ -267,10 +273,7 @@ class JournaledTable:
             return
         assert self.sealer is not None
         seq, offset = self._sealed
-        tables = []
-        for j in self._pending:
-            t = pa.ipc.open_stream(pa.memory_map(str(j.path))).read_all()
-            tables.append(t.slice(offset) if j.number == seq else t)
+        tables = self._unsealed_pending()
         data = pa.concat_tables(tables)
         take = data.num_rows if everything else data.num_rows - data.num_rows % self.seal_rows
         # the new position: after `take` rows, counted through the pending journals
