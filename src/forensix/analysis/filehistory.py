@@ -53,15 +53,6 @@ def sql_ints(xs: Iterable[int]) -> str:
     return ", ".join(str(int(x)) for x in xs) or "0"
 
 
-def rows_where(table: str, cond: str) -> str:
-    """The rows of ``table`` matching ``cond`` (a filter on one key column).
-
-    The bulk tables are views over Parquet segments, where DuckDB reads only the row
-    groups whose statistics admit ``cond`` and fetches the other columns late.
-    """
-    return f"(SELECT * FROM {table} WHERE {cond})"
-
-
 _RENAMING = ("rename", "link")
 _NOT_OBJECT = ("rename", "link", "symlink", "unlink", "rmdir", "mkdir")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from forensix.analysis.filehistory import rows_where, sql_ints
+from forensix.analysis.filehistory import sql_ints
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward_processes
 from forensix.analysis.noise import FILTER_NAMES
 from forensix.analysis.processes import UserNames, tree
@@ -118,7 +118,7 @@ def files_changed(reader: Reader, members: list[int], *, written: bool) -> pa.Ta
         WITH ev AS MATERIALIZED (
             SELECT ts, event_action, flow_write_bytes, process_pid, file_device, file_inode,
                    coalesce(file_target_path, file_path) AS p
-            FROM {rows_where("events", f"process_entity_id IN ({sql_ints(members)})")} WHERE {cond}
+            FROM events WHERE process_entity_id IN ({sql_ints(members)}) AND {cond}
               AND file_type IS DISTINCT FROM 'char' AND file_type IS DISTINCT FROM 'fifo'
               AND file_type IS DISTINCT FROM 'socket'),
         named AS (
@@ -138,7 +138,7 @@ def persistence_touched(reader: Reader, members: list[int]) -> pa.Table:
     # may evaluate the LIKE ladder on every event of the store before the member filter
     return reader.query(f"""
         WITH changes AS MATERIALIZED (
-          SELECT * FROM {rows_where("events", f"process_entity_id IN ({sql_ints(members)})")} WHERE {_CHANGE}),
+          SELECT * FROM events WHERE process_entity_id IN ({sql_ints(members)}) AND {_CHANGE}),
         classified AS (
           SELECT *, coalesce(file_target_path, file_path) AS p FROM changes)
         SELECT ts, what, p AS file_path, event_action, process_pid, process_entity_id, message FROM (
@@ -154,7 +154,7 @@ def network_peers(reader: Reader, members: list[int]) -> pa.Table:
         SELECT min(ts) AS first_ts, event_action, network_transport,
                coalesce(destination_ip, unix_path) AS peer_ip, destination_port AS peer_port,
                count(*) AS connections, list(DISTINCT process_pid ORDER BY process_pid) AS pids
-        FROM {rows_where("events", f"process_entity_id IN ({sql_ints(members)})")} WHERE TRUE
+        FROM events WHERE process_entity_id IN ({sql_ints(members)})
           AND event_category = 'network' AND event_action IN ('connect', 'accept', 'bind', 'listen')
           AND (coalesce(ret, 0) >= 0 OR ret = -115)
         GROUP BY 2, 3, 4, 5 ORDER BY 1""")
