@@ -23,6 +23,7 @@ from bench.machine import machine_info
 from bench.micro import MicroWorkload
 from bench.recorders import (
     RECORDERS,
+    ForensixProfiled,
     Recorder,
     foreign_tracing_progs,
     forensix_version,
@@ -71,8 +72,10 @@ def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
 
 
 def run_workload(
-    w: Workload, recorders: list[Recorder], reps: int, scratch: Path
+    w: Workload, recorders: list[Recorder], reps: int, scratch: Path, profile: bool = False
 ) -> dict[str, Any]:
+    """``profile``: after the scored repetitions, one more forensix run with BPF run-time
+    statistics on (the per-program table), kept apart from the scored figures."""
     result: dict[str, Any] = {
         "title": w.title,
         "description": w.describe(),
@@ -111,6 +114,15 @@ def run_workload(
             result["runs"].append(r)
             shown = ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items())
             log(f"{w.name}/{rec.name} rep {rep}: {shown} events={r['events']} lost={r['lost']}")
+    if profile and any(rec.name == "forensix" for rec in usable):
+        rec = ForensixProfiled()
+        try:
+            r = _one_run(w, rec, scratch)
+            r.update(recorder=rec.name, rep=reps, loadavg_1m=os.getloadavg()[0])
+            result["runs"].append(r)
+            log(f"{w.name}/{rec.name} (unscored, BPF statistics on): events={r['events']}")
+        except Exception as e:  # noqa: BLE001 - reported, never fatal
+            log(f"{w.name}/{rec.name}: FAILED {e}")
     w.finish()
     result["extra"] = w.extra()
     return result
@@ -135,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help=f"comma list of {','.join(WORKLOADS)}")
     ap.add_argument("--recorders", default=",".join(RECORDERS),
                     help=f"comma list of {','.join(RECORDERS)}")
+    ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                    help="one extra, unscored forensix run per workload with BPF statistics on, "
+                    "for the per-program table (default: on, off with --quick)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 2)")
     ap.add_argument("--out", type=Path, default=None,
                     help="Markdown output (default docs/benchmarks.md; quick: docs/benchmarks-quick.md)")
@@ -192,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                 report["workloads"][n] = {"title": w.title, "skipped_all": why}
                 continue
             log(f"{n}: {w.describe()}")
-            report["workloads"][n] = run_workload(w, make_recorders(rec_names), reps, scratch)
+            report["workloads"][n] = run_workload(
+                w, make_recorders(rec_names), reps, scratch,
+                profile=a.profile if a.profile is not None else not a.quick)
         if "scale" in names:
             sizes = [int(x) for x in a.analysis_sizes.split(",") if x] if a.analysis_sizes else (
                 [100_000] if a.quick else [1_000_000])
