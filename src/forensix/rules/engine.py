@@ -181,6 +181,13 @@ class LiveEngine:
         if found:
             self._emit(pa.concat_tables(found))
 
+    def drain(self) -> None:
+        """Evaluate what is pending now, as the timer does (rows of processes not known
+        yet are still held back one round); a replay that plays the timer calls it."""
+        with self._lock:
+            if self._pending or self._carry is not None:
+                self._drain()
+
     def flush(self) -> None:
         """Evaluate everything pending and let the outputs deliver (the recorder calls
         this when it stops)."""
