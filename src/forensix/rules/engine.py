@@ -173,9 +173,9 @@ class LiveEngine:
                     self._carry = held if self._carry is None else _concat([self._carry, held])
                     self._carry_since = time.monotonic()
                 if parts:
-                    found.append(self.observe("events", _concat(parts)))
+                    found.append(self._observe("events", _concat(parts), learn=False))
             if table:
-                found.append(self.observe(table, data))
+                found.append(self._observe(table, data, learn=False))
         found = [f for f in found if f.num_rows]
         self.stats.cpu_s += time.thread_time() - t0
         if found:
@@ -210,15 +210,21 @@ class LiveEngine:
     # -- evaluation -------------------------------------------------------------------
     def observe(self, table: str, data: pa.Table) -> pa.Table:
         """Alerts raised by one batch (without emitting them)."""
+        return self._observe(table, data, learn=True)
+
+    def _observe(self, table: str, data: pa.Table, learn: bool) -> pa.Table:
+        """``observe``; ``_drain`` has the context learn each batch as it arrives, so
+        what it hands here is known already (``learn=False``)."""
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         parts = []
-        if table == "processes":
+        if table == "processes" and learn:
             self.context.add_processes(data)
         elif table == "events":
             self.stats.batches += 1
             self.stats.events += data.num_rows
-            self.context.add_events(data)
+            if learn:
+                self.context.add_events(data)
             parts.append(self.evaluate(data))
         for d in self.detectors:
             parts.append(d.observe(table, data, self.source))
