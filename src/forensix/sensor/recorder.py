@@ -58,6 +58,9 @@ class RecordStats:
     warnings: int = 0
     ring_bytes: int = 0
     rate: float = 0.0  # events/s over the last interval
+    # CPU seconds of the agent's threads while recording (start-up excluded): the
+    # drainer (drain, decode, map flushes), the writer (store and inline sinks), the process
+    cpu_s: dict[str, float] = field(default_factory=dict)
     skipped_syscalls: list[str] = field(default_factory=list)
 
     @property
@@ -83,6 +86,7 @@ class _Writer(threading.Thread):
         self._room = threading.Condition()
         self.error: BaseException | None = None
         self.coalesce_rows = 200_000
+        self.cpu_s = 0.0  # this thread's CPU time, updated after every batch
 
     def has_room(self) -> bool:
         return self._bulk < self.depth
@@ -127,6 +131,8 @@ class _Writer(threading.Thread):
             except BaseException as e:  # noqa: BLE001 - surfaced to the recorder
                 self.error = e
                 return
+            finally:
+                self.cpu_s = time.thread_time()
 
     def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         if self.error is not None:
@@ -203,6 +209,7 @@ class Recorder:
         self._last_drops = np.zeros((self._ncpu, 5), np.uint64)
         self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self.stats.started_ns = time.time_ns()
+        self._cpu0 = (time.thread_time(), time.process_time())
         self.stats.skipped_syscalls = list(self.sensor.skipped)
         self._emit("hosts", self._host_row())
         msg = f"forensix {__version__} recording; pid {os.getpid()}; lifecycle hooks: {self.sensor.lifecycle}"
@@ -297,10 +304,17 @@ class Recorder:
             self.flush_flows()
             self.account_losses()
             self._agent_event("counters", self._counters_json())
+            self.stats.cpu_s = {
+                "drainer": round(time.thread_time() - self._cpu0[0], 3),
+                "writer": round(self._writer.cpu_s, 3),
+                "process": round(time.process_time() - self._cpu0[1], 3),
+            }
+            cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stats.cpu_s.items())
             self._agent_event(
                 "stop",
                 f"reason={self.stop_reason}; recorded {self.stats.events} events, "
-                f"{self.stats.dropped} lost in the kernel, {self.stats.gaps} gap records",
+                f"{self.stats.dropped} lost in the kernel, {self.stats.gaps} gap records; "
+                f"agent CPU s since start: {cpu}",
             )
             self._writer.finish()
             for s in self.sinks:
