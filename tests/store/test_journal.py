@@ -14,7 +14,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -62,9 +64,51 @@ def test_rows_are_visible_at_once_and_exactly_once_across_seals(tmp_path: Path) 
     r.close()
 
 
-def test_queries_during_seals_never_see_a_row_twice_or_miss_one(tmp_path: Path) -> None:
+def _wait_sealed(w: DuckDBStore, rows: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while base_rows(w) < rows:
+        assert time.monotonic() < deadline, f"only {base_rows(w)} of {rows} rows sealed"
+        time.sleep(0.05)
+
+
+def test_background_sealing_takes_whole_groups_off_the_appending_thread(tmp_path: Path) -> None:
+    w = open_writer(tmp_path / "s.duckdb")
+    w._journals["events"].seal_rows = 1000
+    w.seal_in_background()
+    sealed_by: set[str] = set()
+    sealer = w._journals["events"].sealer
+    assert sealer is not None
+
+    def spy(data: pa.Table, pos: tuple[int, int], flip: Any) -> None:
+        sealed_by.add(threading.current_thread().name)
+        sealer(data, pos, flip)
+
+    w._journals["events"].sealer = spy
+    for k in range(7):
+        w.append("events", rows(400, start=k * 400))
+        assert ts_list(w) == list(range((k + 1) * 400))  # every row visible at once, once
+    _wait_sealed(w, 2000)
+    assert sealed_by == {"fx-seal"}  # the appending thread never sealed
+    assert base_rows(w) == 2000  # whole groups only while recording: 800 wait in the journal
+    seal_thread = next(t for t in threading.enumerate() if t.name == "fx-seal")
+    assert os.getpriority(os.PRIO_PROCESS, seal_thread.native_id) == 19  # the workload comes first
+    # sealed journals are removed while recording: what is left holds the unsealed rows
+    left = sorted(journal_dir(tmp_path / "s.duckdb").joinpath("events").glob("*.arrows"))
+    assert 1 <= len(left) <= 2
+    w.close()
+    r = DuckDBStore(tmp_path / "s.duckdb", read_only=True)
+    assert ts_list(r) == list(range(2800))
+    assert base_rows(r) == 2800
+    assert not list(journal_dir(tmp_path / "s.duckdb").rglob("*.arrows"))
+    r.close()
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_queries_during_seals_never_see_a_row_twice_or_miss_one(tmp_path: Path, background: bool) -> None:
     w = open_writer(tmp_path / "s.duckdb")
     w._journals["events"].seal_rows = 500
+    if background:
+        w.seal_in_background()
     done = threading.Event()
     seen: list[int] = []
 
@@ -79,6 +123,8 @@ def test_queries_during_seals_never_see_a_row_twice_or_miss_one(tmp_path: Path) 
     q.start()
     for k in range(60):
         w.append("events", rows(100, start=k * 100))
+    if background:
+        _wait_sealed(w, 5500)
     done.set()
     q.join()
     assert len(seen) > 5 and seen == sorted(seen)  # never went back: no row lost halfway
@@ -92,18 +138,26 @@ _KILLED_WRITER = textwrap.dedent("""
     from forensix.store.embedded import open_writer
     w = open_writer(sys.argv[1])
     w._journals["events"].seal_rows = int(sys.argv[2])
+    if sys.argv[3] == "background":
+        w.seal_in_background()
     for k in range(5):
         w.append("events", pa.Table.from_pylist([
             {"host_id": "h1", "boot_id": "b1", "ts": k * 100 + i, "event_category": "file",
              "event_action": "open", "file_path": "/x"} for i in range(100)]))
+    if sys.argv[3] == "background":  # let the sealing thread catch up with the appends
+        while w._con.execute("SELECT count(*) FROM events_base").fetchall()[0][0] < int(sys.argv[4]):
+            time.sleep(0.02)
     print("appended", flush=True)
     time.sleep(60)
 """)
 
 
-def kill_writer_after_appends(store: Path, seal_rows: int = 122_880) -> None:
-    """A writer appends 5 x 100 rows and is killed with SIGKILL, as by a crash."""
-    p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store), str(seal_rows)],
+def kill_writer_after_appends(store: Path, seal_rows: int = 122_880, background_sealed: int = 0) -> None:
+    """A writer appends 5 x 100 rows and is killed with SIGKILL, as by a crash
+    (``background_sealed``: sealing on its own thread, killed once it sealed that many)."""
+    mode = "background" if background_sealed else "inline"
+    p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store), str(seal_rows), mode,
+                          str(background_sealed)],
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None and p.stdout.readline().strip() == "appended"
     os.kill(p.pid, signal.SIGKILL)
@@ -128,10 +182,11 @@ def test_a_writer_killed_before_sealing_loses_nothing(tmp_path: Path) -> None:
     assert not list(journal_dir(store).rglob("*.arrows"))
 
 
-def test_a_writer_killed_after_a_partial_seal_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_a_writer_killed_after_a_partial_seal_loses_nothing_and_repeats_nothing(tmp_path: Path, background: bool) -> None:
     store = tmp_path / "s.duckdb"
     # 5 x 100 rows, sealed in whole groups of 150 at 200, 300 and 500 rows: 450 sealed, 50 not
-    kill_writer_after_appends(store, seal_rows=150)
+    kill_writer_after_appends(store, seal_rows=150, background_sealed=450 if background else 0)
     r = DuckDBStore(store, read_only=True)
     assert base_rows(r) == 450 and ts_list(r) == list(range(500))
     r.close()

@@ -94,6 +94,7 @@ def record(
     """
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
     writer = open_writer(store)
+    writer.seal_in_background()  # DuckDB's compression yields the CPU to the recorded workload
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
         _err.print(f"[yellow]store recovery: {note}[/yellow]", highlight=False, soft_wrap=True)
     server = QueryServer(writer, socket_path(store)).start()

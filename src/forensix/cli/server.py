@@ -169,7 +169,9 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
         from forensix.agent.sink import StoreSink
         from forensix.store.embedded import open_writer
 
-        sinks.append(StoreSink(open_writer(store)))
+        local = open_writer(store)
+        local.seal_in_background()  # as `forensix record`: the host's workload first
+        sinks.append(StoreSink(local))
     shipping = ShippingSink(cfg)
     sinks.append(shipping)
     stop = threading.Event()

@@ -9,9 +9,10 @@ while recording runs, with no lock error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,6 +28,8 @@ from forensix.store.migrations import JOURNALED, KNOWN_FORMATS, MIGRATIONS, STOR
 __all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_path", "store_files"]
 
 _DUCKDB_MAGIC = b"DUCK"
+# nice value of a recording store's sealing thread: the workload first, the seal when a core is free
+SEAL_NICE = 19
 
 
 def socket_path(path: str | os.PathLike[str]) -> Path:
@@ -119,6 +122,7 @@ class DuckDBStore:
             self.format = STORE_FORMAT
         # stores of format /1 (read-only here) have no journals: their tables are read as they are
         self._journals: dict[str, JournaledTable] = {}
+        self._sealing: _SealThread | None = None
         if self.format != "forensix-store/1":
             sealed = {t: (int(q), int(o)) for t, q, o in
                       self._con.execute("SELECT table_name, seq, row_offset FROM forensix_sealed").fetchall()}
@@ -196,34 +200,68 @@ class DuckDBStore:
                 cur.close()
         return int(data.num_rows)
 
-    def _sealer(self, name: str) -> Callable[[pa.Table, tuple[int, int]], None]:
-        def seal(data: pa.Table, pos: tuple[int, int]) -> None:
-            """Journal rows and how far they are now sealed, in one transaction: sealed once, whatever dies when."""
-            with self._lock:
-                cur = self._con.cursor()
-                try:
-                    cur.execute("BEGIN TRANSACTION")
-                    if data.num_rows:
-                        # one chunk: DuckDB scans it on one thread into whole row groups
-                        # (split between threads, the row groups are partly filled: +40% bytes)
-                        cur.register("_fx_seal", data.combine_chunks())
-                        cur.execute(f'INSERT INTO "{name}_base" BY NAME SELECT * FROM _fx_seal')
+    def _sealer(self, name: str) -> Callable[[pa.Table, tuple[int, int], Callable[[], None]], None]:
+        def seal(data: pa.Table, pos: tuple[int, int], flip: Callable[[], None]) -> None:
+            """Journal rows and how far they are now sealed, in one transaction: sealed once,
+            whatever dies when. The insert runs outside the store's lock (queries pin their own
+            snapshot, appends go to the journal); the commit and ``flip`` run under it, so no
+            query sees the rows twice or not at all."""
+            cur = self._con.cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                if data.num_rows:
+                    # one chunk: DuckDB scans it on one thread into whole row groups
+                    # (split between threads, the row groups are partly filled: +40% bytes)
+                    cur.register("_fx_seal", data.combine_chunks())
+                    cur.execute(f'INSERT INTO "{name}_base" BY NAME SELECT * FROM _fx_seal')
+                    cur.unregister("_fx_seal")
+                with self._lock:
                     cur.execute(
                         "INSERT INTO forensix_sealed VALUES ($t, $q, $o) ON CONFLICT (table_name) "
                         "DO UPDATE SET seq = excluded.seq, row_offset = excluded.row_offset",
                         {"t": name, "q": pos[0], "o": pos[1]},
                     )
                     cur.execute("COMMIT")
-                finally:
-                    cur.close()
+                    flip()
+            finally:
+                cur.close()
         return seal
+
+    def seal_in_background(self, nice: int = SEAL_NICE) -> None:
+        """Seal the journals on a thread of their own, at CPU priority ``nice``, instead of
+        inside ``append``.
+
+        A seal is the bulk of a store's CPU (DuckDB compresses every column of a row group:
+        ~2 µs per event), and none of it is urgent: journal rows are durable and queried
+        already. Off the appending thread and at low priority, it yields the CPU to the
+        workload being recorded and runs when a core is free; the appending thread never
+        waits for it. DuckDB runs single-threaded here, so that the insert runs on the
+        sealing thread itself, at its priority."""
+        if self.read_only or self._sealing is not None:
+            return
+        with self._lock:
+            self._con.execute("SET threads = 1")
+        self._sealing = _SealThread(self._journals, nice)
+        for journal in self._journals.values():
+            journal.on_due = self._sealing.wanted
+        self._sealing.start()
 
     def flush(self) -> None:
         """Seal every journal and checkpoint the DuckDB file: all durable, all compact."""
-        for journal in self._journals.values():
-            journal.seal()
-        with self._lock:
-            self._con.execute("CHECKPOINT")
+        with self._quiet():
+            for journal in self._journals.values():
+                journal.seal()
+            with self._lock:
+                self._con.execute("CHECKPOINT")
+
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """No background seal runs inside (a seal in progress finishes first)."""
+        if self._sealing is None:
+            yield
+            return
+        with self._sealing.paused():
+            yield
 
     # -- reading ---------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -274,7 +312,11 @@ class DuckDBStore:
 
     def close(self) -> None:
         try:
+            if self._sealing is not None:
+                self._sealing.finish()
+                self._sealing = None
             for journal in self._journals.values():
+                journal.on_due = None
                 journal.close()
         finally:
             try:
@@ -287,6 +329,67 @@ class DuckDBStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _SealThread(threading.Thread):
+    """Seals journals when their appends say a seal is due, at low CPU priority."""
+
+    def __init__(self, journals: dict[str, JournaledTable], nice: int) -> None:
+        super().__init__(name="fx-seal", daemon=True)
+        self.journals = journals
+        self.nice = nice
+        self._cv = threading.Condition()
+        self._due: dict[str, bool] = {}  # table -> seal everything (a quiet table)
+        self._busy = False
+        self._pause = 0
+        self._stopping = False
+        self.error: BaseException | None = None
+
+    def wanted(self, journal: JournaledTable, everything: bool) -> None:
+        if self.error is not None:  # the appending thread learns of a failed seal
+            raise self.error
+        with self._cv:
+            self._due[journal.name] = self._due.get(journal.name, False) or everything
+            self._cv.notify()
+
+    def run(self) -> None:
+        try:  # Linux: the nice value of this thread alone
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        except OSError:
+            pass
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stopping or (self._due and not self._pause))
+                if self._stopping:
+                    return
+                name, everything = self._due.popitem()
+                self._busy = True
+            try:
+                self.journals[name].seal(everything, keep_open=True)
+            except BaseException as e:  # noqa: BLE001 - rows stay in the journal; raised on the next append
+                self.error = e
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._cv:
+            self._pause += 1
+            self._cv.wait_for(lambda: not self._busy)
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._pause -= 1
+                self._cv.notify_all()
+
+    def finish(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self.join()
 
 
 def open_writer(path: str | os.PathLike[str]) -> DuckDBStore:

@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,8 +44,12 @@ __all__ = ["JournaledTable", "conform", "journal_dir"]
 
 _JOURNAL = re.compile(r"^(\d{12})\.arrows$")
 
-# (rows, new sealed position) -> inserted into DuckDB with the position, in one transaction
-Sealer = Callable[[pa.Table, tuple[int, int]], None]
+# (rows, new sealed position, flip) -> inserted into DuckDB with the position, in one
+# transaction; ``flip`` runs under the store's lock right after the commit (the rows leave
+# the journal view as they appear in DuckDB)
+Sealer = Callable[[pa.Table, tuple[int, int], Callable[[], None]], None]
+# (journal, everything) -> a seal of that journal is due: the store's sealing thread takes it
+OnDue = Callable[["JournaledTable", bool], None]
 
 
 def journal_dir(store: Path) -> Path:
@@ -131,6 +135,7 @@ class JournaledTable:
         sealed: tuple[int, int],
         sealer: Sealer | None,
         lock: threading.RLock | None = None,
+        on_due: OnDue | None = None,
         seal_rows: int = 122_880,
         seal_seconds: float = 60.0,
         sync_seconds: float = 1.0,
@@ -142,6 +147,9 @@ class JournaledTable:
         self.name = name
         self.schema = sch
         self.sealer = sealer
+        # None: append seals inline when a seal is due. Set: append only says so, and
+        # another thread seals (``seal(keep_open=True)``) while appends go on.
+        self.on_due = on_due
         self.seal_rows = seal_rows
         self.seal_seconds = seal_seconds
         self.sync_seconds = sync_seconds
@@ -182,9 +190,12 @@ class JournaledTable:
 
     def _unsealed_pending(self) -> list[pa.Table]:
         """Each pending journal's unsealed rows, from its whole messages (memory-mapped)."""
-        seq, offset = self._sealed
+        return self._unsealed(self._pending, self._sealed)
+
+    def _unsealed(self, pending: list[_Journal], sealed: tuple[int, int]) -> list[pa.Table]:
+        seq, offset = sealed
         out = []
-        for j in self._pending:
+        for j in pending:
             if not j.length:
                 out.append(self.schema.empty_table())
                 continue
@@ -217,7 +228,7 @@ class JournaledTable:
         if left:
             data = pa.concat_tables([t for _, t, _ in left])
             last = int(left[-1][0].name[:12])
-            self.sealer(data, (last + 1, 0))
+            self.sealer(data, (last + 1, 0), lambda: None)
             self._sealed = (last + 1, 0)
             for j, t, torn in left:
                 note = f"{self.name}: sealed {t.num_rows} rows from the journal {j.name} of a writer that did not finish"
@@ -256,41 +267,72 @@ class JournaledTable:
             cur = self._pending[-1]
             cur.rows += n
             cur.length = self._file.tell()
-        unsealed = sum(j.rows for j in self._pending) - self._sealed[1]
-        if unsealed >= self.seal_rows or now - self._since >= self.seal_seconds:
-            self.seal(everything=unsealed < self.seal_rows)
+            unsealed = sum(j.rows for j in self._pending) - self._sealed[1]
+        due = unsealed >= self.seal_rows or now - self._since >= self.seal_seconds
+        if self.on_due is None:
+            if due:
+                self.seal(everything=unsealed < self.seal_rows)
+            return n
+        if cur.rows >= self.seal_rows:
+            self._close_open()  # a journal sealed to its end can then be removed whole
+        if due:
+            self.on_due(self, unsealed < self.seal_rows)
         return n
 
-    def seal(self, everything: bool = True) -> None:
-        """Insert the unsealed rows into DuckDB (whole row groups only, unless ``everything``)."""
+    def _close_open(self) -> None:
+        """Close the open journal (the writer's thread only): the next append opens the next."""
         if self._writer is not None and self._file is not None:
-            self._writer.close()  # the next append opens the next journal
+            self._writer.close()
             self._file.close()
             self._writer = self._file = None
             with self._lock:
                 self._pending[-1].length = self._pending[-1].path.stat().st_size
-        if not self._pending:
+
+    def seal(self, everything: bool = True, keep_open: bool = False) -> None:
+        """Insert the unsealed rows into DuckDB (whole row groups only, unless ``everything``).
+
+        ``keep_open``: called by the store's sealing thread while the writer goes on
+        appending. The open journal is not closed, and the seal never passes the end of
+        the journals as they were when it began (rows appended meanwhile wait for the next).
+        Only the final COMMIT and the switch of the journal view hold the store's lock:
+        queries and appends do not wait for the insert.
+        """
+        if not keep_open:
+            self._close_open()
+        with self._lock:
+            pending = [replace(j) for j in self._pending]  # a stable view: appends go on
+            seq, offset = self._sealed
+        if not pending:
             return
         assert self.sealer is not None
-        seq, offset = self._sealed
-        tables = self._unsealed_pending()
+        tables = self._unsealed(pending, (seq, offset))
         data = pa.concat_tables(tables)
         take = data.num_rows if everything else data.num_rows - data.num_rows % self.seal_rows
+        if take == 0 and keep_open:
+            return
         # the new position: after `take` rows, counted through the pending journals
-        pos, left = (self._pending[-1].number + 1, 0), take
-        for j, t in zip(self._pending, tables):
+        last = pending[-1]
+        pos, left = (last.number + 1, 0), take
+        for j, t in zip(pending, tables):
             if left < t.num_rows:
                 pos = (j.number, (offset if j.number == seq else 0) + left)
                 break
             left -= t.num_rows
-        # rows become visible in DuckDB as they leave the journal view: one lock for both
-        with self._lock:
-            self.sealer(data.slice(0, take), pos)
+        if keep_open and pos[0] > last.number:  # it may still be the open journal: keep it
+            pos = (last.number, (offset if last.number == seq else 0) + tables[-1].num_rows)
+        done: list[_Journal] = []
+
+        def flip() -> None:
+            """Under the store's lock, right after the commit: the rows leave the journal view."""
             self._sealed = pos
-            done = [j for j in self._pending if j.number < pos[0]]
+            done.extend(j for j in self._pending if j.number < pos[0])
             self._pending = [j for j in self._pending if j.number >= pos[0]]
+
+        self.sealer(data.slice(0, take), pos, flip)
         for j in done:
             j.path.unlink()
+        if keep_open:
+            self._since = time.monotonic()
 
     def close(self) -> None:
         if self.writable:
