@@ -43,6 +43,7 @@ _IPPROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}
 _SOCK_STREAM = 1
 _SOCK_DGRAM = 2
 CLASS_NAMES = np.array(["process", "file", "network", "flow", "other", None], dtype=object)
+_CLASS_ARROW = pa.array(list(CLASS_NAMES), pa.string())
 
 
 def file_type_names(imode: np.ndarray) -> np.ndarray:
@@ -287,7 +288,8 @@ class Decoder:
             return self._decode_parts(d.parts)  # each warning names its record in its own drain
         if fixed is not None:
             keep = known & ~over
-            fixed, good_idx, slen = fixed[keep], good_idx[keep], slen[keep]
+            if not keep.all():  # a copy of the fixed part only when something is left out
+                fixed, good_idx, slen = fixed[keep], good_idx[keep], slen[keep]
             if len(fixed):
                 ev, procs, flows = self._decode_fixed(raw, offs[good_idx] + EV, fixed, slen)
                 out["events"] = ev
@@ -394,30 +396,36 @@ class Decoder:
         # objects: paths
         joined0 = _join(s[0], s[1])
         joined1 = _join(s[2], s[3])
-        sock_mask = pa.array(is_sock)
-        path0 = pc.if_else(pa.array(base0), joined0, s[0])
-        path0 = pc.if_else(sock_mask, pa.nulls(n, pa.string()), path0)
+        # each override below runs only when its mask selects a row (most batches hold no
+        # symlink or mount; the result is the same, without a pass over every column)
+        path0 = pc.if_else(pa.array(base0), joined0, s[0]) if base0.any() else s[0]
+        if is_sock.any():
+            path0 = pc.if_else(pa.array(is_sock), pa.nulls(n, pa.string()), path0)
         path_raw = s[1]
-        target_path = pc.if_else(pa.array(base1), joined1, s[2])
+        target_path = pc.if_else(pa.array(base1), joined1, s[2]) if base1.any() else s[2]
         target_raw = s[3]
-        symlink_m = pa.array(is_symlink)
-        path0 = pc.if_else(symlink_m, target_path, path0)       # the link's own path
-        path_raw = pc.if_else(symlink_m, s[3], path_raw)
-        target_raw = pc.if_else(symlink_m, s[1], target_raw)    # what it points to
-        target_path = pc.if_else(symlink_m, pa.nulls(n, pa.string()), target_path)
-        mount_m = pa.array(is_mount)
-        message = pc.if_else(
-            mount_m,
-            pc.binary_join_element_wise("fstype=", pc.fill_null(s[0], ""), " source=", pc.fill_null(s[1], ""), ""),
-            pa.nulls(n, pa.string()),
-        )
-        path0 = pc.if_else(mount_m, joined1, path0)
-        path_raw = pc.if_else(mount_m, s[3], path_raw)
-        target_path = pc.if_else(mount_m, pa.nulls(n, pa.string()), target_path)
+        if is_symlink.any():
+            symlink_m = pa.array(is_symlink)
+            path0 = pc.if_else(symlink_m, target_path, path0)       # the link's own path
+            path_raw = pc.if_else(symlink_m, s[3], path_raw)
+            target_raw = pc.if_else(symlink_m, s[1], target_raw)    # what it points to
+            target_path = pc.if_else(symlink_m, pa.nulls(n, pa.string()), target_path)
+        message = pa.nulls(n, pa.string())
+        if is_mount.any():
+            mount_m = pa.array(is_mount)
+            message = pc.if_else(
+                mount_m,
+                pc.binary_join_element_wise("fstype=", pc.fill_null(s[0], ""), " source=", pc.fill_null(s[1], ""), ""),
+                message,
+            )
+            path0 = pc.if_else(mount_m, joined1, path0)
+            path_raw = pc.if_else(mount_m, s[3], path_raw)
+            target_path = pc.if_else(mount_m, pa.nulls(n, pa.string()), target_path)
         exec_m = pa.array(is_exec)
-        path_raw = pc.if_else(exec_m, s[3], path_raw)
-        target_path = pc.if_else(exec_m, pa.nulls(n, pa.string()), target_path)
-        target_raw = pc.if_else(exec_m, pa.nulls(n, pa.string()), target_raw)
+        if is_exec.any():
+            path_raw = pc.if_else(exec_m, s[3], path_raw)
+            target_path = pc.if_else(exec_m, pa.nulls(n, pa.string()), target_path)
+            target_raw = pc.if_else(exec_m, pa.nulls(n, pa.string()), target_raw)
         path_valid = pc.is_valid(path0).to_numpy(zero_copy_only=False)
         resolution = V.names(
             np.where(base0 | is_symlink | is_mount, V.code("directory"), V.code("kernel")),
@@ -441,8 +449,8 @@ class Decoder:
             ts_boot=pa.array(ts_boot, pa.int64()),
             cpu=pa.array(f["cpu"].astype(np.uint16)),
             seq=pa.array(f["seq"]),
-            event_class=pa.array(CLASS_NAMES[np.minimum(f["cls"], len(CLASS_NAMES) - 1)], pa.string()),
-            event_kind=pa.array(np.full(n, "event", object), pa.string()),
+            event_class=_CLASS_ARROW.take(pa.array(np.minimum(f["cls"], len(CLASS_NAMES) - 1).astype(np.int32))),
+            event_kind=_repeat("event", n),
             event_category=V.names(cat),
             event_action=V.names(act),
             syscall=V.names(self.sc_name_code[nr], valid=is_sys),
