@@ -239,7 +239,7 @@ def test_a_store_of_the_first_format_opens_and_is_migrated(tmp_path: Path) -> No
     assert r.format == "forensix-store/1" and count(r) == 30
     r.close()
     w = open_writer(store)
-    assert w.format == "forensix-store/3" and "0004_journal" in w.migrations()
+    assert w.format == "forensix-store/4" and "0005_codec" in w.migrations()
     w.append("events", rows(20, start=30))
     assert ts_list(w) == list(range(50))  # old rows and journal rows, as one table
     w.close()

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from forensix.errors import NotAStoreError, StoreBusyError, StoreError
-from forensix.store import schema
+from forensix.store import codec, schema
 from forensix.store.base import Reader
 from forensix.store.journal import JournaledTable, conform, journal_dir
 from forensix.store.migrations import JOURNALED, KNOWN_FORMATS, MIGRATIONS, STORE_FORMAT
@@ -123,6 +123,7 @@ class DuckDBStore:
         # stores of format /1 (read-only here) have no journals: their tables are read as they are
         self._journals: dict[str, JournaledTable] = {}
         self._sealing: _SealThread | None = None
+        self._views: dict[str, str] = {}  # table -> the SELECT its view reads the base table through
         if self.format != "forensix-store/1":
             sealed = {t: (int(q), int(o)) for t, q, o in
                       self._con.execute("SELECT table_name, seq, row_offset FROM forensix_sealed").fetchall()}
@@ -130,7 +131,9 @@ class DuckDBStore:
                 self._journals[name] = JournaledTable(
                     journal_dir(self.path), name, schema.TABLES[name], sealed=sealed.get(name, (0, 0)),
                     sealer=None if read_only else self._sealer(name), lock=self._lock,
+                    encode=lambda t, name=name: codec.encode(name, t),
                 )
+                self._views[name] = self._base_view(name)
         self.recovered = [note for t in self._journals.values() for note in t.recovered]
 
     # -- format and migrations -------------------------------------------------
@@ -174,6 +177,15 @@ class DuckDBStore:
 
     def migrations(self) -> list[str]:
         return [r[0] for r in self._con.execute("SELECT name FROM forensix_migrations ORDER BY name").fetchall()]
+
+    def _base_view(self, name: str) -> str:
+        """How queries read ``name``_base: decoded when it has the codec's columns (format /4)."""
+        have = {r[0] for r in self._con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": f"{name}_base"}).fetchall()}
+        extra = set(codec.CODEC_COLUMNS.get(name, {}))
+        if extra and extra <= have:
+            return codec.decoded_sql(name, f"main.{name}_base")
+        return f"SELECT * FROM main.{name}_base"
 
     # -- writing ---------------------------------------------------------------
     def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
@@ -279,10 +291,10 @@ class DuckDBStore:
                 cur.execute("SELECT count(*) FROM forensix_meta").fetchall()  # pins DuckDB's snapshot
             for name, tail in tails.items():
                 if tail is None:
-                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM main.{name}_base")
+                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {self._views[name]}")
                 else:
                     cur.register(f"_fx_tail_{name}", tail)
-                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM main.{name}_base "
+                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {self._views[name]} "
                                 f"UNION ALL BY NAME SELECT * FROM _fx_tail_{name}")
         except duckdb.Error as e:
             cur.close()

@@ -134,6 +134,7 @@ class JournaledTable:
         *,
         sealed: tuple[int, int],
         sealer: Sealer | None,
+        encode: Callable[[pa.Table], pa.Table] | None = None,
         lock: threading.RLock | None = None,
         on_due: OnDue | None = None,
         seal_rows: int = 122_880,
@@ -141,12 +142,15 @@ class JournaledTable:
         sync_seconds: float = 1.0,
     ) -> None:
         """``sealed``: the store's sealed position (seq, offset).
-        ``sealer``: None for a reader (it never writes). ``lock``: shared with the store, so
-        that a query's snapshot of the journals and of DuckDB cannot straddle a seal."""
+        ``sealer``: None for a reader (it never writes). ``encode``: turns rows into what the
+        sealer inserts (store/codec.py), run outside the lock so that queries do not wait for
+        it. ``lock``: shared with the store, so that a query's snapshot of the journals and of
+        DuckDB cannot straddle a seal."""
         self.dir = directory / name
         self.name = name
         self.schema = sch
         self.sealer = sealer
+        self.encode = encode or (lambda t: t)
         # None: append seals inline when a seal is due. Set: append only says so, and
         # another thread seals (``seal(keep_open=True)``) while appends go on.
         self.on_due = on_due
@@ -228,7 +232,7 @@ class JournaledTable:
         if left:
             data = pa.concat_tables([t for _, t, _ in left])
             last = int(left[-1][0].name[:12])
-            self.sealer(data, (last + 1, 0), lambda: None)
+            self.sealer(self.encode(data), (last + 1, 0), lambda: None)
             self._sealed = (last + 1, 0)
             for j, t, torn in left:
                 note = f"{self.name}: sealed {t.num_rows} rows from the journal {j.name} of a writer that did not finish"
@@ -320,6 +324,7 @@ class JournaledTable:
             left -= t.num_rows
         if keep_open and pos[0] > last.number:  # it may still be the open journal: keep it
             pos = (last.number, (offset if last.number == seq else 0) + tables[-1].num_rows)
+        rows = self.encode(data.slice(0, take))  # outside the lock: queries do not wait for it
         done: list[_Journal] = []
 
         def flip() -> None:
@@ -328,7 +333,7 @@ class JournaledTable:
             done.extend(j for j in self._pending if j.number < pos[0])
             self._pending = [j for j in self._pending if j.number >= pos[0]]
 
-        self.sealer(data.slice(0, take), pos, flip)
+        self.sealer(rows, pos, flip)
         for j in done:
             j.path.unlink()
         if keep_open:

@@ -15,9 +15,11 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /1: every table appended to DuckDB directly. /3: the bulk tables (JOURNALED) are
 # appended through a journal and sealed into DuckDB in large batches (store/journal.py);
 # their tables are named NAME_base and read through views that add the journal's rows.
-# (/2, Parquet segments, existed only in a development build of 2026-11-26.)
-STORE_FORMAT = "forensix-store/3"
-KNOWN_FORMATS = frozenset({"forensix-store/1", STORE_FORMAT})
+# (/2, Parquet segments, existed only in a development build of 2026-11-26.) /4: the base
+# tables are sorted within each row group and events_base keeps ts_boot as a clock offset
+# (store/codec.py); a /3 store is read as it is, and migrated to /4 by its next writer.
+STORE_FORMAT = "forensix-store/4"
+KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -64,5 +66,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0004_journal", [
         "CREATE TABLE forensix_sealed (table_name VARCHAR PRIMARY KEY, seq UBIGINT NOT NULL, row_offset UBIGINT NOT NULL)",
         "UPDATE forensix_meta SET value = 'forensix-store/3' WHERE key = 'format'",
+    ]),
+    # store/codec.py: new rows keep ts - ts_boot here and ts_boot NULL; rows sealed before keep ts_boot
+    ("0005_codec", [
+        'ALTER TABLE "events_base" ADD COLUMN "clock_offset" BIGINT',
+        "UPDATE forensix_meta SET value = 'forensix-store/4' WHERE key = 'format'",
     ]),
 ]

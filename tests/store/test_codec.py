@@ -1,0 +1,122 @@
+"""The sealed layout (store/codec.py): rows sorted within a row group, ts_boot as a clock offset.
+
+What an investigator relies on: every column of every row reads back exactly as it was
+appended, before and after the seal; a seal never moves a row into another row group
+(another span of the recording); stores written before the re-encoding still open, read
+their old rows unchanged, and take new ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from bench.synth import EventGenerator
+from forensix.store import schema
+from forensix.store.codec import ROW_GROUP
+from forensix.store.embedded import DuckDBStore, open_writer
+from forensix.store.journal import conform
+from forensix.store.migrations import MIGRATIONS
+
+ALL = "SELECT * FROM events ORDER BY seq"
+
+
+def _edge_rows(seq0: int) -> pa.Table:
+    """Rows the encodings must not get wrong: no ts_boot, a difference that would overflow,
+    negative times, every raw argument at its extremes."""
+    rows = [
+        {"ts": 5, "ts_boot": None},
+        {"ts": 2**62, "ts_boot": -(2**62) - 10},  # ts - ts_boot overflows int64: kept as it is
+        {"ts": -(2**62), "ts_boot": 2**62 + 1},  # and the other way
+        {"ts": -7, "ts_boot": -9},
+        {"ts": 2**63 - 1, "ts_boot": 0, "a0": 2**64 - 1, "a1": 0, "a2": None, "a3": 2**63},
+    ]
+    base = {"host_id": "h", "boot_id": "b", "event_category": "file", "event_action": "open"}
+    return pa.Table.from_pylist([base | r | {"seq": seq0 + i} for i, r in enumerate(rows)])
+
+
+def _rows(n: int) -> pa.Table:
+    return pa.concat_tables([EventGenerator(seed=3).batch(n), conform(_edge_rows(n), schema.EVENTS, "events")])
+
+
+def _same(got: pa.Table, want: pa.Table) -> None:
+    assert got.schema.names == schema.EVENTS.names and got.num_rows == want.num_rows
+    for name in schema.EVENTS.names:
+        assert got.column(name).equals(want.column(name).cast(got.schema.field(name).type)), name
+
+
+def test_every_column_reads_back_exactly_before_and_after_the_seal(tmp_path: Path) -> None:
+    data = _rows(ROW_GROUP + 5_000)  # one whole row group and part of the next
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("events", data)
+    want = data.sort_by("seq")
+    before = w.query(ALL)  # from the journal
+    w.flush()
+    after = w.query(ALL)  # from DuckDB, sorted and encoded
+    w.close()
+    r = DuckDBStore(tmp_path / "s.duckdb", read_only=True)
+    reopened = r.query(ALL)
+    base = r._con.execute("SELECT count(*), count(ts_boot), count(clock_offset) FROM events_base").fetchone()
+    r.close()
+    for got in (before, after, reopened):
+        assert got.schema.names == schema.EVENTS.names
+        for name in schema.EVENTS.names:
+            assert got.column(name).equals(want.column(name).cast(got.schema.field(name).type)), name
+    # in DuckDB ts_boot is the offset, except where it was null or would overflow
+    assert base == (data.num_rows, 2, data.num_rows - 3)
+
+
+def test_a_seal_sorts_rows_within_their_row_group_and_never_across(tmp_path: Path) -> None:
+    data = _rows(2 * ROW_GROUP)
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("events", data)
+    w.flush()
+    first = w._con.sql(f"SELECT seq FROM events_base WHERE rowid < {ROW_GROUP}").to_arrow_table()
+    runs = w._con.execute(
+        f"SELECT count(*) FROM (SELECT event_action, lag(event_action) OVER (ORDER BY rowid) AS prev "
+        f"FROM events_base WHERE rowid < {ROW_GROUP}) WHERE event_action IS DISTINCT FROM prev").fetchone()[0]
+    w.close()
+    assert sorted(first.column("seq").to_pylist()) == list(range(ROW_GROUP))  # the first group's rows, all
+    assert runs == len(set(data.column("event_action").slice(0, ROW_GROUP).to_pylist()))  # one run per action
+
+
+def _third_format_store(path: Path, rows: pa.Table) -> None:
+    """A store as the previous version wrote it: migrations up to 0004, rows sealed raw."""
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE forensix_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("CREATE TABLE forensix_migrations (name VARCHAR PRIMARY KEY, applied_ns BIGINT)")
+    con.execute("INSERT INTO forensix_meta VALUES ('format', 'forensix-store/1')")
+    for name, statements in MIGRATIONS:
+        if name == "0005_codec":
+            break
+        for stmt in statements:
+            con.execute(stmt)
+        con.execute("INSERT INTO forensix_migrations VALUES ($n, 0)", {"n": name})
+    con.execute("INSERT INTO forensix_sealed VALUES ('events', 1, 0)")
+    con.register("old_rows", rows)
+    con.execute("INSERT INTO events_base BY NAME SELECT * FROM old_rows")
+    con.close()
+
+
+def test_a_store_of_the_third_format_reads_as_it_is_and_is_migrated(tmp_path: Path) -> None:
+    store = tmp_path / "old.duckdb"
+    old, new = _rows(3_000).slice(0, 2_000), _rows(3_000).slice(2_000)
+    _third_format_store(store, old)
+    r = DuckDBStore(store, read_only=True)
+    assert r.format == "forensix-store/3"
+    _same(r.query(ALL), old.sort_by("seq"))
+    r.close()
+    w = open_writer(store)
+    assert w.format == "forensix-store/4" and w.migrations()[-1] == "0005_codec"
+    w.append("events", new)
+    w.flush()
+    both = w.query(ALL)
+    w.close()
+    _same(both, pa.concat_tables([old, new]).sort_by("seq"))
+    # the old rows kept their ts_boot in place; the new ones hold the offset
+    con = duckdb.connect(str(store), read_only=True)
+    assert con.execute("SELECT count(ts_boot), count(clock_offset) FROM events_base").fetchone() == (
+        old.num_rows + 2, new.num_rows - 3)  # 2 would overflow, 1 has no ts_boot
+    con.close()
