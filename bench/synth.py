@@ -76,6 +76,20 @@ class EventGenerator:
         is_net = kind == 6
         is_flow = kind == 1
         comm_idx = self.proc_comm[proc]
+        is_open = kind == 0
+        is_mmap = kind == 2
+        # mmap: libraries mapped at fresh addresses, half of them at a fixed hint (as ld.so does)
+        map_addr = (0x7F0000000000 + rng.integers(0, 2**28, n) * 4096).astype(np.uint64)
+        map_len = (rng.integers(1, 512, n) * 4096).astype(np.uint64)
+        map_hint = np.where(rng.random(n) < 0.5, map_addr, 0).astype(np.uint64)
+        # raw arguments as the decoder writes them: openat(AT_FDCWD, path -> left out, flags, mode),
+        # mmap(hint, len, prot, flags), connect(fd, sockaddr pointer, addrlen); null off syscalls
+        a0 = np.where(is_open, np.uint64(2**64 - 100),
+                      np.where(is_mmap, map_hint, rng.integers(3, 40, n).astype(np.uint64)))
+        a1 = np.where(is_mmap, map_len, (0x7FFC00000000 + rng.integers(0, 2**20, n) * 8).astype(np.uint64))
+        a2 = np.where(is_open, 0o2000000, np.where(is_mmap, 5, 16)).astype(np.uint64)
+        a3 = np.where(is_mmap, 0x802, 0).astype(np.uint64)
+        has_args = is_open | is_mmap | is_net
         cols: dict[str, pa.Array] = {
             "host_id": pa.array(np.full(n, "4f2c1e0d9b8a7f6e5d4c3b2a19081726", dtype=object)),
             "host_name": pa.array(np.full(n, "bench-host", dtype=object)),
@@ -89,7 +103,8 @@ class EventGenerator:
             "event_action": _strings(self.acts, kind, None),
             "syscall": _strings(self.sysc, kind, None),
             "event_outcome": pa.array(np.full(n, "success", dtype=object)),
-            "ret": pa.array(np.where(kind == 0, rng.integers(3, 64, n), 0).astype(np.int64)),
+            "ret": pa.array(np.where(kind == 0, rng.integers(3, 64, n),
+                                     np.where(is_mmap, map_addr.astype(np.int64), 0)).astype(np.int64)),
             "process_entity_id": pa.array(self.entities[proc]),
             "process_pid": pa.array(self.pids[proc]),
             "process_tid": pa.array(self.pids[proc]),
@@ -121,7 +136,14 @@ class EventGenerator:
             "destination_port": pa.array(np.full(n, 443, np.uint16), mask=~is_net),
             "target_pid": pa.array(self.pids[(proc + 7) % N_PROCS], mask=~is_fork),
             "target_entity_id": pa.array(self.entities[(proc + 7) % N_PROCS], mask=~is_fork),
+            "mem_len": pa.array(map_len, mask=~is_mmap),
             "mem_prot": pa.array(np.full(n, 5, np.uint32), mask=kind != 2),
+            "mem_flags": pa.array(np.full(n, 0x802, np.uint32), mask=~is_mmap),
+            "file_mode": pa.array(np.zeros(n, np.uint32), mask=~is_open),
+            "a0": pa.array(a0, mask=~has_args),
+            "a1": pa.array(a1, mask=~(is_mmap | is_net)),
+            "a2": pa.array(a2, mask=~has_args),
+            "a3": pa.array(a3, mask=~has_args),
             "flow_read_count": pa.array(rng.integers(1, 500, n).astype(np.uint64), mask=~is_flow),
             "flow_read_bytes": pa.array(rng.integers(1, 10**6, n).astype(np.uint64), mask=~is_flow),
             "flow_write_count": pa.array(np.zeros(n, np.uint64), mask=~is_flow),

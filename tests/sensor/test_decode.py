@@ -101,3 +101,24 @@ def test_abi_json_matches_the_built_object() -> None:
     fresh = json.loads(subprocess.run(["python3", str(gen), str(obj), unistd], check=True,
                                       capture_output=True, text=True).stdout)
     assert fresh == load_abi()
+
+
+def test_a_pointer_is_left_out_of_a0_a3_only_where_its_string_is_in_the_row_whole() -> None:
+    # openat(dirfd, path, flags, mode): a1 points to the path, which the row keeps in file_path_raw
+    abi, rings = _load()
+    d = rings["rb_main"]
+    out = _decode(d)["events"].to_pylist()
+    opens = [(i, e) for i, e in enumerate(out) if e["syscall"] == "openat"]
+    assert opens and all(e["file_path_raw"] is not None and e["a1"] is None for _, e in opens)
+    # flags and mode stay: they are values, not pointers
+    assert all(e["a2"] is not None and e["a3"] is not None and e["a0"] is not None for _, e in opens)
+    # a truncated copy keeps the pointer (the row does not hold the whole string)
+    i = opens[0][0]
+    ev = {m["name"]: m for m in abi["structs"]["fx_event"]["members"]}
+    data = bytearray(d.data)
+    at = int(d.offsets[i]) + ev["flags"]["offset"]
+    size = ev["flags"]["size"]
+    flags = int.from_bytes(data[at : at + size], "little") | (1 << 1)  # FX_F_TRUNC0 << FX_S_RAW0
+    data[at : at + size] = flags.to_bytes(size, "little")
+    row = _decode(Drained(bytes(data), d.offsets, d.lengths))["events"].to_pylist()[i]
+    assert row["syscall"] == "openat" and row["file_path_truncated"] and row["a1"] is not None

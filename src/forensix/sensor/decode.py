@@ -25,7 +25,7 @@ from forensix.model.host import HostInfo
 from forensix.model.identity import SnapshotIds, host_key
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.ringbuf import Drained
-from forensix.sensor.syscalls import O_CREAT, SYSCALLS
+from forensix.sensor.syscalls import O_CREAT, STRING_ARGS, SYSCALLS
 from forensix.store import schema
 
 __all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
@@ -236,6 +236,14 @@ class Decoder:
             self.sc_action[nr] = spec.action
             for col, i in spec.args.items():
                 self.argidx[col][nr] = i
+        # per raw argument a0..a3: the string slot holding what it points to (-1: none)
+        slots = enum(abi, "fx_str")
+        self.str_slot = np.full((4, _NR_MAX), -1, np.int64)
+        for name, ptrs in STRING_ARGS.items():
+            nr = self.nr.get(name, _NR_MAX)
+            for i, slot in ptrs.items():
+                if nr < _NR_MAX and i < 4:
+                    self.str_slot[i, nr] = slots[slot]
         V = self.vocab
         self.sc_name_code = np.array([V.code(n) if n is not None else 0 for n in self.sc_name], np.int64)
         self.sc_action_code = np.array(
@@ -505,8 +513,11 @@ class Decoder:
         cols["file_flags__mask"] = cols["file_flags__mask"] & ~nr_in("creat")
         sig_col = cols.pop("signal")
         cols["signal"] = pa.array(sig_col.astype(np.int64).astype(np.int32), mask=cols.pop("signal__mask"))
-        for a in range(4):
-            cols[f"a{a}"] = pa.array(args[:, a], mask=~is_sys)
+        for a in range(4):  # a pointer to a string copied whole into the row is left out (syscalls.STRING_ARGS)
+            slot = self.str_slot[a, nr]
+            k = np.maximum(slot, 0)
+            copied = (slot >= 0) & (slen[np.arange(n), k] > 0) & (((flags >> k) & F["FX_F_TRUNC0"]) == 0)
+            cols[f"a{a}"] = pa.array(args[:, a], mask=~is_sys | copied)
         # fd
         fd = np.where(is_flow, ret, np.where(is_pipe, args[:, 4].astype(np.int64), -1))
         opened = nr_in("open", "openat", "openat2", "creat", "memfd_create") & (ret >= 0)

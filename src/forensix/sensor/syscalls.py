@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["O_CREAT", "SYSCALLS", "Syscall"]
+__all__ = ["O_CREAT", "STRING_ARGS", "SYSCALLS", "Syscall"]
 
 O_CREAT = 0o100
 O_WRONLY = 0o1
@@ -132,3 +132,24 @@ SYSCALLS: dict[str, Syscall] = {
     "copy_file_range": _s("fx_exit_rw", "flow", "transfer"),
 }
 
+
+# Arguments that point to a string the sensor copies into the record (bpf/sensor.bpf.c:
+# fx_named / fx_str_user), by the string slot it lands in (enum fx_str). Where the copy is
+# there and whole, the decoder leaves the pointer out of a0..a3: the string is the evidence,
+# the address of the caller's buffer is not. Where the copy failed or was truncated, the
+# pointer stays.
+_AT1 = {1: "FX_S_RAW0"}  # *at(dirfd, path, ...)
+_P0 = {0: "FX_S_RAW0"}  # (path, ...)
+STRING_ARGS: dict[str, dict[int, str]] = {
+    "open": _P0, "creat": _P0, "openat": _AT1, "openat2": _AT1,
+    **{n: _AT1 for n in ("unlinkat", "mkdirat", "fchmodat", "fchmodat2", "fchownat", "futimesat", "mknodat",
+                         "utimensat", "execveat")},
+    **{n: _P0 for n in ("unlink", "rmdir", "mkdir", "mknod", "chmod", "chown", "lchown", "truncate", "utime",
+                        "utimes", "setxattr", "lsetxattr", "removexattr", "lremovexattr", "chroot", "umount2",
+                        "execve", "delete_module", "memfd_create")},
+    "finit_module": {1: "FX_S_RAW0"}, "init_module": {2: "FX_S_RAW0"},
+    **{n: {1: "FX_S_RAW0", 3: "FX_S_RAW1"} for n in ("renameat", "renameat2", "linkat")},
+    **{n: {0: "FX_S_RAW0", 1: "FX_S_RAW1"} for n in ("rename", "link", "symlink", "pivot_root")},
+    "symlinkat": {0: "FX_S_RAW0", 2: "FX_S_RAW1"},
+    "mount": {0: "FX_S_RAW0", 1: "FX_S_RAW1", 2: "FX_S_PATH0"},
+}

@@ -120,7 +120,10 @@ EVENTS = pa.schema(
         pa.field("flow_write_bytes", _u64),
         pa.field("flow_first_ts", _i64),
         pa.field("flow_last_ts", _i64),
-        # raw syscall arguments, for auditd-style rules (a0..a3)
+        # raw syscall arguments (registers at entry), for auditd-style rules (a0..a3); null off
+        # syscall rows, and null where the argument points to a string the row holds whole
+        # (file_path_raw, file_target_path_raw; the pointee, not the caller's buffer address,
+        # is the evidence: sensor.syscalls.STRING_ARGS). A failed or truncated copy keeps it.
         pa.field("a0", _u64),
         pa.field("a1", _u64),
         pa.field("a2", _u64),
