@@ -64,6 +64,7 @@ __all__ = [
     "compile_rule",
     "forensix_pipeline",
     "logsource_key",
+    "necessary",
     "raw_first",
 ]
 
@@ -494,6 +495,22 @@ def hoist(scope: Node, body: Node) -> tuple[Node, Node]:
         return scope, body
     rest = tuple(i for i in items if not columns_of(i) <= _RAW)
     return simplify(And((scope, *raw))), simplify(And(rest))
+
+
+def necessary(node: Node, columns: frozenset[str]) -> Node:
+    """A condition over ``columns`` alone that every event matching ``node`` meets.
+
+    Tests on other columns become TRUE (a negation is kept only when all it reads is in
+    ``columns``), so the result may let through more than ``node``, never less: events
+    failing it can be dropped before ``node`` itself is evaluated on the rest.
+    """
+    if isinstance(node, Pred):
+        return node if columns_of(node) <= columns else Const(True)
+    if isinstance(node, (And, Or)):
+        return simplify(type(node)(tuple(necessary(i, columns) for i in node.items)))
+    if isinstance(node, Not):
+        return node if columns_of(node.item) <= columns else Const(True)
+    return node
 
 
 # -- whole rules ------------------------------------------------------------------------

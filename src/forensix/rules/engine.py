@@ -18,9 +18,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules.alerts import AlertOutput, RuleMeta, build_alerts, empty_alerts
-from forensix.rules.compile import And, CompiledRule, Node, Not, Or, hoist, raw_first
+from forensix.rules.compile import (
+    And,
+    CompiledRule,
+    Const,
+    Node,
+    Not,
+    Or,
+    hoist,
+    necessary,
+    raw_first,
+)
 from forensix.rules.detectors import Detector
-from forensix.rules.live import Evaluator, ProcessContext, Selection
+from forensix.rules.live import Codes, Evaluator, ProcessContext, count_true, true_rows
 from forensix.rules.sql import SUMMARY_DERIVED
 
 __all__ = ["EngineStats", "LiveEngine", "meta_of"]
@@ -38,11 +48,15 @@ class EngineStats:
     cpu_s: float = 0.0  # CPU of the evaluating thread (the process clock also counts the others)
 
 
+KIND = "event_action"  # a group's events must have an action it allows: checked per distinct action
+
+
 @dataclass
 class _Group:
     scope: Node
     rules: list[CompiledRule]
     bodies: list[Node]
+    kinds: Node  # what the group's events need of their KIND (see ``necessary``)
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -88,6 +102,7 @@ class LiveEngine:
         self.max_delay = max_delay
         self.max_rows = max_rows
         self._groups = self._group(self.rules)
+        self._decided: dict[tuple[Node, object], bool] = {}  # predicates on Codes.COLUMNS, per value
         self._pending: list[tuple[str, pa.Table]] = []
         self._pending_rows = 0
         self._pending_since = 0.0
@@ -108,7 +123,12 @@ class LiveEngine:
             scope, body = hoist(r.scope, r.body)
             scope, body = _intern(raw_first(scope), canon), _intern(raw_first(body), canon)
             groups.setdefault(scope, []).append((r, body))
-        return [_Group(scope, [r for r, _ in rs], [b for _, b in rs]) for scope, rs in groups.items()]
+        out = []
+        for scope, rs in groups.items():
+            bodies = [b for _, b in rs]
+            kinds = necessary(And((scope, Or(tuple(bodies)))), frozenset({KIND}))
+            out.append(_Group(scope, [r for r, _ in rs], bodies, _intern(kinds, canon)))
+        return out
 
     # -- Sink -------------------------------------------------------------------------
     def write(self, table: str, data: pa.Table) -> None:
@@ -232,19 +252,27 @@ class LiveEngine:
         return pa.concat_tables(parts) if parts else empty_alerts()
 
     def evaluate(self, events: pa.Table) -> pa.Table:
-        """Alerts of the Sigma rules for one events batch."""
+        """Alerts of the Sigma rules for one events batch.
+
+        A group is skipped when no action of the batch allows it (decided per distinct
+        action); its scope is evaluated on the whole batch, sharing sub-results between
+        groups; each rule's body only on the rows in scope."""
         if events.num_rows == 0 or not self._groups:
             return empty_alerts()
-        top = Evaluator(events, self.context)
+        codes = Codes(events, self._decided)
+        top = Evaluator(events, self.context, codes)
         found = []
         for g in self._groups:
-            mask = top.mask(g.scope)
-            if not pc.any(mask).as_py():
+            if not isinstance(g.kinds, Const) and not codes.possible(g.kinds, KIND):
                 continue
-            ev = Evaluator(Selection(events, mask), self.context)
+            scope = top.mask(g.scope)
+            left = count_true(scope)
+            if left == 0:
+                continue
+            ev = top if left == events.num_rows else top.narrow(true_rows(scope))
             for rule, body in zip(g.rules, g.bodies):
                 m = ev.mask(body)
-                if not pc.any(m).as_py():
+                if count_true(m) == 0:
                     continue
                 hits = ev.table.filter(m)
                 for name in SUMMARY_DERIVED:
