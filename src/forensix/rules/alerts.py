@@ -28,6 +28,7 @@ from forensix.render.tables import display_value
 from forensix.store.schema import ALERTS, ecs_name
 
 __all__ = [
+    "ALERT_FIELDS",
     "AlertOutput",
     "CallbackOutput",
     "JsonlOutput",
@@ -66,6 +67,15 @@ _EMPTY = ALERTS.empty_table()
 
 def empty_alerts() -> pa.Table:
     return _EMPTY  # tables are immutable: one empty table serves every caller
+
+
+# Every field of a matching row that ``build_alerts`` reads: a detector holding rows
+# (a copy's pending exec) needs these, not the event's ~80 columns.
+ALERT_FIELDS = (
+    "host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_entity_id", "target_entity_id",
+    "process_pid", "process_name", "event_action", "file_path", "file_target_path", "source_ip",
+    "source_port", "destination_ip", "destination_port", "fx_image", "fx_command_line", "fx_detail",
+)
 
 
 def _summary(meta: RuleMeta, r: dict[str, Any]) -> str:

@@ -24,8 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.model.timefmt import format_ns
-from forensix.rules.alerts import RuleMeta, build_alerts, empty_alerts
+from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.fields import WRITE_OPEN_MASK
+from forensix.rules.live import count_true
 
 __all__ = ["DETECTOR_RULES", "Detector", "GapDetector", "RecorderGuard", "default_detectors"]
 
@@ -100,11 +101,17 @@ def _narrow_rows(data: pa.Table, mask: pa.Array, columns: Sequence[str]) -> list
 
 
 def _whole(data: pa.Table, row: dict[str, Any]) -> dict[str, Any]:
-    """The full row a narrow row stands for (what ``_rows`` would have given)."""
+    """What an alert needs of the row a narrow row stands for."""
     if _ROW not in row:
         return row
-    full: dict[str, Any] = data.slice(row[_ROW], 1).to_pylist()[0]
-    return full
+    return _alert_rows(data, [row[_ROW]])[0]
+
+
+def _alert_rows(data: pa.Table, rows: Sequence[int]) -> list[dict[str, Any]]:
+    """The fields ``build_alerts`` reads (``ALERT_FIELDS``) of these rows of the batch."""
+    names = [c for c in ALERT_FIELDS if data.schema.get_field_index(c) >= 0]
+    got: list[dict[str, Any]] = data.select(names).take(pa.array(rows, pa.int64())).to_pylist()
+    return got
 
 
 class RecorderGuard:
@@ -297,7 +304,7 @@ class CopiedBinaryExec:
         while len(self.copies) > self.max_tracked:
             self.copies.pop(next(iter(self.copies)))
 
-    # what ``_step`` reads; an exec it keeps or reports gets the whole row
+    # what ``_step`` reads; an exec it keeps or reports gets the fields of an alert
     _STEP = ("ts", "event_action", "file_path", "file_target_path", "file_flags",
              "process_entity_id", "process_executable")
 
@@ -306,24 +313,78 @@ class CopiedBinaryExec:
         exe = r.get("process_executable") or r.get("file_path") or ""
         return exe in self.copies or exe.startswith(TEMP_DIRS)
 
+    def _near(self, data: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The rows of the paths watched (opens, execs and renames of system binaries
+        or in temporary directories): their indices in the batch, and which of them
+        are system binaries and temporary files."""
+        act = pc.is_in(data.column("event_action"), pa.array(["open", "exec", "rename"]))
+        if count_true(act) == 0:
+            return None
+        path = data.column("file_path")
+        sysbin = _prefixed(path, SYSTEM_BIN_DIRS)
+        temp = _prefixed(path, TEMP_DIRS)
+        near = sysbin | temp | _prefixed(data.column("file_target_path"), TEMP_DIRS)
+        near &= act.to_numpy(zero_copy_only=False)
+        if not near.any():
+            return None
+        rows = np.flatnonzero(near)
+        return rows, sysbin[rows], temp[rows]
+
+    def _useful(self, near: pa.Table, sysbin: np.ndarray, temp: np.ndarray) -> np.ndarray:
+        """Which of the rows ``_step`` can do anything with, decided vectorised: most are
+        reads of temporary files, writes by processes that read no system binary, and
+        execs of system binaries, which it ignores."""
+        act = near.column("event_action").to_numpy(zero_copy_only=False)
+        is_open, is_exec = act == "open", act == "exec"
+        writes = pc.not_equal(pc.bit_wise_and(pc.fill_null(near.column("file_flags"), 0), WRITE_OPEN_MASK), 0)
+        writes = writes.to_numpy(zero_copy_only=False)
+        reads = is_open & ~writes & sysbin
+        useful: np.ndarray = reads | (act == "rename")
+        written = is_open & writes & temp
+        if written.any():  # a copy only by a process that read a system binary (before, or in this batch)
+            eid = pc.fill_null(near.column("process_entity_id"), 0).to_numpy()
+            readers = np.fromiter(self.reads, dtype=np.uint64, count=len(self.reads))
+            useful |= written & np.isin(eid, np.concatenate([readers, eid[reads]]))
+        if is_exec.any():  # an exec matters if it may be a copy: in a temporary directory, or copied before
+            path = near.column("file_path").to_pylist()
+            made = {p for p, u in zip(path, useful & written) if u}
+            made |= {t for t in near.column("file_target_path").to_pylist() if t}
+            exe = near.column("process_executable").to_pylist()
+            for i in np.flatnonzero(is_exec).tolist():
+                x = exe[i] or path[i] or ""
+                useful[i] = x.startswith(TEMP_DIRS) or x in self.copies or x in made
+        return useful
+
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
-        path = pc.fill_null(data.column("file_path"), "")
-        target = pc.fill_null(data.column("file_target_path"), "")
-        tests = [pc.starts_with(path, d) for d in SYSTEM_BIN_DIRS + TEMP_DIRS]
-        tests += [pc.starts_with(target, d) for d in TEMP_DIRS]
-        near = functools.reduce(pc.or_, tests)
-        mask = pc.and_(pc.is_in(data.column("event_action"), pa.array(["open", "exec", "rename"])), near)
+        found = self._near(data)
+        if found is None:
+            return empty_alerts()
+        idx, sysbin, temp = found
+        near = data.select(list(self._STEP)).take(pa.array(idx)).append_column(_ROW, pa.array(idx))
+        latest = pc.max(near.column("ts")).as_py()
+        rows = near.filter(pa.array(self._useful(near, sysbin, temp))).to_pylist()
         hits: list[dict[str, Any]] = []
-        rows = sorted(_narrow_rows(data, pc.fill_null(mask, False), self._STEP), key=lambda r: r["ts"])
-        for r in rows:
+        kept: list[dict[str, Any]] = []
+        for r in sorted(rows, key=lambda r: r["ts"]):
             if r["event_action"] == "exec" and self._kept(r):
-                r = _whole(data, r)
+                kept.append(r)  # kept or reported: it gets the fields of an alert below
             hits.extend(self._step(r))
-        if rows:
-            self._trim(rows[-1]["ts"])
+        if kept:  # in place: the rows kept pending are these dicts
+            for r, f in zip(kept, _alert_rows(data, [r.pop(_ROW) for r in kept])):
+                r.update(f)
+        self._trim(latest)
         return build_alerts(COPIED_EXEC, hits, source) if hits else empty_alerts()
+
+
+def _prefixed(strings: pa.Array | pa.ChunkedArray, prefixes: Sequence[str]) -> np.ndarray:
+    """Whether each string starts with one of ``prefixes`` (NULL does not)."""
+    out = np.zeros(len(strings), dtype=bool)
+    for p in prefixes:
+        hit = pc.starts_with(strings, p)
+        out |= (pc.fill_null(hit, False) if hit.null_count else hit).to_numpy(zero_copy_only=False)
+    return out
 
 
 def default_detectors(self_pids: Sequence[int] = (), protected: Sequence[str] = ()) -> list[Detector]:
