@@ -1,8 +1,9 @@
 """The live engine's shortcuts change nothing it finds.
 
 The engine skips rule groups by the batch's distinct actions, evaluates what is left of
-a conjunction on its few remaining rows, and the copied-binary detector drops rows it
-would ignore before stepping through them. Each is checked here against the plain way:
+a conjunction on its few remaining rows, matches literal alternations of a few rows in
+Python, and the copied-binary detector drops rows it would ignore before stepping
+through them. Each is checked here against the plain way:
 every rule on every row, every watched row through the detector.
 """
 
@@ -18,10 +19,10 @@ import pyarrow.compute as pc
 
 from forensix.rules import load_rules
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
-from forensix.rules.compile import And, Const, Not, Or, Pred, necessary
+from forensix.rules.compile import And, Const, Not, Or, Pred, literal_alternatives, necessary
 from forensix.rules.detectors import COPIED_EXEC, SYSTEM_BIN_DIRS, TEMP_DIRS, CopiedBinaryExec
 from forensix.rules.engine import LiveEngine, meta_of
-from forensix.rules.live import Codes, Evaluator, ProcessContext
+from forensix.rules.live import Codes, Evaluator, ProcessContext, _match_literals
 from forensix.store.embedded import open_reader, open_writer
 from forensix.testing.generator import O_CREAT, O_TRUNC, O_WRONLY, StoreBuilder, generate
 
@@ -91,6 +92,23 @@ def test_conditions_on_actions_hold_for_null_and_unseen_values() -> None:
         batch = pa.table({"event_action": pa.array(values, pa.string())})
         got = Evaluator(batch, None, Codes(batch, engine._decided)).mask(node).to_pylist()
         assert got == _Plain(batch).mask(node).to_pylist()
+
+
+def test_literal_alternations_match_as_re2_does() -> None:
+    """On a few rows, a regex that only lists literals is matched in Python: same answers."""
+    pats = ["(?s)(?:/\\.bash_history|/fish_history)$", "(?s)^(?:/etc/cron\\.d/|/tmp/)",
+            "(?s)(?:base64 -d|a\\|b|\\(x\\)\\$)", "(?s)^(?:)", "(?s)(?:é|ß)$"]
+    rng = random.Random(1)
+    pieces = ["/", ".", "bash_history", "fish_history", "etc", "cron.d", "tmp", "base64 -d", "a|b",
+              "(x)$", "é", "ß", "\n", "x", ""]
+    strings = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 5))) for _ in range(200)]
+    col = pa.array([*strings, None], pa.string())
+    for p in pats:
+        lits = literal_alternatives(p)
+        assert lits is not None, p
+        assert _match_literals(col, *lits).to_pylist() == pc.match_substring_regex(col, p).to_pylist(), p
+    for p in ["^[2-7]", "(?s)^(?:a.b)", "(?s)(?:a\\d)", "(?s)(?:a|b)$x", "(?i)(?:a|b)", "(?s)(?:(?:a))"]:
+        assert literal_alternatives(p) is None, p
 
 
 class _EveryRow(CopiedBinaryExec):

@@ -15,6 +15,7 @@ in ``fields.KEYWORD_COLUMNS``.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ __all__ = [
     "columns_of",
     "compile_rule",
     "forensix_pipeline",
+    "literal_alternatives",
     "logsource_key",
     "necessary",
     "raw_first",
@@ -447,6 +449,39 @@ def _merge_patterns(items: list[Node]) -> list[Node]:
         alts = "|".join(_re_escape(str(p.value)) for p in dict.fromkeys(preds))
         out.append(Pred(col, "regex", "(?s)" + _ALTERNATION[op].format(alts), cased, as_text))
     return out + rest
+
+
+@functools.lru_cache(maxsize=4096)
+def literal_alternatives(pattern: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(op, literals)`` when ``pattern`` only says "starts with / ends with / contains
+    one of these strings" (op ``prefix``, ``suffix``, ``contains``): the shape
+    ``_merge_patterns`` writes, ``(?s)^(?:a|b)``, ``(?s)(?:a|b)$``, ``(?s)(?:a|b)``, with
+    nothing but escaped or plain characters in the alternatives. Else None."""
+    for op, shape in _ALTERNATION.items():
+        head, _, tail = ("(?s)" + shape).partition("{}")
+        if not (pattern.startswith(head) and pattern.endswith(tail)) or len(pattern) < len(head) + len(tail):
+            continue
+        body = pattern[len(head): len(pattern) - len(tail)]
+        alts, cur, i = [], [], 0
+        while i < len(body):
+            c = body[i]
+            if c == "\\":
+                if i + 1 >= len(body) or body[i + 1] not in _RE_SPECIAL:
+                    return None
+                cur.append(body[i + 1])
+                i += 2
+                continue
+            if c == "|":
+                alts.append("".join(cur))
+                cur = []
+            elif c in _RE_SPECIAL:
+                return None
+            else:
+                cur.append(c)
+            i += 1
+        alts.append("".join(cur))
+        return op, tuple(alts)
+    return None
 
 
 def columns_of(node: Node) -> set[str]:

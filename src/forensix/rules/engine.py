@@ -25,9 +25,11 @@ from forensix.rules.compile import (
     Node,
     Not,
     Or,
+    columns_of,
     hoist,
     necessary,
     raw_first,
+    simplify,
 )
 from forensix.rules.detectors import Detector
 from forensix.rules.live import Codes, Evaluator, ProcessContext, count_true, true_rows
@@ -48,7 +50,6 @@ class EngineStats:
     cpu_s: float = 0.0  # CPU of the evaluating thread (the process clock also counts the others)
 
 
-KIND = "event_action"  # a group's events must have an action it allows: checked per distinct action
 
 
 @dataclass
@@ -56,7 +57,7 @@ class _Group:
     scope: Node
     rules: list[CompiledRule]
     bodies: list[Node]
-    kinds: Node  # what the group's events need of their KIND (see ``necessary``)
+    kinds: Node  # what the group's events need of their action (see ``necessary``)
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -70,6 +71,19 @@ def _intern(node: Node, canon: dict[Node, Node]) -> Node:
     elif isinstance(node, Not):
         node = Not(_intern(node.item, canon))
     return canon.setdefault(node, node)
+
+
+def _action_first(node: Node) -> Node:
+    """The same tree with each conjunction's tests on the action alone moved first: they
+    cost an array lookup (``Codes``), and what they leave is often a few rows."""
+    if isinstance(node, And):
+        items = [_action_first(i) for i in node.items]
+        return And(tuple(sorted(items, key=lambda i: columns_of(i) != {Codes.COLUMN})))
+    if isinstance(node, Or):
+        return Or(tuple(_action_first(i) for i in node.items))
+    if isinstance(node, Not):
+        return Not(_action_first(node.item))
+    return node
 
 
 class LiveEngine:
@@ -102,7 +116,7 @@ class LiveEngine:
         self.max_delay = max_delay
         self.max_rows = max_rows
         self._groups = self._group(self.rules)
-        self._decided: dict[tuple[Node, object], bool] = {}  # predicates on Codes.COLUMNS, per value
+        self._decided: dict[Node, dict[object, bool]] = {}  # conditions on the action, per value (Codes)
         self._pending: list[tuple[str, pa.Table]] = []
         self._pending_rows = 0
         self._pending_since = 0.0
@@ -121,13 +135,15 @@ class LiveEngine:
         groups: dict[Node, list[tuple[CompiledRule, Node]]] = {}
         for r in rules:
             scope, body = hoist(r.scope, r.body)
-            scope, body = _intern(raw_first(scope), canon), _intern(raw_first(body), canon)
+            scope, body = (_intern(_action_first(raw_first(n)), canon) for n in (scope, body))
             groups.setdefault(scope, []).append((r, body))
         out = []
         for scope, rs in groups.items():
             bodies = [b for _, b in rs]
-            kinds = necessary(And((scope, Or(tuple(bodies)))), frozenset({KIND}))
-            out.append(_Group(scope, [r for r, _ in rs], bodies, _intern(kinds, canon)))
+            kinds = necessary(And((scope, Or(tuple(bodies)))), frozenset({Codes.COLUMN}))
+            # rows outside ``kinds`` match no rule of the group: the scope may drop them too
+            narrowed = _action_first(simplify(And((kinds, scope))))
+            out.append(_Group(_intern(narrowed, canon), [r for r, _ in rs], bodies, _intern(kinds, canon)))
         return out
 
     # -- Sink -------------------------------------------------------------------------
@@ -161,11 +177,12 @@ class LiveEngine:
         """
         if final or new.num_rows == 0:
             return new, None
-        eids = new.column("process_entity_id").fill_null(0).to_numpy()
+        column = new.column("process_entity_id")
         images = self.context.images
-        unknown = [u for u in np.unique(eids).tolist() if u and u not in images]
+        unknown = [u for u in pc.unique(column).to_pylist() if u and u not in images]
         if not unknown:
             return new, None
+        eids = column.fill_null(0).to_numpy()
         late = np.isin(eids, np.array(unknown, dtype=eids.dtype))
         return new.filter(pa.array(~late)), new.filter(pa.array(late))
 
@@ -263,7 +280,7 @@ class LiveEngine:
         top = Evaluator(events, self.context, codes)
         found = []
         for g in self._groups:
-            if not isinstance(g.kinds, Const) and not codes.possible(g.kinds, KIND):
+            if not isinstance(g.kinds, Const) and not codes.possible(g.kinds):
                 continue
             scope = top.mask(g.scope)
             left = count_true(scope)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules import fields as F
-from forensix.rules.compile import And, Const, Node, Not, Or, Pred
+from forensix.rules.compile import And, Const, Node, Not, Or, Pred, literal_alternatives
 
 __all__ = ["DERIVED_ARROW", "Codes", "Evaluator", "ProcessContext", "Selection", "count_true", "enrich", "true_rows"]
 
@@ -52,7 +52,13 @@ class ProcessContext:
         self.max_entities = max_entities
 
     def _add(self, eid: int, img: _Image) -> None:
-        lst = self.images.setdefault(eid, [])
+        lst = self.images.get(eid)
+        if lst is None:  # the common cases first: a new process, a later image
+            self.images[eid] = [img]
+            return
+        if img[0] > lst[-1][0]:
+            lst.append(img)
+            return
         pos = bisect.bisect_left(lst, img[0], key=lambda x: x[0])
         if pos < len(lst) and lst[pos][0] == img[0]:
             # the exec event and the processes row describe one image: merge, never erase
@@ -165,6 +171,12 @@ class _Ctx:
         return self._pp
 
 
+def _own_or_image(own: pa.Array, c: _Ctx, i: int) -> pa.Array:
+    """The event's own value (an exec's), else field ``i`` of its process's image: looked
+    up only when some row lacks its own (an exec batch needs no lookup)."""
+    return pc.coalesce(own, _pick(c.p(), i)) if own.null_count else own
+
+
 def _pick(images: list[_Image | None], i: int) -> pa.Array:
     return pa.array([img[i] if img is not None else None for img in images], pa.string())
 
@@ -263,8 +275,8 @@ def _time_back(t: pa.Table, c: _Ctx) -> pa.Array:
 
 
 DERIVED_ARROW: dict[str, _Builder] = {
-    "fx_image": lambda t, c: pc.coalesce(_col(t, "process_executable"), _pick(c.p(), 1)),
-    "fx_command_line": lambda t, c: pc.coalesce(_join_args(_col(t, "process_args")), _pick(c.p(), 2)),
+    "fx_image": lambda t, c: _own_or_image(_col(t, "process_executable"), c, 1),
+    "fx_command_line": lambda t, c: _own_or_image(_join_args(_col(t, "process_args")), c, 2),
     "fx_parent_image": lambda t, c: _pick(c.pp(), 1),
     "fx_parent_command_line": lambda t, c: _pick(c.pp(), 2),
     "fx_parent_name": lambda t, c: _pick(c.pp(), 3),
@@ -334,55 +346,54 @@ def count_true(mask: pa.Array | pa.ChunkedArray) -> int:
 
 
 class Codes:
-    """A batch's low-cardinality columns (event category and action: a handful of distinct
-    strings over thousands of rows) as dictionary codes.
+    """A batch's ``event_action`` as dictionary codes: a handful of distinct strings over
+    thousands of rows.
 
-    A condition on one such column is decided once per distinct value, remembered
-    across batches in ``decided`` (a dict the caller keeps), and spread to the rows by
-    their codes: an array lookup instead of a string comparison per row.
+    A condition on the action alone is decided once per distinct value, remembered
+    across batches in ``decided`` (a dict the caller keeps: node -> value -> bool), and
+    spread to the rows by their codes: an array lookup instead of a string comparison
+    per row.
     """
 
-    COLUMNS = frozenset({"event_category", "event_action"})
-    MAX_DECIDED = 100_000
+    COLUMN = "event_action"
+    MAX_VALUES = 10_000  # per node; the decoder's vocabulary is a few dozen actions
 
-    def __init__(self, batch: pa.Table, decided: dict[tuple[Node, Any], bool]) -> None:
+    def __init__(self, batch: pa.Table, decided: dict[Node, dict[Any, bool]]) -> None:
         self.batch = batch
         self.decided = decided
-        self._coded: dict[str, tuple[np.ndarray, list[Any], np.ndarray]] = {}
+        self._here: dict[int, tuple[Node, np.ndarray]] = {}  # this batch's decisions by node id
+        enc = pc.dictionary_encode(_col(batch, self.COLUMN))
+        self.values: list[Any] = [*enc.dictionary.to_pylist(), None]  # NULL last
+        nulls = enc.indices.null_count
+        self.codes: np.ndarray = (enc.indices.fill_null(len(self.values) - 1) if nulls else enc.indices).to_numpy()
+        self._present = slice(None) if nulls else slice(0, -1)
 
-    def coded(self, column: str) -> tuple[np.ndarray, list[Any], np.ndarray]:
-        """(row codes, the value of each code - NULL last -, the codes present)."""
-        got = self._coded.get(column)
-        if got is None:
-            enc = pc.dictionary_encode(_col(self.batch, column))
-            values = [*enc.dictionary.to_pylist(), None]
-            present = np.arange(len(values) - (0 if enc.indices.null_count else 1))
-            idx = enc.indices.fill_null(len(values) - 1) if enc.indices.null_count else enc.indices
-            got = (idx.to_numpy(), values, present)
-            self._coded[column] = got
-        return got
-
-    def decide(self, node: Node, column: str) -> np.ndarray:
-        """``node`` (reading ``column`` only) for each code of ``column``."""
-        _, values, _ = self.coded(column)
-        missing = list(dict.fromkeys(v for v in values if (node, v) not in self.decided))
+    def decide(self, node: Node) -> np.ndarray:
+        """``node`` (reading ``event_action`` only) for each code."""
+        got = self._here.get(id(node))
+        if got is not None:
+            return got[1]
+        known = self.decided.setdefault(node, {})
+        missing = [v for v in self.values if v not in known]
         if missing:
-            if len(self.decided) > self.MAX_DECIDED:
-                self.decided.clear()
-            kind = self.batch.schema.field(column).type
-            got = Evaluator(pa.table({column: pa.array(missing, kind)})).mask(node).to_pylist()
-            self.decided.update({(node, v): bool(ok) for v, ok in zip(missing, got)})
-        return np.array([self.decided[(node, v)] for v in values], dtype=bool)
+            if len(known) > self.MAX_VALUES:
+                known.clear()
+                missing = self.values
+            kind = self.batch.schema.field(self.COLUMN).type
+            ok = Evaluator(pa.table({self.COLUMN: pa.array(missing, kind)})).mask(node).to_pylist()
+            known.update(zip(missing, map(bool, ok)))
+        out = np.fromiter((known[v] for v in self.values), dtype=bool, count=len(self.values))
+        self._here[id(node)] = (node, out)  # the node is held, so its id is not reused meanwhile
+        return out
 
-    def mask(self, node: Node, column: str, rows: np.ndarray | None) -> pa.Array:
+    def mask(self, node: Node, rows: np.ndarray | None) -> pa.Array:
         """``node`` for every row (or for ``rows``) of the batch."""
-        codes = self.coded(column)[0]
-        ok = self.decide(node, column)
-        return pa.array(ok[codes] if rows is None else ok[codes[rows]])
+        ok = self.decide(node)
+        return pa.array(ok[self.codes] if rows is None else ok[self.codes[rows]])
 
-    def possible(self, node: Node, column: str) -> bool:
+    def possible(self, node: Node) -> bool:
         """Whether some row of the batch can satisfy ``node``."""
-        return bool(self.decide(node, column)[self.coded(column)[2]].any())
+        return bool(self.decide(node)[self._present].any())
 
 
 # -- predicates -------------------------------------------------------------------------
@@ -399,6 +410,21 @@ _CMP = {"lt": pc.less, "le": pc.less_equal, "gt": pc.greater, "ge": pc.greater_e
 _STR_OPS = {"prefix": pc.starts_with, "suffix": pc.ends_with, "contains": pc.match_substring}
 
 
+_FEW = 256  # rows below which a literal alternation is matched in Python (RE2 compiles per call)
+_LITERAL_TESTS: dict[str, Callable[[str, tuple[str, ...]], bool]] = {
+    "prefix": str.startswith,
+    "suffix": str.endswith,
+    "contains": lambda s, alts: any(a in s for a in alts),
+}
+
+
+def _match_literals(col: pa.Array, op: str, alts: tuple[str, ...]) -> pa.Array:
+    """What the regex ``literal_alternatives`` read matches, on a few rows: compiling it
+    costs RE2 more than these rows do in Python."""
+    test = _LITERAL_TESTS[op]
+    return pa.array([None if s is None else test(s, alts) for s in col.to_pylist()], pa.bool_())
+
+
 class Evaluator:
     """Boolean masks of predicate trees over one batch, memoised per node.
 
@@ -406,7 +432,7 @@ class Evaluator:
     so a rule whose cheap raw-column tests already fail costs no enrichment.
     """
 
-    SPARSE = 8  # a conjunction true on fewer than 1/SPARSE of the rows goes on with those rows only (0: never)
+    SPARSE = 4  # a conjunction true on fewer than 1/SPARSE of the rows goes on with those rows only (0: never)
 
     def __init__(self, table: pa.Table | Selection, pctx: ProcessContext | None = None,
                  codes: Codes | None = None) -> None:
@@ -450,8 +476,8 @@ class Evaluator:
         return got
 
     def _pred(self, p: Pred) -> pa.Array:
-        if self._codes is not None and p.column in Codes.COLUMNS and p.op != "colref":
-            return self._codes.mask(p, p.column, self._rows)
+        if self._codes is not None and p.column == Codes.COLUMN and p.op != "colref":
+            return self._codes.mask(p, self._rows)
         col = self._operand(p)
         op, v = p.op, p.value
         if op == "null":
@@ -469,7 +495,8 @@ class Evaluator:
         elif op in _STR_OPS:
             out = _STR_OPS[op](col, v)
         elif op == "regex":
-            out = pc.match_substring_regex(col, v)
+            lits = literal_alternatives(v) if len(col) <= _FEW else None
+            out = _match_literals(col, *lits) if lits else pc.match_substring_regex(col, v)
         elif op in _CMP:
             out = _CMP[op](col, _scalar(v, col.type))
         elif op == "bits":
