@@ -164,9 +164,9 @@ class RecorderGuard:
         act = data.column("event_action")
         keep = pc.is_in(act, pa.array(["kill", "bpf"]))
         if self.protected:
-            near = functools.reduce(
+            near = functools.reduce(  # a missing path is not near (_touches skips it too)
                 pc.or_,
-                [pc.starts_with(pc.fill_null(data.column(c), ""), base.rstrip("/"))
+                [pc.fill_null(pc.starts_with(data.column(c), base.rstrip("/")), False)
                  for base in self.protected for c in ("file_path", "file_target_path")],
             )
             if not pc.any(near).as_py():  # the usual batch: nothing near the store
@@ -186,8 +186,9 @@ class RecorderGuard:
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
-        act = data.column("event_action")
-        self._learn(_rows(data, pc.and_(pc.equal(data.column("event_category"), "agent"), pc.equal(act, "start"))))
+        start = pc.equal(data.column("event_action"), "start")
+        if count_true(start):  # rare: compare categories only then
+            self._learn(_rows(data, pc.and_(pc.equal(data.column("event_category"), "agent"), start)))
         out: dict[RuleMeta, list[dict[str, Any]]] = {m: [] for m in self.rules}
         for r in sorted(_narrow_rows(data, self._candidates(data), self._DECIDE), key=lambda x: x["ts"]):
             mine = self._recorders(r)
@@ -320,10 +321,11 @@ class CopiedBinaryExec:
         act = pc.is_in(data.column("event_action"), pa.array(["open", "exec", "rename"]))
         if count_true(act) == 0:
             return None
-        path = data.column("file_path")
-        sysbin = _prefixed(path, SYSTEM_BIN_DIRS)
-        temp = _prefixed(path, TEMP_DIRS)
-        near = sysbin | temp | _prefixed(data.column("file_target_path"), TEMP_DIRS)
+        sysbin, temp = _prefixed(data.column("file_path"), SYSTEM_BIN_DIRS, TEMP_DIRS)
+        near = sysbin | temp
+        target = data.column("file_target_path")
+        if target.null_count < len(target):  # renames and links only
+            near |= _prefixed(target, TEMP_DIRS)[0]
         near &= act.to_numpy(zero_copy_only=False)
         if not near.any():
             return None
@@ -378,12 +380,22 @@ class CopiedBinaryExec:
         return build_alerts(COPIED_EXEC, hits, source) if hits else empty_alerts()
 
 
-def _prefixed(strings: pa.Array | pa.ChunkedArray, prefixes: Sequence[str]) -> np.ndarray:
-    """Whether each string starts with one of ``prefixes`` (NULL does not)."""
-    out = np.zeros(len(strings), dtype=bool)
-    for p in prefixes:
-        hit = pc.starts_with(strings, p)
-        out |= (pc.fill_null(hit, False) if hit.null_count else hit).to_numpy(zero_copy_only=False)
+def _prefixed(strings: pa.Array | pa.ChunkedArray, *groups: Sequence[str]) -> list[np.ndarray]:
+    """For each group of prefixes, whether each string starts with one of them (NULL does
+    not). Decided once per distinct head of the strings: a batch's paths begin in a few
+    dozen ways, and one pass over them costs less than a scan per prefix."""
+    width = max(len(p) for g in groups for p in g)
+    heads = pc.dictionary_encode(pc.utf8_slice_codeunits(strings, 0, width))
+    if isinstance(heads, pa.ChunkedArray):
+        heads = heads.combine_chunks()
+    values = heads.dictionary.to_pylist()
+    idx = heads.indices
+    idx = (idx.fill_null(len(values)) if idx.null_count else idx).to_numpy()
+    out = []
+    for g in groups:
+        starts = tuple(g)
+        ok = np.fromiter((v.startswith(starts) for v in values), dtype=bool, count=len(values))
+        out.append(np.append(ok, False)[idx])  # the last code: NULL
     return out
 
 
