@@ -10,6 +10,7 @@ while recording runs, with no lock error.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -131,7 +132,7 @@ class DuckDBStore:
                 self._journals[name] = JournaledTable(
                     journal_dir(self.path), name, schema.TABLES[name], sealed=sealed.get(name, (0, 0)),
                     sealer=None if read_only else self._sealer(name), lock=self._lock,
-                    encode=lambda t, name=name: codec.encode(name, t),
+                    encode=functools.partial(codec.encode, name),
                 )
                 self._views[name] = self._base_view(name)
         self.recovered = [note for t in self._journals.values() for note in t.recovered]
