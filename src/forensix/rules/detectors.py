@@ -314,46 +314,54 @@ class CopiedBinaryExec:
         exe = r.get("process_executable") or r.get("file_path") or ""
         return exe in self.copies or exe.startswith(TEMP_DIRS)
 
-    def _near(self, data: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def _near(self, data: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The rows of the paths watched (opens, execs and renames of system binaries
-        or in temporary directories): their indices in the batch, and which of them
-        are system binaries and temporary files."""
+        or in temporary directories): their indices in the batch, their actions, and
+        which of them are system binaries and temporary files."""
         act = pc.is_in(data.column("event_action"), pa.array(["open", "exec", "rename"]))
-        if count_true(act) == 0:
+        rows = np.flatnonzero(act.to_numpy(zero_copy_only=False))
+        if not len(rows):
             return None
-        sysbin, temp = _prefixed(data.column("file_path"), SYSTEM_BIN_DIRS, TEMP_DIRS)
+        take = pa.array(rows)
+        sysbin, temp = _prefixed(data.column("file_path").take(take), SYSTEM_BIN_DIRS, TEMP_DIRS)
         near = sysbin | temp
         target = data.column("file_target_path")
         if target.null_count < len(target):  # renames and links only
-            near |= _prefixed(target, TEMP_DIRS)[0]
-        near &= act.to_numpy(zero_copy_only=False)
+            near |= _prefixed(target.take(take), TEMP_DIRS)[0]
         if not near.any():
             return None
-        rows = np.flatnonzero(near)
-        return rows, sysbin[rows], temp[rows]
+        keep = np.flatnonzero(near)
+        rows = rows[keep]
+        acts = data.column("event_action").take(pa.array(rows)).to_numpy(zero_copy_only=False)
+        return rows, acts, sysbin[keep], temp[keep]
 
-    def _useful(self, near: pa.Table, sysbin: np.ndarray, temp: np.ndarray) -> np.ndarray:
-        """Which of the rows ``_step`` can do anything with, decided vectorised: most are
-        reads of temporary files, writes by processes that read no system binary, and
-        execs of system binaries, which it ignores."""
-        act = near.column("event_action").to_numpy(zero_copy_only=False)
+    def _useful(self, data: pa.Table, rows: np.ndarray, act: np.ndarray, sysbin: np.ndarray,
+                temp: np.ndarray) -> np.ndarray:
+        """Which of the watched ``rows`` ``_step`` can do anything with, decided vectorised:
+        most are reads of temporary files, writes by processes that read no system
+        binary, and execs of system binaries, which it ignores."""
         is_open, is_exec = act == "open", act == "exec"
-        writes = pc.not_equal(pc.bit_wise_and(pc.fill_null(near.column("file_flags"), 0), WRITE_OPEN_MASK), 0)
-        writes = writes.to_numpy(zero_copy_only=False)
+        flags = pc.fill_null(data.column("file_flags").take(pa.array(rows)), 0).to_numpy()
+        writes = (flags & WRITE_OPEN_MASK) != 0
         reads = is_open & ~writes & sysbin
         useful: np.ndarray = reads | (act == "rename")
-        written = is_open & writes & temp
-        if written.any():  # a copy only by a process that read a system binary (before, or in this batch)
-            eid = pc.fill_null(near.column("process_entity_id"), 0).to_numpy()
-            readers = np.fromiter(self.reads, dtype=np.uint64, count=len(self.reads))
-            useful |= written & np.isin(eid, np.concatenate([readers, eid[reads]]))
-        if is_exec.any():  # an exec matters if it may be a copy: in a temporary directory, or copied before
-            path = near.column("file_path").to_pylist()
-            made = {p for p, u in zip(path, useful & written) if u}
-            made |= {t for t in near.column("file_target_path").to_pylist() if t}
-            exe = near.column("process_executable").to_pylist()
-            for i in np.flatnonzero(is_exec).tolist():
-                x = exe[i] or path[i] or ""
+        written = np.flatnonzero(is_open & writes & temp)
+        if len(written):  # a copy only by a process that read a system binary (before, or in this batch)
+            eid = pc.fill_null(data.column("process_entity_id").take(pa.array(rows)), 0).to_numpy()
+            readers = set(self.reads) | set(eid[reads].tolist())
+            for i, e in zip(written.tolist(), eid[written].tolist()):
+                useful[i] = e in readers
+        execs = np.flatnonzero(is_exec)
+        if len(execs):  # an exec matters if it may be a copy: in a temporary directory, or copied before
+            copied = np.flatnonzero(useful & ~reads & (act == "open"))
+            made = set(data.column("file_path").take(pa.array(rows[copied])).to_pylist())
+            renames = pa.array(rows[act == "rename"])
+            made |= {t for t in data.column("file_target_path").take(renames).to_pylist() if t}
+            at = pa.array(rows[execs])
+            exe = data.column("process_executable").take(at).to_pylist()
+            path = data.column("file_path").take(at).to_pylist()
+            for i, x, p in zip(execs.tolist(), exe, path):
+                x = x or p or ""
                 useful[i] = x.startswith(TEMP_DIRS) or x in self.copies or x in made
         return useful
 
@@ -363,10 +371,12 @@ class CopiedBinaryExec:
         found = self._near(data)
         if found is None:
             return empty_alerts()
-        idx, sysbin, temp = found
-        near = data.select(list(self._STEP)).take(pa.array(idx)).append_column(_ROW, pa.array(idx))
-        latest = pc.max(near.column("ts")).as_py()
-        rows = near.filter(pa.array(self._useful(near, sysbin, temp))).to_pylist()
+        idx, act, sysbin, temp = found
+        latest = pc.max(data.column("ts").take(pa.array(idx))).as_py()
+        idx = idx[self._useful(data, idx, act, sysbin, temp)]
+        rows = data.select(list(self._STEP)).take(pa.array(idx)).to_pylist()
+        for r, i in zip(rows, idx.tolist()):
+            r[_ROW] = i
         hits: list[dict[str, Any]] = []
         kept: list[dict[str, Any]] = []
         for r in sorted(rows, key=lambda r: r["ts"]):
