@@ -53,6 +53,7 @@ from sigma.types import (
 from forensix.rules import fields as F
 
 __all__ = [
+    "RAW_COLUMNS",
     "And",
     "CompiledRule",
     "Const",
@@ -501,7 +502,7 @@ def columns_of(node: Node) -> set[str]:
     return set()
 
 
-_RAW = frozenset(F.EVENTS_COLUMNS)
+RAW_COLUMNS = _RAW = frozenset(F.EVENTS_COLUMNS)
 
 
 def raw_first(node: Node) -> Node:

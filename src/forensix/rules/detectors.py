@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from forensix.model.timefmt import format_ns
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.fields import WRITE_OPEN_MASK
-from forensix.rules.live import count_true
+from forensix.rules.live import actions_of
 
 __all__ = ["DETECTOR_RULES", "Detector", "GapDetector", "RecorderGuard", "default_detectors"]
 
@@ -59,6 +59,8 @@ DETECTOR_RULES = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED, GAP, COPIED_EXEC
 # Signals that stop or kill (SIGHUP INT QUIT ABRT KILL SEGV TERM STOP TSTP).
 LETHAL = {1, 2, 3, 6, 9, 11, 15, 19, 20}
 BPF_DETACH_CMDS = {9, 34}  # BPF_PROG_DETACH, BPF_LINK_DETACH
+_START, _SIGNAL_BPF = frozenset({"start"}), frozenset({"kill", "bpf"})
+_WATCHED = frozenset({"open", "exec", "rename"})  # by CopiedBinaryExec
 _FILE_WRITES = ("truncate", "unlink", "rename", "chmod", "chown", "utimes", "link", "setxattr", "removexattr")
 
 
@@ -162,7 +164,7 @@ class RecorderGuard:
     def _candidates(self, data: pa.Table) -> pa.Array:
         """Rows worth a look, chosen vectorised (most events are opens of other files)."""
         act = data.column("event_action")
-        keep = pc.is_in(act, pa.array(["kill", "bpf"]))
+        keep = pa.array(actions_of(data).where(_SIGNAL_BPF))
         if self.protected:
             near = functools.reduce(  # a missing path is not near (_touches skips it too)
                 pc.or_,
@@ -186,8 +188,9 @@ class RecorderGuard:
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
-        start = pc.equal(data.column("event_action"), "start")
-        if count_true(start):  # rare: compare categories only then
+        acts = actions_of(data)
+        if acts.any(_START):  # rare: compare categories only then
+            start = pa.array(acts.where(_START))
             self._learn(_rows(data, pc.and_(pc.equal(data.column("event_category"), "agent"), start)))
         out: dict[RuleMeta, list[dict[str, Any]]] = {m: [] for m in self.rules}
         for r in sorted(_narrow_rows(data, self._candidates(data), self._DECIDE), key=lambda x: x["ts"]):
@@ -318,8 +321,7 @@ class CopiedBinaryExec:
         """The rows of the paths watched (opens, execs and renames of system binaries
         or in temporary directories): their indices in the batch, their actions, and
         which of them are system binaries and temporary files."""
-        act = pc.is_in(data.column("event_action"), pa.array(["open", "exec", "rename"]))
-        rows = np.flatnonzero(act.to_numpy(zero_copy_only=False))
+        rows = np.flatnonzero(actions_of(data).where(_WATCHED))
         if not len(rows):
             return None
         take = pa.array(rows)

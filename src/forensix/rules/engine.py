@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from forensix.rules.alerts import AlertOutput, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.compile import (
+    RAW_COLUMNS,
     And,
     CompiledRule,
     Const,
@@ -73,12 +74,20 @@ def _intern(node: Node, canon: dict[Node, Node]) -> Node:
     return canon.setdefault(node, node)
 
 
+def _order(item: Node) -> tuple[bool, int]:
+    """Raw-column tests before derived ones (``raw_first``); among them, tests on the
+    action alone (an array lookup, ``Codes``), then those involving the action (an event
+    type is what most rows fail), then the rest."""
+    cols = columns_of(item)
+    return not cols <= RAW_COLUMNS, 0 if cols == {Codes.COLUMN} else 1 if Codes.COLUMN in cols else 2
+
+
 def _action_first(node: Node) -> Node:
-    """The same tree with each conjunction's tests on the action alone moved first: they
-    cost an array lookup (``Codes``), and what they leave is often a few rows."""
+    """The same tree with each conjunction's items in ``_order``: a conjunction is false
+    where any item is, and an evaluator that has few rows left goes on with those only."""
     if isinstance(node, And):
         items = [_action_first(i) for i in node.items]
-        return And(tuple(sorted(items, key=lambda i: columns_of(i) != {Codes.COLUMN})))
+        return And(tuple(sorted(items, key=_order)))
     if isinstance(node, Or):
         return Or(tuple(_action_first(i) for i in node.items))
     if isinstance(node, Not):
@@ -116,7 +125,7 @@ class LiveEngine:
         self.max_delay = max_delay
         self.max_rows = max_rows
         self._groups = self._group(self.rules)
-        self._decided: dict[Node, dict[object, bool]] = {}  # conditions on the action, per value (Codes)
+        self._decided: dict[int, tuple[Node, dict[object, bool]]] = {}  # conditions on the action (Codes)
         self._pending: list[tuple[str, pa.Table]] = []
         self._pending_rows = 0
         self._pending_since = 0.0

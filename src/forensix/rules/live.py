@@ -11,6 +11,7 @@ rules of one batch.
 from __future__ import annotations
 
 import bisect
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 from forensix.rules import fields as F
 from forensix.rules.compile import And, Const, Node, Not, Or, Pred, literal_alternatives
 
-__all__ = ["DERIVED_ARROW", "Codes", "Evaluator", "ProcessContext", "Selection", "count_true", "enrich", "true_rows"]
+__all__ = ["DERIVED_ARROW", "Actions", "Codes", "Evaluator", "ProcessContext", "Selection", "actions_of", "count_true", "enrich", "true_rows"]
 
 _Image = tuple[int, str | None, str | None, str | None]  # (image_ts, executable, cmdline, name)
 
@@ -41,6 +42,9 @@ def _join_args(args: pa.Array) -> pa.Array:
         )
         args = rebuilt
     return pc.binary_join(args, " ")
+
+
+_LEARNT = frozenset({"exec", "fork"})
 
 
 class ProcessContext:
@@ -85,12 +89,11 @@ class ProcessContext:
 
     def add_events(self, data: pa.Table) -> None:
         """Learn from exec and fork events (before the batch is evaluated)."""
-        action = data.column("event_action")
-        mask = pc.is_in(action, pa.array(["exec", "fork"]))
-        if not pc.any(mask).as_py():
+        acts = actions_of(data)
+        if not acts.any(_LEARNT):
             return
         names = ("event_action", "ts", "process_entity_id", "target_entity_id", "process_executable", "process_name")
-        rows = data.select([*names, "process_args"]).filter(mask)
+        rows = data.select([*names, "process_args"]).filter(pa.array(acts.where(_LEARNT)))
         cmd = _join_args(rows.column("process_args").combine_chunks()).to_pylist()
         cols = [rows.column(c).to_pylist() for c in names]
         for act, ts, eid, child, exe, name, c in zip(*cols, cmd):
@@ -345,55 +348,87 @@ def count_true(mask: pa.Array | pa.ChunkedArray) -> int:
     return n
 
 
-class Codes:
+class Actions:
     """A batch's ``event_action`` as dictionary codes: a handful of distinct strings over
-    thousands of rows.
-
-    A condition on the action alone is decided once per distinct value, remembered
-    across batches in ``decided`` (a dict the caller keeps: node -> value -> bool), and
-    spread to the rows by their codes: an array lookup instead of a string comparison
-    per row.
-    """
+    thousands of rows. The evaluator, the process context and the detectors all ask
+    which rows have which actions; ``actions_of`` encodes a batch once for all of them."""
 
     COLUMN = "event_action"
-    MAX_VALUES = 10_000  # per node; the decoder's vocabulary is a few dozen actions
 
-    def __init__(self, batch: pa.Table, decided: dict[Node, dict[Any, bool]]) -> None:
-        self.batch = batch
-        self.decided = decided
-        self._here: dict[int, tuple[Node, np.ndarray]] = {}  # this batch's decisions by node id
+    def __init__(self, batch: pa.Table) -> None:
         enc = pc.dictionary_encode(_col(batch, self.COLUMN))
+        self.type = batch.schema.field(self.COLUMN).type
         self.values: list[Any] = [*enc.dictionary.to_pylist(), None]  # NULL last
         nulls = enc.indices.null_count
         self.codes: np.ndarray = (enc.indices.fill_null(len(self.values) - 1) if nulls else enc.indices).to_numpy()
-        self._present = slice(None) if nulls else slice(0, -1)
+        self.present = slice(None) if nulls else slice(0, -1)  # the codes the rows use
+
+    def where(self, actions: frozenset[str]) -> np.ndarray:
+        """For each row, whether its action is one of ``actions``."""
+        ok = np.fromiter((v in actions for v in self.values), dtype=bool, count=len(self.values))
+        out: np.ndarray = ok[self.codes]
+        return out
+
+    def any(self, actions: frozenset[str]) -> bool:
+        return any(v in actions for v in self.values[self.present])
+
+
+_LAST_ACTIONS: tuple[weakref.ref[pa.Table], Actions] | None = None
+
+
+def actions_of(batch: pa.Table) -> Actions:
+    """The batch's ``Actions``, encoded once per batch object: the engine, the process
+    context and the detectors look at the same table one after another."""
+    global _LAST_ACTIONS
+    last = _LAST_ACTIONS
+    if last is not None and last[0]() is batch:
+        return last[1]
+    got = Actions(batch)
+    _LAST_ACTIONS = (weakref.ref(batch), got)
+    return got
+
+
+class Codes:
+    """Conditions on the action alone, decided once per distinct action and spread to
+    the rows by their codes (``Actions``): an array lookup instead of a string
+    comparison per row. Decisions are kept across batches in ``decided``, a dict the
+    caller keeps (node id -> (node, value -> bool); the node is held, so its id stays
+    its own)."""
+
+    COLUMN = Actions.COLUMN
+    MAX_VALUES = 10_000  # per node; the decoder's vocabulary is a few dozen actions
+
+    def __init__(self, batch: pa.Table, decided: dict[int, tuple[Node, dict[Any, bool]]]) -> None:
+        self.actions = actions_of(batch)
+        self.decided = decided
+        self._here: dict[int, np.ndarray] = {}  # this batch's decisions by node id
 
     def decide(self, node: Node) -> np.ndarray:
         """``node`` (reading ``event_action`` only) for each code."""
         got = self._here.get(id(node))
         if got is not None:
-            return got[1]
-        known = self.decided.setdefault(node, {})
-        missing = [v for v in self.values if v not in known]
+            return got
+        values = self.actions.values
+        known = self.decided.setdefault(id(node), (node, {}))[1]
+        missing = [v for v in values if v not in known]
         if missing:
             if len(known) > self.MAX_VALUES:
                 known.clear()
-                missing = self.values
-            kind = self.batch.schema.field(self.COLUMN).type
-            ok = Evaluator(pa.table({self.COLUMN: pa.array(missing, kind)})).mask(node).to_pylist()
-            known.update(zip(missing, map(bool, ok)))
-        out = np.fromiter((known[v] for v in self.values), dtype=bool, count=len(self.values))
-        self._here[id(node)] = (node, out)  # the node is held, so its id is not reused meanwhile
-        return out
+                missing = values
+            batch = pa.table({self.COLUMN: pa.array(missing, self.actions.type)})
+            known.update(zip(missing, map(bool, Evaluator(batch).mask(node).to_pylist())))
+        got = np.fromiter((known[v] for v in values), dtype=bool, count=len(values))
+        self._here[id(node)] = got
+        return got
 
     def mask(self, node: Node, rows: np.ndarray | None) -> pa.Array:
         """``node`` for every row (or for ``rows``) of the batch."""
-        ok = self.decide(node)
-        return pa.array(ok[self.codes] if rows is None else ok[self.codes[rows]])
+        ok, codes = self.decide(node), self.actions.codes
+        return pa.array(ok[codes] if rows is None else ok[codes[rows]])
 
     def possible(self, node: Node) -> bool:
         """Whether some row of the batch can satisfy ``node``."""
-        return bool(self.decide(node)[self._present].any())
+        return bool(self.decide(node)[self.actions.present].any())
 
 
 # -- predicates -------------------------------------------------------------------------
