@@ -138,14 +138,20 @@ def measure(store: str, rules: list[CompiledRule], batch: int) -> dict[str, floa
 DRAIN_NS = 500_000_000  # the recorder drains its rings every 0.5 s
 
 
+def _as(schema: pa.Schema, t: pa.Table) -> pa.Table:
+    """``t`` in the recorder's exact schema (a column a store of another version lacks is NULL)."""
+    cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema]
+    return pa.table(dict(zip(schema.names, cols))).cast(schema)
+
+
 def recorder_drains(store: str) -> tuple[list[list[tuple[str, pa.Table]]], list[int], list[str]]:
     """The store's processes, events and flows cut into the recorder's drains (by time),
     and the recorder's pids and store paths as its ``agent start`` records give them."""
     rd = open_reader(store)
     try:
-        procs = rd.query("SELECT * FROM processes ORDER BY image_ts").cast(PROCESSES)
-        events = rd.query("SELECT * FROM events ORDER BY ts, cpu, seq").cast(EVENTS)
-        flows = rd.query("SELECT * FROM flows ORDER BY last_ts").cast(FLOWS)
+        procs = _as(PROCESSES, rd.query("SELECT * FROM processes ORDER BY image_ts"))
+        events = _as(EVENTS, rd.query("SELECT * FROM events ORDER BY ts, cpu, seq"))
+        flows = _as(FLOWS, rd.query("SELECT * FROM flows ORDER BY last_ts"))
         start = rd.query("SELECT process_pid, file_path FROM events WHERE event_category = 'agent' "
                          "AND event_action = 'start'").to_pylist()
     finally:
