@@ -156,3 +156,18 @@ class EventGenerator:
             a = cols.get(f.name)
             arrays.append(a.cast(f.type) if a is not None else pa.nulls(n, f.type))
         return pa.Table.from_arrays(arrays, schema=schema.EVENTS)
+
+
+def split_flows(events: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """A batch as the recorder stores it: flow edges in ``flows`` only (``in_events`` false,
+    the events view derives their rows), every other event in ``events``."""
+    import pyarrow.compute as pc
+
+    from forensix.sensor.decode import flows_table_of
+
+    is_flow = pc.equal(events.column("event_action"), "flow")
+    flows = flows_table_of(events.filter(is_flow), "periodic")
+    flows = flows.set_column(flows.schema.get_field_index("in_events"), "in_events",
+                             pa.repeat(pa.scalar(False), flows.num_rows))
+    return events.filter(pc.invert(is_flow)), flows
+

@@ -18,7 +18,7 @@ from forensix.store import schema
 from forensix.store.codec import ROW_GROUP
 from forensix.store.embedded import DuckDBStore, open_writer
 from forensix.store.journal import conform
-from forensix.store.migrations import MIGRATIONS
+from forensix.store.migrations import MIGRATIONS, STORE_FORMAT
 
 ALL = "SELECT * FROM events ORDER BY seq"
 
@@ -109,7 +109,7 @@ def test_a_store_of_the_third_format_reads_as_it_is_and_is_migrated(tmp_path: Pa
     _same(r.query(ALL), old.sort_by("seq"))
     r.close()
     w = open_writer(store)
-    assert w.format == "forensix-store/4" and w.migrations()[-1] == "0005_codec"
+    assert w.format == STORE_FORMAT and w.migrations()[-1] == MIGRATIONS[-1][0]
     w.append("events", new)
     w.flush()
     both = w.query(ALL)

@@ -26,7 +26,7 @@ from forensix.errors import StoreError
 from forensix.store import schema
 from forensix.store.embedded import DuckDBStore, open_reader, open_writer, remove_store, store_files
 from forensix.store.journal import journal_dir
-from forensix.store.migrations import create_table_sql
+from forensix.store.migrations import STORE_FORMAT, create_table_sql
 
 
 def rows(n: int, start: int = 0, path: str = "/etc/passwd") -> pa.Table:
@@ -239,7 +239,7 @@ def test_a_store_of_the_first_format_opens_and_is_migrated(tmp_path: Path) -> No
     assert r.format == "forensix-store/1" and count(r) == 30
     r.close()
     w = open_writer(store)
-    assert w.format == "forensix-store/4" and "0005_codec" in w.migrations()
+    assert w.format == STORE_FORMAT and "0005_codec" in w.migrations() and "0006_flow_edges_once" in w.migrations()
     w.append("events", rows(20, start=30))
     assert ts_list(w) == list(range(50))  # old rows and journal rows, as one table
     w.close()
@@ -279,3 +279,41 @@ def test_store_files_and_remove_store_cover_the_journals(tmp_path: Path) -> None
     w.close()
     remove_store(store)
     assert not store.exists() and not journal_dir(store).exists()
+
+
+def _edges(n: int, in_events: bool | None, start: int = 0) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"host_id": "h1", "host_name": "web1", "boot_id": "b1", "entity_id": 7 + i % 3, "pid": 100 + i % 3, "fd": 4,
+         "file_inode": 1000 + i, "file_device": 2049, "file_type": "file", "file_path": f"/srv/f{start + i}",
+         "first_ts": 10 * (start + i), "last_ts": 10 * (start + i) + 5, "read_count": 2, "read_bytes": 512,
+         "write_count": 0, "write_bytes": 0, "reason": "periodic", "tid": 100 + i % 3, "process_name": "nginx",
+         "ts_boot": 10 * (start + i) + 5 - 1_000_000, "in_events": in_events}
+        for i in range(n)
+    ], schema=schema.FLOWS)
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["journal", "sealed"])
+def test_a_flow_edge_stored_once_is_one_events_row(tmp_path: Path, sealed: bool) -> None:
+    """Edges flushed from the kernel's map are stored in flows only; the events view shows
+    each as the flow row the recorder used to write, and edges also kept in events_base
+    (ring records, older stores) are not shown twice."""
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("flows", _edges(5, in_events=False))
+    w.append("flows", _edges(2, in_events=None, start=100))  # an older writer: also rows of events
+    w.append("events", rows(3))
+    if sealed:
+        w.flush()
+    got = w.query("SELECT ts, ts_boot, event_kind, event_category, event_action, process_entity_id, process_pid, "
+                  "process_tid, process_name, fd, file_inode, file_path, flow_read_count, flow_read_bytes, "
+                  "flow_first_ts, flow_last_ts FROM events WHERE event_action = 'flow' ORDER BY ts").to_pylist()
+    assert [r["file_path"] for r in got] == [f"/srv/f{i}" for i in range(5)]
+    assert got[1] == {"ts": 15, "ts_boot": 15 - 1_000_000, "event_kind": "event", "event_category": "flow",
+                      "event_action": "flow", "process_entity_id": 8, "process_pid": 101, "process_tid": 101,
+                      "process_name": "nginx", "fd": 4, "file_inode": 1001, "file_path": "/srv/f1",
+                      "flow_read_count": 2, "flow_read_bytes": 512, "flow_first_ts": 10, "flow_last_ts": 15}
+    assert count(w) == 3 + 5 and count(w, "flows") == 7
+    w.close()
+    r = DuckDBStore(tmp_path / "s.duckdb", read_only=True)  # as a reader of the sealed file sees it
+    assert count(r) == 8 and r.query("SELECT count(*) AS n FROM flows WHERE ts_boot = last_ts - 1000000"
+                                     ).column("n")[0].as_py() == 7
+    r.close()

@@ -701,12 +701,13 @@ class Decoder:
 _FLOW_SOURCE = (
     "event_action", "host_id", "host_name", "boot_id", "process_entity_id", "process_pid", "fd", "file_inode",
     "file_device", "file_type", "file_path", "flow_first_ts", "flow_last_ts", "flow_read_count",
-    "flow_read_bytes", "flow_write_count", "flow_write_bytes",
+    "flow_read_bytes", "flow_write_count", "flow_write_bytes", "process_tid", "process_name", "ts_boot",
 )
 
 
 def flows_table_of(events: pa.Table, reason: str) -> pa.Table:
-    """The narrow ``flows`` rows of the flow edges in an events table."""
+    """The narrow ``flows`` rows of the flow edges in an events table (which keeps them too:
+    ``in_events`` true; edges that came through the ring buffer carry its sequence number)."""
     fl = events.select(list(_FLOW_SOURCE))  # filter 16 columns, not 80
     is_flow = pc.equal(fl["event_action"], "flow")
     if is_flow.null_count or not pc.all(is_flow).as_py():  # a periodic flush is all edges
@@ -720,6 +721,8 @@ def flows_table_of(events: pa.Table, reason: str) -> pa.Table:
             "read_count": fl["flow_read_count"], "read_bytes": fl["flow_read_bytes"],
             "write_count": fl["flow_write_count"], "write_bytes": fl["flow_write_bytes"],
             "reason": repeat(reason, fl.num_rows),
+            "tid": fl["process_tid"], "process_name": fl["process_name"], "ts_boot": fl["ts_boot"],
+            "in_events": pa.repeat(pa.scalar(True), fl.num_rows),
         },
         schema=schema.FLOWS,
     )

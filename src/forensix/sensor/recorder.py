@@ -35,7 +35,6 @@ from forensix.sensor.decode import (
     Decoder,
     _table,
     file_types,
-    flows_table_of,
     repeat,
 )
 from forensix.sensor.loader import Sensor, SensorConfig
@@ -437,28 +436,25 @@ class Recorder:
         }
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
+        """The edges flushed from the kernel's map, stored once: in ``flows`` (in_events
+        false), from which the store's ``events`` view derives their rows."""
         n = len(v)
         off = self.clock.offset_ns
-        eid = self.decoder.ids.ids(k["pid"], v["start"])
         ftype = file_types(v["imode"])
         paths, names = self.decoder.label(k["ino"], k["dev"], k["pid"])
         pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
         paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
-        ev = self._origin_cols(n)
-        ev.update(
-            file_path=paths, process_name=names,
-            ts=(v["last"].astype(np.int64) + off), ts_boot=v["last"].astype(np.int64),
-            event_kind=repeat("event", n), event_category=repeat("flow", n),
-            event_action=repeat("flow", n), process_entity_id=eid, process_pid=k["pid"],
-            process_tid=v["tid"], fd=v["fd"], file_inode=v["ino"], file_device=v["dev"].astype(np.uint64),
-            file_type=ftype,
-            flow_read_count=v["rcount"], flow_read_bytes=v["rbytes"], flow_write_count=v["wcount"],
-            flow_write_bytes=v["wbytes"], flow_first_ts=v["first"].astype(np.int64) + off,
-            flow_last_ts=v["last"].astype(np.int64) + off,
+        fl = self._origin_cols(n)
+        fl.update(
+            entity_id=self.decoder.ids.ids(k["pid"], v["start"]), pid=k["pid"], fd=v["fd"],
+            file_inode=v["ino"], file_device=v["dev"].astype(np.uint64), file_type=ftype, file_path=paths,
+            first_ts=v["first"].astype(np.int64) + off, last_ts=v["last"].astype(np.int64) + off,
+            read_count=v["rcount"], read_bytes=v["rbytes"], write_count=v["wcount"], write_bytes=v["wbytes"],
+            reason=repeat("periodic", n), tid=v["tid"], process_name=names,
+            ts_boot=v["last"].astype(np.int64), in_events=np.zeros(n, bool),
         )
-        events = _table(schema.EVENTS, ev, n)
-        self._emit("events", events)
-        self._emit("flows", flows_table_of(events, "periodic"))
+        self.stats.events += n  # each edge is a row of the events view too
+        self._emit("flows", _table(schema.FLOWS, fl, n))
 
     def read_counters(self) -> np.ndarray:
         """Per CPU and class counters from the kernel: shape (ncpu, classes)."""

@@ -18,7 +18,8 @@ one seal, i.e. one span of the recording), never across, so zone maps on ``ts`` 
 row groups; queries order their results explicitly (``ORDER BY ts, cpu, seq``).
 
 ``events_base`` (migration 0005): ``clock_offset`` = ``ts - ts_boot`` and ``ts_boot`` stored
-NULL, read back as ``coalesce(ts_boot, ts - clock_offset)``. Rows sealed before 0005, and
+NULL, read back as ``coalesce(ts_boot, ts - clock_offset)``; ``flows_base`` (0006) the same
+with ``last_ts``. Rows sealed before 0005, and
 rows where the difference would overflow, keep ``ts_boot`` and a NULL ``clock_offset``.
 
 Tried and left out: marking raw arguments that copy a named column (openat's a2 is its
@@ -47,7 +48,11 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 # Physical columns of NAME_base beyond the logical schema (schema.TABLES), with DuckDB types.
 CODEC_COLUMNS: dict[str, dict[str, str]] = {
     "events": {"clock_offset": "BIGINT"},
+    "flows": {"clock_offset": "BIGINT"},  # migration 0006
 }
+
+# The wall-clock column each table's ts_boot is the boot-clock reading of.
+_TS_OF = {"events": "ts", "flows": "last_ts"}
 
 
 def _sort(t: pa.Table, keys: tuple[str, ...]) -> pa.Table:
@@ -68,16 +73,18 @@ def _sort(t: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     return pa.concat_tables(out) if len(out) > 1 else out[0]
 
 
-def _encode_events(t: pa.Table) -> pa.Table:
+def _encode_ts_boot(t: pa.Table, ts_name: str) -> pa.Table:
     """``ts_boot`` as the clock offset ``ts - ts_boot`` where that cannot overflow."""
-    ts = t.column("ts").to_numpy()
+    ts_col = t.column(ts_name)
+    ts = pc.fill_null(ts_col, 0).to_numpy()
     tb_col = t.column("ts_boot")
     tb = pc.fill_null(tb_col, 0).to_numpy()
     with np.errstate(over="ignore"):
         off = ts - tb
     overflow = ((ts < 0) != (tb < 0)) & ((off < 0) != (ts < 0))
     tb_valid = np.asarray(tb_col.is_valid().to_numpy(zero_copy_only=False), bool)
-    enc = tb_valid & ~overflow
+    # only where ts has a value to add the offset back to
+    enc = tb_valid & np.asarray(ts_col.is_valid().to_numpy(zero_copy_only=False), bool) & ~overflow
     t = t.set_column(t.schema.get_field_index("ts_boot"), "ts_boot", pa.array(tb, pa.int64(), mask=~tb_valid | enc))
     return t.append_column("clock_offset", pa.array(off, pa.int64(), mask=~enc))
 
@@ -89,13 +96,14 @@ def encode(table: str, data: pa.Table) -> pa.Table:
     keys = SORT_KEYS.get(table)
     if keys:
         data = _sort(data, keys)
-    if table == "events":
-        data = _encode_events(data)
+    if table in _TS_OF:
+        data = _encode_ts_boot(data, _TS_OF[table])
     return data
 
 
 def decoded_sql(table: str, base: str) -> str:
     """A SELECT over ``base`` (the physical table) returning the logical rows of ``table``."""
-    if table != "events":
+    ts = _TS_OF.get(table)
+    if ts is None:
         return f"SELECT * FROM {base}"
-    return f"SELECT * EXCLUDE (clock_offset) REPLACE (coalesce(ts_boot, ts - clock_offset) AS ts_boot) FROM {base}"
+    return f"SELECT * EXCLUDE (clock_offset) REPLACE (coalesce(ts_boot, {ts} - clock_offset) AS ts_boot) FROM {base}"

@@ -125,6 +125,7 @@ class DuckDBStore:
         self._journals: dict[str, JournaledTable] = {}
         self._sealing: _SealThread | None = None
         self._views: dict[str, str] = {}  # table -> the SELECT its view reads the base table through
+        self._flow_rows = False  # the events view derives rows from flow edges stored once (/5)
         if self.format != "forensix-store/1":
             sealed = {t: (int(q), int(o)) for t, q, o in
                       self._con.execute("SELECT table_name, seq, row_offset FROM forensix_sealed").fetchall()}
@@ -135,6 +136,7 @@ class DuckDBStore:
                     encode=functools.partial(codec.encode, name),
                 )
                 self._views[name] = self._base_view(name)
+            self._flow_rows = "in_events" in self._columns("flows_base")
         self.recovered = [note for t in self._journals.values() for note in t.recovered]
 
     # -- format and migrations -------------------------------------------------
@@ -179,10 +181,13 @@ class DuckDBStore:
     def migrations(self) -> list[str]:
         return [r[0] for r in self._con.execute("SELECT name FROM forensix_migrations ORDER BY name").fetchall()]
 
+    def _columns(self, table: str) -> set[str]:
+        return {r[0] for r in self._con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": table}).fetchall()}
+
     def _base_view(self, name: str) -> str:
         """How queries read ``name``_base: decoded when it has the codec's columns (format /4)."""
-        have = {r[0] for r in self._con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": f"{name}_base"}).fetchall()}
+        have = self._columns(f"{name}_base")
         extra = set(codec.CODEC_COLUMNS.get(name, {}))
         if extra and extra <= have:
             return codec.decoded_sql(name, f"main.{name}_base")
@@ -290,13 +295,16 @@ class DuckDBStore:
             with self._lock:
                 tails = {name: j.snapshot() for name, j in self._journals.items()}
                 cur.execute("SELECT count(*) FROM forensix_meta").fetchall()  # pins DuckDB's snapshot
-            for name, tail in tails.items():
-                if tail is None:
-                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {self._views[name]}")
-                else:
+            # events last: its view reads the flows view (edges stored once, format /5)
+            for name in sorted(tails, key=lambda n: n == "events"):
+                tail = tails[name]
+                sql = self._views[name]
+                if tail is not None:
                     cur.register(f"_fx_tail_{name}", tail)
-                    cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {self._views[name]} "
-                                f"UNION ALL BY NAME SELECT * FROM _fx_tail_{name}")
+                    sql += f" UNION ALL BY NAME SELECT * FROM _fx_tail_{name}"
+                if name == "events" and self._flow_rows:
+                    sql += f" UNION ALL BY NAME {FLOW_EVENTS_SQL}"
+                cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
         except duckdb.Error as e:
             cur.close()
             raise _query_error(e, "check the store's files") from e
@@ -342,6 +350,18 @@ class DuckDBStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# The events row of a flow edge stored only in flows (schema.FLOWS: in_events false): the
+# columns the recorder gave flow rows when it wrote them to events as well.
+FLOW_EVENTS_SQL = (
+    "SELECT host_id, host_name, boot_id, last_ts AS ts, ts_boot, 'event' AS event_kind, "
+    "'flow' AS event_category, 'flow' AS event_action, entity_id AS process_entity_id, "
+    "pid AS process_pid, tid AS process_tid, process_name, fd, file_inode, file_device, file_type, "
+    "file_path, read_count AS flow_read_count, read_bytes AS flow_read_bytes, "
+    "write_count AS flow_write_count, write_bytes AS flow_write_bytes, first_ts AS flow_first_ts, "
+    "last_ts AS flow_last_ts FROM flows WHERE in_events = false"
+)
 
 
 class _SealThread(threading.Thread):

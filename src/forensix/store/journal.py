@@ -188,7 +188,10 @@ class JournaledTable:
                 continue
             j = self.dir / f"{n:012d}.arrows"
             batches, torn = _read_journal(j)
-            t = pa.Table.from_batches(batches, schema=self.schema)
+            if batches and not batches[0].schema.equals(self.schema):  # written by an older version
+                t = conform(pa.Table.from_batches(batches), self.schema, self.name)
+            else:
+                t = pa.Table.from_batches(batches, schema=self.schema)
             out.append((j, t.slice(offset) if n == seq else t, torn))
         return out
 

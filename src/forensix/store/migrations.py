@@ -18,8 +18,11 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # (/2, Parquet segments, existed only in a development build of 2026-11-26.) /4: the base
 # tables are sorted within each row group and events_base keeps ts_boot as a clock offset
 # (store/codec.py); a /3 store is read as it is, and migrated to /4 by its next writer.
-STORE_FORMAT = "forensix-store/4"
-KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", STORE_FORMAT})
+# /5: a flow edge flushed from the kernel's map is stored once, in flows_base, and the
+# events view derives its row from it (schema.FLOWS: in_events); edges of older stores
+# stay rows of events_base too, and are shown once.
+STORE_FORMAT = "forensix-store/5"
+KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -71,5 +74,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0005_codec", [
         'ALTER TABLE "events_base" ADD COLUMN "clock_offset" BIGINT',
         "UPDATE forensix_meta SET value = 'forensix-store/4' WHERE key = 'format'",
+    ]),
+    # flow edges stored once (schema.FLOWS; 0001 of this version already has its columns, hence
+    # IF NOT EXISTS); existing edges keep in_events NULL: also rows of events_base
+    ("0006_flow_edges_once", [
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "tid" UINTEGER',
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "process_name" VARCHAR',
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "ts_boot" BIGINT',
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "in_events" BOOLEAN',
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "clock_offset" BIGINT',
+        "UPDATE forensix_meta SET value = 'forensix-store/5' WHERE key = 'format'",
     ]),
 ]

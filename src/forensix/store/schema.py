@@ -163,8 +163,12 @@ PROCESSES = pa.schema(
     ]
 )
 
-# Data-flow edges are also kept in EVENTS (event_action = 'flow'); this table is the
-# narrow projection analyses join on.
+# Data-flow edges: what a process read from or wrote to a file, pipe or socket, aggregated
+# in the kernel. Analyses join on this narrow table; the ``events`` view shows each edge as
+# a row too (event_action = 'flow'). An edge with ``in_events`` false is stored here only
+# and the view derives its events row from it (format /5); ``in_events`` true or NULL: the
+# same edge is also a row of events_base (edges that came through the ring buffer with their
+# sequence number, and every edge of stores written before /5).
 FLOWS = pa.schema(
     _ORIGIN
     + [
@@ -182,6 +186,10 @@ FLOWS = pa.schema(
         pa.field("write_count", _u64),
         pa.field("write_bytes", _u64),
         pa.field("reason", _str),  # close | periodic | exit
+        pa.field("tid", _u32),  # the thread that first moved data on the edge
+        pa.field("process_name", _str),
+        pa.field("ts_boot", _i64),  # last_ts on the kernel's boot clock
+        pa.field("in_events", pa.bool_()),
     ]
 )
 
