@@ -60,10 +60,11 @@ class ProcessContext:
         if lst is None:  # the common cases first: a new process, a later image
             self.images[eid] = [img]
             return
-        if img[0] > lst[-1][0]:
+        last = lst[-1][0]
+        if img[0] > last:
             lst.append(img)
             return
-        pos = bisect.bisect_left(lst, img[0], key=lambda x: x[0])
+        pos = len(lst) - 1 if img[0] == last else bisect.bisect_left(lst, img[0], key=lambda x: x[0])
         if pos < len(lst) and lst[pos][0] == img[0]:
             # the exec event and the processes row describe one image: merge, never erase
             old = lst[pos]
@@ -75,6 +76,8 @@ class ProcessContext:
         lst = self.images.get(eid)
         if not lst:
             return None
+        if lst[-1][0] <= ts:  # the usual question: the latest image
+            return lst[-1]
         pos = bisect.bisect_right(lst, ts, key=lambda x: x[0])
         return lst[pos - 1] if pos else None
 
@@ -445,11 +448,11 @@ _CMP = {"lt": pc.less, "le": pc.less_equal, "gt": pc.greater, "ge": pc.greater_e
 _STR_OPS = {"prefix": pc.starts_with, "suffix": pc.ends_with, "contains": pc.match_substring}
 
 
-_FEW = 256  # rows below which a literal alternation is matched in Python (RE2 compiles per call)
+_FEW = 256  # rows below which a prefix or suffix alternation is matched in Python (RE2 compiles per call)
 _LITERAL_TESTS: dict[str, Callable[[str, tuple[str, ...]], bool]] = {
     "prefix": str.startswith,
     "suffix": str.endswith,
-    "contains": lambda s, alts: any(a in s for a in alts),
+    "contains": lambda s, alts: any(a in s for a in alts),  # (slower than RE2 on command lines)
 }
 
 
@@ -531,7 +534,10 @@ class Evaluator:
             out = _STR_OPS[op](col, v)
         elif op == "regex":
             lits = literal_alternatives(v) if len(col) <= _FEW else None
-            out = _match_literals(col, *lits) if lits else pc.match_substring_regex(col, v)
+            if lits and lits[0] != "contains":
+                out = _match_literals(col, *lits)
+            else:
+                out = pc.match_substring_regex(col, v)
         elif op in _CMP:
             out = _CMP[op](col, _scalar(v, col.type))
         elif op == "bits":
