@@ -151,9 +151,12 @@ _Builder = Callable[[pa.Table, "_Ctx"], pa.Array]
 class _Ctx:
     """Per-batch memo of the process and parent images of each row."""
 
-    def __init__(self, table: pa.Table, pctx: ProcessContext | None) -> None:
+    def __init__(self, table: pa.Table, pctx: ProcessContext | None, actions: Actions | None = None,
+                 rows: np.ndarray | None = None) -> None:
         self.table = table
         self.pctx = pctx or ProcessContext()
+        self.actions = actions  # the batch's (``rows`` of it, when the table is a Selection)
+        self.rows = rows
         self._p: list[_Image | None] | None = None
         self._pp: list[_Image | None] | None = None
 
@@ -229,9 +232,16 @@ def _case(t: pa.Table, col: str, mapping: dict[str, str]) -> pa.Array:
     return out
 
 
+_MOVES = frozenset({"rename", "link"})
+
+
 def _target_filename(t: pa.Table, c: _Ctx) -> pa.Array:
-    moved = pc.fill_null(pc.is_in(_col(t, "event_action"), pa.array(["rename", "link"])), False)
-    if not pc.any(moved).as_py():
+    if c.actions is not None:  # the batch's action codes: no string compares
+        where = c.actions.where(_MOVES)
+        moved = pa.array(where if c.rows is None else where[c.rows])
+    else:
+        moved = pc.fill_null(pc.is_in(_col(t, "event_action"), pa.array(sorted(_MOVES))), False)
+    if count_true(moved) == 0:
         return _col(t, "file_path")  # the common batch: no rename or link, no string copy
     return pc.if_else(moved, _col(t, "file_target_path"), _col(t, "file_path"))
 
@@ -477,10 +487,10 @@ class Evaluator:
         self.table = table
         self.n = table.num_rows
         self._memo: dict[Any, pa.Array] = {}
-        self._ctx = _Ctx(table, pctx)
+        self._rows = table.rows if isinstance(table, Selection) else None
+        self._ctx = _Ctx(table, pctx, codes.actions if codes is not None else None, self._rows)
         self._derived: dict[str, pa.Array] = {}
         self._codes = codes
-        self._rows = table.rows if isinstance(table, Selection) else None
 
     def narrow(self, rows: np.ndarray) -> Evaluator:
         """An evaluator of the same batch restricted to ``rows`` (ascending indices of
