@@ -191,7 +191,8 @@ def _pick(images: list[_Image | None], i: int) -> pa.Array:
 
 
 def _col(t: pa.Table, name: str) -> pa.Array:
-    return t.column(name).combine_chunks()
+    col = t.column(name)
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()  # (combining one chunk copies it)
 
 
 def _by_value(arr: pa.Array, fmt: Callable[[Any], str | None]) -> pa.Array:
