@@ -20,7 +20,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules import fields as F
-from forensix.rules.compile import And, Const, Node, Not, Or, Pred, literal_alternatives
+from forensix.rules.compile import (
+    RAW_COLUMNS,
+    And,
+    Const,
+    Node,
+    Not,
+    Or,
+    Pred,
+    columns_of,
+    literal_alternatives,
+)
 
 __all__ = ["DERIVED_ARROW", "Actions", "Codes", "Evaluator", "ProcessContext", "Selection", "actions_of", "count_true", "enrich", "true_rows"]
 
@@ -491,6 +501,7 @@ class Evaluator:
         self._rows = table.rows if isinstance(table, Selection) else None
         self._ctx = _Ctx(table, pctx, codes.actions if codes is not None else None, self._rows)
         self._derived: dict[str, pa.Array] = {}
+        self._subs: dict[tuple[int, ...], tuple[tuple[Node, ...], np.ndarray, Evaluator]] = {}
         self._codes = codes
 
     def narrow(self, rows: np.ndarray) -> Evaluator:
@@ -581,6 +592,19 @@ class Evaluator:
         self._memo[id(node)] = got
         return got
 
+    def _narrowed(self, done: tuple[Node, ...], got: pa.Array) -> tuple[np.ndarray, Evaluator]:
+        """The rows where the conjunction ``done`` holds, and an evaluator of them: kept,
+        so that conjunctions starting alike (rule groups on the same actions) share its
+        columns and sub-results."""
+        key = tuple(id(n) for n in done)
+        hit = self._subs.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], done)):
+            return hit[1], hit[2]
+        rows = true_rows(got)
+        sub = self.narrow(rows)
+        self._subs[key] = (done, rows, sub)
+        return rows, sub
+
     def _all(self, items: tuple[Node, ...]) -> pa.Array:
         """A conjunction, item by item; once few rows are left, the remaining items are
         evaluated on those rows only (row-wise predicates: the same values)."""
@@ -589,14 +613,32 @@ class Evaluator:
             left = count_true(got)
             if left == 0:
                 break
-            if self.SPARSE and left * self.SPARSE <= self.n:
-                rows = true_rows(got)
-                inner = self.narrow(rows)._all(items[i:])
+            if self.SPARSE and left * self.SPARSE <= self.n and _raw_only(items[i:]):
+                rows, sub = self._narrowed(items[:i], got)
+                inner = sub._all(items[i:])
                 out = np.zeros(self.n, dtype=bool)
                 out[rows[true_rows(inner)]] = True
                 return pa.array(out)
             got = pc.and_(got, self.mask(items[i]))
         return got
+
+
+_RAW_ONLY: dict[int, tuple[Node, bool]] = {}  # node id -> (node, reads raw columns only)
+
+
+def _raw_only(items: tuple[Node, ...]) -> bool:
+    """Whether these items read raw event columns only. What is left of a conjunction is
+    narrowed to its few rows only then: derived columns are better computed once on
+    the group's rows, where the other rules of the group share them."""
+    for item in items:
+        got = _RAW_ONLY.get(id(item))
+        if got is None or got[0] is not item:
+            if len(_RAW_ONLY) > 100_000:
+                _RAW_ONLY.clear()
+            got = _RAW_ONLY[id(item)] = (item, columns_of(item) <= RAW_COLUMNS)
+        if not got[1]:
+            return False
+    return True
 
 
 def _fits(x: Any, t: pa.DataType) -> bool:
