@@ -22,7 +22,7 @@ from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_al
 from forensix.rules.compile import And, Const, Not, Or, Pred, literal_alternatives, necessary
 from forensix.rules.detectors import COPIED_EXEC, SYSTEM_BIN_DIRS, TEMP_DIRS, CopiedBinaryExec
 from forensix.rules.engine import LiveEngine, meta_of
-from forensix.rules.live import Codes, Evaluator, ProcessContext, _match_literals
+from forensix.rules.live import Codes, Evaluator, ProcessContext, _match_literals, null_false
 from forensix.store.embedded import open_reader, open_writer
 from forensix.testing.generator import O_CREAT, O_TRUNC, O_WRONLY, StoreBuilder, generate
 
@@ -109,6 +109,19 @@ def test_literal_alternations_match_as_re2_does() -> None:
         assert _match_literals(col, *lits).to_pylist() == pc.match_substring_regex(col, p).to_pylist(), p
     for p in ["^[2-7]", "(?s)^(?:a.b)", "(?s)(?:a\\d)", "(?s)(?:a|b)$x", "(?i)(?:a|b)", "(?s)(?:(?:a))"]:
         assert literal_alternatives(p) is None, p
+
+
+def test_null_false_is_fill_null_false() -> None:
+    """The bitmap AND gives what pc.fill_null(mask, False) gives, slices and chunks too."""
+    rng = random.Random(4)
+    for n in (1, 7, 8, 9, 63, 64, 65, 1000):
+        values = [rng.choice([True, False, None]) for _ in range(n)]
+        arr = pa.array(values, pa.bool_())
+        for off in {0, 1, min(5, n - 1), n // 2}:
+            part = arr.slice(off)
+            assert null_false(part).to_pylist() == pc.fill_null(part, False).to_pylist(), (n, off)
+        chunked = pa.chunked_array([arr, arr.slice(n // 3)])
+        assert null_false(chunked).to_pylist() == pc.fill_null(chunked, False).to_pylist()
 
 
 class _EveryRow(CopiedBinaryExec):

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from forensix.model.timefmt import format_ns
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.fields import WRITE_OPEN_MASK
-from forensix.rules.live import actions_of
+from forensix.rules.live import actions_of, null_false
 
 __all__ = ["DETECTOR_RULES", "Detector", "GapDetector", "RecorderGuard", "default_detectors"]
 
@@ -168,18 +168,18 @@ class RecorderGuard:
         if self.protected:
             near = functools.reduce(  # a missing path is not near (_touches skips it too)
                 pc.or_,
-                [pc.fill_null(pc.starts_with(data.column(c), base.rstrip("/")), False)
+                [null_false(pc.starts_with(data.column(c), base.rstrip("/")))
                  for base in self.protected for c in ("file_path", "file_target_path")],
             )
             if not pc.any(near).as_py():  # the usual batch: nothing near the store
-                return pc.fill_null(keep, False)
+                return null_false(keep)
             flags = pc.fill_null(data.column("file_flags"), 0)
             writes = pc.or_(
                 pc.is_in(act, pa.array(list(_FILE_WRITES))),
                 pc.and_(pc.equal(act, "open"), pc.not_equal(pc.bit_wise_and(flags, WRITE_OPEN_MASK), 0)),
             )
             keep = pc.or_(keep, pc.and_(writes, near))
-        return pc.fill_null(keep, False)
+        return null_false(keep)
 
     # what the decisions below read; an alert gets the whole row
     _DECIDE = ("host_id", "boot_id", "ts", "event_action", "process_pid", "process_entity_id", "target_pid",

@@ -32,7 +32,7 @@ from forensix.rules.compile import (
     literal_alternatives,
 )
 
-__all__ = ["DERIVED_ARROW", "Actions", "Codes", "Evaluator", "ProcessContext", "Selection", "actions_of", "count_true", "enrich", "true_rows"]
+__all__ = ["DERIVED_ARROW", "Actions", "Codes", "Evaluator", "ProcessContext", "Selection", "actions_of", "count_true", "enrich", "null_false", "true_rows"]
 
 _Image = tuple[int, str | None, str | None, str | None]  # (image_ts, executable, cmdline, name)
 
@@ -357,11 +357,24 @@ class Selection:
         return self.base.take(pa.array(self.rows[true_rows(mask)], pa.int64()))
 
 
+def null_false(mask: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``fill_null(mask, False)`` for a boolean array: one AND of its validity and value
+    bitmaps (Arrow's fill_null goes value by value, fifteen times slower)."""
+    if not mask.null_count:
+        return mask
+    if isinstance(mask, pa.ChunkedArray):
+        return pa.chunked_array([null_false(c) for c in mask.chunks], mask.type)
+    if mask.type != pa.bool_():
+        return pc.fill_null(mask, False)
+    validity, values = mask.buffers()
+    size = (mask.offset + len(mask) + 7) // 8
+    both = np.frombuffer(validity, np.uint8, size) & np.frombuffer(values, np.uint8, size)
+    return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(both)], offset=mask.offset)
+
+
 def true_rows(mask: pa.Array) -> np.ndarray:
     """Indices of the rows where ``mask`` is true (NULL is false)."""
-    if mask.null_count:
-        mask = pc.fill_null(mask, False)
-    return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+    return np.flatnonzero(null_false(mask).to_numpy(zero_copy_only=False))
 
 
 def count_true(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -569,7 +582,7 @@ class Evaluator:
             out = pc.equal(pc.cast(col, pa.string()), other)
         else:
             raise ValueError(f"unknown predicate op {op!r}")
-        return pc.fill_null(out, False) if out.null_count else out
+        return null_false(out)
 
     def mask(self, node: Node) -> pa.Array:
         got = self._memo.get(id(node))
