@@ -402,8 +402,8 @@ class Decoder:
         failed = ((is_sys & (ret < 0) & (ret > -4096)) | is_execfail) & ~in_progress
 
         # objects: paths
-        joined0 = _join(s[0], s[1])
-        joined1 = _join(s[2], s[3])
+        joined0 = _join(s[0], s[1]) if base0.any() else None
+        joined1 = _join(s[2], s[3]) if base1.any() or is_mount.any() else None
         # each override below runs only when its mask selects a row (most batches hold no
         # symlink or mount; the result is the same, without a pass over every column)
         path0 = pc.if_else(pa.array(base0), joined0, s[0]) if base0.any() else s[0]
