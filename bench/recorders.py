@@ -255,6 +255,29 @@ def _owned_bpf_ids(pid: int) -> tuple[set[int], set[int]]:
     return progs, maps
 
 
+def _loaded_prog_ids() -> set[int] | None:
+    try:
+        out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {p.get("id") for p in json.loads(out or "[]")}
+
+
+def _wait_detached(progs: set[int], timeout: float = 120.0) -> None:
+    """Until none of ``progs`` is loaded any more (or ``timeout``, said on stderr)."""
+    deadline = time.monotonic() + timeout
+    while progs:
+        loaded = _loaded_prog_ids()
+        if loaded is None or not progs & loaded:
+            return
+        if time.monotonic() > deadline:
+            print(f"bench: {len(progs & loaded)} forensix BPF programs still loaded after {timeout:.0f} s",
+                  file=sys.stderr)
+            return
+        time.sleep(0.2)
+
+
 def _bpf_prog_stats(only: set[int] | None = None) -> dict[str, dict[str, int]]:
     """run_time_ns / run_cnt per loaded BPF program (needs kernel.bpf_stats_enabled=1)."""
     try:
@@ -445,6 +468,10 @@ class ForensixRecorder(Recorder):
             rc = self._proc.wait()
         self._proc = None
         _set_bpf_stats(False)
+        # The recorder leaves its paused programs to a child that detaches them after it
+        # exits (seconds): until they are gone every syscall still takes the tracepoint
+        # path, which would slow the next configuration measured (a baseline, auditd).
+        _wait_detached(self._owned[0])
         if rc not in (0, -signal.SIGINT, 130):
             tail = self._log.read_text(errors="replace")[-800:]
             raise RuntimeError(f"forensix record exited {rc}: {tail}")

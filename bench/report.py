@@ -74,6 +74,10 @@ def _count(w: dict[str, Any], rec: str, key: str) -> Summary | None:
     return summarize([v for v in vals if v is not None])
 
 
+# rows that are not a configuration of their own
+_LABELS = {"forensix+stats": "forensix with BPF statistics on (1 unscored run, for the program table)"}
+
+
 def workload_table(w: dict[str, Any]) -> list[str]:
     recs: list[str] = []
     for r in w.get("runs", []):
@@ -85,7 +89,7 @@ def workload_table(w: dict[str, Any]) -> list[str]:
     head += ["events recorded", "events lost"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in recs:
-        row = [rec]
+        row = [_LABELS.get(rec, rec)]
         for m in w["metrics"]:
             s = _metric(w, rec, m["key"])
             base = _metric(w, "none", m["key"])
