@@ -34,7 +34,8 @@ class ScaleWorkload(Workload):
     def describe(self) -> str:
         return (
             f"{self.events:,} synthetic events (bench/synth.py) appended in 65,536-row Arrow "
-            "batches through DuckDBStore.append, pinned to CPU 0, then CHECKPOINT"
+            "batches through DuckDBStore.append (flow edges to flows, as the recorder stores "
+            "them), pinned to CPU 0, then CHECKPOINT"
         )
 
     def measure(self, rec: Recorder) -> dict[str, float]:
