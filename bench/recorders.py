@@ -255,13 +255,20 @@ def _owned_bpf_ids(pid: int) -> tuple[set[int], set[int]]:
     return progs, maps
 
 
-def _loaded_prog_ids() -> set[int] | None:
+def _loaded_progs() -> list[dict[str, Any]] | None:
+    """``bpftool prog show`` as JSON: every BPF program loaded on the host (None: no bpftool)."""
     try:
         out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                              check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
-    return {p.get("id") for p in json.loads(out or "[]")}
+    progs: list[dict[str, Any]] = json.loads(out or "[]")
+    return progs
+
+
+def _loaded_prog_ids() -> set[int] | None:
+    progs = _loaded_progs()
+    return None if progs is None else {p.get("id") for p in progs}
 
 
 def _wait_detached(progs: set[int], timeout: float = 120.0) -> None:
@@ -280,14 +287,8 @@ def _wait_detached(progs: set[int], timeout: float = 120.0) -> None:
 
 def _bpf_prog_stats(only: set[int] | None = None) -> dict[str, dict[str, int]]:
     """run_time_ns / run_cnt per loaded BPF program (needs kernel.bpf_stats_enabled=1)."""
-    try:
-        out = subprocess.run(
-            ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {}
     progs: dict[str, dict[str, int]] = {}
-    for p in json.loads(out or "[]"):
+    for p in _loaded_progs() or []:
         if only is not None and p.get("id") not in only:
             continue
         name = p.get("name", str(p.get("id")))
@@ -341,13 +342,10 @@ _TRACING_TYPES = {"tracepoint", "raw_tracepoint", "tracing", "kprobe", "perf_eve
 def foreign_tracing_progs(mine: set[int]) -> int:
     """Tracing BPF programs loaded on the host that are not this bench's recorder's: other
     recorders running at the same time slow every configuration, the baseline included."""
-    try:
-        out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
-                             check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
+    progs = _loaded_progs()
+    if progs is None:
         return -1
-    return sum(1 for p in json.loads(out or "[]")
-               if p.get("type") in _TRACING_TYPES and p.get("id") not in mine)
+    return sum(1 for p in progs if p.get("type") in _TRACING_TYPES and p.get("id") not in mine)
 
 
 def _proc_cpu_seconds(pid: int) -> float | None:

@@ -266,20 +266,12 @@ class DuckDBStore:
 
     def flush(self) -> None:
         """Seal every journal and checkpoint the DuckDB file: all durable, all compact."""
-        with self._quiet():
+        # no background seal runs meanwhile (one in progress finishes first)
+        with self._sealing.paused() if self._sealing is not None else contextlib.nullcontext():
             for journal in self._journals.values():
                 journal.seal()
             with self._lock:
                 self._con.execute("CHECKPOINT")
-
-    @contextlib.contextmanager
-    def _quiet(self) -> Iterator[None]:
-        """No background seal runs inside (a seal in progress finishes first)."""
-        if self._sealing is None:
-            yield
-            return
-        with self._sealing.paused():
-            yield
 
     # -- reading ---------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
