@@ -1,7 +1,7 @@
 """The agent's CPU per event, stage by stage, on a real recording replayed offline.
 
     python -m bench.agent_cost capture --out compile.npz [--cwd DIR] -- make -j2 -s   # root
-    python -m bench.agent_cost replay compile.npz [--store S] [--no-rules] [--repeat N]
+    python -m bench.agent_cost replay compile.npz [--store S] [--no-rules] [--repeat N] [--merge N]
 
 ``capture`` runs the real recorder (sensor, drains, flow-map flushes at the recorder's
 cadence) while COMMAND runs, and keeps what the agent received from the kernel, in order:
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,7 +91,30 @@ def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
             "dropped_in_kernel": rec.stats.dropped}
 
 
-def replay(path: Path, store: Path, rules: bool) -> dict[str, Any]:
+def _merged(inputs: list[tuple[str, Any]], n: int) -> list[tuple[str, Any]]:
+    """Every n ring drains joined into one, as a recorder draining n times less often
+    would see them; the map flushes in between follow the joined drain."""
+    from forensix.sensor.ringbuf import Drained
+
+    out: list[tuple[str, Any]] = []
+    rings: list[Any] = []
+    maps: list[tuple[str, Any]] = []
+    for kind, x in inputs:
+        if kind == "ring":
+            rings.append(x)
+            if len(rings) == n:
+                out.append(("ring", Drained.join(rings)))
+                out.extend(maps)
+                rings, maps = [], []
+        else:
+            maps.append((kind, x))
+    if rings:
+        out.append(("ring", Drained.join(rings)))
+    out.extend(maps)
+    return out
+
+
+def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, Any]:
     from forensix.agent.sink import StoreSink
     from forensix.cli.rules import live_engine_for_record
     from forensix.model.host import local_host
@@ -110,6 +132,8 @@ def replay(path: Path, store: Path, rules: bool) -> dict[str, Any]:
             inputs.append((kind, Drained(z[f"i{i}_data"].tobytes(), z[f"i{i}_offsets"], z[f"i{i}_lengths"])))
         else:
             inputs.append((kind, (z[f"i{i}_k"], z[f"i{i}_v"])))
+    if merge > 1:
+        inputs = _merged(inputs, merge)
 
     remove_store(store)
     writer = open_writer(str(store))
@@ -187,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--store", type=Path, default=None, help="store to write (default: a temporary one)")
     r.add_argument("--no-rules", action="store_true", help="without the live rules")
     r.add_argument("--repeat", type=int, default=1, help="replays; the figures of each are printed")
+    r.add_argument("--merge", type=int, default=1,
+                   help="join every N ring drains into one batch (a recorder draining N times less often)")
     a = ap.parse_args(argv)
     if a.cmd == "capture":
         cmd = [x for x in a.command if x != "--"]
@@ -197,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fx-agent-cost-"))
     try:
         for _ in range(a.repeat):
-            print(json.dumps(replay(a.capture, a.store or tmp / "replay.duckdb", not a.no_rules)))
+            print(json.dumps(replay(a.capture, a.store or tmp / "replay.duckdb", not a.no_rules, a.merge)))
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
