@@ -416,6 +416,10 @@ class ForensixRecorder(Recorder):
     def bpf_ids(self) -> set[int]:
         return set(self._owned[0])
 
+    def env(self, scratch: Path) -> dict[str, str]:
+        """Environment of the ``forensix record`` process beyond forensix_env()."""
+        return {}
+
     def check(self) -> str | None:
         if os.geteuid() != 0:
             return "forensix record needs root"
@@ -437,7 +441,7 @@ class ForensixRecorder(Recorder):
             [*forensix_command(), "record", "--store", str(self._store)],
             stdout=self._log.open("wb"),
             stderr=subprocess.STDOUT,
-            env=forensix_env(),
+            env={**forensix_env(), **self.env(scratch)},
         )
         wait_until_recording(self._proc, self._store, self._log)
         self._owned = _owned_bpf_ids(self._proc.pid)
@@ -499,12 +503,53 @@ class ForensixProfiled(ForensixRecorder):
     bpf_stats = True
 
 
+def bpf_source() -> Path | None:
+    """The bpf/ directory (sensor source and Makefile) of the forensix being measured."""
+    src = forensix_source()
+    if src is None:
+        import forensix
+
+        src = Path(forensix.__file__).resolve().parent.parent
+    d = src.parent / "bpf"
+    return d if (d / "Makefile").is_file() else None
+
+
+class ForensixFloor(ForensixRecorder):
+    """The attach floor, a reference rather than a recorder: ``forensix record`` with the
+    sensor built by ``make -C bpf floor``, whose syscall programs return at once. The same
+    tracepoints fire on the same syscalls (and the process lifecycle is still recorded), so
+    the gap between ``none`` and ``floor`` is what attaching to syscall tracepoints costs
+    on this kernel before forensix records anything; the gap between ``floor`` and
+    ``forensix`` is forensix's own work."""
+
+    name = "floor"
+
+    def check(self) -> str | None:
+        why = super().check()
+        if why:
+            return why
+        if bpf_source() is None:
+            return "the sensor's source (bpf/Makefile) is not beside this forensix"
+        if shutil.which("clang") is None:
+            return "clang is missing: run scripts/setup.sh"
+        return None
+
+    def env(self, scratch: Path) -> dict[str, str]:
+        out = scratch / "floor-bpf"
+        if not (out / "sensor.bpf.o").is_file():
+            bpf = bpf_source()
+            assert bpf is not None
+            subprocess.run(["make", "-s", "-C", str(bpf), "floor", f"FLOOR_OUT={out}"],
+                           check=True, capture_output=True)
+        return {"FORENSIX_BPF_DIR": str(out)}
+
+
 def _set_bpf_stats(on: bool) -> None:
     Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1\n" if on else "0\n")
 
 
 RECORDERS: dict[str, type[Recorder]] = {}
-for _cls in (Recorder, ForensixRecorder, AuditdRecorder, StraceRecorder):
+for _cls in (Recorder, ForensixRecorder, ForensixFloor, AuditdRecorder, StraceRecorder):
     if _cls.name in RECORDERS:
         raise ValueError(f"recorder {_cls.name} registered twice")
     RECORDERS[_cls.name] = _cls

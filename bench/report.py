@@ -25,6 +25,11 @@ same run.
   unscored forensix repetition with `kernel.bpf_stats_enabled=1` and `bpftool prog show`
   (run_time_ns / run_cnt): statistics add two clock reads to every program run, so the
   scored repetitions run without them, as users run forensix.
+- **floor** (a reference, not a recorder): `forensix record` with the sensor built by
+  `make -C bpf floor`, whose syscall programs return at once; the process lifecycle is
+  still recorded. The same tracepoints fire on the same syscalls, so none -> floor is what
+  attaching to syscall tracepoints costs on this kernel before forensix does any work, and
+  floor -> forensix is forensix's own work (BPF and agent).
 - **auditd**: auditd 3 started by the bench (`auditd -n -c DIR`, RAW log in the scratch
   directory, backlog 8192), with rules for the same syscalls the sensor records
   (`bench/recorders.py: AUDIT_SYSCALLS`; mmap/mprotect only with PROT_EXEC). read/write
@@ -75,7 +80,8 @@ def _count(w: dict[str, Any], rec: str, key: str) -> Summary | None:
 
 
 # rows that are not a configuration of their own
-_LABELS = {"forensix+stats": "forensix with BPF statistics on (1 unscored run, for the program table)"}
+_LABELS = {"forensix+stats": "forensix with BPF statistics on (1 unscored run, for the program table)",
+           "floor": "floor: forensix's tracepoints, programs return at once (reference)"}
 
 
 def workload_table(w: dict[str, Any]) -> list[str]:
@@ -257,6 +263,14 @@ def targets(report: dict[str, Any]) -> list[str]:
     out = ["| target | measured | met |", "|---|---|---|"]
     for name, val, ok in rows:
         out.append(f"| {name} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")
+    floor = []
+    for wname, key, label in (("compile", "wall_s", "compile {:+.1%}"), ("web", "rps", "web {:.1%} of req/s")):
+        f, n = _median(ws.get(wname), "floor", key), _median(ws.get(wname), "none", key)
+        if f is not None and n:
+            floor.append(label.format(f / n - 1 if key == "wall_s" else f / n))
+    if floor:
+        out += ["", "The attach floor in the same run (forensix's tracepoints with programs that return "
+                "at once, before any recording work): " + ", ".join(floor) + "."]
     return out
 
 

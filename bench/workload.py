@@ -22,7 +22,7 @@ class Workload:
     name = ""
     title = ""
     metrics: tuple[Metric, ...] = ()
-    recorders: tuple[str, ...] = ("none", "forensix", "auditd", "strace")
+    recorders: tuple[str, ...] = ("none", "forensix", "floor", "auditd", "strace")
 
     def __init__(self, quick: bool, scratch: Path) -> None:
         self.quick = quick

@@ -101,3 +101,17 @@ def test_forensix_column_counts_events_and_losses(tmp_path: Path) -> None:
     # loss is accounted exactly: gap records add up to the kernel's drop counters
     assert d["kernel_drops"] == d["lost_total"]
     assert d["opens_accounted"] and d["lifecycle_complete"], d
+
+
+@pytest.mark.bpf
+def test_floor_reference_attaches_programs_that_record_no_syscall(tmp_path: Path) -> None:
+    report = _bench(tmp_path, "--only", "micro", "--recorders", "floor")
+    floor = [r for r in report["workloads"]["micro"]["runs"] if r["recorder"] == "floor"]
+    assert floor and "error" not in floor[0], floor
+    cats = floor[0]["detail"]["by_category"]
+    # the open+close loop ran under the floor sensor: its syscall programs returned at once,
+    # while the process lifecycle (fork, exec, exit of the loops) was still recorded
+    assert "file" not in cats and cats.get("process", 0) > 0, cats
+    assert floor[0]["lost"] == 0
+    md = (tmp_path / "b.md").read_text()
+    assert "floor: forensix's tracepoints, programs return at once" in md
