@@ -14,7 +14,7 @@ from forensix.analysis.sessions import attribute, find_session, sessions
 from forensix.analysis.targets import Target, parse_target, resolve
 from forensix.analysis.timeline import TimelineFilter, timeline
 from forensix.errors import UsageError
-from forensix.render.tree import render_timesketch, render_tree_text
+from forensix.render.tree import render_timeline_text, render_timesketch, render_tree_text
 from forensix.store.base import Reader
 from forensix.store.embedded import open_reader, open_writer
 from forensix.testing.generator import StoreBuilder
@@ -175,3 +175,25 @@ def test_bad_targets_say_what_is_wrong(host: Any) -> None:
     with pytest.raises(UsageError, match="no recorded connection"):
         resolve(r, parse_target("[2001:db8::1]:22"))
     assert parse_target("[2001:db8::1]:22").ip == "2001:db8::1"
+
+
+def test_timeline_gives_flow_edges_stored_once_their_process_and_uid(tmp_path: Any) -> None:
+    # the recorder keeps edges flushed from the kernel's map only in flows, with no uid
+    b = StoreBuilder()
+    init = b.spawn(None, 1, 0, "/usr/lib/systemd/systemd", ["/sbin/init"])
+    sh = b.spawn(init, 601, 1, "/usr/bin/bash", ["-bash"], uid=1001)
+    b.open(sh, 2, "/home/eve/notes", 0)
+    b.flow(sh, 2.1, 2.2, "/home/eve/notes", read=4096, stored_once=True)
+    w = open_writer(tmp_path / "s.duckdb")
+    b.write(w)
+    w.close()
+    r = open_reader(tmp_path / "s.duckdb")
+    try:
+        rows = [x for x in timeline(r).to_pylist() if x["event_action"] == "flow"]
+        buf = io.StringIO()
+        render_timeline_text(timeline(r, TimelineFilter(actions=["flow"])), buf)
+    finally:
+        r.close()
+    assert len(rows) == 1
+    assert (rows[0]["process_name"], rows[0]["user_id"], rows[0]["file_path"]) == ("bash", 1001, "/home/eve/notes")
+    assert "uid 1001" in buf.getvalue() and "uid None" not in buf.getvalue()

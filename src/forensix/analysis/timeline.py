@@ -127,8 +127,8 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
         base += " AND " + " AND ".join(noise)
     limit = f"LIMIT {int(f.limit)}" if f.limit else ""
     # Flow rows of descriptors a process inherited or dup'd carry the inode but no path and
-    # no command name: both are filled in from the open that named the inode and from the
-    # process table, for the rows shown only.
+    # no command name, and edges stored only in flows carry no uid: they are filled in from
+    # the open that named the inode and from the process table, for the rows shown only.
     sql = f"""
     WITH t AS MATERIALIZED (
         SELECT * FROM ({base}) ORDER BY ts, cpu, seq {limit}),
@@ -138,7 +138,8 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
           AND event_action = 'open' AND file_path IS NOT NULL GROUP BY 1, 2),
     comms AS (
         SELECT entity_id, arg_max(name, image_seq) AS comm, arg_max(user_id, image_seq) AS uid
-        FROM processes WHERE entity_id IN (SELECT process_entity_id FROM t WHERE process_name IS NULL)
+        FROM processes WHERE entity_id IN (SELECT process_entity_id FROM t
+                                           WHERE process_name IS NULL OR user_id IS NULL)
         GROUP BY 1),
     filled AS (
         SELECT t.* REPLACE (coalesce(t.file_path, n.known_path) AS file_path,

@@ -188,8 +188,12 @@ class StoreBuilder:
         self._inodes[dst] = ino
 
     def flow(self, p: Proc, t0: float, t1: float, path: str, *, read: int = 0, write: int = 0,
-             file_type: str = "file", inode: int | None = None, peer_inode: int | None = None) -> None:
-        """Aggregated reads/writes of ``p`` on one open file, pipe or socket."""
+             file_type: str = "file", inode: int | None = None, peer_inode: int | None = None,
+             stored_once: bool = False) -> None:
+        """Aggregated reads/writes of ``p`` on one open file, pipe or socket.
+
+        ``stored_once``: as the recorder keeps an edge flushed from the kernel's map, only in
+        ``flows`` (``in_events`` false: the events view derives its row, without a uid)."""
         ino = self.inode(path) if inode is None else inode
         a, b = self.t(t0), self.t(t1)
         counts = {"read_count": 1 if read else 0, "read_bytes": read,
@@ -198,7 +202,11 @@ class StoreBuilder:
             "entity_id": p.entity_id, "pid": p.pid, "fd": 3, "file_inode": ino,
             "file_device": self.dev, "file_type": file_type,
             "file_path": path if file_type == "file" else None, "first_ts": a, "last_ts": b,
-            **counts, "reason": "close"})
+            **counts, "reason": "periodic" if stored_once else "close"}
+            | ({"tid": p.pid, "process_name": p.exe.rsplit("/", 1)[-1][:15], "ts_boot": b - self.boot_ts,
+                "in_events": False} if stored_once else {}))
+        if stored_once:
+            return
         self._ev(p, b, "flow", "flow", fd=3, file_inode=ino, file_device=self.dev, file_type=file_type,
                  file_path=path if file_type == "file" else None, flow_first_ts=a, flow_last_ts=b,
                  unix_peer_inode=peer_inode,
