@@ -71,10 +71,16 @@ def _wait_sealed(w: DuckDBStore, rows: int, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def test_background_sealing_takes_whole_groups_off_the_appending_thread(tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["recorder", "log host"])
+def test_background_sealing_takes_whole_groups_off_the_appending_thread(tmp_path: Path, role: str) -> None:
     w = open_writer(tmp_path / "s.duckdb")
     w._journals["events"].seal_rows = 1000
-    w.seal_in_background()
+    threads = int(w._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+    nice = 19 if role == "recorder" else 0
+    w.seal_in_background(nice=nice, single_threaded=role == "recorder")
+    # a recorder's DuckDB runs on its sealing thread alone; a log host keeps its threads for queries
+    assert int(w._con.execute("SELECT current_setting('threads')").fetchall()[0][0]) == (
+        1 if role == "recorder" else threads)
     sealed_by: set[str] = set()
     sealer = w._journals["events"].sealer
     assert sealer is not None
@@ -91,7 +97,7 @@ def test_background_sealing_takes_whole_groups_off_the_appending_thread(tmp_path
     assert sealed_by == {"fx-seal"}  # the appending thread never sealed
     assert base_rows(w) == 2000  # whole groups only while recording: 800 wait in the journal
     seal_thread = next(t for t in threading.enumerate() if t.name == "fx-seal")
-    assert os.getpriority(os.PRIO_PROCESS, seal_thread.native_id) == 19  # the workload comes first
+    assert os.getpriority(os.PRIO_PROCESS, seal_thread.native_id) == nice  # a recorder's workload comes first
     # sealed journals are removed while recording: what is left holds the unsealed rows
     left = sorted(journal_dir(tmp_path / "s.duckdb").joinpath("events").glob("*.arrows"))
     assert 1 <= len(left) <= 2

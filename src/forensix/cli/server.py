@@ -89,6 +89,9 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     _logging(verbose)
     ev = Path(evidence) if evidence else evidence_dir_for(store)
     writer = open_writer(store)
+    # seals off the ingest thread (its latency stays flat), at normal priority and with all
+    # of DuckDB's threads: a log host has no workload to yield to, and serves queries
+    writer.seal_in_background(nice=0, single_threaded=False)
     qs = QueryServer(writer, socket_path(store)).start()
     live = None
     if not no_rules:  # the same rules as `forensix record`, on every host's stream

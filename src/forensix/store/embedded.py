@@ -245,7 +245,7 @@ class DuckDBStore:
                 cur.close()
         return seal
 
-    def seal_in_background(self, nice: int = SEAL_NICE) -> None:
+    def seal_in_background(self, nice: int = SEAL_NICE, single_threaded: bool = True) -> None:
         """Seal the journals on a thread of their own, at CPU priority ``nice``, instead of
         inside ``append``.
 
@@ -253,12 +253,14 @@ class DuckDBStore:
         ~2 µs per event), and none of it is urgent: journal rows are durable and queried
         already. Off the appending thread and at low priority, it yields the CPU to the
         workload being recorded and runs when a core is free; the appending thread never
-        waits for it. DuckDB runs single-threaded here, so that the insert runs on the
-        sealing thread itself, at its priority."""
+        waits for it. ``single_threaded`` (a recorder): DuckDB runs on one thread, so that
+        the insert runs on the sealing thread itself, at its priority. A log host keeps
+        DuckDB's threads for its queries and only takes the seal off its ingest thread."""
         if self.read_only or self._sealing is not None:
             return
-        with self._lock:
-            self._con.execute("SET threads = 1")
+        if single_threaded:
+            with self._lock:
+                self._con.execute("SET threads = 1")
         self._sealing = _SealThread(self._journals, nice)
         for journal in self._journals.values():
             journal.on_due = self._sealing.wanted
