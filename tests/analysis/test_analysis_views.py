@@ -177,7 +177,7 @@ def test_bad_targets_say_what_is_wrong(host: Any) -> None:
     assert parse_target("[2001:db8::1]:22").ip == "2001:db8::1"
 
 
-def test_timeline_gives_flow_edges_stored_once_their_process_and_uid(tmp_path: Any) -> None:
+def test_timeline_and_file_history_give_flow_edges_stored_once_their_process_and_uid(tmp_path: Any) -> None:
     # the recorder keeps edges flushed from the kernel's map only in flows, with no uid
     b = StoreBuilder()
     init = b.spawn(None, 1, 0, "/usr/lib/systemd/systemd", ["/sbin/init"])
@@ -192,8 +192,10 @@ def test_timeline_gives_flow_edges_stored_once_their_process_and_uid(tmp_path: A
         rows = [x for x in timeline(r).to_pylist() if x["event_action"] == "flow"]
         buf = io.StringIO()
         render_timeline_text(timeline(r, TimelineFilter(actions=["flow"])), buf)
+        history = [(x["action"], x["user_id"]) for x in file_history(r, "/home/eve/notes").to_pylist()]
     finally:
         r.close()
     assert len(rows) == 1
     assert (rows[0]["process_name"], rows[0]["user_id"], rows[0]["file_path"]) == ("bash", 1001, "/home/eve/notes")
     assert "uid 1001" in buf.getvalue() and "uid None" not in buf.getvalue()
+    assert history == [("opened for reading", 1001), ("read", 1001)]

@@ -124,11 +124,13 @@ def file_history(reader: Reader, path: str) -> pa.Table:
                   NOT IN (SELECT unnest($pairs)))
     ),
     img AS (
-        SELECT entity_id, arg_max(executable, image_seq) AS executable FROM processes
+        SELECT entity_id, arg_max(executable, image_seq) AS executable, arg_max(user_id, image_seq) AS uid
+        FROM processes
         WHERE entity_id IN (SELECT DISTINCT process_entity_id FROM hits) GROUP BY entity_id
     )
     SELECT h.ts, {_verb_sql()} AS action, h.file_path, h.file_target_path, h.process_entity_id,
-           h.process_pid, h.process_name, img.executable AS process_executable, h.user_id,
+           h.process_pid, h.process_name, img.executable AS process_executable,
+           coalesce(h.user_id, img.uid) AS user_id,  -- flow edges stored once carry no uid
            h.file_mode, h.flow_read_bytes, h.flow_write_bytes, h.file_device, h.file_inode
     FROM hits h LEFT JOIN img ON img.entity_id = h.process_entity_id
     ORDER BY h.ts, h.cpu, h.seq
