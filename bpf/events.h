@@ -120,6 +120,8 @@ struct fx_flow {
 	__u32 dev, imode;
 	__s32 fd;
 	__u32 tid;
+	__u32 uid;               /* real uid of the thread that first moved data on the edge */
+	__u32 pad;
 };
 
 /*

@@ -1146,6 +1146,7 @@ static __always_inline void fx_flow_emit(struct fx_flow *v)
 	e->ino[0] = v->ino;
 	e->dev[0] = v->dev;
 	e->imode[0] = v->imode;
+	e->uid = v->uid; /* the edge's, not the current task's */
 	fx_submit(s);
 }
 
@@ -1185,6 +1186,7 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 	n.start = start;
 	n.fd = fd;
 	n.tid = t->pid;
+	n.uid = (__u32)bpf_get_current_uid_gid(); /* once per edge: as whom the data moved */
 	n.ino = k.ino;
 	n.dev = k.dev;
 	n.imode = ino->i_mode;

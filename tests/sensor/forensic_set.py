@@ -42,3 +42,12 @@ open("many.txt", "w").write("m")
 for _ in range(50):                                         # a web server's steady state
     with open("many.txt") as fh:
         fh.read()
+open("as-nobody.txt", "w").close()
+os.chmod("as-nobody.txt", 0o666)
+pid = os.fork()
+if pid == 0:                                                # data moved as another user
+    os.setresuid(65534, 65534, 65534)
+    with open("as-nobody.txt", "w") as fh:
+        fh.write("written by nobody")
+    os._exit(0)
+os.waitpid(pid, 0)

@@ -105,3 +105,12 @@ def test_read_only_reopens_are_counted_not_repeated(rec: dict[str, Any]) -> None
     assert full and summaries, f"expected a full record and a summary of the repeats {rec['why']}"
     assert len(full) + sum(e["event_count"] for e in summaries) == 50  # every open accounted for
     assert all(e["event_start"] <= e["event_end"] == e["ts"] for e in summaries)
+
+
+def test_a_flow_edge_carries_the_uid_that_moved_the_data(rec: dict[str, Any]) -> None:
+    # the writer was root when it forked and nobody (65534) when it wrote: the edge says nobody,
+    # as the kernel saw it, not the uid the process started with
+    w = [e for e in rec["ev"] if e["event_action"] == "flow" and e["file_path"] == f"{rec['w']}/as-nobody.txt"
+         and e["flow_write_bytes"] == 17]
+    assert w, f"no write edge on as-nobody.txt {rec['why']}"
+    assert w[0]["user_id"] == 65534

@@ -323,3 +323,28 @@ def test_a_flow_edge_stored_once_is_one_events_row(tmp_path: Path, sealed: bool)
     assert count(r) == 8 and r.query("SELECT count(*) AS n FROM flows WHERE ts_boot = last_ts - 1000000"
                                      ).column("n")[0].as_py() == 7
     r.close()
+
+
+def test_a_store_of_format_5_reads_with_null_flow_uids_and_is_migrated(tmp_path: Path) -> None:
+    """/6 added flows.user_id: a /5 store opened read-only still answers every query (NULL
+    uids, which the analyses fill from the process table); its next writer migrates it."""
+    store = tmp_path / "s.duckdb"
+    w = open_writer(store)
+    w.append("flows", _edges(3, in_events=False))
+    w.close()
+    con = duckdb.connect(str(store))  # back to what a /5 recorder left
+    con.execute('ALTER TABLE flows_base DROP COLUMN "user_id"')
+    con.execute("DELETE FROM forensix_migrations WHERE name = '0007_flow_uid'")
+    con.execute("UPDATE forensix_meta SET value = 'forensix-store/5' WHERE key = 'format'")
+    con.close()
+    r = DuckDBStore(store, read_only=True)
+    assert r.format == "forensix-store/5"
+    assert r.query("SELECT user_id FROM events WHERE event_action = 'flow'").column("user_id").to_pylist() == [None] * 3
+    r.close()
+    w = open_writer(store)
+    assert w.format == STORE_FORMAT and "0007_flow_uid" in w.migrations()
+    w.append("flows", _edges(1, in_events=False, start=50).set_column(
+        schema.FLOWS.get_field_index("user_id"), "user_id", pa.array([1001], pa.uint32())))
+    assert sorted(w.query("SELECT user_id FROM events WHERE event_action = 'flow'").column("user_id").to_pylist(),
+                  key=lambda u: u or 0) == [None, None, None, 1001]
+    w.close()

@@ -702,6 +702,7 @@ _FLOW_SOURCE = (
     "event_action", "host_id", "host_name", "boot_id", "process_entity_id", "process_pid", "fd", "file_inode",
     "file_device", "file_type", "file_path", "flow_first_ts", "flow_last_ts", "flow_read_count",
     "flow_read_bytes", "flow_write_count", "flow_write_bytes", "process_tid", "process_name", "ts_boot",
+    "user_id",
 )
 
 
@@ -722,6 +723,7 @@ def flows_table_of(events: pa.Table, reason: str) -> pa.Table:
             "write_count": fl["flow_write_count"], "write_bytes": fl["flow_write_bytes"],
             "reason": repeat(reason, fl.num_rows),
             "tid": fl["process_tid"], "process_name": fl["process_name"], "ts_boot": fl["ts_boot"],
+            "user_id": fl["user_id"],
             "in_events": pa.repeat(pa.scalar(True), fl.num_rows),
         },
         schema=schema.FLOWS,

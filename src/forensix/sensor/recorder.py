@@ -451,7 +451,7 @@ class Recorder:
             first_ts=v["first"].astype(np.int64) + off, last_ts=v["last"].astype(np.int64) + off,
             read_count=v["rcount"], read_bytes=v["rbytes"], write_count=v["wcount"], write_bytes=v["wbytes"],
             reason=repeat("periodic", n), tid=v["tid"], process_name=names,
-            ts_boot=v["last"].astype(np.int64), in_events=np.zeros(n, bool),
+            ts_boot=v["last"].astype(np.int64), in_events=np.zeros(n, bool), user_id=v["uid"],
         )
         self.stats.events += n  # each edge is a row of the events view too
         self._emit("flows", _table(schema.FLOWS, fl, n))

@@ -24,7 +24,13 @@ from forensix.errors import NotAStoreError, StoreBusyError, StoreError
 from forensix.store import codec, schema
 from forensix.store.base import Reader
 from forensix.store.journal import JournaledTable, conform, journal_dir
-from forensix.store.migrations import JOURNALED, KNOWN_FORMATS, MIGRATIONS, STORE_FORMAT
+from forensix.store.migrations import (
+    JOURNALED,
+    KNOWN_FORMATS,
+    MIGRATIONS,
+    STORE_FORMAT,
+    duckdb_type,
+)
 
 __all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_path", "store_files"]
 
@@ -186,12 +192,19 @@ class DuckDBStore:
             "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": table}).fetchall()}
 
     def _base_view(self, name: str) -> str:
-        """How queries read ``name``_base: decoded when it has the codec's columns (format /4)."""
+        """How queries read ``name``_base: decoded when it has the codec's columns (format /4),
+        with NULL for the columns of newer formats (an older store opened read-only)."""
         have = self._columns(f"{name}_base")
         extra = set(codec.CODEC_COLUMNS.get(name, {}))
         if extra and extra <= have:
-            return codec.decoded_sql(name, f"main.{name}_base")
-        return f"SELECT * FROM main.{name}_base"
+            sql = codec.decoded_sql(name, f"main.{name}_base")
+        else:
+            sql = f"SELECT * FROM main.{name}_base"
+        missing = [f for f in schema.TABLES[name] if f.name not in have]
+        if not missing:
+            return sql
+        nulls = ", ".join(f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in missing)
+        return f"SELECT *, {nulls} FROM ({sql})"
 
     # -- writing ---------------------------------------------------------------
     def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
@@ -351,7 +364,7 @@ class DuckDBStore:
 FLOW_EVENTS_SQL = (
     "SELECT host_id, host_name, boot_id, last_ts AS ts, ts_boot, 'event' AS event_kind, "
     "'flow' AS event_category, 'flow' AS event_action, entity_id AS process_entity_id, "
-    "pid AS process_pid, tid AS process_tid, process_name, fd, file_inode, file_device, file_type, "
+    "pid AS process_pid, tid AS process_tid, process_name, user_id, fd, file_inode, file_device, file_type, "
     "file_path, read_count AS flow_read_count, read_bytes AS flow_read_bytes, "
     "write_count AS flow_write_count, write_bytes AS flow_write_bytes, first_ts AS flow_first_ts, "
     "last_ts AS flow_last_ts FROM flows WHERE in_events = false"

@@ -20,9 +20,11 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # (store/codec.py); a /3 store is read as it is, and migrated to /4 by its next writer.
 # /5: a flow edge flushed from the kernel's map is stored once, in flows_base, and the
 # events view derives its row from it (schema.FLOWS: in_events); edges of older stores
-# stay rows of events_base too, and are shown once.
-STORE_FORMAT = "forensix-store/5"
-KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", STORE_FORMAT})
+# stay rows of events_base too, and are shown once. /6: flows carry the uid the kernel saw
+# when the edge began (user_id), so the events view's flow rows have one too.
+STORE_FORMAT = "forensix-store/6"
+KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
+                           STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -84,5 +86,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "in_events" BOOLEAN',
         'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "clock_offset" BIGINT',
         "UPDATE forensix_meta SET value = 'forensix-store/5' WHERE key = 'format'",
+    ]),
+    # the uid the kernel saw when an edge began (NULL for edges of older stores: analyses
+    # take the process's uid from the process table then)
+    ("0007_flow_uid", [
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "user_id" UINTEGER',
+        "UPDATE forensix_meta SET value = 'forensix-store/6' WHERE key = 'format'",
     ]),
 ]

@@ -190,6 +190,7 @@ FLOWS = pa.schema(
         pa.field("process_name", _str),
         pa.field("ts_boot", _i64),  # last_ts on the kernel's boot clock
         pa.field("in_events", pa.bool_()),
+        pa.field("user_id", _u32),  # real uid of the thread that first moved data on the edge (/6)
     ]
 )
 

@@ -193,7 +193,7 @@ class StoreBuilder:
         """Aggregated reads/writes of ``p`` on one open file, pipe or socket.
 
         ``stored_once``: as the recorder keeps an edge flushed from the kernel's map, only in
-        ``flows`` (``in_events`` false: the events view derives its row, without a uid)."""
+        ``flows`` (``in_events`` false: the events view derives its row from it)."""
         ino = self.inode(path) if inode is None else inode
         a, b = self.t(t0), self.t(t1)
         counts = {"read_count": 1 if read else 0, "read_bytes": read,
@@ -204,7 +204,7 @@ class StoreBuilder:
             "file_path": path if file_type == "file" else None, "first_ts": a, "last_ts": b,
             **counts, "reason": "periodic" if stored_once else "close"}
             | ({"tid": p.pid, "process_name": p.exe.rsplit("/", 1)[-1][:15], "ts_boot": b - self.boot_ts,
-                "in_events": False} if stored_once else {}))
+                "in_events": False, "user_id": p.uid} if stored_once else {}))
         if stored_once:
             return
         self._ev(p, b, "flow", "flow", fd=3, file_inode=ino, file_device=self.dev, file_type=file_type,
