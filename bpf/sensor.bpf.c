@@ -929,7 +929,10 @@ static __always_inline bool fx_mapped_before(struct file *f, __u64 prot, __u64 f
 		.pid = bpf_get_current_pid_tgid() >> 32,
 	};
 	/* another process with the same pid, or this one after an exec, starts afresh */
-	__u32 bits = (prot & 7) | ((flags & MAP_SHARED) && (prot & 2) ? 8 : 0);
+	/* PROT_WRITE of a private mapping writes a copy in memory, never the file (ld.so maps
+	 * each library's data segment so): the rights over the file are read and exec, and
+	 * write only through a shared mapping */
+	__u32 bits = (prot & 5) | ((flags & MAP_SHARED) && (prot & 2) ? 2 : 0);
 	__u32 gen = (__u32)((BPF_CORE_READ(t, group_leader, start_boottime) >> 20) ^
 			    ((__u64)BPF_CORE_READ(t, group_leader, self_exec_id) << 12)) << 4;
 	__u32 *seen = bpf_map_lookup_elem(&mapped, &k);

@@ -19,6 +19,14 @@ os.mkdir("newdir"); os.rmdir("newdir")                    # mkdir, rmdir
 fd = os.open("f.txt", os.O_RDONLY)
 m = mmap.mmap(fd, 2, prot=mmap.PROT_READ | mmap.PROT_EXEC)  # file mapped executable
 m.close(); os.close(fd)
+open("maps.bin", "wb").write(b"x" * 8192)                # one file mapped four ways
+fd = os.open("maps.bin", os.O_RDWR)
+for flags, prot in ((mmap.MAP_PRIVATE, mmap.PROT_READ),                       # read: recorded
+                    (mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE),     # private copy: the file is
+                    (mmap.MAP_PRIVATE, mmap.PROT_READ),                       #   only read, as before
+                    (mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)):     # writes the file: recorded
+    mmap.mmap(fd, 4096, flags=flags, prot=prot).close()
+os.close(fd)
 mfd = os.memfd_create("fx-memfd")                          # memfd_create
 os.write(mfd, b"\x7fELF"); os.close(mfd)
 child = subprocess.Popen(["/bin/sleep", "30"])

@@ -61,6 +61,11 @@ def test_links_and_directories(rec: dict[str, Any]) -> None:
 def test_memory(rec: dict[str, Any]) -> None:
     mm = _one(rec, "mmap", file_path=f"{rec['w']}/f.txt")
     assert mm["mem_prot"] & 0x4  # PROT_EXEC
+    # a mapping is recorded when it gives the process a new right over the file (read,
+    # exec, write through a shared mapping); a private writable copy writes only memory
+    maps = [(e["mem_prot"], e["mem_flags"] & 0x3) for e in rec["ev"]
+            if e["event_action"] == "mmap" and e["file_path"] == f"{rec['w']}/maps.bin"]
+    assert maps == [(0x1, 0x2), (0x3, 0x1)], f"{maps} {rec['why']}"
     mf = _one(rec, "memfd_create", file_path_raw="fx-memfd")
     assert mf["file_path"].startswith("/memfd:fx-memfd")
     # the bytes written into the memfd are a flow edge on its inode
