@@ -420,6 +420,14 @@ class ForensixRecorder(Recorder):
         """Environment of the ``forensix record`` process beyond forensix_env()."""
         return {}
 
+    def command(self) -> list[str]:
+        """How ``forensix`` is run (variants in bench.ablation wrap it)."""
+        return forensix_command()
+
+    def args(self) -> list[str]:
+        """Options of ``forensix record`` beyond ``--store`` (variants in bench.ablation)."""
+        return []
+
     def check(self) -> str | None:
         if os.geteuid() != 0:
             return "forensix record needs root"
@@ -438,7 +446,7 @@ class ForensixRecorder(Recorder):
         self._log = scratch / "forensix-record.log"
         _set_bpf_stats(self.bpf_stats)
         self._proc = subprocess.Popen(
-            [*forensix_command(), "record", "--store", str(self._store)],
+            [*self.command(), "record", "--store", str(self._store), *self.args()],
             stdout=self._log.open("wb"),
             stderr=subprocess.STDOUT,
             env={**forensix_env(), **self.env(scratch)},

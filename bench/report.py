@@ -271,7 +271,27 @@ def targets(report: dict[str, Any]) -> list[str]:
     if floor:
         out += ["", "The attach floor in the same run (forensix's tracepoints with programs that return "
                 "at once, before any recording work): " + ", ".join(floor) + "."]
+    paired = []
+    for wname, key, fmt in (("compile", "wall_s", "{:+.1%}"), ("web", "rps", "{:.1%}")):
+        for rec in ("forensix", "floor"):
+            rs = paired_ratios(ws.get(wname), rec, key)
+            if rs:
+                shown = ", ".join(fmt.format(r - 1 if key == "wall_s" else r) for r in rs)
+                paired.append(f"{wname} {rec} {shown}")
+    if paired:
+        out += ["", "Each repetition against the baseline of the same repetition (the configurations "
+                "of one repetition run back to back, and the host drifts by a few percent from one "
+                "repetition to the next): " + "; ".join(paired) + "."]
     return out
+
+
+def paired_ratios(w: dict[str, Any] | None, rec: str, key: str) -> list[float]:
+    """``rec``'s figure over the baseline's, repetition by repetition."""
+    if not w:
+        return []
+    base = {r["rep"]: r["metrics"].get(key) for r in _ok_runs(w, "none")}
+    return [r["metrics"][key] / base[r["rep"]] for r in _ok_runs(w, rec)
+            if r["metrics"].get(key) and base.get(r["rep"])]
 
 
 def store_probe_section(x: dict[str, Any]) -> list[str]:

@@ -115,3 +115,17 @@ def test_floor_reference_attaches_programs_that_record_no_syscall(tmp_path: Path
     assert floor[0]["lost"] == 0
     md = (tmp_path / "b.md").read_text()
     assert "floor: forensix's tracepoints, programs return at once" in md
+
+
+def test_paired_ratios_match_each_repetition_with_its_own_baseline() -> None:
+    from bench.report import paired_ratios, targets
+
+    def run(rec: str, rep: int, wall: float | None) -> dict[str, object]:
+        return {"recorder": rec, "rep": rep, "metrics": {"wall_s": wall}, "lost": 0}
+
+    # the host slowed down between repetitions: each ratio uses its own repetition's baseline
+    w = {"runs": [run("none", 0, 20.0), run("forensix", 0, 20.4), run("forensix", 1, 30.9),
+                  run("none", 1, 30.0), run("forensix", 2, 25.0), run("none", 3, None)]}
+    assert [round(r, 3) for r in paired_ratios(w, "forensix", "wall_s")] == [1.02, 1.03]
+    md = "\n".join(targets({"workloads": {"compile": w}}))
+    assert "compile forensix +2.0%, +3.0%" in md

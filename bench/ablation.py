@@ -1,0 +1,269 @@
+"""Where the compile overhead comes from: the build under variants of the recorder, many
+repetitions, alternating, with ./configure and make timed apart.
+
+    python -m bench.ablation --reps 8 --variants none,floor,drain,norules,forensix
+
+Variants (each host-wide, started before and stopped after each build, as in the bench):
+
+- ``none``: no recorder;
+- ``floor``: the attach floor (bench.recorders.ForensixFloor: every syscall program
+  returns at once, the lifecycle is recorded);
+- ``drain``: the real sensor and a process that only drains its rings and takes its
+  flow/re-open maps at the recorder's cadence, then throws the records away: BPF and
+  the kernel-to-user copy, without decoding, storing or rules;
+- ``decode``: ``forensix record --no-rules`` whose store drops every decoded row;
+- ``noseal``: ``forensix record --no-rules`` that seals its journals only when it stops;
+- ``norules``: ``forensix record --no-rules``;
+- ``forensix``: ``forensix record``.
+
+The gaps between neighbours say what each layer costs; the medians of one run are only
+comparable with each other (the host drifts by ~1.5% between runs). Prints one line per
+build and a table at the end; ``--json`` keeps the raw figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.compile import CompileWorkload
+from bench.recorders import (
+    ForensixFloor,
+    ForensixRecorder,
+    Recorder,
+    RecordStats,
+    _owned_bpf_ids,
+    _proc_cpu_seconds,
+    _wait_detached,
+    forensix_env,
+)
+
+
+class NoRules(ForensixRecorder):
+    name = "norules"
+
+    def args(self) -> list[str]:
+        return ["--no-rules"]
+
+
+class Patched(ForensixRecorder):
+    """``forensix record --no-rules`` with one layer of the agent switched off in its
+    process (``python -m bench.ablation --patched NAME -- record ...``), never in forensix."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.ablation", "--patched", self.name, "--"]
+
+    def args(self) -> list[str]:
+        return ["--no-rules"]
+
+
+class DecodeOnly(Patched):
+    """Decoded, then dropped: the store keeps only the agent's own events (so that the
+    bench sees the recorder start), no file, process or flow rows."""
+
+    name = "decode"
+
+
+class NoSeal(Patched):
+    """Stored in the journals, sealed into DuckDB only when the recorder stops."""
+
+    name = "noseal"
+
+
+def patch(name: str) -> None:
+    import pyarrow.compute as pc
+
+    from forensix.store.embedded import DuckDBStore
+
+    if name == "decode":
+        append = DuckDBStore.append
+
+        def agent_rows_only(self: DuckDBStore, table: str, data: Any) -> int:
+            if table in ("flows", "processes"):
+                return int(data.num_rows)
+            if table == "events":
+                data = data.filter(pc.equal(data.column("event_category"), "agent"))
+            return append(self, table, data)
+
+        DuckDBStore.append = agent_rows_only  # type: ignore[method-assign]
+    elif name == "noseal":
+        DuckDBStore.seal_in_background = lambda self, *a, **k: None  # type: ignore[method-assign]
+        from forensix.store import journal
+
+        journal.JournaledTable.seal_rows = 1 << 40  # type: ignore[attr-defined]
+        init = journal.JournaledTable.__init__
+
+        def never_due(self: Any, *a: Any, **k: Any) -> None:
+            init(self, *a, **k)
+            self.seal_rows, self.seal_seconds = 1 << 40, 1e12
+
+        journal.JournaledTable.__init__ = never_due  # type: ignore[method-assign]
+    else:
+        raise SystemExit(f"no patch {name!r}")
+
+
+class DrainOnly(Recorder):
+    """The sensor, drained and discarded (``python -m bench.ablation --drain``)."""
+
+    name = "drain"
+    host_wide = True
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._progs: set[int] = set()
+
+    def start(self, scratch: Path) -> None:
+        log = scratch / "drain.log"
+        self._proc = subprocess.Popen([sys.executable, "-m", "bench.ablation", "--drain"],
+                                      stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                      env=forensix_env(), cwd=Path(__file__).resolve().parent.parent)
+        deadline = time.monotonic() + 60
+        while b"draining" not in log.read_bytes():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the drain-only recorder did not start: {log.read_text()[-800:]}")
+            time.sleep(0.1)
+        self._progs = _owned_bpf_ids(self._proc.pid)[0]
+
+    def stop(self, inspect: Any = None) -> RecordStats:
+        assert self._proc is not None
+        cpu = _proc_cpu_seconds(self._proc.pid)
+        self._proc.send_signal(signal.SIGINT)
+        out = self._proc.wait(timeout=120)
+        self._proc = None
+        _wait_detached(self._progs)
+        return RecordStats(detail={"agent_cpu_s": cpu, "rc": out})
+
+
+def drain_forever() -> None:
+    """The recorder's loop and cadence, with the decode and the sinks left out."""
+    import numpy as np
+
+    from forensix.sensor.recorder import Recorder as FxRecorder
+
+    class Draining(FxRecorder):
+        records = 0
+
+        def start(self) -> None:
+            super().start()
+            print("draining", flush=True)
+
+        def poll_once(self, wait: float = 0.0) -> int:
+            got = sum(len(r.drain(max_bytes=16 << 20)) for r in self.rings)
+            self.records += got
+            return got
+
+        def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
+            pass
+
+        def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
+            pass
+
+    class Null:
+        def write(self, table: str, data: Any) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    rec = Draining([Null()])
+    signal.signal(signal.SIGINT, lambda *_: rec.stop("interrupted"))
+    rec.run()
+    print(f"drained {rec.records} records", flush=True)
+
+
+VARIANTS: dict[str, type[Recorder]] = {
+    "none": Recorder, "floor": ForensixFloor, "drain": DrainOnly, "decode": DecodeOnly, "noseal": NoSeal,
+    "norules": NoRules, "forensix": ForensixRecorder,
+}
+
+
+class SplitCompile(CompileWorkload):
+    """The bench's compile workload, ./configure and make timed apart."""
+
+    def measure(self, rec: Recorder) -> dict[str, float]:
+        from bench.workload import run
+
+        t0 = time.monotonic()
+        run(rec.wrap(["sh", "-c", "./configure -q >/dev/null"]), cwd=self._build)
+        t1 = time.monotonic()
+        run(rec.wrap(["sh", "-c", "make -j2 -s >/dev/null"]), cwd=self._build)
+        t2 = time.monotonic()
+        return {"configure_s": t1 - t0, "make_s": t2 - t1, "wall_s": t2 - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=6)
+    ap.add_argument("--variants", default="none,floor,drain,forensix")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--drain", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--patched", help=argparse.SUPPRESS)
+    if "--patched" in sys.argv:  # python -m bench.ablation --patched NAME -- forensix arguments
+        i = sys.argv.index("--")
+        patch(sys.argv[sys.argv.index("--patched") + 1])
+        from forensix.cli.main import main as forensix_main
+
+        sys.argv = ["forensix", *sys.argv[i + 1:]]
+        forensix_main()
+        return
+    a = ap.parse_args()
+    if a.drain:
+        drain_forever()
+        return
+    names = a.variants.split(",")
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"unknown variant(s) {sorted(unknown)}: choose from {','.join(VARIANTS)}")
+    if os.geteuid() != 0:
+        sys.exit("bench.ablation needs root (it loads the sensor)")
+    with tempfile.TemporaryDirectory(prefix="fx-ablation-") as tmp:
+        scratch = Path(tmp)
+        wl = SplitCompile(scratch=scratch, quick=False)
+        why = wl.check()
+        if why:
+            sys.exit(why)
+        wl.prepare()
+        got: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        for rep in range(a.reps):
+            order = names[rep % len(names):] + names[: rep % len(names)]  # rotate: no fixed neighbour
+            for name in order:
+                rec = VARIANTS[name]()
+                wl.before_run(rec)
+                rec.start(scratch)
+                try:
+                    m = wl.measure(rec)
+                finally:
+                    st = rec.stop()
+                wl.after_run(rec)
+                m["agent_cpu_s"] = st.detail.get("agent_cpu_s")
+                m["events"] = st.events
+                got[name].append(m)
+                print(f"[{time.strftime('%H:%M:%S')}] rep {rep} {name:9s} configure {m['configure_s']:6.2f} "
+                      f"make {m['make_s']:6.2f} total {m['wall_s']:6.2f} agent cpu {m['agent_cpu_s']} events {m['events']}", flush=True)
+    base = statistics.median(m["wall_s"] for m in got.get("none", [])) if got.get("none") else None
+    print(f"\n{'variant':9s} {'total median':>12s} {'mean':>7s} {'ratio':>6s} {'configure':>9s} {'make':>6s}  min-max")
+    for name, ms in got.items():
+        tot = [m["wall_s"] for m in ms]
+        med = statistics.median(tot)
+        ratio = f"{med / base:6.3f}" if base else "   n/a"
+        print(f"{name:9s} {med:12.2f} {statistics.mean(tot):7.2f} {ratio} "
+              f"{statistics.median(m['configure_s'] for m in ms):9.2f} {statistics.median(m['make_s'] for m in ms):6.2f}"
+              f"  {min(tot):.2f}-{max(tot):.2f}")
+    if a.json:
+        a.json.write_text(json.dumps(got, indent=1))
+
+
+if __name__ == "__main__":
+    main()
