@@ -122,6 +122,7 @@ struct fx_flow {
 	__u32 tid;
 	__u32 uid;               /* real uid of the thread that first moved data on the edge */
 	__u32 pad;
+	char comm[16];           /* the process's name then: the pid may be another's by the flush */
 };
 
 /*

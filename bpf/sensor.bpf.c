@@ -1145,11 +1145,19 @@ static __always_inline void fx_flow_emit(struct fx_flow *v)
 	e->args[4] = v->first;
 	e->args[5] = v->last;
 	e->ret = v->fd;
-	e->start = v->start; /* the edge's process, whose pid the current task now has */
+	/* The edge's process, whose pid the current task now has: what fx_begin took from the
+	 * current task is replaced by the edge's, or cleared where the edge does not know it
+	 * (the decoder leaves those columns empty for every edge) */
+	e->start = v->start;
+	e->tid = v->tid;
+	e->uid = v->uid;
+	e->ppid = 0;
+	e->gid = e->euid = e->egid = e->auid = e->sessionid = 0;
+	e->cgroup = 0;
+	__builtin_memcpy(e->comm, v->comm, sizeof(e->comm));
 	e->ino[0] = v->ino;
 	e->dev[0] = v->dev;
 	e->imode[0] = v->imode;
-	e->uid = v->uid; /* the edge's, not the current task's */
 	fx_submit(s);
 }
 
@@ -1190,6 +1198,7 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 	n.fd = fd;
 	n.tid = t->pid;
 	n.uid = (__u32)bpf_get_current_uid_gid(); /* once per edge: as whom the data moved */
+	bpf_get_current_comm(n.comm, sizeof(n.comm)); /* and by which program */
 	n.ino = k.ino;
 	n.dev = k.dev;
 	n.imode = ino->i_mode;

@@ -28,7 +28,7 @@ from forensix.sensor.ringbuf import Drained
 from forensix.sensor.syscalls import O_CREAT, STRING_ARGS, SYSCALLS
 from forensix.store import schema
 
-__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
+__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "comm_names", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
 
 _NR_MAX = 1024
 _ARG_COLUMNS = (
@@ -106,7 +106,7 @@ def _gather(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
     return _to_str(arr)
 
 
-def _comm(comm: np.ndarray) -> pa.Array:
+def comm_names(comm: np.ndarray) -> pa.Array:
     """Fixed 16-byte task names as strings, trailing NULs dropped (as numpy's ``S16``)."""
     b = np.ascontiguousarray(comm).view(np.uint8).reshape(len(comm), -1)
     width = b.shape[1]
@@ -451,6 +451,7 @@ class Decoder:
             )
             path0 = pc.if_else(pseudo, pseudo_name, path0)
 
+        task_only = is_flow if is_flow.any() else None
         cols: dict[str, Any] = self._origin(n)
         cols.update(
             ts=pa.array(ts, pa.int64()),
@@ -471,14 +472,15 @@ class Decoder:
             process_pid=pa.array(pid),
             process_tid=pa.array(f["tid"]),
             process_parent_pid=pa.array(f["ppid"], mask=~(is_exec | is_fork)),
-            process_name=_comm(f["comm"]),
+            process_name=comm_names(f["comm"]),
             user_id=pa.array(f["uid"]),
-            user_effective_id=pa.array(f["euid"]),
-            group_id=pa.array(f["gid"]),
-            group_effective_id=pa.array(f["egid"]),
-            user_audit_id=pa.array(f["auid"]),
-            process_session_id=pa.array(f["sessionid"]),
-            process_cgroup_id=pa.array(f["cgroup"]),
+            # an edge knows its process and the uid that moved the data, not the rest
+            user_effective_id=pa.array(f["euid"], mask=task_only),
+            group_id=pa.array(f["gid"], mask=task_only),
+            group_effective_id=pa.array(f["egid"], mask=task_only),
+            user_audit_id=pa.array(f["auid"], mask=task_only),
+            process_session_id=pa.array(f["sessionid"], mask=task_only),
+            process_cgroup_id=pa.array(f["cgroup"], mask=task_only),
             process_executable=pc.if_else(exec_m, s[0], pa.nulls(n, pa.string())),
             process_working_directory=pc.if_else(exec_m, s[2], pa.nulls(n, pa.string())),
             file_path=path0,

@@ -34,6 +34,7 @@ from forensix.sensor.decode import (
     CLASS_NAMES,
     Decoder,
     _table,
+    comm_names,
     file_types,
     repeat,
 )
@@ -441,7 +442,8 @@ class Recorder:
         n = len(v)
         off = self.clock.offset_ns
         ftype = file_types(v["imode"])
-        paths, names = self.decoder.label(k["ino"], k["dev"], k["pid"])
+        paths, _ = self.decoder.label(k["ino"], k["dev"], k["pid"])
+        names = comm_names(v["comm"])  # the edge's own: the pid may be another process's by now
         pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
         paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
         fl = self._origin_cols(n)

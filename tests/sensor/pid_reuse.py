@@ -1,0 +1,40 @@
+"""Two processes, one pid, one file: the first writes, exits, and the second (given the
+same pid through ns_last_pid) writes the same file before the agent's next flush, so the
+kernel hands over the first one's edge through the ring. Three times."""
+import os
+import sys
+
+path = sys.argv[1]
+
+
+def writer(name: str, data: bytes, uid: int | None = None) -> None:
+    with open("/proc/self/comm", "w") as c:
+        c.write(name)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    if uid is not None:  # opened as root, written as uid (a daemon dropping privileges)
+        os.setresuid(uid, uid, uid)
+    os.write(fd, data)
+    os.close(fd)
+    os._exit(0)
+
+
+done = 0
+for attempt in range(60):
+    first = os.fork()
+    if first == 0:
+        writer("fx-first", b"a")
+    os.waitpid(first, 0)
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(first - 1))
+    second = os.fork()
+    if second == 0:
+        if os.getpid() != first:  # another process took the pid: try again
+            os._exit(3)
+        writer("fx-second", b"b", uid=65534)
+    _, status = os.waitpid(second, 0)
+    if second == first and os.waitstatus_to_exitcode(status) == 0:
+        done += 1
+        if done == 3:  # a flush between the two writes (~1 in 200) leaves no hand-over: three chances
+            break
+else:
+    sys.exit(f"the pid was reused {done} times in 60 tries, not 3")

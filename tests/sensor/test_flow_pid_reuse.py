@@ -1,0 +1,44 @@
+"""A flow edge whose pid is taken by a new process before the flush is handed over
+through the ring: it must still describe its own process, not the one holding the pid."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import record, rows, subtree
+
+pytestmark = pytest.mark.bpf
+
+
+def test_an_edge_handed_over_on_pid_reuse_keeps_its_own_process(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)
+    target = tmp_path / "shared.txt"
+    target.write_bytes(b"")
+    os.chmod(target, 0o666)
+    marker = f"marker-{uuid.uuid4().hex[:8]}"
+    res = record(tmp_path / "s.duckdb", "python3", str(Path(__file__).with_name("pid_reuse.py")), str(target), marker)
+    assert res.returncode == 0, res.stdout + res.stderr
+    st, ids = subtree(tmp_path / "s.duckdb", marker)
+    edges = rows(st, """SELECT f.entity_id, f.pid, f.process_name, f.user_id, f.reason, f.write_bytes,
+                               e.user_effective_id, e.group_id, e.process_tid
+                        FROM flows f LEFT JOIN events e
+                          ON e.event_action = 'flow' AND e.process_entity_id = f.entity_id AND e.file_inode = f.file_inode
+                        WHERE f.file_inode = $ino AND f.entity_id IN (SELECT unnest($ids))""",
+                 ino=target.stat().st_ino, ids=ids)
+    assert len({e["entity_id"] for e in edges}) == 6 and len({e["pid"] for e in edges}) == 3, edges
+    by_name = {}
+    for e in edges:
+        by_name.setdefault(e["process_name"], []).append(e)
+    # every edge names the program that moved the data, and the uid it moved it as
+    assert {n: {e["user_id"] for e in es} for n, es in by_name.items()} == {"fx-first": {0}, "fx-second": {65534}}, edges
+    # each pair of writers shared a pid before a flush: the first one's edge came through
+    # the ring, still its own (not the name, euid or gid of the pid's new holder)
+    handed = [e for e in edges if e["reason"] == "superseded"]
+    assert handed, f"no edge was handed over through the ring: {edges}"
+    for e in handed:
+        assert e["process_name"] == "fx-first" and e["user_id"] == 0, e
+        assert e["user_effective_id"] is None and e["group_id"] is None, e
