@@ -147,6 +147,7 @@ def drain_forever() -> None:
     """The recorder's loop and cadence, with the decode and the sinks left out."""
     import numpy as np
 
+    from bench.agent_cost import NullSink
     from forensix.sensor.recorder import Recorder as FxRecorder
 
     class Draining(FxRecorder):
@@ -167,17 +168,7 @@ def drain_forever() -> None:
         def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
             pass
 
-    class Null:
-        def write(self, table: str, data: Any) -> None:
-            pass
-
-        def flush(self) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    rec = Draining([Null()])
+    rec = Draining([NullSink()])
     signal.signal(signal.SIGINT, lambda *_: rec.stop("interrupted"))
     rec.run()
     print(f"drained {rec.records} records", flush=True)

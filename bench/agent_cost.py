@@ -32,6 +32,19 @@ import numpy as np
 import pyarrow as pa
 
 
+class NullSink:
+    """A sink that keeps nothing: the recorder's loop without a store or rules."""
+
+    def write(self, table: str, data: pa.Table) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
     from forensix.sensor.recorder import Recorder
     from forensix.sensor.ringbuf import Drained
@@ -52,17 +65,7 @@ def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
         def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
             items.append(("reopens", (k, v)))
 
-    class Null:
-        def write(self, table: str, data: pa.Table) -> None:
-            pass
-
-        def flush(self) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    rec = Capturing([Null()])
+    rec = Capturing([NullSink()])
     old = os.getcwd()
     if cwd is not None:
         os.chdir(cwd)
