@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import socket
@@ -77,6 +78,15 @@ def test_frame_rejects_truncation_and_bad_lengths() -> None:
     huge[56:60] = (1 << 31).to_bytes(4, "big")  # body length far beyond the limit
     with pytest.raises(FrameError, match="too large"):
         parse_frame(bytes(huge))
+
+
+def test_a_body_declaring_a_huge_size_is_refused_before_any_allocation() -> None:
+    # a zstd frame header (single segment, 8-byte content size) claiming 4 EiB: decompress()
+    # would try to allocate it (MemoryError, found by the fuzz test below)
+    forged = b"\x28\xb5\x2f\xfd" + b"\xe0" + (1 << 62).to_bytes(8, "little") + b"\x01\x00\x00"
+    fr = parse_frame(_frame())
+    with pytest.raises(FrameError, match="declares"):
+        decode_body(dataclasses.replace(fr, body=forged))
 
 
 @settings(max_examples=400, deadline=None)

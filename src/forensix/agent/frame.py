@@ -185,6 +185,12 @@ def parse_frame(buf: bytes | memoryview, offset: int = 0) -> Frame:
 def decode_body(frame: Frame) -> pa.Table:
     """The batch of a frame, decompressed with a hard size limit and checked against the schema."""
     try:
+        # the size the zstd header declares, checked first: decompress() allocates it
+        # whatever max_output_size says (a forged header of 8 EB raised MemoryError)
+        declared = zstandard.frame_content_size(frame.body)
+        if declared > MAX_RAW or (declared >= 0 and declared != frame.raw_len):
+            raise FrameError(f"body declares {declared} bytes decompressed, header says {frame.raw_len} "
+                             f"(limit {MAX_RAW})")
         ipc_bytes = zstandard.ZstdDecompressor().decompress(frame.body, max_output_size=MAX_RAW)
     except zstandard.ZstdError as e:
         raise FrameError(f"body does not decompress: {e}") from None
