@@ -136,12 +136,14 @@ struct fx_open_key {
 	__u32 pid;
 	__u32 flags;
 	__u32 pad;
+	__u64 start;             /* the process's start_boottime: a pid's next holder counts apart */
 };
 
 struct fx_open_rep {
 	__u64 first, last;       /* boot ns of the first and latest repeat */
 	__u64 count;             /* repeats not recorded one by one */
 	__u64 start;             /* the process's start_boottime */
+	char comm[16];           /* the process's name at its first open of the file */
 };
 
 /* Per CPU and class: records emitted or attempted, and how many were lost. */

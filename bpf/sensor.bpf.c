@@ -689,16 +689,19 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 	if ((flags & O_ACCMODE) != 0 || (flags & (O_CREAT | O_TRUNC)) || !f)
 		return false;
 	struct inode *ino = f->f_inode;
+	__u64 start = t->group_leader->start_boottime;
+	/* keyed by the process, not the pid: a process that takes a pid before the flush
+	 * counts apart, and the repeats of the pid's previous holder are flushed, not lost */
 	struct fx_open_key k = {
 		.ino = ino->i_ino,
 		.dev = ino->i_sb->s_dev,
 		.pid = t->tgid,
 		.flags = (__u32)flags,
+		.start = start,
 	};
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);
-	__u64 start = t->group_leader->start_boottime;
-	if (v && v->start == start) {
+	if (v) {
 		if (!v->count)
 			v->first = now;
 		v->last = now;
@@ -706,6 +709,7 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 		return true;
 	}
 	struct fx_open_rep n = {.start = start};
+	bpf_get_current_comm(n.comm, sizeof(n.comm)); /* the summary row's name, whoever has the pid by then */
 	bpf_map_update_elem(&reopens, &k, &n, BPF_ANY);
 	return false;
 }

@@ -46,7 +46,6 @@ def _decode_sample(batch: int) -> tuple[dict[str, pa.Table], Decoder]:
 def _state(dec: Decoder) -> dict[str, Any]:
     return {
         "labels": sorted(dec.labels.items()),
-        "names": sorted(dec.names.items()),
         "procs": [(k, vars(p)) for k, p in dec.cache.procs.items()],
         "by_pid": sorted(dec.cache.by_pid.items()),
     }

@@ -1,5 +1,6 @@
-"""A flow edge whose pid is taken by a new process before the flush is handed over
-through the ring: it must still describe its own process, not the one holding the pid."""
+"""A pid taken by a new process before the agent's flush: the kernel's aggregated rows of
+the pid's previous holder (flow edges, re-open counts) still describe that process, and
+none of them is lost."""
 
 from __future__ import annotations
 
@@ -42,3 +43,10 @@ def test_an_edge_handed_over_on_pid_reuse_keeps_its_own_process(tmp_path: Path) 
     for e in handed:
         assert e["process_name"] == "fx-first" and e["user_id"] == 0, e
         assert e["user_effective_id"] is None and e["group_id"] is None, e
+    # the re-opens each process counted are flushed as its own summary row, named by it,
+    # whether or not the pid had a new holder before the flush
+    counted = rows(st, """SELECT process_entity_id AS e, process_name AS name, event_count AS n FROM events
+                          WHERE event_action = 'open' AND event_count IS NOT NULL AND file_inode = $ino
+                            AND process_entity_id IN (SELECT unnest($ids))""", ino=target.stat().st_ino, ids=ids)
+    names = {e["entity_id"]: e["process_name"] for e in edges}
+    assert sorted((names[c["e"]], c["n"]) for c in counted) == [("fx-first", 1)] * 3 + [("fx-second", 1)] * 3, counted

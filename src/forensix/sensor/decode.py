@@ -211,7 +211,6 @@ class Decoder:
         self.cache = ProcessCache()
         self._nr_tables: dict[tuple[str, ...], np.ndarray] = {}
         self.labels: dict[int, str | None] = {}
-        self.names: dict[int, str | None] = {}
         self.nr = {name: int(nr) for name, nr in abi["syscalls"].items()}
         self.sc_name = np.full(_NR_MAX, None, object)
         self.sc_cat = np.full(_NR_MAX, "syscall", object)
@@ -552,7 +551,7 @@ class Decoder:
         table = _table(schema.EVENTS, cols, n)
         kernel_path = (resolution.is_valid().to_numpy(zero_copy_only=False)
                        & (flags & (F["FX_F_BASE0"])) == 0) & (ino0 != 0) & ~is_sock & ~is_flow
-        self._remember_labels(table, pid, ino0, f["dev"][:, 0], kernel_path)
+        self._remember_labels(table, ino0, f["dev"][:, 0], kernel_path)
         flows_table = flows_table_of(table, "superseded") if is_flow.any() else None
         return table, procs_table, flows_table
 
@@ -561,35 +560,26 @@ class Decoder:
         i, d = (np.asarray(a, np.uint64) for a in (ino, dev))
         return np.asarray(i ^ (d << np.uint64(40)))
 
-    def _remember_labels(
-        self, table: pa.Table, pid: np.ndarray, ino: np.ndarray, dev: np.ndarray, mask: np.ndarray
-    ) -> None:
-        """Paths the kernel resolved for (inode, device), and names by pid, to label the
-        kernel's aggregated rows (flow edges, re-open counts), which carry inodes only.
+    def _remember_labels(self, table: pa.Table, ino: np.ndarray, dev: np.ndarray, mask: np.ndarray) -> None:
+        """Paths the kernel resolved for (inode, device), to label the kernel's aggregated
+        rows (flow edges, re-open counts), which carry inodes only (and their process's
+        own name, from the kernel: a pid may be another process's by the flush).
 
-        A batch names the same few processes and files over and over: only the last row
-        of each pid and of each file is turned into Python (what ``dict.update`` over
-        every row would have kept)."""
+        A batch names the same few files over and over: only the last row of each file
+        is turned into Python (what ``dict.update`` over every row would have kept)."""
         idx = np.nonzero(mask)[0]
         if len(self.labels) > 500_000:
             self.labels.clear()
-        if len(self.names) > 100_000:
-            self.names.clear()
-        pids, last = _last_of_each(pid)
-        self.names.update(zip(pids.tolist(), table["process_name"].take(pa.array(last)).to_pylist()))
         if not len(idx):
             return
         keys, last = _last_of_each(self.label_key(ino[idx], dev[idx]))
         self.labels.update(zip(keys.tolist(), table["file_path"].take(pa.array(idx[last])).to_pylist()))
 
-    def label(self, ino: np.ndarray, dev: np.ndarray, pid: np.ndarray) -> tuple[pa.Array, pa.Array]:
-        """(file_path, process_name) for aggregated rows, where known."""
-        # a flush names the same files and processes many times: look each up once
+    def label(self, ino: np.ndarray, dev: np.ndarray) -> pa.Array:
+        """The file_path of aggregated rows, where known."""
+        # a flush names the same files many times: look each up once
         keys, at = np.unique(self.label_key(ino, dev), return_inverse=True)
-        paths = pa.array([self.labels.get(k) for k in keys.tolist()], pa.string()).take(pa.array(at.ravel()))
-        pids, at = np.unique(np.asarray(pid), return_inverse=True)
-        names = pa.array([self.names.get(p) for p in pids.tolist()], pa.string()).take(pa.array(at.ravel()))
-        return paths, names
+        return pa.array([self.labels.get(k) for k in keys.tolist()], pa.string()).take(pa.array(at.ravel()))
 
     def _network(self, cols: dict[str, Any], f: np.ndarray, is_sock: np.ndarray, s0: pa.Array, n: int) -> None:
         fam = f["family"].astype(np.int64)

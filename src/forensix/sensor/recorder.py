@@ -415,7 +415,8 @@ class Recorder:
         if not n:
             return
         off = self.clock.offset_ns
-        paths, names = self.decoder.label(k["ino"], k["dev"], k["pid"])
+        paths = self.decoder.label(k["ino"], k["dev"])
+        names = comm_names(v["comm"])  # the process's own: the pid may be another's by now
         ev = self._origin_cols(n)
         ev.update(
             file_path=paths, process_name=names,
@@ -442,7 +443,7 @@ class Recorder:
         n = len(v)
         off = self.clock.offset_ns
         ftype = file_types(v["imode"])
-        paths, _ = self.decoder.label(k["ino"], k["dev"], k["pid"])
+        paths = self.decoder.label(k["ino"], k["dev"])
         names = comm_names(v["comm"])  # the edge's own: the pid may be another process's by now
         pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
         paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
