@@ -142,7 +142,6 @@ struct fx_open_key {
 struct fx_open_rep {
 	__u64 first, last;       /* boot ns of the first and latest repeat */
 	__u64 count;             /* repeats not recorded one by one */
-	__u64 start;             /* the process's start_boottime */
 	char comm[16];           /* the process's name at its first open of the file */
 };
 

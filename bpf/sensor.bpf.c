@@ -689,7 +689,6 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 	if ((flags & O_ACCMODE) != 0 || (flags & (O_CREAT | O_TRUNC)) || !f)
 		return false;
 	struct inode *ino = f->f_inode;
-	__u64 start = t->group_leader->start_boottime;
 	/* keyed by the process, not the pid: a process that takes a pid before the flush
 	 * counts apart, and the repeats of the pid's previous holder are flushed, not lost */
 	struct fx_open_key k = {
@@ -697,7 +696,7 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 		.dev = ino->i_sb->s_dev,
 		.pid = t->tgid,
 		.flags = (__u32)flags,
-		.start = start,
+		.start = t->group_leader->start_boottime,
 	};
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);
@@ -708,7 +707,7 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 		__sync_fetch_and_add(&v->count, 1);
 		return true;
 	}
-	struct fx_open_rep n = {.start = start};
+	struct fx_open_rep n = {};
 	bpf_get_current_comm(n.comm, sizeof(n.comm)); /* the summary row's name, whoever has the pid by then */
 	bpf_map_update_elem(&reopens, &k, &n, BPF_ANY);
 	return false;
@@ -932,11 +931,11 @@ static __always_inline bool fx_mapped_before(struct file *f, __u64 prot, __u64 f
 		.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev),
 		.pid = bpf_get_current_pid_tgid() >> 32,
 	};
-	/* another process with the same pid, or this one after an exec, starts afresh */
 	/* PROT_WRITE of a private mapping writes a copy in memory, never the file (ld.so maps
 	 * each library's data segment so): the rights over the file are read and exec, and
 	 * write only through a shared mapping */
 	__u32 bits = (prot & 5) | ((flags & MAP_SHARED) && (prot & 2) ? 2 : 0);
+	/* another process with the same pid, or this one after an exec, starts afresh */
 	__u32 gen = (__u32)((BPF_CORE_READ(t, group_leader, start_boottime) >> 20) ^
 			    ((__u64)BPF_CORE_READ(t, group_leader, self_exec_id) << 12)) << 4;
 	__u32 *seen = bpf_map_lookup_elem(&mapped, &k);

@@ -425,7 +425,7 @@ class Recorder:
             event_action=repeat("open", n), event_outcome=repeat("success", n),
             event_count=v["count"], event_start=v["first"].astype(np.int64) + off,
             event_end=v["last"].astype(np.int64) + off,
-            process_entity_id=self.decoder.ids.ids(k["pid"], v["start"]), process_pid=k["pid"],
+            process_entity_id=self.decoder.ids.ids(k["pid"], k["start"]), process_pid=k["pid"],
             file_inode=k["ino"], file_device=k["dev"].astype(np.uint64), file_flags=k["flags"],
             file_path_resolution=repeat("kernel", n),
         )
