@@ -130,7 +130,7 @@ def file_history(reader: Reader, path: str) -> pa.Table:
     )
     SELECT h.ts, {_verb_sql()} AS action, h.file_path, h.file_target_path, h.process_entity_id,
            h.process_pid, h.process_name, img.executable AS process_executable,
-           coalesce(h.user_id, img.uid) AS user_id,  -- flow edges stored once carry no uid
+           coalesce(h.user_id, img.uid) AS user_id,  -- NULL on flow edges of /5 stores
            h.file_mode, h.flow_read_bytes, h.flow_write_bytes, h.file_device, h.file_inode
     FROM hits h LEFT JOIN img ON img.entity_id = h.process_entity_id
     ORDER BY h.ts, h.cpu, h.seq

@@ -127,7 +127,7 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
         base += " AND " + " AND ".join(noise)
     limit = f"LIMIT {int(f.limit)}" if f.limit else ""
     # Flow rows of descriptors a process inherited or dup'd carry the inode but no path and
-    # no command name, and edges stored only in flows carry no uid: they are filled in from
+    # no command name, and edges of /5 stores (kept only in flows) no uid: they are filled in from
     # the open that named the inode and from the process table, for the rows shown only.
     sql = f"""
     WITH t AS MATERIALIZED (
