@@ -14,7 +14,8 @@ Variants (each host-wide, started before and stopped after each build, as in the
 - ``decode``: ``forensix record --no-rules`` whose store drops every decoded row;
 - ``noseal``: ``forensix record --no-rules`` that seals its journals only when it stops;
 - ``norules``: ``forensix record --no-rules``;
-- ``forensix``: ``forensix record``.
+- ``forensix``: ``forensix record``;
+- ``eager``: ``forensix record`` draining every 0.5 s (as it did up to 2cdfcb7) instead of every second.
 
 The gaps between neighbours say what each layer costs; the medians of one run are only
 comparable with each other (the host drifts by ~1.5% between runs). Prints one line per
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -83,12 +85,31 @@ class NoSeal(Patched):
     name = "noseal"
 
 
+class Eager(Patched):
+    """``forensix record`` with a batch every 0.5 s: the recorder of 2cdfcb7."""
+
+    name = "eager"
+
+    def args(self) -> list[str]:
+        return []
+
+
 def patch(name: str) -> None:
     import pyarrow.compute as pc
 
     from forensix.store.embedded import DuckDBStore
 
-    if name == "decode":
+    if name == "eager":
+        from forensix.sensor.recorder import Recorder
+
+        init = Recorder.__init__
+
+        def half_second(self: Recorder, *a: Any, **k: Any) -> None:
+            init(self, *a, **k)
+            self.batch_interval = 0.5
+
+        Recorder.__init__ = half_second  # type: ignore[method-assign]
+    elif name == "decode":
         append = DuckDBStore.append
 
         def agent_rows_only(self: DuckDBStore, table: str, data: Any) -> int:
@@ -179,7 +200,7 @@ def drain_forever() -> None:
 
 VARIANTS: dict[str, type[Recorder]] = {
     "none": Recorder, "floor": ForensixFloor, "drain": DrainOnly, "decode": DecodeOnly, "noseal": NoSeal,
-    "norules": NoRules, "forensix": ForensixRecorder,
+    "norules": NoRules, "forensix": ForensixRecorder, "eager": Eager,
 }
 
 
@@ -189,12 +210,29 @@ class SplitCompile(CompileWorkload):
     def measure(self, rec: Recorder) -> dict[str, float]:
         from bench.workload import run
 
-        t0 = time.monotonic()
+        def cpu() -> float:  # user+system time of every process the build started (all reaped)
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return ru.ru_utime + ru.ru_stime
+
+        c0, t0 = cpu(), time.monotonic()
         run(rec.wrap(["sh", "-c", "./configure -q >/dev/null"]), cwd=self._build)
-        t1 = time.monotonic()
+        c1, t1 = cpu(), time.monotonic()
         run(rec.wrap(["sh", "-c", "make -j2 -s >/dev/null"]), cwd=self._build)
-        t2 = time.monotonic()
-        return {"configure_s": t1 - t0, "make_s": t2 - t1, "wall_s": t2 - t0}
+        c2, t2 = cpu(), time.monotonic()
+        return {"configure_s": t1 - t0, "make_s": t2 - t1, "wall_s": t2 - t0,
+                "configure_cpu_s": c1 - c0, "make_cpu_s": c2 - c1}
+
+
+def paired(got: dict[str, list[dict[str, float]]], name: str, key: str = "wall_s") -> str:
+    """Mean and standard error of the per-repetition ratios to ``none`` of the same
+    repetition (the host drifts between repetitions far more than within one)."""
+    if "none" not in got or name == "none":
+        return "n/a"
+    pct = [100 * (m[key] / b[key] - 1) for m, b in zip(got[name], got["none"])]
+    if len(pct) < 2:
+        return f"{pct[0]:+.1f}%" if pct else "n/a"
+    se = statistics.stdev(pct) / len(pct) ** 0.5
+    return f"{statistics.mean(pct):+.2f}% ± {se:.2f}"
 
 
 def main() -> None:
@@ -245,16 +283,22 @@ def main() -> None:
                 m["events"], m["lost"] = st.events, st.lost
                 got[name].append(m)
                 print(f"[{time.strftime('%H:%M:%S')}] rep {rep} {name:9s} configure {m['configure_s']:6.2f} "
-                      f"make {m['make_s']:6.2f} total {m['wall_s']:6.2f} agent cpu {m['agent_cpu_s']} events {m['events']} lost {m['lost']}", flush=True)
+                      f"make {m['make_s']:6.2f} total {m['wall_s']:6.2f} build cpu {m['configure_cpu_s']:5.2f}+{m['make_cpu_s']:5.2f} agent cpu {m['agent_cpu_s']} events {m['events']} lost {m['lost']}", flush=True)
     base = statistics.median(m["wall_s"] for m in got.get("none", [])) if got.get("none") else None
-    print(f"\n{'variant':9s} {'total median':>12s} {'mean':>7s} {'ratio':>6s} {'configure':>9s} {'make':>6s}  min-max")
+    print(f"\n{'variant':9s} {'total median':>12s} {'mean':>7s} {'ratio':>6s} {'paired':>15s} {'configure':>9s} {'make':>6s}  min-max")
     for name, ms in got.items():
         tot = [m["wall_s"] for m in ms]
         med = statistics.median(tot)
         ratio = f"{med / base:6.3f}" if base else "   n/a"
-        print(f"{name:9s} {med:12.2f} {statistics.mean(tot):7.2f} {ratio} "
+        print(f"{name:9s} {med:12.2f} {statistics.mean(tot):7.2f} {ratio} {paired(got, name):>15s} "
               f"{statistics.median(m['configure_s'] for m in ms):9.2f} {statistics.median(m['make_s'] for m in ms):6.2f}"
               f"  {min(tot):.2f}-{max(tot):.2f}")
+    print(f"\n{'variant':9s} paired ratios: {'configure':>15s} {'make':>15s} {'build CPU':>15s}")
+    for name, ms in got.items():
+        for m in ms:
+            m["build_cpu_s"] = m["configure_cpu_s"] + m["make_cpu_s"]
+        print(f"{name:9s} {'':15s} {paired(got, name, 'configure_s'):>15s} {paired(got, name, 'make_s'):>15s} "
+              f"{paired(got, name, 'build_cpu_s'):>15s}")
     if a.json:
         a.json.write_text(json.dumps(got, indent=1))
 

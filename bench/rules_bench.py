@@ -5,7 +5,7 @@
 
 With ``--store``, a recording (e.g. of a build) is replayed instead, the way
 ``forensix record`` feeds its live engine: the store's rows cut into the recorder's
-0.5 s drains (processes, events and flows of each drain written together), the engine
+drains (one per second) (processes, events and flows of each drain written together), the engine
 evaluating each drain as its timer would, with the curated set and the built-in
 detectors guarding the recorder that made the store (its pid from the store's ``agent
 start`` record; ``--protect`` the store path it was recorded to). It prints the engine's CPU per
@@ -51,6 +51,7 @@ from forensix.rules import (
 )
 from forensix.rules.compile import CompiledRule
 from forensix.rules.engine import LiveEngine
+from forensix.sensor.recorder import BATCH_INTERVAL
 from forensix.store.embedded import open_reader, open_writer
 from forensix.store.schema import EVENTS, FLOWS, PROCESSES
 from forensix.testing.generator import generate
@@ -135,7 +136,7 @@ def measure(store: str, rules: list[CompiledRule], batch: int) -> dict[str, floa
     return {"events": events.num_rows, "wall": wall, "cpu": cpu, "alerts": sum(counted), "rules": len(rules)}
 
 
-DRAIN_NS = 500_000_000  # the recorder drains its rings every 0.5 s
+DRAIN_NS = int(BATCH_INTERVAL * 1e9)  # the recorder's cadence of drains
 
 
 def _as(schema: pa.Schema, t: pa.Table) -> pa.Table:
