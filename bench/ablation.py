@@ -15,7 +15,6 @@ Variants (each host-wide, started before and stopped after each build, as in the
 - ``noseal``: ``forensix record --no-rules`` that seals its journals only when it stops;
 - ``norules``: ``forensix record --no-rules``;
 - ``forensix``: ``forensix record``;
-- ``nice0``: ``forensix record --nice 0`` (the agent never below the build's priority);
 - ``eager``: ``forensix record`` draining every 0.5 s (as it did up to 2cdfcb7) instead of every second.
 
 The gaps between neighbours say what each layer costs; the medians of one run are only
@@ -84,15 +83,6 @@ class NoSeal(Patched):
     """Stored in the journals, sealed into DuckDB only when the recorder stops."""
 
     name = "noseal"
-
-
-class FullPriority(ForensixRecorder):
-    """``forensix record --nice 0``: the agent at the build's priority all the time."""
-
-    name = "nice0"
-
-    def args(self) -> list[str]:
-        return ["--nice", "0"]
 
 
 class Eager(Patched):
@@ -210,7 +200,7 @@ def drain_forever() -> None:
 
 VARIANTS: dict[str, type[Recorder]] = {
     "none": Recorder, "floor": ForensixFloor, "drain": DrainOnly, "decode": DecodeOnly, "noseal": NoSeal,
-    "norules": NoRules, "forensix": ForensixRecorder, "nice0": FullPriority, "eager": Eager,
+    "norules": NoRules, "forensix": ForensixRecorder, "eager": Eager,
 }
 
 

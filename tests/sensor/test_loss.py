@@ -65,8 +65,3 @@ def test_storm_losses_add_up_and_lifecycle_survives(tmp_path: Path) -> None:
     assert ex[0]["n"] == 40
     seen = rows(st, "SELECT count(*) n FROM events WHERE event_action = 'gap'")
     assert seen[0]["n"] >= 1  # the gaps are in the timeline too
-    # the filling ring brought the agent back to full priority (it drains below the
-    # workload only while the rings have room)
-    stop = rows(st, "SELECT message FROM events WHERE event_action = 'stop'")[0]["message"]
-    boosts = int(stop.split("at nice 0 ")[1].split(" times")[0])
-    assert boosts >= 1, stop

@@ -81,13 +81,10 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
-@click.option("--nice", type=click.IntRange(0, 19), default=10, show_default=True,
-              help="Drain, decode and store this many nice steps below the recorder's priority while the "
-                   "rings have room (the host's work first), at full priority while one fills; 0: always full.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
-    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str, nice: int,
+    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
     command: tuple[str, ...],
 ) -> None:
@@ -109,7 +106,7 @@ def record(
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
     rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle), on_stats=None if quiet else _live,
-                   notes=writer.recovered, nice=nice)
+                   notes=writer.recovered)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")

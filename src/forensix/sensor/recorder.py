@@ -5,12 +5,6 @@ a quarter full, checked every ``poll_interval``) and decodes whole
 batches; a writer thread hands the tables to the sinks through a bounded queue. When
 the sinks fall behind, the queue fills, draining waits, the kernel's rings fill and the
 kernel counts what it could not record: losses become gap records, never silence.
-
-The recorder's threads (these two, the live rules' and the query server's) run ``nice``
-steps below the recorder's own priority while the rings have room, so that a busy
-host's own work goes first and the recorder catches up in its idle moments (the rings
-hold about a minute of a compiling host's records); as soon as a ring fills past an
-eighth, they return to the recorder's priority until it is drained.
 """
 
 from __future__ import annotations
@@ -24,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,7 +68,6 @@ class RecordStats:
     # drainer (drain, decode, map flushes), the writer (store and inline sinks), the process
     cpu_s: dict[str, float] = field(default_factory=dict)
     skipped_syscalls: list[str] = field(default_factory=list)
-    boosts: int = 0  # times a filling ring brought the agent back to its full priority
 
     @property
     def dropped(self) -> int:
@@ -163,76 +155,6 @@ class _Writer(threading.Thread):
             raise self.error
 
 
-class _Priority:
-    """The CPU priority of the recorder's threads (draining, writing, rules, queries):
-    ``nice`` steps below the priority the recorder started at while the rings have room,
-    back at it while one fills. A thread that sits lower still (the store's seal, at 19)
-    stays there.
-
-    Linux keeps a nice value per thread; raising one back needs CAP_SYS_NICE, which a
-    recorder running as root has. Where it is missing, the threads are never lowered
-    (a recorder that could not raise its priority again would lose records under load).
-
-    With autogroup scheduling (``kernel.sched_autogroup_enabled``), each session's
-    processes share one group's weight and a thread's nice only counts inside its
-    group: a recorder that leads its own session (a service, ``setsid``) sets its
-    group's nice too, or it would compete with the host's work as an equal.
-    """
-
-    AUTOGROUP = Path("/proc/self/autogroup")
-
-    def __init__(self, nice: int, own_group: bool = True) -> None:
-        self.base = os.getpriority(os.PRIO_PROCESS, 0)
-        self.low = min(19, self.base + max(0, nice))
-        self.urgent = True  # the threads start at the base priority
-        self.usable = self.low > self.base and self._can_raise()
-        self.boosts = 0
-        self.group_base: int | None = None  # the autogroup's nice, when the group is ours
-        if self.usable and own_group and os.getsid(0) == os.getpid():
-            try:  # "/autogroup-123 nice 0"
-                self.group_base = int(self.AUTOGROUP.read_text().split()[-1])
-            except (OSError, ValueError, IndexError):
-                pass
-
-    def _can_raise(self) -> bool:
-        ok: list[bool] = []
-
-        def probe() -> None:  # on a thread of its own: a failed raise must strand no one
-            tid = threading.get_native_id()
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, self.low)
-                os.setpriority(os.PRIO_PROCESS, tid, self.base)
-                ok.append(True)
-            except OSError:
-                ok.append(False)
-
-        t = threading.Thread(target=probe, name="fx-nice-probe")
-        t.start()
-        t.join()
-        return ok == [True]
-
-    def set(self, urgent: bool) -> None:
-        if not self.usable or urgent == self.urgent:
-            return
-        for name in os.listdir("/proc/self/task"):
-            tid = int(name)
-            try:
-                now = os.getpriority(os.PRIO_PROCESS, tid)
-                if urgent and now == self.low:
-                    os.setpriority(os.PRIO_PROCESS, tid, self.base)
-                elif not urgent and now < self.low:
-                    os.setpriority(os.PRIO_PROCESS, tid, self.low)
-            except OSError:  # a thread that has exited meanwhile
-                pass
-        if self.group_base is not None:
-            try:
-                self.AUTOGROUP.write_text(str(self.group_base if urgent else min(19, self.group_base + self.low - self.base)))
-            except OSError:
-                pass
-        self.urgent = urgent
-        self.boosts += urgent
-
-
 class Recorder:
     def __init__(
         self,
@@ -247,12 +169,9 @@ class Recorder:
         queue_depth: int = 64,
         detach_in_background: bool = True,
         notes: Sequence[str] = (),
-        nice: int = 10,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
-        journal and this one sealed), written into the record as warnings after the start.
-        ``nice``: how far below its own priority the recorder drains, decodes and writes
-        while its rings have room (0: never lower)."""
+        journal and this one sealed), written into the record as warnings after the start."""
         self.detach_in_background = detach_in_background
         self.notes = list(notes)
         self.config = config or SensorConfig()
@@ -264,7 +183,6 @@ class Recorder:
         self.clock_interval = clock_interval
         self.on_stats = on_stats
         self.queue_depth = queue_depth
-        self.nice = nice
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._stop = threading.Event()
@@ -333,10 +251,8 @@ class Recorder:
         child: subprocess.Popen[bytes] | None = None
         rc: int | None = None
         try:
-            if command:  # started first: the command runs at the recorder's own priority
+            if command:
                 child = subprocess.Popen(list(command))
-            # a recorded command shares the recorder's session: its group's nice stays
-            self._priority = _Priority(self.nice, own_group=child is None)
             deadline = time.monotonic() + duration if duration else None
             next_flow = next_clock = next_stats = time.monotonic()
             last_events = 0
@@ -352,7 +268,6 @@ class Recorder:
                 if flows_due or now - last_drain >= self.batch_interval or self._rings_filling():
                     got = self.poll_once()
                     last_drain = now
-                self._pace()
                 if flows_due:
                     self.flush_flows()
                     self.account_losses()
@@ -388,9 +303,6 @@ class Recorder:
         if self.sensor is None:
             return
         try:
-            if hasattr(self, "_priority"):  # the last records go out at full priority
-                self.stats.boosts = self._priority.boosts
-                self._priority.set(urgent=True)
             self.sensor.pause()
             time.sleep(0.05)  # records reserved just before the pause are committed by now
             while self.poll_once(wait=60.0):
@@ -408,7 +320,7 @@ class Recorder:
                 "stop",
                 f"reason={self.stop_reason}; recorded {self.stats.events} events, "
                 f"{self.stats.dropped} lost in the kernel, {self.stats.gaps} gap records; "
-                f"agent CPU s since start: {cpu}; {self._pace_note()}",
+                f"agent CPU s since start: {cpu}",
             )
             self._writer.finish()
             for s in self.sinks:
@@ -426,21 +338,6 @@ class Recorder:
     # -- the hot loop --------------------------------------------------------------
     def _rings_filling(self) -> bool:
         return any(r.pending() > r.size // 4 for r in self.rings)
-
-    def _pace_note(self) -> str:
-        p = getattr(self, "_priority", None)
-        if p is None or not p.usable:
-            return "recorded at the recorder's own priority"
-        return (f"recorded at nice {p.low} while the rings had room, at nice {p.base} "
-                f"{self.stats.boosts} times while one filled")
-
-    def _pace(self) -> None:
-        """Full priority once a ring is an eighth full, low again below a thirty-second."""
-        fill = max(r.pending() / r.size for r in self.rings)
-        if fill > 1 / 8 or not self._writer.has_room():
-            self._priority.set(urgent=True)
-        elif fill < 1 / 32:
-            self._priority.set(urgent=False)
 
     def poll_once(self, wait: float = 0.0) -> int:
         """Drain the process ring, then the main ring if the writer has room for it.
