@@ -131,7 +131,8 @@ def run_workload(
 def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``new``'s workloads (and analysis) in place of its own, noting when."""
     for name, w in new["workloads"].items():
-        w["rerun"] = f"{new['started']} ({new['mode']} mode, {new['repetitions']} repetitions)"
+        w["rerun"] = (f"{new['started']} ({new['mode']} mode, {new['repetitions']} repetitions, "
+                      f"forensix {new['forensix'].get('commit')})")
         base["workloads"][name] = w
     if "analysis" in new:
         base["analysis"] = new["analysis"]
