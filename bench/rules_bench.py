@@ -5,7 +5,7 @@
 
 With ``--store``, a recording (e.g. of a build) is replayed instead, the way
 ``forensix record`` feeds its live engine: the store's rows cut into the recorder's
-drains (one per second) (processes, events and flows of each drain written together), the engine
+drains, one per second (processes, events and flows of each drain written together), the engine
 evaluating each drain as its timer would, with the curated set and the built-in
 detectors guarding the recorder that made the store (its pid from the store's ``agent
 start`` record; ``--protect`` the store path it was recorded to). It prints the engine's CPU per

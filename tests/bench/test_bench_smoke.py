@@ -129,3 +129,14 @@ def test_paired_ratios_match_each_repetition_with_its_own_baseline() -> None:
     assert [round(r, 3) for r in paired_ratios(w, "forensix", "wall_s")] == [1.02, 1.03]
     md = "\n".join(targets({"workloads": {"compile": w}}))
     assert "compile forensix +2.0%, +3.0%" in md
+
+
+def test_ablation_pairs_each_build_with_the_baseline_of_its_repetition() -> None:
+    from bench.ablation import paired
+
+    # the host slowed down by half between repetitions; the recorder cost 2% and 4%
+    got = {"none": [{"wall_s": 20.0}, {"wall_s": 30.0}],
+           "forensix": [{"wall_s": 20.4}, {"wall_s": 31.2}]}
+    assert paired(got, "forensix") == "+3.00% ± 1.00"
+    assert paired(got, "none") == "n/a"
+    assert paired({"forensix": got["forensix"]}, "forensix") == "n/a"  # no baseline in the run
