@@ -126,12 +126,6 @@ def _cstr(chars: np.ndarray) -> pa.Array:
     return _gather(b.ravel(), np.arange(len(b), dtype=np.int64) * width, ln + 1)
 
 
-def _last_of_each(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values and the index of the last row holding each."""
-    uniq, first_from_end = np.unique(values[::-1], return_index=True)
-    return uniq, len(values) - 1 - first_from_end
-
-
 def _join(base: pa.Array, raw: pa.Array) -> pa.Array:
     """A name the kernel resolved against ``base``: base + "/" + raw (raw absolute: root + raw)."""
     root = pc.equal(base, "/")
@@ -198,6 +192,11 @@ class ProcessCache:
         return self.procs.get(eid)
 
 
+# How long a file's earlier path is kept after it changed: longer than any flow edge or
+# re-open count stays in the kernel's maps before a flush (about a second).
+LABEL_HISTORY_NS = 30 * 10**9
+
+
 class Decoder:
     def __init__(self, abi: dict[str, Any], host: HostInfo, offset_ns: int = 0) -> None:
         self.host = host
@@ -211,6 +210,9 @@ class Decoder:
         self.cache = ProcessCache()
         self._nr_tables: dict[tuple[str, ...], np.ndarray] = {}
         self.labels: dict[int, str | None] = {}
+        # keys whose path changed while recording (an inode number reused, a rename):
+        # [(ts_boot from which the path holds, path), ...], oldest first
+        self.label_history: dict[int, list[tuple[int, str | None]]] = {}
         self.nr = {name: int(nr) for name, nr in abi["syscalls"].items()}
         self.sc_name = np.full(_NR_MAX, None, object)
         self.sc_cat = np.full(_NR_MAX, "syscall", object)
@@ -565,21 +567,63 @@ class Decoder:
         rows (flow edges, re-open counts), which carry inodes only (and their process's
         own name, from the kernel: a pid may be another process's by the flush).
 
-        A batch names the same few files over and over: only the last row of each file
-        is turned into Python (what ``dict.update`` over every row would have kept)."""
+        An inode number names another file once the first is deleted, and a rename gives
+        a file another name: when a file's path changes, the time of the change is kept,
+        so that an edge of the flush is named as its file was named when it began (an
+        edge on the old /etc/passwd must not be called /etc/shadow because the new
+        /etc/shadow took the freed inode before the flush).
+
+        A batch names the same few files over and over: only the first row of each file
+        and the rows where its path changes are turned into Python."""
         idx = np.nonzero(mask)[0]
         if len(self.labels) > 500_000:
             self.labels.clear()
+            self.label_history.clear()
         if not len(idx):
             return
-        keys, last = _last_of_each(self.label_key(ino[idx], dev[idx]))
-        self.labels.update(zip(keys.tolist(), table["file_path"].take(pa.array(idx[last])).to_pylist()))
+        if len(self.label_history) > 10_000:  # an edge is flushed within seconds of its start
+            horizon = int(table["ts_boot"][int(idx[-1])].as_py() or 0) - LABEL_HISTORY_NS
+            self.label_history = {k: h for k, h in self.label_history.items() if h[-1][0] >= horizon}
+        keys = self.label_key(ino[idx], dev[idx])
+        order = np.argsort(keys, kind="stable")  # each file's rows, in ring (time) order
+        keys = keys[order]
+        rows = pa.array(idx[order])
+        paths = table["file_path"].take(rows)
+        visit = np.ones(len(keys), bool)
+        if len(keys) > 1:
+            same = keys[1:] == keys[:-1]
+            moved = pc.fill_null(pc.not_equal(paths[1:], paths[:-1]), True).to_numpy(zero_copy_only=False)
+            visit[1:] = ~same | moved
+        at = np.nonzero(visit)[0]
+        ts = table["ts_boot"].take(rows).to_numpy(zero_copy_only=False)[at].tolist()
+        missing = object()
+        for k, t, path in zip(keys[at].tolist(), ts, paths.take(pa.array(at)).to_pylist()):
+            before = self.labels.get(k, missing)
+            if before is not missing and before != path:
+                hist = self.label_history.setdefault(k, [(0, before)])  # type: ignore[list-item]
+                hist.append((t, path))
+                del hist[:-8]
+            self.labels[k] = path
 
-    def label(self, ino: np.ndarray, dev: np.ndarray) -> pa.Array:
-        """The file_path of aggregated rows, where known."""
+    def label(self, ino: np.ndarray, dev: np.ndarray, ts_boot: np.ndarray | None = None) -> pa.Array:
+        """The file_path of aggregated rows, where known: as it was at ``ts_boot`` (each
+        row's kernel time), or the last one known."""
+        keys_all = self.label_key(ino, dev)
         # a flush names the same files many times: look each up once
-        keys, at = np.unique(self.label_key(ino, dev), return_inverse=True)
-        return pa.array([self.labels.get(k) for k in keys.tolist()], pa.string()).take(pa.array(at.ravel()))
+        keys, at = np.unique(keys_all, return_inverse=True)
+        at = at.ravel()
+        ks = keys.tolist()
+        out = pa.array([self.labels.get(k) for k in ks], pa.string()).take(pa.array(at))
+        history = self.label_history
+        moved = [u for u, k in enumerate(ks) if k in history] if ts_boot is not None and history else []
+        if not moved:
+            return out
+        names = out.to_pylist()
+        rows = np.nonzero(np.isin(at, moved))[0]
+        for j, t in zip(rows.tolist(), np.asarray(ts_boot)[rows].tolist()):
+            hist = history[ks[at[j]]]
+            names[j] = next((p for since, p in reversed(hist) if since <= t), hist[0][1])
+        return pa.array(names, pa.string())
 
     def _network(self, cols: dict[str, Any], f: np.ndarray, is_sock: np.ndarray, s0: pa.Array, n: int) -> None:
         fam = f["family"].astype(np.int64)

@@ -421,7 +421,7 @@ class Recorder:
         if not n:
             return
         off = self.clock.offset_ns
-        paths = self.decoder.label(k["ino"], k["dev"])
+        paths = self.decoder.label(k["ino"], k["dev"], v["first"])  # named as at the first re-open
         names = comm_names(v["comm"])  # the process's own: the pid may be another's by now
         ev = self._origin_cols(n)
         ev.update(
@@ -449,7 +449,7 @@ class Recorder:
         n = len(v)
         off = self.clock.offset_ns
         ftype = file_types(v["imode"])
-        paths = self.decoder.label(k["ino"], k["dev"])
+        paths = self.decoder.label(k["ino"], k["dev"], v["first"])  # named as when the edge began
         names = comm_names(v["comm"])  # the edge's own: the pid may be another process's by now
         pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
         paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)

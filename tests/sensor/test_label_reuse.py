@@ -1,0 +1,67 @@
+"""An inode number freed by a deleted file names the next file created, often at once:
+the kernel's aggregated rows (flow edges, re-open counts) carry inode numbers only, so the
+decoder names them as their file was named when they began, not as the number names a file
+at the flush. (Found when a `setpriv` that read /etc/passwd was shown reading /etc/shadow:
+useradd had replaced both files, and the new /etc/shadow took the old passwd's inode.)"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from forensix.store.embedded import DuckDBStore
+
+from .conftest import record, rows
+
+pytestmark = pytest.mark.bpf
+
+WORK = """
+import os, sys, time
+d, mark = sys.argv[1], sys.argv[2]
+old, new = os.path.join(d, "passwd-old"), os.path.join(d, "shadow-new")
+with open(old, "w") as f:
+    f.write("x" * 1000)
+time.sleep(1.5)  # the writer's edge is flushed: what follows falls in one flush window
+pid = os.fork()
+if pid == 0:
+    for _ in range(2):  # an open record, a re-open count and a read edge, on the old file
+        with open(old) as f:
+            f.read()
+    os._exit(0)
+os.waitpid(pid, 0)
+ino = os.stat(old).st_ino
+os.unlink(old)
+with open(new, "w") as f:  # ext4 hands the freed inode to the next file of the directory
+    f.write("y")
+print(pid, ino, os.stat(new).st_ino, flush=True)
+time.sleep(1.5)
+"""
+
+
+def test_edges_keep_the_name_their_file_had_when_its_inode_is_reused(tmp_path: Path) -> None:
+    d = tmp_path / "etc"
+    d.mkdir()
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "work.py").write_text(WORK)
+    store = tmp_path / "s.duckdb"
+    res = record(store, sys.executable, str(tmp_path / "work.py"), str(d), f"m-{uuid.uuid4().hex[:8]}")
+    assert res.returncode == 0, res.stderr
+    reader, ino, reused = (int(x) for x in res.stdout.split())
+    assert ino == reused, "the filesystem did not reuse the inode: this run proves nothing"
+    st = DuckDBStore(store, read_only=True)
+    got = rows(st, "SELECT event_action, file_path, event_count FROM events WHERE process_pid = $p "
+                   "AND file_inode = $i ORDER BY ts", p=reader, i=ino)
+    kinds = {(r["event_action"], r["event_count"] is not None) for r in got}
+    # the open record (kernel-resolved), the re-open count and the read edge (both named
+    # by the decoder from the inode)
+    assert {("open", False), ("open", True), ("flow", False)} <= kinds, got
+    assert {r["file_path"] for r in got} == {str(d / "passwd-old")}, got
+    # the new file's own rows still carry its own name
+    new = rows(st, "SELECT DISTINCT file_path FROM events WHERE file_inode = $i AND process_pid <> $p "
+                   "AND event_action IN ('open', 'flow') AND ts > (SELECT max(ts) FROM events WHERE process_pid = $p)",
+               i=ino, p=reader)
+    assert {r["file_path"] for r in new} == {str(d / "shadow-new")}, new
