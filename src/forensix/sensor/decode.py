@@ -596,14 +596,13 @@ class Decoder:
             visit[1:] = ~same | moved
         at = np.nonzero(visit)[0]
         ts = table["ts_boot"].take(rows).to_numpy(zero_copy_only=False)[at].tolist()
-        missing = object()
+        labels = self.labels
         for k, t, path in zip(keys[at].tolist(), ts, paths.take(pa.array(at)).to_pylist()):
-            before = self.labels.get(k, missing)
-            if before is not missing and before != path:
-                hist = self.label_history.setdefault(k, [(0, before)])  # type: ignore[list-item]
+            if k in labels and labels[k] != path:
+                hist = self.label_history.setdefault(k, [(0, labels[k])])
                 hist.append((t, path))
                 del hist[:-8]
-            self.labels[k] = path
+            labels[k] = path
 
     def label(self, ino: np.ndarray, dev: np.ndarray, ts_boot: np.ndarray | None = None) -> pa.Array:
         """The file_path of aggregated rows, where known: as it was at ``ts_boot`` (each
