@@ -281,9 +281,11 @@ def main() -> None:
                 wl.after_run(rec)
                 m["agent_cpu_s"] = st.detail.get("agent_cpu_s")
                 m["events"], m["lost"] = st.events, st.lost
+                m["lost_by"] = st.detail.get("lost_by")  # class/reason: count, from the store's gaps
                 got[name].append(m)
                 print(f"[{time.strftime('%H:%M:%S')}] rep {rep} {name:9s} configure {m['configure_s']:6.2f} "
-                      f"make {m['make_s']:6.2f} total {m['wall_s']:6.2f} build cpu {m['configure_cpu_s']:5.2f}+{m['make_cpu_s']:5.2f} agent cpu {m['agent_cpu_s']} events {m['events']} lost {m['lost']}", flush=True)
+                      f"make {m['make_s']:6.2f} total {m['wall_s']:6.2f} build cpu {m['configure_cpu_s']:5.2f}+{m['make_cpu_s']:5.2f} agent cpu {m['agent_cpu_s']} events {m['events']} lost {m['lost']}"
+                      + (f" {m['lost_by']}" if m["lost"] else ""), flush=True)
     base = statistics.median(m["wall_s"] for m in got.get("none", [])) if got.get("none") else None
     print(f"\n{'variant':9s} {'total median':>12s} {'mean':>7s} {'ratio':>6s} {'paired':>15s} {'configure':>9s} {'make':>6s}  min-max")
     for name, ms in got.items():

@@ -58,6 +58,9 @@ def store_counts(
         gaps = reader.query(
             "SELECT coalesce(sum(count), 0) AS n, count(*) AS rows FROM gaps"
         ).to_pylist()[0]
+        # what was lost and why (ringbuf-full, reserve-failed, flowmap-full), per class
+        lost_by = {f"{r['event_class']}/{r['reason']}": int(r["n"]) for r in reader.query(
+            "SELECT event_class, reason, sum(count) AS n FROM gaps GROUP BY ALL ORDER BY ALL").to_pylist()}
         procs = reader.query("SELECT count(*) AS n FROM processes").column("n")[0].as_py()
         by_cat = {
             r["event_category"]: r["n"]
@@ -77,6 +80,6 @@ def store_counts(
     return {
         "events": int(events),
         "lost": int(gaps["n"]),
-        "detail": {"gap_rows": int(gaps["rows"]), "process_rows": int(procs), "by_category": by_cat, "top": top,
+        "detail": {"gap_rows": int(gaps["rows"]), "lost_by": lost_by, "process_rows": int(procs), "by_category": by_cat, "top": top,
                    **extra},
     }

@@ -101,6 +101,9 @@ def test_forensix_column_counts_events_and_losses(tmp_path: Path) -> None:
     # loss is accounted exactly: gap records add up to the kernel's drop counters
     assert d["kernel_drops"] == d["lost_total"]
     assert d["opens_accounted"] and d["lifecycle_complete"], d
+    # and said per class and reason: the storm's file records, never the lifecycle's
+    assert sum(d["lost_by"].values()) == d["lost_total"] > 0, d["lost_by"]
+    assert not [k for k in d["lost_by"] if k.startswith("process/")], d["lost_by"]
 
 
 @pytest.mark.bpf
