@@ -55,12 +55,10 @@ def store_counts(
     reader = open_reader(store)
     try:
         events = reader.query("SELECT count(*) AS n FROM events").column("n")[0].as_py()
-        gaps = reader.query(
-            "SELECT coalesce(sum(count), 0) AS n, count(*) AS rows FROM gaps"
-        ).to_pylist()[0]
         # what was lost and why (ringbuf-full, reserve-failed, flowmap-full), per class
-        lost_by = {f"{r['event_class']}/{r['reason']}": int(r["n"]) for r in reader.query(
-            "SELECT event_class, reason, sum(count) AS n FROM gaps GROUP BY ALL ORDER BY ALL").to_pylist()}
+        gaps = reader.query("SELECT event_class, reason, sum(count) AS n, count(*) AS rows "
+                            "FROM gaps GROUP BY ALL ORDER BY ALL").to_pylist()
+        lost_by = {f"{r['event_class']}/{r['reason']}": int(r["n"]) for r in gaps}
         procs = reader.query("SELECT count(*) AS n FROM processes").column("n")[0].as_py()
         by_cat = {
             r["event_category"]: r["n"]
@@ -79,7 +77,7 @@ def store_counts(
             close()
     return {
         "events": int(events),
-        "lost": int(gaps["n"]),
-        "detail": {"gap_rows": int(gaps["rows"]), "lost_by": lost_by, "process_rows": int(procs), "by_category": by_cat, "top": top,
+        "lost": sum(lost_by.values()),
+        "detail": {"gap_rows": sum(int(r["rows"]) for r in gaps), "lost_by": lost_by, "process_rows": int(procs), "by_category": by_cat, "top": top,
                    **extra},
     }

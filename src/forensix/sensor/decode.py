@@ -595,7 +595,7 @@ class Decoder:
             moved = pc.fill_null(pc.not_equal(paths[1:], paths[:-1]), True).to_numpy(zero_copy_only=False)
             visit[1:] = ~same | moved
         at = np.nonzero(visit)[0]
-        ts = table["ts_boot"].take(rows).to_numpy(zero_copy_only=False)[at].tolist()
+        ts = table["ts_boot"].take(pa.array(idx[order][at])).to_pylist()
         labels = self.labels
         for k, t, path in zip(keys[at].tolist(), ts, paths.take(pa.array(at)).to_pylist()):
             if k in labels and labels[k] != path:
