@@ -15,7 +15,9 @@ Variants (each host-wide, started before and stopped after each build, as in the
 - ``noseal``: ``forensix record --no-rules`` that seals its journals only when it stops;
 - ``norules``: ``forensix record --no-rules``;
 - ``forensix``: ``forensix record``;
-- ``eager``: ``forensix record`` draining every 0.5 s (as it did up to 2cdfcb7) instead of every second.
+- ``eager``: ``forensix record`` draining every 0.5 s (as it did up to 2cdfcb7) instead of every second;
+- ``mimalloc``: ``forensix record`` with pyarrow's default memory pool (mimalloc) instead of
+  glibc's malloc (forensix.sensor.recorder.use_system_allocator), as it ran before it.
 
 The gaps between neighbours say what each layer costs; the medians of one run are only
 comparable with each other (the host drifts by ~1.5% between runs). Prints one line per
@@ -94,6 +96,15 @@ class Eager(Patched):
         return []  # the rules on, as in plain forensix
 
 
+class Mimalloc(Patched):
+    """``forensix record`` with pyarrow's default memory pool, as before use_system_allocator."""
+
+    name = "mimalloc"
+
+    def args(self) -> list[str]:
+        return []
+
+
 def patch(name: str) -> None:
     import pyarrow.compute as pc
 
@@ -109,6 +120,10 @@ def patch(name: str) -> None:
             self.batch_interval = 0.5
 
         Recorder.__init__ = half_second  # type: ignore[method-assign]
+    elif name == "mimalloc":
+        from forensix.sensor import recorder
+
+        recorder.use_system_allocator = lambda: None
     elif name == "decode":
         append = DuckDBStore.append
 
@@ -200,7 +215,7 @@ def drain_forever() -> None:
 
 VARIANTS: dict[str, type[Recorder]] = {
     "none": Recorder, "floor": ForensixFloor, "drain": DrainOnly, "decode": DecodeOnly, "noseal": NoSeal,
-    "norules": NoRules, "forensix": ForensixRecorder, "eager": Eager,
+    "norules": NoRules, "forensix": ForensixRecorder, "eager": Eager, "mimalloc": Mimalloc,
 }
 
 

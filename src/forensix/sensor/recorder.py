@@ -155,6 +155,18 @@ class _Writer(threading.Thread):
             raise self.error
 
 
+def use_system_allocator() -> None:
+    """Make glibc's malloc pyarrow's default memory pool, for the whole process.
+
+    pyarrow's own default (mimalloc 3 in pyarrow 26) gave the batches the recorder freed
+    back to the kernel during the second between drains and faulted in fresh, zeroed pages
+    for the next: ~15% of the recorder's CPU during a build went to page faults (perf:
+    ``clear_page_erms`` under ``mi_page_free_list_extend``). glibc keeps and reuses them:
+    recorder CPU over a configure+make of bash 182 -> 149 ticks, peak RSS 595 -> 550 MB.
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 class Recorder:
     def __init__(
         self,
@@ -190,6 +202,7 @@ class Recorder:
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
+        use_system_allocator()  # see there: ~18% of the recorder's CPU
         self.sensor = Sensor(self.config)
         self.sensor.open_and_load()
         self.clock = Clock()
