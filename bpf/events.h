@@ -135,8 +135,9 @@ struct fx_open_key {
 	__u32 dev;
 	__u32 pid;
 	__u32 flags;
-	__u32 pad;
+	__u32 exec_id;           /* the image: after an exec, the new program's opens are its own */
 	__u64 start;             /* the process's start_boottime: a pid's next holder counts apart */
+	__u32 uid, euid;         /* as whom: an open after a setuid is not a repeat of one before */
 };
 
 struct fx_open_rep {

@@ -691,12 +691,19 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 	struct inode *ino = f->f_inode;
 	/* keyed by the process, not the pid: a process that takes a pid before the flush
 	 * counts apart, and the repeats of the pid's previous holder are flushed, not lost */
+	/* nor the image or the user: a program exec'd in the process, or the process after a
+	 * setuid, that opens the file again is recorded in full (its rules see it), not counted
+	 * under the image or user that opened it first */
+	const struct cred *cred = t->cred;
 	struct fx_open_key k = {
 		.ino = ino->i_ino,
 		.dev = ino->i_sb->s_dev,
 		.pid = t->tgid,
 		.flags = (__u32)flags,
+		.exec_id = (__u32)t->group_leader->self_exec_id,
 		.start = t->group_leader->start_boottime,
+		.uid = cred->uid.val,
+		.euid = cred->euid.val,
 	};
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);

@@ -59,3 +59,15 @@ if pid == 0:                                                # data moved as anot
         fh.write("written by nobody")
     os._exit(0)
 os.waitpid(pid, 0)
+open("reopened.txt", "w").write("r")
+os.chmod("reopened.txt", 0o644)
+pid = os.fork()
+if pid == 0:                                                # the same process, three identities
+    import ctypes                                           # open(2) with cat's flags: os.open adds O_CLOEXEC
+    libc = ctypes.CDLL(None, use_errno=True)
+    for _ in range(2):                                      # as root: a full record, then a repeat
+        os.close(libc.open(b"reopened.txt", os.O_RDONLY))
+    os.setresuid(65534, 65534, 65534)
+    os.close(libc.open(b"reopened.txt", os.O_RDONLY))       # as nobody: not a repeat of root's
+    os.execv("/bin/cat", ["cat", "reopened.txt"])           # another program: its own open
+os.waitpid(pid, 0)

@@ -119,3 +119,17 @@ def test_a_flow_edge_carries_the_uid_that_moved_the_data(rec: dict[str, Any]) ->
          and e["flow_write_bytes"] == 17]
     assert w, f"no write edge on as-nobody.txt {rec['why']}"
     assert w[0]["user_id"] == 65534
+
+
+def test_a_reopen_after_an_exec_or_a_setuid_is_recorded_in_full(rec: dict[str, Any]) -> None:
+    # one process opens a file as root twice, as nobody once, then execs cat, which opens it
+    # again: only the second root open is a repeat. Counted under the first image or user,
+    # cat's open would escape the rules about what cat (or nobody) reads.
+    p = f"{rec['w']}/reopened.txt"
+    ro = [e for e in rec["ev"] if e["event_action"] == "open" and e["file_path"] == p and not (e["file_flags"] or 0) & 3]
+    full = [(e["process_name"], e["user_effective_id"]) for e in ro if e["event_count"] is None]
+    assert full == [("python3", 0), ("python3", 65534), ("cat", 65534)], f"{full} {rec['why']}"
+    summaries = [(e["process_name"], e["user_id"], e["user_effective_id"], e["event_count"])
+                 for e in ro if e["event_count"] is not None]
+    assert summaries == [("python3", 0, 0, 1)], f"{summaries} {rec['why']}"
+    assert len({e["process_entity_id"] for e in ro}) == 1  # one process throughout

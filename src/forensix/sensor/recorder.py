@@ -445,6 +445,7 @@ class Recorder:
             event_count=v["count"], event_start=v["first"].astype(np.int64) + off,
             event_end=v["last"].astype(np.int64) + off,
             process_entity_id=self.decoder.ids.ids(k["pid"], k["start"]), process_pid=k["pid"],
+            user_id=k["uid"], user_effective_id=k["euid"],  # the kernel counts each user apart
             file_inode=k["ino"], file_device=k["dev"].astype(np.uint64), file_flags=k["flags"],
             file_path_resolution=repeat("kernel", n),
         )
