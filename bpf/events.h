@@ -104,12 +104,15 @@ struct fx_config {
 /*
  * Aggregated reads and writes of one process on one file, pipe or socket (by inode),
  * between two flushes by the agent (every second): BackTracker's edge with its first
- * and last time. Reopening the same file does not make a new edge.
+ * and last time. Reopening the same file does not make a new edge; an exec or a change
+ * of uid does: the edge says which program moved the data, as whom.
  */
 struct fx_flow_key {
 	__u64 ino;
 	__u32 dev;
 	__u32 pid;
+	__u32 exec_id;           /* the image (group leader's self_exec_id) */
+	__u32 uid;               /* real uid, as fx_flow.uid */
 };
 
 struct fx_flow {

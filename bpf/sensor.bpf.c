@@ -1180,6 +1180,8 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 		.ino = ino->i_ino,
 		.dev = ino->i_sb->s_dev,
 		.pid = t->tgid,
+		.exec_id = (__u32)t->group_leader->self_exec_id,
+		.uid = t->cred->uid.val,
 	};
 	__u64 start = t->group_leader->start_boottime;
 	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
@@ -1207,7 +1209,7 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 	n.start = start;
 	n.fd = fd;
 	n.tid = t->pid;
-	n.uid = (__u32)bpf_get_current_uid_gid(); /* once per edge: as whom the data moved */
+	n.uid = k.uid; /* as whom the data moved (a setuid starts another edge) */
 	bpf_get_current_comm(n.comm, sizeof(n.comm)); /* and by which program */
 	n.ino = k.ino;
 	n.dev = k.dev;

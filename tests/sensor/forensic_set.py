@@ -65,9 +65,13 @@ pid = os.fork()
 if pid == 0:                                                # the same process, three identities
     import ctypes                                           # open(2) with cat's flags: os.open adds O_CLOEXEC
     libc = ctypes.CDLL(None, use_errno=True)
-    for _ in range(2):                                      # as root: a full record, then a repeat
-        os.close(libc.open(b"reopened.txt", os.O_RDONLY))
+    def read_once() -> None:                                # open, read its one byte, close
+        fd = libc.open(b"reopened.txt", os.O_RDONLY)
+        os.read(fd, 1)
+        os.close(fd)
+    read_once()                                             # as root: a full record...
+    read_once()                                             # ...then a repeat, on the same edge
     os.setresuid(65534, 65534, 65534)
-    os.close(libc.open(b"reopened.txt", os.O_RDONLY))       # as nobody: not a repeat of root's
+    read_once()                                             # as nobody: not a repeat of root's
     os.execv("/bin/cat", ["cat", "reopened.txt"])           # another program: its own open
 os.waitpid(pid, 0)

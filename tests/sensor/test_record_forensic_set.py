@@ -133,3 +133,13 @@ def test_a_reopen_after_an_exec_or_a_setuid_is_recorded_in_full(rec: dict[str, A
                  for e in ro if e["event_count"] is not None]
     assert summaries == [("python3", 0, 0, 1)], f"{summaries} {rec['why']}"
     assert len({e["process_entity_id"] for e in ro}) == 1  # one process throughout
+
+
+def test_an_exec_or_a_setuid_starts_a_new_flow_edge(rec: dict[str, Any]) -> None:
+    # the same process read the file twice as root (one edge), once as nobody, then as cat:
+    # each edge names the program and the user that moved the bytes
+    p = f"{rec['w']}/reopened.txt"
+    edges = sorted((e["process_name"], e["user_id"], e["flow_read_count"], e["flow_read_bytes"])
+                   for e in rec["ev"] if e["event_action"] == "flow" and e["file_path"] == p and e["flow_read_count"])
+    assert edges == [("cat", 65534, 1, 1), ("python3", 0, 2, 2), ("python3", 65534, 1, 1)], f"{edges} {rec['why']}"
+
