@@ -142,4 +142,3 @@ def test_an_exec_or_a_setuid_starts_a_new_flow_edge(rec: dict[str, Any]) -> None
     edges = sorted((e["process_name"], e["user_id"], e["flow_read_count"], e["flow_read_bytes"])
                    for e in rec["ev"] if e["event_action"] == "flow" and e["file_path"] == p and e["flow_read_count"])
     assert edges == [("cat", 65534, 1, 1), ("python3", 0, 2, 2), ("python3", 65534, 1, 1)], f"{edges} {rec['why']}"
-
