@@ -1,20 +1,22 @@
 """Two processes, one pid, one file: the first writes, exits, and the second (given the
 same pid through ns_last_pid) writes the same file before the agent's next flush, so the
-kernel hands over the first one's edge through the ring. Three times."""
+kernel hands over the first one's edge through the ring. Three times. Both write as root
+(an edge is per process, program and uid: a holder of the pid with another uid or image
+starts its own edge and hands nothing over); the second with another group."""
 import os
 import sys
 
 path = sys.argv[1]
 
 
-def writer(name: str, data: bytes, uid: int | None = None) -> None:
+def writer(name: str, data: bytes, gid: int | None = None) -> None:
     with open("/proc/self/comm", "w") as c:
         c.write(name)
     for _ in range(2):  # read-only twice: the first open recorded, the second counted
         os.close(os.open(path, os.O_RDONLY))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    if uid is not None:  # opened as root, written as uid (a daemon dropping privileges)
-        os.setresuid(uid, uid, uid)
+    if gid is not None:  # written with another group: fields the old edge must not take
+        os.setresgid(gid, gid, gid)
     os.write(fd, data)
     os.close(fd)
     os._exit(0)
@@ -32,7 +34,7 @@ for attempt in range(60):
     if second == 0:
         if os.getpid() != first:  # another process took the pid: try again
             os._exit(3)
-        writer("fx-second", b"b", uid=65534)
+        writer("fx-second", b"b", gid=65534)
     _, status = os.waitpid(second, 0)
     if second == first and os.waitstatus_to_exitcode(status) == 0:
         done += 1
