@@ -310,10 +310,12 @@ def main() -> None:
         print(f"{name:9s} {med:12.2f} {statistics.mean(tot):7.2f} {ratio} {paired(got, name):>15s} "
               f"{statistics.median(m['configure_s'] for m in ms):9.2f} {statistics.median(m['make_s'] for m in ms):6.2f}"
               f"  {min(tot):.2f}-{max(tot):.2f}")
-    print(f"\n{'variant':9s} paired ratios: {'configure':>15s} {'make':>15s} {'build CPU':>15s}")
-    for name in got:
+    print(f"\n{'variant':9s} paired ratios: {'configure':>15s} {'make':>15s} {'build CPU':>15s}  agent CPU (mean, min-max)")
+    for name, ms in got.items():
+        agent = [m["agent_cpu_s"] for m in ms if m.get("agent_cpu_s") is not None]
+        spread = f"{statistics.mean(agent):.2f} s, {min(agent):.2f}-{max(agent):.2f}" if agent else "n/a"
         print(f"{name:9s} {'':15s} {paired(got, name, 'configure_s'):>15s} {paired(got, name, 'make_s'):>15s} "
-              f"{paired(got, name, 'build_cpu_s'):>15s}")
+              f"{paired(got, name, 'build_cpu_s'):>15s}  {spread}")
     if a.json:
         a.json.write_text(json.dumps(got, indent=1))
 
