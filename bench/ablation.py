@@ -87,22 +87,23 @@ class NoSeal(Patched):
     name = "noseal"
 
 
-class Eager(Patched):
+class PatchedForensix(Patched):
+    """``forensix record`` as users run it (the rules on), with one thing changed."""
+
+    def args(self) -> list[str]:
+        return []
+
+
+class Eager(PatchedForensix):
     """``forensix record`` with a batch every 0.5 s: the recorder of 2cdfcb7."""
 
     name = "eager"
 
-    def args(self) -> list[str]:
-        return []  # the rules on, as in plain forensix
 
-
-class Mimalloc(Patched):
+class Mimalloc(PatchedForensix):
     """``forensix record`` with pyarrow's default memory pool, as before use_system_allocator."""
 
     name = "mimalloc"
-
-    def args(self) -> list[str]:
-        return []
 
 
 def patch(name: str) -> None:
