@@ -68,6 +68,7 @@ struct fx_event {
 	__u64 ino[2];
 	__u32 dev[2];
 	__u32 imode[2];          /* i_mode of the resolved objects (type bits tell file/dir/sock/fifo) */
+	__u32 igen[2];           /* i_generation: a reused inode number gets a new one (one object's life) */
 	__u32 kind;              /* enum fx_kind */
 	__u32 nr;                /* syscall number (x86_64) for FX_KIND_SYSCALL */
 	__u32 cls;               /* enum fx_class */
@@ -113,6 +114,8 @@ struct fx_flow_key {
 	__u32 pid;
 	__u32 exec_id;           /* the image (group leader's self_exec_id) */
 	__u32 uid;               /* real uid, as fx_flow.uid */
+	__u32 igen;              /* the inode's generation: a new file on a reused inode number is another edge */
+	__u32 pad;
 };
 
 struct fx_flow {
@@ -124,7 +127,7 @@ struct fx_flow {
 	__s32 fd;
 	__u32 tid;
 	__u32 uid;               /* real uid of the thread that first moved data on the edge */
-	__u32 pad;
+	__u32 igen;              /* the inode's i_generation */
 	char comm[16];           /* the process's name then: the pid may be another's by the flush */
 };
 
@@ -141,6 +144,8 @@ struct fx_open_key {
 	__u32 exec_id;           /* the image: after an exec, the new program's opens are its own */
 	__u64 start;             /* the process's start_boottime: a pid's next holder counts apart */
 	__u32 uid, euid;         /* as whom: an open after a setuid is not a repeat of one before */
+	__u32 igen;              /* the inode's generation: another file on a reused number is not a repeat */
+	__u32 pad;
 };
 
 struct fx_open_rep {

@@ -434,6 +434,7 @@ static __always_inline __u16 fx_inode(struct fx_event *e, int k, struct file *f)
 	e->ino[k & 1] = BPF_CORE_READ(ino, i_ino);
 	e->dev[k & 1] = BPF_CORE_READ(ino, i_sb, s_dev);
 	e->imode[k & 1] = mode;
+	e->igen[k & 1] = BPF_CORE_READ(ino, i_generation);
 	return mode;
 }
 
@@ -704,6 +705,7 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 		.start = t->group_leader->start_boottime,
 		.uid = cred->uid.val,
 		.euid = cred->euid.val,
+		.igen = ino->i_generation,
 	};
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);
@@ -920,6 +922,8 @@ struct fx_mapkey {
 	__u64 ino;
 	__u32 dev;
 	__u32 pid;
+	__u32 igen;  /* another file on a reused inode number is mapped afresh */
+	__u32 pad;
 };
 
 struct {
@@ -937,6 +941,7 @@ static __always_inline bool fx_mapped_before(struct file *f, __u64 prot, __u64 f
 		.ino = BPF_CORE_READ(f, f_inode, i_ino),
 		.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev),
 		.pid = bpf_get_current_pid_tgid() >> 32,
+		.igen = BPF_CORE_READ(f, f_inode, i_generation),
 	};
 	/* PROT_WRITE of a private mapping writes a copy in memory, never the file (ld.so maps
 	 * each library's data segment so): the rights over the file are read and exec, and
@@ -1168,6 +1173,7 @@ static __always_inline void fx_flow_emit(struct fx_flow *v)
 	e->ino[0] = v->ino;
 	e->dev[0] = v->dev;
 	e->imode[0] = v->imode;
+	e->igen[0] = v->igen;
 	fx_submit(s);
 }
 
@@ -1182,6 +1188,7 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 		.pid = t->tgid,
 		.exec_id = (__u32)t->group_leader->self_exec_id,
 		.uid = t->cred->uid.val,
+		.igen = ino->i_generation,
 	};
 	__u64 start = t->group_leader->start_boottime;
 	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
@@ -1214,6 +1221,7 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 	n.ino = k.ino;
 	n.dev = k.dev;
 	n.imode = ino->i_mode;
+	n.igen = k.igen;
 	if (wr) {
 		n.wcount = 1;
 		n.wbytes = bytes;

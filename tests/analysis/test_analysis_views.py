@@ -201,3 +201,34 @@ def test_timeline_and_file_history_give_flow_edges_stored_once_their_process_and
     assert (rows[0]["process_name"], rows[0]["user_id"], rows[0]["file_path"]) == ("bash", 1001, "/home/eve/notes")
     assert "uid 1001" in buf.getvalue() and "uid None" not in buf.getvalue()
     assert history == [("opened for reading", 1001), ("read", 1001)]
+
+
+def test_file_history_keeps_to_the_lives_of_its_names_when_an_inode_number_is_reused(tmp_path: Any) -> None:
+    # useradd's way: the old /etc/passwd is deleted and the new /etc/shadow+ takes its inode
+    # number at once (ext4 does), then is renamed over /etc/shadow. The generation tells the
+    # two files apart: the history of /etc/shadow has no read of the old passwd in it.
+    b = StoreBuilder()
+    init = b.spawn(None, 1, 0, "/usr/lib/systemd/systemd", ["/sbin/init"])
+    ua = b.spawn(init, 700, 1, "/usr/sbin/useradd", ["useradd", "eve"])
+    cat = b.spawn(init, 701, 1, "/usr/bin/cat", ["cat", "/etc/passwd"], uid=1001)
+    old, new = {"file_inode": 500, "file_generation": 11}, {"file_inode": 500, "file_generation": 22}
+    b.file_op(cat, 2, "open", "/etc/passwd", file_flags=0, **old)
+    b.flow(cat, 2.1, 2.2, "/etc/passwd", read=1000, inode=500, generation=11, stored_once=True)
+    b.file_op(ua, 3, "unlink", "/etc/passwd", file_inode=None, file_device=None)
+    b.file_op(ua, 4, "open", "/etc/shadow+", file_flags=0o1101, **new)
+    b.flow(ua, 4.1, 4.2, "/etc/shadow+", write=800, inode=500, generation=22, stored_once=True)
+    b.file_op(ua, 5, "rename", "/etc/shadow+", file_target_path="/etc/shadow", file_inode=None, file_device=None)
+    b.file_op(cat, 6, "open", "/etc/shadow", file_flags=0, **new)
+    w = open_writer(tmp_path / "s.duckdb")
+    b.write(w)
+    w.close()
+    r = open_reader(tmp_path / "s.duckdb")
+    try:
+        shadow = [(x["action"], x["file_path"], x["process_pid"]) for x in file_history(r, "/etc/shadow").to_pylist()]
+        passwd = [(x["action"], x["file_path"], x["process_pid"]) for x in file_history(r, "/etc/passwd").to_pylist()]
+    finally:
+        r.close()
+    assert shadow == [("created/opened O_CREAT", "/etc/shadow+", 700), ("wrote", "/etc/shadow+", 700),
+                      ("renamed to this name", "/etc/shadow+", 700), ("opened for reading", "/etc/shadow", 701)]
+    assert passwd == [("opened for reading", "/etc/passwd", 701), ("read", "/etc/passwd", 701),
+                      ("deleted", "/etc/passwd", 700)]

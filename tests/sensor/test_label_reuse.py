@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from forensix.analysis.filehistory import file_history
 from forensix.store.embedded import DuckDBStore
 
 from .conftest import record, rows
@@ -48,7 +49,10 @@ time.sleep(1.5)
 """
 
 
-def test_edges_keep_the_name_their_file_had_when_its_inode_is_reused(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def reused(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int, int, str]:
+    """The recorded store, its directory, the reader's pid, the inode number and the new file."""
+    tmp_path = tmp_path_factory.mktemp("reuse")
     d = tmp_path / "etc"
     d.mkdir()
     os.chmod(tmp_path, 0o755)
@@ -57,8 +61,12 @@ def test_edges_keep_the_name_their_file_had_when_its_inode_is_reused(tmp_path: P
     res = record(store, sys.executable, str(tmp_path / "work.py"), str(d), f"m-{uuid.uuid4().hex[:8]}")
     assert res.returncode == 0, res.stderr
     pid, number, new_file = res.stdout.split()
-    reader, ino = int(pid), int(number)
     assert new_file != "-", "the filesystem did not reuse the inode for 200 new files: this run proves nothing"
+    return store, d, int(pid), int(number), new_file
+
+
+def test_edges_keep_the_name_their_file_had_when_its_inode_is_reused(reused: tuple[Path, Path, int, int, str]) -> None:
+    store, d, reader, ino, new_file = reused
     st = DuckDBStore(store, read_only=True)
     got = rows(st, "SELECT event_action, file_path, event_count FROM events WHERE process_pid = $p "
                    "AND file_inode = $i ORDER BY ts", p=reader, i=ino)
@@ -72,3 +80,29 @@ def test_edges_keep_the_name_their_file_had_when_its_inode_is_reused(tmp_path: P
                    "AND event_action IN ('open', 'flow') AND ts > (SELECT max(ts) FROM events WHERE process_pid = $p)",
                i=ino, p=reader)
     assert {r["file_path"] for r in new} == {new_file}, new
+
+
+def test_file_history_keeps_to_the_life_of_the_file_not_of_its_inode_number(
+        reused: tuple[Path, Path, int, int, str]) -> None:
+    # the kernel's i_generation on every row: the old file's open, re-open count and read edge
+    # carry one, the new file's rows another; `forensix file` shows each file its own story
+    store, d, reader, ino, new_file = reused
+    old = str(d / "passwd-old")
+    st = DuckDBStore(store, read_only=True)
+    gens = rows(st, "SELECT file_path, event_action, event_count IS NOT NULL AS summary, file_generation AS g "
+                    "FROM events WHERE file_inode = $i AND event_action IN ('open', 'flow')", i=ino)
+    by_path: dict[str, set[int]] = {}
+    for r in gens:
+        by_path.setdefault(r["file_path"], set()).add(r["g"])
+    assert set(by_path) == {old, new_file}, gens
+    assert len(by_path[old]) == 1 and len(by_path[new_file]) == 1, gens  # open, count and edge agree
+    assert by_path[old] != by_path[new_file] and 0 not in by_path[old] | by_path[new_file], gens
+    assert {(r["event_action"], r["summary"]) for r in gens if r["file_path"] == old} >= {
+        ("open", False), ("open", True), ("flow", False)}, gens
+    new_story = file_history(st, new_file).to_pylist()
+    old_story = file_history(st, old).to_pylist()
+    assert {r["file_path"] for r in new_story} == {new_file}, new_story
+    assert new_story[0]["action"] == "created/opened O_CREAT" and "wrote" in {r["action"] for r in new_story}
+    assert {r["file_path"] for r in old_story} == {old}, old_story
+    acts = [(r["action"], r["process_pid"]) for r in old_story]
+    assert ("read", reader) in acts and acts[-1][0] == "deleted", acts

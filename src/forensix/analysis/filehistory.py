@@ -3,6 +3,8 @@ deleted it, and when, followed by (device, inode) across renames and links.
 
 The object is found by its name, then by the inodes that name had, then by the names a
 rename or link gave those inodes (a few rounds), so ``mv x.sh /tmp/.y`` keeps the story.
+An inode is followed only in the lives (its generations) that carried one of those names:
+the number a deleted file freed is the next new file's, whose story is another's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pyarrow as pa
 from forensix.analysis.targets import Target, resolve
 from forensix.store.base import Reader
 
-__all__ = ["VERBS", "FileObject", "file_history", "file_objects"]
+__all__ = ["VERBS", "FileLife", "FileObject", "file_history", "file_lives", "file_objects"]
 
 # What happened to the file, as data: (condition over an event row, verb).
 VERBS: list[tuple[str, str]] = [
@@ -58,32 +60,37 @@ _NOT_OBJECT = ("rename", "link", "symlink", "unlink", "rmdir", "mkdir")
 
 
 FileObject = tuple[str, int, int]  # (host id, device, inode): inode numbers are per host
+# One life of a file: (host id, device, inode, generation). A freed inode number goes to the
+# next new file (on ext4 at once) with a new i_generation, so the generation tells the lives
+# of one number apart; 0 where it is unknown (a file system without generations, a store
+# before format /7): such a life is every life of its inode number.
+FileLife = tuple[str, int, int, int]
 
 
-def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], list[FileObject]]:
-    """The names and (host, device, inode) of the objects that were ever called ``path``."""
+def file_lives(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], list[FileLife]]:
+    """The names of the objects that were ever called ``path``, and their lives."""
     names: set[str] = {path}
-    objs: set[FileObject] = set()
+    lives: set[FileLife] = set()
     seen_inodes: set[int] = set()
     for _ in range(rounds):
         lit = sql_strings(sorted(names))
         # two scans, each filtered inside the scan (an OR across columns is not)
         rows = reader.query(f"""
-            SELECT host_id, event_action, file_device, file_inode, file_path, file_target_path FROM events
-            WHERE file_path IN ({lit})
+            SELECT host_id, event_action, file_device, file_inode, file_generation, file_path, file_target_path
+            FROM events WHERE file_path IN ({lit})
             UNION ALL
-            SELECT host_id, event_action, file_device, file_inode, file_path, file_target_path FROM events
-            WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit})""").to_pylist()
+            SELECT host_id, event_action, file_device, file_inode, file_generation, file_path, file_target_path
+            FROM events WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit})""").to_pylist()
         before = set(names)
         for r in rows:
-            ino = r["file_inode"] or 0
+            ino, gen = r["file_inode"] or 0, r["file_generation"] or 0
             if r["event_action"] in _RENAMING:
                 names.update(x for x in (r["file_path"], r["file_target_path"]) if x)
                 if ino and r["file_target_path"] in before:
-                    objs.add((r["host_id"], r["file_device"], ino))
+                    lives.add((r["host_id"], r["file_device"], ino, gen))
             elif ino and r["event_action"] not in _NOT_OBJECT and r["file_path"] in before:
-                objs.add((r["host_id"], r["file_device"], ino))
-        new_inodes = {i for _, _, i in objs} - seen_inodes
+                lives.add((r["host_id"], r["file_device"], ino, gen))
+        new_inodes = {i for _, _, i, _ in lives} - seen_inodes
         if new_inodes:
             seen_inodes |= new_inodes
             t = reader.query(f"""
@@ -94,7 +101,13 @@ def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str],
                 names.update(x for x in (a, b) if x)
         if names == before:
             break
-    return sorted(names), sorted(objs)
+    return sorted(names), sorted(lives)
+
+
+def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], list[FileObject]]:
+    """The names and (host, device, inode) of the objects that were ever called ``path``."""
+    names, lives = file_lives(reader, path, rounds)
+    return names, sorted({(h, d, i) for h, d, i, _ in lives})
 
 
 _COLS = ("host_id, ts, cpu, seq, event_category, event_action, file_path, file_target_path, process_entity_id, "
@@ -102,26 +115,37 @@ _COLS = ("host_id, ts, cpu, seq, event_category, event_action, file_path, file_t
          "flow_write_bytes, file_device, file_inode")
 
 
+# A row is one of the lives when its (host, device, inode) is one of theirs and its generation
+# is the life's, or either generation is unknown (0 or NULL: see FileLife).
+_KEY3 = "(host_id || ':' || file_device::VARCHAR || ':' || file_inode::VARCHAR)"
+_OF_LIVES = (f"({_KEY3} IN (SELECT unnest($pairs)) AND (coalesce(file_generation, 0) = 0"
+             f" OR {_KEY3} IN (SELECT unnest($any_life))"
+             f" OR ({_KEY3} || ':' || file_generation::VARCHAR) IN (SELECT unnest($lives))))")
+
+
 def file_history(reader: Reader, path: str) -> pa.Table:
-    names, objs = file_objects(reader, path)
-    if not objs and len(names) == 1:
+    names, lives = file_lives(reader, path)
+    if not lives and len(names) == 1:
         resolve(reader, Target("file", path=path))  # says clearly when nothing touched it
-    inos = sql_ints(sorted({i for _, _, i in objs}))
-    pairs = {f"{h}:{d}:{i}" for h, d, i in objs}
+    inos = sql_ints(sorted({i for _, _, i, _ in lives}))
+    params = {
+        "pairs": sorted({f"{h}:{d}:{i}" for h, d, i, _ in lives}) or [""],
+        "any_life": sorted({f"{h}:{d}:{i}" for h, d, i, g in lives if not g}) or [""],
+        "lives": sorted({f"{h}:{d}:{i}:{g}" for h, d, i, g in lives if g}) or [""],
+    }
     lit = sql_strings(names)
     sql = f"""
     WITH hits AS (
         SELECT {_COLS} FROM events
         WHERE file_inode IN ({inos}) AND event_category IN ('file', 'flow', 'memory', 'process')
-          AND (host_id || ':' || file_device::VARCHAR || ':' || file_inode::VARCHAR) IN (SELECT unnest($pairs))
+          AND {_OF_LIVES}
         UNION ALL
         SELECT {_COLS} FROM (
-            SELECT {_COLS} FROM events WHERE file_path IN ({lit})
+            SELECT {_COLS}, file_generation FROM events WHERE file_path IN ({lit})
             UNION ALL
-            SELECT {_COLS} FROM events WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit}))
-        WHERE (coalesce(file_inode, 0) = 0
-               OR (host_id || ':' || file_device::VARCHAR || ':' || file_inode::VARCHAR)
-                  NOT IN (SELECT unnest($pairs)))
+            SELECT {_COLS}, file_generation FROM events
+            WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit}))
+        WHERE coalesce(file_inode, 0) = 0 OR NOT {_OF_LIVES}
     ),
     img AS (
         SELECT entity_id, arg_max(executable, image_seq) AS executable, arg_max(user_id, image_seq) AS uid
@@ -135,4 +159,4 @@ def file_history(reader: Reader, path: str) -> pa.Table:
     FROM hits h LEFT JOIN img ON img.entity_id = h.process_entity_id
     ORDER BY h.ts, h.cpu, h.seq
     """
-    return reader.query(sql, {"pairs": sorted(pairs) or [""], "path": path})
+    return reader.query(sql, params | {"path": path})

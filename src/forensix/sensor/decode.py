@@ -444,6 +444,9 @@ class Decoder:
 
         ftype = file_types(f["imode"][:, 0])
         ino0 = f["ino"][:, 0]
+        # the inode's generation (NULL in records of a sensor that did not read it)
+        has_gen = "igen" in (f.dtype.names or ())
+        igen0 = f["igen"][:, 0] if has_gen else np.zeros(n, np.uint32)
         # pseudo files (pipes, sockets, anonymous inodes) have no path: name them by inode
         pseudo = pc.and_(pc.equal(pc.fill_null(path0, ""), "/"), pa.array(file_type_codes(f["imode"][:, 0]) != 0o04))
         if pc.any(pseudo).as_py():
@@ -490,6 +493,7 @@ class Decoder:
             file_path_truncated=pa.array(truncated),
             file_inode=pa.array(ino0, mask=ino0 == 0),
             file_device=pa.array(f["dev"][:, 0].astype(np.uint64), mask=ino0 == 0),
+            file_generation=pa.array(igen0, mask=(ino0 == 0) | (not has_gen)),
             file_type=ftype,
             file_target_path=target_path,
             file_target_path_raw=target_raw,
@@ -737,7 +741,7 @@ _FLOW_SOURCE = (
     "event_action", "host_id", "host_name", "boot_id", "process_entity_id", "process_pid", "fd", "file_inode",
     "file_device", "file_type", "file_path", "flow_first_ts", "flow_last_ts", "flow_read_count",
     "flow_read_bytes", "flow_write_count", "flow_write_bytes", "process_tid", "process_name", "ts_boot",
-    "user_id",
+    "user_id", "file_generation",
 )
 
 
@@ -758,7 +762,7 @@ def flows_table_of(events: pa.Table, reason: str) -> pa.Table:
             "write_count": fl["flow_write_count"], "write_bytes": fl["flow_write_bytes"],
             "reason": repeat(reason, fl.num_rows),
             "tid": fl["process_tid"], "process_name": fl["process_name"], "ts_boot": fl["ts_boot"],
-            "user_id": fl["user_id"],
+            "user_id": fl["user_id"], "file_generation": fl["file_generation"],
             "in_events": pa.repeat(pa.scalar(True), fl.num_rows),
         },
         schema=schema.FLOWS,

@@ -447,7 +447,7 @@ class Recorder:
             process_entity_id=self.decoder.ids.ids(k["pid"], k["start"]), process_pid=k["pid"],
             user_id=k["uid"], user_effective_id=k["euid"],  # the kernel counts each user apart
             file_inode=k["ino"], file_device=k["dev"].astype(np.uint64), file_flags=k["flags"],
-            file_path_resolution=repeat("kernel", n),
+            file_generation=k["igen"], file_path_resolution=repeat("kernel", n),
         )
         self._emit("events", _table(schema.EVENTS, ev, n))
 
@@ -475,6 +475,7 @@ class Recorder:
             read_count=v["rcount"], read_bytes=v["rbytes"], write_count=v["wcount"], write_bytes=v["wbytes"],
             reason=repeat("periodic", n), tid=v["tid"], process_name=names,
             ts_boot=v["last"].astype(np.int64), in_events=np.zeros(n, bool), user_id=v["uid"],
+            file_generation=v["igen"],
         )
         self.stats.events += n  # each edge is a row of the events view too
         self._emit("flows", _table(schema.FLOWS, fl, n))

@@ -364,7 +364,8 @@ class DuckDBStore:
 FLOW_EVENTS_SQL = (
     "SELECT host_id, host_name, boot_id, last_ts AS ts, ts_boot, 'event' AS event_kind, "
     "'flow' AS event_category, 'flow' AS event_action, entity_id AS process_entity_id, "
-    "pid AS process_pid, tid AS process_tid, process_name, user_id, fd, file_inode, file_device, file_type, "
+    "pid AS process_pid, tid AS process_tid, process_name, user_id, fd, file_inode, file_device, "
+    "file_generation, file_type, "
     "file_path, read_count AS flow_read_count, read_bytes AS flow_read_bytes, "
     "write_count AS flow_write_count, write_bytes AS flow_write_bytes, first_ts AS flow_first_ts, "
     "last_ts AS flow_last_ts FROM flows WHERE in_events = false"

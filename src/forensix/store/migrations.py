@@ -21,10 +21,12 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /5: a flow edge flushed from the kernel's map is stored once, in flows_base, and the
 # events view derives its row from it (schema.FLOWS: in_events); edges of older stores
 # stay rows of events_base too, and are shown once. /6: flows carry the uid the kernel saw
-# when the edge began (user_id), so the events view's flow rows have one too.
-STORE_FORMAT = "forensix-store/6"
+# when the edge began (user_id), so the events view's flow rows have one too. /7: file rows
+# and edges carry the inode's generation (file_generation), so a reused inode number is
+# another file; rows of older stores have NULL there and match any life of their inode.
+STORE_FORMAT = "forensix-store/7"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
-                           STORE_FORMAT})
+                           "forensix-store/6", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -92,5 +94,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0007_flow_uid", [
         'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "user_id" UINTEGER',
         "UPDATE forensix_meta SET value = 'forensix-store/6' WHERE key = 'format'",
+    ]),
+    # the inode's generation on file rows and edges (NULL on rows of older stores)
+    ("0008_file_generation", [
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "file_generation" UINTEGER',
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "file_generation" UINTEGER',
+        "UPDATE forensix_meta SET value = 'forensix-store/7' WHERE key = 'format'",
     ]),
 ]

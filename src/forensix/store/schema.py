@@ -84,6 +84,9 @@ EVENTS = pa.schema(
         pa.field("file_path_truncated", _bool),
         pa.field("file_inode", _u64),
         pa.field("file_device", _u64),
+        # the inode's i_generation: (device, inode, generation) is one file's life, since a freed
+        # inode number is given to the next new file (ext4 at once). 0: the file system keeps none (/7)
+        pa.field("file_generation", _u32),
         pa.field("file_type", _str),  # file, dir, symlink, fifo, socket, char, block
         pa.field("file_flags", _u32),  # open(2) flags
         pa.field("file_mode", _u32),  # mode argument (chmod, open O_CREAT, mkdir)
@@ -191,6 +194,7 @@ FLOWS = pa.schema(
         pa.field("ts_boot", _i64),  # last_ts on the kernel's boot clock
         pa.field("in_events", pa.bool_()),
         pa.field("user_id", _u32),  # real uid of the thread that first moved data on the edge (/6)
+        pa.field("file_generation", _u32),  # the inode's i_generation, as in events (/7)
     ]
 )
 

@@ -189,7 +189,7 @@ class StoreBuilder:
 
     def flow(self, p: Proc, t0: float, t1: float, path: str, *, read: int = 0, write: int = 0,
              file_type: str = "file", inode: int | None = None, peer_inode: int | None = None,
-             stored_once: bool = False) -> None:
+             stored_once: bool = False, generation: int | None = None) -> None:
         """Aggregated reads/writes of ``p`` on one open file, pipe or socket.
 
         ``stored_once``: as the recorder keeps an edge flushed from the kernel's map, only in
@@ -200,14 +200,15 @@ class StoreBuilder:
                   "write_count": 1 if write else 0, "write_bytes": write}
         self.flows.append(self._origin() | {
             "entity_id": p.entity_id, "pid": p.pid, "fd": 3, "file_inode": ino,
-            "file_device": self.dev, "file_type": file_type,
+            "file_device": self.dev, "file_generation": generation, "file_type": file_type,
             "file_path": path if file_type == "file" else None, "first_ts": a, "last_ts": b,
             **counts, "reason": "periodic" if stored_once else "close"}
             | ({"tid": p.pid, "process_name": p.exe.rsplit("/", 1)[-1][:15], "ts_boot": b - self.boot_ts,
                 "in_events": False, "user_id": p.uid} if stored_once else {}))
         if stored_once:
             return
-        self._ev(p, b, "flow", "flow", fd=3, file_inode=ino, file_device=self.dev, file_type=file_type,
+        self._ev(p, b, "flow", "flow", fd=3, file_inode=ino, file_device=self.dev, file_generation=generation,
+                 file_type=file_type,
                  file_path=path if file_type == "file" else None, flow_first_ts=a, flow_last_ts=b,
                  unix_peer_inode=peer_inode,
                  **{f"flow_{k}": v for k, v in counts.items()})
