@@ -325,3 +325,29 @@ def test_since_and_until_cut_history(tmp_path: Path) -> None:
     assert _proc(g, new) and not _proc(g, old)
     f = forward(st, Target("process", entity=new.entity_id), TrackOptions(until=b.t(100)))
     assert _proc(f, reader) and not _proc(f, late)
+
+
+def test_a_file_recreated_on_its_old_inode_number_under_its_old_name_is_another_file(tmp_path: Path) -> None:
+    """A deleted file's inode number goes to the next new file at once (ext4), here under the
+    same name: the names cannot tell the two files apart, the kernel's generation can. The
+    writer of the first file did not write what the reader read."""
+    b, init = _base()
+    first = b.spawn(init, 10, 1, "/usr/bin/first")
+    cleaner = b.spawn(init, 11, 1, "/usr/bin/rm")
+    second = b.spawn(init, 12, 1, "/usr/bin/second")
+    reader = b.spawn(init, 13, 1, "/usr/bin/reader")
+    for p, t, gen in ((first, 2, 101), (second, 4, 202)):
+        b.file_op(p, t, "open", "/var/tmp/job", file_flags=0o1101, file_inode=900, file_generation=gen)
+        b.flow(p, t + 0.1, t + 0.2, "/var/tmp/job", write=64, inode=900, generation=gen, stored_once=True)
+        if p is first:
+            b.file_op(cleaner, 3, "unlink", "/var/tmp/job", file_inode=None, file_device=None)
+    b.file_op(reader, 5, "open", "/var/tmp/job", file_flags=0, file_inode=900, file_generation=202)
+    b.flow(reader, 5.1, 5.2, "/var/tmp/job", read=64, inode=900, generation=202, stored_once=True)
+    st = _store(tmp_path, b)
+    g = backtrack(st, Target("process", entity=reader.entity_id))
+    assert _proc(g, second) and not _proc(g, first)
+    f = forward(st, Target("process", entity=first.entity_id))
+    assert not _proc(f, reader)
+    # backward from the name: both files carried it, so both writers are in
+    gf = backtrack(st, Target("file", path="/var/tmp/job"))
+    assert _proc(gf, first) and _proc(gf, second)

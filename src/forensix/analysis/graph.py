@@ -122,6 +122,7 @@ class _Frontier:
     files: dict[tuple[str, int, int], int] = field(default_factory=dict)  # (host, dev, ino) -> threshold
     socks: dict[str, int] = field(default_factory=dict)  # connection/unix key -> threshold
     paths: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # names of the start files
+    gens: dict[tuple[str, int, int], int] = field(default_factory=dict)  # a start file's one known generation
 
     def empty(self) -> bool:
         return not (self.procs or self.files or self.socks)
@@ -162,31 +163,32 @@ def _pair_sql(cmp: str, backward: bool, inos: str) -> str:
     if backward:
         return f"""
     SELECT 'process', f.entity_id, NULL, NULL, NULL, 'unix', NULL, NULL, NULL, fr.key,
-           f.first_ts, f.last_ts, 'write', f.write_bytes, NULL, NULL
+           f.first_ts, f.last_ts, 'write', f.write_bytes, NULL, NULL, NULL
     FROM flows f JOIN fu fr ON f.file_inode = fr.ino AND f.file_inode IN ({inos})
     WHERE f.write_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}"""
     return f"""
     SELECT 'unix', NULL, NULL, NULL, fr.key, 'process', f.entity_id, NULL, NULL, NULL,
-           f.first_ts, f.last_ts, 'read', f.read_bytes, NULL, NULL
+           f.first_ts, f.last_ts, 'read', f.read_bytes, NULL, NULL, NULL
     FROM flows f JOIN fu fr ON f.file_inode = fr.ino AND f.file_inode IN ({inos})
     WHERE f.read_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}"""
 
-# Each edge row: src/dst as (kind, entity, dev, ino, key), interval, kind, bytes, path.
+# Each edge row: src/dst as (kind, entity, dev, ino, key), interval, kind, bytes, path, and
+# the file side's inode generation (NULL where there is none or it is unknown).
 _COLS = ("src_kind, src_eid, src_dev, src_ino, src_key, dst_kind, dst_eid, dst_dev, dst_ino, dst_key, "
-         "t_start, t_end, kind, nbytes, path, tpath")
+         "t_start, t_end, kind, nbytes, path, tpath, gen")
 
 
 def _file_read_sql(cmp: str, noise: str) -> str:
     """file -> process edges; ``cmp`` compares the edge with the frontier's threshold."""
     return f"""
     SELECT 'file', NULL, f.file_device, f.file_inode, f.host_id, 'process', f.entity_id, NULL, NULL, NULL,
-           f.first_ts, f.last_ts, 'read', f.read_bytes, f.file_path, NULL
+           f.first_ts, f.last_ts, 'read', f.read_bytes, f.file_path, NULL, f.file_generation
     FROM flows f JOIN {{J}} WHERE f.read_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}
       AND NOT {noise.format(c='f.file_path')} {{CHAR}}
     UNION ALL
     SELECT 'file', NULL, e.file_device, e.file_inode, e.host_id, 'process', e.process_entity_id, NULL, NULL,
            NULL, e.ts, e.ts, CASE WHEN e.event_action = 'open' THEN 'open-read' ELSE e.event_action END,
-           0, e.file_path, NULL
+           0, e.file_path, NULL, e.file_generation
     FROM events e JOIN {{JE}} WHERE e.event_action IN ('exec', 'mmap', 'open') AND {_OK}
       AND (e.event_action <> 'open' OR (coalesce(e.file_flags, 0) & {_WRITE_FLAGS}) = 0)
       AND coalesce(e.file_inode, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
@@ -199,7 +201,7 @@ def _file_write_sql(cmp: str, noise: str) -> str:
     acts = ", ".join(f"'{a}'" for a in WRITE_ACTIONS)
     return f"""
     SELECT 'process', f.entity_id, NULL, NULL, NULL, 'file', NULL, f.file_device, f.file_inode, f.host_id,
-           f.first_ts, f.last_ts, 'write', f.write_bytes, f.file_path, NULL
+           f.first_ts, f.last_ts, 'write', f.write_bytes, f.file_path, NULL, f.file_generation
     FROM flows f JOIN {{J}} WHERE f.write_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}
       AND NOT {noise.format(c='f.file_path')} {{CHAR}}
     UNION ALL
@@ -208,7 +210,7 @@ def _file_write_sql(cmp: str, noise: str) -> str:
            CASE WHEN e.event_action = 'open' THEN
                 CASE WHEN (coalesce(e.file_flags, 0) & 64) <> 0 THEN 'create' ELSE 'open-write' END
                 ELSE e.event_action END,
-           0, e.file_path, e.file_target_path
+           0, e.file_path, e.file_target_path, e.file_generation
     FROM events e JOIN {{JE}} WHERE (e.event_action IN ({acts})
           OR (e.event_action = 'open' AND (coalesce(e.file_flags, 0) & {_WRITE_FLAGS}) <> 0))
       AND {_OK} AND coalesce(e.file_inode, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
@@ -220,12 +222,12 @@ def _proc_sql(cmp: str) -> str:
     """process -> process edges (fork, kill, ptrace)."""
     return f"""
     SELECT 'process', p.parent_entity_id, NULL, NULL, NULL, 'process', p.entity_id, NULL, NULL, NULL,
-           p.start_ts, p.start_ts, 'fork', 0, NULL, NULL
+           p.start_ts, p.start_ts, 'fork', 0, NULL, NULL, NULL
     FROM processes p JOIN {{JP}} WHERE p.image_seq = 0 AND p.parent_entity_id IS NOT NULL
       AND {cmp.format(s='p.start_ts', e='p.start_ts')}
     UNION ALL
     SELECT 'process', e.process_entity_id, NULL, NULL, NULL, 'process', e.target_entity_id, NULL, NULL,
-           NULL, e.ts, e.ts, e.event_action, 0, NULL, NULL
+           NULL, e.ts, e.ts, e.event_action, 0, NULL, NULL, NULL
     FROM events e JOIN {{JK}} WHERE e.event_action IN ('kill', 'ptrace') AND {_OK}
       AND coalesce(e.target_entity_id, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
     """
@@ -237,7 +239,7 @@ def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
          if src_is_proc else
          "n.sock_kind, NULL, NULL, NULL, n.key, 'process', n.process_entity_id, NULL, NULL, NULL")
     return f"""
-    SELECT {a}, n.ts, {FOREVER}, n.event_action, 0, n.unix_path, NULL
+    SELECT {a}, n.ts, {FOREVER}, n.event_action, 0, n.unix_path, NULL, NULL
     FROM (SELECT process_entity_id, ts, event_action, unix_path, {_SOCK_KEY} AS key,
                  CASE WHEN network_transport = 'unix' THEN 'unix' ELSE 'connection' END AS sock_kind
           FROM events WHERE event_category = 'network' {{NF}}
@@ -263,7 +265,7 @@ def _ports_filter(fr: _Frontier) -> str:
 
 
 _EVP_COLS = ("host_id, process_entity_id, target_entity_id, event_category, event_action, ret, ts, file_flags, "
-             "file_inode, file_device, file_path, file_target_path, network_transport, unix_path, "
+             "file_inode, file_device, file_generation, file_path, file_target_path, network_transport, unix_path, "
              "unix_peer_inode, source_ip, source_port, destination_ip, destination_port")
 _EVP_ACTIONS = ", ".join(f"'{a}'" for a in ("exec", "mmap", "open", "connect", "accept", "kill", "ptrace",
                                             *WRITE_ACTIONS))
@@ -398,6 +400,8 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
             nodes[key] = Node(key, k, key, 0, thr)
             if obj in start.paths:
                 nodes[key].attrs.update(path=target.split(" ", 1)[-1], names=set(start.paths[obj]))
+            if obj in start.gens:
+                nodes[key].attrs["generation"] = start.gens[obj]
             ident[key] = (k, obj)
     roots = list(nodes)
     frontier, depth, truncated = start, 0, False
@@ -460,12 +464,17 @@ def _file_side(r: dict[str, Any]) -> str | None:
 def _inode_reused(r: dict[str, Any], nodes: dict[str, Node]) -> bool:
     """An inode number given to another file after this one was deleted is another object.
 
-    A file node knows the names it had; an event on the same (device, inode) under a name
-    it never had (and not a rename or link to or from one) belongs to an earlier or later
-    file that happened to get the same inode number (tmpfs and ext4 reuse them quickly).
+    The kernel's inode generation says so exactly: a row whose generation is not the file
+    node's is another file's (store /7). Where either is unknown, the names decide: a file
+    node knows the names it had; an event on the same (device, inode) under a name it never
+    had (and not a rename or link to or from one) belongs to an earlier or later file that
+    happened to get the same inode number (tmpfs and ext4 reuse them quickly).
     """
     key = _file_side(r)
     node = nodes.get(key) if key else None
+    gen = node.attrs.get("generation") if node is not None else None
+    if gen and r["gen"]:
+        return bool(r["gen"] != gen)
     names = node.attrs.get("names") if node is not None else None
     if not names or r["path"] is None:
         return False
@@ -475,6 +484,8 @@ def _inode_reused(r: dict[str, Any], nodes: dict[str, Node]) -> bool:
 def _name(node: Node, r: dict[str, Any]) -> None:
     if node.kind != "file":
         return
+    if r["gen"] and "generation" not in node.attrs:
+        node.attrs["generation"] = r["gen"]
     names = node.attrs.setdefault("names", set())
     names.update(x for x in (r["path"], r["tpath"]) if x)
     newest = r["tpath"] or r["path"]
@@ -594,14 +605,19 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
     fr = _Frontier()
     t0 = (opts.until if opts.until is not None else FOREVER) if backward else (opts.since or 0)
     if target.kind == "file":
-        from forensix.analysis.filehistory import file_objects
+        from forensix.analysis.filehistory import file_lives
 
-        names, objs = file_objects(reader, target.path or "")
-        if not objs:
+        names, lives = file_lives(reader, target.path or "")
+        if not lives:
             resolve(reader, target)  # says clearly when nothing touched it
-        for obj in objs:
+        gens: dict[tuple[str, int, int], set[int]] = {}
+        for h, d, i, g in lives:
+            gens.setdefault((h, d, i), set()).add(g)
+        for obj, gs in gens.items():
             fr.files[obj] = t0
             fr.paths[obj] = names
+            if len(gs) == 1 and 0 not in gs:  # one life of the number carried the names
+                fr.gens[obj] = next(iter(gs))
     elif target.kind == "process":
         fr.procs[target.entity or 0] = t0 if backward else _start_ts(reader, target.entity or 0)
     elif target.kind == "endpoint":
