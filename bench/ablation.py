@@ -18,6 +18,9 @@ Variants (each host-wide, started before and stopped after each build, as in the
 - ``eager``: ``forensix record`` draining every 0.5 s (as it did up to 2cdfcb7) instead of every second;
 - ``mimalloc``: ``forensix record`` with pyarrow's default memory pool (mimalloc) instead of
   glibc's malloc (forensix.sensor.recorder.use_system_allocator), as it ran before it.
+- ``nice19``: ``forensix record`` with every thread at nice 19;
+- ``idle``: ``forensix record`` with every thread under SCHED_IDLE (it runs only where a core
+  would idle, and a woken task of the workload preempts it at once).
 
 The gaps between neighbours say what each layer costs; the medians of one run are only
 comparable with each other (the host drifts by ~1.5% between runs). Prints one line per
@@ -100,6 +103,18 @@ class Eager(PatchedForensix):
     name = "eager"
 
 
+class Nice19(PatchedForensix):
+    """``forensix record`` with every thread at nice 19 (the workload first)."""
+
+    name = "nice19"
+
+
+class Idle(PatchedForensix):
+    """``forensix record`` with every thread under SCHED_IDLE (runs only on an idle core)."""
+
+    name = "idle"
+
+
 class Mimalloc(PatchedForensix):
     """``forensix record`` with pyarrow's default memory pool, as before use_system_allocator."""
 
@@ -121,6 +136,10 @@ def patch(name: str) -> None:
             self.batch_interval = 0.5
 
         Recorder.__init__ = half_second  # type: ignore[method-assign]
+    elif name == "nice19":
+        os.setpriority(os.PRIO_PROCESS, 0, 19)  # before any thread starts: they all inherit it
+    elif name == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # inherited by every thread
     elif name == "mimalloc":
         from forensix.sensor import recorder
 
@@ -217,6 +236,7 @@ def drain_forever() -> None:
 VARIANTS: dict[str, type[Recorder]] = {
     "none": Recorder, "floor": ForensixFloor, "drain": DrainOnly, "decode": DecodeOnly, "noseal": NoSeal,
     "norules": NoRules, "forensix": ForensixRecorder, "eager": Eager, "mimalloc": Mimalloc,
+    "nice19": Nice19, "idle": Idle,
 }
 
 
