@@ -41,7 +41,7 @@ enum fx_flags {
 	FX_F_BASE0 = 1 << 4,     /* PATH0 is the base directory (dirfd, cwd or root) of RAW0, not the object itself */
 	FX_F_BASE1 = 1 << 5,     /* likewise PATH1 / RAW1 */
 	FX_F_SOCK = 1 << 6,      /* the socket fields are filled */
-	FX_F_DELETED0 = 1 << 7,  /* object 0 was unlinked when resolved */
+	FX_F_DELETED0 = 1 << 7,  /* object 0 had no name left (i_nlink 0) when resolved */
 	FX_F_DEPTH0 = 1 << 8,    /* PATH0 walk hit FX_PATH_DEPTH before the root */
 	FX_F_DEPTH1 = 1 << 9,
 	FX_F_CLOSE = 1 << 10,    /* FLOW: flushed because the file was closed */

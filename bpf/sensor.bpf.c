@@ -444,6 +444,10 @@ static __always_inline void fx_file(struct fx_scratch *s, int obj, struct file *
 	if (!f)
 		return;
 	__u16 mode = fx_inode(&s->ev, obj, f);
+	/* no name left: unlinked while open, a memfd, an O_TMPFILE (what runs from a deleted
+	 * binary, or from memory, is exec'd through such a file) */
+	if (!obj && !BPF_CORE_READ(f, f_inode, i_nlink))
+		s->ev.flags |= FX_F_DELETED0;
 	if ((mode & S_IFMT) == S_IFSOCK) {
 		fx_sock(s, f, obj ? FX_S_PATH1 : FX_S_PATH0);
 		return;

@@ -22,6 +22,7 @@ if [ ! -e /etc/ld.so.preload ]; then PRELOAD_CREATED=1; fi
 : >> /etc/ld.so.preload                                  # preload list opened for writing
 echo "x" > "/var/log/fx-$M.log"; rm -f "/var/log/fx-$M.log"  # log deleted
 touch "/etc/fx-stamp-$M"; touch -d "2019-01-01 00:00" "/etc/fx-stamp-$M"  # timestomp
+cp /usr/bin/true "$W/.x"; ( exec 9<"$W/.x"; rm -f "$W/.x"; /proc/self/fd/9 )  # run from a deleted file
 bpftool prog show >/dev/null 2>&1                        # bpf() by another process
 touch "$STORE.fx-$M"                                     # the store's files touched
 kill -HUP "$PPID"                                        # signal to the recorder

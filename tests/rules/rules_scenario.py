@@ -122,6 +122,9 @@ def build_scenario() -> Scenario:
     b.spawn(sh, 1013, 33, "/usr/sbin/auditctl", ["auditctl", "-e", "0"])
     sc.expect("fx_audit_disabled", 1013)
 
+    b.spawn(sh, 1018, 33.5, "/tmp/.x", ["/proc/self/fd/9"], deleted=True)  # deleted after it was opened
+    sc.expect("fx_deleted_exec", 1018)
+
     ins = b.spawn(sh, 1014, 34, "/usr/sbin/insmod", ["insmod", "rk.ko"])
     b._ev(ins, b.t(34.1), "privilege", "finit_module", a0=3)
     sc.expect("fx_module_load", 1014)

@@ -27,7 +27,7 @@ DRIVER = HERE / "rules_record_driver.py"
 
 ATTACK_RULES = {
     "fx_shadow_read", "fx_cron_drop", "fx_setuid_tmp", "fx_history_removed", "fx_base64_shell",
-    "fx_high_port_listener", "fx_new_user", "fx_ld_preload", "fx_logs_tampered", "fx_timestomp",
+    "fx_high_port_listener", "fx_new_user", "fx_ld_preload", "fx_logs_tampered", "fx_timestomp", "fx_deleted_exec",
     "forensix-system-binary-copy-executed", "forensix-bpf-other-process", "forensix-store-touched",
     "forensix-recorder-killed",
 }

@@ -308,6 +308,8 @@ def _value_pred(col: str, value: Any) -> Node:
         other = _column(value.field, None)
         return Pred(col, "colref", other)
     if isinstance(value, SigmaBool):
+        if pa.types.is_boolean(F.VIEW_TYPES[col]):  # a flag the kernel set (file.deleted)
+            return Pred(col, "eq", value.boolean)
         return Pred(col, "eq", "true" if value.boolean else "false", False)
     if isinstance(value, SigmaNumber):
         if _numeric(col):

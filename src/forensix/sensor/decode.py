@@ -491,6 +491,7 @@ class Decoder:
             file_path_raw=path_raw,
             file_path_resolution=resolution,
             file_path_truncated=pa.array(truncated),
+            file_deleted=pa.array(np.ones(n, bool), mask=(flags & F["FX_F_DELETED0"]) == 0),
             file_inode=pa.array(ino0, mask=ino0 == 0),
             file_device=pa.array(f["dev"][:, 0].astype(np.uint64), mask=ino0 == 0),
             file_generation=pa.array(igen0, mask=(ino0 == 0) | (not has_gen)),

@@ -24,9 +24,10 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # when the edge began (user_id), so the events view's flow rows have one too. /7: file rows
 # and edges carry the inode's generation (file_generation), so a reused inode number is
 # another file; rows of older stores have NULL there and match any life of their inode.
-STORE_FORMAT = "forensix-store/7"
+# /8: file_deleted on events (the object had no name left: deleted while open, memfd).
+STORE_FORMAT = "forensix-store/8"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
-                           "forensix-store/6", STORE_FORMAT})
+                           "forensix-store/6", "forensix-store/7", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -100,5 +101,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "file_generation" UINTEGER',
         'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "file_generation" UINTEGER',
         "UPDATE forensix_meta SET value = 'forensix-store/7' WHERE key = 'format'",
+    ]),
+    # an object without a name left (NULL: it had one, or the store is older)
+    ("0009_file_deleted", [
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "file_deleted" BOOLEAN',
+        "UPDATE forensix_meta SET value = 'forensix-store/8' WHERE key = 'format'",
     ]),
 ]

@@ -82,6 +82,9 @@ EVENTS = pa.schema(
         pa.field("file_path_raw", _str),  # the string the process passed
         pa.field("file_path_resolution", _str),  # kernel | directory | none
         pa.field("file_path_truncated", _bool),
+        # true: the file had no name left when the kernel resolved it (deleted while open, a
+        # memfd, an O_TMPFILE): a program run from a deleted binary or from memory (/8)
+        pa.field("file_deleted", _bool),
         pa.field("file_inode", _u64),
         pa.field("file_device", _u64),
         # the inode's i_generation: (device, inode, generation) is one file's life, since a freed

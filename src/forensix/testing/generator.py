@@ -126,8 +126,9 @@ class StoreBuilder:
 
     # -- processes -------------------------------------------------------------
     def spawn(self, parent: Proc | None, pid: int, t: float, exe: str, args: Iterable[str] | None = None,
-              **attrs: Any) -> Proc:
-        """fork from ``parent`` then exec ``exe`` (``parent=None``: a snapshot process)."""
+              deleted: bool = False, **attrs: Any) -> Proc:
+        """fork from ``parent`` then exec ``exe`` (``parent=None``: a snapshot process);
+        ``deleted``: the executable had no name left (run from a deleted file, a memfd)."""
         ts = self.t(t)
         hk = host_key(self.host_id, self.boot_id)
         eid = entity_id(hk, pid, ts - self.boot_ts)
@@ -140,15 +141,15 @@ class StoreBuilder:
             return p
         self._ev(parent, ts, "process", "fork", target_pid=pid, target_entity_id=eid)
         self._image(p, ts, "fork")
-        self.exec(p, t + 0.0001, exe, p.args)
+        self.exec(p, t + 0.0001, exe, p.args, deleted=deleted)
         return p
 
-    def exec(self, p: Proc, t: float, exe: str, args: Iterable[str] | None = None) -> None:
+    def exec(self, p: Proc, t: float, exe: str, args: Iterable[str] | None = None, deleted: bool = False) -> None:
         ts = self.t(t)
         p.exe, p.args, p.image_seq = exe, list(args or [exe]), p.image_seq + 1
         self._ev(p, ts, "process", "exec", process_executable=exe, process_args=p.args,
                  process_working_directory=p.cwd, file_path=exe, file_inode=self.inode(exe),
-                 file_device=self.dev, file_type="file")
+                 file_device=self.dev, file_type="file", file_deleted=True if deleted else None)
         self._image(p, ts, "exec")
 
     def setuid(self, p: Proc, t: float, uid: int) -> None:
