@@ -351,3 +351,33 @@ def test_a_file_recreated_on_its_old_inode_number_under_its_old_name_is_another_
     # backward from the name: both files carried it, so both writers are in
     gf = backtrack(st, Target("file", path="/var/tmp/job"))
     assert _proc(gf, first) and _proc(gf, second)
+
+
+def test_each_life_of_an_inode_number_is_a_node_of_its_own(tmp_path: Path) -> None:
+    """One writer, two files one after the other on the same inode number (the first deleted
+    in between), each read by someone: forward from the writer reaches both readers, and
+    backward from either reader finds only what that file held."""
+    b, init = _base()
+    w = b.spawn(init, 10, 1, "/usr/bin/w")
+    other = b.spawn(init, 11, 1, "/usr/bin/other")
+    r1 = b.spawn(init, 12, 1, "/usr/bin/r1")
+    r2 = b.spawn(init, 13, 1, "/usr/bin/r2")
+    b.file_op(w, 2, "open", "/srv/a", file_flags=0o1101, file_inode=900, file_generation=1)
+    b.flow(w, 2.1, 2.2, "/srv/a", write=10, inode=900, generation=1, stored_once=True)
+    b.file_op(other, 2.5, "open", "/srv/a", file_flags=0o2001, file_inode=900, file_generation=1)
+    b.flow(other, 2.6, 2.7, "/srv/a", write=10, inode=900, generation=1, stored_once=True)
+    b.file_op(r1, 3, "open", "/srv/a", file_flags=0, file_inode=900, file_generation=1)
+    b.flow(r1, 3.1, 3.2, "/srv/a", read=20, inode=900, generation=1, stored_once=True)
+    b.file_op(w, 4, "unlink", "/srv/a", file_inode=None, file_device=None)
+    b.file_op(w, 5, "open", "/srv/b", file_flags=0o1101, file_inode=900, file_generation=2)
+    b.flow(w, 5.1, 5.2, "/srv/b", write=10, inode=900, generation=2, stored_once=True)
+    b.file_op(r2, 6, "open", "/srv/b", file_flags=0, file_inode=900, file_generation=2)
+    b.flow(r2, 6.1, 6.2, "/srv/b", read=10, inode=900, generation=2, stored_once=True)
+    st = _store(tmp_path, b)
+    f = forward(st, Target("process", entity=w.entity_id))
+    assert _proc(f, r1) and _proc(f, r2)
+    assert {"/srv/a", "/srv/b"} <= _labels(f)
+    g = backtrack(st, Target("process", entity=r2.entity_id))
+    assert _proc(g, w) and not _proc(g, other)  # other wrote the first file, not the second
+    g1 = backtrack(st, Target("process", entity=r1.entity_id))
+    assert _proc(g1, w) and _proc(g1, other)

@@ -16,7 +16,7 @@ import pyarrow as pa
 from forensix.analysis.targets import Target, resolve
 from forensix.store.base import Reader
 
-__all__ = ["VERBS", "FileLife", "FileObject", "file_history", "file_lives", "file_objects"]
+__all__ = ["VERBS", "FileLife", "file_history", "file_lives"]
 
 # What happened to the file, as data: (condition over an event row, verb).
 VERBS: list[tuple[str, str]] = [
@@ -59,11 +59,11 @@ _RENAMING = ("rename", "link")
 _NOT_OBJECT = ("rename", "link", "symlink", "unlink", "rmdir", "mkdir")
 
 
-FileObject = tuple[str, int, int]  # (host id, device, inode): inode numbers are per host
-# One life of a file: (host id, device, inode, generation). A freed inode number goes to the
-# next new file (on ext4 at once) with a new i_generation, so the generation tells the lives
-# of one number apart; 0 where it is unknown (a file system without generations, a store
-# before format /7): such a life is every life of its inode number.
+# One life of a file: (host id, device, inode, generation); inode numbers are per host and
+# device. A freed inode number goes to the next new file (on ext4 at once) with a new
+# i_generation, so the generation tells the lives of one number apart; 0 where it is
+# unknown (a file system without generations, a store before format /7): such a life is
+# every life of its inode number.
 FileLife = tuple[str, int, int, int]
 
 
@@ -102,12 +102,6 @@ def file_lives(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], l
         if names == before:
             break
     return sorted(names), sorted(lives)
-
-
-def file_objects(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], list[FileObject]]:
-    """The names and (host, device, inode) of the objects that were ever called ``path``."""
-    names, lives = file_lives(reader, path, rounds)
-    return names, sorted({(h, d, i) for h, d, i, _ in lives})
 
 
 _COLS = ("host_id, ts, cpu, seq, event_category, event_action, file_path, file_target_path, process_entity_id, "

@@ -110,8 +110,9 @@ class TrackOptions:
 def node_key(kind: str, *parts: Any) -> str:
     if kind == "process":
         return "p:" + format_entity(parts[0])
-    if kind == "file":  # (host, device, inode)
-        return f"f:{parts[0]}:{parts[1]}:{parts[2]}"
+    if kind == "file":  # (host, device, inode[, generation]): one life of an inode number
+        gen = parts[3] if len(parts) > 3 else 0
+        return f"f:{parts[0]}:{parts[1]}:{parts[2]}" + (f"~{gen}" if gen else "")
     return str(parts[0])
 
 
@@ -119,10 +120,10 @@ def node_key(kind: str, *parts: Any) -> str:
 @dataclass
 class _Frontier:
     procs: dict[int, int] = field(default_factory=dict)  # entity -> threshold
-    files: dict[tuple[str, int, int], int] = field(default_factory=dict)  # (host, dev, ino) -> threshold
+    # (host, dev, ino, generation) -> threshold; generation 0: unknown (any life of the number)
+    files: dict[tuple[str, int, int, int], int] = field(default_factory=dict)
     socks: dict[str, int] = field(default_factory=dict)  # connection/unix key -> threshold
-    paths: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # names of the start files
-    gens: dict[tuple[str, int, int], int] = field(default_factory=dict)  # a start file's one known generation
+    paths: dict[tuple[str, int, int, int], list[str]] = field(default_factory=dict)  # names of the start files
 
     def empty(self) -> bool:
         return not (self.procs or self.files or self.socks)
@@ -131,8 +132,8 @@ class _Frontier:
 def _params(fr: _Frontier) -> dict[str, Any]:
     return {
         "pe": list(fr.procs) or [0], "pt": list(fr.procs.values()) or [0],
-        "fh": [h for h, _, _ in fr.files] or [""], "fd": [d for _, d, _ in fr.files] or [0],
-        "fi": [i for _, _, i in fr.files] or [0],
+        "fh": [h for h, _, _, _ in fr.files] or [""], "fd": [d for _, d, _, _ in fr.files] or [0],
+        "fi": [i for _, _, i, _ in fr.files] or [0], "fg": [g for _, _, _, g in fr.files] or [0],
         "ft": list(fr.files.values()) or [0],
         "sk": list(fr.socks) or [""], "st": list(fr.socks.values()) or [0],
         "ui": [i for i, _, _ in _unix_pairs(fr)] or [0], "uk": [k for _, k, _ in _unix_pairs(fr)] or [""],
@@ -142,7 +143,7 @@ def _params(fr: _Frontier) -> dict[str, Any]:
 
 _FRONTIER_CTES = """
 fp AS (SELECT unnest($pe) AS eid, unnest($pt) AS thr),
-ff AS (SELECT unnest($fh) AS host, unnest($fd) AS dev, unnest($fi) AS ino, unnest($ft) AS thr),
+ff AS (SELECT unnest($fh) AS host, unnest($fd) AS dev, unnest($fi) AS ino, unnest($fg) AS gen, unnest($ft) AS thr),
 fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr),
 fu AS (SELECT unnest($ui) AS ino, unnest($uk) AS key, unnest($ut) AS thr)
 """
@@ -288,15 +289,17 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     outer = (f"NOT (src_kind = 'file' AND {path_predicate('path', 'read', active - {'libraries'})})"
              f" AND NOT (dst_kind = 'file' AND {path_predicate('path', 'write', active)})"
              f" AND NOT ((src_kind = 'unix' OR dst_kind = 'unix') AND {unix_predicate('path', active)})")
-    pe, fi = _ints(fr.procs), _ints(i for _, _, i in fr.files)
+    pe, fi = _ints(fr.procs), _ints(i for _, _, i, _ in fr.files)
     # one scan of the frontier processes' events, shared by the parts that need them
     on_proc = {"{J}": f"fp fr ON f.entity_id = fr.eid AND f.entity_id IN ({pe})",
                "FROM events e JOIN {JE}": "FROM evp e JOIN {JE}",
                "{JE}": "fp fr ON e.process_entity_id = fr.eid"}
+    # a row of another life of the inode number is another file's (either generation unknown: the same)
+    life = "(fr.gen = 0 OR coalesce({t}.file_generation, 0) IN (0, fr.gen))"
     on_file = {"{J}": f"ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev AND f.host_id = fr.host"
-                      f" AND f.file_inode IN ({fi})",
+                      f" AND {life.format(t='f')} AND f.file_inode IN ({fi})",
                "{JE}": f"ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev AND e.host_id = fr.host"
-                       f" AND e.file_inode IN ({fi})"}
+                       f" AND {life.format(t='e')} AND e.file_inode IN ({fi})"}
     parts: list[str] = []
 
     def add(sql: str, subs: dict[str, str]) -> None:
@@ -382,7 +385,7 @@ def _end_key(row: dict[str, Any], side: str) -> tuple[str, str, Any]:
     if kind == "process":
         return node_key("process", row[f"{side}_eid"]), kind, row[f"{side}_eid"]
     if kind == "file":
-        obj = (row[f"{side}_key"], row[f"{side}_dev"], row[f"{side}_ino"])
+        obj = (row[f"{side}_key"], row[f"{side}_dev"], row[f"{side}_ino"], row["gen"] or 0)
         return node_key("file", *obj), kind, obj
     return row[f"{side}_key"], kind, row[f"{side}_key"]
 
@@ -398,10 +401,10 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
             key = node_key(kind, *(obj if isinstance(obj, tuple) else (obj,)))
             k = ("connection" if key.startswith("c:") else "unix") if kind == "sock" else kind
             nodes[key] = Node(key, k, key, 0, thr)
+            if isinstance(obj, tuple) and obj[3]:  # a file of a known life
+                nodes[key].attrs["generation"] = obj[3]
             if obj in start.paths:
                 nodes[key].attrs.update(path=target.split(" ", 1)[-1], names=set(start.paths[obj]))
-            if obj in start.gens:
-                nodes[key].attrs["generation"] = start.gens[obj]
             ident[key] = (k, obj)
     roots = list(nodes)
     frontier, depth, truncated = start, 0, False
@@ -418,7 +421,7 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
         nxt = _Frontier()
         for r in rows:
             near, far = ("dst", "src") if backward else ("src", "dst")
-            nkey, _, _ = _end_key(r, near)
+            nkey = _near_key(r, near, nodes)
             fkey, fkind, fobj = _end_key(r, far)
             if nkey not in nodes or fkey == nkey:
                 continue
@@ -426,13 +429,15 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
                 continue
             base = nodes[nkey].time
             t = min(r["t_end"], base) if backward else max(r["t_start"], base)
-            _add_edge(edges, r)
+            _add_edge(edges, r, *((fkey, nkey) if backward else (nkey, fkey)))
             old = nodes.get(fkey)
             if old is None:
                 if len(nodes) >= opts.max_nodes:
                     truncated = True
                     continue
                 nodes[fkey] = Node(fkey, fkind, fkey, depth, t)
+                if fkind == "file" and fobj[3]:
+                    nodes[fkey].attrs["generation"] = fobj[3]
                 _name(nodes[fkey], r)
                 ident[fkey] = (fkind, fobj)
             elif (backward and t > old.time) or (not backward and t < old.time):
@@ -453,11 +458,19 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
     return g
 
 
-def _file_side(r: dict[str, Any]) -> str | None:
-    if r["src_kind"] == "file":
-        return node_key("file", r["src_key"], r["src_dev"], r["src_ino"])
-    if r["dst_kind"] == "file":
-        return node_key("file", r["dst_key"], r["dst_dev"], r["dst_ino"])
+def _near_key(r: dict[str, Any], side: str, nodes: dict[str, Node]) -> str:
+    """The frontier's node a row leads into: a file of unknown life (generation 0, a start
+    file of an older store) takes the rows of every life of its number."""
+    key, kind, obj = _end_key(r, side)
+    if kind == "file" and key not in nodes:
+        return node_key("file", *obj[:3])
+    return key
+
+
+def _file_side(r: dict[str, Any], nodes: dict[str, Node]) -> str | None:
+    for side in ("src", "dst"):
+        if r[f"{side}_kind"] == "file":
+            return _near_key(r, side, nodes)
     return None
 
 
@@ -470,10 +483,10 @@ def _inode_reused(r: dict[str, Any], nodes: dict[str, Node]) -> bool:
     had (and not a rename or link to or from one) belongs to an earlier or later file that
     happened to get the same inode number (tmpfs and ext4 reuse them quickly).
     """
-    key = _file_side(r)
+    key = _file_side(r, nodes)
     node = nodes.get(key) if key else None
     gen = node.attrs.get("generation") if node is not None else None
-    if gen and r["gen"]:
+    if gen and r["gen"]:  # one life, whatever name it had then (a rename keeps the life)
         return bool(r["gen"] != gen)
     names = node.attrs.get("names") if node is not None else None
     if not names or r["path"] is None:
@@ -484,8 +497,6 @@ def _inode_reused(r: dict[str, Any], nodes: dict[str, Node]) -> bool:
 def _name(node: Node, r: dict[str, Any]) -> None:
     if node.kind != "file":
         return
-    if r["gen"] and "generation" not in node.attrs:
-        node.attrs["generation"] = r["gen"]
     names = node.attrs.setdefault("names", set())
     names.update(x for x in (r["path"], r["tpath"]) if x)
     newest = r["tpath"] or r["path"]
@@ -537,9 +548,7 @@ def _in_window(r: dict[str, Any], backward: bool, opts: TrackOptions) -> bool:
     return not (not backward and opts.until is not None and r["t_start"] > opts.until)
 
 
-def _add_edge(edges: dict[tuple[str, str, str], Edge], r: dict[str, Any]) -> None:
-    src, _, _ = _end_key(r, "src")
-    dst, _, _ = _end_key(r, "dst")
+def _add_edge(edges: dict[tuple[str, str, str], Edge], r: dict[str, Any], src: str, dst: str) -> None:
     k = (src, dst, r["kind"])
     e = edges.get(k)
     if e is None:
@@ -581,16 +590,24 @@ def _label(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
 
 
 def _fill_paths(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
-    missing = [obj for key, (kind, obj) in ident.items() if kind == "file" and "path" not in g.nodes[key].attrs]
+    """Name the file nodes no event named (inherited descriptors) from their flow edges: the
+    edges of the node's own life where the generation is known, of the number's otherwise."""
+    missing = [(g.nodes[key], obj) for key, (kind, obj) in ident.items()
+               if kind == "file" and "path" not in g.nodes[key].attrs]
     if not missing:
         return
     t = reader.query(
-        f"""SELECT host_id, file_device, file_inode, arg_max(file_path, last_ts) AS path,
-                  any_value(file_type) AS type
-           FROM flows WHERE file_inode IN ({_ints(i for _, _, i in missing)}) GROUP BY 1, 2, 3""")
-    for r in t.to_pylist():
-        n = g.nodes.get(node_key("file", r["host_id"], r["file_device"], r["file_inode"]))
-        if n is None:
+        f"""SELECT host_id, file_device, file_inode, coalesce(file_generation, 0) AS gen,
+                  arg_max(file_path, last_ts) AS path, any_value(file_type) AS type
+           FROM flows WHERE file_inode IN ({_ints(obj[2] for _, obj in missing)}) GROUP BY 1, 2, 3, 4
+           ORDER BY max(last_ts)""")
+    seen: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+    for r in t.to_pylist():  # latest last: the number's latest name wins for an unknown life
+        seen[(r["host_id"], r["file_device"], r["file_inode"], r["gen"])] = r
+        seen[(r["host_id"], r["file_device"], r["file_inode"], 0)] = r
+    for n, obj in missing:
+        r = seen.get(obj[:3] + (obj[3],)) or seen.get(obj[:3] + (0,))
+        if r is None:
             continue
         if r["path"]:
             n.attrs["path"] = n.label = r["path"]
@@ -610,14 +627,9 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
         names, lives = file_lives(reader, target.path or "")
         if not lives:
             resolve(reader, target)  # says clearly when nothing touched it
-        gens: dict[tuple[str, int, int], set[int]] = {}
-        for h, d, i, g in lives:
-            gens.setdefault((h, d, i), set()).add(g)
-        for obj, gs in gens.items():
-            fr.files[obj] = t0
-            fr.paths[obj] = names
-            if len(gs) == 1 and 0 not in gs:  # one life of the number carried the names
-                fr.gens[obj] = next(iter(gs))
+        for life in lives:
+            fr.files[life] = t0
+            fr.paths[life] = names
     elif target.kind == "process":
         fr.procs[target.entity or 0] = t0 if backward else _start_ts(reader, target.entity or 0)
     elif target.kind == "endpoint":
