@@ -387,13 +387,25 @@ class Recorder:
 
     # -- flows, losses, clock ------------------------------------------------------
     def flush_flows(self) -> None:
-        """Move the aggregated edges out of the kernel maps: reads/writes, and re-opens."""
-        k, v = self._take_map("flows", self._fkdt, self._fvdt)
-        if len(v):
-            self._emit_flows(k, v)
-        k, v = self._take_map("reopens", self._okdt, self._ovdt)
-        if len(v):
-            self._emit_reopens(k, v)
+        """Move the aggregated edges out of the kernel maps: reads/writes, and re-opens.
+
+        Rows are named from the open records decoded so far. A file opened and written after
+        the last drain has its open still in the ring: drain once more when a regular file's
+        edge or count would go out unnamed (taken after the maps, so every open that comes
+        before an entry of theirs is in the ring by then)."""
+        fk, fv = self._take_map("flows", self._fkdt, self._fvdt)
+        ok, ov = self._take_map("reopens", self._okdt, self._ovdt)
+        regular = (fv["imode"] & 0o170000) == 0o100000
+        if self._unnamed(fk["ino"][regular], fk["dev"][regular]) or self._unnamed(ok["ino"], ok["dev"]):
+            self.poll_once()
+        if len(fv):
+            self._emit_flows(fk, fv)
+        if len(ov):
+            self._emit_reopens(ok, ov)
+
+    def _unnamed(self, ino: np.ndarray, dev: np.ndarray) -> bool:
+        labels = self.decoder.labels
+        return any(key not in labels for key in np.unique(self.decoder.label_key(ino, dev)).tolist())
 
     def _take_map(self, name: str, kdt: np.dtype, vdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Look up and delete every entry of a hash map, atomically per entry."""
