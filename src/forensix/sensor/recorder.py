@@ -396,7 +396,8 @@ class Recorder:
         fk, fv = self._take_map("flows", self._fkdt, self._fvdt)
         ok, ov = self._take_map("reopens", self._okdt, self._ovdt)
         regular = (fv["imode"] & 0o170000) == 0o100000
-        if self._unnamed(fk["ino"][regular], fk["dev"][regular]) or self._unnamed(ok["ino"], ok["dev"]):
+        counted = ov["count"] > 0  # an entry without repeats is not written (its open was)
+        if self._unnamed(fk["ino"][regular], fk["dev"][regular]) or self._unnamed(ok["ino"][counted], ok["dev"][counted]):
             self.poll_once()
         if len(fv):
             self._emit_flows(fk, fv)
