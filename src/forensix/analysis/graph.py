@@ -400,9 +400,7 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
         for obj, thr in items.items():
             key = node_key(kind, *(obj if isinstance(obj, tuple) else (obj,)))
             k = ("connection" if key.startswith("c:") else "unix") if kind == "sock" else kind
-            nodes[key] = Node(key, k, key, 0, thr)
-            if isinstance(obj, tuple) and obj[3]:  # a file of a known life
-                nodes[key].attrs["generation"] = obj[3]
+            nodes[key] = _node(key, k, obj, 0, thr)
             if obj in start.paths:
                 nodes[key].attrs.update(path=target.split(" ", 1)[-1], names=set(start.paths[obj]))
             ident[key] = (k, obj)
@@ -435,9 +433,7 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
                 if len(nodes) >= opts.max_nodes:
                     truncated = True
                     continue
-                nodes[fkey] = Node(fkey, fkind, fkey, depth, t)
-                if fkind == "file" and fobj[3]:
-                    nodes[fkey].attrs["generation"] = fobj[3]
+                nodes[fkey] = _node(fkey, fkind, fobj, depth, t)
                 _name(nodes[fkey], r)
                 ident[fkey] = (fkind, fobj)
             elif (backward and t > old.time) or (not backward and t < old.time):
@@ -456,6 +452,14 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
               tuple(sorted(active)))
     _label(reader, g, ident)
     return g
+
+
+def _node(key: str, kind: str, obj: Any, depth: int, t: int) -> Node:
+    """A new node; a file of a known life carries its generation (see _inode_reused)."""
+    n = Node(key, kind, key, depth, t)
+    if kind == "file" and obj[3]:
+        n.attrs["generation"] = obj[3]
+    return n
 
 
 def _near_key(r: dict[str, Any], side: str, nodes: dict[str, Node]) -> str:

@@ -609,6 +609,11 @@ class Decoder:
                 del hist[:-8]
             labels[k] = path
 
+    def named(self, ino: np.ndarray, dev: np.ndarray) -> bool:
+        """Whether every (inode, device) has a name from an open decoded so far."""
+        labels = self.labels
+        return all(k in labels for k in np.unique(self.label_key(ino, dev)).tolist())
+
     def label(self, ino: np.ndarray, dev: np.ndarray, ts_boot: np.ndarray | None = None) -> pa.Array:
         """The file_path of aggregated rows, where known: as it was at ``ts_boot`` (each
         row's kernel time), or the last one known."""

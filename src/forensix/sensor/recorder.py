@@ -397,16 +397,13 @@ class Recorder:
         ok, ov = self._take_map("reopens", self._okdt, self._ovdt)
         regular = (fv["imode"] & 0o170000) == 0o100000
         counted = ov["count"] > 0  # an entry without repeats is not written (its open was)
-        if self._unnamed(fk["ino"][regular], fk["dev"][regular]) or self._unnamed(ok["ino"][counted], ok["dev"][counted]):
+        if not (self.decoder.named(fk["ino"][regular], fk["dev"][regular])
+                and self.decoder.named(ok["ino"][counted], ok["dev"][counted])):
             self.poll_once()
         if len(fv):
             self._emit_flows(fk, fv)
         if len(ov):
             self._emit_reopens(ok, ov)
-
-    def _unnamed(self, ino: np.ndarray, dev: np.ndarray) -> bool:
-        labels = self.decoder.labels
-        return any(key not in labels for key in np.unique(self.decoder.label_key(ino, dev)).tolist())
 
     def _take_map(self, name: str, kdt: np.dtype, vdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Look up and delete every entry of a hash map, atomically per entry."""
