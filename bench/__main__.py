@@ -71,11 +71,36 @@ def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
             "foreign_bpf_progs": foreign}
 
 
+# The configurations a target is judged on: they run back to back in every repetition, and
+# in the extra, paired repetitions (``--paired-reps``) that auditd and strace sit out.
+PAIRED = ("none", "forensix", "floor")
+
+
+def run_order(usable: list[Recorder], rep: int, reps: int) -> list[Recorder]:
+    """The configurations of repetition ``rep``, in the order they run.
+
+    The baseline, forensix and the floor run back to back, their order rotating, so each
+    repetition's ratios compare builds a minute apart, not across strace's minutes; the
+    others (in the first ``reps`` repetitions only) run before or after that group in turn."""
+    core = [r for r in usable if r.name in PAIRED]
+    rest = [r for r in usable if r.name not in PAIRED] if rep < reps else []
+    if core:
+        k = rep % len(core)
+        core = core[k:] + core[:k]
+    if rest:
+        k = rep % len(rest)
+        rest = rest[k:] + rest[:k]
+    return core + rest if rep % 2 == 0 else rest + core
+
+
 def run_workload(
-    w: Workload, recorders: list[Recorder], reps: int, scratch: Path, profile: bool = False
+    w: Workload, recorders: list[Recorder], reps: int, scratch: Path, profile: bool = False,
+    paired_reps: int = 0,
 ) -> dict[str, Any]:
     """``profile``: after the scored repetitions, one more forensix run with BPF run-time
-    statistics on (the per-program table), kept apart from the scored figures."""
+    statistics on (the per-program table), kept apart from the scored figures.
+    ``paired_reps``: when larger than ``reps`` and the workload takes them (``w.paired``),
+    the configurations of PAIRED run that many repetitions, the others ``reps``."""
     result: dict[str, Any] = {
         "title": w.title,
         "description": w.describe(),
@@ -94,10 +119,10 @@ def run_workload(
         else:
             usable.append(rec)
     w.prepare()
-    for rep in range(reps):
-        # rotate the order each repetition so no configuration always runs first
-        order = usable[rep % len(usable):] + usable[: rep % len(usable)] if usable else []
-        for rec in order:
+    total = max(reps, paired_reps) if w.paired else reps
+    result["paired_reps"] = total
+    for rep in range(total):
+        for rec in run_order(usable, rep, reps):
             t0 = time.monotonic()
             try:
                 r = _one_run(w, rec, scratch)
@@ -152,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="one extra, unscored forensix run per workload with BPF statistics on, "
                     "for the per-program table (default: on, off with --quick)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 2)")
+    ap.add_argument("--paired-reps", type=int, default=None,
+                    help="repetitions of the baseline, forensix and the floor on compile, web and "
+                    "micro, back to back, for the paired ratios the targets are judged on; auditd "
+                    "and strace run --reps of them (default 10; quick: --reps)")
     ap.add_argument("--out", type=Path, default=None,
                     help="Markdown output (default docs/benchmarks.md; quick: docs/benchmarks-quick.md)")
     ap.add_argument("--json", type=Path, default=None, help="raw JSON output (beside --out)")
@@ -182,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if "none" not in rec_names:
         rec_names.insert(0, "none")
     reps = a.reps or (2 if a.quick else 3)
+    paired_reps = a.paired_reps if a.paired_reps is not None else (reps if a.quick else 10)
     suffix = "-quick" if a.quick else ""
     out = a.out or ROOT / "docs" / f"benchmarks{suffix}.md"
     out_json = a.json or out.with_suffix(".json")
@@ -193,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if a.quick else "full",
         "repetitions": reps,
+        "paired_repetitions": paired_reps,
         "machine": machine_info(),
         "recorders": rec_names,
         "forensix": forensix_version(),
@@ -210,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{n}: {w.describe()}")
             report["workloads"][n] = run_workload(
                 w, make_recorders(rec_names), reps, scratch,
-                profile=a.profile if a.profile is not None else not a.quick)
+                profile=a.profile if a.profile is not None else not a.quick,
+                paired_reps=paired_reps)
         if "scale" in names:
             sizes = [int(x) for x in a.analysis_sizes.split(",") if x] if a.analysis_sizes else (
                 [100_000] if a.quick else [1_000_000])

@@ -26,6 +26,7 @@ def source_tree() -> Path | None:
 
 class CompileWorkload(Workload):
     name = "compile"
+    paired = True
     title = "compile"
     metrics = (Metric("wall_s", "wall time", "s"),)
 

@@ -29,6 +29,7 @@ def build_micro(out: Path) -> Path:
 
 class MicroWorkload(Workload):
     name = "micro"
+    paired = True
     title = "syscall micro"
     metrics = (
         Metric("getppid_ns", "getppid (not recorded)", "ns/op"),

@@ -70,6 +70,7 @@ def parse_wrk(out: str) -> dict[str, float]:
 
 class WebWorkload(Workload):
     name = "web"
+    paired = True
     title = "web"
     metrics = (
         Metric("rps", "requests/s", "req/s", higher_is_better=True),

@@ -23,6 +23,9 @@ class Workload:
     title = ""
     metrics: tuple[Metric, ...] = ()
     recorders: tuple[str, ...] = ("none", "forensix", "floor", "auditd", "strace")
+    # takes the extra repetitions of the baseline, forensix and the floor (--paired-reps):
+    # a workload with a target on its ratio to the baseline
+    paired = False
 
     def __init__(self, quick: bool, scratch: Path) -> None:
         self.quick = quick
