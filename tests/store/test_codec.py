@@ -32,9 +32,17 @@ def _edge_rows(seq0: int) -> pa.Table:
         {"ts": -(2**62), "ts_boot": 2**62 + 1},  # and the other way
         {"ts": -7, "ts_boot": -9},
         {"ts": 2**63 - 1, "ts_boot": 0, "a0": 2**64 - 1, "a1": 0, "a2": None, "a3": 2**63},
+        # raw arguments against the columns they are XOR-ed with: copies (stored as 0), a
+        # mismatch, an argument missing where its column has a value, extremes of both
+        {"ts": 11, "ts_boot": 1, "event_action": "mmap", "a1": 4096, "mem_len": 4096, "a2": 5,
+         "mem_prot": 5, "a3": 0x812, "mem_flags": 0x812},
+        {"ts": 12, "ts_boot": 2, "a2": 0x80000, "file_flags": 0x80001, "a3": None, "file_mode": 0o644},
+        {"ts": 13, "ts_boot": 3, "a1": 2**64 - 1, "mem_len": 2**64 - 2, "a2": 2**64 - 1,
+         "file_flags": 2**32 - 1, "mem_prot": 3, "a3": 7, "mem_flags": 7},
     ]
     base = {"host_id": "h", "boot_id": "b", "event_category": "file", "event_action": "open"}
-    return pa.Table.from_pylist([base | r | {"seq": seq0 + i} for i, r in enumerate(rows)])
+    # the schema given: from_pylist would otherwise take the first row's keys as the columns
+    return pa.Table.from_pylist([base | r | {"seq": seq0 + i} for i, r in enumerate(rows)], schema=schema.EVENTS)
 
 
 def _rows(n: int) -> pa.Table:
@@ -68,6 +76,20 @@ def test_every_column_reads_back_exactly_before_and_after_the_seal(tmp_path: Pat
     assert base == (data.num_rows, 2, data.num_rows - 3)
 
 
+def test_raw_arguments_that_copy_a_named_column_are_stored_as_zero(tmp_path: Path) -> None:
+    data = _rows(1_000)
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("events", data)
+    w.flush()
+    stored = w._con.execute("SELECT a1, a2, a3, args_xor FROM events_base WHERE ts = 11").fetchall()
+    mismatch = w._con.execute("SELECT a2, a3 FROM events_base WHERE ts = 12").fetchall()
+    got = w.query(ALL)
+    w.close()
+    _same(got, data.sort_by("seq"))
+    assert stored == [(0, 0, 0, True)]  # mmap's length, protection and flags: copies
+    assert mismatch == [(1, None)]  # 0x80000 ^ 0x80001; a missing argument stays missing
+
+
 def test_a_seal_sorts_rows_within_their_row_group_and_never_across(tmp_path: Path) -> None:
     data = _rows(2 * ROW_GROUP)
     w = open_writer(tmp_path / "s.duckdb")
@@ -82,14 +104,15 @@ def test_a_seal_sorts_rows_within_their_row_group_and_never_across(tmp_path: Pat
     assert runs == len(set(data.column("event_action").slice(0, ROW_GROUP).to_pylist()))  # one run per action
 
 
-def _third_format_store(path: Path, rows: pa.Table) -> None:
-    """A store as the previous version wrote it: migrations up to 0004, rows sealed raw."""
+def _third_format_store(path: Path, rows: pa.Table, before: str = "0005_codec") -> None:
+    """A store as an older version wrote it: migrations up to ``before`` (0004 by default),
+    rows sealed raw (ts_boot in place, arguments as they were)."""
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE forensix_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     con.execute("CREATE TABLE forensix_migrations (name VARCHAR PRIMARY KEY, applied_ns BIGINT)")
     con.execute("INSERT INTO forensix_meta VALUES ('format', 'forensix-store/1')")
     for name, statements in MIGRATIONS:
-        if name == "0005_codec":
+        if name == before:
             break
         for stmt in statements:
             con.execute(stmt)
@@ -120,3 +143,23 @@ def test_a_store_of_the_third_format_reads_as_it_is_and_is_migrated(tmp_path: Pa
     assert con.execute("SELECT count(ts_boot), count(clock_offset) FROM events_base").fetchone() == (
         old.num_rows + 2, new.num_rows - 3)  # 2 would overflow, 1 has no ts_boot
     con.close()
+
+
+def test_a_store_of_the_eighth_format_reads_its_raw_arguments_as_they_are(tmp_path: Path) -> None:
+    store = tmp_path / "old.duckdb"
+    rows = _rows(3_000)
+    old, new = rows.slice(0, 2_000), rows.slice(2_000)
+    _third_format_store(store, old, before="0010_args_xor")
+    r = DuckDBStore(store, read_only=True)  # a reader never migrates: no args_xor column
+    assert r.format == "forensix-store/8"
+    _same(r.query(ALL), old.sort_by("seq"))
+    r.close()
+    w = open_writer(store)
+    assert w.format == STORE_FORMAT
+    w.append("events", new)
+    w.flush()
+    both = w.query(ALL)
+    flags = w._con.execute("SELECT count(args_xor), count(*) FROM events_base").fetchone()
+    w.close()
+    _same(both, rows.sort_by("seq"))
+    assert flags == (new.num_rows, rows.num_rows)  # the old rows were never re-encoded

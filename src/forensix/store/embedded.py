@@ -196,8 +196,8 @@ class DuckDBStore:
         with NULL for the columns of newer formats (an older store opened read-only)."""
         have = self._columns(f"{name}_base")
         extra = set(codec.CODEC_COLUMNS.get(name, {}))
-        if extra and extra <= have:
-            sql = codec.decoded_sql(name, f"main.{name}_base")
+        if extra and "clock_offset" in have:  # format /4 on; args_xor from /9
+            sql = codec.decoded_sql(name, f"main.{name}_base", extra & have)
         else:
             sql = f"SELECT * FROM main.{name}_base"
         missing = [f for f in schema.TABLES[name] if f.name not in have]

@@ -25,9 +25,11 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # and edges carry the inode's generation (file_generation), so a reused inode number is
 # another file; rows of older stores have NULL there and match any life of their inode.
 # /8: file_deleted on events (the object had no name left: deleted while open, memfd).
-STORE_FORMAT = "forensix-store/8"
+# /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
+# rows sealed before keep theirs as they are.
+STORE_FORMAT = "forensix-store/9"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
-                           "forensix-store/6", "forensix-store/7", STORE_FORMAT})
+                           "forensix-store/6", "forensix-store/7", "forensix-store/8", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -106,5 +108,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0009_file_deleted", [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "file_deleted" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/8' WHERE key = 'format'",
+    ]),
+    # store/codec.py: raw arguments that copy a named column stored XOR it (NULL: rows sealed before)
+    ("0010_args_xor", [
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "args_xor" BOOLEAN',
+        "UPDATE forensix_meta SET value = 'forensix-store/9' WHERE key = 'format'",
     ]),
 ]
