@@ -27,10 +27,10 @@ stored XOR that column, so a copy is stored as 0: openat's a2 and a3 are its fil
 file_mode, mmap's a1..a3 its mem_len, mem_prot and mem_flags. Each is XOR-ed with the first
 non-null of its columns (``_ARG_KEYS``), whatever the syscall, so the encoding is lossless
 whether or not the argument is a copy (a mismatch only compresses less) and reads back
-without a CASE. ``args_xor`` is true on the rows so encoded; rows sealed before 0010 have it
-NULL and are read as stored. On a real build (bash's configure and make, 153k event rows,
-sorted) the events table went from 7.35 to 6.57 MB: those arguments took ~6.4 bytes of
-each row, 0.9 with the copies at 0.
+without knowing the syscall. ``args_xor`` is true on the rows so encoded; rows sealed
+before 0010 have it NULL and are read as stored. On a real build (bash's configure and
+make, 153k event rows) events_base went from 28 to 24 blocks (7.34 to 6.29 MB): those
+arguments took ~6.4 bytes of each row, under 1 with the copies at 0.
 
 Tried and left out: marking such arguments and storing them NULL, read back through a CASE
 on the syscall: every query bound ~3 ms slower (BackTracker 0.45 -> 0.60 s at 10^7 events).
