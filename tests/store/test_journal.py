@@ -188,6 +188,33 @@ def test_a_writer_killed_before_sealing_loses_nothing(tmp_path: Path) -> None:
     assert not list(journal_dir(store).rglob("*.arrows"))
 
 
+def test_a_reader_answers_every_query_with_journal_rows_across_threads_and_failed_queries(tmp_path: Path) -> None:
+    # a reader keeps one cursor per thread, with its views over base tables and journal tails
+    store = tmp_path / "s.duckdb"
+    kill_writer_after_appends(store, seal_rows=150)  # 450 rows sealed, 50 left in the journal
+    r = DuckDBStore(store, read_only=True)
+    assert ts_list(r) == list(range(500))
+    with pytest.raises(StoreError, match="nosuch"):
+        r.query("SELECT nosuch FROM events")
+    assert ts_list(r) == list(range(500))  # the failed statement did not take the reader with it
+    got: list[int] = []
+
+    def worker() -> None:
+        for _ in range(20):
+            got.append(count(r))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [500] * 80
+    r.close()
+    w = open_writer(store)  # the reader let go of the file
+    assert count(w) == 500
+    w.close()
+
+
 @pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
 def test_a_writer_killed_after_a_partial_seal_loses_nothing_and_repeats_nothing(tmp_path: Path, background: bool) -> None:
     store = tmp_path / "s.duckdb"
