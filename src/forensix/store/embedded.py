@@ -348,7 +348,8 @@ class DuckDBStore:
         except duckdb.Error as e:
             self._kept.cur = None
             with self._lock:
-                self._kept_all.remove(cur)
+                if cur in self._kept_all:  # not after close(), which ended them all
+                    self._kept_all.remove(cur)
             _end(cur)
             raise _query_error(e, "check the query and the store") from e
 
