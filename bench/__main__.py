@@ -119,9 +119,7 @@ def run_workload(
         else:
             usable.append(rec)
     w.prepare()
-    total = max(reps, paired_reps) if w.paired else reps
-    result["paired_reps"] = total
-    for rep in range(total):
+    for rep in range(max(reps, paired_reps) if w.paired else reps):
         for rec in run_order(usable, rep, reps):
             t0 = time.monotonic()
             try:

@@ -123,6 +123,12 @@ def workload_table(w: dict[str, Any]) -> list[str]:
     return lines
 
 
+def store_bytes_per_event(runs: list[dict[str, Any]]) -> list[float]:
+    """The store's file size over its events rows, per forensix run that has both."""
+    return [r["detail"]["store_bytes"] / r["events"] for r in runs
+            if r.get("events") and r["detail"].get("store_bytes")]
+
+
 def bpf_table(w: dict[str, Any]) -> list[str]:
     runs = _ok_runs(w, "forensix")
     if not runs:
@@ -133,8 +139,7 @@ def bpf_table(w: dict[str, Any]) -> list[str]:
     src, where = (prof[-1], "the extra, unscored repetition with `kernel.bpf_stats_enabled=1`") if prof else (
         runs[-1], "last repetition, BPF statistics on")
     bpf = src["detail"].get("bpf") or {}
-    per_event = summarize([r["detail"]["store_bytes"] / r["events"] for r in runs
-                           if r.get("events") and r["detail"].get("store_bytes")])
+    per_event = summarize(store_bytes_per_event(runs))
     lines = []
     if per_event is not None:
         lines += ["", (f"forensix store on disk: {_cell(per_event, 'bytes')} per recorded event "
@@ -282,8 +287,7 @@ def targets(report: dict[str, Any]) -> list[str]:
         lambda v: f"{v:,.0f} events/s", lambda v: v >= 300_000)
     add("at most 40 bytes per event on disk", _median(s, "none", "bytes_per_event"),
         lambda v: f"{v:.1f} bytes", lambda v: v <= 40)
-    real = [r["detail"]["store_bytes"] / r["events"] for r in _ok_runs(ws.get("compile") or {}, "forensix")
-            if r.get("events") and r["detail"].get("store_bytes")]
+    real = store_bytes_per_event(_ok_runs(ws.get("compile") or {}, "forensix"))
     out = ["| target | measured | met |", "|---|---|---|"]
     for name, val, ok in rows:
         out.append(f"| {name} | {val} | {'–' if ok is None else ('yes' if ok else '**no**')} |")

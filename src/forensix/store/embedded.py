@@ -69,6 +69,12 @@ def _query_error(e: duckdb.Error, hint: str) -> StoreError:
     return StoreError(f"query failed: {e}", hint)
 
 
+def _run(cur: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None) -> pa.Table:
+    """One statement's result as Arrow (empty for a statement that returns none)."""
+    rel = cur.sql(sql, params=dict(params) if params else None)
+    return rel.to_arrow_table() if rel is not None else pa.table({})
+
+
 def _end(cur: duckdb.DuckDBPyConnection) -> None:
     """Roll back whatever a query changed and close its connection."""
     try:
@@ -326,8 +332,7 @@ class DuckDBStore:
             return self._query_kept(sql, params)
         cur = self._cursor()
         try:
-            rel = cur.sql(sql, params=dict(params) if params else None)
-            return rel.to_arrow_table() if rel is not None else pa.table({})
+            return _run(cur, sql, params)
         except duckdb.Error as e:
             raise _query_error(e, "check the query and the store") from e
         finally:
@@ -343,8 +348,7 @@ class DuckDBStore:
             with self._lock:
                 self._kept_all.append(cur)
         try:
-            rel = cur.sql(sql, params=dict(params) if params else None)
-            return rel.to_arrow_table() if rel is not None else pa.table({})
+            return _run(cur, sql, params)
         except duckdb.Error as e:
             self._kept.cur = None
             with self._lock:
@@ -357,8 +361,7 @@ class DuckDBStore:
         """Run a statement from another process: anything it changes is rolled back."""
         cur = self._cursor()  # in a transaction, rolled back by _end
         try:
-            rel = cur.sql(sql, params=dict(params) if params else None)
-            return rel.to_arrow_table() if rel is not None else pa.table({})
+            return _run(cur, sql, params)
         except duckdb.Error as e:
             raise _query_error(e, "check the query") from e
         finally:
