@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from forensix.store import schema
 
-__all__ = ["REFUSED_RULE", "HostLimits", "RefusalLog", "evidence_bytes", "free_bytes"]
+__all__ = ["REFUSED_RULE", "Broadcast", "HostLimits", "RefusalLog", "evidence_bytes", "free_bytes"]
 
 log = logging.getLogger("forensix.server")
 
@@ -119,3 +119,46 @@ class RefusalLog:
             self.store_alert("alerts", pa.Table.from_pylist([row], schema=schema.ALERTS))
         except Exception as e:  # noqa: BLE001 - the store is derived data; the evidence line stands
             log.error("cannot store the refusal alert of %s: %s", host, e)
+
+
+class Broadcast:
+    """Wakes every connection thread waiting in ``select`` at once, with one pipe for all.
+
+    A thread takes ``fd()`` *before* it checks whether it has been told to stop, then waits
+    on its socket and that fd. ``fire()`` (after marking the threads it concerns) writes to
+    the current pipe and leaves it readable, so every wait on it ends, and puts a new pipe
+    in its place for the waits that follow. Old pipes are closed a few seconds later, when
+    no thread can still be about to wait on them. No thread polls: an idle connection costs
+    nothing until its host speaks, is revoked, or the log host stops.
+    """
+
+    GRACE_S = 5.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current = os.pipe()
+        self._retired: list[tuple[float, tuple[int, int]]] = []
+
+    def fd(self) -> int:
+        return self._current[0]
+
+    def fire(self) -> None:
+        with self._lock:
+            old, self._current = self._current, os.pipe()
+            os.write(old[1], b"!")
+            now = time.monotonic()
+            keep = []
+            for t, (r, w) in self._retired:
+                if now - t > self.GRACE_S:
+                    os.close(r)
+                    os.close(w)
+                else:
+                    keep.append((t, (r, w)))
+            self._retired = [*keep, (now, old)]
+
+    def close(self) -> None:
+        with self._lock:
+            for _, (r, w) in self._retired:
+                os.close(r)
+                os.close(w)
+            self._retired = []

@@ -43,7 +43,7 @@ from forensix.pki.sealkey import KeySchedule, SealState, write_atomic
 from forensix.pki.tls import RevocationList, peer_identity, server_context
 from forensix.server.checks import seal_problem
 from forensix.server.evidence import EvidenceStore, StreamLog, read_frame, walk_segment
-from forensix.server.guard import HostLimits, RefusalLog, evidence_bytes, free_bytes
+from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
 from forensix.server.ingest import Ingestor
 from forensix.server.metrics import ServerMetrics
 from forensix.store.base import Writer
@@ -137,6 +137,7 @@ class LogServer:
         self.metrics = ServerMetrics(self)
         self.ingest.on_append = self.metrics.appended
         self._free = (0.0, 0)  # (checked at, free bytes): statvfs at most once a second
+        self._wake = Broadcast()  # ends every connection's wait: a revocation, a stop
         self._replay_and_load()
 
     # -- start-up ------------------------------------------------------------------
@@ -230,6 +231,7 @@ class LogServer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.fire()
         if self.sock is not None:
             self.sock.close()
         with self._conns_lock:
@@ -243,6 +245,7 @@ class LogServer:
         self._checkpoint_all()
         self.ingest.close()
         self.evidence.close()
+        self._wake.close()
 
     def _refuse(self, peer: str, reason: str) -> None:
         log.warning("refused %s: %s", peer, reason)
@@ -334,8 +337,7 @@ class LogServer:
         stream = str(hello.get("stream", ""))
         if not _STREAM_RE.match(stream):
             raise FrameError(f"bad stream id {stream!r}")
-        sess.stream = stream
-        self._admit_stream(sess)
+        self._admit_stream(sess, stream)
         self._check_room(host, 0)
         slog = self.evidence.stream(host, stream)
         self._agent_seen(host, hello)
@@ -443,33 +445,45 @@ class LogServer:
         yield from items
 
     def _admit(self, sess: _Session) -> None:
-        """Count the connection for its host, or refuse it over the host's limit."""
+        """Count the connection for its host (before its hello: at most the cap of those too)."""
         with self.hosts_lock:
             st = self.hosts.setdefault(sess.host, _HostState())
             limit = self.limits.connections
-            if limit and len(st.sessions) >= limit:
-                raise Refused(f"{sess.host} already has {len(st.sessions)} connections open (limit {limit})",
-                              "one agent needs one; raise --host-max-connections on the log host if more "
-                              "agents share this certificate", kind="connections")
+            waiting = sum(1 for x in st.sessions if not x.stream)
+            if limit and waiting >= limit:
+                raise Refused(f"{sess.host} already has {waiting} connections open without a hello "
+                              f"(limit {limit})", kind="connections")
             st.sessions.add(sess)
             if st.evidence_bytes is None:
                 st.evidence_bytes = evidence_bytes(self.config.evidence / sess.host)
 
-    def _admit_stream(self, sess: _Session) -> None:
-        """One connection per stream (a new one replaces the old: it is a reconnect); a cap on streams."""
+    def _admit_stream(self, sess: _Session, stream: str) -> None:
+        """One connection per stream (a new one replaces the old: it is a reconnect), and the caps."""
+        self._check_streams(sess.host, stream)
+        limit = self.limits.connections
         with self.hosts_lock:
             st = self.hosts[sess.host]
-            for other in st.sessions:
-                if other is not sess and other.stream == sess.stream and other.cut is None:
-                    other.cut, other.cut_kind = f"superseded by a new connection from {sess.peer}", "superseded"
-        known = {s.stream for s in self.evidence.streams() if s.host == sess.host}
-        if sess.stream in known or not self.limits.streams:
+            same = [x for x in st.sessions if x is not sess and x.stream == stream and x.cut is None]
+            open_ = sum(1 for x in st.sessions if x is not sess and x.stream and x.cut is None) - len(same)
+            if limit and open_ >= limit:
+                raise Refused(f"{sess.host} already has {open_} connections open (limit {limit})",
+                              "one agent needs one; raise --host-max-connections on the log host if more "
+                              "agents share this certificate", kind="connections")
+            for other in same:  # the agent reconnected before the old connection timed out here
+                other.cut, other.cut_kind = f"superseded by a new connection from {sess.peer}", "superseded"
+            sess.stream = stream
+        if same:
+            self._wake.fire()
+
+    def _check_streams(self, host: str, stream: str) -> None:
+        known = {s.stream for s in self.evidence.streams() if s.host == host}
+        if stream in known or not self.limits.streams:
             return
-        on_disk = self.config.evidence / sess.host
+        on_disk = self.config.evidence / host
         if on_disk.is_dir():
             known |= {p.name for p in on_disk.iterdir() if p.is_dir()}
-        if sess.stream not in known and len(known) >= self.limits.streams:
-            raise Refused(f"{sess.host} already has {len(known)} streams on the log host (limit "
+        if stream not in known and len(known) >= self.limits.streams:
+            raise Refused(f"{host} already has {len(known)} streams on the log host (limit "
                           f"{self.limits.streams}); a new spool directory makes a new stream",
                           "keep the agent's --spool directory across restarts; raise --host-max-streams "
                           "on the log host if the host really needs more", kind="streams")
@@ -507,21 +521,27 @@ class LogServer:
                 st.sessions.discard(sess)
 
     def _readable(self, conn: ssl.SSLSocket, sess: _Session, idle_s: float) -> bool:
-        """Wait for the next message in short steps, so a revocation or a stop is seen at once.
+        """Wait for the next message, or for the log host to end this connection.
 
-        Only this thread reads and writes the connection: the CRL watcher marks the session
-        (``cut``), this loop sends the reason and closes it.
+        Only this thread reads and writes the connection (an SSL object is not for two
+        threads at once): the CRL watcher marks the session (``cut``) and wakes the waits
+        (``Broadcast``); this thread then sends the reason and closes the connection.
         """
         deadline = time.monotonic() + idle_s
         while True:
+            wake = self._wake.fd()  # before the checks: a fire() after them still ends the wait
             if sess.cut is not None:
                 raise Refused(sess.cut, kind=sess.cut_kind)
             if self._stop.is_set():
                 return False
-            if conn.pending() or select.select([conn], [], [], 0.1)[0]:
+            if conn.pending():
                 return True
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"nothing from {sess.host} for {idle_s:g} s")
+            fd = conn.fileno()
+            if fd in select.select([fd, wake], [], [], left)[0]:
+                return True
 
     def _watch_crl(self) -> None:
         seen = -1
@@ -542,6 +562,8 @@ class LogServer:
                 for x in victims:
                     x.cut, x.cut_kind = (f"certificate of {x.host} (serial {x.serial:x}) was revoked: "
                                          "connection closed by the log host"), "revoked"
+            if victims:
+                self._wake.fire()
             for x in victims:
                 log.warning("%s revoked: closing its connection from %s", x.host, x.peer)
                 self.metrics.cutoffs.labels(x.host).inc()
