@@ -254,3 +254,18 @@ def test_a_host_sending_only_bad_frames_is_disconnected(pki: Authority, guarded:
     assert answers[:3] == [b"R", b"R", b"R"] and answers[3] == b"E", answers
     assert b"3 frames of alpha refused on one connection" in body
     sink.spool.close(clean=True)
+
+
+def test_revoke_reaches_every_certificate_ever_issued_to_the_host(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    a = Authority(tmp_path / "pki")
+    a.init()
+    serials = []
+    for _ in range(2):  # re-issued: the first certificate may still be on the host
+        b = a.issue("h")
+        serials.append(x509.load_pem_x509_certificate(b.cert.read_bytes()).serial_number)
+    a.issue("other")
+    assert sorted(a.revoke("h")) == sorted(serials)
+    assert a.revoked_serials() == set(serials)
+    assert [(h, r) for h, _, r in a.hosts()] == [("h", True), ("other", False)]

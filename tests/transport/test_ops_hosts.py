@@ -151,3 +151,21 @@ def test_agent_metrics_when_the_log_host_is_unreachable(pki: Authority, tmp_path
     lost = sample(m, "forensix_lost_events_total", **{"class": "any", "reason": "spool-full"})
     assert lost == sink.lost_rows_total > 0
     assert sample(m, "forensix_agent_spool_full_batches_total") == sink.lost_batches_total
+
+
+def test_a_busy_metrics_port_is_a_clear_error(pki: Authority, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from forensix.cli.main import cli
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    try:
+        res = CliRunner().invoke(cli, ["server", "--pki", str(pki.dir), "--listen", "127.0.0.1:0", "--store",
+                                       str(tmp_path / "s.duckdb"), "--metrics", f"127.0.0.1:{port}"])
+    finally:
+        held.close()
+    assert res.exit_code == 2, res.output
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in res.output and "hint: pick a free port" in res.output

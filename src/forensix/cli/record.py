@@ -96,6 +96,16 @@ def record(
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
+    endpoint, counter = None, None
+    if metrics_addr is not None:  # served before the store opens: a busy port leaves nothing half-open
+        from prometheus_client import CollectorRegistry
+
+        from forensix.metrics import RowCounter, parse_metrics_address, serve_metrics
+
+        counter, registry = RowCounter(), CollectorRegistry()  # rows per table, gaps per class
+        registry.register(counter)
+        endpoint = serve_metrics(registry, parse_metrics_address(metrics_addr))
+        _err.print(f"metrics on {endpoint.url}", highlight=False)
     writer = open_writer(store)
     writer.seal_in_background()  # DuckDB's compression yields the CPU to the recorded workload
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
@@ -108,17 +118,8 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
-    endpoint = None
-    if metrics_addr is not None:  # counts what reaches the sinks: rows per table, gaps per class
-        from prometheus_client import CollectorRegistry
-
-        from forensix.metrics import RowCounter, parse_metrics_address, serve_metrics
-
-        counter, registry = RowCounter(), CollectorRegistry()
-        registry.register(counter)
+    if counter is not None:
         sinks.append(counter)
-        endpoint = serve_metrics(registry, parse_metrics_address(metrics_addr))
-        _err.print(f"metrics on {endpoint.url}", highlight=False)
     rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle), on_stats=None if quiet else _live,
                    notes=writer.recovered)
 

@@ -141,9 +141,15 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     cfg = ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval, limits=limits,
                        max_connections=max_connections)
     srv = LogServer(cfg, writer, live)
-    host, port = srv.bind()
     slog = logging.getLogger("forensix.server")
-    endpoint = _serve_metrics(srv.metrics.registry, metrics_addr, slog)
+    try:
+        host, port = srv.bind()
+        endpoint = _serve_metrics(srv.metrics.registry, metrics_addr, slog)
+    except BaseException:  # a busy port: close what is open, say why
+        srv.stop()
+        qs.stop()
+        writer.close()
+        raise
     slog.info("listening on %s:%d, store %s, evidence %s", host, port, store, ev)
     stop = threading.Event()
     _until_signal(stop)
@@ -211,6 +217,10 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     from forensix.pki.tls import client_context
 
     _logging(verbose)
+    if metrics_addr is not None:
+        from forensix.metrics import parse_metrics_address
+
+        parse_metrics_address(metrics_addr)  # a typo is said before anything starts
     b = Path(bundle) if bundle else None
     cert_p, key_p, ca_p, seal_p = _bundle_paths(b, cert, key, ca, seal_key)
     host = _cert_name(cert_p)
