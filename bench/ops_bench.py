@@ -107,9 +107,9 @@ def render(r: dict[str, Any], a: argparse.Namespace) -> str:
     return "\n".join([
         "# Operating a log host: revocation, idle connections, metrics",
         "",
-        f"Measured {now} on {platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}, load "
-        f"average {load:.1f} at the end) with `python bench/ops_bench.py --hosts {a.hosts} "
-        f"--revocations {a.revocations}`.",
+        (f"Measured {now} on {platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}, load "
+         f"average {load:.1f} at the end) with `python bench/ops_bench.py --hosts {a.hosts} "
+         f"--revocations {a.revocations}`."),
         f"One log host in process, {r['hosts']} enrolled hosts each holding one idle authenticated TLS 1.3",
         f"connection (opened in {r['connect_s']:.1f} s).",
         "",
