@@ -269,3 +269,31 @@ def test_revoke_reaches_every_certificate_ever_issued_to_the_host(tmp_path: Path
     assert sorted(a.revoke("h")) == sorted(serials)
     assert a.revoked_serials() == set(serials)
     assert [(h, r) for h, _, r in a.hosts()] == [("h", True), ("other", False)]
+
+
+def test_broadcast_ends_every_wait_and_only_then() -> None:
+    import select
+
+    from forensix.server.guard import Broadcast
+
+    b = Broadcast()
+    woke: list[float] = []
+
+    def waiter() -> None:
+        fd = b.fd()
+        t0 = time.monotonic()
+        if select.select([fd], [], [], 10)[0]:
+            woke.append(time.monotonic() - t0)
+
+    threads = [threading.Thread(target=waiter) for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    assert not woke  # nothing polls: the waits are still on
+    b.fire()
+    for t in threads:
+        t.join(5)
+    assert len(woke) == 20 and max(woke) < 5
+    assert not select.select([b.fd()], [], [], 0)[0]  # the next waits wait again
+    b.close()
+    b.close()

@@ -138,12 +138,15 @@ class Broadcast:
         self._lock = threading.Lock()
         self._current = os.pipe()
         self._retired: list[tuple[float, tuple[int, int]]] = []
+        self._closed = False
 
     def fd(self) -> int:
         return self._current[0]
 
     def fire(self) -> None:
         with self._lock:
+            if self._closed:
+                return
             old, self._current = self._current, os.pipe()
             os.write(old[1], b"!")
             now = time.monotonic()
@@ -157,8 +160,12 @@ class Broadcast:
             self._retired = [*keep, (now, old)]
 
     def close(self) -> None:
+        """After the threads that wait have ended (the log host's stop). Idempotent."""
         with self._lock:
-            for _, (r, w) in self._retired:
+            if self._closed:
+                return
+            self._closed = True
+            for _, (r, w) in [*self._retired, (0.0, self._current)]:
                 os.close(r)
                 os.close(w)
             self._retired = []
