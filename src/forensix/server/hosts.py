@@ -71,7 +71,7 @@ def _judge(row: dict[str, Any], now_ns: int, silence_s: float) -> tuple[str, boo
     last = row.get("last_event_ts")
     if last is None:
         return "never", True, None
-    quiet = max(0.0, (now_ns - last) / 1e9)
+    quiet = round(max(0.0, (now_ns - last) / 1e9), 1)
     alert = row.get("silence_alert_ts")
     silent = quiet > silence_s or (alert is not None and alert > last)
     stop, start = row.get("last_stop_ts"), row.get("last_start_ts")
