@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -72,16 +71,18 @@ def test_host_status_names_the_silent_hosts(fleet_store: tuple[Path, int]) -> No
 
 
 def test_hosts_command(fleet_store: tuple[Path, int]) -> None:
+    from click.testing import CliRunner
+
+    from forensix.cli.main import cli
+
     path, _ = fleet_store
-    out = subprocess.run(FX + ["hosts", "--store", str(path), "--silent", "--format", "json"],
-                         capture_output=True, text=True, check=False)
-    assert out.returncode == 3, out.stderr
-    names = [json.loads(x)["host.name"] for x in out.stdout.splitlines()]
+    res = CliRunner().invoke(cli, ["hosts", "--store", str(path), "--silent", "--format", "json"])
+    assert res.exit_code == 3, res.output
+    names = [json.loads(x)["host.name"] for x in res.stdout.splitlines()]
     assert sorted(names) == ["cut", "gone", "quiet"]
-    out = subprocess.run(FX + ["hosts", "--store", str(path), "--silence", "100000"], capture_output=True,
-                         text=True, check=False)
+    res = CliRunner().invoke(cli, ["hosts", "--store", str(path), "--silence", "100000"])
     # with a long enough limit only the host whose heartbeats stopped (an alert after its last event) is silent
-    assert out.returncode == 3 and "cut" in out.stdout.split("\n")[1], out.stdout
+    assert res.exit_code == 3 and "cut" in res.stdout.split("\n")[1], res.stdout
 
 
 def test_row_counter_counts_rows_and_losses_per_class() -> None:
