@@ -226,7 +226,7 @@ def test_a_refused_frame_is_kept_aside_and_not_resent(pki: Authority, guarded: C
     assert any(r["kind"] == "frame" and r["seq"] == 2 for r in g.refusals())
     g.srv.ingest.flush()
     gaps = g.store.query("SELECT reason, count FROM gaps WHERE host_name = 'beta'").to_pylist()
-    assert gaps == [{"reason": "sequence-gap", "count": 1}]
+    assert gaps == [{"reason": "refused", "count": 1}]  # not "never arrived": the log host refused it
     out = subprocess.run(FX + ["agent-status", "--spool", str(sink.spool.dir)], capture_output=True, text=True,
                          check=False)
     assert out.returncode == 4, out.stdout + out.stderr

@@ -138,6 +138,7 @@ class LogServer:
         self.ingest.on_append = self.metrics.appended
         self._free = (0.0, 0)  # (checked at, free bytes): statvfs at most once a second
         self._wake = Broadcast()  # ends every connection's wait: a revocation, a stop
+        self._refused_seqs: dict[tuple[str, str], set[int]] = {}  # (host, stream) -> frames refused here
         self._replay_and_load()
 
     # -- start-up ------------------------------------------------------------------
@@ -380,6 +381,9 @@ class LogServer:
             seq = self._frame(sess, hello, slog, keys, frame)
         except FrameRefused as e:
             sess.refused_frames += 1
+            seqs = self._refused_seqs.setdefault((host, slog.stream), set())
+            if len(seqs) < 10_000:  # a bound for a host that sends nothing but forgeries
+                seqs.add(frame.seq)
             self._refuse(sess.peer, e.message)
             self.metrics.refused.labels(host, "frame").inc()
             with self.hosts_lock:
@@ -430,9 +434,13 @@ class LogServer:
             slog.append(frame)  # durable (fsync) before anything else
             self._stored(host, len(frame.raw))
             if frame.seq > expected:
-                log.warning("%s: frames %d..%d never arrived", host, expected, frame.seq - 1)
+                # frames this log host refused itself are not "missing": the gap says so
+                refused = self._refused_seqs.get((host, slog.stream), set())
+                why = "refused" if all(q in refused for q in range(expected, frame.seq)) else "sequence-gap"
+                log.warning("%s: frames %d..%d %s", host, expected, frame.seq - 1,
+                            "were refused" if why == "refused" else "never arrived")
                 self.ingest.gap(host, hello, slog.last_seal_ns, frame.seal_ns, frame.seq - expected,
-                                "sequence-gap", "batches")
+                                why, "batches")
             if frame.table == "gaps":
                 self.metrics.lost_events(host, lost_by_class(data))
             self.ingest.submit(frame.table, data, slog, frame.seq)
