@@ -184,8 +184,18 @@ def test_reenrolled_host_is_accepted_at_once_and_both_chains_verify(serve: Any, 
     shutil.copytree(pki.bundle("delta").directory, old_bundle)
     shutil.copy(seal, old_bundle / "seal.key")
 
+    b = pki.bundle("delta")
+    before = client_context(b.ca, b.cert, b.key).wrap_socket(socket.create_connection(addr, timeout=5),
+                                                              server_hostname="forensix-server")
+    wire.send(before, b"H", {"host": "delta", "stream": "ab" * 16, "agent_start_ns": 1})
+    assert wire.recv(before)[0] == b"W"  # an old-enrollment connection, open across the re-issue
+
     res = cli("pki", "issue", "delta", "--pki", str(pki.dir), "--seal-interval", "1")
     assert res.exit_code == 0, res.output
+    wire.send(before, b"K", {"ts": time.time_ns()})
+    kind, body = wire.recv(before)
+    assert kind == b"E" and b"delta was re-enrolled" in body, body  # its next message ends it
+    before.close()
     shutil.copy(pki.bundle("delta").seal, seal)  # the new bundle installed on the host
     sink2 = sink_for(pki, "delta", spool, seal, addr)  # the same spool directory
     for i in range(3):
@@ -206,8 +216,9 @@ def test_reenrolled_host_is_accepted_at_once_and_both_chains_verify(serve: Any, 
         assert set(chains) == {old_stream, new_stream}
         assert "3 batches checked, last seq 2; enrollment 1 of 2" in chains[old_stream]["detail"]
         assert "3 batches checked, last seq 2; enrollment 2 of 2" in chains[new_stream]["detail"]
-        notes = [r for r in rows if r["check"] == "enrollment"]
-        assert {r["stream"] for r in notes} == {old_stream, new_stream}
+        notes = {r["stream"]: r["detail"] for r in rows if r["check"] == "enrollment"}
+        assert set(notes) == {old_stream, new_stream, "ab" * 16}  # shown without --all too
+        assert notes["ab" * 16].startswith("no batches; enrollment 1 of 2")
 
     # someone with the old certificate and the old (evolved) seal key: refused, the new certificate rules
     old = SealState.load(old_bundle / "seal.key")

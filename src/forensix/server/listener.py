@@ -96,6 +96,7 @@ class _Session:
     cut: str | None = None  # set by another thread: close this connection, saying why
     cut_kind: str = ""
     refused_frames: int = 0
+    enrollment: str = ""  # serial of the certificate the seal key was issued with ("" before serials)
 
 
 @dataclass
@@ -127,6 +128,7 @@ class LogServer:
         self.hosts: dict[str, _HostState] = {}
         self.hosts_lock = threading.Lock()
         self._schedules: dict[tuple[str, bytes], KeySchedule] = {}  # (host, key_0) -> schedule
+        self._newest: dict[str, tuple[Any, str]] = {}  # host -> (seal file stamp, newest enrollment)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.sock: socket.socket | None = None
@@ -195,6 +197,30 @@ class LogServer:
             raise Refused(f"certificate of {host} (serial {mine}) has no seal key on the log host",
                           "re-enroll the host: forensix pki issue HOST", kind="identity")
         return state
+
+    def _still_enrolled(self, sess: _Session) -> None:
+        """A re-issue while the host is connected ends the old enrollment's connection too.
+
+        Costs a stat per message: the seal file is parsed again only when it changed.
+        """
+        if not sess.enrollment:
+            return
+        path = self.pki.seal_path(sess.host)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._newest.get(sess.host)
+        if cached is None or cached[0] != stamp:
+            try:
+                cached = self._newest[sess.host] = (stamp, SealState.load(path).serial)
+            except ForensixError:
+                return
+        if cached[1] and cached[1] != sess.enrollment:
+            raise Refused(f"{sess.host} was re-enrolled (certificate serial {cached[1]}): this connection's "
+                          f"certificate (serial {sess.enrollment}) may no longer write",
+                          "install the new bundle on the host and restart its agent", kind="identity")
 
     def _schedule(self, host: str, state: SealState) -> KeySchedule:
         """The verifier's key schedule of one enrollment (read again at each connection)."""
@@ -379,6 +405,7 @@ class LogServer:
             raise Refused(f"certificate of {host} (serial {serial:x}) is revoked", kind="revoked")
         self._admit(sess)
         enrollment = self._enrollment(host, serial)
+        sess.enrollment = enrollment.serial
         keys = self._schedule(host, enrollment)
         kind, body = wire.recv(conn)
         if kind != b"H":
@@ -404,6 +431,7 @@ class LogServer:
             if not self._readable(conn, sess, idle):
                 continue
             kind, body = wire.recv(conn)
+            self._still_enrolled(sess)
             self._touch(host)
             if kind == b"F":
                 self._receive_frame(conn, sess, hello, slog, keys, body)
