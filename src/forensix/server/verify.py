@@ -295,7 +295,7 @@ def _refusals(v: Verdicts, evidence: Path, host: str | None, pub: ed25519.Ed2551
     for (h, kind), recs in sorted(others.items()):
         times = sum(1 + int(x.get("repeats_before") or 0) for x in recs)
         v.add("completeness", "note", h, check=f"refused:{kind}",
-              detail=f"the log host refused {h} ({kind}) {times} time(s) from {format_ns(int(recs[0]['ts']))} "
+              detail=f"the log host refused {h} ({kind}) at least {times} time(s) from {format_ns(int(recs[0]['ts']))} "
                      f"to {format_ns(int(recs[-1]['ts']))}; last: {recs[-1].get('reason', '')}")
     return out
 
