@@ -165,4 +165,4 @@ def feed(engine: LiveEngine, tables: dict[str, pa.Table], batch: int = 7) -> pa.
     if "gaps" in tables:
         found.append(engine.observe("gaps", tables["gaps"]))
     found = [f for f in found if f.num_rows]
-    return pa.concat_tables(found) if found else empty_alerts()
+    return engine.settle(pa.concat_tables(found) if found else empty_alerts())

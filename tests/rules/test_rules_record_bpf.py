@@ -69,9 +69,12 @@ def _record(tmp_path: Path, script: str, *args: str, cli: bool = False) -> dict[
         "WITH RECURSIVE t(e) AS (SELECT $r::UBIGINT UNION SELECT p.entity_id FROM processes p JOIN t"
         " ON p.parent_entity_id = t.e) SELECT DISTINCT e FROM t", {"r": root[0]},
     ).column(0).to_pylist()
-    alerts = st.query("SELECT * FROM alerts ORDER BY ts").to_pylist()
+    alerts = st.query(  # the latest row of each finding, as `forensix alerts` shows them
+        "SELECT * FROM alerts QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY alert_count DESC) = 1"
+        " ORDER BY ts").to_pylist()
     mine = [a for a in alerts if a["process_entity_id"] in set(ids)]
-    return {"st": st, "store": store, "jsonl": jsonl, "out": res.stdout + res.stderr, "all": alerts, "mine": mine}
+    return {"st": st, "store": store, "jsonl": jsonl, "out": res.stdout + res.stderr, "all": alerts, "mine": mine,
+            "marker": marker}
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +127,45 @@ def test_benign_work_raises_no_alert(tmp_path: Path) -> None:
         assert rec["mine"] == [], [(a["rule_title"], a["summary"]) for a in rec["mine"]]
     finally:
         rec["st"].close()
+
+
+def test_one_alert_per_finding(attacked: dict[str, Any]) -> None:
+    """Six writes of one cron file by one shell are one alert with a count; no finding
+    (rule, process, object) is raised twice."""
+    names = _names()
+    cron = [a for a in attacked["mine"] if names.get(a["rule_id"]) == "fx_cron_drop"]
+    assert len(cron) == 1, [(a["summary"], a["alert_count"]) for a in cron]
+    assert cron[0]["alert_count"] >= 6 and cron[0]["last_ts"] > cron[0]["ts"]
+    keys = [(a["rule_id"], a["process_entity_id"], a["object_name"]) for a in attacked["mine"]]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+
+
+def test_every_alert_carries_its_evidence(attacked: dict[str, Any]) -> None:
+    for a in attacked["mine"]:
+        what = (a["rule_title"], a["summary"])
+        assert a["process_command_line"] and a["process_executable"], what
+        assert a["parent_executable"] and a["parent_command_line"], what
+        assert a["user_name"] == "root", what
+        assert a["entry_kind"] and a["entry_entity_id"], what
+        assert a["object_name"] and a["object_kind"], what
+    account = f"fx{attacked['marker'][-6:]}"
+    new_user = [a for a in attacked["mine"] if a["object_kind"] == "account"]
+    assert [a["object_name"] for a in new_user] == [account]
+    assert f"account {account} created by useradd" in new_user[0]["summary"]
+    assert "useradd -M -s /usr/sbin/nologin" in new_user[0]["process_command_line"]
+    assert attacked["marker"] in new_user[0]["parent_command_line"]  # the attack script
+
+
+def test_alerts_command_shows_one_row_per_finding_with_ecs_keys(attacked: dict[str, Any]) -> None:
+    res = subprocess.run([sys.executable, "-m", "forensix", "alerts", "--store", str(attacked["store"]),
+                          "--format", "json"], capture_output=True, text=True, check=True)
+    recs = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(recs) == len({r["alert.id"] for r in recs}) == len(attacked["all"])
+    cron = [r for r in recs if r["file.path" if "file.path" in r else "object.name"].startswith("/etc/cron.d/fx-")]
+    assert len(cron) == 1 and cron[0]["alert.count"] >= 6
+    for key in ("process.command_line", "process.parent.command_line", "user.name", "object.name",
+                "process.entry_leader.entry_meta.type", "event.end", "report"):
+        assert key in cron[0], (key, sorted(cron[0]))
+    text = subprocess.run([sys.executable, "-m", "forensix", "alerts", "--store", str(attacked["store"])],
+                          capture_output=True, text=True, check=True).stdout
+    assert "forensix report" in text and f"fx{attacked['marker'][-6:]}" in text

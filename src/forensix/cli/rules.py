@@ -10,7 +10,9 @@ import click
 import pyarrow as pa
 
 from forensix.cli.options import emit, format_option, reader, store_option, time_option
+from forensix.model.identity import format_entity
 from forensix.rules import alert_records, default_detectors, hunt, load_rules
+from forensix.rules.alerts import empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.engine import LiveEngine
 from forensix.rules.loader import RuleSet
@@ -118,7 +120,7 @@ def replay(rd: Reader, engine: LiveEngine, ts_from: int | None, ts_to: int | Non
         found.append(engine.observe("events", chunk))
         offset += chunk.num_rows
     found = [f for f in found if f.num_rows]
-    return pa.concat_tables(found) if found else pa.table({"rule_id": pa.array([], pa.string())})
+    return engine.settle(pa.concat_tables(found) if found else empty_alerts())
 
 
 @rules_group.command("test")
@@ -173,18 +175,35 @@ def _ids_by_rule(alerts: pa.Table) -> dict[str, set[str]]:
     return out
 
 
+def _session_text(r: dict[str, Any]) -> str:
+    kind = r.get("entry_kind")
+    if not kind:
+        return ""
+    eid = r.get("entry_entity_id")
+    where = f" from {r['entry_source_ip']}" if r.get("entry_source_ip") else ""
+    return f"{kind}{where} ({format_entity(eid)})" if eid else f"{kind}{where}"
+
+
 def _alerts_view(alerts: pa.Table, store: str, fmt: str) -> pa.Table:
-    """What a person reads: when, how bad, what, and the report command to run next."""
+    """What a person reads: when, how bad, how many times, what, on what, by whom
+    (command line, parent, user, session), and the report command to run next. JSON and
+    CSV get every column under its ECS name (`alert_records`)."""
     recs = alert_records(alerts, store)
     if fmt != "text":
         reports = pa.array([r["report"] for r in recs], pa.string())
         return alerts.append_column("report", reports)
+    rows = alerts.to_pylist()
     return pa.table(
         {
             "ts": alerts.column("ts"),
             "level": alerts.column("rule_level"),
+            "count": [r.get("alert_count") or 1 for r in rows],
             "rule": alerts.column("rule_title"),
-            "summary": alerts.column("summary"),
+            "object": [r.get("object_name") or "" for r in rows],
+            "command_line": [r.get("process_command_line") or "" for r in rows],
+            "parent": [r.get("parent_command_line") or r.get("parent_executable") or "" for r in rows],
+            "user": [r.get("user_name") or "" for r in rows],
+            "session": [_session_text(r) for r in rows],
             "report": pa.array([r["report"] for r in recs], pa.string()),
         }
     )
@@ -220,6 +239,7 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
 
         with open_writer(store) as w:
             existing = set(w.query("SELECT alert_id FROM alerts").column("alert_id").to_pylist())
+            # a finding already stored live keeps its row (its final count came with it)
             ids = found.column("alert_id").to_pylist()
             fresh = found.filter(pa.array([i not in existing for i in ids]))
             w.append("alerts", fresh)
@@ -259,7 +279,12 @@ def alerts_cmd(store: str, level: tuple[str, ...], rule_ids: tuple[str, ...], fm
         params["rules"] = list(rule_ids)
     rd = reader(store)
     try:
-        found = rd.query(f"SELECT * FROM alerts WHERE {' AND '.join(conds)} ORDER BY ts", params)
+        # a finding emitted live is stored again with its final count when it ends: the latest row
+        found = rd.query(
+            f"SELECT * FROM alerts WHERE {' AND '.join(conds)} QUALIFY row_number() OVER"
+            " (PARTITION BY alert_id ORDER BY alert_count DESC NULLS LAST, detected_ts DESC) = 1 ORDER BY ts",
+            params,
+        )
     finally:
         rd.close()
     emit(_alerts_view(found, store, fmt), fmt)
@@ -287,7 +312,13 @@ def alert_lines(alerts: pa.Table, store: str | None = None) -> list[str]:
     """One line per alert, as the recorder prints them live."""
     out = []
     for rec, row in zip(alert_records(alerts, store), alerts.to_pylist()):
-        out.append(f"ALERT {row['rule_level']:<8} {rec['@timestamp']}  {row['summary']}  -> {rec['report']}")
+        ctx = [f"user {row['user_name']}" if row.get("user_name") else "",
+               f"parent {(row.get('parent_command_line') or row.get('parent_executable') or '')[:120]}"
+               if row.get("parent_executable") else "",
+               f"session {_session_text(row)}" if row.get("entry_kind") else ""]
+        more = "; ".join(c for c in ctx if c)
+        more = f"  [{more}]" if more else ""
+        out.append(f"ALERT {row['rule_level']:<8} {rec['@timestamp']}  {row['summary']}{more}  -> {rec['report']}")
     return out
 
 

@@ -36,6 +36,10 @@ KEY_COLUMNS = (
     "destination_port",
     "source_ip",
     "source_port",
+    "user_id",
+    "process_args",
+    "process_executable",
+    "target_pid",
 )
 SUMMARY_DERIVED = ("fx_image", "fx_command_line")
 
