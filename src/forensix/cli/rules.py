@@ -15,7 +15,7 @@ from forensix.rules import alert_records, default_detectors, hunt, load_rules
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.engine import LiveEngine
-from forensix.rules.loader import RuleSet
+from forensix.rules.loader import RuleSet, coverage
 from forensix.rules.sql import rule_sql
 from forensix.store.base import Reader
 
@@ -99,6 +99,35 @@ def rules_validate(paths: tuple[str, ...], strict: bool, show_all: bool, fmt: st
     click.echo(_summary(rs), err=True)
     if strict and rs.problems:
         sys.exit(1)
+
+
+@rules_group.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--list", "show", is_flag=True, help="Also list every rule that cannot run, with why.")
+@format_option()
+def rules_check(paths: tuple[str, ...], show: bool, fmt: str) -> None:
+    """Coverage of rule trees (such as SigmaHQ's rules/linux, rules-emerging-threats,
+    rules-threat-hunting): how many rules load, how many run - live in `forensix record
+    --rules` and in `forensix hunt`, the same rules both ways - by log source, and how
+    many are rejected, by reason.
+
+    \b
+    Examples:
+      forensix rules check ~/sigma/rules/linux ~/sigma/rules-emerging-threats
+      forensix rules check ~/sigma/rules-threat-hunting --list
+    """
+    rs = load_rules(list(paths), builtin=False)
+    cov = coverage(rs)
+    if fmt == "text":
+        for line in cov.lines():
+            click.echo(line)
+    else:
+        rows = [{"kind": "runnable", "what": k, "rules": n} for k, n in cov.by_logsource.items()]
+        rows += [{"kind": "rejected", "what": k, "rules": n} for k, n in cov.rejected.items()]
+        emit(pa.Table.from_pylist(rows, schema=pa.schema(
+            [("kind", pa.string()), ("what", pa.string()), ("rules", pa.int64())])), fmt)
+    if show and rs.problems:
+        emit(_rules_table(rs.problems), fmt)
 
 
 def replay(rd: Reader, engine: LiveEngine, ts_from: int | None, ts_to: int | None, batch: int = 50_000) -> pa.Table:
@@ -349,9 +378,10 @@ def live_engine_for_record(
     )
 
     rs = load_rules(list(rule_paths))
-    for r in rs.problems:
-        if echo is not None:
-            echo(f"rule not loaded: {r.source}: {r.status}: {r.reason}")
+    if echo is not None and rule_paths:  # once, at start: what runs, and what cannot and why
+        echo(coverage(rs).lines()[0].replace("rules loaded", "rules loaded (curated set and --rules)"))
+        for r in rs.problems:
+            echo(f"rule not run: {r.source}: {r.status}: {r.reason}")
     outputs: list[AlertOutput] = [SinkOutput(store_sink)]
     if echo is not None:
         def _print(alerts: pa.Table) -> None:

@@ -34,7 +34,7 @@ from forensix.rules.compile import (
     simplify,
 )
 from forensix.rules.detectors import Detector
-from forensix.rules.evidence import Grouper, SessionContext, add_evidence
+from forensix.rules.evidence import Grouper, SessionContext, add_evidence, object_free
 from forensix.rules.live import Codes, Evaluator, ProcessContext, count_true, true_rows
 from forensix.rules.sql import SUMMARY_DERIVED
 from forensix.store.schema import ALERTS
@@ -138,7 +138,7 @@ class LiveEngine:
         self._carry_since = 0.0
         self._closed = threading.Event()
         self.sessions = SessionContext()
-        self.grouper = Grouper()
+        self.grouper = Grouper(object_free=object_free(self.rules))
 
     @staticmethod
     def _group(rules: Sequence[CompiledRule]) -> list[_Group]:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensix.analysis.sessions import CRON, INIT, LOGIN, SSHD
+from forensix.rules.compile import CompiledRule, columns_of
 from forensix.rules.live import ProcessContext
 from forensix.rules.objects import group_object
 
@@ -31,7 +32,8 @@ from forensix.rules.objects import group_object
 def _base(path: str | None) -> str:
     return (path or "").rsplit("/", 1)[-1]
 
-__all__ = ["GROUP_WINDOW_NS", "Grouper", "SessionContext", "add_evidence", "group_alerts"]
+__all__ = ["GROUP_WINDOW_NS", "OBJECT_COLUMNS", "Grouper", "SessionContext", "add_evidence", "group_alerts",
+           "object_free"]
 
 GROUP_WINDOW_NS = 600 * 10**9  # ten minutes: one useradd, one scan, one build step
 
@@ -115,10 +117,27 @@ def add_evidence(rows: list[dict[str, Any]], ctx: ProcessContext, sess: SessionC
         r.update(_session(ctx, sess, eid, ts))
 
 
-def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+# Columns that name an event's object: a rule testing none of them judges the process
+# (an auditd rule on ``exe``, a process_creation rule), and all its matches on one
+# process are one finding, whatever files the process touched.
+OBJECT_COLUMNS = frozenset({
+    "file_path", "file_path_raw", "file_target_path", "file_target_path_raw", "fx_target_filename",
+    "destination_ip", "destination_port", "source_ip", "source_port", "target_pid", "target_entity_id",
+    "unix_path",
+})
+
+
+def object_free(rules: Iterable[CompiledRule]) -> frozenset[str]:
+    """Ids of the rules whose detection names no object (grouped by process alone)."""
+    return frozenset(r.rule_id for r in rules if not columns_of(r.body) & OBJECT_COLUMNS)
+
+
+def _key(r: dict[str, Any], object_free: frozenset[str]) -> tuple[Any, ...]:
     proc = r.get("process_entity_id") or r.get("process_pid")
-    return (r["rule_id"], r.get("host_id"), r.get("boot_id"), proc, r.get("object_kind"),
-            group_object(r.get("object_name")))
+    head = (r["rule_id"], r.get("host_id"), r.get("boot_id"), proc)
+    if r["rule_id"] in object_free:
+        return head
+    return (*head, r.get("object_kind"), group_object(r.get("object_name")))
 
 
 class Grouper:
@@ -129,8 +148,10 @@ class Grouper:
     with more than one match, with their final count and last time: the same alert id,
     emitted again for the store (which keeps the row with the highest count)."""
 
-    def __init__(self, window_ns: int = GROUP_WINDOW_NS, max_open: int = 100_000) -> None:
+    def __init__(self, window_ns: int = GROUP_WINDOW_NS, max_open: int = 100_000,
+                 object_free: frozenset[str] = frozenset()) -> None:
         self.window_ns = window_ns
+        self.object_free = object_free
         self.max_open = max_open
         self.open: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.latest = 0
@@ -140,7 +161,7 @@ class Grouper:
         ended: list[dict[str, Any]] = []
         for r in sorted(rows, key=lambda r: (r["ts"], r["event_keys"][0] if r.get("event_keys") else "")):
             self.latest = max(self.latest, r["ts"])
-            k = _key(r)
+            k = _key(r, self.object_free)
             g = self.open.get(k)
             if g is not None and r["ts"] - g["ts"] <= self.window_ns:
                 g["alert_count"] += 1
@@ -174,9 +195,10 @@ class Grouper:
         return out
 
 
-def group_alerts(rows: list[dict[str, Any]], window_ns: int = GROUP_WINDOW_NS) -> list[dict[str, Any]]:
+def group_alerts(rows: list[dict[str, Any]], window_ns: int = GROUP_WINDOW_NS,
+                 object_free: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """All matches at once (the hunt): one row per finding, with its final count."""
-    g = Grouper(window_ns, max_open=1 << 62)
+    g = Grouper(window_ns, max_open=1 << 62, object_free=object_free)
     new, ended = g.add(rows)
     final = {(r["rule_id"], r["alert_id"]): r for r in new}
     for r in ended + g.close():

@@ -16,7 +16,7 @@ from forensix.rules.alerts import build_alerts, empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.detectors import Detector
 from forensix.rules.engine import meta_of
-from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, add_evidence, group_alerts
+from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, add_evidence, group_alerts, object_free
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import hunt_sql
 from forensix.store.base import Reader
@@ -85,7 +85,7 @@ def hunt(
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return empty_alerts()
-    return findings(reader, pa.concat_tables(parts))
+    return findings(reader, pa.concat_tables(parts), object_free=object_free(rules))
 
 
 def store_context(reader: Reader) -> tuple[ProcessContext, SessionContext]:
@@ -104,10 +104,11 @@ def store_context(reader: Reader) -> tuple[ProcessContext, SessionContext]:
     return ctx, sess
 
 
-def findings(reader: Reader, alerts: pa.Table, window_ns: int = GROUP_WINDOW_NS) -> pa.Table:
+def findings(reader: Reader, alerts: pa.Table, window_ns: int = GROUP_WINDOW_NS,
+             object_free: frozenset[str] = frozenset()) -> pa.Table:
     """One alert per match -> one per finding (``evidence.group_alerts``) with its evidence."""
     ctx, sess = store_context(reader)
     rows = alerts.to_pylist()
     add_evidence(rows, ctx, sess)
-    out = group_alerts(rows, window_ns)
+    out = group_alerts(rows, window_ns, object_free)
     return pa.Table.from_pylist(out, schema=ALERTS) if out else empty_alerts()

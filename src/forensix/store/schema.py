@@ -299,6 +299,7 @@ _ECS_SPECIAL = {
     "parent_entity_id": "process.parent.entity_id",
     # alerts (/10)
     "last_ts": "event.end",
+    "detected_ts": "event.created",
     "parent_executable": "process.parent.executable",
     "parent_command_line": "process.parent.command_line",
     "entry_entity_id": "process.entry_leader.entity_id",
