@@ -16,7 +16,13 @@ from forensix.rules.alerts import build_alerts, empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.detectors import Detector
 from forensix.rules.engine import meta_of
-from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, add_evidence, group_alerts, object_free
+from forensix.rules.evidence import (
+    GROUP_WINDOW_NS,
+    SessionContext,
+    add_evidence,
+    group_alerts,
+    object_free,
+)
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import hunt_sql
 from forensix.store.base import Reader

@@ -148,8 +148,8 @@ class Coverage:
     rejected: dict[str, int]  # reason -> rules
 
     def lines(self) -> list[str]:
-        out = [f"{self.loaded} rules loaded: {self.runnable} runnable (live and in hunts), "
-               f"{self.loaded - self.runnable} not"]
+        head = f"{self.loaded} rules loaded: {self.runnable} runnable (live and in hunts), {self.loaded - self.runnable} not"
+        out = [head]
         out += [f"  runnable  {n:>5}  {src}" for src, n in self.by_logsource.items()]
         out += [f"  rejected  {n:>5}  {why}" for why, n in self.rejected.items()]
         return out
