@@ -58,7 +58,12 @@ def _record(tmp_path: Path, script: str, *args: str, cli: bool = False, rules: t
         res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=240, env=env)
     finally:
         subprocess.run(["userdel", f"fx{marker[-6:]}"], check=False, capture_output=True)
-        for p in (f"/etc/cron.d/fx-{marker}", f"/var/log/fx-{marker}.log", f"/etc/fx-stamp-{marker}"):
+        for u in (f"fxc{marker[-6:]}", f"fxn{marker[-6:]}"):
+            subprocess.run(["userdel", "-r", u], check=False, capture_output=True)
+        subprocess.run(["dpkg", "--purge", f"fx-hello-{marker}"], check=False, capture_output=True)
+        for p in (f"/etc/cron.d/fx-{marker}", f"/var/log/fx-{marker}.log", f"/etc/fx-stamp-{marker}",
+                  f"/etc/systemd/system/fx-{marker}.service", f"/etc/systemd/system/fx-{marker}.timer",
+                  f"/etc/systemd/system/timers.target.wants/fx-{marker}.timer"):
             Path(p).unlink(missing_ok=True)
     assert res.returncode == 0, res.stderr[-3000:]
     st = DuckDBStore(store, read_only=True)
@@ -126,6 +131,7 @@ def test_benign_work_raises_no_alert(tmp_path: Path) -> None:
     try:
         assert "benign done" in rec["out"]
         assert rec["mine"] == [], [(a["rule_title"], a["summary"]) for a in rec["mine"]]
+        assert "fx-hello-" in rec["st"].query("SELECT string_agg(executable, ' ') FROM processes").column(0)[0].as_py()
     finally:
         rec["st"].close()
 
@@ -187,3 +193,87 @@ def test_sigmahq_rules_run_live_as_in_a_hunt(attacked: dict[str, Any]) -> None:
     assert len(fired) >= 7, sorted(ids - fired)
     assert attacked["out"].count("rule not run:") == 1
     assert "lnx_privileged_user_creation.yml: unsupported" in attacked["out"]
+
+
+# -- the curated set on what SigmaHQ's process rules cannot see (tests/rules/curated.sh) --
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    d = tmp_path_factory.mktemp("curated")
+    os.chmod(d, 0o755)
+    rec = _record(d, "curated.sh")
+    yield rec
+    rec["st"].close()
+
+
+def _by_rule(rec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    names = _names()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for a in rec["mine"]:
+        out.setdefault(names.get(a["rule_id"], a["rule_id"]), []).append(a)
+    return out
+
+
+def test_shell_fed_by_a_decoder_or_download_through_a_pipe(curated: dict[str, Any]) -> None:
+    got = _by_rule(curated).get("forensix-pipe-to-shell", [])
+    writers = sorted(a["summary"].split("program from ")[1].split("[")[0] for a in got)
+    assert writers == ["base64", "curl", "openssl", "xxd"], [a["summary"] for a in got]
+    assert all(a["object_name"].startswith("fifo:[") and a["rule_level"] == "high" for a in got)
+
+
+def test_timestomping_of_any_file(curated: dict[str, Any]) -> None:
+    got = _by_rule(curated).get("fx_timestomp", [])
+    assert sorted(a["object_name"].rsplit("/", 1)[1] for a in got) == ["ts-a", "ts-m", "ts-r"]
+    assert any("touch -r /bin/sh" in a["process_command_line"] for a in got)
+
+
+def test_accounts_created_changed_removed_by_name(curated: dict[str, Any]) -> None:
+    by = _by_rule(curated)
+    account = f"fxc{curated['marker'][-6:]}"
+    for rule, verb in (("fx_new_user", "created"), ("fx_account_modified", "changed"),
+                       ("fx_account_removed", "removed")):
+        got = by.get(rule, [])
+        assert got and {a["object_name"] for a in got} == {account}, (rule, got)
+        assert f"account {account} {verb}" in got[0]["summary"]
+
+
+def test_service_and_timer_units_created_and_enabled(curated: dict[str, Any]) -> None:
+    got = {a["object_name"].removeprefix("/etc/systemd/system/") for a in _by_rule(curated).get("fx_systemd_unit", [])}
+    m = curated["marker"]
+    assert got == {f"fx-{m}.service", f"fx-{m}.timer", f"timers.target.wants/fx-{m}.timer"}, got
+
+
+def test_binary_written_then_run(curated: dict[str, Any]) -> None:
+    got = _by_rule(curated).get("forensix-written-then-executed", [])
+    assert [a["object_name"].rsplit("/", 1)[1] for a in got] == [".payload"], [a["summary"] for a in got]
+    # the writer is the process that opened the file: the shell's child that then ran base64
+    pid = int(got[0]["summary"].split("written by ")[1].split("[")[1].split("]")[0])
+    ran = curated["st"].query("SELECT process_executable FROM events WHERE event_action = 'exec' AND process_pid = $p"
+                              " AND list_contains(process_args, '-d')", {"p": pid}).column(0).to_pylist()
+    assert ran and ran[0].endswith("/base64"), ran
+
+
+def test_credential_files_read(curated: dict[str, Any]) -> None:
+    by = _by_rule(curated)
+    keys = by.get("fx_credential_read", [])
+    assert [a["process_executable"].rsplit("/", 1)[1] for a in keys] == ["cat"]  # the script's write is no read
+    assert [a["object_name"] for a in by.get("fx_shadow_read", [])] == ["/etc/gshadow"]
+
+
+def test_curated_live_equals_hunt(curated: dict[str, Any]) -> None:
+    found = hunt(curated["st"], load_rules().ok, default_detectors(protected=(str(curated["store"]),)))
+    hunted = set(zip(found.column("rule_id").to_pylist(), found.column("alert_id").to_pylist()))
+    assert {(a["rule_id"], a["alert_id"]) for a in curated["all"]} == hunted
+
+
+def test_near_misses_stay_quiet(tmp_path: Path) -> None:
+    """Decoded into no shell, a shell fed by cat, times kept by cp, useradd --create-home
+    (no timestomp), a compile and its run, passwd read: only the account findings."""
+    os.chmod(tmp_path, 0o755)
+    rec = _record(tmp_path, "nearmiss.sh")
+    try:
+        assert "nearmiss done" in rec["out"]
+        got = {(r, a["rule_level"]) for r, alerts in _by_rule(rec).items() for a in alerts}
+        assert got == {("fx_new_user", "medium"), ("fx_account_removed", "medium")}, got
+    finally:
+        rec["st"].close()

@@ -148,6 +148,14 @@ def replay(rd: Reader, engine: LiveEngine, ts_from: int | None, ts_to: int | Non
             break
         found.append(engine.observe("events", chunk))
         offset += chunk.num_rows
+    fwhere = where.replace("ts >=", "first_ts >=").replace("ts <", "first_ts <")
+    offset = 0
+    while True:  # data-flow edges, as the recorder flushes them (the pipe detector reads them)
+        chunk = rd.query(f"SELECT * FROM flows WHERE {fwhere} ORDER BY first_ts LIMIT {batch} OFFSET {offset}")
+        if chunk.num_rows == 0:
+            break
+        found.append(engine.observe("flows", chunk))
+        offset += chunk.num_rows
     found = [f for f in found if f.num_rows]
     return engine.settle(pa.concat_tables(found) if found else empty_alerts())
 

@@ -70,7 +70,7 @@ def hunt_detectors(
     found = []
     for d in detectors:
         for table, where in d.hunt_filter().items():
-            col = "ts_from" if table == "gaps" else "ts"
+            col = {"gaps": "ts_from", "flows": "first_ts"}.get(table, "ts")
             sql = f"SELECT * FROM {table} WHERE ({where}) AND {_time_sql(col, ts_from, ts_to)} ORDER BY {col}"
             data = reader.query(sql)
             if data.num_rows:
