@@ -77,7 +77,7 @@ ALERT_FIELDS = (
     "host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_entity_id", "target_entity_id",
     "process_pid", "process_name", "event_action", "file_path", "file_target_path", "source_ip",
     "source_port", "destination_ip", "destination_port", "fx_image", "fx_command_line", "fx_detail",
-    "user_id", "process_args", "process_executable", "target_pid",
+    "user_id", "process_args", "process_executable", "target_pid", "unix_path",
 )
 
 

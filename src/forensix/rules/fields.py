@@ -275,6 +275,7 @@ class LogSource:
     category: str | None
     actions: tuple[str, ...] | None
     write_opens: bool = False  # also 'open' with a write/create/truncate flag
+    ip_only: bool = False  # IP connections only (Sigma's network_connection has no Unix sockets)
 
 
 LOGSOURCES: dict[str, LogSource] = {
@@ -288,7 +289,7 @@ LOGSOURCES: dict[str, LogSource] = {
     ),
     "file_access": LogSource("file_access", "file", ("open",)),
     "file_rename": LogSource("file_rename", "file", ("rename",)),
-    "network_connection": LogSource("network_connection", "network", ("connect", "accept")),
+    "network_connection": LogSource("network_connection", "network", ("connect", "accept"), ip_only=True),
     "auditd": LogSource("auditd", None, None),
     "forensix": LogSource("forensix", None, None),
 }

@@ -50,6 +50,8 @@ def object_of(r: dict[str, Any]) -> tuple[str | None, str | None]:
             if name:
                 return "account", name
         return ("file", exe) if exe else (None, None)
+    if act in _NET and r.get("unix_path"):
+        return "socket", str(r["unix_path"])
     if act in _NET:
         ip, port = (r.get("source_ip"), r.get("source_port")) if act in ("bind", "listen") else (
             r.get("destination_ip"), r.get("destination_port"))

@@ -40,6 +40,7 @@ KEY_COLUMNS = (
     "process_args",
     "process_executable",
     "target_pid",
+    "unix_path",
 )
 SUMMARY_DERIVED = ("fx_image", "fx_command_line")
 
