@@ -61,6 +61,8 @@ def object_of(r: dict[str, Any]) -> tuple[str | None, str | None]:
     if act in _ON_PROCESS and r.get("target_pid") is not None:
         return "process", str(r["target_pid"])
     path = r.get("file_path")
+    if path and path.startswith(("fifo:[", "pipe:[")):
+        return "pipe", path
     if path:
         tgt = r.get("file_target_path")
         return "file", f"{path} -> {tgt}" if tgt else path
