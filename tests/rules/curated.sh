@@ -33,6 +33,11 @@ ln -s "$UNIT.timer" "/etc/systemd/system/timers.target.wants/fx-$M.timer"
 # a binary written by a decoder, then run
 base64 /usr/bin/true > "$W/payload.b64"
 base64 -d "$W/payload.b64" > "$W/.payload"; chmod +x "$W/.payload"; "$W/.payload"
+# a script without #! written by a decoder, run (its exec fails, the shell runs it)
+printf 'echo fx-script\n' | base64 > "$W/enc"; base64 -d "$W/enc" > "$W/run.sh"; chmod +x "$W/run.sh"; "$W/run.sh" >/dev/null
+# a shell startup file given a command; a history searched by another program
+mkdir -p "$W/home"; echo "echo fx-$M" >> "$W/home/.bashrc"
+printf 'mysql -p hunter2\n' > "$W/home/.bash_history"; cat "$W/home/.bash_history" | grep -q -- -p
 # credential files read
 mkdir -p "$W/home/.ssh"; printf 'fake key %s\n' "$M" > "$W/home/.ssh/id_ed25519"
 cat "$W/home/.ssh/id_ed25519" > /dev/null

@@ -15,4 +15,6 @@ ls /etc/systemd/system >/dev/null; printf '[Service]\n' > "$W/not-a-unit.service
 printf '#include <stdio.h>\nint main(void){puts("hi");return 0;}\n' > hello.c
 cc -O1 -o hello hello.c; ./hello >/dev/null              # a compile and its run
 cat /etc/passwd >/dev/null; ls -l /etc/shadow >/dev/null
+mkdir -p home; printf 'ls\n' > home/.bash_history; HOME="$W/home" bash -i -c true >/dev/null 2>&1  # a shell reads its history and .bashrc
+cat home/.bashrc >/dev/null 2>&1 || true
 echo "nearmiss done $M"

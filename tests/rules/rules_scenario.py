@@ -147,6 +147,11 @@ def build_scenario() -> Scenario:
     b.write_file(sh, 34.95, "/usr/local/bin/tool")
     b.spawn(sh, 1024, 34.97, "/usr/local/bin/tool", ["tool"])
     sc.expect("forensix-written-then-executed-other", 1024)
+    b.open(sh, 34.98, "/root/.bashrc", O_WRONLY | O_APPEND)
+    sc.expect("fx_shell_profile", 900)
+    hist = b.spawn(sh, 1025, 34.99, "/usr/bin/cat", ["cat", "/root/.bash_history"])
+    b.read_file(hist, 34.995, "/root/.bash_history")
+    sc.expect("fx_history_read", hist.pid)
 
     # -- the recorder attacked -------------------------------------------------------
     bt = b.spawn(sh, 1015, 35, "/usr/sbin/bpftool", ["bpftool", "link", "detach", "id", "7"])

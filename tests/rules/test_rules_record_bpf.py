@@ -245,12 +245,19 @@ def test_service_and_timer_units_created_and_enabled(curated: dict[str, Any]) ->
 
 def test_binary_written_then_run(curated: dict[str, Any]) -> None:
     got = _by_rule(curated).get("forensix-written-then-executed", [])
-    assert [a["object_name"].rsplit("/", 1)[1] for a in got] == [".payload"], [a["summary"] for a in got]
+    assert sorted(a["object_name"].rsplit("/", 1)[1] for a in got) == [".payload", "run.sh"], [a["summary"] for a in got]
+    got = [a for a in got if a["object_name"].endswith("/.payload")]
     # the writer is the process that opened the file: the shell's child that then ran base64
     pid = int(got[0]["summary"].split("written by ")[1].split("[")[1].split("]")[0])
     ran = curated["st"].query("SELECT process_executable FROM events WHERE event_action = 'exec' AND process_pid = $p"
                               " AND list_contains(process_args, '-d')", {"p": pid}).column(0).to_pylist()
     assert ran and ran[0].endswith("/base64"), ran
+
+
+def test_shell_startup_file_and_history_search(curated: dict[str, Any]) -> None:
+    by = _by_rule(curated)
+    assert [a["object_name"].rsplit("/", 1)[1] for a in by.get("fx_shell_profile", [])] == [".bashrc"]
+    assert [a["process_executable"].rsplit("/", 1)[1] for a in by.get("fx_history_read", [])] == ["cat"]
 
 
 def test_credential_files_read(curated: dict[str, Any]) -> None:
@@ -268,7 +275,8 @@ def test_curated_live_equals_hunt(curated: dict[str, Any]) -> None:
 
 def test_near_misses_stay_quiet(tmp_path: Path) -> None:
     """Decoded into no shell, a shell fed by cat, times kept by cp, useradd --create-home
-    (no timestomp), a compile and its run, passwd read: only the account findings."""
+    (no timestomp), a compile and its run, passwd read, a shell reading its own history and
+    .bashrc: only the account findings."""
     os.chmod(tmp_path, 0o755)
     rec = _record(tmp_path, "nearmiss.sh")
     try:

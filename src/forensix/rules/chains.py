@@ -6,7 +6,8 @@
   reader among the shells, as the recorder's data-flow edges show them. An interactive
   pipeline leaves no command line with the pipe in it; the pipe inode is still there.
 - a binary written and then run: an open for writing, then an exec of the same file (the
-  inode's life: device, inode, generation), by any name and any process.
+  inode's life: device, inode, generation), by any name and any process; a script without
+  `#!` fails to exec (ENOEXEC) and is then run by the shell: its exec is matched by path.
 
 Both work on the recorder's rows in whatever order the rings deliver them (the two ends
 of a pipe are flushed when each process closes it; the exec of a file can arrive before
@@ -150,6 +151,10 @@ class WriteThenExec:
 
     @staticmethod
     def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+        """The file's life; by path when the exec failed before the kernel opened a file of
+        its own (a script without #!: ENOEXEC, and the shell then runs it itself)."""
+        if r.get("file_inode") is None:
+            return (r.get("boot_id"), "path", r.get("file_path"))
         return (r.get("boot_id"), r.get("file_device"), r.get("file_inode"), r.get("file_generation") or 0)
 
     @staticmethod
@@ -168,12 +173,17 @@ class WriteThenExec:
         key = self._key(r)
         if r["event_action"] == "open":
             comm = r.get("process_name") or ""
+            keys = [key, (r.get("boot_id"), "path", r.get("file_path"))]
             if comm in BUILDERS:
-                self.written.pop(key, None)  # rebuilt: what runs now is the builder's
+                for k in keys:
+                    self.written.pop(k, None)  # rebuilt: what runs now is the builder's
                 return []
             writer = f"{comm}[{r.get('process_pid')}]"
-            self.written[key] = (writer, r["ts"])
-            return [self._hit(x, writer) for x in self.pending.pop(key, []) if x["ts"] >= r["ts"]]
+            out = []
+            for k in keys:
+                self.written[k] = (writer, r["ts"])
+                out += [self._hit(x, writer) for x in self.pending.pop(k, []) if x["ts"] >= r["ts"]]
+            return out
         got = self.written.get(key)
         if got is not None and got[1] <= r["ts"]:
             return [self._hit(r, got[0])]
@@ -187,7 +197,7 @@ class WriteThenExec:
             self.written.pop(next(iter(self.written)))
 
     _STEP = ("ts", "boot_id", "event_action", "file_device", "file_inode", "file_generation", "process_name",
-             "process_pid")
+             "process_pid", "file_path")
 
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
@@ -206,7 +216,7 @@ class WriteThenExec:
         self.latest = max(self.latest, max(r["ts"] for r in rows))
         hits: list[tuple[RuleMeta, dict[str, Any]]] = []
         for r in sorted(rows, key=lambda r: r["ts"]):
-            if r.get("file_inode") is not None:
+            if r.get("file_inode") is not None or (r["event_action"] == "exec" and r.get("file_path")):
                 hits += self._step(r)
         self._trim()
         out = [build_alerts(m, [r for mm, r in hits if mm is m], source) for m in self.rules]
