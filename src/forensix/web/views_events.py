@@ -1,0 +1,195 @@
+"""Timeline (with the histogram its time brush draws on), file history, incident and graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from forensix.analysis.filehistory import file_history
+from forensix.analysis.graph import TrackOptions, forward
+from forensix.analysis.graph import backtrack as backtrack_graph
+from forensix.analysis.noise import FILTER_NAMES
+from forensix.analysis.report import build_report
+from forensix.analysis.sessions import find_session
+from forensix.analysis.targets import Target, parse_target
+from forensix.analysis.timeline import TimelineFilter, timeline
+from forensix.errors import UsageError
+from forensix.model.identity import format_entity
+from forensix.web.context import Context
+from forensix.web.jsonrows import graph_json, row, rows
+from forensix.web.params import PAGE, ApiError, NotFound, Param
+from forensix.web.views_overview import histogram
+
+__all__ = ["FILE", "GRAPH", "INCIDENT", "TIMELINE", "file_view", "graph", "incident", "timeline_view"]
+
+CATEGORIES = ("process", "file", "network", "memory", "flow", "iam", "agent", "driver", "host")
+
+# -- timeline --------------------------------------------------------------------------
+TIMELINE = (Param("from", "time", help="ISO 8601 UTC, epoch, or -5m"),
+            Param("to", "time", help="ISO 8601 UTC, epoch, or -5m"),
+            Param("entity", "entity", help="an entity id (16 hex digits)"),
+            Param("pid", "int", None, 0, 1 << 32), Param("session", "text"),
+            Param("category", "choice", choices=CATEGORIES, many=True),
+            Param("action", "text", many=True), Param("path", "text"), Param("ip", "ip"),
+            Param("quiet", "flag", False), Param("after", "text", help="the cursor of the previous page"),
+            Param("limit", "int", 200, 1, 1000, help="rows per page, 1 to 1000"))
+
+
+def _cursor(text: str | None) -> tuple[int | None, int]:
+    if not text:
+        return None, 0
+    ts, _, skip = text.partition(":")
+    if not ts.isdigit() or not skip.isdigit() or len(ts) > 20 or int(skip) > 100_000:
+        raise ApiError(f"parameter after={text[:40]!r} is not a cursor", "use the next value of the previous page")
+    return int(ts), int(skip)
+
+
+def _filter(ctx: Context, p: dict[str, Any]) -> TimelineFilter:
+    ents = [p["entity"]] if p["entity"] is not None else None
+    if p["session"]:
+        try:
+            leader, att = find_session(ctx.reader, p["session"], ctx.attribution())
+        except UsageError as e:
+            raise NotFound(e.message, e.hint) from None
+        ents = att.members(leader)
+    if p["from"] is not None and p["to"] is not None and p["from"] > p["to"]:
+        raise ApiError("from is after to", "swap them")
+    return TimelineFilter(since=p["from"], until=p["to"], entities=ents, pid=p["pid"],
+                          categories=p["category"] or None, actions=p["action"] or None, path=p["path"],
+                          ip=p["ip"], noise=FILTER_NAMES if p["quiet"] else ())
+
+
+def _hist_where(f: TimelineFilter) -> tuple[str, dict[str, Any]]:
+    """The histogram's filter: the timeline's, without the noise filters (a count, not rows)."""
+    from forensix.analysis.filehistory import sql_ints, sql_strings
+
+    conds, params = ["TRUE"], {}
+    if f.entities is not None:
+        conds.append(f"process_entity_id IN ({sql_ints(f.entities)})")
+    if f.pid is not None:
+        conds.append("process_pid = $pid")
+        params["pid"] = f.pid
+    if f.categories:
+        conds.append(f"event_category IN ({sql_strings(f.categories)})")
+    if f.actions:
+        conds.append(f"event_action IN ({sql_strings(f.actions)})")
+    if f.path:
+        conds.append("(contains(file_path, $path) OR contains(file_target_path, $path))")
+        params["path"] = f.path
+    if f.ip:
+        conds.append("(destination_ip = $ip OR source_ip = $ip)")
+        params["ip"] = f.ip
+    return " AND ".join(conds), params
+
+
+def timeline_view(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    f = _filter(ctx, p)
+    cur_ts, skip = _cursor(p["after"])
+    if cur_ts is not None:
+        f.since = max(cur_ts, f.since or 0)
+    f.limit = p["limit"] + skip
+    t = timeline(ctx.reader, f)
+    page = t.slice(skip)
+    nxt = None
+    if page.num_rows == p["limit"]:  # maybe more: the cursor is the last time and how many rows had it
+        last = t.column("ts")[t.num_rows - 1].as_py()
+        same = sum(1 for x in t.column("ts").to_pylist() if x == last)
+        nxt = f"{last}:{same}"
+    where, params = _hist_where(f)
+    hist = histogram(ctx, where, params, p["from"], p["to"]) if p["after"] is None else None
+    return {"events": rows(page), "next": nxt, "histogram": hist, "limit": p["limit"],
+            "categories": list(CATEGORIES)}
+
+
+# -- file history ----------------------------------------------------------------------
+FILE = (Param("path", "text", help="an absolute path"),) + PAGE
+
+
+def file_view(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    path = p["path"]
+    if not path:
+        return {"path": None, "history": [], "total": 0, "limit": p["limit"], "offset": p["offset"]}
+    if not path.startswith("/"):
+        raise ApiError(f"{path[:80]!r} is not an absolute path", "give the path as the kernel saw it: /etc/...")
+    try:
+        t = file_history(ctx.reader, path)
+    except UsageError as e:
+        raise NotFound(e.message, e.hint) from None
+    return {"path": path, "history": rows(t.slice(p["offset"], p["limit"])), "total": t.num_rows,
+            "limit": p["limit"], "offset": p["offset"]}
+
+
+# -- incident and its graph ------------------------------------------------------------
+_TRACK = (Param("depth", "int", 12, 1, 30, help="hops, 1 to 30"),
+          Param("max_nodes", "int", 400, 10, 3000, help="objects in the graph, 10 to 3000"),
+          Param("noise", "flag", False, help="1: keep what the noise filters drop"))
+INCIDENT = (Param("alert", "text", help="an alert id"),
+            Param("target", "text", help="a path, entity id, pid@TIME, ip:port or session:S")) + _TRACK
+GRAPH = (Param("target", "text"), Param("direction", "choice", "backward", choices=("backward", "forward"))) + _TRACK
+
+
+def _opts(p: dict[str, Any]) -> TrackOptions:
+    return TrackOptions(depth=p["depth"], max_nodes=p["max_nodes"], filters=() if p["noise"] else FILTER_NAMES)
+
+
+def _target(ctx: Context, p: dict[str, Any]) -> tuple[Target, dict[str, Any] | None]:
+    if p["alert"]:
+        t = ctx.query("""SELECT alert_id, ts, rule_id, rule_title, rule_level, summary, process_entity_id,
+                                process_pid, tags, host_name FROM alerts WHERE alert_id = $a LIMIT 1""",
+                      {"a": p["alert"]})
+        if not t.num_rows:
+            raise NotFound(f"no alert {p['alert'][:80]!r} in this store", "pick one from the alerts view")
+        alert = t.to_pylist()[0]
+        if alert["process_entity_id"] is None:
+            raise ApiError(f"alert {p['alert']} names no process", "open the timeline at its time instead")
+        return Target("process", entity=alert["process_entity_id"]), rows(t)[0]
+    if not p["target"]:
+        raise ApiError("an incident needs alert=ID or target=...",
+                       "a path, entity id, pid@TIME, ip:port or session:S")
+    try:
+        return parse_target(p["target"]), None
+    except UsageError as e:
+        raise ApiError(e.message, e.hint) from None
+
+
+def incident(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """The report's content, and its graph both ways from the detection point."""
+    target, alert = _target(ctx, p)
+    opts = _opts(p)
+    try:
+        rep = build_report(ctx.reader, target, opts=opts)
+        fwd = forward(ctx.reader, rep.target, opts)
+    except UsageError as e:
+        raise NotFound(e.message, e.hint) from None
+    back, ahead = graph_json(rep.graph, "backward"), graph_json(fwd, "forward")
+    nodes = {n["id"]: n for n in ahead["nodes"]}
+    for n in back["nodes"]:  # a node on both sides is drawn once
+        if n["id"] in nodes:
+            n["direction"] = "both"
+        nodes[n["id"]] = n
+    edges = {e["id"]: e for e in ahead["edges"] + back["edges"]}
+    session = dict(rep.session) if rep.session else None
+    return {
+        "title": rep.title, "target": rep.target.describe(), "alert": alert,
+        "actor": format_entity(rep.actor) if rep.actor is not None else None,
+        "session": row(session) if session else None,
+        "tree": rows(rep.tree.slice(0, 500)), "files_written": rows(rep.files_written.slice(0, 500)),
+        "files_deleted": rows(rep.files_deleted.slice(0, 500)), "persistence": rows(rep.persistence.slice(0, 500)),
+        "network": rows(rep.network.slice(0, 500)), "timeline": rows(rep.timeline), "notes": rep.notes,
+        "graph": {"nodes": list(nodes.values()), "edges": list(edges.values()),
+                  "truncated": back["truncated"] or ahead["truncated"], "filters": back["filters"]},
+    }
+
+
+def graph(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """One node's neighbourhood, for "expand": the graph from it, one way, a few hops."""
+    if not p["target"]:
+        raise ApiError("graph needs target=...", "a path, entity id, pid@TIME, ip:port or session:S")
+    try:
+        target = parse_target(p["target"])
+        fn = backtrack_graph if p["direction"] == "backward" else forward
+        g = fn(ctx.reader, target, _opts(p))
+    except UsageError as e:
+        raise NotFound(e.message, e.hint) from None
+    return graph_json(g, p["direction"])
