@@ -13,6 +13,9 @@ import click
 
 from forensix.cli.options import reader, store_option
 from forensix.errors import UsageError
+from forensix.store.base import Reader
+from forensix.store.embedded import open_reader
+from forensix.store.hostfilter import HostReader
 
 __all__ = ["COMMANDS"]
 
@@ -99,8 +102,14 @@ def ui_cmd(store: str, listen: str, tls_cert: str | None, tls_key: str | None, c
                              "give --tls-cert and --tls-key (or --pki DIR), or listen on 127.0.0.1")
         if token is None and "ssl_ca_certs" not in tls:
             token = secrets.token_urlsafe(24)
-    r = reader(store)
-    app = create_app(r, store, token=token)
+    reader(store).close()  # says now, not at the first request, when the store cannot be read (and --host)
+    only: str | None = click.get_current_context().meta.get("forensix.host")
+
+    def opener() -> Reader:
+        r = open_reader(store)
+        return HostReader(r, only) if only else r
+
+    app = create_app(opener, store, token=token)
     sock = _bind(host, port)
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if ":" in host else host
@@ -112,7 +121,6 @@ def ui_cmd(store: str, listen: str, tls_cert: str | None, tls_key: str | None, c
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
-        r.close()
 
 
 COMMANDS = [ui_cmd]

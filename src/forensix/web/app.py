@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import BaseRoute, Route
 
 from forensix.errors import ForensixError, StoreError
@@ -30,7 +37,7 @@ from forensix.store.base import Reader
 from forensix.web import views_events as ev
 from forensix.web import views_overview as ov
 from forensix.web import views_people as pp
-from forensix.web.context import Context
+from forensix.web.context import Context, ReopeningReader
 from forensix.web.params import ApiError, Param, read_params
 
 __all__ = ["VENDOR", "VIEWS", "View", "create_app"]
@@ -85,6 +92,7 @@ def _json_endpoint(ctx: Context, view: View) -> Callable[[Request], Awaitable[Re
     async def endpoint(request: Request) -> Response:
         if len(str(request.url)) > _MAX_URL:
             return _error(414, "the URL is too long", f"at most {_MAX_URL} characters")
+        t0 = time.perf_counter()
         try:
             p = read_params(request.query_params.multi_items(), view.params)
             data = await run_in_threadpool(view.fn, ctx, p, **request.path_params)
@@ -94,10 +102,12 @@ def _json_endpoint(ctx: Context, view: View) -> Callable[[Request], Awaitable[Re
             return _error(503, e.message, e.hint)
         except ForensixError as e:  # a value the analysis refused (UsageError): the request's fault
             return _error(400, e.message, e.hint)
-        except Exception:  # noqa: BLE001 - never a traceback to the browser; logged here
+        except Exception:
             log.exception("view %s failed", view.name)
             return _error(500, f"the {view.name} view failed on this store", "see the server's log")
-        return JSONResponse(data, headers={"Cache-Control": "no-store"})
+        resp = JSONResponse(data, headers={"Cache-Control": "no-store"})
+        log.info("%s %.3f s %d bytes", request.url.path, time.perf_counter() - t0, len(resp.body))
+        return resp
     return endpoint
 
 
@@ -161,9 +171,11 @@ class _Guard(BaseHTTPMiddleware):
         return resp
 
 
-def create_app(reader: Reader, store: str, *, token: str | None = None) -> Starlette:
-    """The UI over ``reader`` (from ``cli.options.reader``: a file, a recorder's socket, a fleet store)."""
-    ctx = Context(reader=reader, store=store)
+def create_app(opener: Callable[[], Reader], store: str, *, token: str | None = None) -> Starlette:
+    """The UI over the store ``opener`` opens (``store.embedded.open_reader`` through
+    ``cli.options``: a file, a recorder's query socket, a fleet store); opened again when a
+    recording that held it ends."""
+    ctx = Context(reader=ReopeningReader(opener), store=store)
     routes: list[BaseRoute] = [Route("/", _root)]
     for v in VIEWS:  # the .json route first: "/session/{sid}" would take "x.json" as the id
         routes.append(Route(v.path + ".json", _json_endpoint(ctx, v), methods=["GET"], name=v.name + "-json"))

@@ -77,7 +77,10 @@ def _text(p: Param, raw: str) -> str:
 
 
 def _time(p: Param, raw: str) -> int:
-    return parse_time(raw)
+    v = parse_time(raw)
+    if not 0 <= v < 1 << 62:  # UTC ns from 1970 to 2116: what a BIGINT column of the store holds
+        raise ApiError(f"parameter {p.name}={raw[:40]!r} is out of range", "a time between 1970 and 2116")
+    return v
 
 
 def _entity(p: Param, raw: str) -> int:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
-
 from forensix.analysis.filehistory import file_history
 from forensix.analysis.graph import TrackOptions, forward
 from forensix.analysis.graph import backtrack as backtrack_graph
@@ -64,7 +62,8 @@ def _hist_where(f: TimelineFilter) -> tuple[str, dict[str, Any]]:
     """The histogram's filter: the timeline's, without the noise filters (a count, not rows)."""
     from forensix.analysis.filehistory import sql_ints, sql_strings
 
-    conds, params = ["TRUE"], {}
+    conds: list[str] = ["TRUE"]
+    params: dict[str, Any] = {}
     if f.entities is not None:
         conds.append(f"process_entity_id IN ({sql_ints(f.entities)})")
     if f.pid is not None:

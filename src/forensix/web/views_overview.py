@@ -80,7 +80,8 @@ ALERTS = (Param("level", "choice", choices=LEVELS, many=True),
 
 
 def alerts(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    conds, params = ["TRUE"], {}
+    conds: list[str] = ["TRUE"]
+    params: dict[str, Any] = {}
     if p["level"]:
         conds.append(f"rule_level IN ({sql_strings(p['level'])})")
     if p["rule"]:

@@ -324,7 +324,7 @@ function drawGraph(box, panel, g) {
   cy = cytoscape({
     container: box, elements: graphElements(g),
     style: [
-      { selector: "node", style: { label: "data(label)", "font-size": 9, "text-wrap": "ellipsis", "text-max-width": 160,
+      { selector: "node", style: { label: "data(label)", "font-size": 10, "text-wrap": "ellipsis", "text-max-width": 180,
         "text-valign": "bottom", "text-margin-y": 3, width: 22, height: 16, "background-color": "#789", shape: (n) => KIND_STYLE[n.data("kind")] || "ellipse" } },
       { selector: "node[kind = 'process']", style: { "background-color": "#3a6ea5" } },
       { selector: "node[kind = 'file']", style: { "background-color": "#c58b2a" } },
