@@ -131,7 +131,7 @@ class Scenario:
         self.go()
         _wait(lambda: (self.work / "did").exists(), 120, "the intrusion to run")
         (self.work / "stop").touch()
-        out, err = self.record.communicate(timeout=120)
+        _, err = self.record.communicate(timeout=120)
         assert self.record.returncode == 0, err
         self.finished = True
         assert b"the secret" in b"".join(self.received)

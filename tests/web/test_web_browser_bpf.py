@@ -69,6 +69,7 @@ def test_alert_listed_and_opens_its_incident(recorded: Scenario, page: Any) -> N
     assert recorded.cron in labels, labels  # the dropped cron file
     assert any(lab.startswith("curl ") for lab in labels), labels
     assert any(f"127.0.0.1:{recorded.hport}" in lab for lab in labels), labels  # where it came from
+    page.wait_for_selector("text=Persistence touched", timeout=60_000)  # the report's part
     assert recorded.cron in page.inner_text("main")  # the report lists the persistence
     shot(page, "incident")
 

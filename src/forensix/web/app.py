@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from forensix.errors import ForensixError, StoreError
 from forensix.store.base import Reader
 from forensix.web import views_events as ev
+from forensix.web import views_incident as inc
 from forensix.web import views_overview as ov
 from forensix.web import views_people as pp
 from forensix.web.context import Context, ReopeningReader
@@ -69,7 +70,7 @@ class View:
 VIEWS = [
     View("overview", "/overview", ov.OVERVIEW, ov.overview),
     View("alerts", "/alerts", ov.ALERTS, ov.alerts),
-    View("incident", "/incident", ev.INCIDENT, ev.incident),
+    View("incident", "/incident", inc.INCIDENT, inc.incident),
     View("sessions", "/sessions", pp.SESSIONS, pp.session_list),
     View("session", "/session/{sid}", pp.SESSION, pp.session),
     View("process", "/process/{eid}", pp.PROCESS, pp.process),
@@ -77,7 +78,7 @@ VIEWS = [
     View("timeline", "/timeline", ev.TIMELINE, ev.timeline_view),
     View("file", "/file", ev.FILE, ev.file_view),
     View("search", "/search", ov.SEARCH, ov.search),
-    View("graph", "/graph", ev.GRAPH, ev.graph, page=False),
+    View("graph", "/graph", inc.GRAPH, inc.graph, page=False),
     View("live", "/live", ov.LIVE, ov.live, page=False),
 ]
 

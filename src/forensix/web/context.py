@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from forensix.analysis.sessions import Attribution, attribute
+from forensix.analysis.graph import Graph
+from forensix.analysis.sessions import Attribution, attribute, sessions
 from forensix.errors import StoreError
 from forensix.store.base import Reader
 
@@ -53,22 +55,56 @@ class ReopeningReader:
 
 @dataclass
 class Context:
+    """The reader, and what is worth keeping between requests while the store stays as it is:
+    the session attribution and table (every process of the store), and recent graphs."""
+
     reader: Reader
     store: str
-    _att: tuple[Any, Attribution] | None = None
+    _att: tuple[Any, Attribution, pa.Table | None] | None = None
+    _graphs: OrderedDict[Any, Graph] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         return self.reader.query(sql, params)
 
+    def state(self) -> tuple[Any, ...]:
+        """Changes when processes are added (a recording runs): the key of what is kept."""
+        return tuple(self.query("SELECT count(*) AS n, max(image_ts) AS t FROM processes").to_pylist()[0].values())
+
     def attribution(self) -> Attribution:
-        """Who leads whom, computed once per state of the process table: a recording adds
-        processes, so the key is the table's size and latest image."""
-        key = tuple(self.query("SELECT count(*) AS n, max(image_ts) AS t FROM processes").to_pylist()[0].values())
+        key = self.state()
         with self._lock:
             if self._att is not None and self._att[0] == key:
                 return self._att[1]
         att = attribute(self.reader)
         with self._lock:
-            self._att = (key, att)
+            self._att = (key, att, None)
         return att
+
+    def sessions(self) -> pa.Table:
+        """Every session (``analysis.sessions.sessions``), computed once per state."""
+        att = self.attribution()
+        with self._lock:
+            kept = self._att
+        if kept is not None and kept[1] is att and kept[2] is not None:
+            return kept[2]
+        t = sessions(self.reader, att)
+        with self._lock:
+            if self._att is not None and self._att[1] is att:
+                self._att = (self._att[0], att, t)
+        return t
+
+    def graph(self, key: tuple[Any, ...], build: Callable[[], Graph]) -> Graph:
+        """A dependency graph, kept for the incident view's next requests (its parts)."""
+        k = (self.state(), *key)
+        with self._lock:
+            g = self._graphs.get(k)
+            if g is not None:
+                self._graphs.move_to_end(k)
+                return g
+        g = build()
+        with self._lock:
+            self._graphs[k] = g
+            while len(self._graphs) > 16:
+                self._graphs.popitem(last=False)
+        return g

@@ -5,21 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from forensix.analysis.filehistory import file_history
-from forensix.analysis.graph import TrackOptions, forward
-from forensix.analysis.graph import backtrack as backtrack_graph
 from forensix.analysis.noise import FILTER_NAMES
-from forensix.analysis.report import build_report
 from forensix.analysis.sessions import find_session
-from forensix.analysis.targets import Target, parse_target
 from forensix.analysis.timeline import TimelineFilter, timeline
 from forensix.errors import UsageError
-from forensix.model.identity import format_entity
 from forensix.web.context import Context
-from forensix.web.jsonrows import graph_json, row, rows
+from forensix.web.jsonrows import rows
 from forensix.web.params import PAGE, ApiError, NotFound, Param
 from forensix.web.views_overview import histogram
 
-__all__ = ["FILE", "GRAPH", "INCIDENT", "TIMELINE", "file_view", "graph", "incident", "timeline_view"]
+__all__ = ["FILE", "TIMELINE", "file_view", "timeline_view"]
 
 CATEGORIES = ("process", "file", "network", "memory", "flow", "iam", "agent", "driver", "host")
 
@@ -117,78 +112,3 @@ def file_view(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise NotFound(e.message, e.hint) from None
     return {"path": path, "history": rows(t.slice(p["offset"], p["limit"])), "total": t.num_rows,
             "limit": p["limit"], "offset": p["offset"]}
-
-
-# -- incident and its graph ------------------------------------------------------------
-_TRACK = (Param("depth", "int", 12, 1, 30, help="hops, 1 to 30"),
-          Param("max_nodes", "int", 400, 10, 3000, help="objects in the graph, 10 to 3000"),
-          Param("noise", "flag", False, help="1: keep what the noise filters drop"))
-INCIDENT = (Param("alert", "text", help="an alert id"),
-            Param("target", "text", help="a path, entity id, pid@TIME, ip:port or session:S")) + _TRACK
-GRAPH = (Param("target", "text"), Param("direction", "choice", "backward", choices=("backward", "forward"))) + _TRACK
-
-
-def _opts(p: dict[str, Any]) -> TrackOptions:
-    return TrackOptions(depth=p["depth"], max_nodes=p["max_nodes"], filters=() if p["noise"] else FILTER_NAMES)
-
-
-def _target(ctx: Context, p: dict[str, Any]) -> tuple[Target, dict[str, Any] | None]:
-    if p["alert"]:
-        t = ctx.query("""SELECT alert_id, ts, rule_id, rule_title, rule_level, summary, process_entity_id,
-                                process_pid, tags, host_name FROM alerts WHERE alert_id = $a LIMIT 1""",
-                      {"a": p["alert"]})
-        if not t.num_rows:
-            raise NotFound(f"no alert {p['alert'][:80]!r} in this store", "pick one from the alerts view")
-        alert = t.to_pylist()[0]
-        if alert["process_entity_id"] is None:
-            raise ApiError(f"alert {p['alert']} names no process", "open the timeline at its time instead")
-        return Target("process", entity=alert["process_entity_id"]), rows(t)[0]
-    if not p["target"]:
-        raise ApiError("an incident needs alert=ID or target=...",
-                       "a path, entity id, pid@TIME, ip:port or session:S")
-    try:
-        return parse_target(p["target"]), None
-    except UsageError as e:
-        raise ApiError(e.message, e.hint) from None
-
-
-def incident(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    """The report's content, and its graph both ways from the detection point."""
-    target, alert = _target(ctx, p)
-    opts = _opts(p)
-    try:
-        rep = build_report(ctx.reader, target, opts=opts)
-        fwd = forward(ctx.reader, rep.target, opts)
-    except UsageError as e:
-        raise NotFound(e.message, e.hint) from None
-    back, ahead = graph_json(rep.graph, "backward"), graph_json(fwd, "forward")
-    nodes = {n["id"]: n for n in ahead["nodes"]}
-    for n in back["nodes"]:  # a node on both sides is drawn once
-        if n["id"] in nodes:
-            n["direction"] = "both"
-        nodes[n["id"]] = n
-    edges = {e["id"]: e for e in ahead["edges"] + back["edges"]}
-    session = dict(rep.session) if rep.session else None
-    return {
-        "title": rep.title, "target": rep.target.describe(), "alert": alert,
-        "actor": format_entity(rep.actor) if rep.actor is not None else None,
-        "session": row(session) if session else None,
-        "tree": rows(rep.tree.slice(0, 500)), "files_written": rows(rep.files_written.slice(0, 500)),
-        "files_deleted": rows(rep.files_deleted.slice(0, 500)), "persistence": rows(rep.persistence.slice(0, 500)),
-        "network": rows(rep.network.slice(0, 500)), "timeline": rows(rep.timeline), "notes": rep.notes,
-        "graph": {"nodes": list(nodes.values()), "edges": list(edges.values()),
-                  "truncated": back["truncated"] or ahead["truncated"], "filters": back["filters"]},
-    }
-
-
-def graph(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    """One node's neighbourhood, for "expand": the graph from it, one way, a few hops."""
-    if not p["target"]:
-        raise ApiError("graph needs target=...", "a path, entity id, pid@TIME, ip:port or session:S")
-    try:
-        target = parse_target(p["target"])
-        fn = backtrack_graph if p["direction"] == "backward" else forward
-        g = fn(ctx.reader, target, _opts(p))
-    except UsageError as e:
-        raise NotFound(e.message, e.hint) from None
-    return graph_json(g, p["direction"])

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute
 
 from forensix.analysis.filehistory import sql_ints
 from forensix.analysis.processes import tree
 from forensix.analysis.report import files_changed, network_peers
-from forensix.analysis.sessions import find_session, sessions
+from forensix.analysis.sessions import find_session
 from forensix.errors import UsageError
 from forensix.model.identity import format_entity, parse_entity
 from forensix.web.context import Context
@@ -39,7 +40,9 @@ SESSIONS = (Param("kind", "choice", choices=KINDS, many=True),) + PAGE
 
 
 def session_list(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    t = sessions(ctx.reader, ctx.attribution(), kinds=set(p["kind"]) or None)
+    t = ctx.sessions()
+    if p["kind"]:
+        t = t.filter(pa.compute.is_in(t.column("kind"), pa.array(p["kind"])))
     # the interesting entries first: people (ssh, console, login) before daemons and cron
     order = {k: i for i, k in enumerate(KINDS)}
     t = t.take(sorted(range(t.num_rows), key=lambda i: (order.get(t.column("kind")[i].as_py(), 99),
@@ -58,7 +61,8 @@ def session(ctx: Context, p: dict[str, Any], sid: str) -> dict[str, Any]:
     except UsageError as e:
         raise NotFound(e.message, e.hint) from None
     members = att.members(leader)
-    srow = next(x for x in sessions(ctx.reader, att).to_pylist() if x["leader_entity_id"] == leader)
+    st = ctx.sessions()
+    srow = st.filter(pa.compute.equal(st.column("leader_entity_id"), pa.scalar(leader, pa.uint64()))).to_pylist()[0]
     tr = tree(ctx.reader, members=members)
     commands = ctx.query(f"""
         SELECT ts, process_entity_id, process_pid, process_parent_pid, user_id, user_effective_id,

@@ -321,6 +321,7 @@ function layout() {
 }
 
 function drawGraph(box, panel, g) {
+  main.dataset.graphReceivedMs = Math.round(performance.now());
   cy = cytoscape({
     container: box, elements: graphElements(g),
     style: [
@@ -338,32 +339,54 @@ function drawGraph(box, panel, g) {
   });
   layout();
   cy.on("tap", "node", (e) => nodePanel(panel, e.target));
+  main.dataset.graphMs = Math.round(performance.now());
 }
 
+// first paint: the summary (the alert, the acting process, its session); then the graph
+// and the report's tables, asked for at once, drawn as each arrives
 VIEWS.incident = (d) => {
   const box = h("div", { id: "graph", cls: "graph" }), panel = h("div", { cls: "side node-panel" }, h("p", { cls: "muted" }, "click a node"));
   const kinds = ["process", "file", "connection", "unix"];
   const noise = PARAMS.get("noise") === "1";
   const toggleNoise = () => { const p = new URLSearchParams(location.search); if (noise) p.delete("noise"); else p.set("noise", "1"); return "/incident?" + p; };
-  const s = d.session;
-  setTimeout(() => drawGraph(box, panel, d.graph), 0);
+  const who = h("div", {}, sessionLine(d)), info = h("span", { cls: "muted" }, " building the dependency graph…");
+  const report = h("div", {}, h("p", { cls: "muted" }, "collecting the report…"));
+  const part = (name) => getJSON(location.pathname + ".json?" + (location.search.slice(1) ? location.search.slice(1) + "&" : "") + "part=" + name);
+  part("graph").then((g) => {
+    info.textContent = ` ${g.graph.nodes.length} objects, ${g.graph.edges.length} edges; solid: backward (causes), pale: forward (impact)` +
+      (g.graph.truncated ? " — TRUNCATED" : "");
+    drawGraph(box, panel, g.graph);
+  }).catch((e) => { info.textContent = " graph: " + e.message; info.className = "bad"; });
+  part("report").then((r) => { who.replaceChildren(sessionLine(r)); report.replaceChildren(...reportSections(r)); })
+    .catch((e) => report.replaceChildren(h("p", { cls: "error" }, "report: " + e.message)));
   return [
     h("h1", {}, d.title),
     d.alert ? h("p", { cls: "alert-line" }, h("span", { cls: "lvl " + d.alert.rule_level }, d.alert.rule_level), " ", d.alert.rule_title || d.alert.rule_id,
       " — ", d.alert.summary, " ", short(d.alert.ts)) : "",
+    who,
+    h("div", { cls: "graph-controls" },
+      h("span", {}, "show: "), kinds.map((k) => h("label", {}, h("input", { type: "checkbox", checked: true, onchange: (e) => {
+        if (cy) cy.nodes(`[kind = '${k}']`).style("display", e.target.checked ? "element" : "none");
+      } }), k)),
+      " ", link(toggleNoise(), noise ? "hide noise (filters on)" : "show noise (filters off)"),
+      " ", h("button", { onclick: () => cy && layout() }, "re-layout"), info),
+    h("div", { cls: "split" }, box, panel),
+    report,
+  ];
+};
+
+function sessionLine(d) {
+  const s = d.session;
+  return [
     s ? h("p", {}, "session: ", link("/session/" + s.leader_entity_id, s.description), `, ${s.kind}, user ${s.user_name || ""}(${s.user_id})`,
       s.source_ip ? `, from ${s.source_ip}:${s.source_port}` : "") : "",
     d.actor ? h("p", {}, "acting process: ", procLink(d.actor)) : "",
-    d.notes.length ? h("p", { cls: "bad" }, d.notes.join("; ")) : "",
-    h("div", { cls: "graph-controls" },
-      h("span", {}, "show: "), kinds.map((k) => h("label", {}, h("input", { type: "checkbox", checked: true, onchange: (e) => {
-        cy.nodes(`[kind = '${k}']`).style("display", e.target.checked ? "element" : "none");
-      } }), k)),
-      " ", link(toggleNoise(), noise ? "hide noise (filters on)" : "show noise (filters off)"),
-      " ", h("button", { onclick: () => layout() }, "re-layout"),
-      h("span", { cls: "muted" }, ` ${d.graph.nodes.length} objects, ${d.graph.edges.length} edges; solid: backward (causes), pale: forward (impact)`,
-        d.graph.truncated ? " — TRUNCATED" : "")),
-    h("div", { cls: "split" }, box, panel),
+    (d.notes || []).length ? h("p", { cls: "bad" }, d.notes.join("; ")) : "",
+  ].filter((x) => x !== "");
+}
+
+function reportSections(d) {
+  return [
     section("Persistence touched", table(d.persistence, [["time", (r) => short(r.ts)], ["what", (r) => r.what], ["path", (r) => fileLink(r.file_path)],
       ["action", (r) => r.event_action], ["process", (r) => procLink(r.process_entity_id, r.process_pid)]], { empty: "none" })),
     section("Files written", table(d.files_written, [["first", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)],
@@ -375,16 +398,19 @@ VIEWS.incident = (d) => {
     section("Timeline", table(d.timeline, [["time", (r) => short(r.ts)], ["process", (r) => procLink(r.process_entity_id, `${r.process_name || "?"} [${r.process_pid}]`)],
       ["what", (r) => r.message]], { cls: "events" })),
   ];
-};
+}
 
 // -- start -----------------------------------------------------------------------------
 async function load() {
   try {
-    const d = await getJSON(JSON_URL);
+    // the incident paints its summary first and asks for the rest itself
+    const d = await getJSON(VIEW === "incident" ? JSON_URL + (location.search ? "&" : "?") + "part=summary" : JSON_URL);
     const draw = VIEWS[VIEW];
     if (!draw) throw Object.assign(new Error("no such view"), { status: 404, hint: "start at /overview" });
     main.replaceChildren(...draw(d).filter((x) => x !== ""));
     document.title = `forensix: ${VIEW}`;
+    // when the data was drawn, in ms since navigation began (bench/ui.py reads it)
+    main.dataset.drawnMs = Math.round(performance.now());
     main.dataset.loaded = VIEW;
   } catch (e) { showError(e); main.dataset.loaded = "error"; }
 }
