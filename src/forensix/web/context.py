@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,16 @@ from forensix.analysis.sessions import Attribution, attribute, sessions
 from forensix.errors import StoreError
 from forensix.store.base import Reader
 
-__all__ = ["Context", "ReopeningReader"]
+__all__ = ["Context", "ReopeningReader", "at_once"]
+
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fx-web-part")
+
+
+def at_once(**parts: Callable[[], Any]) -> dict[str, Any]:
+    """Run a view's independent queries side by side (DuckDB works outside the GIL; each
+    thread has its own cursor) and return their results by name."""
+    futures = {name: _POOL.submit(fn) for name, fn in parts.items()}
+    return {name: f.result() for name, f in futures.items()}
 
 
 class ReopeningReader:
@@ -61,7 +71,7 @@ class Context:
     reader: Reader
     store: str
     _att: tuple[Any, Attribution, pa.Table | None] | None = None
-    _graphs: OrderedDict[Any, Graph] = field(default_factory=OrderedDict)
+    _graphs: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
@@ -96,6 +106,10 @@ class Context:
 
     def graph(self, key: tuple[Any, ...], build: Callable[[], Graph]) -> Graph:
         """A dependency graph, kept for the incident view's next requests (its parts)."""
+        return self.kept(key, build)  # type: ignore[no-any-return]
+
+    def kept(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """A result kept while the store stays as it is (the 16 latest): graphs, trees."""
         k = (self.state(), *key)
         with self._lock:
             g = self._graphs.get(k)

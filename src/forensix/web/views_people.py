@@ -13,7 +13,7 @@ from forensix.analysis.report import files_changed, network_peers
 from forensix.analysis.sessions import find_session
 from forensix.errors import UsageError
 from forensix.model.identity import format_entity, parse_entity
-from forensix.web.context import Context
+from forensix.web.context import Context, at_once
 from forensix.web.jsonrows import jsonable, rows
 from forensix.web.jsonrows import row as json_row
 from forensix.web.params import PAGE, ApiError, NotFound, Param
@@ -63,18 +63,21 @@ def session(ctx: Context, p: dict[str, Any], sid: str) -> dict[str, Any]:
     members = att.members(leader)
     st = ctx.sessions()
     srow = st.filter(pa.compute.equal(st.column("leader_entity_id"), pa.scalar(leader, pa.uint64()))).to_pylist()[0]
-    tr = tree(ctx.reader, members=members)
-    commands = ctx.query(f"""
-        SELECT ts, process_entity_id, process_pid, process_parent_pid, user_id, user_effective_id,
-               process_executable, process_args, process_working_directory, ret
-        FROM events WHERE event_action = 'exec' AND process_entity_id IN ({sql_ints(members)})
-        ORDER BY ts LIMIT {p['commands']}""")
-    return {"session": json_row(srow),
-            "tree": rows(tr.slice(0, MAX_SESSION_TREE)), "tree_total": tr.num_rows,
-            "commands": rows(commands),
-            "files_written": rows(files_changed(ctx.reader, members, written=True).slice(0, 500)),
-            "files_deleted": rows(files_changed(ctx.reader, members, written=False).slice(0, 500)),
-            "connections": rows(network_peers(ctx.reader, members).slice(0, 500))}
+    r, ints = ctx.reader, sql_ints(members)
+    got = at_once(
+        tree=lambda: tree(r, members=members),
+        commands=lambda: r.query(f"""
+            SELECT ts, process_entity_id, process_pid, process_parent_pid, user_id, user_effective_id,
+                   process_executable, process_args, process_working_directory, ret
+            FROM events WHERE event_action = 'exec' AND process_entity_id IN ({ints})
+            ORDER BY ts LIMIT {p['commands']}"""),
+        written=lambda: files_changed(r, members, written=True).slice(0, 500),
+        deleted=lambda: files_changed(r, members, written=False).slice(0, 500),
+        connections=lambda: network_peers(r, members).slice(0, 500))
+    tr = got["tree"]
+    return {"session": json_row(srow), "tree": rows(tr.slice(0, MAX_SESSION_TREE)), "tree_total": tr.num_rows,
+            "commands": rows(got["commands"]), "files_written": rows(got["written"]),
+            "files_deleted": rows(got["deleted"]), "connections": rows(got["connections"])}
 
 
 # -- one process -----------------------------------------------------------------------
@@ -91,29 +94,32 @@ def process(ctx: Context, p: dict[str, Any], eid: str) -> dict[str, Any]:
     if images.num_rows == 0:
         raise NotFound(f"no process with entity id {format_entity(e)} in this store",
                        "search for it by pid or command, or list processes in the tree view")
-    end = ctx.query("""SELECT min(ts) AS end_ts, arg_min(process_exit_code, ts) AS exit_code,
-                              arg_min(process_exit_signal, ts) AS exit_signal
-                       FROM events WHERE event_action = 'exit' AND process_entity_id = $e""", {"e": e})
-    creds = ctx.query(f"""SELECT ts, event_action, user_id, user_effective_id, group_id, group_effective_id,
-                                 ret FROM events WHERE process_entity_id = $e AND event_action IN
-                                 ({', '.join(repr(c) for c in _CRED)}) ORDER BY ts LIMIT 200""", {"e": e})
-    files = ctx.query("""
-        SELECT coalesce(file_path, coalesce(file_type, 'fd') || ':[' || file_inode::VARCHAR || ']') AS file_path,
-               list(DISTINCT event_action ORDER BY event_action) AS actions, min(ts) AS first_ts,
-               count(*) AS events, sum(coalesce(flow_read_bytes, 0))::BIGINT AS bytes_read,
-               sum(coalesce(flow_write_bytes, 0))::BIGINT AS bytes_written
-        FROM events WHERE process_entity_id = $e AND event_category IN ('file', 'flow', 'memory')
-          AND event_action <> 'exec'
-        GROUP BY 1 ORDER BY first_ts LIMIT 500""", {"e": e})
-    children = ctx.query("""SELECT entity_id, pid, start_ts, executable, args FROM processes
-                            WHERE parent_entity_id = $e AND image_seq = 0 ORDER BY start_ts LIMIT 500""", {"e": e})
-    att = ctx.attribution()
+    q, cred = ctx.query, ", ".join(repr(c) for c in _CRED)
+    got = at_once(
+        end=lambda: q("""SELECT min(ts) AS end_ts, arg_min(process_exit_code, ts) AS exit_code,
+                                arg_min(process_exit_signal, ts) AS exit_signal
+                         FROM events WHERE event_action = 'exit' AND process_entity_id = $e""", {"e": e}),
+        creds=lambda: q(f"""SELECT ts, event_action, user_id, user_effective_id, group_id, group_effective_id, ret
+                            FROM events WHERE process_entity_id = $e AND event_action IN ({cred})
+                            ORDER BY ts LIMIT 200""", {"e": e}),
+        files=lambda: q("""
+            SELECT coalesce(file_path, coalesce(file_type, 'fd') || ':[' || file_inode::VARCHAR || ']') AS file_path,
+                   list(DISTINCT event_action ORDER BY event_action) AS actions, min(ts) AS first_ts,
+                   count(*) AS events, sum(coalesce(flow_read_bytes, 0))::BIGINT AS bytes_read,
+                   sum(coalesce(flow_write_bytes, 0))::BIGINT AS bytes_written
+            FROM events WHERE process_entity_id = $e AND event_category IN ('file', 'flow', 'memory')
+              AND event_action <> 'exec'
+            GROUP BY 1 ORDER BY first_ts LIMIT 500""", {"e": e}),
+        children=lambda: q("""SELECT entity_id, pid, start_ts, executable, args FROM processes
+                              WHERE parent_entity_id = $e AND image_seq = 0 ORDER BY start_ts LIMIT 500""", {"e": e}),
+        sockets=lambda: network_peers(ctx.reader, [e]).slice(0, 500),
+        att=ctx.attribution)
+    att = got["att"]
     leader = att.leader_of.get(e)
     first = images.to_pylist()[0]
     return {"entity_id": format_entity(e), "pid": first["pid"], "images": rows(images),
-            "end": rows(end)[0] if end.num_rows else None, "credential_changes": rows(creds),
-            "files": rows(files), "sockets": rows(network_peers(ctx.reader, [e]).slice(0, 500)),
-            "children": rows(children),
+            "end": rows(got["end"])[0] if got["end"].num_rows else None, "credential_changes": rows(got["creds"]),
+            "files": rows(got["files"]), "sockets": rows(got["sockets"]), "children": rows(got["children"]),
             "session": format_entity(leader) if leader is not None else None,
             "session_kind": att.kind_of.get(leader) if leader is not None else None}
 
@@ -135,7 +141,10 @@ def tree_at(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if p["root"] is not None and not ctx.query("SELECT 1 FROM processes WHERE entity_id = $e LIMIT 1",
                                                {"e": p["root"]}).num_rows:
         raise NotFound(f"no process with entity id {format_entity(p['root'])}", "pick one from the tree")
-    t = tree(ctx.reader, at=p["at"], root=p["root"], members=members, alive_only=bool(p["alive"]))
+    # kept: the next pages of a tree of 10^5 processes come from it, not from the recursion again
+    key = ("tree", p["at"], p["root"], p["session"], bool(p["alive"]))
+    t = ctx.kept(key, lambda: tree(ctx.reader, at=p["at"], root=p["root"], members=members,
+                                   alive_only=bool(p["alive"])))
     page, meta = _page(t, p)
     return {"at": jsonable("ts", p["at"]),
             "processes": rows(page), **meta}

@@ -133,6 +133,9 @@ async function poll() {
 }
 
 // -- views -----------------------------------------------------------------------------
+// a view that comes in parts: this view's JSON twin with part=NAME
+const partURL = (name) => location.pathname + ".json?" + (location.search.slice(1) ? location.search.slice(1) + "&" : "") + "part=" + name;
+
 const VIEWS = {};
 
 VIEWS.overview = (d) => [
@@ -249,19 +252,26 @@ VIEWS.tree = (d) => [
   processTree(d.processes), pager(d, d.processes.length),
 ];
 
+// first paint: the page of events; the histogram to brush on follows (a whole-record count)
 VIEWS.timeline = (d) => {
   const next = () => { const p = new URLSearchParams(location.search); p.set("after", d.next); return "/timeline?" + p; };
+  const chart = h("div", {});
+  const brush = (a, b) => {
+    const p = new URLSearchParams(location.search); p.delete("after"); p.set("from", isoOfMs(a)); p.set("to", isoOfMs(b));
+    location.href = "/timeline?" + p;
+  };
+  if (!PARAMS.get("after")) {
+    getJSON(partURL("histogram")).then((x) => chart.replaceChildren(histogram(x.histogram, { onBrush: brush })))
+      .catch((e) => chart.replaceChildren(h("p", { cls: "error" }, "chart: " + e.message)));
+  }
   return [
     h("h1", {}, "Timeline"),
     form([field("from", "from", { size: 24 }), field("to", "to", { size: 24 }), h("label", {}, "category ", checks("category", d.categories)),
       field("action", "action", { size: 8 }), field("path", "path contains", { size: 16 }), field("ip", "ip", { size: 12 }),
       field("entity", "entity", { size: 16 }), field("session", "session", { size: 16 }),
       h("label", {}, h("input", { type: "checkbox", name: "quiet", value: "1", checked: PARAMS.get("quiet") === "1" }), "hide noise")]),
-    d.histogram ? histogram(d.histogram, { onBrush: (a, b) => {
-      const p = new URLSearchParams(location.search); p.delete("after"); p.set("from", isoOfMs(a)); p.set("to", isoOfMs(b));
-      location.href = "/timeline?" + p;
-    } }) : "",
-    d.histogram ? h("p", { cls: "muted" }, "drag across the chart to narrow the time window") : "",
+    chart,
+    d.next !== undefined && !PARAMS.get("after") ? h("p", { cls: "muted" }, "drag across the chart to narrow the time window") : "",
     table(d.events, [["time", (r) => short(r.ts)], ["category", (r) => r.event_category], ["action", (r) => r.event_action],
       ["process", (r) => procLink(r.process_entity_id, `${r.process_name || "?"} [${r.process_pid}]`)], ["uid", (r) => r.user_id],
       ["what", (r) => r.message]], { empty: "no events match", cls: "events" }),
@@ -351,7 +361,7 @@ VIEWS.incident = (d) => {
   const toggleNoise = () => { const p = new URLSearchParams(location.search); if (noise) p.delete("noise"); else p.set("noise", "1"); return "/incident?" + p; };
   const who = h("div", {}, sessionLine(d)), info = h("span", { cls: "muted" }, " building the dependency graph…");
   const report = h("div", {}, h("p", { cls: "muted" }, "collecting the report…"));
-  const part = (name) => getJSON(location.pathname + ".json?" + (location.search.slice(1) ? location.search.slice(1) + "&" : "") + "part=" + name);
+  const part = (name) => getJSON(partURL(name));
   part("graph").then((g) => {
     info.textContent = ` ${g.graph.nodes.length} objects, ${g.graph.edges.length} edges; solid: backward (causes), pale: forward (impact)` +
       (g.graph.truncated ? " — TRUNCATED" : "");
@@ -404,7 +414,8 @@ function reportSections(d) {
 async function load() {
   try {
     // the incident paints its summary first and asks for the rest itself
-    const d = await getJSON(VIEW === "incident" ? JSON_URL + (location.search ? "&" : "?") + "part=summary" : JSON_URL);
+    const first = { incident: "summary", timeline: "rows" }[VIEW];
+    const d = await getJSON(first ? partURL(first) : JSON_URL);
     const draw = VIEWS[VIEW];
     if (!draw) throw Object.assign(new Error("no such view"), { status: 404, hint: "start at /overview" });
     main.replaceChildren(...draw(d).filter((x) => x !== ""));
