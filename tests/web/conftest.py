@@ -225,6 +225,8 @@ def open_view(page: Any, url: str, view: str | None = None) -> None:
 
 
 def shot(page: Any, name: str) -> Path:
+    """Save the view as a test artefact; a value drawn as "[object ...]" is a bug in the page."""
+    assert "[object " not in page.inner_text("main"), page.inner_text("main")[:500]
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

@@ -140,6 +140,10 @@ def test_timeline_filters(recorded: Scenario, page: Any) -> None:
     page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + 20, steps=5)
     page.mouse.up()
     page.wait_for_url(lambda u: "from=" in u and "to=" in u, timeout=10_000)
+    page.wait_for_selector("main[data-loaded=timeline]", timeout=30_000)
+    page.wait_for_selector(".chart .u-over", timeout=30_000)  # the narrowed window's chart
+    narrowed = page.locator("table.events tbody tr").all_inner_texts()
+    assert narrowed and len(narrowed) < len(rows) + 1000, narrowed
     shot(page, "timeline-brushed")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from forensix.analysis.filehistory import sql_strings
 from forensix.model.identity import format_entity
-from forensix.web.context import Context
+from forensix.web.context import Context, at_once
 from forensix.web.jsonrows import jsonable, rows
 from forensix.web.params import PAGE, ApiError, Param
 
@@ -47,28 +47,32 @@ OVERVIEW: tuple[Param, ...] = ()
 
 
 def overview(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    hosts = ctx.query("""SELECT host_id, any_value(host_name) AS host_name, any_value(kernel) AS kernel,
-                                min(first_seen) AS first_seen, any_value(agent_version) AS agent_version,
-                                count(DISTINCT boot_id) AS boots
-                         FROM hosts GROUP BY host_id ORDER BY host_name""")
-    per_host = ctx.query("""SELECT host_id, any_value(host_name) AS host_name, min(ts) AS first_ts,
-                                   max(ts) AS last_ts, count(*) AS events
-                            FROM events GROUP BY host_id ORDER BY host_name""")
-    gaps = ctx.query("""SELECT host_name, ts_from, ts_to, cpu, event_class, count, reason FROM gaps
-                        ORDER BY ts_from LIMIT 500""")
-    ngaps = ctx.query("SELECT count(*) AS n, coalesce(sum(count), 0)::BIGINT AS lost FROM gaps").to_pylist()[0]
-    by_rule = ctx.query("""SELECT rule_id, any_value(rule_title) AS rule_title, any_value(rule_level) AS rule_level,
-                                  count(*) AS alerts, max(ts) AS last_ts
-                           FROM alerts GROUP BY rule_id ORDER BY alerts DESC, rule_id LIMIT 200""")
-    counts = ctx.query("SELECT (SELECT count(*) FROM processes WHERE image_seq = 0) AS processes, "
-                       "(SELECT count(*) FROM alerts) AS alerts").to_pylist()[0]
+    q = ctx.query
+    got = at_once(  # each a scan of its own: side by side
+        hosts=lambda: q("""SELECT host_id, any_value(host_name) AS host_name, any_value(kernel) AS kernel,
+                                  min(first_seen) AS first_seen, any_value(agent_version) AS agent_version,
+                                  count(DISTINCT boot_id) AS boots
+                           FROM hosts GROUP BY host_id ORDER BY host_name"""),
+        per_host=lambda: q("""SELECT host_id, any_value(host_name) AS host_name, min(ts) AS first_ts,
+                                     max(ts) AS last_ts, count(*) AS events
+                              FROM events GROUP BY host_id ORDER BY host_name"""),
+        gaps=lambda: q("""SELECT host_name, ts_from, ts_to, cpu, event_class, count, reason FROM gaps
+                          ORDER BY ts_from LIMIT 500"""),
+        ngaps=lambda: q("SELECT count(*) AS n, coalesce(sum(count), 0)::BIGINT AS lost FROM gaps").to_pylist()[0],
+        by_rule=lambda: q("""SELECT rule_id, any_value(rule_title) AS rule_title, any_value(rule_level) AS rule_level,
+                                    count(*) AS alerts, max(ts) AS last_ts
+                             FROM alerts GROUP BY rule_id ORDER BY alerts DESC, rule_id LIMIT 200"""),
+        counts=lambda: q("SELECT (SELECT count(*) FROM processes WHERE image_seq = 0) AS processes, "
+                         "(SELECT count(*) FROM alerts) AS alerts").to_pylist()[0],
+        coverage=lambda: histogram(ctx, "TRUE", {}, None, None))
+    gaps = got["gaps"]
     gap_rows = rows(gaps)
     for g, raw in zip(gap_rows, gaps.to_pylist()):  # for the chart: where on the time axis
         g["from_ms"], g["to_ms"] = raw["ts_from"] / 1e6, raw["ts_to"] / 1e6
-    return {"store": ctx.store, "hosts": rows(hosts), "recorded": rows(per_host),
-            "coverage": histogram(ctx, "TRUE", {}, None, None), "gaps": gap_rows, "gaps_total": ngaps["n"],
-            "events_lost": ngaps["lost"], "alerts_by_rule": rows(by_rule),
-            "events": sum(r["events"] for r in per_host.to_pylist()), **counts}
+    return {"store": ctx.store, "hosts": rows(got["hosts"]), "recorded": rows(got["per_host"]),
+            "coverage": got["coverage"], "gaps": gap_rows, "gaps_total": got["ngaps"]["n"],
+            "events_lost": got["ngaps"]["lost"], "alerts_by_rule": rows(got["by_rule"]),
+            "events": sum(r["events"] for r in got["per_host"].to_pylist()), **got["counts"]}
 
 
 # -- alerts ----------------------------------------------------------------------------

@@ -144,7 +144,8 @@ VIEWS.overview = (d) => [
     d.gaps_total ? h("span", { cls: "bad" }, `${d.gaps_total} gaps, ${d.events_lost} events lost`) : "no recorded loss"),
   section("Recording coverage", h("p", { cls: "muted" }, `events over time, ${short(d.coverage.from)} – ${short(d.coverage.to)} UTC; red: gaps (lost events). Drag to open the timeline there.`),
     histogram(d.coverage, { gaps: d.gaps, onBrush: (a, b) => { location.href = "/timeline?" + q({ from: isoOfMs(a), to: isoOfMs(b) }); } })),
-  section("Hosts", table(d.recorded, [["host", (r) => r.host_name], ["host id", (r) => r.host_id], ["first event", (r) => short(r.first_ts)],
+  section("Hosts", table(d.recorded, [["host", (r) => r.host_name], ["host id", (r) => r.host_id],
+    ["kernel", (r) => (d.hosts.find((x) => x.host_id === r.host_id) || {}).kernel || ""], ["first event", (r) => short(r.first_ts)],
     ["last event", (r) => short(r.last_ts)], ["events", (r) => r.events]])),
   section("Alerts by rule", table(d.alerts_by_rule, [["level", (r) => h("span", { cls: "lvl " + r.rule_level }, r.rule_level)],
     ["rule", (r) => link("/alerts?" + q({ rule: r.rule_id }), r.rule_title || r.rule_id)], ["alerts", (r) => r.alerts], ["latest", (r) => short(r.last_ts)]],
@@ -367,7 +368,7 @@ VIEWS.incident = (d) => {
       (g.graph.truncated ? " — TRUNCATED" : "");
     drawGraph(box, panel, g.graph);
   }).catch((e) => { info.textContent = " graph: " + e.message; info.className = "bad"; });
-  part("report").then((r) => { who.replaceChildren(sessionLine(r)); report.replaceChildren(...reportSections(r)); })
+  part("report").then((r) => { who.replaceChildren(...sessionLine(r)); report.replaceChildren(...reportSections(r)); })
     .catch((e) => report.replaceChildren(h("p", { cls: "error" }, "report: " + e.message)));
   return [
     h("h1", {}, d.title),
