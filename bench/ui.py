@@ -8,7 +8,9 @@ logins, cron jobs, pid reuse and one planted intrusion), then ``forensix hunt --
 the built-in rules' alerts in it. ``forensix ui`` serves it (a separate process, as a user
 runs it); Debian's chromium (Playwright) opens each view. Figures per view:
 
-* ``api``: the JSON twin's time at the server (one request over HTTP, the browser aside);
+* ``api``: the whole JSON twin's time (one request over HTTP, the browser aside); the
+  incident and the timeline pages ask for it in parts, the first of which is all their
+  first paint waits for, so for them it is more than the page needs;
 * ``first paint``: from the start of navigation until the page has drawn the view's data
   (``main[data-drawn-ms]``, set by app.js right after drawing), the target being < 1 s;
 * for the incident, ``graph``: until Cytoscape has laid the graph out.
@@ -145,7 +147,7 @@ def _write_docs(meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
         (f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, chromium (Debian) headless; store "
          f"{meta['mib']:.0f} MiB; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average after the runs "
          f"{load[0]:.1f} (other work shared the CPUs). Median of {meta['repeat']} visits after a first (cold) one.\n"),
-        "| view | first paint, cold (s) | first paint (s) | JSON twin at the server (s) | target | graph laid out (s) |",
+        "| view | first paint, cold (s) | first paint (s) | whole JSON twin (s) | target | graph laid out (s) |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:

@@ -106,6 +106,8 @@ def test_session_shows_its_tree_and_commands(recorded: Scenario, page: Any) -> N
     assert f"curl -s -o {recorded.work}/x.sh http://127.0.0.1:{recorded.hport}/x.sh" in commands
     assert f"chmod +x {recorded.work}/x.sh" in commands
     assert f"cp /usr/bin/id /tmp/{recorded.tag}-copied" in commands
+    page.wait_for_selector("text=Files written", timeout=30_000)  # the session's second part
+    assert recorded.cron in page.inner_text("main")
     # a process's details beside the tree: argv, cwd, files
     page.locator(".ptree a", has_text="curl").first.click()
     page.wait_for_selector(".side .details", timeout=30_000)

@@ -51,7 +51,10 @@ def session_list(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     return {"sessions": rows(page), **meta, "kinds": list(KINDS)}
 
 
-SESSION: tuple[Param, ...] = (Param("commands", "int", 500, 1, 5000, help="commands at most"),)
+SESSION: tuple[Param, ...] = (
+    Param("commands", "int", 500, 1, 5000, help="commands at most"),
+    Param("part", "choice", "all", choices=("all", "head", "rest"),
+          help="head: the session, its tree and commands (the page's first paint); rest: its files and connections"))
 
 
 def session(ctx: Context, p: dict[str, Any], sid: str) -> dict[str, Any]:
@@ -64,20 +67,29 @@ def session(ctx: Context, p: dict[str, Any], sid: str) -> dict[str, Any]:
     st = ctx.sessions()
     srow = st.filter(pa.compute.equal(st.column("leader_entity_id"), pa.scalar(leader, pa.uint64()))).to_pylist()[0]
     r, ints = ctx.reader, sql_ints(members)
-    got = at_once(
-        tree=lambda: tree(r, members=members),
-        commands=lambda: r.query(f"""
-            SELECT ts, process_entity_id, process_pid, process_parent_pid, user_id, user_effective_id,
-                   process_executable, process_args, process_working_directory, ret
-            FROM events WHERE event_action = 'exec' AND process_entity_id IN ({ints})
-            ORDER BY ts LIMIT {p['commands']}"""),
-        written=lambda: files_changed(r, members, written=True).slice(0, 500),
-        deleted=lambda: files_changed(r, members, written=False).slice(0, 500),
-        connections=lambda: network_peers(r, members).slice(0, 500))
-    tr = got["tree"]
-    return {"session": json_row(srow), "tree": rows(tr.slice(0, MAX_SESSION_TREE)), "tree_total": tr.num_rows,
-            "commands": rows(got["commands"]), "files_written": rows(got["written"]),
-            "files_deleted": rows(got["deleted"]), "connections": rows(got["connections"])}
+    parts: dict[str, Any] = {}
+    if p["part"] in ("all", "head"):
+        parts |= {
+            "tree": lambda: tree(r, members=members),
+            "commands": lambda: r.query(f"""
+                SELECT ts, process_entity_id, process_pid, process_parent_pid, user_id, user_effective_id,
+                       process_executable, process_args, process_working_directory, ret
+                FROM events WHERE event_action = 'exec' AND process_entity_id IN ({ints})
+                ORDER BY ts LIMIT {p['commands']}""")}
+    if p["part"] in ("all", "rest"):
+        parts |= {"written": lambda: files_changed(r, members, written=True).slice(0, 500),
+                  "deleted": lambda: files_changed(r, members, written=False).slice(0, 500),
+                  "connections": lambda: network_peers(r, members).slice(0, 500)}
+    got = at_once(**parts)
+    out: dict[str, Any] = {"session": json_row(srow)}
+    if "tree" in got:
+        tr = got["tree"]
+        out |= {"tree": rows(tr.slice(0, MAX_SESSION_TREE)), "tree_total": tr.num_rows,
+                "commands": rows(got["commands"])}
+    if "written" in got:
+        out |= {"files_written": rows(got["written"]), "files_deleted": rows(got["deleted"]),
+                "connections": rows(got["connections"])}
+    return out
 
 
 # -- one process -----------------------------------------------------------------------

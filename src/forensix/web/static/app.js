@@ -219,8 +219,12 @@ function processDetails(d) {
 
 VIEWS.process = (d) => [h("h1", {}, "Process"), processDetails(d)];
 
+// first paint: the session, its tree and its commands; its files and connections follow
 VIEWS.session = (d) => {
   const s = d.session, side = h("div", { cls: "side" }, h("p", { cls: "muted" }, "pick a process in the tree"));
+  const rest = h("div", {}, h("p", { cls: "muted" }, "collecting files and connections…"));
+  getJSON(partURL("rest")).then((x) => rest.replaceChildren(...sessionRest(x)))
+    .catch((e) => rest.replaceChildren(h("p", { cls: "error" }, e.message)));
   const pick = async (eid) => {
     try { side.replaceChildren(processDetails(await getJSON(`/process/${eid}.json`))); } catch (e) { side.replaceChildren(h("p", { cls: "error" }, e.message)); }
   };
@@ -236,13 +240,19 @@ VIEWS.session = (d) => {
     section("Commands", table(d.commands, [["time", (r) => short(r.ts)], ["pid", (r) => procLink(r.process_entity_id, r.process_pid)],
       ["uid", (r) => r.user_effective_id], ["cwd", (r) => r.process_working_directory],
       ["command", (r) => h("code", {}, args(r.process_args) || r.process_executable)]], { cls: "commands" })),
+    rest,
+  ];
+};
+
+function sessionRest(d) {
+  return [
     section("Files written", table(d.files_written, [["first", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)],
       ["actions", (r) => (r.actions || []).join(" ")], ["bytes", (r) => r.bytes_written]], { empty: "none" })),
     section("Files deleted", table(d.files_deleted, [["time", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)]], { empty: "none" })),
     section("Connections", table(d.connections, [["first", (r) => short(r.first_ts)], ["action", (r) => r.event_action],
       ["peer", (r) => `${r.peer_ip || ""}${r.peer_port ? ":" + r.peer_port : ""}`], ["count", (r) => r.connections]], { empty: "none" })),
   ];
-};
+}
 
 VIEWS.tree = (d) => [
   h("h1", {}, "Process tree", d.at ? ` at ${short(d.at)}` : ""),
@@ -415,7 +425,7 @@ function reportSections(d) {
 async function load() {
   try {
     // the incident paints its summary first and asks for the rest itself
-    const first = { incident: "summary", timeline: "rows" }[VIEW];
+    const first = { incident: "summary", timeline: "rows", session: "head" }[VIEW];
     const d = await getJSON(first ? partURL(first) : JSON_URL);
     const draw = VIEWS[VIEW];
     if (!draw) throw Object.assign(new Error("no such view"), { status: 404, hint: "start at /overview" });
