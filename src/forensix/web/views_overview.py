@@ -83,6 +83,11 @@ ALERTS = (Param("level", "choice", choices=LEVELS, many=True),
           Param("to", "time", help="ISO 8601 UTC, epoch, or -5m")) + PAGE
 
 
+_ALERT_COLUMNS = ("alert_id", "ts", "last_ts", "detected_ts", "host_name", "rule_id", "rule_title", "rule_level",
+                  "tags", "process_entity_id", "process_pid", "summary", "source", "alert_count", "object_kind",
+                  "object_name", "process_command_line", "user_name", "entry_kind", "entry_source_ip")
+
+
 def alerts(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     conds: list[str] = ["TRUE"]
     params: dict[str, Any] = {}
@@ -100,10 +105,11 @@ def alerts(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         conds.append("ts <= $to")
         params["to"] = p["to"]
     where = " AND ".join(conds)
-    t = ctx.query(f"""SELECT alert_id, ts, detected_ts, host_name, rule_id, rule_title, rule_level, tags,
-                             process_entity_id, process_pid, summary, source
-                      FROM alerts WHERE {where} ORDER BY ts DESC, alert_id
+    # every column: stores from format /10 on carry each alert's evidence (count, object,
+    # command line, user, entry point); older ones do not, and the page shows what there is
+    t = ctx.query(f"""SELECT * FROM alerts WHERE {where} ORDER BY ts DESC, alert_id
                       LIMIT {p['limit']} OFFSET {p['offset']}""", params)
+    t = t.select([c for c in _ALERT_COLUMNS if c in t.column_names])
     total = ctx.query(f"SELECT count(*) AS n FROM alerts WHERE {where}", params).to_pylist()[0]["n"]
     rules = ctx.query("SELECT DISTINCT rule_id FROM alerts ORDER BY 1 LIMIT 500").column("rule_id").to_pylist()
     return {"alerts": rows(t), "total": total, "limit": p["limit"], "offset": p["offset"],

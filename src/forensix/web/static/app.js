@@ -163,6 +163,8 @@ VIEWS.alerts = (d) => [
     field("to", "to", { size: 22 })]),
   table(d.alerts, [["time", (r) => short(r.ts)], ["level", (r) => h("span", { cls: "lvl " + r.rule_level }, r.rule_level)],
     ["rule", (r) => r.rule_title || r.rule_id], ["host", (r) => r.host_name], ["process", (r) => procLink(r.process_entity_id, r.process_pid)],
+    ["user", (r) => r.user_name || ""], ["object", (r) => (r.object_kind === "file" ? fileLink(r.object_name) : r.object_name || "")],
+    ["count", (r) => r.alert_count || 1], ["entry", (r) => [r.entry_kind, r.entry_source_ip].filter((x) => x).join(" from ")],
     ["summary", (r) => r.summary], ["", (r) => link("/incident?" + q({ alert: r.alert_id }), "incident »")]],
   { empty: "no alerts match", cls: "alerts" }),
   pager(d, d.alerts.length),
