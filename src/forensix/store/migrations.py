@@ -26,10 +26,12 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # another file; rows of older stores have NULL there and match any life of their inode.
 # /8: file_deleted on events (the object had no name left: deleted while open, memfd).
 # /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
-# rows sealed before keep theirs as they are.
-STORE_FORMAT = "forensix-store/9"
+# rows sealed before keep theirs as they are. /13: events carry event_module (imported rows:
+# auditd, laurel, sysmon, suricata, system), and the imports table records what was imported.
+STORE_FORMAT = "forensix-store/13"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
-                           "forensix-store/6", "forensix-store/7", "forensix-store/8", STORE_FORMAT})
+                           "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
+                           STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -113,5 +115,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0010_args_xor", [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "args_xor" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/9' WHERE key = 'format'",
+    ]),
+    # where an event came from (NULL: the kernel sensor) and what was imported from which file
+    ("0013_imports", [
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "event_module" VARCHAR',
+        create_table_sql("imports", schema.IMPORTS),
+        "UPDATE forensix_meta SET value = 'forensix-store/13' WHERE key = 'format'",
     ]),
 ]
