@@ -183,7 +183,7 @@ class AuditdParser:
             if "SYSCALL" in extra:
                 f["syscall"] = extra["SYSCALL"]
             elif isinstance(f.get("syscall"), int):
-                f["syscall"] = _syscall_name(f.get("arch"), f["syscall"])
+                f["syscall"] = syscall_name(f.get("arch"), f["syscall"])
             ev.syscall = f
         elif typ == "EXECVE":
             self._execve(p, f)
@@ -266,7 +266,7 @@ def _octal(text: str) -> int | None:
 _SYSCALL_NAMES: dict[int, str] | None = None
 
 
-def _syscall_name(arch: Any, nr: int) -> str:
+def syscall_name(arch: Any, nr: int) -> str:
     """A syscall's name in a RAW-format log (x86_64 only: the table this build has)."""
     global _SYSCALL_NAMES
     if arch != 0xC000003E:

@@ -95,6 +95,8 @@ class Importer:
         tick = 0
         for line in lf.lines():
             res.lines += 1
+            if line.data is not None and not line.data.strip():
+                continue  # blank lines separate nothing in any of these formats
             try:
                 if line.data is None:
                     raise BadLine("line longer than 1 MiB: not a log line")
