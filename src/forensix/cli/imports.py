@@ -17,8 +17,6 @@ Examples:
   forensix import auditd /var/log/audit/audit.log* --store case.duckdb
   forensix import laurel /var/log/laurel/audit.log --store case.duckdb --host web1
   forensix import sysmon /var/log/syslog --store case.duckdb
-  forensix import suricata eve.json --store case.duckdb        # alerts, linked to processes
-  journalctl -o json > j.json; forensix import journal j.json --store case.duckdb
 """)
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(sorted(FORMATS)))
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))

@@ -2,9 +2,7 @@
 
 One module per format, each turning lines into the same rows (plaso's and LAUREL's habit):
 ``auditd`` (raw audit.log, rotated and gzipped), ``laurel`` (LAUREL's JSON lines),
-``sysmon`` (Sysmon for Linux XML events from syslog or a journal export), ``suricata``
-(EVE JSON alerts, linked to the process that owned the connection), ``journal`` (the host's
-own logs: sshd, sudo, su, cron). Rows carry ``event_module`` = the source; every analysis,
+``sysmon`` (Sysmon for Linux XML events from syslog or a journal export). Rows carry ``event_module`` = the source; every analysis,
 rule and view reads them as it reads the kernel's.
 """
 
@@ -46,18 +44,6 @@ def _sysmon(procs: Processes) -> Parser:
     return SysmonParser(procs)
 
 
-def _suricata(procs: Processes) -> Parser:
-    from forensix.imports.eve import EveParser
-
-    return EveParser(procs)
-
-
-def _journal(procs: Processes) -> Parser:
-    from forensix.imports.journal import JournalParser
-
-    return JournalParser(procs)
-
-
 _AUDIT_CANNOT = (
     "data flow: which process read or wrote how many bytes of a file or socket (no read/write edges "
     "unless read/write syscalls were audited)",
@@ -72,12 +58,6 @@ _FORMATS = [
         "data flow (Sysmon logs file creation and deletion, not reads and writes)",
         "files opened for writing that already existed (Sysmon logs FileCreate only)",
         "renames, chmod, chown, timestamps (not among Sysmon for Linux's events)",
-    )),
-    Format("suricata", _suricata, "Suricata EVE JSON alerts (network IDS detection points)", (
-        "anything on the host: an IDS sees packets; link alerts to processes with a recording",
-    )),
-    Format("journal", _journal, "the host's own logs: journalctl -o json / export, auth.log, syslog", (
-        "processes, files and connections: service messages only (sshd, sudo, su, cron)",
     )),
 ]
 FORMATS: dict[str, Format] = {}

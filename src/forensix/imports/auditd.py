@@ -23,7 +23,7 @@ from forensix.imports.rows import BadLine, Processes, Row
 
 __all__ = ["AuditdParser", "parse_record"]
 
-_HEAD = re.compile(rb"^(?:node=(\S+) )?type=(\S+) msg=audit\((\d{1,12})\.(\d{1,3}):(\d{1,20})\): ?")
+_HEAD = re.compile(rb"^(?:node=(\S+) )?type=(\S+) msg=audit\((\d{1,12})\.(\d{1,3}):(\d{1,20})\):? ?")
 _FIELD = re.compile(r"""([A-Za-z_][\w\-\[\]]*)=("[^"]*"|'[^']*'|\{[^}]*\}|\S*)""")
 _HEX = re.compile(r"^[0-9A-Fa-f]*$")
 _MAX_PENDING = 256
@@ -195,6 +195,8 @@ class AuditdParser:
         elif typ == "PATH":
             if "dev" in f and isinstance(f["dev"], str):
                 f["dev"] = _dev(f["dev"])
+            if "nametype" not in f and "objtype" in f:  # auditd before 2.6 called it objtype
+                f["nametype"] = f["objtype"]
             if isinstance(f.get("mode"), str):
                 f["mode"] = _octal(f["mode"])
             ev.paths.append(f)
