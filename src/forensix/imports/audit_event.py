@@ -160,7 +160,7 @@ def _object(name: str, ev: AuditEvent, sc: dict[str, Any]) -> dict[str, Any]:
     elif ev.paths:
         out |= _file_cols(_pick(ev.paths, "CREATE", "NORMAL", "UNKNOWN", "PARENT"), ev.cwd, dirfd)
     sa = ev.sockaddr
-    if sa is not None and (spec is None or spec.category == "network"):
+    if sa is not None:  # connect, accept, bind, sendto/sendmsg with an address
         out["network_type"] = {"inet": "ipv4", "inet6": "ipv6", "unix": "unix"}.get(sa.family)
         if sa.family == "unix":
             out["network_transport"] = "unix"
