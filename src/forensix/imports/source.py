@@ -59,10 +59,18 @@ def file_key(path: Path) -> str:
 
 
 def _read_head(stream: BinaryIO) -> bytes:
-    try:
-        return stream.read(HEAD_BYTES)
-    except (OSError, EOFError) as e:  # a gzip that is not one, cut short
-        raise UsageError(f"cannot decompress: {e}", "give the file as it was written, or gunzip it first") from e
+    head = b""
+    while len(head) < HEAD_BYTES:
+        try:
+            chunk = stream.read(min(256, HEAD_BYTES - len(head)))
+        except (OSError, EOFError) as e:  # a gzip cut short: its readable start still names it
+            if head:
+                return head
+            raise UsageError(f"cannot decompress: {e}", "give the file as it was written, or gunzip it first") from e
+        if not chunk:
+            break
+        head += chunk
+    return head
 
 
 class LogFile:
