@@ -30,9 +30,11 @@ _MAX_PENDING = 256
 _MAX_AGE_NS = 5 * 10**9
 _MAX_ARGC = 1 << 17  # ARG_MAX / 2 pointers: more is not an argv
 _MAX_RECORDS = 4096  # records of one event (an execve of 128 Ki arguments needs ~400)
-# Fields whose value is an untrusted string (quoted or hex).
-_STRINGS = frozenset({"name", "exe", "comm", "cwd", "proctitle", "key", "path", "dir", "data", "cmd",
-                      "acct", "hostname", "terminal", "old", "new", "grantors", "unit", "id_str"})
+# Fields whose value is an untrusted string: quoted or hex, else the line is refused.
+_STRINGS = frozenset({"name", "exe", "comm", "cwd", "proctitle", "path", "dir", "data"})
+# The same encoding where a field of that name may also be a plain word or number
+# (CONFIG_CHANGE's old=1, a key of "(null)"): decoded when it can be, else kept as written.
+_LENIENT = frozenset({"key", "cmd", "acct", "hostname", "terminal", "old", "new", "grantors", "unit"})
 # Numbers written in hex without 0x.
 _HEXNUMS = frozenset({"a0", "a1", "a2", "a3", "arch", "inode_gen"})
 _DECNUMS = frozenset({"pid", "ppid", "uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
@@ -78,6 +80,11 @@ def parse_fields(body: str, raw: bool = False) -> dict[str, Any]:
             out.update(parse_fields(value[1:-1]))  # a user message's msg='op=... res=...'
         elif key in _STRINGS:
             out[key] = decode_string(value)
+        elif key in _LENIENT:
+            try:
+                out[key] = decode_string(value)
+            except BadLine:
+                out[key] = value
         elif value.startswith('"') and value.endswith('"') and len(value) >= 2:
             out[key] = value[1:-1]
         else:
