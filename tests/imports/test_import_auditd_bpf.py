@@ -203,3 +203,48 @@ def test_sessions_and_report_on_the_import(pictures: dict[str, Any]) -> None:
     rep = build_report(r, Target("file", path=f"{pictures['work']}/cron.d/{pictures['tag']}"))
     assert rep.actor is not None and rep.session is not None
     assert any("data flow" in n for n in rep.notes), rep.notes
+
+
+def test_ids_alert_is_linked_to_the_process_and_starts_a_report(pictures: dict[str, Any], tmp_path: Path) -> None:
+    """A network IDS alert on the scenario's exfiltration: linked by 4-tuple and time to the
+    recorded connect, and ``report --alert`` starts from that process."""
+    import datetime
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from forensix.cli.main import cli
+    from forensix.store.embedded import store_files
+
+    bpf = pictures["bpf"]
+    ents = ",".join(str(e) for e in _scenario(bpf))
+    conn = bpf.query(f"""SELECT ts, process_entity_id, source_port FROM events WHERE event_action = 'connect'
+                         AND destination_port = $p AND process_entity_id IN ({ents})""",
+                     {"p": pictures["lport"]}).to_pylist()[0]
+    when = datetime.datetime.fromtimestamp((conn["ts"] + 10**9) / 1e9, datetime.timezone.utc)
+    eve = tmp_path / "eve.json"
+    eve.write_text(json.dumps({
+        "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%f+0000"), "flow_id": 1, "event_type": "alert",
+        "src_ip": "127.0.0.1", "src_port": conn["source_port"], "dest_ip": "127.0.0.1",
+        "dest_port": pictures["lport"], "proto": "TCP",
+        "alert": {"action": "allowed", "gid": 1, "signature_id": 9000001, "rev": 1,
+                  "signature": "FX exfiltration of a secret", "category": "Data Exfiltration", "severity": 1},
+    }) + "\n")
+    src = Path(pictures["work"]) / "bpf.duckdb"
+    store = tmp_path / "ids.duckdb"
+    for f in store_files(src):
+        dst = store.parent / f.relative_to(src.parent).as_posix().replace("bpf.duckdb", "ids.duckdb")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+    run = CliRunner().invoke
+    r = run(cli, ["import", "suricata", str(eve), "--store", str(store), "--quiet"])
+    assert r.exit_code == 0 and "1 alerts" in r.stdout, r.output
+    from forensix.store.embedded import open_reader as _open
+
+    with _open(store) as s:  # type: ignore[attr-defined]
+        al = s.query("SELECT alert_id, process_entity_id, rule_level FROM alerts WHERE source = 'suricata'").to_pylist()
+    assert len(al) == 1 and al[0]["process_entity_id"] == conn["process_entity_id"] and al[0]["rule_level"] == "high"
+    r = run(cli, ["report", "--alert", al[0]["alert_id"], "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    assert f"{conn['process_entity_id']:016x}" in r.stdout and "/dev/tcp" in r.stdout

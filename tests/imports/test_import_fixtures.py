@@ -133,3 +133,26 @@ def test_second_import_adds_nothing_rotation_and_growth(tmp_path: Path) -> None:
 def test_cli_missing_file_is_two_lines(tmp_path: Path, fmt: str) -> None:
     r = CliRunner().invoke(cli, ["import", fmt, str(tmp_path / "nope.log"), "--store", str(tmp_path / "s.duckdb")])
     assert r.exit_code == 2 and "is not a file" in r.stderr and "hint:" in r.stderr
+
+
+def test_suricata_eve_alerts(tmp_path: Path) -> None:
+    """Only alerts become rows; an alert no recorded connection explains is stored unlinked,
+    and a report from it starts at its endpoint and says what is missing."""
+    store = str(tmp_path / "s.duckdb")
+    run = CliRunner().invoke
+    r = run(cli, ["import", "suricata", str(FIX / "suricata/eve-small.json"), "--store", store, "--quiet"])
+    assert r.exit_code == 0 and "1 alerts, 0 skipped" in r.stdout, r.output
+    with DuckDBStore(store, read_only=True) as s:
+        al = s.query("SELECT alert_id, rule_id, rule_title, rule_level, tags, process_entity_id FROM alerts").to_pylist()
+        ev = s.query("SELECT source_ip, source_port, destination_ip, destination_port, network_transport, ts "
+                     "FROM events WHERE event_action = 'ids-alert'").to_pylist()
+    assert len(al) == 1 and al[0]["rule_id"] == "suricata:2024833" and al[0]["rule_level"] == "high"
+    assert al[0]["tags"] == ["Potential Corporate Privacy Violation"] and al[0]["process_entity_id"] is None
+    assert ev[0]["destination_ip"] == "192.168.156.70" and ev[0]["destination_port"] == 443
+    assert ev[0]["ts"] == 1530817640910626000  # 15:07:20.910626-0400 in UTC
+    r = run(cli, ["report", "--alert", al[0]["alert_id"], "--store", store])
+    assert r.exit_code == 0, r.output
+    assert "endpoint 192.168.156.70:443" in r.stdout and "no recorded process is linked" in r.stdout
+    assert "imported from suricata cannot answer" in r.stdout
+    r = run(cli, ["report", "--alert", "ids-nope", "--store", store])
+    assert r.exit_code == 2 and "no alert" in r.stderr

@@ -17,6 +17,8 @@ Examples:
   forensix import auditd /var/log/audit/audit.log* --store case.duckdb
   forensix import laurel /var/log/laurel/audit.log --store case.duckdb --host web1
   forensix import sysmon /var/log/syslog --store case.duckdb
+  forensix import suricata eve.json --store case.duckdb     # alerts, linked to recorded processes
+  forensix report --alert ids-3f2a... --store case.duckdb    # a report from an IDS alert
 """)
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(sorted(FORMATS)))
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -73,8 +75,9 @@ def _report(err: object, res: object) -> None:
         click.echo(f"{res.path}: already imported, nothing new")
         return
     resumed = f" (from byte {res.resumed_at}, imported before)" if res.resumed_at else ""
-    click.echo(f"{res.path}: {res.lines} lines{resumed}, {res.events} events, {res.processes} process rows, "
-               f"{res.skipped} skipped")
+    alerts = f", {res.alerts} alerts" if res.alerts else ""
+    click.echo(f"{res.path}: {res.lines} lines{resumed}, {res.events} events, {res.processes} process rows"
+               f"{alerts}, {res.skipped} skipped")
     for line, why in res.warnings[:20]:
         click.echo(f"  skipped {res.path}:{line}: {why}", err=True)
     if res.skipped > 20:

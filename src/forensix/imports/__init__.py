@@ -2,7 +2,8 @@
 
 One module per format, each turning lines into the same rows (plaso's and LAUREL's habit):
 ``auditd`` (raw audit.log, rotated and gzipped), ``laurel`` (LAUREL's JSON lines),
-``sysmon`` (Sysmon for Linux XML events from syslog or a journal export). Rows carry ``event_module`` = the source; every analysis,
+``sysmon`` (Sysmon for Linux XML events from syslog or a journal export), ``suricata``
+(EVE alerts as detection points, linked to the process that owned the connection). Rows carry ``event_module`` = the source; every analysis,
 rule and view reads them as it reads the kernel's.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from forensix.imports.rows import Host, Processes
 from forensix.imports.runner import FileResult, Importer, Parser
+from forensix.store.base import Reader
 
 __all__ = ["FORMATS", "FileResult", "Format", "Host", "Importer", "order_files"]
 
@@ -20,28 +22,34 @@ __all__ = ["FORMATS", "FileResult", "Format", "Host", "Importer", "order_files"]
 @dataclass(frozen=True)
 class Format:
     name: str
-    make: Callable[[Processes], Parser]
+    make: Callable[[Processes, Reader], Parser]  # the reader: the store imported into (for links)
     about: str
     # what the source cannot tell: the report's questions it leaves open
     cannot: tuple[str, ...]
 
 
-def _auditd(procs: Processes) -> Parser:
+def _auditd(procs: Processes, reader: Reader) -> Parser:
     from forensix.imports.auditd import AuditdParser
 
     return AuditdParser(procs)
 
 
-def _laurel(procs: Processes) -> Parser:
+def _laurel(procs: Processes, reader: Reader) -> Parser:
     from forensix.imports.laurel import LaurelParser
 
     return LaurelParser(procs)
 
 
-def _sysmon(procs: Processes) -> Parser:
+def _sysmon(procs: Processes, reader: Reader) -> Parser:
     from forensix.imports.sysmon import SysmonParser
 
     return SysmonParser(procs)
+
+
+def _suricata(procs: Processes, reader: Reader) -> Parser:
+    from forensix.imports.eve import EveParser
+
+    return EveParser(procs, reader)
 
 
 _AUDIT_CANNOT = (
@@ -58,6 +66,10 @@ _FORMATS = [
         "data flow (Sysmon logs file creation and deletion, not reads and writes)",
         "files opened for writing that already existed (Sysmon logs FileCreate only)",
         "renames, chmod, chown, timestamps (not among Sysmon for Linux's events)",
+    )),
+    Format("suricata", _suricata, "Suricata EVE JSON alerts, linked to the process that owned the connection", (
+        "anything on the host: an IDS sees packets; an alert is linked to a process only where the store "
+        "recorded the connection",
     )),
 ]
 FORMATS: dict[str, Format] = {}

@@ -27,7 +27,7 @@ class BadLine(ValueError):
 
 @dataclass(frozen=True)
 class Row:
-    table: str  # events | processes
+    table: str  # events | processes | alerts
     values: dict[str, Any]
 
 
@@ -157,7 +157,7 @@ class Batcher:
 
     def __init__(self, size: int = 8192) -> None:
         self.size = size
-        self._rows: dict[str, list[dict[str, Any]]] = {"events": [], "processes": []}
+        self._rows: dict[str, list[dict[str, Any]]] = {"events": [], "processes": [], "alerts": []}
 
     def add(self, row: Row) -> None:
         self._rows[row.table].append(row.values)
@@ -174,7 +174,7 @@ class Batcher:
         for name, rows in self._rows.items():
             if rows:
                 out[name] = _table(name, rows)
-        self._rows = {"events": [], "processes": []}
+        self._rows = {"events": [], "processes": [], "alerts": []}
         return out
 
 

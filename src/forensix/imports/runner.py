@@ -46,6 +46,7 @@ class FileResult:
     lines: int = 0
     events: int = 0
     processes: int = 0
+    alerts: int = 0
     skipped: int = 0
     warnings: list[tuple[int, str]] = field(default_factory=list)  # (line, reason), the first ones
     resumed_at: int = 0  # bytes already imported before this run
@@ -59,13 +60,14 @@ Progress = Callable[[int], None]  # bytes of the file on disk read so far
 class Importer:
     """Imports files of one format into one store, for one host."""
 
-    def __init__(self, store: DuckDBStore, fmt: str, make_parser: Callable[[Processes], Parser], host: Host,
+    def __init__(self, store: DuckDBStore, fmt: str, make_parser: Callable[[Processes, DuckDBStore], Parser],
+                 host: Host,
                  *, batch: int = 8192) -> None:
         self.store = store
         self.fmt = fmt
         self.host = host
         self.procs = Processes(host)
-        self.parser = make_parser(self.procs)
+        self.parser = make_parser(self.procs, store)
         self.batch = batch
 
     def _done_before(self, key: str) -> tuple[int, str] | None:
@@ -130,6 +132,7 @@ class Importer:
             self.store.append(name, t)
         res.events += tables["events"].num_rows if "events" in tables else 0
         res.processes += tables["processes"].num_rows if "processes" in tables else 0
+        res.alerts += tables["alerts"].num_rows if "alerts" in tables else 0
         if warnings:
             self.store.append("events", self._warning_rows(lf.path, warnings))
             res.skipped += len(warnings)
