@@ -156,3 +156,24 @@ def test_suricata_eve_alerts(tmp_path: Path) -> None:
     assert "imported from suricata cannot answer" in r.stdout
     r = run(cli, ["report", "--alert", "ids-nope", "--store", store])
     assert r.exit_code == 2 and "no alert" in r.stderr
+
+
+def test_sigma_auditd_rules_hunt_imported_rows(tmp_path: Path) -> None:
+    """SigmaHQ's `service: auditd` rules run over imported auditd rows; a rule on an auditd key
+    matches them by rule_name (the recorder's own rows carry no key)."""
+    store = str(tmp_path / "s.duckdb")
+    run = CliRunner().invoke
+    assert run(cli, ["import", "auditd", str(FIX / "auditd/laurel-record-execve.log"),
+                     str(FIX / "auditd/go-libaudit-execve.log"), "--store", store, "--quiet"]).exit_code == 0
+    key_rule = tmp_path / "key.yml"
+    key_rule.write_text("title: grep by the user_commands key\nid: 5b0a4c1e-0000-4000-8000-000000000001\n"
+                        "logsource: {product: linux, service: auditd}\n"
+                        "detection:\n  sel:\n    type: EXECVE\n    key: user_commands\n  condition: sel\nlevel: low\n")
+    r = run(cli, ["hunt", str(FIX / "sigma/lnx_auditd_user_discovery.yml"), str(key_rule), "--no-builtin",
+                  "--store", store, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    hits = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    titles = {h["rule.title"] for h in hits}
+    assert titles == {"System Owner or User Discovery - Linux", "grep by the user_commands key"}, hits

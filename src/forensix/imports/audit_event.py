@@ -233,6 +233,8 @@ def _syscall_rows(ev: AuditEvent, sc: dict[str, Any], procs: Processes, base: di
                               "event_action": action, "syscall": name or None,
                               "event_outcome": "success" if ok else "failure", "ret": ret,
                               "process_entity_id": life.eid, **_process_cols(sc)}
+    if isinstance(sc.get("key"), str) and sc["key"] not in ("(null)", ""):
+        ev_row["rule_name"] = sc["key"]
     for i in range(4):
         v = _int(sc.get(f"a{i}"))
         ev_row[f"a{i}"] = v & 0xFFFFFFFFFFFFFFFF if v is not None else None

@@ -119,6 +119,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     # where an event came from (NULL: the kernel sensor) and what was imported from which file
     ("0013_imports", [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "event_module" VARCHAR',
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "rule_name" VARCHAR',
         create_table_sql("imports", schema.IMPORTS),
         "UPDATE forensix_meta SET value = 'forensix-store/13' WHERE key = 'format'",
     ]),

@@ -140,6 +140,8 @@ EVENTS = pa.schema(
         # where the row came from: NULL = this recorder's kernel sensor; auditd, laurel, sysmon,
         # suricata, system (the host's own logs) = imported or followed (forensix.imports, /13)
         pa.field("event_module", _str),
+        # the name of the rule that selected the event where the source has one: auditd's key (/13)
+        pa.field("rule_name", _str),
     ]
 )
 
