@@ -19,6 +19,7 @@ Examples:
   forensix import sysmon /var/log/syslog --store case.duckdb
   forensix import suricata eve.json --store case.duckdb     # alerts, linked to recorded processes
   forensix report --alert ids-3f2a... --store case.duckdb    # a report from an IDS alert
+  journalctl -o export > j.export; forensix import journal j.export /var/log/auth.log* --store case.duckdb
 """)
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(sorted(FORMATS)))
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
