@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from forensix.cli.options import store_option
-from forensix.imports import FORMATS, Host, Importer, order_files
+from forensix.imports import FORMATS, FileResult, Host, Importer, order_files
+from forensix.store.embedded import open_writer
 
 __all__ = ["COMMANDS"]
 
@@ -15,7 +26,7 @@ __all__ = ["COMMANDS"]
 @click.command("import", epilog="""\b
 Examples:
   forensix import auditd /var/log/audit/audit.log* --store case.duckdb
-  forensix import laurel /var/log/laurel/audit.log --store case.duckdb --host web1
+  forensix import laurel /var/log/laurel/audit.log --store case.duckdb --host-name web1
   forensix import sysmon /var/log/syslog --store case.duckdb
   forensix import suricata eve.json --store case.duckdb     # alerts, linked to recorded processes
   forensix report --alert ids-3f2a... --store case.duckdb    # a report from an IDS alert
@@ -25,7 +36,7 @@ Examples:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @store_option
 @click.option("--host-name", "host_name", default=None,
-              help="The host the log is from (default: the log's own node/computer name, else this host's name).")
+              help="The host the log is from (default: this host's name).")
 @click.option("--host-id", "host_id", default=None, help="Its host id (default: the host name).")
 @click.option("--boot-id", "boot_id", default="imported", show_default=True,
               help="Its boot id, when known (entity ids are per host and boot).")
@@ -38,40 +49,31 @@ def import_cmd(fmt: str, files: tuple[str, ...], store: str, host_name: str | No
     lines. Lines that cannot be imported are skipped, counted and listed by file and line
     (and stored as import-warning events); the rest is imported.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    from forensix.store.embedded import open_writer
-
     name = host_name or socket.gethostname()
     host = Host(host_id or name, name, boot_id)
-    spec = FORMATS[fmt]
     err = Console(stderr=True)
     w = open_writer(store)
     try:
-        imp = Importer(w, fmt, spec.make, host)
+        imp = Importer(w, fmt, FORMATS[fmt].make, host)
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=err, disable=quiet,
                       transient=True) as bar:
             for path in order_files(list(files)):
-                import os
-
                 size = os.path.getsize(path) if os.path.isfile(path) else 0
                 task = bar.add_task(os.path.basename(path), total=size or None)
-                res = imp.import_file(path, progress=lambda n, t=task: bar.update(t, completed=n))
+
+                def advance(n: int, t: TaskID = task) -> None:
+                    bar.update(t, completed=n)
+
+                res = imp.import_file(path, progress=advance)
                 bar.remove_task(task)
-                _report(err, res)
+                _report(res)
         w.flush()
     finally:
         w.close()
 
 
-def _report(err: object, res: object) -> None:
-    from rich.console import Console
-
-    from forensix.imports import FileResult
-
-    assert isinstance(err, Console) and isinstance(res, FileResult)
+def _report(res: FileResult) -> None:
     if res.already:
         click.echo(f"{res.path}: already imported, nothing new")
         return

@@ -60,8 +60,8 @@ def _journal(procs: Processes, reader: Reader) -> Parser:
 
 
 _AUDIT_CANNOT = (
-    "data flow: which process read or wrote how many bytes of a file or socket (no read/write edges "
-    "unless read/write syscalls were audited)",
+    ("data flow: which process read or wrote how many bytes of a file or socket (no read/write edges "
+    "unless read/write syscalls were audited)"),
     "only the syscalls the audit rules selected were logged: anything else the intruder did is not here",
     "process start times: a process is known from the first record that names it",
     "local addresses of connections (auditd logs the peer's address only)",
@@ -75,8 +75,8 @@ _FORMATS = [
         "renames, chmod, chown, timestamps (not among Sysmon for Linux's events)",
     )),
     Format("suricata", _suricata, "Suricata EVE JSON alerts, linked to the process that owned the connection", (
-        "anything on the host: an IDS sees packets; an alert is linked to a process only where the store "
-        "recorded the connection",
+        ("anything on the host: an IDS sees packets; an alert is linked to a process only where the store "
+        "recorded the connection"),
     )),
     Format("journal", _journal, "the host's own logs: journalctl -o json or -o export, auth.log, syslog", (
         "processes, files and connections (service messages only: sshd, sudo, su, cron)",

@@ -112,7 +112,7 @@ def parse_record(line: bytes) -> tuple[str | None, str, int, int, dict[str, Any]
 
 
 class _Pending:
-    __slots__ = ("ev", "args", "argc", "records", "line")
+    __slots__ = ("argc", "args", "ev", "line", "records")
 
     def __init__(self, ev: AuditEvent, line: int) -> None:
         self.ev = ev

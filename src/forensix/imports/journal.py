@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -98,13 +99,13 @@ def _bsd_time(mon: str, day: str, hh: str, mm: str, ss: str, year: int | None) -
 
 
 def _iso_time(text: str) -> int:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(text)
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return (dt - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) * 1000
+            dt = dt.replace(tzinfo=UTC)
+        return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
     except ValueError:
         raise BadLine(f"time {text!r} is not ISO 8601") from None
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from forensix.imports.auditd import syscall_name
 from forensix.imports.audit_event import USER_CATEGORIES, AuditEvent, Sockaddr, parse_sockaddr, rows
+from forensix.imports.auditd import syscall_name
 from forensix.imports.rows import BadLine, Processes, Row
 
 __all__ = ["LaurelParser"]

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from forensix import __version__
 from forensix.agent.sink import Sink
+from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
@@ -242,10 +243,9 @@ class Recorder:
         for note in self.notes:
             self._agent_event("warning", f"store recovery: {note}")
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
-        self._syslog = None
+        self._syslog: SystemLogFollower | None = None
         if self.system_logs:
             from forensix.imports import Host
-            from forensix.imports.journal import SystemLogFollower
 
             self._syslog = SystemLogFollower(Host(self.host.host_id, self.host.host_name, self.host.boot_id),
                                              self.system_logs, lambda t: self._emit("events", t))
@@ -330,8 +330,9 @@ class Recorder:
             time.sleep(0.05)  # records reserved just before the pause are committed by now
             while self.poll_once(wait=60.0):
                 pass
-            if getattr(self, "_syslog", None) is not None:
-                self._syslog.stop()  # its last lines before the stop record
+            follower = getattr(self, "_syslog", None)
+            if follower is not None:
+                follower.stop()  # its last lines before the stop record
             self.flush_flows()
             self.account_losses()
             self._agent_event("counters", self._counters_json())

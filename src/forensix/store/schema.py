@@ -16,10 +16,10 @@ import pyarrow as pa
 __all__ = [
     "ALERTS",
     "EVENTS",
-    "IMPORTS",
     "FLOWS",
     "GAPS",
     "HOSTS",
+    "IMPORTS",
     "PROCESSES",
     "SIDE_TABLES",
     "TABLES",
