@@ -105,3 +105,13 @@ def test_laurel_parser_never_crashes(obj: object) -> None:
         list(p.feed(json.dumps(obj).encode(), 1))
     except BadLine:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**63 - 1))
+def test_entity_ids_are_the_recorders(hkey: int, pid: int, start: int) -> None:
+    """Imported processes get their ids from the recorder's own mix of (host, boot, pid, start)."""
+    from forensix.imports.rows import fast_entity_id
+    from forensix.model.identity import entity_id
+
+    assert fast_entity_id(hkey, pid, start) == entity_id(hkey, pid, start)
