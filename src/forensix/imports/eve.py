@@ -5,7 +5,8 @@ signature as title, severity 1/2/3 as high/medium/low, the category as a tag) an
 ``events`` row (``event_kind`` alert, the flow's addresses, ``event_module`` suricata).
 The alert's 4-tuple is matched, in either direction, against the connect and accept
 events already in the store, in the hour before the alert: the process that made or took
-that connection is the alert's ``process_entity_id``, so ``forensix report --alert ID``
+that connection is the alert's ``process_entity_id`` (where both ends are on the host, the
+one whose local end is the alert's source, the side that sent the packet), so ``forensix report --alert ID``
 starts from it. Other EVE types (flow, dns, tls, stats ...) are not alerts: passed over.
 """
 
@@ -33,7 +34,7 @@ WHERE event_action IN ('connect', 'accept') AND process_entity_id IS NOT NULL
   AND ts BETWEEN $t0 AND $t1
   AND ((destination_ip = $dip AND destination_port = $dp AND source_port = $sp)
     OR (destination_ip = $sip AND destination_port = $sp AND source_port = $dp))
-ORDER BY abs(ts - $t) LIMIT 1
+ORDER BY (source_port = $sp AND destination_port = $dp) DESC, abs(ts - $t) LIMIT 1
 """
 
 
