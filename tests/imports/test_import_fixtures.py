@@ -177,3 +177,22 @@ def test_sigma_auditd_rules_hunt_imported_rows(tmp_path: Path) -> None:
     hits = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     titles = {h["rule.title"] for h in hits}
     assert titles == {"System Owner or User Discovery - Linux", "grep by the user_commands key"}, hits
+
+
+def test_sysmon_from_a_journal_export(tmp_path: Path) -> None:
+    """The same Sysmon events as journald keeps them: `journalctl -o json` and `-o export`."""
+    import json
+
+    lines = (FIX / "sysmon/syslog-sysmon.log").read_text().splitlines()[:6]
+    events = [line[line.index("<Event"):] for line in lines]
+    js = tmp_path / "sysmon.json"
+    js.write_text("".join(json.dumps({"__REALTIME_TIMESTAMP": "1669283987000000", "SYSLOG_IDENTIFIER": "sysmon",
+                                      "MESSAGE": e}) + "\n" for e in events))
+    ex = tmp_path / "sysmon.export"
+    ex.write_text("".join(f"__CURSOR=s=1;i={i}\nSYSLOG_IDENTIFIER=sysmon\nMESSAGE={e}\n\n" for i, e in enumerate(events)))
+    w = open_writer(tmp_path / "s.duckdb")
+    r1, r2 = _import(w, "sysmon", js, ex)
+    assert r1.skipped == 0 and r2.skipped == 0  # type: ignore[attr-defined]
+    n = _q(w, "SELECT count(*) AS n FROM events WHERE event_module = 'sysmon'")[0]["n"]
+    assert n == 12  # six events from each form
+    w.close()

@@ -45,6 +45,18 @@ def _cmdline(text: str | None) -> list[str] | None:
     return text.split(" ") if text else None
 
 
+def _journal_message(line: bytes) -> bytes:
+    import json
+
+    try:
+        msg = json.loads(line).get("MESSAGE")
+    except (ValueError, AttributeError):
+        raise BadLine("a JSON line that is not a journal entry") from None
+    if isinstance(msg, list):
+        return bytes(b for b in msg if isinstance(b, int) and 0 <= b < 256)
+    return msg.encode() if isinstance(msg, str) else b""
+
+
 def _int(v: str | None) -> int | None:
     try:
         return int(v) if v not in (None, "", "-") else None
@@ -61,6 +73,8 @@ class SysmonParser:
         self._seen: set[int] = set()  # entity ids with a processes row
 
     def feed(self, line: bytes, number: int) -> Iterator[Row]:
+        if line.startswith(b"{"):  # journalctl -o json: the event is the entry's MESSAGE
+            line = _journal_message(line)
         start = line.find(b"<Event")
         if start < 0:
             return  # other programs' syslog lines: not Sysmon's, not an error
