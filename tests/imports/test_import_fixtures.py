@@ -196,3 +196,37 @@ def test_sysmon_from_a_journal_export(tmp_path: Path) -> None:
     n = _q(w, "SELECT count(*) AS n FROM events WHERE event_module = 'sysmon'")[0]["n"]
     assert n == 12  # six events from each form
     w.close()
+
+
+def test_an_interrupted_import_resumes_without_duplicates(tmp_path: Path) -> None:
+    """Killed half way, then run again: every event once (the position is recorded per batch)."""
+    one = (FIX / "auditd/go-libaudit-execve.log").read_text()
+    log = tmp_path / "audit.log"
+    log.write_text("".join(one.replace(":59)", f":{1000 + i})").replace("1492037291.036", f"{1492037291 + i}.036")
+                           for i in range(400)))
+
+    class Crash(Exception):
+        pass
+
+    def crashing(procs: object, reader: object) -> object:
+        p = FORMATS["auditd"].make(procs, reader)  # type: ignore[arg-type]
+        feed = p.feed
+
+        def boom(line: bytes, number: int) -> object:
+            if number == 1500:
+                raise Crash
+            return feed(line, number)
+
+        p.feed = boom  # type: ignore[method-assign]
+        return p
+
+    w = open_writer(tmp_path / "s.duckdb")
+    with pytest.raises(Crash):
+        Importer(w, "auditd", crashing, Host("h", "h"), batch=50).import_file(log)  # type: ignore[arg-type]
+    part = _q(w, "SELECT count(*) AS n FROM events")[0]["n"]
+    assert 0 < part < 400  # type: ignore[operator]
+    res = Importer(w, "auditd", FORMATS["auditd"].make, Host("h", "h"), batch=50).import_file(log)
+    assert res.resumed_at > 0  # type: ignore[attr-defined]
+    rows = _q(w, "SELECT seq, count(*) AS n FROM events GROUP BY seq")
+    assert len(rows) == 400 and {r["n"] for r in rows} == {1}
+    w.close()

@@ -135,7 +135,13 @@ def _object(name: str, ev: AuditEvent, sc: dict[str, Any]) -> dict[str, Any]:
     """The object columns of one syscall: paths, flags, modes, addresses, targets."""
     spec = SYSCALLS.get(name)
     a = [sc.get(f"a{i}") for i in range(4)]
-    dirfd = a[0] if name.endswith("at") or name in ("openat2", "renameat2", "fchmodat2") else None
+    # the directory a relative name is resolved against: the *at calls' descriptor argument
+    if name == "symlinkat":
+        dirfd = _int(a[1])
+    elif (name.endswith("at") and name != "creat") or name in ("openat2", "renameat2", "fchmodat2"):
+        dirfd = _int(a[0])
+    else:
+        dirfd = None
     out: dict[str, Any] = {}
     if spec is not None:
         for col, i in spec.args.items():
