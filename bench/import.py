@@ -176,9 +176,10 @@ shared (other work runs on its two cores): the CPU time is the steadier figure.
 |---|---|
 {rows}
 
-Memory stays bounded whatever the log's size: lines are read one at a time, rows go to the
-store in batches of 8192 events, and half-assembled events are capped (256 pending, 5 s of
-log time). The peak above is the whole `forensix` process (Python, DuckDB, pyarrow).
+The parser's memory is bounded whatever the log's size: lines are read one at a time, rows
+go to the store in batches of 8192 events, and half-assembled events are capped (256
+pending, 5 s of log time). The peak above is the whole `forensix` process (Python, DuckDB,
+pyarrow), DuckDB's buffer manager included.
 """)
 
 
