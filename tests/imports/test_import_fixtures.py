@@ -230,3 +230,17 @@ def test_an_interrupted_import_resumes_without_duplicates(tmp_path: Path) -> Non
     rows = _q(w, "SELECT seq, count(*) AS n FROM events GROUP BY seq")
     assert len(rows) == 400 and {r["n"] for r in rows} == {1}
     w.close()
+
+
+def test_a_log_names_its_hosts_unless_told(tmp_path: Path) -> None:
+    """auditd's node= names the host (a central log of many hosts); --host-name overrides it."""
+    run = CliRunner().invoke
+    logs = [str(FIX / "auditd/laurel-record-execve.log"), str(FIX / "auditd/go-libaudit-execve.log")]
+    a, b = str(tmp_path / "a.duckdb"), str(tmp_path / "b.duckdb")
+    assert run(cli, ["import", "auditd", *logs, "--store", a, "--quiet"]).exit_code == 0
+    assert run(cli, ["import", "auditd", *logs, "--store", b, "--quiet", "--host-name", "web1"]).exit_code == 0
+    sql = "SELECT DISTINCT host_name FROM events WHERE event_action = 'exec' AND process_pid = 10884"
+    with DuckDBStore(a, read_only=True) as s:
+        assert s.query(sql).to_pylist() == [{"host_name": "work"}]
+    with DuckDBStore(b, read_only=True) as s:
+        assert s.query(sql).to_pylist() == [{"host_name": "web1"}]

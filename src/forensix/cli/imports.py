@@ -36,7 +36,8 @@ Examples:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @store_option
 @click.option("--host-name", "host_name", default=None,
-              help="The host the log is from (default: this host's name).")
+              help="The host the log is from (default: the log's own node= name where it has one, "
+                   "else this host's name).")
 @click.option("--host-id", "host_id", default=None, help="Its host id (default: the host name).")
 @click.option("--boot-id", "boot_id", default="imported", show_default=True,
               help="Its boot id, when known (entity ids are per host and boot).")
@@ -50,7 +51,7 @@ def import_cmd(fmt: str, files: tuple[str, ...], store: str, host_name: str | No
     (and stored as import-warning events); the rest is imported.
     """
     name = host_name or socket.gethostname()
-    host = Host(host_id or name, name, boot_id)
+    host = Host(host_id or name, name, boot_id, from_log=host_name is None and host_id is None)
     err = Console(stderr=True)
     w = open_writer(store)
     try:

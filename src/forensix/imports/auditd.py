@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from forensix.imports.audit_event import USER_CATEGORIES, AuditEvent, parse_sockaddr, rows
-from forensix.imports.rows import BadLine, Processes, Row
+from forensix.imports.rows import BadLine, Nodes, Processes, Row
 
 __all__ = ["AuditdParser", "parse_record"]
 
@@ -129,6 +129,7 @@ class AuditdParser:
 
     def __init__(self, procs: Processes) -> None:
         self.procs = procs
+        self.nodes = Nodes(procs)
         self._pending: OrderedDict[tuple[str | None, int], _Pending] = OrderedDict()
         self._latest = 0
         self.unknown_types: dict[str, int] = {}
@@ -147,7 +148,7 @@ class AuditdParser:
                 return  # the end of an event already completed (by age): nothing left
             if typ in USER_CATEGORIES and typ not in _KERNEL_TYPES:
                 ev = AuditEvent(ts, serial, node, types=[typ], others=[(typ, fields)])
-                yield from rows(ev, self.procs, self.module)
+                yield from rows(ev, self.nodes.of(node), self.module)
                 yield from self._expire(ts)
                 return
             p = _Pending(AuditEvent(ts, serial, node), number)
@@ -175,13 +176,14 @@ class AuditdParser:
         while self._pending:
             _, p = self._pending.popitem(last=False)
             yield from self._complete(p)
+        yield from self.nodes.finish()
 
     def _complete(self, p: _Pending) -> Iterator[Row]:
         ev = p.ev
         if p.argc is not None or p.args:
             n = p.argc if p.argc is not None else max(p.args) + 1
             ev.argv = [_arg(p.args.get(i)) for i in range(n)]
-        yield from rows(ev, self.procs, self.module)
+        yield from rows(ev, self.nodes.of(ev.node), self.module)
 
     def _add(self, p: _Pending, typ: str, f: dict[str, Any], extra: dict[str, str]) -> None:
         ev = p.ev

@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 from forensix.imports.audit_event import USER_CATEGORIES, AuditEvent, Sockaddr, parse_sockaddr, rows
 from forensix.imports.auditd import syscall_name
-from forensix.imports.rows import BadLine, Processes, Row
+from forensix.imports.rows import BadLine, Nodes, Processes, Row
 
 __all__ = ["LaurelParser"]
 
@@ -92,6 +92,7 @@ class LaurelParser:
 
     def __init__(self, procs: Processes) -> None:
         self.procs = procs
+        self.nodes = Nodes(procs)
 
     def feed(self, line: bytes, number: int) -> Iterator[Row]:
         try:
@@ -138,7 +139,7 @@ class LaurelParser:
                     ev.others.append((typ, rec))
         if ev.syscall is None and not ev.others:
             return
-        yield from rows(ev, self.procs, self.module)
+        yield from rows(ev, self.nodes.of(ev.node), self.module)
 
     def finish(self) -> Iterator[Row]:
-        return iter(())
+        yield from self.nodes.finish()

@@ -18,7 +18,7 @@ import pyarrow as pa
 from forensix.model.identity import host_key
 from forensix.store import schema
 
-__all__ = ["BadLine", "Batcher", "Host", "Processes", "Row", "fast_entity_id", "guid_entity"]
+__all__ = ["BadLine", "Batcher", "Host", "Nodes", "Processes", "Row", "fast_entity_id", "guid_entity"]
 
 
 class BadLine(ValueError):
@@ -38,6 +38,9 @@ class Host:
     host_id: str
     host_name: str
     boot_id: str = "imported"
+    # the log's own name of its host (auditd's node=) wins: a central log of many hosts
+    # (audisp-remote) keeps them apart. False when the user named the host.
+    from_log: bool = False
 
     @property
     def key(self) -> int:
@@ -168,6 +171,27 @@ class Processes:
         """Forget exited processes (bounded memory on long logs)."""
         for pid in [p for p, life in self._lives.items() if life.exited]:
             del self._lives[pid]
+
+
+class Nodes:
+    """One ``Processes`` per host a log names (auditd ``node=``), when the log is to name them."""
+
+    def __init__(self, procs: Processes) -> None:
+        self.default = procs
+        self._by_node: dict[str, Processes] = {}
+
+    def of(self, node: str | None) -> Processes:
+        host = self.default.host
+        if node is None or not host.from_log:
+            return self.default
+        procs = self._by_node.get(node)
+        if procs is None:
+            procs = self._by_node[node] = Processes(Host(node, node, host.boot_id, True))
+        return procs
+
+    def finish(self) -> list[Row]:
+        """The rows of processes known only as parents, on every node's host."""
+        return [r for p in self._by_node.values() for r in p.finish()]
 
 
 class Batcher:
