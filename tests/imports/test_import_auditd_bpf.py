@@ -125,7 +125,9 @@ def _execs(r: Reader) -> set[tuple[str, tuple[str, ...], str | None]]:
           ON p.entity_id = e.process_entity_id
         WHERE e.event_action = 'exec' AND coalesce(e.event_outcome, 'success') = 'success'
           AND e.user_audit_id = $a""", {"a": AUID}).to_pylist()
-    images = r.query("SELECT entity_id, image_ts, executable FROM processes ORDER BY image_ts").to_pylist()
+    # auditd's clock has milliseconds: a process's images (the write to loginuid by sh, then its
+    # exec of bash) can share one; image_seq orders them
+    images = r.query("SELECT entity_id, image_ts, executable FROM processes ORDER BY image_ts, image_seq").to_pylist()
 
     def exe_at(eid: int, ts: int) -> str | None:
         if eid not in ents:

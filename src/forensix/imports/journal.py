@@ -276,15 +276,21 @@ class SystemLogFollower(threading.Thread):
             self._proc.terminate()
         self.join(timeout=5)
 
-    def run(self) -> None:
-        files: dict[str, tuple[BinaryIO, int]] = {}
+    def start(self) -> None:
+        # the sources are opened here, on the caller's thread: a line written right after
+        # start() returns (the recorded command's first) is after the position taken
+        self._files: dict[str, tuple[BinaryIO, int]] = {}
         for src in self.sources:
             if src == "journald":
                 self._proc = subprocess.Popen(["journalctl", "-f", "-o", "json", "-n", "0"], stdout=subprocess.PIPE,
                                               stderr=subprocess.DEVNULL)
                 threading.Thread(target=self._pipe, daemon=True).start()
             else:
-                self._open(files, src, at_end=True)
+                self._open(self._files, src, at_end=True)
+        super().start()
+
+    def run(self) -> None:
+        files = self._files
         while not self._halt.wait(self.interval):
             self._poll(files)
             self._flush()
