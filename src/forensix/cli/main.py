@@ -26,6 +26,7 @@ _COMMAND_MODULES = [
     "forensix.cli.server",
     "forensix.cli.rules",
     "forensix.cli.ui",
+    "forensix.cli.imports",
 ]
 
 

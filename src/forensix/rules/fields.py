@@ -235,6 +235,9 @@ _AUDITD = {
     "cwd": "process_working_directory",
     "proctitle": "fx_command_line",
     **{f"a{i}": f"fx_audit_a{i}" for i in range(10)},
+    # imported auditd rows (forensix.imports, event_module auditd/laurel) carry the rule's key;
+    # the recorder's own rows have none, so a key matches imported events only
+    "key": "rule_name",
 }
 
 SIGMA_FIELDS: dict[str, dict[str, str]] = {
@@ -305,4 +308,10 @@ AUDIT_TYPES: dict[str, tuple[str | None, tuple[str, ...] | None, str | None]] = 
     "SOCKADDR": ("network", None, None),
     "BPF": ("privilege", ("bpf",), None),
     "KERN_MODULE": ("privilege", ("init_module", "finit_module", "delete_module"), None),
+    # user-space records, produced only by imported auditd logs (forensix.imports.audit_event)
+    **{t: (None, (t.lower(),), None) for t in (
+        "USER_AUTH", "USER_ACCT", "USER_LOGIN", "USER_LOGOUT", "USER_ERR", "USER_CHAUTHTOK", "LOGIN",
+        "USER_START", "USER_END", "CRED_ACQ", "CRED_DISP", "CRED_REFR", "USER_CMD", "USER_ROLE_CHANGE",
+        "ADD_USER", "DEL_USER", "ADD_GROUP", "DEL_GROUP", "USER_MGMT", "GRP_MGMT", "SERVICE_START",
+        "SERVICE_STOP", "DAEMON_START", "DAEMON_END", "CONFIG_CHANGE", "ANOM_PROMISCUOUS")},
 }

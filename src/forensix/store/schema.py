@@ -20,7 +20,9 @@ __all__ = [
     "FLOWS",
     "GAPS",
     "HOSTS",
+    "IMPORTS",
     "PROCESSES",
+    "SIDE_TABLES",
     "TABLES",
     "ecs_name",
 ]
@@ -136,6 +138,11 @@ EVENTS = pa.schema(
         pa.field("a2", _u64),
         pa.field("a3", _u64),
         pa.field("message", _str),  # free text for agent / warning records
+        # where the row came from: NULL = this recorder's kernel sensor; auditd, laurel, sysmon,
+        # suricata, system (the host's own logs) = imported or followed (forensix.imports, /13)
+        pa.field("event_module", _str),
+        # the name of the rule that selected the event where the source has one: auditd's key (/13)
+        pa.field("rule_name", _str),
     ]
 )
 
@@ -259,6 +266,24 @@ ALERTS = pa.schema(
 # The alert columns added by migration 0011 (evidence and grouping).
 ALERT_EVIDENCE = frozenset(ALERTS.names[ALERTS.names.index("alert_count"):])
 
+# What was imported from which file, so that importing it again adds nothing (forensix.imports).
+# A file is known by the hash of its first bytes (a rotated or gzipped copy is the same file);
+# ``offset`` is how far it was imported, ``prefix_sha256`` the hash of those bytes.
+IMPORTS = pa.schema(
+    [
+        pa.field("file_key", _str, nullable=False),  # sha256 of the first 4 KiB (decompressed)
+        pa.field("path", _str),
+        pa.field("format", _str, nullable=False),
+        pa.field("offset", _i64, nullable=False),  # bytes (decompressed) imported so far
+        pa.field("prefix_sha256", _str, nullable=False),
+        pa.field("lines", _i64),
+        pa.field("events", _i64),
+        pa.field("skipped", _i64),  # lines skipped (each is a warning event too)
+        pa.field("imported_ts", _i64),
+        pa.field("host_id", _str),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "processes": PROCESSES,
@@ -267,6 +292,10 @@ TABLES: dict[str, pa.Schema] = {
     "hosts": HOSTS,
     "alerts": ALERTS,
 }
+
+# Tables of the store's own bookkeeping: appended like the others, but no host's rows (analyses
+# and the per-host reader never see them). Created by their migration (0013 for imports).
+SIDE_TABLES: dict[str, pa.Schema] = {"imports": IMPORTS}
 
 # Columns whose ECS name is not the plain dots-for-underscores translation.
 _ECS_SPECIAL = {
