@@ -22,16 +22,17 @@ def _by_file(paths: list[Path]) -> dict[str, tuple[str, str]]:
 def test_tree_reports_each_problem_and_loads_the_rest() -> None:
     got = _by_file([TREE])
     ok = {f for f, (st, _) in got.items() if st == "ok"}
-    # lnx_auditd_key.yml loads since imported auditd rows carry the rule key (rule_name, forensix.imports)
+    # lnx_auditd_key.yml loads since imported auditd rows carry the rule key (rule_name, forensix.imports);
+    # lnx_syslog.yml since the host's own log lines are events (event_module system, imports.journal)
     assert ok == {"lnx_auditd_execve_args.yml", "lnx_auditd_hidden_file.yml", "lnx_auditd_key.yml",
-                  "proc_creation_lnx_ok.yml"}
+                  "lnx_syslog.yml", "proc_creation_lnx_ok.yml"}
     expect = {
         "proc_creation_lnx_broken.yml": ("error", "broken YAML"),
         "proc_creation_lnx_bad_modifier.yml": ("error", "Unknown modifier 'sometimes'"),
         "proc_creation_lnx_lookahead.yml": ("error", "is invalid"),
         "lnx_missing_detection.yml": ("error", "detection"),
         "win_rule.yml": ("unsupported", "product 'windows'"),
-        "lnx_syslog.yml": ("unsupported", "service 'syslog'"),
+        "lnx_service_unknown.yml": ("unsupported", "service 'named'"),
         "lnx_correlation.yml": ("unsupported", "correlation rules"),
         "lnx_auditd_user_cmd.yml": ("unsupported", "field 'cmd'"),
         "proc_creation_lnx_hash.yml": ("unsupported", "field 'Hashes'"),
@@ -103,7 +104,7 @@ def test_cli_validate_lists_problems_and_summary() -> None:
     assert res.exit_code == 0, res.output
     assert "proc_creation_lnx_broken.yml" in res.stdout
     assert "Unknown modifier" in res.stdout
-    assert "13 rules: 4 load, 5 unsupported, 4 errors" in res.stderr
+    assert "14 rules: 5 load, 5 unsupported, 4 errors" in res.stderr
     strict = CliRunner().invoke(cli, ["rules", "validate", str(TREE), "--strict"])
     assert strict.exit_code == 1
 

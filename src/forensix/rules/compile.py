@@ -153,17 +153,19 @@ def logsource_key(rule: SigmaRule) -> str:
         return "forensix"
     if product not in (None, "linux"):
         raise Unsupported(f"product {product!r}: {_OTHER_PRODUCTS}")
-    if service == "auditd":
-        return "auditd"
+    if service in F.SERVICES:
+        return F.SERVICES[service]
     if service is not None:
         raise Unsupported(
             f"service {service!r} is a log file forensix does not record"
-            " (supported: auditd, forensix, or a category)"
+            f" (supported: {', '.join(F.SERVICES)}, or a category)"
         )
     if category is None:
-        raise Unsupported("a linux rule without category or service reads no event forensix records")
-    if category not in F.LOGSOURCES or category in ("auditd", "forensix"):
-        supported = ", ".join(k for k in F.LOGSOURCES if k not in ("auditd", "forensix"))
+        if product == "linux":  # keyword rules over the system's log text
+            return "linux"
+        raise Unsupported("a rule without product, category or service reads no event forensix records")
+    if category not in F.LOGSOURCES or category in F.SERVICES or category == "linux":
+        supported = ", ".join(k for k in F.LOGSOURCES if k not in F.SERVICES and k != "linux")
         raise Unsupported(f"category {category!r} is not recorded (supported: {supported})")
     return category
 
@@ -174,7 +176,7 @@ def forensix_pipeline() -> ProcessingPipeline:
     for key, mapping in F.SIGMA_FIELDS.items():
         if not mapping:
             continue
-        if key in ("auditd", "forensix"):
+        if key in F.SERVICES:
             cond = LogsourceCondition(product="linux", service=key)
         else:
             cond = LogsourceCondition(product="linux", category=key)
@@ -195,6 +197,10 @@ def scope_of(key: str) -> Node:
     """The predicate selecting a log source's events."""
     ls = F.LOGSOURCES[key]
     parts: list[Node] = []
+    if ls.module is not None:
+        parts.append(Pred("event_module", "eq", ls.module))
+    if ls.programs is not None:
+        parts.append(Pred("process_name", "in", tuple(sorted(ls.programs))))
     if ls.category is not None:
         parts.append(Pred("event_category", "eq", ls.category))
     if ls.actions is not None:
