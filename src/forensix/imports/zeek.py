@@ -70,9 +70,11 @@ def _ip(v: Any, name: str) -> str:
 def _count(v: Any, name: str, limit: int = 2**63) -> int | None:
     if v is None:
         return None
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise BadLine(f"{name} {str(v)[:20]!r} is not a count")
     try:
         n = int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadLine(f"{name} {str(v)[:20]!r} is not a number") from None
     if not 0 <= n < limit:
         raise BadLine(f"{name} {n} out of range")
@@ -82,9 +84,11 @@ def _count(v: Any, name: str, limit: int = 2**63) -> int | None:
 def _seconds(v: Any) -> float | None:
     if v is None:
         return None
+    if isinstance(v, bool):
+        raise BadLine("duration is not a number")
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadLine(f"duration {str(v)[:20]!r} is not a number") from None
     if not math.isfinite(f) or not 0 <= f < 1e9:
         raise BadLine(f"duration {f} out of range")
