@@ -1,0 +1,233 @@
+"""Which life of a file held a name at a time, and the path-resolved calls that touched it.
+
+Calls that leave no open file behind (unlink, rename, link, symlink, chmod, chown,
+setxattr, utimes by path) are recorded with the directory the kernel resolved and the
+name as passed (``file_path_resolution = directory``), without the inode: fentry and LSM
+hooks, which could give it, are refused by lockdown on this machine kind. Such a call is
+joined to a file by name and time: a name is held by one life at a time, from the event
+that put it there (the first kernel-resolved event naming it, a rename or link onto it, a
+symlink creating it) to the event that took it away (unlink, a rename away from it or over
+it). The call belongs to the life that held its name when it ran; edges made so are
+marked *name-matched*.
+
+A period whose life no kernel-resolved event ever showed (a file removed before anything
+opened it while recording) is still a life: it is known by its name and start, as a node
+``fn:HOST:PATH@START``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from forensix.analysis.filehistory import FileLife, sql_strings
+from forensix.store.base import Reader
+
+__all__ = ["NameHit", "NameIndex", "Period", "life_key"]
+
+_NAMING = ("rename", "link", "unlink", "rmdir")
+# Path-resolved actions that change a file (the graph's process -> file edges).
+PATH_ACTIONS = ("unlink", "rmdir", "rename", "link", "symlink", "chmod", "chown", "setxattr", "removexattr",
+                "utimes", "truncate", "mkdir")
+
+
+def life_key(life: FileLife) -> str:
+    host, dev, ino, gen = life
+    return f"f:{host}:{dev}:{ino}" + (f"~{gen}" if gen else "")
+
+
+@dataclass(eq=False)
+class Period:
+    """One life's hold on one name: from ``start`` to ``end`` (None: to the end of the record)."""
+
+    host: str
+    name: str
+    start: int
+    life: FileLife | None = None  # None: no kernel-resolved event showed its inode
+    end: int | None = None
+    ended_by: str | None = None  # unlink | rename | renamed-over (with the acting pid in ended_pid)
+    ended_pid: int | None = None
+    ended_entity: int | None = None
+
+    @property
+    def key(self) -> str:
+        return life_key(self.life) if self.life else f"fn:{self.host}:{self.name}@{self.start}"
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"node": self.key, "file_path": self.name, "start_ts": self.start or None,
+                             "end_ts": self.end, "ended_by": self.ended_by, "ended_pid": self.ended_pid}
+        if self.life:
+            d |= {"file_inode": self.life[2], "file_device": self.life[1], "file_generation": self.life[3] or None}
+        return d
+
+
+@dataclass
+class NameHit:
+    """A path-resolved call attributed to the life that held its name when it ran."""
+
+    period: Period
+    entity: int
+    ts: int
+    kind: str  # the action; a rename onto a held name is 'renamed-over' for the life it replaced
+    path: str
+    tpath: str | None
+
+
+@dataclass
+class NameIndex:
+    """Periods and name-matched calls of the names asked so far (asked in batches, cached)."""
+
+    reader: Reader
+    periods: dict[tuple[str, str], list[Period]] = field(default_factory=dict)
+    hits: list[NameHit] = field(default_factory=list)
+    _asked: set[str] = field(default_factory=set)
+
+    def add(self, names: Iterable[str]) -> None:
+        new = sorted({n for n in names if n} - self._asked)
+        if not new:
+            return
+        self._asked.update(new)
+        lit = sql_strings(new)
+        # two scans, each filtered inside the scan (an OR across columns is not); flows add no
+        # fact about who held a name that their open did not already give
+        rows = self.reader.query(f"""
+            SELECT host_id, ts, process_entity_id AS eid, process_pid AS pid, event_action AS act,
+                   file_path AS path, file_target_path AS tpath, file_device AS dev, file_inode AS ino,
+                   coalesce(file_generation, 0) AS gen, coalesce(ret, 0) AS ret
+            FROM events WHERE file_path IN ({lit}) AND event_action <> 'flow'
+            UNION ALL
+            SELECT host_id, ts, process_entity_id, process_pid, event_action, file_path, file_target_path,
+                   file_device, file_inode, coalesce(file_generation, 0), coalesce(ret, 0)
+            FROM events WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit})
+            ORDER BY ts""").to_pylist()
+        _Replay(self, set(new)).run(rows)
+
+    def lives_of(self, host: str | None, name: str) -> list[Period]:
+        self.add([name])
+        out = [p for (h, n), ps in self.periods.items() if n == name and (host is None or h == host) for p in ps]
+        return sorted(out, key=lambda p: p.start)
+
+    def hits_into(self, keys: set[str]) -> list[NameHit]:
+        return [h for h in self.hits if h.period.key in keys]
+
+    def hit_of(self, entity: int, ts: int, path: str) -> list[NameHit]:
+        return [h for h in self.hits if h.entity == entity and h.ts == ts and path in (h.path, h.tpath)]
+
+
+class _Replay:
+    """Replays the events on a batch of names in time order, keeping who held each name."""
+
+    def __init__(self, index: NameIndex, batch: set[str]) -> None:
+        self.ix, self.batch = index, batch
+        self.seen: set[tuple[int, int, str, str]] = set()
+
+    def holder(self, host: str, name: str, ts: int, create: bool = True) -> Period | None:
+        ps = self.ix.periods.setdefault((host, name), [])
+        if ps and ps[-1].end is None:
+            return ps[-1]
+        if not create:
+            return None
+        # held since before the record (or since an event we did not see): an open period
+        p = Period(host, name, 0 if not ps else ts)
+        ps.append(p)
+        return p
+
+    def begin(self, host: str, name: str, ts: int, life: FileLife | None) -> Period:
+        cur = self.holder(host, name, ts, create=False)
+        if cur is not None:
+            cur.end = ts
+        p = Period(host, name, ts, life)
+        self.ix.periods.setdefault((host, name), []).append(p)
+        return p
+
+    def end(self, p: Period, r: dict[str, Any], how: str) -> None:
+        p.end, p.ended_by, p.ended_pid, p.ended_entity = r["ts"], how, r["pid"], r["eid"]
+
+    def hit(self, p: Period, r: dict[str, Any], kind: str) -> None:
+        if r["ino"] and kind != "renamed-over":  # joined by inode already
+            return
+        k = (r["ts"], r["eid"] or 0, kind, p.name)
+        if k in self.seen or not r["eid"]:
+            return
+        self.seen.add(k)
+        self.ix.hits.append(NameHit(p, int(r["eid"]), int(r["ts"]), kind, r["path"], r["tpath"]))
+
+    def run(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            if r["ret"] < 0:
+                continue
+            # a rename, link or unlink changes who holds a name whether or not it carries the
+            # inode; only calls without one become name-matched edges (the rest join by inode)
+            if r["act"] in _NAMING:
+                self.by_path(r)
+            elif r["ino"]:
+                self.kernel(r)
+            elif r["act"] in PATH_ACTIONS:
+                self.by_path(r)
+
+    def kernel(self, r: dict[str, Any]) -> None:
+        """An event that carries the inode: it shows which life holds its name."""
+        life = (r["host_id"], r["dev"], r["ino"], r["gen"])
+        for name in (r["path"],):
+            if name not in self.batch:
+                continue
+            cur = self.holder(r["host_id"], name, r["ts"])
+            assert cur is not None
+            if cur.life is None:
+                cur.life = life  # the first witness of the life that took the name
+            elif cur.life[:3] != life[:3] or (cur.life[3] and life[3] and cur.life[3] != life[3]):
+                self.begin(r["host_id"], name, r["ts"], life)
+
+    def by_path(self, r: dict[str, Any]) -> None:
+        host, act, path, tpath = r["host_id"], r["act"], r["path"], r["tpath"]
+        life = (host, r["dev"], r["ino"], r["gen"]) if r["ino"] else None
+        if act in ("rename", "link"):
+            moved = self.holder(host, path, r["ts"]) if path in self.batch else None
+            if moved is not None:
+                moved.life = moved.life or life
+                self.hit(moved, r, act)
+                if act == "rename":
+                    self.end(moved, r, "rename")
+            if tpath in self.batch:
+                old = self.holder(host, tpath, r["ts"], create=False)
+                if old is not None:
+                    self.hit(old, r, "renamed-over")
+                    self.end(old, r, "renamed-over")
+                new = self.begin(host, tpath, r["ts"], (moved.life if moved is not None else None) or life)
+                self.hit(new, r, act)
+            return
+        if path not in self.batch:
+            return
+        if act in ("symlink", "mkdir"):
+            self.hit(self.begin(host, path, r["ts"], None), r, act)
+            return
+        p = self.holder(host, path, r["ts"])
+        assert p is not None
+        p.life = p.life or life
+        self.hit(p, r, act)
+        if act in ("unlink", "rmdir"):
+            self.end(p, r, act)
+
+
+def hit_row(h: NameHit) -> dict[str, Any]:
+    """A name-matched call as a graph edge row (process -> file), the shape graph hops use."""
+    life = h.period.life
+    return {"src_kind": "process", "src_eid": h.entity, "src_dev": None, "src_ino": None, "src_key": None,
+            "dst_kind": "file", "dst_eid": None, "dst_dev": life[1] if life else None,
+            "dst_ino": life[2] if life else None, "dst_key": h.period.host, "t_start": h.ts, "t_end": h.ts,
+            "kind": h.kind, "nbytes": 0, "path": h.path, "tpath": h.tpath, "gen": life[3] if life else None,
+            "nm": True, "node": h.period.key, "life": life or h.period.key}
+
+
+def choose(periods: list[Period], at: int | None) -> Period | None:
+    """The life that held the name at ``at``; without ``at``, the last life that had it."""
+    if not periods:
+        return None
+    if at is None:
+        return periods[-1]
+    held = [p for p in periods if p.start <= at and (p.end is None or at <= p.end)]
+    if held:
+        return held[-1]
+    before = [p for p in periods if p.start <= at]
+    return before[-1] if before else periods[0]
