@@ -146,7 +146,7 @@ def file_history(reader: Reader, path: str) -> pa.Table:
         FROM processes
         WHERE entity_id IN (SELECT DISTINCT process_entity_id FROM hits) GROUP BY entity_id
     )
-    SELECT h.ts, {_verb_sql()} AS action, h.file_path, h.file_target_path, h.process_entity_id,
+    SELECT h.ts, {_verb_sql()} AS action, h.event_action, h.file_path, h.file_target_path, h.process_entity_id,
            h.process_pid, h.process_name, img.executable AS process_executable,
            coalesce(h.user_id, img.uid) AS user_id,  -- NULL on flow edges of /5 stores
            h.file_mode, h.flow_read_bytes, h.flow_write_bytes, h.file_device, h.file_inode

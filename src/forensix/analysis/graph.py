@@ -807,9 +807,10 @@ def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
     edges = pa.Table.from_pylist([
         {"first_ts": e.t_start, "last_ts": e.t_end if e.t_end < FOREVER else None, "src": e.src,
          "src_label": g.nodes[e.src].label, "kind": e.kind, "dst": e.dst, "dst_label": g.nodes[e.dst].label,
-         "bytes": e.bytes, "count": e.count}
+         "bytes": e.bytes, "count": e.count, "name_matched": e.name_matched}
         for e in sorted(g.edges, key=lambda e: (e.t_start, e.src, e.dst))
     ], schema=pa.schema([("first_ts", pa.int64()), ("last_ts", pa.int64()), ("src", pa.string()),
                          ("src_label", pa.string()), ("kind", pa.string()), ("dst", pa.string()),
-                         ("dst_label", pa.string()), ("bytes", pa.int64()), ("count", pa.int64())]))
+                         ("dst_label", pa.string()), ("bytes", pa.int64()), ("count", pa.int64()),
+                         ("name_matched", pa.bool_())]))
     return nodes, edges

@@ -128,8 +128,8 @@ class _Replay:
             return ps[-1]
         if not create:
             return None
-        # held since before the record (or since an event we did not see): an open period
-        p = Period(host, name, 0 if not ps else ts)
+        # first seen now (it may have been held before the record began): an open period
+        p = Period(host, name, ts)
         ps.append(p)
         return p
 

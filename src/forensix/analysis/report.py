@@ -58,11 +58,29 @@ class Report:
     graph: Graph
     impact: Graph | None = None
     notes: list[str] = field(default_factory=list)
+    # every process with an edge straight into the detection point: (entity id, label, what it did)
+    actors: list[tuple[int, str, list[str]]] = field(default_factory=list)
+
+
+def _direct(g: Graph) -> list[tuple[int, str, list[str]]]:
+    """The processes that acted on the detection point itself, latest first."""
+    roots = set(g.roots)
+    acts: dict[str, tuple[int, list[str]]] = {}
+    for e in sorted(g.edges, key=lambda e: e.t_end):
+        if e.dst in roots and g.nodes[e.src].kind == "process":
+            last, kinds = acts.get(e.src, (0, []))
+            acts[e.src] = (max(last, e.t_end), kinds + [e.kind + (" (by name)" if e.name_matched else "")])
+    order = sorted(acts, key=lambda k: -acts[k][0])
+    return [(int(g.nodes[k].attrs.get("entity_id") or 0), g.nodes[k].label, sorted(set(acts[k][1])))
+            for k in order]
 
 
 def _actor(reader: Reader, target: Target, g: Graph) -> int | None:
     if target.kind == "process":
         return target.entity
+    direct = _direct(g)
+    if direct and direct[0][0]:
+        return direct[0][0]  # the last to change it: for a deleted or replaced file, who did that
     procs = [n for n in g.nodes.values() if n.kind == "process"]
     if not procs:
         return None
@@ -88,6 +106,9 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
         leader = att.leader_of.get(actor) if actor is not None else None
     if g.truncated:
         notes.append("the dependency graph was cut at the depth or size limit")
+    if g.hidden:
+        notes.append("noise filters hid " + ", ".join(f"{n} edges ({k})" for k, n in g.hidden.items())
+                     + "; show them with " + " ".join(f"--no-filter {k}" for k in g.hidden))
     srow = None
     members: list[int] = []
     if leader is not None:
@@ -106,7 +127,7 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
         network=network_peers(reader, members),
         timeline=timeline(reader, TimelineFilter(entities=members or [0], noise=FILTER_NAMES,
                                                  limit=timeline_limit)),
-        graph=g, impact=impact, notes=notes,
+        graph=g, impact=impact, notes=notes, actors=_direct(g),
     )
 
 
