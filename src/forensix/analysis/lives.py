@@ -49,10 +49,15 @@ class Period:
     ended_by: str | None = None  # unlink | rename | renamed-over (with the acting pid in ended_pid)
     ended_pid: int | None = None
     ended_entity: int | None = None
+    moved_from: Period | None = None  # renamed here from another name: the same object
 
     @property
     def key(self) -> str:
-        return life_key(self.life) if self.life else f"fn:{self.host}:{self.name}@{self.start}"
+        if self.life:
+            return life_key(self.life)
+        if self.moved_from is not None:
+            return self.moved_from.key
+        return f"fn:{self.host}:{self.name}@{self.start}"
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"node": self.key, "file_path": self.name, "start_ts": self.start or None,
@@ -195,7 +200,9 @@ class _Replay:
                     self.hit(old, r, "renamed-over")
                     self.end(old, r, "renamed-over")
                 new = self.begin(host, tpath, r["ts"], (moved.life if moved is not None else None) or life)
-                self.hit(new, r, act)
+                new.moved_from = moved if act == "rename" else None
+                if new.moved_from is None:
+                    self.hit(new, r, act)  # a rename's edge is on the object already (moved)
             return
         if path not in self.batch:
             return

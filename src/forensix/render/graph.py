@@ -79,8 +79,10 @@ def render_json(g: Graph, out: Any) -> None:
         "direction": g.direction, "target": g.target, "truncated": g.truncated, "filters": list(g.filters),
         "hidden": g.hidden,
         **({"life": _ecs_life(g.life), "other_lives": [_ecs_life(x) for x in g.other_lives]} if g.life else {}),
-        "nodes": [{k: display_value(k, v) for k, v in r.items() if v is not None} for r in nodes.to_pylist()],
-        "edges": [{k: display_value(k, v) for k, v in r.items() if v is not None} for r in edges.to_pylist()],
+        "nodes": [{field_name(k): display_value(k, v) for k, v in r.items() if v is not None}
+                  for r in nodes.to_pylist()],
+        "edges": [{field_name(k): display_value(k, v) for k, v in r.items() if v is not None}
+                  for r in edges.to_pylist()],
     }
     out.write(json.dumps(doc, default=str, indent=1) + "\n")
 

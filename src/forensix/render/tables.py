@@ -38,12 +38,14 @@ DERIVED: dict[str, str] = {
     "start_ts": "process.start", "end_ts": "process.end", "first_ts": "event.start", "last_ts": "event.end",
     "detected_ts": "event.created", "entity_ids": "related.entity_id", "tty": "process.tty",
     "leader_entity_id": "process.entry_leader.entity_id", "leader_pid": "process.entry_leader.pid",
-    "user_name": "user.name", "file_generation": "file.generation",
+    "user_name": "user.name", "file_generation": "file.generation", "parent_entity_id": "process.parent.entity_id",
 }
 # Analysis-only fields with no ECS counterpart (named as they are).
 ANALYSIS_ONLY: frozenset[str] = frozenset({
     "depth", "kind", "description", "processes", "transitions", "what", "actions", "bytes_written", "pids",
-    "connections", "report", "action", "ended_by", "ended_pid", "life", "lives", "node",
+    "connections", "report", "action", "ended_by", "ended_pid", "life", "lives", "node", "held_from", "held_until",
+    # graph nodes and edges
+    "label", "time", "src", "dst", "src_label", "dst_label", "bytes", "count", "name_matched",
 })
 
 
