@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from forensix.analysis.lives import NameIndex, choose, hit_row
+from forensix.analysis.lives import NameIndex, choose, name_matched_rows
 from forensix.analysis.noise import FILTER_NAMES, FILTERS, noise_case
 from forensix.analysis.processes import FOREVER
 from forensix.analysis.targets import Target, resolve
@@ -495,33 +495,11 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
 
 def _by_name(index: NameIndex, rows: list[dict[str, Any]], fr: _Frontier, nodes: dict[str, Node],
              backward: bool) -> list[dict[str, Any]]:
-    """Path-resolved calls, joined to the life that held their name then (analysis.lives).
-
-    Backward, the frontier's files gain the calls made on their names; forward, a frontier
-    process's calls that carry no inode are placed on the life their name had.
-    """
-    if backward:
-        thr = {node_key("file", *life): t for life, t in fr.files.items()} | fr.named
-        if not thr:
-            return rows
-        index.add(n for k in thr if k in nodes for n in _names_of(nodes[k]))
-        return rows + [hit_row(h) for h in index.hits_into(set(thr)) if h.ts <= thr[h.period.key]]
-    loose = [r for r in rows if r["dst_kind"] == "file" and not r["dst_ino"] and r["src_kind"] == "process"]
-    if not loose:
-        return rows
-    index.add(x for r in loose for x in (r["path"], r["tpath"]))
-    out = [r for r in rows if not (r["dst_kind"] == "file" and not r["dst_ino"] and r["src_kind"] == "process")]
-    seen: set[tuple[str, int, str]] = set()
-    for r in loose:
-        for h in index.hit_of(r["src_eid"], r["t_start"], r["path"]):
-            if (h.period.key, h.ts, h.kind) not in seen:
-                seen.add((h.period.key, h.ts, h.kind))
-                out.append(hit_row(h))
-    return out
-
-
-def _names_of(n: Node) -> set[str]:
-    return set(n.attrs.get("names") or ()) | ({n.attrs["path"]} if n.attrs.get("path") else set())
+    """Path-resolved calls, joined to the life that held their name then (analysis.lives)."""
+    thr = ({node_key("file", *life): t for life, t in fr.files.items()} | fr.named) if backward else {}
+    names = {x for k in thr if k in nodes for x in (set(nodes[k].attrs.get("names") or ()) | {nodes[k].attrs.get("path")})
+             if x}
+    return name_matched_rows(index, rows, thr, names, backward)
 
 
 def _node(key: str, kind: str, obj: Any, depth: int, t: int) -> Node:

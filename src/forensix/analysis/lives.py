@@ -24,7 +24,7 @@ from typing import Any
 from forensix.analysis.filehistory import FileLife, sql_strings
 from forensix.store.base import Reader
 
-__all__ = ["NameHit", "NameIndex", "Period", "life_key"]
+__all__ = ["NameHit", "NameIndex", "Period", "choose", "hit_row", "life_key", "name_matched_rows"]
 
 _NAMING = ("rename", "link", "unlink", "rmdir")
 # Path-resolved actions that change a file (the graph's process -> file edges).
@@ -94,13 +94,23 @@ class NameIndex:
             return
         self._asked.update(new)
         lit = sql_strings(new)
-        # two scans, each filtered inside the scan (an OR across columns is not); flows add no
-        # fact about who held a name that their open did not already give
+        naming = ", ".join(f"'{a}'" for a in _NAMING)
+        # Kernel-resolved events only show which life holds a name, and a name is held by one
+        # life at a time: its first sighting per life is enough (a hot name such as
+        # /etc/passwd has many opens, few lives). Path-resolved calls and renames come whole.
+        # Each scan is filtered inside the scan (an OR across columns is not).
         rows = self.reader.query(f"""
-            SELECT host_id, ts, process_entity_id AS eid, process_pid AS pid, event_action AS act,
-                   file_path AS path, file_target_path AS tpath, file_device AS dev, file_inode AS ino,
-                   coalesce(file_generation, 0) AS gen, coalesce(ret, 0) AS ret
-            FROM events WHERE file_path IN ({lit}) AND event_action <> 'flow'
+            SELECT host_id, min(ts) AS ts, arg_min(process_entity_id, ts) AS eid, arg_min(process_pid, ts) AS pid,
+                   'seen' AS act, file_path AS path, NULL AS tpath, file_device AS dev, file_inode AS ino,
+                   coalesce(file_generation, 0) AS gen, 0 AS ret
+            FROM events WHERE file_path IN ({lit}) AND coalesce(file_inode, 0) <> 0
+              AND event_action NOT IN ('flow', {naming}) AND coalesce(ret, 0) >= 0
+            GROUP BY host_id, file_path, file_device, file_inode, coalesce(file_generation, 0)
+            UNION ALL
+            SELECT host_id, ts, process_entity_id, process_pid, event_action, file_path, file_target_path,
+                   file_device, file_inode, coalesce(file_generation, 0), coalesce(ret, 0)
+            FROM events WHERE file_path IN ({lit})
+              AND (coalesce(file_inode, 0) = 0 OR event_action IN ({naming})) AND event_action <> 'flow'
             UNION ALL
             SELECT host_id, ts, process_entity_id, process_pid, event_action, file_path, file_target_path,
                    file_device, file_inode, coalesce(file_generation, 0), coalesce(ret, 0)
@@ -238,3 +248,34 @@ def choose(periods: list[Period], at: int | None) -> Period | None:
         return held[-1]
     before = [p for p in periods if p.start <= at]
     return before[-1] if before else periods[0]
+
+
+def name_matched_rows(index: NameIndex, rows: list[dict[str, Any]], thresholds: dict[str, int],
+                      names: set[str], backward: bool) -> list[dict[str, Any]]:
+    """A graph hop's rows with the path-resolved calls joined by name and time.
+
+    Backward, the frontier's files (``thresholds``: life key -> latest time that matters,
+    ``names``: the names they had) gain the calls made on their names before then; forward,
+    a frontier process's calls that carry no inode are placed on the life their name had.
+    """
+    if backward:
+        if not thresholds:
+            return rows
+        index.add(names)
+        return rows + [hit_row(h) for h in index.hits_into(set(thresholds)) if h.ts <= thresholds[h.period.key]]
+
+    def loose(r: dict[str, Any]) -> bool:
+        return bool(r["dst_kind"] == "file" and not r["dst_ino"] and r["src_kind"] == "process")
+
+    calls = [r for r in rows if loose(r)]
+    if not calls:
+        return rows
+    index.add(x for r in calls for x in (r["path"], r["tpath"]))
+    out = [r for r in rows if not loose(r)]
+    seen: set[tuple[str, int, str]] = set()
+    for r in calls:
+        for h in index.hit_of(r["src_eid"], r["t_start"], r["path"]):
+            if (h.period.key, h.ts, h.kind) not in seen:
+                seen.add((h.period.key, h.ts, h.kind))
+                out.append(hit_row(h))
+    return out
