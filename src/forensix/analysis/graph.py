@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from forensix.analysis.lives import NameIndex, choose, name_matched_rows
+from forensix.analysis.lives import NAME_COLUMNS, NameIndex, choose, name_matched_rows, name_sql
 from forensix.analysis.noise import FILTER_NAMES, FILTERS, noise_case
 from forensix.analysis.processes import FOREVER
 from forensix.analysis.targets import Target, resolve
@@ -435,12 +435,21 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
     while not frontier.empty() and depth < opts.depth:
         depth += 1
         sql = _hop_sql(backward, active, frontier)
+        # backward, the names of the frontier's files are asked within the hop's query (one
+        # round trip): who held them when, and the path-resolved calls made on them
+        ask = index.unasked(_frontier_names(frontier, nodes)) if backward else []
+        if ask:
+            nsql = f"SELECT {', '.join(f'{c} AS nm_{c}' for c in NAME_COLUMNS)}, TRUE AS name_row FROM ({name_sql(ask)})"
+            sql = f"{sql}\nUNION ALL BY NAME\n{nsql}" if sql else nsql
         params = {k: v for k, v in _params(frontier).items() if f"${k}" in sql}
         rows = reader.query(sql, params).to_pylist() if sql else []
+        if ask:
+            index.ingest(ask, [{c: r[f"nm_{c}"] for c in NAME_COLUMNS} for r in rows if r.get("name_row")])
+            rows = [r for r in rows if not r.get("name_row")]
         for r in rows:
-            if r["hidden_by"]:
+            if r.get("hidden_by"):
                 hidden[r["hidden_by"]] = hidden.get(r["hidden_by"], 0) + int(r["hidden_n"])
-        rows = [r for r in rows if not r["hidden_by"]]
+        rows = [r for r in rows if not r.get("hidden_by")]
         rows = _by_name(index, rows, frontier, nodes, backward)
         if "libraries" in active:
             n = len(rows)
@@ -493,13 +502,21 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
     return g
 
 
+def _frontier_files(fr: _Frontier) -> dict[str, int]:
+    return {node_key("file", *life): t for life, t in fr.files.items()} | fr.named
+
+
+def _frontier_names(fr: _Frontier, nodes: dict[str, Node]) -> set[str]:
+    return {x for k in _frontier_files(fr) if k in nodes
+            for x in (set(nodes[k].attrs.get("names") or ()) | {nodes[k].attrs.get("path")}) if x}
+
+
 def _by_name(index: NameIndex, rows: list[dict[str, Any]], fr: _Frontier, nodes: dict[str, Node],
              backward: bool) -> list[dict[str, Any]]:
     """Path-resolved calls, joined to the life that held their name then (analysis.lives)."""
-    thr = ({node_key("file", *life): t for life, t in fr.files.items()} | fr.named) if backward else {}
-    names = {x for k in thr if k in nodes for x in (set(nodes[k].attrs.get("names") or ()) | {nodes[k].attrs.get("path")})
-             if x}
-    return name_matched_rows(index, rows, thr, names, backward)
+    if not backward:
+        return name_matched_rows(index, rows, {}, set(), backward)
+    return name_matched_rows(index, rows, _frontier_files(fr), _frontier_names(fr, nodes), backward)
 
 
 def _node(key: str, kind: str, obj: Any, depth: int, t: int) -> Node:
@@ -709,7 +726,7 @@ def _start_file(reader: Reader, path: str, at: int | None, t0: int, fr: _Frontie
 
     fr.index = NameIndex(reader)
     periods = fr.index.lives_of(None, path)
-    names, lives = file_lives(reader, path)
+    names, lives = file_lives(reader, path, fetch=fr.index.rows_for)
     chosen = choose(periods, at)
     if chosen is None:
         if not lives:

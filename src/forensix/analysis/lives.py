@@ -24,7 +24,8 @@ from typing import Any
 from forensix.analysis.filehistory import FileLife, sql_strings
 from forensix.store.base import Reader
 
-__all__ = ["NameHit", "NameIndex", "Period", "choose", "hit_row", "life_key", "name_matched_rows"]
+__all__ = ["NAME_COLUMNS", "NameHit", "NameIndex", "Period", "choose", "hit_row", "life_key", "name_matched_rows",
+           "name_sql"]
 
 _NAMING = ("rename", "link", "unlink", "rmdir")
 # Path-resolved actions that change a file (the graph's process -> file edges).
@@ -67,6 +68,35 @@ class Period:
         return d
 
 
+NAME_COLUMNS = ("host_id", "ts", "eid", "pid", "act", "path", "tpath", "dev", "ino", "gen", "ret")
+
+
+def name_sql(names: list[str]) -> str:
+    """The events that tell who held these names: per life its first sighting (kernel-resolved
+    events only show which life holds a name, and a name is held by one life at a time, so a
+    hot name such as /etc/passwd costs its lives, not its opens), and the path-resolved calls,
+    renames, links and unlinks whole. Each scan is filtered inside the scan (an OR across
+    columns is not). Columns: NAME_COLUMNS."""
+    lit = sql_strings(names)
+    naming = ", ".join(f"'{a}'" for a in _NAMING)
+    return f"""
+        WITH named AS MATERIALIZED (
+            SELECT host_id, ts, process_entity_id AS eid, process_pid AS pid, event_action AS act,
+                   file_path AS path, file_target_path AS tpath, file_device AS dev, file_inode AS ino,
+                   coalesce(file_generation, 0) AS gen, coalesce(ret, 0) AS ret
+            FROM events WHERE file_path IN ({lit}))
+        SELECT host_id, min(ts) AS ts, NULL::UBIGINT AS eid, NULL::UINTEGER AS pid, 'seen' AS act, path,
+               NULL AS tpath, dev, ino, gen, 0 AS ret
+        FROM named WHERE coalesce(ino, 0) <> 0 AND act NOT IN ({naming}) AND ret >= 0
+        GROUP BY host_id, path, dev, ino, gen
+        UNION ALL
+        SELECT * FROM named WHERE (coalesce(ino, 0) = 0 OR act IN ({naming})) AND act <> 'flow'
+        UNION ALL
+        SELECT host_id, ts, process_entity_id, process_pid, event_action, file_path, file_target_path,
+               file_device, file_inode, coalesce(file_generation, 0), coalesce(ret, 0)
+        FROM events WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit})"""
+
+
 @dataclass
 class NameHit:
     """A path-resolved call attributed to the life that held its name when it ran."""
@@ -87,36 +117,31 @@ class NameIndex:
     periods: dict[tuple[str, str], list[Period]] = field(default_factory=dict)
     hits: list[NameHit] = field(default_factory=list)
     _asked: set[str] = field(default_factory=set)
+    _rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # name -> the rows that name it
 
     def add(self, names: Iterable[str]) -> None:
-        new = sorted({n for n in names if n} - self._asked)
-        if not new:
-            return
+        new = self.unasked(names)
+        if new:
+            self.ingest(new, self.reader.query(name_sql(new) + " ORDER BY ts").to_pylist())
+
+    def unasked(self, names: Iterable[str]) -> list[str]:
+        return sorted({n for n in names if n} - self._asked)
+
+    def ingest(self, new: list[str], rows: list[dict[str, Any]]) -> None:
+        """Take the rows of ``name_sql(new)`` (asked by the caller, perhaps within another query)."""
         self._asked.update(new)
-        lit = sql_strings(new)
-        naming = ", ".join(f"'{a}'" for a in _NAMING)
-        # Kernel-resolved events only show which life holds a name, and a name is held by one
-        # life at a time: its first sighting per life is enough (a hot name such as
-        # /etc/passwd has many opens, few lives). Path-resolved calls and renames come whole.
-        # Each scan is filtered inside the scan (an OR across columns is not).
-        rows = self.reader.query(f"""
-            SELECT host_id, min(ts) AS ts, arg_min(process_entity_id, ts) AS eid, arg_min(process_pid, ts) AS pid,
-                   'seen' AS act, file_path AS path, NULL AS tpath, file_device AS dev, file_inode AS ino,
-                   coalesce(file_generation, 0) AS gen, 0 AS ret
-            FROM events WHERE file_path IN ({lit}) AND coalesce(file_inode, 0) <> 0
-              AND event_action NOT IN ('flow', {naming}) AND coalesce(ret, 0) >= 0
-            GROUP BY host_id, file_path, file_device, file_inode, coalesce(file_generation, 0)
-            UNION ALL
-            SELECT host_id, ts, process_entity_id, process_pid, event_action, file_path, file_target_path,
-                   file_device, file_inode, coalesce(file_generation, 0), coalesce(ret, 0)
-            FROM events WHERE file_path IN ({lit})
-              AND (coalesce(file_inode, 0) = 0 OR event_action IN ({naming})) AND event_action <> 'flow'
-            UNION ALL
-            SELECT host_id, ts, process_entity_id, process_pid, event_action, file_path, file_target_path,
-                   file_device, file_inode, coalesce(file_generation, 0), coalesce(ret, 0)
-            FROM events WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit})
-            ORDER BY ts""").to_pylist()
+        rows = sorted(rows, key=lambda r: r["ts"])
+        for r in rows:
+            for name in {r["path"], r["tpath"]} & set(new):
+                self._rows.setdefault(name, []).append(r)
         _Replay(self, set(new)).run(rows)
+
+    def rows_for(self, names: Iterable[str]) -> list[dict[str, Any]]:
+        """The events that name any of ``names`` (each life's first sighting, the rest whole)."""
+        names = set(names)
+        self.add(names)
+        out = {id(r): r for n in names for r in self._rows.get(n, ())}
+        return list(out.values())
 
     def lives_of(self, host: str | None, name: str) -> list[Period]:
         self.add([name])
