@@ -158,6 +158,9 @@ def test_binary_made_setuid_and_given_a_capability(recorded: dict[str, Any]) -> 
     _check(recorded, g, "/usr/sbin/setcap", {"setxattr"}, by_name=True)
     _check(recorded, g, "/usr/bin/cp", {"write"}, by_name=False)
     assert len(g.node_by("file")) >= 1 and len([n for n in g.node_by("file") if n.key in g.roots]) == 1
+    by_name = {(e["src_label"].split(" ")[0], e["kind"]) for e in _json_edges(g) if e["name_matched"]}
+    assert {("chmod", "chmod"), ("setcap", "setxattr")} <= by_name, by_name
+    assert not any(e["name_matched"] for e in _json_edges(g) if e["src_label"].startswith("cp "))
     text = _report_names(recorded, path, "/usr/sbin/setcap")
     assert "setuid/setgid bit" in text and "extended attribute" in text and "chmod" in text
 
@@ -178,6 +181,11 @@ def test_sysctl_write_is_not_noise(recorded: dict[str, Any]) -> None:
                if n.attrs.get("executable") == "/usr/sbin/sysctl" and n.attrs["entity_id"] in ours]
     assert len(writers) == 2, [n.label for n in g.node_by("process")]
     assert all(any(e.src == w.key and e.kind == "write" for e in g.edges) for w in writers)
+    shell = node_key("process", recorded["shell"])
+    assert all(any(e.src == shell and e.dst == w.key and e.kind == "fork" for e in g.edges) for w in writers)
+    into = [e for e in _json_edges(g) if e["dst"] in g.roots]
+    assert into and not any(e["name_matched"] for e in into)  # written through an open file: by inode
+    _report_names(recorded, str(KNOB), "/usr/sbin/sysctl")
     rep = build_report(r, Target("session", session=f"{recorded['shell']:016x}"))
     assert "kernel parameter (sysctl)" in rep.persistence.column("what").to_pylist()
 
