@@ -28,7 +28,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from forensix.analysis.lives import NAME_COLUMNS, NameIndex, choose, name_matched_rows, name_sql
+from forensix.analysis.lives import (
+    NAME_COLUMNS,
+    NameIndex,
+    name_matched_rows,
+    name_sql,
+    start_lives,
+)
 from forensix.analysis.noise import FILTER_NAMES, FILTERS, noise_case
 from forensix.analysis.processes import FOREVER
 from forensix.analysis.targets import Target, resolve
@@ -722,27 +728,12 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
 
 def _start_file(reader: Reader, path: str, at: int | None, t0: int, fr: _Frontier) -> None:
     """The life of the name at ``at`` (default: the last one that had it) starts the walk."""
-    from forensix.analysis.filehistory import file_lives
-
     fr.index = NameIndex(reader)
-    periods = fr.index.lives_of(None, path)
-    names, lives = file_lives(reader, path, fetch=fr.index.rows_for)
-    chosen = choose(periods, at)
-    if chosen is None:
-        if not lives:
-            resolve(reader, Target("file", path=path))  # says clearly what was looked for, and what is near
-        for life in lives:  # named only by flows (inherited descriptors): every life of the name
-            fr.files[life] = t0
-            fr.paths[life] = names
-        return
-    if chosen.life is not None:
-        fr.files[chosen.life] = t0
-        fr.paths[chosen.life] = names
-    else:
-        fr.named[chosen.key] = t0
-        fr.paths[chosen.key] = [path]
-    fr.chosen = chosen.describe() | {"life": periods.index(chosen) + 1, "lives": len(periods)}
-    fr.others = [p.describe() | {"life": i + 1} for i, p in enumerate(periods) if p is not chosen]
+    st = start_lives(fr.index, path, at)
+    for obj, names in st.files.items():
+        (fr.named if isinstance(obj, str) else fr.files)[obj] = t0
+        fr.paths[obj] = names
+    fr.chosen, fr.others = st.chosen, st.others
 
 
 def _start_ts(reader: Reader, entity: int) -> int:

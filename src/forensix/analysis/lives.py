@@ -24,8 +24,8 @@ from typing import Any
 from forensix.analysis.filehistory import FileLife, sql_strings
 from forensix.store.base import Reader
 
-__all__ = ["NAME_COLUMNS", "NameHit", "NameIndex", "Period", "choose", "hit_row", "life_key", "name_matched_rows",
-           "name_sql"]
+__all__ = ["NAME_COLUMNS", "NameHit", "NameIndex", "Period", "Start", "choose", "hit_row", "life_key",
+           "name_matched_rows", "name_sql", "start_lives"]
 
 _NAMING = ("rename", "link", "unlink", "rmdir")
 # Path-resolved actions that change a file (the graph's process -> file edges).
@@ -61,7 +61,7 @@ class Period:
         return f"fn:{self.host}:{self.name}@{self.start}"
 
     def describe(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"node": self.key, "file_path": self.name, "start_ts": self.start or None,
+        d: dict[str, Any] = {"node": self.key, "host_id": self.host, "file_path": self.name, "start_ts": self.start or None,
                              "end_ts": self.end, "ended_by": self.ended_by, "ended_pid": self.ended_pid}
         if self.life:
             d |= {"file_inode": self.life[2], "file_device": self.life[1], "file_generation": self.life[3] or None}
@@ -304,3 +304,37 @@ def name_matched_rows(index: NameIndex, rows: list[dict[str, Any]], thresholds: 
                 seen.add((h.period.key, h.ts, h.kind))
                 out.append(hit_row(h))
     return out
+
+
+@dataclass
+class Start:
+    """Where a walk from a path begins: lives (or name-only keys) with their names, and
+    which life of the name was chosen, with the others (for the output to say)."""
+
+    files: dict[Any, list[str]]
+    chosen: dict[str, Any] | None = None
+    others: list[dict[str, Any]] = field(default_factory=list)
+
+
+def start_lives(index: NameIndex, path: str, at: int | None) -> Start:
+    """The life of ``path`` at ``at`` (default: the last life that had it), one per host: on a
+    log host's store the same path names a file on every host."""
+    from forensix.analysis.filehistory import file_lives
+    from forensix.analysis.targets import Target, resolve
+
+    periods = index.lives_of(None, path)
+    names, lives = file_lives(index.reader, path, fetch=index.rows_for)
+    by_host: dict[str, list[Period]] = {}
+    for p in periods:
+        by_host.setdefault(p.host, []).append(p)
+    chosen = [c for ps in by_host.values() if (c := choose(ps, at)) is not None]
+    if not chosen:
+        if not lives:
+            resolve(index.reader, Target("file", path=path))  # says what was looked for, and what is near
+        # named only by flows (inherited descriptors): every life of the name
+        return Start({life: names for life in lives})
+    files: dict[Any, list[str]] = {(c.life if c.life is not None else c.key): (names if c.life else [path])
+                                   for c in chosen}
+    first = by_host[chosen[0].host]
+    return Start(files, chosen[0].describe() | {"life": first.index(chosen[0]) + 1, "lives": len(first)},
+                 [p.describe() | {"life": by_host[p.host].index(p) + 1} for p in periods if p is not chosen[0]])
