@@ -153,3 +153,23 @@ def test_an_empty_answer_exits_3(tmp_path: Path) -> None:
     run = CliRunner().invoke(cli, ["report", "--store", store, "/root/.bash_history"])
     assert run.exit_code == 0 and "| Acting process | rm [101]" in run.output
     assert "| — |" not in run.output
+
+
+def test_a_path_on_a_log_hosts_store_is_one_life_per_host(tmp_path: Path) -> None:
+    """Two hosts each remove their own history: backtrack from the path reaches both rms."""
+    path = tmp_path / "s.duckdb"
+    w = open_writer(path)
+    rms = []
+    for host in ("web01", "db01"):
+        b = StoreBuilder(host_id=f"id-{host}", host_name=host, boot_id=f"boot-{host}")
+        init = b.spawn(None, 1, 0, "/sbin/init")
+        sh = b.spawn(init, 100, 1, "/usr/bin/bash", ["-bash"])
+        b.file_op(sh, 2, "open", "/root/.bash_history", file_flags=0o1101, file_inode=700, file_generation=7)
+        rms.append(rm := b.spawn(sh, 101, 3, "/usr/bin/rm", ["rm", "/root/.bash_history"]))
+        _by_path(b, rm, 3.5, "unlink", "/root/.bash_history")
+        b.write(w)
+    w.close()
+    g = backtrack(open_reader(path), Target("file", path="/root/.bash_history"))
+    assert all(node_key("process", rm.entity_id) in g.nodes for rm in rms)
+    assert len([k for k in g.roots if k.startswith("f:")]) == 2
+    assert g.life is not None and [o["host_id"] for o in g.other_lives] != [g.life["host_id"]]
