@@ -20,6 +20,7 @@ from forensix.analysis.processes import UserNames, tree
 from forensix.analysis.sessions import attribute, find_session, sessions
 from forensix.analysis.targets import Target, resolve
 from forensix.analysis.timeline import TimelineFilter, message_sql, timeline
+from forensix.imports.coverage import unanswered
 from forensix.store.base import Reader
 
 __all__ = ["METADATA", "PERSISTENCE", "Report", "build_report", "files_changed", "network_peers", "persistence_touched"]
@@ -121,6 +122,7 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
     if g.hidden:
         notes.append("noise filters hid " + ", ".join(f"{n} edges ({k})" for k, n in g.hidden.items())
                      + "; show them with " + " ".join(f"--no-filter {k}" for k in g.hidden))
+    notes += unanswered(reader)  # imported logs (forensix.imports): what their source cannot tell
     srow = None
     members: list[int] = []
     if leader is not None:
