@@ -225,7 +225,8 @@ class Recorder:
         self._okdt = struct_dtype(self.abi, "fx_open_key")
         self._ovdt = struct_dtype(self.abi, "fx_open_rep")
         self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
-        self._last_drops = np.zeros((self._ncpu, 5), np.uint64)
+        self._ncls = len(CLASS_NAMES) - 1
+        self._last_drops = np.zeros((self._ncpu, self._ncls), np.uint64)
         self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self.stats.started_ns = time.time_ns()
         self._cpu0 = (time.thread_time(), time.process_time())
@@ -321,6 +322,7 @@ class Recorder:
             while self.poll_once(wait=60.0):
                 pass
             self.flush_flows()
+            self._flush_tty_cuts()
             self.account_losses()
             self._agent_event("counters", self._counters_json())
             self.stats.cpu_s = {
@@ -404,6 +406,17 @@ class Recorder:
             self._emit_flows(fk, fv)
         if len(ov):
             self._emit_reopens(ok, ov)
+
+    def _flush_tty_cuts(self) -> None:
+        """Terminal bytes cut in the last second that no later record reported (sensor/tty.py)."""
+        from forensix.sensor.tty import budget_cuts
+
+        if "fx_tty_budget" not in self.abi["structs"]:
+            return
+        keys, vals = self._take_map("tty_budget", np.dtype(np.uint32), struct_dtype(self.abi, "fx_tty_budget"))
+        cuts = budget_cuts(self.decoder, keys, vals, self.decoder.tty_names)
+        if cuts is not None:
+            self._emit("tty", cuts)
 
     def _take_map(self, name: str, kdt: np.dtype, vdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Look up and delete every entry of a hash map, atomically per entry."""
@@ -494,9 +507,9 @@ class Recorder:
         """Per CPU and class counters from the kernel: shape (ncpu, classes)."""
         assert self.sensor is not None
         fd = self.sensor.map_fd("counters")
-        out = np.zeros((self._ncpu, 5), self._cdt)
+        out = np.zeros((self._ncpu, self._ncls), self._cdt)
         per = np.zeros(self._ncpu, self._cdt)
-        for cls in range(5):
+        for cls in range(self._ncls):
             key = ctypes.c_uint32(cls)
             lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), per.ctypes.data)
             out[:, cls] = per

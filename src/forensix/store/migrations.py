@@ -27,9 +27,12 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /8: file_deleted on events (the object had no name left: deleted while open, memfd).
 # /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
 # rows sealed before keep theirs as they are.
-STORE_FORMAT = "forensix-store/9"
+# /11: terminal bytes (tty), preserved executables (artifacts), process.hash.sha256 on exec
+# events and process images (NULL on rows of older stores).
+STORE_FORMAT = "forensix-store/11"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
-                           "forensix-store/6", "forensix-store/7", "forensix-store/8", STORE_FORMAT})
+                           "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
+                           STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -46,6 +49,7 @@ def duckdb_type(t: pa.DataType) -> str:
         pa.string(): "VARCHAR",
         pa.bool_(): "BOOLEAN",
         pa.float64(): "DOUBLE",
+        pa.binary(): "BLOB",
     }
     try:
         return simple[t]
@@ -113,5 +117,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0010_args_xor", [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "args_xor" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/9' WHERE key = 'format'",
+    ]),
+    # terminal bytes and preserved executables (0001 of this version creates them already)
+    ("0012_tty_artifacts", [
+        create_table_sql("tty", schema.TTY),
+        create_table_sql("artifacts", schema.ARTIFACTS),
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "process_hash_sha256" VARCHAR',
+        'ALTER TABLE "processes_base" ADD COLUMN IF NOT EXISTS "hash_sha256" VARCHAR',
+        "UPDATE forensix_meta SET value = 'forensix-store/11' WHERE key = 'format'",
     ]),
 ]

@@ -15,12 +15,14 @@ import pyarrow as pa
 
 __all__ = [
     "ALERTS",
+    "ARTIFACTS",
     "EVENTS",
     "FLOWS",
     "GAPS",
     "HOSTS",
     "PROCESSES",
     "TABLES",
+    "TTY",
     "ecs_name",
 ]
 
@@ -75,6 +77,8 @@ EVENTS = pa.schema(
         pa.field("process_executable", _str),
         pa.field("process_args", pa.list_(_str)),
         pa.field("process_working_directory", _str),
+        # SHA-256 of what the exec ran (hex), as preserved in the artifact store (forensix.artifacts)
+        pa.field("process_hash_sha256", _str),
         pa.field("process_exit_code", _i32),  # exit status, or 128+signal
         pa.field("process_exit_signal", _i32),
         # the object of the action
@@ -166,6 +170,7 @@ PROCESSES = pa.schema(
         pa.field("ns_user", _u32),
         pa.field("ns_uts", _u32),
         pa.field("source", _str, nullable=False),  # fork | exec | snapshot
+        pa.field("hash_sha256", _str),  # SHA-256 (hex) of the image's executable (forensix.artifacts)
     ]
 )
 
@@ -243,6 +248,53 @@ ALERTS = pa.schema(
     ]
 )
 
+# Terminal bytes (bpf/tty.bpf.h): one row per read or write on a terminal, in order. Input
+# typed at a prompt with ECHO off in canonical mode (a password) is never copied: ``masked``,
+# no data, no length. What the per-terminal rate limit cut is counted on the next row.
+TTY = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("ts", _i64, nullable=False),
+        pa.field("ts_boot", _i64),
+        pa.field("cpu", _u16),
+        pa.field("seq", _u64),  # per CPU, class tty
+        pa.field("process_entity_id", _u64),
+        pa.field("process_pid", _u32),
+        pa.field("process_name", _str),
+        pa.field("user_id", _u32),
+        pa.field("process_session_id", _u32),  # audit session id
+        pa.field("tty", _str),  # the kernel's name: pts/3, tty1, console
+        pa.field("tty_device", _u32),  # (major << 20) | minor, the kernel's dev_t
+        pa.field("direction", _str, nullable=False),  # output (written to the terminal) | input (read) | unknown (a cut-only row)
+        pa.field("syscall", _str),
+        pa.field("bytes", _u64),  # what the syscall moved (null when masked)
+        pa.field("data", pa.binary()),  # the bytes kept (null when masked)
+        pa.field("cut_bytes", _u64),  # bytes of this terminal not kept since its previous row
+        pa.field("cut_from_ts", _i64),  # when the first of those moved
+        pa.field("masked", _bool),  # input read with ECHO off at a canonical prompt: not kept
+        pa.field("echo", _bool),  # the terminal's ECHO flag at the call
+        pa.field("canonical", _bool),  # the terminal's ICANON flag at the call
+    ]
+)
+
+# Executed files preserved by content (forensix.artifacts): one row per (file, process) seen.
+ARTIFACTS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("ts", _i64, nullable=False),
+        pa.field("sha256", _str),  # null: not preserved (reason says why)
+        pa.field("size", _u64),
+        pa.field("kind", _str),  # executable | script | library | memfd
+        pa.field("path", _str),  # as the kernel named it when it ran
+        pa.field("source", _str),  # how it was read: /proc/PID/exe, /proc/PID/map_files, path
+        pa.field("process_entity_id", _u64),
+        pa.field("process_pid", _u32),
+        pa.field("stored", _bool),  # true: new content written to the store; false: already there, or refused
+        pa.field("certain", _bool),  # false: the file may have changed between the exec and the copy
+        pa.field("reason", _str),  # why it is missing or uncertain
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "processes": PROCESSES,
@@ -250,6 +302,8 @@ TABLES: dict[str, pa.Schema] = {
     "gaps": GAPS,
     "hosts": HOSTS,
     "alerts": ALERTS,
+    "tty": TTY,
+    "artifacts": ARTIFACTS,
 }
 
 # Columns whose ECS name is not the plain dots-for-underscores translation.
@@ -281,6 +335,8 @@ _ECS_SPECIAL = {
     "host_name": "host.name",
     "boot_id": "host.boot.id",
     "parent_entity_id": "process.parent.entity_id",
+    "process_hash_sha256": "process.hash.sha256",
+    "hash_sha256": "process.hash.sha256",
 }
 
 
