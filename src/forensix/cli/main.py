@@ -25,6 +25,8 @@ _COMMAND_MODULES = [
     "forensix.cli.pki",
     "forensix.cli.server",
     "forensix.cli.rules",
+    "forensix.cli.replay",
+    "forensix.cli.artifacts",
 ]
 
 

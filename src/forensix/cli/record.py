@@ -81,11 +81,15 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
+@click.option("--no-tty", is_flag=True, help="Do not capture terminal bytes (see `forensix replay`).")
+@click.option("--tty-rate", type=click.IntRange(1), default=256 << 10, show_default=True,
+              help="Terminal bytes kept per terminal per second; what is cut is counted and marked.")
+@click.option("--no-artifacts", is_flag=True, help="Do not preserve executed files (see `forensix artifacts`).")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str,
-    rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
+    no_tty: bool, tty_rate: int, no_artifacts: bool, rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
@@ -105,7 +109,8 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
-    rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle), on_stats=None if quiet else _live,
+    rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle,
+                                     tty_rate=0 if no_tty else tty_rate), on_stats=None if quiet else _live,
                    notes=writer.recovered)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
