@@ -85,11 +85,15 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--tty-rate", type=click.IntRange(1), default=256 << 10, show_default=True,
               help="Terminal bytes kept per terminal per second; what is cut is counted and marked.")
 @click.option("--no-artifacts", is_flag=True, help="Do not preserve executed files (see `forensix artifacts`).")
+@click.option("--artifact-max-mb", type=click.IntRange(1), default=64, show_default=True,
+              help="Executed files larger than this are not preserved (an artifact.missing event says so).")
+@click.option("--artifact-quota-mb", type=click.IntRange(1), default=2048, show_default=True,
+              help="Total size of preserved executed files; past it new ones are refused and counted.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str,
-    no_tty: bool, tty_rate: int, no_artifacts: bool, rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
+    no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int, rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
@@ -109,9 +113,16 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
+    collector = None
+    if not no_artifacts:
+        from forensix.artifacts import ArtifactStore, Collector, artifacts_dir
+        from forensix.model.host import local_host
+
+        collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
+                                            quota_bytes=artifact_quota_mb << 20).open(), local_host())
     rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle,
                                      tty_rate=0 if no_tty else tty_rate), on_stats=None if quiet else _live,
-                   notes=writer.recovered)
+                   notes=writer.recovered, artifacts=collector)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")

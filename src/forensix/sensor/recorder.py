@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,9 @@ from forensix.sensor.loader import Sensor, SensorConfig
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.store import schema
+
+if TYPE_CHECKING:
+    from forensix.artifacts import Collector
 
 __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 
@@ -181,11 +184,13 @@ class Recorder:
         queue_depth: int = 64,
         detach_in_background: bool = True,
         notes: Sequence[str] = (),
+        artifacts: Collector | None = None,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
         self.detach_in_background = detach_in_background
         self.notes = list(notes)
+        self.artifacts = artifacts  # preserves what each exec ran, and hashes it, before a batch is stored
         self.config = config or SensorConfig()
         self.host = host or local_host()
         self.sinks = list(sinks)
@@ -325,6 +330,8 @@ class Recorder:
             self._flush_tty_cuts()
             self.account_losses()
             self._agent_event("counters", self._counters_json())
+            if self.artifacts is not None:
+                self._agent_event("artifacts", self.artifacts.summary())
             self.stats.cpu_s = {
                 "drainer": round(time.thread_time() - self._cpu0[0], 3),
                 "writer": round(self._writer.cpu_s, 3),
@@ -374,7 +381,10 @@ class Recorder:
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
         # and a drain of the process ring holds a few dozen records.
-        for table, data in self.decoder.decode(Drained.join(drains)).items():
+        tables = self.decoder.decode(Drained.join(drains))
+        if self.artifacts is not None:
+            tables = self.artifacts.annotate(tables)
+        for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
         return sum(len(d) for d in drains)
 
