@@ -37,7 +37,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     try:
         r = subprocess.run([*FORENSIX, "record", "-q", "--no-rules", "--no-artifacts", "--tty-rate", str(RATE),
                             "--store", str(store), "--", sys.executable, str(HERE / "drive_shell.py"), str(out),
-                            marker], capture_output=True, text=True, timeout=120)
+                            marker], check=False, capture_output=True, text=True, timeout=120)
     finally:
         os.umask(old)
     assert r.returncode == 0, r.stderr
@@ -51,7 +51,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def forensix(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FORENSIX, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*FORENSIX, *args], check=False, capture_output=True, text=True, timeout=60)
 
 
 def test_text_replay_shows_commands_and_output_in_order(recorded: dict[str, Any]) -> None:

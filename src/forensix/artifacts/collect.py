@@ -52,8 +52,8 @@ class Collector:
     def __init__(self, store: ArtifactStore, host: HostInfo) -> None:
         self.store = store
         self.host = host
-        # (st_dev, st_ino, mtime, ctime, size) -> sha256: a file run again is not read again
-        self._known: OrderedDict[tuple[int, ...], str] = OrderedDict()
+        # (st_dev, st_ino, mtime, ctime, size) -> what came of it: a file run again is not read again
+        self._known: OrderedDict[tuple[int, ...], Put] = OrderedDict()
         self._libs_seen: set[tuple[int, int]] = set()  # (entity, inode): one library once per process
         self.missing = 0
 
@@ -69,9 +69,8 @@ class Collector:
         missing_rows: list[dict[str, Any]] = []
         hashes: dict[int, str | None] = {}  # events row -> executable hash
         for row, w in wants:
-            put, source = self._take(w)
-            now = time.time_ns()
-            ts = int(ev["ts"][row].as_py() or now)
+            ts = int(ev["ts"][row].as_py() or time.time_ns())
+            put, source = self._take(w, ts)
             art_rows.append(self._art_row(ts, w, put, source))
             if put.sha256 is None:
                 self.missing += 1
@@ -140,7 +139,7 @@ class Collector:
         return wants, exec_rows
 
     # -- reading it -------------------------------------------------------------------
-    def _take(self, w: _Want) -> tuple[Put, str | None]:
+    def _take(self, w: _Want, ts: int) -> tuple[Put, str | None]:
         """The artifact, by the best way still open: the process, then the path."""
         tried: list[str] = []
         for source in self._sources(w):
@@ -155,13 +154,17 @@ class Collector:
                     continue
                 if stat.S_ISREG(st.st_mode):
                     key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-                    sha = self._known.get(key)
-                    if sha is not None and self.store.has(sha):
-                        self._known.move_to_end(key)
-                        return Put(sha, st.st_size, False), source
+                    known = self._known.get(key)
+                    if known is not None and (known.sha256 is None or self.store.has(known.sha256)):
+                        self._known.move_to_end(key)  # run again: not read again (nor refused again)
+                        return Put(known.sha256, known.size, False, known.certain, known.reason), source
                     put = self.store.put_fd(fd)
-                    if put.sha256 is not None and put.certain:
-                        self._known[key] = put.sha256
+                    if not source.startswith("/proc/") and st.st_mtime_ns > ts and put.sha256 is not None:
+                        # by path, after the process was gone: the file was written since the exec
+                        put.certain = False
+                        put.reason = f"read by path after the process exited; {w.path} was modified after the exec"
+                    if put.certain or put.sha256 is None:
+                        self._known[key] = put
                         if len(self._known) > _CACHE:
                             self._known.popitem(last=False)
                     return put, source
