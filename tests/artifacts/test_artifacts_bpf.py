@@ -130,3 +130,23 @@ def test_artifacts_are_private_and_scannable(recorded: dict[str, Any], tmp_path:
     bad.write_text("rule { nope")
     r = forensix("artifacts", "scan", "--store", str(recorded["store"]), "--yara", str(bad))
     assert r.returncode == 2 and b"hint:" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_sigma_hashes_rule_finds_the_dropped_binary(recorded: dict[str, Any], tmp_path: Path) -> None:
+    rule = tmp_path / "dropped.yml"
+    rule.write_text(f"""title: Known bad binary by hash
+id: 7d1c3f0e-0f1e-4a55-9a3b-5c2f1c0e9d11
+status: test
+logsource:
+  product: linux
+  category: process_creation
+detection:
+  selection:
+    Hashes|contains: 'SHA256={recorded["dropped_sha"].upper()}'
+  condition: selection
+level: high
+""")
+    r = forensix("hunt", str(rule), "--no-builtin", "--store", str(recorded["store"]), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    hits = [json.loads(x) for x in r.stdout.decode().splitlines() if x.strip()]
+    assert len(hits) == 1 and "Known bad binary" in json.dumps(hits[0]), hits

@@ -42,6 +42,7 @@ from forensix.sensor.loader import Sensor, SensorConfig
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.store import schema
+from forensix.store.private import user_umask
 
 if TYPE_CHECKING:
     from forensix.artifacts import Collector
@@ -271,7 +272,8 @@ class Recorder:
         rc: int | None = None
         try:
             if command:
-                child = subprocess.Popen(list(command))
+                # the workload keeps the user's umask, not the store's narrowed one (store/private.py)
+                child = subprocess.Popen(list(command), umask=user_umask())
             deadline = time.monotonic() + duration if duration else None
             next_flow = next_clock = next_stats = time.monotonic()
             last_events = 0

@@ -10,17 +10,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DIR_MODE", "FILE_MODE", "private_dir", "private_umask", "write_private"]
+__all__ = ["DIR_MODE", "FILE_MODE", "private_dir", "private_umask", "user_umask", "write_private"]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+_user_umask: int | None = None
 
 
 def private_umask() -> None:
     """Narrow this process's umask so that whatever it creates is its owner's only
     (DuckDB creates its file and WAL itself, with the process's umask)."""
+    global _user_umask
     old = os.umask(0o077)
+    if _user_umask is None:
+        _user_umask = old
     os.umask(old | 0o077)
+
+
+def user_umask() -> int:
+    """The umask this process had before ``private_umask``: what a command it starts gets
+    (the recorded workload must run as it would without forensix)."""
+    if _user_umask is not None:
+        return _user_umask
+    cur = os.umask(0o022)
+    os.umask(cur)
+    return cur
 
 
 def private_dir(path: Path) -> Path:
