@@ -74,4 +74,7 @@ _register()
 
 
 def main() -> None:
+    from forensix.store.private import private_umask
+
+    private_umask()  # what forensix writes is root's only, whatever the umask; a recorded command keeps the user's
     cli(prog_name="forensix")

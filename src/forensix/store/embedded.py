@@ -31,7 +31,7 @@ from forensix.store.migrations import (
     STORE_FORMAT,
     duckdb_type,
 )
-from forensix.store.private import FILE_MODE, private_umask
+from forensix.store.private import FILE_MODE
 
 __all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_path", "store_files"]
 
@@ -115,8 +115,6 @@ class DuckDBStore:
                 f"no store at {self.path}",
                 "record first (forensix record --store PATH) or give the right --store",
             )
-        if not read_only:  # keystrokes and command lines: root only, whatever the umask (store/private.py)
-            private_umask()  # DuckDB creates the file and its WAL itself
         try:
             self._con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as e:
@@ -134,8 +132,10 @@ class DuckDBStore:
         if exists:
             self._check_format()
         if not read_only:
+            # keystrokes and command lines: root only, whatever the umask (store/private.py). DuckDB
+            # creates the file and its WAL itself; the forensix command narrows its umask for them
             for f in (self.path, self.path.with_name(self.path.name + ".wal")):
-                if f.exists():  # a store written before this version: narrowed now
+                if f.exists():
                     os.chmod(f, FILE_MODE)
             self._migrate()
             self.format = STORE_FORMAT
