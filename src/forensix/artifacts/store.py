@@ -58,6 +58,7 @@ class ArtifactStore:
 
     def open(self) -> ArtifactStore:
         """Create the directories (0700) and count what the store holds already."""
+        private_dir(self.root)  # first: mkdir(parents=True) makes parents with the umask's mode
         private_dir(self.root / "sha256")
         private_dir(self.root / "tmp")
         self.used_bytes = sum(f.stat().st_size for f in (self.root / "sha256").rglob("*") if f.is_file())
@@ -87,9 +88,8 @@ class ArtifactStore:
         if st.st_size > self.max_file_bytes:
             return self._refuse("size", st.st_size, f"{st.st_size} bytes, over the {self.max_file_bytes}-byte limit "
                                                     "per file (forensix record --artifact-max-mb)")
-        if self.used_bytes + st.st_size > self.quota_bytes:
-            return self._refuse("quota", st.st_size, f"the artifact quota of {self.quota_bytes} bytes is used up "
-                                                     f"({self.used_bytes} kept)")
+        # past the quota the file is still hashed: content kept already is not refused
+        full = self.used_bytes + st.st_size > self.quota_bytes
         tmp = self.root / "tmp" / f"{os.getpid()}.{fd}.part"
         h = hashlib.sha256()
         size = 0
@@ -98,7 +98,8 @@ class ArtifactStore:
             try:
                 while chunk := os.pread(fd, _CHUNK, size):
                     h.update(chunk)
-                    os.write(out, chunk)
+                    if not full:
+                        os.write(out, chunk)
                     size += len(chunk)
                     if size > self.max_file_bytes:  # it grew while read
                         break
@@ -119,6 +120,10 @@ class ArtifactStore:
         if dest.is_file():
             tmp.unlink()
             stored = False
+        elif full:
+            tmp.unlink()
+            return self._refuse("quota", size, f"the artifact quota of {self.quota_bytes} bytes is used up "
+                                               f"({self.used_bytes} kept)")
         else:
             private_dir(dest.parent)
             os.replace(tmp, dest)
