@@ -150,3 +150,8 @@ level: high
     assert r.returncode == 0, r.stderr
     hits = [json.loads(x) for x in r.stdout.decode().splitlines() if x.strip()]
     assert len(hits) == 1 and "Known bad binary" in json.dumps(hits[0]), hits
+
+
+def test_no_tty_records_no_terminal_bytes(recorded: dict[str, Any]) -> None:
+    # recorded with --no-tty while other terminals on the host were busy: the kernel kept none
+    assert q(recorded["store"], "SELECT count(*) AS n FROM tty") == [{"n": 0}]

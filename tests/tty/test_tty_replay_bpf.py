@@ -69,6 +69,14 @@ def test_text_replay_shows_commands_and_output_in_order(recorded: dict[str, Any]
         at = found + len(s)
 
 
+def test_play_writes_what_the_terminal_showed(recorded: dict[str, Any]) -> None:
+    r = forensix("replay", "--store", str(recorded["store"]), recorded["entity"]["shell"], "--speed", "50",
+                 "--idle-limit", "0.01")
+    assert r.returncode == 0, r.stderr
+    assert f"{recorded['marker']}-last" in r.stdout and "42-answer" in r.stdout
+    assert recorded["password"] not in r.stdout
+
+
 def test_password_is_never_stored(recorded: dict[str, Any]) -> None:
     pw = recorded["password"].encode()
     st = DuckDBStore(recorded["store"], read_only=True)

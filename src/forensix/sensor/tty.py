@@ -54,7 +54,7 @@ def decode_tty(dec: Decoder, raw: np.ndarray, sbase: np.ndarray, f: np.ndarray, 
     ts_boot = f["ts"].astype(np.int64)
     cut_from = args[:, A["FX_TTY_CUT_FROM"]].astype(np.int64)
     nr = f["nr"].astype(np.int64)
-    names = pa.array([dec.sc_name[x] if 0 <= x < len(dec.sc_name) else None for x in nr.tolist()], pa.string())
+    names = pa.array(dec.sc_name[np.clip(nr, 0, len(dec.sc_name) - 1)], pa.string())
     cols: dict[str, Any] = dec._origin(n)
     cols.update(
         ts=pa.array(ts_boot + dec.offset_ns, pa.int64()),
