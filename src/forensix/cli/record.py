@@ -89,18 +89,32 @@ While it records, other terminals can query the same store (forensix ps, events,
               help="Executed files larger than this are not preserved (an artifact.missing event says so).")
 @click.option("--artifact-quota-mb", type=click.IntRange(1), default=2048, show_default=True,
               help="Total size of preserved executed files; past it new ones are refused and counted.")
+@click.option("--metrics", "metrics_addr", default=None, metavar="[HOST:]PORT",
+              help="Serve Prometheus metrics (events/s, events lost per class) on HOST:PORT/metrics "
+                   "(a bare PORT binds 127.0.0.1).")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str,
-    no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int, rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
-    command: tuple[str, ...],
+    no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
+    metrics_addr: str | None, rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
+    webhook: str | None, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
+    endpoint, counter = None, None
+    if metrics_addr is not None:  # served before the store opens: a busy port leaves nothing half-open
+        from prometheus_client import CollectorRegistry
+
+        from forensix.metrics import RowCounter, parse_metrics_address, serve_metrics
+
+        counter, registry = RowCounter(), CollectorRegistry()  # rows per table, gaps per class
+        registry.register(counter)
+        endpoint = serve_metrics(registry, parse_metrics_address(metrics_addr))
+        _err.print(f"metrics on {endpoint.url}", highlight=False)
     writer = open_writer(store)
     writer.seal_in_background()  # DuckDB's compression yields the CPU to the recorded workload
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
@@ -113,6 +127,8 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
+    if counter is not None:
+        sinks.append(counter)
     collector = None
     if not no_artifacts:
         from forensix.artifacts import ArtifactStore, Collector, artifacts_dir
@@ -136,6 +152,8 @@ def record(
             signal.signal(s, h)
         server.stop()
         writer.close()
+        if endpoint is not None:
+            endpoint.stop()
     if not quiet:
         _summary(rec.stats, store, time.monotonic() - t0)
     if command:
