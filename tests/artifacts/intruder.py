@@ -73,11 +73,17 @@ def main(work: Path, out_json: Path) -> None:
         f.write("exit 0\n")
     bash.wait()
     out["fifo"] = str(fifo)
-    # 5. a binary over the size limit
+    # 5. a shared object dropped in a temporary directory and loaded (mapped executable) by a live process
+    lib = work / "libfx.so"
+    out["lib_sha"] = unique_copy("/usr/lib/x86_64-linux-gnu/libz.so.1", lib)
+    loader = subprocess.Popen([sys.executable, "-c", f"import ctypes, time; ctypes.CDLL({str(lib)!r}); time.sleep(2.5)"])
+    out["lib_pid"] = loader.pid
+    # 6. a binary over the size limit
     big = work / "bigbin"
     out["big_sha"] = unique_copy(shutil.which("true") or "/bin/true", big, extra=3 << 20)
     subprocess.run([str(big)], check=True)
     os.waitpid(pid, 0)
+    loader.wait()
     time.sleep(1.5)  # let the last exec records be drained while the processes are known
     out_json.write_text(json.dumps(out))
 

@@ -85,6 +85,12 @@ def test_memfd_program_is_preserved(recorded: dict[str, Any]) -> None:
     assert hashlib.sha256(r.stdout).hexdigest() == recorded["memfd_sha"]
 
 
+def test_library_from_a_temporary_directory_is_preserved(recorded: dict[str, Any]) -> None:
+    rows = q(recorded["store"], "SELECT sha256, source FROM artifacts WHERE kind = 'library' AND process_pid = $p",
+             p=recorded["lib_pid"])
+    assert rows and rows[0]["sha256"] == recorded["lib_sha"] and "/map_files/" in rows[0]["source"], rows
+
+
 def test_thousand_runs_stored_once(recorded: dict[str, Any]) -> None:
     sha = recorded["loop_sha"]
     rows = q(recorded["store"], "SELECT count(*) AS runs, count(*) FILTER (WHERE stored) AS stored FROM artifacts "
