@@ -36,6 +36,8 @@ _INTERPRETER = re.compile(r"^(?:ba|da|z|k|c|tc|fi)?sh$|^python[0-9.]*$|^perl[0-9
 _TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/", "/run/shm/")
 _PROT_EXEC = 4
 _CACHE = 65_536
+CHUNK_BYTES = 1 << 20  # one artifact_blobs row
+SHIP_BYTES = 16 << 20  # artifact bytes handed to the sinks per batch: a frame stays far below its limit
 
 
 @dataclass
@@ -49,9 +51,13 @@ class _Want:
 
 
 class Collector:
-    def __init__(self, store: ArtifactStore, host: HostInfo) -> None:
+    def __init__(self, store: ArtifactStore, host: HostInfo, *, ship: bool = False) -> None:
+        """``ship``: also hand the bytes of every newly kept file to the sinks (table
+        ``artifact_blobs``), for an agent to ship them to the log host."""
         self.store = store
         self.host = host
+        self.ship = ship
+        self._to_ship: list[tuple[int, str, int]] = []  # (ts, sha256, next offset), oldest first
         # (st_dev, st_ino, mtime, ctime, size) -> what came of it: a file run again is not read again
         self._known: OrderedDict[tuple[int, ...], Put] = OrderedDict()
         self._libs_seen: set[tuple[int, int]] = set()  # (entity, inode): one library once per process
@@ -77,6 +83,8 @@ class Collector:
                 missing_rows.append(self._missing_row(ts, w, put.reason or "not preserved"))
             if w.kind == "executable":
                 hashes[row] = put.sha256
+            if self.ship and put.stored and put.sha256:
+                self._to_ship.append((ts, put.sha256, 0))
         out = dict(tables)
         out["artifacts"] = pa.Table.from_pylist(art_rows, schema=schema.ARTIFACTS)
         col = [hashes.get(i) for i in range(ev.num_rows)] if hashes else None
@@ -95,6 +103,29 @@ class Collector:
             idx = procs.schema.get_field_index("hash_sha256")
             out["processes"] = procs.set_column(idx, procs.schema.field(idx), pa.array(col_p, pa.string()))
         return out
+
+    def blobs_to_ship(self, limit: int = SHIP_BYTES) -> pa.Table | None:
+        """The next chunks of kept files to ship (at most ``limit`` bytes), or None."""
+        rows: list[dict[str, Any]] = []
+        taken = 0
+        while self._to_ship and taken < limit:
+            ts, sha, off = self._to_ship[0]
+            path = self.store.path_of(sha)
+            try:
+                size = path.stat().st_size
+                with open(path, "rb") as f:
+                    f.seek(off)
+                    data = f.read(min(CHUNK_BYTES, limit - taken))
+            except OSError:
+                self._to_ship.pop(0)  # removed meanwhile: its artifacts row says it was kept here
+                continue
+            rows.append({**self._origin(), "ts": ts, "sha256": sha, "offset": off, "size": size, "data": data})
+            taken += len(data)
+            if off + len(data) >= size:
+                self._to_ship.pop(0)
+            else:
+                self._to_ship[0] = (ts, sha, off + len(data))
+        return pa.Table.from_pylist(rows, schema=schema.ARTIFACT_BLOBS) if rows else None
 
     def summary(self) -> str:
         s = self.store

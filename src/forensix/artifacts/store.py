@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from forensix.errors import StoreError, UsageError
+from forensix.store.base import Reader
 from forensix.store.private import FILE_MODE, private_dir
 
-__all__ = ["ArtifactStore", "Put", "artifacts_dir"]
+__all__ = ["ArtifactStore", "Put", "artifacts_dir", "read_shipped"]
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -150,3 +151,25 @@ class ArtifactStore:
     def blobs(self) -> list[Path]:
         return sorted(f for f in (self.root / "sha256").rglob("*") if f.is_file() and _HEX.match(f.name))
 
+
+
+def read_shipped(reader: Reader, sha256: str) -> bytes | None:
+    """A file an agent shipped to this (log host's) store, reassembled from its chunks and
+    checked against its hash; None when the store has none of it."""
+    s = sha256.lower()
+    if not _HEX.match(s):
+        raise UsageError(f"{sha256!r} is not a SHA-256 (64 hex digits)", "copy it from `forensix artifacts list`")
+    try:
+        t = reader.query("SELECT DISTINCT ON (\"offset\") \"offset\", size, data FROM artifact_blobs "
+                         "WHERE sha256 = $s ORDER BY \"offset\"", {"s": s})
+    except StoreError:
+        return None  # a store without the table
+    if t.num_rows == 0:
+        return None
+    data = b"".join(t.column("data").to_pylist())
+    size = int(t.column("size")[0].as_py())
+    if len(data) != size or hashlib.sha256(data).hexdigest() != s:
+        raise StoreError(f"artifact {s} is incomplete in this store ({len(data)} of {size} bytes arrived, "
+                         "or they do not match the hash)",
+                         "the agent ships the rest from its spool once the log host is reachable again")
+    return data

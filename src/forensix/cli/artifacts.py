@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from forensix.artifacts.scan import compile_rules, scan
-from forensix.artifacts.store import ArtifactStore, artifacts_dir
+from forensix.artifacts.store import ArtifactStore, artifacts_dir, read_shipped
 from forensix.cli.options import emit, format_option, reader, store_option
 from forensix.errors import StoreError
 from forensix.store.private import write_private
@@ -59,8 +59,10 @@ def list_cmd(store: str, missing: bool, fmt: str) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write it here (mode 0600); default: standard output.")
 def get_cmd(store: str, sha256: str, output: Path | None) -> None:
-    """The bytes of one preserved file, checked against its hash."""
-    data = _store(store).read(sha256)
+    """The bytes of one preserved file, checked against its hash (kept here, or shipped here by an agent)."""
+    root = artifacts_dir(store)
+    shipped = None if root.is_dir() and ArtifactStore(root).has(sha256) else read_shipped(reader(store), sha256)
+    data = shipped if shipped is not None else _store(store).read(sha256)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

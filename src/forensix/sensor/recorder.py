@@ -333,6 +333,7 @@ class Recorder:
             self.account_losses()
             self._agent_event("counters", self._counters_json())
             if self.artifacts is not None:
+                self._ship_artifacts(once=False)
                 self._agent_event("artifacts", self.artifacts.summary())
             self.stats.cpu_s = {
                 "drainer": round(time.thread_time() - self._cpu0[0], 3),
@@ -386,6 +387,7 @@ class Recorder:
         tables = self.decoder.decode(Drained.join(drains))
         if self.artifacts is not None:
             tables = self.artifacts.annotate(tables)
+            self._ship_artifacts(once=True)
         for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
         return sum(len(d) for d in drains)
@@ -418,6 +420,15 @@ class Recorder:
             self._emit_flows(fk, fv)
         if len(ov):
             self._emit_reopens(ok, ov)
+
+    def _ship_artifacts(self, once: bool) -> None:
+        """Bytes of newly kept executables for the sinks (an agent ships them), a bounded
+        amount per batch; at the end, all that is left."""
+        assert self.artifacts is not None
+        while (blobs := self.artifacts.blobs_to_ship()) is not None:
+            self._emit("artifact_blobs", blobs)
+            if once:
+                return
 
     def _flush_tty_cuts(self) -> None:
         """Terminal bytes cut in the last second that no later record reported (sensor/tty.py)."""

@@ -122,6 +122,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0012_tty_artifacts", [
         create_table_sql("tty", schema.TTY),
         create_table_sql("artifacts", schema.ARTIFACTS),
+        create_table_sql("artifact_blobs", schema.ARTIFACT_BLOBS),
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "process_hash_sha256" VARCHAR',
         'ALTER TABLE "processes_base" ADD COLUMN IF NOT EXISTS "hash_sha256" VARCHAR',
         "UPDATE forensix_meta SET value = 'forensix-store/11' WHERE key = 'format'",

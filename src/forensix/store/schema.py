@@ -16,6 +16,7 @@ import pyarrow as pa
 __all__ = [
     "ALERTS",
     "ARTIFACTS",
+    "ARTIFACT_BLOBS",
     "EVENTS",
     "FLOWS",
     "GAPS",
@@ -295,6 +296,21 @@ ARTIFACTS = pa.schema(
     ]
 )
 
+# The bytes of preserved artifacts as an agent ships them to the log host (sealed and resent
+# until acknowledged, like every batch), in chunks of at most 1 MiB: ``forensix artifacts get``
+# on the log host's store reassembles them and checks the hash. A local store keeps its blobs
+# in STORE.artifacts/ instead.
+ARTIFACT_BLOBS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("ts", _i64, nullable=False),
+        pa.field("sha256", _str, nullable=False),
+        pa.field("offset", _u64, nullable=False),  # where this chunk starts in the file
+        pa.field("size", _u64, nullable=False),  # the whole file's size
+        pa.field("data", pa.binary()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "processes": PROCESSES,
@@ -304,6 +320,7 @@ TABLES: dict[str, pa.Schema] = {
     "alerts": ALERTS,
     "tty": TTY,
     "artifacts": ARTIFACTS,
+    "artifact_blobs": ARTIFACT_BLOBS,
 }
 
 # Columns whose ECS name is not the plain dots-for-underscores translation.
