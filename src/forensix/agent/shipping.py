@@ -27,6 +27,7 @@ from forensix.agent.sealer import Sealer
 from forensix.agent.shipper import Shipper
 from forensix.agent.spool import Spool
 from forensix.model.host import HostInfo, local_host
+from forensix.pki.sealkey import SealState
 from forensix.store import schema
 
 __all__ = ["ShippingConfig", "ShippingSink", "gap_batch"]
@@ -69,7 +70,12 @@ class ShippingSink:
         self.config = config
         self.info = local_host()
         seg = max(64 << 10, min(16 << 20, config.spool_max_bytes // 8))
-        self.spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, segment_bytes=seg)
+        enrollment = SealState.load(config.seal_key).enrollment
+        self.spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, segment_bytes=seg,
+                           enrollment=enrollment)
+        if self.spool.retired is not None:
+            log.warning("new enrollment (seal key %s): a new stream starts; the spool of the previous "
+                        "enrollment is kept in %s", enrollment, self.spool.retired)
         self.sealer = Sealer(config.seal_key, config.host, self.spool.stream, self.spool.next_seq,
                              self.spool.last_hash, self.spool.last_seal_ns)
         self.rows = 0

@@ -26,12 +26,14 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # another file; rows of older stores have NULL there and match any life of their inode.
 # /8: file_deleted on events (the object had no name left: deleted while open, memfd).
 # /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
-# rows sealed before keep theirs as they are.
-# /11: terminal bytes (tty), preserved executables (artifacts), process.hash.sha256 on exec
-# events and process images (NULL on rows of older stores).
+# rows sealed before keep theirs as they are. /10: alerts carry their evidence and are one
+# per finding (schema.ALERTS: alert_count, last_ts, command lines, object, session).
+# /11: terminal bytes (tty), preserved executables (artifacts, artifact_blobs),
+# process.hash.sha256 on exec events and process images (NULL on rows of older stores).
 STORE_FORMAT = "forensix-store/11"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
+                           "forensix-store/10",
                            STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
@@ -117,6 +119,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0010_args_xor", [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "args_xor" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/9' WHERE key = 'format'",
+    ]),
+    # one alert per finding, with the evidence an analyst needs (rules/evidence.py); alerts
+    # stored before keep NULL there (one matching event each)
+    ("0011_alert_evidence", [
+        *(f'ALTER TABLE "alerts" ADD COLUMN IF NOT EXISTS "{f.name}" {duckdb_type(f.type)}'
+          for f in schema.ALERTS if f.name in schema.ALERT_EVIDENCE),
+        "UPDATE forensix_meta SET value = 'forensix-store/10' WHERE key = 'format'",
     ]),
     # terminal bytes and preserved executables (0001 of this version creates them already)
     ("0012_tty_artifacts", [
