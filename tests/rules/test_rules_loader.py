@@ -22,9 +22,10 @@ def _by_file(paths: list[Path]) -> dict[str, tuple[str, str]]:
 def test_tree_reports_each_problem_and_loads_the_rest() -> None:
     got = _by_file([TREE])
     ok = {f for f, (st, _) in got.items() if st == "ok"}
-    # lnx_auditd_key.yml loads since imported auditd rows carry the rule key (rule_name, forensix.imports)
+    # lnx_auditd_key.yml loads since imported auditd rows carry the rule key (rule_name, forensix.imports);
+    # Hashes: process.hash.sha256 of what an exec ran (forensix.artifacts)
     assert ok == {"lnx_auditd_execve_args.yml", "lnx_auditd_hidden_file.yml", "lnx_auditd_key.yml",
-                  "proc_creation_lnx_ok.yml"}
+                  "proc_creation_lnx_ok.yml", "proc_creation_lnx_hash.yml"}
     expect = {
         "proc_creation_lnx_broken.yml": ("error", "broken YAML"),
         "proc_creation_lnx_bad_modifier.yml": ("error", "Unknown modifier 'sometimes'"),
@@ -34,7 +35,6 @@ def test_tree_reports_each_problem_and_loads_the_rest() -> None:
         "lnx_syslog.yml": ("unsupported", "service 'syslog'"),
         "lnx_correlation.yml": ("unsupported", "correlation rules"),
         "lnx_auditd_user_cmd.yml": ("unsupported", "field 'cmd'"),
-        "proc_creation_lnx_hash.yml": ("unsupported", "field 'Hashes'"),
     }
     for f, (status, words) in expect.items():
         assert got[f][0] == status, (f, got[f])

@@ -27,6 +27,8 @@ _COMMAND_MODULES = [
     "forensix.cli.rules",
     "forensix.cli.ui",
     "forensix.cli.imports",
+    "forensix.cli.replay",
+    "forensix.cli.artifacts",
 ]
 
 
@@ -74,4 +76,7 @@ _register()
 
 
 def main() -> None:
+    from forensix.store.private import private_umask
+
+    private_umask()  # what forensix writes is root's only, whatever the umask; a recorded command keeps the user's
     cli(prog_name="forensix")

@@ -259,7 +259,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
         if synthetic is not None:
             _run_synthetic(sinks, synthetic, batch_rows, duration, stop)
         else:
-            _run_recorder(sinks, duration, stop)
+            _run_recorder(sinks, duration, stop, Path(spool))
     finally:
         for s in sinks:
             s.close()
@@ -317,10 +317,14 @@ def _run_synthetic(sinks: list[Any], rate: float, rows: int, duration: float | N
             stop.wait(ahead)
 
 
-def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Event) -> None:
+def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Event, spool: Path) -> None:
+    from forensix.artifacts import ArtifactStore, Collector
+    from forensix.model.host import local_host
     from forensix.sensor.recorder import Recorder
 
-    rec = Recorder(sinks)
+    # executed files are kept beside the spool and shipped to the log host (artifact_blobs)
+    kept = ArtifactStore(spool.with_name(spool.name + ".artifacts")).open()
+    rec = Recorder(sinks, artifacts=Collector(kept, local_host(), ship=True))
 
     def watch() -> None:
         stop.wait()
