@@ -44,6 +44,7 @@ DERIVED: dict[str, str] = {
 ANALYSIS_ONLY: frozenset[str] = frozenset({
     "depth", "kind", "description", "processes", "transitions", "what", "actions", "bytes_written", "pids",
     "connections", "report", "action", "ended_by", "ended_pid", "life", "lives", "node", "held_from", "held_until",
+    "recording",  # the session has terminal bytes to replay (forensix replay)
     # graph nodes and edges
     "label", "time", "src", "dst", "src_label", "dst_label", "bytes", "count", "name_matched",
 })
