@@ -16,7 +16,7 @@ from forensix.agent.sink import Sink
 from forensix.store import schema
 from forensix.store.base import Writer
 
-__all__ = ["SILENT_RULE", "Ingestor"]
+__all__ = ["SILENT_RULE", "Ingestor", "frame_key"]
 
 SILENT_RULE = "forensix-agent-silent"
 
@@ -27,6 +27,12 @@ def _one(sch: pa.Schema, row: dict[str, Any]) -> pa.Table:
 
 class Mark(Protocol):
     def set_ingested(self, seq: int) -> None: ...
+
+
+def frame_key(mark: object, seq: int) -> str | None:
+    """``host/stream/seq``: the identity of a frame, for stores that de-duplicate by it."""
+    host, stream = getattr(mark, "host", None), getattr(mark, "stream", None)
+    return f"{host}/{stream}/{seq}" if host is not None and stream is not None else None
 
 
 # A store append has a fixed cost (about 11 ms in DuckDB here) whatever its size, so the
@@ -94,11 +100,11 @@ class Ingestor:
                     self._q.task_done()
 
     def _append_group(self, items: list[tuple[str, pa.Table, Mark, int]]) -> None:
-        by_table: dict[str, list[pa.Table]] = {}
-        for table, data, _, _ in items:
-            by_table.setdefault(table, []).append(data)
+        by_table: dict[str, list[tuple[str | None, pa.Table]]] = {}
+        for table, data, mark, seq in items:
+            by_table.setdefault(table, []).append((frame_key(mark, seq), data))
         for table, parts in by_table.items():
-            self.batch(table, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
+            self._append(table, parts)
         marks: dict[int, tuple[Mark, int]] = {}
         for _, _, mark, seq in items:
             marks[id(mark)] = (mark, seq)
@@ -115,11 +121,22 @@ class Ingestor:
             others = pc.unique(col).to_pylist()[:3]
             raise FrameError(f"batch carries rows of other hosts {others} (certificate is for {host!r})")
 
-    def batch(self, table: str, data: pa.Table) -> None:
+    def batch(self, table: str, data: pa.Table, key: str | None = None) -> None:
+        self._append(table, [(key, data)])
+
+    def _append(self, table: str, parts: list[tuple[str | None, pa.Table]]) -> None:
+        # a store that de-duplicates by frame (ClickHouse) gets each frame's key: a frame
+        # re-ingested after a crash is stored once
+        keyed = getattr(self.store, "append_frames", None)
         with self.lock:
-            self.rows += self.store.append(table, data)
+            if keyed is not None:
+                self.rows += keyed(table, parts)
+            else:
+                datas = [d for _, d in parts]
+                self.rows += self.store.append(table, pa.concat_tables(datas) if len(datas) > 1 else datas[0])
         if self.live is not None:
-            self.live.write(table, data)
+            for _, data in parts:
+                self.live.write(table, data)
 
     def agent_event(self, host: str, hello: dict[str, Any], action: str, ts: int, message: str) -> None:
         row = {
