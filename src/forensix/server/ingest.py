@@ -29,6 +29,16 @@ class Mark(Protocol):
     def set_ingested(self, seq: int) -> None: ...
 
 
+class _NoMark:
+    """Rows that belong to no frame (agent start/stop, gaps, silence alerts)."""
+
+    def set_ingested(self, seq: int) -> None:
+        pass
+
+
+_NO_MARK = _NoMark()
+
+
 def frame_key(mark: object, seq: int) -> str | None:
     """``host/stream/seq``: the identity of a frame, for stores that de-duplicate by it."""
     host, stream = getattr(mark, "host", None), getattr(mark, "stream", None)
@@ -151,7 +161,12 @@ class Ingestor:
             "process_name": "forensix-agent",
             "message": message,
         }
-        self.batch("events", _one(schema.EVENTS, row))
+        self._later("events", _one(schema.EVENTS, row))
+
+    def _later(self, table: str, data: pa.Table) -> None:
+        # through the ingest queue, not on the caller's (connection) thread: a store that
+        # waits for a shard to come back must not hold up an agent's hello or its acks
+        self._q.put((table, data, _NO_MARK, 0))
 
     def gap(self, host: str, hello: dict[str, Any], ts_from: int, ts_to: int, count: int, reason: str,
             event_class: str) -> None:
@@ -160,7 +175,7 @@ class Ingestor:
             "boot_id": str(hello.get("boot_id") or "unknown"), "ts_from": ts_from, "ts_to": ts_to,
             "cpu": -1, "event_class": event_class, "count": count, "reason": reason,
         }
-        self.batch("gaps", _one(schema.GAPS, row))
+        self._later("gaps", _one(schema.GAPS, row))
 
     def silent_alert(self, host: str, info: dict[str, Any], last_seen: int, silence_s: float,
                      clean_stop: bool = False) -> None:
@@ -178,4 +193,4 @@ class Ingestor:
                         f"(limit {silence_s:g} s)"),
             "source": "builtin",
         }
-        self.batch("alerts", _one(schema.ALERTS, row))
+        self._later("alerts", _one(schema.ALERTS, row))

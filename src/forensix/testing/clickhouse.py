@@ -148,12 +148,12 @@ def start_shard(shard: Shard, cluster: Cluster, timeout: float = 30.0) -> None:
     raise RuntimeError(f"clickhouse-server on port {shard.tcp_port} did not answer within {timeout:g} s")
 
 
-def stop_shard(shard: Shard, timeout: float = 20.0) -> None:
-    """Stop one server by its pid (SIGTERM, then SIGKILL after ``timeout``)."""
+def stop_shard(shard: Shard, timeout: float = 20.0, kill: bool = False) -> None:
+    """Stop one server by its pid (SIGTERM, then SIGKILL after ``timeout``; ``kill``: a crash)."""
     if not shard.pid:
         return
     try:
-        os.kill(shard.pid, signal.SIGTERM)
+        os.kill(shard.pid, signal.SIGKILL if kill else signal.SIGTERM)
     except ProcessLookupError:
         shard.pid = 0
         return

@@ -152,11 +152,11 @@ def _first_line(e: errors.ServerException) -> str:
 class Server:
     """One ClickHouse server over the native protocol (clickhouse-driver), errors translated."""
 
-    def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 30.0, database: str = "default") -> None:
         self.host, self.port = host, port
         self.where = f"{host}:{port}"
-        self.client = Client(host, port=port, connect_timeout=3, send_receive_timeout=timeout,
-                             sync_request_timeout=5, settings=dict(CH_SETTINGS))
+        self.client = Client(host, port=port, database=database, connect_timeout=3,
+                             send_receive_timeout=timeout, sync_request_timeout=5, settings=dict(CH_SETTINGS))
 
     def execute(self, sql: str, data: Any = None, settings: Mapping[str, Any] | None = None) -> Any:
         try:

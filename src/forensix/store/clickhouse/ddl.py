@@ -113,7 +113,7 @@ def day_partition(table: str) -> str:
 def merge_tree_sql(db: str, table: str, name: str) -> str:
     """CREATE of the MergeTree table that holds ``table``'s rows on one server."""
     key = KEYS[table]
-    order = ["host_id", _keyed(table, key.time)] + ([_keyed(table, key.entity)] if key.entity else [])
+    order = ["host_name", _keyed(table, key.time)] + ([_keyed(table, key.entity)] if key.entity else [])
     cols = ",\n  ".join(f"`{c}` {t}" for c, t in stored_columns(table))
     part = day_partition(table)
     return (f"CREATE TABLE IF NOT EXISTS `{db}`.`{name}` (\n  {cols}\n) ENGINE = MergeTree() "
@@ -124,7 +124,7 @@ def distributed_sql(db: str, table: str, cluster: str) -> str:
     """CREATE of the Distributed table over every shard's ``TABLE_local``, sharded by host."""
     cols = ",\n  ".join(f"`{c}` {t}" for c, t in stored_columns(table))
     return (f"CREATE TABLE IF NOT EXISTS `{db}`.`{table}` (\n  {cols}\n) ENGINE = "
-            f"Distributed({cluster}, {db}, {table}_local, cityHash64(host_id))")
+            f"Distributed({cluster}, {db}, {table}_local, cityHash64(assumeNotNull(host_name)))")
 
 
 def local_name(table: str, cluster: str | None) -> str:

@@ -91,6 +91,8 @@ class ClickHouseStore:
         if write:
             self._migrate()
         self._check_format()
+        # queries name tables without their database: a connection of their own, in it
+        self._reads = Server(self.url.host, self.url.port, database=self.db)
 
     # -- servers -----------------------------------------------------------------
     def _shards(self) -> list[Server]:
@@ -107,7 +109,8 @@ class ClickHouseStore:
 
     def down_shards(self) -> list[str]:
         """The servers of the store that do not answer now (``host:port``)."""
-        return [s.where for s in self.shards if not s.ping()]
+        with self._lock:  # one client is not safe for two threads at once
+            return [s.where for s in self.shards if not s.ping()]
 
     def _table(self, table: str) -> str:
         return f"`{self.db}`.`{table}`"
@@ -216,12 +219,12 @@ class ClickHouseStore:
         hashes = sorted({h for h, _ in keyed if h})
         if not hashes:
             return set()
-        hosts = sorted({h for _, d in keyed for h in pc.unique(d.column("host_id")).to_pylist()})
+        hosts = sorted({h for _, d in keyed for h in pc.unique(d.column("host_name")).to_pylist()})
         t = KEYS[table].time
         lo = min(pc.min(d.column(t)).as_py() or 0 for _, d in keyed)
         hi = max(pc.max(d.column(t)).as_py() or 0 for _, d in keyed)
         host_list = ", ".join("'" + h.replace("\\", "\\\\").replace("'", "\\'") + "'" for h in hosts)
-        sql = (f"SELECT DISTINCT {BATCH_COLUMN} FROM {self._table(table)} WHERE host_id IN ({host_list}) "
+        sql = (f"SELECT DISTINCT {BATCH_COLUMN} FROM {self._table(table)} WHERE host_name IN ({host_list}) "
                f"AND ifNull({t}, 0) BETWEEN {lo} AND {hi} "
                f"AND {BATCH_COLUMN} IN ({', '.join(map(str, hashes))})")
         with self._lock:
@@ -235,8 +238,7 @@ class ClickHouseStore:
         """Run ClickHouse SQL (``{name}`` placeholders, tables by their plain names in the
         store's database) and return Arrow."""
         with self._lock:
-            self.entry.execute(f"USE `{self.db}`")
-            return self.entry.table(sql, params)
+            return self._reads.table(sql, params)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """DuckDB SQL, as every analysis writes it: run over the store pulled into memory."""
@@ -282,7 +284,7 @@ class ClickHouseStore:
         """Stop retrying (an append waiting for a shard raises) and disconnect."""
         self._closing.set()
         with self._lock:
-            for s in {id(s): s for s in [self.entry, *self.shards]}.values():
+            for s in {id(s): s for s in [self.entry, self._reads, *self.shards]}.values():
                 s.close()
 
     def abort(self) -> None:
