@@ -27,7 +27,7 @@ def cluster() -> Iterator[Cluster]:
     try:
         yield cl
     finally:
-        stop_cluster(cl)
+        stop_cluster(cl, timeout=2.0)  # its data is thrown away: no need to wait for a clean stop
         shutil.rmtree(d, ignore_errors=True)
 
 

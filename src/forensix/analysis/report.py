@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from forensix.analysis.crosshost import notes as crosshost_notes
 from forensix.analysis.filehistory import sql_ints
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward_processes
 from forensix.analysis.noise import FILTER_NAMES
@@ -88,6 +89,7 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
         leader = att.leader_of.get(actor) if actor is not None else None
     if g.truncated:
         notes.append("the dependency graph was cut at the depth or size limit")
+    notes += crosshost_notes(g)  # the intrusion came over a connection from another host of the store
     srow = None
     members: list[int] = []
     if leader is not None:
