@@ -30,6 +30,7 @@ __all__ = [
     "CH_SETTINGS",
     "FORMAT",
     "KEYS",
+    "KEY_NOT_NULL",
     "MIGRATIONS",
     "TableKey",
     "ch_type",
@@ -72,6 +73,12 @@ KEYS: dict[str, TableKey] = {
 }
 
 
+# key columns kept without NULL (sorting keys and the sharding key must not be Nullable on
+# current servers, and a wrapped key would not serve `host_name = ...` from the index):
+# NULL is stored as '' and read back as NULL
+KEY_NOT_NULL = frozenset({"host_name"})
+
+
 def null_column(name: str) -> str:
     """The companion column that marks NULL in the list column ``name``."""
     return f"{name}__null"
@@ -82,7 +89,7 @@ def ch_type(f: pa.Field) -> str:
     if pa.types.is_list(f.type):
         return f"Array({_SIMPLE[f.type.value_type]})"
     base = _SIMPLE[f.type]
-    if f.nullable:
+    if f.nullable and f.name not in KEY_NOT_NULL:
         base = f"Nullable({base})"
     if f.name in _LOW_CARDINALITY and pa.types.is_string(f.type):
         base = f"LowCardinality({base})"
@@ -102,7 +109,9 @@ def stored_columns(table: str) -> list[tuple[str, str]]:
 
 def _keyed(table: str, column: str) -> str:
     f = schema.TABLES[table].field(column)
-    return f"ifNull({column}, 0)" if f.nullable else column
+    if not f.nullable or column in KEY_NOT_NULL:
+        return column
+    return f"ifNull({column}, '')" if pa.types.is_string(f.type) else f"ifNull({column}, 0)"
 
 
 def day_partition(table: str) -> str:
@@ -124,7 +133,7 @@ def distributed_sql(db: str, table: str, cluster: str) -> str:
     """CREATE of the Distributed table over every shard's ``TABLE_local``, sharded by host."""
     cols = ",\n  ".join(f"`{c}` {t}" for c, t in stored_columns(table))
     return (f"CREATE TABLE IF NOT EXISTS `{db}`.`{table}` (\n  {cols}\n) ENGINE = "
-            f"Distributed({cluster}, {db}, {table}_local, cityHash64(assumeNotNull(host_name)))")
+            f"Distributed({cluster}, {db}, {table}_local, cityHash64(host_name))")
 
 
 def local_name(table: str, cluster: str | None) -> str:

@@ -28,10 +28,17 @@ import pyarrow.compute as pc
 
 from forensix.errors import NotAStoreError, StoreError
 from forensix.store import schema
-from forensix.store.clickhouse.connection import ClickHouseUnavailable, Server, StoreURL, parse_url
+from forensix.store.clickhouse.connection import (
+    ClickHouseUnavailable,
+    Server,
+    StoreURL,
+    literal,
+    parse_url,
+)
 from forensix.store.clickhouse.ddl import (
     BATCH_COLUMN,
     FORMAT,
+    KEY_NOT_NULL,
     KEYS,
     MIGRATIONS,
     local_name,
@@ -39,7 +46,7 @@ from forensix.store.clickhouse.ddl import (
 )
 from forensix.store.journal import conform
 
-__all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash"]
+__all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
 
 log = logging.getLogger("forensix.store")
 
@@ -53,24 +60,61 @@ def frame_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") or 1
 
 
-def _python_columns(table: str, data: pa.Table, batch: pa.Array) -> tuple[list[str], list[list[Any]]]:
+def stored_table(table: str, data: pa.Table, batch: pa.Array) -> pa.Table:
+    """``data`` (the logical schema) as ClickHouse keeps it: list columns with their NULL
+    marks (``c__null``), booleans as UInt8, the frame hash of every row (``fx_batch``)."""
     names: list[str] = []
-    cols: list[list[Any]] = []
+    cols: list[pa.Array | pa.ChunkedArray] = []
     for f in schema.TABLES[table]:
         col = data.column(f.name)
         if pa.types.is_list(f.type):
             isnull = pc.is_null(col)
             names += [f.name, null_column(f.name)]
-            cols += [[v if v is not None else [] for v in col.to_pylist()],
-                     isnull.cast(pa.uint8()).to_pylist()]
+            cols += [pc.if_else(isnull, pa.scalar([], f.type), col), isnull.cast(pa.uint8())]
             continue
         if pa.types.is_boolean(f.type):
             col = col.cast(pa.uint8())
+        if f.name in KEY_NOT_NULL:
+            col = pc.fill_null(col, "")
         names.append(f.name)
-        cols.append(col.to_pylist())
+        cols.append(col)
     names.append(BATCH_COLUMN)
-    cols.append(batch.to_pylist())
-    return names, cols
+    cols.append(batch)
+    return pa.Table.from_arrays(cols, names=names)
+
+
+def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: int, hashes: Sequence[int]) -> str:
+    """The frames among ``hashes`` whose rows a table holds already (hosts and time narrow the scan)."""
+    t = KEYS[table].time
+    host_list = ", ".join(literal(h) for h in hosts)
+    return (f"SELECT DISTINCT {BATCH_COLUMN} FROM {table_ref} WHERE host_name IN ({host_list}) "
+            f"AND ifNull({t}, 0) BETWEEN {int(lo)} AND {int(hi)} "
+            f"AND {BATCH_COLUMN} IN ({', '.join(str(int(h)) for h in hashes)})")
+
+
+def select_sql(table: str, where: str = "") -> str:
+    """The columns of a table a reader needs to rebuild the logical schema (``from_stored``)."""
+    target = schema.TABLES[table]
+    names = [f.name for f in target] + [null_column(f.name) for f in target if pa.types.is_list(f.type)]
+    cols = ", ".join(f"`{n}`" for n in names)
+    return f"SELECT {cols} FROM `{table}`" + (f" WHERE {where}" if where else "")
+
+
+def from_stored(table: str, t: pa.Table) -> pa.Table:
+    """Rows read with ``select_sql`` as the logical schema (NULL lists restored, types cast)."""
+    target = schema.TABLES[table]
+    out = []
+    for f in target:
+        col = t.column(f.name)
+        if pa.types.is_list(f.type):
+            mask = pc.equal(t.column(null_column(f.name)), pa.scalar(1, pa.uint8()))
+            col = pc.if_else(mask, pa.nulls(len(col), f.type), col.cast(f.type))
+        elif col.type != f.type:
+            col = col.cast(f.type)
+        if f.name in KEY_NOT_NULL:
+            col = pc.if_else(pc.equal(col, ""), pa.nulls(len(col), f.type), col)
+        out.append(col)
+    return pa.Table.from_arrays(out, schema=target)
 
 
 class ClickHouseStore:
@@ -208,7 +252,8 @@ class ClickHouseStore:
             return 0
         data = pa.concat_tables([d for _, d in todo]) if len(todo) > 1 else todo[0][1]
         batch = pa.concat_arrays([pa.array([h] * d.num_rows, pa.uint64()) for h, d in todo])
-        names, cols = _python_columns(table, data, batch)
+        stored = stored_table(table, data, batch)
+        names, cols = stored.column_names, [c.to_pylist() for c in stored.columns]
         sql = f"INSERT INTO {self._table(table)} ({', '.join(f'`{n}`' for n in names)}) VALUES"
         with self._lock:
             self.entry.execute(sql, cols, settings={"insert_distributed_sync": 1})
@@ -223,12 +268,8 @@ class ClickHouseStore:
         t = KEYS[table].time
         lo = min(pc.min(d.column(t)).as_py() or 0 for _, d in keyed)
         hi = max(pc.max(d.column(t)).as_py() or 0 for _, d in keyed)
-        host_list = ", ".join("'" + h.replace("\\", "\\\\").replace("'", "\\'") + "'" for h in hosts)
-        sql = (f"SELECT DISTINCT {BATCH_COLUMN} FROM {self._table(table)} WHERE host_name IN ({host_list}) "
-               f"AND ifNull({t}, 0) BETWEEN {lo} AND {hi} "
-               f"AND {BATCH_COLUMN} IN ({', '.join(map(str, hashes))})")
         with self._lock:
-            return {int(r[0]) for r in self.entry.execute(sql)}
+            return {int(r[0]) for r in self.entry.execute(present_sql(self._table(table), table, hosts, lo, hi, hashes))}
 
     def flush(self) -> None:
         """Every append is durable on its shard when it returns (synchronous Distributed INSERT)."""
@@ -249,20 +290,7 @@ class ClickHouseStore:
 
     def select_table(self, table: str, where: str = "") -> pa.Table:
         """Rows of a store table as the logical schema (arrays with NULL restored), filtered by ``where``."""
-        target = schema.TABLES[table]
-        names = [f.name for f in target] + [null_column(f.name) for f in target if pa.types.is_list(f.type)]
-        cols = ", ".join(f"`{n}`" for n in names)
-        t = self.native(f"SELECT {cols} FROM `{table}`" + (f" WHERE {where}" if where else ""))
-        out = []
-        for f in target:
-            col = t.column(f.name)
-            if pa.types.is_list(f.type):
-                mask = pc.equal(t.column(null_column(f.name)), pa.scalar(1, pa.uint8()))
-                col = pc.if_else(mask, pa.nulls(len(col), f.type), col.cast(f.type))
-            elif col.type != f.type:
-                col = col.cast(f.type)
-            out.append(col)
-        return pa.Table.from_arrays(out, schema=target)
+        return from_stored(table, self.native(select_sql(table, where)))
 
     # -- retention -----------------------------------------------------------------
     def partitions(self) -> list[tuple[str, str, str, int]]:
