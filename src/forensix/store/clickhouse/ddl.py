@@ -102,7 +102,8 @@ def stored_columns(table: str) -> list[tuple[str, str]]:
     for f in schema.TABLES[table]:
         cols.append((f.name, ch_type(f)))
         if pa.types.is_list(f.type):
-            cols.append((null_column(f.name), "UInt8"))
+            # DEFAULT 1: an INSERT that leaves out an all-NULL list column leaves it NULL
+            cols.append((null_column(f.name), "UInt8 DEFAULT 1"))
     cols.append((BATCH_COLUMN, "UInt64"))
     return cols
 
