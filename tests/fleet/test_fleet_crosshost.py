@@ -103,6 +103,9 @@ def test_cross_host_links_table_and_cli(duck: tuple[str, Lateral], ch: tuple[str
     # the intrusion and the backup, both web01 -> db01; never the loopback pair
     assert [(x["client_host"], x["server_host"], x["client_entity_id"]) for x in links] == [
         ("web01", "db01", gt.decoy), ("web01", "db01", gt.ssh_client)]
-    out = CliRunner().invoke(cli, ["backtrack", gt.planted, "--store", ch[0]])
+    # the slice of two hosts of the fleet store (not the whole fleet) is enough to cross between them
+    out = CliRunner().invoke(cli, ["backtrack", gt.planted, "--store", ch[0], "--host", "db01,web01"])
     assert out.exit_code == 0, out.output
     assert "web01: ssh [4010]" in out.output and "(web01 -> db01)" in out.output and "rsync" not in out.output
+    one = CliRunner().invoke(cli, ["backtrack", gt.planted, "--store", ch[0], "--host", "db01"])
+    assert one.exit_code == 0 and "web01" not in one.output  # only db01's slice: the trail ends at the connection

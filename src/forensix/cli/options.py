@@ -35,7 +35,8 @@ def store_option(f: F) -> F:
         default=None,
         expose_value=False,
         callback=_remember_host,
-        help="Only this host (name or id), in a log host's store of many hosts.",
+        help="Only this host (name or id), in a log host's store of many hosts; on ClickHouse "
+        "also several, comma-separated (only their rows are pulled for the analysis).",
     )(f)
     return click.option(
         "--store",

@@ -45,13 +45,22 @@ class ClickHouseReader:
         if host is not None:
             self._check_host(host)
 
+    def _hosts(self) -> list[str]:
+        """``host`` may name several hosts, comma-separated (a connection between them is followed)."""
+        return [h.strip() for h in (self.host or "").split(",") if h.strip()]
+
     def _check_host(self, host: str) -> None:
-        h = literal(host)
-        found = self.store.native(
-            f"SELECT count() FROM (SELECT host_id FROM hosts WHERE host_name = {h} OR host_id = {h} LIMIT 1 "
-            f"UNION ALL SELECT host_id FROM events WHERE host_name = {h} OR host_id = {h} LIMIT 1)")
-        if found.column(0)[0].as_py():
+        missing = []
+        for one in self._hosts():
+            h = literal(one)
+            found = self.store.native(
+                f"SELECT count() FROM (SELECT host_id FROM hosts WHERE host_name = {h} OR host_id = {h} LIMIT 1 "
+                f"UNION ALL SELECT host_id FROM events WHERE host_name = {h} OR host_id = {h} LIMIT 1)")
+            if not found.column(0)[0].as_py():
+                missing.append(one)
+        if not missing:
             return
+        host = ", ".join(missing)
         names = self.store.native("SELECT DISTINCT host_name FROM events ORDER BY host_name LIMIT 50")
         raise UsageError(f"no host {host!r} in {self.store.url}",
                          f"hosts in this store: {', '.join(map(str, names.column(0).to_pylist())) or 'none'}")
@@ -59,8 +68,8 @@ class ClickHouseReader:
     def _where(self, table: str) -> str:
         conds = []
         if self.host is not None:
-            h = literal(self.host)
-            conds.append(f"(host_name = {h} OR host_id = {h})")
+            h = literal(self._hosts())
+            conds.append(f"(host_name IN {h} OR host_id IN {h})")
         if table in _WINDOWED:
             t = KEYS[table].time
             if self.since is not None:
