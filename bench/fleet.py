@@ -109,7 +109,8 @@ def _gen_sql(db: str, table: str, n: int, hosts: int, offset: int) -> str:
     every 97th host runs /tmp/.x/miner once, which connects to 198.51.100.23 and writes
     /etc/ld.so.preload."""
     h = f"concat('host', toString(intDiv(number + {offset}, 1) % {hosts}))"
-    eid = f"cityHash64({h}, intDiv(number + {offset}, 1000))"
+    block = hosts * 50  # each process has 50 events, one per block of `hosts` numbers
+    eid = f"cityHash64({h}, intDiv(number + {offset}, {block}))"
     act = "['open', 'flow', 'mmap', 'exec', 'connect', 'open', 'flow', 'unlink'][(number % 8) + 1]"
     if table == "events":
         return f"""INSERT INTO `{db}`.events (host_id, host_name, boot_id, ts, cpu, seq, event_kind, event_category,
@@ -120,7 +121,7 @@ SELECT {h}, {h}, 'boot', {T0} + (number + {offset}) * 2000, 0, number + {offset}
   multiIf(event_action IN ('open', 'unlink', 'mmap'), 'file', event_action = 'exec', 'process',
           event_action = 'connect', 'network', 'flow') AS cat,
   if((number + {offset}) % {hosts} % 97 = 0 AND intDiv(number + {offset}, {hosts}) = 7, 'exec', {act}) AS event_action,
-  {eid}, toUInt32(intDiv(number + {offset}, 1000) % 30000 + 100), 'proc',
+  {eid}, toUInt32(intDiv(number + {offset}, {block}) % 30000 + 100), 'proc',
   0, if(event_action = 'exec', if(intDiv(number + {offset}, {hosts}) = 7 AND (number + {offset}) % {hosts} % 97 = 0,
       '/tmp/.x/miner', concat('/usr/bin/cmd', toString(number % 50))), NULL),
   if(event_action = 'exec', ['cmd', '--pool', '198.51.100.23:3333'], emptyArrayString()), if(event_action = 'exec', 0, 1),
@@ -133,9 +134,9 @@ SELECT {h}, {h}, 'boot', {T0} + (number + {offset}) * 2000, 0, number + {offset}
 FROM system.numbers LIMIT {n}"""
     return f"""INSERT INTO `{db}`.processes (host_id, host_name, boot_id, entity_id, image_seq, pid, parent_entity_id,
   start_ts, image_ts, executable, args, args__null, name, source, fx_batch)
-SELECT {h}, {h}, 'boot', {eid}, 0, toUInt32(intDiv(number + {offset}, 1000) % 30000 + 100), cityHash64({h}, 0),
+SELECT {h}, {h}, 'boot', {eid}, 0, toUInt32(intDiv(number + {offset}, {block}) % 30000 + 100), cityHash64({h}, 0),
   {T0} + (number + {offset}) * 2000, {T0} + (number + {offset}) * 2000, '/usr/bin/cmd', ['cmd'], 0, 'proc', 'fork', 0
-FROM system.numbers WHERE (number + {offset}) % 1000 = 0 LIMIT {max(1, n // 1000)}"""
+FROM (SELECT number FROM system.numbers LIMIT {n}) WHERE (number + {offset}) % {block} < {hosts}"""
 
 
 def fleet_scale(cluster: Cluster, events: int, hosts: int) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class ClickHouseReader:
         self._own = own_store
         self._con: duckdb.DuckDBPyConnection | None = None
         self.rows: dict[str, int] = {}
+        self.names: list[str] = []  # the host names of the slice (--host may give ids)
         if host is not None:
             self._check_host(host)
 
@@ -50,13 +51,17 @@ class ClickHouseReader:
         return [h.strip() for h in (self.host or "").split(",") if h.strip()]
 
     def _check_host(self, host: str) -> None:
+        """Each given host by name (the sort key: the slice is read through the index) or by id."""
         missing = []
+        self.names = []
         for one in self._hosts():
             h = literal(one)
-            found = self.store.native(
-                f"SELECT count() FROM (SELECT host_id FROM hosts WHERE host_name = {h} OR host_id = {h} LIMIT 1 "
-                f"UNION ALL SELECT host_id FROM events WHERE host_name = {h} OR host_id = {h} LIMIT 1)")
-            if not found.column(0)[0].as_py():
+            found = self.store.native(f"SELECT host_name FROM events WHERE host_name = {h} LIMIT 1")
+            if not found.num_rows:  # an id: its name (a scan, once)
+                found = self.store.native(f"SELECT host_name FROM events WHERE host_id = {h} LIMIT 1")
+            if found.num_rows:
+                self.names.append(str(found.column(0)[0].as_py()))
+            else:
                 missing.append(one)
         if not missing:
             return
@@ -68,8 +73,7 @@ class ClickHouseReader:
     def _where(self, table: str) -> str:
         conds = []
         if self.host is not None:
-            h = literal(self._hosts())
-            conds.append(f"(host_name IN {h} OR host_id IN {h})")
+            conds.append(f"host_name IN {literal(self.names)}")
         if table in _WINDOWED:
             t = KEYS[table].time
             if self.since is not None:
