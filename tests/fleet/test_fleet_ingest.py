@@ -138,3 +138,53 @@ def test_a_shard_down_names_it_keeps_the_batch_and_loses_nothing_acked(
         if not shard.pid:
             start_shard(shard, cluster)
         s.stop()
+
+
+def test_forensix_server_killed_mid_insert_loses_and_duplicates_nothing(
+        cluster: Cluster, url: str, pki: Authority, tmp_path: Path) -> None:
+    """The real `forensix server` process, SIGKILLed while an agent ships; restarted on the
+    same evidence, the agent resends what was not acknowledged: every event once."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    ev = tmp_path / "ev"
+    fx = [sys.executable, "-c", "from forensix.cli.main import main; main()", "server", "--pki", str(pki.dir),
+          "--listen", f"127.0.0.1:{port}", "--store", url, "--evidence", str(ev), "--no-rules",
+          "--checkpoint-interval", "0.2"]
+    env = dict(os.environ)
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        log = tmp_path / name
+        p = subprocess.Popen(fx, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+        _wait(lambda: "listening on" in log.read_text() or p.poll() is not None)
+        assert p.poll() is None, log.read_text()
+        return p
+
+    srv = start("s1.log")
+    sink = _sink(pki, "beta", tmp_path, ("127.0.0.1", port))
+    try:
+        for i in range(40):
+            sink.write("events", events_batch(500, start_seq=i * 500, host=_info("beta")))
+            if i == 20:
+                srv.send_signal(signal.SIGKILL)  # mid-stream: some frames acked, some in flight
+                srv.wait()
+                srv = start("s2.log")
+        _wait(lambda: sink.spool.unacked() == 0, 60)
+        sink.close()
+        st = ClickHouseStore(url)
+        try:
+            _wait(lambda: _counts(st).get("beta", (0, 0))[0] >= 20_000, 60)
+            time.sleep(0.5)  # anything late would show as a duplicate
+            assert _counts(st)["beta"] == (20_000, 20_000)
+        finally:
+            st.close()
+    finally:
+        srv.terminate()
+        srv.wait(30)

@@ -98,3 +98,5 @@ def test_errors_name_the_cause_and_the_fix(cluster: Cluster) -> None:
     assert "newer forensix" in e4.value.message
     r = CliRunner().invoke(cli, ["ps", "--store", "clickhouse://h:notaport/db"])
     assert r.exit_code == 2 and "bad port" in r.output
+    r = CliRunner().invoke(cli, ["server", "--store", url, "--pki", "/nonexistent"])
+    assert r.exit_code == 2 and "--evidence" in r.output  # the sealed frames need a home on the log host
