@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from forensix.agent.shipping import ShippingConfig, ShippingSink
+from forensix.cli.main import cli
 from forensix.model.host import HostInfo
 from forensix.pki.authority import Authority
 from forensix.pki.tls import client_context
@@ -81,6 +83,11 @@ def test_two_servers_two_shards_every_event_once_on_its_shard(
                                 "ORDER BY host_name, ts").to_pylist()
         assert [(r["host_name"], r["event_action"]) for r in agent] == [
             (h, a) for h in ("alpha", "beta", "delta", "gamma") for a in ("start", "stop")]
+        # the evidence stays on each log host and verifies there, with the fleet store beside it
+        time.sleep(0.5)  # a checkpoint
+        for ev in ("ev1", "ev2"):
+            r = CliRunner().invoke(cli, ["verify", "--evidence", str(tmp_path / ev), "--store", url])
+            assert r.exit_code == 0, r.output
     finally:
         s1.stop()
         s2.stop()
