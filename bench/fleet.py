@@ -134,7 +134,7 @@ SELECT {h}, {h}, 'boot', {T0} + (number + {offset}) * 2000, 0, number + {offset}
 FROM system.numbers LIMIT {n}"""
     return f"""INSERT INTO `{db}`.processes (host_id, host_name, boot_id, entity_id, image_seq, pid, parent_entity_id,
   start_ts, image_ts, executable, args, args__null, name, source, fx_batch)
-SELECT {h}, {h}, 'boot', {eid}, 0, toUInt32(intDiv(number + {offset}, {block}) % 30000 + 100), cityHash64({h}, 0),
+SELECT {h}, {h}, 'boot', {eid}, 0, toUInt32(intDiv(number + {offset}, {block}) % 30000 + 100), cityHash64({h}, 'init'),
   {T0} + (number + {offset}) * 2000, {T0} + (number + {offset}) * 2000, '/usr/bin/cmd', ['cmd'], 0, 'proc', 'fork', 0
 FROM (SELECT number FROM system.numbers LIMIT {n}) WHERE (number + {offset}) % {block} < {hosts}"""
 
