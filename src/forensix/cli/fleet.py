@@ -26,6 +26,16 @@ def _store(url: str) -> Any:
     return ClickHouseStore(url)
 
 
+_EXAMPLES = {
+    "exe": ["/tmp/.x/miner", "'/tmp/*' --from -7d --format json"],
+    "cmdline": ["'base64 -d'", "'curl -o /tmp/' --from -1d"],
+    "sha256": ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    "ip": ["203.0.113.66", "10.0.0.7 --from 2026-11-26T04:00:00Z"],
+    "path": ["/etc/ld.so.preload", "'/etc/cron.d/*' --format csv"],
+    "hosts": ["", "--from -1h"],
+}
+
+
 def _question(name: str, arg: str | None, meta: str, help_text: str) -> click.Command:
     def run(store: str, fmt: str, value: str = "", **kw: Any) -> None:
         from forensix.store.clickhouse.fleet import ask
@@ -37,7 +47,10 @@ def _question(name: str, arg: str | None, meta: str, help_text: str) -> click.Co
     params: list[click.Parameter] = []
     if arg:
         params.append(click.Argument([arg], metavar=meta))
-    cmd = click.Command(name, callback=run, help=help_text, params=params)
+    epilog = "\b\nExamples:\n" + "\n".join(
+        f"  forensix fleet {name} {ex} --store 'clickhouse://ch1:9000/forensix?cluster=fleet'".replace("  ", " ")
+        .replace(" forensix", "  forensix", 1) for ex in _EXAMPLES[name])
+    cmd = click.Command(name, callback=run, help=help_text, params=params, epilog=epilog)
     cmd = click.option("--store", default=DEFAULT_STORE, show_default=True,
                        help="The fleet store: clickhouse://HOST:PORT/DB[?cluster=NAME].")(cmd)
     cmd = time_option("--from", "Start of the window")(cmd)
