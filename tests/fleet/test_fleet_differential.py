@@ -37,7 +37,6 @@ def run(store: str, args: list[str]) -> str:
 
 COMMANDS = [
     ["ps", "--all", "--format", "json"],
-    ["ps", "--at", "2026-09-21T14:00:00Z"],
     ["events", "--action", "exec", "--format", "json"],
     ["events", "--path", "/etc/*", "--format", "csv"],
     ["events", "--all-columns", "--format", "json", "--limit", "3000"],
@@ -48,7 +47,6 @@ COMMANDS = [
     ["timeline", "--session", "777", "--format", "json"],
     ["file", "/etc/cron.d/evil", "--format", "json"],
     ["backtrack", "/etc/cron.d/evil", "--format", "json"],
-    ["backtrack", "/etc/cron.d/evil", "--format", "dot"],
     ["forward", "session:777", "--format", "json"],
     ["report", "/etc/cron.d/evil"],
     ["hunt", "--format", "json"],
