@@ -21,6 +21,7 @@ from forensix.analysis.processes import UserNames, tree
 from forensix.analysis.sessions import attribute, find_session, sessions
 from forensix.analysis.targets import Target, resolve
 from forensix.analysis.timeline import TimelineFilter, message_sql, timeline
+from forensix.imports.coverage import unanswered
 from forensix.store.base import Reader
 
 __all__ = ["PERSISTENCE", "Report", "build_report", "files_changed", "network_peers", "persistence_touched"]
@@ -90,6 +91,7 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
     if g.truncated:
         notes.append("the dependency graph was cut at the depth or size limit")
     notes += crosshost_notes(g)  # the intrusion came over a connection from another host of the store
+    notes += unanswered(reader)  # imported logs (forensix.imports): what their source cannot tell
     srow = None
     members: list[int] = []
     if leader is not None:

@@ -261,16 +261,24 @@ TARGET is {TARGET_HELP}.
 Examples:
   forensix report /etc/cron.d/evil --output case42      # case42.md, case42.html, case42.svg, case42.dot
   forensix report session:7 --format html > report.html
+  forensix report --alert ids-5c1e0d2b9a3f4e61     # from an imported IDS alert (forensix import suricata)
 """)
 @store_option
-@click.argument("target")
+@click.argument("target", required=False)
+@click.option("--alert", "alert", default=None, help="Start from a stored alert (an IDS alert's process or peer).")
 @click.option("--output", "output", default=None, type=click.Path(dir_okay=False),
               help="Write OUTPUT.md, OUTPUT.html and the graph (OUTPUT.svg, OUTPUT.dot) instead of printing.")
 @_track_limits
 @_fmt("markdown", "html", "dot")
-def report_cmd(store: str, target: str, output: str | None, depth: int, max_nodes: int, since: int | None,
-               until: int | None, off: tuple[str, ...], fmt: str) -> None:
+def report_cmd(store: str, target: str | None, alert: str | None, output: str | None, depth: int, max_nodes: int,
+               since: int | None, until: int | None, off: tuple[str, ...], fmt: str) -> None:
     """An incident report (Markdown and HTML, graph drawn by Graphviz) from a detection point."""
+    if alert is not None:
+        from forensix.imports.eve import alert_target
+
+        target = alert_target(reader(store), alert)
+    if target is None:
+        raise click.UsageError("give a TARGET or --alert ID")
     rep = build_report(reader(store), parse_target(target), opts=_opts(depth, max_nodes, since, until, off))
     if output is None:
         if fmt == "markdown":

@@ -26,6 +26,8 @@ _COMMAND_MODULES = [
     "forensix.cli.server",
     "forensix.cli.rules",
     "forensix.cli.fleet",
+    "forensix.cli.ui",
+    "forensix.cli.imports",
 ]
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.options import DEFAULT_STORE
 from forensix.cli.rules import live_engine_for_record, record_rule_options
+from forensix.imports.journal import default_sources
 from forensix.sensor.loader import SensorConfig, preflight
 from forensix.sensor.recorder import Recorder, RecordStats
 from forensix.store.embedded import open_writer, socket_path
@@ -81,18 +82,36 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
+@click.option("--metrics", "metrics_addr", default=None, metavar="[HOST:]PORT",
+              help="Serve Prometheus metrics (events/s, events lost per class) on HOST:PORT/metrics "
+                   "(a bare PORT binds 127.0.0.1).")
+@click.option("--system-log", "system_logs", multiple=True, type=click.Path(dir_okay=False),
+              help="Follow this log file too (sshd, sudo, su, cron messages become events); default: journald "
+                   "when it runs, else /var/log/auth.log, secure, syslog, messages where they exist.")
+@click.option("--no-system-logs", is_flag=True, help="Record the kernel only.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str,
-    rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
-    command: tuple[str, ...],
+    metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
+    rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
+    webhook: str | None, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
+    endpoint, counter = None, None
+    if metrics_addr is not None:  # served before the store opens: a busy port leaves nothing half-open
+        from prometheus_client import CollectorRegistry
+
+        from forensix.metrics import RowCounter, parse_metrics_address, serve_metrics
+
+        counter, registry = RowCounter(), CollectorRegistry()  # rows per table, gaps per class
+        registry.register(counter)
+        endpoint = serve_metrics(registry, parse_metrics_address(metrics_addr))
+        _err.print(f"metrics on {endpoint.url}", highlight=False)
     writer = open_writer(store)
     writer.seal_in_background()  # DuckDB's compression yields the CPU to the recorded workload
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
@@ -105,8 +124,11 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
+    if counter is not None:
+        sinks.append(counter)
     rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle), on_stats=None if quiet else _live,
-                   notes=writer.recovered)
+                   notes=writer.recovered,
+                   system_logs=[] if no_system_logs else (list(system_logs) or default_sources()))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")
@@ -120,6 +142,8 @@ def record(
             signal.signal(s, h)
         server.stop()
         writer.close()
+        if endpoint is not None:
+            endpoint.stop()
     if not quiet:
         _summary(rec.stats, store, time.monotonic() - t0)
     if command:

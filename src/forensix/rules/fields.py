@@ -156,7 +156,10 @@ def _derived() -> dict[str, Derived]:
         Derived(
             "fx_time_back",
             pa.int64(),
-            "CASE WHEN e.event_action = 'utimes' AND e.file_mtime <> 0 THEN e.ts - e.file_mtime END",
+            # the further back of the two times set (0 = now, -1 = left as it was)
+            "CASE WHEN e.event_action = 'utimes' THEN greatest("
+            "CASE WHEN e.file_mtime NOT IN (0, -1) THEN e.ts - e.file_mtime END, "
+            "CASE WHEN e.file_atime NOT IN (0, -1) THEN e.ts - e.file_atime END) END",
         )
     )
     items += [Derived(f"fx_audit_a{i}", s, _audit_arg_sql(i)) for i in range(10)]
@@ -232,6 +235,9 @@ _AUDITD = {
     "cwd": "process_working_directory",
     "proctitle": "fx_command_line",
     **{f"a{i}": f"fx_audit_a{i}" for i in range(10)},
+    # imported auditd rows (forensix.imports, event_module auditd/laurel) carry the rule's key;
+    # the recorder's own rows have none, so a key matches imported events only
+    "key": "rule_name",
 }
 
 SIGMA_FIELDS: dict[str, dict[str, str]] = {
@@ -272,6 +278,7 @@ class LogSource:
     category: str | None
     actions: tuple[str, ...] | None
     write_opens: bool = False  # also 'open' with a write/create/truncate flag
+    ip_only: bool = False  # IP connections only (Sigma's network_connection has no Unix sockets)
 
 
 LOGSOURCES: dict[str, LogSource] = {
@@ -285,7 +292,7 @@ LOGSOURCES: dict[str, LogSource] = {
     ),
     "file_access": LogSource("file_access", "file", ("open",)),
     "file_rename": LogSource("file_rename", "file", ("rename",)),
-    "network_connection": LogSource("network_connection", "network", ("connect", "accept")),
+    "network_connection": LogSource("network_connection", "network", ("connect", "accept"), ip_only=True),
     "auditd": LogSource("auditd", None, None),
     "forensix": LogSource("forensix", None, None),
 }
@@ -301,4 +308,10 @@ AUDIT_TYPES: dict[str, tuple[str | None, tuple[str, ...] | None, str | None]] = 
     "SOCKADDR": ("network", None, None),
     "BPF": ("privilege", ("bpf",), None),
     "KERN_MODULE": ("privilege", ("init_module", "finit_module", "delete_module"), None),
+    # user-space records, produced only by imported auditd logs (forensix.imports.audit_event)
+    **{t: (None, (t.lower(),), None) for t in (
+        "USER_AUTH", "USER_ACCT", "USER_LOGIN", "USER_LOGOUT", "USER_ERR", "USER_CHAUTHTOK", "LOGIN",
+        "USER_START", "USER_END", "CRED_ACQ", "CRED_DISP", "CRED_REFR", "USER_CMD", "USER_ROLE_CHANGE",
+        "ADD_USER", "DEL_USER", "ADD_GROUP", "DEL_GROUP", "USER_MGMT", "GRP_MGMT", "SERVICE_START",
+        "SERVICE_STOP", "DAEMON_START", "DAEMON_END", "CONFIG_CHANGE", "ANOM_PROMISCUOUS")},
 }

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from forensix import __version__
 from forensix.agent.sink import Sink
+from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
@@ -181,11 +182,13 @@ class Recorder:
         queue_depth: int = 64,
         detach_in_background: bool = True,
         notes: Sequence[str] = (),
+        system_logs: Sequence[str] = (),
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
         self.detach_in_background = detach_in_background
         self.notes = list(notes)
+        self.system_logs = list(system_logs)  # journald / log files followed beside the kernel (imports.journal)
         self.config = config or SensorConfig()
         self.host = host or local_host()
         self.sinks = list(sinks)
@@ -240,6 +243,13 @@ class Recorder:
         for note in self.notes:
             self._agent_event("warning", f"store recovery: {note}")
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
+        self._syslog: SystemLogFollower | None = None
+        if self.system_logs:
+            from forensix.imports import Host
+
+            self._syslog = SystemLogFollower(Host(self.host.host_id, self.host.host_name, self.host.boot_id),
+                                             self.system_logs, lambda t: self._emit("events", t))
+            self._syslog.start()
 
     def _snapshot(self) -> None:
         rows = list(snapshot(self.decoder.ids, self.clock.offset_ns))
@@ -320,6 +330,9 @@ class Recorder:
             time.sleep(0.05)  # records reserved just before the pause are committed by now
             while self.poll_once(wait=60.0):
                 pass
+            follower = getattr(self, "_syslog", None)
+            if follower is not None:
+                follower.stop()  # its last lines before the stop record
             self.flush_flows()
             self.account_losses()
             self._agent_event("counters", self._counters_json())

@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -65,12 +66,16 @@ class Ingestor:
         self.lock = threading.Lock()
         self.rows = 0
         self.error: BaseException | None = None
+        self.on_append: Callable[[str, int, float], None] | None = None  # (table, rows, seconds): metrics
         self._q: queue.Queue[tuple[str, pa.Table, Mark, int] | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="fx-ingest", daemon=True)
         self._thread.start()
 
     def submit(self, table: str, data: pa.Table, mark: Mark, seq: int) -> None:
         self._q.put((table, data, mark, seq))
+
+    def queued(self) -> int:
+        return self._q.qsize()
 
     def flush(self) -> None:
         """Wait until every submitted batch is in the store."""
@@ -139,11 +144,15 @@ class Ingestor:
         # re-ingested after a crash is stored once
         keyed = getattr(self.store, "append_frames", None)
         with self.lock:
+            t0 = time.perf_counter()
             if keyed is not None:
-                self.rows += keyed(table, parts)
+                n = keyed(table, parts)
             else:
                 datas = [d for _, d in parts]
-                self.rows += self.store.append(table, pa.concat_tables(datas) if len(datas) > 1 else datas[0])
+                n = self.store.append(table, pa.concat_tables(datas) if len(datas) > 1 else datas[0])
+            self.rows += n
+        if self.on_append is not None:
+            self.on_append(table, n, time.perf_counter() - t0)
         if self.live is not None:
             for _, data in parts:
                 self.live.write(table, data)

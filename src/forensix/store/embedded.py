@@ -220,7 +220,7 @@ class DuckDBStore:
     def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only", "open it as the writer")
-        target = schema.TABLES.get(table)
+        target = schema.TABLES.get(table) or schema.SIDE_TABLES.get(table)
         if target is None:
             raise StoreError(f"unknown table {table!r}", f"one of {sorted(schema.TABLES)}")
         if isinstance(data, pa.RecordBatch):

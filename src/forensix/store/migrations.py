@@ -26,10 +26,14 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # another file; rows of older stores have NULL there and match any life of their inode.
 # /8: file_deleted on events (the object had no name left: deleted while open, memfd).
 # /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
-# rows sealed before keep theirs as they are.
-STORE_FORMAT = "forensix-store/9"
+# rows sealed before keep theirs as they are. /10: alerts carry their evidence and are one
+# per finding (schema.ALERTS: alert_count, last_ts, command lines, object, session).
+# /13: events carry event_module (imported rows: auditd, laurel, sysmon, suricata, system) and
+# rule_name (auditd's rule key), and the imports table records what was imported.
+STORE_FORMAT = "forensix-store/13"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
-                           "forensix-store/6", "forensix-store/7", "forensix-store/8", STORE_FORMAT})
+                           "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
+                           "forensix-store/10", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -113,5 +117,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0010_args_xor", [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "args_xor" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/9' WHERE key = 'format'",
+    ]),
+    # one alert per finding, with the evidence an analyst needs (rules/evidence.py); alerts
+    # stored before keep NULL there (one matching event each)
+    ("0011_alert_evidence", [
+        *(f'ALTER TABLE "alerts" ADD COLUMN IF NOT EXISTS "{f.name}" {duckdb_type(f.type)}'
+          for f in schema.ALERTS if f.name in schema.ALERT_EVIDENCE),
+        "UPDATE forensix_meta SET value = 'forensix-store/10' WHERE key = 'format'",
+    ]),
+    # where an event came from (NULL: the kernel sensor) and what was imported from which file
+    ("0013_imports", [
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "event_module" VARCHAR',
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "rule_name" VARCHAR',
+        create_table_sql("imports", schema.IMPORTS),
+        "UPDATE forensix_meta SET value = 'forensix-store/13' WHERE key = 'format'",
     ]),
 ]

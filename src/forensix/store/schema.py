@@ -15,11 +15,14 @@ import pyarrow as pa
 
 __all__ = [
     "ALERTS",
+    "ALERT_EVIDENCE",
     "EVENTS",
     "FLOWS",
     "GAPS",
     "HOSTS",
+    "IMPORTS",
     "PROCESSES",
+    "SIDE_TABLES",
     "TABLES",
     "ecs_name",
 ]
@@ -135,6 +138,11 @@ EVENTS = pa.schema(
         pa.field("a2", _u64),
         pa.field("a3", _u64),
         pa.field("message", _str),  # free text for agent / warning records
+        # where the row came from: NULL = this recorder's kernel sensor; auditd, laurel, sysmon,
+        # suricata, system (the host's own logs) = imported or followed (forensix.imports, /13)
+        pa.field("event_module", _str),
+        # the name of the rule that selected the event where the source has one: auditd's key (/13)
+        pa.field("rule_name", _str),
     ]
 )
 
@@ -240,6 +248,39 @@ ALERTS = pa.schema(
         pa.field("event_keys", pa.list_(_str)),  # "cpu:seq:ts" of the matching events
         pa.field("summary", _str),
         pa.field("source", _str),  # live | hunt | builtin
+        # one alert per finding (rule, process, object) within a window (rules/evidence.py), /10
+        pa.field("alert_count", _u64),  # matching events it stands for
+        pa.field("last_ts", _i64),  # time of the last of them
+        pa.field("process_executable", _str),
+        pa.field("process_command_line", _str),
+        pa.field("parent_executable", _str),
+        pa.field("parent_command_line", _str),
+        pa.field("user_name", _str),
+        pa.field("object_kind", _str),  # file | account | address | process | unit
+        pa.field("object_name", _str),  # path, account name, ip:port, pid
+        pa.field("entry_entity_id", _u64),  # the session's entry leader
+        pa.field("entry_kind", _str),  # sshd | cron | console | systemd | daemon | unknown
+        pa.field("entry_source_ip", _str),  # remote address of an ssh session
+    ]
+)
+# The alert columns added by migration 0011 (evidence and grouping).
+ALERT_EVIDENCE = frozenset(ALERTS.names[ALERTS.names.index("alert_count"):])
+
+# What was imported from which file, so that importing it again adds nothing (forensix.imports).
+# A file is known by the hash of its first bytes (a rotated or gzipped copy is the same file);
+# ``offset`` is how far it was imported, ``prefix_sha256`` the hash of those bytes.
+IMPORTS = pa.schema(
+    [
+        pa.field("file_key", _str, nullable=False),  # sha256 of the first 4 KiB (decompressed)
+        pa.field("path", _str),
+        pa.field("format", _str, nullable=False),
+        pa.field("offset", _i64, nullable=False),  # bytes (decompressed) imported so far
+        pa.field("prefix_sha256", _str, nullable=False),
+        pa.field("lines", _i64),
+        pa.field("events", _i64),
+        pa.field("skipped", _i64),  # lines skipped (each is a warning event too)
+        pa.field("imported_ts", _i64),
+        pa.field("host_id", _str),
     ]
 )
 
@@ -251,6 +292,10 @@ TABLES: dict[str, pa.Schema] = {
     "hosts": HOSTS,
     "alerts": ALERTS,
 }
+
+# Tables of the store's own bookkeeping: appended like the others, but no host's rows (analyses
+# and the per-host reader never see them). Created by their migration (0013 for imports).
+SIDE_TABLES: dict[str, pa.Schema] = {"imports": IMPORTS}
 
 # Columns whose ECS name is not the plain dots-for-underscores translation.
 _ECS_SPECIAL = {
@@ -281,6 +326,14 @@ _ECS_SPECIAL = {
     "host_name": "host.name",
     "boot_id": "host.boot.id",
     "parent_entity_id": "process.parent.entity_id",
+    # alerts (/10)
+    "last_ts": "event.end",
+    "detected_ts": "event.created",
+    "parent_executable": "process.parent.executable",
+    "parent_command_line": "process.parent.command_line",
+    "entry_entity_id": "process.entry_leader.entity_id",
+    "entry_kind": "process.entry_leader.entry_meta.type",
+    "entry_source_ip": "process.entry_leader.entry_meta.source.ip",
 }
 
 
