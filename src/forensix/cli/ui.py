@@ -14,8 +14,8 @@ import click
 from forensix.cli.options import reader, store_option
 from forensix.errors import UsageError
 from forensix.store.base import Reader
-from forensix.store.open import is_remote, open_reader
 from forensix.store.hostfilter import HostReader
+from forensix.store.open import is_remote, open_reader
 
 __all__ = ["COMMANDS"]
 
