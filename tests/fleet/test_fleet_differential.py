@@ -55,12 +55,13 @@ COMMANDS = [
 
 def _lines(out: str) -> list[str]:
     """The lines of an output, sorted (ties in an ORDER BY may come in either order), without
-    the moment a hunt ran (``detected.ts``)."""
+    the moment a hunt ran (``event.created``, formerly ``detected.ts``)."""
     lines = []
     for line in out.splitlines():
-        if line.startswith("{") and '"detected.ts"' in line:
+        if line.startswith("{") and ('"detected.ts"' in line or '"event.created"' in line):
             doc = json.loads(line)
-            doc.pop("detected.ts")
+            doc.pop("detected.ts", None)
+            doc.pop("event.created", None)
             line = json.dumps(doc, sort_keys=True)
         lines.append(line)
     return sorted(lines)
