@@ -23,9 +23,10 @@ def test_tree_reports_each_problem_and_loads_the_rest() -> None:
     got = _by_file([TREE])
     ok = {f for f, (st, _) in got.items() if st == "ok"}
     # lnx_auditd_key.yml loads since imported auditd rows carry the rule key (rule_name, forensix.imports);
-    # lnx_syslog.yml since the host's own log lines are events (event_module system, imports.journal)
+    # lnx_syslog.yml since the host's own log lines are events (event_module system, imports.journal);
+    # Hashes: process.hash.sha256 of what an exec ran (forensix.artifacts)
     assert ok == {"lnx_auditd_execve_args.yml", "lnx_auditd_hidden_file.yml", "lnx_auditd_key.yml",
-                  "lnx_syslog.yml", "proc_creation_lnx_ok.yml"}
+                  "lnx_syslog.yml", "proc_creation_lnx_ok.yml", "proc_creation_lnx_hash.yml"}
     expect = {
         "proc_creation_lnx_broken.yml": ("error", "broken YAML"),
         "proc_creation_lnx_bad_modifier.yml": ("error", "Unknown modifier 'sometimes'"),
@@ -35,7 +36,6 @@ def test_tree_reports_each_problem_and_loads_the_rest() -> None:
         "lnx_service_unknown.yml": ("unsupported", "service 'named'"),
         "lnx_correlation.yml": ("unsupported", "correlation rules"),
         "lnx_auditd_user_cmd.yml": ("unsupported", "field 'cmd'"),
-        "proc_creation_lnx_hash.yml": ("unsupported", "field 'Hashes'"),
     }
     for f, (status, words) in expect.items():
         assert got[f][0] == status, (f, got[f])
@@ -104,7 +104,7 @@ def test_cli_validate_lists_problems_and_summary() -> None:
     assert res.exit_code == 0, res.output
     assert "proc_creation_lnx_broken.yml" in res.stdout
     assert "Unknown modifier" in res.stdout
-    assert "14 rules: 5 load, 5 unsupported, 4 errors" in res.stderr
+    assert "14 rules: 6 load, 4 unsupported, 4 errors" in res.stderr
     strict = CliRunner().invoke(cli, ["rules", "validate", str(TREE), "--strict"])
     assert strict.exit_code == 1
 

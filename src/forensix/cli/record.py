@@ -82,6 +82,14 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
+@click.option("--no-tty", is_flag=True, help="Do not capture terminal bytes (see `forensix replay`).")
+@click.option("--tty-rate", type=click.IntRange(1), default=256 << 10, show_default=True,
+              help="Terminal bytes kept per terminal per second; what is cut is counted and marked.")
+@click.option("--no-artifacts", is_flag=True, help="Do not preserve executed files (see `forensix artifacts`).")
+@click.option("--artifact-max-mb", type=click.IntRange(1), default=64, show_default=True,
+              help="Executed files larger than this are not preserved (an artifact.missing event says so).")
+@click.option("--artifact-quota-mb", type=click.IntRange(1), default=2048, show_default=True,
+              help="Total size of preserved executed files; past it new ones are refused and counted.")
 @click.option("--metrics", "metrics_addr", default=None, metavar="[HOST:]PORT",
               help="Serve Prometheus metrics (events/s, events lost per class) on HOST:PORT/metrics "
                    "(a bare PORT binds 127.0.0.1).")
@@ -93,6 +101,7 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str,
+    no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
     metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
     webhook: str | None, command: tuple[str, ...],
@@ -126,8 +135,16 @@ def record(
         ))
     if counter is not None:
         sinks.append(counter)
-    rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle), on_stats=None if quiet else _live,
-                   notes=writer.recovered,
+    collector = None
+    if not no_artifacts:
+        from forensix.artifacts import ArtifactStore, Collector, artifacts_dir
+        from forensix.model.host import local_host
+
+        collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
+                                            quota_bytes=artifact_quota_mb << 20).open(), local_host())
+    rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle,
+                                     tty_rate=0 if no_tty else tty_rate), on_stats=None if quiet else _live,
+                   notes=writer.recovered, artifacts=collector,
                    system_logs=[] if no_system_logs else (list(system_logs) or default_sources()))
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -16,7 +16,7 @@ def unanswered(reader: Reader) -> list[str]:
         t = reader.query("SELECT DISTINCT event_module FROM events WHERE event_module IS NOT NULL "
                          "AND event_action <> 'import-warning' ORDER BY 1")
     except StoreError:
-        return []  # a store from before event_module (format /13): nothing was imported into it
+        return []  # a store from before event_module (format /12): nothing was imported into it
     notes = []
     for module in t.column("event_module").to_pylist():
         spec = FORMATS.get(str(module))

@@ -156,6 +156,8 @@ def _derived() -> dict[str, Derived]:
             "CASE e.event_outcome WHEN 'success' THEN 'yes' WHEN 'failure' THEN 'no' END",
         ),
     ]
+    # Sigma's Hashes ("SHA256=..."; Sysmon's form), from the hash of what the exec ran (forensix.artifacts)
+    items.append(Derived("fx_hashes", s, "'SHA256=' || upper(e.process_hash_sha256)"))
     items.append(
         Derived(
             "fx_time_back",
@@ -209,6 +211,8 @@ _PROCESS = {
     "ParentProcessId": "process_parent_pid",
     "LogonId": "process_session_id",
     "Computer": "host_name",
+    "Hashes": "fx_hashes",
+    "sha256": "process_hash_sha256",
 }
 _FILE = {
     **_PROCESS,
@@ -269,10 +273,8 @@ SIGMA_FIELDS: dict[str, dict[str, str]] = {
 UNSUPPORTED_FIELDS: dict[str, str] = {
     "key": "auditd rule keys exist only in auditd's own rules; forensix records without them",
     "OriginalFileName": "PE metadata does not exist on Linux",
-    "Hashes": "forensix records no file hashes",
-    "md5": "forensix records no file hashes",
-    "sha1": "forensix records no file hashes",
-    "sha256": "forensix records no file hashes",
+    "md5": "forensix keeps SHA-256 hashes only (Hashes, sha256)",
+    "sha1": "forensix keeps SHA-256 hashes only (Hashes, sha256)",
     "DestinationHostname": "forensix records addresses, not DNS names",
     "SourceHostname": "forensix records addresses, not DNS names",
     "IntegrityLevel": "a Windows concept",
