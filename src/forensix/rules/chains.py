@@ -17,6 +17,7 @@ the write that made it), so live and hunt find the same pairs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,18 @@ BUILDERS = frozenset({
 })
 TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
 PENDING_NS = 10 * 10**9
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """A process that opened a file for writing: its comm, pid and entity then, when, and
+    its image then (when the row carries it)."""
+
+    comm: str
+    pid: int | None
+    entity: int | None
+    ts: int
+    executable: str | None
 
 
 def _is_shell(comm: str | None) -> bool:
@@ -141,8 +154,11 @@ class WriteThenExec:
     rules: tuple[RuleMeta, ...] = (WRITE_EXEC, WRITE_EXEC_LOW)
 
     def __init__(self, max_tracked: int = 100_000) -> None:
-        self.written: dict[tuple[Any, ...], tuple[str, int]] = {}  # file life -> (writer comm[pid], ts)
+        self.written: dict[tuple[Any, ...], _Writer] = {}  # file life -> who opened it for writing, when
         self.pending: dict[tuple[Any, ...], list[dict[str, Any]]] = {}  # execs whose write may come late
+        # entity -> its images [(exec ts, executable)]: the writer of `base64 -d > f` opened f
+        # as the shell's child, before it became base64; the image that wrote is its next one
+        self.images: dict[int, list[tuple[int, str]]] = {}
         self.max_tracked = max_tracked
         self.latest = 0
 
@@ -161,13 +177,27 @@ class WriteThenExec:
     def _meta(r: dict[str, Any], writer: str) -> RuleMeta:
         path = r.get("process_executable") or r.get("file_path") or ""
         base = path.rsplit("/", 1)[-1]
-        wcomm = writer.split("[", 1)[0]
-        risky = wcomm in DECODERS or path.startswith(TEMP_DIRS) or base.startswith(".")
+        risky = writer in DECODERS or path.startswith(TEMP_DIRS) or base.startswith(".")
         return WRITE_EXEC if risky else WRITE_EXEC_LOW
 
-    def _hit(self, r: dict[str, Any], writer: str) -> tuple[RuleMeta, dict[str, Any]]:
-        r["fx_detail"] = f"written by {writer}"
-        return self._meta(r, writer), r
+    def _writer_image(self, w: _Writer, until: int) -> str | None:
+        """The writer's image when it wrote: the last program it ran between opening the
+        file and the file's exec (a redirection's child becomes the program whose output
+        it is), else the program it was running when it opened the file."""
+        imgs = self.images.get(w.entity or 0, [])
+        after = [exe for ts, exe in imgs if w.ts <= ts < until]
+        if after:
+            return after[-1]
+        before = [exe for ts, exe in imgs if ts <= w.ts]
+        return before[-1] if before else w.executable
+
+    def _hit(self, r: dict[str, Any], w: _Writer) -> tuple[RuleMeta, dict[str, Any]]:
+        exe = self._writer_image(w, r["ts"])
+        name = exe.rsplit("/", 1)[-1] if exe else w.comm
+        r["fx_detail"] = f"written by {name}[{w.pid}]" + (f" ({exe})" if exe else "")
+        if w.entity and w.entity != r.get("process_entity_id"):
+            r["target_entity_id"] = w.entity  # the writer is in the alert's entity ids
+        return self._meta(r, name), r
 
     def _step(self, r: dict[str, Any]) -> list[tuple[RuleMeta, dict[str, Any]]]:
         key = self._key(r)
@@ -178,15 +208,16 @@ class WriteThenExec:
                 for k in keys:
                     self.written.pop(k, None)  # rebuilt: what runs now is the builder's
                 return []
-            writer = f"{comm}[{r.get('process_pid')}]"
+            writer = _Writer(comm, r.get("process_pid"), r.get("process_entity_id"), r["ts"],
+                             r.get("fx_image") or r.get("process_executable"))
             out = []
             for k in keys:
-                self.written[k] = (writer, r["ts"])
+                self.written[k] = writer
                 out += [self._hit(x, writer) for x in self.pending.pop(k, []) if x["ts"] >= r["ts"]]
             return out
         got = self.written.get(key)
-        if got is not None and got[1] <= r["ts"]:
-            return [self._hit(r, got[0])]
+        if got is not None and got.ts <= r["ts"]:
+            return [self._hit(r, got)]
         self.pending.setdefault(key, []).append(r)
         return []
 
@@ -195,6 +226,8 @@ class WriteThenExec:
             del self.pending[k]
         while len(self.written) > self.max_tracked:
             self.written.pop(next(iter(self.written)))
+        while len(self.images) > self.max_tracked:
+            self.images.pop(next(iter(self.images)))
 
     _STEP = ("ts", "boot_id", "event_action", "file_device", "file_inode", "file_generation", "process_name",
              "process_pid", "file_path")
@@ -216,6 +249,10 @@ class WriteThenExec:
         self.latest = max(self.latest, max(r["ts"] for r in rows))
         hits: list[tuple[RuleMeta, dict[str, Any]]] = []
         for r in sorted(rows, key=lambda r: r["ts"]):
+            if r["event_action"] == "exec" and r.get("process_entity_id") and r.get("process_executable"):
+                imgs = self.images.setdefault(r["process_entity_id"], [])
+                imgs.append((r["ts"], r["process_executable"]))
+                del imgs[:-8]  # a process's last few images are enough to name a writer
             if r.get("file_inode") is not None or (r["event_action"] == "exec" and r.get("file_path")):
                 hits += self._step(r)
         self._trim()
