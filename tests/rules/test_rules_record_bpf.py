@@ -290,6 +290,16 @@ def test_shell_startup_file_and_history_search(curated: dict[str, Any]) -> None:
     assert [a["process_executable"].rsplit("/", 1)[1] for a in by.get("fx_history_read", [])] == ["cat"]
 
 
+def test_binary_padded_from_zero_and_random_devices(curated: dict[str, Any]) -> None:
+    """`dd ... >> f` (the shell opened f for appending) and `dd of=f oflag=append` (dd did):
+    one alert each, naming the device and the file, by the open's flags and dd's flows."""
+    got = _by_rule(curated).get("forensix-binary-padding", [])
+    details = sorted(a["summary"].rsplit("(", 1)[-1].split(" appended")[0] for a in got)
+    assert details == ["1 bytes from /dev/urandom", "1 bytes from /dev/zero"], [a["summary"] for a in got]
+    assert len(got) == 2 and {a["object_name"].rsplit("/", 1)[1] for a in got} == {"padded"}
+    assert all(a["rule_level"] == "medium" and a["process_executable"].endswith("/dd") for a in got)
+
+
 def test_credential_files_read(curated: dict[str, Any]) -> None:
     by = _by_rule(curated)
     keys = by.get("fx_credential_read", [])

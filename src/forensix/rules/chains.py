@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.fields import WRITE_OPEN_MASK
 
-__all__ = ["CHAIN_RULES", "PipeToShell", "WriteThenExec"]
+__all__ = ["CHAIN_RULES", "BinaryPadding", "PipeToShell", "WriteThenExec"]
 
 PIPE_SHELL = RuleMeta(
     "forensix-pipe-to-shell", "Shell or interpreter fed through a pipe by a decoder or a download", "high",
@@ -41,7 +41,11 @@ WRITE_EXEC_LOW = RuleMeta(
     "forensix-written-then-executed-other", "File written by a program and then executed", "low",
     ("attack.execution", "attack.t1204.002"),
 )
-CHAIN_RULES = (PIPE_SHELL, WRITE_EXEC, WRITE_EXEC_LOW)
+PADDING = RuleMeta(
+    "forensix-binary-padding", "Null or random bytes appended to a file (binary padding)", "medium",
+    ("attack.stealth", "attack.t1027.001"),
+)
+CHAIN_RULES = (PIPE_SHELL, WRITE_EXEC, WRITE_EXEC_LOW, PADDING)
 
 # Writers of a pipe that make its content a decoded or downloaded program (comm names).
 DECODERS = frozenset({
@@ -261,5 +265,121 @@ class WriteThenExec:
         return pa.concat_tables(out) if out else empty_alerts()
 
 
-def chain_detectors() -> Sequence[PipeToShell | WriteThenExec]:
-    return [PipeToShell(), WriteThenExec()]
+# Devices whose bytes change a file's hash without changing what it does when appended.
+PAD_SOURCES = ("/dev/zero", "/dev/random", "/dev/urandom")
+# Tools that copy bytes as they are (a program reading a buffered random seed and then
+# appending a log line shorter than the buffer is no padding).
+COPIERS = frozenset({"dd", "head", "tail", "cat", "tee", "pv", "cp", "busybox"})
+O_APPEND, O_ACCMODE = 0o2000, 0o3
+
+
+class BinaryPadding:
+    """A byte-copying tool (dd, head, cat, ...) that opened a regular file for appending,
+    read /dev/zero, /dev/random or /dev/urandom, and appended to it no more bytes than it
+    read from the device (`dd if=/dev/zero bs=1 count=1 >> binary`): padding that changes
+    a file's hash. Told from the open's flags and the process's data-flow edges, not its
+    command line, so a redirection by the shell counts as much as `oflag=append`; a program
+    that reads a buffered random seed and appends a log line does not."""
+
+    rules: tuple[RuleMeta, ...] = (PADDING,)
+
+    def __init__(self, max_tracked: int = 50_000) -> None:
+        self.appends: set[tuple[Any, ...]] = set()  # (entity, device, inode) opened with O_APPEND
+        self.pad_read: dict[int, tuple[str, int]] = {}  # entity -> (device path, bytes read)
+        self.writes: dict[tuple[Any, ...], dict[str, Any]] = {}  # (entity, device, inode) -> write flow
+        self.fired: set[tuple[Any, ...]] = set()
+        self.max_tracked = max_tracked
+
+    def hunt_filter(self) -> dict[str, str]:
+        srcs = ", ".join(f"'{p}'" for p in PAD_SOURCES)
+        return {
+            "events": f"event_action = 'open' AND (file_flags & {O_APPEND}) <> 0 AND (file_flags & {O_ACCMODE}) <> 0",
+            "flows": f"(file_type = 'char' AND file_path IN ({srcs}) AND read_count > 0)"
+                     " OR (file_type = 'file' AND write_count > 0)",
+        }
+
+    def _check(self, key: tuple[Any, ...]) -> list[dict[str, Any]]:
+        w = self.writes.get(key)
+        src = self.pad_read.get(key[0])
+        if w is None or src is None or key not in self.appends or key in self.fired:
+            return []
+        if (w.get("flow_write_bytes") or 0) > src[1] or w.get("process_name") not in COPIERS:
+            return []  # more appended than the device gave, or not a byte copier: not padding
+        self.fired.add(key)
+        name = w.get("process_name") or "?"
+        w["fx_detail"] = f"{w.get('flow_write_bytes')} bytes from {src[0]} appended by {name}[{w.get('process_pid')}]"
+        return [w]
+
+    def _step(self, r: dict[str, Any]) -> list[dict[str, Any]]:
+        ent = r.get("process_entity_id")
+        if not ent:
+            return []
+        act, path = r["event_action"], r.get("file_path")
+        if act == "open":
+            flags = r.get("file_flags") or 0
+            if flags & O_APPEND and flags & O_ACCMODE and r.get("file_inode") is not None:
+                key = (ent, r.get("file_device"), r["file_inode"])
+                self.appends.add(key)
+                return self._check(key)
+            return []
+        if r.get("file_type") == "char" and path in PAD_SOURCES:
+            old = self.pad_read.get(ent, (path, 0))
+            self.pad_read[ent] = (str(path), old[1] + (r.get("flow_read_bytes") or 0))
+            return [h for k in [k for k in self.writes if k[0] == ent] for h in self._check(k)]
+        if r.get("file_type") == "file" and (r.get("flow_write_count") or 0) > 0 and r.get("file_inode") is not None:
+            key = (ent, r.get("file_device"), r["file_inode"])
+            self.writes[key] = r
+            return self._check(key)
+        return []
+
+    def _trim(self) -> None:
+        while len(self.writes) > self.max_tracked:
+            self.writes.pop(next(iter(self.writes)))
+        while len(self.pad_read) > self.max_tracked:
+            self.pad_read.pop(next(iter(self.pad_read)))
+        for st in (self.appends, self.fired):
+            if len(st) > self.max_tracked:
+                st.clear()
+
+    _FLOW = ("host_id", "host_name", "boot_id", "entity_id", "pid", "process_name", "file_type", "file_device",
+             "file_inode", "file_path", "first_ts", "read_bytes", "write_bytes", "write_count", "user_id")
+
+    def _flow_rows(self, data: pa.Table) -> list[dict[str, Any]]:
+        """The recorder's flow edges (one per process and open file) as event-like rows."""
+        ok = pc.or_(pc.fill_null(pc.equal(data.column("file_type"), "char"), False),
+                    pc.fill_null(pc.greater(data.column("write_count"), 0), False))
+        cols = [c for c in self._FLOW if c in data.column_names]
+        return [{
+            "host_id": f.get("host_id"), "host_name": f.get("host_name"), "boot_id": f.get("boot_id"),
+            "ts": f["first_ts"], "cpu": None, "seq": None, "event_action": "flow",
+            "process_entity_id": f.get("entity_id"), "process_pid": f.get("pid"),
+            "process_name": f.get("process_name"), "file_type": f.get("file_type"),
+            "file_device": f.get("file_device"), "file_inode": f.get("file_inode"), "file_path": f.get("file_path"),
+            "flow_read_bytes": f.get("read_bytes"), "flow_write_bytes": f.get("write_bytes"),
+            "flow_write_count": f.get("write_count"), "user_id": f.get("user_id"),
+        } for f in data.select(cols).filter(ok).to_pylist() if f.get("first_ts") is not None]
+
+    def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
+        if data.num_rows == 0 or table not in ("events", "flows"):
+            return empty_alerts()
+        if table == "flows":
+            rows = self._flow_rows(data)
+        else:
+            act = data.column("event_action")
+            flags = pc.fill_null(data.column("file_flags"), 0)
+            appends = pc.and_(pc.fill_null(pc.equal(act, "open"), False),
+                              pc.not_equal(pc.bit_wise_and(flags, pa.scalar(O_APPEND, flags.type)), 0))
+            idx = np.flatnonzero(appends.to_numpy(zero_copy_only=False))
+            if not len(idx):
+                return empty_alerts()
+            cols = ("ts", "event_action", "file_flags", "file_device", "file_inode", "process_entity_id")
+            rows = data.select([c for c in cols if c in data.column_names]).take(pa.array(idx)).to_pylist()
+        hits: list[dict[str, Any]] = []
+        for r in sorted(rows, key=lambda r: r["ts"]):
+            hits += self._step(r)
+        self._trim()
+        return build_alerts(PADDING, hits, source) if hits else empty_alerts()
+
+
+def chain_detectors() -> Sequence[PipeToShell | WriteThenExec | BinaryPadding]:
+    return [PipeToShell(), WriteThenExec(), BinaryPadding()]
