@@ -271,11 +271,13 @@ PAD_SOURCES = ("/dev/zero", "/dev/random", "/dev/urandom")
 # appending a log line shorter than the buffer is no padding).
 COPIERS = frozenset({"dd", "head", "tail", "cat", "tee", "pv", "cp", "busybox"})
 O_APPEND, O_ACCMODE = 0o2000, 0o3
+APPEND_WINDOW_NS = 60 * 10**9  # an append-open this long before the write still counts
 
 
 class BinaryPadding:
-    """A byte-copying tool (dd, head, cat, ...) that opened a regular file for appending,
-    read /dev/zero, /dev/random or /dev/urandom, and appended to it no more bytes than it
+    """A byte-copying tool (dd, head, cat, ...) writing to a regular file opened for
+    appending (by itself or by the shell that redirected its output) within the minute,
+    having read /dev/zero, /dev/random or /dev/urandom, and appended to it no more bytes than it
     read from the device (`dd if=/dev/zero bs=1 count=1 >> binary`): padding that changes
     a file's hash. Told from the open's flags and the process's data-flow edges, not its
     command line, so a redirection by the shell counts as much as `oflag=append`; a program
@@ -284,7 +286,9 @@ class BinaryPadding:
     rules: tuple[RuleMeta, ...] = (PADDING,)
 
     def __init__(self, max_tracked: int = 50_000) -> None:
-        self.appends: set[tuple[Any, ...]] = set()  # (entity, device, inode) opened with O_APPEND
+        # (boot, device, inode) -> when it was opened with O_APPEND: by the copier, or by the
+        # shell that redirected its output (dash opens `>> f` in itself and hands the fd down)
+        self.appends: dict[tuple[Any, ...], list[int]] = {}
         self.pad_read: dict[int, tuple[str, int]] = {}  # entity -> (device path, bytes read)
         self.writes: dict[tuple[Any, ...], dict[str, Any]] = {}  # (entity, device, inode) -> write flow
         self.fired: set[tuple[Any, ...]] = set()
@@ -301,7 +305,10 @@ class BinaryPadding:
     def _check(self, key: tuple[Any, ...]) -> list[dict[str, Any]]:
         w = self.writes.get(key)
         src = self.pad_read.get(key[0])
-        if w is None or src is None or key not in self.appends or key in self.fired:
+        if w is None or src is None or key in self.fired:
+            return []
+        opened = self.appends.get(key[1:], [])
+        if not any(w["ts"] - APPEND_WINDOW_NS <= t <= w["ts"] for t in opened):
             return []
         if (w.get("flow_write_bytes") or 0) > src[1] or w.get("process_name") not in COPIERS:
             return []  # more appended than the device gave, or not a byte copier: not padding
@@ -318,16 +325,18 @@ class BinaryPadding:
         if act == "open":
             flags = r.get("file_flags") or 0
             if flags & O_APPEND and flags & O_ACCMODE and r.get("file_inode") is not None:
-                key = (ent, r.get("file_device"), r["file_inode"])
-                self.appends.add(key)
-                return self._check(key)
+                fkey = (r.get("boot_id"), r.get("file_device"), r["file_inode"])
+                times = self.appends.setdefault(fkey, [])
+                times.append(r["ts"])
+                del times[:-16]
+                return [h for k in [k for k in self.writes if k[1:] == fkey] for h in self._check(k)]
             return []
         if r.get("file_type") == "char" and path in PAD_SOURCES:
             old = self.pad_read.get(ent, (path, 0))
             self.pad_read[ent] = (str(path), old[1] + (r.get("flow_read_bytes") or 0))
             return [h for k in [k for k in self.writes if k[0] == ent] for h in self._check(k)]
         if r.get("file_type") == "file" and (r.get("flow_write_count") or 0) > 0 and r.get("file_inode") is not None:
-            key = (ent, r.get("file_device"), r["file_inode"])
+            key = (ent, r.get("boot_id"), r.get("file_device"), r["file_inode"])
             self.writes[key] = r
             return self._check(key)
         return []
@@ -337,9 +346,10 @@ class BinaryPadding:
             self.writes.pop(next(iter(self.writes)))
         while len(self.pad_read) > self.max_tracked:
             self.pad_read.pop(next(iter(self.pad_read)))
-        for st in (self.appends, self.fired):
-            if len(st) > self.max_tracked:
-                st.clear()
+        while len(self.appends) > self.max_tracked:
+            self.appends.pop(next(iter(self.appends)))
+        if len(self.fired) > self.max_tracked:
+            self.fired.clear()
 
     _FLOW = ("host_id", "host_name", "boot_id", "entity_id", "pid", "process_name", "file_type", "file_device",
              "file_inode", "file_path", "first_ts", "read_bytes", "write_bytes", "write_count", "user_id")
@@ -372,7 +382,7 @@ class BinaryPadding:
             idx = np.flatnonzero(appends.to_numpy(zero_copy_only=False))
             if not len(idx):
                 return empty_alerts()
-            cols = ("ts", "event_action", "file_flags", "file_device", "file_inode", "process_entity_id")
+            cols = ("ts", "boot_id", "event_action", "file_flags", "file_device", "file_inode", "process_entity_id")
             rows = data.select([c for c in cols if c in data.column_names]).take(pa.array(idx)).to_pylist()
         hits: list[dict[str, Any]] = []
         for r in sorted(rows, key=lambda r: r["ts"]):
