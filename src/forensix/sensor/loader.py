@@ -49,6 +49,8 @@ def load_abi(path: Path | None = None) -> dict[str, Any]:
 class SensorConfig:
     full_rw: bool = False
     every_open: bool = False
+    # terminal bytes kept per terminal per second (bpf/tty.bpf.h); 0: no terminal capture
+    tty_rate: int = 256 << 10
     ring_main_mb: int = 32
     ring_proc_mb: int = 8
     exclude_tgid: int = field(default_factory=os.getpid)
@@ -177,6 +179,7 @@ class Sensor:
             "agent_tgid": self.config.exclude_tgid,
             "full_rw": int(self.config.full_rw),
             "every_open": int(self.config.every_open),
+            "tty_rate": int(self.config.tty_rate),
         }
         for name, value in values.items():
             m = layout[name]

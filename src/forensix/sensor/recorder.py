@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from forensix import __version__
 from forensix.agent.sink import Sink
+from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
@@ -42,6 +43,10 @@ from forensix.sensor.loader import Sensor, SensorConfig
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.store import schema
+from forensix.store.private import user_umask
+
+if TYPE_CHECKING:
+    from forensix.artifacts import Collector
 
 __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 
@@ -181,11 +186,15 @@ class Recorder:
         queue_depth: int = 64,
         detach_in_background: bool = True,
         notes: Sequence[str] = (),
+        system_logs: Sequence[str] = (),
+        artifacts: Collector | None = None,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
         self.detach_in_background = detach_in_background
         self.notes = list(notes)
+        self.system_logs = list(system_logs)  # journald / log files followed beside the kernel (imports.journal)
+        self.artifacts = artifacts  # preserves what each exec ran, and hashes it, before a batch is stored
         self.config = config or SensorConfig()
         self.host = host or local_host()
         self.sinks = list(sinks)
@@ -225,7 +234,8 @@ class Recorder:
         self._okdt = struct_dtype(self.abi, "fx_open_key")
         self._ovdt = struct_dtype(self.abi, "fx_open_rep")
         self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
-        self._last_drops = np.zeros((self._ncpu, 5), np.uint64)
+        self._ncls = len(CLASS_NAMES) - 1
+        self._last_drops = np.zeros((self._ncpu, self._ncls), np.uint64)
         self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self.stats.started_ns = time.time_ns()
         self._cpu0 = (time.thread_time(), time.process_time())
@@ -240,6 +250,13 @@ class Recorder:
         for note in self.notes:
             self._agent_event("warning", f"store recovery: {note}")
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
+        self._syslog: SystemLogFollower | None = None
+        if self.system_logs:
+            from forensix.imports import Host
+
+            self._syslog = SystemLogFollower(Host(self.host.host_id, self.host.host_name, self.host.boot_id),
+                                             self.system_logs, lambda t: self._emit("events", t))
+            self._syslog.start()
 
     def _snapshot(self) -> None:
         rows = list(snapshot(self.decoder.ids, self.clock.offset_ns))
@@ -265,7 +282,8 @@ class Recorder:
         rc: int | None = None
         try:
             if command:
-                child = subprocess.Popen(list(command))
+                # the workload keeps the user's umask, not the store's narrowed one (store/private.py)
+                child = subprocess.Popen(list(command), umask=user_umask())
             deadline = time.monotonic() + duration if duration else None
             next_flow = next_clock = next_stats = time.monotonic()
             last_events = 0
@@ -320,9 +338,16 @@ class Recorder:
             time.sleep(0.05)  # records reserved just before the pause are committed by now
             while self.poll_once(wait=60.0):
                 pass
+            follower = getattr(self, "_syslog", None)
+            if follower is not None:
+                follower.stop()  # its last lines before the stop record
             self.flush_flows()
+            self._flush_tty_cuts()
             self.account_losses()
             self._agent_event("counters", self._counters_json())
+            if self.artifacts is not None:
+                self._ship_artifacts(once=False)
+                self._agent_event("artifacts", self.artifacts.summary())
             self.stats.cpu_s = {
                 "drainer": round(time.thread_time() - self._cpu0[0], 3),
                 "writer": round(self._writer.cpu_s, 3),
@@ -372,7 +397,11 @@ class Recorder:
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
         # and a drain of the process ring holds a few dozen records.
-        for table, data in self.decoder.decode(Drained.join(drains)).items():
+        tables = self.decoder.decode(Drained.join(drains))
+        if self.artifacts is not None:
+            tables = self.artifacts.annotate(tables)
+            self._ship_artifacts(once=True)
+        for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
         return sum(len(d) for d in drains)
 
@@ -404,6 +433,26 @@ class Recorder:
             self._emit_flows(fk, fv)
         if len(ov):
             self._emit_reopens(ok, ov)
+
+    def _ship_artifacts(self, once: bool) -> None:
+        """Bytes of newly kept executables for the sinks (an agent ships them), a bounded
+        amount per batch; at the end, all that is left."""
+        assert self.artifacts is not None
+        while (blobs := self.artifacts.blobs_to_ship()) is not None:
+            self._emit("artifact_blobs", blobs)
+            if once:
+                return
+
+    def _flush_tty_cuts(self) -> None:
+        """Terminal bytes cut in the last second that no later record reported (sensor/tty.py)."""
+        from forensix.sensor.tty import budget_cuts
+
+        if "fx_tty_budget" not in self.abi["structs"]:
+            return
+        keys, vals = self._take_map("tty_budget", np.dtype(np.uint32), struct_dtype(self.abi, "fx_tty_budget"))
+        cuts = budget_cuts(self.decoder, keys, vals, self.decoder.tty_names)
+        if cuts is not None:
+            self._emit("tty", cuts)
 
     def _take_map(self, name: str, kdt: np.dtype, vdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Look up and delete every entry of a hash map, atomically per entry."""
@@ -494,9 +543,9 @@ class Recorder:
         """Per CPU and class counters from the kernel: shape (ncpu, classes)."""
         assert self.sensor is not None
         fd = self.sensor.map_fd("counters")
-        out = np.zeros((self._ncpu, 5), self._cdt)
+        out = np.zeros((self._ncpu, self._ncls), self._cdt)
         per = np.zeros(self._ncpu, self._cdt)
-        for cls in range(5):
+        for cls in range(self._ncls):
             key = ctypes.c_uint32(cls)
             lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), per.ctypes.data)
             out[:, cls] = per

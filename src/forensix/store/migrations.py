@@ -28,10 +28,14 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
 # rows sealed before keep theirs as they are. /10: alerts carry their evidence and are one
 # per finding (schema.ALERTS: alert_count, last_ts, command lines, object, session).
-STORE_FORMAT = "forensix-store/10"
+# /11: terminal bytes (tty), preserved executables (artifacts, artifact_blobs),
+# process.hash.sha256 on exec events and process images (NULL on rows of older stores).
+# /12: events carry event_module (imported rows: auditd, laurel, sysmon, suricata, system) and
+# rule_name (auditd's rule key), and the imports table records what was imported.
+STORE_FORMAT = "forensix-store/12"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
-                           STORE_FORMAT})
+                           "forensix-store/10", "forensix-store/11", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -48,6 +52,7 @@ def duckdb_type(t: pa.DataType) -> str:
         pa.string(): "VARCHAR",
         pa.bool_(): "BOOLEAN",
         pa.float64(): "DOUBLE",
+        pa.binary(): "BLOB",
     }
     try:
         return simple[t]
@@ -122,5 +127,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         *(f'ALTER TABLE "alerts" ADD COLUMN IF NOT EXISTS "{f.name}" {duckdb_type(f.type)}'
           for f in schema.ALERTS if f.name in schema.ALERT_EVIDENCE),
         "UPDATE forensix_meta SET value = 'forensix-store/10' WHERE key = 'format'",
+    ]),
+    # terminal bytes and preserved executables (0001 of this version creates them already)
+    ("0012_tty_artifacts", [
+        create_table_sql("tty", schema.TTY),
+        create_table_sql("artifacts", schema.ARTIFACTS),
+        create_table_sql("artifact_blobs", schema.ARTIFACT_BLOBS),
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "process_hash_sha256" VARCHAR',
+        'ALTER TABLE "processes_base" ADD COLUMN IF NOT EXISTS "hash_sha256" VARCHAR',
+        "UPDATE forensix_meta SET value = 'forensix-store/11' WHERE key = 'format'",
+    ]),
+    # where an event came from (NULL: the kernel sensor) and what was imported from which file
+    ("0013_imports", [
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "event_module" VARCHAR',
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "rule_name" VARCHAR',
+        create_table_sql("imports", schema.IMPORTS),
+        "UPDATE forensix_meta SET value = 'forensix-store/12' WHERE key = 'format'",
     ]),
 ]
