@@ -114,3 +114,45 @@ def test_cli_list_shows_the_curated_set_with_sql() -> None:
     assert res.exit_code == 0, res.output
     assert "fx_image" in res.stdout and "ASOF" in res.stdout
     assert res.stdout.count('"status": "ok"') >= 15
+
+
+def test_start_summary_counts_rejections_by_reason_and_names_only_linux_ones() -> None:
+    """`forensix record --rules` on a SigmaHQ checkout: the Windows rules are one count,
+    each Linux rule that cannot run is named, and `rules check --list` has them all."""
+    from forensix.rules.loader import load_rules, start_summary
+
+    lines = start_summary(load_rules([TREE]), [TREE])
+    assert "rules loaded (curated set and --rules)" in lines[0]
+    counts = lines[1]
+    assert counts.startswith("rules not run: ") and "1 product 'windows'" in counts
+    named = [ln for ln in lines if ln.startswith("rule not run: ")]
+    assert not [ln for ln in named if "win_rule.yml" in ln]
+    assert any("lnx_syslog.yml: unsupported: service 'syslog'" in ln for ln in named)
+    assert any("proc_creation_lnx_broken.yml: error" in ln for ln in named)  # broken rules are named too
+    assert lines[-1] == f"every rule not run, with why: forensix rules check {TREE} --list"
+
+
+def test_auditd_path_rules_are_scoped_to_their_watch() -> None:
+    """A PATH rule logs what its watch says: `-p x` only execs, `-p r` only read-only
+    opens; without a definition, a rule whose title says modification is `-p wa`."""
+    from forensix.rules.auditd import audit_watch
+
+    assert audit_watch("-w /etc/ld.so.preload -p wa -k preload", "x").perms == frozenset("wa")
+    assert audit_watch("Required:\n-w /usr/bin/wget -p x -k s\n-w /bin/nc -p x", "x").perms == frozenset("x")
+    assert audit_watch("-w /etc/issue", "x").perms == frozenset("rwxa")  # auditctl's default
+    assert audit_watch(None, "Modification of ld.so.preload").perms == frozenset("wa")
+    assert audit_watch(None, "System Information Discovery - Auditd").perms is None
+    assert audit_watch("-a always,exit -F arch=b64 -S sysinfo -k d", "x").syscalls == ("sysinfo",)
+
+    def where(definition: str, title: str = "Preload list") -> str:
+        head = f"title: {title}\nlogsource: {{product: linux, service: auditd"
+        head += f", definition: '{definition}'}}\n" if definition else "}\n"
+        rs = load_text(head + "detection:\n  sel: {type: PATH, name: /etc/ld.so.preload}\n  condition: sel\n")
+        assert rs.ok, rs.rules[0].reason
+        return str(rs.ok[0].where)
+
+    assert "'file_flags', op='bits'" in where("-w /etc/ld.so.preload -p wa")
+    assert "value='exec'" in where("-w /etc/ld.so.preload -p x") and "file_flags" not in where("-w /x -p x")
+    assert "Not(item=Pred(column='file_flags'" in where("-w /etc/ld.so.preload -p r")
+    assert "event_action" not in where("")  # any access: discovery by reading a file
+    assert "'file_flags', op='bits'" in where("", "Modification of ld.so.preload")
