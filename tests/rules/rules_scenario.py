@@ -59,6 +59,10 @@ def build_scenario() -> Scenario:
     b.spawn(sh, 906, 16.3, "/tmp/build/hello", ["/tmp/build/hello"])
     touch = b.spawn(sh, 907, 16.5, "/usr/bin/touch", ["touch", "/root/notes"])
     b.file_op(touch, 16.6, "utimes", "/root/notes", file_atime=0, file_mtime=0)
+    # the same touch as a sensor before 2026-12 recorded it: a NULL times pointer (a2), and
+    # the registers past utimensat's four arguments read as the times set
+    py = b.spawn(sh, 908, 16.55, "/usr/bin/python3.11", ["python3", "-c", "pathlib.Path('/root/notes').touch()"])
+    b.file_op(py, 16.65, "utimes", "/root/notes", syscall="utimensat", a2=0, file_atime=4096, file_mtime=8192)
     b.connect(sh, 16.7, ("10.0.0.5", 41000), ("93.184.216.34", 443))
 
     # -- attacks ---------------------------------------------------------------------
