@@ -45,6 +45,14 @@ printf 'echo fx-script\n' | base64 > "$W/enc"; base64 -d "$W/enc" > "$W/run.sh";
 # a shell startup file given a command; a history searched by another program
 mkdir -p "$W/home"; echo "echo fx-$M" >> "$W/home/.bashrc"
 printf 'mysql -p hunter2\n' > "$W/home/.bash_history"; cat "$W/home/.bash_history" | grep -q -- -p
+# shell history removed with its whole directory tree by a cleanup (low), and wiped (high)
+for d in tree-py/h tree-rm/h h-rm h-ln h-tr h-find; do mkdir -p "$W/$d"; printf 'ls\n' > "$W/$d/.bash_history"; done
+"${PYTHON:-python3}" -c "import shutil, sys; shutil.rmtree(sys.argv[1])" "$W/tree-py"
+rm -rf "$W/tree-rm"
+rm "$W/h-rm/.bash_history"
+ln -sf /dev/null "$W/h-ln/.bash_history"
+truncate -s 0 "$W/h-tr/.bash_history"
+find "$W/h-find" -name .bash_history -delete
 # a binary padded with a null and a random byte (its hash changes, not what it does)
 cp /usr/bin/true "$W/padded"; dd if=/dev/zero bs=1 count=1 >> "$W/padded" 2>/dev/null
 dd if=/dev/urandom of="$W/padded" bs=1 count=1 oflag=append conv=notrunc 2>/dev/null
