@@ -45,6 +45,7 @@ enum fx_flags {
 	FX_F_DEPTH0 = 1 << 8,    /* PATH0 walk hit FX_PATH_DEPTH before the root */
 	FX_F_DEPTH1 = 1 << 9,
 	FX_F_CLOSE = 1 << 10,    /* FLOW: flushed because the file was closed */
+	FX_F_UADDR = 1 << 11,    /* the peer address is the one the process passed: the kernel's socket had none left (a refused connect) */
 };
 
 /* Event classes: each has its own drop counter and sequence; PROC has its own ring. */
@@ -132,9 +133,10 @@ struct fx_flow {
 };
 
 /*
- * Read-only re-opens of one file by one process, between two flushes by the agent
- * (every second). The first open of a period is a full record; the repeats are
- * counted here and flushed as one summary row: causality kept, volume cut.
+ * Re-opens of one file by one process with the same flags, between two flushes by the
+ * agent (every second). The first open of a period is a full record; the repeats are
+ * counted here and flushed as one summary row: causality kept, volume cut. (Opens that
+ * truncate are facts of their own each time and never counted.)
  */
 struct fx_open_key {
 	__u64 ino;
@@ -152,6 +154,25 @@ struct fx_open_rep {
 	__u64 first, last;       /* boot ns of the first and latest repeat */
 	__u64 count;             /* repeats not recorded one by one */
 	char comm[16];           /* the process's name at its first open of the file */
+};
+
+/*
+ * Records one process could not have kept, per CPU and class, between two accounting
+ * passes of the agent (every second): the gap record names the process that caused it.
+ * Keyed by CPU too, so that the rows of one CPU and class add up to its fx_counter.drops.
+ */
+struct fx_drop_key {
+	__u64 start;             /* the process's start_boottime (with pid: its entity id) */
+	__u32 pid;
+	__u32 cls;               /* enum fx_class */
+	__u32 cpu;
+	__u32 pad;
+};
+
+struct fx_drop {
+	__u64 count;
+	__u64 first, last;       /* boot ns of the first and latest drop */
+	char comm[16];           /* the process's name at its first drop */
 };
 
 /* Per CPU and class: records emitted or attempted, and how many were lost. */

@@ -76,15 +76,16 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--full", is_flag=True,
               help="Record every read/write call and every read-only re-open, not aggregated edges and counts.")
 @click.option("--quiet", "-q", is_flag=True, help="No live figures.")
-@click.option("--ring-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
-              help="Size of the main kernel ring buffer (a power of two; process events have their own).")
+@click.option("--ring-mb", type=click.IntRange(1, 1024), default=None,
+              help="Size of the main kernel ring buffer in MiB (rounded up to a power of two; default: "
+                   "1/256 of memory, 32-256 MiB). Process and network events have rings of their own.")
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
-    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str,
+    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
     command: tuple[str, ...],
 ) -> None:
@@ -105,8 +106,10 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
-    rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle), on_stats=None if quiet else _live,
-                   notes=writer.recovered)
+    config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle)
+    if ring_mb is not None:
+        config.ring_main_mb = _pow2(ring_mb)
+    rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")

@@ -19,7 +19,7 @@ from forensix.errors import KernelFeatureError, PrivilegeError, SensorError
 from forensix.sensor import libbpf as lb
 from forensix.sensor.syscalls import SYSCALLS
 
-__all__ = ["Sensor", "SensorConfig", "bpf_dir", "load_abi", "preflight"]
+__all__ = ["Sensor", "SensorConfig", "bpf_dir", "load_abi", "preflight", "ring_sizes_mb"]
 
 TRACEFS = Path("/sys/kernel/tracing")
 BTF = Path("/sys/kernel/btf/vmlinux")
@@ -45,12 +45,42 @@ def load_abi(path: Path | None = None) -> dict[str, Any]:
         ) from None
 
 
+def _mem_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << max(n.bit_length() - 1, 0)
+
+
+def ring_sizes_mb(mem_bytes: int | None = None) -> tuple[int, int, int]:
+    """Sizes of the (main, network, process) rings in MiB, from the host's memory.
+
+    1/256 of memory for the main ring (file records and flow edges), a quarter of that for
+    each of the others, within 32-256 MiB and 8-64 MiB: 64/16/16 MiB on 24 GiB. The rings
+    are kernel memory, allocated whole when the sensor loads. What a ring must hold is
+    what arrives while the agent is not draining it: on the storms of bench/storm.py the
+    agent keeps up with every kind of distinct fact, so the ring only bridges a batch
+    interval, a busy writer, and an agent restart (a pinned ring keeps recording)."""
+    mem = _mem_total() if mem_bytes is None else mem_bytes
+    main = min(max(_pow2_floor(mem >> 28), 32), 256)
+    side = min(max(main // 4, 8), 64)
+    return main, side, side
+
+
 @dataclass
 class SensorConfig:
     full_rw: bool = False
     every_open: bool = False
-    ring_main_mb: int = 32
-    ring_proc_mb: int = 8
+    ring_main_mb: int = field(default_factory=lambda: ring_sizes_mb()[0])
+    ring_proc_mb: int = field(default_factory=lambda: ring_sizes_mb()[2])
+    ring_net_mb: int = field(default_factory=lambda: ring_sizes_mb()[1])
     exclude_tgid: int = field(default_factory=os.getpid)
     lifecycle: str = "auto"  # auto: tp_btf, else classic tracepoints; or force "btf" / "classic"
 
@@ -168,6 +198,7 @@ class Sensor:
     def _set_sizes(self) -> None:
         lb.lib.bpf_map__set_max_entries(self._map("rb_main"), self.config.ring_main_mb << 20)
         lb.lib.bpf_map__set_max_entries(self._map("rb_proc"), self.config.ring_proc_mb << 20)
+        lb.lib.bpf_map__set_max_entries(self._map("rb_net"), self.config.ring_net_mb << 20)
 
     def _set_config(self) -> None:
         assert self._obj is not None

@@ -45,6 +45,10 @@ from forensix.store import schema
 
 __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 
+# The kernel's rings, in drain order (parents before children), and the ring of each class.
+_RINGS = ("rb_proc", "rb_net", "rb_main")
+_RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
+
 # Seconds between drains while the rings have room: one batch per flow-map flush. Each
 # batch costs the decoder, the store and the rules ~10 ms of CPU whatever its size: on a
 # bash build, drains every 0.5 s cost 0.2-0.3 s more agent CPU per 30 s and the build
@@ -214,16 +218,18 @@ class Recorder:
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
         self.sensor.attach()
-        self.rings = [
-            RingBuffer(self.sensor.map_fd("rb_proc"), self.sensor.ring_size("rb_proc")),
-            RingBuffer(self.sensor.map_fd("rb_main"), self.sensor.ring_size("rb_main")),
-        ]
+        self.rings = [RingBuffer(self.sensor.map_fd(n), self.sensor.ring_size(n)) for n in _RINGS]
         self._ncpu = lb.lib.libbpf_num_possible_cpus()
         self._cdt = struct_dtype(self.abi, "fx_counter")
         self._fkdt = struct_dtype(self.abi, "fx_flow_key")
         self._fvdt = struct_dtype(self.abi, "fx_flow")
         self._okdt = struct_dtype(self.abi, "fx_open_key")
         self._ovdt = struct_dtype(self.abi, "fx_open_rep")
+        self._dkdt = struct_dtype(self.abi, "fx_drop_key")
+        self._dvdt = struct_dtype(self.abi, "fx_drop")
+        # drops of each (cpu, class) already written as gap rows: named, and not named
+        self._named_drops = np.zeros((self._ncpu, 5), np.int64)
+        self._unnamed_drops = np.zeros((self._ncpu, 5), np.int64)
         self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
         self._last_drops = np.zeros((self._ncpu, 5), np.uint64)
         self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
@@ -359,16 +365,16 @@ class Recorder:
         that back-pressure from bulk file events never reaches it. ``wait``: how long
         to wait for room for the main ring (the final drain waits).
         """
-        proc_ring, main_ring = self.rings
+        proc_ring, net_ring, main_ring = self.rings
         proc = proc_ring.drain(max_bytes=16 << 20)
-        main = None
+        bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
-            main = main_ring.drain(max_bytes=16 << 20)
-        # else the kernel ring holds it meanwhile, and counts what it cannot
-        drains = [d for d in (proc, main) if d is not None and len(d)]
+            bulk_drains = [net_ring.drain(max_bytes=16 << 20), main_ring.drain(max_bytes=16 << 20)]
+        # else the kernel rings hold them meanwhile, and count what they cannot
+        drains = [d for d in (proc, *bulk_drains) if len(d)]
         if not drains:
             return 0
-        bulk = main is not None and len(main) > 0
+        bulk = any(len(d) for d in bulk_drains)
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
         # and a drain of the process ring holds a few dozen records.
@@ -503,41 +509,85 @@ class Recorder:
         return out
 
     def account_losses(self) -> None:
-        """Turn new kernel drops into gap records: when, which CPU, which class, how many."""
+        """Turn new kernel drops into gap records: when, which CPU, class and process, how many.
+
+        The counters are read before the per-process drop map is taken: the kernel counts a
+        drop in the counter first, so every drop counted by then has its process entry too.
+        Per (CPU, class), the rows written add up to the kernel's counter: one row per
+        process that lost records, and a row of no named process for drops the per-process
+        map had no room for (written once the counter shows they are not just late)."""
         c = self.read_counters()
-        drops = c["drops"]
-        now_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        delta = drops - self._last_drops
-        rows: list[dict[str, Any]] = []
+        dk, dv = self._take_map("proc_drops", self._dkdt, self._dvdt)
+        drops = c["drops"].astype(np.int64)
+        delta = drops - self._last_drops.astype(np.int64)
         # A ring that stayed under half full in the window had room for any record: the
         # kernel refused the reservation for another reason (on 6.15+ the ring's lock is
         # a resilient spinlock that gives up on a stalled holder), so do not call it full.
         reasons = ["ringbuf-full" if r.take_peak() >= r.size // 2 else "reserve-failed" for r in self.rings]
-        for cpu, cls in zip(*np.nonzero(delta)):
-            name = str(CLASS_NAMES[int(cls)])
-            # flow edges are not ring records: the kernel counts an edge its map had no room for
-            reason = "flowmap-full" if name == "flow" else reasons[0 if name == "process" else 1]
-            count = int(delta[cpu, cls])
+        rows = self._named_gaps(dk, dv, reasons)
+        unnamed = drops - self._named_drops - self._unnamed_drops
+        for cpu, cls in zip(*np.nonzero(unnamed > 0)):
+            cpu, cls = int(cpu), int(cls)
             frm = max(int(c["first_drop"][cpu, cls]), self._last_counter_boot)
             to = int(c["last_drop"][cpu, cls])
-            rows.append({
-                "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
-                "ts_from": frm + self.clock.offset_ns, "ts_to": max(to, frm) + self.clock.offset_ns,
-                "cpu": int(cpu), "event_class": name, "count": count, "reason": reason,
-            })
-            self.stats.drops[name] = self.stats.drops.get(name, 0) + count
-        self._last_drops = drops.copy()
-        self._last_counter_boot = now_boot
+            rows.append(self._gap_row(cpu, cls, int(unnamed[cpu, cls]), frm, max(to, frm), reasons))
+            self._unnamed_drops[cpu, cls] += unnamed[cpu, cls]
+        for cpu, cls in zip(*np.nonzero(delta)):
+            name = str(CLASS_NAMES[int(cls)])
+            self.stats.drops[name] = self.stats.drops.get(name, 0) + int(delta[cpu, cls])
+        self._last_drops = c["drops"].copy()
+        self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         if rows:
             self.stats.gaps += len(rows)
             self._emit("gaps", pa.Table.from_pylist(rows, schema=schema.GAPS))
-            for r in rows:
-                why = {"ringbuf-full": "ring buffer full", "flowmap-full": "flow map full"}.get(
-                    r["reason"], "reservation refused, ring not full")
-                self._agent_event(
-                    "gap", f"{r['count']} {r['event_class']} records lost on cpu {r['cpu']} ({why})",
-                    ts=r["ts_to"],
-                )
+            self._gap_events(rows)
+
+    def _gap_row(self, cpu: int, cls: int, count: int, frm: int, to: int, reasons: list[str]) -> dict[str, Any]:
+        name = str(CLASS_NAMES[cls])
+        # flow edges are not ring records: the kernel counts an edge its map had no room for
+        reason = "flowmap-full" if name == "flow" else reasons[_RING_OF_CLASS.get(name, 2)]
+        return {
+            "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
+            "ts_from": frm + self.clock.offset_ns, "ts_to": to + self.clock.offset_ns,
+            "cpu": cpu, "event_class": name, "count": count, "reason": reason,
+        }
+
+    def _named_gaps(self, k: np.ndarray, v: np.ndarray, reasons: list[str]) -> list[dict[str, Any]]:
+        """One gap row per (process, CPU, class) that lost records since the last pass."""
+        if not len(v):
+            return []
+        ids = self.decoder.ids.ids(k["pid"], k["start"]).tolist()
+        names = comm_names(v["comm"]).to_pylist()
+        rows = []
+        for i in range(len(v)):
+            cpu, cls = int(k["cpu"][i]), int(k["cls"][i])
+            if cpu >= self._ncpu or cls >= 5:
+                continue
+            count = int(v["count"][i])
+            self._named_drops[cpu, cls] += count
+            row = self._gap_row(cpu, cls, count, int(v["first"][i]), int(v["last"][i]), reasons)
+            row.update(process_pid=int(k["pid"][i]), process_entity_id=ids[i], process_name=names[i])
+            rows.append(row)
+        return rows
+
+    def _gap_events(self, rows: list[dict[str, Any]]) -> None:
+        """One timeline row per (CPU, class): how many were lost, and whose were the most."""
+        why = {"ringbuf-full": "ring buffer full", "flowmap-full": "flow map full"}
+        by: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            by.setdefault((r["cpu"], r["event_class"]), []).append(r)
+        for (cpu, cls), rs in sorted(by.items()):
+            total = sum(r["count"] for r in rs)
+            named = sorted((r for r in rs if r.get("process_pid") is not None), key=lambda r: -r["count"])
+            who = ""
+            if named:
+                top = named[0]
+                who = f"; most of them ({top['count']}) by {top['process_name']} (pid {top['process_pid']})"
+                if len(named) > 1:
+                    who += f" and {len(named) - 1} other processes"
+            reason = why.get(rs[0]["reason"], "reservation refused, ring not full")
+            self._agent_event("gap", f"{total} {cls} records lost on cpu {cpu} ({reason}){who}",
+                              ts=max(r["ts_to"] for r in rs))
 
     def _counters_json(self) -> str:
         """The kernel's final counters: records attempted (seq) and lost, per class and CPU.

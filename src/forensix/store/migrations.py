@@ -26,10 +26,12 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # another file; rows of older stores have NULL there and match any life of their inode.
 # /8: file_deleted on events (the object had no name left: deleted while open, memfd).
 # /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
-# rows sealed before keep theirs as they are.
-STORE_FORMAT = "forensix-store/9"
+# rows sealed before keep theirs as they are. /10: gaps name the process that caused them
+# and say when their size is unknown (count_unknown); NULL on gaps of older stores.
+STORE_FORMAT = "forensix-store/10"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
-                           "forensix-store/6", "forensix-store/7", "forensix-store/8", STORE_FORMAT})
+                           "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
+                           STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -113,5 +115,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0010_args_xor", [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "args_xor" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/9' WHERE key = 'format'",
+    ]),
+    # a gap names the process whose records were lost, and says when its size is unknown
+    ("0014_gap_process", [
+        'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_pid" UINTEGER',
+        'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_entity_id" UBIGINT',
+        'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_name" VARCHAR',
+        'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "count_unknown" BOOLEAN',
+        "UPDATE forensix_meta SET value = 'forensix-store/10' WHERE key = 'format'",
     ]),
 ]
