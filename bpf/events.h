@@ -104,6 +104,19 @@ struct fx_config {
 };
 
 /*
+ * Written by the agent while the sensor runs (the .data.control section): an agent that
+ * adopts a sensor pinned by one that died names itself here, and pausing stops recording
+ * at once. The agent_tgid of fx_config is that of the agent that loaded the sensor.
+ */
+struct fx_control {
+	__u32 paused;            /* 1: every program returns at once */
+	__u32 agent_tgid;        /* the agent now draining: never recorded */
+};
+
+/* Slots of the `accounted` map, which only the agent writes: it survives the agent. */
+#define FX_ACC_LAST_WRITE 1023   /* boot ns of the agent's latest batch written to the store */
+
+/*
  * Aggregated reads and writes of one process on one file, pipe or socket (by inode),
  * between two flushes by the agent (every second): BackTracker's edge with its first
  * and last time. Reopening the same file does not make a new edge; an exec or a change

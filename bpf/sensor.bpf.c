@@ -25,8 +25,10 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader before load (libbpf rodata). */
 const volatile struct fx_config cfg = {};
-/* Written by the recorder at the end: recording stops at once, detaching can take its time. */
-__u32 fx_paused SEC(".data.control") = 0;
+/* Written by the agent: paused at the end (recording stops at once, detaching can take its
+ * time), and the agent's tgid, which changes when a new agent adopts a pinned sensor. */
+struct fx_control fx_ctl SEC(".data.control") = {};
+#define fx_paused (fx_ctl.paused)
 
 #define AT_FDCWD -100
 #define S_IFMT 00170000
@@ -93,6 +95,16 @@ struct {
 	__type(value, struct fx_scratch);
 } scratch SEC(".maps");
 
+/* Drops already written as gap records, per (cpu * FX_CLASS_MAX + class), and the time of
+ * the agent's latest write (FX_ACC_LAST_WRITE): pinned with the rest, so that an agent
+ * that adopts the sensor writes gaps for exactly the drops its predecessor did not. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FX_ACC_LAST_WRITE + 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} accounted SEC(".maps");
+
 /* Who caused the drops: the agent takes and empties it every second. Full (more than
  * this many processes dropping within a second) only means a drop is counted without
  * its process: the per-CPU counters stay exact, and the agent writes the rest as a gap
@@ -125,6 +137,7 @@ const struct fx_flow *fx_abi_flow __attribute__((unused));
 const struct fx_counter *fx_abi_counter __attribute__((unused));
 const struct fx_drop_key *fx_abi_drop_key __attribute__((unused));
 const struct fx_drop *fx_abi_drop __attribute__((unused));
+const struct fx_control *fx_abi_control __attribute__((unused));
 const struct fx_open_key *fx_abi_open_key __attribute__((unused));
 const struct fx_open_rep *fx_abi_open_rep __attribute__((unused));
 const enum fx_kind *fx_abi_kind __attribute__((unused));
@@ -134,13 +147,13 @@ const enum fx_class *fx_abi_class __attribute__((unused));
 
 static __always_inline bool fx_skip(void)
 {
-	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == cfg.agent_tgid;
+	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == fx_ctl.agent_tgid;
 }
 
 /* The same for a task already at hand: a load instead of a helper call. */
 static __always_inline bool fx_skip_task(struct task_struct *t)
 {
-	return fx_paused || t->tgid == cfg.agent_tgid;
+	return fx_paused || t->tgid == fx_ctl.agent_tgid;
 }
 
 /* One more record of (process, class) lost on this CPU; the counter is updated first. */

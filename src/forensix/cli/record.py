@@ -14,7 +14,7 @@ from rich.console import Console
 from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.options import DEFAULT_STORE
 from forensix.cli.rules import live_engine_for_record, record_rule_options
-from forensix.sensor.loader import SensorConfig, preflight
+from forensix.sensor.loader import SensorConfig, pin_dir_for, preflight, unpin
 from forensix.sensor.recorder import Recorder, RecordStats
 from forensix.store.embedded import open_writer, socket_path
 from forensix.store.remote import QueryServer
@@ -52,6 +52,22 @@ def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
                    soft_wrap=True)
 
 
+def _stop_pinned(store: str) -> None:
+    """Detach a pinned sensor: its programs stop at once; what its rings still hold is
+    not stored (record on the same store instead of --stop to keep it)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    pin = pin_dir_for(store)
+    if not pin.exists():
+        _err.print(f"no sensor is pinned for {store} ({pin}): nothing to stop", highlight=False)
+        return
+    fds = unpin(pin)
+    with ThreadPoolExecutor(max_workers=64) as pool:  # each detach waits for an RCU grace period
+        list(pool.map(os.close, fds))
+    _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs)", highlight=False)
+
+
 def _pow2(n: int) -> int:
     p = 1
     while p < n:
@@ -68,7 +84,10 @@ Examples:
   forensix record --store build.duckdb -- make -j2   # record while make runs; exit with its code
   forensix record --full -- ./suspicious.sh    # every read/write call, not just flow edges
 
-While it records, other terminals can query the same store (forensix ps, events, ...).""",
+While it records, other terminals can query the same store (forensix ps, events, ...).
+The kernel side is pinned in bpffs: if the recorder is killed, recording goes on, and
+the next `forensix record` on the same store adopts it and stores what it kept.
+  forensix record --stop --store host.duckdb   # detach what a killed recorder left""",
 )
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
               help="The evidence store to write (created if missing; an existing forensix store is appended to).")
@@ -82,10 +101,12 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
+@click.option("--stop", "stop_pinned", is_flag=True,
+              help="Detach the sensor a killed recorder of --store left recording, and exit.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
-    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str,
+    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str, stop_pinned: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
     command: tuple[str, ...],
 ) -> None:
@@ -94,6 +115,9 @@ def record(
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
+    if stop_pinned:
+        _stop_pinned(store)
+        return
     writer = open_writer(store)
     writer.seal_in_background()  # DuckDB's compression yields the CPU to the recorded workload
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
@@ -106,7 +130,7 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
-    config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle)
+    config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, pin_dir=pin_dir_for(store))
     if ring_mb is not None:
         config.ring_main_mb = _pow2(ring_mb)
     rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered)

@@ -38,7 +38,7 @@ from forensix.sensor.decode import (
     file_types,
     repeat,
 )
-from forensix.sensor.loader import Sensor, SensorConfig
+from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.store import schema
@@ -48,6 +48,7 @@ __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 # The kernel's rings, in drain order (parents before children), and the ring of each class.
 _RINGS = ("rb_proc", "rb_net", "rb_main")
 _RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
+_ACC_LAST_WRITE = 1023  # events.h FX_ACC_LAST_WRITE
 
 # Seconds between drains while the rings have room: one batch per flow-map flush. Each
 # batch costs the decoder, the store and the rules ~10 ms of CPU whatever its size: on a
@@ -90,7 +91,8 @@ class _Writer(threading.Thread):
     def __init__(self, sinks: Sequence[Sink], depth: int) -> None:
         super().__init__(name="fx-writer", daemon=True)
         self.sinks = list(sinks)
-        self.q: queue.Queue[tuple[str, pa.Table, bool] | None] = queue.Queue()
+        # (table, rows, bulk), or ("", callback, False): run once everything before it is written
+        self.q: queue.Queue[tuple[str, Any, bool] | None] = queue.Queue()
         self.depth = depth
         self._bulk = 0
         self._room = threading.Condition()
@@ -119,10 +121,18 @@ class _Writer(threading.Thread):
                 return
             # Under load, coalesce what is already queued: one large append is much
             # cheaper than many small ones. When idle, a batch goes out at once.
-            pending: dict[str, list[pa.Table]] = {item[0]: [item[1]]}
-            self._taken(item[2])
-            rows = item[1].num_rows
-            while rows < self.coalesce_rows:
+            pending: dict[str, list[pa.Table]] = {}
+            after: list[Callable[[], None]] = []
+            rows = 0
+            while True:
+                if item[0]:
+                    pending.setdefault(item[0], []).append(item[1])
+                    rows += item[1].num_rows
+                else:
+                    after.append(item[1])
+                self._taken(item[2])
+                if rows >= self.coalesce_rows:
+                    break
                 try:
                     nxt = self.q.get_nowait()
                 except queue.Empty:
@@ -130,19 +140,25 @@ class _Writer(threading.Thread):
                 if nxt is None:
                     done = True
                     break
-                self._taken(nxt[2])
-                pending.setdefault(nxt[0], []).append(nxt[1])
-                rows += nxt[1].num_rows
+                item = nxt
             try:
                 for table, parts in pending.items():
                     data = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
                     for s in self.sinks:
                         s.write(table, data)
+                for fn in after:  # e.g. give the kernel's ring space back: the records are stored
+                    fn()
             except BaseException as e:  # noqa: BLE001 - surfaced to the recorder
                 self.error = e
                 return
             finally:
                 self.cpu_s = time.thread_time()
+
+    def after_written(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the writer thread once every batch put before it is written."""
+        if self.error is not None:
+            raise self.error
+        self.q.put(("", fn, False))
 
     def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         if self.error is not None:
@@ -208,7 +224,17 @@ class Recorder:
     def start(self) -> None:
         use_system_allocator()  # page faults were ~15% of the recorder's CPU: see there
         self.sensor = Sensor(self.config)
-        self.sensor.open_and_load()
+        pin = self.config.pin_dir
+        adopt = pin is not None and is_pinned(pin)
+        if adopt:
+            assert pin is not None
+            preflight()
+            self.sensor.adopt(pin)
+        else:
+            if pin is not None and pin.exists():  # half-pinned by an agent that died pinning
+                for fd in unpin(pin):
+                    os.close(fd)
+            self.sensor.open_and_load()
         self.clock = Clock()
         self.abi = self.sensor.abi
         self.decoder = Decoder(self.abi, self.host, self.clock.offset_ns)
@@ -217,7 +243,10 @@ class Recorder:
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
-        self.sensor.attach()
+        if not adopt:
+            self.sensor.attach()
+            if pin is not None:
+                self.sensor.pin(pin)
         self.rings = [RingBuffer(self.sensor.map_fd(n), self.sensor.ring_size(n)) for n in _RINGS]
         self._ncpu = lb.lib.libbpf_num_possible_cpus()
         self._cdt = struct_dtype(self.abi, "fx_counter")
@@ -232,6 +261,10 @@ class Recorder:
         self._unnamed_drops = np.zeros((self._ncpu, 5), np.int64)
         self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
         self._last_drops = np.zeros((self._ncpu, 5), np.uint64)
+        accounted = self._read_accounted()
+        if adopt:  # the drops the dead agent wrote as gaps are not written again
+            self._named_drops = accounted[0].astype(np.int64)
+            self._last_drops = accounted[0].astype(np.uint64)
         self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self.stats.started_ns = time.time_ns()
         self._cpu0 = (time.thread_time(), time.process_time())
@@ -246,6 +279,8 @@ class Recorder:
         for note in self.notes:
             self._agent_event("warning", f"store recovery: {note}")
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
+        if adopt:
+            self._adopted_gap(accounted[1])
 
     def _snapshot(self) -> None:
         rows = list(snapshot(self.decoder.ids, self.clock.offset_ns))
@@ -349,6 +384,8 @@ class Recorder:
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
+            if self.config.pin_dir is not None:
+                self.sensor.release_pins(self.config.pin_dir)  # a clean stop: nothing outlives us
             if self.detach_in_background:
                 self.sensor.detach_in_background()
             self.sensor.close()
@@ -366,10 +403,11 @@ class Recorder:
         to wait for room for the main ring (the final drain waits).
         """
         proc_ring, net_ring, main_ring = self.rings
-        proc = proc_ring.drain(max_bytes=16 << 20)
+        proc = proc_ring.drain(max_bytes=16 << 20, hold=True)
         bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
-            bulk_drains = [net_ring.drain(max_bytes=16 << 20), main_ring.drain(max_bytes=16 << 20)]
+            bulk_drains = [net_ring.drain(max_bytes=16 << 20, hold=True),
+                           main_ring.drain(max_bytes=16 << 20, hold=True)]
         # else the kernel rings hold them meanwhile, and count what they cannot
         drains = [d for d in (proc, *bulk_drains) if len(d)]
         if not drains:
@@ -380,7 +418,59 @@ class Recorder:
         # and a drain of the process ring holds a few dozen records.
         for table, data in self.decoder.decode(Drained.join(drains)).items():
             self._emit(table, data, bulk=bulk and table != "processes")
+        # the space goes back to the kernel once the records are in the store: an agent
+        # killed before that leaves them in the (pinned) ring for the next one
+        held = [(r, r.pos) for r in self.rings]
+        self._writer.after_written(lambda: self._released(held))
         return sum(len(d) for d in drains)
+
+    def _released(self, held: list[tuple[RingBuffer, int]]) -> None:
+        for ring, pos in held:
+            ring.release(pos)
+        self._write_accounted({_ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)})
+
+    # -- what survives the agent: the `accounted` map --------------------------------
+    def _read_accounted(self) -> tuple[np.ndarray, int]:
+        """Drops already written as gaps, per (cpu, class), and the last write's boot ns."""
+        assert self.sensor is not None
+        fd = self.sensor.map_fd("accounted")
+        out = np.zeros((self._ncpu, 5), np.uint64)
+        val = ctypes.c_uint64(0)
+        for cpu in range(self._ncpu):
+            for cls in range(5):
+                key = ctypes.c_uint32(cpu * 5 + cls)
+                if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0:
+                    out[cpu, cls] = val.value
+        key = ctypes.c_uint32(_ACC_LAST_WRITE)
+        last = val.value if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0 else 0
+        return out, int(last)
+
+    def _write_accounted(self, slots: dict[int, int]) -> None:
+        if self.sensor is None:
+            return
+        fd = self.sensor.map_fd("accounted")
+        for k, v in slots.items():
+            key, val = ctypes.c_uint32(k), ctypes.c_uint64(v)
+            lb.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0)
+
+    def _adopted_gap(self, last_write_boot: int) -> None:
+        """An agent died without detaching, and this one took over its sensor. The records
+        in the rings were kept (drained now) and what the rings could not hold is in the
+        kernel's counters, but the flow edges and re-open counts the dead agent had taken
+        from the kernel and not yet stored are gone, and how many there were is unknown."""
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        frm = last_write_boot or now
+        ts_to = now + self.clock.offset_ns
+        row = {
+            "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
+            "ts_from": frm + self.clock.offset_ns, "ts_to": ts_to, "cpu": -1,
+            "event_class": "flow", "count": 0, "count_unknown": True, "reason": "agent-restart",
+        }
+        self.stats.gaps += 1
+        self._emit("gaps", pa.Table.from_pylist([row], schema=schema.GAPS))
+        self._agent_event("gap", "unknown number of flow edges and re-open counts lost: the previous agent died "
+                          "without detaching; its sensor kept recording and this agent adopted it "
+                          "(ring records kept, ring overflow counted)", ts=ts_to)
 
     def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         if table == "events":
@@ -541,6 +631,9 @@ class Recorder:
             self.stats.gaps += len(rows)
             self._emit("gaps", pa.Table.from_pylist(rows, schema=schema.GAPS))
             self._gap_events(rows)
+            done = self._named_drops + self._unnamed_drops
+            slots = {cpu * 5 + cls: int(done[cpu, cls]) for cpu in range(self._ncpu) for cls in range(5)}
+            self._writer.after_written(lambda: self._write_accounted(slots))
 
     def _gap_row(self, cpu: int, cls: int, count: int, frm: int, to: int, reasons: list[str]) -> dict[str, Any]:
         name = str(CLASS_NAMES[cls])

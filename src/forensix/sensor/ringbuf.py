@@ -6,7 +6,10 @@ record has an 8-byte header: a u32 length whose bit 31 means "still being writte
 bit 30 "discarded", then a u32 page offset. Records are 8-byte aligned.
 
 ``drain`` walks the headers (the only per-record Python) and returns one contiguous
-copy of the finished records with their offsets, for vectorised decoding.
+copy of the finished records with their offsets, for vectorised decoding. It does not
+give the space back to the kernel: ``release`` does, once the records are in the store,
+so that an agent killed with records in its memory leaves them in the ring for the next
+one (the ring is pinned: sensor/loader.py).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class RingBuffer:
         self.records = 0
         self.bytes = 0
         self.peak = 0  # most bytes waiting at a drain since ``take_peak``
+        self.pos = _u64.unpack_from(self._cons, 0)[0]  # read up to here; released up to the consumer position
 
     def take_peak(self) -> int:
         """The fullest the ring has been since the last call: between drains the fill
@@ -77,11 +81,12 @@ class RingBuffer:
         cons = _u64.unpack_from(self._cons, 0)[0]
         return int(prod - cons)
 
-    def drain(self, max_bytes: int | None = None) -> Drained:
-        """Take every finished record (up to about ``max_bytes``)."""
-        cons = _u64.unpack_from(self._cons, 0)[0]
+    def drain(self, max_bytes: int | None = None, hold: bool = False) -> Drained:
+        """Take every finished record (up to about ``max_bytes``); ``hold``: keep their
+        space from the kernel until ``release``."""
         prod = _u64.unpack_from(self._prod, 0)[0]
-        self.peak = max(self.peak, prod - cons)
+        self.peak = max(self.peak, prod - _u64.unpack_from(self._cons, 0)[0])
+        cons = self.pos
         limit = prod if max_bytes is None else min(prod, cons + max_bytes)
         buf = self._prod
         base = self._page
@@ -104,10 +109,16 @@ class RingBuffer:
             return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
         lo = base + (start & mask)
         data = buf[lo : lo + (pos - start)]  # contiguous: the data pages are mapped twice
-        _u64.pack_into(self._cons, 0, pos)  # publish: the kernel may reuse the space
+        self.pos = pos
+        if not hold:
+            self.release()
         self.records += len(offs)
         self.bytes += pos - start
         return Drained(data, np.asarray(offs, np.int64), np.asarray(lens, np.int64))
+
+    def release(self, pos: int | None = None) -> None:
+        """Give the kernel back the space of the records read up to ``pos`` (default: all)."""
+        _u64.pack_into(self._cons, 0, self.pos if pos is None else pos)
 
     def close(self) -> None:
         self._cons.close()
