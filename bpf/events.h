@@ -115,6 +115,7 @@ struct fx_control {
 
 /* Slots of the `accounted` map, which only the agent writes: it survives the agent. */
 #define FX_ACC_LAST_WRITE 1023   /* boot ns of the agent's latest batch written to the store */
+#define FX_ACC_EARLY 1022        /* 1: ring space was given back before its records were stored */
 
 /*
  * Aggregated reads and writes of one process on one file, pipe or socket (by inode),

@@ -69,14 +69,13 @@ def _pow2_floor(n: int) -> int:
 def ring_sizes_mb(mem_bytes: int | None = None) -> tuple[int, int, int]:
     """Sizes of the (main, network, process) rings in MiB, from the host's memory.
 
-    1/256 of memory for the main ring (file records and flow edges), a quarter of that for
-    each of the others, within 32-256 MiB and 8-64 MiB: 64/16/16 MiB on 24 GiB. The rings
+    1/128 of memory for the main ring (file records and flow edges), a quarter of that for
+    each of the others, within 32-512 MiB and 8-64 MiB: 128/32/32 MiB on 24 GiB. The rings
     are kernel memory, allocated whole when the sensor loads. What a ring must hold is
-    what arrives while the agent is not draining it: on the storms of bench/storm.py the
-    agent keeps up with every kind of distinct fact, so the ring only bridges a batch
-    interval, a busy writer, and an agent restart (a pinned ring keeps recording)."""
+    what arrives while the agent has not stored it: a batch interval, a writer that falls
+    behind (200 k files created and deleted are ~160 MB of records), an agent restart."""
     mem = _mem_total() if mem_bytes is None else mem_bytes
-    main = min(max(_pow2_floor(mem >> 28), 32), 256)
+    main = min(max(_pow2_floor(mem >> 27), 32), 512)
     side = min(max(main // 4, 8), 64)
     return main, side, side
 

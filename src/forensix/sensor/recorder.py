@@ -49,6 +49,7 @@ __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 _RINGS = ("rb_proc", "rb_net", "rb_main")
 _RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
 _ACC_LAST_WRITE = 1023  # events.h FX_ACC_LAST_WRITE
+_ACC_EARLY = 1022  # events.h FX_ACC_EARLY
 
 # Seconds between drains while the rings have room: one batch per flow-map flush. Each
 # batch costs the decoder, the store and the rules ~10 ms of CPU whatever its size: on a
@@ -419,15 +420,27 @@ class Recorder:
         for table, data in self.decoder.decode(Drained.join(drains)).items():
             self._emit(table, data, bulk=bulk and table != "processes")
         # the space goes back to the kernel once the records are in the store: an agent
-        # killed before that leaves them in the (pinned) ring for the next one
+        # killed before that leaves them in the (pinned) ring for the next one. Unless a
+        # ring is half full with records read and not yet stored: then the kernel needs the
+        # space more than a crash would (a storm while the writer is behind), and a next
+        # agent is told that it cannot know what this one held (FX_ACC_EARLY)
+        early = [r for r in self.rings if r.pos - r.released() > r.size // 2]
+        if early:
+            self._write_accounted({_ACC_EARLY: 1})
+            for r in early:
+                r.release()
         held = [(r, r.pos) for r in self.rings]
         self._writer.after_written(lambda: self._released(held))
         return sum(len(d) for d in drains)
 
     def _released(self, held: list[tuple[RingBuffer, int]]) -> None:
         for ring, pos in held:
-            ring.release(pos)
-        self._write_accounted({_ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)})
+            if pos > ring.released():
+                ring.release(pos)
+        slots = {_ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)}
+        if all(r.released() == r.pos for r in self.rings):
+            slots[_ACC_EARLY] = 0  # nothing read is left unstored
+        self._write_accounted(slots)
 
     # -- what survives the agent: the `accounted` map --------------------------------
     def _read_accounted(self) -> tuple[np.ndarray, int]:
@@ -441,9 +454,12 @@ class Recorder:
                 key = ctypes.c_uint32(cpu * 5 + cls)
                 if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0:
                     out[cpu, cls] = val.value
-        key = ctypes.c_uint32(_ACC_LAST_WRITE)
-        last = val.value if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0 else 0
-        return out, int(last)
+        def slot(k: int) -> int:
+            key = ctypes.c_uint32(k)
+            return int(val.value) if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0 else 0
+
+        self._early_before = bool(slot(_ACC_EARLY))
+        return out, slot(_ACC_LAST_WRITE)
 
     def _write_accounted(self, slots: dict[int, int]) -> None:
         if self.sensor is None:
@@ -466,9 +482,14 @@ class Recorder:
             "ts_from": frm + self.clock.offset_ns, "ts_to": ts_to, "cpu": -1,
             "event_class": "flow", "count": 0, "count_unknown": True, "reason": "agent-restart",
         }
-        self.stats.gaps += 1
-        self._emit("gaps", pa.Table.from_pylist([row], schema=schema.GAPS))
-        self._agent_event("gap", "unknown number of flow edges and re-open counts lost: the previous agent died "
+        gap_rows = [row]
+        if self._early_before:  # it had given ring space back before storing the records
+            gap_rows += [dict(row, event_class=c) for c in ("process", "file", "network")]
+        self.stats.gaps += len(gap_rows)
+        self._emit("gaps", pa.Table.from_pylist(gap_rows, schema=schema.GAPS))
+        self._agent_event("gap", "unknown number of flow edges and re-open counts lost"
+                          + (", and of ring records it had read in a storm and not stored" if self._early_before else "")
+                          + ": the previous agent died "
                           "without detaching; its sensor kept recording and this agent adopted it "
                           "(ring records kept, ring overflow counted)", ts=ts_to)
 

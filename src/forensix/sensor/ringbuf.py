@@ -116,6 +116,10 @@ class RingBuffer:
         self.bytes += pos - start
         return Drained(data, np.asarray(offs, np.int64), np.asarray(lens, np.int64))
 
+    def released(self) -> int:
+        """The consumer position the kernel sees: space up to here is free."""
+        return int(_u64.unpack_from(self._cons, 0)[0])
+
     def release(self, pos: int | None = None) -> None:
         """Give the kernel back the space of the records read up to ``pos`` (default: all)."""
         _u64.pack_into(self._cons, 0, self.pos if pos is None else pos)
