@@ -97,7 +97,7 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--quiet", "-q", is_flag=True, help="No live figures.")
 @click.option("--ring-mb", type=click.IntRange(1, 1024), default=None,
               help="Size of the main kernel ring buffer in MiB (rounded up to a power of two; default: "
-                   "1/128 of memory, 32-512 MiB). Process and network events have rings of their own.")
+                   "1/256 of memory, 32-256 MiB). Process and network events have rings of their own.")
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")

@@ -69,13 +69,15 @@ def _pow2_floor(n: int) -> int:
 def ring_sizes_mb(mem_bytes: int | None = None) -> tuple[int, int, int]:
     """Sizes of the (main, network, process) rings in MiB, from the host's memory.
 
-    1/128 of memory for the main ring (file records and flow edges), a quarter of that for
-    each of the others, within 32-512 MiB and 8-64 MiB: 128/32/32 MiB on 24 GiB. The rings
+    1/256 of memory for the main ring (file records and flow edges), a quarter of that for
+    each of the others, within 32-256 MiB and 8-64 MiB: 64/16/16 MiB on 24 GiB. The rings
     are kernel memory, allocated whole when the sensor loads. What a ring must hold is
     what arrives while the agent has not stored it: a batch interval, a writer that falls
-    behind (200 k files created and deleted are ~160 MB of records), an agent restart."""
+    behind (200 k files created and deleted are ~160 MB of records), an agent restart.
+    64 MiB held the full-size storms of bench/storm.py with nothing lost, on a host loaded
+    ~5x over its cores; each MiB is also a MiB of the agent's RSS (the ring is mapped)."""
     mem = _mem_total() if mem_bytes is None else mem_bytes
-    main = min(max(_pow2_floor(mem >> 27), 32), 512)
+    main = min(max(_pow2_floor(mem >> 28), 32), 256)
     side = min(max(main // 4, 8), 64)
     return main, side, side
 

@@ -1,7 +1,8 @@
 """Drain a BPF ring buffer from Python through mmap, in batches.
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (we write it); page 1
-the producer position; the data follow, mapped twice so that no record wraps. Each
+the producer position; the data follow (the kernel offers them mapped twice, so that no
+record wraps; we map one copy and join the two slices of a drain that wraps). Each
 record has an 8-byte header: a u32 length whose bit 31 means "still being written" and
 bit 30 "discarded", then a u32 page offset. Records are 8-byte aligned.
 
@@ -63,7 +64,11 @@ class RingBuffer:
         self.mask = size - 1
         page = mmap.PAGESIZE
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        # The kernel maps the data twice so that no record wraps; one copy is enough here
+        # (a drain that wraps joins two slices). The kernel fills the whole mapping in at
+        # mmap time, so every page mapped is resident in the agent: the second copy was
+        # as many MiB of RSS as the ring has.
+        self._prod = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._page = page
         self.records = 0
         self.bytes = 0
@@ -108,7 +113,11 @@ class RingBuffer:
         if pos == start:
             return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
         lo = base + (start & mask)
-        data = buf[lo : lo + (pos - start)]  # contiguous: the data pages are mapped twice
+        end = lo + (pos - start)
+        if end <= base + self.size:
+            data = buf[lo:end]
+        else:  # the region wraps around the end of the ring
+            data = buf[lo : base + self.size] + buf[base : base + (end - base - self.size)]
         self.pos = pos
         if not hold:
             self.release()
