@@ -830,7 +830,8 @@ int fx_exit_open(struct trace_event_raw_sys_exit *ctx)
 /*
  * New times given to utime(s)/utimensat/futimesat, as args[4] (atime) and args[5] (mtime)
  * in epoch ns: 0 for "now" (a NULL times pointer or UTIME_NOW), ~0 for UTIME_OMIT.
- * Timestomping shows as a time set into the past.
+ * Timestomping shows as a time set into the past. The epoch itself (touch -t 197001010000,
+ * as Atomic Red Team's T1070.006 does) is given as 1 ns, so it does not read as "now".
  */
 static __always_inline void fx_times(struct fx_scratch *s, struct fx_call *c)
 {
@@ -840,8 +841,8 @@ static __always_inline void fx_times(struct fx_scratch *s, struct fx_call *c)
 		return;
 	if (c->nr == __NR_utime) {
 		bpf_probe_read_user(t, 16, tp);
-		s->ev.args[4] = t[0] * 1000000000ULL;
-		s->ev.args[5] = t[1] * 1000000000ULL;
+		s->ev.args[4] = t[0] ? t[0] * 1000000000ULL : 1;
+		s->ev.args[5] = t[1] ? t[1] * 1000000000ULL : 1;
 		return;
 	}
 	bpf_probe_read_user(t, sizeof(t), tp);
@@ -855,6 +856,8 @@ static __always_inline void fx_times(struct fx_scratch *s, struct fx_call *c)
 			v = ~0ULL;
 		else
 			v = sec * 1000000000ULL + frac * mul;
+		if (v == 0 && !(c->nr == __NR_utimensat && frac == ((1 << 30) - 1)))
+			v = 1; /* the epoch, not "now" */
 		s->ev.args[4 + i] = v;
 	}
 }

@@ -12,6 +12,7 @@ cd "$W" || exit 1
 sleep 0.3
 cat /etc/shadow > "$W/shadow.copy"                      # shadow read, written elsewhere
 printf '# forensix test %s\n' "$M" > "/etc/cron.d/fx-$M"  # cron drop
+for i in 1 2 3 4 5; do printf '# %s\n' "$i" >> "/etc/cron.d/fx-$M"; done  # the same finding: one alert
 touch "$W/rootsh"; chmod 4755 "$W/rootsh"               # setuid in /tmp
 echo "ls" > "$W/.bash_history"; rm -f "$W/.bash_history"  # history removed
 cp /usr/bin/id "$W/kworker"; "$W/kworker" >/dev/null     # system binary copied and run

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Benign work that must raise no alert: a C build with make, a Debian package build,
-# a pip install of a wheel, and a small test suite. Args: WORK_DIR MARKER
+# Benign work that must raise no alert: a C build with make, a Debian package built,
+# installed and removed with dpkg, a pip install of a wheel, a small test suite, cron's
+# run-parts, and an administrator's interactive shell. Args: WORK_DIR MARKER
 W="$1"; M="$2"
 set -e
 cd "$W"
@@ -13,7 +14,7 @@ printf 'hello: hello.c\n\tcc -O2 -o hello hello.c\n' > src/Makefile
 make -s -C src
 ./src/hello >/dev/null
 cp src/hello pkg/usr/bin/fx-hello
-printf 'Package: fx-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test\n' > pkg/DEBIAN/control
+printf 'Package: fx-hello-%s\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test\n' "$M" > pkg/DEBIAN/control
 dpkg-deb --build pkg fx-hello.deb >/dev/null
 echo 'X = 1' > whl/fxdemo/__init__.py
 printf 'Metadata-Version: 2.1\nName: fxdemo\nVersion: 0.1\n' > whl/fxdemo-0.1.dist-info/METADATA
@@ -23,4 +24,11 @@ printf 'fxdemo/__init__.py,,\nfxdemo-0.1.dist-info/METADATA,,\nfxdemo-0.1.dist-i
 "${PYTHON:-python3}" -m pip install -q --no-index --no-deps --disable-pip-version-check --target site fxdemo-0.1-py3-none-any.whl
 printf 'def test_one():\n    assert 1 + 1 == 2\n\ndef test_two(tmp_path):\n    (tmp_path / "f").write_text("x")\n' > tests/test_demo.py
 "${PYTHON:-python3}" -m pytest -q -p no:cacheprovider tests >/dev/null
+mv pkg/usr/bin/fx-hello "pkg/usr/bin/fx-hello-$M"
+dpkg-deb --build pkg fx-hello.deb >/dev/null
+dpkg -i fx-hello.deb >/dev/null                      # installed, run, removed
+"fx-hello-$M" >/dev/null
+dpkg -r "fx-hello-$M" >/dev/null
+run-parts --test /etc/cron.daily >/dev/null          # what cron would run
+script -qc "bash -i -c 'cd /etc; ls >/dev/null; id; cat hostname; ps -ef >/dev/null; history | tail -1'" /dev/null >/dev/null
 echo "benign done $M"

@@ -1,7 +1,7 @@
 """Record a command with the live rule engine plugged in, as `forensix record` will:
 store sink first, then the engine (alerts to the store, stdout and JSON lines).
 
-Usage: python rules_record_driver.py STORE ALERTS_JSONL -- COMMAND...
+Usage: python rules_record_driver.py STORE ALERTS_JSONL [RULES_DIR...] -- COMMAND...
 SIGHUP is ignored so that the attack script can signal this recorder without ending it.
 """
 
@@ -18,12 +18,13 @@ from forensix.store.embedded import open_writer
 
 def main() -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    store, jsonl, sep, *command = sys.argv[1:]
-    assert sep == "--"
+    args = sys.argv[1:]
+    sep = args.index("--")
+    store, jsonl, rule_paths, command = args[0], args[1], args[2:sep], args[sep + 1:]
     writer = open_writer(store)
     try:
         sink = StoreSink(writer)
-        engine = live_engine_for_record(sink, store, alerts_jsonl=jsonl, echo=lambda s: print(s, flush=True))
+        engine = live_engine_for_record(sink, store, rule_paths=rule_paths, alerts_jsonl=jsonl, echo=lambda s: print(s, flush=True))
         rc = Recorder([sink, engine]).run(command=command)
         engine.close()
     finally:

@@ -86,6 +86,7 @@ def build_scenario() -> Scenario:
     b.write_file(cp2, 25.2, "/tmp/.kworker")
     b.spawn(sh, 1006, 25.5, "/tmp/.kworker", ["/tmp/.kworker"])
     sc.expect("forensix-system-binary-copy-executed", 1006)
+    sc.expect("forensix-written-then-executed", 1006)  # written by cp, run from /tmp
 
     b.spawn(sh, 1007, 26, "/usr/bin/sh", ["sh", "-c", "echo aWQK | base64 -d | sh"])
     sc.expect("fx_base64_shell", 1007)
@@ -129,6 +130,29 @@ def build_scenario() -> Scenario:
     b._ev(ins, b.t(34.1), "privilege", "finit_module", a0=3)
     sc.expect("fx_module_load", 1014)
 
+    mod = b.spawn(sh, 1019, 34.2, "/usr/sbin/usermod", ["usermod", "-aG", "sudo", "eve"])
+    sc.expect("fx_account_modified", mod.pid)
+    rmu = b.spawn(sh, 1020, 34.3, "/usr/sbin/userdel", ["userdel", "eve"])
+    sc.expect("fx_account_removed", rmu.pid)
+    b.write_file(sh, 34.4, "/etc/systemd/system/evil.service")
+    sc.expect("fx_systemd_unit", 900)
+    key = b.spawn(sh, 1021, 34.5, "/usr/bin/cat", ["cat", "/root/.ssh/id_rsa"])
+    b.read_file(key, 34.6, "/root/.ssh/id_rsa")
+    sc.expect("fx_credential_read", key.pid)
+    dec = b.spawn(sh, 1022, 34.7, "/usr/bin/base64", ["base64", "-d"])
+    run = b.spawn(sh, 1023, 34.7, "/usr/bin/bash", ["bash"])
+    b.flow(run, 34.8, 34.9, "pipe", read=40, file_type="fifo", inode=777_777, stored_once=True)
+    b.flow(dec, 34.75, 34.85, "pipe", write=40, file_type="fifo", inode=777_777, stored_once=True)
+    sc.expect("forensix-pipe-to-shell", run.pid)
+    b.write_file(sh, 34.95, "/usr/local/bin/tool")
+    b.spawn(sh, 1024, 34.97, "/usr/local/bin/tool", ["tool"])
+    sc.expect("forensix-written-then-executed-other", 1024)
+    b.open(sh, 34.98, "/root/.bashrc", O_WRONLY | O_APPEND)
+    sc.expect("fx_shell_profile", 900)
+    hist = b.spawn(sh, 1025, 34.99, "/usr/bin/cat", ["cat", "/root/.bash_history"])
+    b.read_file(hist, 34.995, "/root/.bash_history")
+    sc.expect("fx_history_read", hist.pid)
+
     # -- the recorder attacked -------------------------------------------------------
     bt = b.spawn(sh, 1015, 35, "/usr/sbin/bpftool", ["bpftool", "link", "detach", "id", "7"])
     b._ev(bt, b.t(35.1), "privilege", "bpf", a0=34)
@@ -162,7 +186,9 @@ def feed(engine: LiveEngine, tables: dict[str, pa.Table], batch: int = 7) -> pa.
     ev = tables["events"].sort_by([("ts", "ascending")])
     for start in range(0, ev.num_rows, batch):
         found.append(engine.observe("events", ev.slice(start, batch)))
+    if "flows" in tables and tables["flows"].num_rows:  # as the recorder flushes edges: after their events
+        found.append(engine.observe("flows", tables["flows"]))
     if "gaps" in tables:
         found.append(engine.observe("gaps", tables["gaps"]))
     found = [f for f in found if f.num_rows]
-    return pa.concat_tables(found) if found else empty_alerts()
+    return engine.settle(pa.concat_tables(found) if found else empty_alerts())

@@ -4,6 +4,11 @@ It never holds up the recorder: the recorder only appends to the spool. This thr
 connects, says hello (the server answers with the next sequence it wants), sends
 frames with a bounded window, reads acks on a second thread, sends heartbeats, and on
 any error closes the connection and reconnects with back-off, resending what is unacked.
+
+A frame the log host refuses for good (``R``: its MAC, chain or rows do not hold) is never
+resent: the spool keeps it aside with the reason (``refused/``) and shipping goes on with
+the next frames. A refusal of the connection (``E``: revoked, over a per-host limit, the
+log host's disk full) keeps every frame and retries with back-off.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ class ShipperStats:
     connects: int = 0
     sent: int = 0
     acked: int = -1
+    refused: int = 0
+    last_ack_ns: int = 0
     last_error: str = ""
+    last_refusal: str = ""
     errors: list[str] = field(default_factory=list)
 
 
@@ -63,6 +71,7 @@ class Shipper(threading.Thread):
         self._draining = threading.Event()
         self._sock: ssl.SSLSocket | None = None
         self._bye_sent = threading.Event()
+        self._refused_now = False  # this session ended with the log host's E
 
     # -- control -----------------------------------------------------------------
     def stop(self, drain_s: float = 5.0) -> None:
@@ -81,6 +90,7 @@ class Shipper(threading.Thread):
     def run(self) -> None:
         backoff = 0.2
         while not self._halt.is_set():
+            self._refused_now = False
             try:
                 self._session()
                 backoff = 0.2
@@ -88,11 +98,15 @@ class Shipper(threading.Thread):
                 self._error(e)
             finally:
                 self._close()
+            if self._refused_now:
+                backoff = max(backoff, 1.0)  # the log host said no: do not hammer it
             if self._halt.wait(backoff):
                 break
             backoff = min(backoff * 2, 5.0)
 
     def _error(self, e: BaseException) -> None:
+        if self._refused_now:
+            return  # the log host's reason is kept and was logged, not the close that followed
         msg = f"{type(e).__name__}: {e}"
         if msg != self.stats.last_error:
             log.warning("connection to %s:%d: %s", *self.address, msg)
@@ -126,6 +140,7 @@ class Shipper(threading.Thread):
         wire.send(sock, b"H", dict(self.hello, stream=self.spool.stream.hex()))
         kind, body = wire.recv(sock)
         if kind == b"E":
+            self._refused_connection(body)
             raise ConnectionRefusedError(f"refused by the log host: {body.decode(errors='replace')}")
         if kind != b"W":
             raise FrameError(f"expected welcome, got {kind!r}")
@@ -155,9 +170,11 @@ class Shipper(threading.Thread):
                     seq = int.from_bytes(body, "big")
                     self.spool.ack(seq)
                     self.stats.acked = max(self.stats.acked, seq)
+                    self.stats.last_ack_ns = time.time_ns()
+                elif kind == b"R":
+                    self._refused_frame(wire.recv_json(body))
                 elif kind == b"E":
-                    self.stats.last_error = "refused: " + body.decode(errors="replace")
-                    log.warning("log host closed the connection: %s", body.decode(errors="replace"))
+                    self._refused_connection(body)
                     break
         except (OSError, wire.WireClosed, FrameError, ValueError):
             pass
@@ -165,6 +182,25 @@ class Shipper(threading.Thread):
             self.stats.connected = False
             with self.spool.cond:
                 self.spool.cond.notify_all()
+
+    def _refused_connection(self, body: bytes) -> None:
+        reason = body.decode(errors="replace")
+        self._refused_now = True
+        if "refused: " + reason != self.stats.last_refusal:  # once per reason, not per retry
+            log.warning("log host %s:%d refused the connection: %s (frames stay in the spool)",
+                        *self.address, reason)
+        self.stats.last_error = self.stats.last_refusal = "refused: " + reason
+
+    def _refused_frame(self, msg: dict[str, Any]) -> None:
+        seq, reason = msg.get("seq"), str(msg.get("reason", ""))
+        if not isinstance(seq, int):
+            raise FrameError("refusal without a sequence number")
+        server = "{}:{}".format(*self.address)
+        if self.spool.refuse(seq, reason, server):
+            self.stats.refused += 1
+            self.stats.last_refusal = f"frame {seq} refused: {reason}"
+            log.error("log host refused frame %d for good: %s; kept in %s/refused, not resent",
+                      seq, reason, self.spool.dir)
 
     def _send_loop(self, sock: ssl.SSLSocket, reader: threading.Thread) -> None:
         sent_upto = self.spool.acked

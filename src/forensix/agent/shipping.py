@@ -84,6 +84,8 @@ class ShippingSink:
         self.dropped_rows = 0
         self._drop_from = 0
         self._drop_to = 0
+        self.lost_rows_total = 0  # never reset (the metrics); dropped_* are the current window
+        self.lost_batches_total = 0
         self.started_ns = time.time_ns()
         if self.spool.entries and not self.spool.was_clean:
             # The agent died without a clean stop: what happened meanwhile was not recorded.
@@ -107,6 +109,34 @@ class ShippingSink:
             self.shipper.start()
         if config.coalesce_s > 0:
             threading.Thread(target=self._timer, name="fx-seal-timer", daemon=True).start()
+        if start:
+            threading.Thread(target=self._status_loop, name="fx-status", daemon=True).start()
+
+    def status(self, state: str | None = None) -> dict[str, Any]:
+        """What ``forensix agent-status`` shows: delivery, the spool, refusals, losses."""
+        st = self.shipper.stats
+        oldest = self.spool.oldest_unacked_ns()
+        return {
+            "state": state or ("connected" if st.connected else "disconnected"),
+            "host": self.config.host, "server": "{}:{}".format(*self.config.server), "pid": os.getpid(),
+            "stream": self.spool.stream.hex(), "started_ns": self.started_ns, "updated_ns": time.time_ns(),
+            "connects": st.connects, "last_error": st.last_error, "last_refusal": st.last_refusal,
+            "last_ack_ns": st.last_ack_ns, "acked_seq": self.spool.acked, "next_seq": self.sealer.next_seq,
+            "unacked_frames": self.spool.unacked(), "oldest_unacked_ns": oldest,
+            "spool_bytes": self.spool.bytes + self.spool.refused_bytes,
+            "spool_max_bytes": self.spool.max_bytes,
+            "frames_sealed": self.spool.frames_spooled, "frames_sent": st.sent,
+            "frames_acked": self.spool.frames_acked, "frames_refused": len(self.spool.refused),
+            "lost_batches": self.lost_batches_total, "lost_rows": self.lost_rows_total,
+        }
+
+    def _status_loop(self) -> None:
+        every = max(1.0, min(self.config.heartbeat_s, 10.0))
+        while not self._closed.wait(every):
+            try:
+                self.spool.write_status(self.status())
+            except OSError as e:  # a full disk must not stop recording; the spool says so itself
+                log.debug("cannot write the agent status: %s", e)
 
     def _timer(self) -> None:
         while not self._closed.wait(self.config.coalesce_s / 2):
@@ -171,6 +201,8 @@ class ShippingSink:
             log.warning("spool %s is full: new batches are counted, not kept", self.spool.dir)
         self.dropped_batches += 1
         self.dropped_rows += data.num_rows
+        self.lost_batches_total += 1
+        self.lost_rows_total += data.num_rows
         self._drop_to = now
 
     def _flush_gap(self, now: int) -> bool:
@@ -198,4 +230,12 @@ class ShippingSink:
             if self.dropped_batches:
                 self._flush_gap(time.time_ns())
         self.shipper.stop(self.config.drain_s)
+        if self.spool.refused:
+            log.warning("%d frame(s) refused by the log host are kept in %s/refused "
+                        "(forensix agent-status --spool %s)", len(self.spool.refused), self.spool.dir,
+                        self.spool.dir)
+        try:
+            self.spool.write_status(self.status("stopped"))
+        except OSError as e:
+            log.warning("cannot write the agent status: %s", e)
         self.spool.close(clean=True)

@@ -7,6 +7,10 @@ Layout of a spool directory::
     acked           the highest sequence the log host acknowledged (advisory: resends are
                     de-duplicated by the server, so losing it only costs bandwidth)
     clean           present while the agent is stopped cleanly
+    refused/        frames the log host refused for good (``seq-<seq>.fxs``, the frame as
+                    sealed) with why (``seq-<seq>.json``): kept, never resent, counted in
+                    the spool's size
+    status.json     what the shipper last knew (``forensix agent-status`` reads it)
 
 A segment is deleted once every frame in it is acked, except the newest one: the last
 frame always stays, so a restarted agent continues the hash chain and the sequence.
@@ -16,17 +20,20 @@ is cut off on open; it was never acknowledged and never fsynced as complete.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from forensix.agent.frame import HEADER, FrameError, frame_hash, frame_length, parse_frame
 from forensix.errors import ForensixError
 from forensix.pki.sealkey import write_atomic
 
-__all__ = ["Spool", "SpoolEntry", "SpoolError"]
+__all__ = ["Spool", "SpoolEntry", "SpoolError", "read_refused"]
 
 DEFAULT_SEGMENT_BYTES = 16 << 20
 
@@ -41,6 +48,18 @@ class SpoolEntry:
     segment: Path
     offset: int
     length: int
+    seal_ns: int = 0
+
+
+def read_refused(directory: Path) -> list[dict[str, Any]]:
+    """The refusal records of a spool's ``refused/`` directory, by sequence."""
+    out = []
+    for p in sorted((directory / "refused").glob("seq-*.json")):
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            out.append({"seq": None, "reason": f"unreadable refusal record {p.name}"})
+    return out
 
 
 class Spool:
@@ -63,6 +82,12 @@ class Spool:
         self.last_epoch = 0
         self.acked = self._read_acked()
         self.was_clean = (self.dir / "clean").exists()
+        # counted for the metrics (since this process started)
+        self.frames_spooled = 0
+        self.frames_acked = 0
+        self.refused: set[int] = set()
+        self.refused_bytes = 0
+        self._load_refused()
         self._scan()
         self._fd: int | None = None
         self._active: Path | None = None
@@ -113,11 +138,19 @@ class Spool:
                         f.truncate(off)
                         os.fsync(f.fileno())
                     break
-                self.entries.append(SpoolEntry(fr.seq, seg, off, total))
+                self.entries.append(SpoolEntry(fr.seq, seg, off, total, fr.seal_ns))
                 self.bytes += total
                 self.last_hash = frame_hash(fr.raw)
                 self.last_seal_ns, self.last_epoch = fr.seal_ns, fr.epoch
                 off += total
+
+    def _load_refused(self) -> None:
+        for p in (self.dir / "refused").glob("seq-*.fxs"):
+            try:
+                self.refused.add(int(p.stem.removeprefix("seq-")))
+                self.refused_bytes += p.stat().st_size
+            except (ValueError, OSError):
+                continue
 
     def _open_active(self, seg: Path) -> None:
         if self._fd is not None:
@@ -128,7 +161,7 @@ class Spool:
 
     # -- writing (the recorder's thread) ----------------------------------------
     def fits(self, length: int) -> bool:
-        return self.bytes + length <= self.max_bytes
+        return self.bytes + self.refused_bytes + length <= self.max_bytes
 
     def append(self, seq: int, raw: bytes, seal_ns: int, epoch: int) -> bool:
         """Append and fsync one frame; False when the size limit forbids it."""
@@ -145,8 +178,9 @@ class Spool:
             os.write(self._fd, raw)
             os.fsync(self._fd)
             self._active_size += len(raw)
-            self.entries.append(SpoolEntry(seq, self._active, off, len(raw)))
+            self.entries.append(SpoolEntry(seq, self._active, off, len(raw), seal_ns))
             self.bytes += len(raw)
+            self.frames_spooled += 1
             self.last_hash = frame_hash(raw)
             self.last_seal_ns, self.last_epoch = seal_ns, epoch
             self.cond.notify_all()
@@ -159,7 +193,7 @@ class Spool:
             lo = max(after, self.acked)
             out = []
             for e in self.entries:  # short list: only unacked frames and the last segment
-                if e.seq > lo:
+                if e.seq > lo and e.seq not in self.refused:
                     out.append(e)
                     if len(out) >= limit:
                         break
@@ -174,6 +208,8 @@ class Spool:
         with self.cond:
             if seq <= self.acked:
                 return
+            self.frames_acked += sum(1 for e in self.entries
+                                     if self.acked < e.seq <= seq and e.seq not in self.refused)
             self.acked = seq
             self._acked_dirty = True
             self._drop_acked_segments()
@@ -192,9 +228,49 @@ class Spool:
         # entries of the active segment that are acked stay listed (the chain head lives
         # there) but need not be resent; pending() skips them.
 
+    def refuse(self, seq: int, reason: str, server: str = "") -> bool:
+        """The log host refused frame ``seq`` for good: keep it aside with why, move on.
+
+        The log host answers in order, so every frame before ``seq`` is acked or refused by
+        now: the watermark moves past it, and the segment holding it may go once the rest
+        is acked, because the frame itself is copied into ``refused/`` first (fsynced).
+        Returns False for a sequence this spool does not hold (nothing is recorded).
+        """
+        with self.cond:
+            entry = next((e for e in self.entries if e.seq == seq), None)
+            if entry is None or seq in self.refused:
+                return False
+            raw = self.read(entry)
+        rdir = self.dir / "refused"
+        rdir.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(rdir / f"seq-{seq:016d}.fxs", raw)
+        record = {"seq": seq, "reason": reason, "refused_ns": time.time_ns(), "server": server,
+                  "sealed_ns": entry.seal_ns, "bytes": len(raw), "stream": self.stream.hex()}
+        write_atomic(rdir / f"seq-{seq:016d}.json", json.dumps(record).encode())
+        with self.cond:
+            self.refused.add(seq)
+            self.refused_bytes += len(raw)
+            if all(e.seq in self.refused for e in self.entries if self.acked < e.seq <= seq):
+                self.acked = seq  # only over a run of refusals: never over a frame still unanswered
+                self._acked_dirty = True
+                self._drop_acked_segments()
+            self.cond.notify_all()
+        return True
+
     def unacked(self) -> int:
         with self.cond:
-            return sum(1 for e in self.entries if e.seq > self.acked)
+            return sum(1 for e in self.entries if e.seq > self.acked and e.seq not in self.refused)
+
+    def oldest_unacked_ns(self) -> int | None:
+        """Sealing time of the oldest frame the log host has not acknowledged (shipping lag)."""
+        with self.cond:
+            for e in self.entries:
+                if e.seq > self.acked and e.seq not in self.refused:
+                    return e.seal_ns
+            return None
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        write_atomic(self.dir / "status.json", json.dumps(status, indent=1).encode())
 
     def save_acked(self) -> None:
         with self.cond:

@@ -6,6 +6,7 @@ Each message is ``type (1 byte) | length (u32, big-endian) | body``:
     W welcome    server → agent  JSON {next_seq}: the server has every frame below it
     F frame      agent → server  one sealed frame (agent/frame.py)
     A ack        server → agent  u64 sequence: that frame is durably stored
+    R refused    server → agent  JSON {seq, reason}: that frame is refused for good (not stored)
     K heartbeat  agent → server  JSON {ts, epoch, spooled, dropped}
     B bye        agent → server  JSON {ts}: clean stop
     E error      server → agent  utf-8 reason, then the server closes the connection
@@ -25,7 +26,7 @@ __all__ = ["MAX_CONTROL", "MSG_TYPES", "WireClosed", "recv", "recv_json", "send"
 _HEAD = struct.Struct("!cI")
 MAX_CONTROL = 64 << 10
 MAX_FRAME_MSG = HEADER.size + 255 + 255 + MAX_BODY + MAC_LEN
-MSG_TYPES = {b"H", b"W", b"F", b"A", b"K", b"B", b"E"}
+MSG_TYPES = {b"H", b"W", b"F", b"A", b"R", b"K", b"B", b"E"}
 
 
 class WireClosed(ConnectionError):

@@ -58,9 +58,14 @@ def issue(host: str, pki_dir: str, seal_interval: int) -> None:
 @click.argument("host")
 @pki_option
 def revoke(host: str, pki_dir: str) -> None:
-    """Revoke HOST's certificate: the log host refuses it from its next connection."""
-    serial = Authority(pki_dir).revoke(host)
-    click.echo(f"revoked {host} (serial {serial:x})")
+    """Revoke every certificate issued to HOST.
+
+    A running `forensix server` using this PKI notices within a second: it closes HOST's
+    open connections at once (the agent is told why) and refuses every new one. The
+    host's evidence so far stays; the refusals are written beside it.
+    """
+    serials = Authority(pki_dir).revoke(host)
+    click.echo(f"revoked {host} (serial {', '.join(f'{s:x}' for s in serials)})")
 
 
 @pki.command("list")

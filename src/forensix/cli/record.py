@@ -103,12 +103,15 @@ the next `forensix record` on the same store adopts it and stores what it kept.
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
 @click.option("--stop", "stop_pinned", is_flag=True,
               help="Detach the sensor a killed recorder of --store left recording, and exit.")
+@click.option("--metrics", "metrics_addr", default=None, metavar="[HOST:]PORT",
+              help="Serve Prometheus metrics (events/s, events lost per class) on HOST:PORT/metrics "
+                   "(a bare PORT binds 127.0.0.1).")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str, stop_pinned: bool,
-    rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None, webhook: str | None,
-    command: tuple[str, ...],
+    metrics_addr: str | None, rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
+    webhook: str | None, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
@@ -118,6 +121,16 @@ def record(
     if stop_pinned:
         _stop_pinned(store)
         return
+    endpoint, counter = None, None
+    if metrics_addr is not None:  # served before the store opens: a busy port leaves nothing half-open
+        from prometheus_client import CollectorRegistry
+
+        from forensix.metrics import RowCounter, parse_metrics_address, serve_metrics
+
+        counter, registry = RowCounter(), CollectorRegistry()  # rows per table, gaps per class
+        registry.register(counter)
+        endpoint = serve_metrics(registry, parse_metrics_address(metrics_addr))
+        _err.print(f"metrics on {endpoint.url}", highlight=False)
     writer = open_writer(store)
     writer.seal_in_background()  # DuckDB's compression yields the CPU to the recorded workload
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
@@ -130,6 +143,8 @@ def record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
         ))
+    if counter is not None:
+        sinks.append(counter)
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, pin_dir=pin_dir_for(store))
     if ring_mb is not None:
         config.ring_main_mb = _pow2(ring_mb)
@@ -147,6 +162,8 @@ def record(
             signal.signal(s, h)
         server.stop()
         writer.close()
+        if endpoint is not None:
+            endpoint.stop()
     if not quiet:
         _summary(rec.stats, store, time.monotonic() - t0)
     if command:

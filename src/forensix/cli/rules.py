@@ -10,10 +10,12 @@ import click
 import pyarrow as pa
 
 from forensix.cli.options import emit, format_option, reader, store_option, time_option
+from forensix.model.identity import format_entity
 from forensix.rules import alert_records, default_detectors, hunt, load_rules
+from forensix.rules.alerts import empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.engine import LiveEngine
-from forensix.rules.loader import RuleSet
+from forensix.rules.loader import RuleSet, coverage
 from forensix.rules.sql import rule_sql
 from forensix.store.base import Reader
 
@@ -99,6 +101,35 @@ def rules_validate(paths: tuple[str, ...], strict: bool, show_all: bool, fmt: st
         sys.exit(1)
 
 
+@rules_group.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--list", "show", is_flag=True, help="Also list every rule that cannot run, with why.")
+@format_option()
+def rules_check(paths: tuple[str, ...], show: bool, fmt: str) -> None:
+    """Coverage of rule trees (such as SigmaHQ's rules/linux, rules-emerging-threats,
+    rules-threat-hunting): how many rules load, how many run - live in `forensix record
+    --rules` and in `forensix hunt`, the same rules both ways - by log source, and how
+    many are rejected, by reason.
+
+    \b
+    Examples:
+      forensix rules check ~/sigma/rules/linux ~/sigma/rules-emerging-threats
+      forensix rules check ~/sigma/rules-threat-hunting --list
+    """
+    rs = load_rules(list(paths), builtin=False)
+    cov = coverage(rs)
+    if fmt == "text":
+        for line in cov.lines():
+            click.echo(line)
+    else:
+        rows = [{"kind": "runnable", "what": k, "rules": n} for k, n in cov.by_logsource.items()]
+        rows += [{"kind": "rejected", "what": k, "rules": n} for k, n in cov.rejected.items()]
+        emit(pa.Table.from_pylist(rows, schema=pa.schema(
+            [("kind", pa.string()), ("what", pa.string()), ("rules", pa.int64())])), fmt)
+    if show and rs.problems:
+        emit(_rules_table(rs.problems), fmt)
+
+
 def replay(rd: Reader, engine: LiveEngine, ts_from: int | None, ts_to: int | None, batch: int = 50_000) -> pa.Table:
     """Feed a store's history through a live engine, in time order, as a recorder would."""
     where = " AND ".join(
@@ -117,8 +148,16 @@ def replay(rd: Reader, engine: LiveEngine, ts_from: int | None, ts_to: int | Non
             break
         found.append(engine.observe("events", chunk))
         offset += chunk.num_rows
+    fwhere = where.replace("ts >=", "first_ts >=").replace("ts <", "first_ts <")
+    offset = 0
+    while True:  # data-flow edges, as the recorder flushes them (the pipe detector reads them)
+        chunk = rd.query(f"SELECT * FROM flows WHERE {fwhere} ORDER BY first_ts LIMIT {batch} OFFSET {offset}")
+        if chunk.num_rows == 0:
+            break
+        found.append(engine.observe("flows", chunk))
+        offset += chunk.num_rows
     found = [f for f in found if f.num_rows]
-    return pa.concat_tables(found) if found else pa.table({"rule_id": pa.array([], pa.string())})
+    return engine.settle(pa.concat_tables(found) if found else empty_alerts())
 
 
 @rules_group.command("test")
@@ -173,18 +212,35 @@ def _ids_by_rule(alerts: pa.Table) -> dict[str, set[str]]:
     return out
 
 
+def _session_text(r: dict[str, Any]) -> str:
+    kind = r.get("entry_kind")
+    if not kind:
+        return ""
+    eid = r.get("entry_entity_id")
+    where = f" from {r['entry_source_ip']}" if r.get("entry_source_ip") else ""
+    return f"{kind}{where} ({format_entity(eid)})" if eid else f"{kind}{where}"
+
+
 def _alerts_view(alerts: pa.Table, store: str, fmt: str) -> pa.Table:
-    """What a person reads: when, how bad, what, and the report command to run next."""
+    """What a person reads: when, how bad, how many times, what, on what, by whom
+    (command line, parent, user, session), and the report command to run next. JSON and
+    CSV get every column under its ECS name (`alert_records`)."""
     recs = alert_records(alerts, store)
     if fmt != "text":
         reports = pa.array([r["report"] for r in recs], pa.string())
         return alerts.append_column("report", reports)
+    rows = alerts.to_pylist()
     return pa.table(
         {
             "ts": alerts.column("ts"),
             "level": alerts.column("rule_level"),
+            "count": [r.get("alert_count") or 1 for r in rows],
             "rule": alerts.column("rule_title"),
-            "summary": alerts.column("summary"),
+            "object": [r.get("object_name") or "" for r in rows],
+            "command_line": [r.get("process_command_line") or "" for r in rows],
+            "parent": [r.get("parent_command_line") or r.get("parent_executable") or "" for r in rows],
+            "user": [r.get("user_name") or "" for r in rows],
+            "session": [_session_text(r) for r in rows],
             "report": pa.array([r["report"] for r in recs], pa.string()),
         }
     )
@@ -220,6 +276,7 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
 
         with open_writer(store) as w:
             existing = set(w.query("SELECT alert_id FROM alerts").column("alert_id").to_pylist())
+            # a finding already stored live keeps its row (its final count came with it)
             ids = found.column("alert_id").to_pylist()
             fresh = found.filter(pa.array([i not in existing for i in ids]))
             w.append("alerts", fresh)
@@ -259,7 +316,12 @@ def alerts_cmd(store: str, level: tuple[str, ...], rule_ids: tuple[str, ...], fm
         params["rules"] = list(rule_ids)
     rd = reader(store)
     try:
-        found = rd.query(f"SELECT * FROM alerts WHERE {' AND '.join(conds)} ORDER BY ts", params)
+        # a finding emitted live is stored again with its final count when it ends: the latest row
+        found = rd.query(
+            f"SELECT * FROM alerts WHERE {' AND '.join(conds)} QUALIFY row_number() OVER"
+            " (PARTITION BY alert_id ORDER BY alert_count DESC NULLS LAST, detected_ts DESC) = 1 ORDER BY ts",
+            params,
+        )
     finally:
         rd.close()
     emit(_alerts_view(found, store, fmt), fmt)
@@ -287,7 +349,13 @@ def alert_lines(alerts: pa.Table, store: str | None = None) -> list[str]:
     """One line per alert, as the recorder prints them live."""
     out = []
     for rec, row in zip(alert_records(alerts, store), alerts.to_pylist()):
-        out.append(f"ALERT {row['rule_level']:<8} {rec['@timestamp']}  {row['summary']}  -> {rec['report']}")
+        ctx = [f"user {row['user_name']}" if row.get("user_name") else "",
+               f"parent {(row.get('parent_command_line') or row.get('parent_executable') or '')[:120]}"
+               if row.get("parent_executable") else "",
+               f"session {_session_text(row)}" if row.get("entry_kind") else ""]
+        more = "; ".join(c for c in ctx if c)
+        more = f"  [{more}]" if more else ""
+        out.append(f"ALERT {row['rule_level']:<8} {rec['@timestamp']}  {row['summary']}{more}  -> {rec['report']}")
     return out
 
 
@@ -318,9 +386,10 @@ def live_engine_for_record(
     )
 
     rs = load_rules(list(rule_paths))
-    for r in rs.problems:
-        if echo is not None:
-            echo(f"rule not loaded: {r.source}: {r.status}: {r.reason}")
+    if echo is not None and rule_paths:  # once, at start: what runs, and what cannot and why
+        echo(coverage(rs).lines()[0].replace("rules loaded", "rules loaded (curated set and --rules)"))
+        for r in rs.problems:
+            echo(f"rule not run: {r.source}: {r.status}: {r.reason}")
     outputs: list[AlertOutput] = [SinkOutput(store_sink)]
     if echo is not None:
         def _print(alerts: pa.Table) -> None:

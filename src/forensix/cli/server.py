@@ -7,18 +7,21 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from forensix.agent.sink import StoreSink
-from forensix.cli.options import DEFAULT_STORE, emit, format_option
+from forensix.cli.options import DEFAULT_STORE, emit, format_option, store_option
 from forensix.cli.pki import DEFAULT_PKI, pki_option
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 
 __all__ = ["COMMANDS"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _logging(verbose: bool) -> None:
@@ -46,6 +49,26 @@ def _size(text: str) -> int:
         raise UsageError(f"{text!r} is not a size", "bytes, or with K, M, G (e.g. 512M)") from None
 
 
+def _metrics_option(what: str) -> Callable[[F], F]:
+    return click.option("--metrics", "metrics_addr", default=None, metavar="[HOST:]PORT",
+                        help=f"Serve Prometheus metrics of {what} on http://HOST:PORT/metrics "
+                             "(a bare PORT binds 127.0.0.1; 0 picks a free port, logged).")
+
+
+def _serve_metrics(registry: Any, addr: str | None, log: logging.Logger) -> Any:
+    if addr is None:
+        return None
+    from forensix.metrics import is_loopback, parse_metrics_address, serve_metrics
+
+    host, port = parse_metrics_address(addr)
+    if not is_loopback(host):
+        log.warning("metrics on %s are served without TLS or authentication: they name hosts "
+                    "and their losses; keep them on a trusted network", host)
+    ep = serve_metrics(registry, (host, port))
+    log.info("metrics on %s", ep.url)
+    return ep
+
+
 def _until_signal(stop: threading.Event) -> None:
     def handler(signum: int, frame: Any) -> None:
         stop.set()
@@ -65,10 +88,23 @@ def _until_signal(stop: threading.Event) -> None:
               help="Raise an alert when a host has said nothing for this many seconds.")
 @click.option("--checkpoint-interval", default=1.0, show_default=True, type=float,
               help="Seconds between signed chain checkpoints.")
+@click.option("--host-max-connections", default=4, show_default=True, type=click.IntRange(0),
+              help="Open connections one host may hold (0: no limit).")
+@click.option("--host-max-streams", default=32, show_default=True, type=click.IntRange(0),
+              help="Streams (agent spool directories) one host may have on the log host (0: no limit).")
+@click.option("--host-max-bytes", default="50G", show_default=True,
+              help="Evidence one host may keep on the log host (0: no limit).")
+@click.option("--min-free", default="1G", show_default=True,
+              help="Refuse frames when the evidence disk has less free space than this.")
+@click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(1),
+              help="Connections open at once, all hosts (beyond it, closed before the handshake).")
+@_metrics_option("the log host")
 @click.option("-v", "--verbose", is_flag=True)
 @record_rule_options
 def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
-           checkpoint_interval: float, verbose: bool, rule_paths: tuple[str, ...] = (),
+           checkpoint_interval: float, host_max_connections: int, host_max_streams: int,
+           host_max_bytes: str, min_free: str, max_connections: int, metrics_addr: str | None,
+           verbose: bool, rule_paths: tuple[str, ...] = (),
            no_rules: bool = False, alerts_jsonl: str | None = None, webhook: str | None = None) -> None:
     """Run the log host: accept sealed batches from enrolled agents over mutual TLS 1.3.
 
@@ -80,9 +116,11 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     \b
     Examples:
       forensix server --pki /etc/forensix/pki --listen 0.0.0.0:7514 --store /var/lib/forensix/fleet.duckdb
-      forensix server --listen 10.0.0.5:7514 --silence 120
+      forensix server --listen 10.0.0.5:7514 --silence 120 --metrics 9514
+      forensix server --host-max-bytes 200G --host-max-connections 2 --min-free 5G
     """
     from forensix.server import LogServer, ServerConfig, evidence_dir_for
+    from forensix.server.guard import HostLimits
     from forensix.store.embedded import open_writer, socket_path
     from forensix.store.remote import QueryServer
 
@@ -98,10 +136,21 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
         log = logging.getLogger("forensix.alerts")
         live = live_engine_for_record(StoreSink(writer), store, rule_paths=rule_paths,
                                       alerts_jsonl=alerts_jsonl, webhook=webhook, echo=log.warning)
-    srv = LogServer(ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval), writer, live)
-    host, port = srv.bind()
-    logging.getLogger("forensix.server").info("listening on %s:%d, store %s, evidence %s",
-                                              host, port, store, ev)
+    limits = HostLimits(connections=host_max_connections, streams=host_max_streams,
+                        evidence_bytes=_size(host_max_bytes), min_free_bytes=_size(min_free))
+    cfg = ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval, limits=limits,
+                       max_connections=max_connections)
+    srv = LogServer(cfg, writer, live)
+    slog = logging.getLogger("forensix.server")
+    try:
+        host, port = srv.bind()
+        endpoint = _serve_metrics(srv.metrics.registry, metrics_addr, slog)
+    except BaseException:  # a busy port: close what is open, say why
+        srv.stop()
+        qs.stop()
+        writer.close()
+        raise
+    slog.info("listening on %s:%d, store %s, evidence %s", host, port, store, ev)
     stop = threading.Event()
     _until_signal(stop)
     t = threading.Thread(target=srv.serve_forever, name="fx-accept", daemon=True)
@@ -109,6 +158,8 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     while not stop.wait(0.5) and t.is_alive():
         pass
     srv.stop()
+    if endpoint is not None:
+        endpoint.stop()
     qs.stop()
     writer.flush()
     writer.close()
@@ -138,11 +189,12 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 @click.option("--synthetic", default=None, type=float, metavar="EVENTS_PER_S",
               help="Ship generated events instead of recording (load tests, transport checks).")
 @click.option("--batch-rows", default=1000, show_default=True, type=int, help="Rows per synthetic batch.")
+@_metrics_option("this agent")
 @click.option("-v", "--verbose", is_flag=True)
 def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | None, ca: str | None,
           seal_key: str | None, spool: str, spool_max: str, store: str | None, server_name: str,
           heartbeat: float, batch_ms: int, drain: float, duration: float | None, synthetic: float | None, batch_rows: int,
-          verbose: bool) -> None:
+          metrics_addr: str | None, verbose: bool) -> None:
     """Record this host and ship the record, sealed, to the log host.
 
     \b
@@ -155,11 +207,20 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
       forensix agent --server loghost:7514 --bundle /etc/forensix/agent
       forensix agent --server 10.0.0.5:7514 --bundle ./web01 --spool /var/lib/forensix/spool --store local.duckdb
       forensix agent --server 127.0.0.1:7514 --bundle ./h1 --synthetic 50000 --duration 30
+      forensix agent --server loghost:7514 --bundle /etc/forensix/agent --metrics 9515
+
+    \b
+    A frame the log host refuses for good (its seal, chain or rows do not hold) is kept in
+    SPOOL/refused with the reason and not sent again; `forensix agent-status` lists them.
     """
     from forensix.agent.shipping import ShippingConfig, ShippingSink
     from forensix.pki.tls import client_context
 
     _logging(verbose)
+    if metrics_addr is not None:
+        from forensix.metrics import parse_metrics_address
+
+        parse_metrics_address(metrics_addr)  # a typo is said before anything starts
     b = Path(bundle) if bundle else None
     cert_p, key_p, ca_p, seal_p = _bundle_paths(b, cert, key, ca, seal_key)
     host = _cert_name(cert_p)
@@ -167,7 +228,10 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
                          seal_key=seal_p, spool_dir=Path(spool), spool_max_bytes=_size(spool_max),
                          server_name=server_name, heartbeat_s=heartbeat, drain_s=drain,
                          coalesce_s=batch_ms / 1000)
-    sinks: list[Any] = []
+    from forensix.metrics import RowCounter
+
+    counter = RowCounter()
+    sinks: list[Any] = [counter]
     if store:
         from forensix.agent.sink import StoreSink
         from forensix.store.embedded import open_writer
@@ -182,7 +246,16 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     log = logging.getLogger("forensix.agent")
     log.info("agent %s shipping to %s:%d (stream %s, spool %s)", host, *cfg.server,
              shipping.spool.stream.hex(), spool)
+    endpoint = None
     try:
+        if metrics_addr is not None:
+            from prometheus_client import CollectorRegistry
+
+            from forensix.agent.metrics import AgentCollector
+
+            registry = CollectorRegistry()
+            registry.register(AgentCollector(shipping, counter))
+            endpoint = _serve_metrics(registry, metrics_addr, log)
         if synthetic is not None:
             _run_synthetic(sinks, synthetic, batch_rows, duration, stop)
         else:
@@ -190,8 +263,11 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     finally:
         for s in sinks:
             s.close()
-    log.info("agent stopped: %d batches, %d rows spooled; %d unacknowledged left in the spool",
-             shipping.batches, shipping.rows, shipping.spool.unacked())
+        if endpoint is not None:
+            endpoint.stop()
+    log.info("agent stopped: %d batches, %d rows spooled; %d unacknowledged left in the spool; "
+             "%d refused by the log host", shipping.batches, shipping.rows, shipping.spool.unacked(),
+             len(shipping.spool.refused))
 
 
 def _bundle_paths(b: Path | None, cert: str | None, key: str | None, ca: str | None,
@@ -305,5 +381,104 @@ def verify(host: str | None, store: str | None, evidence: str | None, pki_dir: s
     sys.exit(0 if v.integrity_ok and v.complete else (1 if not v.integrity_ok else 3))
 
 
-COMMANDS = [server, agent, verify]
+@click.command("agent-status")
+@click.option("--spool", default="/var/lib/forensix/spool", show_default=True,
+              type=click.Path(file_okay=False), help="The agent's spool directory.")
+@format_option()
+def agent_status(spool: str, fmt: str) -> None:
+    """What an agent's spool says: delivery, lag, losses, and the frames the log host refused.
+
+    \b
+    Reads SPOOL/status.json (written by the running agent every few seconds, and at its
+    stop) and SPOOL/refused/. Exit status 0 when nothing was refused, 4 when frames were.
+
+    \b
+    Examples:
+      forensix agent-status --spool /var/lib/forensix/spool
+      forensix agent-status --spool ./spool --format json
+    """
+    import json
+
+    import pyarrow as pa
+
+    from forensix.agent.spool import read_refused
+    from forensix.model.timefmt import format_ns
+
+    d = Path(spool)
+    status_path = d / "status.json"
+    if not d.is_dir() or not (d / "stream").exists():
+        raise UsageError(f"{spool} is not an agent's spool", "give the agent's --spool directory")
+    try:
+        st = json.loads(status_path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no status in {spool} yet", "the agent writes it within seconds of its start") from None
+    except ValueError as e:
+        raise UsageError(f"{status_path} is unreadable: {e}", "wait for the agent to rewrite it") from None
+    now = time.time_ns()
+    if st.get("state") != "stopped" and now - int(st.get("updated_ns", 0)) > 60e9:
+        st["state"] = f"{st.get('state')} (stale: not updated for {(now - st['updated_ns']) / 1e9:.0f} s)"
+    oldest = st.get("oldest_unacked_ns")
+    st["shipping_lag_s"] = round((now - oldest) / 1e9, 3) if oldest else 0.0
+    refused = read_refused(d)
+    keys = ["state", "host", "server", "stream", "last_error", "last_refusal", "acked_seq", "next_seq",
+            "unacked_frames", "shipping_lag_s", "spool_bytes", "spool_max_bytes", "frames_sealed",
+            "frames_sent", "frames_acked", "frames_refused", "lost_batches", "lost_rows", "connects"]
+    rows = [{"field": k, "value": "" if st.get(k) is None else str(st.get(k))} for k in keys]
+    for k in ("updated_ns", "last_ack_ns", "started_ns"):
+        if st.get(k):
+            rows.append({"field": k.removesuffix("_ns"), "value": format_ns(int(st[k]))})
+    emit(pa.Table.from_pylist(rows, schema=pa.schema([("field", pa.string()), ("value", pa.string())])), fmt)
+    if refused:
+        table = pa.Table.from_pylist(
+            [{"seq": r.get("seq"), "refused_ts": r.get("refused_ns"), "server": r.get("server"),
+              "reason": r.get("reason")} for r in refused],
+            schema=pa.schema([("seq", pa.int64()), ("refused_ts", pa.int64()), ("server", pa.string()),
+                              ("reason", pa.string())]))
+        if fmt == "text":
+            click.echo(f"\n{len(refused)} frame(s) refused by the log host, kept in {d / 'refused'}:")
+        emit(table, fmt)
+        sys.exit(4)
+
+
+@click.command("hosts")
+@store_option
+@click.option("--silence", default=60.0, show_default=True, type=float,
+              help="A host whose newest event is older than this many seconds is silent.")
+@click.option("--pki", "pki_dir", default=None, type=click.Path(file_okay=False),
+              help="Also list the PKI's enrolled hosts that never reported.")
+@click.option("--silent", "only_silent", is_flag=True, help="Only the hosts that are not reporting.")
+@format_option()
+def hosts(store: str, silence: float, pki_dir: str | None, only_silent: bool, fmt: str) -> None:
+    """Every host of a fleet store: its last event, and whether it has gone silent.
+
+    \b
+    A host is silent when its newest event is older than --silence, or when the log host
+    raised a silence alert after it; "stopped" when its agent's last word was a clean stop
+    (an intruder can stop an agent cleanly too); "never" for an enrolled host (--pki) with
+    no event. Silent hosts come first. Exit status 0 when all report, 3 when one is silent.
+
+    \b
+    Examples:
+      forensix hosts --store /var/lib/forensix/fleet.duckdb
+      forensix hosts --store fleet.duckdb --silence 300 --pki /etc/forensix/pki --silent
+    """
+    import pyarrow.compute as pc
+
+    from forensix.cli.options import reader
+    from forensix.pki.authority import Authority
+    from forensix.server.hosts import host_status
+
+    enrolled = [h for h, _, revoked in Authority(pki_dir).hosts() if not revoked] if pki_dir else []
+    r = reader(store)
+    try:
+        table = host_status(r, now_ns=time.time_ns(), silence_s=silence, enrolled=enrolled)
+    finally:
+        r.close()
+    if only_silent:
+        table = table.filter(table["silent"])
+    emit(table, fmt)
+    sys.exit(3 if pc.any(table["silent"]).as_py() else 0)
+
+
+COMMANDS = [server, agent, verify, agent_status, hosts]
 

@@ -3,7 +3,7 @@
 ``forensix pki init`` creates the CA, the log host's server certificate and its
 checkpoint signing key; ``forensix pki issue HOST`` creates a host's client certificate
 *and its initial forward-secure seal key* (enrollment); ``forensix pki revoke HOST``
-adds the host's certificate to the CRL the server consults on every connection.
+adds every certificate of the host to the CRL; a running server closes its open connections.
 """
 
 from forensix.pki.authority import (

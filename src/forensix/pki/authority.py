@@ -8,6 +8,8 @@ Layout of a PKI directory (mode 0700; keys 0600)::
     crl.pem                   revoked host certificates (signed by the CA)
     seal/HOST.json            each host's *initial* seal key (epoch 0): the log host's copy
     hosts/HOST/               the bundle to copy to HOST: ca.crt HOST.crt HOST.key seal.key
+    issued/HOST-SERIAL.crt    every certificate ever issued (a re-issue replaces the bundle, and
+                              ``revoke HOST`` must still reach the certificate the host holds)
 """
 
 from __future__ import annotations
@@ -216,6 +218,8 @@ class Authority:
         _write(bundle.ca, ca.public_bytes(serialization.Encoding.PEM))
         _write(bundle.cert, cert.public_bytes(serialization.Encoding.PEM))
         _write(bundle.key, _pem_key(key), 0o600)
+        (self.dir / "issued").mkdir(mode=0o700, exist_ok=True)
+        _write(self.dir / "issued" / f"{host}-{cert.serial_number:x}.crt", cert.public_bytes(serialization.Encoding.PEM))
         # Enrollment of the seal key: the same initial key for the agent and the log host.
         seal = SealState.new(host, time.time_ns(), seal_interval_s)
         (self.dir / "seal").mkdir(mode=0o700, exist_ok=True)
@@ -223,17 +227,33 @@ class Authority:
         seal.save(bundle.seal)
         return bundle
 
-    def revoke(self, host: str) -> int:
-        """Revoke every certificate issued to ``host`` that is on disk; returns its serial."""
-        cert_path = self.bundle(host).cert
-        try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        except FileNotFoundError:
-            raise PKIError(f"no certificate for {host!r} in {self.dir}", "see forensix pki list") from None
+    def issued(self, host: str) -> list[x509.Certificate]:
+        """Every certificate issued to ``host``: the register, and the bundle (PKIs made before it)."""
+        paths = [*sorted((self.dir / "issued").glob(f"{host}-*.crt")), self.bundle(host).cert]
+        certs: dict[int, x509.Certificate] = {}
+        for p in paths:
+            try:
+                c = x509.load_pem_x509_certificate(p.read_bytes())
+            except FileNotFoundError:
+                continue
+            cns = c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            if cns and cns[0].value == host:
+                certs[c.serial_number] = c
+        return list(certs.values())
+
+    def revoke(self, host: str) -> list[int]:
+        """Revoke every certificate issued to ``host``; returns their serials.
+
+        A running log host re-reads the CRL within a fraction of a second and closes the
+        host's open connections (it does not wait for the host to reconnect).
+        """
+        certs = self.issued(host)
+        if not certs:
+            raise PKIError(f"no certificate for {host!r} in {self.dir}", "see forensix pki list")
         revoked = self.revoked_serials()
-        revoked.add(cert.serial_number)
-        self._write_crl(sorted(revoked))
-        return cert.serial_number
+        new = sorted(c.serial_number for c in certs)
+        self._write_crl(sorted(revoked | set(new)))
+        return new
 
     def revoked_serials(self) -> set[int]:
         return revoked_serials(self.crl_path)

@@ -61,30 +61,40 @@ def peer_identity(sock: ssl.SSLSocket) -> tuple[str, int]:
 
 
 class RevocationList:
-    """The CA's CRL, re-read when the file changes, its signature checked against the CA."""
+    """The CA's CRL, re-read when the file changes, its signature checked against the CA.
+
+    ``version`` grows at every re-read, so a watcher polling ``serials()`` can tell a new
+    revocation from the same list (the log host polls it to cut off open connections).
+    """
 
     def __init__(self, crl: Path, ca: Path) -> None:
         self.crl_path = crl
         self.ca = x509.load_pem_x509_certificate(ca.read_bytes())
         self._lock = threading.Lock()
         self._stamp: Any = None
-        self._serials: set[int] = set()
+        self._serials: frozenset[int] = frozenset()
+        self.version = 0
 
     def is_revoked(self, serial: int) -> bool:
-        return serial in self._current()
+        return serial in self.serials()
 
-    def _current(self) -> set[int]:
+    def serials(self) -> frozenset[int]:
+        """The revoked serials as the CRL on disk says now (re-read when the file changed)."""
         try:
             st = os.stat(self.crl_path)
         except FileNotFoundError:
-            return set()
+            return frozenset()
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._lock:
             if stamp != self._stamp:
-                crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+                try:
+                    crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+                except ValueError as e:
+                    raise PKIError(f"{self.crl_path} is not a CRL: {e}", "re-create it: forensix pki revoke") from e
                 pub = self.ca.public_key()
                 if not crl.is_signature_valid(pub):  # type: ignore[arg-type]
                     raise PKIError(f"{self.crl_path} is not signed by the CA", "re-create it: pki revoke")
-                self._serials = {r.serial_number for r in crl}
+                self._serials = frozenset(r.serial_number for r in crl)
                 self._stamp = stamp
+                self.version += 1
             return self._serials

@@ -25,6 +25,8 @@ from forensix.agent.sink import Sink
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns, now_ns
 from forensix.render.tables import display_value
+from forensix.rules.fields import cached_user_names
+from forensix.rules.objects import ACCOUNT_TOOLS, object_of
 from forensix.store.schema import ALERTS, ecs_name
 
 __all__ = [
@@ -75,7 +77,12 @@ ALERT_FIELDS = (
     "host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_entity_id", "target_entity_id",
     "process_pid", "process_name", "event_action", "file_path", "file_target_path", "source_ip",
     "source_port", "destination_ip", "destination_port", "fx_image", "fx_command_line", "fx_detail",
+    "user_id", "process_args", "process_executable", "target_pid", "unix_path",
 )
+
+
+def _base(path: str | None) -> str:
+    return (path or "").rsplit("/", 1)[-1]
 
 
 def _summary(meta: RuleMeta, r: dict[str, Any]) -> str:
@@ -96,6 +103,11 @@ def _summary(meta: RuleMeta, r: dict[str, Any]) -> str:
     if not obj and action == "exec" and r.get("fx_command_line"):
         obj = str(r["fx_command_line"])[:200]
     extra = r.get("fx_detail")
+    kind, name = object_of(r)
+    if kind == "account":
+        verb = ACCOUNT_TOOLS.get(_base(r.get("process_executable") or r.get("fx_image")), "changed")
+        text = f"{meta.title}: account {name} {verb} by {who.strip()}"
+        return f"{text} ({extra})" if extra else text
     if not (who or action or obj):
         return f"{meta.title}: {extra}" if extra else meta.title
     text = " ".join(x for x in (f"{meta.title}:", who, action, obj) if x)
@@ -111,10 +123,13 @@ def build_alerts(
     """One alert per matching row (an event, or a gap record with ``ts``)."""
     recs = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
     detected = now_ns() if detected_ts is None else detected_ts
+    users = cached_user_names()
     out: list[dict[str, Any]] = []
     for r in recs:
         key = event_key(r.get("cpu"), r.get("seq"), r["ts"])
         ents = [e for e in (r.get("process_entity_id"), r.get("target_entity_id")) if e]
+        kind, name = object_of(r)
+        uid = r.get("user_id")
         out.append(
             {
                 "host_id": r.get("host_id") or "",
@@ -133,6 +148,13 @@ def build_alerts(
                 "event_keys": [key],
                 "summary": _summary(meta, r),
                 "source": source,
+                "alert_count": 1,
+                "last_ts": r["ts"],
+                "process_executable": r.get("fx_image") or r.get("process_executable"),
+                "process_command_line": r.get("fx_command_line"),
+                "user_name": users.get(uid) if uid is not None else None,
+                "object_kind": kind,
+                "object_name": name,
             }
         )
     return pa.Table.from_pylist(out, schema=ALERTS) if out else empty_alerts()
@@ -261,7 +283,10 @@ class WebhookOutput:
 
 
 class SinkOutput:
-    """Writes alert rows to a sink (the recorder's store sink) as the ``alerts`` table."""
+    """Writes alert rows to a sink (the recorder's store sink) as the ``alerts`` table,
+    a finding's final count too (the latest row per ``alert_id`` is the one to read)."""
+
+    keeps_updates = True
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink

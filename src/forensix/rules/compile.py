@@ -203,6 +203,8 @@ def scope_of(key: str) -> Node:
             opens = And((Pred("event_action", "eq", "open"), Pred("file_flags", "bits", F.WRITE_OPEN_MASK)))
             acts = Or((acts, opens))
         parts.append(acts)
+    if ls.ip_only:  # a bash looking up a user name connects to nscd's Unix socket: no network connection
+        parts.append(Pred("network_type", "in", ("ipv4", "ipv6")))
     return simplify(And(tuple(parts))) if parts else Const(True)
 
 

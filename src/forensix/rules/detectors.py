@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from forensix.model.timefmt import format_ns
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
+from forensix.rules.chains import CHAIN_RULES, chain_detectors
 from forensix.rules.fields import WRITE_OPEN_MASK
 from forensix.rules.live import actions_of, null_false
 
@@ -32,29 +33,29 @@ __all__ = ["DETECTOR_RULES", "Detector", "GapDetector", "RecorderGuard", "defaul
 
 KILLED = RuleMeta(
     "forensix-recorder-killed", "Recorder signalled by another process", "critical",
-    ("attack.defense_evasion", "attack.t1562.001"),
+    ("attack.defense-impairment", "attack.t1685"),
 )
 BPF_DETACH = RuleMeta(
     "forensix-bpf-detach", "BPF program or link detached by another process", "critical",
-    ("attack.defense_evasion", "attack.t1562.001"),
+    ("attack.defense-impairment", "attack.t1685"),
 )
 BPF_OTHER = RuleMeta(
     "forensix-bpf-other-process", "bpf() called by a process other than the recorder", "medium",
-    ("attack.defense_evasion", "attack.t1562.001"),
+    ("attack.defense-impairment", "attack.t1685"),
 )
 STORE_TOUCHED = RuleMeta(
     "forensix-store-touched", "Recorder store or spool modified by another process", "critical",
-    ("attack.defense_evasion", "attack.t1070"),
+    ("attack.stealth", "attack.t1070"),
 )
 GAP = RuleMeta(
     "forensix-ring-buffer-gap", "Events lost: recording gap", "high",
-    ("attack.defense_evasion", "attack.t1562.006"),
+    ("attack.defense-impairment", "attack.t1685"),
 )
 COPIED_EXEC = RuleMeta(
     "forensix-system-binary-copy-executed", "System binary copied to a temporary directory and executed",
-    "high", ("attack.defense_evasion", "attack.t1036.003"),
+    "high", ("attack.stealth", "attack.t1036.003"),
 )
-DETECTOR_RULES = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED, GAP, COPIED_EXEC)
+DETECTOR_RULES = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED, GAP, COPIED_EXEC, *CHAIN_RULES)
 
 # Signals that stop or kill (SIGHUP INT QUIT ABRT KILL SEGV TERM STOP TSTP).
 LETHAL = {1, 2, 3, 6, 9, 11, 15, 19, 20}
@@ -413,4 +414,4 @@ def _prefixed(strings: pa.Array | pa.ChunkedArray, *groups: Sequence[str]) -> li
 
 
 def default_detectors(self_pids: Sequence[int] = (), protected: Sequence[str] = ()) -> list[Detector]:
-    return [RecorderGuard(self_pids, protected), GapDetector(), CopiedBinaryExec()]
+    return [RecorderGuard(self_pids, protected), GapDetector(), CopiedBinaryExec(), *chain_detectors()]

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,10 +34,12 @@ from forensix.rules.compile import (
     simplify,
 )
 from forensix.rules.detectors import Detector
+from forensix.rules.evidence import Grouper, SessionContext, add_evidence, object_free
 from forensix.rules.live import Codes, Evaluator, ProcessContext, count_true, true_rows
 from forensix.rules.sql import SUMMARY_DERIVED
+from forensix.store.schema import ALERTS
 
-__all__ = ["EngineStats", "LiveEngine", "meta_of"]
+__all__ = ["EngineStats", "LiveEngine", "latest_per_alert", "meta_of"]
 
 
 def meta_of(rule: CompiledRule) -> RuleMeta:
@@ -134,6 +137,8 @@ class LiveEngine:
         self._carry: pa.Table | None = None  # rows held back one round (see _split)
         self._carry_since = 0.0
         self._closed = threading.Event()
+        self.sessions = SessionContext()
+        self.grouper = Grouper(object_free=object_free(self.rules))
 
     @staticmethod
     def _group(rules: Sequence[CompiledRule]) -> list[_Group]:
@@ -205,6 +210,9 @@ class LiveEngine:
                 self.context.add_processes(data)
             elif table == "events":
                 self.context.add_events(data)
+                self.sessions.add_events(data)
+                if data.num_rows:
+                    self.grouper.latest = max(self.grouper.latest, pc.max(data.column("ts")).as_py() or 0)
         found: list[pa.Table] = []
         run: list[pa.Table] = []
         for table, data in items + [("", pa.table({}))]:
@@ -224,8 +232,11 @@ class LiveEngine:
                 found.append(self._observe(table, data, learn=False))
         found = [f for f in found if f.num_rows]
         self.stats.cpu_s += time.thread_time() - t0
-        if found:
-            self._emit(pa.concat_tables(found))
+        new, ended = self.findings(pa.concat_tables(found) if found else empty_alerts(), final)
+        if new.num_rows:
+            self._emit(new)
+        if ended.num_rows:
+            self._emit_updates(ended)
 
     def drain(self) -> None:
         """Evaluate what is pending now, as the timer does (rows of processes not known
@@ -238,7 +249,7 @@ class LiveEngine:
         """Evaluate everything pending and let the outputs deliver (the recorder calls
         this when it stops)."""
         with self._lock:
-            if self._pending or self._carry is not None:
+            if self._pending or self._carry is not None or self.grouper.open:
                 self._drain(final=True)
         for o in self.outputs:
             deliver = getattr(o, "flush", None)
@@ -306,7 +317,43 @@ class LiveEngine:
                 found.append(build_alerts(meta_of(rule), hits, self.source))
         return pa.concat_tables(found) if found else empty_alerts()
 
+    def findings(self, alerts: pa.Table, final: bool = False) -> tuple[pa.Table, pa.Table]:
+        """Alerts (one per match) as findings: with their evidence, grouped. Returns the
+        alerts that open a finding (to emit now) and the findings that ended with more
+        than one match (the same alert ids with their final count and last time)."""
+        rows = alerts.to_pylist() if alerts.num_rows else []
+        add_evidence(rows, self.context, self.sessions)
+        new, ended = self.grouper.add(rows)
+        ended += self.grouper.close() if final else self.grouper.expire()
+        return _table(new), _table(ended)
+
+    def settle(self, alerts: pa.Table) -> pa.Table:
+        """``findings`` of everything at once (a replay): one row per finding, final counts."""
+        new, ended = self.findings(alerts, final=True)
+        return latest_per_alert(pa.concat_tables([new, ended]))
+
     def _emit(self, alerts: pa.Table) -> None:
         self.stats.alerts += alerts.num_rows
         for o in self.outputs:
             o.emit(alerts)
+
+    def _emit_updates(self, alerts: pa.Table) -> None:
+        """A finding's final count goes where alerts are kept (the store), not again to
+        the screen or a webhook: one alert per finding there."""
+        for o in self.outputs:
+            if getattr(o, "keeps_updates", False):
+                o.emit(alerts)
+
+
+def latest_per_alert(alerts: pa.Table) -> pa.Table:
+    """The row with the highest count of each alert id (a finding's final state)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in alerts.to_pylist():
+        old = best.get(r["alert_id"])
+        if old is None or (r.get("alert_count") or 1) > (old.get("alert_count") or 1):
+            best[r["alert_id"]] = r
+    return _table(sorted(best.values(), key=lambda r: (r["ts"], r["rule_id"])))
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=ALERTS) if rows else empty_alerts()

@@ -156,7 +156,10 @@ def _derived() -> dict[str, Derived]:
         Derived(
             "fx_time_back",
             pa.int64(),
-            "CASE WHEN e.event_action = 'utimes' AND e.file_mtime <> 0 THEN e.ts - e.file_mtime END",
+            # the further back of the two times set (0 = now, -1 = left as it was)
+            "CASE WHEN e.event_action = 'utimes' THEN greatest("
+            "CASE WHEN e.file_mtime NOT IN (0, -1) THEN e.ts - e.file_mtime END, "
+            "CASE WHEN e.file_atime NOT IN (0, -1) THEN e.ts - e.file_atime END) END",
         )
     )
     items += [Derived(f"fx_audit_a{i}", s, _audit_arg_sql(i)) for i in range(10)]
@@ -272,6 +275,7 @@ class LogSource:
     category: str | None
     actions: tuple[str, ...] | None
     write_opens: bool = False  # also 'open' with a write/create/truncate flag
+    ip_only: bool = False  # IP connections only (Sigma's network_connection has no Unix sockets)
 
 
 LOGSOURCES: dict[str, LogSource] = {
@@ -285,7 +289,7 @@ LOGSOURCES: dict[str, LogSource] = {
     ),
     "file_access": LogSource("file_access", "file", ("open",)),
     "file_rename": LogSource("file_rename", "file", ("rename",)),
-    "network_connection": LogSource("network_connection", "network", ("connect", "accept")),
+    "network_connection": LogSource("network_connection", "network", ("connect", "accept"), ip_only=True),
     "auditd": LogSource("auditd", None, None),
     "forensix": LogSource("forensix", None, None),
 }

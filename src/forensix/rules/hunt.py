@@ -16,10 +16,19 @@ from forensix.rules.alerts import build_alerts, empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.detectors import Detector
 from forensix.rules.engine import meta_of
+from forensix.rules.evidence import (
+    GROUP_WINDOW_NS,
+    SessionContext,
+    add_evidence,
+    group_alerts,
+    object_free,
+)
+from forensix.rules.live import ProcessContext
 from forensix.rules.sql import hunt_sql
 from forensix.store.base import Reader
+from forensix.store.schema import ALERTS
 
-__all__ = ["hunt", "hunt_detectors", "hunt_rules"]
+__all__ = ["findings", "hunt", "hunt_detectors", "hunt_rules", "store_context"]
 
 RULES_PER_SCAN = 40
 
@@ -61,7 +70,7 @@ def hunt_detectors(
     found = []
     for d in detectors:
         for table, where in d.hunt_filter().items():
-            col = "ts_from" if table == "gaps" else "ts"
+            col = {"gaps": "ts_from", "flows": "first_ts"}.get(table, "ts")
             sql = f"SELECT * FROM {table} WHERE ({where}) AND {_time_sql(col, ts_from, ts_to)} ORDER BY {col}"
             data = reader.query(sql)
             if data.num_rows:
@@ -77,9 +86,35 @@ def hunt(
     ts_from: int | None = None,
     ts_to: int | None = None,
 ) -> pa.Table:
-    """Everything a hunt finds, sorted by time."""
+    """Everything a hunt finds, one alert per finding with its evidence, sorted by time."""
     parts = [hunt_rules(reader, rules, ts_from, ts_to), hunt_detectors(reader, detectors, ts_from, ts_to)]
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return empty_alerts()
-    return pa.concat_tables(parts).sort_by([("ts", "ascending"), ("rule_id", "ascending")])
+    return findings(reader, pa.concat_tables(parts), object_free=object_free(rules))
+
+
+def store_context(reader: Reader) -> tuple[ProcessContext, SessionContext]:
+    """The process images, parents and ssh accepts of a store, as the live engine learns them."""
+    ctx = ProcessContext(max_entities=1 << 62)
+    procs = reader.query(
+        "SELECT entity_id, image_ts, executable, name, parent_entity_id, args FROM processes ORDER BY image_ts"
+    )
+    if procs.num_rows:
+        ctx.add_processes(procs)
+    sess = SessionContext(max_entities=1 << 62)
+    sess.add_events(reader.query(
+        "SELECT process_entity_id, ts, destination_ip, network_transport, event_action FROM events"
+        " WHERE event_action = 'accept' ORDER BY ts"
+    ))
+    return ctx, sess
+
+
+def findings(reader: Reader, alerts: pa.Table, window_ns: int = GROUP_WINDOW_NS,
+             object_free: frozenset[str] = frozenset()) -> pa.Table:
+    """One alert per match -> one per finding (``evidence.group_alerts``) with its evidence."""
+    ctx, sess = store_context(reader)
+    rows = alerts.to_pylist()
+    add_evidence(rows, ctx, sess)
+    out = group_alerts(rows, window_ns, object_free)
+    return pa.Table.from_pylist(out, schema=ALERTS) if out else empty_alerts()

@@ -293,12 +293,14 @@ def _audit_arg(i: int) -> _Builder:
 
 
 def _time_back(t: pa.Table, c: _Ctx) -> pa.Array:
-    mtime = _col(t, "file_mtime")
-    ok = pc.and_(
-        pc.fill_null(pc.equal(_col(t, "event_action"), "utimes"), False),
-        pc.fill_null(pc.not_equal(mtime, 0), False),
-    )
-    return pc.if_else(ok, pc.subtract(_col(t, "ts"), mtime), pa.scalar(None, pa.int64()))
+    """The further back of the two times a utimes call set (0 = now, -1 = left as it was)."""
+    utimes = pc.fill_null(pc.equal(_col(t, "event_action"), "utimes"), False)
+    backs = []
+    for name in ("file_mtime", "file_atime"):
+        v = _col(t, name)
+        set_ = pc.and_(utimes, pc.fill_null(pc.invert(pc.is_in(v, pa.array([0, -1], pa.int64()))), False))
+        backs.append(pc.if_else(set_, pc.subtract(_col(t, "ts"), v), pa.scalar(None, pa.int64())))
+    return pc.max_element_wise(*backs, skip_nulls=True)
 
 
 DERIVED_ARROW: dict[str, _Builder] = {

@@ -22,7 +22,7 @@ from sigma.rule import SigmaRule
 from forensix.errors import UsageError
 from forensix.rules.compile import CompiledRule, compile_rule
 
-__all__ = ["RuleSet", "builtin_rules_dir", "load_paths", "load_rules", "load_text"]
+__all__ = ["Coverage", "RuleSet", "builtin_rules_dir", "coverage", "load_paths", "load_rules", "load_text"]
 
 _SUFFIXES = (".yml", ".yaml")
 
@@ -135,3 +135,36 @@ def load_rules(paths: Sequence[str | Path] = (), *, builtin: bool = True) -> Rul
     if paths:
         out.extend(load_paths(paths))
     return out
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a rule tree gives forensix: how many rules load, how many run (live and in a
+    hunt, the same rules both ways), by log source, and the rest by the reason they do not."""
+
+    loaded: int
+    runnable: int
+    by_logsource: dict[str, int]
+    rejected: dict[str, int]  # reason -> rules
+
+    def lines(self) -> list[str]:
+        head = f"{self.loaded} rules loaded: {self.runnable} runnable (live and in hunts), {self.loaded - self.runnable} not"
+        out = [head]
+        out += [f"  runnable  {n:>5}  {src}" for src, n in self.by_logsource.items()]
+        out += [f"  rejected  {n:>5}  {why}" for why, n in self.rejected.items()]
+        return out
+
+
+def coverage(rs: RuleSet) -> Coverage:
+    by_src: dict[str, int] = {}
+    for r in rs.ok:
+        by_src[r.logsource] = by_src.get(r.logsource, 0) + 1
+    why: dict[str, int] = {}
+    for r in rs.problems:
+        reason = f"{r.status}: {r.reason}"
+        why[reason] = why.get(reason, 0) + 1
+    return Coverage(
+        loaded=len(rs.rules), runnable=len(rs.ok),
+        by_logsource=dict(sorted(by_src.items(), key=lambda kv: (-kv[1], kv[0]))),
+        rejected=dict(sorted(why.items(), key=lambda kv: (-kv[1], kv[0]))),
+    )

@@ -36,6 +36,11 @@ KEY_COLUMNS = (
     "destination_port",
     "source_ip",
     "source_port",
+    "user_id",
+    "process_args",
+    "process_executable",
+    "target_pid",
+    "unix_path",
 )
 SUMMARY_DERIVED = ("fx_image", "fx_command_line")
 

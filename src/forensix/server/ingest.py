@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -49,12 +50,16 @@ class Ingestor:
         self.lock = threading.Lock()
         self.rows = 0
         self.error: BaseException | None = None
+        self.on_append: Callable[[str, int, float], None] | None = None  # (table, rows, seconds): metrics
         self._q: queue.Queue[tuple[str, pa.Table, Mark, int] | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="fx-ingest", daemon=True)
         self._thread.start()
 
     def submit(self, table: str, data: pa.Table, mark: Mark, seq: int) -> None:
         self._q.put((table, data, mark, seq))
+
+    def queued(self) -> int:
+        return self._q.qsize()
 
     def flush(self) -> None:
         """Wait until every submitted batch is in the store."""
@@ -117,7 +122,11 @@ class Ingestor:
 
     def batch(self, table: str, data: pa.Table) -> None:
         with self.lock:
-            self.rows += self.store.append(table, data)
+            t0 = time.perf_counter()
+            n = self.store.append(table, data)
+            self.rows += n
+        if self.on_append is not None:
+            self.on_append(table, n, time.perf_counter() - t0)
         if self.live is not None:
             self.live.write(table, data)
 

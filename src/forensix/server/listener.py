@@ -5,6 +5,14 @@ with a logged reason and never affects the others. Frames are checked (MAC under
 own epoch's key, epoch bound to the sealing time, epochs never going back, the chain),
 written to evidence and fsynced, and then acknowledged; the ingest thread appends them to
 the store (coalesced), and frames in evidence but not yet in the store are ingested at start.
+
+Hostile or broken agents: a frame that fails its checks is refused for good (``R``, the
+connection goes on; the agent keeps it aside and ships the next); a connection is refused
+(``E``, then closed; the agent keeps its frames and retries) when its certificate is
+revoked, its host is over a per-host limit (connections, streams, evidence bytes) or the
+disk is nearly full. A revocation made while a host is connected closes its connections
+within a fraction of a second (the CRL is polled). Every refusal is logged, counted in the
+metrics and written into the evidence (``guard.RefusalLog``).
 """
 
 from __future__ import annotations
@@ -12,10 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import select
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,22 +37,37 @@ from forensix.agent import wire
 from forensix.agent.frame import Frame, FrameError, decode_body, parse_frame
 from forensix.agent.sink import Sink
 from forensix.errors import ForensixError
+from forensix.metrics import lost_by_class
 from forensix.pki.authority import Authority, PKIError
 from forensix.pki.sealkey import KeySchedule, SealState, write_atomic
 from forensix.pki.tls import RevocationList, peer_identity, server_context
 from forensix.server.checks import seal_problem
 from forensix.server.evidence import EvidenceStore, StreamLog, read_frame, walk_segment
+from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
 from forensix.server.ingest import Ingestor
+from forensix.server.metrics import ServerMetrics
 from forensix.store.base import Writer
 
-__all__ = ["LogServer", "Refused", "ServerConfig"]
+__all__ = ["HostLimits", "LogServer", "Refused", "ServerConfig"]
 
 log = logging.getLogger("forensix.server")
 _STREAM_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 class Refused(ForensixError):
-    """A connection or message the log host does not accept (the reason is logged)."""
+    """A connection the log host does not accept (the reason is logged and sent, then it closes).
+
+    ``kind`` names the rule broken, for the metrics and the evidence: revoked, identity,
+    connections, streams, quota, disk, clock, refusals, protocol.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, kind: str = "protocol") -> None:
+        super().__init__(message, hint)
+        self.kind = kind
+
+
+class FrameRefused(ForensixError):
+    """One frame the log host will never store (bad MAC, chain, epoch, rows): the agent moves on."""
 
 
 @dataclass
@@ -53,6 +78,22 @@ class ServerConfig:
     silence_s: float = 60.0
     checkpoint_s: float = 1.0
     handshake_timeout_s: float = 10.0
+    limits: HostLimits = field(default_factory=HostLimits)
+    max_connections: int = 1024  # all connections, authenticated or not (each is a thread)
+    crl_poll_s: float = 0.2  # how soon a revocation closes open connections
+
+
+@dataclass(eq=False)
+class _Session:
+    """One authenticated connection."""
+
+    host: str
+    serial: int
+    peer: str
+    stream: str = ""
+    cut: str | None = None  # set by another thread: close this connection, saying why
+    cut_kind: str = ""
+    refused_frames: int = 0
 
 
 @dataclass
@@ -62,6 +103,9 @@ class _HostState:
     alerted: bool = False
     connections: int = 0
     clean_stop: bool = False
+    last_frame_ns: int = 0
+    evidence_bytes: int | None = None  # counted on first contact, then kept up to date
+    sessions: set[_Session] = field(default_factory=set)
 
 
 class LogServer:
@@ -87,6 +131,14 @@ class LogServer:
         self.refusals: list[str] = []
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
+        self._open = 0  # accepted connections not yet ended (handshakes included)
+        self.limits = config.limits
+        self.refusal_log = RefusalLog(config.evidence, self.ingest.batch)
+        self.metrics = ServerMetrics(self)
+        self.ingest.on_append = self.metrics.appended
+        self._free = (0.0, 0)  # (checked at, free bytes): statvfs at most once a second
+        self._wake = Broadcast()  # ends every connection's wait: a revocation, a stop
+        self._refused_seqs: dict[tuple[str, str], set[int]] = {}  # (host, stream) -> frames refused here
         self._replay_and_load()
 
     # -- start-up ------------------------------------------------------------------
@@ -150,6 +202,8 @@ class LogServer:
         assert self.sock is not None
         mon = threading.Thread(target=self._monitor, name="fx-monitor", daemon=True)
         mon.start()
+        crl = threading.Thread(target=self._watch_crl, name="fx-crl", daemon=True)
+        crl.start()
         while not self._stop.is_set():
             try:
                 conn, addr = self.sock.accept()
@@ -159,14 +213,26 @@ class LogServer:
                 if self._stop.is_set():
                     break
                 raise
+            with self._conns_lock:
+                full = self._open >= self.config.max_connections
+                if not full:
+                    self._open += 1
+            if full:  # before the handshake: a flood of connections costs no thread each
+                self._refuse(f"{addr[0]}:{addr[1]}", f"{self._open} connections open (limit "
+                             f"{self.config.max_connections}): closed before the TLS handshake")
+                self.metrics.refused.labels("", "connections").inc()
+                conn.close()
+                continue
             t = threading.Thread(target=self._connection, args=(conn, addr), daemon=True,
                                  name=f"fx-conn-{addr[0]}:{addr[1]}")
             t.start()
             self._threads = [x for x in self._threads if x.is_alive()] + [t]
         mon.join(timeout=2)
+        crl.join(timeout=2)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.fire()
         if self.sock is not None:
             self.sock.close()
         with self._conns_lock:
@@ -180,13 +246,20 @@ class LogServer:
         self._checkpoint_all()
         self.ingest.close()
         self.evidence.close()
+        self._wake.close()
 
     def _refuse(self, peer: str, reason: str) -> None:
         log.warning("refused %s: %s", peer, reason)
         self.refusals.append(f"{peer}: {reason}")
 
     def _connection(self, raw: socket.socket, addr: Any) -> None:
-        peer = f"{addr[0]}:{addr[1]}"
+        try:
+            self._handshake_and_serve(raw, f"{addr[0]}:{addr[1]}")
+        finally:
+            with self._conns_lock:
+                self._open -= 1
+
+    def _handshake_and_serve(self, raw: socket.socket, peer: str) -> None:
         raw.settimeout(self.config.handshake_timeout_s)
         try:
             conn = self.context.wrap_socket(raw, server_side=True)
@@ -196,13 +269,19 @@ class LogServer:
             return
         with self._conns_lock:
             self._conns.add(conn)
+        sess: _Session | None = None
         try:
-            self._session(conn, peer)
+            host, serial = peer_identity(conn)
+            sess = _Session(host, serial, peer)
+            self._session(conn, sess)
         except Refused as e:
-            self._refuse(peer, e.message)
+            if e.kind == "superseded":  # the same agent reconnected: not a refusal
+                log.info("connection %s of %s: %s", peer, sess.host if sess else "?", e.message)
+            else:
+                self._refused(sess, peer, e.kind, e.message)
             self._send_error(conn, e.message)
         except FrameError as e:
-            self._refuse(peer, f"malformed message: {e.message}")
+            self._refused(sess, peer, "protocol", f"malformed message: {e.message}")
             self._send_error(conn, f"malformed message: {e.message}")
         except (OSError, wire.WireClosed, ssl.SSLError) as e:
             log.info("connection %s ended: %s", peer, e)
@@ -210,12 +289,25 @@ class LogServer:
             log.exception("connection %s failed", peer)
             self._send_error(conn, f"internal error: {type(e).__name__}")
         finally:
+            if sess is not None:
+                self._leave(sess)
             with self._conns_lock:
                 self._conns.discard(conn)
             try:
                 conn.close()
             except OSError:
                 pass
+
+    def _refused(self, sess: _Session | None, peer: str, kind: str, reason: str) -> None:
+        """Log, count, and (for a known host) write the refusal into the evidence and the store."""
+        self._refuse(peer, reason)
+        host = sess.host if sess is not None else ""
+        self.metrics.refused.labels(host, kind).inc()
+        if sess is not None:
+            with self.hosts_lock:
+                st = self.hosts.get(host)
+                info = dict(st.info) if st is not None else {}
+            self.refusal_log.record(host, kind, reason, peer, stream=sess.stream, info=info)
 
     @staticmethod
     def _send_error(conn: ssl.SSLSocket, reason: str) -> None:
@@ -230,32 +322,38 @@ class LogServer:
         except (OSError, ssl.SSLError):
             pass
 
-    def _session(self, conn: ssl.SSLSocket, peer: str) -> None:
-        host, serial = peer_identity(conn)
+    def _session(self, conn: ssl.SSLSocket, sess: _Session) -> None:
+        host, serial, peer = sess.host, sess.serial, sess.peer
         if self.crl.is_revoked(serial):
-            raise Refused(f"certificate of {host} (serial {serial:x}) is revoked")
+            raise Refused(f"certificate of {host} (serial {serial:x}) is revoked", kind="revoked")
+        self._admit(sess)
         keys = self._schedule(host)
         kind, body = wire.recv(conn)
         if kind != b"H":
             raise FrameError(f"expected hello, got message type {kind!r}")
         hello = wire.recv_json(body)
         if hello.get("host") != host:
-            raise Refused(f"certificate is for {host!r} but the agent says it is {hello.get('host')!r}")
+            raise Refused(f"certificate is for {host!r} but the agent says it is {hello.get('host')!r}",
+                          kind="identity")
         stream = str(hello.get("stream", ""))
         if not _STREAM_RE.match(stream):
             raise FrameError(f"bad stream id {stream!r}")
+        self._admit_stream(sess, stream)
+        self._check_room(host, 0)
         slog = self.evidence.stream(host, stream)
         self._agent_seen(host, hello)
         with slog.lock:
             wire.send(conn, b"W", {"next_seq": slog.last_seq + 1})
         log.info("%s connected from %s (stream %s, next seq %d)", host, peer, stream, slog.last_seq + 1)
-        conn.settimeout(max(60.0, self.config.silence_s * 2))
+        idle = max(60.0, self.config.silence_s * 2)
+        conn.settimeout(idle)
         while not self._stop.is_set():
+            if not self._readable(conn, sess, idle):
+                continue
             kind, body = wire.recv(conn)
             self._touch(host)
             if kind == b"F":
-                seq = self._frame(host, hello, slog, keys, parse_frame(body))
-                wire.send(conn, b"A", seq.to_bytes(8, "big"))
+                self._receive_frame(conn, sess, hello, slog, keys, body)
             elif kind == b"K":
                 beat = wire.recv_json(body)
                 with slog.lock:
@@ -274,32 +372,209 @@ class LogServer:
                 raise FrameError(f"unexpected message type {kind!r} from an agent")
 
     # -- frames ---------------------------------------------------------------------
-    def _frame(self, host: str, hello: dict[str, Any], slog: StreamLog, keys: KeySchedule,
+    def _receive_frame(self, conn: ssl.SSLSocket, sess: _Session, hello: dict[str, Any], slog: StreamLog,
+                       keys: KeySchedule, body: bytes) -> None:
+        host = sess.host
+        self.metrics.frames.labels(host).inc()
+        frame = parse_frame(body)  # not even a frame: the stream cannot be trusted, close it
+        try:
+            seq = self._frame(sess, hello, slog, keys, frame)
+        except FrameRefused as e:
+            sess.refused_frames += 1
+            seqs = self._refused_seqs.setdefault((host, slog.stream), set())
+            if len(seqs) < 10_000:  # a bound for a host that sends nothing but forgeries
+                seqs.add(frame.seq)
+            self._refuse(sess.peer, e.message)
+            self.metrics.refused.labels(host, "frame").inc()
+            with self.hosts_lock:
+                info = dict(self.hosts[host].info) if host in self.hosts else {}
+            self.refusal_log.record(host, "frame", e.message, sess.peer, stream=sess.stream, seq=frame.seq,
+                                    info=info)
+            wire.send(conn, b"R", {"seq": frame.seq, "reason": e.message})
+            limit = self.limits.refused_frames
+            if limit and sess.refused_frames >= limit:
+                raise Refused(f"{sess.refused_frames} frames of {host} refused on one connection "
+                              f"(limit {limit}): closing it", kind="refusals") from None
+            return
+        wire.send(conn, b"A", seq.to_bytes(8, "big"))
+        self.metrics.acked.labels(host).inc()
+
+    def _frame(self, sess: _Session, hello: dict[str, Any], slog: StreamLog, keys: KeySchedule,
                frame: Frame) -> int:
+        host = sess.host
         if frame.host != host or frame.stream.hex() != slog.stream:
-            raise Refused(f"frame for {frame.host}/{frame.stream.hex()} on the connection of "
-                          f"{host}/{slog.stream}")
+            raise FrameRefused(f"frame for {frame.host}/{frame.stream.hex()} on the connection of "
+                               f"{host}/{slog.stream}")
         with slog.lock:
             if frame.seq <= slog.last_seq:
                 return frame.seq  # a resend of what we have: acknowledge again, keep once
+            if sess.cut is not None:  # revoked while this frame was on its way: not stored
+                raise Refused(sess.cut, kind=sess.cut_kind)
+            if keys.mac_key(frame.epoch) is None:  # may be a clock ahead: refuse now, keep it for later
+                raise Refused(f"{host} seq {frame.seq}: sealed in epoch {frame.epoch}, which has not begun "
+                              "on the log host (more than 5 min ahead)",
+                              "check the clocks of the host and the log host; the frame stays in the "
+                              "agent's spool and is sent again", kind="clock")
             problem = seal_problem(frame, keys)
             if problem:
-                raise Refused(f"{host} seq {frame.seq}: {problem}")
+                raise FrameRefused(f"{host} seq {frame.seq}: {problem}")
             if frame.epoch < slog.last_epoch or frame.seal_ns < slog.last_seal_ns:
-                raise Refused(f"{host} seq {frame.seq}: sealed in epoch {frame.epoch} at {frame.seal_ns} ns, "
-                              f"before the previous frame (epoch {slog.last_epoch}, {slog.last_seal_ns} ns)")
+                raise FrameRefused(f"{host} seq {frame.seq}: sealed in epoch {frame.epoch} at {frame.seal_ns} "
+                                   f"ns, before the previous frame (epoch {slog.last_epoch}, "
+                                   f"{slog.last_seal_ns} ns)")
             expected = slog.last_seq + 1
             if frame.seq == expected and slog.last_hash is not None and frame.prev != slog.last_hash:
-                raise Refused(f"{host} seq {frame.seq}: does not chain to seq {slog.last_seq}")
-            data = decode_body(frame)
-            self.ingest.check_origin(host, data)
+                raise FrameRefused(f"{host} seq {frame.seq}: does not chain to seq {slog.last_seq}")
+            try:
+                data = decode_body(frame)
+                self.ingest.check_origin(host, data)
+            except FrameError as e:
+                raise FrameRefused(f"{host} seq {frame.seq}: {e.message}") from None
+            self._check_room(host, len(frame.raw))
             slog.append(frame)  # durable (fsync) before anything else
+            self._stored(host, len(frame.raw))
             if frame.seq > expected:
-                log.warning("%s: frames %d..%d never arrived", host, expected, frame.seq - 1)
+                # frames this log host refused itself are not "missing": the gap says so
+                refused = self._refused_seqs.get((host, slog.stream), set())
+                why = "refused" if all(q in refused for q in range(expected, frame.seq)) else "sequence-gap"
+                log.warning("%s: frames %d..%d %s", host, expected, frame.seq - 1,
+                            "were refused" if why == "refused" else "never arrived")
                 self.ingest.gap(host, hello, slog.last_seal_ns, frame.seal_ns, frame.seq - expected,
-                                "sequence-gap", "batches")
+                                why, "batches")
+            if frame.table == "gaps":
+                self.metrics.lost_events(host, lost_by_class(data))
             self.ingest.submit(frame.table, data, slog, frame.seq)
             return frame.seq
+
+    # -- limits, revocation ------------------------------------------------------------
+    def host_states(self) -> Iterator[tuple[str, _HostState]]:
+        with self.hosts_lock:
+            items = list(self.hosts.items())
+        yield from items
+
+    def _admit(self, sess: _Session) -> None:
+        """Count the connection for its host (before its hello: at most the cap of those too)."""
+        with self.hosts_lock:
+            st = self.hosts.setdefault(sess.host, _HostState())
+            limit = self.limits.connections
+            waiting = sum(1 for x in st.sessions if not x.stream)
+            if limit and waiting >= limit:
+                raise Refused(f"{sess.host} already has {waiting} connections open without a hello "
+                              f"(limit {limit})", kind="connections")
+            st.sessions.add(sess)
+            if st.evidence_bytes is None:
+                st.evidence_bytes = evidence_bytes(self.config.evidence / sess.host)
+
+    def _admit_stream(self, sess: _Session, stream: str) -> None:
+        """One connection per stream (a new one replaces the old: it is a reconnect), and the caps."""
+        self._check_streams(sess.host, stream)
+        limit = self.limits.connections
+        with self.hosts_lock:
+            st = self.hosts[sess.host]
+            same = [x for x in st.sessions if x is not sess and x.stream == stream and x.cut is None]
+            open_ = sum(1 for x in st.sessions if x is not sess and x.stream and x.cut is None) - len(same)
+            if limit and open_ >= limit:
+                raise Refused(f"{sess.host} already has {open_} connections open (limit {limit})",
+                              "one agent needs one; raise --host-max-connections on the log host if more "
+                              "agents share this certificate", kind="connections")
+            for other in same:  # the agent reconnected before the old connection timed out here
+                other.cut, other.cut_kind = f"superseded by a new connection from {sess.peer}", "superseded"
+            sess.stream = stream
+        if same:
+            self._wake.fire()
+
+    def _check_streams(self, host: str, stream: str) -> None:
+        known = {s.stream for s in self.evidence.streams() if s.host == host}
+        if stream in known or not self.limits.streams:
+            return
+        on_disk = self.config.evidence / host
+        if on_disk.is_dir():
+            known |= {p.name for p in on_disk.iterdir() if p.is_dir()}
+        if stream not in known and len(known) >= self.limits.streams:
+            raise Refused(f"{host} already has {len(known)} streams on the log host (limit "
+                          f"{self.limits.streams}); a new spool directory makes a new stream",
+                          "keep the agent's --spool directory across restarts; raise --host-max-streams "
+                          "on the log host if the host really needs more", kind="streams")
+
+    def _check_room(self, host: str, length: int) -> None:
+        """The host's evidence quota and the disk's floor, before a frame is written."""
+        with self.hosts_lock:
+            used = self.hosts[host].evidence_bytes or 0
+        quota = self.limits.evidence_bytes
+        if quota and used + length > quota:
+            raise Refused(f"evidence of {host} on the log host is {used} bytes, at its limit of {quota}",
+                          "archive or move the host's old evidence, or raise --host-max-bytes; the "
+                          "agent keeps its frames meanwhile", kind="quota")
+        floor = self.limits.min_free_bytes
+        if floor:
+            checked, free = self._free
+            if time.monotonic() - checked > 1.0:
+                free = free_bytes(self.config.evidence)
+                self._free = (time.monotonic(), free)
+            if free - length < floor:
+                raise Refused(f"the log host's evidence disk has {free} bytes free (floor {floor})",
+                              "free space on the log host; agents keep their frames meanwhile", kind="disk")
+
+    def _stored(self, host: str, length: int) -> None:
+        with self.hosts_lock:
+            st = self.hosts[host]
+            st.evidence_bytes = (st.evidence_bytes or 0) + length
+            st.last_frame_ns = time.time_ns()
+        self.metrics.bytes.labels(host).inc(length)
+
+    def _leave(self, sess: _Session) -> None:
+        with self.hosts_lock:
+            st = self.hosts.get(sess.host)
+            if st is not None:
+                st.sessions.discard(sess)
+
+    def _readable(self, conn: ssl.SSLSocket, sess: _Session, idle_s: float) -> bool:
+        """Wait for the next message, or for the log host to end this connection.
+
+        Only this thread reads and writes the connection (an SSL object is not for two
+        threads at once): the CRL watcher marks the session (``cut``) and wakes the waits
+        (``Broadcast``); this thread then sends the reason and closes the connection.
+        """
+        deadline = time.monotonic() + idle_s
+        while True:
+            wake = self._wake.fd()  # before the checks: a fire() after them still ends the wait
+            if sess.cut is not None:
+                raise Refused(sess.cut, kind=sess.cut_kind)
+            if self._stop.is_set():
+                return False
+            if conn.pending():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"nothing from {sess.host} for {idle_s:g} s")
+            fd = conn.fileno()
+            if fd in select.select([fd, wake], [], [], left)[0]:
+                return True
+
+    def _watch_crl(self) -> None:
+        seen = -1
+        while not self._stop.wait(self.config.crl_poll_s):
+            try:
+                revoked = self.crl.serials()
+            except PKIError as e:  # a damaged CRL: keep serving, say so (new connections fail closed)
+                if seen != -2:
+                    log.error("cannot read the CRL: %s", e.message)
+                seen = -2
+                continue
+            if self.crl.version == seen:
+                continue
+            seen = self.crl.version
+            with self.hosts_lock:
+                victims = [x for st in self.hosts.values() for x in st.sessions
+                           if x.serial in revoked and x.cut is None]
+                for x in victims:
+                    x.cut, x.cut_kind = (f"certificate of {x.host} (serial {x.serial:x}) was revoked: "
+                                         "connection closed by the log host"), "revoked"
+            if victims:
+                self._wake.fire()
+            for x in victims:
+                log.warning("%s revoked: closing its connection from %s", x.host, x.peer)
+                self.metrics.cutoffs.labels(x.host).inc()
 
     # -- hosts, heartbeats, checkpoints ---------------------------------------------
     def _agent_seen(self, host: str, hello: dict[str, Any]) -> None:

@@ -26,12 +26,14 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # another file; rows of older stores have NULL there and match any life of their inode.
 # /8: file_deleted on events (the object had no name left: deleted while open, memfd).
 # /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
-# rows sealed before keep theirs as they are. /10: gaps name the process that caused them
-# and say when their size is unknown (count_unknown); NULL on gaps of older stores.
-STORE_FORMAT = "forensix-store/10"
+# rows sealed before keep theirs as they are. /10: alerts carry their evidence and are one
+# per finding (schema.ALERTS: alert_count, last_ts, command lines, object, session).
+# /11: gaps name the process that caused them and say when their size is unknown
+# (count_unknown); NULL on gaps of older stores.
+STORE_FORMAT = "forensix-store/11"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
-                           STORE_FORMAT})
+                           "forensix-store/10", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -116,12 +118,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "args_xor" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/9' WHERE key = 'format'",
     ]),
+    # one alert per finding, with the evidence an analyst needs (rules/evidence.py); alerts
+    # stored before keep NULL there (one matching event each)
+    ("0011_alert_evidence", [
+        *(f'ALTER TABLE "alerts" ADD COLUMN IF NOT EXISTS "{f.name}" {duckdb_type(f.type)}'
+          for f in schema.ALERTS if f.name in schema.ALERT_EVIDENCE),
+        "UPDATE forensix_meta SET value = 'forensix-store/10' WHERE key = 'format'",
+    ]),
     # a gap names the process whose records were lost, and says when its size is unknown
     ("0014_gap_process", [
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_pid" UINTEGER',
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_entity_id" UBIGINT',
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_name" VARCHAR',
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "count_unknown" BOOLEAN',
-        "UPDATE forensix_meta SET value = 'forensix-store/10' WHERE key = 'format'",
+        "UPDATE forensix_meta SET value = 'forensix-store/11' WHERE key = 'format'",
     ]),
 ]

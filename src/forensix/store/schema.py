@@ -15,6 +15,7 @@ import pyarrow as pa
 
 __all__ = [
     "ALERTS",
+    "ALERT_EVIDENCE",
     "EVENTS",
     "FLOWS",
     "GAPS",
@@ -246,8 +247,23 @@ ALERTS = pa.schema(
         pa.field("event_keys", pa.list_(_str)),  # "cpu:seq:ts" of the matching events
         pa.field("summary", _str),
         pa.field("source", _str),  # live | hunt | builtin
+        # one alert per finding (rule, process, object) within a window (rules/evidence.py), /10
+        pa.field("alert_count", _u64),  # matching events it stands for
+        pa.field("last_ts", _i64),  # time of the last of them
+        pa.field("process_executable", _str),
+        pa.field("process_command_line", _str),
+        pa.field("parent_executable", _str),
+        pa.field("parent_command_line", _str),
+        pa.field("user_name", _str),
+        pa.field("object_kind", _str),  # file | account | address | process | unit
+        pa.field("object_name", _str),  # path, account name, ip:port, pid
+        pa.field("entry_entity_id", _u64),  # the session's entry leader
+        pa.field("entry_kind", _str),  # sshd | cron | console | systemd | daemon | unknown
+        pa.field("entry_source_ip", _str),  # remote address of an ssh session
     ]
 )
+# The alert columns added by migration 0011 (evidence and grouping).
+ALERT_EVIDENCE = frozenset(ALERTS.names[ALERTS.names.index("alert_count"):])
 
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
@@ -287,6 +303,14 @@ _ECS_SPECIAL = {
     "host_name": "host.name",
     "boot_id": "host.boot.id",
     "parent_entity_id": "process.parent.entity_id",
+    # alerts (/10)
+    "last_ts": "event.end",
+    "detected_ts": "event.created",
+    "parent_executable": "process.parent.executable",
+    "parent_command_line": "process.parent.command_line",
+    "entry_entity_id": "process.entry_leader.entity_id",
+    "entry_kind": "process.entry_leader.entry_meta.type",
+    "entry_source_ip": "process.entry_leader.entry_meta.source.ip",
 }
 
 

@@ -1,0 +1,80 @@
+"""Which hosts of a fleet store are reporting, from the store alone (``forensix hosts``).
+
+A host is *silent* when its newest event is older than the silence limit, or when the log
+host raised a silence alert after it (the log host hears heartbeats that leave no rows);
+*stopped* when its agent's last word was a clean stop. Everything comes from plain
+aggregates over ``events`` and ``alerts`` (``Reader.query``, one GROUP BY each, no window
+function or join), so it runs on any store forensix has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+
+from forensix.server.guard import REFUSED_RULE
+from forensix.server.ingest import SILENT_RULE
+from forensix.store.base import Reader
+
+__all__ = ["HOST_STATUS", "host_status"]
+
+HOST_STATUS = pa.schema([
+    ("host_name", pa.string()),
+    ("status", pa.string()),  # reporting | silent | stopped | never
+    ("silent", pa.bool_()),
+    ("last_event_ts", pa.int64()),
+    ("quiet_s", pa.float64()),  # seconds since the last event
+    ("events", pa.int64()),
+    ("last_start_ts", pa.int64()),
+    ("last_stop_ts", pa.int64()),
+    ("silence_alert_ts", pa.int64()),
+    ("refusals", pa.int64()),
+    ("last_refusal_ts", pa.int64()),
+])
+
+
+def _by_host(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {str(r.pop("host_name")): r for r in rows if r.get("host_name") is not None}
+
+
+def host_status(reader: Reader, *, now_ns: int, silence_s: float, enrolled: Iterable[str] = ()) -> pa.Table:
+    """One row per host the store (or ``enrolled``, the PKI's hosts) knows, silent ones first."""
+    events = _by_host(reader.query(
+        "SELECT host_name, max(ts) AS last_event_ts, count(*) AS events FROM events GROUP BY host_name"
+    ).to_pylist())
+    life: dict[str, dict[str, Any]] = {}
+    for r in reader.query(
+        "SELECT host_name, event_action, max(ts) AS ts FROM events WHERE event_category = 'agent' "
+        "AND process_name = 'forensix-agent' AND event_action IN ('start', 'stop') "
+        "GROUP BY host_name, event_action"
+    ).to_pylist():
+        life.setdefault(str(r["host_name"]), {})[f"last_{r['event_action']}_ts"] = r["ts"]
+    silences = _by_host(reader.query(
+        "SELECT host_name, max(detected_ts) AS silence_alert_ts FROM alerts WHERE rule_id = $r "
+        "GROUP BY host_name", {"r": SILENT_RULE}).to_pylist())
+    refusals = _by_host(reader.query(
+        "SELECT host_name, count(*) AS refusals, max(detected_ts) AS last_refusal_ts FROM alerts "
+        "WHERE rule_id = $r GROUP BY host_name", {"r": REFUSED_RULE}).to_pylist())
+    rows = []
+    for host in sorted(set(events) | set(life) | set(silences) | set(enrolled)):
+        row: dict[str, Any] = {"host_name": host, **events.get(host, {}), **life.get(host, {}),
+                               **silences.get(host, {}), **refusals.get(host, {"refusals": 0})}
+        row["status"], row["silent"], row["quiet_s"] = _judge(row, now_ns, silence_s)
+        rows.append(row)
+    rows.sort(key=lambda r: (not r["silent"], r["host_name"]))
+    return pa.Table.from_pylist(rows, schema=HOST_STATUS)
+
+
+def _judge(row: dict[str, Any], now_ns: int, silence_s: float) -> tuple[str, bool, float | None]:
+    last = row.get("last_event_ts")
+    if last is None:
+        return "never", True, None
+    quiet = round(max(0.0, (now_ns - last) / 1e9), 1)
+    alert = row.get("silence_alert_ts")
+    silent = quiet > silence_s or (alert is not None and alert > last)
+    stop, start = row.get("last_stop_ts"), row.get("last_start_ts")
+    if silent and stop is not None and (start is None or stop >= start):
+        return "stopped", True, quiet
+    return ("silent" if silent else "reporting"), silent, quiet
