@@ -1,7 +1,8 @@
 """storm: more syscalls than can be recorded, to show loss is accounted exactly and that no
 process lifecycle event is lost.
 
-Eight processes open /dev/null for writing and close it as fast as they can for a few seconds while
+Eight processes open /dev/null for writing with O_TRUNC (each open a record of its own: a plain
+re-open would only be counted) and close it as fast as they can for a few seconds while
 another process forks and execs /bin/true, one after the other. With forensix, the bench
 then checks in the store that
 - every open done by the storm is either recorded or counted in a gap record
@@ -19,8 +20,12 @@ lost = attempted, and the goal is lost = 0.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from bench.micro import build_micro
@@ -59,11 +64,16 @@ class StormWorkload(Workload):
 
     def prepare(self) -> None:
         self.binary = build_micro(self.scratch / "micro")
-        os.chmod(self.scratch, 0o777)
-        self.kind_dir = self.scratch / "kinds"
-        self.kind_dir.mkdir(exist_ok=True)
+        # the storm kinds run as uid 65534: a directory it can reach (the scratch's parents
+        # may be closed to it), removed at exit
+        shared = Path(tempfile.mkdtemp(prefix="fx-storm-kinds-"))
+        atexit.register(shutil.rmtree, shared, True)
+        os.chmod(shared, 0o777)
+        self.kind_binary = shutil.copy(self.binary, shared / "micro")
+        self.kind_dir = shared / "files"
+        self.kind_dir.mkdir()
         os.chmod(self.kind_dir, 0o777)
-        self.target = self.scratch / "target"
+        self.target = shared / "target"
         self.target.touch()
         os.chmod(self.target, 0o666)
 
@@ -73,7 +83,7 @@ class StormWorkload(Workload):
         self.kind_pids: dict[str, int] = {}
         for kind, full in KINDS:
             n = full // 5 if self.quick else full
-            p = subprocess.Popen(rec.wrap([*NOBODY, str(self.binary), kind, str(n)]), stdout=subprocess.PIPE,
+            p = subprocess.Popen(rec.wrap([*NOBODY, str(self.kind_binary), kind, str(n)]), stdout=subprocess.PIPE,
                                  text=True, env=env)
             line, _ = p.communicate(timeout=900)
             if p.returncode != 0:
