@@ -23,6 +23,7 @@ enum fx_kind {
 	FX_KIND_EXIT = 3,        /* the whole thread group is gone; ret = exit_code (status << 8 | signal) */
 	FX_KIND_SYSCALL = 4,     /* nr = syscall number; args[] = raw arguments; ret = return value */
 	FX_KIND_FLOW = 5,        /* data-flow edge: aggregated reads/writes on one open file; args[] = counters */
+	FX_KIND_TTY = 6,         /* terminal bytes (bpf/tty.bpf.h): s0 = the bytes; args[] = enum fx_tty_arg */
 };
 
 /* Where each string of a FX_KIND_SYSCALL record comes from. */
@@ -45,7 +46,8 @@ enum fx_flags {
 	FX_F_DEPTH0 = 1 << 8,    /* PATH0 walk hit FX_PATH_DEPTH before the root */
 	FX_F_DEPTH1 = 1 << 9,
 	FX_F_CLOSE = 1 << 10,    /* FLOW: flushed because the file was closed */
-	FX_F_UADDR = 1 << 11,    /* the peer address is the one the process passed: the kernel's socket had none left (a refused connect) */
+	FX_F_TTY_MASKED = 1 << 11, /* TTY: input read with ECHO off in canonical mode (a password): bytes not copied */
+	FX_F_UADDR = 1 << 12,    /* the peer address is the one the process passed: the kernel's socket had none left (a refused connect) */
 };
 
 /* Event classes: each has its own drop counter and sequence; PROC has its own ring. */
@@ -55,7 +57,18 @@ enum fx_class {
 	FX_CLASS_NET = 2,
 	FX_CLASS_FLOW = 3,
 	FX_CLASS_OTHER = 4,
-	FX_CLASS_MAX = 5,
+	FX_CLASS_TTY = 5,        /* terminal bytes */
+	FX_CLASS_MAX = 6,
+};
+
+/* What args[i] of a FX_KIND_TTY record holds (ret: bytes the syscall moved; tty: the tty's name). */
+enum fx_tty_arg {
+	FX_TTY_DEV = 0,          /* the terminal: (driver major << 20) | minor, as the kernel's dev_t */
+	FX_TTY_CUT = 1,          /* bytes of this terminal not kept since its previous record (rate limit) */
+	FX_TTY_CUT_FROM = 2,     /* boot ns of the first of those */
+	FX_TTY_LFLAG = 3,        /* the terminal's termios c_lflag at syscall exit (ECHO, ICANON) */
+	FX_TTY_WRITE = 4,        /* 1: written to the terminal (output), 0: read from it (input) */
+	FX_TTY_FD = 5,
 };
 
 struct fx_event {
@@ -100,7 +113,15 @@ struct fx_config {
 	__u32 agent_tgid;        /* the recorder itself: never recorded */
 	__u32 full_rw;           /* 1: every read/write is a record, not a flow edge */
 	__u32 every_open;        /* 1: every read-only re-open is a record of its own */
-	__u32 pad;
+	__u32 tty_rate;          /* terminal bytes kept per terminal per second; 0: no terminal capture */
+};
+
+/* Per terminal: bytes kept in the current second, and bytes cut not yet reported. */
+struct fx_tty_budget {
+	__u64 sec;               /* boot seconds of `used` */
+	__u64 used;
+	__u64 cut;               /* reported (and zeroed) by the terminal's next record */
+	__u64 cut_from;          /* boot ns of the first cut byte not reported yet */
 };
 
 /*
@@ -114,8 +135,8 @@ struct fx_control {
 };
 
 /* Slots of the `accounted` map, which only the agent writes: it survives the agent. */
-#define FX_ACC_LAST_WRITE 1023   /* boot ns of the agent's latest batch written to the store */
-#define FX_ACC_EARLY 1022        /* 1: ring space was given back before its records were stored */
+#define FX_ACC_LAST_WRITE 8191   /* boot ns of the agent's latest batch written to the store */
+#define FX_ACC_EARLY 8190        /* 1: ring space was given back before its records were stored */
 
 /*
  * Aggregated reads and writes of one process on one file, pipe or socket (by inode),

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 WANT_STRUCTS = {"fx_event", "fx_flow_key", "fx_flow", "fx_counter", "fx_config", "fx_open_key", "fx_open_rep",
-                "fx_drop_key", "fx_drop", "fx_control"}
+                "fx_tty_budget", "fx_drop_key", "fx_drop", "fx_control"}
 
 
 def btf_types(obj: str) -> list[dict]:

@@ -1230,6 +1230,8 @@ int fx_exit_other(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+#include "tty.bpf.h"
+
 /* ---- data flow: reads and writes as edges -------------------------------------- */
 
 static __always_inline bool fx_is_write(__u32 nr)
@@ -1349,6 +1351,7 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 	struct file *fin = in_fd >= 0 ? fx_task_fd_file(t, in_fd) : NULL;
 	if (!f)
 		return 0;
+	fx_tty_rw(f, &c, ret, wr);
 	if (cfg.full_rw) {
 		struct fx_scratch *s = fx_sys(&c, ret, FX_CLASS_FLOW);
 		if (!s)

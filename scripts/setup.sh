@@ -38,6 +38,17 @@ make -s -C bpf
 echo "setup.sh: installing the forensix Python package"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# The web UI's browser libraries (Cytoscape.js, dagre, uPlot), pinned by package-lock.json,
+# into src/forensix/web/node_modules, which `forensix ui` serves. Debian's npm only where
+# the machine has none (this image's nodejs brings its own).
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup.sh: installing nodejs and npm (Debian)"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+echo "setup.sh: installing the web UI's browser libraries (npm ci)"
+npm ci --silent --no-audit --no-fund --prefix src/forensix/web
+
 if [ "${1:-}" = "--bench" ]; then
   bash scripts/bench-setup.sh
 fi

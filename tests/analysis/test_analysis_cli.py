@@ -32,7 +32,7 @@ def test_tree_formats(store: str) -> None:
     assert code == 0 and "/usr/sbin/sshd" in out and "curl -o /tmp/x.sh" in out
     code, out, _ = run(store, "tree", "--format", "json", "--session", "777")
     rows = [json.loads(x) for x in out.splitlines()]
-    assert code == 0 and len(rows) == 5 and rows[0]["depth"] == 0 and len(rows[0]["entity.id"]) == 16
+    assert code == 0 and len(rows) == 5 and rows[0]["depth"] == 0 and len(rows[0]["process.entity_id"]) == 16
     code, out, _ = run(store, "tree", "--format", "csv", "--pid", "31002", "--at", "2026-09-21T17:13:30.1Z")
     assert code == 0 and out.splitlines()[0].startswith("depth,") and len(out.splitlines()) == 2
 
@@ -42,10 +42,10 @@ def test_sessions_and_session(store: str) -> None:
     rows = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and len(rows) == 21 and all(r["kind"] == "sshd" for r in rows)
     evil = next(r for r in rows if r["source.ip"] == "203.0.113.66")
-    assert evil["source.port"] == 51515 and evil["audit.session_id"] == 777
+    assert evil["source.port"] == 51515 and evil["process.session_id"] == 777
     code, out, _ = run(store, "session", "777")
     assert code == 0 and "ssh from 203.0.113.66:51515" in out and "/etc/cron.d/evil" in out
-    code, out, _ = run(store, "session", evil["leader.entity_id"], "--format", "json")
+    code, out, _ = run(store, "session", evil["process.entry_leader.entity_id"], "--format", "json")
     doc = json.loads(out)
     assert code == 0 and {"session", "tree", "files_written", "connections", "timeline"} <= set(doc)
 
@@ -88,8 +88,6 @@ def test_report_writes_markdown_html_and_graph(store: str, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("args, message", [
-    (("file", "/etc/nope"), "no recorded event touched /etc/nope"),
-    (("backtrack", "/etc/cron.d/evl"), "similar name: /etc/cron.d/evil"),
     (("backtrack", "00000000000000ff"), "no process with entity id 00000000000000ff"),
     (("backtrack", "31002@yesterday"), "cannot read 'yesterday' as a time"),
     (("forward", "31002@2001-01-01T00:00:00Z"), "no process with pid 31002 had started"),
@@ -103,4 +101,17 @@ def test_bad_input_is_a_clear_message(store: str, args: tuple[str, ...], message
     code, out, err = run(store, *args)
     assert code == 2
     assert message in err
+    assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize("args, near", [
+    (("file", "/etc/nope"), "the record spans "),
+    (("backtrack", "/etc/cron.d/evl"), "near: in the same directory: /etc/cron.d/evil"),
+    (("report", "/tmp/nowhere/x.sh"), "near: same name elsewhere: /tmp/x.sh"),
+])
+def test_an_unknown_path_is_an_empty_answer_with_nearest_matches(store: str, args: tuple[str, ...],
+                                                                 near: str) -> None:
+    code, out, err = run(store, *args)
+    assert code == 3, (code, err)
+    assert "no recorded event touched" in err and near in err
     assert "Traceback" not in err + out

@@ -348,9 +348,18 @@ def test_a_file_recreated_on_its_old_inode_number_under_its_old_name_is_another_
     assert _proc(g, second) and not _proc(g, first)
     f = forward(st, Target("process", entity=first.entity_id))
     assert not _proc(f, reader)
-    # backward from the name: both files carried it, so both writers are in
+    # backward from the name: the last life that had it, and it says which life it chose
     gf = backtrack(st, Target("file", path="/var/tmp/job"))
-    assert _proc(gf, first) and _proc(gf, second)
+    assert _proc(gf, second) and not _proc(gf, first) and not _proc(gf, cleaner)
+    assert gf.life is not None and (gf.life["life"], gf.life["lives"]) == (2, 2)
+    assert gf.life["file_generation"] == 202 and [x["file_generation"] for x in gf.other_lives] == [101]
+    # --at picks the life that had the name then: the deleted one, its writer and its remover
+    g1 = backtrack(st, Target("file", path="/var/tmp/job"), TrackOptions(at=b.t(2.5)))
+    assert _proc(g1, first) and _proc(g1, cleaner) and not _proc(g1, second)
+    assert g1.life is not None and g1.life["ended_by"] == "unlink" and g1.life["file_generation"] == 101
+    unlink = [e for e in g1.edges if e.kind == "unlink"]
+    assert len(unlink) == 1 and unlink[0].name_matched
+    assert not any(e.name_matched for e in g1.edges if e.kind != "unlink")
 
 
 def test_each_life_of_an_inode_number_is_a_node_of_its_own(tmp_path: Path) -> None:

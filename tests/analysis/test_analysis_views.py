@@ -11,7 +11,7 @@ import pytest
 from forensix.analysis.filehistory import file_history
 from forensix.analysis.processes import tree
 from forensix.analysis.sessions import attribute, find_session, sessions
-from forensix.analysis.targets import Target, parse_target, resolve
+from forensix.analysis.targets import NotFound, Target, parse_target, resolve
 from forensix.analysis.timeline import TimelineFilter, timeline
 from forensix.errors import UsageError
 from forensix.render.tree import render_timeline_text, render_timesketch, render_tree_text
@@ -169,7 +169,9 @@ def test_bad_targets_say_what_is_wrong(host: Any) -> None:
             parse_target(text)
     with pytest.raises(UsageError, match="no recorded event touched /etc/cron.d/evl") as e:
         resolve(r, parse_target("/etc/cron.d/evl"))
-    assert "/etc/cron.d/evil" in (e.value.hint or "")
+    assert isinstance(e.value, NotFound) and e.value.exit_code == 3
+    assert "in the same directory: /etc/cron.d/evil" in e.value.nearest
+    assert any(x.startswith("the record spans ") for x in e.value.nearest)
     with pytest.raises(UsageError, match="no process with entity id 00000000000000ff"):
         resolve(r, parse_target("00000000000000ff"))
     with pytest.raises(UsageError, match="no recorded connection"):

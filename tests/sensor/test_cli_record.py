@@ -207,10 +207,10 @@ def test_classic_lifecycle_hooks_record_the_same_story(tmp_path: Path) -> None:
     start = _run("events", "--store", str(store), "--action", "start", "--format", "json")
     assert "lifecycle hooks: classic" in start.stdout
     ps = [json.loads(line) for line in _run("ps", "--store", str(store), "--all", "--format", "json").stdout.splitlines()]
-    echo = [p for p in ps if p.get("args") == ["/bin/echo", marker]]
-    assert echo and echo[0]["executable"] == os.path.realpath("/bin/echo")
-    sh = [p for p in ps if p.get("entity.id") == echo[0]["process.parent.entity_id"]]
-    assert sh and sh[0]["exit.code"] == 4 and sh[0]["executable"] == os.path.realpath("/bin/sh")
+    echo = [p for p in ps if p.get("process.args") == ["/bin/echo", marker]]
+    assert echo and echo[0]["process.executable"] == os.path.realpath("/bin/echo")
+    sh = [p for p in ps if p.get("process.entity_id") == echo[0]["process.parent.entity_id"]]
+    assert sh and sh[0]["process.exit_code"] == 4 and sh[0]["process.executable"] == os.path.realpath("/bin/sh")
     forks = [json.loads(line) for line in _run("events", "--store", str(store), "--action", "fork",
                                                "--format", "json").stdout.splitlines()]
-    assert any(f.get("target.pid") == echo[0]["pid"] for f in forks)
+    assert any(f.get("target.pid") == echo[0]["process.pid"] for f in forks)

@@ -68,6 +68,11 @@ def _same(tables: dict[str, pa.Table], golden: dict[str, pa.Table]) -> None:
     assert sorted(tables) == sorted(golden)
     for name, t in tables.items():
         g = golden[name]
+        # columns the schema gained after the golden was written (imported rows' event_module and
+        # rule_name, store /13) are not the decoder's: null in its output, compared without them
+        added = [c for c in t.column_names if c not in g.column_names]
+        assert all(t[c].null_count == t.num_rows for c in added), (name, added)
+        t = t.drop_columns(added)
         assert t.schema == g.schema, name
         assert t.num_rows == g.num_rows, name
         for col in t.column_names:

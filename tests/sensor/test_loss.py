@@ -43,7 +43,8 @@ def test_storm_losses_add_up_and_lifecycle_survives(tmp_path: Path) -> None:
     assert len(msg) == 1
     counters = json.loads(msg[0]["message"])["attempted_lost"]
     stored = {(r["event_class"], r["cpu"]): r["n"] for r in rows(
-        st, "SELECT event_class, cpu, count(*) n FROM events WHERE seq IS NOT NULL GROUP BY ALL")}
+        st, "SELECT event_class, cpu, count(*) n FROM events WHERE seq IS NOT NULL GROUP BY ALL "
+            "UNION ALL SELECT 'tty', cpu, count(*) FROM tty WHERE seq IS NOT NULL GROUP BY ALL")}  # terminal bytes
     gaps = {(r["event_class"], r["cpu"]): int(r["n"]) for r in rows(
         st, "SELECT event_class, cpu, sum(count) n FROM gaps GROUP BY ALL")}
     total_lost = 0

@@ -47,7 +47,7 @@ def test_events_and_ps_for_one_host(fleet: Path) -> None:
     hosts = {json.loads(line)["host.name"] for line in out.stdout.splitlines()}
     assert hosts == {"db01"}
     ps = _fx("ps", "--store", str(fleet), "--host", "id-web01", "--all", "--at", str(NOW + 10**9), "--format", "json")
-    assert {json.loads(line)["pid"] for line in ps.stdout.splitlines()} == {100, 200}
+    assert {json.loads(line)["process.pid"] for line in ps.stdout.splitlines()} == {100, 200}
 
 
 def test_analyses_for_one_host(fleet: Path) -> None:

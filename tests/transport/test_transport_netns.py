@@ -246,3 +246,31 @@ def test_recorded_activity_reaches_the_log_host(net: Net, pki: Authority, tmp_pa
     # the log host ran the same live rules on the shipped stream
     alerts = host.q(f"SELECT host_name, rule_title, summary FROM alerts WHERE summary LIKE '%{suid.name}%'")
     assert alerts and all(a["host_name"] == "alpha" for a in alerts), alerts
+
+
+def test_executed_binary_reaches_the_log_host(net: Net, pki: Authority, tmp_path: Path) -> None:
+    """An executable the agent's host ran, deleted at once, is kept by the agent and shipped
+    (table artifact_blobs): the log host's store gives back the same bytes (forensix artifacts get)."""
+    import hashlib
+    import shutil
+
+    _copy_seal(pki, tmp_path)
+    host = Host(net, pki, tmp_path)
+    host.start()
+    agent = _agent(net, pki, tmp_path, "agent", "--duration", "7")
+    binary = tmp_path / "implant"
+    data = Path(shutil.which("sleep") or "/bin/sleep").read_bytes() + os.urandom(32)
+    binary.write_bytes(data)
+    binary.chmod(0o755)
+    time.sleep(4)  # the sensor loads and attaches
+    subprocess.run(["ip", "netns", "exec", net.agt, "sh", "-c", f"({binary} 2 &); sleep 0.1; rm -f {binary}"],
+                   check=True)
+    assert agent.wait(60) == 0, (tmp_path / "agent.log").read_text()[-3000:]
+    host.stop()
+    sha = hashlib.sha256(data).hexdigest()
+    r = subprocess.run([*FX, "artifacts", "get", "--store", str(host.store), sha], check=False, capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(r.stdout).hexdigest() == sha
+    rows = host.q(f"SELECT host_name, kind, path FROM artifacts WHERE sha256 = '{sha}'")
+    assert rows and rows[0]["host_name"] == "alpha" and rows[0]["path"] == str(binary), rows

@@ -27,6 +27,7 @@ from forensix.agent.sealer import Sealer
 from forensix.agent.shipper import Shipper
 from forensix.agent.spool import Spool
 from forensix.model.host import HostInfo, local_host
+from forensix.pki.sealkey import SealState
 from forensix.store import schema
 
 __all__ = ["ShippingConfig", "ShippingSink", "gap_batch"]
@@ -49,6 +50,7 @@ class ShippingConfig:
     # coalesce_s seconds: each frame costs two fsyncs, a MAC, an ack and a store append.
     # Rows waiting here are not yet spooled (a kill -9 loses at most coalesce_s of them).
     coalesce_rows: int = 8192
+    coalesce_bytes: int = 32 << 20  # and bytes: artifact chunks are 1 MiB a row (frames stay far below MAX_RAW)
     coalesce_s: float = 0.2
 
 
@@ -70,7 +72,12 @@ class ShippingSink:
         self.config = config
         self.info = local_host()
         seg = max(64 << 10, min(16 << 20, config.spool_max_bytes // 8))
-        self.spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, segment_bytes=seg)
+        enrollment = SealState.load(config.seal_key).enrollment
+        self.spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, segment_bytes=seg,
+                           enrollment=enrollment)
+        if self.spool.retired is not None:
+            log.warning("new enrollment (seal key %s): a new stream starts; the spool of the previous "
+                        "enrollment is kept in %s", enrollment, self.spool.retired)
         self.sealer = Sealer(config.seal_key, config.host, self.spool.stream, self.spool.next_seq,
                              self.spool.last_hash, self.spool.last_seal_ns)
         self.rows = 0
@@ -78,6 +85,7 @@ class ShippingSink:
         self._lock = threading.RLock()
         self._pending: dict[str, list[pa.Table]] = {}
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._pending_since = 0.0
         self._closed = threading.Event()
         self.dropped_batches = 0
@@ -171,11 +179,12 @@ class ShippingSink:
                 self._pending_since = time.monotonic()
             self._pending.setdefault(table, []).append(data)
             self._pending_rows += data.num_rows
-            if self._pending_rows >= self.config.coalesce_rows:
+            self._pending_bytes += data.nbytes
+            if self._pending_rows >= self.config.coalesce_rows or self._pending_bytes >= self.config.coalesce_bytes:
                 self._seal_pending()
 
     def _seal_pending(self) -> None:
-        pending, self._pending, self._pending_rows = self._pending, {}, 0
+        pending, self._pending, self._pending_rows, self._pending_bytes = self._pending, {}, 0, 0
         for table, parts in pending.items():
             self._write_now(table, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
 

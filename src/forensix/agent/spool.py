@@ -11,6 +11,10 @@ Layout of a spool directory::
                     sealed) with why (``seq-<seq>.json``): kept, never resent, counted in
                     the spool's size
     status.json     what the shipper last knew (``forensix agent-status`` reads it)
+    enrollment      the enrollment whose seal key sealed this stream (certificate serial, t0)
+    retired/STREAM/ the spool of an earlier enrollment: when the host is re-enrolled (a new
+                    seal key), a new stream starts and the old one is moved here, kept as it
+                    was (the log host accepts it from no certificate but the old one)
 
 A segment is deleted once every frame in it is acked, except the newest one: the last
 frame always stays, so a restarted agent continues the hash chain and the sequence.
@@ -64,7 +68,8 @@ def read_refused(directory: Path) -> list[dict[str, Any]]:
 
 class Spool:
     def __init__(
-        self, directory: str | os.PathLike[str], *, max_bytes: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+        self, directory: str | os.PathLike[str], *, max_bytes: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        enrollment: str = "",
     ) -> None:
         self.dir = Path(directory)
         self.max_bytes = max_bytes
@@ -74,6 +79,9 @@ class Spool:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise SpoolError(f"cannot create spool {self.dir}: {e.strerror}", "check --spool") from e
+        self.retired: Path | None = None
+        if enrollment:
+            self._bind(enrollment)
         self.stream = self._stream_id()
         self.entries: list[SpoolEntry] = []
         self.bytes = 0
@@ -98,6 +106,28 @@ class Spool:
         (self.dir / "clean").unlink(missing_ok=True)
 
     # -- state -----------------------------------------------------------------
+    def _bind(self, enrollment: str) -> None:
+        """One stream, one enrollment: a new seal key (re-issue) starts a new stream.
+
+        The old stream's frames are sealed with the old key and chain among themselves; the
+        log host keeps that chain as it was and accepts the new key only on a new stream.
+        """
+        mark = self.dir / "enrollment"
+        try:
+            was = mark.read_text().strip()
+        except FileNotFoundError:
+            was = ""  # a new spool, or one from before enrollments were recorded: it is this one
+        if was and was != enrollment and (self.dir / "stream").exists():
+            old = (self.dir / "stream").read_text().strip() or "unknown"
+            dest = self.dir / "retired" / f"{old}-{time.time_ns()}"
+            dest.mkdir(parents=True, mode=0o700)
+            for p in list(self.dir.iterdir()):
+                if p.name != "retired":
+                    os.replace(p, dest / p.name)
+            self.retired = dest
+        if was != enrollment:
+            write_atomic(mark, enrollment.encode() + b"\n")
+
     def _stream_id(self) -> bytes:
         p = self.dir / "stream"
         if p.exists():

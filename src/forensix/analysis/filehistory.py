@@ -9,7 +9,8 @@ the number a deleted file freed is the next new file's, whose story is another's
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pyarrow as pa
 
@@ -67,29 +68,34 @@ _NOT_OBJECT = ("rename", "link", "symlink", "unlink", "rmdir", "mkdir")
 FileLife = tuple[str, int, int, int]
 
 
-def file_lives(reader: Reader, path: str, rounds: int = 4) -> tuple[list[str], list[FileLife]]:
-    """The names of the objects that were ever called ``path``, and their lives."""
+def file_lives(reader: Reader, path: str, rounds: int = 4,
+               fetch: Callable[[set[str]], list[dict[str, Any]]] | None = None) -> tuple[list[str], list[FileLife]]:
+    """The names of the objects that were ever called ``path``, and their lives.
+
+    ``fetch``: the events naming a set of names, in this query's columns, from a cache the
+    caller keeps (``analysis.lives.NameIndex.rows_for``: the graph scans each name once)."""
     names: set[str] = {path}
     lives: set[FileLife] = set()
     seen_inodes: set[int] = set()
     for _ in range(rounds):
         lit = sql_strings(sorted(names))
         # two scans, each filtered inside the scan (an OR across columns is not)
-        rows = reader.query(f"""
-            SELECT host_id, event_action, file_device, file_inode, file_generation, file_path, file_target_path
+        rows = fetch(names) if fetch is not None else reader.query(f"""
+            SELECT host_id, event_action AS act, file_device AS dev, file_inode AS ino, file_generation AS gen,
+                   file_path AS path, file_target_path AS tpath
             FROM events WHERE file_path IN ({lit})
             UNION ALL
             SELECT host_id, event_action, file_device, file_inode, file_generation, file_path, file_target_path
             FROM events WHERE file_target_path IN ({lit}) AND file_path NOT IN ({lit})""").to_pylist()
         before = set(names)
         for r in rows:
-            ino, gen = r["file_inode"] or 0, r["file_generation"] or 0
-            if r["event_action"] in _RENAMING:
-                names.update(x for x in (r["file_path"], r["file_target_path"]) if x)
-                if ino and r["file_target_path"] in before:
-                    lives.add((r["host_id"], r["file_device"], ino, gen))
-            elif ino and r["event_action"] not in _NOT_OBJECT and r["file_path"] in before:
-                lives.add((r["host_id"], r["file_device"], ino, gen))
+            ino, gen = r["ino"] or 0, r["gen"] or 0
+            if r["act"] in _RENAMING:
+                names.update(x for x in (r["path"], r["tpath"]) if x)
+                if ino and r["tpath"] in before:
+                    lives.add((r["host_id"], r["dev"], ino, gen))
+            elif ino and r["act"] not in _NOT_OBJECT and r["path"] in before:
+                lives.add((r["host_id"], r["dev"], ino, gen))
         new_inodes = {i for _, _, i, _ in lives} - seen_inodes
         if new_inodes:
             seen_inodes |= new_inodes
@@ -146,7 +152,7 @@ def file_history(reader: Reader, path: str) -> pa.Table:
         FROM processes
         WHERE entity_id IN (SELECT DISTINCT process_entity_id FROM hits) GROUP BY entity_id
     )
-    SELECT h.ts, {_verb_sql()} AS action, h.file_path, h.file_target_path, h.process_entity_id,
+    SELECT h.ts, {_verb_sql()} AS action, h.event_action, h.file_path, h.file_target_path, h.process_entity_id,
            h.process_pid, h.process_name, img.executable AS process_executable,
            coalesce(h.user_id, img.uid) AS user_id,  -- NULL on flow edges of /5 stores
            h.file_mode, h.flow_read_bytes, h.flow_write_bytes, h.file_device, h.file_inode

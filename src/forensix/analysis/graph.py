@@ -28,7 +28,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from forensix.analysis.noise import FILTER_NAMES, FILTERS, path_predicate, unix_predicate
+from forensix.analysis.crosshost import link_hosts
+from forensix.analysis.lives import (
+    NAME_COLUMNS,
+    NameIndex,
+    name_matched_rows,
+    name_sql,
+    start_lives,
+)
+from forensix.analysis.noise import FILTER_NAMES, FILTERS, noise_case
 from forensix.analysis.processes import FOREVER
 from forensix.analysis.targets import Target, resolve
 from forensix.model.identity import format_entity
@@ -82,6 +90,7 @@ class Edge:
     t_end: int
     bytes: int = 0
     count: int = 1
+    name_matched: bool = False  # joined to the file by name and time, not by inode (see analysis.lives)
 
 
 @dataclass
@@ -93,6 +102,10 @@ class Graph:
     roots: list[str]
     truncated: bool = False
     filters: tuple[str, ...] = ()
+    # a file target: the life of its name the walk started from, and the name's other lives
+    life: dict[str, Any] | None = None
+    other_lives: list[dict[str, Any]] = field(default_factory=list)
+    hidden: dict[str, int] = field(default_factory=dict)  # edges the noise filters dropped, by filter
 
     def node_by(self, kind: str) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind == kind]
@@ -105,6 +118,7 @@ class TrackOptions:
     since: int | None = None  # backward: ignore edges that began before this
     until: int | None = None  # forward: ignore edges after this; backward: the detection time
     filters: tuple[str, ...] = FILTER_NAMES  # noise filters on (see analysis.noise)
+    at: int | None = None  # a file target: the life that held the name then (default: the last one)
 
 
 def node_key(kind: str, *parts: Any) -> str:
@@ -123,10 +137,14 @@ class _Frontier:
     # (host, dev, ino, generation) -> threshold; generation 0: unknown (any life of the number)
     files: dict[tuple[str, int, int, int], int] = field(default_factory=dict)
     socks: dict[str, int] = field(default_factory=dict)  # connection/unix key -> threshold
-    paths: dict[tuple[str, int, int, int], list[str]] = field(default_factory=dict)  # names of the start files
+    paths: dict[Any, list[str]] = field(default_factory=dict)  # names of the start files
+    named: dict[str, int] = field(default_factory=dict)  # lives known by name only (analysis.lives) -> threshold
+    index: NameIndex | None = None  # a file target's name index, reused by the walk
+    chosen: dict[str, Any] | None = None  # a file target: the life chosen, and the name's others
+    others: list[dict[str, Any]] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.procs or self.files or self.socks)
+        return not (self.procs or self.files or self.socks or self.named)
 
 
 def _params(fr: _Frontier) -> dict[str, Any]:
@@ -209,12 +227,14 @@ def _file_write_sql(cmp: str, noise: str) -> str:
     SELECT 'process', e.process_entity_id, NULL, NULL, NULL, 'file', NULL, e.file_device, e.file_inode,
            e.host_id, e.ts, e.ts,
            CASE WHEN e.event_action = 'open' THEN
-                CASE WHEN (coalesce(e.file_flags, 0) & 64) <> 0 THEN 'create' ELSE 'open-write' END
+                CASE WHEN (coalesce(e.file_flags, 0) & 576) = 576 THEN 'create/trunc'
+                     WHEN (coalesce(e.file_flags, 0) & 512) <> 0 THEN 'open-trunc'
+                     WHEN (coalesce(e.file_flags, 0) & 64) <> 0 THEN 'create' ELSE 'open-write' END
                 ELSE e.event_action END,
            0, e.file_path, e.file_target_path, e.file_generation
     FROM events e JOIN {{JE}} WHERE (e.event_action IN ({acts})
           OR (e.event_action = 'open' AND (coalesce(e.file_flags, 0) & {_WRITE_FLAGS}) <> 0))
-      AND {_OK} AND coalesce(e.file_inode, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
+      AND {_OK} AND {{HAS_INODE}} AND {cmp.format(s='e.ts', e='e.ts')}
       AND NOT {noise.format(c='e.file_path')}
     """
 
@@ -266,7 +286,7 @@ def _ports_filter(fr: _Frontier) -> str:
 
 
 _EVP_COLS = ("host_id, process_entity_id, target_entity_id, event_category, event_action, ret, ts, file_flags, "
-             "file_inode, file_device, file_generation, file_path, file_target_path, network_transport, unix_path, "
+             "file_inode, file_device, file_generation, file_path, file_target_path, file_path_resolution, network_transport, unix_path, "
              "unix_peer_inode, source_ip, source_port, destination_ip, destination_port")
 _EVP_ACTIONS = ", ".join(f"'{a}'" for a in ("exec", "mmap", "open", "connect", "accept", "kill", "ptrace",
                                             *WRITE_ACTIONS))
@@ -286,20 +306,22 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     # Noise is judged on the hop's few rows, outside the scans: pushed into a scan, the
     # LIKE ladder would run on every row there (the frontier's IN list only prunes).
     read_noise = write_noise = unix_noise = "FALSE"
-    outer = (f"NOT (src_kind = 'file' AND {path_predicate('path', 'read', active - {'libraries'})})"
-             f" AND NOT (dst_kind = 'file' AND {path_predicate('path', 'write', active)})"
-             f" AND NOT ((src_kind = 'unix' OR dst_kind = 'unix') AND {unix_predicate('path', active)})")
+    # libraries: judged in Python (_drop_read_only_system_files), where "written" is known
+    judge = noise_case(active, skip=frozenset({"libraries"}))
     pe, fi = _ints(fr.procs), _ints(i for _, _, i, _ in fr.files)
     # one scan of the frontier processes' events, shared by the parts that need them
+    # a process's path-resolved calls (no inode) come along; analysis.lives joins them by name
     on_proc = {"{J}": f"fp fr ON f.entity_id = fr.eid AND f.entity_id IN ({pe})",
                "FROM events e JOIN {JE}": "FROM evp e JOIN {JE}",
-               "{JE}": "fp fr ON e.process_entity_id = fr.eid"}
+               "{JE}": "fp fr ON e.process_entity_id = fr.eid",
+               "{HAS_INODE}": "(coalesce(e.file_inode, 0) <> 0 OR e.file_path_resolution = 'directory')"}
     # a row of another life of the inode number is another file's (either generation unknown: the same)
     life = "(fr.gen = 0 OR coalesce({t}.file_generation, 0) IN (0, fr.gen))"
     on_file = {"{J}": f"ff fr ON f.file_inode = fr.ino AND f.file_device = fr.dev AND f.host_id = fr.host"
                       f" AND {life.format(t='f')} AND f.file_inode IN ({fi})",
                "{JE}": f"ff fr ON e.file_inode = fr.ino AND e.file_device = fr.dev AND e.host_id = fr.host"
-                       f" AND {life.format(t='e')} AND e.file_inode IN ({fi})"}
+                       f" AND {life.format(t='e')} AND e.file_inode IN ({fi})",
+               "{HAS_INODE}": "coalesce(e.file_inode, 0) <> 0"}
     parts: list[str] = []
 
     def add(sql: str, subs: dict[str, str]) -> None:
@@ -328,6 +350,8 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
         pairs = _unix_pairs(fr)
         if pairs:
             parts.append(_pair_sql(cmp, backward, _ints(i for i, _, _ in pairs)))
+    if not parts:
+        return ""
     union = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     # character devices (terminals, /dev/null) reached through an inherited descriptor
     # carry no path in flows: the pseudo filter drops them by type
@@ -336,8 +360,11 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
     if fr.procs:
         evp = (f"evp AS MATERIALIZED (SELECT {_EVP_COLS} FROM events WHERE process_entity_id IN ({pe})"
                f" AND event_action IN ({_EVP_ACTIONS})),\n")
-    return (f"WITH {_FRONTIER_CTES},\n{evp}hop AS MATERIALIZED (SELECT * FROM ({union}) AS x({_COLS}))\n"
-            f"SELECT * FROM hop WHERE {outer}")
+    # the rows a filter drops come back as one count per filter (hidden_by, hidden_n)
+    return (f"WITH {_FRONTIER_CTES},\n{evp}hop AS MATERIALIZED (SELECT * FROM ({union}) AS x({_COLS})),\n"
+            f"judged AS MATERIALIZED (SELECT *, {judge} AS hidden_by FROM hop)\n"
+            "SELECT * FROM judged WHERE hidden_by IS NULL\nUNION ALL BY NAME\n"
+            "SELECT hidden_by, count(*) AS hidden_n FROM judged WHERE hidden_by IS NOT NULL GROUP BY hidden_by")
 
 
 _LIBS = next(f for f in FILTERS if f.name == "libraries")
@@ -384,6 +411,8 @@ def _end_key(row: dict[str, Any], side: str) -> tuple[str, str, Any]:
     kind = row[f"{side}_kind"]
     if kind == "process":
         return node_key("process", row[f"{side}_eid"]), kind, row[f"{side}_eid"]
+    if kind == "file" and row.get("node"):  # name-matched: the life that held the name then
+        return row["node"], kind, row["life"]
     if kind == "file":
         obj = (row[f"{side}_key"], row[f"{side}_dev"], row[f"{side}_ino"], row["gen"] or 0)
         return node_key("file", *obj), kind, obj
@@ -396,9 +425,13 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str, str], Edge] = {}
     ident: dict[str, tuple[str, Any]] = {}
-    for kind, items in (("process", start.procs), ("file", start.files), ("sock", start.socks)):
+    index = start.index or NameIndex(reader)
+    hidden: dict[str, int] = {}
+    for kind, items in (("process", start.procs), ("file", start.files), ("sock", start.socks),
+                        ("file", start.named)):
         for obj, thr in items.items():
-            key = node_key(kind, *(obj if isinstance(obj, tuple) else (obj,)))
+            key = obj if isinstance(obj, str) and kind == "file" else node_key(
+                kind, *(obj if isinstance(obj, tuple) else (obj,)))
             k = ("connection" if key.startswith("c:") else "unix") if kind == "sock" else kind
             nodes[key] = _node(key, k, obj, 0, thr)
             if obj in start.paths:
@@ -409,13 +442,31 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
     while not frontier.empty() and depth < opts.depth:
         depth += 1
         sql = _hop_sql(backward, active, frontier)
+        # backward, the names of the frontier's files are asked within the hop's query (one
+        # round trip): who held them when, and the path-resolved calls made on them
+        ask = index.unasked(_frontier_names(frontier, nodes)) if backward else []
+        if ask:
+            nsql = f"SELECT {', '.join(f'{c} AS nm_{c}' for c in NAME_COLUMNS)}, TRUE AS name_row FROM ({name_sql(ask)})"
+            sql = f"{sql}\nUNION ALL BY NAME\n{nsql}" if sql else nsql
         params = {k: v for k, v in _params(frontier).items() if f"${k}" in sql}
-        rows = reader.query(sql, params).to_pylist()
+        rows = reader.query(sql, params).to_pylist() if sql else []
+        if ask:
+            index.ingest(ask, [{c: r[f"nm_{c}"] for c in NAME_COLUMNS} for r in rows if r.get("name_row")])
+            rows = [r for r in rows if not r.get("name_row")]
+        for r in rows:
+            if r.get("hidden_by"):
+                hidden[r["hidden_by"]] = hidden.get(r["hidden_by"], 0) + int(r["hidden_n"])
+        rows = [r for r in rows if not r.get("hidden_by")]
+        rows = _by_name(index, rows, frontier, nodes, backward)
         if "libraries" in active:
+            n = len(rows)
             rows = _drop_read_only_system_files(reader, rows, written)
+            hidden["libraries"] = hidden.get("libraries", 0) + n - len(rows)
         rows = _sockets_to_connections(reader, rows)
         if backward and "servers" in active:
+            n = len(rows)
             rows = _latest_accepts(rows)
+            hidden["servers"] = hidden.get("servers", 0) + n - len(rows)
         nxt = _Frontier()
         for r in rows:
             near, far = ("dst", "src") if backward else ("src", "dst")
@@ -442,6 +493,9 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
             else:
                 _name(old, r)
                 continue
+            if fkind == "file" and isinstance(fobj, str):
+                nxt.named[fobj] = nodes[fkey].time
+                continue
             bucket = nxt.procs if fkind == "process" else nxt.files if fkind == "file" else nxt.socks
             bucket[fobj] = nodes[fkey].time
         frontier = nxt
@@ -449,15 +503,33 @@ def _walk(reader: Reader, start: _Frontier, backward: bool, opts: TrackOptions, 
         truncated = True
     kept = [e for e in edges.values() if e.src in nodes and e.dst in nodes]
     g = Graph("backward" if backward else "forward", target, nodes, kept, roots, truncated,
-              tuple(sorted(active)))
+              tuple(sorted(active)), life=start.chosen, other_lives=start.others,
+              hidden={k: v for k, v in sorted(hidden.items()) if v})
     _label(reader, g, ident)
     return g
+
+
+def _frontier_files(fr: _Frontier) -> dict[str, int]:
+    return {node_key("file", *life): t for life, t in fr.files.items()} | fr.named
+
+
+def _frontier_names(fr: _Frontier, nodes: dict[str, Node]) -> set[str]:
+    return {x for k in _frontier_files(fr) if k in nodes
+            for x in (set(nodes[k].attrs.get("names") or ()) | {nodes[k].attrs.get("path")}) if x}
+
+
+def _by_name(index: NameIndex, rows: list[dict[str, Any]], fr: _Frontier, nodes: dict[str, Node],
+             backward: bool) -> list[dict[str, Any]]:
+    """Path-resolved calls, joined to the life that held their name then (analysis.lives)."""
+    if not backward:
+        return name_matched_rows(index, rows, {}, set(), backward)
+    return name_matched_rows(index, rows, _frontier_files(fr), _frontier_names(fr, nodes), backward)
 
 
 def _node(key: str, kind: str, obj: Any, depth: int, t: int) -> Node:
     """A new node; a file of a known life carries its generation (see _inode_reused)."""
     n = Node(key, kind, key, depth, t)
-    if kind == "file" and obj[3]:
+    if kind == "file" and isinstance(obj, tuple) and obj[3]:
         n.attrs["generation"] = obj[3]
     return n
 
@@ -466,7 +538,7 @@ def _near_key(r: dict[str, Any], side: str, nodes: dict[str, Node]) -> str:
     """The frontier's node a row leads into: a file of unknown life (generation 0, a start
     file of an older store) takes the rows of every life of its number."""
     key, kind, obj = _end_key(r, side)
-    if kind == "file" and key not in nodes:
+    if kind == "file" and key not in nodes and isinstance(obj, tuple):
         return node_key("file", *obj[:3])
     return key
 
@@ -487,6 +559,8 @@ def _inode_reused(r: dict[str, Any], nodes: dict[str, Node]) -> bool:
     had (and not a rename or link to or from one) belongs to an earlier or later file that
     happened to get the same inode number (tmpfs and ext4 reuse them quickly).
     """
+    if r.get("nm"):  # matched to the life that held the name at the time: its own
+        return False
     key = _file_side(r, nodes)
     node = nodes.get(key) if key else None
     gen = node.attrs.get("generation") if node is not None else None
@@ -556,7 +630,8 @@ def _add_edge(edges: dict[tuple[str, str, str], Edge], r: dict[str, Any], src: s
     k = (src, dst, r["kind"])
     e = edges.get(k)
     if e is None:
-        edges[k] = Edge(src, dst, r["kind"], r["t_start"], r["t_end"], int(r["nbytes"] or 0))
+        edges[k] = Edge(src, dst, r["kind"], r["t_start"], r["t_end"], int(r["nbytes"] or 0),
+                        name_matched=bool(r.get("nm")))
     else:
         e.t_start, e.t_end = min(e.t_start, r["t_start"]), max(e.t_end, r["t_end"])
         e.bytes += int(r["nbytes"] or 0)
@@ -580,7 +655,11 @@ def _label(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
                            user_id=r["uid"], start_ts=r["start_ts"])
     for key, (kind, obj) in ident.items():
         n = g.nodes[key]
-        if kind == "file":
+        if kind == "file" and isinstance(obj, str):  # known by name only (analysis.lives)
+            n.attrs.update(host_id=obj.split(":", 2)[1], name_matched=True)
+            n.label = n.attrs.get("path") or obj
+            n.attrs["names"] = sorted(n.attrs.get("names") or [])
+        elif kind == "file":
             n.attrs.update(host_id=obj[0], device=obj[1], inode=obj[2])
             n.label = n.attrs.get("path") or f"inode {obj[2]}"
             n.attrs["names"] = sorted(n.attrs.get("names") or [])
@@ -597,7 +676,7 @@ def _fill_paths(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> 
     """Name the file nodes no event named (inherited descriptors) from their flow edges: the
     edges of the node's own life where the generation is known, of the number's otherwise."""
     missing = [(g.nodes[key], obj) for key, (kind, obj) in ident.items()
-               if kind == "file" and "path" not in g.nodes[key].attrs]
+               if kind == "file" and "path" not in g.nodes[key].attrs and isinstance(obj, tuple)]
     if not missing:
         return
     t = reader.query(
@@ -626,14 +705,7 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
     fr = _Frontier()
     t0 = (opts.until if opts.until is not None else FOREVER) if backward else (opts.since or 0)
     if target.kind == "file":
-        from forensix.analysis.filehistory import file_lives
-
-        names, lives = file_lives(reader, target.path or "")
-        if not lives:
-            resolve(reader, target)  # says clearly when nothing touched it
-        for life in lives:
-            fr.files[life] = t0
-            fr.paths[life] = names
+        _start_file(reader, target.path or "", opts.at, t0, fr)
     elif target.kind == "process":
         fr.procs[target.entity or 0] = t0 if backward else _start_ts(reader, target.entity or 0)
     elif target.kind == "endpoint":
@@ -653,6 +725,16 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
     for e in members:
         fr.procs.setdefault(e, t0)
     return fr
+
+
+def _start_file(reader: Reader, path: str, at: int | None, t0: int, fr: _Frontier) -> None:
+    """The life of the name at ``at`` (default: the last one that had it) starts the walk."""
+    fr.index = NameIndex(reader)
+    st = start_lives(fr.index, path, at)
+    for obj, names in st.files.items():
+        (fr.named if isinstance(obj, str) else fr.files)[obj] = t0
+        fr.paths[obj] = names
+    fr.chosen, fr.others = st.chosen, st.others
 
 
 def _start_ts(reader: Reader, entity: int) -> int:
@@ -675,7 +757,8 @@ def _track(reader: Reader, target: Target, opts: TrackOptions | None, backward: 
         target, members = _session_target(reader, target)
     elif target.kind != "file":
         target = resolve(reader, target)
-    return _walk(reader, _start(reader, target, backward, opts, members), backward, opts, target.describe())
+    g = _walk(reader, _start(reader, target, backward, opts, members), backward, opts, target.describe())
+    return link_hosts(reader, g)  # a connection between two hosts of the store: the right peer only
 
 
 def backtrack(reader: Reader, target: Target, opts: TrackOptions | None = None) -> Graph:
@@ -693,7 +776,7 @@ def forward_processes(reader: Reader, entities: list[int], label: str,
     """Forward from a set of processes (a session whose members are already known)."""
     opts = opts or TrackOptions()
     start = _start(reader, Target("session", session=label), False, opts, entities)
-    return _walk(reader, start, False, opts, label)
+    return link_hosts(reader, _walk(reader, start, False, opts, label))
 
 
 def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
@@ -712,9 +795,10 @@ def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
     edges = pa.Table.from_pylist([
         {"first_ts": e.t_start, "last_ts": e.t_end if e.t_end < FOREVER else None, "src": e.src,
          "src_label": g.nodes[e.src].label, "kind": e.kind, "dst": e.dst, "dst_label": g.nodes[e.dst].label,
-         "bytes": e.bytes, "count": e.count}
+         "bytes": e.bytes, "count": e.count, "name_matched": e.name_matched}
         for e in sorted(g.edges, key=lambda e: (e.t_start, e.src, e.dst))
     ], schema=pa.schema([("first_ts", pa.int64()), ("last_ts", pa.int64()), ("src", pa.string()),
                          ("src_label", pa.string()), ("kind", pa.string()), ("dst", pa.string()),
-                         ("dst_label", pa.string()), ("bytes", pa.int64()), ("count", pa.int64())]))
+                         ("dst_label", pa.string()), ("bytes", pa.int64()), ("count", pa.int64()),
+                         ("name_matched", pa.bool_())]))
     return nodes, edges

@@ -12,7 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FILTERS", "FILTER_NAMES", "NoiseFilter", "path_predicate", "unix_predicate"]
+__all__ = ["FILTERS", "FILTER_NAMES", "SYSTEM_WRITES", "NoiseFilter", "noise_case", "path_predicate",
+           "unix_predicate"]
+
+# Writes that change how the system behaves: never noise, whatever filter would drop the
+# path (turning ASLR off through /proc/sys/kernel/randomize_va_space, a cgroup's limits or
+# release agent, a pinned BPF program, a module's parameters, the core pattern, sysrq).
+SYSTEM_WRITES: tuple[str, ...] = (
+    "/proc/sys/%", "/sys/kernel/%", "/sys/fs/cgroup/%", "/sys/fs/bpf/%", "/sys/module/%/parameters/%",
+    "/proc/sysrq-trigger", "/sys/power/%", "/sys/firmware/efi/efivars/%", "/proc/%/attr/%",
+    "/proc/%/setgroups", "/proc/%/uid_map", "/proc/%/gid_map", "/proc/%/oom_score_adj",
+    "/sys/class/%", "/sys/bus/%", "/sys/devices/%", "/proc/irq/%",
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,8 @@ def path_predicate(column: str, direction: str, active: set[str], written: str |
         if f.name not in active or direction not in f.directions:
             continue
         pred = _like_any(column, f.patterns)
+        if direction == "write":
+            pred = f"({pred} AND NOT {_like_any(column, SYSTEM_WRITES)})"
         if f.unless_written and written is not None:
             pred = f"({pred} AND NOT ({written}))"
         parts.append(pred)
@@ -101,3 +114,19 @@ def path_predicate(column: str, direction: str, active: set[str], written: str |
 def unix_predicate(column: str, active: set[str]) -> str:
     pats = tuple(p for f in FILTERS if f.name in active for p in f.unix)
     return _like_any(column, pats)
+
+
+def noise_case(active: set[str], skip: frozenset[str] = frozenset()) -> str:
+    """SQL naming the filter that drops a graph hop's row (NULL: kept), over its columns
+    ``src_kind``, ``dst_kind`` and ``path``; so the output can say what each filter hid."""
+    whens = []
+    for f in FILTERS:
+        if f.name not in active or f.name in skip:
+            continue
+        one = {f.name}
+        whens.append(f"WHEN src_kind = 'file' AND {path_predicate('path', 'read', one)} THEN '{f.name}'")
+        whens.append(f"WHEN dst_kind = 'file' AND {path_predicate('path', 'write', one)} THEN '{f.name}'")
+        if f.unix:
+            whens.append(f"WHEN (src_kind = 'unix' OR dst_kind = 'unix') AND {unix_predicate('path', one)}"
+                         f" THEN '{f.name}'")
+    return "CASE " + " ".join(whens) + " ELSE NULL END" if whens else "NULL"

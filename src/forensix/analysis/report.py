@@ -13,16 +13,18 @@ from typing import Any
 
 import pyarrow as pa
 
+from forensix.analysis.crosshost import notes as crosshost_notes
 from forensix.analysis.filehistory import sql_ints
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward_processes
-from forensix.analysis.noise import FILTER_NAMES
+from forensix.analysis.noise import FILTER_NAMES, SYSTEM_WRITES
 from forensix.analysis.processes import UserNames, tree
 from forensix.analysis.sessions import attribute, find_session, sessions
 from forensix.analysis.targets import Target, resolve
 from forensix.analysis.timeline import TimelineFilter, message_sql, timeline
+from forensix.imports.coverage import unanswered
 from forensix.store.base import Reader
 
-__all__ = ["PERSISTENCE", "Report", "build_report", "files_changed", "network_peers", "persistence_touched"]
+__all__ = ["METADATA", "PERSISTENCE", "Report", "build_report", "files_changed", "network_peers", "persistence_touched"]
 
 # Where intruders persist or escalate: (LIKE pattern on the path, what it is).
 PERSISTENCE: list[tuple[str, str]] = [
@@ -37,6 +39,18 @@ PERSISTENCE: list[tuple[str, str]] = [
     ("/etc/sudoers%", "sudoers"), ("/etc/passwd", "accounts"), ("/etc/shadow", "accounts"),
     ("/etc/group", "accounts"), ("/etc/pam.d/%", "PAM"), ("/lib/modules/%", "kernel module"),
     ("/etc/modules-load.d/%", "kernel module"), ("/etc/udev/rules.d/%", "udev rule"),
+    # writes that change the running system (never noise: analysis.noise.SYSTEM_WRITES)
+    ("/proc/sys/%", "kernel parameter (sysctl)"), ("/sys/kernel/%", "kernel setting"),
+    ("/sys/module/%/parameters/%", "module parameter"), ("/sys/fs/bpf/%", "BPF pin"),
+    ("/sys/fs/cgroup/%", "cgroup setting"), ("/proc/sysrq-trigger", "sysrq"),
+]
+# Changes of a file's metadata that hide or escalate, whatever the path: (SQL condition, what it is).
+METADATA: list[tuple[str, str]] = [
+    ("event_action = 'chmod' AND (coalesce(file_mode, 0) & 3072) <> 0", "setuid/setgid bit"),
+    ("event_action = 'setxattr'", "extended attribute (file capability, ACL, label)"),
+    # times set to more than a day before the call: timestomping (0 means "now")
+    ("event_action = 'utimes' AND coalesce(file_mtime, 0) > 0 AND file_mtime < ts - 86400000000000",
+     "times set back"),
 ]
 _CHANGE = ("(event_action IN ('rename', 'unlink', 'chmod', 'chown', 'truncate', 'link', 'symlink', 'utimes',"
            " 'setxattr') OR (event_action = 'open' AND (coalesce(file_flags, 0) & 579) <> 0)"
@@ -58,11 +72,29 @@ class Report:
     graph: Graph
     impact: Graph | None = None
     notes: list[str] = field(default_factory=list)
+    # every process with an edge straight into the detection point: (entity id, label, what it did)
+    actors: list[tuple[int, str, list[str]]] = field(default_factory=list)
+
+
+def _direct(g: Graph) -> list[tuple[int, str, list[str]]]:
+    """The processes that acted on the detection point itself, latest first."""
+    roots = set(g.roots)
+    acts: dict[str, tuple[int, list[str]]] = {}
+    for e in sorted(g.edges, key=lambda e: e.t_end):
+        if e.dst in roots and g.nodes[e.src].kind == "process":
+            last, kinds = acts.get(e.src, (0, []))
+            acts[e.src] = (max(last, e.t_end), kinds + [e.kind + (" (by name)" if e.name_matched else "")])
+    order = sorted(acts, key=lambda k: -acts[k][0])
+    return [(int(g.nodes[k].attrs.get("entity_id") or 0), g.nodes[k].label, sorted(set(acts[k][1])))
+            for k in order]
 
 
 def _actor(reader: Reader, target: Target, g: Graph) -> int | None:
     if target.kind == "process":
         return target.entity
+    direct = _direct(g)
+    if direct and direct[0][0]:
+        return direct[0][0]  # the last to change it: for a deleted or replaced file, who did that
     procs = [n for n in g.nodes.values() if n.kind == "process"]
     if not procs:
         return None
@@ -88,6 +120,11 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
         leader = att.leader_of.get(actor) if actor is not None else None
     if g.truncated:
         notes.append("the dependency graph was cut at the depth or size limit")
+    if g.hidden:
+        notes.append("noise filters hid " + ", ".join(f"{n} edges ({k})" for k, n in g.hidden.items())
+                     + "; show them with " + " ".join(f"--no-filter {k}" for k in g.hidden))
+    notes += crosshost_notes(g)  # the intrusion came over a connection from another host of the store
+    notes += unanswered(reader)  # imported logs (forensix.imports): what their source cannot tell
     srow = None
     members: list[int] = []
     if leader is not None:
@@ -106,7 +143,7 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
         network=network_peers(reader, members),
         timeline=timeline(reader, TimelineFilter(entities=members or [0], noise=FILTER_NAMES,
                                                  limit=timeline_limit)),
-        graph=g, impact=impact, notes=notes,
+        graph=g, impact=impact, notes=notes, actors=_direct(g),
     )
 
 
@@ -114,6 +151,7 @@ def files_changed(reader: Reader, members: list[int], *, written: bool) -> pa.Ta
     cond = f"{_CHANGE} AND event_action <> 'unlink'" if written else "event_action IN ('unlink', 'rmdir')"
     # A write through an inherited or dup'd descriptor has the inode but no path: it is
     # counted with the open that named the same inode.
+    system = "(" + " OR ".join(f"file_path LIKE '{p}'" for p in SYSTEM_WRITES) + ")"
     return reader.query(f"""
         WITH ev AS MATERIALIZED (
             SELECT ts, event_action, flow_write_bytes, process_pid, file_device, file_inode,
@@ -128,12 +166,13 @@ def files_changed(reader: Reader, members: list[int], *, written: bool) -> pa.Ta
                list(DISTINCT event_action ORDER BY event_action) AS actions,
                sum(coalesce(flow_write_bytes, 0))::BIGINT AS bytes_written,
                list(DISTINCT process_pid ORDER BY process_pid) AS pids
-        FROM named WHERE file_path NOT LIKE '/proc/%' AND file_path NOT LIKE '/dev/%'
+        FROM named WHERE (file_path NOT LIKE '/proc/%' AND file_path NOT LIKE '/dev/%') OR {system}
         GROUP BY file_path ORDER BY 1""")
 
 
 def persistence_touched(reader: Reader, members: list[int]) -> pa.Table:
     whens = " ".join(f"WHEN p LIKE '{pat}' THEN '{what}'" for pat, what in PERSISTENCE)
+    meta = " ".join(f"WHEN {cond} THEN '{what}'" for cond, what in METADATA)
     # MATERIALIZED: take the session's changes first, then classify; inlined, the optimizer
     # may evaluate the LIKE ladder on every event of the store before the member filter
     return reader.query(f"""
@@ -143,8 +182,7 @@ def persistence_touched(reader: Reader, members: list[int]) -> pa.Table:
           SELECT *, coalesce(file_target_path, file_path) AS p FROM changes)
         SELECT ts, what, p AS file_path, event_action, process_pid, process_entity_id, message FROM (
           SELECT ts, p, event_action, process_pid, process_entity_id, {message_sql()} AS message,
-                 CASE WHEN event_action = 'chmod' AND (coalesce(file_mode, 0) & 3072) <> 0 THEN 'setuid/setgid bit'
-                      {whens} ELSE NULL END AS what
+                 CASE {meta} {whens} ELSE NULL END AS what
           FROM classified)
         WHERE what IS NOT NULL ORDER BY ts""")
 

@@ -197,6 +197,10 @@ def sessions(reader: Reader, att: Attribution | None = None, *, kinds: set[str] 
             r["transitions"].append(f"{hit}[{p.pid}]")
     for lead in running:
         rows[lead]["end_ts"] = None
+    from forensix.analysis.replay import recorded_entities  # terminal bytes kept (forensix replay)
+
+    for e in recorded_entities(reader) & att.leader_of.keys():
+        rows[att.leader_of[e]]["recording"] = True
     out = [r for r in rows.values() if kinds is None or r["kind"] in kinds]
     out.sort(key=lambda r: (r["start_ts"] or 0, r["leader_entity_id"]))
     table = pa.Table.from_pylist(out, schema=_SESSION_SCHEMA)
@@ -208,7 +212,7 @@ _SESSION_SCHEMA = pa.schema([
     ("user_id", pa.uint32()), ("audit_session_id", pa.uint32()), ("source_ip", pa.string()),
     ("source_port", pa.uint16()), ("tty", pa.string()), ("leader_pid", pa.uint32()),
     ("start_ts", pa.int64()), ("end_ts", pa.int64()), ("processes", pa.int64()),
-    ("transitions", pa.list_(pa.string())),
+    ("transitions", pa.list_(pa.string())), ("recording", pa.bool_()),
 ])
 
 
@@ -237,7 +241,7 @@ def _session_row(leader: _P, att: Attribution, accepts: list[dict[str, Any]]) ->
         "user_id": leader.auid if leader.auid not in (None, UNSET) else leader.uid,
         "audit_session_id": _sid(leader), "source_ip": src_ip, "source_port": src_port,
         "tty": leader.tty, "leader_pid": leader.pid, "start_ts": leader.start, "end_ts": None,
-        "processes": 0, "transitions": [],
+        "processes": 0, "transitions": [], "recording": False,
     }
 
 

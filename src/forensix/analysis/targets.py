@@ -16,7 +16,20 @@ from forensix.model.identity import format_entity, parse_entity
 from forensix.model.timefmt import format_ns, parse_time
 from forensix.store.base import Reader
 
-__all__ = ["TARGET_HELP", "Target", "parse_target", "resolve"]
+__all__ = ["EXIT_NOT_FOUND", "TARGET_HELP", "NotFound", "Target", "nearest_matches", "parse_target", "resolve"]
+
+# An empty answer is not a success: the exit code of a detection point that matched nothing
+# (2 is bad input, 1 a crash).
+EXIT_NOT_FOUND = 3
+
+
+class NotFound(UsageError):
+    """The detection point matched nothing recorded; ``nearest`` says what is close to it."""
+
+    def __init__(self, message: str, hint: str | None = None, nearest: list[str] | None = None) -> None:
+        super().__init__(message, hint)
+        self.nearest = nearest or []
+        self.exit_code = EXIT_NOT_FOUND
 
 TARGET_HELP = (
     "a file path (/etc/cron.d/x), an entity id (16 hex digits), pid@TIME (1234@2026-11-26T05:00:00Z),"
@@ -100,14 +113,41 @@ def _check_path(reader: Reader, path: str) -> None:
     hit = reader.query("SELECT 1 FROM flows WHERE file_path = $p LIMIT 1", {"p": path})
     if hit.num_rows:
         return
+    near = nearest_matches(reader, path)
+    raise NotFound(f"no recorded event touched {path}",
+                   "check the spelling, the --store, or --host; nearest in the record below", near)
+
+
+def nearest_matches(reader: Reader, path: str) -> list[str]:
+    """What is near a path in the record: the same name in other directories, names in the
+    same directory, other lives of the inodes the name had, and the record's time window."""
     parent, _, base = path.rstrip("/").rpartition("/")
-    like = reader.query(
-        """SELECT DISTINCT file_path FROM events WHERE contains(file_path, $b)
-                  OR (file_path LIKE $d AND file_path NOT LIKE $dd) ORDER BY file_path LIMIT 5""",
-        {"b": base, "d": f"{parent}/%", "dd": f"{parent}/%/%"}).column("file_path").to_pylist()
-    hint = ("paths recorded with a similar name: " + ", ".join(like)) if like else (
-        "no recorded event touched a path with that name; check the spelling, or the --store")
-    raise UsageError(f"no recorded event touched {path}", hint)
+    out: list[str] = []
+    same = reader.query(
+        """SELECT file_path, count(*) AS n, min(ts) AS a, max(ts) AS b FROM events
+           WHERE file_path LIKE $b AND file_path <> $p GROUP BY 1 ORDER BY n DESC LIMIT 5""",
+        {"b": f"%/{base}", "p": path}).to_pylist()
+    out += [f"same name elsewhere: {r['file_path']} ({r['n']} events, {format_ns(r['a'])} .. {format_ns(r['b'])})"
+            for r in same]
+    sib = reader.query(
+        """SELECT DISTINCT file_path FROM events WHERE file_path LIKE $d AND file_path NOT LIKE $dd
+           AND file_path <> $p ORDER BY file_path LIMIT 5""",
+        {"d": f"{parent}/%", "dd": f"{parent}/%/%", "p": path}).column("file_path").to_pylist()
+    out += [f"in the same directory: {x}" for x in sib]
+    lives = reader.query(
+        """SELECT e.file_inode, coalesce(e.file_generation, 0) AS gen, arg_max(e.file_path, e.ts) AS last_name,
+                  min(e.ts) AS a, max(e.ts) AS b FROM events e
+           WHERE e.file_inode IN (SELECT DISTINCT file_inode FROM events WHERE file_path = $p
+                                  AND coalesce(file_inode, 0) <> 0)
+           GROUP BY 1, 2 ORDER BY a LIMIT 5""", {"p": path}).to_pylist()
+    out += [f"inode {r['file_inode']} generation {r['gen']}: last named {r['last_name']}"
+            f" ({format_ns(r['a'])} .. {format_ns(r['b'])})" for r in lives]
+    w = reader.query("SELECT min(ts) AS a, max(ts) AS b, count(*) AS n FROM events").to_pylist()[0]
+    if w["n"]:
+        out.append(f"the record spans {format_ns(w['a'])} .. {format_ns(w['b'])} ({w['n']} events)")
+    else:
+        out.append("the record holds no events")
+    return out
 
 
 def _check_entity(reader: Reader, entity: int) -> None:

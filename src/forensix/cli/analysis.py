@@ -9,22 +9,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from forensix.analysis.filehistory import file_history
-from forensix.analysis.graph import TrackOptions, backtrack, forward
+from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward
 from forensix.analysis.noise import FILTER_NAMES, FILTERS
 from forensix.analysis.processes import process_exists, tree
 from forensix.analysis.report import build_report
 from forensix.analysis.sessions import find_session, sessions
-from forensix.analysis.targets import TARGET_HELP, Target, parse_target
+from forensix.analysis.targets import TARGET_HELP, NotFound, Target, nearest_matches, parse_target
 from forensix.analysis.timeline import TimelineFilter, timeline
 from forensix.cli.options import TIME, reader, store_option
 from forensix.errors import UsageError
 from forensix.model.identity import format_entity, parse_entity
-from forensix.render.graph import GRAPH_RENDERERS, render_graph, to_dot
+from forensix.render.graph import GRAPH_RENDERERS, hidden_line, render_graph, to_dot
 from forensix.render.report import draw, render_html, render_markdown
 from forensix.render.tables import render
 from forensix.render.tree import render_timeline_text, render_timesketch, render_tree_text
@@ -126,11 +126,12 @@ def session_cmd(store: str, session: str, limit: int, fmt: str) -> None:
     if fmt == "json":
         import json
 
-        from forensix.render.tables import display_value
+        from forensix.render.tables import display_value, field_name
 
-        doc: dict[str, Any] = {"session": {k: display_value(k, v) for k, v in row.items()}}
+        doc: dict[str, Any] = {"session": {field_name(k): display_value(k, v) for k, v in row.items()}}
         for k, t in parts.items():
-            doc[k] = [{c: display_value(c, v) for c, v in x.items() if v is not None} for x in t.to_pylist()]
+            doc[k] = [{field_name(c): display_value(c, v) for c, v in x.items() if v is not None}
+                      for x in t.to_pylist()]
         out.write(json.dumps(doc, default=str, indent=1) + "\n")
         return
     out.write(f"session {format_entity(leader)}: {row['kind']} — {row['description']}, user "
@@ -198,7 +199,10 @@ def file_cmd(store: str, path: str, fmt: str) -> None:
     """The whole history of a file, followed by inode across renames."""
     if not path.startswith("/"):
         raise UsageError(f"{path!r} is not an absolute path", "give the path as the kernel saw it: /etc/...")
-    render(file_history(reader(store), path), fmt, _out())
+    try:
+        render(file_history(reader(store), path), fmt, _out())
+    except NotFound as e:
+        _not_found(e)
 
 
 # -- backtrack / forward ---------------------------------------------------------------
@@ -208,6 +212,9 @@ def _track_limits(f: F) -> F:
     f = click.option("--since", type=TIME, default=None, help="Backward: ignore what happened before this.")(f)
     f = click.option("--until", type=TIME, default=None,
                      help="Backward: the detection time; forward: ignore what happened after this.")(f)
+    f = click.option("--at", type=TIME, default=None,
+                     help="A file target: the life of the name at this time (a deleted or replaced file;"
+                          " default: the last life that had the name).")(f)
     f = click.option("--no-filter", "off", multiple=True, type=click.Choice(list(FILTER_NAMES) + ["all"]),
                      help="Turn a noise filter off: " + "; ".join(f"{x.name}: {x.description}" for x in FILTERS))(f)
     return f
@@ -217,9 +224,36 @@ def _track_options(f: F) -> F:
     return _fmt(*GRAPH_RENDERERS)(_track_limits(f))
 
 
-def _opts(depth: int, max_nodes: int, since: int | None, until: int | None, off: tuple[str, ...]) -> TrackOptions:
+def _opts(depth: int, max_nodes: int, since: int | None, until: int | None, off: tuple[str, ...],
+          at: int | None = None) -> TrackOptions:
     filters = () if "all" in off else tuple(x for x in FILTER_NAMES if x not in off)
-    return TrackOptions(depth=depth, max_nodes=max_nodes, since=since, until=until, filters=filters)
+    return TrackOptions(depth=depth, max_nodes=max_nodes, since=since, until=until, filters=filters, at=at)
+
+
+def _not_found(e: NotFound) -> NoReturn:
+    """An empty answer: what was looked for, what is near it, and a distinct exit code."""
+    click.secho(f"forensix: {e.message}", fg="red", err=True)
+    if e.hint:
+        click.echo(f"  hint: {e.hint}", err=True)
+    for line in e.nearest:
+        click.echo(f"  near: {line}", err=True)
+    sys.exit(e.exit_code)
+
+
+def _graph_or_not_found(store: str, target: str, g: Graph) -> None:
+    """A graph with nothing but its detection point answered nothing: say so, exit non-zero."""
+    if g.edges:
+        return
+    hint = "widen --since/--until or --depth"
+    if g.hidden:
+        hint = hidden_line(g)
+    near: list[str] = []
+    t = parse_target(target)
+    if t.kind == "file" and t.path:
+        near = nearest_matches(reader(store), t.path)
+    if g.life and g.other_lives:
+        near = [f"other life {o['life']} of the name: pick it with --at" for o in g.other_lives] + near
+    raise NotFound(f"nothing recorded is linked to {g.target} ({g.direction})", hint, near)
 
 
 @click.command("backtrack", epilog=f"""\b
@@ -233,10 +267,18 @@ Examples:
 @click.argument("target")
 @_track_options
 def backtrack_cmd(store: str, target: str, depth: int, max_nodes: int, since: int | None, until: int | None,
-                  off: tuple[str, ...], fmt: str) -> None:
-    """What could have caused TARGET: BackTracker's backward dependency graph."""
-    g = backtrack(reader(store), parse_target(target), _opts(depth, max_nodes, since, until, off))
-    render_graph(g, fmt, _out())
+                  at: int | None, off: tuple[str, ...], fmt: str) -> None:
+    """What could have caused TARGET: BackTracker's backward dependency graph.
+
+    A file that was deleted or replaced is still a detection point: the walk starts from the
+    life of its name at --at (default: the last one) and says which life it chose. Exits 3
+    when the detection point matches nothing, with the nearest matches in the record."""
+    try:
+        g = backtrack(reader(store), parse_target(target), _opts(depth, max_nodes, since, until, off, at))
+        render_graph(g, fmt, _out())
+        _graph_or_not_found(store, target, g)
+    except NotFound as e:
+        _not_found(e)
 
 
 @click.command("forward", epilog=f"""\b
@@ -249,10 +291,14 @@ Examples:
 @click.argument("source")
 @_track_options
 def forward_cmd(store: str, source: str, depth: int, max_nodes: int, since: int | None, until: int | None,
-                off: tuple[str, ...], fmt: str) -> None:
+                at: int | None, off: tuple[str, ...], fmt: str) -> None:
     """What SOURCE affected: what it touched and spawned, and what others later used of it."""
-    g = forward(reader(store), parse_target(source), _opts(depth, max_nodes, since, until, off))
-    render_graph(g, fmt, _out())
+    try:
+        g = forward(reader(store), parse_target(source), _opts(depth, max_nodes, since, until, off, at))
+        render_graph(g, fmt, _out())
+        _graph_or_not_found(store, source, g)
+    except NotFound as e:
+        _not_found(e)
 
 
 # -- report ----------------------------------------------------------------------------
@@ -261,17 +307,29 @@ TARGET is {TARGET_HELP}.
 Examples:
   forensix report /etc/cron.d/evil --output case42      # case42.md, case42.html, case42.svg, case42.dot
   forensix report session:7 --format html > report.html
+  forensix report --alert ids-5c1e0d2b9a3f4e61     # from an imported IDS alert (forensix import suricata)
 """)
 @store_option
-@click.argument("target")
+@click.argument("target", required=False)
+@click.option("--alert", "alert", default=None, help="Start from a stored alert (an IDS alert's process or peer).")
 @click.option("--output", "output", default=None, type=click.Path(dir_okay=False),
               help="Write OUTPUT.md, OUTPUT.html and the graph (OUTPUT.svg, OUTPUT.dot) instead of printing.")
 @_track_limits
 @_fmt("markdown", "html", "dot")
-def report_cmd(store: str, target: str, output: str | None, depth: int, max_nodes: int, since: int | None,
-               until: int | None, off: tuple[str, ...], fmt: str) -> None:
+def report_cmd(store: str, target: str | None, alert: str | None, output: str | None, depth: int, max_nodes: int,
+               since: int | None, until: int | None, at: int | None, off: tuple[str, ...], fmt: str) -> None:
     """An incident report (Markdown and HTML, graph drawn by Graphviz) from a detection point."""
-    rep = build_report(reader(store), parse_target(target), opts=_opts(depth, max_nodes, since, until, off))
+    if alert is not None:
+        from forensix.imports.eve import alert_target
+
+        target = alert_target(reader(store), alert)
+    if target is None:
+        raise click.UsageError("give a TARGET or --alert ID")
+    try:
+        rep = build_report(reader(store), parse_target(target),
+                           opts=_opts(depth, max_nodes, since, until, off, at))
+    except NotFound as e:
+        _not_found(e)
     if output is None:
         if fmt == "markdown":
             render_markdown(rep, _out())

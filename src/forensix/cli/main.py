@@ -25,6 +25,11 @@ _COMMAND_MODULES = [
     "forensix.cli.pki",
     "forensix.cli.server",
     "forensix.cli.rules",
+    "forensix.cli.fleet",
+    "forensix.cli.ui",
+    "forensix.cli.imports",
+    "forensix.cli.replay",
+    "forensix.cli.artifacts",
 ]
 
 
@@ -72,4 +77,7 @@ _register()
 
 
 def main() -> None:
+    from forensix.store.private import private_umask
+
+    private_umask()  # what forensix writes is root's only, whatever the umask; a recorded command keeps the user's
     cli(prog_name="forensix")

@@ -21,7 +21,8 @@ WITH img AS (
   FROM events WHERE event_action = 'exit' GROUP BY 1
 )
 SELECT img.host_name, img.pid, img.parent_pid AS ppid, img.user_id AS uid, img.start_ts,
-       ex.end_ts, ex.exit_code, img.entity_id, img.parent_entity_id, img.name, img.executable, img.args
+       ex.end_ts, ex.exit_code, img.entity_id, img.parent_entity_id, img.name, img.executable, img.args,
+       img.hash_sha256
 FROM img LEFT JOIN ex ON ex.process_entity_id = img.entity_id
 WHERE img.rn = 1 AND img.start_ts <= $at AND (ex.end_ts IS NULL OR ex.end_ts > $at OR $all)
 ORDER BY img.start_ts, img.pid
@@ -55,6 +56,7 @@ Examples:
   forensix events --action exec
   forensix events --pid 4242 --from -10m
   forensix events --path /etc/passwd --format json
+  forensix events --hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
   forensix events --entity 3f2a9c0d11e4b7a2 --all-columns --format json""")
 @store_option
 @click.option("--pid", type=int, help="Only this pid (every process that had it).")
@@ -62,6 +64,7 @@ Examples:
 @click.option("--action", multiple=True, help="Only these actions (exec, open, connect, ...).")
 @click.option("--category", multiple=True, help="Only these categories (process, file, network, ...).")
 @click.option("--path", help="Only events on this path (file or target); a trailing * matches a prefix.")
+@click.option("--hash", "sha256", help="Only events of processes running this SHA-256 (process.hash.sha256).")
 @time_option("--from", "Start of the window")
 @time_option("--to", "End of the window")
 @click.option("--limit", type=int, default=None, help="At most this many events.")
@@ -69,7 +72,7 @@ Examples:
 @format_option()
 def events(
     store: str, pid: int | None, entity: str | None, action: tuple[str, ...], category: tuple[str, ...],
-    path: str | None, from_: int | None = None, to: int | None = None, limit: int | None = None,
+    path: str | None, sha256: str | None = None, from_: int | None = None, to: int | None = None, limit: int | None = None,
     all_columns: bool = False, fmt: str = "text", **kw: Any,
 ) -> None:
     """Recorded events, filtered, in time order."""
@@ -94,6 +97,9 @@ def events(
         else:
             where.append("(file_path = $p OR file_target_path = $p)")
             params["p"] = path
+    if sha256:  # the exec carries the hash; the process's other events follow from its entity
+        where.append("process_entity_id IN (SELECT process_entity_id FROM events WHERE process_hash_sha256 = $h)")
+        params["h"] = sha256.lower()
     if from_ is not None:
         where.append("ts >= $from")
         params["from"] = from_

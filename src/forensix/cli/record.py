@@ -14,6 +14,7 @@ from rich.console import Console
 from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.options import DEFAULT_STORE
 from forensix.cli.rules import live_engine_for_record, record_rule_options
+from forensix.imports.journal import default_sources
 from forensix.sensor.loader import SensorConfig, pin_dir_for, preflight, unpin
 from forensix.sensor.recorder import Recorder, RecordStats
 from forensix.store.embedded import open_writer, socket_path
@@ -103,14 +104,28 @@ the next `forensix record` on the same store adopts it and stores what it kept.
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
 @click.option("--stop", "stop_pinned", is_flag=True,
               help="Detach the sensor a killed recorder of --store left recording, and exit.")
+@click.option("--no-tty", is_flag=True, help="Do not capture terminal bytes (see `forensix replay`).")
+@click.option("--tty-rate", type=click.IntRange(1), default=256 << 10, show_default=True,
+              help="Terminal bytes kept per terminal per second; what is cut is counted and marked.")
+@click.option("--no-artifacts", is_flag=True, help="Do not preserve executed files (see `forensix artifacts`).")
+@click.option("--artifact-max-mb", type=click.IntRange(1), default=64, show_default=True,
+              help="Executed files larger than this are not preserved (an artifact.missing event says so).")
+@click.option("--artifact-quota-mb", type=click.IntRange(1), default=2048, show_default=True,
+              help="Total size of preserved executed files; past it new ones are refused and counted.")
 @click.option("--metrics", "metrics_addr", default=None, metavar="[HOST:]PORT",
               help="Serve Prometheus metrics (events/s, events lost per class) on HOST:PORT/metrics "
                    "(a bare PORT binds 127.0.0.1).")
+@click.option("--system-log", "system_logs", multiple=True, type=click.Path(dir_okay=False),
+              help="Follow this log file too (sshd, sudo, su, cron messages become events); default: journald "
+                   "when it runs, else /var/log/auth.log, secure, syslog, messages where they exist.")
+@click.option("--no-system-logs", is_flag=True, help="Record the kernel only.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
     store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str, stop_pinned: bool,
-    metrics_addr: str | None, rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
+    no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
+    metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
+    rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
     webhook: str | None, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
@@ -145,10 +160,19 @@ def record(
         ))
     if counter is not None:
         sinks.append(counter)
-    config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, pin_dir=pin_dir_for(store))
+    collector = None
+    if not no_artifacts:
+        from forensix.artifacts import ArtifactStore, Collector, artifacts_dir
+        from forensix.model.host import local_host
+
+        collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
+                                            quota_bytes=artifact_quota_mb << 20).open(), local_host())
+    config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
+                          pin_dir=pin_dir_for(store))
     if ring_mb is not None:
         config.ring_main_mb = _pow2(ring_mb)
-    rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered)
+    rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered, artifacts=collector,
+                   system_logs=[] if no_system_logs else (list(system_logs) or default_sources()))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")

@@ -272,15 +272,18 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
     finally:
         rd.close()
     if save and found.num_rows:
-        from forensix.store.embedded import open_writer
+        from forensix.store.open import open_writer
 
-        with open_writer(store) as w:
+        w = open_writer(store)
+        try:
             existing = set(w.query("SELECT alert_id FROM alerts").column("alert_id").to_pylist())
             # a finding already stored live keeps its row (its final count came with it)
             ids = found.column("alert_id").to_pylist()
             fresh = found.filter(pa.array([i not in existing for i in ids]))
             w.append("alerts", fresh)
             w.flush()
+        finally:
+            w.close()
     emit(_alerts_view(found, store, fmt), fmt)
     click.echo(f"{found.num_rows} alerts from {len(rs.ok)} rules", err=True)
 

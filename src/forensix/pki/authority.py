@@ -6,7 +6,10 @@ Layout of a PKI directory (mode 0700; keys 0600)::
     server.crt server.key     the log host (EKU serverAuth; DNS "forensix-server" + SANs)
     checkpoint.key/.pub       Ed25519: the log host signs chain checkpoints with it
     crl.pem                   revoked host certificates (signed by the CA)
-    seal/HOST.json            each host's *initial* seal key (epoch 0): the log host's copy
+    seal/HOST.json            each host's *initial* seal key (epoch 0) of its newest enrollment:
+                              the log host's copy; it names the certificate issued with it
+    seal/HOST-SERIAL.json     the same, for every enrollment ever made (a re-issue replaces
+                              HOST.json; the older chains stay verifiable with these)
     hosts/HOST/               the bundle to copy to HOST: ca.crt HOST.crt HOST.key seal.key
     issued/HOST-SERIAL.crt    every certificate ever issued (a re-issue replaces the bundle, and
                               ``revoke HOST`` must still reach the certificate the host holds)
@@ -113,8 +116,9 @@ class Authority:
     def checkpoint_pub_path(self) -> Path:
         return self.dir / "checkpoint.pub"
 
-    def seal_path(self, host: str) -> Path:
-        return self.dir / "seal" / f"{host}.json"
+    def seal_path(self, host: str, serial: str | None = None) -> Path:
+        """The newest enrollment's key, or (``serial``) the enrollment of that certificate."""
+        return self.dir / "seal" / (f"{host}-{serial}.json" if serial else f"{host}.json")
 
     def bundle(self, host: str) -> HostBundle:
         return HostBundle(self.dir / "hosts" / host)
@@ -221,8 +225,12 @@ class Authority:
         (self.dir / "issued").mkdir(mode=0o700, exist_ok=True)
         _write(self.dir / "issued" / f"{host}-{cert.serial_number:x}.crt", cert.public_bytes(serialization.Encoding.PEM))
         # Enrollment of the seal key: the same initial key for the agent and the log host.
-        seal = SealState.new(host, time.time_ns(), seal_interval_s)
+        # A re-issue is a new enrollment: new certificate, new seal key, new epoch origin. The
+        # key names its certificate, which is how the log host tells the new enrollment from
+        # someone holding the old key (the new certificate is the authority).
+        seal = SealState.new(host, time.time_ns(), seal_interval_s, f"{cert.serial_number:x}")
         (self.dir / "seal").mkdir(mode=0o700, exist_ok=True)
+        seal.save(self.seal_path(host, seal.serial))
         seal.save(self.seal_path(host))
         seal.save(bundle.seal)
         return bundle

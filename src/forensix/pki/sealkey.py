@@ -81,10 +81,18 @@ class SealState:
     interval_s: int
     epoch: int
     key: bytes
+    # The serial (hex) of the certificate issued with this key: the enrollment it belongs to.
+    # Empty for keys made before re-enrollment existed (then any certificate of the host goes).
+    serial: str = ""
 
     @classmethod
-    def new(cls, host: str, t0_ns: int, interval_s: int = DEFAULT_INTERVAL_S) -> SealState:
-        return cls(host, t0_ns, interval_s, 0, secrets.token_bytes(KEY_LEN))
+    def new(cls, host: str, t0_ns: int, interval_s: int = DEFAULT_INTERVAL_S, serial: str = "") -> SealState:
+        return cls(host, t0_ns, interval_s, 0, secrets.token_bytes(KEY_LEN), serial)
+
+    @property
+    def enrollment(self) -> str:
+        """Names the enrollment (constant while the key evolves): certificate serial and t0."""
+        return f"{self.serial or '-'}@{self.t0_ns}"
 
     def epoch_of(self, ts_ns: int) -> int:
         return max(0, (ts_ns - self.t0_ns) // (self.interval_s * 10**9))
@@ -102,6 +110,7 @@ class SealState:
                 "interval_s": self.interval_s,
                 "epoch": self.epoch,
                 "key": self.key.hex(),
+                **({"serial": self.serial} if self.serial else {}),
             },
             indent=1,
         ).encode()
@@ -115,7 +124,8 @@ class SealState:
             key = bytes.fromhex(d["key"])
             if len(key) != KEY_LEN:
                 raise ValueError("bad key length")
-            return cls(str(d["host"]), int(d["t0_ns"]), int(d["interval_s"]), int(d["epoch"]), key)
+            return cls(str(d["host"]), int(d["t0_ns"]), int(d["interval_s"]), int(d["epoch"]), key,
+                       str(d.get("serial", "")))
         except FileNotFoundError:
             raise SealKeyError(
                 f"no seal key at {path}", "enroll the host: forensix pki issue HOST, copy its bundle"

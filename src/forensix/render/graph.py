@@ -10,7 +10,7 @@ from xml.sax.saxutils import escape, quoteattr
 from forensix.analysis.graph import Graph, graph_tables
 from forensix.analysis.processes import FOREVER
 from forensix.model.timefmt import format_ns
-from forensix.render.tables import display_value, render_csv
+from forensix.render.tables import display_value, field_name, render_csv
 
 __all__ = ["GRAPH_RENDERERS", "render_graph", "to_dot"]
 
@@ -26,10 +26,39 @@ def _when(ns: int | None) -> str:
     return format_ns(ns) if ns and 0 < ns < FOREVER else ""
 
 
+def life_line(life: dict[str, Any]) -> str:
+    """Which life of a name a walk started from, in words."""
+    ino = (f"inode {life['file_inode']}" + (f" generation {life['file_generation']}" if life.get("file_generation")
+                                            else "")) if life.get("file_inode") else "inode not recorded"
+    start = _when(life.get("start_ts")) or "before the record"
+    end = _when(life.get("end_ts")) or "the end of the record"
+    how = f", ended by {life['ended_by']} (pid {life['ended_pid']})" if life.get("ended_by") else ""
+    return f"life {life['life']} of {life['lives']} of {life['file_path']}: {ino}, from {start} to {end}{how}"
+
+
+def hidden_line(g: Graph) -> str:
+    if not g.hidden:
+        return ""
+    counts = ", ".join(f"{n} by {k}" for k, n in g.hidden.items())
+    flags = " ".join(f"--no-filter {k}" for k in g.hidden)
+    return f"noise filters hid {sum(g.hidden.values())} edges ({counts}); show them with {flags}"
+
+
 def render_text(g: Graph, out: Any) -> None:
     out.write(f"{g.direction} from {g.target}: {len(g.nodes)} objects, {len(g.edges)} edges"
               f"; noise filters: {', '.join(g.filters) or 'off'}"
-              f"{'; TRUNCATED (raise --depth/--max-nodes)' if g.truncated else ''}\n\nobjects:\n")
+              f"{'; TRUNCATED (raise --depth/--max-nodes)' if g.truncated else ''}\n")
+    if g.life:
+        out.write(life_line(g.life) + "\n")
+        for o in g.other_lives:
+            out.write(f"  other life {o['life']}: from {_when(o.get('start_ts')) or 'before the record'}"
+                      f" to {_when(o.get('end_ts')) or 'the end'}"
+                      + (f" ({o['ended_by']})" if o.get("ended_by") else "") + "; pick it with --at TIME\n")
+    if g.hidden:
+        out.write(hidden_line(g) + "\n")
+    if any(e.name_matched for e in g.edges):
+        out.write("edges marked (by name) were joined to the file by its name and time, not its inode\n")
+    out.write("\nobjects:\n")
     for n in sorted(g.nodes.values(), key=lambda n: (n.depth, n.kind, n.label)):
         extra = ""
         if n.kind == "process":
@@ -39,7 +68,7 @@ def render_text(g: Graph, out: Any) -> None:
     out.write("\nedges, in time order:\n")
     for e in sorted(g.edges, key=lambda e: (e.t_start, e.src)):
         size = f" {e.bytes} B" if e.bytes else ""
-        times = f" x{e.count}" if e.count > 1 else ""
+        times = (f" x{e.count}" if e.count > 1 else "") + (" (by name)" if e.name_matched else "")
         out.write(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{e.kind}{size}{times}-->  "
                   f"{g.nodes[e.dst].label}\n")
 
@@ -48,10 +77,21 @@ def render_json(g: Graph, out: Any) -> None:
     nodes, edges = graph_tables(g)
     doc = {
         "direction": g.direction, "target": g.target, "truncated": g.truncated, "filters": list(g.filters),
-        "nodes": [{k: display_value(k, v) for k, v in r.items() if v is not None} for r in nodes.to_pylist()],
-        "edges": [{k: display_value(k, v) for k, v in r.items() if v is not None} for r in edges.to_pylist()],
+        "hidden": g.hidden,
+        **({"life": _ecs_life(g.life), "other_lives": [_ecs_life(x) for x in g.other_lives]} if g.life else {}),
+        "nodes": [{field_name(k): display_value(k, v) for k, v in r.items() if v is not None}
+                  for r in nodes.to_pylist()],
+        "edges": [{field_name(k): display_value(k, v) for k, v in r.items() if v is not None}
+                  for r in edges.to_pylist()],
     }
     out.write(json.dumps(doc, default=str, indent=1) + "\n")
+
+
+_LIFE_NAMES = {"start_ts": "held_from", "end_ts": "held_until"}  # a name's hold, not a process's start
+
+
+def _ecs_life(life: dict[str, Any]) -> dict[str, Any]:
+    return {_LIFE_NAMES.get(k) or field_name(k): display_value(k, v) for k, v in life.items() if v is not None}
 
 
 def render_csv_edges(g: Graph, out: Any) -> None:
@@ -83,7 +123,7 @@ def to_dot(g: Graph, title: str | None = None) -> str:
         both = (e.dst, e.src, e.kind) in pairs
         if both and e.src > e.dst:
             continue  # drawn once, with arrows both ways
-        lab = e.kind + (f" {e.bytes}B" if e.bytes else "")
+        lab = e.kind + (f" {e.bytes}B" if e.bytes else "") + (" (by name)" if e.name_matched else "")
         lab += "\\n" + format_ns(e.t_start, precision=3)[11:]
         extra = ", dir=both" if both else ""
         lines.append(f"  {_dot_id(e.src)} -> {_dot_id(e.dst)} [label={_dot_label(lab)}{extra}];")

@@ -14,7 +14,7 @@ from forensix.analysis.report import Report
 from forensix.errors import ForensixError
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
-from forensix.render.graph import to_dot
+from forensix.render.graph import life_line, to_dot
 from forensix.render.tables import display_value, iter_dicts
 from forensix.render.tree import render_tree_text
 
@@ -58,18 +58,34 @@ def _md_table(t: pa.Table, limit: int = 200) -> str:
     return "\n".join(lines) + "\n"
 
 
+_NONE = "not found"  # never a bare dash: the reader must know the record was searched
+
+
+def _actor_text(rep: Report) -> str:
+    if rep.actor is None:
+        return _NONE
+    n = rep.graph.nodes.get(f"p:{format_entity(rep.actor)}")
+    args = " ".join((n.attrs.get("args") or []) if n else [])
+    return f"{n.label if n else ''} {format_entity(rep.actor)}" + (f" `{args[:120]}`" if args else "")
+
+
 def _summary(rep: Report) -> list[tuple[str, str]]:
     s = rep.session or {}
-    src = f"{s.get('source_ip')}:{s.get('source_port')}" if s.get("source_ip") else "—"
-    user = f"{s.get('user_name') or ''}({s.get('user_id')})" if s else "—"
-    return [
-        ("Detection point", rep.target.describe()),
-        ("Acting process", format_entity(rep.actor) if rep.actor is not None else "—"),
-        ("Entry point", f"{s.get('kind')}: {s.get('description')}" if s else "unknown"),
-        ("Session leader", format_entity(s["leader_entity_id"]) if s else "—"),
-        ("Audit session id", str(s.get("audit_session_id") or "—")),
+    src = f"{s.get('source_ip')}:{s.get('source_port')}" if s.get("source_ip") else _NONE
+    user = f"{s.get('user_name') or ''}({s.get('user_id')})" if s else _NONE
+    rows = [("Detection point", rep.target.describe())]
+    if rep.graph.life:
+        rows.append(("File life", life_line(rep.graph.life)))
+    return rows + [
+        ("Acting process", _actor_text(rep)),
+        ("Changed by", "; ".join(f"{label} {format_entity(e)}: {', '.join(k)}" for e, label, k in rep.actors)
+         or _NONE),
+        ("Entry point", f"{s.get('kind')}: {s.get('description')}" if s else _NONE),
+        ("Session leader", format_entity(s["leader_entity_id"]) if s else _NONE),
+        ("Audit session id", str(s.get("audit_session_id") or _NONE)),
         ("User", user), ("Source address", src),
-        ("Session time", f"{format_ns(s.get('start_ts'))} – {format_ns(s.get('end_ts')) or 'running'}" if s else "—"),
+        ("Session time", f"{format_ns(s.get('start_ts'))} – {format_ns(s.get('end_ts')) or 'running'}" if s
+         else _NONE),
         ("su/sudo transitions", ", ".join(s.get("transitions") or []) or "none"),
         ("Processes in session", str(s.get("processes") or 0)),
     ]

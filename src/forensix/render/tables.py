@@ -18,7 +18,45 @@ from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
 from forensix.store.schema import ecs_name
 
-__all__ = ["RENDERERS", "display_value", "is_entity_column", "is_time_column", "render"]
+__all__ = ["ANALYSIS_ONLY", "DERIVED", "RENDERERS", "display_value", "field_name", "is_entity_column",
+           "is_time_column", "render"]
+
+# One vocabulary in every JSON output: an analysis column that is a store column under
+# another name (the processes table says ``entity_id`` where events say
+# ``process_entity_id``) takes the events column's ECS name, so one jq filter or one Sigma
+# field works on ``events``, ``ps``, ``tree``, ``sessions``, ``file``, ``timeline`` and ``alerts``.
+_ALIASES: dict[str, str] = {
+    "entity_id": "process_entity_id", "pid": "process_pid", "ppid": "process_parent_pid",
+    "parent_pid": "process_parent_pid", "uid": "user_id", "name": "process_name",
+    "executable": "process_executable", "args": "process_args", "working_directory": "process_working_directory",
+    "exit_code": "process_exit_code", "exit_signal": "process_exit_signal", "session_id": "process_session_id",
+    "audit_session_id": "process_session_id", "cgroup_id": "process_cgroup_id",
+    "peer_ip": "destination_ip", "peer_port": "destination_port",
+}
+# Analysis fields the store has no column for, by their ECS names where ECS has the field.
+DERIVED: dict[str, str] = {
+    "start_ts": "process.start", "end_ts": "process.end", "first_ts": "event.start", "last_ts": "event.end",
+    "detected_ts": "event.created", "entity_ids": "related.entity_id", "tty": "process.tty",
+    "leader_entity_id": "process.entry_leader.entity_id", "leader_pid": "process.entry_leader.pid",
+    "user_name": "user.name", "file_generation": "file.generation", "parent_entity_id": "process.parent.entity_id",
+}
+# Analysis-only fields with no ECS counterpart (named as they are).
+ANALYSIS_ONLY: frozenset[str] = frozenset({
+    "depth", "kind", "description", "processes", "transitions", "what", "actions", "bytes_written", "pids",
+    "connections", "report", "action", "ended_by", "ended_pid", "life", "lives", "node", "held_from", "held_until",
+    "recording",  # the session has terminal bytes to replay (forensix replay)
+    # graph nodes and edges
+    "label", "time", "src", "dst", "src_label", "dst_label", "bytes", "count", "name_matched",
+})
+
+
+def field_name(column: str) -> str:
+    """The ECS name a column of analysis output takes in JSON and CSV."""
+    if column in DERIVED:
+        return DERIVED[column]
+    if column in ANALYSIS_ONLY:
+        return column
+    return ecs_name(_ALIASES.get(column, column))
 
 
 def is_time_column(name: str) -> bool:
@@ -55,13 +93,13 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def render_json(table: pa.Table, out: io.TextIOBase | Any) -> None:
     for row in _rows(table):
-        obj = {ecs_name(k): display_value(k, v) for k, v in row.items() if v is not None}
+        obj = {field_name(k): display_value(k, v) for k, v in row.items() if v is not None}
         out.write(json.dumps(_nest(obj), default=str) + "\n")
 
 
 def render_csv(table: pa.Table, out: io.TextIOBase | Any) -> None:
     w = csv.writer(out)
-    w.writerow([ecs_name(c) for c in table.column_names])
+    w.writerow([field_name(c) for c in table.column_names])
     for row in _rows(table):
         w.writerow(_csv_cell(k, v) for k, v in row.items())
 

@@ -152,6 +152,8 @@ def _derived() -> dict[str, Derived]:
             "CASE e.event_outcome WHEN 'success' THEN 'yes' WHEN 'failure' THEN 'no' END",
         ),
     ]
+    # Sigma's Hashes ("SHA256=..."; Sysmon's form), from the hash of what the exec ran (forensix.artifacts)
+    items.append(Derived("fx_hashes", s, "'SHA256=' || upper(e.process_hash_sha256)"))
     items.append(
         Derived(
             "fx_time_back",
@@ -200,6 +202,8 @@ _PROCESS = {
     "ParentProcessId": "process_parent_pid",
     "LogonId": "process_session_id",
     "Computer": "host_name",
+    "Hashes": "fx_hashes",
+    "sha256": "process_hash_sha256",
 }
 _FILE = {
     **_PROCESS,
@@ -235,6 +239,9 @@ _AUDITD = {
     "cwd": "process_working_directory",
     "proctitle": "fx_command_line",
     **{f"a{i}": f"fx_audit_a{i}" for i in range(10)},
+    # imported auditd rows (forensix.imports, event_module auditd/laurel) carry the rule's key;
+    # the recorder's own rows have none, so a key matches imported events only
+    "key": "rule_name",
 }
 
 SIGMA_FIELDS: dict[str, dict[str, str]] = {
@@ -253,10 +260,8 @@ SIGMA_FIELDS: dict[str, dict[str, str]] = {
 UNSUPPORTED_FIELDS: dict[str, str] = {
     "key": "auditd rule keys exist only in auditd's own rules; forensix records without them",
     "OriginalFileName": "PE metadata does not exist on Linux",
-    "Hashes": "forensix records no file hashes",
-    "md5": "forensix records no file hashes",
-    "sha1": "forensix records no file hashes",
-    "sha256": "forensix records no file hashes",
+    "md5": "forensix keeps SHA-256 hashes only (Hashes, sha256)",
+    "sha1": "forensix keeps SHA-256 hashes only (Hashes, sha256)",
     "DestinationHostname": "forensix records addresses, not DNS names",
     "SourceHostname": "forensix records addresses, not DNS names",
     "IntegrityLevel": "a Windows concept",
@@ -305,4 +310,10 @@ AUDIT_TYPES: dict[str, tuple[str | None, tuple[str, ...] | None, str | None]] = 
     "SOCKADDR": ("network", None, None),
     "BPF": ("privilege", ("bpf",), None),
     "KERN_MODULE": ("privilege", ("init_module", "finit_module", "delete_module"), None),
+    # user-space records, produced only by imported auditd logs (forensix.imports.audit_event)
+    **{t: (None, (t.lower(),), None) for t in (
+        "USER_AUTH", "USER_ACCT", "USER_LOGIN", "USER_LOGOUT", "USER_ERR", "USER_CHAUTHTOK", "LOGIN",
+        "USER_START", "USER_END", "CRED_ACQ", "CRED_DISP", "CRED_REFR", "USER_CMD", "USER_ROLE_CHANGE",
+        "ADD_USER", "DEL_USER", "ADD_GROUP", "DEL_GROUP", "USER_MGMT", "GRP_MGMT", "SERVICE_START",
+        "SERVICE_STOP", "DAEMON_START", "DAEMON_END", "CONFIG_CHANGE", "ANOM_PROMISCUOUS")},
 }

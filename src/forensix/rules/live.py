@@ -317,6 +317,7 @@ DERIVED_ARROW: dict[str, _Builder] = {
     "fx_nametype": _nametype,
     "fx_success": lambda t, c: _case(t, "event_outcome", {"success": "yes", "failure": "no"}),
     "fx_time_back": _time_back,
+    "fx_hashes": lambda t, c: pc.binary_join_element_wise("SHA256=", pc.utf8_upper(_col(t, "process_hash_sha256")), ""),
     **{f"fx_audit_a{i}": _audit_arg(i) for i in range(10)},
 }
 

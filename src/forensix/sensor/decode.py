@@ -26,6 +26,7 @@ from forensix.model.identity import SnapshotIds, host_key
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.ringbuf import Drained
 from forensix.sensor.syscalls import O_CREAT, STRING_ARGS, SYSCALLS
+from forensix.sensor.tty import decode_tty
 from forensix.store import schema
 
 __all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "comm_names", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
@@ -42,7 +43,7 @@ _EINPROGRESS = 115
 _IPPROTO = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}
 _SOCK_STREAM = 1
 _SOCK_DGRAM = 2
-CLASS_NAMES = np.array(["process", "file", "network", "flow", "other", None], dtype=object)
+CLASS_NAMES = np.array(["process", "file", "network", "flow", "other", "tty", None], dtype=object)
 _CLASS_ARROW = pa.array(list(CLASS_NAMES), pa.string())
 
 
@@ -207,6 +208,8 @@ class Decoder:
         self.K = enum(abi, "fx_kind")
         self.F = enum(abi, "fx_flags")
         self.offset_ns = offset_ns
+        self.tty_arg = enum(abi, "fx_tty_arg") if "fx_tty_arg" in abi["enums"] else {}
+        self.tty_names: dict[int, str] = {}  # terminal device -> its name, for rows without a record
         self.cache = ProcessCache()
         self._nr_tables: dict[tuple[str, ...], np.ndarray] = {}
         self.labels: dict[int, str | None] = {}
@@ -297,6 +300,10 @@ class Decoder:
             return self._decode_parts(d.parts)  # each warning names its record in its own drain
         if fixed is not None:
             keep = known & ~over
+            tty = keep & (fixed["kind"] == self.K.get("FX_KIND_TTY", -1))
+            if tty.any():  # terminal bytes: a table of their own (sensor/tty.py)
+                out["tty"] = decode_tty(self, raw, offs[good_idx[tty]] + EV, fixed[tty], slen[tty])
+                keep &= ~tty
             if not keep.all():  # a copy of the fixed part only when something is left out
                 fixed, good_idx, slen = fixed[keep], good_idx[keep], slen[keep]
             if len(fixed):

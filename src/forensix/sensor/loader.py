@@ -28,7 +28,7 @@ BPFFS = Path("/sys/fs/bpf")
 # What an agent that adopts a pinned sensor needs: the rings, the kernel's counters and
 # aggregation maps, and the control section (by this name in the pin directory).
 PINNED_MAPS = ("rb_proc", "rb_net", "rb_main", "counters", "flows", "reopens", "proc_drops", "accounted",
-               "mapped", "control")
+               "mapped", "tty_budget", "control")
 BTF = Path("/sys/kernel/btf/vmlinux")
 _LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
 # Classic-tracepoint stand-ins for kernels that refuse tp_btf; fx_fork_child hooks the
@@ -86,6 +86,8 @@ def ring_sizes_mb(mem_bytes: int | None = None) -> tuple[int, int, int]:
 class SensorConfig:
     full_rw: bool = False
     every_open: bool = False
+    # terminal bytes kept per terminal per second (bpf/tty.bpf.h); 0: no terminal capture
+    tty_rate: int = 256 << 10
     ring_main_mb: int = field(default_factory=lambda: ring_sizes_mb()[0])
     ring_proc_mb: int = field(default_factory=lambda: ring_sizes_mb()[2])
     ring_net_mb: int = field(default_factory=lambda: ring_sizes_mb()[1])
@@ -261,6 +263,7 @@ class Sensor:
             "agent_tgid": self.config.exclude_tgid,
             "full_rw": int(self.config.full_rw),
             "every_open": int(self.config.every_open),
+            "tty_rate": int(self.config.tty_rate),
         }
         for name, value in values.items():
             m = layout[name]

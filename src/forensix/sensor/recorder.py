@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from forensix import __version__
 from forensix.agent.sink import Sink
+from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
@@ -42,14 +43,18 @@ from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, u
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.store import schema
+from forensix.store.private import user_umask
+
+if TYPE_CHECKING:
+    from forensix.artifacts import Collector
 
 __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 
 # The kernel's rings, in drain order (parents before children), and the ring of each class.
 _RINGS = ("rb_proc", "rb_net", "rb_main")
 _RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
-_ACC_LAST_WRITE = 1023  # events.h FX_ACC_LAST_WRITE
-_ACC_EARLY = 1022  # events.h FX_ACC_EARLY
+_ACC_LAST_WRITE = 8191  # events.h FX_ACC_LAST_WRITE
+_ACC_EARLY = 8190  # events.h FX_ACC_EARLY
 
 # Seconds between drains while the rings have room: one batch per flow-map flush. Each
 # batch costs the decoder, the store and the rules ~10 ms of CPU whatever its size: on a
@@ -202,11 +207,15 @@ class Recorder:
         queue_depth: int = 64,
         detach_in_background: bool = True,
         notes: Sequence[str] = (),
+        system_logs: Sequence[str] = (),
+        artifacts: Collector | None = None,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
         self.detach_in_background = detach_in_background
         self.notes = list(notes)
+        self.system_logs = list(system_logs)  # journald / log files followed beside the kernel (imports.journal)
+        self.artifacts = artifacts  # preserves what each exec ran, and hashes it, before a batch is stored
         self.config = config or SensorConfig()
         self.host = host or local_host()
         self.sinks = list(sinks)
@@ -257,11 +266,12 @@ class Recorder:
         self._ovdt = struct_dtype(self.abi, "fx_open_rep")
         self._dkdt = struct_dtype(self.abi, "fx_drop_key")
         self._dvdt = struct_dtype(self.abi, "fx_drop")
+        self._ncls = len(CLASS_NAMES) - 1
         # drops of each (cpu, class) already written as gap rows: named, and not named
-        self._named_drops = np.zeros((self._ncpu, 5), np.int64)
-        self._unnamed_drops = np.zeros((self._ncpu, 5), np.int64)
+        self._named_drops = np.zeros((self._ncpu, self._ncls), np.int64)
+        self._unnamed_drops = np.zeros((self._ncpu, self._ncls), np.int64)
         self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
-        self._last_drops = np.zeros((self._ncpu, 5), np.uint64)
+        self._last_drops = np.zeros((self._ncpu, self._ncls), np.uint64)
         accounted = self._read_accounted()
         if adopt:  # the drops the dead agent wrote as gaps are not written again
             self._named_drops = accounted[0].astype(np.int64)
@@ -280,6 +290,13 @@ class Recorder:
         for note in self.notes:
             self._agent_event("warning", f"store recovery: {note}")
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
+        self._syslog: SystemLogFollower | None = None
+        if self.system_logs:
+            from forensix.imports import Host
+
+            self._syslog = SystemLogFollower(Host(self.host.host_id, self.host.host_name, self.host.boot_id),
+                                             self.system_logs, lambda t: self._emit("events", t))
+            self._syslog.start()
         if adopt:
             self._adopted_gap(accounted[1])
 
@@ -307,7 +324,8 @@ class Recorder:
         rc: int | None = None
         try:
             if command:
-                child = subprocess.Popen(list(command))
+                # the workload keeps the user's umask, not the store's narrowed one (store/private.py)
+                child = subprocess.Popen(list(command), umask=user_umask())
             deadline = time.monotonic() + duration if duration else None
             next_flow = next_clock = next_stats = time.monotonic()
             last_events = 0
@@ -362,9 +380,16 @@ class Recorder:
             time.sleep(0.05)  # records reserved just before the pause are committed by now
             while self.poll_once(wait=60.0):
                 pass
+            follower = getattr(self, "_syslog", None)
+            if follower is not None:
+                follower.stop()  # its last lines before the stop record
             self.flush_flows()
+            self._flush_tty_cuts()
             self.account_losses()
             self._agent_event("counters", self._counters_json())
+            if self.artifacts is not None:
+                self._ship_artifacts(once=False)
+                self._agent_event("artifacts", self.artifacts.summary())
             self.stats.cpu_s = {
                 "drainer": round(time.thread_time() - self._cpu0[0], 3),
                 "writer": round(self._writer.cpu_s, 3),
@@ -417,7 +442,11 @@ class Recorder:
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
         # and a drain of the process ring holds a few dozen records.
-        for table, data in self.decoder.decode(Drained.join(drains)).items():
+        tables = self.decoder.decode(Drained.join(drains))
+        if self.artifacts is not None:
+            tables = self.artifacts.annotate(tables)
+            self._ship_artifacts(once=True)
+        for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
         # the space goes back to the kernel once the records are in the store: an agent
         # killed before that leaves them in the (pinned) ring for the next one. Unless a
@@ -447,11 +476,11 @@ class Recorder:
         """Drops already written as gaps, per (cpu, class), and the last write's boot ns."""
         assert self.sensor is not None
         fd = self.sensor.map_fd("accounted")
-        out = np.zeros((self._ncpu, 5), np.uint64)
+        out = np.zeros((self._ncpu, self._ncls), np.uint64)
         val = ctypes.c_uint64(0)
         for cpu in range(self._ncpu):
-            for cls in range(5):
-                key = ctypes.c_uint32(cpu * 5 + cls)
+            for cls in range(self._ncls):
+                key = ctypes.c_uint32(cpu * self._ncls + cls)
                 if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0:
                     out[cpu, cls] = val.value
         def slot(k: int) -> int:
@@ -521,6 +550,26 @@ class Recorder:
             self._emit_flows(fk, fv)
         if len(ov):
             self._emit_reopens(ok, ov)
+
+    def _ship_artifacts(self, once: bool) -> None:
+        """Bytes of newly kept executables for the sinks (an agent ships them), a bounded
+        amount per batch; at the end, all that is left."""
+        assert self.artifacts is not None
+        while (blobs := self.artifacts.blobs_to_ship()) is not None:
+            self._emit("artifact_blobs", blobs)
+            if once:
+                return
+
+    def _flush_tty_cuts(self) -> None:
+        """Terminal bytes cut in the last second that no later record reported (sensor/tty.py)."""
+        from forensix.sensor.tty import budget_cuts
+
+        if "fx_tty_budget" not in self.abi["structs"]:
+            return
+        keys, vals = self._take_map("tty_budget", np.dtype(np.uint32), struct_dtype(self.abi, "fx_tty_budget"))
+        cuts = budget_cuts(self.decoder, keys, vals, self.decoder.tty_names)
+        if cuts is not None:
+            self._emit("tty", cuts)
 
     def _take_map(self, name: str, kdt: np.dtype, vdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Look up and delete every entry of a hash map, atomically per entry."""
@@ -611,9 +660,9 @@ class Recorder:
         """Per CPU and class counters from the kernel: shape (ncpu, classes)."""
         assert self.sensor is not None
         fd = self.sensor.map_fd("counters")
-        out = np.zeros((self._ncpu, 5), self._cdt)
+        out = np.zeros((self._ncpu, self._ncls), self._cdt)
         per = np.zeros(self._ncpu, self._cdt)
-        for cls in range(5):
+        for cls in range(self._ncls):
             key = ctypes.c_uint32(cls)
             lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), per.ctypes.data)
             out[:, cls] = per
@@ -653,7 +702,7 @@ class Recorder:
             self._emit("gaps", pa.Table.from_pylist(rows, schema=schema.GAPS))
             self._gap_events(rows)
             done = self._named_drops + self._unnamed_drops
-            slots = {cpu * 5 + cls: int(done[cpu, cls]) for cpu in range(self._ncpu) for cls in range(5)}
+            slots = {cpu * self._ncls + cls: int(done[cpu, cls]) for cpu in range(self._ncpu) for cls in range(self._ncls)}
             self._writer.after_written(lambda: self._write_accounted(slots))
 
     def _gap_row(self, cpu: int, cls: int, count: int, frm: int, to: int, reasons: list[str]) -> dict[str, Any]:
@@ -675,7 +724,7 @@ class Recorder:
         rows = []
         for i in range(len(v)):
             cpu, cls = int(k["cpu"][i]), int(k["cls"][i])
-            if cpu >= self._ncpu or cls >= 5:
+            if cpu >= self._ncpu or cls >= self._ncls:
                 continue
             count = int(v["count"][i])
             self._named_drops[cpu, cls] += count

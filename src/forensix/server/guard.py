@@ -9,10 +9,18 @@ store (an ``alerts`` row, rule ``forensix-host-refused``), so an investigator se
 host was cut off, and why, beside its record. A host that repeats the same offence is
 written once per ``interval_s`` with the count of repeats, never once per attempt: a
 refusal must not become the way to fill the disk.
+
+A *frame* refused for good is the exception: each distinct one gets its own line, naming
+its stream, sequence, hash and previous hash, so ``forensix verify`` can report it as what it
+is (a completeness fact, not a break of the chain). Those lines count against the host's
+evidence quota; a host over its quota gets them coalesced like any other refusal. A line
+that names a frame is signed with the checkpoint key (``refusal_message``), as checkpoints
+are: whoever edits the file to pass a deleted frame off as refused needs that key.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -24,10 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from forensix.agent.frame import Frame, frame_hash
 from forensix.store import schema
 
-__all__ = ["REFUSED_RULE", "Broadcast", "HostLimits", "RefusalLog", "evidence_bytes", "free_bytes"]
+__all__ = ["REFUSED_RULE", "Broadcast", "HostLimits", "RefusalLog", "evidence_bytes", "free_bytes",
+           "read_refusals", "refusal_message"]
 
 log = logging.getLogger("forensix.server")
 
@@ -66,43 +77,99 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def refusal_message(line: dict[str, Any]) -> bytes:
+    """What the log host signs of a refusal line: every field but the signature, canonically."""
+    body = {k: v for k, v in line.items() if k != "sig"}
+    return b"forensix-refusal/1\n" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def read_refusals(evidence: Path) -> list[tuple[int, dict[str, Any] | None]]:
+    """(line number, record or None when unreadable) of ``EVIDENCE/refusals.jsonl``."""
+    path = evidence / "refusals.jsonl"
+    if not path.exists():
+        return []
+    out: list[tuple[int, dict[str, Any] | None]] = []
+    for n, text in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            rec = json.loads(text)
+            out.append((n, rec if isinstance(rec, dict) else None))
+        except ValueError:
+            out.append((n, None))
+    return out
+
+
 class RefusalLog:
     """Writes refusals into the evidence and the store, coalescing repeats."""
 
-    def __init__(self, evidence: Path, store_alert: Any, interval_s: float = 10.0) -> None:
+    def __init__(self, evidence: Path, store_alert: Any, interval_s: float = 10.0,
+                 key: ed25519.Ed25519PrivateKey | None = None) -> None:
         self.evidence = evidence
         self.store_alert = store_alert  # Ingestor.batch-like: (table, pa.Table) -> None
         self.interval_s = interval_s
+        self.key = key
         self._lock = threading.Lock()
         self._last: dict[tuple[str, str], tuple[float, int]] = {}  # (host, kind) -> (written at, repeats since)
+        self._frames: set[tuple[str, str, int]] = set()  # (host, stream, seq) written since start
+        # Bytes of per-frame lines per host: they count against the host's evidence quota.
+        self.host_bytes: dict[str, int] = {}
+        for _, rec in read_refusals(evidence):
+            if rec and rec.get("each") and isinstance(rec.get("host"), str):
+                self.host_bytes[rec["host"]] = self.host_bytes.get(rec["host"], 0) + len(json.dumps(rec)) + 1
 
     def record(self, host: str, kind: str, reason: str, peer: str, *, stream: str = "",
-               seq: int | None = None, info: dict[str, Any] | None = None) -> bool:
-        """Returns whether a line was written (False: counted as a repeat of the last one)."""
+               seq: int | None = None, info: dict[str, Any] | None = None, frame: Frame | None = None,
+               final: bool = False, each: bool = False) -> bool:
+        """Returns whether a line was written (False: counted as a repeat of the last one).
+
+        ``frame``: the frame refused (or on its way); ``final``: refused for good (``R``, never
+        re-sent), else the agent keeps it and sends it again; ``each``: write a line for this
+        frame even if the same kind was written a moment ago (once per frame).
+        """
         now = time.monotonic()
+        if frame is not None:
+            seq = frame.seq
+        each = each and frame is not None and (host, stream, frame.seq) not in self._frames \
+            and len(self._frames) < 100_000
         with self._lock:
             last, repeats = self._last.get((host, kind), (-1e18, 0))
-            if now - last < self.interval_s:
+            coalesced = now - last < self.interval_s
+            if coalesced:  # the alert row waits for the interval; a frame's own line does not
                 self._last[(host, kind)] = (last, repeats + 1)
-                return False
-            self._last[(host, kind)] = (now, 0)
+                if not each:
+                    return False
+            else:
+                self._last[(host, kind)] = (now, 0)
         ts = time.time_ns()
-        line = {"ts": ts, "host": host, "kind": kind, "reason": reason, "peer": peer, "stream": stream,
-                "seq": seq, "repeats_before": repeats}
+        line: dict[str, Any] = {"ts": ts, "host": host, "kind": kind, "reason": reason, "peer": peer,
+                                "stream": stream, "seq": seq, "repeats_before": repeats}
+        if frame is not None:
+            line.update(final=final, each=each, hash=frame_hash(frame.raw).hex(), prev=frame.prev.hex(),
+                        epoch=frame.epoch, seal_ns=frame.seal_ns, table=frame.table, rows=frame.rows,
+                        bytes=len(frame.raw))
+            if self.key is not None:
+                line["sig"] = base64.b64encode(self.key.sign(refusal_message(line))).decode()
         try:
-            self._append(line)
+            n = self._append(line)
+            if each:
+                with self._lock:
+                    self._frames.add((host, stream, seq or 0))
+                    self.host_bytes[host] = self.host_bytes.get(host, 0) + n
         except OSError as e:  # the disk may be the very problem: the log line and metrics remain
             log.error("cannot write the refusal of %s into the evidence: %s", host, e)
+        if coalesced:
+            return True
         self._alert(host, kind, reason, peer, ts, repeats, info or {})
         return True
 
-    def _append(self, line: dict[str, Any]) -> None:
+    def _append(self, line: dict[str, Any]) -> int:
+        data = (json.dumps(line) + "\n").encode()
         fd = os.open(self.evidence / "refusals.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (json.dumps(line) + "\n").encode())
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+        return len(data)
 
     def _alert(self, host: str, kind: str, reason: str, peer: str, ts: int, repeats: int,
                info: dict[str, Any]) -> None:

@@ -38,13 +38,14 @@ from forensix.agent.frame import Frame, FrameError, decode_body, parse_frame
 from forensix.agent.sink import Sink
 from forensix.errors import ForensixError
 from forensix.metrics import lost_by_class
+from forensix.model.timefmt import format_ns
 from forensix.pki.authority import Authority, PKIError
 from forensix.pki.sealkey import KeySchedule, SealState, write_atomic
 from forensix.pki.tls import RevocationList, peer_identity, server_context
 from forensix.server.checks import seal_problem
 from forensix.server.evidence import EvidenceStore, StreamLog, read_frame, walk_segment
 from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
-from forensix.server.ingest import Ingestor
+from forensix.server.ingest import Ingestor, frame_key
 from forensix.server.metrics import ServerMetrics
 from forensix.store.base import Writer
 
@@ -64,6 +65,7 @@ class Refused(ForensixError):
     def __init__(self, message: str, hint: str | None = None, kind: str = "protocol") -> None:
         super().__init__(message, hint)
         self.kind = kind
+        self.frame: Frame | None = None  # the frame on its way when it happened (kept by the agent)
 
 
 class FrameRefused(ForensixError):
@@ -94,6 +96,7 @@ class _Session:
     cut: str | None = None  # set by another thread: close this connection, saying why
     cut_kind: str = ""
     refused_frames: int = 0
+    enrollment: str = ""  # serial of the certificate the seal key was issued with ("" before serials)
 
 
 @dataclass
@@ -124,7 +127,8 @@ class LogServer:
         self.ingest = Ingestor(store, live=live)
         self.hosts: dict[str, _HostState] = {}
         self.hosts_lock = threading.Lock()
-        self._schedules: dict[str, KeySchedule] = {}
+        self._schedules: dict[tuple[str, bytes], KeySchedule] = {}  # (host, key_0) -> schedule
+        self._newest: dict[str, tuple[Any, str]] = {}  # host -> (seal file stamp, newest enrollment)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.sock: socket.socket | None = None
@@ -133,7 +137,7 @@ class LogServer:
         self._conns_lock = threading.Lock()
         self._open = 0  # accepted connections not yet ended (handshakes included)
         self.limits = config.limits
-        self.refusal_log = RefusalLog(config.evidence, self.ingest.batch)
+        self.refusal_log = RefusalLog(config.evidence, self.ingest.batch, key=self.checkpoint_key)
         self.metrics = ServerMetrics(self)
         self.ingest.on_append = self.metrics.appended
         self._free = (0.0, 0)  # (checked at, free bytes): statvfs at most once a second
@@ -153,7 +157,7 @@ class LogServer:
                         continue
                     try:
                         fr = read_frame(seg, off, length)
-                        self.ingest.batch(fr.table, decode_body(fr))
+                        self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
                     except FrameError as e:
                         log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
                     done = seq
@@ -166,22 +170,94 @@ class LogServer:
                 info = json.loads(info_path.read_text())
                 self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
 
-    def _schedule(self, host: str) -> KeySchedule:
+    def _enrollment(self, host: str, serial: int) -> SealState:
+        """The epoch-0 seal key of the enrollment the connection's certificate belongs to.
+
+        ``pki issue`` writes each seal key together with the serial of the certificate it
+        issued with it; a re-issue makes a new enrollment. The certificate is the authority:
+        a connection is checked only with its own certificate's seal key, and a certificate of
+        an enrollment that a re-issue replaced may no longer write (whoever holds the old
+        certificate and seal key, e.g. stolen from the host, is refused). Keys made before
+        enrollments named their certificate go with any certificate of the host.
+        """
         path = self.pki.seal_path(host)
         if not path.exists():
-            raise Refused(f"{host} has no seal key on the log host ({path})", "enroll it: forensix pki issue")
+            raise Refused(f"{host} has no seal key on the log host ({path})", "enroll it: forensix pki issue",
+                          kind="identity")
         state = SealState.load(path)
+        mine = f"{serial:x}"
+        if state.serial and state.serial != mine:
+            if self.pki.seal_path(host, mine).exists():
+                raise Refused(f"certificate of {host} (serial {mine}) belongs to an enrollment that a re-issue "
+                              f"replaced (now certificate serial {state.serial}, seal key from "
+                              f"{format_ns(state.t0_ns)}): only the newest enrollment may write",
+                              "install the new bundle from forensix pki issue on the host and restart its "
+                              "agent; if nobody re-enrolled it, the old key may be in other hands",
+                              kind="identity")
+            raise Refused(f"certificate of {host} (serial {mine}) has no seal key on the log host",
+                          "re-enroll the host: forensix pki issue HOST", kind="identity")
+        return state
+
+    def _still_enrolled(self, sess: _Session) -> None:
+        """A re-issue while the host is connected ends the old enrollment's connection too.
+
+        Costs a stat per message: the seal file is parsed again only when it changed.
+        """
+        if not sess.enrollment:
+            return
+        path = self.pki.seal_path(sess.host)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._newest.get(sess.host)
+        if cached is None or cached[0] != stamp:
+            try:
+                cached = self._newest[sess.host] = (stamp, SealState.load(path).serial)
+            except ForensixError:
+                return
+        if cached[1] and cached[1] != sess.enrollment:
+            raise Refused(f"{sess.host} was re-enrolled (certificate serial {cached[1]}): this connection's "
+                          f"certificate (serial {sess.enrollment}) may no longer write",
+                          "install the new bundle on the host and restart its agent", kind="identity")
+
+    def _schedule(self, host: str, state: SealState) -> KeySchedule:
+        """The verifier's key schedule of one enrollment (read again at each connection)."""
         copy = self.config.evidence / host / "seal.json"
-        if not copy.exists():
+        if not copy.exists():  # the host's first enrollment seen: streams from before per-stream keys
             copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_atomic(copy, state.to_json())
         # No batch can honestly be sealed in an epoch that has not begun yet (5 min of skew).
         max_epoch = state.epoch_of(time.time_ns() + 300 * 10**9)
-        ks = self._schedules.get(host)
+        ks = self._schedules.get((host, state.key))
         if ks is None:
-            ks = self._schedules[host] = KeySchedule(state, max_epoch)
+            ks = self._schedules[(host, state.key)] = KeySchedule(state, max_epoch)
         ks.max_epoch = max_epoch
         return ks
+
+    def _bind_stream(self, host: str, stream: str, state: SealState) -> None:
+        """A stream is one chain under one enrollment: its seal key is kept beside it.
+
+        A re-enrolled agent starts a new stream; a stream sealed under another enrollment's
+        key (an old spool with a new certificate, or the other way round) is refused.
+        """
+        sdir = self.config.evidence / host / stream
+        own = sdir / "seal.json"
+        if own.exists():
+            bound = SealState.load(own)
+        elif sdir.is_dir() and any(sdir.glob("seg-*.fxe")):  # a stream from before per-stream keys
+            bound = SealState.load(self.config.evidence / host / "seal.json")
+        else:
+            sdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(own, state.to_json())
+            return
+        if bound.key != state.key:
+            raise Refused(f"stream {stream} of {host} was sealed under the enrollment of certificate "
+                          f"{bound.serial or '(unnamed)'} (seal key from {format_ns(bound.t0_ns)}), not under "
+                          f"this certificate's ({state.serial or '(unnamed)'}): a new enrollment starts a new "
+                          "stream", "restart the agent with the new bundle: it starts a new stream",
+                          kind="identity")
 
     # -- serving ---------------------------------------------------------------------
     def bind(self) -> tuple[str, int]:
@@ -278,7 +354,7 @@ class LogServer:
             if e.kind == "superseded":  # the same agent reconnected: not a refusal
                 log.info("connection %s of %s: %s", peer, sess.host if sess else "?", e.message)
             else:
-                self._refused(sess, peer, e.kind, e.message)
+                self._refused(sess, peer, e.kind, e.message, frame=e.frame)
             self._send_error(conn, e.message)
         except FrameError as e:
             self._refused(sess, peer, "protocol", f"malformed message: {e.message}")
@@ -298,7 +374,8 @@ class LogServer:
             except OSError:
                 pass
 
-    def _refused(self, sess: _Session | None, peer: str, kind: str, reason: str) -> None:
+    def _refused(self, sess: _Session | None, peer: str, kind: str, reason: str, *,
+                 frame: Frame | None = None) -> None:
         """Log, count, and (for a known host) write the refusal into the evidence and the store."""
         self._refuse(peer, reason)
         host = sess.host if sess is not None else ""
@@ -307,7 +384,7 @@ class LogServer:
             with self.hosts_lock:
                 st = self.hosts.get(host)
                 info = dict(st.info) if st is not None else {}
-            self.refusal_log.record(host, kind, reason, peer, stream=sess.stream, info=info)
+            self.refusal_log.record(host, kind, reason, peer, stream=sess.stream, info=info, frame=frame)
 
     @staticmethod
     def _send_error(conn: ssl.SSLSocket, reason: str) -> None:
@@ -327,7 +404,9 @@ class LogServer:
         if self.crl.is_revoked(serial):
             raise Refused(f"certificate of {host} (serial {serial:x}) is revoked", kind="revoked")
         self._admit(sess)
-        keys = self._schedule(host)
+        enrollment = self._enrollment(host, serial)
+        sess.enrollment = enrollment.serial
+        keys = self._schedule(host, enrollment)
         kind, body = wire.recv(conn)
         if kind != b"H":
             raise FrameError(f"expected hello, got message type {kind!r}")
@@ -340,6 +419,7 @@ class LogServer:
             raise FrameError(f"bad stream id {stream!r}")
         self._admit_stream(sess, stream)
         self._check_room(host, 0)
+        self._bind_stream(host, stream, enrollment)
         slog = self.evidence.stream(host, stream)
         self._agent_seen(host, hello)
         with slog.lock:
@@ -351,6 +431,7 @@ class LogServer:
             if not self._readable(conn, sess, idle):
                 continue
             kind, body = wire.recv(conn)
+            self._still_enrolled(sess)
             self._touch(host)
             if kind == b"F":
                 self._receive_frame(conn, sess, hello, slog, keys, body)
@@ -379,6 +460,9 @@ class LogServer:
         frame = parse_frame(body)  # not even a frame: the stream cannot be trusted, close it
         try:
             seq = self._frame(sess, hello, slog, keys, frame)
+        except Refused as e:  # not for good (quota, disk, clock, revoked): the agent sends it again
+            e.frame = frame
+            raise
         except FrameRefused as e:
             sess.refused_frames += 1
             seqs = self._refused_seqs.setdefault((host, slog.stream), set())
@@ -388,8 +472,10 @@ class LogServer:
             self.metrics.refused.labels(host, "frame").inc()
             with self.hosts_lock:
                 info = dict(self.hosts[host].info) if host in self.hosts else {}
-            self.refusal_log.record(host, "frame", e.message, sess.peer, stream=sess.stream, seq=frame.seq,
-                                    info=info)
+            # Each frame refused for good gets its own signed line (verify bridges the chain
+            # over it), as long as the host's quota has room for the line.
+            self.refusal_log.record(host, "frame", e.message, sess.peer, stream=sess.stream, info=info,
+                                    frame=frame, final=True, each=self._room_for(host, 1024))
             wire.send(conn, b"R", {"seq": frame.seq, "reason": e.message})
             limit = self.limits.refused_frames
             if limit and sess.refused_frames >= limit:
@@ -496,10 +582,17 @@ class LogServer:
                           "keep the agent's --spool directory across restarts; raise --host-max-streams "
                           "on the log host if the host really needs more", kind="streams")
 
+    def _room_for(self, host: str, length: int) -> bool:
+        try:
+            self._check_room(host, length)
+        except Refused:
+            return False
+        return True
+
     def _check_room(self, host: str, length: int) -> None:
         """The host's evidence quota and the disk's floor, before a frame is written."""
         with self.hosts_lock:
-            used = self.hosts[host].evidence_bytes or 0
+            used = (self.hosts[host].evidence_bytes or 0) + self.refusal_log.host_bytes.get(host, 0)
         quota = self.limits.evidence_bytes
         if quota and used + length > quota:
             raise Refused(f"evidence of {host} on the log host is {used} bytes, at its limit of {quota}",

@@ -28,6 +28,7 @@ from forensix.model.timefmt import format_ns
 from forensix.pki.sealkey import KeySchedule, SealState
 from forensix.server.checks import seal_problem
 from forensix.server.evidence import checkpoint_message, iter_segment, load_public_key
+from forensix.server.guard import read_refusals, refusal_message
 from forensix.server.ingest import SILENT_RULE
 from forensix.store.base import Reader
 
@@ -35,7 +36,7 @@ __all__ = ["FINDINGS", "Verdicts", "verify_evidence"]
 
 FINDINGS = pa.schema([
     ("verdict", pa.string()),  # integrity | completeness
-    ("status", pa.string()),  # ok | FAIL | gap
+    ("status", pa.string()),  # ok | FAIL | gap | note
     ("host_name", pa.string()),
     ("stream", pa.string()),
     ("segment", pa.string()),
@@ -82,8 +83,67 @@ def _fail(v: Verdicts, host: str, stream: str, seg: str, off: int | None, seq: i
     v.add("integrity", "FAIL", host, stream, seg, off, seq, check, detail)
 
 
+@dataclass
+class _Refusal:
+    """The log host's record of a frame it refused (refusals.jsonl), newest of its sequence."""
+
+    seq: int
+    ts: int
+    kind: str
+    reason: str
+    final: bool
+    hash: bytes | None
+    prev: bytes | None
+    times: int = 1
+    where: str = ""
+
+
+def _refusal_text(host: str, r: _Refusal) -> str:
+    again = f" ({r.times} times)" if r.times > 1 else ""
+    return f"frame {r.seq} of host {host} refused by the log host at {format_ns(r.ts)}{again}: {r.reason}"
+
+
+def _missing(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Frame, after: int, head: bytes,
+             refused: dict[int, _Refusal], where: str) -> None:
+    """Sequences after+1..fr.seq-1 are not in the evidence: refused by the log host, or missing.
+
+    A frame the log host refused is a completeness fact, not a break of the evidence: when
+    every sequence in between has a (signed) refusal record, the chain break they leave is
+    accounted for. The records name each refused frame's hash and previous hash; when they
+    link the frames before and after, the refused frames are the ones sealed in the chain,
+    else their bytes were altered before they reached the log host (a MAC refusal). A
+    sequence without a record is a gap, and the chain break it leaves an integrity failure.
+    """
+    seqs = range(after + 1, fr.seq)
+    h: bytes | None = head
+    for q in seqs:
+        r = refused.get(q)
+        h = r.hash if r is not None and h is not None and r.prev == h else None
+    links = h is not None and fr.prev == h
+    for q in seqs:
+        r = refused.get(q)
+        if r is not None:
+            how = ("; it is the frame sealed in the chain" if links else
+                   "; its bytes are not those the chain was sealed with (altered before they reached the "
+                   "log host)")
+            v.add("completeness", "gap", host, stream, r.where, None, q, "refused", _refusal_text(host, r) + how)
+    lost = [q for q in seqs if q not in refused]
+    if not lost:
+        return
+    runs = f"{lost[0]}..{lost[-1]}" if len(lost) > 1 else f"{lost[0]}"
+    if after < 0:
+        v.add("completeness", "gap", host, stream, seg, off, fr.seq, "sequence",
+              f"stream starts at seq {fr.seq}: batches {runs} are not in the evidence")
+        return
+    v.add("completeness", "gap", host, stream, seg, off, fr.seq, "sequence",
+          f"batches {runs} missing before seq {fr.seq}")
+    if not links:
+        _fail(v, host, stream, seg, off, fr.seq, "chain", f"seq {fr.seq} does not chain to {where}: batch(es) "
+              f"{runs} deleted")
+
+
 def _check_frame(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Frame,
-                 keys: KeySchedule, prev: _Prev | None) -> None:
+                 keys: KeySchedule, prev: _Prev | None, refused: dict[int, _Refusal]) -> None:
     if fr.host != host or fr.stream.hex() != stream:
         _fail(v, host, stream, seg, off, fr.seq, "origin",
               f"frame names {fr.host}/{fr.stream.hex()}, found under {host}/{stream}")
@@ -94,8 +154,7 @@ def _check_frame(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Fr
         if fr.seq == 0 and fr.prev != ZERO_HASH:
             _fail(v, host, stream, seg, off, fr.seq, "chain", "first frame does not start the chain")
         if fr.seq != 0:
-            v.add("completeness", "gap", host, stream, seg, off, fr.seq, "sequence",
-                  f"stream starts at seq {fr.seq}: batches 0..{fr.seq - 1} are not in the evidence")
+            _missing(v, host, stream, seg, off, fr, -1, ZERO_HASH, refused, "the start of the stream")
         return
     p = prev.frame
     where = f"seq {p.seq} at {prev.segment}@{prev.offset}"
@@ -103,12 +162,7 @@ def _check_frame(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Fr
         _fail(v, host, stream, seg, off, fr.seq, "order",
               f"seq {fr.seq} comes after {where}: batches reordered or replayed")
     elif fr.seq > p.seq + 1:
-        missing = f"{p.seq + 1}..{fr.seq - 1}" if fr.seq - p.seq > 2 else f"{p.seq + 1}"
-        v.add("completeness", "gap", host, stream, seg, off, fr.seq, "sequence",
-              f"batches {missing} missing before seq {fr.seq}")
-        if fr.prev != frame_hash(p.raw):
-            _fail(v, host, stream, seg, off, fr.seq, "chain",
-                  f"seq {fr.seq} does not chain to {where}: batch(es) {missing} deleted")
+        _missing(v, host, stream, seg, off, fr, p.seq, frame_hash(p.raw), refused, where)
         return
     if fr.seq == p.seq + 1 and fr.prev != frame_hash(p.raw):
         _fail(v, host, stream, seg, off, fr.seq, "chain",
@@ -136,7 +190,7 @@ def _gaps_of(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Frame)
 
 
 def _stream(v: Verdicts, sdir: Path, host: str, keys: KeySchedule,
-            pub: ed25519.Ed25519PublicKey | None) -> None:
+            pub: ed25519.Ed25519PublicKey | None, refused: dict[int, _Refusal], enrollment: str) -> None:
     stream = sdir.name
     prev: _Prev | None = None
     hashes: dict[int, bytes] = {}
@@ -150,15 +204,24 @@ def _stream(v: Verdicts, sdir: Path, host: str, keys: KeySchedule,
                 break
             fr = rec.frame
             v.frames += 1
-            _check_frame(v, host, stream, seg, rec.offset, fr, keys, prev)
+            _check_frame(v, host, stream, seg, rec.offset, fr, keys, prev, refused)
             hashes[fr.seq] = frame_hash(fr.raw)
             if fr.table == "gaps" and not seal_problem(fr, keys):
                 _gaps_of(v, host, stream, seg, rec.offset, fr)
             prev = _Prev(fr, seg, rec.offset)
     _checkpoints(v, sdir, host, stream, hashes, prev, pub)
+    last = prev.frame.seq if prev is not None else -1
+    for q, r in sorted(refused.items()):
+        if q in hashes:  # refused once, delivered later (e.g. after its quota was raised): nothing lost
+            later = "" if r.hash is None or r.hash == hashes[q] else " (a different frame under that sequence)"
+            v.add("completeness", "note", host, stream, r.where, None, q, "refused",
+                  f"{_refusal_text(host, r)}; the agent sent it again and it was stored{later}")
+        elif q > last:  # after the last frame stored: nothing later shows the hole
+            v.add("completeness", "gap", host, stream, r.where, None, q, "refused", _refusal_text(host, r)
+                  + ("" if r.final else "; not delivered since (the agent keeps it and sends it again)"))
     if prev is not None:
         v.add("integrity", "ok", host, stream, "", None, prev.frame.seq, "stream",
-              f"{len(hashes)} batches checked, last seq {prev.frame.seq}")
+              f"{len(hashes)} batches checked, last seq {prev.frame.seq}; {enrollment}")
 
 
 def _checkpoints(v: Verdicts, sdir: Path, host: str, stream: str, hashes: dict[int, bytes],
@@ -190,6 +253,70 @@ def _checkpoints(v: Verdicts, sdir: Path, host: str, stream: str, hashes: dict[i
                   f"the signed chain head at seq {seq} differs from the evidence")
 
 
+def _refusals(v: Verdicts, evidence: Path, host: str | None, pub: ed25519.Ed25519PublicKey | None
+              ) -> dict[tuple[str, str], dict[int, _Refusal]]:
+    """The log host's records of refused frames, by (host, stream) and sequence.
+
+    A record is trusted only when its checkpoint-key signature verifies (else it could pass
+    a deleted frame off as refused); repeats of one sequence are one refusal. Refusals of a
+    whole connection (revoked, over a limit) are summarised as one note per host and kind.
+    """
+    out: dict[tuple[str, str], dict[int, _Refusal]] = {}
+    others: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    path = evidence / "refusals.jsonl"
+    for n, rec in read_refusals(evidence):
+        where = f"{path}:{n}"
+        if rec is None:
+            _fail(v, "", "", where, None, None, "refusal", "unreadable refusal record")
+            continue
+        h = str(rec.get("host", ""))
+        if host is not None and h != host:
+            continue
+        if rec.get("hash") is None or not isinstance(rec.get("seq"), int):
+            others.setdefault((h, str(rec.get("kind", ""))), []).append(rec)
+            continue
+        stream, seq = str(rec.get("stream", "")), int(rec["seq"])
+        if pub is not None:
+            try:
+                pub.verify(base64.b64decode(str(rec.get("sig", ""))), refusal_message(rec))
+            except (InvalidSignature, ValueError):
+                _fail(v, h, stream, where, None, seq, "refusal",
+                      "the signature of this refusal record does not verify: not taken into account")
+                continue
+        try:
+            r = _Refusal(seq, int(rec["ts"]), str(rec["kind"]), str(rec["reason"]), bool(rec.get("final")),
+                         bytes.fromhex(str(rec["hash"])), bytes.fromhex(str(rec["prev"])), where=where)
+        except (KeyError, ValueError, TypeError):
+            _fail(v, h, stream, where, None, seq, "refusal", "malformed refusal record")
+            continue
+        seen = out.setdefault((h, stream), {}).get(seq)
+        if seen is not None:
+            r.times, r.final = seen.times + 1, seen.final or r.final
+        out[(h, stream)][seq] = r
+    for (h, kind), recs in sorted(others.items()):
+        times = sum(1 + int(x.get("repeats_before") or 0) for x in recs)
+        v.add("completeness", "note", h, check=f"refused:{kind}",
+              detail=f"the log host refused {h} ({kind}) at least {times} time(s) from {format_ns(int(recs[0]['ts']))} "
+                     f"to {format_ns(int(recs[-1]['ts']))}; last: {recs[-1].get('reason', '')}")
+    return out
+
+
+def _stream_key(hdir: Path, sdir: Path, pki_seal_dir: Path | None) -> SealState:
+    """The epoch-0 key of the enrollment a stream was sealed under.
+
+    The log host keeps it beside the stream (``STREAM/seal.json``, since re-enrollment), or
+    for older streams in ``HOST/seal.json``. With ``--pki`` the key comes from the PKI's
+    record of that enrollment (``seal/HOST-SERIAL.json``) instead.
+    """
+    own = sdir / "seal.json"
+    state = SealState.load(own if own.exists() else hdir / "seal.json")
+    if pki_seal_dir is None:
+        return state
+    if state.serial and (pki_seal_dir / f"{hdir.name}-{state.serial}.json").exists():
+        return SealState.load(pki_seal_dir / f"{hdir.name}-{state.serial}.json")
+    return SealState.load(pki_seal_dir / f"{hdir.name}.json")
+
+
 def verify_evidence(evidence: Path, *, host: str | None = None, pki_seal_dir: Path | None = None,
                     public_key: Path | None = None, store: Reader | None = None) -> Verdicts:
     if not evidence.is_dir():
@@ -200,15 +327,28 @@ def verify_evidence(evidence: Path, *, host: str | None = None, pki_seal_dir: Pa
     hosts = sorted(p for p in evidence.iterdir() if p.is_dir() and (host is None or p.name == host))
     if host is not None and not hosts:
         raise ForensixError(f"no evidence for host {host!r} in {evidence}", "see the host names under it")
+    refused = _refusals(v, evidence, host, pub)
+    # A forged epoch number must not make the verifier derive keys for ever.
+    horizon = time.time_ns() + 86400 * 10**9
     for hdir in hosts:
-        seal = (pki_seal_dir / f"{hdir.name}.json") if pki_seal_dir else hdir / "seal.json"
-        state = SealState.load(seal)
-        # A forged epoch number must not make the verifier derive keys for ever.
-        keys = KeySchedule(state, max_epoch=state.epoch_of(time.time_ns() + 86400 * 10**9))
         if pub is None:
             _fail(v, hdir.name, "", str(pub_path), None, None, "checkpoint", "no checkpoint key")
-        for sdir in sorted(p for p in hdir.iterdir() if p.is_dir()):
-            _stream(v, sdir, hdir.name, keys, pub)
+        streams = sorted(p for p in hdir.iterdir() if p.is_dir())
+        keyed = [(sdir, _stream_key(hdir, sdir, pki_seal_dir)) for sdir in streams]
+        enrollments = sorted({k.enrollment: k for _, k in keyed}.values(), key=lambda k: k.t0_ns)
+        for sdir, state in keyed:
+            keys = KeySchedule(state, max_epoch=state.epoch_of(horizon))
+            label = (f"enrollment {enrollments.index(state) + 1} of {len(enrollments)} (certificate "
+                     f"{state.serial or 'unnamed'}, seal key from {format_ns(state.t0_ns)})")
+            n0 = len(v.findings)
+            _stream(v, sdir, hdir.name, keys, pub, refused.pop((hdir.name, sdir.name), {}), label)
+            if len(enrollments) > 1:  # re-enrolled: say which chain is which, even without --all
+                ok = [f for f in v.findings[n0:] if f["check"] == "stream"]
+                v.add("integrity", "note", hdir.name, sdir.name, check="enrollment",
+                      detail=(ok[0]["detail"] if ok else f"no batches; {label}"))
+    for (h, stream), recs in refused.items():  # refusals of a stream with no evidence directory
+        for q, r in sorted(recs.items()):
+            v.add("completeness", "gap", h, stream, r.where, None, q, "refused", _refusal_text(h, r))
     if store is not None:
         _silences(v, store, host)
     for verdict in ("integrity", "completeness"):

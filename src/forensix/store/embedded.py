@@ -31,6 +31,7 @@ from forensix.store.migrations import (
     STORE_FORMAT,
     duckdb_type,
 )
+from forensix.store.private import FILE_MODE
 
 __all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_path", "store_files"]
 
@@ -131,6 +132,11 @@ class DuckDBStore:
         if exists:
             self._check_format()
         if not read_only:
+            # keystrokes and command lines: root only, whatever the umask (store/private.py). DuckDB
+            # creates the file and its WAL itself; the forensix command narrows its umask for them
+            for f in (self.path, self.path.with_name(self.path.name + ".wal")):
+                if f.exists():
+                    os.chmod(f, FILE_MODE)
             self._migrate()
             self.format = STORE_FORMAT
         # stores of format /1 (read-only here) have no journals: their tables are read as they are
@@ -220,7 +226,7 @@ class DuckDBStore:
     def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only", "open it as the writer")
-        target = schema.TABLES.get(table)
+        target = schema.TABLES.get(table) or schema.SIDE_TABLES.get(table)
         if target is None:
             raise StoreError(f"unknown table {table!r}", f"one of {sorted(schema.TABLES)}")
         if isinstance(data, pa.RecordBatch):

@@ -39,6 +39,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from forensix.errors import StoreError
+from forensix.store.private import FILE_MODE, private_dir
 
 __all__ = ["JournaledTable", "conform", "journal_dir"]
 
@@ -166,7 +167,8 @@ class JournaledTable:
         self._last_sync = 0.0
         self.recovered: list[str] = []  # what recovery found, for the writer to report
         if sealer is not None:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir.parent)  # root only, whatever the umask (store/private.py)
+            private_dir(self.dir)
             self._recover()
         self._next = max([sealed[0], *self._numbers()]) + 1
 
@@ -255,6 +257,7 @@ class JournaledTable:
             if self._writer is None:
                 j = _Journal(self._next, self.dir / f"{self._next:012d}.arrows")
                 self._next += 1
+                os.close(os.open(j.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE))  # 0600 first
                 self._file = pa.OSFile(str(j.path), "wb")
                 self._writer = pa.ipc.new_stream(self._file, self.schema)
                 self._since = time.monotonic()

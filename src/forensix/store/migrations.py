@@ -28,12 +28,17 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /9: raw arguments that copy a named column are sealed XOR it (store/codec.py: args_xor);
 # rows sealed before keep theirs as they are. /10: alerts carry their evidence and are one
 # per finding (schema.ALERTS: alert_count, last_ts, command lines, object, session).
-# /11: gaps name the process that caused them and say when their size is unknown
+# /11: terminal bytes (tty), preserved executables (artifacts, artifact_blobs),
+# process.hash.sha256 on exec events and process images (NULL on rows of older stores).
+# /12: events carry event_module (imported rows: auditd, laurel, sysmon, suricata, system) and
+# rule_name (auditd's rule key), and the imports table records what was imported.
+# /13: gaps name the process that caused them and say when their size is unknown
 # (count_unknown); NULL on gaps of older stores.
-STORE_FORMAT = "forensix-store/11"
+STORE_FORMAT = "forensix-store/13"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
-                           "forensix-store/10", STORE_FORMAT})
+                           "forensix-store/10", "forensix-store/11", "forensix-store/12",
+                           STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -50,6 +55,7 @@ def duckdb_type(t: pa.DataType) -> str:
         pa.string(): "VARCHAR",
         pa.bool_(): "BOOLEAN",
         pa.float64(): "DOUBLE",
+        pa.binary(): "BLOB",
     }
     try:
         return simple[t]
@@ -125,12 +131,28 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
           for f in schema.ALERTS if f.name in schema.ALERT_EVIDENCE),
         "UPDATE forensix_meta SET value = 'forensix-store/10' WHERE key = 'format'",
     ]),
+    # terminal bytes and preserved executables (0001 of this version creates them already)
+    ("0012_tty_artifacts", [
+        create_table_sql("tty", schema.TTY),
+        create_table_sql("artifacts", schema.ARTIFACTS),
+        create_table_sql("artifact_blobs", schema.ARTIFACT_BLOBS),
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "process_hash_sha256" VARCHAR',
+        'ALTER TABLE "processes_base" ADD COLUMN IF NOT EXISTS "hash_sha256" VARCHAR',
+        "UPDATE forensix_meta SET value = 'forensix-store/11' WHERE key = 'format'",
+    ]),
+    # where an event came from (NULL: the kernel sensor) and what was imported from which file
+    ("0013_imports", [
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "event_module" VARCHAR',
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "rule_name" VARCHAR',
+        create_table_sql("imports", schema.IMPORTS),
+        "UPDATE forensix_meta SET value = 'forensix-store/12' WHERE key = 'format'",
+    ]),
     # a gap names the process whose records were lost, and says when its size is unknown
     ("0014_gap_process", [
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_pid" UINTEGER',
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_entity_id" UBIGINT',
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_name" VARCHAR',
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "count_unknown" BOOLEAN',
-        "UPDATE forensix_meta SET value = 'forensix-store/11' WHERE key = 'format'",
+        "UPDATE forensix_meta SET value = 'forensix-store/13' WHERE key = 'format'",
     ]),
 ]

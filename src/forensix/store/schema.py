@@ -16,12 +16,17 @@ import pyarrow as pa
 __all__ = [
     "ALERTS",
     "ALERT_EVIDENCE",
+    "ARTIFACTS",
+    "ARTIFACT_BLOBS",
     "EVENTS",
     "FLOWS",
     "GAPS",
     "HOSTS",
+    "IMPORTS",
     "PROCESSES",
+    "SIDE_TABLES",
     "TABLES",
+    "TTY",
     "ecs_name",
 ]
 
@@ -76,6 +81,8 @@ EVENTS = pa.schema(
         pa.field("process_executable", _str),
         pa.field("process_args", pa.list_(_str)),
         pa.field("process_working_directory", _str),
+        # SHA-256 of what the exec ran (hex), as preserved in the artifact store (forensix.artifacts)
+        pa.field("process_hash_sha256", _str),
         pa.field("process_exit_code", _i32),  # exit status, or 128+signal
         pa.field("process_exit_signal", _i32),
         # the object of the action
@@ -136,6 +143,11 @@ EVENTS = pa.schema(
         pa.field("a2", _u64),
         pa.field("a3", _u64),
         pa.field("message", _str),  # free text for agent / warning records
+        # where the row came from: NULL = this recorder's kernel sensor; auditd, laurel, sysmon,
+        # suricata, system (the host's own logs) = imported or followed (forensix.imports, /12)
+        pa.field("event_module", _str),
+        # the name of the rule that selected the event where the source has one: auditd's key (/12)
+        pa.field("rule_name", _str),
     ]
 )
 
@@ -167,6 +179,7 @@ PROCESSES = pa.schema(
         pa.field("ns_user", _u32),
         pa.field("ns_uts", _u32),
         pa.field("source", _str, nullable=False),  # fork | exec | snapshot
+        pa.field("hash_sha256", _str),  # SHA-256 (hex) of the image's executable (forensix.artifacts)
     ]
 )
 
@@ -265,6 +278,86 @@ ALERTS = pa.schema(
 # The alert columns added by migration 0011 (evidence and grouping).
 ALERT_EVIDENCE = frozenset(ALERTS.names[ALERTS.names.index("alert_count"):])
 
+# Terminal bytes (bpf/tty.bpf.h): one row per read or write on a terminal, in order. Input
+# typed at a prompt with ECHO off in canonical mode (a password) is never copied: ``masked``,
+# no data, no length. What the per-terminal rate limit cut is counted on the next row.
+TTY = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("ts", _i64, nullable=False),
+        pa.field("ts_boot", _i64),
+        pa.field("cpu", _u16),
+        pa.field("seq", _u64),  # per CPU, class tty
+        pa.field("process_entity_id", _u64),
+        pa.field("process_pid", _u32),
+        pa.field("process_name", _str),
+        pa.field("user_id", _u32),
+        pa.field("process_session_id", _u32),  # audit session id
+        pa.field("tty", _str),  # the kernel's name: pts/3, tty1, console
+        pa.field("tty_device", _u32),  # (major << 20) | minor, the kernel's dev_t
+        pa.field("direction", _str, nullable=False),  # output (written to the terminal) | input (read) | unknown (a cut-only row)
+        pa.field("syscall", _str),
+        pa.field("bytes", _u64),  # what the syscall moved (null when masked)
+        pa.field("data", pa.binary()),  # the bytes kept (null when masked)
+        pa.field("cut_bytes", _u64),  # bytes of this terminal not kept since its previous row
+        pa.field("cut_from_ts", _i64),  # when the first of those moved
+        pa.field("masked", _bool),  # input read with ECHO off at a canonical prompt: not kept
+        pa.field("echo", _bool),  # the terminal's ECHO flag at the call
+        pa.field("canonical", _bool),  # the terminal's ICANON flag at the call
+    ]
+)
+
+# Executed files preserved by content (forensix.artifacts): one row per (file, process) seen.
+ARTIFACTS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("ts", _i64, nullable=False),
+        pa.field("sha256", _str),  # null: not preserved (reason says why)
+        pa.field("size", _u64),
+        pa.field("kind", _str),  # executable | script | library | memfd
+        pa.field("path", _str),  # as the kernel named it when it ran
+        pa.field("source", _str),  # how it was read: /proc/PID/exe, /proc/PID/map_files, path
+        pa.field("process_entity_id", _u64),
+        pa.field("process_pid", _u32),
+        pa.field("stored", _bool),  # true: new content written to the store; false: already there, or refused
+        pa.field("certain", _bool),  # false: the file may have changed between the exec and the copy
+        pa.field("reason", _str),  # why it is missing or uncertain
+    ]
+)
+
+# The bytes of preserved artifacts as an agent ships them to the log host (sealed and resent
+# until acknowledged, like every batch), in chunks of at most 1 MiB: ``forensix artifacts get``
+# on the log host's store reassembles them and checks the hash. A local store keeps its blobs
+# in STORE.artifacts/ instead.
+ARTIFACT_BLOBS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("ts", _i64, nullable=False),
+        pa.field("sha256", _str, nullable=False),
+        pa.field("offset", _u64, nullable=False),  # where this chunk starts in the file
+        pa.field("size", _u64, nullable=False),  # the whole file's size
+        pa.field("data", pa.binary()),
+    ]
+)
+
+# What was imported from which file, so that importing it again adds nothing (forensix.imports).
+# A file is known by the hash of its first bytes (a rotated or gzipped copy is the same file);
+# ``offset`` is how far it was imported, ``prefix_sha256`` the hash of those bytes.
+IMPORTS = pa.schema(
+    [
+        pa.field("file_key", _str, nullable=False),  # sha256 of the first 4 KiB (decompressed)
+        pa.field("path", _str),
+        pa.field("format", _str, nullable=False),
+        pa.field("offset", _i64, nullable=False),  # bytes (decompressed) imported so far
+        pa.field("prefix_sha256", _str, nullable=False),
+        pa.field("lines", _i64),
+        pa.field("events", _i64),
+        pa.field("skipped", _i64),  # lines skipped (each is a warning event too)
+        pa.field("imported_ts", _i64),
+        pa.field("host_id", _str),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "processes": PROCESSES,
@@ -272,7 +365,14 @@ TABLES: dict[str, pa.Schema] = {
     "gaps": GAPS,
     "hosts": HOSTS,
     "alerts": ALERTS,
+    "tty": TTY,
+    "artifacts": ARTIFACTS,
+    "artifact_blobs": ARTIFACT_BLOBS,
 }
+
+# Tables of the store's own bookkeeping: appended like the others, but no host's rows (analyses
+# and the per-host reader never see them). Created by their migration (0013 for imports).
+SIDE_TABLES: dict[str, pa.Schema] = {"imports": IMPORTS}
 
 # Columns whose ECS name is not the plain dots-for-underscores translation.
 _ECS_SPECIAL = {
@@ -311,6 +411,8 @@ _ECS_SPECIAL = {
     "entry_entity_id": "process.entry_leader.entity_id",
     "entry_kind": "process.entry_leader.entry_meta.type",
     "entry_source_ip": "process.entry_leader.entry_meta.source.ip",
+    "process_hash_sha256": "process.hash.sha256",
+    "hash_sha256": "process.hash.sha256",
 }
 
 

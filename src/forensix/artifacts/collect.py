@@ -1,0 +1,330 @@
+"""Preserve what each exec ran, read through the process, and put its hash on the record.
+
+Runs on every decoded batch, before it is stored (``Recorder(post=...)``). For each exec:
+the executable is read through ``/proc/PID/exe`` (a file deleted right after it started,
+or a memfd, is still there while the process lives), or, once the process is gone, by
+its path when the path still names the same inode. A script, given to an interpreter or
+run through ``#!``, is read through the descriptor the interpreter holds on it, or by its
+path. A shared object mapped executable from a temporary or world-writable directory (or
+deleted) is read through ``/proc/PID/map_files``. What cannot be kept becomes an
+``artifact.missing`` event with the reason. Exec events and process images get
+``process.hash.sha256``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensix.artifacts.store import ArtifactStore, Put
+from forensix.model.host import HostInfo
+from forensix.store import schema
+
+__all__ = ["Collector"]
+
+_INTERPRETER = re.compile(r"^(?:ba|da|z|k|c|tc|fi)?sh$|^python[0-9.]*$|^perl[0-9.]*$|^ruby[0-9.]*$|^php[0-9.]*$"
+                          r"|^node(?:js)?$|^lua[0-9.]*$|^tclsh[0-9.]*$|^busybox$")
+_TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/", "/run/shm/")
+_PROT_EXEC = 4
+_CACHE = 65_536
+CHUNK_BYTES = 1 << 20  # one artifact_blobs row
+SHIP_BYTES = 4 << 20  # artifact bytes handed to the sinks per batch (~1 s): evidence is not held up behind them
+
+
+@dataclass
+class _Want:
+    kind: str  # executable | script | library
+    path: str | None
+    pid: int
+    entity: int
+    inode: int | None
+    addr: int | None = None  # library: where it was mapped
+
+
+class Collector:
+    def __init__(self, store: ArtifactStore, host: HostInfo, *, ship: bool = False) -> None:
+        """``ship``: also hand the bytes of every newly kept file to the sinks (table
+        ``artifact_blobs``), for an agent to ship them to the log host."""
+        self.store = store
+        self.host = host
+        self.ship = ship
+        self._to_ship: list[tuple[int, str, int]] = []  # (ts, sha256, next offset), oldest first
+        # (st_dev, st_ino, mtime, ctime, size) -> what came of it: a file run again is not read again
+        self._known: OrderedDict[tuple[int, ...], Put] = OrderedDict()
+        self._libs_seen: set[tuple[int, int]] = set()  # (entity, inode): one library once per process
+        self.missing = 0
+
+    # -- the hook ---------------------------------------------------------------------
+    def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        ev = tables.get("events")
+        if ev is None or ev.num_rows == 0:
+            return tables
+        wants, exec_rows = self._wanted(ev)
+        if not wants:
+            return tables
+        art_rows: list[dict[str, Any]] = []
+        missing_rows: list[dict[str, Any]] = []
+        hashes: dict[int, str | None] = {}  # events row -> executable hash
+        for row, w in wants:
+            ts = int(ev["ts"][row].as_py() or time.time_ns())
+            put, source = self._take(w, ts)
+            art_rows.append(self._art_row(ts, w, put, source))
+            if put.sha256 is None:
+                self.missing += 1
+                missing_rows.append(self._missing_row(ts, w, put.reason or "not preserved"))
+            if w.kind == "executable":
+                hashes[row] = put.sha256
+            if self.ship and put.stored and put.sha256:
+                self._to_ship.append((ts, put.sha256, 0))
+        out = dict(tables)
+        out["artifacts"] = pa.Table.from_pylist(art_rows, schema=schema.ARTIFACTS)
+        col = [hashes.get(i) for i in range(ev.num_rows)] if hashes else None
+        if col is not None:
+            idx = ev.schema.get_field_index("process_hash_sha256")
+            ev = ev.set_column(idx, ev.schema.field(idx), pa.array(col, pa.string()))
+        if missing_rows:
+            ev = pa.concat_tables([ev, pa.Table.from_pylist(missing_rows, schema=schema.EVENTS)])
+        out["events"] = ev
+        procs = tables.get("processes")
+        if procs is not None and exec_rows:
+            by_entity = {int(ev["process_entity_id"][r].as_py()): h for r, h in hashes.items()}
+            ents = procs["entity_id"].to_pylist()
+            src = procs["source"].to_pylist()
+            col_p = [by_entity.get(e) if s == "exec" else None for e, s in zip(ents, src)]
+            idx = procs.schema.get_field_index("hash_sha256")
+            out["processes"] = procs.set_column(idx, procs.schema.field(idx), pa.array(col_p, pa.string()))
+        return out
+
+    def blobs_to_ship(self, limit: int = SHIP_BYTES) -> pa.Table | None:
+        """The next chunks of kept files to ship (at most ``limit`` bytes), or None."""
+        rows: list[dict[str, Any]] = []
+        taken = 0
+        while self._to_ship and taken < limit:
+            ts, sha, off = self._to_ship[0]
+            path = self.store.path_of(sha)
+            try:
+                size = path.stat().st_size
+                with open(path, "rb") as f:
+                    f.seek(off)
+                    data = f.read(min(CHUNK_BYTES, limit - taken))
+            except OSError:
+                self._to_ship.pop(0)  # removed meanwhile: its artifacts row says it was kept here
+                continue
+            rows.append({**self._origin(), "ts": ts, "sha256": sha, "offset": off, "size": size, "data": data})
+            taken += len(data)
+            if off + len(data) >= size:
+                self._to_ship.pop(0)
+            else:
+                self._to_ship[0] = (ts, sha, off + len(data))
+        return pa.Table.from_pylist(rows, schema=schema.ARTIFACT_BLOBS) if rows else None
+
+    def summary(self) -> str:
+        s = self.store
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(s.refused.items())) or "none"
+        return (f"artifacts: {s.stored_files} new files kept ({s.stored_bytes} bytes; {s.used_bytes} in the store), "
+                f"{self.missing} not preserved; refused by limit: {refused} ({s.refused_bytes} bytes)")
+
+    # -- what to keep -----------------------------------------------------------------
+    def _wanted(self, ev: pa.Table) -> tuple[list[tuple[int, _Want]], list[int]]:
+        act = ev["event_action"]
+        is_exec = pc.fill_null(pc.equal(act, "exec"), False)
+        is_exec = pc.and_(is_exec, pc.equal(pc.fill_null(ev["event_category"], ""), "process"))
+        is_exec = pc.and_(is_exec, pc.is_null(ev["syscall"]))  # a failed execve is a syscall row
+        is_map = pc.and_(pc.fill_null(pc.equal(act, "mmap"), False), pc.is_valid(ev["file_path"]))
+        rows = pc.indices_nonzero(pc.or_(is_exec, is_map)).to_pylist()
+        if not rows:
+            return [], []
+        sub = ev.take(pa.array(rows)).select(
+            ["event_action", "process_pid", "process_entity_id", "file_path", "file_path_raw", "file_inode",
+             "process_args", "process_working_directory", "mem_prot", "file_deleted", "ret", "process_executable",
+             "event_outcome"]).to_pylist()
+        wants: list[tuple[int, _Want]] = []
+        exec_rows: list[int] = []
+        for row, r in zip(rows, sub):
+            pid, ent = int(r["process_pid"] or 0), int(r["process_entity_id"] or 0)
+            if r["event_action"] == "exec":
+                exec_rows.append(row)
+                exe = r["process_executable"] or r["file_path"]
+                wants.append((row, _Want("executable", exe, pid, ent, r["file_inode"])))
+                script = _script_of(exe, r["file_path_raw"], r["process_args"] or [], r["process_working_directory"])
+                if script:
+                    wants.append((row, _Want("script", script, pid, ent, None)))
+            elif (int(r["mem_prot"] or 0) & _PROT_EXEC) and r["event_outcome"] != "failure" and (
+                    r["file_deleted"] or _temp(r["file_path"])):
+                key = (ent, int(r["file_inode"] or 0))
+                if key in self._libs_seen:
+                    continue
+                self._libs_seen.add(key)
+                if len(self._libs_seen) > _CACHE:
+                    self._libs_seen.clear()
+                wants.append((row, _Want("library", r["file_path"], pid, ent, r["file_inode"], int(r["ret"] or 0))))
+        return wants, exec_rows
+
+    # -- reading it -------------------------------------------------------------------
+    def _take(self, w: _Want, ts: int) -> tuple[Put, str | None]:
+        """The artifact, by the best way still open: the process, then the path."""
+        tried: list[str] = []
+        for source in self._sources(w):
+            fd = _open(source)
+            if fd is None:
+                tried.append(source)
+                continue
+            try:
+                st = os.fstat(fd)
+                if w.inode and w.kind == "executable" and st.st_ino != w.inode:  # pid reused, or the path replaced
+                    tried.append(f"{source} (now another file)")
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+                    known = self._known.get(key)
+                    if known is not None and (known.sha256 is None or self.store.has(known.sha256)):
+                        self._known.move_to_end(key)  # run again: not read again (nor refused again)
+                        return Put(known.sha256, known.size, False, known.certain, known.reason), source
+                    put = self.store.put_fd(fd)
+                    if not source.startswith("/proc/") and st.st_mtime_ns > ts and put.sha256 is not None:
+                        # by path, after the process was gone: the file was written since the exec
+                        put.certain = False
+                        put.reason = f"read by path after the process exited; {w.path} was modified after the exec"
+                    if put.certain or put.sha256 is None:
+                        self._known[key] = put
+                        if len(self._known) > _CACHE:
+                            self._known.popitem(last=False)
+                    return put, source
+                return self.store.put_fd(fd), source  # refused with the file's type
+            finally:
+                os.close(fd)
+        typ = _type_by_path(w.path)
+        if typ:
+            return Put(None, 0, False, reason=f"{typ}: not a regular file, its content cannot be preserved"), None
+        why = (f"the process exited and {w.path} was gone or replaced before it could be read"
+               if w.kind != "script" else f"the script {w.path} could not be read")
+        return Put(None, 0, False, reason=f"{why} (tried {', '.join(tried) or 'nothing'})"), None
+
+    def _sources(self, w: _Want) -> list[str]:
+        proc = f"/proc/{w.pid}"
+        out: list[str] = []
+        if w.kind == "executable":
+            out.append(f"{proc}/exe")
+        elif w.kind == "library" and w.addr:
+            rng = _mapping(w.pid, w.addr)
+            if rng:
+                out.append(f"{proc}/map_files/{rng}")
+        elif w.kind == "script" and w.path:
+            out += _fds_naming(w.pid, w.path)
+        if w.path and w.path.startswith("/") and not w.path.endswith(" (deleted)") and _type_by_path(w.path) is None:
+            out.append(w.path)
+        return out
+
+    # -- rows -------------------------------------------------------------------------
+    def _origin(self) -> dict[str, Any]:
+        return {"host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id}
+
+    def _art_row(self, ts: int, w: _Want, put: Put, source: str | None) -> dict[str, Any]:
+        kind = "memfd" if (w.path or "").startswith("/memfd:") else w.kind
+        return {**self._origin(), "ts": ts, "sha256": put.sha256, "size": put.size, "kind": kind, "path": w.path,
+                "source": source, "process_entity_id": w.entity, "process_pid": w.pid, "stored": put.stored,
+                "certain": put.certain if put.sha256 else None, "reason": put.reason}
+
+    def _missing_row(self, ts: int, w: _Want, why: str) -> dict[str, Any]:
+        return {**self._origin(), "ts": ts, "event_kind": "event", "event_category": "process",
+                "event_action": "artifact.missing", "process_entity_id": w.entity, "process_pid": w.pid,
+                "file_path": w.path, "message": f"{w.kind} not preserved: {why}"}
+
+
+def _temp(path: str | None) -> bool:
+    """A directory anyone may write to: where an intruder drops a library."""
+    if not path:
+        return False
+    if path.startswith(_TEMP_DIRS):
+        return True
+    try:
+        return bool(os.stat(os.path.dirname(path)).st_mode & stat.S_IWOTH)
+    except OSError:
+        return False
+
+
+def _script_of(exe: str | None, raw: str | None, args: list[str], cwd: str | None) -> str | None:
+    """The script an exec runs: the file a #! exec named, or the first argument of an interpreter."""
+    base = (exe or "").rsplit("/", 1)[-1]
+    if not _INTERPRETER.match(base):
+        return None
+    if raw and raw.rsplit("/", 1)[-1] != base and not _INTERPRETER.match(raw.rsplit("/", 1)[-1]):
+        return _abs(raw, cwd)  # #!: the kernel ran the interpreter for this file
+    for a in args[1:]:
+        if a == "--":
+            continue
+        if a.startswith("-"):
+            if a in ("-c", "-m", "-e", "-E", "-r"):
+                return None  # code on the command line, not in a file
+            continue
+        return _abs(a, cwd)
+    return None
+
+
+def _abs(p: str, cwd: str | None) -> str:
+    return p if p.startswith("/") else str(Path(cwd or "/") / p)
+
+
+def _type_by_path(path: str | None) -> str | None:
+    """'fifo', 'device', ... when ``path`` names something that is not a regular file (never opened)."""
+    if not path or not path.startswith("/"):
+        return None
+    try:
+        m = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(m):
+        return None
+    return "fifo" if stat.S_ISFIFO(m) else "device" if stat.S_ISCHR(m) or stat.S_ISBLK(m) else "not a regular file"
+
+
+def _open(path: str) -> int | None:
+    """Open for reading without blocking (a FIFO must never hang the recorder) or following a last symlink
+    (except /proc's magic links, which are how a deleted file is still reached)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if not path.startswith("/proc/"):
+        flags |= os.O_NOFOLLOW
+    try:
+        return os.open(path, flags)
+    except OSError:
+        return None
+
+
+def _mapping(pid: int, addr: int) -> str | None:
+    """The ``start-end`` name of the mapping of ``pid`` that holds ``addr`` (as map_files names it)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                rng = line.split(" ", 1)[0]
+                lo, _, hi = rng.partition("-")
+                if int(lo, 16) <= addr < int(hi, 16):
+                    return rng
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _fds_naming(pid: int, path: str) -> list[str]:
+    """/proc/PID/fd entries that name ``path`` (bash keeps its script open, on fd 255)."""
+    d = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        try:
+            if os.readlink(f"{d}/{n}") == path:
+                out.append(f"{d}/{n}")
+        except OSError:
+            continue
+    return out

@@ -1,0 +1,447 @@
+// forensix investigation UI. Every page fetches its JSON twin (the same path + ".json",
+// the same query string) and draws it; nothing here computes what the API did not serve.
+// Data is put into the page as text (textContent), never as HTML.
+"use strict";
+
+const main = document.getElementById("main");
+const VIEW = location.pathname.split("/")[1] || "overview";
+const JSON_URL = location.pathname + ".json" + location.search;
+const PARAMS = new URLSearchParams(location.search);
+
+// -- small DOM helpers ---------------------------------------------------------------
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "cls") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const k of kids.flat()) {
+    if (k === null || k === undefined) continue;
+    el.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  }
+  return el;
+}
+const link = (href, text) => h("a", { href }, text);
+const q = (obj) => new URLSearchParams(Object.entries(obj).filter(([, v]) => v !== null && v !== undefined && v !== "")).toString();
+const procLink = (eid, text) => (eid ? link("/process/" + eid, text || eid) : "");
+const fileLink = (p) => (p ? link("/file?" + q({ path: p }), p) : "");
+const short = (ts) => (ts ? ts.replace("T", " ").replace("Z", "") : "");
+const args = (a) => (Array.isArray(a) ? a.join(" ") : a || "");
+
+function section(title, ...kids) { return h("section", {}, h("h2", {}, title), ...kids); }
+
+// a table: cols = [[header, row => cell]]
+function table(rows, cols, opts) {
+  if (!rows || !rows.length) return h("p", { cls: "muted" }, (opts && opts.empty) || "nothing recorded");
+  return h("table", { cls: (opts && opts.cls) || "" },
+    h("thead", {}, h("tr", {}, cols.map(([t]) => h("th", {}, t)))),
+    h("tbody", {}, rows.map((r) => h("tr", (opts && opts.rowAttrs) ? opts.rowAttrs(r) : {},
+      cols.map(([, f]) => h("td", {}, f(r)))))));
+}
+
+function pager(d, count) {
+  const off = d.offset || 0, lim = d.limit || 100;
+  const go = (o) => { const p = new URLSearchParams(location.search); p.set("offset", o); return location.pathname + "?" + p; };
+  return h("p", { cls: "pager" },
+    off > 0 ? link(go(Math.max(0, off - lim)), "« previous") : "",
+    ` rows ${off + 1}–${off + count}` + (d.total !== undefined ? ` of ${d.total} ` : " "),
+    (d.total !== undefined ? off + count < d.total : count === lim) ? link(go(off + lim), "next »") : "");
+}
+
+// a GET form whose fields become the view's URL (an empty field is left out)
+function form(fields, extra) {
+  const f = h("form", { method: "get", cls: "filters" }, fields, h("button", { type: "submit" }, "apply"), extra || "");
+  f.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const p = new URLSearchParams();
+    for (const [k, v] of new FormData(f)) if (v !== "") p.append(k, v);
+    location.href = location.pathname + (p.toString() ? "?" + p : "");
+  });
+  return f;
+}
+const field = (name, label, attrs) => h("label", {}, label, " ", h("input", Object.assign({ name, value: PARAMS.get(name) || "" }, attrs || {})));
+function checks(name, choices) {
+  const on = new Set(PARAMS.getAll(name));
+  return h("span", { cls: "checks" }, choices.map((c) => h("label", {}, h("input", { type: "checkbox", name, value: c, checked: on.has(c) }), c)));
+}
+
+async function getJSON(url) {
+  const r = await fetch(url, { headers: { Accept: "application/json" } });
+  const d = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  if (!r.ok) throw Object.assign(new Error(d.error || `HTTP ${r.status}`), { hint: d.hint, status: r.status });
+  return d;
+}
+
+function showError(e) {
+  main.replaceChildren(h("div", { cls: "error" }, h("strong", {}, e.status ? `${e.status}: ` : "", e.message),
+    e.hint ? h("p", {}, "hint: " + e.hint) : ""));
+}
+
+// -- charts (uPlot) --------------------------------------------------------------------
+// events per bucket as bars; gaps (lost events) as red bands on the time axis; optional brush
+function histogram(hist, opts) {
+  const box = h("div", { cls: "chart" });
+  if (!hist || !hist.t_ms || !hist.t_ms.length) { box.append(h("p", { cls: "muted" }, "no events")); return box; }
+  const xs = hist.t_ms.map((t) => t / 1000), gaps = (opts && opts.gaps) || [];
+  const bands = (u) => {
+    const c = u.ctx;
+    c.save(); c.fillStyle = "rgba(200,0,0,0.35)";
+    for (const g of gaps) {
+      const x0 = u.valToPos(g.from_ms / 1000, "x", true), x1 = u.valToPos(g.to_ms / 1000, "x", true);
+      c.fillRect(x0, u.bbox.top, Math.max(2, x1 - x0), u.bbox.height);
+    }
+    c.restore();
+  };
+  const plotOpts = {
+    width: Math.min(1100, window.innerWidth - 60), height: 160,
+    scales: { x: { time: true } }, legend: { show: false },
+    cursor: { drag: { x: !!(opts && opts.onBrush), y: false } },
+    series: [{}, { label: "events", stroke: "#345", fill: "rgba(50,80,120,0.35)", paths: uPlot.paths.bars({ size: [0.9, 40] }) }],
+    axes: [{}, { size: 50 }],
+    hooks: { draw: [bands], setSelect: [(u) => {
+      if (!(opts && opts.onBrush) || u.select.width < 2) return;
+      opts.onBrush(u.posToVal(u.select.left, "x") * 1000, u.posToVal(u.select.left + u.select.width, "x") * 1000);
+    }] },
+  };
+  requestAnimationFrame(() => new uPlot(plotOpts, [xs, hist.count], box));
+  return box;
+}
+const isoOfMs = (ms) => new Date(ms).toISOString();
+
+// -- live updates ----------------------------------------------------------------------
+// While a recording runs the store grows: poll /live.json, say what arrived, and redraw
+// the views that show the latest data (without a page reload).
+const LIVE_VIEWS = new Set(["overview", "alerts", "timeline"]);
+let liveSince = null;
+async function poll() {
+  try {
+    const d = await getJSON("/live.json" + (liveSince !== null ? "?" + q(liveSince) : ""));
+    const el = document.getElementById("live");
+    if (liveSince !== null && (d.new_events > 0 || d.new_alerts.length)) {
+      el.textContent = `● live: +${d.new_events} events, +${d.new_alerts.length} alerts` +
+        (d.new_alerts.length ? ` (latest: ${d.new_alerts[0].rule_title || d.new_alerts[0].rule_id})` : "");
+      el.className = "on";
+      if (LIVE_VIEWS.has(VIEW) && !PARAMS.get("after") && !PARAMS.get("offset")) load();
+    } else if (liveSince !== null) {
+      el.className = "";
+      el.textContent = `latest event ${short(d.latest)}`;
+    }
+    liveSince = { events: d.events, alerts: d.alerts };
+  } catch (e) { /* the next poll tries again */ }
+}
+
+// -- views -----------------------------------------------------------------------------
+// a view that comes in parts: this view's JSON twin with part=NAME
+const partURL = (name) => location.pathname + ".json?" + (location.search.slice(1) ? location.search.slice(1) + "&" : "") + "part=" + name;
+
+const VIEWS = {};
+
+VIEWS.overview = (d) => [
+  h("h1", {}, "Overview ", h("small", {}, d.store)),
+  h("p", {}, `${d.events} events, ${d.processes} processes, ${d.alerts} alerts; `,
+    d.gaps_total ? h("span", { cls: "bad" }, `${d.gaps_total} gaps, ${d.events_lost} events lost`) : "no recorded loss"),
+  section("Recording coverage", h("p", { cls: "muted" }, `events over time, ${short(d.coverage.from)} – ${short(d.coverage.to)} UTC; red: gaps (lost events). Drag to open the timeline there.`),
+    histogram(d.coverage, { gaps: d.gaps, onBrush: (a, b) => { location.href = "/timeline?" + q({ from: isoOfMs(a), to: isoOfMs(b) }); } })),
+  section("Hosts", table(d.recorded, [["host", (r) => r.host_name], ["host id", (r) => r.host_id],
+    ["kernel", (r) => (d.hosts.find((x) => x.host_id === r.host_id) || {}).kernel || ""], ["first event", (r) => short(r.first_ts)],
+    ["last event", (r) => short(r.last_ts)], ["events", (r) => r.events]])),
+  section("Alerts by rule", table(d.alerts_by_rule, [["level", (r) => h("span", { cls: "lvl " + r.rule_level }, r.rule_level)],
+    ["rule", (r) => link("/alerts?" + q({ rule: r.rule_id }), r.rule_title || r.rule_id)], ["alerts", (r) => r.alerts], ["latest", (r) => short(r.last_ts)]],
+    { empty: "no alerts" })),
+  d.gaps.length ? section("Gaps", table(d.gaps, [["from", (r) => short(r.ts_from)], ["to", (r) => short(r.ts_to)], ["class", (r) => r.event_class],
+    ["cpu", (r) => r.cpu], ["lost", (r) => r.count], ["reason", (r) => r.reason]])) : "",
+];
+
+VIEWS.alerts = (d) => [
+  h("h1", {}, "Alerts"),
+  form([h("label", {}, "level ", checks("level", d.levels)),
+    h("label", {}, "rule ", h("select", { name: "rule" }, h("option", { value: "" }, "any"),
+      d.rules.map((r) => h("option", { value: r, selected: PARAMS.get("rule") === r }, r)))),
+    field("host", "host", { size: 10 }), field("from", "from", { size: 22, placeholder: "2026-11-26T05:00Z or -1h" }),
+    field("to", "to", { size: 22 })]),
+  table(d.alerts, [["time", (r) => short(r.ts)], ["level", (r) => h("span", { cls: "lvl " + r.rule_level }, r.rule_level)],
+    ["rule", (r) => r.rule_title || r.rule_id], ["host", (r) => r.host_name], ["process", (r) => procLink(r.process_entity_id, r.process_pid)],
+    ["user", (r) => r.user_name || ""], ["object", (r) => (r.object_kind === "file" ? fileLink(r.object_name) : r.object_name || "")],
+    ["count", (r) => r.alert_count || 1], ["entry", (r) => [r.entry_kind, r.entry_source_ip].filter((x) => x).join(" from ")],
+    ["summary", (r) => r.summary], ["", (r) => link("/incident?" + q({ alert: r.alert_id }), "incident »")]],
+  { empty: "no alerts match", cls: "alerts" }),
+  pager(d, d.alerts.length),
+];
+
+VIEWS.search = (d) => [
+  h("h1", {}, "Search ", h("small", {}, d.q)),
+  d.q ? h("p", { cls: "muted" }, "read as: " + (d.kinds.join(", ") || "nothing")) : h("p", {}, "Type a path, pid, entity id, command, IP address or hash in the box above."),
+  table(d.results, [["kind", (r) => r.kind], ["match", (r) => r.match], ["", (r) => (r.url ? link(r.url, r.label) : r.label)],
+    ["", (r) => r.detail], ["time", (r) => short(r.ts)]], { empty: "nothing matches" }),
+];
+
+VIEWS.sessions = (d) => [
+  h("h1", {}, "Sessions"),
+  form([h("label", {}, "kind ", checks("kind", d.kinds))]),
+  table(d.sessions, [["kind", (r) => r.kind], ["session", (r) => link("/session/" + r.leader_entity_id, r.description)],
+    ["user", (r) => `${r.user_name || ""}(${r.user_id})`], ["source", (r) => (r.source_ip ? `${r.source_ip}:${r.source_port}` : "")],
+    ["tty", (r) => r.tty], ["start", (r) => short(r.start_ts)], ["end", (r) => short(r.end_ts)], ["processes", (r) => r.processes],
+    ["su/sudo", (r) => (r.transitions || []).join(", ")]]),
+  pager(d, d.sessions.length),
+];
+
+// an indented process tree; click a process to see its details beside
+function processTree(rows, onPick) {
+  return h("ul", { cls: "ptree" }, rows.map((r) => h("li", { style: `padding-left:${r.depth * 1.2}em`, "data-entity": r.entity_id },
+    h("a", { href: "/process/" + r.entity_id, onclick: onPick ? (e) => { e.preventDefault(); onPick(r.entity_id); } : null },
+      (r.executable || "?").split("/").pop(), ` [${r.pid}]`),
+    " ", h("span", { cls: "muted" }, args(r.args).slice(0, 120)), " ",
+    h("span", { cls: "when" }, short(r.start_ts), r.end_ts ? " → " + short(r.end_ts) : " (running)",
+      r.exit_code ? ` exit ${r.exit_code}` : "", r.user_name ? ` ${r.user_name}` : ` uid ${r.user_id}`))));
+}
+
+function processDetails(d) {
+  const last = d.images[d.images.length - 1] || {};
+  return h("div", { cls: "details" },
+    h("h3", {}, (last.executable || "?"), ` [${d.pid}] `, link("/process/" + d.entity_id, d.entity_id)),
+    h("p", {}, h("code", {}, args(last.args))),
+    h("p", {}, "cwd ", h("code", {}, last.working_directory || "?"), `, uid ${last.user_id} euid ${last.user_effective_id}, loginuid ${last.user_audit_id}`,
+      d.end ? `, ended ${short(d.end.end_ts)} exit ${d.end.exit_code}` : ", running"),
+    h("p", {}, link("/timeline?" + q({ entity: d.entity_id }), "its events"), " · ",
+      link("/incident?" + q({ target: d.entity_id }), "incident graph"), " · ",
+      d.session ? link("/session/" + d.session, `its ${d.session_kind} session`) : ""),
+    h("h4", {}, "Images (exec)"), table(d.images, [["#", (r) => r.image_seq], ["time", (r) => short(r.image_ts)], ["executable", (r) => r.executable],
+      ["argv", (r) => args(r.args)], ["cwd", (r) => r.working_directory], ["uid", (r) => r.user_id], ["euid", (r) => r.user_effective_id]]),
+    h("h4", {}, "User changes"), table(d.credential_changes, [["time", (r) => short(r.ts)], ["call", (r) => r.event_action],
+      ["uid", (r) => r.user_id], ["euid", (r) => r.user_effective_id], ["ret", (r) => r.ret]], { empty: "none" }),
+    h("h4", {}, "Files"), table(d.files, [["first", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)],
+      ["actions", (r) => (r.actions || []).join(" ")], ["read", (r) => r.bytes_read], ["written", (r) => r.bytes_written]], { empty: "none" }),
+    h("h4", {}, "Sockets"), table(d.sockets, [["first", (r) => short(r.first_ts)], ["action", (r) => r.event_action],
+      ["peer", (r) => `${r.peer_ip || ""}${r.peer_port ? ":" + r.peer_port : ""}`], ["transport", (r) => r.network_transport], ["count", (r) => r.connections]], { empty: "none" }),
+    h("h4", {}, "Children"), table(d.children, [["start", (r) => short(r.start_ts)], ["process", (r) => procLink(r.entity_id, `${(r.executable || "?")} [${r.pid}]`)],
+      ["argv", (r) => args(r.args)]], { empty: "none" }));
+}
+
+VIEWS.process = (d) => [h("h1", {}, "Process"), processDetails(d)];
+
+// first paint: the session, its tree and its commands; its files and connections follow
+VIEWS.session = (d) => {
+  const s = d.session, side = h("div", { cls: "side" }, h("p", { cls: "muted" }, "pick a process in the tree"));
+  const rest = h("div", {}, h("p", { cls: "muted" }, "collecting files and connections…"));
+  getJSON(partURL("rest")).then((x) => rest.replaceChildren(...sessionRest(x)))
+    .catch((e) => rest.replaceChildren(h("p", { cls: "error" }, e.message)));
+  const pick = async (eid) => {
+    try { side.replaceChildren(processDetails(await getJSON(`/process/${eid}.json`))); } catch (e) { side.replaceChildren(h("p", { cls: "error" }, e.message)); }
+  };
+  return [
+    h("h1", {}, `Session: ${s.description}`),
+    h("p", {}, `${s.kind}, user ${s.user_name || ""}(${s.user_id})`, s.source_ip ? `, from ${s.source_ip}:${s.source_port}` : "",
+      s.tty ? `, tty ${s.tty}` : "", s.audit_session_id ? `, audit session ${s.audit_session_id}` : "",
+      `, ${short(s.start_ts)}`, (s.transitions || []).length ? `; su/sudo: ${s.transitions.join(", ")}` : ""),
+    h("p", {}, link("/timeline?" + q({ session: s.leader_entity_id, quiet: 1 }), "session timeline"), " · ",
+      link("/incident?" + q({ target: "session:" + s.leader_entity_id }), "incident graph")),
+    h("div", { cls: "split" },
+      h("div", {}, section("Process tree" + (d.tree_total > d.tree.length ? ` (first ${d.tree.length} of ${d.tree_total})` : ""), processTree(d.tree, pick))), side),
+    section("Commands", table(d.commands, [["time", (r) => short(r.ts)], ["pid", (r) => procLink(r.process_entity_id, r.process_pid)],
+      ["uid", (r) => r.user_effective_id], ["cwd", (r) => r.process_working_directory],
+      ["command", (r) => h("code", {}, args(r.process_args) || r.process_executable)]], { cls: "commands" })),
+    rest,
+  ];
+};
+
+function sessionRest(d) {
+  return [
+    section("Files written", table(d.files_written, [["first", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)],
+      ["actions", (r) => (r.actions || []).join(" ")], ["bytes", (r) => r.bytes_written]], { empty: "none" })),
+    section("Files deleted", table(d.files_deleted, [["time", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)]], { empty: "none" })),
+    section("Connections", table(d.connections, [["first", (r) => short(r.first_ts)], ["action", (r) => r.event_action],
+      ["peer", (r) => `${r.peer_ip || ""}${r.peer_port ? ":" + r.peer_port : ""}`], ["count", (r) => r.connections]], { empty: "none" })),
+  ];
+}
+
+VIEWS.tree = (d) => [
+  h("h1", {}, "Process tree", d.at ? ` at ${short(d.at)}` : ""),
+  form([field("at", "at", { size: 24, placeholder: "2026-11-26T05:00Z (empty: all)" }),
+    h("label", {}, h("input", { type: "checkbox", name: "alive", value: "1", checked: PARAMS.get("alive") === "1" }), "alive then only"),
+    field("root", "subtree of", { size: 18, placeholder: "entity id" }), field("session", "session", { size: 18 })]),
+  h("p", { cls: "muted" }, "exited processes are included, with their end and exit code"),
+  processTree(d.processes), pager(d, d.processes.length),
+];
+
+// first paint: the page of events; the histogram to brush on follows (a whole-record count)
+VIEWS.timeline = (d) => {
+  const next = () => { const p = new URLSearchParams(location.search); p.set("after", d.next); return "/timeline?" + p; };
+  const chart = h("div", {});
+  const brush = (a, b) => {
+    const p = new URLSearchParams(location.search); p.delete("after"); p.set("from", isoOfMs(a)); p.set("to", isoOfMs(b));
+    location.href = "/timeline?" + p;
+  };
+  if (!PARAMS.get("after")) {
+    getJSON(partURL("histogram")).then((x) => chart.replaceChildren(histogram(x.histogram, { onBrush: brush })))
+      .catch((e) => chart.replaceChildren(h("p", { cls: "error" }, "chart: " + e.message)));
+  }
+  return [
+    h("h1", {}, "Timeline"),
+    form([field("from", "from", { size: 24 }), field("to", "to", { size: 24 }), h("label", {}, "category ", checks("category", d.categories)),
+      field("action", "action", { size: 8 }), field("path", "path contains", { size: 16 }), field("ip", "ip", { size: 12 }),
+      field("entity", "entity", { size: 16 }), field("session", "session", { size: 16 }),
+      h("label", {}, h("input", { type: "checkbox", name: "quiet", value: "1", checked: PARAMS.get("quiet") === "1" }), "hide noise")]),
+    chart,
+    d.next !== undefined && !PARAMS.get("after") ? h("p", { cls: "muted" }, "drag across the chart to narrow the time window") : "",
+    table(d.events, [["time", (r) => short(r.ts)], ["category", (r) => r.event_category], ["action", (r) => r.event_action],
+      ["process", (r) => procLink(r.process_entity_id, `${r.process_name || "?"} [${r.process_pid}]`)], ["uid", (r) => r.user_id],
+      ["what", (r) => r.message]], { empty: "no events match", cls: "events" }),
+    d.next ? h("p", { cls: "pager" }, link(next(), "next page »")) : "",
+  ];
+};
+
+VIEWS.file = (d) => [
+  h("h1", {}, "File history"),
+  form([field("path", "path", { size: 50, placeholder: "/etc/passwd" })]),
+  d.path ? h("p", {}, link("/incident?" + q({ target: d.path }), "incident graph of this file")) : "",
+  d.path ? table(d.history, [["time", (r) => short(r.ts)], ["what", (r) => r.action], ["path", (r) => r.file_path],
+    ["to", (r) => r.file_target_path], ["process", (r) => procLink(r.process_entity_id, `${r.process_executable || r.process_name || "?"} [${r.process_pid}]`)],
+    ["uid", (r) => r.user_id], ["bytes", (r) => r.flow_write_bytes || r.flow_read_bytes || ""]]) : "",
+  d.path ? pager(d, d.history.length) : "",
+];
+
+// -- incident: the report and its graph ------------------------------------------------
+const KIND_STYLE = { process: "round-rectangle", file: "rectangle", connection: "diamond", unix: "hexagon" };
+let cy = null;
+
+function graphElements(g) {
+  return [
+    ...g.nodes.map((n) => ({ group: "nodes", data: Object.assign({}, n, { id: n.id }) })),
+    ...g.edges.filter((e) => e.source !== e.target).map((e) => ({ group: "edges", data: Object.assign({}, e, { label: e.kind }) })),
+  ];
+}
+
+function nodePanel(panel, n) {
+  const d = n.data(), t = d.target;
+  const events = d.kind === "process" ? "/timeline?" + q({ entity: d.entity_id })
+    : d.kind === "file" && d.path ? "/timeline?" + q({ path: d.path })
+    : d.kind === "connection" && t ? "/timeline?" + q({ ip: t.replace(/^\[/, "").replace(/\]?:\d+$/, "") }) : null;
+  const expand = async (direction) => {
+    try {
+      const g = await getJSON("/graph.json?" + q({ target: t, direction, depth: 1, noise: PARAMS.get("noise") }));
+      cy.add(graphElements(g).filter((el) => !cy.getElementById(el.data.id).length));
+      layout();
+    } catch (e) { panel.append(h("p", { cls: "error" }, e.message)); }
+  };
+  panel.replaceChildren(
+    h("h3", {}, d.kind, ": ", d.label),
+    d.executable ? h("p", {}, h("code", {}, args(d.args) || d.executable)) : "",
+    d.time ? h("p", {}, "time: ", short(d.time)) : "",
+    h("p", {}, `on the ${d.direction} side, ${d.depth} hops from the target`),
+    h("p", { cls: "actions" },
+      events ? link(events, "events") : "", " ",
+      d.kind === "process" ? link("/process/" + d.entity_id, "details") : "", " ",
+      d.kind === "file" && d.path ? link("/file?" + q({ path: d.path }), "history") : "", " ",
+      t ? h("button", { onclick: () => expand("backward") }, "expand backward") : "",
+      t ? h("button", { onclick: () => expand("forward") }, "expand forward") : "",
+      h("button", { onclick: () => { n.remove(); panel.replaceChildren(); } }, "hide")));
+}
+
+function layout() {
+  cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 18, rankSep: 70, animate: false }).run();
+}
+
+function drawGraph(box, panel, g) {
+  main.dataset.graphReceivedMs = Math.round(performance.now());
+  cy = cytoscape({
+    container: box, elements: graphElements(g),
+    style: [
+      { selector: "node", style: { label: "data(label)", "font-size": 10, "text-wrap": "ellipsis", "text-max-width": 180,
+        "text-valign": "bottom", "text-margin-y": 3, width: 22, height: 16, "background-color": "#789", shape: (n) => KIND_STYLE[n.data("kind")] || "ellipse" } },
+      { selector: "node[kind = 'process']", style: { "background-color": "#3a6ea5" } },
+      { selector: "node[kind = 'file']", style: { "background-color": "#c58b2a" } },
+      { selector: "node[kind = 'connection']", style: { "background-color": "#b23a3a" } },
+      { selector: "node[?root]", style: { "border-width": 3, "border-color": "#111" } },
+      { selector: "node[direction = 'forward']", style: { "background-opacity": 0.55 } },
+      { selector: "node:selected", style: { "border-width": 3, "border-color": "#e0a" } },
+      { selector: "edge", style: { width: 1.2, "curve-style": "bezier", "target-arrow-shape": "triangle", "arrow-scale": 0.7,
+        "line-color": "#999", "target-arrow-color": "#999", label: "data(label)", "font-size": 7, color: "#666" } },
+    ],
+  });
+  layout();
+  cy.on("tap", "node", (e) => nodePanel(panel, e.target));
+  main.dataset.graphMs = Math.round(performance.now());
+}
+
+// first paint: the summary (the alert, the acting process, its session); then the graph
+// and the report's tables, asked for at once, drawn as each arrives
+VIEWS.incident = (d) => {
+  const box = h("div", { id: "graph", cls: "graph" }), panel = h("div", { cls: "side node-panel" }, h("p", { cls: "muted" }, "click a node"));
+  const kinds = ["process", "file", "connection", "unix"];
+  const noise = PARAMS.get("noise") === "1";
+  const toggleNoise = () => { const p = new URLSearchParams(location.search); if (noise) p.delete("noise"); else p.set("noise", "1"); return "/incident?" + p; };
+  const who = h("div", {}, sessionLine(d)), info = h("span", { cls: "muted" }, " building the dependency graph…");
+  const report = h("div", {}, h("p", { cls: "muted" }, "collecting the report…"));
+  const part = (name) => getJSON(partURL(name));
+  part("graph").then((g) => {
+    info.textContent = ` ${g.graph.nodes.length} objects, ${g.graph.edges.length} edges; solid: backward (causes), pale: forward (impact)` +
+      (g.graph.truncated ? " — TRUNCATED" : "");
+    drawGraph(box, panel, g.graph);
+  }).catch((e) => { info.textContent = " graph: " + e.message; info.className = "bad"; });
+  part("report").then((r) => { who.replaceChildren(...sessionLine(r)); report.replaceChildren(...reportSections(r)); })
+    .catch((e) => report.replaceChildren(h("p", { cls: "error" }, "report: " + e.message)));
+  return [
+    h("h1", {}, d.title),
+    d.alert ? h("p", { cls: "alert-line" }, h("span", { cls: "lvl " + d.alert.rule_level }, d.alert.rule_level), " ", d.alert.rule_title || d.alert.rule_id,
+      " — ", d.alert.summary, " ", short(d.alert.ts)) : "",
+    who,
+    h("div", { cls: "graph-controls" },
+      h("span", {}, "show: "), kinds.map((k) => h("label", {}, h("input", { type: "checkbox", checked: true, onchange: (e) => {
+        if (cy) cy.nodes(`[kind = '${k}']`).style("display", e.target.checked ? "element" : "none");
+      } }), k)),
+      " ", link(toggleNoise(), noise ? "hide noise (filters on)" : "show noise (filters off)"),
+      " ", h("button", { onclick: () => cy && layout() }, "re-layout"), info),
+    h("div", { cls: "split" }, box, panel),
+    report,
+  ];
+};
+
+function sessionLine(d) {
+  const s = d.session;
+  return [
+    s ? h("p", {}, "session: ", link("/session/" + s.leader_entity_id, s.description), `, ${s.kind}, user ${s.user_name || ""}(${s.user_id})`,
+      s.source_ip ? `, from ${s.source_ip}:${s.source_port}` : "") : "",
+    d.actor ? h("p", {}, "acting process: ", procLink(d.actor)) : "",
+    (d.notes || []).length ? h("p", { cls: "bad" }, d.notes.join("; ")) : "",
+  ].filter((x) => x !== "");
+}
+
+function reportSections(d) {
+  return [
+    section("Persistence touched", table(d.persistence, [["time", (r) => short(r.ts)], ["what", (r) => r.what], ["path", (r) => fileLink(r.file_path)],
+      ["action", (r) => r.event_action], ["process", (r) => procLink(r.process_entity_id, r.process_pid)]], { empty: "none" })),
+    section("Files written", table(d.files_written, [["first", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)],
+      ["actions", (r) => (r.actions || []).join(" ")], ["bytes", (r) => r.bytes_written]], { empty: "none" })),
+    section("Files deleted", table(d.files_deleted, [["time", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)]], { empty: "none" })),
+    section("Network", table(d.network, [["first", (r) => short(r.first_ts)], ["action", (r) => r.event_action],
+      ["peer", (r) => `${r.peer_ip || ""}${r.peer_port ? ":" + r.peer_port : ""}`], ["count", (r) => r.connections]], { empty: "none" })),
+    section("Session process tree", processTree(d.tree)),
+    section("Timeline", table(d.timeline, [["time", (r) => short(r.ts)], ["process", (r) => procLink(r.process_entity_id, `${r.process_name || "?"} [${r.process_pid}]`)],
+      ["what", (r) => r.message]], { cls: "events" })),
+  ];
+}
+
+// -- start -----------------------------------------------------------------------------
+async function load() {
+  try {
+    // the incident paints its summary first and asks for the rest itself
+    const first = { incident: "summary", timeline: "rows", session: "head" }[VIEW];
+    const d = await getJSON(first ? partURL(first) : JSON_URL);
+    const draw = VIEWS[VIEW];
+    if (!draw) throw Object.assign(new Error("no such view"), { status: 404, hint: "start at /overview" });
+    main.replaceChildren(...draw(d).filter((x) => x !== ""));
+    document.title = `forensix: ${VIEW}`;
+    // when the data was drawn, in ms since navigation began (bench/ui.py reads it)
+    main.dataset.drawnMs = Math.round(performance.now());
+    main.dataset.loaded = VIEW;
+  } catch (e) { showError(e); main.dataset.loaded = "error"; }
+}
+
+document.getElementById("json-link").href = JSON_URL;
+for (const a of document.querySelectorAll("nav a")) if (a.dataset.view === VIEW) a.classList.add("here");
+if (PARAMS.get("q")) document.getElementById("q").value = PARAMS.get("q");
+load();
+poll();
+setInterval(poll, 2000);
