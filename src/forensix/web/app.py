@@ -32,14 +32,17 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from forensix.errors import ForensixError, StoreError
+from forensix.analysis.sessions import find_session
+from forensix.errors import ForensixError, StoreError, UsageError
+from forensix.model.identity import parse_entity
 from forensix.store.base import Reader
 from forensix.web import views_events as ev
 from forensix.web import views_incident as inc
 from forensix.web import views_overview as ov
 from forensix.web import views_people as pp
+from forensix.web import views_terminal as vt
 from forensix.web.context import Context, ReopeningReader
-from forensix.web.params import ApiError, Param, read_params
+from forensix.web.params import ApiError, NotFound, Param, read_params
 
 __all__ = ["VENDOR", "VIEWS", "View", "create_app"]
 
@@ -55,6 +58,8 @@ VENDOR = {
     "cytoscape-dagre.js": "cytoscape-dagre/cytoscape-dagre.js",
     "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
     "uPlot.min.css": "uplot/dist/uPlot.min.css",
+    "asciinema-player.min.js": "asciinema-player/dist/bundle/asciinema-player.min.js",
+    "asciinema-player.css": "asciinema-player/dist/bundle/asciinema-player.css",
 }
 
 
@@ -112,6 +117,39 @@ def _json_endpoint(ctx: Context, view: View) -> Callable[[Request], Awaitable[Re
     return endpoint
 
 
+def _cast_endpoint(ctx: Context, kind: str) -> Callable[[Request], Awaitable[Response]]:
+    """A session's (``kind`` session) or a process's terminal as asciicast v2: what the
+    embedded player plays, and what "download" saves (as `forensix replay --format asciicast`)."""
+
+    def build(text: str) -> str:
+        if kind == "session":
+            try:
+                leader, _ = find_session(ctx.reader, text, ctx.attribution())
+            except UsageError as e:
+                raise NotFound(e.message, e.hint) from None
+        else:
+            leader = parse_entity(text)
+        return vt.terminal_cast(vt.recording(ctx, leader))
+
+    async def endpoint(request: Request) -> Response:
+        ident = request.path_params["ident"]
+        try:
+            body = await run_in_threadpool(build, ident)
+        except ApiError as e:
+            return _error(e.status, e.message, e.hint)
+        except StoreError as e:
+            return _error(503, e.message, e.hint)
+        except ForensixError as e:
+            return _error(400, e.message, e.hint)
+        except Exception:
+            log.exception("the %s terminal failed", kind)
+            return _error(500, f"the {kind}'s terminal failed on this store", "see the server's log")
+        return Response(body, media_type="application/x-asciicast", headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'inline; filename="{kind}-{ident[:40]}.cast"'})
+    return endpoint
+
+
 async def _page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
@@ -165,8 +203,9 @@ class _Guard(BaseHTTPMiddleware):
                                 samesite="strict")
                 return resp
         resp = await call_next(request)
+        # wasm-unsafe-eval: the terminal player's emulator is WebAssembly (script eval stays refused)
         resp.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
         return resp
@@ -178,6 +217,9 @@ def create_app(opener: Callable[[], Reader], store: str, *, token: str | None = 
     recording that held it ends."""
     ctx = Context(reader=ReopeningReader(opener), store=store)
     routes: list[BaseRoute] = [Route("/", _root)]
+    # the asciicast twins of a session's and a process's terminal, before the pages that take any id
+    routes += [Route("/session/{ident}.cast", _cast_endpoint(ctx, "session"), methods=["GET"]),
+               Route("/process/{ident}.cast", _cast_endpoint(ctx, "process"), methods=["GET"])]
     for v in VIEWS:  # the .json route first: "/session/{sid}" would take "x.json" as the id
         routes.append(Route(v.path + ".json", _json_endpoint(ctx, v), methods=["GET"], name=v.name + "-json"))
         if v.page:

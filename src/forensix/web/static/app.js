@@ -219,7 +219,54 @@ function processDetails(d) {
       ["argv", (r) => args(r.args)]], { empty: "none" }));
 }
 
-VIEWS.process = (d) => [h("h1", {}, "Process"), processDetails(d)];
+// -- a terminal: the player (asciinema-player, loaded only where a recording is shown) and the text
+let playerLib = null;
+function loadPlayer() {
+  if (!playerLib) playerLib = new Promise((ok, fail) => {
+    document.head.append(h("link", { rel: "stylesheet", href: "/static/vendor/asciinema-player.css" }));
+    const s = h("script", { src: "/static/vendor/asciinema-player.min.js" });
+    s.addEventListener("load", () => ok(window.AsciinemaPlayer));
+    s.addEventListener("error", () => { playerLib = null; fail(new Error("the terminal player did not load (run scripts/setup.sh)")); });
+    document.head.append(s);
+  });
+  return playerLib;
+}
+
+// the commands typed, each with the output that followed; masked input as masked
+function transcriptView(t) {
+  if (!t.steps.length) return h("p", { cls: "muted" }, "no command typed (output only)");
+  return h("div", { cls: "transcript" }, t.steps.map((s) => h("div", { cls: "step " + s.kind },
+    h("span", { cls: "when" }, short(s.ts).slice(11)), " ",
+    s.kind === "masked" ? [h("code", {}, s.text), h("span", { cls: "muted" }, " typed with echo off (a password?): not recorded")]
+      : h("code", { cls: "cmd" }, "$ " + s.text),
+    s.output ? h("pre", {}, s.output) : "")),
+    t.steps_total > t.steps.length ? h("p", { cls: "muted" }, `first ${t.steps.length} of ${t.steps_total} commands; the player has them all`) : "");
+}
+
+function terminalSection(t) {
+  const box = h("div", { cls: "player" }, h("p", { cls: "muted" }, "loading the player…"));
+  loadPlayer().then((AP) => {
+    box.replaceChildren();
+    // pauses longer than 2 s are shortened while playing (the text beside has the real times)
+    AP.create(t.cast, box, { idleTimeLimit: 2, fit: "width", terminalFontSize: "12px", preload: true });
+  }).catch((e) => box.replaceChildren(h("p", { cls: "error" }, e.message)));
+  return section(`Terminal ${t.tty || ""}`,
+    h("p", { cls: "muted" }, `recorded from ${short(t.start_ts)} UTC; `,
+      t.cut_bytes ? h("span", { cls: "bad" }, `${t.cut_bytes} bytes not recorded (rate limit), marked in the player; `) : "",
+      "input typed with echo off is not recorded and shows as ********; ", link(t.cast, "asciicast v2"), " (forensix replay --format asciicast)"),
+    h("div", { cls: "terminal" }, box, transcriptView(t)));
+}
+
+// a part drawn when it arrives: url's JSON, its "terminal", into a section
+function terminalPart(url) {
+  const box = h("div", {}, h("p", { cls: "muted" }, "loading the terminal recording…"));
+  getJSON(url).then((x) => box.replaceChildren(x.terminal ? terminalSection(x.terminal) : ""))
+    .catch((e) => box.replaceChildren(h("p", { cls: "error" }, "terminal: " + e.message)));
+  return box;
+}
+
+VIEWS.process = (d) => [h("h1", {}, "Process"),
+  d.recording ? terminalPart(`/process/${d.entity_id}.json?part=terminal`) : "", processDetails(d)];
 
 // first paint: the session, its tree and its commands; its files and connections follow
 VIEWS.session = (d) => {
@@ -237,6 +284,7 @@ VIEWS.session = (d) => {
       `, ${short(s.start_ts)}`, (s.transitions || []).length ? `; su/sudo: ${s.transitions.join(", ")}` : ""),
     h("p", {}, link("/timeline?" + q({ session: s.leader_entity_id, quiet: 1 }), "session timeline"), " · ",
       link("/incident?" + q({ target: "session:" + s.leader_entity_id }), "incident graph")),
+    s.recording ? terminalPart(partURL("terminal")) : "",
     h("div", { cls: "split" },
       h("div", {}, section("Process tree" + (d.tree_total > d.tree.length ? ` (first ${d.tree.length} of ${d.tree_total})` : ""), processTree(d.tree, pick))), side),
     section("Commands", table(d.commands, [["time", (r) => short(r.ts)], ["pid", (r) => procLink(r.process_entity_id, r.process_pid)],
