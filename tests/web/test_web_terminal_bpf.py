@@ -140,3 +140,22 @@ def test_terminal_of_unknown_or_hostile_ids_is_refused(term: dict[str, Any]) -> 
     assert status in (400, 404) and json.loads(body)["error"]
     status, body = _get(url + "/process/0000000000000001.json?part=terminal")
     assert status == 404, body
+
+
+def test_live_stream_and_its_polling_fallback(term: dict[str, Any], browser: Any) -> None:
+    """The live stream answers at once with the store's counts (its cursor); a browser
+    without EventSource asks /live.json instead."""
+    url = term["ui"].url
+    with urllib.request.urlopen(url + "/live/stream", timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        first = r.readline().decode()
+    assert first.startswith("data: ") and json.loads(first[6:])["events"] > 0
+    ctx = browser.new_context()
+    try:
+        pg = ctx.new_page()
+        pg.add_init_script("delete window.EventSource")
+        open_view(pg, url + "/overview", "overview")
+        pg.wait_for_selector("#live[data-via=poll]", timeout=10_000)
+        pg.wait_for_selector("#live:has-text('latest event')", timeout=10_000)  # the poll's second answer
+    finally:
+        ctx.close()

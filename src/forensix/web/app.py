@@ -10,10 +10,12 @@ recorder's query socket), no route that writes.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from starlette.responses import (
     PlainTextResponse,
     RedirectResponse,
     Response,
+    StreamingResponse,
 )
 from starlette.routing import BaseRoute, Route
 
@@ -44,7 +47,7 @@ from forensix.web import views_terminal as vt
 from forensix.web.context import Context, ReopeningReader
 from forensix.web.params import ApiError, NotFound, Param, read_params
 
-__all__ = ["VENDOR", "VIEWS", "View", "create_app"]
+__all__ = ["VENDOR", "VIEWS", "View", "create_app", "stop_streams"]
 
 log = logging.getLogger("forensix.web")
 HERE = Path(__file__).parent
@@ -150,6 +153,50 @@ def _cast_endpoint(ctx: Context, kind: str) -> Callable[[Request], Awaitable[Res
     return endpoint
 
 
+LIVE_EVERY = 1.0  # seconds between the live stream's looks at the store
+LIVE_HEARTBEAT = 15.0  # a comment line at least this often: proxies close silent connections
+
+
+def _live_stream(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
+    """``/live/stream``: what ``/live.json`` answers, pushed as server-sent events when
+    anything arrived (the first at once, as the cursor), instead of the page asking every
+    2 s. The page falls back to asking when its browser or a proxy cannot hold the stream."""
+
+    async def endpoint(request: Request) -> Response:
+        async def events() -> AsyncIterator[str]:
+            since: dict[str, Any] = {"events": None, "alerts": None}
+            silent = 0.0
+            while not request.app.state.stopping and not await request.is_disconnected():
+                try:
+                    d = await run_in_threadpool(ov.live, ctx, since)
+                except ForensixError as e:  # the store went away for a moment: say so, look again
+                    yield f"event: failed\ndata: {json.dumps({'error': e.message, 'hint': e.hint})}\n\n"
+                    d = None
+                except Exception:
+                    log.exception("the live stream failed")
+                    yield f"event: failed\ndata: {json.dumps({'error': 'the live view failed on this store'})}\n\n"
+                    d = None
+                if d is not None and (since["events"] is None or d["new_events"] or d["new_alerts"]):
+                    yield f"data: {json.dumps(d)}\n\n"
+                    silent = 0.0
+                elif silent >= LIVE_HEARTBEAT:
+                    yield ": nothing new\n\n"
+                    silent = 0.0
+                if d is not None:
+                    since = {"events": d["events"], "alerts": d["alerts"]}
+                await asyncio.sleep(LIVE_EVERY)
+                silent += LIVE_EVERY
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return endpoint
+
+
+def stop_streams(app: Starlette) -> None:
+    """End the live streams (within LIVE_EVERY): the server is stopping, and would wait for them."""
+    app.state.stopping = True
+
+
 async def _page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
@@ -218,6 +265,7 @@ def create_app(opener: Callable[[], Reader], store: str, *, token: str | None = 
     ctx = Context(reader=ReopeningReader(opener), store=store)
     routes: list[BaseRoute] = [Route("/", _root)]
     # the asciicast twins of a session's and a process's terminal, before the pages that take any id
+    routes.append(Route("/live/stream", _live_stream(ctx), methods=["GET"]))
     routes += [Route("/session/{ident}.cast", _cast_endpoint(ctx, "session"), methods=["GET"]),
                Route("/process/{ident}.cast", _cast_endpoint(ctx, "process"), methods=["GET"])]
     for v in VIEWS:  # the .json route first: "/session/{sid}" would take "x.json" as the id
@@ -233,5 +281,7 @@ def create_app(opener: Callable[[], Reader], store: str, *, token: str | None = 
         log.exception("request failed", exc_info=exc)
         return PlainTextResponse("internal error", status_code=500)
 
-    return Starlette(routes=routes, middleware=[Middleware(_Guard, token=token)],
-                     exception_handlers={404: not_found, 500: server_error})
+    app = Starlette(routes=routes, middleware=[Middleware(_Guard, token=token)],
+                    exception_handlers={404: not_found, 500: server_error})
+    app.state.stopping = False
+    return app

@@ -111,25 +111,45 @@ function histogram(hist, opts) {
 const isoOfMs = (ms) => new Date(ms).toISOString();
 
 // -- live updates ----------------------------------------------------------------------
-// While a recording runs the store grows: poll /live.json, say what arrived, and redraw
-// the views that show the latest data (without a page reload).
+// While a recording runs the store grows: the server pushes what arrived (server-sent
+// events, /live/stream; where the stream cannot be held, ask /live.json every 2 s), the
+// header says so, and the views that show the latest data are redrawn (without a reload).
 const LIVE_VIEWS = new Set(["overview", "alerts", "timeline"]);
 let liveSince = null;
+function onLive(d) {
+  const el = document.getElementById("live");
+  if (liveSince !== null && (d.new_events > 0 || d.new_alerts.length)) {
+    el.textContent = `● live: +${d.new_events} events, +${d.new_alerts.length} alerts` +
+      (d.new_alerts.length ? ` (latest: ${d.new_alerts[0].rule_title || d.new_alerts[0].rule_id})` : "");
+    el.className = "on";
+    if (LIVE_VIEWS.has(VIEW) && !PARAMS.get("after") && !PARAMS.get("offset")) load();
+  } else if (liveSince !== null) {
+    el.className = "";
+    el.textContent = `latest event ${short(d.latest)}`;
+  }
+  liveSince = { events: d.events, alerts: d.alerts };
+}
 async function poll() {
   try {
     const d = await getJSON("/live.json" + (liveSince !== null ? "?" + q(liveSince) : ""));
-    const el = document.getElementById("live");
-    if (liveSince !== null && (d.new_events > 0 || d.new_alerts.length)) {
-      el.textContent = `● live: +${d.new_events} events, +${d.new_alerts.length} alerts` +
-        (d.new_alerts.length ? ` (latest: ${d.new_alerts[0].rule_title || d.new_alerts[0].rule_id})` : "");
-      el.className = "on";
-      if (LIVE_VIEWS.has(VIEW) && !PARAMS.get("after") && !PARAMS.get("offset")) load();
-    } else if (liveSince !== null) {
-      el.className = "";
-      el.textContent = `latest event ${short(d.latest)}`;
-    }
-    liveSince = { events: d.events, alerts: d.alerts };
+    // the stream's first answer is its own cursor: the counts are the same, nothing new
+    onLive(d);
   } catch (e) { /* the next poll tries again */ }
+}
+function startPolling() {
+  document.getElementById("live").dataset.via = "poll";
+  poll();
+  setInterval(poll, 2000);
+}
+function startLive() {
+  if (typeof EventSource === "undefined") return startPolling();
+  const es = new EventSource("/live/stream");
+  let opened = false;
+  es.addEventListener("open", () => { opened = true; document.getElementById("live").dataset.via = "sse"; });
+  es.addEventListener("message", (m) => { try { onLive(JSON.parse(m.data)); } catch (e) { /* a bad line: skip it */ } });
+  // never opened (a proxy that buffers, an old server): poll instead; a dropped stream
+  // is opened again by the browser itself
+  es.addEventListener("error", () => { if (!opened) { es.close(); startPolling(); } });
 }
 
 // -- views -----------------------------------------------------------------------------
@@ -491,5 +511,4 @@ document.getElementById("json-link").href = JSON_URL;
 for (const a of document.querySelectorAll("nav a")) if (a.dataset.view === VIEW) a.classList.add("here");
 if (PARAMS.get("q")) document.getElementById("q").value = PARAMS.get("q");
 load();
-poll();
-setInterval(poll, 2000);
+startLive();
