@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from forensix.analysis.crosshost import link_hosts
 from forensix.analysis.lives import (
     NAME_COLUMNS,
     NameIndex,
@@ -756,7 +757,8 @@ def _track(reader: Reader, target: Target, opts: TrackOptions | None, backward: 
         target, members = _session_target(reader, target)
     elif target.kind != "file":
         target = resolve(reader, target)
-    return _walk(reader, _start(reader, target, backward, opts, members), backward, opts, target.describe())
+    g = _walk(reader, _start(reader, target, backward, opts, members), backward, opts, target.describe())
+    return link_hosts(reader, g)  # a connection between two hosts of the store: the right peer only
 
 
 def backtrack(reader: Reader, target: Target, opts: TrackOptions | None = None) -> Graph:
@@ -774,7 +776,7 @@ def forward_processes(reader: Reader, entities: list[int], label: str,
     """Forward from a set of processes (a session whose members are already known)."""
     opts = opts or TrackOptions()
     start = _start(reader, Target("session", session=label), False, opts, entities)
-    return _walk(reader, start, False, opts, label)
+    return link_hosts(reader, _walk(reader, start, False, opts, label))
 
 
 def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from forensix.analysis.crosshost import notes as crosshost_notes
 from forensix.analysis.filehistory import sql_ints
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward_processes
 from forensix.analysis.noise import FILTER_NAMES, SYSTEM_WRITES
@@ -122,6 +123,7 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
     if g.hidden:
         notes.append("noise filters hid " + ", ".join(f"{n} edges ({k})" for k, n in g.hidden.items())
                      + "; show them with " + " ".join(f"--no-filter {k}" for k in g.hidden))
+    notes += crosshost_notes(g)  # the intrusion came over a connection from another host of the store
     notes += unanswered(reader)  # imported logs (forensix.imports): what their source cannot tell
     srow = None
     members: list[int] = []

@@ -25,6 +25,7 @@ _COMMAND_MODULES = [
     "forensix.cli.pki",
     "forensix.cli.server",
     "forensix.cli.rules",
+    "forensix.cli.fleet",
     "forensix.cli.ui",
     "forensix.cli.imports",
     "forensix.cli.replay",

@@ -13,8 +13,8 @@ import pyarrow as pa
 from forensix.model.timefmt import parse_time
 from forensix.render.tables import RENDERERS, render
 from forensix.store.base import Reader
-from forensix.store.embedded import open_reader
 from forensix.store.hostfilter import HostReader
+from forensix.store.open import is_remote, open_reader
 
 __all__ = ["DEFAULT_STORE", "emit", "format_option", "reader", "store_option", "time_option"]
 
@@ -35,7 +35,8 @@ def store_option(f: F) -> F:
         default=None,
         expose_value=False,
         callback=_remember_host,
-        help="Only this host (name or id), in a log host's store of many hosts.",
+        help="Only this host (name or id), in a log host's store of many hosts; on ClickHouse "
+        "also several, comma-separated (only their rows are pulled for the analysis).",
     )(f)
     return click.option(
         "--store",
@@ -43,7 +44,8 @@ def store_option(f: F) -> F:
         default=DEFAULT_STORE,
         show_default=True,
         type=click.Path(dir_okay=False),
-        help="The evidence store (a DuckDB file; $FORENSIX_STORE sets the default).",
+        help="The evidence store: a DuckDB file, or clickhouse://HOST:PORT/DB[?cluster=NAME] "
+        "($FORENSIX_STORE sets the default).",
     )(f)
 
 
@@ -86,9 +88,11 @@ def time_option(name: str, help: str) -> Callable[[F], F]:
 
 def reader(store: str) -> Reader:
     """The store as the command should see it: one host when --host was given."""
-    r = open_reader(store)
     ctx = click.get_current_context(silent=True)
     host = ctx.meta.get("forensix.host") if ctx is not None else None
+    if is_remote(store):  # ClickHouse: only that host's rows are pulled for the analysis
+        return open_reader(store, host=host or None)
+    r = open_reader(store)
     if not host:
         return r
     known = r.query(

@@ -15,7 +15,7 @@ from forensix.rules import alert_records, default_detectors, hunt, load_rules
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.engine import LiveEngine
-from forensix.rules.loader import RuleSet, coverage
+from forensix.rules.loader import RuleSet, coverage, start_summary
 from forensix.rules.sql import rule_sql
 from forensix.store.base import Reader
 
@@ -272,15 +272,18 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
     finally:
         rd.close()
     if save and found.num_rows:
-        from forensix.store.embedded import open_writer
+        from forensix.store.open import open_writer
 
-        with open_writer(store) as w:
+        w = open_writer(store)
+        try:
             existing = set(w.query("SELECT alert_id FROM alerts").column("alert_id").to_pylist())
             # a finding already stored live keeps its row (its final count came with it)
             ids = found.column("alert_id").to_pylist()
             fresh = found.filter(pa.array([i not in existing for i in ids]))
             w.append("alerts", fresh)
             w.flush()
+        finally:
+            w.close()
     emit(_alerts_view(found, store, fmt), fmt)
     click.echo(f"{found.num_rows} alerts from {len(rs.ok)} rules", err=True)
 
@@ -387,9 +390,8 @@ def live_engine_for_record(
 
     rs = load_rules(list(rule_paths))
     if echo is not None and rule_paths:  # once, at start: what runs, and what cannot and why
-        echo(coverage(rs).lines()[0].replace("rules loaded", "rules loaded (curated set and --rules)"))
-        for r in rs.problems:
-            echo(f"rule not run: {r.source}: {r.status}: {r.reason}")
+        for line in start_summary(rs, rule_paths):
+            echo(line)
     outputs: list[AlertOutput] = [SinkOutput(store_sink)]
     if echo is not None:
         def _print(alerts: pa.Table) -> None:

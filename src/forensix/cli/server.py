@@ -81,7 +81,8 @@ def _until_signal(stop: threading.Event) -> None:
 @pki_option
 @click.option("--listen", default="127.0.0.1:7514", show_default=True, help="ADDR:PORT to listen on.")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
-              help="The store every host's batches are ingested into.")
+              help="The store every host's batches are ingested into: a DuckDB file, or "
+                   "clickhouse://HOST:PORT/DB[?cluster=NAME] (then --evidence is required).")
 @click.option("--evidence", type=click.Path(file_okay=False), default=None,
               help="Evidence directory (sealed frames, checkpoints) [default: STORE.evidence].")
 @click.option("--silence", default=60.0, show_default=True, type=float,
@@ -118,19 +119,31 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
       forensix server --pki /etc/forensix/pki --listen 0.0.0.0:7514 --store /var/lib/forensix/fleet.duckdb
       forensix server --listen 10.0.0.5:7514 --silence 120 --metrics 9514
       forensix server --host-max-bytes 200G --host-max-connections 2 --min-free 5G
+      forensix server --store 'clickhouse://ch1:9000/forensix?cluster=fleet' --evidence /var/lib/forensix/evidence
     """
     from forensix.server import LogServer, ServerConfig, evidence_dir_for
     from forensix.server.guard import HostLimits
-    from forensix.store.embedded import open_writer, socket_path
-    from forensix.store.remote import QueryServer
+    from forensix.store.open import is_remote, open_writer
 
     _logging(verbose)
+    remote = is_remote(store)
+    if remote and not evidence:
+        raise UsageError("a ClickHouse store needs --evidence DIR",
+                         "the sealed frames stay on this log host: give a directory for them")
     ev = Path(evidence) if evidence else evidence_dir_for(store)
-    writer = open_writer(store)
-    # seals off the ingest thread (its latency stays flat), at normal priority and with all
-    # of DuckDB's threads: a log host has no workload to yield to, and serves queries
-    writer.seal_in_background(nice=0, single_threaded=False)
-    qs = QueryServer(writer, socket_path(store)).start()
+    # ClickHouse: an append waits out a shard that is down (logged, retried) instead of
+    # dropping the batch; DuckDB: the file and its query socket
+    writer = open_writer(store, retry=True)
+    qs = None
+    if not remote:
+        from forensix.store.embedded import DuckDBStore, socket_path
+        from forensix.store.remote import QueryServer
+
+        assert isinstance(writer, DuckDBStore)
+        # seals off the ingest thread (its latency stays flat), at normal priority and with all
+        # of DuckDB's threads: a log host has no workload to yield to, and serves queries
+        writer.seal_in_background(nice=0, single_threaded=False)
+        qs = QueryServer(writer, socket_path(store)).start()
     live = None
     if not no_rules:  # the same rules as `forensix record`, on every host's stream
         log = logging.getLogger("forensix.alerts")
@@ -147,7 +160,8 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
         endpoint = _serve_metrics(srv.metrics.registry, metrics_addr, slog)
     except BaseException:  # a busy port: close what is open, say why
         srv.stop()
-        qs.stop()
+        if qs is not None:
+            qs.stop()
         writer.close()
         raise
     slog.info("listening on %s:%d, store %s, evidence %s", host, port, store, ev)
@@ -157,10 +171,14 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     t.start()
     while not stop.wait(0.5) and t.is_alive():
         pass
+    abort = getattr(writer, "abort", None)
+    if abort is not None:  # an append waiting for a shard gives up: its frames are re-ingested at start
+        abort()
     srv.stop()
     if endpoint is not None:
         endpoint.stop()
-    qs.stop()
+    if qs is not None:
+        qs.stop()
     writer.flush()
     writer.close()
 
@@ -360,12 +378,15 @@ def verify(host: str | None, store: str | None, evidence: str | None, pki_dir: s
       forensix verify --evidence /var/lib/forensix/fleet.duckdb.evidence --host web01 --format json
     """
     from forensix.server import evidence_dir_for, verify_evidence
-    from forensix.store.embedded import open_reader
+    from forensix.store.open import is_remote, open_reader
 
     if evidence is None and store is None:
         raise UsageError("nothing to verify", "give --store PATH or --evidence DIR")
+    if evidence is None and store is not None and is_remote(store):
+        raise UsageError("the evidence of a ClickHouse store is on each log host",
+                         "give --evidence DIR of this log host (its alerts are read from --store)")
     ev = Path(evidence) if evidence else evidence_dir_for(str(store))
-    reader = open_reader(store) if store and Path(store).exists() else None
+    reader = open_reader(store, host=host) if store and (is_remote(store) or Path(store).exists()) else None
     seal_dir = Path(pki_dir) / "seal" if pki_dir else None
     pub = Path(pki_dir) / "checkpoint.pub" if pki_dir else None
     try:

@@ -15,8 +15,8 @@ import click
 from forensix.cli.options import reader, store_option
 from forensix.errors import UsageError
 from forensix.store.base import Reader
-from forensix.store.embedded import open_reader
 from forensix.store.hostfilter import HostReader
+from forensix.store.open import is_remote, open_reader
 
 __all__ = ["COMMANDS"]
 
@@ -107,6 +107,8 @@ def ui_cmd(store: str, listen: str, tls_cert: str | None, tls_key: str | None, c
     only: str | None = click.get_current_context().meta.get("forensix.host")
 
     def opener() -> Reader:
+        if is_remote(store):  # ClickHouse: the slice of --host (or the whole store) pulled into DuckDB
+            return open_reader(store, host=only)
         r = open_reader(store)
         return HostReader(r, only) if only else r
 

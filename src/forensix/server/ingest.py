@@ -17,7 +17,7 @@ from forensix.agent.sink import Sink
 from forensix.store import schema
 from forensix.store.base import Writer
 
-__all__ = ["SILENT_RULE", "Ingestor"]
+__all__ = ["SILENT_RULE", "Ingestor", "frame_key"]
 
 SILENT_RULE = "forensix-agent-silent"
 
@@ -28,6 +28,22 @@ def _one(sch: pa.Schema, row: dict[str, Any]) -> pa.Table:
 
 class Mark(Protocol):
     def set_ingested(self, seq: int) -> None: ...
+
+
+class _NoMark:
+    """Rows that belong to no frame (agent start/stop, gaps, silence alerts)."""
+
+    def set_ingested(self, seq: int) -> None:
+        pass
+
+
+_NO_MARK = _NoMark()
+
+
+def frame_key(mark: object, seq: int) -> str | None:
+    """``host/stream/seq``: the identity of a frame, for stores that de-duplicate by it."""
+    host, stream = getattr(mark, "host", None), getattr(mark, "stream", None)
+    return f"{host}/{stream}/{seq}" if host is not None and stream is not None else None
 
 
 # A store append has a fixed cost (about 11 ms in DuckDB here) whatever its size, so the
@@ -99,11 +115,11 @@ class Ingestor:
                     self._q.task_done()
 
     def _append_group(self, items: list[tuple[str, pa.Table, Mark, int]]) -> None:
-        by_table: dict[str, list[pa.Table]] = {}
-        for table, data, _, _ in items:
-            by_table.setdefault(table, []).append(data)
+        by_table: dict[str, list[tuple[str | None, pa.Table]]] = {}
+        for table, data, mark, seq in items:
+            by_table.setdefault(table, []).append((frame_key(mark, seq), data))
         for table, parts in by_table.items():
-            self.batch(table, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
+            self._append(table, parts)
         marks: dict[int, tuple[Mark, int]] = {}
         for _, _, mark, seq in items:
             marks[id(mark)] = (mark, seq)
@@ -120,15 +136,26 @@ class Ingestor:
             others = pc.unique(col).to_pylist()[:3]
             raise FrameError(f"batch carries rows of other hosts {others} (certificate is for {host!r})")
 
-    def batch(self, table: str, data: pa.Table) -> None:
+    def batch(self, table: str, data: pa.Table, key: str | None = None) -> None:
+        self._append(table, [(key, data)])
+
+    def _append(self, table: str, parts: list[tuple[str | None, pa.Table]]) -> None:
+        # a store that de-duplicates by frame (ClickHouse) gets each frame's key: a frame
+        # re-ingested after a crash is stored once
+        keyed = getattr(self.store, "append_frames", None)
         with self.lock:
             t0 = time.perf_counter()
-            n = self.store.append(table, data)
+            if keyed is not None:
+                n = keyed(table, parts)
+            else:
+                datas = [d for _, d in parts]
+                n = self.store.append(table, pa.concat_tables(datas) if len(datas) > 1 else datas[0])
             self.rows += n
         if self.on_append is not None:
             self.on_append(table, n, time.perf_counter() - t0)
         if self.live is not None:
-            self.live.write(table, data)
+            for _, data in parts:
+                self.live.write(table, data)
 
     def agent_event(self, host: str, hello: dict[str, Any], action: str, ts: int, message: str) -> None:
         row = {
@@ -143,7 +170,12 @@ class Ingestor:
             "process_name": "forensix-agent",
             "message": message,
         }
-        self.batch("events", _one(schema.EVENTS, row))
+        self._later("events", _one(schema.EVENTS, row))
+
+    def _later(self, table: str, data: pa.Table) -> None:
+        # through the ingest queue, not on the caller's (connection) thread: a store that
+        # waits for a shard to come back must not hold up an agent's hello or its acks
+        self._q.put((table, data, _NO_MARK, 0))
 
     def gap(self, host: str, hello: dict[str, Any], ts_from: int, ts_to: int, count: int, reason: str,
             event_class: str) -> None:
@@ -152,7 +184,7 @@ class Ingestor:
             "boot_id": str(hello.get("boot_id") or "unknown"), "ts_from": ts_from, "ts_to": ts_to,
             "cpu": -1, "event_class": event_class, "count": count, "reason": reason,
         }
-        self.batch("gaps", _one(schema.GAPS, row))
+        self._later("gaps", _one(schema.GAPS, row))
 
     def silent_alert(self, host: str, info: dict[str, Any], last_seen: int, silence_s: float,
                      clean_stop: bool = False) -> None:
@@ -170,4 +202,4 @@ class Ingestor:
                         f"(limit {silence_s:g} s)"),
             "source": "builtin",
         }
-        self.batch("alerts", _one(schema.ALERTS, row))
+        self._later("alerts", _one(schema.ALERTS, row))

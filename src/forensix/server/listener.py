@@ -45,7 +45,7 @@ from forensix.pki.tls import RevocationList, peer_identity, server_context
 from forensix.server.checks import seal_problem
 from forensix.server.evidence import EvidenceStore, StreamLog, read_frame, walk_segment
 from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
-from forensix.server.ingest import Ingestor
+from forensix.server.ingest import Ingestor, frame_key
 from forensix.server.metrics import ServerMetrics
 from forensix.store.base import Writer
 
@@ -157,7 +157,7 @@ class LogServer:
                         continue
                     try:
                         fr = read_frame(seg, off, length)
-                        self.ingest.batch(fr.table, decode_body(fr))
+                        self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
                     except FrameError as e:
                         log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
                     done = seq

@@ -1,0 +1,231 @@
+"""Cross-host provenance: a dependency graph that follows a TCP connection from one host to another.
+
+The graph walk keys a connection by its two endpoints (``c:IP:PORT|IP:PORT``), so when both
+hosts of a connection are in one store (a log host's fleet store, ClickHouse) it already
+reaches the connecting process on host A from the accepting process on host B. Two things
+make that link wrong unless they are checked, and this module checks them on the walk's
+graph:
+
+* **time**: a 4-tuple is reused (ephemeral ports wrap): a connect is the peer of an accept
+  only within ``slack`` of it (clock skew between hosts included). Backward, the accept a
+  server's process stands for is its latest one before the time it mattered; only the
+  connects paired with it stay. Forward, symmetric: the accepts paired with the connects.
+* **loopback**: 127.0.0.0/8 and ::1 are every host's own; such a connection never links
+  two hosts.
+
+Edges that fail are dropped, and objects no longer connected to the detection point are
+pruned. Process nodes are labelled with their host when a graph spans more than one, and
+a connection that crosses hosts says so (``cross_host``: "A -> B"): the report and the
+graph renderers show it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from forensix.model.identity import parse_entity
+from forensix.store.base import Reader
+
+if TYPE_CHECKING:  # graph.py calls link_hosts: only the type is needed here
+    from forensix.analysis.graph import Graph
+
+__all__ = ["DEFAULT_SLACK_NS", "CrossLink", "cross_host_links", "link_hosts", "notes"]
+
+DEFAULT_SLACK_NS = 5 * 10**9  # connect and accept of one connection, seen by two clocks
+
+
+@dataclass(frozen=True)
+class CrossLink:
+    key: str  # the connection node
+    client_host: str
+    client: str  # process node key
+    server_host: str
+    server: str
+    connect_ts: int
+    accept_ts: int
+
+
+def _loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip in ("::1", "0.0.0.0", "::")
+
+
+def _endpoints(key: str) -> list[tuple[str, int]] | None:
+    if not key.startswith("c:"):
+        return None
+    out = []
+    for end in key[2:].split("|"):
+        ip, _, port = end.rpartition(":")
+        if not port.isdigit():
+            return None
+        out.append((ip, int(port)))
+    return out if len(out) == 2 else None
+
+
+def _sock_events(reader: Reader, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """connect/accept events of each connection key: host, entity, action, time."""
+    conds: list[str] = []
+    params: dict[str, Any] = {}
+    for i, key in enumerate(keys):
+        (ip1, p1), (ip2, p2) = _endpoints(key) or [("", 0), ("", 0)]
+        params |= {f"a{i}": ip1, f"b{i}": p1, f"c{i}": ip2, f"d{i}": p2}
+        conds.append(f"((source_ip = $a{i} AND source_port = $b{i} AND destination_ip = $c{i} AND destination_port = $d{i})"
+                     f" OR (source_ip = $c{i} AND source_port = $d{i} AND destination_ip = $a{i} AND destination_port = $b{i}))")
+    t = reader.query(
+        f"""SELECT host_name, process_entity_id, event_action, ts, source_ip, source_port, destination_ip,
+                   destination_port FROM events
+            WHERE event_category = 'network' AND event_action IN ('connect', 'accept')
+              AND network_transport IS DISTINCT FROM 'unix' AND ({' OR '.join(conds)})""", params)
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+    for r in t.to_pylist():
+        a = f"{r['source_ip']}:{r['source_port']}"
+        b = f"{r['destination_ip']}:{r['destination_port']}"
+        key = "c:" + "|".join(sorted((a, b)))
+        if key in out:
+            out[key].append(r)
+    return out
+
+
+def _hosts(reader: Reader, entities: list[int]) -> dict[int, str]:
+    if not entities:
+        return {}
+    lit = ", ".join(str(int(e)) for e in entities)
+    t = reader.query(f"SELECT DISTINCT entity_id, host_name FROM processes WHERE entity_id IN ({lit})")
+    return dict(zip(t.column("entity_id").to_pylist(), t.column("host_name").to_pylist()))
+
+
+def _proc_key(eid: int) -> str:
+    return f"p:{eid:016x}"
+
+
+def link_hosts(reader: Reader, g: Graph, slack_ns: int = DEFAULT_SLACK_NS) -> Graph:
+    """``g`` (an ``analysis.graph.Graph``) with its connections checked across hosts (see above)."""
+    procs = {parse_entity(k[2:]): k for k, n in g.nodes.items() if n.kind == "process"}
+    host_of = _hosts(reader, list(procs))
+    hosts = {host_of.get(e) for e in procs} - {None}
+    conns = [k for k, n in g.nodes.items() if n.kind == "connection" and _endpoints(k)]
+    if len(hosts) < 2 or not conns:
+        return g
+    backward = g.direction == "backward"
+    events = _sock_events(reader, conns)
+    drop: set[tuple[str, str]] = set()  # (process key, connection key) edges to remove
+    for key in conns:
+        drop |= _false_edges(g, key, events[key], host_of, backward, slack_ns)
+    g.edges = [e for e in g.edges if (e.src, e.dst) not in drop and (e.dst, e.src) not in drop]
+    _prune(g)
+    for key in conns:
+        if key in g.nodes:
+            _mark(g, key, events[key], host_of, slack_ns)
+    hosts = {host_of.get(parse_entity(k[2:])) for k, n in g.nodes.items() if n.kind == "process"} - {None}
+    if len(hosts) > 1:
+        for k, n in g.nodes.items():
+            h = host_of.get(parse_entity(k[2:])) if n.kind == "process" else None
+            if h:
+                n.attrs["host"] = h
+                n.label = f"{h}: {n.label}"
+    return g
+
+
+def _false_edges(g: Graph, key: str, evs: list[dict[str, Any]], host_of: dict[int, str], backward: bool,
+                 slack_ns: int) -> set[tuple[str, str]]:
+    """The edges between connection ``key`` and processes that were not its peer at that time."""
+    ends = _endpoints(key) or []
+    loop = any(_loopback(ip) for ip, _ in ends)
+    near_side = "accept" if backward else "connect"
+    # the near side's events that the walk stands on: backward, each server's latest accept
+    # before its node's time; forward, every connect at or after its node's time
+    near: list[dict[str, Any]] = []
+    for e in (x for x in evs if x["event_action"] == near_side):
+        node = g.nodes.get(_proc_key(e["process_entity_id"]))
+        if node is None:
+            continue
+        if backward and e["ts"] > node.time:
+            continue
+        if not backward and e["ts"] < node.time:
+            continue
+        near.append(e)
+    if backward:
+        latest: dict[int, int] = {}
+        for e in near:
+            latest[e["process_entity_id"]] = max(latest.get(e["process_entity_id"], 0), e["ts"])
+        near = [e for e in near if e["ts"] == latest[e["process_entity_id"]]]
+    drop: set[tuple[str, str]] = set()
+    if not near:
+        return drop  # the peer is not in the store (or the walk came the other way): keep the walk's edges
+    # every other process on the connection is kept only if one of its events there is the
+    # peer of one the walk stands on (the other end, at that time; another connection that
+    # reused the 4-tuple is not)
+    mine = {e["process_entity_id"] for e in near}
+    others: dict[int, list[dict[str, Any]]] = {}
+    for e in evs:
+        if e["process_entity_id"] not in mine and _proc_key(e["process_entity_id"]) in g.nodes:
+            others.setdefault(e["process_entity_id"], []).append(e)
+    for eid, theirs in others.items():
+        if not any(_peers(e, n, host_of, loop, slack_ns) for e in theirs for n in near):
+            drop.add((_proc_key(eid), key))
+    return drop
+
+
+def _peers(a: dict[str, Any], b: dict[str, Any], host_of: dict[int, str], loop: bool, slack_ns: int) -> bool:
+    ha, hb = host_of.get(a["process_entity_id"]), host_of.get(b["process_entity_id"])
+    if loop and ha != hb:
+        return False
+    return abs(int(a["ts"]) - int(b["ts"])) <= slack_ns
+
+
+def _prune(g: Graph) -> None:
+    """Keep the objects still causally tied to the detection point: backward, those with a
+    path of edges into it; forward, those a path of edges leads to from it."""
+    adj: dict[str, set[str]] = {}
+    for e in g.edges:
+        a, b = (e.dst, e.src) if g.direction == "backward" else (e.src, e.dst)
+        adj.setdefault(a, set()).add(b)
+    seen = set(g.roots)
+    todo = deque(g.roots)
+    while todo:
+        for nxt in adj.get(todo.popleft(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    g.nodes = {k: n for k, n in g.nodes.items() if k in seen}
+    g.edges = [e for e in g.edges if e.src in seen and e.dst in seen]
+
+
+def _mark(g: Graph, key: str, evs: list[dict[str, Any]], host_of: dict[int, str], slack_ns: int) -> None:
+    procs = [e for e in evs if _proc_key(e["process_entity_id"]) in g.nodes]
+    clients = [e for e in procs if e["event_action"] == "connect"]
+    servers = [e for e in procs if e["event_action"] == "accept"]
+    links = sorted({(host_of.get(c["process_entity_id"]), host_of.get(s["process_entity_id"]))
+                    for c in clients for s in servers
+                    if abs(int(c["ts"]) - int(s["ts"])) <= slack_ns
+                    and host_of.get(c["process_entity_id"]) != host_of.get(s["process_entity_id"])},
+                   key=str)
+    if links:
+        text = ", ".join(f"{a} -> {b}" for a, b in links)
+        g.nodes[key].attrs["cross_host"] = text
+        g.nodes[key].label = f"{g.nodes[key].label} ({text})"
+
+
+def cross_host_links(reader: Reader, slack_ns: int = DEFAULT_SLACK_NS) -> pa.Table:
+    """Every TCP connection whose two ends are recorded on two different hosts of the store."""
+    return reader.query(
+        """SELECT c.host_name AS client_host, c.process_entity_id AS client_entity_id, c.process_name AS client_name,
+                  a.host_name AS server_host, a.process_entity_id AS server_entity_id, a.process_name AS server_name,
+                  c.source_ip, c.source_port, c.destination_ip, c.destination_port,
+                  c.ts AS connect_ts, a.ts AS accept_ts
+           FROM events c JOIN events a
+             ON a.event_action = 'accept' AND a.source_ip = c.destination_ip AND a.source_port = c.destination_port
+            AND a.destination_ip = c.source_ip AND a.destination_port = c.source_port
+            AND a.host_name <> c.host_name AND abs(a.ts - c.ts) <= $slack
+           WHERE c.event_action = 'connect' AND c.event_category = 'network'
+             AND NOT (c.destination_ip LIKE '127.%' OR c.destination_ip = '::1')
+           ORDER BY connect_ts, client_host""", {"slack": slack_ns})
+
+
+def notes(g: Graph) -> list[str]:
+    """One line per connection of the graph that crosses hosts (for the report)."""
+    return [f"cross-host: {n.attrs['cross_host']} over {k[2:].replace('|', ' <-> ')}" for k, n in g.nodes.items()
+            if n.attrs.get("cross_host")]

@@ -1,0 +1,343 @@
+"""The fleet store: a ClickHouse server, or a cluster of shards behind Distributed tables.
+
+Writing: every append is one columnar INSERT (clickhouse-driver's native protocol), into
+the Distributed table with ``insert_distributed_sync`` (the INSERT returns once every
+shard has its rows, so a batch counted as stored is on disk on its shard). Rows of a
+frame carry the frame's hash (``fx_batch``); before an INSERT, the frames already present
+are left out, so a frame re-sent after a crash, or after an INSERT that reached one shard
+and not another, is stored once.
+
+A server or shard that does not answer: with ``retry`` (``forensix server``), the append
+logs which one, keeps the batch and tries again until it is stored or the store is
+closed; the ingest thread waits meanwhile, its queue fills, agents keep spooling, and
+nothing acknowledged is lost (the frames are in the log host's evidence too, re-ingested
+at its next start if it stops first). Without ``retry`` the error is raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensix.errors import NotAStoreError, StoreError
+from forensix.store import schema
+from forensix.store.clickhouse.connection import (
+    ClickHouseUnavailable,
+    Server,
+    StoreURL,
+    literal,
+    parse_url,
+)
+from forensix.store.clickhouse.ddl import (
+    BATCH_COLUMN,
+    FORMAT,
+    KEY_NOT_NULL,
+    KEYS,
+    MIGRATIONS,
+    local_name,
+    null_column,
+)
+from forensix.store.journal import conform
+
+__all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
+
+log = logging.getLogger("forensix.store")
+
+
+class SchemaTooNewError(NotAStoreError):
+    """The database was migrated by a newer forensix than this one."""
+
+
+def frame_hash(key: str) -> int:
+    """The ``fx_batch`` of a frame key (``host/stream/seq``): never 0, which means no frame."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") or 1
+
+
+def stored_table(table: str, data: pa.Table, batch: pa.Array) -> pa.Table:
+    """``data`` (the logical schema) as ClickHouse keeps it: list columns with their NULL
+    marks (``c__null``), booleans as UInt8, the frame hash of every row (``fx_batch``)."""
+    names: list[str] = []
+    cols: list[pa.Array | pa.ChunkedArray] = []
+    for f in schema.TABLES[table]:
+        col = data.column(f.name)
+        if pa.types.is_list(f.type):
+            isnull = pc.is_null(col)
+            names += [f.name, null_column(f.name)]
+            cols += [pc.if_else(isnull, pa.scalar([], f.type), col), isnull.cast(pa.uint8())]
+            continue
+        if pa.types.is_boolean(f.type):
+            col = col.cast(pa.uint8())
+        if f.name in KEY_NOT_NULL:
+            col = pc.fill_null(col, "")
+        names.append(f.name)
+        cols.append(col)
+    names.append(BATCH_COLUMN)
+    cols.append(batch)
+    return pa.Table.from_arrays(cols, names=names)
+
+
+def _without_empty(table: str, stored: pa.Table) -> pa.Table:
+    """Leave out the columns that are NULL in every row: most of a batch's columns are (an
+    open has no address, a connect no path), and the server fills NULL for them (a list
+    column's NULL mark defaults to 1) at no cost, while converting them costs the most."""
+    sch = schema.TABLES[table]
+    drop = []
+    for f in sch:
+        if f.nullable and f.name not in KEY_NOT_NULL:
+            col = stored.column(f.name)
+            nulls = stored.column(null_column(f.name)) if pa.types.is_list(f.type) else None
+            if (nulls is not None and pc.all(pc.equal(nulls, 1)).as_py()) or (nulls is None and col.null_count == len(col)):
+                drop.append(f.name)
+                if nulls is not None:
+                    drop.append(null_column(f.name))
+    return stored.drop_columns(drop) if drop and len(stored) else stored
+
+
+def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: int, hashes: Sequence[int]) -> str:
+    """The frames among ``hashes`` whose rows a table holds already (hosts and time narrow the scan)."""
+    t = KEYS[table].time
+    host_list = ", ".join(literal(h) for h in hosts)
+    return (f"SELECT DISTINCT {BATCH_COLUMN} FROM {table_ref} WHERE host_name IN ({host_list}) "
+            f"AND ifNull({t}, 0) BETWEEN {int(lo)} AND {int(hi)} "
+            f"AND {BATCH_COLUMN} IN ({', '.join(str(int(h)) for h in hashes)})")
+
+
+def select_sql(table: str, where: str = "") -> str:
+    """The columns of a table a reader needs to rebuild the logical schema (``from_stored``)."""
+    target = schema.TABLES[table]
+    names = [f.name for f in target] + [null_column(f.name) for f in target if pa.types.is_list(f.type)]
+    cols = ", ".join(f"`{n}`" for n in names)
+    return f"SELECT {cols} FROM `{table}`" + (f" WHERE {where}" if where else "")
+
+
+def from_stored(table: str, t: pa.Table) -> pa.Table:
+    """Rows read with ``select_sql`` as the logical schema (NULL lists restored, types cast)."""
+    target = schema.TABLES[table]
+    out = []
+    for f in target:
+        col = t.column(f.name)
+        if pa.types.is_list(f.type):
+            mask = pc.equal(t.column(null_column(f.name)), pa.scalar(1, pa.uint8()))
+            col = pc.if_else(mask, pa.nulls(len(col), f.type), col.cast(f.type))
+        elif col.type != f.type:
+            col = col.cast(f.type)
+        if f.name in KEY_NOT_NULL:
+            col = pc.if_else(pc.equal(col, ""), pa.nulls(len(col), f.type), col)
+        out.append(col)
+    return pa.Table.from_arrays(out, schema=target)
+
+
+class ClickHouseStore:
+    """Reader and writer of a forensix store in ClickHouse (``clickhouse://HOST:PORT/DB[?cluster=C]``)."""
+
+    def __init__(self, url: str | StoreURL, *, write: bool = False, retry: bool = False,
+                 retry_max_s: float = 5.0) -> None:
+        self.url = parse_url(url) if isinstance(url, str) else url
+        self.db = self.url.database
+        self.cluster = self.url.cluster
+        self.retry = retry
+        self.retry_max_s = retry_max_s
+        self.read_only = not write
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self.entry = Server(self.url.host, self.url.port)
+        self.shards = self._shards()
+        if write:
+            self._migrate()
+        self._check_format()
+        # queries name tables without their database: a connection of their own, in it
+        self._reads = Server(self.url.host, self.url.port, database=self.db)
+
+    # -- servers -----------------------------------------------------------------
+    def _shards(self) -> list[Server]:
+        if not self.cluster:
+            return [self.entry]
+        rows = self.entry.execute(
+            f"SELECT host_address, port FROM system.clusters WHERE cluster = '{self.cluster}' "
+            "ORDER BY shard_num, replica_num")
+        if not rows:
+            known = sorted({r[0] for r in self.entry.execute("SELECT cluster FROM system.clusters")})
+            raise StoreError(f"ClickHouse at {self.entry.where} has no cluster {self.cluster!r}",
+                             f"clusters in its remote_servers: {', '.join(known) or 'none'}")
+        return [self.entry if (h, p) == (self.url.host, self.url.port) else Server(h, p) for h, p in rows]
+
+    def down_shards(self) -> list[str]:
+        """The servers of the store that do not answer now (``host:port``)."""
+        with self._lock:  # one client is not safe for two threads at once
+            return [s.where for s in self.shards if not s.ping()]
+
+    def _table(self, table: str) -> str:
+        return f"`{self.db}`.`{table}`"
+
+    # -- format and migrations -------------------------------------------------------
+    def _migrate(self) -> None:
+        """Apply on every server the migrations it has not recorded (each shard records its own)."""
+        for srv in self.shards:
+            srv.execute(f"CREATE DATABASE IF NOT EXISTS `{self.db}`")
+            srv.execute(f"CREATE TABLE IF NOT EXISTS `{self.db}`.forensix_migrations "
+                        "(name String, applied_ns Int64) ENGINE = Log")
+            srv.execute(f"CREATE TABLE IF NOT EXISTS `{self.db}`.forensix_meta "
+                        "(key String, value String) ENGINE = Log")
+            done = {r[0] for r in srv.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")}
+            self._refuse_newer(done, srv.where)
+            if not srv.execute(f"SELECT value FROM `{self.db}`.forensix_meta WHERE key = 'format'"):
+                srv.execute(f"INSERT INTO `{self.db}`.forensix_meta (key, value) VALUES", [["format"], [FORMAT]])
+            for name, statements in MIGRATIONS:
+                if name in done:
+                    continue
+                for stmt in statements(self.db, self.cluster):
+                    srv.execute(stmt)
+                srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
+                            [[name], [time.time_ns()]])
+
+    def _refuse_newer(self, done: set[str], where: str) -> None:
+        ours = {n for n, _ in MIGRATIONS}
+        newer = sorted(done - ours)
+        if newer:
+            raise SchemaTooNewError(
+                f"database {self.db!r} on {where} has migrations {newer} from a newer forensix",
+                "use the forensix version that wrote it (or newer)")
+
+    def _check_format(self) -> None:
+        dbs = {r[0] for r in self.entry.execute("SELECT name FROM system.databases")}
+        if self.db not in dbs:
+            raise StoreError(f"ClickHouse at {self.entry.where} has no database {self.db!r}",
+                             f"databases there: {', '.join(sorted(dbs))}; `forensix server --store` creates one")
+        tables = {r[0] for r in self.entry.execute(
+            f"SELECT name FROM system.tables WHERE database = '{self.db}'")}
+        if "forensix_meta" not in tables:
+            raise NotAStoreError(f"database {self.db!r} on {self.entry.where} is not a forensix store",
+                                 "give the database forensix server writes to")
+        rows = self.entry.execute(f"SELECT value FROM `{self.db}`.forensix_meta WHERE key = 'format'")
+        done = {r[0] for r in self.entry.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")}
+        self._refuse_newer(done, self.entry.where)
+        if not rows or rows[0][0] != FORMAT:
+            raise SchemaTooNewError(
+                f"database {self.db!r} on {self.entry.where} has store format {rows[0][0] if rows else None!r}, "
+                f"this forensix knows {FORMAT!r}", "use the forensix version that wrote it")
+
+    def migrations(self) -> list[str]:
+        return sorted({r[0] for r in self.entry.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")})
+
+    # -- writing -------------------------------------------------------------------
+    def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
+        """Append rows that belong to no frame (agent start/stop, gaps, alerts): never de-duplicated."""
+        return self.append_frames(table, [(None, data)])
+
+    def append_frames(self, table: str, parts: Sequence[tuple[str | None, pa.Table | pa.RecordBatch]]) -> int:
+        """Append the rows of several frames (key ``host/stream/seq``) in one INSERT; a frame
+        whose rows are stored already is left out. Returns the rows added."""
+        if self.read_only:
+            raise StoreError(f"{self.url} is open read-only", "open it as the writer")
+        target = schema.TABLES.get(table)
+        if target is None:
+            raise StoreError(f"unknown table {table!r}", f"one of {sorted(schema.TABLES)}")
+        keyed: list[tuple[int, pa.Table]] = []
+        for key, data in parts:
+            if isinstance(data, pa.RecordBatch):
+                data = pa.Table.from_batches([data])
+            if data.num_rows:
+                keyed.append((frame_hash(key) if key else 0, conform(data, target, table)))
+        if not keyed:
+            return 0
+        delay = 0.2
+        while True:
+            try:
+                return self._insert(table, keyed)
+            except ClickHouseUnavailable as e:
+                if not self.retry or self._closing.is_set():
+                    raise
+                down = self.down_shards()
+                which = f" (down: {', '.join(down)})" if down else ""
+                log.error("%s%s; the batch (%d rows of %s) is kept and retried in %.1f s",
+                          e.message, which, sum(d.num_rows for _, d in keyed), table, delay)
+                if self._closing.wait(delay):
+                    raise
+                delay = min(delay * 2, self.retry_max_s)
+
+    def _insert(self, table: str, keyed: list[tuple[int, pa.Table]]) -> int:
+        present = self._present(table, keyed)
+        todo = [(h, d) for h, d in keyed if h == 0 or h not in present]
+        if not todo:
+            return 0
+        data = pa.concat_tables([d for _, d in todo]) if len(todo) > 1 else todo[0][1]
+        batch = pa.concat_arrays([pa.array([h] * d.num_rows, pa.uint64()) for h, d in todo])
+        stored = _without_empty(table, stored_table(table, data, batch))
+        names, cols = stored.column_names, [c.to_pylist() for c in stored.columns]
+        sql = f"INSERT INTO {self._table(table)} ({', '.join(f'`{n}`' for n in names)}) VALUES"
+        with self._lock:
+            self.entry.execute(sql, cols, settings={"insert_distributed_sync": 1})
+        return int(data.num_rows)
+
+    def _present(self, table: str, keyed: list[tuple[int, pa.Table]]) -> set[int]:
+        """The frames of ``keyed`` whose rows are in the store already (a crash, a partial INSERT)."""
+        hashes = sorted({h for h, _ in keyed if h})
+        if not hashes:
+            return set()
+        hosts = sorted({h for _, d in keyed for h in pc.unique(d.column("host_name")).to_pylist()})
+        t = KEYS[table].time
+        lo = min(pc.min(d.column(t)).as_py() or 0 for _, d in keyed)
+        hi = max(pc.max(d.column(t)).as_py() or 0 for _, d in keyed)
+        with self._lock:
+            return {int(r[0]) for r in self.entry.execute(present_sql(self._table(table), table, hosts, lo, hi, hashes))}
+
+    def flush(self) -> None:
+        """Every append is durable on its shard when it returns (synchronous Distributed INSERT)."""
+
+    # -- reading ---------------------------------------------------------------------
+    def native(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run ClickHouse SQL (``{name}`` placeholders, tables by their plain names in the
+        store's database) and return Arrow."""
+        with self._lock:
+            return self._reads.table(sql, params)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """DuckDB SQL, as every analysis writes it: run over the store pulled into memory."""
+        from forensix.store.clickhouse.reader import ClickHouseReader
+
+        with ClickHouseReader(self) as r:
+            return r.query(sql, params)
+
+    def select_table(self, table: str, where: str = "") -> pa.Table:
+        """Rows of a store table as the logical schema (arrays with NULL restored), filtered by ``where``."""
+        return from_stored(table, self.native(select_sql(table, where)))
+
+    # -- retention -----------------------------------------------------------------
+    def partitions(self) -> list[tuple[str, str, str, int]]:
+        """(server, table, partition YYYYMMDD, rows) of every day partition on every server."""
+        out = []
+        for srv in self.shards:
+            names = ", ".join(f"'{local_name(t, self.cluster)}'" for t in schema.TABLES)
+            rows = srv.execute(
+                f"SELECT table, partition, sum(rows) FROM system.parts WHERE database = '{self.db}' "
+                f"AND table IN ({names}) AND active GROUP BY table, partition ORDER BY table, partition")
+            out += [(srv.where, str(t), str(p), int(n)) for t, p, n in rows]
+        return out
+
+    def drop_partition(self, server: str, table: str, partition: str) -> None:
+        srv = next(s for s in self.shards if s.where == server)
+        srv.execute(f"ALTER TABLE `{self.db}`.`{table}` DROP PARTITION {int(partition)}")
+
+    def close(self) -> None:
+        """Stop retrying (an append waiting for a shard raises) and disconnect."""
+        self._closing.set()
+        with self._lock:
+            for s in {id(s): s for s in [self.entry, self._reads, *self.shards]}.values():
+                s.close()
+
+    def abort(self) -> None:
+        """Make a waiting append give up now (its frames stay in evidence, re-ingested at start)."""
+        self._closing.set()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
