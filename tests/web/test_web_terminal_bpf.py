@@ -129,6 +129,7 @@ def test_process_view_plays_its_terminal(term: dict[str, Any], strict_page: Any)
     strict_page.wait_for_selector(".transcript", timeout=30_000)
     assert f"{term['marker']}-last" in strict_page.inner_text(".transcript")
     _played(strict_page, f"{term['marker']}-last")
+    shot(strict_page, "process-terminal")
     assert term["password"] not in strict_page.content()
 
 
