@@ -127,7 +127,7 @@ def test_start_summary_counts_rejections_by_reason_and_names_only_linux_ones() -
     assert counts.startswith("rules not run: ") and "1 product 'windows'" in counts
     named = [ln for ln in lines if ln.startswith("rule not run: ")]
     assert not [ln for ln in named if "win_rule.yml" in ln]
-    assert any("lnx_syslog.yml: unsupported: service 'syslog'" in ln for ln in named)
+    assert any("lnx_service_unknown.yml: unsupported: service 'named'" in ln for ln in named)
     assert any("proc_creation_lnx_broken.yml: error" in ln for ln in named)  # broken rules are named too
     assert lines[-1] == f"every rule not run, with why: forensix rules check {TREE} --list"
 
