@@ -259,13 +259,24 @@ class JournaledTable:
                 self._next += 1
                 os.close(os.open(j.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE))  # 0600 first
                 self._file = pa.OSFile(str(j.path), "wb")
-                self._writer = pa.ipc.new_stream(self._file, self.schema)
+                try:
+                    self._writer = pa.ipc.new_stream(self._file, self.schema)
+                except OSError:  # not even its schema fits (a full disk): no journal, not a torn one
+                    self._file.close()
+                    self._file = None
+                    j.path.unlink()
+                    raise
                 self._since = time.monotonic()
                 _fsync_dir(self.dir)
                 with self._lock:
                     self._pending.append(j)
             assert self._file is not None
-            self._writer.write_table(data)
+            start = self._file.tell()
+            try:
+                self._writer.write_table(data)
+            except OSError:
+                self._drop_torn(start)
+                raise
             now = time.monotonic()
             if now - self._last_sync >= self.sync_seconds:
                 os.fsync(self._file.fileno())
@@ -288,6 +299,21 @@ class JournaledTable:
         if due:
             self.on_due(self, unsealed < self.seal_rows)
         return n
+
+    def _drop_torn(self, start: int) -> None:
+        """A write that failed halfway (a full disk): cut the journal back to its last whole
+        message and close it without an end marker (a stream read to its end without one is
+        whole), so the batch, retried, goes into the next journal after nothing torn."""
+        assert self._file is not None
+        fd = self._file.fileno()
+        try:
+            os.ftruncate(fd, start)
+        finally:
+            self._writer = None  # not closed: closing writes an end marker, which would fail as well
+            self._file.close()
+            self._file = None
+            with self._lock:
+                self._pending[-1].length = start
 
     def _close_open(self) -> None:
         """Close the open journal (the writer's thread only): the next append opens the next."""
