@@ -14,7 +14,7 @@ from forensix.cli.main import cli
 from forensix.errors import StoreError
 from forensix.store.clickhouse import ClickHouseStore, ClickHouseUnavailable, SchemaTooNewError
 from forensix.testing.clickhouse import Cluster
-from forensix.testing.fleet import fleet
+from forensix.testing.fleet import content_sha256, fleet
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,12 @@ def test_which_hosts_ran_an_executable_connected_to_an_ip_touched_a_path(store: 
     assert sorted({r["host.name"] for r in touched}) == infected
     assert {r["action"] for r in touched} == {"open", "flow"}
     assert len(ask(url, "hosts")) == 12
+    # by content: the hosts whose miner has the known hash, not host0008 whose copy differs
+    known = ask(url, "sha256", content_sha256("/tmp/.x/miner"))
+    assert sorted(r["host.name"] for r in known) == infected[:-1]
+    assert {r["process.executable"] for r in known} == {"/tmp/.x/miner"}
+    assert [r["host.name"] for r in ask(url, "sha256", content_sha256("/tmp/.x/miner (v2)"))] == infected[-1:]
+    assert len(ask(url, "sha256", content_sha256("/usr/bin/logrotate"))) == 12
     # nothing for a path no host touched; a window before the miners ran finds none
     assert ask(url, "path", "/etc/nothing") == []
     assert ask(url, "exe", "/tmp/.x/miner", "--to", "2026-09-21T14:13:20Z") == []

@@ -42,6 +42,7 @@ from forensix.store.clickhouse.ddl import (
     KEYS,
     MIGRATIONS,
     local_name,
+    missing_columns,
     null_column,
 )
 from forensix.store.journal import conform
@@ -112,8 +113,9 @@ def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: i
 def select_sql(table: str, where: str = "") -> str:
     """The columns of a table a reader needs to rebuild the logical schema (``from_stored``)."""
     target = schema.TABLES[table]
-    names = [f.name for f in target] + [null_column(f.name) for f in target if pa.types.is_list(f.type)]
-    cols = ", ".join(f"`{n}`" for n in names)
+    names = [f"hex(`{f.name}`) AS `{f.name}`" if pa.types.is_binary(f.type) else f"`{f.name}`" for f in target]
+    names += [f"`{null_column(f.name)}`" for f in target if pa.types.is_list(f.type)]
+    cols = ", ".join(names)
     return f"SELECT {cols} FROM `{table}`" + (f" WHERE {where}" if where else "")
 
 
@@ -126,6 +128,8 @@ def from_stored(table: str, t: pa.Table) -> pa.Table:
         if pa.types.is_list(f.type):
             mask = pc.equal(t.column(null_column(f.name)), pa.scalar(1, pa.uint8()))
             col = pc.if_else(mask, pa.nulls(len(col), f.type), col.cast(f.type))
+        elif pa.types.is_binary(f.type):  # read as hex(): the driver decodes String as UTF-8
+            col = pa.array([None if x is None else bytes.fromhex(x) for x in col.to_pylist()], pa.binary())
         elif col.type != f.type:
             col = col.cast(f.type)
         if f.name in KEY_NOT_NULL:
@@ -189,13 +193,25 @@ class ClickHouseStore:
             self._refuse_newer(done, srv.where)
             if not srv.execute(f"SELECT value FROM `{self.db}`.forensix_meta WHERE key = 'format'"):
                 srv.execute(f"INSERT INTO `{self.db}`.forensix_meta (key, value) VALUES", [["format"], [FORMAT]])
-            for name, statements in MIGRATIONS:
-                if name in done:
-                    continue
+            pending = [(n, st) for n, st in MIGRATIONS if n not in done]
+            for name, statements in pending:
                 for stmt in statements(self.db, self.cluster):
                     srv.execute(stmt)
+                if name == pending[-1][0]:
+                    self._add_columns(srv)
                 srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
                             [[name], [time.time_ns()]])
+
+    def _add_columns(self, srv: Server) -> None:
+        """Columns of the current schema a table created by an earlier forensix lacks."""
+        have: dict[str, set[str]] = {}
+        for t, c in srv.execute(f"SELECT table, name FROM system.columns WHERE database = '{self.db}'"):
+            have.setdefault(str(t), set()).add(str(c))
+        for table in schema.TABLES:
+            names = [local_name(table, self.cluster)] + ([table] if self.cluster else [])
+            for name in names:
+                for stmt in missing_columns(self.db, table, name, have.get(name, set())):
+                    srv.execute(stmt)
 
     def _refuse_newer(self, done: set[str], where: str) -> None:
         ours = {n for n, _ in MIGRATIONS}
