@@ -103,6 +103,15 @@ def _without_empty(table: str, stored: pa.Table) -> pa.Table:
     return stored.drop_columns(drop) if drop and len(stored) else stored
 
 
+def _values(col: pa.ChunkedArray) -> list[Any]:
+    """A column as the Python values clickhouse-driver sends. Numbers without NULL through
+    numpy (half the time of ``to_pylist``); strings and lists by ``to_pylist`` (faster there)."""
+    t = col.type
+    if col.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        return list(col.to_numpy().tolist())
+    return list(col.to_pylist())
+
+
 def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: int, hashes: Sequence[int]) -> str:
     """The frames among ``hashes`` whose rows a table holds already (hosts and time narrow the scan)."""
     t = KEYS[table].time
@@ -324,7 +333,7 @@ class ClickHouseStore:
         return int(data.num_rows)
 
     def _insert_into(self, srv: Server, ref: str, stored: pa.Table, settings: dict[str, int]) -> None:
-        names, cols = stored.column_names, [c.to_pylist() for c in stored.columns]
+        names, cols = stored.column_names, [_values(c) for c in stored.columns]
         sql = f"INSERT INTO {ref} ({', '.join(f'`{n}`' for n in names)}) VALUES"
         with self._lock:
             srv.execute(sql, cols, settings=settings)
