@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from forensix.cli.main import cli
 from forensix.errors import StoreError
 from forensix.store.clickhouse import ClickHouseStore, ClickHouseUnavailable, SchemaTooNewError
+from forensix.store.embedded import open_writer
 from forensix.testing.clickhouse import Cluster
 from forensix.testing.fleet import content_sha256, fleet
 
@@ -106,3 +108,30 @@ def test_errors_name_the_cause_and_the_fix(cluster: Cluster) -> None:
     assert r.exit_code == 2 and "bad port" in r.output
     r = CliRunner().invoke(cli, ["server", "--store", url, "--pki", "/nonexistent"])
     assert r.exit_code == 2 and "--evidence" in r.output  # the sealed frames need a home on the log host
+
+
+def test_hunt_over_the_fleet_one_host_at_a_time_finds_what_duckdb_finds(
+        store: tuple[str, list[str]], tmp_path: Path) -> None:
+    """`forensix hunt --store clickhouse://` pulls each host's slice in turn (memory of one
+    host, not of the fleet) and raises the alerts a hunt over the same history in DuckDB does."""
+    url, infected = store
+    duck = tmp_path / "fleet.duckdb"
+    w = open_writer(duck)
+    try:
+        fleet(w, hosts=12, every=4)
+    finally:
+        w.close()
+
+    def hunt(s: str) -> list[tuple[object, ...]]:
+        rows = ask_any(["hunt", "--store", s, "--format", "json"])
+        return sorted((r["host.name"], r["rule.id"], r["process.entity_id"]) for r in rows)
+
+    on_ch, on_duck = hunt(url), hunt(str(duck))
+    assert on_ch == on_duck
+    assert {h for h, _, _ in on_ch} >= set(infected)  # alerts of several hosts, each from its own slice
+
+
+def ask_any(args: list[str]) -> list[dict[str, object]]:
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    return [json.loads(x) for x in r.stdout.splitlines()]
