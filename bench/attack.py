@@ -131,6 +131,28 @@ def _sudo_shim(work: Path) -> Path:
     return bin_
 
 
+_HISTORY_LINES = r"ls -la\nssh admin@10.0.0.5\nmysql -u root -p hunter2\n"  # printf expands the \n
+
+
+def _history() -> tuple[Path, bytes | str | None]:
+    """Root's ~/.bash_history as it is (contents, a symlink's target, or absent): the
+    history tests remove, truncate and replace it by a /dev/null link, and ART's cleanups
+    do not put it back; the caller restores it after the run."""
+    p = Path.home() / ".bash_history"
+    if p.is_symlink():
+        return p, os.readlink(p)
+    return p, (p.read_bytes() if p.exists() else None)
+
+
+def _restore_history(p: Path, was: bytes | str | None) -> None:
+    if p.is_symlink() or p.exists():
+        p.unlink()
+    if isinstance(was, str):
+        p.symlink_to(was)
+    elif was is not None:
+        p.write_bytes(was)
+
+
 def _authorized_keys() -> list[Path]:
     """T1098.004 rewrites root's authorized_keys only if it exists: give root an empty one
     for the run when it has none; what was made, for the caller to remove after."""
@@ -272,6 +294,7 @@ def main() -> int:
     shim = _sudo_shim(work)
     _ENV["PATH"] = f"{shim}:{_ENV.get('PATH', '')}"
     made_keys = _authorized_keys()
+    history = _history()
     lines = ["#!/bin/bash", f"export PATH={shim}:$PATH", "sleep 0.5"]
     for i, t in enumerate(tests):
         t["skip"] = None if t["executor"]["name"] in ("sh", "bash") else f"executor {t['executor']['name']}"
@@ -280,6 +303,8 @@ def main() -> int:
             continue
         f = work / f"test-{i}.sh"
         f.write_text(_fill(t["executor"]["command"], t, atomics) + "\n")
+        if "bash_history" in f.read_text():  # each history test finds a used history
+            lines.append(f"rm -f {history[0]}; printf '{_HISTORY_LINES}' > {history[0]}")
         lines += [f"(cd /tmp && {_shell(t['executor']['name'])} {f} fx-art-{i}) >/dev/null 2>&1", "sleep 0.3"]
     lines.append("sleep 1")
     driver = work / "driver.sh"
@@ -293,6 +318,7 @@ def main() -> int:
             _run(_fill(t["executor"]["cleanup_command"], t, atomics), _shell(t["executor"]["name"]))
     for made in made_keys:
         made.rmdir() if made.is_dir() else made.unlink(missing_ok=True)
+    _restore_history(*history)
     rs = load_rules(a.sigma)
     sigma_ids = {r.rule_id for r in load_rules(a.sigma, builtin=False).ok}
     st = DuckDBStore(store, read_only=True)

@@ -4,13 +4,22 @@
  *   micro getppid N      N getppid() calls          (not in the recorded set)
  *   micro openclose N    N open()+close() pairs     (recorded: file open)
  *   micro forkexec N     N fork()+execve(/bin/true)+waitpid()  (recorded: fork, exec, exit)
- *   micro storm N SECS   N processes doing open/close as fast as they can for SECS seconds;
+ *   micro storm N SECS   N processes doing open(O_TRUNC)/close as fast as they can for SECS seconds;
  *                        prints the total number of pairs done
+ *   micro createdelete N N files created (O_CREAT|O_EXCL) in $MICRO_DIR (default .), closed and unlinked
+ *   micro connect N      N TCP connects to 127.0.0.1, ports 1, 2, ... (a port scan: most are closed)
+ *   micro pipewrite N    N one-byte writes into a pipe that a child drains
+ *
+ * MICRO_NO_WARMUP=1 skips the warm-up round, so that a storm test knows exactly how many
+ * calls were made (the storm kinds of bench/storm.py and tests/sensor/test_storms.py).
  *
  * Prints one line: "<mode> <ops> <ns_per_op>" (storm: "storm <ops> <seconds>").
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,7 +39,8 @@ static uint64_t now_ns(void) {
 
 static const char *open_target(void) {
     const char *p = getenv("MICRO_OPEN_PATH");
-    /* a write open: always one full record (read-only re-opens are only counted) */
+    /* the same file each time: the first open of each second is a record, the repeats a
+     * count in the kernel (an unprivileged storm of the same fact costs no ring space) */
     return p ? p : "/dev/null";
 }
 
@@ -61,6 +71,48 @@ static void loop_forkexec(long n) {
     }
 }
 
+static void loop_createdelete(long n) {
+    const char *dir = getenv("MICRO_DIR");
+    char path[4096];
+    for (long i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/fx%ld", dir ? dir : ".", i);
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd < 0) { perror("create"); exit(2); }
+        close(fd);
+        if (unlink(path) < 0) { perror("unlink"); exit(2); }
+    }
+}
+
+static void loop_connect(long n) {
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (long i = 0; i < n; i++) {
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s < 0) { perror("socket"); exit(2); }
+        a.sin_port = htons((uint16_t)(1 + i % 65535));
+        connect(s, (struct sockaddr *)&a, sizeof(a)); /* refused, mostly: a port scan */
+        close(s);
+    }
+}
+
+static void loop_pipewrite(long n) {
+    int p[2];
+    if (pipe(p) < 0) { perror("pipe"); exit(2); }
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); exit(2); }
+    if (pid == 0) {
+        char buf[65536];
+        close(p[1]);
+        while (read(p[0], buf, sizeof(buf)) > 0) {}
+        _exit(0);
+    }
+    close(p[0]);
+    for (long i = 0; i < n; i++)
+        if (write(p[1], "x", 1) != 1) { perror("write"); exit(2); }
+    close(p[1]);
+    waitpid(pid, NULL, 0);
+}
+
 static int storm(long nproc, double secs) {
     volatile uint64_t *counts = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -74,7 +126,9 @@ static int storm(long nproc, double secs) {
             uint64_t k = 0;
             while (1) {
                 for (int j = 0; j < 256; j++) {
-                    int fd = open(path, O_WRONLY | O_CLOEXEC);
+                    /* truncating: each open is a record (repeats of a plain one are a count),
+                     * so the storm still outruns the ring and shows loss accounted exactly */
+                    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
                     if (fd >= 0) close(fd);
                 }
                 k += 256;
@@ -93,7 +147,7 @@ static int storm(long nproc, double secs) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: micro getppid|openclose|forkexec N | storm NPROC SECS\n");
+        fprintf(stderr, "usage: micro getppid|openclose|forkexec|createdelete|connect|pipewrite N | storm NPROC SECS\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -103,8 +157,11 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "getppid") == 0) fn = loop_getppid;
     else if (strcmp(mode, "openclose") == 0) fn = loop_openclose;
     else if (strcmp(mode, "forkexec") == 0) fn = loop_forkexec;
+    else if (strcmp(mode, "createdelete") == 0) fn = loop_createdelete;
+    else if (strcmp(mode, "connect") == 0) fn = loop_connect;
+    else if (strcmp(mode, "pipewrite") == 0) fn = loop_pipewrite;
     else { fprintf(stderr, "unknown mode %s\n", mode); return 2; }
-    fn(n / 100 + 1); /* warm up */
+    if (!getenv("MICRO_NO_WARMUP")) fn(n / 100 + 1); /* warm up */
     uint64_t t0 = now_ns();
     fn(n);
     uint64_t t1 = now_ns();

@@ -47,6 +47,7 @@ enum fx_flags {
 	FX_F_DEPTH1 = 1 << 9,
 	FX_F_CLOSE = 1 << 10,    /* FLOW: flushed because the file was closed */
 	FX_F_TTY_MASKED = 1 << 11, /* TTY: input read with ECHO off in canonical mode (a password): bytes not copied */
+	FX_F_UADDR = 1 << 12,    /* the peer address is the one the process passed: the kernel's socket had none left (a refused connect) */
 };
 
 /* Event classes: each has its own drop counter and sequence; PROC has its own ring. */
@@ -124,6 +125,20 @@ struct fx_tty_budget {
 };
 
 /*
+ * Written by the agent while the sensor runs (the .data.control section): an agent that
+ * adopts a sensor pinned by one that died names itself here, and pausing stops recording
+ * at once. The agent_tgid of fx_config is that of the agent that loaded the sensor.
+ */
+struct fx_control {
+	__u32 paused;            /* 1: every program returns at once */
+	__u32 agent_tgid;        /* the agent now draining: never recorded */
+};
+
+/* Slots of the `accounted` map, which only the agent writes: it survives the agent. */
+#define FX_ACC_LAST_WRITE 8191   /* boot ns of the agent's latest batch written to the store */
+#define FX_ACC_EARLY 8190        /* 1: ring space was given back before its records were stored */
+
+/*
  * Aggregated reads and writes of one process on one file, pipe or socket (by inode),
  * between two flushes by the agent (every second): BackTracker's edge with its first
  * and last time. Reopening the same file does not make a new edge; an exec or a change
@@ -153,9 +168,10 @@ struct fx_flow {
 };
 
 /*
- * Read-only re-opens of one file by one process, between two flushes by the agent
- * (every second). The first open of a period is a full record; the repeats are
- * counted here and flushed as one summary row: causality kept, volume cut.
+ * Re-opens of one file by one process with the same flags, between two flushes by the
+ * agent (every second). The first open of a period is a full record; the repeats are
+ * counted here and flushed as one summary row: causality kept, volume cut. (Opens that
+ * truncate are facts of their own each time and never counted.)
  */
 struct fx_open_key {
 	__u64 ino;
@@ -173,6 +189,25 @@ struct fx_open_rep {
 	__u64 first, last;       /* boot ns of the first and latest repeat */
 	__u64 count;             /* repeats not recorded one by one */
 	char comm[16];           /* the process's name at its first open of the file */
+};
+
+/*
+ * Records one process could not have kept, per CPU and class, between two accounting
+ * passes of the agent (every second): the gap record names the process that caused it.
+ * Keyed by CPU too, so that the rows of one CPU and class add up to its fx_counter.drops.
+ */
+struct fx_drop_key {
+	__u64 start;             /* the process's start_boottime (with pid: its entity id) */
+	__u32 pid;
+	__u32 cls;               /* enum fx_class */
+	__u32 cpu;
+	__u32 pad;
+};
+
+struct fx_drop {
+	__u64 count;
+	__u64 first, last;       /* boot ns of the first and latest drop */
+	char comm[16];           /* the process's name at its first drop */
 };
 
 /* Per CPU and class: records emitted or attempted, and how many were lost. */

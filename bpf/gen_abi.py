@@ -13,7 +13,8 @@ import shutil
 import subprocess
 import sys
 
-WANT_STRUCTS = {"fx_event", "fx_flow_key", "fx_flow", "fx_counter", "fx_config", "fx_open_key", "fx_open_rep", "fx_tty_budget"}
+WANT_STRUCTS = {"fx_event", "fx_flow_key", "fx_flow", "fx_counter", "fx_config", "fx_open_key", "fx_open_rep",
+                "fx_tty_budget", "fx_drop_key", "fx_drop", "fx_control"}
 
 
 def btf_types(obj: str) -> list[dict]:

@@ -25,8 +25,10 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader before load (libbpf rodata). */
 const volatile struct fx_config cfg = {};
-/* Written by the recorder at the end: recording stops at once, detaching can take its time. */
-__u32 fx_paused SEC(".data.control") = 0;
+/* Written by the agent: paused at the end (recording stops at once, detaching can take its
+ * time), and the agent's tgid, which changes when a new agent adopts a pinned sensor. */
+struct fx_control fx_ctl SEC(".data.control") = {};
+#define fx_paused (fx_ctl.paused)
 
 #define AT_FDCWD -100
 #define S_IFMT 00170000
@@ -72,6 +74,13 @@ struct {
 	__uint(max_entries, 32 << 20);
 } rb_main SEC(".maps");
 
+/* Network and the rare rest (mount, modules, bpf, ptrace, kill): a file storm, however
+ * large, cannot push a port scan or a module load out of the record (LTTng channels). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} rb_net SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FX_CLASS_MAX);
@@ -85,6 +94,27 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fx_scratch);
 } scratch SEC(".maps");
+
+/* Drops already written as gap records, per (cpu * FX_CLASS_MAX + class), and the time of
+ * the agent's latest write (FX_ACC_LAST_WRITE): pinned with the rest, so that an agent
+ * that adopts the sensor writes gaps for exactly the drops its predecessor did not. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FX_ACC_LAST_WRITE + 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} accounted SEC(".maps");
+
+/* Who caused the drops: the agent takes and empties it every second. Full (more than
+ * this many processes dropping within a second) only means a drop is counted without
+ * its process: the per-CPU counters stay exact, and the agent writes the rest as a gap
+ * of no named process. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fx_drop_key);
+	__type(value, struct fx_drop);
+} proc_drops SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -105,6 +135,9 @@ const struct fx_event *fx_abi_event __attribute__((unused));
 const struct fx_flow_key *fx_abi_flow_key __attribute__((unused));
 const struct fx_flow *fx_abi_flow __attribute__((unused));
 const struct fx_counter *fx_abi_counter __attribute__((unused));
+const struct fx_drop_key *fx_abi_drop_key __attribute__((unused));
+const struct fx_drop *fx_abi_drop __attribute__((unused));
+const struct fx_control *fx_abi_control __attribute__((unused));
 const struct fx_open_key *fx_abi_open_key __attribute__((unused));
 const struct fx_open_rep *fx_abi_open_rep __attribute__((unused));
 const enum fx_kind *fx_abi_kind __attribute__((unused));
@@ -114,16 +147,36 @@ const enum fx_class *fx_abi_class __attribute__((unused));
 
 static __always_inline bool fx_skip(void)
 {
-	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == cfg.agent_tgid;
+	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == fx_ctl.agent_tgid;
 }
 
 /* The same for a task already at hand: a load instead of a helper call. */
 static __always_inline bool fx_skip_task(struct task_struct *t)
 {
-	return fx_paused || t->tgid == cfg.agent_tgid;
+	return fx_paused || t->tgid == fx_ctl.agent_tgid;
 }
 
-static __always_inline void fx_count_drop(__u32 cls, __u64 ts)
+/* One more record of (process, class) lost on this CPU; the counter is updated first. */
+static __always_inline void fx_drop_proc(__u32 cls, __u64 ts, __u32 pid, __u64 start, const char *comm)
+{
+	struct fx_drop_key k = {.start = start, .pid = pid, .cls = cls, .cpu = bpf_get_smp_processor_id()};
+	struct fx_drop *d = bpf_map_lookup_elem(&proc_drops, &k);
+	if (d) {
+		d->last = ts;
+		__sync_fetch_and_add(&d->count, 1);
+		return;
+	}
+	struct fx_drop n = {.count = 1, .first = ts, .last = ts};
+	__builtin_memcpy(n.comm, comm, sizeof(n.comm));
+	if (bpf_map_update_elem(&proc_drops, &k, &n, BPF_NOEXIST)) {
+		/* another program on this CPU made the entry in between: count there */
+		d = bpf_map_lookup_elem(&proc_drops, &k);
+		if (d)
+			__sync_fetch_and_add(&d->count, 1);
+	}
+}
+
+static __always_inline void fx_count_drop(__u32 cls, __u64 ts, struct task_struct *t)
 {
 	struct fx_counter *c = bpf_map_lookup_elem(&counters, &cls);
 	if (!c)
@@ -133,6 +186,9 @@ static __always_inline void fx_count_drop(__u32 cls, __u64 ts)
 	if (!c->first_drop)
 		c->first_drop = ts;
 	c->last_drop = ts;
+	char comm[16];
+	bpf_get_current_comm(comm, sizeof(comm));
+	fx_drop_proc(cls, ts, t->tgid, t->group_leader->start_boottime, comm);
 }
 
 static __always_inline struct fx_scratch *fx_begin(__u32 kind, __u32 cls)
@@ -181,6 +237,8 @@ static __always_inline void fx_submit(struct fx_scratch *s)
 	long r;
 	if (cls == FX_CLASS_PROC)
 		r = bpf_ringbuf_output(&rb_proc, e, size, BPF_RB_NO_WAKEUP);
+	else if (cls == FX_CLASS_NET || cls == FX_CLASS_OTHER)
+		r = bpf_ringbuf_output(&rb_net, e, size, BPF_RB_NO_WAKEUP);
 	else
 		r = bpf_ringbuf_output(&rb_main, e, size, BPF_RB_NO_WAKEUP);
 	if (r) {
@@ -188,6 +246,7 @@ static __always_inline void fx_submit(struct fx_scratch *s)
 		if (!c->first_drop)
 			c->first_drop = e->ts;
 		c->last_drop = e->ts;
+		fx_drop_proc(cls, e->ts, e->pid, e->start, e->comm);
 	}
 }
 
@@ -679,19 +738,22 @@ struct {
 	__type(value, struct fx_open_rep);
 } reopens SEC(".maps");
 
-#define O_ACCMODE 3
 #define O_CREAT 0100
+#define O_EXCL 0200
 #define O_TRUNC 01000
 
 /*
- * A read-only open of a file this process already opened read-only since the last
+ * An open of a file this process already opened with the same flags since the last
  * flush is counted, not recorded again (a web server opens the same page for every
- * request). Returns true when the open was absorbed. A full map only means the open
- * is recorded in full.
+ * request; a storm opens one file a million times): the first open of the period is
+ * the fact, the repeats a count with their first and last time. Returns true when the
+ * open was absorbed. Never absorbed: an open that truncates (each one destroys what
+ * was written since) and an exclusive create (it cannot repeat, so it takes no slot).
+ * A full map only means the open is recorded in full.
  */
 static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u64 flags)
 {
-	if ((flags & O_ACCMODE) != 0 || (flags & (O_CREAT | O_TRUNC)) || !f)
+	if ((flags & O_TRUNC) || ((flags & O_CREAT) && (flags & O_EXCL)) || !f)
 		return false;
 	struct inode *ino = f->f_inode;
 	/* keyed by the process, not the pid: a process that takes a pid before the flush
@@ -1011,6 +1073,26 @@ int fx_exit_memfd(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/*
+ * A refused connect leaves the socket without its peer (tcp_disconnect clears the port):
+ * the port a scan tried is then the one the process passed. Marked, since it is the
+ * process's word, not the kernel's.
+ */
+static __always_inline void fx_connect_tried(struct fx_event *e, const void *uaddr, __u64 len)
+{
+	if (e->dport || (e->family != AF_INET && e->family != AF_INET6) || !uaddr)
+		return;
+	struct { __u16 family; __u16 port; __u32 v4; __u32 flow; __u8 v6[16]; } a = {};
+	if (bpf_probe_read_user(&a, len < sizeof(a) ? 8 : sizeof(a), uaddr) || a.family != e->family)
+		return;
+	e->dport = bpf_ntohs(a.port);
+	if (a.family == AF_INET)
+		__builtin_memcpy(e->daddr, &a.v4, 4);
+	else
+		__builtin_memcpy(e->daddr, a.v6, 16);
+	e->flags |= FX_F_UADDR;
+}
+
 SEC("tracepoint")
 int fx_exit_sock(struct trace_event_raw_sys_exit *ctx)
 {
@@ -1030,6 +1112,8 @@ int fx_exit_sock(struct trace_event_raw_sys_exit *ctx)
 	if (!s)
 		return 0;
 	fx_file(s, 0, fx_fd_file(fd));
+	if (c.nr == __NR_connect && ret < 0 && ret != -EINPROGRESS)
+		fx_connect_tried(&s->ev, (const void *)c.args[1], c.args[2]);
 	fx_submit(s);
 	return 0;
 }
@@ -1239,7 +1323,7 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 		n.rbytes = bytes;
 	}
 	if (bpf_map_update_elem(&flows, &k, &n, BPF_NOEXIST) == -E2BIG)
-		fx_count_drop(FX_CLASS_FLOW, now);
+		fx_count_drop(FX_CLASS_FLOW, now, t);
 }
 
 /*

@@ -43,7 +43,7 @@ def available() -> str | None:
     r = subprocess.run([AUDITCTL, "-s"], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         return f"auditctl -s failed: {r.stderr.strip()}"
-    m = re.search(r"^pid (\d+)", r.stdout, re.M)
+    m = re.search(r"^pid (\d+)", r.stdout, re.MULTILINE)
     if m and m.group(1) != "0":
         return f"another auditd (pid {m.group(1)}) holds the audit socket"
     return None

@@ -38,7 +38,7 @@ from forensix.store.base import Reader
 from forensix.store.embedded import open_reader, open_writer
 
 sys.path.insert(0, str(Path(__file__).parent))
-import auditd_daemon  # noqa: E402
+import auditd_daemon
 
 pytestmark = pytest.mark.bpf
 
@@ -224,7 +224,7 @@ def test_ids_alert_is_linked_to_the_process_and_starts_a_report(pictures: dict[s
     conn = bpf.query(f"""SELECT ts, process_entity_id, source_port FROM events WHERE event_action = 'connect'
                          AND destination_port = $p AND process_entity_id IN ({ents})""",
                      {"p": pictures["lport"]}).to_pylist()[0]
-    when = datetime.datetime.fromtimestamp((conn["ts"] + 10**9) / 1e9, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp((conn["ts"] + 10**9) / 1e9, datetime.UTC)
     eve = tmp_path / "eve.json"
     eve.write_text(json.dumps({
         "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%f+0000"), "flow_id": 1, "event_type": "alert",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 from pathlib import Path
 
@@ -79,18 +80,66 @@ def test_old_auditd_format_and_sockaddr(tmp_path: Path) -> None:
     w.close()
 
 
+SYSMON = FIX / "sysmon/go-sysmon-parsing.log"  # Sysmon for Linux's own lines: an exec and an exit
+CURL_GUID = "{3d2a1117-1fb1-616a-69bd-09c0cb550001}"
+
+
+def _sysmon_like(base: str, eid: int, version: int, seconds: int, data: dict[str, str]) -> str:
+    """A line in the form of the real one ``base``: its syslog prefix and System element, with
+    another event id, time and EventData. Written here, since no public sample of events 3, 11
+    and 23 with a known license was found (fixtures/README.md)."""
+    line = re.sub(r"<EventID>\d+</EventID><Version>\d+</Version>",
+                  f"<EventID>{eid}</EventID><Version>{version}</Version>", base)
+    line = line.replace("19:41:20 lsys", f"19:41:{seconds} lsys")
+    line = line.replace("2021-10-16T00:41:20.013924000Z", f"2021-10-16T00:41:{seconds}.000000000Z")
+    items = "".join(f'<Data Name="{k}">{v}</Data>' for k, v in
+                    {"RuleName": "-", "UtcTime": f"2021-10-16 00:41:{seconds}.000", **data}.items())
+    return re.sub(r"<EventData>.*</EventData>", f"<EventData>{items}</EventData>", line)
+
+
+def _sysmon_story() -> list[str]:
+    """The real exec of `sysmon -h` (pid 3525), a curl it starts that creates, fetches over
+    the network and deletes a file, and the real exit of another process (pid 3526)."""
+    real = SYSMON.read_text().splitlines()
+    ex = real[0]
+    me = {"ProcessGuid": CURL_GUID, "ProcessId": "4000", "Image": "/usr/bin/curl"}
+    return [
+        ex,
+        _sysmon_like(ex, 1, 5, 21, {**me, "CommandLine": "curl -o /tmp/x http://198.51.100.7/x",
+                                    "CurrentDirectory": "/root", "User": "root",
+                                    "ParentProcessGuid": "{3d2a1117-1fb0-616a-69bd-09c0cb550000}",
+                                    "ParentProcessId": "3525", "ParentImage": "/usr/bin/sysmon",
+                                    "ParentCommandLine": "sysmon -h"}),
+        _sysmon_like(ex, 11, 2, 22, {**me, "TargetFilename": "/tmp/x", "User": "root"}),
+        _sysmon_like(ex, 3, 5, 23, {**me, "User": "root", "Protocol": "tcp", "Initiated": "true",
+                                    "SourceIsIpv6": "false", "SourceIp": "10.0.0.5", "SourcePort": "40000",
+                                    "DestinationIsIpv6": "false", "DestinationIp": "198.51.100.7",
+                                    "DestinationPort": "80"}),
+        _sysmon_like(ex, 23, 5, 24, {**me, "User": "root", "TargetFilename": "/tmp/x", "IsExecutable": "false"}),
+        _sysmon_like(ex, 5, 3, 25, {**me, "User": "root"}),
+        real[1],
+        "Oct 15 19:41:28 lsys cron[99]: a line of another program",
+    ]
+
+
 def test_sysmon_syslog(tmp_path: Path) -> None:
+    log = tmp_path / "syslog"
+    log.write_text("\n".join(_sysmon_story()) + "\n")
     w = open_writer(tmp_path / "s.duckdb")
-    (res,) = _import(w, "sysmon", FIX / "sysmon/syslog-sysmon.log")
-    assert res.skipped == 0 and res.lines == 7  # type: ignore[attr-defined]
+    (res,) = _import(w, "sysmon", log)
+    assert res.skipped == 0 and res.lines == 8  # type: ignore[attr-defined]
+    real = _q(w, "SELECT pid, args, working_directory FROM processes WHERE pid = 3525 AND executable = '/usr/bin/sysmon'")
+    assert real == [{"pid": 3525, "args": ["sysmon", "-h"], "working_directory": "/root"}]
     curl = _q(w, "SELECT entity_id, parent_entity_id, args FROM processes WHERE executable = '/usr/bin/curl'")[0]
     parent = _q(w, f"SELECT pid, executable FROM processes WHERE entity_id = {curl['parent_entity_id']}")
-    assert parent == [{"pid": 4004, "executable": "/bin/bash"}]
+    assert parent[0] == {"pid": 3525, "executable": "/usr/bin/sysmon"}
     ev = _q(w, f"""SELECT event_action, file_path, destination_ip, destination_port FROM events
                    WHERE process_entity_id = {curl['entity_id']} ORDER BY ts""")
-    assert [e["event_action"] for e in ev] == ["exec", "open", "connect", "exit"]
-    assert ev[1]["file_path"] == "/opt/automation/xmrig"
-    assert (ev[2]["destination_ip"], ev[2]["destination_port"]) == ("44.204.18.94", 80)
+    assert [e["event_action"] for e in ev] == ["exec", "open", "connect", "unlink", "exit"]
+    assert ev[1]["file_path"] == "/tmp/x" and ev[3]["file_path"] == "/tmp/x"
+    assert (ev[2]["destination_ip"], ev[2]["destination_port"]) == ("198.51.100.7", 80)
+    exits = _q(w, "SELECT process_pid FROM events WHERE event_action = 'exit' ORDER BY ts")
+    assert [e["process_pid"] for e in exits] == [4000, 3526]
     assert _q(w, "SELECT DISTINCT event_module FROM events") == [{"event_module": "sysmon"}]
     w.close()
 
@@ -183,7 +232,7 @@ def test_sysmon_from_a_journal_export(tmp_path: Path) -> None:
     """The same Sysmon events as journald keeps them: `journalctl -o json` and `-o export`."""
     import json
 
-    lines = (FIX / "sysmon/syslog-sysmon.log").read_text().splitlines()[:6]
+    lines = _sysmon_story()[:6]
     events = [line[line.index("<Event"):] for line in lines]
     js = tmp_path / "sysmon.json"
     js.write_text("".join(json.dumps({"__REALTIME_TIMESTAMP": "1669283987000000", "SYSLOG_IDENTIFIER": "sysmon",

@@ -66,9 +66,9 @@ def test_laurel_and_sysmon_bad_lines(tmp_path: Path) -> None:
     res, rows = _run(tmp_path, "laurel", data)
     assert [n for n, _ in res.warnings] == [1, 2, 3, 5]  # type: ignore[attr-defined]
     assert any(r["event_action"] == "exec" for r in rows)
-    xml = (FIX / "sysmon/syslog-sysmon.log").read_bytes().splitlines()
+    xml = (FIX / "sysmon/go-sysmon-parsing.log").read_bytes().splitlines()
     data = b"\n".join([xml[0][:300], b"x sysmon: <Event><System></Event>",
-                       b'x sysmon: <!DOCTYPE a [<!ENTITY b "c">]><Event>&b;</Event>', xml[2]]) + b"\n"
+                       b'x sysmon: <!DOCTYPE a [<!ENTITY b "c">]><Event>&b;</Event>', xml[0]]) + b"\n"
     res, rows = _run(tmp_path, "sysmon", data, "syslog")
     assert [n for n, _ in res.warnings] == [1, 2, 3]  # type: ignore[attr-defined]
     assert sum(1 for r in rows if r["event_action"] == "exec") == 1

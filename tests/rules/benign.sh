@@ -23,7 +23,9 @@ printf 'fxdemo/__init__.py,,\nfxdemo-0.1.dist-info/METADATA,,\nfxdemo-0.1.dist-i
 (cd whl && "${PYTHON:-python3}" -m zipfile -c ../fxdemo-0.1-py3-none-any.whl fxdemo fxdemo-0.1.dist-info)
 "${PYTHON:-python3}" -m pip install -q --no-index --no-deps --disable-pip-version-check --target site fxdemo-0.1-py3-none-any.whl
 printf 'def test_one():\n    assert 1 + 1 == 2\n\ndef test_two(tmp_path):\n    (tmp_path / "f").write_text("x")\n' > tests/test_demo.py
-"${PYTHON:-python3}" -m pytest -q -p no:cacheprovider tests >/dev/null
+# its own --basetemp: pytest otherwise prunes old runs under the shared /tmp/pytest-of-root (other
+# engineers' and earlier tests' temp dirs, one holding a test .bash_history that it then "removes")
+"${PYTHON:-python3}" -m pytest -q -p no:cacheprovider --basetemp "$W/pytest-tmp" tests >/dev/null
 mv pkg/usr/bin/fx-hello "pkg/usr/bin/fx-hello-$M"
 dpkg-deb --build pkg fx-hello.deb >/dev/null
 dpkg -i fx-hello.deb >/dev/null                      # installed, run, removed

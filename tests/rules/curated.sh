@@ -38,6 +38,9 @@ printf 'echo fx-script\n' | base64 > "$W/enc"; base64 -d "$W/enc" > "$W/run.sh";
 # a shell startup file given a command; a history searched by another program
 mkdir -p "$W/home"; echo "echo fx-$M" >> "$W/home/.bashrc"
 printf 'mysql -p hunter2\n' > "$W/home/.bash_history"; cat "$W/home/.bash_history" | grep -q -- -p
+# a binary padded with a null and a random byte (its hash changes, not what it does)
+cp /usr/bin/true "$W/padded"; dd if=/dev/zero bs=1 count=1 >> "$W/padded" 2>/dev/null
+dd if=/dev/urandom of="$W/padded" bs=1 count=1 oflag=append conv=notrunc 2>/dev/null
 # credential files read
 mkdir -p "$W/home/.ssh"; printf 'fake key %s\n' "$M" > "$W/home/.ssh/id_ed25519"
 cat "$W/home/.ssh/id_ed25519" > /dev/null

@@ -17,4 +17,6 @@ cc -O1 -o hello hello.c; ./hello >/dev/null              # a compile and its run
 cat /etc/passwd >/dev/null; ls -l /etc/shadow >/dev/null
 mkdir -p home; printf 'ls\n' > home/.bash_history; HOME="$W/home" bash -i -c true >/dev/null 2>&1  # a shell reads its history and .bashrc
 cat home/.bashrc >/dev/null 2>&1 || true
+dd if=/dev/urandom of=key bs=16 count=1 2>/dev/null     # random bytes into a new file: no padding
+"${PYTHON:-python3}" -c "open('/dev/urandom','rb').read(4); open('app.log','a').write('x' * 100)"  # seed read, longer log line appended
 echo "nearmiss done $M"

@@ -152,6 +152,17 @@ def build_scenario() -> Scenario:
     hist = b.spawn(sh, 1025, 34.99, "/usr/bin/cat", ["cat", "/root/.bash_history"])
     b.read_file(hist, 34.995, "/root/.bash_history")
     sc.expect("fx_history_read", hist.pid)
+    # `dd if=/dev/zero bs=1 count=1 >> /usr/local/bin/tool`: the shell opens, dd copies a byte
+    b.open(sh, 34.996, "/usr/local/bin/tool", O_WRONLY | O_APPEND | O_CREAT, 0o666)
+    pad = b.spawn(sh, 1026, 34.997, "/usr/bin/dd", ["dd", "if=/dev/zero", "bs=1", "count=1"])
+    b.flow(pad, 34.998, 34.998, "/dev/zero", read=1, file_type="char", inode=4, stored_once=True)
+    b.flow(pad, 34.998, 34.999, "/usr/local/bin/tool", write=1, stored_once=True)
+    sc.expect("forensix-binary-padding", pad.pid)
+    # a near miss: a copier appending more than it read from the random device (a log, not padding)
+    seed = b.spawn(sh, 1027, 34.9991, "/usr/bin/cat", ["cat"])
+    b.open(seed, 34.9992, "/var/tmp/app.log", O_WRONLY | O_APPEND | O_CREAT, 0o644)
+    b.flow(seed, 34.9993, 34.9993, "/dev/urandom", read=4096, file_type="char", inode=7, stored_once=True)
+    b.flow(seed, 34.9994, 34.9995, "/var/tmp/app.log", write=5000, stored_once=True)
 
     # -- the recorder attacked -------------------------------------------------------
     bt = b.spawn(sh, 1015, 35, "/usr/sbin/bpftool", ["bpftool", "link", "detach", "id", "7"])

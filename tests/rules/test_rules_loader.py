@@ -23,16 +23,17 @@ def test_tree_reports_each_problem_and_loads_the_rest() -> None:
     got = _by_file([TREE])
     ok = {f for f, (st, _) in got.items() if st == "ok"}
     # lnx_auditd_key.yml loads since imported auditd rows carry the rule key (rule_name, forensix.imports);
+    # lnx_syslog.yml since the host's own log lines are events (event_module system, imports.journal);
     # Hashes: process.hash.sha256 of what an exec ran (forensix.artifacts)
     assert ok == {"lnx_auditd_execve_args.yml", "lnx_auditd_hidden_file.yml", "lnx_auditd_key.yml",
-                  "proc_creation_lnx_ok.yml", "proc_creation_lnx_hash.yml"}
+                  "lnx_syslog.yml", "proc_creation_lnx_ok.yml", "proc_creation_lnx_hash.yml"}
     expect = {
         "proc_creation_lnx_broken.yml": ("error", "broken YAML"),
         "proc_creation_lnx_bad_modifier.yml": ("error", "Unknown modifier 'sometimes'"),
         "proc_creation_lnx_lookahead.yml": ("error", "is invalid"),
         "lnx_missing_detection.yml": ("error", "detection"),
         "win_rule.yml": ("unsupported", "product 'windows'"),
-        "lnx_syslog.yml": ("unsupported", "service 'syslog'"),
+        "lnx_service_unknown.yml": ("unsupported", "service 'named'"),
         "lnx_correlation.yml": ("unsupported", "correlation rules"),
         "lnx_auditd_user_cmd.yml": ("unsupported", "field 'cmd'"),
     }
@@ -103,7 +104,7 @@ def test_cli_validate_lists_problems_and_summary() -> None:
     assert res.exit_code == 0, res.output
     assert "proc_creation_lnx_broken.yml" in res.stdout
     assert "Unknown modifier" in res.stdout
-    assert "13 rules: 5 load, 4 unsupported, 4 errors" in res.stderr
+    assert "14 rules: 6 load, 4 unsupported, 4 errors" in res.stderr
     strict = CliRunner().invoke(cli, ["rules", "validate", str(TREE), "--strict"])
     assert strict.exit_code == 1
 
@@ -113,3 +114,45 @@ def test_cli_list_shows_the_curated_set_with_sql() -> None:
     assert res.exit_code == 0, res.output
     assert "fx_image" in res.stdout and "ASOF" in res.stdout
     assert res.stdout.count('"status": "ok"') >= 15
+
+
+def test_start_summary_counts_rejections_by_reason_and_names_only_linux_ones() -> None:
+    """`forensix record --rules` on a SigmaHQ checkout: the Windows rules are one count,
+    each Linux rule that cannot run is named, and `rules check --list` has them all."""
+    from forensix.rules.loader import load_rules, start_summary
+
+    lines = start_summary(load_rules([TREE]), [TREE])
+    assert "rules loaded (curated set and --rules)" in lines[0]
+    counts = lines[1]
+    assert counts.startswith("rules not run: ") and "1 product 'windows'" in counts
+    named = [ln for ln in lines if ln.startswith("rule not run: ")]
+    assert not [ln for ln in named if "win_rule.yml" in ln]
+    assert any("lnx_syslog.yml: unsupported: service 'syslog'" in ln for ln in named)
+    assert any("proc_creation_lnx_broken.yml: error" in ln for ln in named)  # broken rules are named too
+    assert lines[-1] == f"every rule not run, with why: forensix rules check {TREE} --list"
+
+
+def test_auditd_path_rules_are_scoped_to_their_watch() -> None:
+    """A PATH rule logs what its watch says: `-p x` only execs, `-p r` only read-only
+    opens; without a definition, a rule whose title says modification is `-p wa`."""
+    from forensix.rules.auditd import audit_watch
+
+    assert audit_watch("-w /etc/ld.so.preload -p wa -k preload", "x").perms == frozenset("wa")
+    assert audit_watch("Required:\n-w /usr/bin/wget -p x -k s\n-w /bin/nc -p x", "x").perms == frozenset("x")
+    assert audit_watch("-w /etc/issue", "x").perms == frozenset("rwxa")  # auditctl's default
+    assert audit_watch(None, "Modification of ld.so.preload").perms == frozenset("wa")
+    assert audit_watch(None, "System Information Discovery - Auditd").perms is None
+    assert audit_watch("-a always,exit -F arch=b64 -S sysinfo -k d", "x").syscalls == ("sysinfo",)
+
+    def where(definition: str, title: str = "Preload list") -> str:
+        head = f"title: {title}\nlogsource: {{product: linux, service: auditd"
+        head += f", definition: '{definition}'}}\n" if definition else "}\n"
+        rs = load_text(head + "detection:\n  sel: {type: PATH, name: /etc/ld.so.preload}\n  condition: sel\n")
+        assert rs.ok, rs.rules[0].reason
+        return str(rs.ok[0].where)
+
+    assert "'file_flags', op='bits'" in where("-w /etc/ld.so.preload -p wa")
+    assert "value='exec'" in where("-w /etc/ld.so.preload -p x") and "file_flags" not in where("-w /x -p x")
+    assert "Not(item=Pred(column='file_flags'" in where("-w /etc/ld.so.preload -p r")
+    assert "event_action" not in where("")  # any access: discovery by reading a file
+    assert "'file_flags', op='bits'" in where("", "Modification of ld.so.preload")

@@ -24,7 +24,7 @@ from forensix.store.embedded import DuckDBStore
 pytestmark = pytest.mark.bpf
 HERE = Path(__file__).parent
 DRIVER = HERE / "rules_record_driver.py"
-SIGMAHQ = HERE / "fixtures" / "sigmahq"  # ten SigmaHQ Linux rules (DRL 1.1, see its README)
+SIGMAHQ = HERE / "fixtures" / "sigmahq"  # eleven SigmaHQ Linux rules (DRL 1.1, see its README)
 
 ATTACK_RULES = {
     "fx_shadow_read", "fx_cron_drop", "fx_setuid_tmp", "fx_history_removed", "fx_base64_shell",
@@ -183,7 +183,7 @@ def test_sigmahq_rules_run_live_as_in_a_hunt(attacked: dict[str, Any]) -> None:
     """SigmaHQ's own rules given as --rules: what the hunt finds with them, the live
     engine raised, alert for alert; the rule that cannot run is named once at start."""
     rs = load_rules([SIGMAHQ], builtin=False)
-    assert len(rs.ok) == 9 and len(rs.problems) == 1
+    assert len(rs.ok) == 10 and len(rs.problems) == 1
     ids = {r.rule_id for r in rs.ok}
     found = hunt(attacked["st"], rs.ok)
     hunted = {(r, a) for r, a in zip(found.column("rule_id").to_pylist(), found.column("alert_id").to_pylist())}
@@ -193,6 +193,29 @@ def test_sigmahq_rules_run_live_as_in_a_hunt(attacked: dict[str, Any]) -> None:
     assert len(fired) >= 7, sorted(ids - fired)
     assert attacked["out"].count("rule not run:") == 1
     assert "lnx_privileged_user_creation.yml: unsupported" in attacked["out"]
+    assert f"forensix rules check {SIGMAHQ} --list" in attacked["out"]
+
+
+def test_sigmahq_ld_so_preload_rule_sees_the_write_not_the_loader(attacked: dict[str, Any]) -> None:
+    """SigmaHQ's "Modification of ld.so.preload" (auditd PATH, no definition) alerts on the
+    script's write of /etc/ld.so.preload and not on the dynamic loader reading it in every
+    program the script starts while the file exists (auditd's `-w ... -p wa` logs no read)."""
+    mine = [a for a in attacked["mine"] if a["rule_title"] == "Modification of ld.so.preload"]
+    st = attacked["st"]
+    ids = st.query(
+        "WITH RECURSIVE t(e) AS (SELECT entity_id FROM processes WHERE list_contains(args, $m) UNION"
+        " SELECT p.entity_id FROM processes p JOIN t ON p.parent_entity_id = t.e) SELECT DISTINCT e FROM t",
+        {"m": attacked["marker"]}).column(0).to_pylist()
+    seen = st.query(
+        "SELECT process_entity_id, event_action, file_flags & 3 AS mode FROM events WHERE file_path = '/etc/ld.so.preload'"
+        " AND list_contains($ids, process_entity_id)", {"ids": ids}).to_pylist()
+    readers = {o["process_entity_id"] for o in seen if o["event_action"] == "open" and o["mode"] == 0}
+    # the script's `: >> /etc/ld.so.preload`, and its cleanup's `rm -f /etc/ld.so.preload`
+    changers = {o["process_entity_id"] for o in seen if o["event_action"] == "unlink" or o["mode"] != 0}
+    assert len(readers - changers) >= 5, seen  # the programs started after the write loaded it
+    assert len(changers) == 2, seen  # (rm read it too, as it loaded, then removed it)
+    assert sorted(a["process_entity_id"] for a in mine) == sorted(changers), (mine, seen)
+    assert {a["object_name"] for a in mine} == {"/etc/ld.so.preload"}
 
 
 # -- the curated set on what SigmaHQ's process rules cannot see (tests/rules/curated.sh) --
@@ -247,17 +270,34 @@ def test_binary_written_then_run(curated: dict[str, Any]) -> None:
     got = _by_rule(curated).get("forensix-written-then-executed", [])
     assert sorted(a["object_name"].rsplit("/", 1)[1] for a in got) == [".payload", "run.sh"], [a["summary"] for a in got]
     got = [a for a in got if a["object_name"].endswith("/.payload")]
-    # the writer is the process that opened the file: the shell's child that then ran base64
-    pid = int(got[0]["summary"].split("written by ")[1].split("[")[1].split("]")[0])
-    ran = curated["st"].query("SELECT process_executable FROM events WHERE event_action = 'exec' AND process_pid = $p"
-                              " AND list_contains(process_args, '-d')", {"p": pid}).column(0).to_pylist()
-    assert ran and ran[0].endswith("/base64"), ran
+    # `base64 -d F > .payload`: the shell's child opened the file, then became base64, which
+    # wrote it: the writer named is base64 (its image), with that process's pid and entity
+    writer = got[0]["summary"].split("written by ")[1]
+    assert writer.startswith("base64[") and writer.rstrip(")").endswith("/base64"), got[0]["summary"]
+    pid = int(writer.split("[")[1].split("]")[0])
+    ran = curated["st"].query("SELECT process_entity_id, process_executable FROM events WHERE event_action = 'exec'"
+                              " AND process_pid = $p AND list_contains(process_args, '-d')", {"p": pid}).to_pylist()
+    assert ran and ran[0]["process_executable"].endswith("/base64"), ran
+    assert ran[0]["process_entity_id"] in got[0]["entity_ids"]
+    opened = curated["st"].query("SELECT process_name FROM events WHERE event_action = 'open' AND process_pid = $p"
+                                 " AND file_path LIKE '%/.payload'", {"p": pid}).column(0).to_pylist()
+    assert opened == ["bash"], opened  # what the previous naming (by the opener's comm) said
 
 
 def test_shell_startup_file_and_history_search(curated: dict[str, Any]) -> None:
     by = _by_rule(curated)
     assert [a["object_name"].rsplit("/", 1)[1] for a in by.get("fx_shell_profile", [])] == [".bashrc"]
     assert [a["process_executable"].rsplit("/", 1)[1] for a in by.get("fx_history_read", [])] == ["cat"]
+
+
+def test_binary_padded_from_zero_and_random_devices(curated: dict[str, Any]) -> None:
+    """`dd ... >> f` (the shell opened f for appending) and `dd of=f oflag=append` (dd did):
+    one alert each, naming the device and the file, by the open's flags and dd's flows."""
+    got = _by_rule(curated).get("forensix-binary-padding", [])
+    details = sorted(a["summary"].rsplit("(", 1)[-1].split(" appended")[0] for a in got)
+    assert details == ["1 bytes from /dev/urandom", "1 bytes from /dev/zero"], [a["summary"] for a in got]
+    assert len(got) == 2 and {a["object_name"].rsplit("/", 1)[1] for a in got} == {"padded"}
+    assert all(a["rule_level"] == "medium" and a["process_executable"].endswith("/dd") for a in got)
 
 
 def test_credential_files_read(curated: dict[str, Any]) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from forensix.sensor.loader import pin_dir_for
 from forensix.store.embedded import DuckDBStore
 
 FORENSIX = [sys.executable, "-m", "forensix"]
@@ -39,6 +41,18 @@ def subtree(store: Path, marker: str) -> tuple[DuckDBStore, list[int]]:
 
 def rows(st: DuckDBStore, sql: str, **params: Any) -> list[dict[str, Any]]:
     return st.query(sql, params).to_pylist()
+
+
+@pytest.fixture(autouse=True)
+def _no_sensor_left_pinned(tmp_path: Path) -> Iterator[None]:
+    """A test that fails after killing a recorder leaves its sensor pinned, recording the
+    whole host for nobody: detach the sensors of this test's stores (only those)."""
+    yield
+    for store in tmp_path.rglob("*.duckdb"):
+        pin = pin_dir_for(store)
+        if pin.exists():
+            subprocess.run([*FORENSIX, "record", "--stop", "--store", str(store)], capture_output=True,
+                           timeout=120, check=False)
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from forensix.sensor.loader import pin_dir_for
+
 from .conftest import FORENSIX, record
 
 pytestmark = pytest.mark.bpf
@@ -109,12 +111,21 @@ def test_refused_typed_lifecycle_falls_back_and_says_so(tmp_path: Path) -> None:
     assert "fx-fallback" in execs
 
 
+def _wait_recording(store: Path, p: subprocess.Popen[str]) -> None:
+    """Until the recorder's sensor is attached (it pins it then), not a fixed sleep: a
+    loaded host takes longer than any sleep to start Python and load the sensor."""
+    deadline = time.monotonic() + 60
+    while not (pin_dir_for(store) / "control").exists():
+        assert p.poll() is None and time.monotonic() < deadline, "the recorder did not start recording"
+        time.sleep(0.2)
+
+
 def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
     p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     marker = f"fx-term-{uuid.uuid4().hex[:8]}"
-    time.sleep(3)
+    _wait_recording(store, p)
     subprocess.run(["/bin/echo", marker], stdout=subprocess.DEVNULL)
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
@@ -136,7 +147,7 @@ def test_a_recorder_killed_with_sigkill_loses_nothing_it_stored(tmp_path: Path) 
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     marker = tmp_path / f"fx-killed-{uuid.uuid4().hex[:8]}"
     try:
-        time.sleep(3)
+        _wait_recording(store, p)
         marker.write_text("x")
         deadline = time.monotonic() + 10
         seen = 0
@@ -162,7 +173,7 @@ def test_query_while_recording_sees_the_last_seconds(tmp_path: Path) -> None:
     p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3)
+        _wait_recording(store, p)
         marker = tmp_path / f"fx-live-{uuid.uuid4().hex[:8]}"
         marker.write_text("x")
         found = False

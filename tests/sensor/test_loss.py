@@ -22,7 +22,7 @@ def storm():
     t = time.time()
     while time.time() - t < 2.0:
         for _ in range(1000):
-            os.close(os.open("/dev/null", os.O_WRONLY))  # a write open: always one record
+            os.close(os.open("/dev/null", os.O_WRONLY | os.O_TRUNC))  # a truncating open: always one record
 ps = [Process(target=storm) for _ in range(2)]
 [p.start() for p in ps]
 for i in range(40):                      # process lifecycle during the storm

@@ -19,7 +19,7 @@ import os, time
 t = time.time()
 while time.time() - t < 1.5:
     for _ in range(1000):
-        os.close(os.open("/dev/null", os.O_WRONLY))  # a write open: always one record
+        os.close(os.open("/dev/null", os.O_WRONLY | os.O_TRUNC))  # a truncating open: always one record
 """
 
 

@@ -154,7 +154,7 @@ def test_sessions_mark_recordings_and_store_is_private(recorded: dict[str, Any])
         leader = attribute(st).leader_of[ent]
     finally:
         st.close()
-    assert [x["recording"] for x in rows if x["leader.entity_id"] == f"{leader:016x}"] == [True]
+    assert [x["recording"] for x in rows if x["process.entry_leader.entity_id"] == f"{leader:016x}"] == [True]
     # recorded under umask 022: the store and its journal are still root's only
     store = recorded["store"]
     assert store.stat().st_mode & 0o777 == 0o600

@@ -54,11 +54,13 @@ class ShippingConfig:
     coalesce_s: float = 0.2
 
 
-def gap_batch(info: HostInfo, host: str, ts_from: int, ts_to: int, count: int, reason: str,
+def gap_batch(info: HostInfo, host: str, ts_from: int, ts_to: int, count: int | None, reason: str,
               event_class: str = "all") -> pa.Table:
+    """``count`` None: how much was lost is not known (an agent that was down), never 0."""
     return pa.Table.from_pylist(
         [{"host_id": info.host_id, "host_name": host, "boot_id": info.boot_id, "ts_from": ts_from,
-          "ts_to": ts_to, "cpu": -1, "event_class": event_class, "count": count, "reason": reason}],
+          "ts_to": ts_to, "cpu": -1, "event_class": event_class, "count": count or 0, "reason": reason,
+          "count_unknown": count is None}],
         schema=schema.GAPS,
     )
 
@@ -97,7 +99,7 @@ class ShippingSink:
             # The agent died without a clean stop: what happened meanwhile was not recorded.
             self._spool(
                 "gaps",
-                gap_batch(self.info, config.host, self.spool.last_seal_ns, self.started_ns, 0, "agent-down"),
+                gap_batch(self.info, config.host, self.spool.last_seal_ns, self.started_ns, None, "agent-down"),
             )
         hello: dict[str, Any] = {
             "host": config.host,

@@ -204,7 +204,9 @@ def sessions(reader: Reader, att: Attribution | None = None, *, kinds: set[str] 
     out = [r for r in rows.values() if kinds is None or r["kind"] in kinds]
     out.sort(key=lambda r: (r["start_ts"] or 0, r["leader_entity_id"]))
     table = pa.Table.from_pylist(out, schema=_SESSION_SCHEMA)
-    return add_user_names(table, names)
+    from forensix.imports.logins import enrich_sessions  # sshd's log line: user, method, key
+
+    return add_user_names(enrich_sessions(reader, table), names)
 
 
 _SESSION_SCHEMA = pa.schema([

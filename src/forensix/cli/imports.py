@@ -29,6 +29,7 @@ Examples:
   forensix import laurel /var/log/laurel/audit.log --store case.duckdb --host-name web1
   forensix import sysmon /var/log/syslog --store case.duckdb
   forensix import suricata eve.json --store case.duckdb     # alerts, linked to recorded processes
+  forensix import zeek conn.log --store case.duckdb         # connections, linked the same way
   forensix report --alert ids-3f2a... --store case.duckdb    # a report from an IDS alert
   journalctl -o export > j.export; forensix import journal j.export /var/log/auth.log* --store case.duckdb
 """)

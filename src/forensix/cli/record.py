@@ -15,7 +15,7 @@ from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.options import DEFAULT_STORE
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.imports.journal import default_sources
-from forensix.sensor.loader import SensorConfig, preflight
+from forensix.sensor.loader import SensorConfig, pin_dir_for, preflight, unpin
 from forensix.sensor.recorder import Recorder, RecordStats
 from forensix.store.embedded import open_writer, socket_path
 from forensix.store.remote import QueryServer
@@ -53,6 +53,22 @@ def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
                    soft_wrap=True)
 
 
+def _stop_pinned(store: str) -> None:
+    """Detach a pinned sensor: its programs stop at once; what its rings still hold is
+    not stored (record on the same store instead of --stop to keep it)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    pin = pin_dir_for(store)
+    if not pin.exists():
+        _err.print(f"no sensor is pinned for {store} ({pin}): nothing to stop", highlight=False)
+        return
+    fds = unpin(pin)
+    with ThreadPoolExecutor(max_workers=64) as pool:  # each detach waits for an RCU grace period
+        list(pool.map(os.close, fds))
+    _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs)", highlight=False)
+
+
 def _pow2(n: int) -> int:
     p = 1
     while p < n:
@@ -69,7 +85,10 @@ Examples:
   forensix record --store build.duckdb -- make -j2   # record while make runs; exit with its code
   forensix record --full -- ./suspicious.sh    # every read/write call, not just flow edges
 
-While it records, other terminals can query the same store (forensix ps, events, ...).""",
+While it records, other terminals can query the same store (forensix ps, events, ...).
+The kernel side is pinned in bpffs: if the recorder is killed, recording goes on, and
+the next `forensix record` on the same store adopts it and stores what it kept.
+  forensix record --stop --store host.duckdb   # detach what a killed recorder left""",
 )
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(dir_okay=False),
               help="The evidence store to write (created if missing; an existing forensix store is appended to).")
@@ -77,11 +96,14 @@ While it records, other terminals can query the same store (forensix ps, events,
 @click.option("--full", is_flag=True,
               help="Record every read/write call and every read-only re-open, not aggregated edges and counts.")
 @click.option("--quiet", "-q", is_flag=True, help="No live figures.")
-@click.option("--ring-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
-              help="Size of the main kernel ring buffer (a power of two; process events have their own).")
+@click.option("--ring-mb", type=click.IntRange(1, 1024), default=None,
+              help="Size of the main kernel ring buffer in MiB (rounded up to a power of two; default: "
+                   "1/256 of memory, 32-256 MiB). Process and network events have rings of their own.")
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
+@click.option("--stop", "stop_pinned", is_flag=True,
+              help="Detach the sensor a killed recorder of --store left recording, and exit.")
 @click.option("--no-tty", is_flag=True, help="Do not capture terminal bytes (see `forensix replay`).")
 @click.option("--tty-rate", type=click.IntRange(1), default=256 << 10, show_default=True,
               help="Terminal bytes kept per terminal per second; what is cut is counted and marked.")
@@ -100,7 +122,7 @@ While it records, other terminals can query the same store (forensix ps, events,
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
-    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int, lifecycle: str,
+    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str, stop_pinned: bool,
     no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
     metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
@@ -111,6 +133,9 @@ def record(
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
+    if stop_pinned:
+        _stop_pinned(store)
+        return
     endpoint, counter = None, None
     if metrics_addr is not None:  # served before the store opens: a busy port leaves nothing half-open
         from prometheus_client import CollectorRegistry
@@ -142,9 +167,11 @@ def record(
 
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
                                             quota_bytes=artifact_quota_mb << 20).open(), local_host())
-    rec = Recorder(sinks, SensorConfig(full_rw=full, every_open=full, ring_main_mb=_pow2(ring_mb), lifecycle=lifecycle,
-                                     tty_rate=0 if no_tty else tty_rate), on_stats=None if quiet else _live,
-                   notes=writer.recovered, artifacts=collector,
+    config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
+                          pin_dir=pin_dir_for(store))
+    if ring_mb is not None:
+        config.ring_main_mb = _pow2(ring_mb)
+    rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered, artifacts=collector,
                    system_logs=[] if no_system_logs else (list(system_logs) or default_sources()))
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -15,7 +15,7 @@ from forensix.rules import alert_records, default_detectors, hunt, load_rules
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.engine import LiveEngine
-from forensix.rules.loader import RuleSet, coverage
+from forensix.rules.loader import RuleSet, coverage, start_summary
 from forensix.rules.sql import rule_sql
 from forensix.store.base import Reader
 from forensix.store.open import is_remote
@@ -416,9 +416,8 @@ def live_engine_for_record(
 
     rs = load_rules(list(rule_paths))
     if echo is not None and rule_paths:  # once, at start: what runs, and what cannot and why
-        echo(coverage(rs).lines()[0].replace("rules loaded", "rules loaded (curated set and --rules)"))
-        for r in rs.problems:
-            echo(f"rule not run: {r.source}: {r.status}: {r.reason}")
+        for line in start_summary(rs, rule_paths):
+            echo(line)
     outputs: list[AlertOutput] = [SinkOutput(store_sink)]
     if echo is not None:
         def _print(alerts: pa.Table) -> None:

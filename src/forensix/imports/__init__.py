@@ -3,7 +3,8 @@
 One module per format, each turning lines into the same rows (plaso's and LAUREL's habit):
 ``auditd`` (raw audit.log, rotated and gzipped), ``laurel`` (LAUREL's JSON lines),
 ``sysmon`` (Sysmon for Linux XML events from syslog or a journal export), ``suricata``
-(EVE alerts as detection points, linked to the process that owned the connection),
+(EVE alerts as detection points, linked to the process that owned the connection), ``zeek``
+(conn.log connections, linked the same way),
 ``journal`` (the host's own logs: sshd logins and failures, sudo, su, cron). Rows carry ``event_module`` = the source; every analysis,
 rule and view reads them as it reads the kernel's.
 """
@@ -53,6 +54,12 @@ def _suricata(procs: Processes, reader: Reader) -> Parser:
     return EveParser(procs, reader)
 
 
+def _zeek(procs: Processes, reader: Reader) -> Parser:
+    from forensix.imports.zeek import ZeekConnParser
+
+    return ZeekConnParser(procs, reader)
+
+
 def _journal(procs: Processes, reader: Reader) -> Parser:
     from forensix.imports.journal import JournalParser
 
@@ -77,6 +84,10 @@ _FORMATS = [
     Format("suricata", _suricata, "Suricata EVE JSON alerts, linked to the process that owned the connection", (
         ("anything on the host: an IDS sees packets; an alert is linked to a process only where the store "
         "recorded the connection"),
+    )),
+    Format("zeek", _zeek, "Zeek conn.log (TSV or JSON), linked to the process that owned each connection", (
+        ("anything on the host: Zeek sees packets; a connection is linked to a process only where the store "
+        "recorded it"),
     )),
     Format("journal", _journal, "the host's own logs: journalctl -o json or -o export, auth.log, syslog", (
         "processes, files and connections (service messages only: sshd, sudo, su, cron)",

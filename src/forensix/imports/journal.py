@@ -41,15 +41,21 @@ _ISO = re.compile(r"^(?:<\d{1,3}>1? ?)?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?
                   r"([^:\[\s]+)(?:\[(\d+)\])?: ?(.*)$")
 _FIELD_NAME = re.compile(rb"^[A-Z0-9_]{1,64}$")
 
+# sshd's line for a login: method, user, source address and port, and the key's type and
+# fingerprint after "ssh2: " for a public key (forensix.imports.logins reads it back)
+SSH_ACCEPTED = re.compile(r"^Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<ip>\S+) port (?P<port>\d+)"
+                          r"(?: [^\s:]+)?(?:: (?P<key>.+))?")
+# OpenSSH 9.8 and later log a connection's authentication as sshd-session (or sshd-auth)
+_SSHD = ("sshd", "sshd-session", "sshd-auth")
+
 # (program names, pattern over the message, category, action, outcome); named groups become columns
 _RULES: list[tuple[tuple[str, ...], re.Pattern[str], str, str, str | None]] = [
-    (("sshd",), re.compile(r"^Accepted (?P<method>\S+) for (?P<user>\S+) from (?P<ip>\S+) port (?P<port>\d+)"
-                           r"(?: \S+)?(?:: (?P<key>.+))?"), "authentication", "ssh-login", "success"),
-    (("sshd",), re.compile(r"^Failed (?P<method>\S+) for (?:invalid user )?(?P<user>\S+) from (?P<ip>\S+) "
+    (_SSHD, SSH_ACCEPTED, "authentication", "ssh-login", "success"),
+    (_SSHD, re.compile(r"^Failed (?P<method>\S+) for (?:invalid user )?(?P<user>\S+) from (?P<ip>\S+) "
                            r"port (?P<port>\d+)"), "authentication", "ssh-login-failed", "failure"),
-    (("sshd",), re.compile(r"^Invalid user (?P<user>\S*) from (?P<ip>\S+)(?: port (?P<port>\d+))?"),
+    (_SSHD, re.compile(r"^Invalid user (?P<user>\S*) from (?P<ip>\S+)(?: port (?P<port>\d+))?"),
      "authentication", "ssh-invalid-user", "failure"),
-    (("sshd",), re.compile(r"^(?:Disconnected from|Connection closed by) (?:(?:invalid |authenticating )?user "
+    (_SSHD, re.compile(r"^(?:Disconnected from|Connection closed by) (?:(?:invalid |authenticating )?user "
                            r"(?P<user>\S+) )?(?P<ip>[0-9a-fA-F.:]+) port (?P<port>\d+)"),
      "session", "ssh-disconnect", None),
     (("sudo",), re.compile(r"^\s*(?P<user>\S+) : (?:(?P<why>[^;]*?) ; )?TTY=(?P<tty>\S+) ; PWD=(?P<pwd>.*?) ; "

@@ -39,12 +39,14 @@ DERIVED: dict[str, str] = {
     "detected_ts": "event.created", "entity_ids": "related.entity_id", "tty": "process.tty",
     "leader_entity_id": "process.entry_leader.entity_id", "leader_pid": "process.entry_leader.pid",
     "user_name": "user.name", "file_generation": "file.generation", "parent_entity_id": "process.parent.entity_id",
+    "login_user": "process.entry_leader.user.name",  # the account sshd's log says logged in (imports.logins)
 }
 # Analysis-only fields with no ECS counterpart (named as they are).
 ANALYSIS_ONLY: frozenset[str] = frozenset({
     "depth", "kind", "description", "processes", "transitions", "what", "actions", "bytes_written", "pids",
     "connections", "report", "action", "ended_by", "ended_pid", "life", "lives", "node", "held_from", "held_until",
     "recording",  # the session has terminal bytes to replay (forensix replay)
+    "login_method", "key_fingerprint",  # how sshd's log says the login was made (publickey, password; key)
     # graph nodes and edges
     "label", "time", "src", "dst", "src_label", "dst_label", "bytes", "count", "name_matched",
 })

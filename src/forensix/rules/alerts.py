@@ -148,7 +148,8 @@ def build_alerts(
                 "event_keys": [key],
                 "summary": _summary(meta, r),
                 "source": source,
-                "alert_count": 1,
+                # a summary row stands for the repeats the kernel counted instead of recording
+                "alert_count": r.get("event_count") or 1,
                 "last_ts": r["ts"],
                 "process_executable": r.get("fx_image") or r.get("process_executable"),
                 "process_command_line": r.get("fx_command_line"),

@@ -17,6 +17,7 @@ the write that made it), so live and hunt find the same pairs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.fields import WRITE_OPEN_MASK
 
-__all__ = ["CHAIN_RULES", "PipeToShell", "WriteThenExec"]
+__all__ = ["CHAIN_RULES", "BinaryPadding", "PipeToShell", "WriteThenExec"]
 
 PIPE_SHELL = RuleMeta(
     "forensix-pipe-to-shell", "Shell or interpreter fed through a pipe by a decoder or a download", "high",
@@ -40,7 +41,11 @@ WRITE_EXEC_LOW = RuleMeta(
     "forensix-written-then-executed-other", "File written by a program and then executed", "low",
     ("attack.execution", "attack.t1204.002"),
 )
-CHAIN_RULES = (PIPE_SHELL, WRITE_EXEC, WRITE_EXEC_LOW)
+PADDING = RuleMeta(
+    "forensix-binary-padding", "Null or random bytes appended to a file (binary padding)", "medium",
+    ("attack.stealth", "attack.t1027.001"),
+)
+CHAIN_RULES = (PIPE_SHELL, WRITE_EXEC, WRITE_EXEC_LOW, PADDING)
 
 # Writers of a pipe that make its content a decoded or downloaded program (comm names).
 DECODERS = frozenset({
@@ -58,6 +63,18 @@ BUILDERS = frozenset({
 })
 TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
 PENDING_NS = 10 * 10**9
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """A process that opened a file for writing: its comm, pid and entity then, when, and
+    its image then (when the row carries it)."""
+
+    comm: str
+    pid: int | None
+    entity: int | None
+    ts: int
+    executable: str | None
 
 
 def _is_shell(comm: str | None) -> bool:
@@ -141,8 +158,11 @@ class WriteThenExec:
     rules: tuple[RuleMeta, ...] = (WRITE_EXEC, WRITE_EXEC_LOW)
 
     def __init__(self, max_tracked: int = 100_000) -> None:
-        self.written: dict[tuple[Any, ...], tuple[str, int]] = {}  # file life -> (writer comm[pid], ts)
+        self.written: dict[tuple[Any, ...], _Writer] = {}  # file life -> who opened it for writing, when
         self.pending: dict[tuple[Any, ...], list[dict[str, Any]]] = {}  # execs whose write may come late
+        # entity -> its images [(exec ts, executable)]: the writer of `base64 -d > f` opened f
+        # as the shell's child, before it became base64; the image that wrote is its next one
+        self.images: dict[int, list[tuple[int, str]]] = {}
         self.max_tracked = max_tracked
         self.latest = 0
 
@@ -161,13 +181,27 @@ class WriteThenExec:
     def _meta(r: dict[str, Any], writer: str) -> RuleMeta:
         path = r.get("process_executable") or r.get("file_path") or ""
         base = path.rsplit("/", 1)[-1]
-        wcomm = writer.split("[", 1)[0]
-        risky = wcomm in DECODERS or path.startswith(TEMP_DIRS) or base.startswith(".")
+        risky = writer in DECODERS or path.startswith(TEMP_DIRS) or base.startswith(".")
         return WRITE_EXEC if risky else WRITE_EXEC_LOW
 
-    def _hit(self, r: dict[str, Any], writer: str) -> tuple[RuleMeta, dict[str, Any]]:
-        r["fx_detail"] = f"written by {writer}"
-        return self._meta(r, writer), r
+    def _writer_image(self, w: _Writer, until: int) -> str | None:
+        """The writer's image when it wrote: the last program it ran between opening the
+        file and the file's exec (a redirection's child becomes the program whose output
+        it is), else the program it was running when it opened the file."""
+        imgs = self.images.get(w.entity or 0, [])
+        after = [exe for ts, exe in imgs if w.ts <= ts < until]
+        if after:
+            return after[-1]
+        before = [exe for ts, exe in imgs if ts <= w.ts]
+        return before[-1] if before else w.executable
+
+    def _hit(self, r: dict[str, Any], w: _Writer) -> tuple[RuleMeta, dict[str, Any]]:
+        exe = self._writer_image(w, r["ts"])
+        name = exe.rsplit("/", 1)[-1] if exe else w.comm
+        r["fx_detail"] = f"written by {name}[{w.pid}]" + (f" ({exe})" if exe else "")
+        if w.entity and w.entity != r.get("process_entity_id"):
+            r["target_entity_id"] = w.entity  # the writer is in the alert's entity ids
+        return self._meta(r, name), r
 
     def _step(self, r: dict[str, Any]) -> list[tuple[RuleMeta, dict[str, Any]]]:
         key = self._key(r)
@@ -178,15 +212,16 @@ class WriteThenExec:
                 for k in keys:
                     self.written.pop(k, None)  # rebuilt: what runs now is the builder's
                 return []
-            writer = f"{comm}[{r.get('process_pid')}]"
+            writer = _Writer(comm, r.get("process_pid"), r.get("process_entity_id"), r["ts"],
+                             r.get("fx_image") or r.get("process_executable"))
             out = []
             for k in keys:
-                self.written[k] = (writer, r["ts"])
+                self.written[k] = writer
                 out += [self._hit(x, writer) for x in self.pending.pop(k, []) if x["ts"] >= r["ts"]]
             return out
         got = self.written.get(key)
-        if got is not None and got[1] <= r["ts"]:
-            return [self._hit(r, got[0])]
+        if got is not None and got.ts <= r["ts"]:
+            return [self._hit(r, got)]
         self.pending.setdefault(key, []).append(r)
         return []
 
@@ -195,6 +230,8 @@ class WriteThenExec:
             del self.pending[k]
         while len(self.written) > self.max_tracked:
             self.written.pop(next(iter(self.written)))
+        while len(self.images) > self.max_tracked:
+            self.images.pop(next(iter(self.images)))
 
     _STEP = ("ts", "boot_id", "event_action", "file_device", "file_inode", "file_generation", "process_name",
              "process_pid", "file_path")
@@ -216,6 +253,10 @@ class WriteThenExec:
         self.latest = max(self.latest, max(r["ts"] for r in rows))
         hits: list[tuple[RuleMeta, dict[str, Any]]] = []
         for r in sorted(rows, key=lambda r: r["ts"]):
+            if r["event_action"] == "exec" and r.get("process_entity_id") and r.get("process_executable"):
+                imgs = self.images.setdefault(r["process_entity_id"], [])
+                imgs.append((r["ts"], r["process_executable"]))
+                del imgs[:-8]  # a process's last few images are enough to name a writer
             if r.get("file_inode") is not None or (r["event_action"] == "exec" and r.get("file_path")):
                 hits += self._step(r)
         self._trim()
@@ -224,5 +265,131 @@ class WriteThenExec:
         return pa.concat_tables(out) if out else empty_alerts()
 
 
-def chain_detectors() -> Sequence[PipeToShell | WriteThenExec]:
-    return [PipeToShell(), WriteThenExec()]
+# Devices whose bytes change a file's hash without changing what it does when appended.
+PAD_SOURCES = ("/dev/zero", "/dev/random", "/dev/urandom")
+# Tools that copy bytes as they are (a program reading a buffered random seed and then
+# appending a log line shorter than the buffer is no padding).
+COPIERS = frozenset({"dd", "head", "tail", "cat", "tee", "pv", "cp", "busybox"})
+O_APPEND, O_ACCMODE = 0o2000, 0o3
+APPEND_WINDOW_NS = 60 * 10**9  # an append-open this long before the write still counts
+
+
+class BinaryPadding:
+    """A byte-copying tool (dd, head, cat, ...) writing to a regular file opened for
+    appending (by itself or by the shell that redirected its output) within the minute,
+    having read /dev/zero, /dev/random or /dev/urandom, and appended to it no more bytes than it
+    read from the device (`dd if=/dev/zero bs=1 count=1 >> binary`): padding that changes
+    a file's hash. Told from the open's flags and the process's data-flow edges, not its
+    command line, so a redirection by the shell counts as much as `oflag=append`; a program
+    that reads a buffered random seed and appends a log line does not."""
+
+    rules: tuple[RuleMeta, ...] = (PADDING,)
+
+    def __init__(self, max_tracked: int = 50_000) -> None:
+        # (boot, device, inode) -> when it was opened with O_APPEND: by the copier, or by the
+        # shell that redirected its output (dash opens `>> f` in itself and hands the fd down)
+        self.appends: dict[tuple[Any, ...], list[int]] = {}
+        self.pad_read: dict[int, tuple[str, int]] = {}  # entity -> (device path, bytes read)
+        self.writes: dict[tuple[Any, ...], dict[str, Any]] = {}  # (entity, device, inode) -> write flow
+        self.fired: set[tuple[Any, ...]] = set()
+        self.max_tracked = max_tracked
+
+    def hunt_filter(self) -> dict[str, str]:
+        srcs = ", ".join(f"'{p}'" for p in PAD_SOURCES)
+        return {
+            "events": f"event_action = 'open' AND (file_flags & {O_APPEND}) <> 0 AND (file_flags & {O_ACCMODE}) <> 0",
+            "flows": f"(file_type = 'char' AND file_path IN ({srcs}) AND read_count > 0)"
+                     " OR (file_type = 'file' AND write_count > 0)",
+        }
+
+    def _check(self, key: tuple[Any, ...]) -> list[dict[str, Any]]:
+        w = self.writes.get(key)
+        src = self.pad_read.get(key[0])
+        if w is None or src is None or key in self.fired:
+            return []
+        opened = self.appends.get(key[1:], [])
+        if not any(w["ts"] - APPEND_WINDOW_NS <= t <= w["ts"] for t in opened):
+            return []
+        if (w.get("flow_write_bytes") or 0) > src[1] or w.get("process_name") not in COPIERS:
+            return []  # more appended than the device gave, or not a byte copier: not padding
+        self.fired.add(key)
+        name = w.get("process_name") or "?"
+        w["fx_detail"] = f"{w.get('flow_write_bytes')} bytes from {src[0]} appended by {name}[{w.get('process_pid')}]"
+        return [w]
+
+    def _step(self, r: dict[str, Any]) -> list[dict[str, Any]]:
+        ent = r.get("process_entity_id")
+        if not ent:
+            return []
+        act, path = r["event_action"], r.get("file_path")
+        if act == "open":
+            flags = r.get("file_flags") or 0
+            if flags & O_APPEND and flags & O_ACCMODE and r.get("file_inode") is not None:
+                fkey = (r.get("boot_id"), r.get("file_device"), r["file_inode"])
+                times = self.appends.setdefault(fkey, [])
+                times.append(r["ts"])
+                del times[:-16]
+                return [h for k in [k for k in self.writes if k[1:] == fkey] for h in self._check(k)]
+            return []
+        if r.get("file_type") == "char" and path in PAD_SOURCES:
+            old = self.pad_read.get(ent, (path, 0))
+            self.pad_read[ent] = (str(path), old[1] + (r.get("flow_read_bytes") or 0))
+            return [h for k in [k for k in self.writes if k[0] == ent] for h in self._check(k)]
+        if r.get("file_type") == "file" and (r.get("flow_write_count") or 0) > 0 and r.get("file_inode") is not None:
+            key = (ent, r.get("boot_id"), r.get("file_device"), r["file_inode"])
+            self.writes[key] = r
+            return self._check(key)
+        return []
+
+    def _trim(self) -> None:
+        while len(self.writes) > self.max_tracked:
+            self.writes.pop(next(iter(self.writes)))
+        while len(self.pad_read) > self.max_tracked:
+            self.pad_read.pop(next(iter(self.pad_read)))
+        while len(self.appends) > self.max_tracked:
+            self.appends.pop(next(iter(self.appends)))
+        if len(self.fired) > self.max_tracked:
+            self.fired.clear()
+
+    _FLOW = ("host_id", "host_name", "boot_id", "entity_id", "pid", "process_name", "file_type", "file_device",
+             "file_inode", "file_path", "first_ts", "read_bytes", "write_bytes", "write_count", "user_id")
+
+    def _flow_rows(self, data: pa.Table) -> list[dict[str, Any]]:
+        """The recorder's flow edges (one per process and open file) as event-like rows."""
+        ok = pc.or_(pc.fill_null(pc.equal(data.column("file_type"), "char"), False),
+                    pc.fill_null(pc.greater(data.column("write_count"), 0), False))
+        cols = [c for c in self._FLOW if c in data.column_names]
+        return [{
+            "host_id": f.get("host_id"), "host_name": f.get("host_name"), "boot_id": f.get("boot_id"),
+            "ts": f["first_ts"], "cpu": None, "seq": None, "event_action": "flow",
+            "process_entity_id": f.get("entity_id"), "process_pid": f.get("pid"),
+            "process_name": f.get("process_name"), "file_type": f.get("file_type"),
+            "file_device": f.get("file_device"), "file_inode": f.get("file_inode"), "file_path": f.get("file_path"),
+            "flow_read_bytes": f.get("read_bytes"), "flow_write_bytes": f.get("write_bytes"),
+            "flow_write_count": f.get("write_count"), "user_id": f.get("user_id"),
+        } for f in data.select(cols).filter(ok).to_pylist() if f.get("first_ts") is not None]
+
+    def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
+        if data.num_rows == 0 or table not in ("events", "flows"):
+            return empty_alerts()
+        if table == "flows":
+            rows = self._flow_rows(data)
+        else:
+            act = data.column("event_action")
+            flags = pc.fill_null(data.column("file_flags"), 0)
+            appends = pc.and_(pc.fill_null(pc.equal(act, "open"), False),
+                              pc.not_equal(pc.bit_wise_and(flags, pa.scalar(O_APPEND, flags.type)), 0))
+            idx = np.flatnonzero(appends.to_numpy(zero_copy_only=False))
+            if not len(idx):
+                return empty_alerts()
+            cols = ("ts", "boot_id", "event_action", "file_flags", "file_device", "file_inode", "process_entity_id")
+            rows = data.select([c for c in cols if c in data.column_names]).take(pa.array(idx)).to_pylist()
+        hits: list[dict[str, Any]] = []
+        for r in sorted(rows, key=lambda r: r["ts"]):
+            hits += self._step(r)
+        self._trim()
+        return build_alerts(PADDING, hits, source) if hits else empty_alerts()
+
+
+def chain_detectors() -> Sequence[PipeToShell | WriteThenExec | BinaryPadding]:
+    return [PipeToShell(), WriteThenExec(), BinaryPadding()]

@@ -51,6 +51,7 @@ from sigma.types import (
 )
 
 from forensix.rules import fields as F
+from forensix.rules.auditd import AuditWatch, audit_watch, path_predicate_parts
 
 __all__ = [
     "RAW_COLUMNS",
@@ -153,17 +154,19 @@ def logsource_key(rule: SigmaRule) -> str:
         return "forensix"
     if product not in (None, "linux"):
         raise Unsupported(f"product {product!r}: {_OTHER_PRODUCTS}")
-    if service == "auditd":
-        return "auditd"
+    if service in F.SERVICES:
+        return F.SERVICES[service]
     if service is not None:
         raise Unsupported(
             f"service {service!r} is a log file forensix does not record"
-            " (supported: auditd, forensix, or a category)"
+            f" (supported: {', '.join(F.SERVICES)}, or a category)"
         )
     if category is None:
-        raise Unsupported("a linux rule without category or service reads no event forensix records")
-    if category not in F.LOGSOURCES or category in ("auditd", "forensix"):
-        supported = ", ".join(k for k in F.LOGSOURCES if k not in ("auditd", "forensix"))
+        if product == "linux":  # keyword rules over the system's log text
+            return "linux"
+        raise Unsupported("a rule without product, category or service reads no event forensix records")
+    if category not in F.LOGSOURCES or category in F.SERVICES or category == "linux":
+        supported = ", ".join(k for k in F.LOGSOURCES if k not in F.SERVICES and k != "linux")
         raise Unsupported(f"category {category!r} is not recorded (supported: {supported})")
     return category
 
@@ -174,7 +177,7 @@ def forensix_pipeline() -> ProcessingPipeline:
     for key, mapping in F.SIGMA_FIELDS.items():
         if not mapping:
             continue
-        if key in ("auditd", "forensix"):
+        if key in F.SERVICES:
             cond = LogsourceCondition(product="linux", service=key)
         else:
             cond = LogsourceCondition(product="linux", category=key)
@@ -195,6 +198,10 @@ def scope_of(key: str) -> Node:
     """The predicate selecting a log source's events."""
     ls = F.LOGSOURCES[key]
     parts: list[Node] = []
+    if ls.module is not None:
+        parts.append(Pred("event_module", "eq", ls.module))
+    if ls.programs is not None:
+        parts.append(Pred("process_name", "in", tuple(sorted(ls.programs))))
     if ls.category is not None:
         parts.append(Pred("event_category", "eq", ls.category))
     if ls.actions is not None:
@@ -338,7 +345,7 @@ def _column(name: str | None, logsource: str | None) -> str:
     raise Unsupported(f"field {name!r} has no forensix equivalent{where}")
 
 
-def _audit_type(value: Any) -> Node:
+def _audit_type(value: Any, watch: AuditWatch | None = None) -> Node:
     if not isinstance(value, SigmaString) or value.contains_special():
         raise Unsupported(f"auditd type must be a plain value, not {value!r}")
     t = value.to_plain().upper()
@@ -347,6 +354,10 @@ def _audit_type(value: Any) -> Node:
         return Const(False)  # a record type forensix never produces
     category, actions, present = spec
     parts: list[Node] = []
+    if watch is not None and t == "PATH" and watch.perms is not None:
+        parts.append(_perm_scope(watch.perms))
+    if watch is not None and t == "SYSCALL" and watch.syscalls:
+        parts.append(Pred("syscall", "in", watch.syscalls))
     if category:
         parts.append(Pred("event_category", "eq", category))
     if actions:
@@ -356,22 +367,39 @@ def _audit_type(value: Any) -> Node:
     return And(tuple(parts))
 
 
+def _perm_scope(perms: frozenset[str]) -> Node:
+    """The events whose auditd PATH record a watch with these permission classes logs."""
+    actions, write_opens, read_opens = path_predicate_parts(perms)
+    alts: list[Node] = []
+    if actions:
+        alts.append(Pred("event_action", "in", actions))
+    is_open = Pred("event_action", "eq", "open")
+    writes = Pred("file_flags", "bits", F.WRITE_OPEN_MASK)
+    if write_opens and read_opens:
+        alts.append(is_open)
+    elif write_opens:
+        alts.append(And((is_open, writes)))
+    elif read_opens:
+        alts.append(And((is_open, Not(writes))))
+    return Or(tuple(alts)) if alts else Const(False)
+
+
 def _keyword(value: Any) -> Node:
     if isinstance(value, SigmaString) and not value.contains_special():
         value = SigmaString("*" + value.to_plain().replace("*", "\\*").replace("?", "\\?") + "*")
     return Or(tuple(_value_pred(c, value) for c in F.KEYWORD_COLUMNS))
 
 
-def _tree(node: Any, logsource: str, notes: list[str]) -> Node:
+def _tree(node: Any, logsource: str, notes: list[str], watch: AuditWatch | None = None) -> Node:
     if isinstance(node, ConditionAND):
-        return And(tuple(_tree(a, logsource, notes) for a in node.args))
+        return And(tuple(_tree(a, logsource, notes, watch) for a in node.args))
     if isinstance(node, ConditionOR):
-        return Or(tuple(_tree(a, logsource, notes) for a in node.args))
+        return Or(tuple(_tree(a, logsource, notes, watch) for a in node.args))
     if isinstance(node, ConditionNOT):
-        return Not(_tree(node.args[0], logsource, notes))
+        return Not(_tree(node.args[0], logsource, notes, watch))
     if isinstance(node, ConditionFieldEqualsValueExpression):
         if logsource == "auditd" and node.field == "type":
-            n = _audit_type(node.value)
+            n = _audit_type(node.value, watch)
             if n == Const(False):
                 notes.append(f"auditd record type {node.value} is never produced by forensix")
             return n
@@ -588,7 +616,8 @@ def compile_rule(rule: SigmaRule, source: str = "") -> CompiledRule:
         processed = copy.deepcopy(rule)
         _PIPELINE.apply(processed)
         notes: list[str] = []
-        bodies = [_tree(c.parsed, key, notes) for c in processed.detection.parsed_condition]
+        watch = audit_watch(rule.logsource.definition, rule.title or "") if key == "auditd" else None
+        bodies = [_tree(c.parsed, key, notes, watch) for c in processed.detection.parsed_condition]
         body = simplify(Or(tuple(bodies)))
     except Unsupported as e:
         return CompiledRule(

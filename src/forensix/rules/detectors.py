@@ -234,7 +234,8 @@ class GapDetector:
                     {
                         "host_id": g["host_id"], "host_name": g.get("host_name"), "boot_id": g["boot_id"],
                         "ts": g["ts_from"], "cpu": g.get("cpu"), "seq": f"gap-{g.get('event_class')}",
-                        "fx_detail": f"{g['count']} {g.get('event_class') or ''} records lost"
+                        "fx_detail": f"{'unknown number of' if g.get('count_unknown') else g['count']} "
+                        f"{g.get('event_class') or ''} records lost"
                         f" on cpu {g.get('cpu')} ({g['reason']}) until {format_ns(g['ts_to'])}",
                     }
                 )

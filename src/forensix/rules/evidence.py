@@ -164,14 +164,15 @@ class Grouper:
             k = _key(r, self.object_free)
             g = self.open.get(k)
             if g is not None and r["ts"] - g["ts"] <= self.window_ns:
-                g["alert_count"] += 1
+                g["alert_count"] += r.get("alert_count") or 1  # a kernel summary row: its repeats
                 g["last_ts"] = max(g["last_ts"], r["ts"])
                 continue
             if g is not None:
                 ended.extend(self._end(k))
-            r["alert_count"], r["last_ts"] = 1, r["ts"]
-            self.open[k] = r
-            new.append(dict(r))
+            g = dict(r)  # the match as built (a kernel summary row counts its repeats), not mutated
+            g["alert_count"], g["last_ts"] = r.get("alert_count") or 1, r["ts"]
+            self.open[k] = g
+            new.append(dict(g))
         while len(self.open) > self.max_open:
             ended.extend(self._end(next(iter(self.open))))
         return new, ended

@@ -29,6 +29,7 @@ __all__ = [
     "KEYWORD_COLUMNS",
     "LOGSOURCES",
     "OPEN_FLAG_NAMES",
+    "SERVICES",
     "SIGMA_FIELDS",
     "VIEW_TYPES",
     "WRITE_OPEN_MASK",
@@ -112,6 +113,9 @@ def _audit_arg_sql(i: int) -> str:
     return f"CASE WHEN e.event_action = 'exec' THEN {exec_arg} ELSE lower(hex(e.a{i})) END"
 
 
+# the target user in sudo's log line (imports.journal classifies the line as action ``sudo``)
+SUDO_USER_RE = r" ; USER=([^ ;]+) ;"
+
 _FILE_CREATE_ACTIONS = ("mkdir", "symlink", "link", "memfd_create")
 
 
@@ -165,6 +169,11 @@ def _derived() -> dict[str, Derived]:
         )
     )
     items += [Derived(f"fx_audit_a{i}", s, _audit_arg_sql(i)) for i in range(10)]
+    # sudo's log line names the target user (``USER=root`` or ``#-1``) that no column holds
+    items.append(Derived(
+        "fx_sudo_user", s,
+        f"CASE WHEN e.event_action = 'sudo' THEN nullif(regexp_extract(e.message, '{SUDO_USER_RE}', 1), '') END",
+    ))
     return {d.name: d for d in items}
 
 
@@ -244,6 +253,9 @@ _AUDITD = {
     "key": "rule_name",
 }
 
+# Sigma's sudo log source: USER is the user sudo ran the command as
+_SUDO = {"USER": "fx_sudo_user"}
+
 SIGMA_FIELDS: dict[str, dict[str, str]] = {
     "process_creation": _PROCESS,
     "file_event": _FILE,
@@ -254,6 +266,7 @@ SIGMA_FIELDS: dict[str, dict[str, str]] = {
     "network_connection": _NETWORK,
     "auditd": _AUDITD,
     "forensix": {**_NETWORK, **_FILE},
+    "sudo": _SUDO,
 }
 
 # Fields of the taxonomy that forensix cannot provide, with the reason (reported per rule).
@@ -272,6 +285,17 @@ UNSUPPORTED_FIELDS: dict[str, str] = {
 }
 
 
+# Programs whose lines a Sigma log source covers. OpenSSH 9.8 and later log as sshd-session
+# and sshd-auth; Debian's cron logs as CRON, crontab edits as crontab.
+_SSHD = ("sshd", "sshd-session", "sshd-auth")
+_CRON = ("cron", "CRON", "crond", "crontab", "anacron")
+# What Debian writes to auth.log and Red Hat to secure (the authpriv facility).
+_AUTH = (*_SSHD, "sudo", "su", "login", "passwd", "chpasswd", "chage", "useradd", "userdel", "usermod",
+         "groupadd", "groupdel", "groupmod", "gpasswd", "newgrp", "chsh", "chfn", "pkexec", "polkitd",
+         "systemd-logind", "CRON", "cron", "crond", "doas", "runuser", "unix_chkpwd", "gdm-password",
+         "lightdm", "vsftpd", "dovecot")
+
+
 @dataclass(frozen=True)
 class LogSource:
     """Which events a Sigma log source covers: category and actions (None = all)."""
@@ -281,6 +305,8 @@ class LogSource:
     actions: tuple[str, ...] | None
     write_opens: bool = False  # also 'open' with a write/create/truncate flag
     ip_only: bool = False  # IP connections only (Sigma's network_connection has no Unix sockets)
+    module: str | None = None  # event_module of the rows (the host's own logs: system)
+    programs: tuple[str, ...] | None = None  # the logging program (process_name), None = any
 
 
 LOGSOURCES: dict[str, LogSource] = {
@@ -297,7 +323,24 @@ LOGSOURCES: dict[str, LogSource] = {
     "network_connection": LogSource("network_connection", "network", ("connect", "accept"), ip_only=True),
     "auditd": LogSource("auditd", None, None),
     "forensix": LogSource("forensix", None, None),
+    # The host's own logs, followed live by the recorder and imported by `forensix import journal`
+    # (forensix.imports.journal): rows of event_module system, process_name the syslog identifier.
+    "sshd": LogSource("sshd", None, None, module="system", programs=_SSHD),
+    "sudo": LogSource("sudo", None, None, module="system", programs=("sudo",)),
+    "cron": LogSource("cron", None, None, module="system", programs=_CRON),
+    "auth": LogSource("auth", None, None, module="system", programs=_AUTH),
+    "syslog": LogSource("syslog", None, None, module="system"),
+    "clamav": LogSource("clamav", None, None, module="system", programs=("clamd", "freshclam", "clamonacc")),
+    "guacamole": LogSource("guacamole", None, None, module="system", programs=("guacd",)),
+    "vsftpd": LogSource("vsftpd", None, None, module="system", programs=("vsftpd",)),
+    # product: linux with neither category nor service (SigmaHQ's rules/linux/builtin keyword
+    # rules): written for the system's log text, so they read the same rows as syslog
+    "linux": LogSource("linux", None, None, module="system"),
 }
+
+# Sigma's `service:` values and the log source each reads.
+SERVICES: dict[str, str] = {s: s for s in (
+    "auditd", "forensix", "sshd", "sudo", "cron", "auth", "syslog", "clamav", "guacamole", "vsftpd")}
 
 # auditd record types and which forensix events would have produced such a record.
 # A value is (category or None, actions or None, column that must be present or None).

@@ -243,6 +243,15 @@ def _case(t: pa.Table, col: str, mapping: dict[str, str]) -> pa.Array:
     return out
 
 
+def _sudo_user(t: pa.Table, c: _Ctx) -> pa.Array:
+    """fx_sudo_user: the USER= of a sudo log line (fields.SUDO_USER_RE, as the SQL side)."""
+    is_sudo = pc.fill_null(pc.equal(_col(t, "event_action"), "sudo"), False)
+    if not pc.any(is_sudo).as_py():
+        return pa.nulls(t.num_rows, pa.string())
+    found = pc.extract_regex(_col(t, "message"), F.SUDO_USER_RE.replace("(", "(?P<u>", 1))
+    return pc.if_else(is_sudo, pc.struct_field(found, [0]), pa.scalar(None, pa.string()))
+
+
 _MOVES = frozenset({"rename", "link"})
 
 
@@ -319,6 +328,7 @@ DERIVED_ARROW: dict[str, _Builder] = {
     "fx_time_back": _time_back,
     "fx_hashes": lambda t, c: pc.binary_join_element_wise("SHA256=", pc.utf8_upper(_col(t, "process_hash_sha256")), ""),
     **{f"fx_audit_a{i}": _audit_arg(i) for i in range(10)},
+    "fx_sudo_user": _sudo_user,
 }
 
 

@@ -22,7 +22,10 @@ from sigma.rule import SigmaRule
 from forensix.errors import UsageError
 from forensix.rules.compile import CompiledRule, compile_rule
 
-__all__ = ["Coverage", "RuleSet", "builtin_rules_dir", "coverage", "load_paths", "load_rules", "load_text"]
+__all__ = [
+    "Coverage", "RuleSet", "builtin_rules_dir", "coverage", "load_paths", "load_rules", "load_text",
+    "start_summary",
+]
 
 _SUFFIXES = (".yml", ".yaml")
 
@@ -168,3 +171,41 @@ def coverage(rs: RuleSet) -> Coverage:
         by_logsource=dict(sorted(by_src.items(), key=lambda kv: (-kv[1], kv[0]))),
         rejected=dict(sorted(why.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
+
+
+def _short_reason(r: CompiledRule) -> str:
+    """A reason without the rule-specific tail: `product 'windows'`, `category 'proxy' is not
+    recorded`, so that rules rejected for the same cause count together."""
+    if r.status == "error":
+        return "broken (each named below)"
+    reason = r.reason or r.status
+    if reason.startswith("product "):
+        return reason.split(":", 1)[0]
+    return reason.split(" (", 1)[0]
+
+
+def _linux(r: CompiledRule) -> bool:
+    """A rule meant for a Linux host (its rejection is worth a line of its own), or a
+    broken rule (whose author wants to know)."""
+    return r.status == "error" or r.logsource == "linux" or r.logsource.startswith("linux/")
+
+
+def start_summary(rs: RuleSet, paths: Sequence[str | Path], max_reasons: int = 8) -> list[str]:
+    """What a recorder says at start about its rules: one coverage line, the rejected
+    rules counted by reason (a SigmaHQ checkout has hundreds of Windows rules), each
+    rejected Linux rule by name, and the command that lists them all."""
+    out = [coverage(rs).lines()[0].replace("rules loaded", "rules loaded (curated set and --rules)")]
+    problems = rs.problems
+    if not problems:
+        return out
+    why: dict[str, int] = {}
+    for r in problems:
+        why[_short_reason(r)] = why.get(_short_reason(r), 0) + 1
+    ranked = sorted(why.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{n} {reason}" for reason, n in ranked[:max_reasons])
+    rest = sum(n for _, n in ranked[max_reasons:])
+    more = f", {rest} for {len(ranked) - max_reasons} other reasons" if rest else ""
+    out.append(f"rules not run: {shown}{more}")
+    out += [f"rule not run: {r.source}: {r.status}: {r.reason}" for r in problems if _linux(r)]
+    out.append("every rule not run, with why: forensix rules check " + " ".join(str(p) for p in paths) + " --list")
+    return out

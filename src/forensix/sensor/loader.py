@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import re
@@ -19,9 +20,15 @@ from forensix.errors import KernelFeatureError, PrivilegeError, SensorError
 from forensix.sensor import libbpf as lb
 from forensix.sensor.syscalls import SYSCALLS
 
-__all__ = ["Sensor", "SensorConfig", "bpf_dir", "load_abi", "preflight"]
+__all__ = ["Sensor", "SensorConfig", "bpf_dir", "is_pinned", "load_abi", "pin_dir_for", "preflight", "ring_sizes_mb",
+           "unpin"]
 
 TRACEFS = Path("/sys/kernel/tracing")
+BPFFS = Path("/sys/fs/bpf")
+# What an agent that adopts a pinned sensor needs: the rings, the kernel's counters and
+# aggregation maps, and the control section (by this name in the pin directory).
+PINNED_MAPS = ("rb_proc", "rb_net", "rb_main", "counters", "flows", "reopens", "proc_drops", "accounted",
+               "mapped", "tty_budget", "control")
 BTF = Path("/sys/kernel/btf/vmlinux")
 _LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
 # Classic-tracepoint stand-ins for kernels that refuse tp_btf; fx_fork_child hooks the
@@ -45,16 +52,87 @@ def load_abi(path: Path | None = None) -> dict[str, Any]:
         ) from None
 
 
+def _mem_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 << 30
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << max(n.bit_length() - 1, 0)
+
+
+def ring_sizes_mb(mem_bytes: int | None = None) -> tuple[int, int, int]:
+    """Sizes of the (main, network, process) rings in MiB, from the host's memory.
+
+    1/256 of memory for the main ring (file records and flow edges), a quarter of that for
+    each of the others, within 32-256 MiB and 8-64 MiB: 64/16/16 MiB on 24 GiB. The rings
+    are kernel memory, allocated whole when the sensor loads. What a ring must hold is
+    what arrives while the agent has not stored it: a batch interval, a writer that falls
+    behind (200 k files created and deleted are ~160 MB of records), an agent restart.
+    64 MiB held the full-size storms of bench/storm.py with nothing lost, on a host loaded
+    ~5x over its cores; each MiB is also a MiB of the agent's RSS (the ring is mapped)."""
+    mem = _mem_total() if mem_bytes is None else mem_bytes
+    main = min(max(_pow2_floor(mem >> 28), 32), 256)
+    side = min(max(main // 4, 8), 64)
+    return main, side, side
+
+
 @dataclass
 class SensorConfig:
     full_rw: bool = False
     every_open: bool = False
     # terminal bytes kept per terminal per second (bpf/tty.bpf.h); 0: no terminal capture
     tty_rate: int = 256 << 10
-    ring_main_mb: int = 32
-    ring_proc_mb: int = 8
+    ring_main_mb: int = field(default_factory=lambda: ring_sizes_mb()[0])
+    ring_proc_mb: int = field(default_factory=lambda: ring_sizes_mb()[2])
+    ring_net_mb: int = field(default_factory=lambda: ring_sizes_mb()[1])
     exclude_tgid: int = field(default_factory=os.getpid)
+    # where the programs, maps and links are pinned so that recording outlives the agent
+    # (pin_dir_for(store)); None: nothing pinned, the sensor dies with the agent
+    pin_dir: Path | None = None
     lifecycle: str = "auto"  # auto: tp_btf, else classic tracepoints; or force "btf" / "classic"
+
+
+def pin_dir_for(store: str | Path) -> Path:
+    """The bpffs directory of the sensor that records into ``store`` (one per store)."""
+    key = hashlib.sha256(str(Path(store).resolve()).encode()).hexdigest()[:16]
+    return BPFFS / f"forensix-{key}"
+
+
+def is_pinned(pin_dir: Path) -> bool:
+    """A sensor pinned there by an agent that did not stop cleanly (killed, crashed)."""
+    return all((pin_dir / m).exists() for m in PINNED_MAPS)
+
+
+def mount_bpffs() -> None:
+    if any(line.split()[1:3] == [str(BPFFS), "bpf"] for line in Path("/proc/mounts").read_text().splitlines()):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"bpf", str(BPFFS).encode(), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise KernelFeatureError(
+            f"bpffs is not mounted and mounting it at {BPFFS} failed: {os.strerror(err)}",
+            f"mount it by hand: mount -t bpf bpf {BPFFS}",
+        )
+
+
+def unpin(pin_dir: Path) -> list[int]:
+    """Remove a sensor's pins; returns open descriptors of its links (closing them
+    detaches the programs: slow, see Sensor.detach_in_background)."""
+    fds = []
+    for p in sorted(pin_dir.glob("link-*")):
+        fd = lb.lib.bpf_obj_get(str(p).encode())
+        if fd >= 0:
+            fds.append(fd)
+    for p in pin_dir.iterdir():
+        p.unlink()
+    pin_dir.rmdir()
+    return fds
 
 
 def _lockdown() -> str | None:
@@ -128,6 +206,9 @@ class Sensor:
         self.skipped: list[str] = []  # syscalls this kernel has no tracepoint for
         self.lifecycle = "btf"  # what attach() ended up using
         self.fallback: str | None = None  # why the classic lifecycle hooks are in use
+        self.adopted = False  # the sensor was pinned by an earlier agent, and taken over
+        self._fds: dict[str, int] = {}  # an adopted sensor's maps
+        self._link_fds: list[int] = []  # an adopted sensor's links, once unpinned
 
     # -- load ----------------------------------------------------------------------
     def open_and_load(self) -> None:
@@ -156,6 +237,8 @@ class Sensor:
                 lb.lib.bpf_program__set_autoload(self._prog(name), False)
         self._set_sizes()
         self._set_config()
+        val = self._control_value(False, self.config.exclude_tgid)
+        lb.lib.bpf_map__set_initial_value(self._control_map(), val, len(val))
         ret = lb.lib.bpf_object__load(obj)
         if ret < 0:
             self._load_failed(-ret)
@@ -170,6 +253,7 @@ class Sensor:
     def _set_sizes(self) -> None:
         lb.lib.bpf_map__set_max_entries(self._map("rb_main"), self.config.ring_main_mb << 20)
         lb.lib.bpf_map__set_max_entries(self._map("rb_proc"), self.config.ring_proc_mb << 20)
+        lb.lib.bpf_map__set_max_entries(self._map("rb_net"), self.config.ring_net_mb << 20)
 
     def _set_config(self) -> None:
         assert self._obj is not None
@@ -196,6 +280,23 @@ class Sensor:
                 return
             m = lb.lib.bpf_object__next_map(self._obj, m)
         raise SensorError("the sensor object has no .rodata config", "rebuild it: make -C bpf")
+
+    def _control_value(self, paused: bool, tgid: int) -> ctypes.Array[ctypes.c_char]:
+        layout = {m["name"]: m for m in self.abi["structs"]["fx_control"]["members"]}
+        buf = bytearray(self.abi["structs"]["fx_control"]["size"])
+        for name, value in (("paused", int(paused)), ("agent_tgid", tgid)):
+            m = layout[name]
+            buf[m["offset"] : m["offset"] + m["size"]] = value.to_bytes(m["size"], "little")
+        return (ctypes.c_char * len(buf)).from_buffer(buf)
+
+    def _control_map(self) -> int:
+        assert self._obj is not None
+        m = lb.lib.bpf_object__next_map(self._obj, None)
+        while m:
+            if lb.lib.bpf_map__name(m).endswith(b".control"):
+                return int(m)
+            m = lb.lib.bpf_object__next_map(self._obj, m)
+        raise SensorError("the sensor object has no control section", "rebuild it: make -C bpf")
 
     def _load_failed(self, err: int) -> None:
         log = lb.log_lines()
@@ -283,11 +384,61 @@ class Sensor:
             )
         self._links.append(link)
 
+    # -- pinning: the kernel side outlives the agent -------------------------------
+    def pin(self, pin_dir: Path) -> None:
+        """Pin maps and links, so that recording goes on if this agent dies."""
+        mount_bpffs()
+        pin_dir.mkdir(mode=0o700)
+        for name in PINNED_MAPS:
+            m = self._control_map() if name == "control" else self._map(name)
+            lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / name).encode()), f"pin map {name}")
+        for i, link in enumerate(self._links):
+            lb.check_int(lb.lib.bpf_link__pin(link, str(pin_dir / f"link-{i:04d}").encode()), "pin a link")
+
+    def adopt(self, pin_dir: Path) -> None:
+        """Take over the sensor an earlier agent pinned: its programs never stopped
+        recording, and its rings hold what happened meanwhile."""
+        self.abi = load_abi()
+        for name in PINNED_MAPS:
+            fd = lb.lib.bpf_obj_get(str(pin_dir / name).encode())
+            if fd < 0:
+                raise SensorError(f"cannot open the pinned map {pin_dir / name}: {os.strerror(ctypes.get_errno())}",
+                                  f"remove the stale pins with: forensix record --stop --store STORE ({pin_dir})")
+            self._fds[name] = fd
+        self.adopted = True
+        self.lifecycle = "adopted"
+        self.set_control(paused=False)
+
+    def set_control(self, paused: bool) -> None:
+        val = self._control_value(paused, os.getpid())
+        key = ctypes.c_uint32(0)
+        lb.check_int(lb.lib.bpf_map_update_elem(self.map_fd("control"), ctypes.byref(key), val, 0),
+                     "write the sensor's control")
+
+    def release_pins(self, pin_dir: Path) -> None:
+        """A clean stop: the pins go; the links are detached with ours (in the background)."""
+        if pin_dir.exists():
+            fds = unpin(pin_dir)
+            if self.adopted:
+                self._link_fds = fds
+            else:
+                for fd in fds:
+                    os.close(fd)  # ours hold them: these are only extra references
+
     # -- maps ----------------------------------------------------------------------
     def map_fd(self, name: str) -> int:
+        if name in self._fds:
+            return self._fds[name]
+        if name == "control":
+            return int(lb.lib.bpf_map__fd(self._control_map()))
         return int(lb.lib.bpf_map__fd(self._map(name)))
 
     def ring_size(self, name: str) -> int:
+        if name in self._fds:
+            info = (ctypes.c_uint32 * 32)()  # struct bpf_map_info: type, id, key_size, value_size, max_entries
+            size = ctypes.c_uint32(ctypes.sizeof(info))
+            lb.check_int(lb.lib.bpf_obj_get_info_by_fd(self._fds[name], info, ctypes.byref(size)), f"size of {name}")
+            return int(info[4])
         return int(lb.lib.bpf_map__max_entries(self._map(name)))
 
     def prog_fds(self) -> dict[str, int]:
@@ -301,18 +452,7 @@ class Sensor:
 
     def pause(self) -> None:
         """Stop recording at once (every program returns early) without detaching."""
-        assert self._obj is not None
-        m = lb.lib.bpf_object__next_map(self._obj, None)
-        while m:
-            if lb.lib.bpf_map__name(m).endswith(b".control"):
-                key, val = ctypes.c_uint32(0), ctypes.c_uint32(1)
-                lb.check_int(
-                    lb.lib.bpf_map_update_elem(lb.lib.bpf_map__fd(m), ctypes.byref(key), ctypes.byref(val), 0),
-                    "pause the sensor",
-                )
-                return
-            m = lb.lib.bpf_object__next_map(self._obj, m)
-        raise SensorError("the sensor object has no control section", "rebuild it: make -C bpf")
+        self.set_control(paused=True)
 
     def detach_in_background(self) -> None:
         """Leave the (paused) programs to a short-lived child to detach.
@@ -322,7 +462,7 @@ class Sensor:
         child inherits the link descriptors, so our own exit releases nothing and is
         immediate; the child's exit then detaches them while nobody waits.
         """
-        if not self._links:
+        if not self._links and not self._link_fds:
             return
         r, w = os.pipe()
         pid = os.fork()
@@ -337,6 +477,9 @@ class Sensor:
         os.set_inheritable(w, False)
         self._reaper_pipe = w  # closed by our own exit, never by hand
         self._links = []  # the child holds the last references now
+        for fd in self._link_fds:
+            os.close(fd)
+        self._link_fds = []
 
     def close_links(self) -> None:
         """Detach every program; the maps stay readable until close().
@@ -354,6 +497,9 @@ class Sensor:
 
     def close(self) -> None:
         self.close_links()
+        for fd in [*self._link_fds, *self._fds.values()]:
+            os.close(fd)
+        self._link_fds, self._fds = [], {}
         if self._obj:
             lb.lib.bpf_object__close(self._obj)
             self._obj = None

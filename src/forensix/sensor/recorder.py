@@ -39,7 +39,7 @@ from forensix.sensor.decode import (
     file_types,
     repeat,
 )
-from forensix.sensor.loader import Sensor, SensorConfig
+from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.store import schema
@@ -49,6 +49,12 @@ if TYPE_CHECKING:
     from forensix.artifacts import Collector
 
 __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
+
+# The kernel's rings, in drain order (parents before children), and the ring of each class.
+_RINGS = ("rb_proc", "rb_net", "rb_main")
+_RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
+_ACC_LAST_WRITE = 8191  # events.h FX_ACC_LAST_WRITE
+_ACC_EARLY = 8190  # events.h FX_ACC_EARLY
 
 # Seconds between drains while the rings have room: one batch per flow-map flush. Each
 # batch costs the decoder, the store and the rules ~10 ms of CPU whatever its size: on a
@@ -91,7 +97,8 @@ class _Writer(threading.Thread):
     def __init__(self, sinks: Sequence[Sink], depth: int) -> None:
         super().__init__(name="fx-writer", daemon=True)
         self.sinks = list(sinks)
-        self.q: queue.Queue[tuple[str, pa.Table, bool] | None] = queue.Queue()
+        # (table, rows, bulk), or ("", callback, False): run once everything before it is written
+        self.q: queue.Queue[tuple[str, Any, bool] | None] = queue.Queue()
         self.depth = depth
         self._bulk = 0
         self._room = threading.Condition()
@@ -120,10 +127,18 @@ class _Writer(threading.Thread):
                 return
             # Under load, coalesce what is already queued: one large append is much
             # cheaper than many small ones. When idle, a batch goes out at once.
-            pending: dict[str, list[pa.Table]] = {item[0]: [item[1]]}
-            self._taken(item[2])
-            rows = item[1].num_rows
-            while rows < self.coalesce_rows:
+            pending: dict[str, list[pa.Table]] = {}
+            after: list[Callable[[], None]] = []
+            rows = 0
+            while True:
+                if item[0]:
+                    pending.setdefault(item[0], []).append(item[1])
+                    rows += item[1].num_rows
+                else:
+                    after.append(item[1])
+                self._taken(item[2])
+                if rows >= self.coalesce_rows:
+                    break
                 try:
                     nxt = self.q.get_nowait()
                 except queue.Empty:
@@ -131,19 +146,25 @@ class _Writer(threading.Thread):
                 if nxt is None:
                     done = True
                     break
-                self._taken(nxt[2])
-                pending.setdefault(nxt[0], []).append(nxt[1])
-                rows += nxt[1].num_rows
+                item = nxt
             try:
                 for table, parts in pending.items():
                     data = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
                     for s in self.sinks:
                         s.write(table, data)
+                for fn in after:  # e.g. give the kernel's ring space back: the records are stored
+                    fn()
             except BaseException as e:  # noqa: BLE001 - surfaced to the recorder
                 self.error = e
                 return
             finally:
                 self.cpu_s = time.thread_time()
+
+    def after_written(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the writer thread once every batch put before it is written."""
+        if self.error is not None:
+            raise self.error
+        self.q.put(("", fn, False))
 
     def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         if self.error is not None:
@@ -213,7 +234,17 @@ class Recorder:
     def start(self) -> None:
         use_system_allocator()  # page faults were ~15% of the recorder's CPU: see there
         self.sensor = Sensor(self.config)
-        self.sensor.open_and_load()
+        pin = self.config.pin_dir
+        adopt = pin is not None and is_pinned(pin)
+        if adopt:
+            assert pin is not None
+            preflight()
+            self.sensor.adopt(pin)
+        else:
+            if pin is not None and pin.exists():  # half-pinned by an agent that died pinning
+                for fd in unpin(pin):
+                    os.close(fd)
+            self.sensor.open_and_load()
         self.clock = Clock()
         self.abi = self.sensor.abi
         self.decoder = Decoder(self.abi, self.host, self.clock.offset_ns)
@@ -222,20 +253,29 @@ class Recorder:
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
-        self.sensor.attach()
-        self.rings = [
-            RingBuffer(self.sensor.map_fd("rb_proc"), self.sensor.ring_size("rb_proc")),
-            RingBuffer(self.sensor.map_fd("rb_main"), self.sensor.ring_size("rb_main")),
-        ]
+        if not adopt:
+            self.sensor.attach()
+            if pin is not None:
+                self.sensor.pin(pin)
+        self.rings = [RingBuffer(self.sensor.map_fd(n), self.sensor.ring_size(n)) for n in _RINGS]
         self._ncpu = lb.lib.libbpf_num_possible_cpus()
         self._cdt = struct_dtype(self.abi, "fx_counter")
         self._fkdt = struct_dtype(self.abi, "fx_flow_key")
         self._fvdt = struct_dtype(self.abi, "fx_flow")
         self._okdt = struct_dtype(self.abi, "fx_open_key")
         self._ovdt = struct_dtype(self.abi, "fx_open_rep")
-        self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
+        self._dkdt = struct_dtype(self.abi, "fx_drop_key")
+        self._dvdt = struct_dtype(self.abi, "fx_drop")
         self._ncls = len(CLASS_NAMES) - 1
+        # drops of each (cpu, class) already written as gap rows: named, and not named
+        self._named_drops = np.zeros((self._ncpu, self._ncls), np.int64)
+        self._unnamed_drops = np.zeros((self._ncpu, self._ncls), np.int64)
+        self._classes = {v: k for k, v in enum(self.abi, "fx_class").items()}
         self._last_drops = np.zeros((self._ncpu, self._ncls), np.uint64)
+        accounted = self._read_accounted()
+        if adopt:  # the drops the dead agent wrote as gaps are not written again
+            self._named_drops = accounted[0].astype(np.int64)
+            self._last_drops = accounted[0].astype(np.uint64)
         self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self.stats.started_ns = time.time_ns()
         self._cpu0 = (time.thread_time(), time.process_time())
@@ -257,6 +297,8 @@ class Recorder:
             self._syslog = SystemLogFollower(Host(self.host.host_id, self.host.host_name, self.host.boot_id),
                                              self.system_logs, lambda t: self._emit("events", t))
             self._syslog.start()
+        if adopt:
+            self._adopted_gap(accounted[1])
 
     def _snapshot(self) -> None:
         rows = list(snapshot(self.decoder.ids, self.clock.offset_ns))
@@ -368,6 +410,8 @@ class Recorder:
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
+            if self.config.pin_dir is not None:
+                self.sensor.release_pins(self.config.pin_dir)  # a clean stop: nothing outlives us
             if self.detach_in_background:
                 self.sensor.detach_in_background()
             self.sensor.close()
@@ -384,16 +428,17 @@ class Recorder:
         that back-pressure from bulk file events never reaches it. ``wait``: how long
         to wait for room for the main ring (the final drain waits).
         """
-        proc_ring, main_ring = self.rings
-        proc = proc_ring.drain(max_bytes=16 << 20)
-        main = None
+        proc_ring, net_ring, main_ring = self.rings
+        proc = proc_ring.drain(max_bytes=16 << 20, hold=True)
+        bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
-            main = main_ring.drain(max_bytes=16 << 20)
-        # else the kernel ring holds it meanwhile, and counts what it cannot
-        drains = [d for d in (proc, main) if d is not None and len(d)]
+            bulk_drains = [net_ring.drain(max_bytes=16 << 20, hold=True),
+                           main_ring.drain(max_bytes=16 << 20, hold=True)]
+        # else the kernel rings hold them meanwhile, and count what they cannot
+        drains = [d for d in (proc, *bulk_drains) if len(d)]
         if not drains:
             return 0
-        bulk = main is not None and len(main) > 0
+        bulk = any(len(d) for d in bulk_drains)
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
         # and a drain of the process ring holds a few dozen records.
@@ -403,7 +448,79 @@ class Recorder:
             self._ship_artifacts(once=True)
         for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
+        # the space goes back to the kernel once the records are in the store: an agent
+        # killed before that leaves them in the (pinned) ring for the next one. Unless a
+        # ring is half full with records read and not yet stored: then the kernel needs the
+        # space more than a crash would (a storm while the writer is behind), and a next
+        # agent is told that it cannot know what this one held (FX_ACC_EARLY)
+        early = [r for r in self.rings if r.pos - r.released() > r.size // 2]
+        if early:
+            self._write_accounted({_ACC_EARLY: 1})
+            for r in early:
+                r.release()
+        held = [(r, r.pos) for r in self.rings]
+        self._writer.after_written(lambda: self._released(held))
         return sum(len(d) for d in drains)
+
+    def _released(self, held: list[tuple[RingBuffer, int]]) -> None:
+        for ring, pos in held:
+            if pos > ring.released():
+                ring.release(pos)
+        slots = {_ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)}
+        if all(r.released() == r.pos for r in self.rings):
+            slots[_ACC_EARLY] = 0  # nothing read is left unstored
+        self._write_accounted(slots)
+
+    # -- what survives the agent: the `accounted` map --------------------------------
+    def _read_accounted(self) -> tuple[np.ndarray, int]:
+        """Drops already written as gaps, per (cpu, class), and the last write's boot ns."""
+        assert self.sensor is not None
+        fd = self.sensor.map_fd("accounted")
+        out = np.zeros((self._ncpu, self._ncls), np.uint64)
+        val = ctypes.c_uint64(0)
+        for cpu in range(self._ncpu):
+            for cls in range(self._ncls):
+                key = ctypes.c_uint32(cpu * self._ncls + cls)
+                if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0:
+                    out[cpu, cls] = val.value
+        def slot(k: int) -> int:
+            key = ctypes.c_uint32(k)
+            return int(val.value) if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0 else 0
+
+        self._early_before = bool(slot(_ACC_EARLY))
+        return out, slot(_ACC_LAST_WRITE)
+
+    def _write_accounted(self, slots: dict[int, int]) -> None:
+        if self.sensor is None:
+            return
+        fd = self.sensor.map_fd("accounted")
+        for k, v in slots.items():
+            key, val = ctypes.c_uint32(k), ctypes.c_uint64(v)
+            lb.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0)
+
+    def _adopted_gap(self, last_write_boot: int) -> None:
+        """An agent died without detaching, and this one took over its sensor. The records
+        in the rings were kept (drained now) and what the rings could not hold is in the
+        kernel's counters, but the flow edges and re-open counts the dead agent had taken
+        from the kernel and not yet stored are gone, and how many there were is unknown."""
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        frm = last_write_boot or now
+        ts_to = now + self.clock.offset_ns
+        row = {
+            "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
+            "ts_from": frm + self.clock.offset_ns, "ts_to": ts_to, "cpu": -1,
+            "event_class": "flow", "count": 0, "count_unknown": True, "reason": "agent-restart",
+        }
+        gap_rows = [row]
+        if self._early_before:  # it had given ring space back before storing the records
+            gap_rows += [dict(row, event_class=c) for c in ("process", "file", "network")]
+        self.stats.gaps += len(gap_rows)
+        self._emit("gaps", pa.Table.from_pylist(gap_rows, schema=schema.GAPS))
+        self._agent_event("gap", "unknown number of flow edges and re-open counts lost"
+                          + (", and of ring records it had read in a storm and not stored" if self._early_before else "")
+                          + ": the previous agent died "
+                          "without detaching; its sensor kept recording and this agent adopted it "
+                          "(ring records kept, ring overflow counted)", ts=ts_to)
 
     def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         if table == "events":
@@ -552,41 +669,88 @@ class Recorder:
         return out
 
     def account_losses(self) -> None:
-        """Turn new kernel drops into gap records: when, which CPU, which class, how many."""
+        """Turn new kernel drops into gap records: when, which CPU, class and process, how many.
+
+        The counters are read before the per-process drop map is taken: the kernel counts a
+        drop in the counter first, so every drop counted by then has its process entry too.
+        Per (CPU, class), the rows written add up to the kernel's counter: one row per
+        process that lost records, and a row of no named process for drops the per-process
+        map had no room for (written once the counter shows they are not just late)."""
         c = self.read_counters()
-        drops = c["drops"]
-        now_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        delta = drops - self._last_drops
-        rows: list[dict[str, Any]] = []
+        dk, dv = self._take_map("proc_drops", self._dkdt, self._dvdt)
+        drops = c["drops"].astype(np.int64)
+        delta = drops - self._last_drops.astype(np.int64)
         # A ring that stayed under half full in the window had room for any record: the
         # kernel refused the reservation for another reason (on 6.15+ the ring's lock is
         # a resilient spinlock that gives up on a stalled holder), so do not call it full.
         reasons = ["ringbuf-full" if r.take_peak() >= r.size // 2 else "reserve-failed" for r in self.rings]
-        for cpu, cls in zip(*np.nonzero(delta)):
-            name = str(CLASS_NAMES[int(cls)])
-            # flow edges are not ring records: the kernel counts an edge its map had no room for
-            reason = "flowmap-full" if name == "flow" else reasons[0 if name == "process" else 1]
-            count = int(delta[cpu, cls])
+        rows = self._named_gaps(dk, dv, reasons)
+        unnamed = drops - self._named_drops - self._unnamed_drops
+        for cpu, cls in zip(*np.nonzero(unnamed > 0)):
+            cpu, cls = int(cpu), int(cls)
             frm = max(int(c["first_drop"][cpu, cls]), self._last_counter_boot)
             to = int(c["last_drop"][cpu, cls])
-            rows.append({
-                "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
-                "ts_from": frm + self.clock.offset_ns, "ts_to": max(to, frm) + self.clock.offset_ns,
-                "cpu": int(cpu), "event_class": name, "count": count, "reason": reason,
-            })
-            self.stats.drops[name] = self.stats.drops.get(name, 0) + count
-        self._last_drops = drops.copy()
-        self._last_counter_boot = now_boot
+            rows.append(self._gap_row(cpu, cls, int(unnamed[cpu, cls]), frm, max(to, frm), reasons))
+            self._unnamed_drops[cpu, cls] += unnamed[cpu, cls]
+        for cpu, cls in zip(*np.nonzero(delta)):
+            name = str(CLASS_NAMES[int(cls)])
+            self.stats.drops[name] = self.stats.drops.get(name, 0) + int(delta[cpu, cls])
+        self._last_drops = c["drops"].copy()
+        self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         if rows:
             self.stats.gaps += len(rows)
             self._emit("gaps", pa.Table.from_pylist(rows, schema=schema.GAPS))
-            for r in rows:
-                why = {"ringbuf-full": "ring buffer full", "flowmap-full": "flow map full"}.get(
-                    r["reason"], "reservation refused, ring not full")
-                self._agent_event(
-                    "gap", f"{r['count']} {r['event_class']} records lost on cpu {r['cpu']} ({why})",
-                    ts=r["ts_to"],
-                )
+            self._gap_events(rows)
+            done = self._named_drops + self._unnamed_drops
+            slots = {cpu * self._ncls + cls: int(done[cpu, cls]) for cpu in range(self._ncpu) for cls in range(self._ncls)}
+            self._writer.after_written(lambda: self._write_accounted(slots))
+
+    def _gap_row(self, cpu: int, cls: int, count: int, frm: int, to: int, reasons: list[str]) -> dict[str, Any]:
+        name = str(CLASS_NAMES[cls])
+        # flow edges are not ring records: the kernel counts an edge its map had no room for
+        reason = "flowmap-full" if name == "flow" else reasons[_RING_OF_CLASS.get(name, 2)]
+        return {
+            "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
+            "ts_from": frm + self.clock.offset_ns, "ts_to": to + self.clock.offset_ns,
+            "cpu": cpu, "event_class": name, "count": count, "reason": reason,
+        }
+
+    def _named_gaps(self, k: np.ndarray, v: np.ndarray, reasons: list[str]) -> list[dict[str, Any]]:
+        """One gap row per (process, CPU, class) that lost records since the last pass."""
+        if not len(v):
+            return []
+        ids = self.decoder.ids.ids(k["pid"], k["start"]).tolist()
+        names = comm_names(v["comm"]).to_pylist()
+        rows = []
+        for i in range(len(v)):
+            cpu, cls = int(k["cpu"][i]), int(k["cls"][i])
+            if cpu >= self._ncpu or cls >= self._ncls:
+                continue
+            count = int(v["count"][i])
+            self._named_drops[cpu, cls] += count
+            row = self._gap_row(cpu, cls, count, int(v["first"][i]), int(v["last"][i]), reasons)
+            row.update(process_pid=int(k["pid"][i]), process_entity_id=ids[i], process_name=names[i])
+            rows.append(row)
+        return rows
+
+    def _gap_events(self, rows: list[dict[str, Any]]) -> None:
+        """One timeline row per (CPU, class): how many were lost, and whose were the most."""
+        why = {"ringbuf-full": "ring buffer full", "flowmap-full": "flow map full"}
+        by: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            by.setdefault((r["cpu"], r["event_class"]), []).append(r)
+        for (cpu, cls), rs in sorted(by.items()):
+            total = sum(r["count"] for r in rs)
+            named = sorted((r for r in rs if r.get("process_pid") is not None), key=lambda r: -r["count"])
+            who = ""
+            if named:
+                top = named[0]
+                who = f"; most of them ({top['count']}) by {top['process_name']} (pid {top['process_pid']})"
+                if len(named) > 1:
+                    who += f" and {len(named) - 1} other processes"
+            reason = why.get(rs[0]["reason"], "reservation refused, ring not full")
+            self._agent_event("gap", f"{total} {cls} records lost on cpu {cpu} ({reason}){who}",
+                              ts=max(r["ts_to"] for r in rs))
 
     def _counters_json(self) -> str:
         """The kernel's final counters: records attempted (seq) and lost, per class and CPU.

@@ -1,12 +1,16 @@
 """Drain a BPF ring buffer from Python through mmap, in batches.
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (we write it); page 1
-the producer position; the data follow, mapped twice so that no record wraps. Each
+the producer position; the data follow (the kernel offers them mapped twice, so that no
+record wraps; we map one copy and join the two slices of a drain that wraps). Each
 record has an 8-byte header: a u32 length whose bit 31 means "still being written" and
 bit 30 "discarded", then a u32 page offset. Records are 8-byte aligned.
 
 ``drain`` walks the headers (the only per-record Python) and returns one contiguous
-copy of the finished records with their offsets, for vectorised decoding.
+copy of the finished records with their offsets, for vectorised decoding. It does not
+give the space back to the kernel: ``release`` does, once the records are in the store,
+so that an agent killed with records in its memory leaves them in the ring for the next
+one (the ring is pinned: sensor/loader.py).
 """
 
 from __future__ import annotations
@@ -60,11 +64,16 @@ class RingBuffer:
         self.mask = size - 1
         page = mmap.PAGESIZE
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        # The kernel maps the data twice so that no record wraps; one copy is enough here
+        # (a drain that wraps joins two slices). The kernel fills the whole mapping in at
+        # mmap time, so every page mapped is resident in the agent: the second copy was
+        # as many MiB of RSS as the ring has.
+        self._prod = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._page = page
         self.records = 0
         self.bytes = 0
         self.peak = 0  # most bytes waiting at a drain since ``take_peak``
+        self.pos = _u64.unpack_from(self._cons, 0)[0]  # read up to here; released up to the consumer position
 
     def take_peak(self) -> int:
         """The fullest the ring has been since the last call: between drains the fill
@@ -77,11 +86,12 @@ class RingBuffer:
         cons = _u64.unpack_from(self._cons, 0)[0]
         return int(prod - cons)
 
-    def drain(self, max_bytes: int | None = None) -> Drained:
-        """Take every finished record (up to about ``max_bytes``)."""
-        cons = _u64.unpack_from(self._cons, 0)[0]
+    def drain(self, max_bytes: int | None = None, hold: bool = False) -> Drained:
+        """Take every finished record (up to about ``max_bytes``); ``hold``: keep their
+        space from the kernel until ``release``."""
         prod = _u64.unpack_from(self._prod, 0)[0]
-        self.peak = max(self.peak, prod - cons)
+        self.peak = max(self.peak, prod - _u64.unpack_from(self._cons, 0)[0])
+        cons = self.pos
         limit = prod if max_bytes is None else min(prod, cons + max_bytes)
         buf = self._prod
         base = self._page
@@ -103,11 +113,25 @@ class RingBuffer:
         if pos == start:
             return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
         lo = base + (start & mask)
-        data = buf[lo : lo + (pos - start)]  # contiguous: the data pages are mapped twice
-        _u64.pack_into(self._cons, 0, pos)  # publish: the kernel may reuse the space
+        end = lo + (pos - start)
+        if end <= base + self.size:
+            data = buf[lo:end]
+        else:  # the region wraps around the end of the ring
+            data = buf[lo : base + self.size] + buf[base : base + (end - base - self.size)]
+        self.pos = pos
+        if not hold:
+            self.release()
         self.records += len(offs)
         self.bytes += pos - start
         return Drained(data, np.asarray(offs, np.int64), np.asarray(lens, np.int64))
+
+    def released(self) -> int:
+        """The consumer position the kernel sees: space up to here is free."""
+        return int(_u64.unpack_from(self._cons, 0)[0])
+
+    def release(self, pos: int | None = None) -> None:
+        """Give the kernel back the space of the records read up to ``pos`` (default: all)."""
+        _u64.pack_into(self._cons, 0, self.pos if pos is None else pos)
 
     def close(self) -> None:
         self._cons.close()

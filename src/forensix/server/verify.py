@@ -184,7 +184,8 @@ def _gaps_of(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Frame)
         return
     for g in data.to_pylist():
         v.add("completeness", "gap", host, stream, seg, off, fr.seq, f"recorded:{g['reason']}",
-              f"{g['count']} rows ({g['event_class'] or 'all'}) lost from {format_ns(g['ts_from'])} to "
+              f"{'unknown number of' if g.get('count_unknown') else g['count']} rows ({g['event_class'] or 'all'}) "
+              f"lost from {format_ns(g['ts_from'])} to "
               f"{format_ns(g['ts_to'])} (cpu {g['cpu']})")
 
 

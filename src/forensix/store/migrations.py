@@ -32,10 +32,13 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # process.hash.sha256 on exec events and process images (NULL on rows of older stores).
 # /12: events carry event_module (imported rows: auditd, laurel, sysmon, suricata, system) and
 # rule_name (auditd's rule key), and the imports table records what was imported.
-STORE_FORMAT = "forensix-store/12"
+# /13: gaps name the process that caused them and say when their size is unknown
+# (count_unknown); NULL on gaps of older stores.
+STORE_FORMAT = "forensix-store/13"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
-                           "forensix-store/10", "forensix-store/11", STORE_FORMAT})
+                           "forensix-store/10", "forensix-store/11", "forensix-store/12",
+                           STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -143,5 +146,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "rule_name" VARCHAR',
         create_table_sql("imports", schema.IMPORTS),
         "UPDATE forensix_meta SET value = 'forensix-store/12' WHERE key = 'format'",
+    ]),
+    # a gap names the process whose records were lost, and says when its size is unknown
+    ("0014_gap_process", [
+        'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_pid" UINTEGER',
+        'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_entity_id" UBIGINT',
+        'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_name" VARCHAR',
+        'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "count_unknown" BOOLEAN',
+        "UPDATE forensix_meta SET value = 'forensix-store/13' WHERE key = 'format'",
     ]),
 ]

@@ -225,6 +225,12 @@ GAPS = pa.schema(
         pa.field("event_class", _str),  # process | file | network | flow | ...
         pa.field("count", _u64, nullable=False),
         pa.field("reason", _str, nullable=False),  # ringbuf-full | spool-full | agent-down | ...
+        # the process whose records were lost (NULL: not one process, or not known)
+        pa.field("process_pid", _u32),
+        pa.field("process_entity_id", _u64),
+        pa.field("process_name", _str),
+        # true: how much was lost is not known (count is then 0 and means nothing)
+        pa.field("count_unknown", _bool),
     ]
 )
 

@@ -207,7 +207,7 @@ class StoreBuilder:
         self.flows.append(self._origin() | {
             "entity_id": p.entity_id, "pid": p.pid, "fd": 3, "file_inode": ino,
             "file_device": self.dev, "file_generation": generation, "file_type": file_type,
-            "file_path": path if file_type == "file" else None, "first_ts": a, "last_ts": b,
+            "file_path": path if file_type in ("file", "char") else None, "first_ts": a, "last_ts": b,
             **counts, "reason": "periodic" if stored_once else "close"}
             | ({"tid": p.pid, "process_name": p.exe.rsplit("/", 1)[-1][:15], "ts_boot": b - self.boot_ts,
                 "in_events": False, "user_id": p.uid} if stored_once else {}))
@@ -215,7 +215,7 @@ class StoreBuilder:
             return
         self._ev(p, b, "flow", "flow", fd=3, file_inode=ino, file_device=self.dev, file_generation=generation,
                  file_type=file_type,
-                 file_path=path if file_type == "file" else None, flow_first_ts=a, flow_last_ts=b,
+                 file_path=path if file_type in ("file", "char") else None, flow_first_ts=a, flow_last_ts=b,
                  unix_peer_inode=peer_inode,
                  **{f"flow_{k}": v for k, v in counts.items()})
 
