@@ -153,6 +153,10 @@ class Ingestor:
             if table not in stored:
                 self._append(table, parts)
                 stored.add(table)
+        sync = getattr(self.store, "sync", None)  # DuckDB's journals: durable before the marks move
+        if sync is not None:
+            with self.lock:
+                sync()
         marks: dict[int, tuple[Mark, int]] = {}
         for _, _, mark, seq in items:
             marks[id(mark)] = (mark, seq)

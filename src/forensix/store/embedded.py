@@ -298,6 +298,11 @@ class DuckDBStore:
             journal.on_due = self._sealing.wanted
         self._sealing.start()
 
+    def sync(self) -> None:
+        """Every row appended so far durable (journals fsynced; DuckDB's own commits are)."""
+        for journal in self._journals.values():
+            journal.sync()
+
     def flush(self) -> None:
         """Seal every journal and checkpoint the DuckDB file: all durable, all compact."""
         # no background seal runs meanwhile (one in progress finishes first)

@@ -28,6 +28,7 @@ Layout, for a store ``host.duckdb``: ``host.duckdb.journal/<table>/000000000042.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -42,6 +43,8 @@ from forensix.errors import StoreError
 from forensix.store.private import FILE_MODE, private_dir
 
 __all__ = ["JournaledTable", "conform", "journal_dir"]
+
+log = logging.getLogger("forensix.store")
 
 _JOURNAL = re.compile(r"^(\d{12})\.arrows$")
 
@@ -165,6 +168,7 @@ class JournaledTable:
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._since = 0.0
         self._last_sync = 0.0
+        self._written = 0.0  # when rows were last written (sync() has nothing to do when older than _last_sync)
         self.recovered: list[str] = []  # what recovery found, for the writer to report
         if sealer is not None:
             private_dir(self.dir.parent)  # root only, whatever the umask (store/private.py)
@@ -277,7 +281,7 @@ class JournaledTable:
             except OSError:
                 self._drop_torn(start)
                 raise
-            now = time.monotonic()
+            now = self._written = time.monotonic()
             if now - self._last_sync >= self.sync_seconds:
                 os.fsync(self._file.fileno())
                 self._last_sync = now
@@ -315,10 +319,21 @@ class JournaledTable:
             with self._lock:
                 self._pending[-1].length = start
 
+    def sync(self) -> None:
+        """Make every appended row durable now (the writer's thread only): a log host marks
+        frames ingested only after this, so a power cut cannot leave a mark past rows lost."""
+        if self._file is not None and self._last_sync < self._written:
+            os.fsync(self._file.fileno())
+            self._last_sync = time.monotonic()
+
     def _close_open(self) -> None:
         """Close the open journal (the writer's thread only): the next append opens the next."""
         if self._writer is not None and self._file is not None:
             self._writer.close()
+            try:  # a closed journal is not synced again before its seal
+                os.fsync(self._file.fileno())
+            except OSError as e:  # the rows are written: raising would have them appended twice
+                log.error("cannot fsync the journal %s: %s", self._pending[-1].path, e)
             self._file.close()
             self._writer = self._file = None
             with self._lock:
