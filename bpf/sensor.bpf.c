@@ -837,6 +837,10 @@ static __always_inline void fx_times(struct fx_scratch *s, struct fx_call *c)
 {
 	const void *tp = (const void *)(c->nr == __NR_utimensat || c->nr == __NR_futimesat ? c->args[2] : c->args[1]);
 	__s64 t[4] = {};
+	/* args[4..5] hold whatever the registers held past the call's own arguments: a NULL
+	 * times pointer (touch on an existing file, os.utime(p), futimens(fd, NULL)) is "now" */
+	s->ev.args[4] = 0;
+	s->ev.args[5] = 0;
 	if (!tp)
 		return;
 	if (c->nr == __NR_utime) {

@@ -17,10 +17,17 @@ printf 'echo fx-ossl\n' > "$W/s.txt"; openssl enc -base64 -in "$W/s.txt" -out "$
 openssl enc -d -base64 -in "$W/s.b64" | sh >/dev/null
 curl -s "file://$W/s.txt" | bash >/dev/null
 # timestomping of any file: times set into the past, or copied from another file
-touch "$W/ts-a" "$W/ts-m" "$W/ts-r"
+touch "$W/ts-a" "$W/ts-m" "$W/ts-r" "$W/ts-d" "$W/ts-now" "$W/ts-py"
 touch -a -t 197001010000.00 "$W/ts-a"
 touch -m -t 197001010000.00 "$W/ts-m"
 touch -r /bin/sh "$W/ts-r"
+touch -d '2 years ago' "$W/ts-d"
+# set to now, not back: touch on an existing file, pathlib's touch (times NULL)
+touch "$W/ts-now"
+"${PYTHON:-python3}" -c "import pathlib, sys; pathlib.Path(sys.argv[1]).touch()" "$W/ts-py"
+# utimensat(AT_FDCWD, f, NULL, 0) with leftovers in the registers past its four arguments
+# (what a busy process such as pytest calling Path.touch() leaves there): still "now"
+"${PYTHON:-python3}" -c "import ctypes, platform, sys; ctypes.CDLL(None).syscall({'x86_64': 280, 'aarch64': 88}[platform.machine()], -100, sys.argv[1].encode(), None, 0, 4096, 8192)" "$W/ts-py"
 # an account created, changed and removed (names in the alerts)
 useradd -M -s /usr/sbin/nologin "$U"
 usermod -c "fx test" "$U"
@@ -38,6 +45,14 @@ printf 'echo fx-script\n' | base64 > "$W/enc"; base64 -d "$W/enc" > "$W/run.sh";
 # a shell startup file given a command; a history searched by another program
 mkdir -p "$W/home"; echo "echo fx-$M" >> "$W/home/.bashrc"
 printf 'mysql -p hunter2\n' > "$W/home/.bash_history"; cat "$W/home/.bash_history" | grep -q -- -p
+# shell history removed with its whole directory tree by a cleanup (low), and wiped (high)
+for d in tree-py/h tree-rm/h h-rm h-ln h-tr h-find; do mkdir -p "$W/$d"; printf 'ls\n' > "$W/$d/.bash_history"; done
+"${PYTHON:-python3}" -c "import shutil, sys; shutil.rmtree(sys.argv[1])" "$W/tree-py"
+rm -rf "$W/tree-rm"
+rm "$W/h-rm/.bash_history"
+ln -sf /dev/null "$W/h-ln/.bash_history"
+truncate -s 0 "$W/h-tr/.bash_history"
+find "$W/h-find" -name .bash_history -delete
 # a binary padded with a null and a random byte (its hash changes, not what it does)
 cp /usr/bin/true "$W/padded"; dd if=/dev/zero bs=1 count=1 >> "$W/padded" 2>/dev/null
 dd if=/dev/urandom of="$W/padded" bs=1 count=1 oflag=append conv=notrunc 2>/dev/null

@@ -59,6 +59,10 @@ def build_scenario() -> Scenario:
     b.spawn(sh, 906, 16.3, "/tmp/build/hello", ["/tmp/build/hello"])
     touch = b.spawn(sh, 907, 16.5, "/usr/bin/touch", ["touch", "/root/notes"])
     b.file_op(touch, 16.6, "utimes", "/root/notes", file_atime=0, file_mtime=0)
+    # the same touch as a sensor before 2026-12 recorded it: a NULL times pointer (a2), and
+    # the registers past utimensat's four arguments read as the times set
+    py = b.spawn(sh, 908, 16.55, "/usr/bin/python3.11", ["python3", "-c", "pathlib.Path('/root/notes').touch()"])
+    b.file_op(py, 16.65, "utimes", "/root/notes", syscall="utimensat", a2=0, file_atime=4096, file_mtime=8192)
     b.connect(sh, 16.7, ("10.0.0.5", 41000), ("93.184.216.34", 443))
 
     # -- attacks ---------------------------------------------------------------------
@@ -78,8 +82,17 @@ def build_scenario() -> Scenario:
     sc.expect("fx_setuid_tmp", 1003)
 
     rm = b.spawn(sh, 1004, 24, "/usr/bin/rm", ["rm", "-f", "/root/.bash_history"])
-    b.file_op(rm, 24.1, "unlink", "/root/.bash_history")
+    b.file_op(rm, 24.1, "unlink", "/root/.bash_history", syscall="unlinkat", a0=4294967196)
     sc.expect("fx_history_removed", 1004)
+    # a test's temp tree removed whole (pytest's cleanup): its history goes with its directory
+    py = b.spawn(sh, 1030, 24.2, "/usr/bin/python3.11", ["python3", "-m", "pytest"])
+    b.file_op(py, 24.3, "unlink", "/tmp/pytest-of-root/pytest-3/t0/home/.bash_history", syscall="unlinkat", a0=7)
+    b.file_op(py, 24.31, "rmdir", "/tmp/pytest-of-root/pytest-3/t0/home", syscall="unlinkat", a0=6, a2=512)
+    sc.expect("forensix-history-tree-removed", 1030)
+    # find -delete walks too, but leaves the directory: still a wipe
+    fd = b.spawn(sh, 1031, 24.4, "/usr/bin/find", ["find", "/home/bob", "-name", ".bash_history", "-delete"])
+    b.file_op(fd, 24.5, "unlink", "/home/bob/.bash_history", syscall="unlinkat", a0=5)
+    sc.expect("forensix-history-removed-in-walk", 1031)
 
     cp2 = b.spawn(sh, 1005, 25, "/usr/bin/cp", ["cp", "/usr/bin/id", "/tmp/.kworker"])
     b.read_file(cp2, 25.1, "/usr/bin/id")

@@ -246,8 +246,23 @@ def test_shell_fed_by_a_decoder_or_download_through_a_pipe(curated: dict[str, An
 
 def test_timestomping_of_any_file(curated: dict[str, Any]) -> None:
     got = _by_rule(curated).get("fx_timestomp", [])
-    assert sorted(a["object_name"].rsplit("/", 1)[1] for a in got) == ["ts-a", "ts-m", "ts-r"]
+    # ts-now (`touch` on an existing file) and ts-py (pathlib's touch) had their times set to
+    # now (a NULL times pointer): no timestomp, whatever the registers past the call's args held
+    assert sorted(a["object_name"].rsplit("/", 1)[1] for a in got) == ["ts-a", "ts-d", "ts-m", "ts-r"]
     assert any("touch -r /bin/sh" in a["process_command_line"] for a in got)
+
+
+def test_history_removed_with_its_tree_is_low_and_wiped_is_high(curated: dict[str, Any]) -> None:
+    """shutil.rmtree and rm -rf of a tree holding a history: a low-level cleanup; rm, ln -sf
+    /dev/null, truncate and find -delete of a history: high."""
+    by = _by_rule(curated)
+    high = {a["object_name"].split("/w/", 1)[1]: a["rule_level"] for a in by.get("fx_history_removed", [])}
+    assert high == {f"{d}/.bash_history": "high" for d in ("h-rm", "h-ln", "h-tr")}, high
+    walk = [(a["object_name"].split("/w/", 1)[1], a["rule_level"]) for a in by.get("forensix-history-removed-in-walk", [])]
+    assert walk == [("h-find/.bash_history", "high")], walk
+    low = sorted((a["object_name"].split("/w/", 1)[1], a["process_executable"].rsplit("/", 1)[1], a["rule_level"])
+                 for a in by.get("forensix-history-tree-removed", []))
+    assert low == [("tree-py/h/.bash_history", Path(sys.executable).resolve().name, "low"), ("tree-rm/h/.bash_history", "rm", "low")], low
 
 
 def test_accounts_created_changed_removed_by_name(curated: dict[str, Any]) -> None:

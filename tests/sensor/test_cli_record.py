@@ -14,7 +14,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from forensix.sensor.loader import pin_dir_for
 
 from .conftest import FORENSIX, record
 
@@ -111,26 +110,36 @@ def test_refused_typed_lifecycle_falls_back_and_says_so(tmp_path: Path) -> None:
     assert "fx-fallback" in execs
 
 
-def _wait_recording(store: Path, p: subprocess.Popen[str]) -> None:
-    """Until the recorder's sensor is attached (it pins it then), not a fixed sleep: a
-    loaded host takes longer than any sleep to start Python and load the sensor."""
-    deadline = time.monotonic() + 60
-    while not (pin_dir_for(store) / "control").exists():
-        assert p.poll() is None and time.monotonic() < deadline, "the recorder did not start recording"
-        time.sleep(0.2)
+def _recorder(store: Path, stdout: int) -> tuple[subprocess.Popen[str], Path]:
+    """`forensix record` on ``store``, and the file it writes once every program is attached."""
+    ready = store.with_name(store.name + ".ready")
+    p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store), "--ready-file", str(ready)],
+                         stdout=stdout, stderr=subprocess.PIPE, text=True)
+    return p, ready
+
+
+def _wait_recording(p: subprocess.Popen[str], ready: Path) -> None:
+    """Until the recorder says it is attached, not a fixed sleep: on a loaded host starting
+    Python and loading the sensor took longer than any sleep, and the marker went unrecorded."""
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert p.poll() is None, f"the recorder exited before recording: {p.communicate()[1]}"
+        assert time.monotonic() < deadline, "the recorder did not attach within 120 s"
+        time.sleep(0.1)
+    assert ready.read_text() == f"{p.pid}\n"
 
 
 def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
-    p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p, ready = _recorder(store, subprocess.PIPE)
     marker = f"fx-term-{uuid.uuid4().hex[:8]}"
-    _wait_recording(store, p)
+    _wait_recording(p, ready)
     subprocess.run(["/bin/echo", marker], stdout=subprocess.DEVNULL)
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
+    assert not ready.exists()  # it says "recording now": gone once stopped
     res = _run("events", "--store", str(store), "--action", "exec", "--format", "json")
     execs = [json.loads(line) for line in res.stdout.splitlines()]
     assert any(marker in (e.get("process.args") or []) for e in execs)
@@ -143,13 +152,12 @@ def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
 
 def test_a_recorder_killed_with_sigkill_loses_nothing_it_stored(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
-    p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p, ready = _recorder(store, subprocess.DEVNULL)
     marker = tmp_path / f"fx-killed-{uuid.uuid4().hex[:8]}"
     try:
-        _wait_recording(store, p)
+        _wait_recording(p, ready)
         marker.write_text("x")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a loaded host: each query is a new Python process
         seen = 0
         while time.monotonic() < deadline and not seen:  # stored (in the journal), as a query shows
             res = _run("events", "--store", str(store), "--path", str(marker), "--format", "json")
@@ -170,14 +178,13 @@ def test_a_recorder_killed_with_sigkill_loses_nothing_it_stored(tmp_path: Path) 
 
 def test_query_while_recording_sees_the_last_seconds(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
-    p = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p, ready = _recorder(store, subprocess.DEVNULL)
     try:
-        _wait_recording(store, p)
+        _wait_recording(p, ready)
         marker = tmp_path / f"fx-live-{uuid.uuid4().hex[:8]}"
         marker.write_text("x")
         found = False
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a loaded host: each query is a new Python process
         while time.monotonic() < deadline and not found:
             res = _run("events", "--store", str(store), "--path", str(marker), "--format", "json")
             assert res.returncode == 0, res.stderr  # no lock error while the recorder writes

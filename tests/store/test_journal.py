@@ -98,9 +98,14 @@ def test_background_sealing_takes_whole_groups_off_the_appending_thread(tmp_path
     assert base_rows(w) == 2000  # whole groups only while recording: 800 wait in the journal
     seal_thread = next(t for t in threading.enumerate() if t.name == "fx-seal")
     assert os.getpriority(os.PRIO_PROCESS, seal_thread.native_id) == nice  # a recorder's workload comes first
-    # sealed journals are removed while recording: what is left holds the unsealed rows
-    left = sorted(journal_dir(tmp_path / "s.duckdb").joinpath("events").glob("*.arrows"))
-    assert 1 <= len(left) <= 2
+    # sealed journals are removed while recording: what is left holds the unsealed rows.
+    # The sealing thread removes them just after the commit that made the rows visible
+    # in events_base, so wait for the removal itself, not only for the sealed count.
+    journals = journal_dir(tmp_path / "s.duckdb").joinpath("events")
+    deadline = time.monotonic() + 30
+    while len(left := sorted(journals.glob("*.arrows"))) > 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert 1 <= len(left) <= 2, [j.name for j in left]
     w.close()
     r = DuckDBStore(tmp_path / "s.duckdb", read_only=True)
     assert ts_list(r) == list(range(2800))

@@ -42,3 +42,12 @@ def test_asciicast_speed_idle_and_markers() -> None:
     assert evs[1] == [3.0, "o", "é"]  # 10 s at speed 2 is 5 s, cut to the 3 s idle limit; UTF-8 joined across writes
     assert evs[2][0] == 3.5 and "masked" in evs[2][2]
     assert "7 bytes" in evs[3][2]
+
+
+def test_asciicast_shows_newlines_as_the_terminal_did() -> None:
+    # programs write "\n"; the line discipline (ONLCR) displayed "\r\n": without the "\r" a
+    # player draws a staircase. Output already written as "\r\n" (raw mode) is left alone.
+    rec = _rec((0, "output", b"one\ntwo\r\nthree\n", False, 0), (1, "input", b"x\n", False, 0))
+    evs = [json.loads(x) for x in list(asciicast_lines(rec))[1:]]
+    assert evs[0][2] == "one\r\ntwo\r\nthree\r\n"
+    assert evs[1] == [1.0, "i", "x\n"]  # input is what was typed, unchanged

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from forensix.store.embedded import open_reader, socket_path
-from forensix.web.app import create_app
+from forensix.web.app import create_app, stop_streams
 
 REPO = Path(__file__).resolve().parents[2]
 # screenshots of every view: test artefacts (CI keeps build/), looked at by people
@@ -96,13 +96,14 @@ class UIServer:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        app = create_app(lambda: open_reader(store), str(store))
+        self.app = app = create_app(lambda: open_reader(store), str(store))
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         _wait(lambda: self.server.started, 20, "the UI server to start")
 
     def stop(self) -> None:
+        stop_streams(self.app)  # a page's live stream would hold the server
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()

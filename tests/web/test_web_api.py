@@ -6,6 +6,7 @@ Bad input (unknown ids, hostile query strings, huge ranges and pages, writes) ge
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -225,6 +226,29 @@ def test_cli_serves_loopback_and_refuses_clear_text_elsewhere(store: Path, tmp_p
                        check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "clear text" in r.stderr and "--tls-cert" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_cli_live_stream_and_a_clean_stop_while_a_page_holds_it(store: Path) -> None:
+    """/live/stream pushes the counts at once; Ctrl-C ends the server promptly even while a
+    page's stream is open (uvicorn would wait for it), without a traceback."""
+    import signal
+
+    import httpx
+
+    p, url = _run_ui(store, "--listen", "127.0.0.1:0")
+    try:
+        with httpx.stream("GET", url.replace("/overview", "/live/stream"), timeout=30) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            first = next(r.iter_lines())
+            assert first.startswith("data: ") and json.loads(first[6:])["events"] >= 30_000
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=10)  # promptly (uvicorn raises the signal again when done: click's "Aborted!")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.stderr is not None
+    assert "Traceback" not in p.stderr.read()
 
 
 def test_cli_tls_with_token_and_with_client_certificates(store: Path, tmp_path: Path) -> None:

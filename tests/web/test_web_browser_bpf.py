@@ -51,6 +51,7 @@ def test_live_alert_appears_without_reload(scenario: Scenario, page: Any) -> Non
         " && [...document.querySelectorAll('main table a')].some(a => /cron/i.test(a.textContent))",
         timeout=30_000)
     assert page.evaluate("window.__noReload") == 1  # drawn again in place, not reloaded
+    assert page.get_attribute("#live", "data-via") == "sse"  # pushed by the server, not polled
     shot(page, "overview-live")
 
 

@@ -75,6 +75,10 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.cond = threading.Condition()
+        # the shipper's thread and the recorder's flush both save the acked mark: one at a
+        # time (they share write_atomic's temp file, and a later mark must not be overwritten
+        # by an earlier one), without holding `cond` through the fsyncs
+        self._save = threading.Lock()
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
@@ -303,12 +307,13 @@ class Spool:
         write_atomic(self.dir / "status.json", json.dumps(status, indent=1).encode())
 
     def save_acked(self) -> None:
-        with self.cond:
-            if not self._acked_dirty:
-                return
-            self._acked_dirty = False
-            acked = self.acked
-        write_atomic(self.dir / "acked", str(acked).encode())
+        with self._save:
+            with self.cond:
+                if not self._acked_dirty:
+                    return
+                self._acked_dirty = False
+                acked = self.acked
+            write_atomic(self.dir / "acked", str(acked).encode())
 
     def close(self, *, clean: bool) -> None:
         self._acked_dirty = True

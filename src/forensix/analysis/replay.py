@@ -13,12 +13,16 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from forensix.errors import StoreError, UsageError
 from forensix.model.identity import format_entity
 from forensix.store.base import Reader
+
+if TYPE_CHECKING:
+    from forensix.analysis.sessions import Attribution
 
 __all__ = ["MASK", "Chunk", "Recording", "Step", "load_recording", "recorded_entities", "transcript"]
 
@@ -68,11 +72,12 @@ FROM tty WHERE process_entity_id IN (SELECT unnest($ents)) ORDER BY ts, cpu, seq
 """
 
 
-def load_recording(reader: Reader, entity: int) -> Recording:
-    """The terminal recording of the session that ``entity`` (leader or member) belongs to."""
+def load_recording(reader: Reader, entity: int, att: Attribution | None = None) -> Recording:
+    """The terminal recording of the session that ``entity`` (leader or member) belongs to
+    (``att``: the store's session attribution, when the caller keeps one)."""
     from forensix.analysis.sessions import find_session
 
-    leader, att = find_session(reader, format_entity(entity))
+    leader, att = find_session(reader, format_entity(entity), att)
     members = sorted(set(att.members(leader)) | {entity})
     try:
         t = reader.query(_CHUNKS_SQL, {"ents": members})

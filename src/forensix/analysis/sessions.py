@@ -176,13 +176,17 @@ def sessions(reader: Reader, att: Attribution | None = None, *, kinds: set[str] 
     ends = reader.query(ENDS_SQL)
     end_of = dict(zip(ends.column("entity_id").to_pylist(), ends.column("end_ts").to_pylist()))
     accepts = reader.query(_ACCEPTS_SQL).to_pylist()
+    forks: dict[int, list[int]] = {}  # parent -> its children's start times
+    for p in att.procs.values():
+        if p.parent is not None:
+            forks.setdefault(p.parent, []).append(p.start)
     rows: dict[int, dict[str, Any]] = {}
     running: set[int] = set()
     for e, lead in att.leader_of.items():
         p, leader = att.procs[e], att.procs[lead]
         r = rows.get(lead)
         if r is None:
-            r = rows[lead] = _session_row(leader, att, accepts)
+            r = rows[lead] = _session_row(leader, att, accepts, forks)
         r["processes"] += 1
         end = end_of.get(e)
         if end is None:
@@ -222,13 +226,36 @@ def _max(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def _session_row(leader: _P, att: Attribution, accepts: list[dict[str, Any]]) -> dict[str, Any]:
+# sshd's listener accepts, then forks the connection's process at once: an accept further
+# back than this from the fork is not the connection the forked process holds
+_ACCEPT_FORK_NS = 10**9
+
+
+def _own_accept(leader: _P, accepts: list[dict[str, Any]], forks: dict[int, list[int]]) -> dict[str, Any] | None:
+    """The accept whose connection the session's leader holds, or None when it was not recorded.
+
+    The leader's own accept counts; otherwise the listener's (its parent's) last accept before
+    the leader was forked, if no other child of the listener was forked in between (that
+    child took the connection) and the fork came right after it. Never an older accept: that
+    is another connection's address, the wrong source of a session in a report."""
+    own = [a for a in accepts if a["entity_id"] == leader.entity
+           and leader.start <= a["ts"] <= leader.start + _ACCEPT_FORK_NS]
+    if own:
+        return own[0]
+    before = [a for a in accepts if a["entity_id"] == leader.parent and a["ts"] <= leader.start]
+    if not before or leader.start - before[-1]["ts"] > _ACCEPT_FORK_NS:
+        return None
+    last = before[-1]
+    sibling = any(last["ts"] <= t < leader.start for t in forks.get(leader.parent or 0, []))
+    return None if sibling else last
+
+
+def _session_row(leader: _P, att: Attribution, accepts: list[dict[str, Any]],
+                 forks: dict[int, list[int]]) -> dict[str, Any]:
     src_ip = src_port = None
-    if leader.kind == "sshd":
-        cands = [leader.entity, leader.parent]
-        hits = [a for a in accepts if a["entity_id"] in cands and a["ts"] <= leader.start + 10**9]
-        if hits:
-            src_ip, src_port = hits[-1]["destination_ip"], hits[-1]["destination_port"]
+    hit = _own_accept(leader, accepts, forks) if leader.kind == "sshd" else None
+    if hit is not None:
+        src_ip, src_port = hit["destination_ip"], hit["destination_port"]
     desc = {
         "sshd": f"ssh from {src_ip}:{src_port}" if src_ip else "ssh connection",
         "cron": "cron job",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -14,6 +16,7 @@ from rich.console import Console
 from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.options import DEFAULT_STORE
 from forensix.cli.rules import live_engine_for_record, record_rule_options
+from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
 from forensix.sensor.loader import SensorConfig, pin_dir_for, preflight, unpin
 from forensix.sensor.recorder import Recorder, RecordStats
@@ -69,6 +72,13 @@ def _stop_pinned(store: str) -> None:
     _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs)", highlight=False)
 
 
+def _say_ready(path: str) -> None:
+    """Written whole (a rename): whoever sees the file reads the pid, never a partial line."""
+    tmp = Path(f"{path}.{os.getpid()}.tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(path)
+
+
 def _pow2(n: int) -> int:
     p = 1
     while p < n:
@@ -119,6 +129,9 @@ the next `forensix record` on the same store adopts it and stores what it kept.
               help="Follow this log file too (sshd, sudo, su, cron messages become events); default: journald "
                    "when it runs, else /var/log/auth.log, secure, syslog, messages where they exist.")
 @click.option("--no-system-logs", is_flag=True, help="Record the kernel only.")
+@click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the recorder's pid into this file once every program is attached (what a script "
+                   "or service manager can wait for before starting the workload); removed when recording stops.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -126,7 +139,7 @@ def record(
     no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
     metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
-    webhook: str | None, command: tuple[str, ...],
+    webhook: str | None, ready_file: str | None, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
@@ -136,6 +149,8 @@ def record(
     if stop_pinned:
         _stop_pinned(store)
         return
+    if ready_file is not None and not Path(ready_file).absolute().parent.is_dir():
+        raise UsageError(f"no directory for --ready-file {ready_file}", "create its directory first")
     endpoint, counter = None, None
     if metrics_addr is not None:  # served before the store opens: a busy port leaves nothing half-open
         from prometheus_client import CollectorRegistry
@@ -172,7 +187,8 @@ def record(
     if ring_mb is not None:
         config.ring_main_mb = _pow2(ring_mb)
     rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered, artifacts=collector,
-                   system_logs=[] if no_system_logs else (list(system_logs) or default_sources()))
+                   system_logs=[] if no_system_logs else (list(system_logs) or default_sources()),
+                   on_ready=None if ready_file is None else lambda: _say_ready(ready_file))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")
@@ -184,6 +200,8 @@ def record(
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if ready_file is not None:
+            Path(ready_file).unlink(missing_ok=True)
         server.stop()
         writer.close()
         if endpoint is not None:

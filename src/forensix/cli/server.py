@@ -342,7 +342,8 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Even
 
     # executed files are kept beside the spool and shipped to the log host (artifact_blobs)
     kept = ArtifactStore(spool.with_name(spool.name + ".artifacts")).open()
-    rec = Recorder(sinks, artifacts=Collector(kept, local_host(), ship=True))
+    rec = Recorder(sinks, artifacts=Collector(kept, local_host(), ship=True),
+                   on_ready=lambda: logging.getLogger("forensix.agent").info("recording: every program attached"))
 
     def watch() -> None:
         stop.wait()

@@ -7,6 +7,7 @@ import secrets
 import socket
 import ssl
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -90,7 +91,7 @@ def ui_cmd(store: str, listen: str, tls_cert: str | None, tls_key: str | None, c
     """Serve the investigation UI (read-only) and its JSON API."""
     import uvicorn
 
-    from forensix.web.app import create_app
+    from forensix.web.app import create_app, stop_streams
 
     host, port = _listen(listen)
     if bool(tls_cert) != bool(tls_key):
@@ -118,9 +119,14 @@ def ui_cmd(store: str, listen: str, tls_cert: str | None, tls_key: str | None, c
     url = f"{scheme}://{shown}:{sock.getsockname()[1]}/overview" + (f"?token={token}" if token else "")
     click.echo(f"forensix ui: serving {store} at {url}", err=True)
     click.echo(url)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, **tls)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stop_streams(app)  # a page's live stream stays open while its tab does: end it
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5, **tls)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     finally:
         sock.close()
 

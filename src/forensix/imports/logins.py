@@ -83,8 +83,8 @@ def enrich_sessions(reader: Reader, table: pa.Table) -> pa.Table:
         s["login_user"] = x.user if x else None
         s["login_method"] = x.method if x else None
         s["key_fingerprint"] = x.key if x else None
-        # sshd's own line about its connection beats the sessions analysis's guess (the
-        # listener's last accept before the session began) when the two differ
+        # sshd's own line about its connection (same pid) beats the recorded accept when the
+        # two differ, and fills in a source the recording could not attribute (None)
         if x is not None and x.ip is not None and (x.ip, x.port) != (s["source_ip"], s["source_port"]) \
                 and (s["source_ip"] is None or x.pid == s["leader_pid"]):
             s["source_ip"], s["source_port"] = x.ip, x.port

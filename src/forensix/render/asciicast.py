@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Iterator
 
 from forensix.analysis.replay import Recording
 
 __all__ = ["asciicast_lines", "timeline"]
+
+# A program writes "\n"; the terminal's line discipline (ONLCR, on unless a program set raw
+# output) turns it into "\r\n" after the sensor saw the write. A player shows the screen,
+# so the asciicast gets the "\r" back; a line already ending "\r\n" (raw mode) is kept.
+_BARE_LF = re.compile(r"(?<!\r)\n")
 
 
 def timeline(rec: Recording, speed: float = 1.0, idle_limit: float | None = None) -> Iterator[tuple[float, str, str]]:
@@ -54,4 +60,4 @@ def asciicast_lines(rec: Recording, *, width: int = 80, height: int = 24, speed:
         header["title"] = title
     yield json.dumps(header)
     for at, code, text in timeline(rec, speed, idle_limit):
-        yield json.dumps([round(at, 6), code, text])
+        yield json.dumps([round(at, 6), code, _BARE_LF.sub("\r\n", text) if code == "o" else text])

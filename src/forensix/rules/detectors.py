@@ -55,7 +55,16 @@ COPIED_EXEC = RuleMeta(
     "forensix-system-binary-copy-executed", "System binary copied to a temporary directory and executed",
     "high", ("attack.stealth", "attack.t1036.003"),
 )
-DETECTOR_RULES = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED, GAP, COPIED_EXEC, *CHAIN_RULES)
+HISTORY_TREE = RuleMeta(
+    "forensix-history-tree-removed", "Shell history removed with its whole directory (a cleanup)", "low",
+    ("attack.stealth", "attack.t1070.003"),
+)
+HISTORY_WALK = RuleMeta(
+    "forensix-history-removed-in-walk", "Shell history removed by a directory walk that kept the directory",
+    "high", ("attack.stealth", "attack.t1070.003"),
+)
+DETECTOR_RULES = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED, GAP, COPIED_EXEC, HISTORY_TREE, HISTORY_WALK,
+                  *CHAIN_RULES)
 
 # Signals that stop or kill (SIGHUP INT QUIT ABRT KILL SEGV TERM STOP TSTP).
 LETHAL = {1, 2, 3, 6, 9, 11, 15, 19, 20}
@@ -413,5 +422,60 @@ def _prefixed(strings: pa.Array | pa.ChunkedArray, *groups: Sequence[str]) -> li
     return out
 
 
+# the names fx_history_removed watches; its unlinks relative to a directory descriptor (a
+# tree walk: rm -r, shutil.rmtree, find -delete) are left to HistoryWalk
+HISTORY_NAMES = ("/.bash_history", "/.zsh_history", "/.sh_history", "/.history", "/.ash_history", "/.histfile",
+                 "/fish_history")
+AT_FDCWD = (4294967196, 18446744073709551516)  # -100 as the sensor's 32-bit or a 64-bit register
+TREE_WINDOW_NS = 10**9
+
+
+class HistoryWalk:
+    """A history file unlinked inside a directory walk: low when the same process removes
+    the file's directory within a second (a cleanup of a whole tree, pytest's temp dirs),
+    high otherwise (``find ~ -name .bash_history -delete``). Held until the directory's
+    removal, a second of later events, or the end of the recording (``flush``)."""
+
+    rules: tuple[RuleMeta, ...] = (HISTORY_TREE, HISTORY_WALK)
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[int, str], dict[str, Any]] = {}  # (entity, directory) -> the unlink
+
+    def hunt_filter(self) -> dict[str, str]:
+        return {"events": "event_action = 'rmdir' OR (event_action = 'unlink' AND syscall = 'unlinkat')"}
+
+    def _walked(self, r: dict[str, Any]) -> bool:
+        return (r["event_action"] == "unlink" and r["syscall"] == "unlinkat" and r["a0"] not in AT_FDCWD
+                and (r["file_path"] or "").endswith(HISTORY_NAMES))
+
+    def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
+        if table != "events" or data.num_rows == 0:
+            return empty_alerts()
+        mask = pc.is_in(data.column("event_action"), pa.array(["unlink", "rmdir"]))
+        low = []
+        for r in _narrow_rows(data, mask, ("ts", "process_entity_id", "event_action", "syscall", "a0", "file_path")):
+            if self._walked(r):
+                self._held[(r["process_entity_id"], r["file_path"].rsplit("/", 1)[0])] = _whole(data, r)
+            elif r["event_action"] == "rmdir":
+                u = self._held.pop((r["process_entity_id"], r["file_path"]), None)
+                if u is not None and r["ts"] - u["ts"] <= TREE_WINDOW_NS:
+                    low.append(u | {"fx_detail": f"its directory {r['file_path']} removed by the same process"})
+                elif u is not None:
+                    self._held[(r["process_entity_id"], r["file_path"])] = u
+        latest = pc.max(data.column("ts")).as_py() or 0
+        late = [k for k, u in self._held.items() if latest - u["ts"] > TREE_WINDOW_NS]
+        high = [self._held.pop(k) for k in late]
+        out = [build_alerts(HISTORY_TREE, low, source), build_alerts(HISTORY_WALK, high, source)]
+        if source == "hunt":  # the hunt replays every row at once: nothing more will come
+            out.append(self.flush(source))
+        return _concat(out)
+
+    def flush(self, source: str) -> pa.Table:
+        """The walks whose directory was not removed by the end of the recording."""
+        held, self._held = list(self._held.values()), {}
+        return build_alerts(HISTORY_WALK, held, source)
+
+
 def default_detectors(self_pids: Sequence[int] = (), protected: Sequence[str] = ()) -> list[Detector]:
-    return [RecorderGuard(self_pids, protected), GapDetector(), CopiedBinaryExec(), *chain_detectors()]
+    return [RecorderGuard(self_pids, protected), GapDetector(), CopiedBinaryExec(), HistoryWalk(),
+            *chain_detectors()]

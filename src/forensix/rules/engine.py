@@ -230,6 +230,11 @@ class LiveEngine:
                     found.append(self._observe("events", _concat(parts), learn=False))
             if table:
                 found.append(self._observe(table, data, learn=False))
+        if final:  # detectors that hold an event until a later one decides it (HistoryWalk)
+            for d in self.detectors:
+                flush = getattr(d, "flush", None)
+                if flush is not None:
+                    found.append(flush(self.source))
         found = [f for f in found if f.num_rows]
         self.stats.cpu_s += time.thread_time() - t0
         new, ended = self.findings(pa.concat_tables(found) if found else empty_alerts(), final)

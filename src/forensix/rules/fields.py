@@ -162,8 +162,11 @@ def _derived() -> dict[str, Derived]:
         Derived(
             "fx_time_back",
             pa.int64(),
-            # the further back of the two times set (0 = now, -1 = left as it was)
-            "CASE WHEN e.event_action = 'utimes' THEN greatest("
+            # the further back of the two times set (0 = now, -1 = left as it was); a NULL
+            # times pointer is "now" too, whatever a sensor before 2026-12 read past it
+            "CASE WHEN e.event_action = 'utimes' AND NOT coalesce("
+            "(e.syscall IN ('utimensat', 'futimesat') AND e.a2 = 0) OR (e.syscall IN ('utimes', 'utime') AND e.a1 = 0),"
+            " false) THEN greatest("
             "CASE WHEN e.file_mtime NOT IN (0, -1) THEN e.ts - e.file_mtime END, "
             "CASE WHEN e.file_atime NOT IN (0, -1) THEN e.ts - e.file_atime END) END",
         )

@@ -302,8 +302,14 @@ def _audit_arg(i: int) -> _Builder:
 
 
 def _time_back(t: pa.Table, c: _Ctx) -> pa.Array:
-    """The further back of the two times a utimes call set (0 = now, -1 = left as it was)."""
-    utimes = pc.fill_null(pc.equal(_col(t, "event_action"), "utimes"), False)
+    """The further back of the two times a utimes call set (0 = now, -1 = left as it was; a
+    NULL times pointer is "now" too, whatever a sensor before 2026-12 read past it)."""
+    sc = _col(t, "syscall")
+    null_times = pc.or_kleene(  # (Kleene: a pointer column left null by the other syscall kind is no answer)
+        pc.and_kleene(pc.is_in(sc, pa.array(["utimensat", "futimesat"])), pc.equal(_col(t, "a2"), 0)),
+        pc.and_kleene(pc.is_in(sc, pa.array(["utimes", "utime"])), pc.equal(_col(t, "a1"), 0)))
+    utimes = pc.and_(pc.fill_null(pc.equal(_col(t, "event_action"), "utimes"), False),
+                     pc.invert(pc.fill_null(null_times, False)))
     backs = []
     for name in ("file_mtime", "file_atime"):
         v = _col(t, name)

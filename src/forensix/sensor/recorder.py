@@ -209,6 +209,7 @@ class Recorder:
         notes: Sequence[str] = (),
         system_logs: Sequence[str] = (),
         artifacts: Collector | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -224,6 +225,7 @@ class Recorder:
         self.flow_interval = flow_interval
         self.clock_interval = clock_interval
         self.on_stats = on_stats
+        self.on_ready = on_ready  # called once every program is attached and the start record is out
         self.queue_depth = queue_depth
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
@@ -299,6 +301,8 @@ class Recorder:
             self._syslog.start()
         if adopt:
             self._adopted_gap(accounted[1])
+        if self.on_ready is not None:
+            self.on_ready()
 
     def _snapshot(self) -> None:
         rows = list(snapshot(self.decoder.ids, self.clock.offset_ns))

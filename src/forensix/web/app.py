@@ -10,10 +10,12 @@ recorder's query socket), no route that writes.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,19 +31,23 @@ from starlette.responses import (
     PlainTextResponse,
     RedirectResponse,
     Response,
+    StreamingResponse,
 )
 from starlette.routing import BaseRoute, Route
 
-from forensix.errors import ForensixError, StoreError
+from forensix.analysis.sessions import find_session
+from forensix.errors import ForensixError, StoreError, UsageError
+from forensix.model.identity import parse_entity
 from forensix.store.base import Reader
 from forensix.web import views_events as ev
 from forensix.web import views_incident as inc
 from forensix.web import views_overview as ov
 from forensix.web import views_people as pp
+from forensix.web import views_terminal as vt
 from forensix.web.context import Context, ReopeningReader
-from forensix.web.params import ApiError, Param, read_params
+from forensix.web.params import ApiError, NotFound, Param, read_params
 
-__all__ = ["VENDOR", "VIEWS", "View", "create_app"]
+__all__ = ["VENDOR", "VIEWS", "View", "create_app", "stop_streams"]
 
 log = logging.getLogger("forensix.web")
 HERE = Path(__file__).parent
@@ -55,6 +61,8 @@ VENDOR = {
     "cytoscape-dagre.js": "cytoscape-dagre/cytoscape-dagre.js",
     "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
     "uPlot.min.css": "uplot/dist/uPlot.min.css",
+    "asciinema-player.min.js": "asciinema-player/dist/bundle/asciinema-player.min.js",
+    "asciinema-player.css": "asciinema-player/dist/bundle/asciinema-player.css",
 }
 
 
@@ -112,6 +120,83 @@ def _json_endpoint(ctx: Context, view: View) -> Callable[[Request], Awaitable[Re
     return endpoint
 
 
+def _cast_endpoint(ctx: Context, kind: str) -> Callable[[Request], Awaitable[Response]]:
+    """A session's (``kind`` session) or a process's terminal as asciicast v2: what the
+    embedded player plays, and what "download" saves (as `forensix replay --format asciicast`)."""
+
+    def build(text: str) -> str:
+        if kind == "session":
+            try:
+                leader, _ = find_session(ctx.reader, text, ctx.attribution())
+            except UsageError as e:
+                raise NotFound(e.message, e.hint) from None
+        else:
+            leader = parse_entity(text)
+        return vt.terminal_cast(vt.recording(ctx, leader))
+
+    async def endpoint(request: Request) -> Response:
+        ident = request.path_params["ident"]
+        try:
+            body = await run_in_threadpool(build, ident)
+        except ApiError as e:
+            return _error(e.status, e.message, e.hint)
+        except StoreError as e:
+            return _error(503, e.message, e.hint)
+        except ForensixError as e:
+            return _error(400, e.message, e.hint)
+        except Exception:
+            log.exception("the %s terminal failed", kind)
+            return _error(500, f"the {kind}'s terminal failed on this store", "see the server's log")
+        return Response(body, media_type="application/x-asciicast", headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'inline; filename="{kind}-{ident[:40]}.cast"'})
+    return endpoint
+
+
+LIVE_EVERY = 1.0  # seconds between the live stream's looks at the store
+LIVE_HEARTBEAT = 15.0  # a comment line at least this often: proxies close silent connections
+
+
+def _live_stream(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
+    """``/live/stream``: what ``/live.json`` answers, pushed as server-sent events when
+    anything arrived (the first at once, as the cursor), instead of the page asking every
+    2 s. The page falls back to asking when its browser or a proxy cannot hold the stream."""
+
+    async def endpoint(request: Request) -> Response:
+        async def events() -> AsyncIterator[str]:
+            since: dict[str, Any] = {"events": None, "alerts": None}
+            silent = 0.0
+            while not request.app.state.stopping and not await request.is_disconnected():
+                try:
+                    d = await run_in_threadpool(ov.live, ctx, since)
+                except ForensixError as e:  # the store went away for a moment: say so, look again
+                    yield f"event: failed\ndata: {json.dumps({'error': e.message, 'hint': e.hint})}\n\n"
+                    d = None
+                except Exception:
+                    log.exception("the live stream failed")
+                    yield f"event: failed\ndata: {json.dumps({'error': 'the live view failed on this store'})}\n\n"
+                    d = None
+                if d is not None and (since["events"] is None or d["new_events"] or d["new_alerts"]):
+                    yield f"data: {json.dumps(d)}\n\n"
+                    silent = 0.0
+                elif silent >= LIVE_HEARTBEAT:
+                    yield ": nothing new\n\n"
+                    silent = 0.0
+                if d is not None:
+                    since = {"events": d["events"], "alerts": d["alerts"]}
+                await asyncio.sleep(LIVE_EVERY)
+                silent += LIVE_EVERY
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return endpoint
+
+
+def stop_streams(app: Starlette) -> None:
+    """End the live streams (within LIVE_EVERY): the server is stopping, and would wait for them."""
+    app.state.stopping = True
+
+
 async def _page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
@@ -165,8 +250,9 @@ class _Guard(BaseHTTPMiddleware):
                                 samesite="strict")
                 return resp
         resp = await call_next(request)
+        # wasm-unsafe-eval: the terminal player's emulator is WebAssembly (script eval stays refused)
         resp.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
         return resp
@@ -178,6 +264,10 @@ def create_app(opener: Callable[[], Reader], store: str, *, token: str | None = 
     recording that held it ends."""
     ctx = Context(reader=ReopeningReader(opener), store=store)
     routes: list[BaseRoute] = [Route("/", _root)]
+    # the asciicast twins of a session's and a process's terminal, before the pages that take any id
+    routes.append(Route("/live/stream", _live_stream(ctx), methods=["GET"]))
+    routes += [Route("/session/{ident}.cast", _cast_endpoint(ctx, "session"), methods=["GET"]),
+               Route("/process/{ident}.cast", _cast_endpoint(ctx, "process"), methods=["GET"])]
     for v in VIEWS:  # the .json route first: "/session/{sid}" would take "x.json" as the id
         routes.append(Route(v.path + ".json", _json_endpoint(ctx, v), methods=["GET"], name=v.name + "-json"))
         if v.page:
@@ -191,5 +281,7 @@ def create_app(opener: Callable[[], Reader], store: str, *, token: str | None = 
         log.exception("request failed", exc_info=exc)
         return PlainTextResponse("internal error", status_code=500)
 
-    return Starlette(routes=routes, middleware=[Middleware(_Guard, token=token)],
-                     exception_handlers={404: not_found, 500: server_error})
+    app = Starlette(routes=routes, middleware=[Middleware(_Guard, token=token)],
+                    exception_handlers={404: not_found, 500: server_error})
+    app.state.stopping = False
+    return app

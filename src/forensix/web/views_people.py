@@ -17,6 +17,7 @@ from forensix.web.context import Context, at_once
 from forensix.web.jsonrows import jsonable, rows
 from forensix.web.jsonrows import row as json_row
 from forensix.web.params import PAGE, ApiError, NotFound, Param
+from forensix.web.views_terminal import has_terminal, recording, terminal_text
 
 __all__ = ["PROCESS", "SESSION", "SESSIONS", "TREE", "process", "session", "session_list", "tree_at"]
 
@@ -53,8 +54,9 @@ def session_list(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 SESSION: tuple[Param, ...] = (
     Param("commands", "int", 500, 1, 5000, help="commands at most"),
-    Param("part", "choice", "all", choices=("all", "head", "rest"),
-          help="head: the session, its tree and commands (the page's first paint); rest: its files and connections"))
+    Param("part", "choice", "all", choices=("all", "head", "rest", "terminal"),
+          help="head: the session, its tree and commands (the page's first paint); rest: its files and connections;"
+               " terminal: what was typed and shown on its terminal (when recorded)"))
 
 
 def session(ctx: Context, p: dict[str, Any], sid: str) -> dict[str, Any]:
@@ -80,8 +82,12 @@ def session(ctx: Context, p: dict[str, Any], sid: str) -> dict[str, Any]:
         parts |= {"written": lambda: files_changed(r, members, written=True).slice(0, 500),
                   "deleted": lambda: files_changed(r, members, written=False).slice(0, 500),
                   "connections": lambda: network_peers(r, members).slice(0, 500)}
+    if p["part"] in ("all", "terminal") and srow["recording"]:
+        parts["terminal"] = lambda: terminal_text(recording(ctx, leader), f"/session/{format_entity(leader)}.cast")
     got = at_once(**parts)
     out: dict[str, Any] = {"session": json_row(srow)}
+    if "terminal" in got or p["part"] == "terminal":
+        out["terminal"] = got.get("terminal")
     if "tree" in got:
         tr = got["tree"]
         out |= {"tree": rows(tr.slice(0, MAX_SESSION_TREE)), "tree_total": tr.num_rows,
@@ -93,12 +99,20 @@ def session(ctx: Context, p: dict[str, Any], sid: str) -> dict[str, Any]:
 
 
 # -- one process -----------------------------------------------------------------------
-PROCESS: tuple[Param, ...] = ()
+PROCESS: tuple[Param, ...] = (
+    Param("part", "choice", "head", choices=("head", "terminal"),
+          help="head: the process (the page's first paint); terminal: its session's terminal (when it used one)"),)
 _CRED = ("setuid", "setgid", "setreuid", "setresuid", "setregid", "setresgid", "setfsuid", "setfsgid", "capset")
 
 
 def process(ctx: Context, p: dict[str, Any], eid: str) -> dict[str, Any]:
     e = _entity(eid)
+    if p["part"] == "terminal":
+        if not has_terminal(ctx, e):
+            raise NotFound(f"process {format_entity(e)} used no recorded terminal",
+                           "its session's view shows the session's terminal, if one was recorded")
+        return {"entity_id": format_entity(e),
+                "terminal": terminal_text(recording(ctx, e), f"/process/{format_entity(e)}.cast")}
     images = ctx.query("""SELECT image_seq, image_ts, pid, parent_entity_id, parent_pid, executable, args,
                                  working_directory, user_id, user_effective_id, group_id, user_audit_id,
                                  session_id, tty, source
@@ -125,7 +139,7 @@ def process(ctx: Context, p: dict[str, Any], eid: str) -> dict[str, Any]:
         children=lambda: q("""SELECT entity_id, pid, start_ts, executable, args FROM processes
                               WHERE parent_entity_id = $e AND image_seq = 0 ORDER BY start_ts LIMIT 500""", {"e": e}),
         sockets=lambda: network_peers(ctx.reader, [e]).slice(0, 500),
-        att=ctx.attribution)
+        att=ctx.attribution, terminal=lambda: has_terminal(ctx, e))
     att = got["att"]
     leader = att.leader_of.get(e)
     first = images.to_pylist()[0]
@@ -133,7 +147,8 @@ def process(ctx: Context, p: dict[str, Any], eid: str) -> dict[str, Any]:
             "end": rows(got["end"])[0] if got["end"].num_rows else None, "credential_changes": rows(got["creds"]),
             "files": rows(got["files"]), "sockets": rows(got["sockets"]), "children": rows(got["children"]),
             "session": format_entity(leader) if leader is not None else None,
-            "session_kind": att.kind_of.get(leader) if leader is not None else None}
+            "session_kind": att.kind_of.get(leader) if leader is not None else None,
+            "recording": got["terminal"]}
 
 
 # -- the tree at a time ----------------------------------------------------------------

@@ -111,25 +111,45 @@ function histogram(hist, opts) {
 const isoOfMs = (ms) => new Date(ms).toISOString();
 
 // -- live updates ----------------------------------------------------------------------
-// While a recording runs the store grows: poll /live.json, say what arrived, and redraw
-// the views that show the latest data (without a page reload).
+// While a recording runs the store grows: the server pushes what arrived (server-sent
+// events, /live/stream; where the stream cannot be held, ask /live.json every 2 s), the
+// header says so, and the views that show the latest data are redrawn (without a reload).
 const LIVE_VIEWS = new Set(["overview", "alerts", "timeline"]);
 let liveSince = null;
+function onLive(d) {
+  const el = document.getElementById("live");
+  if (liveSince !== null && (d.new_events > 0 || d.new_alerts.length)) {
+    el.textContent = `● live: +${d.new_events} events, +${d.new_alerts.length} alerts` +
+      (d.new_alerts.length ? ` (latest: ${d.new_alerts[0].rule_title || d.new_alerts[0].rule_id})` : "");
+    el.className = "on";
+    if (LIVE_VIEWS.has(VIEW) && !PARAMS.get("after") && !PARAMS.get("offset")) load();
+  } else if (liveSince !== null) {
+    el.className = "";
+    el.textContent = `latest event ${short(d.latest)}`;
+  }
+  liveSince = { events: d.events, alerts: d.alerts };
+}
 async function poll() {
   try {
     const d = await getJSON("/live.json" + (liveSince !== null ? "?" + q(liveSince) : ""));
-    const el = document.getElementById("live");
-    if (liveSince !== null && (d.new_events > 0 || d.new_alerts.length)) {
-      el.textContent = `● live: +${d.new_events} events, +${d.new_alerts.length} alerts` +
-        (d.new_alerts.length ? ` (latest: ${d.new_alerts[0].rule_title || d.new_alerts[0].rule_id})` : "");
-      el.className = "on";
-      if (LIVE_VIEWS.has(VIEW) && !PARAMS.get("after") && !PARAMS.get("offset")) load();
-    } else if (liveSince !== null) {
-      el.className = "";
-      el.textContent = `latest event ${short(d.latest)}`;
-    }
-    liveSince = { events: d.events, alerts: d.alerts };
+    // the stream's first answer is its own cursor: the counts are the same, nothing new
+    onLive(d);
   } catch (e) { /* the next poll tries again */ }
+}
+function startPolling() {
+  document.getElementById("live").dataset.via = "poll";
+  poll();
+  setInterval(poll, 2000);
+}
+function startLive() {
+  if (typeof EventSource === "undefined") return startPolling();
+  const es = new EventSource("/live/stream");
+  let opened = false;
+  es.addEventListener("open", () => { opened = true; document.getElementById("live").dataset.via = "sse"; });
+  es.addEventListener("message", (m) => { try { onLive(JSON.parse(m.data)); } catch (e) { /* a bad line: skip it */ } });
+  // never opened (a proxy that buffers, an old server): poll instead; a dropped stream
+  // is opened again by the browser itself
+  es.addEventListener("error", () => { if (!opened) { es.close(); startPolling(); } });
 }
 
 // -- views -----------------------------------------------------------------------------
@@ -219,7 +239,54 @@ function processDetails(d) {
       ["argv", (r) => args(r.args)]], { empty: "none" }));
 }
 
-VIEWS.process = (d) => [h("h1", {}, "Process"), processDetails(d)];
+// -- a terminal: the player (asciinema-player, loaded only where a recording is shown) and the text
+let playerLib = null;
+function loadPlayer() {
+  if (!playerLib) playerLib = new Promise((ok, fail) => {
+    document.head.append(h("link", { rel: "stylesheet", href: "/static/vendor/asciinema-player.css" }));
+    const s = h("script", { src: "/static/vendor/asciinema-player.min.js" });
+    s.addEventListener("load", () => ok(window.AsciinemaPlayer));
+    s.addEventListener("error", () => { playerLib = null; fail(new Error("the terminal player did not load (run scripts/setup.sh)")); });
+    document.head.append(s);
+  });
+  return playerLib;
+}
+
+// the commands typed, each with the output that followed; masked input as masked
+function transcriptView(t) {
+  if (!t.steps.length) return h("p", { cls: "muted" }, "no command typed (output only)");
+  return h("div", { cls: "transcript" }, t.steps.map((s) => h("div", { cls: "step " + s.kind },
+    h("span", { cls: "when" }, short(s.ts).slice(11)), " ",
+    s.kind === "masked" ? [h("code", {}, s.text), h("span", { cls: "muted" }, " typed with echo off (a password?): not recorded")]
+      : h("code", { cls: "cmd" }, "$ " + s.text),
+    s.output ? h("pre", {}, s.output) : "")),
+    t.steps_total > t.steps.length ? h("p", { cls: "muted" }, `first ${t.steps.length} of ${t.steps_total} commands; the player has them all`) : "");
+}
+
+function terminalSection(t) {
+  const box = h("div", { cls: "player" }, h("p", { cls: "muted" }, "loading the player…"));
+  loadPlayer().then((AP) => {
+    box.replaceChildren();
+    // pauses longer than 2 s are shortened while playing (the text beside has the real times)
+    AP.create(t.cast, box, { idleTimeLimit: 2, fit: "width", terminalFontSize: "12px", preload: true });
+  }).catch((e) => box.replaceChildren(h("p", { cls: "error" }, e.message)));
+  return section(`Terminal ${t.tty || ""}`,
+    h("p", { cls: "muted" }, `recorded from ${short(t.start_ts)} UTC; `,
+      t.cut_bytes ? h("span", { cls: "bad" }, `${t.cut_bytes} bytes not recorded (rate limit), marked in the player; `) : "",
+      "input typed with echo off is not recorded and shows as ********; ", link(t.cast, "asciicast v2"), " (forensix replay --format asciicast)"),
+    h("div", { cls: "terminal" }, box, transcriptView(t)));
+}
+
+// a part drawn when it arrives: url's JSON, its "terminal", into a section
+function terminalPart(url) {
+  const box = h("div", {}, h("p", { cls: "muted" }, "loading the terminal recording…"));
+  getJSON(url).then((x) => box.replaceChildren(x.terminal ? terminalSection(x.terminal) : ""))
+    .catch((e) => box.replaceChildren(h("p", { cls: "error" }, "terminal: " + e.message)));
+  return box;
+}
+
+VIEWS.process = (d) => [h("h1", {}, "Process"),
+  d.recording ? terminalPart(`/process/${d.entity_id}.json?part=terminal`) : "", processDetails(d)];
 
 // first paint: the session, its tree and its commands; its files and connections follow
 VIEWS.session = (d) => {
@@ -237,6 +304,7 @@ VIEWS.session = (d) => {
       `, ${short(s.start_ts)}`, (s.transitions || []).length ? `; su/sudo: ${s.transitions.join(", ")}` : ""),
     h("p", {}, link("/timeline?" + q({ session: s.leader_entity_id, quiet: 1 }), "session timeline"), " · ",
       link("/incident?" + q({ target: "session:" + s.leader_entity_id }), "incident graph")),
+    s.recording ? terminalPart(partURL("terminal")) : "",
     h("div", { cls: "split" },
       h("div", {}, section("Process tree" + (d.tree_total > d.tree.length ? ` (first ${d.tree.length} of ${d.tree_total})` : ""), processTree(d.tree, pick))), side),
     section("Commands", table(d.commands, [["time", (r) => short(r.ts)], ["pid", (r) => procLink(r.process_entity_id, r.process_pid)],
@@ -443,5 +511,4 @@ document.getElementById("json-link").href = JSON_URL;
 for (const a of document.querySelectorAll("nav a")) if (a.dataset.view === VIEW) a.classList.add("here");
 if (PARAMS.get("q")) document.getElementById("q").value = PARAMS.get("q");
 load();
-poll();
-setInterval(poll, 2000);
+startLive();
