@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -13,8 +14,9 @@ from click.testing import CliRunner
 from forensix.cli.main import cli
 from forensix.errors import StoreError
 from forensix.store.clickhouse import ClickHouseStore, ClickHouseUnavailable, SchemaTooNewError
+from forensix.store.embedded import open_writer
 from forensix.testing.clickhouse import Cluster
-from forensix.testing.fleet import fleet
+from forensix.testing.fleet import content_sha256, fleet
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,12 @@ def test_which_hosts_ran_an_executable_connected_to_an_ip_touched_a_path(store: 
     assert sorted({r["host.name"] for r in touched}) == infected
     assert {r["action"] for r in touched} == {"open", "flow"}
     assert len(ask(url, "hosts")) == 12
+    # by content: the hosts whose miner has the known hash, not host0008 whose copy differs
+    known = ask(url, "sha256", content_sha256("/tmp/.x/miner"))
+    assert sorted(r["host.name"] for r in known) == infected[:-1]
+    assert {r["process.executable"] for r in known} == {"/tmp/.x/miner"}
+    assert [r["host.name"] for r in ask(url, "sha256", content_sha256("/tmp/.x/miner (v2)"))] == infected[-1:]
+    assert len(ask(url, "sha256", content_sha256("/usr/bin/logrotate"))) == 12
     # nothing for a path no host touched; a window before the miners ran finds none
     assert ask(url, "path", "/etc/nothing") == []
     assert ask(url, "exe", "/tmp/.x/miner", "--to", "2026-09-21T14:13:20Z") == []
@@ -100,3 +108,30 @@ def test_errors_name_the_cause_and_the_fix(cluster: Cluster) -> None:
     assert r.exit_code == 2 and "bad port" in r.output
     r = CliRunner().invoke(cli, ["server", "--store", url, "--pki", "/nonexistent"])
     assert r.exit_code == 2 and "--evidence" in r.output  # the sealed frames need a home on the log host
+
+
+def test_hunt_over_the_fleet_one_host_at_a_time_finds_what_duckdb_finds(
+        store: tuple[str, list[str]], tmp_path: Path) -> None:
+    """`forensix hunt --store clickhouse://` pulls each host's slice in turn (memory of one
+    host, not of the fleet) and raises the alerts a hunt over the same history in DuckDB does."""
+    url, infected = store
+    duck = tmp_path / "fleet.duckdb"
+    w = open_writer(duck)
+    try:
+        fleet(w, hosts=12, every=4)
+    finally:
+        w.close()
+
+    def hunt(s: str) -> list[tuple[object, ...]]:
+        rows = ask_any(["hunt", "--store", s, "--format", "json"])
+        return sorted((r["host.name"], r["rule.id"], r["process.entity_id"]) for r in rows)
+
+    on_ch, on_duck = hunt(url), hunt(str(duck))
+    assert on_ch == on_duck
+    assert {h for h, _, _ in on_ch} >= set(infected)  # alerts of several hosts, each from its own slice
+
+
+def ask_any(args: list[str]) -> list[dict[str, object]]:
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    return [json.loads(x) for x in r.stdout.splitlines()]

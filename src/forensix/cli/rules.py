@@ -18,6 +18,7 @@ from forensix.rules.engine import LiveEngine
 from forensix.rules.loader import RuleSet, coverage, start_summary
 from forensix.rules.sql import rule_sql
 from forensix.store.base import Reader
+from forensix.store.open import is_remote
 
 __all__ = ["COMMANDS"]
 
@@ -266,11 +267,16 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
     rs = _load(rules, builtin)
     for r in rs.problems:
         click.echo(f"skipped {r.source}: {r.status}: {r.reason}", err=True)
-    rd = reader(store)
-    try:
-        found = hunt(rd, rs.ok, default_detectors() if builtin else [], kw.get("from"), kw.get("to"))
-    finally:
-        rd.close()
+    detectors = default_detectors() if builtin else []
+    ctx = click.get_current_context()
+    if is_remote(store) and not ctx.meta.get("forensix.host"):  # ClickHouse
+        found = _hunt_each_host(store, rs.ok, detectors, kw.get("from"), kw.get("to"))
+    else:
+        rd = reader(store)
+        try:
+            found = hunt(rd, rs.ok, detectors, kw.get("from"), kw.get("to"))
+        finally:
+            rd.close()
     if save and found.num_rows:
         from forensix.store.open import open_writer
 
@@ -286,6 +292,26 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
             w.close()
     emit(_alerts_view(found, store, fmt), fmt)
     click.echo(f"{found.num_rows} alerts from {len(rs.ok)} rules", err=True)
+
+
+def _hunt_each_host(store: str, rules: Sequence[CompiledRule], detectors: Sequence[Any], since: int | None,
+                    until: int | None) -> pa.Table:
+    """A hunt over a ClickHouse store, one host's slice (and window) at a time: memory stays
+    that of the largest host, not of the fleet. Rules and detectors look at one host's
+    history (a process tree, a file's writers), so the alerts are those of one whole pull."""
+    from forensix.store.clickhouse import ClickHouseStore
+    from forensix.store.clickhouse.reader import ClickHouseReader
+
+    found: list[pa.Table] = []
+    with ClickHouseStore(store) as st:
+        hosts = st.native("SELECT DISTINCT host_name FROM events ORDER BY host_name").column(0).to_pylist()
+        for h in hosts:
+            with ClickHouseReader(st, host=str(h), since=since, until=until) as rd:
+                found.append(hunt(rd, rules, detectors, since, until))
+        if not found:  # an empty store: the hunt's own empty answer
+            with ClickHouseReader(st, since=since, until=until) as rd:
+                return hunt(rd, rules, detectors, since, until)
+    return pa.concat_tables(found)
 
 
 @click.command("alerts")

@@ -49,6 +49,9 @@ def frame_key(mark: object, seq: int) -> str | None:
 # A store append has a fixed cost (about 11 ms in DuckDB here) whatever its size, so the
 # ingest thread joins the frames that are waiting into appends of up to this many rows.
 COALESCE_ROWS = 20_000
+# a failed append is retried after 0.1 s, then after twice as long each time, up to 5 s
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
 
 
 class Ingestor:
@@ -65,7 +68,10 @@ class Ingestor:
         self.live = live  # the live rule engine: sees every batch once it is stored
         self.lock = threading.Lock()
         self.rows = 0
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # the last failed append (the server logs it)
+        self.failures = 0  # failed appends, each retried
+        self._closing = threading.Event()
+        self._given_up = False  # a group failed while closing: the rest waits for the next start
         self.on_append: Callable[[str, int, float], None] | None = None  # (table, rows, seconds): metrics
         self._q: queue.Queue[tuple[str, pa.Table, Mark, int] | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="fx-ingest", daemon=True)
@@ -82,6 +88,8 @@ class Ingestor:
         self._q.join()
 
     def close(self) -> None:
+        """Append what is queued; a group that fails now is not retried (evidence keeps it)."""
+        self._closing.set()
         self._q.put(None)
         self._thread.join()
         if self.live is not None:
@@ -107,19 +115,48 @@ class Ingestor:
                 items.append(nxt)
                 rows += nxt[1].num_rows
             try:
-                self._append_group(items)
-            except Exception as e:  # noqa: BLE001 - kept, logged by the server, replayed at start
-                self.error = e
+                if not self._given_up:
+                    self._append_until_stored(items)
             finally:
                 for _ in items:
                     self._q.task_done()
 
-    def _append_group(self, items: list[tuple[str, pa.Table, Mark, int]]) -> None:
+    def _append_until_stored(self, items: list[tuple[str, pa.Table, Mark, int]]) -> None:
+        """Append a group, retrying it (with back-off) until it is stored or the ingestor closes.
+
+        The ``ingested`` marks advance only over frames that are in the store: a failed group
+        is never skipped for the next one (that would move a stream's mark past frames the
+        store lacks, which no start would re-ingest). Meanwhile the queue fills and agents
+        keep spooling. Once a group fails while closing, nothing after it is appended
+        either, so each mark stays below every frame missing from the store: they are all
+        re-ingested from evidence at the next start.
+        """
+        stored: set[str] = set()  # tables of the group already appended: a retry does not append them twice
+        wait = RETRY_FIRST_S
+        while True:
+            try:
+                self._append_group(items, stored)
+                return
+            except Exception as e:  # noqa: BLE001 - kept in evidence, logged by the server, retried
+                self.error = e
+                self.failures += 1
+                if self._closing.wait(wait):
+                    self._given_up = True
+                    return
+                wait = min(wait * 2, RETRY_MAX_S)
+
+    def _append_group(self, items: list[tuple[str, pa.Table, Mark, int]], stored: set[str]) -> None:
         by_table: dict[str, list[tuple[str | None, pa.Table]]] = {}
         for table, data, mark, seq in items:
             by_table.setdefault(table, []).append((frame_key(mark, seq), data))
         for table, parts in by_table.items():
-            self._append(table, parts)
+            if table not in stored:
+                self._append(table, parts)
+                stored.add(table)
+        sync = getattr(self.store, "sync", None)  # DuckDB's journals: durable before the marks move
+        if sync is not None:
+            with self.lock:
+                sync()
         marks: dict[int, tuple[Mark, int]] = {}
         for _, _, mark, seq in items:
             marks[id(mark)] = (mark, seq)

@@ -697,7 +697,7 @@ class LogServer:
         while not self._stop.wait(min(1.0, self.config.checkpoint_s)):
             self._checkpoint_all()
             if self.ingest.error is not None:
-                log.error("store ingest failed (evidence is kept; it is re-ingested at start): %s",
+                log.error("store append failed (kept in evidence, retried; the ingested mark waits for it): %s",
                           self.ingest.error)
                 self.ingest.error = None
             now = time.time_ns()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +35,8 @@ from forensix.store.migrations import (
 from forensix.store.private import FILE_MODE
 
 __all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_path", "store_files"]
+
+log = logging.getLogger("forensix.store")
 
 _DUCKDB_MAGIC = b"DUCK"
 # nice value of a recording store's sealing thread: the workload first, the seal when a core is free
@@ -295,6 +298,11 @@ class DuckDBStore:
             journal.on_due = self._sealing.wanted
         self._sealing.start()
 
+    def sync(self) -> None:
+        """Every row appended so far durable (journals fsynced; DuckDB's own commits are)."""
+        for journal in self._journals.values():
+            journal.sync()
+
     def flush(self) -> None:
         """Seal every journal and checkpoint the DuckDB file: all durable, all compact."""
         # no background seal runs meanwhile (one in progress finishes first)
@@ -426,8 +434,9 @@ class _SealThread(threading.Thread):
         self.error: BaseException | None = None
 
     def wanted(self, journal: JournaledTable, everything: bool) -> None:
-        if self.error is not None:  # the appending thread learns of a failed seal
-            raise self.error
+        # Called once the rows are in the journal: a seal that failed earlier is not raised
+        # here (the append did succeed; raised, it would be retried and stored twice). It is
+        # logged, its rows stay in the journal, and it is tried again now.
         with self._cv:
             self._due[journal.name] = self._due.get(journal.name, False) or everything
             self._cv.notify()
@@ -446,8 +455,9 @@ class _SealThread(threading.Thread):
                 self._busy = True
             try:
                 self.journals[name].seal(everything, keep_open=True)
-            except BaseException as e:  # noqa: BLE001 - rows stay in the journal; raised on the next append
+            except Exception as e:  # noqa: BLE001 - rows stay in the journal, queried there; sealed on a later try
                 self.error = e
+                log.error("cannot seal the journal of %s (its rows stay in the journal, sealed later): %s", name, e)
             finally:
                 with self._cv:
                     self._busy = False

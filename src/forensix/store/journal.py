@@ -28,6 +28,7 @@ Layout, for a store ``host.duckdb``: ``host.duckdb.journal/<table>/000000000042.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -42,6 +43,8 @@ from forensix.errors import StoreError
 from forensix.store.private import FILE_MODE, private_dir
 
 __all__ = ["JournaledTable", "conform", "journal_dir"]
+
+log = logging.getLogger("forensix.store")
 
 _JOURNAL = re.compile(r"^(\d{12})\.arrows$")
 
@@ -165,6 +168,7 @@ class JournaledTable:
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._since = 0.0
         self._last_sync = 0.0
+        self._written = 0.0  # when rows were last written (sync() has nothing to do when older than _last_sync)
         self.recovered: list[str] = []  # what recovery found, for the writer to report
         if sealer is not None:
             private_dir(self.dir.parent)  # root only, whatever the umask (store/private.py)
@@ -259,14 +263,25 @@ class JournaledTable:
                 self._next += 1
                 os.close(os.open(j.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE))  # 0600 first
                 self._file = pa.OSFile(str(j.path), "wb")
-                self._writer = pa.ipc.new_stream(self._file, self.schema)
+                try:
+                    self._writer = pa.ipc.new_stream(self._file, self.schema)
+                except OSError:  # not even its schema fits (a full disk): no journal, not a torn one
+                    self._file.close()
+                    self._file = None
+                    j.path.unlink()
+                    raise
                 self._since = time.monotonic()
                 _fsync_dir(self.dir)
                 with self._lock:
                     self._pending.append(j)
             assert self._file is not None
-            self._writer.write_table(data)
-            now = time.monotonic()
+            start = self._file.tell()
+            try:
+                self._writer.write_table(data)
+            except OSError:
+                self._drop_torn(start)
+                raise
+            now = self._written = time.monotonic()
             if now - self._last_sync >= self.sync_seconds:
                 os.fsync(self._file.fileno())
                 self._last_sync = now
@@ -289,10 +304,36 @@ class JournaledTable:
             self.on_due(self, unsealed < self.seal_rows)
         return n
 
+    def _drop_torn(self, start: int) -> None:
+        """A write that failed halfway (a full disk): cut the journal back to its last whole
+        message and close it without an end marker (a stream read to its end without one is
+        whole), so the batch, retried, goes into the next journal after nothing torn."""
+        assert self._file is not None
+        fd = self._file.fileno()
+        try:
+            os.ftruncate(fd, start)
+        finally:
+            self._writer = None  # not closed: closing writes an end marker, which would fail as well
+            self._file.close()
+            self._file = None
+            with self._lock:
+                self._pending[-1].length = start
+
+    def sync(self) -> None:
+        """Make every appended row durable now (the writer's thread only): a log host marks
+        frames ingested only after this, so a power cut cannot leave a mark past rows lost."""
+        if self._file is not None and self._last_sync < self._written:
+            os.fsync(self._file.fileno())
+            self._last_sync = time.monotonic()
+
     def _close_open(self) -> None:
         """Close the open journal (the writer's thread only): the next append opens the next."""
         if self._writer is not None and self._file is not None:
             self._writer.close()
+            try:  # a closed journal is not synced again before its seal
+                os.fsync(self._file.fileno())
+            except OSError as e:  # the rows are written: raising would have them appended twice
+                log.error("cannot fsync the journal %s: %s", self._pending[-1].path, e)
             self._file.close()
             self._writer = self._file = None
             with self._lock:

@@ -12,12 +12,13 @@ them running a planted executable: for fleet questions and benchmarks.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from forensix.store.base import Writer
 from forensix.testing.generator import O_CREAT, O_TRUNC, O_WRONLY, StoreBuilder
 
-__all__ = ["Lateral", "fleet", "lateral_movement"]
+__all__ = ["Lateral", "content_sha256", "fleet", "lateral_movement"]
 
 ATTACKER = ("203.0.113.66", 51515)
 WEB, DB = "10.0.0.5", "10.0.0.6"
@@ -76,9 +77,16 @@ def lateral_movement(store: Writer) -> Lateral:
     return Lateral(planted, ssh.entity_id, bash.entity_id, d_sshd.entity_id, decoy.entity_id, web.t(3710.1))
 
 
+def content_sha256(exe: str) -> str:
+    """The SHA-256 the fleet's hosts see for ``exe``'s content (generated: a hash of its path)."""
+    return hashlib.sha256(f"content of {exe}".encode()).hexdigest()
+
+
 def fleet(store: Writer, hosts: int = 20, every: int = 5, rounds: int = 3) -> list[str]:
     """``hosts`` hosts with a few daemons and commands each; every ``every``-th host also
     runs /tmp/.x/miner, which connects to 198.51.100.23:3333 and writes /etc/ld.so.preload.
+    Exec events carry the executable's SHA-256 (``content_sha256``), except the miner on
+    the last infected host: its copy was changed (another hash), as a fleet hunt meets.
     Returns the names of the hosts that ran the miner."""
     infected = []
     for i in range(hosts):
@@ -86,12 +94,15 @@ def fleet(store: Writer, hosts: int = 20, every: int = 5, rounds: int = 3) -> li
         init = b.spawn(None, 1, 0, "/usr/lib/systemd/systemd", ["/sbin/init"])
         cron = b.spawn(init, 400, 1, "/usr/sbin/cron", ["/usr/sbin/cron", "-f"])
         for r in range(rounds):
-            job = b.spawn(cron, 1000 + r, 60 * (r + 1), "/usr/bin/logrotate", ["logrotate", "/etc/logrotate.conf"])
+            job = b.spawn(cron, 1000 + r, 60 * (r + 1), "/usr/bin/logrotate", ["logrotate", "/etc/logrotate.conf"],
+                          sha256=content_sha256("/usr/bin/logrotate"))
             b.read_file(job, 60 * (r + 1) + 0.1, "/etc/logrotate.conf")
             b.connect(job, 60 * (r + 1) + 0.2, (f"10.1.{i // 250}.{i % 250}", 41000 + r), ("10.0.0.53", 53),
                       transport="udp")
         if i % every == 0:
-            m = b.spawn(cron, 2000, 300 + i, "/tmp/.x/miner", ["/tmp/.x/miner", "--pool", "198.51.100.23:3333"])
+            variant = "/tmp/.x/miner" if i + every < hosts else "/tmp/.x/miner (v2)"
+            m = b.spawn(cron, 2000, 300 + i, "/tmp/.x/miner", ["/tmp/.x/miner", "--pool", "198.51.100.23:3333"],
+                        sha256=content_sha256(variant))
             b.connect(m, 300.5 + i, (f"10.1.{i // 250}.{i % 250}", 50000), ("198.51.100.23", 3333))
             b.write_file(m, 301 + i, "/etc/ld.so.preload", 32)
             infected.append(b.host_name)

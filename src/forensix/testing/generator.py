@@ -62,6 +62,7 @@ class Proc:
     ns_pid: int = 4026531836
     ns_mnt: int = 4026531841
     cgroup: int = 1
+    sha256: str | None = None  # of the running image's executable (process.hash.sha256), when known
     image_seq: int = 0
 
 
@@ -121,7 +122,7 @@ class StoreBuilder:
             "name": p.exe.rsplit("/", 1)[-1][:15], "user_id": p.uid, "user_effective_id": p.uid,
             "group_id": p.uid, "user_audit_id": p.auid, "session_id": p.sid, "tty": p.tty,
             "cgroup_id": p.cgroup, "ns_mnt": p.ns_mnt, "ns_pid": p.ns_pid, "ns_net": 4026531840,
-            "ns_user": 4026531837, "ns_uts": 4026531838, "source": source,
+            "ns_user": 4026531837, "ns_uts": 4026531838, "source": source, "hash_sha256": p.sha256,
         })
 
     # -- processes -------------------------------------------------------------
@@ -135,21 +136,25 @@ class StoreBuilder:
         inherit = {} if parent is None else {
             k: getattr(parent, k) for k in ("uid", "auid", "sid", "tty", "cwd", "ns_pid", "ns_mnt", "cgroup")
         }
+        sha256 = attrs.pop("sha256", None)  # of the exec'd image, not of the fork's
         p = Proc(eid, pid, ts, parent, exe, list(args or [exe]), **(inherit | attrs))
         if parent is None:
             self._image(p, ts, "snapshot")
             return p
         self._ev(parent, ts, "process", "fork", target_pid=pid, target_entity_id=eid)
         self._image(p, ts, "fork")
-        self.exec(p, t + 0.0001, exe, p.args, deleted=deleted)
+        self.exec(p, t + 0.0001, exe, p.args, deleted=deleted, sha256=sha256)
         return p
 
-    def exec(self, p: Proc, t: float, exe: str, args: Iterable[str] | None = None, deleted: bool = False) -> None:
+    def exec(self, p: Proc, t: float, exe: str, args: Iterable[str] | None = None, deleted: bool = False,
+             sha256: str | None = None) -> None:
+        """``sha256``: the executable's content hash, as forensix.artifacts fills it in."""
         ts = self.t(t)
-        p.exe, p.args, p.image_seq = exe, list(args or [exe]), p.image_seq + 1
+        p.exe, p.args, p.image_seq, p.sha256 = exe, list(args or [exe]), p.image_seq + 1, sha256
         self._ev(p, ts, "process", "exec", process_executable=exe, process_args=p.args,
                  process_working_directory=p.cwd, file_path=exe, file_inode=self.inode(exe),
-                 file_device=self.dev, file_type="file", file_deleted=True if deleted else None)
+                 file_device=self.dev, file_type="file", file_deleted=True if deleted else None,
+                 process_hash_sha256=sha256)
         self._image(p, ts, "exec")
 
     def setuid(self, p: Proc, t: float, uid: int) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "ch_type",
     "day_partition",
     "local_name",
+    "missing_columns",
     "null_column",
     "stored_columns",
 ]
@@ -54,6 +55,7 @@ _LOW_CARDINALITY = frozenset({
 _SIMPLE = {
     pa.uint64(): "UInt64", pa.int64(): "Int64", pa.uint32(): "UInt32", pa.int32(): "Int32",
     pa.uint16(): "UInt16", pa.string(): "String", pa.bool_(): "UInt8", pa.float64(): "Float64",
+    pa.binary(): "String",  # bytes as they are (terminal data, artifact chunks); read back through hex()
 }
 
 
@@ -70,6 +72,9 @@ KEYS: dict[str, TableKey] = {
     "gaps": TableKey("ts_from", None),
     "hosts": TableKey("first_seen", None),
     "alerts": TableKey("ts", "process_entity_id"),
+    "tty": TableKey("ts", "process_entity_id"),
+    "artifacts": TableKey("ts", "process_entity_id"),
+    "artifact_blobs": TableKey("ts", "sha256"),
 }
 
 
@@ -152,6 +157,18 @@ def _initial(db: str, cluster: str | None) -> list[str]:
     return out
 
 
+# 0001 creates the tables of the schema.py it runs with; a database made by an earlier
+# forensix lacks what came later. 0002 creates the tables added since (terminal bytes,
+# artifacts); the columns added since (process_hash_sha256) are added by the store when it
+# applies any migration (`missing_columns`: 18.16 has no ADD COLUMN IF NOT EXISTS).
 MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0001_initial", _initial),
+    ("0002_tty_artifacts_sha256", _initial),
 ]
+
+
+def missing_columns(db: str, table: str, name: str, have: set[str]) -> list[str]:
+    """ALTERs that add to ``name`` (``table``'s local or Distributed table) the stored
+    columns of the current schema it lacks (``have``: the columns it has)."""
+    return [f"ALTER TABLE `{db}`.`{name}` ADD COLUMN `{c}` {t}"
+            for c, t in stored_columns(table) if c not in have]

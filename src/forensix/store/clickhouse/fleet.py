@@ -16,13 +16,12 @@ from typing import Any
 import pyarrow as pa
 
 from forensix.errors import UsageError
-from forensix.store import schema
 
 __all__ = ["QUESTIONS", "Question", "ask", "like_prefix"]
 
 Native = Callable[[str, Mapping[str, Any] | None], pa.Table]
 
-# the ECS field an exec event carries its executable's SHA-256 in, once the sensor hashes
+# the column an exec event carries its executable's SHA-256 in (process.hash.sha256, filled by forensix.artifacts)
 SHA256_COLUMN = "process_hash_sha256"
 
 
@@ -105,11 +104,7 @@ def ask(native: Native, name: str, value: str = "", since: int | None = None, un
     q = QUESTIONS.get(name)
     if q is None:
         raise UsageError(f"no fleet question {name!r}", f"one of {', '.join(QUESTIONS)}")
-    if name == "sha256":
-        if SHA256_COLUMN not in schema.EVENTS.names:
-            raise UsageError("this forensix records no SHA-256 of executed files yet",
-                             "ask by path instead: forensix fleet exe PATH")
-        if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
-            raise UsageError(f"{value!r} is not a SHA-256", "64 hex digits")
+    if name == "sha256" and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+        raise UsageError(f"{value!r} is not a SHA-256", "64 hex digits")
     v = like_prefix(value) if name in _PATTERN else value
     return native(q.sql, q.params(v, since, until))

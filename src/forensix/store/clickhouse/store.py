@@ -1,8 +1,10 @@
 """The fleet store: a ClickHouse server, or a cluster of shards behind Distributed tables.
 
-Writing: every append is one columnar INSERT (clickhouse-driver's native protocol), into
-the Distributed table with ``insert_distributed_sync`` (the INSERT returns once every
-shard has its rows, so a batch counted as stored is on disk on its shard). Rows of a
+Writing: every append is one columnar INSERT (clickhouse-driver's native protocol) per
+shard, straight into the shard's local table (the store routes each host's rows as the
+Distributed table's ``cityHash64(host_name)`` would; Distributed tables are for reads), so
+a batch counted as stored is on disk on its shard. A cluster with replicas or shard
+weights gets the INSERT through the Distributed table with ``insert_distributed_sync``. Rows of a
 frame carry the frame's hash (``fx_batch``); before an INSERT, the frames already present
 are left out, so a frame re-sent after a crash, or after an INSERT that reached one shard
 and not another, is stored once.
@@ -42,6 +44,7 @@ from forensix.store.clickhouse.ddl import (
     KEYS,
     MIGRATIONS,
     local_name,
+    missing_columns,
     null_column,
 )
 from forensix.store.journal import conform
@@ -100,6 +103,15 @@ def _without_empty(table: str, stored: pa.Table) -> pa.Table:
     return stored.drop_columns(drop) if drop and len(stored) else stored
 
 
+def _values(col: pa.ChunkedArray) -> list[Any]:
+    """A column as the Python values clickhouse-driver sends. Numbers without NULL through
+    numpy (half the time of ``to_pylist``); strings and lists by ``to_pylist`` (faster there)."""
+    t = col.type
+    if col.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        return list(col.to_numpy().tolist())
+    return list(col.to_pylist())
+
+
 def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: int, hashes: Sequence[int]) -> str:
     """The frames among ``hashes`` whose rows a table holds already (hosts and time narrow the scan)."""
     t = KEYS[table].time
@@ -112,8 +124,9 @@ def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: i
 def select_sql(table: str, where: str = "") -> str:
     """The columns of a table a reader needs to rebuild the logical schema (``from_stored``)."""
     target = schema.TABLES[table]
-    names = [f.name for f in target] + [null_column(f.name) for f in target if pa.types.is_list(f.type)]
-    cols = ", ".join(f"`{n}`" for n in names)
+    names = [f"hex(`{f.name}`) AS `{f.name}`" if pa.types.is_binary(f.type) else f"`{f.name}`" for f in target]
+    names += [f"`{null_column(f.name)}`" for f in target if pa.types.is_list(f.type)]
+    cols = ", ".join(names)
     return f"SELECT {cols} FROM `{table}`" + (f" WHERE {where}" if where else "")
 
 
@@ -126,6 +139,8 @@ def from_stored(table: str, t: pa.Table) -> pa.Table:
         if pa.types.is_list(f.type):
             mask = pc.equal(t.column(null_column(f.name)), pa.scalar(1, pa.uint8()))
             col = pc.if_else(mask, pa.nulls(len(col), f.type), col.cast(f.type))
+        elif pa.types.is_binary(f.type):  # read as hex(): the driver decodes String as UTF-8
+            col = pa.array([None if x is None else bytes.fromhex(x) for x in col.to_pylist()], pa.binary())
         elif col.type != f.type:
             col = col.cast(f.type)
         if f.name in KEY_NOT_NULL:
@@ -148,6 +163,8 @@ class ClickHouseStore:
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self.entry = Server(self.url.host, self.url.port)
+        self._direct = False
+        self._host_shard: dict[str, int] = {}
         self.shards = self._shards()
         if write:
             self._migrate()
@@ -160,13 +177,28 @@ class ClickHouseStore:
         if not self.cluster:
             return [self.entry]
         rows = self.entry.execute(
-            f"SELECT host_address, port FROM system.clusters WHERE cluster = '{self.cluster}' "
+            f"SELECT host_address, port, shard_num, shard_weight FROM system.clusters WHERE cluster = '{self.cluster}' "
             "ORDER BY shard_num, replica_num")
         if not rows:
             known = sorted({r[0] for r in self.entry.execute("SELECT cluster FROM system.clusters")})
             raise StoreError(f"ClickHouse at {self.entry.where} has no cluster {self.cluster!r}",
                              f"clusters in its remote_servers: {', '.join(known) or 'none'}")
-        return [self.entry if (h, p) == (self.url.host, self.url.port) else Server(h, p) for h, p in rows]
+        # rows go straight to their shard's local table when the Distributed table would pick
+        # the shard as cityHash64(host_name) % shards: one replica each, every weight 1
+        shard_nums = [int(r[2]) for r in rows]
+        self._direct = len(set(shard_nums)) == len(rows) and all(int(r[3]) == 1 for r in rows)
+        return [self.entry if (h, p) == (self.url.host, self.url.port) else Server(h, p) for h, p, _, _ in rows]
+
+    def _shard_of(self, hosts: Sequence[str]) -> dict[str, int]:
+        """The shard (index into ``shards``) of each host, as the Distributed table's
+        sharding key ``cityHash64(host_name)`` picks it: asked of the server once per host."""
+        new = sorted({h for h in hosts if h not in self._host_shard})
+        if new:
+            rows = self.entry.execute(
+                f"SELECT h, cityHash64(h) % {len(self.shards)} FROM "
+                f"(SELECT arrayJoin([{', '.join(literal(h) for h in new)}]) AS h)")
+            self._host_shard.update({str(h): int(i) for h, i in rows})
+        return {h: self._host_shard[h] for h in hosts}
 
     def down_shards(self) -> list[str]:
         """The servers of the store that do not answer now (``host:port``)."""
@@ -189,13 +221,25 @@ class ClickHouseStore:
             self._refuse_newer(done, srv.where)
             if not srv.execute(f"SELECT value FROM `{self.db}`.forensix_meta WHERE key = 'format'"):
                 srv.execute(f"INSERT INTO `{self.db}`.forensix_meta (key, value) VALUES", [["format"], [FORMAT]])
-            for name, statements in MIGRATIONS:
-                if name in done:
-                    continue
+            pending = [(n, st) for n, st in MIGRATIONS if n not in done]
+            for name, statements in pending:
                 for stmt in statements(self.db, self.cluster):
                     srv.execute(stmt)
+                if name == pending[-1][0]:
+                    self._add_columns(srv)
                 srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
                             [[name], [time.time_ns()]])
+
+    def _add_columns(self, srv: Server) -> None:
+        """Columns of the current schema a table created by an earlier forensix lacks."""
+        have: dict[str, set[str]] = {}
+        for t, c in srv.execute(f"SELECT table, name FROM system.columns WHERE database = '{self.db}'"):
+            have.setdefault(str(t), set()).add(str(c))
+        for table in schema.TABLES:
+            names = [local_name(table, self.cluster)] + ([table] if self.cluster else [])
+            for name in names:
+                for stmt in missing_columns(self.db, table, name, have.get(name, set())):
+                    srv.execute(stmt)
 
     def _refuse_newer(self, done: set[str], where: str) -> None:
         ours = {n for n, _ in MIGRATIONS}
@@ -270,11 +314,29 @@ class ClickHouseStore:
         data = pa.concat_tables([d for _, d in todo]) if len(todo) > 1 else todo[0][1]
         batch = pa.concat_arrays([pa.array([h] * d.num_rows, pa.uint64()) for h, d in todo])
         stored = _without_empty(table, stored_table(table, data, batch))
-        names, cols = stored.column_names, [c.to_pylist() for c in stored.columns]
-        sql = f"INSERT INTO {self._table(table)} ({', '.join(f'`{n}`' for n in names)}) VALUES"
-        with self._lock:
-            self.entry.execute(sql, cols, settings={"insert_distributed_sync": 1})
+        if not (self.cluster and self._direct):
+            self._insert_into(self.entry, self._table(table), stored, {"insert_distributed_sync": 1})
+            return int(data.num_rows)
+        # each shard's rows into its local table: no wait on 18.16's synchronous Distributed
+        # insert, no second hop. Frames are per host and a host is on one shard, so an insert
+        # that reached one shard and not the next is completed by the retry (``_present``).
+        hosts = pc.unique(stored.column("host_name")).to_pylist()
+        where = self._shard_of([str(h) for h in hosts])
+        local = f"`{self.db}`.`{local_name(table, self.cluster)}`"
+        for i, srv in enumerate(self.shards):
+            mine = [h for h, j in where.items() if j == i]
+            if not mine:
+                continue
+            part = stored if len(mine) == len(hosts) else stored.filter(
+                pc.is_in(stored.column("host_name"), value_set=pa.array(mine, pa.string())))
+            self._insert_into(srv, local, part, {})
         return int(data.num_rows)
+
+    def _insert_into(self, srv: Server, ref: str, stored: pa.Table, settings: dict[str, int]) -> None:
+        names, cols = stored.column_names, [_values(c) for c in stored.columns]
+        sql = f"INSERT INTO {ref} ({', '.join(f'`{n}`' for n in names)}) VALUES"
+        with self._lock:
+            srv.execute(sql, cols, settings=settings)
 
     def _present(self, table: str, keyed: list[tuple[int, pa.Table]]) -> set[int]:
         """The frames of ``keyed`` whose rows are in the store already (a crash, a partial INSERT)."""
