@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from forensix.errors import UsageError
-from forensix.imports.rows import BadLine, Processes, Row
+from forensix.imports.rows import BadLine, Processes, Row, json_object
 from forensix.store.base import Reader
 
 __all__ = ["EveParser", "alert_target", "link"]
@@ -85,12 +84,7 @@ class EveParser:
         self.linked = 0
 
     def feed(self, line: bytes, number: int) -> Iterator[Row]:
-        try:
-            obj = json.loads(line)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise BadLine(f"not a JSON object ({str(e)[:60]})") from None
-        if not isinstance(obj, dict):
-            raise BadLine("not a JSON object")
+        obj = json_object(line)
         if obj.get("event_type") != "alert":
             return
         al = obj.get("alert")

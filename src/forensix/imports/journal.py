@@ -15,7 +15,6 @@ service messages land beside the kernel's events and are sealed and shipped with
 from __future__ import annotations
 
 import calendar
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from forensix.imports.rows import BadLine, Batcher, Host, Processes, Row
+from forensix.imports.rows import BadLine, Batcher, Host, Processes, Row, json_object
 
 __all__ = ["DEFAULT_FILES", "JournalParser", "SystemLogFollower", "classify", "default_sources"]
 
@@ -152,12 +151,7 @@ class JournalParser:
     # -- journald --------------------------------------------------------------------
     def _json(self, line: bytes) -> Iterator[Row]:
         yield from self._finish_entry()
-        try:
-            obj = json.loads(line)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise BadLine(f"not a JSON object ({str(e)[:60]})") from None
-        if not isinstance(obj, dict):
-            raise BadLine("not a JSON object")
+        obj = json_object(line)
         yield from self._journal_row(obj)
 
     def _export(self, line: bytes) -> Iterator[Row]:

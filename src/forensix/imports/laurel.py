@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 from forensix.imports.audit_event import USER_CATEGORIES, AuditEvent, Sockaddr, parse_sockaddr, rows
 from forensix.imports.auditd import syscall_name
-from forensix.imports.rows import BadLine, Nodes, Processes, Row
+from forensix.imports.rows import BadLine, Nodes, Processes, Row, json_object
 
 __all__ = ["LaurelParser"]
 
@@ -95,12 +95,7 @@ class LaurelParser:
         self.nodes = Nodes(procs)
 
     def feed(self, line: bytes, number: int) -> Iterator[Row]:
-        try:
-            obj = json.loads(line)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise BadLine(f"not a JSON object ({str(e)[:60]})") from None
-        if not isinstance(obj, dict):
-            raise BadLine("not a JSON object")
+        obj = json_object(line)
         m = _ID.match(str(obj.get("ID", "")))
         if m is None:
             raise BadLine("no LAUREL event ID (\"SEC.MSEC:SERIAL\")")

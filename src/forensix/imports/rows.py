@@ -10,6 +10,7 @@ a log has: host, boot, pid and the time the process was first seen.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +19,22 @@ import pyarrow as pa
 from forensix.model.identity import host_key
 from forensix.store import schema
 
-__all__ = ["BadLine", "Batcher", "Host", "Nodes", "Processes", "Row", "fast_entity_id", "guid_entity"]
+__all__ = ["BadLine", "Batcher", "Host", "Nodes", "Processes", "Row", "fast_entity_id", "guid_entity", "json_object"]
 
 
 class BadLine(ValueError):
     """This line cannot be imported; ``reason`` says why (it becomes a warning, not a crash)."""
+
+
+def json_object(line: bytes) -> dict[str, Any]:
+    """One JSON-lines record (EVE, LAUREL, a journal export), or the BadLine that says why not."""
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadLine(f"not a JSON object ({str(e)[:60]})") from None
+    if not isinstance(obj, dict):
+        raise BadLine("not a JSON object")
+    return obj
 
 
 @dataclass(frozen=True)
