@@ -15,7 +15,7 @@ from forensix.analysis.noise import FILTER_NAMES, path_predicate
 from forensix.store.base import Reader
 from forensix.store.schema import EVENTS
 
-__all__ = ["MESSAGES", "TimelineFilter", "message_sql", "timeline"]
+__all__ = ["MESSAGES", "TimelineFilter", "message_sql", "selection_sql", "timeline"]
 
 _PATH = "coalesce(file_path, file_path_raw, '?')"
 _PEER = "coalesce(destination_ip, unix_path, '?') || coalesce(':' || destination_port::VARCHAR, '')"
@@ -91,16 +91,11 @@ class TimelineFilter:
     limit: int | None = None
 
 
-def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
-    f = f or TimelineFilter()
+def selection_sql(f: TimelineFilter) -> tuple[str, dict[str, object]]:
+    """The filter's WHERE on who and what (processes, categories, actions, path, IP), without
+    its time window and noise filters: the timeline's, and the UI's histogram's."""
     conds: list[str] = ["TRUE"]
     params: dict[str, object] = {}
-    if f.since is not None:
-        conds.append("ts >= $since")
-        params["since"] = f.since
-    if f.until is not None:
-        conds.append("ts <= $until")
-        params["until"] = f.until
     if f.entities is not None:
         from forensix.analysis.filehistory import sql_ints
 
@@ -121,6 +116,19 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
     if f.ip:
         conds.append("(destination_ip = $ip OR source_ip = $ip)")
         params["ip"] = f.ip
+    return " AND ".join(conds), params
+
+
+def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
+    f = f or TimelineFilter()
+    where, params = selection_sql(f)
+    conds: list[str] = [where]
+    if f.since is not None:
+        conds.append("ts >= $since")
+        params["since"] = f.since
+    if f.until is not None:
+        conds.append("ts <= $until")
+        params["until"] = f.until
     active = set(f.noise) & set(FILTER_NAMES)
     noise: list[str] = []
     if active:

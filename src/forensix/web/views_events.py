@@ -10,7 +10,7 @@ import pyarrow as pa
 from forensix.analysis.filehistory import file_history
 from forensix.analysis.noise import FILTER_NAMES
 from forensix.analysis.sessions import find_session
-from forensix.analysis.timeline import TimelineFilter, timeline
+from forensix.analysis.timeline import TimelineFilter, selection_sql, timeline
 from forensix.errors import UsageError
 from forensix.web.context import Context
 from forensix.web.jsonrows import rows
@@ -60,26 +60,7 @@ def _filter(ctx: Context, p: dict[str, Any]) -> TimelineFilter:
 
 def _hist_where(f: TimelineFilter) -> tuple[str, dict[str, Any]]:
     """The histogram's filter: the timeline's, without the noise filters (a count, not rows)."""
-    from forensix.analysis.filehistory import sql_ints, sql_strings
-
-    conds: list[str] = ["TRUE"]
-    params: dict[str, Any] = {}
-    if f.entities is not None:
-        conds.append(f"process_entity_id IN ({sql_ints(f.entities)})")
-    if f.pid is not None:
-        conds.append("process_pid = $pid")
-        params["pid"] = f.pid
-    if f.categories:
-        conds.append(f"event_category IN ({sql_strings(f.categories)})")
-    if f.actions:
-        conds.append(f"event_action IN ({sql_strings(f.actions)})")
-    if f.path:
-        conds.append("(contains(file_path, $path) OR contains(file_target_path, $path))")
-        params["path"] = f.path
-    if f.ip:
-        conds.append("(destination_ip = $ip OR source_ip = $ip)")
-        params["ip"] = f.ip
-    return " AND ".join(conds), params
+    return selection_sql(f)
 
 
 def _bounded(ctx: Context, f: TimelineFilter) -> pa.Table:
