@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import pyarrow as pa
@@ -167,17 +166,8 @@ class ClickHouseStore:
         self._direct = False
         self._host_shard: dict[str, int] = {}
         self.shards = self._shards()
-        # a connection of its own per shard for inserts, sent from one thread per shard at
-        # once: a batch costs its slowest shard, not the sum of all (a client is not safe for
-        # two threads, and the entry's is used for the de-duplication query meanwhile)
-        self._writers: list[Server] = []
-        self._pool: ThreadPoolExecutor | None = None
-        self._write_lock = threading.Lock()
         if write:
             self._migrate()
-            if self.cluster and self._direct and len(self.shards) > 1:
-                self._writers = [Server(s.host, s.port) for s in self.shards]
-                self._pool = ThreadPoolExecutor(len(self.shards), thread_name_prefix="fx-shard")
         self._check_format()
         # queries name tables without their database: a connection of their own, in it
         self._reads = Server(self.url.host, self.url.port, database=self.db)
@@ -304,8 +294,7 @@ class ClickHouseStore:
         delay = 0.2
         while True:
             try:
-                with self._write_lock:  # appends from several threads one after another, as before
-                    return self._insert(table, keyed)
+                return self._insert(table, keyed)
             except ClickHouseUnavailable as e:
                 if not self.retry or self._closing.is_set():
                     raise
@@ -334,31 +323,18 @@ class ClickHouseStore:
         hosts = pc.unique(stored.column("host_name")).to_pylist()
         where = self._shard_of([str(h) for h in hosts])
         local = f"`{self.db}`.`{local_name(table, self.cluster)}`"
-        jobs: list[tuple[int, pa.Table]] = []
-        for i in range(len(self.shards)):
+        for i, srv in enumerate(self.shards):
             mine = [h for h, j in where.items() if j == i]
-            if mine:
-                jobs.append((i, stored if len(mine) == len(hosts) else stored.filter(
-                    pc.is_in(stored.column("host_name"), value_set=pa.array(mine, pa.string())))))
-        if self._pool is None or len(jobs) == 1:
-            for i, part in jobs:
-                self._insert_into(self._writers[i] if self._writers else self.shards[i], local, part, {})
-            return int(data.num_rows)
-        # every shard at once; the batch is stored (and acknowledged) only when every shard
-        # has answered. The first error is raised after all have finished: a shard that took
-        # its rows keeps them, and the retry leaves its frames out (``_present``).
-        futures = [self._pool.submit(self._insert_into, self._writers[i], local, part, {}) for i, part in jobs]
-        errors = [e for e in (f.exception() for f in futures) if e is not None]
-        if errors:
-            raise errors[0]
+            if not mine:
+                continue
+            part = stored if len(mine) == len(hosts) else stored.filter(
+                pc.is_in(stored.column("host_name"), value_set=pa.array(mine, pa.string())))
+            self._insert_into(srv, local, part, {})
         return int(data.num_rows)
 
     def _insert_into(self, srv: Server, ref: str, stored: pa.Table, settings: dict[str, int]) -> None:
         names, cols = stored.column_names, [_values(c) for c in stored.columns]
         sql = f"INSERT INTO {ref} ({', '.join(f'`{n}`' for n in names)}) VALUES"
-        if srv in self._writers:  # a shard's own insert connection, used by one thread at a time
-            srv.execute(sql, cols, settings=settings)
-            return
         with self._lock:
             srv.execute(sql, cols, settings=settings)
 
@@ -414,10 +390,8 @@ class ClickHouseStore:
     def close(self) -> None:
         """Stop retrying (an append waiting for a shard raises) and disconnect."""
         self._closing.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
         with self._lock:
-            for s in {id(s): s for s in [self.entry, self._reads, *self.shards, *self._writers]}.values():
+            for s in {id(s): s for s in [self.entry, self._reads, *self.shards]}.values():
                 s.close()
 
     def abort(self) -> None:
