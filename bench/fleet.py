@@ -245,8 +245,8 @@ def render(a: argparse.Namespace, ch: dict[str, Any], ch_bytes: int, duck: dict[
         (f"Measured {now} on {platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}) with "
          f"`python bench/fleet.py --duration {a.duration:g} --rows {a.rows} --events {a.events} --hosts {a.hosts}`."),
         "ClickHouse: Debian's clickhouse-server 18.16, two local servers (one shard each) started by",
-        "`forensix.testing.clickhouse`, on the same 2 CPUs as everything else (other engineers' work included;",
-        f"load average at the end of the run: {os.getloadavg()[0]:.1f}).",
+        "`forensix.testing.clickhouse`, on the same 2 CPUs as the agent, the log host and anything else",
+        f"running (load average at the end of the run: {os.getloadavg()[0]:.1f}).",
         "",
         "## Ingest through `forensix server`",
         "",
