@@ -29,6 +29,7 @@ from forensix.analysis.targets import Target
 from forensix.render.graph import render_graph
 from forensix.render.report import render_markdown
 from forensix.store.embedded import open_reader
+from forensix.testing.scenario import record_login
 
 pytestmark = pytest.mark.bpf
 
@@ -64,12 +65,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     (work / "session.sh").write_text(SESSION.format(work=work, knob=KNOB))
     store = work / "case.duckdb"
     knob = KNOB.read_text()
-    login = f"echo 4343 > /proc/self/loginuid && exec bash {work}/session.sh"
     try:
-        r = subprocess.run(
-            [sys.executable, "-c", "from forensix.cli.main import main; main()", "record", "--quiet",
-             "--store", str(store), "--", "sh", "-c", login],
-            capture_output=True, text=True, timeout=240, check=False)
+        r = record_login(store, work / "session.sh", 4343)
         assert r.returncode == 0, r.stderr
     finally:
         KNOB.write_text(knob)  # restored by the script; again here should it have failed half-way

@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from forensix.analysis.sessions import attribute, sessions
 from forensix.analysis.targets import Target
 from forensix.render.report import render_html, render_markdown
 from forensix.store.embedded import open_reader
+from forensix.testing.scenario import free_port, listener, record_login
 
 pytestmark = pytest.mark.bpf
 
@@ -64,27 +64,6 @@ echo "$p1 $p2" > {work}/pids
 """
 
 
-def _listener(received: list[bytes]) -> tuple[socket.socket, int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            while chunk := conn.recv(65536):
-                received.append(chunk)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, srv.getsockname()[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("intrusion")
@@ -94,8 +73,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     (work / "www").mkdir()
     (work / "secret").write_text("the secret\n" * 100)
     received: list[bytes] = []
-    srv, lport = _listener(received)
-    hport = _free_port()
+    srv, lport = listener(received)
+    hport = free_port()
     (work / "www" / "x.sh").write_text(SCRIPT.format(tag=tag, cron=cron, work=work, lport=lport))
     http = subprocess.Popen([sys.executable, "-m", "http.server", str(hport), "--bind", "127.0.0.1",
                              "--directory", str(work / "www")], stdout=subprocess.DEVNULL,
@@ -109,12 +88,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     (work / "session.sh").write_text(SESSION.format(work=work, hport=hport))
     store = work / "case.duckdb"
     # The "login": write loginuid as pam_loginuid does; the kernel opens a new audit session.
-    login = f"echo 4242 > /proc/self/loginuid && exec bash {work}/session.sh"
     try:
-        r = subprocess.run(
-            [sys.executable, "-c", "from forensix.cli.main import main; main()", "record", "--quiet",
-             "--store", str(store), "--", "sh", "-c", login],
-            capture_output=True, text=True, timeout=240, check=False)
+        r = record_login(store, work / "session.sh", 4242)
         assert r.returncode == 0, r.stderr
     finally:
         http.terminate()

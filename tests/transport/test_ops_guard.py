@@ -29,19 +29,10 @@ from forensix.server.guard import HostLimits
 from forensix.server.listener import LogServer, ServerConfig
 from forensix.store.embedded import DuckDBStore, open_writer
 from forensix.testing.batches import events_batch
+from forensix.testing.scenario import wait_for
 from forensix.testing.scrape import sample, scrape
 
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Guarded:

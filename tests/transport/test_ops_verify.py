@@ -30,16 +30,7 @@ from forensix.server.listener import LogServer, ServerConfig
 from forensix.server.verify import Verdicts, verify_evidence
 from forensix.store.embedded import open_writer
 from forensix.testing.batches import events_batch
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from forensix.testing.scenario import wait_for
 
 
 @pytest.fixture

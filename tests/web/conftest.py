@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from forensix.store.embedded import open_reader, socket_path
+from forensix.testing.scenario import free_port, listener, wait_for
 from forensix.web.app import create_app, stop_streams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,36 +56,6 @@ for i in $(seq 600); do [ -e {work}/stop ] && break; sleep 0.1; done
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listener(received: list[bytes]) -> tuple[socket.socket, int]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            while chunk := conn.recv(65536):
-                received.append(chunk)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, srv.getsockname()[1]
-
-
-def _wait(cond: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class UIServer:
     """The UI app under uvicorn on a free port, in a thread of the test process."""
 
@@ -100,7 +70,7 @@ class UIServer:
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
-        _wait(lambda: self.server.started, 20, "the UI server to start")
+        wait_for(lambda: self.server.started, 20, "the UI server to start")
 
     def stop(self) -> None:
         stop_streams(self.app)  # a page's live stream would hold the server
@@ -130,7 +100,7 @@ class Scenario:
         if self.finished:
             return
         self.go()
-        _wait(lambda: (self.work / "did").exists(), 120, "the intrusion to run")
+        wait_for(lambda: (self.work / "did").exists(), 120, "the intrusion to run")
         (self.work / "stop").touch()
         _, err = self.record.communicate(timeout=120)
         assert self.record.returncode == 0, err
@@ -149,8 +119,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     (work / "www").mkdir()
     (work / "secret").write_text("the secret\n" * 100)
     received: list[bytes] = []
-    srv, lport = _listener(received)
-    hport = _free_port()
+    srv, lport = listener(received)
+    hport = free_port()
     (work / "www" / "x.sh").write_text(SCRIPT.format(tag=tag, cron=cron, work=work, lport=lport))
     (work / "session.sh").write_text(SESSION.format(work=work, hport=hport))
     (work / "driver.sh").write_text(DRIVER.format(work=work))
@@ -162,7 +132,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
          str(work / "driver.sh")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ui = None
     try:
-        _wait(lambda: socket_path(store).exists() or record.poll() is not None, 60, "the recorder's query socket")
+        wait_for(lambda: socket_path(store).exists() or record.poll() is not None, 60, "the recorder's query socket")
         assert record.poll() is None, record.communicate()[1]
         ui = UIServer(store)
         sc = Scenario(work, store, str(cron), tag, hport, lport, ui, record, received)
