@@ -1,18 +1,23 @@
-"""Per-incident analyses on a ClickHouse store: the slice they need, in an in-memory DuckDB.
+"""Per-incident analyses on a ClickHouse store: the slice they read, in an in-memory DuckDB.
 
 The analyses (tree, timeline, sessions, file, backtrack, forward, report, hunt, ps,
 events) are DuckDB SQL through ``Reader.query``; ClickHouse 18.16 has no recursive CTEs,
 window functions or more than one JOIN per SELECT, so they are not rewritten. Instead
-this reader pulls one slice of the store (a host, a time window) into an in-memory
-DuckDB on its first query, with the same tables and views as the embedded store
+this reader keeps an in-memory DuckDB with the same tables and views as the embedded store
 (``events`` shows the flow edges stored only in ``flows``, as ``DuckDBStore`` does), and
-runs every analysis there unchanged. Fleet questions do not come here: they run in
-ClickHouse itself (``store.clickhouse.fleet``).
+before each query pulls into it what the query reads and is not there yet: the tables it
+scans, only the columns it reads (``needs``), only the rows of the slice (its hosts, the
+time window), columnar. A table no query reads (terminal bytes, artifact blobs) is never
+pulled. Fleet questions do not come here: they run in ClickHouse itself
+(``store.clickhouse.fleet``).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Self
 
 import duckdb
@@ -22,14 +27,24 @@ from forensix.errors import StoreError, UsageError
 from forensix.store import schema
 from forensix.store.clickhouse.connection import literal
 from forensix.store.clickhouse.ddl import KEYS
+from forensix.store.clickhouse.needs import ALL, BASE, plan_connection, reads, set_up
 from forensix.store.clickhouse.store import ClickHouseStore
-from forensix.store.embedded import FLOW_EVENTS_SQL
 
-__all__ = ["ClickHouseReader"]
+__all__ = ["ClickHouseReader", "Pull"]
 
 # tables whose rows are cut to the time window (processes and hosts are kept whole for the
 # host: a process tree at a time needs the processes started before it)
 _WINDOWED = ("events", "flows", "gaps", "alerts")
+
+
+@dataclass(frozen=True)
+class Pull:
+    """One table pulled into the slice: which columns, how many rows, how long it took."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: int
+    seconds: float
 
 
 class ClickHouseReader:
@@ -41,7 +56,11 @@ class ClickHouseReader:
         self.host, self.since, self.until = host, since, until
         self._own = own_store
         self._con: duckdb.DuckDBPyConnection | None = None
-        self.rows: dict[str, int] = {}
+        self._plan: duckdb.DuckDBPyConnection | None = None
+        self._have: dict[str, frozenset[str]] = {}  # table -> the columns pulled
+        self._lock = threading.Lock()  # the web UI queries from several threads
+        self.rows: dict[str, int] = {}  # table -> rows in the slice (of the tables pulled)
+        self.pulls: list[Pull] = []  # every pull, in order (docs and the benchmark show them)
         self.names: list[str] = []  # the host names of the slice (--host may give ids)
         if host is not None:
             self._check_host(host)
@@ -82,29 +101,58 @@ class ClickHouseReader:
                 conds.append(f"ifNull({t}, 0) <= {int(self.until)}")
         return " AND ".join(conds)
 
-    def load(self) -> duckdb.DuckDBPyConnection:
-        """Pull the slice (once) and set up the tables and views the analyses read."""
-        if self._con is not None:
+    def load(self, tables: Mapping[str, frozenset[str]] | None = None) -> duckdb.DuckDBPyConnection:
+        """Set up the slice (once), and pull ``tables`` into it now (table -> columns, ``ALL``
+        for every one) unless they are there already; queries pull what they read themselves."""
+        with self._lock:
+            if self._con is None:
+                con = duckdb.connect(":memory:")
+                try:
+                    set_up(con)
+                    self._plan = plan_connection()
+                except BaseException:
+                    con.close()
+                    raise
+                self._con = con
+            for table, cols in (tables or {}).items():
+                self._ensure(table, cols)
             return self._con
-        con = duckdb.connect(":memory:")
+
+    def _ensure(self, table: str, cols: frozenset[str]) -> None:
+        """``table`` in the slice with at least ``cols``: pulled again, with the columns it
+        has and the new ones, when a query reads a column not pulled yet."""
+        have = self._have.get(table)
+        if have is not None and (have == ALL or (cols != ALL and cols <= have)):
+            return
+        want = ALL if cols == ALL or have == ALL else cols | (have or frozenset())
+        names = list(schema.TABLES[table].names)
+        if want != ALL and set(want) >= set(names):
+            want = ALL
+        t0 = time.monotonic()
+        data = self.store.select_table(table, self._where(table), None if want == ALL else
+                                       [n for n in names if n in want])
+        assert self._con is not None
+        base = BASE.get(table, table)
+        # the columns not pulled are NULL (no query reads them): DuckDB stores a constant
+        # column for them, where NULL arrays made in Arrow would cost more than the pull
+        self._con.register("_fx_pull", data)
+        self._con.register("_fx_empty", schema.TABLES[table].empty_table())
         try:
-            for name in schema.TABLES:
-                data = self.store.select_table(name, self._where(name))
-                self.rows[name] = data.num_rows
-                base = f"{name}_base" if name in ("events", "flows") else name
-                con.register("_fx_pull", data)
-                con.execute(f'CREATE TABLE "{base}" AS SELECT * FROM _fx_pull')
-                con.unregister("_fx_pull")
-            con.execute("CREATE VIEW flows AS SELECT * FROM flows_base")
-            con.execute(f"CREATE VIEW events AS SELECT * FROM events_base UNION ALL BY NAME {FLOW_EVENTS_SQL}")
-        except BaseException:
-            con.close()
-            raise
-        self._con = con
-        return con
+            self._con.execute(f'CREATE OR REPLACE TABLE "{base}" AS SELECT * FROM _fx_empty')
+            self._con.execute(f'INSERT INTO "{base}" BY NAME SELECT * FROM _fx_pull')
+        finally:
+            self._con.unregister("_fx_pull")
+            self._con.unregister("_fx_empty")
+        self._have[table] = want
+        self.rows[table] = data.num_rows
+        self.pulls.append(Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0))
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         con = self.load()
+        with self._lock:
+            assert self._plan is not None
+            for table, cols in reads(self._plan, sql, params).items():
+                self._ensure(table, cols)
         cur = con.cursor()
         try:
             rel = cur.sql(sql, params=dict(params) if params else None)
@@ -119,9 +167,10 @@ class ClickHouseReader:
         return self.store.native(sql, params)
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        for con in (self._con, self._plan):
+            if con is not None:
+                con.close()
+        self._con = self._plan = None
         if self._own:
             self.store.close()
 

@@ -121,9 +121,10 @@ def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: i
             f"AND {BATCH_COLUMN} IN ({', '.join(str(int(h)) for h in hashes)})")
 
 
-def select_sql(table: str, where: str = "") -> str:
-    """The columns of a table a reader needs to rebuild the logical schema (``from_stored``)."""
-    target = schema.TABLES[table]
+def select_sql(table: str, where: str = "", columns: Sequence[str] | None = None) -> str:
+    """The columns of a table a reader needs to rebuild the logical schema (``from_stored``);
+    ``columns``: only these of the logical schema (a slice pulls what its queries read)."""
+    target = [f for f in schema.TABLES[table] if columns is None or f.name in columns]
     names = [f"hex(`{f.name}`) AS `{f.name}`" if pa.types.is_binary(f.type) else f"`{f.name}`" for f in target]
     names += [f"`{null_column(f.name)}`" for f in target if pa.types.is_list(f.type)]
     cols = ", ".join(names)
@@ -131,8 +132,9 @@ def select_sql(table: str, where: str = "") -> str:
 
 
 def from_stored(table: str, t: pa.Table) -> pa.Table:
-    """Rows read with ``select_sql`` as the logical schema (NULL lists restored, types cast)."""
-    target = schema.TABLES[table]
+    """Rows read with ``select_sql`` as the logical schema (NULL lists restored, types cast);
+    the columns ``select_sql`` was not asked for are left out."""
+    target = pa.schema([f for f in schema.TABLES[table] if f.name in t.column_names])
     out = []
     for f in target:
         col = t.column(f.name)
@@ -367,9 +369,10 @@ class ClickHouseStore:
         with ClickHouseReader(self) as r:
             return r.query(sql, params)
 
-    def select_table(self, table: str, where: str = "") -> pa.Table:
-        """Rows of a store table as the logical schema (arrays with NULL restored), filtered by ``where``."""
-        return from_stored(table, self.native(select_sql(table, where)))
+    def select_table(self, table: str, where: str = "", columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows of a store table as the logical schema (arrays with NULL restored), filtered by
+        ``where``; ``columns``: only these columns of it."""
+        return from_stored(table, self.native(select_sql(table, where, columns)))
 
     # -- retention -----------------------------------------------------------------
     def partitions(self) -> list[tuple[str, str, str, int]]:
