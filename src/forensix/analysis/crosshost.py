@@ -21,19 +21,24 @@ graph renderers show it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import pyarrow as pa
 
 from forensix.model.identity import parse_entity
 from forensix.store.base import Reader
 
-if TYPE_CHECKING:  # graph.py calls link_hosts: only the type is needed here
+if TYPE_CHECKING:  # graph.py calls link_hosts: only the types are needed here
     from forensix.analysis.graph import Graph
+    from forensix.analysis.targets import Target
 
-__all__ = ["DEFAULT_SLACK_NS", "CrossLink", "cross_host_links", "link_hosts", "notes"]
+__all__ = ["DEFAULT_SLACK_NS", "CrossLink", "HostSlice", "across_hosts", "cross_host_links", "link_hosts", "notes"]
+
+T = TypeVar("T")
 
 DEFAULT_SLACK_NS = 5 * 10**9  # connect and accept of one connection, seen by two clocks
 
@@ -229,3 +234,43 @@ def notes(g: Graph) -> list[str]:
     """One line per connection of the graph that crosses hosts (for the report)."""
     return [f"cross-host: {n.attrs['cross_host']} over {k[2:].replace('|', ' <-> ')}" for k, n in g.nodes.items()
             if n.attrs.get("cross_host")]
+
+
+Endpoints = tuple[tuple[str, int], tuple[str, int]]
+
+
+@runtime_checkable
+class HostSlice(Protocol):
+    """A reader over some hosts of a many-host store that a walk can start small and widen
+    (``store.clickhouse.ClickHouseReader`` given no --host)."""
+
+    def start_on(self, kind: str, fields: Mapping[str, Any]) -> bool: ...
+
+    def peer_hosts(self, connections: Iterable[Endpoints]) -> set[str]: ...
+
+    def add_hosts(self, hosts: Iterable[str]) -> None: ...
+
+
+def across_hosts(reader: Reader, target: Target, run: Callable[[Reader], T],
+                 graphs: Callable[[T], Iterable[Graph | None]]) -> T:
+    """``run`` (a walk from ``target``: backtrack, forward, report) on the hosts it reaches.
+
+    On a reader that sees every host of its store this is ``run(reader)``. On a
+    ``HostSlice`` the walk starts on the hosts of the detection point; when its graphs reach
+    a connection whose other end is recorded on a host outside the slice, that host is
+    added and the walk runs again, until no new host is reached. The answer is the walk's
+    over the whole store, without pulling the hosts it cannot reach."""
+    if not isinstance(reader, HostSlice) or not reader.start_on(target.kind, dataclasses.asdict(target)):
+        return run(reader)
+    while True:
+        out = run(reader)
+        conns: set[Endpoints] = set()
+        for g in graphs(out):
+            for key, node in (g.nodes.items() if g is not None else ()):
+                ends = _endpoints(key) if node.kind == "connection" else None
+                if ends:
+                    conns.add((ends[0], ends[1]))
+        new = reader.peer_hosts(conns)
+        if not new:
+            return out
+        reader.add_hosts(new)

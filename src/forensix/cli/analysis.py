@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from forensix.analysis.crosshost import across_hosts
 from forensix.analysis.filehistory import file_history
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward
 from forensix.analysis.noise import FILTER_NAMES, FILTERS
@@ -274,7 +275,8 @@ def backtrack_cmd(store: str, target: str, depth: int, max_nodes: int, since: in
     life of its name at --at (default: the last one) and says which life it chose. Exits 3
     when the detection point matches nothing, with the nearest matches in the record."""
     try:
-        g = backtrack(reader(store), parse_target(target), _opts(depth, max_nodes, since, until, off, at))
+        t, opts = parse_target(target), _opts(depth, max_nodes, since, until, off, at)
+        g = across_hosts(reader(store), t, lambda r: backtrack(r, t, opts), lambda g: [g])
         render_graph(g, fmt, _out())
         _graph_or_not_found(store, target, g)
     except NotFound as e:
@@ -294,7 +296,8 @@ def forward_cmd(store: str, source: str, depth: int, max_nodes: int, since: int 
                 at: int | None, off: tuple[str, ...], fmt: str) -> None:
     """What SOURCE affected: what it touched and spawned, and what others later used of it."""
     try:
-        g = forward(reader(store), parse_target(source), _opts(depth, max_nodes, since, until, off, at))
+        t, opts = parse_target(source), _opts(depth, max_nodes, since, until, off, at)
+        g = across_hosts(reader(store), t, lambda r: forward(r, t, opts), lambda g: [g])
         render_graph(g, fmt, _out())
         _graph_or_not_found(store, source, g)
     except NotFound as e:
@@ -326,8 +329,9 @@ def report_cmd(store: str, target: str | None, alert: str | None, output: str | 
     if target is None:
         raise click.UsageError("give a TARGET or --alert ID")
     try:
-        rep = build_report(reader(store), parse_target(target),
-                           opts=_opts(depth, max_nodes, since, until, off, at))
+        t, opts = parse_target(target), _opts(depth, max_nodes, since, until, off, at)
+        rep = across_hosts(reader(store), t, lambda r: build_report(r, t, opts=opts),
+                           lambda rep: [rep.graph, rep.impact])
     except NotFound as e:
         _not_found(e)
     if output is None:

@@ -90,8 +90,8 @@ def reader(store: str) -> Reader:
     """The store as the command should see it: one host when --host was given."""
     ctx = click.get_current_context(silent=True)
     host = ctx.meta.get("forensix.host") if ctx is not None else None
-    if is_remote(store):  # ClickHouse: only that host's rows are pulled for the analysis
-        return open_reader(store, host=host or None)
+    if is_remote(store):  # ClickHouse: only that host's rows are pulled, as the command reads them
+        return open_reader(store, host=host or None, profile=ctx.command.name if ctx is not None else None)
     r = open_reader(store)
     if not host:
         return r

@@ -14,12 +14,13 @@ def is_remote(store: str | os.PathLike[str]) -> bool:
     return str(store).startswith("clickhouse://")
 
 
-def open_reader(store: str | os.PathLike[str], host: str | None = None) -> Reader:
-    """A reader of ``store``; on ClickHouse, over the slice of ``host`` when one is given."""
+def open_reader(store: str | os.PathLike[str], host: str | None = None, profile: str | None = None) -> Reader:
+    """A reader of ``store``; on ClickHouse, over the slice of ``host`` when one is given, pulled
+    as the analysis ``profile`` (a command name) reads it."""
     if is_remote(store):
         from forensix.store.clickhouse import ClickHouseReader, ClickHouseStore
 
-        return ClickHouseReader(ClickHouseStore(str(store)), host=host, own_store=True)
+        return ClickHouseReader(ClickHouseStore(str(store)), host=host, own_store=True, profile=profile)
     from forensix.store.embedded import open_reader as open_duckdb
 
     return open_duckdb(store)

@@ -14,9 +14,10 @@ pulled. Fleet questions do not come here: they run in ClickHouse itself
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -27,10 +28,13 @@ from forensix.errors import StoreError, UsageError
 from forensix.store import schema
 from forensix.store.clickhouse.connection import literal
 from forensix.store.clickhouse.ddl import KEYS
-from forensix.store.clickhouse.needs import ALL, BASE, plan_connection, reads, set_up
+from forensix.store.clickhouse.follow import hosts_of_sql, peers_sql
+from forensix.store.clickhouse.needs import ALL, BASE, PROFILES, plan_connection, reads, set_up
 from forensix.store.clickhouse.store import ClickHouseStore
 
 __all__ = ["ClickHouseReader", "Pull"]
+
+log = logging.getLogger("forensix.store")
 
 # tables whose rows are cut to the time window (processes and hosts are kept whole for the
 # host: a process tree at a time needs the processes started before it)
@@ -48,11 +52,15 @@ class Pull:
 
 
 class ClickHouseReader:
-    """A ``Reader`` over a slice of a ClickHouse store: ``host`` (name or id), ``since``/``until`` (UTC ns)."""
+    """A ``Reader`` over a slice of a ClickHouse store: ``host`` (name or id), ``since``/``until``
+    (UTC ns). ``profile``: the analysis about to run (a command name in ``needs.PROFILES``): the
+    first pull of a table takes every column that analysis reads of it, not only the first
+    query's, so the table is pulled once instead of again at each query that reads more."""
 
     def __init__(self, store: ClickHouseStore, host: str | None = None, since: int | None = None,
-                 until: int | None = None, own_store: bool = False) -> None:
+                 until: int | None = None, own_store: bool = False, profile: str | None = None) -> None:
         self.store = store
+        self._prefetch = PROFILES.get(profile or "", {})
         self.host, self.since, self.until = host, since, until
         self._own = own_store
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -62,6 +70,7 @@ class ClickHouseReader:
         self.rows: dict[str, int] = {}  # table -> rows in the slice (of the tables pulled)
         self.pulls: list[Pull] = []  # every pull, in order (docs and the benchmark show them)
         self.names: list[str] = []  # the host names of the slice (--host may give ids)
+        self._following = False  # narrowed to a walk's hosts by ``start_on`` (no --host given)
         if host is not None:
             self._check_host(host)
 
@@ -89,10 +98,10 @@ class ClickHouseReader:
         raise UsageError(f"no host {host!r} in {self.store.url}",
                          f"hosts in this store: {', '.join(map(str, names.column(0).to_pylist())) or 'none'}")
 
-    def _where(self, table: str) -> str:
+    def _where(self, table: str, names: list[str] | None = None) -> str:
         conds = []
-        if self.host is not None:
-            conds.append(f"host_name IN {literal(self.names)}")
+        if self.host is not None or self._following:
+            conds.append(f"host_name IN {literal(names if names is not None else self.names)}")
         if table in _WINDOWED:
             t = KEYS[table].time
             if self.since is not None:
@@ -124,6 +133,8 @@ class ClickHouseReader:
         have = self._have.get(table)
         if have is not None and (have == ALL or (cols != ALL and cols <= have)):
             return
+        if have is None:
+            cols = ALL if cols == ALL else cols | self._prefetch.get(table, frozenset())
         want = ALL if cols == ALL or have == ALL else cols | (have or frozenset())
         names = list(schema.TABLES[table].names)
         if want != ALL and set(want) >= set(names):
@@ -131,6 +142,16 @@ class ClickHouseReader:
         t0 = time.monotonic()
         data = self.store.select_table(table, self._where(table), None if want == ALL else
                                        [n for n in names if n in want])
+        self._put(table, data, replace=True)
+        self._have[table] = want
+        self.rows[table] = data.num_rows
+        pull = Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0)
+        self.pulls.append(pull)
+        log.debug("slice of %s: pulled %s, %d rows, %.3f s, columns %s", self.store.url, table, pull.rows,
+                  pull.seconds, ",".join(pull.columns))
+
+    def _put(self, table: str, data: pa.Table, replace: bool) -> None:
+        """``data`` (some columns of ``table``) into the slice, in place of what it held or added."""
         assert self._con is not None
         base = BASE.get(table, table)
         # the columns not pulled are NULL (no query reads them): DuckDB stores a constant
@@ -138,14 +159,54 @@ class ClickHouseReader:
         self._con.register("_fx_pull", data)
         self._con.register("_fx_empty", schema.TABLES[table].empty_table())
         try:
-            self._con.execute(f'CREATE OR REPLACE TABLE "{base}" AS SELECT * FROM _fx_empty')
+            if replace:
+                self._con.execute(f'CREATE OR REPLACE TABLE "{base}" AS SELECT * FROM _fx_empty')
             self._con.execute(f'INSERT INTO "{base}" BY NAME SELECT * FROM _fx_pull')
         finally:
             self._con.unregister("_fx_pull")
             self._con.unregister("_fx_empty")
-        self._have[table] = want
-        self.rows[table] = data.num_rows
-        self.pulls.append(Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0))
+
+    # -- a walk that follows connections to other hosts (no --host given) ------------------
+    def start_on(self, kind: str, fields: Mapping[str, Any]) -> bool:
+        """Narrow a reader of the whole store, before its first query, to the hosts a detection
+        point (``Target``'s kind and fields) is recorded on. False when it is not narrowed:
+        --host was given, a query ran already, or the point cannot be placed (not recorded,
+        or a kind ``follow.hosts_of_sql`` does not know): the slice stays what it was."""
+        if self.host is not None or self._have:
+            return False
+        sqls = hosts_of_sql(kind, fields)
+        if sqls is None:
+            return False
+        found = sorted({str(h) for sql in sqls for h in self.store.native(sql).column(0).to_pylist()})
+        if not found:
+            return False
+        self.names, self._following = found, True
+        return True
+
+    def peer_hosts(self, connections: Iterable[tuple[tuple[str, int], tuple[str, int]]]) -> set[str]:
+        """The hosts outside the slice with a network event on one of ``connections`` (each
+        its two endpoints); none when the slice is not following a walk."""
+        sql = peers_sql(connections, self.names) if self._following else None
+        if sql is None:
+            return set()
+        return {str(h) for h in self.store.native(sql).column(0).to_pylist()}
+
+    def add_hosts(self, hosts: Iterable[str]) -> None:
+        """Widen a following slice by ``hosts``: each table pulled so far gets their rows too
+        (the same columns); the tables not pulled yet will be pulled for every host."""
+        new = sorted(set(hosts) - set(self.names))
+        if not new or not self._following:
+            return
+        with self._lock:
+            for table, cols in self._have.items():
+                t0 = time.monotonic()
+                data = self.store.select_table(table, self._where(table, new), None if cols == ALL else
+                                               [n for n in schema.TABLES[table].names if n in cols])
+                self._put(table, data, replace=False)
+                self.rows[table] = self.rows.get(table, 0) + data.num_rows
+                self.pulls.append(Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0))
+                log.debug("slice of %s: added %s of %s, %d rows", self.store.url, table, ",".join(new), data.num_rows)
+            self.names = sorted(self.names + new)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         con = self.load()
