@@ -114,79 +114,95 @@ PROFILES: dict[str, Needs] = {
     "tree": {
         "events": _cols("ts event_action process_entity_id process_exit_code"),
         "flows": _cols("entity_id last_ts in_events"),
-        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts image_ts executable args working_directory user_id "
-                     "user_effective_id user_audit_id session_id tty ns_pid"),
+        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts image_ts executable "
+                           "args working_directory user_id user_effective_id user_audit_id "
+                           "session_id tty ns_pid"),
     },
     "sessions": {
-        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts executable user_id user_audit_id session_id tty "
-                     "ns_pid"),
-        "events": _cols("ts event_action process_entity_id process_pid process_exit_code process_exit_signal "
-                     "network_transport source_ip source_port destination_ip destination_port message event_module"),
+        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts executable user_id "
+                           "user_audit_id session_id tty ns_pid"),
+        "events": _cols("ts event_action process_entity_id process_pid process_exit_code "
+                        "process_exit_signal network_transport source_ip source_port "
+                        "destination_ip destination_port message event_module"),
         "flows": _cols("entity_id pid last_ts in_events"),
         "tty": _cols("process_entity_id"),
     },
     "session": {
-        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts image_ts executable args working_directory name "
-                     "user_id user_effective_id user_audit_id session_id tty ns_pid"),
-        "events": _cols("ts cpu seq event_category event_action ret process_entity_id process_pid process_name user_id "
-                     "user_effective_id process_executable process_args process_exit_code process_exit_signal file_path "
-                     "file_path_raw file_inode file_device file_type file_flags file_mode file_uid file_gid "
-                     "file_target_path file_target_path_raw network_transport source_ip source_port destination_ip "
-                     "destination_port unix_path target_pid signal mem_prot flow_read_bytes flow_write_bytes a0 message "
-                     "event_module"),
-        "flows": _cols("entity_id pid file_inode file_device file_type file_path last_ts read_bytes write_bytes process_name "
-                     "in_events user_id"),
+        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts image_ts executable "
+                           "args working_directory name user_id user_effective_id user_audit_id "
+                           "session_id tty ns_pid"),
+        "events": _cols("ts cpu seq event_category event_action ret process_entity_id process_pid "
+                        "process_name user_id user_effective_id process_executable process_args "
+                        "process_exit_code process_exit_signal file_path file_path_raw file_inode "
+                        "file_device file_type file_flags file_mode file_uid file_gid "
+                        "file_target_path file_target_path_raw network_transport source_ip "
+                        "source_port destination_ip destination_port unix_path target_pid signal "
+                        "mem_prot flow_read_bytes flow_write_bytes a0 message event_module"),
+        "flows": _cols("entity_id pid file_inode file_device file_type file_path last_ts "
+                       "read_bytes write_bytes process_name in_events user_id"),
         "tty": _cols("process_entity_id"),
     },
     "timeline": {
-        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts executable name user_id user_audit_id session_id "
-                     "tty ns_pid"),
-        "events": _cols("ts cpu seq event_category event_action ret process_entity_id process_pid process_name user_id "
-                     "user_effective_id process_executable process_args process_exit_code process_exit_signal file_path "
-                     "file_path_raw file_inode file_device file_type file_flags file_mode file_uid file_gid "
-                     "file_target_path file_target_path_raw network_transport source_ip source_port destination_ip "
-                     "destination_port unix_path target_pid signal mem_prot flow_read_bytes flow_write_bytes a0 message"),
-        "flows": _cols("entity_id pid file_inode file_device file_type file_path last_ts read_bytes write_bytes process_name "
-                     "in_events user_id"),
+        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts executable name "
+                           "user_id user_audit_id session_id tty ns_pid"),
+        "events": _cols("ts cpu seq event_category event_action ret process_entity_id process_pid "
+                        "process_name user_id user_effective_id process_executable process_args "
+                        "process_exit_code process_exit_signal file_path file_path_raw file_inode "
+                        "file_device file_type file_flags file_mode file_uid file_gid "
+                        "file_target_path file_target_path_raw network_transport source_ip "
+                        "source_port destination_ip destination_port unix_path target_pid signal "
+                        "mem_prot flow_read_bytes flow_write_bytes a0 message"),
+        "flows": _cols("entity_id pid file_inode file_device file_type file_path last_ts "
+                       "read_bytes write_bytes process_name in_events user_id"),
     },
     "file": {
-        "events": _cols("host_id ts cpu seq event_category event_action process_entity_id process_pid process_name user_id "
-                     "file_path file_inode file_device file_generation file_flags file_mode file_target_path mem_prot "
-                     "flow_read_bytes flow_write_bytes"),
-        "flows": _cols("host_id entity_id pid file_inode file_device file_path last_ts read_bytes write_bytes process_name "
-                     "in_events user_id file_generation"),
+        "events": _cols("host_id ts cpu seq event_category event_action process_entity_id "
+                        "process_pid process_name user_id file_path file_inode file_device "
+                        "file_generation file_flags file_mode file_target_path mem_prot "
+                        "flow_read_bytes flow_write_bytes"),
+        "flows": _cols("host_id entity_id pid file_inode file_device file_path last_ts read_bytes "
+                       "write_bytes process_name in_events user_id file_generation"),
         "processes": _cols("entity_id image_seq executable user_id"),
     },
     "backtrack": {
-        "events": _cols("host_id host_name ts event_category event_action ret process_entity_id process_pid file_path "
-                     "file_inode file_device file_generation file_flags file_target_path network_transport source_ip "
-                     "source_port destination_ip destination_port unix_path unix_peer_inode target_entity_id"),
-        "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type file_path first_ts last_ts "
-                     "read_bytes write_bytes in_events file_generation"),
-        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts executable args user_id"),
+        "events": _cols("host_id host_name ts event_category event_action ret process_entity_id "
+                        "process_pid file_path file_inode file_device file_generation file_flags "
+                        "file_target_path network_transport source_ip source_port destination_ip "
+                        "destination_port unix_path unix_peer_inode target_entity_id"),
+        "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type "
+                       "file_path first_ts last_ts read_bytes write_bytes in_events "
+                       "file_generation"),
+        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts "
+                           "executable args user_id"),
     },
     "forward": {
-        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts executable args user_id user_audit_id "
-                     "session_id tty ns_pid"),
-        "events": _cols("host_id ts event_category event_action ret process_entity_id process_pid file_path "
-                     "file_path_resolution file_inode file_device file_generation file_flags file_target_path "
-                     "network_transport source_ip source_port destination_ip destination_port unix_path unix_peer_inode "
-                     "target_entity_id"),
-        "flows": _cols("host_id entity_id pid file_inode file_device file_type file_path first_ts last_ts read_bytes "
-                     "write_bytes in_events file_generation"),
+        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts "
+                           "executable args user_id user_audit_id session_id tty ns_pid"),
+        "events": _cols("host_id host_name ts event_category event_action ret process_entity_id "
+                        "process_pid file_path file_path_resolution file_inode file_device "
+                        "file_generation file_flags file_target_path network_transport source_ip "
+                        "source_port destination_ip destination_port unix_path unix_peer_inode "
+                        "target_entity_id"),
+        "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type "
+                       "file_path first_ts last_ts read_bytes write_bytes in_events "
+                       "file_generation"),
     },
     "report": {
-        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts image_ts executable args "
-                     "working_directory name user_id user_effective_id user_audit_id session_id tty ns_pid"),
-        "events": _cols("host_id host_name ts cpu seq event_category event_action ret process_entity_id process_pid "
-                     "process_name user_id user_effective_id process_executable process_args process_exit_code "
-                     "process_exit_signal file_path file_path_raw file_path_resolution file_inode file_device "
-                     "file_generation file_type file_flags file_mode file_uid file_gid file_mtime file_target_path "
-                     "file_target_path_raw network_transport source_ip source_port destination_ip destination_port "
-                     "unix_path unix_peer_inode target_pid target_entity_id signal mem_prot flow_read_bytes "
-                     "flow_write_bytes a0 message event_module"),
-        "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type file_path first_ts last_ts "
-                     "read_bytes write_bytes process_name in_events user_id file_generation"),
+        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts image_ts "
+                           "executable args working_directory name user_id user_effective_id "
+                           "user_audit_id session_id tty ns_pid"),
+        "events": _cols("host_id host_name ts cpu seq event_category event_action ret "
+                        "process_entity_id process_pid process_name user_id user_effective_id "
+                        "process_executable process_args process_exit_code process_exit_signal "
+                        "file_path file_path_raw file_path_resolution file_inode file_device "
+                        "file_generation file_type file_flags file_mode file_uid file_gid "
+                        "file_mtime file_target_path file_target_path_raw network_transport "
+                        "source_ip source_port destination_ip destination_port unix_path "
+                        "unix_peer_inode target_pid target_entity_id signal mem_prot "
+                        "flow_read_bytes flow_write_bytes a0 message event_module"),
+        "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type "
+                       "file_path first_ts last_ts read_bytes write_bytes process_name in_events "
+                       "user_id file_generation"),
         "tty": _cols("process_entity_id"),
     },
 }

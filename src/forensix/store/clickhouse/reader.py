@@ -49,6 +49,7 @@ class Pull:
     columns: tuple[str, ...]
     rows: int
     seconds: float
+    hosts: tuple[str, ...] | None  # None: every host of the store
 
 
 class ClickHouseReader:
@@ -98,6 +99,9 @@ class ClickHouseReader:
         raise UsageError(f"no host {host!r} in {self.store.url}",
                          f"hosts in this store: {', '.join(map(str, names.column(0).to_pylist())) or 'none'}")
 
+    def _slice_hosts(self) -> tuple[str, ...] | None:
+        return tuple(self.names) if self.host is not None or self._following else None
+
     def _where(self, table: str, names: list[str] | None = None) -> str:
         conds = []
         if self.host is not None or self._following:
@@ -145,10 +149,10 @@ class ClickHouseReader:
         self._put(table, data, replace=True)
         self._have[table] = want
         self.rows[table] = data.num_rows
-        pull = Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0)
+        pull = Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0, self._slice_hosts())
         self.pulls.append(pull)
-        log.debug("slice of %s: pulled %s, %d rows, %.3f s, columns %s", self.store.url, table, pull.rows,
-                  pull.seconds, ",".join(pull.columns))
+        log.debug("slice of %s: pulled %s of %s, %d rows, %.3f s, columns %s", self.store.url, table,
+                  ",".join(pull.hosts or ["every host"]), pull.rows, pull.seconds, ",".join(pull.columns))
 
     def _put(self, table: str, data: pa.Table, replace: bool) -> None:
         """``data`` (some columns of ``table``) into the slice, in place of what it held or added."""
@@ -204,7 +208,8 @@ class ClickHouseReader:
                                                [n for n in schema.TABLES[table].names if n in cols])
                 self._put(table, data, replace=False)
                 self.rows[table] = self.rows.get(table, 0) + data.num_rows
-                self.pulls.append(Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0))
+                self.pulls.append(Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0,
+                                       tuple(new)))
                 log.debug("slice of %s: added %s of %s, %d rows", self.store.url, table, ",".join(new), data.num_rows)
             self.names = sorted(self.names + new)
 
