@@ -29,7 +29,7 @@ from forensix.store import schema
 from forensix.store.clickhouse.connection import literal
 from forensix.store.clickhouse.ddl import KEYS
 from forensix.store.clickhouse.follow import hosts_of_sql, peers_sql
-from forensix.store.clickhouse.needs import ALL, BASE, PROFILES, plan_connection, reads, set_up
+from forensix.store.clickhouse.needs import ALL, BASE, PROFILES, reads, set_up
 from forensix.store.clickhouse.store import ClickHouseStore
 
 __all__ = ["ClickHouseReader", "Pull"]
@@ -65,13 +65,13 @@ class ClickHouseReader:
         self.host, self.since, self.until = host, since, until
         self._own = own_store
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._plan: duckdb.DuckDBPyConnection | None = None
         self._have: dict[str, frozenset[str]] = {}  # table -> the columns pulled
         self._lock = threading.Lock()  # the web UI queries from several threads
         self.rows: dict[str, int] = {}  # table -> rows in the slice (of the tables pulled)
         self.pulls: list[Pull] = []  # every pull, in order (docs and the benchmark show them)
         self.names: list[str] = []  # the host names of the slice (--host may give ids)
         self._following = False  # narrowed to a walk's hosts by ``start_on`` (no --host given)
+        self._asked: set[tuple[tuple[str, int], tuple[str, int]]] = set()  # connections whose peers are known
         if host is not None:
             self._check_host(host)
 
@@ -122,7 +122,6 @@ class ClickHouseReader:
                 con = duckdb.connect(":memory:")
                 try:
                     set_up(con)
-                    self._plan = plan_connection()
                 except BaseException:
                     con.close()
                     raise
@@ -190,7 +189,10 @@ class ClickHouseReader:
     def peer_hosts(self, connections: Iterable[tuple[tuple[str, int], tuple[str, int]]]) -> set[str]:
         """The hosts outside the slice with a network event on one of ``connections`` (each
         its two endpoints); none when the slice is not following a walk."""
-        sql = peers_sql(connections, self.names) if self._following else None
+        # a connection asked about once needs no second scan of the fleet: its peers were added
+        new = set(connections) - self._asked
+        self._asked |= new
+        sql = peers_sql(new, self.names) if self._following else None
         if sql is None:
             return set()
         return {str(h) for h in self.store.native(sql).column(0).to_pylist()}
@@ -216,8 +218,7 @@ class ClickHouseReader:
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         con = self.load()
         with self._lock:
-            assert self._plan is not None
-            for table, cols in reads(self._plan, sql, params).items():
+            for table, cols in reads(sql, params).items():
                 self._ensure(table, cols)
         cur = con.cursor()
         try:
@@ -233,10 +234,9 @@ class ClickHouseReader:
         return self.store.native(sql, params)
 
     def close(self) -> None:
-        for con in (self._con, self._plan):
-            if con is not None:
-                con.close()
-        self._con = self._plan = None
+        if self._con is not None:
+            self._con.close()
+            self._con = None
         if self._own:
             self.store.close()
 
