@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from forensix.analysis.processes import tree
 from forensix.cli.main import cli
 from forensix.model.identity import format_entity
+from forensix.store import schema
 from forensix.store.clickhouse import ClickHouseReader, ClickHouseStore
 from forensix.store.clickhouse.needs import PROFILES
 from forensix.store.embedded import open_reader, open_writer
@@ -159,6 +160,9 @@ def test_queries_get_every_column_they_read(stores: tuple[str, str, Lateral]) ->
             assert r.query(sql).to_pylist() == d.query(sql).to_pylist(), sql
         assert r.query(QUERIES[0]).column("n")[0].as_py() > 0
         assert "artifact_blobs" not in r.rows and "tty" not in r.rows
+        # queries that keep reading more get the whole table on its third pull, not a pull each
+        events = [p for p in r.pulls if p.table == "events"]
+        assert len(events) == 3 and len(events[-1].columns) == len(schema.TABLES["events"])
     finally:
         r.close()
         d.close()

@@ -39,6 +39,7 @@ log = logging.getLogger("forensix.store")
 # tables whose rows are cut to the time window (processes and hosts are kept whole for the
 # host: a process tree at a time needs the processes started before it)
 _WINDOWED = ("events", "flows", "gaps", "alerts")
+_WIDEN_AFTER = 2  # pulls of a table after which a query reading more gets every column
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class ClickHouseReader:
         self._own = own_store
         self._con: duckdb.DuckDBPyConnection | None = None
         self._have: dict[str, frozenset[str]] = {}  # table -> the columns pulled
+        self._times: dict[str, int] = {}  # table -> how often it was pulled (wider each time)
         self._lock = threading.Lock()  # the web UI queries from several threads
         self.rows: dict[str, int] = {}  # table -> rows in the slice (of the tables pulled)
         self.pulls: list[Pull] = []  # every pull, in order (docs and the benchmark show them)
@@ -139,6 +141,10 @@ class ClickHouseReader:
         if have is None:
             cols = ALL if cols == ALL else cols | self._prefetch.get(table, frozenset())
         want = ALL if cols == ALL or have == ALL else cols | (have or frozenset())
+        if self._times.get(table, 0) >= _WIDEN_AFTER:
+            # a caller with no profile whose queries keep reading more (a hunt's rules, the
+            # web UI): the whole table once, not one more pull per query
+            want = ALL
         names = list(schema.TABLES[table].names)
         if want != ALL and set(want) >= set(names):
             want = ALL
@@ -147,6 +153,7 @@ class ClickHouseReader:
                                        [n for n in names if n in want])
         self._put(table, data, replace=True)
         self._have[table] = want
+        self._times[table] = self._times.get(table, 0) + 1
         self.rows[table] = data.num_rows
         pull = Pull(table, tuple(data.column_names), data.num_rows, time.monotonic() - t0, self._slice_hosts())
         self.pulls.append(pull)
