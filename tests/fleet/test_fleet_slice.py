@@ -9,7 +9,6 @@ boot ids and clocks in one store, and the sensor stamps every event with this ma
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -195,7 +194,7 @@ DEEP = [["tree"], ["sessions"], ["session", "777"], ["timeline", "--session", "7
 def test_each_command_pulls_each_table_once(stores: tuple[str, str, Lateral], pulls: Pulls, args: list[str]) -> None:
     """``needs.PROFILES`` lists every column a command reads: a table pulled twice means a
     query read a column it lacks (still answered right, but slower): add what this names."""
-    duck, ch, _ = stores
+    ch = stores[1]
     assert run(ch, [*args, "--format", "json"] if args[0] != "report" else args)
     first: dict[str, set[str]] = {}
     for table, _, cols in (p for p in pulls.seen):
@@ -204,5 +203,4 @@ def test_each_command_pulls_each_table_once(stores: tuple[str, str, Lateral], pu
             pytest.fail(f"{args[0]} pulled {table} again for {missing}: add them to PROFILES[{args[0]!r}][{table!r}]")
         first[table] = cols
     assert set(first) <= set(PROFILES[args[0]]) | {"tty"}
-    assert "artifact_blobs" not in first
-    assert json.dumps(sorted(first))  # something was pulled
+    assert first and "artifact_blobs" not in first
