@@ -54,7 +54,7 @@ class Pulls(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
-        m = re.match(r"slice of \S+: pulled (\w+) of (\S+), .* columns (\S+)$", msg)
+        m = re.match(r"slice of \S+: pulled (\w+) of (.+?), \d+ rows, .* columns (\S+)$", msg)
         if m:
             self.seen.append((m[1], m[2], set(m[3].split(","))))
         m = re.match(r"slice of \S+: added (\w+) of (\S+),", msg)
