@@ -10,8 +10,10 @@ Only those tables and columns are pulled.
 
 The planning connection has the optimizers that reason from the (empty) data turned off:
 statistics propagation and empty-result pull-up would prove an empty table's scan useless
-and drop it, and filter pushdown would move a column that is only filtered on out of a
-scan's projections into its ``Filters`` (read too, as a safety net).
+and drop it (join filter pushdown, row-group pruning and late materialization likewise
+depend on data). Filter pushdown stays on: it drops what no data can reach (the flow
+edges of the ``events`` view under ``event_action = 'exit'``), and the columns it moves
+out of a scan's projections into its ``Filters`` are read from there.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ _LOGICAL = {v: k for k, v in BASE.items()}
 ALL: frozenset[str] = frozenset({"*"})  # every column of a table
 Needs = dict[str, frozenset[str]]
 
-_DATA_OPTIMIZERS = ("statistics_propagation", "empty_result_pullup", "filter_pushdown", "join_filter_pushdown",
-                    "row_group_pruner", "late_materialization")
+_DATA_OPTIMIZERS = ("statistics_propagation", "empty_result_pullup", "join_filter_pushdown", "row_group_pruner",
+                    "late_materialization")
 
 
 def set_up(con: duckdb.DuckDBPyConnection) -> None:
@@ -151,7 +153,6 @@ def _cols(names: str) -> frozenset[str]:
 PROFILES: dict[str, Needs] = {
     "tree": {
         "events": _cols("ts event_action process_entity_id process_exit_code"),
-        "flows": _cols("entity_id last_ts in_events"),
         "processes": _cols("entity_id image_seq pid parent_entity_id start_ts image_ts executable "
                            "args working_directory user_id user_effective_id user_audit_id "
                            "session_id tty ns_pid"),
