@@ -19,7 +19,11 @@ from typing import Any
 
 from forensix.store.clickhouse.connection import literal
 
-__all__ = ["hosts_of_sql", "peers_sql"]
+__all__ = ["ONE_HOST", "hosts_of_sql", "peers_sql"]
+
+# the last item of a ``hosts_of_sql`` answer whose point is on one host: stop at the first
+# SELECT that finds it
+ONE_HOST = "-- one host"
 
 
 def hosts_of_sql(kind: str, fields: Mapping[str, Any]) -> list[str] | None:
@@ -30,9 +34,11 @@ def hosts_of_sql(kind: str, fields: Mapping[str, Any]) -> list[str] | None:
         return [f"SELECT DISTINCT host_name FROM events WHERE file_path = {p} OR file_target_path = {p}",
                 f"SELECT DISTINCT host_name FROM flows WHERE file_path = {p}"]
     if kind == "process" and fields.get("entity") is not None:
+        # an entity id is one host's (it is made from the host, boot, pid and start): the
+        # small processes table names it; the scan of the events is for a process with events only
         e = int(fields["entity"])
         return [f"SELECT DISTINCT host_name FROM processes WHERE entity_id = {e}",
-                f"SELECT DISTINCT host_name FROM events WHERE process_entity_id = {e}"]
+                f"SELECT DISTINCT host_name FROM events WHERE process_entity_id = {e}", ONE_HOST]
     if kind == "process" and fields.get("pid") is not None:
         return [(f"SELECT DISTINCT host_name FROM processes WHERE pid = {int(fields['pid'])} "
                 f"AND start_ts <= {int(fields.get('at') or 2**62)}")]

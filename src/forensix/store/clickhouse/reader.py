@@ -28,7 +28,7 @@ from forensix.errors import StoreError, UsageError
 from forensix.store import schema
 from forensix.store.clickhouse.connection import literal
 from forensix.store.clickhouse.ddl import KEYS
-from forensix.store.clickhouse.follow import hosts_of_sql, peers_sql
+from forensix.store.clickhouse.follow import ONE_HOST, hosts_of_sql, peers_sql
 from forensix.store.clickhouse.needs import ALL, BASE, PROFILES, reads, set_up
 from forensix.store.clickhouse.store import ClickHouseStore
 
@@ -187,7 +187,14 @@ class ClickHouseReader:
         sqls = hosts_of_sql(kind, fields)
         if sqls is None:
             return False
-        found = sorted({str(h) for sql in sqls for h in self.store.native(sql).column(0).to_pylist()})
+        hosts: set[str] = set()
+        for sql in sqls:
+            if sql == ONE_HOST:
+                break
+            hosts |= {str(h) for h in self.store.native(sql).column(0).to_pylist()}
+            if hosts and sqls[-1] == ONE_HOST:
+                break
+        found = sorted(hosts)
         if not found:
             return False
         self.names, self._following = found, True
