@@ -216,6 +216,7 @@ class Decoder:
         # keys whose path changed while recording (an inode number reused, a rename):
         # [(ts_boot from which the path holds, path), ...], oldest first
         self.label_history: dict[int, list[tuple[int, str | None]]] = {}
+        self._history_limit = 10_000
         self.nr = {name: int(nr) for name, nr in abi["syscalls"].items()}
         self.sc_name = np.full(_NR_MAX, None, object)
         self.sc_cat = np.full(_NR_MAX, "syscall", object)
@@ -593,9 +594,14 @@ class Decoder:
             self.label_history.clear()
         if not len(idx):
             return
-        if len(self.label_history) > 10_000:  # an edge is flushed within seconds of its start
+        if len(self.label_history) > self._history_limit:  # an edge is flushed within seconds of its start
             horizon = int(table["ts_boot"][int(idx[-1])].as_py() or 0) - LABEL_HISTORY_NS
             self.label_history = {k: h for k, h in self.label_history.items() if h[-1][0] >= horizon}
+            # pruned again only when it has doubled: a busy host keeps more than 10,000
+            # changed paths within the horizon, and a pass over all of them per batch cost
+            # more than the rest of the labelling (a lookup by time finds the same path
+            # whether older entries are kept or not)
+            self._history_limit = max(10_000, 2 * len(self.label_history))
         keys = self.label_key(ino[idx], dev[idx])
         order = np.argsort(keys, kind="stable")  # each file's rows, in ring (time) order
         keys = keys[order]
