@@ -77,6 +77,25 @@ def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
         def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
             items.append(("reopens", (k, v)))
 
+        def _snapshot(self) -> None:
+            super()._snapshot()
+            # what the /proc snapshot taught the decoder besides the processes rows: the
+            # paths of files open at start (flow edges on them are named by these)
+            labels = self.decoder.labels
+            items.append(("table:labels", pa.table({"key": pa.array(list(labels), pa.uint64()),
+                                                    "path": pa.array(list(labels.values()), pa.string())})))
+            # and the ids of the processes it found (their start is known to the tick only):
+            # kernel records of those processes get the same ids as their snapshot rows
+            ids = self.decoder.ids
+            items.append(("table:snapshot_ids", pa.table({"pid": ids._pid, "tick": ids._tick, "eid": ids._eid})))
+
+        def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
+            # what the agent stores besides decoded drains: the /proc snapshot of the
+            # processes running at start (the rules know their images from it: without
+            # it a replay holds back all their events as of unknown processes), agent
+            # events, gaps, the host row
+            items.append((f"table:{table}", data))
+
     rec = Capturing([NullSink()])
     old = os.getcwd()
     if cwd is not None:
@@ -99,6 +118,11 @@ def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
             parts[f"i{i}_offsets"] = x.offsets
             parts[f"i{i}_lengths"] = x.lengths
             records += len(x)
+        elif kind.startswith("table:"):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, x.schema) as w:
+                w.write_table(x)
+            parts[f"i{i}_ipc"] = np.frombuffer(sink.getvalue(), np.uint8)
         else:
             parts[f"i{i}_k"], parts[f"i{i}_v"] = x
     np.savez_compressed(out, **parts)
@@ -121,6 +145,8 @@ def _merged(inputs: list[tuple[str, Any]], n: int) -> list[tuple[str, Any]]:
                 out.append(("ring", Drained.join(rings)))
                 out.extend(maps)
                 rings, maps = [], []
+        elif kind.startswith("table:"):
+            out.append((kind, x))  # the snapshot first, as it came
         else:
             maps.append((kind, x))
     if rings:
@@ -145,6 +171,8 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
     for i, kind in enumerate(kinds):
         if kind == "ring":
             inputs.append((kind, Drained(z[f"i{i}_data"].tobytes(), z[f"i{i}_offsets"], z[f"i{i}_lengths"])))
+        elif kind.startswith("table:"):
+            inputs.append((kind, pa.ipc.open_stream(z[f"i{i}_ipc"].tobytes()).read_all()))
         else:
             inputs.append((kind, (z[f"i{i}_k"], z[f"i{i}_v"])))
     if merge > 1:
@@ -210,6 +238,18 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
             cpu["decode"] += time.thread_time() - t
             for table, data in tables.items():
                 rec._emit(table, data, bulk=True)
+        elif kind == "table:snapshot_ids":
+            ids = rec.decoder.ids
+            ids._pid, ids._tick, ids._eid = (x.column(c).to_numpy() for c in ("pid", "tick", "eid"))
+        elif kind == "table:labels":
+            rec.decoder.labels.update(zip(x.column("key").to_pylist(), x.column("path").to_pylist()))
+        elif kind.startswith("table:"):
+            if kind == "table:processes":  # the snapshot: the decoder learns them as the recorder's does
+                for r in x.select(["entity_id", "pid", "parent_entity_id", "executable", "args",
+                                   "working_directory"]).to_pylist():
+                    rec.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"],
+                                         r["args"], r["working_directory"])
+            rec._emit(kind.split(":", 1)[1], x)
         else:
             before = in_sinks[0]
             (rec._emit_flows if kind == "flows" else rec._emit_reopens)(*x)
