@@ -401,7 +401,9 @@ class Decoder:
         kind = f["kind"]
         nr = np.where(kind == K["FX_KIND_SYSCALL"], f["nr"], 0).astype(np.int64) % _NR_MAX
         flags = f["flags"].astype(np.int64)
-        args = f["args"]
+        # one copy out of the strided records: the argument columns below gather from it
+        args = np.ascontiguousarray(f["args"])
+        rows = np.arange(n)
         start = f["start"]
         pid = f["pid"]
         eid = self.ids.ids(pid, start)
@@ -557,7 +559,7 @@ class Decoder:
         for col, idx in self.argidx.items():
             i = idx[nr]
             has = is_sys & (i >= 0)
-            vals = args[np.arange(n), np.clip(i, 0, 5)]
+            vals = args[rows, np.clip(i, 0, 5)]
             cols[col] = vals
             cols[col + "__mask"] = ~has
         cols["file_flags"] = np.where(nr_in("creat"), O_CREAT | 0o1 | 0o1000, cols["file_flags"])
@@ -567,7 +569,7 @@ class Decoder:
         for a in range(4):  # a pointer to a string copied whole into the row is left out (syscalls.STRING_ARGS)
             slot = self.str_slot[a, nr]
             k = np.maximum(slot, 0)
-            copied = (slot >= 0) & (slen[np.arange(n), k] > 0) & (((flags >> k) & F["FX_F_TRUNC0"]) == 0)
+            copied = (slot >= 0) & (slen[rows, k] > 0) & (((flags >> k) & F["FX_F_TRUNC0"]) == 0)
             cols[f"a{a}"] = pa.array(args[:, a], mask=~is_sys | copied)
         # fd
         fd = np.where(is_flow, ret, np.where(is_pipe, args[:, 4].astype(np.int64), -1))
