@@ -6,9 +6,9 @@ record wraps; we map one copy and join the two slices of a drain that wraps). Ea
 record has an 8-byte header: a u32 length whose bit 31 means "still being written" and
 bit 30 "discarded", then a u32 page offset. Records are 8-byte aligned.
 
-``drain`` copies the region once, walks its headers (``walk``: the only per-record
-Python, a few word reads each; see there why not numpy) and returns that contiguous copy
-of the finished records with their offsets, for vectorised decoding. It does not
+``drain`` walks the headers (``walk``: the only per-record Python, a word read and a few
+additions each; see there why not numpy) and returns one contiguous copy of the
+finished records with their offsets, for vectorised decoding. It does not
 give the space back to the kernel: ``release`` does, once the records are in the store,
 so that an agent killed with records in its memory leaves them in the ring for the next
 one (the ring is pinned: sensor/loader.py).
@@ -58,35 +58,35 @@ class Drained:
         )
 
 
-def walk(region: bytes, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """The records of ``region`` (a copy of the ring from a record's header on) that start
-    before byte ``limit``: their payload offsets and lengths (discarded records left out),
-    and where the walk ended (the first byte not taken: the end of the last record, or
-    the header of one still being written).
+def walk(buf: bytes | mmap.mmap, limit: int, start: int = 0, base: int = 0,
+         mask: int = (1 << 63) - 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """The records from ring position ``start`` that start before ``start + limit``:
+    their payload offsets from ``start`` and lengths (discarded records left out), and
+    how far the walk went (to the end of the last record, or to the header of one still
+    being written). ``buf`` is the ring mapping (data from byte ``base``, positions
+    wrapped by ``mask``), or a drained copy (the defaults: no wrap).
 
-    The end may lie past ``region`` when its last record was cut off: the caller copies
-    more and walks again. Why a loop: each header's length says where the next one is,
-    and a vectorised walk (pointer doubling over every 8-byte slot) costs per byte, ~50
-    slots per record here, more than this loop's ~0.25 µs per record; reading the copy
-    as 32-bit words costs a quarter less than unpacking each header from the mapping.
+    Why a loop: each header's length says where the next one is, and a vectorised walk
+    (pointer doubling over every 8-byte slot) costs per byte, ~50 slots per record here,
+    more than this loop's ~0.25 µs per record; reading 32-bit words through a memoryview
+    costs a quarter less than unpacking each header with struct.
     """
-    words = memoryview(region).cast("I")
-    pos = 0
-    stop = min(limit, len(region)) >> 2
     offs: list[int] = []
     lens: list[int] = []
     add_off, add_len = offs.append, lens.append
-    while pos < stop:
-        word = words[pos]
-        if word >= _DISCARD:  # busy or discarded
-            if word & _BUSY:
-                break
-            pos += ((word & ~_DISCARD) + _HDR + 7) >> 3 << 1
-            continue
-        add_off((pos << 2) + _HDR)
-        add_len(word)
-        pos += (word + _HDR + 7) >> 3 << 1
-    return np.asarray(offs, np.int64), np.asarray(lens, np.int64), pos << 2
+    pos = 0
+    with memoryview(buf) as view, view.cast("I") as words:  # released: the mmap can close
+        while pos < limit:
+            word = words[(base + ((start + pos) & mask)) >> 2]
+            if word >= _DISCARD:  # busy or discarded
+                if word & _BUSY:
+                    break
+                pos += ((word & ~_DISCARD) + _HDR + 7) & ~7
+                continue
+            add_off(pos + _HDR)
+            add_len(word)
+            pos += (word + _HDR + 7) & ~7
+    return np.asarray(offs, np.int64), np.asarray(lens, np.int64), pos
 
 
 class RingBuffer:
@@ -124,18 +124,10 @@ class RingBuffer:
         self.peak = max(self.peak, prod - _u64.unpack_from(self._cons, 0)[0])
         start = self.pos
         limit = prod - start if max_bytes is None else min(prod - start, max_bytes)
-        if limit <= 0:
-            return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
-        # the records that start before the limit may end past it: copy a little more
-        # (records are far smaller than 64 KiB), and all of it if they still do
-        region = self._copy(start, min(prod - start, limit + (64 << 10)))
-        offs, lens, taken = walk(region, limit)
-        if taken > len(region):
-            region = self._copy(start, prod - start)
-            offs, lens, taken = walk(region, limit)
+        offs, lens, taken = walk(self._prod, limit, start, self._page, self.mask)
         if taken == 0:
             return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
-        data = region if taken == len(region) else region[:taken]
+        data = self._copy(start, taken)
         self.pos = start + taken
         if not hold:
             self.release()
