@@ -5,9 +5,9 @@ shard, straight into the shard's local table (the store routes each host's rows 
 Distributed table's ``cityHash64(host_name)`` would; Distributed tables are for reads), so
 a batch counted as stored is on disk on its shard. A cluster with replicas or shard
 weights gets the INSERT through the Distributed table with ``insert_distributed_sync``. Rows of a
-frame carry the frame's hash (``fx_batch``); before an INSERT, the frames already present
-are left out, so a frame re-sent after a crash, or after an INSERT that reached one shard
-and not another, is stored once.
+frame carry the frame's hash (``fx_batch``); before an INSERT, the days of frames already
+present are left out, so a frame re-sent after a crash, or after an INSERT that reached one
+shard (or one day's partition) and not another, is stored once.
 
 A server or shard that does not answer: with ``retry`` (``forensix server``), the append
 logs which one, keeps the batch and tries again until it is stored or the store is
@@ -104,13 +104,48 @@ def _without_empty(table: str, stored: pa.Table) -> pa.Table:
     return stored.drop_columns(drop) if drop and len(stored) else stored
 
 
+# A MergeTree INSERT is atomic per partition (a day), not as a whole: 18.16 writes and commits
+# one part per partition of the block, so a server that dies in between keeps some days of
+# a frame that spans midnight and not the others. De-duplication therefore works per frame
+# and day: a day of a frame is either all stored or not at all. The day as both engines and
+# Arrow compute it alike (integer division truncates); it is never coarser than the partition.
+DAY_NS = 86_400 * 10**9
+
+
+def _day(table: str) -> str:
+    return f"intDiv(ifNull({KEYS[table].time}, 0), {DAY_NS})"
+
+
 def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: int, hashes: Sequence[int]) -> str:
-    """The frames among ``hashes`` whose rows a table holds already (hosts and time narrow the scan)."""
+    """The (frame, day) pairs among ``hashes`` whose rows a table holds already (hosts and
+    time narrow the scan)."""
     t = KEYS[table].time
     host_list = ", ".join(literal(h) for h in hosts)
-    return (f"SELECT DISTINCT {BATCH_COLUMN} FROM {table_ref} WHERE host_name IN ({host_list}) "
-            f"AND ifNull({t}, 0) BETWEEN {int(lo)} AND {int(hi)} "
+    return (f"SELECT DISTINCT {BATCH_COLUMN}, {_day(table)} AS fx_day FROM {table_ref} "
+            f"WHERE host_name IN ({host_list}) AND ifNull({t}, 0) BETWEEN {int(lo)} AND {int(hi)} "
             f"AND {BATCH_COLUMN} IN ({', '.join(str(int(h)) for h in hashes)})")
+
+
+def _days(table: str, data: pa.Table) -> pa.Array:
+    """Each row's day as ``_day`` computes it in ClickHouse."""
+    t = pc.fill_null(data.column(KEYS[table].time).cast(pa.int64()), 0)
+    return pc.divide(t, pa.scalar(DAY_NS, pa.int64())).combine_chunks()
+
+
+def _missing(table: str, keyed: list[tuple[int, pa.Table]], present: set[tuple[int, int]]) -> list[tuple[int, pa.Table]]:
+    """The rows of ``keyed`` whose (frame, day) is not in the store: whole frames, or the
+    days of a frame an interrupted INSERT did not store."""
+    frames = {h for h, _ in present}
+    out = []
+    for h, d in keyed:
+        if h == 0 or h not in frames:
+            out.append((h, d))
+            continue
+        done = pa.array(sorted(day for f, day in present if f == h), pa.int64())
+        rest = d.filter(pc.invert(pc.is_in(_days(table, d), value_set=done)))
+        if rest.num_rows:
+            out.append((h, rest))
+    return out
 
 
 def select_sql(table: str, where: str = "") -> str:
@@ -308,8 +343,7 @@ class ClickHouseStore:
                 delay = min(delay * 2, self.retry_max_s)
 
     def _insert(self, table: str, keyed: list[tuple[int, pa.Table]]) -> int:
-        present = self._present(table, keyed)
-        todo = [(h, d) for h, d in keyed if h == 0 or h not in present]
+        todo = _missing(table, keyed, self._present(table, keyed))
         if not todo:
             return 0
         data = pa.concat_tables([d for _, d in todo]) if len(todo) > 1 else todo[0][1]
@@ -338,17 +372,20 @@ class ClickHouseStore:
         with self._lock:  # the columns go as Native blocks built from Arrow's buffers (native.py)
             srv.execute(sql, ArrowData.of(stored), settings=settings)
 
-    def _present(self, table: str, keyed: list[tuple[int, pa.Table]]) -> set[int]:
-        """The frames of ``keyed`` whose rows are in the store already (a crash, a partial INSERT)."""
+    def _present(self, table: str, keyed: list[tuple[int, pa.Table]]) -> set[tuple[int, int]]:
+        """The (frame, day) pairs of ``keyed`` whose rows are in the store already (a crash,
+        an INSERT that reached one shard or one day and not the next)."""
         hashes = sorted({h for h, _ in keyed if h})
         if not hashes:
             return set()
         hosts = sorted({h for _, d in keyed for h in pc.unique(d.column("host_name")).to_pylist()})
         t = KEYS[table].time
-        lo = min(pc.min(d.column(t)).as_py() or 0 for _, d in keyed)
-        hi = max(pc.max(d.column(t)).as_py() or 0 for _, d in keyed)
+        # a NULL time is 0 to the query (ifNull), and so to the range
+        lo = min(pc.min(pc.fill_null(d.column(t), 0)).as_py() or 0 for _, d in keyed)
+        hi = max(pc.max(pc.fill_null(d.column(t), 0)).as_py() or 0 for _, d in keyed)
         with self._lock:
-            return {int(r[0]) for r in self.entry.execute(present_sql(self._table(table), table, hosts, lo, hi, hashes))}
+            rows = self.entry.execute(present_sql(self._table(table), table, hosts, lo, hi, hashes))
+        return {(int(h), int(day)) for h, day in rows}
 
     def flush(self) -> None:
         """Every append is durable on its shard when it returns (synchronous Distributed INSERT)."""
