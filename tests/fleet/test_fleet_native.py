@@ -4,6 +4,7 @@ serialisation of the same rows) and on current ClickHouse (chdb reading them as 
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,17 @@ def test_native_blocks_read_back_on_current_clickhouse(tmp_path: Path) -> None:
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             col = col.cast(pa.binary())  # the binary column holds bytes that are not UTF-8
         assert [_as_bytes(v) for v in col.to_pylist()] == w, name
+
+
+def test_a_type_it_does_not_write_goes_the_drivers_way(cluster: Cluster) -> None:
+    srv = Server("127.0.0.1", cluster.shards[0].tcp_port)
+    db = f"n_{uuid.uuid4().hex[:12]}"
+    srv.execute(f"CREATE DATABASE {db}")
+    try:
+        srv.execute(f"CREATE TABLE {db}.t (d Date, s String) ENGINE = MergeTree() ORDER BY d")
+        data = pa.table({"d": pa.array([datetime.date(2026, 12, 6)]), "s": pa.array(["x"])})
+        assert srv.execute(f"INSERT INTO {db}.t (d, s) VALUES", ArrowData.of(data)) == 1
+        assert srv.execute(f"SELECT toString(d), s FROM {db}.t") == [("2026-12-06", "x")]
+    finally:
+        srv.execute(f"DROP DATABASE {db}")
+        srv.close()
