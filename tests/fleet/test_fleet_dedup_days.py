@@ -5,9 +5,11 @@ one day of it stored. The retry stores the other day, and nothing twice."""
 from __future__ import annotations
 
 import pyarrow.compute as pc
+import pytest
 
 from forensix.model.host import HostInfo
 from forensix.store.clickhouse import ClickHouseStore
+from forensix.store.clickhouse import store as store_module
 from forensix.testing.batches import events_batch
 
 DAY = 86_400 * 10**9
@@ -43,3 +45,13 @@ def test_rows_without_a_frame_are_never_left_out(url: str) -> None:
         assert st.append("events", rows) == 3
         assert st.append("events", rows) == 3  # agent start/stop, gaps: not frames, not de-duplicated
         assert len(_rows(st)) == 6
+
+
+def test_a_group_of_many_frames_is_checked_in_several_queries(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PRESENT_FRAMES", 2)  # 7 frames: 4 queries
+    frames = [(f"alpha/s1/{i}", events_batch(3, start_seq=i * 3, ts=MIDNIGHT + i * 10**9, host=HOST))
+              for i in range(7)]
+    with ClickHouseStore(url, write=True) as st:
+        assert st.append_frames("events", frames[1:6:2]) == 9  # frames 1, 3 and 5 are in
+        assert st.append_frames("events", frames) == 12  # 0, 2, 4 and 6 added, the others not again
+        assert _rows(st) == list(range(21))

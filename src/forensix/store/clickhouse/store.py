@@ -108,6 +108,8 @@ def _without_empty(table: str, data: pa.Table) -> pa.Table:
 # and day: a day of a frame is either all stored or not at all. The day as both engines and
 # Arrow compute it alike (integer division truncates); it is never coarser than the partition.
 DAY_NS = 86_400 * 10**9
+# frames asked about in one de-duplication query (20 bytes of SQL each, and their hosts')
+PRESENT_FRAMES = 2000
 
 
 def _day(table: str) -> str:
@@ -372,18 +374,23 @@ class ClickHouseStore:
 
     def _present(self, table: str, keyed: list[tuple[int, pa.Table]]) -> set[tuple[int, int]]:
         """The (frame, day) pairs of ``keyed`` whose rows are in the store already (a crash,
-        an INSERT that reached one shard or one day and not the next)."""
-        hashes = sorted({h for h, _ in keyed if h})
-        if not hashes:
-            return set()
-        hosts = sorted({h for _, d in keyed for h in pc.unique(d.column("host_name")).to_pylist()})
-        t = KEYS[table].time
-        # a NULL time is 0 to the query (ifNull), and so to the range
-        lo = min(pc.min(pc.fill_null(d.column(t), 0)).as_py() or 0 for _, d in keyed)
-        hi = max(pc.max(pc.fill_null(d.column(t), 0)).as_py() or 0 for _, d in keyed)
-        with self._lock:
-            rows = self.entry.execute(present_sql(self._table(table), table, hosts, lo, hi, hashes))
-        return {(int(h), int(day)) for h, day in rows}
+        an INSERT that reached one shard or one day and not the next). Asked PRESENT_FRAMES
+        frames at a time: a group of many small frames (many hosts, each sending little)
+        would make one query longer than a server takes (max_query_size: 256 KiB)."""
+        framed = [(h, d) for h, d in keyed if h]
+        out: set[tuple[int, int]] = set()
+        for i in range(0, len(framed), PRESENT_FRAMES):
+            chunk = framed[i:i + PRESENT_FRAMES]
+            hashes = sorted({h for h, _ in chunk})
+            hosts = sorted({h for _, d in chunk for h in pc.unique(d.column("host_name")).to_pylist()})
+            t = KEYS[table].time
+            # a NULL time is 0 to the query (ifNull), and so to the range
+            lo = min(pc.min(pc.fill_null(d.column(t), 0)).as_py() or 0 for _, d in chunk)
+            hi = max(pc.max(pc.fill_null(d.column(t), 0)).as_py() or 0 for _, d in chunk)
+            with self._lock:
+                rows = self.entry.execute(present_sql(self._table(table), table, hosts, lo, hi, hashes))
+            out |= {(int(h), int(day)) for h, day in rows}
+        return out
 
     def flush(self) -> None:
         """Every append is durable on its shard when it returns (synchronous Distributed INSERT)."""
