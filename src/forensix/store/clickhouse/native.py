@@ -7,7 +7,10 @@ simple and stable (the same bytes since ClickHouse 1.1, which 18.16 and current 
 read alike): a column is its values back to back, so whole columns are written with a few
 vectorised operations instead. ``NativeClient`` sends them over the driver's own
 connection (the native protocol, as before): the driver still speaks the protocol
-(handshake, query, end of data, errors); only a block's column bytes come from here.
+(handshake, query, end of data, errors); only a block's column bytes come from here. It
+reaches into the driver's connection (``fout``, ``block_out``, its protocol revisions), so
+pyproject.toml keeps clickhouse-driver below 0.3; tests/fleet/test_fleet_native.py fails
+if a release moves them.
 
 Types written: (U)Int8-64, Float32/64, String (text or bytes), Nullable(T),
 LowCardinality(String | Nullable(String)), Array(T). ``encodable`` says whether a block's
