@@ -208,6 +208,8 @@ class LiveEngine:
         for table, data in items:  # learn every image first: the rings arrive out of order
             if table == "processes":
                 self.context.add_processes(data)
+            elif table == "accounts":
+                self.context.accounts.add(data)
             elif table == "events":
                 self.context.add_events(data)
                 self.sessions.add_events(data)
