@@ -284,6 +284,8 @@ class LiveEngine:
         parts = []
         if table == "processes" and learn:
             self.context.add_processes(data)
+        elif table == "accounts" and learn:
+            self.context.accounts.add(data)
         elif table == "events":
             self.stats.batches += 1
             self.stats.events += data.num_rows
