@@ -399,6 +399,7 @@ class Recorder:
             self.flush_flows()
             self._flush_tty_cuts()
             self.account_losses()
+            self._poll_accounts()  # a change in the last second is stored too
             self._agent_event("counters", self._counters_json())
             if self.artifacts is not None:
                 self._ship_artifacts(once=False)
