@@ -79,6 +79,7 @@ class AccountBook:
     def __init__(self, local_id: str | None = None) -> None:
         self._users: dict[str, dict[int, _User]] = {}
         self._first: dict[str, int] = {}  # host -> its earliest reading
+        self._complete: set[str] = set()  # hosts with readings of the whole file (not only a log's names)
         self._local = local_id if local_id is not None else this_host_id()
 
     def add(self, rows: pa.Table) -> None:
@@ -95,6 +96,8 @@ class AccountBook:
             u = self._users.setdefault(host, {}).setdefault(uid, _User())
             src = data["source"][i] or ""
             source = RECORDED if not src or src.startswith("/") else src
+            if source == RECORDED:
+                self._complete.add(host)
             at = bisect.bisect_right(u.since, since)
             if at and u.since[at - 1] == since:  # the same reading again: the later read wins
                 u.names[at - 1], u.sources[at - 1] = data["name"][i], source
@@ -117,15 +120,17 @@ class AccountBook:
         if users is None:
             return self._unrecorded(host, uid)
         u = users.get(uid)
-        if u is None:
-            return None, NO_SUCH_USER
+        if u is None:  # a log naming some uids says nothing of the others
+            return (None, NO_SUCH_USER) if host in self._complete else self._unrecorded(host, uid)
         at = len(u.since) if ts is None else bisect.bisect_right(u.since, ts)
         if at:
             name = u.names[at - 1]
             return (name, u.sources[at - 1]) if name is not None else (None, NO_SUCH_USER)
         if ts is not None and ts < self._first[host or ""]:
             return u.names[0], RECORDED_LATER  # before anything recorded: the earliest reading
-        return None, NO_SUCH_USER  # recorded, and the uid came later
+        if host in self._complete:
+            return None, NO_SUCH_USER  # recorded, and the uid came later
+        return self._unrecorded(host, uid)
 
     def _unrecorded(self, host: str | None, uid: int) -> tuple[str | None, str]:
         if host is None or host != self._local:
