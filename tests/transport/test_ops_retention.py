@@ -82,9 +82,9 @@ def _seqs(ev: Path) -> list[int]:
 
 
 def _later(monkeypatch: pytest.MonkeyPatch, days: int) -> None:
-    """The log host's clock ``days`` later (the CLI reads the time once, from ``time.time_ns``)."""
+    """Retention's clock ``days`` later."""
     real = time.time_ns()
-    monkeypatch.setattr(fleet_cli.time, "time_ns", lambda: real + days * DAY)
+    monkeypatch.setattr(fleet_cli, "_now_ns", lambda: real + days * DAY)
 
 
 def test_retention_drops_old_segments_signed_and_verify_still_holds(pki: Authority, tmp_path: Path,
