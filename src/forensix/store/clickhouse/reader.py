@@ -68,6 +68,7 @@ class ClickHouseReader:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._have: dict[str, frozenset[str]] = {}  # table -> the columns pulled
         self._times: dict[str, int] = {}  # table -> how often it was pulled (wider each time)
+        self._tables: set[str] | None = None  # the tables the database has (asked once)
         self._lock = threading.Lock()  # the web UI queries from several threads
         self.rows: dict[str, int] = {}  # table -> rows in the slice (of the tables pulled)
         self.pulls: list[Pull] = []  # every pull, in order (docs and the benchmark show them)
@@ -148,6 +149,10 @@ class ClickHouseReader:
         names = list(schema.TABLES[table].names)
         if want != ALL and set(want) >= set(names):
             want = ALL
+        if table not in self._stored_tables():
+            # a table of a newer forensix than the one whose server made the database: empty
+            self._have[table], self.rows[table] = ALL, 0
+            return
         t0 = time.monotonic()
         data = self.store.select_table(table, self._where(table), None if want == ALL else
                                        [n for n in names if n in want])
@@ -159,6 +164,12 @@ class ClickHouseReader:
         self.pulls.append(pull)
         log.debug("slice of %s: pulled %s of %s, %d rows, %.3f s, columns %s", self.store.url, table,
                   ",".join(pull.hosts or ["every host"]), pull.rows, pull.seconds, ",".join(pull.columns))
+
+    def _stored_tables(self) -> set[str]:
+        if self._tables is None:
+            self._tables = {str(t) for t in self.store.native(
+                "SELECT name FROM system.tables WHERE database = currentDatabase()").column(0).to_pylist()}
+        return self._tables
 
     def _put(self, table: str, data: pa.Table, replace: bool) -> None:
         """``data`` (some columns of ``table``) into the slice, in place of what it held or added."""
