@@ -153,12 +153,12 @@ def _cols(names: str) -> frozenset[str]:
 PROFILES: dict[str, Needs] = {
     "tree": {
         "events": _cols("ts event_action process_entity_id process_exit_code"),
-        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts image_ts executable "
+        "processes": _cols("host_id entity_id image_seq pid parent_entity_id start_ts image_ts executable "
                            "args working_directory user_id user_effective_id user_audit_id "
                            "session_id tty ns_pid"),
     },
     "sessions": {
-        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts executable user_id "
+        "processes": _cols("host_id entity_id image_seq pid parent_entity_id start_ts executable user_id "
                            "user_audit_id session_id tty ns_pid"),
         "events": _cols("ts event_action process_entity_id process_pid process_exit_code "
                         "process_exit_signal network_transport source_ip source_port "
@@ -167,7 +167,7 @@ PROFILES: dict[str, Needs] = {
         "tty": _cols("process_entity_id"),
     },
     "session": {
-        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts image_ts executable "
+        "processes": _cols("host_id entity_id image_seq pid parent_entity_id start_ts image_ts executable "
                            "args working_directory name user_id user_effective_id user_audit_id "
                            "session_id tty ns_pid"),
         "events": _cols("ts cpu seq event_category event_action ret process_entity_id process_pid "
@@ -227,7 +227,7 @@ PROFILES: dict[str, Needs] = {
                        "file_generation"),
     },
     "report": {
-        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts image_ts "
+        "processes": _cols("host_id host_name entity_id image_seq pid parent_entity_id start_ts image_ts "
                            "executable args working_directory name user_id user_effective_id "
                            "user_audit_id session_id tty ns_pid"),
         "events": _cols("host_id host_name ts cpu seq event_category event_action ret "
