@@ -2,7 +2,7 @@
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (we write it); page 1
 the producer position; the data follow (the kernel offers them mapped twice, so that no
-record wraps; we map one copy and join the two slices of a drain that wraps). Each
+record wraps; each drain maps the span it reads, see ``RingBuffer._window``). Each
 record has an 8-byte header: a u32 length whose bit 31 means "still being written" and
 bit 30 "discarded", then a u32 page offset. Records are 8-byte aligned.
 
@@ -58,17 +58,18 @@ class Drained:
         )
 
 
+# Past the drain's limit, the walk reads at most one more record: none is near this long.
+_MAX_RECORD = 1 << 20
+
+
 class RingBuffer:
     def __init__(self, map_fd: int, size: int) -> None:
         self.size = size
         self.mask = size - 1
         page = mmap.PAGESIZE
+        self.fd = map_fd
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        # The kernel maps the data twice so that no record wraps; one copy is enough here
-        # (a drain that wraps joins two slices). The kernel fills the whole mapping in at
-        # mmap time, so every page mapped is resident in the agent: the second copy was
-        # as many MiB of RSS as the ring has.
-        self._prod = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._prod = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._page = page
         self.records = 0
         self.bytes = 0
@@ -86,23 +87,27 @@ class RingBuffer:
         cons = _u64.unpack_from(self._cons, 0)[0]
         return int(prod - cons)
 
+    def unread(self) -> int:
+        """Bytes the kernel wrote that no drain has read yet."""
+        return int(_u64.unpack_from(self._prod, 0)[0] - self.pos)
+
     def drain(self, max_bytes: int | None = None, hold: bool = False) -> Drained:
         """Take every finished record (up to about ``max_bytes``); ``hold``: keep their
         space from the kernel until ``release``."""
         prod = _u64.unpack_from(self._prod, 0)[0]
         self.peak = max(self.peak, prod - _u64.unpack_from(self._cons, 0)[0])
         cons = self.pos
+        if prod == cons:
+            return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
         limit = prod if max_bytes is None else min(prod, cons + max_bytes)
-        buf = self._prod
-        base = self._page
-        mask = self.mask
+        buf, base = self._window(cons, min(prod, limit + _MAX_RECORD))
         start = cons
         pos = cons
         offs: list[int] = []
         lens: list[int] = []
         unpack = _u32.unpack_from
         while pos < limit:
-            word = unpack(buf, base + (pos & mask))[0]
+            word = unpack(buf, base + pos)[0]
             if word & _BUSY:
                 break
             length = word & ~(_BUSY | _DISCARD)
@@ -110,20 +115,32 @@ class RingBuffer:
                 offs.append(pos - start + _HDR)
                 lens.append(length)
             pos += (length + _HDR + 7) & ~7
+        data = buf[base + start : base + pos]
+        buf.close()
         if pos == start:
             return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
-        lo = base + (start & mask)
-        end = lo + (pos - start)
-        if end <= base + self.size:
-            data = buf[lo:end]
-        else:  # the region wraps around the end of the ring
-            data = buf[lo : base + self.size] + buf[base : base + (end - base - self.size)]
         self.pos = pos
         if not hold:
             self.release()
         self.records += len(offs)
         self.bytes += pos - start
         return Drained(data, np.asarray(offs, np.int64), np.asarray(lens, np.int64))
+
+    def _window(self, start: int, end: int) -> tuple[mmap.mmap, int]:
+        """Map the ring's data from position ``start`` to ``end``, for one drain; returns the
+        mapping and what to add to a position to index it.
+
+        The kernel fills a ring mapping in whole at mmap time, so a ring mapped for good is
+        resident in the agent in full (the 96 MiB of rings were most of an idle recorder's
+        RSS); mapped for the drain only, it costs what the drain reads. The kernel maps
+        the data twice in a row, so a window that wraps around the ring's end is still
+        one contiguous mapping."""
+        page = self._page
+        lo = (start & self.mask) & ~(page - 1)
+        skip = (start & self.mask) - lo
+        length = (skip + (end - start) + page - 1) & ~(page - 1)
+        m = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=2 * page + lo)
+        return m, skip - start
 
     def released(self) -> int:
         """The consumer position the kernel sees: space up to here is free."""
