@@ -269,17 +269,26 @@ def report(samples: list[Sample], trees: list[Tree], seconds: float, load: tuple
                          f"| {_med([s.pss_mb for s in ss]):.0f} | {_med([s.anon_mb for s in ss]):.0f} "
                          f"| {_med([s.kernel_maps_mb for s in ss]):.0f} |")
     for t in trees:
-        ss = [s for s in samples if s.tree == t.label and s.mode == "quiet"]
-        if not ss:
-            continue
-        names = sorted({n for s in ss for n in s.threads}, key=lambda n: -_med([s.threads.get(n, (0, 0))[0] for s in ss]))
-        lines += ["", f"{t.label}, quiet, by thread (CPU % / wake-ups per s): " + "; ".join(
-            f"{n} {_med([s.threads.get(n, (0, 0))[0] for s in ss]):.2f} / "
-            f"{_med([s.threads.get(n, (0, 0))[1] for s in ss]):.1f}" for n in names)]
-        cats = sorted({c for s in ss for c in s.mappings}, key=lambda c: -_med([s.mappings.get(c, 0) for s in ss]))
-        lines += ["", f"{t.label}, quiet, resident MB by mapping: " + "; ".join(
-            f"{c} {_med([s.mappings.get(c, 0) for s in ss]):.1f}" for c in cats if _med([s.mappings.get(c, 0) for s in ss]) >= 0.5)]
+        for mode in ("quiet", "host"):
+            ss = [s for s in samples if s.tree == t.label and s.mode == mode]
+            if ss:
+                lines += ["", *_breakdown(t.label, mode, ss)]
     return "\n".join(lines) + "\n"
+
+
+def _breakdown(label: str, mode: str, ss: list[Sample]) -> list[str]:
+    """Per thread (CPU %, wake-ups/s) and resident MB per kind of mapping, medians."""
+    def med_thread(n: str, i: int) -> float:
+        return _med([s.threads.get(n, (0.0, 0.0))[i] for s in ss])
+
+    names = sorted({n for s in ss for n in s.threads}, key=lambda n: (-med_thread(n, 0), -med_thread(n, 1)))
+    cats = sorted({c for s in ss for c in s.mappings}, key=lambda c: -_med([s.mappings.get(c, 0) for s in ss]))
+    threads = "; ".join(f"{n} {med_thread(n, 0):.2f} / {med_thread(n, 1):.1f}" for n in names
+                        if med_thread(n, 0) >= 0.005 or med_thread(n, 1) >= 0.05)
+    maps = "; ".join(f"{c} {_med([s.mappings.get(c, 0) for s in ss]):.1f}" for c in cats
+                     if _med([s.mappings.get(c, 0) for s in ss]) >= 0.5)
+    return [f"{label}, {mode}, by thread (CPU % / wake-ups per s): {threads or 'none measurable'}", "",
+            f"{label}, {mode}, resident MB by mapping: {maps}"]
 
 
 def write_docs(text: str) -> None:

@@ -40,7 +40,7 @@ from forensix.sensor.decode import (
     repeat,
 )
 from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
-from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer
+from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer, give_back_free_memory
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.sensor.survival import (
@@ -398,6 +398,7 @@ class Recorder:
                     next_beat = now + beat_every
                 if now >= next_clock:
                     self._resync_clock()
+                    give_back_free_memory()
                     next_clock = now + self.clock_interval
                 if self.on_stats and now >= next_stats:
                     self.stats.rate = float(self.stats.events - last_events)
