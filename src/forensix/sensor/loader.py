@@ -40,7 +40,10 @@ BPFFS = Path("/sys/fs/bpf")
 # What an agent that adopts a pinned sensor needs: the rings, the kernel's counters and
 # aggregation maps, and the control section (by this name in the pin directory).
 PINNED_MAPS = ("rb_proc", "rb_net", "rb_main", "counters", "flows", "reopens", "proc_drops", "accounted",
-               "mapped", "tty_budget", "control", "heartbeat_timer")
+               "mapped", "tty_budget", "control")
+# Pinned too when the sensor has them; a sensor pinned by an older forensix has not, and is
+# adopted all the same (it then records on without a heartbeat watch).
+OPTIONAL_PINS = ("heartbeat_timer",)
 # A pinned sensor stops recording after this long without an agent (bpf/sensor.bpf.c,
 # the heartbeat watch): long enough for a restart or an upgrade, short of recording a
 # host for nobody for good. The next agent resumes it and writes the pause as a gap.
@@ -462,7 +465,9 @@ class Sensor:
         """Pin maps and links, so that recording goes on if this agent dies."""
         mount_bpffs()
         pin_dir.mkdir(mode=0o700)
-        for name in PINNED_MAPS:
+        for name in PINNED_MAPS + OPTIONAL_PINS:
+            if name in OPTIONAL_PINS and not lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()):
+                continue
             m = self._control_map() if name == "control" else self._map(name)
             lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / name).encode()), f"pin map {name}")
         for i, link in enumerate(self._links):
@@ -478,6 +483,8 @@ class Sensor:
                 raise SensorError(f"cannot open the pinned map {pin_dir / name}: {os.strerror(ctypes.get_errno())}",
                                   f"remove the stale pins with: forensix record --stop --store STORE ({pin_dir})")
             self._fds[name] = fd
+        if not all((pin_dir / name).exists() for name in OPTIONAL_PINS):
+            self.no_heartbeat_watch = "the adopted sensor was pinned by a forensix without a heartbeat watch"
         self.adopted = True
         self.lifecycle = "adopted"
         self.adopted_control = self.read_control()
