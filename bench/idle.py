@@ -174,7 +174,8 @@ def _kernel_map_mb(pid: int) -> float:
 
 
 def _pause(pin: Path) -> None:
-    """Pause the pinned sensor (the control word's `paused`, first 4 bytes; the rest kept)."""
+    """Pause the pinned sensor: a bit of its own in the control word's `paused` (first 4
+    bytes), which the agent's heartbeat keeps (it clears only the agent's and the watch's)."""
     lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
     fd = lib.bpf_obj_get(str(pin / "control").encode())
     if fd < 0:
@@ -184,7 +185,7 @@ def _pause(pin: Path) -> None:
         key = ctypes.c_uint32(0)
         if lib.bpf_map_lookup_elem(fd, ctypes.byref(key), buf) != 0:
             raise RuntimeError("cannot read the control word")
-        buf[0] = b"\x01"
+        buf[0] = bytes([buf[0][0] | 4])
         if lib.bpf_map_update_elem(fd, ctypes.byref(key), buf, ctypes.c_uint64(0)) != 0:
             raise RuntimeError("cannot write the control word")
     finally:

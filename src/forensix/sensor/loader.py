@@ -320,24 +320,28 @@ class Sensor:
             m = lb.lib.bpf_object__next_map(self._obj, m)
         raise SensorError("the sensor object has no .rodata config", "rebuild it: make -C bpf")
 
-    def _control_value(self, paused: bool | int, tgid: int) -> ctypes.Array[ctypes.c_char]:
+    def _control_value(self, paused: bool | int, tgid: int, orphaned_at: int = 0) -> ctypes.Array[ctypes.c_char]:
         """The control word, with a fresh heartbeat: written by the agent that runs the sensor."""
         layout = {m["name"]: m for m in self.abi["structs"]["fx_control"]["members"]}
         buf = bytearray(self.abi["structs"]["fx_control"]["size"])
         word = paused if isinstance(paused, int) and not isinstance(paused, bool) else PAUSED_AGENT * paused
         values = {"paused": word, "agent_tgid": tgid,
                   "heartbeat": time.clock_gettime_ns(time.CLOCK_BOOTTIME),
-                  "orphan_ns": int(self.config.orphan_timeout_s * 1e9), "orphaned_at": 0}
+                  "orphan_ns": int(self.config.orphan_timeout_s * 1e9), "orphaned_at": orphaned_at}
         for name, value in values.items():
             if name in layout:  # an object built before the heartbeat watch has no such field
                 m = layout[name]
                 buf[m["offset"] : m["offset"] + m["size"]] = value.to_bytes(m["size"], "little")
         return (ctypes.c_char * len(buf)).from_buffer(buf)
 
-    def beat(self, ctl: dict[str, int]) -> None:
-        """A heartbeat: the control word ``ctl`` (as read) with a fresh time and without the
-        heartbeat watch's pause; a pause set for another reason stays."""
-        val = self._control_value(ctl.get("paused", 0) & ~PAUSED_ORPHAN, os.getpid())
+    def beat(self, ctl: dict[str, int], keep_orphan: bool = False) -> None:
+        """A heartbeat: the control word ``ctl`` (as read) with a fresh time, this agent's
+        pid, and without the heartbeat watch's pause (unless ``keep_orphan``); a pause set
+        by the agent that stopped stays off, one set for another reason stays on."""
+        word = ctl.get("paused", 0) & ~PAUSED_AGENT
+        if not keep_orphan:
+            word &= ~PAUSED_ORPHAN
+        val = self._control_value(word, os.getpid(), ctl.get("orphaned_at", 0) if word & PAUSED_ORPHAN else 0)
         key = ctypes.c_uint32(0)
         lb.check_int(lb.lib.bpf_map_update_elem(self.map_fd("control"), ctypes.byref(key), val, 0),
                      "write the sensor's heartbeat")
@@ -357,6 +361,7 @@ class Sensor:
         """Start the kernel's heartbeat watch (once per loaded sensor; an adopted one runs it)."""
         if self.no_heartbeat_watch is not None or self._obj is None:
             return
+        self.set_control(paused=False)  # a fresh heartbeat: attaching took seconds since load
         fd = lb.lib.bpf_program__fd(self._prog(_HEARTBEAT_ARM))
         opts = lb.TestRunOpts(sz=ctypes.sizeof(lb.TestRunOpts))
         ret = lb.lib.bpf_prog_test_run_opts(fd, ctypes.byref(opts))
@@ -488,7 +493,9 @@ class Sensor:
         self.adopted = True
         self.lifecycle = "adopted"
         self.adopted_control = self.read_control()
-        self.set_control(paused=False)
+        # ours from now on (our own syscalls are not recorded); a pause of the heartbeat
+        # watch stays until the recorder is ready to drain and writes it as a gap
+        self.beat(self.adopted_control, keep_orphan=True)
 
     def set_control(self, paused: bool) -> None:
         """Write the control word: pause or resume recording, with a fresh heartbeat."""

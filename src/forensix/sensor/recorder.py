@@ -321,7 +321,7 @@ class Recorder:
             self._syslog.start()
         if adopt:
             self._adopted_gap(accounted[1])
-            self._orphan_gap(self.sensor.adopted_control)
+        self.heartbeat()  # resumes an adopted sensor the watch had stopped, with its gap
         if self.on_ready is not None:
             self.on_ready()
 
