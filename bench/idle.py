@@ -262,15 +262,19 @@ def report(samples: list[Sample], trees: list[Tree], seconds: float, load: tuple
              "Medians over the repetitions, configurations alternating. *quiet*: the sensor paused once the "
              "recorder is up, so the agent sees no event (an idle host); *host*: recording this host as it is."),
              "",
-             "| tree | mode | CPU % of a core | wake-ups/s | events/s | RSS MB | PSS MB | anon MB | ring/map kernel MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| tree | mode | CPU % of a core | wake-ups/s | events/s | agent µs per event | RSS MB | PSS MB | anon MB "
+             "| ring/map kernel MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in trees:
         for mode in ("quiet", "host"):
             ss = [s for s in samples if s.tree == t.label and s.mode == mode]
             if not ss:
                 continue
+            # per event: each repetition's own ratio (the host's event rate moves a lot between them)
+            per_event = [s.cpu_pct * 1e4 / s.events_s for s in ss if s.events_s > 0]
             lines.append(f"| {t.label} | {mode} | {_med([s.cpu_pct for s in ss]):.2f} | {_med([s.wakeups for s in ss]):.0f} "
-                         f"| {_med([s.events_s for s in ss]):.0f} | {_med([s.rss_mb for s in ss]):.0f} "
+                         f"| {_med([s.events_s for s in ss]):.0f} | {f'{_med(per_event):.1f}' if per_event else '-'} "
+                         f"| {_med([s.rss_mb for s in ss]):.0f} "
                          f"| {_med([s.pss_mb for s in ss]):.0f} | {_med([s.anon_mb for s in ss]):.0f} "
                          f"| {_med([s.kernel_maps_mb for s in ss]):.0f} |")
     for t in trees:
@@ -368,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                     samples.append(s)
         text = report(samples, trees, a.seconds, (load0, os.getloadavg()[0]))
         print(text)
+        print(json.dumps([s.__dict__ for s in samples]), file=sys.stderr)  # every repetition, for a second look
         if a.write:
             write_docs(text)
     finally:
