@@ -262,8 +262,8 @@ def report(samples: list[Sample], trees: list[Tree], seconds: float, load: tuple
              "Medians over the repetitions, configurations alternating. *quiet*: the sensor paused once the "
              "recorder is up, so the agent sees no event (an idle host); *host*: recording this host as it is."),
              "",
-             "| tree | mode | CPU % of a core | wake-ups/s | events/s | agent µs per event | RSS MB | PSS MB | anon MB "
-             "| ring/map kernel MB |",
+             ("| tree | mode | CPU % of a core | wake-ups/s | events/s | agent µs per event | RSS MB | PSS MB | anon MB "
+              "| ring/map kernel MB |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in trees:
         for mode in ("quiet", "host"):
