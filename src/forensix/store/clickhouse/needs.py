@@ -134,10 +134,10 @@ def _explain(plan: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any
 def _columns(table: str, info: Mapping[str, Any]) -> set[str]:
     known = set(schema.TABLES[table].names)
     cols = set(_names(info.get("Projections"))) & known
-    if not cols:  # a scan that names no column (seen with a recursive CTE beside it): all
-        return {"*"}
     filters = " ".join(_names(info.get("Filters")))
     cols |= {w for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", filters) if w in known}
+    if not cols:  # a scan that names no column (seen with a recursive CTE beside it): all
+        return {"*"}
     return cols
 
 
