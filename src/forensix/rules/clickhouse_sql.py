@@ -82,9 +82,18 @@ def _operand(p: Pred) -> str:
     return col
 
 
+def _floats(v: Any) -> bool:
+    vals = v if isinstance(v, (tuple, list)) else (v,)
+    return any(isinstance(x, float) for x in vals)
+
+
 def _pred(p: Pred) -> str:
     col = _operand(p)
     op, v = p.op, p.value
+    if op in ("eq", "in", *_CMP) and not p.as_text and _floats(v):
+        # DuckDB compares an integer column with a DOUBLE as a DOUBLE (pySigma gives numbers
+        # above 2^53 as floats: -100 as a 64-bit register); ClickHouse would compare exactly
+        col = f"toFloat64({col})"
     if op == "null":
         return f"isNull({col})"
     if op == "notnull":
@@ -353,14 +362,15 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     keep = _event_columns(raw_cols)
     # the acting process as of the event time (always: fx_image and fx_command_line are in every alert)
     p_cols = ["fx_p_exe", "fx_p_cmd", "fx_p_name", "fx_p_parent"]
+    # (current servers want an alias on every joined subquery; 18.16 takes them too)
     stage = (f"SELECT {', '.join(keep + _as_of('fx_p_imgs', 'fx_p_'))} FROM "
-             f"(SELECT *, ifNull(process_entity_id, toUInt64(0)) AS fx_pk FROM ({base})) "
-             f"ANY LEFT JOIN {_images('fx_pk', 'fx_p_imgs', tables.processes)} USING fx_pk")
+             f"(SELECT *, ifNull(process_entity_id, toUInt64(0)) AS fx_pk FROM ({base})) AS fx_e "
+             f"ANY LEFT JOIN {_images('fx_pk', 'fx_p_imgs', tables.processes)} AS fx_p USING fx_pk")
     keep = keep + p_cols
     if "pp" in ctx:
         stage = (f"SELECT {', '.join(keep + _as_of('fx_pp_imgs', 'fx_pp_'))} FROM "
-                 f"(SELECT *, fx_p_parent AS fx_ppk FROM ({stage})) "
-                 f"ANY LEFT JOIN {_images('fx_ppk', 'fx_pp_imgs', tables.processes)} USING fx_ppk")
+                 f"(SELECT *, fx_p_parent AS fx_ppk FROM ({stage})) AS fx_ep "
+                 f"ANY LEFT JOIN {_images('fx_ppk', 'fx_pp_imgs', tables.processes)} AS fx_pp USING fx_ppk")
     view = [f"{DERIVED_CH[d].sql} AS {d}" for d in derived]
     marks = ", ".join(f"if({where_ch(r.where)}, {i}, -1)" for i, r in enumerate(rules))
     keys = _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)

@@ -26,6 +26,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.errors import StoreError
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.clickhouse_sql import NotExpressible, Tables, check_rule, hunt_sql_ch, where_ch
 from forensix.rules.compile import CompiledRule, Const
@@ -59,6 +60,7 @@ class FleetHunt:
     alerts: pa.Table
     in_clickhouse: list[str] = field(default_factory=list)  # rule ids hunted as ClickHouse SQL
     fallback: list[tuple[str, str]] = field(default_factory=list)  # (rule id, why) hunted over slices
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error) of fallbacks that failed too
     shards: int = 0
     matched_rows: int = 0  # rows the shards sent back (matches of Sigma rules)
     replayed_rows: int = 0  # rows pulled for the built-in detectors
@@ -139,16 +141,23 @@ def _split(rules: Sequence[CompiledRule]) -> tuple[list[CompiledRule], list[tupl
     return ok, other
 
 
-def _hunt_slices(store: ClickHouseStore, rules: Sequence[CompiledRule], ts_from: int | None,
-                 ts_to: int | None) -> pa.Table:
-    """The DuckDB hunt of ``rules`` over each host's slice (rules ClickHouse SQL cannot say)."""
+def _hunt_slices(store: ClickHouseStore, rules: Sequence[CompiledRule], ts_from: int | None, ts_to: int | None,
+                 failed: list[tuple[str, str]]) -> pa.Table:
+    """The DuckDB hunt of ``rules`` over each host's slice (rules ClickHouse SQL cannot say).
+    A rule that fails there too is added to ``failed`` (rule id, error); the others go on."""
     from forensix.store.clickhouse.reader import ClickHouseReader
 
     hosts = store.native("SELECT DISTINCT host_name FROM events ORDER BY host_name").column(0).to_pylist()
     found = []
+    live = list(rules)
     for h in hosts:
         with ClickHouseReader(store, host=str(h), since=ts_from, until=ts_to) as rd:
-            found.append(hunt_rules(rd, rules, ts_from, ts_to))
+            for r in list(live):
+                try:
+                    found.append(hunt_rules(rd, [r], ts_from, ts_to))
+                except StoreError as e:
+                    failed.append((r.rule_id, e.message))
+                    live.remove(r)
     found = [f for f in found if f.num_rows]
     return pa.concat_tables(found) if found else empty_alerts()
 
@@ -228,7 +237,8 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
     with the same history."""
     ok, other = _split(rules)
     servers = shard_servers(store)
-    out = FleetHunt(empty_alerts(), [r.rule_id for r in ok], [(r.rule_id, why) for r, why in other], len(servers))
+    out = FleetHunt(empty_alerts(), [r.rule_id for r in ok], [(r.rule_id, why) for r, why in other],
+                    shards=len(servers))
     parts: list[pa.Table] = []
     try:
         for start in range(0, len(ok), RULES_PER_SCAN):
@@ -241,7 +251,7 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
         for srv, _ in servers:
             srv.close()
     if other:
-        parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to))
+        parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
     found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to)
     parts.append(found)
     parts = [p for p in parts if p.num_rows]
