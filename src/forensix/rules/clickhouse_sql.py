@@ -35,12 +35,23 @@ from typing import Any
 import pyarrow as pa
 
 from forensix.rules import fields as F
-from forensix.rules.compile import And, CompiledRule, Const, Node, Not, Or, Pred, columns_of, hoist
+from forensix.rules.compile import (
+    And,
+    CompiledRule,
+    Const,
+    Node,
+    Not,
+    Or,
+    Pred,
+    columns_of,
+    necessary,
+)
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
 from forensix.store.clickhouse.connection import literal
-from forensix.store.schema import EVENTS, FLOWS
+from forensix.store.clickhouse.ddl import ch_type
+from forensix.store.schema import EVENTS
 
-__all__ = ["DERIVED_CH", "NotExpressible", "check_rule", "hunt_sql_ch", "where_ch"]
+__all__ = ["DERIVED_CH", "NotExpressible", "Tables", "before_join", "check_rule", "hunt_sql_ch", "where_ch"]
 
 
 class NotExpressible(ValueError):
@@ -71,10 +82,10 @@ def _regex(pattern: str) -> str:
     return pattern
 
 
-def _operand(p: Pred) -> str:
+def _operand(p: Pred, expr: str | None = None) -> str:
     if p.column in _LISTS or p.column in _BINARY:
         raise NotExpressible(f"a test on the list/binary column {p.column} (ClickHouse keeps it as an array)")
-    col = _ident(p.column)
+    col = expr or _ident(p.column)
     if p.as_text:
         col = f"toString({col})"
     if not p.cased and p.op not in _UNLOWERED:
@@ -87,8 +98,9 @@ def _floats(v: Any) -> bool:
     return any(isinstance(x, float) for x in vals)
 
 
-def _pred(p: Pred) -> str:
-    col = _operand(p)
+def _pred(p: Pred, expr: str | None = None) -> str:
+    """``p`` as SQL; ``expr`` stands for the column (a derived column's expression)."""
+    col = _operand(p, expr)
     op, v = p.op, p.value
     if op in ("eq", "in", *_CMP) and not p.as_text and _floats(v):
         # DuckDB compares an integer column with a DOUBLE as a DOUBLE (pySigma gives numbers
@@ -99,30 +111,30 @@ def _pred(p: Pred) -> str:
     if op == "notnull":
         return f"isNotNull({col})"
     if op == "eq":
-        expr = f"{col} = {_lit(v)}"
+        sql = f"{col} = {_lit(v)}"
     elif op == "in":
-        expr = f"{col} IN ({', '.join(_lit(x) for x in v)})"
+        sql = f"{col} IN ({', '.join(_lit(x) for x in v)})"
     elif op == "prefix":
-        expr = f"startsWith({col}, {_lit(v)})"
+        sql = f"startsWith({col}, {_lit(v)})"
     elif op == "suffix":
-        expr = f"endsWith({col}, {_lit(v)})"
+        sql = f"endsWith({col}, {_lit(v)})"
     elif op == "contains":
-        expr = f"position({col}, {_lit(v)}) > 0"
+        sql = f"position({col}, {_lit(v)}) > 0"
     elif op == "regex":
-        expr = f"match({col}, {_lit(_regex(str(v)))})"
+        sql = f"match({col}, {_lit(_regex(str(v)))})"
     elif op in _CMP:
-        expr = f"{col} {_CMP[op]} {_lit(v)}"
+        sql = f"{col} {_CMP[op]} {_lit(v)}"
     elif op == "bits":
-        expr = f"bitAnd({col}, {int(v)}) != 0"
+        sql = f"bitAnd({col}, {int(v)}) != 0"
     elif op == "colref":
         other = str(v)
         if other in _LISTS or other in _BINARY:
             raise NotExpressible(f"a field reference to the list/binary column {other}")
-        expr = f"toString({col}) = toString({_ident(other)})"
+        sql = f"toString({col}) = toString({_ident(other)})"
     else:
         raise NotExpressible(f"the predicate {op!r} has no ClickHouse form")
     # a predicate on a missing value is false, never NULL: NOT then behaves as in Sigma
-    return f"ifNull({expr}, 0)"
+    return f"ifNull({sql}, 0)"
 
 
 def where_ch(node: Node) -> str:
@@ -138,6 +150,48 @@ def where_ch(node: Node) -> str:
     if isinstance(node, Not):
         return f"(NOT {where_ch(node.item)})"
     raise NotExpressible(f"not a predicate node: {node!r}")
+
+
+# what the acting process's image columns are when the event itself carries them (an exec)
+_KNOWN_BEFORE_JOIN = {
+    "fx_image": ("isNotNull(process_executable)", "process_executable"),
+    "fx_command_line": ("process_args__null = 0", "arrayStringConcat(process_args, ' ')"),
+}
+
+
+def _column_sql(col: str) -> tuple[str, str] | None:
+    """(when known, expression) of a view column before the process images are joined."""
+    if col in F.EVENTS_COLUMNS:
+        return "1", _ident(col)
+    if col in _KNOWN_BEFORE_JOIN:
+        return _KNOWN_BEFORE_JOIN[col]
+    d = DERIVED_CH.get(col)
+    if d is not None and not d.context:
+        return "1", f"({d.sql})"
+    return None
+
+
+def before_join(node: Node, positive: bool = True) -> str:
+    """A condition over the event's own columns that every row where ``node`` is true
+    (``positive``) or false meets: tests of the process images become "maybe" (true),
+    except where the event carries the value itself. Rows failing it are dropped before
+    the images are joined; the rule itself is evaluated after."""
+    if isinstance(node, Const):
+        return "1" if node.value == positive else "0"
+    if isinstance(node, Not):
+        return before_join(node.item, not positive)
+    if isinstance(node, (And, Or)):
+        conj = isinstance(node, And) == positive
+        parts = [before_join(i, positive) for i in node.items]
+        return "(" + (" AND " if conj else " OR ").join(parts) + ")"
+    if not isinstance(node, Pred):
+        raise NotExpressible(f"not a predicate node: {node!r}")
+    known = _column_sql(node.column)
+    if known is None or (node.op == "colref" and str(node.value) not in F.EVENTS_COLUMNS):
+        return "1"
+    when, expr = known
+    test = _pred(node, expr) if positive else f"(NOT {_pred(node, expr)})"
+    return test if when == "1" else f"if({when}, {test}, 1)"
 
 
 def check_rule(rule: CompiledRule) -> None:
@@ -173,10 +227,12 @@ def _user_ch() -> str:
 
 
 def _flags_ch() -> str:
+    # the access mode is always there: each flag after it brings its own separator (no
+    # array per row: this runs on every candidate row)
     ff = "ifNull(file_flags, 0)"
     parts = [f"multiIf(bitAnd({ff}, 3) = 0, 'O_RDONLY', bitAnd({ff}, 3) = 1, 'O_WRONLY', 'O_RDWR')"]
-    parts += [f"if(bitAnd({ff}, {bit}) != 0, '{name}', '')" for bit, name in F.OPEN_FLAG_NAMES]
-    return f"if(isNull(file_flags), {_NULL_S}, arrayStringConcat(arrayFilter(x -> x != '', [{', '.join(parts)}]), '|'))"
+    parts += [f"if(bitAnd({ff}, {bit}) != 0, '|{name}', '')" for bit, name in F.OPEN_FLAG_NAMES]
+    return f"if(isNull(file_flags), {_NULL_S}, concat({', '.join(parts)}))"
 
 
 def _mode_ch() -> str:
@@ -264,7 +320,10 @@ _FLOW_AS_EVENT = {
     "flow_write_count": "write_count", "flow_write_bytes": "write_bytes", "flow_first_ts": "first_ts",
     "flow_last_ts": "last_ts",
 }
-_FLOW_TYPES = {f.name: f.type for f in FLOWS}
+# columns cheap to test on every row: numbers and LowCardinality strings (a dictionary each)
+# (and event_module: a short word, the log source of imported and system-log rows)
+_CHEAP = frozenset(f.name for f in EVENTS if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)
+                   or "LowCardinality" in ch_type(f)) | {"event_module"}
 _CH_TYPES = {
     pa.uint64(): "UInt64", pa.int64(): "Int64", pa.uint32(): "UInt32", pa.int32(): "Int32",
     pa.uint16(): "UInt16", pa.string(): "String", pa.bool_(): "UInt8", pa.float64(): "Float64",
@@ -350,10 +409,14 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     for d in derived:
         raw |= set(DERIVED_CH[d].raw)
     raw_cols = [f.name for f in EVENTS if f.name in raw]
-    scopes = " OR ".join(where_ch(hoist(r.scope, r.body)[0]) for r in rules) or "0"
+    scopes = " OR ".join(before_join(r.where) for r in rules) or "0"
     if source == "events":
-        conds = [*_time("ts", ts_from, ts_to), f"({scopes})"]
-        base = f"SELECT {', '.join(_event_columns(raw_cols))} FROM {tables.events} WHERE {' AND '.join(conds)}"
+        # PREWHERE: the cheap columns' part of every rule, so that only the rows it lets
+        # through are read whole and tested on strings (18.16 does not short-circuit AND)
+        cheap = " OR ".join(where_ch(necessary(r.where, _CHEAP)) for r in rules) or "0"
+        pre = " AND ".join([*_time("ts", ts_from, ts_to), f"({cheap})"])
+        base = (f"SELECT {', '.join(_event_columns(raw_cols))} FROM {tables.events} PREWHERE {pre} "
+                f"WHERE {scopes}")
     else:
         flow_cols = [x for c in raw_cols for x in _flow_column(c)]
         inner = f"SELECT {', '.join(flow_cols)} FROM {tables.flows} WHERE in_events = 0"

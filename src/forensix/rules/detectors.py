@@ -150,8 +150,10 @@ class RecorderGuard:
                 self.protected.append(path)
 
     def hunt_filter(self) -> dict[str, Node]:
-        acts = ("kill", "bpf", "open", *_FILE_WRITES)
-        return {"events": Or((Pred("event_category", "eq", "agent"), Pred("event_action", "in", acts)))}
+        # an open matters only when it may write (``_touches``): most events are read opens
+        opens = And((Pred("event_action", "eq", "open"), Pred("file_flags", "bits", WRITE_OPEN_MASK)))
+        acts = Pred("event_action", "in", ("kill", "bpf", *_FILE_WRITES))
+        return {"events": Or((Pred("event_category", "eq", "agent"), acts, opens))}
 
     def _touches(self, r: dict[str, Any]) -> bool:
         act = r["event_action"]
