@@ -149,11 +149,21 @@ class RecorderGuard:
             if path and path not in self.protected:
                 self.protected.append(path)
 
+    def hunt_prelude(self) -> dict[str, Node]:
+        """Rows a hunt shows first, to learn from: the recorder's start rows name its pids
+        and the store files it protects (``_learn``), which ``hunt_filter`` then narrows to."""
+        return {"events": And((Pred("event_category", "eq", "agent"), Pred("event_action", "in", tuple(_START))))}
+
     def hunt_filter(self) -> dict[str, Node]:
-        # an open matters only when it may write (``_touches``): most events are read opens
+        # only writes that ``_candidates`` keeps: to a protected path, and an open only when
+        # it may write (most events are opens and unlinks of other files)
         opens = And((Pred("event_action", "eq", "open"), Pred("file_flags", "bits", WRITE_OPEN_MASK)))
-        acts = Pred("event_action", "in", ("kill", "bpf", *_FILE_WRITES))
-        return {"events": Or((Pred("event_category", "eq", "agent"), acts, opens))}
+        writes: Node = Or((Pred("event_action", "in", _FILE_WRITES), opens))
+        near = [Pred(c, "prefix", base.rstrip("/")) for base in self.protected
+                for c in ("file_path", "file_target_path")]
+        watched = [And((writes, Or(tuple(near))))] if near else []
+        acts = Pred("event_action", "in", tuple(_SIGNAL_BPF))
+        return {"events": Or((Pred("event_category", "eq", "agent"), acts, *watched))}
 
     def _touches(self, r: dict[str, Any]) -> bool:
         act = r["event_action"]

@@ -38,6 +38,7 @@ from forensix.rules.hunt import (
     group_findings,
     hunt_rules,
     match_alerts,
+    prelude,
 )
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
@@ -176,6 +177,12 @@ def _detectors(store: ClickHouseStore, detectors: Sequence[Detector], ts_from: i
     """The built-in detectors over the rows they watch, pulled from every shard, in time order."""
     found, pulled = [], 0
     for d in detectors:
+        for table, where in prelude(d).items():  # learnt from, never alerting
+            col = REPLAY_TIME.get(table, "ts")
+            data = store.select_table(table, f"{where_ch(where)} AND {_time(col, ts_from, ts_to)}")
+            pulled += data.num_rows
+            d.observe(table, data.sort_by([(c, "ascending") for c in (col, "cpu", "seq") if c in data.column_names]),
+                      "hunt")
         for table, where in d.hunt_filter().items():
             col = REPLAY_TIME.get(table, "ts")
             cond = where_ch(where) if where != Const(True) else "1"

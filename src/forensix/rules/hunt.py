@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules.alerts import build_alerts, empty_alerts
-from forensix.rules.compile import CompiledRule
+from forensix.rules.compile import CompiledRule, Node
 from forensix.rules.detectors import Detector
 from forensix.rules.engine import meta_of
 from forensix.rules.evidence import (
@@ -28,7 +28,7 @@ from forensix.rules.sql import hunt_sql, where_sql
 from forensix.store.base import Reader
 from forensix.store.schema import ALERTS
 
-__all__ = ["findings", "group_findings", "hunt", "hunt_detectors", "hunt_rules", "match_alerts", "store_context"]
+__all__ = ["findings", "group_findings", "hunt", "hunt_detectors", "hunt_rules", "match_alerts", "prelude", "store_context"]
 
 RULES_PER_SCAN = 40
 # the time column detectors replay a table's rows in (and the window applies to)
@@ -79,6 +79,10 @@ def hunt_detectors(
     """Alerts of the built-in detectors, replaying the store rows they watch."""
     found = []
     for d in detectors:
+        for table, where in prelude(d).items():  # learnt from, never alerting
+            col = REPLAY_TIME.get(table, "ts")
+            sql = f"SELECT * FROM {table} WHERE {where_sql(where)} AND {_time_sql(col, ts_from, ts_to)} ORDER BY {col}"
+            d.observe(table, reader.query(sql), "hunt")
         for table, where in d.hunt_filter().items():
             col = REPLAY_TIME.get(table, "ts")
             sql = f"SELECT * FROM {table} WHERE {where_sql(where)} AND {_time_sql(col, ts_from, ts_to)} ORDER BY {col}"
@@ -87,6 +91,13 @@ def hunt_detectors(
                 found.append(d.observe(table, data, "hunt"))
     found = [f for f in found if f.num_rows]
     return pa.concat_tables(found) if found else empty_alerts()
+
+
+def prelude(d: Detector) -> dict[str, Node]:
+    """The rows a detector learns from before its ``hunt_filter`` is asked (``hunt_prelude``,
+    optional): what it learns there may narrow the rows it needs."""
+    fn = getattr(d, "hunt_prelude", None)
+    return dict(fn()) if fn is not None else {}
 
 
 def hunt(
