@@ -28,12 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fleet import _gen_sql  # noqa: E402 - the fleet of bench/fleet.py, generated the same way
+# the fleet of bench/fleet.py, generated the same way
+from fleet import _gen_sql
 
-from forensix.rules import default_detectors, load_rules  # noqa: E402
-from forensix.rules.fleet_hunt import fleet_hunt  # noqa: E402
-from forensix.store.clickhouse import ClickHouseStore  # noqa: E402
-from forensix.testing.clickhouse import load_cluster, start_cluster, stop_cluster  # noqa: E402
+from forensix.rules import default_detectors, load_rules
+from forensix.rules.fleet_hunt import fleet_hunt
+from forensix.store.clickhouse import ClickHouseStore
+from forensix.testing.clickhouse import load_cluster, start_cluster, stop_cluster
 
 DB = "fleetbench"
 SIGMAHQ = ROOT / "tests" / "rules" / "fixtures" / "sigmahq"
