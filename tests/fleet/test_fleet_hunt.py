@@ -143,11 +143,11 @@ def test_the_scans_agree_on_18_16_and_current_clickhouse(stores: tuple[str, str]
             for stmt in statements("fx", None):
                 sess.query(stmt)
         with ClickHouseStore(url) as st:
-            for name in ("events", "processes", "flows"):
+            for name in ("events", "processes", "flows", "accounts"):
                 whole = st.select_table(name)
                 stored = stored_table(name, whole, pa.array([0] * whole.num_rows, pa.uint64()))  # noqa: F841 - read by chdb
                 sess.query(f"INSERT INTO fx.{name} SELECT * FROM Python(stored)")
-            new_server = [(Chdb(sess), Tables("fx.events", "fx.processes", "fx.flows"))]
+            new_server = [(Chdb(sess), Tables("fx.events", "fx.processes", "fx.flows", "fx.accounts"))]
             old_servers = shard_servers(st)
             for start in range(0, len(rules), 40):
                 chunk = rules[start:start + 40]

@@ -34,6 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from forensix.analysis.users import this_host_id
 from forensix.rules import fields as F
 from forensix.rules.compile import (
     And,
@@ -219,11 +220,18 @@ _NULL_S = "CAST(NULL AS Nullable(String))"
 
 
 def _user_ch() -> str:
+    """``fields._user_sql``: the host's recorded name of the uid as of the event time
+    (``fx_u_all``: the (host, uid)'s readings, sorted), before the host's first reading
+    (``fx_u_first``) the uid's earliest name; a host without readings (``fx_u_has`` 0): this
+    machine's names if it is this machine, else NULL."""
     names = F.user_names()
-    if not names:
-        return _NULL_S
-    arms = ", ".join(f"user_id = {uid}, {literal(name)}" for uid, name in sorted(names.items()))
-    return f"multiIf({arms}, {_NULL_S})"
+    local = _NULL_S
+    if names:
+        arms = ", ".join(f"user_id = {uid}, {literal(name)}" for uid, name in sorted(names.items()))
+        local = f"if(toString(host_id) = {literal(this_host_id())}, multiIf({arms}, {_NULL_S}), {_NULL_S})"
+    at = "arrayFilter(t -> ifNull(t.1 <= ts, 0), fx_u_all)"
+    return (f"multiIf(fx_u_has = 0, {local}, notEmpty({at}), ({at}[-1]).2, "
+            f"ts < fx_u_first AND notEmpty(fx_u_all), (fx_u_all[1]).2, {_NULL_S})")
 
 
 def _flags_ch() -> str:
@@ -274,7 +282,7 @@ def _derived_ch() -> dict[str, DerivedCH]:
         "fx_parent_image": DerivedCH("fx_pp_exe", (), "pp"),
         "fx_parent_command_line": DerivedCH("fx_pp_cmd", (), "pp"),
         "fx_parent_name": DerivedCH("fx_pp_name", (), "pp"),
-        "fx_user": DerivedCH(_user_ch(), ("user_id",)),
+        "fx_user": DerivedCH(_user_ch(), ("user_id", "host_id", "ts"), "u"),
         "fx_target_filename": DerivedCH(
             "if(event_action IN ('rename', 'link'), file_target_path, file_path)",
             ("event_action", "file_target_path", "file_path")),
@@ -381,6 +389,7 @@ class Tables:
     events: str = "events"
     processes: str = "processes"
     flows: str = "flows"
+    accounts: str = "accounts"
 
 
 def _time(col: str, ts_from: int | None, ts_to: int | None) -> list[str]:
@@ -390,6 +399,21 @@ def _time(col: str, ts_from: int | None, ts_to: int | None) -> list[str]:
     if ts_to is not None:
         out.append(f"{col} < {int(ts_to)}")
     return out
+
+
+def _user_stages(stage: str, keep: list[str], accounts: str) -> str:
+    """The host's first reading of its user database, then the uid's readings (two joins,
+    one per SELECT; keys as plain String and Int64: a NULL uid matches nothing)."""
+    users = f"FROM {accounts} WHERE kind = 'user'"
+    first = (f"(SELECT toString(host_id) AS fx_uhk, toUInt8(1) AS fx_u_has, min(valid_from) AS fx_u_first "
+             f"{users} GROUP BY fx_uhk)")
+    stage = (f"SELECT {', '.join(keep)}, fx_u_has, fx_u_first FROM (SELECT *, toString(host_id) AS fx_uhk FROM "
+             f"({stage})) AS fx_eu ANY LEFT JOIN {first} AS fx_uh USING fx_uhk")
+    readings = (f"(SELECT toString(host_id) AS fx_uhk, toInt64(uid) AS fx_uid, arraySort(groupArray(tuple(valid_from, "
+                f"name))) AS fx_u_all {users} AND isNotNull(uid) GROUP BY fx_uhk, fx_uid)")
+    return (f"SELECT {', '.join(keep)}, fx_u_has, fx_u_first, fx_u_all FROM (SELECT *, toString(host_id) AS fx_uhk, "
+            f"ifNull(toInt64(user_id), toInt64(-1)) AS fx_uid FROM ({stage})) AS fx_eu2 "
+            f"ANY LEFT JOIN {readings} AS fx_uu USING (fx_uhk, fx_uid)")
 
 
 def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source: str = "events",
@@ -430,10 +454,14 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
              f"(SELECT *, ifNull(process_entity_id, toUInt64(0)) AS fx_pk FROM ({base})) AS fx_e "
              f"ANY LEFT JOIN {_images('fx_pk', 'fx_p_imgs', tables.processes)} AS fx_p USING fx_pk")
     keep = keep + p_cols
+    pp_cols = ["fx_pp_exe", "fx_pp_cmd", "fx_pp_name", "fx_pp_parent"]
     if "pp" in ctx:
         stage = (f"SELECT {', '.join(keep + _as_of('fx_pp_imgs', 'fx_pp_'))} FROM "
                  f"(SELECT *, fx_p_parent AS fx_ppk FROM ({stage})) AS fx_ep "
                  f"ANY LEFT JOIN {_images('fx_ppk', 'fx_pp_imgs', tables.processes)} AS fx_pp USING fx_ppk")
+        keep = keep + pp_cols
+    if "u" in ctx:
+        stage = _user_stages(stage, keep, tables.accounts)
     view = [f"{DERIVED_CH[d].sql} AS {d}" for d in derived]
     marks = ", ".join(f"if({where_ch(r.where)}, {i}, -1)" for i, r in enumerate(rules))
     keys = _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)

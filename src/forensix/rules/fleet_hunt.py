@@ -18,10 +18,10 @@ slice pulled into DuckDB, and reported (``FleetHunt.fallback``: rule and reason)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +35,7 @@ from forensix.rules.evidence import SessionContext, object_free
 from forensix.rules.hunt import (
     REPLAY_TIME,
     RULES_PER_SCAN,
+    _named,
     group_findings,
     hunt_rules,
     match_alerts,
@@ -50,7 +51,7 @@ from forensix.store.schema import EVENTS
 __all__ = ["FleetHunt", "fleet_hunt", "shard_servers"]
 
 T = TypeVar("T")
-_IN_CHUNK = 20_000  # entity ids per IN list
+_IN_CHUNK = 5_000  # entity ids per IN list (a query stays under the server's 256 KiB max_query_size)
 _MAX_DEPTH = 256  # ancestors followed (as evidence._session does)
 
 
@@ -73,14 +74,14 @@ def shard_servers(store: ClickHouseStore) -> list[tuple[Server, Tables]]:
     db = f"`{store.db}`"
     if not store.cluster:
         return [(Server(store.url.host, store.url.port, database=store.db),
-                 Tables(f"{db}.events", f"{db}.processes", f"{db}.flows"))]
+                 Tables(f"{db}.events", f"{db}.processes", f"{db}.flows", f"{db}.accounts"))]
     rows = store.entry.execute(
         f"SELECT shard_num, host_address, port FROM system.clusters WHERE cluster = {literal(store.cluster)} "
         "ORDER BY shard_num, replica_num")
     first: dict[int, tuple[str, int]] = {}
     for num, host, port in rows:
         first.setdefault(int(num), (str(host), int(port)))
-    local = Tables(f"{db}.events_local", f"{db}.processes_local", f"{db}.flows_local")
+    local = Tables(f"{db}.events_local", f"{db}.processes_local", f"{db}.flows_local", f"{db}.accounts_local")
     return [(Server(h, p, database=store.db), local) for h, p in first.values()]
 
 
@@ -172,6 +173,20 @@ def _time(col: str, ts_from: int | None, ts_to: int | None) -> str:
     return " AND ".join(parts)
 
 
+class _Native:
+    """The store answering ``Reader.query`` with ClickHouse SQL: for ``users.store_book``'s
+    one plain SELECT of the hosts' recorded accounts (not a pull of the whole store)."""
+
+    def __init__(self, store: ClickHouseStore) -> None:
+        self.store = store
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        return self.store.native(sql, params)
+
+    def close(self) -> None:
+        """The store is the caller's."""
+
+
 def _detectors(store: ClickHouseStore, detectors: Sequence[Detector], ts_from: int | None,
                ts_to: int | None) -> tuple[pa.Table, int]:
     """The built-in detectors over the rows they watch, pulled from every shard, in time order."""
@@ -191,7 +206,7 @@ def _detectors(store: ClickHouseStore, detectors: Sequence[Detector], ts_from: i
             if not data.num_rows:
                 continue
             order = [(c, "ascending") for c in (col, "cpu", "seq") if c in data.column_names]
-            found.append(d.observe(table, data.sort_by(order), "hunt"))
+            found.append(d.observe(table, _named(_Native(store), data.sort_by(order)), "hunt"))
     found = [f for f in found if f.num_rows]
     return (pa.concat_tables(found) if found else empty_alerts()), pulled
 
