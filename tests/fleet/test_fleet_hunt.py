@@ -158,3 +158,13 @@ def test_the_scans_agree_on_18_16_and_current_clickhouse(stores: tuple[str, str]
                 srv.close()
     finally:
         sess.close()
+
+
+def test_a_detector_with_too_many_rows_is_skipped_and_named(stores: tuple[str, str]) -> None:
+    _, url = stores
+    rules = load_rules([MODIFIERS], builtin=False).ok
+    with ClickHouseStore(url) as st:
+        got = fleet_hunt(st, rules, default_detectors(), max_replay_rows=10)
+    assert got.skipped and all("(more than 10); hunt it per host" in why for _, why in got.skipped)
+    assert any("forensix-store-touched" in name for name, _ in got.skipped), got.skipped
+    assert "mod_contains_all" in set(got.alerts.column("rule_id").to_pylist())  # the rules ran all the same

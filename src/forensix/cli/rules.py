@@ -308,6 +308,8 @@ def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[A
         click.echo(f"hunted over each host's slice (not as ClickHouse SQL): {rule_id}: {why}", err=True)
     for rule_id, err in res.failed:
         click.echo(f"skipped {rule_id}: it fails over the slices too: {err}", err=True)
+    for name, why in res.skipped:
+        click.echo(f"skipped the built-in detector {name}: {why}", err=True)
     click.echo(f"{len(res.in_clickhouse)} rules hunted in ClickHouse on {res.shards} shard(s), "
                f"{len(res.fallback)} over host slices", err=True)
     return res.alerts

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from forensix.errors import StoreError
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.clickhouse_sql import NotExpressible, Tables, check_rule, hunt_sql_ch, where_ch
-from forensix.rules.compile import CompiledRule, Const
+from forensix.rules.compile import CompiledRule, Const, Node
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import SessionContext, object_free
 from forensix.rules.hunt import (
@@ -52,7 +52,9 @@ __all__ = ["FleetHunt", "fleet_hunt", "shard_servers"]
 
 T = TypeVar("T")
 _IN_CHUNK = 5_000  # entity ids per IN list (a query stays under the server's 256 KiB max_query_size)
-_MAX_DEPTH = 256  # ancestors followed (as evidence._session does)
+_MAX_DEPTH = 256
+# rows a built-in detector may pull for its replay (a few GB of Python objects at most)
+MAX_REPLAY_ROWS = 2_000_000  # ancestors followed (as evidence._session does)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class FleetHunt:
     in_clickhouse: list[str] = field(default_factory=list)  # rule ids hunted as ClickHouse SQL
     fallback: list[tuple[str, str]] = field(default_factory=list)  # (rule id, why) hunted over slices
     failed: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error) of fallbacks that failed too
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (detector's rules, why) not replayed
     shards: int = 0
     matched_rows: int = 0  # rows the shards sent back (matches of Sigma rules)
     replayed_rows: int = 0  # rows pulled for the built-in detectors
@@ -187,26 +190,46 @@ class _Native:
         """The store is the caller's."""
 
 
+def _detector_name(d: Detector) -> str:
+    return ", ".join(m.rule_id for m in getattr(d, "rules", ())) or type(d).__name__
+
+
 def _detectors(store: ClickHouseStore, detectors: Sequence[Detector], ts_from: int | None,
-               ts_to: int | None) -> tuple[pa.Table, int]:
-    """The built-in detectors over the rows they watch, pulled from every shard, in time order."""
+               ts_to: int | None, skipped: list[tuple[str, str]], max_rows: int) -> tuple[pa.Table, int]:
+    """The built-in detectors over the rows they watch, pulled from every shard, in time order.
+    A detector whose rows number more than ``max_rows`` is not pulled (it would not fit in
+    memory): it goes to ``skipped`` with the count, and the hunt goes on."""
     found, pulled = [], 0
+
+    def rows(table: str, where: Node) -> tuple[str, int]:
+        col = REPLAY_TIME.get(table, "ts")
+        cond = f"{where_ch(where) if where != Const(True) else '1'} AND {_time(col, ts_from, ts_to)}"
+        return cond, int(store.native(f"SELECT count() FROM {table} WHERE {cond}").column(0)[0].as_py())
+
+    def pull(table: str, cond: str) -> pa.Table:
+        col = REPLAY_TIME.get(table, "ts")
+        data = store.select_table(table, cond)
+        return data.sort_by([(c, "ascending") for c in (col, "cpu", "seq") if c in data.column_names])
+
     for d in detectors:
-        for table, where in prelude(d).items():  # learnt from, never alerting
-            col = REPLAY_TIME.get(table, "ts")
-            data = store.select_table(table, f"{where_ch(where)} AND {_time(col, ts_from, ts_to)}")
-            pulled += data.num_rows
-            d.observe(table, data.sort_by([(c, "ascending") for c in (col, "cpu", "seq") if c in data.column_names]),
-                      "hunt")
-        for table, where in d.hunt_filter().items():
-            col = REPLAY_TIME.get(table, "ts")
-            cond = where_ch(where) if where != Const(True) else "1"
-            data = store.select_table(table, f"{cond} AND {_time(col, ts_from, ts_to)}")
-            pulled += data.num_rows
-            if not data.num_rows:
-                continue
-            order = [(c, "ascending") for c in (col, "cpu", "seq") if c in data.column_names]
-            found.append(d.observe(table, _named(_Native(store), data.sort_by(order)), "hunt"))
+        first = {t: rows(t, w) for t, w in prelude(d).items()}
+        then: dict[str, tuple[str, int]] = {}
+        if sum(n for _, n in first.values()) <= max_rows:
+            for table, (cond, n) in first.items():  # learnt from, never alerting
+                if n:
+                    d.observe(table, pull(table, cond), "hunt")
+                    pulled += n
+            # asked after the prelude: what the detector learnt there narrows it
+            then = {t: rows(t, w) for t, w in d.hunt_filter().items()}
+        total = sum(n for _, n in first.values()) + sum(n for _, n in then.values())
+        if total > max_rows:
+            skipped.append((_detector_name(d), (f"{total:,} rows to replay (more than {max_rows:,}); hunt it "
+                                                "per host (--host) or in a shorter --from/--to window")))
+            continue
+        for table, (cond, n) in then.items():
+            if n:
+                found.append(d.observe(table, _named(_Native(store), pull(table, cond)), "hunt"))
+                pulled += n
     found = [f for f in found if f.num_rows]
     return (pa.concat_tables(found) if found else empty_alerts()), pulled
 
@@ -253,7 +276,8 @@ def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], col
 
 
 def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
-               ts_from: int | None = None, ts_to: int | None = None) -> FleetHunt:
+               ts_from: int | None = None, ts_to: int | None = None,
+               max_replay_rows: int = MAX_REPLAY_ROWS) -> FleetHunt:
     """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
     with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
     with the same history."""
@@ -274,7 +298,7 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
             srv.close()
     if other:
         parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
-    found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to)
+    found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
     parts.append(found)
     parts = [p for p in parts if p.num_rows]
     if parts:
