@@ -35,6 +35,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from forensix.store.clickhouse import ClickHouseReader, ClickHouseStore
+from forensix.store.clickhouse.ddl import local_name
+from forensix.store.clickhouse.summaries import summary_tables
 from forensix.testing.clickhouse import Cluster, start_cluster, stop_cluster
 
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
@@ -139,7 +141,39 @@ SELECT {h}, {h}, 'boot', {eid}, 0, toUInt32(intDiv(number + {offset}, {block}) %
 FROM (SELECT number FROM system.numbers LIMIT {n}) WHERE (number + {offset}) % {block} < {hosts}"""
 
 
-def fleet_scale(cluster: Cluster, events: int, hosts: int) -> dict[str, Any]:
+QUESTIONS = (("exe", "/tmp/.x/miner"), ("exe", "/usr/bin/cmd1*"), ("cmdline", "198.51.100.23"),
+             ("sha256", "0" * 64), ("ip", "10.9.7.7"), ("ip", "10.9.4.4"), ("path", "/var/lib/app/f42"), ("path", "/var/lib/app/f1*"),
+             ("hosts", ""))
+
+
+def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str, float, float, int, int, float]]:
+    """Every fleet question by a scan of the events and from the summaries, alternating,
+    best of 3 each: (question, argument, scan s, summary s, rows, rows, load average)."""
+    out = []
+    day = T0 // 86_400_000_000_000 * 86_400_000_000_000
+    for name, value in QUESTIONS + (("hosts", "--from (a partial day: scanned)"),):
+        # the window starts halfway through the generated span: a partial day, answered by a scan
+        window = (T0 + events * 1000, day + 86_400_000_000_000 - 1) if value.startswith("--from") else (None, None)
+        arg = "" if value.startswith("--from") else value
+        best = {False: float("inf"), True: float("inf")}
+        rows = {False: 0, True: 0}
+        for _ in range(3):
+            for summarized in (False, True):
+                t = time.monotonic()
+                rows[summarized] = ask(st.native, name, arg, *window, summarized=summarized).num_rows
+                best[summarized] = min(best[summarized], time.monotonic() - t)
+        out.append((name, value, best[False], best[True], rows[False], rows[True], os.getloadavg()[0]))
+    return out
+
+
+def _bytes(st: ClickHouseStore, tables: list[str]) -> int:
+    names = ", ".join(f"'{t}'" for t in tables)
+    return sum(int(s.execute(f"SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = '{st.db}' "
+                             f"AND table IN ({names})")[0][0] or 0) for s in st.shards)
+
+
+def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = True,
+                only_questions: bool = False) -> dict[str, Any]:
     from forensix.analysis.graph import backtrack
     from forensix.analysis.processes import tree
     from forensix.analysis.targets import parse_target
@@ -155,15 +189,26 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int) -> dict[str, Any]:
         st.entry.execute(_gen_sql(st.db, "processes", n, hosts, off), settings={"insert_distributed_sync": 1})
     load_s = time.monotonic() - t0
     stored = st.native("SELECT count() FROM events").column(0)[0].as_py()
-    qs: list[tuple[str, str, float, int]] = []
-    for name, value in (("exe", "/tmp/.x/miner"), ("exe", "/usr/bin/cmd1*"), ("cmdline", "198.51.100.23"),
-                        ("ip", "10.9.7.7"), ("path", "/var/lib/app/f42"), ("hosts", "")):
-        best = float("inf")
-        for _ in range(3):
-            t = time.monotonic()
-            rows = ask(st.native, name, value).num_rows
-            best = min(best, time.monotonic() - t)
-        qs.append((name, value, best, rows))
+    qs = questions(st, ask, events)
+    summary_bytes = _bytes(st, summary_tables(st.cluster))
+    optimize_s = 0.0
+    if merged:
+        # the summaries' parts merged (OPTIMIZE ... FINAL on every shard), then asked again
+        t = time.monotonic()
+        for srv in st.shards:
+            for table in summary_tables(st.cluster):
+                srv.execute(f"OPTIMIZE TABLE `{st.db}`.`{table}` FINAL")
+        optimize_s = time.monotonic() - t
+        qs_merged = questions(st, ask, events)
+        merged_bytes = _bytes(st, summary_tables(st.cluster))
+    else:
+        qs_merged, merged_bytes = [], 0
+    if only_questions:
+        events_bytes = _bytes(st, [local_name("events", st.cluster)])
+        st.close()
+        return {"events": stored, "hosts": hosts, "load_s": load_s, "questions": qs, "questions_merged": qs_merged,
+                "events_bytes": events_bytes, "summary_bytes": summary_bytes, "merged_summary_bytes": merged_bytes,
+                "optimize_s": optimize_s, "load": os.getloadavg()}
     per_host: list[tuple[str, float, int]] = []
     t = time.monotonic()
     r = ClickHouseReader(st, host="host5")
@@ -183,8 +228,39 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int) -> dict[str, Any]:
                                     "database = 'fleetbench' AND table = 'events_local'")[0][0] or 0)
                       for s in st.shards)
     st.close()
-    return {"events": stored, "hosts": hosts, "load_s": load_s, "questions": qs, "per_host": per_host,
-            "bytes_per_event": shard_bytes / max(1, stored), "entry_bytes": size}
+    return {"events": stored, "hosts": hosts, "load_s": load_s, "questions": qs, "questions_merged": qs_merged,
+            "per_host": per_host, "bytes_per_event": shard_bytes / max(1, stored), "entry_bytes": size,
+            "events_bytes": shard_bytes, "summary_bytes": summary_bytes, "merged_summary_bytes": merged_bytes,
+            "optimize_s": optimize_s, "load": os.getloadavg()}
+
+
+def questions_section(scale: dict[str, Any]) -> list[str]:
+    """The fleet questions' part of the report: scan vs summaries, fresh and merged."""
+    n = max(1, scale["events"])
+    ev, sb, mb = scale["events_bytes"], scale["summary_bytes"], scale["merged_summary_bytes"]
+    lines = [
+        f"## Fleet questions over {scale['events']:,} generated events of {scale['hosts']:,} hosts",
+        "",
+        (f"Generated inside ClickHouse (INSERT ... SELECT from system.numbers, {scale['load_s']:.0f} s, through the "
+         "summaries' materialized views). Bytes per event on disk (both shards): events "
+         f"{ev / n:.1f}, summary tables {sb / n:.2f} fresh" + (f" / {mb / n:.2f} merged" if mb else "") +
+         f", together {(ev + (mb or sb)) / n:.1f}. Each question by a scan of the events and from the summaries, "
+         "alternating, best of 3; load average (1 min) beside each."),
+        "",
+    ]
+    for title, qs in (("fresh: right after generation, parts unmerged", scale["questions"]),
+                      (f"merged: after OPTIMIZE TABLE ... FINAL of the summary tables ({scale['optimize_s']:.1f} s)",
+                       scale.get("questions_merged") or [])):
+        if not qs:
+            continue
+        lines += [f"{title}:", "", "| question | argument | scan s | summaries s | rows | load |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for name, value, scan, summ, rows, rows2, load in qs:
+            same = "" if rows == rows2 else f" (summaries: {rows2})"
+            lines.append(f"| `forensix fleet {name}` | {value or '-'} | {scan:.3f} | {summ:.3f} | {rows}{same} | "
+                         f"{load:.1f} |")
+        lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -194,9 +270,22 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--out", default="docs/benchmarks-fleet.md")
+    ap.add_argument("--only-questions", action="store_true",
+                    help="only generate --events and time the fleet questions (prints that section, writes nothing)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fx-fleet-bench-"))
     cluster = start_cluster(tmp / "ch", shards=2)
+    if a.only_questions:
+        try:
+            scale = fleet_scale(cluster, a.events, a.hosts, only_questions=True)
+        finally:
+            stop_cluster(cluster)
+            shutil.rmtree(tmp, ignore_errors=True)
+        head = (f"`python bench/fleet.py --only-questions --events {a.events} --hosts {a.hosts}` on "
+                f"{platform.node()} ({os.cpu_count()} CPUs), {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}, "
+                f"load average at the end {scale['load'][0]:.1f} / {scale['load'][1]:.1f} / {scale['load'][2]:.1f}")
+        print("\n".join([head, ""] + questions_section(scale)))
+        return
     try:
         url = cluster.url(database="ingestbench")
         ClickHouseStore(url, write=True).close()
@@ -264,17 +353,9 @@ def render(a: argparse.Namespace, ch: dict[str, Any], ch_bytes: int, duck: dict[
         "(forensix.testing.batches); bytes per event: the events table's parts on both shards vs the DuckDB",
         "file and its journals (ClickHouse's parts may not be merged yet).",
         "",
-        f"## Fleet questions over {scale['events']:,} generated events of {scale['hosts']:,} hosts",
-        "",
-        (f"Generated inside ClickHouse (INSERT ... SELECT from system.numbers, {scale['load_s']:.0f} s); "
-         f"{scale['bytes_per_event']:.1f} bytes per event on disk (both shards). Best of 3 runs."),
-        "",
-        "| question | argument | seconds | rows |",
-        "|---|---|---:|---:|",
     ]
-    for name, value, s, n in scale["questions"]:
-        lines.append(f"| `forensix fleet {name}` | {value or '-'} | {s:.3f} | {n} |")
-    lines += ["", "## Per-host analyses at that scale (slice pulled into DuckDB)", "",
+    lines += questions_section(scale)
+    lines += ["## Per-host analyses at that scale (slice pulled into DuckDB)", "",
               "| step | seconds | rows / objects |", "|---|---:|---:|"]
     for name, s, n in scale["per_host"]:
         lines.append(f"| {name} | {s:.3f} | {n} |")

@@ -47,6 +47,8 @@ from forensix.store.clickhouse.ddl import (
     missing_columns,
     null_column,
 )
+from forensix.store.clickhouse.summaries import MIGRATION as SUMMARY_MIGRATION
+from forensix.store.clickhouse.summaries import restart_merges, summary_tables
 from forensix.store.journal import conform
 
 __all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
@@ -223,12 +225,31 @@ class ClickHouseStore:
                 srv.execute(f"INSERT INTO `{self.db}`.forensix_meta (key, value) VALUES", [["format"], [FORMAT]])
             pending = [(n, st) for n, st in MIGRATIONS if n not in done]
             for name, statements in pending:
-                for stmt in statements(self.db, self.cluster):
-                    srv.execute(stmt)
+                if name == SUMMARY_MIGRATION:
+                    self._add_columns(srv)  # its views read columns added since 0001
+                    self._summarize(srv, statements(self.db, self.cluster))
+                else:
+                    for stmt in statements(self.db, self.cluster):
+                        srv.execute(stmt)
                 if name == pending[-1][0]:
                     self._add_columns(srv)
                 srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
                             [[name], [time.time_ns()]])
+
+    def _summarize(self, srv: Server, statements: list[str]) -> None:
+        """Apply the summaries' migration on one server: once (a server whose views exist
+        was migrated by another log host, and its backfill is done or under way there),
+        and never leave the source tables' merges stopped."""
+        views = srv.execute(f"SELECT count() FROM system.tables WHERE database = '{self.db}' "
+                            "AND engine = 'MaterializedView' AND startsWith(name, 'fleet_')")
+        if views[0][0]:
+            return
+        try:
+            for stmt in statements:
+                srv.execute(stmt)
+        finally:
+            for stmt in restart_merges(self.db, self.cluster):
+                srv.execute(stmt)
 
     def _add_columns(self, srv: Server) -> None:
         """Columns of the current schema a table created by an earlier forensix lacks."""
@@ -266,6 +287,11 @@ class ClickHouseStore:
             raise SchemaTooNewError(
                 f"database {self.db!r} on {self.entry.where} has store format {rows[0][0] if rows else None!r}, "
                 f"this forensix knows {FORMAT!r}", "use the forensix version that wrote it")
+
+    def summarized(self) -> bool:
+        """Whether the fleet questions' summary tables are there (``0003_fleet_summaries``
+        applied on the server the store reads through)."""
+        return SUMMARY_MIGRATION in self.migrations()
 
     def migrations(self) -> list[str]:
         return sorted({r[0] for r in self.entry.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")})
@@ -373,10 +399,12 @@ class ClickHouseStore:
 
     # -- retention -----------------------------------------------------------------
     def partitions(self) -> list[tuple[str, str, str, int]]:
-        """(server, table, partition YYYYMMDD, rows) of every day partition on every server."""
+        """(server, table, partition YYYYMMDD, rows) of every day partition on every server,
+        the fleet questions' summaries included (partitioned by the same days)."""
         out = []
         for srv in self.shards:
-            names = ", ".join(f"'{local_name(t, self.cluster)}'" for t in schema.TABLES)
+            tables = [local_name(t, self.cluster) for t in schema.TABLES] + summary_tables(self.cluster)
+            names = ", ".join(f"'{t}'" for t in tables)
             rows = srv.execute(
                 f"SELECT table, partition, sum(rows) FROM system.parts WHERE database = '{self.db}' "
                 f"AND table IN ({names}) AND active GROUP BY table, partition ORDER BY table, partition")

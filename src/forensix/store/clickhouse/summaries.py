@@ -1,0 +1,178 @@
+"""Summary tables of the fleet questions, kept by ClickHouse itself at insert time.
+
+A fleet question ("which hosts ran /tmp/.x/miner") over 10^8 events is a scan of the
+events table, about a second on the 2-core test machine. Each question's answer is a
+GROUP BY over few columns, so a materialized view (``CREATE MATERIALIZED VIEW ... TO``) on
+every shard's local table folds each inserted block into a summary table of that
+answer's partial aggregates (ClickHouse aggregate states: count, min/max time, the exact
+set of processes, the first example), one row per answer key, host and UTC day. The
+summary of a host lives on the host's shard, next to its events.
+
+Exact, not approximate:
+
+* every column an answer groups by is in the summary's sort key (a Nullable one as
+  ``ifNull(c, d), isNull(c)``: old servers refuse Nullable keys, and NULL must stay apart
+  from ``d``), so AggregatingMergeTree merges only rows of one answer row and day;
+* partitions are the same UTC days as the source table's (``PARTITION BY day``, day as
+  ``toYYYYMMDD`` of the same time column), so ``forensix retention`` drops a day from the
+  events and from its summaries together (``ClickHouseStore.partitions`` lists both);
+* the store's de-duplication leaves a re-sent frame out before the INSERT, so a view never
+  sees it twice;
+* a question with a window (``--from/--to``) takes whole UTC days inside the window from
+  the summaries and scans the events only for the partial days at its ends.
+
+Column types are the ones the view's SELECT yields (the tables are created ``AS SELECT ...
+WHERE 0``): an aggregate state over a Nullable column is typed differently by 18.16
+(``AggregateFunction(uniqExact, UInt64)``) and by current servers (``..., Nullable(UInt64)``),
+and a view can only insert the state type its table has.
+
+``0003_fleet_summaries`` creates the tables and views on every server and fills the
+summaries from the rows already there: merges of the source tables are stopped, their
+active parts listed, the views created, and exactly the listed parts summarized
+(``_part IN``), so a row is counted by the backfill or by a view, not both. An INSERT
+already running at the instant the view is created (begun before it, committed after the
+parts were listed) is the one thing it can miss: the migration runs when a log host
+starts, before it ingests; upgrade several log hosts of one cluster one after the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from forensix.store.clickhouse.ddl import day_partition, local_name
+
+__all__ = [
+    "MIGRATION",
+    "SOURCES",
+    "SUMMARIES",
+    "Summary",
+    "migration",
+    "restart_merges",
+    "summary_tables",
+    "view_name",
+]
+
+MIGRATION = "0003_fleet_summaries"
+SOURCES = ("events", "flows")  # the tables the views read: merges stopped while backfilling
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    order: str  # the sort key: every column the answers group by, then day
+    selects: dict[str, str]  # source table -> SELECT (``{src}``: its table, ``{extra}``: AND ... or empty)
+
+
+_EV_DAY = day_partition("events")
+_FLOW_DAY = day_partition("flows")
+_TOUCHED = "arrayFilter(x -> x.1 != '', [(ifNull(file_path, ''), toUInt8(0)), (ifNull(file_target_path, ''), toUInt8(1))])"
+
+SUMMARIES: dict[str, Summary] = {s.name: s for s in [
+    Summary(
+        "fleet_exec",
+        "ifNull(executable, ''), isNull(executable), host_name, day, command_line, ifNull(sha256, ''), isNull(sha256)",
+        {"events": f"""
+SELECT process_executable AS executable, arrayStringConcat(process_args, ' ') AS command_line,
+       lower(process_hash_sha256) AS sha256, host_name, {_EV_DAY} AS day,
+       countState() AS execs, minState(ts) AS min_ts, maxState(ts) AS max_ts,
+       uniqExactState(process_entity_id) AS processes, argMinState(process_args, ts) AS example_args,
+       argMinState(process_entity_id, ts) AS example_entity_id
+FROM {{src}} WHERE event_action = 'exec'{{extra}}
+GROUP BY executable, command_line, sha256, host_name, day"""}),
+    Summary(
+        "fleet_ip",
+        "ip, host_name, action, ifNull(proc_name, ''), isNull(proc_name), ifNull(process_entity_id, 0), "
+        "isNull(process_entity_id), ifNull(destination_ip, ''), isNull(destination_ip), "
+        "ifNull(destination_port, 0), isNull(destination_port), day",
+        # one row per address the event names (destination, source), once when both are the same
+        {"events": f"""
+SELECT arrayJoin(arrayDistinct(arrayFilter(x -> x != '', [ifNull(destination_ip, ''), ifNull(source_ip, '')]))) AS ip,
+       host_name, CAST(event_action AS String) AS action, CAST(process_name AS Nullable(String)) AS proc_name,
+       process_entity_id, destination_ip, destination_port, {_EV_DAY} AS day,
+       countState() AS connections, minState(ts) AS min_ts, maxState(ts) AS max_ts
+FROM {{src}} WHERE event_category = 'network' AND event_action IN ('connect', 'accept'){{extra}}
+GROUP BY ip, host_name, action, proc_name, process_entity_id, destination_ip, destination_port, day"""}),
+    Summary(
+        "fleet_path",
+        "key_path, key_is_target, host_name, action, ifNull(file_path, ''), isNull(file_path), day",
+        # an event is kept under its file_path (key_is_target 0) and under its target (1):
+        # the question counts a target row only when file_path does not match too. The two
+        # arrayJoin() are one (ClickHouse evaluates an identical expression once)
+        {"events": f"""
+SELECT tupleElement(arrayJoin({_TOUCHED}), 1) AS key_path, tupleElement(arrayJoin({_TOUCHED}), 2) AS key_is_target,
+       host_name, CAST(event_action AS String) AS action, file_path,
+       {_EV_DAY} AS day, countState() AS times, uniqExactState(process_entity_id) AS processes,
+       minState(ts) AS min_ts, maxState(ts) AS max_ts
+FROM {{src}} WHERE (file_path IS NOT NULL OR file_target_path IS NOT NULL){{extra}}
+GROUP BY key_path, key_is_target, host_name, action, file_path, day""",
+         # flow edges the events do not show (in_events = 0), as the question's UNION ALL has them
+         "flows": f"""
+SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target, host_name,
+       if(write_bytes > 0, 'write', 'read') AS action, file_path, {_FLOW_DAY} AS day,
+       countState() AS times, uniqExactState(toNullable(entity_id)) AS processes,
+       minState(ifNull(last_ts, 0)) AS min_ts, maxState(ifNull(last_ts, 0)) AS max_ts
+FROM {{src}} WHERE in_events = 0 AND file_path IS NOT NULL{{extra}}
+GROUP BY key_path, key_is_target, host_name, action, file_path, day"""}),
+    Summary(
+        "fleet_hosts",
+        "host_name, day",
+        {"events": f"""
+SELECT host_name, {_EV_DAY} AS day, countState() AS events, minState(ts) AS min_ts, maxState(ts) AS max_ts,
+       argMaxState(CAST(host_id AS String), ts) AS latest_host_id
+FROM {{src}}{{extra_where}}
+GROUP BY host_name, day"""}),
+]}
+
+
+def _select(summary: Summary, source: str, src: str, extra: str = "") -> str:
+    sql = summary.selects[source]
+    return sql.replace("{src}", src).replace("{extra}", f" AND {extra}" if extra else "").replace(
+        "{extra_where}", f" WHERE {extra}" if extra else "")
+
+
+def view_name(summary: str, source: str, cluster: str | None) -> str:
+    return f"{local_name(summary, cluster)}_from_{source}"
+
+
+def summary_tables(cluster: str | None) -> list[str]:
+    """The tables a server keeps summaries in (day partitions, dropped by retention)."""
+    return [local_name(s, cluster) for s in SUMMARIES]
+
+
+def migration(db: str, cluster: str | None) -> list[str]:
+    """``0003_fleet_summaries`` on one server: tables, Distributed tables over them, views,
+    and the backfill of the rows already stored. The store runs ``SYSTEM START MERGES``
+    afterwards even when a statement fails (``restart_merges``)."""
+    out: list[str] = []
+    for s in SUMMARIES.values():
+        first_src, _ = next(iter(s.selects.items()))
+        body = _select(s, first_src, f"`{db}`.`{local_name(first_src, cluster)}`", "0")
+        out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{local_name(s.name, cluster)}` "
+                   f"ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY ({s.order}) AS {body}")
+        if cluster:
+            out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{s.name}` AS `{db}`.`{local_name(s.name, cluster)}` "
+                       f"ENGINE = Distributed({cluster}, {db}, {local_name(s.name, cluster)}, cityHash64(host_name))")
+    parts = f"`{db}`.forensix_backfill_parts"
+    sources = ", ".join(f"'{local_name(t, cluster)}'" for t in SOURCES)
+    out += [f"DROP TABLE IF EXISTS {parts}",
+            f"CREATE TABLE {parts} (table String, part String) ENGINE = Log"]
+    out += [f"SYSTEM STOP MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
+    out.append(f"INSERT INTO {parts} SELECT table, name FROM system.parts "
+               f"WHERE database = '{db}' AND table IN ({sources}) AND active")
+    for s in SUMMARIES.values():
+        for source in s.selects:
+            src = f"`{db}`.`{local_name(source, cluster)}`"
+            out.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`{view_name(s.name, source, cluster)}` "
+                       f"TO `{db}`.`{local_name(s.name, cluster)}` AS {_select(s, source, src)}")
+    for s in SUMMARIES.values():
+        for source in s.selects:
+            src = f"`{db}`.`{local_name(source, cluster)}`"
+            listed = f"_part IN (SELECT part FROM {parts} WHERE table = '{local_name(source, cluster)}')"
+            out.append(f"INSERT INTO `{db}`.`{local_name(s.name, cluster)}` {_select(s, source, src, listed)}")
+    out += restart_merges(db, cluster)
+    out.append(f"DROP TABLE IF EXISTS {parts}")
+    return out
+
+
+def restart_merges(db: str, cluster: str | None) -> list[str]:
+    return [f"SYSTEM START MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
