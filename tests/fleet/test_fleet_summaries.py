@@ -7,6 +7,8 @@ fleet hosts` shows which hosts stopped reporting."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -19,11 +21,18 @@ from click.testing import CliRunner
 
 import forensix.store.clickhouse.store as ch_store
 from forensix.cli.main import cli
+from forensix.errors import StoreError
 from forensix.store import schema
 from forensix.store.clickhouse import ClickHouseStore
 from forensix.store.clickhouse.ddl import MIGRATIONS
 from forensix.store.clickhouse.fleet import ask, summarized_sql
-from forensix.store.clickhouse.summaries import MIGRATION, summary_tables
+from forensix.store.clickhouse.summaries import (
+    LOCK,
+    MIGRATION,
+    lock_sql,
+    summary_tables,
+    unlock_sql,
+)
 from forensix.store.journal import conform
 from forensix.testing.clickhouse import Cluster
 from forensix.testing.fleet import content_sha256, fleet
@@ -148,6 +157,47 @@ def test_summaries_answer_as_the_scan_through_backfill_dedup_windows_and_retenti
         assert st.native("SELECT min(ts) AS t FROM events").column(0)[0].as_py() >= midnight + DAY
         assert {r["execs"] for r in ask(st.native, "exe", "/tmp/.x/miner", summarized=True).to_pylist()} == {2}
         assert _same(st, windows) > 50
+
+
+def test_two_log_hosts_starting_at_once_backfill_once(
+        cluster: Cluster, history: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer that takes a server's migration lock backfills; the others wait for it. A
+    lock left by a writer that died is named in the error, with what to do."""
+    url = cluster.url(database=f"l_{uuid.uuid4().hex[:12]}")
+    monkeypatch.setattr(ch_store, "MIGRATIONS", [m for m in MIGRATIONS if m[0] != MIGRATION])
+    with ClickHouseStore(url, write=True) as st:
+        _store_day(st, history, 0)
+        db, shard0 = st.db, st.shards[0]
+        shard0.execute(lock_sql(db))  # a writer that is migrating shard 0 (or died doing it)
+    monkeypatch.undo()
+    monkeypatch.setattr(ClickHouseStore, "MIGRATION_WAIT_S", 1.0)
+    with pytest.raises(StoreError) as e:
+        ClickHouseStore(url, write=True)
+    assert LOCK in e.value.message and f"DROP TABLE {db}.{LOCK}" in (e.value.hint or "")
+    monkeypatch.setattr(ClickHouseStore, "MIGRATION_WAIT_S", 60.0)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            ClickHouseStore(url, write=True).close()
+        except BaseException as ex:  # noqa: BLE001 - reported by the test
+            errors.append(ex)
+
+    writers = [threading.Thread(target=start) for _ in range(3)]
+    for w in writers:
+        w.start()
+    time.sleep(1.0)
+    with ClickHouseStore(url) as st:
+        st.shards[0].execute(unlock_sql(db))  # the migrating writer finishes: the waiting ones go on
+    for w in writers:
+        w.join(60)
+    assert not errors
+    with ClickHouseStore(url) as st:
+        assert st.summarized()
+        assert _same(st, [(None, None)]) > 20
+        for srv in st.shards:
+            done = [r[0] for r in srv.execute(f"SELECT name FROM `{db}`.forensix_migrations")]
+            assert done.count(MIGRATION) == 1
 
 
 def test_a_question_without_a_window_reads_only_its_summary() -> None:

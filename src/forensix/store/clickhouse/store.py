@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from forensix.errors import NotAStoreError, StoreError
 from forensix.store import schema
+from forensix.store.clickhouse import summaries
 from forensix.store.clickhouse.connection import (
     ClickHouseUnavailable,
     Server,
@@ -48,7 +49,7 @@ from forensix.store.clickhouse.ddl import (
     null_column,
 )
 from forensix.store.clickhouse.summaries import MIGRATION as SUMMARY_MIGRATION
-from forensix.store.clickhouse.summaries import restart_merges, summary_tables
+from forensix.store.clickhouse.summaries import summary_tables
 from forensix.store.journal import conform
 
 __all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
@@ -227,28 +228,50 @@ class ClickHouseStore:
             for name, statements in pending:
                 if name == SUMMARY_MIGRATION:
                     self._add_columns(srv)  # its views read columns added since 0001
-                    self._summarize(srv, statements(self.db, self.cluster))
-                else:
-                    for stmt in statements(self.db, self.cluster):
-                        srv.execute(stmt)
+                    self._summarize(srv)  # records it (or another log host did)
+                    continue
+                for stmt in statements(self.db, self.cluster):
+                    srv.execute(stmt)
                 if name == pending[-1][0]:
                     self._add_columns(srv)
-                srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
-                            [[name], [time.time_ns()]])
+                self._record(srv, name)
 
-    def _summarize(self, srv: Server, statements: list[str]) -> None:
-        """Apply the summaries' migration on one server: once (a server whose views exist
-        was migrated by another log host, and its backfill is done or under way there),
-        and never leave the source tables' merges stopped."""
-        views = srv.execute(f"SELECT count() FROM system.tables WHERE database = '{self.db}' "
-                            "AND engine = 'MaterializedView' AND startsWith(name, 'fleet_')")
-        if views[0][0]:
-            return
+    def _record(self, srv: Server, name: str) -> None:
+        srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
+                    [[name], [time.time_ns()]])
+
+    MIGRATION_WAIT_S = 300.0  # how long a writer waits for another one's 0003 on a server
+
+    def _summarize(self, srv: Server) -> None:
+        """``0003_fleet_summaries`` on one server, once: the writer that creates the lock
+        table migrates; another one starting at the same time waits until it is recorded
+        (inserting before the views exist would leave its rows out of the summaries). A
+        failed attempt is undone by the next, and merges are never left stopped."""
+        db, cl = self.db, self.cluster
+        for stmt in summaries.tables_sql(db, cl):
+            srv.execute(stmt)
+        wait_s = self.MIGRATION_WAIT_S
+        deadline = time.monotonic() + wait_s
+        while True:
+            if SUMMARY_MIGRATION in {r[0] for r in srv.execute(f"SELECT name FROM `{db}`.forensix_migrations")}:
+                return
+            try:
+                srv.execute(summaries.lock_sql(db))
+                break
+            except StoreError as e:
+                if "already exists" not in e.message:
+                    raise
+            if time.monotonic() > deadline:
+                raise StoreError(f"another writer has been applying {SUMMARY_MIGRATION} on {srv.where} for "
+                                 f"{wait_s:.0f} s (table {db}.{summaries.LOCK} exists)",
+                                 f"if no forensix server is starting, DROP TABLE {db}.{summaries.LOCK} there")
+            time.sleep(0.5)
         try:
-            for stmt in statements:
+            for stmt in summaries.reset_sql(db, cl) + summaries.backfill_sql(db, cl):
                 srv.execute(stmt)
+            self._record(srv, SUMMARY_MIGRATION)
         finally:
-            for stmt in restart_merges(self.db, self.cluster):
+            for stmt in summaries.restart_merges(db, cl) + [summaries.unlock_sql(db)]:
                 srv.execute(stmt)
 
     def _add_columns(self, srv: Server) -> None:

@@ -29,10 +29,13 @@ and a view can only insert the state type its table has.
 ``0003_fleet_summaries`` creates the tables and views on every server and fills the
 summaries from the rows already there: merges of the source tables are stopped, their
 active parts listed, the views created, and exactly the listed parts summarized
-(``_part IN``), so a row is counted by the backfill or by a view, not both. An INSERT
-already running at the instant the view is created (begun before it, committed after the
-parts were listed) is the one thing it can miss: the migration runs when a log host
-starts, before it ingests; upgrade several log hosts of one cluster one after the other.
+(``_part IN``), so a row is counted by the backfill or by a view, not both. Two log hosts
+starting at once: the first to create the parts table migrates the server, the other
+waits until it is recorded (it must not insert before the views exist). An INSERT already
+running at the instant a view is created (begun before it, committed after the parts
+were listed) is the one thing the backfill can miss: the migration runs when a log host
+starts, before it ingests, so only a log host of the previous version still writing at
+that instant can cause it; stop those (or upgrade them first) when migrating a cluster.
 """
 
 from __future__ import annotations
@@ -42,13 +45,19 @@ from dataclasses import dataclass
 from forensix.store.clickhouse.ddl import day_partition, local_name
 
 __all__ = [
+    "LOCK",
     "MIGRATION",
     "SOURCES",
     "SUMMARIES",
     "Summary",
+    "backfill_sql",
+    "lock_sql",
     "migration",
+    "reset_sql",
     "restart_merges",
     "summary_tables",
+    "tables_sql",
+    "unlock_sql",
     "view_name",
 ]
 
@@ -139,25 +148,45 @@ def summary_tables(cluster: str | None) -> list[str]:
     return [local_name(s, cluster) for s in SUMMARIES]
 
 
-def migration(db: str, cluster: str | None) -> list[str]:
-    """``0003_fleet_summaries`` on one server: tables, Distributed tables over them, views,
-    and the backfill of the rows already stored. The store runs ``SYSTEM START MERGES``
-    afterwards even when a statement fails (``restart_merges``)."""
+LOCK = "forensix_backfill_parts"  # the parts to backfill; its CREATE is the migration's lock on a server
+
+
+def tables_sql(db: str, cluster: str | None) -> list[str]:
+    """The summary tables on one server (and the Distributed tables over them)."""
     out: list[str] = []
     for s in SUMMARIES.values():
-        first_src, _ = next(iter(s.selects.items()))
+        first_src = next(iter(s.selects))
         body = _select(s, first_src, f"`{db}`.`{local_name(first_src, cluster)}`", "0")
         out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{local_name(s.name, cluster)}` "
                    f"ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY ({s.order}) AS {body}")
         if cluster:
             out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{s.name}` AS `{db}`.`{local_name(s.name, cluster)}` "
                        f"ENGINE = Distributed({cluster}, {db}, {local_name(s.name, cluster)}, cityHash64(host_name))")
-    parts = f"`{db}`.forensix_backfill_parts"
+    return out
+
+
+def lock_sql(db: str) -> str:
+    """Fails with "already exists" while another writer migrates this server."""
+    return f"CREATE TABLE `{db}`.`{LOCK}` (table String, part String) ENGINE = Log"
+
+
+def unlock_sql(db: str) -> str:
+    return f"DROP TABLE IF EXISTS `{db}`.`{LOCK}`"
+
+
+def reset_sql(db: str, cluster: str | None) -> list[str]:
+    """What an attempt that failed half-way may have left (views, summarized rows): undone."""
+    out = [f"DROP TABLE IF EXISTS `{db}`.`{view_name(s.name, source, cluster)}`"
+           for s in SUMMARIES.values() for source in s.selects]
+    return out + [f"TRUNCATE TABLE `{db}`.`{local_name(s.name, cluster)}`" for s in SUMMARIES.values()]
+
+
+def backfill_sql(db: str, cluster: str | None) -> list[str]:
+    """With the lock held: stop the source tables' merges, list their parts, create the
+    views, summarize exactly the listed parts. ``restart_merges`` must follow, always."""
     sources = ", ".join(f"'{local_name(t, cluster)}'" for t in SOURCES)
-    out += [f"DROP TABLE IF EXISTS {parts}",
-            f"CREATE TABLE {parts} (table String, part String) ENGINE = Log"]
-    out += [f"SYSTEM STOP MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
-    out.append(f"INSERT INTO {parts} SELECT table, name FROM system.parts "
+    out = [f"SYSTEM STOP MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
+    out.append(f"INSERT INTO `{db}`.`{LOCK}` SELECT table, name FROM system.parts "
                f"WHERE database = '{db}' AND table IN ({sources}) AND active")
     for s in SUMMARIES.values():
         for source in s.selects:
@@ -167,12 +196,18 @@ def migration(db: str, cluster: str | None) -> list[str]:
     for s in SUMMARIES.values():
         for source in s.selects:
             src = f"`{db}`.`{local_name(source, cluster)}`"
-            listed = f"_part IN (SELECT part FROM {parts} WHERE table = '{local_name(source, cluster)}')"
+            listed = f"_part IN (SELECT part FROM `{db}`.`{LOCK}` WHERE table = '{local_name(source, cluster)}')"
             out.append(f"INSERT INTO `{db}`.`{local_name(s.name, cluster)}` {_select(s, source, src, listed)}")
-    out += restart_merges(db, cluster)
-    out.append(f"DROP TABLE IF EXISTS {parts}")
     return out
 
 
 def restart_merges(db: str, cluster: str | None) -> list[str]:
     return [f"SYSTEM START MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
+
+
+def migration(db: str, cluster: str | None) -> list[str]:
+    """``0003_fleet_summaries`` on one server as one list of statements (what the store runs,
+    in this order; it also waits for the lock, undoes a failed attempt and restarts merges
+    whatever happens: ``ClickHouseStore._summarize``)."""
+    return (tables_sql(db, cluster) + [unlock_sql(db), lock_sql(db)] + backfill_sql(db, cluster)
+            + restart_merges(db, cluster) + [unlock_sql(db)])
