@@ -166,6 +166,42 @@ def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str
     return out
 
 
+def views_cost(cluster: Cluster, batches: int, rows: int) -> dict[str, Any]:
+    """What the summaries' views cost at insert: the same synthetic batches (one host,
+    forensix.testing.batches: every event a new file path, the worst case for the path
+    summary) appended to a store without 0003 and to one with it, alternating; wall time
+    of the appends and CPU of both ClickHouse servers, per event."""
+    import forensix.store.clickhouse.store as ch_store
+    from forensix.store.clickhouse.ddl import MIGRATIONS
+    from forensix.store.clickhouse.summaries import MIGRATION
+    from forensix.testing.batches import events_batch
+
+    full = ch_store.MIGRATIONS
+    ch_store.MIGRATIONS = [m for m in MIGRATIONS if m[0] != MIGRATION]
+    try:
+        plain = ClickHouseStore(cluster.url(database="viewsoff"), write=True)
+    finally:
+        ch_store.MIGRATIONS = full
+    summ = ClickHouseStore(cluster.url(database="viewson"), write=True)
+    pids = [s.pid for s in cluster.shards]
+    cost = {"off": [0.0, 0.0], "on": [0.0, 0.0]}
+    for i in range(batches):
+        batch = events_batch(rows, start_seq=i * rows, ts=T0 + i * rows * 1000)
+        for name, st in (("off", plain), ("on", summ)) if i % 2 else (("on", summ), ("off", plain)):
+            c0, t0 = sum(_cpu(p) for p in pids), time.monotonic()
+            st.append_frames("events", [(f"bench/0/{i}", batch)])
+            cost[name][0] += time.monotonic() - t0
+            cost[name][1] += sum(_cpu(p) for p in pids) - c0
+    n = batches * rows
+    out = {k: {"wall_us": v[0] / n * 1e6, "ch_cpu_us": v[1] / n * 1e6} for k, v in cost.items()}
+    out["bytes"] = {"off": _bytes(plain, ["events_local"]) / n, "on": _bytes(summ, ["events_local"]) / n,
+                    "summaries": _bytes(summ, summary_tables(summ.cluster)) / n}
+    out["events"], out["load"] = n, os.getloadavg()
+    plain.close()
+    summ.close()
+    return out
+
+
 def _bytes(st: ClickHouseStore, tables: list[str]) -> int:
     names = ", ".join(f"'{t}'" for t in tables)
     return sum(int(s.execute(f"SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = '{st.db}' "
@@ -270,11 +306,27 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--out", default="docs/benchmarks-fleet.md")
+    ap.add_argument("--views-cost", type=int, default=0, metavar="BATCHES",
+                    help="only measure what the summaries' views cost at insert (BATCHES of --rows events)")
     ap.add_argument("--only-questions", action="store_true",
                     help="only generate --events and time the fleet questions (prints that section, writes nothing)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fx-fleet-bench-"))
     cluster = start_cluster(tmp / "ch", shards=2)
+    if a.views_cost:
+        try:
+            vc = views_cost(cluster, a.views_cost, a.rows)
+        finally:
+            stop_cluster(cluster)
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"`python bench/fleet.py --views-cost {a.views_cost} --rows {a.rows}`: {vc['events']:,} events, "
+              f"load average {vc['load'][0]:.1f}\n\n| store | append wall µs/event | ClickHouse CPU µs/event |\n"
+              "|---|---:|---:|")
+        for k, label in (("off", "without the summaries' views"), ("on", "with them (0003)")):
+            print(f"| {label} | {vc[k]['wall_us']:.2f} | {vc[k]['ch_cpu_us']:.2f} |")
+        b = vc["bytes"]
+        print(f"\nbytes/event: events {b['off']:.1f} (without) / {b['on']:.1f} (with), summaries {b['summaries']:.1f}")
+        return
     if a.only_questions:
         try:
             scale = fleet_scale(cluster, a.events, a.hosts, only_questions=True)
