@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 import forensix.store.clickhouse.store as ch_store
 from forensix.cli.main import cli
@@ -25,7 +27,7 @@ from forensix.errors import StoreError
 from forensix.store import schema
 from forensix.store.clickhouse import ClickHouseStore
 from forensix.store.clickhouse.ddl import MIGRATIONS
-from forensix.store.clickhouse.fleet import ask, summarized_sql
+from forensix.store.clickhouse.fleet import ask, split_window, summarized_sql
 from forensix.store.clickhouse.summaries import (
     LOCK,
     MIGRATION,
@@ -198,6 +200,24 @@ def test_two_log_hosts_starting_at_once_backfill_once(
         for srv in st.shards:
             done = [r[0] for r in srv.execute(f"SELECT name FROM `{db}`.forensix_migrations")]
             assert done.count(MIGRATION) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(hs.integers(0, 20 * DAY), hs.integers(0, 4 * DAY), hs.booleans(), hs.booleans())
+def test_a_window_is_whole_days_and_the_rest_each_instant_once(start: int, length: int, open_lo: bool,
+                                                                open_hi: bool) -> None:
+    since, until = (None if open_lo else start), (None if open_hi else start + length)
+    days, ranges = split_window(since, until)
+    lo, hi = start if since is not None else 0, start + length if until is not None else 2**63 - 1
+    for t in {lo, hi, lo - 1, hi + 1, start + length // 2} | {d + k for d in (days or (0, 0)) for k in (-1, 0, 1)}:
+        if not 0 <= t <= 2**63 - 1:
+            continue  # not an instant a store holds
+        inside = lo <= t <= hi
+        # whole days [lo, hi); an open end (hi = 2**63 - 1) takes every later day
+        in_days = days is not None and days[0] <= t and (t < days[1] or days[1] == 2**63 - 1)
+        n = sum(a <= t <= b for a, b in ranges) + in_days
+        assert n == (1 if inside else 0), (t, days, ranges)
+    assert days is None or (days[0] % DAY == 0 and (days[1] % DAY == 0 or days[1] == 2**63 - 1))
 
 
 def test_a_question_without_a_window_reads_only_its_summary() -> None:

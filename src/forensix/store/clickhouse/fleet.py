@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from forensix.errors import UsageError
 
-__all__ = ["QUESTIONS", "SUMMARIZED", "Question", "Summarized", "ask", "like_prefix", "summarized_sql"]
+__all__ = ["QUESTIONS", "SUMMARIZED", "Question", "Summarized", "ask", "like_prefix", "split_window", "summarized_sql"]
 
 Native = Callable[[str, Mapping[str, Any] | None], pa.Table]
 
@@ -210,25 +210,30 @@ def _yyyymmdd(ns: int) -> int:
     return int(time.strftime("%Y%m%d", time.gmtime(ns // 10**9)))
 
 
+def split_window(since: int | None, until: int | None) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """[since, until] (UTC ns, None: open) as the whole UTC days inside it, ``[lo, hi)`` or
+    None, and the ranges ``[a, b]`` left over at its ends: together each instant once."""
+    lo_open, hi_open = since is None or since <= 0, until is None or until >= _OPEN
+    a, b = (0 if lo_open else int(since or 0)), (_OPEN if hi_open else int(until or 0))
+    lo = 0 if lo_open else -(-a // _DAY_NS) * _DAY_NS  # the first whole day's start
+    hi = _OPEN if hi_open else (b + 1) // _DAY_NS * _DAY_NS  # the end of the last whole day
+    if lo >= hi:
+        return None, [(a, b)]
+    ranges = ([(a, lo - 1)] if a < lo else []) + ([(hi, b)] if not hi_open and hi <= b else [])
+    return (lo, hi), ranges
+
+
 def summarized_sql(name: str, since: int | None, until: int | None) -> str:
     """The SQL of question ``name`` over its summary: whole UTC days of [since, until] from
     the summary table, the partial days at its ends scanned ({value} left to fill)."""
     q = SUMMARIZED[name]
-    lo_open, hi_open = since is None or since <= 0, until is None or until >= _OPEN
-    lo = 0 if lo_open else -(-int(since or 0) // _DAY_NS) * _DAY_NS  # first whole day's start
-    hi = _OPEN if hi_open else (int(until or 0) + 1) // _DAY_NS * _DAY_NS  # end of the last whole day
-    ranges: list[tuple[int, int]] = []
+    days, ranges = split_window(since, until)
     parts: list[str] = []
-    if lo < hi:
-        days = "" if lo_open and hi_open else (
-            f" AND day BETWEEN {_yyyymmdd(lo)} AND {99991231 if hi_open else _yyyymmdd(hi - 1)}")
-        parts.append(q.summary.replace("{days}", days))
-        if not lo_open and int(since or 0) < lo:
-            ranges.append((int(since or 0), lo - 1))
-        if not hi_open and hi <= int(until or 0):
-            ranges.append((hi, int(until or 0)))
-    else:
-        ranges.append((0 if lo_open else int(since or 0), _OPEN if hi_open else int(until or 0)))
+    if days is not None:
+        lo, hi = days
+        cond = "" if (lo, hi) == (0, _OPEN) else (
+            f" AND day BETWEEN {_yyyymmdd(lo)} AND {99991231 if hi == _OPEN else _yyyymmdd(hi - 1)}")
+        parts.append(q.summary.replace("{days}", cond))
     for scan, col in q.scans if ranges else ():
         window = " OR ".join(f"{col} BETWEEN {a} AND {b}" for a, b in ranges)
         parts.append(scan.replace("{window}", window))

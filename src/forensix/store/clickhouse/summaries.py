@@ -148,6 +148,9 @@ def summary_tables(cluster: str | None) -> list[str]:
     return [local_name(s, cluster) for s in SUMMARIES]
 
 
+# rows per index mark: a summary row can hold thousands of processes (a uniqExact state),
+# and a question reads whole granules of the rows its key range touches
+GRANULE = 256
 LOCK = "forensix_backfill_parts"  # the parts to backfill; its CREATE is the migration's lock on a server
 
 
@@ -158,7 +161,8 @@ def tables_sql(db: str, cluster: str | None) -> list[str]:
         first_src = next(iter(s.selects))
         body = _select(s, first_src, f"`{db}`.`{local_name(first_src, cluster)}`", "0")
         out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{local_name(s.name, cluster)}` "
-                   f"ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY ({s.order}) AS {body}")
+                   f"ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY ({s.order}) "
+                   f"SETTINGS index_granularity = {GRANULE} AS {body}")
         if cluster:
             out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{s.name}` AS `{db}`.`{local_name(s.name, cluster)}` "
                        f"ENGINE = Distributed({cluster}, {db}, {local_name(s.name, cluster)}, cityHash64(host_name))")
