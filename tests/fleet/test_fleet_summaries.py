@@ -153,7 +153,7 @@ def test_summaries_answer_as_the_scan_through_backfill_dedup_windows_and_retenti
     keep = (datetime.now(UTC).date() - datetime.fromtimestamp(first // 10**9, UTC).date()).days - 1
     r = CliRunner().invoke(cli, ["retention", "--keep", f"{keep}d", "--store", url, "--format", "json"])
     assert r.exit_code == 0, r.output
-    dropped = {json.loads(x)["table"] for x in r.stdout.splitlines()}
+    dropped = {json.loads(x)["what"].split()[0] for x in r.stdout.splitlines()}  # "TABLE partition DAY"
     assert {"events_local", "fleet_exec_local", "fleet_hosts_local", "fleet_path_local"} <= dropped
     with ClickHouseStore(url) as st:
         assert st.native("SELECT min(ts) AS t FROM events").column(0)[0].as_py() >= midnight + DAY
