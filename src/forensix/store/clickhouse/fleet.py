@@ -259,8 +259,8 @@ def ask(native: Native, name: str, value: str = "", since: int | None = None, un
     table = native(sql, q.params(v, since, until))
     if name == "hosts" and now_ns is not None:
         # as `forensix hosts` names them: quiet_s, silent
-        quiet = pc.divide(pc.subtract(pa.scalar(now_ns, pa.int64()), table["last_ts"].cast(pa.int64())).cast(
-            pa.float64()), 1e9)
+        quiet = pc.round(pc.divide(pc.subtract(pa.scalar(now_ns, pa.int64()), table["last_ts"].cast(
+            pa.int64())).cast(pa.float64()), 1e9), 1)
         table = table.append_column("quiet_s", quiet)
         if silence_s is not None:
             table = table.append_column("silent", pc.greater(quiet, pa.scalar(float(silence_s))))
