@@ -75,6 +75,9 @@ KEYS: dict[str, TableKey] = {
     "tty": TableKey("ts", "process_entity_id"),
     "artifacts": TableKey("ts", "process_entity_id"),
     "artifact_blobs": TableKey("ts", "sha256"),
+    # by when the rows were read, not valid_from: a reading of an old /etc/passwd is a recent row,
+    # and retention drops it with its day (the recorder reads the files again every day)
+    "accounts": TableKey("recorded_ts", "uid"),
 }
 
 
@@ -167,11 +170,18 @@ def _summaries(db: str, cluster: str | None) -> list[str]:
     return migration(db, cluster)
 
 
+def _accounts(db: str, cluster: str | None) -> list[str]:
+    """The recorded users and groups of each host (schema.ACCOUNTS, sharded by host like the rest)."""
+    out = [merge_tree_sql(db, "accounts", local_name("accounts", cluster))]
+    return out + ([distributed_sql(db, "accounts", cluster)] if cluster else [])
+
+
 # 0003: the fleet questions' summary tables, kept by materialized views, and the backfill
 # of the rows stored before (store/clickhouse/summaries.py)
 MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0001_initial", _initial),
     ("0002_tty_artifacts_sha256", _initial),
+    ("0006_accounts", _accounts),
     ("0003_fleet_summaries", _summaries),
 ]
 
