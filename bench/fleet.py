@@ -192,11 +192,43 @@ def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str
     return out
 
 
-def views_cost(cluster: Cluster, batches: int, rows: int) -> dict[str, Any]:
-    """What the summaries' views cost at insert: the same synthetic batches (one host,
-    forensix.testing.batches: every event a new file path, the worst case for the path
-    summary) appended to a store without 0003 and to one with it, alternating; wall time
-    of the appends and CPU of both ClickHouse servers, per event."""
+def _realistic_events(n: int) -> Any:
+    """The events of a realistic one-host history (forensix.testing.generator), in order."""
+    import pyarrow as pa
+
+    from forensix.store import schema
+    from forensix.store.journal import conform
+    from forensix.testing.generator import generate
+
+    class Keep:
+        def __init__(self) -> None:
+            self.parts: list[Any] = []
+
+        def append(self, table: str, data: Any) -> int:
+            if table == "events":
+                self.parts.append(conform(data, schema.TABLES[table], table))
+            return int(data.num_rows)
+
+        def flush(self) -> None:
+            pass
+
+        def query(self, sql: str, params: Any = None) -> Any:
+            raise AssertionError("only written to")
+
+        def close(self) -> None:
+            pass
+
+    k = Keep()
+    generate(k, n)  # type: ignore[arg-type]
+    return pa.concat_tables(k.parts).sort_by("ts")
+
+
+def views_cost(cluster: Cluster, batches: int, rows: int, realistic: bool = False) -> dict[str, Any]:
+    """What the summaries' views cost at insert: the same batches appended to a store without
+    0003 and to one with it, alternating; wall time of the appends and CPU of both ClickHouse
+    servers, per event. Synthetic batches (forensix.testing.batches: every event a new file
+    path, the worst case for the path summary) or, ``realistic``, slices of a generated
+    one-host history (forensix.testing.generator)."""
     import forensix.store.clickhouse.store as ch_store
     from forensix.store.clickhouse.ddl import MIGRATIONS
     from forensix.store.clickhouse.summaries import MIGRATION
@@ -211,8 +243,10 @@ def views_cost(cluster: Cluster, batches: int, rows: int) -> dict[str, Any]:
     summ = ClickHouseStore(cluster.url(database="viewson"), write=True)
     pids = [s.pid for s in cluster.shards]
     cost = {"off": [0.0, 0.0], "on": [0.0, 0.0]}
+    history = _realistic_events(batches * rows) if realistic else None
     for i in range(batches):
-        batch = events_batch(rows, start_seq=i * rows, ts=T0 + i * rows * 1000)
+        batch = (history.slice(i * rows, rows) if history is not None
+                 else events_batch(rows, start_seq=i * rows, ts=T0 + i * rows * 1000))
         for name, st in (("off", plain), ("on", summ)) if i % 2 else (("on", summ), ("off", plain)):
             c0, t0 = sum(_cpu(p) for p in pids), time.monotonic()
             st.append_frames("events", [(f"bench/0/{i}", batch)])
@@ -376,6 +410,8 @@ def main() -> None:
     ap.add_argument("--out", default="docs/benchmarks-fleet.md")
     ap.add_argument("--views-cost", type=int, default=0, metavar="BATCHES",
                     help="only measure what the summaries' views cost at insert (BATCHES of --rows events)")
+    ap.add_argument("--realistic", action="store_true",
+                    help="--views-cost on a generated one-host history instead of synthetic batches")
     ap.add_argument("--only-questions", action="store_true",
                     help="only generate --events and time the fleet questions (prints that section, writes nothing)")
     a = ap.parse_args()
@@ -383,11 +419,12 @@ def main() -> None:
     cluster = start_cluster(tmp / "ch", shards=2)
     if a.views_cost:
         try:
-            vc = views_cost(cluster, a.views_cost, a.rows)
+            vc = views_cost(cluster, a.views_cost, a.rows, a.realistic)
         finally:
             stop_cluster(cluster)
             shutil.rmtree(tmp, ignore_errors=True)
-        print(f"`python bench/fleet.py --views-cost {a.views_cost} --rows {a.rows}`: {vc['events']:,} events, "
+        print(f"`python bench/fleet.py --views-cost {a.views_cost} --rows {a.rows}"
+              f"{' --realistic' if a.realistic else ''}`: {vc['events']:,} events, "
               f"load average {vc['load'][0]:.1f}\n\n| store | append wall µs/event | ClickHouse CPU µs/event |\n"
               "|---|---:|---:|")
         for k, label in (("off", "without the summaries' views"), ("on", "with them (0003)")):

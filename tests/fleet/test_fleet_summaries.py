@@ -38,6 +38,7 @@ from forensix.store.clickhouse.summaries import (
 from forensix.store.journal import conform
 from forensix.testing.clickhouse import Cluster
 from forensix.testing.fleet import content_sha256, fleet
+from forensix.testing.generator import StoreBuilder
 
 DAY = 86_400 * 10**9
 
@@ -83,7 +84,7 @@ def _store_day(st: ClickHouseStore, data: Collect, days_back: int) -> int:
     added = 0
     for name, parts in data.tables.items():
         frames = []
-        for part in parts:
+        for part in (p for p in parts if p.num_rows):
             host = part.column("host_name")[0].as_py()
             frames.append((f"{host}/day-{days_back}/{name}", _shift(name, part, days_back)))
         added += st.append_frames(name, frames)
@@ -106,6 +107,14 @@ def _same(st: ClickHouseStore, windows: list[tuple[int | None, int | None]]) -> 
 def history() -> Collect:
     data = Collect()
     fleet(data, hosts=8, every=3)
+    # renames: the path question matches a target (kept by a view of its own) and counts an
+    # event whose path and target both match once
+    b = StoreBuilder(host_id="r-id", host_name="renamer", boot_id="boot-r")
+    init = b.spawn(None, 1, 0, "/usr/lib/systemd/systemd", ["/sbin/init"])
+    mv = b.spawn(init, 600, 10, "/usr/bin/mv", ["mv"])
+    b.rename(mv, 11, "/tmp/p.tmp", "/etc/ld.so.preload")
+    b.rename(mv, 12, "/etc/a", "/etc/b")
+    b.write(data)  # type: ignore[arg-type]
     return data
 
 
@@ -138,6 +147,12 @@ def test_summaries_answer_as_the_scan_through_backfill_dedup_windows_and_retenti
             (midnight + DAY, midnight + 2 * DAY - 1),  # exactly one day
         ]
         assert _same(st, windows) > 100
+        # a rename into the path is found by its target; one whose path and target both match counts once a day
+        preload = ask(st.native, "path", "/etc/ld.so.preload", summarized=True).to_pylist()
+        assert {(r["host_name"], r["file_path"]) for r in preload if r["action"] == "rename"} == {
+            ("renamer", "/tmp/p.tmp")}
+        etc = ask(st.native, "path", "/etc/*", summarized=True).to_pylist()
+        assert [r["times"] for r in etc if r["host_name"] == "renamer" and r["file_path"] == "/etc/a"] == [3]
         # the answers count all three days, each exec once (three hosts ran the miner, one exec a day)
         miner = ask(st.native, "exe", "/tmp/.x/miner", summarized=True).to_pylist()
         assert sorted(r["host_name"] for r in miner) == ["host0000", "host0003", "host0006"]
@@ -236,7 +251,7 @@ def test_fleet_hosts_shows_the_hosts_that_stopped_reporting(cluster: Cluster, hi
         last = st.native("SELECT max(ts) AS t FROM events").column(0)[0].as_py()
         table = ask(st.native, "hosts", summarized=True, now_ns=last + 30 * 10**9, silence_s=60)
     rows = table.to_pylist()
-    assert len(rows) == 8
+    assert len(rows) == 9
     # the miners' hosts report until their last write; the others went quiet after the third cron round
     talking = {r["host_name"] for r in rows if not r["silent"]}
     assert talking == {"host0000", "host0003", "host0006"}
@@ -245,4 +260,4 @@ def test_fleet_hosts_shows_the_hosts_that_stopped_reporting(cluster: Cluster, hi
     r = CliRunner().invoke(cli, ["fleet", "hosts", "--store", url, "--silent", "--format", "json"])
     assert r.exit_code == 0, r.output
     out = [json.loads(x) for x in r.stdout.splitlines()]
-    assert len(out) == 8 and all(o["silent"] and o["quiet.s"] > 60 for o in out)  # recorded in 2026-09
+    assert len(out) == 9 and all(o["silent"] and o["quiet.s"] > 60 for o in out)  # recorded in 2026-09

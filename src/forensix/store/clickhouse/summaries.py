@@ -69,12 +69,12 @@ SOURCES = ("events", "flows")  # the tables the views read: merges stopped while
 class Summary:
     name: str
     order: str  # the sort key: every column the answers group by, then day
-    selects: dict[str, str]  # source table -> SELECT (``{src}``: its table, ``{extra}``: AND ... or empty)
+    # view -> SELECT (``{src}``: its source table, the view's name up to "_"; ``{extra}``: AND ... or empty)
+    selects: dict[str, str]
 
 
 _EV_DAY = day_partition("events")
 _FLOW_DAY = day_partition("flows")
-_TOUCHED = "arrayFilter(x -> x.1 != '', [(ifNull(file_path, ''), toUInt8(0)), (ifNull(file_target_path, ''), toUInt8(1))])"
 
 SUMMARIES: dict[str, Summary] = {s.name: s for s in [
     Summary(
@@ -104,15 +104,20 @@ GROUP BY ip, host_name, action, proc_name, process_entity_id, destination_ip, de
     Summary(
         "fleet_path",
         "key_path, key_is_target, host_name, action, ifNull(file_path, ''), isNull(file_path), day",
-        # an event is kept under its file_path (key_is_target 0) and under its target (1):
-        # the question counts a target row only when file_path does not match too. The two
-        # arrayJoin() are one (ClickHouse evaluates an identical expression once)
+        # an event is kept under its file_path (key_is_target 0) and under its target (1),
+        # by two views (the second reads only the few events with a target: renames, links);
+        # the question counts a target row only when file_path does not match too
         {"events": f"""
-SELECT tupleElement(arrayJoin({_TOUCHED}), 1) AS key_path, tupleElement(arrayJoin({_TOUCHED}), 2) AS key_is_target,
-       host_name, CAST(event_action AS String) AS action, file_path,
-       {_EV_DAY} AS day, countState() AS times, uniqExactState(process_entity_id) AS processes,
-       minState(ts) AS min_ts, maxState(ts) AS max_ts
-FROM {{src}} WHERE (file_path IS NOT NULL OR file_target_path IS NOT NULL){{extra}}
+SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target, host_name,
+       CAST(event_action AS String) AS action, file_path, {_EV_DAY} AS day, countState() AS times,
+       uniqExactState(process_entity_id) AS processes, minState(ts) AS min_ts, maxState(ts) AS max_ts
+FROM {{src}} WHERE file_path != ''{{extra}}
+GROUP BY key_path, key_is_target, host_name, action, file_path, day""",
+         "events_targets": f"""
+SELECT ifNull(file_target_path, '') AS key_path, toUInt8(1) AS key_is_target, host_name,
+       CAST(event_action AS String) AS action, file_path, {_EV_DAY} AS day, countState() AS times,
+       uniqExactState(process_entity_id) AS processes, minState(ts) AS min_ts, maxState(ts) AS max_ts
+FROM {{src}} WHERE file_target_path != ''{{extra}}
 GROUP BY key_path, key_is_target, host_name, action, file_path, day""",
          # flow edges the events do not show (in_events = 0), as the question's UNION ALL has them
          "flows": f"""
@@ -133,14 +138,19 @@ GROUP BY host_name, day"""}),
 ]}
 
 
-def _select(summary: Summary, source: str, src: str, extra: str = "") -> str:
-    sql = summary.selects[source]
+def _source(view: str) -> str:
+    """The table a view reads: its key in ``Summary.selects`` up to the first "_"."""
+    return view.split("_", 1)[0]
+
+
+def _select(summary: Summary, view: str, src: str, extra: str = "") -> str:
+    sql = summary.selects[view]
     return sql.replace("{src}", src).replace("{extra}", f" AND {extra}" if extra else "").replace(
         "{extra_where}", f" WHERE {extra}" if extra else "")
 
 
-def view_name(summary: str, source: str, cluster: str | None) -> str:
-    return f"{local_name(summary, cluster)}_from_{source}"
+def view_name(summary: str, view: str, cluster: str | None) -> str:
+    return f"{local_name(summary, cluster)}_from_{view}"
 
 
 def summary_tables(cluster: str | None) -> list[str]:
@@ -158,8 +168,8 @@ def tables_sql(db: str, cluster: str | None) -> list[str]:
     """The summary tables on one server (and the Distributed tables over them)."""
     out: list[str] = []
     for s in SUMMARIES.values():
-        first_src = next(iter(s.selects))
-        body = _select(s, first_src, f"`{db}`.`{local_name(first_src, cluster)}`", "0")
+        first = next(iter(s.selects))
+        body = _select(s, first, f"`{db}`.`{local_name(_source(first), cluster)}`", "0")
         out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{local_name(s.name, cluster)}` "
                    f"ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY ({s.order}) "
                    f"SETTINGS index_granularity = {GRANULE} AS {body}")
@@ -180,8 +190,8 @@ def unlock_sql(db: str) -> str:
 
 def reset_sql(db: str, cluster: str | None) -> list[str]:
     """What an attempt that failed half-way may have left (views, summarized rows): undone."""
-    out = [f"DROP TABLE IF EXISTS `{db}`.`{view_name(s.name, source, cluster)}`"
-           for s in SUMMARIES.values() for source in s.selects]
+    out = [f"DROP TABLE IF EXISTS `{db}`.`{view_name(s.name, view, cluster)}`"
+           for s in SUMMARIES.values() for view in s.selects]
     return out + [f"TRUNCATE TABLE `{db}`.`{local_name(s.name, cluster)}`" for s in SUMMARIES.values()]
 
 
@@ -193,15 +203,16 @@ def backfill_sql(db: str, cluster: str | None) -> list[str]:
     out.append(f"INSERT INTO `{db}`.`{LOCK}` SELECT table, name FROM system.parts "
                f"WHERE database = '{db}' AND table IN ({sources}) AND active")
     for s in SUMMARIES.values():
-        for source in s.selects:
-            src = f"`{db}`.`{local_name(source, cluster)}`"
-            out.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`{view_name(s.name, source, cluster)}` "
-                       f"TO `{db}`.`{local_name(s.name, cluster)}` AS {_select(s, source, src)}")
+        for view in s.selects:
+            src = f"`{db}`.`{local_name(_source(view), cluster)}`"
+            out.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`{view_name(s.name, view, cluster)}` "
+                       f"TO `{db}`.`{local_name(s.name, cluster)}` AS {_select(s, view, src)}")
     for s in SUMMARIES.values():
-        for source in s.selects:
-            src = f"`{db}`.`{local_name(source, cluster)}`"
-            listed = f"_part IN (SELECT part FROM `{db}`.`{LOCK}` WHERE table = '{local_name(source, cluster)}')"
-            out.append(f"INSERT INTO `{db}`.`{local_name(s.name, cluster)}` {_select(s, source, src, listed)}")
+        for view in s.selects:
+            table = local_name(_source(view), cluster)
+            listed = f"_part IN (SELECT part FROM `{db}`.`{LOCK}` WHERE table = '{table}')"
+            out.append(f"INSERT INTO `{db}`.`{local_name(s.name, cluster)}` "
+                       f"{_select(s, view, f'`{db}`.`{table}`', listed)}")
     return out
 
 
