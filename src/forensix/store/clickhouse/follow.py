@@ -9,7 +9,11 @@ the host or an entity id made from it). So the walk starts on the hosts of its d
 point, and when it reaches a connection, the hosts with a network event on that 4-tuple
 are added and the walk runs again, until no new host is reached (``analysis.crosshost.
 across_hosts``). Each question here is one SELECT over the Distributed tables (both 18.16
-and current ClickHouse).
+and current ClickHouse). With the fleet questions' summary tables (``0003_fleet_summaries``)
+a file is placed by its path in ``fleet_path`` (sorted by path: a few granules, not a scan
+of every host's file column), and a connection's hosts are first narrowed to those with
+any connection to or from its addresses in ``fleet_ip`` (sorted by address); the events
+are then read only for those hosts (the events are sorted by host first).
 """
 
 from __future__ import annotations
@@ -26,9 +30,22 @@ __all__ = ["ONE_HOST", "hosts_of_sql", "peers_sql"]
 ONE_HOST = "-- one host"
 
 
-def hosts_of_sql(kind: str, fields: Mapping[str, Any]) -> list[str] | None:
+def _near(ips: Iterable[str], summarized: bool) -> str:
+    """AND-condition keeping the hosts with a connection to or from one of ``ips`` (from the
+    summaries: GLOBAL, so the set is made once and sent to every shard), or nothing."""
+    if not summarized:
+        return ""
+    return f" AND host_name GLOBAL IN (SELECT DISTINCT host_name FROM fleet_ip WHERE ip IN {literal(sorted(set(ips)))})"
+
+
+def hosts_of_sql(kind: str, fields: Mapping[str, Any], summarized: bool = False) -> list[str] | None:
     """SELECTs of the hosts a detection point (``analysis.targets.Target``'s kind and fields)
-    is recorded on; None when the kind cannot be placed (then the whole store is the slice)."""
+    is recorded on; None when the kind cannot be placed (then the whole store is the slice).
+    ``summarized``: the store has the summary tables of ``0003_fleet_summaries``."""
+    if kind == "file" and fields.get("path") and summarized:
+        # every path an event names (its file and, for renames and links, its target) and the
+        # flow edges' paths are keys of fleet_path
+        return [f"SELECT DISTINCT host_name FROM fleet_path WHERE key_path = {literal(fields['path'])}"]
     if kind == "file" and fields.get("path"):
         p = literal(fields["path"])
         return [f"SELECT DISTINCT host_name FROM events WHERE file_path = {p} OR file_target_path = {p}",
@@ -45,7 +62,8 @@ def hosts_of_sql(kind: str, fields: Mapping[str, Any]) -> list[str] | None:
     if kind == "endpoint" and fields.get("ip"):
         ip, port = literal(fields["ip"]), int(fields.get("port") or 0)
         return [(f"SELECT DISTINCT host_name FROM events WHERE event_category = 'network' AND "
-                f"((destination_ip = {ip} AND destination_port = {port}) OR (source_ip = {ip} AND source_port = {port}))")]
+                f"((destination_ip = {ip} AND destination_port = {port}) OR (source_ip = {ip} AND source_port = {port}))"
+                + _near([str(fields["ip"])], summarized))]
     if kind == "session" and fields.get("session"):
         s = str(fields["session"]).strip()
         if s.isdigit() and len(s) < 16:  # an audit session id, as find_session reads it
@@ -62,19 +80,22 @@ def _loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip in ("::1", "0.0.0.0", "::", "?")
 
 
-def peers_sql(connections: Iterable[tuple[tuple[str, int], tuple[str, int]]], known: Iterable[str]) -> str | None:
+def peers_sql(connections: Iterable[tuple[tuple[str, int], tuple[str, int]]], known: Iterable[str],
+              summarized: bool = False) -> str | None:
     """The SELECT of the hosts other than ``known`` with a network event on one of these
     connections (two endpoints each, either direction); None when none can cross hosts
     (loopback is every host's own)."""
     conds = []
+    ips: set[str] = set()
     for (ip1, p1), (ip2, p2) in sorted(set(connections)):
         if _loopback(ip1) or _loopback(ip2):
             continue
         a, c = literal(ip1), literal(ip2)
+        ips |= {ip1, ip2}
         conds.append(f"(source_ip = {a} AND source_port = {int(p1)} AND destination_ip = {c} AND destination_port = {int(p2)})")
         conds.append(f"(source_ip = {c} AND source_port = {int(p2)} AND destination_ip = {a} AND destination_port = {int(p1)})")
     if not conds:
         return None
     return (f"SELECT DISTINCT host_name FROM events WHERE event_category = 'network' "
             f"AND ifNull(network_transport, '') != 'unix' AND host_name NOT IN {literal(sorted(known))} "
-            f"AND ({' OR '.join(conds)})")
+            f"AND ({' OR '.join(conds)})" + _near(ips, summarized))

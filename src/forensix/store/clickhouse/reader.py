@@ -74,6 +74,7 @@ class ClickHouseReader:
         self.pulls: list[Pull] = []  # every pull, in order (docs and the benchmark show them)
         self.names: list[str] = []  # the host names of the slice (--host may give ids)
         self._following = False  # narrowed to a walk's hosts by ``start_on`` (no --host given)
+        self._has_summaries: bool | None = None  # the store has 0003_fleet_summaries (asked once)
         self._asked: set[tuple[tuple[str, int], tuple[str, int]]] = set()  # connections whose peers are known
         if host is not None:
             self._check_host(host)
@@ -195,7 +196,7 @@ class ClickHouseReader:
         or a kind ``follow.hosts_of_sql`` does not know): the slice stays what it was."""
         if self.host is not None or self._have:
             return False
-        sqls = hosts_of_sql(kind, fields)
+        sqls = hosts_of_sql(kind, fields, self._summarized())
         if sqls is None:
             return False
         hosts: set[str] = set()
@@ -211,13 +212,19 @@ class ClickHouseReader:
         self.names, self._following = found, True
         return True
 
+    def _summarized(self) -> bool:
+        """The store has the summary tables a walk can place itself with (asked once)."""
+        if self._has_summaries is None:
+            self._has_summaries = self.store.summarized()
+        return self._has_summaries
+
     def peer_hosts(self, connections: Iterable[tuple[tuple[str, int], tuple[str, int]]]) -> set[str]:
         """The hosts outside the slice with a network event on one of ``connections`` (each
         its two endpoints); none when the slice is not following a walk."""
         # a connection asked about once needs no second scan of the fleet: its peers were added
         new = set(connections) - self._asked
         self._asked |= new
-        sql = peers_sql(new, self.names) if self._following else None
+        sql = peers_sql(new, self.names, self._summarized()) if self._following else None
         if sql is None:
             return set()
         return {str(h) for h in self.store.native(sql).column(0).to_pylist()}
