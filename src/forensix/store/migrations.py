@@ -158,7 +158,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "UPDATE forensix_meta SET value = 'forensix-store/13' WHERE key = 'format'",
     ]),
     # the recorded host's users and groups over time (schema.ACCOUNTS)
-    ("0018_accounts", [
+    ("0015_accounts", [
         create_table_sql("accounts", schema.ACCOUNTS),
         "UPDATE forensix_meta SET value = 'forensix-store/14' WHERE key = 'format'",
     ]),
