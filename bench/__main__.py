@@ -32,11 +32,11 @@ from bench.recorders import (
 from bench.report import write_markdown
 from bench.scale import ScaleWorkload, analysis_latency
 from bench.storm import StormWorkload
-from bench.web import WebWorkload
+from bench.web import WebConnWorkload, WebWorkload
 from bench.workload import Workload
 
 WORKLOADS: dict[str, type[Workload]] = {}
-for _cls in (MicroWorkload, WebWorkload, CompileWorkload, StormWorkload, ScaleWorkload):
+for _cls in (MicroWorkload, WebWorkload, WebConnWorkload, CompileWorkload, StormWorkload, ScaleWorkload):
     if _cls.name in WORKLOADS:
         raise ValueError(f"workload {_cls.name} registered twice")
     WORKLOADS[_cls.name] = _cls
