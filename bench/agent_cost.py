@@ -2,6 +2,7 @@
 
     python -m bench.agent_cost capture --out compile.npz [--cwd DIR] -- make -j2 -s   # root
     python -m bench.agent_cost replay compile.npz [--store S] [--no-rules] [--repeat N] [--merge N]
+    python -m bench.agent_cost compare compile.npz --base-src OLD/src [--reps 3]
 
 ``capture`` runs the real recorder (sensor, drains, flow-map flushes at the recorder's
 cadence) while COMMAND runs, and keeps what the agent received from the kernel, in order:
@@ -13,6 +14,17 @@ set and built-in detectors), and prints the CPU seconds of each stage (thread CP
 so other work on the host does not count) and µs per stored event. The workload's
 slowdown on a busy host follows this CPU: on 2 cores, a 30 s ``make -j2`` at 3% slower
 leaves ~1.8 CPU-s for BPF and agent together.
+
+Stages: ``walk`` (the ring-header walk of ringbuf.py over the drained bytes), ``decode``,
+``store`` (journal appends), ``seal`` (journal rows sorted, encoded and inserted into
+DuckDB, single-threaded as the recorder's sealing thread runs it: with DuckDB's own
+threads that CPU would not be on this thread and not counted), ``rules``, ``flows+reopens``
+(the map flushes' own work), ``final flush``. A stored event is a row of the ``events``
+view: an events row or a flow edge (stored once, in ``flows``), as the recorder counts.
+
+``compare`` runs ``replay`` in fresh processes, alternating the source tree under test
+with ``--base-src`` (e.g. ``git archive BASE src | tar -x -C OLD``), and prints both
+side by side (medians of ``--reps`` replays each) with the load average.
 """
 
 from __future__ import annotations
@@ -65,6 +77,25 @@ def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
         def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
             items.append(("reopens", (k, v)))
 
+        def _snapshot(self) -> None:
+            super()._snapshot()
+            # what the /proc snapshot taught the decoder besides the processes rows: the
+            # paths of files open at start (flow edges on them are named by these)
+            labels = self.decoder.labels
+            items.append(("table:labels", pa.table({"key": pa.array(list(labels), pa.uint64()),
+                                                    "path": pa.array(list(labels.values()), pa.string())})))
+            # and the ids of the processes it found (their start is known to the tick only):
+            # kernel records of those processes get the same ids as their snapshot rows
+            ids = self.decoder.ids
+            items.append(("table:snapshot_ids", pa.table({"pid": ids._pid, "tick": ids._tick, "eid": ids._eid})))
+
+        def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
+            # what the agent stores besides decoded drains: the /proc snapshot of the
+            # processes running at start (the rules know their images from it: without
+            # it a replay holds back all their events as of unknown processes), agent
+            # events, gaps, the host row
+            items.append((f"table:{table}", data))
+
     rec = Capturing([NullSink()])
     old = os.getcwd()
     if cwd is not None:
@@ -87,6 +118,11 @@ def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
             parts[f"i{i}_offsets"] = x.offsets
             parts[f"i{i}_lengths"] = x.lengths
             records += len(x)
+        elif kind.startswith("table:"):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, x.schema) as w:
+                w.write_table(x)
+            parts[f"i{i}_ipc"] = np.frombuffer(sink.getvalue(), np.uint8)
         else:
             parts[f"i{i}_k"], parts[f"i{i}_v"] = x
     np.savez_compressed(out, **parts)
@@ -109,6 +145,8 @@ def _merged(inputs: list[tuple[str, Any]], n: int) -> list[tuple[str, Any]]:
                 out.append(("ring", Drained.join(rings)))
                 out.extend(maps)
                 rings, maps = [], []
+        elif kind.startswith("table:"):
+            out.append((kind, x))  # the snapshot first, as it came
         else:
             maps.append((kind, x))
     if rings:
@@ -133,6 +171,8 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
     for i, kind in enumerate(kinds):
         if kind == "ring":
             inputs.append((kind, Drained(z[f"i{i}_data"].tobytes(), z[f"i{i}_offsets"], z[f"i{i}_lengths"])))
+        elif kind.startswith("table:"):
+            inputs.append((kind, pa.ipc.open_stream(z[f"i{i}_ipc"].tobytes()).read_all()))
         else:
             inputs.append((kind, (z[f"i{i}_k"], z[f"i{i}_v"])))
     if merge > 1:
@@ -140,6 +180,9 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
 
     remove_store(store)
     writer = open_writer(str(store))
+    # the recorder seals on one DuckDB thread (seal_in_background): so does the replay, so
+    # that the seal's CPU is on this thread and counted
+    writer._con.execute("SET threads = 1")
     cpu: dict[str, float] = defaultdict(float)
     rows: dict[str, int] = defaultdict(int)
     store_sink = StoreSink(writer)
@@ -150,6 +193,19 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
         sinks.append(("rules", engine))
 
     in_sinks = [0.0]
+    in_seal = [0.0]
+    from forensix.store import journal as journal_mod
+
+    plain_seal = journal_mod.JournaledTable.seal
+
+    def timed_seal(self: Any, *a: Any, **k: Any) -> None:
+        t = time.thread_time()
+        try:
+            plain_seal(self, *a, **k)
+        finally:
+            in_seal[0] += time.thread_time() - t
+
+    journal_mod.JournaledTable.seal = timed_seal  # type: ignore[method-assign]
 
     class Direct:
         """The recorder's writer thread, inline: each sink's CPU counted apart."""
@@ -158,9 +214,11 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
             rows[table] += data.num_rows
             for name, s in sinks:
                 t = time.thread_time()
+                sealed = in_seal[0]
                 s.write(table, data)
                 dt = time.thread_time() - t
-                cpu[name] += dt
+                cpu[name] += dt - (in_seal[0] - sealed)
+                cpu["seal"] += in_seal[0] - sealed
                 in_sinks[0] += dt
 
     host = local_host()
@@ -168,37 +226,169 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
     rec.decoder = Decoder(abi, host, int(z["offset_ns"][0]))
     rec.clock = type("C", (), {"offset_ns": int(z["offset_ns"][0])})()
     rec._writer = Direct()  # type: ignore[assignment]
+    walk = _walker()
     t_all = time.thread_time()
     for kind, x in inputs:
         t = time.thread_time()
         if kind == "ring":
+            walk(x)
+            cpu["walk"] += time.thread_time() - t
+            t = time.thread_time()
             tables = rec.decoder.decode(x)
             cpu["decode"] += time.thread_time() - t
             for table, data in tables.items():
                 rec._emit(table, data, bulk=True)
+        elif kind == "table:snapshot_ids":
+            ids = rec.decoder.ids
+            ids._pid, ids._tick, ids._eid = (x.column(c).to_numpy() for c in ("pid", "tick", "eid"))
+        elif kind == "table:labels":
+            rec.decoder.labels.update(zip(x.column("key").to_pylist(), x.column("path").to_pylist()))
+        elif kind.startswith("table:"):
+            if kind == "table:processes":  # the snapshot: the decoder learns them as the recorder's does
+                for r in x.select(["entity_id", "pid", "parent_entity_id", "executable", "args",
+                                   "working_directory"]).to_pylist():
+                    rec.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"],
+                                         r["args"], r["working_directory"])
+            rec._emit(kind.split(":", 1)[1], x)
         else:
             before = in_sinks[0]
             (rec._emit_flows if kind == "flows" else rec._emit_reopens)(*x)
             # what the sinks spent inside the emit is theirs, not the flush's
             cpu["flows+reopens"] += time.thread_time() - t - (in_sinks[0] - before)
     t = time.thread_time()
+    sealed = in_seal[0]
     for _, s in sinks:
         s.flush()
-    cpu["final flush"] += time.thread_time() - t
+    cpu["final flush"] += time.thread_time() - t - (in_seal[0] - sealed)
+    cpu["seal"] += in_seal[0] - sealed
     total = time.thread_time() - t_all
     for name, s in sinks:
         if name == "rules":
             s.close()
     writer.close()
-    n = rows["events"]
+    journal_mod.JournaledTable.seal = plain_seal  # type: ignore[method-assign]
+    n = rows["events"] + rows["flows"]  # rows of the events view (flow edges are stored once)
     out = {
-        "events": n, "flows": rows["flows"], "processes": rows["processes"],
+        "stored_events": n, "events": rows["events"], "flows": rows["flows"], "processes": rows["processes"],
         "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
         "total_cpu_s": round(total, 3),
         "us_per_event": {k: round(v / n * 1e6, 2) for k, v in cpu.items()} if n else {},
         "total_us_per_event": round(total / n * 1e6, 2) if n else None,
     }
     return out
+
+
+def _walk_python(data: bytes) -> int:
+    """The ring-header walk of ringbuf.py before it walked a memoryview (bd57b0a..5952ed2),
+    over a drained region: the reference for a ``--base-src`` tree that has no ``walk``."""
+    import struct
+
+    unpack = struct.Struct("<I").unpack_from
+    pos, limit, n = 0, len(data), 0
+    offs: list[int] = []
+    lens: list[int] = []
+    while pos < limit:
+        word = unpack(data, pos)[0]
+        if word & (1 << 31):
+            break
+        length = word & ~((1 << 31) | (1 << 30))
+        if not word & (1 << 30):
+            offs.append(pos + 8)
+            lens.append(length)
+            n += 1
+        pos += (length + 15) & ~7
+    np.asarray(offs, np.int64), np.asarray(lens, np.int64)
+    return n
+
+
+def _walker() -> Any:
+    """The walk of the ring's records over a captured drain (its bytes keep the headers)."""
+    from forensix.sensor import ringbuf
+
+    walk = getattr(ringbuf, "walk", None)
+    if walk is None:
+        return lambda d: _walk_python(d.data)
+    return lambda d: walk(d.data, len(d.data))
+
+
+_STAGES = ("walk", "decode", "store", "seal", "rules", "flows+reopens", "final flush")
+
+
+def compare(path: Path, base_src: Path, reps: int, rules: bool) -> str:
+    """Replays of one capture by two source trees, alternating; a markdown table."""
+    import statistics
+    import subprocess
+
+    here = Path(__file__).resolve().parent.parent
+    new_src = Path(os.environ.get("PYTHONPATH", str(here / "src")).split(os.pathsep)[0])
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    loads = []
+    tmp = Path(tempfile.mkdtemp(prefix="fx-agent-cost-"))
+    stores = {label: tmp / f"{label}.duckdb" for label in runs}
+    for i in range(reps):
+        for label, src in (("before", base_src), ("after", new_src)) if i % 2 == 0 else (
+                ("after", new_src), ("before", base_src)):
+            env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{here}")
+            cmd = [sys.executable, "-m", "bench.agent_cost", "replay", str(path), "--store", str(stores[label])]
+            cmd += [] if rules else ["--no-rules"]
+            out = subprocess.run(cmd, env=env, cwd=here, check=True, capture_output=True, text=True).stdout
+            runs[label].append(json.loads(out.strip().splitlines()[-1]))
+            loads.append(os.getloadavg()[0])
+    try:
+        same = same_record(stores["before"], stores["after"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    n = runs["after"][0]["stored_events"]
+    head = (f"capture {path.name}: {n:,} stored events ({runs['after'][0]['events']:,} events rows, "
+            f"{runs['after'][0]['flows']:,} flow edges); medians of {reps} replays each, alternating; "
+            f"load average {min(loads):.1f}–{max(loads):.1f}")
+    lines = [head, "",
+             "| stage | before µs/event | after µs/event | before CPU s | after CPU s |", "|---|---|---|---|---|"]
+    def med(label: str, stage: str) -> float:
+        return statistics.median(r["total_cpu_s"] if stage == "total" else r["cpu_s"].get(stage, 0.0)
+                                 for r in runs[label])
+
+    for stage in (*_STAGES, "total"):
+        b, a = med("before", stage), med("after", stage)
+        lines.append(f"| {stage} | {b / n * 1e6:.2f} | {a / n * 1e6:.2f} | {b:.3f} | {a:.3f} |")
+    lines += ["", f"stores of the last replays: {same}"]
+    return "\n".join(lines)
+
+
+# What differs between two replays of one capture whatever the code: ids and times the
+# replay itself makes (an alert's id and detection time, the store's own agent rows).
+_VOLATILE = {"alerts": ("alert_id", "detected_ts")}
+
+
+def same_record(a: Path, b: Path) -> str:
+    """Whether two replayed stores hold the same rows (as multisets), table by table."""
+    import duckdb
+
+    from forensix.store.embedded import open_reader
+
+    diffs = []
+    counts = []
+    for table in ("events", "flows", "processes", "alerts"):
+        got = []
+        for p in (a, b):
+            r = open_reader(str(p))
+            try:
+                t = r.query(f"SELECT * FROM {table}")
+            finally:
+                r.close()
+            got.append(t.drop_columns([c for c in _VOLATILE.get(table, ()) if c in t.column_names]))
+        ta, tb = got
+        con = duckdb.connect()
+        con.register("ta", ta)
+        con.register("tb", tb)
+        only_a = con.execute("SELECT count(*) FROM (SELECT * FROM ta EXCEPT ALL SELECT * FROM tb)").fetchone()
+        only_b = con.execute("SELECT count(*) FROM (SELECT * FROM tb EXCEPT ALL SELECT * FROM ta)").fetchone()
+        con.close()
+        counts.append(f"{table} {ta.num_rows:,}")
+        if (only_a and only_a[0]) or (only_b and only_b[0]) or ta.num_rows != tb.num_rows:
+            diffs.append(f"{table}: {only_a[0] if only_a else '?'} rows only before, "
+                         f"{only_b[0] if only_b else '?'} only after")
+    return ("DIFFER: " + "; ".join(diffs)) if diffs else "identical (" + ", ".join(counts) + ")"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--repeat", type=int, default=1, help="replays; the figures of each are printed")
     r.add_argument("--merge", type=int, default=1,
                    help="join every N ring drains into one batch (a recorder draining N times less often)")
+    m = sub.add_parser("compare", help="replays by this tree and --base-src, alternating, side by side")
+    m.add_argument("capture", type=Path)
+    m.add_argument("--base-src", type=Path, required=True, help="the src/ directory of the tree to compare with")
+    m.add_argument("--reps", type=int, default=3)
+    m.add_argument("--no-rules", action="store_true")
     a = ap.parse_args(argv)
+    if a.cmd == "compare":
+        print(compare(a.capture, a.base_src, a.reps, not a.no_rules))
+        return 0
     if a.cmd == "capture":
         cmd = [x for x in a.command if x != "--"]
         if not cmd:

@@ -3,6 +3,8 @@
 Each process keeps its own ``CollectorRegistry`` (never the global one: tests run several
 servers and agents in one process) and serves it over HTTP with prometheus-client's own
 server, on loopback unless told otherwise (the metrics name hosts and show what is lost).
+Off loopback they are served only over mutual TLS 1.3 (``MetricsAccess``): the scraper
+presents a certificate of the fleet's CA whose name is on the allow-list, not revoked.
 Counts live in plain attributes of the objects that do the work and are read at scrape
 time by collectors (``forensix.agent.metrics``, ``forensix.server.metrics``); the hot paths
 pay an integer increment, never a label lookup.
@@ -11,13 +13,18 @@ pay an integer increment, never a label lookup.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pyarrow as pa
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -25,6 +32,7 @@ from forensix.errors import UsageError
 
 __all__ = [
     "DEFAULT_METRICS_HOST",
+    "MetricsAccess",
     "MetricsEndpoint",
     "RowCounter",
     "lost_by_class",
@@ -65,11 +73,12 @@ class MetricsEndpoint:
     server: Any
     thread: threading.Thread
     address: tuple[str, int]
+    tls: bool = False
 
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+        return f"{'https' if self.tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -77,15 +86,83 @@ class MetricsEndpoint:
         self.thread.join(timeout=2)
 
 
-def serve_metrics(registry: CollectorRegistry, address: tuple[str, int]) -> MetricsEndpoint:
+@dataclass
+class MetricsAccess:
+    """Who may scrape: TLS 1.3 with a client certificate of the fleet's CA (``context``, from
+    ``forensix.pki.tls.server_context``), whose common name is in ``clients`` and, when the
+    CRL is at hand (the log host), not revoked."""
+
+    context: ssl.SSLContext
+    clients: frozenset[str]
+    revocations: Any = None  # forensix.pki.tls.RevocationList | None
+
+
+_log = logging.getLogger("forensix.metrics")
+_HANDSHAKE_S = 5.0
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _TLSServer(ThreadingMixIn, WSGIServer):
+    """The handshake and the certificate checks run in the request's thread: a client that
+    stalls its handshake holds only its own thread, for at most ``_HANDSHAKE_S``."""
+
+    daemon_threads = True
+    access: MetricsAccess
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        from forensix.pki.authority import PKIError
+        from forensix.pki.tls import peer_identity
+
+        request.settimeout(_HANDSHAKE_S)
+        try:
+            request.do_handshake()
+            name, serial = peer_identity(request)
+        except (OSError, PKIError) as e:
+            _log.info("metrics: refused %s: %s", client_address[0], e)
+            return
+        revoked = self.access.revocations is not None and self.access.revocations.is_revoked(serial)
+        if name not in self.access.clients or revoked:
+            why = "its certificate is revoked" if revoked else f"{name!r} is not an allowed metrics client"
+            _log.warning("metrics: refused %s (%s): %s", client_address[0], name, why)
+            body = f"forbidden: {why}\n".encode()
+            try:
+                request.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            except OSError:
+                pass
+            return
+        request.settimeout(None)
+        super().finish_request(request, client_address)
+
+
+class _TLSServer6(_TLSServer):
+    address_family = socket.AF_INET6
+
+
+def serve_metrics(registry: CollectorRegistry, address: tuple[str, int],
+                  access: MetricsAccess | None = None) -> MetricsEndpoint:
+    """Serve ``/metrics``: plain HTTP (loopback), or mutual TLS with ``access``."""
     host, port = address
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        if access is None:
+            server, thread = start_http_server(port, addr=host, registry=registry)
+        else:
+            cls = _TLSServer6 if ":" in host else _TLSServer
+            server = make_server(host, port, make_wsgi_app(registry), cls, handler_class=_QuietHandler)
+            server.access = access
+            server.socket = access.context.wrap_socket(server.socket, server_side=True,
+                                                       do_handshake_on_connect=False)
+            thread = threading.Thread(target=server.serve_forever, name="fx-metrics", daemon=True)
+            thread.start()
     except OSError as e:
         raise UsageError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}",
                          "pick a free port (or 0 for any) with --metrics HOST:PORT") from e
     bound = server.server_address
-    return MetricsEndpoint(server, thread, (str(bound[0]), int(bound[1])))
+    return MetricsEndpoint(server, thread, (str(bound[0]), int(bound[1])), tls=access is not None)
 
 
 def lost_by_class(gaps: pa.Table) -> dict[tuple[str, str], int]:

@@ -20,7 +20,7 @@ from forensix.store.clickhouse.ddl import (
 )
 from forensix.testing.clickhouse import Cluster
 
-_NEW_TABLES = ("tty", "artifacts", "artifact_blobs")
+_NEW_TABLES = ("tty", "artifacts", "artifact_blobs", "accounts")
 
 
 def _columns(st: ClickHouseStore) -> list[dict[str, list[str]]]:
@@ -52,7 +52,7 @@ def _tty_row(host: str) -> pa.Table:
 def test_a_new_cluster_has_every_column_of_the_schema(cluster: Cluster) -> None:
     with ClickHouseStore(cluster.url(database=f"s_{uuid.uuid4().hex[:12]}"), write=True) as st:
         _assert_complete(st)
-        assert st.migrations() == ["0001_initial", "0002_tty_artifacts_sha256"]
+        assert st.migrations() == ["0001_initial", "0002_tty_artifacts_sha256", "0006_accounts"]
         # terminal bytes are bytes, not text: they come back exactly
         st.append("tty", _tty_row("alpha"))
         back = st.select_table("tty")

@@ -22,12 +22,16 @@ pytestmark = pytest.mark.bpf
 
 
 def _start(store: Path) -> subprocess.Popen[str]:
-    p = subprocess.Popen([*FORENSIX, "record", "-q", "--no-rules", "--store", str(store)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ready means this recorder runs its sensor (new or adopted): a killed recorder's pins
+    # exist already, so their presence does not say the next one has started.
+    ready = store.with_name(f"ready-{uuid.uuid4().hex[:6]}")
+    p = subprocess.Popen([*FORENSIX, "record", "-q", "--no-rules", "--store", str(store),
+                          "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not (pin_dir_for(store) / "control").exists():  # pinned: attached and recording
+    while not ready.exists():
         assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.stderr else ""
         time.sleep(0.2)
+    assert (pin_dir_for(store) / "control").exists()  # pinned: it outlives this process
     return p
 
 

@@ -7,11 +7,11 @@ codes come from ``exit`` events.
 
 from __future__ import annotations
 
-import pwd
 from collections.abc import Callable, Iterable, Mapping
 
 import pyarrow as pa
 
+from forensix.analysis.users import RECORDED, entity_hosts, store_book
 from forensix.store.base import Reader
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "UserNames",
     "add_user_names",
     "images_sql",
-    "local_user_names",
     "process_exists",
     "tree",
 ]
@@ -29,25 +28,29 @@ FOREVER = 2**62
 UserNames = Callable[[Iterable[int]], Mapping[int, str]]
 
 
-def local_user_names(uids: Iterable[int]) -> Mapping[int, str]:
-    """Names from this machine's user database (right when the store is of this host)."""
-    out: dict[int, str] = {}
-    for uid in set(uids):
-        try:
-            out[uid] = pwd.getpwuid(uid).pw_name
-        except (KeyError, OverflowError, TypeError):
-            continue
-    return out
+def add_user_names(table: pa.Table, names: UserNames | None, reader: Reader | None = None, *,
+                   column: str = "user_id", at: str = "start_ts", entity: str = "entity_id") -> pa.Table:
+    """Insert ``user_name`` and ``user_name_source`` after ``column``: each uid named as its
+    host's recorded user database had it at the row's time ``at`` (``analysis.users``).
 
-
-def add_user_names(table: pa.Table, names: UserNames | None, column: str = "user_id") -> pa.Table:
-    """Insert ``user_name`` after ``column``."""
+    ``names`` (tests, or a caller that knows better) names every uid instead, for every host."""
     if column not in table.column_names:
         return table
     uids = table.column(column).to_pylist()
-    lookup = (names or local_user_names)([u for u in uids if u is not None])
-    col = pa.array([lookup.get(u) if u is not None else None for u in uids], pa.string())
-    return table.add_column(table.column_names.index(column) + 1, "user_name", col)
+    if names is not None:
+        lookup = names([u for u in uids if u is not None])
+        found = [lookup.get(u) if u is not None else None for u in uids]
+        sources = [RECORDED if n is not None else None for n in found]
+    elif reader is None:
+        raise TypeError("add_user_names needs the store (reader) or the names")
+    else:
+        hosts = (table.column("host_id").to_pylist() if "host_id" in table.column_names
+                 else entity_hosts(reader, table.column(entity).to_pylist()))
+        when = table.column(at).to_pylist() if at in table.column_names else [None] * len(uids)
+        found, sources = store_book(reader, {h for h in hosts if h}).names(hosts, uids, when)
+    i = table.column_names.index(column) + 1
+    table = table.add_column(i, "user_name", pa.array(found, pa.string()))
+    return table.add_column(i + 1, "user_name_source", pa.array(sources, pa.string()))
 
 
 def images_sql(at_param: str = "$at") -> str:
@@ -117,4 +120,4 @@ def tree(reader: Reader, *, at: int | None = None, root: int | None = None,
     FROM t JOIN nodes n USING (entity_id)
     ORDER BY t.path
     """
-    return add_user_names(reader.query(sql, params), names)
+    return add_user_names(reader.query(sql, params), names, reader)

@@ -210,7 +210,7 @@ def sessions(reader: Reader, att: Attribution | None = None, *, kinds: set[str] 
     table = pa.Table.from_pylist(out, schema=_SESSION_SCHEMA)
     from forensix.imports.logins import enrich_sessions  # sshd's log line: user, method, key
 
-    return add_user_names(enrich_sessions(reader, table), names)
+    return add_user_names(enrich_sessions(reader, table), names, reader, entity="leader_entity_id")
 
 
 _SESSION_SCHEMA = pa.schema([

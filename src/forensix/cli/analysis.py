@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+import pyarrow as pa
 
 from forensix.analysis.filehistory import file_history
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward
@@ -27,7 +28,13 @@ from forensix.model.identity import format_entity, parse_entity
 from forensix.render.graph import GRAPH_RENDERERS, hidden_line, render_graph, to_dot
 from forensix.render.report import draw, render_html, render_markdown
 from forensix.render.tables import render
-from forensix.render.tree import render_timeline_text, render_timesketch, render_tree_text
+from forensix.render.tree import (
+    render_timeline_text,
+    render_timesketch,
+    render_tree_text,
+    user_label,
+    user_notes,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -98,6 +105,9 @@ def sessions_cmd(store: str, kinds: tuple[str, ...], fmt: str) -> None:
     """Every entry point into the host (ssh, console, cron, systemd unit, container, daemon)."""
     t = sessions(reader(store), kinds=set(kinds) or None)
     render(t.drop_columns(["transitions"]) if fmt == "csv" else t, fmt, _out())
+    if fmt == "text":
+        for note in user_notes(t):
+            _out().write(note + "\n")
 
 
 @click.command("session", epilog="""\b
@@ -134,8 +144,11 @@ def session_cmd(store: str, session: str, limit: int, fmt: str) -> None:
                       for x in t.to_pylist()]
         out.write(json.dumps(doc, default=str, indent=1) + "\n")
         return
+    user = user_label(row.get("user_name"), row["user_id"], row.get("user_name_source"))
     out.write(f"session {format_entity(leader)}: {row['kind']} — {row['description']}, user "
-              f"{row.get('user_name') or ''}({row['user_id']}), {row['processes']} processes\n")
+              f"{user}, {row['processes']} processes\n")
+    for note in user_notes(pa.Table.from_pylist([row])):
+        out.write(note + "\n")
     if row["transitions"]:
         out.write(f"su/sudo: {', '.join(row['transitions'])}\n")
     out.write("\nprocess tree:\n")

@@ -109,3 +109,8 @@ def reader(store: str) -> Reader:
 
 def emit(table: pa.Table, fmt: str) -> None:
     render(table, fmt, sys.stdout)
+    if fmt == "text":  # names that are not the recorded host's own as of then say so (analysis.users)
+        from forensix.render.tree import user_notes
+
+        for note in user_notes(table):
+            sys.stdout.write(note + "\n")

@@ -40,8 +40,11 @@ Examples:
 @format_option()
 def ps(store: str, at: int | None, show_all: bool, fmt: str) -> None:
     """The process table as recorded: alive at a moment, with their images."""
+    from forensix.analysis.processes import add_user_names
+
     r = reader(store)
-    emit(r.query(_PS_SQL, {"at": at or now_ns(), "all": show_all}), fmt)
+    # each uid named as its host's recorded user database had it when the image began
+    emit(add_user_names(r.query(_PS_SQL, {"at": at or now_ns(), "all": show_all}), None, r, column="uid"), fmt)
 
 
 _EVENT_COLUMNS = (

@@ -137,6 +137,7 @@ def replay(rd: Reader, engine: LiveEngine, ts_from: int | None, ts_to: int | Non
         [c for c in (f"ts >= {ts_from}" if ts_from is not None else "", f"ts < {ts_to}" if ts_to is not None else "") if c]
     ) or "TRUE"
     found = [engine.observe("processes", rd.query("SELECT * FROM processes ORDER BY image_ts"))]
+    engine.observe("accounts", rd.query("SELECT * FROM accounts"))  # each host's users, as recorded
     gaps = rd.query("SELECT * FROM gaps ORDER BY ts_from")
     if gaps.num_rows:
         found.append(engine.observe("gaps", gaps))

@@ -55,18 +55,42 @@ def _metrics_option(what: str) -> Callable[[F], F]:
                              "(a bare PORT binds 127.0.0.1; 0 picks a free port, logged).")
 
 
-def _serve_metrics(registry: Any, addr: str | None, log: logging.Logger) -> Any:
+def _serve_metrics(registry: Any, addr: str | None, log: logging.Logger, access: Any = None) -> Any:
     if addr is None:
         return None
     from forensix.metrics import is_loopback, parse_metrics_address, serve_metrics
 
     host, port = parse_metrics_address(addr)
-    if not is_loopback(host):
+    if not is_loopback(host) and access is None:
         log.warning("metrics on %s are served without TLS or authentication: they name hosts "
                     "and their losses; keep them on a trusted network", host)
-    ep = serve_metrics(registry, (host, port))
-    log.info("metrics on %s", ep.url)
+    ep = serve_metrics(registry, (host, port), access)
+    log.info("metrics on %s%s", ep.url, f" (mutual TLS; clients {', '.join(sorted(access.clients))})"
+             if access is not None else "")
     return ep
+
+
+def _log_host_metrics_access(pki_dir: Path, addr: str | None, clients: tuple[str, ...]) -> Any:
+    """Who may scrape the log host: off loopback, only the named certificates of its CA."""
+    from forensix.metrics import MetricsAccess, is_loopback, parse_metrics_address
+    from forensix.pki.authority import Authority
+    from forensix.pki.tls import RevocationList, server_context
+
+    if addr is None:
+        if clients:
+            raise UsageError("--metrics-client without --metrics", "add --metrics HOST:PORT")
+        return None
+    host, _ = parse_metrics_address(addr)
+    if not clients:
+        if is_loopback(host):
+            return None
+        raise UsageError(f"metrics on {host} would be open to anyone who can reach it (they name every host "
+                         "and what it lost)",
+                         "give --metrics-client NAME for each scraper (a certificate from `forensix pki issue "
+                         "NAME`), or serve them on 127.0.0.1")
+    pki = Authority(pki_dir)
+    return MetricsAccess(server_context(pki.ca_cert_path, pki.server_cert_path, pki.server_key_path),
+                         frozenset(clients), RevocationList(pki.crl_path, pki.ca_cert_path))
 
 
 def _until_signal(stop: threading.Event) -> None:
@@ -100,12 +124,15 @@ def _until_signal(stop: threading.Event) -> None:
 @click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(1),
               help="Connections open at once, all hosts (beyond it, closed before the handshake).")
 @_metrics_option("the log host")
+@click.option("--metrics-client", "metrics_clients", multiple=True, metavar="NAME",
+              help="Serve the metrics over mutual TLS to scrapers holding the CA's certificate NAME "
+                   "(`forensix pki issue NAME`; repeat for several). Required off loopback.")
 @click.option("-v", "--verbose", is_flag=True)
 @record_rule_options
 def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
            checkpoint_interval: float, host_max_connections: int, host_max_streams: int,
            host_max_bytes: str, min_free: str, max_connections: int, metrics_addr: str | None,
-           verbose: bool, rule_paths: tuple[str, ...] = (),
+           metrics_clients: tuple[str, ...], verbose: bool, rule_paths: tuple[str, ...] = (),
            no_rules: bool = False, alerts_jsonl: str | None = None, webhook: str | None = None) -> None:
     """Run the log host: accept sealed batches from enrolled agents over mutual TLS 1.3.
 
@@ -118,6 +145,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     Examples:
       forensix server --pki /etc/forensix/pki --listen 0.0.0.0:7514 --store /var/lib/forensix/fleet.duckdb
       forensix server --listen 10.0.0.5:7514 --silence 120 --metrics 9514
+      forensix server --metrics 10.0.0.5:9514 --metrics-client prometheus   # mutual TLS
       forensix server --host-max-bytes 200G --host-max-connections 2 --min-free 5G
       forensix server --store 'clickhouse://ch1:9000/forensix?cluster=fleet' --evidence /var/lib/forensix/evidence
     """
@@ -126,6 +154,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     from forensix.store.open import is_remote, open_writer
 
     _logging(verbose)
+    access = _log_host_metrics_access(Path(pki_dir), metrics_addr, metrics_clients)  # said before anything starts
     remote = is_remote(store)
     if remote and not evidence:
         raise UsageError("a ClickHouse store needs --evidence DIR",
@@ -157,7 +186,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     slog = logging.getLogger("forensix.server")
     try:
         host, port = srv.bind()
-        endpoint = _serve_metrics(srv.metrics.registry, metrics_addr, slog)
+        endpoint = _serve_metrics(srv.metrics.registry, metrics_addr, slog, access)
     except BaseException:  # a busy port: close what is open, say why
         srv.stop()
         if qs is not None:

@@ -263,7 +263,16 @@ def _syscall_rows(ev: AuditEvent, sc: dict[str, Any], procs: Processes, base: di
     if ev.others:
         ev_row["message"] = "; ".join(_text(t, f) for t, f in ev.others)
     out.append(Row("events", ev_row))
+    for col, key in _NAMED_IDS:  # the names the host itself gave its uids (enriched logs)
+        named = procs.named(_u32(sc.get(col)), sc.get(key), ev.ts, str(base["event_module"]))
+        if named is not None:
+            out.append(named)
     return out
+
+
+# uid fields of a SYSCALL record and the name an enriched log (auditd's log_format=ENRICHED,
+# LAUREL) writes beside each, as the host's own user database had it then
+_NAMED_IDS = (("uid", "UID"), ("euid", "EUID"), ("suid", "SUID"), ("fsuid", "FSUID"), ("auid", "AUID"))
 
 
 def _text(typ: str, f: dict[str, Any]) -> str:

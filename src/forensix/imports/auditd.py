@@ -111,6 +111,9 @@ def parse_record(line: bytes) -> tuple[str | None, str, int, int, dict[str, Any]
     return node, typ, ts, serial, fields, extra
 
 
+_NAMES = ("UID", "EUID", "SUID", "FSUID", "AUID")
+
+
 class _Pending:
     __slots__ = ("argc", "args", "ev", "line", "records")
 
@@ -189,6 +192,9 @@ class AuditdParser:
         ev = p.ev
         ev.types.append(typ)
         if typ == "SYSCALL":
+            for key in _NAMES:  # the host's names of its uids (log_format=ENRICHED): analysis.users
+                if key in extra:
+                    f[key] = extra[key]
             if "SYSCALL" in extra:
                 f["syscall"] = extra["SYSCALL"]
             elif isinstance(f.get("syscall"), int):

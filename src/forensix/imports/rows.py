@@ -98,6 +98,10 @@ class _Life:
     last: dict[str, Any] = field(default_factory=dict)  # the last image's columns
 
 
+_UNSET_ID = 4294967295  # auid of a process no login set
+_NO_NAMES = frozenset({"", "?", "unset", "(none)", "(unknown)"})
+
+
 class Processes:
     """Entity ids and ``processes`` rows for sources that know pids but not start times.
 
@@ -112,6 +116,7 @@ class Processes:
         self.host = host
         self.hkey = host.key
         self._lives: dict[int, _Life] = {}
+        self._named: dict[int, str] = {}  # uid -> the name the log last gave it
 
     def _new(self, pid: int, ppid: int | None, ts: int, parent_eid: int | None) -> _Life:
         life = _Life(fast_entity_id(self.hkey, pid, ts), pid, ppid, parent_eid, ts)
@@ -179,6 +184,19 @@ class Processes:
                 if life.image_seq < 0]
         return rows
 
+    def named(self, uid: int | None, name: Any, ts: int, source: str) -> Row | None:
+        """An ``accounts`` row when the log names ``uid`` (auditd's interpreted ``UID=``,
+        LAUREL's ``UID``) otherwise than it last did: the host's own name for it from then
+        on, kept with the import (``analysis.users`` shows it, never this machine's)."""
+        if uid is None or uid == _UNSET_ID or not isinstance(name, str) or name in _NO_NAMES \
+                or name.startswith("unknown("):
+            return None
+        if self._named.get(uid) == name:
+            return None
+        self._named[uid] = name
+        return Row("accounts", {**self.host.origin(), "valid_from": ts, "recorded_ts": ts, "kind": "user",
+                                "uid": uid, "name": name, "source": source})
+
     def drop_exited(self) -> None:
         """Forget exited processes (bounded memory on long logs)."""
         for pid in [p for p, life in self._lives.items() if life.exited]:
@@ -211,7 +229,7 @@ class Batcher:
 
     def __init__(self, size: int = 8192) -> None:
         self.size = size
-        self._rows: dict[str, list[dict[str, Any]]] = {"events": [], "processes": [], "alerts": []}
+        self._rows: dict[str, list[dict[str, Any]]] = {"events": [], "processes": [], "alerts": [], "accounts": []}
 
     def add(self, row: Row) -> None:
         self._rows[row.table].append(row.values)
@@ -228,7 +246,7 @@ class Batcher:
         for name, rows in self._rows.items():
             if rows:
                 out[name] = _table(name, rows)
-        self._rows = {"events": [], "processes": [], "alerts": []}
+        self._rows = {"events": [], "processes": [], "alerts": [], "accounts": []}
         return out
 
 

@@ -11,12 +11,13 @@ from typing import Any
 import pyarrow as pa
 
 from forensix.analysis.report import Report
+from forensix.analysis.users import RECORDED, SOURCE_NOTES
 from forensix.errors import ForensixError
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
 from forensix.render.graph import life_line, to_dot
 from forensix.render.tables import display_value, iter_dicts
-from forensix.render.tree import render_tree_text
+from forensix.render.tree import render_tree_text, user_label
 
 __all__ = ["GraphvizMissing", "draw", "render_html", "render_markdown"]
 
@@ -69,10 +70,19 @@ def _actor_text(rep: Report) -> str:
     return f"{n.label if n else ''} {format_entity(rep.actor)}" + (f" `{args[:120]}`" if args else "")
 
 
+def _user_text(s: dict[str, object]) -> str:
+    uid, source = s.get("user_id"), s.get("user_name_source")
+    name = s.get("user_name")
+    label = user_label(name if isinstance(name, str) else None, uid if isinstance(uid, int) else None,
+                       source if isinstance(source, str) else None)
+    note = SOURCE_NOTES.get(str(source)) if source not in (None, RECORDED) else None
+    return f"{label} ({note})" if note else label
+
+
 def _summary(rep: Report) -> list[tuple[str, str]]:
     s = rep.session or {}
     src = f"{s.get('source_ip')}:{s.get('source_port')}" if s.get("source_ip") else _NONE
-    user = f"{s.get('user_name') or ''}({s.get('user_id')})" if s else _NONE
+    user = _user_text(s) if s else _NONE
     rows = [("Detection point", rep.target.describe())]
     if rep.graph.life:
         rows.append(("File life", life_line(rep.graph.life)))

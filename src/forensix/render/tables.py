@@ -40,6 +40,8 @@ DERIVED: dict[str, str] = {
     "leader_entity_id": "process.entry_leader.entity_id", "leader_pid": "process.entry_leader.pid",
     "user_name": "user.name", "file_generation": "file.generation", "parent_entity_id": "process.parent.entity_id",
     "login_user": "process.entry_leader.user.name",  # the account sshd's log says logged in (imports.logins)
+    # where user.name came from: the host's recorded user database, or why not (analysis.users)
+    "user_name_source": "user.name_source",
 }
 # Analysis-only fields with no ECS counterpart (named as they are).
 ANALYSIS_ONLY: frozenset[str] = frozenset({

@@ -7,17 +7,32 @@ from typing import Any
 
 import pyarrow as pa
 
+from forensix.analysis.users import RECORDED, SOURCE_NOTES
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
 from forensix.render.tables import iter_dicts
 
-__all__ = ["render_timeline_text", "render_timesketch", "render_tree_text"]
+__all__ = ["render_timeline_text", "render_timesketch", "render_tree_text", "user_label", "user_notes"]
+
+
+def user_label(name: str | None, uid: int | None, source: str | None) -> str:
+    """``alice(1001)``; a name that is not the host's own as of then says so: ``alice(1001)*``.
+
+    ``user_notes`` explains the marks under the output."""
+    shown = f"{name}({uid})" if name else str(uid if uid is not None else "?")
+    return shown + "*" if source not in (None, RECORDED) and uid is not None else shown
+
+
+def user_notes(table: pa.Table) -> list[str]:
+    """One line for each kind of name in ``table`` that is not the host's own as of then."""
+    if "user_name_source" not in table.column_names:
+        return []
+    seen = sorted({s for s in table.column("user_name_source").to_pylist() if s not in (None, RECORDED)})
+    return [f"* user name {s}: {SOURCE_NOTES.get(s, f'as the imported {s} log named it')}" for s in seen]
 
 
 def _user(r: dict[str, Any]) -> str:
-    uid = r.get("user_id")
-    name = r.get("user_name")
-    return f"{name}({uid})" if name else str(uid if uid is not None else "?")
+    return user_label(r.get("user_name"), r.get("user_id"), r.get("user_name_source"))
 
 
 def iso_column(values: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -56,7 +71,12 @@ def render_tree_text(table: pa.Table, out: Any) -> None:
     ent = text([f"{e:016x}" for e in col("entity_id").to_pylist()])
     pid = pc.utf8_lpad(pc.cast(col("pid"), pa.string()), 7)
     uid = pc.fill_null(pc.cast(col("user_id"), pa.string()), "?")
-    if "user_name" in table.column_names:
+    if "user_name_source" in table.column_names:  # one label per distinct (name, uid, source)
+        keys = list(zip(col("user_name").to_pylist(), col("user_id").to_pylist(),
+                        col("user_name_source").to_pylist()))
+        labels = {k: user_label(*k) for k in set(keys)}
+        user = text([labels[k] for k in keys])
+    elif "user_name" in table.column_names:
         name = col("user_name")
         user = pc.if_else(pc.is_valid(name), pc.binary_join_element_wise(name, "(", uid, ")", ""), uid)
     else:
@@ -74,6 +94,8 @@ def render_tree_text(table: pa.Table, out: Any) -> None:
     line = pc.binary_join_element_wise(start, "  ", end, "  ", ent, "  ", pid, "  ", user, "  ", indent,
                                        shown, "")
     out.write("\n".join(line.to_pylist()) + "\n")
+    for note in user_notes(table):
+        out.write(note + "\n")
 
 
 def render_timeline_text(table: pa.Table, out: Any) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from forensix.agent.sink import Sink
+from forensix.analysis.users import this_host_id
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns, now_ns
 from forensix.render.tables import display_value
@@ -114,6 +115,14 @@ def _summary(meta: RuleMeta, r: dict[str, Any]) -> str:
     return f"{text} ({extra})" if extra else text
 
 
+def _local_user(host: str | None, uid: int | None) -> str | None:
+    """This machine's name of ``uid``, for a row of this machine's host only (a recorder's own
+    live detectors); a row of another host gets no name rather than a wrong one."""
+    if uid is None or host != this_host_id():
+        return None
+    return cached_user_names().get(uid)
+
+
 def build_alerts(
     meta: RuleMeta,
     rows: pa.Table | Sequence[dict[str, Any]],
@@ -123,7 +132,6 @@ def build_alerts(
     """One alert per matching row (an event, or a gap record with ``ts``)."""
     recs = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
     detected = now_ns() if detected_ts is None else detected_ts
-    users = cached_user_names()
     out: list[dict[str, Any]] = []
     for r in recs:
         key = event_key(r.get("cpu"), r.get("seq"), r["ts"])
@@ -153,7 +161,9 @@ def build_alerts(
                 "last_ts": r["ts"],
                 "process_executable": r.get("fx_image") or r.get("process_executable"),
                 "process_command_line": r.get("fx_command_line"),
-                "user_name": users.get(uid) if uid is not None else None,
+                # as the rule view names it (fields.fx_user: the host's recorded user database
+                # as of the event); a detector's row has none: named only on this machine's host
+                "user_name": r["fx_user"] if "fx_user" in r else _local_user(r.get("host_id"), uid),
                 "object_kind": kind,
                 "object_name": name,
             }

@@ -235,6 +235,7 @@ class WriteThenExec:
 
     _STEP = ("ts", "boot_id", "event_action", "file_device", "file_inode", "file_generation", "process_name",
              "process_pid", "file_path")
+    _WRITER = (*_STEP, "process_entity_id", "fx_image", "process_executable")  # what _step takes of an open
 
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
@@ -248,8 +249,17 @@ class WriteThenExec:
         idx = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
         if not len(idx):
             return empty_alerts()
-        cols = sorted(set(self._STEP) | {c for c in ALERT_FIELDS if c in data.column_names})
-        rows = data.select(cols).take(pa.array(idx)).to_pylist()
+        # an exec may become an alert: all its fields; a write-open only names a writer, and
+        # a busy host has thousands of them per batch: the few columns that takes
+        names = set(data.column_names)
+        execs = is_exec.to_numpy(zero_copy_only=False)[idx]
+        rows: list[dict[str, Any]] = [{}] * len(idx)
+        for sel, wanted in ((execs, set(self._STEP) | set(ALERT_FIELDS)), (~execs, set(self._WRITER))):
+            at = np.flatnonzero(sel)
+            if len(at):
+                got = data.select(sorted(wanted & names)).take(pa.array(idx[at])).to_pylist()
+                for j, r in zip(at.tolist(), got):
+                    rows[j] = r
         self.latest = max(self.latest, max(r["ts"] for r in rows))
         hits: list[tuple[RuleMeta, dict[str, Any]]] = []
         for r in sorted(rows, key=lambda r: r["ts"]):
@@ -355,9 +365,19 @@ class BinaryPadding:
              "file_inode", "file_path", "first_ts", "read_bytes", "write_bytes", "write_count", "user_id")
 
     def _flow_rows(self, data: pa.Table) -> list[dict[str, Any]]:
-        """The recorder's flow edges (one per process and open file) as event-like rows."""
-        ok = pc.or_(pc.fill_null(pc.equal(data.column("file_type"), "char"), False),
-                    pc.fill_null(pc.greater(data.column("write_count"), 0), False))
+        """The recorder's flow edges (one per process and open file) as event-like rows:
+        those ``_step`` can use. A write by a process that is no byte copier can never be
+        padding (``_check``), and is only kept when its process has a write kept already
+        or a copier's write in this batch (the same key, overwritten): a build's thousands
+        of compiler writes are not turned into Python rows."""
+        ftype = data.column("file_type")
+        pad = pc.and_(pc.equal(ftype, "char"), pc.is_in(data.column("file_path"), pa.array(PAD_SOURCES)))
+        write = pc.and_(pc.equal(ftype, "file"), pc.greater(data.column("write_count"), 0))
+        copier = pc.is_in(data.column("process_name"), pa.array(sorted(COPIERS)))
+        ents = pc.filter(data.column("entity_id"), pc.fill_null(pc.and_(write, copier), False)).to_pylist()
+        ents += [k[0] for k in self.writes]
+        kept = pc.or_(copier, pc.is_in(data.column("entity_id"), pa.array(ents, data.column("entity_id").type)))
+        ok = pc.fill_null(pc.or_(pad, pc.and_(write, kept)), False)
         cols = [c for c in self._FLOW if c in data.column_names]
         return [{
             "host_id": f.get("host_id"), "host_name": f.get("host_name"), "boot_id": f.get("boot_id"),

@@ -208,6 +208,8 @@ class LiveEngine:
         for table, data in items:  # learn every image first: the rings arrive out of order
             if table == "processes":
                 self.context.add_processes(data)
+            elif table == "accounts":
+                self.context.accounts.add(data)
             elif table == "events":
                 self.context.add_events(data)
                 self.sessions.add_events(data)
@@ -282,6 +284,8 @@ class LiveEngine:
         parts = []
         if table == "processes" and learn:
             self.context.add_processes(data)
+        elif table == "accounts" and learn:
+            self.context.accounts.add(data)
         elif table == "events":
             self.stats.batches += 1
             self.stats.events += data.num_rows

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from forensix.analysis.users import this_host_id
 from forensix.store.schema import EVENTS, ecs_name
 
 __all__ = [
@@ -60,18 +61,21 @@ class Derived:
     """A column of the rule view computed from the event and the process context.
 
     ``sql`` is an expression over ``e`` (the event), ``p`` (the acting process's image
-    as of the event time) and ``pp`` (its parent's image as of the event time).
-    ``context`` says which of those it needs.
+    as of the event time), ``pp`` (its parent's image as of the event time) and ``u``, ``uh``,
+    ``uf`` (the event's uid in its host's recorded user database: as of the event time, the
+    host's first reading, the uid's first name; see ``sql.view_sql``). ``context`` says which
+    of those it needs.
     """
 
     name: str
     type: pa.DataType
     sql: str
-    context: str = ""  # "" | "p" | "pp"
+    context: str = ""  # "" | "p" | "pp" | "u"
 
 
 def user_names() -> dict[int, str]:
-    """uid -> name from this host's password database (used by both engines alike)."""
+    """uid -> name from this machine's password database: right only for events of this machine's
+    own host when the store has no recorded reading of it (``analysis.users``)."""
     try:
         return {e.pw_uid: e.pw_name for e in pwd.getpwall()}
     except OSError:
@@ -91,13 +95,20 @@ def cached_user_names(max_age_s: float = 60.0) -> dict[int, str]:
 
 
 def _user_sql() -> str:
+    """The event's user name as its host's recorded user database had it at the event time
+    (``u``), before the first reading the uid's earliest name (``uh``, ``uf``), as
+    ``analysis.users`` names it; a host with no reading at all: this machine's names if it is
+    this machine, else NULL (never another machine's names)."""
     names = user_names()
-    if not names:
-        return "CAST(NULL AS VARCHAR)"
-    whens = " ".join(
-        f"WHEN {uid} THEN '{name.replace(chr(39), chr(39) * 2)}'" for uid, name in sorted(names.items())
-    )
-    return f"CASE e.user_id {whens} END"
+    local = "CAST(NULL AS VARCHAR)"
+    if names:
+        whens = " ".join(
+            f"WHEN {uid} THEN '{name.replace(chr(39), chr(39) * 2)}'" for uid, name in sorted(names.items())
+        )
+        here = this_host_id().replace("'", "''")
+        local = f"CASE WHEN e.host_id = '{here}' THEN CASE e.user_id {whens} END END"
+    return (f"CASE WHEN uh.first_from IS NULL THEN {local} WHEN u.valid_from IS NOT NULL THEN u.name"
+            " WHEN e.ts < uh.first_from THEN uf.first_name END")
 
 
 def _flags_sql() -> str:
@@ -128,7 +139,7 @@ def _derived() -> dict[str, Derived]:
         Derived("fx_parent_image", s, "pp.executable", "pp"),
         Derived("fx_parent_command_line", s, "pp.fx_cmd", "pp"),
         Derived("fx_parent_name", s, "pp.name", "pp"),
-        Derived("fx_user", s, _user_sql()),
+        Derived("fx_user", s, _user_sql(), "u"),
         Derived(
             "fx_target_filename",
             s,

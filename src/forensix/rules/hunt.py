@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.analysis.users import store_book
 from forensix.rules.alerts import build_alerts, empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.detectors import Detector
@@ -74,9 +75,20 @@ def hunt_detectors(
             sql = f"SELECT * FROM {table} WHERE ({where}) AND {_time_sql(col, ts_from, ts_to)} ORDER BY {col}"
             data = reader.query(sql)
             if data.num_rows:
-                found.append(d.observe(table, data, "hunt"))
+                found.append(d.observe(table, _named(reader, data), "hunt"))
     found = [f for f in found if f.num_rows]
     return pa.concat_tables(found) if found else empty_alerts()
+
+
+def _named(reader: Reader, rows: pa.Table) -> pa.Table:
+    """Rows with ``fx_user`` as the rule view has it (their host's recorded names as of then):
+    what a detector's alert names the user by."""
+    if not {"host_id", "user_id", "ts"} <= set(rows.column_names):
+        return rows
+    hosts = rows.column("host_id").to_pylist()
+    names, _ = store_book(reader, set(hosts)).names(hosts, rows.column("user_id").to_pylist(),
+                                                    rows.column("ts").to_pylist())
+    return rows.append_column("fx_user", pa.array(names, pa.string()))
 
 
 def hunt(

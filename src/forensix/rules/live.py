@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.analysis.users import AccountBook, this_host_id
 from forensix.rules import fields as F
 from forensix.rules.compile import (
     RAW_COLUMNS,
@@ -64,6 +65,9 @@ class ProcessContext:
         self.images: dict[int, list[_Image]] = {}
         self.parent: dict[int, int] = {}
         self.max_entities = max_entities
+        # each host's users as its recorder read them (the accounts rows of the stream): a log
+        # host names the uids of every agent's host as that host had them
+        self.accounts = AccountBook()
 
     def _add(self, eid: int, img: _Image) -> None:
         lst = self.images.get(eid)
@@ -231,8 +235,17 @@ def _mode(t: pa.Table, c: _Ctx) -> pa.Array:
 
 
 def _user(t: pa.Table, c: _Ctx) -> pa.Array:
-    names = F.cached_user_names()
-    return _by_value(_col(t, "user_id"), lambda u: None if u is None else names.get(u))
+    """fx_user: as ``analysis.users`` names it, from the accounts rows of the stream; a host
+    whose recorder sent none yet: this machine's names for this machine's rows, else NULL."""
+    book = c.pctx.accounts
+    hosts = _col(t, "host_id")
+    if not book.hosts():
+        names = F.cached_user_names()
+        here = pc.fill_null(pc.equal(hosts, this_host_id()), False)
+        mine = _by_value(_col(t, "user_id"), lambda u: None if u is None else names.get(u))
+        return pc.if_else(here, mine, pa.scalar(None, pa.string()))
+    found, _ = book.names(hosts.to_pylist(), _col(t, "user_id").to_pylist(), _col(t, "ts").to_pylist())
+    return pa.array(found, pa.string())
 
 
 def _case(t: pa.Table, col: str, mapping: dict[str, str]) -> pa.Array:

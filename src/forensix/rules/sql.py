@@ -42,7 +42,7 @@ KEY_COLUMNS = (
     "target_pid",
     "unix_path",
 )
-SUMMARY_DERIVED = ("fx_image", "fx_command_line")
+SUMMARY_DERIVED = ("fx_image", "fx_command_line", "fx_user")
 
 
 def _lit(v: Any) -> str:
@@ -136,7 +136,22 @@ def view_sql(derived: Sequence[str], time_filter: str = "") -> str:
         joins += f" ASOF LEFT JOIN {images} p ON e.process_entity_id = p.entity_id AND e.ts >= p.image_ts"
     if "pp" in ctx:
         joins += f" ASOF LEFT JOIN {images} pp ON p.parent_entity_id = pp.entity_id AND e.ts >= pp.image_ts"
+    if "u" in ctx:
+        joins += _USER_JOINS
     return f"SELECT {sel} FROM (SELECT * FROM events{where}) e{joins}"
+
+
+# The event's uid in its host's recorded user database (schema.ACCOUNTS, fields._user_sql):
+# u as of the event time; uh the host's first reading (none: the host has no reading);
+# uf the uid's first name (an event before the first reading)
+_USERS = "(SELECT DISTINCT host_id, uid, valid_from, name FROM accounts WHERE kind = 'user')"
+_USER_JOINS = (
+    f" ASOF LEFT JOIN {_USERS} u ON e.host_id = u.host_id AND e.user_id = u.uid AND e.ts >= u.valid_from"
+    " LEFT JOIN (SELECT host_id, min(valid_from) AS first_from FROM accounts WHERE kind = 'user'"
+    " GROUP BY host_id) uh ON e.host_id = uh.host_id"
+    " LEFT JOIN (SELECT host_id, uid, arg_min(name, valid_from) AS first_name FROM accounts"
+    " WHERE kind = 'user' GROUP BY host_id, uid) uf ON e.host_id = uf.host_id AND e.user_id = uf.uid"
+)
 
 
 def _time_filter(ts_from: int | None, ts_to: int | None) -> str:

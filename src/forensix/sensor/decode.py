@@ -87,8 +87,43 @@ def _to_str(arr: pa.Array) -> pa.Array:
         )
 
 
+_VIEW_K = np.arange(12, dtype=np.int64)
+
+
 def _gather(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
-    """Strings at raw[start : start+ln-1] (ln counts the NUL; 0 = absent) as Arrow."""
+    """Strings at raw[start : start+ln-1] (ln counts the NUL; 0 = absent) as Arrow.
+
+    Built as Arrow string views over ``raw`` itself (16 bytes per string: its length and
+    its first 12 bytes, or the first 4 and its offset), which Arrow's cast then copies
+    into a plain string column, string by string, checking UTF-8 on the way: half the
+    CPU of an index per byte (``_gather_bytes``), which remains for what is not UTF-8."""
+    n = len(start)
+    if len(raw) >= 1 << 31 or not n:
+        return _gather_bytes(raw, start, ln)
+    valid = ln > 0
+    length = np.where(valid, ln - 1, 0).astype(np.int32)
+    first = start.astype(np.int64)[:, None] + _VIEW_K
+    np.minimum(first, len(raw) - 1, out=first)  # bytes past a short string's end are zeroed below
+    head = raw[first]
+    head[_VIEW_K[None, :] >= length[:, None]] = 0
+    views = np.empty((n, 4), np.int32)
+    views[:, 0] = length
+    views.view(np.uint8).reshape(n, 16)[:, 4:] = head
+    inline = length <= 12
+    views[:, 2] = np.where(inline, views[:, 2], 0)  # buffer 0: raw
+    views[:, 3] = np.where(inline, views[:, 3], start.astype(np.int32))
+    bitmap = np.packbits(valid, bitorder="little").tobytes()
+    arr = pa.Array.from_buffers(
+        pa.binary_view(), n, [pa.py_buffer(bitmap), pa.py_buffer(views), pa.py_buffer(raw)]
+    )
+    try:
+        return arr.cast(pa.string())
+    except pa.ArrowInvalid:  # not UTF-8 somewhere: escaped, as _to_str does
+        return _gather_bytes(raw, start, ln)
+
+
+def _gather_bytes(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
+    """``_gather`` by one index per byte (any size of ``raw``; bytes that are not UTF-8)."""
     n = len(start)
     valid = ln > 0
     L = np.where(valid, ln - 1, 0).astype(np.int64)
@@ -216,6 +251,7 @@ class Decoder:
         # keys whose path changed while recording (an inode number reused, a rename):
         # [(ts_boot from which the path holds, path), ...], oldest first
         self.label_history: dict[int, list[tuple[int, str | None]]] = {}
+        self._history_limit = 10_000
         self.nr = {name: int(nr) for name, nr in abi["syscalls"].items()}
         self.sc_name = np.full(_NR_MAX, None, object)
         self.sc_cat = np.full(_NR_MAX, "syscall", object)
@@ -365,7 +401,9 @@ class Decoder:
         kind = f["kind"]
         nr = np.where(kind == K["FX_KIND_SYSCALL"], f["nr"], 0).astype(np.int64) % _NR_MAX
         flags = f["flags"].astype(np.int64)
-        args = f["args"]
+        # one copy out of the strided records: the argument columns below gather from it
+        args = np.ascontiguousarray(f["args"])
+        rows = np.arange(n)
         start = f["start"]
         pid = f["pid"]
         eid = self.ids.ids(pid, start)
@@ -521,7 +559,7 @@ class Decoder:
         for col, idx in self.argidx.items():
             i = idx[nr]
             has = is_sys & (i >= 0)
-            vals = args[np.arange(n), np.clip(i, 0, 5)]
+            vals = args[rows, np.clip(i, 0, 5)]
             cols[col] = vals
             cols[col + "__mask"] = ~has
         cols["file_flags"] = np.where(nr_in("creat"), O_CREAT | 0o1 | 0o1000, cols["file_flags"])
@@ -531,7 +569,7 @@ class Decoder:
         for a in range(4):  # a pointer to a string copied whole into the row is left out (syscalls.STRING_ARGS)
             slot = self.str_slot[a, nr]
             k = np.maximum(slot, 0)
-            copied = (slot >= 0) & (slen[np.arange(n), k] > 0) & (((flags >> k) & F["FX_F_TRUNC0"]) == 0)
+            copied = (slot >= 0) & (slen[rows, k] > 0) & (((flags >> k) & F["FX_F_TRUNC0"]) == 0)
             cols[f"a{a}"] = pa.array(args[:, a], mask=~is_sys | copied)
         # fd
         fd = np.where(is_flow, ret, np.where(is_pipe, args[:, 4].astype(np.int64), -1))
@@ -593,9 +631,14 @@ class Decoder:
             self.label_history.clear()
         if not len(idx):
             return
-        if len(self.label_history) > 10_000:  # an edge is flushed within seconds of its start
+        if len(self.label_history) > self._history_limit:  # an edge is flushed within seconds of its start
             horizon = int(table["ts_boot"][int(idx[-1])].as_py() or 0) - LABEL_HISTORY_NS
             self.label_history = {k: h for k, h in self.label_history.items() if h[-1][0] >= horizon}
+            # pruned again only when it has doubled: a busy host keeps more than 10,000
+            # changed paths within the horizon, and a pass over all of them per batch cost
+            # more than the rest of the labelling (a lookup by time finds the same path
+            # whether older entries are kept or not)
+            self._history_limit = max(10_000, 2 * len(self.label_history))
         keys = self.label_key(ino[idx], dev[idx])
         order = np.argsort(keys, kind="stable")  # each file's rows, in ring (time) order
         keys = keys[order]

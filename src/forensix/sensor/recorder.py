@@ -30,6 +30,7 @@ from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
+from forensix.sensor.accounts import AccountWatcher
 from forensix.sensor.clock import Clock
 from forensix.sensor.decode import (
     CLASS_NAMES,
@@ -203,6 +204,7 @@ class Recorder:
         batch_interval: float = BATCH_INTERVAL,
         flow_interval: float = 1.0,
         clock_interval: float = 10.0,
+        accounts_interval: float = 1.0,
         on_stats: Callable[[RecordStats], None] | None = None,
         queue_depth: int = 64,
         detach_in_background: bool = True,
@@ -224,6 +226,7 @@ class Recorder:
         self.batch_interval = batch_interval
         self.flow_interval = flow_interval
         self.clock_interval = clock_interval
+        self.accounts_interval = accounts_interval
         self.on_stats = on_stats
         self.on_ready = on_ready  # called once every program is attached and the start record is out
         self.queue_depth = queue_depth
@@ -283,6 +286,9 @@ class Recorder:
         self._cpu0 = (time.thread_time(), time.process_time())
         self.stats.skipped_syscalls = list(self.sensor.skipped)
         self._emit("hosts", self._host_row())
+        # the host's users and groups as they are now, then after each change (sensor/accounts.py)
+        self.accounts = AccountWatcher(self.host)
+        self._poll_accounts()
         msg = f"forensix {__version__} recording; pid {os.getpid()}; lifecycle hooks: {self.sensor.lifecycle}"
         if self.sensor.fallback:
             msg += f" ({self.sensor.fallback})"
@@ -331,7 +337,7 @@ class Recorder:
                 # the workload keeps the user's umask, not the store's narrowed one (store/private.py)
                 child = subprocess.Popen(list(command), umask=user_umask())
             deadline = time.monotonic() + duration if duration else None
-            next_flow = next_clock = next_stats = time.monotonic()
+            next_flow = next_clock = next_stats = next_accounts = time.monotonic()
             last_events = 0
             last_drain = 0.0
             while not self._stop.is_set():
@@ -353,6 +359,9 @@ class Recorder:
                 if now >= next_clock:
                     self._resync_clock()
                     next_clock = now + self.clock_interval
+                if now >= next_accounts:
+                    self._poll_accounts()
+                    next_accounts = now + self.accounts_interval
                 if now >= next_stats:
                     self.stats.rate = float(self.stats.events - last_events)
                     last_events = self.stats.events
@@ -390,6 +399,7 @@ class Recorder:
             self.flush_flows()
             self._flush_tty_cuts()
             self.account_losses()
+            self._poll_accounts()  # a change in the last second is stored too
             self._agent_event("counters", self._counters_json())
             if self.artifacts is not None:
                 self._ship_artifacts(once=False)
@@ -787,6 +797,15 @@ class Recorder:
             "process_pid": os.getpid(), "message": message,
         }
         self._emit("events", pa.Table.from_pylist([row], schema=schema.EVENTS))
+
+    def _poll_accounts(self) -> None:
+        """Store the user and group files if they changed (two stat calls when they did not)."""
+        said = len(self.accounts.errors)
+        rows = self.accounts.poll()
+        if rows is not None:
+            self._emit("accounts", rows)
+        for msg in self.accounts.errors[said:]:
+            self._agent_event("warning", f"users and groups: {msg}; uids of this host are shown as numbers")
 
     def _host_row(self) -> pa.Table:
         return pa.Table.from_pylist([{

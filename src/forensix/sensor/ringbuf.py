@@ -6,8 +6,9 @@ record wraps; we map one copy and join the two slices of a drain that wraps). Ea
 record has an 8-byte header: a u32 length whose bit 31 means "still being written" and
 bit 30 "discarded", then a u32 page offset. Records are 8-byte aligned.
 
-``drain`` walks the headers (the only per-record Python) and returns one contiguous
-copy of the finished records with their offsets, for vectorised decoding. It does not
+``drain`` walks the headers (``walk``: the only per-record Python, a word read and a few
+additions each; see there why not numpy) and returns one contiguous copy of the
+finished records with their offsets, for vectorised decoding. It does not
 give the space back to the kernel: ``release`` does, once the records are in the store,
 so that an agent killed with records in its memory leaves them in the ring for the next
 one (the ring is pinned: sensor/loader.py).
@@ -22,13 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Drained", "RingBuffer"]
+__all__ = ["Drained", "RingBuffer", "walk"]
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HDR = 8
 _u64 = struct.Struct("<Q")
-_u32 = struct.Struct("<I")
 
 
 @dataclass
@@ -56,6 +56,37 @@ class Drained:
             np.concatenate([d.lengths for d in drains]),
             tuple(drains),
         )
+
+
+def walk(buf: bytes | mmap.mmap, limit: int, start: int = 0, base: int = 0,
+         mask: int = (1 << 63) - 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """The records from ring position ``start`` that start before ``start + limit``:
+    their payload offsets from ``start`` and lengths (discarded records left out), and
+    how far the walk went (to the end of the last record, or to the header of one still
+    being written). ``buf`` is the ring mapping (data from byte ``base``, positions
+    wrapped by ``mask``), or a drained copy (the defaults: no wrap).
+
+    Why a loop: each header's length says where the next one is, and a vectorised walk
+    (pointer doubling over every 8-byte slot) costs per byte, ~50 slots per record here,
+    more than this loop's ~0.25 µs per record; reading 32-bit words through a memoryview
+    costs a quarter less than unpacking each header with struct.
+    """
+    offs: list[int] = []
+    lens: list[int] = []
+    add_off, add_len = offs.append, lens.append
+    pos = 0
+    with memoryview(buf) as view, view.cast("I") as words:  # released: the mmap can close
+        while pos < limit:
+            word = words[(base + ((start + pos) & mask)) >> 2]
+            if word >= _DISCARD:  # busy or discarded
+                if word & _BUSY:
+                    break
+                pos += ((word & ~_DISCARD) + _HDR + 7) & ~7
+                continue
+            add_off(pos + _HDR)
+            add_len(word)
+            pos += (word + _HDR + 7) & ~7
+    return np.asarray(offs, np.int64), np.asarray(lens, np.int64), pos
 
 
 class RingBuffer:
@@ -91,39 +122,28 @@ class RingBuffer:
         space from the kernel until ``release``."""
         prod = _u64.unpack_from(self._prod, 0)[0]
         self.peak = max(self.peak, prod - _u64.unpack_from(self._cons, 0)[0])
-        cons = self.pos
-        limit = prod if max_bytes is None else min(prod, cons + max_bytes)
-        buf = self._prod
-        base = self._page
-        mask = self.mask
-        start = cons
-        pos = cons
-        offs: list[int] = []
-        lens: list[int] = []
-        unpack = _u32.unpack_from
-        while pos < limit:
-            word = unpack(buf, base + (pos & mask))[0]
-            if word & _BUSY:
-                break
-            length = word & ~(_BUSY | _DISCARD)
-            if not word & _DISCARD:
-                offs.append(pos - start + _HDR)
-                lens.append(length)
-            pos += (length + _HDR + 7) & ~7
-        if pos == start:
+        start = self.pos
+        limit = prod - start if max_bytes is None else min(prod - start, max_bytes)
+        offs, lens, taken = walk(self._prod, limit, start, self._page, self.mask)
+        if taken == 0:
             return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
-        lo = base + (start & mask)
-        end = lo + (pos - start)
-        if end <= base + self.size:
-            data = buf[lo:end]
-        else:  # the region wraps around the end of the ring
-            data = buf[lo : base + self.size] + buf[base : base + (end - base - self.size)]
-        self.pos = pos
+        data = self._copy(start, taken)
+        self.pos = start + taken
         if not hold:
             self.release()
         self.records += len(offs)
-        self.bytes += pos - start
-        return Drained(data, np.asarray(offs, np.int64), np.asarray(lens, np.int64))
+        self.bytes += taken
+        return Drained(data, offs, lens)
+
+    def _copy(self, start: int, n: int) -> bytes:
+        """``n`` bytes of the ring from position ``start`` (joining the two slices of a
+        region that wraps around its end)."""
+        base = self._page
+        lo = base + (start & self.mask)
+        end = lo + n
+        if end <= base + self.size:
+            return self._prod[lo:end]
+        return self._prod[lo : base + self.size] + self._prod[base : base + (end - base - self.size)]
 
     def released(self) -> int:
         """The consumer position the kernel sees: space up to here is free."""

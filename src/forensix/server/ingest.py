@@ -73,6 +73,10 @@ class Ingestor:
         self._closing = threading.Event()
         self._given_up = False  # a group failed while closing: the rest waits for the next start
         self.on_append: Callable[[str, int, float], None] | None = None  # (table, rows, seconds): metrics
+        # a store may ask for larger appends than COALESCE_ROWS, and to wait for them a
+        # little (ClickHouse: each INSERT writes a part of every column and merges it later)
+        self.coalesce_rows = int(getattr(store, "coalesce_rows", COALESCE_ROWS))
+        self.coalesce_wait_s = float(getattr(store, "coalesce_wait_s", 0.0))
         self._q: queue.Queue[tuple[str, pa.Table, Mark, int] | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="fx-ingest", daemon=True)
         self._thread.start()
@@ -104,9 +108,11 @@ class Ingestor:
                 return
             items = [item]
             rows = item[1].num_rows
-            while rows < COALESCE_ROWS:
+            until = time.monotonic() + self.coalesce_wait_s
+            while rows < self.coalesce_rows:
                 try:
-                    nxt = self._q.get_nowait()
+                    wait = until - time.monotonic()
+                    nxt = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:

@@ -30,6 +30,7 @@ from forensix.server.checks import seal_problem
 from forensix.server.evidence import checkpoint_message, iter_segment, load_public_key
 from forensix.server.guard import read_refusals, refusal_message
 from forensix.server.ingest import SILENT_RULE
+from forensix.server.retention import RetentionRecord, read_retention
 from forensix.store.base import Reader
 
 __all__ = ["FINDINGS", "Verdicts", "verify_evidence"]
@@ -176,6 +177,24 @@ def _check_frame(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Fr
               f"sealed before {where}: sealing times go back (re-sealed batch)")
 
 
+def _after_retention(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Frame, keys: KeySchedule,
+                     base: RetentionRecord, refused: dict[int, _Refusal]) -> None:
+    """The first frame left after retention: it must chain to the head the signed record names."""
+    problem = seal_problem(fr, keys)
+    if problem:
+        _fail(v, host, stream, seg, off, fr.seq, "mac", problem)
+    what = (f"batches {base.first_seq}..{base.last_seq} ({base.frames} frames in {base.segments}) removed by "
+            f"retention on the log host at {format_ns(base.ts)} (signed record {base.where})")
+    if fr.seq > base.last_seq + 1:
+        _missing(v, host, stream, seg, off, fr, base.last_seq, base.last_hash, refused, "the retention record")
+    elif fr.prev != base.last_hash:
+        _fail(v, host, stream, seg, off, fr.seq, "chain",
+              f"seq {fr.seq} does not chain to the head the retention record signed: evidence before it was "
+              "altered or replaced, not aged out")
+        return
+    v.add("completeness", "note", host, stream, base.where, None, base.last_seq, "retention", what)
+
+
 def _gaps_of(v: Verdicts, host: str, stream: str, seg: str, off: int, fr: Frame) -> None:
     try:
         data = decode_body(fr)
@@ -194,6 +213,11 @@ def _stream(v: Verdicts, sdir: Path, host: str, keys: KeySchedule,
     stream = sdir.name
     prev: _Prev | None = None
     hashes: dict[int, bytes] = {}
+    kept, bad = read_retention(sdir, pub)
+    for where, why in bad:
+        _fail(v, host, stream, where, None, None, "retention", why)
+    # Retention removed the oldest segments: the chain resumes from the signed head they ended at.
+    base = max(kept, key=lambda r: r.last_seq) if kept else None
     for seg_path in sorted(sdir.glob("seg-*.fxe")):
         seg = str(seg_path)
         for rec in iter_segment(seg_path):
@@ -204,7 +228,10 @@ def _stream(v: Verdicts, sdir: Path, host: str, keys: KeySchedule,
                 break
             fr = rec.frame
             v.frames += 1
-            _check_frame(v, host, stream, seg, rec.offset, fr, keys, prev, refused)
+            if prev is None and base is not None and fr.seq > base.last_seq:
+                _after_retention(v, host, stream, seg, rec.offset, fr, keys, base, refused)
+            else:
+                _check_frame(v, host, stream, seg, rec.offset, fr, keys, prev, refused)
             hashes[fr.seq] = frame_hash(fr.raw)
             if fr.table == "gaps" and not seal_problem(fr, keys):
                 _gaps_of(v, host, stream, seg, rec.offset, fr)

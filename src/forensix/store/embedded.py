@@ -176,6 +176,11 @@ class DuckDBStore:
                 self._views[name] = self._base_view(name)
             self._flow_rows = "in_events" in self._columns("flows_base")
         self.recovered = [note for t in self._journals.values() for note in t.recovered]
+        # tables of a newer format than a read-only store has (accounts, /14) read as empty, so
+        # an analysis can ask for them and learn that the store has none
+        have = {r[0] for r in self._con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        self._absent = {n: _empty_sql(s) for n, s in schema.TABLES.items()
+                        if n not in have and f"{n}_base" not in have}
 
     # -- format and migrations -------------------------------------------------
     def _check_format(self) -> None:
@@ -349,6 +354,8 @@ class DuckDBStore:
                 if name == "events" and self._flow_rows:
                     sql += f" UNION ALL BY NAME {FLOW_EVENTS_SQL}"
                 cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
+            for name, sql in self._absent.items():
+                cur.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS {sql}')
         except duckdb.Error as e:
             cur.close()
             raise _query_error(e, "check the store's files") from e
@@ -417,6 +424,12 @@ class DuckDBStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _empty_sql(sch: pa.Schema) -> str:
+    """A SELECT of no rows with the columns of ``sch``."""
+    cols = ", ".join(f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in sch)
+    return f"SELECT {cols} WHERE false"
 
 
 # The events row of a flow edge stored only in flows (schema.FLOWS: in_events false): the

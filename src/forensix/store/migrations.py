@@ -34,10 +34,12 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # rule_name (auditd's rule key), and the imports table records what was imported.
 # /13: gaps name the process that caused them and say when their size is unknown
 # (count_unknown); NULL on gaps of older stores.
-STORE_FORMAT = "forensix-store/13"
+# /14 (migration 0018): the host's users and groups as recorded (schema.ACCOUNTS); a store of
+# an earlier format has none, and names users as analysis.users says (never silently).
+STORE_FORMAT = "forensix-store/14"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
-                           "forensix-store/10", "forensix-store/11", "forensix-store/12",
+                           "forensix-store/10", "forensix-store/11", "forensix-store/12", "forensix-store/13",
                            STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
@@ -154,5 +156,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "process_name" VARCHAR',
         'ALTER TABLE "gaps" ADD COLUMN IF NOT EXISTS "count_unknown" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/13' WHERE key = 'format'",
+    ]),
+    # the recorded host's users and groups over time (schema.ACCOUNTS)
+    ("0018_accounts", [
+        create_table_sql("accounts", schema.ACCOUNTS),
+        "UPDATE forensix_meta SET value = 'forensix-store/14' WHERE key = 'format'",
     ]),
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = [
+    "ACCOUNTS",
     "ALERTS",
     "ALERT_EVIDENCE",
     "ARTIFACTS",
@@ -358,6 +359,29 @@ IMPORTS = pa.schema(
     ]
 )
 
+# The recorded host's user and group database (/etc/passwd, /etc/group), so that a uid is
+# named as the host named it at the time, wherever the store is read (forensix.analysis.users).
+# A row is one user (or group) of one reading of the file: every reading is stored whole,
+# with ``valid_from`` the file's change time (what it says held from then on); a user gone
+# since the last reading gets a row with ``name`` NULL. Rows are read again after each change
+# and once a day (so a store's retention keeps a copy). No password field is ever read.
+ACCOUNTS = pa.schema(
+    _ORIGIN
+    + [
+        pa.field("valid_from", _i64, nullable=False),  # UTC ns: the file's ctime (imports: the event's time)
+        pa.field("recorded_ts", _i64, nullable=False),  # UTC ns: when it was read
+        pa.field("kind", _str, nullable=False),  # user | group
+        pa.field("uid", _u32),  # user rows
+        pa.field("gid", _u32),  # a user's primary group; a group row's id
+        pa.field("name", _str),  # NULL: no longer in the file
+        pa.field("full_name", _str),  # GECOS
+        pa.field("home", _str),
+        pa.field("shell", _str),
+        pa.field("members", pa.list_(_str)),  # group rows
+        pa.field("source", _str),  # /etc/passwd, /etc/group; or the import format that named the uid
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENTS,
     "processes": PROCESSES,
@@ -368,6 +392,7 @@ TABLES: dict[str, pa.Schema] = {
     "tty": TTY,
     "artifacts": ARTIFACTS,
     "artifact_blobs": ARTIFACT_BLOBS,
+    "accounts": ACCOUNTS,
 }
 
 # Tables of the store's own bookkeeping: appended like the others, but no host's rows (analyses

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from forensix.model.identity import entity_id, entity_ids, host_key
 from forensix.store.base import Writer
-from forensix.store.schema import EVENTS, FLOWS, PROCESSES
+from forensix.store.schema import ACCOUNTS, EVENTS, FLOWS, PROCESSES
 
 __all__ = [
     "O_CREAT",
@@ -78,6 +78,7 @@ class StoreBuilder:
     events: list[dict[str, Any]] = field(default_factory=list)
     processes: list[dict[str, Any]] = field(default_factory=list)
     flows: list[dict[str, Any]] = field(default_factory=list)
+    accounts: list[dict[str, Any]] = field(default_factory=list)
     _inodes: dict[str, int] = field(default_factory=dict)
     _next_inode: itertools.count = field(default_factory=lambda: itertools.count(100_000))  # type: ignore[type-arg]
 
@@ -251,12 +252,26 @@ class StoreBuilder:
                  unix_path=path)
 
     # -- output ----------------------------------------------------------------
+    def users(self, t: float, users: dict[int, str], recorded: float | None = None) -> None:
+        """A reading of the host's /etc/passwd valid from ``t`` (what sensor.accounts stores):
+        uid -> name; a name of None says the uid is gone since the last reading."""
+        for uid, name in users.items():
+            self.accounts.append(self._origin() | {
+                "valid_from": self.t(t), "recorded_ts": self.t(t if recorded is None else recorded),
+                "kind": "user", "uid": uid, "gid": uid, "name": name,
+                "home": f"/home/{name}" if name else None, "shell": "/bin/bash" if name else None,
+                "source": "/etc/passwd",
+            })
+
     def tables(self) -> dict[str, pa.Table]:
-        return {
+        out = {
             "events": pa.Table.from_pylist(self.events, schema=EVENTS),
             "processes": pa.Table.from_pylist(self.processes, schema=PROCESSES),
             "flows": pa.Table.from_pylist(self.flows, schema=FLOWS),
         }
+        if self.accounts:
+            out["accounts"] = pa.Table.from_pylist(self.accounts, schema=ACCOUNTS)
+        return out
 
     def write(self, store: Writer) -> None:
         for name, table in self.tables().items():

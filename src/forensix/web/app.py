@@ -39,12 +39,13 @@ from forensix.analysis.sessions import find_session
 from forensix.errors import ForensixError, StoreError, UsageError
 from forensix.model.identity import parse_entity
 from forensix.store.base import Reader
+from forensix.store.open import is_remote
 from forensix.web import views_events as ev
 from forensix.web import views_incident as inc
 from forensix.web import views_overview as ov
 from forensix.web import views_people as pp
 from forensix.web import views_terminal as vt
-from forensix.web.context import Context, ReopeningReader
+from forensix.web.context import IDLE_S, Context, ReopeningReader
 from forensix.web.params import ApiError, NotFound, Param, read_params
 
 __all__ = ["VENDOR", "VIEWS", "View", "create_app", "stop_streams"]
@@ -168,7 +169,9 @@ def _live_stream(ctx: Context) -> Callable[[Request], Awaitable[Response]]:
             silent = 0.0
             while not request.app.state.stopping and not await request.is_disconnected():
                 try:
-                    d = await run_in_threadpool(ov.live, ctx, since)
+                    # a store let go and untouched since: nothing new, and no reopen to find that out
+                    quiet = since["events"] is not None and ctx.unchanged()
+                    d = None if quiet else await run_in_threadpool(ov.live, ctx, since)
                 except ForensixError as e:  # the store went away for a moment: say so, look again
                     yield f"event: failed\ndata: {json.dumps({'error': e.message, 'hint': e.hint})}\n\n"
                     d = None
@@ -258,11 +261,14 @@ class _Guard(BaseHTTPMiddleware):
         return resp
 
 
-def create_app(opener: Callable[[], Reader], store: str, *, token: str | None = None) -> Starlette:
+def create_app(opener: Callable[[], Reader], store: str, *, token: str | None = None,
+               idle_s: float = IDLE_S) -> Starlette:
     """The UI over the store ``opener`` opens (``store.embedded.open_reader`` through
     ``cli.options``: a file, a recorder's query socket, a fleet store); opened again when a
-    recording that held it ends."""
-    ctx = Context(reader=ReopeningReader(opener), store=store)
+    recording that held it ends; a DuckDB file is let go after ``idle_s`` without a query,
+    so that a recording can start on it."""
+    watch = None if is_remote(store) else Path(store)
+    ctx = Context(reader=ReopeningReader(opener, watch, idle_s), store=store)
     routes: list[BaseRoute] = [Route("/", _root)]
     # the asciicast twins of a session's and a process's terminal, before the pages that take any id
     routes.append(Route("/live/stream", _live_stream(ctx), methods=["GET"]))

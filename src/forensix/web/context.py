@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -16,7 +18,9 @@ from forensix.analysis.sessions import Attribution, attribute, sessions
 from forensix.errors import StoreError
 from forensix.store.base import Reader
 
-__all__ = ["Context", "ReopeningReader", "at_once"]
+__all__ = ["IDLE_S", "Context", "ReopeningReader", "at_once"]
+
+IDLE_S = 2.0  # a DuckDB file read directly is let go after this long without a query
 
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fx-web-part")
 
@@ -29,29 +33,57 @@ def at_once(**parts: Callable[[], Any]) -> dict[str, Any]:
 
 
 class ReopeningReader:
-    """A reader that opens the store again when a query fails for want of it.
+    """A reader that opens the store again when a query fails for want of it, and lets a
+    DuckDB file go while nobody asks.
 
     A UI started while ``forensix record`` runs reads through the recorder's query
     socket; when the recording ends the socket goes, and the file itself is free: the
-    next query opens it (``open_reader`` decides how) and is tried once more."""
+    next query opens it (``open_reader`` decides how) and is tried once more. A UI that
+    reads the file itself holds DuckDB's lock on it, which would keep a later ``forensix
+    record`` from opening it: after ``idle_s`` without a query the file is closed, and
+    the next query opens it again (through the recorder's socket if one started)."""
 
-    def __init__(self, opener: Callable[[], Reader]) -> None:
+    def __init__(self, opener: Callable[[], Reader], watch: Path | None = None, idle_s: float = IDLE_S) -> None:
         self._opener = opener
         self._lock = threading.Lock()
-        self._reader = opener()
+        self._reader: Reader | None = opener()
+        self._busy = 0
+        self._last = time.monotonic()
+        self._watch = watch
+        self._idle_s = idle_s
+        self._seen: tuple[Any, ...] | None = None
+        self._stop = threading.Event()
+        if watch is not None:
+            threading.Thread(target=self._idler, name="fx-web-idle", daemon=True).start()
+
+    def _acquire(self) -> Reader:
+        with self._lock:
+            if self._reader is None:
+                self._reader = self._opener()
+            self._busy += 1
+            return self._reader
+
+    def _release(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            self._last = time.monotonic()
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        reader = self._reader
+        reader = self._acquire()
         try:
-            return reader.query(sql, params)
-        except StoreError:
-            if not self._gone(reader):
-                raise
-        with self._lock:
-            if self._reader is reader:
-                self._reader = self._opener()
-                reader.close()
-        return self._reader.query(sql, params)
+            try:
+                return reader.query(sql, params)
+            except StoreError:
+                if not self._gone(reader):
+                    raise
+            with self._lock:
+                if self._reader is reader or self._reader is None:
+                    self._reader = self._opener()
+                    reader.close()
+                fresh = self._reader
+            return fresh.query(sql, params)
+        finally:
+            self._release()
 
     @staticmethod
     def _gone(reader: Reader) -> bool:
@@ -59,8 +91,50 @@ class ReopeningReader:
         path = getattr(inner, "path", None)
         return path is not None and str(path).endswith(".sock") and not path.exists()
 
+    @staticmethod
+    def _holds_file(reader: Reader) -> bool:
+        from forensix.store.embedded import DuckDBStore
+
+        inner = getattr(reader, "inner", reader)
+        return isinstance(inner, DuckDBStore) and inner.read_only
+
+    def _stamp(self) -> tuple[Any, ...]:
+        """What a writer of the store would change: the file, its WAL, its query socket."""
+        from forensix.store.embedded import socket_path
+
+        assert self._watch is not None
+        out: list[Any] = []
+        for p in (self._watch, self._watch.with_name(self._watch.name + ".wal"), socket_path(self._watch)):
+            try:
+                st = p.stat()
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _idler(self) -> None:
+        while not self._stop.wait(self._idle_s / 4):
+            with self._lock:
+                r = self._reader
+                if (r is None or self._busy or time.monotonic() - self._last < self._idle_s
+                        or not self._holds_file(r)):
+                    continue
+                self._reader = None
+                self._seen = self._stamp()
+            r.close()
+
+    def unchanged(self) -> bool:
+        """True when the store cannot have changed since the file was let go: nobody wrote
+        it or started serving it (the live stream then spares a query and a reopen)."""
+        with self._lock:
+            return self._reader is None and self._seen is not None and self._stamp() == self._seen
+
     def close(self) -> None:
-        self._reader.close()
+        self._stop.set()
+        with self._lock:
+            r, self._reader = self._reader, None
+        if r is not None:
+            r.close()
 
 
 @dataclass
@@ -76,6 +150,11 @@ class Context:
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
         return self.reader.query(sql, params)
+
+    def unchanged(self) -> bool:
+        """The store cannot have changed since it was last read (see ``ReopeningReader``)."""
+        check = getattr(self.reader, "unchanged", None)
+        return bool(check()) if check is not None else False
 
     def state(self) -> tuple[Any, ...]:
         """Changes when processes are added (a recording runs): the key of what is kept."""

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from clickhouse_driver import Client, errors
+from clickhouse_driver import errors
 
 from forensix.errors import StoreError, UsageError
 from forensix.store.clickhouse.ddl import CH_SETTINGS
+from forensix.store.clickhouse.native import NativeClient
 
 __all__ = [
     "SCHEME",
@@ -155,7 +156,8 @@ class Server:
     def __init__(self, host: str, port: int, timeout: float = 30.0, database: str = "default") -> None:
         self.host, self.port = host, port
         self.where = f"{host}:{port}"
-        self.client = Client(host, port=port, database=database, connect_timeout=3,
+        # INSERT data given as Arrow (native.ArrowData) goes as Native blocks built from its buffers
+        self.client = NativeClient(host, port=port, database=database, connect_timeout=3,
                              send_receive_timeout=timeout, sync_request_timeout=5, settings=dict(CH_SETTINGS))
 
     def execute(self, sql: str, data: Any = None, settings: Mapping[str, Any] | None = None) -> Any:

@@ -75,6 +75,9 @@ KEYS: dict[str, TableKey] = {
     "tty": TableKey("ts", "process_entity_id"),
     "artifacts": TableKey("ts", "process_entity_id"),
     "artifact_blobs": TableKey("ts", "sha256"),
+    # by when the rows were read, not valid_from: a reading of an old /etc/passwd is a recent row,
+    # and retention drops it with its day (the recorder reads the files again every day)
+    "accounts": TableKey("recorded_ts", "uid"),
 }
 
 
@@ -161,9 +164,16 @@ def _initial(db: str, cluster: str | None) -> list[str]:
 # forensix lacks what came later. 0002 creates the tables added since (terminal bytes,
 # artifacts); the columns added since (process_hash_sha256) are added by the store when it
 # applies any migration (`missing_columns`: 18.16 has no ADD COLUMN IF NOT EXISTS).
+def _accounts(db: str, cluster: str | None) -> list[str]:
+    """The recorded users and groups of each host (schema.ACCOUNTS, sharded by host like the rest)."""
+    out = [merge_tree_sql(db, "accounts", local_name("accounts", cluster))]
+    return out + ([distributed_sql(db, "accounts", cluster)] if cluster else [])
+
+
 MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0001_initial", _initial),
     ("0002_tty_artifacts_sha256", _initial),
+    ("0006_accounts", _accounts),
 ]
 
 

@@ -88,8 +88,12 @@ class ClickHouseReader:
             return self._con
         con = duckdb.connect(":memory:")
         try:
+            # a table of a newer forensix than the one whose server made the database: empty
+            have = set(self.store.native("SELECT name FROM system.tables WHERE database = currentDatabase()")
+                       .column(0).to_pylist())
             for name in schema.TABLES:
-                data = self.store.select_table(name, self._where(name))
+                data = (self.store.select_table(name, self._where(name)) if name in have
+                        else schema.TABLES[name].empty_table())
                 self.rows[name] = data.num_rows
                 base = f"{name}_base" if name in ("events", "flows") else name
                 con.register("_fx_pull", data)

@@ -5,9 +5,9 @@ shard, straight into the shard's local table (the store routes each host's rows 
 Distributed table's ``cityHash64(host_name)`` would; Distributed tables are for reads), so
 a batch counted as stored is on disk on its shard. A cluster with replicas or shard
 weights gets the INSERT through the Distributed table with ``insert_distributed_sync``. Rows of a
-frame carry the frame's hash (``fx_batch``); before an INSERT, the frames already present
-are left out, so a frame re-sent after a crash, or after an INSERT that reached one shard
-and not another, is stored once.
+frame carry the frame's hash (``fx_batch``); before an INSERT, the days of frames already
+present are left out, so a frame re-sent after a crash, or after an INSERT that reached one
+shard (or one day's partition) and not another, is stored once.
 
 A server or shard that does not answer: with ``retry`` (``forensix server``), the append
 logs which one, keeps the batch and tries again until it is stored or the store is
@@ -47,6 +47,7 @@ from forensix.store.clickhouse.ddl import (
     missing_columns,
     null_column,
 )
+from forensix.store.clickhouse.native import ArrowData
 from forensix.store.journal import conform
 
 __all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
@@ -65,10 +66,14 @@ def frame_hash(key: str) -> int:
 
 def stored_table(table: str, data: pa.Table, batch: pa.Array) -> pa.Table:
     """``data`` (the logical schema) as ClickHouse keeps it: list columns with their NULL
-    marks (``c__null``), booleans as UInt8, the frame hash of every row (``fx_batch``)."""
+    marks (``c__null``), booleans as UInt8, the frame hash of every row (``fx_batch``).
+    Columns ``data`` lacks are left out (an INSERT leaves them to their defaults)."""
     names: list[str] = []
     cols: list[pa.Array | pa.ChunkedArray] = []
+    have = set(data.column_names)
     for f in schema.TABLES[table]:
+        if f.name not in have:
+            continue
         col = data.column(f.name)
         if pa.types.is_list(f.type):
             isnull = pc.is_null(col)
@@ -86,39 +91,61 @@ def stored_table(table: str, data: pa.Table, batch: pa.Array) -> pa.Table:
     return pa.Table.from_arrays(cols, names=names)
 
 
-def _without_empty(table: str, stored: pa.Table) -> pa.Table:
+def _without_empty(table: str, data: pa.Table) -> pa.Table:
     """Leave out the columns that are NULL in every row: most of a batch's columns are (an
     open has no address, a connect no path), and the server fills NULL for them (a list
-    column's NULL mark defaults to 1) at no cost, while converting them costs the most."""
-    sch = schema.TABLES[table]
-    drop = []
-    for f in sch:
-        if f.nullable and f.name not in KEY_NOT_NULL:
-            col = stored.column(f.name)
-            nulls = stored.column(null_column(f.name)) if pa.types.is_list(f.type) else None
-            if (nulls is not None and pc.all(pc.equal(nulls, 1)).as_py()) or (nulls is None and col.null_count == len(col)):
-                drop.append(f.name)
-                if nulls is not None:
-                    drop.append(null_column(f.name))
-    return stored.drop_columns(drop) if drop and len(stored) else stored
+    column's NULL mark defaults to 1) at no cost to the log host. Done on the logical
+    table, before ``stored_table``, so no work is spent on columns that are not sent."""
+    n = data.num_rows
+    drop = [f.name for f in schema.TABLES[table]
+            if f.nullable and f.name not in KEY_NOT_NULL and data.column(f.name).null_count == n]
+    return data.drop_columns(drop) if drop and n else data
 
 
-def _values(col: pa.ChunkedArray) -> list[Any]:
-    """A column as the Python values clickhouse-driver sends. Numbers without NULL through
-    numpy (half the time of ``to_pylist``); strings and lists by ``to_pylist`` (faster there)."""
-    t = col.type
-    if col.null_count == 0 and (pa.types.is_integer(t) or pa.types.is_floating(t)):
-        return list(col.to_numpy().tolist())
-    return list(col.to_pylist())
+# A MergeTree INSERT is atomic per partition (a day), not as a whole: 18.16 writes and commits
+# one part per partition of the block, so a server that dies in between keeps some days of
+# a frame that spans midnight and not the others. De-duplication therefore works per frame
+# and day: a day of a frame is either all stored or not at all. The day as both engines and
+# Arrow compute it alike (integer division truncates); it is never coarser than the partition.
+DAY_NS = 86_400 * 10**9
+# frames asked about in one de-duplication query (20 bytes of SQL each, and their hosts')
+PRESENT_FRAMES = 2000
+
+
+def _day(table: str) -> str:
+    return f"intDiv(ifNull({KEYS[table].time}, 0), {DAY_NS})"
 
 
 def present_sql(table_ref: str, table: str, hosts: Sequence[str], lo: int, hi: int, hashes: Sequence[int]) -> str:
-    """The frames among ``hashes`` whose rows a table holds already (hosts and time narrow the scan)."""
+    """The (frame, day) pairs among ``hashes`` whose rows a table holds already (hosts and
+    time narrow the scan)."""
     t = KEYS[table].time
     host_list = ", ".join(literal(h) for h in hosts)
-    return (f"SELECT DISTINCT {BATCH_COLUMN} FROM {table_ref} WHERE host_name IN ({host_list}) "
-            f"AND ifNull({t}, 0) BETWEEN {int(lo)} AND {int(hi)} "
+    return (f"SELECT DISTINCT {BATCH_COLUMN}, {_day(table)} AS fx_day FROM {table_ref} "
+            f"WHERE host_name IN ({host_list}) AND ifNull({t}, 0) BETWEEN {int(lo)} AND {int(hi)} "
             f"AND {BATCH_COLUMN} IN ({', '.join(str(int(h)) for h in hashes)})")
+
+
+def _days(table: str, data: pa.Table) -> pa.Array:
+    """Each row's day as ``_day`` computes it in ClickHouse."""
+    t = pc.fill_null(data.column(KEYS[table].time).cast(pa.int64()), 0)
+    return pc.divide(t, pa.scalar(DAY_NS, pa.int64())).combine_chunks()
+
+
+def _missing(table: str, keyed: list[tuple[int, pa.Table]], present: set[tuple[int, int]]) -> list[tuple[int, pa.Table]]:
+    """The rows of ``keyed`` whose (frame, day) is not in the store: whole frames, or the
+    days of a frame an interrupted INSERT did not store."""
+    frames = {h for h, _ in present}
+    out = []
+    for h, d in keyed:
+        if h == 0 or h not in frames:
+            out.append((h, d))
+            continue
+        done = pa.array(sorted(day for f, day in present if f == h), pa.int64())
+        rest = d.filter(pc.invert(pc.is_in(_days(table, d), value_set=done)))
+        if rest.num_rows:
+            out.append((h, rest))
+    return out
 
 
 def select_sql(table: str, where: str = "") -> str:
@@ -151,6 +178,15 @@ def from_stored(table: str, t: pa.Table) -> pa.Table:
 
 class ClickHouseStore:
     """Reader and writer of a forensix store in ClickHouse (``clickhouse://HOST:PORT/DB[?cluster=C]``)."""
+
+    # The log host's ingest thread joins waiting frames into appends of up to this many
+    # rows, waiting up to this long for them (server.ingest). An INSERT costs the shard
+    # about 15-20 ms of CPU whatever its size (a part of every column, merged later) plus
+    # 1-2 us per row: at 200k events/s, 100k-row INSERTs cost it a third of 20k-row ones'
+    # fixed share. Frames are acknowledged once in evidence, so the wait delays only the
+    # store (and live rules), by at most coalesce_wait_s.
+    coalesce_rows = 200_000
+    coalesce_wait_s = 0.5
 
     def __init__(self, url: str | StoreURL, *, write: bool = False, retry: bool = False,
                  retry_max_s: float = 5.0) -> None:
@@ -307,13 +343,12 @@ class ClickHouseStore:
                 delay = min(delay * 2, self.retry_max_s)
 
     def _insert(self, table: str, keyed: list[tuple[int, pa.Table]]) -> int:
-        present = self._present(table, keyed)
-        todo = [(h, d) for h, d in keyed if h == 0 or h not in present]
+        todo = _missing(table, keyed, self._present(table, keyed))
         if not todo:
             return 0
         data = pa.concat_tables([d for _, d in todo]) if len(todo) > 1 else todo[0][1]
         batch = pa.concat_arrays([pa.array([h] * d.num_rows, pa.uint64()) for h, d in todo])
-        stored = _without_empty(table, stored_table(table, data, batch))
+        stored = stored_table(table, _without_empty(table, data), batch)
         if not (self.cluster and self._direct):
             self._insert_into(self.entry, self._table(table), stored, {"insert_distributed_sync": 1})
             return int(data.num_rows)
@@ -333,22 +368,29 @@ class ClickHouseStore:
         return int(data.num_rows)
 
     def _insert_into(self, srv: Server, ref: str, stored: pa.Table, settings: dict[str, int]) -> None:
-        names, cols = stored.column_names, [_values(c) for c in stored.columns]
-        sql = f"INSERT INTO {ref} ({', '.join(f'`{n}`' for n in names)}) VALUES"
-        with self._lock:
-            srv.execute(sql, cols, settings=settings)
+        sql = f"INSERT INTO {ref} ({', '.join(f'`{n}`' for n in stored.column_names)}) VALUES"
+        with self._lock:  # the columns go as Native blocks built from Arrow's buffers (native.py)
+            srv.execute(sql, ArrowData.of(stored), settings=settings)
 
-    def _present(self, table: str, keyed: list[tuple[int, pa.Table]]) -> set[int]:
-        """The frames of ``keyed`` whose rows are in the store already (a crash, a partial INSERT)."""
-        hashes = sorted({h for h, _ in keyed if h})
-        if not hashes:
-            return set()
-        hosts = sorted({h for _, d in keyed for h in pc.unique(d.column("host_name")).to_pylist()})
-        t = KEYS[table].time
-        lo = min(pc.min(d.column(t)).as_py() or 0 for _, d in keyed)
-        hi = max(pc.max(d.column(t)).as_py() or 0 for _, d in keyed)
-        with self._lock:
-            return {int(r[0]) for r in self.entry.execute(present_sql(self._table(table), table, hosts, lo, hi, hashes))}
+    def _present(self, table: str, keyed: list[tuple[int, pa.Table]]) -> set[tuple[int, int]]:
+        """The (frame, day) pairs of ``keyed`` whose rows are in the store already (a crash,
+        an INSERT that reached one shard or one day and not the next). Asked PRESENT_FRAMES
+        frames at a time: a group of many small frames (many hosts, each sending little)
+        would make one query longer than a server takes (max_query_size: 256 KiB)."""
+        framed = [(h, d) for h, d in keyed if h]
+        out: set[tuple[int, int]] = set()
+        for i in range(0, len(framed), PRESENT_FRAMES):
+            chunk = framed[i:i + PRESENT_FRAMES]
+            hashes = sorted({h for h, _ in chunk})
+            hosts = sorted({h for _, d in chunk for h in pc.unique(d.column("host_name")).to_pylist()})
+            t = KEYS[table].time
+            # a NULL time is 0 to the query (ifNull), and so to the range
+            lo = min(pc.min(pc.fill_null(d.column(t), 0)).as_py() or 0 for _, d in chunk)
+            hi = max(pc.max(pc.fill_null(d.column(t), 0)).as_py() or 0 for _, d in chunk)
+            with self._lock:
+                rows = self.entry.execute(present_sql(self._table(table), table, hosts, lo, hi, hashes))
+            out |= {(int(h), int(day)) for h, day in rows}
+        return out
 
     def flush(self) -> None:
         """Every append is durable on its shard when it returns (synchronous Distributed INSERT)."""
