@@ -35,6 +35,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from forensix.store.clickhouse import ClickHouseReader, ClickHouseStore
+from forensix.store.clickhouse.ddl import local_name
+from forensix.store.clickhouse.summaries import summary_tables
 from forensix.testing.clickhouse import Cluster, start_cluster, stop_cluster
 
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
@@ -165,7 +167,109 @@ SELECT {h}, {h}, 'boot', {eid}, 0, toUInt32(intDiv(number + {offset}, {block}) %
 FROM (SELECT number FROM system.numbers LIMIT {n}) WHERE (number + {offset}) % {block} < {hosts}"""
 
 
-def fleet_scale(cluster: Cluster, events: int, hosts: int) -> dict[str, Any]:
+QUESTIONS = (("exe", "/tmp/.x/miner"), ("exe", "/usr/bin/cmd1*"), ("cmdline", "198.51.100.23"),
+             ("sha256", "0" * 64), ("ip", "10.9.7.7"), ("ip", "10.9.4.4"), ("path", "/var/lib/app/f42"), ("path", "/var/lib/app/f1*"),
+             ("hosts", ""))
+
+
+def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str, float, float, int, int, float]]:
+    """Every fleet question by a scan of the events and from the summaries, alternating,
+    best of 3 each: (question, argument, scan s, summary s, rows, rows, load average)."""
+    out = []
+    day = T0 // 86_400_000_000_000 * 86_400_000_000_000
+    for name, value in QUESTIONS + (("hosts", "--from (a partial day: scanned)"),):
+        # the window starts halfway through the generated span: a partial day, answered by a scan
+        window = (T0 + events * 1000, day + 86_400_000_000_000 - 1) if value.startswith("--from") else (None, None)
+        arg = "" if value.startswith("--from") else value
+        best = {False: float("inf"), True: float("inf")}
+        rows = {False: 0, True: 0}
+        for _ in range(3):
+            for summarized in (False, True):
+                t = time.monotonic()
+                rows[summarized] = ask(st.native, name, arg, *window, summarized=summarized).num_rows
+                best[summarized] = min(best[summarized], time.monotonic() - t)
+        out.append((name, value, best[False], best[True], rows[False], rows[True], os.getloadavg()[0]))
+    return out
+
+
+def _realistic_events(n: int) -> Any:
+    """The events of a realistic one-host history (forensix.testing.generator), in order."""
+    import pyarrow as pa
+
+    from forensix.store import schema
+    from forensix.store.journal import conform
+    from forensix.testing.generator import generate
+
+    class Keep:
+        def __init__(self) -> None:
+            self.parts: list[Any] = []
+
+        def append(self, table: str, data: Any) -> int:
+            if table == "events":
+                self.parts.append(conform(data, schema.TABLES[table], table))
+            return int(data.num_rows)
+
+        def flush(self) -> None:
+            pass
+
+        def query(self, sql: str, params: Any = None) -> Any:
+            raise AssertionError("only written to")
+
+        def close(self) -> None:
+            pass
+
+    k = Keep()
+    generate(k, n)  # type: ignore[arg-type]
+    return pa.concat_tables(k.parts).sort_by("ts")
+
+
+def views_cost(cluster: Cluster, batches: int, rows: int, realistic: bool = False) -> dict[str, Any]:
+    """What the summaries' views cost at insert: the same batches appended to a store without
+    0003 and to one with it, alternating; wall time of the appends and CPU of both ClickHouse
+    servers, per event. Synthetic batches (forensix.testing.batches: every event a new file
+    path, the worst case for the path summary) or, ``realistic``, slices of a generated
+    one-host history (forensix.testing.generator)."""
+    import forensix.store.clickhouse.store as ch_store
+    from forensix.store.clickhouse.ddl import MIGRATIONS
+    from forensix.store.clickhouse.summaries import MIGRATION
+    from forensix.testing.batches import events_batch
+
+    full = ch_store.MIGRATIONS
+    ch_store.MIGRATIONS = [m for m in MIGRATIONS if m[0] != MIGRATION]
+    try:
+        plain = ClickHouseStore(cluster.url(database="viewsoff"), write=True)
+    finally:
+        ch_store.MIGRATIONS = full
+    summ = ClickHouseStore(cluster.url(database="viewson"), write=True)
+    pids = [s.pid for s in cluster.shards]
+    cost = {"off": [0.0, 0.0], "on": [0.0, 0.0]}
+    history = _realistic_events(batches * rows) if realistic else None
+    for i in range(batches):
+        batch = (history.slice(i * rows, rows) if history is not None
+                 else events_batch(rows, start_seq=i * rows, ts=T0 + i * rows * 1000))
+        for name, st in (("off", plain), ("on", summ)) if i % 2 else (("on", summ), ("off", plain)):
+            c0, t0 = sum(_cpu(p) for p in pids), time.monotonic()
+            st.append_frames("events", [(f"bench/0/{i}", batch)])
+            cost[name][0] += time.monotonic() - t0
+            cost[name][1] += sum(_cpu(p) for p in pids) - c0
+    n = batches * rows
+    out = {k: {"wall_us": v[0] / n * 1e6, "ch_cpu_us": v[1] / n * 1e6} for k, v in cost.items()}
+    out["bytes"] = {"off": _bytes(plain, ["events_local"]) / n, "on": _bytes(summ, ["events_local"]) / n,
+                    "summaries": _bytes(summ, summary_tables(summ.cluster)) / n}
+    out["events"], out["load"] = n, os.getloadavg()
+    plain.close()
+    summ.close()
+    return out
+
+
+def _bytes(st: ClickHouseStore, tables: list[str]) -> int:
+    names = ", ".join(f"'{t}'" for t in tables)
+    return sum(int(s.execute(f"SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = '{st.db}' "
+                             f"AND table IN ({names})")[0][0] or 0) for s in st.shards)
+
+
+def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = True,
+                only_questions: bool = False) -> dict[str, Any]:
     from forensix.analysis.graph import backtrack
     from forensix.analysis.processes import tree
     from forensix.analysis.targets import parse_target
@@ -181,15 +285,26 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int) -> dict[str, Any]:
         st.entry.execute(_gen_sql(st.db, "processes", n, hosts, off), settings={"insert_distributed_sync": 1})
     load_s = time.monotonic() - t0
     stored = st.native("SELECT count() FROM events").column(0)[0].as_py()
-    qs: list[tuple[str, str, float, int]] = []
-    for name, value in (("exe", "/tmp/.x/miner"), ("exe", "/usr/bin/cmd1*"), ("cmdline", "198.51.100.23"),
-                        ("ip", "10.9.7.7"), ("path", "/var/lib/app/f42"), ("hosts", "")):
-        best = float("inf")
-        for _ in range(3):
-            t = time.monotonic()
-            rows = ask(st.native, name, value).num_rows
-            best = min(best, time.monotonic() - t)
-        qs.append((name, value, best, rows))
+    qs = questions(st, ask, events)
+    summary_bytes = _bytes(st, summary_tables(st.cluster))
+    optimize_s = 0.0
+    if merged:
+        # the summaries' parts merged (OPTIMIZE ... FINAL on every shard), then asked again
+        t = time.monotonic()
+        for srv in st.shards:
+            for table in summary_tables(st.cluster):
+                srv.execute(f"OPTIMIZE TABLE `{st.db}`.`{table}` FINAL")
+        optimize_s = time.monotonic() - t
+        qs_merged = questions(st, ask, events)
+        merged_bytes = _bytes(st, summary_tables(st.cluster))
+    else:
+        qs_merged, merged_bytes = [], 0
+    if only_questions:
+        events_bytes = _bytes(st, [local_name("events", st.cluster)])
+        st.close()
+        return {"events": stored, "hosts": hosts, "load_s": load_s, "questions": qs, "questions_merged": qs_merged,
+                "events_bytes": events_bytes, "summary_bytes": summary_bytes, "merged_summary_bytes": merged_bytes,
+                "optimize_s": optimize_s, "load": os.getloadavg()}
     per_host: list[tuple[str, float, int]] = []
     t = time.monotonic()
     r = ClickHouseReader(st, host="host5")
@@ -209,8 +324,39 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int) -> dict[str, Any]:
                                     "database = 'fleetbench' AND table = 'events_local'")[0][0] or 0)
                       for s in st.shards)
     st.close()
-    return {"events": stored, "hosts": hosts, "load_s": load_s, "questions": qs, "per_host": per_host,
-            "bytes_per_event": shard_bytes / max(1, stored), "entry_bytes": size}
+    return {"events": stored, "hosts": hosts, "load_s": load_s, "questions": qs, "questions_merged": qs_merged,
+            "per_host": per_host, "bytes_per_event": shard_bytes / max(1, stored), "entry_bytes": size,
+            "events_bytes": shard_bytes, "summary_bytes": summary_bytes, "merged_summary_bytes": merged_bytes,
+            "optimize_s": optimize_s, "load": os.getloadavg()}
+
+
+def questions_section(scale: dict[str, Any]) -> list[str]:
+    """The fleet questions' part of the report: scan vs summaries, fresh and merged."""
+    n = max(1, scale["events"])
+    ev, sb, mb = scale["events_bytes"], scale["summary_bytes"], scale["merged_summary_bytes"]
+    lines = [
+        f"## Fleet questions over {scale['events']:,} generated events of {scale['hosts']:,} hosts",
+        "",
+        (f"Generated inside ClickHouse (INSERT ... SELECT from system.numbers, {scale['load_s']:.0f} s, through the "
+         "summaries' materialized views). Bytes per event on disk (both shards): events "
+         f"{ev / n:.1f}, summary tables {sb / n:.2f} fresh" + (f" / {mb / n:.2f} merged" if mb else "") +
+         f", together {(ev + (mb or sb)) / n:.1f}. Each question by a scan of the events and from the summaries, "
+         "alternating, best of 3; load average (1 min) beside each."),
+        "",
+    ]
+    for title, qs in (("fresh: right after generation, parts unmerged", scale["questions"]),
+                      (f"merged: after OPTIMIZE TABLE ... FINAL of the summary tables ({scale['optimize_s']:.1f} s)",
+                       scale.get("questions_merged") or [])):
+        if not qs:
+            continue
+        lines += [f"{title}:", "", "| question | argument | scan s | summaries s | rows | load |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for name, value, scan, summ, rows, rows2, load in qs:
+            same = "" if rows == rows2 else f" (summaries: {rows2})"
+            lines.append(f"| `forensix fleet {name}` | {value or '-'} | {scan:.3f} | {summ:.3f} | {rows}{same} | "
+                         f"{load:.1f} |")
+        lines.append("")
+    return lines
 
 
 def ingest_runs(tmp: Path, cluster: Cluster, a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -262,9 +408,41 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--hosts", type=int, default=1000)
     ap.add_argument("--out", default="docs/benchmarks-fleet.md")
+    ap.add_argument("--views-cost", type=int, default=0, metavar="BATCHES",
+                    help="only measure what the summaries' views cost at insert (BATCHES of --rows events)")
+    ap.add_argument("--realistic", action="store_true",
+                    help="--views-cost on a generated one-host history instead of synthetic batches")
+    ap.add_argument("--only-questions", action="store_true",
+                    help="only generate --events and time the fleet questions (prints that section, writes nothing)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="fx-fleet-bench-"))
     cluster = start_cluster(tmp / "ch", shards=2)
+    if a.views_cost:
+        try:
+            vc = views_cost(cluster, a.views_cost, a.rows, a.realistic)
+        finally:
+            stop_cluster(cluster)
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"`python bench/fleet.py --views-cost {a.views_cost} --rows {a.rows}"
+              f"{' --realistic' if a.realistic else ''}`: {vc['events']:,} events, "
+              f"load average {vc['load'][0]:.1f}\n\n| store | append wall µs/event | ClickHouse CPU µs/event |\n"
+              "|---|---:|---:|")
+        for k, label in (("off", "without the summaries' views"), ("on", "with them (0003)")):
+            print(f"| {label} | {vc[k]['wall_us']:.2f} | {vc[k]['ch_cpu_us']:.2f} |")
+        b = vc["bytes"]
+        print(f"\nbytes/event: events {b['off']:.1f} (without) / {b['on']:.1f} (with), summaries {b['summaries']:.1f}")
+        return
+    if a.only_questions:
+        try:
+            scale = fleet_scale(cluster, a.events, a.hosts, only_questions=True)
+        finally:
+            stop_cluster(cluster)
+            shutil.rmtree(tmp, ignore_errors=True)
+        head = (f"`python bench/fleet.py --only-questions --events {a.events} --hosts {a.hosts}` on "
+                f"{platform.node()} ({os.cpu_count()} CPUs), {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}, "
+                f"load average at the end {scale['load'][0]:.1f} / {scale['load'][1]:.1f} / {scale['load'][2]:.1f}")
+        print("\n".join([head, ""] + questions_section(scale)))
+        return
     try:
         runs = ingest_runs(tmp, cluster, a)
         scale = None if a.ingest_only else fleet_scale(cluster, a.events, a.hosts)
@@ -353,18 +531,8 @@ def render(a: argparse.Namespace, section: list[str], scale: dict[str, Any]) -> 
         "",
     ]
     lines += section
-    lines += [
-        f"## Fleet questions over {scale['events']:,} generated events of {scale['hosts']:,} hosts",
-        "",
-        (f"Generated inside ClickHouse (INSERT ... SELECT from system.numbers, {scale['load_s']:.0f} s); "
-         f"{scale['bytes_per_event']:.1f} bytes per event on disk (both shards). Best of 3 runs."),
-        "",
-        "| question | argument | seconds | rows |",
-        "|---|---|---:|---:|",
-    ]
-    for name, value, s, n in scale["questions"]:
-        lines.append(f"| `forensix fleet {name}` | {value or '-'} | {s:.3f} | {n} |")
-    lines += ["", "## Per-host analyses at that scale (slice pulled into DuckDB)", "",
+    lines += questions_section(scale)
+    lines += ["## Per-host analyses at that scale (slice pulled into DuckDB)", "",
               "| step | seconds | rows / objects |", "|---|---:|---:|"]
     for name, s, n in scale["per_host"]:
         lines.append(f"| {name} | {s:.3f} | {n} |")

@@ -131,9 +131,14 @@ struct fx_tty_budget {
  * at once. The agent_tgid of fx_config is that of the agent that loaded the sensor.
  */
 struct fx_control {
-	__u32 paused;            /* 1: every program returns at once */
+	__u32 paused;            /* non-zero: every program returns at once (FX_PAUSED_*) */
 	__u32 agent_tgid;        /* the agent now draining: never recorded */
+	__u64 heartbeat;         /* boot ns of the agent's latest sign of life */
+	__u64 orphan_ns;         /* no heartbeat for this long: stop recording (0: never) */
+	__u64 orphaned_at;       /* boot ns at which the heartbeat timer stopped recording */
 };
+#define FX_PAUSED_AGENT 1        /* the agent stops (a clean stop) */
+#define FX_PAUSED_ORPHAN 2       /* set by the heartbeat timer: no agent for orphan_ns */
 
 /* Slots of the `accounted` map, which only the agent writes: it survives the agent. */
 #define FX_ACC_LAST_WRITE 8191   /* boot ns of the agent's latest batch written to the store */

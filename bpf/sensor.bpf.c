@@ -131,6 +131,63 @@ struct {
 	__type(value, struct fx_flow);
 } flows SEC(".maps");
 
+/*
+ * The heartbeat watch: a pinned sensor whose agent died keeps recording (the next agent
+ * drains its rings), but not forever. Every orphan_ns / 4 this timer compares the agent's
+ * latest heartbeat with the clock; past orphan_ns it sets FX_PAUSED_ORPHAN, and every
+ * program returns at once on the `paused` word it reads anyway: nothing added to the hot
+ * path. The agent that adopts the sensor clears it and writes the pause as a gap.
+ * The timer lives in a map of its own (tracing programs may not use a map with a timer),
+ * armed once by fx_heartbeat_arm (BPF_PROG_TEST_RUN) and pinned with the rest.
+ */
+struct fx_heartbeat_timer {
+	struct bpf_timer t;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fx_heartbeat_timer);
+} heartbeat_timer SEC(".maps");
+
+#define FX_CLOCK_BOOTTIME 7
+#define FX_SEC 1000000000ULL
+
+static __always_inline __u64 fx_heartbeat_period(void)
+{
+	__u64 p = fx_ctl.orphan_ns / 4;
+	if (p < FX_SEC / 10)
+		p = FX_SEC / 10;
+	if (p > 10 * FX_SEC)
+		p = 10 * FX_SEC;
+	return p;
+}
+
+static int fx_heartbeat_check(void *map, __u32 *key, struct fx_heartbeat_timer *v)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 hb = fx_ctl.heartbeat, limit = fx_ctl.orphan_ns;
+	if (limit && hb && now > hb + limit && !(fx_ctl.paused & FX_PAUSED_ORPHAN)) {
+		fx_ctl.orphaned_at = now;
+		fx_ctl.paused |= FX_PAUSED_ORPHAN;  /* no agent is there to race with */
+	}
+	bpf_timer_start(&v->t, fx_heartbeat_period(), 0);
+	return 0;
+}
+
+SEC("syscall")
+int fx_heartbeat_arm(void *ctx)
+{
+	__u32 zero = 0;
+	struct fx_heartbeat_timer *v = bpf_map_lookup_elem(&heartbeat_timer, &zero);
+	if (!v)
+		return 1;
+	bpf_timer_init(&v->t, &heartbeat_timer, FX_CLOCK_BOOTTIME);  /* -EBUSY: armed already */
+	bpf_timer_set_callback(&v->t, fx_heartbeat_check);
+	return bpf_timer_start(&v->t, fx_heartbeat_period(), 0) ? 2 : 0;
+}
+
 /* Keep the ABI types in the object's BTF even where no code names them. */
 const struct fx_event *fx_abi_event __attribute__((unused));
 const struct fx_flow_key *fx_abi_flow_key __attribute__((unused));
@@ -236,12 +293,15 @@ static __always_inline void fx_submit(struct fx_scratch *s)
 		off = STR_AREA;
 	__u64 size = sizeof(*e) + off;
 	long r;
+	/* Flags 0: the kernel wakes a waiting agent only for a record written into an empty
+	 * ring (the consumer caught up), so an idle agent sleeps in epoll until something
+	 * happens; a busy one drains on its own timer and is never woken per record. */
 	if (cls == FX_CLASS_PROC)
-		r = bpf_ringbuf_output(&rb_proc, e, size, BPF_RB_NO_WAKEUP);
+		r = bpf_ringbuf_output(&rb_proc, e, size, 0);
 	else if (cls == FX_CLASS_NET || cls == FX_CLASS_OTHER)
-		r = bpf_ringbuf_output(&rb_net, e, size, BPF_RB_NO_WAKEUP);
+		r = bpf_ringbuf_output(&rb_net, e, size, 0);
 	else
-		r = bpf_ringbuf_output(&rb_main, e, size, BPF_RB_NO_WAKEUP);
+		r = bpf_ringbuf_output(&rb_main, e, size, 0);
 	if (r) {
 		c->drops++;
 		if (!c->first_drop)

@@ -97,13 +97,23 @@ def test_ddl_and_reader_select_round_trip_on_current_clickhouse(engines: Any) ->
 
 
 def test_every_fleet_question_agrees_on_18_16_and_current(engines: Any) -> None:
+    """By a scan and from the summary tables (whole days, and a window whose partial day is
+    scanned beside them): the same rows on both engines, and the same as the scan's."""
     _, old, new = engines
     asked = {"exe": "/tmp/.x/miner", "cmdline": "--pool", "ip": "198.51.100.23", "path": "/etc/ld.so.preload",
              "hosts": "", "sha256": content_sha256("/tmp/.x/miner").upper()}
     assert set(asked) == set(QUESTIONS)
+    first = old.native("SELECT min(ts) AS t FROM events").column(0)[0].as_py()
+    midnight = first // (86_400 * 10**9) * 86_400 * 10**9
+    windows = [(None, None), (midnight, None), (first + 200 * 10**9, None), (None, first + 200 * 10**9)]
     for name, value in asked.items():
-        a, b = _plain(ask(old.native, name, value)), _plain(ask(new, name, value))
-        assert a and a == b, name
+        for since, until in windows:
+            scan = _plain(ask(old.native, name, value, since, until))
+            for summarized in (False, True):
+                a = _plain(ask(old.native, name, value, since, until, summarized=summarized))
+                b = _plain(ask(new, name, value, since, until, summarized=summarized))
+                assert a == b == scan, (name, since, until, summarized)
+            assert scan or since or until, name  # every question finds rows over the whole history
 
 
 def test_dedup_and_partition_queries_run_on_both(engines: Any) -> None:

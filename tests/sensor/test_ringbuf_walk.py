@@ -22,13 +22,14 @@ BUSY, DISCARD = 1 << 31, 1 << 30
 
 
 class FakeRing:
-    """A producer writing records the way the kernel does, into a memfd mapped as a ring."""
+    """A producer writing records the way the kernel does, into a memfd mapped as a ring;
+    the data twice in a row, as the kernel maps them (a drain maps the span it reads)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.fd = os.memfd_create("fx-ring-test")
-        os.ftruncate(self.fd, 2 * PAGE + size)
-        self.map = mmap.mmap(self.fd, 2 * PAGE + size)
+        os.ftruncate(self.fd, 2 * PAGE + 2 * size)
+        self.map = mmap.mmap(self.fd, 2 * PAGE + 2 * size)
         self.prod = 0
         self.records: list[tuple[int, bytes, str]] = []  # (position, payload, state)
 
@@ -38,6 +39,7 @@ class FakeRing:
     def _put(self, pos: int, data: bytes) -> None:
         for i, b in enumerate(data):  # byte by byte: a record may wrap around the end
             self.map[2 * PAGE + ((pos + i) % self.size)] = b
+            self.map[2 * PAGE + self.size + ((pos + i) % self.size)] = b
 
     def add(self, payload: bytes, state: str = "done") -> bool:
         """Reserve and write one record (``busy``: reserved, not committed yet); False if
@@ -57,6 +59,7 @@ class FakeRing:
         at = 2 * PAGE + (pos % self.size)
         word = struct.unpack_from("<I", self.map, at)[0] & ~BUSY
         struct.pack_into("<I", self.map, at, word)
+        struct.pack_into("<I", self.map, at + self.size, word)
         self.records = [(p, d, "done" if p == pos else s) for p, d, s in self.records]
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ _EXAMPLES = {
     "sha256": ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
     "ip": ["203.0.113.66", "10.0.0.7 --from 2026-11-26T04:00:00Z"],
     "path": ["/etc/ld.so.preload", "'/etc/cron.d/*' --format csv"],
-    "hosts": ["", "--from -1h"],
+    "hosts": ["", "--silence 300 --silent", "--from -1h"],
 }
 
 
@@ -44,7 +44,11 @@ def _question(name: str, arg: str | None, meta: str, help_text: str) -> click.Co
         from forensix.store.clickhouse.fleet import ask
 
         with _store(store) as st:
-            table = ask(st.native, name, value, kw.get("from"), kw.get("to"))
+            # a store without the summaries (not yet migrated by a log host) is scanned
+            table = ask(st.native, name, value, kw.get("from"), kw.get("to"), summarized=st.summarized(),
+                        now_ns=time.time_ns(), silence_s=kw.get("silence"))
+        if kw.get("only_silent"):
+            table = table.filter(table["silent"])
         emit(table, fmt)
 
     params: list[click.Parameter] = []
@@ -56,6 +60,10 @@ def _question(name: str, arg: str | None, meta: str, help_text: str) -> click.Co
     cmd = click.Command(name, callback=run, help=help_text, params=params, epilog=epilog)
     cmd = click.option("--store", default=DEFAULT_STORE, show_default=True,
                        help="The fleet store: clickhouse://HOST:PORT/DB[?cluster=NAME].")(cmd)
+    if name == "hosts":
+        cmd = click.option("--silent", "only_silent", is_flag=True, help="Only the hosts that stopped reporting.")(cmd)
+        cmd = click.option("--silence", default=60.0, show_default=True, type=float,
+                           help="A host whose last event is older than this many seconds is silent.")(cmd)
     cmd = time_option("--from", "Start of the window")(cmd)
     cmd = time_option("--to", "End of the window")(cmd)
     return format_option()(cmd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
@@ -34,6 +35,36 @@ _COMMAND_MODULES = [
 
 
 class _Group(click.Group):
+    """Command modules are imported when a command of theirs is asked for, in list order:
+    `forensix record` imports the recorder's module only, not the web UI's, the fleet's and
+    the PKI's (~60 MB and seconds of start-up the recorder would carry for nothing).
+    Listing the commands (--help) imports them all, and rejects a name given twice."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()
+
+    def _load(self, modname: str) -> None:
+        if modname in self._loaded:
+            return
+        self._loaded.add(modname)
+        for cmd in importlib.import_module(modname).COMMANDS:
+            if cmd.name in self.commands:
+                raise RuntimeError(f"command {cmd.name!r} registered twice ({modname})")
+            self.add_command(cmd)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        for modname in _COMMAND_MODULES:
+            if cmd_name in self.commands:
+                break
+            self._load(modname)
+        return self.commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for modname in _COMMAND_MODULES:
+            self._load(modname)
+        return super().list_commands(ctx)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -60,20 +91,6 @@ def cli() -> None:
       forensix ps --store host.duckdb                  # the process table as recorded
       forensix events --store host.duckdb --action exec --format json
     """
-
-
-def _register() -> None:
-    seen: set[str] = set()
-    for modname in _COMMAND_MODULES:
-        mod = importlib.import_module(modname)
-        for cmd in mod.COMMANDS:
-            if cmd.name in seen:
-                raise RuntimeError(f"command {cmd.name!r} registered twice ({modname})")
-            seen.add(cmd.name or "")
-            cli.add_command(cmd)
-
-
-_register()
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from forensix.cli.options import DEFAULT_STORE
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
-from forensix.sensor.loader import SensorConfig, pin_dir_for, preflight, unpin
+from forensix.sensor.loader import ORPHAN_TIMEOUT_S, SensorConfig, pin_dir_for, preflight, unpin
 from forensix.sensor.recorder import Recorder, RecordStats
 from forensix.store.embedded import open_writer, socket_path
 from forensix.store.remote import QueryServer
@@ -137,6 +137,10 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
               help="Write the recorder's pid into this file once every program is attached (what a script "
                    "or service manager can wait for before starting the workload); removed when recording stops.")
+@click.option("--orphan-timeout", type=click.FloatRange(0), default=ORPHAN_TIMEOUT_S, show_default=True,
+              metavar="SECONDS",
+              help="If this recorder dies, its pinned sensor records on for this long, then stops until the "
+                   "next recorder on the store adopts it (the pause is written as a gap); 0: record on forever.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -145,7 +149,7 @@ def record(
     no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
     metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
-    webhook: str | None, ready_file: str | None, command: tuple[str, ...],
+    webhook: str | None, ready_file: str | None, orphan_timeout: float, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
@@ -189,7 +193,8 @@ def record(
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
                                             quota_bytes=artifact_quota_mb << 20).open(), local_host())
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
-                          pin_dir=pin_dir_for(store), sock_layer=socket_flows == "socket")
+                          pin_dir=pin_dir_for(store), sock_layer=socket_flows == "socket",
+                          orphan_timeout_s=orphan_timeout)
     if ring_mb is not None:
         config.ring_main_mb = _pow2(ring_mb)
     rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered, artifacts=collector,

@@ -270,8 +270,8 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
         click.echo(f"skipped {r.source}: {r.status}: {r.reason}", err=True)
     detectors = default_detectors() if builtin else []
     ctx = click.get_current_context()
-    if is_remote(store) and not ctx.meta.get("forensix.host"):  # ClickHouse
-        found = _hunt_each_host(store, rs.ok, detectors, kw.get("from"), kw.get("to"))
+    if is_remote(store) and not ctx.meta.get("forensix.host"):  # ClickHouse: every host, in ClickHouse
+        found = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"))
     else:
         rd = reader(store)
         try:
@@ -295,24 +295,24 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
     click.echo(f"{found.num_rows} alerts from {len(rs.ok)} rules", err=True)
 
 
-def _hunt_each_host(store: str, rules: Sequence[CompiledRule], detectors: Sequence[Any], since: int | None,
-                    until: int | None) -> pa.Table:
-    """A hunt over a ClickHouse store, one host's slice (and window) at a time: memory stays
-    that of the largest host, not of the fleet. Rules and detectors look at one host's
-    history (a process tree, a file's writers), so the alerts are those of one whole pull."""
+def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[Any], since: int | None,
+                until: int | None) -> pa.Table:
+    """A hunt over a ClickHouse store, run in ClickHouse on every shard (rules.fleet_hunt);
+    rules its SQL cannot say are hunted over each host's slice, and named here."""
+    from forensix.rules.fleet_hunt import fleet_hunt
     from forensix.store.clickhouse import ClickHouseStore
-    from forensix.store.clickhouse.reader import ClickHouseReader
 
-    found: list[pa.Table] = []
     with ClickHouseStore(store) as st:
-        hosts = st.native("SELECT DISTINCT host_name FROM events ORDER BY host_name").column(0).to_pylist()
-        for h in hosts:
-            with ClickHouseReader(st, host=str(h), since=since, until=until) as rd:
-                found.append(hunt(rd, rules, detectors, since, until))
-        if not found:  # an empty store: the hunt's own empty answer
-            with ClickHouseReader(st, since=since, until=until) as rd:
-                return hunt(rd, rules, detectors, since, until)
-    return pa.concat_tables(found)
+        res = fleet_hunt(st, rules, detectors, since, until)
+    for rule_id, why in res.fallback:
+        click.echo(f"hunted over each host's slice (not as ClickHouse SQL): {rule_id}: {why}", err=True)
+    for rule_id, err in res.failed:
+        click.echo(f"skipped {rule_id}: it fails over the slices too: {err}", err=True)
+    for name, why in res.skipped:
+        click.echo(f"skipped the built-in detector {name}: {why}", err=True)
+    click.echo(f"{len(res.in_clickhouse)} rules hunted in ClickHouse on {res.shards} shard(s), "
+               f"{len(res.fallback)} over host slices", err=True)
+    return res.alerts
 
 
 @click.command("alerts")

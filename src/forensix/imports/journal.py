@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from forensix.imports.rows import BadLine, Batcher, Host, Processes, Row, json_object
+from forensix.threadname import name_native_thread
 
 __all__ = ["DEFAULT_FILES", "JournalParser", "SystemLogFollower", "classify", "default_sources"]
 
@@ -290,6 +291,7 @@ class SystemLogFollower(threading.Thread):
         super().start()
 
     def run(self) -> None:
+        name_native_thread()
         files = self._files
         while not self._halt.wait(self.interval):
             self._poll(files)

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
+from forensix.rules.compile import And, Node, Or, Pred
 from forensix.rules.fields import WRITE_OPEN_MASK
 
 __all__ = ["CHAIN_RULES", "BinaryPadding", "PipeToShell", "WriteThenExec"]
@@ -92,8 +93,8 @@ class PipeToShell:
         self.fired: set[tuple[int, str, int]] = set()
         self.max_tracked = max_tracked
 
-    def hunt_filter(self) -> dict[str, str]:
-        return {"flows": "file_type = 'fifo'"}
+    def hunt_filter(self) -> dict[str, Node]:
+        return {"flows": Pred("file_type", "eq", "fifo")}
 
     def _hit(self, r: dict[str, Any], writer: str) -> list[dict[str, Any]]:
         mark = (r["entity_id"] or 0, r["boot_id"], r["file_inode"])
@@ -166,8 +167,9 @@ class WriteThenExec:
         self.max_tracked = max_tracked
         self.latest = 0
 
-    def hunt_filter(self) -> dict[str, str]:
-        return {"events": f"event_action = 'exec' OR (event_action = 'open' AND (file_flags & {WRITE_OPEN_MASK}) <> 0)"}
+    def hunt_filter(self) -> dict[str, Node]:
+        writes = And((Pred("event_action", "eq", "open"), Pred("file_flags", "bits", WRITE_OPEN_MASK)))
+        return {"events": Or((Pred("event_action", "eq", "exec"), writes))}
 
     @staticmethod
     def _key(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -304,13 +306,13 @@ class BinaryPadding:
         self.fired: set[tuple[Any, ...]] = set()
         self.max_tracked = max_tracked
 
-    def hunt_filter(self) -> dict[str, str]:
-        srcs = ", ".join(f"'{p}'" for p in PAD_SOURCES)
-        return {
-            "events": f"event_action = 'open' AND (file_flags & {O_APPEND}) <> 0 AND (file_flags & {O_ACCMODE}) <> 0",
-            "flows": f"(file_type = 'char' AND file_path IN ({srcs}) AND read_count > 0)"
-                     " OR (file_type = 'file' AND write_count > 0)",
-        }
+    def hunt_filter(self) -> dict[str, Node]:
+        pad = And((Pred("file_type", "eq", "char"), Pred("file_path", "in", tuple(PAD_SOURCES)),
+                   Pred("read_count", "gt", 0)))
+        written = And((Pred("file_type", "eq", "file"), Pred("write_count", "gt", 0)))
+        appends = (Pred("event_action", "eq", "open"), Pred("file_flags", "bits", O_APPEND),
+                   Pred("file_flags", "bits", O_ACCMODE))
+        return {"events": And(appends), "flows": Or((pad, written))}
 
     def _check(self, key: tuple[Any, ...]) -> list[dict[str, Any]]:
         w = self.writes.get(key)

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from forensix.model.timefmt import format_ns
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.chains import CHAIN_RULES, chain_detectors
+from forensix.rules.compile import And, Const, Node, Or, Pred
 from forensix.rules.fields import WRITE_OPEN_MASK
 from forensix.rules.live import actions_of, null_false
 
@@ -79,8 +80,9 @@ class Detector(Protocol):
 
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table: ...
 
-    def hunt_filter(self) -> dict[str, str]:
-        """table -> SQL WHERE clause of the rows to replay through ``observe``."""
+    def hunt_filter(self) -> dict[str, Node]:
+        """table -> the rows to replay through ``observe`` (a predicate over its columns:
+        DuckDB and ClickHouse SQL are both made from it)."""
         ...
 
 
@@ -147,9 +149,21 @@ class RecorderGuard:
             if path and path not in self.protected:
                 self.protected.append(path)
 
-    def hunt_filter(self) -> dict[str, str]:
-        acts = ", ".join(f"'{a}'" for a in ("kill", "bpf", "open") + _FILE_WRITES)
-        return {"events": f"event_category = 'agent' OR event_action IN ({acts})"}
+    def hunt_prelude(self) -> dict[str, Node]:
+        """Rows a hunt shows first, to learn from: the recorder's start rows name its pids
+        and the store files it protects (``_learn``), which ``hunt_filter`` then narrows to."""
+        return {"events": And((Pred("event_category", "eq", "agent"), Pred("event_action", "in", tuple(_START))))}
+
+    def hunt_filter(self) -> dict[str, Node]:
+        # only writes that ``_candidates`` keeps: to a protected path, and an open only when
+        # it may write (most events are opens and unlinks of other files)
+        opens = And((Pred("event_action", "eq", "open"), Pred("file_flags", "bits", WRITE_OPEN_MASK)))
+        writes: Node = Or((Pred("event_action", "in", _FILE_WRITES), opens))
+        near = [Pred(c, "prefix", base.rstrip("/")) for base in self.protected
+                for c in ("file_path", "file_target_path")]
+        watched = [And((writes, Or(tuple(near))))] if near else []
+        acts = Pred("event_action", "in", tuple(_SIGNAL_BPF))
+        return {"events": Or((Pred("event_category", "eq", "agent"), acts, *watched))}
 
     def _touches(self, r: dict[str, Any]) -> bool:
         act = r["event_action"]
@@ -228,10 +242,10 @@ class GapDetector:
 
     rules: tuple[RuleMeta, ...] = (GAP,)
 
-    def hunt_filter(self) -> dict[str, str]:
+    def hunt_filter(self) -> dict[str, Node]:
         # The recorder also writes an agent 'gap' event per gap record: the gaps table
         # alone is watched, so one loss raises one alert.
-        return {"gaps": "TRUE"}
+        return {"gaps": Const(True)}
 
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if data.num_rows == 0:
@@ -275,10 +289,10 @@ class CopiedBinaryExec:
         self.pending: dict[str, list[dict[str, Any]]] = {}  # temp path -> execs not yet matched
         self.max_tracked = max_tracked
 
-    def hunt_filter(self) -> dict[str, str]:
-        dirs = " OR ".join(f"starts_with(file_path, '{d}')" for d in SYSTEM_BIN_DIRS + TEMP_DIRS)
-        tgt = " OR ".join(f"starts_with(file_target_path, '{d}')" for d in TEMP_DIRS)
-        return {"events": f"event_action IN ('open', 'exec', 'rename') AND ({dirs} OR {tgt})"}
+    def hunt_filter(self) -> dict[str, Node]:
+        dirs = [Pred("file_path", "prefix", d) for d in SYSTEM_BIN_DIRS + TEMP_DIRS]
+        dirs += [Pred("file_target_path", "prefix", d) for d in TEMP_DIRS]
+        return {"events": And((Pred("event_action", "in", ("open", "exec", "rename")), Or(tuple(dirs))))}
 
     def _hit(self, r: dict[str, Any], exe: str, src: str) -> dict[str, Any]:
         r["fx_image"] = exe
@@ -441,8 +455,9 @@ class HistoryWalk:
     def __init__(self) -> None:
         self._held: dict[tuple[int, str], dict[str, Any]] = {}  # (entity, directory) -> the unlink
 
-    def hunt_filter(self) -> dict[str, str]:
-        return {"events": "event_action = 'rmdir' OR (event_action = 'unlink' AND syscall = 'unlinkat')"}
+    def hunt_filter(self) -> dict[str, Node]:
+        unlinkat = And((Pred("event_action", "eq", "unlink"), Pred("syscall", "eq", "unlinkat")))
+        return {"events": Or((Pred("event_action", "eq", "rmdir"), unlinkat))}
 
     def _walked(self, r: dict[str, Any]) -> bool:
         return (r["event_action"] == "unlink" and r["syscall"] == "unlinkat" and r["a0"] not in AT_FDCWD

@@ -38,6 +38,7 @@ from forensix.rules.evidence import Grouper, SessionContext, add_evidence, objec
 from forensix.rules.live import Codes, Evaluator, ProcessContext, count_true, true_rows
 from forensix.rules.sql import SUMMARY_DERIVED
 from forensix.store.schema import ALERTS
+from forensix.threadname import name_native_thread
 
 __all__ = ["EngineStats", "LiveEngine", "latest_per_alert", "meta_of"]
 
@@ -137,6 +138,7 @@ class LiveEngine:
         self._carry: pa.Table | None = None  # rows held back one round (see _split)
         self._carry_since = 0.0
         self._closed = threading.Event()
+        self._waiting = threading.Condition(self._lock)  # rows to evaluate, or closing
         self.sessions = SessionContext()
         self.grouper = Grouper(object_free=object_free(self.rules))
 
@@ -173,10 +175,17 @@ class LiveEngine:
             elif self._timer is None and self.max_delay > 0:
                 self._timer = threading.Thread(target=self._tick, name="fx-rules-timer", daemon=True)
                 self._timer.start()
+            self._waiting.notify()
 
     def _tick(self) -> None:
-        while not self._closed.wait(self.max_delay / 2):
-            with self._lock:
+        """Evaluates rows that wait longer than ``max_delay`` for a next batch. With none
+        waiting it sleeps until ``write`` brings some: an idle recorder's rules thread woke
+        8 times a second for nothing."""
+        name_native_thread()
+        with self._lock:
+            while not self._closed.is_set():
+                waiting = bool(self._pending) or self._carry is not None
+                self._waiting.wait(self.max_delay / 2 if waiting else None)
                 now = time.monotonic()
                 late = self._pending and now - self._pending_since >= self.max_delay
                 if late or (self._carry is not None and now - self._carry_since >= self.max_delay):
@@ -265,6 +274,8 @@ class LiveEngine:
 
     def close(self) -> None:
         self._closed.set()
+        with self._lock:
+            self._waiting.notify_all()
         if self._timer is not None:
             self._timer.join(timeout=5)
         self.flush()

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from forensix.analysis.users import store_book
 from forensix.rules.alerts import build_alerts, empty_alerts
-from forensix.rules.compile import CompiledRule
+from forensix.rules.compile import CompiledRule, Node
 from forensix.rules.detectors import Detector
 from forensix.rules.engine import meta_of
 from forensix.rules.evidence import (
@@ -25,13 +25,15 @@ from forensix.rules.evidence import (
     object_free,
 )
 from forensix.rules.live import ProcessContext
-from forensix.rules.sql import hunt_sql
+from forensix.rules.sql import hunt_sql, where_sql
 from forensix.store.base import Reader
 from forensix.store.schema import ALERTS
 
-__all__ = ["findings", "hunt", "hunt_detectors", "hunt_rules", "store_context"]
+__all__ = ["findings", "group_findings", "hunt", "hunt_detectors", "hunt_rules", "match_alerts", "prelude", "store_context"]
 
 RULES_PER_SCAN = 40
+# the time column detectors replay a table's rows in (and the window applies to)
+REPLAY_TIME = {"gaps": "ts_from", "flows": "first_ts"}
 
 
 def _time_sql(col: str, ts_from: int | None, ts_to: int | None) -> str:
@@ -51,16 +53,24 @@ def hunt_rules(
     found = []
     for start in range(0, len(ok), RULES_PER_SCAN):
         chunk = ok[start : start + RULES_PER_SCAN]
-        rows = reader.query(hunt_sql(chunk, ts_from, ts_to))
-        if rows.num_rows == 0:
-            continue
-        matched = rows.column("fx_rules").combine_chunks()
-        flat = pc.list_flatten(matched).to_numpy(zero_copy_only=False)
-        parents = pc.list_parent_indices(matched).to_numpy()
-        for i, rule in enumerate(chunk):
-            idx = parents[flat == i]
-            if len(idx):
-                found.append(build_alerts(meta_of(rule), rows.take(pa.array(idx)), "hunt"))
+        found.append(match_alerts(chunk, reader.query(hunt_sql(chunk, ts_from, ts_to))))
+    found = [f for f in found if f.num_rows]
+    return pa.concat_tables(found) if found else empty_alerts()
+
+
+def match_alerts(chunk: Sequence[CompiledRule], rows: pa.Table) -> pa.Table:
+    """Alerts from the rows of one many-rule scan (``fx_rules``: the indices into ``chunk``
+    each row matched), rule by rule."""
+    if rows.num_rows == 0:
+        return empty_alerts()
+    matched = rows.column("fx_rules").combine_chunks()
+    flat = pc.list_flatten(matched).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(matched).to_numpy()
+    found = []
+    for i, rule in enumerate(chunk):
+        idx = parents[flat == i]
+        if len(idx):
+            found.append(build_alerts(meta_of(rule), rows.take(pa.array(idx)), "hunt"))
     return pa.concat_tables(found) if found else empty_alerts()
 
 
@@ -70,14 +80,25 @@ def hunt_detectors(
     """Alerts of the built-in detectors, replaying the store rows they watch."""
     found = []
     for d in detectors:
+        for table, where in prelude(d).items():  # learnt from, never alerting
+            col = REPLAY_TIME.get(table, "ts")
+            sql = f"SELECT * FROM {table} WHERE {where_sql(where)} AND {_time_sql(col, ts_from, ts_to)} ORDER BY {col}"
+            d.observe(table, reader.query(sql), "hunt")
         for table, where in d.hunt_filter().items():
-            col = {"gaps": "ts_from", "flows": "first_ts"}.get(table, "ts")
-            sql = f"SELECT * FROM {table} WHERE ({where}) AND {_time_sql(col, ts_from, ts_to)} ORDER BY {col}"
+            col = REPLAY_TIME.get(table, "ts")
+            sql = f"SELECT * FROM {table} WHERE {where_sql(where)} AND {_time_sql(col, ts_from, ts_to)} ORDER BY {col}"
             data = reader.query(sql)
             if data.num_rows:
                 found.append(d.observe(table, _named(reader, data), "hunt"))
     found = [f for f in found if f.num_rows]
     return pa.concat_tables(found) if found else empty_alerts()
+
+
+def prelude(d: Detector) -> dict[str, Node]:
+    """The rows a detector learns from before its ``hunt_filter`` is asked (``hunt_prelude``,
+    optional): what it learns there may narrow the rows it needs."""
+    fn = getattr(d, "hunt_prelude", None)
+    return dict(fn()) if fn is not None else {}
 
 
 def _named(reader: Reader, rows: pa.Table) -> pa.Table:
@@ -126,6 +147,13 @@ def findings(reader: Reader, alerts: pa.Table, window_ns: int = GROUP_WINDOW_NS,
              object_free: frozenset[str] = frozenset()) -> pa.Table:
     """One alert per match -> one per finding (``evidence.group_alerts``) with its evidence."""
     ctx, sess = store_context(reader)
+    return group_findings(ctx, sess, alerts, window_ns, object_free)
+
+
+def group_findings(ctx: ProcessContext, sess: SessionContext, alerts: pa.Table, window_ns: int = GROUP_WINDOW_NS,
+                   object_free: frozenset[str] = frozenset()) -> pa.Table:
+    """``findings`` with the process and session context given (a fleet hunt pulls only
+    the processes of its alerts and their ancestors)."""
     rows = alerts.to_pylist()
     add_evidence(rows, ctx, sess)
     out = group_alerts(rows, window_ns, object_free)

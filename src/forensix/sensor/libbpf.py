@@ -13,7 +13,7 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["LibbpfError", "check_int", "check_ptr", "clear_log", "lib", "log_lines"]
+__all__ = ["LibbpfError", "TestRunOpts", "check_int", "check_ptr", "clear_log", "lib", "log_lines"]
 
 
 class LibbpfError(OSError):
@@ -70,7 +70,20 @@ _sigs: dict[str, tuple[Any, list[Any]]] = {
     "btf__load_vmlinux_btf": (_vp, []),
     "btf__find_by_name_kind": (ctypes.c_int, [_vp, _cp, ctypes.c_uint32]),
     "btf__free": (None, [_vp]),
+    "bpf_prog_test_run_opts": (ctypes.c_int, [ctypes.c_int, _vp]),
 }
+
+
+class TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts (libbpf 1.x): what running a program once takes and gives."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t), ("data_in", _vp), ("data_out", _vp), ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32), ("ctx_in", _vp), ("ctx_out", _vp), ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32), ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
 for _name, (_res, _args) in _sigs.items():
     fn = getattr(lib, _name)
     fn.restype = _res
@@ -79,19 +92,25 @@ for _name, (_res, _args) in _sigs.items():
 # -- libbpf's log, captured (libbpf_set_print passes a va_list: format it with vsnprintf)
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _libc.vsnprintf.restype = ctypes.c_int
-_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_libc.vsnprintf.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 _log: list[str] = []
 _log_lock = threading.Lock()
 _LOG_MAX = 4000
 
 
-_buf = ctypes.create_string_buffer(4 << 20)  # a verifier log arrives as one string
+# A verifier log arrives as one string, hence the large buffer. From malloc, not ctypes:
+# ctypes zero-fills it, which made all 4 MiB resident in every recorder for good; pages
+# of a malloc'ed block this large are resident only once a message has written them.
+_BUF_SIZE = 4 << 20
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_buf = _libc.malloc(_BUF_SIZE)
 
 
 def _print_py(level: int, fmt: bytes, args: int) -> int:
     with _log_lock:
-        _libc.vsnprintf(_buf, len(_buf), fmt, args)
-        _log.extend(_buf.value.decode("utf-8", "replace").splitlines())
+        _libc.vsnprintf(_buf, _BUF_SIZE, fmt, args)
+        _log.extend(ctypes.string_at(_buf).decode("utf-8", "replace").splitlines())
         del _log[:-_LOG_MAX]
     return 0
 

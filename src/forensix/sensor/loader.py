@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -20,8 +21,19 @@ from forensix.errors import KernelFeatureError, PrivilegeError, SensorError
 from forensix.sensor import libbpf as lb
 from forensix.sensor.syscalls import SOCKET_RW, SYSCALLS
 
-__all__ = ["Sensor", "SensorConfig", "bpf_dir", "is_pinned", "load_abi", "pin_dir_for", "preflight", "ring_sizes_mb",
-           "unpin"]
+__all__ = [
+    "ORPHAN_TIMEOUT_S",
+    "PAUSED_ORPHAN",
+    "Sensor",
+    "SensorConfig",
+    "bpf_dir",
+    "is_pinned",
+    "load_abi",
+    "pin_dir_for",
+    "preflight",
+    "ring_sizes_mb",
+    "unpin",
+]
 
 TRACEFS = Path("/sys/kernel/tracing")
 BPFFS = Path("/sys/fs/bpf")
@@ -29,6 +41,16 @@ BPFFS = Path("/sys/fs/bpf")
 # aggregation maps, and the control section (by this name in the pin directory).
 PINNED_MAPS = ("rb_proc", "rb_net", "rb_main", "counters", "flows", "reopens", "proc_drops", "accounted",
                "mapped", "tty_budget", "control")
+# Pinned too when the sensor has them; a sensor pinned by an older forensix has not, and is
+# adopted all the same (it then records on without a heartbeat watch).
+OPTIONAL_PINS = ("heartbeat_timer",)
+# A pinned sensor stops recording after this long without an agent (bpf/sensor.bpf.c,
+# the heartbeat watch): long enough for a restart or an upgrade, short of recording a
+# host for nobody for good. The next agent resumes it and writes the pause as a gap.
+ORPHAN_TIMEOUT_S = 600.0
+_HEARTBEAT_ARM = "fx_heartbeat_arm"
+PAUSED_AGENT = 1  # events.h FX_PAUSED_AGENT
+PAUSED_ORPHAN = 2  # events.h FX_PAUSED_ORPHAN
 BTF = Path("/sys/kernel/btf/vmlinux")
 _LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
 # Classic-tracepoint stand-ins for kernels that refuse tp_btf; fx_fork_child hooks the
@@ -100,6 +122,8 @@ class SensorConfig:
     # (pin_dir_for(store)); None: nothing pinned, the sensor dies with the agent
     pin_dir: Path | None = None
     lifecycle: str = "auto"  # auto: tp_btf, else classic tracepoints; or force "btf" / "classic"
+    # a pinned sensor with no agent heartbeat for this long stops recording (0: never)
+    orphan_timeout_s: float = ORPHAN_TIMEOUT_S
 
 
 def pin_dir_for(store: str | Path) -> Path:
@@ -230,24 +254,37 @@ class Sensor:
         self.sock_flows = False
         self._fds: dict[str, int] = {}  # an adopted sensor's maps
         self._link_fds: list[int] = []  # an adopted sensor's links, once unpinned
+        # why the sensor has no heartbeat watch (None: it has one); see arm_heartbeat
+        self.no_heartbeat_watch: str | None = None
+        self.adopted_control: dict[str, int] = {}  # the control word as the dead agent left it
 
     # -- load ----------------------------------------------------------------------
     def open_and_load(self) -> None:
         preflight()
         if not self.obj_path.exists():
             raise SensorError(f"the sensor object {self.obj_path} is missing", "run scripts/setup.sh")
-        try:
-            self._load(typed_lifecycle=self.config.lifecycle != "classic")
-        except SensorError as e:
-            # a kernel that refuses tp_btf at load: try again without those three
-            if self.config.lifecycle != "auto" or not any(f"program {p} " in e.message for p in (*_LIFECYCLE, *_SOCK_FLOW)):
-                raise
-            lb.lib.bpf_object__close(self._obj)
-            self._obj = None
-            self._load(typed_lifecycle=False)
-            self.fallback = f"the kernel refused the typed sched programs at load ({e.message.splitlines()[0]})"
+        typed, watch = self.config.lifecycle != "classic", True
+        while True:
+            try:
+                self._load(typed_lifecycle=typed, heartbeat_watch=watch)
+                return
+            except SensorError as e:
+                first = e.message.splitlines()[0]
+                if watch and f"program {_HEARTBEAT_ARM} " in e.message:
+                    # timers in BPF came with Linux 5.15: without them the sensor records,
+                    # and a pinned one whose agent died records until stopped by hand
+                    watch = False
+                    self.no_heartbeat_watch = f"the kernel refused the heartbeat timer ({first})"
+                elif typed and self.config.lifecycle == "auto" and any(f"program {p} " in e.message
+                                                                       for p in (*_LIFECYCLE, *_SOCK_FLOW)):
+                    typed = False  # a kernel that refuses tp_btf at load: try again without those three
+                    self.fallback = f"the kernel refused the typed sched programs at load ({first})"
+                else:
+                    raise
+                lb.lib.bpf_object__close(self._obj)
+                self._obj = None
 
-    def _load(self, typed_lifecycle: bool) -> None:
+    def _load(self, typed_lifecycle: bool, heartbeat_watch: bool = True) -> None:
         lb.clear_log()
         obj = lb.lib.bpf_object__open_file(str(self.obj_path).encode(), None)
         if not obj:
@@ -261,6 +298,8 @@ class Sensor:
         if not self.sock_flows:
             for name in _SOCK_FLOW:
                 lb.lib.bpf_program__set_autoload(self._prog(name), False)
+        if not heartbeat_watch:
+            lb.lib.bpf_program__set_autoload(self._prog(_HEARTBEAT_ARM), False)
         self._set_sizes()
         self._set_config()
         val = self._control_value(False, self.config.exclude_tgid)
@@ -308,13 +347,55 @@ class Sensor:
             m = lb.lib.bpf_object__next_map(self._obj, m)
         raise SensorError("the sensor object has no .rodata config", "rebuild it: make -C bpf")
 
-    def _control_value(self, paused: bool, tgid: int) -> ctypes.Array[ctypes.c_char]:
+    def _control_value(self, paused: bool | int, tgid: int, orphaned_at: int = 0) -> ctypes.Array[ctypes.c_char]:
+        """The control word, with a fresh heartbeat: written by the agent that runs the sensor."""
         layout = {m["name"]: m for m in self.abi["structs"]["fx_control"]["members"]}
         buf = bytearray(self.abi["structs"]["fx_control"]["size"])
-        for name, value in (("paused", int(paused)), ("agent_tgid", tgid)):
-            m = layout[name]
-            buf[m["offset"] : m["offset"] + m["size"]] = value.to_bytes(m["size"], "little")
+        word = paused if isinstance(paused, int) and not isinstance(paused, bool) else PAUSED_AGENT * paused
+        values = {"paused": word, "agent_tgid": tgid,
+                  "heartbeat": time.clock_gettime_ns(time.CLOCK_BOOTTIME),
+                  "orphan_ns": int(self.config.orphan_timeout_s * 1e9), "orphaned_at": orphaned_at}
+        for name, value in values.items():
+            if name in layout:  # an object built before the heartbeat watch has no such field
+                m = layout[name]
+                buf[m["offset"] : m["offset"] + m["size"]] = value.to_bytes(m["size"], "little")
         return (ctypes.c_char * len(buf)).from_buffer(buf)
+
+    def beat(self, ctl: dict[str, int], keep_orphan: bool = False) -> None:
+        """A heartbeat: the control word ``ctl`` (as read) with a fresh time, this agent's
+        pid, and without the heartbeat watch's pause (unless ``keep_orphan``); a pause set
+        by the agent that stopped stays off, one set for another reason stays on."""
+        word = ctl.get("paused", 0) & ~PAUSED_AGENT
+        if not keep_orphan:
+            word &= ~PAUSED_ORPHAN
+        val = self._control_value(word, os.getpid(), ctl.get("orphaned_at", 0) if word & PAUSED_ORPHAN else 0)
+        key = ctypes.c_uint32(0)
+        lb.check_int(lb.lib.bpf_map_update_elem(self.map_fd("control"), ctypes.byref(key), val, 0),
+                     "write the sensor's heartbeat")
+
+    def read_control(self) -> dict[str, int]:
+        """The control word as the kernel has it (the heartbeat timer writes into it too)."""
+        layout = self.abi["structs"]["fx_control"]
+        buf = (ctypes.c_char * layout["size"])()
+        key = ctypes.c_uint32(0)
+        lb.check_int(lb.lib.bpf_map_lookup_elem(self.map_fd("control"), ctypes.byref(key), buf),
+                     "read the sensor's control")
+        raw = bytes(buf)
+        return {m["name"]: int.from_bytes(raw[m["offset"] : m["offset"] + m["size"]], "little")
+                for m in layout["members"]}
+
+    def arm_heartbeat(self) -> None:
+        """Start the kernel's heartbeat watch (once per loaded sensor; an adopted one runs it)."""
+        if self.no_heartbeat_watch is not None or self._obj is None:
+            return
+        self.set_control(paused=False)  # a fresh heartbeat: attaching took seconds since load
+        fd = lb.lib.bpf_program__fd(self._prog(_HEARTBEAT_ARM))
+        opts = lb.TestRunOpts(sz=ctypes.sizeof(lb.TestRunOpts))
+        ret = lb.lib.bpf_prog_test_run_opts(fd, ctypes.byref(opts))
+        if ret < 0 or opts.retval != 0:
+            err = -ret if ret < -1 else ctypes.get_errno()
+            why = os.strerror(err) if ret < 0 else f"the program returned {opts.retval}"
+            self.no_heartbeat_watch = f"cannot start the heartbeat timer: {why}"
 
     def _control_map(self) -> int:
         assert self._obj is not None
@@ -431,7 +512,9 @@ class Sensor:
         """Pin maps and links, so that recording goes on if this agent dies."""
         mount_bpffs()
         pin_dir.mkdir(mode=0o700)
-        for name in PINNED_MAPS:
+        for name in PINNED_MAPS + OPTIONAL_PINS:
+            if name in OPTIONAL_PINS and not lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()):
+                continue
             m = self._control_map() if name == "control" else self._map(name)
             lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / name).encode()), f"pin map {name}")
         for i, link in enumerate(self._links):
@@ -447,11 +530,17 @@ class Sensor:
                 raise SensorError(f"cannot open the pinned map {pin_dir / name}: {os.strerror(ctypes.get_errno())}",
                                   f"remove the stale pins with: forensix record --stop --store STORE ({pin_dir})")
             self._fds[name] = fd
+        if not all((pin_dir / name).exists() for name in OPTIONAL_PINS):
+            self.no_heartbeat_watch = "the adopted sensor was pinned by a forensix without a heartbeat watch"
         self.adopted = True
         self.lifecycle = "adopted"
-        self.set_control(paused=False)
+        self.adopted_control = self.read_control()
+        # ours from now on (our own syscalls are not recorded); a pause of the heartbeat
+        # watch stays until the recorder is ready to drain and writes it as a gap
+        self.beat(self.adopted_control, keep_orphan=True)
 
     def set_control(self, paused: bool) -> None:
+        """Write the control word: pause or resume recording, with a fresh heartbeat."""
         val = self._control_value(paused, os.getpid())
         key = ctypes.c_uint32(0)
         lb.check_int(lb.lib.bpf_map_update_elem(self.map_fd("control"), ctypes.byref(key), val, 0),

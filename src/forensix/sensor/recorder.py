@@ -41,10 +41,20 @@ from forensix.sensor.decode import (
     repeat,
 )
 from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
+from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer, give_back_free_memory
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
+from forensix.sensor.survival import (
+    ACC_EARLY,
+    ACC_LAST_WRITE,
+    orphan_gap,
+    read_accounted,
+    restart_gap,
+    write_accounted,
+)
 from forensix.store import schema
 from forensix.store.private import user_umask
+from forensix.threadname import name_native_thread
 
 if TYPE_CHECKING:
     from forensix.artifacts import Collector
@@ -54,14 +64,15 @@ __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 # The kernel's rings, in drain order (parents before children), and the ring of each class.
 _RINGS = ("rb_proc", "rb_net", "rb_main")
 _RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
-_ACC_LAST_WRITE = 8191  # events.h FX_ACC_LAST_WRITE
-_ACC_EARLY = 8190  # events.h FX_ACC_EARLY
 
 # Seconds between drains while the rings have room: one batch per flow-map flush. Each
 # batch costs the decoder, the store and the rules ~10 ms of CPU whatever its size: on a
 # bash build, drains every 0.5 s cost 0.2-0.3 s more agent CPU per 30 s and the build
 # ~0.4% more time, for alerts ~0.3 s sooner (median 0.6 s against 0.9 s; bench/notes.md).
 BATCH_INTERVAL = 1.0
+# Seconds between heartbeats (a quarter of the orphan timeout if that is shorter): also how
+# soon an agent that stalled past the timeout notices and writes the pause as a gap.
+_BEAT_INTERVAL = 10.0
 
 
 
@@ -121,6 +132,7 @@ class _Writer(threading.Thread):
                 self._room.notify_all()
 
     def run(self) -> None:
+        name_native_thread()
         done = False
         while not done:
             item = self.q.get()
@@ -212,6 +224,8 @@ class Recorder:
         system_logs: Sequence[str] = (),
         artifacts: Collector | None = None,
         on_ready: Callable[[], None] | None = None,
+        idle_flow_interval: float = IDLE_FLOW_INTERVAL,
+        pacer: type[Pacer] = Pacer,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -229,10 +243,13 @@ class Recorder:
         self.accounts_interval = accounts_interval
         self.on_stats = on_stats
         self.on_ready = on_ready  # called once every program is attached and the start record is out
+        self.idle_flow_interval = idle_flow_interval  # flow flushes back off to this when nothing happens
+        self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._stop = threading.Event()
+        self._pace: Pacer | None = None
         self.stop_reason = "stopped"
 
     # -- life cycle ----------------------------------------------------------------
@@ -262,6 +279,7 @@ class Recorder:
             self.sensor.attach()
             if pin is not None:
                 self.sensor.pin(pin)
+                self.sensor.arm_heartbeat()
         self.rings = [RingBuffer(self.sensor.map_fd(n), self.sensor.ring_size(n)) for n in _RINGS]
         self._ncpu = lb.lib.libbpf_num_possible_cpus()
         self._cdt = struct_dtype(self.abi, "fx_counter")
@@ -294,6 +312,8 @@ class Recorder:
             msg += f" ({self.sensor.fallback})"
         if self.sensor.skipped:
             msg += f"; no tracepoint for: {', '.join(self.sensor.skipped)}"
+        if pin is not None and self.sensor.no_heartbeat_watch:
+            msg += f"; if this agent dies its sensor records until stopped by hand ({self.sensor.no_heartbeat_watch})"
         self._agent_event("start", msg)
         for note in self.notes:
             self._agent_event("warning", f"store recovery: {note}")
@@ -307,6 +327,7 @@ class Recorder:
             self._syslog.start()
         if adopt:
             self._adopted_gap(accounted[1])
+        self.heartbeat()  # resumes an adopted sensor the watch had stopped, with its gap
         if self.on_ready is not None:
             self.on_ready()
 
@@ -326,6 +347,8 @@ class Recorder:
         """Stop recording; ``reason`` goes into the stop record (``signal SIGTERM``...)."""
         self.stop_reason = reason
         self._stop.set()
+        if self._pace is not None:
+            self._pace.wake()
 
     def run(self, duration: float | None = None, command: Sequence[str] | None = None) -> int | None:
         """Record until stopped, ``duration`` elapses, or ``command`` exits (its code is returned)."""
@@ -337,9 +360,28 @@ class Recorder:
                 # the workload keeps the user's umask, not the store's narrowed one (store/private.py)
                 child = subprocess.Popen(list(command), umask=user_umask())
             deadline = time.monotonic() + duration if duration else None
-            next_flow = next_clock = next_stats = next_accounts = time.monotonic()
-            last_events = 0
-            last_drain = 0.0
+            rc = self._loop(deadline, child)
+        finally:
+            if child is not None and child.poll() is None:
+                child.terminate()
+                rc = child.wait()
+            self.finish()
+        return rc
+
+    def _loop(self, deadline: float | None, child: subprocess.Popen[bytes] | None) -> int | None:
+        """Drain, flush and account until stopped; timers back off when nothing happens
+        (sensor/pacing.py). Returns the command's exit code if it ended the recording."""
+        pace = self._pace = self._pacer_cls([r.fd for r in self.rings], self.poll_interval, self.batch_interval,
+                                            self.flow_interval, self.idle_flow_interval)
+        beat_every = _BEAT_INTERVAL
+        if self.config.orphan_timeout_s > 0:  # the kernel's watch must never see a live agent as gone
+            beat_every = min(beat_every, self.config.orphan_timeout_s / 4)
+        now = time.monotonic()
+        next_flow = next_clock = next_stats = next_beat = next_accounts = now
+        last_events = 0
+        last_drain = 0.0
+        woke = False
+        try:
             while not self._stop.is_set():
                 # Decoding has a fixed cost per batch (~100 vectorised calls): drain when
                 # a ring is a quarter full or batch_interval has passed, not on every tick.
@@ -348,41 +390,53 @@ class Recorder:
                 now = time.monotonic()
                 got = 0
                 flows_due = now >= next_flow
-                if flows_due or now - last_drain >= self.batch_interval or self._rings_filling():
+                if woke or flows_due or now - last_drain >= self.batch_interval or self._rings_filling():
                     got = self.poll_once()
                     last_drain = now
+                    pace.drained(got, now)
                 if flows_due:
-                    self.flush_flows()
+                    moved = self.flush_flows()
                     self.account_losses()
-                    next_flow = now + self.flow_interval
+                    next_flow = now + pace.flushed(got + moved)
                 now = time.monotonic()
+                if now >= next_beat:
+                    self.heartbeat()
+                    next_beat = now + beat_every
                 if now >= next_clock:
                     self._resync_clock()
+                    give_back_free_memory()
                     next_clock = now + self.clock_interval
-                if now >= next_accounts:
+                if now >= next_accounts:  # idle, a ring record (the write) or a flush wakes the loop first
                     self._poll_accounts()
                     next_accounts = now + self.accounts_interval
-                if now >= next_stats:
+                if self.on_stats and now >= next_stats:
                     self.stats.rate = float(self.stats.events - last_events)
                     last_events = self.stats.events
-                    if self.on_stats:
-                        self.on_stats(self.stats)
+                    self.on_stats(self.stats)
                     next_stats = now + 1.0
                 if child is not None and child.poll() is not None:
-                    rc = child.returncode
-                    self.stop_reason = f"command exited ({rc})"
-                    break
+                    self.stop_reason = f"command exited ({child.returncode})"
+                    return child.returncode
                 if deadline is not None and now >= deadline:
                     self.stop_reason = "duration reached"
-                    break
-                if not got or not self._rings_filling():
-                    self._stop.wait(self.poll_interval)
+                    return None
+                woke = False
+                if pace.busy(now):
+                    if not got or not self._rings_filling():
+                        self._stop.wait(self.poll_interval)
+                else:  # nothing for a batch interval: sleep until a record or a timer
+                    due = [next_flow, next_clock, next_beat] + [d for d in (deadline,) if d is not None]
+                    if self.on_stats:
+                        due.append(next_stats)
+                    # a command that exits is seen within a second
+                    wait = min(min(due) - now, 1.0 if child is not None else 3600.0)
+                    if any(r.unread() for r in self.rings):
+                        woke = True  # records came since the drain: take them now
+                    else:  # records read and not stored yet: wait for the writer, not the rings
+                        woke = pace.sleep_idle(wait, rings=not any(r.pending() for r in self.rings))
+            return None
         finally:
-            if child is not None and child.poll() is None:
-                child.terminate()
-                rc = child.wait()
-            self.finish()
-        return rc
+            pace.close()
 
     def finish(self) -> None:
         """Take everything still in the kernel, account for it, and close the sinks."""
@@ -466,10 +520,10 @@ class Recorder:
         # killed before that leaves them in the (pinned) ring for the next one. Unless a
         # ring is half full with records read and not yet stored: then the kernel needs the
         # space more than a crash would (a storm while the writer is behind), and a next
-        # agent is told that it cannot know what this one held (FX_ACC_EARLY)
+        # agent is told that it cannot know what this one held (FXACC_EARLY)
         early = [r for r in self.rings if r.pos - r.released() > r.size // 2]
         if early:
-            self._write_accounted({_ACC_EARLY: 1})
+            self._write_accounted({ACC_EARLY: 1})
             for r in early:
                 r.release()
         held = [(r, r.pos) for r in self.rings]
@@ -480,61 +534,48 @@ class Recorder:
         for ring, pos in held:
             if pos > ring.released():
                 ring.release(pos)
-        slots = {_ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)}
+        slots = {ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)}
         if all(r.released() == r.pos for r in self.rings):
-            slots[_ACC_EARLY] = 0  # nothing read is left unstored
+            slots[ACC_EARLY] = 0  # nothing read is left unstored
         self._write_accounted(slots)
+        if self._pace is not None:  # an idle loop waits for the space to sleep on the rings again
+            self._pace.wake()
 
-    # -- what survives the agent: the `accounted` map --------------------------------
+    # -- what survives the agent: the `accounted` map (sensor/survival.py) ------------
     def _read_accounted(self) -> tuple[np.ndarray, int]:
         """Drops already written as gaps, per (cpu, class), and the last write's boot ns."""
         assert self.sensor is not None
-        fd = self.sensor.map_fd("accounted")
-        out = np.zeros((self._ncpu, self._ncls), np.uint64)
-        val = ctypes.c_uint64(0)
-        for cpu in range(self._ncpu):
-            for cls in range(self._ncls):
-                key = ctypes.c_uint32(cpu * self._ncls + cls)
-                if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0:
-                    out[cpu, cls] = val.value
-        def slot(k: int) -> int:
-            key = ctypes.c_uint32(k)
-            return int(val.value) if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(val)) == 0 else 0
-
-        self._early_before = bool(slot(_ACC_EARLY))
-        return out, slot(_ACC_LAST_WRITE)
+        out, last_write, self._early_before = read_accounted(self.sensor.map_fd("accounted"), self._ncpu, self._ncls)
+        return out, last_write
 
     def _write_accounted(self, slots: dict[int, int]) -> None:
-        if self.sensor is None:
-            return
-        fd = self.sensor.map_fd("accounted")
-        for k, v in slots.items():
-            key, val = ctypes.c_uint32(k), ctypes.c_uint64(v)
-            lb.lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(val), 0)
+        if self.sensor is not None:
+            write_accounted(self.sensor.map_fd("accounted"), slots)
 
     def _adopted_gap(self, last_write_boot: int) -> None:
-        """An agent died without detaching, and this one took over its sensor. The records
-        in the rings were kept (drained now) and what the rings could not hold is in the
-        kernel's counters, but the flow edges and re-open counts the dead agent had taken
-        from the kernel and not yet stored are gone, and how many there were is unknown."""
-        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        frm = last_write_boot or now
-        ts_to = now + self.clock.offset_ns
-        row = {
-            "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
-            "ts_from": frm + self.clock.offset_ns, "ts_to": ts_to, "cpu": -1,
-            "event_class": "flow", "count": 0, "count_unknown": True, "reason": "agent-restart",
-        }
-        gap_rows = [row]
-        if self._early_before:  # it had given ring space back before storing the records
-            gap_rows += [dict(row, event_class=c) for c in ("process", "file", "network")]
-        self.stats.gaps += len(gap_rows)
-        self._emit("gaps", pa.Table.from_pylist(gap_rows, schema=schema.GAPS))
-        self._agent_event("gap", "unknown number of flow edges and re-open counts lost"
-                          + (", and of ring records it had read in a storm and not stored" if self._early_before else "")
-                          + ": the previous agent died "
-                          "without detaching; its sensor kept recording and this agent adopted it "
-                          "(ring records kept, ring overflow counted)", ts=ts_to)
+        rows, message, ts = restart_gap(self.host, self.clock.offset_ns, last_write_boot, self._early_before)
+        self.stats.gaps += rows.num_rows
+        self._emit("gaps", rows)
+        self._agent_event("gap", message, ts=ts)
+
+    def heartbeat(self) -> None:
+        """Tell the kernel's heartbeat watch that an agent runs the sensor (bpf/sensor.bpf.c).
+
+        If the watch stopped recording meanwhile (this agent stalled longer than the orphan
+        timeout), the pause is written as a gap with its cause, and recording resumes."""
+        if self.sensor is None or self.config.pin_dir is None:
+            return
+        ctl = self.sensor.read_control()
+        self._orphan_gap(ctl)
+        self.sensor.beat(ctl)
+
+    def _orphan_gap(self, ctl: dict[str, int]) -> None:
+        gap = orphan_gap(ctl, self.host, self.clock.offset_ns)
+        if gap is not None:
+            rows, message, ts = gap
+            self.stats.gaps += rows.num_rows
+            self._emit("gaps", rows)
+            self._agent_event("gap", message, ts=ts)
 
     def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         if table == "events":
@@ -546,7 +587,7 @@ class Recorder:
         self._writer.put(table, data, bulk=bulk)
 
     # -- flows, losses, clock ------------------------------------------------------
-    def flush_flows(self) -> None:
+    def flush_flows(self) -> int:
         """Move the aggregated edges out of the kernel maps: reads/writes, and re-opens.
 
         Rows are named from the open records decoded so far. A file opened and written after
@@ -564,6 +605,7 @@ class Recorder:
             self._emit_flows(fk, fv)
         if len(ov):
             self._emit_reopens(ok, ov)
+        return len(fv) + len(ov)
 
     def _ship_artifacts(self, once: bool) -> None:
         """Bytes of newly kept executables for the sinks (an agent ships them), a bounded

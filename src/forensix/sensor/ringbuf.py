@@ -2,7 +2,7 @@
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (we write it); page 1
 the producer position; the data follow (the kernel offers them mapped twice, so that no
-record wraps; we map one copy and join the two slices of a drain that wraps). Each
+record wraps; each drain maps the span it reads, see ``RingBuffer._window``). Each
 record has an 8-byte header: a u32 length whose bit 31 means "still being written" and
 bit 30 "discarded", then a u32 page offset. Records are 8-byte aligned.
 
@@ -89,17 +89,18 @@ def walk(buf: bytes | mmap.mmap, limit: int, start: int = 0, base: int = 0,
     return np.asarray(offs, np.int64), np.asarray(lens, np.int64), pos
 
 
+# Past the drain's limit, the walk reads at most one more record: none is near this long.
+_MAX_RECORD = 1 << 20
+
+
 class RingBuffer:
     def __init__(self, map_fd: int, size: int) -> None:
         self.size = size
         self.mask = size - 1
         page = mmap.PAGESIZE
+        self.fd = map_fd
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        # The kernel maps the data twice so that no record wraps; one copy is enough here
-        # (a drain that wraps joins two slices). The kernel fills the whole mapping in at
-        # mmap time, so every page mapped is resident in the agent: the second copy was
-        # as many MiB of RSS as the ring has.
-        self._prod = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._prod = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._page = page
         self.records = 0
         self.bytes = 0
@@ -117,17 +118,27 @@ class RingBuffer:
         cons = _u64.unpack_from(self._cons, 0)[0]
         return int(prod - cons)
 
+    def unread(self) -> int:
+        """Bytes the kernel wrote that no drain has read yet."""
+        return int(_u64.unpack_from(self._prod, 0)[0] - self.pos)
+
     def drain(self, max_bytes: int | None = None, hold: bool = False) -> Drained:
         """Take every finished record (up to about ``max_bytes``); ``hold``: keep their
         space from the kernel until ``release``."""
         prod = _u64.unpack_from(self._prod, 0)[0]
         self.peak = max(self.peak, prod - _u64.unpack_from(self._cons, 0)[0])
         start = self.pos
+        if prod == start:
+            return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
         limit = prod - start if max_bytes is None else min(prod - start, max_bytes)
-        offs, lens, taken = walk(self._prod, limit, start, self._page, self.mask)
+        window, skip = self._window(start, min(prod, start + limit + _MAX_RECORD))
+        try:
+            offs, lens, taken = walk(window, limit, 0, skip)
+            data = window[skip : skip + taken]
+        finally:
+            window.close()
         if taken == 0:
             return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64))
-        data = self._copy(start, taken)
         self.pos = start + taken
         if not hold:
             self.release()
@@ -135,15 +146,21 @@ class RingBuffer:
         self.bytes += taken
         return Drained(data, offs, lens)
 
-    def _copy(self, start: int, n: int) -> bytes:
-        """``n`` bytes of the ring from position ``start`` (joining the two slices of a
-        region that wraps around its end)."""
-        base = self._page
-        lo = base + (start & self.mask)
-        end = lo + n
-        if end <= base + self.size:
-            return self._prod[lo:end]
-        return self._prod[lo : base + self.size] + self._prod[base : base + (end - base - self.size)]
+    def _window(self, start: int, end: int) -> tuple[mmap.mmap, int]:
+        """Map the ring's data from position ``start`` to ``end``, for one drain; returns the
+        mapping and where ``start`` is in it.
+
+        The kernel fills a ring mapping in whole at mmap time, so a ring mapped for good is
+        resident in the agent in full (the 96 MiB of rings were most of an idle recorder's
+        RSS); mapped for the drain only, it costs what the drain reads. The kernel maps
+        the data twice in a row, so a window that wraps around the ring's end is still
+        one contiguous mapping."""
+        page = self._page
+        lo = (start & self.mask) & ~(page - 1)
+        skip = (start & self.mask) - lo
+        length = (skip + (end - start) + page - 1) & ~(page - 1)
+        m = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=2 * page + lo)
+        return m, skip
 
     def released(self) -> int:
         """The consumer position the kernel sees: space up to here is free."""

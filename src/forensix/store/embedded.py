@@ -33,6 +33,7 @@ from forensix.store.migrations import (
     duckdb_type,
 )
 from forensix.store.private import FILE_MODE
+from forensix.threadname import name_native_thread
 
 __all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_path", "store_files"]
 
@@ -468,6 +469,7 @@ class _SealThread(threading.Thread):
             self._cv.notify()
 
     def run(self) -> None:
+        name_native_thread()
         try:  # Linux: the nice value of this thread alone
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         except OSError:

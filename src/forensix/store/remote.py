@@ -21,6 +21,7 @@ import pyarrow as pa
 from pyarrow import ipc
 
 from forensix.errors import StoreError
+from forensix.threadname import name_native_thread
 
 if TYPE_CHECKING:
     from forensix.store.embedded import DuckDBStore
@@ -109,14 +110,29 @@ class QueryServer:
             self._server = _Server(str(self.path), store)
         finally:
             os.umask(old)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fx-query", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="fx-query", daemon=True)
+
+    def _serve(self) -> None:
+        name_native_thread()
+        # No polling for the stop request (socketserver's default wakes twice a second for
+        # the life of the recorder): stop() wakes the loop with a connection of its own.
+        self._server.serve_forever(poll_interval=None)  # type: ignore[arg-type]
 
     def start(self) -> QueryServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            stopping = threading.Thread(target=self._server.shutdown, daemon=True)
+            stopping.start()
+            while stopping.is_alive():  # the stop request is seen once select() returns
+                try:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.connect(str(self.path))  # answered as a liveness probe
+                except OSError:
+                    pass
+                stopping.join(0.05)
         self._server.server_close()
         try:
             self.path.unlink()

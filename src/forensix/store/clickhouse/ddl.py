@@ -164,16 +164,25 @@ def _initial(db: str, cluster: str | None) -> list[str]:
 # forensix lacks what came later. 0002 creates the tables added since (terminal bytes,
 # artifacts); the columns added since (process_hash_sha256) are added by the store when it
 # applies any migration (`missing_columns`: 18.16 has no ADD COLUMN IF NOT EXISTS).
+def _summaries(db: str, cluster: str | None) -> list[str]:
+    from forensix.store.clickhouse.summaries import migration  # it builds on this module
+
+    return migration(db, cluster)
+
+
 def _accounts(db: str, cluster: str | None) -> list[str]:
     """The recorded users and groups of each host (schema.ACCOUNTS, sharded by host like the rest)."""
     out = [merge_tree_sql(db, "accounts", local_name("accounts", cluster))]
     return out + ([distributed_sql(db, "accounts", cluster)] if cluster else [])
 
 
+# 0003: the fleet questions' summary tables, kept by materialized views, and the backfill
+# of the rows stored before (store/clickhouse/summaries.py)
 MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0001_initial", _initial),
     ("0002_tty_artifacts_sha256", _initial),
-    ("0006_accounts", _accounts),
+    ("0003_fleet_summaries", _summaries),
+    ("0004_accounts", _accounts),
 ]
 
 

@@ -9,15 +9,17 @@ ClickHouse's speed instead of pulling rows into Python.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from forensix.errors import UsageError
 
-__all__ = ["QUESTIONS", "Question", "ask", "like_prefix"]
+__all__ = ["QUESTIONS", "SUMMARIZED", "Question", "Summarized", "ask", "like_prefix", "split_window", "summarized_sql"]
 
 Native = Callable[[str, Mapping[str, Any] | None], pa.Table]
 
@@ -48,21 +50,21 @@ QUESTIONS: dict[str, Question] = {q.name: q for q in [
     Question("exe", "Which hosts ran this executable (a path; PATH* for a prefix).", f"""
 SELECT host_name, process_executable AS executable, count() AS execs,
        uniqExact(process_entity_id) AS processes, min(ts) AS first_ts, max(ts) AS last_ts,
-       any(process_args) AS example_args
+       argMin(process_args, ts) AS example_args
 FROM events
 WHERE event_action = 'exec' AND process_executable LIKE {{value}} AND {_WINDOW}
 GROUP BY host_name, executable
 ORDER BY first_ts, host_name, executable"""),
     Question("cmdline", "Which hosts ran a command line containing this text.", f"""
 SELECT host_name, process_executable AS executable, arrayStringConcat(process_args, ' ') AS command_line,
-       count() AS execs, min(ts) AS first_ts, max(ts) AS last_ts, any(process_entity_id) AS example_entity_id
+       count() AS execs, min(ts) AS first_ts, max(ts) AS last_ts, argMin(process_entity_id, ts) AS example_entity_id
 FROM events
 WHERE event_action = 'exec' AND position(arrayStringConcat(process_args, ' '), {{value}}) > 0 AND {_WINDOW}
 GROUP BY host_name, executable, command_line
 ORDER BY first_ts, host_name, command_line"""),
     Question("sha256", "Which hosts ran a file with this SHA-256.", f"""
 SELECT host_name, process_executable AS executable, count() AS execs, min(ts) AS first_ts, max(ts) AS last_ts,
-       any(process_entity_id) AS example_entity_id
+       argMin(process_entity_id, ts) AS example_entity_id
 FROM events
 WHERE event_action = 'exec' AND lower({SHA256_COLUMN}) = lower({{value}}) AND {_WINDOW}
 GROUP BY host_name, executable
@@ -89,22 +91,177 @@ FROM (
 )
 GROUP BY host_name, action, file_path
 ORDER BY first_ts, host_name, action, file_path"""),
-    Question("hosts", "Every host in the store: events, first and last event (a silent host shows here).", f"""
-SELECT host_name, any(host_id) AS host_id, count() AS events, min(ts) AS first_ts, max(ts) AS last_ts
+    Question("hosts", "Every host in the store: events, first and last event, silent for how long (the longest silent first).", f"""
+SELECT host_name, argMax(host_id, ts) AS host_id, count() AS events, min(ts) AS first_ts, max(ts) AS last_ts
 FROM events WHERE {_WINDOW}
 GROUP BY host_name
-ORDER BY host_name"""),
+ORDER BY last_ts, host_name"""),
 ]}
+
+
+
+@dataclass(frozen=True)
+class Summarized:
+    """A question answered from its summary table (store/clickhouse/summaries.py) for the
+    whole UTC days of the window, and from a scan for the partial days at its ends. Both
+    parts give the same columns in the same order (a UNION ALL matches by position): the
+    answer's keys and aggregate states (``s_*``), which the outer query merges, so a group
+    spread over both parts is one row."""
+
+    outer: str  # {inner}: the UNION ALL of the parts
+    summary: str  # {days}: " AND day BETWEEN ..." or empty
+    scans: tuple[tuple[str, str], ...]  # (SELECT with {window}, the time column the window is on)
+
+
+_EXEC_STATES = "countState() AS s_n, minState(ts) AS s_first, maxState(ts) AS s_last"
+_SUMMARY_STATES = "min_ts AS s_first, max_ts AS s_last"
+
+SUMMARIZED: dict[str, Summarized] = {
+    "exe": Summarized("""
+SELECT host_name, executable, countMerge(s_n) AS execs, uniqExactMerge(s_procs) AS processes,
+       minMerge(s_first) AS first_ts, maxMerge(s_last) AS last_ts, argMinMerge(s_args) AS example_args
+FROM ({inner})
+GROUP BY host_name, executable
+ORDER BY first_ts, host_name, executable""", f"""
+SELECT host_name, executable, execs AS s_n, {_SUMMARY_STATES}, processes AS s_procs, example_args AS s_args
+FROM fleet_exec WHERE ifNull(executable, '') LIKE {{value}} AND executable IS NOT NULL{{days}}""", ((f"""
+SELECT host_name, process_executable AS executable, {_EXEC_STATES}, uniqExactState(process_entity_id) AS s_procs,
+       argMinState(process_args, ts) AS s_args
+FROM events WHERE event_action = 'exec' AND process_executable LIKE {{value}} AND ({{window}})
+GROUP BY host_name, executable""", "ts"),)),
+    "cmdline": Summarized("""
+SELECT host_name, executable, command_line, countMerge(s_n) AS execs, minMerge(s_first) AS first_ts,
+       maxMerge(s_last) AS last_ts, argMinMerge(s_eid) AS example_entity_id
+FROM ({inner})
+GROUP BY host_name, executable, command_line
+ORDER BY first_ts, host_name, command_line""", f"""
+SELECT host_name, executable, command_line, execs AS s_n, {_SUMMARY_STATES}, example_entity_id AS s_eid
+FROM fleet_exec WHERE position(command_line, {{value}}) > 0{{days}}""", ((f"""
+SELECT host_name, process_executable AS executable, arrayStringConcat(process_args, ' ') AS command_line,
+       {_EXEC_STATES}, argMinState(process_entity_id, ts) AS s_eid
+FROM events WHERE event_action = 'exec' AND position(command_line, {{value}}) > 0 AND ({{window}})
+GROUP BY host_name, executable, command_line""", "ts"),)),
+    "sha256": Summarized("""
+SELECT host_name, executable, countMerge(s_n) AS execs, minMerge(s_first) AS first_ts,
+       maxMerge(s_last) AS last_ts, argMinMerge(s_eid) AS example_entity_id
+FROM ({inner})
+GROUP BY host_name, executable
+ORDER BY first_ts, host_name, executable""", f"""
+SELECT host_name, executable, execs AS s_n, {_SUMMARY_STATES}, example_entity_id AS s_eid
+FROM fleet_exec WHERE sha256 = lower({{value}}){{days}}""", ((f"""
+SELECT host_name, process_executable AS executable, {_EXEC_STATES}, argMinState(process_entity_id, ts) AS s_eid
+FROM events WHERE event_action = 'exec' AND lower({SHA256_COLUMN}) = lower({{value}}) AND ({{window}})
+GROUP BY host_name, executable""", "ts"),)),
+    "ip": Summarized("""
+SELECT host_name, action, proc_name AS process_name, process_entity_id, destination_ip, destination_port,
+       countMerge(s_n) AS connections, minMerge(s_first) AS first_ts, maxMerge(s_last) AS last_ts
+FROM ({inner})
+GROUP BY host_name, action, proc_name, process_entity_id, destination_ip, destination_port
+ORDER BY first_ts, host_name, process_entity_id""", f"""
+SELECT host_name, action, proc_name, process_entity_id, destination_ip, destination_port,
+       connections AS s_n, {_SUMMARY_STATES}
+FROM fleet_ip WHERE ip = {{value}}{{days}}""", ((f"""
+SELECT host_name, CAST(event_action AS String) AS action, CAST(process_name AS Nullable(String)) AS proc_name,
+       process_entity_id, destination_ip, destination_port, {_EXEC_STATES}
+FROM events
+WHERE event_category = 'network' AND event_action IN ('connect', 'accept')
+  AND (destination_ip = {{value}} OR source_ip = {{value}}) AND ({{window}})
+GROUP BY host_name, action, proc_name, process_entity_id, destination_ip, destination_port""", "ts"),)),
+    # a row kept under its target path counts only when its own path does not match too
+    # (the scan's `file_path LIKE v OR file_target_path LIKE v` counts an event once)
+    "path": Summarized("""
+SELECT host_name, action, file_path, countMerge(s_n) AS times, uniqExactMerge(s_procs) AS processes,
+       minMerge(s_first) AS first_ts, maxMerge(s_last) AS last_ts
+FROM ({inner})
+GROUP BY host_name, action, file_path
+ORDER BY first_ts, host_name, action, file_path""", f"""
+SELECT host_name, action, file_path, times AS s_n, {_SUMMARY_STATES}, processes AS s_procs
+FROM fleet_path
+WHERE key_path LIKE {{value}} AND (key_is_target = 0 OR ifNull(file_path LIKE {{value}}, 0) = 0){{days}}""", (
+        (f"""
+SELECT host_name, CAST(event_action AS String) AS action, file_path, {_EXEC_STATES},
+       uniqExactState(process_entity_id) AS s_procs
+FROM events WHERE (file_path LIKE {{value}} OR file_target_path LIKE {{value}}) AND ({{window}})
+GROUP BY host_name, action, file_path""", "ts"),
+        ("""
+SELECT host_name, if(write_bytes > 0, 'write', 'read') AS action, file_path, countState() AS s_n,
+       minState(ifNull(last_ts, 0)) AS s_first, maxState(ifNull(last_ts, 0)) AS s_last,
+       uniqExactState(toNullable(entity_id)) AS s_procs
+FROM flows WHERE file_path LIKE {value} AND in_events = 0 AND ({window})
+GROUP BY host_name, action, file_path""", "ifNull(last_ts, 0)"))),
+    "hosts": Summarized("""
+SELECT host_name, argMaxMerge(s_hid) AS host_id, countMerge(s_n) AS events, minMerge(s_first) AS first_ts,
+       maxMerge(s_last) AS last_ts
+FROM ({inner})
+GROUP BY host_name
+ORDER BY last_ts, host_name""", f"""
+SELECT host_name, latest_host_id AS s_hid, events AS s_n, {_SUMMARY_STATES}
+FROM fleet_hosts WHERE 1{{days}}""", ((f"""
+SELECT host_name, argMaxState(CAST(host_id AS String), ts) AS s_hid, {_EXEC_STATES}
+FROM events WHERE ({{window}})
+GROUP BY host_name""", "ts"),)),
+}
+
+_DAY_NS = 86_400 * 10**9
+_OPEN = 2**63 - 1
+
+
+def _yyyymmdd(ns: int) -> int:
+    return int(time.strftime("%Y%m%d", time.gmtime(ns // 10**9)))
+
+
+def split_window(since: int | None, until: int | None) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """[since, until] (UTC ns, None: open) as the whole UTC days inside it, ``[lo, hi)`` or
+    None, and the ranges ``[a, b]`` left over at its ends: together each instant once."""
+    lo_open, hi_open = since is None or since <= 0, until is None or until >= _OPEN
+    a, b = (0 if lo_open else int(since or 0)), (_OPEN if hi_open else int(until or 0))
+    lo = 0 if lo_open else -(-a // _DAY_NS) * _DAY_NS  # the first whole day's start
+    hi = _OPEN if hi_open else (b + 1) // _DAY_NS * _DAY_NS  # the end of the last whole day
+    if lo >= hi:
+        return None, [(a, b)]
+    ranges = ([(a, lo - 1)] if a < lo else []) + ([(hi, b)] if not hi_open and hi <= b else [])
+    return (lo, hi), ranges
+
+
+def summarized_sql(name: str, since: int | None, until: int | None) -> str:
+    """The SQL of question ``name`` over its summary: whole UTC days of [since, until] from
+    the summary table, the partial days at its ends scanned ({value} left to fill)."""
+    q = SUMMARIZED[name]
+    days, ranges = split_window(since, until)
+    parts: list[str] = []
+    if days is not None:
+        lo, hi = days
+        cond = "" if (lo, hi) == (0, _OPEN) else (
+            f" AND day BETWEEN {_yyyymmdd(lo)} AND {99991231 if hi == _OPEN else _yyyymmdd(hi - 1)}")
+        parts.append(q.summary.replace("{days}", cond))
+    for scan, col in q.scans if ranges else ():
+        window = " OR ".join(f"{col} BETWEEN {a} AND {b}" for a, b in ranges)
+        parts.append(scan.replace("{window}", window))
+    return q.outer.replace("{inner}", "\nUNION ALL\n".join(parts))
+
 
 _PATTERN = frozenset({"exe", "path"})
 
 
-def ask(native: Native, name: str, value: str = "", since: int | None = None, until: int | None = None) -> pa.Table:
-    """Answer fleet question ``name`` about ``value`` with ``native`` (ClickHouse SQL -> Arrow)."""
+def ask(native: Native, name: str, value: str = "", since: int | None = None, until: int | None = None, *,
+        summarized: bool = False, now_ns: int | None = None, silence_s: float | None = None) -> pa.Table:
+    """Answer fleet question ``name`` about ``value`` with ``native`` (ClickHouse SQL -> Arrow):
+    from the summary tables when the store has them (``summarized``), else by a scan of the
+    events. The answer is the same. ``hosts`` adds ``quiet_s``, the seconds since each host's
+    last event as of ``now_ns``, and ``silent`` (quiet longer than ``silence_s``)."""
     q = QUESTIONS.get(name)
     if q is None:
         raise UsageError(f"no fleet question {name!r}", f"one of {', '.join(QUESTIONS)}")
     if name == "sha256" and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
         raise UsageError(f"{value!r} is not a SHA-256", "64 hex digits")
     v = like_prefix(value) if name in _PATTERN else value
-    return native(q.sql, q.params(v, since, until))
+    sql = summarized_sql(name, since, until) if summarized else q.sql
+    table = native(sql, q.params(v, since, until))
+    if name == "hosts" and now_ns is not None:
+        # as `forensix hosts` names them: quiet_s, silent
+        quiet = pc.round(pc.divide(pc.subtract(pa.scalar(now_ns, pa.int64()), table["last_ts"].cast(
+            pa.int64())).cast(pa.float64()), 1e9), 1)
+        table = table.append_column("quiet_s", quiet)
+        if silence_s is not None:
+            table = table.append_column("silent", pc.greater(quiet, pa.scalar(float(silence_s))))
+    return table

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from forensix.errors import NotAStoreError, StoreError
 from forensix.store import schema
+from forensix.store.clickhouse import summaries
 from forensix.store.clickhouse.connection import (
     ClickHouseUnavailable,
     Server,
@@ -48,6 +49,8 @@ from forensix.store.clickhouse.ddl import (
     null_column,
 )
 from forensix.store.clickhouse.native import ArrowData
+from forensix.store.clickhouse.summaries import MIGRATION as SUMMARY_MIGRATION
+from forensix.store.clickhouse.summaries import summary_tables
 from forensix.store.journal import conform
 
 __all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
@@ -259,12 +262,53 @@ class ClickHouseStore:
                 srv.execute(f"INSERT INTO `{self.db}`.forensix_meta (key, value) VALUES", [["format"], [FORMAT]])
             pending = [(n, st) for n, st in MIGRATIONS if n not in done]
             for name, statements in pending:
+                if name == SUMMARY_MIGRATION:
+                    self._add_columns(srv)  # its views read columns added since 0001
+                    self._summarize(srv)  # records it (or another log host did)
+                    continue
                 for stmt in statements(self.db, self.cluster):
                     srv.execute(stmt)
                 if name == pending[-1][0]:
                     self._add_columns(srv)
-                srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
-                            [[name], [time.time_ns()]])
+                self._record(srv, name)
+
+    def _record(self, srv: Server, name: str) -> None:
+        srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
+                    [[name], [time.time_ns()]])
+
+    MIGRATION_WAIT_S = 300.0  # how long a writer waits for another one's 0003 on a server
+
+    def _summarize(self, srv: Server) -> None:
+        """``0003_fleet_summaries`` on one server, once: the writer that creates the lock
+        table migrates; another one starting at the same time waits until it is recorded
+        (inserting before the views exist would leave its rows out of the summaries). A
+        failed attempt is undone by the next, and merges are never left stopped."""
+        db, cl = self.db, self.cluster
+        for stmt in summaries.tables_sql(db, cl):
+            srv.execute(stmt)
+        wait_s = self.MIGRATION_WAIT_S
+        deadline = time.monotonic() + wait_s
+        while True:
+            if SUMMARY_MIGRATION in {r[0] for r in srv.execute(f"SELECT name FROM `{db}`.forensix_migrations")}:
+                return
+            try:
+                srv.execute(summaries.lock_sql(db))
+                break
+            except StoreError as e:
+                if "already exists" not in e.message:
+                    raise
+            if time.monotonic() > deadline:
+                raise StoreError(f"another writer has been applying {SUMMARY_MIGRATION} on {srv.where} for "
+                                 f"{wait_s:.0f} s (table {db}.{summaries.LOCK} exists)",
+                                 f"if no forensix server is starting, DROP TABLE {db}.{summaries.LOCK} there")
+            time.sleep(0.5)
+        try:
+            for stmt in summaries.reset_sql(db, cl) + summaries.backfill_sql(db, cl):
+                srv.execute(stmt)
+            self._record(srv, SUMMARY_MIGRATION)
+        finally:
+            for stmt in summaries.restart_merges(db, cl) + [summaries.unlock_sql(db)]:
+                srv.execute(stmt)
 
     def _add_columns(self, srv: Server) -> None:
         """Columns of the current schema a table created by an earlier forensix lacks."""
@@ -302,6 +346,11 @@ class ClickHouseStore:
             raise SchemaTooNewError(
                 f"database {self.db!r} on {self.entry.where} has store format {rows[0][0] if rows else None!r}, "
                 f"this forensix knows {FORMAT!r}", "use the forensix version that wrote it")
+
+    def summarized(self) -> bool:
+        """Whether the fleet questions' summary tables are there (``0003_fleet_summaries``
+        applied on the server the store reads through)."""
+        return SUMMARY_MIGRATION in self.migrations()
 
     def migrations(self) -> list[str]:
         return sorted({r[0] for r in self.entry.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")})
@@ -415,10 +464,12 @@ class ClickHouseStore:
 
     # -- retention -----------------------------------------------------------------
     def partitions(self) -> list[tuple[str, str, str, int]]:
-        """(server, table, partition YYYYMMDD, rows) of every day partition on every server."""
+        """(server, table, partition YYYYMMDD, rows) of every day partition on every server,
+        the fleet questions' summaries included (partitioned by the same days)."""
         out = []
         for srv in self.shards:
-            names = ", ".join(f"'{local_name(t, self.cluster)}'" for t in schema.TABLES)
+            tables = [local_name(t, self.cluster) for t in schema.TABLES] + summary_tables(self.cluster)
+            names = ", ".join(f"'{t}'" for t in tables)
             rows = srv.execute(
                 f"SELECT table, partition, sum(rows) FROM system.parts WHERE database = '{self.db}' "
                 f"AND table IN ({names}) AND active GROUP BY table, partition ORDER BY table, partition")

@@ -1,0 +1,384 @@
+"""What an idle `forensix record` costs: CPU and wake-ups by thread, memory by mapping.
+
+    python -m bench.idle [--seconds 30] [--warmup 8] [--reps 2] [--against REV] [--write]
+
+Each repetition runs `forensix record` from this tree and, with ``--against``, from the
+tree of another commit (extracted with ``git archive``, its sensor built), alternating, in
+two modes:
+
+- ``quiet``: once the recorder is up, its sensor is paused through the pinned control word
+  (every BPF program returns at once), so the agent sees no event at all: what it costs on
+  an idle host, its timers and threads alone. On this shared machine other engineers'
+  work never stops, so an unpaused recorder is never idle.
+- ``host``: the recorder as it is, recording whatever the host does (events/s beside it).
+
+Figures over ``--seconds`` after ``--warmup``: CPU % of one core (utime + stime of every
+thread, from /proc/PID/task), wake-ups per second (context switches) per thread, RSS, PSS
+and anonymous memory (smaps_rollup), resident memory by mapping (rings, libraries, heap)
+and the kernel memory of the sensor's maps (bpftool's memlock, rings included).
+``--write`` puts the table into docs/benchmarks.md, section "Idle cost".
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTION = "## Idle cost (bench.idle)"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Tree:
+    label: str
+    src: Path
+    bpf: Path
+
+
+@dataclass
+class Sample:
+    tree: str
+    mode: str
+    cpu_pct: float = 0.0
+    wakeups: float = 0.0
+    rss_mb: float = 0.0
+    pss_mb: float = 0.0
+    anon_mb: float = 0.0
+    events_s: float = 0.0
+    kernel_maps_mb: float = 0.0
+    threads: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (cpu %, wake-ups/s)
+    mappings: dict[str, float] = field(default_factory=dict)  # category -> resident MB
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S', time.gmtime())}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- the trees ---------------------------------------------------------------------------------
+def this_tree(scratch: Path) -> Tree:
+    """A copy of this working tree's src (with its built sensor): edits made while the
+    bench runs do not change what it measures."""
+    dest = scratch / "tree-this" / "src"
+    shutil.copytree(ROOT / "src", dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return Tree(_describe("HEAD", dirty=True), dest, dest / "forensix/sensor/_bpf")
+
+
+def _describe(rev: str, dirty: bool = False) -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    if dirty and subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "bpf"],
+                                capture_output=True, text=True, check=True).stdout.strip():
+        out += "+changes"
+    return out
+
+
+def other_tree(rev: str, scratch: Path) -> Tree:
+    """The source and a freshly built sensor of commit ``rev``."""
+    dest = scratch / f"tree-{rev.replace('/', '_')}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src", "bpf"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    out = dest / "src/forensix/sensor/_bpf"
+    vmlinux = ROOT / "bpf/vmlinux.h"
+    if vmlinux.exists():
+        shutil.copy(vmlinux, dest / "bpf/vmlinux.h")
+    subprocess.run(["make", "-s", "-C", str(dest / "bpf"), f"OUT={out}"], check=True)
+    return Tree(_describe(rev), dest / "src", out)
+
+
+# -- one run -----------------------------------------------------------------------------------
+def _threads(pid: int) -> dict[int, tuple[str, int, int]]:
+    """tid -> (name, CPU ticks, context switches)."""
+    out: dict[int, tuple[str, int, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        switches = sum(int(line.split()[1]) for line in status.splitlines() if line.endswith("ctxt_switches")
+                       or "ctxt_switches:" in line)
+        tid = int(task.name)
+        out[tid] = ("main (drain)" if tid == pid else name, int(fields[11]) + int(fields[12]), switches)
+    return out
+
+
+def _rollup(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def _mapping_category(name: str) -> str:
+    if name.startswith("anon_inode:bpf-map"):
+        return "rings (mapped)"
+    if name in ("[heap]", ""):
+        return "heap and anonymous"
+    if name.startswith("[stack"):
+        return "stacks"
+    if "/" not in name:
+        return "other"
+    parts = name.split("/")
+    if "site-packages" in parts:
+        pkg = parts[parts.index("site-packages") + 1]
+        return f"lib: {pkg.split('.')[0].split('-')[0].lstrip('_')}"
+    if "lib-dynload" in parts or name.endswith(".so.1.0") and "python" in name:
+        return "lib: python"
+    return "lib: system" if name.endswith((".so",)) or ".so." in name else "files"
+
+
+def _mappings(pid: int) -> dict[str, float]:
+    by: dict[str, float] = collections.Counter()
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        first = line.split(maxsplit=1)[0]
+        if "-" in first and not first.endswith(":"):
+            parts = line.split(maxsplit=5)
+            name = parts[5] if len(parts) > 5 else ""
+        elif first == "Rss:":
+            by[_mapping_category(name)] += int(line.split()[1]) / 1024
+    return dict(by)
+
+
+def _kernel_map_mb(pid: int) -> float:
+    """Kernel memory of the maps the recorder holds (rings included), by map id."""
+    ids = set()
+    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = fdinfo.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("map_id:"):
+                ids.add(int(line.split()[1]))
+    maps = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True,
+                                     check=True).stdout)
+    return sum(m.get("bytes_memlock", 0) for m in maps if m["id"] in ids) / 2**20
+
+
+def _pause(pin: Path) -> None:
+    """Pause the pinned sensor: a bit of its own in the control word's `paused` (first 4
+    bytes), which the agent's heartbeat keeps (it clears only the agent's and the watch's)."""
+    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    fd = lib.bpf_obj_get(str(pin / "control").encode())
+    if fd < 0:
+        raise RuntimeError(f"cannot open {pin / 'control'}")
+    try:
+        buf = (ctypes.c_char * 256)()
+        key = ctypes.c_uint32(0)
+        if lib.bpf_map_lookup_elem(fd, ctypes.byref(key), buf) != 0:
+            raise RuntimeError("cannot read the control word")
+        buf[0] = bytes([buf[0][0] | 4])
+        if lib.bpf_map_update_elem(fd, ctypes.byref(key), buf, ctypes.c_uint64(0)) != 0:
+            raise RuntimeError("cannot write the control word")
+    finally:
+        os.close(fd)
+
+
+def _pin_dir(tree: Tree, store: Path) -> Path:
+    code = f"from forensix.sensor.loader import pin_dir_for; print(pin_dir_for({str(store)!r}))"
+    env = dict(os.environ, PYTHONPATH=str(tree.src))
+    return Path(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                               check=True).stdout.strip())
+
+
+def _events_between(tree: Tree, store: Path, t0: int, t1: int) -> int:
+    code = ("import sys; from forensix.store.embedded import DuckDBStore; "
+            f"st = DuckDBStore({str(store)!r}, read_only=True); "
+            f"print(st.query('SELECT count(*) AS n FROM events WHERE ts BETWEEN {t0} AND {t1} "
+            "AND event_category IS DISTINCT FROM \\'agent\\'').column(0)[0].as_py())")
+    env = dict(os.environ, PYTHONPATH=str(tree.src))
+    return int(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip())
+
+
+def run_once(tree: Tree, mode: str, seconds: float, warmup: float, scratch: Path) -> Sample:
+    d = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{mode}-"))
+    store, ready, logf = d / "s.duckdb", d / "ready", d / "record.log"
+    env = dict(os.environ, PYTHONPATH=str(tree.src), FORENSIX_BPF_DIR=str(tree.bpf))
+    with open(logf, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "-q", "--store", str(store),
+                                 "--ready-file", str(ready)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"forensix record did not start: {logf.read_text()[-800:]}")
+            time.sleep(0.2)
+        if mode == "quiet":
+            _pause(_pin_dir(tree, store))
+        time.sleep(warmup)
+        pid = proc.pid
+        before, t0, w0 = _threads(pid), time.time_ns(), time.monotonic()
+        time.sleep(seconds)
+        after, t1, wall = _threads(pid), time.time_ns(), time.monotonic() - w0
+        s = Sample(tree.label, mode)
+        roll = _rollup(pid)
+        s.rss_mb, s.pss_mb, s.anon_mb = roll["Rss"], roll["Pss"], roll["Anonymous"]
+        s.mappings = _mappings(pid)
+        s.kernel_maps_mb = _kernel_map_mb(pid)
+        per: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+        for tid, (name, ticks, switches) in after.items():
+            b = before.get(tid, (name, 0, 0))
+            per[name][0] += (ticks - b[1]) / TICK / wall * 100
+            per[name][1] += (switches - b[2]) / wall
+        s.threads = {k: (v[0], v[1]) for k, v in per.items()}
+        s.cpu_pct = sum(v[0] for v in per.values())
+        s.wakeups = sum(v[1] for v in per.values())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    s.events_s = _events_between(tree, store, t0, t1) / wall
+    shutil.rmtree(d, ignore_errors=True)
+    return s
+
+
+# -- report ------------------------------------------------------------------------------------
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+def report(samples: list[Sample], trees: list[Tree], seconds: float, load: tuple[float, float]) -> str:
+    lines = [SECTION, "",
+             (f"`python -m bench.idle --seconds {seconds:g}` on {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
+             f"load average {load[0]:.2f} before and {load[1]:.2f} after (2 cores, shared with other engineers). "
+             "Medians over the repetitions, configurations alternating. *quiet*: the sensor paused once the "
+             "recorder is up, so the agent sees no event (an idle host); *host*: recording this host as it is."),
+             "",
+             ("| tree | mode | CPU % of a core | wake-ups/s | events/s | agent µs per event | RSS MB | PSS MB | anon MB "
+              "| ring/map kernel MB |"),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t in trees:
+        for mode in ("quiet", "host"):
+            ss = [s for s in samples if s.tree == t.label and s.mode == mode]
+            if not ss:
+                continue
+            # per event: each repetition's own ratio (the host's event rate moves a lot between them)
+            per_event = [s.cpu_pct * 1e4 / s.events_s for s in ss if s.events_s > 0]
+            lines.append(f"| {t.label} | {mode} | {_med([s.cpu_pct for s in ss]):.2f} | {_med([s.wakeups for s in ss]):.0f} "
+                         f"| {_med([s.events_s for s in ss]):.0f} | {f'{_med(per_event):.1f}' if per_event else '-'} "
+                         f"| {_med([s.rss_mb for s in ss]):.0f} "
+                         f"| {_med([s.pss_mb for s in ss]):.0f} | {_med([s.anon_mb for s in ss]):.0f} "
+                         f"| {_med([s.kernel_maps_mb for s in ss]):.0f} |")
+    for t in trees:
+        for mode in ("quiet", "host"):
+            ss = [s for s in samples if s.tree == t.label and s.mode == mode]
+            if ss:
+                lines += ["", *_breakdown(t.label, mode, ss)]
+    return "\n".join(lines) + "\n\n" + NOTES
+
+
+def _breakdown(label: str, mode: str, ss: list[Sample]) -> list[str]:
+    """Per thread (CPU %, wake-ups/s) and resident MB per kind of mapping, medians."""
+    def med_thread(n: str, i: int) -> float:
+        return _med([s.threads.get(n, (0.0, 0.0))[i] for s in ss])
+
+    names = sorted({n for s in ss for n in s.threads}, key=lambda n: (-med_thread(n, 0), -med_thread(n, 1)))
+    cats = sorted({c for s in ss for c in s.mappings}, key=lambda c: -_med([s.mappings.get(c, 0) for s in ss]))
+    threads = "; ".join(f"{n} {med_thread(n, 0):.2f} / {med_thread(n, 1):.1f}" for n in names
+                        if med_thread(n, 0) >= 0.005 or med_thread(n, 1) >= 0.05)
+    maps = "; ".join(f"{c} {_med([s.mappings.get(c, 0) for s in ss]):.1f}" for c in cats
+                     if _med([s.mappings.get(c, 0) for s in ss]) >= 0.5)
+    return [f"{label}, {mode}, by thread (CPU % / wake-ups per s): {threads or 'none measurable'}", "",
+            f"{label}, {mode}, resident MB by mapping: {maps}"]
+
+
+NOTES = """\
+What the idle cost was, and what changed (agent-idle branch; the lines above give both trees):
+
+- **Wake-ups**: the drain loop ticked 20 times a second whatever happened, the rules timer 8
+  times, the query socket's server 2 times. Now the loop sleeps in epoll on the rings once a
+  batch interval has brought nothing: the sensor submits records with flags 0, so the kernel
+  wakes it for the first record written into an empty ring (sensor/pacing.py); flow-map
+  flushes back off from 1 s to 4 s while they find nothing (the latency bound of a flow edge
+  on an idle host; tests/sensor/test_idle_latency.py); heartbeats every 10 s; the rules timer
+  waits until rows wait; the query server is stopped by a connection instead of polling.
+- **Rings**: 96 MiB of ring were mapped for good, and the kernel fills a ring mapping in
+  whole, so all of it was resident in the agent. Each drain now maps the span it reads
+  (the kernel's double mapping keeps a wrapping span contiguous); the rings stay kernel
+  memory (last column, from bpftool's memlock, maps included), no longer the agent's RSS.
+- **Imports**: pyarrow imported pandas on its first list conversion (30 MB, 1-2 s of
+  start-up); `forensix record` imported every command module (web UI, fleet, PKI); libbpf's
+  4 MiB log buffer was zero-filled, hence resident. None of that now.
+- **Freed memory**: batches freed into glibc's malloc stayed resident (~30 MB after a few
+  thousand events/s); malloc_trim at every clock resync (10 s) gives them back.
+- **What remains** (~165 MB RSS idle, ~85 MB PSS on this shared machine): DuckDB's and
+  pyarrow's libraries (~73 MB, file-backed and shared with every other Python process that
+  loads them: PSS counts a share), numpy and libpython (~14 MB), and 70-100 MB anonymous:
+  the interpreter's objects for those modules and pySigma's rules (~55 MB before the first
+  event), DuckDB's buffers and what the decoder and the rules keep per process and file.
+  The <= 100 MB goal is met by PSS here, not by RSS: that needs the recorder out of the
+  process that holds DuckDB and pyarrow (a small drainer writing journals, the store in
+  another process), not done.
+- *host* mode is the recorder's per-event cost on whatever this machine did (other
+  engineers' builds and tests): it moves with events/s and load, and is the hot path's
+  owner's figure; compare trees there only as a ratio per event, over several repetitions.
+"""
+
+
+def write_docs(text: str) -> None:
+    path = ROOT / "docs/benchmarks.md"
+    doc = path.read_text()
+    if SECTION in doc:
+        head, rest = doc.split(SECTION, 1)
+        nxt = rest.find("\n## ")
+        doc = head + text + (rest[nxt + 1 :] if nxt >= 0 else "")
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    path.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=8.0)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--against", default=None, help="another commit to measure side by side (e.g. main)")
+    ap.add_argument("--modes", default="quiet,host")
+    ap.add_argument("--write", action="store_true", help="write the figures to docs/benchmarks.md")
+    a = ap.parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="forensix-bench-idle-"))
+    try:
+        trees = [this_tree(scratch)]
+        if a.against:
+            trees.append(other_tree(a.against, scratch))
+        load0 = os.getloadavg()[0]
+        samples = []
+        for rep in range(a.reps):
+            order = trees if rep % 2 == 0 else trees[::-1]
+            for mode in a.modes.split(","):
+                for t in order:
+                    log(f"rep {rep + 1}/{a.reps}: {t.label} {mode}")
+                    s = run_once(t, mode, a.seconds, a.warmup, scratch)
+                    log(f"  CPU {s.cpu_pct:.2f}%, {s.wakeups:.0f} wake-ups/s, RSS {s.rss_mb:.0f} MB, "
+                        f"PSS {s.pss_mb:.0f} MB, {s.events_s:.0f} events/s")
+                    samples.append(s)
+        text = report(samples, trees, a.seconds, (load0, os.getloadavg()[0]))
+        print(text)
+        print(json.dumps([s.__dict__ for s in samples]), file=sys.stderr)  # every repetition, for a second look
+        if a.write:
+            write_docs(text)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

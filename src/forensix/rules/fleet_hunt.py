@@ -1,0 +1,308 @@
+"""The retro-hunt over a ClickHouse store, in ClickHouse: every host at once.
+
+Sigma rules run as ClickHouse SQL (``clickhouse_sql``) on every shard, over the shard's
+own tables (hosts are sharded whole, so a process and its parent are on the event's
+shard), many rules per scan, the shards at once (a thread and a connection each). What
+comes back is only the matching rows; the alerts are built from them by the same code as
+the DuckDB hunt (``hunt.match_alerts``), and their evidence (executable, parent, session)
+from the processes of the alerts' acting processes and their ancestors, pulled by entity
+id, not the whole process table.
+
+The built-in detectors keep per-process state in time order (a copy then its exec, a
+write then an exec of the same file), so they are replayed in Python as in the DuckDB
+hunt, over only the rows their ``hunt_filter`` names, pulled from every shard at once.
+
+A rule the ClickHouse dialect cannot express is hunted the old way, over each host's
+slice pulled into DuckDB, and reported (``FleetHunt.fallback``: rule and reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensix.errors import StoreError
+from forensix.rules.alerts import empty_alerts
+from forensix.rules.clickhouse_sql import NotExpressible, Tables, check_rule, hunt_sql_ch, where_ch
+from forensix.rules.compile import CompiledRule, Const, Node
+from forensix.rules.detectors import Detector
+from forensix.rules.evidence import SessionContext, object_free
+from forensix.rules.hunt import (
+    REPLAY_TIME,
+    RULES_PER_SCAN,
+    _named,
+    group_findings,
+    hunt_rules,
+    match_alerts,
+    prelude,
+)
+from forensix.rules.live import ProcessContext
+from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
+from forensix.store.clickhouse.connection import Server, literal
+from forensix.store.clickhouse.ddl import KEY_NOT_NULL, null_column
+from forensix.store.clickhouse.store import ClickHouseStore
+from forensix.store.schema import EVENTS
+
+__all__ = ["FleetHunt", "fleet_hunt", "shard_servers"]
+
+T = TypeVar("T")
+_IN_CHUNK = 5_000  # entity ids per IN list (a query stays under the server's 256 KiB max_query_size)
+_MAX_DEPTH = 256
+# rows a built-in detector may pull for its replay (a few GB of Python objects at most)
+MAX_REPLAY_ROWS = 2_000_000  # ancestors followed (as evidence._session does)
+
+
+@dataclass
+class FleetHunt:
+    """What a fleet hunt found, and how."""
+
+    alerts: pa.Table
+    in_clickhouse: list[str] = field(default_factory=list)  # rule ids hunted as ClickHouse SQL
+    fallback: list[tuple[str, str]] = field(default_factory=list)  # (rule id, why) hunted over slices
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error) of fallbacks that failed too
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (detector's rules, why) not replayed
+    shards: int = 0
+    matched_rows: int = 0  # rows the shards sent back (matches of Sigma rules)
+    replayed_rows: int = 0  # rows pulled for the built-in detectors
+
+
+def shard_servers(store: ClickHouseStore) -> list[tuple[Server, Tables]]:
+    """One server per shard (its first replica) and the names of its own tables; a store
+    without a cluster: its one server and the plain tables."""
+    db = f"`{store.db}`"
+    if not store.cluster:
+        return [(Server(store.url.host, store.url.port, database=store.db),
+                 Tables(f"{db}.events", f"{db}.processes", f"{db}.flows", f"{db}.accounts"))]
+    rows = store.entry.execute(
+        f"SELECT shard_num, host_address, port FROM system.clusters WHERE cluster = {literal(store.cluster)} "
+        "ORDER BY shard_num, replica_num")
+    first: dict[int, tuple[str, int]] = {}
+    for num, host, port in rows:
+        first.setdefault(int(num), (str(host), int(port)))
+    local = Tables(f"{db}.events_local", f"{db}.processes_local", f"{db}.flows_local", f"{db}.accounts_local")
+    return [(Server(h, p, database=store.db), local) for h, p in first.values()]
+
+
+def _each(servers: Sequence[tuple[Server, Tables]], job: Callable[[Server, Tables], T]) -> list[T]:
+    """``job`` on every shard at once (clickhouse-driver waits on the socket without the GIL)."""
+    if len(servers) == 1:
+        return [job(*servers[0])]
+    with ThreadPoolExecutor(max_workers=len(servers), thread_name_prefix="fx-hunt") as pool:
+        return list(pool.map(lambda st: job(*st), servers))
+
+
+_KEY_TYPES = {f.name: f.type for f in EVENTS}
+
+
+def _as_view(t: pa.Table) -> pa.Table:
+    """Rows of ``hunt_sql_ch`` typed as DuckDB's hunt returns them (the logical schema)."""
+    cols, names = [], []
+    for c in (*KEY_COLUMNS, *SUMMARY_DERIVED):
+        col = t.column(c)
+        if c in _KEY_TYPES and pa.types.is_list(_KEY_TYPES[c]):
+            mask = pc.equal(t.column(null_column(c)), pa.scalar(1, pa.uint8()))
+            col = pc.if_else(mask, pa.nulls(len(col), _KEY_TYPES[c]), col.cast(_KEY_TYPES[c]))
+        elif c in _KEY_TYPES:
+            col = col.cast(_KEY_TYPES[c])
+            if c in KEY_NOT_NULL:
+                col = pc.if_else(pc.equal(col, ""), pa.nulls(len(col), col.type), col)
+        else:
+            col = col.cast(pa.string())
+        cols.append(col)
+        names.append(c)
+    cols.append(t.column("fx_rules").cast(pa.list_(pa.int32())))
+    names.append("fx_rules")
+    return pa.Table.from_arrays(cols, names=names)
+
+
+def _scan(servers: Sequence[tuple[Server, Tables]], chunk: Sequence[CompiledRule], ts_from: int | None,
+          ts_to: int | None) -> pa.Table:
+    def one(srv: Server, tables: Tables) -> list[pa.Table]:
+        return [_as_view(srv.table(hunt_sql_ch(chunk, tables, src, ts_from, ts_to))) for src in ("events", "flows")]
+
+    parts = [t for ts in _each(servers, one) for t in ts if t.num_rows]
+    if not parts:
+        return pa.table({})
+    rows = pa.concat_tables(parts)
+    return rows.sort_by([("ts", "ascending"), ("cpu", "ascending"), ("seq", "ascending")])
+
+
+def _split(rules: Sequence[CompiledRule]) -> tuple[list[CompiledRule], list[tuple[CompiledRule, str]]]:
+    ok: list[CompiledRule] = []
+    other: list[tuple[CompiledRule, str]] = []
+    for r in rules:
+        if not r.ok:
+            continue
+        try:
+            check_rule(r)
+            ok.append(r)
+        except NotExpressible as e:
+            other.append((r, str(e)))
+    return ok, other
+
+
+def _hunt_slices(store: ClickHouseStore, rules: Sequence[CompiledRule], ts_from: int | None, ts_to: int | None,
+                 failed: list[tuple[str, str]]) -> pa.Table:
+    """The DuckDB hunt of ``rules`` over each host's slice (rules ClickHouse SQL cannot say).
+    A rule that fails there too is added to ``failed`` (rule id, error); the others go on."""
+    from forensix.store.clickhouse.reader import ClickHouseReader
+
+    hosts = store.native("SELECT DISTINCT host_name FROM events ORDER BY host_name").column(0).to_pylist()
+    found = []
+    live = list(rules)
+    for h in hosts:
+        with ClickHouseReader(store, host=str(h), since=ts_from, until=ts_to) as rd:
+            for r in list(live):
+                try:
+                    found.append(hunt_rules(rd, [r], ts_from, ts_to))
+                except StoreError as e:
+                    failed.append((r.rule_id, e.message))
+                    live.remove(r)
+    found = [f for f in found if f.num_rows]
+    return pa.concat_tables(found) if found else empty_alerts()
+
+
+def _time(col: str, ts_from: int | None, ts_to: int | None) -> str:
+    parts = ["1"]
+    if ts_from is not None:
+        parts.append(f"ifNull({col}, 0) >= {int(ts_from)}")
+    if ts_to is not None:
+        parts.append(f"ifNull({col}, 0) < {int(ts_to)}")
+    return " AND ".join(parts)
+
+
+class _Native:
+    """The store answering ``Reader.query`` with ClickHouse SQL: for ``users.store_book``'s
+    one plain SELECT of the hosts' recorded accounts (not a pull of the whole store)."""
+
+    def __init__(self, store: ClickHouseStore) -> None:
+        self.store = store
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        return self.store.native(sql, params)
+
+    def close(self) -> None:
+        """The store is the caller's."""
+
+
+def _detector_name(d: Detector) -> str:
+    return ", ".join(m.rule_id for m in getattr(d, "rules", ())) or type(d).__name__
+
+
+def _detectors(store: ClickHouseStore, detectors: Sequence[Detector], ts_from: int | None,
+               ts_to: int | None, skipped: list[tuple[str, str]], max_rows: int) -> tuple[pa.Table, int]:
+    """The built-in detectors over the rows they watch, pulled from every shard, in time order.
+    A detector whose rows number more than ``max_rows`` is not pulled (it would not fit in
+    memory): it goes to ``skipped`` with the count, and the hunt goes on."""
+    found, pulled = [], 0
+
+    def rows(table: str, where: Node) -> tuple[str, int]:
+        col = REPLAY_TIME.get(table, "ts")
+        cond = f"{where_ch(where) if where != Const(True) else '1'} AND {_time(col, ts_from, ts_to)}"
+        return cond, int(store.native(f"SELECT count() FROM {table} WHERE {cond}").column(0)[0].as_py())
+
+    def pull(table: str, cond: str) -> pa.Table:
+        col = REPLAY_TIME.get(table, "ts")
+        data = store.select_table(table, cond)
+        return data.sort_by([(c, "ascending") for c in (col, "cpu", "seq") if c in data.column_names])
+
+    for d in detectors:
+        first = {t: rows(t, w) for t, w in prelude(d).items()}
+        then: dict[str, tuple[str, int]] = {}
+        if sum(n for _, n in first.values()) <= max_rows:
+            for table, (cond, n) in first.items():  # learnt from, never alerting
+                if n:
+                    d.observe(table, pull(table, cond), "hunt")
+                    pulled += n
+            # asked after the prelude: what the detector learnt there narrows it
+            then = {t: rows(t, w) for t, w in d.hunt_filter().items()}
+        total = sum(n for _, n in first.values()) + sum(n for _, n in then.values())
+        if total > max_rows:
+            skipped.append((_detector_name(d), (f"{total:,} rows to replay (more than {max_rows:,}); hunt it "
+                                                "per host (--host) or in a shorter --from/--to window")))
+            continue
+        for table, (cond, n) in then.items():
+            if n:
+                found.append(d.observe(table, _named(_Native(store), pull(table, cond)), "hunt"))
+                pulled += n
+    found = [f for f in found if f.num_rows]
+    return (pa.concat_tables(found) if found else empty_alerts()), pulled
+
+
+def _context(store: ClickHouseStore, alerts: pa.Table) -> tuple[ProcessContext, SessionContext]:
+    """The process context of the alerts' processes and their ancestors (what the evidence
+    reads: images, parents, the ssh accepts of a session's daemons), pulled by entity id."""
+    ctx = ProcessContext(max_entities=1 << 62)
+    sess = SessionContext(max_entities=1 << 62)
+    seen: set[int] = set()
+    frontier = {int(e) for e in alerts.column("process_entity_id").to_pylist() if e}
+    procs: list[pa.Table] = []
+    for _ in range(_MAX_DEPTH):
+        frontier -= seen
+        if not frontier:
+            break
+        seen |= frontier
+        got = _by_entity(store, "processes", "entity_id", sorted(frontier),
+                         "entity_id, image_ts, executable, name, parent_entity_id, args, args__null")
+        procs.append(got)
+        frontier = {int(p) for p in got.column("parent_entity_id").to_pylist() if p}
+    procs = [p for p in procs if p.num_rows]
+    if procs:
+        ctx.add_processes(pa.concat_tables(procs).sort_by([("image_ts", "ascending")]))
+    if seen:
+        acc = _by_entity(store, "events", "process_entity_id", sorted(seen),
+                         "process_entity_id, ts, destination_ip, network_transport, event_action",
+                         "event_action = 'accept'")
+        sess.add_events(acc.sort_by([("ts", "ascending")]))
+    return ctx, sess
+
+
+def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], cols: str, cond: str = "1") -> pa.Table:
+    parts = []
+    for i in range(0, len(ids), _IN_CHUNK):
+        part = ", ".join(str(x) for x in ids[i:i + _IN_CHUNK])
+        parts.append(store.native(f"SELECT {cols} FROM {table} WHERE {cond} AND {key} IN ({part})"))
+    t = pa.concat_tables(parts)
+    if "args" in t.column_names:  # the list column's NULL back (args__null), as the logical schema has it
+        mask = pc.equal(t.column("args__null"), pa.scalar(1, pa.uint8()))
+        args = pc.if_else(mask, pa.nulls(t.num_rows, pa.list_(pa.string())), t.column("args").cast(pa.list_(pa.string())))
+        t = t.drop_columns(["args", "args__null"]).append_column("args", args)
+    return t
+
+
+def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
+               ts_from: int | None = None, ts_to: int | None = None,
+               max_replay_rows: int = MAX_REPLAY_ROWS) -> FleetHunt:
+    """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
+    with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
+    with the same history."""
+    ok, other = _split(rules)
+    servers = shard_servers(store)
+    out = FleetHunt(empty_alerts(), [r.rule_id for r in ok], [(r.rule_id, why) for r, why in other],
+                    shards=len(servers))
+    parts: list[pa.Table] = []
+    try:
+        for start in range(0, len(ok), RULES_PER_SCAN):
+            chunk = ok[start:start + RULES_PER_SCAN]
+            rows = _scan(servers, chunk, ts_from, ts_to)
+            out.matched_rows += rows.num_rows
+            if rows.num_rows:
+                parts.append(match_alerts(chunk, rows))
+    finally:
+        for srv, _ in servers:
+            srv.close()
+    if other:
+        parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
+    found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
+    parts.append(found)
+    parts = [p for p in parts if p.num_rows]
+    if parts:
+        alerts = pa.concat_tables(parts)
+        ctx, sess = _context(store, alerts)
+        out.alerts = group_findings(ctx, sess, alerts, object_free=object_free(rules))
+    return out
