@@ -32,11 +32,11 @@ from bench.recorders import (
 from bench.report import write_markdown
 from bench.scale import ScaleWorkload, analysis_latency
 from bench.storm import StormWorkload
-from bench.web import WebWorkload
+from bench.web import WebConnWorkload, WebWorkload
 from bench.workload import Workload
 
 WORKLOADS: dict[str, type[Workload]] = {}
-for _cls in (MicroWorkload, WebWorkload, CompileWorkload, StormWorkload, ScaleWorkload):
+for _cls in (MicroWorkload, WebWorkload, WebConnWorkload, CompileWorkload, StormWorkload, ScaleWorkload):
     if _cls.name in WORKLOADS:
         raise ValueError(f"workload {_cls.name} registered twice")
     WORKLOADS[_cls.name] = _cls
@@ -73,7 +73,7 @@ def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
 
 # The configurations a target is judged on: they run back to back in every repetition, and
 # in the extra, paired repetitions (``--paired-reps``) that auditd and strace sit out.
-PAIRED = ("none", "forensix", "floor")
+PAIRED = ("none", "forensix", "floor", "base")
 
 
 def run_order(usable: list[Recorder], rep: int, reps: int) -> list[Recorder]:
@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, 2 repetitions (< 5 min)")
     ap.add_argument("--only", default="", help=f"comma list of {','.join(WORKLOADS)}")
-    ap.add_argument("--recorders", default=",".join(RECORDERS),
-                    help=f"comma list of {','.join(RECORDERS)}")
+    ap.add_argument("--recorders", default=",".join(n for n in RECORDERS if n != "base"),
+                    help=f"comma list of {','.join(RECORDERS)} (base: forensix from BENCH_BASE_SRC, "
+                         "for a before/after in one run)")
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                     help="one extra, unscored forensix run per workload with BPF statistics on, "
                     "for the per-program table (default: on, off with --quick)")

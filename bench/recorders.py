@@ -552,12 +552,34 @@ class ForensixFloor(ForensixRecorder):
         return {"FORENSIX_BPF_DIR": str(out)}
 
 
+class ForensixBase(ForensixRecorder):
+    """``forensix record`` from another tree (BENCH_BASE_SRC: a src/ directory with its
+    sensor built, e.g. a clone of the commit before a change), run back to back with the
+    baseline, forensix and the floor: a before/after in one run, on the same host load."""
+
+    name = "base"
+
+    def check(self) -> str | None:
+        src = os.environ.get("BENCH_BASE_SRC")
+        if not src:
+            return "BENCH_BASE_SRC is not set (a src/ directory of the forensix to compare with)"
+        if not (Path(src) / "forensix" / "sensor" / "_bpf" / "sensor.bpf.o").is_file():
+            return f"{src} has no built sensor: run make -C bpf in that tree"
+        return super().check()
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "from forensix.cli.main import main; main()"]
+
+    def env(self, scratch: Path) -> dict[str, str]:
+        return {"PYTHONPATH": os.environ["BENCH_BASE_SRC"]}
+
+
 def _set_bpf_stats(on: bool) -> None:
     Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1\n" if on else "0\n")
 
 
 RECORDERS: dict[str, type[Recorder]] = {}
-for _cls in (Recorder, ForensixRecorder, ForensixFloor, AuditdRecorder, StraceRecorder):
+for _cls in (Recorder, ForensixRecorder, ForensixFloor, ForensixBase, AuditdRecorder, StraceRecorder):
     if _cls.name in RECORDERS:
         raise ValueError(f"recorder {_cls.name} registered twice")
     RECORDERS[_cls.name] = _cls

@@ -256,6 +256,8 @@ def targets(report: dict[str, Any]) -> list[str]:
            lambda v: v <= 1.03, lambda se: f"{se * 100:.1f}")
     judged("web at least 95% of baseline req/s", "web", "rps", lambda v: f"{v * 100:.1f}%",
            lambda v: v >= 0.95, lambda se: f"{se * 100:.1f}")
+    judged("web, a new connection per request, at least 95% of baseline req/s", "web-conn", "rps",
+           lambda v: f"{v * 100:.1f}%", lambda v: v >= 0.95, lambda se: f"{se * 100:.1f}")
     m = ws.get("micro")
 
     def delta(key: str) -> float | None:
@@ -266,7 +268,7 @@ def targets(report: dict[str, Any]) -> list[str]:
         lambda v: f"{v:+.0f} ns", lambda v: v <= 30)
     add("recorded open+close at most +1.5 µs", delta("openclose_ns"),
         lambda v: f"{v / 1000:+.2f} µs", lambda v: v <= 1500)
-    for name in ("compile", "web"):
+    for name in ("compile", "web", "web-conn"):
         lost = [r["lost"] for r in _ok_runs(ws.get(name) or {}, "forensix")]
         add(f"no lost events ({name})", float(sum(lost)) if lost else None,
             lambda v: f"{v:.0f} lost", lambda v: v == 0)
@@ -297,7 +299,8 @@ def targets(report: dict[str, Any]) -> list[str]:
                      f"{statistics.median(real):.1f} bytes per recorded event, its fixed ~2.5 MB of small "
                      f"tables and metadata included (bench/notes.md: \"A real build's store\").")]
     floor = []
-    for wname, key, label in (("compile", "wall_s", "compile {:+.1%}"), ("web", "rps", "web {:.1%} of req/s")):
+    for wname, key, label in (("compile", "wall_s", "compile {:+.1%}"), ("web", "rps", "web {:.1%} of req/s"),
+                              ("web-conn", "rps", "web-conn {:.1%} of req/s")):
         p = paired_mean(ws.get(wname), "floor", key)
         f, n = _median(ws.get(wname), "floor", key), _median(ws.get(wname), "none", key)
         if p is not None:
@@ -308,7 +311,7 @@ def targets(report: dict[str, Any]) -> list[str]:
         out += ["", "The attach floor in the same run (forensix's tracepoints with programs that return "
                 "at once, before any recording work): " + ", ".join(floor) + "."]
     paired = []
-    for wname, key, fmt in (("compile", "wall_s", "{:+.1%}"), ("web", "rps", "{:.1%}")):
+    for wname, key, fmt in (("compile", "wall_s", "{:+.1%}"), ("web", "rps", "{:.1%}"), ("web-conn", "rps", "{:.1%}")):
         for rec in ("forensix", "floor"):
             rs = paired_ratios(ws.get(wname), rec, key)
             if rs:

@@ -1,8 +1,12 @@
-"""web: nginx on 127.0.0.1 serving small static files under wrk; requests/s and p99.
+"""web: nginx on 127.0.0.1 serving static files under wrk; requests/s and p99.
 
-nginx runs with one worker (the machine has two cores; wrk takes the other), no access
-log and no open-file cache, so every request opens a file: a recorded event per request.
-wrk asks for 200 different 1 KiB files in turn over 16 keep-alive connections.
+nginx runs with one worker (the machine has two cores; wrk takes the other) and no
+open-file cache, so every request opens a file: a recorded event per request.
+
+- ``web``: 200 different 1 KiB files in turn over 16 keep-alive connections, no access log.
+- ``web-conn``: a new connection per request (``Connection: close``), as a new user tries
+  it: 64 files of 1 to 64 KiB and an access log, so every request also accepts and
+  connects a socket and writes a log line.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from bench.recorders import Recorder
 from bench.workload import Metric, Workload
 
-PORT = 18089
+PORT = 0  # 0: a free port picked per workload (the host is shared; a fixed one can be taken)
 N_FILES = 200
 
 _NGINX_CONF = """\
@@ -30,7 +34,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-  access_log off;
+  {access_log}
   sendfile on;
   tcp_nopush on;
   keepalive_requests 1000000;
@@ -57,6 +61,12 @@ end
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def parse_wrk(out: str) -> dict[str, float]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
@@ -77,10 +87,16 @@ class WebWorkload(Workload):
         Metric("p99_ms", "p99 latency", "ms"),
     )
 
+    n_files = N_FILES
+    # wrk's extra arguments, and the nginx access log (None: off)
+    wrk_args: tuple[str, ...] = ()
+    access_log = False
+
     def __init__(self, quick: bool, scratch) -> None:  # type: ignore[no-untyped-def]
         super().__init__(quick, scratch)
         self.duration = 5 if quick else 15
         self._nginx: subprocess.Popen[bytes] | None = None
+        self.port = PORT or _free_port()
 
     def check(self) -> str | None:
         for tool in ("nginx", "wrk"):
@@ -90,21 +106,24 @@ class WebWorkload(Workload):
 
     def describe(self) -> str:
         return (
-            f"nginx (1 worker) on 127.0.0.1, {N_FILES} files of 1 KiB, "
-            f"`wrk -t1 -c16 -d{self.duration}s --latency`"
+            f"nginx (1 worker) on 127.0.0.1, {N_FILES} files of 1 KiB, no access log, "
+            f"`wrk -t1 -c16 -d{self.duration}s --latency` (keep-alive)"
         )
 
     def prepare(self) -> None:
         www = self.scratch / "www"
         www.mkdir(exist_ok=True)
         (self.scratch / "tmp").mkdir(exist_ok=True)
-        body = ("<html>" + "x" * 1000 + "</html>\n").encode()
-        for i in range(N_FILES):
-            (www / f"f{i}.html").write_bytes(body)
+        for i in range(self.n_files):
+            (www / f"f{i}.html").write_bytes(self.body(i))
+        log = f"access_log {self.scratch}/access.log;" if self.access_log else "access_log off;"
         (self.scratch / "nginx.conf").write_text(
-            _NGINX_CONF.format(dir=self.scratch, port=PORT)
+            _NGINX_CONF.format(dir=self.scratch, port=self.port, access_log=log)
         )
-        (self.scratch / "rotate.lua").write_text(_WRK_SCRIPT.format(n=N_FILES))
+        (self.scratch / "rotate.lua").write_text(_WRK_SCRIPT.format(n=self.n_files))
+
+    def body(self, i: int) -> bytes:
+        return ("<html>" + "x" * 1000 + "</html>\n").encode()
 
     def before_run(self, rec: Recorder) -> None:
         argv = rec.wrap(["nginx", "-c", str(self.scratch / "nginx.conf")])
@@ -114,7 +133,7 @@ class WebWorkload(Workload):
         deadline = time.monotonic() + 20
         while True:
             try:
-                socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 break
             except OSError:
                 if self._nginx.poll() is not None or time.monotonic() > deadline:
@@ -128,8 +147,8 @@ class WebWorkload(Workload):
     def _wrk(self, seconds: int) -> str:
         p = subprocess.run(
             [
-                "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency",
-                "-s", str(self.scratch / "rotate.lua"), f"http://127.0.0.1:{PORT}/",
+                "wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", *self.wrk_args,
+                "-s", str(self.scratch / "rotate.lua"), f"http://127.0.0.1:{self.port}/",
             ],
             capture_output=True, text=True, timeout=seconds + 60, check=False,
         )
@@ -159,8 +178,31 @@ class WebWorkload(Workload):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", PORT), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 time.sleep(0.1)
             except OSError:
                 return
-        raise RuntimeError(f"something still listens on 127.0.0.1:{PORT} after nginx stopped")
+        raise RuntimeError(f"something still listens on 127.0.0.1:{self.port} after nginx stopped")
+
+
+class WebConnWorkload(WebWorkload):
+    """A new connection per request, files of 1-64 KiB, an access log (module docstring)."""
+
+    name = "web-conn"
+    title = "web, a new connection per request"
+    n_files = 64
+    wrk_args = ("-H", "Connection: close")
+    access_log = True
+
+    def describe(self) -> str:
+        return (
+            f"nginx (1 worker) on 127.0.0.1, {self.n_files} files of 1 to {self.n_files} KiB, an access log, "
+            f"`wrk -t1 -c16 -d{self.duration}s --latency -H 'Connection: close'` (a new connection per request)"
+        )
+
+    def body(self, i: int) -> bytes:
+        return b"x" * ((i % self.n_files + 1) << 10)
+
+    def after_run(self, rec: Recorder) -> None:
+        super().after_run(rec)
+        (self.scratch / "access.log").unlink(missing_ok=True)  # ~100 bytes a request: keep runs alike

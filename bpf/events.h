@@ -114,6 +114,7 @@ struct fx_config {
 	__u32 full_rw;           /* 1: every read/write is a record, not a flow edge */
 	__u32 every_open;        /* 1: every read-only re-open is a record of its own */
 	__u32 tty_rate;          /* terminal bytes kept per terminal per second; 0: no terminal capture */
+	__u32 sock_flows;        /* 1: socket reads/writes are counted at the socket layer (fx_sock_send/recv) */
 };
 
 /* Per terminal: bytes kept in the current second, and bytes cut not yet reported. */

@@ -43,6 +43,7 @@ struct fx_control fx_ctl SEC(".data.control") = {};
 #define EPERM 1
 #define EINPROGRESS 115
 #define E2BIG 7
+#define PF_KTHREAD 0x00200000
 #define STR_AREA (FX_NSTR * FX_STR_MAX)
 /* Keep clang from dropping a mask it can prove redundant: the verifier needs it. */
 #define fx_opaque(v) asm volatile("" : "+r"(v))
@@ -1430,5 +1431,68 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 	fx_flow_add(t, f, out_fd, wr, ret, now);
 	if (fin)
 		fx_flow_add(t, fin, in_fd, false, ret, now);
+	return 0;
+}
+
+/* ---- data flow on sockets, from the socket layer ---------------------------------- */
+
+/*
+ * Every send and receive on a socket passes sock_sendmsg/sock_recvmsg, whatever the
+ * syscall: the raw (tp_btf) tracepoints there cost a few ns to enter, where a syscall
+ * tracepoint costs its slow path and perf dispatch on every call of every process. The
+ * calls that only sockets take (send*, recv*, their mmsg forms) and io_uring's are
+ * counted here, into the same edge of (this process, the socket's inode) as fx_exit_rw
+ * adds; read, write, readv, writev, sendfile and splice keep their syscall tracepoints
+ * (files, pipes and terminals need them) and are counted at their exits, not twice.
+ */
+#define PF_IO_WORKER 0x00000010
+
+static __always_inline bool fx_rw_hooked(long nr)
+{
+	return nr == __NR_read || nr == __NR_write || nr == __NR_readv || nr == __NR_writev ||
+	       nr == __NR_sendfile || nr == __NR_splice;
+}
+
+static __always_inline void fx_sock_flow(struct sock *sk, int ret, bool wr)
+{
+#ifdef FX_FLOOR
+	return;
+#endif
+	if (ret <= 0 || !cfg.sock_flows || cfg.full_rw)
+		return;
+	struct task_struct *t = bpf_get_current_task_btf();
+	/* kernel threads (NFS, kTLS...) send on their own account: no process read or wrote */
+	if (fx_skip_task(t) || (t->flags & PF_KTHREAD))
+		return;
+	int fd = -1;
+	if (!(t->flags & PF_IO_WORKER)) { /* an io_uring worker is in no syscall of its own */
+		struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(t);
+		long nr = r->orig_ax;
+		if (fx_rw_hooked(nr))
+			return;
+		if (nr == __NR_sendto || nr == __NR_recvfrom || nr == __NR_sendmsg || nr == __NR_recvmsg ||
+		    nr == __NR_sendmmsg || nr == __NR_recvmmsg)
+			fd = r->di;
+	}
+	struct socket *sock = sk->sk_socket;
+	if (!sock)
+		return;
+	struct file *f = sock->file;
+	if (!f)
+		return;
+	fx_flow_add(t, f, fd, wr, ret, bpf_ktime_get_boot_ns());
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(fx_sock_send, struct sock *sk, int ret, int flags)
+{
+	fx_sock_flow(sk, ret, true);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(fx_sock_recv, struct sock *sk, int ret, int flags)
+{
+	fx_sock_flow(sk, ret, false);
 	return 0;
 }

@@ -112,6 +112,11 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
+@click.option("--socket-flows", type=click.Choice(["socket", "syscall"]), default="socket", show_default=True,
+              help="Where data sent and received on sockets is counted: at the socket layer (any syscall or "
+                   "io_uring; the raw tracepoints of Linux 6.3+, falling back to syscall where absent), or at "
+                   "the exits of read, write, send* and recv* (every such call of every process pays a syscall "
+                   "tracepoint). Both give the same flow edges.")
 @click.option("--stop", "stop_pinned", is_flag=True,
               help="Detach the sensor a killed recorder of --store left recording, and exit.")
 @click.option("--no-tty", is_flag=True, help="Do not capture terminal bytes (see `forensix replay`).")
@@ -139,7 +144,8 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
-    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str, stop_pinned: bool,
+    store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str,
+    socket_flows: str, stop_pinned: bool,
     no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
     metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
@@ -187,7 +193,8 @@ def record(
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
                                             quota_bytes=artifact_quota_mb << 20).open(), local_host())
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
-                          pin_dir=pin_dir_for(store), orphan_timeout_s=orphan_timeout)
+                          pin_dir=pin_dir_for(store), sock_layer=socket_flows == "socket",
+                          orphan_timeout_s=orphan_timeout)
     if ring_mb is not None:
         config.ring_main_mb = _pow2(ring_mb)
     rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered, artifacts=collector,

@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from forensix.errors import KernelFeatureError, PrivilegeError, SensorError
 from forensix.sensor import libbpf as lb
-from forensix.sensor.syscalls import SYSCALLS
+from forensix.sensor.syscalls import SOCKET_RW, SYSCALLS
 
 __all__ = [
     "ORPHAN_TIMEOUT_S",
@@ -57,6 +57,8 @@ _LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
 # child's return from these syscalls.
 _LIFECYCLE_CLASSIC = ("fx_exec_tp", "fx_exit_tp")
 _FORK_SYSCALLS = ("clone", "clone3", "fork", "vfork")
+# Socket data flow from the socket layer (tp_btf), and the tracepoints they need (Linux 6.3)
+_SOCK_FLOW = {"fx_sock_send": "sock_send_length", "fx_sock_recv": "sock_recv_length"}
 
 
 def bpf_dir() -> Path:
@@ -107,6 +109,8 @@ def ring_sizes_mb(mem_bytes: int | None = None) -> tuple[int, int, int]:
 @dataclass
 class SensorConfig:
     full_rw: bool = False
+    # socket data counted at the socket layer (tp_btf, Linux 6.3+), not at the read/write syscalls
+    sock_layer: bool = True
     every_open: bool = False
     # terminal bytes kept per terminal per second (bpf/tty.bpf.h); 0: no terminal capture
     tty_rate: int = 256 << 10
@@ -185,6 +189,21 @@ KFUNCS = {"bpf_rdonly_cast": "Linux 6.2"}
 _BTF_KIND_FUNC = 12
 
 
+_BTF_KIND_TYPEDEF = 8
+
+
+def _has_sock_tracepoints() -> bool:
+    """The socket layer's send/receive tracepoints (Linux 6.3) are in this kernel's BTF."""
+    btf = lb.lib.btf__load_vmlinux_btf()
+    if not btf:
+        return False
+    try:
+        return all(lb.lib.btf__find_by_name_kind(btf, f"btf_trace_{tp}".encode(), _BTF_KIND_TYPEDEF) >= 0
+                   for tp in _SOCK_FLOW.values())
+    finally:
+        lb.lib.btf__free(btf)
+
+
 def _missing_kfuncs() -> list[str]:
     """The kfuncs of KFUNCS that this kernel's BTF does not declare."""
     btf = lb.lib.btf__load_vmlinux_btf()
@@ -231,6 +250,8 @@ class Sensor:
         self.lifecycle = "btf"  # what attach() ended up using
         self.fallback: str | None = None  # why the classic lifecycle hooks are in use
         self.adopted = False  # the sensor was pinned by an earlier agent, and taken over
+        # socket reads/writes counted at the socket layer (else at their syscalls' exits)
+        self.sock_flows = False
         self._fds: dict[str, int] = {}  # an adopted sensor's maps
         self._link_fds: list[int] = []  # an adopted sensor's links, once unpinned
         # why the sensor has no heartbeat watch (None: it has one); see arm_heartbeat
@@ -255,7 +276,7 @@ class Sensor:
                     watch = False
                     self.no_heartbeat_watch = f"the kernel refused the heartbeat timer ({first})"
                 elif typed and self.config.lifecycle == "auto" and any(f"program {p} " in e.message
-                                                                       for p in _LIFECYCLE):
+                                                                       for p in (*_LIFECYCLE, *_SOCK_FLOW)):
                     typed = False  # a kernel that refuses tp_btf at load: try again without those three
                     self.fallback = f"the kernel refused the typed sched programs at load ({first})"
                 else:
@@ -271,6 +292,11 @@ class Sensor:
         self._obj = obj
         if not typed_lifecycle:
             for name in _LIFECYCLE:
+                lb.lib.bpf_program__set_autoload(self._prog(name), False)
+        self.sock_flows = (self.config.sock_layer and typed_lifecycle and not self.config.full_rw
+                           and _has_sock_tracepoints())
+        if not self.sock_flows:
+            for name in _SOCK_FLOW:
                 lb.lib.bpf_program__set_autoload(self._prog(name), False)
         if not heartbeat_watch:
             lb.lib.bpf_program__set_autoload(self._prog(_HEARTBEAT_ARM), False)
@@ -303,6 +329,7 @@ class Sensor:
             "full_rw": int(self.config.full_rw),
             "every_open": int(self.config.every_open),
             "tty_rate": int(self.config.tty_rate),
+            "sock_flows": int(self.sock_flows),
         }
         for name, value in values.items():
             m = layout[name]
@@ -412,14 +439,29 @@ class Sensor:
             self._attach_classic_lifecycle()
         else:
             self._attach_typed_lifecycle()
+        if self.sock_flows:
+            self._attach_sock_flows()
         events = TRACEFS / "events" / "syscalls"
         for sc, spec in SYSCALLS.items():
+            if self.sock_flows and sc in SOCKET_RW:
+                continue  # counted at the socket layer
             tp = spec.tracepoint or sc
             if not (events / f"sys_exit_{tp}").is_dir():
                 self.skipped.append(sc)  # e.g. module syscalls on a kernel without modules
                 continue
             # exits only: the handler reads the arguments from the registers saved at entry
             self._tp(self._prog(spec.handler), f"sys_exit_{tp}")
+
+    def _attach_sock_flows(self) -> None:
+        for name, tp in _SOCK_FLOW.items():
+            link = lb.lib.bpf_program__attach(self._prog(name))
+            if not link:
+                err = ctypes.get_errno()
+                raise KernelFeatureError(
+                    f"cannot attach {name} (tp_btf/{tp}): {os.strerror(err)}, lockdown={_lockdown()}",
+                    "record with --socket-flows syscall: socket data is then counted at the syscalls",
+                )
+            self._links.append(link)
 
     def _attach_typed_lifecycle(self) -> None:
         links: list[int] = []

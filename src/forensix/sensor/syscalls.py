@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["O_CREAT", "STRING_ARGS", "SYSCALLS", "Syscall"]
+__all__ = ["O_CREAT", "SOCKET_RW", "STRING_ARGS", "SYSCALLS", "Syscall"]
 
 O_CREAT = 0o100
 O_WRONLY = 0o1
@@ -131,6 +131,12 @@ SYSCALLS: dict[str, Syscall] = {
     "splice": _s("fx_exit_rw", "flow", "transfer"),
     "copy_file_range": _s("fx_exit_rw", "flow", "transfer"),
 }
+
+# Reads and writes that only sockets take. Their data is counted at the socket layer
+# (fx_sock_send / fx_sock_recv, raw tracepoints in sock_sendmsg / sock_recvmsg), which
+# sees every syscall that moves data through a socket; their syscall tracepoints are
+# attached only where every call is recorded (--full) or the socket layer cannot be hooked.
+SOCKET_RW = frozenset({"recvfrom", "recvmsg", "sendto", "sendmsg"})
 
 
 # Arguments that point to a string the sensor copies into the record (bpf/sensor.bpf.c:

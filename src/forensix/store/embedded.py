@@ -105,6 +105,16 @@ def _check_is_duckdb(path: Path) -> None:
         )
 
 
+# DuckDB's block, for files it creates. 64 KiB instead of its default 256 KiB: every table,
+# however small, and every partly filled segment take whole blocks, and a store has a dozen
+# small tables. The same rows copied into each size (COPY FROM DATABASE; bench/notes.md,
+# "The store's block size"): a host-wide recording during a build (2.3 M rows) 66.6 -> 61.0
+# bytes per event, the synthetic 10^6-event store 46.4 -> 42.8 MB, a 2.5 k-event store
+# 3.4 -> 1.1 MB; 32 KiB was larger again (compressed segments cannot span blocks), and the
+# analyses at 10^6 events were no slower.
+NEW_STORE_BLOCK_SIZE = 64 << 10
+
+
 class DuckDBStore:
     """A forensix store in a DuckDB file (reader or the single writer)."""
 
@@ -120,7 +130,10 @@ class DuckDBStore:
                 "record first (forensix record --store PATH) or give the right --store",
             )
         try:
-            self._con = duckdb.connect(str(self.path), read_only=read_only)
+            # a new file gets NEW_STORE_BLOCK_SIZE; an existing one keeps the size it was made with
+            config: dict[str, str | bool | int | float | list[str]] = (
+                {} if exists or read_only else {"default_block_size": str(NEW_STORE_BLOCK_SIZE)})
+            self._con = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise StoreBusyError(
