@@ -13,7 +13,8 @@ and current ClickHouse). With the fleet questions' summary tables (``0003_fleet_
 a file is placed by its path in ``fleet_path`` (sorted by path: a few granules, not a scan
 of every host's file column), and a connection's hosts are first narrowed to those with
 any connection to or from its addresses in ``fleet_ip`` (sorted by address); the events
-are then read only for those hosts (the events are sorted by host first).
+are then read only for those hosts, named as literals (the events are sorted by host
+first; 18.16 does not narrow by the set of an IN subquery).
 """
 
 from __future__ import annotations
@@ -23,19 +24,11 @@ from typing import Any
 
 from forensix.store.clickhouse.connection import literal
 
-__all__ = ["ONE_HOST", "hosts_of_sql", "peers_sql"]
+__all__ = ["ONE_HOST", "candidates_sql", "hosts_of_sql", "peers_sql"]
 
 # the last item of a ``hosts_of_sql`` answer whose point is on one host: stop at the first
 # SELECT that finds it
 ONE_HOST = "-- one host"
-
-
-def _near(ips: Iterable[str], summarized: bool) -> str:
-    """AND-condition keeping the hosts with a connection to or from one of ``ips`` (from the
-    summaries: GLOBAL, so the set is made once and sent to every shard), or nothing."""
-    if not summarized:
-        return ""
-    return f" AND host_name GLOBAL IN (SELECT DISTINCT host_name FROM fleet_ip WHERE ip IN {literal(sorted(set(ips)))})"
 
 
 def hosts_of_sql(kind: str, fields: Mapping[str, Any], summarized: bool = False) -> list[str] | None:
@@ -62,8 +55,7 @@ def hosts_of_sql(kind: str, fields: Mapping[str, Any], summarized: bool = False)
     if kind == "endpoint" and fields.get("ip"):
         ip, port = literal(fields["ip"]), int(fields.get("port") or 0)
         return [(f"SELECT DISTINCT host_name FROM events WHERE event_category = 'network' AND "
-                f"((destination_ip = {ip} AND destination_port = {port}) OR (source_ip = {ip} AND source_port = {port}))"
-                + _near([str(fields["ip"])], summarized))]
+                f"((destination_ip = {ip} AND destination_port = {port}) OR (source_ip = {ip} AND source_port = {port}))")]
     if kind == "session" and fields.get("session"):
         s = str(fields["session"]).strip()
         if s.isdigit() and len(s) < 16:  # an audit session id, as find_session reads it
@@ -80,22 +72,39 @@ def _loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip in ("::1", "0.0.0.0", "::", "?")
 
 
+def _crossing(connections: Iterable[tuple[tuple[str, int], tuple[str, int]]]
+              ) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    return [c for c in sorted(set(connections)) if not (_loopback(c[0][0]) or _loopback(c[1][0]))]
+
+
+def candidates_sql(connections: Iterable[tuple[tuple[str, int], tuple[str, int]]], known: Iterable[str]) -> str | None:
+    """From the summaries: the hosts other than ``known`` with a connection to or from an
+    address of these connections on one of their ports (a superset of ``peers_sql``'s answer, read from the
+    address-sorted ``fleet_ip`` instead of every host's events); None when none can cross."""
+    crossing = _crossing(connections)
+    if not crossing:
+        return None
+    # an event on a connection names both ends, so its destination port is one of the two ports
+    ips = sorted({ip for c in crossing for ip, _ in c})
+    ports = sorted({int(p) for c in crossing for _, p in c})
+    return (f"SELECT DISTINCT host_name FROM fleet_ip WHERE ip IN {literal(ips)} "
+            f"AND ifNull(destination_port, 0) IN {literal(ports)} AND host_name NOT IN {literal(sorted(known))}")
+
+
 def peers_sql(connections: Iterable[tuple[tuple[str, int], tuple[str, int]]], known: Iterable[str],
-              summarized: bool = False) -> str | None:
-    """The SELECT of the hosts other than ``known`` with a network event on one of these
-    connections (two endpoints each, either direction); None when none can cross hosts
-    (loopback is every host's own)."""
+              among: Iterable[str] | None = None) -> str | None:
+    """The SELECT of the hosts other than ``known`` (and, given ``among``, only of those: a
+    literal list, which the events' sort key, host first, narrows to their rows) with a
+    network event on one of these connections (two endpoints each, either direction); None
+    when none can cross hosts (loopback is every host's own)."""
     conds = []
-    ips: set[str] = set()
-    for (ip1, p1), (ip2, p2) in sorted(set(connections)):
-        if _loopback(ip1) or _loopback(ip2):
-            continue
+    for (ip1, p1), (ip2, p2) in _crossing(connections):
         a, c = literal(ip1), literal(ip2)
-        ips |= {ip1, ip2}
         conds.append(f"(source_ip = {a} AND source_port = {int(p1)} AND destination_ip = {c} AND destination_port = {int(p2)})")
         conds.append(f"(source_ip = {c} AND source_port = {int(p2)} AND destination_ip = {a} AND destination_port = {int(p1)})")
     if not conds:
         return None
+    only = f"AND host_name IN {literal(sorted(set(among)))} " if among is not None else ""
     return (f"SELECT DISTINCT host_name FROM events WHERE event_category = 'network' "
-            f"AND ifNull(network_transport, '') != 'unix' AND host_name NOT IN {literal(sorted(known))} "
-            f"AND ({' OR '.join(conds)})" + _near(ips, summarized))
+            f"AND ifNull(network_transport, '') != 'unix' AND host_name NOT IN {literal(sorted(known))} {only}"
+            f"AND ({' OR '.join(conds)})")

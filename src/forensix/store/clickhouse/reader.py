@@ -28,7 +28,7 @@ from forensix.errors import StoreError, UsageError
 from forensix.store import schema
 from forensix.store.clickhouse.connection import literal
 from forensix.store.clickhouse.ddl import KEYS
-from forensix.store.clickhouse.follow import ONE_HOST, hosts_of_sql, peers_sql
+from forensix.store.clickhouse.follow import ONE_HOST, candidates_sql, hosts_of_sql, peers_sql
 from forensix.store.clickhouse.needs import ALL, BASE, PROFILES, reads, set_up
 from forensix.store.clickhouse.store import ClickHouseStore
 
@@ -224,7 +224,15 @@ class ClickHouseReader:
         # a connection asked about once needs no second scan of the fleet: its peers were added
         new = set(connections) - self._asked
         self._asked |= new
-        sql = peers_sql(new, self.names, self._summarized()) if self._following else None
+        if not self._following:
+            return set()
+        among: list[str] | None = None
+        if self._summarized():
+            cands = candidates_sql(new, self.names)
+            among = [] if cands is None else [str(h) for h in self.store.native(cands).column(0).to_pylist()]
+            if not among:
+                return set()
+        sql = peers_sql(new, self.names, among)
         if sql is None:
             return set()
         return {str(h) for h in self.store.native(sql).column(0).to_pylist()}
