@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 # the fleet of bench/fleet.py, generated the same way
-from fleet import _gen_sql
+from fleet import load_fleet
 
 from forensix.rules import default_detectors, load_rules
 from forensix.rules.fleet_hunt import fleet_hunt
@@ -50,13 +50,7 @@ def generate(url: str, events: int, hosts: int) -> float:
         have = int(st.native("SELECT count() FROM events").column(0)[0].as_py())
         if have >= events:
             return 0.0
-        t0 = time.monotonic()
-        chunk = 2_000_000
-        for off in range(0, events, chunk):
-            n = min(chunk, events - off)
-            st.entry.execute(_gen_sql(st.db, "events", n, hosts, off), settings={"insert_distributed_sync": 1})
-            st.entry.execute(_gen_sql(st.db, "processes", n, hosts, off), settings={"insert_distributed_sync": 1})
-        return time.monotonic() - t0
+        return load_fleet(st, events, hosts)
     finally:
         st.close()
 

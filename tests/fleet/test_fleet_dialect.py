@@ -21,33 +21,13 @@ from forensix.store.clickhouse.connection import render
 from forensix.store.clickhouse.ddl import MIGRATIONS
 from forensix.store.clickhouse.fleet import QUESTIONS, ask
 from forensix.store.clickhouse.store import from_stored, present_sql, select_sql, stored_table
-from forensix.store.journal import conform
 from forensix.testing.clickhouse import Cluster
+from forensix.testing.collect import CollectingWriter
 from forensix.testing.fleet import content_sha256, fleet
 
 chdb_session = pytest.importorskip("chdb.session")
 
 
-class Collect:
-    """A Writer that keeps what is appended (the generator writes through it)."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, list[pa.Table]] = {}
-
-    def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
-        t = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
-        self.tables.setdefault(table, []).append(conform(t, schema.TABLES[table], table))
-        return t.num_rows
-
-    def flush(self) -> None:
-        pass
-
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        # only the generator writes here; the dialect test reads through the two engines
-        raise AssertionError("the collecting writer answers no queries")
-
-    def close(self) -> None:
-        pass
 
 
 def _plain(t: pa.Table) -> list[dict[str, Any]]:
@@ -57,7 +37,7 @@ def _plain(t: pa.Table) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def engines(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    data = Collect()
+    data = CollectingWriter()
     fleet(data, hosts=8, every=3)
     url = cluster.url(database=f"c_{uuid.uuid4().hex[:12]}")
     old = ClickHouseStore(url, write=True)

@@ -10,9 +10,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,8 +33,8 @@ from forensix.store.clickhouse.summaries import (
     summary_tables,
     unlock_sql,
 )
-from forensix.store.journal import conform
 from forensix.testing.clickhouse import Cluster
+from forensix.testing.collect import CollectingWriter
 from forensix.testing.fleet import content_sha256, fleet
 from forensix.testing.generator import StoreBuilder
 
@@ -49,25 +47,6 @@ ASKED = [("exe", "/tmp/.x/miner"), ("exe", "/tmp/*"), ("exe", "/usr/*"), ("cmdli
          ("sha256", content_sha256("/usr/bin/logrotate"))]
 
 
-class Collect:
-    """Keeps what the generator appends, per table, so it can be stored as frames, shifted by days."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, list[pa.Table]] = {}
-
-    def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
-        t = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
-        self.tables.setdefault(table, []).append(conform(t, schema.TABLES[table], table))
-        return t.num_rows
-
-    def flush(self) -> None:
-        pass
-
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        raise AssertionError("the collecting writer answers no queries")
-
-    def close(self) -> None:
-        pass
 
 
 def _shift(table: str, t: pa.Table, days: int) -> pa.Table:
@@ -79,7 +58,7 @@ def _shift(table: str, t: pa.Table, days: int) -> pa.Table:
     return t
 
 
-def _store_day(st: ClickHouseStore, data: Collect, days_back: int) -> int:
+def _store_day(st: ClickHouseStore, data: CollectingWriter, days_back: int) -> int:
     """The fleet's history ``days_back`` days earlier, appended as frames (one per host and table)."""
     added = 0
     for name, parts in data.tables.items():
@@ -104,8 +83,8 @@ def _same(st: ClickHouseStore, windows: list[tuple[int | None, int | None]]) -> 
 
 
 @pytest.fixture(scope="module")
-def history() -> Collect:
-    data = Collect()
+def history() -> CollectingWriter:
+    data = CollectingWriter()
     fleet(data, hosts=8, every=3)
     # renames: the path question matches a target (kept by a view of its own) and counts an
     # event whose path and target both match once
@@ -119,7 +98,7 @@ def history() -> Collect:
 
 
 def test_summaries_answer_as_the_scan_through_backfill_dedup_windows_and_retention(
-        cluster: Cluster, history: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Cluster, history: CollectingWriter, monkeypatch: pytest.MonkeyPatch) -> None:
     url = cluster.url(database=f"s_{uuid.uuid4().hex[:12]}")
     # a store made before 0003, with two days of rows in it
     monkeypatch.setattr(ch_store, "MIGRATIONS", [m for m in MIGRATIONS if m[0] != MIGRATION])
@@ -177,7 +156,7 @@ def test_summaries_answer_as_the_scan_through_backfill_dedup_windows_and_retenti
 
 
 def test_two_log_hosts_starting_at_once_backfill_once(
-        cluster: Cluster, history: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Cluster, history: CollectingWriter, monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer that takes a server's migration lock backfills; the others wait for it. A
     lock left by a writer that died is named in the error, with what to do."""
     url = cluster.url(database=f"l_{uuid.uuid4().hex[:12]}")
@@ -244,7 +223,7 @@ def test_a_question_without_a_window_reads_only_its_summary() -> None:
     assert "day BETWEEN" in summarized_sql("exe", 10 * DAY + 5, 13 * DAY + 99)
 
 
-def test_fleet_hosts_shows_the_hosts_that_stopped_reporting(cluster: Cluster, history: Collect) -> None:
+def test_fleet_hosts_shows_the_hosts_that_stopped_reporting(cluster: Cluster, history: CollectingWriter) -> None:
     url = cluster.url(database=f"h_{uuid.uuid4().hex[:12]}")
     with ClickHouseStore(url, write=True) as st:
         _store_day(st, history, 0)
