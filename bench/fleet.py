@@ -40,6 +40,7 @@ from forensix.store.clickhouse import ClickHouseReader, ClickHouseStore
 from forensix.store.clickhouse.ddl import local_name
 from forensix.store.clickhouse.summaries import summary_tables
 from forensix.testing.clickhouse import Cluster, start_cluster, stop_cluster
+from forensix.testing.scenario import free_port, wait_for
 
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
 T0 = 1_790_000_000 * 10**9
@@ -50,25 +51,6 @@ def _cpu(pid: int) -> float:
     """user + system seconds of a running process (from /proc)."""
     f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def _wait(pred: Any, timeout: float = 600.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise RuntimeError("timed out")
 
 
 def _stored(metrics_port: int) -> tuple[int, int]:
@@ -94,7 +76,7 @@ def ingest(tmp: Path, store: str, duration: float, rows: int, count: Any, extra_
     if not pki.dir.joinpath("ca.crt").exists():
         pki.init()
         pki.issue("bench", seal_interval_s=60)
-    port, mport = _port(), _port()
+    port, mport = free_port(), free_port()
     log = tmp / f"server-{port}.log"
     ev = tmp / f"evidence-{port}"
     server = subprocess.Popen(FX + ["server", "--pki", str(pki.dir), "--listen", f"127.0.0.1:{port}",
@@ -102,7 +84,7 @@ def ingest(tmp: Path, store: str, duration: float, rows: int, count: Any, extra_
                                     "--metrics", f"127.0.0.1:{mport}"],
                               stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: "listening on" in log.read_text(), 60)
+        wait_for(lambda: "listening on" in log.read_text(), 60)
         load0 = os.getloadavg()[0]
         server0, shards0 = _cpu(server.pid), sum(_cpu(p) for p in extra_pids)
         before = count()
@@ -115,12 +97,12 @@ def ingest(tmp: Path, store: str, duration: float, rows: int, count: Any, extra_
         m = re.search(r"(\d+) batches, (\d+) rows spooled; (\d+) unacknowledged", agent.stderr)
         assert m, agent.stderr[-2000:]
         shipped = int(m[2])
-        _wait(lambda: _stored(mport)[0] >= shipped, 600)  # agent rows come on top: >= is not yet exact
+        wait_for(lambda: _stored(mport)[0] >= shipped, 600)  # agent rows come on top: >= is not yet exact
         span = time.monotonic() - t0
         shards_end = sum(_cpu(p) for p in extra_pids)
         server_cpu = _cpu(server.pid) - server0
         cpu = server_cpu + shards_end - shards0
-        _wait(lambda: count() - before >= shipped, 60)  # every synthetic event is in the store
+        wait_for(lambda: count() - before >= shipped, 60)  # every synthetic event is in the store
         stored = count() - before
         inserts = _stored(mport)[1]
         # what the shards still do for these rows afterwards (merges), per event

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,27 +15,9 @@ import pytest
 from forensix.pki.authority import Authority
 from forensix.store.clickhouse import ClickHouseStore
 from forensix.testing.clickhouse import Cluster
+from forensix.testing.scenario import free_port, wait_for
 
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
-
-
-def _port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def _wait(pred, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 @pytest.mark.bpf
@@ -50,12 +31,13 @@ def test_recorded_activity_lands_once_on_its_shard(cluster: Cluster, url: str, p
         return p
 
     try:
-        ports = [_port(), _port()]
+        ports = [free_port(), free_port()]
         for i, port in enumerate(ports):
             run(f"server{i}", ["server", "--pki", str(pki.dir), "--listen", f"127.0.0.1:{port}", "--store", url,
                                "--evidence", str(tmp_path / f"ev{i}"), "--no-rules"])
         for i in range(2):
-            _wait(lambda i=i: "listening on" in (tmp_path / f"server{i}.log").read_text())  # type: ignore[misc]
+            wait_for(lambda i=i: "listening on" in (tmp_path / f"server{i}.log").read_text(),  # type: ignore[misc]
+                     60, f"log host {i} to listen")
         for host in ("alpha", "gamma"):
             (tmp_path / f"{host}.seal").write_bytes(pki.bundle(host).seal.read_bytes())
         rec = run("alpha", ["agent", "--server", f"127.0.0.1:{ports[0]}", "--bundle", str(pki.bundle("alpha").directory),
@@ -67,7 +49,7 @@ def test_recorded_activity_lands_once_on_its_shard(cluster: Cluster, url: str, p
         marker = tmp_path / f"fx-fleet-marker-{os.getpid()}"
         st = ClickHouseStore(url)
         # the sensor is recording once alpha's first events are in the cluster
-        _wait(lambda: st.native("SELECT count() FROM events WHERE host_name = 'alpha' AND event_category != 'agent'")
+        wait_for(lambda: st.native("SELECT count() FROM events WHERE host_name = 'alpha' AND event_category != 'agent'")
               .column(0)[0].as_py() > 0, 60)
         subprocess.run(["sh", "-c", f"echo hi > {marker}"], check=True)
         assert rec.wait(90) == 0, (tmp_path / "alpha.log").read_text()[-3000:]
@@ -76,7 +58,7 @@ def test_recorded_activity_lands_once_on_its_shard(cluster: Cluster, url: str, p
             q = f"SELECT host_name, event_action, count() AS n FROM events WHERE file_path = '{marker}' " \
                 "GROUP BY host_name, event_action ORDER BY event_action"
             try:
-                _wait(lambda: any(r["event_action"] == "open" for r in st.native(q).to_pylist()), 90)
+                wait_for(lambda: any(r["event_action"] == "open" for r in st.native(q).to_pylist()), 90)
             except AssertionError:
                 logs = {n: (tmp_path / f"{n}.log").read_text()[-1500:] for n in ("server0", "alpha")}
                 raise AssertionError(f"the marker never reached ClickHouse: {logs}") from None
@@ -88,7 +70,8 @@ def test_recorded_activity_lands_once_on_its_shard(cluster: Cluster, url: str, p
             on = [int(s.execute(f"SELECT count() FROM {st.db}.events_local WHERE host_name = 'alpha'")[0][0])
                   for s in st.shards]
             assert on[shard] > 0 and on[1 - shard] == 0, on
-            _wait(lambda: st.native("SELECT count() FROM events WHERE host_name = 'gamma'").column(0)[0].as_py() > 0)
+            wait_for(lambda: st.native("SELECT count() FROM events WHERE host_name = 'gamma'").column(0)[0].as_py() > 0,
+                     60, "gamma's events")
         finally:
             st.close()
     finally:
