@@ -1,6 +1,6 @@
 """What an idle `forensix record` costs: CPU and wake-ups by thread, memory by mapping.
 
-    python -m bench.idle [--seconds 30] [--warmup 8] [--reps 2] [--against REV] [--write]
+    python -m bench.idle [--seconds 30] [--warmup 15] [--reps 2] [--against REV] [--write]
 
 Each repetition runs `forensix record` from this tree and, with ``--against``, from the
 tree of another commit (extracted with ``git archive``, its sensor built), alternating, in
@@ -59,6 +59,7 @@ class Sample:
     anon_mb: float = 0.0
     events_s: float = 0.0
     kernel_maps_mb: float = 0.0
+    processes: int = 1  # the recorder and its children when measured (a store keeper)
     threads: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (cpu %, wake-ups/s)
     mappings: dict[str, float] = field(default_factory=dict)  # category -> resident MB
 
@@ -118,11 +119,53 @@ def _threads(pid: int) -> dict[int, tuple[str, int, int]]:
     return out
 
 
+def _family(pid: int) -> list[int]:
+    """``pid`` and its descendants (the recorder's store keeper, store/keeper.py): every
+    process of the recorder is counted, memory and CPU."""
+    kids: dict[int, list[int]] = collections.defaultdict(list)
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        kids[int(stat.rsplit(")", 1)[1].split()[1])].append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def _family_threads(pid: int) -> dict[int, tuple[str, int, int]]:
+    """``_threads`` of the recorder and its children (named ``keeper: NAME``), and the CPU of
+    children that exited (waited for, from the recorder's cutime + cstime) as one entry."""
+    out: dict[int, tuple[str, int, int]] = {}
+    for p in _family(pid):
+        try:
+            th = _threads(p)
+        except OSError:
+            continue
+        out.update(th if p == pid else {t: (f"keeper: {n}", c, w) for t, (n, c, w) in th.items()})
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    out[-1] = ("keepers (exited)", int(fields[13]) + int(fields[14]), 0)
+    return out
+
+
 def _rollup(pid: int) -> dict[str, float]:
-    out = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, value = line.split(":", 1)
-        out[key] = int(value.split()[0]) / 1024
+    """smaps_rollup summed over the recorder's processes (``_family``)."""
+    out: dict[str, float] = collections.Counter()
+    for p in _family(pid):
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines()[1:]:
+            key, value = line.split(":", 1)
+            out[key] += int(value.split()[0]) / 1024
+    out["processes"] = len(_family(pid))
     return out
 
 
@@ -145,6 +188,16 @@ def _mapping_category(name: str) -> str:
 
 
 def _mappings(pid: int) -> dict[str, float]:
+    by: dict[str, float] = collections.Counter()
+    for p in _family(pid):
+        try:
+            by.update(_mappings_of(p))
+        except OSError:
+            continue
+    return dict(by)
+
+
+def _mappings_of(pid: int) -> dict[str, float]:
     by: dict[str, float] = collections.Counter()
     name = ""
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
@@ -226,12 +279,13 @@ def run_once(tree: Tree, mode: str, seconds: float, warmup: float, scratch: Path
             _pause(_pin_dir(tree, store))
         time.sleep(warmup)
         pid = proc.pid
-        before, t0, w0 = _threads(pid), time.time_ns(), time.monotonic()
+        before, t0, w0 = _family_threads(pid), time.time_ns(), time.monotonic()
         time.sleep(seconds)
-        after, t1, wall = _threads(pid), time.time_ns(), time.monotonic() - w0
+        after, t1, wall = _family_threads(pid), time.time_ns(), time.monotonic() - w0
         s = Sample(tree.label, mode)
         roll = _rollup(pid)
         s.rss_mb, s.pss_mb, s.anon_mb = roll["Rss"], roll["Pss"], roll["Anonymous"]
+        s.processes = int(roll["processes"])
         s.mappings = _mappings(pid)
         s.kernel_maps_mb = _kernel_map_mb(pid)
         per: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
@@ -263,8 +317,8 @@ def report(samples: list[Sample], trees: list[Tree], seconds: float, load: tuple
              "recorder is up, so the agent sees no event (an idle host); *host*: recording this host as it is."),
              "",
              ("| tree | mode | CPU % of a core | wake-ups/s | events/s | agent µs per event | RSS MB | PSS MB | anon MB "
-              "| ring/map kernel MB |"),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| ring/map kernel MB | processes |"),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in trees:
         for mode in ("quiet", "host"):
             ss = [s for s in samples if s.tree == t.label and s.mode == mode]
@@ -276,7 +330,7 @@ def report(samples: list[Sample], trees: list[Tree], seconds: float, load: tuple
                          f"| {_med([s.events_s for s in ss]):.0f} | {f'{_med(per_event):.1f}' if per_event else '-'} "
                          f"| {_med([s.rss_mb for s in ss]):.0f} "
                          f"| {_med([s.pss_mb for s in ss]):.0f} | {_med([s.anon_mb for s in ss]):.0f} "
-                         f"| {_med([s.kernel_maps_mb for s in ss]):.0f} |")
+                         f"| {_med([s.kernel_maps_mb for s in ss]):.0f} | {max(s.processes for s in ss)} |")
     for t in trees:
         for mode in ("quiet", "host"):
             ss = [s for s in samples if s.tree == t.label and s.mode == mode]
@@ -348,7 +402,8 @@ def write_docs(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--warmup", type=float, default=8.0)
+    ap.add_argument("--warmup", type=float, default=15.0,
+                    help="seconds before measuring (the store keeper started for the store's recovery exits 10 s after)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--against", default=None, help="another commit to measure side by side (e.g. main)")
     ap.add_argument("--modes", default="quiet,host")
@@ -367,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 for t in order:
                     log(f"rep {rep + 1}/{a.reps}: {t.label} {mode}")
                     s = run_once(t, mode, a.seconds, a.warmup, scratch)
-                    log(f"  CPU {s.cpu_pct:.2f}%, {s.wakeups:.0f} wake-ups/s, RSS {s.rss_mb:.0f} MB, "
+                    log(f"  CPU {s.cpu_pct:.2f}%, {s.wakeups:.0f} wake-ups/s, RSS {s.rss_mb:.0f} MB ({s.processes} processes), "
                         f"PSS {s.pss_mb:.0f} MB, {s.events_s:.0f} events/s")
                     samples.append(s)
         text = report(samples, trees, a.seconds, (load0, os.getloadavg()[0]))
