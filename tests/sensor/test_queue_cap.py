@@ -21,14 +21,28 @@ pytestmark = pytest.mark.bpf
 
 
 class _SlowSink:
-    """A sink that takes 0.1 s per batch, keeping the rows about one directory."""
+    """A sink that holds its first batch about one directory until the drainer has found
+    the writer's queue full (at most 60 s), then takes 0.05 s per batch; it keeps the rows
+    about that directory."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.paths: list[str] = []
+        self.rec: Recorder | None = None
 
     def write(self, table: str, data: pa.Table) -> None:
-        time.sleep(0.1)
+        time.sleep(0.05)
+        if self.rec is not None and not self.paths and self._mine(table, data):
+            deadline = time.monotonic() + 60
+            while self.rec._writer.full_waits == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self._keep(table, data)
+
+    def _mine(self, table: str, data: pa.Table) -> bool:
+        return table == "events" and "file_path" in data.column_names and bool(
+            pc.any(pc.fill_null(pc.starts_with(data.column("file_path"), self.prefix), False)).as_py())
+
+    def _keep(self, table: str, data: pa.Table) -> None:
         if table == "events" and "file_path" in data.column_names:
             mine = data.filter(pc.and_(pc.fill_null(pc.starts_with(data.column("file_path"), self.prefix), False),
                                        pc.equal(data.column("event_action"), "open")))
@@ -48,6 +62,7 @@ def test_a_full_queue_holds_records_in_the_ring_not_in_memory(tmp_path: Path) ->
     cap = 256 << 10
     ready = threading.Event()
     rec = Recorder([sink], SensorConfig(), on_ready=ready.set, queue_bytes=cap, batch_interval=0.2)
+    sink.rec = rec
     t = threading.Thread(target=rec.run, daemon=True)
     t.start()
     try:

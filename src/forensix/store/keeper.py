@@ -55,6 +55,10 @@ __all__ = ["IDLE_EXIT_S", "Keeper", "RecorderStore", "lock_journals"]
 # costs ~0.5 s of CPU (Python, DuckDB, the store's catalog): under a trickle of events
 # it stays up, on an idle host it is gone within this.
 IDLE_EXIT_S = 10.0
+# A keeper started to seal within this many seconds of the previous one waits this long
+# idle: under sustained load a journal fills every ~10 s, and a keeper per journal cost
+# ~1 s of CPU each (bench.idle, mode load).
+BUSY_WINDOW_S = 120.0
 # Seconds before a journal with rows is closed for the keeper to seal while rows keep
 # coming: journal rows are durable and queried as they are, so sealing is about the
 # file's compactness, not about safety; a full journal (122,880 rows) is closed at once.
@@ -105,6 +109,7 @@ class Keeper:
         self._mutex = threading.Lock()
         self._stopping = False
         self._last_spawn = 0.0
+        self._last_seal_spawn = -BUSY_WINDOW_S
         self._wake_r, self._wake_w = os.pipe()
         self._watcher = threading.Thread(target=self._watch, name="fx-keeper", daemon=True)
 
@@ -117,10 +122,16 @@ class Keeper:
         self._watcher.start()
         return hello
 
-    def _spawn(self, recover_all: bool = False) -> dict[str, Any]:
+    def _spawn(self, recover_all: bool = False, sealing: bool = False) -> dict[str, Any]:
         fd = self._sock.fileno()
+        idle = self.idle_exit
+        now = time.monotonic()
+        if sealing:  # journals keep filling (sustained load): one keeper, not one start per journal
+            if now - self._last_seal_spawn < BUSY_WINDOW_S:
+                idle = max(idle, BUSY_WINDOW_S)
+            self._last_seal_spawn = now
         cmd = [sys.executable, "-m", "forensix.store.keeper", str(self.store), "--listen-fd", str(fd),
-               "--idle-exit", str(self.idle_exit)] + (["--recover-all"] if recover_all else [])
+               "--idle-exit", str(idle)] + (["--recover-all"] if recover_all else [])
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE if recover_all else subprocess.DEVNULL,
                                 pass_fds=(fd,))
         self._proc, self._last_spawn = proc, time.monotonic()
@@ -142,11 +153,11 @@ class Keeper:
             raise cls(hello["error"], hello["hint"])
         return hello
 
-    def _send(self, command: bytes) -> subprocess.Popen[bytes]:
+    def _send(self, command: bytes, sealing: bool = False) -> subprocess.Popen[bytes]:
         """Send ``command`` to the keeper, starting one if none runs (or it just exited)."""
         for _ in range(2):
             if self._proc is None or self._proc.poll() is not None:
-                self._spawn()
+                self._spawn(sealing=sealing)
             assert self._proc is not None and self._proc.stdin is not None
             try:
                 self._proc.stdin.write(command)
@@ -162,7 +173,7 @@ class Keeper:
         """Journals were closed: have them sealed."""
         with self._mutex:
             if not self._stopping:
-                self._send(b"seal\n")
+                self._send(b"seal\n", sealing=True)
 
     def alive(self) -> int | None:
         """The running keeper's pid, if one runs."""
@@ -190,8 +201,9 @@ class Keeper:
                 if self._stopping:
                     return
                 if self._proc is None or self._proc.poll() is not None:
-                    if time.monotonic() - self._last_spawn < 1.0:  # one that dies at once: not in a loop
-                        time.sleep(1.0)
+                    failed = self._proc is not None and self._proc.returncode != 0
+                    if failed or time.monotonic() - self._last_spawn < 1.0:  # one that cannot open the
+                        time.sleep(5.0 if failed else 1.0)  # store (a reader holds it): not in a loop
                     self._spawn()
 
     def finish(self) -> None:
@@ -250,16 +262,22 @@ class RecorderStore:
         self.on_spawn = on_spawn
         self._mutex = threading.RLock()  # the writer thread appends; a keeper started for a query notes itself
         self._due = False
+        self._closing = False
         self._spawned: list[int] = []
+        jd = journal_dir(self.path)
+        made = not jd.exists()
         self.keeper = Keeper(self.path, idle_exit, on_spawn=self._spawned_one)
         try:
             hello = self.keeper.start()
         except BaseException:
             self.keeper.close()
+            if made:  # refused (not a store, say): leave nothing beside the file
+                for d in sorted(jd.rglob("*"), reverse=True):
+                    d.rmdir()
+                jd.rmdir()
             raise
         self.recovered: list[str] = list(hello.get("recovered", []))
         sealed: Mapping[str, int] = hello.get("sealed", {})
-        jd = journal_dir(self.path)
         self._appenders = {name: JournalAppender(jd, name, sch, first=int(sealed.get(name, 0)),
                                                  on_closed=self._closed, seal_seconds=seal_seconds)
                            for name, sch in schema.TABLES.items()}
@@ -275,8 +293,9 @@ class RecorderStore:
 
     def _note_keeper(self, pid: int) -> None:
         """An agent event naming the keeper's pid: a later hunt's recorder guard learns it
-        from there (rules/detectors.py), as it learns the recorder's from its start event."""
-        if self.host is None:
+        from there (rules/detectors.py), as it learns the recorder's from its start event.
+        Not for the keeper of the final seal: the journals are closed, the sensor detached."""
+        if self.host is None or self._closing:
             return
         row = {"host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
                "ts": time.time_ns(), "event_kind": "event", "event_category": "agent",
@@ -320,6 +339,7 @@ class RecorderStore:
     def close(self) -> None:
         """Close the journals and have the keeper seal them all (a clean stop)."""
         with self._mutex:
+            self._closing = True
             for a in self._appenders.values():
                 a.close()
         self.keeper.finish()
@@ -384,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     last = time.monotonic()
     try:
         while True:
-            wait = max(0.0, a.idle_exit - (time.monotonic() - max(last, counted.last)))
+            wait = 0.5 if counted.busy else max(0.0, a.idle_exit - (time.monotonic() - max(last, counted.last)))
             ready, _, _ = select.select([0], [], [], wait)
             if ready:
                 got = os.read(0, 4096)
