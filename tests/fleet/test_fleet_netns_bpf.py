@@ -148,3 +148,50 @@ def test_backtrack_crosses_from_a_file_on_beta_to_the_client_on_alpha(
     report = _cli("report", str(planted), "--store", url)
     assert f"cross-host: alpha -> beta over {ns.addrs[0]}:{client_port} <-> {ns.addrs[1]}:{port}" in report
 
+
+
+@pytest.mark.bpf
+def test_record_one_namespace_into_duckdb_under_its_own_name(tmp_path: Path) -> None:
+    """`forensix record --netns --host-name`: the namespace's processes only, under its name and
+    an id of its own, with a pin directory of its own (the machine's recorder of the same
+    store would neither adopt nor stop it)."""
+    from forensix.sensor.loader import pin_dir_for
+    from forensix.store.embedded import DuckDBStore
+
+    store, ready = tmp_path / "b.duckdb", tmp_path / "ready"
+    planted = tmp_path / f"planted-{uuid.uuid4().hex[:8]}"
+    with netns_pair() as ns:
+        inode = ns.inode(1)
+        rec = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store), "--netns", ns.path(1),
+                                "--host-name", "web-b", "--no-artifacts", "--ready-file", str(ready),
+                                "--duration", "120"], stderr=(tmp_path / "rec.log").open("wb"))
+        try:
+            wait_for(lambda: rec.poll() is not None or ready.exists(), 60, "the recorder to attach")
+            assert rec.poll() is None, (tmp_path / "rec.log").read_text()[-3000:]
+            assert pin_dir_for(store, inode).is_dir() and not pin_dir_for(store).exists()
+            server = subprocess.Popen(ns.run(1, sys.executable, "-c", SERVER, ns.addrs[1], str(planted)),
+                                      stdout=subprocess.PIPE, text=True)
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            client = subprocess.Popen(ns.run(0, sys.executable, "-c", CLIENT, ns.addrs[1], str(port), "hello"),
+                                      stdout=subprocess.PIPE, text=True)
+            client_port = int(client.communicate(timeout=30)[0])
+            assert server.wait(30) == 0 and client.returncode == 0
+        finally:
+            rec.send_signal(signal.SIGTERM)
+            assert rec.wait(60) == 0, (tmp_path / "rec.log").read_text()[-3000:]
+    assert not pin_dir_for(store, inode).exists()  # a clean stop leaves nothing pinned
+    st = DuckDBStore(store, read_only=True)
+    try:
+        hosts = st.query("SELECT DISTINCT host_name, host_id FROM events").to_pylist()
+        assert [h["host_name"] for h in hosts] == ["web-b"] and hosts[0]["host_id"] != local_host().host_id
+        pids = set(st.query("SELECT DISTINCT pid FROM processes").column(0).to_pylist())
+        assert server.pid in pids and client.pid not in pids and os.getpid() not in pids
+        acc = st.query("SELECT process_pid, source_ip, source_port, destination_ip, destination_port FROM events "
+                       "WHERE event_action IN ('accept', 'connect')").to_pylist()
+        assert acc == [{"process_pid": server.pid, "source_ip": ns.addrs[1], "source_port": port,
+                        "destination_ip": ns.addrs[0], "destination_port": client_port}]
+        start = st.query("SELECT message FROM events WHERE event_action = 'start'").column(0).to_pylist()
+        assert f"network namespace {inode} of host {local_host().host_id} as host web-b" in start[0]
+    finally:
+        st.close()
