@@ -74,3 +74,6 @@ def test_record_says_so_in_two_lines_and_makes_no_store(tmp_path: Path) -> None:
         assert res.exit_code == 2 and len(lines) == 2, res.output
         assert lines[0].startswith("forensix: ") and lines[1].startswith("  hint: "), res.stderr
         assert not store.exists()
+    # a namespace that is gone still names the sensor a killed recorder of it left pinned
+    res = CliRunner().invoke(cli, ["record", "--stop", "--netns-inode", "1", "--store", str(store)])
+    assert res.exit_code == 0 and "nothing to stop" in res.stderr, res.output

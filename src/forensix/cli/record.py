@@ -164,10 +164,10 @@ def record(
     from forensix.sensor.netns import recorded_host
 
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
-    ns, host = recorded_host(netns, netns_inode, host_name)  # a bad namespace too
-    if stop_pinned:
-        _stop_pinned(store, ns)
+    if stop_pinned:  # the namespace may be gone by now: its sensor is found by the inode alone
+        _stop_pinned(store, netns_inode if netns is None and netns_inode else recorded_host(netns, None, None)[0])
         return
+    ns, host = recorded_host(netns, netns_inode, host_name)  # a bad namespace too
     if ready_file is not None and not Path(ready_file).absolute().parent.is_dir():
         raise UsageError(f"no directory for --ready-file {ready_file}", "create its directory first")
     endpoint, counter = None, None
