@@ -145,6 +145,10 @@ def test_backtrack_crosses_from_a_file_on_beta_to_the_client_on_alpha(
     assert _proc_node(fwd, "beta", server_p["pid"]) is not None, fwd["nodes"]
     assert any(n["kind"] == "file" and n.get("file.path") == str(planted) for n in fwd["nodes"]), fwd["nodes"]
     assert any(n["node"] == key and "(alpha -> beta)" in n["label"] for n in fwd["nodes"])
+    # the fleet question answers from the summary tables: beta wrote it, alpha never touched it
+    touched = [json.loads(line) for line in _cli("fleet", "path", str(planted), "--store", url, "--format",
+                                                  "json").splitlines()]
+    assert {(r["host.name"], r["action"]) for r in touched} == {("beta", "open"), ("beta", "write")}, touched
     report = _cli("report", str(planted), "--store", url)
     assert f"cross-host: alpha -> beta over {ns.addrs[0]}:{client_port} <-> {ns.addrs[1]}:{port}" in report
 
