@@ -1,13 +1,13 @@
 """What a sensor recording one network namespace (``forensix record --netns``) costs.
 
-    python -m bench.netns_filter [--ops 200000] [--rounds 5] [--against DIR] [--write]
+    python -m bench.netns_filter [--ops 200000] [--rounds 5] [--against REV] [--write]
 
 Two figures:
 
 - **Instructions after the verifier**, per program, of the default sensor (``cfg.netns``
   0: the filter's branch is dead and the verifier drops it) and of a filtered one; with
-  ``--against DIR`` (a sensor built without the filter, e.g. ``make -C bpf OUT=DIR`` in a
-  ``git archive`` of an older commit) that one's too. Counted from the kernel
+  ``--against REV`` also the sensor of that commit (before the filter: 5806bbc), built from
+  a ``git archive`` of its bpf/. Counted from the kernel
   (``bpf_prog_info.xlated_prog_len``): a property of the build, not a timing.
 - **What the rest of the host pays** for a filtered sensor: ns per open+close and per
   one-byte pipe write (bench/micro.c) of a process outside the namespace, with no sensor,
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -60,6 +61,16 @@ def xlated(netns: int, bpf_dir: Path | None = None) -> dict[str, int]:
             out[name] = info[5] // 8
     s.close()
     return out
+
+
+def build_at(rev: str) -> Path:
+    """The sensor object and ABI of commit ``rev``, built against this kernel."""
+    d = Path(tempfile.mkdtemp(prefix="fx-netns-rev-"))
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "bpf"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(d)], input=tar, check=True)
+    shutil.copy(ROOT / "bpf" / "vmlinux.h", d / "bpf" / "vmlinux.h")  # generated at set-up, not in git
+    subprocess.run(["make", "-s", "-C", str(d / "bpf"), f"OUT={d / 'out'}"], check=True)
+    return d / "out"
 
 
 def _ns_per_op(binary: Path, mode: str, ops: int) -> float:
@@ -107,12 +118,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ops", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--against", type=Path, default=None, help="a sensor build (sensor.bpf.o, abi.json) to compare")
+    ap.add_argument("--against", default=None, metavar="REV", help="also count the sensor of this commit")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     default, filtered = xlated(0), xlated(os.stat("/proc/self/ns/net").st_ino)
-    base = xlated(0, a.against) if a.against else {}
-    lines = ["| program | " + ("without the filter | " if base else "") + "default (netns 0) | filtered |",
+    base = xlated(0, build_at(a.against)) if a.against else {}
+    lines = ["| program | " + (f"{a.against} | " if base else "") + "default (netns 0) | filtered |",
              "|---|" + ("---:|" if base else "") + "---:|---:|"]
     for p in sorted(default):
         lines.append(f"| {p} | " + (f"{base.get(p, '')} | " if base else "") + f"{default[p]} | {filtered.get(p, '')} |")
@@ -124,13 +135,16 @@ def main() -> None:
     for m in _MODES:
         med = {s: statistics.median(got[s][m]) for s in got}
         lines.append(f"| {m} | {med['none']:.0f} | {med['paused']:.0f} | {med['filtered']:.0f} |")
+    if max(load) > 2:
+        lines += ["", (f"The machine was loaded (load average up to {max(load):.0f} on 2 cores, other work sharing "
+                  "them): these timings are not the machine's; take them again on a quiet one.")]
     text = "\n".join(lines)
     print(text)
     if a.write:
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         DOC.write_text(f"# Recording one network namespace: what it costs (bench.netns_filter)\n\n"
                        f"Taken {stamp} with `python -m bench.netns_filter --ops {a.ops} --rounds {a.rounds}"
-                       f"{' --against DIR' if a.against else ''} --write`.\n\n"
+                       f"{' --against ' + a.against if a.against else ''} --write`.\n\n"
                        "Instructions after the verifier, per program:\n\n" + text + "\n")
 
 
