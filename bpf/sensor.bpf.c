@@ -220,8 +220,9 @@ static __always_inline bool fx_other_netns(struct task_struct *t)
 
 static __always_inline bool fx_skip(void)
 {
+	/* cfg.netns tested first: the default sensor does not even fetch the task */
 	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == fx_ctl.agent_tgid ||
-	       fx_other_netns(bpf_get_current_task_btf());
+	       (cfg.netns && fx_other_netns(bpf_get_current_task_btf()));
 }
 
 /* The same for a task already at hand: a load instead of a helper call. */

@@ -138,8 +138,6 @@ def test_backtrack_crosses_from_a_file_on_beta_to_the_client_on_alpha(
     crossing = [n for n in back["nodes"] if n["kind"] == "connection" and "(alpha -> beta)" in n["label"]]
     key = f"c:{ns.addrs[0]}:{client_port}|{ns.addrs[1]}:{port}"  # the 4-tuple both kernels saw
     assert [n["node"] for n in crossing] == [key], back["nodes"]
-    dot = _cli("backtrack", str(planted), "--store", url, "--format", "dot")
-    assert "(alpha -> beta)" in dot and f"alpha: {Path(client_p['executable']).name} [{client_p['pid']}]" in dot
     # forward from alpha's client: over the connection to beta's server and the file it wrote
     fwd = json.loads(_cli("forward", format_entity(client_p["entity_id"]), "--store", url, "--format", "json"))
     assert _proc_node(fwd, "beta", server_p["pid"]) is not None, fwd["nodes"]
@@ -149,9 +147,12 @@ def test_backtrack_crosses_from_a_file_on_beta_to_the_client_on_alpha(
     touched = [json.loads(line) for line in _cli("fleet", "path", str(planted), "--store", url, "--format",
                                                   "json").splitlines()]
     assert {(r["host.name"], r["action"]) for r in touched} == {("beta", "open"), ("beta", "write")}, touched
-    report = _cli("report", str(planted), "--store", url)
+    # the report, and its graph (the backtrack's, drawn): both name the crossing and the hosts
+    _cli("report", str(planted), "--store", url, "--output", str(tmp_path / "case"))
+    report, dot = (tmp_path / "case.md").read_text(), (tmp_path / "case.dot").read_text()
     assert f"cross-host: alpha -> beta over {ns.addrs[0]}:{client_port} <-> {ns.addrs[1]}:{port}" in report
-
+    assert "(alpha -> beta)" in dot and f"alpha: {Path(client_p['executable']).name} [{client_p['pid']}]" in dot
+    assert f"beta: {Path(server_p['executable']).name} [{server_p['pid']}]" in dot
 
 
 @pytest.mark.bpf
