@@ -167,6 +167,11 @@ def test_record_one_namespace_into_duckdb_under_its_own_name(tmp_path: Path) -> 
     planted = tmp_path / f"planted-{uuid.uuid4().hex[:8]}"
     with netns_pair() as ns:
         inode = ns.inode(1)
+        # the server runs before recording starts: the snapshot finds it, in the namespace
+        server = subprocess.Popen(ns.run(1, sys.executable, "-c", SERVER, ns.addrs[1], str(planted)),
+                                  stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
         rec = subprocess.Popen([*FORENSIX, "record", "-q", "--store", str(store), "--netns", ns.path(1),
                                 "--host-name", "web-b", "--no-artifacts", "--ready-file", str(ready),
                                 "--duration", "120"], stderr=(tmp_path / "rec.log").open("wb"))
@@ -174,15 +179,13 @@ def test_record_one_namespace_into_duckdb_under_its_own_name(tmp_path: Path) -> 
             wait_for(lambda: rec.poll() is not None or ready.exists(), 60, "the recorder to attach")
             assert rec.poll() is None, (tmp_path / "rec.log").read_text()[-3000:]
             assert pin_dir_for(store, inode).is_dir() and not pin_dir_for(store).exists()
-            server = subprocess.Popen(ns.run(1, sys.executable, "-c", SERVER, ns.addrs[1], str(planted)),
-                                      stdout=subprocess.PIPE, text=True)
-            assert server.stdout is not None
-            port = int(server.stdout.readline())
             client = subprocess.Popen(ns.run(0, sys.executable, "-c", CLIENT, ns.addrs[1], str(port), "hello"),
                                       stdout=subprocess.PIPE, text=True)
             client_port = int(client.communicate(timeout=30)[0])
             assert server.wait(30) == 0 and client.returncode == 0
         finally:
+            if server.poll() is None:
+                server.kill()
             rec.send_signal(signal.SIGTERM)
             assert rec.wait(60) == 0, (tmp_path / "rec.log").read_text()[-3000:]
     assert not pin_dir_for(store, inode).exists()  # a clean stop leaves nothing pinned
@@ -190,12 +193,22 @@ def test_record_one_namespace_into_duckdb_under_its_own_name(tmp_path: Path) -> 
     try:
         hosts = st.query("SELECT DISTINCT host_name, host_id FROM events").to_pylist()
         assert [h["host_name"] for h in hosts] == ["web-b"] and hosts[0]["host_id"] != local_host().host_id
-        pids = set(st.query("SELECT DISTINCT pid FROM processes").column(0).to_pylist())
-        assert server.pid in pids and client.pid not in pids and os.getpid() not in pids
+        procs = {(r["pid"], r["source"]) for r in st.query("SELECT pid, source FROM processes").to_pylist()}
+        assert (server.pid, "snapshot") in procs  # what ran in it when recording began, and nothing else
+        assert not {p for p, _ in procs} & {client.pid, os.getpid(), os.getppid()}
         acc = st.query("SELECT process_pid, source_ip, source_port, destination_ip, destination_port FROM events "
                        "WHERE event_action IN ('accept', 'connect')").to_pylist()
         assert acc == [{"process_pid": server.pid, "source_ip": ns.addrs[1], "source_port": port,
                         "destination_ip": ns.addrs[0], "destination_port": client_port}]
+        # the other namespaces' records were never attempted: each one the kernel tried is stored
+        # (or in a gap), class by class and CPU by CPU, and none is counted as lost
+        counters = json.loads(st.query("SELECT message FROM events WHERE event_action = 'counters'")
+                              .column(0)[0].as_py())["attempted_lost"]
+        stored = {(r["event_class"], r["cpu"]): r["n"] for r in st.query(
+            "SELECT event_class, cpu, count(*) n FROM events WHERE seq IS NOT NULL GROUP BY ALL "
+            "UNION ALL SELECT 'tty', cpu, count(*) FROM tty WHERE seq IS NOT NULL GROUP BY ALL").to_pylist()}
+        tried = {(c, int(cpu)): (n, lost) for c, per in counters.items() for cpu, (n, lost) in per.items() if n}
+        assert {k: n for k, (n, _) in tried.items()} == stored and all(lost == 0 for _, lost in tried.values())
         start = st.query("SELECT message FROM events WHERE event_action = 'start'").column(0).to_pylist()
         assert f"network namespace {inode} of host {local_host().host_id} as host web-b" in start[0]
     finally:
