@@ -68,7 +68,7 @@ def history(tmp_path: Path) -> tuple[StoreBuilder, str]:
     b = StoreBuilder()
     init = b.spawn(None, 1, 0, "/sbin/init")
     for i, (path, ino) in enumerate(INODES.items()):
-        b._inodes[path] = ino  # noqa: SLF001 - the builder's inode table: the file's inode number
+        b._inodes[path] = ino  # the builder's inode table: the file's inode number
         b.spawn(init, 100 + i, 1 + i, path)
     store = tmp_path / "s.duckdb"
     with open_writer(store) as w:
