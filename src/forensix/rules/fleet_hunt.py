@@ -2,11 +2,14 @@
 
 Sigma rules run as ClickHouse SQL (``clickhouse_sql``) on every shard, over the shard's
 own tables (hosts are sharded whole, so a process and its parent are on the event's
-shard), many rules per scan, the shards at once (a thread and a connection each). What
-comes back is only the matching rows; the alerts are built from them by the same code as
-the DuckDB hunt (``hunt.match_alerts``), and their evidence (executable, parent, session)
-from the processes of the alerts' acting processes and their ancestors, pulled by entity
-id, not the whole process table.
+shard), the shards at once (a thread and a connection each). A hunt does not scan what
+cannot match: each rule's candidate (host, UTC day) pairs come first, from a summary table
+that covers it (``candidates``) or else from a probe of the events' own columns (one query
+per rule, no joins), and the exact rules (many per scan) then read only those hosts and
+days, or nothing. What comes back is only the matching rows; the alerts are built from
+them by the same code as the DuckDB hunt (``hunt.match_alerts``), and their evidence
+(executable, parent, session) from the processes of the alerts' acting processes and
+their ancestors, pulled by entity id, not the whole process table.
 
 The built-in detectors keep per-process state in time order (a copy then its exec, a
 write then an exec of the same file), so they are replayed in Python as in the DuckDB
@@ -258,11 +261,26 @@ def _matches_flows(rule: CompiledRule) -> bool:
     return vals is None or "flow" in vals
 
 
+def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,
+                 ts_to: int | None) -> ShardHunt:
+    """The Sigma rules on one shard by whole scans of the events and flows, many rules per
+    scan (the hunt before candidates: for benchmarks and comparisons)."""
+    out = ShardHunt([], [Plan(r, None, "whole scans asked for") for r in rules])
+    for start in range(0, len(rules), RULES_PER_SCAN):
+        ids = list(range(start, min(start + RULES_PER_SCAN, len(rules))))
+        for src in ("events", "flows"):
+            out.rows.append(_as_view(srv.table(hunt_sql_ch([rules[i] for i in ids], tables, src, ts_from, ts_to,
+                                                           ids))))
+            out.scans += 1
+    return out
+
+
 def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
-           ts_to: int | None, out: FleetHunt) -> pa.Table:
+           ts_to: int | None, out: FleetHunt, narrow: bool = True) -> pa.Table:
     """Alerts of the Sigma rules on every shard at once."""
-    shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to))
-    for i, r in enumerate(rules):
+    each = _hunt_shard if narrow else _whole_shard
+    shards = _each(servers, lambda srv, tables: each(srv, tables, rules, ts_from, ts_to))
+    for i, r in enumerate(rules if narrow else ()):
         whole = [sh.plans[i] for sh in shards if sh.plans[i].summary is None]
         if whole:
             out.probed.append((r.rule_id, whole[0].why))
@@ -420,17 +438,17 @@ def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], col
 
 def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
                ts_from: int | None = None, ts_to: int | None = None,
-               max_replay_rows: int = MAX_REPLAY_ROWS) -> FleetHunt:
+               max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True) -> FleetHunt:
     """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
     with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
-    with the same history."""
+    with the same history. ``narrow=False``: whole scans only, no candidates (to compare)."""
     ok, other = _split(rules)
     servers = shard_servers(store)
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
                     fallback=[(r.rule_id, why) for r, why in other], shards=len(servers))
     parts: list[pa.Table] = []
     try:
-        parts.append(_sigma(servers, ok, ts_from, ts_to, out))
+        parts.append(_sigma(servers, ok, ts_from, ts_to, out, narrow))
     finally:
         for srv, _ in servers:
             srv.close()
