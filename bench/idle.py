@@ -418,19 +418,30 @@ machine because other engineers' processes map the same libraries):
   table to journals itself (pyarrow only), and a keeper process seals them into DuckDB
   and answers the store's socket; it starts when a journal is full (122,880 rows) or 5 min
   old, or a query comes, and exits after 10 s idle. The idle recorder loads no DuckDB:
-  **158-167 -> 103-109 MB RSS, PSS 90 -> 56-60 MB here**. The webhook's urllib is
+  **158-167 -> 103-113 MB RSS, PSS 81-91 -> 56-61 MB here** (8 runs and 5, load 1-21). The webhook's urllib is
   imported when a webhook posts. Killing the keeper loses nothing
   (docs/loss-and-restarts.md).
-- **What remains** (~105 MB, goal <= 100 MB: **not met by ~5 MB**): pyarrow, numpy and
+- **What remains** (103-113 MB, goal <= 100 MB: **not met, by 3-13 MB**): pyarrow, numpy and
   Python's libraries (~57 MB file-backed, the floor of a process that decodes with Arrow),
   and ~48 MB anonymous, of which the pySigma stack is the largest removable part (~16
   MB): the live engine needs only the compiled rules (plain dataclasses,
   rules/compile.py), not pySigma; compiling them in another process and keeping the IR in
-  a module that does not import sigma would take the idle recorder to ~90 MB.
-- **Under load** (mode *load*, distinct files created and deleted): the writer queue now
-  stops at 48 MB of decoded batches (sensor/writer.py, QUEUE_BYTES) and the rest waits in
-  the kernel's ring: the median and peak RSS, keeper included, are beside the figures of
-  the tree before.
+  a module that does not import sigma would take the idle recorder to ~90 MB (estimated
+  from the imports' RSS, not built).
+- **Under load** (mode *load*: distinct files created and deleted, 10-14k stored events/s
+  here), every run of the session at load 13-21: median RSS 208-334 MB with the keeper
+  against 294-318 MB before, peaks 271-427 MB against 345-370 MB (4 runs and 3). About
+  the same, now bounded: the writer queue stops at 48 MB of decoded batches
+  (sensor/writer.py, QUEUE_BYTES; before, 64 batches of any size) and the rest waits in
+  the kernel's ring (tests/sensor/test_queue_cap.py). What a busy recorder holds: a drain
+  of up to 16 MB per ring and its decoded tables, the writer's coalesced batch (up to
+  200,000 rows), the queue, and while a journal is sealed the keeper's DuckDB and pyarrow
+  (~100 MB). The 500-640 MB of the last session came at ~19k events/s with the queue
+  growing; that rate was not re-taken. Agent CPU per event under load was 10.1-14.1 µs
+  against 7.2-11.2 µs before in these runs (one or two each, at load 15-21; the first
+  runs had a keeper started per journal, since fixed). Not like for like: the tree before
+  sealed at nice 19 on a thread that got 0.05% of a core in the window and sealed at the
+  stop (minutes), the keeper seals as journals close (1.2%). **To re-take on a quiet machine.**
 - The idle CPU goal (<= 1% of a core) is met: the keeper, when started, costs ~0.5-1 s of
   CPU; on an idle host it runs once, at start (the store's recovery).
 - *host* mode is the recorder's per-event cost on whatever this machine did (other
