@@ -45,6 +45,7 @@ from forensix.testing.scenario import free_port, wait_for
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
 T0 = 1_790_000_000 * 10**9
 REAL_EVENTS = 100_000  # the realistic host the per-host analyses walk (about host5's 102,000)
+HOUR = 3_600 * 10**9
 SPREAD = 720_000  # ns between the fleet questions' generated events: 10^8 span 20 h, 10^7 2 h
 
 
@@ -165,12 +166,14 @@ def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str
     best of 3 each: (question, argument, scan s, summary s, rows, rows, load average)."""
     out = []
     day = T0 // 86_400_000_000_000 * 86_400_000_000_000
-    for name, value in QUESTIONS + (("hosts", "--from (mid-hour: that hour's part scanned, whole hours summarized)"),):
-        # the window starts halfway through the generated span, inside an hour: the rest of that
-        # hour is scanned, the whole hours after it come from the summary
-        window = ((T0 + events * SPREAD // 2, day + 2 * 86_400_000_000_000 - 1) if value.startswith("--from")
-                  else (None, None))
-        arg = "" if value.startswith("--from") else value
+    half = T0 + events * SPREAD // 2  # halfway through the generated span
+    windows = {"--from (mid-hour: that hour's part scanned, whole hours summarized)": half,
+               "--from (on the hour: whole hours only)": -(-half // HOUR) * HOUR}
+    for name, value in QUESTIONS + tuple(("hosts", w) for w in windows):
+        # a window from halfway through to the end of the next day: starting inside an hour,
+        # the rest of that hour is scanned; the whole hours after it come from the summary
+        window = (windows[value], day + 2 * 86_400_000_000_000 - 1) if value in windows else (None, None)
+        arg = "" if value in windows else value
         best = {False: float("inf"), True: float("inf")}
         rows = {False: 0, True: 0}
         for _ in range(3):
@@ -214,41 +217,43 @@ def _realistic_events(n: int) -> Any:
 
 
 def views_cost(cluster: Cluster, batches: int, rows: int, realistic: bool = False) -> dict[str, Any]:
-    """What the summaries' views cost at insert: the same batches appended to a store without
-    0003 and to one with it, alternating; wall time of the appends and CPU of both ClickHouse
-    servers, per event. Synthetic batches (forensix.testing.batches: every event a new file
-    path, the worst case for the path summary) or, ``realistic``, slices of a generated
-    one-host history (forensix.testing.generator)."""
+    """What the summaries' views cost at insert: the same batches appended to a store of each
+    layout (LAYOUTS: this version's, 0003's, none), the order turning batch by batch; wall
+    time of the appends and CPU of both ClickHouse servers, per event. Synthetic batches
+    (forensix.testing.batches: every event a new file path, the worst case for the path
+    summary) or, ``realistic``, slices of a generated one-host history
+    (forensix.testing.generator)."""
     import forensix.store.clickhouse.store as ch_store
-    from forensix.store.clickhouse.ddl import MIGRATIONS
-    from forensix.store.clickhouse.summaries import SUMMARIZING
     from forensix.testing.batches import events_batch
 
-    full = ch_store.MIGRATIONS
-    ch_store.MIGRATIONS = [m for m in MIGRATIONS if m[0] not in SUMMARIZING]
-    try:
-        plain = ClickHouseStore(cluster.url(database="viewsoff"), write=True)
-    finally:
-        ch_store.MIGRATIONS = full
-    summ = ClickHouseStore(cluster.url(database="viewson"), write=True)
+    stores = {}
+    for layout in LAYOUTS:
+        url = _prepare(cluster, f"views{layout}", layout)
+        full = ch_store.MIGRATIONS
+        ch_store.MIGRATIONS = [m for m in full if m[0] not in _layout_skips(layout)]
+        try:  # a writer that leaves the layout as it is
+            stores[layout] = ClickHouseStore(url, write=True)
+        finally:
+            ch_store.MIGRATIONS = full
     pids = [s.pid for s in cluster.shards]
-    cost = {"off": [0.0, 0.0], "on": [0.0, 0.0]}
+    cost = {k: [0.0, 0.0] for k in LAYOUTS}
     history = _realistic_events(batches * rows) if realistic else None
     for i in range(batches):
         batch = (history.slice(i * rows, rows) if history is not None
                  else events_batch(rows, start_seq=i * rows, ts=T0 + i * rows * 1000))
-        for name, st in (("off", plain), ("on", summ)) if i % 2 else (("on", summ), ("off", plain)):
+        for name in LAYOUTS[i % len(LAYOUTS):] + LAYOUTS[:i % len(LAYOUTS)]:
             c0, t0 = sum(_cpu(p) for p in pids), time.monotonic()
-            st.append_frames("events", [(f"bench/0/{i}", batch)])
+            stores[name].append_frames("events", [(f"bench/0/{i}", batch)])
             cost[name][0] += time.monotonic() - t0
             cost[name][1] += sum(_cpu(p) for p in pids) - c0
     n = batches * rows
-    out = {k: {"wall_us": v[0] / n * 1e6, "ch_cpu_us": v[1] / n * 1e6} for k, v in cost.items()}
-    out["bytes"] = {"off": _bytes(plain, ["events_local"]) / n, "on": _bytes(summ, ["events_local"]) / n,
-                    "summaries": _bytes(summ, summary_tables(summ.cluster)) / n}
+    out: dict[str, Any] = {k: {"wall_us": v[0] / n * 1e6, "ch_cpu_us": v[1] / n * 1e6,
+                               "bytes": _bytes(stores[k], ["events_local"]) / n,
+                               "summaries": _bytes(stores[k], summary_tables(stores[k].cluster)) / n}
+                           for k, v in cost.items()}
     out["events"], out["load"] = n, os.getloadavg()
-    plain.close()
-    summ.close()
+    for st in stores.values():
+        st.close()
     return out
 
 
@@ -655,12 +660,11 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"`python bench/fleet.py --views-cost {a.views_cost} --rows {a.rows}"
               f"{' --realistic' if a.realistic else ''}`: {vc['events']:,} events, "
-              f"load average {vc['load'][0]:.1f}\n\n| store | append wall µs/event | ClickHouse CPU µs/event |\n"
-              "|---|---:|---:|")
-        for k, label in (("off", "without the summaries' views"), ("on", "with them (0005)")):
-            print(f"| {label} | {vc[k]['wall_us']:.2f} | {vc[k]['ch_cpu_us']:.2f} |")
-        b = vc["bytes"]
-        print(f"\nbytes/event: events {b['off']:.1f} (without) / {b['on']:.1f} (with), summaries {b['summaries']:.1f}")
+              f"load average {vc['load'][0]:.1f}\n\n| summaries | append wall µs/event | ClickHouse CPU µs/event "
+              "| bytes/event: events + summaries |\n|---|---:|---:|---:|")
+        for k in LAYOUTS:
+            print(f"| {k} | {vc[k]['wall_us']:.2f} | {vc[k]['ch_cpu_us']:.2f} | {vc[k]['bytes']:.1f} + "
+                  f"{vc[k]['summaries']:.1f} |")
         return
     if a.only_questions:
         try:
