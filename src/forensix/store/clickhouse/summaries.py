@@ -5,33 +5,34 @@ events table, about a second on the 2-core test machine. Each question's answer 
 GROUP BY over few columns, so a materialized view (``CREATE MATERIALIZED VIEW ... TO``) on
 every shard's local table folds each inserted block into a summary table of that
 answer's partial aggregates (ClickHouse aggregate states: count, min/max time, the exact
-set of processes, the first example), one row per answer key, host and UTC day. The
+set of processes, the first example), keyed by answer, host, UTC day and UTC hour. The
 summary of a host lives on the host's shard, next to its events.
 
 Exact, not approximate:
 
 * every column an answer groups by is in the summary's sort key (a Nullable one as
   ``ifNull(c, d), isNull(c)``: old servers refuse Nullable keys, and NULL must stay apart
-  from ``d``), so AggregatingMergeTree merges only rows of one answer row and day;
+  from ``d``), so AggregatingMergeTree merges only rows of one answer row and hour;
 * partitions are the same UTC days as the source table's (``PARTITION BY day``, day as
   ``toYYYYMMDD`` of the same time column), so ``forensix retention`` drops a day from the
   events and from its summaries together (``ClickHouseStore.partitions`` lists both);
 * the store's de-duplication leaves a re-sent frame out before the INSERT, so a view never
   sees it twice;
-* a question with a window (``--from/--to``) takes whole UTC days inside the window from
-  the summaries and scans the events only for the partial days at its ends.
+* a question with a window (``--from/--to``) takes whole UTC hours inside the window from
+  the summaries and scans the events only for the partial hours at its ends.
 
 Column types are the ones the view's SELECT yields (the tables are created ``AS SELECT ...
 WHERE 0``): an aggregate state over a Nullable column is typed differently by 18.16
 (``AggregateFunction(uniqExact, UInt64)``) and by current servers (``..., Nullable(UInt64)``),
 and a view can only insert the state type its table has.
 
-``0003_fleet_summaries`` creates the tables and views on every server and fills the
-summaries from the rows already there: merges of the source tables are stopped, their
-active parts listed, the views created, and exactly the listed parts summarized
-(``_part IN``), so a row is counted by the backfill or by a view, not both. Two log hosts
-starting at once: the first to create the parts table migrates the server, the other
-waits until it is recorded (it must not insert before the views exist). An INSERT already
+``0003_fleet_summaries`` (by day) and ``0005_hourly_summaries`` (this layout; 0003's
+dropped) create the tables and views on every server and fill the summaries from the rows
+already there: merges of the source tables are stopped, their active parts listed, the
+views created, and exactly the listed parts summarized (``_part IN``), so a row is counted
+by the backfill or by a view, not both. It runs with the server's migration lock held (the
+parts table is the lock: ``ClickHouseStore._migrate`` takes it for every migration): a log
+host starting at the same time waits, and must not insert before the views exist. An INSERT already
 running at the instant a view is created (begun before it, committed after the parts
 were listed) is the one thing the backfill can miss: the migration runs when a log host
 starts, before it ingests, so only a log host of the previous version still writing at
