@@ -437,12 +437,15 @@ def live_engine_for_record(
     echo: Any = None,
     recorder_pids: Sequence[int] = (),
     protected: Sequence[str] = (),
+    record_problems: bool = True,
 ) -> LiveEngine:
     """The live engine `forensix record` adds after its store sink: curated rules plus
     ``rule_paths``, the built-in detectors guarding this recorder and its store, alerts
     to the store, to ``echo`` (a callable taking one line), JSON lines and a webhook.
     ``protected`` adds paths besides the store that only the recorder may modify (the
-    shipping spool)."""
+    shipping spool). ``record_problems``: a rule that cannot run, or was disabled, is said
+    in the store too, as an agent warning of the host of the batch at hand (a recorder's
+    own host; a log host's engine serves many hosts, and says it in its log only)."""
     import os
 
     from forensix.rules.alerts import (
@@ -471,7 +474,7 @@ def live_engine_for_record(
     pids = tuple(recorder_pids) or (os.getpid(),)
     # a rule it cannot run is said at start (and in the record, with the first events); the others run
     return LiveEngine(rs.ok, detectors=default_detectors(pids, (store, *protected)), outputs=outputs,
-                      notify=echo, record=store_sink)
+                      notify=echo, record=store_sink if record_problems else None)
 
 
 COMMANDS = [rules_group, hunt_cmd, alerts_cmd]
