@@ -464,9 +464,6 @@ def live_engine_for_record(
     )
 
     rs = load_rules(list(rule_paths))
-    if echo is not None and rule_paths:  # once, at start: what runs, and what cannot and why
-        for line in start_summary(rs, rule_paths):
-            echo(line)
     outputs: list[AlertOutput] = [SinkOutput(store_sink)]
     if echo is not None:
         def _print(alerts: pa.Table) -> None:
@@ -480,8 +477,27 @@ def live_engine_for_record(
         outputs.append(WebhookOutput(webhook, store=store))
     pids = tuple(recorder_pids) or (os.getpid(),)
     # a rule it cannot run is said at start (and in the record, with the first events); the others run
-    return LiveEngine(rs.ok, detectors=default_detectors(pids, (store, *protected)), outputs=outputs,
-                      notify=echo, record=store_sink if record_problems else None)
+    engine = LiveEngine(rs.ok, detectors=default_detectors(pids, (store, *protected)), outputs=outputs,
+                        record=store_sink if record_problems else None)
+    if echo is not None:  # once, at start: what runs, and what cannot and why
+        if rule_paths:
+            for line in start_summary(_live_counted(rs, engine), rule_paths):
+                echo(line)
+        for rule_id, why in engine.skipped:
+            echo(f"skipped {rule_id} ({next(r.title for r in rs.ok if r.rule_id == rule_id)}): "
+                 f"the live engine cannot run it: {why}")
+        engine.notify = echo
+    return engine
+
+
+def _live_counted(rs: RuleSet, engine: LiveEngine) -> RuleSet:
+    """``rs`` with the rules the engine skipped counted among those not run (each is
+    named on a line of its own after the summary)."""
+    skipped = {i for i, _ in engine.skipped}
+    if not skipped:
+        return rs
+    return RuleSet([replace(r, status="unsupported", reason="the live engine cannot run it")
+                    if r.ok and r.rule_id in skipped else r for r in rs.rules])
 
 
 COMMANDS = [rules_group, hunt_cmd, alerts_cmd]
