@@ -113,7 +113,7 @@ def test_a_rule_failing_on_a_batch_is_disabled_and_the_others_alert(scenario_sto
         eng, got = run(rules, StoreSink(w))
         w.flush()
     _, expected = run([r for r in rules if r.rule_id != "5f4d7c3e-0b7a-4c55-9d1e-7a4a52c1e003"], None)
-    assert [d[0] for d in eng.disabled] == ["5f4d7c3e-0b7a-4c55-9d1e-7a4a52c1e003 (Runs in a directory)"]
+    assert [d[0] for d in eng.disabled] == ["5f4d7c3e-0b7a-4c55-9d1e-7a4a52c1e003"]
     message = got.pop()
     assert message.startswith("disabled 5f4d7c3e-0b7a-4c55-9d1e-7a4a52c1e003 (Runs in a directory): it failed "
                               "on a batch of events, the other rules run on: KeyError")

@@ -156,6 +156,7 @@ class LiveEngine:
         self.max_rows = max_rows
         self._groups = self._group(self.rules)
         self._dead: set[str] = set()  # ids of rules disabled after failing on a batch
+        self._failures: set[str] = set()  # reasons of failed rounds, said once each
         self._decided: dict[int, tuple[Node, dict[object, bool]]] = {}  # conditions on the action (Codes)
         self._pending: list[tuple[str, pa.Table]] = []
         self._pending_rows = 0
@@ -208,22 +209,29 @@ class LiveEngine:
             except Exception:  # noqa: BLE001 - the store's own failure is the recorder's to report
                 return
 
-    def _disable(self, what: str, err: BaseException, batch: pa.Table | None) -> None:
-        self.disabled.append((what, error_text(err)))
-        self._say(f"disabled {what}: it failed on a batch of events, the other rules run on: {error_text(err)}",
+    def _disable(self, ident: str, label: str, err: BaseException, batch: pa.Table | None) -> None:
+        self.disabled.append((ident, error_text(err)))
+        self._say(f"disabled {label}: it failed on a batch of events, the other rules run on: {error_text(err)}",
                   batch)
 
     def _disable_rule(self, rule: CompiledRule, err: BaseException, batch: pa.Table) -> None:
         self._dead.add(rule.rule_id)
-        self._disable(f"{rule.rule_id} ({rule.title})", err, batch)
+        self._disable(rule.rule_id, f"{rule.rule_id} ({rule.title})", err, batch)
+
+    def _disable_detector(self, d: Detector, err: BaseException, batch: pa.Table | None) -> None:
+        self._disable(_name(d), f"the built-in detector {_name(d)}", err, batch)
 
     def _safe_drain(self, final: bool = False) -> None:
         """``_drain``, whose failure outside any one rule (evidence, outputs) loses that
-        round's alerts, said, and never the recorder (the writer thread stops on a raise)."""
+        round's alerts, said (once per reason: it may recur every round), and never the
+        recorder (the writer thread stops on a raise)."""
         try:
             self._drain(final)
         except Exception as e:  # noqa: BLE001 - said in the log and the record
-            self._say(f"live detection failed on a batch, its alerts are lost, it goes on: {error_text(e)}")
+            why = error_text(e)
+            if why not in self._failures:
+                self._failures.add(why)
+                self._say(f"live detection failed on a batch, its alerts are lost, it goes on: {why}")
 
     # -- Sink -------------------------------------------------------------------------
     def write(self, table: str, data: pa.Table) -> None:
@@ -313,7 +321,7 @@ class LiveEngine:
                     try:
                         found.append(flush(self.source))
                     except Exception as e:  # noqa: BLE001 - one detector, said; the others' alerts go out
-                        self._disable(f"the built-in detector {_name(d)}", e, None)
+                        self._disable_detector(d, e, None)
         found = [f for f in found if f.num_rows]
         self.stats.cpu_s += time.thread_time() - t0
         new, ended = self.findings(pa.concat_tables(found) if found else empty_alerts(), final)
@@ -376,7 +384,7 @@ class LiveEngine:
                 parts.append(d.observe(table, data, self.source))
             except Exception as e:  # noqa: BLE001 - one detector disabled, said; the others go on
                 self.detectors.remove(d)
-                self._disable(f"the built-in detector {_name(d)}", e, data if table == "events" else None)
+                self._disable_detector(d, e, data if table == "events" else None)
         parts = [p for p in parts if p.num_rows]
         return pa.concat_tables(parts) if parts else empty_alerts()
 
