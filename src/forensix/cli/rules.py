@@ -15,9 +15,9 @@ from forensix.cli.options import emit, format_option, reader, store_option, time
 from forensix.model.identity import format_entity
 from forensix.rules import alert_records, default_detectors, hunt, load_rules
 from forensix.rules.alerts import empty_alerts
-from forensix.rules.compile import CompiledRule
 from forensix.rules.engine import LiveEngine
 from forensix.rules.guard import live_problem, trial
+from forensix.rules.ir import CompiledRule
 from forensix.rules.loader import RuleSet, coverage, start_summary
 from forensix.rules.sql import rule_sql
 from forensix.store.base import Reader
@@ -462,8 +462,10 @@ def live_engine_for_record(
         SinkOutput,
         WebhookOutput,
     )
+    from forensix.rules.precompile import load_rules_isolated
 
-    rs = load_rules(list(rule_paths))
+    # compiled in a child process: pySigma (~16 MB resident) never enters the recorder
+    rs = load_rules_isolated(list(rule_paths))
     outputs: list[AlertOutput] = [SinkOutput(store_sink)]
     if echo is not None:
         def _print(alerts: pa.Table) -> None:

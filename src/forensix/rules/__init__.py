@@ -7,6 +7,8 @@ Arrow batches (``engine.LiveEngine``, a recorder ``Sink``). ``alerts`` builds al
 and sends them to outputs; ``detectors`` watch the recorder itself.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from forensix.rules.alerts import (
     CallbackOutput,
     JsonlOutput,
@@ -15,11 +17,14 @@ from forensix.rules.alerts import (
     alert_records,
     report_command,
 )
-from forensix.rules.compile import CompiledRule, compile_rule
 from forensix.rules.detectors import default_detectors
 from forensix.rules.engine import LiveEngine
 from forensix.rules.hunt import hunt
+from forensix.rules.ir import CompiledRule
 from forensix.rules.loader import RuleSet, builtin_rules_dir, load_paths, load_rules, load_text
+
+if TYPE_CHECKING:
+    from forensix.rules.compile import compile_rule
 
 __all__ = [
     "CallbackOutput",
@@ -40,6 +45,16 @@ __all__ = [
     "report_command",
     "rules_engine",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``compile_rule`` on first use: importing it loads pySigma (~16 MB resident), which a
+    recorder, evaluating rules compiled in another process, never needs."""
+    if name == "compile_rule":
+        from forensix.rules.compile import compile_rule
+
+        return compile_rule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def rules_engine(

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules.clickhouse_sql import maybe
-from forensix.rules.compile import And, CompiledRule, Const, Node, Or, Pred, columns_of
+from forensix.rules.ir import And, CompiledRule, Const, Node, Or, Pred, columns_of
 from forensix.store.clickhouse.connection import literal
 
 __all__ = [

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
-from forensix.rules.compile import And, Node, Or, Pred
 from forensix.rules.fields import WRITE_OPEN_MASK
+from forensix.rules.ir import And, Node, Or, Pred
 
 __all__ = ["CHAIN_RULES", "BinaryPadding", "PipeToShell", "WriteThenExec"]
 

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from forensix.analysis.users import this_host_id
 from forensix.rules import fields as F
-from forensix.rules.compile import (
+from forensix.rules.ir import (
     And,
     CompiledRule,
     Const,

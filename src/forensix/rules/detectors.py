@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 from forensix.model.timefmt import format_ns
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.chains import CHAIN_RULES, chain_detectors
-from forensix.rules.compile import And, Const, Node, Or, Pred
 from forensix.rules.fields import WRITE_OPEN_MASK
+from forensix.rules.ir import And, Const, Node, Or, Pred
 from forensix.rules.live import actions_of, null_false
 
 __all__ = ["DETECTOR_RULES", "Detector", "GapDetector", "RecorderGuard", "default_detectors"]

@@ -20,7 +20,10 @@ import pyarrow.compute as pc
 
 from forensix.agent.sink import Sink
 from forensix.rules.alerts import AlertOutput, RuleMeta, build_alerts, empty_alerts
-from forensix.rules.compile import (
+from forensix.rules.detectors import Detector
+from forensix.rules.evidence import Grouper, SessionContext, add_evidence, object_free
+from forensix.rules.guard import agent_warning, error_text, live_problem, trial
+from forensix.rules.ir import (
     RAW_COLUMNS,
     And,
     CompiledRule,
@@ -34,9 +37,6 @@ from forensix.rules.compile import (
     raw_first,
     simplify,
 )
-from forensix.rules.detectors import Detector
-from forensix.rules.evidence import Grouper, SessionContext, add_evidence, object_free
-from forensix.rules.guard import agent_warning, error_text, live_problem, trial
 from forensix.rules.live import Codes, Evaluator, ProcessContext, count_true, true_rows
 from forensix.rules.sql import SUMMARY_DERIVED
 from forensix.store.schema import ALERTS

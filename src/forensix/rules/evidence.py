@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensix.analysis.sessions import CRON, INIT, LOGIN, SSHD
-from forensix.rules.compile import CompiledRule, columns_of
+from forensix.rules.ir import CompiledRule, columns_of
 from forensix.rules.live import ProcessContext
 from forensix.rules.objects import group_object
 

@@ -51,7 +51,6 @@ from forensix.rules.clickhouse_sql import (
     probe_sql_ch,
     where_ch,
 )
-from forensix.rules.compile import CompiledRule, Const, Node
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import SessionContext, object_free
 from forensix.rules.hunt import (
@@ -63,6 +62,7 @@ from forensix.rules.hunt import (
     match_alerts,
     prelude,
 )
+from forensix.rules.ir import CompiledRule, Const, Node
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
 from forensix.store.clickhouse.connection import Server, literal

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from forensix.rules.compile import And, CompiledRule, Node, Not, Or, Pred, columns_of
+from forensix.rules.ir import And, CompiledRule, Node, Not, Or, Pred, columns_of
 from forensix.rules.live import Evaluator, ProcessContext
 from forensix.store.schema import EVENTS, ecs_name
 

@@ -20,7 +20,6 @@ import pyarrow.compute as pc
 from forensix.analysis.users import store_book
 from forensix.errors import StoreError
 from forensix.rules.alerts import build_alerts, empty_alerts
-from forensix.rules.compile import CompiledRule, Node, columns_of
 from forensix.rules.detectors import Detector
 from forensix.rules.engine import meta_of
 from forensix.rules.evidence import (
@@ -30,6 +29,7 @@ from forensix.rules.evidence import (
     group_alerts,
     object_free,
 )
+from forensix.rules.ir import CompiledRule, Node, columns_of
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import hunt_sql, where_sql
 from forensix.store.base import Reader

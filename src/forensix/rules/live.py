@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from forensix.analysis.users import AccountBook, this_host_id
 from forensix.rules import fields as F
-from forensix.rules.compile import (
+from forensix.rules.ir import (
     RAW_COLUMNS,
     And,
     Const,

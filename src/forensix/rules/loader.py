@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-from sigma.collection import SigmaCollection
-from sigma.exceptions import SigmaError
-from sigma.rule import SigmaRule
-
 from forensix.errors import UsageError
-from forensix.rules.compile import CompiledRule, compile_rule
+from forensix.rules.ir import CompiledRule
 from forensix.rules.numbers import stand_ins
 
 __all__ = [
@@ -69,6 +64,15 @@ def _error(source: str, message: str) -> CompiledRule:
 
 def load_text(text: str, source: str = "<text>") -> RuleSet:
     """Rules from the text of one YAML file (one rule per document)."""
+    # imported here, not above: a recorder uses RuleSet and start_summary with rules
+    # compiled in another process (rules.precompile) and never loads the Sigma stack
+    import yaml
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaError
+    from sigma.rule import SigmaRule
+
+    from forensix.rules.compile import compile_rule
+
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:

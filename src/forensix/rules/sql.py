@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from forensix.rules import fields as F
-from forensix.rules.compile import And, CompiledRule, Const, Node, Not, Or, Pred, columns_of, hoist
+from forensix.rules.ir import And, CompiledRule, Const, Node, Not, Or, Pred, columns_of, hoist
 
 __all__ = ["KEY_COLUMNS", "hunt_sql", "rule_sql", "view_sql", "where_sql"]
 

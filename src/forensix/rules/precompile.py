@@ -1,0 +1,85 @@
+"""Rules compiled in a short-lived child process, so that a recorder never loads pySigma.
+
+Parsing Sigma needs pySigma and what it pulls in (pyparsing, jinja2, PyYAML): ~16 MB
+resident that a recorder would keep for its whole life, though evaluating the compiled
+rules needs none of it (``rules.ir`` is plain dataclasses). ``load_rules_isolated`` runs
+``python -m forensix.rules.precompile``, which loads and compiles the rules exactly as
+``loader.load_rules`` does and sends back the whole ``RuleSet`` (the rules that run and
+those that do not, with why) pickled over its stdout. The data is ours both ways.
+
+A ``ForensixError`` in the child (a rule path that does not exist) comes back as the same
+error class with the same message and hint; a child that dies says so with its last
+line of stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from forensix import errors
+from forensix.errors import ForensixError
+from forensix.rules.loader import RuleSet, load_rules
+
+__all__ = ["load_rules_isolated"]
+
+_TIMEOUT_S = 600.0  # SigmaHQ's whole tree (3000+ files) compiles in well under a minute
+
+
+def _error_class(name: str) -> type[ForensixError]:
+    cls = getattr(errors, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, ForensixError) else ForensixError
+
+
+def load_rules_isolated(paths: Sequence[str | Path] = (), *, builtin: bool = True) -> RuleSet:
+    """``loader.load_rules(paths, builtin=builtin)``, computed in a child process."""
+    request = pickle.dumps(([str(p) for p in paths], builtin))
+    env = dict(os.environ)
+    # the child finds forensix where this process did (a source tree on sys.path included)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "forensix.rules.precompile"], input=request, capture_output=True,
+            env=env, timeout=_TIMEOUT_S, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ForensixError(f"cannot compile the rules in a child process: {e}",
+                            "check the rule paths with: forensix rules check PATH") from None
+    reply: Any = None
+    if done.returncode == 0:
+        try:
+            reply = pickle.loads(done.stdout)  # our own child's reply
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+            reply = ("crash", f"unreadable reply ({e})")
+    if reply is None:
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        reply = ("crash", last)
+    kind = reply[0]
+    if kind == "ok" and isinstance(reply[1], RuleSet):
+        return reply[1]
+    if kind == "error":
+        _, name, message, hint = reply
+        raise _error_class(name)(message, hint)
+    raise ForensixError(f"the rule compiler process failed: {reply[1]}",
+                        "check the rules with: forensix rules check PATH (it compiles them in this process)")
+
+
+def _main() -> int:
+    paths, builtin = pickle.loads(sys.stdin.buffer.read())  # from our parent
+    reply: tuple[Any, ...]
+    try:
+        reply = ("ok", load_rules(paths, builtin=builtin))
+    except ForensixError as e:
+        reply = ("error", type(e).__name__, e.message, e.hint)
+    sys.stdout.buffer.write(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
