@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import forensix
 from forensix import errors
 from forensix.errors import ForensixError
 from forensix.rules.loader import RuleSet, load_rules
@@ -39,9 +40,11 @@ def _error_class(name: str) -> type[ForensixError]:
 def load_rules_isolated(paths: Sequence[str | Path] = (), *, builtin: bool = True) -> RuleSet:
     """``loader.load_rules(paths, builtin=builtin)``, computed in a child process."""
     request = pickle.dumps(([str(p) for p in paths], builtin))
+    # the child imports the forensix this process runs (a source tree given by PYTHONPATH,
+    # or the one a script put on sys.path), whatever else is installed
+    root = str(Path(forensix.__file__).resolve().parent.parent)
     env = dict(os.environ)
-    # the child finds forensix where this process did (a source tree on sys.path included)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     try:
         done = subprocess.run(
             [sys.executable, "-m", "forensix.rules.precompile"], input=request, capture_output=True,
