@@ -421,13 +421,22 @@ machine because other engineers' processes map the same libraries):
   **158-167 -> 103-113 MB RSS, PSS 81-91 -> 56-61 MB here** (8 runs and 5, load 1-21). The webhook's urllib is
   imported when a webhook posts. Killing the keeper loses nothing
   (docs/loss-and-restarts.md).
-- **What remains** (103-113 MB, goal <= 100 MB: **not met, by 3-13 MB**): pyarrow, numpy and
-  Python's libraries (~57 MB file-backed, the floor of a process that decodes with Arrow),
-  and ~48 MB anonymous, of which the pySigma stack is the largest removable part (~16
-  MB): the live engine needs only the compiled rules (plain dataclasses,
-  rules/compile.py), not pySigma; compiling them in another process and keeping the IR in
-  a module that does not import sigma would take the idle recorder to ~90 MB (estimated
-  from the imports' RSS, not built).
+- **pySigma out of the recorder** (rules/ir.py, rules/precompile.py): the live engine needs
+  only the compiled rules (plain dataclasses, now in rules/ir.py, which imports no sigma);
+  the recorder has them compiled by a short-lived child (`python -m
+  forensix.rules.precompile`, ~1-2 s at start here, then it exits) and receives them
+  pickled, so it never imports pySigma, pyparsing, jinja2 or PyYAML
+  (tests/rules/test_rules_precompile.py checks sys.modules and `-X importtime`).
+  **107-112 -> 100-101 MB RSS (medians 110 -> 100), PSS 61-69 -> 53-63, anonymous 54-59
+  -> 48-49 MB** (3 runs each, alternating, load 7-11; main 60142ef against this change, 15c8a33). ~10
+  MB, less than the ~16 MB the imports measured alone, and re2's library (0.8 MB, loaded by
+  pySigma) goes with it.
+- **What remains** (100-101 MB, goal <= 100 MB: **met at the median, with no margin**):
+  pyarrow, numpy and Python's libraries (~57 MB file-backed, the floor of a process that
+  decodes with Arrow), and ~43 MB heap and anonymous: the recorder's own modules (~9 MB),
+  rich (1.7 MB, for the start lines), glibc's malloc (Arrow's compute registries, the
+  decoder's and rules' per-process state). Not measured yet which of these a recorder
+  could do without.
 - **Under load** (mode *load*: distinct files created and deleted, 10-14k stored events/s
   here), every run of the session at load 13-21: median RSS 208-334 MB with the keeper
   against 294-318 MB before, peaks 271-427 MB against 345-370 MB (4 runs and 3). About
