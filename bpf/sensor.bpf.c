@@ -792,6 +792,85 @@ int fx_fork_child(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- syscalls ------------------------------------------------------------------- */
 
+/*
+ * The slot caches (events.h, FX_SLOTS). A flow or reopens hash lookup costs a read or write
+ * here ~100 ns, most of it the bucket walk's cache misses (perf, bench/notes.md); a process
+ * that moves data on the same few objects finds its edge in this CPU's slot instead: an
+ * inlined array lookup, a compare and plain adds (one CPU's programs never run at once:
+ * the tracepoints run them with preemption off; `slot_busy` guards against one running
+ * inside another from an interrupt). A slot taken by another key goes into the hash map
+ * (what every call did before), and the agent takes the bank it is not filling.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * FX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fx_flow_slot);
+} flow_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * FX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fx_open_slot);
+} open_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} slot_busy SEC(".maps");
+
+const struct fx_flow_slot *fx_abi_flow_slot __attribute__((unused));
+const struct fx_open_slot *fx_abi_open_slot __attribute__((unused));
+
+/* The first of the two slots key h may sit in, in the bank the agent is not reading. */
+static __always_inline __u32 fx_slot_index(__u64 h)
+{
+	__u32 key = FX_ACC_BANK;
+	__u64 *bank = bpf_map_lookup_elem(&accounted, &key);
+	__u32 b = bank ? (*bank & 1) : 0;
+	return b * FX_SLOTS + (((h * 0x9E3779B97F4A7C15ULL) >> 56) & (FX_SLOTS - 2));
+}
+
+/* This CPU's slots are ours until fx_slots_done (NULL: a program is inside another). */
+static __always_inline __u32 *fx_slots_take(void)
+{
+	__u32 zero = 0;
+	__u32 *busy = bpf_map_lookup_elem(&slot_busy, &zero);
+	if (!busy || *busy)
+		return NULL;
+	*busy = 1;
+	return busy;
+}
+
+static __always_inline bool fx_flow_key_eq(const struct fx_flow_key *a, const struct fx_flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline bool fx_open_key_eq(const struct fx_open_key *a, const struct fx_open_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4] && x[5] == y[5];
+}
+
+/* A record of (process, class) this sensor could not keep, named after the edge's process. */
+static __always_inline void fx_count_drop_of(__u32 cls, __u64 ts, __u32 pid, __u64 start, const char *comm)
+{
+	struct fx_counter *c = bpf_map_lookup_elem(&counters, &cls);
+	if (!c)
+		return;
+	c->seq++;
+	c->drops++;
+	if (!c->first_drop)
+		c->first_drop = ts;
+	c->last_drop = ts;
+	fx_drop_proc(cls, ts, pid, start, comm);
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -812,6 +891,25 @@ struct {
  * was written since) and an exclusive create (it cannot repeat, so it takes no slot).
  * A full map only means the open is recorded in full.
  */
+/* Add a slot's repeats (a slot given up) to the file's entry in the reopens hash map. */
+static __always_inline void fx_reopen_merge(struct fx_open_key *k, struct fx_open_rep *s)
+{
+	if (!s->count)
+		return; /* the open itself is recorded, and its entry made, when the slot is taken */
+	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, k);
+	if (!v) {
+		/* only if the agent took the map within this bank's period, which it does not */
+		if (bpf_map_update_elem(&reopens, k, s, BPF_NOEXIST))
+			fx_count_drop_of(FX_CLASS_FILE, s->last, k->pid, k->start, s->comm);
+		return;
+	}
+	if (!v->count || s->first < v->first)
+		v->first = s->first;
+	if (s->last > v->last)
+		v->last = s->last;
+	__sync_fetch_and_add(&v->count, s->count);
+}
+
 static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u64 flags)
 {
 	if ((flags & O_TRUNC) || ((flags & O_CREAT) && (flags & O_EXCL)) || !f)
@@ -835,18 +933,62 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 		.igen = ino->i_generation,
 	};
 	__u64 now = bpf_ktime_get_boot_ns();
-	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);
-	if (v) {
-		if (!v->count)
-			v->first = now;
-		v->last = now;
-		__sync_fetch_and_add(&v->count, 1);
-		return true;
+	struct fx_open_slot *a = NULL, *b = NULL, *s = NULL;
+	__u32 *busy = fx_slots_take();
+	if (busy) {
+		__u32 i = fx_slot_index(k.ino ^ ((__u64)k.pid << 32) ^ k.dev ^ ((__u64)k.flags << 40));
+		a = bpf_map_lookup_elem(&open_slots, &i);
+		i ^= 1;
+		b = bpf_map_lookup_elem(&open_slots, &i);
+		if (!a || !b) {
+			*busy = 0;
+			busy = NULL;
+		} else if (fx_open_key_eq(&a->k, &k)) {
+			s = a;
+		} else if (fx_open_key_eq(&b->k, &k)) {
+			s = b;
+		}
+		if (s) {
+			if (!s->v.count)
+				s->v.first = now;
+			s->v.last = now;
+			s->v.count++;
+			*busy = 0;
+			return true;
+		}
 	}
-	struct fx_open_rep n = {};
-	bpf_get_current_comm(n.comm, sizeof(n.comm)); /* the summary row's name, whoever has the pid by then */
-	bpf_map_update_elem(&reopens, &k, &n, BPF_ANY);
-	return false;
+	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);
+	bool repeat = v != NULL;
+	if (v) {
+		if (!busy) {
+			if (!v->count)
+				v->first = now;
+			v->last = now;
+			__sync_fetch_and_add(&v->count, 1);
+			return true;
+		}
+	} else {
+		struct fx_open_rep n = {};
+		bpf_get_current_comm(n.comm, sizeof(n.comm)); /* the summary row's name, whoever has the pid by then */
+		/* a full map: the open is recorded in full, and so is every later one */
+		if (bpf_map_update_elem(&reopens, &k, &n, BPF_ANY) || !busy) {
+			if (busy)
+				*busy = 0;
+			return false;
+		}
+	}
+	if (!busy || !a || !b)
+		return repeat;
+	/* the file's repeats from now on go to a slot: the empty one, or the one used longest ago */
+	s = !a->k.start ? a : !b->k.start ? b : a->v.last < b->v.last ? a : b;
+	fx_reopen_merge(&s->k, &s->v);
+	s->k = k;
+	s->v.first = now;
+	s->v.last = now;
+	s->v.count = repeat ? 1 : 0;
+	bpf_get_current_comm(s->v.comm, sizeof(s->v.comm));
+	*busy = 0;
+	return repeat;
 }
 
 SEC("tracepoint")
@@ -1335,6 +1477,40 @@ static __always_inline void fx_flow_emit(struct fx_flow *v)
 	fx_submit(s);
 }
 
+/* Add an edge's counts (a slot given up) to its entry in the flows hash map. */
+static __always_inline void fx_flow_merge(struct fx_flow_key *k, struct fx_flow *s)
+{
+	struct fx_flow *v = bpf_map_lookup_elem(&flows, k);
+	if (v && v->start != s->start) {
+		/* the pid belongs to a new process now: end the old one's edge first */
+		struct fx_flow old = *v;
+		bpf_map_delete_elem(&flows, k);
+		fx_flow_emit(&old);
+		v = NULL;
+	}
+	if (!v) {
+		long r = bpf_map_update_elem(&flows, k, s, BPF_NOEXIST);
+		if (!r)
+			return;
+		v = r == -E2BIG ? NULL : bpf_map_lookup_elem(&flows, k); /* another CPU made it in between */
+		if (!v || v->start != s->start) {
+			fx_count_drop_of(FX_CLASS_FLOW, s->last, k->pid, s->start, s->comm);
+			return;
+		}
+	}
+	if (s->first < v->first) { /* the edge began in this slot: its descriptor and thread */
+		v->first = s->first;
+		v->fd = s->fd;
+		v->tid = s->tid;
+	}
+	if (s->last > v->last)
+		v->last = s->last;
+	__sync_fetch_and_add(&v->rcount, s->rcount);
+	__sync_fetch_and_add(&v->rbytes, s->rbytes);
+	__sync_fetch_and_add(&v->wcount, s->wcount);
+	__sync_fetch_and_add(&v->wbytes, s->wbytes);
+}
+
 /* Add one transfer to the edge of (this process, the file behind fd). */
 static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, int fd, bool wr, long bytes,
 					__u64 now)
@@ -1349,6 +1525,56 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 		.igen = ino->i_generation,
 	};
 	__u64 start = t->group_leader->start_boottime;
+	__u32 *busy = fx_slots_take();
+	if (busy) {
+		__u32 i = fx_slot_index(k.ino ^ ((__u64)k.pid << 32) ^ k.dev ^ ((__u64)k.exec_id << 20));
+		struct fx_flow_slot *a = bpf_map_lookup_elem(&flow_slots, &i);
+		i ^= 1;
+		struct fx_flow_slot *b = bpf_map_lookup_elem(&flow_slots, &i);
+		if (a && b) {
+			struct fx_flow_slot *s = NULL;
+			if (a->v.last && fx_flow_key_eq(&a->k, &k))
+				s = a;
+			else if (b->v.last && fx_flow_key_eq(&b->k, &k))
+				s = b;
+			if (s && s->v.start == start) {
+				s->v.last = now;
+				if (wr) {
+					s->v.wcount++;
+					s->v.wbytes += bytes;
+				} else {
+					s->v.rcount++;
+					s->v.rbytes += bytes;
+				}
+				*busy = 0;
+				return;
+			}
+			/* a new edge here: in the empty slot, or in place of the one used longest ago */
+			if (!s)
+				s = !a->v.last ? a : !b->v.last ? b : a->v.last < b->v.last ? a : b;
+			if (s->v.last)
+				fx_flow_merge(&s->k, &s->v);
+			s->k = k;
+			s->v.first = now;
+			s->v.last = now;
+			s->v.start = start;
+			s->v.fd = fd;
+			s->v.tid = t->pid;
+			s->v.uid = k.uid; /* as whom the data moved (a setuid starts another edge) */
+			bpf_get_current_comm(s->v.comm, sizeof(s->v.comm)); /* and by which program */
+			s->v.ino = k.ino;
+			s->v.dev = k.dev;
+			s->v.imode = ino->i_mode;
+			s->v.igen = k.igen;
+			s->v.rcount = wr ? 0 : 1;
+			s->v.rbytes = wr ? 0 : bytes;
+			s->v.wcount = wr ? 1 : 0;
+			s->v.wbytes = wr ? bytes : 0;
+			*busy = 0;
+			return;
+		}
+		*busy = 0;
+	}
 	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
 	if (v && v->start != start) {
 		/* the pid belongs to a new process now: end the old one's edge first */
@@ -1374,8 +1600,8 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 	n.start = start;
 	n.fd = fd;
 	n.tid = t->pid;
-	n.uid = k.uid; /* as whom the data moved (a setuid starts another edge) */
-	bpf_get_current_comm(n.comm, sizeof(n.comm)); /* and by which program */
+	n.uid = k.uid;
+	bpf_get_current_comm(n.comm, sizeof(n.comm));
 	n.ino = k.ino;
 	n.dev = k.dev;
 	n.imode = ino->i_mode;

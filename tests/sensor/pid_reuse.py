@@ -1,6 +1,7 @@
 """Two processes, one pid, one file: the first writes, exits, and the second (given the
 same pid through ns_last_pid) writes the same file before the agent's next flush, so the
-kernel hands over the first one's edge through the ring. Three times. Both write as root
+kernel keeps the first one's edge apart (handed over through the ring when it meets the
+new holder in the flows map, or kept in its own slot). Three times. Both write as root
 (an edge is per process, program and uid: a holder of the pid with another uid or image
 starts its own edge and hands nothing over); the second with another group."""
 import os
