@@ -257,23 +257,24 @@ static __always_inline struct fx_scratch *fx_begin(__u32 kind, __u32 cls)
 		return NULL;
 	struct fx_event *e = &s->ev;
 	__builtin_memset(e, 0, sizeof(*e));
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	__u64 pt = bpf_get_current_pid_tgid();
-	__u64 ug = bpf_get_current_uid_gid();
+	/* typed loads, not probe reads: each BPF_CORE_READ hop is a helper call (~10 ns) and
+	 * every record starts here */
+	struct task_struct *t = bpf_get_current_task_btf();
+	const struct cred *cred = t->cred;
 	e->ts = bpf_ktime_get_boot_ns();
 	e->kind = kind;
 	e->cls = cls;
 	e->cpu = bpf_get_smp_processor_id();
-	e->pid = pt >> 32;
-	e->tid = (__u32)pt;
-	e->uid = (__u32)ug;
-	e->gid = ug >> 32;
-	e->start = BPF_CORE_READ(t, group_leader, start_boottime);
-	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
-	e->euid = BPF_CORE_READ(t, cred, euid.val);
-	e->egid = BPF_CORE_READ(t, cred, egid.val);
-	e->auid = BPF_CORE_READ(t, loginuid.val);
-	e->sessionid = BPF_CORE_READ(t, sessionid);
+	e->pid = t->tgid;
+	e->tid = t->pid;
+	e->uid = cred->uid.val;
+	e->gid = cred->gid.val;
+	e->start = t->group_leader->start_boottime;
+	e->ppid = t->real_parent->tgid;
+	e->euid = cred->euid.val;
+	e->egid = cred->egid.val;
+	e->auid = t->loginuid.val;
+	e->sessionid = t->sessionid;
 	e->cgroup = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	s->off = 0;
@@ -477,6 +478,13 @@ static __always_inline void fx_str_path(struct fx_scratch *s, int i, struct dent
 
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
+/* f as a typed (read-only) pointer, wherever it came from: its fields are then single loads */
+static __always_inline struct file *fx_typed_file(struct file *f)
+{
+	return bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+}
+
+
 /*
  * The open file behind fd in task t, as a typed (read-only) pointer: the callers on
  * the hot path (every read and write) load its fields directly, each a single
@@ -507,18 +515,18 @@ static __always_inline struct file *fx_fd_file(int fd)
 static __always_inline void fx_sock(struct fx_scratch *s, struct file *f, int strslot)
 {
 	struct fx_event *e = &s->ev;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
-	struct sock *sk = BPF_CORE_READ(sock, sk);
+	struct socket *sock = bpf_rdonly_cast(fx_typed_file(f)->private_data, bpf_core_type_id_kernel(struct socket));
+	struct sock *sk = sock->sk;
 	if (!sk)
 		return;
-	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 fam = sk->__sk_common.skc_family;
 	e->family = fam;
-	e->sotype = BPF_CORE_READ(sock, type);
-	e->protocol = BPF_CORE_READ(sk, sk_protocol);
+	e->sotype = sock->type;
+	e->protocol = sk->sk_protocol;
 	e->flags |= FX_F_SOCK;
 	if (fam == AF_INET) {
-		__u32 sa = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__u32 da = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 sa = sk->__sk_common.skc_rcv_saddr;
+		__u32 da = sk->__sk_common.skc_daddr;
 		__builtin_memcpy(e->saddr, &sa, 4);
 		__builtin_memcpy(e->daddr, &da, 4);
 	} else if (fam == AF_INET6) {
@@ -541,20 +549,21 @@ static __always_inline void fx_sock(struct fx_scratch *s, struct file *f, int st
 		return;
 	}
 	if (fam == AF_INET || fam == AF_INET6) {
-		e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		e->sport = sk->__sk_common.skc_num;
+		e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	}
 }
 
 /* Inode number, device and mode of object k's file; returns the mode. */
 static __always_inline __u16 fx_inode(struct fx_event *e, int k, struct file *f)
 {
-	struct inode *ino = BPF_CORE_READ(f, f_inode);
-	__u16 mode = BPF_CORE_READ(ino, i_mode);
-	e->ino[k & 1] = BPF_CORE_READ(ino, i_ino);
-	e->dev[k & 1] = BPF_CORE_READ(ino, i_sb, s_dev);
+	f = fx_typed_file(f);
+	struct inode *ino = f->f_inode;
+	__u16 mode = ino->i_mode;
+	e->ino[k & 1] = ino->i_ino;
+	e->dev[k & 1] = ino->i_sb->s_dev;
 	e->imode[k & 1] = mode;
-	e->igen[k & 1] = BPF_CORE_READ(ino, i_generation);
+	e->igen[k & 1] = ino->i_generation;
 	return mode;
 }
 
@@ -566,14 +575,14 @@ static __always_inline void fx_file(struct fx_scratch *s, int obj, struct file *
 	__u16 mode = fx_inode(&s->ev, obj, f);
 	/* no name left: unlinked while open, a memfd, an O_TMPFILE (what runs from a deleted
 	 * binary, or from memory, is exec'd through such a file) */
-	if (!obj && !BPF_CORE_READ(f, f_inode, i_nlink))
+	struct file *tf = fx_typed_file(f);
+	if (!obj && !tf->f_inode->i_nlink)
 		s->ev.flags |= FX_F_DELETED0;
 	if ((mode & S_IFMT) == S_IFSOCK) {
 		fx_sock(s, f, obj ? FX_S_PATH1 : FX_S_PATH0);
 		return;
 	}
-	fx_str_path(s, obj ? FX_S_PATH1 : FX_S_PATH0, BPF_CORE_READ(f, f_path.dentry),
-		    BPF_CORE_READ(f, f_path.mnt));
+	fx_str_path(s, obj ? FX_S_PATH1 : FX_S_PATH0, tf->f_path.dentry, tf->f_path.mnt);
 }
 
 /*
