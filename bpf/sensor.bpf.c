@@ -1456,7 +1456,7 @@ static __always_inline bool fx_is_write(__u32 nr)
 	       nr == __NR_pwritev2 || nr == __NR_sendto || nr == __NR_sendmsg;
 }
 
-static __always_inline void fx_flow_emit(struct fx_flow *v)
+static __always_inline void fx_flow_emit(struct fx_flow *v, __u32 pid)
 {
 	struct fx_scratch *s = fx_begin(FX_KIND_FLOW, FX_CLASS_FLOW);
 	if (!s)
@@ -1469,9 +1469,11 @@ static __always_inline void fx_flow_emit(struct fx_flow *v)
 	e->args[4] = v->first;
 	e->args[5] = v->last;
 	e->ret = v->fd;
-	/* The edge's process, whose pid the current task now has: what fx_begin took from the
-	 * current task is replaced by the edge's, or cleared where the edge does not know it
-	 * (the decoder leaves those columns empty for every edge) */
+	/* The edge's process: what fx_begin took from the current task is replaced by the edge's,
+	 * or cleared where the edge does not know it (the decoder leaves those columns empty for
+	 * every edge). The current task may be another process altogether: one whose edge took
+	 * the slot the old edge was in (fx_flow_merge) */
+	e->pid = pid;
 	e->start = v->start;
 	e->tid = v->tid;
 	e->uid = v->uid;
@@ -1494,7 +1496,7 @@ static __always_inline void fx_flow_merge(struct fx_flow_key *k, struct fx_flow 
 		/* the pid belongs to a new process now: end the old one's edge first */
 		struct fx_flow old = *v;
 		bpf_map_delete_elem(&flows, k);
-		fx_flow_emit(&old);
+		fx_flow_emit(&old, k->pid);
 		v = NULL;
 	}
 	if (!v) {
@@ -1589,7 +1591,7 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 		/* the pid belongs to a new process now: end the old one's edge first */
 		struct fx_flow old = *v;
 		bpf_map_delete_elem(&flows, &k);
-		fx_flow_emit(&old);
+		fx_flow_emit(&old, k.pid);
 		v = NULL;
 	}
 	if (v) {
