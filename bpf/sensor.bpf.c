@@ -824,9 +824,9 @@ int fx_fork_child(struct trace_event_raw_sys_exit *ctx)
  * The slot caches (events.h, FX_SLOTS). A flow or reopens hash lookup costs a read or write
  * here ~100 ns, most of it the bucket walk's cache misses (perf, bench/notes.md); a process
  * that moves data on the same few objects finds its edge in this CPU's slot instead: an
- * inlined array lookup, a compare and plain adds (one CPU's programs never run at once:
- * the tracepoints run them with preemption off; `slot_busy` guards against one running
- * inside another from an interrupt). A slot taken by another key goes into the hash map
+ * inlined array lookup, a compare and plain adds (a program runs to its end on one CPU,
+ * and `slot_busy` sends one that starts while another holds this CPU's slots, preempted
+ * or interrupted, to the hash map). A slot taken by another key goes into the hash map
  * (what every call did before), and the agent takes the bank it is not filling.
  */
 struct {
