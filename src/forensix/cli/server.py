@@ -126,6 +126,9 @@ def _until_signal(stop: threading.Event) -> None:
               help="Refuse frames when the evidence disk has less free space than this.")
 @click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(1),
               help="Connections open at once, all hosts (beyond it, closed before the handshake).")
+@click.option("--evidence-attempts", default=3, show_default=True, type=click.IntRange(0),
+              help="Times a frame may fail to be written into the evidence (full disk, EIO, read-only) "
+                   "before it is refused for good; the agent keeps it in SPOOL/refused (0: retry for ever).")
 @_metrics_option("the log host")
 @click.option("--metrics-client", "metrics_clients", multiple=True, metavar="NAME",
               help="Serve the metrics over mutual TLS to scrapers holding the CA's certificate NAME "
@@ -134,7 +137,8 @@ def _until_signal(stop: threading.Event) -> None:
 @record_rule_options
 def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
            checkpoint_interval: float, host_max_connections: int, host_max_streams: int,
-           host_max_bytes: str, min_free: str, max_connections: int, metrics_addr: str | None,
+           host_max_bytes: str, min_free: str, max_connections: int, evidence_attempts: int,
+           metrics_addr: str | None,
            metrics_clients: tuple[str, ...], verbose: bool, rule_paths: tuple[str, ...] = (),
            no_rules: bool = False, alerts_jsonl: str | None = None, webhook: str | None = None) -> None:
     """Run the log host: accept sealed batches from enrolled agents over mutual TLS 1.3.
@@ -180,9 +184,11 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     if not no_rules:  # the same rules as `forensix record`, on every host's stream
         log = logging.getLogger("forensix.alerts")
         live = live_engine_for_record(StoreSink(writer), store, rule_paths=rule_paths,
-                                      alerts_jsonl=alerts_jsonl, webhook=webhook, echo=log.warning)
+                                      alerts_jsonl=alerts_jsonl, webhook=webhook, echo=log.warning,
+                                      record_problems=False)
     limits = HostLimits(connections=host_max_connections, streams=host_max_streams,
-                        evidence_bytes=_size(host_max_bytes), min_free_bytes=_size(min_free))
+                        evidence_bytes=_size(host_max_bytes), min_free_bytes=_size(min_free),
+                        evidence_attempts=evidence_attempts)
     cfg = ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval, limits=limits,
                        max_connections=max_connections)
     srv = LogServer(cfg, writer, live)
