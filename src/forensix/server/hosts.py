@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from forensix.server.guard import REFUSED_RULE
 from forensix.server.ingest import SILENT_RULE
+from forensix.server.quarantine import QUARANTINE_RULE
 from forensix.store.base import Reader
 
 __all__ = ["HOST_STATUS", "host_status"]
@@ -32,6 +33,8 @@ HOST_STATUS = pa.schema([
     ("silence_alert_ts", pa.int64()),
     ("refusals", pa.int64()),
     ("last_refusal_ts", pa.int64()),
+    ("not_ingested", pa.int64()),  # frames the store refused, quarantined (kept in evidence)
+    ("not_ingested_cause", pa.string()),  # the newest one's
 ])
 
 
@@ -57,10 +60,13 @@ def host_status(reader: Reader, *, now_ns: int, silence_s: float, enrolled: Iter
     refusals = _by_host(reader.query(
         "SELECT host_name, count(*) AS refusals, max(detected_ts) AS last_refusal_ts FROM alerts "
         "WHERE rule_id = $r GROUP BY host_name", {"r": REFUSED_RULE}).to_pylist())
+    held = _by_host(reader.query(
+        "SELECT host_name, count(*) AS not_ingested, argMax(summary, detected_ts) AS not_ingested_cause "
+        "FROM alerts WHERE rule_id = $r GROUP BY host_name", {"r": QUARANTINE_RULE}).to_pylist())
     rows = []
     for host in sorted(set(events) | set(life) | set(silences) | set(enrolled)):
         row: dict[str, Any] = {"host_name": host, **events.get(host, {}), **life.get(host, {}),
-                               **silences.get(host, {}), **refusals.get(host, {"refusals": 0})}
+                               **silences.get(host, {}), **refusals.get(host, {"refusals": 0}), **held.get(host, {"not_ingested": 0})}
         row["status"], row["silent"], row["quiet_s"] = _judge(row, now_ns, silence_s)
         rows.append(row)
     rows.sort(key=lambda r: (not r["silent"], r["host_name"]))

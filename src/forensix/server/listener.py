@@ -25,11 +25,13 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -53,6 +55,16 @@ from forensix.server.evidence import (
 from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
 from forensix.server.ingest import Ingestor, frame_key
 from forensix.server.metrics import ServerMetrics
+from forensix.server.quarantine import (
+    QUARANTINE_RULE,
+    Quarantined,
+    add_quarantine,
+    is_transient,
+    read_quarantine,
+    store_fix,
+    write_quarantine,
+)
+from forensix.store import schema
 from forensix.store.base import Writer
 
 __all__ = ["HostLimits", "LogServer", "Refused", "ServerConfig"]
@@ -94,6 +106,8 @@ class ServerConfig:
     limits: HostLimits = field(default_factory=HostLimits)
     max_connections: int = 1024  # all connections, authenticated or not (each is a thread)
     crl_poll_s: float = 0.2  # how soon a revocation closes open connections
+    store_attempts: int = 3  # a frame the store refuses this often is quarantined (0: retried for ever)
+    reingest: bool = False  # at start, try the quarantined frames again (after their cause is fixed)
 
 
 @dataclass(eq=False)
@@ -135,7 +149,8 @@ class LogServer:
         self.checkpoint_key = key
         self.evidence = EvidenceStore(config.evidence)
         write_atomic(config.evidence / "checkpoint.pub", self.pki.checkpoint_pub_path.read_bytes(), 0o644)
-        self.ingest = Ingestor(store, live=live)
+        self.ingest = Ingestor(store, live=live, attempts=config.store_attempts)
+        self.ingest.on_quarantine = self._quarantine
         self.hosts: dict[str, _HostState] = {}
         self.hosts_lock = threading.Lock()
         self._schedules: dict[tuple[str, bytes], KeySchedule] = {}  # (host, key_0) -> schedule
@@ -151,37 +166,102 @@ class LogServer:
         self.refusal_log = RefusalLog(config.evidence, self.ingest.batch, key=self.checkpoint_key)
         self.metrics = ServerMetrics(self)
         self.ingest.on_append = self.metrics.appended
+        self.ingest.on_error = self.metrics.store_error
         self._free = (0.0, 0)  # (checked at, free bytes): statvfs at most once a second
         self._wake = Broadcast()  # ends every connection's wait: a revocation, a stop
         self._refused_seqs: dict[tuple[str, str], set[int]] = {}  # (host, stream) -> frames refused here
         self._append_fails: dict[tuple[str, str, int], int] = {}  # (host, stream, seq) -> failed evidence writes
         self._checkpoint_errors: dict[tuple[str, str], str] = {}  # logged once per stream until it recovers
+        self._held: dict[tuple[str, str], int] = {}  # (host, stream) -> frames quarantined
         self._replay_and_load()
 
     # -- start-up ------------------------------------------------------------------
     def _replay_and_load(self) -> None:
-        """Frames durably written but not yet in the store (a crash between the two) go in now."""
+        """Frames durably written but not yet in the store (a crash between the two) go in now;
+        with ``reingest``, the quarantined frames too. A frame the store refuses is quarantined
+        (the start goes on); a store that is away fails the start."""
         now = time.time_ns()
         for s in self.evidence.open_all():
             done = s.ingested()
+            held = read_quarantine(s.dir)
+            again = set(held) if self.config.reingest else set()
             for seg in s.segments():
                 for off, seq, length in walk_segment(seg):
-                    if seq <= done:
+                    if seq <= done and seq not in again:
+                        continue
+                    if seq in held and seq not in again:
+                        done = max(done, seq)
                         continue
                     try:
                         fr = read_frame(seg, off, length)
                         self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
+                        if seq in held:
+                            del held[seq]
+                            log.info("quarantined frame %d of %s/%s re-ingested", seq, s.host, s.stream)
                     except FrameError as e:
                         log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
-                    done = seq
+                    except Exception as e:
+                        if is_transient(e):
+                            raise
+                        if seq not in held:
+                            self._quarantine(fr.table, s, seq, e, 1)
+                        else:
+                            log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
+                                      s.host, s.stream, e)
+                    done = max(done, seq)
+            if again:
+                write_quarantine(s.dir, held)
             if done != s.ingested():
                 s.set_ingested(done)
+            self._held[(s.host, s.stream)] = len(held)
             s.checkpointed = s.last_seq  # what was there at start is covered by earlier checkpoints
         for hdir in self.config.evidence.iterdir():
             info_path = hdir / "agent.json"
             if info_path.exists():
                 info = json.loads(info_path.read_text())
                 self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
+
+    def _quarantine(self, table: str, mark: object, seq: int, err: BaseException, attempts: int) -> None:
+        """A frame the store refuses for good: recorded beside its stream (before its mark moves
+        past it), logged with the cause and the fix, counted, and alerted in the store."""
+        cause = f"{type(err).__name__}: {err}"
+        fix = store_fix(err)
+        if not isinstance(mark, StreamLog):  # the log host's own rows (start, stop, gap, alert)
+            log.error("the store refuses a %s row of the log host's own after %d attempt(s), dropped: %s. Fix: %s",
+                      table, attempts, cause, fix)
+            self.metrics.quarantined.labels("", table).inc()
+            return
+        host = mark.host
+        try:
+            add_quarantine(mark.dir, Quarantined(seq, table, cause, fix, time.time_ns(), attempts))
+        except OSError as e:  # then the mark must not pass it either: kept for the next start
+            log.error("cannot record quarantined frame %d of %s/%s: %s", seq, host, mark.stream, e)
+            raise
+        with self.hosts_lock:
+            self._held[(host, mark.stream)] = self._held.get((host, mark.stream), 0) + 1
+            info = dict(self.hosts[host].info) if host in self.hosts else {}
+        self.metrics.quarantined.labels(host, table).inc()
+        log.error("frame %d of %s (stream %s, table %s) not ingested after %d attempt(s), quarantined: %s; the "
+                  "evidence keeps it, the other hosts' ingest goes on. Fix: %s", seq, host, mark.stream, table,
+                  attempts, cause, fix)
+        row = {
+            "host_id": str(info.get("host_id") or host), "host_name": host,
+            "boot_id": str(info.get("boot_id") or "unknown"), "alert_id": uuid.uuid4().hex,
+            "ts": time.time_ns(), "detected_ts": time.time_ns(), "rule_id": QUARANTINE_RULE,
+            "rule_title": f"Frame of {host} not ingested", "rule_level": "high",
+            "tags": ["forensix.agent", "forensix.quarantine"],
+            "summary": f"frame {seq} of {host} ({table}) not ingested: {cause}", "source": "builtin",
+        }
+        self.ingest.later("alerts", pa.Table.from_pylist([row], schema=schema.ALERTS))
+
+    def not_ingested(self) -> dict[str, int]:
+        """Frames quarantined per host (the metrics' gauge)."""
+        with self.hosts_lock:
+            out: dict[str, int] = {}
+            for (host, _), n in self._held.items():
+                if n:
+                    out[host] = out.get(host, 0) + n
+            return out
 
     def _enrollment(self, host: str, serial: int) -> SealState:
         """The epoch-0 seal key of the enrollment the connection's certificate belongs to.
@@ -753,8 +833,11 @@ class LogServer:
         while not self._stop.wait(min(1.0, self.config.checkpoint_s)):
             self._checkpoint_all()
             if self.ingest.error is not None:
-                log.error("store append failed (kept in evidence, retried; the ingested mark waits for it): %s",
-                          self.ingest.error)
+                err = self.ingest.error
+                how = ("the store is away: retried until it is back" if is_transient(err) else
+                       f"the store refuses the rows: retried, quarantined after {self.config.store_attempts or 'no'} "
+                       "attempts")
+                log.error("store append failed (kept in evidence; %s; the ingested mark waits for it): %s", how, err)
                 self.ingest.error = None
             now = time.time_ns()
             with self.hosts_lock:
