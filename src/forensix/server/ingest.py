@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from forensix.agent.frame import FrameError
 from forensix.agent.sink import Sink
+from forensix.server.ledger import IngestLedger
 from forensix.server.quarantine import is_transient
 from forensix.store import schema
 from forensix.store.base import Writer
@@ -89,6 +90,7 @@ class Ingestor:
         self.attempts = attempts
         self.on_quarantine: Callable[[str, Mark, int, BaseException, int], None] | None = None
         self.on_error: Callable[[BaseException, bool], None] | None = None  # (error, transient): metrics
+        self.ledger: IngestLedger | None = None  # a store without frame keys (DuckDB): intents, see ledger
         self.live = live  # the live rule engine: sees every batch once it is stored
         self.lock = threading.Lock()
         self.rows = 0
@@ -218,6 +220,12 @@ class Ingestor:
         by_table: dict[str, list[tuple[str | None, pa.Table]]] = {}
         for table, data, mark, seq in items:
             by_table.setdefault(table, []).append((frame_key(mark, seq), data))
+        framed = [(str(getattr(m, "host", "")), str(getattr(m, "stream", "")), seq, table) for table, _, m, seq in items
+                  if frame_key(m, seq) is not None]
+        if self.ledger is not None and framed:
+            adds = {t: sum(d.num_rows for _, d in parts) for t, parts in by_table.items() if t not in stored}
+            with self.lock:
+                self.ledger.before(framed, adds)
         for table, parts in by_table.items():
             if table not in stored:
                 self._append(table, parts)
@@ -233,6 +241,8 @@ class Ingestor:
             marks[id(mark)] = (mark, seq)
         for mark, seq in marks.values():
             mark.set_ingested(seq)
+        if self.ledger is not None and framed:
+            self.ledger.done()
 
     def check_origin(self, host: str, data: pa.Table) -> None:
         """Each host writes only its own rows (the certificate's name in ``host_name``)."""
@@ -259,6 +269,8 @@ class Ingestor:
                 datas = [d for _, d in parts]
                 n = self.store.append(table, pa.concat_tables(datas) if len(datas) > 1 else datas[0])
             self.rows += n
+            if self.ledger is not None:
+                self.ledger.appended(table, n)
         if self.on_append is not None:
             self.on_append(table, n, time.perf_counter() - t0)
         if self.live is not None:

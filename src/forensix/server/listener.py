@@ -54,6 +54,7 @@ from forensix.server.evidence import (
 )
 from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
 from forensix.server.ingest import Ingestor, frame_key
+from forensix.server.ledger import IngestLedger, committed_frames
 from forensix.server.metrics import ServerMetrics
 from forensix.server.quarantine import (
     QUARANTINE_RULE,
@@ -181,20 +182,29 @@ class LogServer:
         with ``reingest``, the quarantined frames too. A frame the store refuses is quarantined
         (the start goes on); a store that is away fails the start."""
         now = time.time_ns()
+        store = self.ingest.store
+        already: dict[tuple[str, str], set[int]] = {}
+        if getattr(store, "append_frames", None) is None and hasattr(store, "query"):
+            # DuckDB: a group committed just before a crash is not ingested twice (ledger)
+            already = committed_frames(store, self.config.evidence)
+            self.ingest.ledger = IngestLedger(store, self.config.evidence)
         for s in self.evidence.open_all():
             done = s.ingested()
             held = read_quarantine(s.dir)
+            skip = already.get((s.host, s.stream), set())
             again = set(held) if self.config.reingest else set()
             for seg in s.segments():
                 for off, seq, length in walk_segment(seg):
                     if seq <= done and seq not in again:
                         continue
-                    if seq in held and seq not in again:
+                    if (seq in held and seq not in again) or (seq in skip and seq > done):
                         done = max(done, seq)
                         continue
                     try:
                         fr = read_frame(seg, off, length)
                         self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
+                        if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
+                            s.set_ingested(seq)
                         if seq in held:
                             del held[seq]
                             log.info("quarantined frame %d of %s/%s re-ingested", seq, s.host, s.stream)
