@@ -9,7 +9,9 @@ real CA (conftest), the real shipping sink of the agent, a real DuckDB store, re
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -176,3 +178,60 @@ def test_transient_failures_are_told_from_refused_rows(tmp_path: Path) -> None:
     assert len(refused) == 4
     assert [is_transient(e) for e in transient] == [True] * len(transient)
     assert [is_transient(e) for e in refused] == [False] * len(refused)
+
+
+def test_a_store_disk_that_is_full_is_waited_out_and_nothing_is_quarantined(
+        pki: Authority, tmp_path: Path) -> None:
+    """The store's own disk full (a real tmpfs filled to ENOSPC): transient, retried past
+    --store-attempts until there is space again, then stored; nothing set aside."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    sdir = tmp_path / "store"
+    sdir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "fx-store-test", str(sdir)], check=True)
+    try:
+        store = open_writer(sdir / "srv.duckdb")
+        ev = tmp_path / "evidence"
+        srv, t, addr = _server(pki, store, ev, store_attempts=2)
+        alpha = _sink(pki, "alpha", tmp_path, addr)
+        try:
+            alpha.write("events", events_batch(100, start_seq=0, host=_info("alpha")))
+            wait_for(lambda: _count(store, "alpha") == 100, 20, "alpha's first rows stored")
+            filler = _fill(sdir)
+            alpha.write("events", events_batch(5000, start_seq=100, host=_info("alpha")))
+            wait_for(lambda: srv.ingest.failures >= 4, 20, "appends failing on the full disk")
+            assert _count(store, "alpha") == 100
+            transient = sum(x.value for x in next(iter(srv.metrics.store_errors.collect())).samples
+                            if x.name.endswith("_total") and x.labels["kind"] == "transient")
+            assert transient >= 4  # more than --store-attempts, none counted as refused rows
+            assert srv.metrics.registry.get_sample_value("forensix_server_store_append_errors_total",
+                                                         {"kind": "refused", "error": "StoreError"}) is None
+            filler.unlink()
+            wait_for(lambda: _count(store, "alpha") == 5100, 30, "the rows stored once there is space")
+            srv.ingest.flush()
+        finally:
+            alpha.close()
+            srv.stop()
+            t.join(timeout=5)
+        assert srv.not_ingested() == {}
+        assert not list(ev.glob("alpha/*/quarantined.jsonl"))
+        assert _count(store, "alpha") == 5100
+        store.close()
+    finally:
+        subprocess.run(["umount", "-l", str(sdir)], check=False)
+
+
+def _fill(d: Path) -> Path:
+    """Write a file until the disk is full (ENOSPC), in ever smaller writes."""
+    filler = d / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
