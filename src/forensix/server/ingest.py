@@ -122,6 +122,8 @@ class Ingestor:
         self._closing.set()
         self._q.put(None)
         self._thread.join()
+        if self.ledger is not None:
+            self.ledger.close()
         if self.live is not None:
             self.live.flush()
             self.live.close()
