@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from clickhouse_driver import errors as ch
 
 from forensix.agent.shipping import ShippingConfig, ShippingSink
 from forensix.errors import StoreBusyError, StoreError
@@ -146,11 +147,32 @@ def test_a_frame_the_store_refuses_is_quarantined_and_every_other_frame_is_store
         t.join(timeout=5)
         store.close()
 
+    # the cause fixed (here the store's constraint lifted, with the log host stopped), --reingest
+    # stores the frame from the evidence and it is no longer set aside
+    con = duckdb.connect(str(tmp_path / "srv.duckdb"))
+    con.execute("ALTER TABLE gaps ALTER COLUMN ts_from DROP NOT NULL")
+    con.close()
+    store = open_writer(tmp_path / "srv.duckdb")
+    srv, t, _ = _server(pki, store, ev, reingest=True)
+    try:
+        assert srv.not_ingested() == {}
+        assert read_quarantine(sdir) == {}
+        got = store.query("SELECT ts_from, reason FROM gaps WHERE host_name = 'alpha'").to_pylist()
+        assert got == [{"ts_from": None, "reason": "ringbuf-full"}]
+        assert _count(store, "alpha") == 200 and _count(store, "beta") == 500  # nothing else twice
+    finally:
+        srv.stop()
+        t.join(timeout=5)
+        store.close()
+    assert not [f for f in verify_evidence(ev).findings if f["check"] == "not-ingested"]
+
 
 def test_transient_failures_are_told_from_refused_rows(tmp_path: Path) -> None:
     """What is retried for ever (the store away) and what is quarantined (the rows), on the
     real exceptions the stores raise."""
     transient = [ClickHouseUnavailable("shard 2 (ch2:9000) does not answer", "start it"),
+                 ch.NetworkError("Connection refused (ch2:9000)"),
+                 ch.ServerException("Too many parts (300)", code=ch.ErrorCodes.TOO_MANY_PARTS),
                  StoreBusyError("locked", "stop the other writer"),
                  duckdb.IOException("Could not set lock on file"),
                  OSError(28, "No space left on device")]
@@ -175,7 +197,8 @@ def test_transient_failures_are_told_from_refused_rows(tmp_path: Path) -> None:
         refused.append(e)
     finally:
         w.close()
-    assert len(refused) == 4
+    refused.append(ch.ServerException("Cannot parse input", code=ch.ErrorCodes.CANNOT_PARSE_INPUT_ASSERTION_FAILED))
+    assert len(refused) == 5
     assert [is_transient(e) for e in transient] == [True] * len(transient)
     assert [is_transient(e) for e in refused] == [False] * len(refused)
 

@@ -34,13 +34,22 @@ QUARANTINE_FILE = "quarantined.jsonl"
 QUARANTINE_RULE = "forensix-store-quarantine"
 
 
+# ClickHouse server errors of the server's state, not of the rows: timeouts, memory, too many
+# parts or queries, a read-only replica, no disk space, no shard reached
+_CH_TRANSIENT = frozenset({159, 202, 209, 210, 241, 242, 243, 252, 279})
+
+
 def is_transient(err: BaseException) -> bool:
     """Whether an append may succeed later unchanged (the store, not the rows, is the problem)."""
+    from clickhouse_driver import errors as ch
+
     from forensix.store.clickhouse.connection import ClickHouseUnavailable
 
     if isinstance(err, (ClickHouseUnavailable, StoreBusyError, duckdb.IOException,
-                        duckdb.ConnectionException)):
+                        duckdb.ConnectionException, ch.NetworkError, ch.SocketTimeoutError)):
         return True
+    if isinstance(err, ch.ServerException):
+        return err.code in _CH_TRANSIENT
     if isinstance(err, StoreError):  # StoreError is an OSError: only one caused by the disk is transient
         cause = err.__cause__
         return isinstance(cause, OSError) and not isinstance(cause, StoreError)
