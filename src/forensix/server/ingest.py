@@ -225,9 +225,9 @@ class Ingestor:
         framed = [(str(getattr(m, "host", "")), str(getattr(m, "stream", "")), seq, table) for table, _, m, seq in items
                   if frame_key(m, seq) is not None]
         if self.ledger is not None and framed:
-            adds = {t: sum(d.num_rows for _, d in parts) for t, parts in by_table.items() if t not in stored}
+            adds = {t: sum(d.num_rows for _, d in parts) for t, parts in by_table.items()}
             with self.lock:
-                self.ledger.before(framed, adds)
+                self.ledger.before(framed, adds, stored)
         for table, parts in by_table.items():
             if table not in stored:
                 self._append(table, parts)

@@ -51,13 +51,15 @@ class IngestLedger:
         self._rows: dict[str, int] = {}
         self._fd: int | None = None
 
-    def before(self, frames: list[tuple[str, str, int, str]], adds: dict[str, int]) -> None:
+    def before(self, frames: list[tuple[str, str, int, str]], adds: dict[str, int],
+               stored: set[str] | frozenset[str] = frozenset()) -> None:
         """Write the intent of a group (durable) before its first append.
 
         One file kept open and rewritten in place, one fdatasync: a rename and a directory
         fsync per group doubled the cost of a 1000-row group. A write torn by a crash is not
-        JSON, and means the append had not begun (it starts after the sync returns)."""
-        tables = {t: self.rows(t) for t in adds if t not in _SHARED}
+        JSON, and means the append had not begun (it starts after the sync returns). A retried
+        group's tables already appended (``stored``) count from before their append."""
+        tables = {t: self.rows(t) - (adds[t] if t in stored else 0) for t in adds if t not in _SHARED}
         data = json.dumps({"frames": frames, "before": tables, "adds": adds}).encode()
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
