@@ -193,7 +193,8 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     if not no_rules:  # the same rules as `forensix record`, on every host's stream
         log = logging.getLogger("forensix.alerts")
         live = live_engine_for_record(StoreSink(writer), store, rule_paths=rule_paths,
-                                      alerts_jsonl=alerts_jsonl, webhook=webhook, echo=log.warning)
+                                      alerts_jsonl=alerts_jsonl, webhook=webhook, echo=log.warning,
+                                      record_problems=False)
     limits = HostLimits(connections=host_max_connections, streams=host_max_streams,
                         evidence_bytes=_size(host_max_bytes), min_free_bytes=_size(min_free),
                         evidence_attempts=evidence_attempts)
