@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 
 from forensix.agent.sink import Sink, StoreSink
-from forensix.cli.options import DEFAULT_STORE
+from forensix.cli.options import DEFAULT_STORE, netns_options
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
@@ -56,13 +56,13 @@ def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
                    soft_wrap=True)
 
 
-def _stop_pinned(store: str) -> None:
+def _stop_pinned(store: str, netns: int = 0) -> None:
     """Detach a pinned sensor: its programs stop at once; what its rings still hold is
     not stored (record on the same store instead of --stop to keep it)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    pin = pin_dir_for(store)
+    pin = pin_dir_for(store, netns)
     if not pin.exists():
         _err.print(f"no sensor is pinned for {store} ({pin}): nothing to stop", highlight=False)
         return
@@ -94,6 +94,7 @@ Examples:
   forensix record --store /var/lib/forensix/host.duckdb --duration 3600
   forensix record --store build.duckdb -- make -j2   # record while make runs; exit with its code
   forensix record --full -- ./suspicious.sh    # every read/write call, not just flow edges
+  forensix record --netns /run/netns/blue --host-name blue --store blue.duckdb   # one namespace as a host
 
 While it records, other terminals can query the same store (forensix ps, events, ...).
 The kernel side is pinned in bpffs: if the recorder is killed, recording goes on, and
@@ -141,6 +142,10 @@ the next `forensix record` on the same store adopts it and stores what it kept.
               metavar="SECONDS",
               help="If this recorder dies, its pinned sensor records on for this long, then stops until the "
                    "next recorder on the store adopts it (the pause is written as a gap); 0: record on forever.")
+@netns_options
+@click.option("--host-name", default=None, metavar="NAME",
+              help="With --netns: the host name the namespace is recorded as (default: HOSTNAME-NAME of "
+                   "/run/netns/NAME); its host id is derived from this machine's, the namespace and the name.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -149,16 +154,20 @@ def record(
     no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
     metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
-    webhook: str | None, ready_file: str | None, orphan_timeout: float, command: tuple[str, ...],
+    webhook: str | None, ready_file: str | None, orphan_timeout: float, netns: str | None,
+    netns_inode: int | None, host_name: str | None, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
+    from forensix.sensor.netns import recorded_host
+
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
-    if stop_pinned:
-        _stop_pinned(store)
+    if stop_pinned:  # the namespace may be gone by now: its sensor is found by the inode alone
+        _stop_pinned(store, netns_inode if netns is None and netns_inode else recorded_host(netns, None, None)[0])
         return
+    ns, host = recorded_host(netns, netns_inode, host_name)  # a bad namespace too
     if ready_file is not None and not Path(ready_file).absolute().parent.is_dir():
         raise UsageError(f"no directory for --ready-file {ready_file}", "create its directory first")
     endpoint, counter = None, None
@@ -191,14 +200,16 @@ def record(
         from forensix.model.host import local_host
 
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
-                                            quota_bytes=artifact_quota_mb << 20).open(), local_host())
+                                            quota_bytes=artifact_quota_mb << 20).open(), host or local_host())
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
-                          pin_dir=pin_dir_for(store), sock_layer=socket_flows == "socket",
-                          orphan_timeout_s=orphan_timeout)
+                          pin_dir=pin_dir_for(store, ns), sock_layer=socket_flows == "socket",
+                          orphan_timeout_s=orphan_timeout, netns=ns)
+    # the machine's logs are not a namespace's: followed for one only when named
+    logs = list(system_logs) or ([] if ns else default_sources())
     if ring_mb is not None:
         config.ring_main_mb = _pow2(ring_mb)
-    rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered, artifacts=collector,
-                   system_logs=[] if no_system_logs else (list(system_logs) or default_sources()),
+    rec = Recorder(sinks, config, host=host, on_stats=None if quiet else _live, notes=writer.recovered,
+                   artifacts=collector, system_logs=[] if no_system_logs else logs,
                    on_ready=None if ready_file is None else lambda: _say_ready(ready_file))
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -259,6 +260,9 @@ def _alerts_view(alerts: pa.Table, store: str, fmt: str) -> pa.Table:
 def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt: str, **kw: Any) -> None:
     """Retro-hunt: run Sigma rules (files or directories) over the recorded history.
 
+    A rule the store cannot run is named with the reason and skipped, the others run, and
+    the exit status is then 3 (0: every loaded rule ran).
+
     \b
     Examples:
       forensix hunt --store host.duckdb                       # the curated set
@@ -270,14 +274,18 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
         click.echo(f"skipped {r.source}: {r.status}: {r.reason}", err=True)
     detectors = default_detectors() if builtin else []
     ctx = click.get_current_context()
+    skipped: list[tuple[str, str]] = []  # rules the store could not run: named, the others ran
     if is_remote(store) and not ctx.meta.get("forensix.host"):  # ClickHouse: every host, in ClickHouse
-        found = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"))
+        found = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"), skipped)
     else:
         rd = reader(store)
         try:
-            found = hunt(rd, rs.ok, detectors, kw.get("from"), kw.get("to"))
+            found = hunt(rd, rs.ok, detectors, kw.get("from"), kw.get("to"), skipped=skipped)
         finally:
             rd.close()
+        titles = {r.rule_id: r.title for r in rs.ok}
+        for rule_id, why in skipped:
+            click.echo(f"skipped {rule_id} ({titles.get(rule_id, '?')}): the store cannot run it: {why}", err=True)
     if save and found.num_rows:
         from forensix.store.open import open_writer
 
@@ -292,11 +300,15 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
         finally:
             w.close()
     emit(_alerts_view(found, store, fmt), fmt)
-    click.echo(f"{found.num_rows} alerts from {len(rs.ok)} rules", err=True)
+    ran = len(rs.ok) - len(skipped)
+    click.echo(f"{found.num_rows} alerts from {ran} rules" + (f" ({len(skipped)} skipped)" if skipped else ""),
+               err=True)
+    if skipped:
+        sys.exit(3)
 
 
 def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[Any], since: int | None,
-                until: int | None) -> pa.Table:
+                until: int | None, skipped: list[tuple[str, str]]) -> pa.Table:
     """A hunt over a ClickHouse store, run in ClickHouse on every shard (rules.fleet_hunt);
     rules its SQL cannot say are hunted over each host's slice, and named here."""
     from forensix.rules.fleet_hunt import fleet_hunt
@@ -308,10 +320,17 @@ def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[A
         click.echo(f"hunted over each host's slice (not as ClickHouse SQL): {rule_id}: {why}", err=True)
     for rule_id, err in res.failed:
         click.echo(f"skipped {rule_id}: it fails over the slices too: {err}", err=True)
+    skipped += res.failed
     for name, why in res.skipped:
         click.echo(f"skipped the built-in detector {name}: {why}", err=True)
     click.echo(f"{len(res.in_clickhouse)} rules hunted in ClickHouse on {res.shards} shard(s), "
                f"{len(res.fallback)} over host slices", err=True)
+    by = Counter(s for _, s in res.narrowed)
+    click.echo(f"candidate hosts and days from the summaries for {len(res.narrowed)} rules ("
+               + (", ".join(f"{n} {name}" for name, n in sorted(by.items())) or "none")
+               + f"), from the events' own columns for {len(res.probed)}"
+               + (f" ({', '.join(r for r, _ in res.probed)})" if res.probed else "")
+               + f"; {res.scans} scans, exact rules over {res.candidates:,} host-days", err=True)
     return res.alerts
 
 

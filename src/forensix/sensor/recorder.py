@@ -211,6 +211,8 @@ class Recorder:
         msg = f"forensix {__version__} recording; pid {os.getpid()}; lifecycle hooks: {self.sensor.lifecycle}"
         if self.sensor.fallback:
             msg += f" ({self.sensor.fallback})"
+        if self.config.netns:  # which machine the namespace is on: its own host id is derived
+            msg += f"; network namespace {self.config.netns} of host {local_host().host_id} as host {self.host.host_name}"
         if self.sensor.skipped:
             msg += f"; no tracepoint for: {', '.join(self.sensor.skipped)}"
         if pin is not None and self.sensor.no_heartbeat_watch:
@@ -233,12 +235,12 @@ class Recorder:
             self.on_ready()
 
     def _snapshot(self) -> None:
-        rows = list(snapshot(self.decoder.ids, self.clock.offset_ns))
+        rows = list(snapshot(self.decoder.ids, self.clock.offset_ns, self.config.netns))
         for r in rows:
             self.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"], r["args"], r["working_directory"])
         if rows:
             self._emit("processes", self.decoder.process_rows(rows))
-        files = list(open_files())
+        files = list(open_files(self.config.netns))
         if files:
             ino, dev, paths = zip(*files)
             keys = self.decoder.label_key(np.array(ino, np.uint64), np.array(dev, np.uint64)).tolist()

@@ -43,7 +43,13 @@ from forensix.pki.authority import Authority, PKIError
 from forensix.pki.sealkey import KeySchedule, SealState, write_atomic
 from forensix.pki.tls import RevocationList, peer_identity, server_context
 from forensix.server.checks import seal_problem
-from forensix.server.evidence import EvidenceStore, StreamLog, read_frame, walk_segment
+from forensix.server.evidence import (
+    EvidenceStore,
+    StreamLog,
+    append_problem,
+    read_frame,
+    walk_segment,
+)
 from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
 from forensix.server.ingest import Ingestor, frame_key
 from forensix.server.metrics import ServerMetrics
@@ -69,7 +75,12 @@ class Refused(ForensixError):
 
 
 class FrameRefused(ForensixError):
-    """One frame the log host will never store (bad MAC, chain, epoch, rows): the agent moves on."""
+    """One frame the log host will never store (bad MAC, chain, epoch, rows; or evidence it
+    could not write, ``kind`` evidence): the agent keeps it aside and moves on."""
+
+    def __init__(self, message: str, hint: str | None = None, kind: str = "frame") -> None:
+        super().__init__(message, hint)
+        self.kind = kind
 
 
 @dataclass
@@ -143,6 +154,8 @@ class LogServer:
         self._free = (0.0, 0)  # (checked at, free bytes): statvfs at most once a second
         self._wake = Broadcast()  # ends every connection's wait: a revocation, a stop
         self._refused_seqs: dict[tuple[str, str], set[int]] = {}  # (host, stream) -> frames refused here
+        self._append_fails: dict[tuple[str, str, int], int] = {}  # (host, stream, seq) -> failed evidence writes
+        self._checkpoint_errors: dict[tuple[str, str], str] = {}  # logged once per stream until it recovers
         self._replay_and_load()
 
     # -- start-up ------------------------------------------------------------------
@@ -419,8 +432,13 @@ class LogServer:
             raise FrameError(f"bad stream id {stream!r}")
         self._admit_stream(sess, stream)
         self._check_room(host, 0)
-        self._bind_stream(host, stream, enrollment)
-        slog = self.evidence.stream(host, stream)
+        try:
+            self._bind_stream(host, stream, enrollment)
+            slog = self.evidence.stream(host, stream)
+        except OSError as e:  # the agent keeps its frames and comes back (E): logged, counted, said why
+            cause, fix = self._evidence_error(host, self.config.evidence / host / stream, e)
+            raise Refused(f"the log host cannot open the evidence of {host} stream {stream}: {cause}; on the "
+                          f"log host: {fix}", fix, kind="evidence") from None
         self._agent_seen(host, hello)
         with slog.lock:
             wire.send(conn, b"W", {"next_seq": slog.last_seq + 1})
@@ -469,12 +487,12 @@ class LogServer:
             if len(seqs) < 10_000:  # a bound for a host that sends nothing but forgeries
                 seqs.add(frame.seq)
             self._refuse(sess.peer, e.message)
-            self.metrics.refused.labels(host, "frame").inc()
+            self.metrics.refused.labels(host, e.kind).inc()
             with self.hosts_lock:
                 info = dict(self.hosts[host].info) if host in self.hosts else {}
             # Each frame refused for good gets its own signed line (verify bridges the chain
             # over it), as long as the host's quota has room for the line.
-            self.refusal_log.record(host, "frame", e.message, sess.peer, stream=sess.stream, info=info,
+            self.refusal_log.record(host, e.kind, e.message, sess.peer, stream=sess.stream, info=info,
                                     frame=frame, final=True, each=self._room_for(host, 1024))
             wire.send(conn, b"R", {"seq": frame.seq, "reason": e.message})
             limit = self.limits.refused_frames
@@ -517,7 +535,12 @@ class LogServer:
             except FrameError as e:
                 raise FrameRefused(f"{host} seq {frame.seq}: {e.message}") from None
             self._check_room(host, len(frame.raw))
-            slog.append(frame)  # durable (fsync) before anything else
+            try:
+                slog.append(frame)  # durable (fsync) before anything else
+            except OSError as e:
+                self._append_failed(host, slog, frame, e)
+            if self._append_fails:
+                self._append_fails.pop((host, slog.stream, frame.seq), None)
             self._stored(host, len(frame.raw))
             if frame.seq > expected:
                 # frames this log host refused itself are not "missing": the gap says so
@@ -531,6 +554,35 @@ class LogServer:
                 self.metrics.lost_events(host, lost_by_class(data))
             self.ingest.submit(frame.table, data, slog, frame.seq)
             return frame.seq
+
+    def _evidence_error(self, host: str, directory: Path, err: OSError) -> tuple[str, str]:
+        name, cause, fix = append_problem(err, directory)
+        self.metrics.evidence_errors.labels(host, name).inc()
+        return cause, fix
+
+    def _append_failed(self, host: str, slog: StreamLog, frame: Frame, err: OSError) -> None:
+        """A frame the evidence would not take (a full disk, EIO, a read-only or unwritable
+        directory): never retried for ever. The agent is told why with ``E`` and sends it again
+        (the problem may be fixed meanwhile) up to ``limits.evidence_attempts`` times; then the
+        frame is refused for good (``R``) and the agent keeps it in its spool's refused/.
+        Other hosts and streams are served meanwhile; each failure is logged and counted."""
+        cause, fix = self._evidence_error(host, slog.dir, err)
+        key = (host, slog.stream, frame.seq)
+        if len(self._append_fails) >= 10_000:  # frames whose agent never came back
+            self._append_fails.clear()
+        n = self._append_fails[key] = self._append_fails.get(key, 0) + 1
+        limit = self.limits.evidence_attempts
+        what = f"cannot write frame {frame.seq} of {host} into the evidence ({slog.dir}): {cause}"
+        if limit and n >= limit:
+            del self._append_fails[key]
+            log.error("%s; refused for good after %d attempt(s): the agent keeps it in its spool's refused/. "
+                      "Fix: %s", what, n, fix)
+            raise FrameRefused(f"{what}; refused for good after {n} attempt(s); on the log host: {fix}", fix,
+                               kind="evidence")
+        log.error("%s; attempt %d of %s, the agent keeps the frame and sends it again. Fix: %s", what, n,
+                  limit or "unlimited", fix)
+        raise Refused(f"{what} (attempt {n} of {limit or 'unlimited'}); on the log host: {fix}", fix,
+                      kind="evidence")
 
     # -- limits, revocation ------------------------------------------------------------
     def host_states(self) -> Iterator[tuple[str, _HostState]]:
@@ -681,8 +733,12 @@ class LogServer:
             st.connections += 1
         if new_start:
             path = self.config.evidence / host / "agent.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, json.dumps(st.info).encode())
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, json.dumps(st.info).encode())
+            except OSError as e:  # what the agent said of itself (read at the next start): not evidence
+                cause, fix = self._evidence_error(host, path.parent, e)
+                log.error("cannot write %s: %s. Fix: %s", path, cause, fix)
             ts = started if isinstance(started, int) else now
             self.ingest.agent_event(host, hello, "start", ts,
                                     f"forensix agent on {host} started (pid {hello.get('pid')})")
@@ -714,5 +770,22 @@ class LogServer:
         for s in self.evidence.streams():
             try:
                 s.checkpoint(self.checkpoint_key)
+                err = s.mark_error
             except OSError as e:
-                log.error("checkpoint of %s/%s failed: %s", s.host, s.stream, e)
+                err = e
+            self._evidence_trouble(s, err)
+
+    def _evidence_trouble(self, s: StreamLog, err: OSError | None) -> None:
+        """A checkpoint or an ingested mark a stream's directory would not take: both are tried
+        again (at the next tick, with the next mark); said and counted once per cause, not per try."""
+        key = (s.host, s.stream)
+        if err is None:
+            if self._checkpoint_errors:
+                self._checkpoint_errors.pop(key, None)
+            return
+        name, cause, fix = append_problem(err, s.dir)
+        if self._checkpoint_errors.get(key) != cause:
+            self._checkpoint_errors[key] = cause
+            self.metrics.evidence_errors.labels(s.host, name).inc()
+            log.error("cannot write the checkpoint or ingested mark of %s/%s: %s (tried again). Fix: %s",
+                      s.host, s.stream, cause, fix)

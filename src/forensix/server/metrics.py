@@ -42,6 +42,9 @@ class ServerMetrics(Collector):
         self.refused = Counter("forensix_server_refused", "Connections and frames refused, per host and "
                                "kind (revoked, connections, streams, quota, disk, frame, protocol, ...)",
                                ["host", "kind"], registry=r)
+        self.evidence_errors = Counter("forensix_server_evidence_write_errors", "Failed writes into the "
+                                       "evidence directory (frames, checkpoints, stream files), per host and "
+                                       "errno (ENOSPC, EIO, EROFS, EACCES, ...)", ["host", "error"], registry=r)
         self.cutoffs = Counter("forensix_server_revocation_cutoffs", "Open connections closed because "
                                "their certificate was revoked", ["host"], registry=r)
         self.rows = Counter("forensix_server_rows_stored", "Rows appended to the store, per table "
@@ -95,4 +98,5 @@ class ServerMetrics(Collector):
         lim.add_metric(["host_streams"], srv.limits.streams)
         lim.add_metric(["host_evidence_bytes"], srv.limits.evidence_bytes)
         lim.add_metric(["min_free_bytes"], srv.limits.min_free_bytes)
+        lim.add_metric(["evidence_attempts"], srv.limits.evidence_attempts)
         yield lim

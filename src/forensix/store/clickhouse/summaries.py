@@ -122,7 +122,7 @@ GROUP BY key_path, key_is_target, host_name, action, file_path, day""",
          # flow edges the events do not show (in_events = 0), as the question's UNION ALL has them
          "flows": f"""
 SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target, host_name,
-       if(write_bytes > 0, 'write', 'read') AS action, file_path, {_FLOW_DAY} AS day,
+       if(ifNull(write_bytes, 0) > 0, 'write', 'read') AS action, file_path, {_FLOW_DAY} AS day,
        countState() AS times, uniqExactState(toNullable(entity_id)) AS processes,
        minState(ifNull(last_ts, 0)) AS min_ts, maxState(ifNull(last_ts, 0)) AS max_ts
 FROM {{src}} WHERE in_events = 0 AND file_path IS NOT NULL{{extra}}
