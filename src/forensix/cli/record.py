@@ -18,10 +18,11 @@ from forensix.cli.options import DEFAULT_STORE, netns_options
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
+from forensix.model.host import local_host
+from forensix.rules.detectors import RecorderGuard
 from forensix.sensor.loader import ORPHAN_TIMEOUT_S, SensorConfig, pin_dir_for, preflight, unpin
 from forensix.sensor.recorder import Recorder, RecordStats
-from forensix.store.embedded import open_writer, socket_path
-from forensix.store.remote import QueryServer
+from forensix.store.keeper import IDLE_EXIT_S, SEAL_SECONDS, RecorderStore
 
 __all__ = ["COMMANDS", "record"]
 
@@ -39,8 +40,8 @@ def _live(stats: RecordStats) -> None:
 
 
 def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = ru.ru_utime + ru.ru_stime
+    ru, kept = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru.ru_utime + ru.ru_stime + kept.ru_utime + kept.ru_stime  # the store keeper's too
     _err.print(f"[bold]recorded[/bold] {stats.events} events, {stats.processes} process images, "
                f"{stats.flows} flow edges in {elapsed:.1f}s into {store}", highlight=False, soft_wrap=True)
     wall = time.monotonic() - _T0
@@ -146,6 +147,10 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--host-name", default=None, metavar="NAME",
               help="With --netns: the host name the namespace is recorded as (default: HOSTNAME-NAME of "
                    "/run/netns/NAME); its host id is derived from this machine's, the namespace and the name.")
+@click.option("--journal-seconds", type=click.FloatRange(0.1), default=SEAL_SECONDS, hidden=True,
+              help="Close a journal with rows this old for the store keeper to seal (tests: sealing while recording).")
+@click.option("--keeper-idle", type=click.FloatRange(0.1), default=IDLE_EXIT_S, hidden=True,
+              help="Seconds the store keeper waits with nothing to do before it exits.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -155,7 +160,8 @@ def record(
     metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
     webhook: str | None, ready_file: str | None, orphan_timeout: float, netns: str | None,
-    netns_inode: int | None, host_name: str | None, command: tuple[str, ...],
+    netns_inode: int | None, host_name: str | None, journal_seconds: float, keeper_idle: float,
+    command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
@@ -180,24 +186,35 @@ def record(
         registry.register(counter)
         endpoint = serve_metrics(registry, parse_metrics_address(metrics_addr))
         _err.print(f"metrics on {endpoint.url}", highlight=False)
-    writer = open_writer(store)
-    writer.seal_in_background()  # DuckDB's compression yields the CPU to the recorded workload
+    # Rows go to journals from this process; a store keeper process seals them into DuckDB
+    # and answers queries, and exits when idle (store/keeper.py): the idle recorder holds no DuckDB.
+    keepers: list[int] = []
+    guards: list[RecorderGuard] = []
+
+    def _keeper_started(pid: int) -> None:  # its writes to the store are the recorder's own
+        keepers.append(pid)
+        for g in guards:
+            g.self_pids.add(pid)
+
+    writer = RecorderStore(store, host=host or local_host(), on_spawn=_keeper_started, idle_exit=keeper_idle,
+                           seal_seconds=journal_seconds)
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
         _err.print(f"[yellow]store recovery: {note}[/yellow]", highlight=False, soft_wrap=True)
-    server = QueryServer(writer, socket_path(store)).start()
     store_sink = StoreSink(writer)
     sinks: list[Sink] = [store_sink]
     if not no_rules:  # live detection reads every batch after it is stored
-        sinks.append(live_engine_for_record(
+        engine = live_engine_for_record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
-        ))
+            recorder_pids=(os.getpid(), *keepers),
+        )
+        guards += [d for d in engine.detectors if isinstance(d, RecorderGuard)]
+        sinks.append(engine)
     if counter is not None:
         sinks.append(counter)
     collector = None
     if not no_artifacts:
         from forensix.artifacts import ArtifactStore, Collector, artifacts_dir
-        from forensix.model.host import local_host
 
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
                                             quota_bytes=artifact_quota_mb << 20).open(), host or local_host())
@@ -224,8 +241,7 @@ def record(
             signal.signal(s, h)
         if ready_file is not None:
             Path(ready_file).unlink(missing_ok=True)
-        server.stop()
-        writer.close()
+        writer.close()  # the keeper seals the last journals
         if endpoint is not None:
             endpoint.stop()
     if not quiet:

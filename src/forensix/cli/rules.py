@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -324,6 +325,12 @@ def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[A
         click.echo(f"skipped the built-in detector {name}: {why}", err=True)
     click.echo(f"{len(res.in_clickhouse)} rules hunted in ClickHouse on {res.shards} shard(s), "
                f"{len(res.fallback)} over host slices", err=True)
+    by = Counter(s for _, s in res.narrowed)
+    click.echo(f"candidate hosts and days from the summaries for {len(res.narrowed)} rules ("
+               + (", ".join(f"{n} {name}" for name, n in sorted(by.items())) or "none")
+               + f"), from the events' own columns for {len(res.probed)}"
+               + (f" ({', '.join(r for r, _ in res.probed)})" if res.probed else "")
+               + f"; {res.scans} scans, exact rules over {res.candidates:,} host-days", err=True)
     return res.alerts
 
 

@@ -51,7 +51,7 @@ from forensix.sensor.survival import (
     restart_gap,
     write_accounted,
 )
-from forensix.sensor.writer import BatchWriter
+from forensix.sensor.writer import QUEUE_BYTES, BatchWriter
 from forensix.store import schema
 from forensix.store.private import user_umask
 
@@ -120,6 +120,7 @@ class Recorder:
         accounts_interval: float = 1.0,
         on_stats: Callable[[RecordStats], None] | None = None,
         queue_depth: int = 64,
+        queue_bytes: int = QUEUE_BYTES,
         detach_in_background: bool = True,
         notes: Sequence[str] = (),
         system_logs: Sequence[str] = (),
@@ -147,6 +148,7 @@ class Recorder:
         self.idle_flow_interval = idle_flow_interval  # flow flushes back off to this when nothing happens
         self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
+        self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._stop = threading.Event()
@@ -171,7 +173,7 @@ class Recorder:
         self.clock = Clock()
         self.abi = self.sensor.abi
         self.decoder = Decoder(self.abi, self.host, self.clock.offset_ns)
-        self._writer = BatchWriter(self.sinks, self.queue_depth)
+        self._writer = BatchWriter(self.sinks, self.queue_depth, self.queue_bytes)
         self._writer.start()
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
