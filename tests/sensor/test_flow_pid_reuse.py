@@ -21,8 +21,12 @@ def test_an_edge_handed_over_on_pid_reuse_keeps_its_own_process(tmp_path: Path) 
     target.write_bytes(b"")
     os.chmod(target, 0o666)
     marker = f"marker-{uuid.uuid4().hex[:8]}"
-    res = record(tmp_path / "s.duckdb", "python3", str(Path(__file__).with_name("pid_reuse.py")), str(target), marker)
+    reused_file = tmp_path / "reused"
+    res = record(tmp_path / "s.duckdb", "python3", str(Path(__file__).with_name("pid_reuse.py")), str(target), marker,
+                 str(reused_file))
     assert res.returncode == 0, res.stdout + res.stderr
+    reused = [int(x) for x in reused_file.read_text().split()]
+    assert len(reused) == 3, reused
     st, ids = subtree(tmp_path / "s.duckdb", marker)
     edges = rows(st, """SELECT f.entity_id, f.pid, f.process_name, f.user_id, f.reason, f.write_bytes,
                                e.user_effective_id, e.group_id, e.process_tid
@@ -30,8 +34,12 @@ def test_an_edge_handed_over_on_pid_reuse_keeps_its_own_process(tmp_path: Path) 
                           ON e.event_action = 'flow' AND e.process_entity_id = f.entity_id AND e.file_inode = f.file_inode
                         WHERE f.file_inode = $ino AND f.entity_id IN (SELECT unnest($ids))""",
                  ino=target.stat().st_ino, ids=ids)
-    assert len({e["entity_id"] for e in edges}) == 6 and len({e["pid"] for e in edges}) == 3, [
-        (e["pid"], e["process_name"], e["entity_id"], e["reason"]) for e in edges]
+    # under load another process sometimes took the pid before the second writer: that
+    # attempt's first writer wrote alone, its edge its own (checked below with the others)
+    alone = [e for e in edges if e["pid"] not in reused]
+    assert all(e["process_name"] == "fx-first" and e["reason"] != "superseded" for e in alone), alone
+    assert len({e["entity_id"] for e in edges if e["pid"] in reused}) == 6, edges
+    assert {e["pid"] for e in edges} - {e["pid"] for e in alone} == set(reused), edges
     by_name = {}
     for e in edges:
         by_name.setdefault(e["process_name"], []).append(e)
@@ -42,7 +50,7 @@ def test_an_edge_handed_over_on_pid_reuse_keeps_its_own_process(tmp_path: Path) 
     # through the ring (it met the new holder in the flows map) or kept both apart (a slot
     # of the per-CPU cache, given up to the map, and the new holder's slot)
     firsts = {e["entity_id"] for e in edges if e["process_name"] == "fx-first"}
-    assert len(firsts) == 3, edges
+    assert len({e["entity_id"] for e in edges if e["process_name"] == "fx-first" and e["pid"] in reused}) == 3, edges
     for e in edges:
         if e["entity_id"] in firsts:
             assert e["process_name"] == "fx-first" and e["user_id"] == 0, e
@@ -55,4 +63,6 @@ def test_an_edge_handed_over_on_pid_reuse_keeps_its_own_process(tmp_path: Path) 
                           WHERE event_action = 'open' AND event_count IS NOT NULL AND file_inode = $ino
                             AND process_entity_id IN (SELECT unnest($ids))""", ino=target.stat().st_ino, ids=ids)
     names = {e["entity_id"]: e["process_name"] for e in edges}
-    assert sorted((names[c["e"]], c["n"]) for c in counted) == [("fx-first", 1)] * 3 + [("fx-second", 1)] * 3, counted
+    n_alone = len({e["entity_id"] for e in alone})
+    assert sorted((names[c["e"]], c["n"]) for c in counted) == [("fx-first", 1)] * (3 + n_alone) + [("fx-second", 1)] * 3, \
+        counted
