@@ -427,13 +427,13 @@ machine because other engineers' processes map the same libraries):
   forensix.rules.precompile`, ~1-2 s at start here, then it exits) and receives them
   pickled, so it never imports pySigma, pyparsing, jinja2 or PyYAML
   (tests/rules/test_rules_precompile.py checks sys.modules and `-X importtime`).
-  **107-112 -> 100-101 MB RSS (medians 110 -> 100), PSS 61-69 -> 53-63, anonymous 54-59
-  -> 48-49 MB** (3 runs each, alternating, load 7-11; main 60142ef against this change, 15c8a33). ~10
-  MB, less than the ~16 MB the imports measured alone, and re2's library (0.8 MB, loaded by
-  pySigma) goes with it.
-- **What remains** (100-101 MB, goal <= 100 MB: **met at the median, with no margin**):
+  At load 1.4-1.6 (22:22-22:26, 3 runs each, alternating, main 871312b against this change
+  12ae86a): **106-107 -> 96 MB RSS, anonymous 53-54 -> 44 MB**; earlier at load 7-11
+  (60142ef against 15c8a33): 107-112 -> 100-101 MB (medians 110 -> 100). ~11 MB, less than
+  the ~16 MB the imports measured alone; re2's library (0.8 MB, loaded by pySigma) goes too.
+- **What remains** (96 MB here, 100-101 MB on a loaded machine; goal <= 100 MB: **met**, by ~4 MB):
   pyarrow, numpy and Python's libraries (~57 MB file-backed, the floor of a process that
-  decodes with Arrow), and ~43 MB heap and anonymous: the recorder's own modules (~9 MB),
+  decodes with Arrow), and ~39-43 MB heap and anonymous: the recorder's own modules (~9 MB),
   rich (1.7 MB, for the start lines), glibc's malloc (Arrow's compute registries, the
   decoder's and rules' per-process state). Not measured yet which of these a recorder
   could do without.
