@@ -71,6 +71,9 @@ def gap_batch(info: HostInfo, host: str, ts_from: int, ts_to: int, count: int | 
 class ShippingSink:
     """A Sink (agent/sink.py) that delivers every batch to the log host, sealed."""
 
+    evidence = True  # where the agent's record goes: a batch it refuses is kept and retried
+    sink_name = "the agent's spool"
+
     def __init__(self, config: ShippingConfig, *, start: bool = True) -> None:
         self.config = config
         self.info = config.info or local_host()

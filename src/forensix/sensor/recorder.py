@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import subprocess
 import threading
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix import __version__
-from forensix.agent.sink import Sink
+from forensix.agent.sink import Sink, is_evidence, sink_name
 from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
@@ -51,7 +52,7 @@ from forensix.sensor.survival import (
     restart_gap,
     write_accounted,
 )
-from forensix.sensor.writer import QUEUE_BYTES, BatchWriter
+from forensix.sensor.writer import EVIDENCE_RETRY_S, QUEUE_BYTES, BatchWriter
 from forensix.store import schema
 from forensix.store.private import user_umask
 
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 
 # The kernel's rings, in drain order (parents before children), and the ring of each class.
+log = logging.getLogger("forensix.recorder")
+
 _RINGS = ("rb_proc", "rb_net", "rb_main")
 _RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
 
@@ -128,6 +131,7 @@ class Recorder:
         on_ready: Callable[[], None] | None = None,
         idle_flow_interval: float = IDLE_FLOW_INTERVAL,
         pacer: type[Pacer] = Pacer,
+        evidence_retry_s: float = EVIDENCE_RETRY_S,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -149,6 +153,7 @@ class Recorder:
         self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
+        self.evidence_retry_s = evidence_retry_s  # how long the store may refuse batches before we stop
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._stop = threading.Event()
@@ -173,7 +178,9 @@ class Recorder:
         self.clock = Clock()
         self.abi = self.sensor.abi
         self.decoder = Decoder(self.abi, self.host, self.clock.offset_ns)
-        self._writer = BatchWriter(self.sinks, self.queue_depth, self.queue_bytes)
+        self._writer = BatchWriter(self.sinks, self.queue_depth, self.queue_bytes,
+                                   on_warning=lambda msg: self._agent_event("warning", msg),
+                                   evidence_retry_s=self.evidence_retry_s)
         self._writer.start()
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
@@ -376,10 +383,11 @@ class Recorder:
                 f"agent CPU s since start: {cpu}",
             )
             self._writer.finish()
-            for s in self.sinks:
-                s.flush()
-            for s in self.sinks:
-                s.close()
+            live = self._writer.live_sinks()  # not one the writer disabled after it raised
+            for s in live:
+                self._end_sink(s, s.flush)
+            for s in live:
+                self._end_sink(s, s.close)
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
@@ -389,6 +397,17 @@ class Recorder:
                 self.sensor.detach_in_background()
             self.sensor.close()
             self.sensor = None
+
+    def _end_sink(self, s: Sink, step: Callable[[], None]) -> None:
+        """Flush or close a sink: the store's failure is the recording's; another's is logged
+        (the record is closed by then) and the others still get theirs."""
+        if is_evidence(s):
+            step()
+            return
+        try:
+            step()
+        except Exception as e:  # a metrics or rules sink must not keep the store open
+            log.error("sink %s failed to %s: %s", sink_name(s), getattr(step, "__name__", "end"), e, exc_info=e)
 
     # -- the hot loop --------------------------------------------------------------
     def _rings_filling(self) -> bool:

@@ -1,0 +1,66 @@
+"""The writer thread's rules for failing sinks, without the kernel (sensor/writer.py):
+an evidence sink that never takes a batch again stops the recording past the bound with
+its cause and fix; one that recovers has its batches, in order, once each."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from forensix.errors import ForensixError, StoreError
+from forensix.sensor.writer import BatchWriter
+from forensix.testing.sinks import BrokenSink
+
+
+class _Disk:
+    """An evidence sink that refuses ``refusals`` writes (a full disk), then takes them."""
+
+    evidence = True
+    sink_name = "the test store"
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.rows: list[int] = []
+
+    def write(self, table: str, data: pa.Table) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise StoreError("cannot write the journal in /x: [Errno 28] No space left on device",
+                             "free disk space in /x")
+        self.rows += data.column("n").to_pylist()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _batch(a: int, b: int) -> pa.Table:
+    return pa.table({"n": pa.array(range(a, b), pa.int64())})
+
+
+def test_an_evidence_sink_that_never_recovers_stops_the_recording_naming_the_cause() -> None:
+    said: list[str] = []
+    w = BatchWriter([_Disk(refusals=10**9)], depth=4, on_warning=said.append, evidence_retry_s=0.3)
+    w.start()
+    w.put("events", _batch(0, 5))
+    with pytest.raises(ForensixError) as e:
+        w.finish()
+    assert "the test store refused batches for" in e.value.message and "No space left" in e.value.message
+    assert e.value.hint == "free disk space in /x"
+
+
+def test_kept_batches_go_in_once_in_order_and_the_warnings_are_said_once() -> None:
+    disk, broken, said = _Disk(refusals=3), BrokenSink(), []
+    w = BatchWriter([disk, broken], depth=4, on_warning=said.append, evidence_retry_s=30)
+    w.coalesce_rows = 1  # one batch per write
+    w.start()
+    for i in range(4):
+        w.put("events", _batch(10 * i, 10 * i + 10))
+    w.finish()
+    assert disk.rows == list(range(40))
+    assert broken.calls == 1
+    assert len(said) == 2
+    assert sum("broken-test-sink" in m for m in said) == 1
+    assert sum("the test store refused batches" in m and "free disk space in /x" in m for m in said) == 1
