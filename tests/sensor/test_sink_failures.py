@@ -22,21 +22,24 @@ from pathlib import Path
 import pytest
 
 from forensix.agent.sink import StoreSink
+from forensix.artifacts import Collector
 from forensix.sensor.loader import SensorConfig
 from forensix.sensor.recorder import Recorder
 from forensix.store.embedded import open_reader
 from forensix.store.journal import journal_dir
 from forensix.store.keeper import RecorderStore
-from forensix.testing.sinks import BrokenSink
+from forensix.testing.sinks import BrokenCollector, BrokenSink
 
 pytestmark = pytest.mark.bpf
 
 
 @contextmanager
-def _recording(store: Path, *extra: object) -> Iterator[tuple[Recorder, RecorderStore]]:
+def _recording(store: Path, *extra: object, artifacts: Collector | None = None,
+               ) -> Iterator[tuple[Recorder, RecorderStore]]:
     writer = RecorderStore(store)
     ready = threading.Event()
-    rec = Recorder([StoreSink(writer), *extra], SensorConfig(), on_ready=ready.set)  # type: ignore[list-item]
+    rec = Recorder([StoreSink(writer), *extra], SensorConfig(), on_ready=ready.set,  # type: ignore[list-item]
+                   artifacts=artifacts)
     t = threading.Thread(target=rec.run, daemon=True)
     t.start()
     try:
@@ -75,11 +78,12 @@ def _warnings(store: Path) -> list[str]:
 
 
 def test_a_failing_non_evidence_sink_is_disabled_and_recording_goes_on(tmp_path: Path) -> None:
+    """A broken metrics-like sink and a broken artifact collector: each said once, by name."""
     files = tmp_path / f"w-{uuid.uuid4().hex[:6]}"
     files.mkdir()
     store = tmp_path / "s.duckdb"
     broken = BrokenSink(ok_batches=1, name="broken-metrics")
-    with _recording(store, broken) as (rec, _):
+    with _recording(store, broken, artifacts=BrokenCollector(tmp_path / "artifacts")) as (rec, _):
         assert broken.failed.wait(30), "the broken sink was never given a second batch"
         _make_files(files, 200)
         time.sleep(1.5)
@@ -91,6 +95,9 @@ def test_a_failing_non_evidence_sink_is_disabled_and_recording_goes_on(tmp_path:
     said = [m for m in _warnings(store) if "broken-metrics" in m]
     assert len(said) == 1, said
     assert "disabled" in said[0] and "(on purpose)" in said[0]
+    said = [m for m in _warnings(store) if "artifacts" in m]
+    assert len(said) == 1 and "disabled" in said[0] and "(on purpose)" in said[0], said
+    assert rec.artifacts is None
 
 
 @pytest.fixture

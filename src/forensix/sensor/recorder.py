@@ -368,8 +368,11 @@ class Recorder:
             self._poll_accounts()  # a change in the last second is stored too
             self._agent_event("counters", self._counters_json())
             if self.artifacts is not None:
-                self._ship_artifacts(once=False)
-                self._agent_event("artifacts", self.artifacts.summary())
+                try:
+                    self._ship_artifacts(once=False)
+                    self._agent_event("artifacts", self.artifacts.summary())
+                except Exception as e:  # noqa: BLE001 - logged there; the stop record still goes out
+                    self._artifacts_failed(e)
             self.stats.cpu_s = {
                 "drainer": round(time.thread_time() - self._cpu0[0], 3),
                 "writer": round(self._writer.cpu_s, 3),
@@ -436,8 +439,11 @@ class Recorder:
         # and a drain of the process ring holds a few dozen records.
         tables = self.decoder.decode(Drained.join(drains))
         if self.artifacts is not None:
-            tables = self.artifacts.annotate(tables)
-            self._ship_artifacts(once=True)
+            try:
+                tables = self.artifacts.annotate(tables)  # new tables: on a raise the decoded ones go on
+                self._ship_artifacts(once=True)
+            except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
+                self._artifacts_failed(e)
         for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
         # the space goes back to the kernel once the records are in the store: an agent
@@ -540,8 +546,22 @@ class Recorder:
             if once:
                 return
 
+    def _artifacts_failed(self, e: Exception) -> None:
+        msg = (f"executable preservation (artifacts) failed and is disabled; recording goes on without "
+               f"copies of executed files: {type(e).__name__}: {e}")
+        log.error("%s", msg, exc_info=e)
+        self.artifacts = None
+        self._agent_event("warning", msg)
+
     def _flush_tty_cuts(self) -> None:
         """Terminal bytes cut in the last second that no later record reported (sensor/tty.py)."""
+        try:
+            self._take_tty_cuts()
+        except Exception as e:  # the last second's cut terminal bytes; the stop record still goes out
+            log.error("terminal cuts not recorded", exc_info=e)
+            self._agent_event("warning", f"the last terminal bytes cut could not be recorded: {type(e).__name__}: {e}")
+
+    def _take_tty_cuts(self) -> None:
         from forensix.sensor.tty import budget_cuts
 
         if "fx_tty_budget" not in self.abi["structs"]:

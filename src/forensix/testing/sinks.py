@@ -8,10 +8,14 @@ a batch an evidence sink refuses. These stand at that seam, which is ours.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pyarrow as pa
 
-__all__ = ["BrokenSink", "SinkBug"]
+from forensix.artifacts import ArtifactStore, Collector
+from forensix.model.host import local_host
+
+__all__ = ["BrokenCollector", "BrokenSink", "SinkBug"]
 
 
 class SinkBug(RuntimeError):
@@ -41,3 +45,14 @@ class BrokenSink:
 
     def close(self) -> None:
         pass
+
+
+class BrokenCollector(Collector):
+    """An artifact collector (``Recorder(artifacts=...)``) whose hook raises on the first
+    batch of events: a stand-in for a bug in keeping executables."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(ArtifactStore(directory).open(), local_host())
+
+    def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        raise SinkBug("the artifact collector cannot annotate a batch (on purpose)")
