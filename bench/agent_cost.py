@@ -1,8 +1,8 @@
 """The agent's CPU per event, stage by stage, on a real recording replayed offline.
 
     python -m bench.agent_cost capture --out compile.npz [--cwd DIR] -- make -j2 -s   # root
-    python -m bench.agent_cost replay compile.npz [--store S] [--no-rules] [--repeat N] [--merge N]
-    python -m bench.agent_cost compare compile.npz --base-src OLD/src [--reps 3]
+    python -m bench.agent_cost replay compile.npz [--store S] [--no-rules] [--ship] [--repeat N] [--merge N]
+    python -m bench.agent_cost compare compile.npz --base-src OLD/src [--reps 3] [--no-rules] [--ship]
 
 ``capture`` runs the real recorder (sensor, drains, flow-map flushes at the recorder's
 cadence) while COMMAND runs, and keeps what the agent received from the kernel, in order:
@@ -21,6 +21,10 @@ DuckDB, single-threaded as the recorder's sealing thread runs it: with DuckDB's 
 threads that CPU would not be on this thread and not counted), ``rules``, ``flows+reopens``
 (the map flushes' own work), ``final flush``. A stored event is a row of the ``events``
 view: an events row or a flow edge (stored once, in ``flows``), as the recorder counts.
+
+``--ship``: an agent without a local store, as ``forensix agent`` runs: each batch goes
+into a sealed frame for the log host (Arrow IPC, zstd, HMAC; stage ``ship``) instead of
+the journal and DuckDB; with ``--no-rules`` the rules are left to the log host too.
 
 ``compare`` runs ``replay`` in fresh processes, alternating the source tree under test
 with ``--base-src`` (e.g. ``git archive BASE src | tar -x -C OLD``), and prints both
@@ -155,7 +159,38 @@ def _merged(inputs: list[tuple[str, Any]], n: int) -> list[tuple[str, Any]]:
     return out
 
 
-def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, Any]:
+class FrameSink:
+    """What an agent that ships to a log host does with a batch instead of storing it
+    (agent/shipping.py without its coalescing and fsync): Arrow IPC, zstd, HMAC-SHA256
+    and the hash chain of agent/frame.py, appended to a spool-like file."""
+
+    def __init__(self, path: Path) -> None:
+        import secrets
+
+        self.f = path.open("wb")
+        self.key = secrets.token_bytes(32)
+        self.prev = bytes(32)
+        self.seq = 0
+
+    def write(self, table: str, data: pa.Table) -> None:
+        from forensix.agent.frame import encode_batch, frame_hash, seal_frame
+
+        if data.num_rows == 0:
+            return
+        raw = seal_frame(host="bench", stream=bytes(16), seq=self.seq, epoch=0, seal_ns=time.time_ns(), table=table,
+                         ipc_bytes=encode_batch(data), rows=data.num_rows, prev=self.prev, key=self.key)
+        self.f.write(raw)
+        self.prev = frame_hash(raw)
+        self.seq += 1
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = False) -> dict[str, Any]:
     from forensix.agent.sink import StoreSink
     from forensix.cli.rules import live_engine_for_record
     from forensix.model.host import local_host
@@ -179,14 +214,20 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
         inputs = _merged(inputs, merge)
 
     remove_store(store)
-    writer = open_writer(str(store))
-    # the recorder seals on one DuckDB thread (seal_in_background): so does the replay, so
-    # that the seal's CPU is on this thread and counted
-    writer._con.execute("SET threads = 1")
     cpu: dict[str, float] = defaultdict(float)
     rows: dict[str, int] = defaultdict(int)
-    store_sink = StoreSink(writer)
-    sinks: list[Any] = [("store", store_sink)]
+    writer: Any = None
+    store_sink: Any
+    if ship:  # no local store: frames for a log host
+        store_sink = FrameSink(store.with_name(store.name + ".frames"))
+        sinks: list[Any] = [("ship", store_sink)]
+    else:
+        writer = open_writer(str(store))
+        # the recorder seals on one DuckDB thread (seal_in_background): so does the replay, so
+        # that the seal's CPU is on this thread and counted
+        writer._con.execute("SET threads = 1")
+        store_sink = StoreSink(writer)
+        sinks = [("store", store_sink)]
     if rules:
         engine = live_engine_for_record(store_sink, str(store), echo=None)
         engine.max_delay = 0  # evaluate every batch at once, on this thread
@@ -263,9 +304,10 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1) -> dict[str, An
     cpu["seal"] += in_seal[0] - sealed
     total = time.thread_time() - t_all
     for name, s in sinks:
-        if name == "rules":
+        if name in ("rules", "ship"):
             s.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
     journal_mod.JournaledTable.seal = plain_seal  # type: ignore[method-assign]
     n = rows["events"] + rows["flows"]  # rows of the events view (flow edges are stored once)
     out = {
@@ -311,10 +353,10 @@ def _walker() -> Any:
     return lambda d: walk(d.data, len(d.data))
 
 
-_STAGES = ("walk", "decode", "store", "seal", "rules", "flows+reopens", "final flush")
+_STAGES = ("walk", "decode", "store", "seal", "ship", "rules", "flows+reopens", "final flush")
 
 
-def compare(path: Path, base_src: Path, reps: int, rules: bool) -> str:
+def compare(path: Path, base_src: Path, reps: int, rules: bool, ship: bool = False) -> str:
     """Replays of one capture by two source trees, alternating; a markdown table."""
     import statistics
     import subprocess
@@ -330,12 +372,12 @@ def compare(path: Path, base_src: Path, reps: int, rules: bool) -> str:
                 ("after", new_src), ("before", base_src)):
             env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{here}")
             cmd = [sys.executable, "-m", "bench.agent_cost", "replay", str(path), "--store", str(stores[label])]
-            cmd += [] if rules else ["--no-rules"]
+            cmd += ([] if rules else ["--no-rules"]) + (["--ship"] if ship else [])
             out = subprocess.run(cmd, env=env, cwd=here, check=True, capture_output=True, text=True).stdout
             runs[label].append(json.loads(out.strip().splitlines()[-1]))
             loads.append(os.getloadavg()[0])
     try:
-        same = same_record(stores["before"], stores["after"])
+        same = "not compared (--ship: no store)" if ship else same_record(stores["before"], stores["after"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = runs["after"][0]["stored_events"]
@@ -350,6 +392,8 @@ def compare(path: Path, base_src: Path, reps: int, rules: bool) -> str:
 
     for stage in (*_STAGES, "total"):
         b, a = med("before", stage), med("after", stage)
+        if stage in ("store", "seal", "ship") and not (a or b):
+            continue
         lines.append(f"| {stage} | {b / n * 1e6:.2f} | {a / n * 1e6:.2f} | {b:.3f} | {a:.3f} |")
     lines += ["", f"stores of the last replays: {same}"]
     return "\n".join(lines)
@@ -404,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--store", type=Path, default=None, help="store to write (default: a temporary one)")
     r.add_argument("--no-rules", action="store_true", help="without the live rules")
     r.add_argument("--repeat", type=int, default=1, help="replays; the figures of each are printed")
+    r.add_argument("--ship", action="store_true",
+                   help="no local store: batches sealed into frames for a log host (agent/frame.py)")
     r.add_argument("--merge", type=int, default=1,
                    help="join every N ring drains into one batch (a recorder draining N times less often)")
     m = sub.add_parser("compare", help="replays by this tree and --base-src, alternating, side by side")
@@ -411,9 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--base-src", type=Path, required=True, help="the src/ directory of the tree to compare with")
     m.add_argument("--reps", type=int, default=3)
     m.add_argument("--no-rules", action="store_true")
+    m.add_argument("--ship", action="store_true", help="replay with --ship (no local store)")
     a = ap.parse_args(argv)
     if a.cmd == "compare":
-        print(compare(a.capture, a.base_src, a.reps, not a.no_rules))
+        print(compare(a.capture, a.base_src, a.reps, not a.no_rules, a.ship))
         return 0
     if a.cmd == "capture":
         cmd = [x for x in a.command if x != "--"]
@@ -424,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fx-agent-cost-"))
     try:
         for _ in range(a.repeat):
-            print(json.dumps(replay(a.capture, a.store or tmp / "replay.duckdb", not a.no_rules, a.merge)))
+            print(json.dumps(replay(a.capture, a.store or tmp / "replay.duckdb", not a.no_rules, a.merge, a.ship)))
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

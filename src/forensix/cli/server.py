@@ -129,6 +129,13 @@ def _until_signal(stop: threading.Event) -> None:
 @click.option("--evidence-attempts", default=3, show_default=True, type=click.IntRange(0),
               help="Times a frame may fail to be written into the evidence (full disk, EIO, read-only) "
                    "before it is refused for good; the agent keeps it in SPOOL/refused (0: retry for ever).")
+@click.option("--store-attempts", default=3, show_default=True, type=click.IntRange(0),
+              help="Times the store may refuse a frame's rows (a type, a constraint, a schema; not the store "
+                   "being away, which is retried for ever) before the frame is quarantined: kept in the "
+                   "evidence, not ingested, the other hosts' ingest goes on (0: retry for ever).")
+@click.option("--reingest", is_flag=True,
+              help="At start, ingest the quarantined frames again (after fixing their cause; "
+                   "`forensix verify` lists them).")
 @_metrics_option("the log host")
 @click.option("--metrics-client", "metrics_clients", multiple=True, metavar="NAME",
               help="Serve the metrics over mutual TLS to scrapers holding the CA's certificate NAME "
@@ -138,6 +145,7 @@ def _until_signal(stop: threading.Event) -> None:
 def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
            checkpoint_interval: float, host_max_connections: int, host_max_streams: int,
            host_max_bytes: str, min_free: str, max_connections: int, evidence_attempts: int,
+           store_attempts: int, reingest: bool,
            metrics_addr: str | None,
            metrics_clients: tuple[str, ...], verbose: bool, rule_paths: tuple[str, ...] = (),
            no_rules: bool = False, alerts_jsonl: str | None = None, webhook: str | None = None) -> None:
@@ -154,6 +162,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
       forensix server --listen 10.0.0.5:7514 --silence 120 --metrics 9514
       forensix server --metrics 10.0.0.5:9514 --metrics-client prometheus   # mutual TLS
       forensix server --host-max-bytes 200G --host-max-connections 2 --min-free 5G
+      forensix server --store fleet.duckdb --reingest   # frames the store refused, once the cause is fixed
       forensix server --store 'clickhouse://ch1:9000/forensix?cluster=fleet' --evidence /var/lib/forensix/evidence
     """
     from forensix.server import LogServer, ServerConfig, evidence_dir_for
@@ -190,7 +199,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
                         evidence_bytes=_size(host_max_bytes), min_free_bytes=_size(min_free),
                         evidence_attempts=evidence_attempts)
     cfg = ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval, limits=limits,
-                       max_connections=max_connections)
+                       max_connections=max_connections, store_attempts=store_attempts, reingest=reingest)
     srv = LogServer(cfg, writer, live)
     slog = logging.getLogger("forensix.server")
     try:

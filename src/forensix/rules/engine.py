@@ -37,7 +37,7 @@ from forensix.rules.compile import (
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import Grouper, SessionContext, add_evidence, object_free
 from forensix.rules.guard import agent_warning, error_text, live_problem, trial
-from forensix.rules.live import Codes, Evaluator, ProcessContext, count_true, true_rows
+from forensix.rules.live import Codes, Evaluator, ProcessContext
 from forensix.rules.sql import SUMMARY_DERIVED
 from forensix.store.schema import ALERTS
 from forensix.threadname import name_native_thread
@@ -406,20 +406,21 @@ class LiveEngine:
             try:
                 if not isinstance(g.kinds, Const) and not codes.possible(g.kinds):
                     continue
-                scope = top.mask(g.scope)
+                scope = top.bits(g.scope)
             except Exception as e:  # noqa: BLE001 - the scope is theirs alone (hoisted tests of theirs)
                 for rule, _ in live:
                     self._disable_rule(rule, e, events)
                 continue
-            left = count_true(scope)
+            left = int(np.count_nonzero(scope))
             if left == 0:
                 continue
-            ev = top if left == events.num_rows else top.narrow(true_rows(scope))
+            ev = top if left == events.num_rows else top.narrow(np.flatnonzero(scope))
             for rule, body in live:
                 try:
-                    m = ev.mask(body)
-                    if count_true(m) == 0:
+                    bits = ev.bits(body)
+                    if not bits.any():
                         continue
+                    m = pa.array(bits)
                     hits = ev.table.filter(m)
                     for name in SUMMARY_DERIVED:
                         hits = hits.append_column(name, pc.filter(ev.column(name), m))

@@ -47,7 +47,7 @@ class SessionContext:
         self.max_entities = max_entities
 
     def add_events(self, data: pa.Table) -> None:
-        if "event_action" not in data.column_names or data.num_rows == 0:
+        if data.schema.get_field_index("event_action") < 0 or data.num_rows == 0:
             return
         act = data.column("event_action").to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(act == "accept")

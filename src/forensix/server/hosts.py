@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from forensix.server.guard import REFUSED_RULE
 from forensix.server.ingest import SILENT_RULE
+from forensix.server.quarantine import QUARANTINE_RULE
 from forensix.store.base import Reader
 
 __all__ = ["HOST_STATUS", "host_status"]
@@ -35,6 +36,8 @@ HOST_STATUS = pa.schema([
     ("silence_alert_ts", pa.int64()),
     ("refusals", pa.int64()),
     ("last_refusal_ts", pa.int64()),
+    ("not_ingested", pa.int64()),  # frames the store refused, quarantined (kept in evidence)
+    ("not_ingested_cause", pa.string()),  # the newest one's
 ])
 
 
@@ -52,6 +55,8 @@ SILENCES = ("SELECT host_name, max(detected_ts) AS silence_alert_ts FROM alerts 
             "GROUP BY host_name")
 REFUSALS = ("SELECT host_name, count(*) AS refusals, max(detected_ts) AS last_refusal_ts FROM alerts "
             "WHERE rule_id = $r GROUP BY host_name")
+NOT_INGESTED = ("SELECT host_name, count(*) AS not_ingested, argMax(summary, detected_ts) AS not_ingested_cause "
+                "FROM alerts WHERE rule_id = $r GROUP BY host_name")
 
 
 def _queries(reader: Reader) -> Callable[[str, str | None], list[dict[str, Any]]]:
@@ -81,10 +86,11 @@ def host_status(reader: Reader, *, now_ns: int, silence_s: float, enrolled: Iter
         life.setdefault(str(r["host_name"]), {})[f"last_{r['event_action']}_ts"] = r["ts"]
     silences = _by_host(ask(SILENCES, SILENT_RULE))
     refusals = _by_host(ask(REFUSALS, REFUSED_RULE))
+    held = _by_host(ask(NOT_INGESTED, QUARANTINE_RULE))
     rows = []
     for host in sorted(set(events) | set(life) | set(silences) | set(enrolled)):
         row: dict[str, Any] = {"host_name": host, **events.get(host, {}), **life.get(host, {}),
-                               **silences.get(host, {}), **refusals.get(host, {"refusals": 0})}
+                               **silences.get(host, {}), **refusals.get(host, {"refusals": 0}), **held.get(host, {"not_ingested": 0})}
         row["status"], row["silent"], row["quiet_s"] = _judge(row, now_ns, silence_s)
         rows.append(row)
     rows.sort(key=lambda r: (not r["silent"], r["host_name"]))

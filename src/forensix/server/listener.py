@@ -47,12 +47,12 @@ from forensix.server.evidence import (
     EvidenceStore,
     StreamLog,
     append_problem,
-    read_frame,
-    walk_segment,
 )
 from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
-from forensix.server.ingest import Ingestor, frame_key
+from forensix.server.ingest import Ingestor
 from forensix.server.metrics import ServerMetrics
+from forensix.server.quarantine import is_transient
+from forensix.server.startup import replay_and_load, set_aside
 from forensix.store.base import Writer
 
 __all__ = ["HostLimits", "LogServer", "Refused", "ServerConfig"]
@@ -94,6 +94,8 @@ class ServerConfig:
     limits: HostLimits = field(default_factory=HostLimits)
     max_connections: int = 1024  # all connections, authenticated or not (each is a thread)
     crl_poll_s: float = 0.2  # how soon a revocation closes open connections
+    store_attempts: int = 3  # a frame the store refuses this often is quarantined (0: retried for ever)
+    reingest: bool = False  # at start, try the quarantined frames again (after their cause is fixed)
 
 
 @dataclass(eq=False)
@@ -135,7 +137,8 @@ class LogServer:
         self.checkpoint_key = key
         self.evidence = EvidenceStore(config.evidence)
         write_atomic(config.evidence / "checkpoint.pub", self.pki.checkpoint_pub_path.read_bytes(), 0o644)
-        self.ingest = Ingestor(store, live=live)
+        self.ingest = Ingestor(store, live=live, attempts=config.store_attempts)
+        self.ingest.on_quarantine = self._quarantine
         self.hosts: dict[str, _HostState] = {}
         self.hosts_lock = threading.Lock()
         self._schedules: dict[tuple[str, bytes], KeySchedule] = {}  # (host, key_0) -> schedule
@@ -151,37 +154,33 @@ class LogServer:
         self.refusal_log = RefusalLog(config.evidence, self.ingest.batch, key=self.checkpoint_key)
         self.metrics = ServerMetrics(self)
         self.ingest.on_append = self.metrics.appended
+        self.ingest.on_error = self.metrics.store_error
         self._free = (0.0, 0)  # (checked at, free bytes): statvfs at most once a second
         self._wake = Broadcast()  # ends every connection's wait: a revocation, a stop
         self._refused_seqs: dict[tuple[str, str], set[int]] = {}  # (host, stream) -> frames refused here
         self._append_fails: dict[tuple[str, str, int], int] = {}  # (host, stream, seq) -> failed evidence writes
         self._checkpoint_errors: dict[tuple[str, str], str] = {}  # logged once per stream until it recovers
+        self._held: dict[tuple[str, str], int] = {}  # (host, stream) -> frames quarantined
         self._replay_and_load()
 
     # -- start-up ------------------------------------------------------------------
     def _replay_and_load(self) -> None:
-        """Frames durably written but not yet in the store (a crash between the two) go in now."""
-        now = time.time_ns()
-        for s in self.evidence.open_all():
-            done = s.ingested()
-            for seg in s.segments():
-                for off, seq, length in walk_segment(seg):
-                    if seq <= done:
-                        continue
-                    try:
-                        fr = read_frame(seg, off, length)
-                        self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
-                    except FrameError as e:
-                        log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
-                    done = seq
-            if done != s.ingested():
-                s.set_ingested(done)
-            s.checkpointed = s.last_seq  # what was there at start is covered by earlier checkpoints
-        for hdir in self.config.evidence.iterdir():
-            info_path = hdir / "agent.json"
-            if info_path.exists():
-                info = json.loads(info_path.read_text())
-                self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
+        """Frames durably written but not yet in the store (a crash between the two) go in now
+        (``server.startup``)."""
+        replay_and_load(self)
+
+    def _quarantine(self, table: str, mark: object, seq: int, err: BaseException, attempts: int) -> None:
+        """A frame the store refuses for good (``server.startup.set_aside``)."""
+        set_aside(self, table, mark, seq, err, attempts)
+
+    def not_ingested(self) -> dict[str, int]:
+        """Frames quarantined per host (the metrics' gauge)."""
+        with self.hosts_lock:
+            out: dict[str, int] = {}
+            for (host, _), n in self._held.items():
+                if n:
+                    out[host] = out.get(host, 0) + n
+            return out
 
     def _enrollment(self, host: str, serial: int) -> SealState:
         """The epoch-0 seal key of the enrollment the connection's certificate belongs to.
@@ -753,8 +752,11 @@ class LogServer:
         while not self._stop.wait(min(1.0, self.config.checkpoint_s)):
             self._checkpoint_all()
             if self.ingest.error is not None:
-                log.error("store append failed (kept in evidence, retried; the ingested mark waits for it): %s",
-                          self.ingest.error)
+                err = self.ingest.error
+                how = ("the store is away: retried until it is back" if is_transient(err) else
+                       f"the store refuses the rows: retried, quarantined after {self.config.store_attempts or 'no'} "
+                       "attempts")
+                log.error("store append failed (kept in evidence; %s; the ingested mark waits for it): %s", how, err)
                 self.ingest.error = None
             now = time.time_ns()
             with self.hosts_lock:

@@ -67,7 +67,8 @@ def conform(data: pa.Table, sch: pa.Schema, table: str) -> pa.Table:
     A column the schema does not know, or a null in a column that must have a value, is
     refused before it reaches the journal.
     """
-    unknown = set(data.column_names) - set(sch.names)
+    have = set(data.schema.names)  # (Table.column_names costs ~30 us a call, Schema.names a quarter)
+    unknown = have - set(sch.names)
     if unknown:
         raise StoreError(f"table {table!r} has no column(s) {sorted(unknown)}", "append columns of forensix.store.schema")
     if data.schema.equals(sch):
@@ -75,7 +76,7 @@ def conform(data: pa.Table, sch: pa.Schema, table: str) -> pa.Table:
     cols = []
     n = data.num_rows
     for f in sch:
-        if f.name in data.column_names:
+        if f.name in have:
             c = data.column(f.name)
             if c.type != f.type:
                 if pa.types.is_dictionary(c.type):
