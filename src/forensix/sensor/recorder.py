@@ -402,15 +402,15 @@ class Recorder:
             self.sensor = None
 
     def _end_sink(self, s: Sink, step: Callable[[], None]) -> None:
-        """Flush or close a sink: the store's failure is the recording's; another's is logged
-        (the record is closed by then) and the others still get theirs."""
+        """Flush or close a sink: the store's failure is the recording's; another's is only logged."""
         if is_evidence(s):
             step()
             return
         try:
             step()
         except Exception as e:  # a metrics or rules sink must not keep the store open
-            log.error("sink %s failed to %s: %s", sink_name(s), getattr(step, "__name__", "end"), e, exc_info=e)
+            log.error("sink %s failed to %s: %s", sink_name(s), getattr(step, "__name__", "end"), e)
+            log.debug("the sink's traceback", exc_info=e)
 
     # -- the hot loop --------------------------------------------------------------
     def _rings_filling(self) -> bool:
@@ -549,7 +549,8 @@ class Recorder:
     def _artifacts_failed(self, e: Exception) -> None:
         msg = (f"executable preservation (artifacts) failed and is disabled; recording goes on without "
                f"copies of executed files: {type(e).__name__}: {e}")
-        log.error("%s", msg, exc_info=e)
+        log.error("%s", msg)
+        log.debug("traceback", exc_info=e)
         self.artifacts = None
         self._agent_event("warning", msg)
 
@@ -558,7 +559,8 @@ class Recorder:
         try:
             self._take_tty_cuts()
         except Exception as e:  # the last second's cut terminal bytes; the stop record still goes out
-            log.error("terminal cuts not recorded", exc_info=e)
+            log.error("terminal cuts not recorded: %s", e)
+            log.debug("the traceback", exc_info=e)
             self._agent_event("warning", f"the last terminal bytes cut could not be recorded: {type(e).__name__}: {e}")
 
     def _take_tty_cuts(self) -> None:

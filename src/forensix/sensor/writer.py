@@ -142,7 +142,8 @@ class BatchWriter(threading.Thread):
             self.disabled[name] = why
             msg = (f"sink {name} failed on a {table} batch and is disabled; recording goes on "
                    f"without it: {why}")
-            log.error("%s", msg, exc_info=e)
+            log.error("%s", msg)
+            log.debug("the sink's traceback", exc_info=e)  # the user sees the cause, a bug report the trace
             self.on_warning(msg)
 
     def _write_evidence(self, s: Sink, table: str, data: pa.Table) -> None:
