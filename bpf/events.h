@@ -144,6 +144,16 @@ struct fx_control {
 /* Slots of the `accounted` map, which only the agent writes: it survives the agent. */
 #define FX_ACC_LAST_WRITE 8191   /* boot ns of the agent's latest batch written to the store */
 #define FX_ACC_EARLY 8190        /* 1: ring space was given back before its records were stored */
+#define FX_ACC_BANK 8189         /* which bank of the per-CPU slot caches the programs fill (bit 0) */
+
+/*
+ * The per-CPU slot caches in front of the flows and reopens hash maps: FX_SLOTS slots per
+ * CPU and bank, two-way (a key may sit in slot i or i ^ 1). The programs fill the bank
+ * FX_ACC_BANK names; the agent flips it, waits an RCU grace period (every program that read
+ * the old bank has returned), then takes the old bank's slots with the hash maps and adds
+ * the rows of one key together.
+ */
+#define FX_SLOTS 512
 
 /*
  * Aggregated reads and writes of one process on one file, pipe or socket (by inode),
@@ -196,6 +206,18 @@ struct fx_open_rep {
 	__u64 first, last;       /* boot ns of the first and latest repeat */
 	__u64 count;             /* repeats not recorded one by one */
 	char comm[16];           /* the process's name at its first open of the file */
+};
+
+/* A slot of the per-CPU caches (FX_SLOTS): empty while v.last (flows) or k.ino and
+ * k.start (reopens) are 0. */
+struct fx_flow_slot {
+	struct fx_flow_key k;
+	struct fx_flow v;
+};
+
+struct fx_open_slot {
+	struct fx_open_key k;
+	struct fx_open_rep v;
 };
 
 /*

@@ -274,23 +274,24 @@ static __always_inline struct fx_scratch *fx_begin(__u32 kind, __u32 cls)
 		return NULL;
 	struct fx_event *e = &s->ev;
 	__builtin_memset(e, 0, sizeof(*e));
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	__u64 pt = bpf_get_current_pid_tgid();
-	__u64 ug = bpf_get_current_uid_gid();
+	/* typed loads, not probe reads: each BPF_CORE_READ hop is a helper call (~10 ns) and
+	 * every record starts here */
+	struct task_struct *t = bpf_get_current_task_btf();
+	const struct cred *cred = t->cred;
 	e->ts = bpf_ktime_get_boot_ns();
 	e->kind = kind;
 	e->cls = cls;
 	e->cpu = bpf_get_smp_processor_id();
-	e->pid = pt >> 32;
-	e->tid = (__u32)pt;
-	e->uid = (__u32)ug;
-	e->gid = ug >> 32;
-	e->start = BPF_CORE_READ(t, group_leader, start_boottime);
-	e->ppid = BPF_CORE_READ(t, real_parent, tgid);
-	e->euid = BPF_CORE_READ(t, cred, euid.val);
-	e->egid = BPF_CORE_READ(t, cred, egid.val);
-	e->auid = BPF_CORE_READ(t, loginuid.val);
-	e->sessionid = BPF_CORE_READ(t, sessionid);
+	e->pid = t->tgid;
+	e->tid = t->pid;
+	e->uid = cred->uid.val;
+	e->gid = cred->gid.val;
+	e->start = t->group_leader->start_boottime;
+	e->ppid = t->real_parent->tgid;
+	e->euid = cred->euid.val;
+	e->egid = cred->egid.val;
+	e->auid = t->loginuid.val;
+	e->sessionid = t->sessionid;
 	e->cgroup = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	s->off = 0;
@@ -494,6 +495,13 @@ static __always_inline void fx_str_path(struct fx_scratch *s, int i, struct dent
 
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
+/* f as a typed (read-only) pointer, wherever it came from: its fields are then single loads */
+static __always_inline struct file *fx_typed_file(struct file *f)
+{
+	return bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+}
+
+
 /*
  * The open file behind fd in task t, as a typed (read-only) pointer: the callers on
  * the hot path (every read and write) load its fields directly, each a single
@@ -524,18 +532,18 @@ static __always_inline struct file *fx_fd_file(int fd)
 static __always_inline void fx_sock(struct fx_scratch *s, struct file *f, int strslot)
 {
 	struct fx_event *e = &s->ev;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
-	struct sock *sk = BPF_CORE_READ(sock, sk);
+	struct socket *sock = bpf_rdonly_cast(fx_typed_file(f)->private_data, bpf_core_type_id_kernel(struct socket));
+	struct sock *sk = sock->sk;
 	if (!sk)
 		return;
-	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 fam = sk->__sk_common.skc_family;
 	e->family = fam;
-	e->sotype = BPF_CORE_READ(sock, type);
-	e->protocol = BPF_CORE_READ(sk, sk_protocol);
+	e->sotype = sock->type;
+	e->protocol = sk->sk_protocol;
 	e->flags |= FX_F_SOCK;
 	if (fam == AF_INET) {
-		__u32 sa = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__u32 da = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 sa = sk->__sk_common.skc_rcv_saddr;
+		__u32 da = sk->__sk_common.skc_daddr;
 		__builtin_memcpy(e->saddr, &sa, 4);
 		__builtin_memcpy(e->daddr, &da, 4);
 	} else if (fam == AF_INET6) {
@@ -558,20 +566,21 @@ static __always_inline void fx_sock(struct fx_scratch *s, struct file *f, int st
 		return;
 	}
 	if (fam == AF_INET || fam == AF_INET6) {
-		e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		e->sport = sk->__sk_common.skc_num;
+		e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	}
 }
 
 /* Inode number, device and mode of object k's file; returns the mode. */
 static __always_inline __u16 fx_inode(struct fx_event *e, int k, struct file *f)
 {
-	struct inode *ino = BPF_CORE_READ(f, f_inode);
-	__u16 mode = BPF_CORE_READ(ino, i_mode);
-	e->ino[k & 1] = BPF_CORE_READ(ino, i_ino);
-	e->dev[k & 1] = BPF_CORE_READ(ino, i_sb, s_dev);
+	f = fx_typed_file(f);
+	struct inode *ino = f->f_inode;
+	__u16 mode = ino->i_mode;
+	e->ino[k & 1] = ino->i_ino;
+	e->dev[k & 1] = ino->i_sb->s_dev;
 	e->imode[k & 1] = mode;
-	e->igen[k & 1] = BPF_CORE_READ(ino, i_generation);
+	e->igen[k & 1] = ino->i_generation;
 	return mode;
 }
 
@@ -583,14 +592,14 @@ static __always_inline void fx_file(struct fx_scratch *s, int obj, struct file *
 	__u16 mode = fx_inode(&s->ev, obj, f);
 	/* no name left: unlinked while open, a memfd, an O_TMPFILE (what runs from a deleted
 	 * binary, or from memory, is exec'd through such a file) */
-	if (!obj && !BPF_CORE_READ(f, f_inode, i_nlink))
+	struct file *tf = fx_typed_file(f);
+	if (!obj && !tf->f_inode->i_nlink)
 		s->ev.flags |= FX_F_DELETED0;
 	if ((mode & S_IFMT) == S_IFSOCK) {
 		fx_sock(s, f, obj ? FX_S_PATH1 : FX_S_PATH0);
 		return;
 	}
-	fx_str_path(s, obj ? FX_S_PATH1 : FX_S_PATH0, BPF_CORE_READ(f, f_path.dentry),
-		    BPF_CORE_READ(f, f_path.mnt));
+	fx_str_path(s, obj ? FX_S_PATH1 : FX_S_PATH0, tf->f_path.dentry, tf->f_path.mnt);
 }
 
 /*
@@ -811,6 +820,85 @@ int fx_fork_child(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- syscalls ------------------------------------------------------------------- */
 
+/*
+ * The slot caches (events.h, FX_SLOTS). A flow or reopens hash lookup costs a read or write
+ * here ~100 ns, most of it the bucket walk's cache misses (perf, bench/notes.md); a process
+ * that moves data on the same few objects finds its edge in this CPU's slot instead: an
+ * inlined array lookup, a compare and plain adds (a program runs to its end on one CPU,
+ * and `slot_busy` sends one that starts while another holds this CPU's slots, preempted
+ * or interrupted, to the hash map). A slot taken by another key goes into the hash map
+ * (what every call did before), and the agent takes the bank it is not filling.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * FX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fx_flow_slot);
+} flow_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * FX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fx_open_slot);
+} open_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} slot_busy SEC(".maps");
+
+const struct fx_flow_slot *fx_abi_flow_slot __attribute__((unused));
+const struct fx_open_slot *fx_abi_open_slot __attribute__((unused));
+
+/* The first of the two slots key h may sit in, in the bank the agent is not reading. */
+static __always_inline __u32 fx_slot_index(__u64 h)
+{
+	__u32 key = FX_ACC_BANK;
+	__u64 *bank = bpf_map_lookup_elem(&accounted, &key);
+	__u32 b = bank ? (*bank & 1) : 0;
+	return b * FX_SLOTS + (((h * 0x9E3779B97F4A7C15ULL) >> 56) & (FX_SLOTS - 2));
+}
+
+/* This CPU's slots are ours until fx_slots_done (NULL: a program is inside another). */
+static __always_inline __u32 *fx_slots_take(void)
+{
+	__u32 zero = 0;
+	__u32 *busy = bpf_map_lookup_elem(&slot_busy, &zero);
+	if (!busy || *busy)
+		return NULL;
+	*busy = 1;
+	return busy;
+}
+
+static __always_inline bool fx_flow_key_eq(const struct fx_flow_key *a, const struct fx_flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
+static __always_inline bool fx_open_key_eq(const struct fx_open_key *a, const struct fx_open_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4] && x[5] == y[5];
+}
+
+/* A record of (process, class) this sensor could not keep, named after the edge's process. */
+static __always_inline void fx_count_drop_of(__u32 cls, __u64 ts, __u32 pid, __u64 start, const char *comm)
+{
+	struct fx_counter *c = bpf_map_lookup_elem(&counters, &cls);
+	if (!c)
+		return;
+	c->seq++;
+	c->drops++;
+	if (!c->first_drop)
+		c->first_drop = ts;
+	c->last_drop = ts;
+	fx_drop_proc(cls, ts, pid, start, comm);
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -831,6 +919,25 @@ struct {
  * was written since) and an exclusive create (it cannot repeat, so it takes no slot).
  * A full map only means the open is recorded in full.
  */
+/* Add a slot's repeats (a slot given up) to the file's entry in the reopens hash map. */
+static __always_inline void fx_reopen_merge(struct fx_open_key *k, struct fx_open_rep *s)
+{
+	if (!s->count)
+		return; /* the open itself is recorded, and its entry made, when the slot is taken */
+	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, k);
+	if (!v) {
+		/* only if the agent took the map within this bank's period, which it does not */
+		if (bpf_map_update_elem(&reopens, k, s, BPF_NOEXIST))
+			fx_count_drop_of(FX_CLASS_FILE, s->last, k->pid, k->start, s->comm);
+		return;
+	}
+	if (!v->count || s->first < v->first)
+		v->first = s->first;
+	if (s->last > v->last)
+		v->last = s->last;
+	__sync_fetch_and_add(&v->count, s->count);
+}
+
 static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u64 flags)
 {
 	if ((flags & O_TRUNC) || ((flags & O_CREAT) && (flags & O_EXCL)) || !f)
@@ -854,18 +961,62 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 		.igen = ino->i_generation,
 	};
 	__u64 now = bpf_ktime_get_boot_ns();
-	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);
-	if (v) {
-		if (!v->count)
-			v->first = now;
-		v->last = now;
-		__sync_fetch_and_add(&v->count, 1);
-		return true;
+	struct fx_open_slot *a = NULL, *b = NULL, *s = NULL;
+	__u32 *busy = fx_slots_take();
+	if (busy) {
+		__u32 i = fx_slot_index(k.ino ^ ((__u64)k.pid << 32) ^ k.dev ^ ((__u64)k.flags << 40));
+		a = bpf_map_lookup_elem(&open_slots, &i);
+		i ^= 1;
+		b = bpf_map_lookup_elem(&open_slots, &i);
+		if (!a || !b) {
+			*busy = 0;
+			busy = NULL;
+		} else if (fx_open_key_eq(&a->k, &k)) {
+			s = a;
+		} else if (fx_open_key_eq(&b->k, &k)) {
+			s = b;
+		}
+		if (s) {
+			if (!s->v.count)
+				s->v.first = now;
+			s->v.last = now;
+			s->v.count++;
+			*busy = 0;
+			return true;
+		}
 	}
-	struct fx_open_rep n = {};
-	bpf_get_current_comm(n.comm, sizeof(n.comm)); /* the summary row's name, whoever has the pid by then */
-	bpf_map_update_elem(&reopens, &k, &n, BPF_ANY);
-	return false;
+	struct fx_open_rep *v = bpf_map_lookup_elem(&reopens, &k);
+	bool repeat = v != NULL;
+	if (v) {
+		if (!busy) {
+			if (!v->count)
+				v->first = now;
+			v->last = now;
+			__sync_fetch_and_add(&v->count, 1);
+			return true;
+		}
+	} else {
+		struct fx_open_rep n = {};
+		bpf_get_current_comm(n.comm, sizeof(n.comm)); /* the summary row's name, whoever has the pid by then */
+		/* a full map: the open is recorded in full, and so is every later one */
+		if (bpf_map_update_elem(&reopens, &k, &n, BPF_ANY) || !busy) {
+			if (busy)
+				*busy = 0;
+			return false;
+		}
+	}
+	if (!busy || !a || !b)
+		return repeat;
+	/* the file's repeats from now on go to a slot: the empty one, or the one used longest ago */
+	s = !a->k.start ? a : !b->k.start ? b : a->v.last < b->v.last ? a : b;
+	fx_reopen_merge(&s->k, &s->v);
+	s->k = k;
+	s->v.first = now;
+	s->v.last = now;
+	s->v.count = repeat ? 1 : 0;
+	bpf_get_current_comm(s->v.comm, sizeof(s->v.comm));
+	*busy = 0;
+	return repeat;
 }
 
 SEC("tracepoint")
@@ -1324,7 +1475,7 @@ static __always_inline bool fx_is_write(__u32 nr)
 	       nr == __NR_pwritev2 || nr == __NR_sendto || nr == __NR_sendmsg;
 }
 
-static __always_inline void fx_flow_emit(struct fx_flow *v)
+static __always_inline void fx_flow_emit(struct fx_flow *v, __u32 pid)
 {
 	struct fx_scratch *s = fx_begin(FX_KIND_FLOW, FX_CLASS_FLOW);
 	if (!s)
@@ -1337,9 +1488,11 @@ static __always_inline void fx_flow_emit(struct fx_flow *v)
 	e->args[4] = v->first;
 	e->args[5] = v->last;
 	e->ret = v->fd;
-	/* The edge's process, whose pid the current task now has: what fx_begin took from the
-	 * current task is replaced by the edge's, or cleared where the edge does not know it
-	 * (the decoder leaves those columns empty for every edge) */
+	/* The edge's process: what fx_begin took from the current task is replaced by the edge's,
+	 * or cleared where the edge does not know it (the decoder leaves those columns empty for
+	 * every edge). The current task may be another process altogether: one whose edge took
+	 * the slot the old edge was in (fx_flow_merge) */
+	e->pid = pid;
 	e->start = v->start;
 	e->tid = v->tid;
 	e->uid = v->uid;
@@ -1352,6 +1505,40 @@ static __always_inline void fx_flow_emit(struct fx_flow *v)
 	e->imode[0] = v->imode;
 	e->igen[0] = v->igen;
 	fx_submit(s);
+}
+
+/* Add an edge's counts (a slot given up) to its entry in the flows hash map. */
+static __always_inline void fx_flow_merge(struct fx_flow_key *k, struct fx_flow *s)
+{
+	struct fx_flow *v = bpf_map_lookup_elem(&flows, k);
+	if (v && v->start != s->start) {
+		/* the pid belongs to a new process now: end the old one's edge first */
+		struct fx_flow old = *v;
+		bpf_map_delete_elem(&flows, k);
+		fx_flow_emit(&old, k->pid);
+		v = NULL;
+	}
+	if (!v) {
+		long r = bpf_map_update_elem(&flows, k, s, BPF_NOEXIST);
+		if (!r)
+			return;
+		v = r == -E2BIG ? NULL : bpf_map_lookup_elem(&flows, k); /* another CPU made it in between */
+		if (!v || v->start != s->start) {
+			fx_count_drop_of(FX_CLASS_FLOW, s->last, k->pid, s->start, s->comm);
+			return;
+		}
+	}
+	if (s->first < v->first) { /* the edge began in this slot: its descriptor and thread */
+		v->first = s->first;
+		v->fd = s->fd;
+		v->tid = s->tid;
+	}
+	if (s->last > v->last)
+		v->last = s->last;
+	__sync_fetch_and_add(&v->rcount, s->rcount);
+	__sync_fetch_and_add(&v->rbytes, s->rbytes);
+	__sync_fetch_and_add(&v->wcount, s->wcount);
+	__sync_fetch_and_add(&v->wbytes, s->wbytes);
 }
 
 /* Add one transfer to the edge of (this process, the file behind fd). */
@@ -1368,12 +1555,62 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 		.igen = ino->i_generation,
 	};
 	__u64 start = t->group_leader->start_boottime;
+	__u32 *busy = fx_slots_take();
+	if (busy) {
+		__u32 i = fx_slot_index(k.ino ^ ((__u64)k.pid << 32) ^ k.dev ^ ((__u64)k.exec_id << 20));
+		struct fx_flow_slot *a = bpf_map_lookup_elem(&flow_slots, &i);
+		i ^= 1;
+		struct fx_flow_slot *b = bpf_map_lookup_elem(&flow_slots, &i);
+		if (a && b) {
+			struct fx_flow_slot *s = NULL;
+			if (a->v.last && fx_flow_key_eq(&a->k, &k))
+				s = a;
+			else if (b->v.last && fx_flow_key_eq(&b->k, &k))
+				s = b;
+			if (s && s->v.start == start) {
+				s->v.last = now;
+				if (wr) {
+					s->v.wcount++;
+					s->v.wbytes += bytes;
+				} else {
+					s->v.rcount++;
+					s->v.rbytes += bytes;
+				}
+				*busy = 0;
+				return;
+			}
+			/* a new edge here: in the empty slot, or in place of the one used longest ago */
+			if (!s)
+				s = !a->v.last ? a : !b->v.last ? b : a->v.last < b->v.last ? a : b;
+			if (s->v.last)
+				fx_flow_merge(&s->k, &s->v);
+			s->k = k;
+			s->v.first = now;
+			s->v.last = now;
+			s->v.start = start;
+			s->v.fd = fd;
+			s->v.tid = t->pid;
+			s->v.uid = k.uid; /* as whom the data moved (a setuid starts another edge) */
+			bpf_get_current_comm(s->v.comm, sizeof(s->v.comm)); /* and by which program */
+			s->v.ino = k.ino;
+			s->v.dev = k.dev;
+			s->v.imode = ino->i_mode;
+			s->v.igen = k.igen;
+			s->v.rcount = wr ? 0 : 1;
+			s->v.rbytes = wr ? 0 : bytes;
+			s->v.wcount = wr ? 1 : 0;
+			s->v.wbytes = wr ? bytes : 0;
+			*busy = 0;
+			return;
+		}
+		*busy = 0;
+	}
 	struct fx_flow *v = bpf_map_lookup_elem(&flows, &k);
 	if (v && v->start != start) {
 		/* the pid belongs to a new process now: end the old one's edge first */
 		struct fx_flow old = *v;
 		bpf_map_delete_elem(&flows, &k);
-		fx_flow_emit(&old);
+		fx_flow_emit(&old, k.pid);
 		v = NULL;
 	}
 	if (v) {
@@ -1393,8 +1630,8 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 	n.start = start;
 	n.fd = fd;
 	n.tid = t->pid;
-	n.uid = k.uid; /* as whom the data moved (a setuid starts another edge) */
-	bpf_get_current_comm(n.comm, sizeof(n.comm)); /* and by which program */
+	n.uid = k.uid;
+	bpf_get_current_comm(n.comm, sizeof(n.comm));
 	n.ino = k.ino;
 	n.dev = k.dev;
 	n.imode = ino->i_mode;

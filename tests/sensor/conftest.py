@@ -32,7 +32,10 @@ def subtree(store: Path, marker: str) -> tuple[DuckDBStore, list[int]]:
     ).column(0).to_pylist()
     assert roots, f"no process with {marker!r} in its args was recorded"
     ids = [roots[0]] + [e for e in st.query(
-        """WITH RECURSIVE t(e) AS (SELECT $root::UBIGINT UNION SELECT p.entity_id FROM processes p JOIN t ON p.parent_entity_id = t.e)
+        # the root is often the recorder itself (the marker is in its command line): its
+        # store keeper is its child too, and is not the workload's
+        """WITH RECURSIVE t(e) AS (SELECT $root::UBIGINT UNION SELECT p.entity_id FROM processes p JOIN t ON p.parent_entity_id = t.e
+                                  WHERE NOT list_contains(p.args, 'forensix.store.keeper'))
            SELECT DISTINCT e FROM t""",
         {"root": roots[0]},
     ).column(0).to_pylist() if e != roots[0]]

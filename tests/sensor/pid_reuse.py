@@ -1,8 +1,12 @@
 """Two processes, one pid, one file: the first writes, exits, and the second (given the
 same pid through ns_last_pid) writes the same file before the agent's next flush, so the
-kernel hands over the first one's edge through the ring. Three times. Both write as root
+kernel keeps the first one's edge apart (handed over through the ring when it meets the
+new holder in the flows map, or kept in its own slot). Three times. Both write as root
 (an edge is per process, program and uid: a holder of the pid with another uid or image
-starts its own edge and hands nothing over); the second with another group."""
+starts its own edge and hands nothing over); the second with another group.
+
+The pids that were reused are written to argv[3], one a line: on a loaded host another
+process sometimes takes the pid first, and that attempt's first writer has written alone."""
 import os
 import sys
 
@@ -38,6 +42,8 @@ for attempt in range(60):
     _, status = os.waitpid(second, 0)
     if second == first and os.waitstatus_to_exitcode(status) == 0:
         done += 1
+        with open(sys.argv[3], "a") as reused:
+            reused.write(f"{first}\n")
         if done == 3:  # a flush between the two writes (~1 in 200) leaves no hand-over: three chances
             break
 else:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from forensix.model.timefmt import parse_time
+
 from .conftest import Scenario, open_view, shot
 
 pytestmark = pytest.mark.bpf
@@ -135,18 +137,30 @@ def test_timeline_filters(recorded: Scenario, page: Any) -> None:
     page.wait_for_selector("main[data-loaded=timeline]")
     rows = page.locator("table.events tbody tr").all_inner_texts()
     assert rows and all(recorded.tag in r for r in rows), rows
-    # the brush: a drag across the chart sets the window
+    # the brush: a drag over the chart's first half sets the window to the buckets it
+    # touched. The events it was drawn over are in it (those of the first bucket: the
+    # chart starts at the first event); the last event (the last bucket) is not. (A drag
+    # over a fixed middle share held no events whenever the intrusion's file events came
+    # only at its start and end; a window cut at the brush's ms rounded events away.)
+    hist = _api(recorded, "/timeline.json?" + urllib.parse.urlencode(
+        {"session": s["leader_entity_id"], "path": recorded.tag, "part": "histogram"}))["histogram"]
     box = page.locator(".chart .u-over").bounding_box()
     assert box is not None
-    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + 20)
+    page.mouse.move(box["x"] + 2, box["y"] + 20)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + 20, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 20, steps=5)
     page.mouse.up()
     page.wait_for_url(lambda u: "from=" in u and "to=" in u, timeout=10_000)
     page.wait_for_selector("main[data-loaded=timeline]", timeout=30_000)
     page.wait_for_selector(".chart .u-over", timeout=30_000)  # the narrowed window's chart
+    window = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(page.url).query))
+    t0, width = int(hist["from_ns"]), int(hist["bucket_ns"])
+    assert parse_time(window["from"]) == t0, window  # whole buckets, to the ns
+    last = (parse_time(window["to"]) + 1 - t0) // width  # buckets 0 .. last-1 brushed
+    assert (parse_time(window["to"]) + 1 - t0) % width == 0 and 1 <= last < len(hist["count"]), window
     narrowed = page.locator("table.events tbody tr").all_inner_texts()
-    assert narrowed and len(narrowed) < len(rows) + 1000, narrowed
+    assert len(narrowed) == sum(hist["count"][:last]) and hist["count"][0] > 0, (narrowed, hist["count"])
+    assert narrowed == rows[:len(narrowed)] and rows[-1] not in narrowed, (narrowed, rows)
     shot(page, "timeline-brushed")
 
 

@@ -62,6 +62,11 @@ _sigs: dict[str, tuple[Any, list[Any]]] = {
         ctypes.c_int,
         [ctypes.c_int, _vp, _vp, _vp, _vp, ctypes.POINTER(ctypes.c_uint32), _vp],
     ),
+    "bpf_map_lookup_batch": (
+        ctypes.c_int,
+        [ctypes.c_int, _vp, _vp, _vp, _vp, ctypes.POINTER(ctypes.c_uint32), _vp],
+    ),
+    "bpf_map_update_batch": (ctypes.c_int, [ctypes.c_int, _vp, _vp, ctypes.POINTER(ctypes.c_uint32), _vp]),
     "libbpf_num_possible_cpus": (ctypes.c_int, []),
     "bpf_obj_get": (ctypes.c_int, [_cp]),
     "bpf_map__pin": (ctypes.c_int, [_vp, _cp]),

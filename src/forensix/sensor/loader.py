@@ -44,6 +44,9 @@ PINNED_MAPS = ("rb_proc", "rb_net", "rb_main", "counters", "flows", "reopens", "
 # Pinned too when the sensor has them; a sensor pinned by an older forensix has not, and is
 # adopted all the same (it then records on without a heartbeat watch).
 OPTIONAL_PINS = ("heartbeat_timer",)
+# The per-CPU slot caches in front of flows and reopens (sensor/slots.py): pinned and adopted
+# when the sensor has them; one pinned by an older forensix has none to drain.
+SLOT_PINS = ("flow_slots", "open_slots")
 # A pinned sensor stops recording after this long without an agent (bpf/sensor.bpf.c,
 # the heartbeat watch): long enough for a restart or an upgrade, short of recording a
 # host for nobody for good. The next agent resumes it and writes the pause as a gap.
@@ -522,8 +525,8 @@ class Sensor:
         """Pin maps and links, so that recording goes on if this agent dies."""
         mount_bpffs()
         pin_dir.mkdir(mode=0o700)
-        for name in PINNED_MAPS + OPTIONAL_PINS:
-            if name in OPTIONAL_PINS and not lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()):
+        for name in PINNED_MAPS + OPTIONAL_PINS + SLOT_PINS:
+            if name not in PINNED_MAPS and not lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()):
                 continue
             m = self._control_map() if name == "control" else self._map(name)
             lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / name).encode()), f"pin map {name}")
@@ -540,6 +543,10 @@ class Sensor:
                 raise SensorError(f"cannot open the pinned map {pin_dir / name}: {os.strerror(ctypes.get_errno())}",
                                   f"remove the stale pins with: forensix record --stop --store STORE ({pin_dir})")
             self._fds[name] = fd
+        for name in SLOT_PINS:
+            fd = lb.lib.bpf_obj_get(str(pin_dir / name).encode()) if (pin_dir / name).exists() else -1
+            if fd >= 0:
+                self._fds[name] = fd
         if not all((pin_dir / name).exists() for name in OPTIONAL_PINS):
             self.no_heartbeat_watch = "the adopted sensor was pinned by a forensix without a heartbeat watch"
         self.adopted = True
@@ -573,6 +580,12 @@ class Sensor:
         if name == "control":
             return int(lb.lib.bpf_map__fd(self._control_map()))
         return int(lb.lib.bpf_map__fd(self._map(name)))
+
+    def has_map(self, name: str) -> bool:
+        """Whether the loaded or adopted sensor has this map."""
+        if self.adopted:
+            return name in self._fds
+        return bool(self._obj and lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()))
 
     def ring_size(self, name: str) -> int:
         if name in self._fds:

@@ -44,6 +44,7 @@ from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, u
 from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer, give_back_free_memory
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
+from forensix.sensor.slots import SlotCaches, merge_flows, merge_reopens
 from forensix.sensor.survival import (
     ACC_EARLY,
     ACC_LAST_WRITE,
@@ -198,6 +199,10 @@ class Recorder:
         self._okdt = struct_dtype(self.abi, "fx_open_key")
         self._ovdt = struct_dtype(self.abi, "fx_open_rep")
         self._dkdt = struct_dtype(self.abi, "fx_drop_key")
+        self._slots = (SlotCaches(self.sensor.map_fd("accounted"), self._ncpu, {
+            "flow_slots": (self.sensor.map_fd("flow_slots"), self._fkdt, self._fvdt),
+            "open_slots": (self.sensor.map_fd("open_slots"), self._okdt, self._ovdt),
+        }) if all(self.sensor.has_map(n) for n in ("flow_slots", "open_slots")) else None)
         self._dvdt = struct_dtype(self.abi, "fx_drop")
         self._ncls = len(CLASS_NAMES) - 1
         # drops of each (cpu, class) already written as gap rows: named, and not named
@@ -362,7 +367,7 @@ class Recorder:
             follower = getattr(self, "_syslog", None)
             if follower is not None:
                 follower.stop()  # its last lines before the stop record
-            self.flush_flows()
+            self.flush_flows(final=True)
             self._flush_tty_cuts()
             self.account_losses()
             self._poll_accounts()  # a change in the last second is stored too
@@ -517,15 +522,28 @@ class Recorder:
         self._writer.put(table, data, bulk=bulk)
 
     # -- flows, losses, clock ------------------------------------------------------
-    def flush_flows(self) -> int:
+    def flush_flows(self, final: bool = False) -> int:
         """Move the aggregated edges out of the kernel maps: reads/writes, and re-opens.
+
+        The per-CPU slots in front of the maps (sensor/slots.py) are taken with them: the
+        bank the programs filled until now, and at the end (``final``, recording paused)
+        the other one too.
 
         Rows are named from the open records decoded so far. A file opened and written after
         the last drain has its open still in the ring: drain once more when a regular file's
         edge or count would go out unnamed (taken after the maps, so every open that comes
         before an entry of theirs is in the ring by then)."""
+        banks = []
+        if self._slots is not None:
+            banks.append(self._slots.flip())
+            if final:
+                banks.append(banks[0] ^ 1)
         fk, fv = self._take_map("flows", self._fkdt, self._fvdt)
         ok, ov = self._take_map("reopens", self._okdt, self._ovdt)
+        for bank in banks:
+            assert self._slots is not None
+            fk, fv = merge_flows(fk, fv, *self._slots.take("flow_slots", bank))
+            ok, ov = merge_reopens(ok, ov, *self._slots.take("open_slots", bank))
         regular = (fv["imode"] & 0o170000) == 0o100000
         counted = ov["count"] > 0  # an entry without repeats is not written (its open was)
         if not (self.decoder.named(fk["ino"][regular], fk["dev"][regular])

@@ -28,7 +28,7 @@ def histogram(ctx: Context, where: str, params: dict[str, Any], t0: int | None, 
         t0 = r["a"] if t0 is None else t0
         t1 = r["b"] if t1 is None else t1
     if t0 is None or t1 is None:
-        return {"from": None, "to": None, "bucket_ms": 0, "t_ms": [], "count": []}
+        return {"from": None, "to": None, "from_ns": None, "bucket_ns": None, "bucket_ms": 0, "t_ms": [], "count": []}
     width = max(1, (t1 - t0) // buckets + 1)
     t = ctx.query(
         f"""SELECT ((ts - $t0) // $w)::BIGINT AS b, count(*) AS n FROM events
@@ -38,7 +38,10 @@ def histogram(ctx: Context, where: str, params: dict[str, Any], t0: int | None, 
     for b, n in zip(t.column("b").to_pylist(), t.column("n").to_pylist()):
         if 0 <= b < buckets:
             counts[b] = n
-    return {"from": jsonable("ts", t0), "to": jsonable("ts", t1), "bucket_ms": width / 1e6,
+    # from_ns and bucket_ns exact (as text: a JSON number past 2**53 is rounded), for a
+    # brush to select whole buckets to the nanosecond: the ms of t_ms round events away
+    return {"from": jsonable("ts", t0), "to": jsonable("ts", t1), "from_ns": str(t0), "bucket_ns": str(width),
+            "bucket_ms": width / 1e6,
             "t_ms": [(t0 + i * width) / 1e6 for i in range(buckets)], "count": counts}
 
 

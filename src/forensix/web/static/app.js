@@ -81,10 +81,20 @@ function showError(e) {
 
 // -- charts (uPlot) --------------------------------------------------------------------
 // events per bucket as bars; gaps (lost events) as red bands on the time axis; optional brush
+// (opts.onBrush(fromIso, toIso)). Each bar stands over the time its bucket counts (drawn at
+// the bucket's middle), and a brush selects every bucket it touches, whole and to the ns:
+// a window cut at the brush's own ms would round away events of the bars it was drawn over.
 function histogram(hist, opts) {
   const box = h("div", { cls: "chart" });
   if (!hist || !hist.t_ms || !hist.t_ms.length) { box.append(h("p", { cls: "muted" }, "no events")); return box; }
-  const xs = hist.t_ms.map((t) => t / 1000), gaps = (opts && opts.gaps) || [];
+  const n = hist.t_ms.length, t0 = hist.t_ms[0], w = hist.bucket_ms;
+  const xs = hist.t_ms.map((t) => (t + w / 2) / 1000), gaps = (opts && opts.gaps) || [];
+  const bucketOf = (ms) => Math.min(n - 1, Math.max(0, Math.floor((ms - t0) / w)));
+  const brushed = (aMs, bMs) => {  // the touched buckets' window, as exact ISO times
+    const i0 = bucketOf(aMs), i1 = Math.max(i0, bucketOf(bMs));
+    const from = BigInt(hist.from_ns), bw = BigInt(hist.bucket_ns);
+    opts.onBrush(isoOfNs(from + BigInt(i0) * bw), isoOfNs(from + BigInt(i1 + 1) * bw - 1n));
+  };
   const bands = (u) => {
     const c = u.ctx;
     c.save(); c.fillStyle = "rgba(200,0,0,0.35)";
@@ -96,19 +106,21 @@ function histogram(hist, opts) {
   };
   const plotOpts = {
     width: Math.min(1100, window.innerWidth - 60), height: 160,
-    scales: { x: { time: true } }, legend: { show: false },
+    scales: { x: { time: true, range: () => [t0 / 1000, (t0 + n * w) / 1000] } }, legend: { show: false },
+    tzDate: (s) => uPlot.tzDate(new Date(s * 1000), "Etc/UTC"),  // the axis in UTC, as every time on the page
     cursor: { drag: { x: !!(opts && opts.onBrush), y: false } },
     series: [{}, { label: "events", stroke: "#345", fill: "rgba(50,80,120,0.35)", paths: uPlot.paths.bars({ size: [0.9, 40] }) }],
     axes: [{}, { size: 50 }],
     hooks: { draw: [bands], setSelect: [(u) => {
       if (!(opts && opts.onBrush) || u.select.width < 2) return;
-      opts.onBrush(u.posToVal(u.select.left, "x") * 1000, u.posToVal(u.select.left + u.select.width, "x") * 1000);
+      brushed(u.posToVal(u.select.left, "x") * 1000, u.posToVal(u.select.left + u.select.width, "x") * 1000);
     }] },
   };
   requestAnimationFrame(() => new uPlot(plotOpts, [xs, hist.count], box));
   return box;
 }
-const isoOfMs = (ms) => new Date(ms).toISOString();
+// UTC ns (a BigInt) as ISO 8601 with all nine digits (Date keeps only ms)
+const isoOfNs = (ns) => new Date(Number(ns / 1000000000n) * 1000).toISOString().replace(".000Z", "." + String(ns % 1000000000n).padStart(9, "0") + "Z");
 
 // -- live updates ----------------------------------------------------------------------
 // While a recording runs the store grows: the server pushes what arrived (server-sent
@@ -163,7 +175,7 @@ VIEWS.overview = (d) => [
   h("p", {}, `${d.events} events, ${d.processes} processes, ${d.alerts} alerts; `,
     d.gaps_total ? h("span", { cls: "bad" }, `${d.gaps_total} gaps, ${d.events_lost} events lost`) : "no recorded loss"),
   section("Recording coverage", h("p", { cls: "muted" }, `events over time, ${short(d.coverage.from)} – ${short(d.coverage.to)} UTC; red: gaps (lost events). Drag to open the timeline there.`),
-    histogram(d.coverage, { gaps: d.gaps, onBrush: (a, b) => { location.href = "/timeline?" + q({ from: isoOfMs(a), to: isoOfMs(b) }); } })),
+    histogram(d.coverage, { gaps: d.gaps, onBrush: (a, b) => { location.href = "/timeline?" + q({ from: a, to: b }); } })),
   section("Hosts", table(d.recorded, [["host", (r) => r.host_name], ["host id", (r) => r.host_id],
     ["kernel", (r) => (d.hosts.find((x) => x.host_id === r.host_id) || {}).kernel || ""], ["first event", (r) => short(r.first_ts)],
     ["last event", (r) => short(r.last_ts)], ["events", (r) => r.events]])),
@@ -348,7 +360,7 @@ VIEWS.timeline = (d) => {
   const next = () => { const p = new URLSearchParams(location.search); p.set("after", d.next); return "/timeline?" + p; };
   const chart = h("div", {});
   const brush = (a, b) => {
-    const p = new URLSearchParams(location.search); p.delete("after"); p.set("from", isoOfMs(a)); p.set("to", isoOfMs(b));
+    const p = new URLSearchParams(location.search); p.delete("after"); p.set("from", a); p.set("to", b);
     location.href = "/timeline?" + p;
   };
   if (!PARAMS.get("after")) {

@@ -1,0 +1,157 @@
+"""The sensor's per-CPU slot caches in front of the flows and reopens hash maps.
+
+A read, write or repeated open finds its edge (or its re-open count) in a slot of the CPU it
+runs on instead of looking it up in a hash map (bpf/sensor.bpf.c, "The slot caches"). The
+programs fill one of two banks, named by the ``accounted`` map's ``FX_ACC_BANK`` word. To
+take what the slots hold, the agent flips the bank, waits for an RCU grace period
+(``membarrier(MEMBARRIER_CMD_GLOBAL)``: every BPF program runs inside an RCU read-side
+section, so every program that could have read the old bank has returned), then reads the
+old bank of every CPU and zeroes it. The same edge can be in the hash map (a slot given up
+for another key is added there) and in slots of several CPUs: the rows of one key are added
+together here, first and last time the earliest and latest, and the descriptor, thread and
+program name those of the row that began first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+
+from forensix.errors import SensorError
+from forensix.sensor import libbpf as lb
+
+__all__ = ["ACC_BANK", "SlotCaches", "merge_flows", "merge_reopens"]
+
+ACC_BANK = 8189  # events.h FX_ACC_BANK
+_MEMBARRIER_CMD_GLOBAL = 1
+_SYS_MEMBARRIER = 324  # x86_64, as the sensor itself
+
+
+def _grace_period() -> None:
+    """Wait until every BPF program that started before now has returned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise SensorError(f"membarrier(MEMBARRIER_CMD_GLOBAL) failed: {os.strerror(err)}",
+                          "the flow slot caches need it (Linux 4.3, not with nohz_full)")
+
+
+def _slot_dtype(kdt: np.dtype, vdt: np.dtype) -> np.dtype:
+    """A slot as events.h lays it out: the key, then the value, 8-byte aligned."""
+    size = -(-(kdt.itemsize + vdt.itemsize) // 8) * 8
+    return np.dtype({"names": ["k", "v"], "formats": [kdt, vdt], "offsets": [0, kdt.itemsize], "itemsize": size})
+
+
+class SlotCaches:
+    """Take the slots of the bank the programs are not filling."""
+
+    def __init__(self, accounted_fd: int, ncpu: int, caches: dict[str, tuple[int, np.dtype, np.dtype]]) -> None:
+        self._acc = accounted_fd
+        self._ncpu = ncpu
+        self._maps: dict[str, tuple[int, np.dtype, int]] = {}
+        for name, (fd, kdt, vdt) in caches.items():
+            dt = _slot_dtype(kdt, vdt)
+            info = (ctypes.c_uint32 * 32)()  # struct bpf_map_info: type, id, key_size, value_size, max_entries
+            size = ctypes.c_uint32(ctypes.sizeof(info))
+            lb.check_int(lb.lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), f"info of {name}")
+            if info[3] != dt.itemsize:
+                raise SensorError(f"the sensor's {name} slots are {info[3]} bytes, this forensix reads {dt.itemsize}",
+                                  "rebuild the sensor (make -C bpf) with this forensix")
+            self._maps[name] = (fd, dt, int(info[4]) // 2)
+
+    def _bank(self) -> int:
+        key, val = ctypes.c_uint32(ACC_BANK), ctypes.c_uint64(0)
+        lb.check_int(lb.lib.bpf_map_lookup_elem(self._acc, ctypes.byref(key), ctypes.byref(val)), "read the slot bank")
+        return int(val.value) & 1
+
+    def flip(self) -> int:
+        """Point the programs at the other bank; returns the bank they left, now still."""
+        old = self._bank()
+        key, val = ctypes.c_uint32(ACC_BANK), ctypes.c_uint64(old ^ 1)
+        lb.check_int(lb.lib.bpf_map_update_elem(self._acc, ctypes.byref(key), ctypes.byref(val), 0),
+                     "flip the slot bank")
+        _grace_period()
+        return old
+
+    def take(self, name: str, bank: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and values of the bank's slots that hold something, on every CPU; the bank
+        is zeroed (empty) after."""
+        fd, dt, per_bank = self._maps[name]
+        keys = np.arange(bank * per_bank, (bank + 1) * per_bank, dtype=np.uint32)
+        vals = np.zeros((per_bank, self._ncpu), dt)
+        count = ctypes.c_uint32(per_bank)
+        token = ctypes.c_uint32(0)
+        first_key = ctypes.c_uint32(bank * per_bank - 1) if bank else None
+        # lookup_batch walks keys after in_batch: start after the key before the bank
+        ret = lb.lib.bpf_map_lookup_batch(fd, ctypes.byref(first_key) if first_key is not None else None,
+                                          ctypes.byref(token), keys.ctypes.data, vals.ctypes.data,
+                                          ctypes.byref(count), None)
+        err = -ret
+        if ret < 0 and err != 2:  # ENOENT: the map's end came first (bank 1)
+            raise SensorError(f"cannot read the {name} slots: {os.strerror(err)}", "check that the sensor is loaded")
+        n = count.value
+        got = vals[:n].reshape(-1)
+        got = got[np.flatnonzero(_used(name, got))]
+        zeros = np.zeros((per_bank, self._ncpu), dt)
+        cnt = ctypes.c_uint32(per_bank)
+        lb.check_int(lb.lib.bpf_map_update_batch(fd, keys.ctypes.data, zeros.ctypes.data, ctypes.byref(cnt), None),
+                     f"empty the {name} slots")
+        return got["k"].copy(), got["v"].copy()
+
+
+def _used(name: str, slots: np.ndarray) -> np.ndarray:
+    used: np.ndarray = slots["v"]["last"] != 0 if name == "flow_slots" else slots["k"]["start"] != 0
+    return used
+
+
+def _groups(keys: np.ndarray, by: list[np.ndarray], then: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Order rows by key and the columns `by` (one group each), then within a group by the
+    columns `then` (most significant first); returns the order and where each group starts."""
+    group = [*reversed(by), *[keys[f] for f in reversed(keys.dtype.names or ())]]
+    order = np.lexsort([*reversed(then), *group])
+    same = np.ones(len(order), bool)
+    same[0] = False
+    for c in group:
+        s = c[order]
+        same[1:] &= s[1:] == s[:-1]
+    return order, np.flatnonzero(~same)
+
+
+def merge_flows(fk: np.ndarray, fv: np.ndarray, sk: np.ndarray, sv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hash map's edges and the slots' as one row per (key, process)."""
+    if not len(sv):
+        return fk, fv
+    k = np.concatenate([fk, sk])
+    v = np.concatenate([fv, sv])
+    order, starts = _groups(k, [v["start"]], [v["first"]])
+    if len(starts) == len(k):
+        return k, v
+    k, v = k[order], v[order]
+    out_k, out_v = k[starts].copy(), v[starts].copy()  # the earliest row: fd, tid, comm, first
+    for f in ("rcount", "rbytes", "wcount", "wbytes"):
+        out_v[f] = np.add.reduceat(v[f], starts)
+    out_v["last"] = np.maximum.reduceat(v["last"], starts)
+    return out_k, out_v
+
+
+def merge_reopens(ok: np.ndarray, ov: np.ndarray, sk: np.ndarray, sv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hash map's re-open counts and the slots' as one row per key: the count summed,
+    the first and last repeat the earliest and latest, the name the first open's."""
+    if not len(sv):
+        return ok, ov
+    k = np.concatenate([ok, sk])
+    v = np.concatenate([ov, sv])
+    # the hash map's row first (its name is the first open's), then the slots by time
+    from_map = np.concatenate([np.zeros(len(ov), np.uint8), np.ones(len(sv), np.uint8)])
+    order, starts = _groups(k, [], [from_map, v["first"]])
+    k, v = k[order], v[order]
+    out_k, out_v = k[starts].copy(), v[starts].copy()
+    out_v["count"] = np.add.reduceat(v["count"], starts)
+    counted = v["count"] > 0
+    big = np.iinfo(np.uint64).max
+    out_v["first"] = np.minimum.reduceat(np.where(counted, v["first"], big), starts)
+    out_v["first"][out_v["count"] == 0] = 0
+    out_v["last"] = np.maximum.reduceat(np.where(counted, v["last"], 0), starts)
+    return out_k, out_v
