@@ -21,6 +21,7 @@ class _Disk:
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
         self.rows: list[int] = []
+        self.closed = False
 
     def write(self, table: str, data: pa.Table) -> None:
         if self.refusals:
@@ -33,7 +34,7 @@ class _Disk:
         pass
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def _batch(a: int, b: int) -> pa.Table:
@@ -64,3 +65,13 @@ def test_kept_batches_go_in_once_in_order_and_the_warnings_are_said_once() -> No
     assert len(said) == 2
     assert sum("broken-test-sink" in m for m in said) == 1
     assert sum("the test store refused batches" in m and "free disk space in /x" in m for m in said) == 1
+
+
+def test_a_sink_failing_to_flush_at_the_stop_does_not_keep_the_store_open() -> None:
+    disk, flaky = _Disk(refusals=0), BrokenSink(ok_batches=10**9, name="flaky-flush")  # writes fine, flush raises
+    w = BatchWriter([flaky, disk], depth=4)
+    w.start()
+    w.put("events", _batch(0, 3))
+    w.finish()
+    w.end_sinks()
+    assert disk.rows == [0, 1, 2] and disk.closed

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix import __version__
-from forensix.agent.sink import Sink, is_evidence, sink_name
+from forensix.agent.sink import Sink
 from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.sensor import libbpf as lb
@@ -391,11 +391,7 @@ class Recorder:
                 f"agent CPU s since start: {cpu}",
             )
             self._writer.finish()
-            live = self._writer.live_sinks()  # not one the writer disabled after it raised
-            for s in live:
-                self._end_sink(s, s.flush)
-            for s in live:
-                self._end_sink(s, s.close)
+            self._writer.end_sinks()
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
@@ -405,17 +401,6 @@ class Recorder:
                 self.sensor.detach_in_background()
             self.sensor.close()
             self.sensor = None
-
-    def _end_sink(self, s: Sink, step: Callable[[], None]) -> None:
-        """Flush or close a sink: the store's failure is the recording's; another's is only logged."""
-        if is_evidence(s):
-            step()
-            return
-        try:
-            step()
-        except Exception as e:  # a metrics or rules sink must not keep the store open
-            log.error("sink %s failed to %s: %s", sink_name(s), getattr(step, "__name__", "end"), e)
-            log.debug("the sink's traceback", exc_info=e)
 
     # -- the hot loop --------------------------------------------------------------
     def _rings_filling(self) -> bool:

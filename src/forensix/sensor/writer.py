@@ -130,6 +130,21 @@ class BatchWriter(threading.Thread):
         """The sinks still written to (a non-evidence sink that raised is not)."""
         return [s for s in self.sinks if sink_name(s) not in self.disabled]
 
+    def end_sinks(self) -> None:
+        """Flush, then close, the live sinks (after ``finish``): the store's failure is the
+        recording's; another's is only logged (the record is closed by then)."""
+        live = self.live_sinks()
+        for step in ("flush", "close"):
+            for s in live:
+                if is_evidence(s):
+                    getattr(s, step)()
+                    continue
+                try:
+                    getattr(s, step)()
+                except Exception as e:  # a metrics or rules sink must not keep the store open
+                    log.error("sink %s failed to %s: %s", sink_name(s), step, e)
+                    log.debug("the sink's traceback", exc_info=e)
+
     def _write(self, s: Sink, table: str, data: pa.Table) -> None:
         if is_evidence(s):
             self._write_evidence(s, table, data)
