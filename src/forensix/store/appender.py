@@ -189,5 +189,13 @@ class JournalAppender:
         self._open()
 
     def close(self) -> None:
-        """Close the open journal (a clean stop: the keeper then seals them all)."""
-        self._close()
+        """Close the open journal (a clean stop: the keeper then seals them all). On a full
+        disk it stays without its end marker, whole: a recording stopped because the disk
+        stayed full must not end in a second error that hides the first."""
+        if self._file is None:
+            return
+        end = self._file.tell()
+        try:
+            self._close()
+        except OSError:
+            self._drop_torn(end)
