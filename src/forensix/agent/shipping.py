@@ -52,6 +52,9 @@ class ShippingConfig:
     coalesce_rows: int = 8192
     coalesce_bytes: int = 32 << 20  # and bytes: artifact chunks are 1 MiB a row (frames stay far below MAX_RAW)
     coalesce_s: float = 0.2
+    # who records (boot, host id): a network namespace recorded as a host has its own
+    # (sensor/netns.py); None: this machine
+    info: HostInfo | None = None
 
 
 def gap_batch(info: HostInfo, host: str, ts_from: int, ts_to: int, count: int | None, reason: str,
@@ -70,7 +73,7 @@ class ShippingSink:
 
     def __init__(self, config: ShippingConfig, *, start: bool = True) -> None:
         self.config = config
-        self.info = local_host()
+        self.info = config.info or local_host()
         seg = max(64 << 10, min(16 << 20, config.spool_max_bytes // 8))
         enrollment = SealState.load(config.seal_key).enrollment
         self.spool = Spool(config.spool_dir, max_bytes=config.spool_max_bytes, segment_bytes=seg,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import pyarrow as pa
 
+from forensix.analysis.sockets import sock_host
 from forensix.model.identity import parse_entity
 from forensix.store.base import Reader
 
@@ -59,7 +60,9 @@ def _loopback(ip: str) -> bool:
 
 
 def _endpoints(key: str) -> list[tuple[str, int]] | None:
-    if not key.startswith("c:"):
+    # a unix socket, or a connection keyed by its host (loopback, an unknown address): the
+    # host's own object, never the peer of another host's (analysis.sockets)
+    if not key.startswith("c:") or sock_host(key) is not None:
         return None
     out = []
     for end in key[2:].split("|"):

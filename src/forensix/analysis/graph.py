@@ -2,7 +2,10 @@
 
 Objects are processes (entity ids), files and pipes (device + inode, with the path last
 seen), network connections (the unordered pair of endpoints, so a local client and its
-local server meet at one node) and unix sockets (path). Edges carry the direction
+local server meet at one node) and unix sockets (path). Every object that lives on one host
+(files, pipes, terminals, unix sockets, loopback connections) is keyed by its host as well:
+on a store of many hosts, only a connection between two addresses joins two hosts
+(analysis.crosshost). Edges carry the direction
 information moved and a time interval:
 
 * process -> file: writes (flows with bytes written), open for writing, truncate, rename,
@@ -21,7 +24,6 @@ from the store without loading it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,7 @@ from forensix.analysis.lives import (
 )
 from forensix.analysis.noise import FILTER_NAMES, FILTERS, noise_case
 from forensix.analysis.processes import FOREVER
+from forensix.analysis.sockets import SOCK_KEY, UNIX_PAIR, sock_host, sock_name
 from forensix.analysis.targets import Target, resolve
 from forensix.model.identity import format_entity
 from forensix.store.base import Reader
@@ -58,14 +61,6 @@ __all__ = [
 WRITE_ACTIONS = ("truncate", "rename", "chmod", "chown", "link", "symlink", "unlink", "utimes",
                  "setxattr", "removexattr", "mkdir", "rmdir")
 _WRITE_FLAGS = 1 | 2 | 64 | 512  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
-_SOCK_KEY = """CASE WHEN network_transport = 'unix'
-    THEN 'u:' || coalesce(unix_path, '@' || nullif(unix_peer_inode, 0)::VARCHAR,
-                          '#' || nullif(file_inode, 0)::VARCHAR, '?')
-    ELSE 'c:' || least(coalesce(source_ip, '?') || ':' || coalesce(source_port, 0)::VARCHAR,
-                       coalesce(destination_ip, '?') || ':' || coalesce(destination_port, 0)::VARCHAR)
-         || '|' || greatest(coalesce(source_ip, '?') || ':' || coalesce(source_port, 0)::VARCHAR,
-                            coalesce(destination_ip, '?') || ':' || coalesce(destination_port, 0)::VARCHAR)
-    END"""
 _OK = "coalesce(ret, 0) >= 0"
 # A non-blocking connect returns EINPROGRESS and goes on to connect: it counts.
 _NET_OK = "(coalesce(ret, 0) >= 0 OR (event_action = 'connect' AND ret = -115))"
@@ -154,8 +149,8 @@ def _params(fr: _Frontier) -> dict[str, Any]:
         "fi": [i for _, _, i, _ in fr.files] or [0], "fg": [g for _, _, _, g in fr.files] or [0],
         "ft": list(fr.files.values()) or [0],
         "sk": list(fr.socks) or [""], "st": list(fr.socks.values()) or [0],
-        "ui": [i for i, _, _ in _unix_pairs(fr)] or [0], "uk": [k for _, k, _ in _unix_pairs(fr)] or [""],
-        "ut": [t for _, _, t in _unix_pairs(fr)] or [0],
+        "uh": [h for h, _, _, _ in _unix_pairs(fr)] or [""], "ui": [i for _, i, _, _ in _unix_pairs(fr)] or [0],
+        "uk": [k for _, _, k, _ in _unix_pairs(fr)] or [""], "ut": [t for _, _, _, t in _unix_pairs(fr)] or [0],
     }
 
 
@@ -163,17 +158,14 @@ _FRONTIER_CTES = """
 fp AS (SELECT unnest($pe) AS eid, unnest($pt) AS thr),
 ff AS (SELECT unnest($fh) AS host, unnest($fd) AS dev, unnest($fi) AS ino, unnest($fg) AS gen, unnest($ft) AS thr),
 fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr),
-fu AS (SELECT unnest($ui) AS ino, unnest($uk) AS key, unnest($ut) AS thr)
+fu AS (SELECT unnest($uh) AS host, unnest($ui) AS ino, unnest($uk) AS key, unnest($ut) AS thr)
 """
-_PAIR = re.compile(r"^u:(\d+)\|(\d+)$")  # a connected unix socket pair, by the two inodes
-
-
-def _unix_pairs(fr: _Frontier) -> list[tuple[int, str, int]]:
+def _unix_pairs(fr: _Frontier) -> list[tuple[str, int, str, int]]:
     out = []
     for key, thr in fr.socks.items():
-        m = _PAIR.match(key)
+        m = UNIX_PAIR.match(key)
         if m:
-            out += [(int(m.group(1)), key, thr), (int(m.group(2)), key, thr)]
+            out += [(m.group(1), int(m.group(2)), key, thr), (m.group(1), int(m.group(3)), key, thr)]
     return out
 
 
@@ -183,12 +175,12 @@ def _pair_sql(cmp: str, backward: bool, inos: str) -> str:
         return f"""
     SELECT 'process', f.entity_id, NULL, NULL, NULL, 'unix', NULL, NULL, NULL, fr.key,
            f.first_ts, f.last_ts, 'write', f.write_bytes, NULL, NULL, NULL
-    FROM flows f JOIN fu fr ON f.file_inode = fr.ino AND f.file_inode IN ({inos})
+    FROM flows f JOIN fu fr ON f.file_inode = fr.ino AND f.host_id = fr.host AND f.file_inode IN ({inos})
     WHERE f.write_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}"""
     return f"""
     SELECT 'unix', NULL, NULL, NULL, fr.key, 'process', f.entity_id, NULL, NULL, NULL,
            f.first_ts, f.last_ts, 'read', f.read_bytes, NULL, NULL, NULL
-    FROM flows f JOIN fu fr ON f.file_inode = fr.ino AND f.file_inode IN ({inos})
+    FROM flows f JOIN fu fr ON f.file_inode = fr.ino AND f.host_id = fr.host AND f.file_inode IN ({inos})
     WHERE f.read_bytes > 0 AND {cmp.format(s='f.first_ts', e='f.last_ts')}"""
 
 # Each edge row: src/dst as (kind, entity, dev, ino, key), interval, kind, bytes, path, and
@@ -261,7 +253,7 @@ def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
          "n.sock_kind, NULL, NULL, NULL, n.key, 'process', n.process_entity_id, NULL, NULL, NULL")
     return f"""
     SELECT {a}, n.ts, {FOREVER}, n.event_action, 0, n.unix_path, NULL, NULL
-    FROM (SELECT process_entity_id, ts, event_action, unix_path, {_SOCK_KEY} AS key,
+    FROM (SELECT process_entity_id, ts, event_action, unix_path, {SOCK_KEY} AS key,
                  CASE WHEN network_transport = 'unix' THEN 'unix' ELSE 'connection' END AS sock_kind
           FROM events WHERE event_category = 'network' {{NF}}
             AND event_action IN ('connect', 'accept') AND {_NET_OK}) n
@@ -276,7 +268,7 @@ def _ports_filter(fr: _Frontier) -> str:
     for key in fr.socks:
         if not key.startswith("c:"):
             return ""  # unix sockets: keyed by path or inode, no port to narrow by
-        for end in key[2:].split("|"):
+        for end in sock_name(key).split("|"):
             port = end.rsplit(":", 1)[-1]
             if not port.isdigit():
                 return ""
@@ -349,7 +341,7 @@ def _hop_sql(backward: bool, active: set[str], fr: _Frontier) -> str:
         add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key", "{NF}": _ports_filter(fr)})
         pairs = _unix_pairs(fr)
         if pairs:
-            parts.append(_pair_sql(cmp, backward, _ints(i for i, _, _ in pairs)))
+            parts.append(_pair_sql(cmp, backward, _ints(i for _, i, _, _ in pairs)))
     if not parts:
         return ""
     union = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
@@ -583,28 +575,32 @@ def _name(node: Node, r: dict[str, Any]) -> None:
 
 
 def _sockets_to_connections(reader: Reader, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Reads and writes on a socket (flows carry only its inode) go to its connection node."""
-    inos = {r[f"{side}_ino"] for r in rows for side in ("src", "dst")
-            if r[f"{side}_kind"] == "file" and r["path"] is None and r["kind"] in ("read", "write")}
-    if not inos:
+    """Reads and writes on a socket (flows carry only its inode) go to its connection node.
+
+    A socket's inode number is its host's: the socket is looked up by (host, inode)."""
+    socks = {(r[f"{side}_key"], r[f"{side}_ino"]) for r in rows for side in ("src", "dst")
+             if r[f"{side}_kind"] == "file" and r["path"] is None and r["kind"] in ("read", "write")}
+    if not socks:
         return rows
-    lit = _ints(sorted(inos))
+    lit = _ints(sorted({ino for _, ino in socks}))
     t = reader.query(
-        f"""SELECT file_inode, any_value({_SOCK_KEY}) AS key FROM events
+        f"""SELECT host_id, file_inode, any_value({SOCK_KEY}) AS key FROM events
             WHERE event_category = 'network' AND event_action IN ('connect', 'accept')
-              AND network_transport IS DISTINCT FROM 'unix' AND file_inode IN ({lit}) GROUP BY 1
+              AND network_transport IS DISTINCT FROM 'unix' AND file_inode IN ({lit}) GROUP BY 1, 2
             UNION ALL
-            SELECT file_inode, 'u:' || least(file_inode, any_value(unix_peer_inode)) || '|'
-                               || greatest(file_inode, any_value(unix_peer_inode)) FROM events
+            SELECT host_id, file_inode, 'u:' || host_id || ':' || least(file_inode, any_value(unix_peer_inode))
+                               || '|' || greatest(file_inode, any_value(unix_peer_inode)) FROM events
             WHERE event_action = 'flow' AND file_inode IN ({lit}) AND coalesce(unix_peer_inode, 0) <> 0
-            GROUP BY 1""")
-    key_of: dict[int, str] = {}
-    for ino, key in zip(t.column("file_inode").to_pylist(), t.column("key").to_pylist()):
-        key_of.setdefault(ino, key)
+            GROUP BY 1, 2""")
+    key_of: dict[tuple[str, int], str] = {}
+    for host, ino, key in zip(t.column("host_id").to_pylist(), t.column("file_inode").to_pylist(),
+                              t.column("key").to_pylist()):
+        key_of.setdefault((host, ino), key)
     for r in rows:
         for side in ("src", "dst"):
-            if r[f"{side}_kind"] == "file" and r["path"] is None and r[f"{side}_ino"] in key_of:
-                k = key_of[r[f"{side}_ino"]]
+            sock = (r[f"{side}_key"], r[f"{side}_ino"])
+            if r[f"{side}_kind"] == "file" and r["path"] is None and sock in key_of:
+                k = key_of[sock]
                 r[f"{side}_kind"] = "unix" if k.startswith("u:") else "connection"
                 r[f"{side}_key"] = k
     return rows
@@ -664,11 +660,13 @@ def _label(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:
             n.label = n.attrs.get("path") or f"inode {obj[2]}"
             n.attrs["names"] = sorted(n.attrs.get("names") or [])
         elif kind == "connection":
-            a, _, b = key[2:].partition("|")
+            a, _, b = sock_name(key).partition("|")
             n.attrs.update(endpoints=[a, b])
             n.label = f"{a} <-> {b}"
         elif kind == "unix":
-            n.label = "unix " + key[2:]
+            n.label = "unix " + sock_name(key)
+        if kind in ("connection", "unix") and (host := sock_host(key)) is not None:
+            n.attrs["host_id"] = host
     _fill_paths(reader, g, ident)
 
 
@@ -710,7 +708,7 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
         fr.procs[target.entity or 0] = t0 if backward else _start_ts(reader, target.entity or 0)
     elif target.kind == "endpoint":
         t = reader.query(
-            f"""SELECT DISTINCT {_SOCK_KEY} AS key FROM events
+            f"""SELECT DISTINCT {SOCK_KEY} AS key FROM events
                 WHERE event_category = 'network' AND event_action IN ('connect', 'accept')
                   AND ((destination_ip = $ip AND destination_port = $port)
                        OR (source_ip = $ip AND source_port = $port))""",

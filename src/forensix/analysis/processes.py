@@ -29,11 +29,13 @@ UserNames = Callable[[Iterable[int]], Mapping[int, str]]
 
 
 def add_user_names(table: pa.Table, names: UserNames | None, reader: Reader | None = None, *,
-                   column: str = "user_id", at: str = "start_ts", entity: str = "entity_id") -> pa.Table:
+                   column: str = "user_id", at: str = "start_ts", entity: str = "entity_id",
+                   name: str = "user_name") -> pa.Table:
     """Insert ``user_name`` and ``user_name_source`` after ``column``: each uid named as its
     host's recorded user database had it at the row's time ``at`` (``analysis.users``).
 
-    ``names`` (tests, or a caller that knows better) names every uid instead, for every host."""
+    ``names`` (tests, or a caller that knows better) names every uid instead, for every host.
+    ``name``: the new columns' name (``NAME`` and ``NAME_source``), to name a second uid column."""
     if column not in table.column_names:
         return table
     uids = table.column(column).to_pylist()
@@ -49,8 +51,8 @@ def add_user_names(table: pa.Table, names: UserNames | None, reader: Reader | No
         when = table.column(at).to_pylist() if at in table.column_names else [None] * len(uids)
         found, sources = store_book(reader, {h for h in hosts if h}).names(hosts, uids, when)
     i = table.column_names.index(column) + 1
-    table = table.add_column(i, "user_name", pa.array(found, pa.string()))
-    return table.add_column(i + 1, "user_name_source", pa.array(sources, pa.string()))
+    table = table.add_column(i, name, pa.array(found, pa.string()))
+    return table.add_column(i + 1, f"{name}_source", pa.array(sources, pa.string()))
 
 
 def images_sql(at_param: str = "$at") -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from forensix.analysis.noise import FILTER_NAMES, path_predicate
+from forensix.analysis.processes import add_user_names
 from forensix.store.base import Reader
 from forensix.store.schema import EVENTS
 
@@ -140,6 +141,7 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
             noise.append("NOT (event_action = 'flow' AND file_type IS NOT DISTINCT FROM 'char')")
     order = "ts, cpu, seq"
     shown = "ts, event_category, event_action, process_entity_id, process_pid, process_name, user_id"
+    # the host of each row: its inodes and uids mean something on that host only
     after = "file_path, destination_ip, destination_port"
     selective = f.entities is not None or f.pid is not None or (f.since is not None and f.until is not None)
     limit = f"LIMIT {int(f.limit)}" if f.limit else ""
@@ -167,7 +169,8 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
                          f"WHERE {' AND '.join(conds)} {page})", params).to_pylist()[0]
         conds += ["ts >= $fx_lo", "ts <= $fx_hi"]  # NULL bounds (no row): nothing, at once
         params |= {"fx_lo": b["lo"], "fx_hi": b["hi"]}
-    cols = ", ".join(_columns_of(message_sql(), " ".join(noise), order, shown, after, "file_device, file_inode"))
+    cols = ", ".join(_columns_of(message_sql(), " ".join(noise), order, shown, after,
+                                 "host_id, file_device, file_inode"))
     base = kept(cols)
     # Flow rows of descriptors a process inherited or dup'd carry the inode but no path and
     # no command name, and edges of /5 stores (kept only in flows) no uid: they are filled in from
@@ -176,9 +179,9 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
     WITH t AS MATERIALIZED (
         SELECT * FROM ({base}) ORDER BY {order} {limit}),
     names AS (
-        SELECT file_device, file_inode, any_value(file_path) AS known_path FROM events
+        SELECT host_id, file_device, file_inode, any_value(file_path) AS known_path FROM events
         WHERE file_inode IN (SELECT file_inode FROM t WHERE file_path IS NULL AND event_action = 'flow')
-          AND event_action = 'open' AND file_path IS NOT NULL GROUP BY 1, 2),
+          AND event_action = 'open' AND file_path IS NOT NULL GROUP BY 1, 2, 3),
     comms AS (
         SELECT entity_id, arg_max(name, image_seq) AS comm, arg_max(user_id, image_seq) AS uid
         FROM processes WHERE entity_id IN (SELECT process_entity_id FROM t
@@ -188,9 +191,12 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
         SELECT t.* REPLACE (coalesce(t.file_path, n.known_path) AS file_path,
                             coalesce(t.process_name, c.comm) AS process_name,
                             coalesce(t.user_id, c.uid) AS user_id)
-        FROM t LEFT JOIN names n ON n.file_device = t.file_device AND n.file_inode = t.file_inode
+        FROM t LEFT JOIN names n ON n.host_id = t.host_id AND n.file_device = t.file_device
+                                    AND n.file_inode = t.file_inode
                LEFT JOIN comms c ON c.entity_id = t.process_entity_id)
-    SELECT {shown}, {message_sql()} AS message, {after}
+    SELECT {shown}, {message_sql()} AS message, {after}, host_id
     FROM filled ORDER BY {order}
     """
-    return reader.query(sql, params)
+    # each uid named as its host had it then (analysis.users), beside the number
+    t = add_user_names(reader.query(sql, params), None, reader, at="ts", entity="process_entity_id")
+    return t.drop_columns(["host_id"])

@@ -16,11 +16,22 @@ from forensix.store.base import Reader
 from forensix.store.hostfilter import HostReader
 from forensix.store.open import is_remote, open_reader
 
-__all__ = ["DEFAULT_STORE", "emit", "format_option", "reader", "store_option", "time_option"]
+__all__ = ["DEFAULT_STORE", "emit", "format_option", "netns_options", "reader", "store_option", "time_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_STORE = os.environ.get("FORENSIX_STORE", "forensix.duckdb")
+
+
+def netns_options(f: F) -> F:
+    """--netns / --netns-inode: record one network namespace as a host (sensor/netns.py)."""
+    f = click.option("--netns-inode", type=click.IntRange(1), default=None, metavar="N",
+                     help="The same, by the namespace's inode (`readlink /proc/PID/ns/net` shows net:[N]).")(f)
+    return click.option(
+        "--netns", default=None, metavar="PATH",
+        help="Record only the processes of this network namespace (/run/netns/NAME, /proc/PID/ns/net), "
+             "as a host of its own: a container or netns is one host of a fleet store, and a connection "
+             "between two namespaces is followed across hosts by backtrack and forward.")(f)
 
 
 def _remember_host(ctx: click.Context, param: click.Parameter, value: str | None) -> None:

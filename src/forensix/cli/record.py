@@ -14,14 +14,15 @@ import click
 from rich.console import Console
 
 from forensix.agent.sink import Sink, StoreSink
-from forensix.cli.options import DEFAULT_STORE
+from forensix.cli.options import DEFAULT_STORE, netns_options
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
+from forensix.model.host import local_host
+from forensix.rules.detectors import RecorderGuard
 from forensix.sensor.loader import ORPHAN_TIMEOUT_S, SensorConfig, pin_dir_for, preflight, unpin
 from forensix.sensor.recorder import Recorder, RecordStats
-from forensix.store.embedded import open_writer, socket_path
-from forensix.store.remote import QueryServer
+from forensix.store.keeper import IDLE_EXIT_S, SEAL_SECONDS, RecorderStore
 
 __all__ = ["COMMANDS", "record"]
 
@@ -39,8 +40,8 @@ def _live(stats: RecordStats) -> None:
 
 
 def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = ru.ru_utime + ru.ru_stime
+    ru, kept = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru.ru_utime + ru.ru_stime + kept.ru_utime + kept.ru_stime  # the store keeper's too
     _err.print(f"[bold]recorded[/bold] {stats.events} events, {stats.processes} process images, "
                f"{stats.flows} flow edges in {elapsed:.1f}s into {store}", highlight=False, soft_wrap=True)
     wall = time.monotonic() - _T0
@@ -56,13 +57,13 @@ def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
                    soft_wrap=True)
 
 
-def _stop_pinned(store: str) -> None:
+def _stop_pinned(store: str, netns: int = 0) -> None:
     """Detach a pinned sensor: its programs stop at once; what its rings still hold is
     not stored (record on the same store instead of --stop to keep it)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    pin = pin_dir_for(store)
+    pin = pin_dir_for(store, netns)
     if not pin.exists():
         _err.print(f"no sensor is pinned for {store} ({pin}): nothing to stop", highlight=False)
         return
@@ -94,6 +95,7 @@ Examples:
   forensix record --store /var/lib/forensix/host.duckdb --duration 3600
   forensix record --store build.duckdb -- make -j2   # record while make runs; exit with its code
   forensix record --full -- ./suspicious.sh    # every read/write call, not just flow edges
+  forensix record --netns /run/netns/blue --host-name blue --store blue.duckdb   # one namespace as a host
 
 While it records, other terminals can query the same store (forensix ps, events, ...).
 The kernel side is pinned in bpffs: if the recorder is killed, recording goes on, and
@@ -141,6 +143,14 @@ the next `forensix record` on the same store adopts it and stores what it kept.
               metavar="SECONDS",
               help="If this recorder dies, its pinned sensor records on for this long, then stops until the "
                    "next recorder on the store adopts it (the pause is written as a gap); 0: record on forever.")
+@netns_options
+@click.option("--host-name", default=None, metavar="NAME",
+              help="With --netns: the host name the namespace is recorded as (default: HOSTNAME-NAME of "
+                   "/run/netns/NAME); its host id is derived from this machine's, the namespace and the name.")
+@click.option("--journal-seconds", type=click.FloatRange(0.1), default=SEAL_SECONDS, hidden=True,
+              help="Close a journal with rows this old for the store keeper to seal (tests: sealing while recording).")
+@click.option("--keeper-idle", type=click.FloatRange(0.1), default=IDLE_EXIT_S, hidden=True,
+              help="Seconds the store keeper waits with nothing to do before it exits.")
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -149,16 +159,21 @@ def record(
     no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
     metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
-    webhook: str | None, ready_file: str | None, orphan_timeout: float, command: tuple[str, ...],
+    webhook: str | None, ready_file: str | None, orphan_timeout: float, netns: str | None,
+    netns_inode: int | None, host_name: str | None, journal_seconds: float, keeper_idle: float,
+    command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
     With a COMMAND (after --), start it, record until it exits, and exit with its code.
     """
+    from forensix.sensor.netns import recorded_host
+
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
-    if stop_pinned:
-        _stop_pinned(store)
+    if stop_pinned:  # the namespace may be gone by now: its sensor is found by the inode alone
+        _stop_pinned(store, netns_inode if netns is None and netns_inode else recorded_host(netns, None, None)[0])
         return
+    ns, host = recorded_host(netns, netns_inode, host_name)  # a bad namespace too
     if ready_file is not None and not Path(ready_file).absolute().parent.is_dir():
         raise UsageError(f"no directory for --ready-file {ready_file}", "create its directory first")
     endpoint, counter = None, None
@@ -171,34 +186,47 @@ def record(
         registry.register(counter)
         endpoint = serve_metrics(registry, parse_metrics_address(metrics_addr))
         _err.print(f"metrics on {endpoint.url}", highlight=False)
-    writer = open_writer(store)
-    writer.seal_in_background()  # DuckDB's compression yields the CPU to the recorded workload
+    # Rows go to journals from this process; a store keeper process seals them into DuckDB
+    # and answers queries, and exits when idle (store/keeper.py): the idle recorder holds no DuckDB.
+    keepers: list[int] = []
+    guards: list[RecorderGuard] = []
+
+    def _keeper_started(pid: int) -> None:  # its writes to the store are the recorder's own
+        keepers.append(pid)
+        for g in guards:
+            g.self_pids.add(pid)
+
+    writer = RecorderStore(store, host=host or local_host(), on_spawn=_keeper_started, idle_exit=keeper_idle,
+                           seal_seconds=journal_seconds)
     for note in writer.recovered:  # an earlier recorder died before sealing its last rows
         _err.print(f"[yellow]store recovery: {note}[/yellow]", highlight=False, soft_wrap=True)
-    server = QueryServer(writer, socket_path(store)).start()
     store_sink = StoreSink(writer)
     sinks: list[Sink] = [store_sink]
     if not no_rules:  # live detection reads every batch after it is stored
-        sinks.append(live_engine_for_record(
+        engine = live_engine_for_record(
             store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
-        ))
+            recorder_pids=(os.getpid(), *keepers),
+        )
+        guards += [d for d in engine.detectors if isinstance(d, RecorderGuard)]
+        sinks.append(engine)
     if counter is not None:
         sinks.append(counter)
     collector = None
     if not no_artifacts:
         from forensix.artifacts import ArtifactStore, Collector, artifacts_dir
-        from forensix.model.host import local_host
 
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
-                                            quota_bytes=artifact_quota_mb << 20).open(), local_host())
+                                            quota_bytes=artifact_quota_mb << 20).open(), host or local_host())
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
-                          pin_dir=pin_dir_for(store), sock_layer=socket_flows == "socket",
-                          orphan_timeout_s=orphan_timeout)
+                          pin_dir=pin_dir_for(store, ns), sock_layer=socket_flows == "socket",
+                          orphan_timeout_s=orphan_timeout, netns=ns)
+    # the machine's logs are not a namespace's: followed for one only when named
+    logs = list(system_logs) or ([] if ns else default_sources())
     if ring_mb is not None:
         config.ring_main_mb = _pow2(ring_mb)
-    rec = Recorder(sinks, config, on_stats=None if quiet else _live, notes=writer.recovered, artifacts=collector,
-                   system_logs=[] if no_system_logs else (list(system_logs) or default_sources()),
+    rec = Recorder(sinks, config, host=host, on_stats=None if quiet else _live, notes=writer.recovered,
+                   artifacts=collector, system_logs=[] if no_system_logs else logs,
                    on_ready=None if ready_file is None else lambda: _say_ready(ready_file))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -213,8 +241,7 @@ def record(
             signal.signal(s, h)
         if ready_file is not None:
             Path(ready_file).unlink(missing_ok=True)
-        server.stop()
-        writer.close()
+        writer.close()  # the keeper seals the last journals
         if endpoint is not None:
             endpoint.stop()
     if not quiet:

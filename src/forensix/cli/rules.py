@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -15,6 +17,7 @@ from forensix.rules import alert_records, default_detectors, hunt, load_rules
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.compile import CompiledRule
 from forensix.rules.engine import LiveEngine
+from forensix.rules.guard import live_problem, trial
 from forensix.rules.loader import RuleSet, coverage, start_summary
 from forensix.rules.sql import rule_sql
 from forensix.store.base import Reader
@@ -116,8 +119,15 @@ def rules_check(paths: tuple[str, ...], show: bool, fmt: str) -> None:
     Examples:
       forensix rules check ~/sigma/rules/linux ~/sigma/rules-emerging-threats
       forensix rules check ~/sigma/rules-threat-hunting --list
+
+    A rule that loads but that the live engine cannot run (a text test on the list column
+    process.args) is named with the reason, and the exit status is then 3.
     """
     rs = load_rules(list(paths), builtin=False)
+    ev = trial()
+    cannot = [(r, why) for r in rs.ok if (why := live_problem(r, ev)) is not None]
+    for r, why in cannot:  # counted and listed with the rules that do not run, with why
+        rs.rules[rs.rules.index(r)] = replace(r, status="unsupported", reason=f"the live engine cannot run it: {why}")
     cov = coverage(rs)
     if fmt == "text":
         for line in cov.lines():
@@ -129,6 +139,10 @@ def rules_check(paths: tuple[str, ...], show: bool, fmt: str) -> None:
             [("kind", pa.string()), ("what", pa.string()), ("rules", pa.int64())])), fmt)
     if show and rs.problems:
         emit(_rules_table(rs.problems), fmt)
+    for r, why in cannot:  # they load, yet the live engine (and the hunt) would skip them
+        click.echo(f"skipped {r.rule_id} ({r.title}): the live engine cannot run it: {why}", err=True)
+    if cannot:
+        sys.exit(3)
 
 
 def replay(rd: Reader, engine: LiveEngine, ts_from: int | None, ts_to: int | None, batch: int = 50_000) -> pa.Table:
@@ -173,6 +187,9 @@ def rules_test(paths: tuple[str, ...], builtin: bool, store: str, fmt: str, **kw
     """Run rules both ways over a store - replayed through the live engine, and as the
     retro-hunt's SQL - and show per rule how many events each matched (they must agree).
 
+    A rule either engine cannot run is named with the reason and left out, the others run,
+    and the exit status is then 3 (1: the engines disagree).
+
     \b
     Examples:
       forensix rules test --store host.duckdb
@@ -180,16 +197,23 @@ def rules_test(paths: tuple[str, ...], builtin: bool, store: str, fmt: str, **kw
     """
     rs = _load(paths, builtin)
     ts_from, ts_to = kw.get("from"), kw.get("to")
+    titles = {r.rule_id: r.title for r in rs.ok}
+    engine = LiveEngine(rs.ok, detectors=default_detectors() if builtin else [],
+                        notify=lambda line: click.echo(line, err=True))
+    hunt_skipped: list[tuple[str, str]] = []  # rules the store could not run: named, the others ran
     rd = reader(store)
     try:
-        live = replay(rd, LiveEngine(rs.ok, detectors=default_detectors() if builtin else []), ts_from, ts_to)
-        hunted = hunt(rd, rs.ok, default_detectors() if builtin else [], ts_from, ts_to)
+        live = replay(rd, engine, ts_from, ts_to)
+        hunted = hunt(rd, rs.ok, default_detectors() if builtin else [], ts_from, ts_to, skipped=hunt_skipped)
     finally:
         rd.close()
+    for rule_id, why in hunt_skipped:
+        click.echo(f"skipped {rule_id} ({titles.get(rule_id, '?')}): the store cannot run it: {why}", err=True)
+    # a rule one engine did not run has nothing to agree on: named above, left out here
+    left_out = {i for i, _ in engine.skipped + engine.disabled + hunt_skipped}
     live_ids = _ids_by_rule(live)
     hunt_ids = _ids_by_rule(hunted)
-    titles = {r.rule_id: r.title for r in rs.ok}
-    names = sorted(set(live_ids) | set(hunt_ids) | set(titles))
+    names = sorted((set(live_ids) | set(hunt_ids) | set(titles)) - left_out)
     table = pa.table(
         {
             "rule_id": names,
@@ -203,6 +227,9 @@ def rules_test(paths: tuple[str, ...], builtin: bool, store: str, fmt: str, **kw
     if not all(table.column("agree").to_pylist()):
         click.echo("the live engine and the retro-hunt disagree (a bug: please report it)", err=True)
         sys.exit(1)
+    if left_out:
+        click.echo(f"{len(names)} rules compared ({len(left_out)} skipped)", err=True)
+        sys.exit(3)
 
 
 def _ids_by_rule(alerts: pa.Table) -> dict[str, set[str]]:
@@ -259,6 +286,9 @@ def _alerts_view(alerts: pa.Table, store: str, fmt: str) -> pa.Table:
 def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt: str, **kw: Any) -> None:
     """Retro-hunt: run Sigma rules (files or directories) over the recorded history.
 
+    A rule the store cannot run is named with the reason and skipped, the others run, and
+    the exit status is then 3 (0: every loaded rule ran).
+
     \b
     Examples:
       forensix hunt --store host.duckdb                       # the curated set
@@ -270,14 +300,18 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
         click.echo(f"skipped {r.source}: {r.status}: {r.reason}", err=True)
     detectors = default_detectors() if builtin else []
     ctx = click.get_current_context()
+    skipped: list[tuple[str, str]] = []  # rules the store could not run: named, the others ran
     if is_remote(store) and not ctx.meta.get("forensix.host"):  # ClickHouse: every host, in ClickHouse
-        found = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"))
+        found = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"), skipped)
     else:
         rd = reader(store)
         try:
-            found = hunt(rd, rs.ok, detectors, kw.get("from"), kw.get("to"))
+            found = hunt(rd, rs.ok, detectors, kw.get("from"), kw.get("to"), skipped=skipped)
         finally:
             rd.close()
+        titles = {r.rule_id: r.title for r in rs.ok}
+        for rule_id, why in skipped:
+            click.echo(f"skipped {rule_id} ({titles.get(rule_id, '?')}): the store cannot run it: {why}", err=True)
     if save and found.num_rows:
         from forensix.store.open import open_writer
 
@@ -292,11 +326,15 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
         finally:
             w.close()
     emit(_alerts_view(found, store, fmt), fmt)
-    click.echo(f"{found.num_rows} alerts from {len(rs.ok)} rules", err=True)
+    ran = len(rs.ok) - len(skipped)
+    click.echo(f"{found.num_rows} alerts from {ran} rules" + (f" ({len(skipped)} skipped)" if skipped else ""),
+               err=True)
+    if skipped:
+        sys.exit(3)
 
 
 def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[Any], since: int | None,
-                until: int | None) -> pa.Table:
+                until: int | None, skipped: list[tuple[str, str]]) -> pa.Table:
     """A hunt over a ClickHouse store, run in ClickHouse on every shard (rules.fleet_hunt);
     rules its SQL cannot say are hunted over each host's slice, and named here."""
     from forensix.rules.fleet_hunt import fleet_hunt
@@ -308,10 +346,17 @@ def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[A
         click.echo(f"hunted over each host's slice (not as ClickHouse SQL): {rule_id}: {why}", err=True)
     for rule_id, err in res.failed:
         click.echo(f"skipped {rule_id}: it fails over the slices too: {err}", err=True)
+    skipped += res.failed
     for name, why in res.skipped:
         click.echo(f"skipped the built-in detector {name}: {why}", err=True)
     click.echo(f"{len(res.in_clickhouse)} rules hunted in ClickHouse on {res.shards} shard(s), "
                f"{len(res.fallback)} over host slices", err=True)
+    by = Counter(s for _, s in res.narrowed)
+    click.echo(f"candidate hosts and days from the summaries for {len(res.narrowed)} rules ("
+               + (", ".join(f"{n} {name}" for name, n in sorted(by.items())) or "none")
+               + f"), from the events' own columns for {len(res.probed)}"
+               + (f" ({', '.join(r for r, _ in res.probed)})" if res.probed else "")
+               + f"; {res.scans} scans, exact rules over {res.candidates:,} host-days", err=True)
     return res.alerts
 
 
@@ -399,12 +444,15 @@ def live_engine_for_record(
     echo: Any = None,
     recorder_pids: Sequence[int] = (),
     protected: Sequence[str] = (),
+    record_problems: bool = True,
 ) -> LiveEngine:
     """The live engine `forensix record` adds after its store sink: curated rules plus
     ``rule_paths``, the built-in detectors guarding this recorder and its store, alerts
     to the store, to ``echo`` (a callable taking one line), JSON lines and a webhook.
     ``protected`` adds paths besides the store that only the recorder may modify (the
-    shipping spool)."""
+    shipping spool). ``record_problems``: a rule that cannot run, or was disabled, is said
+    in the store too, as an agent warning of the host of the batch at hand (a recorder's
+    own host; a log host's engine serves many hosts, and says it in its log only)."""
     import os
 
     from forensix.rules.alerts import (
@@ -416,9 +464,6 @@ def live_engine_for_record(
     )
 
     rs = load_rules(list(rule_paths))
-    if echo is not None and rule_paths:  # once, at start: what runs, and what cannot and why
-        for line in start_summary(rs, rule_paths):
-            echo(line)
     outputs: list[AlertOutput] = [SinkOutput(store_sink)]
     if echo is not None:
         def _print(alerts: pa.Table) -> None:
@@ -431,7 +476,28 @@ def live_engine_for_record(
     if webhook:
         outputs.append(WebhookOutput(webhook, store=store))
     pids = tuple(recorder_pids) or (os.getpid(),)
-    return LiveEngine(rs.ok, detectors=default_detectors(pids, (store, *protected)), outputs=outputs)
+    # a rule it cannot run is said at start (and in the record, with the first events); the others run
+    engine = LiveEngine(rs.ok, detectors=default_detectors(pids, (store, *protected)), outputs=outputs,
+                        record=store_sink if record_problems else None)
+    if echo is not None:  # once, at start: what runs, and what cannot and why
+        if rule_paths:
+            for line in start_summary(_live_counted(rs, engine), rule_paths):
+                echo(line)
+        for rule_id, why in engine.skipped:
+            echo(f"skipped {rule_id} ({next(r.title for r in rs.ok if r.rule_id == rule_id)}): "
+                 f"the live engine cannot run it: {why}")
+        engine.notify = echo
+    return engine
+
+
+def _live_counted(rs: RuleSet, engine: LiveEngine) -> RuleSet:
+    """``rs`` with the rules the engine skipped counted among those not run (each is
+    named on a line of its own after the summary)."""
+    skipped = {i for i, _ in engine.skipped}
+    if not skipped:
+        return rs
+    return RuleSet([replace(r, status="unsupported", reason="the live engine cannot run it")
+                    if r.ok and r.rule_id in skipped else r for r in rs.rules])
 
 
 COMMANDS = [rules_group, hunt_cmd, alerts_cmd]

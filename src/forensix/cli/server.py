@@ -9,15 +9,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from forensix.agent.sink import StoreSink
-from forensix.cli.options import DEFAULT_STORE, emit, format_option, store_option
+from forensix.cli.options import DEFAULT_STORE, emit, format_option, netns_options, store_option
 from forensix.cli.pki import DEFAULT_PKI, pki_option
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
+
+if TYPE_CHECKING:
+    from forensix.model.host import HostInfo
 
 __all__ = ["COMMANDS"]
 
@@ -123,6 +126,16 @@ def _until_signal(stop: threading.Event) -> None:
               help="Refuse frames when the evidence disk has less free space than this.")
 @click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(1),
               help="Connections open at once, all hosts (beyond it, closed before the handshake).")
+@click.option("--evidence-attempts", default=3, show_default=True, type=click.IntRange(0),
+              help="Times a frame may fail to be written into the evidence (full disk, EIO, read-only) "
+                   "before it is refused for good; the agent keeps it in SPOOL/refused (0: retry for ever).")
+@click.option("--store-attempts", default=3, show_default=True, type=click.IntRange(0),
+              help="Times the store may refuse a frame's rows (a type, a constraint, a schema; not the store "
+                   "being away, which is retried for ever) before the frame is quarantined: kept in the "
+                   "evidence, not ingested, the other hosts' ingest goes on (0: retry for ever).")
+@click.option("--reingest", is_flag=True,
+              help="At start, ingest the quarantined frames again (after fixing their cause; "
+                   "`forensix verify` lists them).")
 @_metrics_option("the log host")
 @click.option("--metrics-client", "metrics_clients", multiple=True, metavar="NAME",
               help="Serve the metrics over mutual TLS to scrapers holding the CA's certificate NAME "
@@ -131,7 +144,9 @@ def _until_signal(stop: threading.Event) -> None:
 @record_rule_options
 def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
            checkpoint_interval: float, host_max_connections: int, host_max_streams: int,
-           host_max_bytes: str, min_free: str, max_connections: int, metrics_addr: str | None,
+           host_max_bytes: str, min_free: str, max_connections: int, evidence_attempts: int,
+           store_attempts: int, reingest: bool,
+           metrics_addr: str | None,
            metrics_clients: tuple[str, ...], verbose: bool, rule_paths: tuple[str, ...] = (),
            no_rules: bool = False, alerts_jsonl: str | None = None, webhook: str | None = None) -> None:
     """Run the log host: accept sealed batches from enrolled agents over mutual TLS 1.3.
@@ -147,6 +162,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
       forensix server --listen 10.0.0.5:7514 --silence 120 --metrics 9514
       forensix server --metrics 10.0.0.5:9514 --metrics-client prometheus   # mutual TLS
       forensix server --host-max-bytes 200G --host-max-connections 2 --min-free 5G
+      forensix server --store fleet.duckdb --reingest   # frames the store refused, once the cause is fixed
       forensix server --store 'clickhouse://ch1:9000/forensix?cluster=fleet' --evidence /var/lib/forensix/evidence
     """
     from forensix.server import LogServer, ServerConfig, evidence_dir_for
@@ -177,11 +193,13 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     if not no_rules:  # the same rules as `forensix record`, on every host's stream
         log = logging.getLogger("forensix.alerts")
         live = live_engine_for_record(StoreSink(writer), store, rule_paths=rule_paths,
-                                      alerts_jsonl=alerts_jsonl, webhook=webhook, echo=log.warning)
+                                      alerts_jsonl=alerts_jsonl, webhook=webhook, echo=log.warning,
+                                      record_problems=False)
     limits = HostLimits(connections=host_max_connections, streams=host_max_streams,
-                        evidence_bytes=_size(host_max_bytes), min_free_bytes=_size(min_free))
+                        evidence_bytes=_size(host_max_bytes), min_free_bytes=_size(min_free),
+                        evidence_attempts=evidence_attempts)
     cfg = ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval, limits=limits,
-                       max_connections=max_connections)
+                       max_connections=max_connections, store_attempts=store_attempts, reingest=reingest)
     srv = LogServer(cfg, writer, live)
     slog = logging.getLogger("forensix.server")
     try:
@@ -237,11 +255,12 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
               help="Ship generated events instead of recording (load tests, transport checks).")
 @click.option("--batch-rows", default=1000, show_default=True, type=int, help="Rows per synthetic batch.")
 @_metrics_option("this agent")
+@netns_options
 @click.option("-v", "--verbose", is_flag=True)
 def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | None, ca: str | None,
           seal_key: str | None, spool: str, spool_max: str, store: str | None, server_name: str,
           heartbeat: float, batch_ms: int, drain: float, duration: float | None, synthetic: float | None, batch_rows: int,
-          metrics_addr: str | None, verbose: bool) -> None:
+          metrics_addr: str | None, netns: str | None, netns_inode: int | None, verbose: bool) -> None:
     """Record this host and ship the record, sealed, to the log host.
 
     \b
@@ -255,6 +274,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
       forensix agent --server 10.0.0.5:7514 --bundle ./web01 --spool /var/lib/forensix/spool --store local.duckdb
       forensix agent --server 127.0.0.1:7514 --bundle ./h1 --synthetic 50000 --duration 30
       forensix agent --server loghost:7514 --bundle /etc/forensix/agent --metrics 9515
+      forensix agent --server loghost:7514 --bundle ./blue --netns /run/netns/blue   # a namespace as host blue
 
     \b
     A frame the log host refuses for good (its seal, chain or rows do not hold) is kept in
@@ -271,10 +291,15 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     b = Path(bundle) if bundle else None
     cert_p, key_p, ca_p, seal_p = _bundle_paths(b, cert, key, ca, seal_key)
     host = _cert_name(cert_p)
+    ns, info = 0, None
+    if netns is not None or netns_inode is not None:  # the namespace is the host the certificate names
+        from forensix.sensor.netns import recorded_host
+
+        ns, info = recorded_host(netns, netns_inode, host)
     cfg = ShippingConfig(host=host, server=_addr(server_addr), context=client_context(ca_p, cert_p, key_p),
                          seal_key=seal_p, spool_dir=Path(spool), spool_max_bytes=_size(spool_max),
                          server_name=server_name, heartbeat_s=heartbeat, drain_s=drain,
-                         coalesce_s=batch_ms / 1000)
+                         coalesce_s=batch_ms / 1000, info=info)
     from forensix.metrics import RowCounter
 
     counter = RowCounter()
@@ -306,7 +331,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
         if synthetic is not None:
             _run_synthetic(sinks, synthetic, batch_rows, duration, stop)
         else:
-            _run_recorder(sinks, duration, stop, Path(spool))
+            _run_recorder(sinks, duration, stop, Path(spool), ns, info)
     finally:
         for s in sinks:
             s.close()
@@ -364,14 +389,16 @@ def _run_synthetic(sinks: list[Any], rate: float, rows: int, duration: float | N
             stop.wait(ahead)
 
 
-def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Event, spool: Path) -> None:
+def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Event, spool: Path, netns: int = 0,
+                  host: HostInfo | None = None) -> None:
     from forensix.artifacts import ArtifactStore, Collector
     from forensix.model.host import local_host
+    from forensix.sensor.loader import SensorConfig
     from forensix.sensor.recorder import Recorder
 
     # executed files are kept beside the spool and shipped to the log host (artifact_blobs)
     kept = ArtifactStore(spool.with_name(spool.name + ".artifacts")).open()
-    rec = Recorder(sinks, artifacts=Collector(kept, local_host(), ship=True),
+    rec = Recorder(sinks, SensorConfig(netns=netns), host=host, artifacts=Collector(kept, host or local_host(), ship=True),
                    on_ready=lambda: logging.getLogger("forensix.agent").info("recording: every program attached"))
 
     def watch() -> None:

@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 
 from forensix.imports.rows import BadLine, Batcher, Host, Processes, Row
 from forensix.imports.source import LogFile
 from forensix.store import schema
-from forensix.store.embedded import DuckDBStore
+
+if TYPE_CHECKING:  # not imported by `forensix record`, which follows logs and holds no DuckDB
+    from forensix.store.embedded import DuckDBStore
 
 __all__ = ["FileResult", "Importer", "Parser"]
 

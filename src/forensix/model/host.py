@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-__all__ = ["HostInfo", "local_host"]
+__all__ = ["HostInfo", "local_host", "namespace_host"]
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,16 @@ def local_host() -> HostInfo:
         boot_id=_read("/proc/sys/kernel/random/boot_id") or "unknown",
         kernel=os.uname().release,
     )
+
+
+def namespace_host(machine: HostInfo, netns: int, name: str) -> HostInfo:
+    """A network namespace of ``machine`` recorded as a host of its own (sensor/netns.py).
+
+    Same boot and kernel; its own name, and an id derived from the machine's id, the
+    namespace's inode and the name (32 hex digits, the shape of a machine-id). Entity ids
+    are keyed by the host id (model/identity.py), so the namespace's processes never take
+    the ids of the machine's or of another namespace's; and the name is in it because a
+    dead namespace's inode is given to the next one.
+    """
+    digest = hashlib.blake2b(f"{machine.host_id}\0netns\0{netns}\0{name}".encode(), digest_size=16).hexdigest()
+    return replace(machine, host_id=digest, host_name=name)

@@ -99,11 +99,16 @@ def render_tree_text(table: pa.Table, out: Any) -> None:
 
 
 def render_timeline_text(table: pa.Table, out: Any) -> None:
+    """One line per event; the user as ``name(uid)`` where the host's name is known (else the uid),
+    marked and explained under the lines when the name is not the host's own as of then."""
     for r in iter_dicts(table):
         who = f"{r.get('process_name') or '?'}[{r.get('process_pid') or '?'}]"
         ent = format_entity(r["process_entity_id"]) if r.get("process_entity_id") else "-" * 16
-        out.write(f"{format_ns(r['ts'])}  {ent}  {who:<22} uid {r.get('user_id')!s:<6} "
+        user = user_label(r.get("user_name"), r.get("user_id"), r.get("user_name_source"))
+        out.write(f"{format_ns(r['ts'])}  {ent}  {who:<22} {user:<14} "
                   f"{r.get('event_action') or '':<9} {r.get('message') or ''}\n")
+    for note in user_notes(table):
+        out.write(note + "\n")
 
 
 def render_timesketch(table: pa.Table, out: Any) -> None:

@@ -12,8 +12,6 @@ import json
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +259,9 @@ class WebhookOutput:
 
     def _post(self, rec: dict[str, Any]) -> None:
         body = json.dumps(rec, default=str).encode()
+        import urllib.error  # here, not at import: http, email and ssl are ~2.4 MB of every recorder
+        import urllib.request
+
         req = urllib.request.Request(
             self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )

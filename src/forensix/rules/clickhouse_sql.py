@@ -28,7 +28,7 @@ hunt reports it and hunts that rule over pulled slices instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,19 @@ from forensix.store.clickhouse.connection import literal
 from forensix.store.clickhouse.ddl import ch_type
 from forensix.store.schema import EVENTS
 
-__all__ = ["DERIVED_CH", "NotExpressible", "Tables", "before_join", "check_rule", "hunt_sql_ch", "where_ch"]
+__all__ = [
+    "DERIVED_CH",
+    "Known",
+    "NotExpressible",
+    "Slice",
+    "Tables",
+    "before_join",
+    "check_rule",
+    "hunt_sql_ch",
+    "maybe",
+    "probe_sql_ch",
+    "where_ch",
+]
 
 
 class NotExpressible(ValueError):
@@ -172,27 +184,44 @@ def _column_sql(col: str) -> tuple[str, str] | None:
     return None
 
 
+# what a test's column is on a row of some table: (when it is known there, expression), or None
+Known = Callable[[Pred], "tuple[str, str] | None"]
+
+
+def maybe(node: Node, known: Known, positive: bool = True) -> str:
+    """A condition over the rows ``known`` describes that every row where ``node`` is true
+    (``positive``) or false meets: a test whose column is not known there becomes "maybe"
+    (true), one known only on some rows is tested on those (``if(when, test, 1)``)."""
+    if isinstance(node, Const):
+        return "1" if node.value == positive else "0"
+    if isinstance(node, Not):
+        return maybe(node.item, known, not positive)
+    if isinstance(node, (And, Or)):
+        conj = isinstance(node, And) == positive
+        parts = [maybe(i, known, positive) for i in node.items]
+        return "(" + (" AND " if conj else " OR ").join(parts) + ")"
+    if not isinstance(node, Pred):
+        raise NotExpressible(f"not a predicate node: {node!r}")
+    got = known(node)
+    if got is None:
+        return "1"
+    when, expr = got
+    test = _pred(node, expr) if positive else f"(NOT {_pred(node, expr)})"
+    return test if when == "1" else f"if({when}, {test}, 1)"
+
+
+def _before_join_known(p: Pred) -> tuple[str, str] | None:
+    if p.op == "colref" and str(p.value) not in F.EVENTS_COLUMNS:
+        return None
+    return _column_sql(p.column)
+
+
 def before_join(node: Node, positive: bool = True) -> str:
     """A condition over the event's own columns that every row where ``node`` is true
     (``positive``) or false meets: tests of the process images become "maybe" (true),
     except where the event carries the value itself. Rows failing it are dropped before
     the images are joined; the rule itself is evaluated after."""
-    if isinstance(node, Const):
-        return "1" if node.value == positive else "0"
-    if isinstance(node, Not):
-        return before_join(node.item, not positive)
-    if isinstance(node, (And, Or)):
-        conj = isinstance(node, And) == positive
-        parts = [before_join(i, positive) for i in node.items]
-        return "(" + (" AND " if conj else " OR ").join(parts) + ")"
-    if not isinstance(node, Pred):
-        raise NotExpressible(f"not a predicate node: {node!r}")
-    known = _column_sql(node.column)
-    if known is None or (node.op == "colref" and str(node.value) not in F.EVENTS_COLUMNS):
-        return "1"
-    when, expr = known
-    test = _pred(node, expr) if positive else f"(NOT {_pred(node, expr)})"
-    return test if when == "1" else f"if({when}, {test}, 1)"
+    return maybe(node, _before_join_known, positive)
 
 
 def check_rule(rule: CompiledRule) -> None:
@@ -363,11 +392,11 @@ def _event_columns(cols: Iterable[str]) -> list[str]:
     return out
 
 
-def _images(key: str, name: str, table: str) -> str:
+def _images(key: str, name: str, table: str, where: str = "1") -> str:
     """One row per process: its images (time, seq, executable, command line, name, parent), sorted."""
     cmd = "if(args__null = 1, CAST(NULL AS Nullable(String)), toNullable(arrayStringConcat(args, ' ')))"
     return (f"(SELECT entity_id AS {key}, arraySort(groupArray(tuple(image_ts, image_seq, executable, {cmd}, "
-            f"name, ifNull(parent_entity_id, 0)))) AS {name} FROM {table} GROUP BY entity_id)")
+            f"name, ifNull(parent_entity_id, 0)))) AS {name} FROM {table} WHERE {where} GROUP BY entity_id)")
 
 
 def _as_of(images: str, prefix: str) -> list[str]:
@@ -390,6 +419,11 @@ class Tables:
     processes: str = "processes"
     flows: str = "flows"
     accounts: str = "accounts"
+
+    def named(self, table: str) -> str:
+        """Another of the server's own tables (a summary), named as ``events`` is."""
+        head, _, tail = self.events.rpartition("events")
+        return f"{head}{table}{tail}"
 
 
 def _time(col: str, ts_from: int | None, ts_to: int | None) -> list[str]:
@@ -416,11 +450,25 @@ def _user_stages(stage: str, keep: list[str], accounts: str) -> str:
             f"ANY LEFT JOIN {readings} AS fx_uu USING (fx_uhk, fx_uid)")
 
 
-def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source: str = "events",
-                ts_from: int | None = None, ts_to: int | None = None) -> str:
-    """One scan of one server's ``source`` (``events``, or the flow edges of ``flows``) for
-    many rules: every matching row's key columns, ``fx_image``, ``fx_command_line`` and
-    ``fx_rules``, the indices of the rules it matched. Raises ``NotExpressible``."""
+@dataclass(frozen=True)
+class Slice:
+    """The part of a server's events a scan reads: ``where``, a condition over ``host_name``
+    and ``ts`` (the events are ordered by host, then time, and partitioned by day: a narrow
+    read), and the ``hosts`` it names (the only ones whose process images are joined)."""
+
+    where: str
+    hosts: tuple[str, ...]
+
+
+def _prewhere(rules: Sequence[CompiledRule], ts_from: int | None, ts_to: int | None, part: Slice | None) -> str:
+    # the cheap columns' part of every rule, so that only the rows it lets through are read
+    # whole and tested on strings (18.16 does not short-circuit AND)
+    cheap = " OR ".join(where_ch(necessary(r.where, _CHEAP)) for r in rules) or "0"
+    return " AND ".join([*_time("ts", ts_from, ts_to), *([part.where] if part else []), f"({cheap})"])
+
+
+def _view_columns(rules: Sequence[CompiledRule]) -> tuple[list[str], set[str], list[str]]:
+    """(derived columns, their contexts, raw event columns) the rules' view needs."""
     cols: set[str] = set(SUMMARY_DERIVED)
     for r in rules:
         cols |= columns_of(r.where)
@@ -432,38 +480,71 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     raw = set(KEY_COLUMNS) | {c for c in cols if c in F.EVENTS_COLUMNS} | {"ts", "process_entity_id"}
     for d in derived:
         raw |= set(DERIVED_CH[d].raw)
-    raw_cols = [f.name for f in EVENTS if f.name in raw]
+    return derived, ctx, [f.name for f in EVENTS if f.name in raw]
+
+
+def _base_sql(rules: Sequence[CompiledRule], raw_cols: list[str], tables: Tables, source: str,
+              ts_from: int | None, ts_to: int | None, part: Slice | None) -> str:
+    """The rows of ``source`` any rule may match, judged by their own columns (no joins yet)."""
+    if part is not None and source != "events":
+        raise ValueError("a slice restricts the events scan only")
     scopes = " OR ".join(before_join(r.where) for r in rules) or "0"
     if source == "events":
-        # PREWHERE: the cheap columns' part of every rule, so that only the rows it lets
-        # through are read whole and tested on strings (18.16 does not short-circuit AND)
-        cheap = " OR ".join(where_ch(necessary(r.where, _CHEAP)) for r in rules) or "0"
-        pre = " AND ".join([*_time("ts", ts_from, ts_to), f"({cheap})"])
-        base = (f"SELECT {', '.join(_event_columns(raw_cols))} FROM {tables.events} PREWHERE {pre} "
+        pre = _prewhere(rules, ts_from, ts_to, part)
+        return (f"SELECT {', '.join(_event_columns(raw_cols))} FROM {tables.events} PREWHERE {pre} "
                 f"WHERE {scopes}")
-    else:
-        flow_cols = [x for c in raw_cols for x in _flow_column(c)]
-        inner = f"SELECT {', '.join(flow_cols)} FROM {tables.flows} WHERE in_events = 0"
-        conds = [*_time("ts", ts_from, ts_to), f"({scopes})"]
-        base = f"SELECT * FROM ({inner}) WHERE {' AND '.join(conds)}"
+    flow_cols = [x for c in raw_cols for x in _flow_column(c)]
+    inner = f"SELECT {', '.join(flow_cols)} FROM {tables.flows} WHERE in_events = 0"
+    conds = [*_time("ts", ts_from, ts_to), f"({scopes})"]
+    return f"SELECT * FROM ({inner}) WHERE {' AND '.join(conds)}"
+
+
+_DAY = "toUInt32(toYYYYMMDD(toDateTime(intDiv(ts, 1000000000), 'UTC')))"  # as the summaries' day
+
+
+def probe_sql_ch(rules: Sequence[CompiledRule], ids: Sequence[int], tables: Tables = Tables(),
+                 source: str = "events", ts_from: int | None = None, ts_to: int | None = None) -> str:
+    """(rule id, host_name, day) of every host and UTC day where a rule may match a row of
+    ``source``, judged by the row's own columns only (``before_join``: no process images
+    joined): a scan of the cheap and string tests that returns a few rows, before the exact
+    scan of only those hosts and days."""
+    _, _, raw_cols = _view_columns(rules)
+    base = _base_sql(rules, raw_cols, tables, source, ts_from, ts_to, None)
+    marks = ", ".join(f"if({before_join(r.where)}, {i}, -1)" for i, r in zip(ids, rules, strict=True))
+    return (f"SELECT fx_rule, toString(host_name) AS host_name, day FROM (SELECT host_name, {_DAY} AS day, "
+            f"arrayFilter(x -> x >= 0, [{marks}]) AS fx_rules FROM ({base})) "
+            f"ARRAY JOIN fx_rules AS fx_rule GROUP BY fx_rule, host_name, day")
+
+
+def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source: str = "events",
+                ts_from: int | None = None, ts_to: int | None = None, ids: Sequence[int] | None = None,
+                part: Slice | None = None) -> str:
+    """One scan of one server's ``source`` (``events``, or the flow edges of ``flows``) for
+    many rules: every matching row's key columns, ``fx_image``, ``fx_command_line`` and
+    ``fx_rules``, the indices of the rules it matched (in ``rules``, or their ``ids``). ``part``: only these
+    hosts and times (events only). Raises ``NotExpressible``."""
+    derived, ctx, raw_cols = _view_columns(rules)
+    base = _base_sql(rules, raw_cols, tables, source, ts_from, ts_to, part)
     keep = _event_columns(raw_cols)
+    procs = f"host_name IN ({', '.join(literal(h) for h in part.hosts)})" if part else "1"
     # the acting process as of the event time (always: fx_image and fx_command_line are in every alert)
     p_cols = ["fx_p_exe", "fx_p_cmd", "fx_p_name", "fx_p_parent"]
     # (current servers want an alias on every joined subquery; 18.16 takes them too)
     stage = (f"SELECT {', '.join(keep + _as_of('fx_p_imgs', 'fx_p_'))} FROM "
              f"(SELECT *, ifNull(process_entity_id, toUInt64(0)) AS fx_pk FROM ({base})) AS fx_e "
-             f"ANY LEFT JOIN {_images('fx_pk', 'fx_p_imgs', tables.processes)} AS fx_p USING fx_pk")
+             f"ANY LEFT JOIN {_images('fx_pk', 'fx_p_imgs', tables.processes, procs)} AS fx_p USING fx_pk")
     keep = keep + p_cols
     pp_cols = ["fx_pp_exe", "fx_pp_cmd", "fx_pp_name", "fx_pp_parent"]
     if "pp" in ctx:
         stage = (f"SELECT {', '.join(keep + _as_of('fx_pp_imgs', 'fx_pp_'))} FROM "
                  f"(SELECT *, fx_p_parent AS fx_ppk FROM ({stage})) AS fx_ep "
-                 f"ANY LEFT JOIN {_images('fx_ppk', 'fx_pp_imgs', tables.processes)} AS fx_pp USING fx_ppk")
+                 f"ANY LEFT JOIN {_images('fx_ppk', 'fx_pp_imgs', tables.processes, procs)} AS fx_pp USING fx_ppk")
         keep = keep + pp_cols
     if "u" in ctx:
         stage = _user_stages(stage, keep, tables.accounts)
     view = [f"{DERIVED_CH[d].sql} AS {d}" for d in derived]
-    marks = ", ".join(f"if({where_ch(r.where)}, {i}, -1)" for i, r in enumerate(rules))
+    idx = list(ids) if ids is not None else list(range(len(rules)))
+    marks = ", ".join(f"if({where_ch(r.where)}, {i}, -1)" for i, r in zip(idx, rules, strict=True))
     keys = _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)
     return (f"SELECT {', '.join(keys)}, arrayFilter(x -> x >= 0, [{marks}]) AS fx_rules FROM ("
             f"SELECT *, {', '.join(view)} FROM ({stage})) WHERE notEmpty(fx_rules)")

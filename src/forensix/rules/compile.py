@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ from sigma.types import (
 
 from forensix.rules import fields as F
 from forensix.rules.auditd import AuditWatch, audit_watch, path_predicate_parts
+from forensix.rules.numbers import exact, exact_integers
 
 __all__ = [
     "RAW_COLUMNS",
@@ -310,7 +312,7 @@ def _value_pred(col: str, value: Any) -> Node:
     if isinstance(value, SigmaCompareExpression):
         if not _numeric(col):
             raise Unsupported(f"numeric comparison on the text field {col}")
-        return Pred(col, _CMP[value.op.name], value.number.number)
+        return Pred(col, _CMP[value.op.name], exact(value.number.number))
     if isinstance(value, SigmaFieldReference):
         if value.starts_with or value.ends_with:
             raise Unsupported("|fieldref with startswith/endswith is not supported")
@@ -322,8 +324,8 @@ def _value_pred(col: str, value: Any) -> Node:
         return Pred(col, "eq", "true" if value.boolean else "false", False)
     if isinstance(value, SigmaNumber):
         if _numeric(col):
-            return Pred(col, "eq", value.number)
-        return Pred(col, "eq", str(value.number), True)
+            return Pred(col, "eq", exact(value.number))
+        return Pred(col, "eq", str(exact(value.number)), True)
     if isinstance(value, SigmaString):
         return _string_pred(col, value)
     raise Unsupported(f"value type {type(value).__name__} ({value!r}) is not supported")
@@ -605,8 +607,16 @@ def _logsource_text(rule: SigmaRule) -> str:
     return "/".join(x for x in (ls.product, ls.category, ls.service) if x) or "-"
 
 
-def compile_rule(rule: SigmaRule, source: str = "") -> CompiledRule:
-    """Compile one parsed Sigma rule; never raises for a bad rule, reports it instead."""
+def compile_rule(rule: SigmaRule, source: str = "", integers: Mapping[int, int] | None = None) -> CompiledRule:
+    """Compile one parsed Sigma rule; never raises for a bad rule, reports it instead.
+
+    ``integers``: the stand-ins its loader put in place of integers a float cannot hold
+    (``numbers.stand_ins``): they are compiled as those integers."""
+    with exact_integers(integers or {}):
+        return _compile_rule(rule, source)
+
+
+def _compile_rule(rule: SigmaRule, source: str) -> CompiledRule:
     meta = _meta(rule, source)
     if rule.errors:
         reason = "; ".join(str(e).split("\n")[0] for e in rule.errors)

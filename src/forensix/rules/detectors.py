@@ -70,7 +70,8 @@ DETECTOR_RULES = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED, GAP, COPIED_EXEC
 # Signals that stop or kill (SIGHUP INT QUIT ABRT KILL SEGV TERM STOP TSTP).
 LETHAL = {1, 2, 3, 6, 9, 11, 15, 19, 20}
 BPF_DETACH_CMDS = {9, 34}  # BPF_PROG_DETACH, BPF_LINK_DETACH
-_START, _SIGNAL_BPF = frozenset({"start"}), frozenset({"kill", "bpf"})
+# "store-keeper": the recorder's store keeper process (store/keeper.py), which writes the store too
+_START, _SIGNAL_BPF = frozenset({"start", "store-keeper"}), frozenset({"kill", "bpf"})
 _WATCHED = frozenset({"open", "exec", "rename"})  # by CopiedBinaryExec
 _FILE_WRITES = ("truncate", "unlink", "rename", "chmod", "chown", "utimes", "link", "setxattr", "removexattr")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.agent.sink import Sink
 from forensix.rules.alerts import AlertOutput, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.compile import (
     RAW_COLUMNS,
@@ -35,6 +36,7 @@ from forensix.rules.compile import (
 )
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import Grouper, SessionContext, add_evidence, object_free
+from forensix.rules.guard import agent_warning, error_text, live_problem, trial
 from forensix.rules.live import Codes, Evaluator, ProcessContext, count_true, true_rows
 from forensix.rules.sql import SUMMARY_DERIVED
 from forensix.store.schema import ALERTS
@@ -102,6 +104,13 @@ def _action_first(node: Node) -> Node:
 class LiveEngine:
     """Evaluates rules and detectors on every batch it is given (implements ``Sink``).
 
+    A rule the engine cannot evaluate is named at construction (``skipped``: rule id and
+    why) and the others run; a rule or detector that raises on a batch later is disabled
+    (``disabled``), the others go on: whoever reads the recorder's batches must never
+    stop it. Each is said once to ``notify`` (the recorder's log) and, as an agent warning
+    event, to ``record`` (the store sink: the investigator sees which rules were not
+    watching).
+
     ``write`` gathers the recorder's batches for at most ``max_delay`` seconds or
     ``max_rows`` events and evaluates them together: the cost of a batch is mostly
     per-predicate overhead, so larger batches cost less per event, and a quarter of a
@@ -119,8 +128,25 @@ class LiveEngine:
         context: ProcessContext | None = None,
         max_delay: float = 0.25,
         max_rows: int = 16384,
+        notify: Callable[[str], None] | None = None,
+        record: Sink | None = None,
     ) -> None:
-        self.rules = [r for r in rules if r.ok]
+        self.notify = notify
+        self.record = record
+        self.skipped: list[tuple[str, str]] = []  # (rule id, why): found at load, never run
+        self.disabled: list[tuple[str, str]] = []  # (rule or detector id, why): failed on a batch
+        self._said: list[str] = []  # messages for the record, written with the next events batch
+        self.rules = []
+        check = trial()
+        for r in rules:
+            if not r.ok:
+                continue
+            problem = live_problem(r, check)
+            if problem is None:
+                self.rules.append(r)
+            else:
+                self.skipped.append((r.rule_id, problem))
+                self._say(f"skipped {r.rule_id} ({r.title}): the live engine cannot run it: {problem}")
         self.detectors = list(detectors)
         self.outputs = list(outputs)
         self.source = source
@@ -129,6 +155,8 @@ class LiveEngine:
         self.max_delay = max_delay
         self.max_rows = max_rows
         self._groups = self._group(self.rules)
+        self._dead: set[str] = set()  # ids of rules disabled after failing on a batch
+        self._failures: set[str] = set()  # reasons of failed rounds, said once each
         self._decided: dict[int, tuple[Node, dict[object, bool]]] = {}  # conditions on the action (Codes)
         self._pending: list[tuple[str, pa.Table]] = []
         self._pending_rows = 0
@@ -162,16 +190,61 @@ class LiveEngine:
             out.append(_Group(_intern(narrowed, canon), [r for r, _ in rs], bodies, _intern(kinds, canon)))
         return out
 
+    # -- what could not run -------------------------------------------------------------
+    def _say(self, message: str, batch: pa.Table | None = None) -> None:
+        """Tell the log now, and the record with ``batch``'s host (or the next events batch's)."""
+        if self.notify is not None:
+            self.notify(message)
+        self._said.append(message)
+        if batch is not None:
+            self._tell_record(batch)
+
+    def _tell_record(self, batch: pa.Table) -> None:
+        said, self._said = self._said, []
+        if self.record is None or not said:
+            return
+        for message in said:
+            try:
+                self.record.write("events", agent_warning(message, batch))
+            except Exception:  # noqa: BLE001 - the store's own failure is the recorder's to report
+                return
+
+    def _disable(self, ident: str, label: str, err: BaseException, batch: pa.Table | None) -> None:
+        self.disabled.append((ident, error_text(err)))
+        self._say(f"disabled {label}: it failed on a batch of events, the other rules run on: {error_text(err)}",
+                  batch)
+
+    def _disable_rule(self, rule: CompiledRule, err: BaseException, batch: pa.Table) -> None:
+        self._dead.add(rule.rule_id)
+        self._disable(rule.rule_id, f"{rule.rule_id} ({rule.title})", err, batch)
+
+    def _disable_detector(self, d: Detector, err: BaseException, batch: pa.Table | None) -> None:
+        self._disable(_name(d), f"the built-in detector {_name(d)}", err, batch)
+
+    def _safe_drain(self, final: bool = False) -> None:
+        """``_drain``, whose failure outside any one rule (evidence, outputs) loses that
+        round's alerts, said (once per reason: it may recur every round), and never the
+        recorder (the writer thread stops on a raise)."""
+        try:
+            self._drain(final)
+        except Exception as e:  # noqa: BLE001 - said in the log and the record
+            why = error_text(e)
+            if why not in self._failures:
+                self._failures.add(why)
+                self._say(f"live detection failed on a batch, its alerts are lost, it goes on: {why}")
+
     # -- Sink -------------------------------------------------------------------------
     def write(self, table: str, data: pa.Table) -> None:
         with self._lock:
+            if table == "events" and self._said:
+                self._tell_record(data)
             if not self._pending:
                 self._pending_since = time.monotonic()
             self._pending.append((table, data))
             self._pending_rows += data.num_rows
             due = self._pending_rows >= self.max_rows or time.monotonic() - self._pending_since >= self.max_delay
             if due:
-                self._drain()
+                self._safe_drain()
             elif self._timer is None and self.max_delay > 0:
                 self._timer = threading.Thread(target=self._tick, name="fx-rules-timer", daemon=True)
                 self._timer.start()
@@ -189,7 +262,7 @@ class LiveEngine:
                 now = time.monotonic()
                 late = self._pending and now - self._pending_since >= self.max_delay
                 if late or (self._carry is not None and now - self._carry_since >= self.max_delay):
-                    self._drain()
+                    self._safe_drain()
 
     def _split(self, new: pa.Table, final: bool) -> tuple[pa.Table, pa.Table | None]:
         """Rows of processes the context does not know yet are held back once.
@@ -245,7 +318,10 @@ class LiveEngine:
             for d in self.detectors:
                 flush = getattr(d, "flush", None)
                 if flush is not None:
-                    found.append(flush(self.source))
+                    try:
+                        found.append(flush(self.source))
+                    except Exception as e:  # noqa: BLE001 - one detector, said; the others' alerts go out
+                        self._disable_detector(d, e, None)
         found = [f for f in found if f.num_rows]
         self.stats.cpu_s += time.thread_time() - t0
         new, ended = self.findings(pa.concat_tables(found) if found else empty_alerts(), final)
@@ -259,14 +335,14 @@ class LiveEngine:
         yet are still held back one round); a replay that plays the timer calls it."""
         with self._lock:
             if self._pending or self._carry is not None:
-                self._drain()
+                self._safe_drain()
 
     def flush(self) -> None:
         """Evaluate everything pending and let the outputs deliver (the recorder calls
         this when it stops)."""
         with self._lock:
             if self._pending or self._carry is not None or self.grouper.open:
-                self._drain(final=True)
+                self._safe_drain(final=True)
         for o in self.outputs:
             deliver = getattr(o, "flush", None)
             if deliver is not None:
@@ -303,8 +379,12 @@ class LiveEngine:
             if learn:
                 self.context.add_events(data)
             parts.append(self.evaluate(data))
-        for d in self.detectors:
-            parts.append(d.observe(table, data, self.source))
+        for d in list(self.detectors):
+            try:
+                parts.append(d.observe(table, data, self.source))
+            except Exception as e:  # noqa: BLE001 - one detector disabled, said; the others go on
+                self.detectors.remove(d)
+                self._disable_detector(d, e, data if table == "events" else None)
         parts = [p for p in parts if p.num_rows]
         return pa.concat_tables(parts) if parts else empty_alerts()
 
@@ -320,21 +400,32 @@ class LiveEngine:
         top = Evaluator(events, self.context, codes)
         found = []
         for g in self._groups:
-            if not isinstance(g.kinds, Const) and not codes.possible(g.kinds):
+            live = [(r, b) for r, b in zip(g.rules, g.bodies) if r.rule_id not in self._dead]
+            if not live:
                 continue
-            scope = top.mask(g.scope)
+            try:
+                if not isinstance(g.kinds, Const) and not codes.possible(g.kinds):
+                    continue
+                scope = top.mask(g.scope)
+            except Exception as e:  # noqa: BLE001 - the scope is theirs alone (hoisted tests of theirs)
+                for rule, _ in live:
+                    self._disable_rule(rule, e, events)
+                continue
             left = count_true(scope)
             if left == 0:
                 continue
             ev = top if left == events.num_rows else top.narrow(true_rows(scope))
-            for rule, body in zip(g.rules, g.bodies):
-                m = ev.mask(body)
-                if count_true(m) == 0:
-                    continue
-                hits = ev.table.filter(m)
-                for name in SUMMARY_DERIVED:
-                    hits = hits.append_column(name, pc.filter(ev.column(name), m))
-                found.append(build_alerts(meta_of(rule), hits, self.source))
+            for rule, body in live:
+                try:
+                    m = ev.mask(body)
+                    if count_true(m) == 0:
+                        continue
+                    hits = ev.table.filter(m)
+                    for name in SUMMARY_DERIVED:
+                        hits = hits.append_column(name, pc.filter(ev.column(name), m))
+                    found.append(build_alerts(meta_of(rule), hits, self.source))
+                except Exception as e:  # noqa: BLE001 - this rule disabled, said; the others run on
+                    self._disable_rule(rule, e, events)
         return pa.concat_tables(found) if found else empty_alerts()
 
     def findings(self, alerts: pa.Table, final: bool = False) -> tuple[pa.Table, pa.Table]:
@@ -363,6 +454,10 @@ class LiveEngine:
         for o in self.outputs:
             if getattr(o, "keeps_updates", False):
                 o.emit(alerts)
+
+
+def _name(d: Detector) -> str:
+    return str(getattr(d, "rule_id", None) or getattr(d, "name", None) or type(d).__name__)
 
 
 def latest_per_alert(alerts: pa.Table) -> pa.Table:

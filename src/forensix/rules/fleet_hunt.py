@@ -2,11 +2,14 @@
 
 Sigma rules run as ClickHouse SQL (``clickhouse_sql``) on every shard, over the shard's
 own tables (hosts are sharded whole, so a process and its parent are on the event's
-shard), many rules per scan, the shards at once (a thread and a connection each). What
-comes back is only the matching rows; the alerts are built from them by the same code as
-the DuckDB hunt (``hunt.match_alerts``), and their evidence (executable, parent, session)
-from the processes of the alerts' acting processes and their ancestors, pulled by entity
-id, not the whole process table.
+shard), the shards at once (a thread and a connection each). A hunt does not scan what
+cannot match: each rule's candidate (host, UTC day) pairs come first, from a summary table
+that covers it (``candidates``) or else from a probe of the events' own columns (one query
+per rule, no joins), and the exact rules (many per scan) then read only those hosts and
+days, or nothing. What comes back is only the matching rows; the alerts are built from
+them by the same code as the DuckDB hunt (``hunt.match_alerts``), and their evidence
+(executable, parent, session) from the processes of the alerts' acting processes and
+their ancestors, pulled by entity id, not the whole process table.
 
 The built-in detectors keep per-process state in time order (a copy then its exec, a
 write then an exec of the same file), so they are replayed in Python as in the DuckDB
@@ -28,7 +31,26 @@ import pyarrow.compute as pc
 
 from forensix.errors import StoreError
 from forensix.rules.alerts import empty_alerts
-from forensix.rules.clickhouse_sql import NotExpressible, Tables, check_rule, hunt_sql_ch, where_ch
+from forensix.rules.candidates import (
+    SUMMARY_VIEWS,
+    Plan,
+    by_rule,
+    candidates_sql,
+    plan,
+    slices_sql,
+    summary_columns,
+    totals_sql,
+    values_of,
+)
+from forensix.rules.clickhouse_sql import (
+    NotExpressible,
+    Slice,
+    Tables,
+    check_rule,
+    hunt_sql_ch,
+    probe_sql_ch,
+    where_ch,
+)
 from forensix.rules.compile import CompiledRule, Const, Node
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import SessionContext, object_free
@@ -52,9 +74,13 @@ __all__ = ["FleetHunt", "fleet_hunt", "shard_servers"]
 
 T = TypeVar("T")
 _IN_CHUNK = 5_000  # entity ids per IN list (a query stays under the server's 256 KiB max_query_size)
-_MAX_DEPTH = 256
+_MAX_DEPTH = 256  # ancestors followed (as evidence._session does)
 # rows a built-in detector may pull for its replay (a few GB of Python objects at most)
-MAX_REPLAY_ROWS = 2_000_000  # ancestors followed (as evidence._session does)
+MAX_REPLAY_ROWS = 2_000_000
+# a rule whose candidates are more than this share of its summary's hosts and days gains
+# little from narrowing: it joins the whole scan, which reads everything once for all such rules
+BROAD = 0.5
+MAX_SLICE_SQL = 100_000  # characters of the hosts-and-days condition (max_query_size is 256 KiB)
 
 
 @dataclass
@@ -68,7 +94,13 @@ class FleetHunt:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (detector's rules, why) not replayed
     shards: int = 0
     matched_rows: int = 0  # rows the shards sent back (matches of Sigma rules)
+    candidates: int = 0  # (host, day) pairs read by the narrowed scans, all shards
+    scans: int = 0  # scans of the events (or flows) run, all shards
     replayed_rows: int = 0  # rows pulled for the built-in detectors
+    # of the rules in ClickHouse: (rule id, summary) whose candidate hosts and days came from
+    # a summary on every shard, and (rule id, why not) probed on the events' own columns instead
+    narrowed: list[tuple[str, str]] = field(default_factory=list)
+    probed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def shard_servers(store: ClickHouseStore) -> list[tuple[Server, Tables]]:
@@ -122,14 +154,143 @@ def _as_view(t: pa.Table) -> pa.Table:
 
 def _scan(servers: Sequence[tuple[Server, Tables]], chunk: Sequence[CompiledRule], ts_from: int | None,
           ts_to: int | None) -> pa.Table:
+    """Whole scans of ``chunk`` on every shard (rows of both sources, in time order)."""
     def one(srv: Server, tables: Tables) -> list[pa.Table]:
         return [_as_view(srv.table(hunt_sql_ch(chunk, tables, src, ts_from, ts_to))) for src in ("events", "flows")]
 
-    parts = [t for ts in _each(servers, one) for t in ts if t.num_rows]
+    return _sorted([t for ts in _each(servers, one) for t in ts])
+
+
+def _sorted(parts: Sequence[pa.Table]) -> pa.Table:
+    parts = [t for t in parts if t.num_rows]
     if not parts:
         return pa.table({})
     rows = pa.concat_tables(parts)
     return rows.sort_by([("ts", "ascending"), ("cpu", "ascending"), ("seq", "ascending")])
+
+
+@dataclass
+class ShardHunt:
+    """What one shard did with the Sigma rules: its matching rows (``fx_rules``: indices into
+    the rule list), each rule's plan there, and what it read."""
+
+    rows: list[pa.Table]
+    plans: list[Plan]
+    candidates: int = 0
+    scans: int = 0
+
+
+def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
+    """The summary tables this server has, with their columns (none on a store made before them)."""
+    have: dict[str, frozenset[str]] = {}
+    for view in SUMMARY_VIEWS:
+        try:
+            cols = summary_columns(srv.table(f"DESCRIBE TABLE {tables.named(view.name)}"))
+        except StoreError:
+            continue
+        if cols is not None:
+            have[view.name] = cols
+    return have
+
+
+def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plans: Sequence[Plan],
+                ts_from: int | None, ts_to: int | None) -> tuple[dict[int, set[tuple[str, int]]], list[int]]:
+    """(rule index -> its candidate (host, day) pairs, indices of rules too broad to narrow)
+    of the rules ``plans`` narrows, one query per summary (and one for its size)."""
+    found: dict[int, set[tuple[str, int]]] = {}
+    broad: list[int] = []
+    for view in SUMMARY_VIEWS:
+        mine = [(i, r.where) for i, (r, p) in enumerate(zip(rules, plans, strict=True)) if p.summary == view.name]
+        if not mine:
+            continue
+        table = tables.named(view.name)
+        got = by_rule(srv.table(candidates_sql(view, table, mine, ts_from, ts_to)))
+        total = int(srv.table(totals_sql(table, ts_from, ts_to)).column(0)[0].as_py() or 0)
+        for i, _ in mine:
+            pairs = got.get(i, set())
+            if len(pairs) > BROAD * total:
+                broad.append(i)  # most of the fleet: scanned whole with the rules that must be
+            elif pairs:
+                found[i] = pairs
+    return found, broad
+
+
+def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,
+                ts_to: int | None) -> ShardHunt:
+    """The Sigma rules on one shard. Candidate (host, day) pairs first: from the summaries
+    for the rules one covers, else from a probe of the events' own columns (no joins); then
+    the exact rules over only those hosts and days, none at all where there are none."""
+    have = _summaries(srv, tables)
+    plans = [plan(r, have) for r in rules]
+    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to)
+    out = ShardHunt([], plans)
+    for i in broad:
+        plans[i] = Plan(rules[i], None, f"{plans[i].summary}: candidates on more than {BROAD:.0%} of its hosts and days")
+    probed = [i for i, p in enumerate(plans) if p.summary is None]
+    flows: list[int] = []
+    for i in probed:
+        # one probe per rule: each reads only the rows its own cheap tests let through, and
+        # tests strings on those alone (one probe for many would test every rule's strings
+        # on the rows any of them lets through: 18.16 does not short-circuit)
+        found.update(by_rule(srv.table(probe_sql_ch([rules[i]], [i], tables, "events", ts_from, ts_to))))
+        out.scans += 1
+        if _matches_flows(rules[i]):  # the flow edges only for the rules that can match one
+            flows += by_rule(srv.table(probe_sql_ch([rules[i]], [i], tables, "flows", ts_from, ts_to)))
+            out.scans += 1
+    for start in range(0, len(flows), RULES_PER_SCAN):  # few: the flows have no host order to narrow by
+        ids = flows[start:start + RULES_PER_SCAN]
+        out.rows.append(_as_view(srv.table(hunt_sql_ch([rules[i] for i in ids], tables, "flows", ts_from, ts_to,
+                                                       ids))))
+        out.scans += 1
+    union = sorted({pair for pairs in found.values() for pair in pairs})
+    part: Slice | None = Slice(slices_sql(union), tuple(sorted({h for h, _ in union})))
+    if part is not None and len(part.where) > MAX_SLICE_SQL:  # too many to name in one query: read them all
+        part = None
+    out.candidates = len(union)
+    hit = sorted(found)
+    for start in range(0, len(hit), RULES_PER_SCAN):
+        ids = hit[start:start + RULES_PER_SCAN]
+        out.rows.append(_as_view(srv.table(hunt_sql_ch([rules[i] for i in ids], tables, "events", ts_from, ts_to,
+                                                       ids, part))))
+        out.scans += 1
+    return out
+
+
+def _matches_flows(rule: CompiledRule) -> bool:
+    vals = values_of(rule.where, "event_action", fold=True)
+    return vals is None or "flow" in vals
+
+
+def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,
+                 ts_to: int | None) -> ShardHunt:
+    """The Sigma rules on one shard by whole scans of the events and flows, many rules per
+    scan (the hunt before candidates: for benchmarks and comparisons)."""
+    out = ShardHunt([], [Plan(r, None, "whole scans asked for") for r in rules])
+    for start in range(0, len(rules), RULES_PER_SCAN):
+        ids = list(range(start, min(start + RULES_PER_SCAN, len(rules))))
+        for src in ("events", "flows"):
+            out.rows.append(_as_view(srv.table(hunt_sql_ch([rules[i] for i in ids], tables, src, ts_from, ts_to,
+                                                           ids))))
+            out.scans += 1
+    return out
+
+
+def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
+           ts_to: int | None, out: FleetHunt, narrow: bool = True) -> pa.Table:
+    """Alerts of the Sigma rules on every shard at once."""
+    each = _hunt_shard if narrow else _whole_shard
+    shards = _each(servers, lambda srv, tables: each(srv, tables, rules, ts_from, ts_to))
+    for i, r in enumerate(rules if narrow else ()):
+        whole = [sh.plans[i] for sh in shards if sh.plans[i].summary is None]
+        if whole:
+            out.probed.append((r.rule_id, whole[0].why))
+        else:
+            out.narrowed.append((r.rule_id, str(shards[0].plans[i].summary)))
+    out.candidates = sum(sh.candidates for sh in shards)
+    out.scans = sum(sh.scans for sh in shards)
+    rows = _sorted([t for sh in shards for t in sh.rows])
+    out.matched_rows = rows.num_rows
+    return match_alerts(rules, rows) if rows.num_rows else empty_alerts()
 
 
 def _split(rules: Sequence[CompiledRule]) -> tuple[list[CompiledRule], list[tuple[CompiledRule, str]]]:
@@ -277,22 +438,17 @@ def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], col
 
 def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
                ts_from: int | None = None, ts_to: int | None = None,
-               max_replay_rows: int = MAX_REPLAY_ROWS) -> FleetHunt:
+               max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True) -> FleetHunt:
     """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
     with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
-    with the same history."""
+    with the same history. ``narrow=False``: whole scans only, no candidates (to compare)."""
     ok, other = _split(rules)
     servers = shard_servers(store)
-    out = FleetHunt(empty_alerts(), [r.rule_id for r in ok], [(r.rule_id, why) for r, why in other],
-                    shards=len(servers))
+    out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
+                    fallback=[(r.rule_id, why) for r, why in other], shards=len(servers))
     parts: list[pa.Table] = []
     try:
-        for start in range(0, len(ok), RULES_PER_SCAN):
-            chunk = ok[start:start + RULES_PER_SCAN]
-            rows = _scan(servers, chunk, ts_from, ts_to)
-            out.matched_rows += rows.num_rows
-            if rows.num_rows:
-                parts.append(match_alerts(chunk, rows))
+        parts.append(_sigma(servers, ok, ts_from, ts_to, out, narrow))
     finally:
         for srv, _ in servers:
             srv.close()

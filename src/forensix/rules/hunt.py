@@ -3,6 +3,11 @@
 Sigma rules run as SQL (many rules per scan, see ``forensix.rules.sql``); the built-in
 detectors replay the few store rows they care about, in time order, through the same
 ``observe`` code the live engine uses.
+
+A rule the store cannot run (DuckDB refuses its SQL, e.g. a string test on the list column
+``process.args``) does not fail the hunt: the scan it was in is split until the rule is
+alone, the rule is named with DuckDB's reason in ``skipped``, and the others run. The fleet
+hunt (``rules.fleet_hunt``) does the same over ClickHouse.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.analysis.users import store_book
+from forensix.errors import StoreError
 from forensix.rules.alerts import build_alerts, empty_alerts
-from forensix.rules.compile import CompiledRule, Node
+from forensix.rules.compile import CompiledRule, Node, columns_of
 from forensix.rules.detectors import Detector
 from forensix.rules.engine import meta_of
 from forensix.rules.evidence import (
@@ -27,11 +33,12 @@ from forensix.rules.evidence import (
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import hunt_sql, where_sql
 from forensix.store.base import Reader
-from forensix.store.schema import ALERTS
+from forensix.store.schema import ALERTS, EVENTS, ecs_name
 
 __all__ = ["findings", "group_findings", "hunt", "hunt_detectors", "hunt_rules", "match_alerts", "prelude", "store_context"]
 
 RULES_PER_SCAN = 40
+_LISTS = frozenset(f.name for f in EVENTS if pa.types.is_list(f.type) or pa.types.is_binary(f.type))
 # the time column detectors replay a table's rows in (and the window applies to)
 REPLAY_TIME = {"gaps": "ts_from", "flows": "first_ts"}
 
@@ -46,16 +53,36 @@ def _time_sql(col: str, ts_from: int | None, ts_to: int | None) -> str:
 
 
 def hunt_rules(
-    reader: Reader, rules: Sequence[CompiledRule], ts_from: int | None = None, ts_to: int | None = None
+    reader: Reader, rules: Sequence[CompiledRule], ts_from: int | None = None, ts_to: int | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> pa.Table:
-    """Alerts of Sigma rules over the store, one per (rule, matching event)."""
+    """Alerts of Sigma rules over the store, one per (rule, matching event).
+
+    ``skipped``: where a rule the store cannot run goes, as (rule id, reason), while the
+    others run; without it, such a rule's error is raised (``StoreError``)."""
     ok = [r for r in rules if r.ok]
     found = []
     for start in range(0, len(ok), RULES_PER_SCAN):
         chunk = ok[start : start + RULES_PER_SCAN]
-        found.append(match_alerts(chunk, reader.query(hunt_sql(chunk, ts_from, ts_to))))
+        found += _scan(reader, chunk, ts_from, ts_to, skipped)
     found = [f for f in found if f.num_rows]
     return pa.concat_tables(found) if found else empty_alerts()
+
+
+def _scan(reader: Reader, chunk: Sequence[CompiledRule], ts_from: int | None, ts_to: int | None,
+          skipped: list[tuple[str, str]] | None) -> list[pa.Table]:
+    """One scan for ``chunk``; when the store refuses it, each half on its own (a few more
+    scans, only on failure), down to the rule that cannot run."""
+    try:
+        return [match_alerts(chunk, reader.query(hunt_sql(chunk, ts_from, ts_to)))]
+    except StoreError as e:
+        if skipped is None:
+            raise
+        if len(chunk) == 1:
+            skipped.append((chunk[0].rule_id, _why(chunk[0], e)))
+            return []
+    mid = len(chunk) // 2
+    return _scan(reader, chunk[:mid], ts_from, ts_to, skipped) + _scan(reader, chunk[mid:], ts_from, ts_to, skipped)
 
 
 def match_alerts(chunk: Sequence[CompiledRule], rows: pa.Table) -> pa.Table:
@@ -94,6 +121,16 @@ def hunt_detectors(
     return pa.concat_tables(found) if found else empty_alerts()
 
 
+def _why(rule: CompiledRule, err: StoreError) -> str:
+    """The store's reason (its first line), and the likely cause in the rule's own terms."""
+    first = err.message.splitlines()[0] if err.message else str(err)
+    lists = sorted(ecs_name(c) for c in columns_of(rule.where) & _LISTS)
+    if lists:
+        return (f"it tests the list column {', '.join(lists)}, which the hunt cannot compare as text "
+                f"(test CommandLine instead) ({first})")
+    return first
+
+
 def prelude(d: Detector) -> dict[str, Node]:
     """The rows a detector learns from before its ``hunt_filter`` is asked (``hunt_prelude``,
     optional): what it learns there may narrow the rows it needs."""
@@ -118,9 +155,12 @@ def hunt(
     detectors: Sequence[Detector] = (),
     ts_from: int | None = None,
     ts_to: int | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> pa.Table:
-    """Everything a hunt finds, one alert per finding with its evidence, sorted by time."""
-    parts = [hunt_rules(reader, rules, ts_from, ts_to), hunt_detectors(reader, detectors, ts_from, ts_to)]
+    """Everything a hunt finds, one alert per finding with its evidence, sorted by time.
+
+    ``skipped``: see ``hunt_rules`` (rules the store cannot run, named; the others run)."""
+    parts = [hunt_rules(reader, rules, ts_from, ts_to, skipped), hunt_detectors(reader, detectors, ts_from, ts_to)]
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return empty_alerts()

@@ -21,6 +21,7 @@ from sigma.rule import SigmaRule
 
 from forensix.errors import UsageError
 from forensix.rules.compile import CompiledRule, compile_rule
+from forensix.rules.numbers import stand_ins
 
 __all__ = [
     "Coverage", "RuleSet", "builtin_rules_dir", "coverage", "load_paths", "load_rules", "load_text",
@@ -86,6 +87,7 @@ def load_text(text: str, source: str = "<text>") -> RuleSet:
     docs = [d for d in docs if "correlation" not in d]
     if not docs:
         return out
+    docs, integers = stand_ins(docs)  # integers a float cannot hold, kept exact (rules.numbers)
     try:
         coll = SigmaCollection.from_dicts(docs, collect_errors=True, resolve_references=True)
     except SigmaError as e:
@@ -94,7 +96,7 @@ def load_text(text: str, source: str = "<text>") -> RuleSet:
     others = [r for r in coll.rules if not isinstance(r, SigmaRule)]
     multi = len(rules) > 1
     for i, r in enumerate(rules):
-        out.rules.append(compile_rule(r, f"{source}#{i + 1}" if multi else source))
+        out.rules.append(compile_rule(r, f"{source}#{i + 1}" if multi else source, integers))
     for o in others:
         title = getattr(o, "title", "") or ""
         cr = _error(source, f"{type(o).__name__.replace('Sigma', '').lower()} rules are not supported")

@@ -124,11 +124,16 @@ class SensorConfig:
     lifecycle: str = "auto"  # auto: tp_btf, else classic tracepoints; or force "btf" / "classic"
     # a pinned sensor with no agent heartbeat for this long stops recording (0: never)
     orphan_timeout_s: float = ORPHAN_TIMEOUT_S
+    # non-zero: record only the tasks of this network namespace (its inode; sensor/netns.py)
+    netns: int = 0
 
 
-def pin_dir_for(store: str | Path) -> Path:
-    """The bpffs directory of the sensor that records into ``store`` (one per store)."""
-    key = hashlib.sha256(str(Path(store).resolve()).encode()).hexdigest()[:16]
+def pin_dir_for(store: str | Path, netns: int = 0) -> Path:
+    """The bpffs directory of the sensor that records into ``store`` (one per store, and per
+    network namespace recorded as a host: a sensor filtered to one namespace is never
+    adopted by, or stopped as, the recorder of another or of the whole host)."""
+    name = str(Path(store).resolve()) + (f"\0netns:{netns}" if netns else "")
+    key = hashlib.sha256(name.encode()).hexdigest()[:16]
     return BPFFS / f"forensix-{key}"
 
 
@@ -331,6 +336,11 @@ class Sensor:
             "tty_rate": int(self.config.tty_rate),
             "sock_flows": int(self.sock_flows),
         }
+        if self.config.netns:
+            if "netns" not in layout:
+                raise SensorError(f"the sensor object {self.obj_path} cannot record one network namespace",
+                                  "rebuild it: make -C bpf")
+            values["netns"] = self.config.netns
         for name, value in values.items():
             m = layout[name]
             buf[m["offset"] : m["offset"] + m["size"]] = value.to_bytes(m["size"], "little")

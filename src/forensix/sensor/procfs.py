@@ -79,14 +79,20 @@ def _cgroup_id(pid: int) -> int | None:
     return None
 
 
-def snapshot(ids: SnapshotIds, offset_ns: int) -> Iterator[dict[str, Any]]:
-    """One processes-table row per running process (source = 'snapshot')."""
+def _pids(netns: int) -> list[int]:
+    """Every process, or only those in network namespace ``netns`` (non-zero)."""
+    pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    return [p for p in pids if _ns(p, "net") == netns] if netns else pids
+
+
+def snapshot(ids: SnapshotIds, offset_ns: int, netns: int = 0) -> Iterator[dict[str, Any]]:
+    """One processes-table row per running process (source = 'snapshot'); with ``netns``,
+    per process of that network namespace (its parent, if outside, is another host's)."""
     stats: dict[int, tuple[str, int, int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None:
-                stats[int(name)] = st
+    for pid in _pids(netns):
+        st = _stat(pid)
+        if st is not None:
+            stats[pid] = st
     pids = np.array(sorted(stats), np.uint64)
     ticks = np.array([stats[p][2] for p in pids.tolist()], np.uint64)
     eids = dict(zip(pids.tolist(), ids.add(pids, ticks).tolist()))
@@ -129,16 +135,14 @@ def snapshot(ids: SnapshotIds, offset_ns: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def open_files() -> Iterator[tuple[int, int, str]]:
-    """(inode, kernel dev_t, path) of every file open in a running process.
+def open_files(netns: int = 0) -> Iterator[tuple[int, int, str]]:
+    """(inode, kernel dev_t, path) of every file open in a running process (of ``netns``).
 
     Edges on files opened before recording began (a daemon's log file) carry inodes
     only; the kernel's own names for them, from /proc/PID/fd, label those edges.
     """
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        fd_dir = f"/proc/{name}/fd"
+    for pid in _pids(netns):
+        fd_dir = f"/proc/{pid}/fd"
         try:
             fds = os.listdir(fd_dir)
         except OSError:

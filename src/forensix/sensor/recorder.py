@@ -51,7 +51,7 @@ from forensix.sensor.survival import (
     restart_gap,
     write_accounted,
 )
-from forensix.sensor.writer import BatchWriter
+from forensix.sensor.writer import QUEUE_BYTES, BatchWriter
 from forensix.store import schema
 from forensix.store.private import user_umask
 
@@ -120,6 +120,7 @@ class Recorder:
         accounts_interval: float = 1.0,
         on_stats: Callable[[RecordStats], None] | None = None,
         queue_depth: int = 64,
+        queue_bytes: int = QUEUE_BYTES,
         detach_in_background: bool = True,
         notes: Sequence[str] = (),
         system_logs: Sequence[str] = (),
@@ -147,6 +148,7 @@ class Recorder:
         self.idle_flow_interval = idle_flow_interval  # flow flushes back off to this when nothing happens
         self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
+        self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._stop = threading.Event()
@@ -171,7 +173,7 @@ class Recorder:
         self.clock = Clock()
         self.abi = self.sensor.abi
         self.decoder = Decoder(self.abi, self.host, self.clock.offset_ns)
-        self._writer = BatchWriter(self.sinks, self.queue_depth)
+        self._writer = BatchWriter(self.sinks, self.queue_depth, self.queue_bytes)
         self._writer.start()
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
@@ -211,6 +213,8 @@ class Recorder:
         msg = f"forensix {__version__} recording; pid {os.getpid()}; lifecycle hooks: {self.sensor.lifecycle}"
         if self.sensor.fallback:
             msg += f" ({self.sensor.fallback})"
+        if self.config.netns:  # which machine the namespace is on: its own host id is derived
+            msg += f"; network namespace {self.config.netns} of host {local_host().host_id} as host {self.host.host_name}"
         if self.sensor.skipped:
             msg += f"; no tracepoint for: {', '.join(self.sensor.skipped)}"
         if pin is not None and self.sensor.no_heartbeat_watch:
@@ -233,12 +237,12 @@ class Recorder:
             self.on_ready()
 
     def _snapshot(self) -> None:
-        rows = list(snapshot(self.decoder.ids, self.clock.offset_ns))
+        rows = list(snapshot(self.decoder.ids, self.clock.offset_ns, self.config.netns))
         for r in rows:
             self.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"], r["args"], r["working_directory"])
         if rows:
             self._emit("processes", self.decoder.process_rows(rows))
-        files = list(open_files())
+        files = list(open_files(self.config.netns))
         if files:
             ino, dev, paths = zip(*files)
             keys = self.decoder.label_key(np.array(ino, np.uint64), np.array(dev, np.uint64)).tolist()

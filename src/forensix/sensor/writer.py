@@ -13,42 +13,56 @@ import pyarrow as pa
 from forensix.agent.sink import Sink
 from forensix.threadname import name_native_thread
 
-__all__ = ["BatchWriter"]
+__all__ = ["QUEUE_BYTES", "BatchWriter"]
+
+# Bytes of decoded batches that may wait for the writer. Past it the drainer stops taking the
+# main and network rings: their records wait in the kernel's ring, ~5-10x smaller there than
+# decoded into Arrow columns, and what the ring cannot hold is counted as a gap. Without it,
+# ~19k events/s faster than the sinks took them grew the recorder to 500-640 MB.
+QUEUE_BYTES = 48 << 20
 
 
 class BatchWriter(threading.Thread):
     """Hands batches to the sinks, in order.
 
     Back-pressure applies to bulk batches (the main ring) only: the drainer stops
-    taking the main ring while ``depth`` bulk batches wait, so the kernel ring fills
-    and counts its drops. Process lifecycle batches are always taken: a storm of file
-    events must not hold the process ring in the kernel until it overflows.
+    taking the main ring while ``depth`` bulk batches, or ``max_bytes`` of batches of
+    any kind, wait, so the kernel ring fills and counts its drops. Process lifecycle
+    batches are always taken: a storm of file events must not hold the process ring in
+    the kernel until it overflows.
     """
 
-    def __init__(self, sinks: Sequence[Sink], depth: int) -> None:
+    def __init__(self, sinks: Sequence[Sink], depth: int, max_bytes: int = QUEUE_BYTES) -> None:
         super().__init__(name="fx-writer", daemon=True)
         self.sinks = list(sinks)
         # (table, rows, bulk), or ("", callback, False): run once everything before it is written
-        self.q: queue.Queue[tuple[str, Any, bool] | None] = queue.Queue()
+        self.q: queue.Queue[tuple[str, Any, bool, int] | None] = queue.Queue()
         self.depth = depth
+        self.max_bytes = max_bytes
         self._bulk = 0
+        self._bytes = 0  # of the batches queued
+        self.peak_bytes = 0
+        self.largest_put = 0  # bytes of the largest single batch
+        self.full_waits = 0  # times the drainer found no room (back-pressure, for tests and stats)
         self._room = threading.Condition()
         self.error: BaseException | None = None
         self.coalesce_rows = 200_000
         self.cpu_s = 0.0  # this thread's CPU time, updated after every batch
 
     def has_room(self) -> bool:
-        return self._bulk < self.depth
+        return self._bulk < self.depth and self._bytes < self.max_bytes
 
     def wait_for_room(self, timeout: float) -> bool:
         with self._room:
+            if not self.has_room():
+                self.full_waits += 1
             return self._room.wait_for(self.has_room, timeout)
 
-    def _taken(self, bulk: bool) -> None:
-        if bulk:
-            with self._room:
-                self._bulk -= 1
-                self._room.notify_all()
+    def _taken(self, bulk: bool, nbytes: int) -> None:
+        with self._room:
+            self._bulk -= bulk
+            self._bytes -= nbytes
+            self._room.notify_all()
 
     def run(self) -> None:
         name_native_thread()
@@ -68,7 +82,7 @@ class BatchWriter(threading.Thread):
                     rows += item[1].num_rows
                 else:
                     after.append(item[1])
-                self._taken(item[2])
+                self._taken(item[2], item[3])
                 if rows >= self.coalesce_rows:
                     break
                 try:
@@ -96,15 +110,19 @@ class BatchWriter(threading.Thread):
         """Run ``fn`` on the writer thread once every batch put before it is written."""
         if self.error is not None:
             raise self.error
-        self.q.put(("", fn, False))
+        self.q.put(("", fn, False, 0))
 
     def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
+        """Queue a batch; never blocks (the drainer asks ``has_room`` before it takes a bulk ring)."""
         if self.error is not None:
             raise self.error
-        if bulk:
-            with self._room:
-                self._bulk += 1
-        self.q.put((table, data, bulk))
+        nbytes = int(data.nbytes)
+        with self._room:
+            self._bulk += bulk
+            self._bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self._bytes)
+            self.largest_put = max(self.largest_put, nbytes)
+        self.q.put((table, data, bulk, nbytes))
 
     def finish(self) -> None:
         self.q.put(None)

@@ -15,6 +15,7 @@ them. ``checkpoints.jsonl`` lets ``forensix verify`` notice a tail cut at a fram
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import threading
@@ -33,6 +34,7 @@ __all__ = [
     "EvidenceStore",
     "SegmentRecord",
     "StreamLog",
+    "append_problem",
     "checkpoint_message",
     "iter_segment",
     "load_public_key",
@@ -117,7 +119,9 @@ class StreamLog:
         self.last_epoch = 0
         self.last_seal_ns = 0
         self.checkpointed = -1
+        self.mark_error: OSError | None = None  # the last ingested mark could not be written
         self._fd: int | None = None
+        self._path: Path | None = None  # the segment being appended to
         self._size = 0
         self._scan()
 
@@ -139,24 +143,55 @@ class StreamLog:
             self.last_epoch, self.last_seal_ns = fr.epoch, fr.seal_ns
 
     def append(self, frame: Frame) -> None:
-        """Write and fsync one frame (caller holds ``lock``)."""
-        if self._fd is None or self._size >= SEGMENT_BYTES:
-            if self._fd is not None:
-                os.close(self._fd)
-            path = self.dir / f"seg-{frame.seq:016d}.fxe"
-            if path.exists():  # never append after bytes a crash may have torn
-                path = self.dir / f"seg-{frame.seq:016d}-{time.time_ns()}.fxe"
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-            self._size = 0
-            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            os.fsync(dfd)
-            os.close(dfd)
-        os.write(self._fd, frame.raw)
-        os.fsync(self._fd)
+        """Write and fsync one frame (caller holds ``lock``).
+
+        On an error (a full disk, EIO, a read-only or unwritable directory) the segment is cut
+        back to its last whole frame and left; the next append starts a new segment, so no
+        frame ever follows bytes that may be torn. The OSError goes to the caller."""
+        try:
+            if self._fd is None or self._size >= SEGMENT_BYTES:
+                self._new_segment(frame.seq)
+            assert self._fd is not None
+            view = memoryview(frame.raw)
+            while view:  # a write may take only part of the frame (a disk filling up)
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            self._abandon_segment()
+            raise
         self._size += len(frame.raw)
         self.last_seq = frame.seq
         self.last_hash = frame_hash(frame.raw)
         self.last_epoch, self.last_seal_ns = frame.epoch, frame.seal_ns
+
+    def _new_segment(self, seq: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        path = self.dir / f"seg-{seq:016d}.fxe"
+        if path.exists():  # never append after bytes a crash may have torn
+            path = self.dir / f"seg-{seq:016d}-{time.time_ns()}.fxe"
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        self._path, self._size = path, 0
+        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _abandon_segment(self) -> None:
+        """After a failed write: cut the frame's bytes off, close the segment; an empty one goes."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, self._size)
+            if self._size == 0 and self._path is not None:
+                self._path.unlink()
+        except OSError:  # the tail stays torn; verify reports it, and no frame follows it
+            pass
+        finally:
+            os.close(fd)
 
     def checkpoint(self, key: ed25519.Ed25519PrivateKey) -> bool:
         with self.lock:
@@ -168,9 +203,18 @@ class StreamLog:
         line = json.dumps({"host": self.host, "stream": self.stream, "seq": seq, "hash": head, "ts": ts,
                            "sig": base64.b64encode(sig).decode()}) + "\n"
         fd = os.open(self.dir / "checkpoints.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        size = os.fstat(fd).st_size
         try:
-            os.write(fd, line.encode())
+            view = memoryview(line.encode())
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
+        except OSError:  # no torn line for verify to stumble on: cut back, try again at the next tick
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
         finally:
             os.close(fd)
         self.checkpointed = seq
@@ -183,15 +227,46 @@ class StreamLog:
             return -1
 
     def set_ingested(self, seq: int) -> None:
-        # Not fsynced: after a crash an older mark only means re-ingesting a few frames.
+        """Not fsynced: after a crash an older mark only means re-ingesting a few frames.
+
+        A mark that cannot be written (this stream's disk is full or broken) must not stop
+        the ingest thread, which serves every host: the error is kept for the server to
+        report (``mark_error``) and the write is tried again with the stream's next mark."""
         tmp = self.dir / ".ingested.tmp"
-        tmp.write_text(str(seq))
-        os.replace(tmp, self.dir / "ingested")
+        try:
+            tmp.write_text(str(seq))
+            os.replace(tmp, self.dir / "ingested")
+        except OSError as e:
+            self.mark_error = e
+            return
+        self.mark_error = None
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+_FIXES = {
+    errno.ENOSPC: "free space on the file system that holds {dir} (forensix retention, or move old evidence "
+                  "away); --min-free makes the log host refuse frames before a shared disk is full",
+    errno.EDQUOT: "raise the disk quota of the user running forensix server on {dir}, or free space under it",
+    errno.EROFS: "the file system that holds {dir} is read-only: find why in the kernel log (dmesg), repair "
+                 "it and remount it read-write",
+    errno.EACCES: "let the user running forensix server write {dir} (owner, mode, ACLs, SELinux/AppArmor)",
+    errno.EPERM: "let the user running forensix server write {dir} (owner, mode, immutable attribute, "
+                 "SELinux/AppArmor)",
+    errno.EIO: "the disk that holds {dir} reports I/O errors: check the kernel log (dmesg) and the disk, and "
+               "move the evidence directory to a healthy one",
+}
+
+
+def append_problem(err: OSError, directory: Path) -> tuple[str, str, str]:
+    """What went wrong writing evidence into ``directory``: the errno's name (ENOSPC, for the
+    metrics), the cause in words, and what the operator can do."""
+    name = errno.errorcode.get(err.errno or 0, "other")
+    fix = _FIXES.get(err.errno or 0, "check the file system that holds {dir} (dmesg, df, mount, permissions)")
+    return name, f"{err.strerror or err} ({name})", fix.format(dir=directory)
 
 
 class EvidenceStore:

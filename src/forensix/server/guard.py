@@ -48,7 +48,7 @@ REFUSED_RULE = "forensix-host-refused"
 # incident; a host over its limits may just be busy or misconfigured.
 _LEVEL = {"revoked": "high", "identity": "high", "frame": "high", "protocol": "medium",
           "connections": "medium", "streams": "medium", "quota": "medium", "disk": "high",
-          "clock": "medium", "refusals": "high"}
+          "clock": "medium", "refusals": "high", "evidence": "high"}
 
 
 @dataclass
@@ -60,6 +60,7 @@ class HostLimits:
     evidence_bytes: int = 50 << 30  # bytes of evidence one host may keep on the log host
     min_free_bytes: int = 1 << 30  # refuse frames when the evidence file system has less free
     refused_frames: int = 64  # refused frames on one connection before it is closed
+    evidence_attempts: int = 3  # failed evidence writes of one frame before it is refused for good
 
 
 def evidence_bytes(host_dir: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -14,6 +15,8 @@ import pyarrow.compute as pc
 
 from forensix.agent.frame import FrameError
 from forensix.agent.sink import Sink
+from forensix.server.ledger import IngestLedger
+from forensix.server.quarantine import is_transient
 from forensix.store import schema
 from forensix.store.base import Writer
 
@@ -54,6 +57,23 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 
 
+# A test seam (forensix.testing.crash): the server dies as by kill -9 right after the store
+# commit of its N-th group of frames, before the ingested marks move.
+_CRASH_AFTER_STORE: int | None = (int(os.environ["FORENSIX_TEST_CRASH_AFTER_STORE"])
+                                  if os.environ.get("FORENSIX_TEST_CRASH_AFTER_STORE") else None)
+_stored_groups = 0
+
+
+def _crash_after_store() -> None:
+    global _stored_groups
+    _stored_groups += 1
+    if _stored_groups >= (_CRASH_AFTER_STORE or 0):
+        os._exit(CRASH_EXIT)
+
+
+CRASH_EXIT = 86
+
+
 class Ingestor:
     """Appends to the store on one thread, coalescing waiting batches into larger appends.
 
@@ -63,8 +83,14 @@ class Ingestor:
     and agents keep spooling.
     """
 
-    def __init__(self, store: Writer, depth: int = 64, live: Sink | None = None) -> None:
+    def __init__(self, store: Writer, depth: int = 64, live: Sink | None = None, attempts: int = 3) -> None:
         self.store = store
+        # a frame the store refuses this many times (not a transient failure) is quarantined
+        # (0: retried for ever); ``on_quarantine(table, mark, seq, error, attempts)`` records it
+        self.attempts = attempts
+        self.on_quarantine: Callable[[str, Mark, int, BaseException, int], None] | None = None
+        self.on_error: Callable[[BaseException, bool], None] | None = None  # (error, transient): metrics
+        self.ledger: IngestLedger | None = None  # a store without frame keys (DuckDB): intents, see ledger
         self.live = live  # the live rule engine: sees every batch once it is stored
         self.lock = threading.Lock()
         self.rows = 0
@@ -96,6 +122,8 @@ class Ingestor:
         self._closing.set()
         self._q.put(None)
         self._thread.join()
+        if self.ledger is not None:
+            self.ledger.close()
         if self.live is not None:
             self.live.flush()
             self.live.close()
@@ -128,17 +156,23 @@ class Ingestor:
                     self._q.task_done()
 
     def _append_until_stored(self, items: list[tuple[str, pa.Table, Mark, int]]) -> None:
-        """Append a group, retrying it (with back-off) until it is stored or the ingestor closes.
+        """Append a group, retrying it (with back-off) until it is stored, quarantined, or the
+        ingestor closes.
 
-        The ``ingested`` marks advance only over frames that are in the store: a failed group
-        is never skipped for the next one (that would move a stream's mark past frames the
-        store lacks, which no start would re-ingest). Meanwhile the queue fills and agents
-        keep spooling. Once a group fails while closing, nothing after it is appended
-        either, so each mark stays below every frame missing from the store: they are all
-        re-ingested from evidence at the next start.
+        The ``ingested`` marks advance only over frames that are in the store or quarantined
+        (recorded as set aside, in the evidence): a failed group is never skipped for the next
+        one (that would move a stream's mark past frames the store lacks, which no start would
+        re-ingest). A transient failure (the store away) is retried for ever: every host's rows
+        would fail alike, the queue fills and agents keep spooling. A failure the store will
+        repeat (it refuses these rows) splits the group into its frames, so that one bad frame
+        does not keep the others out, and a frame refused ``attempts`` times is quarantined:
+        the other hosts' ingest goes on. Once a group fails while closing, nothing after it is
+        appended either, so each mark stays below every frame missing from the store: they
+        are all re-ingested from evidence at the next start.
         """
         stored: set[str] = set()  # tables of the group already appended: a retry does not append them twice
         wait = RETRY_FIRST_S
+        refused = 0  # failures that are not transient
         while True:
             try:
                 self._append_group(items, stored)
@@ -146,15 +180,54 @@ class Ingestor:
             except Exception as e:  # noqa: BLE001 - kept in evidence, logged by the server, retried
                 self.error = e
                 self.failures += 1
+                transient = is_transient(e)
+                if self.on_error is not None:
+                    self.on_error(e, transient)
+                if not transient:
+                    if len(items) > 1:
+                        self._one_by_one(items, stored)
+                        return
+                    refused += 1
+                    if self.attempts and refused >= self.attempts and self._set_aside(items[0], e, refused):
+                        return
                 if self._closing.wait(wait):
                     self._given_up = True
                     return
                 wait = min(wait * 2, RETRY_MAX_S)
 
+    def _set_aside(self, item: tuple[str, pa.Table, Mark, int], err: BaseException, attempts: int) -> bool:
+        """Quarantine one frame and move its stream's mark past it; False when it could not be
+        recorded (then it is retried, and its mark waits)."""
+        table, _, mark, seq = item
+        if self.on_quarantine is not None:
+            try:
+                self.on_quarantine(table, mark, seq, err, attempts)
+            except Exception:  # noqa: BLE001 - logged by on_quarantine; retried like the append
+                return False
+        mark.set_ingested(seq)
+        return True
+
+    def _one_by_one(self, items: list[tuple[str, pa.Table, Mark, int]], stored: set[str]) -> None:
+        """Each frame of a group on its own, in order (a stream's mark never passes a frame the
+        store lacks); frames whose table the group already appended are marked only."""
+        for item in items:
+            if self._given_up:
+                return
+            if item[0] in stored:
+                self._append_group([item], {item[0]})
+            else:
+                self._append_until_stored([item])
+
     def _append_group(self, items: list[tuple[str, pa.Table, Mark, int]], stored: set[str]) -> None:
         by_table: dict[str, list[tuple[str | None, pa.Table]]] = {}
         for table, data, mark, seq in items:
             by_table.setdefault(table, []).append((frame_key(mark, seq), data))
+        framed = [(str(getattr(m, "host", "")), str(getattr(m, "stream", "")), seq, table) for table, _, m, seq in items
+                  if frame_key(m, seq) is not None]
+        if self.ledger is not None and framed:
+            adds = {t: sum(d.num_rows for _, d in parts) for t, parts in by_table.items()}
+            with self.lock:
+                self.ledger.before(framed, adds, stored)
         for table, parts in by_table.items():
             if table not in stored:
                 self._append(table, parts)
@@ -163,11 +236,15 @@ class Ingestor:
         if sync is not None:
             with self.lock:
                 sync()
+        if _CRASH_AFTER_STORE is not None and any(m is not _NO_MARK for _, _, m, _ in items):
+            _crash_after_store()
         marks: dict[int, tuple[Mark, int]] = {}
         for _, _, mark, seq in items:
             marks[id(mark)] = (mark, seq)
         for mark, seq in marks.values():
             mark.set_ingested(seq)
+        if self.ledger is not None and framed:
+            self.ledger.done()
 
     def check_origin(self, host: str, data: pa.Table) -> None:
         """Each host writes only its own rows (the certificate's name in ``host_name``)."""
@@ -194,6 +271,8 @@ class Ingestor:
                 datas = [d for _, d in parts]
                 n = self.store.append(table, pa.concat_tables(datas) if len(datas) > 1 else datas[0])
             self.rows += n
+            if self.ledger is not None:
+                self.ledger.appended(table, n)
         if self.on_append is not None:
             self.on_append(table, n, time.perf_counter() - t0)
         if self.live is not None:
@@ -213,9 +292,9 @@ class Ingestor:
             "process_name": "forensix-agent",
             "message": message,
         }
-        self._later("events", _one(schema.EVENTS, row))
+        self.later("events", _one(schema.EVENTS, row))
 
-    def _later(self, table: str, data: pa.Table) -> None:
+    def later(self, table: str, data: pa.Table) -> None:
         # through the ingest queue, not on the caller's (connection) thread: a store that
         # waits for a shard to come back must not hold up an agent's hello or its acks
         self._q.put((table, data, _NO_MARK, 0))
@@ -227,7 +306,7 @@ class Ingestor:
             "boot_id": str(hello.get("boot_id") or "unknown"), "ts_from": ts_from, "ts_to": ts_to,
             "cpu": -1, "event_class": event_class, "count": count, "reason": reason,
         }
-        self._later("gaps", _one(schema.GAPS, row))
+        self.later("gaps", _one(schema.GAPS, row))
 
     def silent_alert(self, host: str, info: dict[str, Any], last_seen: int, silence_s: float,
                      clean_stop: bool = False) -> None:
@@ -245,4 +324,4 @@ class Ingestor:
                         f"(limit {silence_s:g} s)"),
             "source": "builtin",
         }
-        self._later("alerts", _one(schema.ALERTS, row))
+        self.later("alerts", _one(schema.ALERTS, row))

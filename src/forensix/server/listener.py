@@ -43,10 +43,16 @@ from forensix.pki.authority import Authority, PKIError
 from forensix.pki.sealkey import KeySchedule, SealState, write_atomic
 from forensix.pki.tls import RevocationList, peer_identity, server_context
 from forensix.server.checks import seal_problem
-from forensix.server.evidence import EvidenceStore, StreamLog, read_frame, walk_segment
+from forensix.server.evidence import (
+    EvidenceStore,
+    StreamLog,
+    append_problem,
+)
 from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_bytes, free_bytes
-from forensix.server.ingest import Ingestor, frame_key
+from forensix.server.ingest import Ingestor
 from forensix.server.metrics import ServerMetrics
+from forensix.server.quarantine import is_transient
+from forensix.server.startup import replay_and_load, set_aside
 from forensix.store.base import Writer
 
 __all__ = ["HostLimits", "LogServer", "Refused", "ServerConfig"]
@@ -69,7 +75,12 @@ class Refused(ForensixError):
 
 
 class FrameRefused(ForensixError):
-    """One frame the log host will never store (bad MAC, chain, epoch, rows): the agent moves on."""
+    """One frame the log host will never store (bad MAC, chain, epoch, rows; or evidence it
+    could not write, ``kind`` evidence): the agent keeps it aside and moves on."""
+
+    def __init__(self, message: str, hint: str | None = None, kind: str = "frame") -> None:
+        super().__init__(message, hint)
+        self.kind = kind
 
 
 @dataclass
@@ -83,6 +94,8 @@ class ServerConfig:
     limits: HostLimits = field(default_factory=HostLimits)
     max_connections: int = 1024  # all connections, authenticated or not (each is a thread)
     crl_poll_s: float = 0.2  # how soon a revocation closes open connections
+    store_attempts: int = 3  # a frame the store refuses this often is quarantined (0: retried for ever)
+    reingest: bool = False  # at start, try the quarantined frames again (after their cause is fixed)
 
 
 @dataclass(eq=False)
@@ -124,7 +137,8 @@ class LogServer:
         self.checkpoint_key = key
         self.evidence = EvidenceStore(config.evidence)
         write_atomic(config.evidence / "checkpoint.pub", self.pki.checkpoint_pub_path.read_bytes(), 0o644)
-        self.ingest = Ingestor(store, live=live)
+        self.ingest = Ingestor(store, live=live, attempts=config.store_attempts)
+        self.ingest.on_quarantine = self._quarantine
         self.hosts: dict[str, _HostState] = {}
         self.hosts_lock = threading.Lock()
         self._schedules: dict[tuple[str, bytes], KeySchedule] = {}  # (host, key_0) -> schedule
@@ -140,35 +154,33 @@ class LogServer:
         self.refusal_log = RefusalLog(config.evidence, self.ingest.batch, key=self.checkpoint_key)
         self.metrics = ServerMetrics(self)
         self.ingest.on_append = self.metrics.appended
+        self.ingest.on_error = self.metrics.store_error
         self._free = (0.0, 0)  # (checked at, free bytes): statvfs at most once a second
         self._wake = Broadcast()  # ends every connection's wait: a revocation, a stop
         self._refused_seqs: dict[tuple[str, str], set[int]] = {}  # (host, stream) -> frames refused here
+        self._append_fails: dict[tuple[str, str, int], int] = {}  # (host, stream, seq) -> failed evidence writes
+        self._checkpoint_errors: dict[tuple[str, str], str] = {}  # logged once per stream until it recovers
+        self._held: dict[tuple[str, str], int] = {}  # (host, stream) -> frames quarantined
         self._replay_and_load()
 
     # -- start-up ------------------------------------------------------------------
     def _replay_and_load(self) -> None:
-        """Frames durably written but not yet in the store (a crash between the two) go in now."""
-        now = time.time_ns()
-        for s in self.evidence.open_all():
-            done = s.ingested()
-            for seg in s.segments():
-                for off, seq, length in walk_segment(seg):
-                    if seq <= done:
-                        continue
-                    try:
-                        fr = read_frame(seg, off, length)
-                        self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
-                    except FrameError as e:
-                        log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
-                    done = seq
-            if done != s.ingested():
-                s.set_ingested(done)
-            s.checkpointed = s.last_seq  # what was there at start is covered by earlier checkpoints
-        for hdir in self.config.evidence.iterdir():
-            info_path = hdir / "agent.json"
-            if info_path.exists():
-                info = json.loads(info_path.read_text())
-                self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
+        """Frames durably written but not yet in the store (a crash between the two) go in now
+        (``server.startup``)."""
+        replay_and_load(self)
+
+    def _quarantine(self, table: str, mark: object, seq: int, err: BaseException, attempts: int) -> None:
+        """A frame the store refuses for good (``server.startup.set_aside``)."""
+        set_aside(self, table, mark, seq, err, attempts)
+
+    def not_ingested(self) -> dict[str, int]:
+        """Frames quarantined per host (the metrics' gauge)."""
+        with self.hosts_lock:
+            out: dict[str, int] = {}
+            for (host, _), n in self._held.items():
+                if n:
+                    out[host] = out.get(host, 0) + n
+            return out
 
     def _enrollment(self, host: str, serial: int) -> SealState:
         """The epoch-0 seal key of the enrollment the connection's certificate belongs to.
@@ -419,8 +431,13 @@ class LogServer:
             raise FrameError(f"bad stream id {stream!r}")
         self._admit_stream(sess, stream)
         self._check_room(host, 0)
-        self._bind_stream(host, stream, enrollment)
-        slog = self.evidence.stream(host, stream)
+        try:
+            self._bind_stream(host, stream, enrollment)
+            slog = self.evidence.stream(host, stream)
+        except OSError as e:  # the agent keeps its frames and comes back (E): logged, counted, said why
+            cause, fix = self._evidence_error(host, self.config.evidence / host / stream, e)
+            raise Refused(f"the log host cannot open the evidence of {host} stream {stream}: {cause}; on the "
+                          f"log host: {fix}", fix, kind="evidence") from None
         self._agent_seen(host, hello)
         with slog.lock:
             wire.send(conn, b"W", {"next_seq": slog.last_seq + 1})
@@ -469,12 +486,12 @@ class LogServer:
             if len(seqs) < 10_000:  # a bound for a host that sends nothing but forgeries
                 seqs.add(frame.seq)
             self._refuse(sess.peer, e.message)
-            self.metrics.refused.labels(host, "frame").inc()
+            self.metrics.refused.labels(host, e.kind).inc()
             with self.hosts_lock:
                 info = dict(self.hosts[host].info) if host in self.hosts else {}
             # Each frame refused for good gets its own signed line (verify bridges the chain
             # over it), as long as the host's quota has room for the line.
-            self.refusal_log.record(host, "frame", e.message, sess.peer, stream=sess.stream, info=info,
+            self.refusal_log.record(host, e.kind, e.message, sess.peer, stream=sess.stream, info=info,
                                     frame=frame, final=True, each=self._room_for(host, 1024))
             wire.send(conn, b"R", {"seq": frame.seq, "reason": e.message})
             limit = self.limits.refused_frames
@@ -517,7 +534,12 @@ class LogServer:
             except FrameError as e:
                 raise FrameRefused(f"{host} seq {frame.seq}: {e.message}") from None
             self._check_room(host, len(frame.raw))
-            slog.append(frame)  # durable (fsync) before anything else
+            try:
+                slog.append(frame)  # durable (fsync) before anything else
+            except OSError as e:
+                self._append_failed(host, slog, frame, e)
+            if self._append_fails:
+                self._append_fails.pop((host, slog.stream, frame.seq), None)
             self._stored(host, len(frame.raw))
             if frame.seq > expected:
                 # frames this log host refused itself are not "missing": the gap says so
@@ -531,6 +553,35 @@ class LogServer:
                 self.metrics.lost_events(host, lost_by_class(data))
             self.ingest.submit(frame.table, data, slog, frame.seq)
             return frame.seq
+
+    def _evidence_error(self, host: str, directory: Path, err: OSError) -> tuple[str, str]:
+        name, cause, fix = append_problem(err, directory)
+        self.metrics.evidence_errors.labels(host, name).inc()
+        return cause, fix
+
+    def _append_failed(self, host: str, slog: StreamLog, frame: Frame, err: OSError) -> None:
+        """A frame the evidence would not take (a full disk, EIO, a read-only or unwritable
+        directory): never retried for ever. The agent is told why with ``E`` and sends it again
+        (the problem may be fixed meanwhile) up to ``limits.evidence_attempts`` times; then the
+        frame is refused for good (``R``) and the agent keeps it in its spool's refused/.
+        Other hosts and streams are served meanwhile; each failure is logged and counted."""
+        cause, fix = self._evidence_error(host, slog.dir, err)
+        key = (host, slog.stream, frame.seq)
+        if len(self._append_fails) >= 10_000:  # frames whose agent never came back
+            self._append_fails.clear()
+        n = self._append_fails[key] = self._append_fails.get(key, 0) + 1
+        limit = self.limits.evidence_attempts
+        what = f"cannot write frame {frame.seq} of {host} into the evidence ({slog.dir}): {cause}"
+        if limit and n >= limit:
+            del self._append_fails[key]
+            log.error("%s; refused for good after %d attempt(s): the agent keeps it in its spool's refused/. "
+                      "Fix: %s", what, n, fix)
+            raise FrameRefused(f"{what}; refused for good after {n} attempt(s); on the log host: {fix}", fix,
+                               kind="evidence")
+        log.error("%s; attempt %d of %s, the agent keeps the frame and sends it again. Fix: %s", what, n,
+                  limit or "unlimited", fix)
+        raise Refused(f"{what} (attempt {n} of {limit or 'unlimited'}); on the log host: {fix}", fix,
+                      kind="evidence")
 
     # -- limits, revocation ------------------------------------------------------------
     def host_states(self) -> Iterator[tuple[str, _HostState]]:
@@ -681,8 +732,12 @@ class LogServer:
             st.connections += 1
         if new_start:
             path = self.config.evidence / host / "agent.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, json.dumps(st.info).encode())
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, json.dumps(st.info).encode())
+            except OSError as e:  # what the agent said of itself (read at the next start): not evidence
+                cause, fix = self._evidence_error(host, path.parent, e)
+                log.error("cannot write %s: %s. Fix: %s", path, cause, fix)
             ts = started if isinstance(started, int) else now
             self.ingest.agent_event(host, hello, "start", ts,
                                     f"forensix agent on {host} started (pid {hello.get('pid')})")
@@ -697,8 +752,11 @@ class LogServer:
         while not self._stop.wait(min(1.0, self.config.checkpoint_s)):
             self._checkpoint_all()
             if self.ingest.error is not None:
-                log.error("store append failed (kept in evidence, retried; the ingested mark waits for it): %s",
-                          self.ingest.error)
+                err = self.ingest.error
+                how = ("the store is away: retried until it is back" if is_transient(err) else
+                       f"the store refuses the rows: retried, quarantined after {self.config.store_attempts or 'no'} "
+                       "attempts")
+                log.error("store append failed (kept in evidence; %s; the ingested mark waits for it): %s", how, err)
                 self.ingest.error = None
             now = time.time_ns()
             with self.hosts_lock:
@@ -714,5 +772,22 @@ class LogServer:
         for s in self.evidence.streams():
             try:
                 s.checkpoint(self.checkpoint_key)
+                err = s.mark_error
             except OSError as e:
-                log.error("checkpoint of %s/%s failed: %s", s.host, s.stream, e)
+                err = e
+            self._evidence_trouble(s, err)
+
+    def _evidence_trouble(self, s: StreamLog, err: OSError | None) -> None:
+        """A checkpoint or an ingested mark a stream's directory would not take: both are tried
+        again (at the next tick, with the next mark); said and counted once per cause, not per try."""
+        key = (s.host, s.stream)
+        if err is None:
+            if self._checkpoint_errors:
+                self._checkpoint_errors.pop(key, None)
+            return
+        name, cause, fix = append_problem(err, s.dir)
+        if self._checkpoint_errors.get(key) != cause:
+            self._checkpoint_errors[key] = cause
+            self.metrics.evidence_errors.labels(s.host, name).inc()
+            log.error("cannot write the checkpoint or ingested mark of %s/%s: %s (tried again). Fix: %s",
+                      s.host, s.stream, cause, fix)

@@ -42,6 +42,9 @@ class ServerMetrics(Collector):
         self.refused = Counter("forensix_server_refused", "Connections and frames refused, per host and "
                                "kind (revoked, connections, streams, quota, disk, frame, protocol, ...)",
                                ["host", "kind"], registry=r)
+        self.evidence_errors = Counter("forensix_server_evidence_write_errors", "Failed writes into the "
+                                       "evidence directory (frames, checkpoints, stream files), per host and "
+                                       "errno (ENOSPC, EIO, EROFS, EACCES, ...)", ["host", "error"], registry=r)
         self.cutoffs = Counter("forensix_server_revocation_cutoffs", "Open connections closed because "
                                "their certificate was revoked", ["host"], registry=r)
         self.rows = Counter("forensix_server_rows_stored", "Rows appended to the store, per table "
@@ -50,7 +53,17 @@ class ServerMetrics(Collector):
                             "records), per host, class and reason", ["host", "class", "reason"], registry=r)
         self.insert = Histogram("forensix_server_store_insert_seconds", "Time of one store append (one "
                                 "table, coalesced frames)", ["table"], buckets=_INSERT_BUCKETS, registry=r)
+        self.quarantined = Counter("forensix_server_store_quarantined_frames", "Frames the store refused "
+                                   "--store-attempts times, set aside (kept in evidence, not ingested; "
+                                   "forensix server --reingest tries them again), per host and table",
+                                   ["host", "table"], registry=r)
+        self.store_errors = Counter("forensix_server_store_append_errors", "Failed store appends, by kind: "
+                                    "transient (the store away: retried for ever) or refused (the rows: "
+                                    "retried, then quarantined)", ["kind", "error"], registry=r)
         r.register(self)
+
+    def store_error(self, err: BaseException, transient: bool) -> None:
+        self.store_errors.labels("transient" if transient else "refused", type(err).__name__).inc()
 
     def appended(self, table: str, rows: int, seconds: float) -> None:
         self.rows.labels(table).inc(rows)
@@ -90,9 +103,16 @@ class ServerMetrics(Collector):
         yield from (conns, seen, frame, silent, ev)
         yield GaugeMetricFamily("forensix_server_ingest_queue", "Batches acknowledged and waiting for "
                                 "the store", value=srv.ingest.queued())
+        held = GaugeMetricFamily("forensix_server_host_not_ingested_frames", "Frames of a host quarantined "
+                                 "(in the evidence, not in the store), per host", labels=["host"])
+        for host, n in sorted(srv.not_ingested().items()):
+            held.add_metric([host], n)
+        yield held
         lim = GaugeMetricFamily("forensix_server_limit", "Per-host limits (0: none)", labels=["limit"])
         lim.add_metric(["host_connections"], srv.limits.connections)
         lim.add_metric(["host_streams"], srv.limits.streams)
         lim.add_metric(["host_evidence_bytes"], srv.limits.evidence_bytes)
         lim.add_metric(["min_free_bytes"], srv.limits.min_free_bytes)
+        lim.add_metric(["evidence_attempts"], srv.limits.evidence_attempts)
+        lim.add_metric(["store_attempts"], srv.config.store_attempts)
         yield lim

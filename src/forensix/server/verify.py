@@ -30,6 +30,7 @@ from forensix.server.checks import seal_problem
 from forensix.server.evidence import checkpoint_message, iter_segment, load_public_key
 from forensix.server.guard import read_refusals, refusal_message
 from forensix.server.ingest import SILENT_RULE
+from forensix.server.quarantine import QUARANTINE_FILE, read_quarantine
 from forensix.server.retention import RetentionRecord, read_retention
 from forensix.store.base import Reader
 
@@ -246,6 +247,10 @@ def _stream(v: Verdicts, sdir: Path, host: str, keys: KeySchedule,
         elif q > last:  # after the last frame stored: nothing later shows the hole
             v.add("completeness", "gap", host, stream, r.where, None, q, "refused", _refusal_text(host, r)
                   + ("" if r.final else "; not delivered since (the agent keeps it and sends it again)"))
+    for q, held in sorted(read_quarantine(sdir).items()):
+        v.add("completeness", "gap", host, stream, str(sdir / QUARANTINE_FILE), None, q, "not-ingested",
+              f"frame {q} of host {host} ({held.table}) not ingested: {held.cause}; the evidence keeps it. "
+              f"Fix: {held.fix}")
     if prev is not None:
         v.add("integrity", "ok", host, stream, "", None, prev.frame.seq, "stream",
               f"{len(hashes)} batches checked, last seq {prev.frame.seq}; {enrollment}")

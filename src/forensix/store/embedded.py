@@ -118,9 +118,14 @@ NEW_STORE_BLOCK_SIZE = 64 << 10
 class DuckDBStore:
     """A forensix store in a DuckDB file (reader or the single writer)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False, keeper: bool = False,
+                 recover_all: bool = True) -> None:
+        """``keeper``: the writer in a store keeper process (store/keeper.py): every table's rows
+        come through journals that a recorder appends (store/appender.py), sealed by
+        ``seal_closed``; ``recover_all``: none is being appended yet, seal them all on opening."""
         self.path = Path(path)
         self.read_only = read_only
+        self.keeper = keeper and not read_only
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists:
             _check_is_duckdb(self.path)
@@ -148,6 +153,17 @@ class DuckDBStore:
         self.format = STORE_FORMAT
         if exists:
             self._check_format()
+        self._jlock = -1
+        if not read_only and not self.keeper:
+            # a recorder appending journals holds them exclusively (store/keeper.py): sealing them
+            # from here would take rows it is still writing
+            from forensix.store.keeper import lock_journals
+
+            try:
+                self._jlock = lock_journals(self.path, exclusive=False)
+            except StoreBusyError:
+                self._con.close()
+                raise
         if not read_only:
             # keystrokes and command lines: root only, whatever the umask (store/private.py). DuckDB
             # creates the file and its WAL itself; the forensix command narrows its umask for them
@@ -164,6 +180,7 @@ class DuckDBStore:
         # its views (setting them up is ~3 ms, half of a small analysis query)
         self._kept = threading.local()
         self._kept_all: list[duckdb.DuckDBPyConnection] = []
+        self.recovered: list[str] = []
         self._flow_rows = False  # the events view derives rows from flow edges stored once (/5)
         if self.format != "forensix-store/1":
             sealed = {t: (int(q), int(o)) for t, q, o in
@@ -172,16 +189,40 @@ class DuckDBStore:
                 self._journals[name] = JournaledTable(
                     journal_dir(self.path), name, schema.TABLES[name], sealed=sealed.get(name, (0, 0)),
                     sealer=None if read_only else self._sealer(name), lock=self._lock,
-                    encode=functools.partial(codec.encode, name),
+                    encode=functools.partial(codec.encode, name), external=self.keeper, recover_all=recover_all,
                 )
                 self._views[name] = self._base_view(name)
             self._flow_rows = "in_events" in self._columns("flows_base")
-        self.recovered = [note for t in self._journals.values() for note in t.recovered]
         # tables of a newer format than a read-only store has (accounts, /14) read as empty, so
         # an analysis can ask for them and learn that the store has none
         have = {r[0] for r in self._con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         self._absent = {n: _empty_sql(s) for n, s in schema.TABLES.items()
                         if n not in have and f"{n}_base" not in have}
+        if self.format != "forensix-store/1":
+            self._side_journals(sealed, have, recover_all)
+        self.recovered = [note for t in self._journals.values() for note in t.recovered]
+
+    def _side_journals(self, sealed: dict[str, tuple[int, int]], have: set[str], recover_all: bool) -> None:
+        """Journals of the tables other writers insert directly (gaps, alerts, tty, ...), which a
+        recorder appends through journals too (store/appender.py): a keeper seals them; readers
+        union what is not sealed yet; any other writer seals what a recorder left, then inserts
+        as before."""
+        jd = journal_dir(self.path)
+        catalog = self._con.execute("SELECT current_database()").fetchone()
+        for name in schema.TABLES:
+            if name in JOURNALED or name not in have:
+                continue
+            if not self.keeper and not any((jd / name).glob("*.arrows")):
+                continue
+            j = JournaledTable(jd, name, schema.TABLES[name], sealed=sealed.get(name, (0, 0)),
+                               sealer=None if self.read_only else self._sealer(name, base=False), lock=self._lock,
+                               external=self.keeper, recover_all=recover_all or not self.keeper)
+            if self.read_only or self.keeper:
+                self._journals[name] = j
+                # the catalog named: an unqualified name would be the temporary view itself
+                self._views[name] = f'SELECT * FROM "{catalog[0] if catalog else "main"}".main."{name}"'
+            else:
+                self.recovered += j.recovered
 
     # -- format and migrations -------------------------------------------------
     def _check_format(self) -> None:
@@ -269,7 +310,9 @@ class DuckDBStore:
                 cur.close()
         return int(data.num_rows)
 
-    def _sealer(self, name: str) -> Callable[[pa.Table, tuple[int, int], Callable[[], None]], None]:
+    def _sealer(self, name: str, base: bool = True) -> Callable[[pa.Table, tuple[int, int], Callable[[], None]], None]:
+        target = f"{name}_base" if base else name
+
         def seal(data: pa.Table, pos: tuple[int, int], flip: Callable[[], None]) -> None:
             """Journal rows and how far they are now sealed, in one transaction: sealed once,
             whatever dies when. The insert runs outside the store's lock (queries pin their own
@@ -282,7 +325,7 @@ class DuckDBStore:
                     # one chunk: DuckDB scans it on one thread into whole row groups
                     # (split between threads, the row groups are partly filled: +40% bytes)
                     cur.register("_fx_seal", data.combine_chunks())
-                    cur.execute(f'INSERT INTO "{name}_base" BY NAME SELECT * FROM _fx_seal')
+                    cur.execute(f'INSERT INTO "{target}" BY NAME SELECT * FROM _fx_seal')
                     cur.unregister("_fx_seal")
                 with self._lock:
                     cur.execute(
@@ -322,8 +365,29 @@ class DuckDBStore:
         for journal in self._journals.values():
             journal.sync()
 
+    def limit_threads(self, n: int) -> None:
+        with self._lock:
+            self._con.execute(f"SET threads = {int(n)}")
+
+    def sealed_seqs(self) -> dict[str, int]:
+        """Per journaled table, the first journal number not sealed: where appends continue."""
+        return {name: j.sealed[0] for name, j in self._journals.items()}
+
+    def seal_closed(self, everything: bool = False) -> int:
+        """A keeper's seal: the journals the recorder closed (all of them once it has stopped,
+        ``everything``), then a checkpoint when rows went in. Returns the rows sealed."""
+        rows = sum(j.seal_closed(everything) for j in self._journals.values())
+        self.recovered = [note for t in self._journals.values() for note in t.recovered]
+        if rows:
+            with self._lock:
+                self._con.execute("CHECKPOINT")
+        return rows
+
     def flush(self) -> None:
         """Seal every journal and checkpoint the DuckDB file: all durable, all compact."""
+        if self.keeper:  # the newest journals may be a recorder's, still open
+            self.seal_closed()
+            return
         # no background seal runs meanwhile (one in progress finishes first)
         with self._sealing.paused() if self._sealing is not None else contextlib.nullcontext():
             for journal in self._journals.values():
@@ -348,6 +412,8 @@ class DuckDBStore:
             # events last: its view reads the flows view (edges stored once, format /5)
             for name in sorted(tails, key=lambda n: n == "events"):
                 tail = tails[name]
+                if tail is None and name not in JOURNALED:
+                    continue  # a table inserted directly, with nothing in its journal: the table itself
                 sql = self._views[name]
                 if tail is not None:
                     cur.register(f"_fx_tail_{name}", tail)
@@ -419,6 +485,9 @@ class DuckDBStore:
                 self._con.close()
             except duckdb.Error:
                 pass
+            if self._jlock >= 0:
+                os.close(self._jlock)
+                self._jlock = -1
 
     def __enter__(self) -> Self:
         return self

@@ -144,8 +144,14 @@ class JournaledTable:
         seal_rows: int = 122_880,
         seal_seconds: float = 60.0,
         sync_seconds: float = 1.0,
+        external: bool = False,
+        recover_all: bool = True,
     ) -> None:
         """``sealed``: the store's sealed position (seq, offset).
+        ``external``: another process appends (a recorder's ``JournalAppender``, store/keeper.py):
+        this side only seals journals it closed (``seal_closed``) and reads the rest from disk.
+        ``recover_all``: on opening, seal every journal found, the newest too (no appender
+        runs); else the newest is left alone, as the one an appender may still be writing.
         ``sealer``: None for a reader (it never writes). ``encode``: turns rows into what the
         sealer inserts (store/codec.py), run outside the lock so that queries do not wait for
         it. ``lock``: shared with the store, so that a query's snapshot of the journals and of
@@ -170,11 +176,18 @@ class JournaledTable:
         self._last_sync = 0.0
         self._written = 0.0  # when rows were last written (sync() has nothing to do when older than _last_sync)
         self.recovered: list[str] = []  # what recovery found, for the writer to report
+        self.external = external
+        self.recover_all = recover_all
         if sealer is not None:
             private_dir(self.dir.parent)  # root only, whatever the umask (store/private.py)
             private_dir(self.dir)
             self._recover()
         self._next = max([sealed[0], *self._numbers()]) + 1
+
+    @property
+    def sealed(self) -> tuple[int, int]:
+        """(journal number, rows of it) up to which the rows are in DuckDB."""
+        return self._sealed
 
     @property
     def writable(self) -> bool:
@@ -219,7 +232,10 @@ class JournaledTable:
     def snapshot(self) -> pa.Table | None:
         """The rows appended but not sealed yet, at one instant."""
         parts: list[pa.Table] = []
-        if self.writable:
+        if self.external:  # appended by another process: from disk, under the lock a seal flips with
+            with self._lock:
+                parts = [t for _, t, _ in self._unsealed_on_disk()]
+        elif self.writable:
             with self._lock:  # mapped under the lock, so a seal that removes a file cannot race us
                 parts = self._unsealed_pending()
         else:  # a reader, perhaps of a store whose writer died before sealing
@@ -238,6 +254,8 @@ class JournaledTable:
             if n < seq:  # sealed, but the writer died before removing it
                 (self.dir / f"{n:012d}.arrows").unlink()
         left = self._unsealed_on_disk()
+        if left and not self.recover_all:  # the newest may be an appender's open journal
+            left = left[:-1]
         if left:
             data = pa.concat_tables([t for _, t, _ in left])
             last = int(left[-1][0].name[:12])
@@ -386,6 +404,32 @@ class JournaledTable:
         if keep_open:
             self._since = time.monotonic()
 
+    def seal_closed(self, everything: bool = False) -> int:
+        """Seal the journals an appender in another process closed (external mode): all
+        but the newest, which it may still be writing, or all when ``everything`` (it has
+        stopped). Whole journals, so each full one is one whole row group (JournalAppender
+        closes them at ``seal_rows``). Returns the rows sealed."""
+        assert self.sealer is not None and self.external
+        with self._lock:
+            left = self._unsealed_on_disk()
+        if not everything:
+            left = left[:-1]
+        if not left:
+            return 0
+        data = pa.concat_tables([t for _, t, _ in left])
+        pos = (int(left[-1][0].name[:12]) + 1, 0)
+
+        def flip() -> None:
+            self._sealed = pos
+
+        self.sealer(self.encode(data), pos, flip)
+        for j, _, torn in left:
+            if torn:  # only a journal whose appender was killed mid-write: say what was cut
+                self.recovered.append(f"{self.name}: the last, partly written batch of {j.name} was unreadable "
+                                      f"({torn})")
+            j.unlink()
+        return int(data.num_rows)
+
     def close(self) -> None:
-        if self.writable:
+        if self.writable and not self.external:
             self.seal()

@@ -93,21 +93,28 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: str, store: DuckDBStore) -> None:
+    def __init__(self, path: str, store: DuckDBStore, sock: socket.socket | None = None) -> None:
         self.store = store
-        super().__init__(path, _Handler)
+        super().__init__(path, _Handler, bind_and_activate=sock is None)
+        if sock is not None:  # listening already, in the process that handed it over
+            self.socket.close()
+            self.socket = sock
 
 
 class QueryServer:
-    """Serves read-only queries on ``store`` at ``path`` in a background thread."""
+    """Serves read-only queries on ``store`` at ``path`` in a background thread.
 
-    def __init__(self, store: DuckDBStore, path: str | os.PathLike[str]) -> None:
+    ``sock``: a socket listening at ``path`` already, owned by another process (a recorder
+    hands its socket to its store keeper, store/keeper.py): served, never unlinked."""
+
+    def __init__(self, store: DuckDBStore, path: str | os.PathLike[str], sock: socket.socket | None = None) -> None:
         self.path = Path(path)
-        if self.path.exists():
+        self._own = sock is None
+        if self._own and self.path.exists():
             self.path.unlink()  # a stale socket: the store lock proved no writer holds it
         old = os.umask(0o177)
         try:
-            self._server = _Server(str(self.path), store)
+            self._server = _Server(str(self.path), store, sock)
         finally:
             os.umask(old)
         self._thread = threading.Thread(target=self._serve, name="fx-query", daemon=True)
@@ -115,14 +122,20 @@ class QueryServer:
     def _serve(self) -> None:
         name_native_thread()
         # No polling for the stop request (socketserver's default wakes twice a second for
-        # the life of the recorder): stop() wakes the loop with a connection of its own.
-        self._server.serve_forever(poll_interval=None)  # type: ignore[arg-type]
+        # the life of the recorder): stop() wakes the loop with a connection of its own. A
+        # served socket another process owns is polled instead: a connection made to wake
+        # this one could be left for its owner.
+        self._server.serve_forever(poll_interval=None if self._own else 0.5)  # type: ignore[arg-type]
 
     def start(self) -> QueryServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        if not self._own:
+            self._server.shutdown()
+            self._server.server_close()
+            return
         if self._thread.is_alive():
             stopping = threading.Thread(target=self._server.shutdown, daemon=True)
             stopping.start()

@@ -8,6 +8,11 @@ only the addresses. Ground truth is returned for the tests.
 
 ``fleet``: ``hosts`` hosts, each with the same small mix of daemons and commands, some of
 them running a planted executable: for fleet questions and benchmarks.
+
+``one_uid_two_users``: uid 1001 is alice on web01 and bob on db01; each runs a shell that
+changes its uid and writes a file, and a descriptor it inherited (a flow with no path) has
+the same device and inode as the other host's file: names and paths must come from the
+row's own host.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from forensix.store.base import Writer
 from forensix.testing.generator import O_CREAT, O_TRUNC, O_WRONLY, StoreBuilder
 
-__all__ = ["Lateral", "content_sha256", "fleet", "lateral_movement"]
+__all__ = ["Lateral", "content_sha256", "fleet", "lateral_movement", "one_uid_two_users"]
 
 ATTACKER = ("203.0.113.66", 51515)
 WEB, DB = "10.0.0.5", "10.0.0.6"
@@ -108,3 +113,22 @@ def fleet(store: Writer, hosts: int = 20, every: int = 5, rounds: int = 3) -> li
             infected.append(b.host_name)
         b.write(store)
     return infected
+
+
+def one_uid_two_users(store: Writer) -> dict[str, int]:
+    """Write the history (see the module's docstring); returns each host's shell entity id."""
+    shells = {}
+    for name, user, path in (("web01", "alice", "/srv/web/upload.log"), ("db01", "bob", "/var/lib/db/wal.0")):
+        b = _host(name)
+        b.users(0, {0: "root", 1001: user})
+        init = b.spawn(None, 1, 0, "/usr/lib/systemd/systemd", ["/sbin/init"])
+        sh = b.spawn(init, 2000, 10, "/usr/bin/bash", ["-bash"], uid=1001)
+        b.setuid(sh, 11, 1001)
+        b._inodes[path] = 424242  # the same inode number on both hosts
+        b.open(sh, 12, path, O_WRONLY | O_CREAT, 0o644)
+        # a write through an inherited descriptor: the flow carries the inode, not the path
+        b._ev(sh, b.t(13), "flow", "flow", fd=5, file_inode=424242, file_device=b.dev, file_type="file",
+              flow_first_ts=b.t(12.5), flow_last_ts=b.t(13), flow_write_count=1, flow_write_bytes=64)
+        b.write(store)
+        shells[name] = sh.entity_id
+    return shells

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute
 
 from forensix.analysis.filehistory import sql_ints
-from forensix.analysis.processes import tree
+from forensix.analysis.processes import add_user_names, tree
 from forensix.analysis.report import files_changed, network_peers
 from forensix.analysis.sessions import find_session
 from forensix.errors import UsageError
@@ -115,7 +115,7 @@ def process(ctx: Context, p: dict[str, Any], eid: str) -> dict[str, Any]:
                 "terminal": terminal_text(recording(ctx, e), f"/process/{format_entity(e)}.cast")}
     images = ctx.query("""SELECT image_seq, image_ts, pid, parent_entity_id, parent_pid, executable, args,
                                  working_directory, user_id, user_effective_id, group_id, user_audit_id,
-                                 session_id, tty, source
+                                 session_id, tty, source, host_id
                           FROM processes WHERE entity_id = $e ORDER BY image_seq""", {"e": e})
     if images.num_rows == 0:
         raise NotFound(f"no process with entity id {format_entity(e)} in this store",
@@ -125,7 +125,8 @@ def process(ctx: Context, p: dict[str, Any], eid: str) -> dict[str, Any]:
         end=lambda: q("""SELECT min(ts) AS end_ts, arg_min(process_exit_code, ts) AS exit_code,
                                 arg_min(process_exit_signal, ts) AS exit_signal
                          FROM events WHERE event_action = 'exit' AND process_entity_id = $e""", {"e": e}),
-        creds=lambda: q(f"""SELECT ts, event_action, user_id, user_effective_id, group_id, group_effective_id, ret
+        creds=lambda: q(f"""SELECT ts, event_action, user_id, user_effective_id, group_id, group_effective_id, ret,
+                                   host_id
                             FROM events WHERE process_entity_id = $e AND event_action IN ({cred})
                             ORDER BY ts LIMIT 200""", {"e": e}),
         files=lambda: q("""
@@ -143,12 +144,20 @@ def process(ctx: Context, p: dict[str, Any], eid: str) -> dict[str, Any]:
     att = got["att"]
     leader = att.leader_of.get(e)
     first = images.to_pylist()[0]
+    images, creds = _named(ctx, images, "image_ts"), _named(ctx, got["creds"], "ts")
     return {"entity_id": format_entity(e), "pid": first["pid"], "images": rows(images),
-            "end": rows(got["end"])[0] if got["end"].num_rows else None, "credential_changes": rows(got["creds"]),
+            "end": rows(got["end"])[0] if got["end"].num_rows else None, "credential_changes": rows(creds),
             "files": rows(got["files"]), "sockets": rows(got["sockets"]), "children": rows(got["children"]),
             "session": format_entity(leader) if leader is not None else None,
             "session_kind": att.kind_of.get(leader) if leader is not None else None,
             "recording": got["terminal"]}
+
+
+def _named(ctx: Context, t: pa.Table, at: str) -> pa.Table:
+    """uid and euid named as the process's host had them at ``at`` (analysis.users), beside the numbers."""
+    t = add_user_names(t, None, ctx.reader, column="user_id", at=at)
+    t = add_user_names(t, None, ctx.reader, column="user_effective_id", at=at, name="user_effective_name")
+    return t.drop_columns(["host_id"])
 
 
 # -- the tree at a time ----------------------------------------------------------------

@@ -177,12 +177,15 @@ def _accounts(db: str, cluster: str | None) -> list[str]:
 
 
 # 0003: the fleet questions' summary tables, kept by materialized views, and the backfill
-# of the rows stored before (store/clickhouse/summaries.py)
+# of the rows stored before (store/clickhouse/summaries.py); 0005: the same by UTC hour,
+# cheaper to keep (0003's dropped, everything summarized again). Both build the summaries
+# of the running version: a store without either runs them once.
 MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0001_initial", _initial),
     ("0002_tty_artifacts_sha256", _initial),
     ("0003_fleet_summaries", _summaries),
     ("0004_accounts", _accounts),
+    ("0005_hourly_summaries", _summaries),
 ]
 
 

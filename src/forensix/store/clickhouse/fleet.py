@@ -18,8 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.errors import UsageError
+from forensix.store.clickhouse.summaries import row_state
 
-__all__ = ["QUESTIONS", "SUMMARIZED", "Question", "Summarized", "ask", "like_prefix", "split_window", "summarized_sql"]
+__all__ = ["HOUR_NS", "QUESTIONS", "SUMMARIZED", "Question", "Summarized", "ask", "hours_sql", "like_prefix", "split_window",
+           "summarized_sql"]
 
 Native = Callable[[str, Mapping[str, Any] | None], pa.Table]
 
@@ -91,9 +93,15 @@ FROM (
 )
 GROUP BY host_name, action, file_path
 ORDER BY first_ts, host_name, action, file_path"""),
-    Question("hosts", "Every host in the store: events, first and last event, silent for how long (the longest silent first).", f"""
+    # every row of the events view, as on DuckDB: the events and the flow edges kept only in flows
+    Question("hosts", "Every host in the store: events, first and last event, silent for how long (the longest silent first).", """
 SELECT host_name, argMax(host_id, ts) AS host_id, count() AS events, min(ts) AS first_ts, max(ts) AS last_ts
-FROM events WHERE {_WINDOW}
+FROM (
+  SELECT host_name, CAST(host_id AS String) AS host_id, ts FROM events WHERE ts BETWEEN {since} AND {until}
+  UNION ALL
+  SELECT host_name, CAST(host_id AS String) AS host_id, ifNull(last_ts, 0) AS ts FROM flows
+  WHERE in_events = 0 AND ifNull(last_ts, 0) BETWEEN {since} AND {until}
+)
 GROUP BY host_name
 ORDER BY last_ts, host_name"""),
 ]}
@@ -103,17 +111,22 @@ ORDER BY last_ts, host_name"""),
 @dataclass(frozen=True)
 class Summarized:
     """A question answered from its summary table (store/clickhouse/summaries.py) for the
-    whole UTC days of the window, and from a scan for the partial days at its ends. Both
+    whole UTC hours of the window, and from a scan for the partial hours at its ends. Both
     parts give the same columns in the same order (a UNION ALL matches by position): the
     answer's keys and aggregate states (``s_*``), which the outer query merges, so a group
     spread over both parts is one row."""
 
     outer: str  # {inner}: the UNION ALL of the parts
-    summary: str  # {days}: " AND day BETWEEN ..." or empty
+    summary: str  # {days}: the whole hours' condition on day and hour (``hours_sql``), or empty
     scans: tuple[tuple[str, str], ...]  # (SELECT with {window}, the time column the window is on)
 
 
 _EXEC_STATES = "countState() AS s_n, minState(ts) AS s_first, maxState(ts) AS s_last"
+
+
+def _path_states(entity: str, ts: str) -> str:
+    return (f"{row_state('count', '')} AS s_n, {row_state('min', ts)} AS s_first, {row_state('max', ts)} AS s_last, "
+            f"{row_state('uniqExact', entity)} AS s_procs")
 _SUMMARY_STATES = "min_ts AS s_first, max_ts AS s_last"
 
 SUMMARIZED: dict[str, Summarized] = {
@@ -178,17 +191,14 @@ ORDER BY first_ts, host_name, action, file_path""", f"""
 SELECT host_name, action, file_path, times AS s_n, {_SUMMARY_STATES}, processes AS s_procs
 FROM fleet_path
 WHERE key_path LIKE {{value}} AND (key_is_target = 0 OR ifNull(file_path LIKE {{value}}, 0) = 0){{days}}""", (
+        # a state per row, as fleet_path keeps them (summaries.row_state: the same types)
         (f"""
-SELECT host_name, CAST(event_action AS String) AS action, file_path, {_EXEC_STATES},
-       uniqExactState(process_entity_id) AS s_procs
-FROM events WHERE (file_path LIKE {{value}} OR file_target_path LIKE {{value}}) AND ({{window}})
-GROUP BY host_name, action, file_path""", "ts"),
-        ("""
-SELECT host_name, if(write_bytes > 0, 'write', 'read') AS action, file_path, countState() AS s_n,
-       minState(ifNull(last_ts, 0)) AS s_first, maxState(ifNull(last_ts, 0)) AS s_last,
-       uniqExactState(toNullable(entity_id)) AS s_procs
-FROM flows WHERE file_path LIKE {value} AND in_events = 0 AND ({window})
-GROUP BY host_name, action, file_path""", "ifNull(last_ts, 0)"))),
+SELECT host_name, CAST(event_action AS String) AS action, file_path, {_path_states("process_entity_id", "ts")}
+FROM events WHERE (file_path LIKE {{value}} OR file_target_path LIKE {{value}}) AND ({{window}})""", "ts"),
+        (f"""
+SELECT host_name, if(ifNull(write_bytes, 0) > 0, 'write', 'read') AS action, file_path,
+       {_path_states("toNullable(entity_id)", "ifNull(last_ts, 0)")}
+FROM flows WHERE file_path LIKE {{value}} AND in_events = 0 AND ({{window}})""", "ifNull(last_ts, 0)"))),
     "hosts": Summarized("""
 SELECT host_name, argMaxMerge(s_hid) AS host_id, countMerge(s_n) AS events, minMerge(s_first) AS first_ts,
        maxMerge(s_last) AS last_ts
@@ -199,41 +209,54 @@ SELECT host_name, latest_host_id AS s_hid, events AS s_n, {_SUMMARY_STATES}
 FROM fleet_hosts WHERE 1{{days}}""", ((f"""
 SELECT host_name, argMaxState(CAST(host_id AS String), ts) AS s_hid, {_EXEC_STATES}
 FROM events WHERE ({{window}})
-GROUP BY host_name""", "ts"),)),
+GROUP BY host_name""", "ts"), ("""
+SELECT host_name, argMaxState(CAST(host_id AS String), ifNull(last_ts, 0)) AS s_hid, countState() AS s_n,
+       minState(ifNull(last_ts, 0)) AS s_first, maxState(ifNull(last_ts, 0)) AS s_last
+FROM flows WHERE in_events = 0 AND ({window})
+GROUP BY host_name""", "ifNull(last_ts, 0)"))),
 }
 
-_DAY_NS = 86_400 * 10**9
+HOUR_NS = 3_600 * 10**9
 _OPEN = 2**63 - 1
 
 
-def _yyyymmdd(ns: int) -> int:
-    return int(time.strftime("%Y%m%d", time.gmtime(ns // 10**9)))
+def _yyyymmddhh(ns: int) -> int:
+    return int(time.strftime("%Y%m%d%H", time.gmtime(ns // 10**9)))
 
 
-def split_window(since: int | None, until: int | None) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
-    """[since, until] (UTC ns, None: open) as the whole UTC days inside it, ``[lo, hi)`` or
-    None, and the ranges ``[a, b]`` left over at its ends: together each instant once."""
+def split_window(since: int | None, until: int | None, unit: int = HOUR_NS
+                 ) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """[since, until] (UTC ns, None: open) as the whole UTC hours (``unit``) inside it,
+    ``[lo, hi)`` or None, and the ranges ``[a, b]`` left over at its ends: together each
+    instant once."""
     lo_open, hi_open = since is None or since <= 0, until is None or until >= _OPEN
     a, b = (0 if lo_open else int(since or 0)), (_OPEN if hi_open else int(until or 0))
-    lo = 0 if lo_open else -(-a // _DAY_NS) * _DAY_NS  # the first whole day's start
-    hi = _OPEN if hi_open else (b + 1) // _DAY_NS * _DAY_NS  # the end of the last whole day
+    lo = 0 if lo_open else -(-a // unit) * unit  # the first whole hour's start
+    hi = _OPEN if hi_open else (b + 1) // unit * unit  # the end of the last whole hour
     if lo >= hi:
         return None, [(a, b)]
     ranges = ([(a, lo - 1)] if a < lo else []) + ([(hi, b)] if not hi_open and hi <= b else [])
     return (lo, hi), ranges
 
 
+def hours_sql(lo: int, hi: int) -> str:
+    """The condition on a summary's (day, hour) for the whole hours [lo, hi) ("" for all):
+    the days prune partitions, day * 100 + hour cuts the first and last day."""
+    if (lo, hi) == (0, _OPEN):
+        return ""
+    first, last = _yyyymmddhh(lo), (9999123123 if hi == _OPEN else _yyyymmddhh(hi - 1))
+    return (f" AND day BETWEEN {first // 100} AND {last // 100}"
+            f" AND toUInt64(day) * 100 + hour BETWEEN {first} AND {last}")
+
+
 def summarized_sql(name: str, since: int | None, until: int | None) -> str:
-    """The SQL of question ``name`` over its summary: whole UTC days of [since, until] from
-    the summary table, the partial days at its ends scanned ({value} left to fill)."""
+    """The SQL of question ``name`` over its summary: whole UTC hours of [since, until] from
+    the summary table, the partial hours at its ends scanned ({value} left to fill)."""
     q = SUMMARIZED[name]
-    days, ranges = split_window(since, until)
+    hours, ranges = split_window(since, until)
     parts: list[str] = []
-    if days is not None:
-        lo, hi = days
-        cond = "" if (lo, hi) == (0, _OPEN) else (
-            f" AND day BETWEEN {_yyyymmdd(lo)} AND {99991231 if hi == _OPEN else _yyyymmdd(hi - 1)}")
-        parts.append(q.summary.replace("{days}", cond))
+    if hours is not None:
+        parts.append(q.summary.replace("{days}", hours_sql(*hours)))
     for scan, col in q.scans if ranges else ():
         window = " OR ".join(f"{col} BETWEEN {a} AND {b}" for a, b in ranges)
         parts.append(scan.replace("{window}", window))

@@ -170,28 +170,28 @@ PROFILES: dict[str, Needs] = {
         "processes": _cols("host_id entity_id image_seq pid parent_entity_id start_ts image_ts executable "
                            "args working_directory name user_id user_effective_id user_audit_id "
                            "session_id tty ns_pid"),
-        "events": _cols("ts cpu seq event_category event_action ret process_entity_id process_pid "
+        "events": _cols("host_id ts cpu seq event_category event_action ret process_entity_id process_pid "
                         "process_name user_id user_effective_id process_executable process_args "
                         "process_exit_code process_exit_signal file_path file_path_raw file_inode "
                         "file_device file_type file_flags file_mode file_uid file_gid "
                         "file_target_path file_target_path_raw network_transport source_ip "
                         "source_port destination_ip destination_port unix_path target_pid signal "
                         "mem_prot flow_read_bytes flow_write_bytes a0 message event_module"),
-        "flows": _cols("entity_id pid file_inode file_device file_type file_path last_ts "
+        "flows": _cols("host_id entity_id pid file_inode file_device file_type file_path last_ts "
                        "read_bytes write_bytes process_name in_events user_id"),
         "tty": _cols("process_entity_id"),
     },
     "timeline": {
         "processes": _cols("entity_id image_seq pid parent_entity_id start_ts executable name "
                            "user_id user_audit_id session_id tty ns_pid"),
-        "events": _cols("ts cpu seq event_category event_action ret process_entity_id process_pid "
+        "events": _cols("host_id ts cpu seq event_category event_action ret process_entity_id process_pid "
                         "process_name user_id user_effective_id process_executable process_args "
                         "process_exit_code process_exit_signal file_path file_path_raw file_inode "
                         "file_device file_type file_flags file_mode file_uid file_gid "
                         "file_target_path file_target_path_raw network_transport source_ip "
                         "source_port destination_ip destination_port unix_path target_pid signal "
                         "mem_prot flow_read_bytes flow_write_bytes a0 message"),
-        "flows": _cols("entity_id pid file_inode file_device file_type file_path last_ts "
+        "flows": _cols("host_id entity_id pid file_inode file_device file_type file_path last_ts "
                        "read_bytes write_bytes process_name in_events user_id"),
     },
     "file": {

@@ -49,8 +49,7 @@ from forensix.store.clickhouse.ddl import (
     null_column,
 )
 from forensix.store.clickhouse.native import ArrowData
-from forensix.store.clickhouse.summaries import MIGRATION as SUMMARY_MIGRATION
-from forensix.store.clickhouse.summaries import summary_tables
+from forensix.store.clickhouse.summaries import HOURLY, SUMMARIZING, summary_tables
 from forensix.store.journal import conform
 
 __all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
@@ -251,65 +250,86 @@ class ClickHouseStore:
 
     # -- format and migrations -------------------------------------------------------
     def _migrate(self) -> None:
-        """Apply on every server the migrations it has not recorded (each shard records its own)."""
+        """Apply on every server the migrations it has not recorded (each shard records its
+        own), under the server's migration lock: two log hosts starting at once apply and
+        record each migration once; the one that waits finds them recorded."""
         for srv in self.shards:
             srv.execute(f"CREATE DATABASE IF NOT EXISTS `{self.db}`")
             srv.execute(f"CREATE TABLE IF NOT EXISTS `{self.db}`.forensix_migrations "
                         "(name String, applied_ns Int64) ENGINE = Log")
             srv.execute(f"CREATE TABLE IF NOT EXISTS `{self.db}`.forensix_meta "
                         "(key String, value String) ENGINE = Log")
-            done = {r[0] for r in srv.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")}
-            self._refuse_newer(done, srv.where)
-            if not srv.execute(f"SELECT value FROM `{self.db}`.forensix_meta WHERE key = 'format'"):
-                srv.execute(f"INSERT INTO `{self.db}`.forensix_meta (key, value) VALUES", [["format"], [FORMAT]])
-            pending = [(n, st) for n, st in MIGRATIONS if n not in done]
-            for name, statements in pending:
-                if name == SUMMARY_MIGRATION:
-                    self._add_columns(srv)  # its views read columns added since 0001
-                    self._summarize(srv)  # records it (or another log host did)
-                    continue
-                for stmt in statements(self.db, self.cluster):
-                    srv.execute(stmt)
-                if name == pending[-1][0]:
-                    self._add_columns(srv)
+            if not self._pending(srv):
+                continue  # the usual start: nothing to do, no lock taken
+            self._lock_server(srv)
+            try:
+                self._migrate_locked(srv)
+            finally:
+                srv.execute(summaries.unlock_sql(self.db))
+
+    def _pending(self, srv: Server) -> list[str]:
+        done = {r[0] for r in srv.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")}
+        self._refuse_newer(done, srv.where)
+        return [n for n, _ in MIGRATIONS if n not in done]
+
+    def _migrate_locked(self, srv: Server) -> None:
+        pending = self._pending(srv)  # again: another writer may have applied them meanwhile
+        if not pending:
+            return
+        if not srv.execute(f"SELECT value FROM `{self.db}`.forensix_meta WHERE key = 'format'"):
+            srv.execute(f"INSERT INTO `{self.db}`.forensix_meta (key, value) VALUES", [["format"], [FORMAT]])
+        summarized = False
+        for name, statements in MIGRATIONS:
+            if name not in pending:
+                continue
+            if name in SUMMARIZING:
+                if not summarized:  # 0003 and 0005 both build this version's summaries: once
+                    self._add_columns(srv)  # the views read columns added since 0001
+                    self._summarize(srv)
+                    summarized = True
                 self._record(srv, name)
+                continue
+            for stmt in statements(self.db, self.cluster):
+                srv.execute(stmt)
+            if name == pending[-1]:
+                self._add_columns(srv)
+            self._record(srv, name)
 
     def _record(self, srv: Server, name: str) -> None:
         srv.execute(f"INSERT INTO `{self.db}`.forensix_migrations (name, applied_ns) VALUES",
                     [[name], [time.time_ns()]])
 
-    MIGRATION_WAIT_S = 300.0  # how long a writer waits for another one's 0003 on a server
+    MIGRATION_WAIT_S = 300.0  # how long a writer waits for another one's migrations on a server
 
-    def _summarize(self, srv: Server) -> None:
-        """``0003_fleet_summaries`` on one server, once: the writer that creates the lock
-        table migrates; another one starting at the same time waits until it is recorded
-        (inserting before the views exist would leave its rows out of the summaries). A
-        failed attempt is undone by the next, and merges are never left stopped."""
-        db, cl = self.db, self.cluster
-        for stmt in summaries.tables_sql(db, cl):
-            srv.execute(stmt)
-        wait_s = self.MIGRATION_WAIT_S
+    def _lock_server(self, srv: Server) -> None:
+        """Take the server's migration lock (create its lock table), waiting while another
+        writer holds it; one that died holding it is named, with what to do."""
+        db, wait_s = self.db, self.MIGRATION_WAIT_S
         deadline = time.monotonic() + wait_s
         while True:
-            if SUMMARY_MIGRATION in {r[0] for r in srv.execute(f"SELECT name FROM `{db}`.forensix_migrations")}:
-                return
             try:
                 srv.execute(summaries.lock_sql(db))
-                break
+                return
             except StoreError as e:
                 if "already exists" not in e.message:
                     raise
             if time.monotonic() > deadline:
-                raise StoreError(f"another writer has been applying {SUMMARY_MIGRATION} on {srv.where} for "
+                raise StoreError(f"another writer has been migrating {db} on {srv.where} for "
                                  f"{wait_s:.0f} s (table {db}.{summaries.LOCK} exists)",
                                  f"if no forensix server is starting, DROP TABLE {db}.{summaries.LOCK} there")
-            time.sleep(0.5)
+            time.sleep(0.2)
+
+    def _summarize(self, srv: Server) -> None:
+        """The summaries of this version (``0003_fleet_summaries``, ``0005_hourly_summaries``)
+        on one server, with its migration lock held: an earlier layout or a failed attempt
+        dropped, every stored row summarized (the lock table lists the parts), and merges
+        never left stopped."""
+        db, cl = self.db, self.cluster
         try:
             for stmt in summaries.reset_sql(db, cl) + summaries.backfill_sql(db, cl):
                 srv.execute(stmt)
-            self._record(srv, SUMMARY_MIGRATION)
         finally:
-            for stmt in summaries.restart_merges(db, cl) + [summaries.unlock_sql(db)]:
+            for stmt in summaries.restart_merges(db, cl):
                 srv.execute(stmt)
 
     def _add_columns(self, srv: Server) -> None:
@@ -350,9 +370,10 @@ class ClickHouseStore:
                 f"this forensix knows {FORMAT!r}", "use the forensix version that wrote it")
 
     def summarized(self) -> bool:
-        """Whether the fleet questions' summary tables are there (``0003_fleet_summaries``
-        applied on the server the store reads through)."""
-        return SUMMARY_MIGRATION in self.migrations()
+        """Whether the fleet questions' summary tables are there in this version's layout
+        (``0005_hourly_summaries`` applied on the server the store reads through; a store
+        with 0003's only is scanned until a log host of this version migrates it)."""
+        return HOURLY in self.migrations()
 
     def migrations(self) -> list[str]:
         return sorted({r[0] for r in self.entry.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")})

@@ -5,33 +5,34 @@ events table, about a second on the 2-core test machine. Each question's answer 
 GROUP BY over few columns, so a materialized view (``CREATE MATERIALIZED VIEW ... TO``) on
 every shard's local table folds each inserted block into a summary table of that
 answer's partial aggregates (ClickHouse aggregate states: count, min/max time, the exact
-set of processes, the first example), one row per answer key, host and UTC day. The
+set of processes, the first example), keyed by answer, host, UTC day and UTC hour. The
 summary of a host lives on the host's shard, next to its events.
 
 Exact, not approximate:
 
 * every column an answer groups by is in the summary's sort key (a Nullable one as
   ``ifNull(c, d), isNull(c)``: old servers refuse Nullable keys, and NULL must stay apart
-  from ``d``), so AggregatingMergeTree merges only rows of one answer row and day;
+  from ``d``), so AggregatingMergeTree merges only rows of one answer row and hour;
 * partitions are the same UTC days as the source table's (``PARTITION BY day``, day as
   ``toYYYYMMDD`` of the same time column), so ``forensix retention`` drops a day from the
   events and from its summaries together (``ClickHouseStore.partitions`` lists both);
 * the store's de-duplication leaves a re-sent frame out before the INSERT, so a view never
   sees it twice;
-* a question with a window (``--from/--to``) takes whole UTC days inside the window from
-  the summaries and scans the events only for the partial days at its ends.
+* a question with a window (``--from/--to``) takes whole UTC hours inside the window from
+  the summaries and scans the events only for the partial hours at its ends.
 
 Column types are the ones the view's SELECT yields (the tables are created ``AS SELECT ...
 WHERE 0``): an aggregate state over a Nullable column is typed differently by 18.16
 (``AggregateFunction(uniqExact, UInt64)``) and by current servers (``..., Nullable(UInt64)``),
 and a view can only insert the state type its table has.
 
-``0003_fleet_summaries`` creates the tables and views on every server and fills the
-summaries from the rows already there: merges of the source tables are stopped, their
-active parts listed, the views created, and exactly the listed parts summarized
-(``_part IN``), so a row is counted by the backfill or by a view, not both. Two log hosts
-starting at once: the first to create the parts table migrates the server, the other
-waits until it is recorded (it must not insert before the views exist). An INSERT already
+``0003_fleet_summaries`` (by day) and ``0005_hourly_summaries`` (this layout; 0003's
+dropped) create the tables and views on every server and fill the summaries from the rows
+already there: merges of the source tables are stopped, their active parts listed, the
+views created, and exactly the listed parts summarized (``_part IN``), so a row is counted
+by the backfill or by a view, not both. It runs with the server's migration lock held (the
+parts table is the lock: ``ClickHouseStore._migrate`` takes it for every migration): a log
+host starting at the same time waits, and must not insert before the views exist. An INSERT already
 running at the instant a view is created (begun before it, committed after the parts
 were listed) is the one thing the backfill can miss: the migration runs when a log host
 starts, before it ingests, so only a log host of the previous version still writing at
@@ -45,16 +46,19 @@ from dataclasses import dataclass
 from forensix.store.clickhouse.ddl import day_partition, local_name
 
 __all__ = [
+    "HOURLY",
     "LOCK",
     "MIGRATION",
     "SOURCES",
     "SUMMARIES",
+    "SUMMARIZING",
     "Summary",
     "backfill_sql",
     "lock_sql",
     "migration",
     "reset_sql",
     "restart_merges",
+    "row_state",
     "summary_tables",
     "tables_sql",
     "unlock_sql",
@@ -62,80 +66,122 @@ __all__ = [
 ]
 
 MIGRATION = "0003_fleet_summaries"
+# the summaries again, keyed by UTC hour as well, fleet_path kept per event, fleet_hosts
+# counting flow edges as the events view does: 0003's tables and views are dropped and
+# everything re-summarized (``migration``)
+HOURLY = "0005_hourly_summaries"
+SUMMARIZING = (MIGRATION, HOURLY)  # the migrations that (re)build the summaries: run as one
 SOURCES = ("events", "flows")  # the tables the views read: merges stopped while backfilling
 
 
 @dataclass(frozen=True)
 class Summary:
     name: str
-    order: str  # the sort key: every column the answers group by, then day
+    order: str  # the sort key: every column the answers group by, then day and hour
     # view -> SELECT (``{src}``: its source table, the view's name up to "_"; ``{extra}``: AND ... or empty)
     selects: dict[str, str]
 
 
-_EV_DAY = day_partition("events")
-_FLOW_DAY = day_partition("flows")
+def _hour(table: str) -> str:
+    """The UTC hour (0-23) of the table's time column, inside its day partition."""
+    return day_partition(table).replace("toYYYYMMDD(", "toHour(", 1)
+
+
+_EV_DAY, _EV_HOUR = day_partition("events"), _hour("events")
+_FLOW_DAY, _FLOW_HOUR = day_partition("flows"), _hour("flows")
+
+
+def row_state(kind: str, arg: str) -> str:
+    """One row's aggregate state, without a GROUP BY (``arrayReduce`` makes a state of an
+    array's values): ``count`` (arg ignored), ``uniqExact`` of a Nullable UInt64 (NULL is
+    none), ``min``/``max``. The types are the same on 18.16 and current servers (a NULL is
+    an empty array, not a Nullable argument), in the views and in ``fleet.py``'s scans."""
+    if kind == "count":  # materialize: a constant state here and a column in another UNION ALL part clash
+        return "arrayReduce('countState', [materialize(toUInt8(1))])"
+    if kind == "uniqExact":
+        return f"arrayReduce('uniqExactState', if(isNull({arg}), emptyArrayUInt64(), [assumeNotNull({arg})]))"
+    return f"arrayReduce('{kind}State', [{arg}])"
+
+
+def _row_states(entity: str, ts: str) -> str:
+    """fleet_path's states, one row per event. Grouping on insert cost the shards ~2.5 µs per
+    event when paths are distinct (18.16's aggregator on a key of several strings, then a
+    block of as many rows); a row per event costs a fraction of it, and the table's
+    background merges fold equal keys."""
+    return (f"{row_state('count', '')} AS times, {row_state('uniqExact', entity)} AS processes, "
+            f"{row_state('min', ts)} AS min_ts, {row_state('max', ts)} AS max_ts")
+
 
 SUMMARIES: dict[str, Summary] = {s.name: s for s in [
     Summary(
         "fleet_exec",
-        "ifNull(executable, ''), isNull(executable), host_name, day, command_line, ifNull(sha256, ''), isNull(sha256)",
+        "ifNull(executable, ''), isNull(executable), host_name, day, hour, command_line, ifNull(sha256, ''), "
+        "isNull(sha256)",
         {"events": f"""
 SELECT process_executable AS executable, arrayStringConcat(process_args, ' ') AS command_line,
-       lower(process_hash_sha256) AS sha256, host_name, {_EV_DAY} AS day,
+       lower(process_hash_sha256) AS sha256, host_name, {_EV_DAY} AS day, {_EV_HOUR} AS hour,
        countState() AS execs, minState(ts) AS min_ts, maxState(ts) AS max_ts,
        uniqExactState(process_entity_id) AS processes, argMinState(process_args, ts) AS example_args,
        argMinState(process_entity_id, ts) AS example_entity_id
 FROM {{src}} WHERE event_action = 'exec'{{extra}}
-GROUP BY executable, command_line, sha256, host_name, day"""}),
+GROUP BY executable, command_line, sha256, host_name, day, hour"""}),
     Summary(
         "fleet_ip",
         "ip, host_name, action, ifNull(proc_name, ''), isNull(proc_name), ifNull(process_entity_id, 0), "
         "isNull(process_entity_id), ifNull(destination_ip, ''), isNull(destination_ip), "
-        "ifNull(destination_port, 0), isNull(destination_port), day",
+        "ifNull(destination_port, 0), isNull(destination_port), day, hour",
         # one row per address the event names (destination, source), once when both are the same
         {"events": f"""
 SELECT arrayJoin(arrayDistinct(arrayFilter(x -> x != '', [ifNull(destination_ip, ''), ifNull(source_ip, '')]))) AS ip,
        host_name, CAST(event_action AS String) AS action, CAST(process_name AS Nullable(String)) AS proc_name,
-       process_entity_id, destination_ip, destination_port, {_EV_DAY} AS day,
+       process_entity_id, destination_ip, destination_port, {_EV_DAY} AS day, {_EV_HOUR} AS hour,
        countState() AS connections, minState(ts) AS min_ts, maxState(ts) AS max_ts
 FROM {{src}} WHERE event_category = 'network' AND event_action IN ('connect', 'accept'){{extra}}
-GROUP BY ip, host_name, action, proc_name, process_entity_id, destination_ip, destination_port, day"""}),
+GROUP BY ip, host_name, action, proc_name, process_entity_id, destination_ip, destination_port, day, hour"""}),
     Summary(
         "fleet_path",
-        "key_path, key_is_target, host_name, action, ifNull(file_path, ''), isNull(file_path), day",
+        "key_path, key_is_target, host_name, action, ifNull(file_path, ''), isNull(file_path), day, hour",
         # an event is kept under its file_path (key_is_target 0) and under its target (1),
         # by two views (the second reads only the few events with a target: renames, links);
-        # the question counts a target row only when file_path does not match too
+        # the question counts a target row only when file_path does not match too. One row
+        # per event (``_row_states``): merges fold them.
         {"events": f"""
 SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target, host_name,
-       CAST(event_action AS String) AS action, file_path, {_EV_DAY} AS day, countState() AS times,
-       uniqExactState(process_entity_id) AS processes, minState(ts) AS min_ts, maxState(ts) AS max_ts
-FROM {{src}} WHERE file_path != ''{{extra}}
-GROUP BY key_path, key_is_target, host_name, action, file_path, day""",
+       CAST(event_action AS String) AS action, file_path, {_EV_DAY} AS day, {_EV_HOUR} AS hour,
+       {_row_states("process_entity_id", "ts")}
+FROM {{src}} WHERE file_path != ''{{extra}}""",
          "events_targets": f"""
 SELECT ifNull(file_target_path, '') AS key_path, toUInt8(1) AS key_is_target, host_name,
-       CAST(event_action AS String) AS action, file_path, {_EV_DAY} AS day, countState() AS times,
-       uniqExactState(process_entity_id) AS processes, minState(ts) AS min_ts, maxState(ts) AS max_ts
-FROM {{src}} WHERE file_target_path != ''{{extra}}
-GROUP BY key_path, key_is_target, host_name, action, file_path, day""",
+       CAST(event_action AS String) AS action, file_path, {_EV_DAY} AS day, {_EV_HOUR} AS hour,
+       {_row_states("process_entity_id", "ts")}
+FROM {{src}} WHERE file_target_path != ''{{extra}}""",
          # flow edges the events do not show (in_events = 0), as the question's UNION ALL has them
          "flows": f"""
 SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target, host_name,
-       if(write_bytes > 0, 'write', 'read') AS action, file_path, {_FLOW_DAY} AS day,
-       countState() AS times, uniqExactState(toNullable(entity_id)) AS processes,
-       minState(ifNull(last_ts, 0)) AS min_ts, maxState(ifNull(last_ts, 0)) AS max_ts
-FROM {{src}} WHERE in_events = 0 AND file_path IS NOT NULL{{extra}}
-GROUP BY key_path, key_is_target, host_name, action, file_path, day"""}),
+       if(ifNull(write_bytes, 0) > 0, 'write', 'read') AS action, file_path, {_FLOW_DAY} AS day, {_FLOW_HOUR} AS hour,
+       {_row_states("toNullable(entity_id)", "ifNull(last_ts, 0)")}
+FROM {{src}} WHERE in_events = 0 AND file_path IS NOT NULL{{extra}}"""}),
     Summary(
         "fleet_hosts",
-        "host_name, day",
+        "host_name, day, hour",
+        # every row of the events view: the events, and the flow edges stored only in flows
+        # (in_events = 0; their events row is at last_ts), as `forensix hosts` counts on DuckDB
         {"events": f"""
-SELECT host_name, {_EV_DAY} AS day, countState() AS events, minState(ts) AS min_ts, maxState(ts) AS max_ts,
-       argMaxState(CAST(host_id AS String), ts) AS latest_host_id
+SELECT host_name, {_EV_DAY} AS day, {_EV_HOUR} AS hour, countState() AS events, minState(ts) AS min_ts,
+       maxState(ts) AS max_ts, argMaxState(CAST(host_id AS String), ts) AS latest_host_id
 FROM {{src}}{{extra_where}}
-GROUP BY host_name, day"""}),
+GROUP BY host_name, day, hour""",
+         "flows": f"""
+SELECT host_name, {_FLOW_DAY} AS day, {_FLOW_HOUR} AS hour, countState() AS events,
+       minState(ifNull(last_ts, 0)) AS min_ts, maxState(ifNull(last_ts, 0)) AS max_ts,
+       argMaxState(CAST(host_id AS String), ifNull(last_ts, 0)) AS latest_host_id
+FROM {{src}} WHERE in_events = 0{{extra}}
+GROUP BY host_name, day, hour"""}),
 ]}
+
+# 0003's views that the current definitions no longer have (dropped by 0005 all the same)
+_OLD_VIEWS = {"fleet_exec": ("events",), "fleet_ip": ("events",), "fleet_path": ("events", "events_targets", "flows"),
+              "fleet_hosts": ("events",)}
 
 
 def _source(view: str) -> str:
@@ -180,7 +226,8 @@ def tables_sql(db: str, cluster: str | None) -> list[str]:
 
 
 def lock_sql(db: str) -> str:
-    """Fails with "already exists" while another writer migrates this server."""
+    """Fails with "already exists" while another writer migrates this server (every
+    migration is applied under it: ``ClickHouseStore._migrate``)."""
     return f"CREATE TABLE `{db}`.`{LOCK}` (table String, part String) ENGINE = Log"
 
 
@@ -189,10 +236,16 @@ def unlock_sql(db: str) -> str:
 
 
 def reset_sql(db: str, cluster: str | None) -> list[str]:
-    """What an attempt that failed half-way may have left (views, summarized rows): undone."""
-    out = [f"DROP TABLE IF EXISTS `{db}`.`{view_name(s.name, view, cluster)}`"
-           for s in SUMMARIES.values() for view in s.selects]
-    return out + [f"TRUNCATE TABLE `{db}`.`{local_name(s.name, cluster)}`" for s in SUMMARIES.values()]
+    """The summaries of an earlier layout (0003's), or what an attempt that failed half-way
+    left, dropped; the tables created empty. Views first: a view whose table is gone would
+    fail every INSERT into the events."""
+    views = sorted({view_name(s, v, cluster) for s, vs in _OLD_VIEWS.items() for v in vs}
+                   | {view_name(s.name, v, cluster) for s in SUMMARIES.values() for v in s.selects})
+    out = [f"DROP TABLE IF EXISTS `{db}`.`{v}`" for v in views]
+    for s in SUMMARIES.values():
+        out += ([f"DROP TABLE IF EXISTS `{db}`.`{s.name}`"] if cluster else []) + [
+            f"DROP TABLE IF EXISTS `{db}`.`{local_name(s.name, cluster)}`"]
+    return out + tables_sql(db, cluster)
 
 
 def backfill_sql(db: str, cluster: str | None) -> list[str]:
@@ -221,8 +274,10 @@ def restart_merges(db: str, cluster: str | None) -> list[str]:
 
 
 def migration(db: str, cluster: str | None) -> list[str]:
-    """``0003_fleet_summaries`` on one server as one list of statements (what the store runs,
-    in this order; it also waits for the lock, undoes a failed attempt and restarts merges
-    whatever happens: ``ClickHouseStore._summarize``)."""
-    return (tables_sql(db, cluster) + [unlock_sql(db), lock_sql(db)] + backfill_sql(db, cluster)
+    """``0003_fleet_summaries`` and ``0005_hourly_summaries`` on one server as one list of
+    statements (what the store runs, in this order, under the migration lock; it also
+    waits for the lock, and restarts merges whatever happens: ``ClickHouseStore._summarize``).
+    Both build the summaries of this version from every row stored: a store that has
+    neither runs them once."""
+    return ([unlock_sql(db), lock_sql(db)] + reset_sql(db, cluster) + backfill_sql(db, cluster)
             + restart_merges(db, cluster) + [unlock_sql(db)])

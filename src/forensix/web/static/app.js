@@ -207,6 +207,14 @@ VIEWS.sessions = (d) => [
   pager(d, d.sessions.length),
 ];
 
+// a user as its host named it then: name(uid), marked * when the name is not the host's own as of
+// then (analysis.users); the bare uid when no name is known
+function user(name, uid, source) {
+  if (uid === null || uid === undefined) return "?";
+  const shown = name ? `${name}(${uid})` : `${uid}`;
+  return source && source !== "recorded" ? shown + "*" : shown;
+}
+
 // an indented process tree; click a process to see its details beside
 function processTree(rows, onPick) {
   return h("ul", { cls: "ptree" }, rows.map((r) => h("li", { style: `padding-left:${r.depth * 1.2}em`, "data-entity": r.entity_id },
@@ -214,7 +222,7 @@ function processTree(rows, onPick) {
       (r.executable || "?").split("/").pop(), ` [${r.pid}]`),
     " ", h("span", { cls: "muted" }, args(r.args).slice(0, 120)), " ",
     h("span", { cls: "when" }, short(r.start_ts), r.end_ts ? " → " + short(r.end_ts) : " (running)",
-      r.exit_code ? ` exit ${r.exit_code}` : "", r.user_name ? ` ${r.user_name}` : ` uid ${r.user_id}`))));
+      r.exit_code ? ` exit ${r.exit_code}` : "", " ", user(r.user_name, r.user_id, r.user_name_source)))));
 }
 
 function processDetails(d) {
@@ -222,15 +230,17 @@ function processDetails(d) {
   return h("div", { cls: "details" },
     h("h3", {}, (last.executable || "?"), ` [${d.pid}] `, link("/process/" + d.entity_id, d.entity_id)),
     h("p", {}, h("code", {}, args(last.args))),
-    h("p", {}, "cwd ", h("code", {}, last.working_directory || "?"), `, uid ${last.user_id} euid ${last.user_effective_id}, loginuid ${last.user_audit_id}`,
+    h("p", {}, "cwd ", h("code", {}, last.working_directory || "?"), `, uid ${user(last.user_name, last.user_id, last.user_name_source)} euid ${user(last.user_effective_name, last.user_effective_id, last.user_effective_name_source)}, loginuid ${last.user_audit_id}`,
       d.end ? `, ended ${short(d.end.end_ts)} exit ${d.end.exit_code}` : ", running"),
     h("p", {}, link("/timeline?" + q({ entity: d.entity_id }), "its events"), " · ",
       link("/incident?" + q({ target: d.entity_id }), "incident graph"), " · ",
       d.session ? link("/session/" + d.session, `its ${d.session_kind} session`) : ""),
     h("h4", {}, "Images (exec)"), table(d.images, [["#", (r) => r.image_seq], ["time", (r) => short(r.image_ts)], ["executable", (r) => r.executable],
-      ["argv", (r) => args(r.args)], ["cwd", (r) => r.working_directory], ["uid", (r) => r.user_id], ["euid", (r) => r.user_effective_id]]),
+      ["argv", (r) => args(r.args)], ["cwd", (r) => r.working_directory], ["uid", (r) => user(r.user_name, r.user_id, r.user_name_source)],
+      ["euid", (r) => user(r.user_effective_name, r.user_effective_id, r.user_effective_name_source)]]),
     h("h4", {}, "User changes"), table(d.credential_changes, [["time", (r) => short(r.ts)], ["call", (r) => r.event_action],
-      ["uid", (r) => r.user_id], ["euid", (r) => r.user_effective_id], ["ret", (r) => r.ret]], { empty: "none" }),
+      ["uid", (r) => user(r.user_name, r.user_id, r.user_name_source)],
+      ["euid", (r) => user(r.user_effective_name, r.user_effective_id, r.user_effective_name_source)], ["ret", (r) => r.ret]], { empty: "none" }),
     h("h4", {}, "Files"), table(d.files, [["first", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)],
       ["actions", (r) => (r.actions || []).join(" ")], ["read", (r) => r.bytes_read], ["written", (r) => r.bytes_written]], { empty: "none" }),
     h("h4", {}, "Sockets"), table(d.sockets, [["first", (r) => short(r.first_ts)], ["action", (r) => r.event_action],
@@ -354,7 +364,8 @@ VIEWS.timeline = (d) => {
     chart,
     d.next !== undefined && !PARAMS.get("after") ? h("p", { cls: "muted" }, "drag across the chart to narrow the time window") : "",
     table(d.events, [["time", (r) => short(r.ts)], ["category", (r) => r.event_category], ["action", (r) => r.event_action],
-      ["process", (r) => procLink(r.process_entity_id, `${r.process_name || "?"} [${r.process_pid}]`)], ["uid", (r) => r.user_id],
+      ["process", (r) => procLink(r.process_entity_id, `${r.process_name || "?"} [${r.process_pid}]`)],
+      ["user", (r) => user(r.user_name, r.user_id, r.user_name_source)],
       ["what", (r) => r.message]], { empty: "no events match", cls: "events" }),
     d.next ? h("p", { cls: "pager" }, link(next(), "next page »")) : "",
   ];

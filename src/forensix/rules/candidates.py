@@ -1,0 +1,356 @@
+"""Which hosts and days a Sigma rule can match, from the fleet's summary tables.
+
+The summary tables (``store/clickhouse/summaries.py``) keep, per host and UTC day, the
+distinct values of the fields most rules test: the executable and command line of every
+exec (``fleet_exec``), every path an event names (``fleet_path``), every address of a
+connect or accept (``fleet_ip``). They hold far fewer rows than the events. A rule is
+evaluated on them first, with every test the summary cannot answer taken as "maybe"
+(``clickhouse_sql.maybe``): the (host, day) pairs of the rows it may match are a superset
+of the (host, day) of the events it matches, so the exact rule run over only those hosts
+and days (the events are ordered by host, partitioned by day) finds every alert a whole
+scan finds. A rule with no candidate costs one summary query.
+
+A rule takes a summary only when every event it can match has a row there (its
+*coverage*), decided from the rule's own tests, never assumed:
+
+* ``fleet_exec``: the rule matches only ``exec`` events (``event_action``);
+* ``fleet_path``: it matches only events that are not flow edges and whose ``file_path``
+  or ``file_target_path`` is non-empty (a test on them that fails on "" and NULL);
+* ``fleet_ip``: only ``connect``/``accept`` events of category ``network`` with a
+  non-empty destination or source address.
+
+It must also test something the summary knows (beyond the action): a rule on the
+executable narrows, a rule on ``file.deleted`` of an exec would not. Any other rule is
+scanned whole, and the plan says why.
+
+What a summary row knows is declared once per summary (``SummaryView.known``): the column
+a view column is there, and when (a command line is known where it is non-empty: a NULL
+argv is stored as ``[]``, as ``store.stored_table`` writes it). Only the key columns the
+summaries promise are read (plus ``key_is_target``/``file_path`` of ``fleet_path``); a
+store whose summaries lack one is scanned whole, named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensix.rules.clickhouse_sql import maybe
+from forensix.rules.compile import And, CompiledRule, Const, Node, Or, Pred, columns_of
+from forensix.store.clickhouse.connection import literal
+
+__all__ = [
+    "SUMMARY_VIEWS",
+    "Plan",
+    "SummaryView",
+    "by_rule",
+    "candidates_sql",
+    "day_of",
+    "plan",
+    "slices_sql",
+    "summary_columns",
+    "totals_sql",
+]
+
+_FLOW = "flow"  # the event_action of the flow edges (a second scan, over ``flows``)
+
+
+@dataclass(frozen=True)
+class SummaryView:
+    """A summary table as a rule sees it: which view columns its rows know, and which rules
+    it covers."""
+
+    name: str
+    columns: frozenset[str]  # the summary's columns this reads (all must exist)
+    known: Mapping[str, tuple[str, str]]  # view column -> (when known on a row, expression)
+    cased_only: frozenset[str]  # view columns known only up to case (tests of them must be caseless)
+    covers: Callable[[Node], str | None]  # None: every event the rule can match has a row; else why not
+
+    def knows(self, p: Pred) -> tuple[str, str] | None:
+        if p.op == "colref" or p.column not in self.known:
+            return None
+        if p.column in self.cased_only and p.cased:
+            return None
+        return self.known[p.column]
+
+
+# -- what a rule's tests imply --------------------------------------------------------------
+
+
+def values_of(node: Node, column: str, fold: bool = False) -> frozenset[str] | None:
+    """The values of ``column`` outside which ``node`` is false, or None (any value).
+    ``fold``: caseless tests count too, their values lowered (compare lowered values)."""
+    if isinstance(node, Const):
+        return None if node.value else frozenset()
+    if isinstance(node, Pred):
+        if node.column != column or node.as_text or (not node.cased and not fold):
+            return None
+        vals = (node.value,) if node.op == "eq" else tuple(node.value) if node.op == "in" else None
+        if vals is None or not all(isinstance(v, str) for v in vals):
+            return None
+        return frozenset(v.lower() for v in vals) if fold else frozenset(vals)
+    if isinstance(node, And):
+        out: frozenset[str] | None = None
+        for it in node.items:
+            v = values_of(it, column, fold)
+            if v is not None:
+                out = v if out is None else out & v
+        return out
+    if isinstance(node, Or):
+        acc: frozenset[str] = frozenset()
+        for it in node.items:
+            v = values_of(it, column, fold)
+            if v is None:
+                return None
+            acc |= v
+        return acc
+    return None  # a negation bounds nothing
+
+
+def _false_on_empty(p: Pred) -> bool:
+    """The test is false on "" (and, as every test but ``null``, on NULL)."""
+    v = p.value
+    if p.op in ("eq", "in"):
+        vals = (v,) if p.op == "eq" else tuple(v)
+        return all(isinstance(x, str) and x != "" for x in vals)
+    if p.op in ("prefix", "suffix", "contains"):
+        return isinstance(v, str) and v != ""
+    if p.op == "regex":  # the rule's RE2 (Arrow's, as DuckDB's and ClickHouse's) on ""
+        return not pc.match_substring_regex(pa.array([""], pa.string()), str(v))[0].as_py()
+    return False
+
+
+def needs_text(node: Node, columns: frozenset[str]) -> bool:
+    """Every event where ``node`` is true has a non-empty value in one of ``columns``."""
+    if isinstance(node, Const):
+        return not node.value
+    if isinstance(node, Pred):
+        return node.column in columns and _false_on_empty(node)
+    if isinstance(node, And):
+        return any(needs_text(i, columns) for i in node.items)
+    if isinstance(node, Or):
+        return all(needs_text(i, columns) for i in node.items)
+    return False
+
+
+def _only(node: Node, column: str, allowed: frozenset[str]) -> str | None:
+    vals = values_of(node, column)
+    if vals is None:
+        return f"it does not bound {column}"
+    if not vals <= allowed:
+        return f"it can match {column} {', '.join(sorted(vals - allowed))}"
+    return None
+
+
+def _no_flows(node: Node) -> str | None:
+    # the flow edges' action is exactly "flow": a caseless test of another word never matches it
+    vals = values_of(node, "event_action", fold=True)
+    if vals is None or _FLOW in vals:
+        return "it can match flow edges"
+    return None
+
+
+# -- the summaries --------------------------------------------------------------------------
+
+_RENAMES = "action IN ('rename', 'link')"
+_PATHS = frozenset({"file_path", "file_target_path", "fx_target_filename"})
+
+
+def _exec_covers(node: Node) -> str | None:
+    return _only(node, "event_action", frozenset({"exec"}))
+
+
+def _path_covers(node: Node) -> str | None:
+    if (why := _no_flows(node)) is not None:
+        return why
+    if not needs_text(node, _PATHS):
+        return "it can match an event without a path"
+    return None
+
+
+def _ip_covers(node: Node) -> str | None:
+    why = _only(node, "event_action", frozenset({"connect", "accept"})) or _only(
+        node, "event_category", frozenset({"network"}))
+    if why is None and not needs_text(node, frozenset({"destination_ip", "source_ip"})):
+        why = "it can match a connection without an address"
+    return why
+
+
+SUMMARY_VIEWS: tuple[SummaryView, ...] = (
+    SummaryView(
+        "fleet_exec",
+        frozenset({"executable", "command_line", "sha256", "host_name", "day"}),
+        {
+            "event_action": ("1", "'exec'"),
+            "process_executable": ("1", "executable"),
+            # the event's own executable when it has one, else the process image's
+            "fx_image": ("isNotNull(executable)", "executable"),
+            # "" is an empty argv or none (then the process image's command line)
+            "fx_command_line": ("command_line != ''", "command_line"),
+            "process_hash_sha256": ("1", "sha256"),  # lowered by the summary
+            "fx_hashes": ("1", "concat('SHA256=', upper(sha256))"),
+            "host_name": ("1", "host_name"),
+        },
+        frozenset({"process_hash_sha256"}),
+        _exec_covers,
+    ),
+    SummaryView(
+        "fleet_path",
+        frozenset({"key_path", "key_is_target", "file_path", "action", "host_name", "day"}),
+        {
+            # a row per event under its file_path (key_is_target 0), one more under its target (1);
+            # rows of flow edges (action read/write) only add candidates: these rules match no flow
+            "event_action": ("1", "action"),
+            "file_path": ("1", "file_path"),
+            "file_target_path": ("key_is_target = 1", "toNullable(key_path)"),
+            "fx_target_filename": (f"key_is_target = 1 OR NOT ({_RENAMES})",
+                                   f"if({_RENAMES}, toNullable(key_path), file_path)"),
+            "host_name": ("1", "host_name"),
+        },
+        frozenset(),
+        _path_covers,
+    ),
+    SummaryView(
+        "fleet_ip",
+        frozenset({"ip", "action", "destination_ip", "destination_port", "host_name", "day"}),
+        {
+            "event_action": ("1", "action"),
+            "event_category": ("1", "'network'"),
+            "destination_ip": ("1", "destination_ip"),
+            "destination_port": ("1", "destination_port"),
+            # a row per address: one other than the destination is the source
+            "source_ip": ("ip != ifNull(destination_ip, '')", "toNullable(ip)"),
+            "host_name": ("1", "host_name"),
+        },
+        frozenset(),
+        _ip_covers,
+    ),
+)
+# tests that say nothing about which values a rule wants (every row of the summary has them)
+_UNNARROWING = frozenset({"event_action", "event_category", "host_name"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one rule is hunted: over the candidates of ``summary``, or (None) a whole scan, ``why``."""
+
+    rule: CompiledRule
+    summary: str | None
+    why: str
+
+
+def plan(rule: CompiledRule, have: Mapping[str, frozenset[str]]) -> Plan:
+    """The summary a rule is hunted through, if any covers it; ``have``: each summary table
+    there is and its columns."""
+    node = rule.where
+    why = []
+    for view in SUMMARY_VIEWS:
+        cover = view.covers(node)
+        if cover is not None:
+            why.append(f"{view.name}: {cover}")
+            continue
+        used = {c for c in columns_of(node) if c in view.known} - _UNNARROWING
+        if not used:
+            why.append(f"{view.name}: it tests nothing {view.name} holds")
+            continue
+        if view.name not in have:
+            why.append(f"{view.name}: the store has no such summary")
+            continue
+        lacking = view.columns - have[view.name]
+        if lacking:
+            why.append(f"{view.name}: the summary lacks {', '.join(sorted(lacking))}")
+            continue
+        return Plan(rule, view.name, f"narrowed by {view.name} ({', '.join(sorted(used))})")
+    return Plan(rule, None, "; ".join(why))
+
+
+# -- the candidates -------------------------------------------------------------------------
+
+
+def day_of(ts: int) -> int:
+    """The UTC day (YYYYMMDD) of a time in ns, as the summaries' ``day``."""
+    d = datetime.fromtimestamp(ts // 1_000_000_000, UTC)
+    return d.year * 10000 + d.month * 100 + d.day
+
+
+def day_window(ts_from: int | None, ts_to: int | None) -> list[str]:
+    """The days a window touches, whole or in part (the exact scan cuts the partial ones)."""
+    out = []
+    if ts_from is not None:
+        out.append(f"day >= {day_of(ts_from)}")
+    if ts_to is not None:
+        out.append(f"day <= {day_of(ts_to - 1)}")
+    return out
+
+
+def candidates_sql(view: SummaryView, table: str, rules: Iterable[tuple[int, Node]], ts_from: int | None,
+                   ts_to: int | None) -> str:
+    """(rule index, host_name, day) of every host and day where a rule may match, one query
+    for many rules over ``table`` (a shard's own summary table)."""
+    marks = ", ".join(f"if({maybe(node, view.knows)}, {i}, -1)" for i, node in rules)
+    where = " AND ".join(day_window(ts_from, ts_to)) or "1"
+    return (f"SELECT fx_rule, toString(host_name) AS host_name, toUInt32(day) AS day FROM {table} "
+            f"ARRAY JOIN arrayFilter(x -> x >= 0, [{marks}]) AS fx_rule WHERE {where} "
+            f"GROUP BY fx_rule, host_name, day")
+
+
+def totals_sql(table: str, ts_from: int | None, ts_to: int | None) -> str:
+    """How many (host, day) pairs the summary holds in the window."""
+    where = " AND ".join(day_window(ts_from, ts_to)) or "1"
+    return f"SELECT toUInt64(uniqExact(host_name, day)) AS n FROM {table} WHERE {where}"
+
+
+def by_rule(rows: pa.Table) -> dict[int, set[tuple[str, int]]]:
+    """``candidates_sql``'s rows as rule index -> {(host, day)}."""
+    out: dict[int, set[tuple[str, int]]] = {}
+    for r, h, d in zip(*(rows.column(c).to_pylist() for c in ("fx_rule", "host_name", "day")), strict=True):
+        out.setdefault(int(r), set()).add((str(h), int(d)))
+    return out
+
+
+def summary_columns(describe: pa.Table) -> frozenset[str] | None:
+    """The columns of a summary table from its DESCRIBE, or None when its ``day`` is not the
+    YYYYMMDD number this reads."""
+    cols = dict(zip(describe.column(0).to_pylist(), describe.column(1).to_pylist(), strict=True))
+    if "UInt32" not in str(cols.get("day", "")):
+        return None
+    return frozenset(str(c) for c in cols)
+
+
+def slices_sql(pairs: Sequence[tuple[str, int]], ts_col: str = "ts") -> str:
+    """A condition over ``host_name`` and ``ts_col`` true on exactly the events of these
+    (host, day) pairs: hosts with the same days share one IN list, consecutive days one range."""
+    days_of: dict[str, list[int]] = {}
+    for h, d in sorted(set(pairs)):
+        days_of.setdefault(h, []).append(d)
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for h, ds in days_of.items():
+        groups.setdefault(tuple(ds), []).append(h)
+    parts = []
+    for days, hosts in sorted(groups.items()):
+        ranges = " OR ".join(f"({ts_col} >= {lo} AND {ts_col} < {hi})" for lo, hi in _ranges(days))
+        names = ", ".join(literal(h) for h in hosts)
+        parts.append(f"(host_name IN ({names}) AND ({ranges}))")
+    return "(" + (" OR ".join(parts) or "0") + ")"
+
+
+_DAY_NS = 86_400 * 1_000_000_000
+
+
+def _start(day: int) -> int:
+    return int(datetime(day // 10000, day // 100 % 100, day % 100, tzinfo=UTC).timestamp()) * 1_000_000_000
+
+
+def _ranges(days: Sequence[int]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for d in sorted(days):
+        s = _start(d)
+        if out and out[-1][1] == s:
+            out[-1][1] = s + _DAY_NS
+        else:
+            out.append([s, s + _DAY_NS])
+    return [(a, b) for a, b in out]

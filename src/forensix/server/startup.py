@@ -1,0 +1,127 @@
+"""The log host's start (frames in the evidence but not in the store go in) and the frames the
+store refuses for good (quarantine.py): what ``LogServer`` does at start and when the ingest
+thread gives up on a frame. Kept apart from the listener, which serves connections."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from forensix.agent.frame import FrameError, decode_body
+from forensix.server.evidence import StreamLog, read_frame, walk_segment
+from forensix.server.ingest import frame_key
+from forensix.server.ledger import IngestLedger, committed_frames
+from forensix.server.quarantine import (
+    QUARANTINE_RULE,
+    Quarantined,
+    add_quarantine,
+    is_transient,
+    read_quarantine,
+    store_fix,
+    write_quarantine,
+)
+from forensix.store import schema
+
+if TYPE_CHECKING:
+    from forensix.server.listener import LogServer
+
+__all__ = ["replay_and_load", "set_aside"]
+
+log = logging.getLogger("forensix.server")
+
+
+def replay_and_load(self: LogServer) -> None:
+    """Frames durably written but not yet in the store (a crash between the two) go in now;
+    with ``reingest``, the quarantined frames too. A frame the store refuses is quarantined
+    (the start goes on); a store that is away fails the start."""
+    from forensix.server.listener import _HostState  # the listener imports this module
+
+    now = time.time_ns()
+    store = self.ingest.store
+    already: dict[tuple[str, str], set[int]] = {}
+    if getattr(store, "append_frames", None) is None and hasattr(store, "query"):
+        # DuckDB: a group committed just before a crash is not ingested twice (ledger)
+        already = committed_frames(store, self.config.evidence)
+        self.ingest.ledger = IngestLedger(store, self.config.evidence)
+    for s in self.evidence.open_all():
+        done = s.ingested()
+        held = read_quarantine(s.dir)
+        skip = already.get((s.host, s.stream), set())
+        again = set(held) if self.config.reingest else set()
+        for seg in s.segments():
+            for off, seq, length in walk_segment(seg):
+                if seq <= done and seq not in again:
+                    continue
+                if (seq in held and seq not in again) or (seq in skip and seq > done):
+                    done = max(done, seq)
+                    continue
+                try:
+                    fr = read_frame(seg, off, length)
+                    self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
+                    if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
+                        s.set_ingested(seq)
+                    if seq in held:
+                        del held[seq]
+                        log.info("quarantined frame %d of %s/%s re-ingested", seq, s.host, s.stream)
+                except FrameError as e:
+                    log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
+                except Exception as e:
+                    if is_transient(e):
+                        raise
+                    if seq not in held:
+                        self._quarantine(fr.table, s, seq, e, 1)
+                    else:
+                        log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
+                                  s.host, s.stream, e)
+                done = max(done, seq)
+        if again:
+            write_quarantine(s.dir, held)
+        if done != s.ingested():
+            s.set_ingested(done)
+        self._held[(s.host, s.stream)] = len(held)
+        s.checkpointed = s.last_seq  # what was there at start is covered by earlier checkpoints
+    for hdir in self.config.evidence.iterdir():
+        info_path = hdir / "agent.json"
+        if info_path.exists():
+            info = json.loads(info_path.read_text())
+            self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
+
+
+def set_aside(self: LogServer, table: str, mark: object, seq: int, err: BaseException, attempts: int) -> None:
+    """A frame the store refuses for good: recorded beside its stream (before its mark moves
+    past it), logged with the cause and the fix, counted, and alerted in the store."""
+    cause = f"{type(err).__name__}: {err}"
+    fix = store_fix(err)
+    if not isinstance(mark, StreamLog):  # the log host's own rows (start, stop, gap, alert)
+        log.error("the store refuses a %s row of the log host's own after %d attempt(s), dropped: %s. Fix: %s",
+                  table, attempts, cause, fix)
+        self.metrics.quarantined.labels("", table).inc()
+        return
+    host = mark.host
+    try:
+        add_quarantine(mark.dir, Quarantined(seq, table, cause, fix, time.time_ns(), attempts))
+    except OSError as e:  # then the mark must not pass it either: kept for the next start
+        log.error("cannot record quarantined frame %d of %s/%s: %s", seq, host, mark.stream, e)
+        raise
+    with self.hosts_lock:
+        self._held[(host, mark.stream)] = self._held.get((host, mark.stream), 0) + 1
+        info = dict(self.hosts[host].info) if host in self.hosts else {}
+    self.metrics.quarantined.labels(host, table).inc()
+    log.error("frame %d of %s (stream %s, table %s) not ingested after %d attempt(s), quarantined: %s; the "
+              "evidence keeps it, the other hosts' ingest goes on. Fix: %s", seq, host, mark.stream, table,
+              attempts, cause, fix)
+    row = {
+        "host_id": str(info.get("host_id") or host), "host_name": host,
+        "boot_id": str(info.get("boot_id") or "unknown"), "alert_id": uuid.uuid4().hex,
+        "ts": time.time_ns(), "detected_ts": time.time_ns(), "rule_id": QUARANTINE_RULE,
+        "rule_title": f"Frame of {host} not ingested", "rule_level": "high",
+        "tags": ["forensix.agent", "forensix.quarantine"],
+        "summary": f"frame {seq} of {host} ({table}) not ingested: {cause}", "source": "builtin",
+    }
+    self.ingest.later("alerts", pa.Table.from_pylist([row], schema=schema.ALERTS))
+
