@@ -21,6 +21,7 @@ from forensix.store.journal import conform
 from forensix.store.migrations import MIGRATIONS, STORE_FORMAT
 
 ALL = "SELECT * FROM events ORDER BY seq"
+NO_EDGES = "SELECT * FROM events WHERE seq IS NOT NULL ORDER BY seq"  # not the rows of flows_base's edges
 
 
 def _edge_rows(seq0: int) -> pa.Table:
@@ -39,6 +40,24 @@ def _edge_rows(seq0: int) -> pa.Table:
         {"ts": 12, "ts_boot": 2, "a2": 0x80000, "file_flags": 0x80001, "a3": None, "file_mode": 0o644},
         {"ts": 13, "ts_boot": 3, "a1": 2**64 - 1, "mem_len": 2**64 - 2, "a2": 2**64 - 1,
          "file_flags": 2**32 - 1, "mem_prot": 3, "a3": 7, "mem_flags": 7},
+        # raw paths against their resolved paths (/15: stored once where equal): equal, a
+        # relative one, one without a resolved path, none, empty strings, a target pair
+        {"ts": 20, "ts_boot": 0, "file_path": "/usr/include/stdio.h", "file_path_raw": "/usr/include/stdio.h"},
+        {"ts": 21, "ts_boot": 0, "file_path": "/tmp/b/x.c", "file_path_raw": "x.c"},
+        {"ts": 22, "ts_boot": 0, "file_path": None, "file_path_raw": "/gone"},
+        {"ts": 23, "ts_boot": 0, "file_path": "/lib/libc.so.6", "file_path_raw": None},
+        {"ts": 24, "ts_boot": 0, "file_path": "", "file_path_raw": ""},
+        {"ts": 25, "ts_boot": 0, "event_action": "rename", "file_path": "/a", "file_path_raw": "a", "file_target_path": "/b",
+         "file_target_path_raw": "/b"},
+        {"ts": 26, "ts_boot": 0, "event_action": "rename", "file_path": "/a", "file_path_raw": "/a", "file_target_path": "/b",
+         "file_target_path_raw": "b"},
+        # ret and event_end stored as their distance from fd and ts (/15): open's fd, a failed
+        # open, a difference that overflows, a summary row's end
+        {"ts": 30, "ts_boot": 0, "fd": 5, "ret": 5},
+        {"ts": 31, "ts_boot": 0, "fd": None, "ret": -2},
+        {"ts": 32, "ts_boot": 0, "fd": 2**31 - 1, "ret": -(2**63)},
+        {"ts": 33, "ts_boot": 0, "event_count": 3, "event_start": 1, "event_end": 33},
+        {"ts": 34, "ts_boot": 0, "event_count": 2, "event_start": 1, "event_end": 40},
     ]
     base = {"host_id": "h", "boot_id": "b", "event_category": "file", "event_action": "open"}
     # the schema given: from_pylist would otherwise take the first row's keys as the columns
@@ -88,6 +107,87 @@ def test_raw_arguments_that_copy_a_named_column_are_stored_as_zero(tmp_path: Pat
     _same(got, data.sort_by("seq"))
     assert stored == [(0, 0, 0, True)]  # mmap's length, protection and flags: copies
     assert mismatch == [(1, None)]  # 0x80000 ^ 0x80001; a missing argument stays missing
+
+
+def test_a_raw_path_equal_to_its_resolved_path_is_stored_once(tmp_path: Path) -> None:
+    data = _rows(1_000)
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("events", data)
+    w.flush()
+    stored = w._con.execute(
+        "SELECT ts, file_path_raw, path_raw_same, file_target_path_raw, target_path_raw_same FROM events_base "
+        "WHERE ts BETWEEN 20 AND 26 ORDER BY ts").fetchall()
+    got = w.query(ALL)
+    w.close()
+    _same(got, data.sort_by("seq"))  # every raw path reads back as appended
+    assert stored == [
+        (20, None, True, None, False),  # the copy is not stored
+        (21, "x.c", False, None, False),
+        (22, "/gone", False, None, False),
+        (23, None, False, None, False),  # a missing raw path stays missing, not the resolved one
+        (24, None, True, None, False),
+        (25, "a", False, None, True),
+        (26, None, True, "b", False),
+    ]
+
+
+def test_ret_and_event_end_are_stored_as_their_distance_from_fd_and_ts(tmp_path: Path) -> None:
+    data = _rows(1_000)
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("events", data)
+    w.flush()
+    stored = w._con.execute("SELECT ts, ret, ret_offset, event_end, event_end_offset FROM events_base "
+                            "WHERE ts BETWEEN 30 AND 34 ORDER BY ts").fetchall()
+    got = w.query(ALL)
+    w.close()
+    _same(got, data.sort_by("seq"))
+    assert stored == [(30, None, 0, None, None), (31, -2, None, None, None), (32, -(2**63), None, None, None),
+                      (33, None, None, None, 0), (34, None, None, None, -6)]
+
+
+def test_a_new_store_compresses_its_paths_with_zstd(tmp_path: Path) -> None:
+    data = _rows(ROW_GROUP)
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("events", data)
+    w.flush()
+    chosen = {r[0]: r[1] for r in w._con.execute(
+        "SELECT column_name, string_agg(DISTINCT compression) FROM pragma_storage_info('events_base') "
+        "WHERE segment_type = 'VARCHAR' AND column_name IN ('file_path', 'process_name') GROUP BY ALL").fetchall()}
+    w.close()
+    assert chosen["file_path"] == "ZSTD"
+    assert "ZSTD" not in chosen["process_name"]  # short names: DuckDB's own choice
+
+
+def _flow_rows() -> pa.Table:
+    """Edges whose last_ts the /15 encoding (an offset from first_ts) must not get wrong."""
+    rows = [
+        {"first_ts": 100, "last_ts": 100, "ts_boot": 40},  # one instant: stored as 0
+        {"first_ts": 100, "last_ts": 5_000_000_100, "ts_boot": 7},
+        {"first_ts": None, "last_ts": 9, "ts_boot": 3},  # no first_ts: kept as it is
+        {"first_ts": 9, "last_ts": None, "ts_boot": None},
+        {"first_ts": -(2**62), "last_ts": 2**62 + 5, "ts_boot": 1},  # the difference overflows
+        {"first_ts": 2**63 - 1, "last_ts": -1, "ts_boot": -1},
+    ]
+    base = {"host_id": "h", "boot_id": "b", "file_path": "/f", "read_count": 1, "in_events": False}
+    return pa.Table.from_pylist([base | r | {"entity_id": i} for i, r in enumerate(rows)], schema=schema.FLOWS)
+
+
+def test_an_edges_last_ts_is_stored_as_its_distance_from_first_ts(tmp_path: Path) -> None:
+    data = _flow_rows()
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("flows", data)
+    w.flush()
+    stored = w._con.execute("SELECT entity_id, last_ts, last_ts_offset FROM flows_base ORDER BY entity_id").fetchall()
+    got = w.query("SELECT * FROM flows ORDER BY entity_id")
+    as_events = w.query("SELECT ts, flow_last_ts, ts_boot FROM events WHERE event_action = 'flow' "
+                        "ORDER BY process_entity_id").to_pylist()
+    w.close()
+    for name in schema.FLOWS.names:
+        assert got.column(name).equals(data.column(name).cast(got.schema.field(name).type)), name
+    assert stored == [(0, None, 0), (1, None, -5_000_000_000), (2, 9, None), (3, None, None),
+                      (4, 2**62 + 5, None), (5, -1, None)]
+    assert [r["flow_last_ts"] for r in as_events] == data.column("last_ts").to_pylist()
+    assert [r["ts_boot"] for r in as_events] == data.column("ts_boot").to_pylist()
 
 
 def test_a_seal_sorts_rows_within_their_row_group_and_never_across(tmp_path: Path) -> None:
@@ -163,3 +263,31 @@ def test_a_store_of_the_eighth_format_reads_its_raw_arguments_as_they_are(tmp_pa
     w.close()
     _same(both, rows.sort_by("seq"))
     assert flags == (new.num_rows, rows.num_rows)  # the old rows were never re-encoded
+
+
+def test_a_store_of_the_fourteenth_format_reads_its_paths_and_edges_as_they_are(tmp_path: Path) -> None:
+    store = tmp_path / "old.duckdb"
+    rows = _rows(3_000)
+    old, new = rows.slice(0, 2_000), rows.slice(2_000)
+    _third_format_store(store, old, before="0016_paths_once")
+    con = duckdb.connect(str(store))
+    con.register("old_edges", _flow_rows())
+    con.execute("INSERT INTO flows_base BY NAME SELECT * FROM old_edges")
+    con.close()
+    r = DuckDBStore(store, read_only=True)  # a reader never migrates: no flag columns
+    assert r.format == "forensix-store/14"
+    _same(r.query(NO_EDGES), old.sort_by("seq"))
+    assert r.query("SELECT last_ts FROM flows ORDER BY entity_id").column("last_ts").to_pylist() == \
+        _flow_rows().column("last_ts").to_pylist()
+    r.close()
+    w = open_writer(store)
+    assert w.format == STORE_FORMAT
+    w.append("events", new)
+    w.flush()
+    both = w.query(NO_EDGES)
+    flags = w._con.execute("SELECT count(path_raw_same), count(*) FROM events_base").fetchone()
+    edges = w.query("SELECT last_ts FROM flows ORDER BY entity_id").column("last_ts").to_pylist()
+    w.close()
+    _same(both, rows.sort_by("seq"))
+    assert flags == (new.num_rows, rows.num_rows)  # the old rows were never re-encoded
+    assert edges == _flow_rows().column("last_ts").to_pylist()

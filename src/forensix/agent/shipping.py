@@ -26,6 +26,7 @@ from forensix import __version__
 from forensix.agent.sealer import Sealer
 from forensix.agent.shipper import Shipper
 from forensix.agent.spool import Spool
+from forensix.errors import ForensixError, StoreError
 from forensix.model.host import HostInfo, local_host
 from forensix.pki.sealkey import SealState
 from forensix.store import schema
@@ -71,6 +72,9 @@ def gap_batch(info: HostInfo, host: str, ts_from: int, ts_to: int, count: int | 
 class ShippingSink:
     """A Sink (agent/sink.py) that delivers every batch to the log host, sealed."""
 
+    evidence = True  # where the agent's record goes: a batch it refuses is kept and retried
+    sink_name = "the agent's spool"
+
     def __init__(self, config: ShippingConfig, *, start: bool = True) -> None:
         self.config = config
         self.info = config.info or local_host()
@@ -90,6 +94,7 @@ class ShippingSink:
         self._pending_rows = 0
         self._pending_bytes = 0
         self._pending_since = 0.0
+        self._refused: pa.Table | None = None  # the batch a failed write() kept pending, given again
         self._closed = threading.Event()
         self.dropped_batches = 0
         self.dropped_rows = 0
@@ -153,7 +158,10 @@ class ShippingSink:
         while not self._closed.wait(self.config.coalesce_s / 2):
             with self._lock:
                 if self._pending_rows and time.monotonic() - self._pending_since >= self.config.coalesce_s:
-                    self._seal_pending()
+                    try:
+                        self._seal_pending()
+                    except OSError as e:  # kept pending: the next write or tick retries it
+                        log.warning("cannot spool in %s (kept, retried): %s", self.spool.dir, e)
 
     def _tick(self) -> dict[str, Any]:
         epoch = self.sealer.tick()  # evolve (and erase) on time even when nothing is recorded
@@ -169,27 +177,49 @@ class ShippingSink:
     def write(self, table: str, data: pa.Table) -> None:
         if data.num_rows == 0:
             return
+        given = data
+        # The recorder's writer gives a batch this refused (a full disk) again: it is pending already
+        retry, self._refused = given is self._refused, None
         if "host_name" in data.column_names:
             # Rows travel under the enrolled name; the log host accepts no other.
             idx = data.schema.get_field_index("host_name")
             data = data.set_column(idx, data.schema.field(idx), pa.array([self.config.host] * data.num_rows,
                                                                           pa.string()))
+        try:
+            self._write(table, data, given, retry)
+        except OSError as e:  # the spool's disk: said with its fix; the recorder's writer retries
+            if isinstance(e, ForensixError):
+                raise
+            raise StoreError(f"cannot write the agent's spool in {self.spool.dir}: {e}",
+                             f"free disk space in {self.spool.dir} (or fix its permissions); the batch "
+                             "is kept and retried meanwhile") from e
+
+    def _write(self, table: str, data: pa.Table, given: pa.Table, retry: bool) -> None:
         with self._lock:
             if self.config.coalesce_s <= 0:
                 self._write_now(table, data)
                 return
-            if not self._pending_rows:
-                self._pending_since = time.monotonic()
-            self._pending.setdefault(table, []).append(data)
-            self._pending_rows += data.num_rows
-            self._pending_bytes += data.nbytes
+            if not retry:
+                if not self._pending_rows:
+                    self._pending_since = time.monotonic()
+                self._pending.setdefault(table, []).append(data)
+                self._pending_rows += data.num_rows
+                self._pending_bytes += data.nbytes
             if self._pending_rows >= self.config.coalesce_rows or self._pending_bytes >= self.config.coalesce_bytes:
-                self._seal_pending()
+                try:
+                    self._seal_pending()
+                except BaseException:
+                    self._refused = given
+                    raise
 
     def _seal_pending(self) -> None:
-        pending, self._pending, self._pending_rows, self._pending_bytes = self._pending, {}, 0, 0
-        for table, parts in pending.items():
+        """Spool what waits, table by table; a table leaves ``_pending`` only once spooled,
+        so a refusal (a full disk) keeps the rest for the retry, none sealed twice."""
+        while self._pending:
+            table, parts = next(iter(self._pending.items()))
             self._write_now(table, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
+            del self._pending[table]
+        self._pending_rows = self._pending_bytes = 0
 
     def _write_now(self, table: str, data: pa.Table) -> None:
         now = time.time_ns()

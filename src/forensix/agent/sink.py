@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from forensix.store.base import Writer
 
-__all__ = ["Sink", "StoreSink"]
+__all__ = ["Sink", "StoreSink", "is_evidence", "sink_name"]
 
 
 @runtime_checkable
@@ -25,8 +25,22 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def is_evidence(sink: object) -> bool:
+    """An evidence sink is where the record goes (the store, the agent's spool): a batch it
+    refuses is kept and retried, never passed over (sensor/writer.py). Any other sink
+    (metrics, live rules, alert outputs) that raises is disabled and recording goes on."""
+    return bool(getattr(sink, "evidence", False))
+
+
+def sink_name(sink: object) -> str:
+    return str(getattr(sink, "sink_name", None) or type(sink).__name__)
+
+
 class StoreSink:
     """Appends batches to a store (DuckDB by default)."""
+
+    evidence = True
+    sink_name = "the store"
 
     def __init__(self, store: Writer) -> None:
         self.store = store

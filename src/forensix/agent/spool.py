@@ -209,8 +209,15 @@ class Spool:
                 os.close(dfd)
             assert self._fd is not None and self._active is not None
             off = self._active_size
-            os.write(self._fd, raw)
-            os.fsync(self._fd)
+            try:
+                view, done = memoryview(raw), 0
+                while done < len(raw):  # a nearly full disk writes short before it refuses
+                    done += os.write(self._fd, view[done:])
+                os.fsync(self._fd)
+            except OSError:
+                # a torn frame would shift every later one; the writer keeps and retries the batch
+                os.ftruncate(self._fd, off)
+                raise
             self._active_size += len(raw)
             self.entries.append(SpoolEntry(seq, self._active, off, len(raw), seal_ns))
             self.bytes += len(raw)

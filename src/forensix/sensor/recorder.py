@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import subprocess
 import threading
@@ -52,7 +53,7 @@ from forensix.sensor.survival import (
     restart_gap,
     write_accounted,
 )
-from forensix.sensor.writer import QUEUE_BYTES, BatchWriter
+from forensix.sensor.writer import EVIDENCE_RETRY_S, QUEUE_BYTES, BatchWriter
 from forensix.store import schema
 from forensix.store.private import user_umask
 
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 
 # The kernel's rings, in drain order (parents before children), and the ring of each class.
+log = logging.getLogger("forensix.recorder")
+
 _RINGS = ("rb_proc", "rb_net", "rb_main")
 _RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
 
@@ -129,6 +132,7 @@ class Recorder:
         on_ready: Callable[[], None] | None = None,
         idle_flow_interval: float = IDLE_FLOW_INTERVAL,
         pacer: type[Pacer] = Pacer,
+        evidence_retry_s: float = EVIDENCE_RETRY_S,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -150,6 +154,7 @@ class Recorder:
         self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
+        self.evidence_retry_s = evidence_retry_s  # how long the store may refuse batches before we stop
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._stop = threading.Event()
@@ -174,7 +179,9 @@ class Recorder:
         self.clock = Clock()
         self.abi = self.sensor.abi
         self.decoder = Decoder(self.abi, self.host, self.clock.offset_ns)
-        self._writer = BatchWriter(self.sinks, self.queue_depth, self.queue_bytes)
+        self._writer = BatchWriter(self.sinks, self.queue_depth, self.queue_bytes,
+                                   on_warning=lambda msg: self._agent_event("warning", msg),
+                                   evidence_retry_s=self.evidence_retry_s)
         self._writer.start()
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
@@ -366,8 +373,11 @@ class Recorder:
             self._poll_accounts()  # a change in the last second is stored too
             self._agent_event("counters", self._counters_json())
             if self.artifacts is not None:
-                self._ship_artifacts(once=False)
-                self._agent_event("artifacts", self.artifacts.summary())
+                try:
+                    self._ship_artifacts(once=False)
+                    self._agent_event("artifacts", self.artifacts.summary())
+                except Exception as e:  # noqa: BLE001 - logged there; the stop record still goes out
+                    self._artifacts_failed(e)
             self.stats.cpu_s = {
                 "drainer": round(time.thread_time() - self._cpu0[0], 3),
                 "writer": round(self._writer.cpu_s, 3),
@@ -381,10 +391,7 @@ class Recorder:
                 f"agent CPU s since start: {cpu}",
             )
             self._writer.finish()
-            for s in self.sinks:
-                s.flush()
-            for s in self.sinks:
-                s.close()
+            self._writer.end_sinks()
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
@@ -422,8 +429,11 @@ class Recorder:
         # and a drain of the process ring holds a few dozen records.
         tables = self.decoder.decode(Drained.join(drains))
         if self.artifacts is not None:
-            tables = self.artifacts.annotate(tables)
-            self._ship_artifacts(once=True)
+            try:
+                tables = self.artifacts.annotate(tables)  # new tables: on a raise the decoded ones go on
+                self._ship_artifacts(once=True)
+            except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
+                self._artifacts_failed(e)
         for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
         # the space goes back to the kernel once the records are in the store: an agent
@@ -539,8 +549,24 @@ class Recorder:
             if once:
                 return
 
+    def _artifacts_failed(self, e: Exception) -> None:
+        msg = (f"executable preservation (artifacts) failed and is disabled; recording goes on without "
+               f"copies of executed files: {type(e).__name__}: {e}")
+        log.error("%s", msg)
+        log.debug("traceback", exc_info=e)
+        self.artifacts = None
+        self._agent_event("warning", msg)
+
     def _flush_tty_cuts(self) -> None:
         """Terminal bytes cut in the last second that no later record reported (sensor/tty.py)."""
+        try:
+            self._take_tty_cuts()
+        except Exception as e:  # the last second's cut terminal bytes; the stop record still goes out
+            log.error("terminal cuts not recorded: %s", e)
+            log.debug("the traceback", exc_info=e)
+            self._agent_event("warning", f"the last terminal bytes cut could not be recorded: {type(e).__name__}: {e}")
+
+    def _take_tty_cuts(self) -> None:
         from forensix.sensor.tty import budget_cuts
 
         if "fx_tty_budget" not in self.abi["structs"]:

@@ -32,7 +32,28 @@ before 0010 have it NULL and are read as stored. On a real build (bash's configu
 make, 153k event rows) events_base went from 28 to 24 blocks (7.34 to 6.29 MB): those
 arguments took ~6.4 bytes of each row, under 1 with the copies at 0.
 
-Tried and left out: marking such arguments and storing them NULL, read back through a CASE
+Format /15 (migration 0016), measured on a real build's rows (bench.store_replay: bash's
+configure and make recorded host-wide, 720k events, the same rows sealed by each layout;
+bench.store_layout gives each column's bytes): 56.4 -> 41.4 bytes per event.
+
+- Paths: ``file_path`` of events and flows is ZSTD-compressed in a new store (``COMPRESSION``,
+  DuckDB's ``USING COMPRESSION``): 11.7 -> 6.7 and 16.8 -> 7.4 bytes per row. DuckDB never
+  picks ZSTD itself, and an existing column keeps its compression, so an older store keeps
+  its own. A raw path equal to its resolved path (269k of 330k) is stored NULL with
+  ``path_raw_same`` (``target_path_raw_same`` for the target) true: 10.3 -> 1.5 bytes a row.
+- Sort: events by (event_action, process_name, process_entity_id, ts) and edges by
+  (process_name, entity_id, first_ts): the processes of one program (every cc1) lie together
+  and open the same headers, so their paths and per-process columns compress together.
+- Offsets, read back as ``coalesce(column, base - offset)``: an edge's ``last_ts`` from its
+  ``first_ts`` (84% of a build's edges last no time at all), open's ``ret`` from its ``fd``,
+  a summary row's ``event_end`` from its ``ts``.
+
+Tried and left out: DuckDB's ``zstd_min_string_length`` lowered (it still chose the
+dictionary); ZSTD on every string column (several times larger on sparse or short ones);
+edges sorted by inode (paths and generations smaller, entity ids larger: 3% worse overall);
+events sorted by (action, program, ts) without the process: 1.5% smaller on this build, not
+taken on one build's evidence (it interleaves concurrent processes' rows; ids grew 23%).
+Marking such arguments and storing them NULL, read back through a CASE
 on the syscall: every query bound ~3 ms slower (BackTracker 0.45 -> 0.60 s at 10^7 events).
 mmap's a0 XOR its return value saves nothing (a0 is the address hint, mostly 0).
 """
@@ -43,21 +64,46 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CODEC_COLUMNS", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode"]
+__all__ = ["CODEC_COLUMNS", "COMPRESSION", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode"]
 
 ROW_GROUP = 122_880  # DuckDB's row group: rows are sorted within each, never across
 
 # Rows of a row group sorted by these (stable, so equal keys keep their journal order).
 SORT_KEYS: dict[str, tuple[str, ...]] = {
-    "events": ("event_action", "process_entity_id", "ts"),
-    "flows": ("entity_id", "first_ts"),
+    "events": ("event_action", "process_name", "process_entity_id", "ts"),
+    "flows": ("process_name", "entity_id", "first_ts"),
     "processes": ("entity_id", "image_seq"),
 }
 
 # Physical columns of NAME_base beyond the logical schema (schema.TABLES), with DuckDB types.
 CODEC_COLUMNS: dict[str, dict[str, str]] = {
-    "events": {"clock_offset": "BIGINT", "args_xor": "BOOLEAN"},  # migrations 0005, 0010
-    "flows": {"clock_offset": "BIGINT"},  # migration 0006
+    # migrations 0005, 0010, 0016
+    "events": {"clock_offset": "BIGINT", "args_xor": "BOOLEAN", "path_raw_same": "BOOLEAN",
+               "target_path_raw_same": "BOOLEAN", "ret_offset": "BIGINT", "event_end_offset": "BIGINT"},
+    "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT"},  # migrations 0006, 0016
+}
+
+# Columns a new store (format /15 on) creates with a compression of their own (DuckDB's
+# ``USING COMPRESSION``): DuckDB never picks ZSTD by itself (not with zstd_min_string_length
+# lowered either), and on paths of ~60 bytes ZSTD takes ~35% less than its dictionary + FSST.
+# Only long, mostly non-null strings: on sparse or short ones ZSTD takes several times more.
+COMPRESSION: dict[str, dict[str, str]] = {
+    "events": {"file_path": "zstd"},
+    "flows": {"file_path": "zstd"},
+}
+
+# events (/15): these columns stored as their distance from another (_encode_offset):
+# column -> (its base, the physical column holding base - column). open's ret is its fd, and
+# a summary row's event_end its ts.
+_OFFSETS: dict[str, tuple[str, str]] = {
+    "ret": ("fd", "ret_offset"),
+    "event_end": ("ts", "event_end_offset"),
+}
+
+# events: a raw path stored NULL where it is its resolved path, and this flag true (/15)
+_SAME_PATH: dict[str, tuple[str, str]] = {
+    "file_path_raw": ("file_path", "path_raw_same"),
+    "file_target_path_raw": ("file_target_path", "target_path_raw_same"),
 }
 
 # events: each raw argument XOR the first non-null of these columns (0 where all are null).
@@ -89,20 +135,21 @@ def _sort(t: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     return pa.concat_tables(out) if len(out) > 1 else out[0]
 
 
-def _encode_ts_boot(t: pa.Table, ts_name: str) -> pa.Table:
-    """``ts_boot`` as the clock offset ``ts - ts_boot`` where that cannot overflow."""
-    ts_col = t.column(ts_name)
-    ts = pc.fill_null(ts_col, 0).to_numpy()
-    tb_col = t.column("ts_boot")
-    tb = pc.fill_null(tb_col, 0).to_numpy()
+def _encode_offset(t: pa.Table, col: str, base: str, stored: str) -> pa.Table:
+    """``col`` stored NULL and ``stored`` = ``base - col`` where both have a value and that
+    cannot overflow; elsewhere ``col`` as it is and ``stored`` NULL. Read back as
+    ``coalesce(col, base - stored)``."""
+    base_col = t.column(base)
+    b = pc.fill_null(base_col, 0).to_numpy()
+    c_col = t.column(col)
+    c = pc.fill_null(c_col, 0).to_numpy()
     with np.errstate(over="ignore"):
-        off = ts - tb
-    overflow = ((ts < 0) != (tb < 0)) & ((off < 0) != (ts < 0))
-    tb_valid = np.asarray(tb_col.is_valid().to_numpy(zero_copy_only=False), bool)
-    # only where ts has a value to add the offset back to
-    enc = tb_valid & np.asarray(ts_col.is_valid().to_numpy(zero_copy_only=False), bool) & ~overflow
-    t = t.set_column(t.schema.get_field_index("ts_boot"), "ts_boot", pa.array(tb, pa.int64(), mask=~tb_valid | enc))
-    return t.append_column("clock_offset", pa.array(off, pa.int64(), mask=~enc))
+        off = b - c
+    overflow = ((b < 0) != (c < 0)) & ((off < 0) != (b < 0))
+    c_valid = np.asarray(c_col.is_valid().to_numpy(zero_copy_only=False), bool)
+    enc = c_valid & np.asarray(base_col.is_valid().to_numpy(zero_copy_only=False), bool) & ~overflow
+    t = t.set_column(t.schema.get_field_index(col), col, pa.array(c, pa.int64(), mask=~c_valid | enc))
+    return t.append_column(stored, pa.array(off, pa.int64(), mask=~enc))
 
 
 def _arg_key(t: pa.Table, cols: tuple[str, ...]) -> pa.Array:
@@ -117,6 +164,16 @@ def _encode_args(t: pa.Table) -> pa.Table:
     return t.append_column("args_xor", pa.repeat(pa.scalar(True), t.num_rows))
 
 
+def _encode_raw_paths(t: pa.Table) -> pa.Table:
+    """A raw path equal to its resolved path stored NULL, with its flag true (see module doc)."""
+    for raw, (path, flag) in _SAME_PATH.items():
+        i = t.schema.get_field_index(raw)
+        same = pc.fill_null(pc.equal(t.column(raw), t.column(path)), False)
+        t = t.set_column(i, raw, pc.if_else(same, pa.scalar(None, pa.string()), t.column(raw)))
+        t = t.append_column(flag, same)
+    return t
+
+
 def encode(table: str, data: pa.Table) -> pa.Table:
     """The rows of ``data`` as they are stored in ``table``_base: sorted per row group, encoded."""
     if data.num_rows == 0:
@@ -125,9 +182,14 @@ def encode(table: str, data: pa.Table) -> pa.Table:
     if keys:
         data = _sort(data, keys)
     if table in _TS_OF:
-        data = _encode_ts_boot(data, _TS_OF[table])
+        data = _encode_offset(data, "ts_boot", _TS_OF[table], "clock_offset")
+    if table == "flows":  # after ts_boot, whose offset is from the true last_ts
+        data = _encode_offset(data, "last_ts", "first_ts", "last_ts_offset")
     if table == "events":
         data = _encode_args(data)
+        data = _encode_raw_paths(data)
+        for col, (base, stored) in _OFFSETS.items():
+            data = _encode_offset(data, col, base, stored)
     return data
 
 
@@ -139,11 +201,23 @@ def decoded_sql(table: str, base: str, have: set[str] | frozenset[str] = frozens
     if ts is None:
         return f"SELECT * FROM {base}"
     drop = ["clock_offset"]
-    put = [f"coalesce(ts_boot, {ts} - clock_offset) AS ts_boot"]
+    put = []
+    if table == "flows" and "last_ts_offset" in have:
+        drop.append("last_ts_offset")
+        ts = "coalesce(last_ts, first_ts - last_ts_offset)"
+        put.append(f"{ts} AS last_ts")
+    put.append(f"coalesce(ts_boot, {ts} - clock_offset) AS ts_boot")
     if table == "events" and "args_xor" in have:
         drop.append("args_xor")
         # the cheapest form to bind of those tried (each query binds the view): casts inside
         # the CASE cost ~0.15 ms more per query
         for arg, cols in _ARG_KEYS.items():
             put.append(f"CASE WHEN args_xor THEN xor({arg}, coalesce({', '.join(cols)}, 0)) ELSE {arg} END AS {arg}")
+    if table == "events" and "path_raw_same" in have:
+        for raw, (path, flag) in _SAME_PATH.items():
+            drop.append(flag)
+            put.append(f"CASE WHEN {flag} THEN {path} ELSE {raw} END AS {raw}")
+        for col, (of, stored) in _OFFSETS.items():
+            drop.append(stored)
+            put.append(f"coalesce({col}, {of} - {stored}) AS {col}")
     return f"SELECT * EXCLUDE ({', '.join(drop)}) REPLACE ({', '.join(put)}) FROM {base}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from forensix.store import schema
+from forensix.store import codec, schema
 
 __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_table_sql", "duckdb_type"]
 
@@ -36,11 +36,14 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # (count_unknown); NULL on gaps of older stores.
 # /14 (migration 0018): the host's users and groups as recorded (schema.ACCOUNTS); a store of
 # an earlier format has none, and names users as analysis.users says (never silently).
-STORE_FORMAT = "forensix-store/14"
+# /15 (migration 0016): a raw path that is its resolved path is stored once (path_raw_same),
+# a flow edge's last_ts as its distance from first_ts (last_ts_offset), and a new store's
+# path columns are ZSTD-compressed; store/codec.py.
+STORE_FORMAT = "forensix-store/15"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
                            "forensix-store/10", "forensix-store/11", "forensix-store/12", "forensix-store/13",
-                           STORE_FORMAT})
+                           "forensix-store/14", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -66,8 +69,13 @@ def duckdb_type(t: pa.DataType) -> str:
 
 
 def create_table_sql(name: str, sch: pa.Schema) -> str:
+    """The table as a new store creates it; a column of codec.COMPRESSION with its compression
+    (DuckDB cannot change an existing column's: an older store keeps its own)."""
+    using = codec.COMPRESSION.get(name, {})
     cols = ",\n  ".join(
-        f'"{f.name}" {duckdb_type(f.type)}{"" if f.nullable else " NOT NULL"}' for f in sch
+        f'"{f.name}" {duckdb_type(f.type)}{"" if f.nullable else " NOT NULL"}'
+        + (f" USING COMPRESSION {using[f.name]}" if f.name in using else "")
+        for f in sch
     )
     return f'CREATE TABLE IF NOT EXISTS "{name}" (\n  {cols}\n)'
 
@@ -161,5 +169,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0015_accounts", [
         create_table_sql("accounts", schema.ACCOUNTS),
         "UPDATE forensix_meta SET value = 'forensix-store/14' WHERE key = 'format'",
+    ]),
+    # store/codec.py: a raw path equal to its resolved path stored once; an edge's last_ts, an
+    # event's ret and event_end as their distance from first_ts, fd and ts (NULL on rows
+    # sealed before: read as stored)
+    ("0016_paths_once", [
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "path_raw_same" BOOLEAN',
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "target_path_raw_same" BOOLEAN',
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "last_ts_offset" BIGINT',
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "ret_offset" BIGINT',
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "event_end_offset" BIGINT',
+        "UPDATE forensix_meta SET value = 'forensix-store/15' WHERE key = 'format'",
     ]),
 ]
