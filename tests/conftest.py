@@ -30,3 +30,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if res.returncode == 1:
         pytest.exit(f"the sensor object in {out} is older than {src} (a merge changed bpf/): "
                     f"run `make -C {src}` and test again", returncode=4)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Name the threads a test left running: one left inside DuckDB, Arrow or chdb when the
+    interpreter exits can abort the whole run after every test passed."""
+    import sys
+    import threading
+    import traceback
+
+    frames = sys._current_frames()
+    left = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    for t in left:
+        where = "".join(traceback.format_stack(frames[t.ident])[-3:]) if t.ident in frames else ""
+        sys.stderr.write(f"\nthread left running at the end of the session: {t.name} (daemon={t.daemon})\n{where}")

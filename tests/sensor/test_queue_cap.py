@@ -67,8 +67,12 @@ def test_a_full_queue_holds_records_in_the_ring_not_in_memory(tmp_path: Path) ->
     t.start()
     try:
         assert ready.wait(90), "the recorder did not start"
-        # 3000 files as fast as one shell makes them: far more than the sink takes per batch
-        subprocess.run(["sh", "-c", f"cd {files} && for i in $(seq 0 2999); do : > f$i; done"], check=True, timeout=120)
+        # 3000 files as fast as one shell makes them, far more than the sink takes per batch,
+        # in ten waves further apart than a drain: on a quiet host one burst can fit in the
+        # one drain the sink is holding, and nothing would queue behind it
+        subprocess.run(["sh", "-c", f"cd {files} && for w in 0 1 2 3 4 5 6 7 8 9; do "
+                        f"for i in $(seq $((w * 300)) $((w * 300 + 299))); do : > f$i; done; sleep 0.3; done"],
+                       check=True, timeout=120)
         time.sleep(1.0)
     finally:
         rec.stop()
