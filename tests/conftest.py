@@ -40,7 +40,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import traceback
 
     frames = sys._current_frames()
-    left = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    # the web's idle watches and its query pool are stopped at exit (web/context.py)
+    left = [t for t in threading.enumerate() if t is not threading.main_thread()
+            and not t.name.startswith(("fx-web-idle", "fx-web-part"))]
     for t in left:
         where = "".join(traceback.format_stack(frames[t.ident])[-3:]) if t.ident in frames else ""
         sys.stderr.write(f"\nthread left running at the end of the session: {t.name} (daemon={t.daemon})\n{where}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,16 @@ __all__ = ["IDLE_S", "Context", "ReopeningReader", "at_once"]
 IDLE_S = 2.0  # a DuckDB file read directly is let go after this long without a query
 
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fx-web-part")
+_IDLERS: weakref.WeakSet[ReopeningReader] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_idlers() -> None:
+    """Stop every reader's idle watch before the interpreter is torn down: a daemon thread
+    still closing a DuckDB file then is cut off inside DuckDB's C++ and aborts the process
+    ("FATAL: exception not rethrown") after everything else went well."""
+    for r in list(_IDLERS):
+        r.stop_watch()
 
 
 def at_once(**parts: Callable[[], Any]) -> dict[str, Any]:
@@ -53,8 +65,17 @@ class ReopeningReader:
         self._idle_s = idle_s
         self._seen: tuple[Any, ...] | None = None
         self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
         if watch is not None:
-            threading.Thread(target=self._idler, name="fx-web-idle", daemon=True).start()
+            self._watcher = threading.Thread(target=self._idler, name="fx-web-idle", daemon=True)
+            self._watcher.start()
+            _IDLERS.add(self)
+
+    def stop_watch(self) -> None:
+        """End the idle watch, waiting for a close it is in the middle of."""
+        self._stop.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(10)
 
     def _acquire(self) -> Reader:
         with self._lock:
