@@ -28,6 +28,7 @@ from forensix.sensor.recorder import Recorder
 from forensix.store.embedded import open_reader
 from forensix.store.journal import journal_dir
 from forensix.store.keeper import RecorderStore
+from forensix.testing import disk
 from forensix.testing.sinks import BrokenCollector, BrokenSink
 
 pytestmark = pytest.mark.bpf
@@ -102,31 +103,8 @@ def test_a_failing_non_evidence_sink_is_disabled_and_recording_goes_on(tmp_path:
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
+    with disk.tiny_disk(tmp_path, "48m") as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)  # a keeper still exiting
-
-
-def _fill(path: Path) -> None:
-    """Write until the disk is full."""
-    chunk = b"\0" * (256 << 10)
-    with open(path, "wb", buffering=0) as f:
-        while True:
-            try:
-                f.write(chunk)
-            except OSError:
-                break
-        for size in (4096, 512, 1):  # the last bytes too
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError:
-                pass
 
 
 def test_the_store_on_a_full_disk_keeps_the_batches_and_loses_nothing_once_freed(
@@ -137,7 +115,7 @@ def test_the_store_on_a_full_disk_keeps_the_batches_and_loses_nothing_once_freed
     filler = tiny_disk / "filler"
     caplog.set_level(logging.WARNING, logger="forensix.recorder")
     with _recording(store) as (rec, _):
-        _fill(filler)
+        disk.fill(filler)
         _make_files(files, 300)
         deadline = time.monotonic() + 30
         while not rec._writer.evidence_stalls and time.monotonic() < deadline:

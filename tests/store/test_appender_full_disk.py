@@ -5,7 +5,6 @@ twice. Needs root for a small tmpfs, as the recorder's tests do."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from forensix.errors import StoreError
 from forensix.store.appender import JournalAppender
+from forensix.testing import disk
 
 pytestmark = pytest.mark.bpf  # root: mount
 
@@ -22,14 +22,8 @@ SCH = pa.schema([("n", pa.int64()), ("pad", pa.string())])
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
+    with disk.tiny_disk(tmp_path, "4m") as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _read_all(d: Path) -> list[int]:

@@ -6,7 +6,6 @@ Needs root for a small tmpfs, as the recorder's tests do."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from forensix.pki.authority import Authority
 from forensix.pki.tls import client_context
 from forensix.sensor.writer import BatchWriter
 from forensix.server.verify import verify_evidence
+from forensix.testing import disk
 from forensix.testing.batches import events_batch
 
 pytestmark = pytest.mark.bpf  # root: mount
@@ -26,24 +26,8 @@ pytestmark = pytest.mark.bpf  # root: mount
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
+    with disk.tiny_disk(tmp_path, "4m") as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(path: Path) -> None:
-    with open(path, "wb", buffering=0) as f:
-        for size in (64 << 10, 4096, 1):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError:
-                pass
 
 
 @pytest.mark.parametrize("coalesce_s", [0.0, 0.2])
@@ -60,7 +44,7 @@ def test_batches_refused_by_a_full_spool_disk_arrive_once_when_freed(
     w.coalesce_rows = 1  # one batch per write
     w.start()
     filler = tiny_disk / "filler"
-    _fill(filler)
+    disk.fill(filler)
     for i in range(10):
         w.put("events", events_batch(100, start_seq=i * 100))
     deadline = time.monotonic() + 10
