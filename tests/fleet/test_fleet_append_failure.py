@@ -21,6 +21,7 @@ from test_fleet_ingest import _counts, _info, _sink, _wait
 from forensix.pki.authority import Authority
 from forensix.server.listener import LogServer, ServerConfig
 from forensix.store.embedded import DuckDBStore, open_writer
+from forensix.testing import disk
 from forensix.testing.batches import events_batch
 from forensix.testing.clickhouse import Cluster, start_shard, stop_shard
 
@@ -47,22 +48,6 @@ def _send(pki: Authority, tmp: Path, addr: tuple[str, int], first: int, batches:
         sink.write("events", events_batch(rows, start_seq=first + i * rows, host=_info(host)))
     _wait(lambda: sink.spool.unacked() == 0)
     sink.close()
-
-
-def _fill(d: Path) -> Path:
-    """Write a file until the disk is full (ENOSPC), in ever smaller writes."""
-    filler = d / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 20, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 class _DuckHost:
@@ -110,7 +95,7 @@ def test_duckdb_full_disk_the_failed_group_is_retried_and_nothing_acked_is_lost(
     try:
         _send(pki, tmp_path, h.addr, 0, 2)
         h.srv.ingest.flush()
-        filler = _fill(small_disk)
+        filler = disk.fill(small_disk / "filler")
         _send(pki, tmp_path, h.addr, 400, 4)  # acked: durable in evidence, not in the store
         _wait(lambda: _no_space(caplog))
         filler.unlink()  # space again: the waiting group goes in, then the ones behind it
@@ -133,7 +118,7 @@ def test_duckdb_full_disk_until_stop_everything_acked_is_reingested_once_at_star
         _send(pki, tmp_path, h.addr, 0, 2)
         h.srv.ingest.flush()
         before = _marks(ev)
-        filler = _fill(small_disk)
+        filler = disk.fill(small_disk / "filler")
         _send(pki, tmp_path, h.addr, 400, 4)
         _wait(lambda: _no_space(caplog))
     finally:

@@ -30,6 +30,7 @@ from forensix.server.guard import HostLimits
 from forensix.server.listener import LogServer, ServerConfig
 from forensix.server.verify import verify_evidence
 from forensix.store.embedded import open_writer
+from forensix.testing import disk
 from forensix.testing.batches import events_batch
 from forensix.testing.scenario import wait_for
 from forensix.testing.scrape import sample, scrape
@@ -48,22 +49,6 @@ def evidence(tmp_path: Path) -> Iterator[Path]:
         yield ev
     finally:
         subprocess.run(["umount", "-l", str(ev / "alpha")], check=False)
-
-
-def _fill(d: Path) -> Path:
-    """Write a file until the disk is full (ENOSPC), in ever smaller writes."""
-    filler = d / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int]) -> ShippingSink:
@@ -122,7 +107,7 @@ def test_a_frame_the_evidence_will_not_take_is_refused_with_why_and_the_others_a
         with srv.ingest.lock:
             alpha.write("events", events_batch(200, start_seq=400, host=_info("alpha")))
             wait_for(lambda: alpha.spool.unacked() == 0, 20, "frame 2 acked")
-            filler = _fill(evidence / "alpha")  # alpha's evidence disk is full from here
+            filler = disk.fill(evidence / "alpha" / "filler")  # alpha's evidence disk is full from here
         for i in range(3, 5):
             alpha.write("events", events_batch(200, start_seq=i * 200, host=_info("alpha")))
         for i in range(1, 3):  # beta is served while alpha's frames are refused

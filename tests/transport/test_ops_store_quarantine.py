@@ -35,6 +35,7 @@ from forensix.store import schema
 from forensix.store.clickhouse.connection import ClickHouseUnavailable
 from forensix.store.embedded import open_writer
 from forensix.store.journal import conform
+from forensix.testing import disk
 from forensix.testing.batches import events_batch
 from forensix.testing.scenario import wait_for
 from forensix.testing.scrape import sample, scrape
@@ -220,7 +221,7 @@ def test_a_store_disk_that_is_full_is_waited_out_and_nothing_is_quarantined(
         try:
             alpha.write("events", events_batch(100, start_seq=0, host=_info("alpha")))
             wait_for(lambda: _count(store, "alpha") == 100, 20, "alpha's first rows stored")
-            filler = _fill(sdir)
+            filler = disk.fill(sdir / "filler")
             alpha.write("events", events_batch(5000, start_seq=100, host=_info("alpha")))
             wait_for(lambda: srv.ingest.failures >= 4, 20, "appends failing on the full disk")
             assert _count(store, "alpha") == 100
@@ -242,19 +243,3 @@ def test_a_store_disk_that_is_full_is_waited_out_and_nothing_is_quarantined(
         store.close()
     finally:
         subprocess.run(["umount", "-l", str(sdir)], check=False)
-
-
-def _fill(d: Path) -> Path:
-    """Write a file until the disk is full (ENOSPC), in ever smaller writes."""
-    filler = d / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 16, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler

@@ -24,8 +24,8 @@ def tiny_disk(parent: Path, size: str = "4m") -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def fill(path: Path) -> None:
-    """Write ``path`` until its file system is full, to the last byte."""
+def fill(path: Path) -> Path:
+    """Write ``path`` until its file system is full, to the last byte; returns it."""
     with open(path, "wb", buffering=0) as f:
         for size in (256 << 10, 4096, 512, 1):
             try:
@@ -33,3 +33,4 @@ def fill(path: Path) -> None:
                     f.write(b"\0" * size)
             except OSError:
                 pass
+    return path
