@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from bench.synth import EventGenerator
 from forensix.store import schema
-from forensix.store.codec import ROW_GROUP
+from forensix.store.codec import FILE_KEY, ROW_GROUP
 from forensix.store.embedded import DuckDBStore, open_writer
 from forensix.store.journal import conform
 from forensix.store.migrations import MIGRATIONS, STORE_FORMAT
@@ -145,17 +145,53 @@ def test_ret_and_event_end_are_stored_as_their_distance_from_fd_and_ts(tmp_path:
                       (33, None, None, None, 0), (34, None, None, None, -6)]
 
 
-def test_a_new_store_compresses_its_paths_with_zstd(tmp_path: Path) -> None:
-    data = _rows(ROW_GROUP)
+def _file_rows() -> pa.Table:
+    """Events naming files the /16 encoding (a file table) must not get wrong: one file twice,
+    the same path as two lives of an inode (generations), a path without an inode and an
+    inode without a path, an empty path, a row with no file."""
+    rows = [
+        {"file_path": "/usr/include/stdio.h", "file_inode": 7, "file_device": 8, "file_generation": 1, "file_type": "file"},
+        {"file_path": "/usr/include/stdio.h", "file_inode": 7, "file_device": 8, "file_generation": 1, "file_type": "file"},
+        {"file_path": "/usr/include/stdio.h", "file_inode": 7, "file_device": 8, "file_generation": 2, "file_type": "file"},
+        {"file_path": "/gone", "file_inode": None, "file_device": None, "file_generation": None},
+        {"file_path": None, "file_inode": 99, "file_device": 5, "file_generation": 0, "file_type": "fifo"},
+        {"file_path": "", "file_inode": 0, "file_device": 0, "file_generation": 0},
+        {"event_action": "fork"},
+    ]
+    base = {"host_id": "h", "boot_id": "b", "event_category": "file", "event_action": "open", "ts_boot": 0}
+    return pa.Table.from_pylist([base | r | {"ts": 100 + i, "seq": 10**6 + i} for i, r in enumerate(rows)],
+                                schema=schema.EVENTS)
+
+
+def test_a_file_is_stored_once_and_rows_point_at_it(tmp_path: Path) -> None:
+    data = _file_rows()
     w = open_writer(tmp_path / "s.duckdb")
     w.append("events", data)
+    w.append("flows", _flow_rows())  # every edge names /f
     w.flush()
-    chosen = {r[0]: r[1] for r in w._con.execute(
-        "SELECT column_name, string_agg(DISTINCT compression) FROM pragma_storage_info('events_base') "
-        "WHERE segment_type = 'VARCHAR' AND column_name IN ('file_path', 'process_name') GROUP BY ALL").fetchall()}
+    w.append("events", data)  # a later seal: the same files keep their ids
+    w.flush()
+    files = w._con.execute("SELECT file_path, file_inode, file_generation FROM forensix_files ORDER BY file_id").fetchall()
+    inline = w._con.execute("SELECT count(file_path), count(file_inode), count(file_generation), count(file_device), "
+                            "count(file_type) FROM events_base").fetchone()
+    ids = w._con.execute("SELECT count(file_id), count(DISTINCT file_id) FROM events_base").fetchone()
+    edge_ids = w._con.execute("SELECT count(DISTINCT file_id) FROM flows_base").fetchone()
+    got = w.query("SELECT * FROM events WHERE seq IS NOT NULL ORDER BY ts, seq")
+    stdio = w.query("SELECT count(*) AS n FROM events WHERE file_path = '/usr/include/stdio.h' AND file_generation = 1")
+    fifo = w.query("SELECT count(*) AS n FROM events WHERE file_inode = 99 AND file_path IS NULL")
+    comp = w._con.execute("SELECT string_agg(DISTINCT compression) FROM pragma_storage_info('forensix_files') "
+                          "WHERE column_name = 'file_path' AND segment_type = 'VARCHAR'").fetchone()
     w.close()
-    assert chosen["file_path"] == "ZSTD"
-    assert "ZSTD" not in chosen["process_name"]  # short names: DuckDB's own choice
+    _same(got, pa.concat_tables([data, data]).sort_by([("ts", "ascending"), ("seq", "ascending")]))
+    # ordered by path within a seal (no path first), the edges' seal after; each life of
+    # stdio.h is a file of its own
+    assert files == [(None, 99, 0), ("", 0, 0), ("/gone", None, None), ("/usr/include/stdio.h", 7, 1),
+                     ("/usr/include/stdio.h", 7, 2), ("/f", None, None)]
+    assert inline == (0, 0, 0, 0, 0)  # nothing of a file is stored in the rows themselves
+    assert ids == (12, 5)  # 6 rows with a file per seal, 5 files, the same ids in both seals
+    assert edge_ids == (1,)
+    assert stdio.column("n")[0].as_py() == 4 and fifo.column("n")[0].as_py() == 2
+    assert comp == ("ZSTD",)
 
 
 def _flow_rows() -> pa.Table:
@@ -291,3 +327,25 @@ def test_a_store_of_the_fourteenth_format_reads_its_paths_and_edges_as_they_are(
     _same(both, rows.sort_by("seq"))
     assert flags == (new.num_rows, rows.num_rows)  # the old rows were never re-encoded
     assert edges == _flow_rows().column("last_ts").to_pylist()
+
+
+def test_a_store_of_the_fifteenth_format_reads_its_files_as_they_are(tmp_path: Path) -> None:
+    store = tmp_path / "old.duckdb"
+    rows = pa.concat_tables([_rows(2_000), conform(_file_rows(), schema.EVENTS, "events")])
+    old, new = rows.slice(0, 1_500), rows.slice(1_500)
+    _third_format_store(store, old, before="0017_files_once")
+    r = DuckDBStore(store, read_only=True)  # a reader never migrates: no file table
+    assert r.format == "forensix-store/15"
+    _same(r.query(NO_EDGES), old.sort_by("seq"))
+    r.close()
+    w = open_writer(store)
+    assert w.format == STORE_FORMAT
+    w.append("events", new)
+    w.flush()
+    both = w.query(NO_EDGES)
+    ids = w._con.execute("SELECT count(file_id), count(file_path) FROM events_base").fetchone()
+    w.close()
+    _same(both, rows.sort_by("seq"))
+    # the old rows keep their paths in place; the new ones point at the file table
+    with_file = sum(any(r[k] is not None for k in FILE_KEY) for r in new.select(list(FILE_KEY)).to_pylist())
+    assert ids == (with_file, len(old.column("file_path").drop_null()))

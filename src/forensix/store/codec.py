@@ -64,9 +64,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CODEC_COLUMNS", "COMPRESSION", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode"]
+__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode",
+           "files_sql", "known_files_sql", "split_files", "store_files"]
 
 ROW_GROUP = 122_880  # DuckDB's row group: rows are sorted within each, never across
+# a seal looks for its files among the newest this many of FILES_TABLE (known_files_sql)
+KNOWN_WINDOW = 262_144
 
 # Rows of a row group sorted by these (stable, so equal keys keep their journal order).
 SORT_KEYS: dict[str, tuple[str, ...]] = {
@@ -79,18 +82,26 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 CODEC_COLUMNS: dict[str, dict[str, str]] = {
     # migrations 0005, 0010, 0016
     "events": {"clock_offset": "BIGINT", "args_xor": "BOOLEAN", "path_raw_same": "BOOLEAN",
-               "target_path_raw_same": "BOOLEAN", "ret_offset": "BIGINT", "event_end_offset": "BIGINT"},
-    "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT"},  # migrations 0006, 0016
+               "target_path_raw_same": "BOOLEAN", "ret_offset": "BIGINT", "event_end_offset": "BIGINT",
+               "file_id": "UBIGINT"},  # + migration 0017
+    "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT", "file_id": "UBIGINT"},  # migrations 0006, 0016, 0017
 }
+
+# /16 (migration 0017): the file an events row or an edge names, stored once per row group in
+# FILES_TABLE and pointed at by ``file_id`` (see module doc). These columns of such a row are
+# stored NULL in NAME_base and read from FILES_TABLE.
+FILES_TABLE = "forensix_files"
+FILE_KEY = ("file_device", "file_inode", "file_generation", "file_type", "file_path")
+_FILE_TYPES = {"file_device": "UBIGINT", "file_inode": "UBIGINT", "file_generation": "UINTEGER",
+               "file_type": "VARCHAR", "file_path": "VARCHAR"}
 
 # Columns a new store (format /15 on) creates with a compression of their own (DuckDB's
 # ``USING COMPRESSION``): DuckDB never picks ZSTD by itself (not with zstd_min_string_length
 # lowered either), and on paths of ~60 bytes ZSTD takes ~35% less than its dictionary + FSST.
 # Only long, mostly non-null strings: on sparse or short ones ZSTD takes several times more.
-COMPRESSION: dict[str, dict[str, str]] = {
-    "events": {"file_path": "zstd"},
-    "flows": {"file_path": "zstd"},
-}
+# /16: none. The paths moved to FILES_TABLE (ZSTD there, files_sql), and DuckDB's ZSTD keeps
+# every string's length uncompressed: ~4.7 bytes a row on a column that is now all NULL.
+COMPRESSION: dict[str, dict[str, str]] = {}
 
 # events (/15): these columns stored as their distance from another (_encode_offset):
 # column -> (its base, the physical column holding base - column). open's ret is its fd, and
@@ -174,6 +185,86 @@ def _encode_raw_paths(t: pa.Table) -> pa.Table:
     return t
 
 
+def _codes(c: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
+    """Sort keys for one key column: its values (a string by its rank among the column's
+    distinct values, 0 for null) and, for a number, whether it is null."""
+    if isinstance(c, pa.ChunkedArray):
+        c = c.combine_chunks()
+    if pa.types.is_string(c.type):
+        d = pc.dictionary_encode(c)
+        rank = np.empty(len(d.dictionary), np.int64)
+        rank[np.asarray(pc.array_sort_indices(d.dictionary))] = np.arange(1, len(d.dictionary) + 1)
+        idx = pc.fill_null(d.indices, 0).to_numpy()
+        return [np.where(np.asarray(d.indices.is_valid()), rank[idx] if len(rank) else 0, 0)]
+    return [np.asarray(c.is_valid()), pc.fill_null(c, 0).to_numpy()]
+
+
+def _file_ids(t: pa.Table) -> pa.Array:
+    """Each row's file (FILE_KEY) as an id of this batch (0, 1, ... in the order of their
+    paths), null on rows with no file. ``store_files`` turns them into the stored ids."""
+    out = np.full(t.num_rows, -1, np.int64)
+    keys = [k for c in reversed(FILE_KEY) for k in _codes(t.column(c))]  # path primary
+    has = np.zeros(t.num_rows, bool)
+    for c in FILE_KEY:
+        has |= np.asarray(t.column(c).is_valid())
+    rows = np.flatnonzero(has)
+    if len(rows):
+        order = rows[np.lexsort([k[rows] for k in reversed(keys)])]  # lexsort: the last key is primary
+        new = np.zeros(len(order), bool)  # a row whose key differs from the one before: a new file
+        new[0] = True
+        for k in keys:
+            s = k[order]
+            new[1:] |= s[1:] != s[:-1]
+        out[order] = np.cumsum(new) - 1
+    return pa.array(out, pa.int64(), mask=out < 0)
+
+
+def split_files(rows: pa.Table) -> pa.Table:
+    """The files of encoded rows (``encode``): one FILES_TABLE row per ``file_id`` (their ids
+    still the batch's own, 0, 1, ...), which ``store_files`` then gives stored ids."""
+    local = rows.column("file_id").combine_chunks()
+    where = np.flatnonzero(np.asarray(local.is_valid()))
+    uniq, first = np.unique(pc.fill_null(local, 0).to_numpy()[where], return_index=True)
+    at = pa.array(where[first])
+    return pa.table({"file_id": pa.array(uniq.astype(np.uint64), pa.uint64()),
+                     **{k: rows.column(k).take(at) for k in FILE_KEY}})
+
+
+def store_files(rows: pa.Table, files: pa.Table, known: np.ndarray, first_id: int) -> tuple[pa.Table, pa.Table]:
+    """Encoded rows as stored, and the FILES_TABLE rows to add. ``files``: ``split_files``;
+    ``known``: per file the id the store already gives it, -1 for a new one; new files take
+    ids from ``first_id`` on, in ``files``' order. The rows' FILE_KEY columns become NULL where
+    they point at a file."""
+    new = known < 0
+    ids = np.where(new, first_id + np.cumsum(new) - 1, known).astype(np.uint64)
+    local = rows.column("file_id").combine_chunks()
+    valid = np.asarray(local.is_valid())
+    stored = ids[pc.fill_null(local, 0).to_numpy()] if len(ids) else np.zeros(rows.num_rows, np.uint64)
+    rows = rows.set_column(rows.schema.get_field_index("file_id"), "file_id", pa.array(stored, pa.uint64(), mask=~valid))
+    mask = pa.array(valid)
+    for k in FILE_KEY:
+        i = rows.schema.get_field_index(k)
+        rows = rows.set_column(i, k, pc.if_else(mask, pa.scalar(None, rows.schema.field(k).type), rows.column(k)))
+    added = files.filter(pa.array(new)).set_column(0, "file_id", pa.array(ids[new], pa.uint64()))
+    return rows, added
+
+
+def known_files_sql(files: str, view: str) -> str:
+    """The ids FILES_TABLE already gives the files of ``view`` (``split_files``' rows), among
+    its newest KNOWN_WINDOW (a bound on each seal's cost; a file met again after it is stored
+    again). $lo: the first id looked at."""
+    on = " AND ".join(f"n.{k} IS NOT DISTINCT FROM f.{k}" for k in FILE_KEY)
+    return (f"SELECT n.file_id AS local, max(f.file_id) AS id FROM {view} n JOIN {files} f "
+            f"ON f.file_id >= $lo AND {on} GROUP BY n.file_id")
+
+
+def files_sql() -> str:
+    """FILES_TABLE as migration 0017 creates it (paths ZSTD: sorted, they share long prefixes)."""
+    cols = ", ".join(f'"{k}" {_FILE_TYPES[k]}' + (" USING COMPRESSION zstd" if k == "file_path" else "")
+                     for k in FILE_KEY)
+    return f'CREATE TABLE IF NOT EXISTS "{FILES_TABLE}" ("file_id" UBIGINT NOT NULL, {cols})'
+
+
 def encode(table: str, data: pa.Table) -> pa.Table:
     """The rows of ``data`` as they are stored in ``table``_base: sorted per row group, encoded."""
     if data.num_rows == 0:
@@ -190,6 +281,8 @@ def encode(table: str, data: pa.Table) -> pa.Table:
         data = _encode_raw_paths(data)
         for col, (base, stored) in _OFFSETS.items():
             data = _encode_offset(data, col, base, stored)
+    if table in _TS_OF:  # after the raw paths, which are compared with the true file_path
+        data = data.append_column("file_id", _file_ids(data))
     return data
 
 
@@ -220,4 +313,19 @@ def decoded_sql(table: str, base: str, have: set[str] | frozenset[str] = frozens
         for col, (of, stored) in _OFFSETS.items():
             drop.append(stored)
             put.append(f"coalesce({col}, {of} - {stored}) AS {col}")
-    return f"SELECT * EXCLUDE ({', '.join(drop)}) REPLACE ({', '.join(put)}) FROM {base}"
+    src = base
+    if "file_id" in have:
+        drop.append("file_id")
+        src = _with_files(base)
+    return f"SELECT * EXCLUDE ({', '.join(drop)}) REPLACE ({', '.join(put)}) FROM {src}"
+
+
+def _with_files(base: str) -> str:
+    """``base`` with the FILE_KEY columns of rows that point into FILES_TABLE read from there.
+    Two branches, not one LEFT JOIN with coalesce: a filter on a path or inode then reaches
+    the file table (and the rows without a file) instead of every joined row, and a filter
+    on the row (a process, a time) lets the join build on the few rows it keeps."""
+    files = base[: base.rfind(".") + 1] + FILES_TABLE
+    keys = ", ".join(f"f.{k} AS {k}" for k in FILE_KEY)
+    return (f"(SELECT * FROM {base} WHERE file_id IS NULL UNION ALL "
+            f"SELECT b.* REPLACE ({keys}) FROM {base} b JOIN {files} f ON b.file_id = f.file_id)")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from forensix.errors import NotAStoreError, StoreBusyError, StoreError
@@ -150,6 +151,8 @@ class DuckDBStore:
                 "choose another --store path",
             ) from e
         self._lock = threading.RLock()  # DuckDB writes, seals and query snapshots
+        self._files_lock = threading.Lock()  # a seal's ids in the file table (codec.split_files)
+        self._next_file_id: int | None = None  # the next of them: read once, then counted here
         self.format = STORE_FORMAT
         if exists:
             self._check_format()
@@ -208,7 +211,9 @@ class DuckDBStore:
         union what is not sealed yet; any other writer seals what a recorder left, then inserts
         as before."""
         jd = journal_dir(self.path)
-        catalog = self._con.execute("SELECT current_database()").fetchone()
+        # fetchall: a result left unfinished on the connection (fetchone) makes DuckDB 2 refuse
+        # the connection's next relation (.sql) until it is
+        catalog = self._con.execute("SELECT current_database()").fetchall()[0]
         for name in schema.TABLES:
             if name in JOURNALED or name not in have:
                 continue
@@ -318,26 +323,50 @@ class DuckDBStore:
             whatever dies when. The insert runs outside the store's lock (queries pin their own
             snapshot, appends go to the journal); the commit and ``flip`` run under it, so no
             query sees the rows twice or not at all."""
-            cur = self._con.cursor()
-            try:
-                cur.execute("BEGIN TRANSACTION")
-                if data.num_rows:
-                    # one chunk: DuckDB scans it on one thread into whole row groups
-                    # (split between threads, the row groups are partly filled: +40% bytes)
-                    cur.register("_fx_seal", data.combine_chunks())
-                    cur.execute(f'INSERT INTO "{target}" BY NAME SELECT * FROM _fx_seal')
-                    cur.unregister("_fx_seal")
-                with self._lock:
-                    cur.execute(
-                        "INSERT INTO forensix_sealed VALUES ($t, $q, $o) ON CONFLICT (table_name) "
-                        "DO UPDATE SET seq = excluded.seq, row_offset = excluded.row_offset",
-                        {"t": name, "q": pos[0], "o": pos[1]},
-                    )
-                    cur.execute("COMMIT")
-                    flip()
-            finally:
-                cur.close()
+            files = base and "file_id" in data.schema.names  # events and flows (/16): their file table too
+            # the file table's ids are taken by one seal at a time, until its commit
+            with self._files_lock if files else contextlib.nullcontext():
+                cur = self._con.cursor()
+                try:
+                    cur.execute("BEGIN TRANSACTION")
+                    added = 0
+                    if data.num_rows and files:
+                        data, added = self._store_files(cur, data)
+                    if data.num_rows:
+                        _insert(cur, target, data)
+                    with self._lock:
+                        cur.execute(
+                            "INSERT INTO forensix_sealed VALUES ($t, $q, $o) ON CONFLICT (table_name) "
+                            "DO UPDATE SET seq = excluded.seq, row_offset = excluded.row_offset",
+                            {"t": name, "q": pos[0], "o": pos[1]},
+                        )
+                        cur.execute("COMMIT")
+                        flip()
+                    if files:
+                        self._next_file_id = (self._next_file_id or 0) + added
+                finally:
+                    cur.close()
         return seal
+
+    def _store_files(self, cur: duckdb.DuckDBPyConnection, data: pa.Table) -> tuple[pa.Table, int]:
+        """Encoded rows with their files in FILES_TABLE (codec.split_files): the files a
+        recent seal stored already keep their ids, the others are added. Returns the rows as
+        stored and how many files were added."""
+        if self._next_file_id is None:
+            self._next_file_id = int(cur.execute(
+                f'SELECT coalesce(max(file_id) + 1, 0) FROM "{codec.FILES_TABLE}"').fetchall()[0][0])
+        files = codec.split_files(data)
+        known = np.full(files.num_rows, -1, np.int64)
+        if files.num_rows and self._next_file_id:
+            cur.register("_fx_files", files)
+            hit = cur.execute(codec.known_files_sql(f'"{codec.FILES_TABLE}"', "_fx_files"),
+                              {"lo": max(0, self._next_file_id - codec.KNOWN_WINDOW)}).fetchnumpy()
+            cur.unregister("_fx_files")
+            known[hit["local"].astype(np.int64)] = hit["id"].astype(np.int64)
+        data, added = codec.store_files(data, files, known, self._next_file_id)
+        if added.num_rows:
+            _insert(cur, codec.FILES_TABLE, added)
+        return data, added.num_rows
 
     def seal_in_background(self, nice: int = SEAL_NICE, single_threaded: bool = True) -> None:
         """Seal the journals on a thread of their own, at CPU priority ``nice``, instead of
@@ -494,6 +523,14 @@ class DuckDBStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _insert(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    # one chunk: DuckDB scans it on one thread into whole row groups
+    # (split between threads, the row groups are partly filled: +40% bytes)
+    cur.register("_fx_seal", data.combine_chunks())
+    cur.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _fx_seal')
+    cur.unregister("_fx_seal")
 
 
 def _empty_sql(sch: pa.Schema) -> str:

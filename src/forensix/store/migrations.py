@@ -39,11 +39,14 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /15 (migration 0016): a raw path that is its resolved path is stored once (path_raw_same),
 # a flow edge's last_ts as its distance from first_ts (last_ts_offset), and a new store's
 # path columns are ZSTD-compressed; store/codec.py.
-STORE_FORMAT = "forensix-store/15"
+# /16 (migration 0017): the file an events row or a flow edge names (device, inode, generation,
+# type, path) stored once per row group in forensix_files, the row pointing at it (file_id);
+# rows sealed before keep theirs inline (file_id NULL). store/codec.py.
+STORE_FORMAT = "forensix-store/16"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
                            "forensix-store/10", "forensix-store/11", "forensix-store/12", "forensix-store/13",
-                           "forensix-store/14", STORE_FORMAT})
+                           "forensix-store/14", "forensix-store/15", STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")
 
 
@@ -180,5 +183,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "ret_offset" BIGINT',
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "event_end_offset" BIGINT',
         "UPDATE forensix_meta SET value = 'forensix-store/15' WHERE key = 'format'",
+    ]),
+    # store/codec.py: a row's file stored once per row group in forensix_files (NULL file_id on
+    # rows sealed before: their file columns are inline, read as stored)
+    ("0017_files_once", [
+        codec.files_sql(),
+        'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "file_id" UBIGINT',
+        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "file_id" UBIGINT',
+        "UPDATE forensix_meta SET value = 'forensix-store/16' WHERE key = 'format'",
     ]),
 ]
