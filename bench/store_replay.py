@@ -8,6 +8,9 @@ once, plus every small table) are appended to a fresh store in time order, in ba
 whole row groups as a recording seals them (a recording also seals a quiet table every
 60 s, which this does not). Prints one JSON line: rows, file bytes and bytes per events
 row of SRC and of the copy, and checks that the copy's rows are SRC's (``--check``).
+
+A store of a newer format than a tree reads: ``--dump DIR`` with the newer tree, then this
+module with the older one (e.g. a copy of this file in a pinned tree) and ``DIR`` as SRC.
 """
 
 from __future__ import annotations
@@ -43,15 +46,36 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in store_files(path))
 
 
-def replay(src_path: Path, out: Path, batch: int, check: bool) -> dict[str, Any]:
+def _read(src_path: Path, check: bool) -> tuple[dict[str, pa.Table], dict[str, pa.Table], int]:
+    """SRC's rows to append, what its views show (for --check), and its events count. SRC
+    may be a directory ``--dump`` wrote: a newer format's rows, for an older tree to append."""
+    if src_path.is_dir():
+        load = {p.stem: pa.ipc.open_file(p).read_all() for p in src_path.glob("*.arrow")}
+        data = {t: load[t] for t in schema.TABLES if t in load}
+        seen = {t: load[f"seen.{t}"] for t in _CHECK} if check else {}
+        return data, seen, int(json.loads((src_path / "events").read_text()))
     src = DuckDBStore(src_path, read_only=True)
     try:
         data = {t: _rows(src, t) for t in schema.TABLES}
         # what a reader sees: the copy must show the same (the events view included)
         seen = {t: src.query(f'SELECT * FROM "{t}"') for t in _CHECK} if check else {}
-        src_events = int(src.query("SELECT count(*) AS n FROM events").column("n")[0].as_py())
+        return data, seen, int(src.query("SELECT count(*) AS n FROM events").column("n")[0].as_py())
     finally:
         src.close()
+
+
+def dump(src_path: Path, out: Path) -> None:
+    """SRC's rows (and its views' rows) as Arrow files in ``out``, for another tree's replay."""
+    data, seen, events = _read(src_path, True)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, t in [*data.items(), *((f"seen.{k}", v) for k, v in seen.items())]:
+        with pa.ipc.new_file(out / f"{name}.arrow", t.schema) as w:
+            w.write_table(t)
+    (out / "events").write_text(str(events))
+
+
+def replay(src_path: Path, out: Path, batch: int, check: bool) -> dict[str, Any]:
+    data, seen, src_events = _read(src_path, check)
     t0 = time.perf_counter()
     w = open_writer(out)
     try:
@@ -78,7 +102,7 @@ def replay(src_path: Path, out: Path, batch: int, check: bool) -> dict[str, Any]
     finally:
         w.close()
     dt = time.perf_counter() - t0
-    src_bytes, out_bytes = _size(src_path), _size(out)
+    src_bytes, out_bytes = (0 if src_path.is_dir() else _size(src_path)), _size(out)
     return {
         "src": str(src_path), "src_bytes": src_bytes, "events": src_events,
         "src_bytes_per_event": round(src_bytes / src_events, 2),
@@ -94,7 +118,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="the copy (default: a temporary file, removed)")
     ap.add_argument("--batch", type=int, default=8192)
     ap.add_argument("--check", action="store_true", help="compare every table's rows with SRC's")
+    ap.add_argument("--dump", type=Path, help="only write SRC's rows to this directory (SRC for an older tree)")
     a = ap.parse_args()
+    if a.dump is not None:
+        dump(a.src, a.dump)
+        return
     if a.out is not None:
         print(json.dumps(replay(a.src, a.out, a.batch, a.check)))
         return
