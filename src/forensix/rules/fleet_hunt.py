@@ -6,10 +6,11 @@ shard), the shards at once (a thread and a connection each). A hunt does not sca
 cannot match: each rule's candidate (host, UTC day) pairs come first, from a summary table
 that covers it (``candidates``) or else from a probe of the events' own columns (one query
 per rule, no joins), and the exact rules (many per scan) then read only those hosts and
-days, or nothing. What comes back is only the matching rows; the alerts are built from
-them by the same code as the DuckDB hunt (``hunt.match_alerts``), and their evidence
-(executable, parent, session) from the processes of the alerts' acting processes and
-their ancestors, pulled by entity id, not the whole process table.
+days, or nothing. What comes back is only the matching rows; they become findings by the
+same code as the DuckDB hunt's (``grouping.findings_of``: grouped in bulk, an alert built
+for each finding's first match only), and the findings' evidence (executable, parent,
+session) comes from the processes of their acting processes and those's ancestors, pulled
+by entity id, not the whole process table.
 
 The built-in detectors keep per-process state in time order (a copy then its exec, a
 write then an exec of the same file), so they are replayed in Python as in the DuckDB
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.analysis.sessions import SSHD
 from forensix.errors import StoreError
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.candidates import (
@@ -53,15 +55,8 @@ from forensix.rules.clickhouse_sql import (
 )
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import SessionContext, object_free
-from forensix.rules.hunt import (
-    REPLAY_TIME,
-    RULES_PER_SCAN,
-    _named,
-    group_findings,
-    hunt_rules,
-    match_alerts,
-    prelude,
-)
+from forensix.rules.grouping import findings_of, rule_matches
+from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules, prelude
 from forensix.rules.ir import CompiledRule, Const, Node
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
@@ -277,7 +272,8 @@ def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_
 
 def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
            ts_to: int | None, out: FleetHunt, narrow: bool = True) -> pa.Table:
-    """Alerts of the Sigma rules on every shard at once."""
+    """The rows matching the Sigma rules on every shard at once, in time order (``fx_rules``:
+    indices into ``rules``)."""
     each = _hunt_shard if narrow else _whole_shard
     shards = _each(servers, lambda srv, tables: each(srv, tables, rules, ts_from, ts_to))
     for i, r in enumerate(rules if narrow else ()):
@@ -290,7 +286,7 @@ def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRul
     out.scans = sum(sh.scans for sh in shards)
     rows = _sorted([t for sh in shards for t in sh.rows])
     out.matched_rows = rows.num_rows
-    return match_alerts(rules, rows) if rows.num_rows else empty_alerts()
+    return rows
 
 
 def _split(rules: Sequence[CompiledRule]) -> tuple[list[CompiledRule], list[tuple[CompiledRule, str]]]:
@@ -413,10 +409,17 @@ def _context(store: ClickHouseStore, alerts: pa.Table) -> tuple[ProcessContext, 
         procs.append(got)
         frontier = {int(p) for p in got.column("parent_entity_id").to_pylist() if p}
     procs = [p for p in procs if p.num_rows]
-    if procs:
-        ctx.add_processes(pa.concat_tables(procs).sort_by([("image_ts", "ascending")]))
-    if seen:
-        acc = _by_entity(store, "events", "process_entity_id", sorted(seen),
+    if not procs:
+        return ctx, sess
+    every = pa.concat_tables(procs).sort_by([("image_ts", "ascending")])
+    ctx.add_processes(every)
+    # a session's source address is read from the accepts of the ssh daemons above it only
+    # (evidence._session): the processes with an ssh daemon's image, not every one of the alerts'
+    base = pc.replace_substring_regex(pc.fill_null(every.column("executable"), ""), r"(?s)^.*/", "")
+    daemons = every.filter(pc.is_in(base, pa.array(sorted(SSHD))))
+    ids = sorted({int(e) for e in daemons.column("entity_id").to_pylist()})
+    if ids:
+        acc = _by_entity(store, "events", "process_entity_id", ids,
                          "process_entity_id, ts, destination_ip, network_transport, event_action",
                          "event_action = 'accept'")
         sess.add_events(acc.sort_by([("ts", "ascending")]))
@@ -446,19 +449,16 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
     servers = shard_servers(store)
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
                     fallback=[(r.rule_id, why) for r, why in other], shards=len(servers))
-    parts: list[pa.Table] = []
     try:
-        parts.append(_sigma(servers, ok, ts_from, ts_to, out, narrow))
+        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow))
     finally:
         for srv, _ in servers:
             srv.close()
+    parts: list[pa.Table] = []
     if other:
         parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
     found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
-    parts.append(found)
-    parts = [p for p in parts if p.num_rows]
-    if parts:
-        alerts = pa.concat_tables(parts)
-        ctx, sess = _context(store, alerts)
-        out.alerts = group_findings(ctx, sess, alerts, object_free=object_free(rules))
+    parts = [p for p in (*parts, found) if p.num_rows]
+    alerts = pa.concat_tables(parts) if parts else empty_alerts()
+    out.alerts = findings_of(matches, alerts, lambda a: _context(store, a), object_free(rules))
     return out
