@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from forensix.rules.alerts import RuleMeta, build_alerts, empty_alerts
 from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, add_evidence, group_alerts
-from forensix.rules.grouping import findings_of, group_alert_table, objects
+from forensix.rules.grouping import findings_of, group_alert_table, objects, rule_matches
 from forensix.rules.live import ProcessContext
 from forensix.rules.loader import load_text
 from forensix.rules.objects import object_of
@@ -97,13 +97,12 @@ def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @given(st.lists(_row(), min_size=1, max_size=40))
 def test_bulk_findings_are_group_alerts_findings(rows: list[dict[str, Any]]) -> None:
     table = pa.Table.from_pylist(rows, schema=ROW)
-    matches = []
     per_match = []
-    for i, rule in enumerate(RULES):
+    for i in range(len(RULES)):
         mine = table.filter(pa.array([i in r["fx_rules"] for r in rows]))
         if mine.num_rows:
-            matches.append((rule, mine))
             per_match += build_alerts(_meta(i), mine, "hunt").to_pylist()
+    matches = rule_matches(RULES, table)  # one scan's rows, each rule's by index
     add_evidence(per_match, ProcessContext(), SessionContext())
     want = group_alerts(per_match, W, FREE)
     got = findings_of(matches, empty_alerts(), _empty, FREE)
@@ -132,7 +131,7 @@ def test_a_noisy_rule_builds_one_alert_per_finding() -> None:
                       "cpu": pa.array([0] * n, pa.uint32()), "seq": pa.array(range(n), pa.uint64()),
                       "event_action": ["exec"] * n, "process_entity_id": pa.array(eid, pa.uint64()),
                       "process_pid": pa.array(eid, pa.uint32()), "process_executable": ["/bin/x"] * n})
-    got = findings_of([(RULES[1], table)], empty_alerts(), _empty, FREE)
+    got = findings_of([(RULES[1], table, None)], empty_alerts(), _empty, FREE)
     assert got.num_rows == 3000
     assert sum(got.column("alert_count").to_pylist()) == n
     first = got.filter(pa.compute.equal(got.column("process_entity_id"), 1)).to_pylist()

@@ -35,7 +35,7 @@ from forensix.rules.live import ProcessContext
 from forensix.rules.objects import ACCOUNT_TOOLS, account_of, group_object
 from forensix.store.schema import ALERTS
 
-__all__ = ["Context", "finding_index", "findings_of", "group_alert_table", "group_matches", "objects",
+__all__ = ["Complete", "Context", "Match", "finding_index", "findings_of", "group_alert_table", "group_matches", "objects",
            "rule_matches"]
 
 # what gives the findings their evidence: the process and session context of these alerts
@@ -232,28 +232,60 @@ def _unique_ids(alerts: pa.Table) -> bool:
     return bool(pc.count_distinct(pairs).as_py() == alerts.num_rows)
 
 
-def group_matches(meta: RuleMeta, rows: pa.Table, object_free: bool,
-                  window_ns: int = GROUP_WINDOW_NS) -> pa.Table:
-    """The findings of one rule's matching rows (of a rule scan), without their evidence:
-    an alert (``build_alerts``) for each finding's first match only, with its count and
-    last time."""
-    if rows.num_rows == 0:
-        return empty_alerts()
-    key = [_codes(pc.fill_null(_col(rows, c), "")) for c in ("host_id", "boot_id")]
-    key += _process(_col(rows, "process_entity_id", pa.uint64()), _col(rows, "process_pid", pa.uint32()))
+# the columns of a matching row the grouping reads (the object's only for a rule naming one)
+_KEY = ("host_id", "boot_id", "process_entity_id", "process_pid", "ts", "cpu", "seq", "event_count")
+_OBJECT = ("event_action", "process_executable", "file_path", "file_target_path", "unix_path", "source_ip",
+           "source_port", "destination_ip", "destination_port", "target_pid", "syscall", "process_args")
+
+
+def _firsts(rows: pa.Table, object_free: bool, window_ns: int,
+            idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Which of one rule's matching rows (``idx`` of ``rows``; None: all) open a finding:
+    (their indices in ``rows``, the findings' counts, their last times). Only the columns
+    the grouping reads are taken. None: ``group_alerts`` must decide (see the module doc)."""
+    want = [c for c in (*_KEY, *(() if object_free else _OBJECT)) if c in rows.column_names]
+    mine = rows.select(want) if idx is None else rows.select(want).take(pa.array(idx))
+    host = pc.fill_null(_col(mine, "host_id"), "")
+    boot = pc.fill_null(_col(mine, "boot_id"), "")
+    key = [_codes(host), _codes(boot)]
+    key += _process(_col(mine, "process_entity_id", pa.uint64()), _col(mine, "process_pid", pa.uint32()))
     if not object_free:
-        kind, name = objects(rows)
+        kind, name = objects(mine)
         key += [_codes(kind), _codes(_grouped_objects(name))]
-    ts = np.asarray(rows.column("ts").to_numpy(), dtype=np.int64)
-    got = finding_index(key, ts, _event_key(rows), _counts(_col(rows, "event_count", pa.uint64())), window_ns)
+    ts = np.asarray(mine.column("ts").to_numpy(), dtype=np.int64)
+    ek = _event_key(mine)
+    got = finding_index(key, ts, ek, _counts(_col(mine, "event_count", pa.uint64())), window_ns)
+    if got is None:
+        return None
+    first, count, last = got
+    # an alert id is (rule, host, boot, event key): two findings with one would be one alert
+    at = pa.array(first)
+    ids = pc.binary_join_element_wise(host.take(at), boot.take(at), ek.take(at), "\0")
+    if pc.count_distinct(ids).as_py() != len(first):
+        return None
+    return (first if idx is None else np.asarray(idx)[first]), count, last
+
+
+def group_matches(meta: RuleMeta, rows: pa.Table, object_free: bool, window_ns: int = GROUP_WINDOW_NS,
+                  idx: np.ndarray | None = None) -> pa.Table:
+    """The findings of one rule's matching rows (of a rule scan; ``idx``: which of ``rows``
+    are its), without their evidence: an alert (``build_alerts``) for each finding's first
+    match only, with its count and last time."""
+    got = _firsts(rows, object_free, window_ns, idx)
+    every = np.arange(rows.num_rows) if idx is None else np.asarray(idx)
+    return _built(meta, object_free, window_ns, got, rows.take(pa.array(every if got is None else got[0])))
+
+
+def _built(meta: RuleMeta, object_free: bool, window_ns: int, got: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+           whole: pa.Table) -> pa.Table:
+    """The alerts of ``_firsts``' answer ``got``, built from ``whole`` (the full rows of the
+    first matches, in order; or of all the rule's matches when ``got`` is None)."""
     if got is not None:
-        first, count, last = got
-        alerts = _with_counts(build_alerts(meta, rows.take(pa.array(first)), "hunt"), count, last)
-        if _unique_ids(alerts):
-            return alerts
+        _, count, last = got
+        return _with_counts(build_alerts(meta, whole, "hunt"), count, last)
     # group_alerts itself (see the module doc)
-    whole = build_alerts(meta, rows, "hunt")
-    return group_alert_table(whole, frozenset([meta.rule_id]) if object_free else frozenset(), window_ns)
+    return group_alert_table(build_alerts(meta, whole, "hunt"), frozenset([meta.rule_id]) if object_free
+                             else frozenset(), window_ns)
 
 
 def _reference(alerts: pa.Table, window_ns: int, object_free: frozenset[str]) -> pa.Table:
@@ -285,36 +317,55 @@ def group_alert_table(alerts: pa.Table, object_free: frozenset[str] = frozenset(
     return _reference(alerts, window_ns, object_free)
 
 
-def rule_matches(rules: Sequence[CompiledRule], rows: pa.Table) -> list[tuple[CompiledRule, pa.Table]]:
+# a rule's matching rows: (the rule, the rows of its scan, which of them are its; None: all)
+Match = tuple[CompiledRule, pa.Table, "np.ndarray | None"]
+
+
+def rule_matches(rules: Sequence[CompiledRule], rows: pa.Table) -> list[Match]:
     """The rows of one many-rule scan split by rule (``fx_rules``: the indices into ``rules``
-    each row matched)."""
+    each row matched), as indices: a noisy rule's rows are not copied."""
     if rows.num_rows == 0:
         return []
     matched = rows.column("fx_rules").combine_chunks()
     flat = np.asarray(pc.list_flatten(matched).to_numpy(zero_copy_only=False))
     parents = np.asarray(pc.list_parent_indices(matched).to_numpy())
-    out = []
+    out: list[Match] = []
     for i, rule in enumerate(rules):
         idx = parents[flat == i]
         if len(idx):
-            out.append((rule, rows.take(pa.array(idx))))
+            out.append((rule, rows, None if len(idx) == rows.num_rows else idx))
     return out
 
 
-def findings_of(matches: Sequence[tuple[CompiledRule, pa.Table]], alerts: pa.Table, context: Context,
-                object_free: frozenset[str] = frozenset(), window_ns: int = GROUP_WINDOW_NS) -> pa.Table:
+# the full rows of some matching rows, in their order: each (rule, rows) of a list
+Complete = Callable[[Sequence[tuple[CompiledRule, pa.Table]]], "list[pa.Table]"]
+
+
+def findings_of(matches: Sequence[Match], alerts: pa.Table, context: Context,
+                object_free: frozenset[str] = frozenset(), window_ns: int = GROUP_WINDOW_NS,
+                complete: Complete | None = None) -> pa.Table:
     """One alert per finding, with its evidence, sorted by (time, rule, event key, host,
     boot): of the rules' matching rows (``rule_matches``; a rule's rows all in one entry)
     and of ``alerts``, one per match (a detector's, a rule's hunted over slices).
-    ``context``: the process and session context of the findings' processes."""
+    ``context``: the process and session context of the findings' processes. ``complete``:
+    when the rows hold only what the grouping reads, what fetches the whole rows of the
+    matches alerts are built from (the first of each finding), all at once."""
     others = set(alerts.column("rule_id").to_pylist()) if alerts.num_rows else set()
     parts, single = [], [alerts]
-    for rule, rows in matches:
+    plans = []
+    for rule, rows, idx in matches:
+        free = rule.rule_id in object_free
+        # grouped with the alerts of the same id, as group_alerts would
+        got = None if rule.rule_id in others else _firsts(rows, free, window_ns, idx)
+        every = np.arange(rows.num_rows) if idx is None else np.asarray(idx)
+        plans.append((rule, free, got, rows.take(pa.array(every if got is None else got[0]))))
+    wholes = complete([(p[0], p[3]) for p in plans]) if complete else [p[3] for p in plans]
+    for (rule, free, got, _), whole in zip(plans, wholes, strict=True):
         meta = RuleMeta(rule.rule_id, rule.title, rule.level, tuple(rule.tags))
-        if rule.rule_id in others:  # grouped with the alerts of the same id, as group_alerts would
-            single.append(build_alerts(meta, rows, "hunt"))
+        if rule.rule_id in others:
+            single.append(build_alerts(meta, whole, "hunt"))
         else:
-            parts.append(group_matches(meta, rows, rule.rule_id in object_free, window_ns))
+            parts.append(_built(meta, free, window_ns, got, whole))
     single = [a for a in single if a.num_rows]
     if single:
         parts.append(group_alert_table(pa.concat_tables(single), object_free, window_ns))

@@ -93,7 +93,8 @@ def _scan(reader: Reader, chunk: Sequence[CompiledRule], ts_from: int | None, ts
 def match_alerts(chunk: Sequence[CompiledRule], rows: pa.Table) -> pa.Table:
     """Alerts from the rows of one many-rule scan (``fx_rules``: the indices into ``chunk``
     each row matched), rule by rule, one per match."""
-    found = [build_alerts(meta_of(rule), part, "hunt") for rule, part in rule_matches(chunk, rows)]
+    found = [build_alerts(meta_of(rule), part if idx is None else part.take(pa.array(idx)), "hunt")
+             for rule, part, idx in rule_matches(chunk, rows)]
     return pa.concat_tables(found) if found else empty_alerts()
 
 
