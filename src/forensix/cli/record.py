@@ -20,8 +20,17 @@ from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
 from forensix.model.host import local_host
 from forensix.rules.detectors import RecorderGuard
-from forensix.sensor.loader import ORPHAN_TIMEOUT_S, SensorConfig, pin_dir_for, preflight, unpin
+from forensix.sensor import libbpf as lb
+from forensix.sensor.loader import (
+    ACC_DETACHED,
+    ORPHAN_TIMEOUT_S,
+    SensorConfig,
+    pin_dir_for,
+    preflight,
+    unpin,
+)
 from forensix.sensor.recorder import Recorder, RecordStats
+from forensix.sensor.survival import read_slot, stop_watch
 from forensix.store.keeper import IDLE_EXIT_S, SEAL_SECONDS, RecorderStore
 
 __all__ = ["COMMANDS", "record"]
@@ -67,10 +76,17 @@ def _stop_pinned(store: str, netns: int = 0) -> None:
     if not pin.exists():
         _err.print(f"no sensor is pinned for {store} ({pin}): nothing to stop", highlight=False)
         return
+    detached = 0
+    acc = lb.lib.bpf_obj_get(str(pin / "accounted").encode())
+    if acc >= 0:  # the dead recorder's orphan watch must not race us
+        stop_watch(pin, acc)
+        detached = read_slot(acc, ACC_DETACHED)
+        os.close(acc)
     fds = unpin(pin)
     with ThreadPoolExecutor(max_workers=64) as pool:  # each detach waits for an RCU grace period
         list(pool.map(os.close, fds))
-    _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs)", highlight=False)
+    why = "; its orphan watch had detached the paused programs already" if detached else ""
+    _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs{why})", highlight=False)
 
 
 def _say_ready(path: str) -> None:
