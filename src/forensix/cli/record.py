@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from forensix.agent.sink import Sink, StoreSink
+from forensix.cli.logs import log_level_option, setup_logging
 from forensix.cli.options import DEFAULT_STORE, netns_options
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
@@ -158,7 +159,8 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--orphan-timeout", type=click.FloatRange(0), default=ORPHAN_TIMEOUT_S, show_default=True,
               metavar="SECONDS",
               help="If this recorder dies, its pinned sensor records on for this long, then stops until the "
-                   "next recorder on the store adopts it (the pause is written as a gap); 0: record on forever.")
+                   "next recorder on the store adopts it (the pause is written as a gap; a watch process "
+                   "detaches its programs meanwhile, so it costs the host nothing); 0: record on forever.")
 @netns_options
 @click.option("--host-name", default=None, metavar="NAME",
               help="With --netns: the host name the namespace is recorded as (default: HOSTNAME-NAME of "
@@ -167,6 +169,7 @@ the next `forensix record` on the same store adopts it and stores what it kept.
               help="Close a journal with rows this old for the store keeper to seal (tests: sealing while recording).")
 @click.option("--keeper-idle", type=click.FloatRange(0.1), default=IDLE_EXIT_S, hidden=True,
               help="Seconds the store keeper waits with nothing to do before it exits.")
+@log_level_option()
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -177,7 +180,7 @@ def record(
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
     webhook: str | None, ready_file: str | None, orphan_timeout: float, netns: str | None,
     netns_inode: int | None, host_name: str | None, journal_seconds: float, keeper_idle: float,
-    command: tuple[str, ...],
+    log_level: str, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
@@ -185,6 +188,7 @@ def record(
     """
     from forensix.sensor.netns import recorded_host
 
+    setup_logging(log_level)
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
     if stop_pinned:  # the namespace may be gone by now: its sensor is found by the inode alone
         _stop_pinned(store, netns_inode if netns is None and netns_inode else recorded_host(netns, None, None)[0])

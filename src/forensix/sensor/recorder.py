@@ -562,7 +562,8 @@ class Recorder:
 
     def _artifacts_failed(self, e: Exception) -> None:
         msg = (f"executable preservation (artifacts) failed and is disabled; recording goes on without "
-               f"copies of executed files: {type(e).__name__}: {e}")
+               f"copies of executed files: {type(e).__name__}: {e}; fix: restart the recorder to keep them "
+               "again, or record with --no-artifacts (--log-level debug logs the traceback)")
         log.error("%s", msg)
         log.debug("traceback", exc_info=e)
         self.artifacts = None
@@ -573,7 +574,8 @@ class Recorder:
         try:
             self._take_tty_cuts()
         except Exception as e:  # the last second's cut terminal bytes; the stop record still goes out
-            log.error("terminal cuts not recorded: %s", e)
+            log.error("the last terminal bytes cut could not be recorded: %s: %s (--log-level debug logs the "
+                      "traceback, for a bug report)", type(e).__name__, e)
             log.debug("the traceback", exc_info=e)
             self._agent_event("warning", f"the last terminal bytes cut could not be recorded: {type(e).__name__}: {e}")
 
