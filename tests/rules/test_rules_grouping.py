@@ -93,7 +93,7 @@ def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                       r["host_id"], r["boot_id"]))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_row(), min_size=1, max_size=40))
 def test_bulk_findings_are_group_alerts_findings(rows: list[dict[str, Any]]) -> None:
     table = pa.Table.from_pylist(rows, schema=ROW)
@@ -114,7 +114,7 @@ def test_bulk_findings_are_group_alerts_findings(rows: list[dict[str, Any]]) -> 
     assert group_alert_table(alerts, FREE).num_rows == len(want)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(_row(), min_size=1, max_size=30))
 def test_the_objects_of_rows_are_object_of_each(rows: list[dict[str, Any]]) -> None:
     kind, name = objects(pa.Table.from_pylist(rows, schema=ROW))

@@ -35,7 +35,7 @@ from forensix.rules.live import ProcessContext
 from forensix.rules.objects import ACCOUNT_TOOLS, account_of, group_object
 from forensix.store.schema import ALERTS
 
-__all__ = ["Complete", "Context", "Match", "finding_index", "findings_of", "group_alert_table", "group_matches", "objects",
+__all__ = ["Complete", "Context", "Match", "finding_index", "findings_of", "group_alert_table", "objects",
            "rule_matches"]
 
 # what gives the findings their evidence: the process and session context of these alerts
@@ -264,16 +264,6 @@ def _firsts(rows: pa.Table, object_free: bool, window_ns: int,
     if pc.count_distinct(ids).as_py() != len(first):
         return None
     return (first if idx is None else np.asarray(idx)[first]), count, last
-
-
-def group_matches(meta: RuleMeta, rows: pa.Table, object_free: bool, window_ns: int = GROUP_WINDOW_NS,
-                  idx: np.ndarray | None = None) -> pa.Table:
-    """The findings of one rule's matching rows (of a rule scan; ``idx``: which of ``rows``
-    are its), without their evidence: an alert (``build_alerts``) for each finding's first
-    match only, with its count and last time."""
-    got = _firsts(rows, object_free, window_ns, idx)
-    every = np.arange(rows.num_rows) if idx is None else np.asarray(idx)
-    return _built(meta, object_free, window_ns, got, rows.take(pa.array(every if got is None else got[0])))
 
 
 def _built(meta: RuleMeta, object_free: bool, window_ns: int, got: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
