@@ -6,11 +6,13 @@ shard), the shards at once (a thread and a connection each). A hunt does not sca
 cannot match: each rule's candidate (host, UTC day) pairs come first, from a summary table
 that covers it (``candidates``) or else from a probe of the events' own columns (one query
 per rule, no joins), and the exact rules (many per scan) then read only those hosts and
-days, or nothing. What comes back is only the matching rows; they become findings by the
-same code as the DuckDB hunt's (``grouping.findings_of``: grouped in bulk, an alert built
-for each finding's first match only), and the findings' evidence (executable, parent,
-session) comes from the processes of their acting processes and those's ancestors, pulled
-by entity id, not the whole process table.
+days, or nothing. What comes back is only the matching rows, and of them only the columns
+the grouping into findings reads (``_narrow``); they become findings by the same code as
+the DuckDB hunt's (``grouping.findings_of``: grouped in bulk), and the whole rows of each
+finding's first match, which its alert is built from, are fetched in one more scan per
+shard (``_complete``). The findings' evidence (executable, parent, session) comes from the
+processes of their acting processes and those's ancestors, pulled by entity id, not the
+whole process table.
 
 The built-in detectors keep per-process state in time order (a copy then its exec, a
 write then an exec of the same file), so they are replayed in Python as in the DuckDB
