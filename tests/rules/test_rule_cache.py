@@ -188,3 +188,31 @@ def test_old_entries_are_dropped(cache: Path, tmp_path: Path, in_process: list[i
         _rule(d / "r.yml", f"Set {i}", f"bin{i}")
         load_rules_isolated([d], builtin=False, cache=cache)
     assert len(_entries(cache)) == rule_cache._KEEP
+
+
+def test_the_recorder_engine_reads_its_rules_from_the_cache(
+        tmp_path: Path, rules: Path, in_process: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`forensix record` builds its engine with live_engine_for_record: its second start
+    compiles nothing, and runs the rules of the files as they are now."""
+    from forensix.agent.sink import StoreSink
+    from forensix.cli.rules import live_engine_for_record
+    from forensix.store.embedded import open_writer
+
+    monkeypatch.setenv(rule_cache.CACHE_ENV, str(tmp_path / "cache"))
+
+    def titles() -> set[str]:
+        writer = open_writer(tmp_path / "rec.duckdb")
+        try:
+            engine = live_engine_for_record(StoreSink(writer), str(tmp_path / "rec.duckdb"), rule_paths=[str(rules)])
+            try:
+                return {r.title for r in engine.rules}
+            finally:
+                engine.close()
+        finally:
+            writer.close()
+
+    assert "Runs nc" in titles() and len(in_process) == 1
+    assert "Runs nc" in titles() and len(in_process) == 1  # from the cache
+    _rule(rules / "a.yml", "Runs socat", "socat")
+    now = titles()
+    assert "Runs socat" in now and "Runs nc" not in now and len(in_process) == 2
