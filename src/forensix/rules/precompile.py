@@ -67,7 +67,8 @@ def load_rules_isolated(paths: Sequence[str | Path] = (), *, builtin: bool = Tru
         if rule_cache.rules_key(paths, builtin) == key:  # a file changed while compiling: keep nothing
             rule_cache.put(where, key, rs)
     except (rule_cache.UnsafeCache, ForensixError, OSError) as e:  # the rules are right; the next start compiles again
-        log.warning("cannot keep the compiled rules in %s: %s", where, e)
+        log.warning("cannot keep the compiled rules in %s: %s (the next start compiles them again; "
+                    "%s=DIR keeps them elsewhere, =off stops trying)", where, e, rule_cache.CACHE_ENV)
     return rs
 
 
