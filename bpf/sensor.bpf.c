@@ -1689,11 +1689,15 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 		fx_submit(s);
 		return 0;
 	}
+	/* FX_SOCK_COUNTERS: every transfer on a socket is the socket layer's (fx_sock_flow); checked
+	 * before the clock is read, since most calls a server makes end here */
+	bool out = !fx_counted_at_socket(f), in = fin && !fx_counted_at_socket(fin);
+	if (!out && !in)
+		return 0;
 	__u64 now = bpf_ktime_get_boot_ns();
-	/* FX_SOCK_COUNTERS: every transfer on a socket is the socket layer's (fx_sock_flow) */
-	if (!fx_counted_at_socket(f))
+	if (out)
 		fx_flow_add(t, f, out_fd, wr, ret, now);
-	if (fin && !fx_counted_at_socket(fin))
+	if (in)
 		fx_flow_add(t, fin, in_fd, false, ret, now);
 	return 0;
 }
@@ -1777,11 +1781,29 @@ static __always_inline void fx_flow_put(struct fx_flow_key *k, struct fx_flow *s
 }
 
 /*
+ * Where the application's reading and writing stand in the connection's sequence space. A FIN
+ * takes a sequence number of its own: the one we sent is in write_seq from FIN_WAIT1, FIN_WAIT2,
+ * TIME_WAIT, LAST_ACK or CLOSING on (at the close tracepoint the state is still the old one);
+ * the peer's is in copied_seq once the reader met it (RCV_SHUTDOWN with nothing left unread).
+ */
+static __always_inline __u32 fx_tcp_rpos(struct sock *sk, struct tcp_sock *tp)
+{
+	__u32 c = tp->copied_seq;
+	return (sk->sk_shutdown & 1) && c == tp->rcv_nxt ? c - 1 : c;
+}
+
+static __always_inline __u32 fx_tcp_wpos(struct sock *sk, struct tcp_sock *tp)
+{
+	__u32 st = sk->__sk_common.skc_state;
+	return tp->write_seq - (st == 4 || st == 5 || st == 6 || st == 9 || st == 11 ? 1 : 0);
+}
+
+/*
  * What the owner read and wrote since the last time, by the connection's sequence numbers:
  * copied_seq advances by what the application read, write_seq by what it queued to send
  * (sendfile and splice included). Calls are not counted: the counts are data segments. The
- * window runs from the first transfer (or the previous emit) to now, a superset of the
- * per-call window.
+ * window is the per-call one: the owner's transfers keep their first and latest time (a clock
+ * read each, the only per-call work left besides the storage lookup).
  */
 static __always_inline void fx_tcp_emit(struct sock *sk, struct fx_tcp_own *o, __u32 rsub, __u32 wsub)
 {
@@ -1791,27 +1813,18 @@ static __always_inline void fx_tcp_emit(struct sock *sk, struct fx_tcp_own *o, _
 	if (!tp)
 		return;
 	if (__sync_val_compare_and_swap(&o->busy, 0, 1))
-		return; /* the close and a flush met: the other emits */
+		return; /* the close and a transfer met: the other emits */
 	/* rsub/wsub: the call under way, which is the next period's */
-	__u32 rs = tp->copied_seq - rsub, ws = tp->write_seq - wsub, ri = tp->data_segs_in, wo = tp->data_segs_out;
-	/* a FIN sent takes a sequence number of its own, not a byte written (FIN_WAIT1, FIN_WAIT2,
-	 * TIME_WAIT, LAST_ACK, CLOSING; at the close tracepoint the state is still the old one) */
-	__u32 st = sk->__sk_common.skc_state;
-	if (st == 4 || st == 5 || st == 6 || st == 9 || st == 11)
-		ws -= 1;
+	__u32 rs = fx_tcp_rpos(sk, tp) - rsub, ws = fx_tcp_wpos(sk, tp) - wsub;
+	__u32 ri = tp->data_segs_in, wo = tp->data_segs_out;
 	__u32 dr = rs - (__u32)o->rseq, dw = ws - (__u32)o->wseq;
 	if (dr || dw) {
-		__u64 now = bpf_ktime_get_boot_ns();
-		/* the latest packet sent or received (tcp_mstamp, monotonic µs): the transfers of the
-		 * period ended by then, or, for data read from the queue later, by now */
-		__u64 last = tp->tcp_mstamp * 1000 + (now - bpf_ktime_get_ns());
 		struct fx_flow_key k = {
 			.ino = o->v.ino, .dev = o->v.dev, .pid = o->pid, .exec_id = o->exec_id,
 			.uid = o->v.uid, .igen = o->v.igen,
 		};
 		struct fx_flow n = o->v;
 		__u32 si = ri - o->rsegs, so = wo - o->wsegs;
-		n.last = last < n.first ? n.first : last > now ? now : last;
 		n.rbytes = dr;
 		n.wbytes = dw;
 		n.rcount = dr ? (si ? si : 1) : 0;
@@ -1821,7 +1834,7 @@ static __always_inline void fx_tcp_emit(struct sock *sk, struct fx_tcp_own *o, _
 		o->wseq = ws;
 		o->rsegs = ri;
 		o->wsegs = wo;
-		o->v.first = now;
+		o->v.first = 0; /* the next transfer's time */
 	}
 	o->busy = 0;
 }
@@ -1850,6 +1863,10 @@ static __always_inline bool fx_tcp_owned(struct sock *sk, struct task_struct *t,
 				fx_tcp_emit(sk, o, wr ? 0 : ret, wr ? ret : 0);
 				o->gen = gen;
 			}
+			__u64 now = bpf_ktime_get_boot_ns();
+			if (!o->v.first)
+				o->v.first = now;
+			o->v.last = now;
 			return true;
 		}
 		if (o->pid) {
@@ -1871,8 +1888,8 @@ static __always_inline bool fx_tcp_owned(struct sock *sk, struct task_struct *t,
 	struct inode *ino = f->f_inode;
 	__u64 now = bpf_ktime_get_boot_ns();
 	/* the tracepoint fires after the call: this call's bytes are the owner's */
-	o->rseq = (__u32)(tp->copied_seq - (wr ? 0 : ret));
-	o->wseq = (__u32)(tp->write_seq - (wr ? ret : 0));
+	o->rseq = (__u32)(fx_tcp_rpos(sk, tp) - (wr ? 0 : ret));
+	o->wseq = (__u32)(fx_tcp_wpos(sk, tp) - (wr ? ret : 0));
 	o->rsegs = tp->data_segs_in;
 	o->wsegs = tp->data_segs_out;
 	o->exec_id = exec_id;

@@ -115,13 +115,14 @@ the next `forensix record` on the same store adopts it and stores what it kept.
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
 @click.option("--socket-flows", type=click.Choice(["counters", "socket", "syscall"]), default="counters",
-              show_default=True,
+              show_default=True, envvar="FORENSIX_SOCKET_FLOWS",
               help="Where data sent and received on sockets is counted: counters: at the socket layer, with a "
                    "TCP connection's own process counted by the connection's sequence numbers, not per call "
                    "(docs/data-flow.md); socket: every call at the socket layer (any syscall or io_uring; the "
                    "raw tracepoints of Linux 6.3+, falling back to syscall where absent); syscall: at the exits "
                    "of read, write, send* and recv* (every such call of every process pays a syscall "
-                   "tracepoint). All give the same graph; counters counts data segments, not calls, on TCP.")
+                   "tracepoint). All give the same graph; counters counts data segments, not calls, on TCP. "
+                   "Also from FORENSIX_SOCKET_FLOWS.")
 @click.option("--stop", "stop_pinned", is_flag=True,
               help="Detach the sensor a killed recorder of --store left recording, and exit.")
 @click.option("--no-tty", is_flag=True, help="Do not capture terminal bytes (see `forensix replay`).")
