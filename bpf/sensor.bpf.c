@@ -1781,6 +1781,54 @@ static __always_inline void fx_flow_put(struct fx_flow_key *k, struct fx_flow *s
 }
 
 /*
+ * An edge into this CPU's flow slots (what a per-call edge costs), from any context: false
+ * when another program holds them (this one interrupted it) or they are missing. A slot's
+ * edge given up goes to the map with fx_flow_put (never a ring record: see above).
+ */
+static __always_inline bool fx_flow_slot_put(struct fx_flow_key *k, struct fx_flow *n)
+{
+	__u32 *busy = fx_slots_take();
+	if (!busy)
+		return false;
+	__u32 i = fx_slot_index(k->ino ^ ((__u64)k->pid << 32) ^ k->dev ^ ((__u64)k->exec_id << 20));
+	struct fx_flow_slot *a = bpf_map_lookup_elem(&flow_slots, &i);
+	i ^= 1;
+	struct fx_flow_slot *b = bpf_map_lookup_elem(&flow_slots, &i);
+	if (!a || !b) {
+		*busy = 0;
+		return false;
+	}
+	struct fx_flow_slot *s = NULL;
+	if (a->v.last && fx_flow_key_eq(&a->k, k))
+		s = a;
+	else if (b->v.last && fx_flow_key_eq(&b->k, k))
+		s = b;
+	if (s && s->v.start == n->start) {
+		if (n->first < s->v.first) {
+			s->v.first = n->first;
+			s->v.fd = n->fd;
+			s->v.tid = n->tid;
+		}
+		if (n->last > s->v.last)
+			s->v.last = n->last;
+		s->v.rcount += n->rcount;
+		s->v.rbytes += n->rbytes;
+		s->v.wcount += n->wcount;
+		s->v.wbytes += n->wbytes;
+		*busy = 0;
+		return true;
+	}
+	if (!s)
+		s = !a->v.last ? a : !b->v.last ? b : a->v.last < b->v.last ? a : b;
+	if (s->v.last)
+		fx_flow_put(&s->k, &s->v);
+	s->k = *k;
+	s->v = *n;
+	*busy = 0;
+	return true;
+}
+
+/*
  * Where the application's reading and writing stand in the connection's sequence space. A FIN
  * takes a sequence number of its own: the one we sent is in write_seq from FIN_WAIT1, FIN_WAIT2,
  * TIME_WAIT, LAST_ACK or CLOSING on (at the close tracepoint the state is still the old one);
@@ -1829,7 +1877,8 @@ static __always_inline void fx_tcp_emit(struct sock *sk, struct fx_tcp_own *o, _
 		n.wbytes = dw;
 		n.rcount = dr ? (si ? si : 1) : 0;
 		n.wcount = dw ? (so ? so : 1) : 0;
-		fx_flow_put(&k, &n);
+		if (!fx_flow_slot_put(&k, &n))
+			fx_flow_put(&k, &n);
 		o->rseq = rs;
 		o->wseq = ws;
 		o->rsegs = ri;
@@ -1956,8 +2005,9 @@ int BPF_PROG(fx_tcp_state, struct sock *sk, int oldstate, int newstate)
 	struct fx_tcp_own *o = bpf_sk_storage_get(&tcp_own, sk, 0, 0);
 	if (!o)
 		return 0;
+	/* emitted: a later emit finds nothing new, and the storage goes with the socket (a delete
+	 * here would only cost the close its time) */
 	fx_tcp_emit(sk, o, 0, 0);
-	bpf_sk_storage_delete(&tcp_own, sk);
 	return 0;
 }
 
