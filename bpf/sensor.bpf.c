@@ -1894,6 +1894,8 @@ static __always_inline void fx_tcp_emit(struct sock *sk, struct fx_tcp_own *o, _
  * process's transfer (an inherited or passed socket) is counted per call, and taken off the
  * owner's share.
  */
+#define FX_TCP_LONG 64
+
 static __always_inline bool fx_tcp_owned(struct sock *sk, struct task_struct *t, struct file *f, int fd, bool wr,
 					 int ret)
 {
@@ -1927,7 +1929,10 @@ static __always_inline bool fx_tcp_owned(struct sock *sk, struct task_struct *t,
 		return false;
 	}
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
+	/* a connection that has not moved FX_TCP_LONG data segments yet stays per call: a storage
+	 * made and closed per connection costs a short one (a request per connection) more than
+	 * its few per-call edges; a kept-alive one passes it within its first requests */
+	if (!tp || tp->data_segs_in + tp->data_segs_out < FX_TCP_LONG)
 		return false;
 	o = bpf_sk_storage_get(&tcp_own, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o)

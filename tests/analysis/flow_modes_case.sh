@@ -22,7 +22,11 @@ with open(f"{w}/received.txt", "wb") as f:
     f.write(data)
 open(f"{w}/written", "w").close()
 c, _ = ls.accept()
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 c.sendall(b"go")  # the late client sends only after this accept: the same order in every run
+for _ in range(80):  # a conversation long enough to be counted by the connection's counters
+    assert c.recv(1) == b"q"
+    c.sendall(b"a")
 late = take(c)
 with open(f"{w}/late.txt", "wb") as f:
     f.write(late)
@@ -34,7 +38,11 @@ sleep 0.3
 python3 -c '
 import socket, sys
 c = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 assert c.recv(2) == b"go"
+for _ in range(80):
+    c.sendall(b"q")
+    assert c.recv(1) == b"a"
 c.sendall(open(sys.argv[1], "rb").read(100))
 ' "$W/other" "$PORT"
 wait
