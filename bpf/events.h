@@ -150,6 +150,8 @@ struct fx_control {
 #define FX_ACC_EARLY 8190        /* 1: ring space was given back before its records were stored */
 #define FX_ACC_BANK 8189         /* which bank of the per-CPU slot caches the programs fill (bit 0); the
                                   * agent adds 1 at each flush, so the word also counts the flushes */
+#define FX_ACC_WATCH 8180        /* pid of the agent's orphan watch (sensor/orphan_watch.py) */
+#define FX_ACC_DETACHED 8181     /* boot ns at which the orphan watch detached the paused programs */
 
 /*
  * The per-CPU slot caches in front of the flows and reopens hash maps: FX_SLOTS slots per
