@@ -1832,12 +1832,14 @@ static __always_inline bool fx_flow_slot_put(struct fx_flow_key *k, struct fx_fl
  * Where the application's reading and writing stand in the connection's sequence space. A FIN
  * takes a sequence number of its own: the one we sent is in write_seq from FIN_WAIT1, FIN_WAIT2,
  * TIME_WAIT, LAST_ACK or CLOSING on (at the close tracepoint the state is still the old one);
- * the peer's is in copied_seq once the reader met it (RCV_SHUTDOWN with nothing left unread).
+ * the peer's is in copied_seq once the reader met it (the FIN arrived, nothing left unread).
  */
 static __always_inline __u32 fx_tcp_rpos(struct sock *sk, struct tcp_sock *tp)
 {
 	__u32 c = tp->copied_seq;
-	return (sk->sk_shutdown & 1) && c == tp->rcv_nxt ? c - 1 : c;
+	/* SOCK_DONE: the peer's FIN arrived (tcp_fin); RCV_SHUTDOWN alone is also set by our own
+	 * close, and an orphaned socket in FIN_WAIT2 reaches TCP_CLOSE before any FIN */
+	return (sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && c == tp->rcv_nxt ? c - 1 : c;
 }
 
 static __always_inline __u32 fx_tcp_wpos(struct sock *sk, struct tcp_sock *tp)
