@@ -131,11 +131,12 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
-@click.option("--socket-flows", type=click.Choice(["counters", "socket", "syscall"]), default="counters",
+@click.option("--socket-flows", type=click.Choice(["counters", "socket", "syscall"]), default="socket",
               show_default=True, envvar="FORENSIX_SOCKET_FLOWS",
               help="Where data sent and received on sockets is counted: counters: at the socket layer, with a "
-                   "TCP connection's own process counted by the connection's sequence numbers, not per call "
-                   "(docs/data-flow.md); socket: every call at the socket layer (any syscall or io_uring; the "
+                   "long TCP connection's own process counted by the connection's sequence numbers, not per "
+                   "call (docs/data-flow.md; cheaper on kept-alive connections, dearer with a connection per "
+                   "request); socket: every call at the socket layer (any syscall or io_uring; the "
                    "raw tracepoints of Linux 6.3+, falling back to syscall where absent); syscall: at the exits "
                    "of read, write, send* and recv* (every such call of every process pays a syscall "
                    "tracepoint). All give the same graph; counters counts data segments, not calls, on TCP. "

@@ -121,9 +121,9 @@ class SensorConfig:
     full_rw: bool = False
     # socket data counted at the socket layer (tp_btf, Linux 6.3+), not at the read/write syscalls
     sock_layer: bool = True
-    # with sock_layer: a TCP connection's own process is counted by the connection's sequence
-    # numbers (read at close and at each flush), not per call; others' transfers stay per call
-    tcp_counters: bool = True
+    # with sock_layer: a long TCP connection's own process is counted by the connection's
+    # sequence numbers, not per call; others' transfers stay per call (docs/data-flow.md)
+    tcp_counters: bool = False
     every_open: bool = False
     # terminal bytes kept per terminal per second (bpf/tty.bpf.h); 0: no terminal capture
     tty_rate: int = 256 << 10
