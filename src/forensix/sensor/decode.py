@@ -677,12 +677,30 @@ class Decoder:
         moved = [u for u, k in enumerate(ks) if k in history] if ts_boot is not None and history else []
         if not moved:
             return out
-        names = out.to_pylist()
+        # only the rows of moved files are named again, by their file's history (a few
+        # entries each): the other rows keep the one take above
         rows = np.nonzero(np.isin(at, moved))[0]
-        for j, t in zip(rows.tolist(), np.asarray(ts_boot)[rows].tolist()):
-            hist = history[ks[at[j]]]
-            names[j] = next((p for since, p in reversed(hist) if since <= t), hist[0][1])
-        return pa.array(names, pa.string())
+        t_rows = np.asarray(ts_boot)[rows]
+        names: list[str | None] = [None] * len(rows)
+        order = np.argsort(at[rows], kind="stable")
+        firsts = np.unique(at[rows][order], return_index=True)[1]
+        for g, lo in enumerate(firsts.tolist()):
+            hi = int(firsts[g + 1]) if g + 1 < len(firsts) else len(order)
+            sel = order[lo:hi]
+            hist = history[ks[int(at[rows[sel[0]]])]]
+            since = np.fromiter((h[0] for h in hist), np.int64, len(hist))
+            # the last path that held at each row's time; before the first, the first
+            if len(since) > 1 and (since[1:] < since[:-1]).any():  # ring order is time order but for a few ns
+                t_sel = t_rows[sel].tolist()
+                pick = np.array([max((i for i, sn in enumerate(since.tolist()) if sn <= t), default=0)
+                                 for t in t_sel], np.int64)
+            else:
+                pick = np.maximum(np.searchsorted(since, t_rows[sel], side="right") - 1, 0)
+            for r, i in zip(sel.tolist(), pick.tolist()):
+                names[r] = hist[i][1]
+        mask = np.zeros(len(at), bool)
+        mask[rows] = True
+        return pc.replace_with_mask(out, pa.array(mask), pa.array(names, pa.string()))
 
     def _network(self, cols: dict[str, Any], f: np.ndarray, is_sock: np.ndarray, s0: pa.Array, n: int) -> None:
         fam = f["family"].astype(np.int64)
