@@ -84,3 +84,21 @@ def test_moved_files_are_named_row_by_row_as_their_history_says() -> None:
 
     got = dec.label(ino, np.full(4000, 5, np.uint64), ts).to_pylist()
     assert got == [expected(k, t) for k, t in zip(keys, ts.tolist())]
+
+
+def test_addresses_are_formatted_once_each_and_null_off_inet_rows() -> None:
+    """A batch's IP addresses (a port scan: one address thousands of times) are each
+    formatted once and taken per row; rows of other families stay null."""
+    import ipaddress
+
+    from forensix.sensor.decode import _addresses
+
+    v4 = ipaddress.IPv4Address("127.0.0.1").packed + bytes(12)
+    v6 = ipaddress.IPv6Address("2001:db8::7").packed
+    mapped = ipaddress.IPv6Address("::ffff:10.0.0.9").packed
+    addr = np.array([list(a) for a in (v4, v6, v4, mapped, v6, v4, bytes(16))], np.uint8)
+    fam = np.array([2, 10, 2, 10, 10, 1, 0], np.int64)
+    inet = np.array([True, True, True, True, True, False, False])
+    got = _addresses(fam, addr, inet).to_pylist()
+    assert got == ["127.0.0.1", "2001:db8::7", "127.0.0.1", "10.0.0.9", "2001:db8::7", None, None]
+    assert _addresses(fam, addr, np.zeros(7, bool)).to_pylist() == [None] * 7
