@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from forensix.sensor.ringbuf import Drained
 
@@ -50,3 +51,16 @@ def test_a_flush_after_a_single_drain_is_left_as_it_was() -> None:
     one = _drain(b"x" * 20)
     inputs = [("ring", one), ("flows", ("k", "v")), ("flows", ("k", "v"))]
     assert _flush_drains_joined(inputs) == inputs
+
+
+def test_two_drains_larger_than_the_drain_bound_stay_two_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorder's one drain at a flush tick stops at its byte bound and the next tick
+    takes the rest: two captured drains larger than that together are not joined."""
+    import bench.agent_cost as ac
+
+    first, second = _drain(b"a" * 40), _drain(b"b" * 40)
+    monkeypatch.setattr(ac, "_DRAIN_BYTES", len(first.data) + len(second.data) - 8)
+    inputs = [("ring", first), ("ring", second), ("flows", ("k", "v"))]
+    assert _flush_drains_joined(inputs) == inputs
+    monkeypatch.setattr(ac, "_DRAIN_BYTES", len(first.data) + len(second.data))
+    assert len(_flush_drains_joined(inputs)) == 2
