@@ -145,6 +145,8 @@ struct fx_control {
 #define FX_ACC_LAST_WRITE 8191   /* boot ns of the agent's latest batch written to the store */
 #define FX_ACC_EARLY 8190        /* 1: ring space was given back before its records were stored */
 #define FX_ACC_BANK 8189         /* which bank of the per-CPU slot caches the programs fill (bit 0) */
+#define FX_ACC_WATCH 8180        /* pid of the agent's orphan watch (sensor/orphan_watch.py) */
+#define FX_ACC_DETACHED 8181     /* boot ns at which the orphan watch detached the paused programs */
 
 /*
  * The per-CPU slot caches in front of the flows and reopens hash maps: FX_SLOTS slots per

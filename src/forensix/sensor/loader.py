@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -54,6 +55,7 @@ ORPHAN_TIMEOUT_S = 600.0
 _HEARTBEAT_ARM = "fx_heartbeat_arm"
 PAUSED_AGENT = 1  # events.h FX_PAUSED_AGENT
 PAUSED_ORPHAN = 2  # events.h FX_PAUSED_ORPHAN
+ACC_DETACHED = 8181  # events.h FX_ACC_DETACHED: boot ns at which the orphan watch detached the programs
 BTF = Path("/sys/kernel/btf/vmlinux")
 _LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
 # Classic-tracepoint stand-ins for kernels that refuse tp_btf; fx_fork_child hooks the
@@ -143,6 +145,11 @@ def pin_dir_for(store: str | Path, netns: int = 0) -> Path:
 def is_pinned(pin_dir: Path) -> bool:
     """A sensor pinned there by an agent that did not stop cleanly (killed, crashed)."""
     return all((pin_dir / m).exists() for m in PINNED_MAPS)
+
+
+def _read_u64(fd: int, key: int) -> int:
+    k, val = ctypes.c_uint32(key), ctypes.c_uint64(0)
+    return int(val.value) if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(k), ctypes.byref(val)) == 0 else 0
 
 
 def mount_bpffs() -> None:
@@ -265,6 +272,11 @@ class Sensor:
         # why the sensor has no heartbeat watch (None: it has one); see arm_heartbeat
         self.no_heartbeat_watch: str | None = None
         self.adopted_control: dict[str, int] = {}  # the control word as the dead agent left it
+        # an adopted sensor whose programs the orphan watch detached (sensor/orphan_watch.py):
+        # new ones are loaded onto its pinned maps (these) and attached; detached_at: when
+        self._reuse: dict[str, int] = {}
+        self.reattach = False
+        self.detached_at = 0
 
     # -- load ----------------------------------------------------------------------
     def open_and_load(self) -> None:
@@ -312,6 +324,10 @@ class Sensor:
         self._set_config()
         val = self._control_value(False, self.config.exclude_tgid)
         lb.lib.bpf_map__set_initial_value(self._control_map(), val, len(val))
+        for name, fd in self._reuse.items():  # an adopted sensor's maps, rings and counters as they are
+            if name == "control" or lb.lib.bpf_object__find_map_by_name(obj, name.encode()):
+                m = self._control_map() if name == "control" else self._map(name)
+                lb.check_int(lb.lib.bpf_map__reuse_fd(m, fd), f"reuse the pinned map {name}")
         ret = lb.lib.bpf_object__load(obj)
         if ret < 0:
             self._load_failed(-ret)
@@ -530,12 +546,18 @@ class Sensor:
                 continue
             m = self._control_map() if name == "control" else self._map(name)
             lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / name).encode()), f"pin map {name}")
+        self.pin_links(pin_dir)
+
+    def pin_links(self, pin_dir: Path) -> None:
         for i, link in enumerate(self._links):
             lb.check_int(lb.lib.bpf_link__pin(link, str(pin_dir / f"link-{i:04d}").encode()), "pin a link")
 
-    def adopt(self, pin_dir: Path) -> None:
+    def adopt(self, pin_dir: Path, stop_watch: Callable[[int], object] | None = None) -> None:
         """Take over the sensor an earlier agent pinned: its programs never stopped
-        recording, and its rings hold what happened meanwhile."""
+        recording, and its rings hold what happened meanwhile. ``stop_watch`` (given the
+        ``accounted`` map) ends the dead agent's orphan watch before we look at the links;
+        if the watch had detached them, new programs are loaded onto the pinned maps
+        (``reattach``: the caller attaches them and pins their links)."""
         self.abi = load_abi()
         for name in PINNED_MAPS:
             fd = lb.lib.bpf_obj_get(str(pin_dir / name).encode())
@@ -551,10 +573,41 @@ class Sensor:
             self.no_heartbeat_watch = "the adopted sensor was pinned by a forensix without a heartbeat watch"
         self.adopted = True
         self.lifecycle = "adopted"
+        if stop_watch is not None:
+            stop_watch(self._fds["accounted"])
         self.adopted_control = self.read_control()
+        detached = _read_u64(self._fds["accounted"], ACC_DETACHED)
+        if detached or not any(pin_dir.glob("link-*")):
+            self._detached(pin_dir, detached)
         # ours from now on (our own syscalls are not recorded); a pause of the heartbeat
         # watch stays until the recorder is ready to drain and writes it as a gap
         self.beat(self.adopted_control, keep_orphan=True)
+        if self.reattach:
+            self._reuse = dict(self._fds)
+            self.open_and_load()
+            self.lifecycle = "adopted, its detached programs loaded and attached anew"
+
+    def _detached(self, pin_dir: Path, detached_at: int) -> None:
+        """The orphan watch detached the programs, or had begun to when it was stopped:
+        detach the rest, and record from new programs. Links gone with no pause in the
+        control word (removed by hand): nothing is known after the last heartbeat."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        ctl = self.adopted_control
+        if not ctl.get("paused", 0) & PAUSED_ORPHAN:
+            ctl["paused"] = ctl.get("paused", 0) | PAUSED_ORPHAN
+            ctl["orphaned_at"] = ctl.get("heartbeat") or now
+        fds = []
+        for p in sorted(pin_dir.glob("link-*")):
+            fd = lb.lib.bpf_obj_get(str(p).encode())
+            p.unlink()
+            if fd >= 0:
+                fds.append(fd)
+        with ThreadPoolExecutor(max_workers=64) as pool:  # each detach waits for an RCU grace period
+            list(pool.map(os.close, fds))
+        self.detached_at = detached_at or now
+        self.reattach = True
 
     def set_control(self, paused: bool) -> None:
         """Write the control word: pause or resume recording, with a fresh heartbeat."""

@@ -49,9 +49,11 @@ from forensix.sensor.slots import SlotCaches, merge_flows, merge_reopens
 from forensix.sensor.survival import (
     ACC_EARLY,
     ACC_LAST_WRITE,
+    OrphanWatch,
     orphan_gap,
     read_accounted,
     restart_gap,
+    stop_watch,
     write_accounted,
 )
 from forensix.sensor.writer import EVIDENCE_RETRY_S, QUEUE_BYTES, BatchWriter
@@ -158,6 +160,7 @@ class Recorder:
         self.evidence_retry_s = evidence_retry_s  # how long the store may refuse batches before we stop
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
+        self._watch: OrphanWatch | None = None  # detaches our pinned sensor if we die and nobody adopts it
         self._stop = threading.Event()
         self._pace: Pacer | None = None
         self.stop_reason = "stopped"
@@ -172,7 +175,7 @@ class Recorder:
         if adopt:
             assert pin is not None
             preflight()
-            self.sensor.adopt(pin)
+            self.sensor.adopt(pin, stop_watch=lambda fd: stop_watch(pin, fd))
         else:
             if pin is not None and pin.exists():  # half-pinned by an agent that died pinning
                 for fd in unpin(pin):
@@ -188,11 +191,15 @@ class Recorder:
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
-        if not adopt:
+        if not adopt or self.sensor.reattach:
             self.sensor.attach()
-            if pin is not None:
+            if pin is not None and adopt:
+                self.sensor.pin_links(pin)  # onto its maps, pinned already; its timer still runs
+            elif pin is not None:
                 self.sensor.pin(pin)
                 self.sensor.arm_heartbeat()
+        self._watch = (OrphanWatch(pin, self.sensor.map_fd("accounted"), self.abi, self.config.orphan_timeout_s)
+                       if pin is not None and self.config.orphan_timeout_s > 0 else None)
         self.rings = [RingBuffer(self.sensor.map_fd(n), self.sensor.ring_size(n)) for n in _RINGS]
         self._ncpu = lb.lib.libbpf_num_possible_cpus()
         self._cdt = struct_dtype(self.abi, "fx_counter")
@@ -400,6 +407,8 @@ class Recorder:
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
+            if self._watch is not None:
+                self._watch.close()
             if self.config.pin_dir is not None:
                 self.sensor.release_pins(self.config.pin_dir)  # a clean stop: nothing outlives us
             if self.detach_in_background:
@@ -495,7 +504,9 @@ class Recorder:
         self.sensor.beat(ctl)
 
     def _orphan_gap(self, ctl: dict[str, int]) -> None:
-        gap = orphan_gap(ctl, self.host, self.clock.offset_ns)
+        gap = orphan_gap(ctl, self.host, self.clock.offset_ns, self.sensor.detached_at if self.sensor else 0)
+        if self.sensor is not None:
+            self.sensor.detached_at = 0
         if gap is not None:
             rows, message, ts = gap
             self.stats.gaps += rows.num_rows
@@ -560,7 +571,8 @@ class Recorder:
 
     def _artifacts_failed(self, e: Exception) -> None:
         msg = (f"executable preservation (artifacts) failed and is disabled; recording goes on without "
-               f"copies of executed files: {type(e).__name__}: {e}")
+               f"copies of executed files: {type(e).__name__}: {e}; fix: restart the recorder to keep them "
+               "again, or record with --no-artifacts (--log-level debug logs the traceback)")
         log.error("%s", msg)
         log.debug("traceback", exc_info=e)
         self.artifacts = None
@@ -571,7 +583,8 @@ class Recorder:
         try:
             self._take_tty_cuts()
         except Exception as e:  # the last second's cut terminal bytes; the stop record still goes out
-            log.error("terminal cuts not recorded: %s", e)
+            log.error("the last terminal bytes cut could not be recorded: %s: %s (--log-level debug logs the "
+                      "traceback, for a bug report)", type(e).__name__, e)
             log.debug("the traceback", exc_info=e)
             self._agent_event("warning", f"the last terminal bytes cut could not be recorded: {type(e).__name__}: {e}")
 
