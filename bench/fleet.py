@@ -162,14 +162,16 @@ def _sha(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()
 
 
-def _base_sql(n: int, hosts: int, offset: int, step: int) -> str:
+def _base_sql(n: int, hosts: int, offset: int, step: int, where: str = "") -> str:
     """One row per generated event, with every choice made (a subquery the INSERTs read).
 
     Event N is host N % hosts's (N // hosts)-th: every host's events spread over the whole
     span, one every ``step`` ns of the fleet. A host's events come 50 to a process, the first
     its exec. The other 49 are drawn (intHash64 of N) from ``_MIX``. Every 97th host's 8th
     process is the miner: exec of /tmp/.x/miner, a connect to 198.51.100.23:3333, a
-    write-open and a write flow of /etc/ld.so.preload, then mmaps of libraries only."""
+    write-open and a write flow of /etc/ld.so.preload, then mmaps of libraries only.
+    ``where``: only these events (on N, h, i, p, j, bad, eid, k, r, x, kind), filtered before
+    their strings are made."""
     bounds, acc = [], 0
     for kind, k in _MIX:
         acc += k
@@ -203,14 +205,14 @@ FROM (
          h % {MINER_EVERY} = 0 AND p = {MINER_PROCESS} AS bad, cityHash64(hn, p) AS eid,
          if(bad, {len(_EXES)}, if(eid % 4 = 0, {len(_BINS)} + h % {_WORKERS}, eid % {len(_BINS)})) AS k,
          intHash64(N) % 1000 AS r, intHash64(N + 1) AS x, {kind} AS kind
-  FROM system.numbers LIMIT {n})"""
+  FROM (SELECT number FROM system.numbers LIMIT {n}){f" WHERE {where}" if where else ""})"""
 
 
 def _gen_sql(db: str, table: str, n: int, hosts: int, offset: int, step: int = SPREAD) -> str:
     """INSERT ... SELECT of ``n`` generated events (``table`` events), their flow edges
     (flows: every flow event's edge, as the recorder keeps one with ``in_events``) or their
     processes (one image per process, at its exec) of ``hosts`` hosts (``_base_sql``)."""
-    base = _base_sql(n, hosts, offset, step)
+    base = _base_sql(n, hosts, offset, step, {"flows": "kind IN ('flow_r', 'flow_w')", "processes": "j = 0"}.get(table, ""))
     ip = (f"if(bad, '{POOL[0]}', if(x % 10 < 6, concat('10.0.', toString(x % 4), '.', toString(intDiv(x, 4) % 20)), "
           "concat('93.184.216.', toString(x % 32))))")
     port = f"if(bad, {POOL[1]}, [5432, 6379, 443, 8080][intDiv(x, 100) % 4 + 1])"
@@ -242,13 +244,13 @@ FROM ({base})"""
   file_type, file_path, first_ts, last_ts, read_count, read_bytes, write_count, write_bytes, reason, in_events, fx_batch)
 SELECT hn, hn, 'boot', eid, toUInt32(p % 30000 + 100), 3, cityHash64(path) % 1000000 + 100, toUInt64(2049), 'file',
   path, ts - 1000, ts, toUInt64(NOT wr), if(wr, 0, {nbytes}), toUInt64(wr), if(wr, {nbytes}, 0), 'close', 1, 0
-FROM ({base}) WHERE action = 'flow'"""
+FROM ({base})"""
     return f"""INSERT INTO `{db}`.processes (host_id, host_name, boot_id, entity_id, image_seq, pid, parent_entity_id,
   start_ts, image_ts, executable, args, args__null, name, user_id, source, hash_sha256, fx_batch)
 SELECT hn, hn, 'boot', eid, 0, toUInt32(p % 30000 + 100), cityHash64(hn, 'init'), ts, ts, exe,
   args, 0, pname, toUInt32(if(eid % 3 = 0, 1000, 0)), 'fork',
   sha, 0
-FROM ({base}) WHERE j = 0"""
+FROM ({base})"""
 
 
 QUESTIONS = (("exe", MINER), ("exe", "/usr/bin/c*"), ("cmdline", POOL[0]), ("sha256", _sha(MINER)),
