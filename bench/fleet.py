@@ -296,9 +296,13 @@ GROUP BY action ORDER BY events DESC""").to_pylist()
     return out
 
 
+SCAN_REPS = 3  # --scan-reps: the scans are there for comparison; at 10^8 each takes seconds
+
+
 def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str, float, float, int, int, float]]:
     """Every fleet question by a scan of the events and from the summaries, alternating,
-    best of 3 each: (question, argument, scan s, summary s, rows, rows, load average)."""
+    best of 3 each (scans: of SCAN_REPS): (question, argument, scan s, summary s, rows, rows,
+    load average)."""
     out = []
     day = T0 // 86_400_000_000_000 * 86_400_000_000_000
     half = T0 + events * SPREAD // 2  # halfway through the generated span
@@ -311,8 +315,10 @@ def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str
         arg = "" if value in windows else value
         best = {False: float("inf"), True: float("inf")}
         rows = {False: 0, True: 0}
-        for _ in range(3):
+        for rep in range(3):
             for summarized in (False, True):
+                if not summarized and rep >= SCAN_REPS:
+                    continue
                 t = time.monotonic()
                 rows[summarized] = ask(st.native, name, arg, *window, summarized=summarized).num_rows
                 best[summarized] = min(best[summarized], time.monotonic() - t)
@@ -389,6 +395,17 @@ def views_cost(cluster: Cluster, batches: int, rows: int, realistic: bool = Fals
     out["events"], out["load"] = n, os.getloadavg()
     for st in stores.values():
         st.close()
+    return out
+
+
+def _rows(st: ClickHouseStore, tables: list[str]) -> dict[str, int]:
+    """Rows of each table's active parts on every shard (a summary's rows before and after its merges)."""
+    names = ", ".join(f"'{t}'" for t in tables)
+    out: dict[str, int] = {}
+    for s in st.shards:
+        for t, n in s.execute(f"SELECT table, sum(rows) FROM system.parts WHERE active AND database = '{st.db}' "
+                              f"AND table IN ({names}) GROUP BY table"):
+            out[str(t)] = out.get(str(t), 0) + int(n)
     return out
 
 
@@ -565,6 +582,7 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = Tru
     data = describe(st)
     print("\n".join(data), file=sys.stderr)
     summary_bytes = _bytes(st, summary_tables(st.cluster))
+    summary_rows = _rows(st, summary_tables(st.cluster))
     optimize_s = 0.0
     if merged:
         # the summaries' parts merged (OPTIMIZE ... FINAL on every shard), then asked again
@@ -575,8 +593,9 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = Tru
         optimize_s = time.monotonic() - t
         qs_merged = questions(st, ask, events)
         merged_bytes = _bytes(st, summary_tables(st.cluster))
+        merged_rows = _rows(st, summary_tables(st.cluster))
     else:
-        qs_merged, merged_bytes = [], 0
+        qs_merged, merged_bytes, merged_rows = [], 0, {}
     events_bytes = _bytes(st, [local_name(t, st.cluster) for t in ("events", "flows", "processes")])
     tmp = Path(tempfile.mkdtemp(prefix="fx-fleet-bench-duck-"))
     try:
@@ -585,7 +604,8 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = Tru
         shutil.rmtree(tmp, ignore_errors=True)
     common = {"events": stored, "hosts": hosts, "load_s": load_s, "questions": qs, "questions_merged": qs_merged,
               "events_bytes": events_bytes, "summary_bytes": summary_bytes, "merged_summary_bytes": merged_bytes,
-              "optimize_s": optimize_s, "data": data, "duck": duck, "load_after_gen": load_avg}
+              "optimize_s": optimize_s, "data": data, "duck": duck, "load_after_gen": load_avg,
+              "summary_rows": summary_rows, "merged_rows": merged_rows}
     if only_questions:
         st.close()
         return common | {"load": os.getloadavg()}
@@ -625,6 +645,9 @@ def questions_section(scale: dict[str, Any]) -> list[str]:
          "beside each."),
         "",
     ]
+    fr, mr = scale.get("summary_rows") or {}, scale.get("merged_rows") or {}
+    lines += ["Rows of the summary tables (both shards), fresh / merged: " + ", ".join(
+        f"{t.removesuffix('_local')} {fr.get(t, 0):,} / {mr.get(t, 0):,}" for t in sorted(fr)) + ".", ""]
     worst = 0.0
     for title, qs in (("fresh: asked right after generation, the summaries' parts unmerged", scale["questions"]),
                       (f"merged: after OPTIMIZE TABLE ... FINAL of the summary tables ({scale['optimize_s']:.1f} s)",
@@ -814,12 +837,18 @@ def main() -> None:
     ap.add_argument("--layouts", default="",
                     help="compare ingest into these summary layouts (e.g. 0005,0003,none), alternating; "
                          "rewrites only that section of --out")
+    ap.add_argument("--scan-reps", type=int, default=3,
+                    help="repetitions of each question's scan (the summaries' are always best of 3)")
+    ap.add_argument("--keep-cluster", action="store_true",
+                    help="leave the generated cluster running (its URL printed) for more questions")
     ap.add_argument("--scale-only", action="store_true",
                     help="generate --events once, time the fleet questions (fresh, merged) and the per-host "
                          "analyses; prints both sections, writes nothing")
     ap.add_argument("--per-host-only", action="store_true",
                     help="only the per-host analyses (generates --events first); replaces that section of --out")
     a = ap.parse_args()
+    global SCAN_REPS
+    SCAN_REPS = a.scan_reps
     if a.per_host_only:
         per_host_only(a)
         return
@@ -853,8 +882,12 @@ def main() -> None:
         try:
             scale = fleet_scale(cluster, a.events, a.hosts, only_questions=a.only_questions)
         finally:
-            stop_cluster(cluster)
-            shutil.rmtree(tmp, ignore_errors=True)
+            if a.keep_cluster:
+                print(f"cluster kept: {cluster.url(database='fleetbench')} (stop: scripts/clickhouse.sh stop --dir "
+                      f"{tmp / 'ch'})", file=sys.stderr)
+            else:
+                stop_cluster(cluster)
+                shutil.rmtree(tmp, ignore_errors=True)
         flag = "--only-questions" if a.only_questions else "--scale-only"
         head = (f"`python bench/fleet.py {flag} --events {a.events} --hosts {a.hosts}` on "
                 f"{platform.node()} ({os.cpu_count()} CPUs), {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}, "
