@@ -519,9 +519,10 @@ def per_host_only(a: argparse.Namespace) -> None:
     print(section)
     out = Path(a.out)
     text = out.read_text() if out.exists() else ""
-    head = "## Per-host analyses at that scale"
+    head = "\n## Per-host analyses at that scale"  # not the one under --scale-only's section (###)
     if head in text:
         before, rest = text.split(head, 1)
+        before += "\n"
         # the section ends at the next heading, or at the verdicts on every section's goals
         ends = [i for i in (rest.find("\n## "), rest.find("\nAgainst the issue's goals")) if i >= 0]
         out.write_text(before + section + (rest[min(ends):] if ends else "\n"))
@@ -894,11 +895,16 @@ def main() -> None:
         head = (f"`python bench/fleet.py {flag} --events {a.events} --hosts {a.hosts}` on "
                 f"{platform.node()} ({os.cpu_count()} CPUs), {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}, "
                 f"load average at the end {scale['load'][0]:.1f} / {scale['load'][1]:.1f} / {scale['load'][2]:.1f}")
-        print("\n".join([head, ""] + questions_section(scale)))
-        if a.scale_only:
-            print(render_per_host(scale["per_host"], scale["events"], scale["hosts"], scale["load_s"],
-                                  scale["load_before_per_host"], f"python bench/fleet.py --scale-only --events "
-                                  f"{a.events} --hosts {a.hosts}"))
+        if not a.scale_only:
+            print("\n".join([head, ""] + questions_section(scale)))
+            return
+        per = render_per_host(scale["per_host"], scale["events"], scale["hosts"], scale["load_s"],
+                              scale["load_before_per_host"], f"python bench/fleet.py --scale-only --events "
+                              f"{a.events} --hosts {a.hosts}")
+        section = scale_section(head, questions_section(scale), per)
+        out = Path(a.out)
+        out.write_text(splice_section(out.read_text(), section, SCALE_HEADING))
+        print("\n".join(section))
         return
     try:
         runs = ingest_runs(tmp, cluster, a)
@@ -917,6 +923,16 @@ def main() -> None:
 
 
 INGEST_HEADING = "## Ingest through `forensix server`"
+SCALE_HEADING = "## At scale: the fleet questions and the per-host analyses on one generated fleet"
+
+
+def scale_section(head: str, questions: list[str], per_host: str) -> list[str]:
+    """``--scale-only``'s section of --out: its command and conditions, the questions'
+    section and the per-host one under it (their headings one level down)."""
+    def down(lines: list[str]) -> list[str]:
+        return ["#" + x if x.startswith("## ") else x for x in lines]
+
+    return [SCALE_HEADING, "", head, ""] + down(questions) + down(per_host.splitlines()) + [""]
 
 
 def ingest_row(n: int, run: dict[str, Any]) -> str:
