@@ -589,10 +589,14 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = Tru
     optimize_s = 0.0
     if merged:
         # the summaries' parts merged (OPTIMIZE ... FINAL on every shard), then asked again
+        from forensix.store.clickhouse.connection import Server
+
         t = time.monotonic()
-        for srv in st.shards:
+        for shard in st.shards:
+            srv = Server(shard.host, shard.port, timeout=3600)  # at 10^8 a FINAL merge takes minutes
             for table in summary_tables(st.cluster):
                 srv.execute(f"OPTIMIZE TABLE `{st.db}`.`{table}` FINAL")
+            srv.close()
         optimize_s = time.monotonic() - t
         qs_merged = questions(st, ask, events)
         merged_bytes = _bytes(st, summary_tables(st.cluster))
