@@ -61,7 +61,7 @@ def generate(url: str, events: int, hosts: int) -> float:
         st.close()
 
 
-def measure(url: str, runs: int, detectors: bool) -> list[dict[str, Any]]:
+def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True, False)) -> list[dict[str, Any]]:
     base = load_rules([SIGMAHQ]).ok
     extra = {r.rule_id: r for r in load_rules([MATCHING], builtin=False).ok}
     sets = [("33 rules", base), ("33 + the miner rule", base + [extra["bench_miner"]]),
@@ -75,7 +75,7 @@ def measure(url: str, runs: int, detectors: bool) -> list[dict[str, Any]]:
             dets = default_detectors() if "detectors" in label else []
             for i in range(runs):
                 # alternate which way goes first: a machine busy with other work slows both alike
-                for narrow in ((True, False) if i % 2 == 0 else (False, True)):
+                for narrow in (ways if i % 2 == 0 else ways[::-1]):
                     before = _load()
                     t = time.monotonic()
                     res = fleet_hunt(st, rules, dets, narrow=narrow)
@@ -91,12 +91,43 @@ def measure(url: str, runs: int, detectors: bool) -> list[dict[str, Any]]:
     return out
 
 
+def per_rule(url: str) -> list[dict[str, Any]]:
+    """Each rule hunted alone with candidates (summary or probe, exact scan, findings):
+    seconds, how its candidates came, rows matched and findings."""
+    rules = load_rules([SIGMAHQ]).ok + load_rules([MATCHING], builtin=False).ok
+    out = []
+    with ClickHouseStore(url) as st:
+        for r in rules:
+            before = _load()
+            t = time.monotonic()
+            res = fleet_hunt(st, [r], [])
+            s = time.monotonic() - t
+            how = (f"summary {res.narrowed[0][1]}" if res.narrowed else "probe" if res.probed else
+                   "over host slices" if res.fallback else "?")
+            row = {"rule": r.title[:60], "how": how, "seconds": s, "scans": res.scans, "host_days": res.candidates,
+                   "matched": res.matched_rows, "alerts": res.alerts.num_rows, "load": before}
+            print(row, flush=True)
+            out.append(row)
+    return out
+
+
+def render_rules(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "Each rule alone (`--per-rule`), candidates:", "",
+             "| rule | candidates from | seconds | scans | host-days read | rows matched | findings | load before |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['rule']} | {r['how']} | {r['seconds']:.2f} | {r['scans']} | {r['host_days']:,} | "
+                     f"{r['matched']:,} | {r['alerts']:,} | {r['load']} |")
+    return lines
+
+
 def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cmd = f"python bench/fleet_hunt.py --events {a.events} --hosts {a.hosts} --runs {a.runs}" + (
-        " --detectors" if a.detectors else "")
+        " --detectors" if a.detectors else "") + (f" --how {a.how}" if a.how != "both" else "") + (
+        " --per-rule" if a.per_rule else "")
     lines = [
-        "# Fleet hunt benchmark (ClickHouse)",
+        f"## {now}" + (f": {a.label}" if a.label else ""),
         "",
         f"Measured {now} on {platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}) with `{cmd}`.",
         (f"The fleet of bench/fleet.py ({rows[0]['events']:,} events of {a.hosts:,} hosts"
@@ -140,8 +171,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--detectors", action="store_true", help="also the 33 rules with the built-in detectors")
     ap.add_argument("--cluster-dir", help="use the cluster started in this directory (and keep its data)")
-    ap.add_argument("--out", default="docs/benchmarks-fleet-hunt.md")
+    ap.add_argument("--how", choices=("both", "candidates", "whole"), default="both",
+                    help="candidates, whole scans, or both alternating")
+    ap.add_argument("--per-rule", action="store_true", help="also each rule alone, with candidates")
+    ap.add_argument("--label", default="", help="a word on what this run is (in the heading)")
+    ap.add_argument("--out", default="docs/benchmarks-fleet-hunt.md",
+                    help="the figures are added at the top of this file (older ones are kept)")
     a = ap.parse_args()
+    ways = {"both": (True, False), "candidates": (True,), "whole": (False,)}[a.how]
     own = a.cluster_dir is None
     cluster = start_cluster(Path(tempfile.mkdtemp(prefix="fx-fleet-hunt-")) / "ch", shards=2) if own \
         else load_cluster(a.cluster_dir)
@@ -149,12 +186,16 @@ def main() -> None:
         url = cluster.url(database=DB)
         gen_s = generate(url, a.events, a.hosts)
         print(f"generated in {gen_s:.0f} s (load {_load()})", flush=True)
-        rows = measure(url, a.runs, a.detectors)
+        rows = measure(url, a.runs, a.detectors, ways)
+        rules = per_rule(url) if a.per_rule else []
     finally:
         if own:
             stop_cluster(cluster)
-    report = render(a, rows, gen_s)
-    Path(a.out).write_text(report)
+    report = render(a, rows, gen_s) + ("\n".join(render_rules(rules)) + "\n" if rules else "")
+    out = Path(a.out)
+    title = "# Fleet hunt benchmark (ClickHouse)\n"
+    old = out.read_text() if out.exists() else ""
+    out.write_text(title + "\n" + report + "\n" + old.removeprefix(title).lstrip("\n"))
     print(report)
 
 

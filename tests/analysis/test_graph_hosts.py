@@ -5,6 +5,8 @@ a TCP/UDP connection between two real addresses may cross hosts (analysis.crossh
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward, node_key
 from forensix.analysis.targets import Target, parse_target
+from forensix.render.graph import render_json
 from forensix.store.base import Reader
 from forensix.store.embedded import open_reader, open_writer
 from forensix.testing.fleet import Lateral, lateral_movement
@@ -124,3 +127,38 @@ def test_a_real_connection_between_two_hosts_still_crosses(tmp_path: Path) -> No
         assert "host_id" not in cross[0].attrs  # a connection between addresses has no one host
     finally:
         st.close()
+
+
+def test_the_json_graph_names_each_nodes_host(tmp_path: Path) -> None:
+    """The same path on two hosts (network-namespace hosts share one filesystem) is two nodes:
+    the JSON (`forward --format json`) tells them apart by ``host.name``/``host.id``, not
+    only by their labels."""
+    alpha = StoreBuilder(host_id="alpha-machine-id", host_name="alpha", boot_id="boot-alpha")
+    bravo = StoreBuilder(host_id="bravo-machine-id", host_name="bravo", boot_id="boot-bravo")
+    a_init, b_init = alpha.spawn(None, 1, 0, "/sbin/init"), bravo.spawn(None, 1, 0, "/sbin/init")
+    sshd = bravo.spawn(b_init, 500, 1, "/usr/sbin/sshd")
+    dropper = alpha.spawn(a_init, 400, 10, "/usr/bin/dropper")
+    alpha.write_file(dropper, 11, "/tmp/payload")
+    alpha.connect(dropper, 12, ("10.0.0.1", 40001), ("10.0.0.2", 22))
+    bravo.accept(sshd, 12.001, ("10.0.0.2", 22), ("10.0.0.1", 40001))
+    child = bravo.spawn(sshd, 510, 13, "/usr/bin/bash")
+    bravo.write_file(child, 14, "/tmp/payload")
+    path = tmp_path / "fleet.duckdb"
+    w = open_writer(path)
+    alpha.write(w)
+    bravo.write(w)
+    w.close()
+    st = open_reader(path)
+    try:
+        g = forward(st, Target("process", entity=dropper.entity_id), TrackOptions(filters=()))
+        out = io.StringIO()
+        render_json(g, out)
+    finally:
+        st.close()
+    nodes = json.loads(out.getvalue())["nodes"]
+    payloads = sorted((n["host.name"], n["host.id"]) for n in nodes if n.get("file.path") == "/tmp/payload")
+    assert payloads == [("alpha", "alpha-machine-id"), ("bravo", "bravo-machine-id")], nodes
+    procs = {n["process.executable"]: n["host.name"] for n in nodes if n["kind"] == "process"}
+    assert procs["/usr/bin/dropper"] == "alpha" and procs["/usr/bin/bash"] == "bravo", procs
+    conns = [n for n in nodes if n["kind"] == "connection"]
+    assert conns and all("host.name" not in n for n in conns)  # between two hosts: on neither

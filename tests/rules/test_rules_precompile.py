@@ -8,6 +8,7 @@ same error with its hint for a rule path that does not exist."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,8 @@ def test_recorder_engine_never_imports_the_sigma_stack(tmp_path: Path) -> None:
     mine = _rule_files(tmp_path)
     script = RECORDER.format(stack=SIGMA_STACK)
     res = subprocess.run([sys.executable, "-X", "importtime", "-c", script, str(tmp_path / "rec.duckdb"),
-                          str(SIGMAHQ), str(mine)], capture_output=True, text=True, timeout=120, check=False)
+                          str(SIGMAHQ), str(mine)], capture_output=True, text=True, timeout=120, check=False,
+                         env={**os.environ, "FORENSIX_RULE_CACHE": str(tmp_path / "cache")})
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout)
     assert out["stack"] == []
@@ -82,7 +84,7 @@ def test_recorder_engine_never_imports_the_sigma_stack(tmp_path: Path) -> None:
 
 def test_child_compiles_the_same_rules_as_this_process(tmp_path: Path) -> None:
     mine = _rule_files(tmp_path)
-    here, there = load_rules([SIGMAHQ, mine]), load_rules_isolated([SIGMAHQ, mine])
+    here, there = load_rules([SIGMAHQ, mine]), load_rules_isolated([SIGMAHQ, mine], cache=None)
     assert there.rules == here.rules  # scope and body trees, statuses and reasons alike
     assert [(r.source, r.status) for r in there.problems if r.source.startswith(str(mine))] == [
         (str(mine / "broken.yml"), "error")]
@@ -93,7 +95,7 @@ def test_missing_rule_path_is_the_same_error_with_its_hint(tmp_path: Path) -> No
     with pytest.raises(UsageError) as here:
         load_rules([missing])
     with pytest.raises(UsageError) as there:
-        load_rules_isolated([missing])
+        load_rules_isolated([missing], cache=None)
     assert str(there.value) == str(here.value)
     assert there.value.hint == "give a .yml file or a directory of them"
 
@@ -101,6 +103,12 @@ def test_missing_rule_path_is_the_same_error_with_its_hint(tmp_path: Path) -> No
 def test_a_child_that_dies_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "executable", "/bin/false")
     with pytest.raises(ForensixError) as e:
-        load_rules_isolated([])
+        load_rules_isolated([], cache=None)  # not read from a cache a recording left
     assert "the rule compiler process failed: exit status 1" in str(e.value)
     assert e.value.hint and "forensix rules check" in e.value.hint
+
+
+def test_missing_rule_path_is_the_same_error_with_a_cache(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as e:
+        load_rules_isolated([tmp_path / "nowhere.yml"], cache=tmp_path / "cache")
+    assert e.value.hint == "give a .yml file or a directory of them"

@@ -1,5 +1,6 @@
-"""A frame whose rows the store refuses every time (here: a null in ``events.ts``, which the
-DuckDB store's schema forbids) no longer stalls every host's ingest: it is tried
+"""A frame whose rows the store refuses every time (here: a null in ``gaps.event_class``, in a
+store whose constraint is stricter than the frames' schema; nulls in a column the schema itself
+says is never null are refused at receipt, test_ops_frame_nulls.py) no longer stalls every host's ingest: it is tried
 --store-attempts times, then quarantined with its cause (kept in the evidence, listed beside
 its stream, counted, logged with the fix, alerted so ``forensix hosts`` shows it, reported by
 ``verify``), and the other frames, of its host and of the others, go on into the store. A
@@ -55,15 +56,22 @@ def _info(host: str) -> HostInfo:
 
 
 def _bad(host: str = "alpha") -> pa.Table:
-    """A gaps record the store refuses every time: ``ts_from`` null in a table whose schema
-    says it never is (a broken agent; the frame's schema is exactly the expected one, so the
-    log host accepts and acks it, and the DuckDB store's NOT NULL constraint refuses it)."""
+    """A gaps record the store refuses every time: ``event_class`` null, which the frame's
+    schema allows (so the log host accepts and acks it) and the store below does not."""
     row: dict[str, Any] = {f.name: None for f in schema.GAPS}
-    row.update(host_id=f"id-{host}", host_name=host, boot_id=f"boot-{host}", ts_to=2, cpu=0,
-               event_class="events", count=1, reason="ringbuf-full")
-    t = pa.Table.from_pylist([{**row, "ts_from": 1}], schema=schema.GAPS)
-    i = schema.GAPS.get_field_index("ts_from")
-    return t.set_column(i, schema.GAPS.field(i), pa.nulls(1, pa.int64()))
+    row.update(host_id=f"id-{host}", host_name=host, boot_id=f"boot-{host}", ts_from=1, ts_to=2, cpu=0,
+               count=1, reason="ringbuf-full")
+    return pa.Table.from_pylist([row], schema=schema.GAPS)
+
+
+def _strict_store(path: Path) -> Any:
+    """A DuckDB store whose ``gaps.event_class`` is NOT NULL: stricter than the schema agents
+    seal against (e.g. a constraint added by hand), so its refusal comes only at the store."""
+    open_writer(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE gaps ALTER COLUMN event_class SET NOT NULL")
+    con.close()
+    return open_writer(path)
 
 
 def _count(store: Any, host: str) -> int:
@@ -82,7 +90,7 @@ def _server(pki: Authority, store: Any, ev: Path, **kw: Any) -> tuple[LogServer,
 def test_a_frame_the_store_refuses_is_quarantined_and_every_other_frame_is_stored(
         pki: Authority, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="forensix.server")
-    store = open_writer(tmp_path / "srv.duckdb")
+    store = _strict_store(tmp_path / "srv.duckdb")
     ev = tmp_path / "evidence"
     srv, t, addr = _server(pki, store, ev, store_attempts=2)
     ep = serve_metrics(srv.metrics.registry, ("127.0.0.1", 0))
@@ -121,7 +129,7 @@ def test_a_frame_the_store_refuses_is_quarantined_and_every_other_frame_is_store
     (sdir,) = [p for p in (ev / "alpha").iterdir() if p.is_dir()]
     held = read_quarantine(sdir)
     assert list(held) == [1]
-    assert "NOT NULL constraint failed: gaps.ts_from" in held[1].cause and "--reingest" in held[1].fix
+    assert "NOT NULL constraint failed: gaps.event_class" in held[1].cause and "--reingest" in held[1].fix
     assert int((sdir / "ingested").read_text()) == 2  # the stream's mark went past it
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("frame 1 of alpha" in m and "quarantined" in m and "NOT NULL constraint" in m and "Fix:" in m
@@ -134,7 +142,7 @@ def test_a_frame_the_store_refuses_is_quarantined_and_every_other_frame_is_store
     assert v.integrity_ok
     gaps = [f for f in v.findings if f["check"] == "not-ingested"]
     assert [(f["host_name"], f["seq"]) for f in gaps] == [("alpha", 1)]
-    assert "not ingested: ConstraintException" in gaps[0]["detail"] and "gaps.ts_from" in gaps[0]["detail"]
+    assert "not ingested: ConstraintException" in gaps[0]["detail"] and "gaps.event_class" in gaps[0]["detail"]
 
     # a restart re-ingests nothing twice; --reingest tries the frame again: still refused, still set aside
     store = open_writer(tmp_path / "srv.duckdb")
@@ -151,15 +159,15 @@ def test_a_frame_the_store_refuses_is_quarantined_and_every_other_frame_is_store
     # the cause fixed (here the store's constraint lifted, with the log host stopped), --reingest
     # stores the frame from the evidence and it is no longer set aside
     con = duckdb.connect(str(tmp_path / "srv.duckdb"))
-    con.execute("ALTER TABLE gaps ALTER COLUMN ts_from DROP NOT NULL")
+    con.execute("ALTER TABLE gaps ALTER COLUMN event_class DROP NOT NULL")
     con.close()
     store = open_writer(tmp_path / "srv.duckdb")
     srv, t, _ = _server(pki, store, ev, reingest=True)
     try:
         assert srv.not_ingested() == {}
         assert read_quarantine(sdir) == {}
-        got = store.query("SELECT ts_from, reason FROM gaps WHERE host_name = 'alpha'").to_pylist()
-        assert got == [{"ts_from": None, "reason": "ringbuf-full"}]
+        got = store.query("SELECT event_class, reason FROM gaps WHERE host_name = 'alpha'").to_pylist()
+        assert got == [{"event_class": None, "reason": "ringbuf-full"}]
         assert _count(store, "alpha") == 200 and _count(store, "beta") == 500  # nothing else twice
     finally:
         srv.stop()
@@ -191,7 +199,7 @@ def test_transient_failures_are_told_from_refused_rows(tmp_path: Path) -> None:
             attempt()
         except Exception as e:  # noqa: BLE001 - collected
             refused.append(e)
-    w = open_writer(tmp_path / "c.duckdb")
+    w = _strict_store(tmp_path / "c.duckdb")
     try:
         w.append("gaps", _bad())
     except duckdb.Error as e:

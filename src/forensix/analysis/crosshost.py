@@ -110,7 +110,37 @@ def _proc_key(eid: int) -> str:
 
 
 def link_hosts(reader: Reader, g: Graph, slack_ns: int = DEFAULT_SLACK_NS) -> Graph:
-    """``g`` (an ``analysis.graph.Graph``) with its connections checked across hosts (see above)."""
+    """``g`` (an ``analysis.graph.Graph``) with its connections checked across hosts (see above),
+    and every node that lives on one host named with it (``host_id``, ``host_name``)."""
+    _link(reader, g, slack_ns)
+    _name_hosts(reader, g)
+    return g
+
+
+def _name_hosts(reader: Reader, g: Graph) -> None:
+    """The host of each node, as data (JSON's ``host.id``/``host.name``), not only in labels:
+    hosts that share a filesystem (network namespaces recorded as hosts) have the same path
+    as two nodes. Processes by entity id; files and sockets carry their host id already."""
+    procs = [parse_entity(k[2:]) for k, n in g.nodes.items() if n.kind == "process"]
+    by_entity: dict[int, tuple[str, str | None]] = {}
+    if procs:
+        t = reader.query(f"SELECT DISTINCT entity_id, host_id, host_name FROM processes WHERE entity_id IN "
+                         f"({', '.join(str(int(e)) for e in procs)})")
+        by_entity = {e: (h, n) for e, h, n in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True)}
+    names = {h: n for h, n in by_entity.values() if n}
+    ids = {n.attrs["host_id"] for n in g.nodes.values() if n.attrs.get("host_id")} - names.keys()
+    if ids:
+        t = reader.query("SELECT host_id, any_value(host_name) AS host_name FROM hosts "
+                         "WHERE host_id IN (SELECT unnest($h)) GROUP BY host_id", {"h": sorted(ids)})
+        names |= dict(zip(t.column("host_id").to_pylist(), t.column("host_name").to_pylist(), strict=True))
+    for k, n in g.nodes.items():
+        if n.kind == "process" and (known := by_entity.get(parse_entity(k[2:]))) is not None:
+            n.attrs["host_id"] = known[0]
+        if (h := n.attrs.get("host_id")) is not None and names.get(h):
+            n.attrs["host_name"] = names[h]
+
+
+def _link(reader: Reader, g: Graph, slack_ns: int) -> Graph:
     procs = {parse_entity(k[2:]): k for k, n in g.nodes.items() if n.kind == "process"}
     host_of = _hosts(reader, list(procs))
     hosts = {host_of.get(e) for e in procs} - {None}

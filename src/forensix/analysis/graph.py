@@ -784,12 +784,14 @@ def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
          "time": n.time if 0 < n.time < FOREVER else None,
          "entity_id": n.attrs.get("entity_id"), "pid": n.attrs.get("pid"),
          "user_id": n.attrs.get("user_id"), "executable": n.attrs.get("executable"),
-         "file_path": n.attrs.get("path"), "file_inode": n.attrs.get("inode")}
+         "file_path": n.attrs.get("path"), "file_inode": n.attrs.get("inode"),
+         "host_id": n.attrs.get("host_id"), "host_name": n.attrs.get("host_name")}
         for n in sorted(g.nodes.values(), key=lambda n: (n.depth, n.kind, n.label))
     ], schema=pa.schema([("node", pa.string()), ("kind", pa.string()), ("label", pa.string()),
                          ("depth", pa.int32()), ("time", pa.int64()), ("entity_id", pa.uint64()),
                          ("pid", pa.uint32()), ("user_id", pa.uint32()), ("executable", pa.string()),
-                         ("file_path", pa.string()), ("file_inode", pa.uint64())]))
+                         ("file_path", pa.string()), ("file_inode", pa.uint64()),
+                         ("host_id", pa.string()), ("host_name", pa.string())]))
     edges = pa.Table.from_pylist([
         {"first_ts": e.t_start, "last_ts": e.t_end if e.t_end < FOREVER else None, "src": e.src,
          "src_label": g.nodes[e.src].label, "kind": e.kind, "dst": e.dst, "dst_label": g.nodes[e.dst].label,

@@ -14,14 +14,24 @@ import click
 from rich.console import Console
 
 from forensix.agent.sink import Sink, StoreSink
+from forensix.cli.logs import log_level_option, setup_logging
 from forensix.cli.options import DEFAULT_STORE, netns_options
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
 from forensix.model.host import local_host
 from forensix.rules.detectors import RecorderGuard
-from forensix.sensor.loader import ORPHAN_TIMEOUT_S, SensorConfig, pin_dir_for, preflight, unpin
+from forensix.sensor import libbpf as lb
+from forensix.sensor.loader import (
+    ACC_DETACHED,
+    ORPHAN_TIMEOUT_S,
+    SensorConfig,
+    pin_dir_for,
+    preflight,
+    unpin,
+)
 from forensix.sensor.recorder import Recorder, RecordStats
+from forensix.sensor.survival import read_slot, stop_watch
 from forensix.store.keeper import IDLE_EXIT_S, SEAL_SECONDS, RecorderStore
 
 __all__ = ["COMMANDS", "record"]
@@ -67,10 +77,17 @@ def _stop_pinned(store: str, netns: int = 0) -> None:
     if not pin.exists():
         _err.print(f"no sensor is pinned for {store} ({pin}): nothing to stop", highlight=False)
         return
+    detached = 0
+    acc = lb.lib.bpf_obj_get(str(pin / "accounted").encode())
+    if acc >= 0:  # the dead recorder's orphan watch must not race us
+        stop_watch(pin, acc)
+        detached = read_slot(acc, ACC_DETACHED)
+        os.close(acc)
     fds = unpin(pin)
     with ThreadPoolExecutor(max_workers=64) as pool:  # each detach waits for an RCU grace period
         list(pool.map(os.close, fds))
-    _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs)", highlight=False)
+    why = "; its orphan watch had detached the paused programs already" if detached else ""
+    _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs{why})", highlight=False)
 
 
 def _say_ready(path: str) -> None:
@@ -114,11 +131,16 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
-@click.option("--socket-flows", type=click.Choice(["socket", "syscall"]), default="socket", show_default=True,
-              help="Where data sent and received on sockets is counted: at the socket layer (any syscall or "
-                   "io_uring; the raw tracepoints of Linux 6.3+, falling back to syscall where absent), or at "
-                   "the exits of read, write, send* and recv* (every such call of every process pays a syscall "
-                   "tracepoint). Both give the same flow edges.")
+@click.option("--socket-flows", type=click.Choice(["counters", "socket", "syscall"]), default="socket",
+              show_default=True, envvar="FORENSIX_SOCKET_FLOWS",
+              help="Where data sent and received on sockets is counted: counters: at the socket layer, with a "
+                   "long TCP connection's own process counted by the connection's sequence numbers, not per "
+                   "call (docs/data-flow.md; cheaper on kept-alive connections, dearer with a connection per "
+                   "request); socket: every call at the socket layer (any syscall or io_uring; the "
+                   "raw tracepoints of Linux 6.3+, falling back to syscall where absent); syscall: at the exits "
+                   "of read, write, send* and recv* (every such call of every process pays a syscall "
+                   "tracepoint). All give the same graph; counters counts data segments, not calls, on TCP. "
+                   "Also from FORENSIX_SOCKET_FLOWS.")
 @click.option("--stop", "stop_pinned", is_flag=True,
               help="Detach the sensor a killed recorder of --store left recording, and exit.")
 @click.option("--no-tty", is_flag=True, help="Do not capture terminal bytes (see `forensix replay`).")
@@ -142,7 +164,8 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--orphan-timeout", type=click.FloatRange(0), default=ORPHAN_TIMEOUT_S, show_default=True,
               metavar="SECONDS",
               help="If this recorder dies, its pinned sensor records on for this long, then stops until the "
-                   "next recorder on the store adopts it (the pause is written as a gap); 0: record on forever.")
+                   "next recorder on the store adopts it (the pause is written as a gap; a watch process "
+                   "detaches its programs meanwhile, so it costs the host nothing); 0: record on forever.")
 @netns_options
 @click.option("--host-name", default=None, metavar="NAME",
               help="With --netns: the host name the namespace is recorded as (default: HOSTNAME-NAME of "
@@ -151,6 +174,7 @@ the next `forensix record` on the same store adopts it and stores what it kept.
               help="Close a journal with rows this old for the store keeper to seal (tests: sealing while recording).")
 @click.option("--keeper-idle", type=click.FloatRange(0.1), default=IDLE_EXIT_S, hidden=True,
               help="Seconds the store keeper waits with nothing to do before it exits.")
+@log_level_option()
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -161,7 +185,7 @@ def record(
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
     webhook: str | None, ready_file: str | None, orphan_timeout: float, netns: str | None,
     netns_inode: int | None, host_name: str | None, journal_seconds: float, keeper_idle: float,
-    command: tuple[str, ...],
+    log_level: str, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
@@ -169,6 +193,7 @@ def record(
     """
     from forensix.sensor.netns import recorded_host
 
+    setup_logging(log_level)
     preflight()  # root, BTF, kfuncs, tracefs: said before a store file is created
     if stop_pinned:  # the namespace may be gone by now: its sensor is found by the inode alone
         _stop_pinned(store, netns_inode if netns is None and netns_inode else recorded_host(netns, None, None)[0])
@@ -219,7 +244,8 @@ def record(
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
                                             quota_bytes=artifact_quota_mb << 20).open(), host or local_host())
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
-                          pin_dir=pin_dir_for(store, ns), sock_layer=socket_flows == "socket",
+                          pin_dir=pin_dir_for(store, ns), sock_layer=socket_flows != "syscall",
+                          tcp_counters=socket_flows == "counters",
                           orphan_timeout_s=orphan_timeout, netns=ns)
     # the machine's logs are not a namespace's: followed for one only when named
     logs = list(system_logs) or ([] if ns else default_sources())

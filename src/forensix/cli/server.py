@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from forensix.agent.sink import StoreSink
+from forensix.cli.logs import log_level_option, setup_logging
 from forensix.cli.options import DEFAULT_STORE, emit, format_option, netns_options, store_option
 from forensix.cli.pki import DEFAULT_PKI, pki_option
 from forensix.cli.rules import live_engine_for_record, record_rule_options
@@ -27,9 +28,8 @@ __all__ = ["COMMANDS"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _logging(verbose: bool, level: str) -> None:
+    setup_logging("debug" if verbose else level)
 
 
 def _addr(text: str, default_port: int = 7514) -> tuple[str, int]:
@@ -140,14 +140,15 @@ def _until_signal(stop: threading.Event) -> None:
 @click.option("--metrics-client", "metrics_clients", multiple=True, metavar="NAME",
               help="Serve the metrics over mutual TLS to scrapers holding the CA's certificate NAME "
                    "(`forensix pki issue NAME`; repeat for several). Required off loopback.")
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="The same as --log-level debug.")
+@log_level_option()
 @record_rule_options
 def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
            checkpoint_interval: float, host_max_connections: int, host_max_streams: int,
            host_max_bytes: str, min_free: str, max_connections: int, evidence_attempts: int,
            store_attempts: int, reingest: bool,
            metrics_addr: str | None,
-           metrics_clients: tuple[str, ...], verbose: bool, rule_paths: tuple[str, ...] = (),
+           metrics_clients: tuple[str, ...], verbose: bool, log_level: str, rule_paths: tuple[str, ...] = (),
            no_rules: bool = False, alerts_jsonl: str | None = None, webhook: str | None = None) -> None:
     """Run the log host: accept sealed batches from enrolled agents over mutual TLS 1.3.
 
@@ -169,7 +170,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
     from forensix.server.guard import HostLimits
     from forensix.store.open import is_remote, open_writer
 
-    _logging(verbose)
+    _logging(verbose, log_level)
     access = _log_host_metrics_access(Path(pki_dir), metrics_addr, metrics_clients)  # said before anything starts
     remote = is_remote(store)
     if remote and not evidence:
@@ -256,11 +257,13 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 @click.option("--batch-rows", default=1000, show_default=True, type=int, help="Rows per synthetic batch.")
 @_metrics_option("this agent")
 @netns_options
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="The same as --log-level debug.")
+@log_level_option()
 def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | None, ca: str | None,
           seal_key: str | None, spool: str, spool_max: str, store: str | None, server_name: str,
           heartbeat: float, batch_ms: int, drain: float, duration: float | None, synthetic: float | None, batch_rows: int,
-          metrics_addr: str | None, netns: str | None, netns_inode: int | None, verbose: bool) -> None:
+          metrics_addr: str | None, netns: str | None, netns_inode: int | None, verbose: bool,
+          log_level: str) -> None:
     """Record this host and ship the record, sealed, to the log host.
 
     \b
@@ -283,7 +286,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     from forensix.agent.shipping import ShippingConfig, ShippingSink
     from forensix.pki.tls import client_context
 
-    _logging(verbose)
+    _logging(verbose, log_level)
     if metrics_addr is not None:
         from forensix.metrics import parse_metrics_address
 

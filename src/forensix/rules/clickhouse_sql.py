@@ -486,8 +486,6 @@ def _view_columns(rules: Sequence[CompiledRule]) -> tuple[list[str], set[str], l
 def _base_sql(rules: Sequence[CompiledRule], raw_cols: list[str], tables: Tables, source: str,
               ts_from: int | None, ts_to: int | None, part: Slice | None) -> str:
     """The rows of ``source`` any rule may match, judged by their own columns (no joins yet)."""
-    if part is not None and source != "events":
-        raise ValueError("a slice restricts the events scan only")
     scopes = " OR ".join(before_join(r.where) for r in rules) or "0"
     if source == "events":
         pre = _prewhere(rules, ts_from, ts_to, part)
@@ -495,7 +493,8 @@ def _base_sql(rules: Sequence[CompiledRule], raw_cols: list[str], tables: Tables
                 f"WHERE {scopes}")
     flow_cols = [x for c in raw_cols for x in _flow_column(c)]
     inner = f"SELECT {', '.join(flow_cols)} FROM {tables.flows} WHERE in_events = 0"
-    conds = [*_time("ts", ts_from, ts_to), f"({scopes})"]
+    # (the flows have no host order: a slice is a filter here, for the rows of the flows it names)
+    conds = [*_time("ts", ts_from, ts_to), *([part.where] if part else []), f"({scopes})"]
     return f"SELECT * FROM ({inner}) WHERE {' AND '.join(conds)}"
 
 
@@ -522,7 +521,7 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     """One scan of one server's ``source`` (``events``, or the flow edges of ``flows``) for
     many rules: every matching row's key columns, ``fx_image``, ``fx_command_line`` and
     ``fx_rules``, the indices of the rules it matched (in ``rules``, or their ``ids``). ``part``: only these
-    hosts and times (events only). Raises ``NotExpressible``."""
+    hosts and times. Raises ``NotExpressible``."""
     derived, ctx, raw_cols = _view_columns(rules)
     base = _base_sql(rules, raw_cols, tables, source, ts_from, ts_to, part)
     keep = _event_columns(raw_cols)

@@ -6,10 +6,13 @@ shard), the shards at once (a thread and a connection each). A hunt does not sca
 cannot match: each rule's candidate (host, UTC day) pairs come first, from a summary table
 that covers it (``candidates``) or else from a probe of the events' own columns (one query
 per rule, no joins), and the exact rules (many per scan) then read only those hosts and
-days, or nothing. What comes back is only the matching rows; the alerts are built from
-them by the same code as the DuckDB hunt (``hunt.match_alerts``), and their evidence
-(executable, parent, session) from the processes of the alerts' acting processes and
-their ancestors, pulled by entity id, not the whole process table.
+days, or nothing. What comes back is only the matching rows, and of them only the columns
+the grouping into findings reads (``_narrow``); they become findings by the same code as
+the DuckDB hunt's (``grouping.findings_of``: grouped in bulk), and the whole rows of each
+finding's first match, which its alert is built from, are fetched in one more scan per
+shard (``_complete``). The findings' evidence (executable, parent, session) comes from the
+processes of their acting processes and those's ancestors, pulled by entity id, not the
+whole process table.
 
 The built-in detectors keep per-process state in time order (a copy then its exec, a
 write then an exec of the same file), so they are replayed in Python as in the DuckDB
@@ -29,6 +32,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.analysis.sessions import SSHD
 from forensix.errors import StoreError
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.candidates import (
@@ -53,15 +57,8 @@ from forensix.rules.clickhouse_sql import (
 )
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import SessionContext, object_free
-from forensix.rules.hunt import (
-    REPLAY_TIME,
-    RULES_PER_SCAN,
-    _named,
-    group_findings,
-    hunt_rules,
-    match_alerts,
-    prelude,
-)
+from forensix.rules.grouping import Complete, findings_of, rule_matches
+from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules, prelude
 from forensix.rules.ir import CompiledRule, Const, Node
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
@@ -93,7 +90,7 @@ class FleetHunt:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error) of fallbacks that failed too
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (detector's rules, why) not replayed
     shards: int = 0
-    matched_rows: int = 0  # rows the shards sent back (matches of Sigma rules)
+    matched_rows: int = 0  # matches the shards sent back (a row per rule it matched)
     candidates: int = 0  # (host, day) pairs read by the narrowed scans, all shards
     scans: int = 0  # scans of the events (or flows) run, all shards
     replayed_rows: int = 0  # rows pulled for the built-in detectors
@@ -132,9 +129,12 @@ _KEY_TYPES = {f.name: f.type for f in EVENTS}
 
 
 def _as_view(t: pa.Table) -> pa.Table:
-    """Rows of ``hunt_sql_ch`` typed as DuckDB's hunt returns them (the logical schema)."""
+    """Rows of ``hunt_sql_ch`` (or the columns of them ``_narrow`` keeps) typed as DuckDB's
+    hunt returns them (the logical schema)."""
     cols, names = [], []
     for c in (*KEY_COLUMNS, *SUMMARY_DERIVED):
+        if c not in t.column_names:
+            continue
         col = t.column(c)
         if c in _KEY_TYPES and pa.types.is_list(_KEY_TYPES[c]):
             mask = pc.equal(t.column(null_column(c)), pa.scalar(1, pa.uint8()))
@@ -150,6 +150,121 @@ def _as_view(t: pa.Table) -> pa.Table:
     cols.append(t.column("fx_rules").cast(pa.list_(pa.int32())))
     names.append("fx_rules")
     return pa.Table.from_arrays(cols, names=names)
+
+
+# what the grouping of matches into findings reads of a row (grouping._KEY), the object's
+# columns too for a rule naming an object (grouping._OBJECT; ``syscall`` is no rule-view key)
+_GROUP_COLUMNS = ("host_name", "host_id", "boot_id", "ts", "cpu", "seq", "process_entity_id", "process_pid")
+_OBJECT_COLUMNS = ("event_action", "process_executable", "file_path", "file_target_path", "unix_path", "source_ip",
+                   "source_port", "destination_ip", "destination_port", "target_pid", "process_args",
+                   "process_args__null")
+# a first match is found again by these (flow edges have no cpu and seq)
+_FIND = ("host_id", "boot_id", "ts", "cpu", "seq", "process_entity_id", "file_path", "destination_ip",
+         "destination_port", "source_port")
+
+
+def _narrow(sql: str, rules: Sequence[CompiledRule]) -> str:
+    """Only the columns the grouping reads of ``sql``'s rows: a rule matching a million rows
+    sends back a million of these, and the whole row of each finding's first match only
+    (``_complete``). ClickHouse then leaves out what only the other columns need (the
+    command lines, the user names)."""
+    named = any(r.rule_id not in object_free([r]) for r in rules)  # a rule grouping by object
+    cols = _GROUP_COLUMNS + (_OBJECT_COLUMNS if named else ())
+    # one row per (row, rule) it matched: clickhouse-driver reads a number column many times
+    # faster than an array column
+    return f"SELECT {', '.join(cols)}, fx_rule FROM ({sql}) ARRAY JOIN fx_rules AS fx_rule"
+
+
+def _tagged(t: pa.Table, src: int) -> pa.Table:
+    """``_narrow``'s rows typed as the rule view's, with ``fx_rules`` (one each) and their
+    source (0: events, 1: flows)."""
+    n = t.num_rows
+    one = t.column("fx_rule").combine_chunks().cast(pa.int32())
+    rules = pa.ListArray.from_arrays(pa.array(range(n + 1), pa.int32()), one)
+    t = _as_view(t.drop_columns(["fx_rule"]).append_column("fx_rules", rules))
+    return t.append_column("fx_src", pa.array([src] * n, pa.uint8()))
+
+
+def _keys(t: pa.Table, rule: pa.Array, cols: Sequence[str]) -> pa.Array:
+    """A text per (rule, row) of ``cols`` that finds a matching row again."""
+    parts = [rule.cast(pa.string())] + [pc.fill_null(t.column(c).cast(pa.string()), "\x01") for c in cols]
+    return pc.binary_join_element_wise(*parts, "\0")
+
+
+def _complete(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
+              ts_to: int | None) -> Complete:
+    """What fetches the whole rows of some matching rows (narrow, with ``fx_shard`` and
+    ``fx_src``) from their shards: per shard and source one exact scan of the rules that
+    have them, over only their (host, time) pairs (sent as an external table: the events are
+    ordered by host and time, so ClickHouse reads the granules holding them)."""
+    index = {id(r): i for i, r in enumerate(rules)}
+
+    def fetch(entries: Sequence[tuple[CompiledRule, pa.Table]]) -> list[pa.Table]:
+        want: dict[tuple[int, int], tuple[set[int], set[tuple[str, int]]]] = {}
+        for rule, rows in entries:
+            for sh, src, host, ts in zip(*(rows.column(c).to_pylist() for c in ("fx_shard", "fx_src", "host_name",
+                                                                                  "ts")), strict=True):
+                ids, pairs = want.setdefault((sh, src), (set(), set()))
+                ids.add(index[id(rule)])
+                pairs.add((host or "", ts))
+
+        def one(shard: int) -> list[pa.Table]:
+            srv, tables = servers[shard]
+            got = []
+            for src, source in enumerate(("events", "flows")):
+                ids, pairs = want.get((shard, src), (set(), set()))
+                if not pairs:
+                    continue
+                ext = [{"name": "fx_first", "structure": [("host_name", "String"), ("ts", "Int64")],
+                        "data": sorted(pairs)}]
+                hosts = tuple(sorted({h for h, _ in pairs}))
+                # the hosts spelled out too: 18.16 narrows a read by a literal set, not by the
+                # external table inside the scan's subqueries
+                part = Slice(f"host_name IN ({', '.join(literal(h) for h in hosts)}) AND (host_name, ts) IN fx_first",
+                             hosts)
+                todo = sorted(ids)
+                for start in range(0, len(todo), RULES_PER_SCAN):
+                    chunk = todo[start:start + RULES_PER_SCAN]
+                    sql = hunt_sql_ch([rules[i] for i in chunk], tables, source, ts_from, ts_to, chunk, part)
+                    got.append(_as_view(srv.table(sql, external=ext)))
+            return got
+
+        parts = [t for ts in _each_index(len(servers), one) for t in ts if t.num_rows]
+        whole = pa.concat_tables(parts) if parts else None
+        out = []
+        known: dict[tuple[str, ...], tuple[pa.Array, pa.Array]] = {}
+        for rule, rows in entries:
+            if rows.num_rows == 0:
+                out.append(rows)
+                continue
+            if whole is None:
+                raise _gone(rule)
+            cols = tuple(c for c in _FIND if c in rows.column_names)
+            if cols not in known:  # (rule, row) of every row fetched, as text
+                matched = whole.column("fx_rules").combine_chunks()
+                parents = pc.list_parent_indices(matched)
+                known[cols] = parents, _keys(whole.take(parents), pc.list_flatten(matched), cols)
+            parents, have = known[cols]
+            at = pc.index_in(_keys(rows, pa.array([index[id(rule)]] * rows.num_rows, pa.int32()), cols),
+                             value_set=have)
+            if at.null_count:
+                raise _gone(rule)
+            out.append(whole.take(parents.take(at)))
+        return out
+
+    return fetch
+
+
+def _gone(rule: CompiledRule) -> StoreError:
+    return StoreError(f"rows matching {rule.rule_id} were not found again in the store",
+                      "the store changed during the hunt (retention, a replay?): hunt again")
+
+
+def _each_index(n: int, job: Callable[[int], T]) -> list[T]:
+    if n == 1:
+        return [job(0)]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="fx-hunt") as pool:
+        return list(pool.map(job, range(n)))
 
 
 def _scan(servers: Sequence[tuple[Server, Tables]], chunk: Sequence[CompiledRule], ts_from: int | None,
@@ -239,8 +354,9 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
             out.scans += 1
     for start in range(0, len(flows), RULES_PER_SCAN):  # few: the flows have no host order to narrow by
         ids = flows[start:start + RULES_PER_SCAN]
-        out.rows.append(_as_view(srv.table(hunt_sql_ch([rules[i] for i in ids], tables, "flows", ts_from, ts_to,
-                                                       ids))))
+        chunk = [rules[i] for i in ids]
+        out.rows.append(_tagged(srv.table(_narrow(hunt_sql_ch(chunk, tables, "flows", ts_from, ts_to, ids), chunk)),
+                                1))
         out.scans += 1
     union = sorted({pair for pairs in found.values() for pair in pairs})
     part: Slice | None = Slice(slices_sql(union), tuple(sorted({h for h, _ in union})))
@@ -250,8 +366,9 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
     hit = sorted(found)
     for start in range(0, len(hit), RULES_PER_SCAN):
         ids = hit[start:start + RULES_PER_SCAN]
-        out.rows.append(_as_view(srv.table(hunt_sql_ch([rules[i] for i in ids], tables, "events", ts_from, ts_to,
-                                                       ids, part))))
+        chunk = [rules[i] for i in ids]
+        out.rows.append(_tagged(srv.table(_narrow(hunt_sql_ch(chunk, tables, "events", ts_from, ts_to, ids, part),
+                                                  chunk)), 0))
         out.scans += 1
     return out
 
@@ -268,16 +385,17 @@ def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_
     out = ShardHunt([], [Plan(r, None, "whole scans asked for") for r in rules])
     for start in range(0, len(rules), RULES_PER_SCAN):
         ids = list(range(start, min(start + RULES_PER_SCAN, len(rules))))
-        for src in ("events", "flows"):
-            out.rows.append(_as_view(srv.table(hunt_sql_ch([rules[i] for i in ids], tables, src, ts_from, ts_to,
-                                                           ids))))
+        chunk = [rules[i] for i in ids]
+        for n, src in enumerate(("events", "flows")):
+            out.rows.append(_tagged(srv.table(_narrow(hunt_sql_ch(chunk, tables, src, ts_from, ts_to, ids), chunk)), n))
             out.scans += 1
     return out
 
 
 def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
            ts_to: int | None, out: FleetHunt, narrow: bool = True) -> pa.Table:
-    """Alerts of the Sigma rules on every shard at once."""
+    """The rows matching the Sigma rules on every shard at once, in time order (``fx_rules``:
+    indices into ``rules``)."""
     each = _hunt_shard if narrow else _whole_shard
     shards = _each(servers, lambda srv, tables: each(srv, tables, rules, ts_from, ts_to))
     for i, r in enumerate(rules if narrow else ()):
@@ -288,9 +406,12 @@ def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRul
             out.narrowed.append((r.rule_id, str(shards[0].plans[i].summary)))
     out.candidates = sum(sh.candidates for sh in shards)
     out.scans = sum(sh.scans for sh in shards)
-    rows = _sorted([t for sh in shards for t in sh.rows])
+    # in no order: the findings are sorted, and a finding's matches taken in time order
+    parts = [t.append_column("fx_shard", pa.array([n] * t.num_rows, pa.uint16()))
+             for n, sh in enumerate(shards) for t in sh.rows if t.num_rows]
+    rows = pa.concat_tables(parts) if parts else pa.table({})
     out.matched_rows = rows.num_rows
-    return match_alerts(rules, rows) if rows.num_rows else empty_alerts()
+    return rows
 
 
 def _split(rules: Sequence[CompiledRule]) -> tuple[list[CompiledRule], list[tuple[CompiledRule, str]]]:
@@ -413,10 +534,17 @@ def _context(store: ClickHouseStore, alerts: pa.Table) -> tuple[ProcessContext, 
         procs.append(got)
         frontier = {int(p) for p in got.column("parent_entity_id").to_pylist() if p}
     procs = [p for p in procs if p.num_rows]
-    if procs:
-        ctx.add_processes(pa.concat_tables(procs).sort_by([("image_ts", "ascending")]))
-    if seen:
-        acc = _by_entity(store, "events", "process_entity_id", sorted(seen),
+    if not procs:
+        return ctx, sess
+    every = pa.concat_tables(procs).sort_by([("image_ts", "ascending")])
+    ctx.add_processes(every)
+    # a session's source address is read from the accepts of the ssh daemons above it only
+    # (evidence._session): the processes with an ssh daemon's image, not every one of the alerts'
+    base = pc.replace_substring_regex(pc.fill_null(every.column("executable"), ""), r"(?s)^.*/", "")
+    daemons = every.filter(pc.is_in(base, pa.array(sorted(SSHD))))
+    ids = sorted({int(e) for e in daemons.column("entity_id").to_pylist()})
+    if ids:
+        acc = _by_entity(store, "events", "process_entity_id", ids,
                          "process_entity_id, ts, destination_ip, network_transport, event_action",
                          "event_action = 'accept'")
         sess.add_events(acc.sort_by([("ts", "ascending")]))
@@ -446,19 +574,17 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
     servers = shard_servers(store)
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
                     fallback=[(r.rule_id, why) for r, why in other], shards=len(servers))
-    parts: list[pa.Table] = []
     try:
-        parts.append(_sigma(servers, ok, ts_from, ts_to, out, narrow))
+        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow))
+        parts: list[pa.Table] = []
+        if other:
+            parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
+        found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
+        parts = [p for p in (*parts, found) if p.num_rows]
+        alerts = pa.concat_tables(parts) if parts else empty_alerts()
+        out.alerts = findings_of(matches, alerts, lambda a: _context(store, a), object_free(rules),
+                                 complete=_complete(servers, ok, ts_from, ts_to))
     finally:
         for srv, _ in servers:
             srv.close()
-    if other:
-        parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
-    found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
-    parts.append(found)
-    parts = [p for p in parts if p.num_rows]
-    if parts:
-        alerts = pa.concat_tables(parts)
-        ctx, sess = _context(store, alerts)
-        out.alerts = group_findings(ctx, sess, alerts, object_free=object_free(rules))
     return out

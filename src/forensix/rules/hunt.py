@@ -8,6 +8,10 @@ A rule the store cannot run (DuckDB refuses its SQL, e.g. a string test on the l
 ``process.args``) does not fail the hunt: the scan it was in is split until the rule is
 alone, the rule is named with DuckDB's reason in ``skipped``, and the others run. The fleet
 hunt (``rules.fleet_hunt``) does the same over ClickHouse.
+
+Matches become findings in bulk (``rules.grouping``): the grouping is decided from the
+matching rows' columns, and only each finding's first match is built into an alert and
+given its evidence, so a rule matching millions of events costs about its scan.
 """
 
 from __future__ import annotations
@@ -15,27 +19,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from forensix.analysis.users import store_book
 from forensix.errors import StoreError
 from forensix.rules.alerts import build_alerts, empty_alerts
 from forensix.rules.detectors import Detector
 from forensix.rules.engine import meta_of
-from forensix.rules.evidence import (
-    GROUP_WINDOW_NS,
-    SessionContext,
-    add_evidence,
-    group_alerts,
-    object_free,
-)
+from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, object_free
+from forensix.rules.grouping import findings_of, rule_matches
 from forensix.rules.ir import CompiledRule, Node, columns_of
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import hunt_sql, where_sql
 from forensix.store.base import Reader
-from forensix.store.schema import ALERTS, EVENTS, ecs_name
+from forensix.store.schema import EVENTS, ecs_name
 
-__all__ = ["findings", "group_findings", "hunt", "hunt_detectors", "hunt_rules", "match_alerts", "prelude", "store_context"]
+__all__ = ["findings", "group_findings", "hunt", "hunt_detectors", "hunt_rules", "match_alerts", "prelude",
+           "store_context"]
 
 RULES_PER_SCAN = 40
 _LISTS = frozenset(f.name for f in EVENTS if pa.types.is_list(f.type) or pa.types.is_binary(f.type))
@@ -60,21 +59,27 @@ def hunt_rules(
 
     ``skipped``: where a rule the store cannot run goes, as (rule id, reason), while the
     others run; without it, such a rule's error is raised (``StoreError``)."""
-    ok = [r for r in rules if r.ok]
-    found = []
-    for start in range(0, len(ok), RULES_PER_SCAN):
-        chunk = ok[start : start + RULES_PER_SCAN]
-        found += _scan(reader, chunk, ts_from, ts_to, skipped)
+    found = [match_alerts(chunk, rows) for chunk, rows in _matches(reader, rules, ts_from, ts_to, skipped)]
     found = [f for f in found if f.num_rows]
     return pa.concat_tables(found) if found else empty_alerts()
 
 
+def _matches(reader: Reader, rules: Sequence[CompiledRule], ts_from: int | None, ts_to: int | None,
+             skipped: list[tuple[str, str]] | None) -> list[tuple[Sequence[CompiledRule], pa.Table]]:
+    """The matching rows of every scan (``fx_rules``: indices into the scan's rules)."""
+    ok = [r for r in rules if r.ok]
+    found = []
+    for start in range(0, len(ok), RULES_PER_SCAN):
+        found += _scan(reader, ok[start : start + RULES_PER_SCAN], ts_from, ts_to, skipped)
+    return found
+
+
 def _scan(reader: Reader, chunk: Sequence[CompiledRule], ts_from: int | None, ts_to: int | None,
-          skipped: list[tuple[str, str]] | None) -> list[pa.Table]:
+          skipped: list[tuple[str, str]] | None) -> list[tuple[Sequence[CompiledRule], pa.Table]]:
     """One scan for ``chunk``; when the store refuses it, each half on its own (a few more
     scans, only on failure), down to the rule that cannot run."""
     try:
-        return [match_alerts(chunk, reader.query(hunt_sql(chunk, ts_from, ts_to)))]
+        return [(chunk, reader.query(hunt_sql(chunk, ts_from, ts_to)))]
     except StoreError as e:
         if skipped is None:
             raise
@@ -87,17 +92,9 @@ def _scan(reader: Reader, chunk: Sequence[CompiledRule], ts_from: int | None, ts
 
 def match_alerts(chunk: Sequence[CompiledRule], rows: pa.Table) -> pa.Table:
     """Alerts from the rows of one many-rule scan (``fx_rules``: the indices into ``chunk``
-    each row matched), rule by rule."""
-    if rows.num_rows == 0:
-        return empty_alerts()
-    matched = rows.column("fx_rules").combine_chunks()
-    flat = pc.list_flatten(matched).to_numpy(zero_copy_only=False)
-    parents = pc.list_parent_indices(matched).to_numpy()
-    found = []
-    for i, rule in enumerate(chunk):
-        idx = parents[flat == i]
-        if len(idx):
-            found.append(build_alerts(meta_of(rule), rows.take(pa.array(idx)), "hunt"))
+    each row matched), rule by rule, one per match."""
+    found = [build_alerts(meta_of(rule), part if idx is None else part.take(pa.array(idx)), "hunt")
+             for rule, part, idx in rule_matches(chunk, rows)]
     return pa.concat_tables(found) if found else empty_alerts()
 
 
@@ -160,11 +157,9 @@ def hunt(
     """Everything a hunt finds, one alert per finding with its evidence, sorted by time.
 
     ``skipped``: see ``hunt_rules`` (rules the store cannot run, named; the others run)."""
-    parts = [hunt_rules(reader, rules, ts_from, ts_to, skipped), hunt_detectors(reader, detectors, ts_from, ts_to)]
-    parts = [p for p in parts if p.num_rows]
-    if not parts:
-        return empty_alerts()
-    return findings(reader, pa.concat_tables(parts), object_free=object_free(rules))
+    matches = [m for chunk, rows in _matches(reader, rules, ts_from, ts_to, skipped) for m in rule_matches(chunk, rows)]
+    found = hunt_detectors(reader, detectors, ts_from, ts_to)
+    return findings_of(matches, found, lambda _: store_context(reader), object_free(rules))
 
 
 def store_context(reader: Reader) -> tuple[ProcessContext, SessionContext]:
@@ -185,16 +180,11 @@ def store_context(reader: Reader) -> tuple[ProcessContext, SessionContext]:
 
 def findings(reader: Reader, alerts: pa.Table, window_ns: int = GROUP_WINDOW_NS,
              object_free: frozenset[str] = frozenset()) -> pa.Table:
-    """One alert per match -> one per finding (``evidence.group_alerts``) with its evidence."""
-    ctx, sess = store_context(reader)
-    return group_findings(ctx, sess, alerts, window_ns, object_free)
+    """One alert per match -> one per finding (as ``evidence.group_alerts`` groups them) with its evidence."""
+    return findings_of([], alerts, lambda _: store_context(reader), object_free, window_ns)
 
 
 def group_findings(ctx: ProcessContext, sess: SessionContext, alerts: pa.Table, window_ns: int = GROUP_WINDOW_NS,
                    object_free: frozenset[str] = frozenset()) -> pa.Table:
-    """``findings`` with the process and session context given (a fleet hunt pulls only
-    the processes of its alerts and their ancestors)."""
-    rows = alerts.to_pylist()
-    add_evidence(rows, ctx, sess)
-    out = group_alerts(rows, window_ns, object_free)
-    return pa.Table.from_pylist(out, schema=ALERTS) if out else empty_alerts()
+    """``findings`` with the process and session context given."""
+    return findings_of([], alerts, lambda _: (ctx, sess), object_free, window_ns)

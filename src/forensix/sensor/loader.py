@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -47,6 +48,9 @@ OPTIONAL_PINS = ("heartbeat_timer",)
 # The per-CPU slot caches in front of flows and reopens (sensor/slots.py): pinned and adopted
 # when the sensor has them; one pinned by an older forensix has none to drain.
 SLOT_PINS = ("flow_slots", "open_slots")
+# TCP connections counted by their own counters (SensorConfig.tcp_counters): the socket storage
+# that holds each owner's share until its next transfer after a flush, or its close.
+TCP_PINS = ("tcp_own",)
 # A pinned sensor stops recording after this long without an agent (bpf/sensor.bpf.c,
 # the heartbeat watch): long enough for a restart or an upgrade, short of recording a
 # host for nobody for good. The next agent resumes it and writes the pause as a gap.
@@ -54,6 +58,7 @@ ORPHAN_TIMEOUT_S = 600.0
 _HEARTBEAT_ARM = "fx_heartbeat_arm"
 PAUSED_AGENT = 1  # events.h FX_PAUSED_AGENT
 PAUSED_ORPHAN = 2  # events.h FX_PAUSED_ORPHAN
+ACC_DETACHED = 8181  # events.h FX_ACC_DETACHED: boot ns at which the orphan watch detached the programs
 BTF = Path("/sys/kernel/btf/vmlinux")
 _LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
 # Classic-tracepoint stand-ins for kernels that refuse tp_btf; fx_fork_child hooks the
@@ -62,6 +67,8 @@ _LIFECYCLE_CLASSIC = ("fx_exec_tp", "fx_exit_tp")
 _FORK_SYSCALLS = ("clone", "clone3", "fork", "vfork")
 # Socket data flow from the socket layer (tp_btf), and the tracepoints they need (Linux 6.3)
 _SOCK_FLOW = {"fx_sock_send": "sock_send_length", "fx_sock_recv": "sock_recv_length"}
+_TCP_CLOSE = "fx_tcp_state"  # tp_btf/inet_sock_set_state
+SOCK_COUNTERS = 2  # events.h FX_SOCK_COUNTERS
 
 
 def bpf_dir() -> Path:
@@ -114,6 +121,9 @@ class SensorConfig:
     full_rw: bool = False
     # socket data counted at the socket layer (tp_btf, Linux 6.3+), not at the read/write syscalls
     sock_layer: bool = True
+    # with sock_layer: a long TCP connection's own process is counted by the connection's
+    # sequence numbers, not per call; others' transfers stay per call (docs/data-flow.md)
+    tcp_counters: bool = False
     every_open: bool = False
     # terminal bytes kept per terminal per second (bpf/tty.bpf.h); 0: no terminal capture
     tty_rate: int = 256 << 10
@@ -143,6 +153,11 @@ def pin_dir_for(store: str | Path, netns: int = 0) -> Path:
 def is_pinned(pin_dir: Path) -> bool:
     """A sensor pinned there by an agent that did not stop cleanly (killed, crashed)."""
     return all((pin_dir / m).exists() for m in PINNED_MAPS)
+
+
+def _read_u64(fd: int, key: int) -> int:
+    k, val = ctypes.c_uint32(key), ctypes.c_uint64(0)
+    return int(val.value) if lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(k), ctypes.byref(val)) == 0 else 0
 
 
 def mount_bpffs() -> None:
@@ -260,11 +275,17 @@ class Sensor:
         self.adopted = False  # the sensor was pinned by an earlier agent, and taken over
         # socket reads/writes counted at the socket layer (else at their syscalls' exits)
         self.sock_flows = False
+        self.tcp_counters = False  # TCP connections counted by their counters (SensorConfig.tcp_counters)
         self._fds: dict[str, int] = {}  # an adopted sensor's maps
         self._link_fds: list[int] = []  # an adopted sensor's links, once unpinned
         # why the sensor has no heartbeat watch (None: it has one); see arm_heartbeat
         self.no_heartbeat_watch: str | None = None
         self.adopted_control: dict[str, int] = {}  # the control word as the dead agent left it
+        # an adopted sensor whose programs the orphan watch detached (sensor/orphan_watch.py):
+        # new ones are loaded onto its pinned maps (these) and attached; detached_at: when
+        self._reuse: dict[str, int] = {}
+        self.reattach = False
+        self.detached_at = 0
 
     # -- load ----------------------------------------------------------------------
     def open_and_load(self) -> None:
@@ -283,8 +304,8 @@ class Sensor:
                     # and a pinned one whose agent died records until stopped by hand
                     watch = False
                     self.no_heartbeat_watch = f"the kernel refused the heartbeat timer ({first})"
-                elif typed and self.config.lifecycle == "auto" and any(f"program {p} " in e.message
-                                                                       for p in (*_LIFECYCLE, *_SOCK_FLOW)):
+                elif typed and self.config.lifecycle == "auto" and any(
+                        f"program {p} " in e.message for p in (*_LIFECYCLE, *_SOCK_FLOW, _TCP_CLOSE)):
                     typed = False  # a kernel that refuses tp_btf at load: try again without those three
                     self.fallback = f"the kernel refused the typed sched programs at load ({first})"
                 else:
@@ -306,12 +327,20 @@ class Sensor:
         if not self.sock_flows:
             for name in _SOCK_FLOW:
                 lb.lib.bpf_program__set_autoload(self._prog(name), False)
+        self.tcp_counters = self.sock_flows and self.config.tcp_counters and bool(
+            lb.lib.bpf_object__find_program_by_name(obj, _TCP_CLOSE.encode()))
+        if not self.tcp_counters and lb.lib.bpf_object__find_program_by_name(obj, _TCP_CLOSE.encode()):
+            lb.lib.bpf_program__set_autoload(self._prog(_TCP_CLOSE), False)
         if not heartbeat_watch:
             lb.lib.bpf_program__set_autoload(self._prog(_HEARTBEAT_ARM), False)
         self._set_sizes()
         self._set_config()
         val = self._control_value(False, self.config.exclude_tgid)
         lb.lib.bpf_map__set_initial_value(self._control_map(), val, len(val))
+        for name, fd in self._reuse.items():  # an adopted sensor's maps, rings and counters as they are
+            if name == "control" or lb.lib.bpf_object__find_map_by_name(obj, name.encode()):
+                m = self._control_map() if name == "control" else self._map(name)
+                lb.check_int(lb.lib.bpf_map__reuse_fd(m, fd), f"reuse the pinned map {name}")
         ret = lb.lib.bpf_object__load(obj)
         if ret < 0:
             self._load_failed(-ret)
@@ -337,7 +366,7 @@ class Sensor:
             "full_rw": int(self.config.full_rw),
             "every_open": int(self.config.every_open),
             "tty_rate": int(self.config.tty_rate),
-            "sock_flows": int(self.sock_flows),
+            "sock_flows": SOCK_COUNTERS if self.tcp_counters else int(self.sock_flows),
         }
         if self.config.netns:
             if "netns" not in layout:
@@ -454,6 +483,8 @@ class Sensor:
             self._attach_typed_lifecycle()
         if self.sock_flows:
             self._attach_sock_flows()
+        if self.tcp_counters:
+            self._attach_tcp_counters()
         events = TRACEFS / "events" / "syscalls"
         for sc, spec in SYSCALLS.items():
             if self.sock_flows and sc in SOCKET_RW:
@@ -475,6 +506,15 @@ class Sensor:
                     "record with --socket-flows syscall: socket data is then counted at the syscalls",
                 )
             self._links.append(link)
+
+    def _attach_tcp_counters(self) -> None:
+        link = lb.lib.bpf_program__attach(self._prog(_TCP_CLOSE))
+        if not link:
+            err = ctypes.get_errno()
+            raise KernelFeatureError(
+                f"cannot attach {_TCP_CLOSE} (tp_btf/inet_sock_set_state): {os.strerror(err)}",
+                "record with --socket-flows socket: TCP data is then counted per call")
+        self._links.append(link)
 
     def _attach_typed_lifecycle(self) -> None:
         links: list[int] = []
@@ -525,17 +565,23 @@ class Sensor:
         """Pin maps and links, so that recording goes on if this agent dies."""
         mount_bpffs()
         pin_dir.mkdir(mode=0o700)
-        for name in PINNED_MAPS + OPTIONAL_PINS + SLOT_PINS:
+        for name in PINNED_MAPS + OPTIONAL_PINS + SLOT_PINS + (TCP_PINS if self.tcp_counters else ()):
             if name not in PINNED_MAPS and not lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()):
                 continue
             m = self._control_map() if name == "control" else self._map(name)
             lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / name).encode()), f"pin map {name}")
+        self.pin_links(pin_dir)
+
+    def pin_links(self, pin_dir: Path) -> None:
         for i, link in enumerate(self._links):
             lb.check_int(lb.lib.bpf_link__pin(link, str(pin_dir / f"link-{i:04d}").encode()), "pin a link")
 
-    def adopt(self, pin_dir: Path) -> None:
+    def adopt(self, pin_dir: Path, stop_watch: Callable[[int], object] | None = None) -> None:
         """Take over the sensor an earlier agent pinned: its programs never stopped
-        recording, and its rings hold what happened meanwhile."""
+        recording, and its rings hold what happened meanwhile. ``stop_watch`` (given the
+        ``accounted`` map) ends the dead agent's orphan watch before we look at the links;
+        if the watch had detached them, new programs are loaded onto the pinned maps
+        (``reattach``: the caller attaches them and pins their links)."""
         self.abi = load_abi()
         for name in PINNED_MAPS:
             fd = lb.lib.bpf_obj_get(str(pin_dir / name).encode())
@@ -543,18 +589,50 @@ class Sensor:
                 raise SensorError(f"cannot open the pinned map {pin_dir / name}: {os.strerror(ctypes.get_errno())}",
                                   f"remove the stale pins with: forensix record --stop --store STORE ({pin_dir})")
             self._fds[name] = fd
-        for name in SLOT_PINS:
+        for name in SLOT_PINS + TCP_PINS:
             fd = lb.lib.bpf_obj_get(str(pin_dir / name).encode()) if (pin_dir / name).exists() else -1
             if fd >= 0:
                 self._fds[name] = fd
+        self.tcp_counters = "tcp_own" in self._fds
         if not all((pin_dir / name).exists() for name in OPTIONAL_PINS):
             self.no_heartbeat_watch = "the adopted sensor was pinned by a forensix without a heartbeat watch"
         self.adopted = True
         self.lifecycle = "adopted"
+        if stop_watch is not None:
+            stop_watch(self._fds["accounted"])
         self.adopted_control = self.read_control()
+        detached = _read_u64(self._fds["accounted"], ACC_DETACHED)
+        if detached or not any(pin_dir.glob("link-*")):
+            self._detached(pin_dir, detached)
         # ours from now on (our own syscalls are not recorded); a pause of the heartbeat
         # watch stays until the recorder is ready to drain and writes it as a gap
         self.beat(self.adopted_control, keep_orphan=True)
+        if self.reattach:
+            self._reuse = dict(self._fds)
+            self.open_and_load()
+            self.lifecycle = "adopted, its detached programs loaded and attached anew"
+
+    def _detached(self, pin_dir: Path, detached_at: int) -> None:
+        """The orphan watch detached the programs, or had begun to when it was stopped:
+        detach the rest, and record from new programs. Links gone with no pause in the
+        control word (removed by hand): nothing is known after the last heartbeat."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        ctl = self.adopted_control
+        if not ctl.get("paused", 0) & PAUSED_ORPHAN:
+            ctl["paused"] = ctl.get("paused", 0) | PAUSED_ORPHAN
+            ctl["orphaned_at"] = ctl.get("heartbeat") or now
+        fds = []
+        for p in sorted(pin_dir.glob("link-*")):
+            fd = lb.lib.bpf_obj_get(str(p).encode())
+            p.unlink()
+            if fd >= 0:
+                fds.append(fd)
+        with ThreadPoolExecutor(max_workers=64) as pool:  # each detach waits for an RCU grace period
+            list(pool.map(os.close, fds))
+        self.detached_at = detached_at or now
+        self.reattach = True
 
     def set_control(self, paused: bool) -> None:
         """Write the control word: pause or resume recording, with a fresh heartbeat."""

@@ -37,6 +37,7 @@ from forensix.sensor.decode import (
     Decoder,
     _table,
     comm_names,
+    file_type_codes,
     file_types,
     repeat,
 )
@@ -48,9 +49,11 @@ from forensix.sensor.slots import SlotCaches, merge_flows, merge_reopens
 from forensix.sensor.survival import (
     ACC_EARLY,
     ACC_LAST_WRITE,
+    OrphanWatch,
     orphan_gap,
     read_accounted,
     restart_gap,
+    stop_watch,
     write_accounted,
 )
 from forensix.sensor.writer import EVIDENCE_RETRY_S, QUEUE_BYTES, BatchWriter
@@ -157,9 +160,11 @@ class Recorder:
         self.evidence_retry_s = evidence_retry_s  # how long the store may refuse batches before we stop
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
+        self._watch: OrphanWatch | None = None  # detaches our pinned sensor if we die and nobody adopts it
         self._stop = threading.Event()
         self._pace: Pacer | None = None
         self.stop_reason = "stopped"
+        self._flush_drained = 0  # records the last flush_flows drained
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -170,7 +175,7 @@ class Recorder:
         if adopt:
             assert pin is not None
             preflight()
-            self.sensor.adopt(pin)
+            self.sensor.adopt(pin, stop_watch=lambda fd: stop_watch(pin, fd))
         else:
             if pin is not None and pin.exists():  # half-pinned by an agent that died pinning
                 for fd in unpin(pin):
@@ -186,11 +191,15 @@ class Recorder:
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
-        if not adopt:
+        if not adopt or self.sensor.reattach:
             self.sensor.attach()
-            if pin is not None:
+            if pin is not None and adopt:
+                self.sensor.pin_links(pin)  # onto its maps, pinned already; its timer still runs
+            elif pin is not None:
                 self.sensor.pin(pin)
                 self.sensor.arm_heartbeat()
+        self._watch = (OrphanWatch(pin, self.sensor.map_fd("accounted"), self.abi, self.config.orphan_timeout_s)
+                       if pin is not None and self.config.orphan_timeout_s > 0 else None)
         self.rings = [RingBuffer(self.sensor.map_fd(n), self.sensor.ring_size(n)) for n in _RINGS]
         self._ncpu = lb.lib.libbpf_num_possible_cpus()
         self._cdt = struct_dtype(self.abi, "fx_counter")
@@ -302,19 +311,22 @@ class Recorder:
             while not self._stop.is_set():
                 # Decoding has a fixed cost per batch (~100 vectorised calls): drain when
                 # a ring is a quarter full or batch_interval has passed, not on every tick.
-                # The flow flush needs a drain first (the opens that name the edges' files
-                # come first): it shares the batch drain instead of adding one.
+                # The flow flush takes the maps, then drains (the opens that name the edges'
+                # files are in the ring by then): that drain is the tick's batch.
                 now = time.monotonic()
                 got = 0
                 flows_due = now >= next_flow
-                if woke or flows_due or now - last_drain >= self.batch_interval or self._rings_filling():
+                if flows_due:  # the flush drains once, after taking the maps: one batch, not two
+                    moved = self.flush_flows(drain=True)
+                    got = self._flush_drained
+                    last_drain = now
+                    pace.drained(got, now)
+                    self.account_losses()
+                    next_flow = now + pace.flushed(got + moved)
+                elif woke or now - last_drain >= self.batch_interval or self._rings_filling():
                     got = self.poll_once()
                     last_drain = now
                     pace.drained(got, now)
-                if flows_due:
-                    moved = self.flush_flows()
-                    self.account_losses()
-                    next_flow = now + pace.flushed(got + moved)
                 now = time.monotonic()
                 if now >= next_beat:
                     self.heartbeat()
@@ -395,6 +407,8 @@ class Recorder:
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
+            if self._watch is not None:
+                self._watch.close()
             if self.config.pin_dir is not None:
                 self.sensor.release_pins(self.config.pin_dir)  # a clean stop: nothing outlives us
             if self.detach_in_background:
@@ -490,7 +504,9 @@ class Recorder:
         self.sensor.beat(ctl)
 
     def _orphan_gap(self, ctl: dict[str, int]) -> None:
-        gap = orphan_gap(ctl, self.host, self.clock.offset_ns)
+        gap = orphan_gap(ctl, self.host, self.clock.offset_ns, self.sensor.detached_at if self.sensor else 0)
+        if self.sensor is not None:
+            self.sensor.detached_at = 0
         if gap is not None:
             rows, message, ts = gap
             self.stats.gaps += rows.num_rows
@@ -507,7 +523,7 @@ class Recorder:
         self._writer.put(table, data, bulk=bulk)
 
     # -- flows, losses, clock ------------------------------------------------------
-    def flush_flows(self, final: bool = False) -> int:
+    def flush_flows(self, final: bool = False, drain: bool = False) -> int:
         """Move the aggregated edges out of the kernel maps: reads/writes, and re-opens.
 
         The per-CPU slots in front of the maps (sensor/slots.py) are taken with them: the
@@ -517,7 +533,10 @@ class Recorder:
         Rows are named from the open records decoded so far. A file opened and written after
         the last drain has its open still in the ring: drain once more when a regular file's
         edge or count would go out unnamed (taken after the maps, so every open that comes
-        before an entry of theirs is in the ring by then)."""
+        before an entry of theirs is in the ring by then). ``drain``: drain in any case, as
+        the loop's batch at a flush tick (``_flush_drained`` records); a drain just before
+        the flush and one inside it were two batches, each with the decoder's, the
+        sinks' and the rules' fixed cost, for records a few ms apart."""
         banks = []
         if self._slots is not None:
             banks.append(self._slots.flip())
@@ -531,9 +550,10 @@ class Recorder:
             ok, ov = merge_reopens(ok, ov, *self._slots.take("open_slots", bank))
         regular = (fv["imode"] & 0o170000) == 0o100000
         counted = ov["count"] > 0  # an entry without repeats is not written (its open was)
-        if not (self.decoder.named(fk["ino"][regular], fk["dev"][regular])
-                and self.decoder.named(ok["ino"][counted], ok["dev"][counted])):
-            self.poll_once()
+        self._flush_drained = 0
+        if drain or not (self.decoder.named(fk["ino"][regular], fk["dev"][regular])
+                         and self.decoder.named(ok["ino"][counted], ok["dev"][counted])):
+            self._flush_drained = self.poll_once()
         if len(fv):
             self._emit_flows(fk, fv)
         if len(ov):
@@ -551,7 +571,8 @@ class Recorder:
 
     def _artifacts_failed(self, e: Exception) -> None:
         msg = (f"executable preservation (artifacts) failed and is disabled; recording goes on without "
-               f"copies of executed files: {type(e).__name__}: {e}")
+               f"copies of executed files: {type(e).__name__}: {e}; fix: restart the recorder to keep them "
+               "again, or record with --no-artifacts (--log-level debug logs the traceback)")
         log.error("%s", msg)
         log.debug("traceback", exc_info=e)
         self.artifacts = None
@@ -562,7 +583,8 @@ class Recorder:
         try:
             self._take_tty_cuts()
         except Exception as e:  # the last second's cut terminal bytes; the stop record still goes out
-            log.error("terminal cuts not recorded: %s", e)
+            log.error("the last terminal bytes cut could not be recorded: %s: %s (--log-level debug logs the "
+                      "traceback, for a bug report)", type(e).__name__, e)
             log.debug("the traceback", exc_info=e)
             self._agent_event("warning", f"the last terminal bytes cut could not be recorded: {type(e).__name__}: {e}")
 
@@ -646,8 +668,9 @@ class Recorder:
         ftype = file_types(v["imode"])
         paths = self.decoder.label(k["ino"], k["dev"], v["first"])  # named as when the edge began
         names = comm_names(v["comm"])  # the edge's own: the pid may be another process's by now
-        pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
-        paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
+        if np.isin(file_type_codes(v["imode"]), (0o01, 0o14)).any():  # pipes and sockets: named by inode
+            pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
+            paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
         fl = self._origin_cols(n)
         fl.update(
             entity_id=self.decoder.ids.ids(k["pid"], v["start"]), pid=k["pid"], fd=v["fd"],

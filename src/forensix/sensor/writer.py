@@ -156,7 +156,8 @@ class BatchWriter(threading.Thread):
             why = _cause(e)
             self.disabled[name] = why
             msg = (f"sink {name} failed on a {table} batch and is disabled; recording goes on "
-                   f"without it: {why}")
+                   f"without it: {why}; fix: restart the recorder to use it again (--log-level debug logs "
+                   "the traceback, for a bug report)")
             log.error("%s", msg)
             log.debug("the sink's traceback", exc_info=e)  # the user sees the cause, a bug report the trace
             self.on_warning(msg)

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from forensix.agent.frame import FrameError
 from forensix.agent.sink import Sink
-from forensix.server.ledger import IngestLedger
+from forensix.server.ledger import SHARED_TABLES, IngestLedger
 from forensix.server.quarantine import is_transient
 from forensix.store import schema
 from forensix.store.base import Writer
@@ -227,7 +227,8 @@ class Ingestor:
         if self.ledger is not None and framed:
             adds = {t: sum(d.num_rows for _, d in parts) for t, parts in by_table.items()}
             with self.lock:
-                self.ledger.before(framed, adds, stored)
+                self.ledger.before(framed, adds, stored, {t: [d for _, d in by_table[t]] for t in
+                                                          by_table.keys() & SHARED_TABLES})
         for table, parts in by_table.items():
             if table not in stored:
                 self._append(table, parts)

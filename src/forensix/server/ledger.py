@@ -9,9 +9,11 @@ fsynced: the frames (host, stream, sequence, table) and, per table, how many row
 had before and how many the group adds. The log host is the only writer of its store, so at
 the next start a table that has grown by the group's rows holds them: those frames are not
 re-ingested; a table that has not grown did not take them, and they are. ``alerts`` is
-written by the live rule engine too, so its count proves nothing: an agent's ``alerts``
-frames are re-ingested as before (at worst stored twice, never lost). The intent is emptied
-once the marks are written.
+written by others too (the log host's live rule engine, its silence and refusal alerts), so
+its count proves nothing: for it the intent holds each row's identity instead (alert id,
+detection time, count and last time: an update of a finding is a row of its own), and the
+group is in the store when every one of them is. The intent is emptied once the marks are
+written.
 """
 
 from __future__ import annotations
@@ -22,12 +24,32 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INTENT_FILE", "IngestLedger", "committed_frames"]
+import pyarrow as pa
+
+__all__ = ["INTENT_FILE", "SHARED_TABLES", "IngestLedger", "committed_frames"]
 
 log = logging.getLogger("forensix.server")
 
 INTENT_FILE = "ingest-intent.json"
-_SHARED = frozenset({"alerts"})  # tables written by others than the ingest thread
+SHARED_TABLES = _SHARED = frozenset({"alerts"})  # tables written by others than the ingest thread
+_ALERT_KEY = ("alert_id", "detected_ts", "alert_count", "last_ts")
+
+
+def _alert_keys(tables: list[pa.Table]) -> list[str]:
+    """Each alert row's identity, as ``_held_keys`` computes it in the store."""
+    out: list[str] = []
+    for t in tables:
+        cols = [t.column(c).to_pylist() if c in t.schema.names else [None] * t.num_rows for c in _ALERT_KEY]
+        out += ["|".join("" if v is None else str(v) for v in row) for row in zip(*cols, strict=True)]
+    return sorted(set(out))
+
+
+def _held_keys(store: Any, table: str, keys: list[str]) -> bool:
+    """Whether every row identity of ``keys`` is in ``table`` (one append: all or none)."""
+    ident = " || '|' || ".join(f"coalesce(CAST(\"{c}\" AS VARCHAR), '')" for c in _ALERT_KEY)
+    got = store.query(f'SELECT count(DISTINCT {ident}) AS n FROM "{table}" WHERE {ident} IN (SELECT unnest($k))',
+                      {"k": keys})
+    return int(got.column("n")[0].as_py()) >= len(keys)
 
 
 def fsync_dir(d: Path) -> None:
@@ -52,15 +74,18 @@ class IngestLedger:
         self._fd: int | None = None
 
     def before(self, frames: list[tuple[str, str, int, str]], adds: dict[str, int],
-               stored: set[str] | frozenset[str] = frozenset()) -> None:
+               stored: set[str] | frozenset[str] = frozenset(),
+               shared: dict[str, list[pa.Table]] | None = None) -> None:
         """Write the intent of a group (durable) before its first append.
 
         One file kept open and rewritten in place, one fdatasync: a rename and a directory
         fsync per group doubled the cost of a 1000-row group. A write torn by a crash is not
         JSON, and means the append had not begun (it starts after the sync returns). A retried
-        group's tables already appended (``stored``) count from before their append."""
+        group's tables already appended (``stored``) count from before their append.
+        ``shared``: the group's batches of tables others write too, known by their rows."""
         tables = {t: self.rows(t) - (adds[t] if t in stored else 0) for t in adds if t not in _SHARED}
-        data = json.dumps({"frames": frames, "before": tables, "adds": adds}).encode()
+        keys = {t: _alert_keys(ds) for t, ds in (shared or {}).items() if t in _SHARED}
+        data = json.dumps({"frames": frames, "before": tables, "adds": adds, "keys": keys}).encode()
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             fsync_dir(self.path.parent)
@@ -104,6 +129,7 @@ def committed_frames(store: Any, evidence: Path) -> dict[tuple[str, str], set[in
         frames = [(str(h), str(s), int(q), str(t)) for h, s, q, t in intent["frames"]]
         before = {str(k): int(v) for k, v in intent["before"].items()}
         adds = {str(k): int(v) for k, v in intent["adds"].items()}
+        keys = {str(t): [str(k) for k in ks] for t, ks in intent.get("keys", {}).items() if t in _SHARED}
     except FileNotFoundError:
         return {}
     except (ValueError, KeyError, TypeError) as e:  # empty (done), or torn: the group never began
@@ -112,6 +138,7 @@ def committed_frames(store: Any, evidence: Path) -> dict[tuple[str, str], set[in
         path.unlink(missing_ok=True)
         return {}
     held = {t for t, n in before.items() if _count(store, t) >= n + adds.get(t, 0)}
+    held |= {t for t, ks in keys.items() if ks and _held_keys(store, t, ks)}
     out: dict[tuple[str, str], set[int]] = {}
     for host, stream, seq, table in frames:
         if table in held:

@@ -42,7 +42,7 @@ from forensix.model.timefmt import format_ns
 from forensix.pki.authority import Authority, PKIError
 from forensix.pki.sealkey import KeySchedule, SealState, write_atomic
 from forensix.pki.tls import RevocationList, peer_identity, server_context
-from forensix.server.checks import seal_problem
+from forensix.server.checks import null_problem, seal_problem
 from forensix.server.evidence import (
     EvidenceStore,
     StreamLog,
@@ -531,6 +531,9 @@ class LogServer:
             try:
                 data = decode_body(frame)
                 self.ingest.check_origin(host, data)
+                nulls = null_problem(frame.table, data)
+                if nulls:
+                    raise FrameError(nulls)
             except FrameError as e:
                 raise FrameRefused(f"{host} seq {frame.seq}: {e.message}") from None
             self._check_room(host, len(frame.raw))

@@ -137,15 +137,15 @@ class QueryServer:
             self._server.server_close()
             return
         if self._thread.is_alive():
-            stopping = threading.Thread(target=self._server.shutdown, daemon=True)
-            stopping.start()
-            while stopping.is_alive():  # the stop request is seen once select() returns
-                try:
-                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                        s.connect(str(self.path))  # answered as a liveness probe
-                except OSError:
-                    pass
-                stopping.join(0.05)
+            # Shut the listening socket down: its select() wakes at once (HUP) and the loop
+            # sees the stop request. A connection of our own used to wake it, and blocked in
+            # connect() for ever once the backlog was full and the loop no longer accepted
+            # (seen under load). Not for a socket another process owns: that would end it there.
+            try:
+                self._server.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._server.shutdown()
         self._server.server_close()
         try:
             self.path.unlink()

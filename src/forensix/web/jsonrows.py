@@ -62,7 +62,7 @@ def graph_json(g: Graph, direction: str) -> dict[str, Any]:
     for n in g.nodes.values():
         attrs = {k: jsonable(k if k != "start_ts" else "start_ts", v) for k, v in n.attrs.items()
                  if k in ("entity_id", "pid", "executable", "args", "user_id", "start_ts", "path", "inode",
-                          "endpoints", "names", "file_type")}
+                          "endpoints", "names", "file_type", "host_id", "host_name")}
         nodes.append({"id": n.key, "kind": n.kind, "label": n.label, "depth": n.depth,
                       "time": jsonable("time", n.time) if 0 < n.time < FOREVER else None,
                       "direction": direction, "target": target_of_node(n.kind, n.key, n.attrs),

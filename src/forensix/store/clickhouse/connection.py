@@ -170,10 +170,13 @@ class Server:
             self.client.disconnect()
             raise translate(e, self.where) from e
 
-    def table(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        """A SELECT's result as Arrow."""
+    def table(self, sql: str, params: Mapping[str, Any] | None = None,
+              external: Sequence[Mapping[str, Any]] | None = None) -> pa.Table:
+        """A SELECT's result as Arrow. ``external``: tables sent with the query (clickhouse-driver's
+        ``external_tables``: name, structure, rows), for a set too big to spell in the SQL."""
         try:
-            cols, types = self.client.execute(render(sql, params), columnar=True, with_column_types=True)
+            cols, types = self.client.execute(render(sql, params), columnar=True, with_column_types=True,
+                                              external_tables=external)
         except Exception as e:
             self.client.disconnect()
             raise translate(e, self.where) from e

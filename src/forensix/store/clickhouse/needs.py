@@ -211,11 +211,13 @@ PROFILES: dict[str, Needs] = {
         "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type "
                        "file_path first_ts last_ts read_bytes write_bytes in_events "
                        "file_generation"),
-        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts "
+        "processes": _cols("host_id host_name entity_id image_seq pid parent_entity_id start_ts "
                            "executable args user_id"),
+        "hosts": _cols("host_id host_name"),  # a node's host by name (analysis.crosshost)
     },
     "forward": {
-        "processes": _cols("host_name entity_id image_seq pid parent_entity_id start_ts "
+        "hosts": _cols("host_id host_name"),
+        "processes": _cols("host_id host_name entity_id image_seq pid parent_entity_id start_ts "
                            "executable args user_id user_audit_id session_id tty ns_pid"),
         "events": _cols("host_id host_name ts event_category event_action ret process_entity_id "
                         "process_pid file_path file_path_resolution file_inode file_device "
@@ -243,5 +245,6 @@ PROFILES: dict[str, Needs] = {
                        "file_path first_ts last_ts read_bytes write_bytes process_name in_events "
                        "user_id file_generation"),
         "tty": _cols("process_entity_id"),
+        "hosts": _cols("host_id host_name"),
     },
 }
