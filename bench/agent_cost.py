@@ -111,6 +111,7 @@ def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
         os.chdir(old)
     wall = time.monotonic() - t0
     parts: dict[str, np.ndarray] = {
+        "one_drain_per_flush": np.array([_one_drain_per_flush()], np.int8),
         "abi": np.frombuffer(json.dumps(rec.abi).encode(), np.uint8),
         "kinds": np.array([k for k, _ in items]),
         "offset_ns": np.array([rec.clock.offset_ns], np.int64),
@@ -132,6 +133,40 @@ def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:
     np.savez_compressed(out, **parts)
     return {"items": len(items), "ring_records": records, "command_rc": rc, "wall_s": round(wall, 1),
             "dropped_in_kernel": rec.stats.dropped}
+
+
+# The recorder's drain of one ring takes at most this (sensor/recorder.py poll_once)
+_DRAIN_BYTES = 16 << 20
+
+
+def _one_drain_per_flush() -> bool:
+    """Whether the tree's recorder drains once at a flow-map flush tick (after taking the
+    maps) rather than once before the flush and again inside it."""
+    import inspect
+
+    from forensix.sensor.recorder import Recorder
+
+    return "drain" in inspect.signature(Recorder.flush_flows).parameters
+
+
+def _flush_drains_joined(inputs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """A capture by a recorder that drained twice at a flush tick (the loop's drain, then
+    the flush's, a few ms apart, right before the map contents) replayed as a recorder
+    that drains once there sees it: those two drains as one batch. Earlier drains (woken
+    by a record, or a full ring) stay as they were, and so do two drains of more than the
+    recorder's drain bound together: its one drain would have stopped there, and the next
+    tick taken the rest (a batch of 32 MB decoded ~30% slower per record than two of 16)."""
+    from forensix.sensor.ringbuf import Drained
+
+    out: list[tuple[str, Any]] = []
+    for kind, x in inputs:
+        if (kind == "flows" and len(out) >= 2 and out[-1][0] == "ring" and out[-2][0] == "ring"
+                and len(out[-1][1].data) + len(out[-2][1].data) <= _DRAIN_BYTES):
+            second = out.pop()[1]
+            first = out.pop()[1]
+            out.append(("ring", Drained.join([first, second])))
+        out.append((kind, x))
+    return out
 
 
 def _merged(inputs: list[tuple[str, Any]], n: int) -> list[tuple[str, Any]]:
@@ -159,6 +194,10 @@ def _merged(inputs: list[tuple[str, Any]], n: int) -> list[tuple[str, Any]]:
     return out
 
 
+# --raw: the stage the log host would run (decode and map rows), not counted in the agent's total
+_LOG_HOST = "decode on the log host"
+
+
 class FrameSink:
     """What an agent that ships to a log host does with a batch instead of storing it
     (agent/shipping.py without its coalescing and fsync): Arrow IPC, zstd, HMAC-SHA256
@@ -171,6 +210,8 @@ class FrameSink:
         self.key = secrets.token_bytes(32)
         self.prev = bytes(32)
         self.seq = 0
+        self.raw_bytes = 0  # --raw: the kernel's bytes sealed, and the frames' bytes
+        self.shipped_bytes = 0
 
     def write(self, table: str, data: pa.Table) -> None:
         from forensix.agent.frame import encode_batch, frame_hash, seal_frame
@@ -182,6 +223,28 @@ class FrameSink:
         self.f.write(raw)
         self.prev = frame_hash(raw)
         self.seq += 1
+        self.shipped_bytes += len(raw)
+
+    def write_raw(self, data: bytes) -> None:
+        """A frame of the kernel's own bytes (a ring drain, headers kept; a map's entries):
+        what an agent that leaves decoding to the log host would seal (zstd level 1)."""
+        import hashlib
+        import hmac
+
+        import zstandard
+
+        from forensix.agent.frame import HEADER, frame_hash
+
+        body = zstandard.ZstdCompressor(level=1).compress(data)
+        head = HEADER.pack(b"FXSB", 1, 1, 0, bytes(16), self.seq, 0, 0, time.time_ns(), 0, len(data), len(body),
+                           5, 4, 0, self.prev)
+        signed = b"".join((head, b"bench", b"ring", body))
+        raw = signed + hmac.new(self.key, signed, hashlib.sha256).digest()
+        self.f.write(raw)
+        self.prev = frame_hash(raw)
+        self.seq += 1
+        self.raw_bytes += len(data)
+        self.shipped_bytes += len(raw)
 
     def flush(self) -> None:
         self.f.flush()
@@ -190,7 +253,8 @@ class FrameSink:
         self.f.close()
 
 
-def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = False) -> dict[str, Any]:
+def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = False,
+           raw: bool = False) -> dict[str, Any]:
     from forensix.agent.sink import StoreSink
     from forensix.cli.rules import live_engine_for_record
     from forensix.model.host import local_host
@@ -210,6 +274,8 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = Fa
             inputs.append((kind, pa.ipc.open_stream(z[f"i{i}_ipc"].tobytes()).read_all()))
         else:
             inputs.append((kind, (z[f"i{i}_k"], z[f"i{i}_v"])))
+    if _one_drain_per_flush() and not ("one_drain_per_flush" in z.files and z["one_drain_per_flush"][0]):
+        inputs = _flush_drains_joined(inputs)  # as this tree's recorder would have drained it
     if merge > 1:
         inputs = _merged(inputs, merge)
 
@@ -218,9 +284,14 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = Fa
     rows: dict[str, int] = defaultdict(int)
     writer: Any = None
     store_sink: Any
-    if ship:  # no local store: frames for a log host
+    raw_sink = FrameSink(store.with_name(store.name + ".raw")) if raw else None
+    if raw:  # decoded rows go nowhere: the log host would make them (counted apart, not the agent's)
+        rules = False
+        store_sink = NullSink()
+        sinks: list[Any] = []
+    elif ship:  # no local store: frames for a log host
         store_sink = FrameSink(store.with_name(store.name + ".frames"))
-        sinks: list[Any] = [("ship", store_sink)]
+        sinks = [("ship", store_sink)]
     else:
         writer = open_writer(str(store))
         # the recorder seals on one DuckDB thread (seal_in_background): so does the replay, so
@@ -274,9 +345,13 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = Fa
         if kind == "ring":
             walk(x)
             cpu["walk"] += time.thread_time() - t
+            if raw_sink is not None:
+                t = time.thread_time()
+                raw_sink.write_raw(x.data)
+                cpu["ship raw"] += time.thread_time() - t
             t = time.thread_time()
             tables = rec.decoder.decode(x)
-            cpu["decode"] += time.thread_time() - t
+            cpu["decode" if raw_sink is None else _LOG_HOST] += time.thread_time() - t
             for table, data in tables.items():
                 rec._emit(table, data, bulk=True)
         elif kind == "table:snapshot_ids":
@@ -292,17 +367,23 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = Fa
                                          r["args"], r["working_directory"])
             rec._emit(kind.split(":", 1)[1], x)
         else:
+            if raw_sink is not None:
+                raw_sink.write_raw(x[0].tobytes() + x[1].tobytes())  # the map's entries as the kernel keeps them
+                cpu["ship raw"] += time.thread_time() - t
+                t = time.thread_time()
             before = in_sinks[0]
             (rec._emit_flows if kind == "flows" else rec._emit_reopens)(*x)
             # what the sinks spent inside the emit is theirs, not the flush's
-            cpu["flows+reopens"] += time.thread_time() - t - (in_sinks[0] - before)
+            cpu["flows+reopens" if raw_sink is None else _LOG_HOST] += time.thread_time() - t - (in_sinks[0] - before)
     t = time.thread_time()
     sealed = in_seal[0]
     for _, s in sinks:
         s.flush()
     cpu["final flush"] += time.thread_time() - t - (in_seal[0] - sealed)
     cpu["seal"] += in_seal[0] - sealed
-    total = time.thread_time() - t_all
+    total = time.thread_time() - t_all - cpu[_LOG_HOST]  # what the log host would spend is not the agent's
+    if raw_sink is not None:
+        raw_sink.close()
     for name, s in sinks:
         if name in ("rules", "ship"):
             s.close()
@@ -317,6 +398,11 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = Fa
         "us_per_event": {k: round(v / n * 1e6, 2) for k, v in cpu.items()} if n else {},
         "total_us_per_event": round(total / n * 1e6, 2) if n else None,
     }
+    if ship and raw_sink is None and n:
+        out["shipped_bytes_per_event"] = round(store_sink.shipped_bytes / n, 1)
+    if raw_sink is not None:
+        out["raw_bytes_per_event"] = round(raw_sink.raw_bytes / n, 1) if n else None
+        out["shipped_bytes_per_event"] = round(raw_sink.shipped_bytes / n, 1) if n else None
     return out
 
 
@@ -450,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--repeat", type=int, default=1, help="replays; the figures of each are printed")
     r.add_argument("--ship", action="store_true",
                    help="no local store: batches sealed into frames for a log host (agent/frame.py)")
+    r.add_argument("--raw", action="store_true",
+                   help="an agent that ships the kernel's records undecoded (walk, zstd, HMAC); the decode the "
+                        "log host would run is shown apart and left out of the total")
     r.add_argument("--merge", type=int, default=1,
                    help="join every N ring drains into one batch (a recorder draining N times less often)")
     m = sub.add_parser("compare", help="replays by this tree and --base-src, alternating, side by side")
@@ -471,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fx-agent-cost-"))
     try:
         for _ in range(a.repeat):
-            print(json.dumps(replay(a.capture, a.store or tmp / "replay.duckdb", not a.no_rules, a.merge, a.ship)))
+            print(json.dumps(replay(a.capture, a.store or tmp / "replay.duckdb", not a.no_rules, a.merge, a.ship,
+                                    a.raw)))
             sys.stdout.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -42,6 +42,8 @@ def _hold(mode: str, floor_dir: str | None) -> None:
     kw: dict[str, Any] = {"ring_main_mb": 32, "ring_net_mb": 8, "ring_proc_mb": 8}
     if mode == "syscall":
         kw["sock_layer"] = False
+    elif mode == "counters":  # a long TCP connection's owner by the connection's counters
+        kw["tcp_counters"] = True
     obj = Path(floor_dir) / "sensor.bpf.o" if floor_dir else None
     s = Sensor(SensorConfig(**kw), obj_path=obj)
     s.open_and_load()
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.web_kernel", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sensor", action="append", default=[], metavar="NAME=SRC",
-                    help="a tree's src/ directory (its sensor built); configurations NAME, NAME:floor, NAME:syscall")
+                    help="a tree's src/ directory (its sensor built); configurations NAME, NAME:floor, NAME:syscall, "
+                         "NAME:counters")
     ap.add_argument("--configs", default=None, help="comma list (default: none and every NAME)")
     ap.add_argument("--workload", choices=["web", "web-conn"], default="web")
     ap.add_argument("--reps", type=int, default=6)

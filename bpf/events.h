@@ -108,13 +108,17 @@ struct fx_event {
 	char tty[16];            /* FORK and EXEC only */
 };
 
+#define FX_SOCK_COUNTERS 2
+
 /* Sensor configuration: the only .rodata variable, set by the loader before load. */
 struct fx_config {
 	__u32 agent_tgid;        /* the recorder itself: never recorded */
 	__u32 full_rw;           /* 1: every read/write is a record, not a flow edge */
 	__u32 every_open;        /* 1: every read-only re-open is a record of its own */
 	__u32 tty_rate;          /* terminal bytes kept per terminal per second; 0: no terminal capture */
-	__u32 sock_flows;        /* 1: socket reads/writes are counted at the socket layer (fx_sock_send/recv) */
+	__u32 sock_flows;        /* 1: socket reads/writes are counted at the socket layer (fx_sock_send/recv);
+	                          * 2 (FX_SOCK_COUNTERS): that, and a TCP connection's own process by the
+	                          * connection's counters (struct fx_tcp_own), not per call */
 	__u32 netns;             /* non-zero: only tasks in this network namespace (its inode) are recorded */
 };
 
@@ -144,7 +148,8 @@ struct fx_control {
 /* Slots of the `accounted` map, which only the agent writes: it survives the agent. */
 #define FX_ACC_LAST_WRITE 8191   /* boot ns of the agent's latest batch written to the store */
 #define FX_ACC_EARLY 8190        /* 1: ring space was given back before its records were stored */
-#define FX_ACC_BANK 8189         /* which bank of the per-CPU slot caches the programs fill (bit 0) */
+#define FX_ACC_BANK 8189         /* which bank of the per-CPU slot caches the programs fill (bit 0); the
+                                  * agent adds 1 at each flush, so the word also counts the flushes */
 #define FX_ACC_WATCH 8180        /* pid of the agent's orphan watch (sensor/orphan_watch.py) */
 #define FX_ACC_DETACHED 8181     /* boot ns at which the orphan watch detached the paused programs */
 
@@ -220,6 +225,27 @@ struct fx_flow_slot {
 struct fx_open_slot {
 	struct fx_open_key k;
 	struct fx_open_rep v;
+};
+
+/*
+ * A TCP connection's edge for its own process, counted by the kernel (FX_SOCK_COUNTERS): kept in
+ * the socket's local storage from the first transfer of a process on it, which becomes its owner.
+ * The owner's later transfers cost no edge work: the bytes it read and wrote are what the
+ * connection's copied_seq and write_seq advanced by (the application's bytes, not the wire's), read
+ * when the connection closes (inet_sock_set_state to TCP_CLOSE) and at the owner's first transfer
+ * after each flush of the agent (FX_ACC_BANK counts the flushes); a transfer of another process on
+ * it is counted per call as before and taken off the owner's share.
+ */
+struct fx_tcp_own {
+	struct fx_flow v;        /* the owner's edge: process, thread, uid, name, descriptor, socket inode;
+	                          * v.first: the start of the period not yet emitted */
+	__u32 pid;
+	__u32 exec_id;
+	__u64 rseq, wseq;        /* copied_seq and write_seq (low 32 bits) up to which the owner's bytes
+	                          * are emitted; 64 bits for the atomic adds of other processes' bytes */
+	__u32 rsegs, wsegs;      /* data_segs_in / data_segs_out likewise */
+	__u64 busy;              /* an emit in progress (a transfer and the close can meet) */
+	__u64 gen;               /* the agent's flush (FX_ACC_BANK's count) of the latest emit */
 };
 
 /*

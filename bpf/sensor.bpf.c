@@ -1475,7 +1475,7 @@ static __always_inline bool fx_is_write(__u32 nr)
 	       nr == __NR_pwritev2 || nr == __NR_sendto || nr == __NR_sendmsg;
 }
 
-static __always_inline void fx_flow_emit(struct fx_flow *v, __u32 pid)
+static __always_inline void fx_flow_emit(struct fx_flow *v, __u32 pid, __u16 flags)
 {
 	struct fx_scratch *s = fx_begin(FX_KIND_FLOW, FX_CLASS_FLOW);
 	if (!s)
@@ -1504,6 +1504,7 @@ static __always_inline void fx_flow_emit(struct fx_flow *v, __u32 pid)
 	e->dev[0] = v->dev;
 	e->imode[0] = v->imode;
 	e->igen[0] = v->igen;
+	e->flags = flags;
 	fx_submit(s);
 }
 
@@ -1515,7 +1516,7 @@ static __always_inline void fx_flow_merge(struct fx_flow_key *k, struct fx_flow 
 		/* the pid belongs to a new process now: end the old one's edge first */
 		struct fx_flow old = *v;
 		bpf_map_delete_elem(&flows, k);
-		fx_flow_emit(&old, k->pid);
+		fx_flow_emit(&old, k->pid, 0);
 		v = NULL;
 	}
 	if (!v) {
@@ -1610,7 +1611,7 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 		/* the pid belongs to a new process now: end the old one's edge first */
 		struct fx_flow old = *v;
 		bpf_map_delete_elem(&flows, &k);
-		fx_flow_emit(&old, k.pid);
+		fx_flow_emit(&old, k.pid, 0);
 		v = NULL;
 	}
 	if (v) {
@@ -1645,6 +1646,11 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 	}
 	if (bpf_map_update_elem(&flows, &k, &n, BPF_NOEXIST) == -E2BIG)
 		fx_count_drop(FX_CLASS_FLOW, now, t);
+}
+
+static __always_inline bool fx_counted_at_socket(struct file *f)
+{
+	return cfg.sock_flows == FX_SOCK_COUNTERS && (f->f_inode->i_mode & S_IFMT) == S_IFSOCK;
 }
 
 /*
@@ -1683,9 +1689,15 @@ int fx_exit_rw(struct trace_event_raw_sys_exit *ctx)
 		fx_submit(s);
 		return 0;
 	}
+	/* FX_SOCK_COUNTERS: every transfer on a socket is the socket layer's (fx_sock_flow); checked
+	 * before the clock is read, since most calls a server makes end here */
+	bool out = !fx_counted_at_socket(f), in = fin && !fx_counted_at_socket(fin);
+	if (!out && !in)
+		return 0;
 	__u64 now = bpf_ktime_get_boot_ns();
-	fx_flow_add(t, f, out_fd, wr, ret, now);
-	if (fin)
+	if (out)
+		fx_flow_add(t, f, out_fd, wr, ret, now);
+	if (in)
 		fx_flow_add(t, fin, in_fd, false, ret, now);
 	return 0;
 }
@@ -1709,6 +1721,250 @@ static __always_inline bool fx_rw_hooked(long nr)
 	       nr == __NR_sendfile || nr == __NR_splice;
 }
 
+/*
+ * TCP connections by the kernel's counters (FX_SOCK_COUNTERS; events.h, struct fx_tcp_own). The
+ * storage lives and dies with the socket; the owner's first transfer after a flush of the agent
+ * and the close (fx_tcp_state) move what the owner moved since into the flows map, as a per-call
+ * edge given up by its slot would be: a close can come in softirq, where no record may be built
+ * in the per-CPU scratch another program on this CPU may be filling. (An iterator over the
+ * storage, which would take open connections at each flush, is refused at load here.)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct fx_tcp_own);
+} tcp_own SEC(".maps");
+
+const struct fx_tcp_own *fx_abi_tcp_own __attribute__((unused));
+
+static __always_inline bool fx_is_tcp(struct sock *sk)
+{
+	__u16 fam = sk->__sk_common.skc_family;
+	return sk->sk_protocol == IPPROTO_TCP && sk->sk_type == 1 /* SOCK_STREAM */ &&
+	       (fam == AF_INET || fam == AF_INET6);
+}
+
+/* Add an edge to the flows map from any context (no ring record, no per-CPU scratch). */
+static __always_inline void fx_flow_put(struct fx_flow_key *k, struct fx_flow *s)
+{
+	struct fx_flow *v = bpf_map_lookup_elem(&flows, k);
+	if (!v) {
+		if (!bpf_map_update_elem(&flows, k, s, BPF_NOEXIST))
+			return;
+		v = bpf_map_lookup_elem(&flows, k);
+	}
+	if (!v || v->start != s->start) {
+		/* a full map, or the pid's next process holds the key: counted, atomically (a
+		 * close in softirq may interrupt a program of this CPU that counts too) */
+		__u32 cls = FX_CLASS_FLOW;
+		struct fx_counter *c = bpf_map_lookup_elem(&counters, &cls);
+		if (c) {
+			__sync_fetch_and_add(&c->seq, 1);
+			__sync_fetch_and_add(&c->drops, 1);
+			c->last_drop = s->last;
+		}
+		fx_drop_proc(FX_CLASS_FLOW, s->last, k->pid, s->start, s->comm);
+		return;
+	}
+	if (s->first < v->first) {
+		v->first = s->first;
+		v->fd = s->fd;
+		v->tid = s->tid;
+	}
+	if (s->last > v->last)
+		v->last = s->last;
+	__sync_fetch_and_add(&v->rcount, s->rcount);
+	__sync_fetch_and_add(&v->rbytes, s->rbytes);
+	__sync_fetch_and_add(&v->wcount, s->wcount);
+	__sync_fetch_and_add(&v->wbytes, s->wbytes);
+}
+
+/*
+ * An edge into this CPU's flow slots (what a per-call edge costs), from any context: false
+ * when another program holds them (this one interrupted it) or they are missing. A slot's
+ * edge given up goes to the map with fx_flow_put (never a ring record: see above).
+ */
+static __always_inline bool fx_flow_slot_put(struct fx_flow_key *k, struct fx_flow *n)
+{
+	__u32 *busy = fx_slots_take();
+	if (!busy)
+		return false;
+	__u32 i = fx_slot_index(k->ino ^ ((__u64)k->pid << 32) ^ k->dev ^ ((__u64)k->exec_id << 20));
+	struct fx_flow_slot *a = bpf_map_lookup_elem(&flow_slots, &i);
+	i ^= 1;
+	struct fx_flow_slot *b = bpf_map_lookup_elem(&flow_slots, &i);
+	if (!a || !b) {
+		*busy = 0;
+		return false;
+	}
+	struct fx_flow_slot *s = NULL;
+	if (a->v.last && fx_flow_key_eq(&a->k, k))
+		s = a;
+	else if (b->v.last && fx_flow_key_eq(&b->k, k))
+		s = b;
+	if (s && s->v.start == n->start) {
+		if (n->first < s->v.first) {
+			s->v.first = n->first;
+			s->v.fd = n->fd;
+			s->v.tid = n->tid;
+		}
+		if (n->last > s->v.last)
+			s->v.last = n->last;
+		s->v.rcount += n->rcount;
+		s->v.rbytes += n->rbytes;
+		s->v.wcount += n->wcount;
+		s->v.wbytes += n->wbytes;
+		*busy = 0;
+		return true;
+	}
+	if (!s)
+		s = !a->v.last ? a : !b->v.last ? b : a->v.last < b->v.last ? a : b;
+	if (s->v.last)
+		fx_flow_put(&s->k, &s->v);
+	s->k = *k;
+	s->v = *n;
+	*busy = 0;
+	return true;
+}
+
+/*
+ * Where the application's reading and writing stand in the connection's sequence space. A FIN
+ * takes a sequence number of its own: the one we sent is in write_seq from FIN_WAIT1, FIN_WAIT2,
+ * TIME_WAIT, LAST_ACK or CLOSING on (at the close tracepoint the state is still the old one);
+ * the peer's is in copied_seq once the reader met it (the FIN arrived, nothing left unread).
+ */
+static __always_inline __u32 fx_tcp_rpos(struct sock *sk, struct tcp_sock *tp)
+{
+	__u32 c = tp->copied_seq;
+	/* SOCK_DONE: the peer's FIN arrived (tcp_fin); RCV_SHUTDOWN alone is also set by our own
+	 * close, and an orphaned socket in FIN_WAIT2 reaches TCP_CLOSE before any FIN */
+	return (sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && c == tp->rcv_nxt ? c - 1 : c;
+}
+
+static __always_inline __u32 fx_tcp_wpos(struct sock *sk, struct tcp_sock *tp)
+{
+	__u32 st = sk->__sk_common.skc_state;
+	return tp->write_seq - (st == 4 || st == 5 || st == 6 || st == 9 || st == 11 ? 1 : 0);
+}
+
+/*
+ * What the owner read and wrote since the last time, by the connection's sequence numbers:
+ * copied_seq advances by what the application read, write_seq by what it queued to send
+ * (sendfile and splice included). Calls are not counted: the counts are data segments. The
+ * window is the per-call one: the owner's transfers keep their first and latest time (a clock
+ * read each, the only per-call work left besides the storage lookup).
+ */
+static __always_inline void fx_tcp_emit(struct sock *sk, struct fx_tcp_own *o, __u32 rsub, __u32 wsub)
+{
+	if (!o->pid)
+		return;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	if (__sync_val_compare_and_swap(&o->busy, 0, 1))
+		return; /* the close and a transfer met: the other emits */
+	/* rsub/wsub: the call under way, which is the next period's */
+	__u32 rs = fx_tcp_rpos(sk, tp) - rsub, ws = fx_tcp_wpos(sk, tp) - wsub;
+	__u32 ri = tp->data_segs_in, wo = tp->data_segs_out;
+	__u32 dr = rs - (__u32)o->rseq, dw = ws - (__u32)o->wseq;
+	if (dr || dw) {
+		struct fx_flow_key k = {
+			.ino = o->v.ino, .dev = o->v.dev, .pid = o->pid, .exec_id = o->exec_id,
+			.uid = o->v.uid, .igen = o->v.igen,
+		};
+		struct fx_flow n = o->v;
+		__u32 si = ri - o->rsegs, so = wo - o->wsegs;
+		n.rbytes = dr;
+		n.wbytes = dw;
+		n.rcount = dr ? (si ? si : 1) : 0;
+		n.wcount = dw ? (so ? so : 1) : 0;
+		if (!fx_flow_slot_put(&k, &n))
+			fx_flow_put(&k, &n);
+		o->rseq = rs;
+		o->wseq = ws;
+		o->rsegs = ri;
+		o->wsegs = wo;
+		o->v.first = 0; /* the next transfer's time */
+	}
+	o->busy = 0;
+}
+
+/*
+ * A transfer on a TCP connection in FX_SOCK_COUNTERS: true when the connection's counters
+ * account for it (its owner's, or the one that makes this process the owner). Another
+ * process's transfer (an inherited or passed socket) is counted per call, and taken off the
+ * owner's share.
+ */
+#define FX_TCP_LONG 64
+
+static __always_inline bool fx_tcp_owned(struct sock *sk, struct task_struct *t, struct file *f, int fd, bool wr,
+					 int ret)
+{
+	if (!fx_is_tcp(sk))
+		return false;
+	struct task_struct *leader = t->group_leader;
+	__u32 pid = t->tgid, exec_id = (__u32)leader->self_exec_id, uid = t->cred->uid.val;
+	__u64 start = leader->start_boottime;
+	struct fx_tcp_own *o = bpf_sk_storage_get(&tcp_own, sk, 0, 0);
+	__u32 key = FX_ACC_BANK;
+	__u64 *flushes = bpf_map_lookup_elem(&accounted, &key);
+	__u64 gen = flushes ? *flushes : 0;
+	if (o) {
+		if (o->pid == pid && o->v.start == start && o->exec_id == exec_id && o->v.uid == uid) {
+			if (o->gen != gen) { /* the first transfer since a flush: the period before is an edge */
+				fx_tcp_emit(sk, o, wr ? 0 : ret, wr ? ret : 0);
+				o->gen = gen;
+			}
+			__u64 now = bpf_ktime_get_boot_ns();
+			if (!o->v.first)
+				o->v.first = now;
+			o->v.last = now;
+			return true;
+		}
+		if (o->pid) {
+			if (wr)
+				__sync_fetch_and_add(&o->wseq, ret);
+			else
+				__sync_fetch_and_add(&o->rseq, ret);
+		}
+		return false;
+	}
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	/* a connection that has not moved FX_TCP_LONG data segments yet stays per call: a storage
+	 * made and closed per connection costs a short one (a request per connection) more than
+	 * its few per-call edges; a kept-alive one passes it within its first requests */
+	if (!tp || tp->data_segs_in + tp->data_segs_out < FX_TCP_LONG)
+		return false;
+	o = bpf_sk_storage_get(&tcp_own, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return false; /* no memory: per call, as before */
+	if (o->pid)
+		return false; /* another CPU made it in between */
+	struct inode *ino = f->f_inode;
+	__u64 now = bpf_ktime_get_boot_ns();
+	/* the tracepoint fires after the call: this call's bytes are the owner's */
+	o->rseq = (__u32)(fx_tcp_rpos(sk, tp) - (wr ? 0 : ret));
+	o->wseq = (__u32)(fx_tcp_wpos(sk, tp) - (wr ? ret : 0));
+	o->rsegs = tp->data_segs_in;
+	o->wsegs = tp->data_segs_out;
+	o->exec_id = exec_id;
+	o->gen = gen;
+	o->v.first = now;
+	o->v.last = now;
+	o->v.start = start;
+	o->v.fd = fd;
+	o->v.tid = t->pid;
+	o->v.uid = uid;
+	bpf_get_current_comm(o->v.comm, sizeof(o->v.comm));
+	o->v.ino = ino->i_ino;
+	o->v.dev = ino->i_sb->s_dev;
+	o->v.imode = ino->i_mode;
+	o->v.igen = ino->i_generation;
+	o->pid = pid;
+	return true;
+}
+
 static __always_inline void fx_sock_flow(struct sock *sk, int ret, bool wr)
 {
 #ifdef FX_FLOOR
@@ -1720,14 +1976,17 @@ static __always_inline void fx_sock_flow(struct sock *sk, int ret, bool wr)
 	/* kernel threads (NFS, kTLS...) send on their own account: no process read or wrote */
 	if (fx_skip_task(t) || (t->flags & PF_KTHREAD))
 		return;
+	bool counters = cfg.sock_flows == FX_SOCK_COUNTERS; /* fx_exit_rw leaves every socket to us */
 	int fd = -1;
 	if (!(t->flags & PF_IO_WORKER)) { /* an io_uring worker is in no syscall of its own */
 		struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(t);
 		long nr = r->orig_ax;
-		if (fx_rw_hooked(nr))
+		if (!counters && fx_rw_hooked(nr))
 			return;
-		if (nr == __NR_sendto || nr == __NR_recvfrom || nr == __NR_sendmsg || nr == __NR_recvmsg ||
-		    nr == __NR_sendmmsg || nr == __NR_recvmmsg)
+		if (nr == __NR_splice)
+			fd = wr ? r->dx : r->di;
+		else if (nr == __NR_sendto || nr == __NR_recvfrom || nr == __NR_sendmsg || nr == __NR_recvmsg ||
+			 nr == __NR_sendmmsg || nr == __NR_recvmmsg || fx_rw_hooked(nr))
 			fd = r->di;
 	}
 	struct socket *sock = sk->sk_socket;
@@ -1736,7 +1995,27 @@ static __always_inline void fx_sock_flow(struct sock *sk, int ret, bool wr)
 	struct file *f = sock->file;
 	if (!f)
 		return;
+	if (counters && fx_tcp_owned(sk, t, f, fd, wr, ret))
+		return;
 	fx_flow_add(t, f, fd, wr, ret, bpf_ktime_get_boot_ns());
+}
+
+/* A TCP connection closes: what its owner moved since the last flush goes to the flows map. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(fx_tcp_state, struct sock *sk, int oldstate, int newstate)
+{
+#ifdef FX_FLOOR
+	return 0;
+#endif
+	if (newstate != TCP_CLOSE || cfg.sock_flows != FX_SOCK_COUNTERS || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	struct fx_tcp_own *o = bpf_sk_storage_get(&tcp_own, sk, 0, 0);
+	if (!o)
+		return 0;
+	/* emitted: a later emit finds nothing new, and the storage goes with the socket (a delete
+	 * here would only cost the close its time) */
+	fx_tcp_emit(sk, o, 0, 0);
+	return 0;
 }
 
 SEC("tp_btf/sock_send_length")

@@ -33,9 +33,12 @@ def subtree(store: Path, marker: str) -> tuple[DuckDBStore, list[int]]:
     assert roots, f"no process with {marker!r} in its args was recorded"
     ids = [roots[0]] + [e for e in st.query(
         # the root is often the recorder itself (the marker is in its command line): its
-        # store keeper is its child too, and is not the workload's
+        # store keeper and its orphan watch (which outlives the recording, so its exit is
+        # never recorded) are its children too, and are not the workload's
         """WITH RECURSIVE t(e) AS (SELECT $root::UBIGINT UNION SELECT p.entity_id FROM processes p JOIN t ON p.parent_entity_id = t.e
-                                  WHERE NOT list_contains(p.args, 'forensix.store.keeper'))
+                                  WHERE p.entity_id NOT IN (SELECT entity_id FROM processes
+                                                            WHERE list_contains(args, 'forensix.store.keeper')
+                                                               OR list_contains(args, 'forensix-orphan-watch')))
            SELECT DISTINCT e FROM t""",
         {"root": roots[0]},
     ).column(0).to_pylist() if e != roots[0]]

@@ -67,3 +67,20 @@ def test_socket_layer_edges_equal_the_syscall_edges(tmp_path: Path) -> None:
     strip = {r: {k: v for k, v in e.items() if not (k == "rc" and EXPECTED[r][0] is None)}
              for r, e in at_syscall.items()}
     assert {r: {k: v for k, v in e.items() if k in strip[r]} for r, e in at_socket.items()} == strip
+
+
+def test_tcp_counters_give_the_same_edges(tmp_path: Path) -> None:
+    """A TCP connection's own process counted by the connection's sequence numbers (the
+    default, --socket-flows counters) moves the same bytes each way on the same objects, by
+    the same descriptor, as every call counted at the socket layer; its counts are data
+    segments, not calls, so they are not compared."""
+    by_counters = _edges(tmp_path, "counters")
+    per_call = _edges(tmp_path, "socket")
+    assert set(by_counters) == set(per_call) == set(EXPECTED), by_counters
+    for role, e in by_counters.items():
+        p = per_call[role]
+        assert (e["rb"], e["wb"], e["fd"], e["type"]) == (p["rb"], p["wb"], p["fd"], p["type"]), (role, e, p)
+        if role not in ("client", "server"):  # not TCP: still per call
+            assert (e["rc"], e["wc"]) == (p["rc"], p["wc"]), (role, e, p)
+        else:
+            assert (e["rc"] > 0) == (e["rb"] > 0) and (e["wc"] > 0) == (e["wb"] > 0), (role, e)

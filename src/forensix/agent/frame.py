@@ -99,13 +99,14 @@ def frame_hash(raw: bytes) -> bytes:
 _cctx = zstandard.ZstdCompressor(level=3)
 
 
-def encode_batch(data: pa.Table) -> bytes:
-    """Arrow IPC stream bytes of a table (uncompressed; the frame compresses them)."""
+def encode_batch(data: pa.Table) -> pa.Buffer:
+    """Arrow IPC stream bytes of a table (uncompressed; the frame compresses them), as the
+    Arrow buffer they were written to: a bytes copy of it cost more CPU than the writing
+    (0.8 against 0.3 µs per events row)."""
     sink = pa.BufferOutputStream()
     with ipc.new_stream(sink, data.schema) as w:
         w.write_table(data)
-    out: bytes = sink.getvalue().to_pybytes()
-    return out
+    return sink.getvalue()
 
 
 def seal_frame(
@@ -116,7 +117,7 @@ def seal_frame(
     epoch: int,
     seal_ns: int,
     table: str,
-    ipc_bytes: bytes,
+    ipc_bytes: bytes | pa.Buffer,
     rows: int,
     prev: bytes,
     key: bytes,
@@ -132,8 +133,10 @@ def seal_frame(
         MAGIC, VERSION, CODEC_ZSTD, 0, stream, seq, epoch, flags, seal_ns, rows,
         len(ipc_bytes), len(body), len(hb), len(tb), 0, prev,
     )
-    signed = b"".join((head, hb, tb, body))
-    return signed + hmac.new(key, signed, hashlib.sha256).digest()
+    mac = hmac.new(key, head, hashlib.sha256)
+    for part in (hb, tb, body):  # the MAC of the joined bytes, without joining them twice
+        mac.update(part)
+    return b"".join((head, hb, tb, body, mac.digest()))
 
 
 def frame_length(head: bytes, offset: int = 0) -> int:

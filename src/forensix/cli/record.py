@@ -131,11 +131,16 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--lifecycle", type=click.Choice(["auto", "btf", "classic"]), default="auto", show_default=True,
               help="Process lifecycle hooks: typed tp_btf programs, or classic sched tracepoints "
                    "(auto falls back to classic where the kernel refuses tp_btf, and says so).")
-@click.option("--socket-flows", type=click.Choice(["socket", "syscall"]), default="socket", show_default=True,
-              help="Where data sent and received on sockets is counted: at the socket layer (any syscall or "
-                   "io_uring; the raw tracepoints of Linux 6.3+, falling back to syscall where absent), or at "
-                   "the exits of read, write, send* and recv* (every such call of every process pays a syscall "
-                   "tracepoint). Both give the same flow edges.")
+@click.option("--socket-flows", type=click.Choice(["counters", "socket", "syscall"]), default="socket",
+              show_default=True, envvar="FORENSIX_SOCKET_FLOWS",
+              help="Where data sent and received on sockets is counted: counters: at the socket layer, with a "
+                   "long TCP connection's own process counted by the connection's sequence numbers, not per "
+                   "call (docs/data-flow.md; cheaper on kept-alive connections, dearer with a connection per "
+                   "request); socket: every call at the socket layer (any syscall or io_uring; the "
+                   "raw tracepoints of Linux 6.3+, falling back to syscall where absent); syscall: at the exits "
+                   "of read, write, send* and recv* (every such call of every process pays a syscall "
+                   "tracepoint). All give the same graph; counters counts data segments, not calls, on TCP. "
+                   "Also from FORENSIX_SOCKET_FLOWS.")
 @click.option("--stop", "stop_pinned", is_flag=True,
               help="Detach the sensor a killed recorder of --store left recording, and exit.")
 @click.option("--no-tty", is_flag=True, help="Do not capture terminal bytes (see `forensix replay`).")
@@ -239,7 +244,8 @@ def record(
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
                                             quota_bytes=artifact_quota_mb << 20).open(), host or local_host())
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
-                          pin_dir=pin_dir_for(store, ns), sock_layer=socket_flows == "socket",
+                          pin_dir=pin_dir_for(store, ns), sock_layer=socket_flows != "syscall",
+                          tcp_counters=socket_flows == "counters",
                           orphan_timeout_s=orphan_timeout, netns=ns)
     # the machine's logs are not a namespace's: followed for one only when named
     logs = list(system_logs) or ([] if ns else default_sources())

@@ -48,6 +48,9 @@ OPTIONAL_PINS = ("heartbeat_timer",)
 # The per-CPU slot caches in front of flows and reopens (sensor/slots.py): pinned and adopted
 # when the sensor has them; one pinned by an older forensix has none to drain.
 SLOT_PINS = ("flow_slots", "open_slots")
+# TCP connections counted by their own counters (SensorConfig.tcp_counters): the socket storage
+# that holds each owner's share until its next transfer after a flush, or its close.
+TCP_PINS = ("tcp_own",)
 # A pinned sensor stops recording after this long without an agent (bpf/sensor.bpf.c,
 # the heartbeat watch): long enough for a restart or an upgrade, short of recording a
 # host for nobody for good. The next agent resumes it and writes the pause as a gap.
@@ -64,6 +67,8 @@ _LIFECYCLE_CLASSIC = ("fx_exec_tp", "fx_exit_tp")
 _FORK_SYSCALLS = ("clone", "clone3", "fork", "vfork")
 # Socket data flow from the socket layer (tp_btf), and the tracepoints they need (Linux 6.3)
 _SOCK_FLOW = {"fx_sock_send": "sock_send_length", "fx_sock_recv": "sock_recv_length"}
+_TCP_CLOSE = "fx_tcp_state"  # tp_btf/inet_sock_set_state
+SOCK_COUNTERS = 2  # events.h FX_SOCK_COUNTERS
 
 
 def bpf_dir() -> Path:
@@ -116,6 +121,9 @@ class SensorConfig:
     full_rw: bool = False
     # socket data counted at the socket layer (tp_btf, Linux 6.3+), not at the read/write syscalls
     sock_layer: bool = True
+    # with sock_layer: a long TCP connection's own process is counted by the connection's
+    # sequence numbers, not per call; others' transfers stay per call (docs/data-flow.md)
+    tcp_counters: bool = False
     every_open: bool = False
     # terminal bytes kept per terminal per second (bpf/tty.bpf.h); 0: no terminal capture
     tty_rate: int = 256 << 10
@@ -267,6 +275,7 @@ class Sensor:
         self.adopted = False  # the sensor was pinned by an earlier agent, and taken over
         # socket reads/writes counted at the socket layer (else at their syscalls' exits)
         self.sock_flows = False
+        self.tcp_counters = False  # TCP connections counted by their counters (SensorConfig.tcp_counters)
         self._fds: dict[str, int] = {}  # an adopted sensor's maps
         self._link_fds: list[int] = []  # an adopted sensor's links, once unpinned
         # why the sensor has no heartbeat watch (None: it has one); see arm_heartbeat
@@ -295,8 +304,8 @@ class Sensor:
                     # and a pinned one whose agent died records until stopped by hand
                     watch = False
                     self.no_heartbeat_watch = f"the kernel refused the heartbeat timer ({first})"
-                elif typed and self.config.lifecycle == "auto" and any(f"program {p} " in e.message
-                                                                       for p in (*_LIFECYCLE, *_SOCK_FLOW)):
+                elif typed and self.config.lifecycle == "auto" and any(
+                        f"program {p} " in e.message for p in (*_LIFECYCLE, *_SOCK_FLOW, _TCP_CLOSE)):
                     typed = False  # a kernel that refuses tp_btf at load: try again without those three
                     self.fallback = f"the kernel refused the typed sched programs at load ({first})"
                 else:
@@ -318,6 +327,10 @@ class Sensor:
         if not self.sock_flows:
             for name in _SOCK_FLOW:
                 lb.lib.bpf_program__set_autoload(self._prog(name), False)
+        self.tcp_counters = self.sock_flows and self.config.tcp_counters and bool(
+            lb.lib.bpf_object__find_program_by_name(obj, _TCP_CLOSE.encode()))
+        if not self.tcp_counters and lb.lib.bpf_object__find_program_by_name(obj, _TCP_CLOSE.encode()):
+            lb.lib.bpf_program__set_autoload(self._prog(_TCP_CLOSE), False)
         if not heartbeat_watch:
             lb.lib.bpf_program__set_autoload(self._prog(_HEARTBEAT_ARM), False)
         self._set_sizes()
@@ -353,7 +366,7 @@ class Sensor:
             "full_rw": int(self.config.full_rw),
             "every_open": int(self.config.every_open),
             "tty_rate": int(self.config.tty_rate),
-            "sock_flows": int(self.sock_flows),
+            "sock_flows": SOCK_COUNTERS if self.tcp_counters else int(self.sock_flows),
         }
         if self.config.netns:
             if "netns" not in layout:
@@ -470,6 +483,8 @@ class Sensor:
             self._attach_typed_lifecycle()
         if self.sock_flows:
             self._attach_sock_flows()
+        if self.tcp_counters:
+            self._attach_tcp_counters()
         events = TRACEFS / "events" / "syscalls"
         for sc, spec in SYSCALLS.items():
             if self.sock_flows and sc in SOCKET_RW:
@@ -491,6 +506,15 @@ class Sensor:
                     "record with --socket-flows syscall: socket data is then counted at the syscalls",
                 )
             self._links.append(link)
+
+    def _attach_tcp_counters(self) -> None:
+        link = lb.lib.bpf_program__attach(self._prog(_TCP_CLOSE))
+        if not link:
+            err = ctypes.get_errno()
+            raise KernelFeatureError(
+                f"cannot attach {_TCP_CLOSE} (tp_btf/inet_sock_set_state): {os.strerror(err)}",
+                "record with --socket-flows socket: TCP data is then counted per call")
+        self._links.append(link)
 
     def _attach_typed_lifecycle(self) -> None:
         links: list[int] = []
@@ -541,7 +565,7 @@ class Sensor:
         """Pin maps and links, so that recording goes on if this agent dies."""
         mount_bpffs()
         pin_dir.mkdir(mode=0o700)
-        for name in PINNED_MAPS + OPTIONAL_PINS + SLOT_PINS:
+        for name in PINNED_MAPS + OPTIONAL_PINS + SLOT_PINS + (TCP_PINS if self.tcp_counters else ()):
             if name not in PINNED_MAPS and not lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()):
                 continue
             m = self._control_map() if name == "control" else self._map(name)
@@ -565,10 +589,11 @@ class Sensor:
                 raise SensorError(f"cannot open the pinned map {pin_dir / name}: {os.strerror(ctypes.get_errno())}",
                                   f"remove the stale pins with: forensix record --stop --store STORE ({pin_dir})")
             self._fds[name] = fd
-        for name in SLOT_PINS:
+        for name in SLOT_PINS + TCP_PINS:
             fd = lb.lib.bpf_obj_get(str(pin_dir / name).encode()) if (pin_dir / name).exists() else -1
             if fd >= 0:
                 self._fds[name] = fd
+        self.tcp_counters = "tcp_own" in self._fds
         if not all((pin_dir / name).exists() for name in OPTIONAL_PINS):
             self.no_heartbeat_watch = "the adopted sensor was pinned by a forensix without a heartbeat watch"
         self.adopted = True

@@ -37,6 +37,7 @@ from forensix.sensor.decode import (
     Decoder,
     _table,
     comm_names,
+    file_type_codes,
     file_types,
     repeat,
 )
@@ -163,6 +164,7 @@ class Recorder:
         self._stop = threading.Event()
         self._pace: Pacer | None = None
         self.stop_reason = "stopped"
+        self._flush_drained = 0  # records the last flush_flows drained
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -309,19 +311,22 @@ class Recorder:
             while not self._stop.is_set():
                 # Decoding has a fixed cost per batch (~100 vectorised calls): drain when
                 # a ring is a quarter full or batch_interval has passed, not on every tick.
-                # The flow flush needs a drain first (the opens that name the edges' files
-                # come first): it shares the batch drain instead of adding one.
+                # The flow flush takes the maps, then drains (the opens that name the edges'
+                # files are in the ring by then): that drain is the tick's batch.
                 now = time.monotonic()
                 got = 0
                 flows_due = now >= next_flow
-                if woke or flows_due or now - last_drain >= self.batch_interval or self._rings_filling():
+                if flows_due:  # the flush drains once, after taking the maps: one batch, not two
+                    moved = self.flush_flows(drain=True)
+                    got = self._flush_drained
+                    last_drain = now
+                    pace.drained(got, now)
+                    self.account_losses()
+                    next_flow = now + pace.flushed(got + moved)
+                elif woke or now - last_drain >= self.batch_interval or self._rings_filling():
                     got = self.poll_once()
                     last_drain = now
                     pace.drained(got, now)
-                if flows_due:
-                    moved = self.flush_flows()
-                    self.account_losses()
-                    next_flow = now + pace.flushed(got + moved)
                 now = time.monotonic()
                 if now >= next_beat:
                     self.heartbeat()
@@ -518,7 +523,7 @@ class Recorder:
         self._writer.put(table, data, bulk=bulk)
 
     # -- flows, losses, clock ------------------------------------------------------
-    def flush_flows(self, final: bool = False) -> int:
+    def flush_flows(self, final: bool = False, drain: bool = False) -> int:
         """Move the aggregated edges out of the kernel maps: reads/writes, and re-opens.
 
         The per-CPU slots in front of the maps (sensor/slots.py) are taken with them: the
@@ -528,7 +533,10 @@ class Recorder:
         Rows are named from the open records decoded so far. A file opened and written after
         the last drain has its open still in the ring: drain once more when a regular file's
         edge or count would go out unnamed (taken after the maps, so every open that comes
-        before an entry of theirs is in the ring by then)."""
+        before an entry of theirs is in the ring by then). ``drain``: drain in any case, as
+        the loop's batch at a flush tick (``_flush_drained`` records); a drain just before
+        the flush and one inside it were two batches, each with the decoder's, the
+        sinks' and the rules' fixed cost, for records a few ms apart."""
         banks = []
         if self._slots is not None:
             banks.append(self._slots.flip())
@@ -542,9 +550,10 @@ class Recorder:
             ok, ov = merge_reopens(ok, ov, *self._slots.take("open_slots", bank))
         regular = (fv["imode"] & 0o170000) == 0o100000
         counted = ov["count"] > 0  # an entry without repeats is not written (its open was)
-        if not (self.decoder.named(fk["ino"][regular], fk["dev"][regular])
-                and self.decoder.named(ok["ino"][counted], ok["dev"][counted])):
-            self.poll_once()
+        self._flush_drained = 0
+        if drain or not (self.decoder.named(fk["ino"][regular], fk["dev"][regular])
+                         and self.decoder.named(ok["ino"][counted], ok["dev"][counted])):
+            self._flush_drained = self.poll_once()
         if len(fv):
             self._emit_flows(fk, fv)
         if len(ov):
@@ -659,8 +668,9 @@ class Recorder:
         ftype = file_types(v["imode"])
         paths = self.decoder.label(k["ino"], k["dev"], v["first"])  # named as when the edge began
         names = comm_names(v["comm"])  # the edge's own: the pid may be another process's by now
-        pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
-        paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
+        if np.isin(file_type_codes(v["imode"]), (0o01, 0o14)).any():  # pipes and sockets: named by inode
+            pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
+            paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
         fl = self._origin_cols(n)
         fl.update(
             entity_id=self.decoder.ids.ids(k["pid"], v["start"]), pid=k["pid"], fd=v["fd"],

@@ -67,9 +67,14 @@ class SlotCaches:
         return int(val.value) & 1
 
     def flip(self) -> int:
-        """Point the programs at the other bank; returns the bank they left, now still."""
-        old = self._bank()
-        key, val = ctypes.c_uint32(ACC_BANK), ctypes.c_uint64(old ^ 1)
+        """Point the programs at the other bank; returns the bank they left, now still.
+
+        The word is counted up, not toggled: bit 0 is the bank, and the count tells a TCP
+        connection's owner that a flush passed (bpf/events.h, struct fx_tcp_own)."""
+        key, val = ctypes.c_uint32(ACC_BANK), ctypes.c_uint64(0)
+        lb.check_int(lb.lib.bpf_map_lookup_elem(self._acc, ctypes.byref(key), ctypes.byref(val)), "read the slot bank")
+        old = int(val.value) & 1
+        val = ctypes.c_uint64(val.value + 1)
         lb.check_int(lb.lib.bpf_map_update_elem(self._acc, ctypes.byref(key), ctypes.byref(val), 0),
                      "flip the slot bank")
         _grace_period()

@@ -9,6 +9,7 @@ ClickHouse's speed instead of pulling rows into Python.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ __all__ = ["HOUR_NS", "QUESTIONS", "SUMMARIZED", "Question", "Summarized", "ask"
            "summarized_sql"]
 
 Native = Callable[[str, Mapping[str, Any] | None], pa.Table]
+# the same SQL on every shard over its own tables (``{local}`` after a table's name), a result
+# each; None when the store cannot (ClickHouseStore.native_each)
+Each = Callable[[str, Mapping[str, Any] | None], "list[pa.Table] | None"]
 
 # the column an exec event carries its executable's SHA-256 in (process.hash.sha256, filled by forensix.artifacts)
 SHA256_COLUMN = "process_hash_sha256"
@@ -264,14 +268,35 @@ def summarized_sql(name: str, since: int | None, until: int | None) -> str:
 
 
 _PATTERN = frozenset({"exe", "path"})
+_TABLES = re.compile(r"\bFROM (events|flows|fleet_exec|fleet_ip|fleet_path|fleet_hosts)\b")
+_ORDER = re.compile(r"ORDER BY ([\w, ]+)\s*$")
+
+
+def _on_each(each: Each, sql: str, params: Mapping[str, Any]) -> pa.Table | None:
+    """The question on every shard at once over its own tables, the answers put together in
+    the question's order. Every question groups by host_name and a host's rows (events,
+    flows, summaries) all live on its shard, so each shard's answer is final for its hosts:
+    nothing is merged across shards, no aggregate state leaves a shard (through the
+    Distributed tables, the shards send the matching rows' states and one server merges
+    them all). The order is the question's ORDER BY, done again over the whole."""
+    parts = each(_TABLES.sub(lambda m: f"FROM {m[1]}{{local}}", sql), params)
+    if parts is None:
+        return None
+    m = _ORDER.search(sql)
+    assert m is not None, "every question ends with its ORDER BY"
+    whole = pa.concat_tables([p.cast(parts[0].schema) for p in parts])
+    return whole.sort_by([(c.strip(), "ascending") for c in m[1].split(",")])
 
 
 def ask(native: Native, name: str, value: str = "", since: int | None = None, until: int | None = None, *,
-        summarized: bool = False, now_ns: int | None = None, silence_s: float | None = None) -> pa.Table:
+        summarized: bool = False, now_ns: int | None = None, silence_s: float | None = None,
+        each: Each | None = None) -> pa.Table:
     """Answer fleet question ``name`` about ``value`` with ``native`` (ClickHouse SQL -> Arrow):
     from the summary tables when the store has them (``summarized``), else by a scan of the
-    events. The answer is the same. ``hosts`` adds ``quiet_s``, the seconds since each host's
-    last event as of ``now_ns``, and ``silent`` (quiet longer than ``silence_s``)."""
+    events. The answer is the same. With ``each`` (``ClickHouseStore.native_each``) every
+    shard answers for its own hosts at once (``_on_each``). ``hosts`` adds ``quiet_s``, the
+    seconds since each host's last event as of ``now_ns``, and ``silent`` (quiet longer than
+    ``silence_s``)."""
     q = QUESTIONS.get(name)
     if q is None:
         raise UsageError(f"no fleet question {name!r}", f"one of {', '.join(QUESTIONS)}")
@@ -279,7 +304,10 @@ def ask(native: Native, name: str, value: str = "", since: int | None = None, un
         raise UsageError(f"{value!r} is not a SHA-256", "64 hex digits")
     v = like_prefix(value) if name in _PATTERN else value
     sql = summarized_sql(name, since, until) if summarized else q.sql
-    table = native(sql, q.params(v, since, until))
+    params = q.params(v, since, until)
+    table = _on_each(each, sql, params) if each is not None else None
+    if table is None:
+        table = native(sql, params)
     if name == "hosts" and now_ns is not None:
         # as `forensix hosts` names them: quiet_s, silent
         quiet = pc.round(pc.divide(pc.subtract(pa.scalar(now_ns, pa.int64()), table["last_ts"].cast(

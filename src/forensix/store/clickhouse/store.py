@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import pyarrow as pa
@@ -211,6 +212,7 @@ class ClickHouseStore:
         self._check_format()
         # queries name tables without their database: a connection of their own, in it
         self._reads = Server(self.url.host, self.url.port, database=self.db)
+        self._shard_reads: list[Server] = []  # a connection per shard, in the database (``native_each``)
 
     # -- servers -----------------------------------------------------------------
     def _shards(self) -> list[Server]:
@@ -474,6 +476,23 @@ class ClickHouseStore:
         with self._lock:
             return self._reads.table(sql, params)
 
+    def native_each(self, sql: str, params: Mapping[str, Any] | None = None) -> list[pa.Table] | None:
+        """Run ClickHouse SQL on every shard at once, each over its own tables (``{local}``
+        suffix: ``_local`` on a cluster), a thread and a connection each; one result per
+        shard. None for a cluster whose shards have replicas or weights (ask ``native``).
+        Only for a query whose every group has one host (a host lives on one shard)."""
+        if not self._direct:
+            return None
+        sql = sql.replace("{local}", "_local" if self.cluster else "")
+        with self._lock:
+            if not self._shard_reads:
+                self._shard_reads = [Server(s.host, s.port, database=self.db) for s in self.shards]
+            servers = list(self._shard_reads)
+            if len(servers) == 1:
+                return [servers[0].table(sql, params)]
+            with ThreadPoolExecutor(max_workers=len(servers), thread_name_prefix="fx-fleet") as pool:
+                return list(pool.map(lambda srv: srv.table(sql, params), servers))
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """DuckDB SQL, as every analysis writes it: run over the store pulled into memory."""
         from forensix.store.clickhouse.reader import ClickHouseReader
@@ -508,7 +527,7 @@ class ClickHouseStore:
         """Stop retrying (an append waiting for a shard raises) and disconnect."""
         self._closing.set()
         with self._lock:
-            for s in {id(s): s for s in [self.entry, self._reads, *self.shards]}.values():
+            for s in {id(s): s for s in [self.entry, self._reads, *self.shards, *self._shard_reads]}.values():
                 s.close()
 
     def abort(self) -> None:
