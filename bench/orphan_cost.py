@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from forensix.sensor.loader import pin_dir_for
+from forensix.testing.orphans import watch_pids
 
 FX = [sys.executable, "-m", "forensix"]
 
@@ -34,18 +35,6 @@ def _dd(calls: int) -> float:
     subprocess.run(["dd", "if=/dev/zero", "of=/dev/null", "bs=1", f"count={calls}"], check=True,
                    capture_output=True)
     return time.perf_counter() - t0
-
-
-def _watches(pin: Path) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            cmd = (d / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if d.name.isdigit() and b"orphan_watch.py" in cmd and str(pin).encode() + b"\0" in cmd:
-            out.append(int(d.name))
-    return out
 
 
 def _paused(pin: Path) -> bool:
@@ -65,7 +54,7 @@ def _orphan(store: Path) -> Path:
             raise SystemExit("the recorder did not start")
         time.sleep(0.1)
     pin = pin_dir_for(store)
-    watches = _watches(pin)
+    watches = watch_pids(pin)
     p.send_signal(signal.SIGKILL)
     p.wait()
     for w in watches:

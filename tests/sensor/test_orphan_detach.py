@@ -18,6 +18,7 @@ import pytest
 
 from forensix.sensor.loader import pin_dir_for
 from forensix.store.embedded import DuckDBStore
+from forensix.testing.orphans import watch_pids
 
 from .conftest import FORENSIX, rows
 
@@ -73,18 +74,6 @@ def _kill_and_wait_for_detach(p: subprocess.Popen[str], pin: Path) -> float:
     return took
 
 
-def _watches(pin: Path) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            cmd = (d / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if d.name.isdigit() and b"orphan_watch.py" in cmd and str(pin).encode() + b"\0" in cmd:
-            out.append(int(d.name))
-    return out
-
-
 def test_orphan_nobody_adopts_is_detached_and_the_next_agent_reattaches(tmp_path: Path) -> None:
     os.chmod(tmp_path, 0o755)
     store, ready = tmp_path / "s.duckdb", tmp_path / "ready"
@@ -93,21 +82,21 @@ def test_orphan_nobody_adopts_is_detached_and_the_next_agent_reattaches(tmp_path
     work.mkdir()
     first = _start(store, ready)
     try:
-        assert len(_watches(pin)) == 1, "the recorder runs no orphan watch"
+        assert len(watch_pids(pin)) == 1, "the recorder runs no orphan watch"
         (work / "before-kill").touch()
         took = _kill_and_wait_for_detach(first, pin)
     finally:
         if first.poll() is None:
             first.kill()
     assert took < TIMEOUT_S + 20, f"detached {took:.1f} s after the kill"
-    assert not _watches(pin), "the watch did not end after detaching"
+    assert not watch_pids(pin), "the watch did not end after detaching"
     (work / "while-detached").touch()  # nobody records this: the gap must say so
     time.sleep(0.3)
     second = _start(store, ready)
     try:
         links, _ = _attached(pin)
         assert len(links) > 50, "the adopting recorder did not attach new programs"
-        assert len(_watches(pin)) == 1
+        assert len(watch_pids(pin)) == 1
         (work / "after-adoption").touch()
         time.sleep(1.5)
     finally:
@@ -115,7 +104,7 @@ def test_orphan_nobody_adopts_is_detached_and_the_next_agent_reattaches(tmp_path
         _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert not pin.exists()
-    assert not _watches(pin), "a clean stop leaves no watch behind"
+    assert not watch_pids(pin), "a clean stop leaves no watch behind"
 
     st = DuckDBStore(store, read_only=True)
     opened = {r["file_path"] for r in rows(st, "SELECT DISTINCT file_path FROM events WHERE event_action = 'open' "
@@ -164,10 +153,10 @@ def test_stop_ends_the_watch_of_a_sensor_still_recording(tmp_path: Path) -> None
     p.send_signal(signal.SIGKILL)
     p.wait()
     deadline = time.monotonic() + 10
-    while not any(b"python" in Path(f"/proc/{w}/cmdline").read_bytes() for w in _watches(pin)):
+    while not any(b"python" in Path(f"/proc/{w}/cmdline").read_bytes() for w in watch_pids(pin)):
         assert time.monotonic() < deadline, "the watch did not take over when its recorder died"
         time.sleep(0.1)
     res = subprocess.run([*FORENSIX, "record", "--stop", "--store", str(store)], capture_output=True, text=True,
                          timeout=120, check=False)
     assert res.returncode == 0, res.stderr
-    assert not pin.exists() and not _watches(pin)
+    assert not pin.exists() and not watch_pids(pin)
