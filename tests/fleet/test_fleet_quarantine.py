@@ -11,7 +11,6 @@ once and nothing else twice. Real TLS with the real CA, the agent's real shippin
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,6 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from forensix.agent.shipping import ShippingConfig, ShippingSink
-from forensix.model.host import HostInfo
-from forensix.pki.tls import client_context
 from forensix.server.listener import LogServer, ServerConfig
 from forensix.server.quarantine import read_quarantine
 from forensix.server.verify import verify_evidence
@@ -30,19 +26,7 @@ from forensix.store.clickhouse import ClickHouseStore
 from forensix.store.clickhouse.ddl import local_name, stored_columns
 from forensix.testing.batches import events_batch
 from forensix.testing.scenario import wait_for
-
-
-def _sink(pki: Any, host: str, tmp: Path, addr: tuple[str, int]) -> ShippingSink:
-    b = pki.bundle(host)
-    seal = tmp / f"{host}.seal"
-    shutil.copy(b.seal, seal)
-    cfg = ShippingConfig(host=host, server=addr, context=client_context(b.ca, b.cert, b.key), seal_key=seal,
-                         spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5, coalesce_s=0)
-    return ShippingSink(cfg)
-
-
-def _info(host: str) -> HostInfo:
-    return HostInfo(f"id-{host}", host, f"boot-{host}", "6.18")
+from forensix.testing.shipping import host_info, shipping_sink
 
 
 def _gap(host: str) -> pa.Table:
@@ -76,14 +60,14 @@ def test_a_frame_the_cluster_refuses_is_quarantined_then_reingested_after_the_fi
         srv_.execute(f"ALTER TABLE `{st.db}`.`{gaps}` DROP COLUMN reason")
     ev = tmp_path / "evidence"
     srv, t, addr = _server(pki, st, ev, store_attempts=2)
-    alpha, beta = _sink(pki, "alpha", tmp_path, addr), _sink(pki, "beta", tmp_path, addr)
+    alpha, beta = shipping_sink(pki, "alpha", tmp_path, addr), shipping_sink(pki, "beta", tmp_path, addr)
     try:
-        alpha.write("events", events_batch(100, start_seq=0, host=_info("alpha")))
+        alpha.write("events", events_batch(100, start_seq=0, host=host_info("alpha")))
         wait_for(lambda: _count(st, "alpha") == 100, 30, "alpha's first frame stored")
         alpha.write("gaps", _gap("alpha"))
-        alpha.write("events", events_batch(100, start_seq=100, host=_info("alpha")))
+        alpha.write("events", events_batch(100, start_seq=100, host=host_info("alpha")))
         for i in range(3):
-            beta.write("events", events_batch(100, start_seq=i * 100, host=_info("beta")))
+            beta.write("events", events_batch(100, start_seq=i * 100, host=host_info("beta")))
         wait_for(lambda: _count(st, "beta") == 300, 30, "beta's rows stored beside alpha's refused frame")
         wait_for(lambda: _count(st, "alpha") == 200, 30, "alpha's later frame stored past its refused one")
         srv.ingest.flush()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,11 +19,9 @@ from typing import Any
 
 import pytest
 
-from forensix.agent.shipping import ShippingConfig, ShippingSink
+from forensix.agent.shipping import ShippingSink
 from forensix.metrics import serve_metrics
-from forensix.model.host import HostInfo
 from forensix.pki.authority import Authority
-from forensix.pki.tls import client_context
 from forensix.server.evidence import iter_segment
 from forensix.server.guard import HostLimits
 from forensix.server.listener import LogServer, ServerConfig
@@ -34,6 +31,7 @@ from forensix.testing import disk
 from forensix.testing.batches import events_batch
 from forensix.testing.scenario import wait_for
 from forensix.testing.scrape import sample, scrape
+from forensix.testing.shipping import host_info, shipping_sink
 
 
 @pytest.fixture
@@ -49,19 +47,6 @@ def evidence(tmp_path: Path) -> Iterator[Path]:
         yield ev
     finally:
         subprocess.run(["umount", "-l", str(ev / "alpha")], check=False)
-
-
-def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int]) -> ShippingSink:
-    b = pki.bundle(host)
-    seal = tmp / f"{host}.seal"
-    shutil.copy(b.seal, seal)
-    cfg = ShippingConfig(host=host, server=addr, context=client_context(b.ca, b.cert, b.key), seal_key=seal,
-                         spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5, coalesce_s=0)
-    return ShippingSink(cfg)
-
-
-def _info(host: str) -> HostInfo:
-    return HostInfo(f"id-{host}", host, f"boot-{host}", "6.18")
 
 
 def _seqs(ev: Path, host: str) -> list[int]:
@@ -92,11 +77,11 @@ def test_a_frame_the_evidence_will_not_take_is_refused_with_why_and_the_others_a
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     ep = serve_metrics(srv.metrics.registry, ("127.0.0.1", 0))
-    alpha, beta = _sink(pki, "alpha", tmp_path, addr), _sink(pki, "beta", tmp_path, addr)
+    alpha, beta = shipping_sink(pki, "alpha", tmp_path, addr), shipping_sink(pki, "beta", tmp_path, addr)
     try:
         for i in range(2):
-            alpha.write("events", events_batch(200, start_seq=i * 200, host=_info("alpha")))
-        beta.write("events", events_batch(200, start_seq=0, host=_info("beta")))
+            alpha.write("events", events_batch(200, start_seq=i * 200, host=host_info("alpha")))
+        beta.write("events", events_batch(200, start_seq=0, host=host_info("beta")))
         wait_for(lambda: alpha.spool.unacked() == beta.spool.unacked() == 0, 20, "the first frames acked")
         srv.ingest.flush()
         wait_for(lambda: all(s.checkpointed == s.last_seq for s in srv.evidence.streams()), 10, "checkpoints")
@@ -105,13 +90,13 @@ def test_a_frame_the_evidence_will_not_take_is_refused_with_why_and_the_others_a
         # its ingested mark cannot be written (the ingest thread is held at its store lock, a
         # seam of ours, only to order the two)
         with srv.ingest.lock:
-            alpha.write("events", events_batch(200, start_seq=400, host=_info("alpha")))
+            alpha.write("events", events_batch(200, start_seq=400, host=host_info("alpha")))
             wait_for(lambda: alpha.spool.unacked() == 0, 20, "frame 2 acked")
             filler = disk.fill(evidence / "alpha" / "filler")  # alpha's evidence disk is full from here
         for i in range(3, 5):
-            alpha.write("events", events_batch(200, start_seq=i * 200, host=_info("alpha")))
+            alpha.write("events", events_batch(200, start_seq=i * 200, host=host_info("alpha")))
         for i in range(1, 3):  # beta is served while alpha's frames are refused
-            beta.write("events", events_batch(200, start_seq=i * 200, host=_info("beta")))
+            beta.write("events", events_batch(200, start_seq=i * 200, host=host_info("beta")))
         wait_for(lambda: beta.spool.unacked() == 0, 20, "beta's frames acked during alpha's failure")
         # ... and stored: alpha's stream directory (its ingested mark too) holds up no other host
         wait_for(lambda: _count(store, "beta") == 600, 20, "beta's rows stored during alpha's failure")
@@ -142,7 +127,7 @@ def test_a_frame_the_evidence_will_not_take_is_refused_with_why_and_the_others_a
 
         filler.unlink()  # space again: alpha's next frames are stored
         for i in range(5, 7):
-            alpha.write("events", events_batch(200, start_seq=i * 200, host=_info("alpha")))
+            alpha.write("events", events_batch(200, start_seq=i * 200, host=host_info("alpha")))
         wait_for(lambda: alpha.spool.unacked() == 0, 20, "alpha's frames acked after the repair")
     finally:
         alpha.close()

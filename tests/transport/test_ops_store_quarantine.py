@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -22,12 +21,9 @@ import pyarrow as pa
 import pytest
 from clickhouse_driver import errors as ch
 
-from forensix.agent.shipping import ShippingConfig, ShippingSink
 from forensix.errors import StoreBusyError, StoreError
 from forensix.metrics import serve_metrics
-from forensix.model.host import HostInfo
 from forensix.pki.authority import Authority
-from forensix.pki.tls import client_context
 from forensix.server.hosts import host_status
 from forensix.server.listener import LogServer, ServerConfig
 from forensix.server.quarantine import is_transient, read_quarantine
@@ -40,19 +36,7 @@ from forensix.testing import disk
 from forensix.testing.batches import events_batch
 from forensix.testing.scenario import wait_for
 from forensix.testing.scrape import sample, scrape
-
-
-def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int]) -> ShippingSink:
-    b = pki.bundle(host)
-    seal = tmp / f"{host}.seal"
-    shutil.copy(b.seal, seal)
-    cfg = ShippingConfig(host=host, server=addr, context=client_context(b.ca, b.cert, b.key), seal_key=seal,
-                         spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5, coalesce_s=0)
-    return ShippingSink(cfg)
-
-
-def _info(host: str) -> HostInfo:
-    return HostInfo(f"id-{host}", host, f"boot-{host}", "6.18")
+from forensix.testing.shipping import host_info, shipping_sink
 
 
 def _bad(host: str = "alpha") -> pa.Table:
@@ -94,24 +78,24 @@ def test_a_frame_the_store_refuses_is_quarantined_and_every_other_frame_is_store
     ev = tmp_path / "evidence"
     srv, t, addr = _server(pki, store, ev, store_attempts=2)
     ep = serve_metrics(srv.metrics.registry, ("127.0.0.1", 0))
-    alpha, beta = _sink(pki, "alpha", tmp_path, addr), _sink(pki, "beta", tmp_path, addr)
+    alpha, beta = shipping_sink(pki, "alpha", tmp_path, addr), shipping_sink(pki, "beta", tmp_path, addr)
     try:
-        alpha.write("events", events_batch(100, start_seq=0, host=_info("alpha")))
+        alpha.write("events", events_batch(100, start_seq=0, host=host_info("alpha")))
         wait_for(lambda: alpha.spool.unacked() == 0, 20, "alpha's first frame acked")
         srv.ingest.flush()
         # alpha's bad frame and beta's good ones wait together: one coalesced append (the
         # ingest thread held at its store lock, a seam of ours, only to group them)
         with srv.ingest.lock:
             alpha.write("gaps", _bad())
-            alpha.write("events", events_batch(100, start_seq=100, host=_info("alpha")))
+            alpha.write("events", events_batch(100, start_seq=100, host=host_info("alpha")))
             for i in range(3):
-                beta.write("events", events_batch(100, start_seq=i * 100, host=_info("beta")))
+                beta.write("events", events_batch(100, start_seq=i * 100, host=host_info("beta")))
             wait_for(lambda: alpha.spool.unacked() == beta.spool.unacked() == 0, 20, "all frames acked")
         wait_for(lambda: _count(store, "beta") == 300, 20, "beta's rows stored beside alpha's bad frame")
         wait_for(lambda: _count(store, "alpha") == 200, 20, "alpha's good frames stored around its bad one")
         srv.ingest.flush()
         for i in range(3, 5):  # later frames go straight in: nothing waits behind the quarantined one
-            beta.write("events", events_batch(100, start_seq=i * 100, host=_info("beta")))
+            beta.write("events", events_batch(100, start_seq=i * 100, host=host_info("beta")))
         wait_for(lambda: _count(store, "beta") == 500, 20, "beta's later rows stored")
         srv.ingest.flush()
         m = scrape(ep.url)
@@ -190,7 +174,7 @@ def test_transient_failures_are_told_from_refused_rows(tmp_path: Path) -> None:
     except StoreError as e:
         transient.append(e)
     refused: list[BaseException] = []
-    nulls = events_batch(3, host=_info("alpha")).drop_columns(["ts"]).append_column(
+    nulls = events_batch(3, host=host_info("alpha")).drop_columns(["ts"]).append_column(
         "ts", pa.nulls(3, pa.int64()))
     for attempt in (lambda: conform(nulls, schema.EVENTS, "events"),
                     lambda: conform(pa.table({"nope": [1]}), schema.EVENTS, "events"),
@@ -225,12 +209,12 @@ def test_a_store_disk_that_is_full_is_waited_out_and_nothing_is_quarantined(
         store = open_writer(sdir / "srv.duckdb")
         ev = tmp_path / "evidence"
         srv, t, addr = _server(pki, store, ev, store_attempts=2)
-        alpha = _sink(pki, "alpha", tmp_path, addr)
+        alpha = shipping_sink(pki, "alpha", tmp_path, addr)
         try:
-            alpha.write("events", events_batch(100, start_seq=0, host=_info("alpha")))
+            alpha.write("events", events_batch(100, start_seq=0, host=host_info("alpha")))
             wait_for(lambda: _count(store, "alpha") == 100, 20, "alpha's first rows stored")
             filler = disk.fill(sdir / "filler")
-            alpha.write("events", events_batch(5000, start_seq=100, host=_info("alpha")))
+            alpha.write("events", events_batch(5000, start_seq=100, host=host_info("alpha")))
             wait_for(lambda: srv.ingest.failures >= 4, 20, "appends failing on the full disk")
             assert _count(store, "alpha") == 100
             transient = sum(x.value for x in next(iter(srv.metrics.store_errors.collect())).samples
