@@ -28,6 +28,7 @@ from forensix import __version__
 from forensix.agent.sink import Sink
 from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
+from forensix.nice import nice_for_child
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.accounts import AccountWatcher
@@ -44,6 +45,7 @@ from forensix.sensor.decode import (
 from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
 from forensix.sensor.losses import LossAccounting
 from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer, give_back_free_memory
+from forensix.sensor.priority import LAG_NICE, Yielding
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.sensor.slots import SlotCaches, merge_flows, merge_reopens
@@ -96,6 +98,7 @@ class RecordStats:
     # drainer (drain, decode, map flushes), the writer (store and inline sinks), the process
     cpu_s: dict[str, float] = field(default_factory=dict)
     skipped_syscalls: list[str] = field(default_factory=list)
+    boosts: int = 0  # times a backlog made the recorder stop yielding the CPU (sensor/priority.py)
 
     @property
     def dropped(self) -> int:
@@ -136,6 +139,7 @@ class Recorder(LossAccounting):
         idle_flow_interval: float = IDLE_FLOW_INTERVAL,
         pacer: type[Pacer] = Pacer,
         evidence_retry_s: float = EVIDENCE_RETRY_S,
+        yield_nice: int = LAG_NICE,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -158,6 +162,8 @@ class Recorder(LossAccounting):
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
         self.evidence_retry_s = evidence_retry_s  # how long the store may refuse batches before we stop
+        # nice while the backlog is small (sensor/priority.py); 0: always at the workload's priority
+        self.yielding = Yielding(yield_nice)
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._watch: OrphanWatch | None = None  # detaches our pinned sensor if we die and nobody adopts it
@@ -254,6 +260,7 @@ class Recorder(LossAccounting):
         if adopt:
             self._adopted_gap(accounted[1])
         self.heartbeat()  # resumes an adopted sensor the watch had stopped, with its gap
+        self.yielding.start()  # start-up done: from here on the workload comes first while there is room
         if self.on_ready is not None:
             self.on_ready()
 
@@ -284,7 +291,8 @@ class Recorder(LossAccounting):
         try:
             if command:
                 # the workload keeps the user's umask, not the store's narrowed one (store/private.py)
-                child = subprocess.Popen(list(command), umask=user_umask())
+                with nice_for_child(0):  # not the nice the recorder yields at (sensor/priority.py)
+                    child = subprocess.Popen(list(command), umask=user_umask())
             deadline = time.monotonic() + duration if duration else None
             rc = self._loop(deadline, child)
         finally:
@@ -327,6 +335,7 @@ class Recorder(LossAccounting):
                     got = self.poll_once()
                     last_drain = now
                     pace.drained(got, now)
+                self.yielding.update(self._backlog())
                 now = time.monotonic()
                 if now >= next_beat:
                     self.heartbeat()
@@ -371,6 +380,7 @@ class Recorder(LossAccounting):
         """Take everything still in the kernel, account for it, and close the sinks."""
         if self.sensor is None:
             return
+        self.yielding.stop()  # the user waits for the last drain and seal now
         try:
             self.sensor.pause()
             time.sleep(0.05)  # records reserved just before the pause are committed by now
@@ -396,11 +406,15 @@ class Recorder(LossAccounting):
                 "process": round(time.process_time() - self._cpu0[1], 3),
             }
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stats.cpu_s.items())
+            y = self.yielding
+            self.stats.boosts = y.boosts
+            yielded = (f"; yielded the CPU at nice {y.nice} while the backlog was under {y.boost_at:.1%} "
+                       f"(peak {y.peak:.1%}, back at nice 0 {y.boosts} times)" if y.enabled else "")
             self._agent_event(
                 "stop",
                 f"reason={self.stop_reason}; recorded {self.stats.events} events, "
                 f"{self.stats.dropped} lost in the kernel, {self.stats.gaps} gap records; "
-                f"agent CPU s since start: {cpu}",
+                f"agent CPU s since start: {cpu}{yielded}",
             )
             self._writer.finish()
             self._writer.end_sinks()
@@ -417,6 +431,10 @@ class Recorder(LossAccounting):
             self.sensor = None
 
     # -- the hot loop --------------------------------------------------------------
+    def _backlog(self) -> list[float]:
+        """How full each ring and the writer's queue are (what the rings hold until stored)."""
+        return [r.pending() / r.size for r in self.rings] + [self._writer.backlog()]
+
     def _rings_filling(self) -> bool:
         return any(r.pending() > r.size // 4 for r in self.rings)
 

@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from forensix import __version__
 from forensix.errors import ForensixError, NotAStoreError, StoreBusyError, StoreError
+from forensix.nice import nice_for_child
 from forensix.store import schema
 from forensix.store.appender import JournalAppender
 from forensix.store.journal import journal_dir
@@ -132,8 +133,12 @@ class Keeper:
             self._last_seal_spawn = now
         cmd = [sys.executable, "-m", "forensix.store.keeper", str(self.store), "--listen-fd", str(fd),
                "--idle-exit", str(idle)] + (["--recover-all"] if recover_all else [])
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE if recover_all else subprocess.DEVNULL,
-                                pass_fds=(fd,))
+        # A child starts at its creator thread's nice. A keeper for sealing may start as low as
+        # the recorder yields (sensor/priority.py: its ~0.45 s of start-up is not urgent); one
+        # started for a query (or the first, which the recorder waits for) starts at nice 0.
+        with nice_for_child(None if sealing else 0):
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE if recover_all else subprocess.DEVNULL, pass_fds=(fd,))
         self._proc, self._last_spawn = proc, time.monotonic()
         self.spawns += 1
         if self.on_spawn is not None:
@@ -395,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     _say(sys.stdout, {"recovered": store.recovered, "sealed": store.sealed_seqs()})
     listen = socket.socket(fileno=a.listen_fd)
     counted = _Counted(store)
+    try:  # a keeper started for sealing may run niced (the recorder yields): its queries must not
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 0)  # the server's threads inherit this
+    except OSError:
+        pass
     server = QueryServer(counted, store.path.with_name(store.path.name + ".sock"), sock=listen).start()  # type: ignore[arg-type]
     try:  # sealing is never urgent: the workload first (the query threads keep their priority)
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SEAL_NICE)
