@@ -59,7 +59,7 @@ class LossAccounting:
     def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
         raise NotImplementedError
 
-    def _agent_event(self, action: str, message: str, ts: int | None = None) -> None:
+    def _agent_event(self, action: str, message: str, ts: int | None = None, pid: int | None = None) -> None:
         raise NotImplementedError
 
     def _write_accounted(self, slots: dict[int, int]) -> None:

@@ -247,6 +247,9 @@ class Recorder(LossAccounting):
         if pin is not None and self.sensor.no_heartbeat_watch:
             msg += f"; if this agent dies its sensor records until stopped by hand ({self.sensor.no_heartbeat_watch})"
         self._agent_event("start", msg)
+        if self._watch is not None:  # recorded like any process: this names it as ours (`forensix ps`, `tree`)
+            self._agent_event("orphan-watch", f"forensix {__version__} orphan watch started (pid {self._watch.proc.pid}): "
+                              "detaches this recorder's pinned sensor if the recorder dies", pid=self._watch.proc.pid)
         for note in self.notes:
             self._agent_event("warning", f"store recovery: {note}")
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
@@ -710,12 +713,12 @@ class Recorder(LossAccounting):
             self._agent_event("clock-sync", f"offset_ns {old.offset_ns} -> {new.offset_ns} (error {new.error_ns} ns)")
 
     # -- agent records ---------------------------------------------------------------
-    def _agent_event(self, action: str, message: str, ts: int | None = None) -> None:
+    def _agent_event(self, action: str, message: str, ts: int | None = None, pid: int | None = None) -> None:
         t = time.time_ns() if ts is None else ts
         row = {
             "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
             "ts": t, "event_kind": "event", "event_category": "agent", "event_action": action,
-            "process_pid": os.getpid(), "message": message,
+            "process_pid": os.getpid() if pid is None else pid, "message": message,
         }
         self._emit("events", pa.Table.from_pylist([row], schema=schema.EVENTS))
 
