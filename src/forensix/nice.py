@@ -12,7 +12,11 @@ import os
 import threading
 from collections.abc import Iterator
 
-__all__ = ["nice_for_child"]
+__all__ = ["SEAL_NICE", "nice_for_child"]
+
+# nice of a store's sealing (a keeper process, a recording store's sealing thread): the
+# workload first, the seal when a core is free; a separate process cannot hold up the drain
+SEAL_NICE = 19
 
 
 @contextlib.contextmanager

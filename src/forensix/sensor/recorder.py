@@ -263,7 +263,7 @@ class Recorder(LossAccounting):
         if adopt:
             self._adopted_gap(accounted[1])
         self.heartbeat()  # resumes an adopted sensor the watch had stopped, with its gap
-        self.yielding.start()  # start-up done: from here on the workload comes first while there is room
+        self.yielding.start(self._backlog)  # start-up done: the workload comes first while there is room
         if self.on_ready is not None:
             self.on_ready()
 
@@ -362,6 +362,7 @@ class Recorder(LossAccounting):
                     self.stop_reason = "duration reached"
                     return None
                 woke = False
+                self.yielding.active(pace.busy(now))  # its watch looks at the backlog while records arrive
                 if pace.busy(now):
                     if not got or not self._rings_filling():
                         self._stop.wait(self.poll_interval)

@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from forensix import __version__
 from forensix.errors import ForensixError, NotAStoreError, StoreBusyError, StoreError
-from forensix.nice import nice_for_child
+from forensix.nice import SEAL_NICE, nice_for_child
 from forensix.store import schema
 from forensix.store.appender import JournalAppender
 from forensix.store.journal import journal_dir
@@ -133,12 +133,18 @@ class Keeper:
             self._last_seal_spawn = now
         cmd = [sys.executable, "-m", "forensix.store.keeper", str(self.store), "--listen-fd", str(fd),
                "--idle-exit", str(idle)] + (["--recover-all"] if recover_all else [])
-        # A child starts at its creator thread's nice. A keeper for sealing may start as low as
-        # the recorder yields (sensor/priority.py: its ~0.45 s of start-up is not urgent); one
-        # started for a query (or the first, which the recorder waits for) starts at nice 0.
+        # One started for a query, or the first (the recorder waits for it), starts at nice 0
+        # whatever the calling thread runs at (sensor/priority.py). One started to seal is not
+        # urgent: its start-up (~0.45 s of CPU: Python, DuckDB, the catalog) and its seal run
+        # at SEAL_NICE, set right after exec (lowering needs no privilege, raising does).
         with nice_for_child(None if sealing else 0):
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE if recover_all else subprocess.DEVNULL, pass_fds=(fd,))
+        if sealing:
+            try:
+                os.setpriority(os.PRIO_PROCESS, proc.pid, max(SEAL_NICE, os.getpriority(os.PRIO_PROCESS, proc.pid)))
+            except OSError:  # it exited already
+                pass
         self._proc, self._last_spawn = proc, time.monotonic()
         self.spawns += 1
         if self.on_spawn is not None:
@@ -385,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S)
     ap.add_argument("--recover-all", action="store_true")
     a = ap.parse_args(argv)
-    from forensix.store.embedded import SEAL_NICE, DuckDBStore
+    from forensix.store.embedded import DuckDBStore
     from forensix.store.remote import QueryServer
     from forensix.threadname import name_native_thread
 
@@ -418,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
             if ready:
                 got = os.read(0, 4096)
                 final = b"final" in got
+                if final or not got:  # the recorder stops: its user waits for this seal, not a workload
+                    try:
+                        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 0)
+                    except OSError:
+                        pass
                 store.seal_closed(everything=final)
                 if not got or final:
                     break
