@@ -99,6 +99,8 @@ class RecordStats:
     cpu_s: dict[str, float] = field(default_factory=dict)
     skipped_syscalls: list[str] = field(default_factory=list)
     boosts: int = 0  # times a backlog made the recorder stop yielding the CPU (sensor/priority.py)
+    # the drainer's CPU seconds by stage: drain, decode, artifacts, queue, flow maps, flows, losses
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def dropped(self) -> int:
@@ -410,6 +412,7 @@ class Recorder(LossAccounting):
                 "process": round(time.process_time() - self._cpu0[1], 3),
             }
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stats.cpu_s.items())
+            cpu += " (drainer by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stats.stages.items()) + ")"
             y = self.yielding
             self.stats.boosts = y.boosts
             yielded = (f"; yielded the CPU at nice {y.nice} while the backlog was under {y.boost_at:.1%} "
@@ -450,6 +453,7 @@ class Recorder(LossAccounting):
         to wait for room for the main ring (the final drain waits).
         """
         proc_ring, net_ring, main_ring = self.rings
+        t0 = time.thread_time()
         proc = proc_ring.drain(max_bytes=16 << 20, hold=True)
         bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
@@ -457,6 +461,8 @@ class Recorder(LossAccounting):
                            main_ring.drain(max_bytes=16 << 20, hold=True)]
         # else the kernel rings hold them meanwhile, and count what they cannot
         drains = [d for d in (proc, *bulk_drains) if len(d)]
+        t1 = time.thread_time()
+        self._stage("drain", t1 - t0)
         if not drains:
             return 0
         bulk = any(len(d) for d in bulk_drains)
@@ -464,14 +470,19 @@ class Recorder(LossAccounting):
         # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
         # and a drain of the process ring holds a few dozen records.
         tables = self.decoder.decode(Drained.join(drains))
+        t2 = time.thread_time()
+        self._stage("decode", t2 - t1)
         if self.artifacts is not None:
             try:
                 tables = self.artifacts.annotate(tables)  # new tables: on a raise the decoded ones go on
                 self._ship_artifacts(once=True)
             except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
                 self._artifacts_failed(e)
+        t3 = time.thread_time()
+        self._stage("artifacts", t3 - t2)
         for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
+        self._stage("queue", time.thread_time() - t3)
         # the space goes back to the kernel once the records are in the store: an agent
         # killed before that leaves them in the (pinned) ring for the next one. Unless a
         # ring is half full with records read and not yet stored: then the kernel needs the
@@ -485,6 +496,10 @@ class Recorder(LossAccounting):
         held = [(r, r.pos) for r in self.rings]
         self._writer.after_written(lambda: self._released(held))
         return sum(len(d) for d in drains)
+
+    def _stage(self, name: str, cpu_s: float) -> None:
+        """The drainer's CPU by stage, for the stop record (what a build pays for, and where)."""
+        self.stats.stages[name] = self.stats.stages.get(name, 0.0) + cpu_s
 
     def _released(self, held: list[tuple[RingBuffer, int]]) -> None:
         for ring, pos in held:
@@ -559,6 +574,7 @@ class Recorder(LossAccounting):
         the loop's batch at a flush tick (``_flush_drained`` records); a drain just before
         the flush and one inside it were two batches, each with the decoder's, the
         sinks' and the rules' fixed cost, for records a few ms apart."""
+        t0 = time.thread_time()
         banks = []
         if self._slots is not None:
             banks.append(self._slots.flip())
@@ -572,14 +588,17 @@ class Recorder(LossAccounting):
             ok, ov = merge_reopens(ok, ov, *self._slots.take("open_slots", bank))
         regular = (fv["imode"] & 0o170000) == 0o100000
         counted = ov["count"] > 0  # an entry without repeats is not written (its open was)
+        self._stage("flow maps", time.thread_time() - t0)
         self._flush_drained = 0
         if drain or not (self.decoder.named(fk["ino"][regular], fk["dev"][regular])
                          and self.decoder.named(ok["ino"][counted], ok["dev"][counted])):
             self._flush_drained = self.poll_once()
+        t1 = time.thread_time()
         if len(fv):
             self._emit_flows(fk, fv)
         if len(ov):
             self._emit_reopens(ok, ov)
+        self._stage("flows", time.thread_time() - t1)
         return len(fv) + len(ov)
 
     def _ship_artifacts(self, once: bool) -> None:
