@@ -84,6 +84,12 @@ def window(a: Snapshot, b: Snapshot) -> dict[str, float]:
     return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.005}
 
 
+def _stop_message(reader: Any) -> dict[str, Any]:
+    """The recorder's stop event: its CPU by thread and the drainer's by stage, whole recording."""
+    got = reader.query("SELECT message FROM events WHERE event_category = 'agent' AND event_action = 'stop'").to_pylist()
+    return {"stop": got[-1]["message"] if got else None}
+
+
 def measure(src: Path, make_args: str, scratch: Path, tail: float, env: dict[str, str]) -> dict[str, Any]:
     store = scratch / "forensix.duckdb"
     build = scratch / "build"
@@ -105,9 +111,9 @@ def measure(src: Path, make_args: str, scratch: Path, tail: float, env: dict[str
     s2 = snapshot(proc.pid)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=600)
-    counts = store_counts(store)
+    counts = store_counts(store, _stop_message)
     return {"ready_s": round(ready, 2), "build_wall_s": round(wall, 2), "loadavg_1m": load,
-            "events": counts["events"], "lost": counts["lost"],
+            "events": counts["events"], "lost": counts["lost"], "stop": counts["detail"].get("stop"),
             "cpu_s": {"start-up": window({}, s0), "build": window(s0, s1), "tail": window(s1, s2)}}
 
 

@@ -1,4 +1,4 @@
-"""What can lag runs niced, and nothing is lost for it: the store keeper seals at nice 19
+"""What can lag runs niced, and nothing is lost for it: store keepers seal at nice 19
 (store/keeper.py) while CPU hogs keep both cores busy at nice 0, and every record the kernel
 attempted is stored or counted, every file of the workload is in the store; on an idle host a
 file touched is in the store within seconds; the user's command runs at nice 0. The

@@ -10,8 +10,8 @@ the recorder's own threads is not safe in one Python process.
   paused the sensor (tests/sensor/test_orphan.py: agent-absent gaps, records not taken).
 - A storm bigger than the rings: an 8 MiB ring under two CPU hogs lost about as much with it
   as without it (41k and 49k of ~110k records); a 64 MiB ring lost nothing either way.
-What is safe is a separate process: the store keeper's start-up and sealing run at nice 19
-(store/keeper.py) and cannot hold the drain up; its queries and the final seal run at 0.
+What is safe is a separate process: the store keeper seals at nice 19 (store/keeper.py) and
+cannot hold the drain up; its start-up, its queries and the final seal run at 0.
 
 The design, for a later recorder whose drain does not share a GIL with the rest:
 

@@ -133,18 +133,13 @@ class Keeper:
             self._last_seal_spawn = now
         cmd = [sys.executable, "-m", "forensix.store.keeper", str(self.store), "--listen-fd", str(fd),
                "--idle-exit", str(idle)] + (["--recover-all"] if recover_all else [])
-        # One started for a query, or the first (the recorder waits for it), starts at nice 0
-        # whatever the calling thread runs at (sensor/priority.py). One started to seal is not
-        # urgent: its start-up (~0.45 s of CPU: Python, DuckDB, the catalog) and its seal run
-        # at SEAL_NICE, set right after exec (lowering needs no privilege, raising does).
-        with nice_for_child(None if sealing else 0):
+        # A keeper starts at nice 0 whatever the calling thread runs at (sensor/priority.py):
+        # one started to seal also answers the queries that come meanwhile, and a query waits
+        # in the socket's backlog until its start-up (~0.45 s of CPU) is done, which at nice 19
+        # on a busy host would wait for the workload. Its seal runs at SEAL_NICE (main below).
+        with nice_for_child(0):
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE if recover_all else subprocess.DEVNULL, pass_fds=(fd,))
-        if sealing:
-            try:
-                os.setpriority(os.PRIO_PROCESS, proc.pid, max(SEAL_NICE, os.getpriority(os.PRIO_PROCESS, proc.pid)))
-            except OSError:  # it exited already
-                pass
         self._proc, self._last_spawn = proc, time.monotonic()
         self.spawns += 1
         if self.on_spawn is not None:
@@ -406,10 +401,6 @@ def main(argv: list[str] | None = None) -> int:
     _say(sys.stdout, {"recovered": store.recovered, "sealed": store.sealed_seqs()})
     listen = socket.socket(fileno=a.listen_fd)
     counted = _Counted(store)
-    try:  # a keeper started for sealing may run niced (the recorder yields): its queries must not
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 0)  # the server's threads inherit this
-    except OSError:
-        pass
     server = QueryServer(counted, store.path.with_name(store.path.name + ".sock"), sock=listen).start()  # type: ignore[arg-type]
     try:  # sealing is never urgent: the workload first (the query threads keep their priority)
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SEAL_NICE)
