@@ -131,6 +131,7 @@ class LiveEngine:
         max_rows: int = 16384,
         notify: Callable[[str], None] | None = None,
         record: Sink | None = None,
+        sieve: bool = True,
     ) -> None:
         self.notify = notify
         self.record = record
@@ -156,7 +157,8 @@ class LiveEngine:
         self.max_delay = max_delay
         self.max_rows = max_rows
         self._groups = self._group(self.rules)
-        self._sieve = Sieve([hooks(And((g.scope, Or(tuple(g.bodies))))) for g in self._groups])
+        # (``sieve=False``: every row of a batch is evaluated; the tests compare both)
+        self._sieve = Sieve([hooks(And((g.scope, Or(tuple(g.bodies))))) if sieve else None for g in self._groups])
         self._dead: set[str] = set()  # ids of rules disabled after failing on a batch
         self._failures: set[str] = set()  # reasons of failed rounds, said once each
         self._decided: dict[int, tuple[Node, dict[object, bool]]] = {}  # conditions on the action (Codes)
