@@ -287,17 +287,26 @@ def _table(d: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(keys, np.uint64), np.array([d[k] for k in keys], np.uint64)
 
 
-def _lowered(data: np.ndarray) -> np.ndarray:
-    upper = (data >= 0x41) & (data <= 0x5A)
-    out: np.ndarray = data | (upper.astype(np.uint8) << 5)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_HIGH = np.uint64(0x8080808080808080)
+_BEFORE_A = np.uint64(0x3F3F3F3F3F3F3F3F)  # 0x80 - 0x41 in each byte
+_AFTER_Z = np.uint64(0x2525252525252525)  # 0x7f - 0x5a in each byte
+
+
+def _lowered(x: np.ndarray) -> np.ndarray:
+    """ASCII lower() of the eight bytes of each uint64 at once: a byte gets 0x20 when it
+    lies in 0x41..0x5a (bytes above 0x7f are left as they are)."""
+    low = x & _LOW7
+    upper = (low + _BEFORE_A) & ~(low + _AFTER_Z) & ~x & _HIGH
+    out: np.ndarray = x | (upper >> np.uint64(2))
     return out
 
 
-def _gather(data: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """For each start ``at``, the ``_K`` bytes from there, lowered, as one big-endian
-    integer (``data`` has ``_K`` bytes of padding at both ends)."""
-    windows = np.lib.stride_tricks.sliding_window_view(data, _K)[at + _K]
-    out: np.ndarray = np.ascontiguousarray(_lowered(windows)).view(">u8").ravel().astype(np.uint64)
+def _words(data: np.ndarray) -> np.ndarray:
+    """The eight bytes from each position of ``data`` as a big-endian integer: a view,
+    nothing copied (one byte apart)."""
+    n = max(len(data) - _K + 1, 0)
+    out: np.ndarray = np.ndarray((n,), dtype=">u8", buffer=data, offset=0, strides=(1,))
     return out
 
 
@@ -339,10 +348,10 @@ class _Column:
         if self.empty:
             return out
         if self._heads is None and (keys.heads or keys.tails):
-            pad = np.zeros(_K, np.uint8)
-            data = np.concatenate([pad, self.raw, pad])
-            self._heads = _gather(data, self.starts)
-            self._tails = _gather(data, self.ends - _K)
+            pad = np.zeros(_K, np.uint8)  # (a value's key may read past the first or last value)
+            words = _words(np.concatenate([pad, self.raw, pad]))
+            self._heads = _lowered(words[self.starts + _K].astype(np.uint64))
+            self._tails = _lowered(words[self.ends].astype(np.uint64))
         for k, table, bits in keys.heads:
             out |= _lookup(self._heads >> np.uint64(8 * (_K - k)), table, bits)  # type: ignore[operator]
         for k, table, bits in keys.tails:
