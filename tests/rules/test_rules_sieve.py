@@ -110,3 +110,15 @@ def test_twisted_literal_paths_raise_the_same_alerts(engines: tuple[LiveEngine, 
     batch = pa.Table.from_pylist(rows, schema=EVENTS)
     with_pass, without = sieved.evaluate(batch), plain.evaluate(batch)
     assert _rows(with_pass) == _rows(without)
+
+
+def test_many_groups_are_sieved_block_by_block(scenario: Scenario, rules: list[Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """More rule groups than one bit mask holds (64; here 2 a block): the same alerts."""
+    from forensix.rules.sieve import Sieve
+
+    monkeypatch.setattr(Sieve, "BLOCK", 2)
+    tables = scenario.builder.tables()
+    small = feed(LiveEngine(rules, detectors=default_detectors()), tables)
+    without = feed(LiveEngine(rules, detectors=default_detectors(), sieve=False), tables)
+    assert _rows(small) == _rows(without)
