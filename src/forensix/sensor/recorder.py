@@ -340,7 +340,8 @@ class Recorder(LossAccounting):
                     got = self.poll_once()
                     last_drain = now
                     pace.drained(got, now)
-                self.yielding.update(self._backlog())
+                if self.yielding.enabled:  # the experiment (sensor/priority.py), off by default
+                    self.yielding.update(self._backlog())
                 now = time.monotonic()
                 if now >= next_beat:
                     self.heartbeat()
