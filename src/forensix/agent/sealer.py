@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from forensix.agent.frame import ZERO_HASH, encode_batch, seal_frame
+from forensix.agent.frame import RAW_FLAG, RAW_TABLE, ZERO_HASH, encode_batch, seal_frame
 from forensix.pki.sealkey import SealKeyError, SealState, mac_key
 
 __all__ = ["Sealer"]
@@ -57,7 +57,7 @@ class Sealer:
             raw = seal_frame(
                 host=self.host, stream=self.stream, seq=self.next_seq, epoch=epoch, seal_ns=seal_ns,
                 table=table, ipc_bytes=ipc_bytes, rows=data.num_rows, prev=self.prev,
-                key=mac_key(self.state.key),
+                key=mac_key(self.state.key), flags=RAW_FLAG if table == RAW_TABLE else 0,
             )
             return self.next_seq, raw, seal_ns, epoch
 
