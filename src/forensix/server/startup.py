@@ -8,11 +8,12 @@ import json
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from forensix.agent.frame import FrameError, decode_body
+from forensix.agent.frame import HEADER, RAW_FLAG, RAW_TABLE, Frame, FrameError, decode_body
 from forensix.server.evidence import StreamLog, read_frame, walk_segment
 from forensix.server.ingest import frame_key
 from forensix.server.ledger import IngestLedger, committed_frames
@@ -25,6 +26,7 @@ from forensix.server.quarantine import (
     store_fix,
     write_quarantine,
 )
+from forensix.server.rawdecode import StreamDecoder
 from forensix.store import schema
 
 if TYPE_CHECKING:
@@ -53,16 +55,20 @@ def replay_and_load(self: LogServer) -> None:
         held = read_quarantine(s.dir)
         skip = already.get((s.host, s.stream), set())
         again = set(held) if self.config.reingest else set()
+        raw = self.raw.get(s.host, s.stream)
         for seg in s.segments():
             for off, seq, length in walk_segment(seg):
-                if seq <= done and seq not in again:
-                    continue
-                if (seq in held and seq not in again) or (seq in skip and seq > done):
-                    done = max(done, seq)
+                stored = seq <= done and seq not in again
+                if stored or (seq in held and seq not in again) or (seq in skip and seq > done):
+                    # a raw frame already stored (or set aside) is decoded again without
+                    # storing: the stream's decoder needs the state it left (rawdecode.py)
+                    _dry_feed(raw, seg, off, length, seq)
+                    if not stored:
+                        done = max(done, seq)
                     continue
                 try:
                     fr = read_frame(seg, off, length)
-                    self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
+                    _batch(self, raw, fr, frame_key(s, seq))
                     if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
                         s.set_ingested(seq)
                     if seq in held:
@@ -90,6 +96,32 @@ def replay_and_load(self: LogServer) -> None:
         if info_path.exists():
             info = json.loads(info_path.read_text())
             self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
+
+
+def _is_raw(seg: Path, off: int) -> bool:
+    """Whether the frame at ``off`` carries raw records (its header's flags, read alone)."""
+    with seg.open("rb") as f:
+        f.seek(off)
+        head = f.read(HEADER.size)
+    return len(head) == HEADER.size and bool(HEADER.unpack(head)[7] & RAW_FLAG)
+
+
+def _dry_feed(raw: StreamDecoder, seg: Path, off: int, length: int, seq: int) -> None:
+    if not _is_raw(seg, off):
+        return
+    try:
+        raw.feed(decode_body(read_frame(seg, off, length)), seq)
+    except FrameError as e:  # was refused on receipt too, and never decoded
+        log.error("cannot decode %s offset %d again: %s", seg, off, e.message)
+
+
+def _batch(self: LogServer, raw: StreamDecoder, fr: Frame, key: str | None) -> None:
+    data = decode_body(fr)
+    if fr.table != RAW_TABLE:
+        self.ingest.batch(fr.table, data, key=key)
+        return
+    for table, t in raw.feed(data, fr.seq).joined():
+        self.ingest.batch(table, t, key=key)
 
 
 def set_aside(self: LogServer, table: str, mark: object, seq: int, err: BaseException, attempts: int) -> None:
