@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,9 @@ _TABLES = ("events", "processes", "flows", "tty")
 
 def _workload(work: Path, pause: str = "") -> list[str]:
     """Our own processes: execs, files written, read, renamed, a pipe, an exit code."""
-    return ["sh", "-c", f"cd {work} && for i in 1 2 3 4; do echo $i > f$i; cat f$i > g$i; mv g$i h$i; {pause} done; "
-                        "ls > list; sh -c 'exit 3'; cat list | wc -l > n; rm f1"]
+    script = (f"cd {work} && for i in 1 2 3 4; do echo $i > f$i; cat f$i > g$i; mv g$i h$i; {pause} done; "
+              "ls > list; sh -c 'exit 3'; cat list | wc -l > n; rm f1")
+    return ["sh", "-c", script]
 
 
 def _rows(store: DuckDBStore | Any, table: str) -> pa.Table:
@@ -151,8 +153,6 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
         killed["srv"] = _server(pki, store, port, log)
         killed["done"] = True
 
-    import threading
-
     t = threading.Thread(target=kill_and_restart, daemon=True)
     t.start()
     try:
@@ -167,6 +167,7 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
                 p.wait(30)
     decoded.flush()
     assert 0 < killed["at"] < ship.spool.acked, killed
+    assert "decoder of alpha/" in log.read_text()  # rebuilt from the evidence, not started blank
     server_store = open_reader(str(store))
     try:
         assert_same_store(decoded, server_store)

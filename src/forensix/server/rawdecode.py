@@ -83,6 +83,8 @@ class StreamDecoder:
         self.last_seq = 0  # the last frame fed
         self.cpu_s = 0.0  # thread CPU spent decoding (bench/agent_cost.py reads it)
         self.records = 0
+        self._where = ""  # the row being decoded, for its warnings
+        self.rebuilt = 0  # frames decoded again at start without storing (server/startup.py)
 
     def feed(self, raw: pa.Table, seq: int) -> Decoded:
         """Decode one raw frame's rows (in order) into the tables to store."""
@@ -93,12 +95,16 @@ class StreamDecoder:
         datas = raw.column("data")
         for i, (kind, meta_s) in enumerate(zip(kinds, metas, strict=True)):
             where = f"raw frame {seq} of {self.host_name}/{self.stream}, row {i} ({kind})"
+            self._where = where
             try:
-                meta = json.loads(meta_s)
+                try:
+                    meta = json.loads(meta_s)
+                except json.JSONDecodeError as e:
+                    raise RawRowError(f"preamble is not JSON ({e}): {meta_s[:80]!r}") from None
                 if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
                     raise RawRowError(f"preamble is not a format-{_FORMAT} raw preamble: {meta_s[:80]!r}")
                 self._row(kind, meta, datas[i].as_buffer(), out)
-            except (RawRowError, json.JSONDecodeError) as e:
+            except RawRowError as e:
                 out.add("events", self._warning(f"{where}: {e}; the frame is kept in the evidence, not decoded"))
             except Exception as e:
                 log.exception("decoding %s failed", where)
@@ -163,7 +169,7 @@ class StreamDecoder:
             offs, lens, taken = walk(chunk, len(chunk))
             inside = offs + lens <= len(chunk)
             if taken != len(chunk) or not inside.all():
-                bad.append(f"ring {ring} part at position {pos}: the records run past its {len(chunk)} bytes "
+                bad.append(f"{self._where}: ring {ring} part at position {pos}: the records run past its {len(chunk)} bytes "
                            f"(truncated); {int(inside.sum())} of {len(offs)} records decoded")
                 offs, lens = offs[inside], lens[inside]
             if len(offs):

@@ -85,6 +85,9 @@ def replay_and_load(self: LogServer) -> None:
                         log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
                                   s.host, s.stream, e)
                 done = max(done, seq)
+        if raw.rebuilt:
+            log.info("decoder of %s/%s rebuilt from %d stored raw frame(s) in %.2f s of CPU", s.host, s.stream,
+                     raw.rebuilt, raw.cpu_s)
         if again:
             write_quarantine(s.dir, held)
         if done != s.ingested():
@@ -111,6 +114,7 @@ def _dry_feed(raw: StreamDecoder, seg: Path, off: int, length: int, seq: int) ->
         return
     try:
         raw.feed(decode_body(read_frame(seg, off, length)), seq)
+        raw.rebuilt += 1
     except FrameError as e:  # was refused on receipt too, and never decoded
         log.error("cannot decode %s offset %d again: %s", seg, off, e.message)
 

@@ -1,0 +1,77 @@
+"""Malformed raw frames (agent/raw.py) at a real log host over real TLS: each becomes a stored
+``decode-warning`` naming the frame and the cause, is acknowledged (kept in the evidence,
+not retried for ever), and the stream's later frames are decoded and stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from forensix.agent.frame import RAW_TABLE
+from forensix.agent.raw import raw_row
+from forensix.pki.authority import Authority
+from forensix.sensor.abi import enum, struct_dtype
+from forensix.sensor.decode import Decoder
+from forensix.sensor.loader import load_abi
+from forensix.server.verify import verify_evidence
+from forensix.testing.shipping import host_info, shipping_sink
+
+
+def _record(abi: dict[str, Any], pid: int, ts: int) -> bytes:
+    """One ring record as the kernel writes it: an 8-byte header, then a syscall record."""
+    dt = struct_dtype(abi, "fx_event")
+    r = np.zeros(1, dt)
+    r["kind"] = enum(abi, "fx_kind")["FX_KIND_SYSCALL"]
+    r["nr"] = int(abi["syscalls"]["getpid"])
+    r["pid"] = r["tid"] = pid
+    r["ts"] = ts
+    body = r.tobytes()
+    pad = (-len(body)) % 8
+    return len(body).to_bytes(4, "little") + bytes(4) + body + bytes(pad)
+
+
+def _ring(data: bytes, parts: list[list[int]] | None = None, **meta: Any) -> pa.Table:
+    return raw_row("ring", {"offset_ns": 10**18, "parts": parts or [[2, 0, len(data)]], **meta}, data)
+
+
+def test_malformed_raw_frames_become_warnings_and_the_stream_goes_on(pki: Authority, log_server: Any,
+                                                                     tmp_path: Path) -> None:
+    abi = load_abi()
+    info = host_info("alpha")
+    seed = {"abi": abi, "host": {"host_id": info.host_id, "boot_id": info.boot_id, "kernel": info.kernel},
+            "state": Decoder(abi, info).export_state()}
+    good = _record(abi, 4242, 5_000)
+    short = (16).to_bytes(4, "little") + bytes(4) + bytes(16)  # shorter than a record header
+    ship = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
+    try:
+        ship.write(RAW_TABLE, _ring(_record(abi, 4240, 1_000)))  # before any seed: cannot be decoded
+        ship.write(RAW_TABLE, raw_row("seed", {}, json.dumps(seed).encode()))
+        bad_meta = _ring(good).set_column(1, "meta", pa.array(["{not json"], pa.string()))
+        ship.write(RAW_TABLE, bad_meta)
+        ship.write(RAW_TABLE, _ring(good[:100], parts=[[2, 0, len(good)]]))  # bytes cut off the row
+        ship.write(RAW_TABLE, _ring(good[:-16]))  # the record runs past its part
+        ship.write(RAW_TABLE, _ring(short))  # the decoder's own warning, with its origin
+        ship.write(RAW_TABLE, raw_row("flows", {"offset_ns": 0, "n": 3}, b"\0" * 10))
+        ship.write(RAW_TABLE, raw_row("ring", {"format": 99}, good))
+        ship.write(RAW_TABLE, _ring(good))  # a later, well-formed frame
+        ship.flush()
+    finally:
+        ship.close()
+    assert ship.spool.unacked() == 0 and not ship.spool.refused  # acknowledged, none retried or refused
+    log_server.srv.ingest.flush()
+    st = log_server.store
+    warn = st.query("SELECT message FROM events WHERE event_action = 'decode-warning' ORDER BY message")
+    msgs = warn["message"].to_pylist()
+    expect = ["records before the stream's seed", "preamble", "do not add up", "run past its",
+              "shorter than the", "map entries", "format-1"]
+    for e in expect:
+        assert any(e in m for m in msgs), (e, msgs)
+    assert all("alpha/" in m for m in msgs if "shorter" not in m)  # each names its frame
+    rows = st.query("SELECT process_pid, ts FROM events WHERE process_pid = 4242")
+    assert rows["ts"].to_pylist() == [10**18 + 5_000]  # the later frame: decoded once, with its offset
+    v = verify_evidence(log_server.evidence)
+    assert v.integrity_ok and v.frames >= 9  # the evidence keeps the malformed frames too
