@@ -5,11 +5,13 @@ not retried for ever), and the stream's later frames are decoded and stored."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from forensix.agent.frame import RAW_TABLE
 from forensix.agent.raw import raw_row
@@ -17,7 +19,11 @@ from forensix.pki.authority import Authority
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.decode import Decoder
 from forensix.sensor.loader import load_abi
+from forensix.server import evidence as evidence_mod
+from forensix.server.listener import LogServer, ServerConfig
+from forensix.server.retention import apply_retention, plan_retention
 from forensix.server.verify import verify_evidence
+from forensix.testing.scenario import wait_for
 from forensix.testing.shipping import host_info, shipping_sink
 
 
@@ -41,15 +47,12 @@ def _ring(data: bytes, parts: list[list[int]] | None = None, **meta: Any) -> pa.
 def test_malformed_raw_frames_become_warnings_and_the_stream_goes_on(pki: Authority, log_server: Any,
                                                                      tmp_path: Path) -> None:
     abi = load_abi()
-    info = host_info("alpha")
-    seed = {"abi": abi, "host": {"host_id": info.host_id, "boot_id": info.boot_id, "kernel": info.kernel},
-            "state": Decoder(abi, info).export_state()}
     good = _record(abi, 4242, 5_000)
     short = (16).to_bytes(4, "little") + bytes(4) + bytes(16)  # shorter than a record header
     ship = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
     try:
         ship.write(RAW_TABLE, _ring(_record(abi, 4240, 1_000)))  # before any seed: cannot be decoded
-        ship.write(RAW_TABLE, raw_row("seed", {}, json.dumps(seed).encode()))
+        ship.write(RAW_TABLE, _seed(abi))
         bad_meta = _ring(good).set_column(1, "meta", pa.array(["{not json"], pa.string()))
         ship.write(RAW_TABLE, bad_meta)
         ship.write(RAW_TABLE, _ring(good[:100], parts=[[2, 0, len(good)]]))  # bytes cut off the row
@@ -75,3 +78,41 @@ def test_malformed_raw_frames_become_warnings_and_the_stream_goes_on(pki: Author
     assert rows["ts"].to_pylist() == [10**18 + 5_000]  # the later frame: decoded once, with its offset
     v = verify_evidence(log_server.evidence)
     assert v.integrity_ok and v.frames >= 9  # the evidence keeps the malformed frames too
+
+
+def _seed(abi: dict[str, Any]) -> pa.Table:
+    info = host_info("alpha")
+    seed = {"abi": abi, "host": {"host_id": info.host_id, "boot_id": info.boot_id, "kernel": info.kernel},
+            "state": Decoder(abi, info).export_state()}
+    return raw_row("seed", {}, json.dumps(seed).encode())
+
+
+def test_retention_keeps_a_raw_stream_from_its_newest_seed(pki: Authority, log_server: Any, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted log host rebuilds a raw stream's decoder from the evidence: retention drops
+    only segments before the stream's newest seed, and a log host started after it still decodes."""
+    monkeypatch.setattr(evidence_mod, "SEGMENT_BYTES", 1)  # a segment per frame
+    abi = load_abi()
+    ship = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
+    for i, row in enumerate([_seed(abi), _ring(_record(abi, 1, 1)), _seed(abi), _ring(_record(abi, 2, 2)),
+                             _ring(_record(abi, 3, 3))]):
+        ship.write(RAW_TABLE, row)
+        wait_for(lambda: ship.spool.unacked() == 0, 20, f"frame {i} acknowledged")
+    ship.close()
+    log_server.srv.ingest.flush()
+    stream = next(log_server.evidence.glob("alpha/*/"))
+    wait_for(lambda: (stream / "ingested").read_text().strip() == "4", 20, "every frame ingested")
+    later = time.time_ns() + 2 * 86400 * 10**9
+    drops = plan_retention(log_server.evidence, later)
+    assert [(d.first_seq, d.last_seq) for d in drops] == [(0, 1)]  # not seed 2 and what follows it
+    apply_retention(drops, log_server.srv.checkpoint_key, later, later)
+    log_server.srv.stop()
+    store = log_server.store
+    srv = LogServer(ServerConfig(pki.dir, ("127.0.0.1", 0), log_server.evidence, silence_s=30), store)
+    try:
+        dec = srv.raw.get("alpha", stream.name)
+        assert dec.rebuilt == 3 and dec.decoder is not None  # from the seed on, nothing stored twice
+        rows = store.query("SELECT process_pid FROM events WHERE process_pid IN (1, 2, 3) ORDER BY 1")
+        assert rows["process_pid"].to_pylist() == [1, 2, 3]
+    finally:
+        srv.stop()

@@ -37,6 +37,7 @@ __all__ = [
     "RAW_FLAG",
     "RAW_SCHEMA",
     "RAW_TABLE",
+    "SEED_FLAG",
     "ZERO_HASH",
     "Frame",
     "FrameError",
@@ -64,6 +65,9 @@ assert HEADER.size == 96
 # RAW_FLAG, table RAW_TABLE, rows of (kind, meta JSON, bytes). Not a store table: the log
 # host keeps these frames as evidence and stores what its decoder makes of them.
 RAW_FLAG = 1
+# a raw frame that (re)starts its stream's decoder: a log host rebuilding a decoder needs no
+# frame before the newest of these (server/retention.py keeps the frames from it on)
+SEED_FLAG = 2
 RAW_TABLE = "raw"
 RAW_SCHEMA = pa.schema([
     pa.field("kind", pa.string(), nullable=False),
