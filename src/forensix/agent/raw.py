@@ -41,12 +41,14 @@ __all__ = ["RAW_FORMAT", "RawRecorder", "exec_hashes", "raw_row"]
 RAW_FORMAT = 1  # the meta's "format": a log host refuses rows of a format it does not know
 
 
-def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview) -> pa.Table:
-    """One row of a raw frame: its kind, a JSON preamble, the bytes."""
+def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview | np.ndarray) -> pa.Table:
+    """One row of a raw frame: its kind, a JSON preamble, the bytes (not copied: an Arrow
+    value over the drained bytes themselves; the frame's encoding copies them once)."""
     meta = {"format": RAW_FORMAT, **meta}
+    buf = pa.py_buffer(data)
+    value = pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf])
     return pa.Table.from_arrays(
-        [pa.array([kind], pa.string()), pa.array([json.dumps(meta)], pa.string()),
-         pa.array([bytes(data)], pa.large_binary())], schema=RAW_SCHEMA)
+        [pa.array([kind], pa.string()), pa.array([json.dumps(meta)], pa.string()), value], schema=RAW_SCHEMA)
 
 
 def exec_hashes(events: pa.Table, upto: int) -> list[list[Any]]:
@@ -55,6 +57,11 @@ def exec_hashes(events: pa.Table, upto: int) -> list[list[Any]]:
     ev = events.slice(0, upto).select(["process_entity_id", "ts", "process_hash_sha256"])
     ev = ev.filter(pc.is_valid(ev["process_hash_sha256"]))
     return [[e, t, h] for e, t, h in zip(*(ev[c].to_pylist() for c in ev.column_names), strict=True)]
+
+
+def _bytes_of(a: np.ndarray) -> np.ndarray:
+    """A record array's bytes as they are in memory (the kernel's layout), as uint8."""
+    return np.ascontiguousarray(a).view(np.uint8).reshape(-1)
 
 
 class RawRecorder(Recorder):
@@ -77,7 +84,7 @@ class RawRecorder(Recorder):
                 self._ship_artifacts(once=True)
             except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
                 self._artifacts_failed(e)
-        data = b"".join(d.data for _, d in named)
+        data = named[0][1].data if len(named) == 1 else b"".join(d.data for _, d in named)
         self._emit(RAW_TABLE, raw_row("ring", meta, data), bulk=bulk)
         self.stats.events += sum(len(d) for _, d in named)  # records, not rows: the log host counts rows
         for table, t in extra.items():
@@ -110,7 +117,7 @@ class RawRecorder(Recorder):
 
     def _emit_map(self, kind: str, k: np.ndarray, v: np.ndarray) -> None:
         meta = {"offset_ns": self.clock.offset_ns, "n": len(v)}
-        self._emit(RAW_TABLE, raw_row(kind, meta, k.tobytes() + v.tobytes()))
+        self._emit(RAW_TABLE, raw_row(kind, meta, np.concatenate([_bytes_of(k), _bytes_of(v)])))
 
     def _take_tty_cuts(self) -> None:
         if "fx_tty_budget" not in self.abi["structs"]:
