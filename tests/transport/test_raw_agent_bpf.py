@@ -8,6 +8,7 @@ agent --decode`` stores), and raw over real mutual TLS to a real log host that d
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import signal
 import socket
@@ -23,7 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from forensix.agent.raw import RawRecorder
 from forensix.agent.sink import StoreSink
+from forensix.artifacts import ArtifactStore, Collector
 from forensix.model.host import HostInfo, local_host
 from forensix.pki.authority import Authority
 from forensix.store.embedded import DuckDBStore, open_reader, open_writer
@@ -176,3 +179,33 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
         server_store.close()
         decoded.close()
     shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.bpf
+def test_raw_agent_keeps_what_execs_ran_and_the_log_host_hashes_the_rows(pki: Authority, log_server: Any,
+                                                                         tmp_path: Path) -> None:
+    """Executed files are preserved at exec time on the agent (it decodes the process ring and
+    executable mappings only), and the hash lands on the rows the log host decodes."""
+    work = tmp_path / "work"
+    work.mkdir()
+    exe = work / "fx-true"
+    shutil.copy("/usr/bin/true", exe)
+    lib = work / "libfxz.so"
+    shutil.copy("/usr/lib/x86_64-linux-gnu/libz.so.1", lib)
+    kept = ArtifactStore(tmp_path / "artifacts").open()
+    ship = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
+    rec = RawRecorder([ship], host=_host(), artifacts=Collector(kept, _host(), ship=True))
+    load = f"import ctypes, time; ctypes.CDLL({str(lib)!r}); time.sleep(0.5)"  # alive while the mapping is read
+    assert rec.run(command=["sh", "-c", '"$1" && "$2" -c "$3"', "sh", str(exe), sys.executable, load]) == 0
+    log_server.srv.ingest.flush()
+    st = log_server.store
+    sha_exe = hashlib.sha256(exe.read_bytes()).hexdigest()
+    sha_lib = hashlib.sha256(lib.read_bytes()).hexdigest()
+    ev = st.query(f"SELECT process_hash_sha256 AS h FROM events WHERE event_action = 'exec' AND syscall IS NULL "
+                  f"AND process_executable = '{exe}'")
+    assert ev["h"].to_pylist() == [sha_exe]
+    pr = st.query(f"SELECT hash_sha256 AS h FROM processes WHERE source = 'exec' AND executable = '{exe}'")
+    assert pr["h"].to_pylist() == [sha_exe]
+    arts = st.query(f"SELECT sha256, kind FROM artifacts WHERE path LIKE '{work}/%'")
+    assert {(sha_exe, "executable"), (sha_lib, "library")} <= set(zip(arts["sha256"].to_pylist(),
+                                                                      arts["kind"].to_pylist(), strict=True))
