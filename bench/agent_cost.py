@@ -559,17 +559,19 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("capture", type=Path)
     s.add_argument("--reps", type=int, default=3)
     s.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
+    s.add_argument("--no-artifacts", action="store_true", help="an agent without executable preservation")
     o = sub.add_parser("ship-one", help="one replay of `ship` in this process (what `ship` runs)")
     o.add_argument("capture", type=Path)
     o.add_argument("--raw", action="store_true")
+    o.add_argument("--no-artifacts", action="store_true")
     a = ap.parse_args(argv)
     if a.cmd in ("ship", "ship-one"):
         from bench.agent_ship import compare_ship, run_one
 
         if a.cmd == "ship-one":
-            run_one(a.capture, a.raw)
+            run_one(a.capture, a.raw, not a.no_artifacts)
             return 0
-        text, _ = compare_ship(a.capture, a.reps)
+        text, _ = compare_ship(a.capture, a.reps, not a.no_artifacts)
         print(text)
         if a.write:
             with (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").open("a") as f:

@@ -9,7 +9,11 @@ into the real ``ShippingSink`` (Arrow IPC, zstd, HMAC, hash chain, spool append 
 fsync; the network thread is not started: sending is a socket write either way). The
 ring walk of ringbuf.py runs over each captured drain as the drain would. Frames are
 sealed at once (``--batch-ms 0``): at one drain a second the agent's coalescing joins
-almost nothing in either mode.
+almost nothing in either mode. The capture's drains (the rings joined) are split back
+into rings by record class before the clock starts. The artifact collector's hook runs
+as ``forensix agent`` runs it (``--no-artifacts``: not at all), without reading files,
+which costs the same in both modes: what counts is that the raw agent decodes the process
+ring and the executable mappings to find the execs.
 
 CPU is the process's (``time.process_time``), so a thread the sink starts counts too.
 Each mode runs in a fresh process, alternating, ``--reps`` times; medians are printed.
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 __all__ = ["compare_ship", "ship_replay"]
@@ -94,7 +99,44 @@ def _sink(tmp: Path, frames: list[bytes]) -> Any:
     return Keeping(cfg, start=False)
 
 
-def ship_replay(path: Path, raw: bool) -> dict[str, Any]:
+class _NoFiles:
+    """The artifact collector's hook, without the files: reading and hashing an executable
+    costs the same in both modes (the exec happened either way), so neither counts it. What
+    each mode pays to find the execs (the raw agent decodes the process ring for it) counts."""
+
+    def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        return tables
+
+    def blobs_to_ship(self) -> None:
+        return None
+
+
+def _by_ring(abi: dict[str, Any], d: Any) -> list[tuple[int, Any]]:
+    """A captured drain (the rings joined) split back into its rings, by each record's class
+    (the ring a class goes to: sensor/recorder.py), as (ring index, drain) in drain order."""
+    from forensix.sensor.abi import struct_dtype
+    from forensix.sensor.ringbuf import Drained
+
+    dt = struct_dtype(abi, "fx_event")
+    fields: Any = dt.fields
+    words = np.frombuffer(d.data, np.uint32)
+    ok = d.lengths >= dt.itemsize
+    cls = np.full(len(d.offsets), 2, np.int64)
+    cls[ok] = words[d.offsets[ok] // 4 + fields["cls"][1] // 4] & ((1 << (8 * fields["cls"][0].itemsize)) - 1)
+    ring = np.where(cls == 0, 0, np.where((cls == 2) | (cls == 4), 1, 2))
+    out = []
+    for r in (0, 1, 2):
+        idx = np.nonzero(ring == r)[0]
+        if not len(idx):
+            continue
+        spans = [(int(o) - 8, (int(n) + 15) & ~7) for o, n in zip(d.offsets[idx], d.lengths[idx], strict=True)]
+        data = b"".join(d.data[o: o + n] for o, n in spans)
+        offs = np.cumsum([0] + [n for _, n in spans[:-1]], dtype=np.int64) + 8
+        out.append((r, Drained(data, offs, d.lengths[idx].copy())))
+    return out
+
+
+def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]:
     """One replay of ``path`` through the real agent of one mode; CPU by stage and in all."""
     from bench.agent_cost import _walker, load_inputs
     from forensix.agent.raw import raw_row
@@ -102,18 +144,22 @@ def ship_replay(path: Path, raw: bool) -> dict[str, Any]:
 
     use_system_allocator()  # as the recorder's start does
     abi, offset_ns, inputs = load_inputs(path)
+    # the agent drains each ring on its own (before the clock starts: the capture joined them)
+    inputs = [(k, _by_ring(abi, x)) if k == "ring" else (k, x) for k, x in inputs]
     tmp = Path(tempfile.mkdtemp(prefix="fx-agent-ship-"))
     frames: list[bytes] = []
     sink = _sink(tmp, frames)
     cpu: dict[str, float] = {"walk": 0.0, "drain tick": 0.0, "map flush": 0.0, "seal+spool": 0.0}
     rec = _agent(raw, sink, abi, offset_ns, cpu)
+    rec.artifacts = _NoFiles() if artifacts else None  # forensix agent always preserves
     walk = _walker()
     seeded = False
     t_all = time.process_time()
     for kind, x in inputs:
         t = time.process_time()
         if kind == "ring":
-            walk(x)
+            for _, part in x:
+                walk(part)
             cpu["walk"] += time.process_time() - t
             if raw and not seeded:  # the seed goes out after the snapshot, before the first drain
                 seed = {"abi": abi, "host": dataclasses.asdict(rec.host), "state": rec.decoder.export_state()}
@@ -121,8 +167,9 @@ def ship_replay(path: Path, raw: bool) -> dict[str, Any]:
                 seeded = True
             t = time.process_time()
             before = cpu["seal+spool"]
-            rec.rings[2].pos += len(x.data)
-            rec._handle_drains([(2, x)], True)
+            for r, part in x:
+                rec.rings[r].pos += len(part.data)
+            rec._handle_drains(x, True)
             cpu["drain tick"] += time.process_time() - t - (cpu["seal+spool"] - before)
         elif kind == "table:snapshot_ids":
             ids = rec.decoder.ids
@@ -174,7 +221,7 @@ def _log_host(frames: list[bytes], raw: bool, out: dict[str, Any]) -> dict[str, 
     return rows
 
 
-def compare_ship(path: Path, reps: int) -> tuple[str, dict[str, Any]]:
+def compare_ship(path: Path, reps: int, artifacts: bool = True) -> tuple[str, dict[str, Any]]:
     """Both modes in fresh processes, alternating; a markdown table and the medians."""
     here = Path(__file__).resolve().parent.parent
     runs: dict[str, list[dict[str, Any]]] = {"decode": [], "raw": []}
@@ -183,6 +230,7 @@ def compare_ship(path: Path, reps: int) -> tuple[str, dict[str, Any]]:
         order = ("decode", "raw") if i % 2 == 0 else ("raw", "decode")
         for mode in order:
             cmd = [sys.executable, "-m", "bench.agent_cost", "ship-one", str(path)] + (["--raw"] if mode == "raw" else [])
+            cmd += [] if artifacts else ["--no-artifacts"]
             env = dict(os.environ)
             env.setdefault("PYTHONPATH", str(here / "src"))
             env["PYTHONPATH"] += os.pathsep + str(here)
@@ -197,7 +245,8 @@ def compare_ship(path: Path, reps: int) -> tuple[str, dict[str, Any]]:
         return float(statistics.median(r["cpu_s"][stage] if stage else r[key] for r in runs[mode]))
 
     lines = [(f"capture {path.name}: {n:,} stored events; medians of {reps} replays per mode, alternating, each in "
-             f"a fresh process; load average {min(loads):.1f}–{max(loads):.1f}"), "",
+             f"a fresh process; load average {min(loads):.1f}–{max(loads):.1f}; "
+             f"{'with' if artifacts else 'without'} finding the execs for the artifact collector"), "",
              "| agent stage | --decode µs/event | --raw µs/event |", "|---|---:|---:|"]
     for stage in ("walk", "drain tick", "map flush", "seal+spool"):
         lines.append(f"| {stage} | {med('decode', '', stage) / n * 1e6:.2f} | {med('raw', '', stage) / n * 1e6:.2f} |")
@@ -215,5 +264,5 @@ def compare_ship(path: Path, reps: int) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), medians
 
 
-def run_one(path: Path, raw: bool) -> None:
-    print(json.dumps(ship_replay(path, raw)))
+def run_one(path: Path, raw: bool, artifacts: bool = True) -> None:
+    print(json.dumps(ship_replay(path, raw, artifacts)))

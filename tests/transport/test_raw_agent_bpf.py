@@ -140,6 +140,7 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
     srv = _server(pki, store, port, log)
     decoded = open_writer(tmp_path / "decoded.duckdb")
     ship = shipping_sink(pki, "alpha", tmp_path, ("127.0.0.1", port))
+    ship.config.drain_s = 60  # on stop, wait for the restarted log host (its start is slow on a busy machine)
     rec = TeeRecorder([Routed(StoreSink(decoded), True), Routed(ship, False)], host=_host(), flow_interval=0.2,
                       batch_interval=0.2)
     killed = {"done": False}

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.agent.execs import collector_rows, file_key, pick
 from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE
 from forensix.sensor.abi import struct_dtype
 from forensix.sensor.recorder import Recorder
@@ -67,6 +68,9 @@ def _bytes_of(a: np.ndarray) -> np.ndarray:
 class RawRecorder(Recorder):
     """A Recorder whose sinks get the kernel's records undecoded (table ``raw``)."""
 
+    # files mapped executable the collector has no use for (_judge); replaced, never changed in place
+    _ordinary: np.ndarray = np.empty(0, np.uint64)
+
     def _snapshot(self) -> None:
         super()._snapshot()
         seed = {"abi": self.abi, "host": asdict(self.host), "state": self.decoder.export_state()}
@@ -77,7 +81,7 @@ class RawRecorder(Recorder):
         meta: dict[str, Any] = {"offset_ns": self.clock.offset_ns, "parts": parts}
         extra: dict[str, pa.Table] = {}
         if self.artifacts is not None:
-            wanted = [d for i, d in named if i == 0] + [m for i, d in named if i and (m := self._exec_maps(d))]
+            wanted = [m for _, d in named if (m := pick(self.decoder, d, self._ordinary))]
             try:
                 if wanted:
                     meta["hashes"], extra = self._preserve(Drained.join(wanted))
@@ -90,37 +94,34 @@ class RawRecorder(Recorder):
         for table, t in extra.items():
             self._emit(table, t)
 
-    def _exec_maps(self, d: Drained) -> Drained | None:
-        """The records of executable file mappings in a drain (the collector keeps a library
-        mapped from a temporary directory, or deleted), copied out: a few fields read per
-        record by index, not a decode (~2 ns a record)."""
-        dt = self.decoder.dt
-        fields: Any = dt.fields or {}
-        ok = d.lengths >= dt.itemsize
-        if not ok.any():
-            return None
-        words = np.frombuffer(d.data, np.uint32)
-        at = d.offsets[ok] // 4
-        kind = words[at + fields["kind"][1] // 4]
-        nr = words[at + fields["nr"][1] // 4]
-        prot = words[at + (fields["args"][1] + 2 * 8) // 4]  # mmap's third argument, low word
-        sel = (kind == self.decoder.K["FX_KIND_SYSCALL"]) & (nr == self.decoder.nr.get("mmap", -1)) & ((prot & 4) != 0)
-        if not sel.any():
-            return None
-        idx = np.nonzero(ok)[0][sel]
-        spans = [(int(o) - 8, (int(n) + 15) & ~7) for o, n in zip(d.offsets[idx], d.lengths[idx], strict=True)]
-        data = b"".join(d.data[o: o + n] for o, n in spans)
-        offs = np.cumsum([0] + [n for _, n in spans[:-1]], dtype=np.int64) + 8
-        return Drained(data, offs, d.lengths[idx].copy())
+    def _judge(self, ev: pa.Table) -> None:
+        """Remember the files of decoded executable mappings that the collector has no use for."""
+        from forensix.artifacts.collect import (
+            _temp,  # the collector's own test of a writable directory
+        )
+
+        maps = ev.filter(pc.and_(pc.fill_null(pc.equal(ev["event_action"], "mmap"), False),
+                                 pc.is_valid(ev["file_inode"])))
+        if not maps.num_rows:
+            return
+        paths = maps["file_path"].to_pylist()
+        deleted = maps["file_deleted"].to_pylist()
+        keys = file_key(maps["file_inode"].to_numpy(zero_copy_only=False).astype(np.uint64),
+                    maps["file_device"].to_numpy(zero_copy_only=False)).tolist()
+        add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not _temp(p)}
+        if len(self._ordinary) + len(add) > 65_536:  # bounded: judged again
+            self._ordinary = np.empty(0, np.uint64)
+        self._ordinary = np.union1d(self._ordinary, np.fromiter(add, np.uint64, len(add)))
 
     def _preserve(self, wanted: Drained) -> tuple[list[list[Any]], dict[str, pa.Table]]:
         """Keep what the process ring's execs ran and the libraries mapped executable; the
         hashes for the log host, and the rows the collector adds (artifacts, artifact.missing
         events)."""
         assert self.artifacts is not None
-        tables = self.decoder.decode(wanted)
-        ev = tables.get("events")
-        n = ev.num_rows if ev is not None else 0
+        ev = collector_rows(self.decoder, wanted)
+        n = ev.num_rows
+        self._judge(ev)
+        tables = {"events": ev}
         out = self.artifacts.annotate(tables)
         extra = {k: v for k, v in out.items() if k not in ("events", "processes", "flows", "tty")}
         got = out.get("events")

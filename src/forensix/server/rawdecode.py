@@ -85,6 +85,7 @@ class StreamDecoder:
         self.records = 0
         self._where = ""  # the row being decoded, for its warnings
         self.rebuilt = 0  # frames decoded again at start without storing (server/startup.py)
+        self.replayed = 0  # frames decoded at start and stored (in the evidence, not yet in the store)
 
     def feed(self, raw: pa.Table, seq: int) -> Decoded:
         """Decode one raw frame's rows (in order) into the tables to store."""

@@ -85,9 +85,10 @@ def replay_and_load(self: LogServer) -> None:
                         log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
                                   s.host, s.stream, e)
                 done = max(done, seq)
-        if raw.rebuilt:
-            log.info("decoder of %s/%s rebuilt from %d stored raw frame(s) in %.2f s of CPU", s.host, s.stream,
-                     raw.rebuilt, raw.cpu_s)
+        if raw.rebuilt or raw.replayed:
+            log.info("decoder of %s/%s rebuilt from the evidence: %d raw frame(s) decoded again without storing, "
+                     "%d decoded and stored now (%.2f s of CPU)", s.host, s.stream, raw.rebuilt, raw.replayed,
+                     raw.cpu_s)
         if again:
             write_quarantine(s.dir, held)
         if done != s.ingested():
@@ -124,6 +125,7 @@ def _batch(self: LogServer, raw: StreamDecoder, fr: Frame, key: str | None) -> N
     if fr.table != RAW_TABLE:
         self.ingest.batch(fr.table, data, key=key)
         return
+    raw.replayed += 1
     for table, t in raw.feed(data, fr.seq).joined():
         self.ingest.batch(table, t, key=key)
 
