@@ -115,7 +115,8 @@ def _free_port() -> int:
 
 def _server(pki: Authority, store: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     p = subprocess.Popen(FX + ["server", "--pki", str(pki.dir), "--listen", f"127.0.0.1:{port}", "--store", str(store),
-                               "--no-rules"], stdout=log.open("ab"), stderr=subprocess.STDOUT)
+                               "--no-rules", "--decoder-checkpoint", "0.3"], stdout=log.open("ab"),
+                         stderr=subprocess.STDOUT)
     end = time.monotonic() + 30
     while time.monotonic() < end:
         try:
@@ -130,8 +131,9 @@ def _server(pki: Authority, store: Path, port: int, log: Path) -> subprocess.Pop
 @pytest.mark.bpf
 def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tmp_path: Path) -> None:
     """SIGKILL the log host mid-recording, start it again: its decoders are rebuilt from the
-    evidence (dry re-decode), the agent resends what was not acknowledged, and the store
-    equals the agent-decoded one: nothing twice, nothing missing."""
+    evidence (the newest decoder checkpoint, then a dry re-decode of the stored frames after
+    it), the agent resends what was not acknowledged, and the store equals the agent-decoded
+    one: nothing twice, nothing missing."""
     work = tmp_path / "work"
     work.mkdir()
     port = _free_port()
@@ -146,9 +148,12 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
     killed = {"done": False}
 
     def kill_and_restart() -> None:
-        # once a few raw frames are acknowledged (the seed among them), kill -9 between frames
-        end = time.monotonic() + 20
-        while ship.spool.acked < 6 and time.monotonic() < end:
+        # once a decoder checkpoint is written and a frame acknowledged after it, kill -9
+        end = time.monotonic() + 30
+        while not list(tmp_path.glob("srv.duckdb.evidence/alpha/*/decoder-*.ckpt")) and time.monotonic() < end:
+            time.sleep(0.05)
+        after = ship.spool.acked + 1
+        while ship.spool.acked < after and time.monotonic() < end:
             time.sleep(0.05)
         srv.send_signal(signal.SIGKILL)
         srv.wait()
@@ -160,7 +165,7 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
     t = threading.Thread(target=kill_and_restart, daemon=True)
     t.start()
     try:
-        assert rec.run(command=_workload(work, pause="sleep 0.3;")) == 0
+        assert rec.run(command=_workload(work, pause="sleep 0.6;")) == 0
         t.join(30)
         assert killed["done"], log.read_text()[-3000:]
         assert ship.spool.unacked() == 0, log.read_text()[-3000:]
@@ -171,7 +176,8 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
                 p.wait(30)
     decoded.flush()
     assert 0 < killed["at"] < ship.spool.acked, killed
-    assert "decoder of alpha/" in log.read_text()  # rebuilt from the evidence, not started blank
+    said = log.read_text()
+    assert "decoder of alpha/" in said and "checkpoint after frame" in said  # rebuilt, not started blank
     server_store = open_reader(str(store))
     try:
         assert_same_store(decoded, server_store)

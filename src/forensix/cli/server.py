@@ -133,6 +133,9 @@ def _until_signal(stop: threading.Event) -> None:
               help="Times the store may refuse a frame's rows (a type, a constraint, a schema; not the store "
                    "being away, which is retried for ever) before the frame is quarantined: kept in the "
                    "evidence, not ingested, the other hosts' ingest goes on (0: retry for ever).")
+@click.option("--decoder-checkpoint", "decoder_checkpoint", default=300.0, show_default=True, type=float,
+              help="Seconds between checkpoints of each raw agent stream's decoder (agent --raw); a restart "
+                   "decodes the frames after the last one again (0: none, decode from the agent's start).")
 @click.option("--reingest", is_flag=True,
               help="At start, ingest the quarantined frames again (after fixing their cause; "
                    "`forensix verify` lists them).")
@@ -146,7 +149,7 @@ def _until_signal(stop: threading.Event) -> None:
 def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence: float,
            checkpoint_interval: float, host_max_connections: int, host_max_streams: int,
            host_max_bytes: str, min_free: str, max_connections: int, evidence_attempts: int,
-           store_attempts: int, reingest: bool,
+           store_attempts: int, decoder_checkpoint: float, reingest: bool,
            metrics_addr: str | None,
            metrics_clients: tuple[str, ...], verbose: bool, log_level: str, rule_paths: tuple[str, ...] = (),
            no_rules: bool = False, alerts_jsonl: str | None = None, webhook: str | None = None) -> None:
@@ -200,7 +203,8 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
                         evidence_bytes=_size(host_max_bytes), min_free_bytes=_size(min_free),
                         evidence_attempts=evidence_attempts)
     cfg = ServerConfig(Path(pki_dir), _addr(listen), ev, silence, checkpoint_interval, limits=limits,
-                       max_connections=max_connections, store_attempts=store_attempts, reingest=reingest)
+                       max_connections=max_connections, store_attempts=store_attempts, reingest=reingest,
+                       decoder_checkpoint_s=decoder_checkpoint)
     srv = LogServer(cfg, writer, live)
     slog = logging.getLogger("forensix.server")
     try:

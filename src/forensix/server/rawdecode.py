@@ -21,14 +21,17 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import zstandard
 
 from forensix.model.host import HostInfo
+from forensix.pki.sealkey import write_atomic
 from forensix.sensor.abi import struct_dtype
 from forensix.sensor.decode import Decoder
 from forensix.sensor.maprows import flow_rows, reopen_rows
@@ -36,11 +39,18 @@ from forensix.sensor.ringbuf import Drained, walk
 from forensix.sensor.tty import budget_cuts
 from forensix.store import schema
 
-__all__ = ["Decoded", "RawDecoders", "StreamDecoder"]
+__all__ = ["CHECKPOINT_PREFIX", "Decoded", "RawDecoders", "StreamDecoder", "checkpoint_seq"]
 
 log = logging.getLogger("forensix.server")
 
 _FORMAT = 1
+CHECKPOINT_PREFIX = _CKPT = "decoder-"
+
+
+def checkpoint_seq(sdir: Path) -> int:
+    """The frame the newest decoder checkpoint of a stream follows (by its name), or -1."""
+    seqs = [int(p.stem[len(_CKPT):]) for p in sdir.glob(f"{_CKPT}*.ckpt") if p.stem[len(_CKPT):].isdigit()]
+    return max(seqs, default=-1)
 _MAP_KEYS = {"flows": ("fx_flow_key", "fx_flow"), "reopens": ("fx_open_key", "fx_open_rep")}
 
 
@@ -82,6 +92,8 @@ class StreamDecoder:
         self.info: HostInfo | None = None
         self.last_seq = 0  # the last frame fed
         self.cpu_s = 0.0  # thread CPU spent decoding (bench/agent_cost.py reads it)
+        self.checkpointed_at = time.monotonic()  # when the last checkpoint was taken (the listener's)
+        self.pending: tuple[int, bytes] | None = None  # a checkpoint taken, not yet written
         self.records = 0
         self._where = ""  # the row being decoded, for its warnings
         self.rebuilt = 0  # frames decoded again at start without storing (server/startup.py)
@@ -115,6 +127,49 @@ class StreamDecoder:
         self.last_seq = max(self.last_seq, seq)
         self.cpu_s += time.thread_time() - t0
         return out
+
+    # -- checkpoints: the state after a frame, so that a restart need not decode from the seed --
+    def take_checkpoint(self) -> None:
+        """Keep the decoder's state after frame ``last_seq``, to be written once the store holds
+        that frame (``write_checkpoint``): a restart stores the frames after the mark with the
+        state before them, so a checkpoint past the mark would be of no use."""
+        if self.decoder is not None and self.abi is not None and self.info is not None:
+            self.pending = (self.last_seq, json.dumps({
+                "format": _FORMAT, "seq": self.last_seq, "abi": self.abi, "host": asdict(self.info),
+                "state": self.decoder.export_state()}).encode())
+
+    def write_checkpoint(self, sdir: Path, ingested: int) -> bool:
+        """Write the kept state as ``decoder-SEQ.ckpt`` in the stream's evidence directory (zstd
+        JSON, replaced atomically, older ones removed) if the store holds frame SEQ."""
+        if self.pending is None or self.pending[0] > ingested:
+            return False
+        seq, body = self.pending
+        self.pending = None
+        path = sdir / f"{_CKPT}{seq:016d}.ckpt"
+        write_atomic(path, zstandard.ZstdCompressor(level=1).compress(body))
+        for old in sdir.glob(f"{_CKPT}*.ckpt"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        return True
+
+    def restore(self, sdir: Path) -> int:
+        """Load the newest checkpoint of the stream; the seq it follows, or -1 (none, or not
+        readable: then the stream is decoded again from its first retained frame)."""
+        for path in sorted(sdir.glob(f"{_CKPT}*.ckpt"), reverse=True):
+            try:
+                ck = json.loads(zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 31))
+                host = ck["host"]
+                info = HostInfo(str(host["host_id"]), self.host_name, str(host["boot_id"]), str(host["kernel"]))
+                dec = Decoder(ck["abi"], info, 0)
+                dec.import_state(ck["state"])
+                seq = int(ck["seq"])
+            except (OSError, ValueError, KeyError, TypeError, IndexError, zstandard.ZstdError) as e:
+                log.warning("decoder checkpoint %s is not usable (%s): the stream is decoded again from its "
+                            "first retained frame", path, e)
+                continue
+            self.decoder, self.abi, self.info, self.last_seq = dec, ck["abi"], info, seq
+            return seq
+        return -1
 
     # -- the kinds of row -----------------------------------------------------------
     def _row(self, kind: str, meta: dict[str, Any], data: pa.Buffer, out: Decoded) -> None:

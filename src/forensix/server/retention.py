@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from forensix.agent.frame import HEADER, RAW_FLAG, SEED_FLAG, FrameError, frame_hash
 from forensix.server.evidence import read_frame, walk_segment
+from forensix.server.rawdecode import checkpoint_seq
 
 __all__ = ["Drop", "RetentionRecord", "apply_retention", "plan_retention", "read_retention", "retention_message"]
 
@@ -117,13 +118,15 @@ def _streams(evidence: Path, host: str | None) -> Iterator[tuple[str, str, Path]
 
 
 def _needed_from(segs: list[Path]) -> int | float:
-    """The first frame a log-host restart needs to rebuild the stream's raw decoder: its newest
-    seed (frames before it are never decoded again); none if the stream has no raw frames.
-    Without decoder checkpoints, a raw stream keeps everything from its agent's last start."""
+    """The first frame a log-host restart needs to rebuild the stream's raw decoder: the one
+    after its newest decoder checkpoint, or its newest seed if later (frames before it are never
+    decoded again); none if the stream has no raw frames. Without a checkpoint, a raw stream
+    keeps everything from its agent's last start."""
     facts = [_segment_facts(s) for s in segs]
     if not any(f is not None and f.raw for f in facts):
         return float("inf")
-    return max((f.seed for f in facts if f is not None), default=-1)
+    ck = checkpoint_seq(segs[0].parent) if segs else -1  # the decoder as after that frame: later ones needed
+    return max(max((f.seed for f in facts if f is not None), default=-1), ck + 1 if ck >= 0 else -1)
 
 
 def plan_retention(evidence: Path, cutoff_ns: int, host: str | None = None) -> list[Drop]:

@@ -26,7 +26,7 @@ from forensix.server.quarantine import (
     store_fix,
     write_quarantine,
 )
-from forensix.server.rawdecode import StreamDecoder
+from forensix.server.rawdecode import StreamDecoder, checkpoint_seq
 from forensix.store import schema
 
 if TYPE_CHECKING:
@@ -56,8 +56,16 @@ def replay_and_load(self: LogServer) -> None:
         skip = already.get((s.host, s.stream), set())
         again = set(held) if self.config.reingest else set()
         raw = self.raw.get(s.host, s.stream)
+        # the decoder as it was after frame ck: frames up to it are not decoded again. Usable only
+        # if none of them is still to be stored (their rows need the state from before them):
+        # the listener writes a checkpoint once the store holds its frame, but the ingested mark
+        # is not fsynced, so after a power loss it may lag; then the stream is decoded from its start
+        ck = checkpoint_seq(s.dir)
+        ck = raw.restore(s.dir) if 0 <= ck <= done and not any(q <= ck for q in again) else -1
         for seg in s.segments():
             for off, seq, length in walk_segment(seg):
+                if seq <= ck and seq <= done and seq not in again:
+                    continue
                 stored = seq <= done and seq not in again
                 if stored or (seq in held and seq not in again) or (seq in skip and seq > done):
                     # a raw frame already stored (or set aside) is decoded again without
@@ -85,9 +93,10 @@ def replay_and_load(self: LogServer) -> None:
                         log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
                                   s.host, s.stream, e)
                 done = max(done, seq)
-        if raw.rebuilt or raw.replayed:
-            log.info("decoder of %s/%s rebuilt from the evidence: %d raw frame(s) decoded again without storing, "
-                     "%d decoded and stored now (%.2f s of CPU)", s.host, s.stream, raw.rebuilt, raw.replayed,
+        if raw.rebuilt or raw.replayed or ck >= 0:
+            log.info("decoder of %s/%s rebuilt from the evidence: %s, %d raw frame(s) decoded again without "
+                     "storing, %d decoded and stored now (%.2f s of CPU)", s.host, s.stream,
+                     f"checkpoint after frame {ck}" if ck >= 0 else "no checkpoint", raw.rebuilt, raw.replayed,
                      raw.cpu_s)
         if again:
             write_quarantine(s.dir, held)
