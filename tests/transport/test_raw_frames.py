@@ -116,3 +116,30 @@ def test_retention_keeps_a_raw_stream_from_its_newest_seed(pki: Authority, log_s
         assert rows["process_pid"].to_pylist() == [1, 2, 3]
     finally:
         srv.stop()
+
+
+def test_a_corrupt_decoder_checkpoint_means_decoding_the_stream_again(pki: Authority, log_server: Any,
+                                                                       tmp_path: Path) -> None:
+    """A checkpoint that does not load (torn, altered) is said and passed over: the restarted
+    log host decodes the stream from its seed, and stores each frame once."""
+    log_server.srv.config.decoder_checkpoint_s = 1e-9  # a checkpoint at every frame
+    abi = load_abi()
+    ship = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
+    for i, row in enumerate([_seed(abi), _ring(_record(abi, 7, 1)), _ring(_record(abi, 8, 2)),
+                             _ring(_record(abi, 9, 3))]):
+        ship.write(RAW_TABLE, row)
+        wait_for(lambda: ship.spool.unacked() == 0, 20, f"frame {i} acknowledged")
+        log_server.srv.ingest.flush()
+    ship.close()
+    stream = next(log_server.evidence.glob("alpha/*/"))
+    ckpt = wait_for(lambda: list(stream.glob("decoder-*.ckpt")), 20, "a decoder checkpoint")[0]
+    ckpt.write_bytes(ckpt.read_bytes()[:40])  # torn
+    log_server.srv.stop()
+    srv = LogServer(ServerConfig(pki.dir, ("127.0.0.1", 0), log_server.evidence, silence_s=30), log_server.store)
+    try:
+        dec = srv.raw.get("alpha", stream.name)
+        assert dec.decoder is not None and dec.rebuilt == 4  # from the seed, nothing stored again
+        rows = log_server.store.query("SELECT process_pid FROM events WHERE process_pid IN (7, 8, 9) ORDER BY 1")
+        assert rows["process_pid"].to_pylist() == [7, 8, 9]
+    finally:
+        srv.stop()
