@@ -259,9 +259,10 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 @click.option("--synthetic", default=None, type=float, metavar="EVENTS_PER_S",
               help="Ship generated events instead of recording (load tests, transport checks).")
 @click.option("--batch-rows", default=1000, show_default=True, type=int, help="Rows per synthetic batch.")
-@click.option("--raw/--decode", "raw", default=False, show_default=True,
-              help="--raw: ship the kernel's records undecoded; the log host decodes them (~1 µs of agent CPU "
-                   "per event instead of ~5). --decode: decode here (needed for --store; docs/agent-raw-records.md).")
+@click.option("--raw/--decode", "raw", default=None,
+              help="--raw (the default): ship the kernel's records undecoded, the log host decodes them (~5x less "
+                   "agent CPU per event). --decode: decode here: for a log host that cannot decode raw frames (older "
+                   "than this agent), and for --store (which implies it). docs/agent-raw-records.md.")
 @_metrics_option("this agent")
 @netns_options
 @click.option("-v", "--verbose", is_flag=True, help="The same as --log-level debug.")
@@ -269,7 +270,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | None, ca: str | None,
           seal_key: str | None, spool: str, spool_max: str, store: str | None, server_name: str,
           heartbeat: float, batch_ms: int, drain: float, duration: float | None, synthetic: float | None, batch_rows: int,
-          raw: bool, metrics_addr: str | None, netns: str | None, netns_inode: int | None, verbose: bool,
+          raw: bool | None, metrics_addr: str | None, netns: str | None, netns_inode: int | None, verbose: bool,
           log_level: str) -> None:
     """Record this host and ship the record, sealed, to the log host.
 
@@ -284,7 +285,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
       forensix agent --server 10.0.0.5:7514 --bundle ./web01 --spool /var/lib/forensix/spool --store local.duckdb
       forensix agent --server 127.0.0.1:7514 --bundle ./h1 --synthetic 50000 --duration 30
       forensix agent --server loghost:7514 --bundle /etc/forensix/agent --metrics 9515
-      forensix agent --server loghost:7514 --bundle /etc/forensix/agent --raw   # the log host decodes
+      forensix agent --server loghost:7514 --bundle /etc/forensix/agent --decode   # for an older log host
       forensix agent --server loghost:7514 --bundle ./blue --netns /run/netns/blue   # a namespace as host blue
 
     \b
@@ -297,7 +298,8 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     _logging(verbose, log_level)
     if raw and store:
         raise UsageError("--store keeps decoded rows, and --raw does not decode on this host",
-                         "record with --decode to keep a local store too")
+                         "record with --decode (or without --raw) to keep a local store too")
+    raw = not store if raw is None else raw  # a local store needs the decoded rows
     if metrics_addr is not None:
         from forensix.metrics import parse_metrics_address
 
@@ -330,7 +332,8 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
     stop = threading.Event()
     _until_signal(stop)
     log = logging.getLogger("forensix.agent")
-    log.info("agent %s shipping to %s:%d (stream %s, spool %s)", host, *cfg.server,
+    log.info("agent %s shipping %s to %s:%d (stream %s, spool %s)", host,
+             "the kernel's records, for the log host to decode" if raw else "decoded rows", *cfg.server,
              shipping.spool.stream.hex(), spool)
     endpoint = None
     try:
@@ -345,7 +348,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
         if synthetic is not None:
             _run_synthetic(sinks, synthetic, batch_rows, duration, stop)
         else:
-            _run_recorder(sinks, duration, stop, Path(spool), ns, info, raw=raw)
+            _run_recorder(sinks, duration, stop, Path(spool), ns, info, raw=bool(raw))
     finally:
         for s in sinks:
             s.close()
