@@ -143,3 +143,15 @@ def test_a_corrupt_decoder_checkpoint_means_decoding_the_stream_again(pki: Autho
         assert rows["process_pid"].to_pylist() == [7, 8, 9]
     finally:
         srv.stop()
+
+
+def test_agent_metrics_count_a_raw_agents_records_as_the_rows_they_become() -> None:
+    """`forensix agent --metrics` of a raw agent: events/s from the records shipped, not frames."""
+    from forensix.metrics import RowCounter
+
+    c = RowCounter()
+    abi = load_abi()
+    rec = _record(abi, 1, 1)
+    c.write(RAW_TABLE, pa.concat_tables([_ring(rec + rec, records=2), raw_row("flows", {"n": 3}, b"")]))
+    c.write(RAW_TABLE, _seed(abi))
+    assert c.rows == {"events": 2, "flows": 3}

@@ -78,7 +78,8 @@ class RawRecorder(Recorder):
 
     def _handle_drains(self, named: list[tuple[int, Drained]], bulk: bool) -> None:
         parts = [[i, self.rings[i].pos - len(d.data), len(d.data)] for i, d in named]
-        meta: dict[str, Any] = {"offset_ns": self.clock.offset_ns, "parts": parts}
+        meta: dict[str, Any] = {"offset_ns": self.clock.offset_ns, "parts": parts,
+                                "records": sum(len(d) for _, d in named)}  # for the agent's metrics
         extra: dict[str, pa.Table] = {}
         if self.artifacts is not None:
             wanted = [m for _, d in named if (m := pick(self.decoder, d, self._ordinary))]
