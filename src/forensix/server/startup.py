@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
@@ -63,36 +63,37 @@ def replay_and_load(self: LogServer) -> None:
         ck = checkpoint_seq(s.dir)
         ck = raw.restore(s.dir) if 0 <= ck <= done and not any(q <= ck for q in again) else -1
         for seg in s.segments():
-            for off, seq, length in walk_segment(seg):
-                if seq <= ck and seq <= done and seq not in again:
-                    continue
-                stored = seq <= done and seq not in again
-                if stored or (seq in held and seq not in again) or (seq in skip and seq > done):
-                    # a raw frame already stored (or set aside) is decoded again without
-                    # storing: the stream's decoder needs the state it left (rawdecode.py)
-                    _dry_feed(raw, seg, off, length, seq)
-                    if not stored:
-                        done = max(done, seq)
-                    continue
-                try:
-                    fr = read_frame(seg, off, length)
-                    _batch(self, raw, fr, frame_key(s, seq))
-                    if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
-                        s.set_ingested(seq)
-                    if seq in held:
-                        del held[seq]
-                        log.info("quarantined frame %d of %s/%s re-ingested", seq, s.host, s.stream)
-                except FrameError as e:
-                    log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
-                except Exception as e:
-                    if is_transient(e):
-                        raise
-                    if seq not in held:
-                        self._quarantine(fr.table, s, seq, e, 1)
-                    else:
-                        log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
-                                  s.host, s.stream, e)
-                done = max(done, seq)
+            with seg.open("rb") as heads:  # raw-ness of the frames passed over, read from their headers
+                for off, seq, length in walk_segment(seg):
+                    if seq <= ck and seq <= done and seq not in again:
+                        continue
+                    stored = seq <= done and seq not in again
+                    if stored or (seq in held and seq not in again) or (seq in skip and seq > done):
+                        # a raw frame already stored (or set aside) is decoded again without
+                        # storing: the stream's decoder needs the state it left (rawdecode.py)
+                        _dry_feed(raw, heads, seg, off, length, seq)
+                        if not stored:
+                            done = max(done, seq)
+                        continue
+                    try:
+                        fr = read_frame(seg, off, length)
+                        _batch(self, raw, fr, frame_key(s, seq))
+                        if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
+                            s.set_ingested(seq)
+                        if seq in held:
+                            del held[seq]
+                            log.info("quarantined frame %d of %s/%s re-ingested", seq, s.host, s.stream)
+                    except FrameError as e:
+                        log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
+                    except Exception as e:
+                        if is_transient(e):
+                            raise
+                        if seq not in held:
+                            self._quarantine(fr.table, s, seq, e, 1)
+                        else:
+                            log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
+                                      s.host, s.stream, e)
+                    done = max(done, seq)
         if raw.rebuilt or raw.replayed or ck >= 0:
             log.info("decoder of %s/%s rebuilt from the evidence: %s, %d raw frame(s) decoded again without "
                      "storing, %d decoded and stored now (%.2f s of CPU)", s.host, s.stream,
@@ -111,16 +112,15 @@ def replay_and_load(self: LogServer) -> None:
             self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
 
 
-def _is_raw(seg: Path, off: int) -> bool:
+def _is_raw(heads: BinaryIO, off: int) -> bool:
     """Whether the frame at ``off`` carries raw records (its header's flags, read alone)."""
-    with seg.open("rb") as f:
-        f.seek(off)
-        head = f.read(HEADER.size)
+    heads.seek(off)
+    head = heads.read(HEADER.size)
     return len(head) == HEADER.size and bool(HEADER.unpack(head)[7] & RAW_FLAG)
 
 
-def _dry_feed(raw: StreamDecoder, seg: Path, off: int, length: int, seq: int) -> None:
-    if not _is_raw(seg, off):
+def _dry_feed(raw: StreamDecoder, heads: BinaryIO, seg: Path, off: int, length: int, seq: int) -> None:
+    if not _is_raw(heads, off):
         return
     try:
         raw.feed(decode_body(read_frame(seg, off, length)), seq)
