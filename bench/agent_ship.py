@@ -140,6 +140,7 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
     """One replay of ``path`` through the real agent of one mode; CPU by stage and in all."""
     from bench.agent_cost import _walker, load_inputs
     from forensix.agent.raw import raw_row
+    from forensix.sensor.decoder_state import export_state
     from forensix.sensor.recorder import use_system_allocator
 
     use_system_allocator()  # as the recorder's start does
@@ -162,7 +163,7 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
                 walk(part)
             cpu["walk"] += time.process_time() - t
             if raw and not seeded:  # the seed goes out after the snapshot, before the first drain
-                seed = {"abi": abi, "host": dataclasses.asdict(rec.host), "state": rec.decoder.export_state()}
+                seed = {"abi": abi, "host": dataclasses.asdict(rec.host), "state": export_state(rec.decoder)}
                 rec._emit("raw", raw_row("seed", {}, json.dumps(seed).encode()))
                 seeded = True
             t = time.process_time()

@@ -18,6 +18,7 @@ from forensix.agent.raw import raw_row
 from forensix.pki.authority import Authority
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.decode import Decoder
+from forensix.sensor.decoder_state import export_state
 from forensix.sensor.loader import load_abi
 from forensix.server import evidence as evidence_mod
 from forensix.server.listener import LogServer, ServerConfig
@@ -83,7 +84,7 @@ def test_malformed_raw_frames_become_warnings_and_the_stream_goes_on(pki: Author
 def _seed(abi: dict[str, Any]) -> pa.Table:
     info = host_info("alpha")
     seed = {"abi": abi, "host": {"host_id": info.host_id, "boot_id": info.boot_id, "kernel": info.kernel},
-            "state": Decoder(abi, info).export_state()}
+            "state": export_state(Decoder(abi, info))}
     return raw_row("seed", {}, json.dumps(seed).encode())
 
 

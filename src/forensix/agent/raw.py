@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from forensix.agent.execs import collector_rows, file_key, pick
 from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE
 from forensix.sensor.abi import struct_dtype
+from forensix.sensor.decoder_state import export_state
 from forensix.sensor.recorder import Recorder
 from forensix.sensor.ringbuf import Drained
 
@@ -73,7 +74,7 @@ class RawRecorder(Recorder):
 
     def _snapshot(self) -> None:
         super()._snapshot()
-        seed = {"abi": self.abi, "host": asdict(self.host), "state": self.decoder.export_state()}
+        seed = {"abi": self.abi, "host": asdict(self.host), "state": export_state(self.decoder)}
         self._emit(RAW_TABLE, raw_row("seed", {}, json.dumps(seed).encode()))
 
     def _handle_drains(self, named: list[tuple[int, Drained]], bulk: bool) -> None:

@@ -806,48 +806,6 @@ class Decoder:
         """Teach the cache a process seen outside the stream (the /proc snapshot)."""
         self.cache.add(eid, _Proc(pid, parent, 0, exe, args, cwd))
 
-    # -- the state a decoder carries from batch to batch (agent/raw.py, server/rawdecode.py) --
-    def export_state(self) -> dict[str, Any]:
-        """What the next batch's decoding depends on, as JSON-able data: the process cache (in
-        its eviction order), the /proc snapshot's ids, the file labels and their history, the
-        terminal names and the clock offset. ``import_state`` of it decodes the same rows.
-        JSON, not pickle: a log host reads it from an agent it does not trust with code."""
-        ids = self.ids
-        return {
-            "offset_ns": self.offset_ns,
-            "procs": [[eid, p.pid, p.parent, p.image_seq, p.exe, p.args, p.cwd, p.exited]
-                      for eid, p in self.cache.procs.items()],
-            "by_pid": [[pid, eid] for pid, eid in self.cache.by_pid.items()],
-            "snapshot": [ids._pid.tolist(), ids._tick.tolist(), ids._eid.tolist()],
-            "labels": [[k, v] for k, v in self.labels.items()],
-            "label_history": [[k, [[t, p] for t, p in h]] for k, h in self.label_history.items()],
-            "history_limit": self._history_limit,
-            "tty_names": [[k, v] for k, v in self.tty_names.items()],
-        }
-
-    def import_state(self, st: dict[str, Any]) -> None:
-        """Take over a state ``export_state`` made (a malformed one raises ValueError/TypeError/KeyError)."""
-        cache = ProcessCache(self.cache.limit)
-        for eid, pid, parent, seq, exe, args, cwd, exited in st["procs"]:
-            cache.procs[int(eid)] = _Proc(int(pid), None if parent is None else int(parent), int(seq),
-                                          None if exe is None else str(exe),
-                                          None if args is None else [str(a) for a in args],
-                                          None if cwd is None else str(cwd), bool(exited))
-        cache.by_pid = {int(pid): int(eid) for pid, eid in st["by_pid"]}
-        pids, ticks, eids = st["snapshot"]
-        if not len(pids) == len(ticks) == len(eids):
-            raise ValueError("snapshot ids of unequal lengths")
-        self.ids._pid = np.asarray(pids, np.uint64)
-        self.ids._tick = np.asarray(ticks, np.uint64)
-        self.ids._eid = np.asarray(eids, np.uint64)
-        self.cache = cache
-        self.labels = {int(k): None if v is None else str(v) for k, v in st["labels"]}
-        self.label_history = {int(k): [(int(t), None if p is None else str(p)) for t, p in h]
-                              for k, h in st["label_history"]}
-        self._history_limit = int(st["history_limit"])
-        self.tty_names = {int(k): str(v) for k, v in st["tty_names"]}
-        self.offset_ns = int(st["offset_ns"])
-
 
 _FLOW_SOURCE = (
     "event_action", "host_id", "host_name", "boot_id", "process_entity_id", "process_pid", "fd", "file_inode",

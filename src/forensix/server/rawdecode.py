@@ -34,6 +34,7 @@ from forensix.model.host import HostInfo
 from forensix.pki.sealkey import write_atomic
 from forensix.sensor.abi import struct_dtype
 from forensix.sensor.decode import Decoder
+from forensix.sensor.decoder_state import export_state, import_state
 from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.ringbuf import Drained, walk
 from forensix.sensor.tty import budget_cuts
@@ -136,7 +137,7 @@ class StreamDecoder:
         if self.decoder is not None and self.abi is not None and self.info is not None:
             self.pending = (self.last_seq, json.dumps({
                 "format": _FORMAT, "seq": self.last_seq, "abi": self.abi, "host": asdict(self.info),
-                "state": self.decoder.export_state()}).encode())
+                "state": export_state(self.decoder)}).encode())
 
     def write_checkpoint(self, sdir: Path, ingested: int) -> bool:
         """Write the kept state as ``decoder-SEQ.ckpt`` in the stream's evidence directory (zstd
@@ -161,7 +162,7 @@ class StreamDecoder:
                 host = ck["host"]
                 info = HostInfo(str(host["host_id"]), self.host_name, str(host["boot_id"]), str(host["kernel"]))
                 dec = Decoder(ck["abi"], info, 0)
-                dec.import_state(ck["state"])
+                import_state(dec, ck["state"])
                 seq = int(ck["seq"])
             except (OSError, ValueError, KeyError, TypeError, IndexError, zstandard.ZstdError) as e:
                 log.warning("decoder checkpoint %s is not usable (%s): the stream is decoded again from its "
@@ -204,7 +205,7 @@ class StreamDecoder:
             host = seed["host"]
             info = HostInfo(str(host["host_id"]), self.host_name, str(host["boot_id"]), str(host.get("kernel", "")))
             dec = Decoder(seed["abi"], info, 0)
-            dec.import_state(seed["state"])
+            import_state(dec, seed["state"])
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise RawRowError(f"seed is malformed ({type(e).__name__}: {e})") from None
         self.decoder, self.abi, self.info = dec, seed["abi"], info
