@@ -52,7 +52,7 @@ from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_by
 from forensix.server.ingest import Ingestor
 from forensix.server.metrics import ServerMetrics
 from forensix.server.quarantine import is_transient
-from forensix.server.rawdecode import RawDecoders, StreamDecoder
+from forensix.server.rawdecode import RawDecoders
 from forensix.server.startup import replay_and_load, set_aside
 from forensix.store.base import Writer
 
@@ -561,26 +561,10 @@ class LogServer:
             if frame.table == RAW_TABLE:  # decoded here, in sequence order, with the stream's decoder
                 dec = self.raw.get(host, slog.stream)
                 self.ingest.submit(frame.table, dec.feed(data, frame.seq), slog, frame.seq)
-                self._checkpoint_decoder(dec, slog)
+                dec.maybe_checkpoint(self.config.decoder_checkpoint_s, slog.dir, slog.ingested)
             else:
                 self.ingest.submit(frame.table, data, slog, frame.seq)
             return frame.seq
-
-    def _checkpoint_decoder(self, dec: StreamDecoder, slog: StreamLog) -> None:
-        """Every ``decoder_checkpoint_s``, keep the stream decoder's state; write it once the
-        store holds its frame (rawdecode.py). Without one a restart decodes the stream's
-        frames again from its agent's start."""
-        every = self.config.decoder_checkpoint_s
-        if every <= 0:
-            return
-        try:
-            if dec.pending is not None:
-                dec.write_checkpoint(slog.dir, slog.ingested())
-            elif time.monotonic() - dec.checkpointed_at >= every:
-                dec.checkpointed_at = time.monotonic()
-                dec.take_checkpoint()
-        except OSError as e:  # the evidence holds the frames: a restart decodes them again instead
-            log.warning("cannot write the decoder checkpoint of %s/%s: %s", slog.host, slog.stream, e)
 
     def _evidence_error(self, host: str, directory: Path, err: OSError) -> tuple[str, str]:
         name, cause, fix = append_problem(err, directory)

@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,21 @@ class StreamDecoder:
         return out
 
     # -- checkpoints: the state after a frame, so that a restart need not decode from the seed --
+    def maybe_checkpoint(self, every: float, sdir: Path, ingested: Callable[[], int]) -> None:
+        """Every ``every`` seconds, keep the decoder's state; write it once the store holds its
+        frame (``ingested()``, the stream's mark). Without one a restart decodes the stream's
+        frames again from its agent's start."""
+        if every <= 0:
+            return
+        try:
+            if self.pending is not None:
+                self.write_checkpoint(sdir, ingested())
+            elif time.monotonic() - self.checkpointed_at >= every:
+                self.checkpointed_at = time.monotonic()
+                self.take_checkpoint()
+        except OSError as e:  # the evidence holds the frames: a restart decodes them again instead
+            log.warning("cannot write the decoder checkpoint of %s/%s: %s", self.host_name, self.stream, e)
+
     def take_checkpoint(self) -> None:
         """Keep the decoder's state after frame ``last_seq``, to be written once the store holds
         that frame (``write_checkpoint``): a restart stores the frames after the mark with the
