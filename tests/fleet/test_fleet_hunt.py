@@ -305,3 +305,51 @@ def test_a_detector_with_too_many_rows_is_skipped_and_named(stores: tuple[str, s
     assert got.skipped and all("(more than 10); hunt it per host" in why for _, why in got.skipped)
     assert any("forensix-store-touched" in name for name, _ in got.skipped), got.skipped
     assert "mod_contains_all" in set(got.alerts.column("rule_id").to_pylist())  # the rules ran all the same
+
+
+def test_the_hunt_shows_a_roll_up_per_rule_first(stores: tuple[str, str]) -> None:
+    """What an investigator reads: one line per rule (findings, matching events, hosts,
+    first and last time, the hosts with most findings), the same from DuckDB and from the
+    cluster, and the findings themselves only when asked for."""
+    duck, url = stores
+
+    def run(store: str, *extra: str) -> Any:
+        r = CliRunner().invoke(cli, ["hunt", str(RULES / "ops"), "--store", store, *extra])
+        assert r.exit_code == 0, (r.output, r.exception)
+        return r
+
+    found = [json.loads(line) for line in run(duck, "--format", "json").stdout.splitlines()]
+    per_rule: dict[str, list[dict[str, Any]]] = {}
+    for f in found:
+        per_rule.setdefault(f["rule.title"], []).append(f)
+    assert len(per_rule) >= 5 and len(found) > 20
+    texts = []
+    for store in (duck, url):
+        r = run(store)
+        lines = r.stdout.splitlines()
+        assert lines[0].split()[:6] == ["LEVEL", "RULE", "FINDINGS", "MATCHES", "HOSTS", "FIRST_TS"], lines[0]
+        assert len(lines) == 1 + len(per_rule)  # the roll-up only: no finding's line
+        assert f"({len(found):,} findings: --detail lists them" in r.stderr
+        texts.append(r.stdout)
+        for title, fs in per_rule.items():
+            row = next(ln for ln in lines if f"  {title[:58]}" in ln)
+            hosts = {f.get("host.name") for f in fs}
+            cells = row.split("  ")
+            assert f"  {len(fs)}  " in row and f"  {len(hosts)}  " in row, (row, len(fs), len(hosts))
+            assert f"  {sum(f.get('alert.count', 1) or 1 for f in fs)}  " in row, (row, fs[0].keys())
+            busiest = max(sorted(hosts), key=lambda h: sum(f.get("host.name") == h for f in fs))
+            assert busiest in cells[-1] and (len(hosts) <= 3 or f"+{len(hosts) - 3} more host" in row), row
+    assert texts[0] == texts[1]  # the same roll-up from both stores
+    # the most severe rules come first
+    order = {"critical": 0, "high": 1, "medium": 2, "low": 3, "informational": 4}
+    levels = [order.get(ln.split()[0], 5) for ln in texts[0].splitlines()[1:]]
+    assert levels == sorted(levels)
+    # the findings on request: the first 3 by time, then every one
+    some = run(url, "--limit", "3").stdout
+    assert f"Findings (the first 3 of {len(found):,} findings, by time):" in some
+    tail = some.split("by time):\n", 1)[1].splitlines()
+    assert len(tail) == 4 and tail[0].startswith("TS ")
+    every = run(duck, "--detail").stdout.split("(every finding, by time):\n", 1)[1].splitlines()
+    assert len(every) == 1 + len(found)
+    # machines: JSON as before, every finding; --limit cuts it too
+    assert len(run(url, "--format", "json", "--limit", "2").stdout.splitlines()) == 2
