@@ -353,3 +353,22 @@ def test_the_hunt_shows_a_roll_up_per_rule_first(stores: tuple[str, str]) -> Non
     assert len(every) == 1 + len(found)
     # machines: JSON as before, every finding; --limit cuts it too
     assert len(run(url, "--format", "json", "--limit", "2").stdout.splitlines()) == 2
+
+
+def test_only_the_findings_shown_are_built(stores: tuple[str, str]) -> None:
+    """A limit builds alerts for the first findings only, and they are the first of the
+    whole hunt's, field for field; every finding still has its head (the roll-up's input)."""
+    _, url = stores
+    rules = _rules()
+    with ClickHouseStore(url) as st:
+        whole = fleet_hunt(st, rules, default_detectors())
+        first = fleet_hunt(st, rules, default_detectors(), limit=7)
+        none = fleet_hunt(st, rules, default_detectors(), limit=0)
+    n = whole.alerts.num_rows
+    assert n > 300 and whole.heads.num_rows == first.heads.num_rows == none.heads.num_rows == n
+    assert first.alerts.num_rows == 7 and none.alerts.num_rows == 0
+    cols = [c for c in whole.alerts.column_names if c != "detected_ts"]
+    assert first.alerts.select(cols).to_pylist() == whole.alerts.slice(0, 7).select(cols).to_pylist()
+    heads = ("rule_id", "host_id", "host_name", "boot_id", "ts", "last_ts", "alert_count")
+    assert whole.heads.select(heads).to_pylist() == whole.alerts.select(heads).to_pylist()
+    assert none.heads.to_pylist() == whole.heads.to_pylist()

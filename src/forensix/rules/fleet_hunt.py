@@ -57,7 +57,7 @@ from forensix.rules.clickhouse_sql import (
 )
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import SessionContext, object_free
-from forensix.rules.grouping import Complete, findings_of, rule_matches
+from forensix.rules.grouping import HEADS, Complete, found_of, rule_matches
 from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules, prelude
 from forensix.rules.ir import CompiledRule, Const, Node
 from forensix.rules.live import ProcessContext
@@ -84,7 +84,8 @@ MAX_SLICE_SQL = 100_000  # characters of the hosts-and-days condition (max_query
 class FleetHunt:
     """What a fleet hunt found, and how."""
 
-    alerts: pa.Table
+    alerts: pa.Table  # the first ``limit`` findings (all without one), in full
+    heads: pa.Table = field(default_factory=HEADS.empty_table)  # every finding (grouping.HEADS), in order
     in_clickhouse: list[str] = field(default_factory=list)  # rule ids hunted as ClickHouse SQL
     fallback: list[tuple[str, str]] = field(default_factory=list)  # (rule id, why) hunted over slices
     failed: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error) of fallbacks that failed too
@@ -566,10 +567,12 @@ def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], col
 
 def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
                ts_from: int | None = None, ts_to: int | None = None,
-               max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True) -> FleetHunt:
+               max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True, limit: int | None = None) -> FleetHunt:
     """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
     with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
-    with the same history. ``narrow=False``: whole scans only, no candidates (to compare)."""
+    with the same history. ``narrow=False``: whole scans only, no candidates (to compare).
+    ``limit``: alerts for the first ``limit`` findings only (0: none; every finding's head
+    is in ``heads`` all the same): a noisy rule's other findings cost their grouping alone."""
     ok, other = _split(rules)
     servers = shard_servers(store)
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
@@ -582,8 +585,9 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
         found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
         parts = [p for p in (*parts, found) if p.num_rows]
         alerts = pa.concat_tables(parts) if parts else empty_alerts()
-        out.alerts = findings_of(matches, alerts, lambda a: _context(store, a), object_free(rules),
-                                 complete=_complete(servers, ok, ts_from, ts_to))
+        found = found_of(matches, alerts, lambda a: _context(store, a), object_free(rules),
+                         complete=_complete(servers, ok, ts_from, ts_to), limit=limit)
+        out.alerts, out.heads = found.alerts, found.heads
     finally:
         for srv, _ in servers:
             srv.close()
