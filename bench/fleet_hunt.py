@@ -1,7 +1,8 @@
 """Fleet hunt benchmark: `forensix hunt --store clickhouse://...` over bench/fleet.py's fleet.
 
     python bench/fleet_hunt.py [--events 100000000] [--hosts 1000] [--runs 3] [--detectors]
-                               [--cluster-dir DIR] [--out docs/benchmarks-fleet-hunt.md]
+                               [--shown rollup|all] [--per-rule] [--cluster-dir DIR]
+                               [--out docs/benchmarks-fleet-hunt.md]
 
 Generates the fleet of bench/fleet.py (the same INSERT ... SELECT from system.numbers, in a
 local 2-shard cluster of Debian's ClickHouse 18.16) and times the hunt of the curated rules
@@ -14,7 +15,9 @@ host), plus one that matches every exec (candidates on every host: the worst cas
 ``--detectors`` also with the built-in detectors (which pull their rows). With
 ``--cluster-dir`` a cluster started there (``scripts/clickhouse.sh start``) is used and a
 fleet already generated in it is reused. Load averages are printed beside every figure:
-other work on the machine slows these runs.
+other work on the machine slows these runs. ``--shown rollup`` (the default) times what
+``forensix hunt`` does by default: every finding counted and rolled up per rule, no alert
+built; ``--shown all`` builds every finding's alert with its evidence (``--format json``).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ def generate(url: str, events: int, hosts: int) -> float:
         st.close()
 
 
-def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True, False)) -> list[dict[str, Any]]:
+def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True, False),
+            limit: int | None = None) -> list[dict[str, Any]]:
     base = load_rules([SIGMAHQ]).ok
     extra = {r.rule_id: r for r in load_rules([MATCHING], builtin=False).ok}
     sets = [("33 rules", base), ("33 + the miner rule", base + [extra["bench_miner"]]),
@@ -78,20 +82,20 @@ def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True
                 for narrow in (ways if i % 2 == 0 else ways[::-1]):
                     before = _load()
                     t = time.monotonic()
-                    res = fleet_hunt(st, rules, dets, narrow=narrow)
+                    res = fleet_hunt(st, rules, dets, narrow=narrow, limit=limit)
                     s = time.monotonic() - t
                     row = {"what": label, "how": "candidates" if narrow else "whole scans", "run": i + 1,
                            "seconds": s, "events": n, "rules": len(res.in_clickhouse),
                            "narrowed": len(res.narrowed), "probed": len(res.probed), "scans": res.scans,
                            "host_days": res.candidates, "matched": res.matched_rows,
-                           "replayed": res.replayed_rows, "alerts": res.alerts.num_rows,
+                           "replayed": res.replayed_rows, "alerts": res.heads.num_rows,
                            "load_before": before, "load_after": _load()}
                     print(row, flush=True)
                     out.append(row)
     return out
 
 
-def per_rule(url: str) -> list[dict[str, Any]]:
+def per_rule(url: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Each rule hunted alone with candidates (summary or probe, exact scan, findings):
     seconds, how its candidates came, rows matched and findings."""
     rules = load_rules([SIGMAHQ]).ok + load_rules([MATCHING], builtin=False).ok
@@ -100,12 +104,12 @@ def per_rule(url: str) -> list[dict[str, Any]]:
         for r in rules:
             before = _load()
             t = time.monotonic()
-            res = fleet_hunt(st, [r], [])
+            res = fleet_hunt(st, [r], [], limit=limit)
             s = time.monotonic() - t
             how = (f"summary {res.narrowed[0][1]}" if res.narrowed else "probe" if res.probed else
                    "over host slices" if res.fallback else "?")
             row = {"rule": r.title[:60], "how": how, "seconds": s, "scans": res.scans, "host_days": res.candidates,
-                   "matched": res.matched_rows, "alerts": res.alerts.num_rows, "load": before}
+                   "matched": res.matched_rows, "alerts": res.heads.num_rows, "load": before}
             print(row, flush=True)
             out.append(row)
     return out
@@ -125,7 +129,7 @@ def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float) -> s
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cmd = f"python bench/fleet_hunt.py --events {a.events} --hosts {a.hosts} --runs {a.runs}" + (
         " --detectors" if a.detectors else "") + (f" --how {a.how}" if a.how != "both" else "") + (
-        " --per-rule" if a.per_rule else "")
+        " --per-rule" if a.per_rule else "") + f" --shown {a.shown}"
     lines = [
         f"## {now}" + (f": {a.label}" if a.label else ""),
         "",
@@ -137,11 +141,14 @@ def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float) -> s
         "once, two ways alternating run by run: *candidates* (candidate hosts and days from the summary tables,",
         "or from a probe of the events' own columns, then the exact rules over those only) and *whole scans*",
         "(the hunt before candidates, `fleet_hunt(..., narrow=False)`). The two added rules are",
-        "bench/fixtures/fleet_hunt_matching.yml. Load average (1, 5, 15 min) before and after each run:",
+        "bench/fixtures/fleet_hunt_matching.yml. " + ("Findings counted and rolled up per rule, no alert built (what "
+        "`forensix hunt` prints by default)." if a.shown == "rollup" else "Every finding built into an alert with "
+        "its evidence (`forensix hunt --format json`)."),
+        "Load average (1, 5, 15 min) before and after each run:",
         "other engineers' work shares the machine.",
         "",
         ("| rules | how | run | seconds | narrowed by summaries | probed | scans | host-days read | rows matched | "
-         "rows replayed | alerts | load before | load after |"),
+         "rows replayed | findings | load before | load after |"),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
@@ -174,6 +181,9 @@ def main() -> None:
     ap.add_argument("--how", choices=("both", "candidates", "whole"), default="both",
                     help="candidates, whole scans, or both alternating")
     ap.add_argument("--per-rule", action="store_true", help="also each rule alone, with candidates")
+    ap.add_argument("--shown", choices=("rollup", "all"), default="rollup",
+                    help="rollup: alerts built for no finding, what `forensix hunt` shows by default (a roll-up "
+                         "per rule); all: every finding built into an alert with its evidence (--format json)")
     ap.add_argument("--label", default="", help="a word on what this run is (in the heading)")
     ap.add_argument("--out", default="docs/benchmarks-fleet-hunt.md",
                     help="the figures are added at the top of this file (older ones are kept)")
@@ -186,8 +196,9 @@ def main() -> None:
         url = cluster.url(database=DB)
         gen_s = generate(url, a.events, a.hosts)
         print(f"generated in {gen_s:.0f} s (load {_load()})", flush=True)
-        rows = measure(url, a.runs, a.detectors, ways)
-        rules = per_rule(url) if a.per_rule else []
+        limit = 0 if a.shown == "rollup" else None
+        rows = measure(url, a.runs, a.detectors, ways, limit)
+        rules = per_rule(url, limit) if a.per_rule else []
     finally:
         if own:
             stop_cluster(cluster)

@@ -312,11 +312,11 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, deta
     detectors = default_detectors() if builtin else []
     ctx = click.get_current_context()
     skipped: list[tuple[str, str]] = []  # rules the store could not run: named, the others ran
-    heads = None  # every finding's head, when not every finding is built (a fleet hunt)
+    summed = None  # (the roll-up, how many findings) when not every finding is built (a fleet hunt)
     if is_remote(store) and not ctx.meta.get("forensix.host"):  # ClickHouse: every host, in ClickHouse
-        # only the findings shown are built into alerts: the roll-up needs their heads alone
+        # only the findings shown are built into alerts: the roll-up needs no alert
         built = None if save or detail or (fmt != "text" and limit is None) else (limit or 0)
-        found, heads = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"), skipped, built)
+        found, summed = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"), skipped, built)
     else:
         rd = reader(store)
         try:
@@ -339,44 +339,44 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, deta
             w.flush()
         finally:
             w.close()
-    _show_findings(found, heads, store, fmt, detail, limit)
+    _show_findings(found, summed, store, fmt, detail, limit)
     ran = len(rs.ok) - len(skipped)
-    click.echo(f"{found.num_rows if heads is None else heads.num_rows} alerts from {ran} rules" + (f" ({len(skipped)} skipped)" if skipped else ""),
+    click.echo(f"{found.num_rows if summed is None else summed[1]} alerts from {ran} rules" + (f" ({len(skipped)} skipped)" if skipped else ""),
                err=True)
     if skipped:
         sys.exit(3)
 
 
-def _show_findings(found: pa.Table, heads: pa.Table | None, store: str, fmt: str, detail: bool,
+def _show_findings(found: pa.Table, summed: tuple[pa.Table, int] | None, store: str, fmt: str, detail: bool,
                    limit: int | None) -> None:
-    """JSON/CSV: the findings (the first ``limit``). Text: the roll-up per rule (of
-    ``heads``, every finding, when ``found`` holds only those to show), then the findings
-    when asked for (``detail``, or the first ``limit``)."""
+    """JSON/CSV: the findings (the first ``limit``). Text: the roll-up per rule (``summed``:
+    the roll-up and how many findings, when ``found`` holds only those to show), then the
+    findings when asked for (``detail``, or the first ``limit``)."""
     shown = found if limit is None else found.slice(0, limit)
     if fmt != "text":
         emit(_alerts_view(shown, store, fmt), fmt)
         return
-    every = found if heads is None else heads
-    if every.num_rows == 0:
+    table, total = (rollup(found), found.num_rows) if summed is None else summed
+    if total == 0:
         click.echo("no findings")
         return
-    emit(rollup(every).drop_columns(["rule_id"]), fmt)
+    emit(table.drop_columns(["rule_id"]), fmt)
     if detail or limit is not None:
         click.echo("")
-        what = "every finding" if shown.num_rows == every.num_rows else \
-            f"the first {shown.num_rows:,} of {every.num_rows:,} findings"
+        what = "every finding" if shown.num_rows == total else f"the first {shown.num_rows:,} of {total:,} findings"
         click.echo(f"Findings ({what}, by time):")
         emit(_alerts_view(shown, store, fmt), fmt)
     else:
-        click.echo(f"({every.num_rows:,} findings: --detail lists them, --limit N the first N, "
+        click.echo(f"({total:,} findings: --detail lists them, --limit N the first N, "
                    "--format json every field)", err=True)
 
 
 def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[Any], since: int | None,
-                until: int | None, skipped: list[tuple[str, str]], limit: int | None) -> tuple[pa.Table, pa.Table]:
+                until: int | None, skipped: list[tuple[str, str]],
+                limit: int | None) -> tuple[pa.Table, tuple[pa.Table, int]]:
     """A hunt over a ClickHouse store, run in ClickHouse on every shard (rules.fleet_hunt):
-    (the alerts of the first ``limit`` findings, every finding's head). Rules its SQL
-    cannot say are hunted over each host's slice, and named here."""
+    (the alerts of the first ``limit`` findings, (the roll-up of every finding, how many)).
+    Rules its SQL cannot say are hunted over each host's slice, and named here."""
     from forensix.rules.fleet_hunt import fleet_hunt
     from forensix.store.clickhouse import ClickHouseStore
 
@@ -397,7 +397,7 @@ def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[A
                + f"), from the events' own columns for {len(res.probed)}"
                + (f" ({', '.join(r for r, _ in res.probed)})" if res.probed else "")
                + f"; {res.scans} scans, exact rules over {res.candidates:,} host-days", err=True)
-    return res.alerts, res.heads
+    return res.alerts, (rollup(res.heads, counted=res.counted), res.findings)
 
 
 @click.command("alerts")

@@ -56,7 +56,7 @@ from forensix.rules.clickhouse_sql import (
     where_ch,
 )
 from forensix.rules.detectors import Detector
-from forensix.rules.evidence import SessionContext, object_free
+from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, object_free
 from forensix.rules.grouping import HEADS, Complete, found_of, rule_matches
 from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules, prelude
 from forensix.rules.ir import CompiledRule, Const, Node
@@ -80,12 +80,27 @@ BROAD = 0.5
 MAX_SLICE_SQL = 100_000  # characters of the hosts-and-days condition (max_query_size is 256 KiB)
 
 
+# a roll-up's findings counted in ClickHouse, per rule and host (the first match's host name, else its id)
+_COUNTS = pa.schema([pa.field("rule_id", pa.string()), pa.field("rule_title", pa.string()),
+                     pa.field("rule_level", pa.string()), pa.field("host_name", pa.string()),
+                     pa.field("findings", pa.uint64()), pa.field("matches", pa.uint64()),
+                     pa.field("ts", pa.int64()), pa.field("last_ts", pa.int64())])
+
+
 @dataclass
 class FleetHunt:
     """What a fleet hunt found, and how."""
 
     alerts: pa.Table  # the first ``limit`` findings (all without one), in full
-    heads: pa.Table = field(default_factory=HEADS.empty_table)  # every finding (grouping.HEADS), in order
+    heads: pa.Table = field(default_factory=HEADS.empty_table)  # the findings (grouping.HEADS), in order
+    # with ``limit=0``: the findings of the rules counted in ClickHouse (``_COUNTS``: per rule and
+    # host), which have no head; every other finding has one
+    counted: pa.Table = field(default_factory=lambda: _COUNTS.empty_table())
+
+    @property
+    def findings(self) -> int:
+        """How many findings the hunt has (built into alerts or not)."""
+        return self.heads.num_rows + int(sum(self.counted.column("findings").to_pylist()))
     in_clickhouse: list[str] = field(default_factory=list)  # rule ids hunted as ClickHouse SQL
     fallback: list[tuple[str, str]] = field(default_factory=list)  # (rule id, why) hunted over slices
     failed: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error) of fallbacks that failed too
@@ -285,6 +300,25 @@ def _sorted(parts: Sequence[pa.Table]) -> pa.Table:
     return rows.sort_by([("ts", "ascending"), ("cpu", "ascending"), ("seq", "ascending")])
 
 
+def _counted_sql(sql: str) -> str:
+    """The findings of ``hunt_sql_ch(..., counted=True)``'s matches per (rule, host), counted as
+    ``grouping.finding_index`` does where that is a GROUP BY: a key (host, boot, process) whose
+    matches all lie within one grouping window is one finding. ``fx_bad`` marks a rule whose
+    count this cannot be sure of on this shard: a key spanning more than the window (it splits
+    into findings one window after another), or a match without cpu or seq (its event key
+    may be another's, and ``_firsts`` then leaves the grouping to ``group_alerts``)."""
+    pk = "if(ifNull(process_entity_id, 0) != 0, toUInt64(process_entity_id), toUInt64(ifNull(process_pid, 0)))"
+    pnull = "ifNull(process_entity_id, 0) = 0 AND isNull(process_pid)"
+    per_key = (f"SELECT fx_rule, argMin(ifNull(toString(host_name), ''), ts) AS fx_hn, "
+               f"ifNull(toString(host_id), '') AS fx_hid, ifNull(toString(boot_id), '') AS fx_bid, "
+               f"toUInt8({pnull}) AS fx_pn, {pk} AS fx_pk, count() AS fx_n, min(ts) AS fx_first, max(ts) AS fx_last, "
+               f"toUInt8(max(ts) - min(ts) > {GROUP_WINDOW_NS} OR max(isNull(cpu) OR isNull(seq))) AS fx_bad "
+               f"FROM ({sql}) ARRAY JOIN fx_rules AS fx_rule GROUP BY fx_rule, fx_hid, fx_bid, fx_pn, fx_pk")
+    return (f"SELECT fx_rule, if(fx_hn != '', fx_hn, fx_hid) AS host_name, toUInt64(count()) AS findings, "
+            f"toUInt64(sum(fx_n)) AS matches, toInt64(min(fx_first)) AS ts, toInt64(max(fx_last)) AS last_ts, "
+            f"max(fx_bad) AS fx_bad FROM ({per_key}) GROUP BY fx_rule, host_name")
+
+
 @dataclass
 class ShardHunt:
     """What one shard did with the Sigma rules: its matching rows (``fx_rules``: indices into
@@ -294,6 +328,7 @@ class ShardHunt:
     plans: list[Plan]
     candidates: int = 0
     scans: int = 0
+    counted: list[pa.Table] = field(default_factory=list)  # ``_counted_sql``'s rows (fx_rule: the index)
 
 
 def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
@@ -332,10 +367,12 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
 
 
 def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,
-                ts_to: int | None) -> ShardHunt:
+                ts_to: int | None, count: frozenset[int] = frozenset()) -> ShardHunt:
     """The Sigma rules on one shard. Candidate (host, day) pairs first: from the summaries
     for the rules one covers, else from a probe of the events' own columns (no joins); then
-    the exact rules over only those hosts and days, none at all where there are none."""
+    the exact rules over only those hosts and days, none at all where there are none. The
+    rules ``count`` names (indices) have their findings counted in ClickHouse where it can
+    (``_counted_sql``), not sent back match by match."""
     have = _summaries(srv, tables)
     plans = [plan(r, have) for r in rules]
     found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to)
@@ -365,6 +402,9 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
         part = None
     out.candidates = len(union)
     hit = sorted(found)
+    counted = [i for i in hit if i in count and i not in flows]  # a key's matches all in the events
+    again = _count_shard(srv, tables, rules, counted, ts_from, ts_to, part, out)
+    hit = sorted((set(hit) - set(counted)) | again)
     for start in range(0, len(hit), RULES_PER_SCAN):
         ids = hit[start:start + RULES_PER_SCAN]
         chunk = [rules[i] for i in ids]
@@ -372,6 +412,24 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
                                                   chunk)), 0))
         out.scans += 1
     return out
+
+
+def _count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids: Sequence[int],
+                 ts_from: int | None, ts_to: int | None, part: Slice | None, out: ShardHunt) -> set[int]:
+    """The findings of the rules ``ids`` counted in ClickHouse, into ``out.counted``; the
+    rules it cannot be sure of (``fx_bad``) are returned, to be hunted match by match."""
+    bad: set[int] = set()
+    for start in range(0, len(ids), RULES_PER_SCAN):
+        chunk = list(ids[start:start + RULES_PER_SCAN])
+        got = srv.table(_counted_sql(hunt_sql_ch([rules[i] for i in chunk], tables, "events", ts_from, ts_to, chunk,
+                                                 part, counted=True)))
+        out.scans += 1
+        if got.num_rows:
+            bad |= set(got.filter(pc.equal(got.column("fx_bad"), 1)).column("fx_rule").to_pylist())
+            out.counted.append(got)
+    out.counted = [t.filter(pc.invert(pc.is_in(t.column("fx_rule"), pa.array(sorted(bad), t.column("fx_rule").type))))
+                   for t in out.counted]
+    return {int(i) for i in bad}
 
 
 def _matches_flows(rule: CompiledRule) -> bool:
@@ -394,11 +452,20 @@ def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_
 
 
 def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
-           ts_to: int | None, out: FleetHunt, narrow: bool = True) -> pa.Table:
+           ts_to: int | None, out: FleetHunt, narrow: bool = True, count: frozenset[int] = frozenset()) -> pa.Table:
     """The rows matching the Sigma rules on every shard at once, in time order (``fx_rules``:
-    indices into ``rules``)."""
-    each = _hunt_shard if narrow else _whole_shard
-    shards = _each(servers, lambda srv, tables: each(srv, tables, rules, ts_from, ts_to))
+    indices into ``rules``); the findings of the rules ``count`` names (indices) counted in
+    ClickHouse where it can, into ``out.counted``."""
+    if narrow:
+        shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to, count))
+    else:
+        shards = _each(servers, lambda srv, tables: _whole_shard(srv, tables, rules, ts_from, ts_to))
+    counted = [t for sh in shards for t in sh.counted if t.num_rows]
+    if counted:
+        t = pa.concat_tables(counted)
+        which = [rules[i] for i in t.column("fx_rule").to_pylist()]
+        meta = [pa.array([getattr(r, a) for r in which], pa.string()) for a in ("rule_id", "title", "level")]
+        out.counted = pa.table([*meta, *(t.column(c) for c in _COUNTS.names[3:])], schema=_COUNTS)
     for i, r in enumerate(rules if narrow else ()):
         whole = [sh.plans[i] for sh in shards if sh.plans[i].summary is None]
         if whole:
@@ -578,7 +645,13 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
                     fallback=[(r.rule_id, why) for r, why in other], shards=len(servers))
     try:
-        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow))
+        # a roll-up alone: the findings of the rules grouped by process alone that no detector or
+        # slice hunt shares an id with (grouping.found_of groups those apart) are counted in ClickHouse
+        shared = {r.rule_id for r, _ in other} | {m.rule_id for d in detectors for m in getattr(d, "rules", ())}
+        free = object_free(ok)  # (a rule naming an object groups by it too: counted in Python)
+        count = frozenset(i for i, r in enumerate(ok) if r.rule_id in free and r.rule_id not in shared) \
+            if limit == 0 else frozenset()
+        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, count))
         parts: list[pa.Table] = []
         if other:
             parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))

@@ -51,24 +51,33 @@ def _top(findings: Counter[str], top: int) -> str:
     return text + (f", +{more} more host{'s' if more > 1 else ''}" if more > 0 else "")
 
 
-def rollup(alerts: pa.Table, top: int = TOP_HOSTS) -> pa.Table:
-    """One row per rule of ``alerts`` (a hunt's findings): findings, matching events, hosts,
-    first and last time, the ``top`` hosts with most findings. Sorted by level (critical
-    first), then findings (most first), then rule title."""
-    if alerts.num_rows == 0:
-        return ROLLUP.empty_table()
-    cols = ("rule_id", "rule_title", "rule_level", "host_name", "host_id", "ts", "last_ts", "alert_count")
+def rollup(alerts: pa.Table, top: int = TOP_HOSTS, counted: pa.Table | None = None) -> pa.Table:
+    """One row per rule of ``alerts`` (a hunt's findings, or their heads: ``grouping.HEADS``)
+    and ``counted`` (findings counted per rule and host, without a row each: rule_id,
+    rule_title, rule_level, host_name, findings, matches, ts, last_ts): findings, matching
+    events, hosts, first and last time, the ``top`` hosts with most findings. Sorted by
+    level (critical first), then findings (most first), then rule title."""
     per: dict[str, _Rule] = {}
-    for rid, title, level, name, hid, ts, last, count in zip(*(alerts.column(c).to_pylist() for c in cols),
-                                                              strict=True):
+
+    def add(rid: str, title: str | None, level: str | None, host: str, ts: int, last: int, n: int, m: int) -> None:
         r = per.get(rid)
         if r is None:
-            r = per[rid] = _Rule(level or "", title or rid, rid, ts, last or ts)
-        r.findings += 1
-        r.matches += int(count or 1)
+            r = per[rid] = _Rule(level or "", title or rid, rid, ts, last)
+        r.findings += n
+        r.matches += m
         r.first_ts = min(r.first_ts, ts)
-        r.last_ts = max(r.last_ts, last or ts)
-        r.hosts[name or hid or "?"] += 1
+        r.last_ts = max(r.last_ts, last)
+        r.hosts[host] += n
+
+    cols = ("rule_id", "rule_title", "rule_level", "host_name", "host_id", "ts", "last_ts", "alert_count")
+    for rid, title, level, name, hid, ts, last, count in zip(*(alerts.column(c).to_pylist() for c in cols),
+                                                              strict=True):
+        add(rid, title, level, name or hid or "?", ts, last or ts, 1, int(count or 1))
+    if counted is not None:
+        cols = ("rule_id", "rule_title", "rule_level", "host_name", "ts", "last_ts", "findings", "matches")
+        for rid, title, level, host, ts, last, n, m in zip(*(counted.column(c).to_pylist() for c in cols),
+                                                            strict=True):
+            add(rid, title, level, host or "?", ts, last, int(n), int(m))
     ranked = sorted(per.values(), key=lambda r: (_SEVERITY.get(r.level.lower(), 5), -r.findings, r.rule))
     return pa.Table.from_pylist([
         {"level": r.level, "rule": r.rule, "rule_id": r.rule_id, "findings": r.findings, "matches": r.matches,
