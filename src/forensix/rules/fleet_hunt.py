@@ -96,17 +96,12 @@ class FleetHunt:
     # with ``limit=0``: the findings of the rules counted in ClickHouse (``_COUNTS``: per rule and
     # host), which have no head; every other finding has one
     counted: pa.Table = field(default_factory=lambda: _COUNTS.empty_table())
-
-    @property
-    def findings(self) -> int:
-        """How many findings the hunt has (built into alerts or not)."""
-        return self.heads.num_rows + int(sum(self.counted.column("findings").to_pylist()))
     in_clickhouse: list[str] = field(default_factory=list)  # rule ids hunted as ClickHouse SQL
     fallback: list[tuple[str, str]] = field(default_factory=list)  # (rule id, why) hunted over slices
     failed: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error) of fallbacks that failed too
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (detector's rules, why) not replayed
     shards: int = 0
-    matched_rows: int = 0  # matches the shards sent back (a row per rule it matched)
+    matched_rows: int = 0  # matches the shards sent back (a row per rule it matched), and (rule, host) counts
     candidates: int = 0  # (host, day) pairs read by the narrowed scans, all shards
     scans: int = 0  # scans of the events (or flows) run, all shards
     replayed_rows: int = 0  # rows pulled for the built-in detectors
@@ -114,6 +109,11 @@ class FleetHunt:
     # a summary on every shard, and (rule id, why not) probed on the events' own columns instead
     narrowed: list[tuple[str, str]] = field(default_factory=list)
     probed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def findings(self) -> int:
+        """How many findings the hunt has (built into alerts or not)."""
+        return int(self.heads.num_rows) + int(sum(self.counted.column("findings").to_pylist()))
 
 
 def shard_servers(store: ClickHouseStore) -> list[tuple[Server, Tables]]:
@@ -344,10 +344,21 @@ def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
     return have
 
 
+def _total(srv: Server, tables: Tables, ts_from: int | None, ts_to: int | None) -> int | None:
+    """How many (host, day) pairs the shard holds in the window, from ``fleet_hosts`` (a row
+    per host and hour: small at any scale); None on a store without it."""
+    try:
+        return int(srv.table(totals_sql(tables.named("fleet_hosts"), ts_from, ts_to)).column(0)[0].as_py() or 0)
+    except StoreError:
+        return None
+
+
 def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plans: Sequence[Plan],
-                ts_from: int | None, ts_to: int | None) -> tuple[dict[int, set[tuple[str, int]]], list[int]]:
-    """(rule index -> its candidate (host, day) pairs, indices of rules too broad to narrow)
-    of the rules ``plans`` narrows, one query per summary (and one for its size)."""
+                ts_from: int | None, ts_to: int | None,
+                total: int | None) -> tuple[dict[int, set[tuple[str, int]]], list[int]]:
+    """(rule index -> its candidate (host, day) pairs, indices of rules too broad to narrow:
+    more than ``BROAD`` of the shard's ``total`` pairs) of the rules ``plans`` narrows, one
+    query per summary (without ``total``, one more for the summary's size)."""
     found: dict[int, set[tuple[str, int]]] = {}
     broad: list[int] = []
     for view in SUMMARY_VIEWS:
@@ -356,7 +367,8 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
             continue
         table = tables.named(view.name)
         got = by_rule(srv.table(candidates_sql(view, table, mine, ts_from, ts_to)))
-        total = int(srv.table(totals_sql(table, ts_from, ts_to)).column(0)[0].as_py() or 0)
+        if total is None:
+            total = int(srv.table(totals_sql(table, ts_from, ts_to)).column(0)[0].as_py() or 0)
         for i, _ in mine:
             pairs = got.get(i, set())
             if len(pairs) > BROAD * total:
@@ -375,7 +387,8 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
     (``_counted_sql``), not sent back match by match."""
     have = _summaries(srv, tables)
     plans = [plan(r, have) for r in rules]
-    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to)
+    total = _total(srv, tables, ts_from, ts_to)
+    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to, total)
     out = ShardHunt([], plans)
     for i in broad:
         plans[i] = Plan(rules[i], None, f"{plans[i].summary}: candidates on more than {BROAD:.0%} of its hosts and days")
@@ -397,9 +410,10 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
                                 1))
         out.scans += 1
     union = sorted({pair for pairs in found.values() for pair in pairs})
-    part: Slice | None = Slice(slices_sql(union), tuple(sorted({h for h, _ in union})))
-    if part is not None and len(part.where) > MAX_SLICE_SQL:  # too many to name in one query: read them all
-        part = None
+    where = slices_sql(union)
+    part: Slice | None = Slice(where, tuple(sorted({h for h, _ in union})))
+    if len(where) > MAX_SLICE_SQL or (total is not None and len(union) > BROAD * total):
+        part = None  # too many to name in one query, or most of the shard: read it all (a slice costs more)
     out.candidates = len(union)
     hit = sorted(found)
     counted = [i for i in hit if i in count and i not in flows]  # a key's matches all in the events
@@ -478,7 +492,7 @@ def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRul
     parts = [t.append_column("fx_shard", pa.array([n] * t.num_rows, pa.uint16()))
              for n, sh in enumerate(shards) for t in sh.rows if t.num_rows]
     rows = pa.concat_tables(parts) if parts else pa.table({})
-    out.matched_rows = rows.num_rows
+    out.matched_rows = rows.num_rows + out.counted.num_rows  # (rule, host) counts: rows sent back too
     return rows
 
 
@@ -634,12 +648,14 @@ def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], col
 
 def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
                ts_from: int | None = None, ts_to: int | None = None,
-               max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True, limit: int | None = None) -> FleetHunt:
+               max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True, limit: int | None = None,
+               count: bool = True) -> FleetHunt:
     """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
     with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
     with the same history. ``narrow=False``: whole scans only, no candidates (to compare).
     ``limit``: alerts for the first ``limit`` findings only (0: none; every finding's head
-    is in ``heads`` all the same): a noisy rule's other findings cost their grouping alone."""
+    is in ``heads`` or counted in ``counted``): a noisy rule's other findings cost their
+    grouping alone, done in ClickHouse where it can (``count=False``: never, to compare)."""
     ok, other = _split(rules)
     servers = shard_servers(store)
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
@@ -649,9 +665,9 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
         # slice hunt shares an id with (grouping.found_of groups those apart) are counted in ClickHouse
         shared = {r.rule_id for r, _ in other} | {m.rule_id for d in detectors for m in getattr(d, "rules", ())}
         free = object_free(ok)  # (a rule naming an object groups by it too: counted in Python)
-        count = frozenset(i for i, r in enumerate(ok) if r.rule_id in free and r.rule_id not in shared) \
-            if limit == 0 else frozenset()
-        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, count))
+        counted = frozenset(i for i, r in enumerate(ok) if r.rule_id in free and r.rule_id not in shared) \
+            if limit == 0 and count else frozenset()
+        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, counted))
         parts: list[pa.Table] = []
         if other:
             parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
