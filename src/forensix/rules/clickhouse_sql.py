@@ -523,13 +523,15 @@ _COUNTED = ("host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_enti
 
 def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source: str = "events",
                 ts_from: int | None = None, ts_to: int | None = None, ids: Sequence[int] | None = None,
-                part: Slice | None = None, counted: bool = False) -> str:
+                part: Slice | None = None, counted: bool = False, also: Sequence[str] = ()) -> str:
     """One scan of one server's ``source`` (``events``, or the flow edges of ``flows``) for
     many rules: every matching row's key columns, ``fx_image``, ``fx_command_line`` and
     ``fx_rules``, the indices of the rules it matched (in ``rules``, or their ``ids``). ``part``: only these
-    hosts and times. ``counted``: only what findings are counted by (``_COUNTED``), and the
-    acting process's images joined only when a rule tests them. Raises ``NotExpressible``."""
+    hosts and times. ``counted``: only what findings are counted by (``_COUNTED``, and the
+    event columns ``also``), and the acting process's images joined only when a rule tests
+    them. Raises ``NotExpressible``."""
     derived, ctx, raw_cols = _view_columns(rules, alerts=not counted)
+    raw_cols = [f.name for f in EVENTS if f.name in {*raw_cols, *also}]
     base = _base_sql(rules, raw_cols, tables, source, ts_from, ts_to, part)
     keep = _event_columns(raw_cols)
     procs = f"host_name IN ({', '.join(literal(h) for h in part.hosts)})" if part else "1"
@@ -554,7 +556,7 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     view = [f"{DERIVED_CH[d].sql} AS {d}" for d in derived]
     idx = list(ids) if ids is not None else list(range(len(rules)))
     marks = ", ".join(f"if({where_ch(r.where)}, {i}, -1)" for i, r in zip(idx, rules, strict=True))
-    keys = list(_COUNTED) if counted else _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)
+    keys = [*_COUNTED, *also] if counted else _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)
     view_sql = f"SELECT *, {', '.join(view)} FROM ({stage})" if view else stage
     return (f"SELECT {', '.join(keys)}, arrayFilter(x -> x >= 0, [{marks}]) AS fx_rules FROM ("
             f"{view_sql}) WHERE notEmpty(fx_rules)")

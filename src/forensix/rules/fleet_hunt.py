@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from forensix.analysis.sessions import SSHD
 from forensix.errors import StoreError
+from forensix.rules import objects as objects_module
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.candidates import (
     SUMMARY_VIEWS,
@@ -300,20 +301,56 @@ def _sorted(parts: Sequence[pa.Table]) -> pa.Table:
     return rows.sort_by([("ts", "ascending"), ("cpu", "ascending"), ("seq", "ascending")])
 
 
-def _counted_sql(sql: str) -> str:
+# the actions whose object is the event's path (or its call): objects.object_of's last branches
+_ON_OTHER = frozenset({"exec", "flow", "connect", "accept", "bind", "listen", "sendto", "recvfrom", "kill", "ptrace"})
+_OBJECT_COLS = ("event_action", "file_path", "file_target_path", "syscall")  # what _object_sql reads
+_SIDE = objects_module._SIDE.pattern  # objects.group_object's, as grouping._grouped_objects runs it
+# a name this cannot group as objects.group_object does (RE2 reads _SIDE as Python's re only on
+# ASCII without a newline: grouping._grouped_objects)
+_ODD = r"[^\x01-\x7f]|\n"
+
+
+def _object_sql() -> tuple[str, str]:
+    """(kind, name) of an event whose action is none of ``_ON_OTHER``, as
+    ``objects.object_of`` names it: a pipe, a file (``path -> target`` of a rename), else
+    the call itself."""
+    path, tgt = "ifNull(toString(file_path), '')", "ifNull(toString(file_target_path), '')"
+    call = "if(ifNull(toString(syscall), '') != '', toString(syscall), ifNull(toString(event_action), ''))"
+    pipe = f"(startsWith({path}, 'fifo:[') OR startsWith({path}, 'pipe:['))"
+    kind = f"multiIf({path} != '' AND {pipe}, 'pipe', {path} != '', 'file', {call} != '', 'syscall', '')"
+    name = (f"multiIf({path} != '' AND {pipe}, {path}, {path} != '' AND {tgt} != '', concat({path}, ' -> ', {tgt}), "
+            f"{path} != '', {path}, {call})")
+    return kind, name
+
+
+def _counts_objects(rule: CompiledRule) -> bool:
+    """The rule's matches are events whose object ``_object_sql`` names (its actions bound)."""
+    acts = values_of(rule.where, "event_action", fold=True)
+    return acts is not None and not acts & _ON_OTHER
+
+
+def _counted_sql(sql: str, named: Sequence[int] = ()) -> str:
     """The findings of ``hunt_sql_ch(..., counted=True)``'s matches per (rule, host), counted as
     ``grouping.finding_index`` does where that is a GROUP BY: a key (host, boot, process) whose
-    matches all lie within one grouping window is one finding. ``fx_bad`` marks a rule whose
-    count this cannot be sure of on this shard: a key spanning more than the window (it splits
-    into findings one window after another), or a match without cpu or seq (its event key
-    may be another's, and ``_firsts`` then leaves the grouping to ``group_alerts``)."""
+    matches all lie within one grouping window is one finding. The rules ``named`` (indices)
+    group by their matches' object too (``_object_sql``, grouped as ``objects.group_object``).
+    ``fx_bad`` marks a rule whose count this cannot be sure of on this shard: a key spanning
+    more than the window (it splits into findings one window after another), a match without
+    cpu or seq (its event key may be another's, and ``_firsts`` then leaves the grouping to
+    ``group_alerts``), an object name RE2 does not read as Python's re does."""
+    kind, name = _object_sql()
+    mine = f"has([{', '.join(str(int(i)) for i in named)}], fx_rule)" if named else "0"
+    objects = (f"if({mine}, {kind}, '') AS fx_ok, if({mine}, replaceRegexpOne({name}, {literal(_SIDE)}, ''), '') AS fx_on, "
+               f"{mine} AND match({name}, {literal(_ODD)}) AS fx_odd")
     pk = "if(ifNull(process_entity_id, 0) != 0, toUInt64(process_entity_id), toUInt64(ifNull(process_pid, 0)))"
     pnull = "ifNull(process_entity_id, 0) = 0 AND isNull(process_pid)"
+    # (18.16: ``*`` leaves an ARRAY JOIN's alias out; selected one SELECT further in, it stays)
+    rows = f"SELECT *, {objects} FROM (SELECT *, fx_rule FROM ({sql}) ARRAY JOIN fx_rules AS fx_rule)"
     per_key = (f"SELECT fx_rule, argMin(ifNull(toString(host_name), ''), ts) AS fx_hn, "
                f"ifNull(toString(host_id), '') AS fx_hid, ifNull(toString(boot_id), '') AS fx_bid, "
                f"toUInt8({pnull}) AS fx_pn, {pk} AS fx_pk, count() AS fx_n, min(ts) AS fx_first, max(ts) AS fx_last, "
-               f"toUInt8(max(ts) - min(ts) > {GROUP_WINDOW_NS} OR max(isNull(cpu) OR isNull(seq))) AS fx_bad "
-               f"FROM ({sql}) ARRAY JOIN fx_rules AS fx_rule GROUP BY fx_rule, fx_hid, fx_bid, fx_pn, fx_pk")
+               f"toUInt8(max(ts) - min(ts) > {GROUP_WINDOW_NS} OR max(isNull(cpu) OR isNull(seq)) OR max(fx_odd)) "
+               f"AS fx_bad FROM ({rows}) GROUP BY fx_rule, fx_hid, fx_bid, fx_pn, fx_pk, fx_ok, fx_on")
     return (f"SELECT fx_rule, if(fx_hn != '', fx_hn, fx_hid) AS host_name, toUInt64(count()) AS findings, "
             f"toUInt64(sum(fx_n)) AS matches, toInt64(min(fx_first)) AS ts, toInt64(max(fx_last)) AS last_ts, "
             f"max(fx_bad) AS fx_bad FROM ({per_key}) GROUP BY fx_rule, host_name")
@@ -435,8 +472,11 @@ def _count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids
     bad: set[int] = set()
     for start in range(0, len(ids), RULES_PER_SCAN):
         chunk = list(ids[start:start + RULES_PER_SCAN])
-        got = srv.table(_counted_sql(hunt_sql_ch([rules[i] for i in chunk], tables, "events", ts_from, ts_to, chunk,
-                                                 part, counted=True)))
+        free = object_free(rules[i] for i in chunk)
+        named = [i for i in chunk if rules[i].rule_id not in free]
+        sql = hunt_sql_ch([rules[i] for i in chunk], tables, "events", ts_from, ts_to, chunk, part, counted=True,
+                          also=_OBJECT_COLS if named else ())
+        got = srv.table(_counted_sql(sql, named))
         out.scans += 1
         if got.num_rows:
             bad |= set(got.filter(pc.equal(got.column("fx_bad"), 1)).column("fx_rule").to_pylist())
@@ -661,12 +701,13 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
                     fallback=[(r.rule_id, why) for r, why in other], shards=len(servers))
     try:
-        # a roll-up alone: the findings of the rules grouped by process alone that no detector or
-        # slice hunt shares an id with (grouping.found_of groups those apart) are counted in ClickHouse
+        # a roll-up alone: the findings of the rules grouped by process alone, or by a path or call,
+        # that no detector or slice hunt shares an id with (grouping.found_of groups those apart)
+        # are counted in ClickHouse
         shared = {r.rule_id for r, _ in other} | {m.rule_id for d in detectors for m in getattr(d, "rules", ())}
-        free = object_free(ok)  # (a rule naming an object groups by it too: counted in Python)
-        counted = frozenset(i for i, r in enumerate(ok) if r.rule_id in free and r.rule_id not in shared) \
-            if limit == 0 and count else frozenset()
+        free = object_free(ok)  # (a rule naming an object groups by it too: by its path here, else in Python)
+        counted = frozenset(i for i, r in enumerate(ok) if (r.rule_id in free or _counts_objects(r))
+                            and r.rule_id not in shared) if limit == 0 and count else frozenset()
         matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, counted))
         parts: list[pa.Table] = []
         if other:
