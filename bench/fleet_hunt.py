@@ -99,17 +99,19 @@ def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True
 # findings counted in ClickHouse where it can), the same roll-up from every finding's head
 # counted in Python (before this), and every finding built into an alert (--format json)
 WAYS: dict[str, dict[str, Any]] = {
-    "roll-up, counted in ClickHouse": {"limit": 0},
-    "roll-up, counted in Python": {"limit": 0, "count": False},
+    "roll-up counted in ClickHouse": {"limit": 0},
+    "roll-up counted in Python": {"limit": 0, "count": False},
     "every alert": {"limit": None},
 }
 
 
-def per_rule(url: str, ways: list[str]) -> list[dict[str, Any]]:
+def per_rule(url: str, ways: list[str], only: list[str] | None = None) -> list[dict[str, Any]]:
     """Each rule hunted alone with candidates (summary or probe, exact scan, findings), each
     way in turn (the order alternates rule by rule): seconds, how its candidates came, rows
     matched and findings."""
     rules = load_rules([SIGMAHQ]).ok + load_rules([MATCHING], builtin=False).ok
+    if only:
+        rules = [r for r in rules if any(o in r.title for o in only)]
     out = []
     with ClickHouseStore(url) as st:
         for n, r in enumerate(rules):
@@ -144,16 +146,18 @@ def render_rules(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float) -> str:
+def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float, events: int) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cmd = f"python bench/fleet_hunt.py --events {a.events} --hosts {a.hosts} --runs {a.runs}" + (
         " --detectors" if a.detectors else "") + (f" --how {a.how}" if a.how != "both" else "") + (
-        " --per-rule" if a.per_rule else "") + f" --shown {a.shown}"
+        " --per-rule" if a.per_rule else "") + f" --shown {a.shown}" + (" --hunt-only" if a.hunt_only else "") + (
+        " --no-sets" if a.no_sets else "") + (f" --ways {a.ways}" if a.ways else "") + (
+        f" --cluster-dir {a.cluster_dir}" if a.cluster_dir else "") + (f" --only '{a.only}'" if a.only else "")
     lines = [
         f"## {now}" + (f": {a.label}" if a.label else ""),
         "",
         f"Measured {now} on {platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}) with `{cmd}`.",
-        (f"The fleet of bench/fleet.py ({rows[0]['events']:,} events of {a.hosts:,} hosts"
+        (f"The fleet of bench/fleet.py ({events:,} events of {a.hosts:,} hosts"
          + (f", generated in {gen_s:.0f} s" if gen_s else ", generated before") + ") in a local 2-shard cluster of"),
         "Debian's ClickHouse 18.16 on the same 2 CPUs; `forensix hunt --store clickhouse://...` with the curated",
         "rules and SigmaHQ's Linux rules of tests/rules/fixtures/sigmahq (33 in ClickHouse), run on both shards at",
@@ -203,6 +207,12 @@ def main() -> None:
     ap.add_argument("--shown", choices=("rollup", "all"), default="rollup",
                     help="rollup: alerts built for no finding, what `forensix hunt` shows by default (a roll-up "
                          "per rule); all: every finding built into an alert with its evidence (--format json)")
+    ap.add_argument("--hunt-only", action="store_true",
+                    help="never write to the cluster (no generation, no migration): hunt a fleet generated before")
+    ap.add_argument("--no-sets", action="store_true", help="only each rule alone (with --per-rule)")
+    ap.add_argument("--ways", default="", help="with --per-rule: these ways only, comma-separated (of WAYS)")
+    ap.add_argument("--only", default="", help="with --per-rule: the rules whose title has one of these "
+                    "comma-separated words")
     ap.add_argument("--label", default="", help="a word on what this run is (in the heading)")
     ap.add_argument("--out", default="docs/benchmarks-fleet-hunt.md",
                     help="the figures are added at the top of this file (older ones are kept)")
@@ -213,17 +223,20 @@ def main() -> None:
         else load_cluster(a.cluster_dir)
     try:
         url = cluster.url(database=DB)
-        gen_s = generate(url, a.events, a.hosts)
+        gen_s = 0.0 if a.hunt_only else generate(url, a.events, a.hosts)
         print(f"generated in {gen_s:.0f} s (load {_load()})", flush=True)
+        with ClickHouseStore(url) as st:
+            events = int(st.native("SELECT count() FROM events").column(0)[0].as_py())
         limit = 0 if a.shown == "rollup" else None
-        rows = measure(url, a.runs, a.detectors, ways, limit)
-        ways = ["roll-up, counted in ClickHouse", "roll-up, counted in Python"] if a.shown == "rollup" \
-            else ["every alert"]
-        rules = per_rule(url, ways) if a.per_rule else []
+        rows = [] if a.no_sets else measure(url, a.runs, a.detectors, ways, limit)
+        chosen = [w.strip() for w in a.ways.split(",") if w.strip()] or (
+            ["roll-up counted in ClickHouse", "roll-up counted in Python"] if a.shown == "rollup" else ["every alert"])
+        only = [o.strip() for o in a.only.split(",") if o.strip()]
+        rules = per_rule(url, chosen, only) if a.per_rule else []
     finally:
         if own:
             stop_cluster(cluster)
-    report = render(a, rows, gen_s) + ("\n".join(render_rules(rules)) + "\n" if rules else "")
+    report = render(a, rows, gen_s, events) + ("\n".join(render_rules(rules)) + "\n" if rules else "")
     out = Path(a.out)
     title = "# Fleet hunt benchmark (ClickHouse)\n"
     old = out.read_text() if out.exists() else ""
