@@ -53,6 +53,7 @@ from forensix.store.clickhouse.ddl import ch_type
 from forensix.store.schema import EVENTS
 
 __all__ = [
+    "COUNTED",
     "DERIVED_CH",
     "Known",
     "NotExpressible",
@@ -518,7 +519,7 @@ def probe_sql_ch(rules: Sequence[CompiledRule], ids: Sequence[int], tables: Tabl
 
 # what a finding is counted by (grouping._KEY; the fleet hunt counts each match once): all a
 # roll-up's scan returns of a row
-_COUNTED = ("host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_entity_id", "process_pid")
+COUNTED = ("host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_entity_id", "process_pid")
 
 
 def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source: str = "events",
@@ -527,7 +528,7 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     """One scan of one server's ``source`` (``events``, or the flow edges of ``flows``) for
     many rules: every matching row's key columns, ``fx_image``, ``fx_command_line`` and
     ``fx_rules``, the indices of the rules it matched (in ``rules``, or their ``ids``). ``part``: only these
-    hosts and times. ``counted``: only what findings are counted by (``_COUNTED``, and the
+    hosts and times. ``counted``: only what findings are counted by (``COUNTED``, and the
     event columns ``also``), and the acting process's images joined only when a rule tests
     them. Raises ``NotExpressible``."""
     derived, ctx, raw_cols = _view_columns(rules, alerts=not counted)
@@ -556,7 +557,7 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     view = [f"{DERIVED_CH[d].sql} AS {d}" for d in derived]
     idx = list(ids) if ids is not None else list(range(len(rules)))
     marks = ", ".join(f"if({where_ch(r.where)}, {i}, -1)" for i, r in zip(idx, rules, strict=True))
-    keys = [*_COUNTED, *also] if counted else _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)
+    keys = [*COUNTED, *also] if counted else _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)
     view_sql = f"SELECT *, {', '.join(view)} FROM ({stage})" if view else stage
     return (f"SELECT {', '.join(keys)}, arrayFilter(x -> x >= 0, [{marks}]) AS fx_rules FROM ("
             f"{view_sql}) WHERE notEmpty(fx_rules)")

@@ -48,6 +48,9 @@ from forensix.rules.candidates import (
     values_of,
 )
 from forensix.rules.clickhouse_sql import (
+    COUNTED as _COUNTED,
+)
+from forensix.rules.clickhouse_sql import (
     NotExpressible,
     Slice,
     Tables,
@@ -338,14 +341,16 @@ def _counted_sql(sql: str, named: Sequence[int] = ()) -> str:
     more than the window (it splits into findings one window after another), a match without
     cpu or seq (its event key may be another's, and ``_firsts`` then leaves the grouping to
     ``group_alerts``), an object name RE2 does not read as Python's re does."""
-    kind, name = _object_sql()
+    kind, name = _object_sql() if named else ("''", "''")
     mine = f"has([{', '.join(str(int(i)) for i in named)}], fx_rule)" if named else "0"
     objects = (f"if({mine}, {kind}, '') AS fx_ok, if({mine}, replaceRegexpOne({name}, {literal(_SIDE)}, ''), '') AS fx_on, "
                f"{mine} AND match({name}, {literal(_ODD)}) AS fx_odd")
     pk = "if(ifNull(process_entity_id, 0) != 0, toUInt64(process_entity_id), toUInt64(ifNull(process_pid, 0)))"
     pnull = "ifNull(process_entity_id, 0) = 0 AND isNull(process_pid)"
-    # (18.16: ``*`` leaves an ARRAY JOIN's alias out; selected one SELECT further in, it stays)
-    rows = f"SELECT *, {objects} FROM (SELECT *, fx_rule FROM ({sql}) ARRAY JOIN fx_rules AS fx_rule)"
+    # (18.16: ``*`` leaves an ARRAY JOIN's alias out, and a ``*`` between a column and its use
+    # may lose the column: every column named)
+    cols = ", ".join((*_COUNTED, *(_OBJECT_COLS if named else ())))
+    rows = f"SELECT {cols}, fx_rule, {objects} FROM ({sql}) ARRAY JOIN fx_rules AS fx_rule"
     per_key = (f"SELECT fx_rule, argMin(ifNull(toString(host_name), ''), ts) AS fx_hn, "
                f"ifNull(toString(host_id), '') AS fx_hid, ifNull(toString(boot_id), '') AS fx_bid, "
                f"toUInt8({pnull}) AS fx_pn, {pk} AS fx_pk, count() AS fx_n, min(ts) AS fx_first, max(ts) AS fx_last, "
