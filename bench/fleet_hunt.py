@@ -174,6 +174,8 @@ def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float, even
          "rows replayed | findings | load before | load after |"),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
+    if not rows:  # each rule alone only (--no-sets): no table of rule sets
+        return "\n".join(lines[:-3]) + "\n"
     for r in rows:
         lines.append(f"| {r['what']} | {r['how']} | {r['run']} | {r['seconds']:.2f} | {r['narrowed']} | {r['probed']} | "
                      f"{r['scans']} | {r['host_days']:,} | {r['matched']:,} | {r['replayed']:,} | {r['alerts']} | "
