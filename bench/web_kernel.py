@@ -27,10 +27,10 @@ import json
 import os
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
-import signal
 import tempfile
 import time
 from pathlib import Path

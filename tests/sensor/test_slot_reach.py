@@ -44,7 +44,7 @@ def test_slots_reach_every_pair(tmp_path: Path) -> None:
     from forensix.sensor.slots import SlotCaches
 
     with Sensor(SensorConfig(ring_main_mb=8, ring_net_mb=8, ring_proc_mb=8, tty_rate=0)) as s:
-        cpu = sorted(os.sched_getaffinity(0))[-1]
+        cpu = max(os.sched_getaffinity(0))
         out = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path), str(cpu)], capture_output=True, text=True,
                              check=True, timeout=60)
         pid = int(out.stdout)
