@@ -1,8 +1,8 @@
 """The per-CPU slot caches reach all their slots: a process on one CPU that writes 600
 distinct files leaves more than half a bank's 512 flow slots holding its edges. (The slot
 index once took 8 bits of the hash and masked one off: 128 pairs of 256 were ever used, a
-busy server's keys crowded into half the cache and out to the hash maps, which cost
-keep-alive web ~10% of its programs' time.)"""
+busy server's keys crowded into half the cache and out to the hash maps: perf put 2.7x
+more hash-map work on a keep-alive request loop than with every pair used.)"""
 
 from __future__ import annotations
 
