@@ -43,17 +43,25 @@ def test_slots_reach_every_pair(tmp_path: Path) -> None:
     from forensix.sensor.slots import SlotCaches
 
     with Sensor(SensorConfig(ring_main_mb=8, ring_net_mb=8, ring_proc_mb=8, tty_rate=0)) as s:
-        cpu = max(os.sched_getaffinity(0))
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path), str(cpu)], capture_output=True, text=True,
-                             check=True, timeout=60)
-        pid = int(out.stdout)
-        inodes = np.array([(tmp_path / f"f{i}").stat().st_ino for i in range(N_FILES)], np.uint64)
         slots = SlotCaches(s.map_fd("accounted"), lb.lib.libbpf_num_possible_cpus(), {
             "flow_slots": (s.map_fd("flow_slots"), struct_dtype(s.abi, "fx_flow_key"), struct_dtype(s.abi, "fx_flow")),
             "open_slots": (s.map_fd("open_slots"), struct_dtype(s.abi, "fx_open_key"),
                            struct_dtype(s.abi, "fx_open_rep")),
         })
-        keys, _ = slots.take("flow_slots", 0)  # no agent: the programs fill bank 0
-        # the child's interpreter read its own files before it was pinned: only the 600 count
-        used = int(((keys["pid"] == pid) & np.isin(keys["ino"], inodes)).sum())
-        assert MIN_USED <= used <= N_FILES, f"{used} flow slots hold the {N_FILES} files' edges"
+        cpu = max(os.sched_getaffinity(0))
+        # up to three tries: a burst of other processes' edges on that CPU can push ours out
+        # (the sensor records the host), but no try can pass the old index's cap of 256
+        seen = []
+        for attempt in range(3):
+            d = tmp_path / str(attempt)
+            d.mkdir()
+            out = subprocess.run([sys.executable, "-c", _CHILD, str(d), str(cpu)], capture_output=True, text=True,
+                                 check=True, timeout=60)
+            pid = int(out.stdout)
+            inodes = np.array([(d / f"f{i}").stat().st_ino for i in range(N_FILES)], np.uint64)
+            keys, _ = slots.take("flow_slots", 0)  # no agent: the programs fill bank 0 (emptied by take)
+            # the child's interpreter read its own files before it was pinned: only the 600 count
+            seen.append(int(((keys["pid"] == pid) & np.isin(keys["ino"], inodes)).sum()))
+            if seen[-1] >= MIN_USED:
+                break
+        assert MIN_USED <= max(seen) <= N_FILES, f"flow slots holding the {N_FILES} files' edges, per try: {seen}"
