@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from forensix.store.clickhouse import ClickHouseReader, ClickHouseStore
 from forensix.store.clickhouse.ddl import local_name
 from forensix.store.clickhouse.summaries import summary_tables
-from forensix.testing.clickhouse import Cluster, start_cluster, stop_cluster
+from forensix.testing.clickhouse import COMPRESSION, Cluster, start_cluster, stop_cluster
 from forensix.testing.scenario import free_port, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -762,6 +762,8 @@ def main() -> None:
     ap.add_argument("--cluster-dir", default="",
                     help="where the ClickHouse servers keep their configs and data (default: a new temporary "
                          "directory)")
+    ap.add_argument("--compression", choices=COMPRESSION, default="zstd",
+                    help="the codec of the servers' parts (their config's <compression> section)")
     ap.add_argument("--generator", choices=("numpy", "sql"), default="numpy",
                     help="how the fleet is written: made with numpy and sent to each shard's local tables, or "
                          "INSERT ... SELECT inside ClickHouse (the reference; the same rows, several times slower)")
@@ -781,7 +783,7 @@ def main() -> None:
         per_host_only(a)
         return
     tmp = Path(tempfile.mkdtemp(prefix="fx-fleet-bench-"))
-    cluster = start_cluster(Path(a.cluster_dir) if a.cluster_dir else tmp / "ch", shards=2)
+    cluster = start_cluster(Path(a.cluster_dir) if a.cluster_dir else tmp / "ch", shards=2, compression=a.compression)
     if a.layouts:
         try:
             runs = layout_runs(tmp, cluster, a)
@@ -821,7 +823,7 @@ def main() -> None:
                 stop_cluster(cluster)
                 shutil.rmtree(tmp, ignore_errors=True)
         flag = "--only-questions" if a.only_questions else "--scale-only"
-        head = (f"`python bench/fleet.py {flag} --events {a.events} --hosts {a.hosts}` on "
+        head = (f"`python bench/fleet.py {flag} --events {a.events} --hosts {a.hosts} --compression {a.compression}` on "
                 f"{platform.node()} ({os.cpu_count()} CPUs), {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}, "
                 f"load average at the end {scale['load'][0]:.1f} / {scale['load'][1]:.1f} / {scale['load'][2]:.1f}")
         if not a.scale_only:
