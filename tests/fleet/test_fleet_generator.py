@@ -132,3 +132,27 @@ def test_sigterm_stops_the_bench_and_its_servers(tmp_path: Path) -> None:
         for p in pids:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_the_project_servers_write_zstd_parts_smaller_than_lz4(cluster: Cluster, tmp_path: Path) -> None:
+    """The generated config's <compression> section is what the servers use: the same rows
+    take fewer bytes on the session's (zstd, the default) servers than on an lz4 one."""
+    from forensix.testing.clickhouse import start_cluster, stop_cluster
+
+    assert "<method>zstd</method>" in (cluster.shards[0].dir / "config.xml").read_text()
+    lz4 = start_cluster(tmp_path / "lz4", shards=1, compression="lz4")
+    try:
+        sizes = {}
+        for name, url in (("zstd", cluster.url(database=f"codec_{uuid.uuid4().hex[:8]}", shard=0)),
+                          ("lz4", lz4.url(database="codec"))):
+            st = ClickHouseStore(url.split("?")[0], write=True)  # one server: the rows stay on it
+            fleet_gen.write_fleet(st, 60_000, 50)
+            srv = st.shards[0]
+            srv.execute(f"OPTIMIZE TABLE `{st.db}`.events FINAL")
+            sizes[name] = srv.execute("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND "
+                                      f"database = '{st.db}' AND table = 'events'")[0][0]
+            srv.execute(f"DROP DATABASE `{st.db}`")
+            st.close()
+        assert sizes["zstd"] < 0.8 * sizes["lz4"], sizes
+    finally:
+        stop_cluster(lz4, timeout=2.0)
