@@ -457,6 +457,14 @@ def duck_bytes(st: ClickHouseStore, hosts: int, tmp: Path) -> tuple[int, int]:
     return n, size
 
 
+def _progress(when: str, qs: list[tuple[str, str, float, float, int, int, float]]) -> None:
+    """Each question's figures as soon as they are taken (a 10^8 run is an hour; its report is
+    written at the end, and a run cut short would lose them)."""
+    for name, value, scan, summ, rows, _, load in qs:
+        print(f"{when}: fleet {name} {value or '-'}: scan {scan:.3f} s, summaries {summ:.3f} s, {rows} rows, "
+              f"load {load:.1f}", file=sys.stderr, flush=True)
+
+
 def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = True,
                 only_questions: bool = False, loaded: Any = None) -> dict[str, Any]:
     """The fleet questions (fresh, then with the summaries merged) and the per-host analyses
@@ -473,6 +481,7 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = Tru
         loaded(stored, load_s)
     load_avg = os.getloadavg()
     qs = questions(st, ask, events)  # first: fresh, right after the load
+    _progress("fresh", qs)
     data = describe(st)
     print("\n".join(data), file=sys.stderr)
     summary_bytes = _bytes(st, summary_tables(st.cluster))
@@ -490,6 +499,7 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = Tru
             srv.close()
         optimize_s = time.monotonic() - t
         qs_merged = questions(st, ask, events)
+        _progress("merged", qs_merged)
         merged_bytes = _bytes(st, summary_tables(st.cluster))
         merged_rows = _rows(st, summary_tables(st.cluster))
     else:
