@@ -540,7 +540,7 @@ def questions_section(scale: dict[str, Any]) -> list[str]:
     lines = [
         f"## Fleet questions over {scale['events']:,} generated events of {scale['hosts']:,} hosts",
         "",
-        (f"Generated inside ClickHouse (INSERT ... SELECT from system.numbers, one event every {SPREAD / 1e6:g} ms "
+        (f"Generated {HOW[GENERATOR]}, one event every {SPREAD / 1e6:g} ms "
          f"of the fleet, so {scale['events'] * SPREAD / HOUR:.1f} hours; {scale['load_s']:.0f} s, through "
          f"the summaries' materialized views; load average after it {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f})."),
         "",
@@ -727,6 +727,8 @@ def layout_section(a: argparse.Namespace, runs: list[dict[str, Any]]) -> list[st
 
 
 GENERATOR = "numpy"  # --generator
+HOW = {"numpy": "by numpy (fleet_gen.write_fleet: Native blocks into each shard's local tables)",
+       "sql": "inside ClickHouse (INSERT ... SELECT from system.numbers)"}
 
 
 def _stop_on_signal(signum: int, frame: Any) -> None:
