@@ -244,6 +244,11 @@ def targets(report: dict[str, Any]) -> list[str]:
         w = ws.get(wname)
         med = ratio(_median(w, "forensix", key), _median(w, "none", key))
         p = paired_mean(w, "forensix", key)
+        refused = ((w or {}).get("extra") or {}).get("no_verdict")
+        if refused:  # bench/compile.py: noise or another recorder larger than what is judged
+            shown = f"{fmt(p[0])} ± {se_fmt(p[1])}, " if p is not None else ""
+            rows.append((name, f"{shown}no verdict: {refused}", None))
+            return
         if p is None:
             add(name, med, fmt, ok)
             return

@@ -72,6 +72,27 @@ ENDS_SQL = """
 """
 
 
+# forensix's own processes, named by the agent events the recorder writes for each (its own
+# start, each store keeper it starts, its orphan watch): the process of that pid on that host
+# that was alive when the event was written. They are recorded like any other process (an
+# intruder may pose as one: the agent event is what tells them apart), and labelled.
+OWN_ROLES = {"start": "forensix recorder", "store-keeper": "forensix store keeper",
+             "orphan-watch": "forensix orphan watch"}
+_ROLE_CASE = " ".join(f"WHEN '{a}' THEN '{r}'" for a, r in OWN_ROLES.items())
+_ROLE_ACTIONS = ", ".join(f"'{a}'" for a in OWN_ROLES)
+OWN_SQL = f"""
+    SELECT DISTINCT p.entity_id, CASE a.event_action {_ROLE_CASE} END AS forensix_role
+    FROM (SELECT host_id, process_pid, ts, event_action FROM events
+          WHERE event_category = 'agent' AND event_action IN ({_ROLE_ACTIONS}) AND process_pid IS NOT NULL) a
+    JOIN (SELECT host_id, entity_id, pid, min(start_ts) AS start_ts FROM processes GROUP BY ALL) p
+      ON p.host_id = a.host_id AND p.pid = a.process_pid AND p.start_ts <= a.ts
+    LEFT JOIN (SELECT process_entity_id, min(ts) AS end_ts FROM events
+               WHERE event_action = 'exit' AND process_entity_id IS NOT NULL GROUP BY 1) x
+      ON x.process_entity_id = p.entity_id
+    WHERE x.end_ts IS NULL OR x.end_ts >= a.ts
+"""
+
+
 def process_exists(reader: Reader, entity: int) -> bool:
     t = reader.query("SELECT count(*) AS n FROM processes WHERE entity_id = $e", {"e": entity})
     return bool(t.column("n")[0].as_py())
@@ -101,12 +122,13 @@ def tree(reader: Reader, *, at: int | None = None, root: int | None = None,
     sql = f"""
     WITH RECURSIVE
     ends AS ({ENDS_SQL}),
+    own AS ({OWN_SQL}),
     nodes AS (
         SELECT n.entity_id, n.pid, n.parent_entity_id, n.user_id, n.user_effective_id,
                n.user_audit_id, n.session_id, n.tty, n.start_ts, e.end_ts, e.exit_code,
-               n.executable, n.args, n.working_directory,
+               n.executable, n.args, n.working_directory, o.forensix_role,
                row_number() OVER (ORDER BY n.start_ts, n.entity_id) AS rn
-        FROM ({images_sql()}) n LEFT JOIN ends e USING (entity_id)
+        FROM ({images_sql()}) n LEFT JOIN ends e USING (entity_id) LEFT JOIN own o USING (entity_id)
         WHERE {' AND '.join(conds)}
     ),
     t(entity_id, depth, path) AS (
@@ -118,7 +140,7 @@ def tree(reader: Reader, *, at: int | None = None, root: int | None = None,
     )
     SELECT t.depth::INTEGER AS depth, n.entity_id, n.pid, n.parent_entity_id, n.user_id,
            n.user_effective_id, n.user_audit_id, n.session_id, n.tty, n.start_ts, n.end_ts,
-           n.exit_code, n.executable, n.args
+           n.exit_code, n.executable, n.args, n.forensix_role
     FROM t JOIN nodes n USING (entity_id)
     ORDER BY t.path
     """

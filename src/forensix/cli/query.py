@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from forensix.analysis.processes import OWN_SQL
 from forensix.cli.options import emit, format_option, reader, store_option, time_option
 from forensix.model.identity import parse_entity
 from forensix.model.timefmt import now_ns
@@ -19,11 +20,11 @@ WITH img AS (
 ), ex AS (
   SELECT process_entity_id, min(ts) AS end_ts, any_value(process_exit_code) AS exit_code
   FROM events WHERE event_action = 'exit' GROUP BY 1
-)
+), own AS (""" + OWN_SQL + """)
 SELECT img.host_name, img.pid, img.parent_pid AS ppid, img.user_id AS uid, img.start_ts,
        ex.end_ts, ex.exit_code, img.entity_id, img.parent_entity_id, img.name, img.executable, img.args,
-       img.hash_sha256
-FROM img LEFT JOIN ex ON ex.process_entity_id = img.entity_id
+       img.hash_sha256, own.forensix_role
+FROM img LEFT JOIN ex ON ex.process_entity_id = img.entity_id LEFT JOIN own ON own.entity_id = img.entity_id
 WHERE img.rn = 1 AND img.start_ts <= $at AND (ex.end_ts IS NULL OR ex.end_ts > $at OR $all)
 ORDER BY img.start_ts, img.pid
 """

@@ -30,6 +30,7 @@ from forensix.sensor.loader import (
     preflight,
     unpin,
 )
+from forensix.sensor.priority import LAG_NICE
 from forensix.sensor.recorder import Recorder, RecordStats
 from forensix.sensor.survival import read_slot, stop_watch
 from forensix.store.keeper import IDLE_EXIT_S, SEAL_SECONDS, RecorderStore
@@ -174,6 +175,9 @@ the next `forensix record` on the same store adopts it and stores what it kept.
               help="Close a journal with rows this old for the store keeper to seal (tests: sealing while recording).")
 @click.option("--keeper-idle", type=click.FloatRange(0.1), default=IDLE_EXIT_S, hidden=True,
               help="Seconds the store keeper waits with nothing to do before it exits.")
+@click.option("--yield-nice", type=click.IntRange(0, 19), default=LAG_NICE, hidden=True,
+              help="Experiment (sensor/priority.py): nice value the recorder yields the CPU at while its backlog "
+                   "is small; 0 (default): never yields.")
 @log_level_option()
 @record_rule_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -185,7 +189,7 @@ def record(
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
     webhook: str | None, ready_file: str | None, orphan_timeout: float, netns: str | None,
     netns_inode: int | None, host_name: str | None, journal_seconds: float, keeper_idle: float,
-    log_level: str, command: tuple[str, ...],
+    yield_nice: int, log_level: str, command: tuple[str, ...],
 ) -> None:
     """Record what every process on this host does, at kernel level.
 
@@ -253,7 +257,7 @@ def record(
         config.ring_main_mb = _pow2(ring_mb)
     rec = Recorder(sinks, config, host=host, on_stats=None if quiet else _live, notes=writer.recovered,
                    artifacts=collector, system_logs=[] if no_system_logs else logs,
-                   on_ready=None if ready_file is None else lambda: _say_ready(ready_file))
+                   on_ready=None if ready_file is None else lambda: _say_ready(ready_file), yield_nice=yield_nice)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")

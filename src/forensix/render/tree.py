@@ -90,6 +90,9 @@ def render_tree_text(table: pa.Table, out: Any) -> None:
     shown = pc.if_else(pc.and_(same, pc.not_equal(args, "")), args,
                        pc.utf8_trim_whitespace(pc.binary_join_element_wise(exe, args, " ")))
     shown = pc.utf8_slice_codeunits(shown, 0, 200)
+    if "forensix_role" in table.column_names:  # the recorder's own helpers, so they read as such
+        role = col("forensix_role")
+        shown = pc.if_else(pc.is_valid(role), pc.binary_join_element_wise(shown, "  [", role, "]", ""), shown)
     indent = pc.binary_repeat("  ", pc.cast(pc.fill_null(col("depth"), 0), pa.int64()))
     line = pc.binary_join_element_wise(start, "  ", end, "  ", ent, "  ", pid, "  ", user, "  ", indent,
                                        shown, "")

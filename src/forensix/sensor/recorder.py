@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,7 @@ from forensix import __version__
 from forensix.agent.sink import Sink
 from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
+from forensix.nice import nice_for_child
 from forensix.sensor import libbpf as lb
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.accounts import AccountWatcher
@@ -34,11 +35,12 @@ from forensix.sensor.clock import Clock
 from forensix.sensor.decode import (
     CLASS_NAMES,
     Decoder,
-    comm_names,
 )
 from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
+from forensix.sensor.losses import LossAccounting
 from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer, give_back_free_memory
+from forensix.sensor.priority import LAG_NICE, Yielding
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
 from forensix.sensor.slots import SlotCaches, merge_flows, merge_reopens
@@ -61,11 +63,10 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH_INTERVAL", "RecordStats", "Recorder"]
 
-# The kernel's rings, in drain order (parents before children), and the ring of each class.
 log = logging.getLogger("forensix.recorder")
 
+# The kernel's rings, in drain order (parents before children).
 _RINGS = ("rb_proc", "rb_net", "rb_main")
-_RING_OF_CLASS = {"process": 0, "network": 1, "other": 1, "file": 2, "flow": 2}
 
 # Seconds between drains while the rings have room: one batch per flow-map flush. Each
 # batch costs the decoder, the store and the rules ~10 ms of CPU whatever its size: on a
@@ -92,6 +93,9 @@ class RecordStats:
     # drainer (drain, decode, map flushes), the writer (store and inline sinks), the process
     cpu_s: dict[str, float] = field(default_factory=dict)
     skipped_syscalls: list[str] = field(default_factory=list)
+    boosts: int = 0  # times a backlog made the recorder stop yielding the CPU (sensor/priority.py)
+    # the drainer's CPU seconds by stage: drain, decode, artifacts, queue, flow maps, flows, losses
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def dropped(self) -> int:
@@ -110,7 +114,7 @@ def use_system_allocator() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
-class Recorder:
+class Recorder(LossAccounting):
     def __init__(
         self,
         sinks: Sequence[Sink],
@@ -132,6 +136,7 @@ class Recorder:
         idle_flow_interval: float = IDLE_FLOW_INTERVAL,
         pacer: type[Pacer] = Pacer,
         evidence_retry_s: float = EVIDENCE_RETRY_S,
+        yield_nice: int = LAG_NICE,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -154,6 +159,8 @@ class Recorder:
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
         self.evidence_retry_s = evidence_retry_s  # how long the store may refuse batches before we stop
+        # nice while the backlog is small (sensor/priority.py); 0: always at the workload's priority
+        self.yielding = Yielding(yield_nice)
         self.stats = RecordStats()
         self.sensor: Sensor | None = None
         self._watch: OrphanWatch | None = None  # detaches our pinned sensor if we die and nobody adopts it
@@ -237,6 +244,9 @@ class Recorder:
         if pin is not None and self.sensor.no_heartbeat_watch:
             msg += f"; if this agent dies its sensor records until stopped by hand ({self.sensor.no_heartbeat_watch})"
         self._agent_event("start", msg)
+        if self._watch is not None:  # recorded like any process: this names it as ours (`forensix ps`, `tree`)
+            self._agent_event("orphan-watch", f"forensix {__version__} orphan watch started (pid {self._watch.proc.pid}): "
+                              "detaches this recorder's pinned sensor if the recorder dies", pid=self._watch.proc.pid)
         for note in self.notes:
             self._agent_event("warning", f"store recovery: {note}")
         self._agent_event("clock-sync", f"offset_ns={self.clock.offset_ns} error_ns={self.clock.sample.error_ns}")
@@ -250,6 +260,7 @@ class Recorder:
         if adopt:
             self._adopted_gap(accounted[1])
         self.heartbeat()  # resumes an adopted sensor the watch had stopped, with its gap
+        self.yielding.start(self._backlog)  # start-up done: the workload comes first while there is room
         if self.on_ready is not None:
             self.on_ready()
 
@@ -280,7 +291,8 @@ class Recorder:
         try:
             if command:
                 # the workload keeps the user's umask, not the store's narrowed one (store/private.py)
-                child = subprocess.Popen(list(command), umask=user_umask())
+                with nice_for_child(0):  # not the nice the recorder yields at (sensor/priority.py)
+                    child = subprocess.Popen(list(command), umask=user_umask())
             deadline = time.monotonic() + duration if duration else None
             rc = self._loop(deadline, child)
         finally:
@@ -323,6 +335,8 @@ class Recorder:
                     got = self.poll_once()
                     last_drain = now
                     pace.drained(got, now)
+                if self.yielding.enabled:  # the experiment (sensor/priority.py), off by default
+                    self.yielding.update(self._backlog())
                 now = time.monotonic()
                 if now >= next_beat:
                     self.heartbeat()
@@ -346,6 +360,7 @@ class Recorder:
                     self.stop_reason = "duration reached"
                     return None
                 woke = False
+                self.yielding.active(pace.busy(now))  # its watch looks at the backlog while records arrive
                 if pace.busy(now):
                     if not got or not self._rings_filling():
                         self._stop.wait(self.poll_interval)
@@ -367,6 +382,7 @@ class Recorder:
         """Take everything still in the kernel, account for it, and close the sinks."""
         if self.sensor is None:
             return
+        self.yielding.stop()  # the user waits for the last drain and seal now
         try:
             self.sensor.pause()
             time.sleep(0.05)  # records reserved just before the pause are committed by now
@@ -392,11 +408,16 @@ class Recorder:
                 "process": round(time.process_time() - self._cpu0[1], 3),
             }
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stats.cpu_s.items())
+            cpu += " (drainer by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stats.stages.items()) + ")"
+            y = self.yielding
+            self.stats.boosts = y.boosts
+            yielded = (f"; yielded the CPU at nice {y.nice} while the backlog was under {y.boost_at:.1%} "
+                       f"(peak {y.peak:.1%}, back at nice 0 {y.boosts} times)" if y.enabled else "")
             self._agent_event(
                 "stop",
                 f"reason={self.stop_reason}; recorded {self.stats.events} events, "
                 f"{self.stats.dropped} lost in the kernel, {self.stats.gaps} gap records; "
-                f"agent CPU s since start: {cpu}",
+                f"agent CPU s since start: {cpu}{yielded}",
             )
             self._writer.finish()
             self._writer.end_sinks()
@@ -413,6 +434,10 @@ class Recorder:
             self.sensor = None
 
     # -- the hot loop --------------------------------------------------------------
+    def _backlog(self) -> list[float]:
+        """How full each ring and the writer's queue are (what the rings hold until stored)."""
+        return [r.pending() / r.size for r in self.rings] + [self._writer.backlog()]
+
     def _rings_filling(self) -> bool:
         return any(r.pending() > r.size // 4 for r in self.rings)
 
@@ -424,6 +449,7 @@ class Recorder:
         to wait for room for the main ring (the final drain waits).
         """
         proc_ring, net_ring, main_ring = self.rings
+        t0 = time.thread_time()
         proc = proc_ring.drain(max_bytes=16 << 20, hold=True)
         bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
@@ -432,6 +458,7 @@ class Recorder:
         # else the kernel rings hold them meanwhile, and count what they cannot
         named = [(i, d) for i, d in enumerate((proc, *bulk_drains)) if len(d)]  # (ring index, drain)
         drains = [d for _, d in named]
+        self._stage("drain", time.thread_time() - t0)
         if not drains:
             return 0
         bulk = any(len(d) for d in bulk_drains)
@@ -451,21 +478,31 @@ class Recorder:
         self._writer.after_written(lambda: self._released(held))
         return sum(len(d) for d in drains)
 
+    def _stage(self, name: str, cpu_s: float) -> None:
+        """The drainer's CPU by stage, for the stop record (what a build pays for, and where)."""
+        self.stats.stages[name] = self.stats.stages.get(name, 0.0) + cpu_s
+
     def _handle_drains(self, named: list[tuple[int, Drained]], bulk: bool) -> None:
         """Decode a drain tick's records (ring index, drain) and hand them on (agent/raw.py
         ships them as they are)."""
         drains = [d for _, d in named]
+        t1 = time.thread_time()
         # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
         # and a drain of the process ring holds a few dozen records.
         tables = self.decoder.decode(Drained.join(drains))
+        t2 = time.thread_time()
+        self._stage("decode", t2 - t1)
         if self.artifacts is not None:
             try:
                 tables = self.artifacts.annotate(tables)  # new tables: on a raise the decoded ones go on
                 self._ship_artifacts(once=True)
             except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
                 self._artifacts_failed(e)
+        t3 = time.thread_time()
+        self._stage("artifacts", t3 - t2)
         for table, data in tables.items():
             self._emit(table, data, bulk=bulk and table != "processes")
+        self._stage("queue", time.thread_time() - t3)
 
     def _released(self, held: list[tuple[RingBuffer, int]]) -> None:
         for ring, pos in held:
@@ -540,6 +577,7 @@ class Recorder:
         the loop's batch at a flush tick (``_flush_drained`` records); a drain just before
         the flush and one inside it were two batches, each with the decoder's, the
         sinks' and the rules' fixed cost, for records a few ms apart."""
+        t0 = time.thread_time()
         banks = []
         if self._slots is not None:
             banks.append(self._slots.flip())
@@ -553,14 +591,17 @@ class Recorder:
             ok, ov = merge_reopens(ok, ov, *self._slots.take("open_slots", bank))
         regular = (fv["imode"] & 0o170000) == 0o100000
         counted = ov["count"] > 0  # an entry without repeats is not written (its open was)
+        self._stage("flow maps", time.thread_time() - t0)
         self._flush_drained = 0
         if drain or not (self.decoder.named(fk["ino"][regular], fk["dev"][regular])
                          and self.decoder.named(ok["ino"][counted], ok["dev"][counted])):
             self._flush_drained = self.poll_once()
+        t1 = time.thread_time()
         if len(fv):
             self._emit_flows(fk, fv)
         if len(ov):
             self._emit_reopens(ok, ov)
+        self._stage("flows", time.thread_time() - t1)
         return len(fv) + len(ov)
 
     def _ship_artifacts(self, once: bool) -> None:
@@ -643,117 +684,6 @@ class Recorder:
         self.stats.events += len(v)  # each edge is a row of the events view too
         self._emit("flows", flow_rows(self.decoder, self.host, self.clock.offset_ns, k, v))
 
-    def read_counters(self) -> np.ndarray:
-        """Per CPU and class counters from the kernel: shape (ncpu, classes)."""
-        assert self.sensor is not None
-        fd = self.sensor.map_fd("counters")
-        out = np.zeros((self._ncpu, self._ncls), self._cdt)
-        per = np.zeros(self._ncpu, self._cdt)
-        for cls in range(self._ncls):
-            key = ctypes.c_uint32(cls)
-            lb.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), per.ctypes.data)
-            out[:, cls] = per
-        return out
-
-    def account_losses(self) -> None:
-        """Turn new kernel drops into gap records: when, which CPU, class and process, how many.
-
-        The counters are read before the per-process drop map is taken: the kernel counts a
-        drop in the counter first, so every drop counted by then has its process entry too.
-        Per (CPU, class), the rows written add up to the kernel's counter: one row per
-        process that lost records, and a row of no named process for drops the per-process
-        map had no room for (written once the counter shows they are not just late)."""
-        c = self.read_counters()
-        dk, dv = self._take_map("proc_drops", self._dkdt, self._dvdt)
-        drops = c["drops"].astype(np.int64)
-        delta = drops - self._last_drops.astype(np.int64)
-        # A ring that stayed under half full in the window had room for any record: the
-        # kernel refused the reservation for another reason (on 6.15+ the ring's lock is
-        # a resilient spinlock that gives up on a stalled holder), so do not call it full.
-        reasons = ["ringbuf-full" if r.take_peak() >= r.size // 2 else "reserve-failed" for r in self.rings]
-        rows = self._named_gaps(dk, dv, reasons)
-        unnamed = drops - self._named_drops - self._unnamed_drops
-        for cpu, cls in zip(*np.nonzero(unnamed > 0)):
-            cpu, cls = int(cpu), int(cls)
-            frm = max(int(c["first_drop"][cpu, cls]), self._last_counter_boot)
-            to = int(c["last_drop"][cpu, cls])
-            rows.append(self._gap_row(cpu, cls, int(unnamed[cpu, cls]), frm, max(to, frm), reasons))
-            self._unnamed_drops[cpu, cls] += unnamed[cpu, cls]
-        for cpu, cls in zip(*np.nonzero(delta)):
-            name = str(CLASS_NAMES[int(cls)])
-            self.stats.drops[name] = self.stats.drops.get(name, 0) + int(delta[cpu, cls])
-        self._last_drops = c["drops"].copy()
-        self._last_counter_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        if rows:
-            self.stats.gaps += len(rows)
-            self._emit("gaps", pa.Table.from_pylist(rows, schema=schema.GAPS))
-            self._gap_events(rows)
-            done = self._named_drops + self._unnamed_drops
-            slots = {cpu * self._ncls + cls: int(done[cpu, cls]) for cpu in range(self._ncpu) for cls in range(self._ncls)}
-            self._writer.after_written(lambda: self._write_accounted(slots))
-
-    def _gap_row(self, cpu: int, cls: int, count: int, frm: int, to: int, reasons: list[str]) -> dict[str, Any]:
-        name = str(CLASS_NAMES[cls])
-        # flow edges are not ring records: the kernel counts an edge its map had no room for
-        reason = "flowmap-full" if name == "flow" else reasons[_RING_OF_CLASS.get(name, 2)]
-        return {
-            "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
-            "ts_from": frm + self.clock.offset_ns, "ts_to": to + self.clock.offset_ns,
-            "cpu": cpu, "event_class": name, "count": count, "reason": reason,
-        }
-
-    def _named_gaps(self, k: np.ndarray, v: np.ndarray, reasons: list[str]) -> list[dict[str, Any]]:
-        """One gap row per (process, CPU, class) that lost records since the last pass."""
-        if not len(v):
-            return []
-        ids = self.decoder.ids.ids(k["pid"], k["start"]).tolist()
-        names = comm_names(v["comm"]).to_pylist()
-        rows = []
-        for i in range(len(v)):
-            cpu, cls = int(k["cpu"][i]), int(k["cls"][i])
-            if cpu >= self._ncpu or cls >= self._ncls:
-                continue
-            count = int(v["count"][i])
-            self._named_drops[cpu, cls] += count
-            row = self._gap_row(cpu, cls, count, int(v["first"][i]), int(v["last"][i]), reasons)
-            row.update(process_pid=int(k["pid"][i]), process_entity_id=ids[i], process_name=names[i])
-            rows.append(row)
-        return rows
-
-    def _gap_events(self, rows: list[dict[str, Any]]) -> None:
-        """One timeline row per (CPU, class): how many were lost, and whose were the most."""
-        why = {"ringbuf-full": "ring buffer full", "flowmap-full": "flow map full"}
-        by: dict[tuple[int, str], list[dict[str, Any]]] = {}
-        for r in rows:
-            by.setdefault((r["cpu"], r["event_class"]), []).append(r)
-        for (cpu, cls), rs in sorted(by.items()):
-            total = sum(r["count"] for r in rs)
-            named = sorted((r for r in rs if r.get("process_pid") is not None), key=lambda r: -r["count"])
-            who = ""
-            if named:
-                top = named[0]
-                who = f"; most of them ({top['count']}) by {top['process_name']} (pid {top['process_pid']})"
-                if len(named) > 1:
-                    who += f" and {len(named) - 1} other processes"
-            reason = why.get(rs[0]["reason"], "reservation refused, ring not full")
-            self._agent_event("gap", f"{total} {cls} records lost on cpu {cpu} ({reason}){who}",
-                              ts=max(r["ts_to"] for r in rs))
-
-    def _counters_json(self) -> str:
-        """The kernel's final counters: records attempted (seq) and lost, per class and CPU.
-
-        For every class and CPU, records stored + records lost = attempted; a reader of
-        the evidence can check that nothing went missing without a trace.
-        """
-        import json
-
-        c = self.read_counters()
-        out: dict[str, dict[str, list[int]]] = {}
-        for cls in range(c.shape[1]):
-            per = {str(cpu): [int(c["seq"][cpu, cls]), int(c["drops"][cpu, cls])] for cpu in range(c.shape[0])}
-            out[str(CLASS_NAMES[cls])] = per
-        return json.dumps({"attempted_lost": out}, sort_keys=True)
-
     def _resync_clock(self) -> None:
         moved = self.clock.resync()
         self.decoder.offset_ns = self.clock.offset_ns
@@ -762,12 +692,12 @@ class Recorder:
             self._agent_event("clock-sync", f"offset_ns {old.offset_ns} -> {new.offset_ns} (error {new.error_ns} ns)")
 
     # -- agent records ---------------------------------------------------------------
-    def _agent_event(self, action: str, message: str, ts: int | None = None) -> None:
+    def _agent_event(self, action: str, message: str, ts: int | None = None, pid: int | None = None) -> None:
         t = time.time_ns() if ts is None else ts
         row = {
             "host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id,
             "ts": t, "event_kind": "event", "event_category": "agent", "event_action": action,
-            "process_pid": os.getpid(), "message": message,
+            "process_pid": os.getpid() if pid is None else pid, "message": message,
         }
         self._emit("events", pa.Table.from_pylist([row], schema=schema.EVENTS))
 

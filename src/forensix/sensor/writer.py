@@ -69,6 +69,10 @@ class BatchWriter(threading.Thread):
         self.coalesce_rows = 200_000
         self.cpu_s = 0.0  # this thread's CPU time, updated after every batch
 
+    def backlog(self) -> float:
+        """How full the queue is, as a fraction of the room the drainer waits at."""
+        return max(self._bulk / self.depth if self.depth else 0.0, self._bytes / self.max_bytes if self.max_bytes else 0.0)
+
     def has_room(self) -> bool:
         return self._bulk < self.depth and self._bytes < self.max_bytes
 

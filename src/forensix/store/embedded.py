@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensix.errors import NotAStoreError, StoreBusyError, StoreError
+from forensix.nice import SEAL_NICE
 from forensix.store import codec, schema
 from forensix.store.base import Reader
 from forensix.store.journal import JournaledTable, conform, journal_dir
@@ -41,8 +42,6 @@ __all__ = ["DuckDBStore", "open_reader", "open_writer", "remove_store", "socket_
 log = logging.getLogger("forensix.store")
 
 _DUCKDB_MAGIC = b"DUCK"
-# nice value of a recording store's sealing thread: the workload first, the seal when a core is free
-SEAL_NICE = 19
 
 
 def socket_path(path: str | os.PathLike[str]) -> Path:

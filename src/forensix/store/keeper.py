@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from forensix import __version__
 from forensix.errors import ForensixError, NotAStoreError, StoreBusyError, StoreError
+from forensix.nice import SEAL_NICE, nice_for_child
 from forensix.store import schema
 from forensix.store.appender import JournalAppender
 from forensix.store.journal import journal_dir
@@ -132,8 +133,13 @@ class Keeper:
             self._last_seal_spawn = now
         cmd = [sys.executable, "-m", "forensix.store.keeper", str(self.store), "--listen-fd", str(fd),
                "--idle-exit", str(idle)] + (["--recover-all"] if recover_all else [])
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE if recover_all else subprocess.DEVNULL,
-                                pass_fds=(fd,))
+        # A keeper starts at nice 0 whatever the calling thread runs at (sensor/priority.py):
+        # one started to seal also answers the queries that come meanwhile, and a query waits
+        # in the socket's backlog until its start-up (~0.45 s of CPU) is done, which at nice 19
+        # on a busy host would wait for the workload. Its seal runs at SEAL_NICE (main below).
+        with nice_for_child(0):
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE if recover_all else subprocess.DEVNULL, pass_fds=(fd,))
         self._proc, self._last_spawn = proc, time.monotonic()
         self.spawns += 1
         if self.on_spawn is not None:
@@ -380,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S)
     ap.add_argument("--recover-all", action="store_true")
     a = ap.parse_args(argv)
-    from forensix.store.embedded import SEAL_NICE, DuckDBStore
+    from forensix.store.embedded import DuckDBStore
     from forensix.store.remote import QueryServer
     from forensix.threadname import name_native_thread
 
@@ -409,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
             if ready:
                 got = os.read(0, 4096)
                 final = b"final" in got
+                if final or not got:  # the recorder stops: its user waits for this seal, not a workload
+                    try:
+                        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 0)
+                    except OSError:
+                        pass
                 store.seal_closed(everything=final)
                 if not got or final:
                     break

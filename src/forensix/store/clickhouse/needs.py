@@ -152,7 +152,8 @@ def _cols(names: str) -> frozenset[str]:
 
 PROFILES: dict[str, Needs] = {
     "tree": {
-        "events": _cols("ts event_action process_entity_id process_exit_code"),
+        # host_id, event_category, process_pid: the agent events that name forensix's own processes
+        "events": _cols("host_id ts event_category event_action process_entity_id process_pid process_exit_code"),
         "processes": _cols("host_id entity_id image_seq pid parent_entity_id start_ts image_ts executable "
                            "args working_directory user_id user_effective_id user_audit_id "
                            "session_id tty ns_pid"),

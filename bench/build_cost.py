@@ -1,0 +1,145 @@
+"""build_cost: where `forensix record`'s CPU goes around a build, by process and thread, and
+which part of it lands inside the compile bench's timed window.
+
+    python -m bench.build_cost --src /tmp/build-bytes-src/libzstd-1.5.4+dfsg2 --make-args "-C lib libzstd.a"
+    python -m bench.build_cost --src /tmp/build-cost-src/orig/lua-5.4.4 --make-args posix --forensix-src OTHER/src
+
+Runs `forensix record --store TMP` as bench/recorders.py does, waits until it records
+(bench/forensix_ready.py: what the compile bench waits for before its clock starts), then
+builds a fresh copy with `make -j2 -s ARGS`, waits ``--tail`` seconds and stops it. Prints the
+CPU seconds of every thread of the recorder and of its children (store keepers, the orphan
+watch), in three windows: start-up (before the clock), build (timed), tail (after), with
+the events recorded and the host's load. The recorder records the whole host: on a shared
+machine the other work's events are in the figures too (the event count says how many).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.forensix_ready import store_counts, wait_until_recording
+
+_TCK = os.sysconf("SC_CLK_TCK")
+Snapshot = dict[tuple[int, int], tuple[str, float]]  # (pid, tid) -> (who, CPU s)
+
+
+def _cpu(stat: Path) -> float:
+    f = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / _TCK
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        for t in Path(f"/proc/{pid}/task").iterdir():
+            for c in (t / "children").read_text().split():
+                out += _tree(int(c))
+    except OSError:
+        pass
+    return out
+
+
+def _who(pid: int, root: int) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    text = b" ".join(args).decode(errors="replace")
+    if pid == root:
+        return "recorder"
+    if "forensix.store.keeper" in text:
+        return "keeper"
+    if "orphan" in text:
+        return "orphan watch"
+    return text[:40]
+
+
+def snapshot(root: int) -> Snapshot:
+    """CPU seconds of every thread of ``root`` and its descendants, named process/thread."""
+    snap: Snapshot = {}
+    for pid in _tree(root):
+        try:
+            who = _who(pid, root)
+            for t in Path(f"/proc/{pid}/task").iterdir():
+                name = (t / "comm").read_text().strip()
+                snap[(pid, int(t.name))] = (f"{who}/{name}", _cpu(t / "stat"))
+        except OSError:  # exited meanwhile
+            pass
+    return snap
+
+
+def window(a: Snapshot, b: Snapshot) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, by process/thread name (a thread that
+    started and ended between them is not seen: the windows are a floor)."""
+    out: dict[str, float] = {}
+    for key, (name, cpu) in b.items():
+        out[name] = out.get(name, 0.0) + cpu - a.get(key, (name, 0.0))[1]
+    return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.005}
+
+
+def _stop_message(reader: Any) -> dict[str, Any]:
+    """The recorder's stop event: its CPU by thread and the drainer's by stage, whole recording."""
+    got = reader.query("SELECT message FROM events WHERE event_category = 'agent' AND event_action = 'stop'").to_pylist()
+    return {"stop": got[-1]["message"] if got else None}
+
+
+def measure(src: Path, make_args: str, scratch: Path, tail: float, env: dict[str, str]) -> dict[str, Any]:
+    store = scratch / "forensix.duckdb"
+    build = scratch / "build"
+    shutil.rmtree(build, ignore_errors=True)
+    shutil.copytree(src, build, symlinks=True)
+    log = scratch / "record.log"
+    proc = subprocess.Popen([sys.executable, "-c", "from forensix.cli.main import main; main()", "record",
+                             "--store", str(store)], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    t0 = time.monotonic()
+    wait_until_recording(proc, store, log)
+    ready = time.monotonic() - t0
+    s0 = snapshot(proc.pid)
+    t1 = time.monotonic()
+    subprocess.run(["sh", "-c", f"make -j2 -s {make_args} >/dev/null 2>&1"], cwd=build, check=True)
+    wall = time.monotonic() - t1
+    load = os.getloadavg()[0]
+    s1 = snapshot(proc.pid)
+    time.sleep(tail)
+    s2 = snapshot(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=600)
+    counts = store_counts(store, _stop_message)
+    return {"ready_s": round(ready, 2), "build_wall_s": round(wall, 2), "loadavg_1m": load,
+            "events": counts["events"], "lost": counts["lost"], "stop": counts["detail"].get("stop"),
+            "cpu_s": {"start-up": window({}, s0), "build": window(s0, s1), "tail": window(s1, s2)}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.build_cost", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--src", type=Path, required=True, help="an unpacked source tree (apt-get source)")
+    ap.add_argument("--make-args", default="", help="what `make -j2 -s` builds")
+    ap.add_argument("--tail", type=float, default=5.0, help="seconds recorded after the build")
+    ap.add_argument("--forensix-src", type=Path, default=None, help="another tree's src/ to record with")
+    ap.add_argument("--out", type=Path, default=None, help="also write the figures here (JSON)")
+    a = ap.parse_args(argv)
+    env = dict(os.environ)
+    if a.forensix_src is not None:
+        env["PYTHONPATH"] = str(a.forensix_src)
+    scratch = Path(tempfile.mkdtemp(prefix="build-cost-", dir="/var/tmp"))
+    try:
+        got = measure(a.src, a.make_args, scratch, a.tail, env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    got.update(src=str(a.src), make_args=a.make_args, forensix_src=str(a.forensix_src or "this tree"))
+    text = json.dumps(got, indent=1)
+    print(text)
+    if a.out is not None:
+        a.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
