@@ -574,24 +574,37 @@ def _name(node: Node, r: dict[str, Any]) -> None:
         node.attrs["path"] = newest
 
 
-def _sockets_to_connections(reader: Reader, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Reads and writes on a socket (flows carry only its inode) go to its connection node.
+def _is_socket_row(r: dict[str, Any], side: str) -> bool:
+    """A read or write on a socket: the recorder names it ``socket:[inode]`` (stores before
+    /flows-by-inode left the name empty)."""
+    if r[f"{side}_kind"] != "file" or r["kind"] not in ("read", "write"):
+        return False
+    return r["path"] is None or r["path"] == f"socket:[{r[f'{side}_ino']}]"
 
-    A socket's inode number is its host's: the socket is looked up by (host, inode)."""
+
+def _sockets_to_connections(reader: Reader, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reads and writes on a socket (flows know only its inode) go to its connection node.
+
+    The connect or accept that made the socket carries its inode, so the socket's bytes join
+    the node its connect/accept edges lead to (a TCP 4-tuple, a unix socket's path): one node
+    per connection, whichever way the bytes were counted. A socket's inode number is its
+    host's: the socket is looked up by (host, inode). Flows that carry the unix peer's inode
+    (a connected pair with no connect, as the generator writes them) meet at the pair."""
     socks = {(r[f"{side}_key"], r[f"{side}_ino"]) for r in rows for side in ("src", "dst")
-             if r[f"{side}_kind"] == "file" and r["path"] is None and r["kind"] in ("read", "write")}
+             if _is_socket_row(r, side)}
     if not socks:
         return rows
     lit = _ints(sorted({ino for _, ino in socks}))
     t = reader.query(
-        f"""SELECT host_id, file_inode, any_value({SOCK_KEY}) AS key FROM events
-            WHERE event_category = 'network' AND event_action IN ('connect', 'accept')
-              AND network_transport IS DISTINCT FROM 'unix' AND file_inode IN ({lit}) GROUP BY 1, 2
+        f"""SELECT host_id, file_inode, any_value({SOCK_KEY}) AS key, 0 AS pri FROM events
+            WHERE event_category = 'network' AND event_action IN ('connect', 'accept') AND {_NET_OK}
+              AND file_inode IN ({lit}) GROUP BY 1, 2
             UNION ALL
             SELECT host_id, file_inode, 'u:' || host_id || ':' || least(file_inode, any_value(unix_peer_inode))
-                               || '|' || greatest(file_inode, any_value(unix_peer_inode)) FROM events
+                               || '|' || greatest(file_inode, any_value(unix_peer_inode)), 1 FROM events
             WHERE event_action = 'flow' AND file_inode IN ({lit}) AND coalesce(unix_peer_inode, 0) <> 0
-            GROUP BY 1, 2""")
+            GROUP BY 1, 2
+            ORDER BY pri""")
     key_of: dict[tuple[str, int], str] = {}
     for host, ino, key in zip(t.column("host_id").to_pylist(), t.column("file_inode").to_pylist(),
                               t.column("key").to_pylist()):
@@ -599,7 +612,7 @@ def _sockets_to_connections(reader: Reader, rows: list[dict[str, Any]]) -> list[
     for r in rows:
         for side in ("src", "dst"):
             sock = (r[f"{side}_key"], r[f"{side}_ino"])
-            if r[f"{side}_kind"] == "file" and r["path"] is None and sock in key_of:
+            if _is_socket_row(r, side) and sock in key_of:
                 k = key_of[sock]
                 r[f"{side}_kind"] = "unix" if k.startswith("u:") else "connection"
                 r[f"{side}_key"] = k

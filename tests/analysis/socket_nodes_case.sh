@@ -1,0 +1,33 @@
+#!/bin/bash
+# One object of each kind between a writer and a reader of files (test_socket_nodes_bpf):
+# a TCP client sends secret to a server that writes tcp.txt; a unix-socket client sends
+# secret2 to the same server, which writes unix.txt; a pipe carries secret3 to pipe.txt.
+# $1: work directory, $2: the TCP port
+W=$1; PORT=$2
+python3 - "$W" "$PORT" <<'PY' &
+import socket, sys, os
+w, port = sys.argv[1], int(sys.argv[2])
+ls = socket.socket(); ls.bind(("127.0.0.1", port)); ls.listen()
+us = socket.socket(socket.AF_UNIX); us.bind(f"{w}/u.sock"); us.listen()
+open(f"{w}/ready", "w").close()
+def take(c):
+    data = b""
+    while chunk := c.recv(4096):
+        data += chunk
+    c.close()
+    return data
+for s, out in ((ls, "tcp.txt"), (us, "unix.txt")):
+    c, _ = s.accept()
+    data = take(c)
+    with open(f"{w}/{out}", "wb") as f:
+        f.write(data)
+PY
+until [ -e "$W/ready" ]; do sleep 0.01; done
+cat "$W/secret" > "/dev/tcp/127.0.0.1/$PORT"
+python3 -c '
+import socket, sys
+c = socket.socket(socket.AF_UNIX); c.connect(sys.argv[2] + "/u.sock")
+c.sendall(open(sys.argv[1], "rb").read()); c.close()
+' "$W/secret2" "$W"
+wait
+cat "$W/secret3" | tr a-z A-Z > "$W/pipe.txt"
