@@ -29,7 +29,7 @@ WRITE_ACTIONS = ("truncate", "rename", "chmod", "chown", "link", "symlink", "unl
 @dataclass
 class Node:
     key: str
-    kind: str  # process | file | connection | unix
+    kind: str  # process | file | connection | unix | group (analysis.graph_compact)
     label: str
     depth: int
     time: int  # backward: latest time it mattered; forward: first time it was affected
@@ -46,6 +46,7 @@ class Edge:
     bytes: int = 0
     count: int = 1
     name_matched: bool = False  # joined to the file by name and time, not by inode (see analysis.lives)
+    kinds: tuple[str, ...] = ()  # a compact graph's edge: every kind it stands for (analysis.graph_compact)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Graph:
     life: dict[str, Any] | None = None
     other_lives: list[dict[str, Any]] = field(default_factory=list)
     hidden: dict[str, int] = field(default_factory=dict)  # edges the noise filters dropped, by filter
+    full: tuple[int, int] | None = None  # a compact graph: the full graph's (nodes, edges)
 
     def node_by(self, kind: str) -> list[Node]:
         return [n for n in self.nodes.values() if n.kind == kind]
