@@ -1,7 +1,8 @@
 #!/bin/bash
 # One object of each kind between a writer and a reader of files (test_socket_nodes_bpf):
 # a TCP client sends secret to a server that writes tcp.txt; a unix-socket client sends
-# secret2 to the same server, which writes unix.txt; a pipe carries secret3 to pipe.txt.
+# secret2 to the same server, which writes unix.txt; a pipe carries secret3 to pipe.txt; a
+# forked child sends secret4 to its parent over a socketpair, which writes pair.txt.
 # $1: work directory, $2: the TCP port
 W=$1; PORT=$2
 python3 - "$W" "$PORT" <<'PY' &
@@ -31,3 +32,15 @@ c.sendall(open(sys.argv[1], "rb").read()); c.close()
 ' "$W/secret2" "$W"
 wait
 cat "$W/secret3" | tr a-z A-Z > "$W/pipe.txt"
+python3 -c '
+import os, socket, sys
+a, b = socket.socketpair()
+if os.fork() == 0:
+    a.close(); b.sendall(open(sys.argv[1], "rb").read()); b.close(); os._exit(0)
+b.close()
+data = b""
+while chunk := a.recv(4096):
+    data += chunk
+os.wait()
+open(sys.argv[2], "wb").write(data)
+' "$W/secret4" "$W/pair.txt"

@@ -25,7 +25,7 @@ from forensix.testing.scenario import free_port
 pytestmark = pytest.mark.bpf
 
 CASE = Path(__file__).with_name("socket_nodes_case.sh")
-SIZE = {name: len(f"{name} data\n" * 300) for name in ("secret", "secret2", "secret3")}
+SIZE = {name: len(f"{name} data\n" * 300) for name in ("secret", "secret2", "secret3", "secret4")}
 
 
 def _record(tmp: Path, mode: str) -> dict[str, Any]:
@@ -109,6 +109,18 @@ def test_pipe_is_one_node(rec: dict[str, Any]) -> None:
     edges = _edges(g)
     tr, cat = _proc(g, "tr"), _proc(g, "cat")
     assert (cat, "write", pipes[0], SIZE["secret3"]) in edges and (pipes[0], "read", tr, SIZE["secret3"]) in edges
+
+
+def test_socketpair_is_one_node(rec: dict[str, Any]) -> None:
+    """Both ends of a socketpair (two inodes) are one object: the child's bytes reach the parent."""
+    g = _back(rec, "pair.txt")
+    _no_bare_sockets(g)
+    parent = _writer(g, rec["work"] / "pair.txt", SIZE["secret4"])
+    (pair,) = [n.label for n in g.node_by("unix")]
+    edges = _edges(g)
+    assert (pair, "read", parent, SIZE["secret4"]) in edges, sorted(edges)
+    senders = [s for s, k, d, b in edges if d == pair and k == "write" and b == SIZE["secret4"]]
+    assert len(senders) == 1 and senders[0] != parent, sorted(edges)
 
 
 def test_forward_from_the_secret_crosses_the_connection(rec: dict[str, Any]) -> None:

@@ -20,10 +20,10 @@ from forensix.analysis.noise import noise_case
 from forensix.analysis.processes import FOREVER
 from forensix.analysis.sockets import SOCK_KEY, UNIX_PAIR, sock_name
 
-__all__ = ["NET_OK", "WRITE_FLAGS", "Frontier", "hop_params", "hop_sql", "ints"]
+__all__ = ["NET_OK", "OK", "WRITE_FLAGS", "Frontier", "hop_params", "hop_sql", "ints"]
 
 WRITE_FLAGS = 1 | 2 | 64 | 512  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
-_OK = "coalesce(ret, 0) >= 0"
+OK = "coalesce(ret, 0) >= 0"
 # A non-blocking connect returns EINPROGRESS and goes on to connect: it counts.
 NET_OK = "(coalesce(ret, 0) >= 0 OR (event_action = 'connect' AND ret = -115))"
 
@@ -102,7 +102,7 @@ def _file_read_sql(cmp: str, noise: str) -> str:
     SELECT 'file', NULL, e.file_device, e.file_inode, e.host_id, 'process', e.process_entity_id, NULL, NULL,
            NULL, e.ts, e.ts, CASE WHEN e.event_action = 'open' THEN 'open-read' ELSE e.event_action END,
            0, e.file_path, NULL, e.file_generation
-    FROM events e JOIN {{JE}} WHERE e.event_action IN ('exec', 'mmap', 'open') AND {_OK}
+    FROM events e JOIN {{JE}} WHERE e.event_action IN ('exec', 'mmap', 'open') AND {OK}
       AND (e.event_action <> 'open' OR (coalesce(e.file_flags, 0) & {WRITE_FLAGS}) = 0)
       AND coalesce(e.file_inode, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
       AND NOT {noise.format(c='e.file_path')}
@@ -128,7 +128,7 @@ def _file_write_sql(cmp: str, noise: str) -> str:
            0, e.file_path, e.file_target_path, e.file_generation
     FROM events e JOIN {{JE}} WHERE (e.event_action IN ({acts})
           OR (e.event_action = 'open' AND (coalesce(e.file_flags, 0) & {WRITE_FLAGS}) <> 0))
-      AND {_OK} AND {{HAS_INODE}} AND {cmp.format(s='e.ts', e='e.ts')}
+      AND {OK} AND {{HAS_INODE}} AND {cmp.format(s='e.ts', e='e.ts')}
       AND NOT {noise.format(c='e.file_path')}
     """
 
@@ -143,7 +143,7 @@ def _proc_sql(cmp: str) -> str:
     UNION ALL
     SELECT 'process', e.process_entity_id, NULL, NULL, NULL, 'process', e.target_entity_id, NULL, NULL,
            NULL, e.ts, e.ts, e.event_action, 0, NULL, NULL, NULL
-    FROM events e JOIN {{JK}} WHERE e.event_action IN ('kill', 'ptrace') AND {_OK}
+    FROM events e JOIN {{JK}} WHERE e.event_action IN ('kill', 'ptrace') AND {OK}
       AND coalesce(e.target_entity_id, 0) <> 0 AND {cmp.format(s='e.ts', e='e.ts')}
     """
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from forensix.analysis.graph_hop import NET_OK, WRITE_FLAGS, ints
+from forensix.analysis.graph_hop import NET_OK, OK, WRITE_FLAGS, ints
 from forensix.analysis.graph_model import Graph, Node, node_key
 from forensix.analysis.noise import FILTERS
 from forensix.analysis.sockets import SOCK_KEY, sock_host, sock_name
@@ -132,8 +132,8 @@ def sockets_to_connections(reader: Reader, rows: list[dict[str, Any]]) -> list[d
     The connect or accept that made the socket carries its inode, so the socket's bytes join
     the node its connect/accept edges lead to (a TCP 4-tuple, a unix socket's path): one node
     per connection, whichever way the bytes were counted. A socket's inode number is its
-    host's: the socket is looked up by (host, inode). Flows that carry the unix peer's inode
-    (a connected pair with no connect, as the generator writes them) meet at the pair."""
+    host's: the socket is looked up by (host, inode). The two ends of a socketpair (its event
+    names both inodes) meet at one node, as do flows that carry the unix peer's inode."""
     socks = {(r[f"{side}_key"], r[f"{side}_ino"]) for r in rows for side in ("src", "dst")
              if _is_socket_row(r, side)}
     if not socks:
@@ -144,8 +144,14 @@ def sockets_to_connections(reader: Reader, rows: list[dict[str, Any]]) -> list[d
             WHERE event_category = 'network' AND event_action IN ('connect', 'accept') AND {NET_OK}
               AND file_inode IN ({lit}) GROUP BY 1, 2
             UNION ALL
+            SELECT host_id, ino, 'u:' || host_id || ':' || least(a, b) || '|' || greatest(a, b), 1 FROM (
+                SELECT host_id, file_inode AS a, file_target_inode AS b, unnest([file_inode, file_target_inode]) AS ino
+                FROM events WHERE event_action = 'socketpair' AND {OK}
+                  AND (file_inode IN ({lit}) OR file_target_inode IN ({lit})))
+            WHERE ino IN ({lit})
+            UNION ALL
             SELECT host_id, file_inode, 'u:' || host_id || ':' || least(file_inode, any_value(unix_peer_inode))
-                               || '|' || greatest(file_inode, any_value(unix_peer_inode)), 1 FROM events
+                               || '|' || greatest(file_inode, any_value(unix_peer_inode)), 2 FROM events
             WHERE event_action = 'flow' AND file_inode IN ({lit}) AND coalesce(unix_peer_inode, 0) <> 0
             GROUP BY 1, 2
             ORDER BY pri""")
