@@ -4,6 +4,9 @@ intruder's chain drawn, everything else counted in group nodes, the full graph o
 The bound: at most LIMIT (40) objects drawn besides group nodes, what the page's graph box
 shows with labels that do not overlap (analysis.graph_compact). The intrusion's own objects
 are a dozen; a CI runner's graph of it held 181 objects, so the bound is what keeps it legible.
+
+(This module's name sorts after test_web_browser_bpf, whose live test must run while the
+session's recording still runs; ``recorded`` ends it.)
 """
 
 from __future__ import annotations
