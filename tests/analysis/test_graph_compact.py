@@ -3,7 +3,7 @@ it folds without losing an object, and that it stays within its bound."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import pytest
 
 from forensix.analysis.graph import Edge, Graph, Node, TrackOptions, backtrack, node_key
 from forensix.analysis.graph_compact import compact
@@ -16,7 +16,8 @@ LOCALE = ["/usr/lib/locale/C.utf8/LC_CTYPE", "/usr/lib/locale/C.utf8/LC_TIME", "
 STAGE = [f"/tmp/stage/part{i}" for i in range(4)]
 
 
-def _history(tmp_path: Path) -> tuple[Graph, dict[str, object]]:
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Graph, dict[str, object]]:
     """init -> two daemons -> a shell, which runs a dropper (loads 12 libraries, 3 locale
     files and the loader cache, writes 4 parts under /tmp/stage) and a joiner (reads the
     parts, writes /data/out). Backward from /data/out with the noise filters off."""
@@ -34,10 +35,11 @@ def _history(tmp_path: Path) -> tuple[Graph, dict[str, object]]:
     for i, path in enumerate(STAGE):
         b.read_file(joiner, 21 + i / 100, path)
     b.write_file(joiner, 22, "/data/out")
-    w = open_writer(tmp_path / "s.duckdb")
+    path = tmp_path_factory.mktemp("compact") / "s.duckdb"
+    w = open_writer(path)
     b.write(w)
     w.close()
-    g = backtrack(open_reader(tmp_path / "s.duckdb"), Target("file", path="/data/out"), TrackOptions(filters=()))
+    g = backtrack(open_reader(path), Target("file", path="/data/out"), TrackOptions(filters=()))
     return g, {"init": init, "d1": d1, "d2": d2, "shell": shell, "dropper": dropper, "joiner": joiner}
 
 
@@ -50,8 +52,8 @@ def _drawn_or_folded_once(full: Graph, small: Graph) -> None:
     assert all(e.src in small.nodes and e.dst in small.nodes for e in small.edges)
 
 
-def test_noise_siblings_and_ancestors_are_folded_with_counts(tmp_path: Path) -> None:
-    g, p = _history(tmp_path)
+def test_noise_siblings_and_ancestors_are_folded_with_counts(history: tuple[Graph, dict[str, object]]) -> None:
+    g, p = history
     (c,) = compact([g])
     _drawn_or_folded_once(g, c)
     labels = {n.label for n in c.nodes.values()}
@@ -77,8 +79,8 @@ def test_noise_siblings_and_ancestors_are_folded_with_counts(tmp_path: Path) -> 
     assert c.full == (len(g.nodes), len(g.edges))
 
 
-def test_the_bound_keeps_the_target_and_writers_first(tmp_path: Path) -> None:
-    g, p = _history(tmp_path)
+def test_the_bound_keeps_the_target_and_writers_first(history: tuple[Graph, dict[str, object]]) -> None:
+    g, p = history
     (c,) = compact([g], limit=3)
     _drawn_or_folded_once(g, c)
     drawn = [n for n in c.nodes.values() if n.kind != "group"]
