@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, 2 repetitions (< 5 min)")
     ap.add_argument("--only", default="", help=f"comma list of {','.join(WORKLOADS)}")
-    ap.add_argument("--recorders", default=",".join(n for n in RECORDERS if n != "base"),
+    ap.add_argument("--recorders", default=",".join(n for n in RECORDERS if n not in ("base", "forensix-agent")),
                     help=f"comma list of {','.join(RECORDERS)} (base: forensix from BENCH_BASE_SRC, "
                          "for a before/after in one run)")
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,

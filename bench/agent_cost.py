@@ -3,6 +3,7 @@
     python -m bench.agent_cost capture --out compile.npz [--cwd DIR] -- make -j2 -s   # root
     python -m bench.agent_cost replay compile.npz [--store S] [--no-rules] [--ship] [--repeat N] [--merge N]
     python -m bench.agent_cost compare compile.npz --base-src OLD/src [--reps 3] [--no-rules] [--ship]
+    python -m bench.agent_cost ship compile.npz [--reps 3] [--write]   # the real agent: --raw vs --decode
 
 ``capture`` runs the real recorder (sensor, drains, flow-map flushes at the recorder's
 cadence) while COMMAND runs, and keeps what the agent received from the kernel, in order:
@@ -253,20 +254,14 @@ class FrameSink:
         self.f.close()
 
 
-def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = False,
-           raw: bool = False) -> dict[str, Any]:
-    from forensix.agent.sink import StoreSink
-    from forensix.cli.rules import live_engine_for_record
-    from forensix.model.host import local_host
-    from forensix.sensor.decode import Decoder
-    from forensix.sensor.recorder import Recorder
+def load_inputs(path: Path) -> tuple[dict[str, Any], int, list[tuple[str, Any]]]:
+    """A capture's abi.json, clock offset and inputs in order (ring drains, map flushes, tables)."""
     from forensix.sensor.ringbuf import Drained
-    from forensix.store.embedded import open_writer, remove_store
 
     z = np.load(path)
     abi = json.loads(z["abi"].tobytes())
     kinds = [str(k) for k in z["kinds"]]
-    inputs = []
+    inputs: list[tuple[str, Any]] = []
     for i, kind in enumerate(kinds):
         if kind == "ring":
             inputs.append((kind, Drained(z[f"i{i}_data"].tobytes(), z[f"i{i}_offsets"], z[f"i{i}_lengths"])))
@@ -276,6 +271,19 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = Fa
             inputs.append((kind, (z[f"i{i}_k"], z[f"i{i}_v"])))
     if _one_drain_per_flush() and not ("one_drain_per_flush" in z.files and z["one_drain_per_flush"][0]):
         inputs = _flush_drains_joined(inputs)  # as this tree's recorder would have drained it
+    return abi, int(z["offset_ns"][0]), inputs
+
+
+def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = False,
+           raw: bool = False) -> dict[str, Any]:
+    from forensix.agent.sink import StoreSink
+    from forensix.cli.rules import live_engine_for_record
+    from forensix.model.host import local_host
+    from forensix.sensor.decode import Decoder
+    from forensix.sensor.recorder import Recorder
+    from forensix.store.embedded import open_writer, remove_store
+
+    abi, offset_ns, inputs = load_inputs(path)
     if merge > 1:
         inputs = _merged(inputs, merge)
 
@@ -335,8 +343,8 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = Fa
 
     host = local_host()
     rec = Recorder([])
-    rec.decoder = Decoder(abi, host, int(z["offset_ns"][0]))
-    rec.clock = type("C", (), {"offset_ns": int(z["offset_ns"][0])})()
+    rec.decoder = Decoder(abi, host, offset_ns)
+    rec.clock = type("C", (), {"offset_ns": offset_ns})()
     rec._writer = Direct()  # type: ignore[assignment]
     walk = _walker()
     t_all = time.thread_time()
@@ -547,7 +555,29 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--reps", type=int, default=3)
     m.add_argument("--no-rules", action="store_true")
     m.add_argument("--ship", action="store_true", help="replay with --ship (no local store)")
+    s = sub.add_parser("ship", help="the real agent, --raw against --decode, alternating (bench/agent_ship.py)")
+    s.add_argument("capture", type=Path)
+    s.add_argument("--reps", type=int, default=3)
+    s.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
+    s.add_argument("--no-artifacts", action="store_true", help="an agent without executable preservation")
+    o = sub.add_parser("ship-one", help="one replay of `ship` in this process (what `ship` runs)")
+    o.add_argument("capture", type=Path)
+    o.add_argument("--raw", action="store_true")
+    o.add_argument("--no-artifacts", action="store_true")
     a = ap.parse_args(argv)
+    if a.cmd in ("ship", "ship-one"):
+        from bench.agent_ship import compare_ship, run_one
+
+        if a.cmd == "ship-one":
+            run_one(a.capture, a.raw, not a.no_artifacts)
+            return 0
+        text, _ = compare_ship(a.capture, a.reps, not a.no_artifacts)
+        print(text)
+        if a.write:
+            with (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").open("a") as f:
+                f.write(f"\n`python -m bench.agent_cost ship {a.capture} --reps {a.reps}` "
+                        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}):\n\n{text}\n")
+        return 0
     if a.cmd == "compare":
         print(compare(a.capture, a.base_src, a.reps, not a.no_rules, a.ship))
         return 0

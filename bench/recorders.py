@@ -5,7 +5,9 @@
   host while the workload runs (BPF start-up is not timed);
 - ``auditd``: the kernel audit subsystem with rules written here for the same syscalls the
   forensix sensor records, and auditd writing them to a log in the scratch directory;
-- ``strace``: ``strace -f -o /dev/null`` around the workload's command.
+- ``strace``: ``strace -f -o /dev/null`` around the workload's command;
+- ``forensix-agent``: ``forensix agent`` shipping to a ``forensix server`` on this machine,
+  the agent's and the log host's CPU apart (bench/recorder_agent.py).
 
 A host-wide recorder is started before and stopped after each measurement, so the events
 it counts belong to that measurement (plus whatever else ran on the host meanwhile).
@@ -583,6 +585,13 @@ for _cls in (Recorder, ForensixRecorder, ForensixFloor, ForensixBase, AuditdReco
     if _cls.name in RECORDERS:
         raise ValueError(f"recorder {_cls.name} registered twice")
     RECORDERS[_cls.name] = _cls
+
+
+# forensix agent shipping to a forensix server on this machine (bench/recorder_agent.py builds on
+# the classes above, so it is imported last)
+from bench.recorder_agent import ForensixAgentRecorder
+
+RECORDERS[ForensixAgentRecorder.name] = ForensixAgentRecorder
 
 
 def make_recorders(names: list[str]) -> list[Recorder]:

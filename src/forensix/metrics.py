@@ -193,10 +193,23 @@ class RowCounter(Collector):
         self.lost: dict[tuple[str, str], int] = {}
 
     def write(self, table: str, data: pa.Table) -> None:
+        if table == "raw":  # a raw agent's kernel records (agent/raw.py): counted as the rows they become
+            self._raw(data)
+            return
         with self._lock:
             self.rows[table] = self.rows.get(table, 0) + data.num_rows
         if table == "gaps":
             self.add_lost(lost_by_class(data))
+
+    def _raw(self, data: pa.Table) -> None:
+        import json
+
+        for kind, meta in zip(data.column("kind").to_pylist(), data.column("meta").to_pylist(), strict=True):
+            table = {"ring": "events", "flows": "flows", "reopens": "events"}.get(kind)
+            if table is not None:
+                n = int(json.loads(meta).get("records" if kind == "ring" else "n", 0))
+                with self._lock:
+                    self.rows[table] = self.rows.get(table, 0) + n
 
     def add_lost(self, lost: dict[tuple[str, str], int]) -> None:
         with self._lock:

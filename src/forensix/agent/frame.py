@@ -34,6 +34,10 @@ __all__ = [
     "MAC_LEN",
     "MAX_BODY",
     "MAX_RAW",
+    "RAW_FLAG",
+    "RAW_SCHEMA",
+    "RAW_TABLE",
+    "SEED_FLAG",
     "ZERO_HASH",
     "Frame",
     "FrameError",
@@ -43,6 +47,7 @@ __all__ = [
     "frame_length",
     "parse_frame",
     "seal_frame",
+    "table_schema",
 ]
 
 MAGIC = b"FXSB"
@@ -55,6 +60,25 @@ MAX_RAW = 256 << 20  # decompressed IPC bytes in one frame
 MAX_ROWS = 10_000_000
 ZERO_HASH = bytes(32)
 assert HEADER.size == 96
+
+# A frame of the kernel's own records (agent/raw.py), decoded on the log host: header flag
+# RAW_FLAG, table RAW_TABLE, rows of (kind, meta JSON, bytes). Not a store table: the log
+# host keeps these frames as evidence and stores what its decoder makes of them.
+RAW_FLAG = 1
+# a raw frame that (re)starts its stream's decoder: a log host rebuilding a decoder needs no
+# frame before the newest of these (server/retention.py keeps the frames from it on)
+SEED_FLAG = 2
+RAW_TABLE = "raw"
+RAW_SCHEMA = pa.schema([
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("meta", pa.string(), nullable=False),
+    pa.field("data", pa.large_binary(), nullable=False),
+])
+
+
+def table_schema(table: str) -> pa.Schema | None:
+    """The schema of a frame's table: a store table's, or the raw records'."""
+    return RAW_SCHEMA if table == RAW_TABLE else schema.TABLES.get(table)
 
 
 class FrameError(DecodeError):
@@ -97,6 +121,9 @@ def frame_hash(raw: bytes) -> bytes:
 
 
 _cctx = zstandard.ZstdCompressor(level=3)
+# Raw ring records are fixed headers, mostly zeros: level 1 folds them almost as well as 3
+# for half the agent's CPU (docs/agent-raw-records.md).
+_cctx_raw = zstandard.ZstdCompressor(level=1)
 
 
 def encode_batch(data: pa.Table) -> pa.Buffer:
@@ -125,7 +152,7 @@ def seal_frame(
 ) -> bytes:
     """Compress, frame and MAC one batch with the epoch's MAC key."""
     hb, tb = host.encode(), table.encode("ascii")
-    body = _cctx.compress(ipc_bytes)
+    body = (_cctx_raw if flags & RAW_FLAG else _cctx).compress(ipc_bytes)
     if len(body) > MAX_BODY or len(ipc_bytes) > MAX_RAW:
         raise FrameError(f"batch of {len(ipc_bytes)} bytes is too large for one frame", 0,
                          "split the batch (the recorder's batch size)")
@@ -176,7 +203,7 @@ def parse_frame(buf: bytes | memoryview, offset: int = 0) -> Frame:
         table = bytes(view[p + hlen : p + hlen + tlen]).decode("ascii")
     except UnicodeDecodeError:
         raise FrameError("host or table name is not text", offset) from None
-    if table not in schema.TABLES:
+    if table_schema(table) is None:
         raise FrameError(f"unknown table {table!r}", offset)
     p += hlen + tlen
     raw = bytes(view[offset : offset + total])
@@ -203,7 +230,9 @@ def decode_body(frame: Frame) -> pa.Table:
         data = ipc.open_stream(pa.py_buffer(ipc_bytes)).read_all()
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
         raise FrameError(f"body is not an Arrow IPC stream: {e}") from None
-    want = schema.TABLES[frame.table]
+    want = table_schema(frame.table)
+    if want is None:
+        raise FrameError(f"unknown table {frame.table!r}")
     if data.num_rows != frame.rows:
         raise FrameError(f"body has {data.num_rows} rows, header says {frame.rows}")
     if not data.schema.equals(want):

@@ -172,7 +172,7 @@ class ShippingSink:
         seq, raw, seal_ns, epoch = self.sealer.seal(table, data)
         if not self.spool.append(seq, raw, seal_ns, epoch):
             return False
-        self.sealer.commit(raw, seal_ns)
+        self.sealer.commit(raw, seal_ns, self.spool.last_hash)
         return True
 
     def write(self, table: str, data: pa.Table) -> None:

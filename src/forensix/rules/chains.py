@@ -17,8 +17,7 @@ the write that made it), so live and hunt find the same pairs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -66,10 +65,10 @@ TEMP_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/user/")
 PENDING_NS = 10 * 10**9
 
 
-@dataclass(frozen=True)
-class _Writer:
+class _Writer(NamedTuple):
     """A process that opened a file for writing: its comm, pid and entity then, when, and
-    its image then (when the row carries it)."""
+    its image then (when the row carries it). (A tuple: a busy host makes tens of
+    thousands a batch, and a frozen dataclass costs several times more to make.)"""
 
     comm: str
     pid: int | None
@@ -253,25 +252,59 @@ class WriteThenExec:
         if not len(idx):
             return empty_alerts()
         # an exec may become an alert: all its fields; a write-open only names a writer, and
-        # a busy host has thousands of them per batch: the few columns that takes
+        # a busy host has tens of thousands of them per batch: the few columns that takes,
+        # column by column (no dict per row)
         names = set(data.schema.names)
         execs = is_exec.to_numpy(zero_copy_only=False)[idx]
-        rows: list[dict[str, Any]] = [{}] * len(idx)
-        for sel, wanted in ((execs, set(self._STEP) | set(ALERT_FIELDS)), (~execs, set(self._WRITER))):
-            at = np.flatnonzero(sel)
-            if len(at):
-                got = data.select(sorted(wanted & names)).take(pa.array(idx[at])).to_pylist()
-                for j, r in zip(at.tolist(), got):
-                    rows[j] = r
-        self.latest = max(self.latest, max(r["ts"] for r in rows))
+        at = np.flatnonzero(execs)
+        exec_rows: dict[int, dict[str, Any]] = {}
+        if len(at):
+            wanted = sorted((set(self._STEP) | set(ALERT_FIELDS)) & names)
+            got = data.select(wanted).take(pa.array(idx[at])).to_pylist()
+            exec_rows = dict(zip(at.tolist(), got))
+        opens = np.flatnonzero(~execs)
+        cols: dict[str, list[Any]] = {}
+        if len(opens):
+            take = pa.array(idx[opens])
+            cols = {c: data.column(c).take(take).to_pylist() for c in self._WRITER if c in names}
+        ts = data.column("ts").take(pa.array(idx)).to_pylist()
+        self.latest = max(self.latest, max(ts))
+        # the files an exec of this batch or a pending one names: an open of any other only
+        # sets (or, by a builder, clears) its writer, done here without the dict per row of ``_step``
+        watched = set(self.pending) | {self._key(r) for r in exec_rows.values()}
+        watched |= {(r.get("boot_id"), "path", r.get("file_path")) for r in exec_rows.values()}
+        open_at = dict(zip(opens.tolist(), range(len(opens))))
+        none = [None] * len(opens)
+        inode, boot, dev, gen, path, comm, pid, eid, image, exe, ots = (
+            cols.get(c, none) for c in ("file_inode", "boot_id", "file_device", "file_generation", "file_path",
+                                        "process_name", "process_pid", "process_entity_id", "fx_image",
+                                        "process_executable", "ts"))
+        written = self.written
         hits: list[tuple[RuleMeta, dict[str, Any]]] = []
-        for r in sorted(rows, key=lambda r: r["ts"]):
-            if r["event_action"] == "exec" and r.get("process_entity_id") and r.get("process_executable"):
-                imgs = self.images.setdefault(r["process_entity_id"], [])
-                imgs.append((r["ts"], r["process_executable"]))
-                del imgs[:-8]  # a process's last few images are enough to name a writer
-            if r.get("file_inode") is not None or (r["event_action"] == "exec" and r.get("file_path")):
-                hits += self._step(r)
+        for i in sorted(range(len(idx)), key=ts.__getitem__):
+            r = exec_rows.get(i)
+            if r is not None:
+                if r.get("process_entity_id") and r.get("process_executable"):
+                    imgs = self.images.setdefault(r["process_entity_id"], [])
+                    imgs.append((r["ts"], r["process_executable"]))
+                    del imgs[:-8]  # a process's last few images are enough to name a writer
+                if r.get("file_inode") is not None or r.get("file_path"):
+                    hits += self._step(r)
+                continue
+            j = open_at[i]
+            if inode[j] is None:
+                continue  # (``_step`` is not given opens without an inode)
+            key = (boot[j], dev[j], inode[j], gen[j] or 0)
+            by_path = (boot[j], "path", path[j])
+            if key in watched or by_path in watched:
+                hits += self._step({c: v[j] for c, v in cols.items()})
+            elif (comm[j] or "") in BUILDERS:  # what ``_step`` does with an open no exec waits on
+                written.pop(key, None)
+                written.pop(by_path, None)
+            else:
+                w = _Writer(comm[j] or "", pid[j], eid[j], ots[j], image[j] or exe[j])
+                written[key] = w
+                written[by_path] = w
         self._trim()
         out = [build_alerts(m, [r for mm, r in hits if mm is m], source) for m in self.rules]
         out = [t for t in out if t.num_rows]

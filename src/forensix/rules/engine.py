@@ -38,6 +38,7 @@ from forensix.rules.ir import (
     simplify,
 )
 from forensix.rules.live import Codes, Evaluator, ProcessContext
+from forensix.rules.sieve import Sieve, hooks
 from forensix.rules.sql import SUMMARY_DERIVED
 from forensix.store.schema import ALERTS
 from forensix.threadname import name_native_thread
@@ -130,6 +131,7 @@ class LiveEngine:
         max_rows: int = 16384,
         notify: Callable[[str], None] | None = None,
         record: Sink | None = None,
+        sieve: bool = True,
     ) -> None:
         self.notify = notify
         self.record = record
@@ -155,6 +157,8 @@ class LiveEngine:
         self.max_delay = max_delay
         self.max_rows = max_rows
         self._groups = self._group(self.rules)
+        # (``sieve=False``: every row of a batch is evaluated; the tests compare both)
+        self._sieve = Sieve([hooks(And((g.scope, Or(tuple(g.bodies))))) if sieve else None for g in self._groups])
         self._dead: set[str] = set()  # ids of rules disabled after failing on a batch
         self._failures: set[str] = set()  # reasons of failed rounds, said once each
         self._decided: dict[int, tuple[Node, dict[object, bool]]] = {}  # conditions on the action (Codes)
@@ -392,21 +396,36 @@ class LiveEngine:
         """Alerts of the Sigma rules for one events batch.
 
         A group is skipped when no action of the batch allows it (decided per distinct
-        action); its scope is evaluated on the whole batch, sharing sub-results between
-        groups; each rule's body only on the rows in scope."""
+        action). The groups whose rules name literal paths or texts (``sieve.hooks``) are
+        evaluated only on the rows one scan of those literals lets through, the others on
+        the whole batch; sub-results are shared between groups, and each rule's body is
+        evaluated only on the rows in its group's scope."""
         if events.num_rows == 0 or not self._groups:
             return empty_alerts()
         codes = Codes(events, self._decided)
         top = Evaluator(events, self.context, codes)
-        found = []
-        for g in self._groups:
+        work: list[tuple[_Group, list[tuple[CompiledRule, Node]], bool]] = []
+        for i, g in enumerate(self._groups):
             live = [(r, b) for r, b in zip(g.rules, g.bodies) if r.rule_id not in self._dead]
             if not live:
                 continue
             try:
                 if not isinstance(g.kinds, Const) and not codes.possible(g.kinds):
                     continue
-                scope = top.bits(g.scope)
+            except Exception as e:  # noqa: BLE001 - the scope is theirs alone (hoisted tests of theirs)
+                for rule, _ in live:
+                    self._disable_rule(rule, e, events)
+                continue
+            work.append((g, live, self._sieve.hooked[i]))
+        sieved = self._sieved(events, top, codes,
+                              [(self._groups.index(g), g.kinds) for g, _, hooked in work if hooked])
+        found = []
+        for g, live, hooked in work:
+            first = sieved if hooked and sieved is not None else top
+            if first.n == 0:
+                continue
+            try:
+                scope = first.bits(g.scope)
             except Exception as e:  # noqa: BLE001 - the scope is theirs alone (hoisted tests of theirs)
                 for rule, _ in live:
                     self._disable_rule(rule, e, events)
@@ -414,7 +433,7 @@ class LiveEngine:
             left = int(np.count_nonzero(scope))
             if left == 0:
                 continue
-            ev = top if left == events.num_rows else top.narrow(np.flatnonzero(scope))
+            ev = first if left == first.n else first.narrow(np.flatnonzero(scope))
             for rule, body in live:
                 try:
                     bits = ev.bits(body)
@@ -428,6 +447,24 @@ class LiveEngine:
                 except Exception as e:  # noqa: BLE001 - this rule disabled, said; the others run on
                     self._disable_rule(rule, e, events)
         return pa.concat_tables(found) if found else empty_alerts()
+
+    def _sieved(self, events: pa.Table, top: Evaluator, codes: Codes,
+                groups: list[tuple[int, Node]]) -> Evaluator | None:
+        """An evaluator of the rows the sieve lets through for ``groups``, or None (no
+        group to sieve, or the sieve could not read the batch: the whole batch then)."""
+        if not groups:
+            return None
+        try:
+            rows = self._sieve.rows(events, codes, groups)
+        except Exception as e:  # noqa: BLE001 - the sieve only saves work: without it, every row is evaluated
+            why = f"live rules evaluated without their first pass: {error_text(e)}"
+            if why not in self._failures:
+                self._failures.add(why)
+                self._say(why)
+            return None
+        if rows is None or len(rows) == events.num_rows:
+            return None if rows is None else top
+        return top.narrow(rows)
 
     def findings(self, alerts: pa.Table, final: bool = False) -> tuple[pa.Table, pa.Table]:
         """Alerts (one per match) as findings: with their evidence, grouped. Returns the

@@ -155,6 +155,9 @@ class Grouper:
         self.max_open = max_open
         self.open: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.latest = 0
+        # no open group started before this: ``expire`` (every batch) returns at once while
+        # the oldest is inside its window instead of walking thousands of open findings
+        self._oldest: int | None = None
 
     def add(self, rows: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         new: list[dict[str, Any]] = []
@@ -172,6 +175,7 @@ class Grouper:
             g = dict(r)  # the match as built (a kernel summary row counts its repeats), not mutated
             g["alert_count"], g["last_ts"] = r.get("alert_count") or 1, r["ts"]
             self.open[k] = g
+            self._oldest = r["ts"] if self._oldest is None else min(self._oldest, r["ts"])
             new.append(dict(g))
         while len(self.open) > self.max_open:
             ended.extend(self._end(next(iter(self.open))))
@@ -185,8 +189,11 @@ class Grouper:
         """Groups whose window has passed (by the latest event time seen)."""
         now = self.latest if now_ts is None else now_ts
         out: list[dict[str, Any]] = []
+        if self._oldest is None or now - self._oldest <= self.window_ns:
+            return out
         for k in [k for k, g in self.open.items() if now - g["ts"] > self.window_ns]:
             out.extend(self._end(k))
+        self._oldest = min((g["ts"] for g in self.open.values()), default=None)
         return out
 
     def close(self) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from forensix import __version__
 from forensix.agent.sink import Sink
@@ -35,13 +34,10 @@ from forensix.sensor.clock import Clock
 from forensix.sensor.decode import (
     CLASS_NAMES,
     Decoder,
-    _table,
     comm_names,
-    file_type_codes,
-    file_types,
-    repeat,
 )
 from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
+from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer, give_back_free_memory
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
@@ -434,22 +430,13 @@ class Recorder:
             bulk_drains = [net_ring.drain(max_bytes=16 << 20, hold=True),
                            main_ring.drain(max_bytes=16 << 20, hold=True)]
         # else the kernel rings hold them meanwhile, and count what they cannot
-        drains = [d for d in (proc, *bulk_drains) if len(d)]
+        named = [(i, d) for i, d in enumerate((proc, *bulk_drains)) if len(d)]  # (ring index, drain)
+        drains = [d for _, d in named]
         if not drains:
             return 0
         bulk = any(len(d) for d in bulk_drains)
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
-        # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
-        # and a drain of the process ring holds a few dozen records.
-        tables = self.decoder.decode(Drained.join(drains))
-        if self.artifacts is not None:
-            try:
-                tables = self.artifacts.annotate(tables)  # new tables: on a raise the decoded ones go on
-                self._ship_artifacts(once=True)
-            except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
-                self._artifacts_failed(e)
-        for table, data in tables.items():
-            self._emit(table, data, bulk=bulk and table != "processes")
+        self._handle_drains(named, bulk)
         # the space goes back to the kernel once the records are in the store: an agent
         # killed before that leaves them in the (pinned) ring for the next one. Unless a
         # ring is half full with records read and not yet stored: then the kernel needs the
@@ -463,6 +450,22 @@ class Recorder:
         held = [(r, r.pos) for r in self.rings]
         self._writer.after_written(lambda: self._released(held))
         return sum(len(d) for d in drains)
+
+    def _handle_drains(self, named: list[tuple[int, Drained]], bulk: bool) -> None:
+        """Decode a drain tick's records (ring index, drain) and hand them on (agent/raw.py
+        ships them as they are)."""
+        drains = [d for _, d in named]
+        # One batch for both rings: decoding costs ~1.5 ms per batch whatever its size,
+        # and a drain of the process ring holds a few dozen records.
+        tables = self.decoder.decode(Drained.join(drains))
+        if self.artifacts is not None:
+            try:
+                tables = self.artifacts.annotate(tables)  # new tables: on a raise the decoded ones go on
+                self._ship_artifacts(once=True)
+            except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
+                self._artifacts_failed(e)
+        for table, data in tables.items():
+            self._emit(table, data, bulk=bulk and table != "processes")
 
     def _released(self, held: list[tuple[RingBuffer, int]]) -> None:
         for ring, pos in held:
@@ -631,58 +634,14 @@ class Recorder:
 
     def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
         """One summary row per (process, file) that re-opened it read-only in the period."""
-        keep = v["count"] > 0
-        k, v = k[keep], v[keep]
-        n = len(v)
-        if not n:
-            return
-        off = self.clock.offset_ns
-        paths = self.decoder.label(k["ino"], k["dev"], v["first"])  # named as at the first re-open
-        names = comm_names(v["comm"])  # the process's own: the pid may be another's by now
-        ev = self._origin_cols(n)
-        ev.update(
-            file_path=paths, process_name=names,
-            ts=v["last"].astype(np.int64) + off, ts_boot=v["last"].astype(np.int64),
-            event_kind=repeat("event", n), event_category=repeat("file", n),
-            event_action=repeat("open", n), event_outcome=repeat("success", n),
-            event_count=v["count"], event_start=v["first"].astype(np.int64) + off,
-            event_end=v["last"].astype(np.int64) + off,
-            process_entity_id=self.decoder.ids.ids(k["pid"], k["start"]), process_pid=k["pid"],
-            user_id=k["uid"], user_effective_id=k["euid"],  # the kernel counts each user apart
-            file_inode=k["ino"], file_device=k["dev"].astype(np.uint64), file_flags=k["flags"],
-            file_generation=k["igen"], file_path_resolution=repeat("kernel", n),
-        )
-        self._emit("events", _table(schema.EVENTS, ev, n))
-
-    def _origin_cols(self, n: int) -> dict[str, Any]:
-        return {
-            "host_id": repeat(self.host.host_id, n), "host_name": repeat(self.host.host_name, n),
-            "boot_id": repeat(self.host.boot_id, n),
-        }
+        rows = reopen_rows(self.decoder, self.host, self.clock.offset_ns, k, v)
+        if rows is not None:
+            self._emit("events", rows)
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
-        """The edges flushed from the kernel's map, stored once: in ``flows`` (in_events
-        false), from which the store's ``events`` view derives their rows."""
-        n = len(v)
-        off = self.clock.offset_ns
-        ftype = file_types(v["imode"])
-        paths = self.decoder.label(k["ino"], k["dev"], v["first"])  # named as when the edge began
-        names = comm_names(v["comm"])  # the edge's own: the pid may be another process's by now
-        if np.isin(file_type_codes(v["imode"]), (0o01, 0o14)).any():  # pipes and sockets: named by inode
-            pseudo = pc.binary_join_element_wise(ftype, ":[", pa.array(k["ino"]).cast(pa.string()), "]", "")
-            paths = pc.if_else(pc.is_in(ftype, pa.array(["fifo", "socket"])), pseudo, paths)
-        fl = self._origin_cols(n)
-        fl.update(
-            entity_id=self.decoder.ids.ids(k["pid"], v["start"]), pid=k["pid"], fd=v["fd"],
-            file_inode=v["ino"], file_device=v["dev"].astype(np.uint64), file_type=ftype, file_path=paths,
-            first_ts=v["first"].astype(np.int64) + off, last_ts=v["last"].astype(np.int64) + off,
-            read_count=v["rcount"], read_bytes=v["rbytes"], write_count=v["wcount"], write_bytes=v["wbytes"],
-            reason=repeat("periodic", n), tid=v["tid"], process_name=names,
-            ts_boot=v["last"].astype(np.int64), in_events=np.zeros(n, bool), user_id=v["uid"],
-            file_generation=v["igen"],
-        )
-        self.stats.events += n  # each edge is a row of the events view too
-        self._emit("flows", _table(schema.FLOWS, fl, n))
+        """The edges flushed from the kernel's map (sensor/maprows.py)."""
+        self.stats.events += len(v)  # each edge is a row of the events view too
+        self._emit("flows", flow_rows(self.decoder, self.host, self.clock.offset_ns, k, v))
 
     def read_counters(self) -> np.ndarray:
         """Per CPU and class counters from the kernel: shape (ncpu, classes)."""

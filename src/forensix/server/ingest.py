@@ -17,6 +17,7 @@ from forensix.agent.frame import FrameError
 from forensix.agent.sink import Sink
 from forensix.server.ledger import SHARED_TABLES, IngestLedger
 from forensix.server.quarantine import is_transient
+from forensix.server.rawdecode import Decoded
 from forensix.store import schema
 from forensix.store.base import Writer
 
@@ -74,6 +75,22 @@ def _crash_after_store() -> None:
 CRASH_EXIT = 86
 
 
+# (table, rows or a raw frame's decoded tables, the stream's mark, the frame's seq)
+_Item = tuple[str, "pa.Table | Decoded", Mark, int]
+
+
+def _expanded(items: list[_Item]) -> list[_Item]:
+    """A raw frame's item (its ``Decoded`` tables, server/rawdecode.py) as one item per table:
+    they are appended in the same group, so its mark moves once all of them are stored."""
+    out: list[_Item] = []
+    for table, data, mark, seq in items:
+        if isinstance(data, Decoded):
+            out += [(t, d, mark, seq) for t, d in data.joined()]
+        else:
+            out.append((table, data, mark, seq))
+    return out
+
+
 class Ingestor:
     """Appends to the store on one thread, coalescing waiting batches into larger appends.
 
@@ -103,11 +120,11 @@ class Ingestor:
         # little (ClickHouse: each INSERT writes a part of every column and merges it later)
         self.coalesce_rows = int(getattr(store, "coalesce_rows", COALESCE_ROWS))
         self.coalesce_wait_s = float(getattr(store, "coalesce_wait_s", 0.0))
-        self._q: queue.Queue[tuple[str, pa.Table, Mark, int] | None] = queue.Queue(maxsize=depth)
+        self._q: queue.Queue[_Item | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="fx-ingest", daemon=True)
         self._thread.start()
 
-    def submit(self, table: str, data: pa.Table, mark: Mark, seq: int) -> None:
+    def submit(self, table: str, data: pa.Table | Decoded, mark: Mark, seq: int) -> None:
         self._q.put((table, data, mark, seq))
 
     def queued(self) -> int:
@@ -155,7 +172,7 @@ class Ingestor:
                 for _ in items:
                     self._q.task_done()
 
-    def _append_until_stored(self, items: list[tuple[str, pa.Table, Mark, int]]) -> None:
+    def _append_until_stored(self, items: list[_Item]) -> None:
         """Append a group, retrying it (with back-off) until it is stored, quarantined, or the
         ingestor closes.
 
@@ -195,7 +212,7 @@ class Ingestor:
                     return
                 wait = min(wait * 2, RETRY_MAX_S)
 
-    def _set_aside(self, item: tuple[str, pa.Table, Mark, int], err: BaseException, attempts: int) -> bool:
+    def _set_aside(self, item: _Item, err: BaseException, attempts: int) -> bool:
         """Quarantine one frame and move its stream's mark past it; False when it could not be
         recorded (then it is retried, and its mark waits)."""
         table, _, mark, seq = item
@@ -207,7 +224,7 @@ class Ingestor:
         mark.set_ingested(seq)
         return True
 
-    def _one_by_one(self, items: list[tuple[str, pa.Table, Mark, int]], stored: set[str]) -> None:
+    def _one_by_one(self, items: list[_Item], stored: set[str]) -> None:
         """Each frame of a group on its own, in order (a stream's mark never passes a frame the
         store lacks); frames whose table the group already appended are marked only."""
         for item in items:
@@ -218,7 +235,9 @@ class Ingestor:
             else:
                 self._append_until_stored([item])
 
-    def _append_group(self, items: list[tuple[str, pa.Table, Mark, int]], stored: set[str]) -> None:
+    def _append_group(self, items: list[_Item], stored: set[str]) -> None:
+        marked = items
+        items = _expanded(items)
         by_table: dict[str, list[tuple[str | None, pa.Table]]] = {}
         for table, data, mark, seq in items:
             by_table.setdefault(table, []).append((frame_key(mark, seq), data))
@@ -240,7 +259,7 @@ class Ingestor:
         if _CRASH_AFTER_STORE is not None and any(m is not _NO_MARK for _, _, m, _ in items):
             _crash_after_store()
         marks: dict[int, tuple[Mark, int]] = {}
-        for _, _, mark, seq in items:
+        for _, _, mark, seq in marked:  # a raw frame that decoded to no rows is marked too
             marks[id(mark)] = (mark, seq)
         for mark, seq in marks.values():
             mark.set_ingested(seq)

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from forensix.agent import wire
-from forensix.agent.frame import Frame, FrameError, decode_body, parse_frame
+from forensix.agent.frame import RAW_TABLE, Frame, FrameError, decode_body, parse_frame
 from forensix.agent.sink import Sink
 from forensix.errors import ForensixError
 from forensix.metrics import lost_by_class
@@ -52,6 +52,7 @@ from forensix.server.guard import Broadcast, HostLimits, RefusalLog, evidence_by
 from forensix.server.ingest import Ingestor
 from forensix.server.metrics import ServerMetrics
 from forensix.server.quarantine import is_transient
+from forensix.server.rawdecode import RawDecoders
 from forensix.server.startup import replay_and_load, set_aside
 from forensix.store.base import Writer
 
@@ -96,6 +97,8 @@ class ServerConfig:
     crl_poll_s: float = 0.2  # how soon a revocation closes open connections
     store_attempts: int = 3  # a frame the store refuses this often is quarantined (0: retried for ever)
     reingest: bool = False  # at start, try the quarantined frames again (after their cause is fixed)
+    # seconds between checkpoints of a raw stream's decoder (a restart decodes the frames after it again)
+    decoder_checkpoint_s: float = 300.0
 
 
 @dataclass(eq=False)
@@ -138,6 +141,7 @@ class LogServer:
         self.evidence = EvidenceStore(config.evidence)
         write_atomic(config.evidence / "checkpoint.pub", self.pki.checkpoint_pub_path.read_bytes(), 0o644)
         self.ingest = Ingestor(store, live=live, attempts=config.store_attempts)
+        self.raw = RawDecoders()  # one decoder per (host, stream) of raw-record agents (server/rawdecode.py)
         self.ingest.on_quarantine = self._quarantine
         self.hosts: dict[str, _HostState] = {}
         self.hosts_lock = threading.Lock()
@@ -554,7 +558,12 @@ class LogServer:
                                 why, "batches")
             if frame.table == "gaps":
                 self.metrics.lost_events(host, lost_by_class(data))
-            self.ingest.submit(frame.table, data, slog, frame.seq)
+            if frame.table == RAW_TABLE:  # decoded here, in sequence order, with the stream's decoder
+                dec = self.raw.get(host, slog.stream)
+                self.ingest.submit(frame.table, dec.feed(data, frame.seq), slog, frame.seq)
+                dec.maybe_checkpoint(self.config.decoder_checkpoint_s, slog.dir, slog.ingested)
+            else:
+                self.ingest.submit(frame.table, data, slog, frame.seq)
             return frame.seq
 
     def _evidence_error(self, host: str, directory: Path, err: OSError) -> tuple[str, str]:

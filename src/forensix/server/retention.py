@@ -28,8 +28,9 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from forensix.agent.frame import HEADER, FrameError, frame_hash
+from forensix.agent.frame import HEADER, RAW_FLAG, SEED_FLAG, FrameError, frame_hash
 from forensix.server.evidence import read_frame, walk_segment
+from forensix.server.rawdecode import checkpoint_seq
 
 __all__ = ["Drop", "RetentionRecord", "apply_retention", "plan_retention", "read_retention", "retention_message"]
 
@@ -77,6 +78,8 @@ class _Facts(NamedTuple):
     newest_ns: int  # the newest sealing time in the segment, or its last write, whichever is later
     last_off: int
     last_len: int
+    raw: bool = False  # holds frames of raw records (decoded on the log host)
+    seed: int = -1  # the last frame that restarts the stream's decoder (agent/frame.py SEED_FLAG)
 
 
 def _segment_facts(seg: Path) -> _Facts | None:
@@ -85,16 +88,20 @@ def _segment_facts(seg: Path) -> _Facts | None:
     st = seg.stat()
     first = last = -1
     frames = newest = end = last_off = last_len = 0
+    raw, seed = False, -1
     with seg.open("rb") as f:
         for off, seq, length in walk_segment(seg):
             f.seek(off)
-            seal_ns = HEADER.unpack(f.read(HEADER.size))[8]
+            head = HEADER.unpack(f.read(HEADER.size))
+            seal_ns, flags = head[8], head[7]
+            raw |= bool(flags & RAW_FLAG)
+            seed = seq if flags & SEED_FLAG else seed
             first = seq if first < 0 else first
             last, frames, newest = seq, frames + 1, max(newest, seal_ns)
             end, last_off, last_len = off + length, off, length
     if frames == 0 or end != st.st_size:
         return None
-    return _Facts(first, last, frames, max(newest, st.st_mtime_ns), last_off, last_len)
+    return _Facts(first, last, frames, max(newest, st.st_mtime_ns), last_off, last_len, raw, seed)
 
 
 def _ingested(sdir: Path) -> int:
@@ -110,6 +117,18 @@ def _streams(evidence: Path, host: str | None) -> Iterator[tuple[str, str, Path]
             yield hdir.name, sdir.name, sdir
 
 
+def _needed_from(segs: list[Path]) -> int | float:
+    """The first frame a log-host restart needs to rebuild the stream's raw decoder: the one
+    after its newest decoder checkpoint, or its newest seed if later (frames before it are never
+    decoded again); none if the stream has no raw frames. Without a checkpoint, a raw stream
+    keeps everything from its agent's last start."""
+    facts = [_segment_facts(s) for s in segs]
+    if not any(f is not None and f.raw for f in facts):
+        return float("inf")
+    ck = checkpoint_seq(segs[0].parent) if segs else -1  # the decoder as after that frame: later ones needed
+    return max(max((f.seed for f in facts if f is not None), default=-1), ck + 1 if ck >= 0 else -1)
+
+
 def plan_retention(evidence: Path, cutoff_ns: int, host: str | None = None) -> list[Drop]:
     """What retention at ``cutoff_ns`` would drop: per stream, the oldest segments wholly before it."""
     out: list[Drop] = []
@@ -117,9 +136,10 @@ def plan_retention(evidence: Path, cutoff_ns: int, host: str | None = None) -> l
         segs = sorted(sdir.glob("seg-*.fxe"))
         ingested = _ingested(sdir)
         take: list[tuple[Path, _Facts]] = []
+        needed = _needed_from(segs)
         for seg in segs[:-1]:  # never the newest: the stream appends to it, and it holds the chain head
             f = _segment_facts(seg)
-            if f is None or f.newest_ns >= cutoff_ns or f.last > ingested:
+            if f is None or f.newest_ns >= cutoff_ns or f.last > ingested or f.last >= needed:
                 break  # a prefix only: the remaining chain starts right after what is dropped
             take.append((seg, f))
         if not take:

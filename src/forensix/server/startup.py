@@ -8,11 +8,12 @@ import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
-from forensix.agent.frame import FrameError, decode_body
+from forensix.agent.frame import HEADER, RAW_FLAG, RAW_TABLE, Frame, FrameError, decode_body
 from forensix.server.evidence import StreamLog, read_frame, walk_segment
 from forensix.server.ingest import frame_key
 from forensix.server.ledger import IngestLedger, committed_frames
@@ -25,6 +26,7 @@ from forensix.server.quarantine import (
     store_fix,
     write_quarantine,
 )
+from forensix.server.rawdecode import StreamDecoder, checkpoint_seq
 from forensix.store import schema
 
 if TYPE_CHECKING:
@@ -53,32 +55,50 @@ def replay_and_load(self: LogServer) -> None:
         held = read_quarantine(s.dir)
         skip = already.get((s.host, s.stream), set())
         again = set(held) if self.config.reingest else set()
+        raw = self.raw.get(s.host, s.stream)
+        # the decoder as it was after frame ck: frames up to it are not decoded again. Usable only
+        # if none of them is still to be stored (their rows need the state from before them):
+        # the listener writes a checkpoint once the store holds its frame, but the ingested mark
+        # is not fsynced, so after a power loss it may lag; then the stream is decoded from its start
+        ck = checkpoint_seq(s.dir)
+        ck = raw.restore(s.dir) if 0 <= ck <= done and not any(q <= ck for q in again) else -1
         for seg in s.segments():
-            for off, seq, length in walk_segment(seg):
-                if seq <= done and seq not in again:
-                    continue
-                if (seq in held and seq not in again) or (seq in skip and seq > done):
+            with seg.open("rb") as heads:  # raw-ness of the frames passed over, read from their headers
+                for off, seq, length in walk_segment(seg):
+                    if seq <= ck and seq <= done and seq not in again:
+                        continue
+                    stored = seq <= done and seq not in again
+                    if stored or (seq in held and seq not in again) or (seq in skip and seq > done):
+                        # a raw frame already stored (or set aside) is decoded again without
+                        # storing: the stream's decoder needs the state it left (rawdecode.py)
+                        _dry_feed(raw, heads, seg, off, length, seq)
+                        if not stored:
+                            done = max(done, seq)
+                        continue
+                    try:
+                        fr = read_frame(seg, off, length)
+                        _batch(self, raw, fr, frame_key(s, seq))
+                        if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
+                            s.set_ingested(seq)
+                        if seq in held:
+                            del held[seq]
+                            log.info("quarantined frame %d of %s/%s re-ingested", seq, s.host, s.stream)
+                    except FrameError as e:
+                        log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
+                    except Exception as e:
+                        if is_transient(e):
+                            raise
+                        if seq not in held:
+                            self._quarantine(fr.table, s, seq, e, 1)
+                        else:
+                            log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
+                                      s.host, s.stream, e)
                     done = max(done, seq)
-                    continue
-                try:
-                    fr = read_frame(seg, off, length)
-                    self.ingest.batch(fr.table, decode_body(fr), key=frame_key(s, seq))
-                    if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
-                        s.set_ingested(seq)
-                    if seq in held:
-                        del held[seq]
-                        log.info("quarantined frame %d of %s/%s re-ingested", seq, s.host, s.stream)
-                except FrameError as e:
-                    log.error("cannot re-ingest %s offset %d: %s", seg, off, e.message)
-                except Exception as e:
-                    if is_transient(e):
-                        raise
-                    if seq not in held:
-                        self._quarantine(fr.table, s, seq, e, 1)
-                    else:
-                        log.error("quarantined frame %d of %s/%s still refused by the store: %s", seq,
-                                  s.host, s.stream, e)
-                done = max(done, seq)
+        if raw.rebuilt or raw.replayed or ck >= 0:
+            log.info("decoder of %s/%s rebuilt from the evidence: %s, %d raw frame(s) decoded again without "
+                     "storing, %d decoded and stored now (%.2f s of CPU)", s.host, s.stream,
+                     f"checkpoint after frame {ck}" if ck >= 0 else "no checkpoint", raw.rebuilt, raw.replayed,
+                     raw.cpu_s)
         if again:
             write_quarantine(s.dir, held)
         if done != s.ingested():
@@ -90,6 +110,33 @@ def replay_and_load(self: LogServer) -> None:
         if info_path.exists():
             info = json.loads(info_path.read_text())
             self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
+
+
+def _is_raw(heads: BinaryIO, off: int) -> bool:
+    """Whether the frame at ``off`` carries raw records (its header's flags, read alone)."""
+    heads.seek(off)
+    head = heads.read(HEADER.size)
+    return len(head) == HEADER.size and bool(HEADER.unpack(head)[7] & RAW_FLAG)
+
+
+def _dry_feed(raw: StreamDecoder, heads: BinaryIO, seg: Path, off: int, length: int, seq: int) -> None:
+    if not _is_raw(heads, off):
+        return
+    try:
+        raw.feed(decode_body(read_frame(seg, off, length)), seq)
+        raw.rebuilt += 1
+    except FrameError as e:  # was refused on receipt too, and never decoded
+        log.error("cannot decode %s offset %d again: %s", seg, off, e.message)
+
+
+def _batch(self: LogServer, raw: StreamDecoder, fr: Frame, key: str | None) -> None:
+    data = decode_body(fr)
+    if fr.table != RAW_TABLE:
+        self.ingest.batch(fr.table, data, key=key)
+        return
+    raw.replayed += 1
+    for table, t in raw.feed(data, fr.seq).joined():
+        self.ingest.batch(table, t, key=key)
 
 
 def set_aside(self: LogServer, table: str, mark: object, seq: int, err: BaseException, attempts: int) -> None:

@@ -1,0 +1,269 @@
+"""The real agent's CPU per stored event: ``forensix agent --raw`` against ``--decode``.
+
+    python -m bench.agent_cost ship CAPTURE [--reps 3] [--write]
+
+A capture (``python -m bench.agent_cost capture``) is fed through the agent's own code,
+not a model of it: the recorder class each mode runs (``RawRecorder`` of agent/raw.py, or
+the decoding ``Recorder``), its drain-tick hook (``_handle_drains``) and map-flush rows,
+into the real ``ShippingSink`` (Arrow IPC, zstd, HMAC, hash chain, spool append with
+fsync; the network thread is not started: sending is a socket write either way). The
+ring walk of ringbuf.py runs over each captured drain as the drain would. Frames are
+sealed at once (``--batch-ms 0``): at one drain a second the agent's coalescing joins
+almost nothing in either mode. The capture's drains (the rings joined) are split back
+into rings by record class before the clock starts. The artifact collector's hook runs
+as ``forensix agent`` runs it (``--no-artifacts``: not at all), without reading files,
+which costs the same in both modes: what counts is that the raw agent decodes the process
+ring and the executable mappings to find the execs.
+
+CPU is the process's (``time.process_time``), so a thread the sink starts counts too.
+Each mode runs in a fresh process, alternating, ``--reps`` times; medians are printed.
+
+The raw mode's frames are then decoded as the log host does (server/rawdecode.py): its
+decode CPU per event is printed apart (it is the log host's, not the agent's), and its
+row counts must equal the decoding mode's (tests/transport/test_raw_agent_bpf.py proves
+the rows equal on a live recording; this checks the capture's counts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["compare_ship", "ship_replay"]
+
+
+class _Ring:
+    """Where a ring's drains have reached (RawRecorder writes each part's start position)."""
+
+    def __init__(self) -> None:
+        self.pos = 0
+
+
+def _agent(raw: bool, sink: Any, abi: dict[str, Any], offset_ns: int, cpu: dict[str, float]) -> Any:
+    """The recorder of ``forensix agent`` in either mode, wired as start() wires it, minus the
+    sensor: its writer hands batches straight to the sink (the writer thread's work)."""
+    from forensix.agent.raw import RawRecorder
+    from forensix.model.host import local_host
+    from forensix.sensor.decode import Decoder
+    from forensix.sensor.recorder import Recorder
+
+    class Inline:
+        def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
+            t = time.process_time()
+            sink.write(table, data)
+            cpu["seal+spool"] += time.process_time() - t
+
+        def after_written(self, fn: Any) -> None:
+            fn()
+
+    rec = (RawRecorder if raw else Recorder)([])
+    rec.abi = abi
+    rec.decoder = Decoder(abi, local_host(), offset_ns)
+    rec.clock = type("Clock", (), {"offset_ns": offset_ns})()
+    rec.rings = [_Ring(), _Ring(), _Ring()]
+    rec._writer = Inline()
+    return rec
+
+
+def _sink(tmp: Path, frames: list[bytes]) -> Any:
+    from forensix.agent.shipping import ShippingConfig, ShippingSink
+    from forensix.pki.authority import Authority
+
+    pki = Authority(tmp / "pki")
+    pki.init(["127.0.0.1"])
+    b = pki.issue("bench", seal_interval_s=3600)
+
+    class Keeping(ShippingSink):
+        def _spool(self, table: str, data: pa.Table) -> bool:
+            seq, raw, seal_ns, epoch = self.sealer.seal(table, data)
+            if not self.spool.append(seq, raw, seal_ns, epoch):
+                return False
+            self.sealer.commit(raw, seal_ns, self.spool.last_hash)
+            frames.append(raw)  # for the log host's decode, after the agent's part is timed
+            return True
+
+    cfg = ShippingConfig(host="bench", server=("127.0.0.1", 9), context=ssl.create_default_context(),
+                         seal_key=b.seal, spool_dir=tmp / "spool", spool_max_bytes=8 << 30, coalesce_s=0)
+    return Keeping(cfg, start=False)
+
+
+class _NoFiles:
+    """The artifact collector's hook, without the files: reading and hashing an executable
+    costs the same in both modes (the exec happened either way), so neither counts it. What
+    each mode pays to find the execs (the raw agent decodes the process ring for it) counts."""
+
+    def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        return tables
+
+    def blobs_to_ship(self) -> None:
+        return None
+
+
+def _by_ring(abi: dict[str, Any], d: Any) -> list[tuple[int, Any]]:
+    """A captured drain (the rings joined) split back into its rings, by each record's class
+    (the ring a class goes to: sensor/recorder.py), as (ring index, drain) in drain order."""
+    from forensix.sensor.abi import struct_dtype
+    from forensix.sensor.ringbuf import Drained
+
+    dt = struct_dtype(abi, "fx_event")
+    fields: Any = dt.fields
+    words = np.frombuffer(d.data, np.uint32)
+    ok = d.lengths >= dt.itemsize
+    cls = np.full(len(d.offsets), 2, np.int64)
+    cls[ok] = words[d.offsets[ok] // 4 + fields["cls"][1] // 4] & ((1 << (8 * fields["cls"][0].itemsize)) - 1)
+    ring = np.where(cls == 0, 0, np.where((cls == 2) | (cls == 4), 1, 2))
+    out = []
+    for r in (0, 1, 2):
+        idx = np.nonzero(ring == r)[0]
+        if not len(idx):
+            continue
+        spans = [(int(o) - 8, (int(n) + 15) & ~7) for o, n in zip(d.offsets[idx], d.lengths[idx], strict=True)]
+        data = b"".join(d.data[o: o + n] for o, n in spans)
+        offs = np.cumsum([0] + [n for _, n in spans[:-1]], dtype=np.int64) + 8
+        out.append((r, Drained(data, offs, d.lengths[idx].copy())))
+    return out
+
+
+def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]:
+    """One replay of ``path`` through the real agent of one mode; CPU by stage and in all."""
+    from bench.agent_cost import _walker, load_inputs
+    from forensix.agent.raw import raw_row
+    from forensix.sensor.decoder_state import export_state
+    from forensix.sensor.recorder import use_system_allocator
+
+    use_system_allocator()  # as the recorder's start does
+    abi, offset_ns, inputs = load_inputs(path)
+    # the agent drains each ring on its own (before the clock starts: the capture joined them)
+    inputs = [(k, _by_ring(abi, x)) if k == "ring" else (k, x) for k, x in inputs]
+    tmp = Path(tempfile.mkdtemp(prefix="fx-agent-ship-"))
+    frames: list[bytes] = []
+    sink = _sink(tmp, frames)
+    cpu: dict[str, float] = {"walk": 0.0, "drain tick": 0.0, "map flush": 0.0, "seal+spool": 0.0}
+    rec = _agent(raw, sink, abi, offset_ns, cpu)
+    rec.artifacts = _NoFiles() if artifacts else None  # forensix agent always preserves
+    walk = _walker()
+    seeded = False
+    t_all = time.process_time()
+    for kind, x in inputs:
+        t = time.process_time()
+        if kind == "ring":
+            for _, part in x:
+                walk(part)
+            cpu["walk"] += time.process_time() - t
+            if raw and not seeded:  # the seed goes out after the snapshot, before the first drain
+                seed = {"abi": abi, "host": dataclasses.asdict(rec.host), "state": export_state(rec.decoder)}
+                rec._emit("raw", raw_row("seed", {}, json.dumps(seed).encode()))
+                seeded = True
+            t = time.process_time()
+            before = cpu["seal+spool"]
+            for r, part in x:
+                rec.rings[r].pos += len(part.data)
+            rec._handle_drains(x, True)
+            cpu["drain tick"] += time.process_time() - t - (cpu["seal+spool"] - before)
+        elif kind == "table:snapshot_ids":
+            ids = rec.decoder.ids
+            ids._pid, ids._tick, ids._eid = (x.column(c).to_numpy() for c in ("pid", "tick", "eid"))
+        elif kind == "table:labels":
+            rec.decoder.labels.update(zip(x.column("key").to_pylist(), x.column("path").to_pylist(), strict=True))
+        elif kind.startswith("table:"):
+            if kind == "table:processes":
+                for r in x.select(["entity_id", "pid", "parent_entity_id", "executable", "args",
+                                   "working_directory"]).to_pylist():
+                    rec.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"],
+                                         r["args"], r["working_directory"])
+            rec._emit(kind.split(":", 1)[1], x)
+        else:
+            before = cpu["seal+spool"]
+            (rec._emit_flows if kind == "flows" else rec._emit_reopens)(*x)
+            cpu["map flush"] += time.process_time() - t - (cpu["seal+spool"] - before)
+    sink.flush()
+    total = time.process_time() - t_all
+    sink._closed.set()  # its shipper never started: nothing to deliver
+    sink.spool.close(clean=True)
+    out: dict[str, Any] = {"mode": "raw" if raw else "decode", "agent_cpu_s": round(total, 3),
+                           "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+                           "frames": len(frames), "shipped_bytes": sum(len(f) for f in frames)}
+    out["rows"] = _log_host(frames, raw, out)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _log_host(frames: list[bytes], raw: bool, out: dict[str, Any]) -> dict[str, int]:
+    """Rows per table as the log host would store them; for raw frames, its decode timed."""
+    from forensix.agent.frame import RAW_TABLE, decode_body, parse_frame
+    from forensix.server.rawdecode import StreamDecoder
+
+    rows: dict[str, int] = {}
+    dec = StreamDecoder("bench", "bench")
+    t_all = time.thread_time()
+    for raw_frame in frames:
+        fr = parse_frame(raw_frame)
+        data = decode_body(fr)
+        got = dec.feed(data, fr.seq).joined() if fr.table == RAW_TABLE else [(fr.table, data)]
+        for table, t in got:
+            rows[table] = rows.get(table, 0) + t.num_rows
+    if raw:
+        out["log_host_decode_cpu_s"] = round(dec.cpu_s, 3)
+        out["log_host_ingest_side_cpu_s"] = round(time.thread_time() - t_all, 3)  # with frame parsing, unzstd
+    return rows
+
+
+def compare_ship(path: Path, reps: int, artifacts: bool = True) -> tuple[str, dict[str, Any]]:
+    """Both modes in fresh processes, alternating; a markdown table and the medians."""
+    here = Path(__file__).resolve().parent.parent
+    runs: dict[str, list[dict[str, Any]]] = {"decode": [], "raw": []}
+    loads: list[float] = []
+    for i in range(reps):
+        order = ("decode", "raw") if i % 2 == 0 else ("raw", "decode")
+        for mode in order:
+            cmd = [sys.executable, "-m", "bench.agent_cost", "ship-one", str(path)] + (["--raw"] if mode == "raw" else [])
+            cmd += [] if artifacts else ["--no-artifacts"]
+            env = dict(os.environ)
+            env.setdefault("PYTHONPATH", str(here / "src"))
+            env["PYTHONPATH"] += os.pathsep + str(here)
+            res = subprocess.run(cmd, env=env, cwd=here, check=True, capture_output=True, text=True).stdout
+            runs[mode].append(json.loads(res.strip().splitlines()[-1]))
+            loads.append(os.getloadavg()[0])
+    rows = runs["decode"][0]["rows"]
+    n = rows.get("events", 0) + rows.get("flows", 0)
+    same = all(r["rows"] == rows for rs in runs.values() for r in rs)
+
+    def med(mode: str, key: str, stage: str | None = None) -> float:
+        return float(statistics.median(r["cpu_s"][stage] if stage else r[key] for r in runs[mode]))
+
+    lines = [(f"capture {path.name}: {n:,} stored events; medians of {reps} replays per mode, alternating, each in "
+             f"a fresh process; load average {min(loads):.1f}–{max(loads):.1f}; "
+             f"{'with' if artifacts else 'without'} finding the execs for the artifact collector"), "",
+             "| agent stage | --decode µs/event | --raw µs/event |", "|---|---:|---:|"]
+    for stage in ("walk", "drain tick", "map flush", "seal+spool"):
+        lines.append(f"| {stage} | {med('decode', '', stage) / n * 1e6:.2f} | {med('raw', '', stage) / n * 1e6:.2f} |")
+    d, r = med("decode", "agent_cpu_s"), med("raw", "agent_cpu_s")
+    lines.append(f"| **agent total** | **{d / n * 1e6:.2f}** | **{r / n * 1e6:.2f}** |")
+    bd = statistics.median(x["shipped_bytes"] for x in runs["decode"]) / n
+    br = statistics.median(x["shipped_bytes"] for x in runs["raw"]) / n
+    lines.append(f"| bytes shipped / event | {bd:.1f} | {br:.1f} |")
+    lh = med("raw", "log_host_decode_cpu_s")
+    lhi = med("raw", "log_host_ingest_side_cpu_s")
+    lines += ["", (f"log host, raw frames: decode {lh / n * 1e6:.2f} µs/event ({lhi / n * 1e6:.2f} with frame parsing "
+              f"and unzstd); rows per table {'equal in both modes' if same else 'DIFFER'}: {rows}")]
+    medians = {"events": n, "decode_us": d / n * 1e6, "raw_us": r / n * 1e6, "log_host_us": lh / n * 1e6,
+               "load": [min(loads), max(loads)], "same_rows": same}
+    return "\n".join(lines), medians
+
+
+def run_one(path: Path, raw: bool, artifacts: bool = True) -> None:
+    print(json.dumps(ship_replay(path, raw, artifacts)))

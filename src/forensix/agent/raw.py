@@ -1,0 +1,154 @@
+"""The agent that ships the kernel's records as they are, for the log host to decode.
+
+``RawRecorder`` drains the rings as the recorder does (the space is held until the frame
+is in the spool), but does not decode: each drain tick becomes one ``raw`` row (its rings'
+bytes, headers kept), each flow-map flush one row of the merged map entries. What the
+decoder needs besides the records goes first, in a ``seed`` row: the sensor's record
+layout (abi.json, which an agent upgrade may change) and the decoder's state after the
+``/proc`` snapshot (snapshot entity ids, the open files' names). The log host decodes
+the rows of a stream in order with one ``Decoder`` (server/rawdecode.py): the rows it
+stores are those a decoding agent would have sent (tests/agent/test_raw_agent_bpf.py).
+
+A drain tick stays one row so that the log host decodes exactly the batches the decoding
+agent would have (a batch's bounds decide which records a warning names, which labels
+a flush sees). Rows of one kind share the frame's table (``raw``), so the sink's
+joining of small batches keeps them in the order they were made.
+
+Rare rows the agent knows best stay tables: hosts, agent events, gaps, accounts, the
+snapshot's processes. Executed-file preservation needs the exec records at exec time:
+the process ring's records (~2% of a build's) and the executable mappings of the other
+rings are decoded here too, for it alone, and the hashes it finds travel with the row. Live rules need decoded rows: an agent that
+must alert on its own runs ``forensix agent --decode``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from forensix.agent.execs import collector_rows, file_key, pick
+from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE
+from forensix.sensor.abi import struct_dtype
+from forensix.sensor.decoder_state import export_state
+from forensix.sensor.recorder import Recorder
+from forensix.sensor.ringbuf import Drained
+
+__all__ = ["RAW_FORMAT", "RawRecorder", "exec_hashes", "raw_row"]
+
+RAW_FORMAT = 1  # the meta's "format": a log host refuses rows of a format it does not know
+
+
+def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview | np.ndarray) -> pa.Table:
+    """One row of a raw frame: its kind, a JSON preamble, the bytes (not copied: an Arrow
+    value over the drained bytes themselves; the frame's encoding copies them once)."""
+    meta = {"format": RAW_FORMAT, **meta}
+    buf = pa.py_buffer(data)
+    value = pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf])
+    return pa.Table.from_arrays(
+        [pa.array([kind], pa.string()), pa.array([json.dumps(meta)], pa.string()), value], schema=RAW_SCHEMA)
+
+
+def exec_hashes(events: pa.Table, upto: int) -> list[list[Any]]:
+    """(entity id, ts, sha256) of the exec rows among the first ``upto`` rows that the artifact
+    collector gave a hash: the log host puts them on the rows it decodes."""
+    ev = events.slice(0, upto).select(["process_entity_id", "ts", "process_hash_sha256"])
+    ev = ev.filter(pc.is_valid(ev["process_hash_sha256"]))
+    return [[e, t, h] for e, t, h in zip(*(ev[c].to_pylist() for c in ev.column_names), strict=True)]
+
+
+def _bytes_of(a: np.ndarray) -> np.ndarray:
+    """A record array's bytes as they are in memory (the kernel's layout), as uint8."""
+    return np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+
+
+class RawRecorder(Recorder):
+    """A Recorder whose sinks get the kernel's records undecoded (table ``raw``)."""
+
+    # files mapped executable the collector has no use for (_judge); replaced, never changed in place
+    _ordinary: np.ndarray = np.empty(0, np.uint64)
+
+    def _snapshot(self) -> None:
+        super()._snapshot()
+        seed = {"abi": self.abi, "host": asdict(self.host), "state": export_state(self.decoder)}
+        self._emit(RAW_TABLE, raw_row("seed", {}, json.dumps(seed).encode()))
+
+    def _handle_drains(self, named: list[tuple[int, Drained]], bulk: bool) -> None:
+        parts = [[i, self.rings[i].pos - len(d.data), len(d.data)] for i, d in named]
+        meta: dict[str, Any] = {"offset_ns": self.clock.offset_ns, "parts": parts,
+                                "records": sum(len(d) for _, d in named)}  # for the agent's metrics
+        extra: dict[str, pa.Table] = {}
+        if self.artifacts is not None:
+            wanted = [m for _, d in named if (m := pick(self.decoder, d, self._ordinary))]
+            try:
+                if wanted:
+                    meta["hashes"], extra = self._preserve(Drained.join(wanted))
+                self._ship_artifacts(once=True)
+            except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
+                self._artifacts_failed(e)
+        data = named[0][1].data if len(named) == 1 else b"".join(d.data for _, d in named)
+        self._emit(RAW_TABLE, raw_row("ring", meta, data), bulk=bulk)
+        self.stats.events += sum(len(d) for _, d in named)  # records, not rows: the log host counts rows
+        for table, t in extra.items():
+            self._emit(table, t)
+
+    def _judge(self, ev: pa.Table) -> None:
+        """Remember the files of decoded executable mappings that the collector has no use for."""
+        from forensix.artifacts.collect import (
+            _temp,  # the collector's own test of a writable directory
+        )
+
+        maps = ev.filter(pc.and_(pc.fill_null(pc.equal(ev["event_action"], "mmap"), False),
+                                 pc.is_valid(ev["file_inode"])))
+        if not maps.num_rows:
+            return
+        paths = maps["file_path"].to_pylist()
+        deleted = maps["file_deleted"].to_pylist()
+        keys = file_key(maps["file_inode"].to_numpy(zero_copy_only=False).astype(np.uint64),
+                    maps["file_device"].to_numpy(zero_copy_only=False)).tolist()
+        add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not _temp(p)}
+        if len(self._ordinary) + len(add) > 65_536:  # bounded: judged again
+            self._ordinary = np.empty(0, np.uint64)
+        self._ordinary = np.union1d(self._ordinary, np.fromiter(add, np.uint64, len(add)))
+
+    def _preserve(self, wanted: Drained) -> tuple[list[list[Any]], dict[str, pa.Table]]:
+        """Keep what the process ring's execs ran and the libraries mapped executable; the
+        hashes for the log host, and the rows the collector adds (artifacts, artifact.missing
+        events)."""
+        assert self.artifacts is not None
+        ev = collector_rows(self.decoder, wanted)
+        n = ev.num_rows
+        self._judge(ev)
+        tables = {"events": ev}
+        out = self.artifacts.annotate(tables)
+        extra = {k: v for k, v in out.items() if k not in ("events", "processes", "flows", "tty")}
+        got = out.get("events")
+        if got is None:
+            return [], extra
+        if got.num_rows > n:
+            extra["events"] = got.slice(n)
+        return exec_hashes(got, n), extra
+
+    def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
+        self.stats.events += len(v)
+        self._emit_map("flows", k, v)
+
+    def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
+        keep = v["count"] > 0
+        if keep.any():
+            self._emit_map("reopens", k[keep], v[keep])
+
+    def _emit_map(self, kind: str, k: np.ndarray, v: np.ndarray) -> None:
+        meta = {"offset_ns": self.clock.offset_ns, "n": len(v)}
+        self._emit(RAW_TABLE, raw_row(kind, meta, np.concatenate([_bytes_of(k), _bytes_of(v)])))
+
+    def _take_tty_cuts(self) -> None:
+        if "fx_tty_budget" not in self.abi["structs"]:
+            return
+        keys, vals = self._take_map("tty_budget", np.dtype(np.uint32), struct_dtype(self.abi, "fx_tty_budget"))
+        if len(vals):
+            self._emit_map("tty_budget", keys, vals)
