@@ -81,12 +81,13 @@ def test_noise_siblings_and_ancestors_are_folded_with_counts(history: tuple[Grap
 
 def test_the_bound_keeps_the_target_and_writers_first(history: tuple[Graph, dict[str, object]]) -> None:
     g, p = history
-    (c,) = compact([g], limit=3)
+    (c,) = compact([g], limit=6)  # three groups drawn already: three objects left
     _drawn_or_folded_once(g, c)
     drawn = [n for n in c.nodes.values() if n.kind != "group"]
-    assert len(drawn) <= 3
+    assert len(drawn) <= 3 and len(c.nodes) <= 6 + 4
     assert {n.label for n in drawn} >= {"/data/out"}
     assert node_key("process", p["joiner"].entity_id) in c.nodes  # type: ignore[attr-defined]
+    assert any(n.attrs["group"] == "more" for n in c.node_by("group"))
 
 
 def test_two_way_edges_keep_the_way_toward_the_target() -> None:

@@ -10,9 +10,11 @@ holds and how many (its members' keys and labels go with it, so the UI can open 
    what they are: shared libraries, system programs run, locale data, name-service and other
    hub configuration, /proc, /sys and /dev;
 2. three or more files in one directory that touch the same processes the same way;
-3. chains of processes that did nothing in the graph but fork (a session's ancestors up to
+3. more than five files (or connections) that touch nothing but one process: its others;
+4. chains of processes that did nothing in the graph but fork (a session's ancestors up to
    init, a shell's idle children);
-4. past ``limit`` objects, the least telling ones (far from the target, read only), by kind.
+5. past ``limit`` drawn nodes (groups included), the least telling objects (far from the
+   target, read only), one group per kind: at most ``limit`` + 4 nodes in all.
 
 Edges between the same two objects become one edge that lists its kinds; two objects joined
 both ways (a process and its connection) keep the way that leads toward the target backward
@@ -31,8 +33,9 @@ from forensix.analysis.graph_model import Edge, Graph, Node
 
 __all__ = ["GROUPS", "LIMIT", "compact"]
 
-# Objects drawn at most, besides group nodes: about what a 1100 x 640 pixel box shows with
-# 11-pixel labels that do not overlap in a left-to-right layout (eight ranks of five).
+# Nodes drawn at most, groups included (plus one "more" group per kind): about what a
+# 1100 x 640 pixel box shows with 11-pixel labels that do not overlap in a left-to-right
+# layout (eight ranks of five).
 LIMIT = 40
 _READS = frozenset({"read", "open-read", "exec", "mmap"})
 # the kind a merged edge is drawn as: what moved data first, then what made or ran things
@@ -74,6 +77,7 @@ def compact(graphs: Sequence[Graph], limit: int = LIMIT) -> list[Graph]:
     fold = _Folding(nodes, edges, roots)
     fold.system_files()
     fold.siblings()
+    fold.fan_outs()
     fold.fork_chains({k for g in graphs if g.direction == "forward" for k in g.nodes})
     fold.bound(limit)
     return [_apply(g, fold) for g in graphs]
@@ -141,6 +145,21 @@ class _Folding:
                 self._add(f"g:dir:{d}:{len(self.groups)}", "{n} files in " + (d.rstrip("/") + "/"), "directory",
                           sorted(keys))
 
+    def fan_outs(self, most: int = 5) -> None:
+        """More than ``most`` objects of one kind that touch nothing but one process (what a
+        busy process, say a test runner that also received the data, did besides): one group."""
+        leaves: dict[tuple[str, str], list[str]] = {}
+        for k, n in self.nodes.items():
+            if k in self.into or k in self.roots or n.kind == "process":
+                continue
+            ends = {self.into.get(o, o) for e in self.around[k] for o in (e.src, e.dst) if o != k}
+            if len(ends) == 1:
+                leaves.setdefault((ends.pop(), n.kind), []).append(k)
+        for (p, kind), keys in sorted(leaves.items()):
+            if len(keys) > most and p in self.nodes:
+                self._add(f"g:leaves:{p}:{kind}", "{n} " + f"other {kind}s of {self.nodes[p].label}", "leaves",
+                          sorted(keys))
+
     def _fork_only(self, key: str) -> bool:
         """Nothing but forks, or reads of what was already folded as system files."""
         return all(e.kind == "fork" or self.into.get(e.src if e.dst == key else e.dst) == _SYSTEM
@@ -171,6 +190,7 @@ class _Folding:
     def bound(self, limit: int) -> None:
         """Past ``limit`` drawn objects, fold the least telling ones, by kind."""
         shown = [n for k, n in self.nodes.items() if k not in self.into]
+        limit = max(limit - len(self.groups), 1)  # the groups drawn count too
         if len(shown) <= limit:
             return
         writes = {k for e in self.edges if e.kind not in _READS and e.kind != "fork" for k in (e.src, e.dst)}
