@@ -26,10 +26,12 @@ Measures
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,14 +45,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from forensix.store.clickhouse import ClickHouseReader, ClickHouseStore
 from forensix.store.clickhouse.ddl import local_name
 from forensix.store.clickhouse.summaries import summary_tables
-from forensix.testing.clickhouse import Cluster, start_cluster, stop_cluster
+from forensix.testing.clickhouse import COMPRESSION, Cluster, start_cluster, stop_cluster
 from forensix.testing.scenario import free_port, wait_for
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fleet_gen import (  # bench/ is not a package when run as a script
+    MINER,
+    MINER_EVERY,
+    MINER_PROCESS,
+    POOL,
+    PRELOAD,
+    PROCESS_EVENTS,
+    SPREAD,
+    T0,
+    _sha,
+    load_fleet_sql,
+    write_fleet,
+)
+
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
-T0 = 1_790_000_000 * 10**9
 REAL_EVENTS = 100_000  # the realistic host the per-host analyses walk (about host5's 102,000)
 HOUR = 3_600 * 10**9
-SPREAD = 720_000  # ns between the fleet questions' generated events: 10^8 span 20 h, 10^7 2 h
 
 
 def _cpu(pid: int) -> float:
@@ -123,134 +138,6 @@ def ingest(tmp: Path, store: str, duration: float, rows: int, count: Any, extra_
             "loghost_cpu_s": cpu, "cpu_us_per_event": cpu / stored * 1e6, "inserts": inserts,
             "server_us_per_event": server_cpu / stored * 1e6,
             "after_us_per_event": max(0.0, after) / stored * 1e6, "load": (load0, os.getloadavg()[0])}
-
-
-# What the generated fleet runs: executables (a process each), with a stand-in for their
-# content's SHA-256 (of the path: the fleet has no files), and what the processes touch.
-_BINS = ["/usr/bin/bash", "/usr/bin/ls", "/usr/bin/cat", "/usr/bin/grep", "/usr/bin/sed", "/usr/bin/awk",
-         "/usr/bin/python3.11", "/usr/bin/curl", "/usr/bin/find", "/usr/bin/ps", "/usr/bin/tar",
-         "/usr/bin/gzip", "/usr/sbin/logrotate", "/usr/bin/git", "/usr/bin/make", "/usr/bin/gcc",
-         "/usr/bin/cp", "/usr/bin/mv", "/usr/bin/rm", "/usr/bin/date", "/usr/bin/sleep", "/usr/bin/id"]
-_WORKERS = 40  # /opt/svcN/bin/worker: each host runs the worker of its service (host N % 40)
-_EXES = _BINS + [f"/opt/svc{i}/bin/worker" for i in range(_WORKERS)]
-MINER = "/tmp/.x/miner"
-POOL = ("198.51.100.23", 3333)  # where the miner connects
-PRELOAD = "/etc/ld.so.preload"  # what the miner writes
-_LIBS = [f"/usr/lib/x86_64-linux-gnu/lib{n}.so.{v}" for n in
-         ("c", "m", "pthread", "ssl", "crypto", "z", "selinux", "pcre2-8", "tinfo", "gcc_s", "stdc++",
-          "systemd", "cap", "acl", "attr", "lzma", "zstd", "bz2", "ffi", "python3.11", "curl",
-          "nghttp2", "idn2", "gnutls", "readline") for v in (1, 6)]
-_ETC = ["/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts",
-        "/etc/resolv.conf", "/etc/localtime", "/etc/locale.alias", "/etc/shadow", "/etc/profile",
-        "/etc/bash.bashrc", "/etc/ssl/openssl.cnf", "/etc/host.conf", "/etc/gai.conf"]
-_LOGS = [f"/var/log/app/{n}.log" for n in ("access", "error", "audit", "jobs", "sync")]
-# per 1000 events that are not an exec: the kinds and how many (as forensix.testing.generator's
-# realistic host: reads, flows and mmaps most, writes 15% of opens and flows, a few connects)
-_MIX = (("open_r", 350), ("open_w", 70), ("flow_r", 240), ("flow_w", 60), ("mmap", 160), ("connect", 40),
-        ("unlink", 25), ("rename", 20), ("chmod", 35))
-PROCESS_EVENTS = 50  # events per process: its exec first
-MINER_EVERY, MINER_PROCESS = 97, 7  # every 97th host (host0, host97, ...) runs the miner as its 8th process
-
-
-def _arr(xs: list[str]) -> str:
-    return "[" + ", ".join(f"'{x}'" for x in xs) + "]"
-
-
-def _sha(path: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.encode()).hexdigest()
-
-
-def _base_sql(n: int, hosts: int, offset: int, step: int, where: str = "") -> str:
-    """One row per generated event, with every choice made (a subquery the INSERTs read).
-
-    Event N is host N % hosts's (N // hosts)-th: every host's events spread over the whole
-    span, one every ``step`` ns of the fleet. A host's events come 50 to a process, the first
-    its exec. The other 49 are drawn (intHash64 of N) from ``_MIX``. Every 97th host's 8th
-    process is the miner: exec of /tmp/.x/miner, a connect to 198.51.100.23:3333, a
-    write-open and a write flow of /etc/ld.so.preload, then mmaps of libraries only.
-    ``where``: only these events (on N, h, i, p, j, bad, eid, k, r, x, kind), filtered before
-    their strings are made."""
-    bounds, acc = [], 0
-    for kind, k in _MIX:
-        acc += k
-        bounds.append((kind, acc))
-    assert acc == 1000
-    kind = "multiIf(j = 0, 'exec', bad AND j = 1, 'connect', bad AND j = 2, 'open_w', bad AND j = 3, 'flow_w', " \
-           "bad, 'mmap', " + ", ".join(f"r < {b}, '{k}'" for k, b in bounds[:-1]) + f", '{bounds[-1][0]}')"
-    exes = _arr(_EXES + [MINER])
-    shas = _arr([_sha(e) for e in _EXES + [MINER]])
-    names = _arr([e.rsplit("/", 1)[1] for e in _EXES + [MINER]])
-    # the path of a change (write, unlink, rename, chmod): data files, logs or /tmp; of a
-    # read: /etc, a library or a data file; of an mmap: a library
-    data = "concat('/var/lib/app/data/', toString(intDiv(x, 100) % 4000), '.db')"
-    changed = (f"multiIf(x % 10 < 5, {data}, x % 10 < 7, {_arr(_LOGS)}[intDiv(x, 10) % {len(_LOGS)} + 1], "
-               "concat('/tmp/tmp.', lower(hex(intDiv(x, 10) % 100000))))")
-    read = (f"multiIf(x % 10 < 4, {_arr(_ETC)}[intDiv(x, 10) % {len(_ETC)} + 1], "
-            f"x % 10 < 7, {_arr(_LIBS)}[intDiv(x, 10) % {len(_LIBS)} + 1], {data})")
-    lib = f"{_arr(_LIBS)}[intDiv(x, 10) % {len(_LIBS)} + 1]"
-    return f"""
-SELECT N, h, hn, i, p, j, bad, eid, k, kind, x, {T0} + N * {step} AS ts,
-       multiIf(kind IN ('open_r', 'open_w'), 'open', kind IN ('flow_r', 'flow_w'), 'flow', kind) AS action,
-       kind IN ('open_w', 'flow_w') AS wr,
-       {exes}[k + 1] AS exe, {shas}[k + 1] AS sha, {names}[k + 1] AS pname,
-       multiIf(bad AND j IN (2, 3), '{PRELOAD}', kind = 'mmap', {lib},
-               kind IN ('open_r', 'flow_r'), {read}, {changed}) AS path,
-       concat('10.1.', toString(intDiv(h, 250)), '.', toString(h % 250 + 1)) AS host_ip,
-       if(bad, [exe, '--pool', '{POOL[0]}:{POOL[1]}'], [exe, concat('--job=', toString(eid % 8))]) AS args
-FROM (
-  SELECT number + {offset} AS N, N % {hosts} AS h, concat('host', toString(h)) AS hn, intDiv(N, {hosts}) AS i,
-         intDiv(i, {PROCESS_EVENTS}) AS p, i % {PROCESS_EVENTS} AS j,
-         h % {MINER_EVERY} = 0 AND p = {MINER_PROCESS} AS bad, cityHash64(hn, p) AS eid,
-         if(bad, {len(_EXES)}, if(eid % 4 = 0, {len(_BINS)} + h % {_WORKERS}, eid % {len(_BINS)})) AS k,
-         intHash64(N) % 1000 AS r, intHash64(N + 1) AS x, {kind} AS kind
-  FROM (SELECT number FROM system.numbers LIMIT {n}){f" WHERE {where}" if where else ""})"""
-
-
-def _gen_sql(db: str, table: str, n: int, hosts: int, offset: int, step: int = SPREAD) -> str:
-    """INSERT ... SELECT of ``n`` generated events (``table`` events), their flow edges
-    (flows: every flow event's edge, as the recorder keeps one with ``in_events``) or their
-    processes (one image per process, at its exec) of ``hosts`` hosts (``_base_sql``)."""
-    base = _base_sql(n, hosts, offset, step, {"flows": "kind IN ('flow_r', 'flow_w')", "processes": "j = 0"}.get(table, ""))
-    ip = (f"if(bad, '{POOL[0]}', if(x % 10 < 6, concat('10.0.', toString(x % 4), '.', toString(intDiv(x, 4) % 20)), "
-          "concat('93.184.216.', toString(x % 32))))")
-    port = f"if(bad, {POOL[1]}, [5432, 6379, 443, 8080][intDiv(x, 100) % 4 + 1])"
-    nbytes = "toUInt64(intDiv(x, 1000) % 65536 + 1)"
-    if table == "events":
-        return f"""INSERT INTO `{db}`.events (host_id, host_name, boot_id, ts, cpu, seq, event_kind, event_category,
-  event_action, process_entity_id, process_pid, process_name, user_id, process_executable, process_args,
-  process_args__null, process_hash_sha256, file_path, file_inode, file_device, file_flags, file_target_path,
-  mem_prot, destination_ip, destination_port, source_ip, source_port, network_transport, network_type,
-  flow_read_count, flow_read_bytes, flow_write_count, flow_write_bytes, flow_first_ts, flow_last_ts, fx_batch)
-SELECT hn, hn, 'boot', ts, 0, N, 'event',
-  multiIf(action = 'exec', 'process', action = 'connect', 'network', action = 'flow', 'flow',
-          action = 'mmap', 'memory', 'file'),
-  action, eid, toUInt32(p % 30000 + 100), pname, toUInt32(if(eid % 3 = 0, 1000, 0)),
-  if(action = 'exec', exe, NULL), if(action = 'exec', args, emptyArrayString()),
-  if(action = 'exec', 0, 1), if(action = 'exec', sha, NULL),
-  if(action IN ('exec', 'connect'), NULL, path), if(action IN ('exec', 'connect'), NULL, cityHash64(path) % 1000000 + 100),
-  if(action IN ('exec', 'connect'), NULL, toUInt64(2049)), if(action = 'open', toUInt32(if(wr, 65, 0)), NULL),
-  if(action = 'rename', concat(path, '.1'), NULL), if(action = 'mmap', toUInt32(5), NULL),
-  if(action = 'connect', {ip}, NULL), if(action = 'connect', toUInt16({port}), NULL),
-  if(action = 'connect', host_ip, NULL), if(action = 'connect', toUInt16(x % 28000 + 32768), NULL),
-  if(action = 'connect', 'tcp', NULL), if(action = 'connect', 'ipv4', NULL),
-  if(action = 'flow', toUInt64(NOT wr), NULL), if(action = 'flow' AND NOT wr, {nbytes}, NULL),
-  if(action = 'flow', toUInt64(wr), NULL), if(action = 'flow' AND wr, {nbytes}, NULL),
-  if(action = 'flow', ts - 1000, NULL), if(action = 'flow', ts, NULL), 0
-FROM ({base})"""
-    if table == "flows":
-        return f"""INSERT INTO `{db}`.flows (host_id, host_name, boot_id, entity_id, pid, fd, file_inode, file_device,
-  file_type, file_path, first_ts, last_ts, read_count, read_bytes, write_count, write_bytes, reason, in_events, fx_batch)
-SELECT hn, hn, 'boot', eid, toUInt32(p % 30000 + 100), 3, cityHash64(path) % 1000000 + 100, toUInt64(2049), 'file',
-  path, ts - 1000, ts, toUInt64(NOT wr), if(wr, 0, {nbytes}), toUInt64(wr), if(wr, {nbytes}, 0), 'close', 1, 0
-FROM ({base})"""
-    return f"""INSERT INTO `{db}`.processes (host_id, host_name, boot_id, entity_id, image_seq, pid, parent_entity_id,
-  start_ts, image_ts, executable, args, args__null, name, user_id, source, hash_sha256, fx_batch)
-SELECT hn, hn, 'boot', eid, 0, toUInt32(p % 30000 + 100), cityHash64(hn, 'init'), ts, ts, exe,
-  args, 0, pname, toUInt32(if(eid % 3 = 0, 1000, 0)), 'fork',
-  sha, 0
-FROM ({base})"""
 
 
 QUESTIONS = (("exe", MINER), ("exe", "/usr/bin/c*"), ("cmdline", POOL[0]), ("sha256", _sha(MINER)),
@@ -417,16 +304,14 @@ def _bytes(st: ClickHouseStore, tables: list[str]) -> int:
                              f"AND table IN ({names})")[0][0] or 0) for s in st.shards)
 
 
-def load_fleet(st: ClickHouseStore, events: int, hosts: int, step: int = SPREAD) -> float:
-    """Generate ``events`` events of ``hosts`` hosts (``_base_sql``: their flow edges and
-    processes too) inside ClickHouse, through the summaries' views; seconds it took."""
-    t0 = time.monotonic()
-    chunk = 2_000_000
-    for off in range(0, events, chunk):
-        n = min(chunk, events - off)
-        for table in ("events", "flows", "processes"):
-            st.entry.execute(_gen_sql(st.db, table, n, hosts, off, step), settings={"insert_distributed_sync": 1})
-    return time.monotonic() - t0
+def load_fleet(st: ClickHouseStore, events: int, hosts: int, step: int = SPREAD, how: str = "") -> float:
+    """Generate ``events`` events of ``hosts`` hosts (fleet_gen: their flow edges and
+    processes too) into the store, through the summaries' views; seconds it took. ``how``:
+    "numpy" (made here, sent to each shard's local tables) or "sql" (INSERT ... SELECT in
+    ClickHouse, the reference): the same rows."""
+    if (how or GENERATOR) == "sql":
+        return load_fleet_sql(st, events, hosts, step)
+    return write_fleet(st, events, hosts, step)
 
 
 def _timed(st: ClickHouseStore, host: str | None, profile: str, run: Any) -> tuple[float, Any, ClickHouseReader]:
@@ -572,16 +457,31 @@ def duck_bytes(st: ClickHouseStore, hosts: int, tmp: Path) -> tuple[int, int]:
     return n, size
 
 
+def _progress(when: str, qs: list[tuple[str, str, float, float, int, int, float]]) -> None:
+    """Each question's figures as soon as they are taken (a 10^8 run is an hour; its report is
+    written at the end, and a run cut short would lose them)."""
+    for name, value, scan, summ, rows, _, load in qs:
+        print(f"{when}: fleet {name} {value or '-'}: scan {scan:.3f} s, summaries {summ:.3f} s, {rows} rows, "
+              f"load {load:.1f}", file=sys.stderr, flush=True)
+
+
 def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = True,
-                only_questions: bool = False) -> dict[str, Any]:
+                only_questions: bool = False, loaded: Any = None) -> dict[str, Any]:
+    """The fleet questions (fresh, then with the summaries merged) and the per-host analyses
+    on ``events`` generated events; ``loaded(events, seconds)`` is called once they are stored."""
     from forensix.store.clickhouse.fleet import ask
 
     url = cluster.url(database="fleetbench")
     st = ClickHouseStore(url, write=True)
     load_s = load_fleet(st, events, hosts)
     stored = st.native("SELECT count() FROM events").column(0)[0].as_py()
+    print(f"generated {stored:,} events of {hosts:,} hosts in {load_s:.0f} s ({GENERATOR}), load average "
+          f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    if loaded is not None:
+        loaded(stored, load_s)
     load_avg = os.getloadavg()
     qs = questions(st, ask, events)  # first: fresh, right after the load
+    _progress("fresh", qs)
     data = describe(st)
     print("\n".join(data), file=sys.stderr)
     summary_bytes = _bytes(st, summary_tables(st.cluster))
@@ -599,6 +499,7 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = Tru
             srv.close()
         optimize_s = time.monotonic() - t
         qs_merged = questions(st, ask, events)
+        _progress("merged", qs_merged)
         merged_bytes = _bytes(st, summary_tables(st.cluster))
         merged_rows = _rows(st, summary_tables(st.cluster))
     else:
@@ -639,7 +540,7 @@ def questions_section(scale: dict[str, Any]) -> list[str]:
     lines = [
         f"## Fleet questions over {scale['events']:,} generated events of {scale['hosts']:,} hosts",
         "",
-        (f"Generated inside ClickHouse (INSERT ... SELECT from system.numbers, one event every {SPREAD / 1e6:g} ms "
+        (f"Generated {HOW[GENERATOR]}, one event every {SPREAD / 1e6:g} ms "
          f"of the fleet, so {scale['events'] * SPREAD / HOUR:.1f} hours; {scale['load_s']:.0f} s, through "
          f"the summaries' materialized views; load average after it {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f})."),
         "",
@@ -825,6 +726,27 @@ def layout_section(a: argparse.Namespace, runs: list[dict[str, Any]]) -> list[st
     return lines + [""]
 
 
+GENERATOR = "numpy"  # --generator
+HOW = {"numpy": "by numpy (fleet_gen.write_fleet: Native blocks into each shard's local tables)",
+       "sql": "inside ClickHouse (INSERT ... SELECT from system.numbers)"}
+
+
+def _stop_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def keep_cluster(cluster: Cluster, database: str, **facts: Any) -> str:
+    """Record in the cluster's cluster.json (beside the servers' pids and ports) the store URL,
+    how to stop it and ``facts``; returns what to tell the user."""
+    state = cluster.dir / "cluster.json"
+    info = json.loads(state.read_text())
+    info["url"] = cluster.url(database=database)
+    info.update(facts)
+    info["stop"] = f"PYTHONPATH=src python -m forensix.testing.clickhouse stop --dir {cluster.dir}"
+    state.write_text(json.dumps(info, indent=1))
+    return f"{info['url']} (in {state}; stop: {info['stop']})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10.0)
@@ -847,20 +769,33 @@ def main() -> None:
     ap.add_argument("--scan-reps", type=int, default=3,
                     help="repetitions of each question's scan (the summaries' are always best of 3)")
     ap.add_argument("--keep-cluster", action="store_true",
-                    help="leave the generated cluster running (its URL printed) for more questions")
+                    help="leave the generated cluster running (its URL printed, and written to the cluster "
+                         "directory's cluster.json) for more questions")
+    ap.add_argument("--cluster-dir", default="",
+                    help="where the ClickHouse servers keep their configs and data (default: a new temporary "
+                         "directory)")
+    ap.add_argument("--compression", choices=COMPRESSION, default="zstd",
+                    help="the codec of the servers' parts (their config's <compression> section)")
+    ap.add_argument("--generator", choices=("numpy", "sql"), default="numpy",
+                    help="how the fleet is written: made with numpy and sent to each shard's local tables, or "
+                         "INSERT ... SELECT inside ClickHouse (the reference; the same rows, several times slower)")
     ap.add_argument("--scale-only", action="store_true",
                     help="generate --events once, time the fleet questions (fresh, merged) and the per-host "
                          "analyses; prints both sections, writes nothing")
     ap.add_argument("--per-host-only", action="store_true",
                     help="only the per-host analyses (generates --events first); replaces that section of --out")
     a = ap.parse_args()
-    global SCAN_REPS
+    global SCAN_REPS, GENERATOR
     SCAN_REPS = a.scan_reps
+    GENERATOR = a.generator
+    # SIGTERM unwinds like Ctrl-C: every `finally` below stops the servers it started (they
+    # run in sessions of their own, so a signal to the bench never reaches them)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     if a.per_host_only:
         per_host_only(a)
         return
     tmp = Path(tempfile.mkdtemp(prefix="fx-fleet-bench-"))
-    cluster = start_cluster(tmp / "ch", shards=2)
+    cluster = start_cluster(Path(a.cluster_dir) if a.cluster_dir else tmp / "ch", shards=2, compression=a.compression)
     if a.layouts:
         try:
             runs = layout_runs(tmp, cluster, a)
@@ -886,17 +821,21 @@ def main() -> None:
                   f"{vc[k]['summaries']:.1f} |")
         return
     if a.only_questions or a.scale_only:
+        def loaded(events: int, seconds: float) -> None:
+            if a.keep_cluster:  # others may ask the kept cluster from here on
+                print(f"cluster ready: {keep_cluster(cluster, 'fleetbench', events=events, seconds=seconds)}",
+                      file=sys.stderr, flush=True)
+
         try:
-            scale = fleet_scale(cluster, a.events, a.hosts, only_questions=a.only_questions)
+            scale = fleet_scale(cluster, a.events, a.hosts, only_questions=a.only_questions, loaded=loaded)
         finally:
             if a.keep_cluster:
-                print(f"cluster kept: {cluster.url(database='fleetbench')} (stop: scripts/clickhouse.sh stop --dir "
-                      f"{tmp / 'ch'})", file=sys.stderr)
+                print(f"cluster kept: {keep_cluster(cluster, 'fleetbench')}", file=sys.stderr)
             else:
                 stop_cluster(cluster)
                 shutil.rmtree(tmp, ignore_errors=True)
         flag = "--only-questions" if a.only_questions else "--scale-only"
-        head = (f"`python bench/fleet.py {flag} --events {a.events} --hosts {a.hosts}` on "
+        head = (f"`python bench/fleet.py {flag} --events {a.events} --hosts {a.hosts} --compression {a.compression}` on "
                 f"{platform.node()} ({os.cpu_count()} CPUs), {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}, "
                 f"load average at the end {scale['load'][0]:.1f} / {scale['load'][1]:.1f} / {scale['load'][2]:.1f}")
         if not a.scale_only:

@@ -1,7 +1,8 @@
 """Fleet hunt benchmark: `forensix hunt --store clickhouse://...` over bench/fleet.py's fleet.
 
     python bench/fleet_hunt.py [--events 100000000] [--hosts 1000] [--runs 3] [--detectors]
-                               [--cluster-dir DIR] [--out docs/benchmarks-fleet-hunt.md]
+                               [--shown rollup|all] [--per-rule] [--cluster-dir DIR]
+                               [--out docs/benchmarks-fleet-hunt.md]
 
 Generates the fleet of bench/fleet.py (the same INSERT ... SELECT from system.numbers, in a
 local 2-shard cluster of Debian's ClickHouse 18.16) and times the hunt of the curated rules
@@ -14,7 +15,9 @@ host), plus one that matches every exec (candidates on every host: the worst cas
 ``--detectors`` also with the built-in detectors (which pull their rows). With
 ``--cluster-dir`` a cluster started there (``scripts/clickhouse.sh start``) is used and a
 fleet already generated in it is reused. Load averages are printed beside every figure:
-other work on the machine slows these runs.
+other work on the machine slows these runs. ``--shown rollup`` (the default) times what
+``forensix hunt`` does by default: every finding counted and rolled up per rule, no alert
+built; ``--shown all`` builds every finding's alert with its evidence (``--format json``).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ def generate(url: str, events: int, hosts: int) -> float:
         st.close()
 
 
-def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True, False)) -> list[dict[str, Any]]:
+def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True, False),
+            limit: int | None = None) -> list[dict[str, Any]]:
     base = load_rules([SIGMAHQ]).ok
     extra = {r.rule_id: r for r in load_rules([MATCHING], builtin=False).ok}
     sets = [("33 rules", base), ("33 + the miner rule", base + [extra["bench_miner"]]),
@@ -78,72 +82,100 @@ def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True
                 for narrow in (ways if i % 2 == 0 else ways[::-1]):
                     before = _load()
                     t = time.monotonic()
-                    res = fleet_hunt(st, rules, dets, narrow=narrow)
+                    res = fleet_hunt(st, rules, dets, narrow=narrow, limit=limit)
                     s = time.monotonic() - t
                     row = {"what": label, "how": "candidates" if narrow else "whole scans", "run": i + 1,
                            "seconds": s, "events": n, "rules": len(res.in_clickhouse),
                            "narrowed": len(res.narrowed), "probed": len(res.probed), "scans": res.scans,
                            "host_days": res.candidates, "matched": res.matched_rows,
-                           "replayed": res.replayed_rows, "alerts": res.alerts.num_rows,
+                           "replayed": res.replayed_rows, "alerts": res.findings,
                            "load_before": before, "load_after": _load()}
                     print(row, flush=True)
                     out.append(row)
     return out
 
 
-def per_rule(url: str) -> list[dict[str, Any]]:
-    """Each rule hunted alone with candidates (summary or probe, exact scan, findings):
-    seconds, how its candidates came, rows matched and findings."""
+# how a rule alone is hunted, side by side: what `forensix hunt` does by default (a roll-up,
+# findings counted in ClickHouse where it can), the same roll-up from every finding's head
+# counted in Python (before this), and every finding built into an alert (--format json)
+WAYS: dict[str, dict[str, Any]] = {
+    "roll-up counted in ClickHouse": {"limit": 0},
+    "roll-up counted in Python": {"limit": 0, "count": False},
+    "every alert": {"limit": None},
+}
+
+
+def per_rule(url: str, ways: list[str], only: list[str] | None = None) -> list[dict[str, Any]]:
+    """Each rule hunted alone with candidates (summary or probe, exact scan, findings), each
+    way in turn (the order alternates rule by rule): seconds, how its candidates came, rows
+    matched and findings."""
     rules = load_rules([SIGMAHQ]).ok + load_rules([MATCHING], builtin=False).ok
+    if only:
+        rules = [r for r in rules if any(o in r.title for o in only)]
     out = []
     with ClickHouseStore(url) as st:
-        for r in rules:
-            before = _load()
-            t = time.monotonic()
-            res = fleet_hunt(st, [r], [])
-            s = time.monotonic() - t
-            how = (f"summary {res.narrowed[0][1]}" if res.narrowed else "probe" if res.probed else
-                   "over host slices" if res.fallback else "?")
-            row = {"rule": r.title[:60], "how": how, "seconds": s, "scans": res.scans, "host_days": res.candidates,
-                   "matched": res.matched_rows, "alerts": res.alerts.num_rows, "load": before}
-            print(row, flush=True)
-            out.append(row)
+        for n, r in enumerate(rules):
+            for way in (ways if n % 2 == 0 else ways[::-1]):
+                before = _load()
+                t = time.monotonic()
+                res = fleet_hunt(st, [r], [], **WAYS[way])
+                s = time.monotonic() - t
+                how = (f"summary {res.narrowed[0][1]}" if res.narrowed else "probe" if res.probed else
+                       "over host slices" if res.fallback else "?")
+                row = {"rule": r.title[:60], "how": how, "way": way, "seconds": s, "scans": res.scans,
+                       "host_days": res.candidates, "matched": res.matched_rows, "alerts": res.findings,
+                       "load": before}
+                print(row, flush=True)
+                out.append(row)
     return out
 
 
 def render_rules(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["", "Each rule alone (`--per-rule`), candidates:", "",
-             "| rule | candidates from | seconds | scans | host-days read | rows matched | findings | load before |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append(f"| {r['rule']} | {r['how']} | {r['seconds']:.2f} | {r['scans']} | {r['host_days']:,} | "
-                     f"{r['matched']:,} | {r['alerts']:,} | {r['load']} |")
+    ways = list(dict.fromkeys(r["way"] for r in rows))
+    lines = ["", "Each rule alone (`--per-rule`), candidates; seconds each way (run one after the other, the order",
+             "alternating rule by rule); rows sent back: matches, or (rule, host) counts:", "",
+             "| rule | candidates from | " + " | ".join(f"{w} (s)" for w in ways)
+             + " | scans | host-days read | rows sent back | findings | load before |",
+             "|---|---|" + "---:|" * len(ways) + "---:|---:|---:|---:|---|"]
+    for title in dict.fromkeys(r["rule"] for r in rows):
+        mine = {r["way"]: r for r in rows if r["rule"] == title}
+        first = mine[ways[0]]
+        secs = " | ".join(f"{mine[w]['seconds']:.2f}" if w in mine else "" for w in ways)
+        lines.append(f"| {title} | {first['how']} | {secs} | {first['scans']} | {first['host_days']:,} | "
+                     f"{first['matched']:,} | {first['alerts']:,} | {first['load']} |")
     return lines
 
 
-def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float) -> str:
+def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float, events: int) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cmd = f"python bench/fleet_hunt.py --events {a.events} --hosts {a.hosts} --runs {a.runs}" + (
         " --detectors" if a.detectors else "") + (f" --how {a.how}" if a.how != "both" else "") + (
-        " --per-rule" if a.per_rule else "")
+        " --per-rule" if a.per_rule else "") + f" --shown {a.shown}" + (" --hunt-only" if a.hunt_only else "") + (
+        " --no-sets" if a.no_sets else "") + (f" --ways {a.ways}" if a.ways else "") + (
+        f" --cluster-dir {a.cluster_dir}" if a.cluster_dir else "") + (f" --only '{a.only}'" if a.only else "")
     lines = [
         f"## {now}" + (f": {a.label}" if a.label else ""),
         "",
         f"Measured {now} on {platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}) with `{cmd}`.",
-        (f"The fleet of bench/fleet.py ({rows[0]['events']:,} events of {a.hosts:,} hosts"
+        (f"The fleet of bench/fleet.py ({events:,} events of {a.hosts:,} hosts"
          + (f", generated in {gen_s:.0f} s" if gen_s else ", generated before") + ") in a local 2-shard cluster of"),
         "Debian's ClickHouse 18.16 on the same 2 CPUs; `forensix hunt --store clickhouse://...` with the curated",
         "rules and SigmaHQ's Linux rules of tests/rules/fixtures/sigmahq (33 in ClickHouse), run on both shards at",
         "once, two ways alternating run by run: *candidates* (candidate hosts and days from the summary tables,",
         "or from a probe of the events' own columns, then the exact rules over those only) and *whole scans*",
         "(the hunt before candidates, `fleet_hunt(..., narrow=False)`). The two added rules are",
-        "bench/fixtures/fleet_hunt_matching.yml. Load average (1, 5, 15 min) before and after each run:",
+        "bench/fixtures/fleet_hunt_matching.yml. " + ("Findings counted and rolled up per rule, no alert built (what "
+        "`forensix hunt` prints by default)." if a.shown == "rollup" else "Every finding built into an alert with "
+        "its evidence (`forensix hunt --format json`)."),
+        "Load average (1, 5, 15 min) before and after each run:",
         "other engineers' work shares the machine.",
         "",
         ("| rules | how | run | seconds | narrowed by summaries | probed | scans | host-days read | rows matched | "
-         "rows replayed | alerts | load before | load after |"),
+         "rows replayed | findings | load before | load after |"),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
+    if not rows:  # each rule alone only (--no-sets): no table of rule sets
+        return "\n".join(lines[:-3]) + "\n"
     for r in rows:
         lines.append(f"| {r['what']} | {r['how']} | {r['run']} | {r['seconds']:.2f} | {r['narrowed']} | {r['probed']} | "
                      f"{r['scans']} | {r['host_days']:,} | {r['matched']:,} | {r['replayed']:,} | {r['alerts']} | "
@@ -174,6 +206,15 @@ def main() -> None:
     ap.add_argument("--how", choices=("both", "candidates", "whole"), default="both",
                     help="candidates, whole scans, or both alternating")
     ap.add_argument("--per-rule", action="store_true", help="also each rule alone, with candidates")
+    ap.add_argument("--shown", choices=("rollup", "all"), default="rollup",
+                    help="rollup: alerts built for no finding, what `forensix hunt` shows by default (a roll-up "
+                         "per rule); all: every finding built into an alert with its evidence (--format json)")
+    ap.add_argument("--hunt-only", action="store_true",
+                    help="never write to the cluster (no generation, no migration): hunt a fleet generated before")
+    ap.add_argument("--no-sets", action="store_true", help="only each rule alone (with --per-rule)")
+    ap.add_argument("--ways", default="", help="with --per-rule: these ways only, comma-separated (of WAYS)")
+    ap.add_argument("--only", default="", help="with --per-rule: the rules whose title has one of these "
+                    "comma-separated words")
     ap.add_argument("--label", default="", help="a word on what this run is (in the heading)")
     ap.add_argument("--out", default="docs/benchmarks-fleet-hunt.md",
                     help="the figures are added at the top of this file (older ones are kept)")
@@ -184,14 +225,20 @@ def main() -> None:
         else load_cluster(a.cluster_dir)
     try:
         url = cluster.url(database=DB)
-        gen_s = generate(url, a.events, a.hosts)
+        gen_s = 0.0 if a.hunt_only else generate(url, a.events, a.hosts)
         print(f"generated in {gen_s:.0f} s (load {_load()})", flush=True)
-        rows = measure(url, a.runs, a.detectors, ways)
-        rules = per_rule(url) if a.per_rule else []
+        with ClickHouseStore(url) as st:
+            events = int(st.native("SELECT count() FROM events").column(0)[0].as_py())
+        limit = 0 if a.shown == "rollup" else None
+        rows = [] if a.no_sets else measure(url, a.runs, a.detectors, ways, limit)
+        chosen = [w.strip() for w in a.ways.split(",") if w.strip()] or (
+            ["roll-up counted in ClickHouse", "roll-up counted in Python"] if a.shown == "rollup" else ["every alert"])
+        only = [o.strip() for o in a.only.split(",") if o.strip()]
+        rules = per_rule(url, chosen, only) if a.per_rule else []
     finally:
         if own:
             stop_cluster(cluster)
-    report = render(a, rows, gen_s) + ("\n".join(render_rules(rules)) + "\n" if rules else "")
+    report = render(a, rows, gen_s, events) + ("\n".join(render_rules(rules)) + "\n" if rules else "")
     out = Path(a.out)
     title = "# Fleet hunt benchmark (ClickHouse)\n"
     old = out.read_text() if out.exists() else ""

@@ -206,3 +206,26 @@ class WebConnWorkload(WebWorkload):
     def after_run(self, rec: Recorder) -> None:
         super().after_run(rec)
         (self.scratch / "access.log").unlink(missing_ok=True)  # ~100 bytes a request: keep runs alike
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.web web|web-conn SECONDS``: one unrecorded run of the workload (what
+    ``python -m bench.agent_cost capture -- ...`` records to replay the agent on web input)."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    args = sys.argv[1:] if argv is None else argv
+    kind = WebConnWorkload if args and args[0] == "web-conn" else WebWorkload
+    w = kind(True, Path(tempfile.mkdtemp(prefix="fx-web-")))
+    w.prepare()
+    w.before_run(Recorder())
+    try:
+        print(w._wrk(int(args[1]) if len(args) > 1 else 5))
+    finally:
+        w.after_run(Recorder())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,7 +11,10 @@ nginx; ``none`` attaches nothing, ``NAME:floor`` the tree's ``make -C bpf floor`
 wrk from getrusage): on a shared host, the CPU the workload itself spends per request moves
 far less with other work than requests per second do (a loaded host halves req/s, not the
 CPU a request costs). 95% of baseline throughput on two busy cores is the baseline's CPU per
-request over the configuration's. ``--stats`` turns kernel.bpf_stats_enabled on during the
+request over the configuration's. ``NAME:record`` runs the tree's whole ``forensix record`` (agent
+included, recording the host into a scratch store) and adds the CPU of the recorder's
+process tree over the run to the request's: on two busy cores the agent's CPU is taken from
+the workload, so that sum is what a request costs. ``--stats`` turns kernel.bpf_stats_enabled on during the
 run (it adds two clock reads per program run, so the CPU figures are then a little higher)
 and prints each program's runs and ns per request, read from the holder's own program fds.
 """
@@ -24,10 +27,12 @@ import json
 import os
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +67,53 @@ def _hold(mode: str, floor_dir: str | None) -> None:
     s.close()
 
 
+class _Record:
+    """A tree's ``forensix record`` of the whole host, its CPU read from /proc."""
+
+    def __init__(self, src: Path, scratch: Path) -> None:
+        from bench.forensix_ready import wait_until_recording
+
+        self.store = scratch / f"rec-{os.getpid()}-{time.monotonic_ns()}.duckdb"
+        log = self.store.with_suffix(".log")
+        self.proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "--store", str(self.store)],
+                                     stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONPATH": str(src)})
+        wait_until_recording(self.proc, self.store, log)  # type: ignore[arg-type]
+
+    def cpu_ns(self) -> int:
+        """utime + stime of the recorder and every live descendant, with the reaped ones'."""
+        kids: dict[int, list[int]] = {}
+        stat: dict[int, list[str]] = {}
+        for p in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                f = Path(p).read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            pid = int(p.split("/")[2])
+            stat[pid] = f
+            kids.setdefault(int(f[1]), []).append(pid)
+        total, todo = 0, [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            f = stat.get(pid)
+            if f is None:
+                continue
+            total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+            todo += kids.get(pid, [])
+        return total * 10**9 // os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for p in self.store.parent.glob(self.store.name + "*"):
+            if p.is_file():
+                p.unlink()
+
+
 def _holder(spec: str, sensors: dict[str, Path], scratch: Path) -> subprocess.Popen[str]:
     name, _, mode = spec.partition(":")
     src = sensors[name]
@@ -92,17 +144,17 @@ def _worker_pid(scratch: Path) -> int:
     raise RuntimeError("no nginx worker")
 
 
-def _measure(w: Any, seconds: int) -> tuple[float, int]:
+def _measure(w: Any, seconds: int, rec: _Record | None = None) -> tuple[float, int]:
     wp = _worker_pid(w.scratch)
 
     def worker_ns() -> int:
         return int(Path(f"/proc/{wp}/schedstat").read_text().split()[0])
 
-    r0, n0 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns()
+    r0, n0, a0 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
     out = w._wrk(seconds)
-    r1, n1 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns()
+    r1, n1, a1 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
     reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e9 + (n1 - n0)
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e9 + (n1 - n0) + (a1 - a0)
     return cpu / reqs, reqs
 
 
@@ -111,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sensor", action="append", default=[], metavar="NAME=SRC",
                     help="a tree's src/ directory (its sensor built); configurations NAME, NAME:floor, NAME:syscall, "
-                         "NAME:counters")
+                         "NAME:counters, NAME:record (its forensix record, agent included)")
     ap.add_argument("--configs", default=None, help="comma list (default: none and every NAME)")
     ap.add_argument("--workload", choices=["web", "web-conn"], default="web")
     ap.add_argument("--reps", type=int, default=6)
@@ -142,11 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(a.reps):
             k = rep % len(configs)
             for c in configs[k:] + configs[:k]:
-                holder = None if c == "none" else _holder(c, sensors, scratch)
+                rec = _Record(sensors[c.split(":")[0]], scratch) if c.endswith(":record") else None
+                holder = None if c == "none" or rec else _holder(c, sensors, scratch)
                 try:
-                    per_req, reqs = _measure(w, a.seconds)
+                    per_req, reqs = _measure(w, a.seconds, rec)
                 finally:
                     stats = {}
+                    if rec is not None:
+                        rec.stop()
                     if holder is not None:
                         assert holder.stdin is not None and holder.stdout is not None
                         holder.stdin.close()

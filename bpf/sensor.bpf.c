@@ -853,13 +853,20 @@ struct {
 const struct fx_flow_slot *fx_abi_flow_slot __attribute__((unused));
 const struct fx_open_slot *fx_abi_open_slot __attribute__((unused));
 
-/* The first of the two slots key h may sit in, in the bank the agent is not reading. */
+/* log2(FX_SLOTS): the hash's top bits that pick a slot pair */
+#define FX_SLOT_BITS 9
+_Static_assert((1 << FX_SLOT_BITS) == FX_SLOTS, "FX_SLOT_BITS is log2(FX_SLOTS)");
+
+/* The first of the two slots key h may sit in, in the bank the agent is not reading. The top
+ * FX_SLOT_BITS bits of the product, the lowest cleared: every one of the FX_SLOTS / 2 pairs
+ * (a shift of 56 took 8 bits, of which the mask kept 7: half the pairs were never used, and
+ * the keys of a busy server crowded into the other half and out to the hash maps). */
 static __always_inline __u32 fx_slot_index(__u64 h)
 {
 	__u32 key = FX_ACC_BANK;
 	__u64 *bank = bpf_map_lookup_elem(&accounted, &key);
 	__u32 b = bank ? (*bank & 1) : 0;
-	return b * FX_SLOTS + (((h * 0x9E3779B97F4A7C15ULL) >> 56) & (FX_SLOTS - 2));
+	return b * FX_SLOTS + (((h * 0x9E3779B97F4A7C15ULL) >> (64 - FX_SLOT_BITS)) & (FX_SLOTS - 2));
 }
 
 /* This CPU's slots are ours until fx_slots_done (NULL: a program is inside another). */

@@ -28,6 +28,7 @@ from forensix.rules import fleet_hunt as fleet_hunt_module
 from forensix.rules.clickhouse_sql import Tables
 from forensix.rules.compile import CompiledRule
 from forensix.rules.fleet_hunt import _hunt_shard, _scan, fleet_hunt, shard_servers
+from forensix.rules.rollup import rollup
 from forensix.store.clickhouse import ClickHouseStore
 from forensix.store.clickhouse.ddl import MIGRATIONS
 from forensix.store.clickhouse.store import stored_table
@@ -305,3 +306,79 @@ def test_a_detector_with_too_many_rows_is_skipped_and_named(stores: tuple[str, s
     assert got.skipped and all("(more than 10); hunt it per host" in why for _, why in got.skipped)
     assert any("forensix-store-touched" in name for name, _ in got.skipped), got.skipped
     assert "mod_contains_all" in set(got.alerts.column("rule_id").to_pylist())  # the rules ran all the same
+
+
+def test_the_hunt_shows_a_roll_up_per_rule_first(stores: tuple[str, str]) -> None:
+    """What an investigator reads: one line per rule (findings, matching events, hosts,
+    first and last time, the hosts with most findings), the same from DuckDB and from the
+    cluster, and the findings themselves only when asked for."""
+    duck, url = stores
+
+    def run(store: str, *extra: str) -> Any:
+        r = CliRunner().invoke(cli, ["hunt", str(RULES / "ops"), "--store", store, *extra])
+        assert r.exit_code == 0, (r.output, r.exception)
+        return r
+
+    found = [json.loads(line) for line in run(duck, "--format", "json").stdout.splitlines()]
+    per_rule: dict[str, list[dict[str, Any]]] = {}
+    for f in found:
+        per_rule.setdefault(f["rule.title"], []).append(f)
+    assert len(per_rule) >= 5 and len(found) > 20
+    texts = []
+    for store in (duck, url):
+        r = run(store)
+        lines = r.stdout.splitlines()
+        assert lines[0].split()[:6] == ["LEVEL", "RULE", "FINDINGS", "MATCHES", "HOSTS", "FIRST_TS"], lines[0]
+        assert len(lines) == 1 + len(per_rule)  # the roll-up only: no finding's line
+        assert f"({len(found):,} findings: --detail lists them" in r.stderr
+        texts.append(r.stdout)
+        for title, fs in per_rule.items():
+            row = next(ln for ln in lines if f"  {title[:58]}" in ln)
+            hosts = {f.get("host.name") for f in fs}
+            cells = row.split("  ")
+            assert f"  {len(fs)}  " in row and f"  {len(hosts)}  " in row, (row, len(fs), len(hosts))
+            assert f"  {sum(f.get('alert.count', 1) or 1 for f in fs)}  " in row, (row, fs[0].keys())
+            busiest = max(sorted(hosts), key=lambda h: sum(f.get("host.name") == h for f in fs))
+            assert busiest in cells[-1] and (len(hosts) <= 3 or f"+{len(hosts) - 3} more host" in row), row
+    assert texts[0] == texts[1]  # the same roll-up from both stores
+    # the most severe rules come first
+    order = {"critical": 0, "high": 1, "medium": 2, "low": 3, "informational": 4}
+    levels = [order.get(ln.split()[0], 5) for ln in texts[0].splitlines()[1:]]
+    assert levels == sorted(levels)
+    # the findings on request: the first 3 by time, then every one
+    some = run(url, "--limit", "3").stdout
+    assert f"Findings (the first 3 of {len(found):,} findings, by time):" in some
+    tail = some.split("by time):\n", 1)[1].splitlines()
+    assert len(tail) == 4 and tail[0].startswith("TS ")
+    every = run(duck, "--detail").stdout.split("(every finding, by time):\n", 1)[1].splitlines()
+    assert len(every) == 1 + len(found)
+    # machines: JSON as before, every finding; --limit cuts it too
+    assert len(run(url, "--format", "json", "--limit", "2").stdout.splitlines()) == 2
+
+
+def test_only_the_findings_shown_are_built(stores: tuple[str, str]) -> None:
+    """A limit builds alerts for the first findings only, and they are the first of the
+    whole hunt's, field for field; every finding still has its head (the roll-up's input)."""
+    _, url = stores
+    rules = load_rules([RULES / "ops", MODIFIERS]).ok
+    with ClickHouseStore(url) as st:
+        whole = fleet_hunt(st, rules, default_detectors())
+        first = fleet_hunt(st, rules, default_detectors(), limit=7)
+        none = fleet_hunt(st, rules, default_detectors(), limit=0)
+    n = whole.alerts.num_rows
+    assert n > 300 and whole.heads.num_rows == first.heads.num_rows == none.findings == n
+    assert first.alerts.num_rows == 7 and none.alerts.num_rows == 0
+    cols = [c for c in whole.alerts.column_names if c != "detected_ts"]
+    assert first.alerts.select(cols).to_pylist() == whole.alerts.slice(0, 7).select(cols).to_pylist()
+    heads = ("rule_id", "host_id", "host_name", "boot_id", "ts", "last_ts", "alert_count")
+    assert whole.heads.select(heads).to_pylist() == whole.alerts.select(heads).to_pylist()
+    # a roll-up alone: the rules grouped by process alone are counted in ClickHouse (no row
+    # per finding comes back), the others by their heads; the roll-up is the whole hunt's
+    def pairs(t: pa.Table) -> set[tuple[str, str]]:
+        return set(zip(t.column("rule_id").to_pylist(), t.column("host_name").to_pylist(), strict=True))
+
+    # (a rule ClickHouse cannot count on one shard, a key longer than the grouping window, is
+    # hunted match by match there, and counted on the other)
+    assert len({r for r, _ in pairs(none.counted)}) >= 10 and not pairs(none.counted) & pairs(none.heads)
+    assert none.heads.num_rows < n
+    assert rollup(none.heads, counted=none.counted).to_pylist() == rollup(whole.alerts).to_pylist()

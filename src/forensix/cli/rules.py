@@ -19,6 +19,7 @@ from forensix.rules.engine import LiveEngine
 from forensix.rules.guard import live_problem, trial
 from forensix.rules.ir import CompiledRule
 from forensix.rules.loader import RuleSet, coverage, start_summary
+from forensix.rules.rollup import rollup
 from forensix.rules.sql import rule_sql
 from forensix.store.base import Reader
 from forensix.store.open import is_remote
@@ -282,9 +283,18 @@ def _alerts_view(alerts: pa.Table, store: str, fmt: str) -> pa.Table:
 @time_option("--from", "Start of the window")
 @time_option("--to", "End of the window")
 @click.option("--save", is_flag=True, help="Store the alerts found (needs the store free for writing).")
+@click.option("--detail", is_flag=True, help="After the roll-up per rule, every finding (text format).")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="Only the first N findings by time (text: after the roll-up; JSON/CSV: the records).")
 @format_option()
-def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt: str, **kw: Any) -> None:
+def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, detail: bool, limit: int | None,
+             fmt: str, **kw: Any) -> None:
     """Retro-hunt: run Sigma rules (files or directories) over the recorded history.
+
+    Text output is a roll-up first: per rule, its findings, matching events, hosts, first
+    and last time and the hosts with most findings. The findings themselves follow with
+    --detail (all) or --limit N (the first N by time). JSON and CSV give every finding
+    with every field, as before (--limit N: the first N).
 
     A rule the store cannot run is named with the reason and skipped, the others run, and
     the exit status is then 3 (0: every loaded rule ran).
@@ -292,7 +302,8 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
     \b
     Examples:
       forensix hunt --store host.duckdb                       # the curated set
-      forensix hunt sigma/rules/linux --no-builtin --from -2h
+      forensix hunt --store clickhouse://ch1:9000/forensix?cluster=fleet --detail
+      forensix hunt sigma/rules/linux --no-builtin --from -2h --limit 20
       forensix hunt rule.yml --format json > alerts.jsonl
     """
     rs = _load(rules, builtin)
@@ -301,8 +312,11 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
     detectors = default_detectors() if builtin else []
     ctx = click.get_current_context()
     skipped: list[tuple[str, str]] = []  # rules the store could not run: named, the others ran
+    summed = None  # (the roll-up, how many findings) when not every finding is built (a fleet hunt)
     if is_remote(store) and not ctx.meta.get("forensix.host"):  # ClickHouse: every host, in ClickHouse
-        found = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"), skipped)
+        # only the findings shown are built into alerts: the roll-up needs no alert
+        built = None if save or detail or (fmt != "text" and limit is None) else (limit or 0)
+        found, summed = _hunt_fleet(store, rs.ok, detectors, kw.get("from"), kw.get("to"), skipped, built)
     else:
         rd = reader(store)
         try:
@@ -325,23 +339,49 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, fmt:
             w.flush()
         finally:
             w.close()
-    emit(_alerts_view(found, store, fmt), fmt)
+    _show_findings(found, summed, store, fmt, detail, limit)
     ran = len(rs.ok) - len(skipped)
-    click.echo(f"{found.num_rows} alerts from {ran} rules" + (f" ({len(skipped)} skipped)" if skipped else ""),
+    click.echo(f"{found.num_rows if summed is None else summed[1]} alerts from {ran} rules" + (f" ({len(skipped)} skipped)" if skipped else ""),
                err=True)
     if skipped:
         sys.exit(3)
 
 
+def _show_findings(found: pa.Table, summed: tuple[pa.Table, int] | None, store: str, fmt: str, detail: bool,
+                   limit: int | None) -> None:
+    """JSON/CSV: the findings (the first ``limit``). Text: the roll-up per rule (``summed``:
+    the roll-up and how many findings, when ``found`` holds only those to show), then the
+    findings when asked for (``detail``, or the first ``limit``)."""
+    shown = found if limit is None else found.slice(0, limit)
+    if fmt != "text":
+        emit(_alerts_view(shown, store, fmt), fmt)
+        return
+    table, total = (rollup(found), found.num_rows) if summed is None else summed
+    if total == 0:
+        click.echo("no findings")
+        return
+    emit(table.drop_columns(["rule_id"]), fmt)
+    if detail or limit is not None:
+        click.echo("")
+        what = "every finding" if shown.num_rows == total else f"the first {shown.num_rows:,} of {total:,} findings"
+        click.echo(f"Findings ({what}, by time):")
+        emit(_alerts_view(shown, store, fmt), fmt)
+    else:
+        click.echo(f"({total:,} findings: --detail lists them, --limit N the first N, "
+                   "--format json every field)", err=True)
+
+
 def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[Any], since: int | None,
-                until: int | None, skipped: list[tuple[str, str]]) -> pa.Table:
-    """A hunt over a ClickHouse store, run in ClickHouse on every shard (rules.fleet_hunt);
-    rules its SQL cannot say are hunted over each host's slice, and named here."""
+                until: int | None, skipped: list[tuple[str, str]],
+                limit: int | None) -> tuple[pa.Table, tuple[pa.Table, int]]:
+    """A hunt over a ClickHouse store, run in ClickHouse on every shard (rules.fleet_hunt):
+    (the alerts of the first ``limit`` findings, (the roll-up of every finding, how many)).
+    Rules its SQL cannot say are hunted over each host's slice, and named here."""
     from forensix.rules.fleet_hunt import fleet_hunt
     from forensix.store.clickhouse import ClickHouseStore
 
     with ClickHouseStore(store) as st:
-        res = fleet_hunt(st, rules, detectors, since, until)
+        res = fleet_hunt(st, rules, detectors, since, until, limit=limit)
     for rule_id, why in res.fallback:
         click.echo(f"hunted over each host's slice (not as ClickHouse SQL): {rule_id}: {why}", err=True)
     for rule_id, err in res.failed:
@@ -357,7 +397,7 @@ def _hunt_fleet(store: str, rules: Sequence[CompiledRule], detectors: Sequence[A
                + f"), from the events' own columns for {len(res.probed)}"
                + (f" ({', '.join(r for r, _ in res.probed)})" if res.probed else "")
                + f"; {res.scans} scans, exact rules over {res.candidates:,} host-days", err=True)
-    return res.alerts
+    return res.alerts, (rollup(res.heads, counted=res.counted), res.findings)
 
 
 @click.command("alerts")

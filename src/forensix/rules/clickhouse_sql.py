@@ -53,6 +53,7 @@ from forensix.store.clickhouse.ddl import ch_type
 from forensix.store.schema import EVENTS
 
 __all__ = [
+    "COUNTED",
     "DERIVED_CH",
     "Known",
     "NotExpressible",
@@ -467,9 +468,10 @@ def _prewhere(rules: Sequence[CompiledRule], ts_from: int | None, ts_to: int | N
     return " AND ".join([*_time("ts", ts_from, ts_to), *([part.where] if part else []), f"({cheap})"])
 
 
-def _view_columns(rules: Sequence[CompiledRule]) -> tuple[list[str], set[str], list[str]]:
-    """(derived columns, their contexts, raw event columns) the rules' view needs."""
-    cols: set[str] = set(SUMMARY_DERIVED)
+def _view_columns(rules: Sequence[CompiledRule], alerts: bool = True) -> tuple[list[str], set[str], list[str]]:
+    """(derived columns, their contexts, raw event columns) the rules' view needs (and every
+    alert's own, unless not ``alerts``)."""
+    cols: set[str] = set(SUMMARY_DERIVED if alerts else ())
     for r in rules:
         cols |= columns_of(r.where)
     derived = [d for d in F.DERIVED if d in cols]
@@ -515,24 +517,35 @@ def probe_sql_ch(rules: Sequence[CompiledRule], ids: Sequence[int], tables: Tabl
             f"ARRAY JOIN fx_rules AS fx_rule GROUP BY fx_rule, host_name, day")
 
 
+# what a finding is counted by (grouping._KEY; the fleet hunt counts each match once): all a
+# roll-up's scan returns of a row
+COUNTED = ("host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_entity_id", "process_pid")
+
+
 def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source: str = "events",
                 ts_from: int | None = None, ts_to: int | None = None, ids: Sequence[int] | None = None,
-                part: Slice | None = None) -> str:
+                part: Slice | None = None, counted: bool = False, also: Sequence[str] = ()) -> str:
     """One scan of one server's ``source`` (``events``, or the flow edges of ``flows``) for
     many rules: every matching row's key columns, ``fx_image``, ``fx_command_line`` and
     ``fx_rules``, the indices of the rules it matched (in ``rules``, or their ``ids``). ``part``: only these
-    hosts and times. Raises ``NotExpressible``."""
-    derived, ctx, raw_cols = _view_columns(rules)
+    hosts and times. ``counted``: only what findings are counted by (``COUNTED``, and the
+    event columns ``also``), and the acting process's images joined only when a rule tests
+    them. Raises ``NotExpressible``."""
+    derived, ctx, raw_cols = _view_columns(rules, alerts=not counted)
+    raw_cols = [f.name for f in EVENTS if f.name in {*raw_cols, *also}]
     base = _base_sql(rules, raw_cols, tables, source, ts_from, ts_to, part)
     keep = _event_columns(raw_cols)
     procs = f"host_name IN ({', '.join(literal(h) for h in part.hosts)})" if part else "1"
-    # the acting process as of the event time (always: fx_image and fx_command_line are in every alert)
+    # the acting process as of the event time (always for alerts: fx_image and fx_command_line
+    # are in every one)
     p_cols = ["fx_p_exe", "fx_p_cmd", "fx_p_name", "fx_p_parent"]
-    # (current servers want an alias on every joined subquery; 18.16 takes them too)
-    stage = (f"SELECT {', '.join(keep + _as_of('fx_p_imgs', 'fx_p_'))} FROM "
-             f"(SELECT *, ifNull(process_entity_id, toUInt64(0)) AS fx_pk FROM ({base})) AS fx_e "
-             f"ANY LEFT JOIN {_images('fx_pk', 'fx_p_imgs', tables.processes, procs)} AS fx_p USING fx_pk")
-    keep = keep + p_cols
+    stage = base
+    if not counted or ctx & {"p", "pp"}:
+        # (current servers want an alias on every joined subquery; 18.16 takes them too)
+        stage = (f"SELECT {', '.join(keep + _as_of('fx_p_imgs', 'fx_p_'))} FROM "
+                 f"(SELECT *, ifNull(process_entity_id, toUInt64(0)) AS fx_pk FROM ({base})) AS fx_e "
+                 f"ANY LEFT JOIN {_images('fx_pk', 'fx_p_imgs', tables.processes, procs)} AS fx_p USING fx_pk")
+        keep = keep + p_cols
     pp_cols = ["fx_pp_exe", "fx_pp_cmd", "fx_pp_name", "fx_pp_parent"]
     if "pp" in ctx:
         stage = (f"SELECT {', '.join(keep + _as_of('fx_pp_imgs', 'fx_pp_'))} FROM "
@@ -544,6 +557,7 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     view = [f"{DERIVED_CH[d].sql} AS {d}" for d in derived]
     idx = list(ids) if ids is not None else list(range(len(rules)))
     marks = ", ".join(f"if({where_ch(r.where)}, {i}, -1)" for i, r in zip(idx, rules, strict=True))
-    keys = _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)
+    keys = [*COUNTED, *also] if counted else _event_columns(c for c in KEY_COLUMNS) + list(SUMMARY_DERIVED)
+    view_sql = f"SELECT *, {', '.join(view)} FROM ({stage})" if view else stage
     return (f"SELECT {', '.join(keys)}, arrayFilter(x -> x >= 0, [{marks}]) AS fx_rules FROM ("
-            f"SELECT *, {', '.join(view)} FROM ({stage})) WHERE notEmpty(fx_rules)")
+            f"{view_sql}) WHERE notEmpty(fx_rules)")

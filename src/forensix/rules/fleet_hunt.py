@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from forensix.analysis.sessions import SSHD
 from forensix.errors import StoreError
+from forensix.rules import objects as objects_module
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.candidates import (
     SUMMARY_VIEWS,
@@ -47,6 +48,9 @@ from forensix.rules.candidates import (
     values_of,
 )
 from forensix.rules.clickhouse_sql import (
+    COUNTED as _COUNTED,
+)
+from forensix.rules.clickhouse_sql import (
     NotExpressible,
     Slice,
     Tables,
@@ -56,8 +60,8 @@ from forensix.rules.clickhouse_sql import (
     where_ch,
 )
 from forensix.rules.detectors import Detector
-from forensix.rules.evidence import SessionContext, object_free
-from forensix.rules.grouping import Complete, findings_of, rule_matches
+from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, object_free
+from forensix.rules.grouping import HEADS, Complete, found_of, rule_matches
 from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules, prelude
 from forensix.rules.ir import CompiledRule, Const, Node
 from forensix.rules.live import ProcessContext
@@ -80,17 +84,28 @@ BROAD = 0.5
 MAX_SLICE_SQL = 100_000  # characters of the hosts-and-days condition (max_query_size is 256 KiB)
 
 
+# a roll-up's findings counted in ClickHouse, per rule and host (the first match's host name, else its id)
+_COUNTS = pa.schema([pa.field("rule_id", pa.string()), pa.field("rule_title", pa.string()),
+                     pa.field("rule_level", pa.string()), pa.field("host_name", pa.string()),
+                     pa.field("findings", pa.uint64()), pa.field("matches", pa.uint64()),
+                     pa.field("ts", pa.int64()), pa.field("last_ts", pa.int64())])
+
+
 @dataclass
 class FleetHunt:
     """What a fleet hunt found, and how."""
 
-    alerts: pa.Table
+    alerts: pa.Table  # the first ``limit`` findings (all without one), in full
+    heads: pa.Table = field(default_factory=HEADS.empty_table)  # the findings (grouping.HEADS), in order
+    # with ``limit=0``: the findings of the rules counted in ClickHouse (``_COUNTS``: per rule and
+    # host), which have no head; every other finding has one
+    counted: pa.Table = field(default_factory=lambda: _COUNTS.empty_table())
     in_clickhouse: list[str] = field(default_factory=list)  # rule ids hunted as ClickHouse SQL
     fallback: list[tuple[str, str]] = field(default_factory=list)  # (rule id, why) hunted over slices
     failed: list[tuple[str, str]] = field(default_factory=list)  # (rule id, error) of fallbacks that failed too
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (detector's rules, why) not replayed
     shards: int = 0
-    matched_rows: int = 0  # matches the shards sent back (a row per rule it matched)
+    matched_rows: int = 0  # matches the shards sent back (a row per rule it matched), and (rule, host) counts
     candidates: int = 0  # (host, day) pairs read by the narrowed scans, all shards
     scans: int = 0  # scans of the events (or flows) run, all shards
     replayed_rows: int = 0  # rows pulled for the built-in detectors
@@ -98,6 +113,11 @@ class FleetHunt:
     # a summary on every shard, and (rule id, why not) probed on the events' own columns instead
     narrowed: list[tuple[str, str]] = field(default_factory=list)
     probed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def findings(self) -> int:
+        """How many findings the hunt has (built into alerts or not)."""
+        return int(self.heads.num_rows) + int(sum(self.counted.column("findings").to_pylist()))
 
 
 def shard_servers(store: ClickHouseStore) -> list[tuple[Server, Tables]]:
@@ -284,6 +304,63 @@ def _sorted(parts: Sequence[pa.Table]) -> pa.Table:
     return rows.sort_by([("ts", "ascending"), ("cpu", "ascending"), ("seq", "ascending")])
 
 
+# the actions whose object is the event's path (or its call): objects.object_of's last branches
+_ON_OTHER = frozenset({"exec", "flow", "connect", "accept", "bind", "listen", "sendto", "recvfrom", "kill", "ptrace"})
+_OBJECT_COLS = ("event_action", "file_path", "file_target_path", "syscall")  # what _object_sql reads
+_SIDE = objects_module._SIDE.pattern  # objects.group_object's, as grouping._grouped_objects runs it
+# a name this cannot group as objects.group_object does (RE2 reads _SIDE as Python's re only on
+# ASCII without a newline: grouping._grouped_objects)
+_ODD = r"[^\x01-\x7f]|\n"
+
+
+def _object_sql() -> tuple[str, str]:
+    """(kind, name) of an event whose action is none of ``_ON_OTHER``, as
+    ``objects.object_of`` names it: a pipe, a file (``path -> target`` of a rename), else
+    the call itself."""
+    path, tgt = "ifNull(toString(file_path), '')", "ifNull(toString(file_target_path), '')"
+    call = "if(ifNull(toString(syscall), '') != '', toString(syscall), ifNull(toString(event_action), ''))"
+    pipe = f"(startsWith({path}, 'fifo:[') OR startsWith({path}, 'pipe:['))"
+    kind = f"multiIf({path} != '' AND {pipe}, 'pipe', {path} != '', 'file', {call} != '', 'syscall', '')"
+    name = (f"multiIf({path} != '' AND {pipe}, {path}, {path} != '' AND {tgt} != '', concat({path}, ' -> ', {tgt}), "
+            f"{path} != '', {path}, {call})")
+    return kind, name
+
+
+def _counts_objects(rule: CompiledRule) -> bool:
+    """The rule's matches are events whose object ``_object_sql`` names (its actions bound)."""
+    acts = values_of(rule.where, "event_action", fold=True)
+    return acts is not None and not acts & _ON_OTHER
+
+
+def _counted_sql(sql: str, named: Sequence[int] = ()) -> str:
+    """The findings of ``hunt_sql_ch(..., counted=True)``'s matches per (rule, host), counted as
+    ``grouping.finding_index`` does where that is a GROUP BY: a key (host, boot, process) whose
+    matches all lie within one grouping window is one finding. The rules ``named`` (indices)
+    group by their matches' object too (``_object_sql``, grouped as ``objects.group_object``).
+    ``fx_bad`` marks a rule whose count this cannot be sure of on this shard: a key spanning
+    more than the window (it splits into findings one window after another), a match without
+    cpu or seq (its event key may be another's, and ``_firsts`` then leaves the grouping to
+    ``group_alerts``), an object name RE2 does not read as Python's re does."""
+    kind, name = _object_sql() if named else ("''", "''")
+    mine = f"has([{', '.join(str(int(i)) for i in named)}], fx_rule)" if named else "0"
+    objects = (f"if({mine}, {kind}, '') AS fx_ok, if({mine}, replaceRegexpOne({name}, {literal(_SIDE)}, ''), '') AS fx_on, "
+               f"{mine} AND match({name}, {literal(_ODD)}) AS fx_odd")
+    pk = "if(ifNull(process_entity_id, 0) != 0, toUInt64(process_entity_id), toUInt64(ifNull(process_pid, 0)))"
+    pnull = "ifNull(process_entity_id, 0) = 0 AND isNull(process_pid)"
+    # (18.16: ``*`` leaves an ARRAY JOIN's alias out, and a ``*`` between a column and its use
+    # may lose the column: every column named)
+    cols = ", ".join((*_COUNTED, *(_OBJECT_COLS if named else ())))
+    rows = f"SELECT {cols}, fx_rule, {objects} FROM ({sql}) ARRAY JOIN fx_rules AS fx_rule"
+    per_key = (f"SELECT fx_rule, argMin(ifNull(toString(host_name), ''), ts) AS fx_hn, "
+               f"ifNull(toString(host_id), '') AS fx_hid, ifNull(toString(boot_id), '') AS fx_bid, "
+               f"toUInt8({pnull}) AS fx_pn, {pk} AS fx_pk, count() AS fx_n, min(ts) AS fx_first, max(ts) AS fx_last, "
+               f"toUInt8(max(ts) - min(ts) > {GROUP_WINDOW_NS} OR max(isNull(cpu) OR isNull(seq)) OR max(fx_odd)) "
+               f"AS fx_bad FROM ({rows}) GROUP BY fx_rule, fx_hid, fx_bid, fx_pn, fx_pk, fx_ok, fx_on")
+    return (f"SELECT fx_rule, if(fx_hn != '', fx_hn, fx_hid) AS host_name, toUInt64(count()) AS findings, "
+            f"toUInt64(sum(fx_n)) AS matches, toInt64(min(fx_first)) AS ts, toInt64(max(fx_last)) AS last_ts, "
+            f"max(fx_bad) AS fx_bad FROM ({per_key}) GROUP BY fx_rule, host_name")
+
+
 @dataclass
 class ShardHunt:
     """What one shard did with the Sigma rules: its matching rows (``fx_rules``: indices into
@@ -293,6 +370,7 @@ class ShardHunt:
     plans: list[Plan]
     candidates: int = 0
     scans: int = 0
+    counted: list[pa.Table] = field(default_factory=list)  # ``_counted_sql``'s rows (fx_rule: the index)
 
 
 def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
@@ -308,10 +386,21 @@ def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
     return have
 
 
+def _total(srv: Server, tables: Tables, ts_from: int | None, ts_to: int | None) -> int | None:
+    """How many (host, day) pairs the shard holds in the window, from ``fleet_hosts`` (a row
+    per host and hour: small at any scale); None on a store without it."""
+    try:
+        return int(srv.table(totals_sql(tables.named("fleet_hosts"), ts_from, ts_to)).column(0)[0].as_py() or 0)
+    except StoreError:
+        return None
+
+
 def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plans: Sequence[Plan],
-                ts_from: int | None, ts_to: int | None) -> tuple[dict[int, set[tuple[str, int]]], list[int]]:
-    """(rule index -> its candidate (host, day) pairs, indices of rules too broad to narrow)
-    of the rules ``plans`` narrows, one query per summary (and one for its size)."""
+                ts_from: int | None, ts_to: int | None,
+                total: int | None) -> tuple[dict[int, set[tuple[str, int]]], list[int]]:
+    """(rule index -> its candidate (host, day) pairs, indices of rules too broad to narrow:
+    more than ``BROAD`` of the shard's ``total`` pairs) of the rules ``plans`` narrows, one
+    query per summary (without ``total``, one more for the summary's size)."""
     found: dict[int, set[tuple[str, int]]] = {}
     broad: list[int] = []
     for view in SUMMARY_VIEWS:
@@ -320,7 +409,8 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
             continue
         table = tables.named(view.name)
         got = by_rule(srv.table(candidates_sql(view, table, mine, ts_from, ts_to)))
-        total = int(srv.table(totals_sql(table, ts_from, ts_to)).column(0)[0].as_py() or 0)
+        if total is None:
+            total = int(srv.table(totals_sql(table, ts_from, ts_to)).column(0)[0].as_py() or 0)
         for i, _ in mine:
             pairs = got.get(i, set())
             if len(pairs) > BROAD * total:
@@ -331,13 +421,16 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
 
 
 def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,
-                ts_to: int | None) -> ShardHunt:
+                ts_to: int | None, count: frozenset[int] = frozenset()) -> ShardHunt:
     """The Sigma rules on one shard. Candidate (host, day) pairs first: from the summaries
     for the rules one covers, else from a probe of the events' own columns (no joins); then
-    the exact rules over only those hosts and days, none at all where there are none."""
+    the exact rules over only those hosts and days, none at all where there are none. The
+    rules ``count`` names (indices) have their findings counted in ClickHouse where it can
+    (``_counted_sql``), not sent back match by match."""
     have = _summaries(srv, tables)
     plans = [plan(r, have) for r in rules]
-    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to)
+    total = _total(srv, tables, ts_from, ts_to)
+    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to, total)
     out = ShardHunt([], plans)
     for i in broad:
         plans[i] = Plan(rules[i], None, f"{plans[i].summary}: candidates on more than {BROAD:.0%} of its hosts and days")
@@ -359,11 +452,15 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
                                 1))
         out.scans += 1
     union = sorted({pair for pairs in found.values() for pair in pairs})
-    part: Slice | None = Slice(slices_sql(union), tuple(sorted({h for h, _ in union})))
-    if part is not None and len(part.where) > MAX_SLICE_SQL:  # too many to name in one query: read them all
-        part = None
+    where = slices_sql(union)
+    part: Slice | None = Slice(where, tuple(sorted({h for h, _ in union})))
+    if len(where) > MAX_SLICE_SQL or (total is not None and len(union) > BROAD * total):
+        part = None  # too many to name in one query, or most of the shard: read it all (a slice costs more)
     out.candidates = len(union)
     hit = sorted(found)
+    counted = [i for i in hit if i in count and i not in flows]  # a key's matches all in the events
+    again = _count_shard(srv, tables, rules, counted, ts_from, ts_to, part, out)
+    hit = sorted((set(hit) - set(counted)) | again)
     for start in range(0, len(hit), RULES_PER_SCAN):
         ids = hit[start:start + RULES_PER_SCAN]
         chunk = [rules[i] for i in ids]
@@ -371,6 +468,27 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
                                                   chunk)), 0))
         out.scans += 1
     return out
+
+
+def _count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids: Sequence[int],
+                 ts_from: int | None, ts_to: int | None, part: Slice | None, out: ShardHunt) -> set[int]:
+    """The findings of the rules ``ids`` counted in ClickHouse, into ``out.counted``; the
+    rules it cannot be sure of (``fx_bad``) are returned, to be hunted match by match."""
+    bad: set[int] = set()
+    for start in range(0, len(ids), RULES_PER_SCAN):
+        chunk = list(ids[start:start + RULES_PER_SCAN])
+        free = object_free(rules[i] for i in chunk)
+        named = [i for i in chunk if rules[i].rule_id not in free]
+        sql = hunt_sql_ch([rules[i] for i in chunk], tables, "events", ts_from, ts_to, chunk, part, counted=True,
+                          also=_OBJECT_COLS if named else ())
+        got = srv.table(_counted_sql(sql, named))
+        out.scans += 1
+        if got.num_rows:
+            bad |= set(got.filter(pc.equal(got.column("fx_bad"), 1)).column("fx_rule").to_pylist())
+            out.counted.append(got)
+    out.counted = [t.filter(pc.invert(pc.is_in(t.column("fx_rule"), pa.array(sorted(bad), t.column("fx_rule").type))))
+                   for t in out.counted]
+    return {int(i) for i in bad}
 
 
 def _matches_flows(rule: CompiledRule) -> bool:
@@ -393,11 +511,20 @@ def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_
 
 
 def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
-           ts_to: int | None, out: FleetHunt, narrow: bool = True) -> pa.Table:
+           ts_to: int | None, out: FleetHunt, narrow: bool = True, count: frozenset[int] = frozenset()) -> pa.Table:
     """The rows matching the Sigma rules on every shard at once, in time order (``fx_rules``:
-    indices into ``rules``)."""
-    each = _hunt_shard if narrow else _whole_shard
-    shards = _each(servers, lambda srv, tables: each(srv, tables, rules, ts_from, ts_to))
+    indices into ``rules``); the findings of the rules ``count`` names (indices) counted in
+    ClickHouse where it can, into ``out.counted``."""
+    if narrow:
+        shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to, count))
+    else:
+        shards = _each(servers, lambda srv, tables: _whole_shard(srv, tables, rules, ts_from, ts_to))
+    counted = [t for sh in shards for t in sh.counted if t.num_rows]
+    if counted:
+        t = pa.concat_tables(counted)
+        which = [rules[i] for i in t.column("fx_rule").to_pylist()]
+        meta = [pa.array([getattr(r, a) for r in which], pa.string()) for a in ("rule_id", "title", "level")]
+        out.counted = pa.table([*meta, *(t.column(c) for c in _COUNTS.names[3:])], schema=_COUNTS)
     for i, r in enumerate(rules if narrow else ()):
         whole = [sh.plans[i] for sh in shards if sh.plans[i].summary is None]
         if whole:
@@ -410,7 +537,7 @@ def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRul
     parts = [t.append_column("fx_shard", pa.array([n] * t.num_rows, pa.uint16()))
              for n, sh in enumerate(shards) for t in sh.rows if t.num_rows]
     rows = pa.concat_tables(parts) if parts else pa.table({})
-    out.matched_rows = rows.num_rows
+    out.matched_rows = rows.num_rows + out.counted.num_rows  # (rule, host) counts: rows sent back too
     return rows
 
 
@@ -566,24 +693,36 @@ def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], col
 
 def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
                ts_from: int | None = None, ts_to: int | None = None,
-               max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True) -> FleetHunt:
+               max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True, limit: int | None = None,
+               count: bool = True) -> FleetHunt:
     """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
     with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
-    with the same history. ``narrow=False``: whole scans only, no candidates (to compare)."""
+    with the same history. ``narrow=False``: whole scans only, no candidates (to compare).
+    ``limit``: alerts for the first ``limit`` findings only (0: none; every finding's head
+    is in ``heads`` or counted in ``counted``): a noisy rule's other findings cost their
+    grouping alone, done in ClickHouse where it can (``count=False``: never, to compare)."""
     ok, other = _split(rules)
     servers = shard_servers(store)
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
                     fallback=[(r.rule_id, why) for r, why in other], shards=len(servers))
     try:
-        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow))
+        # a roll-up alone: the findings of the rules grouped by process alone, or by a path or call,
+        # that no detector or slice hunt shares an id with (grouping.found_of groups those apart)
+        # are counted in ClickHouse
+        shared = {r.rule_id for r, _ in other} | {m.rule_id for d in detectors for m in getattr(d, "rules", ())}
+        free = object_free(ok)  # (a rule naming an object groups by it too: by its path here, else in Python)
+        counted = frozenset(i for i, r in enumerate(ok) if (r.rule_id in free or _counts_objects(r))
+                            and r.rule_id not in shared) if limit == 0 and count else frozenset()
+        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, counted))
         parts: list[pa.Table] = []
         if other:
             parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
         found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
         parts = [p for p in (*parts, found) if p.num_rows]
         alerts = pa.concat_tables(parts) if parts else empty_alerts()
-        out.alerts = findings_of(matches, alerts, lambda a: _context(store, a), object_free(rules),
-                                 complete=_complete(servers, ok, ts_from, ts_to))
+        found = found_of(matches, alerts, lambda a: _context(store, a), object_free(rules),
+                         complete=_complete(servers, ok, ts_from, ts_to), limit=limit)
+        out.alerts, out.heads = found.alerts, found.heads
     finally:
         for srv, _ in servers:
             srv.close()

@@ -21,6 +21,7 @@ store holding an event twice has those), and times too far apart to subtract in 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from forensix.rules.live import ProcessContext
 from forensix.rules.objects import ACCOUNT_TOOLS, account_of, group_object
 from forensix.store.schema import ALERTS
 
-__all__ = ["Complete", "Context", "Match", "finding_index", "findings_of", "group_alert_table", "objects",
+__all__ = ["HEADS", "Complete", "Context", "Found", "Match", "finding_index", "findings_of", "found_of", "group_alert_table", "objects",
            "rule_matches"]
 
 # what gives the findings their evidence: the process and session context of these alerts
@@ -331,6 +332,114 @@ def rule_matches(rules: Sequence[CompiledRule], rows: pa.Table) -> list[Match]:
 Complete = Callable[[Sequence[tuple[CompiledRule, pa.Table]]], "list[pa.Table]"]
 
 
+# what every finding is known by before its alert is built: enough for a roll-up per rule
+# (rollup.rollup) and for the findings' order
+HEADS = pa.schema([
+    pa.field("rule_id", pa.string()), pa.field("rule_title", pa.string()), pa.field("rule_level", pa.string()),
+    pa.field("host_id", pa.string()), pa.field("host_name", pa.string()), pa.field("boot_id", pa.string()),
+    pa.field("ts", pa.int64()), pa.field("last_ts", pa.int64()), pa.field("alert_count", pa.uint64()),
+    pa.field("fx_key", pa.string()),  # the first event key ("cpu:seq:ts")
+])
+_ORDER = [("ts", "ascending"), ("rule_id", "ascending"), ("fx_key", "ascending"), ("host_id", "ascending"),
+          ("boot_id", "ascending")]
+
+
+@dataclass
+class Found:
+    """Every finding by its head (``HEADS``, in order), and the alerts of the first ``limit``
+    of them (all when no limit), with their evidence."""
+
+    heads: pa.Table
+    alerts: pa.Table
+
+
+def _heads_of(meta: RuleMeta, rows: pa.Table, count: np.ndarray, last: np.ndarray) -> pa.Table:
+    """The heads of one rule's findings from their first matches' (narrow) rows."""
+    n = rows.num_rows
+    return pa.table({
+        "rule_id": pa.array([meta.rule_id] * n, pa.string()), "rule_title": pa.array([meta.title] * n, pa.string()),
+        "rule_level": pa.array([meta.level] * n, pa.string()),
+        "host_id": pc.fill_null(_col(rows, "host_id"), ""), "host_name": _col(rows, "host_name"),
+        "boot_id": pc.fill_null(_col(rows, "boot_id"), ""), "ts": rows.column("ts").cast(pa.int64()),
+        "last_ts": pa.array(last, pa.int64()), "alert_count": pa.array(count, pa.uint64()),
+        "fx_key": _event_key(rows),
+    }, schema=HEADS)
+
+
+def _heads_of_alerts(alerts: pa.Table) -> pa.Table:
+    cols = {c: alerts.column(c) for c in HEADS.names if c != "fx_key"}
+    cols["alert_count"] = pa.array(_counts(_col(alerts, "alert_count", pa.uint64())), pa.uint64())
+    cols["fx_key"] = _first_keys(alerts.column("event_keys"))
+    return pa.table(cols).cast(HEADS)
+
+
+# a rule's findings to build: (rule, its meta, object-free, _firsts' answer, the rows of its first matches)
+_Entry = tuple[CompiledRule, RuleMeta, bool, "tuple[np.ndarray, np.ndarray, np.ndarray] | None", pa.Table]
+
+
+def found_of(matches: Sequence[Match], alerts: pa.Table, context: Context,
+             object_free: frozenset[str] = frozenset(), window_ns: int = GROUP_WINDOW_NS,
+             complete: Complete | None = None, limit: int | None = None) -> Found:
+    """``findings_of``, with every finding's head, and alerts built only for the first
+    ``limit`` findings (a roll-up needs the heads alone: ``limit=0`` builds no alert). The
+    whole rows, the alerts and the evidence of the others are never fetched nor built."""
+    others = set(alerts.column("rule_id").to_pylist()) if alerts.num_rows else set()
+    single = [alerts]
+    lazy: list[_Entry] = []
+    eager: list[_Entry] = []
+    for rule, rows, idx in matches:
+        free = rule.rule_id in object_free
+        meta = RuleMeta(rule.rule_id, rule.title, rule.level, tuple(rule.tags))
+        # grouped with the alerts of the same id, as group_alerts would
+        got = None if rule.rule_id in others else _firsts(rows, free, window_ns, idx)
+        every = np.arange(rows.num_rows) if idx is None else np.asarray(idx)
+        entry = (rule, meta, free, got, rows.take(pa.array(every if got is None else got[0])))
+        (eager if got is None else lazy).append(entry)
+    # rules the bulk grouping cannot decide (see the module doc) and the other alerts: built now
+    wholes = complete([(e[0], e[4]) for e in eager]) if complete and eager else [e[4] for e in eager]
+    built = []
+    for (rule, meta, free, got, _), whole in zip(eager, wholes, strict=True):
+        if rule.rule_id in others:
+            single.append(build_alerts(meta, whole, "hunt"))
+        else:
+            built.append(_built(meta, free, window_ns, got, whole))
+    single = [a for a in single if a.num_rows]
+    if single:
+        built.append(group_alert_table(pa.concat_tables(single), object_free, window_ns))
+    built = [b for b in built if b.num_rows]
+    ready = pa.concat_tables(built).combine_chunks() if built else empty_alerts()
+    # every finding's head, with where it comes from: (-1, row of ready) or (lazy entry, row)
+    parts = [_heads_of_alerts(ready).append_column("fx_from", pa.array([-1] * ready.num_rows, pa.int32()))
+             .append_column("fx_row", pa.array(range(ready.num_rows), pa.int64()))]
+    for i, (_, meta, _, got, first) in enumerate(lazy):
+        assert got is not None
+        h = _heads_of(meta, first, got[1], got[2])
+        parts.append(h.append_column("fx_from", pa.array([i] * h.num_rows, pa.int32()))
+                     .append_column("fx_row", pa.array(range(h.num_rows), pa.int64())))
+    heads = pa.concat_tables(parts).combine_chunks().sort_by(_ORDER)
+    chosen = heads if limit is None else heads.slice(0, limit)
+    src = np.asarray(chosen.column("fx_from").to_numpy())
+    at = np.asarray(chosen.column("fx_row").to_numpy())
+    picked = [(e, np.sort(at[src == i])) for i, e in enumerate(lazy) if (src == i).any()]
+    firsts = [(e[0], e[4].take(pa.array(rows))) for e, rows in picked]
+    wholes = complete(firsts) if complete and firsts else [f for _, f in firsts]
+    out = [ready.take(pa.array(np.sort(at[src == -1])))]
+    for ((_, meta, _, got, _), rows), whole in zip(picked, wholes, strict=True):
+        assert got is not None
+        out.append(_with_counts(build_alerts(meta, whole, "hunt"), got[1][rows], got[2][rows]))
+    heads = heads.drop_columns(["fx_from", "fx_row"])
+    out = [p for p in out if p.num_rows]
+    if not out:
+        return Found(heads, empty_alerts())
+    found = pa.concat_tables(out).combine_chunks()
+    found = found.append_column("fx_key", _first_keys(found.column("event_keys")))
+    found = found.sort_by(_ORDER).drop_columns(["fx_key"])
+    ctx, sess = context(found)
+    rows_ = found.to_pylist()
+    add_evidence(rows_, ctx, sess)
+    return Found(heads, pa.Table.from_pylist(rows_, schema=ALERTS))
+
+
 def findings_of(matches: Sequence[Match], alerts: pa.Table, context: Context,
                 object_free: frozenset[str] = frozenset(), window_ns: int = GROUP_WINDOW_NS,
                 complete: Complete | None = None) -> pa.Table:
@@ -340,33 +449,4 @@ def findings_of(matches: Sequence[Match], alerts: pa.Table, context: Context,
     ``context``: the process and session context of the findings' processes. ``complete``:
     when the rows hold only what the grouping reads, what fetches the whole rows of the
     matches alerts are built from (the first of each finding), all at once."""
-    others = set(alerts.column("rule_id").to_pylist()) if alerts.num_rows else set()
-    parts, single = [], [alerts]
-    plans = []
-    for rule, rows, idx in matches:
-        free = rule.rule_id in object_free
-        # grouped with the alerts of the same id, as group_alerts would
-        got = None if rule.rule_id in others else _firsts(rows, free, window_ns, idx)
-        every = np.arange(rows.num_rows) if idx is None else np.asarray(idx)
-        plans.append((rule, free, got, rows.take(pa.array(every if got is None else got[0]))))
-    wholes = complete([(p[0], p[3]) for p in plans]) if complete else [p[3] for p in plans]
-    for (rule, free, got, _), whole in zip(plans, wholes, strict=True):
-        meta = RuleMeta(rule.rule_id, rule.title, rule.level, tuple(rule.tags))
-        if rule.rule_id in others:
-            single.append(build_alerts(meta, whole, "hunt"))
-        else:
-            parts.append(_built(meta, free, window_ns, got, whole))
-    single = [a for a in single if a.num_rows]
-    if single:
-        parts.append(group_alert_table(pa.concat_tables(single), object_free, window_ns))
-    parts = [p for p in parts if p.num_rows]
-    if not parts:
-        return empty_alerts()
-    found = pa.concat_tables(parts).combine_chunks()
-    found = found.append_column("fx_key", _first_keys(found.column("event_keys")))
-    found = found.sort_by([("ts", "ascending"), ("rule_id", "ascending"), ("fx_key", "ascending"),
-                           ("host_id", "ascending"), ("boot_id", "ascending")]).drop_columns(["fx_key"])
-    ctx, sess = context(found)
-    rows = found.to_pylist()
-    add_evidence(rows, ctx, sess)
-    return pa.Table.from_pylist(rows, schema=ALERTS)
+    return found_of(matches, alerts, context, object_free, window_ns, complete).alerts

@@ -188,10 +188,19 @@ def _addresses(fam: np.ndarray, addr: np.ndarray, inet: np.ndarray) -> pa.Array:
     idx = np.nonzero(inet)[0]
     if not len(idx):
         return pa.nulls(n, pa.string())
+    # Sorted on three 1-D keys (family, two 64-bit address words): np.unique(axis=0)
+    # over rows of bytes cost ~1.5 µs a row, and half a web server's records are network
+    # records.
     raw = np.ascontiguousarray(addr[idx]).view(np.uint8).reshape(len(idx), -1)
-    keyed = np.concatenate([fam[idx, None].astype(np.uint8), raw], axis=1)
-    uniq, inv = np.unique(keyed, axis=0, return_inverse=True)
-    names = pa.array([_ip(int(u[0]), u[1:].tobytes()) for u in uniq], pa.string())
+    words = np.ascontiguousarray(raw[:, :16]).view(np.uint64)
+    hi, lo, family = words[:, 0], words[:, 1], fam[idx]
+    order = np.lexsort((family, lo, hi))
+    shi, slo, sfam = hi[order], lo[order], family[order]
+    new = np.ones(len(order), bool)
+    new[1:] = (shi[1:] != shi[:-1]) | (slo[1:] != slo[:-1]) | (sfam[1:] != sfam[:-1])
+    inv = np.empty(len(order), np.int64)
+    inv[order] = np.cumsum(new) - 1
+    names = pa.array([_ip(int(family[i]), raw[i].tobytes()) for i in order[new]], pa.string())
     at = np.zeros(n, np.int32)
     at[idx] = np.asarray(inv).ravel()
     return names.take(pa.array(at, mask=~inet))

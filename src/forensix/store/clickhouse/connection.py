@@ -182,6 +182,16 @@ class Server:
             raise translate(e, self.where) from e
         return to_arrow(cols, types)
 
+    def arrow(self, sql: str) -> pa.Table:
+        """A SELECT's result as Arrow decoded by the driver's own Arrow reader (its buffers built
+        from the Native blocks, no Python object per value): the columns come typed as the
+        server's (LowCardinality as dictionaries), so a caller casts them to its schema."""
+        try:
+            return self.client.query_arrow(sql, field_metadata=False)
+        except Exception as e:
+            self.client.disconnect()
+            raise translate(e, self.where) from e
+
     def ping(self) -> bool:
         try:
             self.client.execute("SELECT 1")

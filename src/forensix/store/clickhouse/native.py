@@ -127,12 +127,18 @@ def _plain(arr: pa.Array, ch_type: str) -> bytes:
 
 def _low_cardinality(arr: pa.Array, nullable: bool) -> bytes:
     """A dictionary (the block's "additional keys") and each row's index into it. In a
-    Nullable one, index 0 is NULL and the dictionary's first value its placeholder."""
-    if not (pa.types.is_string(arr.type) or pa.types.is_binary(arr.type)):
-        arr = arr.cast(pa.string())
-    if not nullable and arr.null_count:
-        arr = pc.fill_null(arr, "")
-    enc = pc.dictionary_encode(arr)
+    Nullable one, index 0 is NULL and the dictionary's first value its placeholder. An
+    Arrow dictionary column of distinct strings is sent as it is (no hashing of every row)."""
+    if (pa.types.is_dictionary(arr.type) and (nullable or not arr.null_count)
+            and pa.types.is_string(arr.type.value_type) and not arr.dictionary.null_count
+            and len(pc.unique(arr.dictionary)) == len(arr.dictionary)):
+        enc = arr
+    else:
+        if not (pa.types.is_string(arr.type) or pa.types.is_binary(arr.type)):
+            arr = arr.cast(pa.string())
+        if not nullable and arr.null_count:
+            arr = pc.fill_null(arr, "")
+        enc = pc.dictionary_encode(arr)
     dictionary = enc.dictionary
     keys = enc.indices.to_numpy(zero_copy_only=False) if not enc.indices.null_count else \
         pc.fill_null(enc.indices, -1).to_numpy()
