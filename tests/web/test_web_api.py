@@ -93,6 +93,12 @@ def test_incident_from_the_alert(client: TestClient) -> None:
     assert all(e["source"] in ids and e["target"] in ids for e in d["graph"]["edges"])
     assert d["session"]["kind"] == "sshd" and d["session"]["source_ip"] == "203.0.113.66"
     assert any(p["file_path"] == "/etc/cron.d/evil" for p in d["persistence"])
+    # compact by default; graph=full is every object, and the compact one says how many that is
+    full = _ok(client, "/incident.json?alert=a1&part=graph&graph=full")["graph"]
+    assert d["graph"]["compact"] and not full["compact"]
+    assert d["graph"]["full"]["nodes"] == len(full["nodes"]) >= len(d["graph"]["nodes"])
+    assert {n["label"] for n in full["nodes"]} >= labels - {n["label"] for n in d["graph"]["nodes"]
+                                                            if n["kind"] == "group"}
 
 
 def test_graph_expand_and_node_targets(client: TestClient) -> None:
@@ -129,6 +135,7 @@ def test_pages_are_bounded(client: TestClient) -> None:
     ("/file.json?path=relative/path", 400),
     ("/file.json?path=/etc/never-recorded", 404),
     ("/graph.json?target=/x&direction=sideways", 400),
+    ("/incident.json?alert=a1&graph=hairball", 400),
     ("/timeline.json?entity=xyz", 400),
     ("/timeline.json?ip=999.1.1.1", 400),
     ("/timeline.json?from=yesterday-ish", 400),

@@ -19,7 +19,7 @@ import pytest
 
 from forensix.model.timefmt import parse_time
 
-from .conftest import Scenario, open_view, shot
+from .conftest import SHOTS, Scenario, open_view, shot
 
 pytestmark = pytest.mark.bpf
 
@@ -74,7 +74,9 @@ def test_alert_listed_and_opens_its_incident(recorded: Scenario, page: Any) -> N
     assert any(f"127.0.0.1:{recorded.hport}" in lab for lab in labels), labels  # where it came from
     page.wait_for_selector("text=Persistence touched", timeout=60_000)  # the report's part
     assert recorded.cron in page.inner_text("main")  # the report lists the persistence
+    assert page.get_attribute("main", "data-graph-form") == "compact"  # the default (test_web_incident_graph_bpf)
     shot(page, "incident")
+    page.locator("#graph").screenshot(path=str(SHOTS / "incident-graph.png"))
 
     # a node's panel: jump to its events
     page.evaluate(f"cy.nodes().filter(n => n.data('label') === {json.dumps(recorded.cron)}).emit('tap') && null")

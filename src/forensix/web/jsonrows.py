@@ -62,13 +62,18 @@ def graph_json(g: Graph, direction: str) -> dict[str, Any]:
     for n in g.nodes.values():
         attrs = {k: jsonable(k if k != "start_ts" else "start_ts", v) for k, v in n.attrs.items()
                  if k in ("entity_id", "pid", "executable", "args", "user_id", "start_ts", "path", "inode",
-                          "endpoints", "names", "file_type", "host_id", "host_name")}
+                          "endpoints", "names", "file_type", "host_id", "host_name", "group", "count",
+                          "members", "member_labels", "parts", "of")}
         nodes.append({"id": n.key, "kind": n.kind, "label": n.label, "depth": n.depth,
                       "time": jsonable("time", n.time) if 0 < n.time < FOREVER else None,
                       "direction": direction, "target": target_of_node(n.kind, n.key, n.attrs),
                       "root": n.key in g.roots, **attrs})
     edges = [{"id": f"{e.src}>{e.kind}>{e.dst}", "source": e.src, "target": e.dst, "kind": e.kind,
               "first_ts": jsonable("first_ts", e.t_start), "last_ts": jsonable("last_ts", e.t_end),
-              "bytes": e.bytes, "count": e.count, "direction": direction} for e in g.edges]
-    return {"nodes": nodes, "edges": edges, "truncated": g.truncated, "roots": list(g.roots),
-            "filters": list(g.filters)}
+              "bytes": e.bytes, "count": e.count, "direction": direction, "kinds": list(e.kinds or (e.kind,))}
+             for e in g.edges]
+    out = {"nodes": nodes, "edges": edges, "truncated": g.truncated, "roots": list(g.roots),
+           "filters": list(g.filters), "hidden": dict(g.hidden), "compact": g.full is not None}
+    if g.full is not None:
+        out["full"] = {"nodes": g.full[0], "edges": g.full[1]}
+    return out

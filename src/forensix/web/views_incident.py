@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward
+from forensix.analysis.graph_compact import compact
 from forensix.analysis.noise import FILTER_NAMES
 from forensix.analysis.processes import tree
 from forensix.analysis.report import files_changed, network_peers, persistence_touched
@@ -32,10 +33,13 @@ __all__ = ["GRAPH", "INCIDENT", "graph", "incident"]
 _TRACK = (Param("depth", "int", 12, 1, 30, help="hops, 1 to 30"),
           Param("max_nodes", "int", 400, 10, 3000, help="objects in the graph, 10 to 3000"),
           Param("noise", "flag", False, help="1: keep what the noise filters drop"))
+_FORM = "compact: the causal chain, the rest counted in group nodes (analysis.graph_compact); full: every object"
 INCIDENT = (Param("alert", "text", help="an alert id"),
             Param("target", "text", help="a path, entity id, pid@TIME, ip:port or session:S"),
-            Param("part", "choice", "all", choices=("all", "summary", "graph", "report"))) + _TRACK
-GRAPH = (Param("target", "text"), Param("direction", "choice", "backward", choices=("backward", "forward"))) + _TRACK
+            Param("part", "choice", "all", choices=("all", "summary", "graph", "report")),
+            Param("graph", "choice", "compact", choices=("compact", "full"), help=_FORM)) + _TRACK
+GRAPH = (Param("target", "text"), Param("direction", "choice", "backward", choices=("backward", "forward")),
+         Param("graph", "choice", "full", choices=("compact", "full"), help=_FORM)) + _TRACK
 _SHOWN = 500  # rows of each report table at most
 
 
@@ -112,16 +116,25 @@ def _summary(ctx: Context, target: Target, alert: dict[str, Any] | None, p: dict
 
 
 def _graph_part(ctx: Context, target: Target, p: dict[str, Any]) -> dict[str, Any]:
-    back = graph_json(_graph(ctx, target, p, True), "backward")
-    ahead = graph_json(_graph(ctx, target, p, False), "forward")
+    """Both graphs drawn as one; compact unless ``graph=full`` (folded together, so an object
+    on both sides is folded on both or on neither)."""
+    sides = [_graph(ctx, target, p, True), _graph(ctx, target, p, False)]
+    full_nodes = len({k for g in sides for k in g.nodes})
+    full_edges = len({(e.src, e.kind, e.dst) for g in sides for e in g.edges})
+    if p["graph"] == "compact":
+        sides = compact(sides)
+    back, ahead = graph_json(sides[0], "backward"), graph_json(sides[1], "forward")
     nodes = {n["id"]: n for n in ahead["nodes"]}
     for n in back["nodes"]:  # a node on both sides is drawn once
         if n["id"] in nodes:
             n["direction"] = "both"
         nodes[n["id"]] = n
     edges = {e["id"]: e for e in ahead["edges"] + back["edges"]}
+    hidden = {k: back["hidden"].get(k, 0) + ahead["hidden"].get(k, 0) for k in back["hidden"] | ahead["hidden"]}
     return {"graph": {"nodes": list(nodes.values()), "edges": list(edges.values()),
-                      "truncated": back["truncated"] or ahead["truncated"], "filters": back["filters"]}}
+                      "truncated": back["truncated"] or ahead["truncated"], "filters": back["filters"],
+                      "compact": p["graph"] == "compact", "full": {"nodes": full_nodes, "edges": full_edges},
+                      "hidden": hidden}}
 
 
 def _report_part(ctx: Context, target: Target, p: dict[str, Any]) -> dict[str, Any]:
@@ -169,4 +182,4 @@ def graph(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         g = _graph(ctx, target, p, p["direction"] == "backward")
     except UsageError as e:
         raise NotFound(e.message, e.hint) from None
-    return graph_json(g, p["direction"])
+    return graph_json(compact([g])[0] if p["graph"] == "compact" else g, p["direction"])

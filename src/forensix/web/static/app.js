@@ -394,24 +394,66 @@ VIEWS.file = (d) => [
 ];
 
 // -- incident: the report and its graph ------------------------------------------------
-const KIND_STYLE = { process: "round-rectangle", file: "rectangle", connection: "diamond", unix: "hexagon" };
+// The server decides what the compact graph folds (analysis.graph_compact); the page draws
+// what it is given, causes left, impact right, and asks for the full graph on request.
+const KIND_STYLE = { process: "round-rectangle", file: "rectangle", connection: "diamond", unix: "hexagon", group: "round-tag" };
 let cy = null;
+
+function bytesText(n) {
+  return n >= 1 << 20 ? (n / (1 << 20)).toFixed(1) + " MB" : n >= 1024 ? (n / 1024).toFixed(1) + " kB" : n + " B";
+}
+
+// a node's drawn label: a path's last two parts, a script's name beside its interpreter
+// (the panel and the JSON keep them whole)
+const INTERPRETER = /^((ba|da|z|k|c|tc)?sh|python[\d.]*|perl|ruby|node|php)$/;
+function shortLabel(n) {
+  if (n.kind === "file" && n.label.startsWith("/") && n.label.length > 28) {
+    return "…/" + n.label.split("/").slice(-2).join("/");
+  }
+  if (n.kind === "process" && INTERPRETER.test(n.label.split(" [")[0]) && Array.isArray(n.args)) {
+    const script = n.args.slice(1).find((a) => a && !a.startsWith("-"));
+    if (script) return n.label.replace(" [", " " + script.split("/").pop().slice(0, 24) + " [");
+  }
+  if (n.kind === "group" && n.parts) return n.label + "\n" + Object.entries(n.parts).map(([k, v]) => `${v} ${k}`).join(", ");
+  return n.label;
+}
+
+function edgeLabel(e) {
+  const kinds = e.kinds && e.kinds.length ? e.kinds : [e.kind];
+  return kinds[0] + (e.bytes ? " " + bytesText(e.bytes) : "") + (e.count > 1 && !e.bytes ? ` ×${e.count}` : "");
+}
 
 function graphElements(g) {
   return [
-    ...g.nodes.map((n) => ({ group: "nodes", data: Object.assign({}, n, { id: n.id }) })),
-    ...g.edges.filter((e) => e.source !== e.target).map((e) => ({ group: "edges", data: Object.assign({}, e, { label: e.kind }) })),
+    ...g.nodes.map((n) => ({ group: "nodes", data: Object.assign({}, n, { id: n.id, shown: shortLabel(n) }) })),
+    ...g.edges.filter((e) => e.source !== e.target).map((e) => ({ group: "edges", data: Object.assign({}, e, { label: edgeLabel(e) }) })),
   ];
 }
 
-function nodePanel(panel, n) {
+function memberLink(key, label) {
+  if (key.startsWith("p:")) return link("/process/" + key.slice(2), label);
+  if (label.startsWith("/")) return link("/file?" + q({ path: label }), label);
+  return label;
+}
+
+function groupPanel(panel, d, showFull) {
+  panel.replaceChildren(
+    h("h3", {}, d.label),
+    d.parts ? h("p", {}, Object.entries(d.parts).map(([k, v]) => `${v} ${k}`).join(", ")) : "",
+    h("p", { cls: "muted" }, `folded in the compact graph (${d.group}); on the ${d.direction} side`),
+    h("p", { cls: "actions" }, h("button", { onclick: showFull }, "show the full graph")),
+    h("ul", { cls: "members" }, ...(d.members || []).slice(0, 300).map((k, i) => h("li", {}, memberLink(k, (d.member_labels || [])[i] || k)))));
+}
+
+function nodePanel(panel, n, showFull) {
   const d = n.data(), t = d.target;
+  if (d.kind === "group") return groupPanel(panel, d, showFull);
   const events = d.kind === "process" ? "/timeline?" + q({ entity: d.entity_id })
     : d.kind === "file" && d.path ? "/timeline?" + q({ path: d.path })
     : d.kind === "connection" && t ? "/timeline?" + q({ ip: t.replace(/^\[/, "").replace(/\]?:\d+$/, "") }) : null;
   const expand = async (direction) => {
     try {
-      const g = await getJSON("/graph.json?" + q({ target: t, direction, depth: 1, noise: PARAMS.get("noise") }));
+      const g = await getJSON("/graph.json?" + q({ target: t, direction, depth: 1, noise: PARAMS.get("noise"), graph: "compact" }));
       cy.add(graphElements(g).filter((el) => !cy.getElementById(el.data.id).length));
       layout();
     } catch (e) { panel.append(h("p", { cls: "error" }, e.message)); }
@@ -430,47 +472,94 @@ function nodePanel(panel, n) {
       h("button", { onclick: () => { n.remove(); panel.replaceChildren(); } }, "hide")));
 }
 
-function layout() {
-  cy.layout({ name: "dagre", rankDir: "LR", nodeSep: 18, rankSep: 70, animate: false }).run();
+// a node's column: the target at 0, its causes left (-hops), what it affected right (+hops)
+function rankOf(n) {
+  const d = n.data();
+  return d.root ? 0 : d.direction === "forward" ? d.depth : -d.depth;
 }
 
-function drawGraph(box, panel, g) {
+function layout() {
+  // only the edges that go left to right place the nodes (a cycle, say an ancestor that
+  // also received the data, would otherwise let dagre turn the drawing round); the others
+  // are drawn all the same
+  const ahead = cy.edges().filter((e) => rankOf(e.source()) < rankOf(e.target()));
+  cy.nodes().union(ahead).layout({ name: "dagre", rankDir: "LR", nodeSep: 10, rankSep: 40, edgeSep: 6, animate: false, nodeDimensionsIncludeLabels: true,
+    minLen: (e) => rankOf(e.target()) - rankOf(e.source()) }).run();
+  // as tall as the drawing needs at its width (a wide chain leaves no empty band)
+  const bb = cy.elements().boundingBox(), box = cy.container();
+  box.style.height = Math.round(Math.max(320, Math.min(720, box.clientWidth * bb.h / Math.max(bb.w, 1) + 60))) + "px";
+  cy.resize();
+  cy.fit(undefined, 20);
+  if (cy.zoom() > 1.4) { cy.zoom(1.4); cy.center(); }
+}
+
+function drawGraph(box, panel, g, showFull) {
   main.dataset.graphReceivedMs = Math.round(performance.now());
+  if (cy) cy.destroy();
   cy = cytoscape({
-    container: box, elements: graphElements(g),
+    container: box, elements: graphElements(g), wheelSensitivity: 0.3,
     style: [
-      { selector: "node", style: { label: "data(label)", "font-size": 10, "text-wrap": "ellipsis", "text-max-width": 180,
-        "text-valign": "bottom", "text-margin-y": 3, width: 22, height: 16, "background-color": "#789", shape: (n) => KIND_STYLE[n.data("kind")] || "ellipse" } },
+      { selector: "node", style: { label: "data(shown)", "font-size": 11, "text-wrap": "wrap", "text-max-width": 120,
+        "text-valign": "bottom", "text-margin-y": 4, width: 26, height: 18, "background-color": "#789", shape: (n) => KIND_STYLE[n.data("kind")] || "ellipse",
+        "text-background-color": "#fff", "text-background-opacity": 0.85, "text-background-padding": 1 } },
       { selector: "node[kind = 'process']", style: { "background-color": "#3a6ea5" } },
       { selector: "node[kind = 'file']", style: { "background-color": "#c58b2a" } },
       { selector: "node[kind = 'connection']", style: { "background-color": "#b23a3a" } },
-      { selector: "node[?root]", style: { "border-width": 3, "border-color": "#111" } },
-      { selector: "node[direction = 'forward']", style: { "background-opacity": 0.55 } },
+      { selector: "node[kind = 'group']", style: { "background-color": "#bbb", "border-width": 1, "border-color": "#888", width: 34, height: 22, color: "#555", "font-style": "italic" } },
+      { selector: "node[?root]", style: { "border-width": 3, "border-color": "#111", "font-weight": "bold" } },
+      { selector: "node[direction = 'forward']", style: { "background-opacity": 0.6 } },
       { selector: "node:selected", style: { "border-width": 3, "border-color": "#e0a" } },
-      { selector: "edge", style: { width: 1.2, "curve-style": "bezier", "target-arrow-shape": "triangle", "arrow-scale": 0.7,
-        "line-color": "#999", "target-arrow-color": "#999", label: "data(label)", "font-size": 7, color: "#666" } },
+      { selector: "edge", style: { width: 1.3, "curve-style": "bezier", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
+        "line-color": "#999", "target-arrow-color": "#999", label: "data(label)", "font-size": 9, color: "#555",
+        "text-background-color": "#fff", "text-background-opacity": 0.8, "text-rotation": "autorotate" } },
+      { selector: "edge[kind = 'write'], edge[kind = 'read']", style: { width: 2, "line-color": "#c58b2a", "target-arrow-color": "#c58b2a" } },
+      { selector: "edge[kind = 'fork'], edge[kind = 'exec']", style: { "line-color": "#3a6ea5", "target-arrow-color": "#3a6ea5" } },
+      { selector: "edge[direction = 'forward']", style: { "line-style": "dashed" } },
     ],
   });
   layout();
-  cy.on("tap", "node", (e) => nodePanel(panel, e.target));
+  cy.on("tap", "node", (e) => nodePanel(panel, e.target, showFull));
+  main.dataset.graphForm = g.compact ? "compact" : "full";
   main.dataset.graphMs = Math.round(performance.now());
+}
+
+function graphInfo(g) {
+  const groups = g.nodes.filter((n) => n.kind === "group");
+  const hidden = Object.values(g.hidden || {}).reduce((a, b) => a + b, 0);
+  return (g.compact ? ` compact: ${g.nodes.length - groups.length} of ${g.full.nodes} objects drawn, ${groups.length} group${groups.length === 1 ? "" : "s"} counting the rest;`
+    : ` full graph: ${g.nodes.length} objects, ${g.edges.length} edges;`) +
+    (hidden ? ` the noise filters left out ${hidden} edges;` : "") +
+    " causes left, impact right (dashed)" + (g.truncated ? " — TRUNCATED" : "");
 }
 
 // first paint: the summary (the alert, the acting process, its session); then the graph
 // and the report's tables, asked for at once, drawn as each arrives
 VIEWS.incident = (d) => {
   const box = h("div", { id: "graph", cls: "graph" }), panel = h("div", { cls: "side node-panel" }, h("p", { cls: "muted" }, "click a node"));
-  const kinds = ["process", "file", "connection", "unix"];
+  const kinds = ["process", "file", "connection", "unix", "group"];
   const noise = PARAMS.get("noise") === "1";
   const toggleNoise = () => { const p = new URLSearchParams(location.search); if (noise) p.delete("noise"); else p.set("noise", "1"); return "/incident?" + p; };
   const who = h("div", {}, sessionLine(d)), info = h("span", { cls: "muted" }, " building the dependency graph…");
   const report = h("div", {}, h("p", { cls: "muted" }, "collecting the report…"));
   const part = (name) => getJSON(partURL(name));
-  part("graph").then((g) => {
-    info.textContent = ` ${g.graph.nodes.length} objects, ${g.graph.edges.length} edges; solid: backward (causes), pale: forward (impact)` +
-      (g.graph.truncated ? " — TRUNCATED" : "");
-    drawGraph(box, panel, g.graph);
-  }).catch((e) => { info.textContent = " graph: " + e.message; info.className = "bad"; });
+  const formButton = h("button", { id: "graph-form", disabled: true }, "…");
+  // the graph's form is in the address (graph=full), so a reload or the JSON link keeps it
+  const showGraph = (form) => {
+    const p = new URLSearchParams(location.search);
+    if (form === "full") p.set("graph", "full"); else p.delete("graph");
+    history.replaceState(null, "", "/incident?" + p);
+    document.getElementById("json-link").href = "/incident.json?" + p;
+    formButton.disabled = true;
+    info.textContent = " building the dependency graph…";
+    return getJSON("/incident.json?" + p + (p.toString() ? "&" : "") + "part=graph").then((g) => {
+      info.textContent = graphInfo(g.graph);
+      drawGraph(box, panel, g.graph, () => showGraph("full"));
+      formButton.textContent = g.graph.compact ? "show the full graph" : "show the compact graph";
+      formButton.onclick = () => showGraph(g.graph.compact ? "full" : "compact");
+      formButton.disabled = false;
+    }).catch((e) => { info.textContent = " graph: " + e.message; info.className = "bad"; });
+  };
+  showGraph(PARAMS.get("graph") === "full" ? "full" : "compact");
   part("report").then((r) => { who.replaceChildren(...sessionLine(r)); report.replaceChildren(...reportSections(r)); })
     .catch((e) => report.replaceChildren(h("p", { cls: "error" }, "report: " + e.message)));
   return [
@@ -479,6 +568,7 @@ VIEWS.incident = (d) => {
       " — ", d.alert.summary, " ", short(d.alert.ts)) : "",
     who,
     h("div", { cls: "graph-controls" },
+      formButton, " ",
       h("span", {}, "show: "), kinds.map((k) => h("label", {}, h("input", { type: "checkbox", checked: true, onchange: (e) => {
         if (cy) cy.nodes(`[kind = '${k}']`).style("display", e.target.checked ? "element" : "none");
       } }), k)),
