@@ -208,7 +208,8 @@ PROFILES: dict[str, Needs] = {
         "events": _cols("host_id host_name ts event_category event_action ret process_entity_id "
                         "process_pid file_path file_inode file_device file_generation file_flags "
                         "file_target_path network_transport source_ip source_port destination_ip "
-                        "destination_port unix_path unix_peer_inode target_entity_id"),
+                        "destination_port unix_path unix_peer_inode target_entity_id "
+                        "file_target_inode"),  # a socketpair's two ends (analysis.graph_rows)
         "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type "
                        "file_path first_ts last_ts read_bytes write_bytes in_events "
                        "file_generation"),
@@ -224,7 +225,7 @@ PROFILES: dict[str, Needs] = {
                         "process_pid file_path file_path_resolution file_inode file_device "
                         "file_generation file_flags file_target_path network_transport source_ip "
                         "source_port destination_ip destination_port unix_path unix_peer_inode "
-                        "target_entity_id"),
+                        "target_entity_id file_target_inode"),
         "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type "
                        "file_path first_ts last_ts read_bytes write_bytes in_events "
                        "file_generation"),
@@ -240,7 +241,7 @@ PROFILES: dict[str, Needs] = {
                         "file_generation file_type file_flags file_mode file_uid file_gid "
                         "file_mtime file_target_path file_target_path_raw network_transport "
                         "source_ip source_port destination_ip destination_port unix_path "
-                        "unix_peer_inode target_pid target_entity_id signal mem_prot "
+                        "unix_peer_inode target_pid target_entity_id signal mem_prot file_target_inode "
                         "flow_read_bytes flow_write_bytes a0 message event_module"),
         "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type "
                        "file_path first_ts last_ts read_bytes write_bytes process_name in_events "
