@@ -22,7 +22,7 @@ class Workload:
     name = ""
     title = ""
     metrics: tuple[Metric, ...] = ()
-    recorders: tuple[str, ...] = ("none", "forensix", "floor", "base", "auditd", "strace")
+    recorders: tuple[str, ...] = ("none", "forensix", "floor", "base", "auditd", "strace", "forensix-agent")
     # takes the extra repetitions of the baseline, forensix and the floor (--paired-reps):
     # a workload with a target on its ratio to the baseline
     paired = False
