@@ -274,6 +274,24 @@ def load_inputs(path: Path) -> tuple[dict[str, Any], int, list[tuple[str, Any]]]
     return abi, int(z["offset_ns"][0]), inputs
 
 
+def replay_table(rec: Any, kind: str, x: pa.Table) -> None:
+    """A captured ``table:*`` item into recorder ``rec``: the /proc snapshot's ids, labels and
+    processes teach its decoder what the live recorder's learnt, and every table is emitted."""
+    if kind == "table:snapshot_ids":
+        ids = rec.decoder.ids
+        ids._pid, ids._tick, ids._eid = (x.column(c).to_numpy() for c in ("pid", "tick", "eid"))
+        return
+    if kind == "table:labels":
+        rec.decoder.labels.update(zip(x.column("key").to_pylist(), x.column("path").to_pylist(), strict=True))
+        return
+    if kind == "table:processes":  # the snapshot: the decoder learns them as the recorder's does
+        for r in x.select(["entity_id", "pid", "parent_entity_id", "executable", "args",
+                           "working_directory"]).to_pylist():
+            rec.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"],
+                                 r["args"], r["working_directory"])
+    rec._emit(kind.split(":", 1)[1], x)
+
+
 def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = False,
            raw: bool = False) -> dict[str, Any]:
     from forensix.agent.sink import StoreSink
@@ -362,18 +380,8 @@ def replay(path: Path, store: Path, rules: bool, merge: int = 1, ship: bool = Fa
             cpu["decode" if raw_sink is None else _LOG_HOST] += time.thread_time() - t
             for table, data in tables.items():
                 rec._emit(table, data, bulk=True)
-        elif kind == "table:snapshot_ids":
-            ids = rec.decoder.ids
-            ids._pid, ids._tick, ids._eid = (x.column(c).to_numpy() for c in ("pid", "tick", "eid"))
-        elif kind == "table:labels":
-            rec.decoder.labels.update(zip(x.column("key").to_pylist(), x.column("path").to_pylist()))
         elif kind.startswith("table:"):
-            if kind == "table:processes":  # the snapshot: the decoder learns them as the recorder's does
-                for r in x.select(["entity_id", "pid", "parent_entity_id", "executable", "args",
-                                   "working_directory"]).to_pylist():
-                    rec.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"],
-                                         r["args"], r["working_directory"])
-            rec._emit(kind.split(":", 1)[1], x)
+            replay_table(rec, kind, x)
         else:
             if raw_sink is not None:
                 raw_sink.write_raw(x[0].tobytes() + x[1].tobytes())  # the map's entries as the kernel keeps them

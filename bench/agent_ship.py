@@ -138,7 +138,7 @@ def _by_ring(abi: dict[str, Any], d: Any) -> list[tuple[int, Any]]:
 
 def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]:
     """One replay of ``path`` through the real agent of one mode; CPU by stage and in all."""
-    from bench.agent_cost import _walker, load_inputs
+    from bench.agent_cost import _walker, load_inputs, replay_table
     from forensix.agent.raw import raw_row
     from forensix.sensor.decoder_state import export_state
     from forensix.sensor.recorder import use_system_allocator
@@ -172,18 +172,8 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
                 rec.rings[r].pos += len(part.data)
             rec._handle_drains(x, True)
             cpu["drain tick"] += time.process_time() - t - (cpu["seal+spool"] - before)
-        elif kind == "table:snapshot_ids":
-            ids = rec.decoder.ids
-            ids._pid, ids._tick, ids._eid = (x.column(c).to_numpy() for c in ("pid", "tick", "eid"))
-        elif kind == "table:labels":
-            rec.decoder.labels.update(zip(x.column("key").to_pylist(), x.column("path").to_pylist(), strict=True))
         elif kind.startswith("table:"):
-            if kind == "table:processes":
-                for r in x.select(["entity_id", "pid", "parent_entity_id", "executable", "args",
-                                   "working_directory"]).to_pylist():
-                    rec.decoder.remember(r["entity_id"], r["pid"], r["parent_entity_id"], r["executable"],
-                                         r["args"], r["working_directory"])
-            rec._emit(kind.split(":", 1)[1], x)
+            replay_table(rec, kind, x)
         else:
             before = cpu["seal+spool"]
             (rec._emit_flows if kind == "flows" else rec._emit_reopens)(*x)

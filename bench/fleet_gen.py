@@ -31,27 +31,19 @@ from forensix.store.clickhouse import ClickHouseStore
 from forensix.store.clickhouse.ddl import local_name
 from forensix.store.clickhouse.native import ArrowData
 
+# the realistic host's programs, libraries and /etc files: one list for both generators
+from forensix.testing.generator import _BINS, _ETC, _LIBS
+
 T0 = 1_790_000_000 * 10**9
 SPREAD = 720_000  # ns between the fleet questions' generated events: 10^8 span 20 h, 10^7 2 h
 
 # What the generated fleet runs: executables (a process each), with a stand-in for their
 # content's SHA-256 (of the path: the fleet has no files), and what the processes touch.
-_BINS = ["/usr/bin/bash", "/usr/bin/ls", "/usr/bin/cat", "/usr/bin/grep", "/usr/bin/sed", "/usr/bin/awk",
-         "/usr/bin/python3.11", "/usr/bin/curl", "/usr/bin/find", "/usr/bin/ps", "/usr/bin/tar",
-         "/usr/bin/gzip", "/usr/sbin/logrotate", "/usr/bin/git", "/usr/bin/make", "/usr/bin/gcc",
-         "/usr/bin/cp", "/usr/bin/mv", "/usr/bin/rm", "/usr/bin/date", "/usr/bin/sleep", "/usr/bin/id"]
 _WORKERS = 40  # /opt/svcN/bin/worker: each host runs the worker of its service (host N % 40)
 _EXES = _BINS + [f"/opt/svc{i}/bin/worker" for i in range(_WORKERS)]
 MINER = "/tmp/.x/miner"
 POOL = ("198.51.100.23", 3333)  # where the miner connects
 PRELOAD = "/etc/ld.so.preload"  # what the miner writes
-_LIBS = [f"/usr/lib/x86_64-linux-gnu/lib{n}.so.{v}" for n in
-         ("c", "m", "pthread", "ssl", "crypto", "z", "selinux", "pcre2-8", "tinfo", "gcc_s", "stdc++",
-          "systemd", "cap", "acl", "attr", "lzma", "zstd", "bz2", "ffi", "python3.11", "curl",
-          "nghttp2", "idn2", "gnutls", "readline") for v in (1, 6)]
-_ETC = ["/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts",
-        "/etc/resolv.conf", "/etc/localtime", "/etc/locale.alias", "/etc/shadow", "/etc/profile",
-        "/etc/bash.bashrc", "/etc/ssl/openssl.cnf", "/etc/host.conf", "/etc/gai.conf"]
 _LOGS = [f"/var/log/app/{n}.log" for n in ("access", "error", "audit", "jobs", "sync")]
 # per 1000 events that are not an exec: the kinds and how many (as forensix.testing.generator's
 # realistic host: reads, flows and mmaps most, writes 15% of opens and flows, a few connects)
