@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,28 +11,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from forensix.agent.shipping import ShippingConfig, ShippingSink
 from forensix.cli.main import cli
-from forensix.model.host import HostInfo
 from forensix.pki.authority import Authority
-from forensix.pki.tls import client_context
 from forensix.store.clickhouse import ClickHouseStore
 from forensix.testing.batches import events_batch
 from forensix.testing.clickhouse import Cluster, start_shard, stop_shard
-
-
-def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int]) -> ShippingSink:
-    b = pki.bundle(host)
-    seal = tmp / f"{host}.seal"
-    if not seal.exists():
-        shutil.copy(b.seal, seal)
-    cfg = ShippingConfig(host=host, server=addr, context=client_context(b.ca, b.cert, b.key), seal_key=seal,
-                         spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5, coalesce_s=0)
-    return ShippingSink(cfg)
-
-
-def _info(host: str) -> HostInfo:
-    return HostInfo(f"id-{host}", host, f"boot-{host}", "6.18")
+from forensix.testing.shipping import host_info, shipping_sink
 
 
 def _wait(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
@@ -46,9 +29,9 @@ def _wait(pred, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
 
 
 def _ship(pki: Authority, tmp: Path, addr: tuple[str, int], host: str, batches: int, rows: int) -> None:
-    sink = _sink(pki, host, tmp, addr)
+    sink = shipping_sink(pki, host, tmp, addr)
     for i in range(batches):
-        sink.write("events", events_batch(rows, start_seq=i * rows, host=_info(host)))
+        sink.write("events", events_batch(rows, start_seq=i * rows, host=host_info(host)))
     _wait(lambda: sink.spool.unacked() == 0)
     sink.close()
 
@@ -175,10 +158,10 @@ def test_forensix_server_killed_mid_insert_loses_and_duplicates_nothing(
         return p
 
     srv = start("s1.log")
-    sink = _sink(pki, "beta", tmp_path, ("127.0.0.1", port))
+    sink = shipping_sink(pki, "beta", tmp_path, ("127.0.0.1", port))
     try:
         for i in range(40):
-            sink.write("events", events_batch(500, start_seq=i * 500, host=_info("beta")))
+            sink.write("events", events_batch(500, start_seq=i * 500, host=host_info("beta")))
             if i == 20:
                 srv.send_signal(signal.SIGKILL)  # mid-stream: some frames acked, some in flight
                 srv.wait()
