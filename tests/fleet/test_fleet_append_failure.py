@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_fleet_ingest import _counts, _info, _sink, _wait
+from test_fleet_ingest import _counts, _wait
 
 from forensix.pki.authority import Authority
 from forensix.server.listener import LogServer, ServerConfig
@@ -24,6 +24,7 @@ from forensix.store.embedded import DuckDBStore, open_writer
 from forensix.testing import disk
 from forensix.testing.batches import events_batch
 from forensix.testing.clickhouse import Cluster, start_shard, stop_shard
+from forensix.testing.shipping import host_info, shipping_sink
 
 
 @pytest.fixture
@@ -43,9 +44,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def _send(pki: Authority, tmp: Path, addr: tuple[str, int], first: int, batches: int, rows: int = 200,
           host: str = "alpha") -> None:
     """Ship ``batches`` of a host's events numbered from ``first`` and wait until all are acked."""
-    sink = _sink(pki, host, tmp, addr)
+    sink = shipping_sink(pki, host, tmp, addr)
     for i in range(batches):
-        sink.write("events", events_batch(rows, start_seq=first + i * rows, host=_info(host)))
+        sink.write("events", events_batch(rows, start_seq=first + i * rows, host=host_info(host)))
     _wait(lambda: sink.spool.unacked() == 0)
     sink.close()
 
