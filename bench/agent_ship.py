@@ -222,45 +222,53 @@ def _log_host(frames: list[bytes], raw: bool, out: dict[str, Any]) -> dict[str, 
     return rows
 
 
-def compare_ship(path: Path, reps: int, artifacts: bool = True) -> tuple[str, dict[str, Any]]:
-    """Both modes in fresh processes, alternating; a markdown table and the medians."""
+def compare_ship(path: Path, reps: int, artifacts: bool = True,
+                 against: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """Both modes in fresh processes, alternating; a markdown table and the medians.
+    ``against``: the src/ of another tree: its raw agent against this tree's, instead of
+    --decode against --raw (the same bench code drives both)."""
     here = Path(__file__).resolve().parent.parent
-    runs: dict[str, list[dict[str, Any]]] = {"decode": [], "raw": []}
+    mine = os.environ.get("PYTHONPATH", str(here / "src")).split(os.pathsep)[0]
+    # (label, src tree, raw): the first is the "before" column
+    modes = ([("before", str(against), True), ("after", mine, True)] if against is not None
+             else [("decode", mine, False), ("raw", mine, True)])
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in modes}
     loads: list[float] = []
     for i in range(reps):
-        order = ("decode", "raw") if i % 2 == 0 else ("raw", "decode")
-        for mode in order:
-            cmd = [sys.executable, "-m", "bench.agent_cost", "ship-one", str(path)] + (["--raw"] if mode == "raw" else [])
+        for label, src, raw in (modes if i % 2 == 0 else modes[::-1]):
+            cmd = [sys.executable, "-m", "bench.agent_cost", "ship-one", str(path)] + (["--raw"] if raw else [])
             cmd += [] if artifacts else ["--no-artifacts"]
-            env = dict(os.environ)
-            env.setdefault("PYTHONPATH", str(here / "src"))
-            env["PYTHONPATH"] += os.pathsep + str(here)
-            res = subprocess.run(cmd, env=env, cwd=here, check=True, capture_output=True, text=True).stdout
-            runs[mode].append(json.loads(res.strip().splitlines()[-1]))
+            env = dict(os.environ, PYTHONPATH=src + os.pathsep + str(here))
             loads.append(os.getloadavg()[0])
-    rows = runs["decode"][0]["rows"]
+            res = subprocess.run(cmd, env=env, cwd=here, check=True, capture_output=True, text=True).stdout
+            runs[label].append(json.loads(res.strip().splitlines()[-1]))
+            loads.append(os.getloadavg()[0])
+    (a, _, _), (b, _, _) = modes
+    rows = runs[a][0]["rows"]
     n = rows.get("events", 0) + rows.get("flows", 0)
     same = all(r["rows"] == rows for rs in runs.values() for r in rs)
 
     def med(mode: str, key: str, stage: str | None = None) -> float:
         return float(statistics.median(r["cpu_s"][stage] if stage else r[key] for r in runs[mode]))
 
-    lines = [(f"capture {path.name}: {n:,} stored events; medians of {reps} replays per mode, alternating, each in "
-             f"a fresh process; load average {min(loads):.1f}–{max(loads):.1f}; "
-             f"{'with' if artifacts else 'without'} finding the execs for the artifact collector"), "",
-             "| agent stage | --decode µs/event | --raw µs/event |", "|---|---:|---:|"]
+    what = (f"this tree's raw agent against {against}'s" if against is not None else "--decode against --raw")
+    lines = [(f"capture {path.name}: {n:,} stored events; {what}; medians of {reps} replays each, alternating, "
+              f"each in a fresh process; load average {min(loads):.1f}–{max(loads):.1f}; "
+              f"{'with' if artifacts else 'without'} finding the execs for the artifact collector"), "",
+             f"| agent stage | {a} µs/event | {b} µs/event |", "|---|---:|---:|"]
     for stage in ("walk", "drain tick", "map flush", "seal+spool"):
-        lines.append(f"| {stage} | {med('decode', '', stage) / n * 1e6:.2f} | {med('raw', '', stage) / n * 1e6:.2f} |")
-    d, r = med("decode", "agent_cpu_s"), med("raw", "agent_cpu_s")
+        lines.append(f"| {stage} | {med(a, '', stage) / n * 1e6:.2f} | {med(b, '', stage) / n * 1e6:.2f} |")
+    d, r = med(a, "agent_cpu_s"), med(b, "agent_cpu_s")
     lines.append(f"| **agent total** | **{d / n * 1e6:.2f}** | **{r / n * 1e6:.2f}** |")
-    bd = statistics.median(x["shipped_bytes"] for x in runs["decode"]) / n
-    br = statistics.median(x["shipped_bytes"] for x in runs["raw"]) / n
+    lines.append(f"| frames | {med(a, 'frames'):.0f} | {med(b, 'frames'):.0f} |")
+    bd = statistics.median(x["shipped_bytes"] for x in runs[a]) / n
+    br = statistics.median(x["shipped_bytes"] for x in runs[b]) / n
     lines.append(f"| bytes shipped / event | {bd:.1f} | {br:.1f} |")
-    lh = med("raw", "log_host_decode_cpu_s")
-    lhi = med("raw", "log_host_ingest_side_cpu_s")
-    lines += ["", (f"log host, raw frames: decode {lh / n * 1e6:.2f} µs/event ({lhi / n * 1e6:.2f} with frame parsing "
-              f"and unzstd); rows per table {'equal in both modes' if same else 'DIFFER'}: {rows}")]
-    medians = {"events": n, "decode_us": d / n * 1e6, "raw_us": r / n * 1e6, "log_host_us": lh / n * 1e6,
+    lh = med(b, "log_host_decode_cpu_s")
+    lhi = med(b, "log_host_ingest_side_cpu_s")
+    lines += ["", (f"log host, {b}'s raw frames: decode {lh / n * 1e6:.2f} µs/event ({lhi / n * 1e6:.2f} with frame "
+              f"parsing and unzstd); rows per table {'equal in every run' if same else 'DIFFER'}: {rows}")]
+    medians = {"events": n, f"{a}_us": d / n * 1e6, f"{b}_us": r / n * 1e6, "log_host_us": lh / n * 1e6,
                "load": [min(loads), max(loads)], "same_rows": same}
     return "\n".join(lines), medians
 
