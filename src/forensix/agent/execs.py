@@ -8,9 +8,10 @@ the few columns the collector reads, gathered from the same record layout with t
 decoder's own helpers; the rows the log host stores come from the full decoder.
 
 What a drain tick pays here is a fixed number of numpy and Arrow calls (~30), whatever the
-number of records or candidates: ``pick`` reads a few fields of every record at once (no
-Python per record), ``collector_rows`` gathers the candidates' fields and strings in one
-call each, and the columns the collector does not read are slices of cached nulls.
+number of records: ``pick`` reads a few fields of every record at once (no Python per
+record), ``collector_rows`` gathers the candidates' fields and strings in one call each (the
+few text columns are Python lists, per candidate), and the columns the collector does not
+read are slices of cached nulls.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forensix.sensor.decode import Decoder, _gather, _join
+from forensix.sensor.decode import Decoder, _gather_bytes, _join
 from forensix.sensor.ringbuf import Drained
 from forensix.store import schema
 
@@ -66,22 +67,30 @@ def file_key(ino: np.ndarray, dev: np.ndarray) -> np.ndarray:
 
 
 class _Nulls:
-    """All-null columns of the events schema, made once and sliced (a slice is a view): the
-    collector's rows fill ~20 of ~85 columns, and making the rest cost a call each."""
+    """All-null columns of the events schema, and the host's, made once and sliced (a slice
+    is a view), the slices kept by row count: the collector's rows fill ~20 of ~85 columns,
+    and making the rest cost a call each at every tick."""
 
     def __init__(self) -> None:
         self.n = 0
         self.cols: dict[str, pa.Array] = {}
         self.host: Any = None
+        self.by_n: dict[int, dict[str, pa.Array]] = {}
 
     def get(self, n: int, dec: Decoder) -> dict[str, pa.Array]:
         """The null columns, and the host's (the same on every row of a decoder), ``n`` rows."""
         if n > self.n or dec.host is not self.host:
             self.n = max(n, 2 * self.n, 1024)
-            self.host = dec.host
+            self.host = dec.host  # frozen: a new decoder's host is another object
             self.cols = {f.name: pa.nulls(self.n, f.type) for f in schema.EVENTS}
             self.cols.update(dec._origin(self.n))
-        return {k: v.slice(0, n) for k, v in self.cols.items()}
+            self.by_n = {}
+        got = self.by_n.get(n)
+        if got is None:
+            if len(self.by_n) >= 256:  # ticks of a few dozen candidates: few distinct counts
+                self.by_n = {}
+            got = self.by_n[n] = {k: v.slice(0, n) for k, v in self.cols.items()}
+        return dict(got)
 
 
 _nulls = _Nulls()
@@ -110,8 +119,9 @@ def collector_rows(dec: Decoder, d: Drained, idx: np.ndarray | None = None) -> p
             (start[:, 0], slen[:, 0])]  # file.path (or the base a relative path was resolved from)
     if base0.any():
         want.append((start[:, 1], slen[:, 1]))
-    got = _gather(np.frombuffer(d.data, np.uint8), np.concatenate([s for s, _ in want]),
-                  np.concatenate([ln for _, ln in want]))
+    # byte by byte: a string view gather (_gather) would copy the whole drain (~1 MB) for a few KB
+    got = _gather_bytes(np.frombuffer(d.data, np.uint8), np.concatenate([s for s, _ in want]),
+                        np.concatenate([ln for _, ln in want]))
     exe, cwd, argv, path_raw, s0 = (got.slice(i * n, n) for i in range(5))
     path0 = pc.if_else(pa.array(base0), _join(s0, got.slice(5 * n, n)), s0) if base0.any() else s0
     ret = f["ret"].astype(np.int64)

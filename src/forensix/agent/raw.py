@@ -43,14 +43,19 @@ __all__ = ["RAW_FORMAT", "RawRecorder", "exec_hashes", "raw_row"]
 RAW_FORMAT = 1  # the meta's "format": a log host refuses rows of a format it does not know
 
 
+_KINDS: dict[str, pa.Array] = {}  # a row's kind column, made once per kind (three rows a drain tick)
+
+
 def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview | np.ndarray) -> pa.Table:
     """One row of a raw frame: its kind, a JSON preamble, the bytes (not copied: an Arrow
-    value over the drained bytes themselves; the frame's encoding copies them once)."""
+    value over the drained bytes themselves, which the frame's compressor reads)."""
     meta = {"format": RAW_FORMAT, **meta}
     buf = pa.py_buffer(data)
     value = pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf])
-    return pa.Table.from_arrays(
-        [pa.array([kind], pa.string()), pa.array([json.dumps(meta)], pa.string()), value], schema=RAW_SCHEMA)
+    kinds = _KINDS.get(kind)
+    if kinds is None:
+        kinds = _KINDS[kind] = pa.array([kind], pa.string())
+    return pa.Table.from_arrays([kinds, pa.array([json.dumps(meta)], pa.string()), value], schema=RAW_SCHEMA)
 
 
 def exec_hashes(events: pa.Table, upto: int) -> list[list[Any]]:
@@ -105,6 +110,8 @@ class RawRecorder(Recorder):
             _temp,  # the collector's own test of a writable directory
         )
 
+        if ev.column("mem_prot").null_count == ev.num_rows:
+            return  # execs only (mem_prot is an mmap's): most ticks, once the libraries are judged
         ino = ev.column("file_inode")
         maps = np.nonzero(np.asarray(ev.column("mem_prot").is_valid()) & np.asarray(ino.is_valid()))[0]
         if not len(maps):
