@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forensix.sensor.decode import Decoder, _gather_bytes, _join
+from forensix.sensor.decode import Decoder, _join, _to_str
 from forensix.sensor.ringbuf import Drained
 from forensix.store import schema
 
@@ -119,9 +119,7 @@ def collector_rows(dec: Decoder, d: Drained, idx: np.ndarray | None = None) -> p
             (start[:, 0], slen[:, 0])]  # file.path (or the base a relative path was resolved from)
     if base0.any():
         want.append((start[:, 1], slen[:, 1]))
-    # byte by byte: a string view gather (_gather) would copy the whole drain (~1 MB) for a few KB
-    got = _gather_bytes(np.frombuffer(d.data, np.uint8), np.concatenate([s for s, _ in want]),
-                        np.concatenate([ln for _, ln in want]))
+    got = _strings(d.data, np.concatenate([s for s, _ in want]), np.concatenate([ln for _, ln in want]))
     exe, cwd, argv, path_raw, s0 = (got.slice(i * n, n) for i in range(5))
     path0 = pc.if_else(pa.array(base0), _join(s0, got.slice(5 * n, n)), s0) if base0.any() else s0
     ret = f["ret"].astype(np.int64)
@@ -153,3 +151,20 @@ def collector_rows(dec: Decoder, d: Drained, idx: np.ndarray | None = None) -> p
     )
     # every column made in its schema type (from_arrays checks it): no cast, no test per column
     return pa.Table.from_arrays([cols[name] for name in schema.EVENTS.names], schema=schema.EVENTS)
+
+
+def _strings(data: bytes, start: np.ndarray, ln: np.ndarray) -> pa.Array:
+    """Strings at data[start : start+ln-1] (ln counts the NUL; 0: null), as the decoder's
+    ``_gather`` makes them (not UTF-8: backslash escapes). Sliced per string: a tick's few
+    hundred strings (compiler command lines among them) cost less so than an index per byte,
+    and a string-view gather copied the whole ~1 MB drain."""
+    valid = ln > 0
+    size = np.where(valid, ln - 1, 0)
+    offsets = np.zeros(len(ln) + 1, np.int64)
+    np.cumsum(size, out=offsets[1:])
+    if offsets[-1] >= 1 << 31:
+        raise ValueError("strings of more than 2 GiB in one drain tick")
+    body = b"".join([data[a: a + n] for a, n in zip(start.tolist(), size.tolist(), strict=True)])
+    arr = pa.Array.from_buffers(pa.binary(), len(ln), [
+        pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(body)])
+    return _to_str(arr)
