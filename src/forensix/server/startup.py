@@ -45,7 +45,7 @@ def replay_and_load(self: LogServer) -> None:
 
     now = time.time_ns()
     store = self.ingest.store
-    already: dict[tuple[str, str], set[int]] = {}
+    already: dict[tuple[str, str], dict[int, set[str]]] = {}
     if getattr(store, "append_frames", None) is None and hasattr(store, "query"):
         # DuckDB: a group committed just before a crash is not ingested twice (ledger)
         already = committed_frames(store, self.config.evidence)
@@ -53,7 +53,7 @@ def replay_and_load(self: LogServer) -> None:
     for s in self.evidence.open_all():
         done = s.ingested()
         held = read_quarantine(s.dir)
-        skip = already.get((s.host, s.stream), set())
+        skip = already.get((s.host, s.stream), {})
         again = set(held) if self.config.reingest else set()
         raw = self.raw.get(s.host, s.stream)
         # the decoder as it was after frame ck: frames up to it are not decoded again. Usable only
@@ -68,7 +68,8 @@ def replay_and_load(self: LogServer) -> None:
                     if seq <= ck and seq <= done and seq not in again:
                         continue
                     stored = seq <= done and seq not in again
-                    if stored or (seq in held and seq not in again) or (seq in skip and seq > done):
+                    part = skip.get(seq) if seq > done else None  # its tables an interrupted group stored
+                    if stored or (seq in held and seq not in again) or (part is not None and not _is_raw(heads, off)):
                         # a raw frame already stored (or set aside) is decoded again without
                         # storing: the stream's decoder needs the state it left (rawdecode.py)
                         _dry_feed(raw, heads, seg, off, length, seq)
@@ -77,7 +78,7 @@ def replay_and_load(self: LogServer) -> None:
                         continue
                     try:
                         fr = read_frame(seg, off, length)
-                        _batch(self, raw, fr, frame_key(s, seq))
+                        _batch(self, raw, fr, frame_key(s, seq), part or set())
                         if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
                             s.set_ingested(seq)
                         if seq in held:
@@ -129,14 +130,21 @@ def _dry_feed(raw: StreamDecoder, heads: BinaryIO, seg: Path, off: int, length: 
         log.error("cannot decode %s offset %d again: %s", seg, off, e.message)
 
 
-def _batch(self: LogServer, raw: StreamDecoder, fr: Frame, key: str | None) -> None:
+def _batch(self: LogServer, raw: StreamDecoder, fr: Frame, key: str | None, held: set[str]) -> None:
+    """Store a frame from the evidence; of a raw frame, the tables the store does not hold
+    (``held``: a crash came between its tables, server/ledger.py)."""
     data = decode_body(fr)
     if fr.table != RAW_TABLE:
         self.ingest.batch(fr.table, data, key=key)
         return
+    tables = raw.feed(data, fr.seq).joined()
+    if held:
+        log.info("raw frame %d of %s/%s was half in the store (%s): storing its %s", fr.seq, fr.host, raw.stream,
+                 ", ".join(sorted(held)), ", ".join(t for t, _ in tables if t not in held) or "nothing more")
     raw.replayed += 1
-    for table, t in raw.feed(data, fr.seq).joined():
-        self.ingest.batch(table, t, key=key)
+    for table, t in tables:
+        if table not in held:
+            self.ingest.batch(table, t, key=key)
 
 
 def set_aside(self: LogServer, table: str, mark: object, seq: int, err: BaseException, attempts: int) -> None:
