@@ -289,6 +289,12 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
       forensix agent --server loghost:7514 --bundle ./blue --netns /run/netns/blue   # a namespace as host blue
 
     \b
+    The kernel side is pinned in bpffs: an agent killed (or replaced by an upgrade) leaves
+    its sensor recording, and the next agent on the same --spool adopts it and ships what
+    it kept. A clean stop detaches it; `forensix record --stop --store SPOOL` detaches one
+    that no agent will adopt.
+
+    \b
     A frame the log host refuses for good (its seal, chain or rows do not hold) is kept in
     SPOOL/refused with the reason and not sent again; `forensix agent-status` lists them.
     """
@@ -410,7 +416,7 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Even
                   host: HostInfo | None = None, raw: bool = False) -> None:
     from forensix.artifacts import ArtifactStore, Collector
     from forensix.model.host import local_host
-    from forensix.sensor.loader import SensorConfig
+    from forensix.sensor.loader import SensorConfig, pin_dir_for
     from forensix.sensor.recorder import Recorder
 
     # executed files are kept beside the spool and shipped to the log host (artifact_blobs)
@@ -419,7 +425,9 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Even
 
     # --raw: the kernel's records as they are, decoded on the log host (agent/raw.py)
     cls: type[Recorder] = RawRecorder if raw else Recorder
-    rec = cls(sinks, SensorConfig(netns=netns), host=host, artifacts=Collector(kept, host or local_host(), ship=True),
+    # pinned per spool (one spool, one stream): an agent killed or upgraded leaves its sensor
+    # recording, and the next agent on the spool adopts it and drains what it kept
+    rec = cls(sinks, SensorConfig(netns=netns, pin_dir=pin_dir_for(spool, netns)), host=host, artifacts=Collector(kept, host or local_host(), ship=True),
               on_ready=lambda: logging.getLogger("forensix.agent").info("recording: every program attached"))
 
     def watch() -> None:
