@@ -61,8 +61,8 @@ def test_agents_replaced_in_both_modes_adopt_the_sensor_and_ship_each_event_once
     try:
         agents.append(_agent(pki, tmp_path, port, "raw-1"))
         # files until told to stop, through both kills and restarts
-        work_p = subprocess.Popen(["sh", "-c", f'i=0; while [ ! -e {stop} ]; do : > {work}/f$i; i=$((i+1)); '
-                                              'sleep 0.02; done'])
+        work_p = subprocess.Popen(["sh", "-c", (f'i=0; while [ ! -e {stop} ]; do : > {work}/f$i; i=$((i+1)); '
+                                              'sleep 0.02; done')])
         time.sleep(1.5)
         _kill(agents[-1], spool)
         time.sleep(1.0)  # the kernel records alone
@@ -85,6 +85,7 @@ def test_agents_replaced_in_both_modes_adopt_the_sensor_and_ship_each_event_once
                 p.wait(60)
     said = (tmp_path / "raw-3.log").read_text()
     assert "0 unacknowledged left in the spool" in said, said[-3000:]
+    assert "kernel records and flow entries undecoded (the log host counts the rows it stores)" in said
     assert not pin_dir_for(spool).exists(), "the clean stop left the sensor pinned"
     made = {f"{work}/{p.name}" for p in work.iterdir()}
     r = open_reader(store)
