@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
-from forensix.agent.frame import HEADER, RAW_FLAG, RAW_TABLE, Frame, FrameError, decode_body
+from forensix.agent.frame import (
+    HEADER,
+    RAW_FLAG,
+    RAW_TABLE,
+    SEED_FLAG,
+    Frame,
+    FrameError,
+    decode_body,
+)
 from forensix.server.evidence import StreamLog, read_frame, walk_segment
 from forensix.server.ingest import frame_key
 from forensix.server.ledger import IngestLedger, committed_frames
@@ -61,11 +69,21 @@ def replay_and_load(self: LogServer) -> None:
         # the listener writes a checkpoint once the store holds its frame, but the ingested mark
         # is not fsynced, so after a power loss it may lag; then the stream is decoded from its start
         ck = checkpoint_seq(s.dir)
-        ck = raw.restore(s.dir) if 0 <= ck <= done and not any(q <= ck for q in again) else -1
+        # a seed (re)starts the decoder whatever came before it: the stored frames before the
+        # newest stored seed need no decoding at all (an agent restarted on the same spool, or
+        # a log host restarted after many, would otherwise decode the stream's whole history)
+        seed = _newest_seed(s, done)
+        if any(q < seed for q in again):  # those need the state from before them
+            seed = -1
+        if seed > ck:
+            ck = -1
+        else:
+            ck = raw.restore(s.dir) if 0 <= ck <= done and not any(q <= ck for q in again) else -1
+        upto = max(ck, seed - 1)  # frames up to it are passed over
         for seg in s.segments():
             with seg.open("rb") as heads:  # raw-ness of the frames passed over, read from their headers
                 for off, seq, length in walk_segment(seg):
-                    if seq <= ck and seq <= done and seq not in again:
+                    if seq <= upto and seq <= done and seq not in again:
                         continue
                     stored = seq <= done and seq not in again
                     part = skip.get(seq) if seq > done else None  # its tables an interrupted group stored
@@ -98,7 +116,8 @@ def replay_and_load(self: LogServer) -> None:
         if raw.rebuilt or raw.replayed or ck >= 0:
             log.info("decoder of %s/%s rebuilt from the evidence: %s, %d raw frame(s) decoded again without "
                      "storing, %d decoded and stored now (%.2f s of CPU)", s.host, s.stream,
-                     f"checkpoint after frame {ck}" if ck >= 0 else "no checkpoint", raw.rebuilt, raw.replayed,
+                     f"checkpoint after frame {ck}" if ck >= 0 else
+                     f"from the seed in frame {seed}" if seed >= 0 else "no checkpoint", raw.rebuilt, raw.replayed,
                      raw.cpu_s)
         if again:
             write_quarantine(s.dir, held)
@@ -111,6 +130,21 @@ def replay_and_load(self: LogServer) -> None:
         if info_path.exists():
             info = json.loads(info_path.read_text())
             self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
+
+
+def _newest_seed(s: StreamLog, upto: int) -> int:
+    """The last frame up to ``upto`` that carries a seed (read from the headers alone), or -1."""
+    seed = -1
+    for seg in s.segments():
+        with seg.open("rb") as heads:
+            for off, seq, _ in walk_segment(seg):
+                if seq > upto:
+                    return seed
+                heads.seek(off)
+                head = heads.read(HEADER.size)
+                if len(head) == HEADER.size and HEADER.unpack(head)[7] & SEED_FLAG:
+                    seed = seq
+    return seed
 
 
 def _is_raw(heads: BinaryIO, off: int) -> bool:
