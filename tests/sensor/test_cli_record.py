@@ -150,6 +150,26 @@ def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
     assert "Recorder stopped" in res.stdout, res.stdout
 
 
+def test_the_recording_now_line_comes_when_recording_has_started(tmp_path: Path) -> None:
+    """A user who starts `forensix record` and runs commands once it says it records finds
+    them recorded (without --ready-file: the line on stderr is the cue, even with -q)."""
+    store = tmp_path / "s.duckdb"
+    p = subprocess.Popen([*FORENSIX, "record", "-q", "--no-rules", "--no-artifacts", "--store", str(store)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = f"fx-now-{uuid.uuid4().hex[:8]}"
+    try:
+        assert p.stderr is not None
+        line = p.stderr.readline()  # blocks until start-up is over: the first line it says
+        assert line.startswith("recording since ") and "what runs from now on is recorded" in line, line
+        subprocess.run(["/bin/echo", marker], stdout=subprocess.DEVNULL)
+    finally:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    res = _run("events", "--store", str(store), "--action", "exec", "--format", "json")
+    assert any(marker in (json.loads(x).get("process.args") or []) for x in res.stdout.splitlines())
+
+
 def test_a_recorder_killed_with_sigkill_loses_nothing_it_stored(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
     p, ready = _recorder(store, subprocess.DEVNULL)

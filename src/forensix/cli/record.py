@@ -91,11 +91,31 @@ def _stop_pinned(store: str, netns: int = 0) -> None:
     _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs{why})", highlight=False)
 
 
+def _recording_now(command: tuple[str, ...], duration: float | None) -> str:
+    """The line that says, in words, from when on the host is recorded: start-up (imports,
+    loading the sensor, the /proc snapshot) takes seconds, and what ran before this line is
+    in the record only as the snapshot's processes, not as events (a user ran commands
+    during it and missed them)."""
+    now = time.strftime("%H:%M:%S", time.gmtime())
+    if command:
+        return f"recording since {now}Z: every program is attached; starting {' '.join(command)}"
+    until = f"for {duration:g} s" if duration else "until Ctrl-C"
+    return f"recording since {now}Z: every program is attached; what runs from now on is recorded ({until})"
+
+
 def _say_ready(path: str) -> None:
     """Written whole (a rename): whoever sees the file reads the pid, never a partial line."""
     tmp = Path(f"{path}.{os.getpid()}.tmp")
     tmp.write_text(f"{os.getpid()}\n")
     tmp.replace(path)
+
+
+def _ready(ready_file: str | None, command: tuple[str, ...], duration: float | None) -> None:
+    # said on stderr even with --quiet (it is not a live figure): the one cue a person
+    # starting a recording by hand has that what they run next is recorded
+    _err.print(_recording_now(command, duration), highlight=False, soft_wrap=True, markup=False)
+    if ready_file is not None:
+        _say_ready(ready_file)
 
 
 def _pow2(n: int) -> int:
@@ -257,7 +277,7 @@ def record(
         config.ring_main_mb = _pow2(ring_mb)
     rec = Recorder(sinks, config, host=host, on_stats=None if quiet else _live, notes=writer.recovered,
                    artifacts=collector, system_logs=[] if no_system_logs else logs,
-                   on_ready=None if ready_file is None else lambda: _say_ready(ready_file), yield_nice=yield_nice)
+                   on_ready=lambda: _ready(ready_file, command, duration), yield_nice=yield_nice)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")
