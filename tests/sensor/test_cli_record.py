@@ -241,3 +241,19 @@ def test_classic_lifecycle_hooks_record_the_same_story(tmp_path: Path) -> None:
     forks = [json.loads(line) for line in _run("events", "--store", str(store), "--action", "fork",
                                                "--format", "json").stdout.splitlines()]
     assert any(f.get("target.pid") == echo[0]["process.pid"] for f in forks)
+
+
+def test_a_cold_rule_cache_records_at_once_and_the_rules_catch_up(tmp_path: Path) -> None:
+    """The first start after an install (no compiled rules kept) records while the rules
+    compile; what ran meanwhile is still evaluated: the shadow read raises its alert."""
+    store, cache = tmp_path / "s.duckdb", tmp_path / "rule-cache"
+    env = dict(os.environ, FORENSIX_RULE_CACHE=str(cache))
+    res = subprocess.run([*FORENSIX, "record", "-q", "--no-artifacts", "--store", str(store), "--",
+                          "sh", "-c", "cat /etc/shadow >/dev/null"], capture_output=True, text=True, timeout=180,
+                         env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "compiling the rules (not cached yet): recording starts meanwhile" in res.stderr
+    assert len(list(cache.glob("*.pickle"))) == 1  # kept for the next start
+    alerts = _run("alerts", "--store", str(store), "--format", "json").stdout
+    assert any(json.loads(x)["rule.title"].startswith("Shadow password") and json.loads(x)["process.command_line"]
+               == "cat /etc/shadow" for x in alerts.splitlines()), alerts

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -16,11 +18,13 @@ from rich.console import Console
 from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.logs import log_level_option, setup_logging
 from forensix.cli.options import DEFAULT_STORE, netns_options
+from forensix.cli.record_rules import rules_for_record
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
 from forensix.model.host import local_host
 from forensix.rules.detectors import RecorderGuard
+from forensix.rules.engine import LiveEngine
 from forensix.sensor import libbpf as lb
 from forensix.sensor.loader import (
     ACC_DETACHED,
@@ -240,10 +244,13 @@ def record(
     keepers: list[int] = []
     guards: list[RecorderGuard] = []
 
+    spawn_lock = threading.Lock()  # keepers start on the writer's thread, the engine may be built on another
+
     def _keeper_started(pid: int) -> None:  # its writes to the store are the recorder's own
-        keepers.append(pid)
-        for g in guards:
-            g.self_pids.add(pid)
+        with spawn_lock:
+            keepers.append(pid)
+            for g in guards:
+                g.self_pids.add(pid)
 
     writer = RecorderStore(store, host=host or local_host(), on_spawn=_keeper_started, idle_exit=keeper_idle,
                            seal_seconds=journal_seconds)
@@ -252,13 +259,20 @@ def record(
     store_sink = StoreSink(writer)
     sinks: list[Sink] = [store_sink]
     if not no_rules:  # live detection reads every batch after it is stored
-        engine = live_engine_for_record(
-            store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
+        def _engine_built(engine: LiveEngine) -> None:  # now, or on a thread once the rules compiled
+            with spawn_lock:
+                guards.extend(d for d in engine.detectors if isinstance(d, RecorderGuard))
+
+        def _pids() -> list[int]:
+            with spawn_lock:
+                return [os.getpid(), *keepers]
+
+        sinks.append(rules_for_record(
+            store_sink, store, rule_paths=rule_paths,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
-            recorder_pids=(os.getpid(), *keepers),
-        )
-        guards += [d for d in engine.detectors if isinstance(d, RecorderGuard)]
-        sinks.append(engine)
+            note=lambda line: _err.print(line, highlight=False, soft_wrap=True, markup=False),
+            engine=functools.partial(live_engine_for_record, alerts_jsonl=alerts_jsonl, webhook=webhook),
+            pids=_pids, on_engine=_engine_built))
     if counter is not None:
         sinks.append(counter)
     collector = None
