@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.forensix_ready import store_counts, wait_until_recording
+from bench.forensix_ready import store_counts
 
 _TCK = os.sysconf("SC_CLK_TCK")
 Snapshot = dict[tuple[int, int], tuple[str, float]]  # (pid, tid) -> (who, CPU s)
