@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from forensix.agent.execs import collector_rows, file_key, pick
 from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE
+from forensix.artifacts.collect import in_writable_dir  # the collector's own test
 from forensix.sensor.abi import struct_dtype
 from forensix.sensor.decoder_state import export_state
 from forensix.sensor.recorder import Recorder
@@ -76,6 +77,9 @@ def _bytes_of(a: np.ndarray) -> np.ndarray:
 class RawRecorder(Recorder):
     """A Recorder whose sinks get the kernel's records undecoded (table ``raw``)."""
 
+    # what stats.events counts here: rows are made, and counted, on the log host
+    counted = "kernel records and flow entries, shipped undecoded (the log host counts the rows it stores)"
+
     # files mapped executable the collector has no use for (_judge); replaced, never changed in place
     _ordinary: np.ndarray = np.empty(0, np.uint64)
 
@@ -106,10 +110,6 @@ class RawRecorder(Recorder):
 
     def _judge(self, ev: pa.Table) -> None:
         """Remember the files of decoded executable mappings that the collector has no use for."""
-        from forensix.artifacts.collect import (
-            _temp,  # the collector's own test of a writable directory
-        )
-
         if ev.column("mem_prot").null_count == ev.num_rows:
             return  # execs only (mem_prot is an mmap's): most ticks, once the libraries are judged
         ino = ev.column("file_inode")
@@ -121,7 +121,7 @@ class RawRecorder(Recorder):
         deleted = ev.column("file_deleted").take(rows).is_valid().to_pylist()
         keys = file_key(ino.take(rows).to_numpy(zero_copy_only=False),
                         ev.column("file_device").take(rows).to_numpy(zero_copy_only=False)).tolist()
-        add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not _temp(p)}
+        add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not in_writable_dir(p)}
         if not add:
             return
         if len(self._ordinary) + len(add) > 65_536:  # bounded: judged again
