@@ -4,6 +4,7 @@
     python -m bench.agent_cost replay compile.npz [--store S] [--no-rules] [--ship] [--repeat N] [--merge N]
     python -m bench.agent_cost compare compile.npz --base-src OLD/src [--reps 3] [--no-rules] [--ship]
     python -m bench.agent_cost ship compile.npz [--reps 3] [--write]   # the real agent: --raw vs --decode
+    python -m bench.agent_cost ship compile.npz --against OLD/src [--write]   # raw agent: before vs after
 
 ``capture`` runs the real recorder (sensor, drains, flow-map flushes at the recorder's
 cadence) while COMMAND runs, and keeps what the agent received from the kernel, in order:
@@ -568,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--reps", type=int, default=3)
     s.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
     s.add_argument("--no-artifacts", action="store_true", help="an agent without executable preservation")
+    s.add_argument("--against", type=Path, default=None,
+                   help="the src/ of another tree (git archive BASE src | tar -x -C OLD): its raw agent against "
+                        "this tree's, alternating, instead of --decode against --raw")
     o = sub.add_parser("ship-one", help="one replay of `ship` in this process (what `ship` runs)")
     o.add_argument("capture", type=Path)
     o.add_argument("--raw", action="store_true")
@@ -579,11 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "ship-one":
             run_one(a.capture, a.raw, not a.no_artifacts)
             return 0
-        text, _ = compare_ship(a.capture, a.reps, not a.no_artifacts)
+        text, _ = compare_ship(a.capture, a.reps, not a.no_artifacts, a.against)
         print(text)
-        if a.write:
+        if a.write:  # appended at the end: another section is never rewritten
+            opts = (f" --against {a.against}" if a.against else "") + (" --no-artifacts" if a.no_artifacts else "")
             with (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").open("a") as f:
-                f.write(f"\n`python -m bench.agent_cost ship {a.capture} --reps {a.reps}` "
+                f.write(f"\n`python -m bench.agent_cost ship {a.capture} --reps {a.reps}{opts}` "
                         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}):\n\n{text}\n")
         return 0
     if a.cmd == "compare":

@@ -5,17 +5,21 @@
 A capture (``python -m bench.agent_cost capture``) is fed through the agent's own code,
 not a model of it: the recorder class each mode runs (``RawRecorder`` of agent/raw.py, or
 the decoding ``Recorder``), its drain-tick hook (``_handle_drains``) and map-flush rows,
-into the real ``ShippingSink`` (Arrow IPC, zstd, HMAC, hash chain, spool append with
-fsync; the network thread is not started: sending is a socket write either way). The
-ring walk of ringbuf.py runs over each captured drain as the drain would. Frames are
-sealed at once (``--batch-ms 0``): at one drain a second the agent's coalescing joins
-almost nothing in either mode. The capture's drains (the rings joined) are split back
+through the recorder's own writer thread (``BatchWriter``, which joins what is queued when
+it wakes) into the real ``ShippingSink`` (Arrow IPC, zstd, HMAC, hash chain, spool append
+with fsync; the network thread is not started: sending is a socket write either way). The
+ring walk of ringbuf.py runs over each captured drain as the drain would. The sink's
+coalescing is off (``--batch-ms 0``: at one drain a second it joins nothing across ticks;
+a raw tick is sealed at once anyway), and each tick starts once the writer has written the
+last one, as the live agent's ticks, ~1 s apart, do. The capture's drains (the rings joined) are split back
 into rings by record class before the clock starts. The artifact collector's hook runs
 as ``forensix agent`` runs it (``--no-artifacts``: not at all), without reading files,
 which costs the same in both modes: what counts is that the raw agent decodes the process
 ring and the executable mappings to find the execs.
 
-CPU is the process's (``time.process_time``), so a thread the sink starts counts too.
+CPU is the process's (``time.process_time``), so the writer's thread and any thread the
+sink starts count too; the drainer's stages are its thread's CPU, ``seal+spool`` is the
+writer thread's (the sink's work and the writer's joining of a tick's batches).
 Each mode runs in a fresh process, alternating, ``--reps`` times; medians are printed.
 
 The raw mode's frames are then decoded as the log host does (server/rawdecode.py): its
@@ -51,30 +55,33 @@ class _Ring:
         self.pos = 0
 
 
-def _agent(raw: bool, sink: Any, abi: dict[str, Any], offset_ns: int, cpu: dict[str, float]) -> Any:
+def _agent(raw: bool, sink: Any, abi: dict[str, Any], offset_ns: int) -> Any:
     """The recorder of ``forensix agent`` in either mode, wired as start() wires it, minus the
-    sensor: its writer hands batches straight to the sink (the writer thread's work)."""
+    sensor: its writer is the recorder's own ``BatchWriter`` thread in front of the sink."""
     from forensix.agent.raw import RawRecorder
     from forensix.model.host import local_host
     from forensix.sensor.decode import Decoder
     from forensix.sensor.recorder import Recorder
-
-    class Inline:
-        def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
-            t = time.process_time()
-            sink.write(table, data)
-            cpu["seal+spool"] += time.process_time() - t
-
-        def after_written(self, fn: Any) -> None:
-            fn()
+    from forensix.sensor.writer import BatchWriter
 
     rec = (RawRecorder if raw else Recorder)([])
     rec.abi = abi
     rec.decoder = Decoder(abi, local_host(), offset_ns)
     rec.clock = type("Clock", (), {"offset_ns": offset_ns})()
     rec.rings = [_Ring(), _Ring(), _Ring()]
-    rec._writer = Inline()
+    rec._writer = BatchWriter([sink], depth=8)
+    rec._writer.start()
     return rec
+
+
+def _written(rec: Any) -> None:
+    """Wait (without CPU) until the writer has written everything put so far: the live agent's
+    ticks are ~1 s apart, and its writer is idle again long before the next one."""
+    import threading
+
+    done = threading.Event()
+    rec._writer.after_written(done.set)
+    done.wait()
 
 
 def _sink(tmp: Path, frames: list[bytes]) -> Any:
@@ -151,35 +158,38 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
     frames: list[bytes] = []
     sink = _sink(tmp, frames)
     cpu: dict[str, float] = {"walk": 0.0, "drain tick": 0.0, "map flush": 0.0, "seal+spool": 0.0}
-    rec = _agent(raw, sink, abi, offset_ns, cpu)
+    rec = _agent(raw, sink, abi, offset_ns)
     rec.artifacts = _NoFiles() if artifacts else None  # forensix agent always preserves
     walk = _walker()
     seeded = False
     t_all = time.process_time()
     for kind, x in inputs:
-        t = time.process_time()
+        if kind == "ring":
+            _written(rec)  # the tick before is written: a live agent's ticks are ~1 s apart
+        t = time.thread_time()
         if kind == "ring":
             for _, part in x:
                 walk(part)
-            cpu["walk"] += time.process_time() - t
+            cpu["walk"] += time.thread_time() - t
             if raw and not seeded:  # the seed goes out after the snapshot, before the first drain
                 seed = {"abi": abi, "host": dataclasses.asdict(rec.host), "state": export_state(rec.decoder)}
                 rec._emit("raw", raw_row("seed", {}, json.dumps(seed).encode()))
                 seeded = True
-            t = time.process_time()
-            before = cpu["seal+spool"]
+            t = time.thread_time()
             for r, part in x:
                 rec.rings[r].pos += len(part.data)
             rec._handle_drains(x, True)
-            cpu["drain tick"] += time.process_time() - t - (cpu["seal+spool"] - before)
+            rec._writer.after_written(lambda: None)  # poll_once: the space goes back once written
+            cpu["drain tick"] += time.thread_time() - t
         elif kind.startswith("table:"):
             replay_table(rec, kind, x)
         else:
-            before = cpu["seal+spool"]
             (rec._emit_flows if kind == "flows" else rec._emit_reopens)(*x)
-            cpu["map flush"] += time.process_time() - t - (cpu["seal+spool"] - before)
+            cpu["map flush"] += time.thread_time() - t
+    rec._writer.finish()
     sink.flush()
     total = time.process_time() - t_all
+    cpu["seal+spool"] = rec._writer.cpu_s
     sink._closed.set()  # its shipper never started: nothing to deliver
     sink.spool.close(clean=True)
     out: dict[str, Any] = {"mode": "raw" if raw else "decode", "agent_cpu_s": round(total, 3),
@@ -212,45 +222,53 @@ def _log_host(frames: list[bytes], raw: bool, out: dict[str, Any]) -> dict[str, 
     return rows
 
 
-def compare_ship(path: Path, reps: int, artifacts: bool = True) -> tuple[str, dict[str, Any]]:
-    """Both modes in fresh processes, alternating; a markdown table and the medians."""
+def compare_ship(path: Path, reps: int, artifacts: bool = True,
+                 against: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """Both modes in fresh processes, alternating; a markdown table and the medians.
+    ``against``: the src/ of another tree: its raw agent against this tree's, instead of
+    --decode against --raw (the same bench code drives both)."""
     here = Path(__file__).resolve().parent.parent
-    runs: dict[str, list[dict[str, Any]]] = {"decode": [], "raw": []}
+    mine = os.environ.get("PYTHONPATH", str(here / "src")).split(os.pathsep)[0]
+    # (label, src tree, raw): the first is the "before" column
+    modes = ([("before", str(against), True), ("after", mine, True)] if against is not None
+             else [("decode", mine, False), ("raw", mine, True)])
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in modes}
     loads: list[float] = []
     for i in range(reps):
-        order = ("decode", "raw") if i % 2 == 0 else ("raw", "decode")
-        for mode in order:
-            cmd = [sys.executable, "-m", "bench.agent_cost", "ship-one", str(path)] + (["--raw"] if mode == "raw" else [])
+        for label, src, raw in (modes if i % 2 == 0 else modes[::-1]):
+            cmd = [sys.executable, "-m", "bench.agent_cost", "ship-one", str(path)] + (["--raw"] if raw else [])
             cmd += [] if artifacts else ["--no-artifacts"]
-            env = dict(os.environ)
-            env.setdefault("PYTHONPATH", str(here / "src"))
-            env["PYTHONPATH"] += os.pathsep + str(here)
-            res = subprocess.run(cmd, env=env, cwd=here, check=True, capture_output=True, text=True).stdout
-            runs[mode].append(json.loads(res.strip().splitlines()[-1]))
+            env = dict(os.environ, PYTHONPATH=src + os.pathsep + str(here))
             loads.append(os.getloadavg()[0])
-    rows = runs["decode"][0]["rows"]
+            res = subprocess.run(cmd, env=env, cwd=here, check=True, capture_output=True, text=True).stdout
+            runs[label].append(json.loads(res.strip().splitlines()[-1]))
+            loads.append(os.getloadavg()[0])
+    (a, _, _), (b, _, _) = modes
+    rows = runs[a][0]["rows"]
     n = rows.get("events", 0) + rows.get("flows", 0)
     same = all(r["rows"] == rows for rs in runs.values() for r in rs)
 
     def med(mode: str, key: str, stage: str | None = None) -> float:
         return float(statistics.median(r["cpu_s"][stage] if stage else r[key] for r in runs[mode]))
 
-    lines = [(f"capture {path.name}: {n:,} stored events; medians of {reps} replays per mode, alternating, each in "
-             f"a fresh process; load average {min(loads):.1f}–{max(loads):.1f}; "
-             f"{'with' if artifacts else 'without'} finding the execs for the artifact collector"), "",
-             "| agent stage | --decode µs/event | --raw µs/event |", "|---|---:|---:|"]
+    what = (f"this tree's raw agent against {against}'s" if against is not None else "--decode against --raw")
+    lines = [(f"capture {path.name}: {n:,} stored events; {what}; medians of {reps} replays each, alternating, "
+              f"each in a fresh process; load average {min(loads):.1f}–{max(loads):.1f}; "
+              f"{'with' if artifacts else 'without'} finding the execs for the artifact collector"), "",
+             f"| agent stage | {a} µs/event | {b} µs/event |", "|---|---:|---:|"]
     for stage in ("walk", "drain tick", "map flush", "seal+spool"):
-        lines.append(f"| {stage} | {med('decode', '', stage) / n * 1e6:.2f} | {med('raw', '', stage) / n * 1e6:.2f} |")
-    d, r = med("decode", "agent_cpu_s"), med("raw", "agent_cpu_s")
+        lines.append(f"| {stage} | {med(a, '', stage) / n * 1e6:.2f} | {med(b, '', stage) / n * 1e6:.2f} |")
+    d, r = med(a, "agent_cpu_s"), med(b, "agent_cpu_s")
     lines.append(f"| **agent total** | **{d / n * 1e6:.2f}** | **{r / n * 1e6:.2f}** |")
-    bd = statistics.median(x["shipped_bytes"] for x in runs["decode"]) / n
-    br = statistics.median(x["shipped_bytes"] for x in runs["raw"]) / n
+    lines.append(f"| frames | {med(a, 'frames'):.0f} | {med(b, 'frames'):.0f} |")
+    bd = statistics.median(x["shipped_bytes"] for x in runs[a]) / n
+    br = statistics.median(x["shipped_bytes"] for x in runs[b]) / n
     lines.append(f"| bytes shipped / event | {bd:.1f} | {br:.1f} |")
-    lh = med("raw", "log_host_decode_cpu_s")
-    lhi = med("raw", "log_host_ingest_side_cpu_s")
-    lines += ["", (f"log host, raw frames: decode {lh / n * 1e6:.2f} µs/event ({lhi / n * 1e6:.2f} with frame parsing "
-              f"and unzstd); rows per table {'equal in both modes' if same else 'DIFFER'}: {rows}")]
-    medians = {"events": n, "decode_us": d / n * 1e6, "raw_us": r / n * 1e6, "log_host_us": lh / n * 1e6,
+    lh = med(b, "log_host_decode_cpu_s")
+    lhi = med(b, "log_host_ingest_side_cpu_s")
+    lines += ["", (f"log host, {b}'s raw frames: decode {lh / n * 1e6:.2f} µs/event ({lhi / n * 1e6:.2f} with frame "
+              f"parsing and unzstd); rows per table {'equal in every run' if same else 'DIFFER'}: {rows}")]
+    medians = {"events": n, f"{a}_us": d / n * 1e6, f"{b}_us": r / n * 1e6, "log_host_us": lh / n * 1e6,
                "load": [min(loads), max(loads)], "same_rows": same}
     return "\n".join(lines), medians
 

@@ -44,20 +44,27 @@ __all__ = ["RAW_FORMAT", "RawRecorder", "exec_hashes", "raw_row"]
 RAW_FORMAT = 1  # the meta's "format": a log host refuses rows of a format it does not know
 
 
+_KINDS: dict[str, pa.Array] = {}  # a row's kind column, made once per kind (three rows a drain tick)
+
+
 def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview | np.ndarray) -> pa.Table:
     """One row of a raw frame: its kind, a JSON preamble, the bytes (not copied: an Arrow
-    value over the drained bytes themselves; the frame's encoding copies them once)."""
+    value over the drained bytes themselves, which the frame's compressor reads)."""
     meta = {"format": RAW_FORMAT, **meta}
     buf = pa.py_buffer(data)
     value = pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, buf.size], np.int64)), buf])
-    return pa.Table.from_arrays(
-        [pa.array([kind], pa.string()), pa.array([json.dumps(meta)], pa.string()), value], schema=RAW_SCHEMA)
+    kinds = _KINDS.get(kind)
+    if kinds is None:
+        kinds = _KINDS[kind] = pa.array([kind], pa.string())
+    return pa.Table.from_arrays([kinds, pa.array([json.dumps(meta)], pa.string()), value], schema=RAW_SCHEMA)
 
 
 def exec_hashes(events: pa.Table, upto: int) -> list[list[Any]]:
     """(entity id, ts, sha256) of the exec rows among the first ``upto`` rows that the artifact
     collector gave a hash: the log host puts them on the rows it decodes."""
     ev = events.slice(0, upto).select(["process_entity_id", "ts", "process_hash_sha256"])
+    if ev.column("process_hash_sha256").null_count == ev.num_rows:
+        return []
     ev = ev.filter(pc.is_valid(ev["process_hash_sha256"]))
     return [[e, t, h] for e, t, h in zip(*(ev[c].to_pylist() for c in ev.column_names), strict=True)]
 
@@ -83,44 +90,50 @@ class RawRecorder(Recorder):
 
     def _handle_drains(self, named: list[tuple[int, Drained]], bulk: bool) -> None:
         parts = [[i, self.rings[i].pos - len(d.data), len(d.data)] for i, d in named]
+        # the rings' bytes as one region (the row's value), which the exec finder reads too
+        joined = Drained.join([d for _, d in named])
         meta: dict[str, Any] = {"offset_ns": self.clock.offset_ns, "parts": parts,
-                                "records": sum(len(d) for _, d in named)}  # for the agent's metrics
+                                "records": len(joined)}  # for the agent's metrics
         extra: dict[str, pa.Table] = {}
         if self.artifacts is not None:
-            wanted = [m for _, d in named if (m := pick(self.decoder, d, self._ordinary))]
             try:
-                if wanted:
-                    meta["hashes"], extra = self._preserve(Drained.join(wanted))
+                wanted = pick(self.decoder, joined, self._ordinary)
+                if len(wanted):
+                    meta["hashes"], extra = self._preserve(joined, wanted)
                 self._ship_artifacts(once=True)
             except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
                 self._artifacts_failed(e)
-        data = named[0][1].data if len(named) == 1 else b"".join(d.data for _, d in named)
-        self._emit(RAW_TABLE, raw_row("ring", meta, data), bulk=bulk)
-        self.stats.events += sum(len(d) for _, d in named)  # records, not rows: the log host counts rows
+        self._emit(RAW_TABLE, raw_row("ring", meta, joined.data), bulk=bulk)
+        self.stats.events += len(joined)  # records, not rows: the log host counts rows
         for table, t in extra.items():
             self._emit(table, t)
 
     def _judge(self, ev: pa.Table) -> None:
         """Remember the files of decoded executable mappings that the collector has no use for."""
-        maps = ev.filter(pc.and_(pc.fill_null(pc.equal(ev["event_action"], "mmap"), False),
-                                 pc.is_valid(ev["file_inode"])))
-        if not maps.num_rows:
+        if ev.column("mem_prot").null_count == ev.num_rows:
+            return  # execs only (mem_prot is an mmap's): most ticks, once the libraries are judged
+        ino = ev.column("file_inode")
+        maps = np.nonzero(np.asarray(ev.column("mem_prot").is_valid()) & np.asarray(ino.is_valid()))[0]
+        if not len(maps):
             return
-        paths = maps["file_path"].to_pylist()
-        deleted = maps["file_deleted"].to_pylist()
-        keys = file_key(maps["file_inode"].to_numpy(zero_copy_only=False).astype(np.uint64),
-                    maps["file_device"].to_numpy(zero_copy_only=False)).tolist()
+        rows = pa.array(maps)
+        paths = ev.column("file_path").take(rows).to_pylist()
+        deleted = ev.column("file_deleted").take(rows).is_valid().to_pylist()
+        keys = file_key(ino.take(rows).to_numpy(zero_copy_only=False),
+                        ev.column("file_device").take(rows).to_numpy(zero_copy_only=False)).tolist()
         add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not in_writable_dir(p)}
+        if not add:
+            return
         if len(self._ordinary) + len(add) > 65_536:  # bounded: judged again
             self._ordinary = np.empty(0, np.uint64)
         self._ordinary = np.union1d(self._ordinary, np.fromiter(add, np.uint64, len(add)))
 
-    def _preserve(self, wanted: Drained) -> tuple[list[list[Any]], dict[str, pa.Table]]:
-        """Keep what the process ring's execs ran and the libraries mapped executable; the
-        hashes for the log host, and the rows the collector adds (artifacts, artifact.missing
-        events)."""
+    def _preserve(self, d: Drained, idx: np.ndarray) -> tuple[list[list[Any]], dict[str, pa.Table]]:
+        """Keep what the process ring's execs ran and the libraries mapped executable (the
+        records ``idx`` of ``d``); the hashes for the log host, and the rows the collector adds
+        (artifacts, artifact.missing events)."""
         assert self.artifacts is not None
-        ev = collector_rows(self.decoder, wanted)
+        ev = collector_rows(self.decoder, d, idx)
         n = ev.num_rows
         self._judge(ev)
         tables = {"events": ev}

@@ -2,7 +2,8 @@
 
 ``write`` joins small batches for up to ``coalesce_s`` (or ``coalesce_rows``), then seals
 them with the current epoch's key, appends the frame to the spool and fsyncs; that is all
-the recorder waits for (disk, never network). A ``Shipper`` thread delivers the spool.
+the recorder waits for (disk, never network). Raw rows (the kernel's records, agent/raw.py)
+are sealed at once: write() returns once the spool holds them. A ``Shipper`` thread delivers the spool.
 When the spool is full, new batches are *not* spooled (what is spooled is evidence from
 before, and it is kept): they are counted, and once a quarter of the spool is free again
 a ``gaps`` record (reason ``spool-full``, the window, ``count`` = lost rows,
@@ -24,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from forensix import __version__
+from forensix.agent.frame import RAW_TABLE
 from forensix.agent.sealer import Sealer
 from forensix.agent.shipper import Shipper
 from forensix.agent.spool import Spool
@@ -208,7 +210,12 @@ class ShippingSink:
                 self._pending.setdefault(table, []).append(data)
                 self._pending_rows += data.num_rows
                 self._pending_bytes += data.nbytes
-            if self._pending_rows >= self.config.coalesce_rows or self._pending_bytes >= self.config.coalesce_bytes:
+            # A raw row is a whole drain tick (agent/raw.py): it is sealed at once, with what
+            # waits before it. The recorder gives the ring's space back to the kernel when
+            # write() returns: a tick held here for coalesce_s was released from the (pinned)
+            # ring before the spool held it, and a kill -9 meanwhile lost it.
+            if (table == RAW_TABLE or self._pending_rows >= self.config.coalesce_rows
+                    or self._pending_bytes >= self.config.coalesce_bytes):
                 try:
                     self._seal_pending()
                 except BaseException:

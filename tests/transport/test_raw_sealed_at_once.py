@@ -1,0 +1,45 @@
+"""A raw agent's drain tick is in the spool when the sink's write() returns.
+
+The recorder gives a ring's space back to the kernel once the writer's write() returned
+(sensor/recorder.py ``poll_once``). A tick the sink held back to join it with later batches
+(``--batch-ms``, 200 ms by default) was then neither in the pinned ring nor in the spool: a
+kill -9 meanwhile lost it. Raw rows are sealed at once; other small tables still wait.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from pathlib import Path
+
+import zstandard
+
+from forensix.agent.frame import RAW_FLAG, decode_body, parse_frame
+from forensix.agent.raw import raw_row
+from forensix.agent.shipping import ShippingConfig, ShippingSink, gap_batch
+from forensix.pki.authority import Authority
+from forensix.testing.shipping import host_info
+
+
+def test_a_raw_tick_is_spooled_before_write_returns(pki: Authority, tmp_path: Path) -> None:
+    seal = tmp_path / "alpha.seal"
+    shutil.copy(pki.bundle("alpha").seal, seal)  # the sealer evolves its key file: a copy of the session's
+    cfg = ShippingConfig(host="alpha", server=("127.0.0.1", 9), context=ssl.create_default_context(), seal_key=seal,
+                         spool_dir=tmp_path / "spool", coalesce_s=30)  # a batch waits 30 s, or the raw row
+    sink = ShippingSink(cfg, start=False)
+    try:
+        gap = gap_batch(host_info("alpha"), "alpha", 1, 2, 5, "test")
+        sink.write("gaps", gap)
+        assert sink.spool.frames_spooled == 0  # small tables still wait to be joined
+        ring = bytes(range(256)) * 4096  # a drain's bytes (~1 MB)
+        sink.write("raw", raw_row("ring", {"parts": [[0, 0, len(ring)]], "offset_ns": 0, "records": 1}, ring))
+        assert sink.spool.frames_spooled == 2  # the raw row, and what waited before it, in order
+        gaps_frame, raw_frame = (parse_frame(sink.spool.read(e)) for e in sink.spool.entries)
+        assert gaps_frame.table == "gaps" and decode_body(gaps_frame).num_rows == 1
+        assert raw_frame.table == "raw" and raw_frame.flags & RAW_FLAG
+        # streamed into the compressor: the body declares no size, the header's bounds it
+        assert zstandard.frame_content_size(raw_frame.body) == -1
+        assert decode_body(raw_frame)["data"][0].as_py() == ring
+    finally:
+        sink._closed.set()
+        sink.spool.close(clean=True)
