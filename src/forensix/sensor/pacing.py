@@ -7,8 +7,19 @@ the rings: the kernel wakes it for the first record written into an empty ring (
 sensor submits with flags 0, bpf/sensor.bpf.c), so the first event after a quiet spell is
 drained at once; otherwise it wakes only for its timers. The flow-map flush, which needs
 no ring record to have work (a process writing to a file it opened long ago makes none),
-backs off from ``flow_interval`` to ``idle_flow_interval`` while flushes find nothing:
-that is the longest an edge waits to be stored on an idle host.
+backs off from ``flow_interval`` to ``idle_flow_interval`` while the host is calm: fewer
+than ``CALM_PER_S`` map rows and ring records a second since the last flush (nothing at
+all on an idle host). That is the longest an edge waits to be stored.
+
+Why calm and not only idle: on a busy server that touches the same objects all the time (a
+kept-alive web server serving the same 200 files), what the recorder stores is per flush
+period, not per call: each file's first open of the period, one re-open count and one edge
+per (process, object). A 1-s period made ~700 rows a second out of 120 k requests, and the
+recorder's fixed cost per flush (take the maps, decode, name, store, evaluate the rules) was
+most of its CPU there (docs/benchmarks.md, "Flushing less when the maps are far from full").
+At ``idle_flow_interval`` the maps hold at most ~4 x CALM_PER_S rows between flushes, 1/16 of
+the flows map; a storm of records (opens, connects: every new object comes with one) brings
+the next flush back to ``flow_interval`` from the last one at once (``flush_due``).
 
 An idle recorder on this machine woke ~30 times a second (20 of them this loop's ticks).
 """
@@ -22,11 +33,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["IDLE_FLOW_INTERVAL", "Pacer", "give_back_free_memory"]
+__all__ = ["CALM_PER_S", "IDLE_FLOW_INTERVAL", "Pacer", "give_back_free_memory"]
 
-# Longest time between flow-map flushes while flushes find nothing: the latency bound of a
-# flow edge on an idle host (records in the rings wake the loop at once).
+# Longest time between flow-map flushes while the host is calm: the latency bound of a flow
+# edge (records in the rings wake the loop at once).
 IDLE_FLOW_INTERVAL = 4.0
+# Map rows plus ring records a second under which the flush period stretches: at
+# IDLE_FLOW_INTERVAL that leaves the flows and reopens maps (65,536 entries each) at most
+# ~1/16 full between flushes, and a web server's per-period rows were ~700 a second.
+CALM_PER_S = 1024
 
 
 class Pacer:
@@ -37,7 +52,8 @@ class Pacer:
         self.flow_interval = flow_interval
         self.idle_flow_interval = max(idle_flow_interval, flow_interval)
         self.flow_every = flow_interval
-        self.last_records = time.monotonic()
+        self.last_records = self.last_flush = time.monotonic()
+        self.records_since_flush = 0  # ring records drained since the last flow-map flush
         self._epoll = select.epoll()
         for fd in ring_fds:
             self._epoll.register(fd, select.EPOLLIN)
@@ -49,14 +65,29 @@ class Pacer:
     def drained(self, records: int, now: float) -> None:
         if records:
             self.last_records = now
+            self.records_since_flush += records
 
-    def flushed(self, rows: int) -> float:
-        """Seconds until the next flow-map flush, given what this one and the drains moved."""
-        if rows or time.monotonic() - self.last_records < self.batch_interval:
-            self.flow_every = self.flow_interval
-        else:
-            self.flow_every = min(self.flow_every * 2, self.idle_flow_interval)
+    def flushed(self, rows: int, now: float | None = None) -> float:
+        """Seconds until the next flow-map flush, given the map rows this one moved and the
+        records drained since the last: the period doubles (up to ``idle_flow_interval``)
+        while both come at fewer than CALM_PER_S a second, and is ``flow_interval`` again
+        as soon as they do not."""
+        now = time.monotonic() if now is None else now
+        seconds = max(now - self.last_flush, self.flow_interval)
+        calm = rows + self.records_since_flush < CALM_PER_S * seconds
+        self.flow_every = min(self.flow_every * 2, self.idle_flow_interval) if calm else self.flow_interval
+        self.last_flush = now
+        self.records_since_flush = 0
         return self.flow_every
+
+    def flush_due(self, now: float, next_flow: float) -> bool:
+        """The flush is due at ``next_flow``, or ``flow_interval`` after the last one once the
+        records since then say the host is no longer calm (a storm of new objects must not
+        wait for a stretched period: their edges would fill the maps)."""
+        if now >= next_flow:
+            return True
+        stormy = self.records_since_flush >= CALM_PER_S * self.flow_interval
+        return stormy and now - self.last_flush >= self.flow_interval
 
     def busy(self, now: float) -> bool:
         """Records came within the last batch interval: keep ticking."""

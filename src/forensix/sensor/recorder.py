@@ -325,14 +325,14 @@ class Recorder(LossAccounting):
                 # files are in the ring by then): that drain is the tick's batch.
                 now = time.monotonic()
                 got = 0
-                flows_due = now >= next_flow
+                flows_due = pace.flush_due(now, next_flow)
                 if flows_due:  # the flush drains once, after taking the maps: one batch, not two
                     moved = self.flush_flows(drain=True)
                     got = self._flush_drained
                     last_drain = now
                     pace.drained(got, now)
                     self.account_losses()
-                    next_flow = now + pace.flushed(got + moved)
+                    next_flow = now + pace.flushed(moved, now)  # its drain was counted by drained()
                 elif woke or now - last_drain >= self.batch_interval or self._rings_filling():
                     got = self.poll_once()
                     last_drain = now
