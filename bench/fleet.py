@@ -191,6 +191,7 @@ def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str
     best of 3 each (scans: of SCAN_REPS): (question, argument, scan s, summary s, rows, rows,
     load average)."""
     out = []
+    files = st.paths_summarized()  # a fleet made before 0006 (the lead's kept one) has no fleet_files
     day = T0 // 86_400_000_000_000 * 86_400_000_000_000
     half = T0 + events * SPREAD // 2  # halfway through the generated span
     windows = {"--from (mid-hour: that hour's part scanned, whole hours summarized)": half,
@@ -209,7 +210,7 @@ def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str
                 t = time.monotonic()
                 # as `forensix fleet` asks: every shard at once over its own tables
                 rows[summarized] = ask(st.native, name, arg, *window, summarized=summarized,
-                                       each=st.native_each).num_rows
+                                       each=st.native_each, files=files).num_rows
                 best[summarized] = min(best[summarized], time.monotonic() - t)
         out.append((name, value, best[False], best[True], rows[False], rows[True], os.getloadavg()[0]))
     return out

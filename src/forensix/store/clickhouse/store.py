@@ -50,7 +50,13 @@ from forensix.store.clickhouse.ddl import (
     null_column,
 )
 from forensix.store.clickhouse.native import ArrowData
-from forensix.store.clickhouse.summaries import HOURLY, PATH_SUMMARIES, PATHS, SUMMARIZING, summary_tables
+from forensix.store.clickhouse.summaries import (
+    HOURLY,
+    PATH_SUMMARIES,
+    PATHS,
+    SUMMARIZING,
+    summary_tables,
+)
 from forensix.store.journal import conform
 
 __all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
@@ -305,6 +311,7 @@ class ClickHouseStore:
                     [[name], [time.time_ns()]])
 
     MIGRATION_WAIT_S = 300.0  # how long a writer waits for another one's migrations on a server
+    BACKFILL_TIMEOUT_S = 6 * 3600.0  # how long one backfill statement may take (a shard of 10^8 events: minutes)
 
     def _lock_server(self, srv: Server) -> None:
         """Take the server's migration lock (create its lock table), waiting while another
@@ -330,10 +337,14 @@ class ClickHouseStore:
         dropped, every stored row summarized (the lock table lists the parts), and merges
         never left stopped."""
         db, cl = self.db, self.cluster
+        # the backfill's INSERT ... SELECT reads every stored row: minutes on a big shard, far
+        # past the 30 s a query may take otherwise (the driver would give up, the server not)
+        long = Server(srv.host, srv.port, timeout=self.BACKFILL_TIMEOUT_S)
         try:
             for stmt in summaries.reset_sql(db, cl, only) + summaries.backfill_sql(db, cl, only):
-                srv.execute(stmt)
+                long.execute(stmt)
         finally:
+            long.close()
             for stmt in summaries.restart_merges(db, cl):
                 srv.execute(stmt)
 

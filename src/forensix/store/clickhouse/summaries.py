@@ -49,9 +49,9 @@ from forensix.store.clickhouse.ddl import day_partition, local_name
 __all__ = [
     "HOURLY",
     "LOCK",
+    "MIGRATION",
     "PATHS",
     "PATH_SUMMARIES",
-    "MIGRATION",
     "SOURCES",
     "SUMMARIES",
     "SUMMARIZING",
@@ -88,6 +88,7 @@ class Summary:
     order: str  # the sort key: every column the answers group by, then day and hour
     # view -> SELECT (``{src}``: its source table, the view's name up to "_"; ``{extra}``: AND ... or empty)
     selects: dict[str, str]
+    engine: str = "AggregatingMergeTree()"
 
 
 def _hour(table: str) -> str:
@@ -120,20 +121,35 @@ def _row_states(entity: str, ts: str) -> str:
             f"{row_state('min', ts)} AS min_ts, {row_state('max', ts)} AS max_ts")
 
 
-# the event's path and its target, each a row (the ones that are not empty)
-_KEYS = ("arrayFilter(t -> tupleElement(t, 1) != '', [tuple(ifNull(file_path, ''), toUInt8(0)), "
-         "tuple(ifNull(file_target_path, ''), toUInt8(1))])")
 # a flow edge has no open flags or mode (typed as the events' columns)
 _NO_FLAGS = "CAST(NULL AS Nullable(UInt32)) AS file_flags, CAST(NULL AS Nullable(UInt32)) AS file_mode"
-_HOSTS = "arrayReduce('groupUniqArrayState', [toString(host_name)]) AS hosts"
 
 
 def _file_states(entity: str, ts: str) -> str:
-    """fleet_files' states, one row per event: the processes as the set of their ids (0 for
-    none), so that a hunt can ask their images (``rules.candidates``) and a question count them."""
+    """fleet_files' states, one row per event (no GROUP BY at insert, as fleet_path): the
+    processes as the set of their ids (0 for none), so that a hunt can ask their images
+    (``rules.candidates``) and a question count them."""
     return (f"{row_state('count', '')} AS times, {row_state('min', ts)} AS min_ts, {row_state('max', ts)} AS max_ts, "
             f"arrayReduce('groupUniqArrayState', [ifNull({entity}, toUInt64(0))]) AS procs")
 
+
+def _files(key: str, target: int, cols: str, states: str, src_where: str) -> str:
+    return f"""
+SELECT ifNull({key}, '') AS key_path, toUInt8({target}) AS key_is_target, {cols}, {_EV_DAY} AS day{states}
+FROM {{src}} WHERE {src_where}{{extra}}"""
+
+
+def _flow_files(cols: str, states: str) -> str:
+    return f"""
+SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target, {cols}, {_FLOW_DAY} AS day{states}
+FROM {{src}} WHERE in_events = 0 AND file_path IS NOT NULL{{extra}}"""
+
+
+_EV_FILES = "host_name, CAST(event_action AS String) AS action, file_path, file_flags, file_mode"
+_EV_NAMES = "CAST(event_action AS String) AS action, file_flags, file_mode"
+_FLOW_ACTION = "if(ifNull(write_bytes, 0) > 0, 'write', 'read') AS action"
+_EV_STATES = ", " + _file_states("process_entity_id", "ts")
+_FLOW_STATES = ", " + _file_states("toNullable(entity_id)", "ifNull(last_ts, 0)")
 
 SUMMARIES: dict[str, Summary] = {s.name: s for s in [
     Summary(
@@ -203,35 +219,23 @@ GROUP BY host_name, day, hour"""}),    Summary(
         "fleet_files",
         "key_path, key_is_target, host_name, action, ifNull(file_path, ''), isNull(file_path), "
         "ifNull(file_flags, 0), isNull(file_flags), ifNull(file_mode, 0), isNull(file_mode), day",
-        # an event under its path (key_is_target 0) and its target (1), one view (ARRAY JOIN);
-        # by day, not hour: a path's rows fold in merges (a per-event row, as fleet_path, but
-        # ~10x fewer once merged on a fleet whose hosts touch the same files all day)
-        {"events": f"""
-SELECT tupleElement(fx_k, 1) AS key_path, tupleElement(fx_k, 2) AS key_is_target, host_name,
-       CAST(event_action AS String) AS action, file_path, file_flags, file_mode, {_EV_DAY} AS day,
-       {_file_states("process_entity_id", "ts")}
-FROM {{src}} ARRAY JOIN {_KEYS} AS fx_k
-WHERE (file_path != '' OR file_target_path != ''){{extra}}""",
-         "flows": f"""
-SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target, host_name,
-       if(ifNull(write_bytes, 0) > 0, 'write', 'read') AS action, file_path, {_NO_FLAGS}, {_FLOW_DAY} AS day,
-       {_file_states("toNullable(entity_id)", "ifNull(last_ts, 0)")}
-FROM {{src}} WHERE in_events = 0 AND file_path IS NOT NULL{{extra}}"""}),
+        # as fleet_path (a row per event under its path, one under its target), with the open's
+        # flags and mode and the processes' ids, by day, not hour: merges fold a host's rows of
+        # a path into one a day, not 24 (what a path prefix question reads)
+        {"events": _files("file_path", 0, _EV_FILES, _EV_STATES, "file_path != ''"),
+         "events_targets": _files("file_target_path", 1, _EV_FILES, _EV_STATES, "file_target_path != ''"),
+         "flows": _flow_files(f"host_name, {_FLOW_ACTION}, file_path, {_NO_FLAGS}", _FLOW_STATES)}),
     Summary(
         "fleet_names",
         "key_path, key_is_target, action, ifNull(file_flags, 0), isNull(file_flags), ifNull(file_mode, 0), "
         "isNull(file_mode), day",
-        # the distinct paths (with action, flags, mode, day) and the set of hosts of each: a few
-        # hundred thousand rows on a fleet of 10^8 events, what a rule's path tests scan first
-        {"events": f"""
-SELECT tupleElement(fx_k, 1) AS key_path, tupleElement(fx_k, 2) AS key_is_target,
-       CAST(event_action AS String) AS action, file_flags, file_mode, {_EV_DAY} AS day, {_HOSTS}
-FROM {{src}} ARRAY JOIN {_KEYS} AS fx_k
-WHERE (file_path != '' OR file_target_path != ''){{extra}}""",
-         "flows": f"""
-SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target,
-       if(ifNull(write_bytes, 0) > 0, 'write', 'read') AS action, {_NO_FLAGS}, {_FLOW_DAY} AS day, {_HOSTS}
-FROM {{src}} WHERE in_events = 0 AND file_path IS NOT NULL{{extra}}"""}),
+        # the distinct paths (with action, flags, mode and day), no host, no aggregate state:
+        # plain columns, which merges de-duplicate. A few hundred thousand rows for a fleet of
+        # 10^8 events: what a rule's path tests scan first, before fleet_files is read by path
+        {"events": _files("file_path", 0, _EV_NAMES, "", "file_path != ''"),
+         "events_targets": _files("file_target_path", 1, _EV_NAMES, "", "file_target_path != ''"),
+         "flows": _flow_files(f"{_FLOW_ACTION}, {_NO_FLAGS}", "")},
+        engine="ReplacingMergeTree()"),
 ]}
 
 # 0003's views that the current definitions no longer have (dropped by 0005 all the same)
@@ -277,7 +281,7 @@ def tables_sql(db: str, cluster: str | None, names: Sequence[str] | None = None)
         first = next(iter(s.selects))
         body = _select(s, first, f"`{db}`.`{local_name(_source(first), cluster)}`", "0")
         out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{local_name(s.name, cluster)}` "
-                   f"ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY ({s.order}) "
+                   f"ENGINE = {s.engine} PARTITION BY day ORDER BY ({s.order}) "
                    f"SETTINGS index_granularity = {GRANULE} AS {body}")
         if cluster:
             # (fleet_names has no host: each shard's rows are its own hosts' all the same, and
