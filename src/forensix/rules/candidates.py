@@ -454,11 +454,18 @@ def files_sql(files: str, processes: str, rules: Sequence[tuple[int, Node]], pat
     hosts = f"SELECT DISTINCT host_name FROM {files} WHERE {' AND '.join(where)}"
     images = (f"(SELECT entity_id AS fx_pk, arraySort(groupArray(tuple(image_ts, image_seq, executable))) AS fx_pimgs "
               f"FROM {processes} WHERE host_name IN ({hosts}) GROUP BY entity_id)")
-    # the images begun by the row's last time, of which those still current at its first time or later
-    upto = "arrayFilter(t -> ifNull(t.1 <= fx_mx, 0), fx_pimgs)"
-    opts = (f"arrayConcat(arrayFilter(x -> empty({upto}) OR {upto}[1].1 > fx_mn, [{_NULL_S}]), "
-            f"arrayMap(t -> t.3, arrayFilter((t, i) -> i = length({upto}) OR {upto}[i + 1].1 > fx_mn, {upto}, "
-            f"arrayEnumerate({upto}))))")
-    joined = (f"SELECT {_FILES_COLS}, toUInt8(action != 'exec') AS fx_img_known, {opts} AS fx_opts "
-              f"FROM ({rows}) AS fx_f ANY LEFT JOIN {images} AS fx_p USING fx_pk")
+    # (18.16 loses a subquery's column that only a lambda reads: no lambda here reads one,
+    # the row's times come in as arrays of the images' length) the images begun by the row's
+    # last time; of those the ones still current at its first time or begun after it, and NULL
+    # when an event may precede the first image
+    joined = (f"SELECT {_FILES_COLS}, fx_mn, fx_mx, fx_pimgs FROM ({rows}) AS fx_f "
+              f"ANY LEFT JOIN {images} AS fx_p USING fx_pk")
+    upto = (f"SELECT {_FILES_COLS}, fx_mn, arrayFilter((t, m) -> ifNull(t.1 <= m, 0), fx_pimgs, "
+            f"replicate(fx_mx, fx_pimgs)) AS fx_up FROM ({joined})")
+    starts = "arrayMap(t -> t.1, fx_up)"
+    nexts = f"arrayPushBack(arrayPopFront({starts}), toInt64({2**63 - 1}))"
+    null = "[CAST(NULL AS Nullable(String))]"
+    opts = (f"arrayConcat(if(empty(fx_up) OR fx_up[1].1 > fx_mn, {null}, arrayFilter(x -> 0, {null})), "
+            f"arrayMap(t -> t.3, arrayFilter((t, n, m) -> n > m, fx_up, {nexts}, replicate(fx_mn, fx_up))))")
+    joined = f"SELECT {_FILES_COLS}, toUInt8(action != 'exec') AS fx_img_known, {opts} AS fx_opts FROM ({upto})"
     return out.format(f"SELECT {_FILES_COLS}, fx_img_known, fx_img FROM ({joined}) ARRAY JOIN fx_opts AS fx_img")

@@ -170,6 +170,12 @@ def _summaries(db: str, cluster: str | None) -> list[str]:
     return migration(db, cluster)
 
 
+def _paths(db: str, cluster: str | None) -> list[str]:
+    from forensix.store.clickhouse.summaries import PATH_SUMMARIES, migration
+
+    return migration(db, cluster, PATH_SUMMARIES)
+
+
 def _accounts(db: str, cluster: str | None) -> list[str]:
     """The recorded users and groups of each host (schema.ACCOUNTS, sharded by host like the rest)."""
     out = [merge_tree_sql(db, "accounts", local_name("accounts", cluster))]
@@ -188,7 +194,7 @@ MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0003_fleet_summaries", _summaries),
     ("0004_accounts", _accounts),
     ("0005_hourly_summaries", _summaries),
-    ("0006_path_names", _summaries),
+    ("0006_path_names", _paths),
 ]
 
 

@@ -343,11 +343,11 @@ def restart_merges(db: str, cluster: str | None) -> list[str]:
     return [f"SYSTEM START MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
 
 
-def migration(db: str, cluster: str | None) -> list[str]:
-    """``0003_fleet_summaries`` and ``0005_hourly_summaries`` on one server as one list of
-    statements (what the store runs, in this order, under the migration lock; it also
-    waits for the lock, and restarts merges whatever happens: ``ClickHouseStore._summarize``).
-    Both build the summaries of this version from every row stored: a store that has
-    neither runs them once."""
-    return ([unlock_sql(db), lock_sql(db)] + reset_sql(db, cluster) + backfill_sql(db, cluster)
+def migration(db: str, cluster: str | None, names: Sequence[str] | None = None) -> list[str]:
+    """``0003_fleet_summaries``, ``0005_hourly_summaries`` (``names`` None: every summary) and
+    ``0006_path_names`` (``PATH_SUMMARIES``) on one server as one list of statements (what the
+    store runs, in this order, under the migration lock; it also waits for the lock, and
+    restarts merges whatever happens: ``ClickHouseStore._summarize``). Each builds the
+    summaries of this version from every row stored: a store that has none runs them once."""
+    return ([unlock_sql(db), lock_sql(db)] + reset_sql(db, cluster, names) + backfill_sql(db, cluster, names)
             + restart_merges(db, cluster) + [unlock_sql(db)])
