@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from forensix.rules import load_rules
-from forensix.rules.hunt import hunt_rules
 from forensix.rules.compile import CompiledRule
 from forensix.rules.fleet_hunt import fleet_hunt
+from forensix.rules.hunt import hunt_rules
 from forensix.store.clickhouse import ClickHouseStore
 from forensix.store.clickhouse.fleet import ask
 from forensix.store.embedded import open_reader, open_writer

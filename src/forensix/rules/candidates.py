@@ -210,10 +210,11 @@ SUMMARY_VIEWS: tuple[SummaryView, ...] = (
     # path rules, being small; the hosts, days and acting images are asked after (``files_sql``)
     SummaryView(
         "fleet_names",
-        frozenset({"key_path", "key_is_target", "action", "file_flags", "file_mode", "day"}),
+        frozenset({"key_path", "key_is_target", "action", "source_path", "file_flags", "file_mode", "day"}),
         {
+            # (a rename's or link's path row is there only when it has no target row)
             "event_action": ("1", "action"),
-            "file_path": ("key_is_target = 0", "toNullable(key_path)"),
+            "file_path": ("1", "if(key_is_target = 1, source_path, toNullable(key_path))"),
             "file_target_path": ("key_is_target = 1", "toNullable(key_path)"),
             # a rename's or link's target is its target row's path, any other event's its own path
             "fx_target_filename": (f"(key_is_target = 1) = ({_RENAMES})", "toNullable(key_path)"),
@@ -452,8 +453,10 @@ def files_sql(files: str, processes: str, rules: Sequence[tuple[int, Node]], pat
             + grouped.format("minMerge(min_ts) AS fx_mn, maxMerge(max_ts) AS fx_mx, groupUniqArrayMerge(procs) AS fx_ids")
             + ") ARRAY JOIN fx_ids AS fx_pk")
     hosts = f"SELECT DISTINCT host_name FROM {files} WHERE {' AND '.join(where)}"
+    # only the rows' processes are grouped (their hosts' are read: sorted by host)
     images = (f"(SELECT entity_id AS fx_pk, arraySort(groupArray(tuple(image_ts, image_seq, executable))) AS fx_pimgs "
-              f"FROM {processes} WHERE host_name IN ({hosts}) GROUP BY entity_id)")
+              f"FROM {processes} WHERE host_name IN ({hosts}) AND entity_id IN (SELECT fx_pk FROM ({rows})) "
+              f"GROUP BY entity_id)")
     # (18.16 loses a subquery's column that only a lambda reads: no lambda here reads one,
     # the row's times come in as arrays of the images' length) the images begun by the row's
     # last time; of those the ones still current at its first time or begun after it, and NULL

@@ -263,6 +263,17 @@ SELECT host_name, action, file_path, times AS s_n, {_SUMMARY_STATES},
 FROM fleet_files
 WHERE key_path LIKE {{value}} AND (key_is_target = 0 OR ifNull(file_path LIKE {{value}}, 0) = 0){{days}}"""
 
+# the same when the window is whole days: the processes' id sets merged as they are (a state
+# per row made of each would cost more than the rest of the question)
+_PATH_DAYS_ONLY = f"""
+SELECT host_name, action, file_path, countMerge(times) AS times,
+       toUInt64(length(arrayFilter(x -> x != 0, groupUniqArrayMerge(procs)))) AS processes,
+       minMerge(min_ts) AS first_ts, maxMerge(max_ts) AS last_ts
+FROM fleet_files
+WHERE key_path LIKE {{value}} AND (key_is_target = 0 OR ifNull(file_path LIKE {{value}}, 0) = 0){{days}}
+GROUP BY host_name, action, file_path
+ORDER BY first_ts, host_name, action, file_path"""
+
 
 def days_sql(lo: int, hi: int) -> str:
     """The condition on a summary's day for the whole UTC days [lo, hi) ("" for all)."""
@@ -282,6 +293,8 @@ def summarized_sql(name: str, since: int | None, until: int | None, files: bool 
     spans: Sequence[tuple[int | None, int | None]] = [(since, until)]
     if files and name == "path":
         days, spans = split_window(since, until, DAY_NS)
+        if days is not None and not spans:  # whole days only: fleet_files' own states merged, no UNION
+            return _PATH_DAYS_ONLY.replace("{days}", days_sql(*days))
         if days is not None:
             parts.append(_PATH_DAYS.replace("{days}", days_sql(*days)))
     ranges: list[tuple[int, int]] = []
