@@ -265,12 +265,12 @@ WHERE key_path LIKE {{value}} AND (key_is_target = 0 OR ifNull(file_path LIKE {{
 
 # the same when the window is whole days: the processes' id sets merged as they are (a state
 # per row made of each would cost more than the rest of the question)
-_PATH_DAYS_ONLY = f"""
+_PATH_DAYS_ONLY = """
 SELECT host_name, action, file_path, countMerge(times) AS times,
        toUInt64(length(arrayFilter(x -> x != 0, groupUniqArrayMerge(procs)))) AS processes,
        minMerge(min_ts) AS first_ts, maxMerge(max_ts) AS last_ts
 FROM fleet_files
-WHERE key_path LIKE {{value}} AND (key_is_target = 0 OR ifNull(file_path LIKE {{value}}, 0) = 0){{days}}
+WHERE key_path LIKE {value} AND (key_is_target = 0 OR ifNull(file_path LIKE {value}, 0) = 0){days}
 GROUP BY host_name, action, file_path
 ORDER BY first_ts, host_name, action, file_path"""
 
