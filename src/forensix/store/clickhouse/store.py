@@ -295,7 +295,9 @@ class ClickHouseStore:
                     self._add_columns(srv)  # the views read columns added since 0001
                     # a store with 0005's summaries gets 0006's tables only (the others are
                     # this version's already): no second summary of every row
-                    only = PATH_SUMMARIES if set(pending) & set(SUMMARIZING) == {PATHS} else None
+                    due = set(pending) & set(SUMMARIZING)
+                    only = [n for n in summaries.SUMMARIES if (n in PATH_SUMMARIES and PATHS in due)
+                            or (n not in PATH_SUMMARIES and due - {PATHS})]
                     self._summarize(srv, only)
                     summarized = True
                 self._record(srv, name)

@@ -315,7 +315,10 @@ def reset_sql(db: str, cluster: str | None, names: Sequence[str] | None = None) 
     left, dropped; the tables created empty (``names``: only these summaries, their views and
     tables). Views first: a view whose table is gone would fail every INSERT into the events."""
     chosen = _chosen(names)
-    old = {view_name(s, v, cluster) for s, vs in _OLD_VIEWS.items() for v in vs} if names is None else set()
+    # 0003's views go with the summaries they fed (never when only 0006's are rebuilt: some
+    # share a name with 0005's)
+    base = names is None or any(n not in PATH_SUMMARIES for n in names)
+    old = {view_name(s, v, cluster) for s, vs in _OLD_VIEWS.items() for v in vs} if base else set()
     views = sorted(old | {view_name(s.name, v, cluster) for s in chosen for v in s.selects})
     out = [f"DROP TABLE IF EXISTS `{db}`.`{v}`" for v in views]
     for s in chosen:
