@@ -191,6 +191,7 @@ def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str
     best of 3 each (scans: of SCAN_REPS): (question, argument, scan s, summary s, rows, rows,
     load average)."""
     out = []
+    files = st.paths_summarized()  # a fleet made before 0006 (the lead's kept one) has no fleet_files
     day = T0 // 86_400_000_000_000 * 86_400_000_000_000
     half = T0 + events * SPREAD // 2  # halfway through the generated span
     windows = {"--from (mid-hour: that hour's part scanned, whole hours summarized)": half,
@@ -209,7 +210,7 @@ def questions(st: ClickHouseStore, ask: Any, events: int) -> list[tuple[str, str
                 t = time.monotonic()
                 # as `forensix fleet` asks: every shard at once over its own tables
                 rows[summarized] = ask(st.native, name, arg, *window, summarized=summarized,
-                                       each=st.native_each).num_rows
+                                       each=st.native_each, files=files).num_rows
                 best[summarized] = min(best[summarized], time.monotonic() - t)
         out.append((name, value, best[False], best[True], rows[False], rows[True], os.getloadavg()[0]))
     return out
@@ -614,21 +615,22 @@ def ingest_runs(tmp: Path, cluster: Cluster, a: argparse.Namespace) -> list[dict
     return out
 
 
-# the summaries' layouts compared at ingest: this version's (0005), the previous one's (0003,
-# from the copy the tests keep), and none (the events alone: the floor)
-LAYOUTS = ("0005", "0003", "none")
+# the summaries' layouts compared at ingest: this version's (0006: 0005's and the path
+# summaries by day), 0005's, the one before (0003, from the copy the tests keep), and none (the
+# events alone: the floor)
+LAYOUTS = ("0006", "0005", "none")
 _OLD = Path(__file__).resolve().parent.parent / "tests" / "fleet" / "fixtures" / "summaries_0003.py"
 
 
 def _layout_skips(layout: str) -> tuple[str, ...]:
-    from forensix.store.clickhouse.summaries import HOURLY, SUMMARIZING
+    from forensix.store.clickhouse.summaries import HOURLY, PATHS, SUMMARIZING
 
-    return {"0005": (), "0003": (HOURLY,), "none": SUMMARIZING}[layout]
+    return {"0006": (), "0005": (PATHS,), "0003": (HOURLY, PATHS), "none": SUMMARIZING}[layout]
 
 
 def _server_fx(layout: str) -> list[str]:
     """The `forensix` command of a log host that leaves a store of ``layout`` as it is (a
-    server of this version would migrate it to 0005 when it starts)."""
+    server of this version would migrate it to 0006 when it starts)."""
     skip = _layout_skips(layout)
     if not skip:
         return FX
@@ -646,7 +648,8 @@ def _prepare(cluster: Cluster, db: str, layout: str) -> str:
 
     url = cluster.url(database=db)
     full = ch_store.MIGRATIONS
-    ch_store.MIGRATIONS = [m for m in full if m[0] not in (SUMMARIZING if layout != "0005" else ())]
+    skip = SUMMARIZING if layout == "0003" else _layout_skips(layout)
+    ch_store.MIGRATIONS = [m for m in full if m[0] not in skip]
     try:
         st = ClickHouseStore(url, write=True)
     finally:

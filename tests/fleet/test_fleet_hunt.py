@@ -103,7 +103,8 @@ def test_fleet_hunt_finds_what_the_duckdb_hunt_finds(stores: tuple[str, str]) ->
         shard_of = st._shard_of(sorted({str(h) for h in got.alerts.column("host_name").to_pylist()}))
     assert got.fallback == [] and len(got.in_clickhouse) == len(rules) and got.shards == 2
     # both ways of finding candidates ran: the summaries, and probes of the events' own columns
-    assert {s for _, s in got.narrowed} == {"fleet_exec", "fleet_path", "fleet_ip"}, got.narrowed
+    # (the path rules through 0006's fleet_names, then fleet_files: test_fleet_paths.py)
+    assert {s for _, s in got.narrowed} == {"fleet_exec", "fleet_names", "fleet_ip"}, got.narrowed
     assert len(got.narrowed) >= 20 and len(got.probed) >= 20
     assert want.num_rows > 300
     assert _plain(got.alerts) == _plain(want)
@@ -164,8 +165,8 @@ def test_candidates_find_what_the_duckdb_hunt_finds_in_every_window(stores: tupl
         fired.append(sorted({(r["rule_id"], r["host_name"]) for r in got.alerts.to_pylist()}))
         assert dict(got.narrowed) == {
             "narrow_image": "fleet_exec", "narrow_none": "fleet_exec", "narrow_parent": "fleet_exec",
-            "narrow_not_cmdline": "fleet_exec", "narrow_sha256": "fleet_exec", "narrow_target": "fleet_path",
-            "narrow_path_action": "fleet_path", "narrow_ip": "fleet_ip"}
+            "narrow_not_cmdline": "fleet_exec", "narrow_sha256": "fleet_exec", "narrow_target": "fleet_names",
+            "narrow_path_action": "fleet_names", "narrow_ip": "fleet_ip"}
         assert {r for r, _ in got.probed} == {"probe_parent_only", "probe_not_target", "probe_port"}
     whole, days12, cut = fired
     for rule in ("narrow_image", "narrow_parent", "narrow_not_cmdline", "narrow_sha256", "narrow_target",

@@ -34,6 +34,7 @@ from forensix.store.clickhouse.summaries import (
     HOURLY,
     LOCK,
     MIGRATION,
+    PATHS,
     SUMMARIZING,
     lock_sql,
     summary_tables,
@@ -164,7 +165,9 @@ def test_summaries_answer_as_the_scan_through_backfill_dedup_windows_and_retenti
             assert views == {"fleet_exec_local_from_events", "fleet_ip_local_from_events",
                              "fleet_path_local_from_events", "fleet_path_local_from_events_targets",
                              "fleet_path_local_from_flows", "fleet_hosts_local_from_events",
-                             "fleet_hosts_local_from_flows"}
+                             "fleet_hosts_local_from_flows"} | {f"fleet_{t}_local_from_{v}" for t in ("files", "names")
+                                                                for v in ("events", "events_targets", "flows")}
+            assert done.count(PATHS) == 1
         assert ask(st.native, "exe", "/tmp/.x/miner", summarized=True).to_pylist() == before
         # a third day through the views, and the same day two and five hours earlier; then the same frames again: stored once
         assert _store_day(st, history, 0) > 0 and _store_day(st, history, 0, 2) > 0 and _store_day(st, history, 0, 5) > 0

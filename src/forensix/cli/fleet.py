@@ -46,7 +46,8 @@ def _question(name: str, arg: str | None, meta: str, help_text: str) -> click.Co
         with _store(store) as st:
             # a store without the summaries (not yet migrated by a log host) is scanned
             table = ask(st.native, name, value, kw.get("from"), kw.get("to"), summarized=st.summarized(),
-                        now_ns=time.time_ns(), silence_s=kw.get("silence"), each=st.native_each)
+                        now_ns=time.time_ns(), silence_s=kw.get("silence"), each=st.native_each,
+                        files=st.paths_summarized())
         if kw.get("only_silent"):
             table = table.filter(table["silent"])
         emit(table, fmt)

@@ -39,23 +39,28 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forensix.rules.clickhouse_sql import maybe
+from forensix.rules.clickhouse_sql import DERIVED_CH, maybe
 from forensix.rules.ir import And, CompiledRule, Const, Node, Or, Pred, columns_of
 from forensix.store.clickhouse.connection import literal
 
 __all__ = [
+    "IMAGE_TESTS",
+    "MAX_PATHS_SQL",
     "SUMMARY_VIEWS",
     "Plan",
     "SummaryView",
+    "by_path",
     "by_rule",
     "candidates_sql",
     "day_of",
+    "files_sql",
     "plan",
     "slices_sql",
     "summary_columns",
     "totals_sql",
 ]
 
+_NULL_S = "CAST(NULL AS Nullable(String))"
 _FLOW = "flow"  # the event_action of the flow edges (a second scan, over ``flows``)
 
 
@@ -69,6 +74,9 @@ class SummaryView:
     known: Mapping[str, tuple[str, str]]  # view column -> (when known on a row, expression)
     cased_only: frozenset[str]  # view columns known only up to case (tests of them must be caseless)
     covers: Callable[[Node], str | None]  # None: every event the rule can match has a row; else why not
+    # a table of paths alone (no host): its rows give the paths a rule may match, and the
+    # candidates are asked of this table by those paths (``files_sql``)
+    by_path: str | None = None
 
     def knows(self, p: Pred) -> tuple[str, str] | None:
         if p.op == "colref" or p.column not in self.known:
@@ -198,6 +206,27 @@ SUMMARY_VIEWS: tuple[SummaryView, ...] = (
         frozenset({"process_hash_sha256"}),
         _exec_covers,
     ),
+    # 0006: the distinct paths (with action, open flags, mode and day), no host: first for the
+    # path rules, being small; the hosts, days and acting images are asked after (``files_sql``)
+    SummaryView(
+        "fleet_names",
+        frozenset({"key_path", "key_is_target", "action", "source_path", "file_flags", "file_mode", "day"}),
+        {
+            # (a rename's or link's path row is there only when it has no target row)
+            "event_action": ("1", "action"),
+            "file_path": ("1", "if(key_is_target = 1, source_path, toNullable(key_path))"),
+            "file_target_path": ("key_is_target = 1", "toNullable(key_path)"),
+            # a rename's or link's target is its target row's path, any other event's its own path
+            "fx_target_filename": (f"(key_is_target = 1) = ({_RENAMES})", "toNullable(key_path)"),
+            "file_flags": ("1", "file_flags"),
+            "fx_flags": ("1", DERIVED_CH["fx_flags"].sql),
+            "file_mode": ("1", "file_mode"),
+            "fx_mode": ("1", DERIVED_CH["fx_mode"].sql),
+        },
+        frozenset(),
+        _path_covers,
+        by_path="fleet_files",
+    ),
     SummaryView(
         "fleet_path",
         frozenset({"key_path", "key_is_target", "file_path", "action", "host_name", "day"}),
@@ -293,6 +322,9 @@ def candidates_sql(view: SummaryView, table: str, rules: Iterable[tuple[int, Nod
     for many rules over ``table`` (a shard's own summary table)."""
     marks = ", ".join(f"if({maybe(node, view.knows)}, {i}, -1)" for i, node in rules)
     where = " AND ".join(day_window(ts_from, ts_to)) or "1"
+    if view.by_path:  # a row per path, action, flags, mode and day: the paths first
+        return (f"SELECT DISTINCT fx_rule, key_path FROM {table} "
+                f"ARRAY JOIN arrayFilter(x -> x >= 0, [{marks}]) AS fx_rule WHERE {where}")
     return (f"SELECT fx_rule, toString(host_name) AS host_name, toUInt32(day) AS day FROM {table} "
             f"ARRAY JOIN arrayFilter(x -> x >= 0, [{marks}]) AS fx_rule WHERE {where} "
             f"GROUP BY fx_rule, host_name, day")
@@ -354,3 +386,89 @@ def _ranges(days: Sequence[int]) -> list[tuple[int, int]]:
         else:
             out.append([s, s + _DAY_NS])
     return [(a, b) for a, b in out]
+
+
+# -- the hosts and acting images of the paths, from 0006's fleet_files and the processes -------
+
+IMAGE_TESTS = frozenset({"fx_image"})  # what ``files_sql`` decides with the processes' images
+_FILES_COLS = "host_name, day, key_path, key_is_target, action, file_path, file_flags, file_mode"
+MAX_PATHS_SQL = 100_000  # characters of the paths named in one query (max_query_size is 256 KiB)
+
+
+def by_path(rows: pa.Table) -> dict[int, set[str]]:
+    """``candidates_sql``'s rows of a by-path summary as rule index -> {path}."""
+    out: dict[int, set[str]] = {}
+    for r, k in zip(rows.column("fx_rule").to_pylist(), rows.column("key_path").to_pylist(), strict=True):
+        out.setdefault(int(r), set()).add(str(k))
+    return out
+
+
+def _files_known(p: Pred) -> tuple[str, str] | None:
+    """What a row of ``files_sql`` knows: a fleet_files row (its path, target, flags, mode,
+    host) and one image its process may have had then (``fx_img``; not for an exec, whose
+    event names its own new image)."""
+    known = {
+        "event_action": ("1", "action"),
+        "file_path": ("1", "file_path"),
+        "file_target_path": ("key_is_target = 1", "toNullable(key_path)"),
+        "fx_target_filename": (f"key_is_target = 1 OR NOT ({_RENAMES})",
+                               f"if({_RENAMES}, toNullable(key_path), file_path)"),
+        "file_flags": ("1", "file_flags"),
+        "fx_flags": ("1", DERIVED_CH["fx_flags"].sql),
+        "file_mode": ("1", "file_mode"),
+        "fx_mode": ("1", DERIVED_CH["fx_mode"].sql),
+        "host_name": ("1", "host_name"),
+        "fx_image": ("fx_img_known", "fx_img"),
+    }
+    if p.op == "colref" or p.column not in known:
+        return None
+    return known[p.column]
+
+
+def _no_image(p: Pred) -> tuple[str, str] | None:
+    return None if p.column in IMAGE_TESTS else _files_known(p)
+
+
+def files_sql(files: str, processes: str, rules: Sequence[tuple[int, Node]], paths: Iterable[str] | None,
+              ts_from: int | None, ts_to: int | None) -> str:
+    """(rule index, host_name, day) where a path rule may match, from fleet_files rows of
+    ``paths`` (None: every path; the table is sorted by path, so a list is a narrow read).
+    A rule that tests the acting image (``NOT Image``) is tested on every image each process
+    of a row (``procs``, joined with ``processes`` by entity id) can have had between the
+    row's first and last time, as of the event time as the exact rule joins it (NULL when an
+    event can precede the first image): a write by an excluded program is then no candidate,
+    and no scan."""
+    where = [*day_window(ts_from, ts_to)]
+    if paths is not None:
+        where.append(f"key_path IN ({', '.join(literal(p) for p in sorted(paths)) or chr(39) * 2})")
+    where.append("(" + (" OR ".join(maybe(node, _no_image) for _, node in rules) or "0") + ")")
+    marks = ", ".join(f"if({maybe(node, _files_known)}, {i}, -1)" for i, node in rules)
+    out = "SELECT fx_rule, toString(host_name) AS host_name, toUInt32(day) AS day FROM ({}) " \
+          f"ARRAY JOIN arrayFilter(x -> x >= 0, [{marks}]) AS fx_rule GROUP BY fx_rule, host_name, day"
+    grouped = f"SELECT {_FILES_COLS}, {{}} FROM {files} WHERE {' AND '.join(where)} GROUP BY {_FILES_COLS}"
+    if not any(columns_of(node) & IMAGE_TESTS for _, node in rules):
+        return out.format(f"SELECT {_FILES_COLS}, toUInt8(0) AS fx_img_known, {_NULL_S} AS fx_img FROM (" +
+                          grouped.format("count() AS fx_n") + ")")
+    rows = (f"SELECT {_FILES_COLS}, fx_pk, fx_mn, fx_mx FROM ("
+            + grouped.format("minMerge(min_ts) AS fx_mn, maxMerge(max_ts) AS fx_mx, groupUniqArrayMerge(procs) AS fx_ids")
+            + ") ARRAY JOIN fx_ids AS fx_pk")
+    hosts = f"SELECT DISTINCT host_name FROM {files} WHERE {' AND '.join(where)}"
+    # only the rows' processes are grouped (their hosts' are read: sorted by host)
+    images = (f"(SELECT entity_id AS fx_pk, arraySort(groupArray(tuple(image_ts, image_seq, executable))) AS fx_pimgs "
+              f"FROM {processes} WHERE host_name IN ({hosts}) AND entity_id IN (SELECT fx_pk FROM ({rows})) "
+              f"GROUP BY entity_id)")
+    # (18.16 loses a subquery's column that only a lambda reads: no lambda here reads one,
+    # the row's times come in as arrays of the images' length) the images begun by the row's
+    # last time; of those the ones still current at its first time or begun after it, and NULL
+    # when an event may precede the first image
+    joined = (f"SELECT {_FILES_COLS}, fx_mn, fx_mx, fx_pimgs FROM ({rows}) AS fx_f "
+              f"ANY LEFT JOIN {images} AS fx_p USING fx_pk")
+    upto = (f"SELECT {_FILES_COLS}, fx_mn, arrayFilter((t, m) -> ifNull(t.1 <= m, 0), fx_pimgs, "
+            f"replicate(fx_mx, fx_pimgs)) AS fx_up FROM ({joined})")
+    starts = "arrayMap(t -> t.1, fx_up)"
+    nexts = f"arrayPushBack(arrayPopFront({starts}), toInt64({2**63 - 1}))"
+    null = "[CAST(NULL AS Nullable(String))]"
+    opts = (f"arrayConcat(if(empty(fx_up) OR fx_up[1].1 > fx_mn, {null}, arrayFilter(x -> 0, {null})), "
+            f"arrayMap(t -> t.3, arrayFilter((t, n, m) -> n > m, fx_up, {nexts}, replicate(fx_mn, fx_up))))")
+    joined = f"SELECT {_FILES_COLS}, toUInt8(action != 'exec') AS fx_img_known, {opts} AS fx_opts FROM ({upto})"
+    return out.format(f"SELECT {_FILES_COLS}, fx_img_known, fx_img FROM ({joined}) ARRAY JOIN fx_opts AS fx_img")

@@ -37,10 +37,13 @@ from forensix.errors import StoreError
 from forensix.rules import objects as objects_module
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.candidates import (
+    MAX_PATHS_SQL,
     SUMMARY_VIEWS,
     Plan,
+    by_path,
     by_rule,
     candidates_sql,
+    files_sql,
     plan,
     slices_sql,
     summary_columns,
@@ -408,7 +411,9 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
         if not mine:
             continue
         table = tables.named(view.name)
-        got = by_rule(srv.table(candidates_sql(view, table, mine, ts_from, ts_to)))
+        found_sql = candidates_sql(view, table, mine, ts_from, ts_to)
+        got = _by_path(srv, tables, view.by_path, mine, srv.table(found_sql), ts_from, ts_to) if view.by_path \
+            else by_rule(srv.table(found_sql))
         if total is None:
             total = int(srv.table(totals_sql(table, ts_from, ts_to)).column(0)[0].as_py() or 0)
         for i, _ in mine:
@@ -418,6 +423,21 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
             elif pairs:
                 found[i] = pairs
     return found, broad
+
+
+def _by_path(srv: Server, tables: Tables, files: str, mine: Sequence[tuple[int, Node]], paths: pa.Table,
+             ts_from: int | None, ts_to: int | None) -> dict[int, set[tuple[str, int]]]:
+    """The candidate (host, day) pairs of rules whose paths came from a summary of paths alone
+    (fleet_names): none for a rule no path of which may match (no more query), else asked of
+    ``files`` (fleet_files, sorted by path) for those paths, with the acting image where a
+    rule tests it (``candidates.files_sql``), one query for all such rules."""
+    wanted = by_path(paths)
+    rules = [(i, node) for i, node in mine if wanted.get(i)]
+    if not rules:
+        return {}
+    union = sorted({p for i, _ in rules for p in wanted[i]})
+    named = union if sum(len(p) + 4 for p in union) <= MAX_PATHS_SQL else None  # else every path, tested
+    return by_rule(srv.table(files_sql(tables.named(files), tables.processes, rules, named, ts_from, ts_to)))
 
 
 def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,

@@ -170,6 +170,12 @@ def _summaries(db: str, cluster: str | None) -> list[str]:
     return migration(db, cluster)
 
 
+def _paths(db: str, cluster: str | None) -> list[str]:
+    from forensix.store.clickhouse.summaries import PATH_SUMMARIES, migration
+
+    return migration(db, cluster, PATH_SUMMARIES)
+
+
 def _accounts(db: str, cluster: str | None) -> list[str]:
     """The recorded users and groups of each host (schema.ACCOUNTS, sharded by host like the rest)."""
     out = [merge_tree_sql(db, "accounts", local_name("accounts", cluster))]
@@ -178,14 +184,17 @@ def _accounts(db: str, cluster: str | None) -> list[str]:
 
 # 0003: the fleet questions' summary tables, kept by materialized views, and the backfill
 # of the rows stored before (store/clickhouse/summaries.py); 0005: the same by UTC hour,
-# cheaper to keep (0003's dropped, everything summarized again). Both build the summaries
-# of the running version: a store without either runs them once.
+# cheaper to keep (0003's dropped, everything summarized again); 0006: the paths by day with
+# the open's flags and the acting processes, and the distinct paths with their hosts (what the
+# hunt's path rules and the path prefix question read). Each builds the summaries of the
+# running version: a store without any runs them once; one with 0005 only builds 0006's.
 MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0001_initial", _initial),
     ("0002_tty_artifacts_sha256", _initial),
     ("0003_fleet_summaries", _summaries),
     ("0004_accounts", _accounts),
     ("0005_hourly_summaries", _summaries),
+    ("0006_path_names", _paths),
 ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from forensix.errors import UsageError
 from forensix.store.clickhouse.summaries import row_state
 
-__all__ = ["HOUR_NS", "QUESTIONS", "SUMMARIZED", "Question", "Summarized", "ask", "hours_sql", "like_prefix", "split_window",
+__all__ = ["DAY_NS", "HOUR_NS", "QUESTIONS", "SUMMARIZED", "Question", "Summarized", "ask", "days_sql", "hours_sql", "like_prefix", "split_window",
            "summarized_sql"]
 
 Native = Callable[[str, Mapping[str, Any] | None], pa.Table]
@@ -253,14 +253,56 @@ def hours_sql(lo: int, hi: int) -> str:
             f" AND toUInt64(day) * 100 + hour BETWEEN {first} AND {last}")
 
 
-def summarized_sql(name: str, since: int | None, until: int | None) -> str:
+DAY_NS = 24 * HOUR_NS
+# the path question's whole UTC days, from 0006's fleet_files (a row per path, host, action,
+# flags and day once merged, where fleet_path has one per hour): the processes' ids made the
+# uniqExact state fleet_path keeps (0 is "no process", which fleet_path leaves out)
+_PATH_DAYS = f"""
+SELECT host_name, action, file_path, times AS s_n, {_SUMMARY_STATES},
+       arrayReduce('uniqExactState', arrayFilter(x -> x != 0, finalizeAggregation(procs))) AS s_procs
+FROM fleet_files
+WHERE key_path LIKE {{value}} AND (key_is_target = 0 OR ifNull(file_path LIKE {{value}}, 0) = 0){{days}}"""
+
+# the same when the window is whole days: the processes' id sets merged as they are (a state
+# per row made of each would cost more than the rest of the question)
+_PATH_DAYS_ONLY = """
+SELECT host_name, action, file_path, countMerge(times) AS times,
+       toUInt64(length(arrayFilter(x -> x != 0, groupUniqArrayMerge(procs)))) AS processes,
+       minMerge(min_ts) AS first_ts, maxMerge(max_ts) AS last_ts
+FROM fleet_files
+WHERE key_path LIKE {value} AND (key_is_target = 0 OR ifNull(file_path LIKE {value}, 0) = 0){days}
+GROUP BY host_name, action, file_path
+ORDER BY first_ts, host_name, action, file_path"""
+
+
+def days_sql(lo: int, hi: int) -> str:
+    """The condition on a summary's day for the whole UTC days [lo, hi) ("" for all)."""
+    if (lo, hi) == (0, _OPEN):
+        return ""
+    first, last = _yyyymmddhh(lo) // 100, (99991231 if hi == _OPEN else _yyyymmddhh(hi - 1) // 100)
+    return f" AND day BETWEEN {first} AND {last}"
+
+
+def summarized_sql(name: str, since: int | None, until: int | None, files: bool = False) -> str:
     """The SQL of question ``name`` over its summary: whole UTC hours of [since, until] from
-    the summary table, the partial hours at its ends scanned ({value} left to fill)."""
+    the summary table, the partial hours at its ends scanned ({value} left to fill). With
+    ``files`` (0006's tables there), the path question takes the whole UTC days from
+    ``fleet_files`` first, then whole hours, then the rest scanned."""
     q = SUMMARIZED[name]
-    hours, ranges = split_window(since, until)
     parts: list[str] = []
-    if hours is not None:
-        parts.append(q.summary.replace("{days}", hours_sql(*hours)))
+    spans: Sequence[tuple[int | None, int | None]] = [(since, until)]
+    if files and name == "path":
+        days, spans = split_window(since, until, DAY_NS)
+        if days is not None and not spans:  # whole days only: fleet_files' own states merged, no UNION
+            return _PATH_DAYS_ONLY.replace("{days}", days_sql(*days))
+        if days is not None:
+            parts.append(_PATH_DAYS.replace("{days}", days_sql(*days)))
+    ranges: list[tuple[int, int]] = []
+    for a, b in spans:
+        hours, rest = split_window(a, b)
+        if hours is not None:
+            parts.append(q.summary.replace("{days}", hours_sql(*hours)))
+        ranges += rest
     for scan, col in q.scans if ranges else ():
         window = " OR ".join(f"{col} BETWEEN {a} AND {b}" for a, b in ranges)
         parts.append(scan.replace("{window}", window))
@@ -268,7 +310,7 @@ def summarized_sql(name: str, since: int | None, until: int | None) -> str:
 
 
 _PATTERN = frozenset({"exe", "path"})
-_TABLES = re.compile(r"\bFROM (events|flows|fleet_exec|fleet_ip|fleet_path|fleet_hosts)\b")
+_TABLES = re.compile(r"\bFROM (events|flows|fleet_exec|fleet_ip|fleet_path|fleet_hosts|fleet_files)\b")
 _ORDER = re.compile(r"ORDER BY ([\w, ]+)\s*$")
 
 
@@ -290,7 +332,7 @@ def _on_each(each: Each, sql: str, params: Mapping[str, Any]) -> pa.Table | None
 
 def ask(native: Native, name: str, value: str = "", since: int | None = None, until: int | None = None, *,
         summarized: bool = False, now_ns: int | None = None, silence_s: float | None = None,
-        each: Each | None = None) -> pa.Table:
+        each: Each | None = None, files: bool = True) -> pa.Table:
     """Answer fleet question ``name`` about ``value`` with ``native`` (ClickHouse SQL -> Arrow):
     from the summary tables when the store has them (``summarized``), else by a scan of the
     events. The answer is the same. With ``each`` (``ClickHouseStore.native_each``) every
@@ -303,7 +345,7 @@ def ask(native: Native, name: str, value: str = "", since: int | None = None, un
     if name == "sha256" and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
         raise UsageError(f"{value!r} is not a SHA-256", "64 hex digits")
     v = like_prefix(value) if name in _PATTERN else value
-    sql = summarized_sql(name, since, until) if summarized else q.sql
+    sql = summarized_sql(name, since, until, files) if summarized else q.sql
     params = q.params(v, since, until)
     table = _on_each(each, sql, params) if each is not None else None
     if table is None:

@@ -50,7 +50,13 @@ from forensix.store.clickhouse.ddl import (
     null_column,
 )
 from forensix.store.clickhouse.native import ArrowData
-from forensix.store.clickhouse.summaries import HOURLY, SUMMARIZING, summary_tables
+from forensix.store.clickhouse.summaries import (
+    HOURLY,
+    PATH_SUMMARIES,
+    PATHS,
+    SUMMARIZING,
+    summary_tables,
+)
 from forensix.store.journal import conform
 
 __all__ = ["ClickHouseStore", "SchemaTooNewError", "frame_hash", "from_stored", "present_sql", "select_sql", "stored_table"]
@@ -285,9 +291,14 @@ class ClickHouseStore:
             if name not in pending:
                 continue
             if name in SUMMARIZING:
-                if not summarized:  # 0003 and 0005 both build this version's summaries: once
+                if not summarized:  # 0003, 0005 and 0006 all build this version's summaries: once
                     self._add_columns(srv)  # the views read columns added since 0001
-                    self._summarize(srv)
+                    # a store with 0005's summaries gets 0006's tables only (the others are
+                    # this version's already): no second summary of every row
+                    due = set(pending) & set(SUMMARIZING)
+                    only = [n for n in summaries.SUMMARIES if (n in PATH_SUMMARIES and PATHS in due)
+                            or (n not in PATH_SUMMARIES and due - {PATHS})]
+                    self._summarize(srv, only)
                     summarized = True
                 self._record(srv, name)
                 continue
@@ -302,6 +313,7 @@ class ClickHouseStore:
                     [[name], [time.time_ns()]])
 
     MIGRATION_WAIT_S = 300.0  # how long a writer waits for another one's migrations on a server
+    BACKFILL_TIMEOUT_S = 6 * 3600.0  # how long one backfill statement may take (a shard of 10^8 events: minutes)
 
     def _lock_server(self, srv: Server) -> None:
         """Take the server's migration lock (create its lock table), waiting while another
@@ -321,16 +333,20 @@ class ClickHouseStore:
                                  f"if no forensix server is starting, DROP TABLE {db}.{summaries.LOCK} there")
             time.sleep(0.2)
 
-    def _summarize(self, srv: Server) -> None:
+    def _summarize(self, srv: Server, only: Sequence[str] | None = None) -> None:
         """The summaries of this version (``0003_fleet_summaries``, ``0005_hourly_summaries``)
         on one server, with its migration lock held: an earlier layout or a failed attempt
         dropped, every stored row summarized (the lock table lists the parts), and merges
         never left stopped."""
         db, cl = self.db, self.cluster
+        # the backfill's INSERT ... SELECT reads every stored row: minutes on a big shard, far
+        # past the 30 s a query may take otherwise (the driver would give up, the server not)
+        long = Server(srv.host, srv.port, timeout=self.BACKFILL_TIMEOUT_S)
         try:
-            for stmt in summaries.reset_sql(db, cl) + summaries.backfill_sql(db, cl):
-                srv.execute(stmt)
+            for stmt in summaries.reset_sql(db, cl, only) + summaries.backfill_sql(db, cl, only):
+                long.execute(stmt)
         finally:
+            long.close()
             for stmt in summaries.restart_merges(db, cl):
                 srv.execute(stmt)
 
@@ -376,6 +392,11 @@ class ClickHouseStore:
         (``0005_hourly_summaries`` applied on the server the store reads through; a store
         with 0003's only is scanned until a log host of this version migrates it)."""
         return HOURLY in self.migrations()
+
+    def paths_summarized(self) -> bool:
+        """Whether the path summaries by day (``0006_path_names``: ``fleet_files``,
+        ``fleet_names``) are there: the path question reads whole days from them."""
+        return PATHS in self.migrations()
 
     def migrations(self) -> list[str]:
         return sorted({r[0] for r in self.entry.execute(f"SELECT name FROM `{self.db}`.forensix_migrations")})

@@ -41,6 +41,7 @@ that instant can cause it; stop those (or upgrade them first) when migrating a c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from forensix.store.clickhouse.ddl import day_partition, local_name
@@ -49,6 +50,8 @@ __all__ = [
     "HOURLY",
     "LOCK",
     "MIGRATION",
+    "PATHS",
+    "PATH_SUMMARIES",
     "SOURCES",
     "SUMMARIES",
     "SUMMARIZING",
@@ -70,7 +73,12 @@ MIGRATION = "0003_fleet_summaries"
 # counting flow edges as the events view does: 0003's tables and views are dropped and
 # everything re-summarized (``migration``)
 HOURLY = "0005_hourly_summaries"
-SUMMARIZING = (MIGRATION, HOURLY)  # the migrations that (re)build the summaries: run as one
+# the paths again, without the hour, with the open's flags and mode and the acting processes
+# (``fleet_files``), and the distinct paths alone, their hosts as a set (``fleet_names``): what
+# a hunt's path rules and a path prefix question read instead of a row per event
+PATHS = "0006_path_names"
+PATH_SUMMARIES = ("fleet_files", "fleet_names")  # 0006's tables: all it builds on a store with 0005's
+SUMMARIZING = (MIGRATION, HOURLY, PATHS)  # the migrations that (re)build the summaries: run as one
 SOURCES = ("events", "flows")  # the tables the views read: merges stopped while backfilling
 
 
@@ -80,6 +88,7 @@ class Summary:
     order: str  # the sort key: every column the answers group by, then day and hour
     # view -> SELECT (``{src}``: its source table, the view's name up to "_"; ``{extra}``: AND ... or empty)
     selects: dict[str, str]
+    engine: str = "AggregatingMergeTree()"
 
 
 def _hour(table: str) -> str:
@@ -111,6 +120,40 @@ def _row_states(entity: str, ts: str) -> str:
     return (f"{row_state('count', '')} AS times, {row_state('uniqExact', entity)} AS processes, "
             f"{row_state('min', ts)} AS min_ts, {row_state('max', ts)} AS max_ts")
 
+
+# a flow edge has no open flags or mode (typed as the events' columns)
+_NO_FLAGS = "CAST(NULL AS Nullable(UInt32)) AS file_flags, CAST(NULL AS Nullable(UInt32)) AS file_mode"
+
+
+def _file_states(entity: str, ts: str) -> str:
+    """fleet_files' states, one row per event (no GROUP BY at insert, as fleet_path): the
+    processes as the set of their ids (0 for none), so that a hunt can ask their images
+    (``rules.candidates``) and a question count them."""
+    return (f"{row_state('count', '')} AS times, {row_state('min', ts)} AS min_ts, {row_state('max', ts)} AS max_ts, "
+            f"arrayReduce('groupUniqArrayState', [ifNull({entity}, toUInt64(0))]) AS procs")
+
+
+def _files(key: str, target: int, cols: str, states: str, src_where: str) -> str:
+    return f"""
+SELECT ifNull({key}, '') AS key_path, toUInt8({target}) AS key_is_target, {cols}, {_EV_DAY} AS day{states}
+FROM {{src}} WHERE {src_where}{{extra}}"""
+
+
+def _flow_files(cols: str, states: str) -> str:
+    return f"""
+SELECT ifNull(file_path, '') AS key_path, toUInt8(0) AS key_is_target, {cols}, {_FLOW_DAY} AS day{states}
+FROM {{src}} WHERE in_events = 0 AND file_path IS NOT NULL{{extra}}"""
+
+
+_EV_FILES = "host_name, CAST(event_action AS String) AS action, file_path, file_flags, file_mode"
+# (a target row's own path is ``source_path``: an alias ``file_path`` would stand for the
+# column everywhere in the SELECT, its key_path and WHERE too)
+_EV_NAMES = "CAST(event_action AS String) AS action, file_path AS source_path, file_flags, file_mode"
+_NO_PATH = "CAST(NULL AS Nullable(String)) AS source_path"  # fleet_names' path rows: it is key_path
+_MOVED = "event_action IN ('rename', 'link') AND ifNull(file_target_path, '') != ''"
+_FLOW_ACTION = "if(ifNull(write_bytes, 0) > 0, 'write', 'read') AS action"
+_EV_STATES = ", " + _file_states("process_entity_id", "ts")
+_FLOW_STATES = ", " + _file_states("toNullable(entity_id)", "ifNull(last_ts, 0)")
 
 SUMMARIES: dict[str, Summary] = {s.name: s for s in [
     Summary(
@@ -176,7 +219,31 @@ SELECT host_name, {_FLOW_DAY} AS day, {_FLOW_HOUR} AS hour, countState() AS even
        minState(ifNull(last_ts, 0)) AS min_ts, maxState(ifNull(last_ts, 0)) AS max_ts,
        argMaxState(CAST(host_id AS String), ifNull(last_ts, 0)) AS latest_host_id
 FROM {{src}} WHERE in_events = 0{{extra}}
-GROUP BY host_name, day, hour"""}),
+GROUP BY host_name, day, hour"""}),    Summary(
+        "fleet_files",
+        "key_path, key_is_target, host_name, action, ifNull(file_path, ''), isNull(file_path), "
+        "ifNull(file_flags, 0), isNull(file_flags), ifNull(file_mode, 0), isNull(file_mode), day",
+        # as fleet_path (a row per event under its path, one under its target), with the open's
+        # flags and mode and the processes' ids, by day, not hour: merges fold a host's rows of
+        # a path into one a day, not 24 (what a path prefix question reads)
+        {"events": _files("file_path", 0, _EV_FILES, _EV_STATES, "file_path != ''"),
+         "events_targets": _files("file_target_path", 1, _EV_FILES, _EV_STATES, "file_target_path != ''"),
+         "flows": _flow_files(f"host_name, {_FLOW_ACTION}, file_path, {_NO_FLAGS}", _FLOW_STATES)}),
+    Summary(
+        "fleet_names",
+        "key_path, key_is_target, action, ifNull(file_flags, 0), isNull(file_flags), ifNull(file_mode, 0), "
+        "isNull(file_mode), ifNull(source_path, ''), isNull(source_path), day",
+        # the distinct paths (with action, flags, mode, a target's source and day), no host, no state:
+        # plain columns, which merges de-duplicate. A few hundred thousand rows for a fleet of
+        # 10^8 events: what a rule's path tests scan first, before fleet_files is read by path
+        # A rename's or link's path row is left out when it has a target row: that row knows
+        # its path too (file_path), and a rule testing the target would find the path row "maybe".
+        # (18.16's backfill, `_part IN`, fails on a Nullable condition beside it: ifNull)
+        {"events": _files("file_path", 0, _EV_NAMES.replace("file_path AS source_path", _NO_PATH), "",
+                          f"ifNull(file_path, '') != '' AND NOT ({_MOVED})"),
+         "events_targets": _files("file_target_path", 1, _EV_NAMES, "", "file_target_path != ''"),
+         "flows": _flow_files(f"{_FLOW_ACTION}, {_NO_PATH}, {_NO_FLAGS}", "")},
+        engine="ReplacingMergeTree()"),
 ]}
 
 # 0003's views that the current definitions no longer have (dropped by 0005 all the same)
@@ -210,18 +277,26 @@ GRANULE = 256
 LOCK = "forensix_backfill_parts"  # the parts to backfill; its CREATE is the migration's lock on a server
 
 
-def tables_sql(db: str, cluster: str | None) -> list[str]:
-    """The summary tables on one server (and the Distributed tables over them)."""
+def _chosen(names: Sequence[str] | None) -> list[Summary]:
+    return [s for s in SUMMARIES.values() if names is None or s.name in names]
+
+
+def tables_sql(db: str, cluster: str | None, names: Sequence[str] | None = None) -> list[str]:
+    """The summary tables on one server (and the Distributed tables over them); ``names``:
+    only these."""
     out: list[str] = []
-    for s in SUMMARIES.values():
+    for s in _chosen(names):
         first = next(iter(s.selects))
         body = _select(s, first, f"`{db}`.`{local_name(_source(first), cluster)}`", "0")
         out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{local_name(s.name, cluster)}` "
-                   f"ENGINE = AggregatingMergeTree() PARTITION BY day ORDER BY ({s.order}) "
+                   f"ENGINE = {s.engine} PARTITION BY day ORDER BY ({s.order}) "
                    f"SETTINGS index_granularity = {GRANULE} AS {body}")
         if cluster:
+            # (fleet_names has no host: each shard's rows are its own hosts' all the same, and
+            # nothing is inserted through a Distributed summary)
+            key = "cityHash64(host_name)" if "host_name" in s.order else "rand()"
             out.append(f"CREATE TABLE IF NOT EXISTS `{db}`.`{s.name}` AS `{db}`.`{local_name(s.name, cluster)}` "
-                       f"ENGINE = Distributed({cluster}, {db}, {local_name(s.name, cluster)}, cityHash64(host_name))")
+                       f"ENGINE = Distributed({cluster}, {db}, {local_name(s.name, cluster)}, {key})")
     return out
 
 
@@ -235,32 +310,38 @@ def unlock_sql(db: str) -> str:
     return f"DROP TABLE IF EXISTS `{db}`.`{LOCK}`"
 
 
-def reset_sql(db: str, cluster: str | None) -> list[str]:
+def reset_sql(db: str, cluster: str | None, names: Sequence[str] | None = None) -> list[str]:
     """The summaries of an earlier layout (0003's), or what an attempt that failed half-way
-    left, dropped; the tables created empty. Views first: a view whose table is gone would
-    fail every INSERT into the events."""
-    views = sorted({view_name(s, v, cluster) for s, vs in _OLD_VIEWS.items() for v in vs}
-                   | {view_name(s.name, v, cluster) for s in SUMMARIES.values() for v in s.selects})
+    left, dropped; the tables created empty (``names``: only these summaries, their views and
+    tables). Views first: a view whose table is gone would fail every INSERT into the events."""
+    chosen = _chosen(names)
+    # 0003's views go with the summaries they fed (never when only 0006's are rebuilt: some
+    # share a name with 0005's)
+    base = names is None or any(n not in PATH_SUMMARIES for n in names)
+    old = {view_name(s, v, cluster) for s, vs in _OLD_VIEWS.items() for v in vs} if base else set()
+    views = sorted(old | {view_name(s.name, v, cluster) for s in chosen for v in s.selects})
     out = [f"DROP TABLE IF EXISTS `{db}`.`{v}`" for v in views]
-    for s in SUMMARIES.values():
+    for s in chosen:
         out += ([f"DROP TABLE IF EXISTS `{db}`.`{s.name}`"] if cluster else []) + [
             f"DROP TABLE IF EXISTS `{db}`.`{local_name(s.name, cluster)}`"]
-    return out + tables_sql(db, cluster)
+    return out + tables_sql(db, cluster, names)
 
 
-def backfill_sql(db: str, cluster: str | None) -> list[str]:
+def backfill_sql(db: str, cluster: str | None, names: Sequence[str] | None = None) -> list[str]:
     """With the lock held: stop the source tables' merges, list their parts, create the
-    views, summarize exactly the listed parts. ``restart_merges`` must follow, always."""
+    views, summarize exactly the listed parts (``names``: only these summaries).
+    ``restart_merges`` must follow, always."""
+    chosen = _chosen(names)
     sources = ", ".join(f"'{local_name(t, cluster)}'" for t in SOURCES)
     out = [f"SYSTEM STOP MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
     out.append(f"INSERT INTO `{db}`.`{LOCK}` SELECT table, name FROM system.parts "
                f"WHERE database = '{db}' AND table IN ({sources}) AND active")
-    for s in SUMMARIES.values():
+    for s in chosen:
         for view in s.selects:
             src = f"`{db}`.`{local_name(_source(view), cluster)}`"
             out.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{db}`.`{view_name(s.name, view, cluster)}` "
                        f"TO `{db}`.`{local_name(s.name, cluster)}` AS {_select(s, view, src)}")
-    for s in SUMMARIES.values():
+    for s in chosen:
         for view in s.selects:
             table = local_name(_source(view), cluster)
             listed = f"_part IN (SELECT part FROM `{db}`.`{LOCK}` WHERE table = '{table}')"
@@ -273,11 +354,11 @@ def restart_merges(db: str, cluster: str | None) -> list[str]:
     return [f"SYSTEM START MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
 
 
-def migration(db: str, cluster: str | None) -> list[str]:
-    """``0003_fleet_summaries`` and ``0005_hourly_summaries`` on one server as one list of
-    statements (what the store runs, in this order, under the migration lock; it also
-    waits for the lock, and restarts merges whatever happens: ``ClickHouseStore._summarize``).
-    Both build the summaries of this version from every row stored: a store that has
-    neither runs them once."""
-    return ([unlock_sql(db), lock_sql(db)] + reset_sql(db, cluster) + backfill_sql(db, cluster)
+def migration(db: str, cluster: str | None, names: Sequence[str] | None = None) -> list[str]:
+    """``0003_fleet_summaries``, ``0005_hourly_summaries`` (``names`` None: every summary) and
+    ``0006_path_names`` (``PATH_SUMMARIES``) on one server as one list of statements (what the
+    store runs, in this order, under the migration lock; it also waits for the lock, and
+    restarts merges whatever happens: ``ClickHouseStore._summarize``). Each builds the
+    summaries of this version from every row stored: a store that has none runs them once."""
+    return ([unlock_sql(db), lock_sql(db)] + reset_sql(db, cluster, names) + backfill_sql(db, cluster, names)
             + restart_merges(db, cluster) + [unlock_sql(db)])
