@@ -99,12 +99,23 @@ def _sock_events(reader: Reader, keys: list[str]) -> dict[str, list[dict[str, An
     return out
 
 
-def _hosts(reader: Reader, entities: list[int]) -> dict[int, str]:
-    if not entities:
-        return {}
-    lit = ", ".join(str(int(e)) for e in entities)
-    t = reader.query(f"SELECT DISTINCT entity_id, host_name FROM processes WHERE entity_id IN ({lit})")
-    return dict(zip(t.column("entity_id").to_pylist(), t.column("host_name").to_pylist()))
+def _process_hosts(reader: Reader, g: Graph) -> dict[int, tuple[str, str | None]]:
+    """entity -> (host id, host name) of the graph's processes: as ``label_nodes`` found them
+    (analysis.graph_rows), asked of the store only for a process it did not find."""
+    out: dict[int, tuple[str, str | None]] = {}
+    ask = []
+    for k, n in g.nodes.items():
+        if n.kind != "process":
+            continue
+        if n.attrs.get("host_id") is not None:
+            out[parse_entity(k[2:])] = (n.attrs["host_id"], n.attrs.get("host_name"))
+        else:
+            ask.append(parse_entity(k[2:]))
+    if ask:
+        t = reader.query(f"SELECT DISTINCT entity_id, host_id, host_name FROM processes WHERE entity_id IN "
+                         f"({', '.join(str(int(e)) for e in ask)})")
+        out |= {e: (h, n) for e, h, n in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True)}
+    return out
 
 
 def _proc_key(eid: int) -> str:
@@ -114,21 +125,16 @@ def _proc_key(eid: int) -> str:
 def link_hosts(reader: Reader, g: Graph, slack_ns: int = DEFAULT_SLACK_NS) -> Graph:
     """``g`` (an ``analysis.graph.Graph``) with its connections checked across hosts (see above),
     and every node that lives on one host named with it (``host_id``, ``host_name``)."""
-    _link(reader, g, slack_ns)
-    _name_hosts(reader, g)
+    by_entity = _process_hosts(reader, g)
+    _link(reader, g, {e: n for e, (_, n) in by_entity.items() if n}, slack_ns)
+    _name_hosts(reader, g, by_entity)
     return g
 
 
-def _name_hosts(reader: Reader, g: Graph) -> None:
+def _name_hosts(reader: Reader, g: Graph, by_entity: dict[int, tuple[str, str | None]]) -> None:
     """The host of each node, as data (JSON's ``host.id``/``host.name``), not only in labels:
     hosts that share a filesystem (network namespaces recorded as hosts) have the same path
     as two nodes. Processes by entity id; files and sockets carry their host id already."""
-    procs = [parse_entity(k[2:]) for k, n in g.nodes.items() if n.kind == "process"]
-    by_entity: dict[int, tuple[str, str | None]] = {}
-    if procs:
-        t = reader.query(f"SELECT DISTINCT entity_id, host_id, host_name FROM processes WHERE entity_id IN "
-                         f"({', '.join(str(int(e)) for e in procs)})")
-        by_entity = {e: (h, n) for e, h, n in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True)}
     names = {h: n for h, n in by_entity.values() if n}
     ids = {n.attrs["host_id"] for n in g.nodes.values() if n.attrs.get("host_id")} - names.keys()
     if ids:
@@ -142,9 +148,8 @@ def _name_hosts(reader: Reader, g: Graph) -> None:
             n.attrs["host_name"] = names[h]
 
 
-def _link(reader: Reader, g: Graph, slack_ns: int) -> Graph:
+def _link(reader: Reader, g: Graph, host_of: dict[int, str], slack_ns: int) -> Graph:
     procs = {parse_entity(k[2:]): k for k, n in g.nodes.items() if n.kind == "process"}
-    host_of = _hosts(reader, list(procs))
     hosts = {host_of.get(e) for e in procs} - {None}
     conns = [k for k, n in g.nodes.items() if n.kind == "connection" and _endpoints(k)]
     if len(hosts) < 2 or not conns:
