@@ -178,4 +178,5 @@ def test_the_report_is_the_same(stores: tuple[str, str, dict[str, int]], tmp_pat
         if not restart:
             assert _pulled_once(r)[0] == (C[1],)
     assert "cross-host: mid01 -> vault01" in texts[0] and "cross-host: app01 -> mid01" in texts[0]
-    assert texts[0] == texts[1]
+    # the same lines (objects of equal rank may be drawn in either order, as test_fleet_slice allows)
+    assert sorted(texts[0].splitlines()) == sorted(texts[1].splitlines())
