@@ -1,6 +1,6 @@
 """What starting `forensix record` costs: time until it is recording, and CPU spent.
 
-    python -m bench.startup [--reps 5] [--against REV] [--write]
+    python -m bench.startup [--reps 5] [--against REV] [--write] [--no-bytecode]
 
 Each repetition runs ``forensix record --ready-file F -- true`` (a recording of one
 command) from this tree and, with ``--against``, from the tree of another commit
@@ -37,6 +37,11 @@ from pathlib import Path
 from bench.idle import TICK, Tree, _family_threads, log, other_tree, this_tree
 
 ROOT = Path(__file__).resolve().parent.parent
+# Start forensix with its bytecode kept (in the scratch directory), as pip leaves an installed
+# package. This machine's environment sets PYTHONDONTWRITEBYTECODE=1, so a development tree
+# compiled every module from source at every start: ~0.25 s of CPU at each `forensix record`
+# (and each store keeper) that no installed forensix pays. ``--no-bytecode`` measures that way.
+BYTECODE = True
 SECTION = "## Start-up cost (bench.startup)"
 
 
@@ -63,6 +68,9 @@ def run_once(cfg: Config, scratch: Path) -> Run:
         shutil.rmtree(cfg.cache, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(cfg.tree.src), FORENSIX_BPF_DIR=str(cfg.tree.bpf),
                FORENSIX_RULE_CACHE=str(cfg.cache))
+    if BYTECODE:  # as an installed forensix starts: its modules' bytecode compiled once (module doc)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
     with open(logf, "wb") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "-q", "--store", str(store),
@@ -111,7 +119,8 @@ and writes the entry (the key costs ~4 ms).
 def report(runs: list[Run], configs: list[Config], load: tuple[float, float], reps: int) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [SECTION, "", f"{stamp}, `python -m bench.startup --reps {reps}"
-             + (f" --against {configs[0].label}`" if len(configs) > 2 else "`")
+             + (f" --against {configs[0].label}" if len(configs) > 2 else "")
+             + ("`, bytecode kept as an install keeps it" if BYTECODE else " --no-bytecode`")
              + f": `forensix record -- true`, {reps} runs each, alternating, load average "
              f"{load[0]:.1f} before and {load[1]:.1f} after. Medians (range), seconds.", "",
              "| configuration | time to ready | CPU to ready | CPU of the whole run |", "|---|---|---|---|"]
@@ -147,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--against", default=None, help="another commit to measure side by side (e.g. main)")
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    ap.add_argument("--no-bytecode", action="store_true",
+                    help="compile forensix from source at every start (PYTHONDONTWRITEBYTECODE as set here)")
     a = ap.parse_args(argv)
+    global BYTECODE
+    BYTECODE = not a.no_bytecode
     if os.geteuid() != 0:
         print("bench.startup records with BPF: run it as root", file=sys.stderr)
         return 2
@@ -159,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             configs.append(Config(a.against, other_tree(a.against, scratch), scratch / "cache-other"))
         configs += [Config("this", this, scratch / "cache-this"),
                     Config("this, cold", this, scratch / "cache-cold", cold=True)]
-        run_once(configs[-2], scratch)  # fills this tree's cache, as a first start on a host does
+        for c in configs[:-1]:  # fills each tree's rule cache (and bytecode), as a first start on a host does
+            run_once(c, scratch)
         load0 = os.getloadavg()[0]
         runs: list[Run] = []
         for rep in range(a.reps):

@@ -150,6 +150,26 @@ def test_sigterm_stops_cleanly_and_keeps_everything(tmp_path: Path) -> None:
     assert "Recorder stopped" in res.stdout, res.stdout
 
 
+def test_the_recording_now_line_comes_when_recording_has_started(tmp_path: Path) -> None:
+    """A user who starts `forensix record` and runs commands once it says it records finds
+    them recorded (without --ready-file: the line on stderr is the cue, even with -q)."""
+    store = tmp_path / "s.duckdb"
+    p = subprocess.Popen([*FORENSIX, "record", "-q", "--no-rules", "--no-artifacts", "--store", str(store)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = f"fx-now-{uuid.uuid4().hex[:8]}"
+    try:
+        assert p.stderr is not None
+        line = p.stderr.readline()  # blocks until start-up is over: the first line it says
+        assert line.startswith("recording since ") and "what runs from now on is recorded" in line, line
+        subprocess.run(["/bin/echo", marker], stdout=subprocess.DEVNULL)
+    finally:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    res = _run("events", "--store", str(store), "--action", "exec", "--format", "json")
+    assert any(marker in (json.loads(x).get("process.args") or []) for x in res.stdout.splitlines())
+
+
 def test_a_recorder_killed_with_sigkill_loses_nothing_it_stored(tmp_path: Path) -> None:
     store = tmp_path / "s.duckdb"
     p, ready = _recorder(store, subprocess.DEVNULL)
@@ -168,7 +188,8 @@ def test_a_recorder_killed_with_sigkill_loses_nothing_it_stored(tmp_path: Path) 
         p.kill()  # SIGKILL: no drain, no seal, no stop record
         p.communicate(timeout=60)
     # the next recorder seals what the killed one left, says so in the record, and keeps every row
-    res = _run("record", "--store", str(store), "--duration", "1")
+    # it adopts the pinned sensor, which recorded the whole host meanwhile (~150 k events at load 20: ~100 s)
+    res = _run("record", "--store", str(store), "--duration", "1", timeout=300)
     assert res.returncode == 0 and "store recovery: events: sealed" in res.stderr, res.stderr
     res = _run("events", "--store", str(store), "--path", str(marker), "--format", "json")
     assert len(res.stdout.splitlines()) >= seen
@@ -221,3 +242,19 @@ def test_classic_lifecycle_hooks_record_the_same_story(tmp_path: Path) -> None:
     forks = [json.loads(line) for line in _run("events", "--store", str(store), "--action", "fork",
                                                "--format", "json").stdout.splitlines()]
     assert any(f.get("target.pid") == echo[0]["process.pid"] for f in forks)
+
+
+def test_a_cold_rule_cache_records_at_once_and_the_rules_catch_up(tmp_path: Path) -> None:
+    """The first start after an install (no compiled rules kept) records while the rules
+    compile; what ran meanwhile is still evaluated: the shadow read raises its alert."""
+    store, cache = tmp_path / "s.duckdb", tmp_path / "rule-cache"
+    env = dict(os.environ, FORENSIX_RULE_CACHE=str(cache))
+    res = subprocess.run([*FORENSIX, "record", "-q", "--no-artifacts", "--store", str(store), "--",
+                          "sh", "-c", "cat /etc/shadow >/dev/null"], capture_output=True, text=True, timeout=180,
+                         env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "compiling the rules (not cached yet): recording starts meanwhile" in res.stderr
+    assert len(list(cache.glob("*.pickle"))) == 1  # kept for the next start
+    alerts = _run("alerts", "--store", str(store), "--format", "json").stdout
+    assert any(json.loads(x)["rule.title"].startswith("Shadow password") and json.loads(x)["process.command_line"]
+               == "cat /etc/shadow" for x in alerts.splitlines()), alerts

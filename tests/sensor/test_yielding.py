@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from forensix.sensor.priority import TRY_NICE, Yielding, thread_nice
-from forensix.store.embedded import DuckDBStore
+from forensix.store.embedded import DuckDBStore, open_writer
 from forensix.store.remote import SocketReader
 
 from .conftest import FORENSIX, record, rows
@@ -155,6 +155,8 @@ def test_forensix_helpers_are_labelled_and_a_lookalike_is_not(tmp_path: Path) ->
     process of the workload that calls itself forensix-orphan-watch is not."""
     os.chmod(tmp_path, 0o755)
     store = tmp_path / "s.duckdb"
+    with open_writer(store):  # an existing store: its recorder starts a keeper at once (a new one need not)
+        pass
     res = record(store, "sh", "-c", "echo | sh -c 'read _; exec \"$@\"' forensix-orphan-watch /bin/sleep 0.2",
                  extra=("--keeper-idle", "1"))
     assert res.returncode == 0, res.stderr

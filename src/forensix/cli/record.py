@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -16,11 +18,13 @@ from rich.console import Console
 from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.logs import log_level_option, setup_logging
 from forensix.cli.options import DEFAULT_STORE, netns_options
+from forensix.cli.record_rules import rules_for_record
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
 from forensix.imports.journal import default_sources
 from forensix.model.host import local_host
 from forensix.rules.detectors import RecorderGuard
+from forensix.rules.engine import LiveEngine
 from forensix.sensor import libbpf as lb
 from forensix.sensor.loader import (
     ACC_DETACHED,
@@ -91,11 +95,31 @@ def _stop_pinned(store: str, netns: int = 0) -> None:
     _err.print(f"detached the sensor pinned for {store} ({len(fds)} programs{why})", highlight=False)
 
 
+def _recording_now(command: tuple[str, ...], duration: float | None) -> str:
+    """The line that says, in words, from when on the host is recorded: start-up (imports,
+    loading the sensor, the /proc snapshot) takes seconds, and what ran before this line is
+    in the record only as the snapshot's processes, not as events (a user ran commands
+    during it and missed them)."""
+    now = time.strftime("%H:%M:%S", time.gmtime())
+    if command:
+        return f"recording since {now}Z: every program is attached; starting {' '.join(command)}"
+    until = f"for {duration:g} s" if duration else "until Ctrl-C"
+    return f"recording since {now}Z: every program is attached; what runs from now on is recorded ({until})"
+
+
 def _say_ready(path: str) -> None:
     """Written whole (a rename): whoever sees the file reads the pid, never a partial line."""
     tmp = Path(f"{path}.{os.getpid()}.tmp")
     tmp.write_text(f"{os.getpid()}\n")
     tmp.replace(path)
+
+
+def _ready(ready_file: str | None, command: tuple[str, ...], duration: float | None) -> None:
+    # said on stderr even with --quiet (it is not a live figure): the one cue a person
+    # starting a recording by hand has that what they run next is recorded
+    _err.print(_recording_now(command, duration), highlight=False, soft_wrap=True, markup=False)
+    if ready_file is not None:
+        _say_ready(ready_file)
 
 
 def _pow2(n: int) -> int:
@@ -220,10 +244,13 @@ def record(
     keepers: list[int] = []
     guards: list[RecorderGuard] = []
 
+    spawn_lock = threading.Lock()  # keepers start on the writer's thread, the engine may be built on another
+
     def _keeper_started(pid: int) -> None:  # its writes to the store are the recorder's own
-        keepers.append(pid)
-        for g in guards:
-            g.self_pids.add(pid)
+        with spawn_lock:
+            keepers.append(pid)
+            for g in guards:
+                g.self_pids.add(pid)
 
     writer = RecorderStore(store, host=host or local_host(), on_spawn=_keeper_started, idle_exit=keeper_idle,
                            seal_seconds=journal_seconds)
@@ -232,13 +259,20 @@ def record(
     store_sink = StoreSink(writer)
     sinks: list[Sink] = [store_sink]
     if not no_rules:  # live detection reads every batch after it is stored
-        engine = live_engine_for_record(
-            store_sink, store, rule_paths=rule_paths, alerts_jsonl=alerts_jsonl, webhook=webhook,
+        def _engine_built(engine: LiveEngine) -> None:  # now, or on a thread once the rules compiled
+            with spawn_lock:
+                guards.extend(d for d in engine.detectors if isinstance(d, RecorderGuard))
+
+        def _pids() -> list[int]:
+            with spawn_lock:
+                return [os.getpid(), *keepers]
+
+        sinks.append(rules_for_record(
+            store_sink, store, rule_paths=rule_paths,
             echo=lambda line: _err.print(f"[bold red]{line}[/bold red]", highlight=False, soft_wrap=True),
-            recorder_pids=(os.getpid(), *keepers),
-        )
-        guards += [d for d in engine.detectors if isinstance(d, RecorderGuard)]
-        sinks.append(engine)
+            note=lambda line: _err.print(line, highlight=False, soft_wrap=True, markup=False),
+            engine=functools.partial(live_engine_for_record, alerts_jsonl=alerts_jsonl, webhook=webhook),
+            pids=_pids, on_engine=_engine_built))
     if counter is not None:
         sinks.append(counter)
     collector = None
@@ -257,7 +291,7 @@ def record(
         config.ring_main_mb = _pow2(ring_mb)
     rec = Recorder(sinks, config, host=host, on_stats=None if quiet else _live, notes=writer.recovered,
                    artifacts=collector, system_logs=[] if no_system_logs else logs,
-                   on_ready=None if ready_file is None else lambda: _say_ready(ready_file), yield_nice=yield_nice)
+                   on_ready=lambda: _ready(ready_file, command, duration), yield_nice=yield_nice)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         rec.stop(f"signal {signal.Signals(signum).name}")

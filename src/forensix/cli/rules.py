@@ -485,6 +485,7 @@ def live_engine_for_record(
     recorder_pids: Sequence[int] = (),
     protected: Sequence[str] = (),
     record_problems: bool = True,
+    rules: RuleSet | None = None,
 ) -> LiveEngine:
     """The live engine `forensix record` adds after its store sink: curated rules plus
     ``rule_paths``, the built-in detectors guarding this recorder and its store, alerts
@@ -492,7 +493,8 @@ def live_engine_for_record(
     ``protected`` adds paths besides the store that only the recorder may modify (the
     shipping spool). ``record_problems``: a rule that cannot run, or was disabled, is said
     in the store too, as an agent warning of the host of the batch at hand (a recorder's
-    own host; a log host's engine serves many hosts, and says it in its log only)."""
+    own host; a log host's engine serves many hosts, and says it in its log only).
+    ``rules``: the compiled rule set, when the caller has it already (cli/record_rules.py)."""
     import os
 
     from forensix.rules.alerts import (
@@ -505,7 +507,7 @@ def live_engine_for_record(
     from forensix.rules.precompile import load_rules_isolated
 
     # compiled in a child process: pySigma (~16 MB resident) never enters the recorder
-    rs = load_rules_isolated(list(rule_paths))
+    rs = rules if rules is not None else load_rules_isolated(list(rule_paths))
     outputs: list[AlertOutput] = [SinkOutput(store_sink)]
     if echo is not None:
         def _print(alerts: pa.Table) -> None:

@@ -114,12 +114,16 @@ class Keeper:
         self._wake_r, self._wake_w = os.pipe()
         self._watcher = threading.Thread(target=self._watch, name="fx-keeper", daemon=True)
 
-    def start(self) -> dict[str, Any]:
+    def start(self, spawn: bool = True) -> dict[str, Any]:
         """Start the first keeper, which seals whatever journals an earlier recorder left
         (none is being appended yet), and return what it says: recovery notes, and the
-        sequence each table's journals continue from."""
-        with self._mutex:
-            hello = self._spawn(recover_all=True)
+        sequence each table's journals continue from. ``spawn=False`` (a new store, nothing
+        to recover, every sequence 0): start none; a query or a closed journal starts one."""
+        if spawn:
+            with self._mutex:
+                hello = self._spawn(recover_all=True)
+        else:
+            hello = {}
         self._watcher.start()
         return hello
 
@@ -213,16 +217,26 @@ class Keeper:
                     self._spawn()
 
     def finish(self) -> None:
-        """The recorder has closed every journal: the keeper seals them all and exits."""
+        """The recorder has closed every journal: the keeper seals them all and exits. With
+        no keeper running, this process seals them (``_seal_here``)."""
         with self._mutex:
             self._stopping = True
             os.write(self._wake_w, b"x")
+            proc = self._proc if self._proc is not None and self._proc.poll() is None else None
             try:
-                proc = self._send(b"final\n")
-                assert proc.stdin is not None
-                proc.stdin.close()
+                if proc is not None:
+                    proc = self._send(b"final\n")
+                    assert proc.stdin is not None
+                    proc.stdin.close()
             finally:
                 self._stopping = True
+        if proc is None:
+            try:
+                self._watcher.join(timeout=5)  # it saw _stopping: no keeper starts behind our back
+                self._seal_here()
+            finally:
+                self.close()
+            return
         try:
             rc = proc.wait()
         finally:
@@ -231,6 +245,26 @@ class Keeper:
         if rc != 0:
             raise StoreError(f"the store keeper of {self.store} failed to seal the last journals (status {rc})",
                              "they are kept; the next `forensix record` or query of the store seals them")
+
+    def _seal_here(self) -> None:
+        """The final seal in this process. A keeper started for it cost ~0.6-0.9 s of CPU
+        before sealing a row (a Python with pyarrow, numpy and DuckDB imported: most of
+        what a short recording's stop cost), and the recorder has pyarrow and numpy already.
+        The idle recorder still never holds DuckDB: it is loaded only now, as it exits.
+        Queries that come meanwhile wait in the socket's backlog, as for a starting keeper,
+        and are refused when it closes (the store is then a plain file again)."""
+        from forensix.store.embedded import DuckDBStore
+
+        try:
+            store = DuckDBStore(self.store, keeper=True, recover_all=True)  # seals every journal
+            try:
+                store.limit_threads(1)
+                store.seal_closed(everything=True)  # nothing left by now; the checkpoint
+            finally:
+                store.close()
+        except ForensixError as e:
+            raise StoreError(f"the last journals of {self.store} could not be sealed: {e.message}",
+                             "they are kept; the next `forensix record` or query of the store seals them") from e
 
     def close(self) -> None:
         """Stop serving the socket and let go of the store (a keeper still running finishes
@@ -256,6 +290,18 @@ class Keeper:
             self._lock_fd = -1
 
 
+def _new_store(store: Path, jd: Path) -> bool:
+    """No store file yet and no journal left by a recorder that died before its first seal:
+    nothing to recover, every table's journals start at 0, and no format to check. The
+    first keeper (~0.5 s of CPU, most of a start-up's) then starts only for a query or a
+    seal, and at a short recording's end this process seals instead (``Keeper._seal_here``)."""
+    if store.exists() and store.stat().st_size > 0:
+        return False
+    if store.with_name(store.name + ".wal").exists():
+        return False
+    return not any(jd.rglob("*.arrows")) if jd.exists() else True
+
+
 class RecorderStore:
     """A ``Writer`` for `forensix record`: rows go to journals from this process, a keeper
     process seals them and answers queries (module doc). ``on_spawn``: told each keeper's
@@ -274,7 +320,7 @@ class RecorderStore:
         made = not jd.exists()
         self.keeper = Keeper(self.path, idle_exit, on_spawn=self._spawned_one)
         try:
-            hello = self.keeper.start()
+            hello = self.keeper.start(spawn=not _new_store(self.path, jd))
         except BaseException:
             self.keeper.close()
             if made:  # refused (not a store, say): leave nothing beside the file
