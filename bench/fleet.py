@@ -16,10 +16,11 @@ Measures
      connects, unlinks, renames, chmods in the proportions of ``_MIX``), and every 97th host
      runs /tmp/.x/miner, which connects to 198.51.100.23:3333 and writes /etc/ld.so.preload;
      the run counts in the store what the data holds and prints it beside the figures;
-  3. per-host analyses at that scale (`--per-host-only` runs only these): tree, backtrack,
-     forward and report, each on a fresh reader that pulls what its command reads, beside
-     the old whole-slice pull, on host5 of the fleet and on a realistic host and a two-host
-     intrusion written beside it (--host given, and without: the walk follows connections);
+  3. per-host analyses at that scale (`--per-host-only` runs only these; bench/fleet_per_host.py,
+     which also runs them on an existing cluster): tree, backtrack, forward and report, each on
+     a fresh reader that pulls what its command reads, on hosts of the fleet and on a
+     realistic host and a two-host intrusion written beside it (--host given, and without:
+     the walk follows connections);
   4. bytes per event on disk (both shards) beside DuckDB's for the ingest run's events.
 """
 
@@ -42,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from forensix.store.clickhouse import ClickHouseReader, ClickHouseStore
+from forensix.store.clickhouse import ClickHouseStore
 from forensix.store.clickhouse.ddl import local_name
 from forensix.store.clickhouse.summaries import summary_tables
 from forensix.testing.clickhouse import COMPRESSION, Cluster, start_cluster, stop_cluster
@@ -62,9 +63,11 @@ from fleet_gen import (  # bench/ is not a package when run as a script
     load_fleet_sql,
     write_fleet,
 )
+from fleet_per_host import per_host, write_section
+from fleet_per_host import render as render_per_host
 
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
-REAL_EVENTS = 100_000  # the realistic host the per-host analyses walk (about host5's 102,000)
+
 HOUR = 3_600 * 10**9
 
 
@@ -315,122 +318,31 @@ def load_fleet(st: ClickHouseStore, events: int, hosts: int, step: int = SPREAD,
     return write_fleet(st, events, hosts, step)
 
 
-def _timed(st: ClickHouseStore, host: str | None, profile: str, run: Any) -> tuple[float, Any, ClickHouseReader]:
-    """``run(reader)`` on a fresh reader of the slice (as a CLI command opens it); seconds
-    from opening the reader (the host check) to the answer, pulls included."""
-    t = time.monotonic()
-    r = ClickHouseReader(st, host=host, profile=profile)
-    out = run(r)
-    return time.monotonic() - t, out, r
-
-
-def per_host(st: ClickHouseStore, rounds: int = 3) -> list[tuple[str, float, float, int, str]]:
-    """The per-host analyses of host5 at scale, each on a fresh slice as its command pulls it:
-    (step, best seconds, worst seconds, rows or objects, what was pulled). Rounds alternate
-    the steps, so a machine busy with other work slows them alike."""
-    from forensix.analysis.crosshost import across_hosts
-    from forensix.analysis.graph import backtrack, forward
-    from forensix.analysis.processes import tree
-    from forensix.analysis.report import build_report
-    from forensix.analysis.targets import parse_target
-    from forensix.model.identity import format_entity
-    from forensix.store import schema
-    from forensix.store.clickhouse.needs import ALL
-    from forensix.testing.fleet import lateral_movement
-    from forensix.testing.generator import generate
-
-    # the generated fleet's hosts (host97: one of the miner's) beside a realistic host written by
-    # the real insert path (testhost: daemons, ssh sessions, cron, an intrusion planting
-    # /etc/cron.d/evil) and the two-host lateral movement (web01 ssh-es to db01 and plants
-    # /etc/cron.d/backdoor)
-    t = time.monotonic()
-    real = generate(st, REAL_EVENTS, REAL_EVENTS // 100)
-    lat = lateral_movement(st)
-    web_bash = format_entity(lat.web_bash)
-    print(f"wrote testhost ({real.events:,} events) and web01/db01 in {time.monotonic() - t:.0f} s", file=sys.stderr)
-    steps: list[tuple[str, str | None, str, Any, Any]] = [
-        ("pull host5's whole slice (every table and column, as before this change)", "host5", "",
-         lambda r: r.load({t: ALL for t in schema.TABLES}), lambda out: 0),
-        ("`tree --host host5`", "host5", "tree", lambda r: tree(r), lambda t: t.num_rows),
-        ("`tree --host testhost`", "testhost", "tree", lambda r: tree(r), lambda t: t.num_rows),
-        (f"`backtrack {PRELOAD} --host host97` (the generated miner)", "host97", "backtrack",
-         lambda r: backtrack(r, parse_target(PRELOAD)), lambda g: len(g.nodes)),
-        (f"`report {PRELOAD} --host host97`", "host97", "report",
-         lambda r: build_report(r, parse_target(PRELOAD)), lambda rep: len(rep.graph.nodes)),
-        ("`backtrack /etc/cron.d/evil --host testhost`", "testhost", "backtrack",
-         lambda r: backtrack(r, parse_target("/etc/cron.d/evil")), lambda g: len(g.nodes)),
-        ("`forward session:777 --host testhost`", "testhost", "forward",
-         lambda r: forward(r, parse_target("session:777")), lambda g: len(g.nodes)),
-        ("`report /etc/cron.d/evil --host testhost`", "testhost", "report",
-         lambda r: build_report(r, parse_target("/etc/cron.d/evil")), lambda rep: len(rep.graph.nodes)),
-        (f"`forward {web_bash}` (web01's intruder shell; no --host: starts on web01, crosses to db01)", None,
-         "forward", lambda r: across_hosts(r, parse_target(web_bash), lambda x: forward(x, parse_target(web_bash)),
-                                           lambda g: [g]), lambda g: len(g.nodes)),
-        (("`backtrack /etc/cron.d/backdoor` (no --host: starts on db01, crosses to web01, and from its "
-         "attacker's connection to testhost, which the generator gives the same address)"), None, "backtrack",
-         lambda r: across_hosts(r, parse_target("/etc/cron.d/backdoor"),
-                                lambda x: backtrack(x, parse_target("/etc/cron.d/backdoor")), lambda g: [g]),
-         lambda g: len(g.nodes)),
-    ]
-    times: dict[str, list[float]] = {}
-    sizes: dict[str, int] = {}
-    pulled: dict[str, str] = {}
-    for _ in range(rounds):
-        for name, host, profile, run, size in steps:
-            s, out, r = _timed(st, host, profile, run)
-            times.setdefault(name, []).append(s)
-            sizes[name] = sum(r.rows.values()) if not profile else size(out)
-            pulled[name] = "; ".join(f"{p.table} {p.rows:,} x {len(p.columns)} cols {p.seconds:.2f} s" for p in r.pulls)
-            r.close()
-    return [(n, min(times[n]), max(times[n]), sizes[n], pulled[n]) for n, *_ in steps]
-
-
 def per_host_only(a: argparse.Namespace) -> None:
-    """``--per-host-only``: generate the fleet, measure the per-host analyses, and replace only
-    that section of --out (the ingest and questions sections are other runs' figures)."""
+    """``--per-host-only``: generate the fleet (with the realistic host and the two-host
+    intrusion beside it), measure the per-host analyses (bench/fleet_per_host.py), and
+    replace only that section of --out (the ingest and questions sections are other runs'
+    figures). ``--keep-cluster``: leave it running for ``fleet_per_host.py --url``."""
     tmp = Path(tempfile.mkdtemp(prefix="fx-fleet-bench-"))
-    cluster = start_cluster(tmp / "ch", shards=2)
+    cluster = start_cluster(Path(a.cluster_dir) if a.cluster_dir else tmp / "ch", shards=2,
+                            compression=a.compression)
     try:
         st = ClickHouseStore(cluster.url(database="fleetbench"), write=True)
         load_s = load_fleet(st, a.events, a.hosts)
         stored = int(st.native("SELECT count() FROM events").column(0)[0].as_py())
-        load0 = os.getloadavg()[0]
-        rows = per_host(st)
+        rows, skipped = per_host(st, a.rounds)
         st.close()
     finally:
-        stop_cluster(cluster)
-        shutil.rmtree(tmp, ignore_errors=True)
-    section = render_per_host(rows, stored, a.hosts, load_s, (load0, os.getloadavg()[0]),
-                              f"python bench/fleet.py --per-host-only --events {a.events} --hosts {a.hosts}")
+        if a.keep_cluster:
+            print(f"cluster kept: {keep_cluster(cluster, 'fleetbench')}", file=sys.stderr)
+        else:
+            stop_cluster(cluster)
+            shutil.rmtree(tmp, ignore_errors=True)
+    section = render_per_host(rows, skipped, stored, a.hosts,
+                              f"python bench/fleet.py --per-host-only --events {a.events} --hosts {a.hosts}",
+                              f" (generated in {load_s:.0f} s)")
     print(section)
-    out = Path(a.out)
-    text = out.read_text() if out.exists() else ""
-    head = "\n## Per-host analyses at that scale"  # not the one under --scale-only's section (###)
-    if head in text:
-        before, rest = text.split(head, 1)
-        before += "\n"
-        # the section ends at the next heading, or at the verdicts on every section's goals
-        ends = [i for i in (rest.find("\n## "), rest.find("\nAgainst the issue's goals")) if i >= 0]
-        out.write_text(before + section + (rest[min(ends):] if ends else "\n"))
-    else:
-        out.write_text(text + "\n" + section)
-
-
-def render_per_host(rows: list[tuple[str, float, float, int, str]], events: int, hosts: int, load_s: float,
-                    loadavg: tuple[float, float], command: str) -> str:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = [
-        "## Per-host analyses at that scale (the slice each command reads, pulled into DuckDB)", "",
-        (f"Measured {now} with `{command}` ({events:,} events of {hosts:,} hosts generated in "
-         f"{load_s:.0f} s; load average {loadavg[0]:.1f} before the steps, {loadavg[1]:.1f} after). Each step "
-         "opens a fresh reader as its command does (the host check, the pulls, the analysis); best and "
-         "worst of 3 rounds, the steps alternating within each round."), "",
-        "| step | best s | worst s | rows / objects | pulled |", "|---|---:|---:|---:|---|",
-    ]
-    for name, best, worst, n, pulled in rows:
-        lines.append(f"| {name} | {best:.3f} | {worst:.3f} | {n:,} | {pulled} |")
-    lines.append("")
-    return "\n".join(lines)
+    write_section(Path(a.out), section)
 
 
 DUCK_SAMPLE = 10  # hosts of the generated fleet written to a DuckDB store too, for its bytes per event
@@ -519,7 +431,7 @@ def fleet_scale(cluster: Cluster, events: int, hosts: int, *, merged: bool = Tru
         st.close()
         return common | {"load": os.getloadavg()}
     load_before = os.getloadavg()[0]
-    per_host_rows = per_host(st)
+    per_host_rows = per_host(st, 1)
     common["load_before_per_host"] = (load_before, os.getloadavg()[0])
     size = st.native("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = 'fleetbench' "
                      "AND table = 'events_local'").column(0)[0].as_py()
@@ -786,7 +698,9 @@ def main() -> None:
                     help="generate --events once, time the fleet questions (fresh, merged) and the per-host "
                          "analyses; prints both sections, writes nothing")
     ap.add_argument("--per-host-only", action="store_true",
-                    help="only the per-host analyses (generates --events first); replaces that section of --out")
+                    help="only the per-host analyses (generates --events first); replaces that section of --out; "
+                         "on an existing cluster: bench/fleet_per_host.py --url")
+    ap.add_argument("--rounds", type=int, default=3, help="--per-host-only: rounds of the steps")
     a = ap.parse_args()
     global SCAN_REPS, GENERATOR
     SCAN_REPS = a.scan_reps
@@ -844,9 +758,8 @@ def main() -> None:
         if not a.scale_only:
             print("\n".join([head, ""] + questions_section(scale)))
             return
-        per = render_per_host(scale["per_host"], scale["events"], scale["hosts"], scale["load_s"],
-                              scale["load_before_per_host"], f"python bench/fleet.py --scale-only --events "
-                              f"{a.events} --hosts {a.hosts}")
+        per = render_per_host(*scale["per_host"], scale["events"], scale["hosts"], f"python bench/fleet.py "
+                              f"--scale-only --events {a.events} --hosts {a.hosts}")
         section = scale_section(head, questions_section(scale), per)
         out = Path(a.out)
         out.write_text(splice_section(out.read_text(), section, SCALE_HEADING))
@@ -956,8 +869,7 @@ def render(a: argparse.Namespace, section: list[str], scale: dict[str, Any]) -> 
     ]
     lines += section
     lines += questions_section(scale)
-    lines += [render_per_host(scale["per_host"], scale["events"], scale["hosts"], scale["load_s"],
-                              (os.getloadavg()[0], os.getloadavg()[0]),
+    lines += [render_per_host(*scale["per_host"], scale["events"], scale["hosts"],
                               f"python bench/fleet.py --events {a.events} --hosts {a.hosts}")]
     lines += ["", ("The issue's goal is 10^8 events over 1,000 hosts; see docs/fleet.md for what was measured "
                    "and what was not."), ""]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import pyarrow as pa
 
+from forensix.analysis.lives import NameIndex, name_sql
 from forensix.analysis.sockets import sock_host
 from forensix.model.identity import parse_entity
 from forensix.store.base import Reader
@@ -37,7 +38,8 @@ if TYPE_CHECKING:  # graph.py calls link_hosts: only the types are needed here
     from forensix.analysis.graph import Graph
     from forensix.analysis.targets import Target
 
-__all__ = ["DEFAULT_SLACK_NS", "CrossLink", "HostSlice", "across_hosts", "cross_host_links", "link_hosts", "notes"]
+__all__ = ["DEFAULT_SLACK_NS", "CrossLink", "HostNames", "HostSlice", "across_hosts", "cross_host_links", "follow",
+           "link_hosts", "notes"]
 
 T = TypeVar("T")
 
@@ -97,12 +99,23 @@ def _sock_events(reader: Reader, keys: list[str]) -> dict[str, list[dict[str, An
     return out
 
 
-def _hosts(reader: Reader, entities: list[int]) -> dict[int, str]:
-    if not entities:
-        return {}
-    lit = ", ".join(str(int(e)) for e in entities)
-    t = reader.query(f"SELECT DISTINCT entity_id, host_name FROM processes WHERE entity_id IN ({lit})")
-    return dict(zip(t.column("entity_id").to_pylist(), t.column("host_name").to_pylist()))
+def _process_hosts(reader: Reader, g: Graph) -> dict[int, tuple[str, str | None]]:
+    """entity -> (host id, host name) of the graph's processes: as ``label_nodes`` found them
+    (analysis.graph_rows), asked of the store only for a process it did not find."""
+    out: dict[int, tuple[str, str | None]] = {}
+    ask = []
+    for k, n in g.nodes.items():
+        if n.kind != "process":
+            continue
+        if n.attrs.get("host_id") is not None:
+            out[parse_entity(k[2:])] = (n.attrs["host_id"], n.attrs.get("host_name"))
+        else:
+            ask.append(parse_entity(k[2:]))
+    if ask:
+        t = reader.query(f"SELECT DISTINCT entity_id, host_id, host_name FROM processes WHERE entity_id IN "
+                         f"({', '.join(str(int(e)) for e in ask)})")
+        out |= {e: (h, n) for e, h, n in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True)}
+    return out
 
 
 def _proc_key(eid: int) -> str:
@@ -112,21 +125,16 @@ def _proc_key(eid: int) -> str:
 def link_hosts(reader: Reader, g: Graph, slack_ns: int = DEFAULT_SLACK_NS) -> Graph:
     """``g`` (an ``analysis.graph.Graph``) with its connections checked across hosts (see above),
     and every node that lives on one host named with it (``host_id``, ``host_name``)."""
-    _link(reader, g, slack_ns)
-    _name_hosts(reader, g)
+    by_entity = _process_hosts(reader, g)
+    _link(reader, g, {e: n for e, (_, n) in by_entity.items() if n}, slack_ns)
+    _name_hosts(reader, g, by_entity)
     return g
 
 
-def _name_hosts(reader: Reader, g: Graph) -> None:
+def _name_hosts(reader: Reader, g: Graph, by_entity: dict[int, tuple[str, str | None]]) -> None:
     """The host of each node, as data (JSON's ``host.id``/``host.name``), not only in labels:
     hosts that share a filesystem (network namespaces recorded as hosts) have the same path
     as two nodes. Processes by entity id; files and sockets carry their host id already."""
-    procs = [parse_entity(k[2:]) for k, n in g.nodes.items() if n.kind == "process"]
-    by_entity: dict[int, tuple[str, str | None]] = {}
-    if procs:
-        t = reader.query(f"SELECT DISTINCT entity_id, host_id, host_name FROM processes WHERE entity_id IN "
-                         f"({', '.join(str(int(e)) for e in procs)})")
-        by_entity = {e: (h, n) for e, h, n in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True)}
     names = {h: n for h, n in by_entity.values() if n}
     ids = {n.attrs["host_id"] for n in g.nodes.values() if n.attrs.get("host_id")} - names.keys()
     if ids:
@@ -140,9 +148,8 @@ def _name_hosts(reader: Reader, g: Graph) -> None:
             n.attrs["host_name"] = names[h]
 
 
-def _link(reader: Reader, g: Graph, slack_ns: int) -> Graph:
+def _link(reader: Reader, g: Graph, host_of: dict[int, str], slack_ns: int) -> Graph:
     procs = {parse_entity(k[2:]): k for k, n in g.nodes.items() if n.kind == "process"}
-    host_of = _hosts(reader, list(procs))
     hosts = {host_of.get(e) for e in procs} - {None}
     conns = [k for k, n in g.nodes.items() if n.kind == "connection" and _endpoints(k)]
     if len(hosts) < 2 or not conns:
@@ -275,7 +282,11 @@ Endpoints = tuple[tuple[str, int], tuple[str, int]]
 @runtime_checkable
 class HostSlice(Protocol):
     """A reader over some hosts of a many-host store that a walk can start small and widen
-    (``store.clickhouse.ClickHouseReader`` given no --host)."""
+    (``store.clickhouse.ClickHouseReader`` given no --host). ``follow_in_walk``: the walk
+    widens it itself when it reaches a connection (``follow``); False makes ``across_hosts``
+    re-walk from the start instead (the reference the tests and the benchmark compare with)."""
+
+    follow_in_walk: bool
 
     def start_on(self, kind: str, fields: Mapping[str, Any]) -> bool: ...
 
@@ -284,26 +295,83 @@ class HostSlice(Protocol):
     def add_hosts(self, hosts: Iterable[str]) -> None: ...
 
 
+@dataclass
+class HostNames(NameIndex):
+    """A walk's name index (``analysis.lives``) that stays right when its reader gains hosts.
+
+    Names are asked in batches, and a batch's replay depends on which names it holds (a rename
+    between two names of one batch links their periods). A name asked before a host joined the
+    slice lacks that host's periods; the hosts added are therefore asked again, batch by batch
+    as first asked, in one query, and their rows replayed alone: periods and hits are per
+    host, so the index is what it would be had the hosts been there from the start."""
+
+    batches: list[list[str]] = dataclasses.field(default_factory=list)
+
+    def ingest(self, new: list[str], rows: list[dict[str, Any]]) -> None:
+        self.batches.append(list(new))
+        super().ingest(new, rows)
+
+    def add_hosts(self, hosts: Iterable[str]) -> None:
+        if not self.batches:
+            return
+        parts = "\nUNION ALL\n".join(f"SELECT {i} AS fx_batch, * FROM ({name_sql(b)}) AS b{i}"
+                                      for i, b in enumerate(self.batches))
+        t = self.reader.query(
+            f"""SELECT * FROM ({parts}) AS x
+                WHERE host_id IN (SELECT host_id FROM processes WHERE host_name IN (SELECT unnest($h)))""",
+            {"h": sorted(hosts)})
+        by_batch: dict[int, list[dict[str, Any]]] = {}
+        for r in t.to_pylist():
+            by_batch.setdefault(r.pop("fx_batch"), []).append(r)
+        for i, rows in sorted(by_batch.items()):
+            NameIndex.ingest(self, self.batches[i], rows)  # a replay, not a new batch
+
+
+def follow(reader: Reader, socks: Iterable[str], index: NameIndex | None) -> None:
+    """Before a walk expands connections (``socks``: the frontier's keys), widen a following
+    ``HostSlice`` by the hosts recorded at their other ends, so the hop reads those hosts'
+    rows too: the walk goes on from the frontier that crossed instead of starting again.
+    Only a connection's keys name two hosts: files, processes, pipes, unix sockets and
+    loopback are keyed by their host, so no other hop can reach a host not in the slice."""
+    if not isinstance(reader, HostSlice) or not reader.follow_in_walk:
+        return
+    conns = {(ends[0], ends[1]) for key in socks if (ends := _endpoints(key))}
+    new = reader.peer_hosts(conns) if conns else set()
+    if new:
+        reader.add_hosts(new)
+        if isinstance(index, HostNames):
+            index.add_hosts(new)
+
+
 def across_hosts(reader: Reader, target: Target, run: Callable[[Reader], T],
-                 graphs: Callable[[T], Iterable[Graph | None]]) -> T:
+                 graphs: Callable[[T], Iterable[Graph | None]], *, restart: bool = False) -> T:
     """``run`` (a walk from ``target``: backtrack, forward, report) on the hosts it reaches.
 
     On a reader that sees every host of its store this is ``run(reader)``. On a
-    ``HostSlice`` the walk starts on the hosts of the detection point; when its graphs reach
-    a connection whose other end is recorded on a host outside the slice, that host is
-    added and the walk runs again, until no new host is reached. The answer is the walk's
-    over the whole store, without pulling the hosts it cannot reach."""
+    ``HostSlice`` the walk starts on the hosts of the detection point; each time a hop is
+    about to expand connections whose other end is recorded on a host outside the slice,
+    that host is added (each table pulled so far gets its rows, once) and the walk goes on
+    (``follow``). The answer is the walk's over the whole store, without pulling the hosts
+    it cannot reach. ``restart``: the earlier way, kept as the reference: run the whole
+    analysis, add the hosts its graphs reach, and run it again from the start until none
+    is new (same graph, more work)."""
     if not isinstance(reader, HostSlice) or not reader.start_on(target.kind, dataclasses.asdict(target)):
         return run(reader)
-    while True:
-        out = run(reader)
-        conns: set[Endpoints] = set()
-        for g in graphs(out):
-            for key, node in (g.nodes.items() if g is not None else ()):
-                ends = _endpoints(key) if node.kind == "connection" else None
-                if ends:
-                    conns.add((ends[0], ends[1]))
-        new = reader.peer_hosts(conns)
-        if not new:
-            return out
-        reader.add_hosts(new)
+    if not restart:
+        return run(reader)
+    reader.follow_in_walk = False
+    try:
+        while True:
+            out = run(reader)
+            conns: set[Endpoints] = set()
+            for g in graphs(out):
+                for key, node in (g.nodes.items() if g is not None else ()):
+                    ends = _endpoints(key) if node.kind == "connection" else None
+                    if ends:
+                        conns.add((ends[0], ends[1]))
+            new = reader.peer_hosts(conns)
+            if not new:
+                return out
+            reader.add_hosts(new)
+    finally:
+        reader.follow_in_walk = True

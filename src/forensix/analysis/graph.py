@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from forensix.analysis.crosshost import link_hosts
+from forensix.analysis.crosshost import HostNames, follow, link_hosts
 from forensix.analysis.graph_hop import Frontier, hop_params, hop_sql, ints
 from forensix.analysis.graph_model import (
     WRITE_ACTIONS,
@@ -70,7 +70,7 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str, str], Edge] = {}
     ident: dict[str, tuple[str, Any]] = {}
-    index = start.index or NameIndex(reader)
+    index = start.index or HostNames(reader)
     hidden: dict[str, int] = {}
     for kind, items in (("process", start.procs), ("file", start.files), ("sock", start.socks),
                         ("file", start.named)):
@@ -86,6 +86,8 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
     frontier, depth, truncated = start, 0, False
     while not frontier.empty() and depth < opts.depth:
         depth += 1
+        # a connection to a host outside a fleet slice: that host joins before the hop reads it
+        follow(reader, frontier.socks, index)
         sql = hop_sql(backward, active, frontier)
         # backward, the names of the frontier's files are asked within the hop's query (one
         # round trip): who held them when, and the path-resolved calls made on them
@@ -232,7 +234,7 @@ def _start(reader: Reader, target: Target, backward: bool, opts: TrackOptions,
 
 def _start_file(reader: Reader, path: str, at: int | None, t0: int, fr: Frontier) -> None:
     """The life of the name at ``at`` (default: the last one that had it) starts the walk."""
-    fr.index = NameIndex(reader)
+    fr.index = HostNames(reader)
     st = start_lives(fr.index, path, at)
     for obj, names in st.files.items():
         (fr.named if isinstance(obj, str) else fr.files)[obj] = t0

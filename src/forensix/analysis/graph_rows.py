@@ -186,7 +186,7 @@ def label_nodes(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> 
         t = reader.query(
             """SELECT entity_id, arg_max(executable, image_seq) AS exe, arg_min(pid, image_seq) AS pid,
                       arg_max(args, image_seq) AS args, arg_max(user_id, image_seq) AS uid,
-                      min(start_ts) AS start_ts
+                      min(start_ts) AS start_ts, any_value(host_id) AS host_id, any_value(host_name) AS host_name
                FROM processes WHERE entity_id IN (SELECT unnest($e)) GROUP BY entity_id""",
             {"e": procs})
         for r in t.to_pylist():
@@ -194,7 +194,9 @@ def label_nodes(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> 
             exe = r["exe"] or ((r["args"] or [None])[0]) or "?"
             n.label = f"{exe.rsplit('/', 1)[-1]} [{r['pid']}]"
             n.attrs.update(entity_id=r["entity_id"], executable=exe, pid=r["pid"], args=r["args"],
-                           user_id=r["uid"], start_ts=r["start_ts"])
+                           user_id=r["uid"], start_ts=r["start_ts"], host_id=r["host_id"])
+            if r["host_name"]:  # the host's name, as analysis.crosshost names every node's
+                n.attrs["host_name"] = r["host_name"]
     for key, (kind, obj) in ident.items():
         n = g.nodes[key]
         if kind == "file" and isinstance(obj, str):  # known by name only (analysis.lives)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,17 @@ from clickhouse_driver import errors
 from forensix.errors import StoreError, UsageError
 from forensix.store.clickhouse.ddl import CH_SETTINGS
 from forensix.store.clickhouse.native import NativeClient
+
+
+class _NoNumpyFallbackNote(logging.Filter):
+    """The driver's NumPy reader notes, per column of every block, that it reads an Array(String)
+    value by value: expected here (``Server.arrow``), not worth a line on a user's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("NumPy support is not implemented for")
+
+
+logging.getLogger("clickhouse_driver.columns.service").addFilter(_NoNumpyFallbackNote())
 
 __all__ = [
     "SCHEME",
@@ -187,7 +199,10 @@ class Server:
         from the Native blocks, no Python object per value): the columns come typed as the
         server's (LowCardinality as dictionaries), so a caller casts them to its schema."""
         try:
-            return self.client.query_arrow(sql, field_metadata=False)
+            # use_numpy: numbers and strings (Nullable ones too) become Arrow buffers without a
+            # Python object per value (2-2.6x faster on a 100,000-event pull); Array(String),
+            # which that reader lacks, falls back to the value-by-value one
+            return self.client.query_arrow(sql, field_metadata=False, settings={"use_numpy": True})
         except Exception as e:
             self.client.disconnect()
             raise translate(e, self.where) from e

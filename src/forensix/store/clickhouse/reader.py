@@ -74,6 +74,7 @@ class ClickHouseReader:
         self.pulls: list[Pull] = []  # every pull, in order (docs and the benchmark show them)
         self.names: list[str] = []  # the host names of the slice (--host may give ids)
         self._following = False  # narrowed to a walk's hosts by ``start_on`` (no --host given)
+        self.follow_in_walk = True  # a walk widens the slice as it crosses (analysis.crosshost.follow)
         self._has_summaries: bool | None = None  # the store has 0003_fleet_summaries (asked once)
         self._asked: set[tuple[tuple[str, int], tuple[str, int]]] = set()  # connections whose peers are known
         if host is not None:

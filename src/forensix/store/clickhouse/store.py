@@ -45,6 +45,7 @@ from forensix.store.clickhouse.ddl import (
     KEY_NOT_NULL,
     KEYS,
     MIGRATIONS,
+    ch_type,
     local_name,
     missing_columns,
     null_column,
@@ -161,10 +162,19 @@ def select_sql(table: str, where: str = "", columns: Sequence[str] | None = None
     """The columns of a table a reader needs to rebuild the logical schema (``from_stored``);
     ``columns``: only these of the logical schema (a slice pulls what its queries read)."""
     target = [f for f in schema.TABLES[table] if columns is None or f.name in columns]
-    names = [f"hex(`{f.name}`) AS `{f.name}`" if pa.types.is_binary(f.type) else f"`{f.name}`" for f in target]
+    names = [f"hex(`{f.name}`) AS `{f.name}`" if pa.types.is_binary(f.type) else _plain(f) for f in target]
     names += [f"`{null_column(f.name)}`" for f in target if pa.types.is_list(f.type)]
     cols = ", ".join(names)
     return f"SELECT {cols} FROM `{table}`" + (f" WHERE {where}" if where else "")
+
+
+def _plain(f: pa.Field) -> str:
+    """A column as read: LowCardinality sent as its plain type, which the driver's NumPy reader
+    turns into Arrow buffers (a LowCardinality with NULLs goes through pandas and fails)."""
+    ty = ch_type(f)
+    if ty.startswith("LowCardinality("):
+        return f"CAST(`{f.name}` AS {ty[len('LowCardinality('):-1]}) AS `{f.name}`"
+    return f"`{f.name}`"
 
 
 def from_stored(table: str, t: pa.Table) -> pa.Table:
