@@ -118,3 +118,19 @@ def test_the_report_draws_the_compact_graph(rec: dict[str, Any]) -> None:
     svg_files = set(re.findall(r"<text[^>]*>([^<]*\.so[.\d]*)</text>", full.getvalue()))
     assert svg_files and not svg_files & set(re.findall(r"<text[^>]*>([^<]*)</text>", html.getvalue()))
     assert rep.session is not None and rep.session["user_id"] == 4545  # the case's login, not the host's
+
+
+def test_both_ends_bytes_on_the_connection(rec: dict[str, Any]) -> None:
+    """Backward from the downloaded script: the server's reply (its write into the connection)
+    and curl's request are drawn, the bytes each end read equal to what the other wrote."""
+    r = open_reader(rec["store"])
+    g = backtrack(r, Target("file", path=str(rec["work"] / "got.sh")))
+    (conn,) = [n.key for n in g.node_by("connection") if f":{rec['port']}" in n.label]
+    server = [n.key for n in g.node_by("process") if (n.attrs.get("args") or [])[1:3] == ["-m", "http.server"]]
+    curl = [n.key for n in g.node_by("process") if (n.attrs.get("executable") or "").endswith("/curl")]
+    assert len(server) == 1 and len(curl) == 1, [n.label for n in g.node_by("process")]
+    moved = {(e.src, e.kind, e.dst): e.bytes for e in g.edges}
+    reply, request = moved.get((server[0], "write", conn)), moved.get((curl[0], "write", conn))
+    assert reply and request, sorted((g.nodes[s].label, k, g.nodes[d].label) for s, k, d in moved)
+    assert moved[(conn, "read", curl[0])] == reply  # curl read the reply: the HTTP headers and x.sh
+    assert reply > len("echo downloaded and run\n") and request > len("GET /x.sh")
