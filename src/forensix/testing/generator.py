@@ -313,9 +313,10 @@ _LIBS = [f"/usr/lib/x86_64-linux-gnu/lib{n}.so.{v}" for n in
           "nghttp2", "idn2", "gnutls", "readline") for v in (1, 6)]
 # read by every kind of program; not /etc/shadow (only the authentication tools read it on a
 # real host: in this list, every generated process read it and the fleet raised 77,639
-# "shadow password file read by an unexpected process" findings)
+# "shadow password file read by an unexpected process" findings). Fourteen of them:
+# bench/fleet_gen.py's numpy path picks one by a modulus that must divide 1,400,000.
 _ETC = ["/etc/ld.so.cache", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts",
-        "/etc/resolv.conf", "/etc/localtime", "/etc/locale.alias", "/etc/profile",
+        "/etc/resolv.conf", "/etc/localtime", "/etc/locale.alias", "/etc/services", "/etc/profile",
         "/etc/bash.bashrc", "/etc/ssl/openssl.cnf", "/etc/host.conf", "/etc/gai.conf"]
 _BINS = ["/usr/bin/bash", "/usr/bin/ls", "/usr/bin/cat", "/usr/bin/grep", "/usr/bin/sed", "/usr/bin/awk",
          "/usr/bin/python3.11", "/usr/bin/curl", "/usr/bin/find", "/usr/bin/ps", "/usr/bin/tar",
