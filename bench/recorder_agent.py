@@ -12,6 +12,7 @@ agent's CPU is.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,6 +59,10 @@ class ForensixAgentRecorder(ForensixRecorder):
         port = _free_port()
         self._store = scratch / "agent-loghost.duckdb"
         remove_store(self._store)
+        # a fresh log host and agent each time: evidence and spool left by the last repetition
+        # made the log host decode that stream's whole history again at its start
+        shutil.rmtree(f"{self._store}.evidence", ignore_errors=True)
+        shutil.rmtree(scratch / "agent-spool", ignore_errors=True)
         self._log = scratch / "forensix-agent.log"
         srv_log = scratch / "forensix-server.log"
         self._server = subprocess.Popen(

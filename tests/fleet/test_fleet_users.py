@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import pwd
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from forensix.agent.shipping import ShippingConfig, ShippingSink
 from forensix.cli.main import cli
 from forensix.pki.authority import Authority
-from forensix.pki.tls import client_context
 from forensix.store.embedded import open_writer
 from forensix.testing.clickhouse import Cluster
 from forensix.testing.generator import StoreBuilder
 from forensix.testing.scenario import wait_for
-
-
-def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int]) -> ShippingSink:
-    """An agent's shipping sink for ``host`` (its certificate and sealing key)."""
-    b = pki.bundle(host)
-    seal = tmp / f"{host}.seal"
-    shutil.copy(b.seal, seal)
-    return ShippingSink(ShippingConfig(host=host, server=addr, context=client_context(b.ca, b.cert, b.key),
-                                       seal_key=seal, spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5,
-                                       coalesce_s=0))
+from forensix.testing.shipping import shipping_sink
 
 LOCAL_UID1 = pwd.getpwuid(1).pw_name
 
@@ -80,7 +68,7 @@ def stores(url: str, pki: Authority, tmp_path: Path, start_server: Callable[...,
     histories = {"alpha": _history("alpha", "alice"), "beta": _history("beta", "bob")}
     servers = {"alpha": start_server(url, tmp_path / "ev1"), "beta": start_server(url, tmp_path / "ev2")}
     for host, b in histories.items():
-        sink = _sink(pki, host, tmp_path, servers[host].addr)
+        sink = shipping_sink(pki, host, tmp_path, servers[host].addr)
         for table, data in b.tables().items():
             sink.write(table, data)
         wait_for(lambda: sink.spool.unacked() == 0, 20.0)  # noqa: B023 - waited for before the next sink

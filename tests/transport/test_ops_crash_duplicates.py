@@ -128,6 +128,6 @@ def test_an_alerts_frame_not_stored_before_a_crash_is_stored_after_the_restart(t
         w.append("alerts", alerts)
         ledger.before([("alpha", "s1", 8, "alerts")], {"alerts": 6}, shared={"alerts": [alerts]})
         ledger.close()
-        assert committed_frames(w, ev) == {("alpha", "s1"): {8}}
+        assert committed_frames(w, ev) == {("alpha", "s1"): {8: {"alerts"}}}
     finally:
         w.close()

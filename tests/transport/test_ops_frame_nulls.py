@@ -6,35 +6,24 @@ shipping sink of an agent, a real DuckDB store."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from forensix.agent.shipping import ShippingConfig, ShippingSink
 from forensix.agent.spool import read_refused
-from forensix.model.host import HostInfo
 from forensix.pki.authority import Authority
-from forensix.pki.tls import client_context
 from forensix.server.guard import read_refusals
 from forensix.store import schema
 from forensix.testing.batches import events_batch
 from forensix.testing.scenario import wait_for
-
-
-def _sink(pki: Authority, tmp: Path, addr: tuple[str, int]) -> ShippingSink:
-    b = pki.bundle("alpha")
-    seal = tmp / "alpha.seal"
-    shutil.copy(b.seal, seal)
-    return ShippingSink(ShippingConfig(host="alpha", server=addr, context=client_context(b.ca, b.cert, b.key),
-                                       seal_key=seal, spool_dir=tmp / "spool", heartbeat_s=0.5, coalesce_s=0))
+from forensix.testing.shipping import host_info, shipping_sink
 
 
 def _hostile(n: int) -> pa.Table:
     """Events whose schema is exactly the store's, nulls and all: ``ts`` and ``event_action``
     are declared non-nullable, and Arrow does not enforce that."""
-    t = events_batch(n, start_seq=10_000, host=HostInfo("id-alpha", "alpha", "boot-alpha", "6.18"))
+    t = events_batch(n, start_seq=10_000, host=host_info("alpha"))
     for name in ("ts", "event_action"):
         i = schema.EVENTS.get_field_index(name)
         col = t.column(i).to_pylist()
@@ -51,8 +40,8 @@ def _count(srv: Any) -> int:
 
 def test_nulls_in_never_null_columns_are_refused_at_receipt(pki: Authority, tmp_path: Path,
                                                             log_server: Any) -> None:
-    info = HostInfo("id-alpha", "alpha", "boot-alpha", "6.18")
-    agent = _sink(pki, tmp_path, log_server.addr)
+    info = host_info("alpha")
+    agent = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
     try:
         agent.write("events", events_batch(100, start_seq=0, host=info))
         agent.write("events", _hostile(10))
@@ -62,11 +51,11 @@ def test_nulls_in_never_null_columns_are_refused_at_receipt(pki: Authority, tmp_
         wait_for(lambda: _count(log_server) == 200, 20, "the good frames stored")
     finally:
         agent.close()
-    (refused,) = read_refused(tmp_path / "spool")
+    (refused,) = read_refused(tmp_path / "spool-alpha")
     assert refused["seq"] == 1
     for what in ("events batch has nulls", "'ts' (5 of 10 rows)", "'event_action' (5 of 10 rows)", "never"):
         assert what in refused["reason"], refused["reason"]
-    assert (tmp_path / "spool" / "refused" / f"seq-{1:016d}.fxs").stat().st_size > 0  # the frame itself kept
+    assert (tmp_path / "spool-alpha" / "refused" / f"seq-{1:016d}.fxs").stat().st_size > 0  # the frame itself kept
     # nothing of it stored or waiting in the evidence to be stored; the refusal is on record
     assert log_server.srv.not_ingested() == {}
     assert log_server.store.query("SELECT count(*) AS n FROM events WHERE ts IS NULL").column("n")[0].as_py() == 0

@@ -6,7 +6,6 @@ In process, with real TLS and the real CA (conftest), a real DuckDB store and th
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 
 from forensix.agent import wire
-from forensix.agent.shipping import ShippingConfig, ShippingSink
 from forensix.metrics import serve_metrics
 from forensix.pki.authority import Authority
 from forensix.pki.tls import client_context
@@ -31,6 +29,7 @@ from forensix.store.embedded import DuckDBStore, open_writer
 from forensix.testing.batches import events_batch
 from forensix.testing.scenario import wait_for
 from forensix.testing.scrape import sample, scrape
+from forensix.testing.shipping import shipping_sink
 
 FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
 
@@ -98,17 +97,6 @@ class Client:
         self.sock.close()
 
 
-def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int], *, start: bool = True,
-          **kw: Any) -> ShippingSink:
-    b = pki.bundle(host)
-    seal = tmp / f"{host}.seal"
-    if not seal.exists():
-        shutil.copy(b.seal, seal)
-    cfg = ShippingConfig(host=host, server=addr, context=client_context(b.ca, b.cert, b.key), seal_key=seal,
-                         spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5, coalesce_s=0, **kw)
-    return ShippingSink(cfg, start=start)
-
-
 def test_per_host_connection_and_stream_caps(pki: Authority, guarded: Callable[..., Guarded]) -> None:
     g = guarded(connections=2, streams=3)
     a = Client(pki, "alpha", g.addr, "a1" * 16)
@@ -156,7 +144,7 @@ def test_repeated_refusals_are_counted_not_written_each_time(pki: Authority,
 def test_quota_keeps_frames_on_the_agent_until_there_is_room(pki: Authority, guarded: Callable[..., Guarded],
                                                             tmp_path: Path) -> None:
     g = guarded(evidence_bytes=40_000)
-    sink = _sink(pki, "alpha", tmp_path, g.addr)
+    sink = shipping_sink(pki, "alpha", tmp_path, g.addr)
     for i in range(12):
         sink.write("events", events_batch(200, start_seq=i * 200))
     wait_for(lambda: "at its limit of 40000" in sink.shipper.stats.last_error, 15, "the quota refusal")
@@ -183,7 +171,7 @@ def test_disk_floor(pki: Authority, guarded: Callable[..., Guarded]) -> None:
 def test_a_refused_frame_is_kept_aside_and_not_resent(pki: Authority, guarded: Callable[..., Guarded],
                                                       tmp_path: Path) -> None:
     g = guarded()
-    sink = _sink(pki, "beta", tmp_path, g.addr, start=False)
+    sink = shipping_sink(pki, "beta", tmp_path, g.addr, start=False)
     for i in range(5):
         sink.write("events", events_batch(50, start_seq=i * 50))
     # frame 2 is damaged in the spool (a bad disk, or an intruder): its MAC no longer holds
@@ -204,7 +192,7 @@ def test_a_refused_frame_is_kept_aside_and_not_resent(pki: Authority, guarded: C
     wait_for(lambda: sink.spool.unacked() == 0, 15, "later frames")
     sink.close()
     # a restarted agent does not send it again either
-    sink2 = _sink(pki, "beta", tmp_path, g.addr)
+    sink2 = shipping_sink(pki, "beta", tmp_path, g.addr)
     assert sink2.spool.refused == {2}
     sink2.write("events", events_batch(50, start_seq=1000))
     wait_for(lambda: sink2.spool.unacked() == 0, 15, "after the restart")
@@ -227,7 +215,7 @@ def test_a_refused_frame_is_kept_aside_and_not_resent(pki: Authority, guarded: C
 def test_a_host_sending_only_bad_frames_is_disconnected(pki: Authority, guarded: Callable[..., Guarded],
                                                         tmp_path: Path) -> None:
     g = guarded(refused_frames=3)
-    sink = _sink(pki, "alpha", tmp_path, g.addr, start=False)
+    sink = shipping_sink(pki, "alpha", tmp_path, g.addr, start=False)
     for i in range(5):
         sink.write("events", events_batch(20, start_seq=i * 20))
     c = Client(pki, "alpha", g.addr, sink.spool.stream.hex())

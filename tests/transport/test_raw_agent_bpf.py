@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,9 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from forensix.agent.raw import RawRecorder
@@ -29,12 +25,12 @@ from forensix.agent.sink import StoreSink
 from forensix.artifacts import ArtifactStore, Collector
 from forensix.model.host import HostInfo, local_host
 from forensix.pki.authority import Authority
-from forensix.store.embedded import DuckDBStore, open_reader, open_writer
-from forensix.testing.rawtee import Routed, TeeRecorder
+from forensix.store.embedded import open_reader, open_writer
+from forensix.testing.crash import pause_between_tables
+from forensix.testing.loghost import start_log_host
+from forensix.testing.rawtee import Routed, TeeRecorder, assert_same_store
+from forensix.testing.scenario import free_port
 from forensix.testing.shipping import shipping_sink
-
-FX = [sys.executable, "-c", "from forensix.cli.main import main; main()"]
-_TABLES = ("events", "processes", "flows", "tty")
 
 
 def _workload(work: Path, pause: str = "") -> list[str]:
@@ -42,36 +38,6 @@ def _workload(work: Path, pause: str = "") -> list[str]:
     script = (f"cd {work} && for i in 1 2 3 4; do echo $i > f$i; cat f$i > g$i; mv g$i h$i; {pause} done; "
               "ls > list; sh -c 'exit 3'; cat list | wc -l > n; rm f1")
     return ["sh", "-c", script]
-
-
-def _rows(store: DuckDBStore | Any, table: str) -> pa.Table:
-    t = store.query(f"SELECT * FROM {table}")
-    if table == "events":
-        # the log host's own rows (an agent connected, went silent) are not the agent's
-        own = pc.and_(pc.equal(pc.fill_null(t["event_kind"], ""), "state"),
-                      pc.equal(pc.fill_null(t["event_category"], ""), "agent"))
-        t = t.filter(pc.invert(own))
-        # a decode warning says when it was written: its time is not the record's
-        t = t.set_column(t.schema.get_field_index("ts"), "ts", pc.if_else(
-            pc.equal(pc.fill_null(t["event_action"], ""), "decode-warning"), pa.scalar(0, pa.int64()), t["ts"]))
-    return t
-
-
-def assert_same_store(a: Any, b: Any) -> dict[str, int]:
-    """Every table holds the same rows (as multisets); returns the row counts."""
-    counts = {}
-    for table in _TABLES:
-        ta, tb = _rows(a, table), _rows(b, table)
-        con = duckdb.connect()
-        con.register("ta", ta)
-        con.register("tb", tb)
-        only_a = con.execute("SELECT * FROM (SELECT * FROM ta EXCEPT ALL SELECT * FROM tb) LIMIT 3").fetchall()
-        only_b = con.execute("SELECT * FROM (SELECT * FROM tb EXCEPT ALL SELECT * FROM ta) LIMIT 3").fetchall()
-        con.close()
-        assert not only_a and not only_b, f"{table}: decoded-only {only_a}; raw-only {only_b}"
-        assert ta.num_rows == tb.num_rows, table
-        counts[table] = ta.num_rows
-    return counts
 
 
 def _ours(store: Any, work: Path) -> None:
@@ -107,27 +73,6 @@ def test_raw_agent_stores_what_the_decoding_agent_stores(pki: Authority, log_ser
     decoded.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _server(pki: Authority, store: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    p = subprocess.Popen(FX + ["server", "--pki", str(pki.dir), "--listen", f"127.0.0.1:{port}", "--store", str(store),
-                               "--no-rules", "--decoder-checkpoint", "0.3"], stdout=log.open("ab"),
-                         stderr=subprocess.STDOUT)
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return p
-        except OSError:
-            assert p.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.1)
-    raise AssertionError("log host did not start: " + log.read_text()[-3000:])
-
-
 @pytest.mark.bpf
 def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tmp_path: Path) -> None:
     """SIGKILL the log host mid-recording, start it again: its decoders are rebuilt from the
@@ -136,10 +81,10 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
     one: nothing twice, nothing missing."""
     work = tmp_path / "work"
     work.mkdir()
-    port = _free_port()
+    port = free_port()
     store = tmp_path / "srv.duckdb"
     log = tmp_path / "server.log"
-    srv = _server(pki, store, port, log)
+    srv = start_log_host(pki, store, port, log, "--decoder-checkpoint", "0.3")
     decoded = open_writer(tmp_path / "decoded.duckdb")
     ship = shipping_sink(pki, "alpha", tmp_path, ("127.0.0.1", port))
     ship.config.drain_s = 60  # on stop, wait for the restarted log host (its start is slow on a busy machine)
@@ -159,7 +104,7 @@ def test_log_host_killed_between_frames_rebuilds_its_decoders(pki: Authority, tm
         srv.wait()
         killed["at"] = ship.spool.acked
         time.sleep(0.5)  # frames spool meanwhile
-        killed["srv"] = _server(pki, store, port, log)
+        killed["srv"] = start_log_host(pki, store, port, log, "--decoder-checkpoint", "0.3")
         killed["done"] = True
 
     t = threading.Thread(target=kill_and_restart, daemon=True)
@@ -216,3 +161,56 @@ def test_raw_agent_keeps_what_execs_ran_and_the_log_host_hashes_the_rows(pki: Au
     arts = st.query(f"SELECT sha256, kind FROM artifacts WHERE path LIKE '{work}/%'")
     assert {(sha_exe, "executable"), (sha_lib, "library")} <= set(zip(arts["sha256"].to_pylist(),
                                                                       arts["kind"].to_pylist(), strict=True))
+
+
+@pytest.mark.bpf
+def test_log_host_killed_between_the_tables_of_a_raw_frame_stores_each_row_once(pki: Authority,
+                                                                                tmp_path: Path) -> None:
+    """A raw frame decodes to several tables (events, processes...), one ingest item whose
+    tables are appended one after the other. The log host is SIGKILLed with the first of a
+    frame's tables in the store and the next not (a seam stops its ingest thread there,
+    forensix.testing.crash). At the restart the frame's missing tables are stored, and only
+    those: the store equals the agent-decoded one, nothing twice, nothing missing."""
+    work = tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    store, log, paused = tmp_path / "srv.duckdb", tmp_path / "server.log", tmp_path / "paused"
+    srv = start_log_host(pki, store, port, log, env=pause_between_tables(paused))
+    decoded = open_writer(tmp_path / "decoded.duckdb")
+    ship = shipping_sink(pki, "alpha", tmp_path, ("127.0.0.1", port))
+    ship.config.drain_s = 60  # on stop, wait for the restarted log host
+    rec = TeeRecorder([Routed(StoreSink(decoded), True), Routed(ship, False)], host=_host(), batch_interval=0.2)
+    got: dict[str, Any] = {}
+
+    def kill_and_restart() -> None:
+        end = time.monotonic() + 60
+        while not paused.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        if not paused.exists():
+            return
+        srv.send_signal(signal.SIGKILL)  # half of a raw frame's tables in the store
+        srv.wait()
+        got["srv"] = start_log_host(pki, store, port, log)
+
+    t = threading.Thread(target=kill_and_restart, daemon=True)
+    t.start()
+    try:
+        assert rec.run(command=_workload(work, pause="sleep 0.3;")) == 0
+        t.join(60)
+        assert "srv" in got, "the log host never paused between two tables of a raw frame: " + log.read_text()[-3000:]
+        assert ship.spool.unacked() == 0, log.read_text()[-3000:]
+    finally:
+        for p in (srv, got.get("srv")):
+            if isinstance(p, subprocess.Popen) and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+    decoded.flush()
+    said = log.read_text()
+    assert "raw frame(s) half in the store: only their other tables are stored" in said, said[-3000:]
+    server_store = open_reader(str(store))
+    try:
+        assert_same_store(decoded, server_store)
+        _ours(server_store, work)
+    finally:
+        server_store.close()
+        decoded.close()

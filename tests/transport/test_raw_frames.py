@@ -5,6 +5,7 @@ not retried for ever), and the stream's later frames are decoded and stored."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ def test_retention_keeps_a_raw_stream_from_its_newest_seed(pki: Authority, log_s
     drops = plan_retention(log_server.evidence, later)
     assert [(d.first_seq, d.last_seq) for d in drops] == [(0, 1)]  # not seed 2 and what follows it
     apply_retention(drops, log_server.srv.checkpoint_key, later, later)
+    log_server.srv.config.decoder_checkpoint_s = 0  # no checkpoint at the stop: rebuilt from the evidence
     log_server.srv.stop()
     store = log_server.store
     srv = LogServer(ServerConfig(pki.dir, ("127.0.0.1", 0), log_server.evidence, silence_s=30), store)
@@ -133,15 +135,78 @@ def test_a_corrupt_decoder_checkpoint_means_decoding_the_stream_again(pki: Autho
         log_server.srv.ingest.flush()
     ship.close()
     stream = next(log_server.evidence.glob("alpha/*/"))
-    ckpt = wait_for(lambda: list(stream.glob("decoder-*.ckpt")), 20, "a decoder checkpoint")[0]
+    wait_for(lambda: list(stream.glob("decoder-*.ckpt")), 20, "a decoder checkpoint")
+    log_server.srv.stop()  # writes the checkpoint of the last frame
+    (ckpt,) = stream.glob("decoder-*.ckpt")
     ckpt.write_bytes(ckpt.read_bytes()[:40])  # torn
-    log_server.srv.stop()
     srv = LogServer(ServerConfig(pki.dir, ("127.0.0.1", 0), log_server.evidence, silence_s=30), log_server.store)
     try:
         dec = srv.raw.get("alpha", stream.name)
         assert dec.decoder is not None and dec.rebuilt == 4  # from the seed, nothing stored again
         rows = log_server.store.query("SELECT process_pid FROM events WHERE process_pid IN (7, 8, 9) ORDER BY 1")
         assert rows["process_pid"].to_pylist() == [7, 8, 9]
+    finally:
+        srv.stop()
+
+
+def _ship(pki: Authority, tmp: Path, addr: tuple[str, int], rows: list[pa.Table]) -> None:
+    ship = shipping_sink(pki, "alpha", tmp, addr)  # one spool: one stream, however often called
+    try:
+        for i, row in enumerate(rows):
+            ship.write(RAW_TABLE, row)
+            wait_for(lambda: ship.spool.unacked() == 0, 20, f"frame {i} acknowledged")
+    finally:
+        ship.close()
+
+
+def test_a_log_host_stopped_cleanly_decodes_nothing_again_at_its_start(pki: Authority, log_server: Any,
+                                                                       tmp_path: Path) -> None:
+    """A clean stop writes each raw stream's decoder state (the store holds every frame then):
+    the next start loads it instead of decoding the stream again, and decodes what comes next
+    with it."""
+    abi = load_abi()
+    _ship(pki, tmp_path, log_server.addr, [_seed(abi), _ring(_record(abi, 11, 1)), _ring(_record(abi, 12, 2))])
+    log_server.srv.ingest.flush()
+    stream = next(log_server.evidence.glob("alpha/*/"))
+    assert not list(stream.glob("decoder-*.ckpt"))  # none yet (every 300 s)
+    log_server.srv.stop()
+    assert [p.name for p in stream.glob("decoder-*.ckpt")] == [f"decoder-{2:016d}.ckpt"]
+    srv = LogServer(ServerConfig(pki.dir, ("127.0.0.1", 0), log_server.evidence, silence_s=30), log_server.store)
+    addr = srv.bind()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        dec = srv.raw.get("alpha", stream.name)
+        assert dec.decoder is not None and dec.rebuilt == 0 and dec.last_seq == 2
+        _ship(pki, tmp_path, addr, [_ring(_record(abi, 13, 3))])  # decoded with the loaded state
+        srv.ingest.flush()
+        rows = log_server.store.query("SELECT process_pid FROM events WHERE process_pid IN (11, 12, 13) ORDER BY 1")
+        assert rows["process_pid"].to_pylist() == [11, 12, 13]
+        assert not log_server.store.query("SELECT 1 FROM events WHERE event_action = 'decode-warning'").num_rows
+    finally:
+        srv.stop()
+        t.join(5)
+
+
+def test_a_restart_decodes_a_raw_stream_from_its_newest_seed(pki: Authority, log_server: Any,
+                                                             tmp_path: Path) -> None:
+    """Without a checkpoint a restart rebuilds the decoder from the evidence, but not from the
+    stream's first frame: a seed (an agent restarted on the same spool) restarts the decoder, so
+    the stored frames before the newest one are passed over."""
+    log_server.srv.config.decoder_checkpoint_s = 0
+    abi = load_abi()
+    _ship(pki, tmp_path, log_server.addr, [_seed(abi), _ring(_record(abi, 21, 1)), _seed(abi),
+                                           _ring(_record(abi, 22, 2)), _ring(_record(abi, 23, 3))])
+    log_server.srv.ingest.flush()
+    stream = next(log_server.evidence.glob("alpha/*/"))
+    wait_for(lambda: (stream / "ingested").read_text().strip() == "4", 20, "every frame ingested")
+    log_server.srv.stop()
+    srv = LogServer(ServerConfig(pki.dir, ("127.0.0.1", 0), log_server.evidence, silence_s=30), log_server.store)
+    try:
+        dec = srv.raw.get("alpha", stream.name)
+        assert dec.decoder is not None and dec.rebuilt == 3  # frames 2, 3, 4: not 0 and 1
+        rows = log_server.store.query("SELECT process_pid FROM events WHERE process_pid IN (21, 22, 23) ORDER BY 1")
+        assert rows["process_pid"].to_pylist() == [21, 22, 23]  # nothing stored twice
     finally:
         srv.stop()
 

@@ -24,24 +24,13 @@ from forensix.agent.frame import (
     parse_frame,
     seal_frame,
 )
-from forensix.agent.shipping import ShippingConfig, ShippingSink
 from forensix.pki.authority import Authority
 from forensix.pki.sealkey import KeySchedule, SealState, evolve, mac_key
 from forensix.pki.tls import client_context
 from forensix.server.evidence import iter_segment
 from forensix.server.verify import verify_evidence
 from forensix.testing.batches import events_batch
-
-
-def _sink(pki: Authority, host: str, tmp: Path, addr: tuple[str, int], **kw: object) -> ShippingSink:
-    b = pki.bundle(host)
-    seal = tmp / f"{host}.seal"
-    if not seal.exists():
-        shutil.copy(b.seal, seal)
-    cfg = ShippingConfig(host=host, server=addr, context=client_context(b.ca, b.cert, b.key), seal_key=seal,
-                         spool_dir=tmp / f"spool-{host}", heartbeat_s=0.5, coalesce_s=0,
-                         **kw)  # type: ignore[arg-type]
-    return ShippingSink(cfg)
+from forensix.testing.shipping import shipping_sink
 
 
 def _wait(pred, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
@@ -127,7 +116,7 @@ def test_key_evolution_and_erasure(tmp_path: Path) -> None:
 # -- delivery, in process -------------------------------------------------------------
 
 def test_ship_and_verify_clean(pki: Authority, log_server: Any, tmp_path: Path) -> None:
-    sink = _sink(pki, "alpha", tmp_path, log_server.addr)
+    sink = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
     for i in range(5):
         sink.write("events", events_batch(100, start_seq=i * 100))
     _wait(lambda: sink.spool.unacked() == 0)
@@ -150,7 +139,7 @@ def test_spool_full_writes_gap(pki: Authority, log_server: Any, tmp_path: Path) 
     dead.bind(("127.0.0.1", 0))
     port = dead.getsockname()[1]
     dead.close()
-    sink = _sink(pki, "beta", tmp_path, ("127.0.0.1", port), spool_max_bytes=200_000)
+    sink = shipping_sink(pki, "beta", tmp_path, ("127.0.0.1", port), spool_max_bytes=200_000)
     kept = 0
     for i in range(60):
         before = sink.batches
@@ -212,7 +201,7 @@ def test_server_survives_junk_and_serves_others(pki: Authority, log_server: Any,
             assert raw.recv(100) == b""  # closed without an answer
         except ConnectionResetError:
             pass
-    sink = _sink(pki, "alpha", tmp_path, log_server.addr)
+    sink = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
     sink.write("events", events_batch(50))
     _wait(lambda: sink.spool.unacked() == 0)
     sink.close()
@@ -235,7 +224,7 @@ def sealed_evidence(pki: Authority, tmp_path_factory: pytest.TempPathFactory) ->
     addr = srv.bind()
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
-    sink = _sink(pki, "alpha", tmp, addr)
+    sink = shipping_sink(pki, "alpha", tmp, addr)
     for i in range(8):
         sink.write("events", events_batch(20, start_seq=i * 20))
         time.sleep(0.45)
@@ -355,7 +344,7 @@ def test_restart_ingests_what_evidence_has_and_store_lacks(pki: Authority, tmp_p
     addr = srv.bind()
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
-    sink = _sink(pki, "alpha", tmp_path, addr)
+    sink = shipping_sink(pki, "alpha", tmp_path, addr)
     for i in range(3):
         sink.write("events", events_batch(10, start_seq=i * 10))
     _wait(lambda: sink.spool.unacked() == 0)

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from forensix.agent.execs import collector_rows, file_key, pick
 from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE
+from forensix.artifacts.collect import in_writable_dir  # the collector's own test
 from forensix.sensor.abi import struct_dtype
 from forensix.sensor.decoder_state import export_state
 from forensix.sensor.recorder import Recorder
@@ -69,6 +70,9 @@ def _bytes_of(a: np.ndarray) -> np.ndarray:
 class RawRecorder(Recorder):
     """A Recorder whose sinks get the kernel's records undecoded (table ``raw``)."""
 
+    # what stats.events counts here: rows are made, and counted, on the log host
+    counted = "kernel records and flow entries, shipped undecoded (the log host counts the rows it stores)"
+
     # files mapped executable the collector has no use for (_judge); replaced, never changed in place
     _ordinary: np.ndarray = np.empty(0, np.uint64)
 
@@ -98,10 +102,6 @@ class RawRecorder(Recorder):
 
     def _judge(self, ev: pa.Table) -> None:
         """Remember the files of decoded executable mappings that the collector has no use for."""
-        from forensix.artifacts.collect import (
-            _temp,  # the collector's own test of a writable directory
-        )
-
         maps = ev.filter(pc.and_(pc.fill_null(pc.equal(ev["event_action"], "mmap"), False),
                                  pc.is_valid(ev["file_inode"])))
         if not maps.num_rows:
@@ -110,7 +110,7 @@ class RawRecorder(Recorder):
         deleted = maps["file_deleted"].to_pylist()
         keys = file_key(maps["file_inode"].to_numpy(zero_copy_only=False).astype(np.uint64),
                     maps["file_device"].to_numpy(zero_copy_only=False)).tolist()
-        add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not _temp(p)}
+        add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not in_writable_dir(p)}
         if len(self._ordinary) + len(add) > 65_536:  # bounded: judged again
             self._ordinary = np.empty(0, np.uint64)
         self._ordinary = np.union1d(self._ordinary, np.fromiter(add, np.uint64, len(add)))

@@ -16,6 +16,7 @@ import os
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ class ShippingSink:
         self._host_name = pa.scalar(config.host, pa.string())
         self._lock = threading.RLock()
         self._pending: dict[str, list[pa.Table]] = {}
+        self._durable: list[Callable[[], None]] = []  # run once the rows pending now are spooled
         self._pending_rows = 0
         self._pending_bytes = 0
         self._pending_since = 0.0
@@ -221,6 +223,19 @@ class ShippingSink:
             self._write_now(table, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
             del self._pending[table]
         self._pending_rows = self._pending_bytes = 0
+        done, self._durable = self._durable, []
+        for fn in done:
+            fn()
+
+    def when_durable(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once every row written so far is in the spool: now, or once the rows
+        waiting to be joined are sealed. The recorder gives the kernel's ring space back then
+        (sensor/writer.py): an agent killed meanwhile leaves those records in the pinned ring."""
+        with self._lock:
+            if self._pending_rows:
+                self._durable.append(fn)
+                return
+        fn()
 
     def _write_now(self, table: str, data: pa.Table) -> None:
         now = time.time_ns()

@@ -29,7 +29,7 @@ from forensix.artifacts.store import ArtifactStore, Put
 from forensix.model.host import HostInfo
 from forensix.store import schema
 
-__all__ = ["Collector"]
+__all__ = ["Collector", "in_writable_dir"]
 
 _INTERPRETER = re.compile(r"^(?:ba|da|z|k|c|tc|fi)?sh$|^python[0-9.]*$|^perl[0-9.]*$|^ruby[0-9.]*$|^php[0-9.]*$"
                           r"|^node(?:js)?$|^lua[0-9.]*$|^tclsh[0-9.]*$|^busybox$")
@@ -159,7 +159,7 @@ class Collector:
                 if script:
                     wants.append((row, _Want("script", script, pid, ent, None)))
             elif (int(r["mem_prot"] or 0) & _PROT_EXEC) and r["event_outcome"] != "failure" and (
-                    r["file_deleted"] or _temp(r["file_path"])):
+                    r["file_deleted"] or in_writable_dir(r["file_path"])):
                 key = (ent, int(r["file_inode"] or 0))
                 if key in self._libs_seen:
                     continue
@@ -240,7 +240,7 @@ class Collector:
                 "file_path": w.path, "message": f"{w.kind} not preserved: {why}"}
 
 
-def _temp(path: str | None) -> bool:
+def in_writable_dir(path: str | None) -> bool:
     """A directory anyone may write to: where an intruder drops a library."""
     if not path:
         return False

@@ -289,6 +289,12 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
       forensix agent --server loghost:7514 --bundle ./blue --netns /run/netns/blue   # a namespace as host blue
 
     \b
+    The kernel side is pinned in bpffs: an agent killed (or replaced by an upgrade) leaves
+    its sensor recording, and the next agent on the same --spool adopts it and ships what
+    it kept. A clean stop detaches it; `forensix record --stop --store SPOOL` detaches one
+    that no agent will adopt.
+
+    \b
     A frame the log host refuses for good (its seal, chain or rows do not hold) is kept in
     SPOOL/refused with the reason and not sent again; `forensix agent-status` lists them.
     """
@@ -336,6 +342,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
              "the kernel's records, for the log host to decode" if raw else "decoded rows", *cfg.server,
              shipping.spool.stream.hex(), spool)
     endpoint = None
+    records: int | None = None  # a raw agent's kernel records (its rows are made on the log host)
     try:
         if metrics_addr is not None:
             from prometheus_client import CollectorRegistry
@@ -348,14 +355,16 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
         if synthetic is not None:
             _run_synthetic(sinks, synthetic, batch_rows, duration, stop)
         else:
-            _run_recorder(sinks, duration, stop, Path(spool), ns, info, raw=bool(raw))
+            records = _run_recorder(sinks, duration, stop, Path(spool), ns, info, raw=bool(raw))
     finally:
         for s in sinks:
             s.close()
         if endpoint is not None:
             endpoint.stop()
-    log.info("agent stopped: %d batches, %d rows spooled; %d unacknowledged left in the spool; "
-             "%d refused by the log host", shipping.batches, shipping.rows, shipping.spool.unacked(),
+    what = (f"{shipping.rows} rows" if not raw or records is None else
+            f"{records} kernel records and flow entries undecoded (the log host counts the rows it stores)")
+    log.info("agent stopped: %d batches, %s spooled; %d unacknowledged left in the spool; "
+             "%d refused by the log host", shipping.batches, what, shipping.spool.unacked(),
              len(shipping.spool.refused))
 
 
@@ -407,10 +416,11 @@ def _run_synthetic(sinks: list[Any], rate: float, rows: int, duration: float | N
 
 
 def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Event, spool: Path, netns: int = 0,
-                  host: HostInfo | None = None, raw: bool = False) -> None:
+                  host: HostInfo | None = None, raw: bool = False) -> int:
+    """Record until stopped; returns what the recorder counted (``Recorder.counted``)."""
     from forensix.artifacts import ArtifactStore, Collector
     from forensix.model.host import local_host
-    from forensix.sensor.loader import SensorConfig
+    from forensix.sensor.loader import SensorConfig, pin_dir_for
     from forensix.sensor.recorder import Recorder
 
     # executed files are kept beside the spool and shipped to the log host (artifact_blobs)
@@ -419,7 +429,10 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Even
 
     # --raw: the kernel's records as they are, decoded on the log host (agent/raw.py)
     cls: type[Recorder] = RawRecorder if raw else Recorder
-    rec = cls(sinks, SensorConfig(netns=netns), host=host, artifacts=Collector(kept, host or local_host(), ship=True),
+    # pinned per spool (one spool, one stream): an agent killed or upgraded leaves its sensor
+    # recording, and the next agent on the spool adopts it and drains what it kept
+    rec = cls(sinks, SensorConfig(netns=netns, pin_dir=pin_dir_for(spool, netns)), host=host,
+              artifacts=Collector(kept, host or local_host(), ship=True),
               on_ready=lambda: logging.getLogger("forensix.agent").info("recording: every program attached"))
 
     def watch() -> None:
@@ -428,6 +441,7 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Even
 
     threading.Thread(target=watch, name="fx-agent-stop", daemon=True).start()
     rec.run(duration=duration)
+    return int(rec.stats.events)
 
 
 @click.command("verify")

@@ -115,6 +115,8 @@ def use_system_allocator() -> None:
 
 
 class Recorder(LossAccounting):
+    counted = "events"  # what stats.events counts, for the stop record (agent/raw.py counts records)
+
     def __init__(
         self,
         sinks: Sequence[Sink],
@@ -415,7 +417,7 @@ class Recorder(LossAccounting):
                        f"(peak {y.peak:.1%}, back at nice 0 {y.boosts} times)" if y.enabled else "")
             self._agent_event(
                 "stop",
-                f"reason={self.stop_reason}; recorded {self.stats.events} events, "
+                f"reason={self.stop_reason}; recorded {self.stats.events} {self.counted}, "
                 f"{self.stats.dropped} lost in the kernel, {self.stats.gaps} gap records; "
                 f"agent CPU s since start: {cpu}{yielded}",
             )

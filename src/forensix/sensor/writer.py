@@ -123,12 +123,33 @@ class BatchWriter(threading.Thread):
                     for s in self.live_sinks():
                         self._write(s, table, data)
                 for fn in after:  # e.g. give the kernel's ring space back: the records are stored
-                    fn()
+                    self._when_durable(fn)
             except BaseException as e:  # noqa: BLE001 - surfaced to the recorder
                 self.error = e
                 return
             finally:
                 self.cpu_s = time.thread_time()
+
+    def _when_durable(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once every live sink holds what it was given: at once, or, for a sink
+        that joins batches before it writes them (the agent's spool, ``when_durable``), once
+        it wrote them. Ring space given back earlier was lost with a killed agent."""
+        waits = [s for s in self.live_sinks() if hasattr(s, "when_durable")]
+        if not waits:
+            fn()
+            return
+        left = [len(waits)]
+        lock = threading.Lock()
+
+        def one() -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                fn()
+
+        for s in waits:
+            s.when_durable(one)
 
     def live_sinks(self) -> list[Sink]:
         """The sinks still written to (a non-evidence sink that raised is not)."""

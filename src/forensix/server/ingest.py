@@ -74,6 +74,22 @@ def _crash_after_store() -> None:
 
 CRASH_EXIT = 86
 
+# A test seam (forensix.testing.crash): the ingest thread stops for good between two tables of
+# one raw frame (the first appended and synced), and writes this file to say so: the test then
+# kills the server with SIGKILL, half of the frame's tables in the store.
+_PAUSE_BETWEEN_TABLES: str | None = os.environ.get("FORENSIX_TEST_PAUSE_BETWEEN_TABLES") or None
+
+
+def _pause_between_tables(store: Writer) -> None:
+    sync = getattr(store, "sync", None)
+    if sync is not None:
+        sync()
+    assert _PAUSE_BETWEEN_TABLES is not None
+    with open(_PAUSE_BETWEEN_TABLES, "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        time.sleep(3600)
+
 
 # (table, rows or a raw frame's decoded tables, the stream's mark, the frame's seq)
 _Item = tuple[str, "pa.Table | Decoded", Mark, int]
@@ -248,10 +264,14 @@ class Ingestor:
             with self.lock:
                 self.ledger.before(framed, adds, stored, {t: [d for _, d in by_table[t]] for t in
                                                           by_table.keys() & SHARED_TABLES})
+        halves = [{n for n, _ in d.tables} for _, d, _, _ in marked if isinstance(d, Decoded)] \
+            if _PAUSE_BETWEEN_TABLES else []
         for table, parts in by_table.items():
             if table not in stored:
                 self._append(table, parts)
                 stored.add(table)
+                if any(h & stored and h - stored for h in halves):
+                    _pause_between_tables(self.store)
         sync = getattr(self.store, "sync", None)  # DuckDB's journals: durable before the marks move
         if sync is not None:
             with self.lock:

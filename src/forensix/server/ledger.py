@@ -120,9 +120,12 @@ class IngestLedger:
             self._fd = None
 
 
-def committed_frames(store: Any, evidence: Path) -> dict[tuple[str, str], set[int]]:
-    """The frames of an interrupted group that the store holds, by (host, stream): not to be
-    ingested again. The intent is removed (the replay marks what it covers)."""
+def committed_frames(store: Any, evidence: Path) -> dict[tuple[str, str], dict[int, set[str]]]:
+    """The frames of an interrupted group that the store holds, by (host, stream), with the
+    tables of each that it holds: not to be ingested again. A raw frame decodes to several
+    tables (server/rawdecode.py), appended one after the other: a crash between two leaves
+    the frame half in the store, and only its other tables are to be stored at the restart.
+    The intent is removed (the replay marks what it covers)."""
     path = evidence / INTENT_FILE
     try:
         intent = json.loads(path.read_text())
@@ -139,12 +142,16 @@ def committed_frames(store: Any, evidence: Path) -> dict[tuple[str, str], set[in
         return {}
     held = {t for t, n in before.items() if _count(store, t) >= n + adds.get(t, 0)}
     held |= {t for t, ks in keys.items() if ks and _held_keys(store, t, ks)}
-    out: dict[tuple[str, str], set[int]] = {}
+    out: dict[tuple[str, str], dict[int, set[str]]] = {}
+    tables: dict[tuple[str, str, int], set[str]] = {}
     for host, stream, seq, table in frames:
+        tables.setdefault((host, stream, seq), set()).add(table)
         if table in held:
-            out.setdefault((host, stream), set()).add(seq)
+            out.setdefault((host, stream), {}).setdefault(seq, set()).add(table)
     if out:
+        half = sum(1 for (h, s), seqs in out.items() for q, got in seqs.items() if got != tables[(h, s, q)])
         log.warning("the log host stopped between a store commit and its ingested marks: %d frame(s) already "
-                    "in the store are not ingested again", sum(len(v) for v in out.values()))
+                    "in the store are not ingested again%s", sum(len(v) for v in out.values()) - half,
+                    f"; {half} raw frame(s) half in the store: only their other tables are stored" if half else "")
     os.unlink(path)
     return out

@@ -337,6 +337,7 @@ class LogServer:
             t.join(timeout=2)
         self._checkpoint_all()
         self.ingest.close()
+        self.raw.checkpoint_all(self.evidence.streams(), self.config.decoder_checkpoint_s)  # none decoded again
         self.evidence.close()
         self._wake.close()
 

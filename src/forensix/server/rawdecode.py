@@ -21,10 +21,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,9 @@ from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.ringbuf import Drained, walk
 from forensix.sensor.tty import budget_cuts
 from forensix.store import schema
+
+if TYPE_CHECKING:
+    from forensix.server.evidence import StreamLog
 
 __all__ = ["CHECKPOINT_PREFIX", "Decoded", "RawDecoders", "StreamDecoder", "checkpoint_seq"]
 
@@ -318,6 +321,22 @@ class RawDecoders:
             if d is None:
                 d = self._by[(host, stream)] = StreamDecoder(host, stream)
             return d
+
+    def checkpoint_all(self, streams: Iterable[StreamLog], every: float) -> None:
+        """At a clean stop (the store holds every frame now), each raw stream's decoder state:
+        the next start decodes none of its frames again."""
+        if every <= 0:
+            return
+        for s in streams:
+            with self._lock:
+                dec = self._by.get((s.host, s.stream))
+            if dec is None or dec.decoder is None:
+                continue
+            try:
+                dec.take_checkpoint()
+                dec.write_checkpoint(s.dir, s.ingested())
+            except OSError as e:  # the next start decodes the stream again instead
+                log.warning("cannot write the decoder checkpoint of %s/%s: %s", s.host, s.stream, e)
 
     def all(self) -> list[StreamDecoder]:
         with self._lock:

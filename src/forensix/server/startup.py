@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 
-from forensix.agent.frame import HEADER, RAW_FLAG, RAW_TABLE, Frame, FrameError, decode_body
+from forensix.agent.frame import (
+    HEADER,
+    RAW_FLAG,
+    RAW_TABLE,
+    SEED_FLAG,
+    Frame,
+    FrameError,
+    decode_body,
+)
 from forensix.server.evidence import StreamLog, read_frame, walk_segment
 from forensix.server.ingest import frame_key
 from forensix.server.ledger import IngestLedger, committed_frames
@@ -45,7 +53,7 @@ def replay_and_load(self: LogServer) -> None:
 
     now = time.time_ns()
     store = self.ingest.store
-    already: dict[tuple[str, str], set[int]] = {}
+    already: dict[tuple[str, str], dict[int, set[str]]] = {}
     if getattr(store, "append_frames", None) is None and hasattr(store, "query"):
         # DuckDB: a group committed just before a crash is not ingested twice (ledger)
         already = committed_frames(store, self.config.evidence)
@@ -53,7 +61,7 @@ def replay_and_load(self: LogServer) -> None:
     for s in self.evidence.open_all():
         done = s.ingested()
         held = read_quarantine(s.dir)
-        skip = already.get((s.host, s.stream), set())
+        skip = already.get((s.host, s.stream), {})
         again = set(held) if self.config.reingest else set()
         raw = self.raw.get(s.host, s.stream)
         # the decoder as it was after frame ck: frames up to it are not decoded again. Usable only
@@ -61,14 +69,25 @@ def replay_and_load(self: LogServer) -> None:
         # the listener writes a checkpoint once the store holds its frame, but the ingested mark
         # is not fsynced, so after a power loss it may lag; then the stream is decoded from its start
         ck = checkpoint_seq(s.dir)
-        ck = raw.restore(s.dir) if 0 <= ck <= done and not any(q <= ck for q in again) else -1
+        # a seed (re)starts the decoder whatever came before it: the stored frames before the
+        # newest stored seed need no decoding at all (an agent restarted on the same spool, or
+        # a log host restarted after many, would otherwise decode the stream's whole history)
+        seed = _newest_seed(s, done)
+        if any(q < seed for q in again):  # those need the state from before them
+            seed = -1
+        if seed > ck:
+            ck = -1
+        else:
+            ck = raw.restore(s.dir) if 0 <= ck <= done and not any(q <= ck for q in again) else -1
+        upto = max(ck, seed - 1)  # frames up to it are passed over
         for seg in s.segments():
             with seg.open("rb") as heads:  # raw-ness of the frames passed over, read from their headers
                 for off, seq, length in walk_segment(seg):
-                    if seq <= ck and seq <= done and seq not in again:
+                    if seq <= upto and seq <= done and seq not in again:
                         continue
                     stored = seq <= done and seq not in again
-                    if stored or (seq in held and seq not in again) or (seq in skip and seq > done):
+                    part = skip.get(seq) if seq > done else None  # its tables an interrupted group stored
+                    if stored or (seq in held and seq not in again) or (part is not None and not _is_raw(heads, off)):
                         # a raw frame already stored (or set aside) is decoded again without
                         # storing: the stream's decoder needs the state it left (rawdecode.py)
                         _dry_feed(raw, heads, seg, off, length, seq)
@@ -77,7 +96,7 @@ def replay_and_load(self: LogServer) -> None:
                         continue
                     try:
                         fr = read_frame(seg, off, length)
-                        _batch(self, raw, fr, frame_key(s, seq))
+                        _batch(self, raw, fr, frame_key(s, seq), part or set())
                         if seq > s.ingested():  # each frame's mark at once: a crash now re-ingests none twice
                             s.set_ingested(seq)
                         if seq in held:
@@ -97,7 +116,8 @@ def replay_and_load(self: LogServer) -> None:
         if raw.rebuilt or raw.replayed or ck >= 0:
             log.info("decoder of %s/%s rebuilt from the evidence: %s, %d raw frame(s) decoded again without "
                      "storing, %d decoded and stored now (%.2f s of CPU)", s.host, s.stream,
-                     f"checkpoint after frame {ck}" if ck >= 0 else "no checkpoint", raw.rebuilt, raw.replayed,
+                     f"checkpoint after frame {ck}" if ck >= 0 else
+                     f"from the seed in frame {seed}" if seed >= 0 else "no checkpoint", raw.rebuilt, raw.replayed,
                      raw.cpu_s)
         if again:
             write_quarantine(s.dir, held)
@@ -110,6 +130,21 @@ def replay_and_load(self: LogServer) -> None:
         if info_path.exists():
             info = json.loads(info_path.read_text())
             self.hosts[hdir.name] = _HostState(info=info, last_seen=now)
+
+
+def _newest_seed(s: StreamLog, upto: int) -> int:
+    """The last frame up to ``upto`` that carries a seed (read from the headers alone), or -1."""
+    seed = -1
+    for seg in s.segments():
+        with seg.open("rb") as heads:
+            for off, seq, _ in walk_segment(seg):
+                if seq > upto:
+                    return seed
+                heads.seek(off)
+                head = heads.read(HEADER.size)
+                if len(head) == HEADER.size and HEADER.unpack(head)[7] & SEED_FLAG:
+                    seed = seq
+    return seed
 
 
 def _is_raw(heads: BinaryIO, off: int) -> bool:
@@ -129,14 +164,21 @@ def _dry_feed(raw: StreamDecoder, heads: BinaryIO, seg: Path, off: int, length: 
         log.error("cannot decode %s offset %d again: %s", seg, off, e.message)
 
 
-def _batch(self: LogServer, raw: StreamDecoder, fr: Frame, key: str | None) -> None:
+def _batch(self: LogServer, raw: StreamDecoder, fr: Frame, key: str | None, held: set[str]) -> None:
+    """Store a frame from the evidence; of a raw frame, the tables the store does not hold
+    (``held``: a crash came between its tables, server/ledger.py)."""
     data = decode_body(fr)
     if fr.table != RAW_TABLE:
         self.ingest.batch(fr.table, data, key=key)
         return
+    tables = raw.feed(data, fr.seq).joined()
+    if held:
+        log.info("raw frame %d of %s/%s was half in the store (%s): storing its %s", fr.seq, fr.host, raw.stream,
+                 ", ".join(sorted(held)), ", ".join(t for t, _ in tables if t not in held) or "nothing more")
     raw.replayed += 1
-    for table, t in raw.feed(data, fr.seq).joined():
-        self.ingest.batch(table, t, key=key)
+    for table, t in tables:
+        if table not in held:
+            self.ingest.batch(table, t, key=key)
 
 
 def set_aside(self: LogServer, table: str, mark: object, seq: int, err: BaseException, attempts: int) -> None:

@@ -12,9 +12,12 @@ would not do: each sensor stamps its own times.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from forensix.agent.frame import RAW_TABLE
 from forensix.agent.raw import RawRecorder
@@ -25,9 +28,10 @@ from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.ringbuf import Drained
 from forensix.sensor.tty import budget_cuts
 
-__all__ = ["DECODED", "Routed", "TeeRecorder"]
+__all__ = ["DECODED", "TABLES", "Routed", "TeeRecorder", "assert_same_store"]
 
 DECODED = "dec:"
+TABLES = ("events", "processes", "flows", "tty")  # what the two sides must hold alike
 
 
 class TeeRecorder(RawRecorder):
@@ -92,3 +96,34 @@ class Routed:
 
     def close(self) -> None:
         self.sink.close()
+
+
+def _rows(store: Any, table: str) -> pa.Table:
+    t = store.query(f"SELECT * FROM {table}")
+    if table == "events":
+        # the log host's own rows (an agent connected, went silent) are not the agent's
+        own = pc.and_(pc.equal(pc.fill_null(t["event_kind"], ""), "state"),
+                      pc.equal(pc.fill_null(t["event_category"], ""), "agent"))
+        t = t.filter(pc.invert(own))
+        # a decode warning says when it was written: its time is not the record's
+        t = t.set_column(t.schema.get_field_index("ts"), "ts", pc.if_else(
+            pc.equal(pc.fill_null(t["event_action"], ""), "decode-warning"), pa.scalar(0, pa.int64()), t["ts"]))
+    return t
+
+
+def assert_same_store(a: Any, b: Any) -> dict[str, int]:
+    """Every table of ``TABLES`` holds the same rows in stores ``a`` and ``b`` (as multisets,
+    the log host's own agent rows left out); returns the row counts."""
+    counts = {}
+    for table in TABLES:
+        ta, tb = _rows(a, table), _rows(b, table)
+        con = duckdb.connect()
+        con.register("ta", ta)
+        con.register("tb", tb)
+        only_a = con.execute("SELECT * FROM (SELECT * FROM ta EXCEPT ALL SELECT * FROM tb) LIMIT 3").fetchall()
+        only_b = con.execute("SELECT * FROM (SELECT * FROM tb EXCEPT ALL SELECT * FROM ta) LIMIT 3").fetchall()
+        con.close()
+        assert not only_a and not only_b, f"{table}: decoded-only {only_a}; raw-only {only_b}"
+        assert ta.num_rows == tb.num_rows, table
+        counts[table] = ta.num_rows
+    return counts
