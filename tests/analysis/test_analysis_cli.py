@@ -71,6 +71,11 @@ def test_file_backtrack_forward(store: str) -> None:
     assert code == 0 and "/etc/ld.so.cache" not in out
     code, out, _ = run(store, "backtrack", "/etc/cron.d/evil", "--no-filter", "all", "--format", "json")
     assert code == 0 and "/etc/ld.so.cache" in out  # the attacker's shell mapped it before forking
+    # the text is compact (analysis.graph_compact): the loader cache counted in a group, listed with --full
+    code, out, _ = run(store, "backtrack", "/etc/cron.d/evil", "--no-filter", "all")
+    assert code == 0 and "/etc/ld.so.cache" not in out and "system files read: " in out and "--full" in out
+    code, out, _ = run(store, "backtrack", "/etc/cron.d/evil", "--no-filter", "all", "--full")
+    assert code == 0 and "/etc/ld.so.cache" in out and "system files read" not in out
     code, out, _ = run(store, "forward", "session:777")
     assert code == 0 and "/etc/cron.d/evil" in out
 

@@ -272,12 +272,13 @@ def test_graph_renderers(tmp_path: Path, fmt: str) -> None:
 
 
 def test_unix_socket_pair_joins_both_ends(tmp_path: Path) -> None:
-    """Flows on a connected unix socket carry the peer's inode: both ends meet at one node."""
+    """A socketpair names both ends' inodes (flows carry only their own): both ends meet at one node."""
     b, init = _base()
     client = b.spawn(init, 10, 1, "/usr/bin/client")
     server = b.spawn(init, 11, 1, "/usr/bin/server")
-    b.flow(client, 2, 3, "sock", write=50, file_type="socket", inode=700, peer_inode=701)
-    b.flow(server, 2, 4, "sock", read=50, file_type="socket", inode=701, peer_inode=700)
+    b.socketpair(client, 1.5, 700, 701)  # then the server got one end (passed over a unix socket)
+    b.flow(client, 2, 3, "sock", write=50, file_type="socket", inode=700)
+    b.flow(server, 2, 4, "sock", read=50, file_type="socket", inode=701)
     b.write_file(server, 5, "/data/out")
     st = _store(tmp_path, b)
     g = backtrack(st, Target("file", path="/data/out"))

@@ -88,6 +88,9 @@ def test_tcp_bytes_join_the_connection(rec: dict[str, Any]) -> None:
     edges = _edges(g)
     assert (conn, "read", server, SIZE["secret"]) in edges, sorted(edges)  # the bytes, on the connection
     assert (client, "connect", conn, 0) in edges, sorted(edges)
+    # and the bytes the client wrote into it (before, backward from a connection followed
+    # connect/accept only: the client's write was not drawn)
+    assert (client, "write", conn, SIZE["secret"]) in edges, sorted(edges)
 
 
 def test_unix_socket_bytes_join_its_node(rec: dict[str, Any]) -> None:
@@ -100,6 +103,7 @@ def test_unix_socket_bytes_join_its_node(rec: dict[str, Any]) -> None:
     assert (sock, "read", server, SIZE["secret2"]) in edges, sorted(edges)
     clients = [s for s, k, d, _ in edges if k == "connect" and d == sock]
     assert len(clients) == 1 and clients[0] != server, sorted(edges)
+    assert (clients[0], "write", sock, SIZE["secret2"]) in edges, sorted(edges)
 
 
 def test_pipe_is_one_node(rec: dict[str, Any]) -> None:
@@ -130,4 +134,6 @@ def test_forward_from_the_secret_crosses_the_connection(rec: dict[str, Any]) -> 
     assert len(conns) == 1, [n.label for n in g.node_by("connection")]
     edges = _edges(g)
     assert (_proc(g, "cat"), "write", conns[0], SIZE["secret"]) in edges, sorted(edges)
+    server = _writer(g, rec["work"] / "tcp.txt", SIZE["secret"])
+    assert (conns[0], "read", server, SIZE["secret"]) in edges, sorted(edges)  # out of the connection: its bytes
     assert str(rec["work"] / "tcp.txt") in {n.label for n in g.nodes.values()}

@@ -94,6 +94,21 @@ def test_the_fleet_holds_what_the_bench_says(fleets: tuple[ClickHouseStore, Clic
     assert flows == st.native("SELECT count() FROM events WHERE event_action = 'flow'").column(0)[0].as_py()
 
 
+def test_the_fleet_reads_shadow_and_rotates_logs_as_a_host_does(
+        fleets: tuple[ClickHouseStore, ClickHouseStore]) -> None:
+    """Every generated process read /etc/shadow and renamed or deleted /var/log files, so the
+    curated rules fx_shadow_read and fx_logs_tampered fired 77,639 and 84,422 times on the
+    10^8 fleet: the generator, not the rules, was wrong. The miner is still planted."""
+    _, st = fleets
+    shadow = st.native("SELECT count() FROM events WHERE file_path LIKE '/etc/%shadow%'").column(0)[0].as_py()
+    rotated = st.native("SELECT count() FROM events WHERE event_action IN ('unlink', 'rename', 'truncate') "
+                        "AND file_path LIKE '/var/log/%'").column(0)[0].as_py()
+    written = st.native("SELECT count() FROM events WHERE event_action IN ('open', 'flow') "
+                        "AND file_path LIKE '/var/log/%'").column(0)[0].as_py()
+    assert shadow == 0 and rotated == 0 and written > 0
+    assert st.native(f"SELECT count() FROM events WHERE file_path = '{fleet_gen.PRELOAD}'").column(0)[0].as_py()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -9,6 +9,7 @@ sleep 0.3
 echo aGkK | base64 -d | cat >/dev/null                 # decoded, but into no shell
 printf 'echo hi\n' > s.sh; cat s.sh | sh >/dev/null     # a shell fed by a pipe, not from a decoder
 touch new-file; cp -p /bin/true kept-times               # times now; times kept by cp
+"${PYTHON:-python3}" -c "import shutil; shutil.copytree('/usr/share/doc/bash', 'doc-copy')"  # times kept by copystat
 useradd --create-home -s /usr/sbin/nologin "$U"          # /etc/skel copied with its times
 id root >/dev/null; getent passwd root >/dev/null
 ls /etc/systemd/system >/dev/null; printf '[Service]\n' > "$W/not-a-unit.service"

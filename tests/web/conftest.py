@@ -17,14 +17,14 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from forensix.store.embedded import open_reader, socket_path
-from forensix.testing.scenario import free_port, listener, wait_for
+from forensix.testing.scenario import free_port, wait_for
 from forensix.web.app import create_app, stop_streams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +54,32 @@ sh -c 'echo 4343 > /proc/self/loginuid && exec bash {work}/session.sh'
 touch {work}/did
 for i in $(seq 600); do [ -e {work}/stop ] && break; sleep 0.1; done
 """
+
+
+# The exfiltration's receiver: a process of its own, as on a host another program takes the
+# data. A listener thread in the test runner made the runner (which also drives chromium) the
+# receiving process, so the incident's forward side went on into pytest and chromium.
+LISTENER = """
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+with open(sys.argv[1], "wb") as f:
+    while chunk := c.recv(65536):
+        f.write(chunk)
+"""
+
+
+def listener_process(out: Path) -> tuple[subprocess.Popen[str], int]:
+    """A listener on 127.0.0.1 in a process of its own that writes what one connection sent to
+    ``out``; its port."""
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER, str(out)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip().isdigit(), f"the listener did not start: {line!r}"
+    return proc, int(line)
 
 
 class UIServer:
@@ -89,8 +115,14 @@ class Scenario:
     lport: int
     ui: UIServer
     record: subprocess.Popen[str]
-    received: list[bytes] = field(default_factory=list)
+    listener: subprocess.Popen[str]
     finished: bool = False
+
+    @property
+    def received(self) -> bytes:
+        """What the exfiltration's listener received."""
+        out = self.work / "received"
+        return out.read_bytes() if out.exists() else b""
 
     def go(self) -> None:
         (self.work / "go").touch()
@@ -105,7 +137,8 @@ class Scenario:
         _, err = self.record.communicate(timeout=120)
         assert self.record.returncode == 0, err
         self.finished = True
-        assert b"the secret" in b"".join(self.received)
+        self.listener.wait(timeout=30)  # it exits once the script's connection closed
+        assert b"the secret" in self.received
 
 
 @pytest.fixture(scope="session")
@@ -118,8 +151,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     cron.parent.mkdir(exist_ok=True)
     (work / "www").mkdir()
     (work / "secret").write_text("the secret\n" * 100)
-    received: list[bytes] = []
-    srv, lport = listener(received)
+    lproc, lport = listener_process(work / "received")
     hport = free_port()
     (work / "www" / "x.sh").write_text(SCRIPT.format(tag=tag, cron=cron, work=work, lport=lport))
     (work / "session.sh").write_text(SESSION.format(work=work, hport=hport))
@@ -135,7 +167,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         wait_for(lambda: socket_path(store).exists() or record.poll() is not None, 60, "the recorder's query socket")
         assert record.poll() is None, record.communicate()[1]
         ui = UIServer(store)
-        sc = Scenario(work, store, str(cron), tag, hport, lport, ui, record, received)
+        sc = Scenario(work, store, str(cron), tag, hport, lport, ui, record, lproc)
         yield sc
     finally:
         (work / "go").touch()
@@ -148,7 +180,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             ui.stop()
         http.terminate()
         http.wait(timeout=10)
-        srv.close()
+        lproc.kill()
+        lproc.wait(timeout=10)
         cron.unlink(missing_ok=True)
         Path(f"/tmp/{tag}-copied").unlink(missing_ok=True)
 

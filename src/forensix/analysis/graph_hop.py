@@ -5,7 +5,8 @@ Edge kinds by direction (see analysis.graph for the time-window rule that bounds
 process -> file: writes (flows with bytes written), open for writing, truncate, rename,
 chmod, chown, link, symlink, unlink, utimes, setxattr; file -> process: reads (flows), open
 for reading, exec, mmap; process -> process: fork, kill, ptrace; process <-> connection /
-unix socket: connect, accept (both ways, from then on).
+unix socket: connect, accept (both ways, from then on); process -> connection / unix socket:
+the bytes each end wrote (flows), and connection -> process: the bytes each end read.
 """
 
 from __future__ import annotations
@@ -164,6 +165,26 @@ def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
     """
 
 
+def _sock_bytes_sql(cmp: str, backward: bool) -> str:
+    """Bytes on the sockets of the frontier's connections and unix sockets: backward, what
+    each end wrote into it (the client's request, the server's reply); forward, what each
+    end read from it. Flows know a socket only by its inode; the connect or accept that
+    made the socket names both (analysis.sockets)."""
+    col, kind, ends = (("write_bytes", "'write'", "'process', f.entity_id, NULL, NULL, NULL, s.kind, NULL, NULL, NULL, s.key")
+                       if backward else
+                       ("read_bytes", "'read'", "s.kind, NULL, NULL, NULL, s.key, 'process', f.entity_id, NULL, NULL, NULL"))
+    return f"""
+    SELECT {ends}, f.first_ts, f.last_ts, {kind}, f.{col}, NULL, NULL, NULL
+    FROM flows f JOIN (
+        SELECT DISTINCT n.host_id, n.file_inode, n.key, fr.thr,
+               CASE WHEN n.key LIKE 'u:%' THEN 'unix' ELSE 'connection' END AS kind
+        FROM (SELECT host_id, file_inode, {SOCK_KEY} AS key FROM events
+              WHERE event_category = 'network' {{NF}} AND event_action IN ('connect', 'accept') AND {NET_OK}
+                AND coalesce(file_inode, 0) <> 0) n
+        JOIN fs fr ON n.key = fr.key) s ON f.file_inode = s.file_inode AND f.host_id = s.host_id
+    WHERE f.{col} > 0 AND {cmp.replace('fr.thr', 's.thr').format(s='f.first_ts', e='f.last_ts')}"""
+
+
 def _ports_filter(fr: Frontier) -> str:
     """Narrow the network events to the frontier's ports before building their keys."""
     ports: set[int] = set()
@@ -241,6 +262,7 @@ def hop_sql(backward: bool, active: set[str], fr: Frontier) -> str:
         add(_file_write_sql(cmp, write_noise) if backward else _file_read_sql(cmp, read_noise), on_file)
     if fr.socks:
         add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key", "{NF}": _ports_filter(fr)})
+        add(_sock_bytes_sql(cmp, backward), {"{NF}": _ports_filter(fr)})
         pairs = _unix_pairs(fr)
         if pairs:
             parts.append(_pair_sql(cmp, backward, ints(i for _, i, _, _ in pairs)))

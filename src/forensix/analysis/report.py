@@ -9,6 +9,7 @@ touched, network peers, a timeline, and the backward dependency graph of the tar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow as pa
 from forensix.analysis.crosshost import notes as crosshost_notes
 from forensix.analysis.filehistory import sql_ints
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward_processes
+from forensix.analysis.graph_compact import compact
 from forensix.analysis.noise import FILTER_NAMES, SYSTEM_WRITES
 from forensix.analysis.processes import UserNames, tree
 from forensix.analysis.sessions import attribute, find_session, sessions
@@ -74,6 +76,18 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # every process with an edge straight into the detection point: (entity id, label, what it did)
     actors: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    full: bool = False  # draw every object (else the compact graphs, analysis.graph_compact)
+
+    @cached_property
+    def drawn(self) -> tuple[Graph, Graph | None]:
+        """The backward and impact graphs as a reader sees them: compact unless ``full``, both
+        folded together (as on the web's incident page), so an object both hold is folded in both."""
+        if self.full:
+            return self.graph, self.impact
+        if self.impact is None:
+            return compact([self.graph])[0], None
+        g, impact = compact([self.graph, self.impact])
+        return g, impact
 
 
 def _direct(g: Graph) -> list[tuple[int, str, list[str]]]:
@@ -104,7 +118,7 @@ def _actor(reader: Reader, target: Target, g: Graph) -> int | None:
 
 
 def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = None,
-                 names: UserNames | None = None, timeline_limit: int = 400) -> Report:
+                 names: UserNames | None = None, timeline_limit: int = 400, full: bool = False) -> Report:
     opts = opts or TrackOptions()
     att = attribute(reader)
     notes: list[str] = []
@@ -143,7 +157,7 @@ def build_report(reader: Reader, target: Target, *, opts: TrackOptions | None = 
         network=network_peers(reader, members),
         timeline=timeline(reader, TimelineFilter(entities=members or [0], noise=FILTER_NAMES,
                                                  limit=timeline_limit)),
-        graph=g, impact=impact, notes=notes, actors=_direct(g),
+        graph=g, impact=impact, notes=notes, actors=_direct(g), full=full,
     )
 
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 from forensix.analysis.crosshost import across_hosts
 from forensix.analysis.filehistory import file_history
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward
+from forensix.analysis.graph_compact import compact
 from forensix.analysis.noise import FILTER_NAMES, FILTERS
 from forensix.analysis.processes import process_exists, tree
 from forensix.analysis.report import build_report
@@ -229,6 +230,10 @@ def _track_limits(f: F) -> F:
     f = click.option("--at", type=TIME, default=None,
                      help="A file target: the life of the name at this time (a deleted or replaced file;"
                           " default: the last life that had the name).")(f)
+    f = click.option("--full", is_flag=True,
+                     help="Every object (text, dot, report). By default read-only system files, runs of sibling"
+                          " files, a process's many leaf objects and fork-only ancestors are folded into counted"
+                          " group nodes (json, csv and graphml always hold every object).")(f)
     f = click.option("--no-filter", "off", multiple=True, type=click.Choice(list(FILTER_NAMES) + ["all"]),
                      help="Turn a noise filter off: " + "; ".join(f"{x.name}: {x.description}" for x in FILTERS))(f)
     return f
@@ -254,6 +259,11 @@ def _not_found(e: NotFound) -> NoReturn:
     sys.exit(e.exit_code)
 
 
+def _shown(g: Graph, fmt: str, full: bool) -> Graph:
+    """The graph as printed: compact for people (text, dot) unless --full; whole for tools."""
+    return g if full or fmt not in ("text", "dot") else compact([g])[0]
+
+
 def _graph_or_not_found(store: str, target: str, g: Graph) -> None:
     """A graph with nothing but its detection point answered nothing: say so, exit non-zero."""
     if g.edges:
@@ -276,12 +286,13 @@ Examples:
   forensix backtrack /etc/cron.d/evil
   forensix backtrack 4f3a9c0d12e4b7a1 --format dot | dot -Tsvg > graph.svg
   forensix backtrack 203.0.113.7:443 --no-filter hubs
+  forensix backtrack /etc/cron.d/evil --full          # every library and locale file, not counted groups
 """)
 @store_option
 @click.argument("target")
 @_track_options
 def backtrack_cmd(store: str, target: str, depth: int, max_nodes: int, since: int | None, until: int | None,
-                  at: int | None, off: tuple[str, ...], fmt: str) -> None:
+                  at: int | None, off: tuple[str, ...], full: bool, fmt: str) -> None:
     """What could have caused TARGET: BackTracker's backward dependency graph.
 
     A file that was deleted or replaced is still a detection point: the walk starts from the
@@ -290,7 +301,7 @@ def backtrack_cmd(store: str, target: str, depth: int, max_nodes: int, since: in
     try:
         t, opts = parse_target(target), _opts(depth, max_nodes, since, until, off, at)
         g = across_hosts(reader(store), t, lambda r: backtrack(r, t, opts), lambda g: [g])
-        render_graph(g, fmt, _out())
+        render_graph(_shown(g, fmt, full), fmt, _out())
         _graph_or_not_found(store, target, g)
     except NotFound as e:
         _not_found(e)
@@ -306,12 +317,12 @@ Examples:
 @click.argument("source")
 @_track_options
 def forward_cmd(store: str, source: str, depth: int, max_nodes: int, since: int | None, until: int | None,
-                at: int | None, off: tuple[str, ...], fmt: str) -> None:
+                at: int | None, off: tuple[str, ...], full: bool, fmt: str) -> None:
     """What SOURCE affected: what it touched and spawned, and what others later used of it."""
     try:
         t, opts = parse_target(source), _opts(depth, max_nodes, since, until, off, at)
         g = across_hosts(reader(store), t, lambda r: forward(r, t, opts), lambda g: [g])
-        render_graph(g, fmt, _out())
+        render_graph(_shown(g, fmt, full), fmt, _out())
         _graph_or_not_found(store, source, g)
     except NotFound as e:
         _not_found(e)
@@ -333,7 +344,8 @@ Examples:
 @_track_limits
 @_fmt("markdown", "html", "dot")
 def report_cmd(store: str, target: str | None, alert: str | None, output: str | None, depth: int, max_nodes: int,
-               since: int | None, until: int | None, at: int | None, off: tuple[str, ...], fmt: str) -> None:
+               since: int | None, until: int | None, at: int | None, off: tuple[str, ...], full: bool,
+               fmt: str) -> None:
     """An incident report (Markdown and HTML, graph drawn by Graphviz) from a detection point."""
     if alert is not None:
         from forensix.imports.eve import alert_target
@@ -343,7 +355,7 @@ def report_cmd(store: str, target: str | None, alert: str | None, output: str | 
         raise click.UsageError("give a TARGET or --alert ID")
     try:
         t, opts = parse_target(target), _opts(depth, max_nodes, since, until, off, at)
-        rep = across_hosts(reader(store), t, lambda r: build_report(r, t, opts=opts),
+        rep = across_hosts(reader(store), t, lambda r: build_report(r, t, opts=opts, full=full),
                            lambda rep: [rep.graph, rep.impact])
     except NotFound as e:
         _not_found(e)
@@ -351,13 +363,13 @@ def report_cmd(store: str, target: str | None, alert: str | None, output: str | 
         if fmt == "markdown":
             render_markdown(rep, _out())
         elif fmt == "dot":
-            _out().write(to_dot(rep.graph))
+            _out().write(to_dot(rep.drawn[0]))
         else:
             render_html(rep, _out())
         return
     base = Path(output)
     base = base.with_suffix("") if base.suffix in (".md", ".html") else base
-    dot = to_dot(rep.graph)
+    dot = to_dot(rep.drawn[0])
     svg = draw(dot, "svg")
     base.with_suffix(".dot").write_text(dot)
     base.with_suffix(".svg").write_bytes(svg)

@@ -7,15 +7,16 @@ from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from forensix.analysis.graph import Graph, graph_tables
+from forensix.analysis.graph import Edge, Graph, Node, graph_tables
 from forensix.analysis.processes import FOREVER
 from forensix.model.timefmt import format_ns
 from forensix.render.tables import display_value, field_name, render_csv
 
-__all__ = ["GRAPH_RENDERERS", "render_graph", "to_dot"]
+__all__ = ["GRAPH_RENDERERS", "group_text", "render_graph", "size_line", "to_dot"]
 
-_SHAPES = {"process": "box", "file": "note", "connection": "diamond", "unix": "hexagon"}
-_COLORS = {"process": "#dbe9f6", "file": "#fdf2d0", "connection": "#f8d7da", "unix": "#e2e3f3"}
+_SHAPES = {"process": "box", "file": "note", "connection": "diamond", "unix": "hexagon", "group": "folder"}
+_COLORS = {"process": "#dbe9f6", "file": "#fdf2d0", "connection": "#f8d7da", "unix": "#e2e3f3",
+           "group": "#eeeeee"}
 
 
 def _short(text: str, width: int = 160) -> str:
@@ -44,8 +45,35 @@ def hidden_line(g: Graph) -> str:
     return f"noise filters hid {sum(g.hidden.values())} edges ({counts}); show them with {flags}"
 
 
+def group_text(n: Node) -> str:
+    """What a group node of a compact graph (analysis.graph_compact) holds, in words: its
+    count by kind of system file, or its first members."""
+    parts = n.attrs.get("parts")
+    if parts:
+        return n.label + ": " + ", ".join(f"{k} {v}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
+    labels = list(n.attrs.get("member_labels") or [])
+    return n.label + ": " + ", ".join(labels[:3]) + (", …" if len(labels) > 3 else "")
+
+
+def size_line(g: Graph) -> str:
+    """How many objects and edges a graph shows, and of how many when it is compact."""
+    if g.full is None:
+        return f"{len(g.nodes)} objects, {len(g.edges)} edges"
+    groups = g.node_by("group")
+    if not groups:
+        return f"{len(g.nodes)} objects, {len(g.edges)} edges ({g.full[1]} before merging; --full lists them apart)"
+    folded = sum(len(n.attrs.get("members") or ()) for n in groups)
+    return (f"{len(g.nodes) - len(groups)} of {g.full[0]} objects drawn, {folded} folded into {len(groups)}"
+            f" counted group{'s' if len(groups) > 1 else ''}, {len(g.edges)} edges (of {g.full[1]});"
+            " --full lists every object")
+
+
+def _edge_kind(e: Edge) -> str:
+    return "+".join(e.kinds) if e.kinds else e.kind
+
+
 def render_text(g: Graph, out: Any) -> None:
-    out.write(f"{g.direction} from {g.target}: {len(g.nodes)} objects, {len(g.edges)} edges"
+    out.write(f"{g.direction} from {g.target}: {size_line(g)}"
               f"; noise filters: {', '.join(g.filters) or 'off'}"
               f"{'; TRUNCATED (raise --depth/--max-nodes)' if g.truncated else ''}\n")
     if g.life:
@@ -64,12 +92,13 @@ def render_text(g: Graph, out: Any) -> None:
         if n.kind == "process":
             extra = (f"  {display_value('entity_id', n.attrs.get('entity_id'))} uid {n.attrs.get('user_id')}"
                      f"  {_short(' '.join(n.attrs.get('args') or []))}")
-        out.write(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {n.label}{extra}\n")
+        label = _short(group_text(n)) if n.kind == "group" else n.label
+        out.write(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {label}{extra}\n")
     out.write("\nedges, in time order:\n")
     for e in sorted(g.edges, key=lambda e: (e.t_start, e.src)):
         size = f" {e.bytes} B" if e.bytes else ""
         times = (f" x{e.count}" if e.count > 1 else "") + (" (by name)" if e.name_matched else "")
-        out.write(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{e.kind}{size}{times}-->  "
+        out.write(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{_edge_kind(e)}{size}{times}-->  "
                   f"{g.nodes[e.dst].label}\n")
 
 
@@ -123,7 +152,7 @@ def to_dot(g: Graph, title: str | None = None) -> str:
         both = (e.dst, e.src, e.kind) in pairs
         if both and e.src > e.dst:
             continue  # drawn once, with arrows both ways
-        lab = e.kind + (f" {e.bytes}B" if e.bytes else "") + (" (by name)" if e.name_matched else "")
+        lab = _edge_kind(e) + (f" {e.bytes}B" if e.bytes else "") + (" (by name)" if e.name_matched else "")
         lab += "\\n" + format_ns(e.t_start, precision=3)[11:]
         extra = ", dir=both" if both else ""
         lines.append(f"  {_dot_id(e.src)} -> {_dot_id(e.dst)} [label={_dot_label(lab)}{extra}];")

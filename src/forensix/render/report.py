@@ -10,12 +10,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from forensix.analysis.graph import Graph, Node
 from forensix.analysis.report import Report
 from forensix.analysis.users import RECORDED, SOURCE_NOTES
 from forensix.errors import ForensixError
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
-from forensix.render.graph import life_line, to_dot
+from forensix.render.graph import group_text, life_line, size_line, to_dot
 from forensix.render.tables import display_value, iter_dicts
 from forensix.render.tree import render_tree_text, user_label
 
@@ -124,17 +125,22 @@ def render_markdown(rep: Report, out: Any, image: str | None = None) -> None:
     out.write("\n## Process tree of the session\n\n```\n" + _tree_text(rep) + "```\n\n")
     for title, table in _sections(rep):
         out.write(f"## {title}\n\n{_md_table(table)}\n")
+    g = rep.drawn[0]
     out.write(f"## Dependency graph (backward from {rep.target.describe()})\n\n")
-    out.write(f"{len(rep.graph.nodes)} objects, {len(rep.graph.edges)} edges; noise filters: "
-              f"{', '.join(rep.graph.filters) or 'off'}.\n\n")
+    out.write(f"{size_line(g)}; noise filters: {', '.join(g.filters) or 'off'}.\n\n")
+    out.write("".join(f"- folded: {group_text(n)}\n" for n in _groups(g)) + ("\n" if _groups(g) else ""))
     if image:
         out.write(f"![dependency graph]({image})\n\n")
     else:
-        out.write("```dot\n" + to_dot(rep.graph) + "```\n\n")
+        out.write("```dot\n" + to_dot(g) + "```\n\n")
     if rep.impact is not None:
         files = sorted({n.label for n in rep.impact.nodes.values() if n.kind == "file" and n.depth > 0})
         out.write(f"## Impact (forward from the session)\n\n{len(rep.impact.nodes)} objects reached. "
                   "Files affected:\n\n" + "".join(f"- `{f}`\n" for f in files[:200]) + "\n")
+
+
+def _groups(g: Graph) -> list[Node]:
+    return sorted(g.node_by("group"), key=lambda n: (n.depth, n.label))
 
 
 _CSS = """body{font-family:Helvetica,Arial,sans-serif;margin:2em;max-width:1400px}
@@ -158,8 +164,9 @@ def _html_table(t: pa.Table, limit: int = 500) -> str:
 
 def render_html(rep: Report, out: Any, svg: bytes | None = None) -> None:
     """HTML with the graph drawn inline (SVG from ``dot``; drawn here when not given)."""
+    g = rep.drawn[0]
     if svg is None:
-        svg = draw(to_dot(rep.graph), "svg")
+        svg = draw(to_dot(g), "svg")
     text = svg.decode(errors="replace")
     text = text[text.find("<svg"):] if "<svg" in text else text
     e = html.escape
@@ -173,8 +180,10 @@ def render_html(rep: Report, out: Any, svg: bytes | None = None) -> None:
     for title, table in _sections(rep):
         out.write(f"<h2>{e(title)}</h2>{_html_table(table)}")
     out.write(f"<h2>Dependency graph (backward from {e(rep.target.describe())})</h2>"
-              f"<p>{len(rep.graph.nodes)} objects, {len(rep.graph.edges)} edges; noise filters: "
-              f"{e(', '.join(rep.graph.filters) or 'off')}.</p>{text}")
+              f"<p>{e(size_line(g))}; noise filters: {e(', '.join(g.filters) or 'off')}.</p>")
+    if _groups(g):
+        out.write("<ul>" + "".join(f"<li>folded: {e(group_text(n))}</li>" for n in _groups(g)) + "</ul>")
+    out.write(text)
     if rep.impact is not None:
         files = sorted({n.label for n in rep.impact.nodes.values() if n.kind == "file" and n.depth > 0})
         out.write("<h2>Impact (forward from the session)</h2><ul>"
