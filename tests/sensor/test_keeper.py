@@ -125,20 +125,25 @@ def test_killed_keeper_loses_nothing(tmp_path: Path) -> None:
     rec = _start(store, "--journal-seconds", "0.5", "--keeper-idle", "2")
     try:
         reader = SocketReader(store.with_name(store.name + ".sock"))
-        # the workload: 100 files over ~5 s while the keeper seals, killed on the way
-        work = subprocess.Popen(["sh", "-c", f"for i in $(seq 0 99); do : > {files}/f$i; sleep 0.05; done"])
+        # the workload: a file every 0.05 s while the keeper seals, killed on the way, until
+        # two keepers were killed (a new store starts its first keeper only when a journal
+        # closes, ~1-3 s in at load) and at least 100 files were written
+        stop = tmp_path / "stop"
+        work = subprocess.Popen(["sh", "-c", f"i=0; until [ -e {stop} ]; do : > {files}/f$i; i=$((i+1)); sleep 0.05; done"])
         killed = 0
-        deadline = time.monotonic() + 60
-        while work.poll() is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 90
+        while (killed < 2 or len(list(files.iterdir())) < 100) and time.monotonic() < deadline:
             for pid in _keepers(rec.pid):
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
             time.sleep(1.0)
+        stop.touch()
         work.wait(timeout=60)
         assert killed >= 2, "no keeper was running while journals closed"
+        written = {str(f) for f in files.iterdir()}
         time.sleep(1.5)
         got = _opened(reader, files)
-        assert {f"{files}/f{i}" for i in range(100)} <= set(got), "a query through the keeper missed rows"
+        assert written <= set(got), "a query through the keeper missed rows"
     finally:
         rec.send_signal(signal.SIGTERM)
         _, err = rec.communicate(timeout=120)
@@ -146,6 +151,6 @@ def test_killed_keeper_loses_nothing(tmp_path: Path) -> None:
     assert not store.with_name(store.name + ".sock").exists()
     st = DuckDBStore(store, read_only=True)
     # every file once: nothing lost by the kills, nothing sealed twice
-    assert sorted(_opened(st, files)) == sorted(f"{files}/f{i}" for i in range(100))
+    assert sorted(_opened(st, files)) == sorted(written)
     left = list((tmp_path / "s.duckdb.journal").rglob("*.arrows"))
     assert not left, f"journals left unsealed after a clean stop: {left}"
