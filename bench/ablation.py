@@ -206,7 +206,7 @@ def drain_forever() -> None:
     """The recorder's loop and cadence, with the decode and the sinks left out."""
     import numpy as np
 
-    from bench.agent_cost import NullSink
+    from forensix.testing.sinks import NullSink
     from forensix.sensor.recorder import Recorder as FxRecorder
 
     class Draining(FxRecorder):

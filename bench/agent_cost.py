@@ -49,18 +49,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-
-class NullSink:
-    """A sink that keeps nothing: the recorder's loop without a store or rules."""
-
-    def write(self, table: str, data: pa.Table) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+from forensix.testing.sinks import NullSink
 
 
 def capture(out: Path, command: list[str], cwd: Path | None) -> dict[str, Any]:

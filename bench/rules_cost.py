@@ -59,7 +59,7 @@ def run(inputs: Path, stored: int) -> dict[str, Any]:
     """One replay of the engine over the tapped input (in this process's tree)."""
     import pyarrow as pa
 
-    from bench.agent_cost import NullSink
+    from forensix.testing.sinks import NullSink
     from forensix.cli.rules import live_engine_for_record
 
     with open(inputs, "rb") as f:

@@ -25,6 +25,7 @@ from forensix.agent.execs import collector_rows, pick
 from forensix.agent.raw import RawRecorder
 from forensix.sensor.decode import Decoder
 from forensix.sensor.ringbuf import Drained
+from forensix.testing.sinks import NullSink
 
 # what the collector reads (artifacts/collect.py ``_wanted`` and ``annotate``)
 _READ = ["ts", "event_category", "event_action", "syscall", "process_pid", "process_entity_id", "file_path",
@@ -33,17 +34,6 @@ _READ = ["ts", "event_category", "event_action", "syscall", "process_pid", "proc
 _PROT_EXEC = 4
 
 
-class _Nowhere:
-    evidence = False
-
-    def write(self, table: str, data: pa.Table) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class FinderTwin(RawRecorder):
@@ -93,7 +83,7 @@ def test_the_exec_finder_reads_what_the_decoder_decodes(tmp_path: Path) -> None:
     lib = work / "libfxfinder.so"
     shutil.copy("/usr/lib/x86_64-linux-gnu/libz.so.1", lib)
     load = f"import ctypes; ctypes.CDLL({str(lib)!r})"
-    rec = FinderTwin([_Nowhere()], artifacts=None)
+    rec = FinderTwin([NullSink()], artifacts=None)
     assert rec.run(command=["sh", "-c", '"$1" a "b c" && "$2" -c "$3" && cd "$4" && ./fx-finder-true', "sh",
                             str(exe), sys.executable, load, str(work)]) == 0
     found: list[tuple[Any, ...]] = []

@@ -15,7 +15,25 @@ import pyarrow as pa
 from forensix.artifacts import ArtifactStore, Collector
 from forensix.model.host import local_host
 
-__all__ = ["BrokenCollector", "BrokenSink", "SinkBug"]
+__all__ = ["BrokenCollector", "BrokenSink", "NullSink", "SinkBug"]
+
+
+class NullSink:
+    """A sink that keeps nothing: the recorder's loop without a store or rules (benches of
+    the drain and decode alone, tests of what the recorder hands its sinks). ``evidence``:
+    whether the writer treats it as the store (held and retried) or as a consumer."""
+
+    def __init__(self, evidence: bool = False) -> None:
+        self.evidence = evidence
+
+    def write(self, table: str, data: pa.Table) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class SinkBug(RuntimeError):
