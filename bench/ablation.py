@@ -206,8 +206,8 @@ def drain_forever() -> None:
     """The recorder's loop and cadence, with the decode and the sinks left out."""
     import numpy as np
 
-    from forensix.testing.sinks import NullSink
     from forensix.sensor.recorder import Recorder as FxRecorder
+    from forensix.testing.sinks import NullSink
 
     class Draining(FxRecorder):
         records = 0

@@ -59,8 +59,8 @@ def run(inputs: Path, stored: int) -> dict[str, Any]:
     """One replay of the engine over the tapped input (in this process's tree)."""
     import pyarrow as pa
 
-    from forensix.testing.sinks import NullSink
     from forensix.cli.rules import live_engine_for_record
+    from forensix.testing.sinks import NullSink
 
     with open(inputs, "rb") as f:
         seen = pickle.load(f)
