@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from forensix.cli.options import emit, format_option, reader, store_option, time_option
 from forensix.model.identity import format_entity
+from forensix.render.printable import printable
 from forensix.rules import alert_records, default_detectors, hunt, load_rules
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.engine import LiveEngine
@@ -470,7 +471,8 @@ def alert_lines(alerts: pa.Table, store: str | None = None) -> list[str]:
                f"session {_session_text(row)}" if row.get("entry_kind") else ""]
         more = "; ".join(c for c in ctx if c)
         more = f"  [{more}]" if more else ""
-        out.append(f"ALERT {row['rule_level']:<8} {rec['@timestamp']}  {row['summary']}{more}  -> {rec['report']}")
+        out.append(printable(f"ALERT {row['rule_level']:<8} {rec['@timestamp']}  {row['summary']}{more}"
+                             f"  -> {rec['report']}"))
     return out
 
 

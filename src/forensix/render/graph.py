@@ -10,6 +10,7 @@ from xml.sax.saxutils import escape, quoteattr
 from forensix.analysis.graph import Edge, Graph, Node, graph_tables
 from forensix.analysis.processes import FOREVER
 from forensix.model.timefmt import format_ns
+from forensix.render.printable import printable
 from forensix.render.tables import display_value, field_name, render_csv
 
 __all__ = ["GRAPH_RENDERERS", "group_text", "render_graph", "size_line", "to_dot"]
@@ -21,6 +22,14 @@ _COLORS = {"process": "#dbe9f6", "file": "#fdf2d0", "connection": "#f8d7da", "un
 
 def _short(text: str, width: int = 160) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _lines(out: Any) -> Callable[[str], None]:
+    """A writer of text lines whose recorded parts (names, command lines) may hold any character:
+    each is written escaped (render/printable.py), so no name can forge a line or a colour."""
+    def write(text: str) -> None:
+        out.write(printable(text) + "\n")
+    return write
 
 
 def _when(ns: int | None) -> str:
@@ -73,33 +82,36 @@ def _edge_kind(e: Edge) -> str:
 
 
 def render_text(g: Graph, out: Any) -> None:
-    out.write(f"{g.direction} from {g.target}: {size_line(g)}"
+    w = _lines(out)
+    w(f"{g.direction} from {g.target}: {size_line(g)}"
               f"; noise filters: {', '.join(g.filters) or 'off'}"
-              f"{'; TRUNCATED (raise --depth/--max-nodes)' if g.truncated else ''}\n")
+              f"{'; TRUNCATED (raise --depth/--max-nodes)' if g.truncated else ''}")
     if g.life:
-        out.write(life_line(g.life) + "\n")
+        w(life_line(g.life))
         for o in g.other_lives:
-            out.write(f"  other life {o['life']}: from {_when(o.get('start_ts')) or 'before the record'}"
+            w(f"  other life {o['life']}: from {_when(o.get('start_ts')) or 'before the record'}"
                       f" to {_when(o.get('end_ts')) or 'the end'}"
-                      + (f" ({o['ended_by']})" if o.get("ended_by") else "") + "; pick it with --at TIME\n")
+                      + (f" ({o['ended_by']})" if o.get("ended_by") else "") + "; pick it with --at TIME")
     if g.hidden:
-        out.write(hidden_line(g) + "\n")
+        w(hidden_line(g))
     if any(e.name_matched for e in g.edges):
-        out.write("edges marked (by name) were joined to the file by its name and time, not its inode\n")
-    out.write("\nobjects:\n")
+        w("edges marked (by name) were joined to the file by its name and time, not its inode")
+    w("")
+    w("objects:")
     for n in sorted(g.nodes.values(), key=lambda n: (n.depth, n.kind, n.label)):
         extra = ""
         if n.kind == "process":
             extra = (f"  {display_value('entity_id', n.attrs.get('entity_id'))} uid {n.attrs.get('user_id')}"
                      f"  {_short(' '.join(n.attrs.get('args') or []))}")
         label = _short(group_text(n)) if n.kind == "group" else n.label
-        out.write(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {label}{extra}\n")
-    out.write("\nedges, in time order:\n")
+        w(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {label}{extra}")
+    w("")
+    w("edges, in time order:")
     for e in sorted(g.edges, key=lambda e: (e.t_start, e.src)):
         size = f" {e.bytes} B" if e.bytes else ""
         times = (f" x{e.count}" if e.count > 1 else "") + (" (by name)" if e.name_matched else "")
-        out.write(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{_edge_kind(e)}{size}{times}-->  "
-                  f"{g.nodes[e.dst].label}\n")
+        w(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{_edge_kind(e)}{size}{times}-->  "
+                  f"{g.nodes[e.dst].label}")
 
 
 def render_json(g: Graph, out: Any) -> None:
@@ -138,7 +150,7 @@ def to_dot(g: Graph, title: str | None = None) -> str:
         lines.append(f"  label={json.dumps(title)}; labelloc=t;")
     roots = set(g.roots)
     for n in g.nodes.values():
-        label = n.label
+        label = printable(n.label)  # a name's newline is at most a line break of the drawing; no control gets through
         if n.kind == "process" and n.attrs.get("user_id") is not None:
             label += f"\\nuid {n.attrs['user_id']}"
         attrs = {"shape": _SHAPES.get(n.kind, "ellipse"), "fillcolor": _COLORS.get(n.kind, "white"),

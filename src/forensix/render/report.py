@@ -17,6 +17,7 @@ from forensix.errors import ForensixError
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
 from forensix.render.graph import group_text, life_line, size_line, to_dot
+from forensix.render.printable import printable
 from forensix.render.tables import display_value, iter_dicts
 from forensix.render.tree import render_tree_text, user_label
 
@@ -44,7 +45,7 @@ def _cell(name: str, v: Any) -> str:
         return ""
     if isinstance(v, list):
         v = " ".join(str(x) for x in v)
-    return str(v)
+    return printable(str(v))
 
 
 def _md_table(t: pa.Table, limit: int = 200) -> str:
@@ -116,19 +117,19 @@ def _sections(rep: Report) -> list[tuple[str, pa.Table]]:
 
 def render_markdown(rep: Report, out: Any, image: str | None = None) -> None:
     """Markdown; ``image``: a file name of the drawn graph to link, else the DOT source inline."""
-    out.write(f"# {rep.title}\n\n")
+    out.write(f"# {printable(rep.title)}\n\n")
     for note in rep.notes:
-        out.write(f"> note: {note}\n\n")
+        out.write(f"> note: {printable(note)}\n\n")
     out.write("| | |\n|---|---|\n")
     for k, v in _summary(rep):
-        out.write(f"| {k} | {v} |\n")
+        out.write(f"| {k} | " + printable(v).replace("|", "\\|") + " |\n")
     out.write("\n## Process tree of the session\n\n```\n" + _tree_text(rep) + "```\n\n")
     for title, table in _sections(rep):
         out.write(f"## {title}\n\n{_md_table(table)}\n")
     g = rep.drawn[0]
-    out.write(f"## Dependency graph (backward from {rep.target.describe()})\n\n")
+    out.write(f"## Dependency graph (backward from {printable(rep.target.describe())})\n\n")
     out.write(f"{size_line(g)}; noise filters: {', '.join(g.filters) or 'off'}.\n\n")
-    out.write("".join(f"- folded: {group_text(n)}\n" for n in _groups(g)) + ("\n" if _groups(g) else ""))
+    out.write("".join(f"- folded: {printable(group_text(n))}\n" for n in _groups(g)) + ("\n" if _groups(g) else ""))
     if image:
         out.write(f"![dependency graph]({image})\n\n")
     else:
@@ -136,7 +137,7 @@ def render_markdown(rep: Report, out: Any, image: str | None = None) -> None:
     if rep.impact is not None:
         files = sorted({n.label for n in rep.impact.nodes.values() if n.kind == "file" and n.depth > 0})
         out.write(f"## Impact (forward from the session)\n\n{len(rep.impact.nodes)} objects reached. "
-                  "Files affected:\n\n" + "".join(f"- `{f}`\n" for f in files[:200]) + "\n")
+                  "Files affected:\n\n" + "".join(f"- `{printable(f)}`\n" for f in files[:200]) + "\n")
 
 
 def _groups(g: Graph) -> list[Node]:
@@ -169,14 +170,16 @@ def render_html(rep: Report, out: Any, svg: bytes | None = None) -> None:
         svg = draw(to_dot(g), "svg")
     text = svg.decode(errors="replace")
     text = text[text.find("<svg"):] if "<svg" in text else text
-    e = html.escape
+    def e(text: str) -> str:
+        return html.escape(printable(text))
+
     out.write(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(rep.title)}</title>"
               f"<style>{_CSS}</style></head><body><h1>{e(rep.title)}</h1>")
     for note in rep.notes:
         out.write(f"<p class='note'>note: {e(note)}</p>")
     out.write("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _summary(rep))
               + "</table>")
-    out.write(f"<h2>Process tree of the session</h2><pre>{e(_tree_text(rep))}</pre>")
+    out.write(f"<h2>Process tree of the session</h2><pre>{html.escape(_tree_text(rep))}</pre>")
     for title, table in _sections(rep):
         out.write(f"<h2>{e(title)}</h2>{_html_table(table)}")
     out.write(f"<h2>Dependency graph (backward from {e(rep.target.describe())})</h2>"

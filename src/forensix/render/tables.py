@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
+from forensix.render.printable import printable
 from forensix.store.schema import ecs_name
 
 __all__ = ["ANALYSIS_ONLY", "DERIVED", "RENDERERS", "display_value", "field_name", "is_entity_column",
@@ -121,7 +122,7 @@ def _text_cell(name: str, value: Any, width: int = 60) -> str:
         return ""
     if isinstance(v, list):
         v = " ".join(str(x) for x in v)
-    s = str(v)
+    s = printable(str(v))
     return s if len(s) <= width else s[: width - 1] + "…"
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 from forensix.analysis.users import RECORDED, SOURCE_NOTES
 from forensix.model.identity import format_entity
 from forensix.model.timefmt import format_ns
+from forensix.render.printable import UNPRINTABLE, printable
 from forensix.render.tables import iter_dicts
 
 __all__ = ["render_timeline_text", "render_timesketch", "render_tree_text", "user_label", "user_notes"]
@@ -96,7 +97,12 @@ def render_tree_text(table: pa.Table, out: Any) -> None:
     indent = pc.binary_repeat("  ", pc.cast(pc.fill_null(col("depth"), 0), pa.int64()))
     line = pc.binary_join_element_wise(start, "  ", end, "  ", ent, "  ", pid, "  ", user, "  ", indent,
                                        shown, "")
-    out.write("\n".join(line.to_pylist()) + "\n")
+    # a command line may hold a newline or an escape (render/printable.py): screened column-wise, few rows escaped
+    odd = pc.match_substring_regex(line, UNPRINTABLE).to_numpy(zero_copy_only=False)
+    lines = line.to_pylist()
+    for i in odd.nonzero()[0]:
+        lines[i] = printable(lines[i])
+    out.write("\n".join(lines) + "\n")
     for note in user_notes(table):
         out.write(note + "\n")
 
@@ -108,8 +114,8 @@ def render_timeline_text(table: pa.Table, out: Any) -> None:
         who = f"{r.get('process_name') or '?'}[{r.get('process_pid') or '?'}]"
         ent = format_entity(r["process_entity_id"]) if r.get("process_entity_id") else "-" * 16
         user = user_label(r.get("user_name"), r.get("user_id"), r.get("user_name_source"))
-        out.write(f"{format_ns(r['ts'])}  {ent}  {who:<22} {user:<14} "
-                  f"{r.get('event_action') or '':<9} {r.get('message') or ''}\n")
+        out.write(printable(f"{format_ns(r['ts'])}  {ent}  {who:<22} {user:<14} "
+                            f"{r.get('event_action') or '':<9} {r.get('message') or ''}") + "\n")
     for note in user_notes(table):
         out.write(note + "\n")
 
