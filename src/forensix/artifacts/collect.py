@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -87,8 +88,9 @@ class Collector:
                 self._to_ship.append((ts, put.sha256, 0))
         out = dict(tables)
         out["artifacts"] = pa.Table.from_pylist(art_rows, schema=schema.ARTIFACTS)
-        col = [hashes.get(i) for i in range(ev.num_rows)] if hashes else None
-        if col is not None:
+        if hashes:  # the exec rows' hashes, NULL elsewhere: no Python step per row of the batch
+            col = np.full(ev.num_rows, None, dtype=object)
+            col[np.fromiter(hashes, np.int64, count=len(hashes))] = list(hashes.values())
             idx = ev.schema.get_field_index("process_hash_sha256")
             ev = ev.set_column(idx, ev.schema.field(idx), pa.array(col, pa.string()))
         if missing_rows:
@@ -139,8 +141,7 @@ class Collector:
         is_exec = pc.fill_null(pc.equal(act, "exec"), False)
         is_exec = pc.and_(is_exec, pc.equal(pc.fill_null(ev["event_category"], ""), "process"))
         is_exec = pc.and_(is_exec, pc.is_null(ev["syscall"]))  # a failed execve is a syscall row
-        is_map = pc.and_(pc.fill_null(pc.equal(act, "mmap"), False), pc.is_valid(ev["file_path"]))
-        rows = pc.indices_nonzero(pc.or_(is_exec, is_map)).to_pylist()
+        rows = pc.indices_nonzero(pc.or_(is_exec, self._maps_wanted(ev))).to_pylist()
         if not rows:
             return [], []
         sub = ev.take(pa.array(rows)).select(
@@ -168,6 +169,24 @@ class Collector:
                     self._libs_seen.clear()
                 wants.append((row, _Want("library", r["file_path"], pid, ent, r["file_inode"], int(r["ret"] or 0))))
         return wants, exec_rows
+
+    @staticmethod
+    def _maps_wanted(ev: pa.Table) -> pa.Array:
+        """The mmaps ``_wanted`` may keep: mapped executable, not failed, from a deleted file
+        or a directory anyone may write to. Decided with whole columns, the directory once per
+        distinct path: a build maps libraries thousands of times (a third of its events), and
+        a Python row and a stat() per mapping were most of this hook's CPU."""
+        is_map = pc.and_(pc.fill_null(pc.equal(ev["event_action"], "mmap"), False), pc.is_valid(ev["file_path"]))
+        is_map = pc.and_(is_map, pc.not_equal(pc.bit_wise_and(pc.fill_null(ev["mem_prot"], 0), _PROT_EXEC), 0))
+        is_map = pc.and_(is_map, pc.fill_null(pc.not_equal(ev["event_outcome"], "failure"), True))
+        if not pc.any(is_map).as_py():
+            return is_map
+        paths = pc.dictionary_encode(ev["file_path"]).combine_chunks()
+        writable = np.fromiter((in_writable_dir(p) for p in paths.dictionary.to_pylist()), bool,
+                               count=len(paths.dictionary))
+        idx = paths.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        in_writable = pa.array(writable[idx] if len(writable) else np.zeros(len(idx), bool))
+        return pc.and_(is_map, pc.or_(pc.fill_null(ev["file_deleted"], False), in_writable))
 
     # -- reading it -------------------------------------------------------------------
     def _take(self, w: _Want, ts: int) -> tuple[Put, str | None]:
