@@ -14,6 +14,8 @@ runs the recorder this way. Read them with ``python -m pstats`` or ``--top``:
 from __future__ import annotations
 
 import cProfile
+import gc
+import json
 import pstats
 import sys
 import threading
@@ -46,6 +48,30 @@ def _patch(prefix: str) -> None:
     threading.Thread._bootstrap_inner = profiled  # type: ignore[attr-defined]
 
 
+def _watch_gc(prefix: str) -> None:
+    """The cyclic collector's passes and CPU by generation (a pass stops every thread)."""
+    started: dict[str, float] = {}
+    spent = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+
+    def cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started["t"] = time.thread_time()
+        elif "t" in started:
+            got = spent[info["generation"]]
+            got[0] += 1
+            got[1] += time.thread_time() - started.pop("t")
+
+    gc.callbacks.append(cb)
+
+    def dump() -> None:
+        with open(f"{prefix}.gc.json", "w") as f:
+            json.dump({"passes_and_cpu_s_by_generation": spent, "tracked_objects": len(gc.get_objects())}, f)
+
+    import atexit
+
+    atexit.register(dump)
+
+
 def top(path: str, n: int = 40) -> None:
     st = pstats.Stats(path)
     print(f"{path}: {st.total_tt:.3f} s CPU")  # type: ignore[attr-defined]
@@ -60,6 +86,7 @@ def main(argv: list[str]) -> int:
         return 0
     prefix, args = argv[0], argv[1:]
     _patch(prefix)
+    _watch_gc(prefix)
     from forensix.cli.main import cli
     from forensix.store.private import private_umask
 
