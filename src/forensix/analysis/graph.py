@@ -6,7 +6,9 @@ Time-window rule (King & Chen, "Backtracking Intrusions", SOSP 2003): going back
 edge into an object counts only if it began before the latest time that object affected
 what we already hold; the source then matters only up to the end of that edge. Going
 forward, an edge out of an object counts only if it ended after the object was first
-affected. Each hop is a few SQL queries joined on the frontier (analysis.graph_hop), so the
+affected; a connect or accept is an edge at its own time (a connection a server accepted
+before it was reached is not affected by it, unless it wrote into it later). Each hop is a
+few SQL queries joined on the frontier (analysis.graph_hop), so the
 graph is built from the store without loading it.
 """
 
@@ -145,6 +147,11 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
                 continue
             bucket = nxt.procs if fkind == "process" else nxt.files if fkind == "file" else nxt.socks
             bucket[fobj] = nodes[fkey].time
+            if fkind != "process" and not backward:  # reached by its handshake, or by bytes later
+                if r["kind"] in ("connect", "accept"):
+                    nxt.established.add(fobj)  # its other end's handshake counts (graph_hop._sock_sql)
+                else:
+                    nxt.established.discard(fobj)
         frontier = nxt
     if not frontier.empty():
         truncated = True
