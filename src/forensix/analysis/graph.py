@@ -106,6 +106,9 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
             if r.get("hidden_by"):
                 hidden[r["hidden_by"]] = hidden.get(r["hidden_by"], 0) + int(r["hidden_n"])
         rows = [r for r in rows if not r.get("hidden_by")]
+        # the store returns rows in any order (threads, shards): the first row to reach an
+        # object names it and the size limit keeps the first ones, so take them in one order
+        rows.sort(key=_row_order)
         rows = _by_name(index, rows, frontier, nodes, backward)
         if "libraries" in active:
             n = len(rows)
@@ -162,6 +165,15 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
     label_nodes(reader, g, ident)
     return g
 
+
+
+_ORDER_COLS = ("kind", "src_kind", "src_eid", "src_dev", "src_ino", "src_key", "dst_kind", "dst_eid", "dst_dev",
+               "dst_ino", "dst_key", "path", "tpath", "gen", "nbytes")
+
+
+def _row_order(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["t_start"], r["t_end"], *(("", "") if r.get(c) is None else (type(r[c]).__name__, r[c])
+                                         for c in _ORDER_COLS))
 
 
 def _frontier_files(fr: Frontier) -> dict[str, int]:
