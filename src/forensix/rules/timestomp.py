@@ -27,7 +27,7 @@ from forensix.model.timefmt import format_ns
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.fields import O_CREAT, O_EXCL, O_TRUNC
 from forensix.rules.ir import And, Node, Or, Pred
-from forensix.rules.live import actions_of, enrich
+from forensix.rules.live import actions_of, enrich, null_false
 
 __all__ = ["LEFT_OUT", "NAMED_TIMESTOMP", "PACKAGE_PATHS", "TIME_BACK_NS", "NamedTimestomp"]
 
@@ -37,6 +37,7 @@ NAMED_TIMESTOMP = RuleMeta(
 )
 DAY_NS = 86400 * 10**9
 _WATCH = frozenset({"open", "mkdir", "utimes"})
+_EXEC = frozenset({"exec"})
 
 
 # What timestomp.yml leaves out by name (keepers, python_copies), its package paths and its
@@ -52,13 +53,24 @@ PACKAGE_PATHS = ("/site-packages/", "/dist-packages/")
 TIME_BACK_NS = DAY_NS
 
 
-def _made_mask(data: pa.Table, acts: np.ndarray, opens: np.ndarray) -> np.ndarray:
-    """Opens that truncated the file or created it exclusively, and mkdirs: the file is the
-    process's own making from then on (touch opens with O_CREAT alone, and writes nothing)."""
-    flags = pc.fill_null(data.column("file_flags"), 0).to_numpy()
-    made = opens & (((flags & O_TRUNC) != 0) | ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)))
-    out: np.ndarray = made | acts
-    return out
+_KIND = {"open": 1, "mkdir": 2, "utimes": 3}
+
+
+def _watched(data: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The rows that matter, vectorised (most of a batch is opens of files nobody stamps):
+    opens that truncated the file or created it exclusively, mkdirs (the file is the
+    process's own making from then on; touch opens with O_CREAT alone), and utimes. Their
+    indices, and whether each is a utimes."""
+    acts = actions_of(data)
+    kind = np.fromiter((_KIND.get(v, 0) for v in acts.values), np.int8, len(acts.values))[acts.codes]
+    f = data.column("file_flags")
+    made = pc.or_(pc.not_equal(pc.bit_wise_and(f, pa.scalar(O_TRUNC, f.type)), pa.scalar(0, f.type)),
+                  pc.equal(pc.bit_wise_and(f, pa.scalar(O_CREAT | O_EXCL, f.type)),
+                           pa.scalar(O_CREAT | O_EXCL, f.type)))
+    made_np = null_false(made)
+    keep = (kind >= 2) | ((kind == 1) & (made_np.to_numpy(zero_copy_only=False) if len(made_np) else False))
+    idx = np.flatnonzero(keep)
+    return idx, kind[idx] == 3
 
 
 class NamedTimestomp:
@@ -69,7 +81,7 @@ class NamedTimestomp:
 
     def __init__(self, max_tracked: int = 100_000) -> None:
         self.suffixes, self.packages, self.back = LEFT_OUT, PACKAGE_PATHS, TIME_BACK_NS
-        self.images: dict[int, str] = {}  # entity -> its latest image (an exec's)
+        self.images: dict[int, str] = {}  # entity -> its latest image (an exec's) if left out by name, else ""
         self.made: dict[tuple[str | None, int, str], None] = {}  # (host, entity, path) it made
         self.max_tracked = max_tracked
 
@@ -81,9 +93,9 @@ class NamedTimestomp:
         at = pa.array(np.flatnonzero(execs))
         for e, exe in zip(data.column("process_entity_id").take(at).to_pylist(),
                           data.column("process_executable").take(at).to_pylist()):
-            if e and exe:
+            if e and exe:  # the executable of a process left out by name, else "" (not one)
                 self.images.pop(e, None)
-                self.images[e] = exe
+                self.images[e] = exe if exe.endswith(self.suffixes) else ""
 
     def _named(self, data: pa.Table, idx: np.ndarray) -> np.ndarray:
         """Which rows' processes the rule leaves out by name: by the image an exec showed
@@ -97,10 +109,11 @@ class NamedTimestomp:
         by_comm = np.array([("/" + c).endswith(self.suffixes) if c else False
                             for c in comm.dictionary.to_pylist()] + [False], dtype=bool)
         codes = comm.indices.fill_null(len(comm.dictionary)).to_numpy()
-        named: np.ndarray = by_comm[codes]
-        for e in np.unique(ent).tolist():
-            if e in self.images:
-                named[ent == e] = self.images[e].endswith(self.suffixes)
+        uniq, inv = np.unique(ent, return_inverse=True)
+        known = [self.images.get(e) for e in uniq.tolist()]
+        seen = np.array([k is not None for k in known], bool)[inv]
+        by_image = np.array([bool(k) for k in known], bool)[inv]
+        named: np.ndarray = np.where(seen, by_image, by_comm[codes])
         return named
 
     _COLS = ("ts", "host_id", "event_action", "file_path", "process_entity_id")
@@ -109,20 +122,17 @@ class NamedTimestomp:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
         acts = actions_of(data)
-        if acts.any(frozenset({"exec"})):
-            self._learn_images(data, acts.where(frozenset({"exec"})))
+        if acts.any(_EXEC):
+            self._learn_images(data, acts.where(_EXEC))
         if not acts.any(_WATCH):
             return empty_alerts()
-        utimes = acts.where(frozenset({"utimes"}))
-        cand = _made_mask(data, acts.where(frozenset({"mkdir"})), acts.where(frozenset({"open"}))) | utimes
-        idx = np.flatnonzero(cand)
-        if not len(idx):
-            return empty_alerts()
-        idx = idx[self._named(data, idx)]
+        idx, utimes = _watched(data)
+        named = self._named(data, idx) if len(idx) else np.zeros(0, bool)
+        idx, utimes = idx[named], utimes[named]
         if not len(idx):
             return empty_alerts()
         rows = data.select(list(self._COLS)).take(pa.array(idx)).to_pylist()
-        back = self._time_back(data, idx, utimes[idx])
+        back = self._time_back(data, idx, utimes)
         hits: list[dict[str, Any]] = []
         for i in sorted(range(len(rows)), key=lambda i: rows[i]["ts"]):
             r = rows[i]
@@ -138,7 +148,7 @@ class NamedTimestomp:
             if b is None or b <= self.back or key in self.made or any(p in path for p in self.packages):
                 continue
             hit = _alert_row(data, int(idx[i]))
-            if key[1] in self.images:
+            if self.images.get(key[1]):
                 hit["fx_image"] = self.images[key[1]]
             hit["fx_detail"] = (f"a time set {b // DAY_NS} days back, to {format_ns(r['ts'] - b)}, "
                                 "on a file this process did not write or create: no copy or extraction")
