@@ -5,8 +5,9 @@ Edge kinds by direction (see analysis.graph for the time-window rule that bounds
 process -> file: writes (flows with bytes written), open for writing, truncate, rename,
 chmod, chown, link, symlink, unlink, utimes, setxattr; file -> process: reads (flows), open
 for reading, exec, mmap; process -> process: fork, kill, ptrace; process <-> connection /
-unix socket: connect, accept (both ways, from then on); process -> connection / unix socket:
-the bytes each end wrote (flows), and connection -> process: the bytes each end read.
+unix socket: connect, accept (both ways; forward, only after the reach: see _sock_sql);
+process -> connection / unix socket: the bytes each end wrote (flows), and connection ->
+process: the bytes each end read.
 """
 
 from __future__ import annotations
