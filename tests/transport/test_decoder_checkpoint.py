@@ -63,3 +63,18 @@ def test_a_json_checkpoint_of_an_older_log_host_still_loads(tmp_path: Path) -> N
     sd = StreamDecoder("alpha", "s")
     assert sd.restore(tmp_path) == 9
     assert sd.decoder is not None and export_state(sd.decoder) == export_state(dec)
+
+
+def test_an_arrow_file_of_another_shape_is_passed_over(tmp_path: Path) -> None:
+    """A readable Arrow file that is not a checkpoint (a part missing, a part of another
+    type) is said and passed over, as a torn one is: the stream is decoded again."""
+    import pyarrow as pa
+    from pyarrow import ipc
+
+    for table in (pa.table({"procs": [1, 2]}), pa.table({"x": ["y"]}).replace_schema_metadata({"seq": "3"})):
+        sink = pa.BufferOutputStream()
+        with ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        (tmp_path / f"decoder-{3:016d}.ckpt").write_bytes(sink.getvalue().to_pybytes())
+        sd = StreamDecoder("alpha", "s")
+        assert sd.restore(tmp_path) == -1 and sd.decoder is None

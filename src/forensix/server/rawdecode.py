@@ -178,7 +178,7 @@ class StreamDecoder:
         for path in sorted(sdir.glob(f"{_CKPT}*.ckpt"), reverse=True):
             try:
                 seq, abi, info, dec = self._load(path.read_bytes())
-            except (OSError, ValueError, KeyError, TypeError, IndexError, zstandard.ZstdError) as e:
+            except (OSError, ValueError, KeyError, TypeError, IndexError, zstandard.ZstdError, pa.ArrowException) as e:
                 log.warning("decoder checkpoint %s is not usable (%s): the stream is decoded again from its "
                             "first retained frame", path, e)
                 continue
