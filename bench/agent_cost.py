@@ -436,13 +436,19 @@ def _walk_python(data: bytes) -> int:
 
 
 def _walker() -> Any:
-    """The walk of the ring's records over a captured drain (its bytes keep the headers)."""
+    """The walk of the ring's records over a captured drain (its bytes keep the headers);
+    called with ``ring`` (the drain's ring position and the ring's size, as a drain knows
+    them) where the capture's headers hold the page offsets of that position."""
+    import inspect
+
     from forensix.sensor import ringbuf
 
     walk = getattr(ringbuf, "walk", None)
     if walk is None:
-        return lambda d: _walk_python(d.data)
-    return lambda d: walk(d.data, len(d.data))
+        return lambda d, ring=None: _walk_python(d.data)
+    if "ring" in inspect.signature(walk).parameters:
+        return lambda d, ring=None: walk(d.data, len(d.data), ring=ring)
+    return lambda d, ring=None: walk(d.data, len(d.data))
 
 
 _STAGES = ("walk", "decode", "store", "seal", "ship", "rules", "flows+reopens", "final flush")

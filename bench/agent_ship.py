@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import mmap
 import os
 import ssl
 import statistics
@@ -143,6 +144,34 @@ def _by_ring(abi: dict[str, Any], d: Any) -> list[tuple[int, Any]]:
     return out
 
 
+# the kernel's page offset of a ring's first data page (struct bpf_ringbuf: a page of its
+# own fields, the consumer and producer pages, then the data)
+_DATA_PAGE = 3
+_PAGE_SHIFT = mmap.PAGESIZE.bit_length() - 1
+
+
+def _laid_out(inputs: list[tuple[str, Any]]) -> tuple[int, int, int]:
+    """The ring sizes of this host's sensor (process, network, main), and each record
+    header's page offset rewritten as the kernel writes it at the position the record has
+    in its ring in this replay (``RawRecorder`` drains each ring from position 0 on): the
+    split of the capture by ring moved records, and a drain may read the offsets."""
+    from forensix.sensor.loader import ring_sizes_mb
+
+    main, net, proc = ring_sizes_mb()
+    sizes = (proc << 20, net << 20, main << 20)
+    pos = [0, 0, 0]
+    for kind, x in inputs:
+        if kind != "ring":
+            continue
+        for r, part in x:
+            words = np.frombuffer(part.data, np.uint32).copy()
+            at = pos[r] + part.offsets - 8  # each header's ring position
+            words[(part.offsets - 8) // 4 + 1] = _DATA_PAGE + ((at & (sizes[r] - 1)) >> _PAGE_SHIFT)
+            part.data = words.tobytes()
+            pos[r] += len(part.data)
+    return sizes
+
+
 def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]:
     """One replay of ``path`` through the real agent of one mode; CPU by stage and in all."""
     from bench.agent_cost import _walker, load_inputs, replay_table
@@ -154,6 +183,7 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
     abi, offset_ns, inputs = load_inputs(path)
     # the agent drains each ring on its own (before the clock starts: the capture joined them)
     inputs = [(k, _by_ring(abi, x)) if k == "ring" else (k, x) for k, x in inputs]
+    sizes = _laid_out(inputs)
     tmp = Path(tempfile.mkdtemp(prefix="fx-agent-ship-"))
     frames: list[bytes] = []
     sink = _sink(tmp, frames)
@@ -168,8 +198,8 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
             _written(rec)  # the tick before is written: a live agent's ticks are ~1 s apart
         t = time.thread_time()
         if kind == "ring":
-            for _, part in x:
-                walk(part)
+            for r, part in x:
+                walk(part, ring=(rec.rings[r].pos, sizes[r]))
             cpu["walk"] += time.thread_time() - t
             if raw and not seeded:  # the seed goes out after the snapshot, before the first drain
                 seed = {"abi": abi, "host": dataclasses.asdict(rec.host), "state": export_state(rec.decoder)}
