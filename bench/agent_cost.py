@@ -5,6 +5,7 @@
     python -m bench.agent_cost compare compile.npz --base-src OLD/src [--reps 3] [--no-rules] [--ship]
     python -m bench.agent_cost ship compile.npz [--reps 3] [--write]   # the real agent: --raw vs --decode
     python -m bench.agent_cost ship compile.npz --against OLD/src [--write]   # raw agent: before vs after
+    python -m bench.agent_cost ship-one compile.npz --where   # the raw agent's CPU function by function
 
 ``capture`` runs the real recorder (sensor, drains, flow-map flushes at the recorder's
 cadence) while COMMAND runs, and keeps what the agent received from the kernel, in order:
@@ -571,11 +572,18 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("capture", type=Path)
     o.add_argument("--raw", action="store_true")
     o.add_argument("--no-artifacts", action="store_true")
+    o.add_argument("--where", action="store_true",
+                   help="the raw agent's functions timed one by one (µs per stored event), instead of the JSON")
     a = ap.parse_args(argv)
     if a.cmd in ("ship", "ship-one"):
         from bench.agent_ship import compare_ship, run_one
 
         if a.cmd == "ship-one":
+            if a.where:
+                from bench.agent_ship import where
+
+                print(where(a.capture, not a.no_artifacts))
+                return 0
             run_one(a.capture, a.raw, not a.no_artifacts)
             return 0
         text, _ = compare_ship(a.capture, a.reps, not a.no_artifacts, a.against)

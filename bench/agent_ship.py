@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["compare_ship", "ship_replay"]
+__all__ = ["compare_ship", "ship_replay", "where"]
 
 
 class _Ring:
@@ -324,3 +324,69 @@ def compare_ship(path: Path, reps: int, artifacts: bool = True,
 
 def run_one(path: Path, raw: bool, artifacts: bool = True) -> None:
     print(json.dumps(ship_replay(path, raw, artifacts)))
+
+
+# What ``where`` times: (module, attribute) of the raw agent's functions, on both threads;
+# those a tree does not have are skipped. They nest (``collector_rows`` inside ``_preserve``).
+_WHERE = [
+    ("forensix.sensor.ringbuf", "walk"), ("forensix.sensor.ringbuf", "Drained.join"),
+    ("forensix.agent.raw", "pick"), ("forensix.agent.raw", "collector_rows"),
+    ("forensix.agent.raw", "RawRecorder._preserve"), ("forensix.agent.raw", "raw_row"),
+    ("forensix.agent.raw", "RawRecorder._emit_map"), ("forensix.sensor.writer", "BatchWriter.put"),
+    ("forensix.agent.sealer", "encode_compressed"), ("forensix.agent.sealer", "seal_frame"),
+    ("forensix.agent.spool", "Spool.append"), ("forensix.agent.shipping", "ShippingSink.write"),
+]
+
+
+def where(path: Path, artifacts: bool = True) -> str:
+    """One raw replay with the functions of ``_WHERE`` timed (thread CPU, only while the
+    agent runs, not the log host's decode after it): a markdown table, µs per stored event."""
+    import importlib
+    from collections import defaultdict
+
+    spent: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    timing = [False]
+
+    def timed(label: str, fn: Any) -> Any:
+        def run(*a: Any, **k: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                if timing[0]:
+                    spent[label] += time.thread_time() - t
+                    calls[label] += 1
+        return run
+
+    for mod_name, attr in _WHERE:
+        obj: Any = importlib.import_module(mod_name)
+        *owners, name = attr.split(".")
+        for o in owners:
+            obj = getattr(obj, o, None)
+        fn = getattr(obj, name, None) if obj is not None else None
+        if fn is None:
+            continue
+        wrapped = timed(attr, fn)
+        setattr(obj, name, staticmethod(wrapped) if isinstance(vars(obj).get(name), staticmethod) else wrapped)
+    me = sys.modules[__name__]
+    agent, log_host = me._agent, me._log_host  # type: ignore[attr-defined]
+
+    def starting(*a: Any, **k: Any) -> Any:
+        timing[0] = True
+        return agent(*a, **k)
+
+    def ending(*a: Any, **k: Any) -> Any:
+        timing[0] = False
+        return log_host(*a, **k)
+
+    me._agent, me._log_host = starting, ending  # type: ignore[attr-defined]
+    out = ship_replay(path, True, artifacts)
+    n = out["rows"]["events"] + out["rows"]["flows"]
+    lines = [(f"capture {path.name}: {n:,} stored events; agent total {out['agent_cpu_s'] / n * 1e6:.2f} µs/event "
+              f"({', '.join(f'{k} {v / n * 1e6:.2f}' for k, v in out['cpu_s'].items())}); "
+              f"load average {os.getloadavg()[0]:.1f}"), "",
+             "| function | calls | µs/event |", "|---|---:|---:|"]
+    for label, sec in sorted(spent.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {label} | {calls[label]} | {sec / n * 1e6:.3f} |")
+    return "\n".join(lines)

@@ -82,3 +82,35 @@ def test_a_flush_tick_is_one_frame_and_its_ring_space_goes_back_after_it(pki: Au
     finally:
         sink._closed.set()
         sink.spool.close(clean=True)
+
+
+def test_another_threads_rows_are_not_held_by_a_flush_tick(pki: Authority, tmp_path: Path) -> None:
+    """The system-log follower and the writer's warnings emit from threads of their own: a
+    tick that holds its own rows neither delays theirs nor can leave them in a batch that was
+    already handed on (they would be lost)."""
+    import threading
+
+    from forensix.agent.raw import RawRecorder
+    from forensix.sensor.writer import BatchWriter
+    from forensix.testing.shipping import shipping_sink
+
+    sink = shipping_sink(pki, "alpha", tmp_path, ("127.0.0.1", 9), start=False)
+    rec = RawRecorder([])
+    rec._writer = writer = BatchWriter([sink], depth=8)
+    writer.start()
+    try:
+        with rec.one_batch():
+            rec._emit("raw", raw_row("ring", {"parts": [[2, 0, 8]]}, bytes(8)))
+            other = threading.Thread(target=rec._emit, args=("gaps", gap_batch(host_info("alpha"), "alpha", 1, 2, 3,
+                                                                                "test")))
+            other.start()
+            other.join()
+            done = threading.Event()
+            writer.after_written(done.set)
+            assert done.wait(10)
+            assert [parse_frame(sink.spool.read(e)).table for e in sink.spool.entries] == ["gaps"]
+        writer.finish()
+        assert [parse_frame(sink.spool.read(e)).table for e in sink.spool.entries] == ["gaps", "raw"]
+    finally:
+        sink._closed.set()
+        sink.spool.close(clean=True)

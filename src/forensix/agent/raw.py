@@ -24,6 +24,7 @@ must alert on its own runs ``forensix agent --decode``.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -82,15 +83,21 @@ class _TickBatch:
     two (each frame costs an fsync, a hash, a MAC and Arrow's IPC set-up: ~0.6 ms, a tenth of
     a raw agent's CPU on a build). Everything keeps its order: the joined rows take the
     place of the first, and what waits for the records to be written (the ring space given
-    back to the kernel) is handed on after them."""
+    back to the kernel) is handed on after them. Only the tick's own thread is held back:
+    another (the system-log follower, the writer's warnings) writes straight through, as
+    it would have, and can never add to a batch already handed on."""
 
     def __init__(self, writer: Any) -> None:
         self.writer = writer
+        self.owner = threading.get_ident()
         self.raw: list[pa.Table] = []
         self.bulk = False
         self.items: list[tuple[str, pa.Table, bool] | Callable[[], None] | None] = []  # None: the raw rows
 
     def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
+        if threading.get_ident() != self.owner:
+            self.writer.put(table, data, bulk=bulk)
+            return
         if table != RAW_TABLE:
             self.items.append((table, data, bulk))
             return
@@ -100,6 +107,9 @@ class _TickBatch:
         self.bulk |= bulk
 
     def after_written(self, fn: Callable[[], None]) -> None:
+        if threading.get_ident() != self.owner:
+            self.writer.after_written(fn)
+            return
         self.items.append(fn)
 
     def __getattr__(self, name: str) -> Any:  # room, back-pressure, errors: the writer's own
