@@ -179,14 +179,17 @@ class Collector:
         is_map = pc.and_(pc.fill_null(pc.equal(ev["event_action"], "mmap"), False), pc.is_valid(ev["file_path"]))
         is_map = pc.and_(is_map, pc.not_equal(pc.bit_wise_and(pc.fill_null(ev["mem_prot"], 0), _PROT_EXEC), 0))
         is_map = pc.and_(is_map, pc.fill_null(pc.not_equal(ev["event_outcome"], "failure"), True))
-        if not pc.any(is_map).as_py():
+        rows = pc.indices_nonzero(is_map)
+        if not len(rows):
             return is_map
-        paths = pc.dictionary_encode(ev["file_path"]).combine_chunks()
-        writable = np.fromiter((in_writable_dir(p) for p in paths.dictionary.to_pylist()), bool,
+        # the candidates' paths only (a batch's opens name hundreds of other files), each once
+        paths = pc.dictionary_encode(pc.take(ev["file_path"], rows)).combine_chunks()
+        dirs: dict[str, bool] = {}  # a build's libraries live in a few directories: one stat each
+        writable = np.fromiter((_writable_cached(p, dirs) for p in paths.dictionary.to_pylist()), bool,
                                count=len(paths.dictionary))
-        idx = paths.indices.fill_null(0).to_numpy(zero_copy_only=False)
-        in_writable = pa.array(writable[idx] if len(writable) else np.zeros(len(idx), bool))
-        return pc.and_(is_map, pc.or_(pc.fill_null(ev["file_deleted"], False), in_writable))
+        mask = np.zeros(ev.num_rows, bool)
+        mask[rows.to_numpy()] = writable[paths.indices.to_numpy(zero_copy_only=False)]
+        return pc.and_(is_map, pc.or_(pc.fill_null(ev["file_deleted"], False), pa.array(mask)))
 
     # -- reading it -------------------------------------------------------------------
     def _take(self, w: _Want, ts: int) -> tuple[Put, str | None]:
@@ -269,6 +272,20 @@ def in_writable_dir(path: str | None) -> bool:
         return bool(os.stat(os.path.dirname(path)).st_mode & stat.S_IWOTH)
     except OSError:
         return False
+
+
+def _writable_cached(path: str, dirs: dict[str, bool]) -> bool:
+    """``in_writable_dir``, its directory's mode looked up once per ``dirs`` (one batch)."""
+    if path.startswith(_TEMP_DIRS):
+        return True
+    d = os.path.dirname(path)
+    got = dirs.get(d)
+    if got is None:
+        try:
+            got = dirs[d] = bool(os.stat(d).st_mode & stat.S_IWOTH)
+        except OSError:
+            got = dirs[d] = False
+    return got
 
 
 def _script_of(exe: str | None, raw: str | None, args: list[str], cwd: str | None) -> str | None:
