@@ -365,9 +365,7 @@ class Recorder(LossAccounting):
                 self.yielding.active(pace.busy(now))  # its watch looks at the backlog while records arrive
                 if pace.busy(now):
                     if not got or not self._rings_filling():
-                        # the wake pipe, not the stop Event: stop() wakes it as well, and an
-                        # Event's wait (a lock made per call) cost more than the tick's checks
-                        pace.sleep_idle(self.poll_interval, rings=False)
+                        self._stop.wait(self.poll_interval)
                 else:  # nothing for a batch interval: sleep until a record or a timer
                     due = [next_flow, next_clock, next_beat] + [d for d in (deadline,) if d is not None]
                     if self.on_stats:
