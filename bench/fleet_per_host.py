@@ -250,9 +250,14 @@ def main() -> None:
     ap.add_argument("--url", required=True, help="the store: clickhouse://HOST:PORT/DATABASE?cluster=NAME (read only)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="", help="replace the per-host section of this file (default: print only)")
+    ap.add_argument("--window-from", type=int, default=None,
+                    help="events of a crossed-into host from which it is pulled in a time window (default: the "
+                    "reader's; a huge number: never, every crossed host whole)")
     ap.add_argument("--only", default="", help="only the steps whose name holds one of these comma-separated "
                     "words (e.g. 'backdoor' for the walks that cross three hosts)")
     a = ap.parse_args()
+    if a.window_from is not None:
+        ClickHouseReader.window_from = a.window_from
     st = ClickHouseStore(a.url)
     try:
         events = int(st.native("SELECT count() FROM events").column(0)[0].as_py())
@@ -261,6 +266,7 @@ def main() -> None:
     finally:
         st.close()
     cmd = f"python bench/fleet_per_host.py --url URL --rounds {a.rounds}" + (f" --only '{a.only}'" if a.only else "")
+    cmd += f" --window-from {a.window_from}" if a.window_from is not None else ""
     section = render(rows, skipped, events, hosts, cmd, " (an existing store, read only)")
     print(section)
     if a.out:
