@@ -225,7 +225,8 @@ class ClickHouseReader:
             with ThreadPoolExecutor(max_workers=len(self._pullers), thread_name_prefix="fx-pull") as pool:
                 results = list(pool.map(fetch, jobs))
         for job, (data, seconds) in zip(jobs, results, strict=True):
-            self._put(job.table, data, replace=job.replace)
+            if job.replace or data.num_rows:  # a top-up that found nothing costs DuckDB nothing
+                self._put(job.table, data, replace=job.replace)
             self.rows[job.table] = (0 if job.replace else self.rows.get(job.table, 0)) + data.num_rows
             pull = Pull(job.table, tuple(data.column_names), data.num_rows, seconds, job.hosts, job.part)
             self.pulls.append(pull)
