@@ -846,6 +846,8 @@ def splice_section(doc: str, section: list[str], heading: str = INGEST_HEADING) 
     """``doc`` with its section under ``heading`` (up to the next ``## ``) replaced by
     ``section``, or with ``section`` added after the ingest section when it has none."""
     lines = doc.splitlines()
+    if heading not in lines and INGEST_HEADING not in lines:  # a new file
+        return "\n".join(section) + "\n"
     if heading not in lines:
         at = lines.index(INGEST_HEADING)
         nxt = next((i for i in range(at + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
