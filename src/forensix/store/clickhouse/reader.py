@@ -46,6 +46,9 @@ _WIDEN_AFTER = 2  # pulls of a table after which a query reading more gets every
 # keys topped up outside a windowed table's windows after which the rest of its windowed
 # hosts is pulled at once (every later top-up's condition excludes them all)
 _TOP_UPS = 5000
+# commands that read every event of each host of the slice in the end (the report's session,
+# timeline and tree tables): a window would only add the top-ups' round trips (measured)
+_WHOLE_HOSTS = frozenset({"report"})
 _PULLERS = 3  # connections pulling tables at once (events, flows, processes of a step)
 
 
@@ -106,6 +109,8 @@ class ClickHouseReader:
         self._outside: dict[str, dict[str, set[str]]] = {}  # table -> the keys topped up outside the windows
         self._whole: set[tuple[str, str]] = set()  # (table, windowed host) pulled whole after all
         self._pullers: list[Server] = []  # connections of the concurrent pulls (one per thread)
+        if profile in _WHOLE_HOSTS:
+            self.window_from = 2**62
         if host is not None:
             self._check_host(host)
 
