@@ -34,11 +34,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.forensix_ready import store_counts
+from bench.forensix_ready import store_counts, wait_until_recording
 
 _TCK = os.sysconf("SC_CLK_TCK")
 Snapshot = dict[tuple[int, int], tuple[str, float]]  # (pid, tid) -> (who, CPU s)
@@ -107,7 +108,8 @@ def _netns_up(name: str) -> None:
 
 
 def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: dict[str, str],
-            netns: str | None = None, idle: float = 20.0) -> dict[str, Any]:
+            netns: str | None = None, idle: float = 20.0, profile: str | None = None,
+            bench_wait: bool = False) -> dict[str, Any]:
     store = scratch / "forensix.duckdb"
     build = scratch / "build"
     if src is not None:
@@ -116,7 +118,9 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
     log = scratch / "record.log"
     ready_file = scratch / "ready"
     where = ["--netns", f"/run/netns/{netns}"] if netns else []
-    proc = subprocess.Popen([sys.executable, "-c", "from forensix.cli.main import main; main()", "record",
+    # --profile: every thread under cProfile on its own CPU clock (bench/thread_profile.py)
+    cli = ["-m", "bench.thread_profile", profile] if profile else ["-c", "from forensix.cli.main import main; main()"]
+    proc = subprocess.Popen([sys.executable, *cli, "record",
                              "--store", str(store), "--ready-file", str(ready_file), *where],
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     t0 = time.monotonic()
@@ -127,15 +131,37 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
             proc.kill()
             raise RuntimeError(f"forensix record did not start: {log.read_text(errors='replace')[-800:]}")
         time.sleep(0.01)
+    if bench_wait:  # as the compile bench waits (bench/recorders.py): a query, so a keeper starts
+        wait_until_recording(proc, store, log)
     ready = time.monotonic() - t0
     s0 = snapshot(proc.pid)
     t1 = time.monotonic()
+    build_cpu = 0.0
+    timeline: list[float] = []  # the recorder's (and its children's) CPU in each second of the window
+    stop_sampling = threading.Event()
+
+    def sample() -> None:
+        last = sum(c for _, c in s0.values())
+        while not stop_sampling.wait(1.0):
+            now = sum(c for _, c in snapshot(proc.pid).values())
+            timeline.append(round(now - last, 3))
+            last = now
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     if src is not None:
         inside = ["ip", "netns", "exec", netns] if netns else []
-        subprocess.run([*inside, "sh", "-c", f"make -j2 -s {make_args} >/dev/null 2>&1"], cwd=build, check=True)
+        mk = subprocess.Popen([*inside, "sh", "-c", f"make -j2 -s {make_args} >/dev/null 2>&1"], cwd=build)
+        _, mstatus, mru = os.wait4(mk.pid, 0)
+        mk.returncode = os.waitstatus_to_exitcode(mstatus)
+        if mk.returncode:
+            raise subprocess.CalledProcessError(mk.returncode, mk.args)
+        build_cpu = mru.ru_utime + mru.ru_stime  # the build's own CPU, its BPF programs' included
     else:
         time.sleep(idle)
     wall = time.monotonic() - t1
+    stop_sampling.set()
+    sampler.join()
     load = os.getloadavg()[0]
     s1 = snapshot(proc.pid)
     time.sleep(tail)
@@ -151,9 +177,13 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
     stop = total - sum(seen.values())
     counts = store_counts(store, _stop_message)
     windows = {"start-up": window({}, s0), "build" if src else "idle": window(s0, s1), "tail": window(s1, s2)}
+    inside_cpu = sum(windows["build" if src else "idle"].values())
+    per_build = {"build_cpu_s": round(build_cpu, 2),
+                 "recorder_cpu_per_build_cpu": round(inside_cpu / build_cpu, 4)} if src else {}
     return {"ready_s": round(ready, 2), "build_wall_s" if src else "idle_s": round(wall, 2), "loadavg_1m": load,
+            **per_build,
             "events": counts["events"], "lost": counts["lost"], "stop": counts["detail"].get("stop"),
-            "cpu_s": windows,
+            "cpu_s": windows, "cpu_per_second_of_window": timeline,
             "cpu_total_s": {**{k: round(sum(v.values()), 2) for k, v in windows.items()},
                             "stop (and threads unseen by the snapshots)": round(stop, 2), "whole run": round(total, 2)}}
 
@@ -169,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tail", type=float, default=5.0, help="seconds recorded after the build")
     ap.add_argument("--forensix-src", type=Path, default=None, help="another tree's src/ to record with")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures here (JSON)")
+    ap.add_argument("--bench-wait", action="store_true",
+                    help="wait for the recorder as the compile bench does (a query on its store: a store keeper starts "
+                    "before the clock) instead of its ready file")
+    ap.add_argument("--profile", default=None, metavar="PREFIX",
+                    help="run the recorder with every thread under cProfile (its own CPU clock): PREFIX.<thread>.prof; "
+                    "read with python -m bench.thread_profile --top FILE (the profiler slows Python ~1.5-2x)")
     a = ap.parse_args(argv)
     env = dict(os.environ)
     if a.forensix_src is not None:
@@ -178,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if netns:
             _netns_up(netns)
-        got = measure(a.src, a.make_args, scratch, a.tail, env, netns, a.idle)
+        got = measure(a.src, a.make_args, scratch, a.tail, env, netns, a.idle, a.profile, a.bench_wait)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if netns:

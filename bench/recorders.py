@@ -31,7 +31,12 @@ from forensix.store.embedded import remove_store, store_files
 
 Inspector = Callable[[Any], dict[str, Any]]
 
-__all__ = ["RECORDERS", "RecordStats", "Recorder", "make_recorders"]
+__all__ = ["RECORDERS", "RECORD_NETNS", "RecordStats", "Recorder", "make_recorders"]
+
+
+# Set by a workload that runs in a network namespace of its own (bench/compile.py BENCH_NETNS):
+# the bpffs path forensix records instead of the whole host.
+RECORD_NETNS = "BENCH_RECORD_NETNS"
 
 
 @dataclass
@@ -427,8 +432,10 @@ class ForensixRecorder(Recorder):
         return forensix_command()
 
     def args(self) -> list[str]:
-        """Options of ``forensix record`` beyond ``--store`` (variants in bench.ablation)."""
-        return []
+        """Options of ``forensix record`` beyond ``--store`` (variants in bench.ablation); the
+        namespace a workload builds in, when it records only that (bench/compile.py BENCH_NETNS)."""
+        ns = os.environ.get(RECORD_NETNS)
+        return ["--netns", ns] if ns else []
 
     def check(self) -> str | None:
         if os.geteuid() != 0:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -87,8 +88,9 @@ class Collector:
                 self._to_ship.append((ts, put.sha256, 0))
         out = dict(tables)
         out["artifacts"] = pa.Table.from_pylist(art_rows, schema=schema.ARTIFACTS)
-        col = [hashes.get(i) for i in range(ev.num_rows)] if hashes else None
-        if col is not None:
+        if hashes:  # the exec rows' hashes, NULL elsewhere: no Python step per row of the batch
+            col = np.full(ev.num_rows, None, dtype=object)
+            col[np.fromiter(hashes, np.int64, count=len(hashes))] = list(hashes.values())
             idx = ev.schema.get_field_index("process_hash_sha256")
             ev = ev.set_column(idx, ev.schema.field(idx), pa.array(col, pa.string()))
         if missing_rows:
@@ -139,8 +141,7 @@ class Collector:
         is_exec = pc.fill_null(pc.equal(act, "exec"), False)
         is_exec = pc.and_(is_exec, pc.equal(pc.fill_null(ev["event_category"], ""), "process"))
         is_exec = pc.and_(is_exec, pc.is_null(ev["syscall"]))  # a failed execve is a syscall row
-        is_map = pc.and_(pc.fill_null(pc.equal(act, "mmap"), False), pc.is_valid(ev["file_path"]))
-        rows = pc.indices_nonzero(pc.or_(is_exec, is_map)).to_pylist()
+        rows = pc.indices_nonzero(pc.or_(is_exec, self._maps_wanted(ev))).to_pylist()
         if not rows:
             return [], []
         sub = ev.take(pa.array(rows)).select(
@@ -168,6 +169,27 @@ class Collector:
                     self._libs_seen.clear()
                 wants.append((row, _Want("library", r["file_path"], pid, ent, r["file_inode"], int(r["ret"] or 0))))
         return wants, exec_rows
+
+    @staticmethod
+    def _maps_wanted(ev: pa.Table) -> pa.Array:
+        """The mmaps ``_wanted`` may keep: mapped executable, not failed, from a deleted file
+        or a directory anyone may write to. Decided with whole columns, the directory once per
+        distinct path: a build maps libraries thousands of times (a third of its events), and
+        a Python row and a stat() per mapping were most of this hook's CPU."""
+        is_map = pc.and_(pc.fill_null(pc.equal(ev["event_action"], "mmap"), False), pc.is_valid(ev["file_path"]))
+        is_map = pc.and_(is_map, pc.not_equal(pc.bit_wise_and(pc.fill_null(ev["mem_prot"], 0), _PROT_EXEC), 0))
+        is_map = pc.and_(is_map, pc.fill_null(pc.not_equal(ev["event_outcome"], "failure"), True))
+        rows = pc.indices_nonzero(is_map)
+        if not len(rows):
+            return is_map
+        # the candidates' paths only (a batch's opens name hundreds of other files), each once
+        paths = pc.dictionary_encode(pc.take(ev["file_path"], rows)).combine_chunks()
+        dirs: dict[str, bool] = {}  # a build's libraries live in a few directories: one stat each
+        writable = np.fromiter((_writable_cached(p, dirs) for p in paths.dictionary.to_pylist()), bool,
+                               count=len(paths.dictionary))
+        mask = np.zeros(ev.num_rows, bool)
+        mask[rows.to_numpy()] = writable[paths.indices.to_numpy(zero_copy_only=False)]
+        return pc.and_(is_map, pc.or_(pc.fill_null(ev["file_deleted"], False), pa.array(mask)))
 
     # -- reading it -------------------------------------------------------------------
     def _take(self, w: _Want, ts: int) -> tuple[Put, str | None]:
@@ -250,6 +272,20 @@ def in_writable_dir(path: str | None) -> bool:
         return bool(os.stat(os.path.dirname(path)).st_mode & stat.S_IWOTH)
     except OSError:
         return False
+
+
+def _writable_cached(path: str, dirs: dict[str, bool]) -> bool:
+    """``in_writable_dir``, its directory's mode looked up once per ``dirs`` (one batch)."""
+    if path.startswith(_TEMP_DIRS):
+        return True
+    d = os.path.dirname(path)
+    got = dirs.get(d)
+    if got is None:
+        try:
+            got = dirs[d] = bool(os.stat(d).st_mode & stat.S_IWOTH)
+        except OSError:
+            got = dirs[d] = False
+    return got
 
 
 def _script_of(exe: str | None, raw: str | None, args: list[str], cwd: str | None) -> str | None:

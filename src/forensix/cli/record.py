@@ -46,12 +46,13 @@ _T0 = time.monotonic()  # the recorder's CPU is measured from here (imports incl
 
 
 def _live(stats: RecordStats) -> None:
-    drops = f"[red]{stats.dropped} lost[/red]" if stats.dropped else "0 lost"
-    _err.print(
-        f"[dim]{time.strftime('%H:%M:%S', time.gmtime())}Z[/dim] {stats.rate:8.0f} events/s  "
-        f"{stats.events:>10} events  {stats.processes:>7} process images  {drops}",
-        highlight=False,
-    )
+    now = time.strftime("%H:%M:%S", time.gmtime())
+    line = f"{stats.rate:8.0f} events/s  {stats.events:>10} events  {stats.processes:>7} process images"
+    lost = f"{stats.dropped} lost" if stats.dropped else "0 lost"
+    if not _err.is_terminal:  # a log file: the same line without rich's rendering (~1 ms a second of
+        sys.stderr.write(f"{now}Z {line}  {lost}\n")  # the recorder's CPU, each second of a build)
+        return
+    _err.print(f"[dim]{now}Z[/dim] {line}  {f'[red]{lost}[/red]' if stats.dropped else lost}", highlight=False)
 
 
 def _summary(stats: RecordStats, store: str, elapsed: float) -> None:
