@@ -69,7 +69,9 @@ def copy_fleet(cluster: Any, source: str, database: str) -> float:
     """A database of this version's store filled from ``source`` (a fleet generated before,
     never written to): the stored rows copied shard by shard (INSERT ... SELECT of each local
     table), through this version's views that ``source`` lacks (their summaries built as at
-    insert), the summaries both have copied as they are. Seconds taken."""
+    insert), the summaries both have copied as they are. Seconds taken. (Not ``Merge`` tables
+    over ``source`` instead of a copy: a probe's PREWHERE through one made both 18.16 servers
+    of a cluster crash, a segfault, where the same query on the MergeTree tables runs.)"""
     from forensix.store.clickhouse.connection import Server
     from forensix.store.clickhouse.summaries import SUMMARIES, backfill_sql, view_name
 
@@ -97,41 +99,6 @@ def copy_fleet(cluster: Any, source: str, database: str) -> float:
             for stmt in backfill_sql(database, name, old):
                 if stmt.startswith("CREATE MATERIALIZED VIEW"):
                     srv.execute(stmt)
-        finally:
-            srv.close()
-    return time.monotonic() - t
-
-
-def link_fleet(cluster: Any, source: str, database: str) -> float:
-    """A database of this version's store over ``source``'s rows without copying them (a fleet
-    of 10^8 events takes half an hour to copy here): its stored tables and the summaries both
-    versions have are ``Merge`` tables reading ``source``'s (which is only read), and the
-    summaries ``source`` lacks (this version's new ones) are built from its rows by the
-    statements the views run at insert. Seconds taken."""
-    from forensix.store.clickhouse.connection import Server
-    from forensix.store.clickhouse.summaries import SUMMARIES, summarize_sql
-
-    t = time.monotonic()
-    ClickHouseStore(cluster.url(database=database), write=True).close()  # every migration, on empty tables
-    name = cluster.name
-    for shard in cluster.shards:
-        srv = Server("127.0.0.1", shard.tcp_port, timeout=6 * 3600.0)
-        try:
-            have = {str(r[0]) for r in srv.execute(f"SELECT name FROM system.tables WHERE database = '{source}'")}
-            views = [str(r[0]) for r in srv.execute(
-                f"SELECT name FROM system.tables WHERE database = '{database}' AND engine = 'MaterializedView'")]
-            for v in views:  # nothing is inserted here: the tables become read-only Merge tables
-                srv.execute(f"DROP TABLE `{database}`.`{v}`")
-            old = [s for s in SUMMARIES if f"{s}_local" in have]
-            for table in [*schema.TABLES, *old]:
-                local = f"{table}_local"
-                srv.execute(f"DROP TABLE `{database}`.`{local}`")
-                srv.execute(f"CREATE TABLE `{database}`.`{local}` AS `{source}`.`{local}` "
-                            f"ENGINE = Merge(`{source}`, '^{local}$')")
-            new = [s for s in SUMMARIES if s not in old]
-            for stmt in summarize_sql(database, name, new, source):
-                print(f"shard {shard.tcp_port}: {stmt[:60]}... (load {_load()})", flush=True)
-                srv.execute(stmt, settings={"allow_experimental_low_cardinality_type": 1})
         finally:
             srv.close()
     return time.monotonic() - t
@@ -295,9 +262,6 @@ def main() -> None:
     ap.add_argument("--copy-from", default="",
                     help="first fill --database from this database of the cluster (read only): its rows through this "
                          "version's views it lacks, its summaries copied")
-    ap.add_argument("--link-from", default="",
-                    help="first make --database read this database of the cluster (read only) through Merge tables, "
-                         "with this version's new summaries built from its rows (no copy)")
     ap.add_argument("--label", default="", help="a word on what this run is (in the heading)")
     ap.add_argument("--out", default="docs/benchmarks-fleet-hunt.md",
                     help="the figures are added at the top of this file (older ones are kept)")
@@ -308,9 +272,6 @@ def main() -> None:
         else load_cluster(a.cluster_dir)
     try:
         url = cluster.url(database=a.database)
-        if a.link_from:
-            print(f"{a.database} over {a.link_from} in {link_fleet(cluster, a.link_from, a.database):.0f} s "
-                  f"(load {_load()})", flush=True)
         if a.copy_from:
             print(f"filled {a.database} from {a.copy_from} in {copy_fleet(cluster, a.copy_from, a.database):.0f} s "
                   f"(load {_load()})", flush=True)

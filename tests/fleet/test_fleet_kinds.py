@@ -245,7 +245,8 @@ def test_a_store_without_0007_plans_as_before() -> None:
     with_other = plan(_by_title("File Time Attribute Change - Linux"), have | {"fleet_exec_other": frozenset(
         {"executable", "command_line", "sha256", "host_name", "day", "file_path", "file_target_path", "message",
          "category"})})
-    assert with_other.view is not None and with_other.view.also == "fleet_exec_other"
+    assert with_other.view is not None and with_other.view.also is not None
+    assert with_other.view.also.name == "fleet_exec_other"
     no_kinds = {k: v for k, v in have.items() if k != "fleet_kinds"}
     module = plan(_by_title("Kernel module loaded"), no_kinds)
     assert module.summary is None and "fleet_kinds: the store has no such summary" in module.why

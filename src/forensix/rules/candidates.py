@@ -72,34 +72,28 @@ class SummaryView:
 
     name: str
     columns: frozenset[str]  # the summary's columns this reads (all must exist)
-    known: Mapping[str, tuple[str, str]]  # view column -> (when known on a row, expression)
+    # view column -> (when known on a row, expression, or expressions: one of them is the value)
+    known: Mapping[str, tuple[str, str | tuple[str, ...]]]
     cased_only: frozenset[str]  # view columns known only up to case (tests of them must be caseless)
     covers: Callable[[Node], str | None]  # None: every event the rule can match has a row; else why not
     # a table of paths alone (no host): its rows give the paths a rule may match, and the
     # candidates are asked of this table by those paths (``files_sql``)
     by_path: str | None = None
-    # a second summary table read with this one (both must be there), and its columns
-    also: str | None = None
-    also_columns: frozenset[str] = frozenset()
-    # the rows read, from the server's table names (``Tables.named``); None: the table ``name``
-    source: Callable[[Callable[[str], str]], str] | None = None
+    # a second summary asked the same (both must be there): the rows this one does not describe
+    also: SummaryView | None = None
     # tests that say nothing about which values a rule wants (every row of the summary has them)
     unnarrowing: frozenset[str] = frozenset({"event_action", "event_category", "host_name"})
 
-    def knows(self, p: Pred) -> tuple[str, str] | None:
+    def knows(self, p: Pred) -> tuple[str, str | tuple[str, ...]] | None:
         if p.op == "colref" or p.column not in self.known:
             return None
         if p.column in self.cased_only and p.cased:
             return None
         return self.known[p.column]
 
-    def tables(self) -> tuple[str, ...]:
-        """The summary tables this reads."""
-        return (self.name,) + ((self.also,) if self.also else ())
-
-    def table(self, named: Callable[[str], str]) -> str:
-        """What the candidates are asked of: the summary table, or ``source``'s rows."""
-        return self.source(named) if self.source else named(self.name)
+    def views(self) -> tuple[SummaryView, ...]:
+        """The summaries whose candidates this view's are (their union)."""
+        return (self,) + ((self.also,) if self.also else ())
 
 
 # -- what a rule's tests imply --------------------------------------------------------------
@@ -210,7 +204,7 @@ def _kinds_covers(node: Node) -> str | None:
     return _no_flows(node)
 
 
-_EXEC_KNOWN: dict[str, tuple[str, str]] = {
+_EXEC_KNOWN: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "event_action": ("1", "'exec'"),
     "process_executable": ("1", "executable"),
     # the event's own executable when it has one, else the process image's
@@ -222,49 +216,42 @@ _EXEC_KNOWN: dict[str, tuple[str, str]] = {
     "host_name": ("1", "host_name"),
 }
 _S = "CAST(NULL AS Nullable(String))"
-_EXEC_COLS = ("CAST(host_name AS String) AS host_name, day, CAST(executable AS Nullable(String)) AS executable, "
-              "CAST(command_line AS String) AS command_line, CAST(sha256 AS Nullable(String)) AS sha256")
-
-
-def _exec_rows(named: Callable[[str], str]) -> str:
-    """fleet_exec's rows with the category, path, target and message of their execs (0007): an
-    exec fleet_exec_other does not hold is of category process, has no target and no message,
-    and its path is its executable or none: a row each way (ARRAY JOIN), so that one of them
-    is the event's. fleet_exec_other's rows are its execs as they are."""
-    return (f"(SELECT {_EXEC_COLS}, fx_fp AS file_path, {_S} AS file_target_path, {_S} AS message, "
-            f"CAST('process' AS Nullable(String)) AS category "
-            f"FROM {named('fleet_exec')} ARRAY JOIN [CAST(executable AS Nullable(String)), {_S}] AS fx_fp "
-            f"UNION ALL SELECT {_EXEC_COLS}, CAST(file_path AS Nullable(String)) AS file_path, "
-            f"CAST(file_target_path AS Nullable(String)) AS file_target_path, "
-            f"CAST(message AS Nullable(String)) AS message, CAST(category AS Nullable(String)) AS category "
-            f"FROM {named('fleet_exec_other')})")
+_EXEC_COLUMNS = frozenset({"executable", "command_line", "sha256", "host_name", "day"})
+# 0007: an exec fleet_exec_other does not hold is of category process, has no target and no
+# message, and its path is its executable or none (both tested: one of them is the event's)
+_ORDINARY_EXEC: dict[str, tuple[str, str | tuple[str, ...]]] = {
+    "event_category": ("1", "'process'"),
+    "file_path": ("1", ("executable", _S)),
+    "fx_target_filename": ("1", ("executable", _S)),  # an exec is no rename or link
+    "file_target_path": ("1", _S),
+    "message": ("1", _S),
+}
+_EXEC_OTHER = SummaryView(
+    "fleet_exec_other",
+    _EXEC_COLUMNS | {"file_path", "file_target_path", "message", "category"},
+    {**_EXEC_KNOWN, "event_category": ("1", "category"), "file_path": ("1", "file_path"),
+     "fx_target_filename": ("1", "file_path"), "file_target_path": ("1", "file_target_path"),
+     "message": ("1", "message")},
+    frozenset({"process_hash_sha256"}),
+    _exec_covers,
+)
 
 
 SUMMARY_VIEWS: tuple[SummaryView, ...] = (
-    # 0007: fleet_exec with the execs' paths, targets and messages (fleet_exec_other holds the
-    # execs whose path is not their executable, or that have a target or a message): what a
+    # 0007: fleet_exec with the execs' category, path, target and message, and the execs
+    # fleet_exec does not describe whole from fleet_exec_other (its candidates added): what a
     # keyword rule tests on an exec beside its image and command line
     SummaryView(
         "fleet_exec",
-        frozenset({"executable", "command_line", "sha256", "host_name", "day"}),
-        {
-            **_EXEC_KNOWN,
-            "file_path": ("1", "file_path"),
-            "file_target_path": ("1", "file_target_path"),
-            "fx_target_filename": ("1", "file_path"),  # an exec is no rename or link
-            "message": ("1", "message"),
-            "event_category": ("1", "category"),
-        },
+        _EXEC_COLUMNS,
+        {**_EXEC_KNOWN, **_ORDINARY_EXEC},
         frozenset({"process_hash_sha256"}),
         _exec_covers,
-        also="fleet_exec_other",
-        also_columns=frozenset({"executable", "command_line", "sha256", "host_name", "day", "file_path",
-                                "file_target_path", "message", "category"}),
-        source=_exec_rows,
+        also=_EXEC_OTHER,
     ),
     SummaryView(
         "fleet_exec",
-        frozenset({"executable", "command_line", "sha256", "host_name", "day"}),
+        _EXEC_COLUMNS,
         _EXEC_KNOWN,
         frozenset({"process_hash_sha256"}),
         _exec_covers,
@@ -370,12 +357,12 @@ def plan(rule: CompiledRule, have: Mapping[str, frozenset[str]]) -> Plan:
         if not used:
             why.append(f"{view.name}: it tests nothing {view.name} holds")
             continue
-        absent = [t for t in view.tables() if t not in have]
+        absent = [v.name for v in view.views() if v.name not in have]
         if absent:
             why.append(f"{view.name}: the store has no such summary" if view.name in absent else
                        f"{view.name}: the store has no {', '.join(absent)} (it tests {', '.join(sorted(used))})")
             continue
-        lacking = (view.columns - have[view.name]) | (view.also_columns - have.get(view.also or "", frozenset()))
+        lacking = {c for v in view.views() for c in v.columns - have[v.name]}
         if lacking:
             why.append(f"{view.name}: the summary lacks {', '.join(sorted(lacking))}")
             continue

@@ -186,13 +186,15 @@ def _column_sql(col: str) -> tuple[str, str] | None:
 
 
 # what a test's column is on a row of some table: (when it is known there, expression), or None
-Known = Callable[[Pred], "tuple[str, str] | None"]
+# (the expression may be several: the value is one of them on each event of the row)
+Known = Callable[[Pred], "tuple[str, str | tuple[str, ...]] | None"]
 
 
 def maybe(node: Node, known: Known, positive: bool = True) -> str:
     """A condition over the rows ``known`` describes that every row where ``node`` is true
     (``positive``) or false meets: a test whose column is not known there becomes "maybe"
-    (true), one known only on some rows is tested on those (``if(when, test, 1)``)."""
+    (true), one known only on some rows is tested on those (``if(when, test, 1)``), one known
+    to be one of several values on each event is tested on each (true if any may hold)."""
     if isinstance(node, Const):
         return "1" if node.value == positive else "0"
     if isinstance(node, Not):
@@ -207,7 +209,9 @@ def maybe(node: Node, known: Known, positive: bool = True) -> str:
     if got is None:
         return "1"
     when, expr = got
-    test = _pred(node, expr) if positive else f"(NOT {_pred(node, expr)})"
+    tests = [_pred(node, e) if positive else f"(NOT {_pred(node, e)})"
+             for e in (expr if isinstance(expr, tuple) else (expr,))]
+    test = tests[0] if len(tests) == 1 else "(" + " OR ".join(tests) + ")"
     return test if when == "1" else f"if({when}, {test}, 1)"
 
 

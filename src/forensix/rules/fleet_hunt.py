@@ -380,7 +380,7 @@ class ShardHunt:
 def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
     """The summary tables this server has, with their columns (none on a store made before them)."""
     have: dict[str, frozenset[str]] = {}
-    for name in dict.fromkeys(t for view in SUMMARY_VIEWS for t in view.tables()):
+    for name in dict.fromkeys(v.name for view in SUMMARY_VIEWS for v in view.views()):
         try:
             cols = summary_columns(srv.table(f"DESCRIBE TABLE {tables.named(name)}"))
         except StoreError:
@@ -412,12 +412,16 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
         mine = [(i, r.where) for i, (r, p) in enumerate(zip(rules, plans, strict=True)) if p.view is view]
         if not mine:
             continue
-        found_sql = candidates_sql(view, view.table(tables.named), mine, ts_from, ts_to)
         if view.by_path:
-            got, doubt = _by_path(srv, tables, view.by_path, mine, srv.table(found_sql), ts_from, ts_to), None
-        else:
-            rows = srv.table(found_sql)
-            got, doubt = by_rule(rows), unsure(rows)
+            rows = srv.table(candidates_sql(view, tables.named(view.name), mine, ts_from, ts_to))
+            got, doubt = _by_path(srv, tables, view.by_path, mine, rows, ts_from, ts_to), None
+        else:  # (with the summary of the rows this one does not describe: the union)
+            got, doubt = {}, set()
+            for v in view.views():
+                rows = srv.table(candidates_sql(v, tables.named(v.name), mine, ts_from, ts_to))
+                for i, pairs in by_rule(rows).items():
+                    got.setdefault(i, set()).update(pairs)
+                doubt |= unsure(rows)
         if total is None:
             total = int(srv.table(totals_sql(tables.named(view.name), ts_from, ts_to)).column(0)[0].as_py() or 0)
         for i, _ in mine:

@@ -65,7 +65,6 @@ __all__ = [
     "reset_sql",
     "restart_merges",
     "row_state",
-    "summarize_sql",
     "summary_tables",
     "tables_sql",
     "unlock_sql",
@@ -399,18 +398,6 @@ def backfill_sql(db: str, cluster: str | None, names: Sequence[str] | None = Non
             listed = f"_part IN (SELECT part FROM `{db}`.`{LOCK}` WHERE table = '{table}')"
             out.append(f"INSERT INTO `{db}`.`{local_name(s.name, cluster)}` "
                        f"{_select(s, view, f'`{db}`.`{table}`', listed)}")
-    return out
-
-
-def summarize_sql(db: str, cluster: str | None, names: Sequence[str], source: str) -> list[str]:
-    """INSERTs that summarize into ``db``'s summaries ``names`` every row of database
-    ``source``'s tables (as the views would have at insert; ``source`` is only read): a copy
-    of a fleet for a benchmark, whose rows are read where they are."""
-    out = []
-    for s in _chosen(names):
-        for view in s.selects:
-            src = f"`{source}`.`{local_name(_source(view), cluster)}`"
-            out.append(f"INSERT INTO `{db}`.`{local_name(s.name, cluster)}` {_select(s, view, src)}")
     return out
 
 
