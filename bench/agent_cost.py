@@ -5,6 +5,7 @@
     python -m bench.agent_cost compare compile.npz --base-src OLD/src [--reps 3] [--no-rules] [--ship]
     python -m bench.agent_cost ship compile.npz [--reps 3] [--write]   # the real agent: --raw vs --decode
     python -m bench.agent_cost ship compile.npz --against OLD/src [--write]   # raw agent: before vs after
+    python -m bench.agent_cost ship-one compile.npz --where   # the raw agent's CPU function by function
 
 ``capture`` runs the real recorder (sensor, drains, flow-map flushes at the recorder's
 cadence) while COMMAND runs, and keeps what the agent received from the kernel, in order:
@@ -436,13 +437,19 @@ def _walk_python(data: bytes) -> int:
 
 
 def _walker() -> Any:
-    """The walk of the ring's records over a captured drain (its bytes keep the headers)."""
+    """The walk of the ring's records over a captured drain (its bytes keep the headers);
+    called with ``ring`` (the drain's ring position and the ring's size, as a drain knows
+    them) where the capture's headers hold the page offsets of that position."""
+    import inspect
+
     from forensix.sensor import ringbuf
 
     walk = getattr(ringbuf, "walk", None)
     if walk is None:
-        return lambda d: _walk_python(d.data)
-    return lambda d: walk(d.data, len(d.data))
+        return lambda d, ring=None: _walk_python(d.data)
+    if "ring" in inspect.signature(walk).parameters:
+        return lambda d, ring=None: walk(d.data, len(d.data), ring=ring)
+    return lambda d, ring=None: walk(d.data, len(d.data))
 
 
 _STAGES = ("walk", "decode", "store", "seal", "ship", "rules", "flows+reopens", "final flush")
@@ -565,11 +572,18 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("capture", type=Path)
     o.add_argument("--raw", action="store_true")
     o.add_argument("--no-artifacts", action="store_true")
+    o.add_argument("--where", action="store_true",
+                   help="the raw agent's functions timed one by one (µs per stored event), instead of the JSON")
     a = ap.parse_args(argv)
     if a.cmd in ("ship", "ship-one"):
         from bench.agent_ship import compare_ship, run_one
 
         if a.cmd == "ship-one":
+            if a.where:
+                from bench.agent_ship import where
+
+                print(where(a.capture, not a.no_artifacts))
+                return 0
             run_one(a.capture, a.raw, not a.no_artifacts)
             return 0
         text, _ = compare_ship(a.capture, a.reps, not a.no_artifacts, a.against)

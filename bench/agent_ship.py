@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import mmap
 import os
 import ssl
 import statistics
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["compare_ship", "ship_replay"]
+__all__ = ["compare_ship", "ship_replay", "where"]
 
 
 class _Ring:
@@ -143,6 +144,34 @@ def _by_ring(abi: dict[str, Any], d: Any) -> list[tuple[int, Any]]:
     return out
 
 
+# the kernel's page offset of a ring's first data page (struct bpf_ringbuf: a page of its
+# own fields, the consumer and producer pages, then the data)
+_DATA_PAGE = 3
+_PAGE_SHIFT = mmap.PAGESIZE.bit_length() - 1
+
+
+def _laid_out(inputs: list[tuple[str, Any]]) -> tuple[int, int, int]:
+    """The ring sizes of this host's sensor (process, network, main), and each record
+    header's page offset rewritten as the kernel writes it at the position the record has
+    in its ring in this replay (``RawRecorder`` drains each ring from position 0 on): the
+    split of the capture by ring moved records, and a drain may read the offsets."""
+    from forensix.sensor.loader import ring_sizes_mb
+
+    main, net, proc = ring_sizes_mb()
+    sizes = (proc << 20, net << 20, main << 20)
+    pos = [0, 0, 0]
+    for kind, x in inputs:
+        if kind != "ring":
+            continue
+        for r, part in x:
+            words = np.frombuffer(part.data, np.uint32).copy()
+            at = pos[r] + part.offsets - 8  # each header's ring position
+            words[(part.offsets - 8) // 4 + 1] = _DATA_PAGE + ((at & (sizes[r] - 1)) >> _PAGE_SHIFT)
+            part.data = words.tobytes()
+            pos[r] += len(part.data)
+    return sizes
+
+
 def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]:
     """One replay of ``path`` through the real agent of one mode; CPU by stage and in all."""
     from bench.agent_cost import _walker, load_inputs, replay_table
@@ -151,9 +180,13 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
     from forensix.sensor.recorder import use_system_allocator
 
     use_system_allocator()  # as the recorder's start does
+    # pyarrow imports numpy.ma on the first masked array (the first exec row found): ~30 ms
+    # once in an agent's life, not a cost per event (and ~6% of this replay's total)
+    import numpy.ma  # noqa: F401
     abi, offset_ns, inputs = load_inputs(path)
     # the agent drains each ring on its own (before the clock starts: the capture joined them)
     inputs = [(k, _by_ring(abi, x)) if k == "ring" else (k, x) for k, x in inputs]
+    sizes = _laid_out(inputs)
     tmp = Path(tempfile.mkdtemp(prefix="fx-agent-ship-"))
     frames: list[bytes] = []
     sink = _sink(tmp, frames)
@@ -162,19 +195,31 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
     rec.artifacts = _NoFiles() if artifacts else None  # forensix agent always preserves
     walk = _walker()
     seeded = False
+    # a flush tick (its drain, then its maps: the capture's ring item and the map items after
+    # it) inside the agent's one_batch(), as its flush_flows runs it, where the tree has one
+    one_batch = getattr(rec, "one_batch", None)
+    tick: Any = None
     t_all = time.process_time()
     for kind, x in inputs:
+        if tick is not None and kind not in ("flows", "reopens"):
+            t = time.thread_time()
+            tick.__exit__(None, None, None)
+            tick = None
+            cpu["map flush"] += time.thread_time() - t
         if kind == "ring":
             _written(rec)  # the tick before is written: a live agent's ticks are ~1 s apart
-        t = time.thread_time()
-        if kind == "ring":
-            for _, part in x:
-                walk(part)
-            cpu["walk"] += time.thread_time() - t
             if raw and not seeded:  # the seed goes out after the snapshot, before the first drain
                 seed = {"abi": abi, "host": dataclasses.asdict(rec.host), "state": export_state(rec.decoder)}
                 rec._emit("raw", raw_row("seed", {}, json.dumps(seed).encode()))
                 seeded = True
+            if one_batch is not None:
+                tick = one_batch()
+                tick.__enter__()
+        t = time.thread_time()
+        if kind == "ring":
+            for r, part in x:
+                walk(part, ring=(rec.rings[r].pos, sizes[r]))
+            cpu["walk"] += time.thread_time() - t
             t = time.thread_time()
             for r, part in x:
                 rec.rings[r].pos += len(part.data)
@@ -186,6 +231,10 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
         else:
             (rec._emit_flows if kind == "flows" else rec._emit_reopens)(*x)
             cpu["map flush"] += time.thread_time() - t
+    if tick is not None:
+        t = time.thread_time()
+        tick.__exit__(None, None, None)
+        cpu["map flush"] += time.thread_time() - t
     rec._writer.finish()
     sink.flush()
     total = time.process_time() - t_all
@@ -275,3 +324,69 @@ def compare_ship(path: Path, reps: int, artifacts: bool = True,
 
 def run_one(path: Path, raw: bool, artifacts: bool = True) -> None:
     print(json.dumps(ship_replay(path, raw, artifacts)))
+
+
+# What ``where`` times: (module, attribute) of the raw agent's functions, on both threads;
+# those a tree does not have are skipped. They nest (``collector_rows`` inside ``_preserve``).
+_WHERE = [
+    ("forensix.sensor.ringbuf", "walk"), ("forensix.sensor.ringbuf", "Drained.join"),
+    ("forensix.agent.raw", "pick"), ("forensix.agent.raw", "collector_rows"),
+    ("forensix.agent.raw", "RawRecorder._preserve"), ("forensix.agent.raw", "raw_row"),
+    ("forensix.agent.raw", "RawRecorder._emit_map"), ("forensix.sensor.writer", "BatchWriter.put"),
+    ("forensix.agent.sealer", "encode_compressed"), ("forensix.agent.sealer", "seal_frame"),
+    ("forensix.agent.spool", "Spool.append"), ("forensix.agent.shipping", "ShippingSink.write"),
+]
+
+
+def where(path: Path, artifacts: bool = True) -> str:
+    """One raw replay with the functions of ``_WHERE`` timed (thread CPU, only while the
+    agent runs, not the log host's decode after it): a markdown table, µs per stored event."""
+    import importlib
+    from collections import defaultdict
+
+    spent: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    timing = [False]
+
+    def timed(label: str, fn: Any) -> Any:
+        def run(*a: Any, **k: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                if timing[0]:
+                    spent[label] += time.thread_time() - t
+                    calls[label] += 1
+        return run
+
+    for mod_name, attr in _WHERE:
+        obj: Any = importlib.import_module(mod_name)
+        *owners, name = attr.split(".")
+        for o in owners:
+            obj = getattr(obj, o, None)
+        fn = getattr(obj, name, None) if obj is not None else None
+        if fn is None:
+            continue
+        wrapped = timed(attr, fn)
+        setattr(obj, name, staticmethod(wrapped) if isinstance(vars(obj).get(name), staticmethod) else wrapped)
+    me = sys.modules[__name__]
+    agent, log_host = me._agent, me._log_host  # type: ignore[attr-defined]
+
+    def starting(*a: Any, **k: Any) -> Any:
+        timing[0] = True
+        return agent(*a, **k)
+
+    def ending(*a: Any, **k: Any) -> Any:
+        timing[0] = False
+        return log_host(*a, **k)
+
+    me._agent, me._log_host = starting, ending  # type: ignore[attr-defined]
+    out = ship_replay(path, True, artifacts)
+    n = out["rows"]["events"] + out["rows"]["flows"]
+    lines = [(f"capture {path.name}: {n:,} stored events; agent total {out['agent_cpu_s'] / n * 1e6:.2f} µs/event "
+              f"({', '.join(f'{k} {v / n * 1e6:.2f}' for k, v in out['cpu_s'].items())}); "
+              f"load average {os.getloadavg()[0]:.1f}"), "",
+             "| function | calls | µs/event |", "|---|---:|---:|"]
+    for label, sec in sorted(spent.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {label} | {calls[label]} | {sec / n * 1e6:.3f} |")
+    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The log host's fixed costs beside a raw agent (docs/agent-raw-records.md, "What it costs").
 
-    python -m bench.loghost_cost checkpoint        # a decoder checkpoint at three state sizes
+    python -m bench.loghost_cost checkpoint        # a decoder checkpoint at three state sizes, Arrow vs JSON
     python -m bench.loghost_cost start DIR [--base-src SRC]
         # CPU of a `forensix server` start on the store and evidence in DIR (a copy each time):
         # this tree with the checkpoint a clean stop wrote, against SRC without one
@@ -22,7 +22,13 @@ from pathlib import Path
 
 
 def checkpoint() -> None:
+    import json
+    from dataclasses import asdict
+
+    import zstandard
+
     from forensix.sensor.decode import Decoder, _Proc
+    from forensix.sensor.decoder_state import export_state, import_state
     from forensix.sensor.loader import load_abi
     from forensix.server.rawdecode import StreamDecoder
     from forensix.testing.shipping import host_info
@@ -38,21 +44,32 @@ def checkpoint() -> None:
         dec.label_history = {10**9 + i: [(10**18 + i, f"/tmp/old-{i}")] for i in range(nlab // 10)}
         sd.decoder, sd.abi, sd.info, sd.last_seq = dec, abi, host_info("alpha"), 5
         d = Path(tempfile.mkdtemp(prefix="fx-ckpt-"))
-        take = write = 9e9
-        size = 0
-        for _ in range(3):
+        take = write = load = old_take = old_load = 9e9
+        size = old_size = 0
+        for _ in range(3):  # this tree's Arrow checkpoint and the zstd JSON before it, alternating
             t = time.thread_time()
             sd.take_checkpoint()
             t1 = time.thread_time()
             assert sd.pending is not None
             size = len(sd.pending[1])
             sd.write_checkpoint(d, 10)
-            take, write = min(take, t1 - t), min(write, time.thread_time() - t1)
-        disk = sum(p.stat().st_size for p in d.glob("*.ckpt"))
+            t2 = time.thread_time()
+            assert StreamDecoder("alpha", "s").restore(d) == 5
+            t3 = time.thread_time()
+            take, write, load = min(take, t1 - t), min(write, t2 - t1), min(load, t3 - t2)
+            t = time.thread_time()
+            body = zstandard.ZstdCompressor(level=1).compress(json.dumps({
+                "format": 1, "seq": 5, "abi": abi, "host": asdict(sd.info), "state": export_state(dec)}).encode())
+            t1 = time.thread_time()
+            json_state = json.loads(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 31))
+            import_state(Decoder(abi, host_info("alpha")), json_state["state"])
+            old_take, old_load = min(old_take, t1 - t), min(old_load, time.thread_time() - t1)
+            old_size = len(body)
         shutil.rmtree(d)
-        print(f"{nproc:>7} processes, {nlab:>7} labels: JSON {size / 1e6:.1f} MB, on disk {disk / 1e6:.1f} MB; "
-              f"connection thread CPU: take (export + JSON) {take * 1000:.0f} ms, write (zstd + file) "
-              f"{write * 1000:.0f} ms; load {os.getloadavg()[0]:.1f}")
+        print(f"{nproc:>7} processes, {nlab:>7} labels: Arrow IPC {size / 1e6:.1f} MB, take {take * 1000:.0f} ms"
+              f" + write {write * 1000:.0f} ms, load {load * 1000:.0f} ms | zstd JSON {old_size / 1e6:.1f} MB,"
+              f" take+zstd {old_take * 1000:.0f} ms, load {old_load * 1000:.0f} ms"
+              f" (connection thread CPU; load {os.getloadavg()[0]:.1f})")
 
 
 def _start_cpu(src: str, base: Path, keep_checkpoint: bool) -> tuple[float, str]:

@@ -17,11 +17,16 @@ printf 'echo fx-ossl\n' > "$W/s.txt"; openssl enc -base64 -in "$W/s.txt" -out "$
 openssl enc -d -base64 -in "$W/s.b64" | sh >/dev/null
 curl -s "file://$W/s.txt" | bash >/dev/null
 # timestomping of any file: times set into the past, or copied from another file
-touch "$W/ts-a" "$W/ts-m" "$W/ts-r" "$W/ts-d" "$W/ts-now" "$W/ts-py"
+touch "$W/ts-a" "$W/ts-m" "$W/ts-r" "$W/ts-d" "$W/ts-now" "$W/ts-py" "$W/ts-os" "$W/ts-copy-src"
 touch -a -t 197001010000.00 "$W/ts-a"
 touch -m -t 197001010000.00 "$W/ts-m"
 touch -r /bin/sh "$W/ts-r"
 touch -d '2 years ago' "$W/ts-d"
+# backdated by Python's os.utime (a file it did not write): the detector, not fx_timestomp
+"${PYTHON:-python3}" -c "import os, sys; os.utime(sys.argv[1], (1262304000, 1262304000))" "$W/ts-os"
+# a copy keeping its source's old times (shutil.copy2: written, then copystat): quiet
+touch -d '3 years ago' "$W/ts-copy-src"
+"${PYTHON:-python3}" -c "import shutil, sys; shutil.copy2(sys.argv[1], sys.argv[2])" "$W/ts-copy-src" "$W/ts-copy"
 # set to now, not back: touch on an existing file, pathlib's touch (times NULL)
 touch "$W/ts-now"
 "${PYTHON:-python3}" -c "import pathlib, sys; pathlib.Path(sys.argv[1]).touch()" "$W/ts-py"

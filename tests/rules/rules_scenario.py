@@ -12,6 +12,8 @@ from forensix.rules.alerts import empty_alerts
 from forensix.rules.engine import LiveEngine
 from forensix.testing.generator import O_CREAT, O_TRUNC, O_WRONLY, StoreBuilder
 
+O_EXCL = 0o200
+
 O_APPEND = 0o2000
 RECORDER_PID = 4242
 
@@ -49,7 +51,15 @@ def build_scenario() -> Scenario:
     b.file_op(lr, 13.2, "unlink", "/var/log/syslog.7.gz")
     dpkg = b.spawn(sh, 903, 14, "/usr/bin/dpkg", ["dpkg", "-i", "cron.deb"])
     b.write_file(dpkg, 14.1, "/etc/cron.d/e2scrub_all")
-    b.file_op(dpkg, 14.2, "utimes", "/usr/bin/crontab", file_atime=b.t(-86400 * 400), file_mtime=b.t(-86400 * 400))
+    # dpkg unpacks into NAME.dpkg-new (created exclusively), sets the packaged times, renames it over
+    b.open(dpkg, 14.15, "/usr/bin/crontab.dpkg-new", O_WRONLY | O_CREAT | O_EXCL)
+    b.file_op(dpkg, 14.2, "utimes", "/usr/bin/crontab.dpkg-new", file_atime=b.t(-86400 * 400),
+              file_mtime=b.t(-86400 * 400))
+    b.rename(dpkg, 14.25, "/usr/bin/crontab.dpkg-new", "/usr/bin/crontab")
+    # shutil.copy2: the copy written (truncated), then its source's times set (copystat)
+    cpy = b.spawn(sh, 909, 14.3, "/usr/bin/python3.11", ["python3", "-c", "shutil.copy2('a', '/srv/b')"])
+    b.write_file(cpy, 14.31, "/srv/b")
+    b.file_op(cpy, 14.32, "utimes", "/srv/b", file_atime=b.t(-86400 * 90), file_mtime=b.t(-86400 * 90))
     py = b.spawn(sh, 904, 15, "/usr/bin/python3.11", ["python3", "-m", "http.server", "--bind", "127.0.0.1"])
     b._ev(py, b.t(15.1), "network", "listen", network_transport="tcp", network_type="ipv4",
           source_ip="127.0.0.1", source_port=8000)
@@ -128,6 +138,11 @@ def build_scenario() -> Scenario:
     ts = b.spawn(sh, 1011, 31, "/usr/bin/touch", ["touch", "-d", "2019-01-01", "/usr/bin/ls"])
     b.file_op(ts, 31.1, "utimes", "/usr/bin/ls", file_atime=b.t(-86400 * 3000), file_mtime=b.t(-86400 * 3000))
     sc.expect("fx_timestomp", 1011)
+    # Python's os.utime backdating a file it did not write: the rule leaves python out by name,
+    # the detector judges what it did
+    ou = b.spawn(sh, 1019, 31.2, "/usr/bin/python3.11", ["python3", "-c", "os.utime('/etc/passwd', (t, t))"])
+    b.file_op(ou, 31.3, "utimes", "/etc/passwd", file_atime=b.t(-86400 * 700), file_mtime=b.t(-86400 * 700))
+    sc.expect("forensix-timestomp-not-a-copy", 1019)
 
     auk = b.spawn(sh, 1012, 32, "/usr/bin/tee", ["tee", "-a", "/root/.ssh/authorized_keys"])
     b.open(auk, 32.1, "/root/.ssh/authorized_keys", O_WRONLY | O_APPEND | O_CREAT, 0o600)

@@ -256,8 +256,14 @@ def test_timestomping_of_any_file(curated: dict[str, Any]) -> None:
     got = _by_rule(curated).get("fx_timestomp", [])
     # ts-now (`touch` on an existing file) and ts-py (pathlib's touch) had their times set to
     # now (a NULL times pointer): no timestomp, whatever the registers past the call's args held
-    assert sorted(a["object_name"].rsplit("/", 1)[1] for a in got) == ["ts-a", "ts-d", "ts-m", "ts-r"]
+    assert sorted(a["object_name"].rsplit("/", 1)[1] for a in got) == ["ts-a", "ts-copy-src", "ts-d", "ts-m", "ts-r"]
     assert any("touch -r /bin/sh" in a["process_command_line"] for a in got)
+    # Python's os.utime backdating a file it did not write: raised by what it did, not its
+    # name; shutil.copy2's copystat (the copy's source times) and pathlib's touch are not
+    py = _by_rule(curated).get("forensix-timestomp-not-a-copy", [])
+    assert [a["object_name"].rsplit("/", 1)[1] for a in py] == ["ts-os"], [a["summary"] for a in py]
+    assert py[0]["rule_level"] == "high" and py[0]["process_executable"].rsplit("/", 1)[1].startswith("python")
+    assert "2010-01-01" in py[0]["summary"], py[0]["summary"]
 
 
 def test_history_removed_with_its_tree_is_low_and_wiped_is_high(curated: dict[str, Any]) -> None:

@@ -37,9 +37,17 @@ class FakeRing:
         return int(struct.unpack_from("<Q", self.map, 0)[0])
 
     def _put(self, pos: int, data: bytes) -> None:
-        for i, b in enumerate(data):  # byte by byte: a record may wrap around the end
-            self.map[2 * PAGE + ((pos + i) % self.size)] = b
-            self.map[2 * PAGE + self.size + ((pos + i) % self.size)] = b
+        at = pos % self.size
+        first = data[: self.size - at]  # a record may wrap around the end
+        for copy in (2 * PAGE, 2 * PAGE + self.size):
+            self.map[copy + at: copy + at + len(first)] = first
+            rest = data[len(first):]
+            self.map[copy: copy + len(rest)] = rest
+
+    def page_offset(self, pos: int) -> int:
+        """The header's second word as the kernel writes it: the page of the header in the
+        ring's memory (bpf_ringbuf_rec_pg_off; the data begin at page 3 there)."""
+        return 3 + (pos % self.size) // PAGE
 
     def add(self, payload: bytes, state: str = "done") -> bool:
         """Reserve and write one record (``busy``: reserved, not committed yet); False if
@@ -48,7 +56,7 @@ class FakeRing:
         if self.prod + need - self.cons() > self.size:
             return False
         word = len(payload) | (BUSY if state == "busy" else DISCARD if state == "discard" else 0)
-        self._put(self.prod, struct.pack("<II", word, 0) + payload)
+        self._put(self.prod, struct.pack("<II", word, self.page_offset(self.prod)) + payload)
         self.records.append((self.prod, payload, state))
         self.prod += need
         struct.pack_into("<Q", self.map, PAGE, self.prod)
@@ -150,3 +158,91 @@ def test_walk_of_a_region_cut_inside_its_last_record_says_so() -> None:
     assert offs.tolist() == [8, 40] and lens.tolist() == [20, 100]
     assert end == 32 + 8 + 104 > len(region)
     assert np.asarray(offs).dtype == np.int64
+
+
+def _lookalike_payload(rng: random.Random, ring: FakeRing, size: int, flags: bool = True) -> bytes:
+    """A payload holding words that look like headers where they lie (their slot's own page
+    offset after a plausible length): what the numpy screen must not mistake for records.
+    ``flags``: some look like busy or discarded records too."""
+    body = bytearray(rng.randbytes(size))
+    start = ring.prod + 8  # where the payload will be in the ring
+    for at in range(0, size - 7, 8):
+        if rng.random() < 0.05:
+            fake_len = rng.choice([0, 8, 24, rng.randint(0, 600)] + ([BUSY | 16, DISCARD | 40] if flags else []))
+            struct.pack_into("<II", body, at, fake_len, ring.page_offset(start + at))
+    return bytes(body)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_screened_drains_equal_the_record_walk_with_lookalike_headers(seed: int,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drains large enough for the numpy screen (ringbuf._walk_screened), of records whose
+    payloads are full of header lookalikes, across wraps, with busy and discarded records:
+    every finished record once, in order; and the screen answered most of the drains."""
+    from forensix.sensor import ringbuf
+
+    screened = [0, 0]
+    plain = ringbuf._walk_screened
+
+    def counting(*a: object, **k: object) -> object:
+        got = plain(*a, **k)  # type: ignore[arg-type]
+        screened[got is None] += 1
+        return got
+
+    monkeypatch.setattr(ringbuf, "_walk_screened", counting)
+    rng = random.Random(seed)
+    with fake_ring(64 * PAGE) as (ring, rb):
+        busy: list[int] = []
+        got: list[bytes] = []
+        for round_ in range(40):
+            flags = round_ % 2 == 0  # odd rounds: no busy or discarded record, real or lookalike
+            while busy and not flags:
+                ring.commit(busy.pop())
+            for _ in range(rng.randint(100, 1000)):
+                state = rng.choices(["done", "discard", "busy"], [40, 1, 1])[0] if flags else "done"
+                if busy and state == "busy":
+                    state = "done"
+                size = rng.choice([0, 8, 13, 120, 400, rng.randint(0, 1500)])
+                if not ring.add(_lookalike_payload(rng, ring, size, flags), state):
+                    break
+                if state == "busy":
+                    busy.append(ring.records[-1][0])
+            got += payloads(rb.drain(max_bytes=rng.choice([None, None, 40_000, 100_000])))
+            if busy and rng.random() < 0.7:
+                ring.commit(busy.pop())
+            rb.release()
+        for pos in busy:
+            ring.commit(pos)
+        while len(d := rb.drain()):
+            got += payloads(d)
+            rb.release()
+        assert got == [p for _, p, s in ring.records if s == "done"]
+        assert rb.pos == ring.prod
+    assert screened[0] > screened[1], screened  # the screen answered, the loop was the fallback
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_walk_of_a_drained_copy_equals_the_record_walk(seed: int) -> None:
+    """A copy (no ring geometry: the log host's walk): the screen takes a slot's page or the
+    next; same records as the loop, whether the copy wraps the ring or is cut mid-record."""
+    from forensix.sensor.ringbuf import _walk_loop
+
+    rng = random.Random(seed)
+    ring = FakeRing(16 * PAGE)
+    try:
+        ring.prod = rng.randrange(0, 16 * PAGE, 8)
+        struct.pack_into("<Q", ring.map, 0, ring.prod)  # consumer: an empty ring from there
+        first = ring.prod
+        while ring.add(_lookalike_payload(rng, ring, rng.randint(0, 500)),
+                       rng.choices(["done", "discard"], [30, 1])[0]):
+            pass
+        span = ring.prod - first
+        at = 2 * PAGE + first % ring.size
+        region = bytes(ring.map[at: at + span])  # the second copy makes it contiguous
+        cut = rng.choice([span, span - 8 * rng.randint(1, 20), rng.randrange(8, span, 8)])
+        want = _walk_loop(region[:cut], cut)
+        got = walk(region[:cut], cut)
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+        assert got[2] == want[2]
+    finally:
+        ring.close()

@@ -43,3 +43,74 @@ def test_a_raw_tick_is_spooled_before_write_returns(pki: Authority, tmp_path: Pa
     finally:
         sink._closed.set()
         sink.spool.close(clean=True)
+
+
+def test_a_flush_tick_is_one_frame_and_its_ring_space_goes_back_after_it(pki: Authority, tmp_path: Path) -> None:
+    """A raw agent's flush tick (its drain's row, then its maps' rows) is sealed as one frame;
+    what the drain asks to run once written (the ring space given back to the kernel) runs
+    only once that frame is in the spool, and the small tables of the tick keep their place."""
+    import threading
+
+    from forensix.agent.raw import RawRecorder
+    from forensix.sensor.writer import BatchWriter
+    from forensix.testing.shipping import shipping_sink
+
+    sink = shipping_sink(pki, "alpha", tmp_path, ("127.0.0.1", 9), start=False)
+    rec = RawRecorder([])
+    rec._writer = writer = BatchWriter([sink], depth=8)
+    writer.start()
+    released: list[int] = []
+    ring = bytes(range(256)) * 64
+    try:
+        for tick in range(3):
+            with rec.one_batch():
+                rec._emit("raw", raw_row("ring", {"parts": [[2, 0, len(ring)]]}, ring))
+                rec._emit("gaps", gap_batch(host_info("alpha"), "alpha", 1, 2, tick, "test"))
+                rec._writer.after_written(lambda: released.append(sink.spool.frames_spooled))
+                rec._emit("raw", raw_row("flows", {"n": 1}, b"f" * 64))
+                rec._emit("raw", raw_row("reopens", {"n": 1}, b"o" * 32))
+                assert sink.spool.frames_spooled == 2 * tick  # nothing reaches the writer before the tick ends
+            done = threading.Event()
+            writer.after_written(done.set)
+            assert done.wait(10)
+        writer.finish()
+        frames = [parse_frame(sink.spool.read(e)) for e in sink.spool.entries]
+        assert [f.table for f in frames] == ["raw", "gaps"] * 3
+        assert [decode_body(f)["kind"].to_pylist() for f in frames if f.table == "raw"] == [
+            ["ring", "flows", "reopens"]] * 3
+        assert released == [2, 4, 6]  # each tick's space went back once its frames were spooled
+    finally:
+        sink._closed.set()
+        sink.spool.close(clean=True)
+
+
+def test_another_threads_rows_are_not_held_by_a_flush_tick(pki: Authority, tmp_path: Path) -> None:
+    """The system-log follower and the writer's warnings emit from threads of their own: a
+    tick that holds its own rows neither delays theirs nor can leave them in a batch that was
+    already handed on (they would be lost)."""
+    import threading
+
+    from forensix.agent.raw import RawRecorder
+    from forensix.sensor.writer import BatchWriter
+    from forensix.testing.shipping import shipping_sink
+
+    sink = shipping_sink(pki, "alpha", tmp_path, ("127.0.0.1", 9), start=False)
+    rec = RawRecorder([])
+    rec._writer = writer = BatchWriter([sink], depth=8)
+    writer.start()
+    try:
+        with rec.one_batch():
+            rec._emit("raw", raw_row("ring", {"parts": [[2, 0, 8]]}, bytes(8)))
+            other = threading.Thread(target=rec._emit, args=("gaps", gap_batch(host_info("alpha"), "alpha", 1, 2, 3,
+                                                                                "test")))
+            other.start()
+            other.join()
+            done = threading.Event()
+            writer.after_written(done.set)
+            assert done.wait(10)
+            assert [parse_frame(sink.spool.read(e)).table for e in sink.spool.entries] == ["gaps"]
+        writer.finish()
+        assert [parse_frame(sink.spool.read(e)).table for e in sink.spool.entries] == ["gaps", "raw"]
+    finally:
+        sink._closed.set()
+        sink.spool.close(clean=True)

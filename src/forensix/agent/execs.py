@@ -33,7 +33,7 @@ _PROT_EXEC = 4
 
 def pick(dec: Decoder, d: Drained, ordinary: np.ndarray) -> np.ndarray:
     """Indices (into ``d``, ascending) of its execs, and of its executable mappings of files
-    not in ``ordinary`` (keys of files the collector had no use for) or deleted. Fields are
+    not in ``ordinary`` (sorted keys of files the collector had no use for) or deleted. Fields are
     read by index (a gather of the record's word), narrowing at each step: kind, then the
     syscall number of syscalls, then the protection of mmaps, then the file of executable
     ones."""
@@ -57,8 +57,17 @@ def pick(dec: Decoder, d: Drained, ordinary: np.ndarray) -> np.ndarray:
     if len(maps):
         ino = word(maps, "ino").astype(np.uint64) | (word(maps, "ino", 4).astype(np.uint64) << np.uint64(32))
         deleted = (word(maps, "flags", bits=16) & dec.F["FX_F_DELETED0"]) != 0
-        maps = maps[deleted | ~np.isin(file_key(ino, word(maps, "dev")), ordinary)]
+        maps = maps[deleted | ~_member(file_key(ino, word(maps, "dev")), ordinary)]
     return np.sort(np.concatenate([execs, maps]))
+
+
+def _member(keys: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Which ``keys`` are in ``known`` (sorted, as ``np.union1d`` keeps it): a binary search
+    each; ``np.isin`` sorted or hashed both sides at every tick (~0.14 ms)."""
+    if not len(known):
+        return np.zeros(len(keys), bool)
+    at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+    return np.asarray(known[at] == keys)
 
 
 def file_key(ino: np.ndarray, dev: np.ndarray) -> np.ndarray:

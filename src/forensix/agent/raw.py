@@ -24,6 +24,9 @@ must alert on its own runs ``forensix agent --decode``.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -74,6 +77,55 @@ def _bytes_of(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).view(np.uint8).reshape(-1)
 
 
+class _TickBatch:
+    """The recorder's writer while a flush tick runs: the tick's raw rows (its drain's and
+    its maps') go to the writer as one batch, so the spool seals one frame a tick instead of
+    two (each frame costs an fsync, a hash, a MAC and Arrow's IPC set-up: ~0.6 ms, a tenth of
+    a raw agent's CPU on a build). Everything keeps its order: the joined rows take the
+    place of the first, and what waits for the records to be written (the ring space given
+    back to the kernel) is handed on after them. Only the tick's own thread is held back:
+    another (the system-log follower, the writer's warnings) writes straight through, as
+    it would have, and can never add to a batch already handed on."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.owner = threading.get_ident()
+        self.raw: list[pa.Table] = []
+        self.bulk = False
+        self.items: list[tuple[str, pa.Table, bool] | Callable[[], None] | None] = []  # None: the raw rows
+
+    def put(self, table: str, data: pa.Table, bulk: bool = False) -> None:
+        if threading.get_ident() != self.owner:
+            self.writer.put(table, data, bulk=bulk)
+            return
+        if table != RAW_TABLE:
+            self.items.append((table, data, bulk))
+            return
+        if not self.raw:
+            self.items.append(None)
+        self.raw.append(data)
+        self.bulk |= bulk
+
+    def after_written(self, fn: Callable[[], None]) -> None:
+        if threading.get_ident() != self.owner:
+            self.writer.after_written(fn)
+            return
+        self.items.append(fn)
+
+    def __getattr__(self, name: str) -> Any:  # room, back-pressure, errors: the writer's own
+        return getattr(self.writer, name)
+
+    def hand_on(self) -> None:
+        for item in self.items:
+            if item is None:
+                rows = self.raw[0] if len(self.raw) == 1 else pa.concat_tables(self.raw)
+                self.writer.put(RAW_TABLE, rows, bulk=self.bulk)
+            elif callable(item):
+                self.writer.after_written(item)
+            else:
+                self.writer.put(*item)
+
+
 class RawRecorder(Recorder):
     """A Recorder whose sinks get the kernel's records undecoded (table ``raw``)."""
 
@@ -87,6 +139,22 @@ class RawRecorder(Recorder):
         super()._snapshot()
         seed = {"abi": self.abi, "host": asdict(self.host), "state": export_state(self.decoder)}
         self._emit(RAW_TABLE, raw_row("seed", {}, json.dumps(seed).encode()))
+
+    def flush_flows(self, final: bool = False, drain: bool = False) -> int:
+        with self.one_batch():
+            return super().flush_flows(final, drain)
+
+    @contextmanager
+    def one_batch(self) -> Iterator[None]:
+        """What is emitted meanwhile reaches the writer as one raw batch (``_TickBatch``)."""
+        writer = self._writer
+        batch = _TickBatch(writer)
+        self._writer = batch  # type: ignore[assignment]  # the writer as the drain and emits use it
+        try:
+            yield
+        finally:
+            self._writer = writer
+            batch.hand_on()
 
     def _handle_drains(self, named: list[tuple[int, Drained]], bulk: bool) -> None:
         parts = [[i, self.rings[i].pos - len(d.data), len(d.data)] for i, d in named]

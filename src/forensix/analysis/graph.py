@@ -6,7 +6,9 @@ Time-window rule (King & Chen, "Backtracking Intrusions", SOSP 2003): going back
 edge into an object counts only if it began before the latest time that object affected
 what we already hold; the source then matters only up to the end of that edge. Going
 forward, an edge out of an object counts only if it ended after the object was first
-affected. Each hop is a few SQL queries joined on the frontier (analysis.graph_hop), so the
+affected; a connect or accept is an edge at its own time (a connection a server accepted
+before it was reached is not affected by it, unless it wrote into it later). Each hop is a
+few SQL queries joined on the frontier (analysis.graph_hop), so the
 graph is built from the store without loading it.
 """
 
@@ -104,6 +106,9 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
             if r.get("hidden_by"):
                 hidden[r["hidden_by"]] = hidden.get(r["hidden_by"], 0) + int(r["hidden_n"])
         rows = [r for r in rows if not r.get("hidden_by")]
+        # the store returns rows in any order (threads, shards): the first row to reach an
+        # object names it and the size limit keeps the first ones, so take them in one order
+        rows.sort(key=_row_order)
         rows = _by_name(index, rows, frontier, nodes, backward)
         if "libraries" in active:
             n = len(rows)
@@ -145,6 +150,11 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
                 continue
             bucket = nxt.procs if fkind == "process" else nxt.files if fkind == "file" else nxt.socks
             bucket[fobj] = nodes[fkey].time
+            if fkind != "process" and not backward:  # reached by its handshake, or by bytes later
+                if r["kind"] in ("connect", "accept"):
+                    nxt.established.add(fobj)  # its other end's handshake counts (graph_hop._sock_sql)
+                else:
+                    nxt.established.discard(fobj)
         frontier = nxt
     if not frontier.empty():
         truncated = True
@@ -155,6 +165,15 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
     label_nodes(reader, g, ident)
     return g
 
+
+
+_ORDER_COLS = ("kind", "src_kind", "src_eid", "src_dev", "src_ino", "src_key", "dst_kind", "dst_eid", "dst_dev",
+               "dst_ino", "dst_key", "path", "tpath", "gen", "nbytes")
+
+
+def _row_order(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["t_start"], r["t_end"], *(("", "") if r.get(c) is None else (type(r[c]).__name__, r[c])
+                                         for c in _ORDER_COLS))
 
 
 def _frontier_files(fr: Frontier) -> dict[str, int]:

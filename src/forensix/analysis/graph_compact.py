@@ -140,7 +140,7 @@ class _Folding:
             path = n.attrs.get("path") or ""
             if path.startswith("/"):
                 runs.setdefault((posixpath.dirname(path), self._signature(n.key)), []).append(n.key)
-        for (d, sig), keys in sorted(runs.items(), key=lambda kv: kv[0][0]):
+        for (d, sig), keys in sorted(runs.items(), key=lambda kv: (kv[0][0], min(kv[1]))):
             if len(keys) >= 3:
                 self._add(f"g:dir:{d}:{len(self.groups)}", "{n} files in " + (d.rstrip("/") + "/"), "directory",
                           sorted(keys))
@@ -160,6 +160,9 @@ class _Folding:
                 self._add(f"g:leaves:{p}:{kind}", "{n} " + f"other {kind}s of {self.nodes[p].label}", "leaves",
                           sorted(keys))
 
+    def _started(self, key: str) -> tuple[int, str]:
+        return self.nodes[key].attrs.get("start_ts") or 0, key  # (a set's order varies run to run)
+
     def _fork_only(self, key: str) -> bool:
         """Nothing but forks, or reads of what was already folded as system files."""
         return all(e.kind == "fork" or self.into.get(e.src if e.dst == key else e.dst) == _SYSTEM
@@ -169,7 +172,7 @@ class _Folding:
         """``ahead``: the objects of forward graphs (a chain none of them holds: ancestors)."""
         idle = {n.key for n in self._free("process") if self._fork_only(n.key)}
         seen: set[str] = set()
-        for start in sorted(idle, key=lambda k: self.nodes[k].attrs.get("start_ts") or 0):
+        for start in sorted(idle, key=self._started):
             if start in seen:
                 continue
             chain, todo = [], [start]
@@ -182,7 +185,7 @@ class _Folding:
                 todo += [o for e in self.around[k] if e.kind == "fork"
                          for o in (e.src, e.dst) if o in idle and o not in seen]
             if len(chain) >= 2:
-                chain.sort(key=lambda k: self.nodes[k].attrs.get("start_ts") or 0)
+                chain.sort(key=self._started)
                 first, last = (self.nodes[chain[i]].label.split(" [")[0] for i in (0, -1))
                 word = "forked" if ahead & set(chain) else "ancestor"
                 self._add(f"g:procs:{chain[0]}", "{n} " + f"{word} processes ({first} … {last})", "processes", chain)

@@ -5,8 +5,9 @@ Edge kinds by direction (see analysis.graph for the time-window rule that bounds
 process -> file: writes (flows with bytes written), open for writing, truncate, rename,
 chmod, chown, link, symlink, unlink, utimes, setxattr; file -> process: reads (flows), open
 for reading, exec, mmap; process -> process: fork, kill, ptrace; process <-> connection /
-unix socket: connect, accept (both ways, from then on); process -> connection / unix socket:
-the bytes each end wrote (flows), and connection -> process: the bytes each end read.
+unix socket: connect, accept (both ways; forward, only after the reach: see _sock_sql);
+process -> connection / unix socket: the bytes each end wrote (flows), and connection ->
+process: the bytes each end read.
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from forensix.analysis.crosshost import DEFAULT_SLACK_NS
 from forensix.analysis.graph_model import WRITE_ACTIONS
 from forensix.analysis.lives import NameIndex
 from forensix.analysis.noise import noise_case
 from forensix.analysis.processes import FOREVER
-from forensix.analysis.sockets import SOCK_KEY, UNIX_PAIR, sock_name
+from forensix.analysis.sockets import SOCK_KEY, UNIX_PAIR, sock_host, sock_name
 
-__all__ = ["NET_OK", "OK", "WRITE_FLAGS", "Frontier", "hop_params", "hop_sql", "ints"]
+__all__ = ["LOCAL_HANDSHAKE_NS", "NET_OK", "OK", "WRITE_FLAGS", "Frontier", "handshake_slack", "hop_params",
+           "hop_sql", "ints"]
 
 WRITE_FLAGS = 1 | 2 | 64 | 512  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
 OK = "coalesce(ret, 0) >= 0"
 # A non-blocking connect returns EINPROGRESS and goes on to connect: it counts.
 NET_OK = "(coalesce(ret, 0) >= 0 OR (event_action = 'connect' AND ret = -115))"
+# A connection's two ends on one host, by one clock: the connect returns and the accept
+# wakes within the handshake (microseconds); a second covers a loaded scheduler.
+LOCAL_HANDSHAKE_NS = 10**9
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Frontier:
     # (host, dev, ino, generation) -> threshold; generation 0: unknown (any life of the number)
     files: dict[tuple[str, int, int, int], int] = field(default_factory=dict)
     socks: dict[str, int] = field(default_factory=dict)  # connection/unix key -> threshold
+    # forward: connections reached by the connect or accept that made them (see _sock_sql)
+    established: set[str] = field(default_factory=set)
     paths: dict[Any, list[str]] = field(default_factory=dict)  # names of the start files
     named: dict[str, int] = field(default_factory=dict)  # lives known by name only (analysis.lives) -> threshold
     index: NameIndex | None = None  # a file target's name index, reused by the walk
@@ -52,6 +60,7 @@ def hop_params(fr: Frontier) -> dict[str, Any]:
         "fi": [i for _, _, i, _ in fr.files] or [0], "fg": [g for _, _, _, g in fr.files] or [0],
         "ft": list(fr.files.values()) or [0],
         "sk": list(fr.socks) or [""], "st": list(fr.socks.values()) or [0],
+        "ss": [handshake_slack(k) if k in fr.established else 0 for k in fr.socks] or [0],
         "uh": [h for h, _, _, _ in _unix_pairs(fr)] or [""], "ui": [i for _, i, _, _ in _unix_pairs(fr)] or [0],
         "uk": [k for _, _, k, _ in _unix_pairs(fr)] or [""], "ut": [t for _, _, _, t in _unix_pairs(fr)] or [0],
     }
@@ -60,7 +69,7 @@ def hop_params(fr: Frontier) -> dict[str, Any]:
 _FRONTIER_CTES = """
 fp AS (SELECT unnest($pe) AS eid, unnest($pt) AS thr),
 ff AS (SELECT unnest($fh) AS host, unnest($fd) AS dev, unnest($fi) AS ino, unnest($fg) AS gen, unnest($ft) AS thr),
-fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr),
+fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr, unnest($ss) AS slack),
 fu AS (SELECT unnest($uh) AS host, unnest($ui) AS ino, unnest($uk) AS key, unnest($ut) AS thr)
 """
 def _unix_pairs(fr: Frontier) -> list[tuple[str, int, str, int]]:
@@ -149,8 +158,20 @@ def _proc_sql(cmp: str) -> str:
     """
 
 
+def handshake_slack(key: str) -> int:
+    """How long before a connection was reached its other end's connect or accept may be
+    recorded: the two ends of one handshake, by one clock (a host's own socket) or two."""
+    return LOCAL_HANDSHAKE_NS if sock_host(key) is not None else DEFAULT_SLACK_NS
+
+
 def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
-    """process <-> connection edges; both directions exist from connect/accept on."""
+    """process <-> connection edges; both directions exist from connect/accept on.
+
+    Forward, the connect or accept itself must come after the reach (``cmp`` on its time, not
+    on an open end): a server reached late did not affect the connections it accepted
+    before, unless it wrote into them afterwards (its flows say so, ``_file_write_sql``).
+    A connection reached by the connect or accept that made it takes its other end even
+    when that end's event was recorded a moment earlier (``fr.slack``, handshake_slack)."""
     a = ("'process', n.process_entity_id, NULL, NULL, NULL, n.sock_kind, NULL, NULL, NULL, n.key"
          if src_is_proc else
          "n.sock_kind, NULL, NULL, NULL, n.key, 'process', n.process_entity_id, NULL, NULL, NULL")
@@ -160,7 +181,7 @@ def _sock_sql(cmp: str, src_is_proc: bool, unix_noise: str) -> str:
                  CASE WHEN network_transport = 'unix' THEN 'unix' ELSE 'connection' END AS sock_kind
           FROM events WHERE event_category = 'network' {{NF}}
             AND event_action IN ('connect', 'accept') AND {NET_OK}) n
-    JOIN {{JS}} WHERE {cmp.format(s='n.ts', e=str(FOREVER))}
+    JOIN {{JS}} WHERE {cmp.format(s='n.ts', e='n.ts')}
       AND NOT {unix_noise.format(c='n.unix_path')}
     """
 
@@ -218,6 +239,8 @@ def hop_sql(backward: bool, active: set[str], fr: Frontier) -> str:
     a literal IN list so DuckDB filters inside the scan instead of reading every row.
     """
     cmp = "{s} <= fr.thr" if backward else "{e} >= fr.thr"
+    # forward from a connection: its other end's handshake may precede the reach a little
+    sock_cmp = cmp if backward else "{e} >= fr.thr - fr.slack"
     # Noise is judged on the hop's few rows, outside the scans: pushed into a scan, the
     # LIKE ladder would run on every row there (the frontier's IN list only prunes).
     read_noise = write_noise = unix_noise = "FALSE"
@@ -261,7 +284,8 @@ def hop_sql(backward: bool, active: set[str], fr: Frontier) -> str:
     if fr.files:
         add(_file_write_sql(cmp, write_noise) if backward else _file_read_sql(cmp, read_noise), on_file)
     if fr.socks:
-        add(_sock_sql(cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key", "{NF}": _ports_filter(fr)})
+        add(_sock_sql(sock_cmp, backward, unix_noise), {"{JS}": "fs fr ON n.key = fr.key",
+                                                        "{NF}": _ports_filter(fr)})
         add(_sock_bytes_sql(cmp, backward), {"{NF}": _ports_filter(fr)})
         pairs = _unix_pairs(fr)
         if pairs:

@@ -20,7 +20,8 @@ from forensix.analysis.noise import FILTER_NAMES
 from forensix.analysis.processes import FOREVER
 from forensix.model.identity import format_entity
 
-__all__ = ["WRITE_ACTIONS", "Edge", "Graph", "Node", "TrackOptions", "graph_tables", "node_key"]
+__all__ = ["WRITE_ACTIONS", "Edge", "Graph", "Node", "TrackOptions", "edge_order", "graph_tables", "node_key",
+           "node_order"]
 
 WRITE_ACTIONS = ("truncate", "rename", "chmod", "chown", "link", "symlink", "unlink", "utimes",
                  "setxattr", "removexattr", "mkdir", "rmdir")
@@ -88,6 +89,17 @@ def node_key(kind: str, *parts: Any) -> str:
 
 
 
+def node_order(n: Node) -> tuple[int, str, str, str]:
+    """How objects are listed: by distance, kind and label; the key breaks ties (two lives
+    of one name), so a listing never follows the order the store returned rows in."""
+    return n.depth, n.kind, n.label, n.key
+
+
+def edge_order(e: Edge) -> tuple[int, str, str, str, int]:
+    """How edges are listed: in time order, ties by their ends and kind."""
+    return e.t_start, e.src, e.dst, e.kind, e.t_end
+
+
 def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
     """The graph as two tables (nodes, edges) for the table renderers."""
     nodes = pa.Table.from_pylist([
@@ -97,7 +109,7 @@ def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
          "user_id": n.attrs.get("user_id"), "executable": n.attrs.get("executable"),
          "file_path": n.attrs.get("path"), "file_inode": n.attrs.get("inode"),
          "host_id": n.attrs.get("host_id"), "host_name": n.attrs.get("host_name")}
-        for n in sorted(g.nodes.values(), key=lambda n: (n.depth, n.kind, n.label))
+        for n in sorted(g.nodes.values(), key=node_order)
     ], schema=pa.schema([("node", pa.string()), ("kind", pa.string()), ("label", pa.string()),
                          ("depth", pa.int32()), ("time", pa.int64()), ("entity_id", pa.uint64()),
                          ("pid", pa.uint32()), ("user_id", pa.uint32()), ("executable", pa.string()),
@@ -107,7 +119,7 @@ def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
         {"first_ts": e.t_start, "last_ts": e.t_end if e.t_end < FOREVER else None, "src": e.src,
          "src_label": g.nodes[e.src].label, "kind": e.kind, "dst": e.dst, "dst_label": g.nodes[e.dst].label,
          "bytes": e.bytes, "count": e.count, "name_matched": e.name_matched}
-        for e in sorted(g.edges, key=lambda e: (e.t_start, e.src, e.dst))
+        for e in sorted(g.edges, key=edge_order)
     ], schema=pa.schema([("first_ts", pa.int64()), ("last_ts", pa.int64()), ("src", pa.string()),
                          ("src_label", pa.string()), ("kind", pa.string()), ("dst", pa.string()),
                          ("dst_label", pa.string()), ("bytes", pa.int64()), ("count", pa.int64()),

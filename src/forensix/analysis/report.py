@@ -94,11 +94,11 @@ def _direct(g: Graph) -> list[tuple[int, str, list[str]]]:
     """The processes that acted on the detection point itself, latest first."""
     roots = set(g.roots)
     acts: dict[str, tuple[int, list[str]]] = {}
-    for e in sorted(g.edges, key=lambda e: e.t_end):
+    for e in sorted(g.edges, key=lambda e: (e.t_end, e.src, e.dst, e.kind)):
         if e.dst in roots and g.nodes[e.src].kind == "process":
             last, kinds = acts.get(e.src, (0, []))
             acts[e.src] = (max(last, e.t_end), kinds + [e.kind + (" (by name)" if e.name_matched else "")])
-    order = sorted(acts, key=lambda k: -acts[k][0])
+    order = sorted(acts, key=lambda k: (-acts[k][0], k))
     return [(int(g.nodes[k].attrs.get("entity_id") or 0), g.nodes[k].label, sorted(set(acts[k][1])))
             for k in order]
 
@@ -113,7 +113,7 @@ def _actor(reader: Reader, target: Target, g: Graph) -> int | None:
     if not procs:
         return None
     near = min(n.depth for n in procs)
-    first = min((n for n in procs if n.depth == near), key=lambda n: n.attrs.get("start_ts") or 0)
+    first = min((n for n in procs if n.depth == near), key=lambda n: (n.attrs.get("start_ts") or 0, n.key))
     return int(first.attrs["entity_id"]) if "entity_id" in first.attrs else None
 
 
@@ -181,7 +181,7 @@ def files_changed(reader: Reader, members: list[int], *, written: bool) -> pa.Ta
                sum(coalesce(flow_write_bytes, 0))::BIGINT AS bytes_written,
                list(DISTINCT process_pid ORDER BY process_pid) AS pids
         FROM named WHERE (file_path NOT LIKE '/proc/%' AND file_path NOT LIKE '/dev/%') OR {system}
-        GROUP BY file_path ORDER BY 1""")
+        GROUP BY file_path ORDER BY 1, file_path""")
 
 
 def persistence_touched(reader: Reader, members: list[int]) -> pa.Table:
@@ -198,7 +198,7 @@ def persistence_touched(reader: Reader, members: list[int]) -> pa.Table:
           SELECT ts, p, event_action, process_pid, process_entity_id, {message_sql()} AS message,
                  CASE {meta} {whens} ELSE NULL END AS what
           FROM classified)
-        WHERE what IS NOT NULL ORDER BY ts""")
+        WHERE what IS NOT NULL ORDER BY ts, file_path, event_action, process_entity_id""")
 
 
 def network_peers(reader: Reader, members: list[int]) -> pa.Table:
@@ -209,4 +209,4 @@ def network_peers(reader: Reader, members: list[int]) -> pa.Table:
         FROM events WHERE process_entity_id IN ({sql_ints(members)})
           AND event_category = 'network' AND event_action IN ('connect', 'accept', 'bind', 'listen')
           AND (coalesce(ret, 0) >= 0 OR ret = -115)
-        GROUP BY 2, 3, 4, 5 ORDER BY 1""")
+        GROUP BY 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5""")

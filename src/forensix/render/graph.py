@@ -8,6 +8,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from forensix.analysis.graph import Edge, Graph, Node, graph_tables
+from forensix.analysis.graph_model import edge_order, node_order
 from forensix.analysis.processes import FOREVER
 from forensix.model.timefmt import format_ns
 from forensix.render.printable import printable
@@ -98,7 +99,7 @@ def render_text(g: Graph, out: Any) -> None:
         w("edges marked (by name) were joined to the file by its name and time, not its inode")
     w("")
     w("objects:")
-    for n in sorted(g.nodes.values(), key=lambda n: (n.depth, n.kind, n.label)):
+    for n in sorted(g.nodes.values(), key=node_order):
         extra = ""
         if n.kind == "process":
             extra = (f"  {display_value('entity_id', n.attrs.get('entity_id'))} uid {n.attrs.get('user_id')}"
@@ -107,7 +108,7 @@ def render_text(g: Graph, out: Any) -> None:
         w(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {label}{extra}")
     w("")
     w("edges, in time order:")
-    for e in sorted(g.edges, key=lambda e: (e.t_start, e.src)):
+    for e in sorted(g.edges, key=edge_order):
         size = f" {e.bytes} B" if e.bytes else ""
         times = (f" x{e.count}" if e.count > 1 else "") + (" (by name)" if e.name_matched else "")
         w(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{_edge_kind(e)}{size}{times}-->  "
@@ -149,7 +150,7 @@ def to_dot(g: Graph, title: str | None = None) -> str:
     if title:
         lines.append(f"  label={json.dumps(title)}; labelloc=t;")
     roots = set(g.roots)
-    for n in g.nodes.values():
+    for n in sorted(g.nodes.values(), key=node_order):  # the layout follows the order given
         label = printable(n.label)  # a name's newline is at most a line break of the drawing; no control gets through
         if n.kind == "process" and n.attrs.get("user_id") is not None:
             label += f"\\nuid {n.attrs['user_id']}"
@@ -160,7 +161,7 @@ def to_dot(g: Graph, title: str | None = None) -> str:
         body = ", ".join(f"{k}={json.dumps(v) if k != 'label' else _dot_label(v)}" for k, v in attrs.items())
         lines.append(f"  {_dot_id(n.key)} [{body}];")
     pairs = {(e.src, e.dst, e.kind) for e in g.edges}
-    for e in sorted(g.edges, key=lambda e: e.t_start):
+    for e in sorted(g.edges, key=edge_order):
         both = (e.dst, e.src, e.kind) in pairs
         if both and e.src > e.dst:
             continue  # drawn once, with arrows both ways
@@ -188,11 +189,11 @@ def render_graphml(g: Graph, out: Any) -> None:
     for k, where in keys:
         out.write(f'  <key id="{k}" for="{where}" attr.name="{k}" attr.type="string"/>\n')
     out.write('  <graph id="forensix" edgedefault="directed">\n')
-    for n in g.nodes.values():
+    for n in sorted(g.nodes.values(), key=node_order):
         out.write(f"    <node id={quoteattr(n.key)}>"
                   f'<data key="kind">{n.kind}</data><data key="label">{escape(n.label)}</data>'
                   f'<data key="depth">{n.depth}</data><data key="time">{_when(n.time)}</data></node>\n')
-    for i, e in enumerate(g.edges):
+    for i, e in enumerate(sorted(g.edges, key=edge_order)):
         out.write(f'    <edge id="e{i}" source={quoteattr(e.src)} target={quoteattr(e.dst)}>'
                   f'<data key="ekind">{e.kind}</data><data key="first_ts">{_when(e.t_start)}</data>'
                   f'<data key="last_ts">{_when(e.t_end)}</data><data key="bytes">{e.bytes}</data></edge>\n')

@@ -141,7 +141,7 @@ def render_markdown(rep: Report, out: Any, image: str | None = None) -> None:
 
 
 def _groups(g: Graph) -> list[Node]:
-    return sorted(g.node_by("group"), key=lambda n: (n.depth, n.label))
+    return sorted(g.node_by("group"), key=lambda n: (n.depth, n.label, n.key))
 
 
 _CSS = """body{font-family:Helvetica,Arial,sans-serif;margin:2em;max-width:1400px}

@@ -7,7 +7,8 @@ They raise alerts exactly like Sigma rules (same table, same outputs), live thro
 - the recorder killed: a signal sent to a recorder process by another process;
 - bpf() by another process, and BPF detach commands (the sensor's programs unhooked);
 - ring-buffer gaps: records the kernel could not deliver (the ``gaps`` table);
-- the store or spool touched (written, truncated, removed, renamed) by another process.
+- the store or spool touched (written, truncated, removed, renamed) by another process;
+- timestomping by the programs fx_timestomp leaves out by name (rules.timestomp).
 
 Recorder processes are learnt from agent ``start`` events (their pid; ``file_path`` when
 set is the store path, protected from then on) and from what the live recorder passes in.
@@ -29,6 +30,7 @@ from forensix.rules.chains import CHAIN_RULES, chain_detectors
 from forensix.rules.fields import WRITE_OPEN_MASK
 from forensix.rules.ir import And, Const, Node, Or, Pred
 from forensix.rules.live import actions_of, null_false
+from forensix.rules.timestomp import NAMED_TIMESTOMP, NamedTimestomp
 
 __all__ = ["DETECTOR_RULES", "Detector", "GapDetector", "RecorderGuard", "default_detectors"]
 
@@ -65,7 +67,7 @@ HISTORY_WALK = RuleMeta(
     "high", ("attack.stealth", "attack.t1070.003"),
 )
 DETECTOR_RULES = (KILLED, BPF_DETACH, BPF_OTHER, STORE_TOUCHED, GAP, COPIED_EXEC, HISTORY_TREE, HISTORY_WALK,
-                  *CHAIN_RULES)
+                  NAMED_TIMESTOMP, *CHAIN_RULES)
 
 # Signals that stop or kill (SIGHUP INT QUIT ABRT KILL SEGV TERM STOP TSTP).
 LETHAL = {1, 2, 3, 6, 9, 11, 15, 19, 20}
@@ -494,4 +496,4 @@ class HistoryWalk:
 
 def default_detectors(self_pids: Sequence[int] = (), protected: Sequence[str] = ()) -> list[Detector]:
     return [RecorderGuard(self_pids, protected), GapDetector(), CopiedBinaryExec(), HistoryWalk(),
-            *chain_detectors()]
+            NamedTimestomp(), *chain_detectors()]

@@ -49,6 +49,7 @@ _sigs: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__attach": (_vp, [_vp]),
     "bpf_program__attach_tracepoint": (_vp, [_vp, _cp, _cp]),
     "bpf_link__destroy": (ctypes.c_int, [_vp]),
+    "bpf_link__fd": (ctypes.c_int, [_vp]),
     "bpf_map__name": (_cp, [_vp]),
     "bpf_map__fd": (ctypes.c_int, [_vp]),
     "bpf_map__set_max_entries": (ctypes.c_int, [_vp, ctypes.c_uint32]),

@@ -278,6 +278,7 @@ class Sensor:
         self.tcp_counters = False  # TCP connections counted by their counters (SensorConfig.tcp_counters)
         self._fds: dict[str, int] = {}  # an adopted sensor's maps
         self._link_fds: list[int] = []  # an adopted sensor's links, once unpinned
+        self.reaper_pid: int | None = None  # the child detach_in_background left the links to
         # why the sensor has no heartbeat watch (None: it has one); see arm_heartbeat
         self.no_heartbeat_watch: str | None = None
         self.adopted_control: dict[str, int] = {}  # the control word as the dead agent left it
@@ -697,14 +698,18 @@ class Sensor:
         if not self._links and not self._link_fds:
             return
         r, w = os.pipe()
+        # only its own links and pipe: inherited ones (another in-process recorder's links,
+        # pipe ends, sockets) would stay attached and open until this child exits
+        keep = sorted({r, *self._link_fds, *(lb.lib.bpf_link__fd(x) for x in self._links)} - {-1})
         pid = os.fork()
         if pid == 0:  # the child: wait until the parent is gone, then let exit release all
             try:
+                _close_all_but(keep)
                 os.setsid()
-                os.close(w)
                 os.read(r, 1)  # EOF when the parent has exited
             finally:
                 os._exit(0)
+        self.reaper_pid = pid
         os.close(r)
         os.set_inheritable(w, False)
         self._reaper_pipe = w  # closed by our own exit, never by hand
@@ -743,3 +748,12 @@ class Sensor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_all_but(keep: list[int]) -> None:
+    """Close every descriptor but ``keep`` (ascending), with close_range where it exists."""
+    lo = 0
+    for fd in keep:
+        os.closerange(lo, fd)
+        lo = fd + 1
+    os.closerange(lo, os.sysconf("SC_OPEN_MAX"))

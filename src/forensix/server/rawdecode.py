@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +35,11 @@ from forensix.model.host import HostInfo
 from forensix.pki.sealkey import write_atomic
 from forensix.sensor.abi import struct_dtype
 from forensix.sensor.decode import Decoder
-from forensix.sensor.decoder_state import export_state, import_state
+from forensix.sensor.decoder_state import import_state
 from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.ringbuf import Drained, walk
 from forensix.sensor.tty import budget_cuts
+from forensix.server import checkpoint
 from forensix.store import schema
 
 if TYPE_CHECKING:
@@ -154,19 +155,18 @@ class StreamDecoder:
         that frame (``write_checkpoint``): a restart stores the frames after the mark with the
         state before them, so a checkpoint past the mark would be of no use."""
         if self.decoder is not None and self.abi is not None and self.info is not None:
-            self.pending = (self.last_seq, json.dumps({
-                "format": _FORMAT, "seq": self.last_seq, "abi": self.abi, "host": asdict(self.info),
-                "state": export_state(self.decoder)}).encode())
+            self.pending = (self.last_seq, checkpoint.dump(_FORMAT, self.last_seq, self.abi, self.info, self.decoder))
 
     def write_checkpoint(self, sdir: Path, ingested: int) -> bool:
-        """Write the kept state as ``decoder-SEQ.ckpt`` in the stream's evidence directory (zstd
-        JSON, replaced atomically, older ones removed) if the store holds frame SEQ."""
+        """Write the kept state as ``decoder-SEQ.ckpt`` in the stream's evidence directory (an
+        Arrow IPC file, server/checkpoint.py; replaced atomically, older ones removed) if the
+        store holds frame SEQ."""
         if self.pending is None or self.pending[0] > ingested:
             return False
         seq, body = self.pending
         self.pending = None
         path = sdir / f"{_CKPT}{seq:016d}.ckpt"
-        write_atomic(path, zstandard.ZstdCompressor(level=1).compress(body))
+        write_atomic(path, body)
         for old in sdir.glob(f"{_CKPT}*.ckpt"):
             if old != path:
                 old.unlink(missing_ok=True)
@@ -177,19 +177,25 @@ class StreamDecoder:
         readable: then the stream is decoded again from its first retained frame)."""
         for path in sorted(sdir.glob(f"{_CKPT}*.ckpt"), reverse=True):
             try:
-                ck = json.loads(zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 31))
-                host = ck["host"]
-                info = HostInfo(str(host["host_id"]), self.host_name, str(host["boot_id"]), str(host["kernel"]))
-                dec = Decoder(ck["abi"], info, 0)
-                import_state(dec, ck["state"])
-                seq = int(ck["seq"])
-            except (OSError, ValueError, KeyError, TypeError, IndexError, zstandard.ZstdError) as e:
+                seq, abi, info, dec = self._load(path.read_bytes())
+            except (OSError, ValueError, KeyError, TypeError, IndexError, zstandard.ZstdError, pa.ArrowException) as e:
                 log.warning("decoder checkpoint %s is not usable (%s): the stream is decoded again from its "
                             "first retained frame", path, e)
                 continue
-            self.decoder, self.abi, self.info, self.last_seq = dec, ck["abi"], info, seq
+            self.decoder, self.abi, self.info, self.last_seq = dec, abi, info, seq
             return seq
         return -1
+
+    def _load(self, data: bytes) -> tuple[int, dict[str, Any], HostInfo, Decoder]:
+        if data.startswith(checkpoint.MAGIC):
+            return checkpoint.load(data, self.host_name)
+        # zstd JSON, as log hosts before the Arrow checkpoint wrote it
+        ck = json.loads(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31))
+        host = ck["host"]
+        info = HostInfo(str(host["host_id"]), self.host_name, str(host["boot_id"]), str(host["kernel"]))
+        dec = Decoder(ck["abi"], info, 0)
+        import_state(dec, ck["state"])
+        return int(ck["seq"]), ck["abi"], info, dec
 
     # -- the kinds of row -----------------------------------------------------------
     def _row(self, kind: str, meta: dict[str, Any], data: pa.Buffer, out: Decoded) -> None:
