@@ -762,9 +762,9 @@ def main() -> None:
         per = render_per_host(*scale["per_host"], scale["events"], scale["hosts"], f"python bench/fleet.py "
                               f"--scale-only --events {a.events} --hosts {a.hosts}")
         section = scale_section(head, questions_section(scale), per)
+        print("\n".join(section))  # before writing: figures an hour in the making are never lost
         out = Path(a.out)
-        out.write_text(splice_section(out.read_text(), section, SCALE_HEADING))
-        print("\n".join(section))
+        out.write_text(splice_section(out.read_text() if out.exists() else "", section, SCALE_HEADING))
         return
     try:
         runs = ingest_runs(tmp, cluster, a)
@@ -847,6 +847,8 @@ def splice_section(doc: str, section: list[str], heading: str = INGEST_HEADING) 
     """``doc`` with its section under ``heading`` (up to the next ``## ``) replaced by
     ``section``, or with ``section`` added after the ingest section when it has none."""
     lines = doc.splitlines()
+    if heading not in lines and INGEST_HEADING not in lines:  # a new file
+        return "\n".join(section) + "\n"
     if heading not in lines:
         at = lines.index(INGEST_HEADING)
         nxt = next((i for i in range(at + 1, len(lines)) if lines[i].startswith("## ")), len(lines))

@@ -185,14 +185,23 @@ def _once(st: ClickHouseStore, step: Step, seen: Seen) -> None:
     seen.pulls.append(pulls)
     seen.queries.append(count[0])
     seen.size = step.size(out)
+    slice_pulls = [p for p in r.pulls if p.part == "slice"]
+    outside = [p for p in r.pulls if p.part != "slice"]
     seen.pulled = "; ".join(f"{p.table} {','.join(p.hosts or ['all'])} {p.rows:,} x {len(p.columns)} cols "
-                            f"{p.seconds:.2f} s" for p in r.pulls)
+                            f"{p.seconds:.2f} s" for p in slice_pulls)
+    if outside:  # a crossed-into host's rows outside its window, topped up as queries reached them
+        seen.pulled += (f"; {len(outside)} top-ups outside the window, {sum(p.rows for p in outside):,} rows "
+                        f"{sum(p.seconds for p in outside):.2f} s")
     r.close()
 
 
-def per_host(st: ClickHouseStore, rounds: int = 3, write: bool = True) -> tuple[list[tuple[str, Seen]], list[str]]:
-    """Every step ``rounds`` times, alternating (and flipping before/after each round)."""
+def per_host(st: ClickHouseStore, rounds: int = 3, write: bool = True,
+             only: str = "") -> tuple[list[tuple[str, Seen]], list[str]]:
+    """Every step ``rounds`` times, alternating (and flipping before/after each round);
+    ``only``: the steps whose name holds one of these comma-separated words."""
     todo, skipped = steps(st, write)
+    if only:
+        todo = [s for s in todo if any(w.strip() in s.name for w in only.split(","))]
     seen = {_label(s): Seen() for s in todo}
     for i in range(rounds):
         order = todo if i % 2 == 0 else sorted(todo, key=lambda s: (s.name, not s.restart))
@@ -241,15 +250,23 @@ def main() -> None:
     ap.add_argument("--url", required=True, help="the store: clickhouse://HOST:PORT/DATABASE?cluster=NAME (read only)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="", help="replace the per-host section of this file (default: print only)")
+    ap.add_argument("--window-from", type=int, default=None,
+                    help="events of a crossed-into host from which it is pulled in a time window (default: the "
+                    "reader's; a huge number: never, every crossed host whole)")
+    ap.add_argument("--only", default="", help="only the steps whose name holds one of these comma-separated "
+                    "words (e.g. 'backdoor' for the walks that cross three hosts)")
     a = ap.parse_args()
+    if a.window_from is not None:
+        ClickHouseReader.window_from = a.window_from
     st = ClickHouseStore(a.url)
     try:
         events = int(st.native("SELECT count() FROM events").column(0)[0].as_py())
         hosts = int(st.native("SELECT uniqExact(host_name) FROM processes").column(0)[0].as_py())
-        rows, skipped = per_host(st, a.rounds, write=False)
+        rows, skipped = per_host(st, a.rounds, write=False, only=a.only)
     finally:
         st.close()
-    cmd = f"python bench/fleet_per_host.py --url URL --rounds {a.rounds}"
+    cmd = f"python bench/fleet_per_host.py --url URL --rounds {a.rounds}" + (f" --only '{a.only}'" if a.only else "")
+    cmd += f" --window-from {a.window_from}" if a.window_from is not None else ""
     section = render(rows, skipped, events, hosts, cmd, " (an existing store, read only)")
     print(section)
     if a.out:

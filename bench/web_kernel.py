@@ -118,9 +118,9 @@ def _holder(spec: str, sensors: dict[str, Path], scratch: Path) -> subprocess.Po
     name, _, mode = spec.partition(":")
     src = sensors[name]
     floor = None
-    if mode == "floor":
-        floor = scratch / f"floor-{name}"
-        subprocess.run(["make", "-s", "-C", str(src.parent / "bpf"), "floor", f"FLOOR_OUT={floor}"],
+    if mode in ("floor", "nosock"):  # measurement builds of the tree's bpf/ (bpf/Makefile)
+        floor = scratch / f"{mode}-{name}"
+        subprocess.run(["make", "-s", "-C", str(src.parent / "bpf"), mode, f"{mode.upper()}_OUT={floor}"],
                        check=True, capture_output=True)
     p = subprocess.Popen([sys.executable, "-m", "bench.web_kernel", "--hold", mode or "default",
                           *(["--floor-dir", str(floor)] if floor else [])],
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sensor", action="append", default=[], metavar="NAME=SRC",
                     help="a tree's src/ directory (its sensor built); configurations NAME, NAME:floor, NAME:syscall, "
-                         "NAME:counters, NAME:record (its forensix record, agent included)")
+                         "NAME:counters, NAME:nosock (sockets' edges free: make -C bpf nosock), "
+                         "NAME:record (its forensix record, agent included)")
     ap.add_argument("--configs", default=None, help="comma list (default: none and every NAME)")
     ap.add_argument("--workload", choices=["web", "web-conn"], default="web")
     ap.add_argument("--reps", type=int, default=6)

@@ -37,6 +37,7 @@ from forensix.testing.generator import O_CREAT, O_TRUNC, O_WRONLY, StoreBuilder
 A, B, C = ("10.0.1.1", "app01"), ("10.0.1.2", "mid01"), ("10.0.1.3", "vault01")
 PLANTED = "/etc/cron.d/chain"
 STAGE = "/tmp/stage.sh"
+LIB = "/usr/lib/x86_64-linux-gnu/libssh.so.4"
 
 
 def _host(name: str) -> StoreBuilder:
@@ -72,6 +73,11 @@ def chain(store: Writer) -> dict[str, int]:
               file_path_resolution="directory")
     b_scp = b.spawn(b_bash, 5010, 3714, "/usr/bin/ssh", ["ssh", C[0], "sh -s"])
     b.read_file(b_scp, 3714.05, STAGE, 512)
+    # a library the ssh client maps, which dpkg replaces on mid01 hours later: the walk keeps a
+    # system file's read only if something ever wrote it, an answer outside a backtrack's window
+    b.mmap(b_scp, 3714.02, LIB)
+    dpkg = b.spawn(sshd[B[1]].parent, 7100, 9100, "/usr/bin/dpkg", ["dpkg", "-i", "libssh.deb"])
+    b.open(dpkg, 9100.5, LIB, O_WRONLY | O_TRUNC)
     b.connect(b_scp, 3714.1, (B[0], 40002), (C[0], 22))
     c.accept(sshd[C[1]], 3714.15, (C[0], 22), (B[0], 40002))
     # vault01: its shell writes the script it is sent (the same name) and runs it
@@ -82,6 +88,11 @@ def chain(store: Writer) -> dict[str, int]:
     c.read_file(c_sh, 3716.05, STAGE, 512)
     c.open(c_sh, 3717.1, PLANTED, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     c.flow(c_sh, 3717.2, 3717.3, PLANTED, write=64)
+    # mid01's own work long before and long after the intrusion: outside the window of either
+    # walk that crosses into mid01 (store.clickhouse.window), reached by neither
+    for t in (1000, 9000):
+        job = b.spawn(sshd[B[1]].parent, 7000 + t // 1000, t, "/usr/sbin/logrotate", ["logrotate"])
+        b.write_file(job, t + 0.5, f"/var/log/rotated-{t}.log", 128)
     for h in (a, b, c, o):
         h.write(store)
     procs.update(a_bash=a_bash.entity_id, a_ssh=a_ssh.entity_id, b_bash=b_bash.entity_id, c_sh=c_sh.entity_id,
@@ -112,23 +123,38 @@ def _shape(g: Graph | None) -> tuple[Any, ...]:
 
 
 def _on_cluster(url: str, profile: str, target: Target, run: Callable[[Reader], Any],
-                graphs: Callable[[Any], list[Graph | None]], restart: bool) -> tuple[Any, ClickHouseReader]:
+                graphs: Callable[[Any], list[Graph | None]], restart: bool,
+                windowed: bool = False) -> tuple[Any, ClickHouseReader, set[str]]:
+    """The answer, the reader, and the files named in the events the slice held at the end
+    (read straight from its DuckDB: a query through the reader would top them up)."""
     r = ClickHouseReader(ClickHouseStore(url), own_store=True, profile=profile)
+    if windowed:
+        r.window_from = 0  # every host crossed into joins in a window, however small
     try:
-        return across_hosts(r, target, run, graphs, restart=restart), r
+        out = across_hosts(r, target, run, graphs, restart=restart)
+        held = {str(p) for (p,) in r.load().execute("SELECT DISTINCT file_path FROM events_base "
+                                                     "WHERE file_path IS NOT NULL").fetchall()}
+        return out, r, held
     finally:
         r.close()
 
 
 def _pulled_once(r: ClickHouseReader) -> list[tuple[str, ...]]:
-    """Each (table, host) pulled once; returns the hosts of each events pull, in order."""
-    seen: list[tuple[str, str]] = [(p.table, h) for p in r.pulls for h in (p.hosts or ("every host",))]
+    """Each (table, host) pulled once (top-ups outside a crossed-into host's window aside);
+    returns the hosts of each events pull, in order."""
+    pulls = [p for p in r.pulls if p.part == "slice"]
+    seen: list[tuple[str, str]] = [(p.table, h) for p in pulls for h in (p.hosts or ("every host",))]
     assert len(seen) == len(set(seen)), sorted(seen)
-    return [p.hosts or () for p in r.pulls if p.table == "events"]
+    return [p.hosts or () for p in pulls if p.table == "events"]
 
 
+@pytest.mark.parametrize("windowed", [False, True], ids=["whole", "windowed"])
 @pytest.mark.parametrize("direction", ["backtrack", "forward"])
-def test_the_walk_goes_on_from_the_crossing(stores: tuple[str, str, dict[str, int]], direction: str) -> None:
+def test_the_walk_goes_on_from_the_crossing(stores: tuple[str, str, dict[str, int]], direction: str,
+                                            windowed: bool) -> None:
+    """Windowed: each host crossed into is pulled only around its crossing (before it for a
+    backtrack, after it for forward) plus the rows outside that the walk's queries reach by
+    key; the answer is the same."""
     duck, url, gt = stores
     if direction == "backtrack":
         target = parse_target(PLANTED)
@@ -138,8 +164,8 @@ def test_the_walk_goes_on_from_the_crossing(stores: tuple[str, str, dict[str, in
         target = parse_target(format_entity(gt["a_bash"]))
         run = lambda r: forward(r, target)
         order = [(A[1],), (B[1],), (C[1],)]
-    went_on, r = _on_cluster(url, direction, target, run, lambda g: [g], restart=False)
-    again, r0 = _on_cluster(url, direction, target, run, lambda g: [g], restart=True)
+    went_on, r, held = _on_cluster(url, direction, target, run, lambda g: [g], restart=False, windowed=windowed)
+    again, r0, _ = _on_cluster(url, direction, target, run, lambda g: [g], restart=True)
     d = open_reader(duck)
     try:
         whole = run(d)
@@ -153,6 +179,8 @@ def test_the_walk_goes_on_from_the_crossing(stores: tuple[str, str, dict[str, in
     crossings = sorted(n.attrs["cross_host"] for n in went_on.nodes.values() if n.attrs.get("cross_host"))
     assert crossings == ["app01 -> mid01", "mid01 -> vault01"]
     if direction == "backtrack":
+        # the library's read stays: dpkg's write, outside mid01's window, was topped up by its inode
+        assert any(n.attrs.get("path") == LIB for n in went_on.nodes.values())
         chmod = [e for e in went_on.edges if e.kind == "chmod"]
         assert len(chmod) == 1 and chmod[0].name_matched and chmod[0].src == "p:" + format_entity(gt["b_bash"])
         assert went_on.nodes[chmod[0].dst].attrs["host_name"] == B[1]
@@ -160,17 +188,23 @@ def test_the_walk_goes_on_from_the_crossing(stores: tuple[str, str, dict[str, in
     # other01 (an older connection to vault01, not on the trail) never
     assert _pulled_once(r) == order
     assert {h for p in r0.pulls for h in p.hosts or ()} == {A[1], B[1], C[1]}
+    # mid01 (crossed into either way) was read around the crossing only: its work an hour
+    # before (forward) or after (backtrack) was never pulled; the whole walk pulled both
+    outside = "/var/log/rotated-9000.log" if direction == "backtrack" else "/var/log/rotated-1000.log"
+    assert (outside in held) is not windowed
+    assert bool(r.windows) is windowed and set(r.windows) == ({B[1], order[-1][0]} if windowed else set())
 
 
 def test_the_report_is_the_same(stores: tuple[str, str, dict[str, int]], tmp_path: Path) -> None:
     """The report (its backtrack, then the forward walk of the session it finds) crosses
-    as its graphs do: the same text either way, each host pulled once per table."""
+    as its graphs do: the same text either way (and with the hosts crossed into windowed),
+    each host pulled once per table."""
     _, url, _ = stores
     target = parse_target(PLANTED)
     texts = []
-    for restart in (False, True):
-        rep, r = _on_cluster(url, "report", target, lambda x: build_report(x, target),
-                             lambda rep: [rep.graph, rep.impact], restart=restart)
+    for restart, windowed in ((False, False), (True, False), (False, True)):
+        rep, r, _ = _on_cluster(url, "report", target, lambda x: build_report(x, target),
+                                lambda rep: [rep.graph, rep.impact], restart=restart, windowed=windowed)
         out = tmp_path / f"r{restart}.md"
         with out.open("w") as f:
             render_markdown(rep, f)
@@ -179,4 +213,4 @@ def test_the_report_is_the_same(stores: tuple[str, str, dict[str, int]], tmp_pat
             assert _pulled_once(r)[0] == (C[1],)
     assert "cross-host: mid01 -> vault01" in texts[0] and "cross-host: app01 -> mid01" in texts[0]
     # the same lines (objects of equal rank may be drawn in either order, as test_fleet_slice allows)
-    assert sorted(texts[0].splitlines()) == sorted(texts[1].splitlines())
+    assert sorted(texts[0].splitlines()) == sorted(texts[1].splitlines()) == sorted(texts[2].splitlines())

@@ -33,6 +33,7 @@ from forensix.analysis.lives import NameIndex, name_sql
 from forensix.analysis.sockets import sock_host
 from forensix.model.identity import parse_entity
 from forensix.store.base import Reader
+from forensix.store.clickhouse.window import Window
 
 if TYPE_CHECKING:  # graph.py calls link_hosts: only the types are needed here
     from forensix.analysis.graph import Graph
@@ -292,7 +293,7 @@ class HostSlice(Protocol):
 
     def peer_hosts(self, connections: Iterable[Endpoints]) -> set[str]: ...
 
-    def add_hosts(self, hosts: Iterable[str]) -> None: ...
+    def add_hosts(self, hosts: Iterable[str], window: Window | None = None) -> None: ...
 
 
 @dataclass
@@ -327,20 +328,37 @@ class HostNames(NameIndex):
             NameIndex.ingest(self, self.batches[i], rows)  # a replay, not a new batch
 
 
-def follow(reader: Reader, socks: Iterable[str], index: NameIndex | None) -> None:
-    """Before a walk expands connections (``socks``: the frontier's keys), widen a following
-    ``HostSlice`` by the hosts recorded at their other ends, so the hop reads those hosts'
-    rows too: the walk goes on from the frontier that crossed instead of starting again.
-    Only a connection's keys name two hosts: files, processes, pipes, unix sockets and
-    loopback are keyed by their host, so no other hop can reach a host not in the slice."""
+def follow(reader: Reader, socks: Iterable[str], index: NameIndex | None, backward: bool | None = None) -> None:
+    """Before a walk expands connections (``socks``: the frontier's keys, or keys -> their
+    thresholds), widen a following ``HostSlice`` by the hosts recorded at their other ends,
+    so the hop reads those hosts' rows too: the walk goes on from the frontier that crossed
+    instead of starting again. Only a connection's keys name two hosts: files, processes,
+    pipes, unix sockets and loopback are keyed by their host, so no other hop can reach a
+    host not in the slice.
+
+    ``backward`` (the walk's direction, with thresholds): a walk reads a crossed-into host
+    only before its crossing (forward: after it), edges' times going one way from there, so
+    the host joins with its events and flows of that window in bulk (``window``, the
+    thresholds widened by the clock slack); the reader tops the rest up as queries reach it,
+    so the answer stays the one over the whole host (store.clickhouse.window)."""
     if not isinstance(reader, HostSlice) or not reader.follow_in_walk:
         return
-    conns = {(ends[0], ends[1]) for key in socks if (ends := _endpoints(key))}
+    crossing = {key: ends for key in socks if (ends := _endpoints(key))}
+    conns = {(ends[0], ends[1]) for ends in crossing.values()}
     new = reader.peer_hosts(conns) if conns else set()
     if new:
-        reader.add_hosts(new)
+        reader.add_hosts(new, window=_window(socks, crossing, backward))
         if isinstance(index, HostNames):
             index.add_hosts(new)
+
+
+def _window(socks: Iterable[str], crossing: Mapping[str, Any], backward: bool | None) -> Window | None:
+    if backward is None or not isinstance(socks, Mapping):
+        return None
+    times = [int(socks[k]) for k in crossing if isinstance(socks.get(k), int)]
+    if not times:
+        return None
+    return Window(hi=max(times) + DEFAULT_SLACK_NS) if backward else Window(lo=min(times) - DEFAULT_SLACK_NS)
 
 
 def across_hosts(reader: Reader, target: Target, run: Callable[[Reader], T],

@@ -89,7 +89,7 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
     while not frontier.empty() and depth < opts.depth:
         depth += 1
         # a connection to a host outside a fleet slice: that host joins before the hop reads it
-        follow(reader, frontier.socks, index)
+        follow(reader, frontier.socks, index, backward)
         sql = hop_sql(backward, active, frontier)
         # backward, the names of the frontier's files are asked within the hop's query (one
         # round trip): who held them when, and the path-resolved calls made on them

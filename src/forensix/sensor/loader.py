@@ -47,7 +47,7 @@ PINNED_MAPS = ("rb_proc", "rb_net", "rb_main", "counters", "flows", "reopens", "
 OPTIONAL_PINS = ("heartbeat_timer",)
 # The per-CPU slot caches in front of flows and reopens (sensor/slots.py): pinned and adopted
 # when the sensor has them; one pinned by an older forensix has none to drain.
-SLOT_PINS = ("flow_slots", "open_slots")
+SLOT_PINS = ("flow_slots", "open_slots", "flow_spill")  # the spill: edges pushed out of the flow slots
 # TCP connections counted by their own counters (SensorConfig.tcp_counters): the socket storage
 # that holds each owner's share until its next transfer after a flush, or its close.
 TCP_PINS = ("tcp_own",)

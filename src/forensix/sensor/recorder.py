@@ -216,7 +216,8 @@ class Recorder(LossAccounting):
         self._slots = (SlotCaches(self.sensor.map_fd("accounted"), self._ncpu, {
             "flow_slots": (self.sensor.map_fd("flow_slots"), self._fkdt, self._fvdt),
             "open_slots": (self.sensor.map_fd("open_slots"), self._okdt, self._ovdt),
-        }) if all(self.sensor.has_map(n) for n in ("flow_slots", "open_slots")) else None)
+        }, spill_fd=self.sensor.map_fd("flow_spill") if self.sensor.has_map("flow_spill") else None)
+            if all(self.sensor.has_map(n) for n in ("flow_slots", "open_slots")) else None)
         self._dvdt = struct_dtype(self.abi, "fx_drop")
         self._ncls = len(CLASS_NAMES) - 1
         # drops of each (cpu, class) already written as gap rows: named, and not named
@@ -426,6 +427,9 @@ class Recorder(LossAccounting):
         finally:
             for r in getattr(self, "rings", []):
                 r.close()
+            slots = getattr(self, "_slots", None)
+            if slots is not None:
+                slots.close()
             if self._watch is not None:
                 self._watch.close()
             if self.config.pin_dir is not None:

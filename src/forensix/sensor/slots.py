@@ -10,6 +10,10 @@ old bank of every CPU and zeroes it. The same edge can be in the hash map (a slo
 for another key is added there) and in slots of several CPUs: the rows of one key are added
 together here, first and last time the earliest and latest, and the descriptor, thread and
 program name those of the row that began first.
+
+A flow slot's edge pushed out by another key goes first to the ``flow_spill`` ring (a copy,
+where an insert into the hash map cost ~500 ns), and to the hash map only when the ring is
+full; the flow slots are taken with what the ring holds, its rows added like a slot's.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from forensix.errors import SensorError
 from forensix.sensor import libbpf as lb
+from forensix.sensor.ringbuf import RingBuffer
 
 __all__ = ["ACC_BANK", "SlotCaches", "merge_flows", "merge_reopens"]
 
@@ -47,19 +52,21 @@ def _slot_dtype(kdt: np.dtype, vdt: np.dtype) -> np.dtype:
 class SlotCaches:
     """Take the slots of the bank the programs are not filling."""
 
-    def __init__(self, accounted_fd: int, ncpu: int, caches: dict[str, tuple[int, np.dtype, np.dtype]]) -> None:
+    def __init__(self, accounted_fd: int, ncpu: int, caches: dict[str, tuple[int, np.dtype, np.dtype]],
+                 spill_fd: int | None = None) -> None:
         self._acc = accounted_fd
         self._ncpu = ncpu
         self._maps: dict[str, tuple[int, np.dtype, int]] = {}
         for name, (fd, kdt, vdt) in caches.items():
             dt = _slot_dtype(kdt, vdt)
-            info = (ctypes.c_uint32 * 32)()  # struct bpf_map_info: type, id, key_size, value_size, max_entries
-            size = ctypes.c_uint32(ctypes.sizeof(info))
-            lb.check_int(lb.lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), f"info of {name}")
+            info = _map_info(fd, name)
             if info[3] != dt.itemsize:
                 raise SensorError(f"the sensor's {name} slots are {info[3]} bytes, this forensix reads {dt.itemsize}",
                                   "rebuild the sensor (make -C bpf) with this forensix")
             self._maps[name] = (fd, dt, int(info[4]) // 2)
+        # the flow slots' spill (a sensor built before it has none: its slots give up to the map)
+        self._spill = RingBuffer(spill_fd, int(_map_info(spill_fd, "flow_spill")[4])) if spill_fd is not None else None
+        self.spilled = 0  # edges taken from the spill so far
 
     def _bank(self) -> int:
         key, val = ctypes.c_uint32(ACC_BANK), ctypes.c_uint64(0)
@@ -103,7 +110,43 @@ class SlotCaches:
         cnt = ctypes.c_uint32(per_bank)
         lb.check_int(lb.lib.bpf_map_update_batch(fd, keys.ctypes.data, zeros.ctypes.data, ctypes.byref(cnt), None),
                      f"empty the {name} slots")
+        if name == "flow_slots" and self._spill is not None:
+            got = np.concatenate([got, self._take_spill(dt)])
         return got["k"].copy(), got["v"].copy()
+
+    def _take_spill(self, dt: np.dtype) -> np.ndarray:
+        """The edges pushed out of the flow slots since the last take, in the order they
+        left (every record of the spill is one slot). Read after the bank flip's grace period
+        like the slots, so the edges pushed out of the old bank are all there; the ring's
+        space is given back at once, as the slots are zeroed at once."""
+        assert self._spill is not None
+        d = self._spill.drain()
+        if not len(d):
+            return np.zeros(0, dt)
+        if (d.lengths != dt.itemsize).any():
+            raise SensorError(f"the flow_spill ring holds records of {sorted(set(d.lengths.tolist()))} bytes, "
+                              f"this forensix reads {dt.itemsize}", "rebuild the sensor (make -C bpf) with this forensix")
+        n = len(d)
+        self.spilled += n
+        stride = (dt.itemsize + 8 + 7) & ~7  # each record: its 8-byte header, then the slot, 8-byte aligned
+        first = int(d.offsets[0])
+        if (d.offsets == first + stride * np.arange(n)).all():  # back to back (the ring never discards here)
+            rec = np.dtype({"names": ["s"], "formats": [dt], "offsets": [8], "itemsize": stride})
+            return np.frombuffer(d.data, rec, count=n, offset=first - 8)["s"].copy()
+        raw = np.frombuffer(d.data, np.uint8)
+        return raw[d.offsets[:, None] + np.arange(dt.itemsize)].view(dt).reshape(-1)
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+
+
+def _map_info(fd: int, name: str) -> ctypes.Array[ctypes.c_uint32]:
+    """struct bpf_map_info of the map: type, id, key_size, value_size, max_entries, ..."""
+    info = (ctypes.c_uint32 * 32)()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    lb.check_int(lb.lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), f"info of {name}")
+    return info
 
 
 def _used(name: str, slots: np.ndarray) -> np.ndarray:

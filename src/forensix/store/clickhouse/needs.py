@@ -29,7 +29,7 @@ import duckdb
 from forensix.store import schema
 from forensix.store.embedded import FLOW_EVENTS_SQL
 
-__all__ = ["ALL", "BASE", "PROFILES", "Needs", "plan_connection", "reads", "set_up"]
+__all__ = ["ALL", "BASE", "PROFILES", "Needs", "plan_connection", "reads", "scan_filters", "set_up"]
 
 # tables a view stands over in the slice (as in DuckDBStore: ``events`` shows the flow
 # edges stored only in ``flows``)
@@ -90,7 +90,34 @@ class _Planner:
             return out
 
 
+    def filters(self, sql: str, params: Mapping[str, Any] | None) -> dict[str, list[list[str]]] | None:
+        """Each store table's scans in the plan of ``sql``, each as the filters pushed into it
+        (not cached: they hold the query's literals); None when DuckDB cannot plan it."""
+        with self.lock:
+            if self.con is None:
+                self.con = plan_connection()
+            try:
+                rows = self.con.execute("EXPLAIN (FORMAT json) " + sql, dict(params) if params else None).fetchall()
+            except duckdb.Error:
+                return None
+        out: dict[str, list[list[str]]] = {}
+        for _, text in rows:
+            for root in json.loads(text):
+                for info in _scans(root):
+                    base = str(info["Table"]).rsplit(".", 1)[-1]
+                    table = _LOGICAL.get(base, base)
+                    if table in schema.TABLES:
+                        out.setdefault(table, []).append(_names(info.get("Filters")))
+        return out
+
+
 _PLANNER = _Planner()
+
+
+def scan_filters(sql: str, params: Mapping[str, Any] | None = None) -> dict[str, list[list[str]]] | None:
+    """The filters DuckDB pushes into each scan of each store table ``sql`` reads (one list
+    per scan, ANDed; an empty list: the scan reads every row). None: it cannot be planned."""
+    return _PLANNER.filters(sql, params)
 
 
 def reads(sql: str, params: Mapping[str, Any] | None = None) -> Needs:

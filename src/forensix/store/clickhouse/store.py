@@ -162,9 +162,15 @@ def select_sql(table: str, where: str = "", columns: Sequence[str] | None = None
     ``columns``: only these of the logical schema (a slice pulls what its queries read)."""
     target = [f for f in schema.TABLES[table] if columns is None or f.name in columns]
     names = [f"hex(`{f.name}`) AS `{f.name}`" if pa.types.is_binary(f.type) else _plain(f) for f in target]
-    names += [f"`{null_column(f.name)}`" for f in target if pa.types.is_list(f.type)]
-    cols = ", ".join(names)
-    return f"SELECT {cols} FROM `{table}`" + (f" WHERE {where}" if where else "")
+    nulls = [f"`{null_column(f.name)}`" for f in target if pa.types.is_list(f.type)]
+    if not where:
+        return f"SELECT {', '.join(names + nulls)} FROM `{table}`"
+    # ``where`` is read in a subquery, over the stored columns: an alias of the outer SELECT
+    # (``CAST(host_name AS String) AS host_name``) would shadow the column there, and a
+    # condition on the alias cannot use the sort key (every row of the table was read to
+    # pull a host's 19 events)
+    inner = ", ".join([f"`{f.name}`" for f in target] + nulls)
+    return f"SELECT {', '.join(names + nulls)} FROM (SELECT {inner} FROM `{table}` WHERE {where})"
 
 
 def _plain(f: pa.Field) -> str:
