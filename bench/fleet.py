@@ -252,7 +252,7 @@ def _realistic_events(n: int) -> Any:
 
 def views_cost(cluster: Cluster, batches: int, rows: int, realistic: bool = False) -> dict[str, Any]:
     """What the summaries' views cost at insert: the same batches appended to a store of each
-    layout (LAYOUTS: this version's, 0003's, none), the order turning batch by batch; wall
+    layout (LAYOUTS: this version's, the earlier ones, none), the order turning batch by batch; wall
     time of the appends and CPU of both ClickHouse servers, per event. Synthetic batches
     (forensix.testing.batches: every event a new file path, the worst case for the path
     summary) or, ``realistic``, slices of a generated one-host history
@@ -527,22 +527,23 @@ def ingest_runs(tmp: Path, cluster: Cluster, a: argparse.Namespace) -> list[dict
     return out
 
 
-# the summaries' layouts compared at ingest: this version's (0006: 0005's and the path
-# summaries by day), 0005's, the one before (0003, from the copy the tests keep), and none (the
-# events alone: the floor)
-LAYOUTS = ("0006", "0005", "none")
+# the summaries' layouts compared at ingest: this version's (0007: 0006's and the kinds of
+# event, the execs fleet_exec does not describe), 0006's (0005's and the path summaries by day),
+# 0005's, the one before (0003, from the copy the tests keep), and none (the events alone: the floor)
+LAYOUTS = ("0007", "0006", "0005", "none")
 _OLD = Path(__file__).resolve().parent.parent / "tests" / "fleet" / "fixtures" / "summaries_0003.py"
 
 
 def _layout_skips(layout: str) -> tuple[str, ...]:
-    from forensix.store.clickhouse.summaries import HOURLY, PATHS, SUMMARIZING
+    from forensix.store.clickhouse.summaries import HOURLY, KINDS, PATHS, SUMMARIZING
 
-    return {"0006": (), "0005": (PATHS,), "0003": (HOURLY, PATHS), "none": SUMMARIZING}[layout]
+    return {"0007": (), "0006": (KINDS,), "0005": (PATHS, KINDS), "0003": (HOURLY, PATHS, KINDS),
+            "none": SUMMARIZING}[layout]
 
 
 def _server_fx(layout: str) -> list[str]:
     """The `forensix` command of a log host that leaves a store of ``layout`` as it is (a
-    server of this version would migrate it to 0006 when it starts)."""
+    server of this version would migrate it to 0007 when it starts)."""
     skip = _layout_skips(layout)
     if not skip:
         return FX

@@ -28,6 +28,7 @@ import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from fleet import load_fleet
 
 from forensix.rules import default_detectors, load_rules
 from forensix.rules.fleet_hunt import fleet_hunt
+from forensix.store import schema
 from forensix.store.clickhouse import ClickHouseStore
 from forensix.testing.clickhouse import load_cluster, start_cluster, stop_cluster
 
@@ -62,6 +64,49 @@ def generate(url: str, events: int, hosts: int) -> float:
         return load_fleet(st, events, hosts)
     finally:
         st.close()
+
+
+def copy_fleet(cluster: Any, source: str, database: str) -> float:
+    """A database of this version's store filled from ``source`` (a fleet generated before,
+    never written to): the stored rows copied shard by shard (INSERT ... SELECT of each local
+    table), through this version's views that ``source`` lacks (their summaries built as at
+    insert), the summaries both have copied as they are. Seconds taken. (Not ``Merge`` tables
+    over ``source`` instead of a copy: a probe's PREWHERE through one made both 18.16 servers
+    of a cluster crash, a segfault, where the same query on the MergeTree tables runs.)"""
+    from forensix.store.clickhouse.connection import Server
+    from forensix.store.clickhouse.summaries import SUMMARIES, backfill_sql, view_name
+
+    t = time.monotonic()
+    ClickHouseStore(cluster.url(database=database), write=True).close()  # every migration, on empty tables
+    name = cluster.name
+
+    def one(shard: Any) -> None:  # (the shards at once: a copy is mostly one thread a server)
+        srv = Server("127.0.0.1", shard.tcp_port, timeout=6 * 3600.0)
+        try:
+            have = {str(r[0]) for r in srv.execute(f"SELECT name FROM system.tables WHERE database = '{source}'")}
+            old = [s for s in SUMMARIES if f"{s}_local" in have]
+            views = {view_name(s, v, name) for s in old for v in SUMMARIES[s].selects}
+            for v in sorted(views):  # the summaries ``source`` has are copied, not built again
+                srv.execute(f"DROP TABLE IF EXISTS `{database}`.`{v}`")
+            for table in [*schema.TABLES, *old]:
+                local = f"{table}_local"
+                cols = [str(r[0]) for r in srv.execute(f"DESCRIBE TABLE `{database}`.`{local}`")]
+                theirs = {str(r[0]) for r in srv.execute(
+                    f"SELECT name FROM system.columns WHERE database = '{source}' AND table = '{local}'")}
+                both = ", ".join(f"`{c}`" for c in cols if c in theirs)
+                print(f"shard {shard.tcp_port}: {local} (load {_load()})", flush=True)
+                srv.execute(f"INSERT INTO `{database}`.`{local}` ({both}) SELECT {both} FROM `{source}`.`{local}`",
+                            settings={"allow_experimental_low_cardinality_type": 1})
+            # the views dropped above again, as every store of this version has them
+            for stmt in backfill_sql(database, name, old):
+                if stmt.startswith("CREATE MATERIALIZED VIEW"):
+                    srv.execute(stmt)
+        finally:
+            srv.close()
+
+    with ThreadPoolExecutor(max_workers=len(cluster.shards)) as pool:
+        list(pool.map(one, cluster.shards))
+    return time.monotonic() - t
 
 
 def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True, False),
@@ -152,7 +197,8 @@ def render(a: argparse.Namespace, rows: list[dict[str, Any]], gen_s: float, even
         " --detectors" if a.detectors else "") + (f" --how {a.how}" if a.how != "both" else "") + (
         " --per-rule" if a.per_rule else "") + f" --shown {a.shown}" + (" --hunt-only" if a.hunt_only else "") + (
         " --no-sets" if a.no_sets else "") + (f" --ways {a.ways}" if a.ways else "") + (
-        f" --cluster-dir {a.cluster_dir}" if a.cluster_dir else "") + (f" --only '{a.only}'" if a.only else "")
+        f" --cluster-dir {a.cluster_dir}" if a.cluster_dir else "") + (f" --only '{a.only}'" if a.only else "") + (
+        f" --database {a.database}" if a.database != DB else "")
     lines = [
         f"## {now}" + (f": {a.label}" if a.label else ""),
         "",
@@ -215,6 +261,12 @@ def main() -> None:
     ap.add_argument("--ways", default="", help="with --per-rule: these ways only, comma-separated (of WAYS)")
     ap.add_argument("--only", default="", help="with --per-rule: the rules whose title has one of these "
                     "comma-separated words")
+    ap.add_argument("--database", default=DB,
+                    help="the database of the fleet on the cluster (another than fleetbench: e.g. one filled from it "
+                         "with --copy-from, whose views built this version's summaries)")
+    ap.add_argument("--copy-from", default="",
+                    help="first fill --database from this database of the cluster (read only): its rows through this "
+                         "version's views it lacks, its summaries copied")
     ap.add_argument("--label", default="", help="a word on what this run is (in the heading)")
     ap.add_argument("--out", default="docs/benchmarks-fleet-hunt.md",
                     help="the figures are added at the top of this file (older ones are kept)")
@@ -224,7 +276,10 @@ def main() -> None:
     cluster = start_cluster(Path(tempfile.mkdtemp(prefix="fx-fleet-hunt-")) / "ch", shards=2) if own \
         else load_cluster(a.cluster_dir)
     try:
-        url = cluster.url(database=DB)
+        url = cluster.url(database=a.database)
+        if a.copy_from:
+            print(f"filled {a.database} from {a.copy_from} in {copy_fleet(cluster, a.copy_from, a.database):.0f} s "
+                  f"(load {_load()})", flush=True)
         gen_s = 0.0 if a.hunt_only else generate(url, a.events, a.hosts)
         print(f"generated in {gen_s:.0f} s (load {_load()})", flush=True)
         with ClickHouseStore(url) as st:

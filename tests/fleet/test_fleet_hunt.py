@@ -104,7 +104,7 @@ def test_fleet_hunt_finds_what_the_duckdb_hunt_finds(stores: tuple[str, str]) ->
     assert got.fallback == [] and len(got.in_clickhouse) == len(rules) and got.shards == 2
     # both ways of finding candidates ran: the summaries, and probes of the events' own columns
     # (the path rules through 0006's fleet_names, then fleet_files: test_fleet_paths.py)
-    assert {s for _, s in got.narrowed} == {"fleet_exec", "fleet_names", "fleet_ip"}, got.narrowed
+    assert {s for _, s in got.narrowed} == {"fleet_exec", "fleet_names", "fleet_ip", "fleet_kinds"}, got.narrowed
     assert len(got.narrowed) >= 20 and len(got.probed) >= 20
     assert want.num_rows > 300
     assert _plain(got.alerts) == _plain(want)
@@ -153,6 +153,7 @@ def test_candidates_find_what_the_duckdb_hunt_finds_in_every_window(stores: tupl
     fired = []
     # (a summary's candidates on most of a shard's hosts and days send the rule to a probe instead)
     monkeypatch.setattr(fleet_hunt_module, "BROAD", 1.0)
+    summaries = fleet_hunt_module._summaries
     for lo, hi in WINDOWS:
         rd = open_reader(duck)
         try:
@@ -161,13 +162,22 @@ def test_candidates_find_what_the_duckdb_hunt_finds_in_every_window(stores: tupl
             rd.close()
         with ClickHouseStore(url) as st:
             got = fleet_hunt(st, rules, [], lo, hi)
-        assert _plain(got.alerts) == _plain(want), (lo, hi)
+            # and on a store without 0007's fleet_kinds: the rules no other summary covers are probed
+            with monkeypatch.context() as m:
+                m.setattr(fleet_hunt_module, "_summaries",
+                          lambda srv, t: {k: v for k, v in summaries(srv, t).items() if k != "fleet_kinds"})
+                probed = fleet_hunt(st, rules, [], lo, hi)
+        assert _plain(got.alerts) == _plain(probed.alerts) == _plain(want), (lo, hi)
         fired.append(sorted({(r["rule_id"], r["host_name"]) for r in got.alerts.to_pylist()}))
-        assert dict(got.narrowed) == {
+        by_summary = {
             "narrow_image": "fleet_exec", "narrow_none": "fleet_exec", "narrow_parent": "fleet_exec",
             "narrow_not_cmdline": "fleet_exec", "narrow_sha256": "fleet_exec", "narrow_target": "fleet_names",
             "narrow_path_action": "fleet_names", "narrow_ip": "fleet_ip"}
-        assert {r for r, _ in got.probed} == {"probe_parent_only", "probe_not_target", "probe_port"}
+        # (an exec, a network event: the hosts and days that have one, from fleet_kinds)
+        assert dict(got.narrowed) == by_summary | {
+            "probe_parent_only": "fleet_kinds", "probe_not_target": "fleet_kinds", "probe_port": "fleet_kinds"}
+        assert dict(probed.narrowed) == by_summary
+        assert {r for r, _ in probed.probed} == {"probe_parent_only", "probe_not_target", "probe_port"}
     whole, days12, cut = fired
     for rule in ("narrow_image", "narrow_parent", "narrow_not_cmdline", "narrow_sha256", "narrow_target",
                  "narrow_path_action", "narrow_ip", "probe_parent_only", "probe_port"):
@@ -177,11 +187,14 @@ def test_candidates_find_what_the_duckdb_hunt_finds_in_every_window(stores: tupl
     # day 1 is span01's alone, and its "--stage 1" is what narrow_not_cmdline leaves out
     assert {h for _, h in days12} == {"span01"} and ("narrow_not_cmdline", "span01") not in days12
     assert ("narrow_image", "span01") in cut
-    # every rule with candidates sent to a probe as "broad": the same alerts
+    # every rule with candidates sent to a probe as "broad": the same alerts. Those whose every
+    # test is on the exec's own image, command line or hash keep the summary's hosts and days
+    # (it is sure of each: a probe would find them all again)
     monkeypatch.setattr(fleet_hunt_module, "BROAD", 0.0)
     with ClickHouseStore(url) as st:
         broad = fleet_hunt(st, rules, [])
-    assert dict(broad.narrowed) == {"narrow_none": "fleet_exec"}
+    assert dict(broad.narrowed) == {"narrow_none": "fleet_exec", "narrow_image": "fleet_exec",
+                                    "narrow_not_cmdline": "fleet_exec", "narrow_sha256": "fleet_exec"}
     assert "fleet_ip: candidates on more than 0% of its hosts and days" in dict(broad.probed)["narrow_ip"]
     assert sorted({(r["rule_id"], r["host_name"]) for r in broad.alerts.to_pylist()}) == whole
     # and the whole scans of before (what the benchmark compares with): the same alerts again
@@ -216,9 +229,14 @@ def test_the_plan_follows_coverage() -> None:
     lacking = plan(rules["narrow_image"], {"fleet_exec": have["fleet_exec"] - {"command_line"}})
     assert lacking.summary is None and "fleet_exec: the summary lacks command_line" in lacking.why
     assert "fleet_exec: the store has no such summary" in plan(rules["narrow_image"], {}).why
+    # a rule no summary of what events say covers: the kinds of event each host had each day
+    # (0007's fleet_kinds) narrow it, else its events are probed
+    assert plan(rules["probe_parent_only"], have).summary == "fleet_kinds"
+    have = {k: v for k, v in have.items() if k != "fleet_kinds"}
     assert "it tests nothing fleet_exec holds" in plan(rules["probe_parent_only"], have).why
     assert "fleet_path: it can match an event without a path" in plan(rules["probe_not_target"], have).why
     assert "fleet_ip: it can match a connection without an address" in plan(rules["probe_port"], have).why
+    assert "fleet_kinds: the store has no such summary" in plan(rules["probe_port"], have).why
 
 
 def test_a_rule_clickhouse_cannot_say_is_named_and_the_others_run(stores: tuple[str, str], tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ __all__ = [
     "slices_sql",
     "summary_columns",
     "totals_sql",
+    "unsure",
 ]
 
 _NULL_S = "CAST(NULL AS Nullable(String))"
@@ -71,19 +72,28 @@ class SummaryView:
 
     name: str
     columns: frozenset[str]  # the summary's columns this reads (all must exist)
-    known: Mapping[str, tuple[str, str]]  # view column -> (when known on a row, expression)
+    # view column -> (when known on a row, expression, or expressions: one of them is the value)
+    known: Mapping[str, tuple[str, str | tuple[str, ...]]]
     cased_only: frozenset[str]  # view columns known only up to case (tests of them must be caseless)
     covers: Callable[[Node], str | None]  # None: every event the rule can match has a row; else why not
     # a table of paths alone (no host): its rows give the paths a rule may match, and the
     # candidates are asked of this table by those paths (``files_sql``)
     by_path: str | None = None
+    # a second summary asked the same (both must be there): the rows this one does not describe
+    also: SummaryView | None = None
+    # tests that say nothing about which values a rule wants (every row of the summary has them)
+    unnarrowing: frozenset[str] = frozenset({"event_action", "event_category", "host_name"})
 
-    def knows(self, p: Pred) -> tuple[str, str] | None:
+    def knows(self, p: Pred) -> tuple[str, str | tuple[str, ...]] | None:
         if p.op == "colref" or p.column not in self.known:
             return None
         if p.column in self.cased_only and p.cased:
             return None
         return self.known[p.column]
+
+    def views(self) -> tuple[SummaryView, ...]:
+        """The summaries whose candidates this view's are (their union)."""
+        return (self,) + ((self.also,) if self.also else ())
 
 
 # -- what a rule's tests imply --------------------------------------------------------------
@@ -165,6 +175,7 @@ def _no_flows(node: Node) -> str | None:
 # -- the summaries --------------------------------------------------------------------------
 
 _RENAMES = "action IN ('rename', 'link')"
+_LISTENS = "action IN ('listen', 'bind')"
 _PATHS = frozenset({"file_path", "file_target_path", "fx_target_filename"})
 
 
@@ -188,21 +199,60 @@ def _ip_covers(node: Node) -> str | None:
     return why
 
 
+def _kinds_covers(node: Node) -> str | None:
+    # every event has a row (its kind, host and day); the flow edges stored only in flows have none
+    return _no_flows(node)
+
+
+_EXEC_KNOWN: dict[str, tuple[str, str | tuple[str, ...]]] = {
+    "event_action": ("1", "'exec'"),
+    "process_executable": ("1", "executable"),
+    # the event's own executable when it has one, else the process image's
+    "fx_image": ("isNotNull(executable)", "executable"),
+    # "" is an empty argv or none (then the process image's command line)
+    "fx_command_line": ("command_line != ''", "command_line"),
+    "process_hash_sha256": ("1", "sha256"),  # lowered by the summary
+    "fx_hashes": ("1", "concat('SHA256=', upper(sha256))"),
+    "host_name": ("1", "host_name"),
+}
+_S = "CAST(NULL AS Nullable(String))"
+_EXEC_COLUMNS = frozenset({"executable", "command_line", "sha256", "host_name", "day"})
+# 0007: an exec fleet_exec_other does not hold is of category process, has no target and no
+# message, and its path is its executable or none (both tested: one of them is the event's)
+_ORDINARY_EXEC: dict[str, tuple[str, str | tuple[str, ...]]] = {
+    "event_category": ("1", "'process'"),
+    "file_path": ("1", ("executable", _S)),
+    "fx_target_filename": ("1", ("executable", _S)),  # an exec is no rename or link
+    "file_target_path": ("1", _S),
+    "message": ("1", _S),
+}
+_EXEC_OTHER = SummaryView(
+    "fleet_exec_other",
+    _EXEC_COLUMNS | {"file_path", "file_target_path", "message", "category"},
+    {**_EXEC_KNOWN, "event_category": ("1", "category"), "file_path": ("1", "file_path"),
+     "fx_target_filename": ("1", "file_path"), "file_target_path": ("1", "file_target_path"),
+     "message": ("1", "message")},
+    frozenset({"process_hash_sha256"}),
+    _exec_covers,
+)
+
+
 SUMMARY_VIEWS: tuple[SummaryView, ...] = (
+    # 0007: fleet_exec with the execs' category, path, target and message, and the execs
+    # fleet_exec does not describe whole from fleet_exec_other (its candidates added): what a
+    # keyword rule tests on an exec beside its image and command line
     SummaryView(
         "fleet_exec",
-        frozenset({"executable", "command_line", "sha256", "host_name", "day"}),
-        {
-            "event_action": ("1", "'exec'"),
-            "process_executable": ("1", "executable"),
-            # the event's own executable when it has one, else the process image's
-            "fx_image": ("isNotNull(executable)", "executable"),
-            # "" is an empty argv or none (then the process image's command line)
-            "fx_command_line": ("command_line != ''", "command_line"),
-            "process_hash_sha256": ("1", "sha256"),  # lowered by the summary
-            "fx_hashes": ("1", "concat('SHA256=', upper(sha256))"),
-            "host_name": ("1", "host_name"),
-        },
+        _EXEC_COLUMNS,
+        {**_EXEC_KNOWN, **_ORDINARY_EXEC},
+        frozenset({"process_hash_sha256"}),
+        _exec_covers,
+        also=_EXEC_OTHER,
+    ),
+    SummaryView(
+        "fleet_exec",
+        _EXEC_COLUMNS,
+        _EXEC_KNOWN,
         frozenset({"process_hash_sha256"}),
         _exec_covers,
     ),
@@ -258,9 +308,29 @@ SUMMARY_VIEWS: tuple[SummaryView, ...] = (
         frozenset(),
         _ip_covers,
     ),
+    # 0007: the kinds of event of each host and day (a rule on a rare kind: a module load, a
+    # listener, an exec of a deleted file), after the summaries that know more of an event
+    SummaryView(
+        "fleet_kinds",
+        frozenset({"host_name", "day", "category", "action", "outcome", "transport", "module", "deleted", "port",
+                   "ip"}),
+        {
+            "event_category": ("1", "category"),
+            "event_action": ("1", "action"),
+            "event_outcome": ("1", "outcome"),
+            "network_transport": ("1", "transport"),
+            "event_module": ("1", "module"),
+            "file_deleted": ("1", "deleted"),
+            # a listening socket's own address (the summary keeps it for listen and bind only)
+            "source_port": (f"{_LISTENS}", "port"),
+            "source_ip": (f"{_LISTENS}", "ip"),
+            "host_name": ("1", "host_name"),
+        },
+        frozenset(),
+        _kinds_covers,
+        unnarrowing=frozenset({"host_name"}),  # here the kind is what narrows
+    ),
 )
-# tests that say nothing about which values a rule wants (every row of the summary has them)
-_UNNARROWING = frozenset({"event_action", "event_category", "host_name"})
 
 
 @dataclass(frozen=True)
@@ -270,6 +340,7 @@ class Plan:
     rule: CompiledRule
     summary: str | None
     why: str
+    view: SummaryView | None = None  # the summary's view (``summary`` is its name)
 
 
 def plan(rule: CompiledRule, have: Mapping[str, frozenset[str]]) -> Plan:
@@ -282,18 +353,20 @@ def plan(rule: CompiledRule, have: Mapping[str, frozenset[str]]) -> Plan:
         if cover is not None:
             why.append(f"{view.name}: {cover}")
             continue
-        used = {c for c in columns_of(node) if c in view.known} - _UNNARROWING
+        used = {c for c in columns_of(node) if c in view.known} - view.unnarrowing
         if not used:
             why.append(f"{view.name}: it tests nothing {view.name} holds")
             continue
-        if view.name not in have:
-            why.append(f"{view.name}: the store has no such summary")
+        absent = [v.name for v in view.views() if v.name not in have]
+        if absent:
+            why.append(f"{view.name}: the store has no such summary" if view.name in absent else
+                       f"{view.name}: the store has no {', '.join(absent)} (it tests {', '.join(sorted(used))})")
             continue
-        lacking = view.columns - have[view.name]
+        lacking = {c for v in view.views() for c in v.columns - have[v.name]}
         if lacking:
             why.append(f"{view.name}: the summary lacks {', '.join(sorted(lacking))}")
             continue
-        return Plan(rule, view.name, f"narrowed by {view.name} ({', '.join(sorted(used))})")
+        return Plan(rule, view.name, f"narrowed by {view.name} ({', '.join(sorted(used))})", view)
     return Plan(rule, None, "; ".join(why))
 
 
@@ -318,15 +391,21 @@ def day_window(ts_from: int | None, ts_to: int | None) -> list[str]:
 
 def candidates_sql(view: SummaryView, table: str, rules: Iterable[tuple[int, Node]], ts_from: int | None,
                    ts_to: int | None) -> str:
-    """(rule index, host_name, day) of every host and day where a rule may match, one query
-    for many rules over ``table`` (a shard's own summary table)."""
-    marks = ", ".join(f"if({maybe(node, view.knows)}, {i}, -1)" for i, node in rules)
+    """(rule index, host_name, day, fx_sure) of every host and day where a rule may match,
+    one query for many rules over ``table`` (a shard's own summary table, or ``view.table``'s
+    rows). ``fx_sure`` 1: a row of that host and day says the rule matches an event there
+    (every test it makes is known on the row and true), so no probe can rule the day out."""
     where = " AND ".join(day_window(ts_from, ts_to)) or "1"
     if view.by_path:  # a row per path, action, flags, mode and day: the paths first
+        marks = ", ".join(f"if({maybe(node, view.knows)}, {i}, -1)" for i, node in rules)
         return (f"SELECT DISTINCT fx_rule, key_path FROM {table} "
                 f"ARRAY JOIN arrayFilter(x -> x >= 0, [{marks}]) AS fx_rule WHERE {where}")
-    return (f"SELECT fx_rule, toString(host_name) AS host_name, toUInt32(day) AS day FROM {table} "
-            f"ARRAY JOIN arrayFilter(x -> x >= 0, [{marks}]) AS fx_rule WHERE {where} "
+    # (rule index * 2 + whether it is sure there): one array, one ARRAY JOIN
+    marks = ", ".join(f"if({maybe(node, view.knows)}, {2 * i} + (NOT {maybe(node, view.knows, False)}), -1)"
+                      for i, node in rules)
+    return (f"SELECT intDiv(fx_m, 2) AS fx_rule, toString(host_name) AS host_name, toUInt32(day) AS day, "
+            f"toUInt8(max(fx_m % 2)) AS fx_sure FROM {table} "
+            f"ARRAY JOIN arrayFilter(x -> x >= 0, [{marks}]) AS fx_m WHERE {where} "
             f"GROUP BY fx_rule, host_name, day")
 
 
@@ -342,6 +421,14 @@ def by_rule(rows: pa.Table) -> dict[int, set[tuple[str, int]]]:
     for r, h, d in zip(*(rows.column(c).to_pylist() for c in ("fx_rule", "host_name", "day")), strict=True):
         out.setdefault(int(r), set()).add((str(h), int(d)))
     return out
+
+
+def unsure(rows: pa.Table) -> set[int]:
+    """The rules of ``candidates_sql``'s rows with a host and day the summary is not sure of."""
+    if "fx_sure" not in rows.column_names:
+        return {int(r) for r in rows.column("fx_rule").to_pylist()}
+    return {int(r) for r, s in zip(rows.column("fx_rule").to_pylist(), rows.column("fx_sure").to_pylist(),
+                                   strict=True) if not s}
 
 
 def summary_columns(describe: pa.Table) -> frozenset[str] | None:

@@ -186,13 +186,15 @@ def _column_sql(col: str) -> tuple[str, str] | None:
 
 
 # what a test's column is on a row of some table: (when it is known there, expression), or None
-Known = Callable[[Pred], "tuple[str, str] | None"]
+# (the expression may be several: the value is one of them on each event of the row)
+Known = Callable[[Pred], "tuple[str, str | tuple[str, ...]] | None"]
 
 
 def maybe(node: Node, known: Known, positive: bool = True) -> str:
     """A condition over the rows ``known`` describes that every row where ``node`` is true
     (``positive``) or false meets: a test whose column is not known there becomes "maybe"
-    (true), one known only on some rows is tested on those (``if(when, test, 1)``)."""
+    (true), one known only on some rows is tested on those (``if(when, test, 1)``), one known
+    to be one of several values on each event is tested on each (true if any may hold)."""
     if isinstance(node, Const):
         return "1" if node.value == positive else "0"
     if isinstance(node, Not):
@@ -207,7 +209,9 @@ def maybe(node: Node, known: Known, positive: bool = True) -> str:
     if got is None:
         return "1"
     when, expr = got
-    test = _pred(node, expr) if positive else f"(NOT {_pred(node, expr)})"
+    tests = [_pred(node, e) if positive else f"(NOT {_pred(node, e)})"
+             for e in (expr if isinstance(expr, tuple) else (expr,))]
+    test = tests[0] if len(tests) == 1 else "(" + " OR ".join(tests) + ")"
     return test if when == "1" else f"if({when}, {test}, 1)"
 
 
@@ -394,21 +398,33 @@ def _event_columns(cols: Iterable[str]) -> list[str]:
 
 
 def _images(key: str, name: str, table: str, where: str = "1") -> str:
-    """One row per process: its images (time, seq, executable, command line, name, parent), sorted."""
+    """One row per process: its images (time, seq, then executable, command line and name each
+    as (value or '', is NULL), parent), sorted. (No Nullable inside the tuples: 18.16 breaks a
+    block taking a Nullable element of a tuple array with no element at all, as when none of
+    the block's events has a process: a recorder's stop record.)"""
     cmd = "if(args__null = 1, CAST(NULL AS Nullable(String)), toNullable(arrayStringConcat(args, ' ')))"
-    return (f"(SELECT entity_id AS {key}, arraySort(groupArray(tuple(image_ts, image_seq, executable, {cmd}, "
-            f"name, ifNull(parent_entity_id, 0)))) AS {name} FROM {table} WHERE {where} GROUP BY entity_id)")
+    parts = [f"ifNull({c}, ''), isNull({c})" for c in ("executable", cmd, "CAST(name AS Nullable(String))")]
+    return (f"(SELECT entity_id AS {key}, arraySort(groupArray(tuple(image_ts, image_seq, {', '.join(parts)}, "
+            f"ifNull(parent_entity_id, 0)))) AS {name} FROM {table} WHERE {where} GROUP BY entity_id)")
 
 
 def _as_of(images: str, prefix: str) -> list[str]:
-    """The image as of the event time, from the sorted images array ``images``."""
-    pick = f"{prefix}a"
+    """The image as of the event time, from the sorted images array ``images``: the last whose
+    time is not after the event's (those are a prefix of the array: its count is the index)."""
+    n = f"{prefix}n"
+
+    def element(k: int) -> str:  # (index 0, no image: the type's default)
+        return f"arrayMap(t -> t.{k}, {images})[{n}]"
+
+    def text(k: int) -> str:
+        return f"if({n} = 0 OR {element(k + 1)} = 1, {_NULL_S}, toNullable({element(k)}))"
+
     return [
-        f"arrayFilter(t -> ifNull(t.1 <= ts, 0), {images}) AS {pick}",
-        f"if(empty({pick}), {_NULL_S}, {pick}[-1].3) AS {prefix}exe",
-        f"if(empty({pick}), {_NULL_S}, {pick}[-1].4) AS {prefix}cmd",
-        f"if(empty({pick}), {_NULL_S}, {pick}[-1].5) AS {prefix}name",
-        f"if(empty({pick}), toUInt64(0), {pick}[-1].6) AS {prefix}parent",
+        f"arrayCount(t -> ifNull(t.1 <= ts, 0), {images}) AS {n}",
+        f"{text(3)} AS {prefix}exe",
+        f"{text(5)} AS {prefix}cmd",
+        f"{text(7)} AS {prefix}name",
+        f"{element(9)} AS {prefix}parent",
     ]
 
 

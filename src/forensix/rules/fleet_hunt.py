@@ -48,6 +48,7 @@ from forensix.rules.candidates import (
     slices_sql,
     summary_columns,
     totals_sql,
+    unsure,
     values_of,
 )
 from forensix.rules.clickhouse_sql import (
@@ -379,13 +380,13 @@ class ShardHunt:
 def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
     """The summary tables this server has, with their columns (none on a store made before them)."""
     have: dict[str, frozenset[str]] = {}
-    for view in SUMMARY_VIEWS:
+    for name in dict.fromkeys(v.name for view in SUMMARY_VIEWS for v in view.views()):
         try:
-            cols = summary_columns(srv.table(f"DESCRIBE TABLE {tables.named(view.name)}"))
+            cols = summary_columns(srv.table(f"DESCRIBE TABLE {tables.named(name)}"))
         except StoreError:
             continue
         if cols is not None:
-            have[view.name] = cols
+            have[name] = cols
     return have
 
 
@@ -403,22 +404,29 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
                 total: int | None) -> tuple[dict[int, set[tuple[str, int]]], list[int]]:
     """(rule index -> its candidate (host, day) pairs, indices of rules too broad to narrow:
     more than ``BROAD`` of the shard's ``total`` pairs) of the rules ``plans`` narrows, one
-    query per summary (without ``total``, one more for the summary's size)."""
+    query per summary (without ``total``, one more for the summary's size). A broad rule the
+    summary is sure of on each of its hosts and days keeps them (a probe would find the same)."""
     found: dict[int, set[tuple[str, int]]] = {}
     broad: list[int] = []
     for view in SUMMARY_VIEWS:
-        mine = [(i, r.where) for i, (r, p) in enumerate(zip(rules, plans, strict=True)) if p.summary == view.name]
+        mine = [(i, r.where) for i, (r, p) in enumerate(zip(rules, plans, strict=True)) if p.view is view]
         if not mine:
             continue
-        table = tables.named(view.name)
-        found_sql = candidates_sql(view, table, mine, ts_from, ts_to)
-        got = _by_path(srv, tables, view.by_path, mine, srv.table(found_sql), ts_from, ts_to) if view.by_path \
-            else by_rule(srv.table(found_sql))
+        if view.by_path:
+            rows = srv.table(candidates_sql(view, tables.named(view.name), mine, ts_from, ts_to))
+            got, doubt = _by_path(srv, tables, view.by_path, mine, rows, ts_from, ts_to), None
+        else:  # (with the summary of the rows this one does not describe: the union)
+            got, doubt = {}, set()
+            for v in view.views():
+                rows = srv.table(candidates_sql(v, tables.named(v.name), mine, ts_from, ts_to))
+                for i, pairs in by_rule(rows).items():
+                    got.setdefault(i, set()).update(pairs)
+                doubt |= unsure(rows)
         if total is None:
-            total = int(srv.table(totals_sql(table, ts_from, ts_to)).column(0)[0].as_py() or 0)
+            total = int(srv.table(totals_sql(tables.named(view.name), ts_from, ts_to)).column(0)[0].as_py() or 0)
         for i, _ in mine:
             pairs = got.get(i, set())
-            if len(pairs) > BROAD * total:
+            if len(pairs) > BROAD * total and (doubt is None or i in doubt):
                 broad.append(i)  # most of the fleet: scanned whole with the rules that must be
             elif pairs:
                 found[i] = pairs

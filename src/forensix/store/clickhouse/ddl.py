@@ -176,6 +176,12 @@ def _paths(db: str, cluster: str | None) -> list[str]:
     return migration(db, cluster, PATH_SUMMARIES)
 
 
+def _kinds(db: str, cluster: str | None) -> list[str]:
+    from forensix.store.clickhouse.summaries import KIND_SUMMARIES, migration
+
+    return migration(db, cluster, KIND_SUMMARIES)
+
+
 def _accounts(db: str, cluster: str | None) -> list[str]:
     """The recorded users and groups of each host (schema.ACCOUNTS, sharded by host like the rest)."""
     out = [merge_tree_sql(db, "accounts", local_name("accounts", cluster))]
@@ -186,7 +192,9 @@ def _accounts(db: str, cluster: str | None) -> list[str]:
 # of the rows stored before (store/clickhouse/summaries.py); 0005: the same by UTC hour,
 # cheaper to keep (0003's dropped, everything summarized again); 0006: the paths by day with
 # the open's flags and the acting processes, and the distinct paths with their hosts (what the
-# hunt's path rules and the path prefix question read). Each builds the summaries of the
+# hunt's path rules and the path prefix question read); 0007: the kinds of event of each host and
+# day, and the execs fleet_exec does not describe whole (what a hunt's rules on rare events and
+# on an exec's path or message narrow by). Each builds the summaries of the
 # running version: a store without any runs them once; one with 0005 only builds 0006's.
 MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0001_initial", _initial),
@@ -195,6 +203,7 @@ MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0004_accounts", _accounts),
     ("0005_hourly_summaries", _summaries),
     ("0006_path_names", _paths),
+    ("0007_event_kinds", _kinds),
 ]
 
 

@@ -53,7 +53,6 @@ from forensix.store.clickhouse.ddl import (
 from forensix.store.clickhouse.native import ArrowData
 from forensix.store.clickhouse.summaries import (
     HOURLY,
-    PATH_SUMMARIES,
     PATHS,
     SUMMARIZING,
     summary_tables,
@@ -307,14 +306,11 @@ class ClickHouseStore:
             if name not in pending:
                 continue
             if name in SUMMARIZING:
-                if not summarized:  # 0003, 0005 and 0006 all build this version's summaries: once
+                if not summarized:  # 0003, 0005, 0006 and 0007 all build this version's summaries: once
                     self._add_columns(srv)  # the views read columns added since 0001
-                    # a store with 0005's summaries gets 0006's tables only (the others are
-                    # this version's already): no second summary of every row
-                    due = set(pending) & set(SUMMARIZING)
-                    only = [n for n in summaries.SUMMARIES if (n in PATH_SUMMARIES and PATHS in due)
-                            or (n not in PATH_SUMMARIES and due - {PATHS})]
-                    self._summarize(srv, only)
+                    # a store with 0005's summaries gets 0006's and 0007's tables only (the
+                    # others are this version's already): no second summary of every row
+                    self._summarize(srv, summaries.built_by(pending))
                     summarized = True
                 self._record(srv, name)
                 continue

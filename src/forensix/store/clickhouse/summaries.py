@@ -48,6 +48,8 @@ from forensix.store.clickhouse.ddl import day_partition, local_name
 
 __all__ = [
     "HOURLY",
+    "KINDS",
+    "KIND_SUMMARIES",
     "LOCK",
     "MIGRATION",
     "PATHS",
@@ -57,6 +59,7 @@ __all__ = [
     "SUMMARIZING",
     "Summary",
     "backfill_sql",
+    "built_by",
     "lock_sql",
     "migration",
     "reset_sql",
@@ -78,7 +81,11 @@ HOURLY = "0005_hourly_summaries"
 # a hunt's path rules and a path prefix question read instead of a row per event
 PATHS = "0006_path_names"
 PATH_SUMMARIES = ("fleet_files", "fleet_names")  # 0006's tables: all it builds on a store with 0005's
-SUMMARIZING = (MIGRATION, HOURLY, PATHS)  # the migrations that (re)build the summaries: run as one
+# the kinds of event each host had each day, and the execs fleet_exec does not describe whole:
+# what a rule on a rare kind of event, or on an exec's path or message, narrows by
+KINDS = "0007_event_kinds"
+KIND_SUMMARIES = ("fleet_kinds", "fleet_exec_other")  # 0007's tables: all it builds on a store with 0006's
+SUMMARIZING = (MIGRATION, HOURLY, PATHS, KINDS)  # the migrations that (re)build the summaries: run as one
 SOURCES = ("events", "flows")  # the tables the views read: merges stopped while backfilling
 
 
@@ -154,6 +161,17 @@ _MOVED = "event_action IN ('rename', 'link') AND ifNull(file_target_path, '') !=
 _FLOW_ACTION = "if(ifNull(write_bytes, 0) > 0, 'write', 'read') AS action"
 _EV_STATES = ", " + _file_states("process_entity_id", "ts")
 _FLOW_STATES = ", " + _file_states("toNullable(entity_id)", "ifNull(last_ts, 0)")
+
+# fleet_kinds' columns: the event's kind, and a listening socket's own address (few per host)
+_LISTENS = "event_action IN ('listen', 'bind')"
+_KINDS = (f"CAST(event_category AS Nullable(String)) AS category, CAST(event_action AS Nullable(String)) AS action, "
+          f"CAST(event_outcome AS Nullable(String)) AS outcome, "
+          f"CAST(network_transport AS Nullable(String)) AS transport, CAST(event_module AS Nullable(String)) AS module, "
+          f"file_deleted AS deleted, if({_LISTENS}, source_port, CAST(NULL AS Nullable(UInt16))) AS port, "
+          f"if({_LISTENS}, source_ip, CAST(NULL AS Nullable(String))) AS ip")
+# an exec fleet_exec describes whole (candidates.py reads its path as the executable or none)
+_ORDINARY_EXEC = ("ifNull(event_category = 'process', 0) AND isNull(file_target_path) AND isNull(message) AND "
+                  "(isNull(file_path) OR ifNull(file_path = process_executable, 0))")
 
 SUMMARIES: dict[str, Summary] = {s.name: s for s in [
     Summary(
@@ -244,6 +262,39 @@ GROUP BY host_name, day, hour"""}),    Summary(
          "events_targets": _files("file_target_path", 1, _EV_NAMES, "", "file_target_path != ''"),
          "flows": _flow_files(f"{_FLOW_ACTION}, {_NO_PATH}, {_NO_FLAGS}", "")},
         engine="ReplacingMergeTree()"),
+    Summary(
+        "fleet_kinds",
+        "host_name, day, ifNull(category, ''), isNull(category), ifNull(action, ''), isNull(action), "
+        "ifNull(outcome, ''), isNull(outcome), ifNull(transport, ''), isNull(transport), ifNull(module, ''), "
+        "isNull(module), ifNull(deleted, 0), isNull(deleted), ifNull(port, 0), isNull(port), ifNull(ip, ''), "
+        "isNull(ip)",
+        # what kinds of event each host had each day: every event's category, action, outcome,
+        # transport, log source and deleted mark, and a listening socket's address (listen, bind);
+        # a handful of rows per host and day, grouped at insert (few distinct keys a block) and
+        # de-duplicated by merges. What a rule on a rare kind of event (a module load, a listener,
+        # an exec of a deleted file) reads first, instead of probing every event (0007)
+        {"events": f"""
+SELECT host_name, {_EV_DAY} AS day, {_KINDS}
+FROM {{src}}{{extra_where}}
+GROUP BY host_name, day, category, action, outcome, transport, module, deleted, port, ip"""},
+        engine="ReplacingMergeTree()"),
+    Summary(
+        "fleet_exec_other",
+        "host_name, day, ifNull(executable, ''), isNull(executable), command_line, ifNull(sha256, ''), "
+        "isNull(sha256), ifNull(file_path, ''), isNull(file_path), ifNull(file_target_path, ''), "
+        "isNull(file_target_path), ifNull(message, ''), isNull(message), ifNull(category, ''), isNull(category)",
+        # the execs fleet_exec does not describe whole: an exec is of category process, its path
+        # is its executable (or none), it has no target and no message, except in these rows (a
+        # relative path made absolute, an imported record): with them a rule testing an exec's
+        # category, path or message (a keyword rule tests five columns) narrows by fleet_exec (0007).
+        # Few or none in a recorded fleet's day.
+        {"events": f"""
+SELECT process_executable AS executable, arrayStringConcat(process_args, ' ') AS command_line,
+       lower(process_hash_sha256) AS sha256, host_name, {_EV_DAY} AS day, file_path, file_target_path, message,
+       CAST(event_category AS Nullable(String)) AS category
+FROM {{src}} WHERE event_action = 'exec' AND NOT ({_ORDINARY_EXEC}){{extra}}
+GROUP BY executable, command_line, sha256, host_name, day, file_path, file_target_path, message, category"""},
+        engine="ReplacingMergeTree()"),
 ]}
 
 # 0003's views that the current definitions no longer have (dropped by 0005 all the same)
@@ -317,7 +368,7 @@ def reset_sql(db: str, cluster: str | None, names: Sequence[str] | None = None) 
     chosen = _chosen(names)
     # 0003's views go with the summaries they fed (never when only 0006's are rebuilt: some
     # share a name with 0005's)
-    base = names is None or any(n not in PATH_SUMMARIES for n in names)
+    base = names is None or any(n not in (*PATH_SUMMARIES, *KIND_SUMMARIES) for n in names)
     old = {view_name(s, v, cluster) for s, vs in _OLD_VIEWS.items() for v in vs} if base else set()
     views = sorted(old | {view_name(s.name, v, cluster) for s in chosen for v in s.selects})
     out = [f"DROP TABLE IF EXISTS `{db}`.`{v}`" for v in views]
@@ -350,13 +401,24 @@ def backfill_sql(db: str, cluster: str | None, names: Sequence[str] | None = Non
     return out
 
 
+def built_by(due: Sequence[str]) -> list[str]:
+    """The summaries to build on a server whose pending migrations ``due`` include some of
+    ``SUMMARIZING``: 0006's and 0007's own tables when only they are due (a store with 0005's
+    summaries is not summarized again), every summary when 0003 or 0005 is."""
+    due = [n for n in due if n in SUMMARIZING]
+    own = {PATHS: PATH_SUMMARIES, KINDS: KIND_SUMMARIES}
+    if any(n not in own for n in due):
+        return list(SUMMARIES)
+    return [s for s in SUMMARIES if any(s in own[n] for n in due)]
+
+
 def restart_merges(db: str, cluster: str | None) -> list[str]:
     return [f"SYSTEM START MERGES `{db}`.`{local_name(t, cluster)}`" for t in SOURCES]
 
 
 def migration(db: str, cluster: str | None, names: Sequence[str] | None = None) -> list[str]:
-    """``0003_fleet_summaries``, ``0005_hourly_summaries`` (``names`` None: every summary) and
-    ``0006_path_names`` (``PATH_SUMMARIES``) on one server as one list of statements (what the
+    """``0003_fleet_summaries``, ``0005_hourly_summaries`` (``names`` None: every summary),
+    ``0006_path_names`` (``PATH_SUMMARIES``) and ``0007_event_kinds`` (``KIND_SUMMARIES``) on one server as one list of statements (what the
     store runs, in this order, under the migration lock; it also waits for the lock, and
     restarts merges whatever happens: ``ClickHouseStore._summarize``). Each builds the
     summaries of this version from every row stored: a store that has none runs them once."""
