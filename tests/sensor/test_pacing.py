@@ -61,3 +61,30 @@ def test_a_storm_of_records_brings_the_flush_forward(pacer: Pacer) -> None:
 def test_a_due_flush_is_due(pacer: Pacer) -> None:
     assert pacer.flush_due(5.0, 5.0)
     assert not pacer.flush_due(0.5, 5.0)
+
+
+def test_waiting_for_the_writer_works_with_descriptors_past_1024() -> None:
+    """A recorder with many files open gets descriptors >= 1024; the idle wait that listens
+    only for the writer's wake-up (ring records held) must not refuse them (select() did:
+    the loop raised and stopped draining)."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1100:
+        pytest.skip("the hard descriptor limit is below 1100")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1030)]
+    try:
+        p = Pacer([], poll_interval=0.05, batch_interval=1.0, flow_interval=1.0)
+        try:
+            assert p._wake_r >= 1024
+            assert p.sleep_idle(0.01, rings=False) is False  # timed out, no ring
+            p.wake()
+            assert p.sleep_idle(1.0, rings=False) is False  # woken by the writer, not a ring
+        finally:
+            p.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

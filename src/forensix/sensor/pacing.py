@@ -101,7 +101,11 @@ class Pacer:
         if rings:
             events = self._epoll.poll(timeout)
         else:
-            events = [(fd, 0) for fd in select.select([self._wake_r], [], [], timeout)[0]]
+            # poll, not select: select refuses a descriptor >= 1024, which a recorder with many
+            # files open gets for its wake pipe (the loop would raise and stop draining)
+            waker = select.poll()
+            waker.register(self._wake_r, select.POLLIN)
+            events = waker.poll(timeout * 1000)
         ring = False
         for fd, _ in events:
             if fd == self._wake_r:
