@@ -253,6 +253,11 @@ def _mark(g: Graph, key: str, evs: list[dict[str, Any]], host_of: dict[int, str]
         text = ", ".join(f"{a} -> {b}" for a, b in links)
         g.nodes[key].attrs["cross_host"] = text
         g.nodes[key].label = f"{g.nodes[key].label} ({text})"
+        # the ends as "client <-> server", the way the hosts read (the key's order is by text:
+        # 10.0.0.10 sorts before 10.0.0.9, and "alpha -> beta over beta's end" misleads)
+        c = next(c for c in clients if host_of.get(c["process_entity_id"]) == links[0][0])
+        g.nodes[key].attrs["cross_ends"] = (f"{c['source_ip']}:{c['source_port']} <-> "
+                                            f"{c['destination_ip']}:{c['destination_port']}")
 
 
 def cross_host_links(reader: Reader, slack_ns: int = DEFAULT_SLACK_NS) -> pa.Table:
@@ -273,8 +278,8 @@ def cross_host_links(reader: Reader, slack_ns: int = DEFAULT_SLACK_NS) -> pa.Tab
 
 def notes(g: Graph) -> list[str]:
     """One line per connection of the graph that crosses hosts (for the report)."""
-    return [f"cross-host: {n.attrs['cross_host']} over {k[2:].replace('|', ' <-> ')}" for k, n in g.nodes.items()
-            if n.attrs.get("cross_host")]
+    return [f"cross-host: {n.attrs['cross_host']} over {n.attrs.get('cross_ends') or k[2:].replace('|', ' <-> ')}"
+            for k, n in g.nodes.items() if n.attrs.get("cross_host")]
 
 
 Endpoints = tuple[tuple[str, int], tuple[str, int]]

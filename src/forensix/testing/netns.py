@@ -35,14 +35,18 @@ def _ip(*args: str) -> None:
 
 
 @contextmanager
-def netns_pair(prefix: str = "fx") -> Iterator[NetnsPair]:
+def netns_pair(prefix: str = "fx", low: int | None = None) -> Iterator[NetnsPair]:
     """Two fresh namespaces with a veth pair between them (10.X.Y.1 and .2/30), removed after.
 
-    Names and the subnet are random so that concurrent runs on one machine do not meet."""
+    Names and the subnet are random so that concurrent runs on one machine do not meet.
+    ``low``: the /30's first address's last byte minus one, a multiple of 4 (8: .9 and .10,
+    whose text order is the reverse of their numeric one), the third byte still random."""
     tag = secrets.token_hex(3)
     names = (f"{prefix}-{tag}-a", f"{prefix}-{tag}-b")
     links = (f"{prefix}{tag}a"[:15], f"{prefix}{tag}b"[:15])  # interface names: 15 bytes at most
     net = secrets.randbelow(1 << 14) << 2  # a /30 out of 10.200.0.0/16
+    if low is not None:
+        net = (net & ~0xFF) | (low & 0xFC)
     addrs = (f"10.200.{net >> 8}.{(net & 0xFF) + 1}", f"10.200.{net >> 8}.{(net & 0xFF) + 2}")
     made: list[str] = []
     try:
