@@ -71,9 +71,7 @@ def test_waiting_for_the_writer_works_with_descriptors_past_1024() -> None:
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard < 1100:
-        pytest.skip("the hard descriptor limit is below 1100")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), max(hard, 1100)))  # root (CI) may raise both
     held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1030)]
     try:
         p = Pacer([], poll_interval=0.05, batch_interval=1.0, flow_interval=1.0)
