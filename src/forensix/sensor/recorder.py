@@ -39,7 +39,12 @@ from forensix.sensor.decode import (
 from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
 from forensix.sensor.losses import LossAccounting
 from forensix.sensor.maprows import flow_rows, reopen_rows
-from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer, give_back_free_memory
+from forensix.sensor.pacing import (
+    IDLE_FLOW_INTERVAL,
+    STRETCHED_INTERVAL,
+    Pacer,
+    give_back_free_memory,
+)
 from forensix.sensor.priority import LAG_NICE, Yielding
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
@@ -139,6 +144,7 @@ class Recorder(LossAccounting):
         pacer: type[Pacer] = Pacer,
         evidence_retry_s: float = EVIDENCE_RETRY_S,
         yield_nice: int = LAG_NICE,
+        stretched_interval: float = STRETCHED_INTERVAL,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -157,6 +163,7 @@ class Recorder(LossAccounting):
         self.on_stats = on_stats
         self.on_ready = on_ready  # called once every program is attached and the start record is out
         self.idle_flow_interval = idle_flow_interval  # flow flushes back off to this when nothing happens
+        self.stretched_interval = stretched_interval  # the drain period while few records arrive (sensor/pacing.py)
         self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
@@ -309,14 +316,14 @@ class Recorder(LossAccounting):
         """Drain, flush and account until stopped; timers back off when nothing happens
         (sensor/pacing.py). Returns the command's exit code if it ended the recording."""
         pace = self._pace = self._pacer_cls([r.fd for r in self.rings], self.poll_interval, self.batch_interval,
-                                            self.flow_interval, self.idle_flow_interval)
+                                            self.flow_interval, self.idle_flow_interval,
+                                            stretched_interval=self.stretched_interval)
         beat_every = _BEAT_INTERVAL
         if self.config.orphan_timeout_s > 0:  # the kernel's watch must never see a live agent as gone
             beat_every = min(beat_every, self.config.orphan_timeout_s / 4)
         now = time.monotonic()
         next_flow = next_clock = next_stats = next_beat = next_accounts = now
         last_events = 0
-        last_drain = 0.0
         woke = False
         try:
             while not self._stop.is_set():
@@ -327,17 +334,18 @@ class Recorder(LossAccounting):
                 now = time.monotonic()
                 got = 0
                 flows_due = pace.flush_due(now, next_flow)
+                moved = 0
                 if flows_due:  # the flush drains once, after taking the maps: one batch, not two
                     moved = self.flush_flows(drain=True)
                     got = self._flush_drained
-                    last_drain = now
                     pace.drained(got, now)
                     self.account_losses()
                     next_flow = now + pace.flushed(moved, now)  # its drain was counted by drained()
-                elif woke or now - last_drain >= self.batch_interval or self._rings_filling():
+                elif woke or pace.drain_due(now) or self._rings_filling():
                     got = self.poll_once()
-                    last_drain = now
                     pace.drained(got, now)
+                if got or moved:  # the live rules evaluate the tick once the writer handed it all over
+                    self._writer.after_written(self._tick_written)
                 if self.yielding.enabled:  # the experiment (sensor/priority.py), off by default
                     self.yielding.update(self._backlog())
                 now = time.monotonic()
@@ -483,6 +491,20 @@ class Recorder(LossAccounting):
         held = [(r, r.pos) for r in self.rings]
         self._writer.after_written(lambda: self._released(held))
         return sum(len(d) for d in drains)
+
+    def _tick_written(self) -> None:
+        """On the writer thread, once a drain tick's batches are all with the sinks: a sink
+        that gathers batches for a while (the live rules: ``tick_end``) need not wait for
+        more. Without this the rules waited ``max_delay`` (0.25 s) after the first batch of
+        every tick, which the stretched drain period (sensor/pacing.py) cannot afford."""
+        for s in self._writer.live_sinks():
+            end = getattr(s, "tick_end", None)
+            if end is None:
+                continue
+            try:
+                end()
+            except Exception as e:  # a hint only: the sink's own timer still evaluates
+                log.debug("tick_end of a sink failed", exc_info=e)
 
     def _stage(self, name: str, cpu_s: float) -> None:
         """The drainer's CPU by stage, for the stop record (what a build pays for, and where)."""
