@@ -114,12 +114,14 @@ class Pacer:
         self.records_since_flush = 0
         return self.flow_every
 
-    def flush_due(self, now: float, next_flow: float) -> bool:
+    def flush_due(self, now: float, next_flow: float, draining: bool = False) -> bool:
         """The flush is due at ``next_flow``, or one drain period (at least ``flow_interval``)
         after the last one once the records since then say the host is no longer calm (a
         storm of new objects must not wait for a stretched period: their edges would fill
-        the maps)."""
-        if now >= next_flow:
+        the maps). ``draining``: a drain is due now; a flush due before the next drain comes
+        with it (one tick, not a drain and a flush apart: a stretched flush period fell
+        between drains, and each is a tick with its fixed cost)."""
+        if now >= next_flow or (draining and next_flow - now < self.drain_every):
             return True
         stormy = self.records_since_flush >= CALM_PER_S * self.flow_interval
         return stormy and now - self.last_flush >= max(self.flow_interval, self.drain_every)

@@ -333,7 +333,8 @@ class Recorder(LossAccounting):
                 # files are in the ring by then): that drain is the tick's batch.
                 now = time.monotonic()
                 got = 0
-                flows_due = pace.flush_due(now, next_flow)
+                drain = woke or pace.drain_due(now) or self._rings_filling()
+                flows_due = pace.flush_due(now, next_flow, draining=drain)
                 moved = 0
                 if flows_due:  # the flush drains once, after taking the maps: one batch, not two
                     moved = self.flush_flows(drain=True)
@@ -341,7 +342,7 @@ class Recorder(LossAccounting):
                     pace.drained(got, now)
                     self.account_losses()
                     next_flow = now + pace.flushed(moved, now)  # its drain was counted by drained()
-                elif woke or pace.drain_due(now) or self._rings_filling():
+                elif drain:
                     got = self.poll_once()
                     pace.drained(got, now)
                 if got or moved:  # the live rules evaluate the tick once the writer handed it all over
