@@ -16,6 +16,7 @@ from forensix.sensor.pacing import CALM_PER_S, FEW_PER_S, STRETCHED_INTERVAL, Pa
 def pacer() -> Iterator[Pacer]:
     p = Pacer([], poll_interval=0.05, batch_interval=1.0, flow_interval=1.0, idle_flow_interval=4.0)
     p.last_flush = 0.0
+    p.last_records = p.last_drain = -100.0  # the clock starts at 0 here: nothing came for long
     yield p
     p.close()
 
@@ -142,10 +143,16 @@ def test_without_a_stretched_interval_the_drain_period_is_the_batch_interval(pac
     assert pacer.drain_every == 1.0
 
 
-def test_a_flush_due_before_the_next_drain_comes_with_this_one(stretching: Pacer) -> None:
+def test_a_flush_comes_with_the_drain_nearest_its_time(stretching: Pacer) -> None:
+    """A stretched flush period ending between two drains: the flush is taken with the drain
+    nearer its time (one tick, not a drain and a flush apart), at most half a period early
+    or late while the loop is busy, and on time when it is idle."""
     p = stretching
     p.drained(100, 3.0)
-    next_flow = 4.0  # a stretched flush period ending between two drains
-    assert not p.flush_due(3.0, next_flow)
-    assert p.flush_due(3.0, next_flow, draining=True)  # one tick at 3.0, not a drain and a flush at 4.0
-    assert not p.flush_due(3.0, 3.0 + STRETCHED_INTERVAL, draining=True)  # due at the next drain: then
+    assert p.flush_due(3.0, 3.7, draining=True)  # due within half a period: with this drain
+    assert not p.flush_due(3.0, 4.0, draining=True)  # nearer the next drain (4.5)
+    assert not p.flush_due(4.0, 4.0)  # busy: no tick of its own between the drains
+    assert p.flush_due(4.5, 4.0, draining=True)
+    assert p.flush_due(5.5, 4.0)  # a loop that stopped draining still flushes, a period late
+    assert not p.busy(6.0)
+    assert p.flush_due(6.0, 5.9)  # idle: the loop sleeps until the flush and takes it on time

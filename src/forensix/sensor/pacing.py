@@ -118,10 +118,16 @@ class Pacer:
         """The flush is due at ``next_flow``, or one drain period (at least ``flow_interval``)
         after the last one once the records since then say the host is no longer calm (a
         storm of new objects must not wait for a stretched period: their edges would fill
-        the maps). ``draining``: a drain is due now; a flush due before the next drain comes
-        with it (one tick, not a drain and a flush apart: a stretched flush period fell
-        between drains, and each is a tick with its fixed cost)."""
-        if now >= next_flow or (draining and next_flow - now < self.drain_every):
+        the maps). ``draining``: a drain is due now; a flush due within half a drain period
+        comes with it (one tick, not a drain and a flush apart: a stretched flush period fell
+        between drains, and each is a tick with its fixed cost); one due later waits for the
+        drain after, at most half a period late (taken at the nearer drain, so the flush
+        period keeps its length on average)."""
+        if draining and next_flow - now <= self.drain_every / 2:
+            return True
+        # while busy a drain comes within half a period of next_flow: the flush waits for it
+        # (a loop that stopped draining still flushes a period late); idle, it is due on time
+        if now >= next_flow + (self.drain_every if self.busy(now) else 0.0):
             return True
         stormy = self.records_since_flush >= CALM_PER_S * self.flow_interval
         return stormy and now - self.last_flush >= max(self.flow_interval, self.drain_every)
