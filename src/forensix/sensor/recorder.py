@@ -101,6 +101,8 @@ class RecordStats:
     boosts: int = 0  # times a backlog made the recorder stop yielding the CPU (sensor/priority.py)
     # the drainer's CPU seconds by stage: drain, decode, artifacts, queue, flow maps, flows, losses
     stages: dict[str, float] = field(default_factory=dict)
+    drains: int = 0  # drains that brought records (each a batch: decode, rules round, appends)
+    flushes: int = 0  # flow-map flushes
 
     @property
     def dropped(self) -> int:
@@ -421,6 +423,7 @@ class Recorder(LossAccounting):
             }
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stats.cpu_s.items())
             cpu += " (drainer by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stats.stages.items()) + ")"
+            cpu += f"; {self.stats.drains} drains with records, {self.stats.flushes} flow-map flushes"
             y = self.yielding
             self.stats.boosts = y.boosts
             yielded = (f"; yielded the CPU at nice {y.nice} while the backlog was under {y.boost_at:.1%} "
@@ -477,6 +480,7 @@ class Recorder(LossAccounting):
         if not drains:
             return 0
         bulk = any(len(d) for d in bulk_drains)
+        self.stats.drains += 1
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         self._handle_drains(named, bulk)
         # the space goes back to the kernel once the records are in the store: an agent
@@ -607,6 +611,7 @@ class Recorder(LossAccounting):
         the flush and one inside it were two batches, each with the decoder's, the
         sinks' and the rules' fixed cost, for records a few ms apart."""
         t0 = time.thread_time()
+        self.stats.flushes += 1
         banks = []
         if self._slots is not None:
             banks.append(self._slots.flip())
