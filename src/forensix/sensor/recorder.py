@@ -41,7 +41,7 @@ from forensix.sensor.losses import LossAccounting
 from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.pacing import (
     IDLE_FLOW_INTERVAL,
-    STRETCHED_INTERVAL,
+    STRETCH,
     Pacer,
     give_back_free_memory,
 )
@@ -146,7 +146,7 @@ class Recorder(LossAccounting):
         pacer: type[Pacer] = Pacer,
         evidence_retry_s: float = EVIDENCE_RETRY_S,
         yield_nice: int = LAG_NICE,
-        stretched_interval: float = STRETCHED_INTERVAL,
+        stretched_interval: float | None = None,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -165,7 +165,8 @@ class Recorder(LossAccounting):
         self.on_stats = on_stats
         self.on_ready = on_ready  # called once every program is attached and the start record is out
         self.idle_flow_interval = idle_flow_interval  # flow flushes back off to this when nothing happens
-        self.stretched_interval = stretched_interval  # the drain period while few records arrive (sensor/pacing.py)
+        # the drain period while few records arrive (sensor/pacing.py); None: STRETCH batch intervals
+        self.stretched_interval = batch_interval * STRETCH if stretched_interval is None else stretched_interval
         self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
