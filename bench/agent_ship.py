@@ -115,6 +115,11 @@ class _NoFiles:
     def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
         return tables
 
+    def preserve(self, seen: list[Any]) -> Any:  # the raw agent's hook (since 2026-12-07's seventh pass)
+        from forensix.artifacts.collect import Kept
+
+        return Kept({}, None, None)
+
     def blobs_to_ship(self) -> None:
         return None
 

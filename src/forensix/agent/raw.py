@@ -32,17 +32,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from forensix.agent.execs import collector_rows, file_key, pick
+from forensix.agent.execs import collector_rows, file_key_of, pick
 from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE
-from forensix.artifacts.collect import in_writable_dir  # the collector's own test
+from forensix.artifacts.collect import Seen, in_writable_dir  # the collector's own test
 from forensix.sensor.abi import struct_dtype
 from forensix.sensor.decoder_state import export_state
 from forensix.sensor.recorder import Recorder
 from forensix.sensor.ringbuf import Drained
 
-__all__ = ["RAW_FORMAT", "RawRecorder", "exec_hashes", "raw_row"]
+__all__ = ["RAW_FORMAT", "RawRecorder", "raw_row"]
 
 RAW_FORMAT = 1  # the meta's "format": a log host refuses rows of a format it does not know
 
@@ -60,16 +59,6 @@ def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview | np.ndarr
     if kinds is None:
         kinds = _KINDS[kind] = pa.array([kind], pa.string())
     return pa.Table.from_arrays([kinds, pa.array([json.dumps(meta)], pa.string()), value], schema=RAW_SCHEMA)
-
-
-def exec_hashes(events: pa.Table, upto: int) -> list[list[Any]]:
-    """(entity id, ts, sha256) of the exec rows among the first ``upto`` rows that the artifact
-    collector gave a hash: the log host puts them on the rows it decodes."""
-    ev = events.slice(0, upto).select(["process_entity_id", "ts", "process_hash_sha256"])
-    if ev.column("process_hash_sha256").null_count == ev.num_rows:
-        return []
-    ev = ev.filter(pc.is_valid(ev["process_hash_sha256"]))
-    return [[e, t, h] for e, t, h in zip(*(ev[c].to_pylist() for c in ev.column_names), strict=True)]
 
 
 def _bytes_of(a: np.ndarray) -> np.ndarray:
@@ -176,20 +165,10 @@ class RawRecorder(Recorder):
         for table, t in extra.items():
             self._emit(table, t)
 
-    def _judge(self, ev: pa.Table) -> None:
-        """Remember the files of decoded executable mappings that the collector has no use for."""
-        if ev.column("mem_prot").null_count == ev.num_rows:
-            return  # execs only (mem_prot is an mmap's): most ticks, once the libraries are judged
-        ino = ev.column("file_inode")
-        maps = np.nonzero(np.asarray(ev.column("mem_prot").is_valid()) & np.asarray(ino.is_valid()))[0]
-        if not len(maps):
-            return
-        rows = pa.array(maps)
-        paths = ev.column("file_path").take(rows).to_pylist()
-        deleted = ev.column("file_deleted").take(rows).is_valid().to_pylist()
-        keys = file_key(ino.take(rows).to_numpy(zero_copy_only=False),
-                        ev.column("file_device").take(rows).to_numpy(zero_copy_only=False)).tolist()
-        add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not in_writable_dir(p)}
+    def _judge(self, seen: list[Seen]) -> None:
+        """Remember the files of executable mappings that the collector has no use for."""
+        add = {file_key_of(r.inode, r.device or 0) for r in seen
+               if not r.exec and r.inode is not None and not r.deleted and not in_writable_dir(r.path)}
         if not add:
             return
         if len(self._ordinary) + len(add) > 65_536:  # bounded: judged again
@@ -201,18 +180,15 @@ class RawRecorder(Recorder):
         records ``idx`` of ``d``); the hashes for the log host, and the rows the collector adds
         (artifacts, artifact.missing events)."""
         assert self.artifacts is not None
-        ev = collector_rows(self.decoder, d, idx)
-        n = ev.num_rows
-        self._judge(ev)
-        tables = {"events": ev}
-        out = self.artifacts.annotate(tables)
-        extra = {k: v for k, v in out.items() if k not in ("events", "processes", "flows", "tty")}
-        got = out.get("events")
-        if got is None:
-            return [], extra
-        if got.num_rows > n:
-            extra["events"] = got.slice(n)
-        return exec_hashes(got, n), extra
+        seen = collector_rows(self.decoder, d, idx)
+        self._judge(seen)
+        kept = self.artifacts.preserve(seen)
+        extra = {} if kept.artifacts is None else {"artifacts": kept.artifacts}
+        if kept.missing is not None:
+            extra["events"] = kept.missing
+        # (entity id, ts, sha256) of the execs whose executable was kept: the log host puts
+        # the hash on the rows it decodes
+        return [[seen[i].entity, seen[i].ts, h] for i, h in kept.hashes.items() if h is not None], extra
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
         self.stats.events += len(v)
