@@ -214,12 +214,14 @@ def _add_edge(edges: dict[tuple[str, str, str], Edge], r: dict[str, Any], src: s
     k = (src, dst, r["kind"])
     e = edges.get(k)
     if e is None:
-        edges[k] = Edge(src, dst, r["kind"], r["t_start"], r["t_end"], int(r["nbytes"] or 0),
-                        name_matched=bool(r.get("nm")))
+        edges[k] = e = Edge(src, dst, r["kind"], r["t_start"], r["t_end"], int(r["nbytes"] or 0),
+                            name_matched=bool(r.get("nm")))
     else:
         e.t_start, e.t_end = min(e.t_start, r["t_start"]), max(e.t_end, r["t_end"])
         e.bytes += int(r["nbytes"] or 0)
         e.count += 1
+    # each row's own time: which image the process ran then (analysis.images)
+    e.spans.append((r["t_start"], r["t_end"], int(r["nbytes"] or 0), bool(r.get("nm"))))
 
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from forensix.analysis.graph_hop import NET_OK, OK, WRITE_FLAGS, ints
 from forensix.analysis.graph_model import Graph, Node, node_key
+from forensix.analysis.images import process_images, split_by_image
 from forensix.analysis.noise import FILTERS
 from forensix.analysis.sockets import SOCK_KEY, sock_host, sock_name
 from forensix.store.base import Reader
@@ -216,6 +217,13 @@ def label_nodes(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> 
         if kind in ("connection", "unix") and (host := sock_host(key)) is not None:
             n.attrs["host_id"] = host
     _fill_paths(reader, g, ident)
+    # the edges name the image each process ran at their time (a node names its last)
+    by_entity = process_images(reader, procs)
+    images = {node_key("process", e): imgs for e, imgs in by_entity.items()}
+    for key, imgs in images.items():
+        if key in g.nodes:
+            g.nodes[key].attrs["images"] = [i.name for i in imgs]
+    split_by_image(g, images)
 
 
 def _fill_paths(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from forensix.analysis.graph import Edge, Graph, Node, graph_tables
-from forensix.analysis.graph_model import edge_order, node_order
+from forensix.analysis.graph_model import edge_order, end_label, node_order
+from forensix.analysis.images import SPAN_MARK
 from forensix.analysis.processes import FOREVER
 from forensix.model.timefmt import format_ns
 from forensix.render.printable import printable
@@ -104,6 +105,8 @@ def render_text(g: Graph, out: Any) -> None:
         if n.kind == "process":
             extra = (f"  {display_value('entity_id', n.attrs.get('entity_id'))} uid {n.attrs.get('user_id')}"
                      f"  {_short(' '.join(n.attrs.get('args') or []))}")
+            if len(n.attrs.get("images") or ()) > 1:  # the edges name the image of their time
+                extra += "  images " + f" {SPAN_MARK} ".join(n.attrs["images"])
         label = _short(group_text(n)) if n.kind == "group" else n.label
         w(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {label}{extra}")
     w("")
@@ -111,8 +114,8 @@ def render_text(g: Graph, out: Any) -> None:
     for e in sorted(g.edges, key=edge_order):
         size = f" {e.bytes} B" if e.bytes else ""
         times = (f" x{e.count}" if e.count > 1 else "") + (" (by name)" if e.name_matched else "")
-        w(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{_edge_kind(e)}{size}{times}-->  "
-                  f"{g.nodes[e.dst].label}")
+        w(f"  {_when(e.t_start):<27}  {end_label(g, e, 'src')}  --{_edge_kind(e)}{size}{times}-->  "
+                  f"{end_label(g, e, 'dst')}")
 
 
 def render_json(g: Graph, out: Any) -> None:
@@ -166,11 +169,26 @@ def to_dot(g: Graph, title: str | None = None) -> str:
         if both and e.src > e.dst:
             continue  # drawn once, with arrows both ways
         lab = _edge_kind(e) + (f" {e.bytes}B" if e.bytes else "") + (" (by name)" if e.name_matched else "")
+        lab += "".join(f"\\n{printable(x)}" for x in _other_image(g, e))
         lab += "\\n" + format_ns(e.t_start, precision=3)[11:]
         extra = ", dir=both" if both else ""
         lines.append(f"  {_dot_id(e.src)} -> {_dot_id(e.dst)} [label={_dot_label(lab)}{extra}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _other_image(g: Graph, e: Edge) -> list[str]:
+    """The image a process end ran at the edge's time, where the node is drawn by another
+    (its last): a shell's write before it exec'd chmod is drawn from the chmod node, "by bash"."""
+    out = []
+    for side in ("src", "dst"):
+        n = g.nodes[e.src if side == "src" else e.dst]
+        image = e.src_image if side == "src" else e.dst_image
+        if n.kind == "process" and image and image != n.label.split(" [")[0]:
+            # the acting end is "by"; the forked, killed or traced one "to"
+            to = side == "dst" and g.nodes[e.src].kind in ("process", "group")
+            out.append(("to " if to else "by ") + end_label(g, e, side))
+    return out
 
 
 def _dot_label(text: str) -> str:
