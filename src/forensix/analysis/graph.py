@@ -129,7 +129,7 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
             if not _in_window(r, backward, opts) or inode_reused(r, nodes):
                 continue
             base = nodes[nkey].time
-            t = min(r["t_end"], base) if backward else max(r["t_start"], base)
+            t = min(_far_end(r, fkind), base) if backward else max(r["t_start"], base)
             _add_edge(edges, r, *((fkey, nkey) if backward else (nkey, fkey)))
             old = nodes.get(fkey)
             if old is None:
@@ -201,6 +201,17 @@ def _node(key: str, kind: str, obj: Any, depth: int, t: int) -> Node:
         n.attrs["generation"] = obj[3]
     return n
 
+
+
+def _far_end(r: dict[str, Any], far_kind: str) -> int:
+    """Backward, how long the edge's source matters: to the edge's end; a process that
+    connected or accepted a connection, only up to that call. What it wrote into the
+    connection afterwards are edges of their own (its flows), and a server that forked a
+    handler for one client and then read another's bytes did not send those to the first
+    (a connect/accept edge is open-ended: the connection affects the process from then on)."""
+    if far_kind == "process" and r["kind"] in ("connect", "accept"):
+        return int(r["t_start"])
+    return int(r["t_end"])
 
 
 def _in_window(r: dict[str, Any], backward: bool, opts: TrackOptions) -> bool:

@@ -3,7 +3,8 @@ options of a walk (analysis.graph builds it).
 
 Objects are processes (entity ids), files and pipes (device + inode, with the path last
 seen), network connections (the unordered pair of endpoints, so a local client and its
-local server meet at one node) and unix sockets (path). Every object that lives on one host
+local server meet at one node) and unix stream connections (their client's socket, see
+analysis.sockets). Every object that lives on one host
 (files, pipes, terminals, unix sockets, loopback connections) is keyed by its host as well:
 on a store of many hosts, only a connection between two addresses joins two hosts
 (analysis.crosshost).
