@@ -137,6 +137,7 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
                     truncated = True
                     continue
                 nodes[fkey] = _node(fkey, fkind, fobj, depth, t)
+                nodes[fkey].attrs["via"] = nkey  # reached from: its parent in the text's tree
                 add_names(nodes[fkey], r)
                 ident[fkey] = (fkind, fobj)
             elif (backward and t > old.time) or (not backward and t < old.time):

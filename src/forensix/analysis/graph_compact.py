@@ -106,6 +106,10 @@ class _Folding:
         g.attrs["members"] += members
         g.attrs["member_labels"] += [m.label for m in ms]
         g.depth = min([g.depth] + [m.depth for m in ms])
+        # reached from where its nearest member was (the text's tree hangs it there)
+        near = min(((m.depth, str(m.attrs["via"])) for m in ms if m.attrs.get("via")), default=None)
+        if near is not None and (g.attrs.get("via") is None or near[0] <= g.attrs["via_depth"]):
+            g.attrs.update(via=near[1], via_depth=near[0])
         for m in members:
             self.into[m] = key
         n = len(g.attrs["members"])

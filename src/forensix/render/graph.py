@@ -79,6 +79,37 @@ def size_line(g: Graph) -> str:
             " --full lists every object")
 
 
+def _parent(g: Graph, n: Node, group_of: dict[str, str]) -> str | None:
+    """The object ``n`` was first reached from (the walk's ``via``; a group's, its nearest
+    member's), seen through the groups that folded it. None: a root, or no parent nearer the
+    target (the tree never turns back toward a farther object)."""
+    via = n.attrs.get("via")
+    via = group_of.get(via, via) if via else None
+    if via is None or via not in g.nodes or via == n.key or g.nodes[via].depth >= n.depth:
+        return None
+    return str(via)
+
+
+def tree_order(g: Graph) -> list[tuple[Node, int]]:
+    """The objects as a tree: each under the object it was reached from (siblings in
+    node_order), with its level of indent; so a client reached through the second of two
+    connections prints under that one, not under whichever came last in a list by distance."""
+    group_of = {m: n.key for n in g.node_by("group") for m in n.attrs.get("members") or ()}
+    kids: dict[str | None, list[Node]] = {}
+    for n in g.nodes.values():
+        kids.setdefault(_parent(g, n, group_of), []).append(n)
+    out: list[tuple[Node, int]] = []
+
+    def visit(n: Node, level: int) -> None:
+        out.append((n, level))
+        for c in sorted(kids.get(n.key, []), key=node_order):
+            visit(c, level + 1)
+
+    for n in sorted(kids.get(None, []), key=node_order):
+        visit(n, n.depth if n.key not in g.roots and n.depth else 0)
+    return out
+
+
 def _edge_kind(e: Edge) -> str:
     return "+".join(e.kinds) if e.kinds else e.kind
 
@@ -100,7 +131,7 @@ def render_text(g: Graph, out: Any) -> None:
         w("edges marked (by name) were joined to the file by its name and time, not its inode")
     w("")
     w("objects:")
-    for n in sorted(g.nodes.values(), key=node_order):
+    for n, level in tree_order(g):
         extra = ""
         if n.kind == "process":
             extra = (f"  {display_value('entity_id', n.attrs.get('entity_id'))} uid {n.attrs.get('user_id')}"
@@ -108,7 +139,7 @@ def render_text(g: Graph, out: Any) -> None:
             if len(n.attrs.get("images") or ()) > 1:  # the edges name the image of their time
                 extra += "  images " + f" {SPAN_MARK} ".join(n.attrs["images"])
         label = _short(group_text(n)) if n.kind == "group" else n.label
-        w(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {label}{extra}")
+        w(f"  {'  ' * level}[{n.depth}] {n.kind:<10} {label}{extra}")
     w("")
     w("edges, in time order:")
     for e in sorted(g.edges, key=edge_order):
