@@ -90,18 +90,32 @@ def _watched(data: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     and whether each is a read."""
     acts = actions_of(data)
     kind = np.fromiter((_KIND.get(v, 0) for v in acts.values), np.int8, len(acts.values))[acts.codes]
-    f = data.column("file_flags")
-
-    def bits(mask: int, want: int) -> np.ndarray:
-        got = null_false(pc.equal(pc.bit_wise_and(f, pa.scalar(mask, f.type)), pa.scalar(want, f.type)))
-        return got.to_numpy(zero_copy_only=False) if len(got) else np.zeros(0, bool)
-
-    made = bits(O_TRUNC, O_TRUNC) | bits(O_CREAT | O_EXCL, O_CREAT | O_EXCL)
-    read = bits(WRITE_OPEN_MASK, 0)
+    # one conversion, then numpy (a pyarrow call costs ~10 us a batch whatever its length);
+    # an open always has its flags, and other rows are not asked about them
+    f = pc.fill_null(data.column("file_flags"), 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    made = ((f & O_TRUNC) != 0) | ((f & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL))
     opens = kind == 1
-    keep = (kind >= 2) | (opens & made) | (opens & read)
-    idx = np.flatnonzero(keep)
-    return idx, kind[idx] == 3, (opens & read & ~made)[idx]
+    reads = opens & ((f & WRITE_OPEN_MASK) == 0) & ~made
+    # most of a batch is opens for reading: only an interpreter's (by its command name, as the
+    # hunt asks for them) go further
+    at = np.flatnonzero(reads)
+    if len(at):
+        reads[at[~_interpreter_comm(data.column("process_name").take(pa.array(at)))]] = False
+    idx = np.flatnonzero((kind >= 2) | (opens & made) | reads)
+    return idx, kind[idx] == 3, reads[idx]
+
+
+_COMMS = ("python", "pypy", "pip")  # an interpreter's command name starts so (the hunt's filter too)
+
+
+def _interpreter_comm(comm: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Whether each command name is an interpreter's, decided once per distinct name."""
+    enc = pc.dictionary_encode(comm)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    hit = np.array([bool(c) and c.startswith(_COMMS) for c in enc.dictionary.to_pylist()] + [False], bool)
+    got: np.ndarray = hit[enc.indices.fill_null(len(enc.dictionary)).to_numpy()]
+    return got
 
 
 class NamedTimestomp:
@@ -118,6 +132,7 @@ class NamedTimestomp:
         self.scripts: dict[int, str] = {}  # interpreter entity -> the script it runs (its own code, no source)
         # interpreters that read a possible source: a file (for a file), a directory (copytree's, for a directory)
         self.sourced: dict[tuple[str | None, int, bool], None] = {}
+        self.sourced_files: dict[int, None] = {}  # their entities, for a vectorised skip
         self.max_tracked = max_tracked
 
     def hunt_filter(self) -> dict[str, Node]:
@@ -125,7 +140,7 @@ class NamedTimestomp:
         # opens would be most of a store (a fleet hunt refuses that many rows)
         made = And((Pred("event_action", "eq", "open"), Pred("file_flags", "bits", O_CREAT | O_TRUNC)))
         reads = And((Pred("event_action", "eq", "open"),
-                     Or(tuple(Pred("process_name", "prefix", n) for n in ("python", "pypy", "pip")))))
+                     Or(tuple(Pred("process_name", "prefix", n) for n in _COMMS))))
         return {"events": Or((Pred("event_action", "in", ("exec", "mkdir", "utimes")), made, reads))}
 
     def _learn_images(self, data: pa.Table, execs: np.ndarray) -> None:
@@ -178,6 +193,11 @@ class NamedTimestomp:
         named, interp = self._named(data, idx) if len(idx) else (np.zeros(0, bool), np.zeros(0, bool))
         # reads matter only as an interpreter's sources; everything else, of the left-out
         keep = named & (~reads | interp)
+        if self.sourced_files and keep.any():
+            # an interpreter that read a possible file source already: its reads say no more
+            # (a directory source matters for a directory alone; rare enough to judge by file)
+            ent = pc.fill_null(data.column("process_entity_id").take(pa.array(idx)), 0).to_numpy(zero_copy_only=False)
+            keep &= ~(reads & np.isin(ent, np.fromiter(self.sourced_files, np.uint64, len(self.sourced_files))))
         idx, utimes, reads, interp = idx[keep], utimes[keep], reads[keep], interp[keep]
         if not len(idx):
             return empty_alerts()
@@ -196,6 +216,8 @@ class NamedTimestomp:
                 src = (*who, bool(dirs[i]))
                 if src not in self.sourced and self._source(ent, path):
                     self.sourced[src] = None
+                    if not src[2]:
+                        self.sourced_files[ent] = None
                 continue
             if r["event_action"] != "utimes":
                 # a file copies a file's times; a directory (mkdir) a directory's, or a file's
@@ -240,6 +262,7 @@ class NamedTimestomp:
         _bound(self.images, self.max_tracked)
         _bound(self.scripts, self.max_tracked)
         _bound(self.sourced, self.max_tracked)
+        _bound(self.sourced_files, self.max_tracked)
 
 
 def _bound(d: dict[Any, Any], most: int) -> None:
