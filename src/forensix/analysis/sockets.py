@@ -30,8 +30,11 @@ _HOST_ONLY_IP = ("(coalesce({c}, '?') IN ('?', '::1', '0.0.0.0', '::') OR {c} LI
 # reads without the server in between. A client that closed before the server accepted
 # leaves the accept without its peer: such ends (and a connect no accept names) keep the
 # path, where they still meet each other, as before (docs/analysis.md, Limits).
+# (event_category: a fleet host's windowed top-up reads its network events for this scan,
+# store.clickhouse.window, not the whole rest of the host)
 _ACCEPTED = ("(SELECT ua.host_id || ':' || ua.unix_peer_inode::VARCHAR FROM events AS ua"
-             " WHERE ua.event_action = 'accept' AND ua.network_transport = 'unix' AND ua.unix_peer_inode <> 0)")
+             " WHERE ua.event_category = 'network' AND ua.event_action = 'accept'"
+             " AND ua.network_transport = 'unix' AND ua.unix_peer_inode <> 0)")
 SOCK_KEY = f"""CASE WHEN network_transport = 'unix'
     THEN 'u:' || host_id || ':' || CASE
         WHEN event_action = 'accept' AND coalesce(unix_peer_inode, 0) <> 0 THEN '=' || unix_peer_inode::VARCHAR
