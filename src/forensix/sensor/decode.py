@@ -93,6 +93,26 @@ _VIEW_K = np.arange(12, dtype=np.int64)
 def _gather(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
     """Strings at raw[start : start+ln-1] (ln counts the NUL; 0 = absent) as Arrow.
 
+    Most string slots of a batch are absent (a network record has none, a file record one
+    or two of its four): only the present ones are built (``_gather_present``), then put
+    in place by one take, nulls where absent. Building every slot cost ~0.45 µs a record
+    for each of the four slots, present or not."""
+    n = len(start)
+    valid = ln > 0
+    k = int(np.count_nonzero(valid))
+    if k == 0:
+        return pa.nulls(n, pa.string())
+    if k > n - n // 4:  # (nearly) all present: in place
+        return _gather_present(raw, start, ln)
+    where = np.flatnonzero(valid)
+    present = _gather_present(raw, start[where], ln[where])
+    at = np.cumsum(valid, dtype=np.int64) - 1
+    return present.take(pa.array(at, pa.int64(), mask=~valid))
+
+
+def _gather_present(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
+    """``_gather`` built in place, string by string.
+
     Built as Arrow string views over ``raw`` itself (16 bytes per string: its length and
     its first 12 bytes, or the first 4 and its offset), which Arrow's cast then copies
     into a plain string column, string by string, checking UTF-8 on the way: half the
@@ -143,14 +163,30 @@ def _gather_bytes(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Arra
 
 
 def comm_names(comm: np.ndarray) -> pa.Array:
-    """Fixed 16-byte task names as strings, trailing NULs dropped (as numpy's ``S16``)."""
+    """Fixed 16-byte task names as strings, trailing NULs dropped (as numpy's ``S16``).
+
+    A batch names a few tasks over and over (a web server's flow edges: nginx and wrk):
+    each distinct name is made a string once (Arrow's hash, ~30 ns a row) and put in
+    place by one take. Making every row's string cost ~0.7 µs a row."""
     b = np.ascontiguousarray(comm).view(np.uint8).reshape(len(comm), -1)
+    n, width = b.shape
+    if n <= 64 or not width:
+        return _comm_strings(b)
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(b)])
+    coded = pc.dictionary_encode(fixed)
+    uniq = coded.dictionary
+    distinct = np.frombuffer(uniq.buffers()[1], np.uint8, count=len(uniq) * width, offset=uniq.offset * width)
+    return _comm_strings(distinct.reshape(len(uniq), width)).take(coded.indices)
+
+
+def _comm_strings(b: np.ndarray) -> pa.Array:
+    """``comm_names`` of a (rows, width) byte array, row by row."""
     width = b.shape[1]
     nz = b != 0
     ln = np.where(nz.any(1), width - np.argmax(nz[:, ::-1], axis=1), 0)
     start = np.arange(len(b), dtype=np.int64) * width
     # _gather takes lengths that count a terminating NUL
-    return _gather(b.ravel(), start, ln + 1)
+    return _gather_present(np.ascontiguousarray(b).ravel(), start, ln + 1)
 
 
 def _cstr(chars: np.ndarray) -> pa.Array:
