@@ -224,21 +224,21 @@ def _addresses(fam: np.ndarray, addr: np.ndarray, inet: np.ndarray) -> pa.Array:
     idx = np.nonzero(inet)[0]
     if not len(idx):
         return pa.nulls(n, pa.string())
-    # Sorted on three 1-D keys (family, two 64-bit address words): np.unique(axis=0)
-    # over rows of bytes cost ~1.5 µs a row, and half a web server's records are network
-    # records.
+    # Distinct (address, family) pairs by Arrow's hash over 24-byte keys, in one pass: a
+    # sort on (family, two 64-bit words) cost ~0.5 µs a row, np.unique(axis=0) over rows of
+    # bytes ~1.5, and half a web server's records are network records.
     raw = np.ascontiguousarray(addr[idx]).view(np.uint8).reshape(len(idx), -1)
-    words = np.ascontiguousarray(raw[:, :16]).view(np.uint64)
-    hi, lo, family = words[:, 0], words[:, 1], fam[idx]
-    order = np.lexsort((family, lo, hi))
-    shi, slo, sfam = hi[order], lo[order], family[order]
-    new = np.ones(len(order), bool)
-    new[1:] = (shi[1:] != shi[:-1]) | (slo[1:] != slo[:-1]) | (sfam[1:] != sfam[:-1])
-    inv = np.empty(len(order), np.int64)
-    inv[order] = np.cumsum(new) - 1
-    names = pa.array([_ip(int(family[i]), raw[i].tobytes()) for i in order[new]], pa.string())
+    keys = np.zeros((len(idx), 24), np.uint8)
+    keys[:, :16] = raw[:, :16]
+    keys[:, 16:] = fam[idx].astype(np.int64).view(np.uint8).reshape(len(idx), 8)
+    coded = pc.dictionary_encode(pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(24), len(idx), [None, pa.py_buffer(keys)]))
+    uniq = coded.dictionary
+    distinct = np.frombuffer(uniq.buffers()[1], np.uint8, count=len(uniq) * 24,
+                             offset=uniq.offset * 24).reshape(len(uniq), 24)
+    names = pa.array([_ip(int(k[16:].view(np.int64)[0]), k[:16].tobytes()) for k in distinct], pa.string())
     at = np.zeros(n, np.int32)
-    at[idx] = np.asarray(inv).ravel()
+    at[idx] = coded.indices.to_numpy(zero_copy_only=False)
     return names.take(pa.array(at, mask=~inet))
 
 
