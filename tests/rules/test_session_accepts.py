@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from forensix.rules.evidence import SessionContext
+from forensix.rules.live import ProcessContext
 
 
 def _batch(rng: np.random.Generator, n: int) -> pa.Table:
@@ -45,3 +46,19 @@ def test_source_address_equals_the_row_by_row_rule() -> None:
     for eids in ([11], [12, 13], [13, 11, 12], [99], []):
         for before in (-1, 0, 7, 25, 49, 100):
             assert sess.source_ip(eids, before) == _reference(batches, eids, before), (eids, before)
+
+
+def test_only_ssh_daemons_accepts_are_kept_by_the_live_engine() -> None:
+    """The live engine knows the images: a web server's accepts are never a session's
+    source and are not kept (they grew without bound); an ssh daemon's, and those of a
+    process whose image is not known, are."""
+    ctx = ProcessContext()
+    ctx.images[11] = [(0, "/usr/sbin/nginx", None, "nginx")]
+    ctx.images[12] = [(0, "/usr/sbin/sshd", None, "sshd")]
+    batch = pa.table({"event_action": ["accept"] * 3, "process_entity_id": pa.array([11, 12, 13], pa.uint64()),
+                      "ts": pa.array([5, 5, 5], pa.int64()), "destination_ip": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                      "network_transport": ["tcp"] * 3})
+    sess = SessionContext()
+    sess.add_events(batch, ctx)
+    assert sorted(sess.accepts) == [12, 13]
+    assert sess.source_ip([12], 9) == "10.0.0.2"

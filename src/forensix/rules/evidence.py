@@ -51,7 +51,11 @@ class SessionContext:
         self.accepts: dict[int, list[tuple[np.ndarray, pa.Array]]] = {}
         self.max_entities = max_entities
 
-    def add_events(self, data: pa.Table) -> None:
+    def add_events(self, data: pa.Table, ctx: ProcessContext | None = None) -> None:
+        """Learn the accepts of ``data``; with ``ctx`` (the live engine's, which knows every
+        process's images by now) only those of processes that are or were an ssh daemon, or
+        whose image is not known: a web server's accepts are never a session's source, and
+        kept they grew without bound (~25 k a second on web-conn)."""
         if data.schema.get_field_index("event_action") < 0 or data.num_rows == 0:
             return
         act = data.column("event_action").to_numpy(zero_copy_only=False)
@@ -66,6 +70,8 @@ class SessionContext:
         keep &= np.asarray(pc.not_equal(ip, "").fill_null(False))  # an empty address is no address
         ts = t.column("ts").to_numpy()
         for e in np.unique(eid[keep]).tolist():
+            if ctx is not None and not _may_be_sshd(ctx, int(e)):
+                continue
             mine = keep & (eid == e)
             self.accepts.setdefault(int(e), []).append((ts[mine], ip.filter(pa.array(mine))))
         while len(self.accepts) > self.max_entities:
@@ -82,6 +88,11 @@ class SessionContext:
                 if ts[j] <= before and (best is None or int(ts[j]) > best[0]):
                     best = (int(ts[j]), ips[j].as_py())
         return best[1] if best else None
+
+
+def _may_be_sshd(ctx: ProcessContext, eid: int) -> bool:
+    images = ctx.images.get(eid)
+    return not images or any(_base(img[1]) in SSHD for img in images)
 
 
 def _session(ctx: ProcessContext, sess: SessionContext, eid: int, ts: int) -> dict[str, Any]:
