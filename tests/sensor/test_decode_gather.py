@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forensix.sensor.decode import _comm_strings, _gather, _gather_bytes, comm_names
+from forensix.sensor.strings import _comm_strings, _gather, _gather_bytes, comm_names
 
 
 @pytest.mark.parametrize("seed", range(5))
