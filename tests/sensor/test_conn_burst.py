@@ -88,6 +88,7 @@ def test_a_connection_burst_while_the_agent_is_behind_loses_nothing(tmp_path: Pa
         port, server = (int(x) for x in p.stdout.readline().split())
         sink.port = port
         out = p.stdout.read().split()
+        p.stdout.close()
         assert p.wait(120) == 0 and out[0] == "done", out
         clients = [int(x) for x in out[2:]]
         assert sink.held.is_set(), "the writer was never held: the test did not load the ring"
