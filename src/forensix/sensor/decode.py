@@ -24,13 +24,13 @@ from forensix.model.host import HostInfo
 from forensix.model.identity import SnapshotIds, host_key
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.ringbuf import Drained
-from forensix.sensor.strings import _addresses, _cstr, _gather, _to_str, comm_names
+from forensix.sensor.strings import _addresses, _cstr, _gather, comm_names
 from forensix.sensor.syscalls import O_CREAT, STRING_ARGS, SYSCALLS
 from forensix.sensor.tty import decode_tty
 from forensix.store import schema
 
-# _cstr and _to_str: for sensor/tty.py and agent/execs.py, which import them from here
-__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "_cstr", "_to_str", "comm_names", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
+# _cstr: for sensor/tty.py, which imports it from here
+__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "_cstr", "comm_names", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
 
 _NR_MAX = 1024
 _ARG_COLUMNS = (
