@@ -38,6 +38,7 @@ from forensix.rules import objects as objects_module
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.candidates import (
     MAX_PATHS_SQL,
+    MAX_SLICE_SQL,
     SUMMARY_VIEWS,
     Plan,
     by_path,
@@ -70,6 +71,7 @@ from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules,
 from forensix.rules.ir import CompiledRule, Const, Node
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
+from forensix.rules.summed import SUMMED, can_sum, summed_shard
 from forensix.store.clickhouse.connection import Server, literal
 from forensix.store.clickhouse.ddl import KEY_NOT_NULL, null_column
 from forensix.store.clickhouse.store import ClickHouseStore
@@ -85,7 +87,6 @@ MAX_REPLAY_ROWS = 2_000_000
 # a rule whose candidates are more than this share of its summary's hosts and days gains
 # little from narrowing: it joins the whole scan, which reads everything once for all such rules
 BROAD = 0.5
-MAX_SLICE_SQL = 100_000  # characters of the hosts-and-days condition (max_query_size is 256 KiB)
 
 
 # a roll-up's findings counted in ClickHouse, per rule and host (the first match's host name, else its id)
@@ -117,6 +118,9 @@ class FleetHunt:
     # a summary on every shard, and (rule id, why not) probed on the events' own columns instead
     narrowed: list[tuple[str, str]] = field(default_factory=list)
     probed: list[tuple[str, str]] = field(default_factory=list)
+    # (rule id, hosts, hosts scanned): the rules whose findings were counted from fleet_exec on
+    # those hosts (``rules.summed``: no scan of their matches there), the others scanned for it
+    summed: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def findings(self) -> int:
@@ -375,12 +379,14 @@ class ShardHunt:
     candidates: int = 0
     scans: int = 0
     counted: list[pa.Table] = field(default_factory=list)  # ``_counted_sql``'s rows (fx_rule: the index)
+    # rule index -> (hosts whose findings fleet_exec counted, hosts scanned for it): ``rules.summed``
+    summed: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
     """The summary tables this server has, with their columns (none on a store made before them)."""
     have: dict[str, frozenset[str]] = {}
-    for name in dict.fromkeys(v.name for view in SUMMARY_VIEWS for v in view.views()):
+    for name in dict.fromkeys([*(v.name for view in SUMMARY_VIEWS for v in view.views()), *SUMMED]):
         try:
             cols = summary_columns(srv.table(f"DESCRIBE TABLE {tables.named(name)}"))
         except StoreError:
@@ -401,11 +407,14 @@ def _total(srv: Server, tables: Tables, ts_from: int | None, ts_to: int | None) 
 
 def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plans: Sequence[Plan],
                 ts_from: int | None, ts_to: int | None,
-                total: int | None) -> tuple[dict[int, set[tuple[str, int]]], list[int]]:
+                total: int | None,
+                every: dict[int, set[tuple[str, int]]] | None = None) -> tuple[dict[int, set[tuple[str, int]]],
+                                                                                list[int]]:
     """(rule index -> its candidate (host, day) pairs, indices of rules too broad to narrow:
     more than ``BROAD`` of the shard's ``total`` pairs) of the rules ``plans`` narrows, one
     query per summary (without ``total``, one more for the summary's size). A broad rule the
-    summary is sure of on each of its hosts and days keeps them (a probe would find the same)."""
+    summary is sure of on each of its hosts and days keeps them (a probe would find the same).
+    ``every``: filled with every rule's pairs, the broad ones' too."""
     found: dict[int, set[tuple[str, int]]] = {}
     broad: list[int] = []
     for view in SUMMARY_VIEWS:
@@ -426,6 +435,8 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
             total = int(srv.table(totals_sql(tables.named(view.name), ts_from, ts_to)).column(0)[0].as_py() or 0)
         for i, _ in mine:
             pairs = got.get(i, set())
+            if every is not None:
+                every[i] = pairs
             if len(pairs) > BROAD * total and (doubt is None or i in doubt):
                 broad.append(i)  # most of the fleet: scanned whole with the rules that must be
             elif pairs:
@@ -449,17 +460,26 @@ def _by_path(srv: Server, tables: Tables, files: str, mine: Sequence[tuple[int, 
 
 
 def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,
-                ts_to: int | None, count: frozenset[int] = frozenset()) -> ShardHunt:
+                ts_to: int | None, count: frozenset[int] = frozenset(), summed: frozenset[int] = frozenset()) -> ShardHunt:
     """The Sigma rules on one shard. Candidate (host, day) pairs first: from the summaries
     for the rules one covers, else from a probe of the events' own columns (no joins); then
     the exact rules over only those hosts and days, none at all where there are none. The
     rules ``count`` names (indices) have their findings counted in ClickHouse where it can
-    (``_counted_sql``), not sent back match by match."""
+    (``_counted_sql``), not sent back match by match; those ``summed`` names from fleet_exec
+    itself on the hosts it decides (``rules.summed``), each scanned alone over the others."""
     have = _summaries(srv, tables)
     plans = [plan(r, have) for r in rules]
     total = _total(srv, tables, ts_from, ts_to)
-    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to, total)
+    every: dict[int, set[tuple[str, int]]] = {}
+    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to, total, every)
     out = ShardHunt([], plans)
+    own, kept, out.summed, cuts = summed_shard(srv, tables, rules, [i for i in sorted(summed)
+                                                                    if can_sum(plans[i], have)], ts_from, ts_to, every)
+    out.counted += [kept] if kept.num_rows else []
+    out.scans += cuts  # (a scan of the hours a window cuts; the summary's queries are none)
+    for i in own:
+        found.pop(i, None)
+    broad = [i for i in broad if i not in own]
     for i in broad:
         plans[i] = Plan(rules[i], None, f"{plans[i].summary}: candidates on more than {BROAD:.0%} of its hosts and days")
     probed = [i for i, p in enumerate(plans) if p.summary is None]
@@ -495,6 +515,15 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
         out.rows.append(_tagged(srv.table(_narrow(hunt_sql_ch(chunk, tables, "events", ts_from, ts_to, ids, part),
                                                   chunk)), 0))
         out.scans += 1
+    for i, pairs in own.items():  # a summed rule over the hosts the summary did not decide: alone
+        if not pairs:
+            continue
+        mine = Slice(slices_sql(sorted(pairs)), tuple(sorted({h for h, _ in pairs})))
+        out.candidates += len(pairs)
+        if i not in count or _count_shard(srv, tables, rules, [i], ts_from, ts_to, mine, out):
+            out.rows.append(_tagged(srv.table(_narrow(hunt_sql_ch([rules[i]], tables, "events", ts_from, ts_to, [i],
+                                                                  mine), [rules[i]])), 0))
+            out.scans += 1
     return out
 
 
@@ -539,15 +568,20 @@ def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_
 
 
 def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
-           ts_to: int | None, out: FleetHunt, narrow: bool = True, count: frozenset[int] = frozenset()) -> pa.Table:
+           ts_to: int | None, out: FleetHunt, narrow: bool = True, count: frozenset[int] = frozenset(),
+           summed: frozenset[int] = frozenset()) -> pa.Table:
     """The rows matching the Sigma rules on every shard at once, in time order (``fx_rules``:
     indices into ``rules``); the findings of the rules ``count`` names (indices) counted in
-    ClickHouse where it can, into ``out.counted``."""
+    ClickHouse where it can, into ``out.counted`` (those ``summed`` names from fleet_exec where
+    it decides them)."""
     if narrow:
-        shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to, count))
+        shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to, count, summed))
     else:
         shards = _each(servers, lambda srv, tables: _whole_shard(srv, tables, rules, ts_from, ts_to))
-    counted = [t for sh in shards for t in sh.counted if t.num_rows]
+    counted = [_counts_of(t) for sh in shards for t in sh.counted if t.num_rows]
+    for i in sorted({i for sh in shards for i in sh.summed}):
+        got = [sh.summed.get(i, (0, 0)) for sh in shards]
+        out.summed.append((rules[i].rule_id, sum(g for g, _ in got), sum(o for _, o in got)))
     if counted:
         t = pa.concat_tables(counted)
         which = [rules[i] for i in t.column("fx_rule").to_pylist()]
@@ -567,6 +601,13 @@ def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRul
     rows = pa.concat_tables(parts) if parts else pa.table({})
     out.matched_rows = rows.num_rows + out.counted.num_rows  # (rule, host) counts: rows sent back too
     return rows
+
+
+def _counts_of(t: pa.Table) -> pa.Table:
+    """A shard's counted rows (``_counted_sql``'s, ``summed.COUNTED``) in one schema."""
+    return pa.table([t.column("fx_rule").cast(pa.int64()),
+                     *(t.column(c).cast(_COUNTS.field(c).type) for c in _COUNTS.names[3:])],
+                    names=["fx_rule", *_COUNTS.names[3:]])
 
 
 def _split(rules: Sequence[CompiledRule]) -> tuple[list[CompiledRule], list[tuple[CompiledRule, str]]]:
@@ -722,13 +763,15 @@ def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], col
 def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
                ts_from: int | None = None, ts_to: int | None = None,
                max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True, limit: int | None = None,
-               count: bool = True) -> FleetHunt:
+               count: bool = True, summed: bool = True) -> FleetHunt:
     """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
     with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
     with the same history. ``narrow=False``: whole scans only, no candidates (to compare).
     ``limit``: alerts for the first ``limit`` findings only (0: none; every finding's head
     is in ``heads`` or counted in ``counted``): a noisy rule's other findings cost their
-    grouping alone, done in ClickHouse where it can (``count=False``: never, to compare)."""
+    grouping alone, done in ClickHouse where it can (``count=False``: never, to compare), and
+    for an exec rule from fleet_exec where it decides it (``rules.summed``; ``summed=False``:
+    never, to compare)."""
     ok, other = _split(rules)
     servers = shard_servers(store)
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
@@ -741,7 +784,8 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
         free = object_free(ok)  # (a rule naming an object groups by it too: by its path here, else in Python)
         counted = frozenset(i for i, r in enumerate(ok) if (r.rule_id in free or _counts_objects(r))
                             and r.rule_id not in shared) if limit == 0 and count else frozenset()
-        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, counted))
+        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, counted,
+                                          counted if summed else frozenset()))
         parts: list[pa.Table] = []
         if other:
             parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
