@@ -520,7 +520,11 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
             continue
         mine = Slice(slices_sql(sorted(pairs)), tuple(sorted({h for h, _ in pairs})))
         out.candidates += len(pairs)
-        if i not in count or _count_shard(srv, tables, rules, [i], ts_from, ts_to, mine, out):
+        alone = ShardHunt([], [])  # (its summed counts stay whatever this count decides)
+        bad = i in count and _count_shard(srv, tables, rules, [i], ts_from, ts_to, mine, alone)
+        out.counted += alone.counted
+        out.scans += alone.scans
+        if i not in count or bad:
             out.rows.append(_tagged(srv.table(_narrow(hunt_sql_ch([rules[i]], tables, "events", ts_from, ts_to, [i],
                                                                   mine), [rules[i]])), 0))
             out.scans += 1
