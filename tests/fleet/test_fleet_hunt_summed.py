@@ -187,3 +187,34 @@ def test_hours_of_a_window() -> None:
     inside = hours(t0, t0 + 60 * 10**9)
     assert inside.empty and inside.cuts == ((t0, t0 + 60 * 10**9),) and len(inside.cut) == 1
     assert hours(None, None).cuts == () and not hours(None, None).empty
+
+
+@pytest.mark.parametrize("limit", [1, 40])
+def test_a_limit_shows_the_first_findings_of_the_whole_hunt(stores: tuple[str, str], limit: int) -> None:
+    """``--limit N``: the summed rules' findings counted, their first N scanned up to a bound
+    from the summary's hours; the alerts shown are the first N of the whole hunt's (and of
+    DuckDB's), field for field, and every finding is counted once."""
+    duck, url = stores
+    rules = list(_rules().values())
+    cols: list[str] | None = None
+    rd = open_reader(duck)
+    try:
+        with ClickHouseStore(url) as st:
+            for since, until in _windows()[::2]:
+                whole = fleet_hunt(st, rules, [], since, until)
+                got = fleet_hunt(st, rules, [], since, until, limit=limit)
+                want = hunt(rd, rules, [], since, until)
+                cols = cols or [c for c in whole.alerts.column_names if c != "detected_ts"]
+                assert got.summed and not whole.summed
+                assert got.alerts.select(cols).to_pylist() == whole.alerts.slice(0, limit).select(cols).to_pylist()
+                assert _plain(got.alerts) == _plain(want.slice(0, limit))
+                assert _per_host(got.heads, got.counted) == _per_host(whole.alerts) == _per_host(want)
+                assert got.findings == whole.alerts.num_rows == want.num_rows
+                # far fewer matches sent back than the whole hunt's (without a window: over 30 hours)
+                assert got.matched_rows < whole.matched_rows / 2 or (since, until) != (None, None)
+    finally:
+        rd.close()
+
+
+def _plain(t: pa.Table) -> list[str]:
+    return [str({k: v for k, v in r.items() if k != "detected_ts"}) for r in t.to_pylist()]

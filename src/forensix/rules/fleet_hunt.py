@@ -71,7 +71,7 @@ from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules,
 from forensix.rules.ir import CompiledRule, Const, Node
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
-from forensix.rules.summed import SUMMED, can_sum, summed_shard
+from forensix.rules.summed import SUMMED, can_sum, first_bound, summed_shard
 from forensix.store.clickhouse.connection import Server, literal
 from forensix.store.clickhouse.ddl import KEY_NOT_NULL, null_column
 from forensix.store.clickhouse.store import ClickHouseStore
@@ -379,6 +379,9 @@ class ShardHunt:
     candidates: int = 0
     scans: int = 0
     counted: list[pa.Table] = field(default_factory=list)  # ``_counted_sql``'s rows (fx_rule: the index)
+    # the rows of the rules counted from fleet_exec (their first findings, their other hosts' matches):
+    # apart, being of one rule each (``_narrow`` sends a rule naming no object fewer columns)
+    own_rows: list[pa.Table] = field(default_factory=list)
     # rule index -> (hosts whose findings fleet_exec counted, hosts scanned for it): ``rules.summed``
     summed: dict[int, tuple[int, int]] = field(default_factory=dict)
 
@@ -459,24 +462,49 @@ def _by_path(srv: Server, tables: Tables, files: str, mine: Sequence[tuple[int, 
     return by_rule(srv.table(files_sql(tables.named(files), tables.processes, rules, named, ts_from, ts_to)))
 
 
+def _firsts_of(srv: Server, tables: Tables, rules: Sequence[CompiledRule], i: int, hosts: Sequence[str],
+               cut: set[str], ts_from: int | None, ts_to: int | None, first: int, out: ShardHunt) -> None:
+    """The matches of rule ``i`` on ``hosts`` (counted from fleet_exec: each match a finding)
+    up to a time by which ``first`` of them happened (``summed.first_bound``), on the hosts
+    with a match by then (and those with one in an hour the window cuts: ``cut``), into
+    ``out.own_rows``: its first ``first`` findings there, to build alerts of."""
+    bound, some = first_bound(srv, tables, rules[i], hosts, ts_from, ts_to, first)
+    until = ts_to if bound is None else bound + 1 if ts_to is None else min(ts_to, bound + 1)
+    chosen = sorted(hosts if bound is None else some | cut)
+    if not chosen:
+        return
+    part = Slice(f"host_name IN ({', '.join(literal(h) for h in chosen)})", tuple(chosen),
+                 None if until is None else until - 1)
+    out.own_rows.append(_tagged(srv.table(_narrow(hunt_sql_ch([rules[i]], tables, "events", ts_from, until, [i],
+                                                              part), [rules[i]])), 0))
+    out.scans += 1
+
+
 def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,
-                ts_to: int | None, count: frozenset[int] = frozenset(), summed: frozenset[int] = frozenset()) -> ShardHunt:
+                ts_to: int | None, count: frozenset[int] = frozenset(), summed: frozenset[int] = frozenset(),
+                first: int = 0) -> ShardHunt:
     """The Sigma rules on one shard. Candidate (host, day) pairs first: from the summaries
     for the rules one covers, else from a probe of the events' own columns (no joins); then
     the exact rules over only those hosts and days, none at all where there are none. The
     rules ``count`` names (indices) have their findings counted in ClickHouse where it can
     (``_counted_sql``), not sent back match by match; those ``summed`` names from fleet_exec
-    itself on the hosts it decides (``rules.summed``), each scanned alone over the others."""
+    itself on the hosts it decides (``rules.summed``), each scanned alone over the others, and
+    with ``first``, the matches of that many of their first findings there sent back.""" 
     have = _summaries(srv, tables)
     plans = [plan(r, have) for r in rules]
     total = _total(srv, tables, ts_from, ts_to)
     every: dict[int, set[tuple[str, int]]] = {}
     found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to, total, every)
     out = ShardHunt([], plans)
-    own, kept, out.summed, cuts = summed_shard(srv, tables, rules, [i for i in sorted(summed)
-                                                                    if can_sum(plans[i], have)], ts_from, ts_to, every)
-    out.counted += [kept] if kept.num_rows else []
-    out.scans += cuts  # (a scan of the hours a window cuts; the summary's queries are none)
+    sums = summed_shard(srv, tables, rules, [i for i in sorted(summed) if can_sum(plans[i], have)], ts_from, ts_to,
+                        every)
+    own, out.summed = sums.own, sums.stats
+    out.counted += [sums.counted] if sums.counted.num_rows else []
+    out.scans += sums.scans  # (a scan of the hours a window cuts; the summary's queries are none)
+    if first:  # the first findings of the hosts counted, to show: their matches up to a bound
+        for i, hosts in sums.good.items():
+            if hosts:
+                _firsts_of(srv, tables, rules, i, sorted(hosts), sums.cut[i], ts_from, ts_to, first, out)
     for i in own:
         found.pop(i, None)
     broad = [i for i in broad if i not in own]
@@ -525,7 +553,7 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
         out.counted += alone.counted
         out.scans += alone.scans
         if i not in count or bad:
-            out.rows.append(_tagged(srv.table(_narrow(hunt_sql_ch([rules[i]], tables, "events", ts_from, ts_to, [i],
+            out.own_rows.append(_tagged(srv.table(_narrow(hunt_sql_ch([rules[i]], tables, "events", ts_from, ts_to, [i],
                                                                   mine), [rules[i]])), 0))
             out.scans += 1
     return out
@@ -573,13 +601,14 @@ def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_
 
 def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
            ts_to: int | None, out: FleetHunt, narrow: bool = True, count: frozenset[int] = frozenset(),
-           summed: frozenset[int] = frozenset()) -> pa.Table:
-    """The rows matching the Sigma rules on every shard at once, in time order (``fx_rules``:
-    indices into ``rules``); the findings of the rules ``count`` names (indices) counted in
+           summed: frozenset[int] = frozenset(), first: int = 0) -> list[pa.Table]:
+    """The rows matching the Sigma rules on every shard at once, in no order (``fx_rules``:
+    indices into ``rules``), the summed rules' apart (a rule's rows all in one table); the findings of the rules ``count`` names (indices) counted in
     ClickHouse where it can, into ``out.counted`` (those ``summed`` names from fleet_exec where
     it decides them)."""
     if narrow:
-        shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to, count, summed))
+        shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to, count, summed,
+                                                                first))
     else:
         shards = _each(servers, lambda srv, tables: _whole_shard(srv, tables, rules, ts_from, ts_to))
     counted = [_counts_of(t) for sh in shards for t in sh.counted if t.num_rows]
@@ -603,8 +632,23 @@ def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRul
     parts = [t.append_column("fx_shard", pa.array([n] * t.num_rows, pa.uint16()))
              for n, sh in enumerate(shards) for t in sh.rows if t.num_rows]
     rows = pa.concat_tables(parts) if parts else pa.table({})
-    out.matched_rows = rows.num_rows + out.counted.num_rows  # (rule, host) counts: rows sent back too
-    return rows
+    own = [t.append_column("fx_shard", pa.array([n] * t.num_rows, pa.uint16()))
+           for n, sh in enumerate(shards) for t in sh.own_rows if t.num_rows]
+    mine = pa.concat_tables(own) if own else pa.table({})
+    out.matched_rows = rows.num_rows + mine.num_rows + out.counted.num_rows  # (rule, host) counts: rows sent back too
+    return [rows, mine]
+
+
+def _uncounted(heads: pa.Table, counted: pa.Table) -> pa.Table:
+    """The heads of the findings ``counted`` does not count already (with a limit, the first
+    findings of a rule counted from fleet_exec have heads too, to be chosen among the first)."""
+    if not counted.num_rows or not heads.num_rows:
+        return heads
+    label = pc.if_else(pc.fill_null(pc.not_equal(heads.column("host_name"), ""), False), heads.column("host_name"),
+                       heads.column("host_id"))
+    pairs = pc.binary_join_element_wise(heads.column("rule_id"), label, "\0")
+    known = pc.binary_join_element_wise(counted.column("rule_id"), counted.column("host_name"), "\0")
+    return heads.filter(pc.invert(pc.is_in(pairs, value_set=known.combine_chunks())))
 
 
 def _counts_of(t: pa.Table) -> pa.Table:
@@ -786,10 +830,14 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
         # are counted in ClickHouse
         shared = {r.rule_id for r, _ in other} | {m.rule_id for d in detectors for m in getattr(d, "rules", ())}
         free = object_free(ok)  # (a rule naming an object groups by it too: by its path here, else in Python)
-        counted = frozenset(i for i, r in enumerate(ok) if (r.rule_id in free or _counts_objects(r))
-                            and r.rule_id not in shared) if limit == 0 and count else frozenset()
-        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, counted,
-                                          counted if summed else frozenset()))
+        countable = frozenset(i for i, r in enumerate(ok) if (r.rule_id in free or _counts_objects(r))
+                              and r.rule_id not in shared) if limit is not None and count else frozenset()
+        counted = countable if limit == 0 else frozenset()
+        # with a limit, an exec rule's findings on the hosts fleet_exec decides are counted there
+        # too, and only the matches of its first ``limit`` findings scanned (their alerts may show)
+        matches = [m for rows in _sigma(servers, ok, ts_from, ts_to, out, narrow, counted,
+                                        countable if summed else frozenset(), limit or 0)
+                   for m in rule_matches(ok, rows)]
         parts: list[pa.Table] = []
         if other:
             parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
@@ -798,7 +846,7 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
         alerts = pa.concat_tables(parts) if parts else empty_alerts()
         found = found_of(matches, alerts, lambda a: _context(store, a), object_free(rules),
                          complete=_complete(servers, ok, ts_from, ts_to), limit=limit)
-        out.alerts, out.heads = found.alerts, found.heads
+        out.alerts, out.heads = found.alerts, _uncounted(found.heads, out.counted)
     finally:
         for srv, _ in servers:
             srv.close()

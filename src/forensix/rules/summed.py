@@ -27,7 +27,7 @@ A host the summary cannot decide is hunted as before, over its own candidate day
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -40,12 +40,25 @@ from forensix.rules.candidates import (
     day_window,
     slices_sql,
 )
-from forensix.rules.clickhouse_sql import Slice, Tables, hunt_sql_ch, maybe
+from forensix.rules.clickhouse_sql import Tables, before_join, maybe
 from forensix.rules.ir import CompiledRule
 from forensix.store.clickhouse.connection import Server, literal
 
-__all__ = ["COUNTED", "SUMMED", "Hours", "Summed", "can_sum", "combined_sql", "count_shard", "hours", "summed_shard",
-           "summed_sql"]
+__all__ = [
+    "COUNTED",
+    "SUMMED",
+    "Hours",
+    "ShardSum",
+    "Summed",
+    "can_sum",
+    "combined_sql",
+    "count_shard",
+    "first_bound",
+    "first_sql",
+    "hours",
+    "summed_shard",
+    "summed_sql",
+]
 
 # the summaries a host's findings are counted from, and those that say when they cannot be
 SUMMED = ("fleet_exec", "fleet_exec_other", "fleet_exec_unkeyed")
@@ -137,29 +150,33 @@ def summed_sql(tables: Tables, rules: Sequence[tuple[int, CompiledRule]], ts_fro
 def combined_sql(tables: Tables, rules: Sequence[tuple[int, CompiledRule]], ts_from: int | None,
                  ts_to: int | None, hosts: Sequence[str]) -> str:
     """Per (rule index, host) of ``hosts`` (those with rows in hours the window cuts): the
-    whole hours' matches from fleet_exec and the cut hours' from the exact rule's scan, their
-    processes merged as aggregate states: fx_rule, host_name, fx_n, fx_u, fx_mn, fx_mx."""
+    whole hours' matches from fleet_exec and the cut hours' from a scan of their execs, their
+    processes merged as aggregate states: fx_rule, host_name, fx_n, fx_u, fx_mn, fx_mx, and
+    ``fx_sure`` 0 where an exec of the cut hours may match but its own columns cannot say (its
+    argv or executable is the process image's: the host is then hunted as before). The scan
+    joins no process image: an exec carries its own, where it has one."""
     h = hours(ts_from, ts_to)
     names = ", ".join(literal(x) for x in hosts)
     days = " AND ".join(day_window(ts_from, ts_to)) or "1"
     summary = (f"SELECT toInt32(intDiv(fx_m, 2)) AS fx_rule, toString(host_name) AS host_name, "
                f"countMerge(execs) AS fx_n, uniqExactMergeState(processes) AS fx_p, minMerge(min_ts) AS fx_mn, "
-               f"maxMerge(max_ts) AS fx_mx FROM {tables.named('fleet_exec')} "
+               f"maxMerge(max_ts) AS fx_mx, toUInt8(min(fx_m % 2)) AS fx_sure FROM {tables.named('fleet_exec')} "
                f"ARRAY JOIN arrayFilter(x -> x >= 0, [{_marks(rules)}]) AS fx_m "
                f"WHERE {days} AND ({_whole(h)}) AND host_name IN ({names}) GROUP BY fx_rule, host_name")
     ranges = " OR ".join("(" + " AND ".join([*([f"ts >= {a}"] if a is not None else []),
                                              *([f"ts < {b}"] if b is not None else [])]) + ")" for a, b in h.cuts)
-    part = Slice(f"host_name IN ({names}) AND ({ranges or '0'})", tuple(hosts))
-    idx = [i for i, _ in rules]
-    scan = hunt_sql_ch([r for _, r in rules], tables, "events", ts_from, ts_to, idx, part, counted=True)
+    marks = ", ".join(f"if({before_join(r.where)}, {2 * i} + (NOT {before_join(r.where, False)}), -1)"
+                      for i, r in rules)
+    execs = (f"SELECT host_name, process_entity_id, ts, arrayFilter(x -> x >= 0, [{marks}]) AS fx_ms "
+             f"FROM {tables.events} PREWHERE host_name IN ({names}) AND ({ranges or '0'}) AND event_action = 'exec'")
     # (18.16: every column named around an ARRAY JOIN, as fleet_hunt._counted_sql)
-    matched = (f"SELECT toInt32(fx_rule) AS fx_rule, toString(host_name) AS host_name, count() AS fx_n, "
-               f"uniqExactState(process_entity_id) AS fx_p, min(ts) AS fx_mn, max(ts) AS fx_mx FROM "
-               f"(SELECT host_name, process_entity_id, ts, fx_rule FROM ({scan}) ARRAY JOIN fx_rules AS fx_rule) "
-               f"GROUP BY fx_rule, host_name")
+    matched = (f"SELECT toInt32(intDiv(fx_m, 2)) AS fx_rule, toString(host_name) AS host_name, count() AS fx_n, "
+               f"uniqExactState(process_entity_id) AS fx_p, min(ts) AS fx_mn, max(ts) AS fx_mx, "
+               f"toUInt8(min(fx_m % 2)) AS fx_sure FROM (SELECT host_name, process_entity_id, ts, fx_m FROM ({execs}) "
+               f"ARRAY JOIN fx_ms AS fx_m) GROUP BY fx_rule, host_name")
     return (f"SELECT fx_rule, host_name, toUInt64(sum(fx_n)) AS fx_n, toUInt64(uniqExactMerge(fx_p)) AS fx_u, "
-            f"toInt64(min(fx_mn)) AS fx_mn, toInt64(max(fx_mx)) AS fx_mx FROM ({summary} UNION ALL {matched}) "
-            f"GROUP BY fx_rule, host_name")
+            f"toInt64(min(fx_mn)) AS fx_mn, toInt64(max(fx_mx)) AS fx_mx, toUInt8(min(fx_sure)) AS fx_sure "
+            f"FROM ({summary} UNION ALL {matched}) GROUP BY fx_rule, host_name")
 
 
 # the findings counted per (rule, host), as fleet_hunt._counted_sql's rows
@@ -178,6 +195,7 @@ class Summed:
     good: dict[int, set[str]]
     undecided: dict[int, set[str]]
     queries: int = 0
+    cut: dict[int, set[str]] = field(default_factory=dict)  # rule index -> its hosts with rows in cut hours
 
 
 def count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids: Sequence[int],
@@ -206,10 +224,12 @@ def count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids:
         # the hours the window cuts: scanned for those hosts, their processes merged with the summary's
         for k in [k for k in counts if k[1] in scan]:
             del counts[k]
-        got = srv.table(combined_sql(tables, chosen, ts_from, ts_to, scan)).to_pylist()
+        for r in srv.table(combined_sql(tables, chosen, ts_from, ts_to, scan)).to_pylist():
+            key = (int(r["fx_rule"]), str(r["host_name"]))
+            counts[key] = (int(r["fx_n"]), int(r["fx_u"]), int(r["fx_mn"]), int(r["fx_mx"]))
+            if not r["fx_sure"]:
+                bad.add(key)  # an exec of a cut hour the summary's columns cannot decide
         queries += 1
-        counts.update({(int(r["fx_rule"]), str(r["host_name"])): (int(r["fx_n"]), int(r["fx_u"]), int(r["fx_mn"]),
-                                                                  int(r["fx_mx"])) for r in got})
     good: dict[int, set[str]] = {i: set() for i in ids}
     undecided: dict[int, set[str]] = {i: set() for i in ids}
     rows: dict[str, list[object]] = {f.name: [] for f in COUNTED}
@@ -224,26 +244,70 @@ def count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids:
             rows[c].append(v)
     for i, host in bad:
         undecided[i].add(host)
-    return Summed(pa.table(rows, schema=COUNTED), good, undecided, queries)
+    cuts: dict[int, set[str]] = {i: set() for i in ids}
+    for i, host in cut:
+        cuts[i].add(host)
+    return Summed(pa.table(rows, schema=COUNTED), good, undecided, queries, cuts)
+
+
+@dataclass
+class ShardSum:
+    """``summed_shard``'s answer on one shard."""
+
+    own: dict[int, set[tuple[str, int]]]  # rule index -> the candidate pairs of its other hosts
+    counted: pa.Table  # the findings counted (``COUNTED``)
+    good: dict[int, set[str]]  # rule index -> the hosts counted
+    stats: dict[int, tuple[int, int]]  # rule index -> (hosts counted, hosts left to scan)
+    scans: int = 0  # scans of the events made (of the hours a window cuts)
+    cut: dict[int, set[str]] = field(default_factory=dict)  # rule index -> its hosts counted with a cut hour
 
 
 def summed_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids: Sequence[int],
-                 ts_from: int | None, ts_to: int | None, every: Mapping[int, set[tuple[str, int]]],
-                 ) -> tuple[dict[int, set[tuple[str, int]]], pa.Table, dict[int, tuple[int, int]], int]:
-    """The rules ``ids`` counted from fleet_exec on one shard, on the hosts it decides: (per
-    rule so counted, the candidate (host, day) pairs of its other hosts, to scan for it alone;
-    the findings counted (``COUNTED``); per rule, how many hosts were counted and how many are
-    left to scan; scans of the events made: of the hours a window cuts). ``every``: each rule's candidate pairs. A rule whose other hosts are too
-    many to name in a query is left out (hunted as before)."""
+                 ts_from: int | None, ts_to: int | None, every: Mapping[int, set[tuple[str, int]]]) -> ShardSum:
+    """The rules ``ids`` counted from fleet_exec on one shard, on the hosts it decides; per
+    rule so counted, the candidate (host, day) pairs of its other hosts (``every``: each
+    rule's), to scan for it alone. A rule whose other hosts are too many to name in a query
+    is left out (hunted as before)."""
     if not ids:
-        return {}, COUNTED.empty_table(), {}, 0
+        return ShardSum({}, COUNTED.empty_table(), {}, {})
     got = count_shard(srv, tables, rules, ids, ts_from, ts_to)
-    own: dict[int, set[tuple[str, int]]] = {}
-    stats: dict[int, tuple[int, int]] = {}
+    out = ShardSum({}, COUNTED.empty_table(), {}, {}, got.queries - 1)
     for i in ids:
         rest = {(h, d) for h, d in every.get(i, set()) if h not in got.good[i]}
         if len(slices_sql(sorted(rest))) <= MAX_SLICE_SQL:
-            own[i] = rest
-            stats[i] = (len(got.good[i]), len({h for h, _ in rest}))
-    keep = [i in own for i in got.counted.column("fx_rule").to_pylist()]
-    return own, got.counted.filter(pa.array(keep, pa.bool_())), stats, got.queries - 1
+            out.own[i], out.good[i], out.cut[i] = rest, got.good[i], got.cut[i] & got.good[i]
+            out.stats[i] = (len(got.good[i]), len({h for h, _ in rest}))
+    keep = [i in out.own for i in got.counted.column("fx_rule").to_pylist()]
+    out.counted = got.counted.filter(pa.array(keep, pa.bool_()))
+    return out
+
+
+def first_sql(tables: Tables, rule: CompiledRule, hosts: Sequence[str], ts_from: int | None, ts_to: int | None,
+              n: int) -> str:
+    """The ``n`` earliest fleet_exec rows of the rule in the window's whole hours on ``hosts``
+    (hosts it surely matches on): their host and first time. Each stored row stands for execs
+    no other row holds, so by the last of those times ``n`` matches happened (``first_bound``)."""
+    h = hours(ts_from, ts_to)
+    days = " AND ".join(day_window(ts_from, ts_to)) or "1"
+    names = ", ".join(literal(x) for x in hosts)
+    # (a stored row as it is, merged or not: each holds execs of its own; no GROUP BY of strings)
+    return (f"SELECT toString(host_name) AS host_name, toInt64(finalizeAggregation(min_ts)) AS fx_mn "
+            f"FROM {tables.named('fleet_exec')} WHERE {days} AND ({_whole(h)}) AND host_name IN ({names}) "
+            f"AND {maybe(rule.where, _VIEW.knows)} ORDER BY fx_mn LIMIT {int(n)}")
+
+
+def first_bound(srv: Server, tables: Tables, rule: CompiledRule, hosts: Sequence[str], ts_from: int | None,
+                ts_to: int | None, n: int) -> tuple[int | None, set[str]]:
+    """(a time by which at least ``n`` matches of the rule on ``hosts`` happened in the whole
+    hours, or None: fewer rows; the hosts with a match by then, rows tied with it included)."""
+    k = 2 * n + 16
+    while True:
+        rows = srv.table(first_sql(tables, rule, hosts, ts_from, ts_to, k))
+        times = [int(t) for t in rows.column("fx_mn").to_pylist()]
+        if len(times) < n:
+            return None, set()
+        bound = times[n - 1]
+        if len(times) < k or times[-1] > bound:  # every row by the bound is here
+            return bound, {str(h) for h, t in zip(rows.column("host_name").to_pylist(), times, strict=True)
+                           if t <= bound}
+        k *= 4
