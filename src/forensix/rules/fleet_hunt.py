@@ -496,8 +496,10 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
     every: dict[int, set[tuple[str, int]]] = {}
     found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to, total, every)
     out = ShardHunt([], plans)
-    sums = summed_shard(srv, tables, rules, [i for i in sorted(summed) if can_sum(plans[i], have)], ts_from, ts_to,
-                        every)
+    # only a broad rule: over a few candidate days the exact scan costs less than the summary's count
+    broadly = [i for i in sorted(summed) if can_sum(plans[i], have) and total is not None
+               and len(every.get(i, ())) > BROAD * total]
+    sums = summed_shard(srv, tables, rules, broadly, ts_from, ts_to, every)
     own, out.summed = sums.own, sums.stats
     out.counted += [sums.counted] if sums.counted.num_rows else []
     out.scans += sums.scans  # (a scan of the hours a window cuts; the summary's queries are none)
