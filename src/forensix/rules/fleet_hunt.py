@@ -462,15 +462,15 @@ def _by_path(srv: Server, tables: Tables, files: str, mine: Sequence[tuple[int, 
     return by_rule(srv.table(files_sql(tables.named(files), tables.processes, rules, named, ts_from, ts_to)))
 
 
-def _firsts_of(srv: Server, tables: Tables, rules: Sequence[CompiledRule], i: int, hosts: Sequence[str],
-               cut: set[str], ts_from: int | None, ts_to: int | None, first: int, out: ShardHunt) -> None:
-    """The matches of rule ``i`` on ``hosts`` (counted from fleet_exec: each match a finding)
-    up to a time by which ``first`` of them happened (``summed.first_bound``), on the hosts
-    with a match by then (and those with one in an hour the window cuts: ``cut``), into
-    ``out.own_rows``: its first ``first`` findings there, to build alerts of."""
-    bound, some = first_bound(srv, tables, rules[i], hosts, ts_from, ts_to, first)
+def _firsts_of(srv: Server, tables: Tables, rules: Sequence[CompiledRule], i: int, first: Mapping[str, int],
+               ts_from: int | None, ts_to: int | None, n: int, out: ShardHunt) -> None:
+    """The matches of rule ``i`` on the hosts of ``first`` (counted from fleet_exec: each match
+    a finding; host -> its first match) up to a time by which ``n`` of them happened
+    (``summed.first_bound``), on the hosts with a match by then, into ``out.own_rows``: its
+    first ``n`` findings there, to build alerts of."""
+    bound = first_bound(srv, tables, rules[i], first, ts_from, ts_to, n)
     until = ts_to if bound is None else bound + 1 if ts_to is None else min(ts_to, bound + 1)
-    chosen = sorted(hosts if bound is None else some | cut)
+    chosen = sorted(h for h, t in first.items() if bound is None or t <= bound)
     if not chosen:
         return
     part = Slice(f"host_name IN ({', '.join(literal(h) for h in chosen)})", tuple(chosen),
@@ -504,9 +504,9 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
     out.counted += [sums.counted] if sums.counted.num_rows else []
     out.scans += sums.scans  # (a scan of the hours a window cuts; the summary's queries are none)
     if first:  # the first findings of the hosts counted, to show: their matches up to a bound
-        for i, hosts in sums.good.items():
+        for i, hosts in sums.first.items():
             if hosts:
-                _firsts_of(srv, tables, rules, i, sorted(hosts), sums.cut[i], ts_from, ts_to, first, out)
+                _firsts_of(srv, tables, rules, i, hosts, ts_from, ts_to, first, out)
     for i in own:
         found.pop(i, None)
     broad = [i for i in broad if i not in own]

@@ -195,7 +195,7 @@ class Summed:
     good: dict[int, set[str]]
     undecided: dict[int, set[str]]
     queries: int = 0
-    cut: dict[int, set[str]] = field(default_factory=dict)  # rule index -> its hosts with rows in cut hours
+    first: dict[int, dict[str, int]] = field(default_factory=dict)  # rule index -> host counted -> its first match
 
 
 def count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids: Sequence[int],
@@ -203,11 +203,11 @@ def count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids:
     """The findings of the rules ``ids`` (indices into ``rules``) counted from the summary on
     one shard, for every host it decides (see the module doc)."""
     chosen = [(i, rules[i]) for i in ids]
-    first = srv.table(summed_sql(tables, chosen, ts_from, ts_to)).to_pylist()
+    summary = srv.table(summed_sql(tables, chosen, ts_from, ts_to)).to_pylist()
     whole: dict[tuple[int, str], dict[str, int]] = {}
     cut: set[tuple[int, str]] = set()
     bad: set[tuple[int, str]] = set()
-    for r in first:
+    for r in summary:
         key = (int(r["fx_rule"]), str(r["host_name"]))
         if r["fx_odd"] or not key[1]:
             bad.add(key)  # execs the summary misdescribes or cannot key, or a host without a name
@@ -244,10 +244,11 @@ def count_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids:
             rows[c].append(v)
     for i, host in bad:
         undecided[i].add(host)
-    cuts: dict[int, set[str]] = {i: set() for i in ids}
-    for i, host in cut:
-        cuts[i].add(host)
-    return Summed(pa.table(rows, schema=COUNTED), good, undecided, queries, cuts)
+    firsts: dict[int, dict[str, int]] = {i: {} for i in ids}
+    for (i, host), (_, _, mn, _) in counts.items():
+        if host in good[i]:
+            firsts[i][host] = mn
+    return Summed(pa.table(rows, schema=COUNTED), good, undecided, queries, firsts)
 
 
 @dataclass
@@ -259,7 +260,7 @@ class ShardSum:
     good: dict[int, set[str]]  # rule index -> the hosts counted
     stats: dict[int, tuple[int, int]]  # rule index -> (hosts counted, hosts left to scan)
     scans: int = 0  # scans of the events made (of the hours a window cuts)
-    cut: dict[int, set[str]] = field(default_factory=dict)  # rule index -> its hosts counted with a cut hour
+    first: dict[int, dict[str, int]] = field(default_factory=dict)  # rule index -> host counted -> its first match
 
 
 def summed_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids: Sequence[int],
@@ -275,7 +276,7 @@ def summed_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ids
     for i in ids:
         rest = {(h, d) for h, d in every.get(i, set()) if h not in got.good[i]}
         if len(slices_sql(sorted(rest))) <= MAX_SLICE_SQL:
-            out.own[i], out.good[i], out.cut[i] = rest, got.good[i], got.cut[i] & got.good[i]
+            out.own[i], out.good[i], out.first[i] = rest, got.good[i], got.first[i]
             out.stats[i] = (len(got.good[i]), len({h for h, _ in rest}))
     keep = [i in out.own for i in got.counted.column("fx_rule").to_pylist()]
     out.counted = got.counted.filter(pa.array(keep, pa.bool_()))
@@ -296,18 +297,17 @@ def first_sql(tables: Tables, rule: CompiledRule, hosts: Sequence[str], ts_from:
             f"AND {maybe(rule.where, _VIEW.knows)} ORDER BY fx_mn LIMIT {int(n)}")
 
 
-def first_bound(srv: Server, tables: Tables, rule: CompiledRule, hosts: Sequence[str], ts_from: int | None,
-                ts_to: int | None, n: int) -> tuple[int | None, set[str]]:
-    """(a time by which at least ``n`` matches of the rule on ``hosts`` happened in the whole
-    hours, or None: fewer rows; the hosts with a match by then, rows tied with it included)."""
-    k = 2 * n + 16
-    while True:
-        rows = srv.table(first_sql(tables, rule, hosts, ts_from, ts_to, k))
-        times = [int(t) for t in rows.column("fx_mn").to_pylist()]
-        if len(times) < n:
-            return None, set()
-        bound = times[n - 1]
-        if len(times) < k or times[-1] > bound:  # every row by the bound is here
-            return bound, {str(h) for h, t in zip(rows.column("host_name").to_pylist(), times, strict=True)
-                           if t <= bound}
-        k *= 4
+def first_bound(srv: Server, tables: Tables, rule: CompiledRule, first: Mapping[str, int], ts_from: int | None,
+                ts_to: int | None, n: int) -> int | None:
+    """A time by which at least ``n`` matches of the rule on the hosts of ``first`` (host ->
+    its first match) happened, or None (fewer): the earlier of the ``n``-th host's first match
+    and the last first time of the ``n`` earliest stored rows in the whole hours."""
+    if n <= 0:
+        return None
+    firsts = sorted(first.values())
+    bound = firsts[n - 1] if len(firsts) >= n else None
+    rows = srv.table(first_sql(tables, rule, sorted(first), ts_from, ts_to, n))
+    if rows.num_rows >= n:
+        last = int(rows.column("fx_mn")[n - 1].as_py())
+        bound = last if bound is None else min(bound, last)
+    return bound
