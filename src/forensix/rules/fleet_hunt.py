@@ -16,7 +16,9 @@ whole process table.
 
 The built-in detectors keep per-process state in time order (a copy then its exec, a
 write then an exec of the same file), so they are replayed in Python as in the DuckDB
-hunt, over only the rows their ``hunt_filter`` names, pulled from every shard at once.
+hunt, over only the rows their ``hunt_filter`` names, pulled from every shard at once
+(``fleet_replay``). The findings of a broad exec rule are counted from ``fleet_exec`` where it
+decides them exactly, without scanning its matches (``summed``).
 
 A rule the ClickHouse dialect cannot express is hunted the old way, over each host's
 slice pulled into DuckDB, and reported (``FleetHunt.fallback``: rule and reason).
@@ -27,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,13 +64,13 @@ from forensix.rules.clickhouse_sql import (
     check_rule,
     hunt_sql_ch,
     probe_sql_ch,
-    where_ch,
 )
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, object_free
+from forensix.rules.fleet_replay import replay_detectors
 from forensix.rules.grouping import HEADS, Complete, found_of, rule_matches
-from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules, prelude
-from forensix.rules.ir import CompiledRule, Const, Node
+from forensix.rules.hunt import RULES_PER_SCAN, hunt_rules
+from forensix.rules.ir import CompiledRule, Node
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
 from forensix.rules.summed import SUMMED, can_sum, first_bound, summed_shard
@@ -695,73 +697,6 @@ def _hunt_slices(store: ClickHouseStore, rules: Sequence[CompiledRule], ts_from:
     return pa.concat_tables(found) if found else empty_alerts()
 
 
-def _time(col: str, ts_from: int | None, ts_to: int | None) -> str:
-    parts = ["1"]
-    if ts_from is not None:
-        parts.append(f"ifNull({col}, 0) >= {int(ts_from)}")
-    if ts_to is not None:
-        parts.append(f"ifNull({col}, 0) < {int(ts_to)}")
-    return " AND ".join(parts)
-
-
-class _Native:
-    """The store answering ``Reader.query`` with ClickHouse SQL: for ``users.store_book``'s
-    one plain SELECT of the hosts' recorded accounts (not a pull of the whole store)."""
-
-    def __init__(self, store: ClickHouseStore) -> None:
-        self.store = store
-
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        return self.store.native(sql, params)
-
-    def close(self) -> None:
-        """The store is the caller's."""
-
-
-def _detector_name(d: Detector) -> str:
-    return ", ".join(m.rule_id for m in getattr(d, "rules", ())) or type(d).__name__
-
-
-def _detectors(store: ClickHouseStore, detectors: Sequence[Detector], ts_from: int | None,
-               ts_to: int | None, skipped: list[tuple[str, str]], max_rows: int) -> tuple[pa.Table, int]:
-    """The built-in detectors over the rows they watch, pulled from every shard, in time order.
-    A detector whose rows number more than ``max_rows`` is not pulled (it would not fit in
-    memory): it goes to ``skipped`` with the count, and the hunt goes on."""
-    found, pulled = [], 0
-
-    def rows(table: str, where: Node) -> tuple[str, int]:
-        col = REPLAY_TIME.get(table, "ts")
-        cond = f"{where_ch(where) if where != Const(True) else '1'} AND {_time(col, ts_from, ts_to)}"
-        return cond, int(store.native(f"SELECT count() FROM {table} WHERE {cond}").column(0)[0].as_py())
-
-    def pull(table: str, cond: str) -> pa.Table:
-        col = REPLAY_TIME.get(table, "ts")
-        data = store.select_table(table, cond)
-        return data.sort_by([(c, "ascending") for c in (col, "cpu", "seq") if c in data.column_names])
-
-    for d in detectors:
-        first = {t: rows(t, w) for t, w in prelude(d).items()}
-        then: dict[str, tuple[str, int]] = {}
-        if sum(n for _, n in first.values()) <= max_rows:
-            for table, (cond, n) in first.items():  # learnt from, never alerting
-                if n:
-                    d.observe(table, pull(table, cond), "hunt")
-                    pulled += n
-            # asked after the prelude: what the detector learnt there narrows it
-            then = {t: rows(t, w) for t, w in d.hunt_filter().items()}
-        total = sum(n for _, n in first.values()) + sum(n for _, n in then.values())
-        if total > max_rows:
-            skipped.append((_detector_name(d), (f"{total:,} rows to replay (more than {max_rows:,}); hunt it "
-                                                "per host (--host) or in a shorter --from/--to window")))
-            continue
-        for table, (cond, n) in then.items():
-            if n:
-                found.append(d.observe(table, _named(_Native(store), pull(table, cond)), "hunt"))
-                pulled += n
-    found = [f for f in found if f.num_rows]
-    return (pa.concat_tables(found) if found else empty_alerts()), pulled
-
-
 def _context(store: ClickHouseStore, alerts: pa.Table) -> tuple[ProcessContext, SessionContext]:
     """The process context of the alerts' processes and their ancestors (what the evidence
     reads: images, parents, the ssh accepts of a session's daemons), pulled by entity id."""
@@ -843,7 +778,7 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
         parts: list[pa.Table] = []
         if other:
             parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
-        found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
+        found, out.replayed_rows = replay_detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
         parts = [p for p in (*parts, found) if p.num_rows]
         alerts = pa.concat_tables(parts) if parts else empty_alerts()
         found = found_of(matches, alerts, lambda a: _context(store, a), object_free(rules),

@@ -21,7 +21,7 @@ them (for the hosts with a row there), and their matches' processes join the sum
 aggregate states (``uniqExactMergeState``), so the one-match-per-process test covers both.
 A host the summary cannot decide is hunted as before, over its own candidate days only
 (``fleet_hunt``). What this returns is what the whole scan's count returns for those hosts
-(``fleet_hunt._counted_sql``), and what DuckDB's hunt groups (tests/fleet/test_fleet_summed.py).
+(``fleet_hunt._counted_sql``), and what DuckDB's hunt groups (tests/fleet/test_fleet_hunt_summed.py).
 """
 
 from __future__ import annotations
