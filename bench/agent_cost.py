@@ -565,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--reps", type=int, default=3)
     s.add_argument("--write", action="store_true", help="append the table to docs/benchmarks.md")
     s.add_argument("--no-artifacts", action="store_true", help="an agent without executable preservation")
+    s.add_argument("--collector", action="store_true",
+                   help="the agent's real artifact collector, reading no file, instead of a stub that keeps nothing")
     s.add_argument("--against", type=Path, default=None,
                    help="the src/ of another tree (git archive BASE src | tar -x -C OLD): its raw agent against "
                         "this tree's, alternating, instead of --decode against --raw")
@@ -572,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("capture", type=Path)
     o.add_argument("--raw", action="store_true")
     o.add_argument("--no-artifacts", action="store_true")
+    o.add_argument("--collector", action="store_true")
     o.add_argument("--where", action="store_true",
                    help="the raw agent's functions timed one by one (µs per stored event), instead of the JSON")
     a = ap.parse_args(argv)
@@ -582,14 +585,15 @@ def main(argv: list[str] | None = None) -> int:
             if a.where:
                 from bench.agent_ship import where
 
-                print(where(a.capture, not a.no_artifacts))
+                print(where(a.capture, not a.no_artifacts, a.collector))
                 return 0
-            run_one(a.capture, a.raw, not a.no_artifacts)
+            run_one(a.capture, a.raw, not a.no_artifacts, a.collector)
             return 0
-        text, _ = compare_ship(a.capture, a.reps, not a.no_artifacts, a.against)
+        text, _ = compare_ship(a.capture, a.reps, not a.no_artifacts, a.against, a.collector)
         print(text)
         if a.write:  # appended at the end: another section is never rewritten
             opts = (f" --against {a.against}" if a.against else "") + (" --no-artifacts" if a.no_artifacts else "")
+            opts += " --collector" if a.collector else ""
             with (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").open("a") as f:
                 f.write(f"\n`python -m bench.agent_cost ship {a.capture} --reps {a.reps}{opts}` "
                         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}):\n\n{text}\n")

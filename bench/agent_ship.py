@@ -115,8 +115,33 @@ class _NoFiles:
     def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
         return tables
 
+    def preserve(self, seen: list[Any]) -> Any:  # the raw agent's hook (since 2026-12-07's seventh pass)
+        from forensix.artifacts.collect import Kept
+
+        return Kept({}, None, None)
+
     def blobs_to_ship(self) -> None:
         return None
+
+
+def _collector_reading_nothing(tmp: Path) -> Any:
+    """The agent's own artifact collector (``--collector``): its choice of what to keep, its
+    caches, its artifacts rows and the hashes it hands on, all as ``forensix agent`` runs them,
+    except that no file is opened or hashed (that costs the same in every tree): each file
+    "kept" gets a hash made from its kind and path. The stub (``_NoFiles``) leaves out the
+    collector's own reading of what the exec finder gives it, which is the part that differs
+    between an events table read back into rows and rows given as they are."""
+    import hashlib
+
+    from forensix.artifacts import ArtifactStore, Collector
+    from forensix.artifacts.store import Put
+    from forensix.model.host import local_host
+
+    class ReadingNothing(Collector):
+        def _take(self, w: Any, ts: int) -> tuple[Any, str | None]:
+            return Put(hashlib.sha256(f"{w.kind}:{w.path}".encode()).hexdigest(), 0, False), f"/proc/{w.pid}/exe"
+
+    return ReadingNothing(ArtifactStore(tmp / "artifacts"), local_host())
 
 
 def _by_ring(abi: dict[str, Any], d: Any) -> list[tuple[int, Any]]:
@@ -172,7 +197,7 @@ def _laid_out(inputs: list[tuple[str, Any]]) -> tuple[int, int, int]:
     return sizes
 
 
-def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]:
+def ship_replay(path: Path, raw: bool, artifacts: bool = True, collector: bool = False) -> dict[str, Any]:
     """One replay of ``path`` through the real agent of one mode; CPU by stage and in all."""
     from bench.agent_cost import _walker, load_inputs, replay_table
     from forensix.agent.raw import raw_row
@@ -192,7 +217,8 @@ def ship_replay(path: Path, raw: bool, artifacts: bool = True) -> dict[str, Any]
     sink = _sink(tmp, frames)
     cpu: dict[str, float] = {"walk": 0.0, "drain tick": 0.0, "map flush": 0.0, "seal+spool": 0.0}
     rec = _agent(raw, sink, abi, offset_ns)
-    rec.artifacts = _NoFiles() if artifacts else None  # forensix agent always preserves
+    # forensix agent always preserves
+    rec.artifacts = None if not artifacts else _collector_reading_nothing(tmp) if collector else _NoFiles()
     walk = _walker()
     seeded = False
     # a flush tick (its drain, then its maps: the capture's ring item and the map items after
@@ -272,7 +298,7 @@ def _log_host(frames: list[bytes], raw: bool, out: dict[str, Any]) -> dict[str, 
 
 
 def compare_ship(path: Path, reps: int, artifacts: bool = True,
-                 against: Path | None = None) -> tuple[str, dict[str, Any]]:
+                 against: Path | None = None, collector: bool = False) -> tuple[str, dict[str, Any]]:
     """Both modes in fresh processes, alternating; a markdown table and the medians.
     ``against``: the src/ of another tree: its raw agent against this tree's, instead of
     --decode against --raw (the same bench code drives both)."""
@@ -286,7 +312,7 @@ def compare_ship(path: Path, reps: int, artifacts: bool = True,
     for i in range(reps):
         for label, src, raw in (modes if i % 2 == 0 else modes[::-1]):
             cmd = [sys.executable, "-m", "bench.agent_cost", "ship-one", str(path)] + (["--raw"] if raw else [])
-            cmd += [] if artifacts else ["--no-artifacts"]
+            cmd += ([] if artifacts else ["--no-artifacts"]) + (["--collector"] if collector else [])
             env = dict(os.environ, PYTHONPATH=src + os.pathsep + str(here))
             loads.append(os.getloadavg()[0])
             res = subprocess.run(cmd, env=env, cwd=here, check=True, capture_output=True, text=True).stdout
@@ -303,7 +329,8 @@ def compare_ship(path: Path, reps: int, artifacts: bool = True,
     what = (f"this tree's raw agent against {against}'s" if against is not None else "--decode against --raw")
     lines = [(f"capture {path.name}: {n:,} stored events; {what}; medians of {reps} replays each, alternating, "
               f"each in a fresh process; load average {min(loads):.1f}–{max(loads):.1f}; "
-              f"{'with' if artifacts else 'without'} finding the execs for the artifact collector"), "",
+              f"{'with' if artifacts else 'without'} finding the execs for the artifact collector"
+              f"{' (the real collector, reading no file)' if artifacts and collector else ''}"), "",
              f"| agent stage | {a} µs/event | {b} µs/event |", "|---|---:|---:|"]
     for stage in ("walk", "drain tick", "map flush", "seal+spool"):
         lines.append(f"| {stage} | {med(a, '', stage) / n * 1e6:.2f} | {med(b, '', stage) / n * 1e6:.2f} |")
@@ -322,8 +349,8 @@ def compare_ship(path: Path, reps: int, artifacts: bool = True,
     return "\n".join(lines), medians
 
 
-def run_one(path: Path, raw: bool, artifacts: bool = True) -> None:
-    print(json.dumps(ship_replay(path, raw, artifacts)))
+def run_one(path: Path, raw: bool, artifacts: bool = True, collector: bool = False) -> None:
+    print(json.dumps(ship_replay(path, raw, artifacts, collector)))
 
 
 # What ``where`` times: (module, attribute) of the raw agent's functions, on both threads;
@@ -335,10 +362,11 @@ _WHERE = [
     ("forensix.agent.raw", "RawRecorder._emit_map"), ("forensix.sensor.writer", "BatchWriter.put"),
     ("forensix.agent.sealer", "encode_compressed"), ("forensix.agent.sealer", "seal_frame"),
     ("forensix.agent.spool", "Spool.append"), ("forensix.agent.shipping", "ShippingSink.write"),
+    ("forensix.artifacts.collect", "Collector.annotate"), ("forensix.artifacts.collect", "Collector.preserve"),
 ]
 
 
-def where(path: Path, artifacts: bool = True) -> str:
+def where(path: Path, artifacts: bool = True, collector: bool = False) -> str:
     """One raw replay with the functions of ``_WHERE`` timed (thread CPU, only while the
     agent runs, not the log host's decode after it): a markdown table, µs per stored event."""
     import importlib
@@ -381,7 +409,7 @@ def where(path: Path, artifacts: bool = True) -> str:
         return log_host(*a, **k)
 
     me._agent, me._log_host = starting, ending  # type: ignore[attr-defined]
-    out = ship_replay(path, True, artifacts)
+    out = ship_replay(path, True, artifacts, collector)
     n = out["rows"]["events"] + out["rows"]["flows"]
     lines = [(f"capture {path.name}: {n:,} stored events; agent total {out['agent_cpu_s'] / n * 1e6:.2f} µs/event "
               f"({', '.join(f'{k} {v / n * 1e6:.2f}' for k, v in out['cpu_s'].items())}); "

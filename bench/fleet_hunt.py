@@ -145,6 +145,8 @@ def measure(url: str, runs: int, detectors: bool, ways: tuple[bool, ...] = (True
 # counted in Python (before this), and every finding built into an alert (--format json)
 WAYS: dict[str, dict[str, Any]] = {
     "roll-up counted in ClickHouse": {"limit": 0},
+    # the same, an exec rule's findings never counted from fleet_exec (rules/summed.py): by its scan
+    "roll-up counted by scans": {"limit": 0, "summed": False},
     "roll-up counted in Python": {"limit": 0, "count": False},
     "every alert": {"limit": None},
 }
@@ -167,6 +169,8 @@ def per_rule(url: str, ways: list[str], only: list[str] | None = None) -> list[d
                 s = time.monotonic() - t
                 how = (f"summary {res.narrowed[0][1]}" if res.narrowed else "probe" if res.probed else
                        "over host slices" if res.fallback else "?")
+                if res.summed:  # counted from fleet_exec: on how many hosts (and how many scanned)
+                    how += f", counted from it on {res.summed[0][1]:,} hosts ({res.summed[0][2]:,} scanned)"
                 row = {"rule": r.title[:60], "how": how, "way": way, "seconds": s, "scans": res.scans,
                        "host_days": res.candidates, "matched": res.matched_rows, "alerts": res.findings,
                        "load": before}

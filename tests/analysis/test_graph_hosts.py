@@ -38,9 +38,10 @@ def _host(name: str, t0: float, sock: str) -> Host:
     b = StoreBuilder(host_id=f"{name}-machine-id", host_name=name, boot_id=f"boot-{name}")
     init = b.spawn(None, 1, 0, "/sbin/init")
     daemon = b.spawn(init, 300, t0 + 1, "/usr/bin/dockerd")
-    b.unix_connect(daemon, t0 + 2, sock, action="accept")
     client = b.spawn(init, 400, t0 + 3, "/usr/local/bin/client")
-    b.unix_connect(client, t0 + 4, sock)
+    # the connection is the client's socket: its connect's inode, the accept's peer
+    b.unix_connect(client, t0 + 4, sock, inode=800)
+    b.unix_connect(daemon, t0 + 4.001, sock, action="accept", inode=801, peer_inode=800)
     peer = b.spawn(init, 410, t0 + 3, "/usr/local/bin/peer")
     b.socketpair(peer, t0 + 4.5, 700, 701)  # the client's end passed to it over the socket
     b.flow(peer, t0 + 5, t0 + 6, "sock", write=50, file_type="socket", inode=700)
@@ -83,7 +84,7 @@ def test_backtrack_through_a_unix_socket_stays_on_its_host(tmp_path: Path, sock:
         assert _has(g, b.client) and _has(g, b.daemon) and _has(g, b.pair_peer)
         assert _procs_of(g, a) == []
         # one node per host-local object, still labelled by its path
-        assert [n.label for n in g.node_by("unix") if sock in n.label] == [f"unix {sock}"]
+        assert [n.label for n in g.node_by("unix") if sock in n.label] == [f"unix {sock} [client 800]"]
         assert all(n.attrs.get("host_id") == "bravo-machine-id" for n in g.node_by("unix"))
         # forward from alpha's daemon: alpha's client and its file, nothing of bravo's
         f = forward(st, Target("process", entity=a.daemon.entity_id), TrackOptions(filters=()))

@@ -115,3 +115,39 @@ def test_chdb_is_the_current_dialect(engines: Any, tmp_path: Path) -> None:
     v_new = new("SELECT version() AS v").column(0)[0].as_py()
     v_old = old.native("SELECT version() AS v").column(0)[0].as_py()
     assert v_old.startswith("18.16") and int(v_new.split(".")[0]) >= 23
+
+
+def test_the_summed_hunt_counts_agree_on_18_16_and_current(engines: Any) -> None:
+    """rules/summed.py's queries (fleet_exec's counts with 0008's fleet_exec_unkeyed, and the
+    hours a window cuts scanned and merged as aggregate states): the same rows on both engines
+    (18.16: each shard's own tables, the hosts being sharded whole)."""
+    from forensix.rules import load_rules
+    from forensix.rules.clickhouse_sql import Tables
+    from forensix.rules.fleet_hunt import shard_servers
+    from forensix.rules.summed import combined_sql, first_sql, summed_sql
+
+    _, old, new = engines
+    rules = list(enumerate(load_rules([Path(__file__).parent / "fixtures" / "hunt_summed.yml"], builtin=False).ok))
+    first = old.native("SELECT min(ts) AS t FROM events").column(0)[0].as_py()
+    hour = first // (3_600 * 10**9) * 3_600 * 10**9
+    servers = shard_servers(old)
+
+    def both(sql_of: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        a = [r for srv, tables in servers for r in _plain(srv.table(sql_of(tables)))]
+        b = _plain(new(sql_of(Tables())))
+        return sorted(a, key=str), sorted(b, key=str)
+
+    try:
+        for since, until in [(None, None), (hour, None), (first + 100 * 10**9, first + 200 * 10**9)]:
+            a, b = both(lambda t: summed_sql(t, rules, since, until))  # noqa: B023 - called at once
+            assert a == b and a, (since, until)
+            cut = sorted({r["host_name"] for r in a if r["fx_cut"]})
+            if cut:
+                a, b = both(lambda t: combined_sql(t, rules, since, until, cut))  # noqa: B023
+                assert a == b and a
+            a, b = both(lambda t: first_sql(t, rules[3][1], ["host0000", "host0003"], since, until, 4))  # noqa: B023
+            assert a == b
+        assert {r["fx_cut"] for r in both(lambda t: summed_sql(t, rules, first + 10**9, None))[0]} == {1}
+    finally:
+        for srv, _ in servers:
+            srv.close()

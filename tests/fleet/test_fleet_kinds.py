@@ -209,11 +209,15 @@ def test_a_rule_the_summary_is_sure_of_everywhere_skips_its_probe(stores: tuple[
     rule = _by_title("kinds_every_exec")
     monkeypatch.setattr(fleet_hunt_module, "BROAD", 0.0)  # every candidate set is "most of the shard"
     with ClickHouseStore(url) as st:
-        got = fleet_hunt(st, [rule], limit=0)
+        got = fleet_hunt(st, [rule], limit=0, summed=False)
         whole = fleet_hunt(st, [rule], narrow=False)
+        summed = fleet_hunt(st, [rule], limit=0)
     assert got.probed == [] and dict(got.narrowed) == {rule.rule_id: "fleet_exec"}
     assert got.scans == 2  # the counting scan on each shard, no probe
     assert rollup(got.heads, counted=got.counted).to_pylist() == rollup(whole.alerts).to_pylist()
+    # counted from fleet_exec (rules/summed.py) but on odd01, whose exec fleet_exec_other holds: scanned alone
+    assert summed.summed == [(rule.rule_id, len(_plans()) - 1, 1)] and summed.scans == 1
+    assert rollup(summed.heads, counted=summed.counted).to_pylist() == rollup(whole.alerts).to_pylist()
     assert got.findings == whole.alerts.num_rows == len(_plans()) + 1  # every host's worker, and del01's x
 
 

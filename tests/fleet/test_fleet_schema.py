@@ -53,7 +53,8 @@ def test_a_new_cluster_has_every_column_of_the_schema(cluster: Cluster) -> None:
     with ClickHouseStore(cluster.url(database=f"s_{uuid.uuid4().hex[:12]}"), write=True) as st:
         _assert_complete(st)
         assert st.migrations() == ["0001_initial", "0002_tty_artifacts_sha256", "0003_fleet_summaries",
-                                   "0004_accounts", "0005_hourly_summaries", "0006_path_names", "0007_event_kinds"]
+                                   "0004_accounts", "0005_hourly_summaries", "0006_path_names", "0007_event_kinds",
+                                   "0008_exec_unkeyed"]
         # terminal bytes are bytes, not text: they come back exactly
         st.append("tty", _tty_row("alpha"))
         back = st.select_table("tty")

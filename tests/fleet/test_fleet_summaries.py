@@ -167,7 +167,8 @@ def test_summaries_answer_as_the_scan_through_backfill_dedup_windows_and_retenti
                              "fleet_path_local_from_flows", "fleet_hosts_local_from_events",
                              "fleet_hosts_local_from_flows"} | {f"fleet_{t}_local_from_{v}" for t in ("files", "names")
                                                                 for v in ("events", "events_targets", "flows")} | {
-                             "fleet_kinds_local_from_events", "fleet_exec_other_local_from_events"}
+                             "fleet_kinds_local_from_events", "fleet_exec_other_local_from_events",
+                             "fleet_exec_unkeyed_local_from_events"}
             assert done.count(PATHS) == 1
         assert ask(st.native, "exe", "/tmp/.x/miner", summarized=True).to_pylist() == before
         # a third day through the views, and the same day two and five hours earlier; then the same frames again: stored once

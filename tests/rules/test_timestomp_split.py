@@ -44,8 +44,11 @@ def _history() -> StoreBuilder:
     # raised: cp --attributes-only -p onto an existing file (no truncate, no exclusive create)
     cp = b.spawn(sh, 203, 12, "/usr/bin/cp", ["cp", "--attributes-only", "-p", "/bin/ls", "/usr/bin/x"])
     b.file_op(cp, 12.1, "utimes", "/usr/bin/x", **old)
-    # quiet: copytree's directory (mkdir, then its source's times at the end)
+    # quiet: copytree's directory (mkdir, then its source's times at the end), after it
+    # listed the source directory and read the file it copies
     p = py(301, 20)
+    b.open(p, 20.05, "/usr/share/doc/x", 0o200000)
+    b.open(p, 20.15, "/usr/share/doc/x/README", 0)
     b.file_op(p, 20.1, "mkdir", "/srv/doc")
     b.write_file(p, 20.2, "/srv/doc/README")
     b.file_op(p, 20.3, "utimes", "/srv/doc/README", **old)
@@ -63,6 +66,31 @@ def _history() -> StoreBuilder:
     b.file_op(py(204, 33), 33.1, "utimes", "/etc/motd", **old)
     # a package's own files
     b.file_op(py(305, 34), 34.1, "utimes", "/usr/lib/python3/dist-packages/a.py", **old)
+    # raised: an interpreter that wrote the file itself, having read only its own start-up
+    # (modules, byte code, libraries, certificates) and its script before
+    p = b.spawn(sh, 205, 40, "/usr/bin/python3.11", ["python3", "-u", "./drop.py", "x"])
+    for f in ("/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/python3.11/__pycache__/os.cpython-311.pyc",
+              "/usr/lib/python3/dist-packages/distutils-precedence.pth", "/etc/ssl/certs/ca.pem",
+              "/usr/lib/python3.11/encodings/utf_8.py", "/home/u/drop.py"):
+        b.open(p, 40.05, f, 0)
+    b.write_file(p, 40.1, "/usr/local/bin/helper")
+    b.file_op(p, 40.2, "utimes", "/usr/local/bin/helper", **old)
+    # raised: it read a file, but only after it made the one it stamps
+    p = py(206, 41)
+    b.write_file(p, 41.1, "/srv/late")
+    b.open(p, 41.15, "/etc/hostname", 0)
+    b.file_op(p, 41.2, "utimes", "/srv/late", **old)
+    # quiet: shutil.copy2 (the source read, then the copy made and stamped), and a build
+    # tree's file (pip's lib/python/, not the interpreter's library)
+    p = py(306, 42)
+    b.open(p, 42.05, "/usr/lib/python3.11/__pycache__/shutil.cpython-311.pyc", 0)
+    b.open(p, 42.06, "/etc/hostname", 0)
+    b.write_file(p, 42.1, "/srv/hostname.bak")
+    b.file_op(p, 42.2, "utimes", "/srv/hostname.bak", **old)
+    p = py(307, 43)
+    b.open(p, 43.05, "/tmp/pip-target-1/lib/python/fxdemo/__init__.py", 0)
+    b.write_file(p, 43.1, "/srv/site/fxdemo/__init__.py")
+    b.file_op(p, 43.2, "utimes", "/srv/site/fxdemo/__init__.py", **old)
     return b
 
 
@@ -70,9 +98,9 @@ def test_backdating_a_file_the_program_did_not_make_is_raised(tmp_path: Path) ->
     b = _history()
     live = feed(LiveEngine(load_rules().ok, detectors=default_detectors()), b.tables())
     got = sorted(r["process_pid"] for r in live.to_pylist() if r["rule_id"] == NAMED_TIMESTOMP.rule_id)
-    assert got == [201, 202, 203, 204]
+    assert got == [201, 202, 203, 204, 205, 206]
     # fx_timestomp does not raise them too: each backdating is raised once
-    assert not [r for r in live.to_pylist() if r["process_pid"] in (201, 202, 203, 204)
+    assert not [r for r in live.to_pylist() if r["process_pid"] in (201, 202, 203, 204, 205, 206)
                 and r["rule_id"] != NAMED_TIMESTOMP.rule_id]
     # a hunt over the store finds the same
     path = tmp_path / "s.duckdb"

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forensix.sensor.decode import _addresses
+from forensix.sensor.strings import _addresses
 
 _ROW = st.tuples(
     st.sampled_from([2, 10, 1]),  # AF_INET, AF_INET6, AF_UNIX (no address)

@@ -91,7 +91,7 @@ def test_addresses_are_formatted_once_each_and_null_off_inet_rows() -> None:
     formatted once and taken per row; rows of other families stay null."""
     import ipaddress
 
-    from forensix.sensor.decode import _addresses
+    from forensix.sensor.strings import _addresses
 
     v4 = ipaddress.IPv4Address("127.0.0.1").packed + bytes(12)
     v6 = ipaddress.IPv6Address("2001:db8::7").packed

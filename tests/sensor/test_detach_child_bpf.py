@@ -56,8 +56,8 @@ def test_detach_child_holds_only_its_own_links() -> None:
         assert child is not None
         deadline = time.monotonic() + 30
         while True:  # the child closes what it inherited first thing
-            held = _link_ids(child)
             fds = set(map(int, os.listdir(f"/proc/{child}/fd")))
+            held = _link_ids(child)  # after the count: read before it, it could predate the closing
             if len(fds) <= len(mine_ids) + 1 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)

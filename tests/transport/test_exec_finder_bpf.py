@@ -14,7 +14,6 @@ import copy
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,14 +22,11 @@ import pytest
 
 from forensix.agent.execs import collector_rows, pick
 from forensix.agent.raw import RawRecorder
+from forensix.artifacts.collect import Seen, seen_rows
 from forensix.sensor.decode import Decoder
 from forensix.sensor.ringbuf import Drained
 from forensix.testing.sinks import NullSink
 
-# what the collector reads (artifacts/collect.py ``_wanted`` and ``annotate``)
-_READ = ["ts", "event_category", "event_action", "syscall", "process_pid", "process_entity_id", "file_path",
-         "file_path_raw", "file_inode", "process_args", "process_working_directory", "mem_prot", "file_deleted",
-         "ret", "process_executable", "event_outcome"]
 _PROT_EXEC = 4
 
 
@@ -45,7 +41,7 @@ class FinderTwin(RawRecorder):
     def _snapshot(self) -> None:
         super()._snapshot()
         self.twin = copy.deepcopy(self.decoder)
-        self.ticks: list[tuple[pa.Table, pa.Table | None]] = []
+        self.ticks: list[tuple[pa.Table, list[Seen]]] = []
 
     def _resync_clock(self) -> None:
         super()._resync_clock()
@@ -56,7 +52,7 @@ class FinderTwin(RawRecorder):
         full = self.twin.decode(joined).get("events")
         idx = pick(self.decoder, joined, np.empty(0, np.uint64))  # nothing judged ordinary: every mapping
         self.ticks.append((full if full is not None else pa.table({}),
-                           collector_rows(self.decoder, joined, idx) if len(idx) else None))
+                           collector_rows(self.decoder, joined, idx)))
         super()._handle_drains(named, bulk)
 
 
@@ -70,8 +66,9 @@ def _wanted(ev: pa.Table) -> pa.Table:
     return ev.filter(pc.fill_null(pc.or_(is_exec, is_map), False))
 
 
-def _rows(t: pa.Table) -> list[tuple[Any, ...]]:
-    return sorted(tuple(repr(v) for v in r.values()) for r in t.select(_READ).to_pylist())
+def _rows(seen: list[Seen]) -> list[str]:
+    """Every field the collector reads (``Seen``), compared as text, in a fixed order."""
+    return sorted(repr(s) for s in seen)
 
 
 @pytest.mark.bpf
@@ -86,15 +83,16 @@ def test_the_exec_finder_reads_what_the_decoder_decodes(tmp_path: Path) -> None:
     rec = FinderTwin([NullSink()], artifacts=None)
     assert rec.run(command=["sh", "-c", '"$1" a "b c" && "$2" -c "$3" && cd "$4" && ./fx-finder-true', "sh",
                             str(exe), sys.executable, load, str(work)]) == 0
-    found: list[tuple[Any, ...]] = []
+    found: list[Seen] = []
     for full, got in rec.ticks:
-        want = _wanted(full)
-        assert (got.num_rows if got is not None else 0) == want.num_rows
-        if got is not None:
-            assert _rows(got) == _rows(want)
-            found += got.select(["event_action", "process_executable", "file_path", "process_args"]).to_pylist()
+        want = seen_rows(_wanted(full))
+        assert len(got) == len(want)
+        assert _rows(got) == _rows(want)
+        found += got
     # not a vacuous match: our exec with its arguments, the run by a relative path, our library's mapping
-    runs = [r for r in found if r["event_action"] == "exec" and r["process_executable"] == str(exe)]
-    assert any(r["process_args"] == [str(exe), "a", "b c"] for r in runs), runs
-    assert any(r["process_args"] == ["./fx-finder-true"] for r in runs), runs
-    assert any(r["event_action"] == "mmap" and r["file_path"] == str(lib) for r in found)
+    runs = [r for r in found if r.exec and r.executable == str(exe)]
+    assert any(r.args == [str(exe), "a", "b c"] for r in runs), runs
+    assert any(r.args == ["./fx-finder-true"] and r.cwd == str(work) for r in runs), runs
+    assert all(r.inode and r.device is not None and r.pid and r.entity and r.ts for r in runs), runs
+    maps = [r for r in found if not r.exec and r.path == str(lib)]
+    assert maps and all(r.prot and r.prot & _PROT_EXEC and r.ret and not r.failed for r in maps), maps

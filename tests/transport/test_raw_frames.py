@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from forensix.agent.frame import RAW_TABLE
+from forensix.agent.frame import RAW_TABLE, encode_batch
 from forensix.agent.raw import raw_row
 from forensix.pki.authority import Authority
 from forensix.sensor.abi import enum, struct_dtype
@@ -25,6 +25,7 @@ from forensix.server import evidence as evidence_mod
 from forensix.server.listener import LogServer, ServerConfig
 from forensix.server.retention import apply_retention, plan_retention
 from forensix.server.verify import verify_evidence
+from forensix.store import schema
 from forensix.testing.scenario import wait_for
 from forensix.testing.shipping import host_info, shipping_sink
 
@@ -80,6 +81,47 @@ def test_malformed_raw_frames_become_warnings_and_the_stream_goes_on(pki: Author
     assert rows["ts"].to_pylist() == [10**18 + 5_000]  # the later frame: decoded once, with its offset
     v = verify_evidence(log_server.evidence)
     assert v.integrity_ok and v.frames >= 9  # the evidence keeps the malformed frames too
+
+
+def _artifacts(host_name: str, ts: int | None, sha: str) -> pa.Table:
+    info = host_info("alpha")
+    return pa.Table.from_pylist([{"host_id": info.host_id, "host_name": host_name, "boot_id": info.boot_id, "ts": ts,
+                                  "sha256": sha, "size": 3, "kind": "executable", "path": "/tmp/x",
+                                  "source": "/proc/7/exe", "process_entity_id": 7, "process_pid": 7,
+                                  "stored": True, "certain": True, "reason": None}], schema=schema.ARTIFACTS)
+
+
+def _table_row(name: str, t: pa.Table, rows: int | None = None) -> pa.Table:
+    return raw_row("table", {"table": name, "rows": t.num_rows if rows is None else rows}, encode_batch(t))
+
+
+def test_the_collectors_rows_ride_in_the_tick_frame_and_bad_ones_become_warnings(pki: Authority, log_server: Any,
+                                                                                  tmp_path: Path) -> None:
+    """The raw agent's artifacts rows travel as ``table`` rows of its tick's frame: stored under
+    the enrolled name whatever they say; a table it may not send this way, bytes that are not
+    Arrow IPC, a row count the preamble contradicts, a NOT NULL column left empty: warnings."""
+    abi = load_abi()
+    good = _artifacts("mallory", 5, "a" * 64)
+    ship = shipping_sink(pki, "alpha", tmp_path, log_server.addr)
+    try:
+        ship.write(RAW_TABLE, _seed(abi))
+        ship.write(RAW_TABLE, pa.concat_tables([_ring(_record(abi, 4243, 7_000)), _table_row("artifacts", good)]))
+        ship.write(RAW_TABLE, _table_row("hosts", good))
+        ship.write(RAW_TABLE, raw_row("table", {"table": "artifacts", "rows": 1}, b"not arrow"))
+        ship.write(RAW_TABLE, _table_row("artifacts", _artifacts("alpha", 6, "b" * 64), rows=2))
+        ship.write(RAW_TABLE, _table_row("artifacts", _artifacts("alpha", None, "c" * 64)))
+        ship.flush()
+    finally:
+        ship.close()
+    assert ship.spool.unacked() == 0 and not ship.spool.refused
+    log_server.srv.ingest.flush()
+    st = log_server.store
+    arts = st.query("SELECT host_name, sha256, ts FROM artifacts ORDER BY ts").to_pylist()
+    assert arts == [{"host_name": "alpha", "sha256": "a" * 64, "ts": 5}]
+    assert st.query("SELECT ts FROM events WHERE process_pid = 4243")["ts"].to_pylist() == [10**18 + 7_000]
+    msgs = st.query("SELECT message FROM events WHERE event_action = 'decode-warning'")["message"].to_pylist()
+    for e in ("names 'hosts'", "not an Arrow IPC stream", "the preamble says 2", "nulls in column(s)"):
+        assert sum(e in m for m in msgs) == 1, (e, msgs)
 
 
 def _seed(abi: dict[str, Any]) -> pa.Table:

@@ -17,7 +17,9 @@ joining of small batches keeps them in the order they were made.
 Rare rows the agent knows best stay tables: hosts, agent events, gaps, accounts, the
 snapshot's processes. Executed-file preservation needs the exec records at exec time:
 the process ring's records (~2% of a build's) and the executable mappings of the other
-rings are decoded here too, for it alone, and the hashes it finds travel with the row. Live rules need decoded rows: an agent that
+rings are decoded here too, for it alone, and the hashes it finds travel with the row; the
+collector's own rows (artifacts, artifact.missing events) travel in the tick's frame as
+``table`` rows (an Arrow IPC table each). Live rules need decoded rows: an agent that
 must alert on its own runs ``forensix agent --decode``.
 """
 
@@ -32,17 +34,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from forensix.agent.execs import collector_rows, file_key, pick
-from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE
-from forensix.artifacts.collect import in_writable_dir  # the collector's own test
+from forensix.agent.execs import collector_rows, file_key_of, pick
+from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE, encode_batch
+from forensix.artifacts.collect import Seen, in_writable_dir  # the collector's own test
 from forensix.sensor.abi import struct_dtype
 from forensix.sensor.decoder_state import export_state
 from forensix.sensor.recorder import Recorder
 from forensix.sensor.ringbuf import Drained
 
-__all__ = ["RAW_FORMAT", "RawRecorder", "exec_hashes", "raw_row"]
+__all__ = ["RAW_FORMAT", "RawRecorder", "raw_row"]
 
 RAW_FORMAT = 1  # the meta's "format": a log host refuses rows of a format it does not know
 
@@ -50,7 +51,7 @@ RAW_FORMAT = 1  # the meta's "format": a log host refuses rows of a format it do
 _KINDS: dict[str, pa.Array] = {}  # a row's kind column, made once per kind (three rows a drain tick)
 
 
-def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview | np.ndarray) -> pa.Table:
+def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview | np.ndarray | pa.Buffer) -> pa.Table:
     """One row of a raw frame: its kind, a JSON preamble, the bytes (not copied: an Arrow
     value over the drained bytes themselves, which the frame's compressor reads)."""
     meta = {"format": RAW_FORMAT, **meta}
@@ -60,16 +61,6 @@ def raw_row(kind: str, meta: dict[str, Any], data: bytes | memoryview | np.ndarr
     if kinds is None:
         kinds = _KINDS[kind] = pa.array([kind], pa.string())
     return pa.Table.from_arrays([kinds, pa.array([json.dumps(meta)], pa.string()), value], schema=RAW_SCHEMA)
-
-
-def exec_hashes(events: pa.Table, upto: int) -> list[list[Any]]:
-    """(entity id, ts, sha256) of the exec rows among the first ``upto`` rows that the artifact
-    collector gave a hash: the log host puts them on the rows it decodes."""
-    ev = events.slice(0, upto).select(["process_entity_id", "ts", "process_hash_sha256"])
-    if ev.column("process_hash_sha256").null_count == ev.num_rows:
-        return []
-    ev = ev.filter(pc.is_valid(ev["process_hash_sha256"]))
-    return [[e, t, h] for e, t, h in zip(*(ev[c].to_pylist() for c in ev.column_names), strict=True)]
 
 
 def _bytes_of(a: np.ndarray) -> np.ndarray:
@@ -174,22 +165,15 @@ class RawRecorder(Recorder):
         self._emit(RAW_TABLE, raw_row("ring", meta, joined.data), bulk=bulk)
         self.stats.events += len(joined)  # records, not rows: the log host counts rows
         for table, t in extra.items():
-            self._emit(table, t)
+            # the collector's rows ride in the tick's frame (log host: server/rawdecode.py
+            # ``_table``): in a frame of their own they cost a seal and an fsync a tick, ~0.2
+            # µs per event on a build, more than the rest of preservation
+            self._emit(RAW_TABLE, raw_row("table", {"table": table, "rows": t.num_rows}, encode_batch(t)))
 
-    def _judge(self, ev: pa.Table) -> None:
-        """Remember the files of decoded executable mappings that the collector has no use for."""
-        if ev.column("mem_prot").null_count == ev.num_rows:
-            return  # execs only (mem_prot is an mmap's): most ticks, once the libraries are judged
-        ino = ev.column("file_inode")
-        maps = np.nonzero(np.asarray(ev.column("mem_prot").is_valid()) & np.asarray(ino.is_valid()))[0]
-        if not len(maps):
-            return
-        rows = pa.array(maps)
-        paths = ev.column("file_path").take(rows).to_pylist()
-        deleted = ev.column("file_deleted").take(rows).is_valid().to_pylist()
-        keys = file_key(ino.take(rows).to_numpy(zero_copy_only=False),
-                        ev.column("file_device").take(rows).to_numpy(zero_copy_only=False)).tolist()
-        add = {k for k, p, gone in zip(keys, paths, deleted, strict=True) if not gone and not in_writable_dir(p)}
+    def _judge(self, seen: list[Seen]) -> None:
+        """Remember the files of executable mappings that the collector has no use for."""
+        add = {file_key_of(r.inode, r.device or 0) for r in seen
+               if not r.exec and r.inode is not None and not r.deleted and not in_writable_dir(r.path)}
         if not add:
             return
         if len(self._ordinary) + len(add) > 65_536:  # bounded: judged again
@@ -201,18 +185,15 @@ class RawRecorder(Recorder):
         records ``idx`` of ``d``); the hashes for the log host, and the rows the collector adds
         (artifacts, artifact.missing events)."""
         assert self.artifacts is not None
-        ev = collector_rows(self.decoder, d, idx)
-        n = ev.num_rows
-        self._judge(ev)
-        tables = {"events": ev}
-        out = self.artifacts.annotate(tables)
-        extra = {k: v for k, v in out.items() if k not in ("events", "processes", "flows", "tty")}
-        got = out.get("events")
-        if got is None:
-            return [], extra
-        if got.num_rows > n:
-            extra["events"] = got.slice(n)
-        return exec_hashes(got, n), extra
+        seen = collector_rows(self.decoder, d, idx)
+        self._judge(seen)
+        kept = self.artifacts.preserve(seen)
+        extra = {} if kept.artifacts is None else {"artifacts": kept.artifacts}
+        if kept.missing is not None:
+            extra["events"] = kept.missing
+        # (entity id, ts, sha256) of the execs whose executable was kept: the log host puts
+        # the hash on the rows it decodes
+        return [[seen[i].entity, seen[i].ts, h] for i, h in kept.hashes.items() if h is not None], extra
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
         self.stats.events += len(v)

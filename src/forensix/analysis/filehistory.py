@@ -148,15 +148,22 @@ def file_history(reader: Reader, path: str) -> pa.Table:
         WHERE coalesce(file_inode, 0) = 0 OR NOT {_OF_LIVES}
     ),
     img AS (
-        SELECT entity_id, arg_max(executable, image_seq) AS executable, arg_max(user_id, image_seq) AS uid
+        SELECT entity_id, image_seq, min(image_ts) AS image_ts, any_value(executable) AS executable,
+               any_value(user_id) AS uid
         FROM processes
-        WHERE entity_id IN (SELECT DISTINCT process_entity_id FROM hits) GROUP BY entity_id
+        WHERE entity_id IN (SELECT DISTINCT process_entity_id FROM hits) GROUP BY entity_id, image_seq
+    ),
+    -- the image each event's process ran at the event's time (a shell that wrote the file and
+    -- then exec'd chmod wrote it as bash, not as chmod: analysis.images); before any, its first
+    acted AS (
+        SELECT h.*, coalesce(i.image_seq, 0) AS at_seq
+        FROM hits h ASOF LEFT JOIN img i ON i.entity_id = h.process_entity_id AND h.ts >= i.image_ts
     )
     SELECT h.ts, {_verb_sql()} AS action, h.event_action, h.file_path, h.file_target_path, h.process_entity_id,
            h.process_pid, h.process_name, img.executable AS process_executable,
            coalesce(h.user_id, img.uid) AS user_id,  -- NULL on flow edges of /5 stores
            h.file_mode, h.flow_read_bytes, h.flow_write_bytes, h.file_device, h.file_inode
-    FROM hits h LEFT JOIN img ON img.entity_id = h.process_entity_id
+    FROM acted h LEFT JOIN img ON img.entity_id = h.process_entity_id AND img.image_seq = h.at_seq
     ORDER BY h.ts, h.cpu, h.seq
     """
     return reader.query(sql, params | {"path": path})

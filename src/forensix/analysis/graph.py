@@ -129,7 +129,7 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
             if not _in_window(r, backward, opts) or inode_reused(r, nodes):
                 continue
             base = nodes[nkey].time
-            t = min(r["t_end"], base) if backward else max(r["t_start"], base)
+            t = min(_far_end(r, fkind), base) if backward else max(r["t_start"], base)
             _add_edge(edges, r, *((fkey, nkey) if backward else (nkey, fkey)))
             old = nodes.get(fkey)
             if old is None:
@@ -137,6 +137,7 @@ def _walk(reader: Reader, start: Frontier, backward: bool, opts: TrackOptions, t
                     truncated = True
                     continue
                 nodes[fkey] = _node(fkey, fkind, fobj, depth, t)
+                nodes[fkey].attrs["via"] = nkey  # reached from: its parent in the text's tree
                 add_names(nodes[fkey], r)
                 ident[fkey] = (fkind, fobj)
             elif (backward and t > old.time) or (not backward and t < old.time):
@@ -203,6 +204,17 @@ def _node(key: str, kind: str, obj: Any, depth: int, t: int) -> Node:
 
 
 
+def _far_end(r: dict[str, Any], far_kind: str) -> int:
+    """Backward, how long the edge's source matters: to the edge's end; a process that
+    connected or accepted a connection, only up to that call. What it wrote into the
+    connection afterwards are edges of their own (its flows), and a server that forked a
+    handler for one client and then read another's bytes did not send those to the first
+    (a connect/accept edge is open-ended: the connection affects the process from then on)."""
+    if far_kind == "process" and r["kind"] in ("connect", "accept"):
+        return int(r["t_start"])
+    return int(r["t_end"])
+
+
 def _in_window(r: dict[str, Any], backward: bool, opts: TrackOptions) -> bool:
     if backward and opts.since is not None and r["t_end"] < opts.since:
         return False
@@ -214,12 +226,14 @@ def _add_edge(edges: dict[tuple[str, str, str], Edge], r: dict[str, Any], src: s
     k = (src, dst, r["kind"])
     e = edges.get(k)
     if e is None:
-        edges[k] = Edge(src, dst, r["kind"], r["t_start"], r["t_end"], int(r["nbytes"] or 0),
-                        name_matched=bool(r.get("nm")))
+        edges[k] = e = Edge(src, dst, r["kind"], r["t_start"], r["t_end"], int(r["nbytes"] or 0),
+                            name_matched=bool(r.get("nm")))
     else:
         e.t_start, e.t_end = min(e.t_start, r["t_start"]), max(e.t_end, r["t_end"])
         e.bytes += int(r["nbytes"] or 0)
         e.count += 1
+    # each row's own time: which image the process ran then (analysis.images)
+    e.spans.append((r["t_start"], r["t_end"], int(r["nbytes"] or 0), bool(r.get("nm"))))
 
 
 

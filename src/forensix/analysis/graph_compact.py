@@ -16,7 +16,8 @@ holds and how many (its members' keys and labels go with it, so the UI can open 
 5. past ``limit`` drawn nodes (groups included), the least telling objects (far from the
    target, read only), one group per kind: at most ``limit`` + 4 nodes in all.
 
-Edges between the same two objects become one edge that lists its kinds; two objects joined
+Edges between the same two objects become one edge that lists its kinds (one per image a
+process end ran then: analysis.images); two objects joined
 both ways (a process and its connection) keep the way that leads toward the target backward
 and away from it forward, so the drawing reads from cause to effect. Several graphs (an incident's backward and
 forward ones) are compacted together, so an object both share is folded, or not, in both.
@@ -105,6 +106,10 @@ class _Folding:
         g.attrs["members"] += members
         g.attrs["member_labels"] += [m.label for m in ms]
         g.depth = min([g.depth] + [m.depth for m in ms])
+        # reached from where its nearest member was (the text's tree hangs it there)
+        near = min(((m.depth, str(m.attrs["via"])) for m in ms if m.attrs.get("via")), default=None)
+        if near is not None and (g.attrs.get("via") is None or near[0] <= g.attrs["via_depth"]):
+            g.attrs.update(via=near[1], via_depth=near[0])
         for m in members:
             self.into[m] = key
         n = len(g.attrs["members"])
@@ -220,8 +225,17 @@ def _apply(g: Graph, fold: _Folding) -> Graph:
         if s != d:
             merged.setdefault((s, d), []).append(e)
     edges = _one_way(merged, nodes, g.direction == "backward")
-    return replace(g, nodes=nodes, edges=[_merge(s, d, es) for (s, d), es in sorted(edges.items())],
+    return replace(g, nodes=nodes, edges=[m for (s, d), es in sorted(edges.items()) for m in _by_image(s, d, es)],
                    roots=[to(r) for r in g.roots], full=(len(g.nodes), len(g.edges)))
+
+
+def _by_image(src: str, dst: str, es: list[Edge]) -> list[Edge]:
+    """One merged edge per image of the process ends: what a shell did before it exec'd
+    chmod stays apart from what chmod did (analysis.images)."""
+    parts: dict[tuple[str, str], list[Edge]] = {}
+    for e in es:
+        parts.setdefault((e.src_image, e.dst_image), []).append(e)
+    return [replace(_merge(src, dst, part), src_image=si, dst_image=di) for (si, di), part in sorted(parts.items())]
 
 
 def _one_way(merged: dict[tuple[str, str], list[Edge]], nodes: dict[str, Node],

@@ -3,7 +3,8 @@ options of a walk (analysis.graph builds it).
 
 Objects are processes (entity ids), files and pipes (device + inode, with the path last
 seen), network connections (the unordered pair of endpoints, so a local client and its
-local server meet at one node) and unix sockets (path). Every object that lives on one host
+local server meet at one node) and unix stream connections (their client's socket, see
+analysis.sockets). Every object that lives on one host
 (files, pipes, terminals, unix sockets, loopback connections) is keyed by its host as well:
 on a store of many hosts, only a connection between two addresses joins two hosts
 (analysis.crosshost).
@@ -20,7 +21,7 @@ from forensix.analysis.noise import FILTER_NAMES
 from forensix.analysis.processes import FOREVER
 from forensix.model.identity import format_entity
 
-__all__ = ["WRITE_ACTIONS", "Edge", "Graph", "Node", "TrackOptions", "edge_order", "graph_tables", "node_key",
+__all__ = ["WRITE_ACTIONS", "Edge", "Graph", "Node", "TrackOptions", "edge_order", "end_label", "graph_tables", "node_key",
            "node_order"]
 
 WRITE_ACTIONS = ("truncate", "rename", "chmod", "chown", "link", "symlink", "unlink", "utimes",
@@ -48,6 +49,14 @@ class Edge:
     count: int = 1
     name_matched: bool = False  # joined to the file by name and time, not by inode (see analysis.lives)
     kinds: tuple[str, ...] = ()  # a compact graph's edge: every kind it stands for (analysis.graph_compact)
+    # A process end's image at the edge's time (its executable's name; "bash→chmod" when the
+    # edge spans an exec): a process keeps one node across execs, but a write made by the
+    # shell before it exec'd chmod was not made by chmod (analysis.images). "" for other ends.
+    src_image: str = ""
+    dst_image: str = ""
+    # the rows the walk joined into this edge, (first, last, bytes, by name): split by image
+    # once the images are known (analysis.images.split_by_image), then emptied
+    spans: list[tuple[int, int, int, bool]] = field(default_factory=list, repr=False, compare=False)
 
 
 @dataclass
@@ -95,9 +104,20 @@ def node_order(n: Node) -> tuple[int, str, str, str]:
     return n.depth, n.kind, n.label, n.key
 
 
-def edge_order(e: Edge) -> tuple[int, str, str, str, int]:
+def edge_order(e: Edge) -> tuple[int, str, str, str, int, str, str]:
     """How edges are listed: in time order, ties by their ends and kind."""
-    return e.t_start, e.src, e.dst, e.kind, e.t_end
+    return e.t_start, e.src, e.dst, e.kind, e.t_end, e.src_image, e.dst_image
+
+
+def end_label(g: Graph, e: Edge, side: str) -> str:
+    """How an edge's end is named beside the action: a process by the image it ran at the
+    edge's time and its pid (the node's own label names its last image), anything else
+    by its node's label."""
+    n = g.nodes[e.src if side == "src" else e.dst]
+    image = e.src_image if side == "src" else e.dst_image
+    if n.kind != "process" or not image or n.attrs.get("pid") is None:
+        return n.label
+    return f"{image} [{n.attrs['pid']}]"
 
 
 def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
@@ -117,11 +137,12 @@ def graph_tables(g: Graph) -> tuple[pa.Table, pa.Table]:
                          ("host_id", pa.string()), ("host_name", pa.string())]))
     edges = pa.Table.from_pylist([
         {"first_ts": e.t_start, "last_ts": e.t_end if e.t_end < FOREVER else None, "src": e.src,
-         "src_label": g.nodes[e.src].label, "kind": e.kind, "dst": e.dst, "dst_label": g.nodes[e.dst].label,
-         "bytes": e.bytes, "count": e.count, "name_matched": e.name_matched}
+         "src_label": end_label(g, e, "src"), "kind": e.kind, "dst": e.dst, "dst_label": end_label(g, e, "dst"),
+         "bytes": e.bytes, "count": e.count, "name_matched": e.name_matched,
+         "src_image": e.src_image or None, "dst_image": e.dst_image or None}
         for e in sorted(g.edges, key=edge_order)
     ], schema=pa.schema([("first_ts", pa.int64()), ("last_ts", pa.int64()), ("src", pa.string()),
                          ("src_label", pa.string()), ("kind", pa.string()), ("dst", pa.string()),
                          ("dst_label", pa.string()), ("bytes", pa.int64()), ("count", pa.int64()),
-                         ("name_matched", pa.bool_())]))
+                         ("name_matched", pa.bool_()), ("src_image", pa.string()), ("dst_image", pa.string())]))
     return nodes, edges

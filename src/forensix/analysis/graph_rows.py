@@ -9,8 +9,9 @@ from typing import Any
 
 from forensix.analysis.graph_hop import NET_OK, OK, WRITE_FLAGS, ints
 from forensix.analysis.graph_model import Graph, Node, node_key
+from forensix.analysis.images import process_images, split_by_image
 from forensix.analysis.noise import FILTERS
-from forensix.analysis.sockets import SOCK_KEY, sock_host, sock_name
+from forensix.analysis.sockets import SOCK_KEY, UNIX_CONN, sock_host, sock_name
 from forensix.store.base import Reader
 
 __all__ = ["add_names", "drop_read_only_system_files", "end_key", "inode_reused", "label_nodes",
@@ -216,6 +217,37 @@ def label_nodes(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> 
         if kind in ("connection", "unix") and (host := sock_host(key)) is not None:
             n.attrs["host_id"] = host
     _fill_paths(reader, g, ident)
+    _unix_conn_paths(reader, g)
+    # the edges name the image each process ran at their time (a node names its last)
+    by_entity = process_images(reader, procs)
+    images = {node_key("process", e): imgs for e, imgs in by_entity.items()}
+    for key, imgs in images.items():
+        if key in g.nodes:
+            g.nodes[key].attrs["images"] = [i.name for i in imgs]
+    split_by_image(g, images)
+
+
+def _unix_conn_paths(reader: Reader, g: Graph) -> None:
+    """Label a unix stream connection (keyed by its client's socket, analysis.sockets) by the
+    path the client connected to, and that socket: one node per connection, not per path."""
+    conns = {k: m for k in g.nodes if (m := UNIX_CONN.match(k))}
+    if not conns:
+        return
+    lit = ints(sorted({int(m.group(2)) for m in conns.values()}))
+    t = reader.query(f"""
+        SELECT host_id, ino, any_value(unix_path) AS path FROM (
+            SELECT host_id, file_inode AS ino, unix_path FROM events
+            WHERE event_action = 'connect' AND network_transport = 'unix' AND file_inode IN ({lit})
+            UNION ALL
+            SELECT host_id, unix_peer_inode, unix_path FROM events
+            WHERE event_action = 'accept' AND network_transport = 'unix' AND unix_peer_inode IN ({lit}))
+        WHERE unix_path IS NOT NULL GROUP BY 1, 2""")
+    paths = {(r["host_id"], r["ino"]): r["path"] for r in t.to_pylist()}
+    for k, m in conns.items():
+        n = g.nodes[k]
+        path = paths.get((m.group(1), int(m.group(2))))
+        n.attrs.update(client_socket=int(m.group(2)), **({"path": path} if path else {}))
+        n.label = f"unix {path or 'socket'} [client {m.group(2)}]"
 
 
 def _fill_paths(reader: Reader, g: Graph, ident: dict[str, tuple[str, Any]]) -> None:

@@ -18,6 +18,7 @@ from forensix.analysis.crosshost import notes as crosshost_notes
 from forensix.analysis.filehistory import sql_ints
 from forensix.analysis.graph import Graph, TrackOptions, backtrack, forward_processes
 from forensix.analysis.graph_compact import compact
+from forensix.analysis.graph_model import end_label
 from forensix.analysis.noise import FILTER_NAMES, SYSTEM_WRITES
 from forensix.analysis.processes import UserNames, tree
 from forensix.analysis.sessions import attribute, find_session, sessions
@@ -91,16 +92,17 @@ class Report:
 
 
 def _direct(g: Graph) -> list[tuple[int, str, list[str]]]:
-    """The processes that acted on the detection point itself, latest first."""
+    """The processes that acted on the detection point itself, latest first: one line per
+    image they ran then (a shell's write and the chmod it exec'd are two, analysis.images)."""
     roots = set(g.roots)
-    acts: dict[str, tuple[int, list[str]]] = {}
-    for e in sorted(g.edges, key=lambda e: (e.t_end, e.src, e.dst, e.kind)):
+    acts: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    for e in sorted(g.edges, key=lambda e: (e.t_end, e.src, e.dst, e.kind, e.src_image)):
         if e.dst in roots and g.nodes[e.src].kind == "process":
-            last, kinds = acts.get(e.src, (0, []))
-            acts[e.src] = (max(last, e.t_end), kinds + [e.kind + (" (by name)" if e.name_matched else "")])
+            k = (e.src, end_label(g, e, "src"))
+            last, kinds = acts.get(k, (0, []))
+            acts[k] = (max(last, e.t_end), kinds + [e.kind + (" (by name)" if e.name_matched else "")])
     order = sorted(acts, key=lambda k: (-acts[k][0], k))
-    return [(int(g.nodes[k].attrs.get("entity_id") or 0), g.nodes[k].label, sorted(set(acts[k][1])))
-            for k in order]
+    return [(int(g.nodes[k[0]].attrs.get("entity_id") or 0), k[1], sorted(set(acts[k][1]))) for k in order]
 
 
 def _actor(reader: Reader, target: Target, g: Graph) -> int | None:

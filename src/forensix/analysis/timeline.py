@@ -182,18 +182,25 @@ def timeline(reader: Reader, f: TimelineFilter | None = None) -> pa.Table:
         SELECT host_id, file_device, file_inode, any_value(file_path) AS known_path FROM events
         WHERE file_inode IN (SELECT file_inode FROM t WHERE file_path IS NULL AND event_action = 'flow')
           AND event_action = 'open' AND file_path IS NOT NULL GROUP BY 1, 2, 3),
+    imgs AS (
+        SELECT entity_id, image_ts, name, user_id FROM processes
+        WHERE entity_id IN (SELECT process_entity_id FROM t WHERE process_name IS NULL OR user_id IS NULL)),
+    -- the image the process ran at the row's time (a shell's write before it exec'd chmod
+    -- is bash's, not chmod's: analysis.images); before any image, its first
     comms AS (
-        SELECT entity_id, arg_max(name, image_seq) AS comm, arg_max(user_id, image_seq) AS uid
-        FROM processes WHERE entity_id IN (SELECT process_entity_id FROM t
-                                           WHERE process_name IS NULL OR user_id IS NULL)
-        GROUP BY 1),
+        SELECT t.ts, t.process_entity_id AS entity_id,
+               coalesce(arg_max(i.name, i.image_ts) FILTER (WHERE i.image_ts <= t.ts), arg_min(i.name, i.image_ts)) AS comm,
+               coalesce(arg_max(i.user_id, i.image_ts) FILTER (WHERE i.image_ts <= t.ts),
+                        arg_min(i.user_id, i.image_ts)) AS uid
+        FROM (SELECT DISTINCT ts, process_entity_id FROM t WHERE process_name IS NULL OR user_id IS NULL) t
+        JOIN imgs i ON i.entity_id = t.process_entity_id GROUP BY 1, 2),
     filled AS (
         SELECT t.* REPLACE (coalesce(t.file_path, n.known_path) AS file_path,
                             coalesce(t.process_name, c.comm) AS process_name,
                             coalesce(t.user_id, c.uid) AS user_id)
         FROM t LEFT JOIN names n ON n.host_id = t.host_id AND n.file_device = t.file_device
                                     AND n.file_inode = t.file_inode
-               LEFT JOIN comms c ON c.entity_id = t.process_entity_id)
+               LEFT JOIN comms c ON c.entity_id = t.process_entity_id AND c.ts = t.ts)
     SELECT {shown}, {message_sql()} AS message, {after}, host_id
     FROM filled ORDER BY {order}
     """

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +30,7 @@ from forensix.artifacts.store import ArtifactStore, Put
 from forensix.model.host import HostInfo
 from forensix.store import schema
 
-__all__ = ["Collector", "in_writable_dir"]
+__all__ = ["Collector", "Kept", "Seen", "in_writable_dir", "seen_rows"]
 
 _INTERPRETER = re.compile(r"^(?:ba|da|z|k|c|tc|fi)?sh$|^python[0-9.]*$|^perl[0-9.]*$|^ruby[0-9.]*$|^php[0-9.]*$"
                           r"|^node(?:js)?$|^lua[0-9.]*$|^tclsh[0-9.]*$|^busybox$")
@@ -51,6 +51,38 @@ class _Want:
     addr: int | None = None  # library: where it was mapped
 
 
+@dataclass(slots=True)
+class Seen:
+    """What the collector reads of an exec event or a mapping (its events row's columns;
+    the raw agent reads them from the kernel's records, agent/execs.py). Not frozen: a
+    frozen dataclass's __init__ sets each field through object.__setattr__, ~3x slower,
+    and a build's tick makes a few dozen."""
+
+    ts: int  # ts (0: unknown, the time of reading is used)
+    exec: bool  # a successful exec (event.action exec, a process event); else a mapping
+    pid: int
+    entity: int  # process.entity_id
+    executable: str | None  # process.executable
+    path: str | None  # file.path
+    path_raw: str | None  # file.path_raw: the path as the process gave it
+    inode: int | None  # file.inode
+    device: int | None  # file.device
+    args: list[str] | None  # process.args
+    cwd: str | None  # process.working_directory
+    prot: int | None  # mem.prot
+    deleted: bool  # file.deleted
+    failed: bool  # event.outcome is failure
+    ret: int | None  # ret: where a mapping was made
+
+
+class Kept(NamedTuple):
+    """What ``Collector.preserve`` made of its rows."""
+
+    hashes: dict[int, str | None]  # index of an exec's row -> its executable's sha256 (None: not kept)
+    artifacts: pa.Table | None  # the artifacts rows (None: nothing was wanted)
+    missing: pa.Table | None  # artifact.missing events
+
+
 class Collector:
     def __init__(self, store: ArtifactStore, host: HostInfo, *, ship: bool = False) -> None:
         """``ship``: also hand the bytes of every newly kept file to the sinks (table
@@ -64,47 +96,62 @@ class Collector:
         self._libs_seen: set[tuple[int, int]] = set()  # (entity, inode): one library once per process
         self.missing = 0
 
-    # -- the hook ---------------------------------------------------------------------
+    # -- the hooks --------------------------------------------------------------------
     def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        """A decoded batch's tables, with the artifacts kept, the ``artifact.missing``
+        events, and the executables' hashes on their exec events and processes rows."""
         ev = tables.get("events")
         if ev is None or ev.num_rows == 0:
             return tables
-        wants, exec_rows = self._wanted(ev)
-        if not wants:
+        rows, seen = self._candidates(ev)
+        if not rows:
             return tables
-        art_rows: list[dict[str, Any]] = []
-        missing_rows: list[dict[str, Any]] = []
-        hashes: dict[int, str | None] = {}  # events row -> executable hash
-        for row, w in wants:
-            ts = int(ev["ts"][row].as_py() or time.time_ns())
-            put, source = self._take(w, ts)
-            art_rows.append(self._art_row(ts, w, put, source))
-            if put.sha256 is None:
-                self.missing += 1
-                missing_rows.append(self._missing_row(ts, w, put.reason or "not preserved"))
-            if w.kind == "executable":
-                hashes[row] = put.sha256
-            if self.ship and put.stored and put.sha256:
-                self._to_ship.append((ts, put.sha256, 0))
+        kept = self.preserve(seen)
+        if kept.artifacts is None:
+            return tables
         out = dict(tables)
-        out["artifacts"] = pa.Table.from_pylist(art_rows, schema=schema.ARTIFACTS)
+        out["artifacts"] = kept.artifacts
+        hashes = {rows[i]: h for i, h in kept.hashes.items()}  # events row -> executable hash
         if hashes:  # the exec rows' hashes, NULL elsewhere: no Python step per row of the batch
             col = np.full(ev.num_rows, None, dtype=object)
             col[np.fromiter(hashes, np.int64, count=len(hashes))] = list(hashes.values())
             idx = ev.schema.get_field_index("process_hash_sha256")
             ev = ev.set_column(idx, ev.schema.field(idx), pa.array(col, pa.string()))
-        if missing_rows:
-            ev = pa.concat_tables([ev, pa.Table.from_pylist(missing_rows, schema=schema.EVENTS)])
+        if kept.missing is not None:
+            ev = pa.concat_tables([ev, kept.missing])
         out["events"] = ev
         procs = tables.get("processes")
-        if procs is not None and exec_rows:
-            by_entity = {int(ev["process_entity_id"][r].as_py()): h for r, h in hashes.items()}
+        if procs is not None and any(s.exec for s in seen):
+            by_entity = {seen[i].entity: h for i, h in kept.hashes.items()}
             ents = procs["entity_id"].to_pylist()
             src = procs["source"].to_pylist()
             col_p = [by_entity.get(e) if s == "exec" else None for e, s in zip(ents, src)]
             idx = procs.schema.get_field_index("hash_sha256")
             out["processes"] = procs.set_column(idx, procs.schema.field(idx), pa.array(col_p, pa.string()))
         return out
+
+    def preserve(self, seen: list[Seen]) -> Kept:
+        """Keep what ``seen`` (execs and executable mappings, in record order) ran or mapped.
+        The raw agent's hook: it reads these few fields straight from the kernel's records
+        (agent/execs.py), where an events table of ~85 columns made for them, and turned
+        back into rows here, was most of the collector's cost per drain tick."""
+        art_rows: list[dict[str, Any]] = []
+        missing_rows: list[dict[str, Any]] = []
+        hashes: dict[int, str | None] = {}
+        for i, w in self._wanted(seen):
+            ts = seen[i].ts or time.time_ns()
+            put, source = self._take(w, ts)
+            art_rows.append(self._art_row(ts, w, put, source))
+            if put.sha256 is None:
+                self.missing += 1
+                missing_rows.append(self._missing_row(ts, w, put.reason or "not preserved"))
+            if w.kind == "executable":
+                hashes[i] = put.sha256
+            if self.ship and put.stored and put.sha256:
+                self._to_ship.append((ts, put.sha256, 0))
+        return Kept(hashes,
+                    pa.Table.from_pylist(art_rows, schema=schema.ARTIFACTS) if art_rows else None,
+                    pa.Table.from_pylist(missing_rows, schema=schema.EVENTS) if missing_rows else None)
 
     def blobs_to_ship(self, limit: int = SHIP_BYTES) -> pa.Table | None:
         """The next chunks of kept files to ship (at most ``limit`` bytes), or None."""
@@ -136,7 +183,9 @@ class Collector:
                 f"{self.missing} not preserved; refused by limit: {refused} ({s.refused_bytes} bytes)")
 
     # -- what to keep -----------------------------------------------------------------
-    def _wanted(self, ev: pa.Table) -> tuple[list[tuple[int, _Want]], list[int]]:
+    def _candidates(self, ev: pa.Table) -> tuple[list[int], list[Seen]]:
+        """The rows of a decoded batch that may hold something to keep (its execs, and the
+        mappings ``_maps_wanted`` passes), read as ``Seen``."""
         act = ev["event_action"]
         is_exec = pc.fill_null(pc.equal(act, "exec"), False)
         is_exec = pc.and_(is_exec, pc.equal(pc.fill_null(ev["event_category"], ""), "process"))
@@ -144,31 +193,31 @@ class Collector:
         rows = pc.indices_nonzero(pc.or_(is_exec, self._maps_wanted(ev))).to_pylist()
         if not rows:
             return [], []
-        sub = ev.take(pa.array(rows)).select(
-            ["event_action", "process_pid", "process_entity_id", "file_path", "file_path_raw", "file_inode",
-             "process_args", "process_working_directory", "mem_prot", "file_deleted", "ret", "process_executable",
-             "event_outcome"]).to_pylist()
+        return rows, seen_rows(ev.take(pa.array(rows)))
+
+    def _wanted(self, seen: list[Seen]) -> list[tuple[int, _Want]]:
+        """What to keep, with the index of the ``seen`` row it comes from: each exec's
+        executable (and script), and each library mapped executable, not failed, from a
+        deleted file or a directory anyone may write to, once per process."""
         wants: list[tuple[int, _Want]] = []
-        exec_rows: list[int] = []
-        for row, r in zip(rows, sub):
-            pid, ent = int(r["process_pid"] or 0), int(r["process_entity_id"] or 0)
-            if r["event_action"] == "exec":
-                exec_rows.append(row)
-                exe = r["process_executable"] or r["file_path"]
-                wants.append((row, _Want("executable", exe, pid, ent, r["file_inode"])))
-                script = _script_of(exe, r["file_path_raw"], r["process_args"] or [], r["process_working_directory"])
+        dirs: dict[str, bool] = {}  # a directory's mode looked up once per batch
+        for i, r in enumerate(seen):
+            if r.exec:
+                exe = r.executable or r.path
+                wants.append((i, _Want("executable", exe, r.pid, r.entity, r.inode)))
+                script = _script_of(exe, r.path_raw, r.args or [], r.cwd)
                 if script:
-                    wants.append((row, _Want("script", script, pid, ent, None)))
-            elif (int(r["mem_prot"] or 0) & _PROT_EXEC) and r["event_outcome"] != "failure" and (
-                    r["file_deleted"] or in_writable_dir(r["file_path"])):
-                key = (ent, int(r["file_inode"] or 0))
+                    wants.append((i, _Want("script", script, r.pid, r.entity, None)))
+            elif r.path is not None and (int(r.prot or 0) & _PROT_EXEC) and not r.failed and (
+                    r.deleted or _writable_cached(r.path, dirs)):
+                key = (r.entity, int(r.inode or 0))
                 if key in self._libs_seen:
                     continue
                 self._libs_seen.add(key)
                 if len(self._libs_seen) > _CACHE:
                     self._libs_seen.clear()
-                wants.append((row, _Want("library", r["file_path"], pid, ent, r["file_inode"], int(r["ret"] or 0))))
-        return wants, exec_rows
+                wants.append((i, _Want("library", r.path, r.pid, r.entity, r.inode, int(r.ret or 0))))
+        return wants
 
     @staticmethod
     def _maps_wanted(ev: pa.Table) -> pa.Array:
@@ -260,6 +309,18 @@ class Collector:
         return {**self._origin(), "ts": ts, "event_kind": "event", "event_category": "process",
                 "event_action": "artifact.missing", "process_entity_id": w.entity, "process_pid": w.pid,
                 "file_path": w.path, "message": f"{w.kind} not preserved: {why}"}
+
+
+def seen_rows(ev: pa.Table) -> list[Seen]:
+    """Every row of an events table as ``Seen``: what the collector reads of it."""
+    sub = ev.select(["ts", "event_action", "process_pid", "process_entity_id", "file_path", "file_path_raw",
+                     "file_inode", "file_device", "process_args", "process_working_directory", "mem_prot",
+                     "file_deleted", "ret", "process_executable", "event_outcome"]).to_pylist()
+    return [Seen(ts=r["ts"] or 0, exec=r["event_action"] == "exec", pid=int(r["process_pid"] or 0),
+                 entity=int(r["process_entity_id"] or 0), executable=r["process_executable"], path=r["file_path"],
+                 path_raw=r["file_path_raw"], inode=r["file_inode"], device=r["file_device"], args=r["process_args"],
+                 cwd=r["process_working_directory"], prot=r["mem_prot"], deleted=bool(r["file_deleted"]),
+                 failed=r["event_outcome"] == "failure", ret=r["ret"]) for r in sub]
 
 
 def in_writable_dir(path: str | None) -> bool:

@@ -8,7 +8,8 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from forensix.analysis.graph import Edge, Graph, Node, graph_tables
-from forensix.analysis.graph_model import edge_order, node_order
+from forensix.analysis.graph_model import edge_order, end_label, node_order
+from forensix.analysis.images import SPAN_MARK
 from forensix.analysis.processes import FOREVER
 from forensix.model.timefmt import format_ns
 from forensix.render.printable import printable
@@ -78,6 +79,37 @@ def size_line(g: Graph) -> str:
             " --full lists every object")
 
 
+def _parent(g: Graph, n: Node, group_of: dict[str, str]) -> str | None:
+    """The object ``n`` was first reached from (the walk's ``via``; a group's, its nearest
+    member's), seen through the groups that folded it. None: a root, or no parent nearer the
+    target (the tree never turns back toward a farther object)."""
+    via = n.attrs.get("via")
+    via = group_of.get(via, via) if via else None
+    if via is None or via not in g.nodes or via == n.key or g.nodes[via].depth >= n.depth:
+        return None
+    return str(via)
+
+
+def tree_order(g: Graph) -> list[tuple[Node, int]]:
+    """The objects as a tree: each under the object it was reached from (siblings in
+    node_order), with its level of indent; so a client reached through the second of two
+    connections prints under that one, not under whichever came last in a list by distance."""
+    group_of = {m: n.key for n in g.node_by("group") for m in n.attrs.get("members") or ()}
+    kids: dict[str | None, list[Node]] = {}
+    for n in g.nodes.values():
+        kids.setdefault(_parent(g, n, group_of), []).append(n)
+    out: list[tuple[Node, int]] = []
+
+    def visit(n: Node, level: int) -> None:
+        out.append((n, level))
+        for c in sorted(kids.get(n.key, []), key=node_order):
+            visit(c, level + 1)
+
+    for n in sorted(kids.get(None, []), key=node_order):
+        visit(n, n.depth if n.key not in g.roots and n.depth else 0)
+    return out
+
+
 def _edge_kind(e: Edge) -> str:
     return "+".join(e.kinds) if e.kinds else e.kind
 
@@ -99,20 +131,22 @@ def render_text(g: Graph, out: Any) -> None:
         w("edges marked (by name) were joined to the file by its name and time, not its inode")
     w("")
     w("objects:")
-    for n in sorted(g.nodes.values(), key=node_order):
+    for n, level in tree_order(g):
         extra = ""
         if n.kind == "process":
             extra = (f"  {display_value('entity_id', n.attrs.get('entity_id'))} uid {n.attrs.get('user_id')}"
                      f"  {_short(' '.join(n.attrs.get('args') or []))}")
+            if len(n.attrs.get("images") or ()) > 1:  # the edges name the image of their time
+                extra += "  images " + f" {SPAN_MARK} ".join(n.attrs["images"])
         label = _short(group_text(n)) if n.kind == "group" else n.label
-        w(f"  {'  ' * n.depth}[{n.depth}] {n.kind:<10} {label}{extra}")
+        w(f"  {'  ' * level}[{n.depth}] {n.kind:<10} {label}{extra}")
     w("")
     w("edges, in time order:")
     for e in sorted(g.edges, key=edge_order):
         size = f" {e.bytes} B" if e.bytes else ""
         times = (f" x{e.count}" if e.count > 1 else "") + (" (by name)" if e.name_matched else "")
-        w(f"  {_when(e.t_start):<27}  {g.nodes[e.src].label}  --{_edge_kind(e)}{size}{times}-->  "
-                  f"{g.nodes[e.dst].label}")
+        w(f"  {_when(e.t_start):<27}  {end_label(g, e, 'src')}  --{_edge_kind(e)}{size}{times}-->  "
+                  f"{end_label(g, e, 'dst')}")
 
 
 def render_json(g: Graph, out: Any) -> None:
@@ -166,11 +200,26 @@ def to_dot(g: Graph, title: str | None = None) -> str:
         if both and e.src > e.dst:
             continue  # drawn once, with arrows both ways
         lab = _edge_kind(e) + (f" {e.bytes}B" if e.bytes else "") + (" (by name)" if e.name_matched else "")
+        lab += "".join(f"\\n{printable(x)}" for x in _other_image(g, e))
         lab += "\\n" + format_ns(e.t_start, precision=3)[11:]
         extra = ", dir=both" if both else ""
         lines.append(f"  {_dot_id(e.src)} -> {_dot_id(e.dst)} [label={_dot_label(lab)}{extra}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _other_image(g: Graph, e: Edge) -> list[str]:
+    """The image a process end ran at the edge's time, where the node is drawn by another
+    (its last): a shell's write before it exec'd chmod is drawn from the chmod node, "by bash"."""
+    out = []
+    for side in ("src", "dst"):
+        n = g.nodes[e.src if side == "src" else e.dst]
+        image = e.src_image if side == "src" else e.dst_image
+        if n.kind == "process" and image and image != n.label.split(" [")[0]:
+            # the acting end is "by"; the forked, killed or traced one "to"
+            to = side == "dst" and g.nodes[e.src].kind in ("process", "group")
+            out.append(("to " if to else "by ") + end_label(g, e, side))
+    return out
 
 
 def _dot_label(text: str) -> str:

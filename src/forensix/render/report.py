@@ -69,7 +69,11 @@ def _actor_text(rep: Report) -> str:
         return _NONE
     n = rep.graph.nodes.get(f"p:{format_entity(rep.actor)}")
     args = " ".join((n.attrs.get("args") or []) if n else [])
-    return f"{n.label if n else ''} {format_entity(rep.actor)}" + (f" `{args[:120]}`" if args else "")
+    # the image it ran when it last changed the target, when that is the actor (not its last image)
+    label = next((lab for e, lab, _ in rep.actors if e == rep.actor), n.label if n else "")
+    if n is not None and label != n.label:
+        args = ""  # the arguments are its last image's
+    return f"{label} {format_entity(rep.actor)}" + (f" `{args[:120]}`" if args else "")
 
 
 def _user_text(s: dict[str, object]) -> str:

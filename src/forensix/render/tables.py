@@ -52,6 +52,7 @@ ANALYSIS_ONLY: frozenset[str] = frozenset({
     "login_method", "key_fingerprint",  # how sshd's log says the login was made (publickey, password; key)
     # graph nodes and edges
     "label", "time", "src", "dst", "src_label", "dst_label", "bytes", "count", "name_matched",
+    "src_image", "dst_image",  # the image a process end ran at the edge's time (analysis.images)
 })
 
 

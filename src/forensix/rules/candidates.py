@@ -46,6 +46,7 @@ from forensix.store.clickhouse.connection import literal
 __all__ = [
     "IMAGE_TESTS",
     "MAX_PATHS_SQL",
+    "MAX_SLICE_SQL",
     "SUMMARY_VIEWS",
     "Plan",
     "SummaryView",
@@ -480,6 +481,7 @@ def _ranges(days: Sequence[int]) -> list[tuple[int, int]]:
 IMAGE_TESTS = frozenset({"fx_image"})  # what ``files_sql`` decides with the processes' images
 _FILES_COLS = "host_name, day, key_path, key_is_target, action, file_path, file_flags, file_mode"
 MAX_PATHS_SQL = 100_000  # characters of the paths named in one query (max_query_size is 256 KiB)
+MAX_SLICE_SQL = 100_000  # characters of a hosts-and-days condition (``slices_sql``) in one query
 
 
 def by_path(rows: pa.Table) -> dict[int, set[str]]:

@@ -471,10 +471,13 @@ def _user_stages(stage: str, keep: list[str], accounts: str) -> str:
 class Slice:
     """The part of a server's events a scan reads: ``where``, a condition over ``host_name``
     and ``ts`` (the events are ordered by host, then time, and partitioned by day: a narrow
-    read), and the ``hosts`` it names (the only ones whose process images are joined)."""
+    read), and the ``hosts`` it names (the only ones whose process images are joined).
+    ``before``: the slice ends at this time (ns, inclusive), so only images begun by then are
+    joined (an event's image is the last one begun by its time)."""
 
     where: str
     hosts: tuple[str, ...]
+    before: int | None = None
 
 
 def _prewhere(rules: Sequence[CompiledRule], ts_from: int | None, ts_to: int | None, part: Slice | None) -> str:
@@ -552,6 +555,8 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     base = _base_sql(rules, raw_cols, tables, source, ts_from, ts_to, part)
     keep = _event_columns(raw_cols)
     procs = f"host_name IN ({', '.join(literal(h) for h in part.hosts)})" if part else "1"
+    if part and part.before is not None:
+        procs += f" AND image_ts <= {int(part.before)}"
     # the acting process as of the event time (always for alerts: fx_image and fx_command_line
     # are in every one)
     p_cols = ["fx_p_exe", "fx_p_cmd", "fx_p_name", "fx_p_parent"]

@@ -310,7 +310,7 @@ class LiveEngine:
                 self.context.accounts.add(data)
             elif table == "events":
                 self.context.add_events(data)
-                self.sessions.add_events(data)
+                self.sessions.add_events(data, self.context)  # after it: the images are known
                 if data.num_rows:
                     self.grouper.latest = max(self.grouper.latest, pc.max(data.column("ts")).as_py() or 0)
         found: list[pa.Table] = []

@@ -16,7 +16,9 @@ whole process table.
 
 The built-in detectors keep per-process state in time order (a copy then its exec, a
 write then an exec of the same file), so they are replayed in Python as in the DuckDB
-hunt, over only the rows their ``hunt_filter`` names, pulled from every shard at once.
+hunt, over only the rows their ``hunt_filter`` names, pulled from every shard at once
+(``fleet_replay``). The findings of a broad exec rule are counted from ``fleet_exec`` where it
+decides them exactly, without scanning its matches (``summed``).
 
 A rule the ClickHouse dialect cannot express is hunted the old way, over each host's
 slice pulled into DuckDB, and reported (``FleetHunt.fallback``: rule and reason).
@@ -27,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,6 +40,7 @@ from forensix.rules import objects as objects_module
 from forensix.rules.alerts import empty_alerts
 from forensix.rules.candidates import (
     MAX_PATHS_SQL,
+    MAX_SLICE_SQL,
     SUMMARY_VIEWS,
     Plan,
     by_path,
@@ -61,15 +64,16 @@ from forensix.rules.clickhouse_sql import (
     check_rule,
     hunt_sql_ch,
     probe_sql_ch,
-    where_ch,
 )
 from forensix.rules.detectors import Detector
 from forensix.rules.evidence import GROUP_WINDOW_NS, SessionContext, object_free
+from forensix.rules.fleet_replay import replay_detectors
 from forensix.rules.grouping import HEADS, Complete, found_of, rule_matches
-from forensix.rules.hunt import REPLAY_TIME, RULES_PER_SCAN, _named, hunt_rules, prelude
-from forensix.rules.ir import CompiledRule, Const, Node
+from forensix.rules.hunt import RULES_PER_SCAN, hunt_rules
+from forensix.rules.ir import CompiledRule, Node
 from forensix.rules.live import ProcessContext
 from forensix.rules.sql import KEY_COLUMNS, SUMMARY_DERIVED
+from forensix.rules.summed import SUMMED, can_sum, first_bound, summed_shard
 from forensix.store.clickhouse.connection import Server, literal
 from forensix.store.clickhouse.ddl import KEY_NOT_NULL, null_column
 from forensix.store.clickhouse.store import ClickHouseStore
@@ -85,7 +89,6 @@ MAX_REPLAY_ROWS = 2_000_000
 # a rule whose candidates are more than this share of its summary's hosts and days gains
 # little from narrowing: it joins the whole scan, which reads everything once for all such rules
 BROAD = 0.5
-MAX_SLICE_SQL = 100_000  # characters of the hosts-and-days condition (max_query_size is 256 KiB)
 
 
 # a roll-up's findings counted in ClickHouse, per rule and host (the first match's host name, else its id)
@@ -117,6 +120,9 @@ class FleetHunt:
     # a summary on every shard, and (rule id, why not) probed on the events' own columns instead
     narrowed: list[tuple[str, str]] = field(default_factory=list)
     probed: list[tuple[str, str]] = field(default_factory=list)
+    # (rule id, hosts, hosts scanned): the rules whose findings were counted from fleet_exec on
+    # those hosts (``rules.summed``: no scan of their matches there), the others scanned for it
+    summed: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def findings(self) -> int:
@@ -375,12 +381,17 @@ class ShardHunt:
     candidates: int = 0
     scans: int = 0
     counted: list[pa.Table] = field(default_factory=list)  # ``_counted_sql``'s rows (fx_rule: the index)
+    # the rows of the rules counted from fleet_exec (their first findings, their other hosts' matches):
+    # apart, being of one rule each (``_narrow`` sends a rule naming no object fewer columns)
+    own_rows: list[pa.Table] = field(default_factory=list)
+    # rule index -> (hosts whose findings fleet_exec counted, hosts scanned for it): ``rules.summed``
+    summed: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def _summaries(srv: Server, tables: Tables) -> dict[str, frozenset[str]]:
     """The summary tables this server has, with their columns (none on a store made before them)."""
     have: dict[str, frozenset[str]] = {}
-    for name in dict.fromkeys(v.name for view in SUMMARY_VIEWS for v in view.views()):
+    for name in dict.fromkeys([*(v.name for view in SUMMARY_VIEWS for v in view.views()), *SUMMED]):
         try:
             cols = summary_columns(srv.table(f"DESCRIBE TABLE {tables.named(name)}"))
         except StoreError:
@@ -401,11 +412,14 @@ def _total(srv: Server, tables: Tables, ts_from: int | None, ts_to: int | None) 
 
 def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plans: Sequence[Plan],
                 ts_from: int | None, ts_to: int | None,
-                total: int | None) -> tuple[dict[int, set[tuple[str, int]]], list[int]]:
+                total: int | None,
+                every: dict[int, set[tuple[str, int]]] | None = None) -> tuple[dict[int, set[tuple[str, int]]],
+                                                                                list[int]]:
     """(rule index -> its candidate (host, day) pairs, indices of rules too broad to narrow:
     more than ``BROAD`` of the shard's ``total`` pairs) of the rules ``plans`` narrows, one
     query per summary (without ``total``, one more for the summary's size). A broad rule the
-    summary is sure of on each of its hosts and days keeps them (a probe would find the same)."""
+    summary is sure of on each of its hosts and days keeps them (a probe would find the same).
+    ``every``: filled with every rule's pairs, the broad ones' too."""
     found: dict[int, set[tuple[str, int]]] = {}
     broad: list[int] = []
     for view in SUMMARY_VIEWS:
@@ -426,6 +440,8 @@ def _candidates(srv: Server, tables: Tables, rules: Sequence[CompiledRule], plan
             total = int(srv.table(totals_sql(tables.named(view.name), ts_from, ts_to)).column(0)[0].as_py() or 0)
         for i, _ in mine:
             pairs = got.get(i, set())
+            if every is not None:
+                every[i] = pairs
             if len(pairs) > BROAD * total and (doubt is None or i in doubt):
                 broad.append(i)  # most of the fleet: scanned whole with the rules that must be
             elif pairs:
@@ -448,18 +464,54 @@ def _by_path(srv: Server, tables: Tables, files: str, mine: Sequence[tuple[int, 
     return by_rule(srv.table(files_sql(tables.named(files), tables.processes, rules, named, ts_from, ts_to)))
 
 
+def _firsts_of(srv: Server, tables: Tables, rules: Sequence[CompiledRule], i: int, first: Mapping[str, int],
+               ts_from: int | None, ts_to: int | None, n: int, out: ShardHunt) -> None:
+    """The matches of rule ``i`` on the hosts of ``first`` (counted from fleet_exec: each match
+    a finding; host -> its first match) up to a time by which ``n`` of them happened
+    (``summed.first_bound``), on the hosts with a match by then, into ``out.own_rows``: its
+    first ``n`` findings there, to build alerts of."""
+    bound = first_bound(srv, tables, rules[i], first, ts_from, ts_to, n)
+    until = ts_to if bound is None else bound + 1 if ts_to is None else min(ts_to, bound + 1)
+    chosen = sorted(h for h, t in first.items() if bound is None or t <= bound)
+    if not chosen:
+        return
+    part = Slice(f"host_name IN ({', '.join(literal(h) for h in chosen)})", tuple(chosen),
+                 None if until is None else until - 1)
+    out.own_rows.append(_tagged(srv.table(_narrow(hunt_sql_ch([rules[i]], tables, "events", ts_from, until, [i],
+                                                              part), [rules[i]])), 0))
+    out.scans += 1
+
+
 def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_from: int | None,
-                ts_to: int | None, count: frozenset[int] = frozenset()) -> ShardHunt:
+                ts_to: int | None, count: frozenset[int] = frozenset(), summed: frozenset[int] = frozenset(),
+                first: int = 0) -> ShardHunt:
     """The Sigma rules on one shard. Candidate (host, day) pairs first: from the summaries
     for the rules one covers, else from a probe of the events' own columns (no joins); then
     the exact rules over only those hosts and days, none at all where there are none. The
     rules ``count`` names (indices) have their findings counted in ClickHouse where it can
-    (``_counted_sql``), not sent back match by match."""
+    (``_counted_sql``), not sent back match by match; those ``summed`` names from fleet_exec
+    itself on the hosts it decides (``rules.summed``), each scanned alone over the others, and
+    with ``first``, the matches of that many of their first findings there sent back.""" 
     have = _summaries(srv, tables)
     plans = [plan(r, have) for r in rules]
     total = _total(srv, tables, ts_from, ts_to)
-    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to, total)
+    every: dict[int, set[tuple[str, int]]] = {}
+    found, broad = _candidates(srv, tables, rules, plans, ts_from, ts_to, total, every)
     out = ShardHunt([], plans)
+    # only a broad rule: over a few candidate days the exact scan costs less than the summary's count
+    broadly = [i for i in sorted(summed) if can_sum(plans[i], have) and total is not None
+               and len(every.get(i, ())) > BROAD * total]
+    sums = summed_shard(srv, tables, rules, broadly, ts_from, ts_to, every)
+    own, out.summed = sums.own, sums.stats
+    out.counted += [sums.counted] if sums.counted.num_rows else []
+    out.scans += sums.scans  # (a scan of the hours a window cuts; the summary's queries are none)
+    if first:  # the first findings of the hosts counted, to show: their matches up to a bound
+        for i, hosts in sums.first.items():
+            if hosts:
+                _firsts_of(srv, tables, rules, i, hosts, ts_from, ts_to, first, out)
+    for i in own:
+        found.pop(i, None)
+    broad = [i for i in broad if i not in own]
     for i in broad:
         plans[i] = Plan(rules[i], None, f"{plans[i].summary}: candidates on more than {BROAD:.0%} of its hosts and days")
     probed = [i for i, p in enumerate(plans) if p.summary is None]
@@ -495,6 +547,19 @@ def _hunt_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_f
         out.rows.append(_tagged(srv.table(_narrow(hunt_sql_ch(chunk, tables, "events", ts_from, ts_to, ids, part),
                                                   chunk)), 0))
         out.scans += 1
+    for i, pairs in own.items():  # a summed rule over the hosts the summary did not decide: alone
+        if not pairs:
+            continue
+        mine = Slice(slices_sql(sorted(pairs)), tuple(sorted({h for h, _ in pairs})))
+        out.candidates += len(pairs)
+        alone = ShardHunt([], [])  # (its summed counts stay whatever this count decides)
+        bad = i in count and _count_shard(srv, tables, rules, [i], ts_from, ts_to, mine, alone)
+        out.counted += alone.counted
+        out.scans += alone.scans
+        if i not in count or bad:
+            out.own_rows.append(_tagged(srv.table(_narrow(hunt_sql_ch([rules[i]], tables, "events", ts_from, ts_to, [i],
+                                                                  mine), [rules[i]])), 0))
+            out.scans += 1
     return out
 
 
@@ -539,15 +604,21 @@ def _whole_shard(srv: Server, tables: Tables, rules: Sequence[CompiledRule], ts_
 
 
 def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRule], ts_from: int | None,
-           ts_to: int | None, out: FleetHunt, narrow: bool = True, count: frozenset[int] = frozenset()) -> pa.Table:
-    """The rows matching the Sigma rules on every shard at once, in time order (``fx_rules``:
-    indices into ``rules``); the findings of the rules ``count`` names (indices) counted in
-    ClickHouse where it can, into ``out.counted``."""
+           ts_to: int | None, out: FleetHunt, narrow: bool = True, count: frozenset[int] = frozenset(),
+           summed: frozenset[int] = frozenset(), first: int = 0) -> list[pa.Table]:
+    """The rows matching the Sigma rules on every shard at once, in no order (``fx_rules``:
+    indices into ``rules``), the summed rules' apart (a rule's rows all in one table); the findings of the rules ``count`` names (indices) counted in
+    ClickHouse where it can, into ``out.counted`` (those ``summed`` names from fleet_exec where
+    it decides them)."""
     if narrow:
-        shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to, count))
+        shards = _each(servers, lambda srv, tables: _hunt_shard(srv, tables, rules, ts_from, ts_to, count, summed,
+                                                                first))
     else:
         shards = _each(servers, lambda srv, tables: _whole_shard(srv, tables, rules, ts_from, ts_to))
-    counted = [t for sh in shards for t in sh.counted if t.num_rows]
+    counted = [_counts_of(t) for sh in shards for t in sh.counted if t.num_rows]
+    for i in sorted({i for sh in shards for i in sh.summed}):
+        got = [sh.summed.get(i, (0, 0)) for sh in shards]
+        out.summed.append((rules[i].rule_id, sum(g for g, _ in got), sum(o for _, o in got)))
     if counted:
         t = pa.concat_tables(counted)
         which = [rules[i] for i in t.column("fx_rule").to_pylist()]
@@ -565,8 +636,30 @@ def _sigma(servers: Sequence[tuple[Server, Tables]], rules: Sequence[CompiledRul
     parts = [t.append_column("fx_shard", pa.array([n] * t.num_rows, pa.uint16()))
              for n, sh in enumerate(shards) for t in sh.rows if t.num_rows]
     rows = pa.concat_tables(parts) if parts else pa.table({})
-    out.matched_rows = rows.num_rows + out.counted.num_rows  # (rule, host) counts: rows sent back too
-    return rows
+    own = [t.append_column("fx_shard", pa.array([n] * t.num_rows, pa.uint16()))
+           for n, sh in enumerate(shards) for t in sh.own_rows if t.num_rows]
+    mine = pa.concat_tables(own) if own else pa.table({})
+    out.matched_rows = rows.num_rows + mine.num_rows + out.counted.num_rows  # (rule, host) counts: rows sent back too
+    return [rows, mine]
+
+
+def _uncounted(heads: pa.Table, counted: pa.Table) -> pa.Table:
+    """The heads of the findings ``counted`` does not count already (with a limit, the first
+    findings of a rule counted from fleet_exec have heads too, to be chosen among the first)."""
+    if not counted.num_rows or not heads.num_rows:
+        return heads
+    label = pc.if_else(pc.fill_null(pc.not_equal(heads.column("host_name"), ""), False), heads.column("host_name"),
+                       heads.column("host_id"))
+    pairs = pc.binary_join_element_wise(heads.column("rule_id"), label, "\0")
+    known = pc.binary_join_element_wise(counted.column("rule_id"), counted.column("host_name"), "\0")
+    return heads.filter(pc.invert(pc.is_in(pairs, value_set=known.combine_chunks())))
+
+
+def _counts_of(t: pa.Table) -> pa.Table:
+    """A shard's counted rows (``_counted_sql``'s, ``summed.COUNTED``) in one schema."""
+    return pa.table([t.column("fx_rule").cast(pa.int64()),
+                     *(t.column(c).cast(_COUNTS.field(c).type) for c in _COUNTS.names[3:])],
+                    names=["fx_rule", *_COUNTS.names[3:]])
 
 
 def _split(rules: Sequence[CompiledRule]) -> tuple[list[CompiledRule], list[tuple[CompiledRule, str]]]:
@@ -602,73 +695,6 @@ def _hunt_slices(store: ClickHouseStore, rules: Sequence[CompiledRule], ts_from:
                     live.remove(r)
     found = [f for f in found if f.num_rows]
     return pa.concat_tables(found) if found else empty_alerts()
-
-
-def _time(col: str, ts_from: int | None, ts_to: int | None) -> str:
-    parts = ["1"]
-    if ts_from is not None:
-        parts.append(f"ifNull({col}, 0) >= {int(ts_from)}")
-    if ts_to is not None:
-        parts.append(f"ifNull({col}, 0) < {int(ts_to)}")
-    return " AND ".join(parts)
-
-
-class _Native:
-    """The store answering ``Reader.query`` with ClickHouse SQL: for ``users.store_book``'s
-    one plain SELECT of the hosts' recorded accounts (not a pull of the whole store)."""
-
-    def __init__(self, store: ClickHouseStore) -> None:
-        self.store = store
-
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        return self.store.native(sql, params)
-
-    def close(self) -> None:
-        """The store is the caller's."""
-
-
-def _detector_name(d: Detector) -> str:
-    return ", ".join(m.rule_id for m in getattr(d, "rules", ())) or type(d).__name__
-
-
-def _detectors(store: ClickHouseStore, detectors: Sequence[Detector], ts_from: int | None,
-               ts_to: int | None, skipped: list[tuple[str, str]], max_rows: int) -> tuple[pa.Table, int]:
-    """The built-in detectors over the rows they watch, pulled from every shard, in time order.
-    A detector whose rows number more than ``max_rows`` is not pulled (it would not fit in
-    memory): it goes to ``skipped`` with the count, and the hunt goes on."""
-    found, pulled = [], 0
-
-    def rows(table: str, where: Node) -> tuple[str, int]:
-        col = REPLAY_TIME.get(table, "ts")
-        cond = f"{where_ch(where) if where != Const(True) else '1'} AND {_time(col, ts_from, ts_to)}"
-        return cond, int(store.native(f"SELECT count() FROM {table} WHERE {cond}").column(0)[0].as_py())
-
-    def pull(table: str, cond: str) -> pa.Table:
-        col = REPLAY_TIME.get(table, "ts")
-        data = store.select_table(table, cond)
-        return data.sort_by([(c, "ascending") for c in (col, "cpu", "seq") if c in data.column_names])
-
-    for d in detectors:
-        first = {t: rows(t, w) for t, w in prelude(d).items()}
-        then: dict[str, tuple[str, int]] = {}
-        if sum(n for _, n in first.values()) <= max_rows:
-            for table, (cond, n) in first.items():  # learnt from, never alerting
-                if n:
-                    d.observe(table, pull(table, cond), "hunt")
-                    pulled += n
-            # asked after the prelude: what the detector learnt there narrows it
-            then = {t: rows(t, w) for t, w in d.hunt_filter().items()}
-        total = sum(n for _, n in first.values()) + sum(n for _, n in then.values())
-        if total > max_rows:
-            skipped.append((_detector_name(d), (f"{total:,} rows to replay (more than {max_rows:,}); hunt it "
-                                                "per host (--host) or in a shorter --from/--to window")))
-            continue
-        for table, (cond, n) in then.items():
-            if n:
-                found.append(d.observe(table, _named(_Native(store), pull(table, cond)), "hunt"))
-                pulled += n
-    found = [f for f in found if f.num_rows]
-    return (pa.concat_tables(found) if found else empty_alerts()), pulled
 
 
 def _context(store: ClickHouseStore, alerts: pa.Table) -> tuple[ProcessContext, SessionContext]:
@@ -722,13 +748,15 @@ def _by_entity(store: ClickHouseStore, table: str, key: str, ids: list[int], col
 def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors: Sequence[Detector] = (),
                ts_from: int | None = None, ts_to: int | None = None,
                max_replay_rows: int = MAX_REPLAY_ROWS, narrow: bool = True, limit: int | None = None,
-               count: bool = True) -> FleetHunt:
+               count: bool = True, summed: bool = True) -> FleetHunt:
     """Everything a hunt finds on every host of a ClickHouse store, one alert per finding
     with its evidence, sorted by time: the same alerts as ``hunt.hunt`` on a DuckDB store
     with the same history. ``narrow=False``: whole scans only, no candidates (to compare).
     ``limit``: alerts for the first ``limit`` findings only (0: none; every finding's head
     is in ``heads`` or counted in ``counted``): a noisy rule's other findings cost their
-    grouping alone, done in ClickHouse where it can (``count=False``: never, to compare)."""
+    grouping alone, done in ClickHouse where it can (``count=False``: never, to compare), and
+    for an exec rule from fleet_exec where it decides it (``rules.summed``; ``summed=False``:
+    never, to compare)."""
     ok, other = _split(rules)
     servers = shard_servers(store)
     out = FleetHunt(empty_alerts(), in_clickhouse=[r.rule_id for r in ok],
@@ -739,18 +767,23 @@ def fleet_hunt(store: ClickHouseStore, rules: Sequence[CompiledRule], detectors:
         # are counted in ClickHouse
         shared = {r.rule_id for r, _ in other} | {m.rule_id for d in detectors for m in getattr(d, "rules", ())}
         free = object_free(ok)  # (a rule naming an object groups by it too: by its path here, else in Python)
-        counted = frozenset(i for i, r in enumerate(ok) if (r.rule_id in free or _counts_objects(r))
-                            and r.rule_id not in shared) if limit == 0 and count else frozenset()
-        matches = rule_matches(ok, _sigma(servers, ok, ts_from, ts_to, out, narrow, counted))
+        countable = frozenset(i for i, r in enumerate(ok) if (r.rule_id in free or _counts_objects(r))
+                              and r.rule_id not in shared) if limit is not None and count else frozenset()
+        counted = countable if limit == 0 else frozenset()
+        # with a limit, an exec rule's findings on the hosts fleet_exec decides are counted there
+        # too, and only the matches of its first ``limit`` findings scanned (their alerts may show)
+        matches = [m for rows in _sigma(servers, ok, ts_from, ts_to, out, narrow, counted,
+                                        countable if summed else frozenset(), limit or 0)
+                   for m in rule_matches(ok, rows)]
         parts: list[pa.Table] = []
         if other:
             parts.append(_hunt_slices(store, [r for r, _ in other], ts_from, ts_to, out.failed))
-        found, out.replayed_rows = _detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
+        found, out.replayed_rows = replay_detectors(store, detectors, ts_from, ts_to, out.skipped, max_replay_rows)
         parts = [p for p in (*parts, found) if p.num_rows]
         alerts = pa.concat_tables(parts) if parts else empty_alerts()
         found = found_of(matches, alerts, lambda a: _context(store, a), object_free(rules),
                          complete=_complete(servers, ok, ts_from, ts_to), limit=limit)
-        out.alerts, out.heads = found.alerts, found.heads
+        out.alerts, out.heads = found.alerts, _uncounted(found.heads, out.counted)
     finally:
         for srv, _ in servers:
             srv.close()

@@ -11,7 +11,6 @@ becomes a ``decode-warning`` event with its origin, never a crash and never sile
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,11 +24,13 @@ from forensix.model.host import HostInfo
 from forensix.model.identity import SnapshotIds, host_key
 from forensix.sensor.abi import enum, struct_dtype
 from forensix.sensor.ringbuf import Drained
+from forensix.sensor.strings import _addresses, _cstr, _gather, comm_names
 from forensix.sensor.syscalls import O_CREAT, STRING_ARGS, SYSCALLS
 from forensix.sensor.tty import decode_tty
 from forensix.store import schema
 
-__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "comm_names", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
+# _cstr: for sensor/tty.py, which imports it from here
+__all__ = ["CLASS_NAMES", "Decoder", "ProcessCache", "_cstr", "comm_names", "empty_tables", "file_type_names", "file_types", "flows_table_of", "repeat"]
 
 _NR_MAX = 1024
 _ARG_COLUMNS = (
@@ -76,92 +77,6 @@ def repeat(value: str, n: int) -> pa.Array:
 _repeat = repeat
 
 
-def _to_str(arr: pa.Array) -> pa.Array:
-    """Binary to string; bytes that are not UTF-8 become backslash escapes (rare)."""
-    try:
-        return arr.cast(pa.string())
-    except pa.ArrowInvalid:
-        return pa.array(
-            [None if b is None else b.decode("utf-8", "backslashreplace") for b in arr.to_pylist()],
-            pa.string(),
-        )
-
-
-_VIEW_K = np.arange(12, dtype=np.int64)
-
-
-def _gather(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
-    """Strings at raw[start : start+ln-1] (ln counts the NUL; 0 = absent) as Arrow.
-
-    Built as Arrow string views over ``raw`` itself (16 bytes per string: its length and
-    its first 12 bytes, or the first 4 and its offset), which Arrow's cast then copies
-    into a plain string column, string by string, checking UTF-8 on the way: half the
-    CPU of an index per byte (``_gather_bytes``), which remains for what is not UTF-8."""
-    n = len(start)
-    if len(raw) >= 1 << 31 or not n:
-        return _gather_bytes(raw, start, ln)
-    valid = ln > 0
-    length = np.where(valid, ln - 1, 0).astype(np.int32)
-    first = start.astype(np.int64)[:, None] + _VIEW_K
-    np.minimum(first, len(raw) - 1, out=first)  # bytes past a short string's end are zeroed below
-    head = raw[first]
-    head[_VIEW_K[None, :] >= length[:, None]] = 0
-    views = np.empty((n, 4), np.int32)
-    views[:, 0] = length
-    views.view(np.uint8).reshape(n, 16)[:, 4:] = head
-    inline = length <= 12
-    views[:, 2] = np.where(inline, views[:, 2], 0)  # buffer 0: raw
-    views[:, 3] = np.where(inline, views[:, 3], start.astype(np.int32))
-    bitmap = np.packbits(valid, bitorder="little").tobytes()
-    arr = pa.Array.from_buffers(
-        pa.binary_view(), n, [pa.py_buffer(bitmap), pa.py_buffer(views), pa.py_buffer(raw)]
-    )
-    try:
-        return arr.cast(pa.string())
-    except pa.ArrowInvalid:  # not UTF-8 somewhere: escaped, as _to_str does
-        return _gather_bytes(raw, start, ln)
-
-
-def _gather_bytes(raw: np.ndarray, start: np.ndarray, ln: np.ndarray) -> pa.Array:
-    """``_gather`` by one index per byte (any size of ``raw``; bytes that are not UTF-8)."""
-    n = len(start)
-    valid = ln > 0
-    L = np.where(valid, ln - 1, 0).astype(np.int64)
-    cum = np.zeros(n + 1, np.int64)
-    np.cumsum(L, out=cum[1:])
-    total = int(cum[-1])
-    if total:
-        idx = np.arange(total, dtype=np.int64) + np.repeat(start.astype(np.int64) - cum[:-1], L)
-        data = raw[idx].tobytes()
-    else:
-        data = b""
-    bitmap = np.packbits(valid, bitorder="little").tobytes()
-    arr = pa.Array.from_buffers(
-        pa.binary(), n, [pa.py_buffer(bitmap), pa.py_buffer(cum.astype(np.int32).tobytes()), pa.py_buffer(data)]
-    )
-    return _to_str(arr)
-
-
-def comm_names(comm: np.ndarray) -> pa.Array:
-    """Fixed 16-byte task names as strings, trailing NULs dropped (as numpy's ``S16``)."""
-    b = np.ascontiguousarray(comm).view(np.uint8).reshape(len(comm), -1)
-    width = b.shape[1]
-    nz = b != 0
-    ln = np.where(nz.any(1), width - np.argmax(nz[:, ::-1], axis=1), 0)
-    start = np.arange(len(b), dtype=np.int64) * width
-    # _gather takes lengths that count a terminating NUL
-    return _gather(b.ravel(), start, ln + 1)
-
-
-def _cstr(chars: np.ndarray) -> pa.Array:
-    """Fixed-size C strings (task name, tty) up to their first NUL."""
-    b = np.ascontiguousarray(chars).view(np.uint8).reshape(len(chars), -1)
-    width = b.shape[1]
-    nul = b == 0
-    ln = np.where(nul.any(1), np.argmax(nul, axis=1), width)
-    return _gather(b.ravel(), np.arange(len(b), dtype=np.int64) * width, ln + 1)
-
-
 def _join(base: pa.Array, raw: pa.Array) -> pa.Array:
     """A name the kernel resolved against ``base``: base + "/" + raw (raw absolute: root + raw)."""
     root = pc.equal(base, "/")
@@ -169,41 +84,6 @@ def _join(base: pa.Array, raw: pa.Array) -> pa.Array:
     sep = pc.if_else(pc.fill_null(pc.starts_with(raw, "/"), False), "", "/")
     joined = pc.binary_join_element_wise(base_trim, sep, raw, "")
     return pc.if_else(pc.is_null(base), raw, joined)
-
-
-def _ip(family: int, b: bytes) -> str | None:
-    if family == 2:
-        return str(ipaddress.IPv4Address(b[:4]))
-    if family == 10:
-        a = ipaddress.IPv6Address(b[:16])
-        return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
-    return None
-
-
-def _addresses(fam: np.ndarray, addr: np.ndarray, inet: np.ndarray) -> pa.Array:
-    """IP addresses as text where ``inet``, else null: each distinct (family, address) of
-    the batch formatted once (a port scan or a busy server names a few addresses over and
-    over), then one take."""
-    n = len(fam)
-    idx = np.nonzero(inet)[0]
-    if not len(idx):
-        return pa.nulls(n, pa.string())
-    # Sorted on three 1-D keys (family, two 64-bit address words): np.unique(axis=0)
-    # over rows of bytes cost ~1.5 µs a row, and half a web server's records are network
-    # records.
-    raw = np.ascontiguousarray(addr[idx]).view(np.uint8).reshape(len(idx), -1)
-    words = np.ascontiguousarray(raw[:, :16]).view(np.uint64)
-    hi, lo, family = words[:, 0], words[:, 1], fam[idx]
-    order = np.lexsort((family, lo, hi))
-    shi, slo, sfam = hi[order], lo[order], family[order]
-    new = np.ones(len(order), bool)
-    new[1:] = (shi[1:] != shi[:-1]) | (slo[1:] != slo[:-1]) | (sfam[1:] != sfam[:-1])
-    inv = np.empty(len(order), np.int64)
-    inv[order] = np.cumsum(new) - 1
-    names = pa.array([_ip(int(family[i]), raw[i].tobytes()) for i in order[new]], pa.string())
-    at = np.zeros(n, np.int32)
-    at[idx] = np.asarray(inv).ravel()
-    return names.take(pa.array(at, mask=~inet))
 
 
 class _Vocab:
@@ -392,14 +272,16 @@ class Decoder:
     def _gather_fixed(self, data: bytes, offs: np.ndarray) -> np.ndarray:
         """The fixed part of each record as one structured array.
 
-        Ring records are 8-byte aligned, so the gather moves 8-byte words: a 304-byte
-        header is 38 indices, not 304.
+        Ring records are 8-byte aligned, so the gather moves 8-byte words: a 312-byte
+        header is 39 words, not 312 bytes. The rows are taken from a sliding-window view
+        (every position's next 39 words, no copy), one index per record: an index per
+        word, (records x 39) of them, cost 2.5-5x as much.
         """
         EV = self.EV
-        if EV % 8 == 0 and len(data) % 8 == 0 and not (offs % 8).any():
+        if EV % 8 == 0 and len(data) % 8 == 0 and not (offs % 8).any() and len(data) >= EV:
             words = np.frombuffer(data, np.uint64)
-            idx = (offs // 8)[:, None] + np.arange(EV // 8)
-            return words[idx].view(self.dt).ravel()
+            rows: np.ndarray = np.lib.stride_tricks.sliding_window_view(words, EV // 8)[offs // 8]
+            return rows.view(self.dt).ravel()
         raw = np.frombuffer(data, np.uint8)
         return raw[offs[:, None] + np.arange(EV)].view(self.dt).ravel()
 

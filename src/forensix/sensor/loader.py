@@ -103,17 +103,23 @@ def _pow2_floor(n: int) -> int:
 def ring_sizes_mb(mem_bytes: int | None = None) -> tuple[int, int, int]:
     """Sizes of the (main, network, process) rings in MiB, from the host's memory.
 
-    1/256 of memory for the main ring (file records and flow edges), a quarter of that for
-    each of the others, within 32-256 MiB and 8-64 MiB: 64/16/16 MiB on 24 GiB. The rings
-    are kernel memory, allocated whole when the sensor loads. What a ring must hold is
-    what arrives while the agent has not stored it: a batch interval, a writer that falls
-    behind (200 k files created and deleted are ~160 MB of records), an agent restart.
-    64 MiB held the full-size storms of bench/storm.py with nothing lost, on a host loaded
-    ~5x over its cores; each MiB is also a MiB of the agent's RSS (the ring is mapped)."""
+    1/256 of memory for the main ring (file records and flow edges) and for the network
+    ring, a quarter of that for the process ring, within 32-256 MiB and 8-64 MiB: 64/64/16
+    MiB on 24 GiB. The rings are kernel memory, allocated whole when the sensor loads (the
+    agent maps only what each drain reads). What a ring must hold is what arrives while the
+    agent has not stored it: a batch interval, a writer that falls behind (200 k files
+    created and deleted are ~160 MB of records), an agent restart. 64 MiB held the full-size
+    storms of bench/storm.py with nothing lost, on a host loaded ~5x over its cores.
+
+    The network ring was a quarter of the main one (16 MiB) and lost a few records in every
+    run of a web server that takes a new connection per request (bench web-conn): its
+    records are ~320 bytes (accept and connect carry both addresses), two per request, ~51 k
+    a second at ~25 k requests/s on 2 cores: 16 MiB held one second of them, less than the
+    agent's drain interval plus one slow batch. At the main ring's size it holds four."""
     mem = _mem_total() if mem_bytes is None else mem_bytes
     main = min(max(_pow2_floor(mem >> 28), 32), 256)
     side = min(max(main // 4, 8), 64)
-    return main, side, side
+    return main, main, side
 
 
 @dataclass

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import zstandard
+from pyarrow import ipc
 
 from forensix.model.host import HostInfo
 from forensix.pki.sealkey import write_atomic
@@ -40,6 +41,7 @@ from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.ringbuf import Drained, walk
 from forensix.sensor.tty import budget_cuts
 from forensix.server import checkpoint
+from forensix.server.checks import null_problem
 from forensix.store import schema
 
 if TYPE_CHECKING:
@@ -58,6 +60,10 @@ def checkpoint_seq(sdir: Path) -> int:
     seqs = [int(p.stem[len(_CKPT):]) for p in sdir.glob(f"{_CKPT}*.ckpt") if p.stem[len(_CKPT):].isdigit()]
     return max(seqs, default=-1)
 _MAP_KEYS = {"flows": ("fx_flow_key", "fx_flow"), "reopens": ("fx_open_key", "fx_open_rep")}
+# tables the agent makes itself (its artifact collector's rows: artifacts, artifact.missing
+# events), carried as ``table`` rows in the drain tick's frame: a frame of their own cost the
+# agent a seal and an fsync a tick (agent/raw.py)
+_INNER_TABLES = ("artifacts", "events")
 
 
 class RawRowError(ValueError):
@@ -202,6 +208,9 @@ class StreamDecoder:
         if kind == "seed":
             self._seed(data)
             return
+        if kind == "table":
+            out.add(*self._table(meta, data))
+            return
         dec = self.decoder
         if dec is None:
             raise RawRowError("records before the stream's seed (the agent's record layout): cannot decode them")
@@ -223,6 +232,31 @@ class StreamDecoder:
             out.add("tty", budget_cuts(dec, k, v, dec.tty_names))
         else:
             raise RawRowError(f"unknown raw row kind {kind!r}")
+
+    def _table(self, meta: dict[str, Any], data: pa.Buffer) -> tuple[str, pa.Table]:
+        """A table the agent made itself, checked as a frame of its own is (listener.py: the
+        schema, the NOT NULL columns), its rows under the enrolled name."""
+        name = meta.get("table")
+        if name not in _INNER_TABLES:
+            raise RawRowError(f"a table row names {name!r}, not one of {', '.join(_INNER_TABLES)}")
+        try:
+            t = ipc.open_stream(data).read_all()
+        except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
+            raise RawRowError(f"the {name} rows are not an Arrow IPC stream: {e}") from None
+        want = schema.TABLES[name]
+        if not t.schema.equals(want):
+            try:
+                t = t.select(want.names).cast(want)
+            except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+                raise RawRowError(f"the {name} rows do not match the schema: {e}") from None
+        if t.num_rows != meta.get("rows"):
+            raise RawRowError(f"{t.num_rows} {name} rows, the preamble says {meta.get('rows')!r}")
+        idx = t.schema.get_field_index("host_name")
+        t = t.set_column(idx, t.schema.field(idx), pa.repeat(self.host_name, t.num_rows))
+        nulls = null_problem(name, t)
+        if nulls:
+            raise RawRowError(nulls)
+        return name, t
 
     def _seed(self, data: pa.Buffer) -> None:
         try:

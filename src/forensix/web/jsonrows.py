@@ -68,9 +68,12 @@ def graph_json(g: Graph, direction: str) -> dict[str, Any]:
                       "time": jsonable("time", n.time) if 0 < n.time < FOREVER else None,
                       "direction": direction, "target": target_of_node(n.kind, n.key, n.attrs),
                       "root": n.key in g.roots, **attrs})
-    edges = [{"id": f"{e.src}>{e.kind}>{e.dst}", "source": e.src, "target": e.dst, "kind": e.kind,
+    # one edge per image of its process ends (analysis.images): the id names them
+    edges = [{"id": f"{e.src}>{e.kind}>{e.dst}" + (f">{e.src_image}>{e.dst_image}" if e.src_image or e.dst_image else ""),
+              "source": e.src, "target": e.dst, "kind": e.kind,
               "first_ts": jsonable("first_ts", e.t_start), "last_ts": jsonable("last_ts", e.t_end),
-              "bytes": e.bytes, "count": e.count, "direction": direction, "kinds": list(e.kinds or (e.kind,))}
+              "bytes": e.bytes, "count": e.count, "direction": direction, "kinds": list(e.kinds or (e.kind,)),
+              "src_image": e.src_image or None, "dst_image": e.dst_image or None}
              for e in g.edges]
     out = {"nodes": nodes, "edges": edges, "truncated": g.truncated, "roots": list(g.roots),
            "filters": list(g.filters), "hidden": dict(g.hidden), "compact": g.full is not None}

@@ -182,6 +182,12 @@ def _kinds(db: str, cluster: str | None) -> list[str]:
     return migration(db, cluster, KIND_SUMMARIES)
 
 
+def _unkeyed(db: str, cluster: str | None) -> list[str]:
+    from forensix.store.clickhouse.summaries import UNKEYED_SUMMARIES, migration
+
+    return migration(db, cluster, UNKEYED_SUMMARIES)
+
+
 def _accounts(db: str, cluster: str | None) -> list[str]:
     """The recorded users and groups of each host (schema.ACCOUNTS, sharded by host like the rest)."""
     out = [merge_tree_sql(db, "accounts", local_name("accounts", cluster))]
@@ -194,7 +200,8 @@ def _accounts(db: str, cluster: str | None) -> list[str]:
 # the open's flags and the acting processes, and the distinct paths with their hosts (what the
 # hunt's path rules and the path prefix question read); 0007: the kinds of event of each host and
 # day, and the execs fleet_exec does not describe whole (what a hunt's rules on rare events and
-# on an exec's path or message narrow by). Each builds the summaries of the
+# on an exec's path or message narrow by); 0008: the hours with an exec fleet_exec cannot count as a
+# finding of its own (what lets a hunt count an exec rule's findings from fleet_exec). Each builds the summaries of the
 # running version: a store without any runs them once; one with 0005 only builds 0006's.
 MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0001_initial", _initial),
@@ -204,6 +211,7 @@ MIGRATIONS: list[tuple[str, Callable[[str, str | None], list[str]]]] = [
     ("0005_hourly_summaries", _summaries),
     ("0006_path_names", _paths),
     ("0007_event_kinds", _kinds),
+    ("0008_exec_unkeyed", _unkeyed),
 ]
 
 

@@ -210,7 +210,7 @@ PROFILES: dict[str, Needs] = {
         "tty": _cols("process_entity_id"),
     },
     "timeline": {
-        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts executable name "
+        "processes": _cols("entity_id image_seq pid parent_entity_id start_ts image_ts executable name "
                            "user_id user_audit_id session_id tty ns_pid"),
         "events": _cols("host_id ts cpu seq event_category event_action ret process_entity_id process_pid "
                         "process_name user_id user_effective_id process_executable process_args "
@@ -229,7 +229,7 @@ PROFILES: dict[str, Needs] = {
                         "flow_read_bytes flow_write_bytes"),
         "flows": _cols("host_id entity_id pid file_inode file_device file_path last_ts read_bytes "
                        "write_bytes process_name in_events user_id file_generation"),
-        "processes": _cols("entity_id image_seq executable user_id"),
+        "processes": _cols("entity_id image_seq image_ts executable user_id"),
     },
     "backtrack": {
         "events": _cols("host_id host_name ts event_category event_action ret process_entity_id "
@@ -240,13 +240,13 @@ PROFILES: dict[str, Needs] = {
         "flows": _cols("host_id host_name entity_id pid file_inode file_device file_type "
                        "file_path first_ts last_ts read_bytes write_bytes in_events "
                        "file_generation"),
-        "processes": _cols("host_id host_name entity_id image_seq pid parent_entity_id start_ts "
+        "processes": _cols("host_id host_name entity_id image_seq pid parent_entity_id start_ts image_ts "
                            "executable args user_id"),
         "hosts": _cols("host_id host_name"),  # a node's host by name (analysis.crosshost)
     },
     "forward": {
         "hosts": _cols("host_id host_name"),
-        "processes": _cols("host_id host_name entity_id image_seq pid parent_entity_id start_ts "
+        "processes": _cols("host_id host_name entity_id image_seq pid parent_entity_id start_ts image_ts "
                            "executable args user_id user_audit_id session_id tty ns_pid"),
         "events": _cols("host_id host_name ts event_category event_action ret process_entity_id "
                         "process_pid file_path file_path_resolution file_inode file_device "

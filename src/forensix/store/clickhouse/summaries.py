@@ -57,6 +57,8 @@ __all__ = [
     "SOURCES",
     "SUMMARIES",
     "SUMMARIZING",
+    "UNKEYED",
+    "UNKEYED_SUMMARIES",
     "Summary",
     "backfill_sql",
     "built_by",
@@ -85,7 +87,12 @@ PATH_SUMMARIES = ("fleet_files", "fleet_names")  # 0006's tables: all it builds 
 # what a rule on a rare kind of event, or on an exec's path or message, narrows by
 KINDS = "0007_event_kinds"
 KIND_SUMMARIES = ("fleet_kinds", "fleet_exec_other")  # 0007's tables: all it builds on a store with 0006's
-SUMMARIZING = (MIGRATION, HOURLY, PATHS, KINDS)  # the migrations that (re)build the summaries: run as one
+# the hours with an exec whose finding fleet_exec cannot count by itself (no cpu or seq, no
+# entity id, a row standing for several events): what a hunt needs to count a rule's findings
+# from fleet_exec instead of scanning its matches (rules/summed.py)
+UNKEYED = "0008_exec_unkeyed"
+UNKEYED_SUMMARIES = ("fleet_exec_unkeyed",)  # 0008's table: all it builds on a store with 0007's
+SUMMARIZING = (MIGRATION, HOURLY, PATHS, KINDS, UNKEYED)  # the migrations that (re)build the summaries: run as one
 SOURCES = ("events", "flows")  # the tables the views read: merges stopped while backfilling
 
 
@@ -295,6 +302,19 @@ SELECT process_executable AS executable, arrayStringConcat(process_args, ' ') AS
 FROM {{src}} WHERE event_action = 'exec' AND NOT ({_ORDINARY_EXEC}){{extra}}
 GROUP BY executable, command_line, sha256, host_name, day, file_path, file_target_path, message, category"""},
         engine="ReplacingMergeTree()"),
+    Summary(
+        "fleet_exec_unkeyed",
+        "host_name, day, hour",
+        # the hours of each host with an exec a hunt cannot count as a finding of its own from
+        # fleet_exec (0008): one without cpu or seq (its event key is not its own), without an
+        # entity id (grouped by pid), or standing for several events (event_count). None in a
+        # recorded fleet; an imported log's hosts may have some, and are then scanned
+        {"events": f"""
+SELECT host_name, {_EV_DAY} AS day, {_EV_HOUR} AS hour
+FROM {{src}} WHERE event_action = 'exec' AND (isNull(cpu) OR isNull(seq) OR ifNull(process_entity_id, 0) = 0
+  OR ifNull(event_count, 0) > 1){{extra}}
+GROUP BY host_name, day, hour"""},
+        engine="ReplacingMergeTree()"),
 ]}
 
 # 0003's views that the current definitions no longer have (dropped by 0005 all the same)
@@ -368,7 +388,7 @@ def reset_sql(db: str, cluster: str | None, names: Sequence[str] | None = None) 
     chosen = _chosen(names)
     # 0003's views go with the summaries they fed (never when only 0006's are rebuilt: some
     # share a name with 0005's)
-    base = names is None or any(n not in (*PATH_SUMMARIES, *KIND_SUMMARIES) for n in names)
+    base = names is None or any(n not in (*PATH_SUMMARIES, *KIND_SUMMARIES, *UNKEYED_SUMMARIES) for n in names)
     old = {view_name(s, v, cluster) for s, vs in _OLD_VIEWS.items() for v in vs} if base else set()
     views = sorted(old | {view_name(s.name, v, cluster) for s in chosen for v in s.selects})
     out = [f"DROP TABLE IF EXISTS `{db}`.`{v}`" for v in views]
@@ -403,10 +423,10 @@ def backfill_sql(db: str, cluster: str | None, names: Sequence[str] | None = Non
 
 def built_by(due: Sequence[str]) -> list[str]:
     """The summaries to build on a server whose pending migrations ``due`` include some of
-    ``SUMMARIZING``: 0006's and 0007's own tables when only they are due (a store with 0005's
+    ``SUMMARIZING``: 0006's, 0007's and 0008's own tables when only they are due (a store with 0005's
     summaries is not summarized again), every summary when 0003 or 0005 is."""
     due = [n for n in due if n in SUMMARIZING]
-    own = {PATHS: PATH_SUMMARIES, KINDS: KIND_SUMMARIES}
+    own = {PATHS: PATH_SUMMARIES, KINDS: KIND_SUMMARIES, UNKEYED: UNKEYED_SUMMARIES}
     if any(n not in own for n in due):
         return list(SUMMARIES)
     return [s for s in SUMMARIES if any(s in own[n] for n in due)]
@@ -418,7 +438,8 @@ def restart_merges(db: str, cluster: str | None) -> list[str]:
 
 def migration(db: str, cluster: str | None, names: Sequence[str] | None = None) -> list[str]:
     """``0003_fleet_summaries``, ``0005_hourly_summaries`` (``names`` None: every summary),
-    ``0006_path_names`` (``PATH_SUMMARIES``) and ``0007_event_kinds`` (``KIND_SUMMARIES``) on one server as one list of statements (what the
+    ``0006_path_names`` (``PATH_SUMMARIES``), ``0007_event_kinds`` (``KIND_SUMMARIES``) and
+    ``0008_exec_unkeyed`` (``UNKEYED_SUMMARIES``) on one server as one list of statements (what the
     store runs, in this order, under the migration lock; it also waits for the lock, and
     restarts merges whatever happens: ``ClickHouseStore._summarize``). Each builds the
     summaries of this version from every row stored: a store that has none runs them once."""

@@ -418,15 +418,28 @@ function shortLabel(n) {
   return n.label;
 }
 
-function edgeLabel(e) {
+// a process node is labelled by its last image; an edge made while it ran another (a shell's
+// write before it exec'd chmod) says which (src_image / dst_image, analysis.images)
+function imageNote(e, byId) {
+  const other = (id, image) => {
+    const n = byId.get(id);
+    return n && n.kind === "process" && image && image !== n.label.split(" [")[0] ? image : null;
+  };
+  const by = other(e.source, e.src_image) || other(e.target, e.dst_image);
+  return by ? " by " + by : "";
+}
+
+function edgeLabel(e, byId) {
   const kinds = e.kinds && e.kinds.length ? e.kinds : [e.kind];
-  return kinds[0] + (e.bytes ? " " + bytesText(e.bytes) : "") + (e.count > 1 && !e.bytes ? ` ×${e.count}` : "");
+  return kinds[0] + (e.bytes ? " " + bytesText(e.bytes) : "") + (e.count > 1 && !e.bytes ? ` ×${e.count}` : "") +
+    imageNote(e, byId || new Map());
 }
 
 function graphElements(g) {
+  const byId = new Map(g.nodes.map((n) => [n.id, n]));
   return [
     ...g.nodes.map((n) => ({ group: "nodes", data: Object.assign({}, n, { id: n.id, shown: shortLabel(n) }) })),
-    ...g.edges.filter((e) => e.source !== e.target).map((e) => ({ group: "edges", data: Object.assign({}, e, { label: edgeLabel(e) }) })),
+    ...g.edges.filter((e) => e.source !== e.target).map((e) => ({ group: "edges", data: Object.assign({}, e, { label: edgeLabel(e, byId) }) })),
   ];
 }
 
