@@ -58,6 +58,7 @@ def build_scenario() -> Scenario:
     b.rename(dpkg, 14.25, "/usr/bin/crontab.dpkg-new", "/usr/bin/crontab")
     # shutil.copy2: the copy written (truncated), then its source's times set (copystat)
     cpy = b.spawn(sh, 909, 14.3, "/usr/bin/python3.11", ["python3", "-c", "shutil.copy2('a', '/srv/b')"])
+    b.open(cpy, 14.305, "/srv/a")  # the source, opened for reading first (as copy2 does)
     b.write_file(cpy, 14.31, "/srv/b")
     b.file_op(cpy, 14.32, "utimes", "/srv/b", file_atime=b.t(-86400 * 90), file_mtime=b.t(-86400 * 90))
     py = b.spawn(sh, 904, 15, "/usr/bin/python3.11", ["python3", "-m", "http.server", "--bind", "127.0.0.1"])

@@ -536,9 +536,9 @@ def probe_sql_ch(rules: Sequence[CompiledRule], ids: Sequence[int], tables: Tabl
             f"ARRAY JOIN fx_rules AS fx_rule GROUP BY fx_rule, host_name, day")
 
 
-# what a finding is counted by (grouping._KEY; the fleet hunt counts each match once): all a
-# roll-up's scan returns of a row
-COUNTED = ("host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_entity_id", "process_pid")
+# what a finding is counted by (grouping._KEY; a match stands for its row's event_count, the
+# repeats the kernel counted, as grouping._counts weighs it): all a roll-up's scan returns of a row
+COUNTED = ("host_id", "host_name", "boot_id", "ts", "cpu", "seq", "process_entity_id", "process_pid", "event_count")
 
 
 def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source: str = "events",
@@ -551,7 +551,7 @@ def hunt_sql_ch(rules: Sequence[CompiledRule], tables: Tables = Tables(), source
     event columns ``also``), and the acting process's images joined only when a rule tests
     them. Raises ``NotExpressible``."""
     derived, ctx, raw_cols = _view_columns(rules, alerts=not counted)
-    raw_cols = [f.name for f in EVENTS if f.name in {*raw_cols, *also}]
+    raw_cols = [f.name for f in EVENTS if f.name in {*raw_cols, *also, *(COUNTED if counted else ())}]
     base = _base_sql(rules, raw_cols, tables, source, ts_from, ts_to, part)
     keep = _event_columns(raw_cols)
     procs = f"host_name IN ({', '.join(literal(h) for h in part.hosts)})" if part else "1"

@@ -184,7 +184,8 @@ def _as_view(t: pa.Table) -> pa.Table:
 
 # what the grouping of matches into findings reads of a row (grouping._KEY), the object's
 # columns too for a rule naming an object (grouping._OBJECT; ``syscall`` is no rule-view key)
-_GROUP_COLUMNS = ("host_name", "host_id", "boot_id", "ts", "cpu", "seq", "process_entity_id", "process_pid")
+_GROUP_COLUMNS = ("host_name", "host_id", "boot_id", "ts", "cpu", "seq", "process_entity_id", "process_pid",
+                  "event_count")
 _OBJECT_COLUMNS = ("event_action", "process_executable", "file_path", "file_target_path", "unix_path", "source_ip",
                    "source_port", "destination_ip", "destination_port", "target_pid", "process_args",
                    "process_args__null")
@@ -342,6 +343,11 @@ def _counts_objects(rule: CompiledRule) -> bool:
     return acts is not None and not acts & _ON_OTHER
 
 
+# a match's weight in a roll-up's matches: the re-opens (or other repeats) its row stands for,
+# else one (grouping._counts: ``event_count or 1``; a flow edge has none)
+_WEIGHT = "sum(if(ifNull(event_count, 0) = 0, toUInt64(1), toUInt64(event_count)))"
+
+
 def _counted_sql(sql: str, named: Sequence[int] = ()) -> str:
     """The findings of ``hunt_sql_ch(..., counted=True)``'s matches per (rule, host), counted as
     ``grouping.finding_index`` does where that is a GROUP BY: a key (host, boot, process) whose
@@ -363,7 +369,7 @@ def _counted_sql(sql: str, named: Sequence[int] = ()) -> str:
     rows = f"SELECT {cols}, fx_rule, {objects} FROM ({sql}) ARRAY JOIN fx_rules AS fx_rule"
     per_key = (f"SELECT fx_rule, argMin(ifNull(toString(host_name), ''), ts) AS fx_hn, "
                f"ifNull(toString(host_id), '') AS fx_hid, ifNull(toString(boot_id), '') AS fx_bid, "
-               f"toUInt8({pnull}) AS fx_pn, {pk} AS fx_pk, count() AS fx_n, min(ts) AS fx_first, max(ts) AS fx_last, "
+               f"toUInt8({pnull}) AS fx_pn, {pk} AS fx_pk, {_WEIGHT} AS fx_n, min(ts) AS fx_first, max(ts) AS fx_last, "
                f"toUInt8(max(ts) - min(ts) > {GROUP_WINDOW_NS} OR max(isNull(cpu) OR isNull(seq)) OR max(fx_odd)) "
                f"AS fx_bad FROM ({rows}) GROUP BY fx_rule, fx_hid, fx_bid, fx_pn, fx_pk, fx_ok, fx_on")
     return (f"SELECT fx_rule, if(fx_hn != '', fx_hn, fx_hid) AS host_name, toUInt64(count()) AS findings, "

@@ -41,6 +41,9 @@ KEY_COLUMNS = (
     "process_executable",
     "target_pid",
     "unix_path",
+    # a row standing for repeats the kernel counted (re-opens): a finding weighs its count
+    # (alerts.alert_count, grouping._counts), in a hunt as in the live engine
+    "event_count",
 )
 SUMMARY_DERIVED = ("fx_image", "fx_command_line", "fx_user")
 

@@ -181,8 +181,9 @@ class StoreBuilder:
         return {"file_path": path, "file_path_raw": path, "file_path_resolution": "kernel",
                 "file_inode": self.inode(path), "file_device": self.dev, "file_type": "file"}
 
-    def open(self, p: Proc, t: float, path: str, flags: int = 0, mode: int | None = None) -> None:
-        self._ev(p, self.t(t), "file", "open", file_flags=flags, file_mode=mode, fd=3, **self._file(path))
+    def open(self, p: Proc, t: float, path: str, flags: int = 0, mode: int | None = None, **kw: Any) -> None:
+        """An open; ``event_count=N``: a row standing for N re-opens the kernel counted."""
+        self._ev(p, self.t(t), "file", "open", file_flags=flags, file_mode=mode, fd=3, **(self._file(path) | kw))
 
     def file_op(self, p: Proc, t: float, action: str, path: str, **kw: Any) -> None:
         """unlink, chmod (file_mode=), chown, truncate, utimes, setxattr, mkdir, ..."""
