@@ -109,7 +109,7 @@ def _netns_up(name: str) -> None:
 
 def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: dict[str, str],
             netns: str | None = None, idle: float = 20.0, profile: str | None = None,
-            bench_wait: bool = False) -> dict[str, Any]:
+            bench_wait: bool = False, record_args: tuple[str, ...] = ()) -> dict[str, Any]:
     store = scratch / "forensix.duckdb"
     build = scratch / "build"
     if src is not None:
@@ -121,7 +121,7 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
     # --profile: every thread under cProfile on its own CPU clock (bench/thread_profile.py)
     cli = ["-m", "bench.thread_profile", profile] if profile else ["-c", "from forensix.cli.main import main; main()"]
     proc = subprocess.Popen([sys.executable, *cli, "record",
-                             "--store", str(store), "--ready-file", str(ready_file), *where],
+                             "--store", str(store), "--ready-file", str(ready_file), *where, *record_args],
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     t0 = time.monotonic()
     # the ready file (what a script waits for), not a query: a query would start a store keeper
@@ -205,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, metavar="PREFIX",
                     help="run the recorder with every thread under cProfile (its own CPU clock): PREFIX.<thread>.prof; "
                     "read with python -m bench.thread_profile --top FILE (the profiler slows Python ~1.5-2x)")
+    ap.add_argument("--record-arg", action="append", default=[], metavar="ARG",
+                    help="an option for `forensix record` (repeat it): e.g. --record-arg=--no-artifacts, what "
+                    "preserving executables costs a build")
     a = ap.parse_args(argv)
     env = dict(os.environ)
     if a.forensix_src is not None:
@@ -214,13 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if netns:
             _netns_up(netns)
-        got = measure(a.src, a.make_args, scratch, a.tail, env, netns, a.idle, a.profile, a.bench_wait)
+        got = measure(a.src, a.make_args, scratch, a.tail, env, netns, a.idle, a.profile, a.bench_wait,
+                      tuple(a.record_arg))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if netns:
             subprocess.run(["ip", "netns", "del", netns], check=False)
     got.update(src=str(a.src or "none (idle)"), make_args=a.make_args, netns=bool(netns),
-               forensix_src=str(a.forensix_src or "this tree"))
+               forensix_src=str(a.forensix_src or "this tree"), record_args=a.record_arg)
     text = json.dumps(got, indent=1)
     print(text)
     if a.out is not None:

@@ -112,6 +112,12 @@ class DeferredRules:
         if self.engine is not None:
             self.engine.write(table, data)
 
+    def tick_end(self) -> None:
+        """The recorder's end of a drain tick, for the engine once it is caught up (while it
+        holds batches, the catch-up evaluates them anyway)."""
+        if self._ready and self.engine is not None:
+            self.engine.tick_end()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Until the engine has caught up (or failed); False on timeout."""
         with self._cond:

@@ -171,6 +171,7 @@ class LiveEngine:
         self._carry_since = 0.0
         self._closed = threading.Event()
         self._waiting = threading.Condition(self._lock)  # rows to evaluate, or closing
+        self._tick_ended = False  # the recorder handed over a whole drain tick: evaluate without waiting
         self.sessions = SessionContext()
         self.grouper = Grouper(object_free=object_free(self.rules))
 
@@ -254,6 +255,16 @@ class LiveEngine:
                 self._timer.start()
             self._waiting.notify()
 
+    def tick_end(self) -> None:
+        """The recorder handed over every batch of a drain tick (sensor/recorder.py
+        ``_tick_written``): the timer evaluates them now instead of ``max_delay`` after the
+        first, which only gathered a tick's tables. ``max_delay`` still bounds what comes
+        without one (the system-log follower's lines, agent events)."""
+        with self._lock:
+            if self._pending:
+                self._tick_ended = True
+                self._waiting.notify()
+
     def _tick(self) -> None:
         """Evaluates rows that wait longer than ``max_delay`` for a next batch. With none
         waiting it sleeps until ``write`` brings some: an idle recorder's rules thread woke
@@ -264,7 +275,7 @@ class LiveEngine:
                 waiting = bool(self._pending) or self._carry is not None
                 self._waiting.wait(self.max_delay / 2 if waiting else None)
                 now = time.monotonic()
-                late = self._pending and now - self._pending_since >= self.max_delay
+                late = self._pending and (self._tick_ended or now - self._pending_since >= self.max_delay)
                 if late or (self._carry is not None and now - self._carry_since >= self.max_delay):
                     self._safe_drain()
 
@@ -289,6 +300,7 @@ class LiveEngine:
     def _drain(self, final: bool = False) -> None:
         """Evaluate what is pending, in order, joining consecutive event batches."""
         items, self._pending, self._pending_rows = self._pending, [], 0
+        self._tick_ended = False
         carry, self._carry = self._carry, None
         t0 = time.thread_time()
         for table, data in items:  # learn every image first: the rings arrive out of order

@@ -21,6 +21,17 @@ At ``idle_flow_interval`` the maps hold at most ~4 x CALM_PER_S rows between flu
 the flows map; a storm of records (opens, connects: every new object comes with one) brings
 the next flush back to ``flow_interval`` from the last one at once (``flush_due``).
 
+While records arrive at fewer than ``FEW_PER_S`` a second (a build: ~1,300-4,000), the loop
+drains (and flushes) every ``stretched_interval`` instead of every ``batch_interval``. Each
+tick has a fixed cost whatever it carries (a decode ~1.5 ms, a rules round ~2.5 ms plus the
+detectors, the flow flush's map calls, a journal append and fsync per table): on lua's 2.5-s
+build that fixed part, not the events, was most of the recorder's CPU per busy second. A
+record waits at most one drain period for the rules: with the recorder telling the live
+engine when a tick's batches are all handed over (``LiveEngine.tick_end``), an alert comes
+at most ``stretched_interval`` plus the evaluation after its event (docs/build-cost.md).
+At ``FEW_PER_S`` and more the period is ``batch_interval`` again, from the next drain on;
+a ring a quarter full is drained at once whatever the period.
+
 An idle recorder on this machine woke ~30 times a second (20 of them this loop's ticks).
 """
 
@@ -33,7 +44,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["CALM_PER_S", "IDLE_FLOW_INTERVAL", "Pacer", "give_back_free_memory"]
+__all__ = ["CALM_PER_S", "FEW_PER_S", "IDLE_FLOW_INTERVAL", "STRETCH", "STRETCHED_INTERVAL", "Pacer",
+           "give_back_free_memory"]
 
 # Longest time between flow-map flushes while the host is calm: the latency bound of a flow
 # edge (records in the rings wake the loop at once).
@@ -42,17 +54,31 @@ IDLE_FLOW_INTERVAL = 4.0
 # IDLE_FLOW_INTERVAL that leaves the flows and reopens maps (65,536 entries each) at most
 # ~1/16 full between flushes, and a web server's per-period rows were ~700 a second.
 CALM_PER_S = 1024
+# The drain period while records arrive at fewer than FEW_PER_S a second, as a multiple of the
+# batch interval (a recorder asked to drain every 0.2 s drains every 0.3 s, not every 1.5 s),
+# and what it is at the recorder's 1-s batch interval: the bound of an alert's wait for its
+# drain (the goal is 2 s at worst: bench/alert_latency.py measured it).
+STRETCH = 1.5
+STRETCHED_INTERVAL = 1.0 * STRETCH
+# Ring records a second from which the drain period is batch_interval again: 1.5 s of them is
+# ~12 k records, ~1/5 of the flow maps' 65,536 entries if each made an edge, ~5 MB of a ring.
+FEW_PER_S = 8192
 
 
 class Pacer:
     def __init__(self, ring_fds: Sequence[int], poll_interval: float, batch_interval: float,
-                 flow_interval: float, idle_flow_interval: float = IDLE_FLOW_INTERVAL) -> None:
+                 flow_interval: float, idle_flow_interval: float = IDLE_FLOW_INTERVAL,
+                 stretched_interval: float | None = None) -> None:
+        """``stretched_interval``: the drain period while few records arrive (module doc);
+        None: always ``batch_interval``."""
         self.poll_interval = poll_interval
         self.batch_interval = batch_interval
+        self.stretched_interval = max(stretched_interval or batch_interval, batch_interval)
+        self.drain_every = batch_interval  # the drain period now: batch_interval or stretched_interval
         self.flow_interval = flow_interval
         self.idle_flow_interval = max(idle_flow_interval, flow_interval)
         self.flow_every = flow_interval
-        self.last_records = self.last_flush = time.monotonic()
+        self.last_records = self.last_flush = self.last_drain = time.monotonic()
         self.records_since_flush = 0  # ring records drained since the last flow-map flush
         self._epoll = select.epoll()
         for fd in ring_fds:
@@ -63,35 +89,58 @@ class Pacer:
         self._closed = False
 
     def drained(self, records: int, now: float) -> None:
+        """A drain took ``records``: the next drain comes ``drain_every`` later, stretched
+        while they came at fewer than FEW_PER_S a second (over the time since the last
+        drain, at least a batch interval: a ring drained early for being a quarter full
+        holds many records in little time)."""
         if records:
             self.last_records = now
             self.records_since_flush += records
+        seconds = max(now - self.last_drain, self.batch_interval)
+        self.last_drain = now
+        self.drain_every = self.batch_interval if records >= FEW_PER_S * seconds else self.stretched_interval
+
+    def drain_due(self, now: float) -> bool:
+        return now - self.last_drain >= self.drain_every
 
     def flushed(self, rows: int, now: float | None = None) -> float:
         """Seconds until the next flow-map flush, given the map rows this one moved and the
         records drained since the last: the period doubles (up to ``idle_flow_interval``)
-        while both come at fewer than CALM_PER_S a second, and is ``flow_interval`` again
-        as soon as they do not."""
+        while both come at fewer than CALM_PER_S a second, and is the drain period again
+        (``flow_interval`` or more: the flush drains, one tick for both) as soon as they do
+        not."""
         now = time.monotonic() if now is None else now
         seconds = max(now - self.last_flush, self.flow_interval)
         calm = rows + self.records_since_flush < CALM_PER_S * seconds
-        self.flow_every = min(self.flow_every * 2, self.idle_flow_interval) if calm else self.flow_interval
+        busy = max(self.flow_interval, self.drain_every)
+        self.flow_every = min(max(self.flow_every, busy) * 2, self.idle_flow_interval) if calm else busy
         self.last_flush = now
         self.records_since_flush = 0
         return self.flow_every
 
-    def flush_due(self, now: float, next_flow: float) -> bool:
-        """The flush is due at ``next_flow``, or ``flow_interval`` after the last one once the
-        records since then say the host is no longer calm (a storm of new objects must not
-        wait for a stretched period: their edges would fill the maps)."""
-        if now >= next_flow:
+    def flush_due(self, now: float, next_flow: float, draining: bool = False) -> bool:
+        """The flush is due at ``next_flow``, or one drain period (at least ``flow_interval``)
+        after the last one once the records since then say the host is no longer calm (a
+        storm of new objects must not wait for a stretched period: their edges would fill
+        the maps). ``draining``: a drain is due now; a flush due within half a drain period
+        comes with it (one tick, not a drain and a flush apart: a stretched flush period fell
+        between drains, and each is a tick with its fixed cost); one due later waits for the
+        drain after, at most half a period late (taken at the nearer drain, so the flush
+        period keeps its length on average)."""
+        if draining and next_flow - now <= self.drain_every / 2:
+            return True
+        # while busy a drain comes within half a period of next_flow: the flush waits for it
+        # (a loop that stopped draining still flushes a period late); idle, it is due on time
+        if now >= next_flow + (self.drain_every if self.busy(now) else 0.0):
             return True
         stormy = self.records_since_flush >= CALM_PER_S * self.flow_interval
-        return stormy and now - self.last_flush >= self.flow_interval
+        return stormy and now - self.last_flush >= max(self.flow_interval, self.drain_every)
 
     def busy(self, now: float) -> bool:
-        """Records came within the last batch interval: keep ticking."""
-        return now - self.last_records < self.batch_interval
+        """Records came within the last drain period: keep ticking (an idle loop drains at
+        once what waits in the rings: with a shorter bound, the stretched period would end
+        at batch_interval)."""
+        return now - self.last_records < max(self.batch_interval, self.drain_every)
 
     def sleep_idle(self, timeout: float, rings: bool = True) -> bool:
         """Sleep until a ring gets a record (``rings``), ``wake()`` is called, or ``timeout``;

@@ -39,7 +39,12 @@ from forensix.sensor.decode import (
 from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
 from forensix.sensor.losses import LossAccounting
 from forensix.sensor.maprows import flow_rows, reopen_rows
-from forensix.sensor.pacing import IDLE_FLOW_INTERVAL, Pacer, give_back_free_memory
+from forensix.sensor.pacing import (
+    IDLE_FLOW_INTERVAL,
+    STRETCH,
+    Pacer,
+    give_back_free_memory,
+)
 from forensix.sensor.priority import LAG_NICE, Yielding
 from forensix.sensor.procfs import open_files, snapshot
 from forensix.sensor.ringbuf import Drained, RingBuffer
@@ -96,6 +101,8 @@ class RecordStats:
     boosts: int = 0  # times a backlog made the recorder stop yielding the CPU (sensor/priority.py)
     # the drainer's CPU seconds by stage: drain, decode, artifacts, queue, flow maps, flows, losses
     stages: dict[str, float] = field(default_factory=dict)
+    drains: int = 0  # drains that brought records (each a batch: decode, rules round, appends)
+    flushes: int = 0  # flow-map flushes
 
     @property
     def dropped(self) -> int:
@@ -139,6 +146,7 @@ class Recorder(LossAccounting):
         pacer: type[Pacer] = Pacer,
         evidence_retry_s: float = EVIDENCE_RETRY_S,
         yield_nice: int = LAG_NICE,
+        stretched_interval: float | None = None,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -157,6 +165,8 @@ class Recorder(LossAccounting):
         self.on_stats = on_stats
         self.on_ready = on_ready  # called once every program is attached and the start record is out
         self.idle_flow_interval = idle_flow_interval  # flow flushes back off to this when nothing happens
+        # the drain period while few records arrive (sensor/pacing.py); None: STRETCH batch intervals
+        self.stretched_interval = batch_interval * STRETCH if stretched_interval is None else stretched_interval
         self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
@@ -309,14 +319,14 @@ class Recorder(LossAccounting):
         """Drain, flush and account until stopped; timers back off when nothing happens
         (sensor/pacing.py). Returns the command's exit code if it ended the recording."""
         pace = self._pace = self._pacer_cls([r.fd for r in self.rings], self.poll_interval, self.batch_interval,
-                                            self.flow_interval, self.idle_flow_interval)
+                                            self.flow_interval, self.idle_flow_interval,
+                                            stretched_interval=self.stretched_interval)
         beat_every = _BEAT_INTERVAL
         if self.config.orphan_timeout_s > 0:  # the kernel's watch must never see a live agent as gone
             beat_every = min(beat_every, self.config.orphan_timeout_s / 4)
         now = time.monotonic()
         next_flow = next_clock = next_stats = next_beat = next_accounts = now
         last_events = 0
-        last_drain = 0.0
         woke = False
         try:
             while not self._stop.is_set():
@@ -326,18 +336,20 @@ class Recorder(LossAccounting):
                 # files are in the ring by then): that drain is the tick's batch.
                 now = time.monotonic()
                 got = 0
-                flows_due = pace.flush_due(now, next_flow)
+                drain = woke or pace.drain_due(now) or self._rings_filling()
+                flows_due = pace.flush_due(now, next_flow, draining=drain)
+                moved = 0
                 if flows_due:  # the flush drains once, after taking the maps: one batch, not two
                     moved = self.flush_flows(drain=True)
                     got = self._flush_drained
-                    last_drain = now
                     pace.drained(got, now)
                     self.account_losses()
                     next_flow = now + pace.flushed(moved, now)  # its drain was counted by drained()
-                elif woke or now - last_drain >= self.batch_interval or self._rings_filling():
+                elif drain:
                     got = self.poll_once()
-                    last_drain = now
                     pace.drained(got, now)
+                if got or moved:  # the live rules evaluate the tick once the writer handed it all over
+                    self._writer.after_written(self._tick_written)
                 if self.yielding.enabled:  # the experiment (sensor/priority.py), off by default
                     self.yielding.update(self._backlog())
                 now = time.monotonic()
@@ -412,6 +424,7 @@ class Recorder(LossAccounting):
             }
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stats.cpu_s.items())
             cpu += " (drainer by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stats.stages.items()) + ")"
+            cpu += f"; {self.stats.drains} drains with records, {self.stats.flushes} flow-map flushes"
             y = self.yielding
             self.stats.boosts = y.boosts
             yielded = (f"; yielded the CPU at nice {y.nice} while the backlog was under {y.boost_at:.1%} "
@@ -468,6 +481,7 @@ class Recorder(LossAccounting):
         if not drains:
             return 0
         bulk = any(len(d) for d in bulk_drains)
+        self.stats.drains += 1
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         self._handle_drains(named, bulk)
         # the space goes back to the kernel once the records are in the store: an agent
@@ -483,6 +497,20 @@ class Recorder(LossAccounting):
         held = [(r, r.pos) for r in self.rings]
         self._writer.after_written(lambda: self._released(held))
         return sum(len(d) for d in drains)
+
+    def _tick_written(self) -> None:
+        """On the writer thread, once a drain tick's batches are all with the sinks: a sink
+        that gathers batches for a while (the live rules: ``tick_end``) need not wait for
+        more. Without this the rules waited ``max_delay`` (0.25 s) after the first batch of
+        every tick, which the stretched drain period (sensor/pacing.py) cannot afford."""
+        for s in self._writer.live_sinks():
+            end = getattr(s, "tick_end", None)
+            if end is None:
+                continue
+            try:
+                end()
+            except Exception as e:  # a hint only: the sink's own timer still evaluates
+                log.debug("tick_end of a sink failed", exc_info=e)
 
     def _stage(self, name: str, cpu_s: float) -> None:
         """The drainer's CPU by stage, for the stop record (what a build pays for, and where)."""
@@ -584,6 +612,7 @@ class Recorder(LossAccounting):
         the flush and one inside it were two batches, each with the decoder's, the
         sinks' and the rules' fixed cost, for records a few ms apart."""
         t0 = time.thread_time()
+        self.stats.flushes += 1
         banks = []
         if self._slots is not None:
             banks.append(self._slots.flip())
