@@ -420,13 +420,19 @@ function shortLabel(n) {
 
 // a process node is labelled by its last image; an edge made while it ran another (a shell's
 // write before it exec'd chmod) says which (src_image / dst_image, analysis.images)
+// (as the DOT graph words it, render/graph.py _other_image: the acting end "by", the forked,
+// killed or traced end "to")
 function imageNote(e, byId) {
   const other = (id, image) => {
     const n = byId.get(id);
     return n && n.kind === "process" && image && image !== n.label.split(" [")[0] ? image : null;
   };
-  const by = other(e.source, e.src_image) || other(e.target, e.dst_image);
-  return by ? " by " + by : "";
+  const by = other(e.source, e.src_image);
+  if (by) return " by " + by;
+  const src = byId.get(e.source);
+  const to = other(e.target, e.dst_image);
+  if (!to) return "";
+  return (src && (src.kind === "process" || src.kind === "group") ? " to " : " by ") + to;
 }
 
 function edgeLabel(e, byId) {
