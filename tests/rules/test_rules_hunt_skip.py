@@ -13,6 +13,7 @@ from rules_scenario import Scenario
 from forensix.cli.main import cli
 from forensix.errors import StoreError
 from forensix.rules import hunt, load_rules
+from forensix.rules.detectors import default_detectors
 from forensix.store.embedded import open_reader
 
 ON_ARGS = """title: Args mention a pool
@@ -67,3 +68,21 @@ def test_without_a_list_the_error_is_raised(scenario_store: tuple[Scenario, str]
         rd.close()
     assert [s[0] for s in skipped] == ["5f4d7c3e-0b7a-4c55-9d1e-7a4a52c1e001"]
     assert found.num_rows > 10  # the curated rules loaded beside it ran
+
+
+def test_no_detectors_runs_the_sigma_rules_alone(scenario_store: tuple[Scenario, str]) -> None:
+    """``--no-detectors`` leaves out exactly the built-in detectors' findings (the fleet hunt
+    spends seconds replaying their rows) and keeps every Sigma rule's."""
+    _, store = scenario_store
+    run = CliRunner().invoke
+    every = run(cli, ["hunt", "--store", store, "--format", "json"])
+    sigma = run(cli, ["hunt", "--store", store, "--format", "json", "--no-detectors"])
+    assert every.exit_code == 0 and sigma.exit_code == 0, (every.output, sigma.output)
+    detector_ids = {m.rule_id for d in default_detectors() for m in d.rules}
+    found = [json.loads(line) for line in every.stdout.splitlines() if line.strip()]
+    by_detector = [f for f in found if f["rule.id"] in detector_ids]
+    assert by_detector, "the scenario raises detector findings (else this test proves nothing)"
+    assert sigma.stdout.count("\n") > 10
+    kept = "\n".join(line for line in every.stdout.splitlines()
+                      if line.strip() and json.loads(line)["rule.id"] not in detector_ids)
+    assert _alerts(sigma.stdout) == _alerts(kept)

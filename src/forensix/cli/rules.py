@@ -283,13 +283,17 @@ def _alerts_view(alerts: pa.Table, store: str, fmt: str) -> pa.Table:
 @store_option
 @time_option("--from", "Start of the window")
 @time_option("--to", "End of the window")
+@click.option("--detectors/--no-detectors", "with_detectors", default=True, show_default=True,
+              help="With the built-in rules: also the built-in detectors (gaps, copied binaries, chains). "
+                   "--no-detectors runs only Sigma rules: on a fleet store the detectors replay rows in "
+                   "Python and may take seconds where the Sigma rules take a fraction of one.")
 @click.option("--save", is_flag=True, help="Store the alerts found (needs the store free for writing).")
 @click.option("--detail", is_flag=True, help="After the roll-up per rule, every finding (text format).")
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Only the first N findings by time (text: after the roll-up; JSON/CSV: the records).")
 @format_option()
-def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, detail: bool, limit: int | None,
-             fmt: str, **kw: Any) -> None:
+def hunt_cmd(rules: tuple[str, ...], builtin: bool, with_detectors: bool, store: str, save: bool, detail: bool,
+             limit: int | None, fmt: str, **kw: Any) -> None:
     """Retro-hunt: run Sigma rules (files or directories) over the recorded history.
 
     Text output is a roll-up first: per rule, its findings, matching events, hosts, first
@@ -305,12 +309,13 @@ def hunt_cmd(rules: tuple[str, ...], builtin: bool, store: str, save: bool, deta
       forensix hunt --store host.duckdb                       # the curated set
       forensix hunt --store clickhouse://ch1:9000/forensix?cluster=fleet --detail
       forensix hunt sigma/rules/linux --no-builtin --from -2h --limit 20
+      forensix hunt --store clickhouse://ch1:9000/forensix --no-detectors   # Sigma rules only
       forensix hunt rule.yml --format json > alerts.jsonl
     """
     rs = _load(rules, builtin)
     for r in rs.problems:
         click.echo(f"skipped {r.source}: {r.status}: {r.reason}", err=True)
-    detectors = default_detectors() if builtin else []
+    detectors = default_detectors() if builtin and with_detectors else []
     ctx = click.get_current_context()
     skipped: list[tuple[str, str]] = []  # rules the store could not run: named, the others ran
     summed = None  # (the roll-up, how many findings) when not every finding is built (a fleet hunt)
