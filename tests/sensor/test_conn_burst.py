@@ -69,17 +69,17 @@ class _HeldSink:
         pass
 
 
-def test_a_connection_burst_while_the_agent_is_behind_loses_nothing(tmp_path: Path) -> None:
-    sink = _HeldSink()
+def _burst(rec: Recorder, sink: _HeldSink) -> tuple[int, list[int], int]:
+    """Run the recorder, hold its writer, make CONNECTIONS connections, let it go on and
+    stop. Returns the server's pid, the clients' pids, and what the network ring held for the
+    agent at the burst's end."""
     ready = threading.Event()
-    # a writer queue of 1 MiB: the ring, not decoded batches in memory, holds the burst
-    rec = Recorder([sink], SensorConfig(tty_rate=0), on_ready=ready.set, queue_bytes=1 << 20)
+    rec.on_ready = ready.set
     t = threading.Thread(target=rec.run, daemon=True)
     t.start()
     try:
         assert ready.wait(90), "the recorder did not start"
         net = rec.rings[1]
-        assert net.size > OLD_NET_RING, "the network ring is no larger than the one that lost records"
         sink.hold.set()
         script = Path(__file__).with_name("conn_burst.py")
         p = subprocess.Popen([sys.executable, str(script), str(CONNECTIONS), "2", f"m{uuid.uuid4().hex[:8]}"],
@@ -99,11 +99,54 @@ def test_a_connection_burst_while_the_agent_is_behind_loses_nothing(tmp_path: Pa
         rec.stop()
         t.join(180)
     assert not t.is_alive()
+    return server, clients, waiting
+
+
+def _counted(sink: _HeldSink, server: int, clients: list[int]) -> dict[int, int]:
+    """Asserts stored + lost = attempted for each side; returns the burst's losses by pid."""
     lost = {pid: n for pid, n in sink.lost.items() if pid in (server, *clients)}
     accepted = sink.accepts.get(server, 0)
     connected = sum(sink.connects.get(pid, 0) for pid in clients)
-    # stored + lost = attempted, for each side, and nothing lost
     assert accepted + lost.get(server, 0) == CONNECTIONS
     assert connected + sum(lost.get(pid, 0) for pid in clients) == CONNECTIONS
-    assert not lost, lost
+    return lost
+
+
+def test_a_connection_burst_while_the_agent_is_behind_loses_nothing(tmp_path: Path) -> None:
+    sink = _HeldSink()
+    # a writer queue of 1 MiB: the ring, not decoded batches in memory, holds the burst
+    rec = Recorder([sink], SensorConfig(tty_rate=0), queue_bytes=1 << 20)
+    server, clients, waiting = _burst(rec, sink)
+    assert rec.rings[1].size > OLD_NET_RING, "the network ring is no larger than the one that lost records"
+    assert not _counted(sink, server, clients)
     assert waiting > OLD_NET_RING, f"the ring held {waiting} bytes: the old one would have held the burst too"
+
+
+SMALL_RING_MB = 8  # a third of the burst's ~26 MB of records
+
+
+def test_more_connections_than_the_network_ring_holds_while_the_writer_is_held(tmp_path: Path) -> None:
+    """The network ring is drained whatever the writer's room, into the agent's bounded hold
+    (sensor/hold.py): a burst three times the ring's size, made while the writer takes
+    nothing, is stored whole, and the hold stays within its bound. Before the hold, the ring
+    was drained only while the writer had room: ~2/3 of the burst was lost (counted)."""
+    sink = _HeldSink()
+    bound = 64 << 20
+    rec = Recorder([sink], SensorConfig(tty_rate=0, ring_net_mb=SMALL_RING_MB), queue_bytes=1 << 20, hold_bytes=bound)
+    server, clients, _ = _burst(rec, sink)
+    assert not _counted(sink, server, clients)
+    assert rec.stats.hold_peak > SMALL_RING_MB << 20, "the hold held no more than the ring: the burst did not test it"
+    assert rec.stats.hold_peak <= bound + 4096  # plus at most one record
+
+
+def test_past_the_holds_bound_the_ring_waits_and_its_losses_are_counted(tmp_path: Path) -> None:
+    """Memory is bounded: a hold of 4 MiB and a ring of 8 MiB cannot keep a ~26 MB burst made
+    while the writer takes nothing; the hold stops at its bound, and what the ring could not
+    keep is counted for each side, exactly (stored + lost = attempted)."""
+    sink = _HeldSink()
+    bound = 4 << 20
+    rec = Recorder([sink], SensorConfig(tty_rate=0, ring_net_mb=SMALL_RING_MB), queue_bytes=1 << 20, hold_bytes=bound)
+    server, clients, _ = _burst(rec, sink)
+    lost = _counted(sink, server, clients)
+    assert sum(lost.values()) > 0, "nothing lost: the burst fitted in the ring and the hold"
+    assert rec.stats.hold_peak <= bound + 4096
