@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,6 +27,7 @@ import pytest
 
 from forensix.sensor.loader import SensorConfig
 from forensix.sensor.recorder import Recorder
+from forensix.sensor.survival import ACC_EARLY, read_slot
 
 pytestmark = pytest.mark.bpf
 
@@ -69,10 +71,10 @@ class _HeldSink:
         pass
 
 
-def _burst(rec: Recorder, sink: _HeldSink) -> tuple[int, list[int], int]:
-    """Run the recorder, hold its writer, make CONNECTIONS connections, let it go on and
-    stop. Returns the server's pid, the clients' pids, and what the network ring held for the
-    agent at the burst's end."""
+def _burst(rec: Recorder, sink: _HeldSink, at_end: Callable[[], None] = lambda: None) -> tuple[int, list[int], int]:
+    """Run the recorder, hold its writer, make CONNECTIONS connections (then ``at_end``), let
+    it go on and stop. Returns the server's pid, the clients' pids, and what the network ring
+    held for the agent at the burst's end."""
     ready = threading.Event()
     rec.on_ready = ready.set
     t = threading.Thread(target=rec.run, daemon=True)
@@ -93,6 +95,7 @@ def _burst(rec: Recorder, sink: _HeldSink) -> tuple[int, list[int], int]:
         clients = [int(x) for x in out[2:]]
         assert sink.held.is_set(), "the writer was never held: the test did not load the ring"
         waiting = net.pending()  # what the ring holds for the agent at the burst's end
+        at_end()
         sink.go.set()
     finally:
         sink.go.set()
@@ -133,8 +136,15 @@ def test_more_connections_than_the_network_ring_holds_while_the_writer_is_held(t
     sink = _HeldSink()
     bound = 64 << 20
     rec = Recorder([sink], SensorConfig(tty_rate=0, ring_net_mb=SMALL_RING_MB), queue_bytes=1 << 20, hold_bytes=bound)
-    server, clients, _ = _burst(rec, sink)
+    early: list[int] = []
+
+    def at_end() -> None:  # records held, their ring space given back: a killed agent's successor must know
+        assert rec.sensor is not None
+        early.append(read_slot(rec.sensor.map_fd("accounted"), ACC_EARLY))
+
+    server, clients, _ = _burst(rec, sink, at_end)
     assert not _counted(sink, server, clients)
+    assert early == [1], "records held past the ring's space without FXACC_EARLY: a kill -9 would be a silent gap"
     assert rec.stats.hold_peak > SMALL_RING_MB << 20, "the hold held no more than the ring: the burst did not test it"
     assert rec.stats.hold_peak <= bound + 4096  # plus at most one record
 
