@@ -489,11 +489,7 @@ class Recorder(LossAccounting):
         hold = self._hold
         t0 = time.thread_time()
         proc = proc_ring.drain(max_bytes=16 << 20, hold=True)
-        took = len(proc)
-        if hold.room():  # past the hold's bound the ring waits, and the kernel counts what it cannot keep
-            net = net_ring.drain(max_bytes=min(16 << 20, hold.room()), hold=True)
-            hold.put(net)
-            took += len(net)
+        took = len(proc) + self._hold_network()
         bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
             bulk_drains = [hold.take(16 << 20)]
@@ -513,9 +509,25 @@ class Recorder(LossAccounting):
         self.stats.drains += 1
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         self._handle_drains(named, bulk)
+        t1 = time.thread_time()
+        took += self._hold_network()  # what came during the decode (~0.3 s a tick on web-conn; longer starved)
+        self._release_early()
+        self._stage("drain", time.thread_time() - t1)
         held = [(proc_ring, proc_ring.pos), (net_ring, hold.handed), (main_ring, main_ring.pos)]
         self._writer.after_written(lambda: self._released(held))
         return took
+
+    def _hold_network(self) -> int:
+        """Take the network ring's records into the hold, as many as it has room for (past
+        its bound the ring waits, and the kernel counts what it cannot keep). A copy of ~16
+        MB takes a few ms: done at both ends of a tick, so that a long decode (an agent
+        starved of CPU) does not leave the ring to fill meanwhile."""
+        hold = self._hold
+        if not hold.room():
+            return 0
+        net = self.rings[1].drain(max_bytes=hold.room(), hold=True)
+        hold.put(net)
+        return len(net)
 
     def _release_early(self) -> None:
         """The space goes back to the kernel once the records are in the store: an agent
