@@ -393,8 +393,8 @@ class Recorder(LossAccounting):
                         due.append(next_stats)
                     # a command that exits is seen within a second
                     wait = min(min(due) - now, 1.0 if child is not None else 3600.0)
-                    if any(r.unread() for r in self.rings):
-                        woke = True  # records came since the drain: take them now
+                    if any(r.unread() for r in self.rings) or (len(self._hold) and self._writer.has_room()):
+                        woke = True  # records came since the drain (or wait in the hold): take them now
                     else:  # records read and not stored yet: wait for the writer, not the rings
                         woke = pace.sleep_idle(wait, rings=not any(r.pending() for r in self.rings))
             return None
@@ -470,9 +470,11 @@ class Recorder(LossAccounting):
         return [r.pending() / r.size for r in self.rings] + [self._writer.backlog()]
 
     def _rings_filling(self) -> bool:
-        """A ring a quarter full, or network records held while the writer has room for them."""
+        """A ring a quarter full, or a hold of as many network records (their ring space
+        given back) while the writer has room for them: the hold is caught up at once."""
         hold = getattr(self, "_hold", None)
-        return any(r.pending() > r.size // 4 for r in self.rings) or bool(hold and self._writer.has_room())
+        return (any(r.pending() > r.size // 4 for r in self.rings)
+                or bool(hold is not None and hold.nbytes > self.rings[1].size // 4 and self._writer.has_room()))
 
     def poll_once(self, wait: float = 0.0) -> int:
         """Drain the process ring, the network ring into the hold, then the held network
