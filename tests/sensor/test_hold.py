@@ -69,6 +69,23 @@ def test_held_records_whose_space_went_back_keep_the_crash_mark() -> None:
     rec.rings = [proc, net, main]  # type: ignore[list-item]
     rec._released([(proc, 500), (net, 40 * 328), (main, 800)])  # type: ignore[list-item]
     assert written and ACC_EARLY not in written[-1], "the mark was cleared with records held and not stored"
-    # once the held ones are written too, nothing read is unstored: the mark goes
+    # once the held ones are written too, every record whose space went back is stored
+    rec._released([(proc, 500), (net, 100 * 328), (main, 800)])  # type: ignore[list-item]
+    assert written[-1].get(ACC_EARLY) == 0
+
+
+def test_records_read_but_still_in_the_ring_do_not_keep_the_crash_mark() -> None:
+    """On a busy host every tick ends with records read into the hold whose space the ring
+    still holds (a killed agent's successor drains them): the mark goes once the records
+    whose space went back are stored, or it would stay set for good after one early release
+    and every later restart would write gaps of unknown size for nothing."""
+    rec = Recorder([])
+    written: list[dict[int, int]] = []
+    rec._write_accounted = written.append  # type: ignore[method-assign]
+    import threading
+
+    rec._acc_lock = threading.Lock()
+    proc, net, main = _Ring(500, 500), _Ring(120 * 328, 100 * 328), _Ring(900, 800)
+    rec.rings = [proc, net, main]  # type: ignore[list-item]
     rec._released([(proc, 500), (net, 100 * 328), (main, 800)])  # type: ignore[list-item]
     assert written[-1].get(ACC_EARLY) == 0

@@ -25,7 +25,7 @@ from collections import deque
 
 import numpy as np
 
-from forensix.sensor.ringbuf import Drained
+from forensix.sensor.ringbuf import Drained, RingBuffer
 
 __all__ = ["RingHold", "hold_bytes"]
 
@@ -56,6 +56,17 @@ class RingHold:
 
     def room(self) -> int:
         return max(self.limit - self.nbytes, 0)
+
+    def fill(self, ring: RingBuffer) -> int:
+        """Take the ring's records, as many as there is room for (past the bound the ring
+        waits, and the kernel counts what it cannot keep); returns how many. A copy of ~16 MB
+        takes a few ms: the recorder fills at both ends of a drain tick, so that a long decode
+        (an agent starved of CPU) does not leave the ring to fill meanwhile."""
+        if not self.room():
+            return 0
+        d = ring.drain(max_bytes=self.room(), hold=True)
+        self.put(d)
+        return len(d)
 
     def put(self, d: Drained) -> None:
         if not len(d):

@@ -1,10 +1,11 @@
 """The recording pipeline: sensor -> drain -> decode -> sinks, with loss accounting.
 
-One thread drains the two ring buffers every ``batch_interval`` (sooner when a ring is
+One thread drains the three ring buffers every ``batch_interval`` (sooner when a ring is
 a quarter full, checked every ``poll_interval``) and decodes whole
 batches; a writer thread hands the tables to the sinks through a bounded queue. When
-the sinks fall behind, the queue fills, draining waits, the kernel's rings fill and the
-kernel counts what it could not record: losses become gap records, never silence.
+the sinks fall behind, the queue fills, draining the main ring waits (the network ring's
+records go to a bounded hold in the agent meanwhile: sensor/hold.py), the kernel's rings
+fill and the kernel counts what it could not record: losses become gap records, never silence.
 """
 
 from __future__ import annotations
@@ -491,7 +492,7 @@ class Recorder(LossAccounting):
         hold = self._hold
         t0 = time.thread_time()
         proc = proc_ring.drain(max_bytes=16 << 20, hold=True)
-        took = len(proc) + self._hold_network()
+        took = len(proc) + self._hold.fill(net_ring)
         bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
             bulk_drains = [hold.take(16 << 20)]
@@ -512,24 +513,12 @@ class Recorder(LossAccounting):
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         self._handle_drains(named, bulk)
         t1 = time.thread_time()
-        took += self._hold_network()  # what came during the decode (~0.3 s a tick on web-conn; longer starved)
+        took += self._hold.fill(net_ring)  # what came during the decode (~0.3 s a tick on web-conn; longer starved)
         self._release_early()
         self._stage("drain", time.thread_time() - t1)
         held = [(proc_ring, proc_ring.pos), (net_ring, hold.handed), (main_ring, main_ring.pos)]
         self._writer.after_written(lambda: self._released(held))
         return took
-
-    def _hold_network(self) -> int:
-        """Take the network ring's records into the hold, as many as it has room for (past
-        its bound the ring waits, and the kernel counts what it cannot keep). A copy of ~16
-        MB takes a few ms: done at both ends of a tick, so that a long decode (an agent
-        starved of CPU) does not leave the ring to fill meanwhile."""
-        hold = self._hold
-        if not hold.room():
-            return 0
-        net = self.rings[1].drain(max_bytes=hold.room(), hold=True)
-        hold.put(net)
-        return len(net)
 
     def _release_early(self) -> None:
         """The space goes back to the kernel once the records are in the store: an agent
@@ -593,8 +582,9 @@ class Recorder(LossAccounting):
                 if pos > ring.released():
                     ring.release(pos)
             slots = {ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)}
-            if all(pos >= ring.pos for ring, pos in held):
-                slots[ACC_EARLY] = 0  # nothing read is left unstored: none held, none with the writer
+            if all(pos >= ring.released() for ring, pos in held):
+                # every record whose space went back is stored: those read since are still in the ring
+                slots[ACC_EARLY] = 0
             self._write_accounted(slots)
         if self._pace is not None:  # an idle loop waits for the space to sleep on the rings again
             self._pace.wake()
