@@ -62,14 +62,17 @@ class RingHold:
         waits, and the kernel counts what it cannot keep); returns how many. A copy of ~16 MB
         takes a few ms: the recorder fills at both ends of a drain tick, so that a long decode
         (an agent starved of CPU) does not leave the ring to fill meanwhile."""
-        if not self.room():
-            return 0
-        d = ring.drain(max_bytes=self.room(), hold=True)
-        self.put(d)
-        return len(d)
+        took = 0
+        while self.room() and ring.unread():  # 16 MiB a drain: the window it maps is resident meanwhile
+            d = ring.drain(max_bytes=min(self.room(), 16 << 20), hold=True)
+            if not d.data:
+                break  # a record still being written
+            self.put(d)
+            took += len(d)
+        return took
 
     def put(self, d: Drained) -> None:
-        if not len(d):
+        if not d.data:  # (a drain of discarded records only is kept: its space is given back in turn)
             return
         self._parts.append(d)
         self.nbytes += len(d.data)
@@ -85,12 +88,13 @@ class RingHold:
             d = self._parts.popleft()
             parts.append(d)
             size += len(d.data)
+        if parts:
+            self.nbytes -= size
+            self.records -= sum(len(d) for d in parts)
+            self.handed = parts[-1].start + len(parts[-1].data)
+        parts = [d for d in parts if len(d)]  # (not those of discarded records only)
         if not parts:
             return Drained(b"", np.empty(0, np.int64), np.empty(0, np.int64), start=self.handed)
-        self.nbytes -= size
-        n = sum(len(d) for d in parts)
-        self.records -= n
-        self.handed = parts[-1].start + len(parts[-1].data)
         joined = Drained.join(parts)
         joined.start = parts[0].start  # consecutive drains of one ring: one region of it
         return joined
