@@ -31,9 +31,9 @@ __all__ = ["RingHold", "hold_bytes"]
 
 
 def hold_bytes(mem_bytes: int | None = None) -> int:
-    """The hold's bound: 1/128 of memory within 32-512 MiB (188 MiB on 24 GiB: ~11 s of
+    """The hold's bound: 1/128 of memory within 32-512 MiB (188 MiB on 23.5 GiB: ~11 s of
     web-conn's network records at 25 k requests/s beyond the 64 MiB ring's four). It is only
-    filled while the writer is behind; an idle or keeping-up agent holds nothing."""
+    filled while the writer is behind: an agent that keeps up holds a tick's records at most."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if mem_bytes is None else mem_bytes
     return int(min(max(mem // 128, 32 << 20), 512 << 20))
 
