@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,22 @@ _PERIOD_US = 100_000
 def _into_cgroup(cg: Path, pid: int) -> None:
     for task in Path(f"/proc/{pid}/task").iterdir():  # threads started later inherit it
         (cg / "tasks").write_text(task.name)
+
+
+def _remove_cgroup(cg: Path) -> None:
+    """Move what is left (a recorder's detaching child outlives it by a moment) out, then remove it."""
+    for _ in range(50):
+        for task in (cg / "tasks").read_text().split():
+            try:
+                (_CGROUP / "tasks").write_text(task)
+            except OSError:  # exited meanwhile
+                pass
+        try:
+            cg.rmdir()
+            return
+        except OSError:
+            time.sleep(0.2)
+    print(f"web_starved: could not remove {cg}: tasks {(cg / 'tasks').read_text().split()}", file=sys.stderr)
 
 
 def _stopped_store(store: Path) -> dict[str, Any]:
@@ -98,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"rep": rep, **one_run(name, src, a.quota, cg, scratch)}), flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        for task in (cg / "tasks").read_text().split():  # none left: the recorders have exited
-            Path("/sys/fs/cgroup/cpu/tasks").write_text(task)
-        cg.rmdir()
+        _remove_cgroup(cg)
     return 0
 
 
