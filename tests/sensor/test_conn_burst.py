@@ -17,6 +17,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from forensix.sensor.loader import SensorConfig
+from forensix.sensor.loader import SensorConfig, pin_dir_for
 from forensix.sensor.recorder import Recorder
 from forensix.sensor.survival import ACC_EARLY, read_slot
 
@@ -47,6 +48,7 @@ class _HeldSink:
         self.accepts: dict[int, int] = {}  # pid -> rows
         self.connects: dict[int, int] = {}
         self.lost: dict[int, int] = {}
+        self.unknown: list[tuple[str, str]] = []  # (class, reason) of gaps of unknown size
 
     def write(self, table: str, data: pa.Table) -> None:
         if self.hold.is_set() and not self.held.is_set():
@@ -61,6 +63,8 @@ class _HeldSink:
                     into[pid] = into.get(pid, 0) + 1
         if table == "gaps":
             for g in data.to_pylist():
+                if g["count_unknown"]:
+                    self.unknown.append((g["event_class"], g["reason"]))
                 if g["event_class"] == "network" and g["process_pid"] is not None:
                     self.lost[g["process_pid"]] = self.lost.get(g["process_pid"], 0) + int(g["count"])
 
@@ -160,3 +164,49 @@ def test_past_the_holds_bound_the_ring_waits_and_its_losses_are_counted(tmp_path
     lost = _counted(sink, server, clients)
     assert sum(lost.values()) > 0, "nothing lost: the burst fitted in the ring and the hold"
     assert rec.stats.hold_peak <= bound + 4096
+
+
+def test_an_agent_killed_while_holding_network_records_leaves_no_silent_gap(tmp_path: Path) -> None:
+    """kill -9 of an agent whose hold keeps records whose ring space went back (an 8 MiB
+    ring, a ~26 MB burst, a writer that stores nothing): the agent that adopts its pinned
+    sensor cannot store them, and writes a network gap of unknown size for them."""
+    store = tmp_path / "s.duckdb"
+    pin = pin_dir_for(store)
+    agent = subprocess.Popen([sys.executable, str(Path(__file__).with_name("held_agent.py")), str(pin)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert agent.stdout is not None and agent.stdout.readline().strip() == "ready", "the held agent did not start"
+        script = Path(__file__).with_name("conn_burst.py")
+        p = subprocess.Popen([sys.executable, str(script), str(CONNECTIONS), "2", f"m{uuid.uuid4().hex[:8]}"],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None
+        port, server = (int(x) for x in p.stdout.readline().split())
+        out = p.stdout.read().split()
+        p.stdout.close()
+        assert p.wait(120) == 0 and out[0] == "done", out
+        time.sleep(0.5)  # a drain tick: the last records into the hold
+        agent.kill()
+        agent.wait()
+        sink = _HeldSink()
+        sink.port = port
+        ready = threading.Event()
+        rec = Recorder([sink], SensorConfig(tty_rate=0, pin_dir=pin), on_ready=ready.set)
+        t = threading.Thread(target=rec.run, daemon=True)
+        t.start()
+        try:
+            assert ready.wait(90), "the adopting recorder did not start"
+            time.sleep(1.5)
+        finally:
+            rec.stop()
+            t.join(180)
+        assert not t.is_alive()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        if pin.exists():
+            subprocess.run([sys.executable, "-m", "forensix", "record", "--stop", "--store", str(store)],
+                           capture_output=True, timeout=120, check=False)
+    accepted = sink.accepts.get(server, 0)
+    assert accepted < CONNECTIONS, "the adopter stored every accept: the dead agent's hold was not tested"
+    assert ("network", "agent-restart") in sink.unknown, (accepted, sink.unknown)
