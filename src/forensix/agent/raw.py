@@ -148,7 +148,8 @@ class RawRecorder(Recorder):
             batch.hand_on()
 
     def _handle_drains(self, named: list[tuple[int, Drained]], bulk: bool) -> None:
-        parts = [[i, self.rings[i].pos - len(d.data), len(d.data)] for i, d in named]
+        # each part's ring position: a network drain may have waited in the hold (sensor/hold.py)
+        parts = [[i, d.start if d.start >= 0 else self.rings[i].pos - len(d.data), len(d.data)] for i, d in named]
         # the rings' bytes as one region (the row's value), which the exec finder reads too
         joined = Drained.join([d for _, d in named])
         meta: dict[str, Any] = {"offset_ns": self.clock.offset_ns, "parts": parts,

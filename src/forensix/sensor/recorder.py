@@ -1,10 +1,11 @@
 """The recording pipeline: sensor -> drain -> decode -> sinks, with loss accounting.
 
-One thread drains the two ring buffers every ``batch_interval`` (sooner when a ring is
+One thread drains the three ring buffers every ``batch_interval`` (sooner when a ring is
 a quarter full, checked every ``poll_interval``) and decodes whole
 batches; a writer thread hands the tables to the sinks through a bounded queue. When
-the sinks fall behind, the queue fills, draining waits, the kernel's rings fill and the
-kernel counts what it could not record: losses become gap records, never silence.
+the sinks fall behind, the queue fills, draining the main ring waits (the network ring's
+records go to a bounded hold in the agent meanwhile: sensor/hold.py), the kernel's rings
+fill and the kernel counts what it could not record: losses become gap records, never silence.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from forensix.sensor.decode import (
     CLASS_NAMES,
     Decoder,
 )
+from forensix.sensor.hold import RingHold
+from forensix.sensor.hold import hold_bytes as default_hold_bytes
 from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
 from forensix.sensor.losses import LossAccounting
 from forensix.sensor.maprows import flow_rows, reopen_rows
@@ -103,6 +106,7 @@ class RecordStats:
     stages: dict[str, float] = field(default_factory=dict)
     drains: int = 0  # drains that brought records (each a batch: decode, rules round, appends)
     flushes: int = 0  # flow-map flushes
+    hold_peak: int = 0  # most bytes of network records the agent held at once (sensor/hold.py)
 
     @property
     def dropped(self) -> int:
@@ -147,6 +151,7 @@ class Recorder(LossAccounting):
         evidence_retry_s: float = EVIDENCE_RETRY_S,
         yield_nice: int = LAG_NICE,
         stretched_interval: float | None = None,
+        hold_bytes: int | None = None,
     ) -> None:
         """``notes``: what the store had to say on opening (rows an earlier recorder left in its
         journal and this one sealed), written into the record as warnings after the start."""
@@ -170,6 +175,8 @@ class Recorder(LossAccounting):
         self._pacer_cls = pacer  # when the loop wakes (sensor/pacing.py); forensix.testing has one that never ticks
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes  # decoded bytes waiting for the sinks before the rings wait instead
+        # network ring records the agent may hold while the writer has no room (sensor/hold.py)
+        self.hold_bytes = default_hold_bytes() if hold_bytes is None else hold_bytes
         self.evidence_retry_s = evidence_retry_s  # how long the store may refuse batches before we stop
         # nice while the backlog is small (sensor/priority.py); 0: always at the workload's priority
         self.yielding = Yielding(yield_nice)
@@ -216,6 +223,8 @@ class Recorder(LossAccounting):
         self._watch = (OrphanWatch(pin, self.sensor.map_fd("accounted"), self.abi, self.config.orphan_timeout_s)
                        if pin is not None and self.config.orphan_timeout_s > 0 else None)
         self.rings = [RingBuffer(self.sensor.map_fd(n), self.sensor.ring_size(n)) for n in _RINGS]
+        self._hold = RingHold(self.hold_bytes, self.rings[1].pos)
+        self._acc_lock = threading.Lock()  # FXACC_EARLY is set by the drainer, cleared by the writer
         self._ncpu = lb.lib.libbpf_num_possible_cpus()
         self._cdt = struct_dtype(self.abi, "fx_counter")
         self._fkdt = struct_dtype(self.abi, "fx_flow_key")
@@ -385,8 +394,8 @@ class Recorder(LossAccounting):
                         due.append(next_stats)
                     # a command that exits is seen within a second
                     wait = min(min(due) - now, 1.0 if child is not None else 3600.0)
-                    if any(r.unread() for r in self.rings):
-                        woke = True  # records came since the drain: take them now
+                    if any(r.unread() for r in self.rings) or (len(self._hold) and self._writer.has_room()):
+                        woke = True  # records came since the drain (or wait in the hold): take them now
                     else:  # records read and not stored yet: wait for the writer, not the rings
                         woke = pace.sleep_idle(wait, rings=not any(r.pending() for r in self.rings))
             return None
@@ -401,7 +410,8 @@ class Recorder(LossAccounting):
         try:
             self.sensor.pause()
             time.sleep(0.05)  # records reserved just before the pause are committed by now
-            while self.poll_once(wait=60.0):
+            # until the rings and the hold are empty (a writer that died leaves the hold: its error is raised below)
+            while self.poll_once(wait=60.0) or (len(self._hold) and self._writer.is_alive()):
                 pass
             follower = getattr(self, "_syslog", None)
             if follower is not None:
@@ -425,6 +435,9 @@ class Recorder(LossAccounting):
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stats.cpu_s.items())
             cpu += " (drainer by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stats.stages.items()) + ")"
             cpu += f"; {self.stats.drains} drains with records, {self.stats.flushes} flow-map flushes"
+            self.stats.hold_peak = self._hold.peak
+            cpu += (f"; network records in the agent's hold: peak {self._hold.peak / 2**20:.1f} MiB "
+                    f"(bound {self._hold.limit / 2**20:.0f} MiB)")
             y = self.yielding
             self.stats.boosts = y.boosts
             yielded = (f"; yielded the CPU at nice {y.nice} while the backlog was under {y.boost_at:.1%} "
@@ -458,45 +471,68 @@ class Recorder(LossAccounting):
         return [r.pending() / r.size for r in self.rings] + [self._writer.backlog()]
 
     def _rings_filling(self) -> bool:
-        return any(r.pending() > r.size // 4 for r in self.rings)
+        """A ring a quarter full, or a hold of as many network records (their ring space
+        given back) while the writer has room for them: the hold is caught up at once."""
+        hold = getattr(self, "_hold", None)
+        return (any(r.pending() > r.size // 4 for r in self.rings)
+                or bool(hold is not None and hold.nbytes > self.rings[1].size // 4 and self._writer.has_room()))
 
     def poll_once(self, wait: float = 0.0) -> int:
-        """Drain the process ring, then the main ring if the writer has room for it.
+        """Drain the process ring, the network ring into the hold, then the held network
+        records and the main ring if the writer has room for them.
 
         The process ring goes first so that parents precede children, and always, so
-        that back-pressure from bulk file events never reaches it. ``wait``: how long
-        to wait for room for the main ring (the final drain waits).
+        that back-pressure from bulk file events never reaches it. The network ring is
+        taken whatever the writer's room, into a bounded hold (sensor/hold.py): its records
+        are distinct facts, and the kernel counts no repeats of them as it does of the main
+        ring's opens. ``wait``: how long to wait for room for the rest (the final drain
+        waits). Returns the records taken from the rings and the hold.
         """
         proc_ring, net_ring, main_ring = self.rings
+        hold = self._hold
         t0 = time.thread_time()
         proc = proc_ring.drain(max_bytes=16 << 20, hold=True)
+        took = len(proc) + self._hold.fill(net_ring)
         bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
-            bulk_drains = [net_ring.drain(max_bytes=16 << 20, hold=True),
-                           main_ring.drain(max_bytes=16 << 20, hold=True)]
-        # else the kernel rings hold them meanwhile, and count what they cannot
+            bulk_drains = [hold.take(16 << 20)]
+            # a hold past half its bound has the writer's room to itself: the main ring's
+            # records wait in the kernel, which counts their repeats (not those of the network's)
+            if hold.nbytes <= hold.limit // 2:
+                bulk_drains.append(main_ring.drain(max_bytes=16 << 20, hold=True))
+        # else the kernel rings and the hold keep them meanwhile; the rings count what they cannot
         named = [(i, d) for i, d in enumerate((proc, *bulk_drains)) if len(d)]  # (ring index, drain)
         drains = [d for _, d in named]
         self._stage("drain", time.thread_time() - t0)
+        self._release_early()
         if not drains:
-            return 0
+            return took
+        took += sum(len(d) for d in bulk_drains[1:])
         bulk = any(len(d) for d in bulk_drains)
         self.stats.drains += 1
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         self._handle_drains(named, bulk)
-        # the space goes back to the kernel once the records are in the store: an agent
-        # killed before that leaves them in the (pinned) ring for the next one. Unless a
-        # ring is half full with records read and not yet stored: then the kernel needs the
-        # space more than a crash would (a storm while the writer is behind), and a next
-        # agent is told that it cannot know what this one held (FXACC_EARLY)
+        t1 = time.thread_time()
+        took += self._hold.fill(net_ring)  # what came during the decode (~0.3 s a tick on web-conn; longer starved)
+        self._release_early()
+        self._stage("drain", time.thread_time() - t1)
+        held = [(proc_ring, proc_ring.pos), (net_ring, hold.handed), (main_ring, main_ring.pos)]
+        self._writer.after_written(lambda: self._released(held))
+        return took
+
+    def _release_early(self) -> None:
+        """The space goes back to the kernel once the records are in the store: an agent
+        killed before that leaves them in the (pinned) ring for the next one. Unless a ring
+        is half full with records read and not yet stored (held, or with the writer): then
+        the kernel needs the space more than a crash would (a storm, a connection flood,
+        while the writer is behind), and a next agent is told that it cannot know what
+        this one held (FXACC_EARLY)."""
         early = [r for r in self.rings if r.pos - r.released() > r.size // 2]
         if early:
-            self._write_accounted({ACC_EARLY: 1})
-            for r in early:
-                r.release()
-        held = [(r, r.pos) for r in self.rings]
-        self._writer.after_written(lambda: self._released(held))
-        return sum(len(d) for d in drains)
+            with self._acc_lock:
+                self._write_accounted({ACC_EARLY: 1})
+                for r in early:
+                    r.release()
 
     def _tick_written(self) -> None:
         """On the writer thread, once a drain tick's batches are all with the sinks: a sink
@@ -539,13 +575,17 @@ class Recorder(LossAccounting):
         self._stage("queue", time.thread_time() - t3)
 
     def _released(self, held: list[tuple[RingBuffer, int]]) -> None:
-        for ring, pos in held:
-            if pos > ring.released():
-                ring.release(pos)
-        slots = {ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)}
-        if all(r.released() == r.pos for r in self.rings):
-            slots[ACC_EARLY] = 0  # nothing read is left unstored
-        self._write_accounted(slots)
+        """On the writer thread: the records read up to each ring's ``held`` position are
+        stored; their space goes back to the kernel."""
+        with self._acc_lock:  # an early release (the drainer) and this write FXACC_EARLY in turn
+            for ring, pos in held:
+                if pos > ring.released():
+                    ring.release(pos)
+            slots = {ACC_LAST_WRITE: time.clock_gettime_ns(time.CLOCK_BOOTTIME)}
+            if all(pos >= ring.released() for ring, pos in held):
+                # every record whose space went back is stored: those read since are still in the ring
+                slots[ACC_EARLY] = 0
+            self._write_accounted(slots)
         if self._pace is not None:  # an idle loop waits for the space to sleep on the rings again
             self._pace.wake()
 

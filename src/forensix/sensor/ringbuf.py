@@ -38,6 +38,7 @@ class Drained:
     offsets: np.ndarray  # int64: start of each record's payload within data
     lengths: np.ndarray  # int64: payload length of each record
     parts: tuple[Drained, ...] = ()  # the drains this one joins, if it joins several
+    start: int = -1  # the ring position of data's first byte, if one ring's (a drain's, a hold's)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -261,7 +262,7 @@ class RingBuffer:
             self.release()
         self.records += len(offs)
         self.bytes += taken
-        return Drained(data, offs, lens)
+        return Drained(data, offs, lens, start=start)
 
     def _window(self, start: int, end: int) -> tuple[mmap.mmap, int]:
         """Map the ring's data from position ``start`` to ``end``, for one drain; returns the

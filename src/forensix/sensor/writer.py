@@ -27,9 +27,10 @@ EVIDENCE_RETRY_S = 300.0
 _BACKOFF_MAX_S = 2.0
 
 # Bytes of decoded batches that may wait for the writer. Past it the drainer stops taking the
-# main and network rings: their records wait in the kernel's ring, ~5-10x smaller there than
-# decoded into Arrow columns, and what the ring cannot hold is counted as a gap. Without it,
-# ~19k events/s faster than the sinks took them grew the recorder to 500-640 MB.
+# main ring: its records wait in the kernel's ring, ~5-10x smaller there than decoded into
+# Arrow columns, and what the ring cannot hold is counted as a gap (the network ring's go to
+# the agent's bounded hold meanwhile, raw: sensor/hold.py). Without it, ~19k events/s faster
+# than the sinks took them grew the recorder to 500-640 MB.
 QUEUE_BYTES = 48 << 20
 
 
