@@ -82,7 +82,7 @@ class _Record:
             env["FORENSIX_BPF_DIR"] = str(bpf_dir)
         self.proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "-q", "--store", str(self.store)],
                                      stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
-        wait_until_recording(self.proc, self.store, log)  # type: ignore[arg-type]
+        wait_until_recording(self.proc, self.store, log)
         from bench.recorders import _owned_bpf_ids
 
         self.progs = _owned_bpf_ids(self.proc.pid)[0]
@@ -140,10 +140,10 @@ class _Record:
         total, todo = 0, [self.proc.pid]
         while todo:
             pid = todo.pop()
-            f = stat.get(pid)
-            if f is None:
+            fields = stat.get(pid)
+            if fields is None:
                 continue
-            total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
             todo += kids.get(pid, [])
         return total * 10**9 // os.sysconf("SC_CLK_TCK")
 
@@ -339,7 +339,7 @@ def _paired(runs: dict[str, list[dict[str, Any]]], c: str, base: str, key: str, 
 def _report(w: Any, a: Any, configs: list[str], runs: dict[str, list[dict[str, Any]]],
             progs: dict[str, dict[str, list[int]]], loads: list[float]) -> None:
     def med(c: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[c])
+        return float(statistics.median(r[key] for r in runs[c]))
 
     print(f"{w.describe()}; {a.reps} repetitions of {a.seconds} s, alternating; "
           f"bpf_stats {'on' if a.stats else 'off'}{'; nginx and wrk pinned to CPUs 0 and 1' if a.pin else ''}; 1-minute load average {min(loads):.1f}-{max(loads):.1f}\n")
