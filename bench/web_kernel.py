@@ -14,7 +14,13 @@ CPU a request costs). 95% of baseline throughput on two busy cores is the baseli
 request over the configuration's. ``NAME:record`` runs the tree's whole ``forensix record`` (agent
 included, recording the host into a scratch store) and adds the CPU of the recorder's
 process tree over the run to the request's: on two busy cores the agent's CPU is taken from
-the workload, so that sum is what a request costs. ``--stats`` turns kernel.bpf_stats_enabled on during the
+the workload, so that sum is what a request costs; ``NAME:floor+record`` is that recorder loading the floor
+build (the bench's ``floor``), ``...+stop`` the same SIGSTOPped once it records (its sensor
+attached, nothing drains it): with ``none`` and ``NAME:floor`` they split the floor with an
+agent into kernel and agent, with one metric in one run. Beside CPU per request it reports
+req/s, nginx's and wrk's context switches per request (how often the two share a CPU moves
+req/s more than a sensor does on this 2-core VM), and the recorder's threads' CPU and wake-ups;
+``--pin`` puts nginx's worker on CPU 0 and wrk on CPU 1. ``--stats`` turns kernel.bpf_stats_enabled on during the
 run (it adds two clock reads per program run, so the CPU figures are then a little higher)
 and prints each program's runs and ns per request, read from the holder's own program fds.
 """
