@@ -419,6 +419,7 @@ class ForensixRecorder(Recorder):
         self._progs0: dict[str, dict[str, int]] = {}
         self._log: Path | None = None
         self._owned: tuple[set[int], set[int]] = (set(), set())
+        self._cpu0: float | None = None
 
     def bpf_ids(self) -> set[int]:
         return set(self._owned[0])
@@ -463,6 +464,7 @@ class ForensixRecorder(Recorder):
         wait_until_recording(self._proc, self._store, self._log)
         self._owned = _owned_bpf_ids(self._proc.pid)
         self._progs0 = _bpf_prog_stats(self._owned[0])
+        self._cpu0 = _proc_cpu_seconds(self._proc.pid)  # start-up excluded from the window's figure
 
     def stop(self, inspect: Inspector | None = None) -> RecordStats:
         from bench.forensix_ready import store_counts
@@ -506,7 +508,10 @@ class ForensixRecorder(Recorder):
                 bpf[name] = {"run_cnt": cnt, "run_time_ns": ns, "ns_per_run": ns / cnt}
         store_bytes = sum(p.stat().st_size for p in store_files(self._store))
         kernel_drops = sum(c["drops"] for c in kernel.values()) if kernel else None
-        detail = {"agent_cpu_s": cpu, "bpf": bpf, "kernel_counters": kernel,
+        # the recorder's own CPU while the workload was measured (its threads, not its keeper): what an
+        # agent beside the floor's programs takes from the workload (docs/benchmarks.md, floor-gap)
+        window = round(cpu - self._cpu0, 3) if cpu is not None and self._cpu0 is not None else None
+        detail = {"agent_cpu_s": cpu, "agent_cpu_window_s": window, "bpf": bpf, "kernel_counters": kernel,
                   "kernel_drops": kernel_drops, "store_bytes": store_bytes, **counts["detail"]}
         remove_store(self._store)
         return RecordStats(events=counts["events"], lost=counts["lost"], detail=detail)

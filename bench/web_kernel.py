@@ -14,7 +14,13 @@ CPU a request costs). 95% of baseline throughput on two busy cores is the baseli
 request over the configuration's. ``NAME:record`` runs the tree's whole ``forensix record`` (agent
 included, recording the host into a scratch store) and adds the CPU of the recorder's
 process tree over the run to the request's: on two busy cores the agent's CPU is taken from
-the workload, so that sum is what a request costs. ``--stats`` turns kernel.bpf_stats_enabled on during the
+the workload, so that sum is what a request costs; ``NAME:floor+record`` is that recorder loading the floor
+build (the bench's ``floor``), ``...+stop`` the same SIGSTOPped once it records (its sensor
+attached, nothing drains it): with ``none`` and ``NAME:floor`` they split the floor with an
+agent into kernel and agent, with one metric in one run. Beside CPU per request it reports
+req/s, nginx's and wrk's context switches per request (how often the two share a CPU moves
+req/s more than a sensor does on this 2-core VM), and the recorder's threads' CPU and wake-ups;
+``--pin`` puts nginx's worker on CPU 0 and wrk on CPU 1. ``--stats`` turns kernel.bpf_stats_enabled on during the
 run (it adds two clock reads per program run, so the CPU figures are then a little higher)
 and prints each program's runs and ns per request, read from the holder's own program fds.
 """
@@ -68,17 +74,62 @@ def _hold(mode: str, floor_dir: str | None) -> None:
 
 
 class _Record:
-    """A tree's ``forensix record`` of the whole host, its CPU read from /proc."""
+    """A tree's ``forensix record`` of the whole host, its CPU read from /proc. ``bpf_dir``: a
+    measurement build of its sensor to load instead (the floor); ``stopped``: SIGSTOP the
+    recorder's processes once it records (its sensor stays attached, nothing drains it)."""
 
-    def __init__(self, src: Path, scratch: Path) -> None:
+    def __init__(self, src: Path, scratch: Path, bpf_dir: Path | None = None, stopped: bool = False) -> None:
         from bench.forensix_ready import wait_until_recording
 
         self.store = scratch / f"rec-{os.getpid()}-{time.monotonic_ns()}.duckdb"
         log = self.store.with_suffix(".log")
-        self.proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "--store", str(self.store)],
-                                     stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONPATH": str(src)})
-        wait_until_recording(self.proc, self.store, log)  # type: ignore[arg-type]
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        if bpf_dir is not None:
+            env["FORENSIX_BPF_DIR"] = str(bpf_dir)
+        self.proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "-q", "--store", str(self.store)],
+                                     stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+        wait_until_recording(self.proc, self.store, log)
+        from bench.recorders import _owned_bpf_ids
+
+        self.progs = _owned_bpf_ids(self.proc.pid)[0]
+        # the query that saw it recording started the store's keeper: let it exit (10 s idle),
+        # as it does a few seconds into a recording nobody queries
+        deadline = time.monotonic() + 20
+        while len(self.tree()) > 2 and time.monotonic() < deadline:  # the recorder and its orphan watch
+            time.sleep(0.5)
+        self.stopped = self.tree() if stopped else []
+        for pid in self.stopped:
+            os.kill(pid, signal.SIGSTOP)
+
+    def tree(self) -> list[int]:
+        """The recorder and every live descendant."""
+        kids: dict[int, list[int]] = {}
+        for p in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                ppid = int(Path(p).read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(p.split("/")[2]))
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo += kids.get(pid, [])
+        return out
+
+    def threads(self) -> dict[str, tuple[int, int]]:
+        """CPU ns and times run of each thread of the recorder (by name), from schedstat."""
+        out: dict[str, tuple[int, int]] = {}
+        for pid in self.tree():
+            for t in glob.glob(f"/proc/{pid}/task/*"):
+                try:
+                    name = Path(t, "comm").read_text().strip()
+                    ns, _, runs = (int(x) for x in Path(t, "schedstat").read_text().split())
+                except (OSError, ValueError):
+                    continue
+                a, b = out.get(name, (0, 0))
+                out[name] = (a + ns, b + runs)
+        return out
 
     def cpu_ns(self) -> int:
         """utime + stime of the recorder and every live descendant, with the reaped ones'."""
@@ -95,33 +146,50 @@ class _Record:
         total, todo = 0, [self.proc.pid]
         while todo:
             pid = todo.pop()
-            f = stat.get(pid)
-            if f is None:
+            fields = stat.get(pid)
+            if fields is None:
                 continue
-            total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
             todo += kids.get(pid, [])
         return total * 10**9 // os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
+        for pid in self.stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        from bench.recorders import _wait_detached
+
+        # its programs are detached by a child after it exits (seconds, a grace period per link): the
+        # next configuration must not run while they still are
+        _wait_detached(self.progs)
         for p in self.store.parent.glob(self.store.name + "*"):
             if p.is_file():
                 p.unlink()
 
 
+def _build(mode: str, name: str, src: Path, scratch: Path) -> Path | None:
+    """The tree's measurement build of its sensor for ``mode`` (bpf/Makefile), or None."""
+    if mode not in ("floor", "nosock"):
+        return None
+    out = scratch / f"{mode}-{name}"
+    if not (out / "sensor.bpf.o").is_file():
+        subprocess.run(["make", "-s", "-C", str(src.parent / "bpf"), mode, f"{mode.upper()}_OUT={out}"],
+                       check=True, capture_output=True)
+    return out
+
+
 def _holder(spec: str, sensors: dict[str, Path], scratch: Path) -> subprocess.Popen[str]:
     name, _, mode = spec.partition(":")
     src = sensors[name]
-    floor = None
-    if mode in ("floor", "nosock"):  # measurement builds of the tree's bpf/ (bpf/Makefile)
-        floor = scratch / f"{mode}-{name}"
-        subprocess.run(["make", "-s", "-C", str(src.parent / "bpf"), mode, f"{mode.upper()}_OUT={floor}"],
-                       check=True, capture_output=True)
+    floor = _build(mode, name, src, scratch)
     p = subprocess.Popen([sys.executable, "-m", "bench.web_kernel", "--hold", mode or "default",
                           *(["--floor-dir", str(floor)] if floor else [])],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -130,6 +198,18 @@ def _holder(spec: str, sensors: dict[str, Path], scratch: Path) -> subprocess.Po
     if p.stdout.readline().strip() != "ready":
         raise RuntimeError(f"the sensor of {spec} did not attach")
     return p
+
+
+def _recorder(spec: str, sensors: dict[str, Path], scratch: Path) -> _Record | None:
+    """``NAME:record``, ``NAME:floor+record`` (its forensix record loading the floor build),
+    ``...+stop`` (the recorder SIGSTOPped while measured): None for a sensor held alone."""
+    name, _, mode = spec.partition(":")
+    parts = mode.split("+")
+    if "record" not in parts:
+        return None
+    build = next((m for m in parts if m in ("floor", "nosock")), "")
+    src = sensors[name]
+    return _Record(src, scratch, _build(build, name, src, scratch), stopped="stop" in parts)
 
 
 def _worker_pid(scratch: Path) -> int:
@@ -144,18 +224,45 @@ def _worker_pid(scratch: Path) -> int:
     raise RuntimeError("no nginx worker")
 
 
-def _measure(w: Any, seconds: int, rec: _Record | None = None) -> tuple[float, int]:
+def _switches(pid: int) -> tuple[int, int, int]:
+    """A process's voluntary and involuntary context switches and migrations between CPUs."""
+    st = Path(f"/proc/{pid}/status").read_text()
+    vol = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    inv = int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    mig = re.search(r"^nr_migrations\s+:\s+(\d+)", Path(f"/proc/{pid}/sched").read_text(), re.MULTILINE)
+    return vol, inv, int(mig.group(1)) if mig else 0
+
+
+def _measure(w: Any, seconds: int, rec: _Record | None = None, pin: bool = False) -> dict[str, Any]:
+    """CPU per request (the workload's, plus the recorder's), requests per second, the nginx
+    worker's and wrk's context switches per request, and the recorder's threads' wake-ups.
+    ``pin``: nginx's worker on CPU 0, wrk on CPU 1 (the recorder wherever the scheduler puts it)."""
     wp = _worker_pid(w.scratch)
+    everywhere = os.sched_getaffinity(0)
+    if pin:
+        os.sched_setaffinity(wp, {0})
+        os.sched_setaffinity(0, {1})  # wrk, started from here, inherits it
 
     def worker_ns() -> int:
         return int(Path(f"/proc/{wp}/schedstat").read_text().split()[0])
 
     r0, n0, a0 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
-    out = w._wrk(seconds)
+    s0, th0, t0 = _switches(wp), rec.threads() if rec else {}, time.monotonic()
+    try:
+        out = w._wrk(seconds)
+    finally:
+        os.sched_setaffinity(0, everywhere)
     r1, n1, a1 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
+    s1, th1, t1 = _switches(wp), rec.threads() if rec else {}, time.monotonic()
     reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    secs = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
     cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e9 + (n1 - n0) + (a1 - a0)
-    return cpu / reqs, reqs
+    wake = {k: ((v[0] - th0.get(k, (0, 0))[0]) / (t1 - t0), (v[1] - th0.get(k, (0, 0))[1]) / (t1 - t0))
+            for k, v in th1.items()}
+    return {"cpu": cpu / reqs, "reqs": reqs, "rps": reqs / secs,
+            "nginx_vol": (s1[0] - s0[0]) / reqs, "nginx_inv": (s1[1] - s0[1]) / reqs, "nginx_mig": (s1[2] - s0[2]) / reqs,
+            "wrk_vol": (r1.ru_nvcsw - r0.ru_nvcsw) / reqs, "wrk_inv": (r1.ru_nivcsw - r0.ru_nivcsw) / reqs,
+            "threads": wake}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,12 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sensor", action="append", default=[], metavar="NAME=SRC",
                     help="a tree's src/ directory (its sensor built); configurations NAME, NAME:floor, NAME:syscall, "
                          "NAME:counters, NAME:nosock (sockets' edges free: make -C bpf nosock), "
-                         "NAME:record (its forensix record, agent included)")
+                         "NAME:record (its forensix record, agent included), NAME:floor+record (forensix record "
+                         "loading the floor build), ...+stop (the recorder SIGSTOPped while measured)")
     ap.add_argument("--configs", default=None, help="comma list (default: none and every NAME)")
     ap.add_argument("--workload", choices=["web", "web-conn"], default="web")
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--stats", action="store_true", help="kernel.bpf_stats_enabled during the run")
+    ap.add_argument("--pin", action="store_true",
+                    help="nginx's worker on CPU 0 and wrk on CPU 1 (unpinned, the two often share a CPU: how often "
+                         "moves the figures more than a sensor does)")
     ap.add_argument("--hold", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--floor-dir", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -185,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     w = (WebConnWorkload if a.workload == "web-conn" else WebWorkload)(False, scratch)
     w.prepare()
     w.before_run(Recorder())
-    cpu: dict[str, list[float]] = {c: [] for c in configs}
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     progs: dict[str, dict[str, list[int]]] = {c: {} for c in configs}
     loads = []
     stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -195,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(a.reps):
             k = rep % len(configs)
             for c in configs[k:] + configs[:k]:
-                rec = _Record(sensors[c.split(":")[0]], scratch) if c.endswith(":record") else None
+                rec = _recorder(c, sensors, scratch)
                 holder = None if c == "none" or rec else _holder(c, sensors, scratch)
                 try:
-                    per_req, reqs = _measure(w, a.seconds, rec)
+                    m = _measure(w, a.seconds, rec, a.pin)
                 finally:
                     stats = {}
                     if rec is not None:
@@ -208,35 +319,64 @@ def main(argv: list[str] | None = None) -> int:
                         holder.stdin.close()
                         stats = json.loads(holder.stdout.readline() or "{}")
                         holder.wait()
-                cpu[c].append(per_req)
-                for prog, (runs, ns) in stats.items():
+                runs[c].append(m)
+                for prog, (n, ns) in stats.items():
                     acc = progs[c].setdefault(prog, [0, 0, 0])
-                    acc[0] += runs
+                    acc[0] += n
                     acc[1] += ns
-                    acc[2] += reqs
+                    acc[2] += m["reqs"]
             loads.append(os.getloadavg()[0])
-            print(f"rep {rep}: " + ", ".join(f"{c} {cpu[c][-1]:.0f} ns" for c in configs)
-                  + f"; load {loads[-1]:.1f}", file=sys.stderr, flush=True)
+            print(f"rep {rep}: " + ", ".join(f"{c} {runs[c][-1]['cpu']:.0f} ns {runs[c][-1]['rps']:,.0f}/s"
+                                              for c in configs) + f"; load {loads[-1]:.1f}", file=sys.stderr, flush=True)
     finally:
         if a.stats:
             stats_path.write_text("0\n")
         w.after_run(Recorder())
-    print(f"{w.describe()}; {a.reps} repetitions of {a.seconds} s, kernel side only (no agent), "
-          f"bpf_stats {'on' if a.stats else 'off'}; 1-minute load average {min(loads):.1f}-{max(loads):.1f}\n")
-    print("| configuration | CPU per request (ns, median) | throughput equivalent (paired mean ± se) |")
-    print("|---|---|---|")
+    _report(w, a, configs, runs, progs, loads)
+    return 0
+
+
+def _paired(runs: dict[str, list[dict[str, Any]]], c: str, base: str, key: str, inverse: bool) -> str:
+    ratios = [(b[key] / x[key]) if inverse else (x[key] / b[key]) for x, b in zip(runs[c], runs[base], strict=True)]
+    se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else 0.0
+    return f"{statistics.mean(ratios):.1%} ± {se:.1%}"
+
+
+def _report(w: Any, a: Any, configs: list[str], runs: dict[str, list[dict[str, Any]]],
+            progs: dict[str, dict[str, list[int]]], loads: list[float]) -> None:
+    def med(c: str, key: str) -> float:
+        return float(statistics.median(r[key] for r in runs[c]))
+
+    print(f"{w.describe()}; {a.reps} repetitions of {a.seconds} s, alternating; "
+          f"bpf_stats {'on' if a.stats else 'off'}{'; nginx and wrk pinned to CPUs 0 and 1' if a.pin else ''}; 1-minute load average {min(loads):.1f}-{max(loads):.1f}\n")
+    print("| configuration | CPU per request (ns, median) | as throughput (paired mean ± se) | req/s (median) "
+          "| req/s against the first (paired) | nginx switches per request (vol / invol / migrations) "
+          "| wrk switches per request (vol / invol) |")
+    print("|---|---|---|---|---|---|---|")
     for c in configs:
-        ratios = [b / x for x, b in zip(cpu[c], cpu[configs[0]], strict=True)]
-        se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else 0.0
-        print(f"| {c} | {statistics.median(cpu[c]):,.0f} | {statistics.mean(ratios):.1%} ± {se:.1%} |")
+        print(f"| {c} | {med(c, 'cpu'):,.0f} | {_paired(runs, c, configs[0], 'cpu', True)} | {med(c, 'rps'):,.0f} "
+              f"| {_paired(runs, c, configs[0], 'rps', False)} "
+              f"| {med(c, 'nginx_vol'):.3f} / {med(c, 'nginx_inv'):.4f} / {med(c, 'nginx_mig'):.4f} "
+              f"| {med(c, 'wrk_vol'):.3f} / {med(c, 'wrk_inv'):.4f} |")
+    threads = [c for c in configs if any(r["threads"] for r in runs[c])]
+    if threads:
+        print("\n| configuration | recorder thread: CPU ms per s / times run per s (medians) |")
+        print("|---|---|")
+        for c in threads:
+            names = sorted({n for r in runs[c] for n in r["threads"]})
+            cells = []
+            for n in names:
+                ms = statistics.median(r["threads"].get(n, (0, 0))[0] for r in runs[c]) / 1e6
+                wk = statistics.median(r["threads"].get(n, (0, 0))[1] for r in runs[c])
+                cells.append(f"{n} {ms:.2f} / {wk:.1f}")
+            print(f"| {c} | {'; '.join(cells)} |")
     if any(progs.values()):
         print("\n| configuration | program | runs per request | ns per run | ns per request |")
         print("|---|---|---|---|---|")
         for c in configs:
-            for prog, (runs, ns, reqs) in sorted(progs[c].items(), key=lambda x: -x[1][1]):
+            for prog, (n, ns, reqs) in sorted(progs[c].items(), key=lambda x: -x[1][1]):
                 if ns / reqs >= 5:
-                    print(f"| {c} | {prog} | {runs / reqs:.2f} | {ns / runs:,.0f} | {ns / reqs:,.0f} |")
-    return 0
+                    print(f"| {c} | {prog} | {n / reqs:.2f} | {ns / n:,.0f} | {ns / reqs:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -243,6 +243,10 @@ class LiveEngine:
         with self._lock:
             if table == "events" and self._said:
                 self._tell_record(data)
+            # the timer waits without a timeout only while nothing waits: only then must a write
+            # wake it (a timed wait re-checks on its own; woken for every table of a tick, the
+            # thread ran ~10 times a second on a recorder that evaluated one tick in 1.5 s)
+            untimed = not self._pending and self._carry is None
             if not self._pending:
                 self._pending_since = time.monotonic()
             self._pending.append((table, data))
@@ -253,7 +257,8 @@ class LiveEngine:
             elif self._timer is None and self.max_delay > 0:
                 self._timer = threading.Thread(target=self._tick, name="fx-rules-timer", daemon=True)
                 self._timer.start()
-            self._waiting.notify()
+            elif untimed:
+                self._waiting.notify()
 
     def tick_end(self) -> None:
         """The recorder handed over every batch of a drain tick (sensor/recorder.py
@@ -272,12 +277,15 @@ class LiveEngine:
         name_native_thread()
         with self._lock:
             while not self._closed.is_set():
-                waiting = bool(self._pending) or self._carry is not None
-                self._waiting.wait(self.max_delay / 2 if waiting else None)
+                # checked before waiting too: a tick_end that came while the thread was starting
+                # (no one waited for its notify) would otherwise wait a whole max_delay / 2
                 now = time.monotonic()
                 late = self._pending and (self._tick_ended or now - self._pending_since >= self.max_delay)
                 if late or (self._carry is not None and now - self._carry_since >= self.max_delay):
                     self._safe_drain()
+                    continue
+                waiting = bool(self._pending) or self._carry is not None
+                self._waiting.wait(self.max_delay / 2 if waiting else None)
 
     def _split(self, new: pa.Table, final: bool) -> tuple[pa.Table, pa.Table | None]:
         """Rows of processes the context does not know yet are held back once.

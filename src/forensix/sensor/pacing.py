@@ -2,7 +2,9 @@
 
 While records arrive, the loop ticks every ``poll_interval`` (a ring a quarter full is
 drained at once, a storm must not wait for the batch timer) and drains every
-``batch_interval``. Once a whole batch interval has brought nothing, it sleeps in epoll on
+``batch_interval``; the ticks run only while a ring holds records: with every ring empty
+(drained, stored, given back) it sleeps in epoll until its next drain, and the first
+record wakes it (``Recorder._busy_sleep``). Once a whole batch interval has brought nothing, it sleeps in epoll on
 the rings: the kernel wakes it for the first record written into an empty ring (the
 sensor submits with flags 0, bpf/sensor.bpf.c), so the first event after a quiet spell is
 drained at once; otherwise it wakes only for its timers. The flow-map flush, which needs

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from forensix.sensor.pacing import Pacer
 
-__all__ = ["AlwaysIdle"]
+__all__ = ["AlwaysBusy", "AlwaysIdle"]
 
 
 class AlwaysIdle(Pacer):
     def busy(self, now: float) -> bool:
         return False
+
+
+class AlwaysBusy(Pacer):
+    """A loop that believes records keep arriving, whatever the host does (tests of the busy
+    path's wake-ups: with its sensor paused, its rings stay empty)."""
+
+    def busy(self, now: float) -> bool:
+        return True
