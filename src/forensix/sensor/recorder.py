@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from forensix import __version__
 from forensix.agent.sink import Sink
+from forensix.artifacts.defer import HeldWriter
 from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.nice import nice_for_child
@@ -123,6 +124,8 @@ def use_system_allocator() -> None:
 
 class Recorder(LossAccounting):
     counted = "events"  # what stats.events counts, for the stop record (agent/raw.py counts records)
+    # a batch whose big executables are read later is held until they are (artifacts/defer.py)
+    holds_batches = True
 
     def __init__(
         self,
@@ -203,6 +206,11 @@ class Recorder(LossAccounting):
                                    on_warning=lambda msg: self._agent_event("warning", msg),
                                    evidence_retry_s=self.evidence_retry_s)
         self._writer.start()
+        if self.artifacts is not None and self.holds_batches:
+            # a batch whose executables are still being read is held, in order (artifacts/defer.py)
+            held = HeldWriter(self._writer, self._count, self._artifacts_failed)
+            self.artifacts.on_read = held.release
+            self._writer = held  # type: ignore[assignment]  # the writer as the drain and emits use it
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
@@ -411,10 +419,13 @@ class Recorder(LossAccounting):
             self.account_losses()
             self._poll_accounts()  # a change in the last second is stored too
             self._agent_event("counters", self._counters_json())
+            if isinstance(self._writer, HeldWriter):
+                self._writer.release(wait=True)  # the batches still held: their files read now
             if self.artifacts is not None:
                 try:
                     self._ship_artifacts(once=False)
                     self._agent_event("artifacts", self.artifacts.summary())
+                    self.artifacts.close()  # its reader: every file read by now
                 except Exception as e:  # noqa: BLE001 - logged there; the stop record still goes out
                     self._artifacts_failed(e)
             self.stats.cpu_s = {
@@ -528,7 +539,18 @@ class Recorder(LossAccounting):
         self._stage("decode", t2 - t1)
         if self.artifacts is not None:
             try:
-                tables = self.artifacts.annotate(tables)  # new tables: on a raise the decoded ones go on
+                later = self.artifacts.annotate_later(tables)  # big files opened now, read at nice 19
+                held = self._writer if isinstance(self._writer, HeldWriter) else None
+                if held is not None and not later.ready():
+                    ev = tables.get("events")
+                    held.hold(later, bulk, 0 if ev is None else ev.num_rows)
+                    self.artifacts.overdue(held)
+                    self._ship_artifacts(once=True)
+                    self._stage("artifacts", time.thread_time() - t2)
+                    return
+                tables = later.tables()  # new tables: on a raise the decoded ones go on
+                if held is not None:
+                    self.artifacts.overdue(held)
                 self._ship_artifacts(once=True)
             except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
                 self._artifacts_failed(e)
@@ -588,13 +610,16 @@ class Recorder(LossAccounting):
             self._agent_event("gap", message, ts=ts)
 
     def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
+        self._count(table, data)
+        self._writer.put(table, data, bulk=bulk)
+
+    def _count(self, table: str, data: pa.Table) -> None:
         if table == "events":
             self.stats.events += data.num_rows
         elif table == "processes":
             self.stats.processes += data.num_rows
         elif table == "flows":
             self.stats.flows += data.num_rows
-        self._writer.put(table, data, bulk=bulk)
 
     # -- flows, losses, clock ------------------------------------------------------
     def flush_flows(self, final: bool = False, drain: bool = False) -> int:
