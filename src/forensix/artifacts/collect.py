@@ -19,7 +19,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -239,14 +239,16 @@ class Collector:
         return slots
 
     def _finish(self, slots: list[_Slot]) -> Kept:
-        """The rows of ``slots``, every read done."""
-        art_rows: list[dict[str, Any]] = []
+        """The rows of ``slots``, every read done. The artifacts rows are made a column at a
+        time: a build runs ~1,000 execs, each a row (a dict per row and ``from_pylist`` cost
+        ~4 µs a row on the raw agent's drain tick)."""
         missing_rows: list[dict[str, Any]] = []
         hashes: dict[int, str | None] = {}
+        puts: list[Put] = []
         with self._lock:
             for sl in slots:
                 put, w, ts = self._result(sl), sl.w, sl.ts
-                art_rows.append(self._art_row(ts, w, put, sl.source))
+                puts.append(put)
                 if put.sha256 is None:
                     self.missing += 1
                     missing_rows.append(self._missing_row(ts, w, put.reason or "not preserved"))
@@ -254,9 +256,23 @@ class Collector:
                     hashes[sl.i] = put.sha256
                 if self.ship and put.stored and put.sha256:
                     self._to_ship.append((ts, put.sha256, 0))
-        return Kept(hashes,
-                    pa.Table.from_pylist(art_rows, schema=schema.ARTIFACTS) if art_rows else None,
+        return Kept(hashes, self._art_table(slots, puts) if slots else None,
                     pa.Table.from_pylist(missing_rows, schema=schema.EVENTS) if missing_rows else None)
+
+    def _art_table(self, slots: list[_Slot], puts: list[Put]) -> pa.Table:
+        n = len(slots)
+        ws = [sl.w for sl in slots]
+        cols: dict[str, list[Any]] = {
+            "host_id": [self.host.host_id] * n, "host_name": [self.host.host_name] * n,
+            "boot_id": [self.host.boot_id] * n, "ts": [sl.ts for sl in slots],
+            "sha256": [p.sha256 for p in puts], "size": [p.size for p in puts],
+            "kind": ["memfd" if (w.path or "").startswith("/memfd:") else w.kind for w in ws],
+            "path": [w.path for w in ws], "source": [sl.source for sl in slots],
+            "process_entity_id": [w.entity for w in ws], "process_pid": [w.pid for w in ws],
+            "stored": [p.stored for p in puts], "certain": [p.certain if p.sha256 else None for p in puts],
+            "reason": [p.reason for p in puts]}
+        return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in schema.ARTIFACTS],
+                                    schema=schema.ARTIFACTS)
 
     def _result(self, sl: _Slot) -> Put:
         """What came of a slot: its read's, or (a later slot of the same file) as a file run again."""
@@ -421,30 +437,24 @@ class Collector:
                if w.kind != "script" else f"the script {w.path} could not be read")
         return _Slot(i, w, ts, Put(None, 0, False, reason=f"{why} (tried {', '.join(tried) or 'nothing'})"), None)
 
-    def _sources(self, w: _Want) -> list[str]:
+    def _sources(self, w: _Want) -> Iterator[str]:
+        """Where to read it, best first; the path (a stat, to never open a FIFO) only once the
+        process's own ways failed: most execs are read through /proc/PID/exe."""
         proc = f"/proc/{w.pid}"
-        out: list[str] = []
         if w.kind == "executable":
-            out.append(f"{proc}/exe")
+            yield f"{proc}/exe"
         elif w.kind == "library" and w.addr:
             rng = _mapping(w.pid, w.addr)
             if rng:
-                out.append(f"{proc}/map_files/{rng}")
+                yield f"{proc}/map_files/{rng}"
         elif w.kind == "script" and w.path:
-            out += _fds_naming(w.pid, w.path)
+            yield from _fds_naming(w.pid, w.path)
         if w.path and w.path.startswith("/") and not w.path.endswith(" (deleted)") and _type_by_path(w.path) is None:
-            out.append(w.path)
-        return out
+            yield w.path
 
     # -- rows -------------------------------------------------------------------------
     def _origin(self) -> dict[str, Any]:
         return {"host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id}
-
-    def _art_row(self, ts: int, w: _Want, put: Put, source: str | None) -> dict[str, Any]:
-        kind = "memfd" if (w.path or "").startswith("/memfd:") else w.kind
-        return {**self._origin(), "ts": ts, "sha256": put.sha256, "size": put.size, "kind": kind, "path": w.path,
-                "source": source, "process_entity_id": w.entity, "process_pid": w.pid, "stored": put.stored,
-                "certain": put.certain if put.sha256 else None, "reason": put.reason}
 
     def _missing_row(self, ts: int, w: _Want, why: str) -> dict[str, Any]:
         return {**self._origin(), "ts": ts, "event_kind": "event", "event_category": "process",

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from forensix.artifacts.store import ArtifactStore, Put
+from forensix.threadname import name_native_thread
 
 __all__ = ["READ_NICE", "HeldWriter", "Job", "Later", "Reader"]
 
@@ -168,6 +169,7 @@ class Reader:
             pass
 
     def _run(self) -> None:
+        name_native_thread()
         self._tid = threading.get_native_id()
         self._set_nice(self._tid, self.nice)
         t0 = time.thread_time()
