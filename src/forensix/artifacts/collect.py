@@ -296,6 +296,10 @@ class Collector:
 
     def blobs_to_ship(self, limit: int = SHIP_BYTES) -> pa.Table | None:
         """The next chunks of kept files to ship (at most ``limit`` bytes), or None."""
+        with self._lock:  # the reader's hand-over adds to the list
+            return self._blobs(limit)
+
+    def _blobs(self, limit: int) -> pa.Table | None:
         rows: list[dict[str, Any]] = []
         taken = 0
         while self._to_ship and taken < limit:

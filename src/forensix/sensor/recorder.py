@@ -177,6 +177,7 @@ class Recorder(LossAccounting):
         # nice while the backlog is small (sensor/priority.py); 0: always at the workload's priority
         self.yielding = Yielding(yield_nice)
         self.stats = RecordStats()
+        self._count_lock = threading.Lock()  # a held batch is counted on the artifacts reader's thread
         self.sensor: Sensor | None = None
         self._watch: OrphanWatch | None = None  # detaches our pinned sensor if we die and nobody adopts it
         self._stop = threading.Event()
@@ -614,12 +615,13 @@ class Recorder(LossAccounting):
         self._writer.put(table, data, bulk=bulk)
 
     def _count(self, table: str, data: pa.Table) -> None:
-        if table == "events":
-            self.stats.events += data.num_rows
-        elif table == "processes":
-            self.stats.processes += data.num_rows
-        elif table == "flows":
-            self.stats.flows += data.num_rows
+        with self._count_lock:
+            if table == "events":
+                self.stats.events += data.num_rows
+            elif table == "processes":
+                self.stats.processes += data.num_rows
+            elif table == "flows":
+                self.stats.flows += data.num_rows
 
     # -- flows, losses, clock ------------------------------------------------------
     def flush_flows(self, final: bool = False, drain: bool = False) -> int:
@@ -741,7 +743,8 @@ class Recorder(LossAccounting):
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
         """The edges flushed from the kernel's map (sensor/maprows.py)."""
-        self.stats.events += len(v)  # each edge is a row of the events view too
+        with self._count_lock:
+            self.stats.events += len(v)  # each edge is a row of the events view too
         self._emit("flows", flow_rows(self.decoder, self.host, self.clock.offset_ns, k, v))
 
     def _resync_clock(self) -> None:
