@@ -95,6 +95,7 @@ class Reader:
         self._tid = 0
         self._urgent = False
         self._busy = False  # a job is being read
+        self._current: Job | None = None
         self._stop = False
         self._thread: threading.Thread | None = None
         self.gate = threading.Event()  # set: may read (tests hold it to change a file in between)
@@ -118,9 +119,9 @@ class Reader:
             self._thread.start()
 
     def waiting(self) -> list[Job]:
-        """The jobs queued, oldest first."""
+        """The jobs not read yet, the one being read first."""
         with self._cond:
-            return list(self._q)
+            return ([self._current] if self._current is not None else []) + list(self._q)
 
     def oldest(self) -> float | None:
         """monotonic time the oldest job waiting was queued (None: none waits)."""
@@ -174,6 +175,7 @@ class Reader:
         self._set_nice(self._tid, self.nice)
         t0 = time.thread_time()
         while True:
+            self.gate.wait()  # before taking a job: one held back stays in the queue (waiting, wait)
             with self._cond:
                 while not self._q and not self._stop:
                     if self._urgent:
@@ -182,12 +184,12 @@ class Reader:
                     self._cond.wait()
                 if not self._q:
                     break
-                job = self._q.popleft()
+                job = self._current = self._q.popleft()
                 self._busy = True
-            self.gate.wait()
             self._read(job)
             with self._cond:
                 self._busy = False
+                self._current = None
             self.cpu_s = time.thread_time() - t0
             if self.on_done is not None:
                 self.on_done()
