@@ -138,8 +138,15 @@ def _collector_reading_nothing(tmp: Path) -> Any:
     from forensix.model.host import local_host
 
     class ReadingNothing(Collector):
-        def _take(self, w: Any, ts: int) -> tuple[Any, str | None]:
-            return Put(hashlib.sha256(f"{w.kind}:{w.path}".encode()).hexdigest(), 0, False), f"/proc/{w.pid}/exe"
+        def _take(self, *a: Any) -> Any:
+            # (w, ts) -> (Put, source) before the deferred reads (artifacts/defer.py); (i, w, ts, defer) -> _Slot since
+            w = a[0] if len(a) == 2 else a[1]
+            put, source = Put(hashlib.sha256(f"{w.kind}:{w.path}".encode()).hexdigest(), 0, False), f"/proc/{w.pid}/exe"
+            if len(a) == 2:
+                return put, source
+            from forensix.artifacts.collect import _Slot
+
+            return _Slot(a[0], w, a[2], put, source)
 
     return ReadingNothing(ArtifactStore(tmp / "artifacts"), local_host())
 

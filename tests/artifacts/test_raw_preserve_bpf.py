@@ -9,7 +9,8 @@ program run from a memfd, one binary run 1,000 times, a #! script, a FIFO given 
 its script, a library dropped in a temporary directory, a binary over the size limit), and
 at every drain tick both paths run over the same records, each with a collector and an
 artifact store of its own: the decoding path first (a decoder of its own, a copy after the
-/proc snapshot), the raw agent's own right after. Their artifacts rows, ``artifact.missing``
+/proc snapshot; every file opened at the drain and read by the collector's low-priority
+reader, as ``Recorder`` has big ones read), the raw agent's own right after (read inline). Their artifacts rows, ``artifact.missing``
 events and exec hashes must be equal.
 """
 
@@ -59,7 +60,9 @@ class BothPaths(RawRecorder):
         tables = self.twin.decode(Drained.join([d for _, d in named]))
         if tables.get("events") is not None:
             n = tables["events"].num_rows
-            out = self.twin_collector.annotate(tables)  # as Recorder does before storing a batch
+            # as Recorder does before storing a batch, every file read by the low-priority reader
+            # (artifacts/defer.py): the deferred path keeps what the inline one keeps
+            out = self.twin_collector.annotate_later(tables).tables()
             ev = out["events"]
             if "artifacts" in out:
                 self.got["old"] += out["artifacts"].to_pylist()
@@ -105,12 +108,14 @@ def test_raw_agent_preserves_what_the_decoding_agent_preserves(tmp_path: Path) -
     host = local_host()
     rec = BothPaths([NullSink()], host=host,
                     artifacts=Collector(ArtifactStore(tmp_path / "new", max_file_bytes=_MAX).open(), host))
-    rec.twin_collector = Collector(ArtifactStore(tmp_path / "old", max_file_bytes=_MAX).open(), host)
+    rec.twin_collector = Collector(ArtifactStore(tmp_path / "old", max_file_bytes=_MAX).open(), host,
+                                   defer_min_bytes=0)
     old = os.umask(0o022)
     try:
         assert rec.run(command=[sys.executable, str(INTRUDER), str(work), str(out)]) == 0
     finally:
         os.umask(old)
+        rec.twin_collector.close()
     told = json.loads(out.read_text())
     got = {k: sorted(_key(r) for r in rows if _ours(r, str(work), told["memfd_pid"])) for k, rows in rec.got.items()}
     assert got["new"] == got["old"]

@@ -123,6 +123,9 @@ class RawRecorder(Recorder):
     # what stats.events counts here: rows are made, and counted, on the log host
     counted = "kernel records and flow entries, shipped undecoded (the log host counts the rows it stores)"
 
+    # the collector reads inline here (Collector.preserve): the hashes ride in the tick's ring row
+    holds_batches = False
+
     # files mapped executable the collector has no use for (_judge); replaced, never changed in place
     _ordinary: np.ndarray = np.empty(0, np.uint64)
 

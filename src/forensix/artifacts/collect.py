@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,11 +28,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from forensix.artifacts.defer import HeldWriter, Job, Reader
 from forensix.artifacts.store import ArtifactStore, Put
 from forensix.model.host import HostInfo
 from forensix.store import schema
 
-__all__ = ["Collector", "Kept", "Seen", "in_writable_dir", "seen_rows"]
+__all__ = ["DEFER_MIN_BYTES", "Collector", "Kept", "Seen", "in_writable_dir", "seen_rows"]
 
 _INTERPRETER = re.compile(r"^(?:ba|da|z|k|c|tc|fi)?sh$|^python[0-9.]*$|^perl[0-9.]*$|^ruby[0-9.]*$|^php[0-9.]*$"
                           r"|^node(?:js)?$|^lua[0-9.]*$|^tclsh[0-9.]*$|^busybox$")
@@ -39,6 +42,11 @@ _PROT_EXEC = 4
 _CACHE = 65_536
 CHUNK_BYTES = 1 << 20  # one artifact_blobs row
 SHIP_BYTES = 4 << 20  # artifact bytes handed to the sinks per batch (~1 s): evidence is not held up behind them
+# files from this size on are read by the Reader (defer.py) when the caller can hold its batch;
+# smaller ones cost less to read (~0.1 ms) than to hold a batch for
+DEFER_MIN_BYTES = 256 << 10
+HOLD_S = 2.0  # a batch held longer than this: the Reader reads at the workload's priority until it is done
+HOLD_ROWS = 200_000  # rows held past this: the drainer waits for the reads (memory stays bounded)
 
 
 @dataclass
@@ -83,13 +91,57 @@ class Kept(NamedTuple):
     missing: pa.Table | None  # artifact.missing events
 
 
+@dataclass(slots=True)
+class _Slot:
+    """One thing to keep: read already (``put``), or by the Reader (``job``; ``first``: the
+    job is this slot's own, else another slot's read of the same file)."""
+
+    i: int  # index of its ``Seen`` row
+    w: _Want
+    ts: int
+    put: Put | None
+    source: str | None
+    job: Job | None = None
+    first: bool = False
+    key: tuple[int, ...] | None = None
+
+
+class Annotating:
+    """A decoded batch being annotated: ``tables()`` once ``ready()`` (collect.py ``annotate``)."""
+
+    def __init__(self, owner: Collector, decoded: dict[str, pa.Table], rows: list[int], seen: list[Seen],
+                 slots: list[_Slot]) -> None:
+        self.owner, self.decoded, self.rows, self.seen, self.slots = owner, decoded, rows, seen, slots
+        self.jobs = [s.job for s in slots if s.job is not None]
+
+    def ready(self) -> bool:
+        return all(j.done.is_set() for j in self.jobs)
+
+    def wait(self) -> None:
+        if self.jobs:
+            self.owner.reader().wait(self.jobs)
+
+    def tables(self) -> dict[str, pa.Table]:
+        self.wait()
+        return self.owner._annotated(self.decoded, self.rows, self.seen, self.owner._finish(self.slots))
+
+
 class Collector:
-    def __init__(self, store: ArtifactStore, host: HostInfo, *, ship: bool = False) -> None:
+    def __init__(self, store: ArtifactStore, host: HostInfo, *, ship: bool = False,
+                 defer_min_bytes: int = DEFER_MIN_BYTES) -> None:
         """``ship``: also hand the bytes of every newly kept file to the sinks (table
-        ``artifact_blobs``), for an agent to ship them to the log host."""
+        ``artifact_blobs``), for an agent to ship them to the log host. ``defer_min_bytes``:
+        files from this size on are read later, at low priority, by ``annotate_later``'s
+        callers (defer.py)."""
         self.store = store
         self.host = host
         self.ship = ship
+        self.defer_min_bytes = defer_min_bytes
+        self.on_read: Callable[[], None] | None = None  # called by the Reader after each file it read
+        self._reader: Reader | None = None
+        self._inflight: dict[tuple[int, ...], Job] = {}  # file key -> its read, queued or under way
+        self._lock = threading.RLock()  # the drainer and the Reader's hand-over both finish slots
+        self.waited = 0  # times the drainer waited for the Reader (too many rows held)
         self._to_ship: list[tuple[int, str, int]] = []  # (ts, sha256, next offset), oldest first
         # (st_dev, st_ino, mtime, ctime, size) -> what came of it: a file run again is not read again
         self._known: OrderedDict[tuple[int, ...], Put] = OrderedDict()
@@ -97,18 +149,33 @@ class Collector:
         self.missing = 0
 
     # -- the hooks --------------------------------------------------------------------
+    def reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = Reader(self.store, on_done=lambda: self.on_read() if self.on_read else None)
+        return self._reader
+
     def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
         """A decoded batch's tables, with the artifacts kept, the ``artifact.missing``
         events, and the executables' hashes on their exec events and processes rows."""
+        return self.annotate_later(tables, defer=False).tables()
+
+    def annotate_later(self, tables: dict[str, pa.Table], defer: bool = True) -> Annotating:
+        """``annotate``, its big files opened now and read by the Reader (``defer``): the
+        tables once the result is ``ready()``. For a caller that holds the batch meanwhile
+        (defer.py ``HeldWriter``)."""
         ev = tables.get("events")
         if ev is None or ev.num_rows == 0:
-            return tables
+            return Annotating(self, tables, [], [], [])
         rows, seen = self._candidates(ev)
-        if not rows:
-            return tables
-        kept = self.preserve(seen)
+        with self._lock:
+            slots = self._start(seen, defer) if rows else []
+        return Annotating(self, tables, rows, seen, slots)
+
+    def _annotated(self, tables: dict[str, pa.Table], rows: list[int], seen: list[Seen],
+                   kept: Kept) -> dict[str, pa.Table]:
         if kept.artifacts is None:
             return tables
+        ev = tables["events"]
         out = dict(tables)
         out["artifacts"] = kept.artifacts
         hashes = {rows[i]: h for i, h in kept.hashes.items()}  # events row -> executable hash
@@ -134,27 +201,105 @@ class Collector:
         """Keep what ``seen`` (execs and executable mappings, in record order) ran or mapped.
         The raw agent's hook: it reads these few fields straight from the kernel's records
         (agent/execs.py), where an events table of ~85 columns made for them, and turned
-        back into rows here, was most of the collector's cost per drain tick."""
-        art_rows: list[dict[str, Any]] = []
-        missing_rows: list[dict[str, Any]] = []
-        hashes: dict[int, str | None] = {}
+        back into rows here, was most of the collector's cost per drain tick. Read inline
+        (a file still being read for a batch ``annotate_later`` holds is waited for)."""
+        with self._lock:
+            slots = self._start(seen, False)
+        jobs = [s.job for s in slots if s.job is not None]
+        if jobs:
+            self.reader().wait(jobs)
+        return self._finish(slots)
+
+    def overdue(self, held: HeldWriter) -> bool:
+        """Whether ``held`` holds a batch longer than ``HOLD_S`` or more than ``HOLD_ROWS``
+        rows (the batches carry alerts, and give ring space back once written): then the
+        Reader reads at the workload's priority until it is done, and past the rows, the
+        caller waits for it (counted in ``waited``)."""
+        since = held.oldest()
+        if since is None:
+            return False
+        if held.held_rows > HOLD_ROWS:
+            self.waited += 1
+            held.release(wait=True)
+            return True
+        if time.monotonic() - since < HOLD_S:
+            return False
+        self.reader().hurry()
+        return True
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def _start(self, seen: list[Seen], defer: bool) -> list[_Slot]:
+        slots = []
         for i, w in self._wanted(seen):
             ts = seen[i].ts or time.time_ns()
-            put, source = self._take(w, ts)
-            art_rows.append(self._art_row(ts, w, put, source))
-            if put.sha256 is None:
-                self.missing += 1
-                missing_rows.append(self._missing_row(ts, w, put.reason or "not preserved"))
-            if w.kind == "executable":
-                hashes[i] = put.sha256
-            if self.ship and put.stored and put.sha256:
-                self._to_ship.append((ts, put.sha256, 0))
-        return Kept(hashes,
-                    pa.Table.from_pylist(art_rows, schema=schema.ARTIFACTS) if art_rows else None,
+            slots.append(self._take(i, w, ts, defer))
+        return slots
+
+    def _finish(self, slots: list[_Slot]) -> Kept:
+        """The rows of ``slots``, every read done. The artifacts rows are made a column at a
+        time: a build runs ~1,000 execs, each a row (a dict per row and ``from_pylist`` cost
+        ~4 µs a row on the raw agent's drain tick)."""
+        missing_rows: list[dict[str, Any]] = []
+        hashes: dict[int, str | None] = {}
+        puts: list[Put] = []
+        with self._lock:
+            for sl in slots:
+                put, w, ts = self._result(sl), sl.w, sl.ts
+                puts.append(put)
+                if put.sha256 is None:
+                    self.missing += 1
+                    missing_rows.append(self._missing_row(ts, w, put.reason or "not preserved"))
+                if w.kind == "executable":
+                    hashes[sl.i] = put.sha256
+                if self.ship and put.stored and put.sha256:
+                    self._to_ship.append((ts, put.sha256, 0))
+        return Kept(hashes, self._art_table(slots, puts) if slots else None,
                     pa.Table.from_pylist(missing_rows, schema=schema.EVENTS) if missing_rows else None)
+
+    def _art_table(self, slots: list[_Slot], puts: list[Put]) -> pa.Table:
+        n = len(slots)
+        ws = [sl.w for sl in slots]
+        cols: dict[str, list[Any]] = {
+            "host_id": [self.host.host_id] * n, "host_name": [self.host.host_name] * n,
+            "boot_id": [self.host.boot_id] * n, "ts": [sl.ts for sl in slots],
+            "sha256": [p.sha256 for p in puts], "size": [p.size for p in puts],
+            "kind": ["memfd" if (w.path or "").startswith("/memfd:") else w.kind for w in ws],
+            "path": [w.path for w in ws], "source": [sl.source for sl in slots],
+            "process_entity_id": [w.entity for w in ws], "process_pid": [w.pid for w in ws],
+            "stored": [p.stored for p in puts], "certain": [p.certain if p.sha256 else None for p in puts],
+            "reason": [p.reason for p in puts]}
+        return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in schema.ARTIFACTS],
+                                    schema=schema.ARTIFACTS)
+
+    def _result(self, sl: _Slot) -> Put:
+        """What came of a slot: its read's, or (a later slot of the same file) as a file run again."""
+        if sl.job is None:
+            assert sl.put is not None
+            return sl.put
+        put = sl.job.put
+        assert put is not None
+        if sl.key is not None and self._inflight.get(sl.key) is sl.job:
+            del self._inflight[sl.key]
+            self._remember(sl.key, put)
+        if sl.first:
+            return put
+        return Put(put.sha256, put.size, False, put.certain, put.reason)
+
+    def _remember(self, key: tuple[int, ...], put: Put) -> None:
+        if put.certain or put.sha256 is None:
+            self._known[key] = put
+            if len(self._known) > _CACHE:
+                self._known.popitem(last=False)
 
     def blobs_to_ship(self, limit: int = SHIP_BYTES) -> pa.Table | None:
         """The next chunks of kept files to ship (at most ``limit`` bytes), or None."""
+        with self._lock:  # the reader's hand-over adds to the list
+            return self._blobs(limit)
+
+    def _blobs(self, limit: int) -> pa.Table | None:
         rows: list[dict[str, Any]] = []
         taken = 0
         while self._to_ship and taken < limit:
@@ -179,8 +324,13 @@ class Collector:
     def summary(self) -> str:
         s = self.store
         refused = ", ".join(f"{k} {v}" for k, v in sorted(s.refused.items())) or "none"
-        return (f"artifacts: {s.stored_files} new files kept ({s.stored_bytes} bytes; {s.used_bytes} in the store), "
-                f"{self.missing} not preserved; refused by limit: {refused} ({s.refused_bytes} bytes)")
+        out = (f"artifacts: {s.stored_files} new files kept ({s.stored_bytes} bytes; {s.used_bytes} in the store), "
+               f"{self.missing} not preserved; refused by limit: {refused} ({s.refused_bytes} bytes)")
+        r = self._reader
+        if r is not None:
+            out += (f"; {r.deferred} read later at nice {r.nice} ({r.cpu_s:.2f} s CPU), {r.overflow} inline past "
+                    f"the queue's bound, hurried {r.boosts} times, waited for {self.waited} times")
+        return out
 
     # -- what to keep -----------------------------------------------------------------
     def _candidates(self, ev: pa.Table) -> tuple[list[int], list[Seen]]:
@@ -241,69 +391,74 @@ class Collector:
         return pc.and_(is_map, pc.or_(pc.fill_null(ev["file_deleted"], False), pa.array(mask)))
 
     # -- reading it -------------------------------------------------------------------
-    def _take(self, w: _Want, ts: int) -> tuple[Put, str | None]:
-        """The artifact, by the best way still open: the process, then the path."""
+    def _take(self, i: int, w: _Want, ts: int, defer: bool) -> _Slot:
+        """The artifact, by the best way still open: the process, then the path. Opened now;
+        read now, or (``defer``, a big file) by the Reader."""
         tried: list[str] = []
         for source in self._sources(w):
             fd = _open(source)
             if fd is None:
                 tried.append(source)
                 continue
+            keep = False
             try:
                 st = os.fstat(fd)
                 if w.inode and w.kind == "executable" and st.st_ino != w.inode:  # pid reused, or the path replaced
                     tried.append(f"{source} (now another file)")
                     continue
-                if stat.S_ISREG(st.st_mode):
-                    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-                    known = self._known.get(key)
-                    if known is not None and (known.sha256 is None or self.store.has(known.sha256)):
-                        self._known.move_to_end(key)  # run again: not read again (nor refused again)
-                        return Put(known.sha256, known.size, False, known.certain, known.reason), source
-                    put = self.store.put_fd(fd)
-                    if not source.startswith("/proc/") and st.st_mtime_ns > ts and put.sha256 is not None:
-                        # by path, after the process was gone: the file was written since the exec
-                        put.certain = False
-                        put.reason = f"read by path after the process exited; {w.path} was modified after the exec"
-                    if put.certain or put.sha256 is None:
-                        self._known[key] = put
-                        if len(self._known) > _CACHE:
-                            self._known.popitem(last=False)
-                    return put, source
-                return self.store.put_fd(fd), source  # refused with the file's type
+                if not stat.S_ISREG(st.st_mode):
+                    return _Slot(i, w, ts, self.store.put_fd(fd), source)  # refused with the file's type
+                key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+                known = self._known.get(key)
+                if known is not None and (known.sha256 is None or self.store.has(known.sha256)):
+                    self._known.move_to_end(key)  # run again: not read again (nor refused again)
+                    return _Slot(i, w, ts, Put(known.sha256, known.size, False, known.certain, known.reason), source)
+                job = self._inflight.get(key)
+                if job is not None:  # being read for an earlier batch: its result is this one's
+                    return _Slot(i, w, ts, None, source, job, False, key)
+                by_path = not source.startswith("/proc/")
+                if defer and st.st_size >= self.defer_min_bytes and self.reader().room(st.st_size):
+                    job = Job(fd, st, by_path, ts, w.path)
+                    self._inflight[key] = job
+                    self.reader().submit(job)
+                    keep = True  # the Reader's now, closed once read
+                    return _Slot(i, w, ts, None, source, job, True, key)
+                put = self.store.put_fd(fd)
+                if by_path and st.st_mtime_ns > ts and put.sha256 is not None:
+                    # by path, after the process was gone: the file was written since the exec
+                    put.certain = False
+                    put.reason = f"read by path after the process exited; {w.path} was modified after the exec"
+                self._remember(key, put)
+                return _Slot(i, w, ts, put, source)
             finally:
-                os.close(fd)
+                if not keep:
+                    os.close(fd)
         typ = _type_by_path(w.path)
         if typ:
-            return Put(None, 0, False, reason=f"{typ}: not a regular file, its content cannot be preserved"), None
+            return _Slot(i, w, ts, Put(None, 0, False, reason=f"{typ}: not a regular file, its content cannot be "
+                                                               "preserved"), None)
         why = (f"the process exited and {w.path} was gone or replaced before it could be read"
                if w.kind != "script" else f"the script {w.path} could not be read")
-        return Put(None, 0, False, reason=f"{why} (tried {', '.join(tried) or 'nothing'})"), None
+        return _Slot(i, w, ts, Put(None, 0, False, reason=f"{why} (tried {', '.join(tried) or 'nothing'})"), None)
 
-    def _sources(self, w: _Want) -> list[str]:
+    def _sources(self, w: _Want) -> Iterator[str]:
+        """Where to read it, best first; the path (a stat, to never open a FIFO) only once the
+        process's own ways failed: most execs are read through /proc/PID/exe."""
         proc = f"/proc/{w.pid}"
-        out: list[str] = []
         if w.kind == "executable":
-            out.append(f"{proc}/exe")
+            yield f"{proc}/exe"
         elif w.kind == "library" and w.addr:
             rng = _mapping(w.pid, w.addr)
             if rng:
-                out.append(f"{proc}/map_files/{rng}")
+                yield f"{proc}/map_files/{rng}"
         elif w.kind == "script" and w.path:
-            out += _fds_naming(w.pid, w.path)
+            yield from _fds_naming(w.pid, w.path)
         if w.path and w.path.startswith("/") and not w.path.endswith(" (deleted)") and _type_by_path(w.path) is None:
-            out.append(w.path)
-        return out
+            yield w.path
 
     # -- rows -------------------------------------------------------------------------
     def _origin(self) -> dict[str, Any]:
         return {"host_id": self.host.host_id, "host_name": self.host.host_name, "boot_id": self.host.boot_id}
-
-    def _art_row(self, ts: int, w: _Want, put: Put, source: str | None) -> dict[str, Any]:
-        kind = "memfd" if (w.path or "").startswith("/memfd:") else w.kind
-        return {**self._origin(), "ts": ts, "sha256": put.sha256, "size": put.size, "kind": kind, "path": w.path,
-                "source": source, "process_entity_id": w.entity, "process_pid": w.pid, "stored": put.stored,
-                "certain": put.certain if put.sha256 else None, "reason": put.reason}
 
     def _missing_row(self, ts: int, w: _Want, why: str) -> dict[str, Any]:
         return {**self._origin(), "ts": ts, "event_kind": "event", "event_category": "process",

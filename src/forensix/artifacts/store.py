@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class ArtifactStore:
     refused_bytes: int = 0
     stored_files: int = 0
     stored_bytes: int = 0
+    # the drainer and the low-priority reader (defer.py) both put: the counts and the rename
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -75,8 +78,9 @@ class ArtifactStore:
         return self.path_of(sha256).is_file()
 
     def _refuse(self, kind: str, size: int, why: str) -> Put:
-        self.refused[kind] = self.refused.get(kind, 0) + 1
-        self.refused_bytes += size
+        with self._lock:
+            self.refused[kind] = self.refused.get(kind, 0) + 1
+            self.refused_bytes += size
         return Put(None, size, False, reason=why)
 
     def put_fd(self, fd: int) -> Put:
@@ -118,20 +122,21 @@ class ArtifactStore:
         certain = (after.st_mtime_ns, after.st_size, after.st_ctime_ns) == (st.st_mtime_ns, st.st_size, st.st_ctime_ns)
         sha = h.hexdigest()
         dest = self.path_of(sha)
-        if dest.is_file():
-            tmp.unlink()
+        with self._lock:
             stored = False
-        elif full:
+            if dest.is_file():
+                tmp.unlink()
+            elif not full:
+                private_dir(dest.parent)
+                os.replace(tmp, dest)
+                self.used_bytes += size
+                self.stored_files += 1
+                self.stored_bytes += size
+                stored = True
+        if not stored and full and not dest.is_file():
             tmp.unlink()
             return self._refuse("quota", size, f"the artifact quota of {self.quota_bytes} bytes is used up "
                                                f"({self.used_bytes} kept)")
-        else:
-            private_dir(dest.parent)
-            os.replace(tmp, dest)
-            self.used_bytes += size
-            self.stored_files += 1
-            self.stored_bytes += size
-            stored = True
         why = None if certain else "the file changed while it was copied: the hash is of what was read"
         return Put(sha, size, stored, certain, why)
 

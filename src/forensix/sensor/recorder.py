@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from forensix import __version__
 from forensix.agent.sink import Sink
+from forensix.artifacts.defer import HeldWriter
 from forensix.imports.journal import SystemLogFollower
 from forensix.model.host import HostInfo, local_host
 from forensix.nice import nice_for_child
@@ -127,6 +128,8 @@ def use_system_allocator() -> None:
 
 class Recorder(LossAccounting):
     counted = "events"  # what stats.events counts, for the stop record (agent/raw.py counts records)
+    # a batch whose big executables are read later is held until they are (artifacts/defer.py)
+    holds_batches = True
 
     def __init__(
         self,
@@ -181,6 +184,7 @@ class Recorder(LossAccounting):
         # nice while the backlog is small (sensor/priority.py); 0: always at the workload's priority
         self.yielding = Yielding(yield_nice)
         self.stats = RecordStats()
+        self._count_lock = threading.Lock()  # a held batch is counted on the artifacts reader's thread
         self.sensor: Sensor | None = None
         self._watch: OrphanWatch | None = None  # detaches our pinned sensor if we die and nobody adopts it
         self._stop = threading.Event()
@@ -210,6 +214,11 @@ class Recorder(LossAccounting):
                                    on_warning=lambda msg: self._agent_event("warning", msg),
                                    evidence_retry_s=self.evidence_retry_s)
         self._writer.start()
+        if self.artifacts is not None and self.holds_batches:
+            # a batch whose executables are still being read is held, in order (artifacts/defer.py)
+            held = HeldWriter(self._writer, self._count, self._artifacts_failed)
+            self.artifacts.on_read = held.release
+            self._writer = held  # type: ignore[assignment]  # the writer as the drain and emits use it
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
@@ -436,10 +445,13 @@ class Recorder(LossAccounting):
             self.account_losses()
             self._poll_accounts()  # a change in the last second is stored too
             self._agent_event("counters", self._counters_json())
+            if isinstance(self._writer, HeldWriter):
+                self._writer.release(wait=True)  # the batches still held: their files read now
             if self.artifacts is not None:
                 try:
                     self._ship_artifacts(once=False)
                     self._agent_event("artifacts", self.artifacts.summary())
+                    self.artifacts.close()  # its reader: every file read by now
                 except Exception as e:  # noqa: BLE001 - logged there; the stop record still goes out
                     self._artifacts_failed(e)
             self.stats.cpu_s = {
@@ -579,7 +591,18 @@ class Recorder(LossAccounting):
         self._stage("decode", t2 - t1)
         if self.artifacts is not None:
             try:
-                tables = self.artifacts.annotate(tables)  # new tables: on a raise the decoded ones go on
+                later = self.artifacts.annotate_later(tables)  # big files opened now, read at nice 19
+                held = self._writer if isinstance(self._writer, HeldWriter) else None
+                if held is not None and not later.ready():
+                    ev = tables.get("events")
+                    held.hold(later, bulk, 0 if ev is None else ev.num_rows)
+                    self.artifacts.overdue(held)
+                    self._ship_artifacts(once=True)
+                    self._stage("artifacts", time.thread_time() - t2)
+                    return
+                tables = later.tables()  # new tables: on a raise the decoded ones go on
+                if held is not None:
+                    self.artifacts.overdue(held)
                 self._ship_artifacts(once=True)
             except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
                 self._artifacts_failed(e)
@@ -643,13 +666,17 @@ class Recorder(LossAccounting):
             self._agent_event("gap", message, ts=ts)
 
     def _emit(self, table: str, data: pa.Table, bulk: bool = False) -> None:
-        if table == "events":
-            self.stats.events += data.num_rows
-        elif table == "processes":
-            self.stats.processes += data.num_rows
-        elif table == "flows":
-            self.stats.flows += data.num_rows
+        self._count(table, data)
         self._writer.put(table, data, bulk=bulk)
+
+    def _count(self, table: str, data: pa.Table) -> None:
+        with self._count_lock:
+            if table == "events":
+                self.stats.events += data.num_rows
+            elif table == "processes":
+                self.stats.processes += data.num_rows
+            elif table == "flows":
+                self.stats.flows += data.num_rows
 
     # -- flows, losses, clock ------------------------------------------------------
     def flush_flows(self, final: bool = False, drain: bool = False) -> int:
@@ -771,7 +798,8 @@ class Recorder(LossAccounting):
 
     def _emit_flows(self, k: np.ndarray, v: np.ndarray) -> None:
         """The edges flushed from the kernel's map (sensor/maprows.py)."""
-        self.stats.events += len(v)  # each edge is a row of the events view too
+        with self._count_lock:
+            self.stats.events += len(v)  # each edge is a row of the events view too
         self._emit("flows", flow_rows(self.decoder, self.host, self.clock.offset_ns, k, v))
 
     def _resync_clock(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from forensix.artifacts import ArtifactStore, Collector
+from forensix.artifacts.collect import Annotating
 from forensix.model.host import local_host
 
 __all__ = ["BrokenCollector", "BrokenSink", "NullSink", "SinkBug"]
@@ -73,4 +74,7 @@ class BrokenCollector(Collector):
         super().__init__(ArtifactStore(directory).open(), local_host())
 
     def annotate(self, tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+        raise SinkBug("the artifact collector cannot annotate a batch (on purpose)")
+
+    def annotate_later(self, tables: dict[str, pa.Table], defer: bool = True) -> Annotating:
         raise SinkBug("the artifact collector cannot annotate a batch (on purpose)")
