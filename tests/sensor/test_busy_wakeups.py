@@ -13,25 +13,14 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from forensix.sensor.loader import SensorConfig
 from forensix.sensor.recorder import Recorder
 from forensix.testing.pacing import AlwaysBusy
+from forensix.testing.sinks import NullSink
 
 pytestmark = pytest.mark.bpf
-
-
-class _Nowhere:
-    def write(self, table: str, data: pa.Table) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _sleeps(tid: int) -> int:
@@ -43,7 +32,7 @@ def _sleeps(tid: int) -> int:
 
 def test_a_busy_loop_with_empty_rings_sleeps_until_its_drain() -> None:
     ready = threading.Event()
-    rec = Recorder([_Nowhere()], SensorConfig(), pacer=AlwaysBusy, on_ready=ready.set, batch_interval=1.0,
+    rec = Recorder([NullSink()], SensorConfig(), pacer=AlwaysBusy, on_ready=ready.set, batch_interval=1.0,
                    stretched_interval=1.0, flow_interval=3600, idle_flow_interval=3600, clock_interval=3600)
     t = threading.Thread(target=rec.run, daemon=True)
     t.start()
