@@ -9,6 +9,8 @@ given back up to what had been read, which an early release makes true at once.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from forensix.sensor.hold import RingHold, hold_bytes
@@ -56,13 +58,17 @@ def test_the_bound_follows_memory() -> None:
     assert hold_bytes(1 << 40) == 512 << 20  # at most 512 MiB
 
 
-def test_held_records_whose_space_went_back_keep_the_crash_mark() -> None:
+def _accounting_recorder() -> tuple[Recorder, list[dict[int, int]]]:
+    """A recorder without a sensor whose writes to the ``accounted`` map are kept in a list."""
     rec = Recorder([])
     written: list[dict[int, int]] = []
     rec._write_accounted = written.append  # type: ignore[method-assign]
-    import threading
-
     rec._acc_lock = threading.Lock()
+    return rec, written
+
+
+def test_held_records_whose_space_went_back_keep_the_crash_mark() -> None:
+    rec, written = _accounting_recorder()
     # the network ring: 100 records read, all their space given back early; 60 of them are
     # still in the hold, 40 went to the writer in the batch now written
     proc, net, main = _Ring(500, 500), _Ring(100 * 328, 100 * 328), _Ring(800, 800)
@@ -79,12 +85,7 @@ def test_records_read_but_still_in_the_ring_do_not_keep_the_crash_mark() -> None
     still holds (a killed agent's successor drains them): the mark goes once the records
     whose space went back are stored, or it would stay set for good after one early release
     and every later restart would write gaps of unknown size for nothing."""
-    rec = Recorder([])
-    written: list[dict[int, int]] = []
-    rec._write_accounted = written.append  # type: ignore[method-assign]
-    import threading
-
-    rec._acc_lock = threading.Lock()
+    rec, written = _accounting_recorder()
     proc, net, main = _Ring(500, 500), _Ring(120 * 328, 100 * 328), _Ring(900, 800)
     rec.rings = [proc, net, main]  # type: ignore[list-item]
     rec._released([(proc, 500), (net, 100 * 328), (main, 800)])  # type: ignore[list-item]
