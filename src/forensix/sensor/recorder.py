@@ -519,7 +519,7 @@ class Recorder(LossAccounting):
         hold = self._hold
         t0 = time.thread_time()
         proc = proc_ring.drain(max_bytes=16 << 20, hold=True)
-        took = len(proc) + self._hold.fill(net_ring)
+        took = len(proc) + hold.fill(net_ring)
         bulk_drains: list[Drained] = []
         if self._writer.has_room() or self._writer.wait_for_room(wait):
             bulk_drains = [hold.take(16 << 20)]
@@ -540,7 +540,7 @@ class Recorder(LossAccounting):
         self.stats.ring_bytes += sum(len(d.data) for d in drains)
         self._handle_drains(named, bulk)
         t1 = time.thread_time()
-        took += self._hold.fill(net_ring)  # what came during the decode (~0.3 s a tick on web-conn; longer starved)
+        took += hold.fill(net_ring)  # what came during the decode (~0.3 s a tick on web-conn; longer starved)
         self._release_early()
         self._stage("drain", time.thread_time() - t1)
         held = [(proc_ring, proc_ring.pos), (net_ring, hold.handed), (main_ring, main_ring.pos)]
