@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forensix.artifacts.defer import HeldWriter, Job, Reader
+from forensix.artifacts.defer import HeldWriter, Job, Reader, modified_since_exec
 from forensix.artifacts.store import ArtifactStore, Put
 from forensix.model.host import HostInfo
 from forensix.store import schema
@@ -424,10 +424,8 @@ class Collector:
                     keep = True  # the Reader's now, closed once read
                     return _Slot(i, w, ts, None, source, job, True, key)
                 put = self.store.put_fd(fd)
-                if by_path and st.st_mtime_ns > ts and put.sha256 is not None:
-                    # by path, after the process was gone: the file was written since the exec
-                    put.certain = False
-                    put.reason = f"read by path after the process exited; {w.path} was modified after the exec"
+                if by_path:
+                    modified_since_exec(put, w.path, st.st_mtime_ns, ts)
                 self._remember(key, put)
                 return _Slot(i, w, ts, put, source)
             finally:

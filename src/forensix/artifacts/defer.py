@@ -37,7 +37,7 @@ import pyarrow as pa
 from forensix.artifacts.store import ArtifactStore, Put
 from forensix.threadname import name_native_thread
 
-__all__ = ["READ_NICE", "HeldWriter", "Job", "Later", "Reader"]
+__all__ = ["READ_NICE", "HeldWriter", "Job", "Later", "Reader", "modified_since_exec"]
 
 READ_NICE = 19  # the workload first; the reads when a core is free
 _STAT = ("st_mtime_ns", "st_size")
@@ -69,9 +69,17 @@ def judge(job: Job, put: Put, after: os.stat_result) -> Put:
         put.certain = False
         put.reason = (f"{job.path} changed ({', '.join(changed)}) after the exec was seen and before it was read: "
                       "the hash is of what was read")
-    elif job.by_path and after.st_mtime_ns > job.ts:
+    elif job.by_path:
+        modified_since_exec(put, job.path, after.st_mtime_ns, job.ts)
+    return put
+
+
+def modified_since_exec(put: Put, path: str | None, mtime_ns: int, exec_ts: int) -> Put:
+    """A file read by its path after its process was gone (inline or later) is uncertain
+    when it was written since the exec: what was read may not be what ran."""
+    if put.sha256 is not None and mtime_ns > exec_ts:
         put.certain = False
-        put.reason = f"read by path after the process exited; {job.path} was modified after the exec"
+        put.reason = f"read by path after the process exited; {path} was modified after the exec"
     return put
 
 
