@@ -19,6 +19,7 @@ from forensix.cli.options import DEFAULT_STORE, emit, format_option, netns_optio
 from forensix.cli.pki import DEFAULT_PKI, pki_option
 from forensix.cli.rules import live_engine_for_record, record_rule_options
 from forensix.errors import UsageError
+from forensix.stopflag import StopFlag
 
 if TYPE_CHECKING:
     from forensix.model.host import HostInfo
@@ -96,7 +97,8 @@ def _log_host_metrics_access(pki_dir: Path, addr: str | None, clients: tuple[str
                          frozenset(clients), RevocationList(pki.crl_path, pki.ca_cert_path))
 
 
-def _until_signal(stop: threading.Event) -> None:
+def _until_signal(stop: StopFlag) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a StopFlag: an Event's set() in a handler can deadlock)."""
     def handler(signum: int, frame: Any) -> None:
         stop.set()
 
@@ -217,7 +219,7 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
         writer.close()
         raise
     slog.info("listening on %s:%d, store %s, evidence %s", host, port, store, ev)
-    stop = threading.Event()
+    stop = StopFlag()
     _until_signal(stop)
     t = threading.Thread(target=srv.serve_forever, name="fx-accept", daemon=True)
     t.start()
@@ -335,7 +337,7 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
         sinks.append(StoreSink(local))
     shipping = ShippingSink(cfg)
     sinks.append(shipping)
-    stop = threading.Event()
+    stop = StopFlag()
     _until_signal(stop)
     log = logging.getLogger("forensix.agent")
     log.info("agent %s shipping %s to %s:%d (stream %s, spool %s)", host,
@@ -397,7 +399,7 @@ def _cert_name(path: Path) -> str:
 
 
 def _run_synthetic(sinks: list[Any], rate: float, rows: int, duration: float | None,
-                   stop: threading.Event) -> None:
+                   stop: StopFlag) -> None:
     import os
 
     from forensix.testing.batches import BatchSource
@@ -415,7 +417,7 @@ def _run_synthetic(sinks: list[Any], rate: float, rows: int, duration: float | N
             stop.wait(ahead)
 
 
-def _run_recorder(sinks: list[Any], duration: float | None, stop: threading.Event, spool: Path, netns: int = 0,
+def _run_recorder(sinks: list[Any], duration: float | None, stop: StopFlag, spool: Path, netns: int = 0,
                   host: HostInfo | None = None, raw: bool = False) -> int:
     """Record until stopped; returns what the recorder counted (``Recorder.counted``)."""
     from forensix.artifacts import ArtifactStore, Collector

@@ -64,6 +64,7 @@ from forensix.sensor.survival import (
     write_accounted,
 )
 from forensix.sensor.writer import EVIDENCE_RETRY_S, QUEUE_BYTES, BatchWriter
+from forensix.stopflag import StopFlag
 from forensix.store import schema
 from forensix.store.private import user_umask
 
@@ -187,7 +188,7 @@ class Recorder(LossAccounting):
         self._count_lock = threading.Lock()  # a held batch is counted on the artifacts reader's thread
         self.sensor: Sensor | None = None
         self._watch: OrphanWatch | None = None  # detaches our pinned sensor if we die and nobody adopts it
-        self._stop = threading.Event()
+        self._stop = StopFlag()  # set by signal handlers: takes no lock (forensix/stopflag.py)
         self._pace: Pacer | None = None
         self.stop_reason = "stopped"
         self._flush_drained = 0  # records the last flush_flows drained
