@@ -118,6 +118,10 @@ def test_session_shows_its_tree_and_commands(recorded: Scenario, page: Any) -> N
     page.wait_for_selector(".side .details", timeout=30_000)
     details = page.inner_text(".side .details")
     assert f"{recorded.work}/x.sh" in details and str(recorded.work) in details
+    # the panel is ~30% wide: times and uids stay whole (a seven-column table broke them mid-number)
+    broken = page.evaluate("""[...document.querySelectorAll('.side .details .when, .side .details .ids')]
+        .filter(e => e.getClientRects().length !== 1).map(e => e.textContent)""")
+    assert page.locator(".side .details .when").count() >= 2 and broken == [], broken
     shot(page, "session")
 
 

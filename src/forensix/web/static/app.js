@@ -237,9 +237,43 @@ function processTree(rows, onPick) {
       r.exit_code ? ` exit ${r.exit_code}` : "", " ", user(r.user_name, r.user_id, r.user_name_source)))));
 }
 
-function processDetails(d) {
+// a process's details; compact: the panel beside a tree (~30% of the page), where a table of
+// seven columns broke timestamps and uids mid-number: each image, file, socket and child is a
+// short block instead, the long text (argv, paths) wrapping and the short (times, uids) not
+function processDetails(d, compact) {
   const last = d.images[d.images.length - 1] || {};
-  return h("div", { cls: "details" },
+  const when = (ts) => h("span", { cls: "when" }, short(ts));
+  const ids = (r) => `uid ${user(r.user_name, r.user_id, r.user_name_source)} euid ${user(r.user_effective_name, r.user_effective_id, r.user_effective_name_source)}`;
+  const list = (rows, item, empty) => (rows && rows.length ? h("ul", { cls: "items" }, rows.map((r) => h("li", {}, ...item(r))))
+    : h("p", { cls: "muted" }, empty || "none"));
+  const images = compact
+    ? list(d.images, (r) => [`#${r.image_seq} `, when(r.image_ts), " ", h("b", {}, r.executable || "?"),
+      h("div", {}, h("code", {}, args(r.args))),
+      h("div", { cls: "muted" }, "cwd ", h("code", {}, r.working_directory || "?"), h("span", { cls: "ids" }, " · " + ids(r)))], "nothing recorded")
+    : table(d.images, [["#", (r) => r.image_seq], ["time", (r) => short(r.image_ts)], ["executable", (r) => r.executable],
+      ["argv", (r) => args(r.args)], ["cwd", (r) => r.working_directory], ["uid", (r) => user(r.user_name, r.user_id, r.user_name_source)],
+      ["euid", (r) => user(r.user_effective_name, r.user_effective_id, r.user_effective_name_source)]]);
+  const changes = compact
+    ? list(d.credential_changes, (r) => [when(r.ts), ` ${r.event_action} → `, h("span", { cls: "ids" }, ids(r)), ` ret ${r.ret}`])
+    : table(d.credential_changes, [["time", (r) => short(r.ts)], ["call", (r) => r.event_action],
+      ["uid", (r) => user(r.user_name, r.user_id, r.user_name_source)],
+      ["euid", (r) => user(r.user_effective_name, r.user_effective_id, r.user_effective_name_source)], ["ret", (r) => r.ret]], { empty: "none" });
+  const files = compact
+    ? list(d.files, (r) => [when(r.first_ts), " ", (r.actions || []).join(" "),
+      ...[["read", r.bytes_read], ["written", r.bytes_written]].filter(([, n]) => n).map(([k, n]) => h("span", { cls: "ids" }, ` · ${k} ${n} B`)),
+      h("div", {}, fileLink(r.file_path))])
+    : table(d.files, [["first", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)],
+      ["actions", (r) => (r.actions || []).join(" ")], ["read", (r) => r.bytes_read], ["written", (r) => r.bytes_written]], { empty: "none" });
+  const peer = (r) => `${r.peer_ip || ""}${r.peer_port ? ":" + r.peer_port : ""}`;
+  const sockets = compact
+    ? list(d.sockets, (r) => [when(r.first_ts), ` ${r.event_action} `, h("code", {}, peer(r)), ` ${r.network_transport || ""} ×${r.connections}`])
+    : table(d.sockets, [["first", (r) => short(r.first_ts)], ["action", (r) => r.event_action],
+      ["peer", peer], ["transport", (r) => r.network_transport], ["count", (r) => r.connections]], { empty: "none" });
+  const children = compact
+    ? list(d.children, (r) => [when(r.start_ts), " ", procLink(r.entity_id, `${(r.executable || "?")} [${r.pid}]`), h("div", {}, h("code", {}, args(r.args)))])
+    : table(d.children, [["start", (r) => short(r.start_ts)], ["process", (r) => procLink(r.entity_id, `${(r.executable || "?")} [${r.pid}]`)],
+      ["argv", (r) => args(r.args)]], { empty: "none" });
+  return h("div", { cls: "details" + (compact ? " compact" : "") },
     h("h3", {}, (last.executable || "?"), ` [${d.pid}] `, link("/process/" + d.entity_id, d.entity_id)),
     h("p", {}, h("code", {}, args(last.args))),
     h("p", {}, "cwd ", h("code", {}, last.working_directory || "?"), `, uid ${user(last.user_name, last.user_id, last.user_name_source)} euid ${user(last.user_effective_name, last.user_effective_id, last.user_effective_name_source)}, loginuid ${last.user_audit_id}`,
@@ -247,18 +281,8 @@ function processDetails(d) {
     h("p", {}, link("/timeline?" + q({ entity: d.entity_id }), "its events"), " · ",
       link("/incident?" + q({ target: d.entity_id }), "incident graph"), " · ",
       d.session ? link("/session/" + d.session, `its ${d.session_kind} session`) : ""),
-    h("h4", {}, "Images (exec)"), table(d.images, [["#", (r) => r.image_seq], ["time", (r) => short(r.image_ts)], ["executable", (r) => r.executable],
-      ["argv", (r) => args(r.args)], ["cwd", (r) => r.working_directory], ["uid", (r) => user(r.user_name, r.user_id, r.user_name_source)],
-      ["euid", (r) => user(r.user_effective_name, r.user_effective_id, r.user_effective_name_source)]]),
-    h("h4", {}, "User changes"), table(d.credential_changes, [["time", (r) => short(r.ts)], ["call", (r) => r.event_action],
-      ["uid", (r) => user(r.user_name, r.user_id, r.user_name_source)],
-      ["euid", (r) => user(r.user_effective_name, r.user_effective_id, r.user_effective_name_source)], ["ret", (r) => r.ret]], { empty: "none" }),
-    h("h4", {}, "Files"), table(d.files, [["first", (r) => short(r.first_ts)], ["path", (r) => fileLink(r.file_path)],
-      ["actions", (r) => (r.actions || []).join(" ")], ["read", (r) => r.bytes_read], ["written", (r) => r.bytes_written]], { empty: "none" }),
-    h("h4", {}, "Sockets"), table(d.sockets, [["first", (r) => short(r.first_ts)], ["action", (r) => r.event_action],
-      ["peer", (r) => `${r.peer_ip || ""}${r.peer_port ? ":" + r.peer_port : ""}`], ["transport", (r) => r.network_transport], ["count", (r) => r.connections]], { empty: "none" }),
-    h("h4", {}, "Children"), table(d.children, [["start", (r) => short(r.start_ts)], ["process", (r) => procLink(r.entity_id, `${(r.executable || "?")} [${r.pid}]`)],
-      ["argv", (r) => args(r.args)]], { empty: "none" }));
+    h("h4", {}, "Images (exec)"), images, h("h4", {}, "User changes"), changes, h("h4", {}, "Files"), files,
+    h("h4", {}, "Sockets"), sockets, h("h4", {}, "Children"), children);
 }
 
 // -- a terminal: the player (asciinema-player, loaded only where a recording is shown) and the text
@@ -317,7 +341,7 @@ VIEWS.session = (d) => {
   getJSON(partURL("rest")).then((x) => rest.replaceChildren(...sessionRest(x)))
     .catch((e) => rest.replaceChildren(h("p", { cls: "error" }, e.message)));
   const pick = async (eid) => {
-    try { side.replaceChildren(processDetails(await getJSON(`/process/${eid}.json`))); } catch (e) { side.replaceChildren(h("p", { cls: "error" }, e.message)); }
+    try { side.replaceChildren(processDetails(await getJSON(`/process/${eid}.json`), true)); } catch (e) { side.replaceChildren(h("p", { cls: "error" }, e.message)); }
   };
   return [
     h("h1", {}, `Session: ${s.description}`),
