@@ -12,6 +12,7 @@ import shutil
 import ssl
 from pathlib import Path
 
+import pyarrow as pa
 import zstandard
 
 from forensix.agent.frame import RAW_FLAG, decode_body, parse_frame
@@ -111,6 +112,39 @@ def test_another_threads_rows_are_not_held_by_a_flush_tick(pki: Authority, tmp_p
             assert [parse_frame(sink.spool.read(e)).table for e in sink.spool.entries] == ["gaps"]
         writer.finish()
         assert [parse_frame(sink.spool.read(e)).table for e in sink.spool.entries] == ["gaps", "raw"]
+    finally:
+        sink._closed.set()
+        sink.spool.close(clean=True)
+
+
+def test_a_decoded_tick_gives_its_ring_space_back_once_all_its_tables_are_spooled(pki: Authority,
+                                                                                  tmp_path: Path) -> None:
+    """A decoding agent's tick: its big table is sealed at once (past coalesce_rows), its small
+    ones wait to be joined. The ring space went back only when the join ended (coalesce_s
+    later): a kill -9 meanwhile left the big frame shipped and its records in the pinned ring,
+    and the agent that adopted the ring shipped them again (tests/transport/
+    test_raw_agent_upgrade_bpf.py, under load). The tick's end seals what waits."""
+    import threading
+
+    from forensix.sensor.writer import BatchWriter
+
+    seal = tmp_path / "alpha.seal"
+    shutil.copy(pki.bundle("alpha").seal, seal)
+    cfg = ShippingConfig(host="alpha", server=("127.0.0.1", 9), context=ssl.create_default_context(), seal_key=seal,
+                         spool_dir=tmp_path / "spool", coalesce_s=30, coalesce_rows=100)
+    sink = ShippingSink(cfg, start=False)
+    writer = BatchWriter([sink], depth=8)
+    writer.start()
+    released = threading.Event()
+    spooled_then: list[int] = []
+    try:
+        big = pa.concat_tables([gap_batch(host_info("alpha"), "alpha", 1, 2, i, "test") for i in range(150)])
+        writer.put("gaps", big)  # sealed at once: 150 rows > coalesce_rows
+        writer.put("alerts", pa.table({"rule_name": ["a small table of the same tick"]}))  # waits to be joined
+        writer.after_written(lambda: (spooled_then.append(sink.spool.frames_spooled), released.set()))
+        assert released.wait(5), "the tick's ring space waited for coalesce_s (30 s)"
+        assert spooled_then == [2]  # both tables were in the spool when the space went back
+        writer.finish()
     finally:
         sink._closed.set()
         sink.spool.close(clean=True)

@@ -235,13 +235,22 @@ class ShippingSink:
             fn()
 
     def when_durable(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` once every row written so far is in the spool: now, or once the rows
-        waiting to be joined are sealed. The recorder gives the kernel's ring space back then
+        """Run ``fn`` once every row written so far is in the spool: now, sealing the rows that
+        wait to be joined first. The recorder gives the kernel's ring space back then
         (sensor/writer.py): an agent killed meanwhile leaves those records in the pinned ring."""
         with self._lock:
             if self._pending_rows:
-                self._durable.append(fn)
-                return
+                # Sealed now, not when coalesce_s ends: ``fn`` comes at the end of a drain tick
+                # whose other tables may be spooled already (a big one is sealed at once). A
+                # kill -9 while the rest waited left those frames shipped and the ring's space
+                # held, and the agent that adopted the ring shipped them again (CI, under load:
+                # hundreds of events twice, tests/transport/test_raw_agent_upgrade_bpf.py).
+                try:
+                    self._seal_pending()
+                except OSError as e:  # kept pending, and ``fn`` with it: the timer retries
+                    log.warning("cannot spool in %s (kept, retried): %s", self.spool.dir, e)
+                    self._durable.append(fn)
+                    return
         fn()
 
     def _write_now(self, table: str, data: pa.Table) -> None:
