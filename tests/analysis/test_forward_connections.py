@@ -103,3 +103,37 @@ def test_forward_from_the_client_reaches_the_server_that_accepted_after_it(tmp_p
         assert _has(g, h.sshd)
     finally:
         st.close()
+
+
+def test_forward_takes_a_read_stamped_a_moment_before_the_write_whose_bytes_it_took(tmp_path: Path) -> None:
+    """On one host, the client's write is stamped when its call returns, after the kernel
+    delivered the bytes; the server on the other core may read them first (CI under load:
+    tests/analysis/test_socket_nodes_bpf.py, forward from the client's file stopped at the
+    connection). The read counts; a read a long time before the write does not."""
+    b = StoreBuilder(host_id="h-machine-id", host_name="h01", boot_id="boot-h")
+    init = b.spawn(None, 1, 0, "/sbin/init")
+    server = b.spawn(init, 500, 1, "/usr/bin/python3", ["python3", "server.py"])
+    old = b.spawn(init, 550, 2, "/usr/bin/python3", ["python3", "old-client.py"])
+    b.connect(old, 2.5, ("127.0.0.1", 39000), ("127.0.0.1", 8000), inode=950)
+    b.accept(server, 2.5005, ("127.0.0.1", 8000), ("127.0.0.1", 39000), inode=900)
+    b.flow(server, 3, 3, "sock", read=10, file_type="socket", inode=900)  # long before: not the secret's
+    cat = b.spawn(init, 600, 9, "/usr/bin/cat", ["cat", "/srv/secret"])
+    b.connect(cat, 9.5, ("127.0.0.1", 40000), ("127.0.0.1", 8000), inode=951)
+    b.accept(server, 9.5005, ("127.0.0.1", 8000), ("127.0.0.1", 40000), inode=901)
+    b.read_file(cat, 10, "/srv/secret", nbytes=3600)
+    b.flow(cat, 10.005, 10.005, "sock", write=3600, file_type="socket", inode=951)
+    b.flow(server, 10.002, 10.002, "sock", read=3600, file_type="socket", inode=901)  # 3 ms "before"
+    b.write_file(server, 10.01, "/srv/tcp.txt", nbytes=3600)
+    path = tmp_path / "one.duckdb"
+    w = open_writer(path)
+    b.write(w)
+    w.close()
+    st = open_reader(path)
+    try:
+        g = forward(st, Target("file", path="/srv/secret"), TrackOptions(filters=()))
+        assert _has(g, server) and "/srv/tcp.txt" in {n.label for n in g.nodes.values()}
+        reads = {(g.nodes[e.src].label, e.bytes) for e in g.edges if e.kind == "read" and e.dst == node_key(
+            "process", server.entity_id)}
+        assert reads == {("127.0.0.1:40000 <-> 127.0.0.1:8000", 3600)}, reads  # not the old client's 10 bytes
+    finally:
+        st.close()

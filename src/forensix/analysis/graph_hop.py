@@ -61,6 +61,7 @@ def hop_params(fr: Frontier) -> dict[str, Any]:
         "ft": list(fr.files.values()) or [0],
         "sk": list(fr.socks) or [""], "st": list(fr.socks.values()) or [0],
         "ss": [handshake_slack(k) if k in fr.established else 0 for k in fr.socks] or [0],
+        "bs": [handshake_slack(k) for k in fr.socks] or [0],
         "uh": [h for h, _, _, _ in _unix_pairs(fr)] or [""], "ui": [i for _, i, _, _ in _unix_pairs(fr)] or [0],
         "uk": [k for _, _, k, _ in _unix_pairs(fr)] or [""], "ut": [t for _, _, _, t in _unix_pairs(fr)] or [0],
     }
@@ -69,7 +70,7 @@ def hop_params(fr: Frontier) -> dict[str, Any]:
 _FRONTIER_CTES = """
 fp AS (SELECT unnest($pe) AS eid, unnest($pt) AS thr),
 ff AS (SELECT unnest($fh) AS host, unnest($fd) AS dev, unnest($fi) AS ino, unnest($fg) AS gen, unnest($ft) AS thr),
-fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr, unnest($ss) AS slack),
+fs AS (SELECT unnest($sk) AS key, unnest($st) AS thr, unnest($ss) AS slack, unnest($bs) AS bslack),
 fu AS (SELECT unnest($uh) AS host, unnest($ui) AS ino, unnest($uk) AS key, unnest($ut) AS thr)
 """
 def _unix_pairs(fr: Frontier) -> list[tuple[str, int, str, int]]:
@@ -190,14 +191,22 @@ def _sock_bytes_sql(cmp: str, backward: bool) -> str:
     """Bytes on the sockets of the frontier's connections and unix sockets: backward, what
     each end wrote into it (the client's request, the server's reply); forward, what each
     end read from it. Flows know a socket only by its inode; the connect or accept that
-    made the socket names both (analysis.sockets)."""
+    made the socket names both (analysis.sockets).
+
+    Forward, a read may be recorded a moment before the write whose bytes it took: on a
+    local socket the sender's call is stamped once it returns, after the kernel delivered
+    the bytes, and a reader on the other core can have taken them meanwhile (seen under
+    load: the server's read 'before' the client's write, and forward from the client's
+    file stopped at the connection). Its reads count from ``handshake_slack`` before the
+    reach (``fs.bslack``), as the other end's handshake does."""
+    slack = "0" if backward else "fr.bslack"
     col, kind, ends = (("write_bytes", "'write'", "'process', f.entity_id, NULL, NULL, NULL, s.kind, NULL, NULL, NULL, s.key")
                        if backward else
                        ("read_bytes", "'read'", "s.kind, NULL, NULL, NULL, s.key, 'process', f.entity_id, NULL, NULL, NULL"))
     return f"""
     SELECT {ends}, f.first_ts, f.last_ts, {kind}, f.{col}, NULL, NULL, NULL
     FROM flows f JOIN (
-        SELECT DISTINCT n.host_id, n.file_inode, n.key, fr.thr,
+        SELECT DISTINCT n.host_id, n.file_inode, n.key, fr.thr - {slack} AS thr,
                CASE WHEN n.key LIKE 'u:%' THEN 'unix' ELSE 'connection' END AS kind
         FROM (SELECT host_id, file_inode, {SOCK_KEY} AS key FROM events
               WHERE event_category = 'network' {{NF}} AND event_action IN ('connect', 'accept') AND {NET_OK}
