@@ -367,7 +367,7 @@ _WHERE = [
     ("forensix.agent.raw", "pick"), ("forensix.agent.raw", "collector_rows"),
     ("forensix.agent.raw", "RawRecorder._preserve"), ("forensix.agent.raw", "raw_row"),
     ("forensix.agent.raw", "RawRecorder._emit_map"), ("forensix.sensor.writer", "BatchWriter.put"),
-    ("forensix.agent.sealer", "encode_compressed"), ("forensix.agent.sealer", "seal_frame"),
+    ("forensix.agent.sealer", "encode_compressed"), ("forensix.agent.frame", "RawEncoder.encode"), ("forensix.agent.sealer", "seal_frame"),
     ("forensix.agent.spool", "Spool.append"), ("forensix.agent.shipping", "ShippingSink.write"),
     ("forensix.artifacts.collect", "Collector.annotate"), ("forensix.artifacts.collect", "Collector.preserve"),
 ]

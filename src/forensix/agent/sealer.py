@@ -7,34 +7,19 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import zstandard
-from pyarrow import ipc
 
 from forensix.agent.frame import (
     RAW_FLAG,
     RAW_TABLE,
     SEED_FLAG,
     ZERO_HASH,
+    RawEncoder,
     encode_batch,
     seal_frame,
 )
 from forensix.pki.sealkey import SealKeyError, SealState, mac_key
 
-__all__ = ["RAW_LEVEL", "Sealer"]
-
-# zstd level of raw frames (a drain tick's ring bytes, ~1-3 MB): zstd is the raw agent's
-# largest CPU cost (~a third of it on a build). Level -1 ("fast") over the IPC bytes at once
-# takes ~20% less CPU than Arrow's streaming level 1 did, for ~7% more bytes (build:
-# 24.9 -> 26.6 B/event shipped; docs/benchmarks.md, agentcpu); any log host reads it (a
-# zstd frame that declares its size, as the other tables' frames).
-RAW_LEVEL = -1
-
-# The raw frames' IPC bytes are written into one buffer kept from frame to frame: a fresh
-# buffer of a tick's ~1-4 MB cost a page fault per 4 KiB written (~2.5 µs each in a VM under
-# load, ~2 ms for a 3 MB frame, as much as a third of its zstd). A buffer grown past this
-# by an unusual tick is let go once used (an idle agent keeps no more than this).
-_SCRATCH_KEEP = 8 << 20
-
+__all__ = ["Sealer"]
 
 def _flags(table: str, data: pa.Table) -> int:
     if table != RAW_TABLE:
@@ -62,9 +47,7 @@ class Sealer:
         self.prev = prev if prev is not None else ZERO_HASH
         self.last_seal_ns = last_seal_ns
         self.lock = threading.Lock()
-        self._zraw = zstandard.ZstdCompressor(level=RAW_LEVEL)  # not thread-safe: used under _zlock
-        self._zlock = threading.Lock()
-        self._scratch: pa.ResizableBuffer | None = None  # the raw frames' IPC bytes (_SCRATCH_KEEP)
+        self._raw = RawEncoder()
         self.tick()
 
     def tick(self, now_ns: int | None = None) -> int:
@@ -80,9 +63,8 @@ class Sealer:
 
     def seal(self, table: str, data: pa.Table) -> tuple[int, bytes, int, int]:
         """(seq, frame bytes, seal time, epoch) for a batch; does not consume the sequence."""
-        # raw frames (~1-3 MB of ring bytes a tick) at RAW_LEVEL; other tables at level 3
-        # (frame.py); both one-shot zstd frames that declare their size
-        compressed = self._compress_raw(data) if table == RAW_TABLE else None
+        # raw frames (~1-4 MB of ring bytes a tick) at frame.RAW_LEVEL, other tables at level 3
+        compressed = self._raw.encode(data) if table == RAW_TABLE else None
         ipc_bytes = None if compressed is not None else encode_batch(data)
         with self.lock:
             seal_ns = max(time.time_ns(), self.last_seal_ns)
@@ -96,23 +78,6 @@ class Sealer:
                 flags=_flags(table, data), ipc_bytes=ipc_bytes, compressed=compressed,
             )
             return self.next_seq, frame, seal_ns, epoch
-
-    def _compress_raw(self, data: pa.Table) -> tuple[int, bytes]:
-        """(IPC length, zstd body at RAW_LEVEL) of a raw batch, its IPC written into the kept
-        scratch buffer (grown to fit: the IPC stream is the buffers' bytes, each padded to 64,
-        and a little metadata per batch)."""
-        need = data.nbytes + 64 * (data.num_columns * 4 + 8) * (len(data.to_batches()) + 1) + (64 << 10)
-        with self._zlock:
-            buf = self._scratch
-            if buf is None or buf.size < need:  # twice what is needed: a tick a little larger fits
-                buf = pa.allocate_buffer(max(need, min(2 * need, _SCRATCH_KEEP)), resizable=True)
-            sink = pa.FixedSizeBufferWriter(buf)
-            with ipc.new_stream(sink, data.schema) as w:
-                w.write_table(data)
-            n = sink.tell()
-            body = self._zraw.compress(memoryview(buf)[:n])
-            self._scratch = buf if buf.size <= _SCRATCH_KEEP else None
-        return n, body
 
     def commit(self, raw: bytes, seal_ns: int, digest: bytes | None = None) -> None:
         """The frame was spooled: the next one follows it in the chain. ``digest``: its hash,
