@@ -133,7 +133,8 @@ RAW_LEVEL = -1
 _cctx_raw = zstandard.ZstdCompressor(level=RAW_LEVEL)
 # A raw batch's IPC bytes are written into one buffer kept from frame to frame: a fresh
 # buffer of a tick's ~1-4 MB cost a page fault per 4 KiB (~2.5 µs each in a VM under load:
-# ~2 ms for a 3 MB frame). One grown past this by an unusual tick is let go once used.
+# ~2 ms for a 3 MB frame). It keeps at most the pages the largest tick wrote (RSS); one made
+# for a tick larger than this is let go once used.
 _SCRATCH_KEEP = 8 << 20
 
 
@@ -164,8 +165,10 @@ class RawEncoder:
         need = data.nbytes + 64 * (data.num_columns * 4 + 8) * (len(data.to_batches()) + 1) + (64 << 10)
         with self._lock:
             buf = self._scratch
-            if buf is None or buf.size < need:  # twice what is needed: a slightly larger tick fits
-                buf = pa.allocate_buffer(max(need, min(2 * need, _SCRATCH_KEEP)), resizable=True)
+            if buf is None or buf.size < need:
+                # pages cost nothing until written: the kept size at once, so that a larger
+                # tick later faults in only the pages it adds
+                buf = pa.allocate_buffer(max(need, _SCRATCH_KEEP), resizable=True)
             sink = pa.FixedSizeBufferWriter(buf)
             with ipc.new_stream(sink, data.schema) as w:
                 w.write_table(data)
