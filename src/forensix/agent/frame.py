@@ -170,12 +170,15 @@ class RawEncoder:
                 # tick later faults in only the pages it adds
                 buf = pa.allocate_buffer(max(need, _SCRATCH_KEEP), resizable=True)
             sink = pa.FixedSizeBufferWriter(buf)
-            with ipc.new_stream(sink, data.schema) as w:
-                w.write_table(data)
-            n = sink.tell()
-            body = self._z.compress(memoryview(buf)[:n])
+            try:
+                with ipc.new_stream(sink, data.schema) as w:
+                    w.write_table(data)
+                view = memoryview(buf)[: sink.tell()]
+            except OSError:  # past the bound ("Write out of bounds"): a buffer of the size written
+                view = memoryview(encode_batch(data))
+            body = self._z.compress(view)
             self._scratch = buf if buf.size <= _SCRATCH_KEEP else None
-        return n, body
+        return len(view), body
 
 
 def seal_frame(
