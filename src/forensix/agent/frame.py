@@ -127,8 +127,8 @@ _cctx = zstandard.ZstdCompressor(level=3)
 # zstd level of raw frames (agent/raw.py: a drain tick's ring and map bytes, ~1-4 MB), the
 # raw agent's largest CPU cost. The records are fixed headers, mostly zeros: level -1 takes
 # ~10% less CPU than level 1 for ~7% more bytes (a build: 24.9 -> 26.6 B/event shipped;
-# docs/benchmarks.md, "agentcpu"); -2 saved ~4% more for +15% bytes. No parameter of zstd's
-# fast strategy did better (docs/agent-raw-records.md).
+# docs/benchmarks.md, "agentcpu"); -2 took ~2% less again for 15% more bytes than -1. No
+# parameter of zstd's fast strategy did better (docs/agent-raw-records.md).
 RAW_LEVEL = -1
 _cctx_raw = zstandard.ZstdCompressor(level=RAW_LEVEL)
 # A raw batch's IPC bytes are written into one buffer kept from frame to frame: a fresh
@@ -274,8 +274,8 @@ def decode_body(frame: Frame) -> pa.Table:
         if declared > MAX_RAW or (declared >= 0 and declared != frame.raw_len):
             raise FrameError(f"body declares {declared} bytes decompressed, header says {frame.raw_len} "
                              f"(limit {MAX_RAW})")
-        # a streamed body (raw frames of agents before 2026-12-07's agentcpu) declares no size: the header's, checked above,
-        # bounds it (the limit is allocated up front when the body does not declare one)
+        # a streamed body (raw frames of agents before 2026-12-07) declares no size: the
+        # header's, checked above, bounds it (allocated up front when the body declares none)
         ipc_bytes = zstandard.ZstdDecompressor().decompress(frame.body, max_output_size=frame.raw_len)
     except zstandard.ZstdError as e:
         raise FrameError(f"body does not decompress: {e}") from None

@@ -21,6 +21,7 @@ from forensix.pki.sealkey import SealKeyError, SealState, mac_key
 
 __all__ = ["Sealer"]
 
+
 def _flags(table: str, data: pa.Table) -> int:
     if table != RAW_TABLE:
         return 0
