@@ -38,8 +38,8 @@ def test_a_raw_tick_is_spooled_before_write_returns(pki: Authority, tmp_path: Pa
         gaps_frame, raw_frame = (parse_frame(sink.spool.read(e)) for e in sink.spool.entries)
         assert gaps_frame.table == "gaps" and decode_body(gaps_frame).num_rows == 1
         assert raw_frame.table == "raw" and raw_frame.flags & RAW_FLAG
-        # streamed into the compressor: the body declares no size, the header's bounds it
-        assert zstandard.frame_content_size(raw_frame.body) == -1
+        # one zstd frame that declares its size (the header's): the log host checks it first
+        assert zstandard.frame_content_size(raw_frame.body) == raw_frame.raw_len
         assert decode_body(raw_frame)["data"][0].as_py() == ring
     finally:
         sink._closed.set()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import threading
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -35,15 +36,16 @@ __all__ = [
     "MAX_BODY",
     "MAX_RAW",
     "RAW_FLAG",
+    "RAW_LEVEL",
     "RAW_SCHEMA",
     "RAW_TABLE",
     "SEED_FLAG",
     "ZERO_HASH",
     "Frame",
     "FrameError",
+    "RawEncoder",
     "decode_body",
     "encode_batch",
-    "encode_compressed",
     "frame_hash",
     "frame_length",
     "parse_frame",
@@ -122,9 +124,18 @@ def frame_hash(raw: bytes) -> bytes:
 
 
 _cctx = zstandard.ZstdCompressor(level=3)
-# Raw ring records are fixed headers, mostly zeros: level 1 folds them almost as well as 3
-# for half the agent's CPU (docs/agent-raw-records.md).
-_cctx_raw = zstandard.ZstdCompressor(level=1)
+# zstd level of raw frames (agent/raw.py: a drain tick's ring and map bytes, ~1-4 MB), the
+# raw agent's largest CPU cost. The records are fixed headers, mostly zeros: level -1 takes
+# ~10% less CPU than level 1 for ~7% more bytes (a build: 24.9 -> 26.6 B/event shipped;
+# docs/benchmarks.md, "agentcpu"); -2 took ~2% less again for 15% more bytes than -1. No
+# parameter of zstd's fast strategy did better (docs/agent-raw-records.md).
+RAW_LEVEL = -1
+_cctx_raw = zstandard.ZstdCompressor(level=RAW_LEVEL)
+# A raw batch's IPC bytes are written into one buffer kept from frame to frame: a fresh
+# buffer of a tick's ~1-4 MB cost a page fault per 4 KiB (~2.5 µs each in a VM under load:
+# ~2 ms for a 3 MB frame). It keeps at most the pages the largest tick wrote (RSS); one made
+# for a tick larger than this is let go once used.
+_SCRATCH_KEEP = 8 << 20
 
 
 def encode_batch(data: pa.Table) -> pa.Buffer:
@@ -137,20 +148,37 @@ def encode_batch(data: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def encode_compressed(data: pa.Table) -> tuple[int, pa.Buffer]:
-    """(IPC length, zstd body) of a table, the IPC stream written straight into Arrow's
-    streaming zstd compressor (level 1, Arrow's default): the rows' buffers are read once,
-    by the compressor, never copied into an IPC buffer first (for a raw frame, whose value is
-    a drain's ~1 MB of ring bytes, that copy cost about half as much as the compression).
-    The body is one zstd frame that does not declare its size; ``decode_body`` bounds it by
-    the header's raw length."""
-    sink = pa.BufferOutputStream()
-    z = pa.CompressedOutputStream(sink, "zstd")
-    with ipc.new_stream(z, data.schema) as w:
-        w.write_table(data)
-    raw_len = z.tell()
-    z.close()
-    return raw_len, sink.getvalue()
+class RawEncoder:
+    """Compresses raw batches for ``seal_frame(compressed=...)``: their IPC stream written into
+    a buffer kept between calls, then one zstd frame at ``RAW_LEVEL`` that declares its size
+    (as every other table's body; ``decode_body`` reads both). One per sealer; thread-safe."""
+
+    def __init__(self) -> None:
+        self._z = zstandard.ZstdCompressor(level=RAW_LEVEL)  # a compressor is not thread-safe
+        self._lock = threading.Lock()
+        self._scratch: pa.ResizableBuffer | None = None
+
+    def encode(self, data: pa.Table) -> tuple[int, bytes]:
+        """(IPC length, zstd body) of a raw batch."""
+        # the IPC stream is the buffers' bytes, each padded, and a few hundred bytes of
+        # metadata per record batch: this bounds it
+        need = data.nbytes + 64 * (data.num_columns * 4 + 8) * (len(data.to_batches()) + 1) + (64 << 10)
+        with self._lock:
+            buf = self._scratch
+            if buf is None or buf.size < need:
+                # pages cost nothing until written: the kept size at once, so that a larger
+                # tick later faults in only the pages it adds
+                buf = pa.allocate_buffer(max(need, _SCRATCH_KEEP), resizable=True)
+            sink = pa.FixedSizeBufferWriter(buf)
+            try:
+                with ipc.new_stream(sink, data.schema) as w:
+                    w.write_table(data)
+                view = memoryview(buf)[: sink.tell()]
+            except OSError:  # past the bound ("Write out of bounds"): a buffer of the size written
+                view = memoryview(encode_batch(data))
+            body = self._z.compress(view)
+            self._scratch = buf if buf.size <= _SCRATCH_KEEP else None
+        return len(view), body
 
 
 def seal_frame(
@@ -169,7 +197,7 @@ def seal_frame(
     compressed: tuple[int, bytes | pa.Buffer] | None = None,
 ) -> bytes:
     """Compress, frame and MAC one batch with the epoch's MAC key. ``compressed``: the
-    batch already compressed (``encode_compressed``: IPC length, body) instead of
+    batch already compressed (``RawEncoder.encode``: IPC length, body) instead of
     ``ipc_bytes``."""
     hb, tb = host.encode(), table.encode("ascii")
     if compressed is not None:
@@ -246,8 +274,8 @@ def decode_body(frame: Frame) -> pa.Table:
         if declared > MAX_RAW or (declared >= 0 and declared != frame.raw_len):
             raise FrameError(f"body declares {declared} bytes decompressed, header says {frame.raw_len} "
                              f"(limit {MAX_RAW})")
-        # a streamed body (encode_compressed) declares no size: the header's, checked above,
-        # bounds it (the limit is allocated up front when the body does not declare one)
+        # a streamed body (raw frames of agents before 2026-12-07) declares no size: the
+        # header's, checked above, bounds it (allocated up front when the body declares none)
         ipc_bytes = zstandard.ZstdDecompressor().decompress(frame.body, max_output_size=frame.raw_len)
     except zstandard.ZstdError as e:
         raise FrameError(f"body does not decompress: {e}") from None

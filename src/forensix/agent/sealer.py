@@ -13,8 +13,8 @@ from forensix.agent.frame import (
     RAW_TABLE,
     SEED_FLAG,
     ZERO_HASH,
+    RawEncoder,
     encode_batch,
-    encode_compressed,
     seal_frame,
 )
 from forensix.pki.sealkey import SealKeyError, SealState, mac_key
@@ -48,6 +48,7 @@ class Sealer:
         self.prev = prev if prev is not None else ZERO_HASH
         self.last_seal_ns = last_seal_ns
         self.lock = threading.Lock()
+        self._raw = RawEncoder()
         self.tick()
 
     def tick(self, now_ns: int | None = None) -> int:
@@ -63,11 +64,9 @@ class Sealer:
 
     def seal(self, table: str, data: pa.Table) -> tuple[int, bytes, int, int]:
         """(seq, frame bytes, seal time, epoch) for a batch; does not consume the sequence."""
-        # raw frames (~1 MB of ring bytes a tick) stream into the compressor; other tables keep
-        # the one-shot zstd at level 3 that declares its size (any log host reads them)
-        raw = table == RAW_TABLE
-        compressed = encode_compressed(data) if raw else None
-        ipc_bytes = None if raw else encode_batch(data)
+        # raw frames (~1-4 MB of ring bytes a tick) at frame.RAW_LEVEL, other tables at level 3
+        compressed = self._raw.encode(data) if table == RAW_TABLE else None
+        ipc_bytes = None if compressed is not None else encode_batch(data)
         with self.lock:
             seal_ns = max(time.time_ns(), self.last_seal_ns)
             epoch = self._advance(seal_ns)
