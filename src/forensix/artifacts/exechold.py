@@ -1,0 +1,336 @@
+"""Hold every executed file from the moment of its exec (fanotify ``FAN_OPEN_EXEC``).
+
+The collector (collect.py) opens what an exec ran at drain time, up to ~1.5 s later. A
+tool downloaded, run, exited and deleted within that time was gone by then: the blind
+spot anyone can make on purpose. fanotify closes it. Every real filesystem is marked
+for ``FAN_OPEN_EXEC``, a notification (never a permission event: no exec waits for us).
+The kernel queues an event for each file opened to be executed, and a queued event holds
+a reference to the file; reading it gives a descriptor on exactly the file the kernel ran,
+deleted or not. ``ExecHold.poll`` reads the queue every drain tick (after the process ring
+is drained: the open precedes the exec's record, so each drained exec's event is queued by
+then), keeps one descriptor per file (device, inode, mtime, ctime) with the pids that
+exec-opened it, and closes the others. The collector asks ``take`` for an exec's pid and
+inode (or a ``#!`` script's pid and path) and reads through a fresh open of that
+descriptor, before ``/proc/PID/exe`` and the path.
+
+Bounded and counted: at most ``max_files`` files held (one past it is closed and the
+exec's artifact, if it is lost, says so), a pid's claim on a file lapses after
+``timeout_s`` (the ELF interpreter, failed execs), and a queue overflow
+(``FAN_Q_OVERFLOW``, the kernel's 16,384 events) is counted and named in the reason of
+the executables it may have cost. Filesystems mounted later are marked when
+``/proc/self/mountinfo`` says the mount table changed (poll: ``POLLPRI``).
+
+Not covered (read at drain time, as before): files on pseudo or kernel-internal
+filesystems (memfd, ``SB_KERNMOUNT``: fanotify refuses to mark them), filesystems mounted
+only in another mount namespace (a container's root), a script given to its interpreter
+as an argument (``sh x.sh`` is an ordinary open: the interpreter's fd on it is read
+instead), and libraries mapped executable. Needs CAP_SYS_ADMIN and a kernel with
+``FAN_OPEN_EXEC`` (5.0) and filesystem marks (4.20); without them ``ExecHold.open``
+returns why, and the recorder says so in its start record.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["HOLD_SOURCE", "MAX_FILES", "TIMEOUT_S", "ExecHold"]
+
+HOLD_SOURCE = "exec-time hold (fanotify)"  # the artifacts row's ``source`` for a copy read through it
+MAX_FILES = 512  # distinct files held at once (each one descriptor)
+TIMEOUT_S = 10.0  # a pid's claim on a file it exec-opened lapses after this (no exec record matched it)
+
+_FAN_CLOEXEC, _FAN_NONBLOCK, _FAN_CLASS_NOTIF = 0x1, 0x2, 0x0
+_FAN_MARK_ADD, _FAN_MARK_MOUNT, _FAN_MARK_FILESYSTEM = 0x1, 0x10, 0x100
+_FAN_OPEN_EXEC, _FAN_Q_OVERFLOW = 0x1000, 0x4000
+_META = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
+_META_VERSION = 3
+_READ_BYTES = _META.size * 128  # descriptors a read creates at once: 128
+# filesystems no executable lives on, several refusing marks: skipped without a word
+_PSEUDO = frozenset({
+    "proc", "sysfs", "cgroup", "cgroup2", "bpf", "tracefs", "debugfs", "securityfs", "pstore", "configfs",
+    "fusectl", "devpts", "mqueue", "binfmt_misc", "autofs", "efivarfs", "nsfs", "rpc_pipefs", "selinuxfs",
+    "hugetlbfs"})
+
+
+@dataclass(slots=True, eq=False)
+class _File:
+    fd: int
+    key: tuple[int, int, int, int]  # st_dev, st_ino, mtime ns, ctime ns (at the first read)
+    pids: set[int] = field(default_factory=set)  # pids whose exec-open of it no exec record has claimed yet
+
+
+class _Libc:
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.init = libc.fanotify_init
+        self.init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+        self.init.restype = ctypes.c_int
+        self.mark = libc.fanotify_mark
+        self.mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+        self.mark.restype = ctypes.c_int
+
+
+class ExecHold:
+    """The fanotify group and the files it holds. ``open`` makes one (or says why not)."""
+
+    def __init__(self, fd: int, libc: _Libc, *, max_files: int = MAX_FILES, timeout_s: float = TIMEOUT_S) -> None:
+        self.fd = fd
+        self._libc = libc
+        self.max_files = max_files
+        self.timeout_s = timeout_s
+        self._files: dict[tuple[int, int, int, int], _File] = {}
+        self._by_pid: dict[int, list[_File]] = {}
+        self._claims: deque[tuple[float, int, _File]] = deque()  # (read at, pid, file), oldest first
+        self._lost_pids: dict[int, str] = {}  # pid -> why its exec-opened file was not held (recent)
+        self._lost_claims: deque[tuple[float, int]] = deque()
+        self.marked: dict[int, str] = {}  # st_dev -> "fs type at mount point" (filesystem or mount marks)
+        self.refused: dict[int, str] = {}  # st_dev -> why a mark was refused (tried once per device)
+        self.events = 0  # FAN_OPEN_EXEC events read
+        self.held = 0  # files held, in all
+        self.taken = 0  # execs that were read through the hold
+        self.overflows = 0  # FAN_Q_OVERFLOW events: the kernel's queue was full, events were lost
+        self.bound_hits = 0  # files not held because max_files were held
+        self.expired = 0  # files closed with no exec record claiming them (the ELF interpreter, failed execs)
+        self.peak = 0
+        self._overflow_polls: deque[int] = deque([0, 0], maxlen=2)  # overflows read by the last two polls
+        self._mountinfo = open("/proc/self/mountinfo", "rb", buffering=0)  # noqa: SIM115 - polled for changes
+        self._mounts = select.poll()
+        self._mounts.register(self._mountinfo, select.POLLPRI | select.POLLERR)
+        self.mark_mounts()
+
+    # -- set-up -----------------------------------------------------------------------
+    @classmethod
+    def open(cls, **kw: float) -> ExecHold | str:
+        """A hold over every real filesystem, or why there is none (to say in the start record)."""
+        try:
+            libc = _Libc()
+        except (OSError, AttributeError) as e:
+            return f"no fanotify in the C library ({e})"
+        fd = libc.init(_FAN_CLASS_NOTIF | _FAN_CLOEXEC | _FAN_NONBLOCK,
+                       os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC | os.O_NOATIME)
+        if fd < 0:
+            err = ctypes.get_errno()
+            hint = {errno.EPERM: "needs CAP_SYS_ADMIN", errno.ENOSYS: "the kernel has no fanotify",
+                    errno.EINVAL: "the kernel refuses these flags"}.get(err, os.strerror(err))
+            return f"fanotify_init failed: {hint}"
+        hold = cls(fd, libc, max_files=int(kw.get("max_files", MAX_FILES)),
+                   timeout_s=float(kw.get("timeout_s", TIMEOUT_S)))
+        if not hold.marked:
+            why = "; ".join(sorted(set(hold.refused.values()))) or "no filesystem to mark"
+            hold.close()
+            return f"no filesystem could be marked for FAN_OPEN_EXEC ({why})"
+        return hold
+
+    def mark_mounts(self) -> None:
+        """Mark each filesystem of the mount table not marked yet: the whole filesystem, or
+        (where that is refused) each of its mounts."""
+        by_dev: dict[int, list[tuple[str, str]]] = {}
+        try:
+            self._mountinfo.seek(0)
+            text = self._mountinfo.read().decode(errors="replace")
+        except OSError:
+            return
+        for line in text.splitlines():
+            pre, _, post = line.partition(" - ")
+            f, p = pre.split(" "), post.split(" ")
+            if len(f) < 5 or not p or p[0] in _PSEUDO:
+                continue
+            major, _, minor = f[2].partition(":")
+            dev = os.makedev(int(major), int(minor))
+            by_dev.setdefault(dev, []).append((_unescape(f[4]), p[0]))
+        for dev, mounts in by_dev.items():
+            if dev not in self.marked and dev not in self.refused:
+                self._mark(dev, mounts)
+
+    def _mark(self, dev: int, mounts: list[tuple[str, str]]) -> None:
+        mounts = [(m, t) for m, t in mounts if _dev_of(m) == dev]  # a mount point hidden under another: not it
+        if not mounts:
+            self.refused[dev] = "mount point hidden"
+            return
+        why = ""
+        for flag in (_FAN_MARK_FILESYSTEM, _FAN_MARK_MOUNT):
+            for path, typ in mounts if flag == _FAN_MARK_MOUNT else mounts[:1]:
+                if self._libc.mark(self.fd, _FAN_MARK_ADD | flag, _FAN_OPEN_EXEC, -100, path.encode()) == 0:
+                    self.marked[dev] = f"{typ} at {path}" + ("" if flag == _FAN_MARK_FILESYSTEM else " (mount)")
+                elif not why:
+                    why = f"{typ}: {os.strerror(ctypes.get_errno())}"
+            if dev in self.marked:
+                return
+        self.refused[dev] = why
+
+    # -- each drain tick --------------------------------------------------------------
+    def poll(self) -> int:
+        """Read the queued events: hold one descriptor per file, close the rest. Marks new
+        mounts first when the mount table changed. Returns the events read."""
+        if self._mounts.poll(0):
+            self.mark_mounts()
+        now = time.monotonic()
+        n = over = 0
+        while True:
+            try:
+                buf = os.read(self.fd, _READ_BYTES)
+            except BlockingIOError:
+                break
+            except OSError as e:  # EMFILE: the event is lost, counted like an overflow
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    over += 1
+                    continue
+                raise
+            if not buf:
+                break
+            for _, vers, _, _, mask, fd, pid in _events(buf):
+                if vers != _META_VERSION:
+                    raise OSError(errno.EPROTO, f"fanotify metadata version {vers} (expected {_META_VERSION})")
+                if mask & _FAN_Q_OVERFLOW:
+                    over += 1
+                if fd >= 0:
+                    n += 1
+                    self._add(fd, pid, now)
+            if len(buf) < _READ_BYTES - _META.size:
+                break
+        self.events += n
+        self.overflows += over
+        self._overflow_polls.append(over)
+        self._expire(now)
+        return n
+
+    def _add(self, fd: int, pid: int, now: float) -> None:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        f = self._files.get(key)
+        if f is not None:
+            os.close(fd)  # held already
+        elif len(self._files) >= self.max_files:
+            os.close(fd)
+            self.bound_hits += 1
+            self._lost_pids[pid] = f"{self.max_files} files were held already (the hold's bound)"
+            self._lost_claims.append((now, pid))
+            return
+        else:
+            f = self._files[key] = _File(fd, key)
+            self.held += 1
+            self.peak = max(self.peak, len(self._files))
+        f.pids.add(pid)
+        self._by_pid.setdefault(pid, []).append(f)
+        self._claims.append((now, pid, f))
+
+    def _expire(self, now: float) -> None:
+        limit = now - self.timeout_s
+        while self._claims and self._claims[0][0] < limit:
+            _, pid, f = self._claims.popleft()
+            if pid in f.pids:
+                self._release(pid, f, expired=True)
+        while self._lost_claims and self._lost_claims[0][0] < limit:
+            self._lost_pids.pop(self._lost_claims.popleft()[1], None)
+
+    def _release(self, pid: int, f: _File, expired: bool = False) -> None:
+        f.pids.discard(pid)
+        files = self._by_pid.get(pid)
+        if files is not None:
+            if f in files:
+                files.remove(f)
+            if not files:
+                del self._by_pid[pid]
+        if not f.pids and self._files.get(f.key) is f:
+            del self._files[f.key]
+            os.close(f.fd)
+            self.expired += expired
+
+    # -- the collector's side ---------------------------------------------------------
+    def take(self, pid: int, inode: int | None = None, path: str | None = None) -> int | None:
+        """A new descriptor (its own offset; the caller closes it) on the file ``pid``
+        exec-opened with this inode (an executable) or path (a ``#!`` script), or None. The
+        pid's claim on it ends: the file is closed once no other pid claims it."""
+        f = self._find(pid, inode, path)
+        if f is None:
+            return None
+        try:
+            fd: int | None = os.open(f"/proc/self/fd/{f.fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            fd = None
+        self._release(pid, f)
+        if fd is not None:
+            self.taken += 1
+        return fd
+
+    def _find(self, pid: int, inode: int | None, path: str | None) -> _File | None:
+        for f in reversed(self._by_pid.get(pid, ())):  # the latest first (a pid reused meanwhile)
+            if inode is not None and f.key[1] == inode:
+                return f
+            if inode is None and path is not None and _names(f.fd, path):
+                return f
+        return None
+
+    def why_not(self, pid: int) -> str:
+        """Why the hold had nothing for an exec of ``pid`` (for the artifact.missing reason)."""
+        lost = self._lost_pids.get(pid)
+        if lost:
+            return f"not held at exec: {lost}"
+        if any(self._overflow_polls):
+            return f"not held at exec: the fanotify queue overflowed ({self.overflows} overflows since the start)"
+        return "not held at exec (no exec-time event for it: a filesystem not marked, such as a memfd's or one " \
+               "mounted in another mount namespace)"
+
+    def summary(self) -> str:
+        return (f"exec-time hold: {self.events} exec opens read, {self.held} files held (peak {self.peak} at once, "
+                f"bound {self.max_files}), {self.taken} execs read through it, {self.bound_hits} not held at the "
+                f"bound, {self.overflows} queue overflows, {self.expired} closed unclaimed; "
+                f"{len(self.marked)} filesystems marked")
+
+    def describe(self) -> str:
+        """For the start record: what is marked."""
+        return (f"executables held at exec (fanotify FAN_OPEN_EXEC on {len(self.marked)} filesystems: "
+                f"{', '.join(sorted(self.marked.values()))})")
+
+    def close(self) -> None:
+        for f in self._files.values():
+            os.close(f.fd)
+        self._files.clear()
+        self._by_pid.clear()
+        self._claims.clear()
+        self._mountinfo.close()
+        os.close(self.fd)
+
+
+def _events(buf: bytes) -> list[tuple[int, int, int, int, int, int, int]]:
+    if len(buf) % _META.size == 0:  # no info records (no FID flags): all alike
+        return list(_META.iter_unpack(buf))
+    out, off = [], 0
+    while off + _META.size <= len(buf):
+        ev = _META.unpack_from(buf, off)
+        out.append(ev)
+        off += max(ev[0], _META.size)
+    return out
+
+
+def _names(fd: int, path: str) -> bool:
+    try:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+    return name == path or name == f"{path} (deleted)"
+
+
+def _dev_of(path: str) -> int | None:
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return None
+
+
+def _unescape(s: str) -> str:
+    """mountinfo's octal escapes (\\040 for a space)."""
+    if "\\" not in s:
+        return s
+    return s.encode().decode("unicode_escape").encode("latin-1").decode(errors="replace")
