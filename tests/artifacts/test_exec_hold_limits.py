@@ -1,0 +1,128 @@
+"""The exec-time hold's limits on the real kernel: a full fanotify queue is counted and named,
+claims lapse and their descriptors are closed, and a filesystem mounted after the start is
+marked (artifacts/exechold.py). No sensor: the hold alone, as root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from forensix.artifacts.exechold import ExecHold
+
+pytestmark = pytest.mark.bpf  # needs root (CAP_SYS_ADMIN for fanotify), as the sensor tests do
+
+QUEUE_SYSCTL = Path("/proc/sys/fs/fanotify/max_queued_events")
+
+
+@pytest.fixture
+def root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the exec-time hold needs root (CI runs these tests as root)")
+
+
+def _tool(path: Path) -> str:
+    data = Path(shutil.which("true") or "/bin/true").read_bytes() + os.urandom(16)
+    path.write_bytes(data)
+    path.chmod(0o755)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _run_and_delete(path: Path) -> int:
+    p = subprocess.Popen([str(path)])
+    p.wait()
+    path.unlink()
+    assert p.returncode == 0
+    return p.pid
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def small_queue(root: None) -> Iterator[ExecHold]:
+    """A hold whose kernel queue takes 4 events (the limit is read when the group is made:
+    put back at once)."""
+    old = QUEUE_SYSCTL.read_text()
+    try:
+        QUEUE_SYSCTL.write_text("4")
+        hold = ExecHold.open()
+    finally:
+        QUEUE_SYSCTL.write_text(old)
+    assert not isinstance(hold, str), hold
+    try:
+        yield hold
+    finally:
+        hold.close()
+
+
+def test_a_full_queue_is_counted_and_named_in_the_reason(small_queue: ExecHold, tmp_path: Path) -> None:
+    hold = small_queue
+    pids = []
+    for i in range(4):  # two events each: the tool and its ELF interpreter
+        _tool(tmp_path / f"t{i}")
+        pids.append(_run_and_delete(tmp_path / f"t{i}"))
+    hold.poll()
+    assert hold.overflows == 1  # the kernel queues one overflow event, however many it dropped
+    assert hold.events <= 4
+    lost = [p for p in pids if hold.take(p, None, None) is None]
+    assert lost
+    assert "the fanotify queue overflowed (1 overflows since the start)" in hold.why_not(lost[-1])
+    assert "1 queue overflows" in hold.summary()
+
+
+def test_claims_lapse_and_their_descriptors_are_closed(root: None, tmp_path: Path) -> None:
+    before = _open_fds()
+    hold = ExecHold.open(timeout_s=3600.0)
+    assert not isinstance(hold, str), hold
+    try:
+        sha = _tool(tmp_path / "tool")
+        ino = (tmp_path / "tool").stat().st_ino
+        pid = _run_and_delete(tmp_path / "tool")
+        hold.poll()
+        assert hold.held >= 1
+        fd = hold.take(pid, ino)  # the very file, deleted: its bytes
+        assert fd is not None
+        try:
+            with os.fdopen(os.dup(fd), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == sha
+        finally:
+            os.close(fd)
+        assert hold.take(pid, ino) is None  # claimed once
+        hold.timeout_s = 0.0  # every other claim (the ELF interpreter's) lapses now
+        hold.poll()
+        assert hold.expired >= 1
+        assert not hold._files  # nothing held: every descriptor closed
+    finally:
+        hold.close()
+    assert _open_fds() == before
+
+
+def test_a_filesystem_mounted_after_the_start_is_marked(root: None, tmp_path: Path) -> None:
+    hold = ExecHold.open()
+    assert not isinstance(hold, str), hold
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "execkeep-test", str(mnt)], check=True)
+    try:
+        dev = mnt.stat().st_dev
+        assert dev not in hold.marked
+        hold.poll()  # the mount table changed: the new filesystem is marked
+        assert hold.marked.get(dev, "").startswith(f"tmpfs at {mnt}"), hold.marked
+        sha = _tool(mnt / "tool")
+        ino = (mnt / "tool").stat().st_ino
+        pid = _run_and_delete(mnt / "tool")
+        hold.poll()
+        fd = hold.take(pid, ino)
+        assert fd is not None
+        with os.fdopen(fd, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == sha
+    finally:
+        hold.close()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
