@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +127,62 @@ def test_a_filesystem_mounted_after_the_start_is_marked(root: None, tmp_path: Pa
     finally:
         hold.close()
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+CHILD = r'''
+import hashlib, json, os, shutil, subprocess, sys, time
+from pathlib import Path
+mnt, out = Path(sys.argv[1]), Path(sys.argv[2])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "execkeep-ns", str(mnt)], check=True)
+tool = mnt / "tool"
+data = Path(shutil.which("true")).read_bytes() + os.urandom(16)
+tool.write_bytes(data)
+tool.chmod(0o755)
+(out / "ready").write_text(json.dumps({"dev": tool.stat().st_dev, "ino": tool.stat().st_ino,
+                                       "sha": hashlib.sha256(data).hexdigest()}))
+while not (out / "go").exists():
+    time.sleep(0.02)
+p = subprocess.Popen([str(tool)])
+p.wait()
+tool.unlink()
+(out / "done").write_text(json.dumps({"pid": p.pid, "rc": p.returncode}))
+'''
+
+
+def test_a_filesystem_mounted_in_another_mount_namespace_is_marked(root: None, tmp_path: Path) -> None:
+    """A tmpfs mounted in a private mount namespace (a container's way) is not in our mount
+    table: it is found by the scan of the namespaces and marked through /proc/PID/root."""
+    import json
+    import time
+
+    hold = ExecHold.open()
+    assert not isinstance(hold, str), hold
+    mnt, out = tmp_path / "mnt", tmp_path / "out"
+    mnt.mkdir()
+    out.mkdir()
+    (tmp_path / "child.py").write_text(CHILD)
+    child = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable,
+                              str(tmp_path / "child.py"), str(mnt), str(out)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "ready").exists():
+            assert child.poll() is None and time.monotonic() < deadline, "the child did not mount its tmpfs"
+            time.sleep(0.02)
+        told = json.loads((out / "ready").read_text())
+        assert told["dev"] != mnt.stat().st_dev  # not in our mount table
+        hold._next_scan = 0.0  # the periodic scan, now
+        hold.poll()
+        assert told["dev"] in hold.marked, hold.marked
+        (out / "go").write_text("")
+        assert child.wait(60) == 0
+        done = json.loads((out / "done").read_text())
+        assert done["rc"] == 0
+        hold.poll()
+        fd = hold.take(done["pid"], told["ino"])
+        assert fd is not None
+        with os.fdopen(fd, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == told["sha"]
+    finally:
+        (out / "go").write_text("")
+        child.wait(60)
+        hold.close()

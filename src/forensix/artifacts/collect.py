@@ -479,9 +479,10 @@ class Collector:
                                                                "preserved"), None)
         why = (f"the process exited and {w.path} was gone or replaced before it could be read"
                if w.kind != "script" else f"the script {w.path} could not be read")
+        why += f" (tried {', '.join(tried) or 'nothing'})"
         if w.kind != "library":
             why += f"; {self.hold.why_not(w.pid) if self.hold is not None else self.hold_note}"
-        return _Slot(i, w, ts, Put(None, 0, False, reason=f"{why} (tried {', '.join(tried) or 'nothing'})"), None)
+        return _Slot(i, w, ts, Put(None, 0, False, reason=why), None)
 
     def _opened(self, w: _Want) -> Iterator[tuple[str, int | None]]:
         """Each way to read it, best first, opened (None: that way failed): the exec-time

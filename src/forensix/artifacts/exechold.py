@@ -17,13 +17,15 @@ Bounded and counted: at most ``max_files`` files held (one past it is closed and
 exec's artifact, if it is lost, says so), a pid's claim on a file lapses after
 ``timeout_s`` (the ELF interpreter, failed execs), and a queue overflow
 (``FAN_Q_OVERFLOW``, the kernel's 16,384 events) is counted and named in the reason of
-the executables it may have cost. Filesystems mounted later are marked when
-``/proc/self/mountinfo`` says the mount table changed (poll: ``POLLPRI``).
+the executables it may have cost. Filesystems mounted later are marked when a mount
+table changes (``POLLPRI`` on ``/proc/PID/mountinfo``): ours, and that of every other mount
+namespace (a container's), found by a scan of ``/proc/*/ns/mnt`` every ``NS_SCAN_S`` and
+marked through ``/proc/PID/root``.
 
 Not covered (read at drain time, as before): files on pseudo or kernel-internal
-filesystems (memfd, ``SB_KERNMOUNT``: fanotify refuses to mark them), filesystems mounted
-only in another mount namespace (a container's root), a script given to its interpreter
-as an argument (``sh x.sh`` is an ordinary open: the interpreter's fd on it is read
+filesystems (memfd, ``SB_KERNMOUNT``: fanotify refuses to mark them), the execs on a
+filesystem before it is marked (a tick after its mount; in a new mount namespace up to
+``NS_SCAN_S`` after it appears), a script given to its interpreter as an argument (``sh x.sh`` is an ordinary open: the interpreter's fd on it is read
 instead), and libraries mapped executable. Needs CAP_SYS_ADMIN and a kernel with
 ``FAN_OPEN_EXEC`` (5.0) and filesystem marks (4.20); without them ``ExecHold.open``
 returns why, and the recorder says so in its start record.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import io
 import os
 import select
 import struct
@@ -45,6 +48,7 @@ __all__ = ["HOLD_SOURCE", "MAX_FILES", "TIMEOUT_S", "ExecHold"]
 HOLD_SOURCE = "exec-time hold (fanotify)"  # the artifacts row's ``source`` for a copy read through it
 MAX_FILES = 512  # distinct files held at once (each one descriptor)
 TIMEOUT_S = 10.0  # a pid's claim on a file it exec-opened lapses after this (no exec record matched it)
+NS_SCAN_S = 5.0  # how often /proc is scanned for mount namespaces not watched yet
 
 _FAN_CLOEXEC, _FAN_NONBLOCK, _FAN_CLASS_NOTIF = 0x1, 0x2, 0x0
 _FAN_MARK_ADD, _FAN_MARK_MOUNT, _FAN_MARK_FILESYSTEM = 0x1, 0x10, 0x100
@@ -64,6 +68,15 @@ class _File:
     fd: int
     key: tuple[int, int, int, int]  # st_dev, st_ino, mtime ns, ctime ns (at the first read)
     pids: set[int] = field(default_factory=set)  # pids whose exec-open of it no exec record has claimed yet
+
+
+@dataclass(slots=True, eq=False)
+class _Table:
+    """A mount table watched for changes: ``/proc/PID/mountinfo`` of one process of the namespace."""
+
+    file: io.FileIO
+    ns: int  # the mount namespace's inode
+    pid: str  # "self", or the process its mounts are reached through (/proc/PID/root)
 
 
 class _Libc:
@@ -100,10 +113,15 @@ class ExecHold:
         self.expired = 0  # files closed with no exec record claiming them (the ELF interpreter, failed execs)
         self.peak = 0
         self._overflow_polls: deque[int] = deque([0, 0], maxlen=2)  # overflows read by the last two polls
-        self._mountinfo = open("/proc/self/mountinfo", "rb", buffering=0)  # noqa: SIM115 - polled for changes
-        self._mounts = select.poll()
-        self._mounts.register(self._mountinfo, select.POLLPRI | select.POLLERR)
+        self._mounts = select.poll()  # the mount tables watched: POLLPRI when one changes
+        self._tables: dict[int, _Table] = {}  # its fds -> the namespace each is the mount table of
+        self._namespaces: set[int] = set()  # mount namespaces watched (ns inode)
+        self._next_scan = 0.0
+        own = _ns_of("self")
+        self._watch(own if own is not None else 0, "self")
         self.mark_mounts()
+        self._scan_namespaces()
+        self._next_scan = time.monotonic() + NS_SCAN_S
 
     # -- set-up -----------------------------------------------------------------------
     @classmethod
@@ -128,14 +146,53 @@ class ExecHold:
             return f"no filesystem could be marked for FAN_OPEN_EXEC ({why})"
         return hold
 
-    def mark_mounts(self) -> None:
-        """Mark each filesystem of the mount table not marked yet: the whole filesystem, or
-        (where that is refused) each of its mounts."""
+    def _watch(self, ns: int, pid: str) -> None:
+        try:
+            f = open(f"/proc/{pid}/mountinfo", "rb", buffering=0)  # noqa: SIM115 - kept, polled for changes
+        except OSError:
+            return  # gone meanwhile: the next scan finds another of its processes
+        self._tables[f.fileno()] = _Table(f, ns, pid)
+        self._namespaces.add(ns)
+        self._mounts.register(f, select.POLLPRI | select.POLLERR)
+
+    def _unwatch(self, fd: int) -> None:
+        t = self._tables.pop(fd)
+        self._mounts.unregister(fd)
+        self._namespaces.discard(t.ns)
+        t.file.close()
+
+    def _scan_namespaces(self) -> None:
+        """Watch the mount tables of namespaces not watched yet (a container's) and mark them."""
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return
+        for pid in pids:
+            ns = _ns_of(pid)
+            if ns is not None and ns not in self._namespaces:
+                self._watch(ns, pid)
+                for fd, t in list(self._tables.items()):
+                    if t.ns == ns:
+                        self.mark_mounts(fd)
+
+    def mark_mounts(self, table: int | None = None) -> None:
+        """Mark each filesystem of a mount table (``table``: its fd; None: every table) not
+        marked yet: the whole filesystem, or (where that is refused) each of its mounts."""
+        for fd in [table] if table is not None else list(self._tables):
+            self._mark_table(fd)
+
+    def _mark_table(self, fd: int) -> None:
+        t = self._tables[fd]
+        root = "" if t.pid == "self" else f"/proc/{t.pid}/root"
+        if root and _ns_of(t.pid) != t.ns:  # its process is gone: found again through another one
+            self._unwatch(fd)
+            return
         by_dev: dict[int, list[tuple[str, str]]] = {}
         try:
-            self._mountinfo.seek(0)
-            text = self._mountinfo.read().decode(errors="replace")
+            t.file.seek(0)
+            text = t.file.read().decode(errors="replace")
         except OSError:
+            self._unwatch(fd)
             return
         for line in text.splitlines():
             pre, _, post = line.partition(" - ")
@@ -144,7 +201,8 @@ class ExecHold:
                 continue
             major, _, minor = f[2].partition(":")
             dev = os.makedev(int(major), int(minor))
-            by_dev.setdefault(dev, []).append((_unescape(f[4]), p[0]))
+            if dev not in self.marked and dev not in self.refused:
+                by_dev.setdefault(dev, []).append((root + _unescape(f[4]), p[0]))
         for dev, mounts in by_dev.items():
             if dev not in self.marked and dev not in self.refused:
                 self._mark(dev, mounts)
@@ -152,8 +210,7 @@ class ExecHold:
     def _mark(self, dev: int, mounts: list[tuple[str, str]]) -> None:
         mounts = [(m, t) for m, t in mounts if _dev_of(m) == dev]  # a mount point hidden under another: not it
         if not mounts:
-            self.refused[dev] = "mount point hidden"
-            return
+            return  # tried again when a mount table changes (another namespace may show it)
         why = ""
         for flag in (_FAN_MARK_FILESYSTEM, _FAN_MARK_MOUNT):
             for path, typ in mounts if flag == _FAN_MARK_MOUNT else mounts[:1]:
@@ -169,9 +226,13 @@ class ExecHold:
     def poll(self) -> int:
         """Read the queued events: hold one descriptor per file, close the rest. Marks new
         mounts first when the mount table changed. Returns the events read."""
-        if self._mounts.poll(0):
-            self.mark_mounts()
+        for fd, _ in self._mounts.poll(0):
+            if fd in self._tables:
+                self.mark_mounts(fd)
         now = time.monotonic()
+        if now >= self._next_scan:
+            self._next_scan = now + NS_SCAN_S
+            self._scan_namespaces()
         n = over = 0
         while True:
             try:
@@ -299,7 +360,8 @@ class ExecHold:
         self._files.clear()
         self._by_pid.clear()
         self._claims.clear()
-        self._mountinfo.close()
+        for fd in list(self._tables):
+            self._unwatch(fd)
         os.close(self.fd)
 
 
@@ -320,6 +382,13 @@ def _names(fd: int, path: str) -> bool:
     except OSError:
         return False
     return name == path or name == f"{path} (deleted)"
+
+
+def _ns_of(pid: str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
 
 
 def _dev_of(path: str) -> int | None:
