@@ -186,3 +186,20 @@ def test_a_filesystem_mounted_in_another_mount_namespace_is_marked(root: None, t
         (out / "go").write_text("")
         child.wait(60)
         hold.close()
+
+
+def test_without_cap_sys_admin_executables_are_read_at_drain_time_and_it_says_why(root: None,
+                                                                                 tmp_path: Path) -> None:
+    """A recorder without CAP_SYS_ADMIN (a container's) has no hold; what its start record
+    says of it (``Collector.start_hold``), from a Python without the capability."""
+    code = ("import sys; from pathlib import Path; from forensix.artifacts import ArtifactStore, Collector; "
+            "from forensix.model.host import local_host; "
+            "c = Collector(ArtifactStore(Path(sys.argv[1])).open(), local_host()); print(c.start_hold()); "
+            "print(c.hold is None)")
+    res = subprocess.run(["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", sys.executable, "-c", code,
+                          str(tmp_path / "arts")], capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    said, none = res.stdout.splitlines()
+    assert said == ("executables are read at drain time only (no exec-time hold: fanotify_init failed: "
+                    "needs CAP_SYS_ADMIN)"), said
+    assert none == "True"
