@@ -203,3 +203,31 @@ def test_without_cap_sys_admin_executables_are_read_at_drain_time_and_it_says_wh
     assert said == ("executables are read at drain time only (no exec-time hold: fanotify_init failed: "
                     "needs CAP_SYS_ADMIN)"), said
     assert none == "True"
+
+
+def test_a_tmpfs_mounted_again_on_a_reused_device_number_is_marked_again(root: None, tmp_path: Path) -> None:
+    """A filesystem's device number is reused once it is unmounted: the next tmpfs must not be
+    taken for one marked already."""
+    hold = ExecHold.open()
+    assert not isinstance(hold, str), hold
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        devs = []
+        for _ in range(2):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "execkeep-test", str(mnt)], check=True)
+            devs.append(mnt.stat().st_dev)
+            hold.poll()
+            _tool(mnt / "tool")
+            ino = (mnt / "tool").stat().st_ino
+            pid = _run_and_delete(mnt / "tool")
+            hold.poll()
+            fd = hold.take(pid, ino)
+            assert fd is not None, (devs, hold.marked)
+            os.close(fd)
+            subprocess.run(["umount", str(mnt)], check=True)
+        if devs[0] != devs[1]:
+            pytest.skip(f"the kernel gave the second tmpfs another device number ({devs}): nothing to check")
+    finally:
+        hold.close()
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)

@@ -104,7 +104,7 @@ class ExecHold:
         self._lost_pids: dict[int, str] = {}  # pid -> why its exec-opened file was not held (recent)
         self._lost_claims: deque[tuple[float, int]] = deque()
         self.marked: dict[int, str] = {}  # st_dev -> "fs type at mount point" (filesystem or mount marks)
-        self.refused: dict[int, str] = {}  # st_dev -> why a mark was refused (tried once per device)
+        self.refused: dict[tuple[int, str], str] = {}  # (st_dev, fs type) -> why a mark was refused (tried once)
         self.events = 0  # FAN_OPEN_EXEC events read
         self.held = 0  # files held, in all
         self.taken = 0  # execs that were read through the hold
@@ -176,8 +176,8 @@ class ExecHold:
                         self.mark_mounts(fd)
 
     def mark_mounts(self, table: int | None = None) -> None:
-        """Mark each filesystem of a mount table (``table``: its fd; None: every table) not
-        marked yet: the whole filesystem, or (where that is refused) each of its mounts."""
+        """Mark each filesystem of a mount table (``table``: its fd; None: every table): the
+        whole filesystem, or (where that is refused) each of its mounts."""
         for fd in [table] if table is not None else list(self._tables):
             self._mark_table(fd)
 
@@ -201,11 +201,12 @@ class ExecHold:
                 continue
             major, _, minor = f[2].partition(":")
             dev = os.makedev(int(major), int(minor))
-            if dev not in self.marked and dev not in self.refused:
+            if (dev, p[0]) not in self.refused:
                 by_dev.setdefault(dev, []).append((root + _unescape(f[4]), p[0]))
+        # every filesystem of the table, marked or not: a device number is reused once its
+        # filesystem is gone (a tmpfs unmounted and mounted again), and marking twice is harmless
         for dev, mounts in by_dev.items():
-            if dev not in self.marked and dev not in self.refused:
-                self._mark(dev, mounts)
+            self._mark(dev, mounts)
 
     def _mark(self, dev: int, mounts: list[tuple[str, str]]) -> None:
         mounts = [(m, t) for m, t in mounts if _dev_of(m) == dev]  # a mount point hidden under another: not it
@@ -213,14 +214,17 @@ class ExecHold:
             return  # tried again when a mount table changes (another namespace may show it)
         why = ""
         for flag in (_FAN_MARK_FILESYSTEM, _FAN_MARK_MOUNT):
+            done = False
             for path, typ in mounts if flag == _FAN_MARK_MOUNT else mounts[:1]:
                 if self._libc.mark(self.fd, _FAN_MARK_ADD | flag, _FAN_OPEN_EXEC, -100, path.encode()) == 0:
                     self.marked[dev] = f"{typ} at {path}" + ("" if flag == _FAN_MARK_FILESYSTEM else " (mount)")
+                    done = True
                 elif not why:
                     why = f"{typ}: {os.strerror(ctypes.get_errno())}"
-            if dev in self.marked:
+            if done:
                 return
-        self.refused[dev] = why
+        self.marked.pop(dev, None)
+        self.refused[(dev, mounts[0][1])] = why
 
     # -- each drain tick --------------------------------------------------------------
     def poll(self) -> int:
