@@ -13,7 +13,8 @@ exec-opened it, and closes the others. The collector asks ``take`` for an exec's
 inode (or a ``#!`` script's pid and path) and reads through a fresh open of that
 descriptor, before ``/proc/PID/exe`` and the path.
 
-Bounded and counted: at most ``max_files`` files held (one past it is closed and the
+Bounded and counted: at most ``max_files`` files held (512, or a quarter of
+RLIMIT_NOFILE if less; one past it is closed and the
 exec's artifact, if it is lost, says so), a pid's claim on a file lapses after
 ``timeout_s`` (the ELF interpreter, failed execs), and a queue overflow
 (``FAN_Q_OVERFLOW``, the kernel's 16,384 events) is counted and named in the reason of
@@ -37,6 +38,7 @@ import ctypes
 import errno
 import io
 import os
+import resource
 import select
 import struct
 import time
@@ -138,7 +140,7 @@ class ExecHold:
             hint = {errno.EPERM: "needs CAP_SYS_ADMIN", errno.ENOSYS: "the kernel has no fanotify",
                     errno.EINVAL: "the kernel refuses these flags"}.get(err, os.strerror(err))
             return f"fanotify_init failed: {hint}"
-        hold = cls(fd, libc, max_files=int(kw.get("max_files", MAX_FILES)),
+        hold = cls(fd, libc, max_files=int(kw.get("max_files", _max_files())),
                    timeout_s=float(kw.get("timeout_s", TIMEOUT_S)))
         if not hold.marked:
             why = "; ".join(sorted(set(hold.refused.values()))) or "no filesystem to mark"
@@ -386,6 +388,13 @@ def _names(fd: int, path: str) -> bool:
     except OSError:
         return False
     return name == path or name == f"{path} (deleted)"
+
+
+def _max_files() -> int:
+    """``MAX_FILES``, or a quarter of the descriptors the process may open if that is less
+    (the agent's other descriptors, the deferred reads' among them, need the rest)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return MAX_FILES if soft == resource.RLIM_INFINITY else max(16, min(MAX_FILES, soft // 4))
 
 
 def _ns_of(pid: str) -> int | None:
