@@ -49,7 +49,11 @@ __all__ = ["HOLD_SOURCE", "MAX_FILES", "TIMEOUT_S", "ExecHold"]
 
 HOLD_SOURCE = "exec-time hold (fanotify)"  # the artifacts row's ``source`` for a copy read through it
 MAX_FILES = 512  # distinct files held at once (each one descriptor)
-TIMEOUT_S = 10.0  # a pid's claim on a file it exec-opened lapses after this (no exec record matched it)
+# A pid's claim on a file it exec-opened lapses after this, unclaimed (the ELF interpreter, a
+# failed exec, an exec record lost): the record is drained before the event is read, and
+# matched in the same tick, so this only bounds how long such a file is held (and its
+# filesystem busy for umount)
+TIMEOUT_S = 3.0
 NS_SCAN_S = 5.0  # how often /proc is scanned for mount namespaces not watched yet
 
 _FAN_CLOEXEC, _FAN_NONBLOCK, _FAN_CLASS_NOTIF = 0x1, 0x2, 0x0
@@ -105,6 +109,7 @@ class ExecHold:
         self._claims: deque[tuple[float, int, _File]] = deque()  # (read at, pid, file), oldest first
         self._lost_pids: dict[int, str] = {}  # pid -> why its exec-opened file was not held (recent)
         self._lost_claims: deque[tuple[float, int]] = deque()
+        self._taken: list[tuple[int, _File]] = []  # claims taken since the last poll: released by it
         self.marked: dict[int, str] = {}  # st_dev -> "fs type at mount point" (filesystem or mount marks)
         self.refused: dict[tuple[int, str], str] = {}  # (st_dev, fs type) -> why a mark was refused (tried once)
         self.events = 0  # FAN_OPEN_EXEC events read
@@ -232,6 +237,10 @@ class ExecHold:
     def poll(self) -> int:
         """Read the queued events: hold one descriptor per file, close the rest. Marks new
         mounts first when the mount table changed. Returns the events read."""
+        for pid, f in self._taken:  # the claims the collector took since the last poll
+            if pid in f.pids:
+                self._release(pid, f)
+        self._taken.clear()
         for fd, _ in self._mounts.poll(0):
             if fd in self._tables:
                 self.mark_mounts(fd)
@@ -302,11 +311,11 @@ class ExecHold:
             self._lost_pids.pop(self._lost_claims.popleft()[1], None)
 
     def _release(self, pid: int, f: _File, expired: bool = False) -> None:
+        """The claim of ``pid`` on ``f`` ends; ``f`` is closed once no claim is left."""
         f.pids.discard(pid)
         files = self._by_pid.get(pid)
         if files is not None:
-            if f in files:
-                files.remove(f)
+            files[:] = [g for g in files if g is not f]
             if not files:
                 del self._by_pid[pid]
         if not f.pids and self._files.get(f.key) is f:
@@ -318,15 +327,17 @@ class ExecHold:
     def take(self, pid: int, inode: int | None = None, path: str | None = None) -> int | None:
         """A new descriptor (its own offset; the caller closes it) on the file ``pid``
         exec-opened with this inode (an executable) or path (a ``#!`` script), or None. The
-        pid's claim on it ends: the file is closed once no other pid claims it."""
+        pid's claim on it ends at the next ``poll`` (the kernel merges the queued events of one
+        pid opening one file, so two execs of it in a tick show as one), and the file is
+        closed once no other pid claims it."""
         f = self._find(pid, inode, path)
-        if f is None:
+        if f is None or self._files.get(f.key) is not f:  # (closed already: never reopen a reused fd number)
             return None
         try:
             fd: int | None = os.open(f"/proc/self/fd/{f.fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             fd = None
-        self._release(pid, f)
+        self._taken.append((pid, f))
         if fd is not None:
             self.taken += 1
         return fd
@@ -366,6 +377,7 @@ class ExecHold:
         self._files.clear()
         self._by_pid.clear()
         self._claims.clear()
+        self._taken.clear()
         for fd in list(self._tables):
             self._unwatch(fd)
         os.close(self.fd)
