@@ -168,6 +168,10 @@ def test_a_tool_the_hold_could_not_keep_is_missing_with_the_reason(tmp_path: Pat
     said = [r["message"] for r in sink.rows("events") if r["event_action"] == "artifacts"]
     assert len(said) == 1 and "0 execs read through it" in str(said[0]), said
     assert "0 not held at the bound" not in str(said[0]), said
+    # and at the time, in the record: a warning (once: at most one a minute)
+    warned = [r["message"] for r in sink.rows("events") if r["event_action"] == "warning"
+              and "files not held at their exec" in str(r["message"])]
+    assert len(warned) == 1 and "past the bound of 0 files held" in str(warned[0]), warned
 
 
 def test_without_the_hold_the_start_record_says_executables_are_read_at_drain_time(tmp_path: Path) -> None:

@@ -141,6 +141,8 @@ class Collector:
         self.exec_hold = exec_hold
         self.hold: ExecHold | None = None
         self.hold_note = _DRAIN_ONLY + " (the exec-time hold was not started)"
+        self._hold_lost = (0, 0)  # (overflows, bound hits) the last warning told
+        self._hold_warned = -3600.0
         self.store = store
         self.host = host
         self.ship = ship
@@ -170,17 +172,28 @@ class Collector:
         self.hold = got
         return got.describe()
 
-    def poll_hold(self) -> None:
-        """Each drain tick, once the process ring is drained: take the exec-time hold's events."""
+    def poll_hold(self) -> str | None:
+        """Each drain tick, once the process ring is drained: take the exec-time hold's
+        events. Returns a warning for the record when files went unheld (a queue overflow,
+        the bound) or the hold failed: the first at once, then at most one a minute."""
         if self.hold is None:
-            return
+            return None
         with self._lock:
+            h = self.hold
             try:
-                self.hold.poll()
-            except OSError as e:  # recording goes on without it, and the stop record says why
-                self.hold.close()
-                self.hold = None
+                h.poll()
+            except OSError as e:  # recording goes on without it
+                self.stop_hold()
                 self.hold_note = f"{_DRAIN_ONLY} since the exec-time hold failed: {e}"
+                return f"executable preservation: the exec-time hold failed ({e}); {self.hold_note}"
+            lost = (h.overflows, h.bound_hits)
+            now = time.monotonic()
+            if lost == self._hold_lost or now < self._hold_warned + 60.0:
+                return None
+            self._hold_lost, self._hold_warned = lost, now
+        return (f"executable preservation: files not held at their exec ({h.overflows} fanotify queue overflows, "
+                f"{h.bound_hits} past the bound of {h.max_files} files held): those execs are read at drain time "
+                "only, and are missing if gone by then (their artifact.missing events say so)")
 
     def reader(self) -> Reader:
         if self._reader is None:

@@ -536,7 +536,9 @@ class Recorder(LossAccounting):
         named = [(i, d) for i, d in enumerate((proc, *bulk_drains)) if len(d)]  # (ring index, drain)
         drains = [d for _, d in named]
         if self.artifacts is not None:  # every drained exec's file is in its queue by now
-            self.artifacts.poll_hold()
+            unheld = self.artifacts.poll_hold()
+            if unheld:
+                self._agent_event("warning", unheld)
         self._stage("drain", time.thread_time() - t0)
         self._release_early()
         if not drains:
