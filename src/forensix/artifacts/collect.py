@@ -165,7 +165,10 @@ class Collector:
         if not self.exec_hold:
             self.hold_note = f"{_DRAIN_ONLY} (the exec-time hold is off)"
             return self.hold_note
-        got = ExecHold.open()
+        try:
+            got = ExecHold.open()
+        except Exception as e:  # noqa: BLE001 - recording starts without it, and says why
+            got = f"it could not start: {type(e).__name__}: {e}"
         if isinstance(got, str):
             self.hold_note = f"{_DRAIN_ONLY} (no exec-time hold: {got})"
             return self.hold_note
@@ -182,7 +185,7 @@ class Collector:
             h = self.hold
             try:
                 h.poll()
-            except OSError as e:  # recording goes on without it
+            except Exception as e:  # noqa: BLE001 - a bug in the hold must not stop recording: it goes on without it
                 self.stop_hold()
                 self.hold_note = f"{_DRAIN_ONLY} since the exec-time hold failed: {e}"
                 return f"executable preservation: the exec-time hold failed ({e}); {self.hold_note}"
