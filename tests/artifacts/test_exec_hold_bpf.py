@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -183,3 +184,48 @@ def test_without_the_hold_the_start_record_says_executables_are_read_at_drain_ti
     missing = [r for r in sink.rows("events")
                if r["event_action"] == "artifact.missing" and r["process_pid"] == told["tool_pid"]]
     assert len(missing) == 1 and "drain time only" in str(missing[0]["message"]), missing
+
+
+def test_a_container_like_namespace_is_marked_a_tick_after_its_mount_is_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tmpfs mounted in a mount namespace of its own (what a container runtime does): the
+    recorded mount makes the hold look for new namespaces at the next tick, not at its
+    periodic scan (made never here), so a tool run there and deleted is held."""
+    _needs_root()
+    from forensix.artifacts import exechold
+
+    monkeypatch.setattr(exechold, "NS_SCAN_S", 3600.0)
+    mnt, out = tmp_path / "mnt", tmp_path / "out"
+    mnt.mkdir()
+    out.mkdir()
+    collector = Collector(ArtifactStore(tmp_path / "artifacts").open(), local_host())
+    sink = Kept()
+    rec = Recorder([sink], host=collector.host, artifacts=collector)
+    th = threading.Thread(target=lambda: rec.run(duration=120))
+    child: subprocess.Popen[bytes] | None = None
+    th.start()
+    try:
+        deadline = time.monotonic() + 60
+        while collector.hold is None and th.is_alive():  # recording, with its hold
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        child = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable,
+                                  str(Path(__file__).with_name("ns_dropper.py")), str(mnt), str(out)])
+        while not (out / "ready").exists():
+            assert child.poll() is None and time.monotonic() < deadline, "the dropper did not mount its tmpfs"
+            time.sleep(0.02)
+        told = json.loads((out / "ready").read_text())
+        while told["dev"] not in (collector.hold.marked if collector.hold else {}):
+            assert time.monotonic() < deadline, "the namespace's tmpfs was not marked after its mount was recorded"
+            time.sleep(0.05)
+        (out / "go").write_text("")
+        assert child.wait(60) == 0
+        done = json.loads((out / "done").read_text())
+    finally:
+        (out / "go").write_text("")
+        if child is not None:
+            child.wait(60)
+        rec.stop()
+        th.join(120)
+    kept = [r for r in sink.rows("artifacts") if r["process_pid"] == done["pid"] and r["kind"] == "executable"]
+    assert len(kept) == 1 and kept[0]["sha256"] == told["sha"] and kept[0]["source"] == HOLD, kept

@@ -130,24 +130,7 @@ def test_a_filesystem_mounted_after_the_start_is_marked(root: None, tmp_path: Pa
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-CHILD = r'''
-import hashlib, json, os, shutil, subprocess, sys, time
-from pathlib import Path
-mnt, out = Path(sys.argv[1]), Path(sys.argv[2])
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "execkeep-ns", str(mnt)], check=True)
-tool = mnt / "tool"
-data = Path(shutil.which("true")).read_bytes() + os.urandom(16)
-tool.write_bytes(data)
-tool.chmod(0o755)
-(out / "ready").write_text(json.dumps({"dev": tool.stat().st_dev, "ino": tool.stat().st_ino,
-                                       "sha": hashlib.sha256(data).hexdigest()}))
-while not (out / "go").exists():
-    time.sleep(0.02)
-p = subprocess.Popen([str(tool)])
-p.wait()
-tool.unlink()
-(out / "done").write_text(json.dumps({"pid": p.pid, "rc": p.returncode}))
-'''
+DROPPER = Path(__file__).with_name("ns_dropper.py")  # mounts a tmpfs in its own mount namespace, runs a tool there
 
 
 def test_a_filesystem_mounted_in_another_mount_namespace_is_marked(root: None, tmp_path: Path) -> None:
@@ -161,9 +144,8 @@ def test_a_filesystem_mounted_in_another_mount_namespace_is_marked(root: None, t
     mnt, out = tmp_path / "mnt", tmp_path / "out"
     mnt.mkdir()
     out.mkdir()
-    (tmp_path / "child.py").write_text(CHILD)
     child = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable,
-                              str(tmp_path / "child.py"), str(mnt), str(out)])
+                              str(DROPPER), str(mnt), str(out)])
     try:
         deadline = time.monotonic() + 60
         while not (out / "ready").exists():

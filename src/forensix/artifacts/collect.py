@@ -51,6 +51,7 @@ HOLD_ROWS = 200_000  # rows held past this: the drainer waits for the reads (mem
 _PATH_HOW = "read by path after the process exited"
 _HELD_HOW = "read through the exec-time hold"
 _DRAIN_ONLY = "executables are read at drain time only"
+_NS_ACTIONS = pa.array(["mount", "unshare", "setns"])  # what may bring a new mount namespace or filesystem
 
 
 @dataclass
@@ -215,6 +216,10 @@ class Collector:
         ev = tables.get("events")
         if ev is None or ev.num_rows == 0:
             return Annotating(self, tables, [], [], [])
+        if self.hold is not None and pc.any(pc.is_in(ev["event_action"], value_set=_NS_ACTIONS)).as_py():
+            with self._lock:
+                if self.hold is not None:
+                    self.hold.scan_soon()  # a container may be starting: its filesystems marked a tick later
         rows, seen = self._candidates(ev)
         with self._lock:
             slots = self._start(seen, defer) if rows else []

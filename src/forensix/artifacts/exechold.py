@@ -20,7 +20,8 @@ exec's artifact, if it is lost, says so), a pid's claim on a file lapses after
 (``FAN_Q_OVERFLOW``, the kernel's 16,384 events) is counted and named in the reason of
 the executables it may have cost. Filesystems mounted later are marked when a mount
 table changes (``POLLPRI`` on ``/proc/PID/mountinfo``): ours, and that of every other mount
-namespace (a container's), found by a scan of ``/proc/*/ns/mnt`` every ``NS_SCAN_S`` and
+namespace (a container's), found by a scan of ``/proc/*/ns/mnt`` every ``NS_SCAN_S``, or at
+the next tick after the sensor recorded a mount, unshare or setns (``scan_soon``), and
 marked through ``/proc/PID/root``.
 
 Not covered (read at drain time, as before): files on pseudo or kernel-internal
@@ -181,6 +182,11 @@ class ExecHold:
                 for fd, t in list(self._tables.items()):
                     if t.ns == ns:
                         self.mark_mounts(fd)
+
+    def scan_soon(self) -> None:
+        """Scan for new mount namespaces at the next poll (the sensor recorded a mount, an
+        unshare or a setns: a container may be starting)."""
+        self._next_scan = 0.0
 
     def mark_mounts(self, table: int | None = None) -> None:
         """Mark each filesystem of a mount table (``table``: its fd; None: every table): the
