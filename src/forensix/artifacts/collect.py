@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from forensix.artifacts.defer import HeldWriter, Job, Reader, modified_since_exec
+from forensix.artifacts.exechold import HOLD_SOURCE, ExecHold
 from forensix.artifacts.store import ArtifactStore, Put
 from forensix.model.host import HostInfo
 from forensix.store import schema
@@ -47,6 +48,10 @@ SHIP_BYTES = 4 << 20  # artifact bytes handed to the sinks per batch (~1 s): evi
 DEFER_MIN_BYTES = 256 << 10
 HOLD_S = 2.0  # a batch held longer than this: the Reader reads at the workload's priority until it is done
 HOLD_ROWS = 200_000  # rows held past this: the drainer waits for the reads (memory stays bounded)
+_PATH_HOW = "read by path after the process exited"
+_HELD_HOW = "read through the exec-time hold"
+_DRAIN_ONLY = "executables are read at drain time only"
+_NS_ACTIONS = pa.array(["mount", "unshare", "setns"])  # what may bring a new mount namespace or filesystem
 
 
 @dataclass
@@ -128,11 +133,17 @@ class Annotating:
 
 class Collector:
     def __init__(self, store: ArtifactStore, host: HostInfo, *, ship: bool = False,
-                 defer_min_bytes: int = DEFER_MIN_BYTES) -> None:
+                 defer_min_bytes: int = DEFER_MIN_BYTES, exec_hold: bool = True) -> None:
         """``ship``: also hand the bytes of every newly kept file to the sinks (table
         ``artifact_blobs``), for an agent to ship them to the log host. ``defer_min_bytes``:
         files from this size on are read later, at low priority, by ``annotate_later``'s
-        callers (defer.py)."""
+        callers (defer.py). ``exec_hold``: hold each executed file from its exec on
+        (exechold.py), once a recorder calls ``start_hold``."""
+        self.exec_hold = exec_hold
+        self.hold: ExecHold | None = None
+        self.hold_note = _DRAIN_ONLY + " (the exec-time hold was not started)"
+        self._hold_lost = (0, 0)  # (overflows, bound hits) the last warning told
+        self._hold_warned = -3600.0
         self.store = store
         self.host = host
         self.ship = ship
@@ -149,6 +160,45 @@ class Collector:
         self.missing = 0
 
     # -- the hooks --------------------------------------------------------------------
+    def start_hold(self) -> str:
+        """Start the exec-time hold (the recorder's start, after the sensor loaded); what to
+        say of it in the start record."""
+        if not self.exec_hold:
+            self.hold_note = f"{_DRAIN_ONLY} (the exec-time hold is off)"
+            return self.hold_note
+        try:
+            got = ExecHold.open()
+        except Exception as e:  # noqa: BLE001 - recording starts without it, and says why
+            got = f"it could not start: {type(e).__name__}: {e}"
+        if isinstance(got, str):
+            self.hold_note = f"{_DRAIN_ONLY} (no exec-time hold: {got})"
+            return self.hold_note
+        self.hold = got
+        return got.describe()
+
+    def poll_hold(self) -> str | None:
+        """Each drain tick, once the process ring is drained: take the exec-time hold's
+        events. Returns a warning for the record when files went unheld (a queue overflow,
+        the bound) or the hold failed: the first at once, then at most one a minute."""
+        if self.hold is None:
+            return None
+        with self._lock:
+            h = self.hold
+            try:
+                h.poll()
+            except Exception as e:  # noqa: BLE001 - a bug in the hold must not stop recording: it goes on without it
+                self.stop_hold()
+                self.hold_note = f"{_DRAIN_ONLY} since the exec-time hold failed: {e}"
+                return f"executable preservation: the exec-time hold failed ({e}); {self.hold_note}"
+            lost = (h.overflows, h.bound_hits)
+            now = time.monotonic()
+            if lost == self._hold_lost or now < self._hold_warned + 60.0:
+                return None
+            self._hold_lost, self._hold_warned = lost, now
+        return (f"executable preservation: files not held at their exec ({h.overflows} fanotify queue overflows, "
+                f"{h.bound_hits} past the bound of {h.max_files} files held): those execs are read at drain time "
+                "only, and are missing if gone by then (their artifact.missing events say so)")
+
     def reader(self) -> Reader:
         if self._reader is None:
             self._reader = Reader(self.store, on_done=lambda: self.on_read() if self.on_read else None)
@@ -166,6 +216,10 @@ class Collector:
         ev = tables.get("events")
         if ev is None or ev.num_rows == 0:
             return Annotating(self, tables, [], [], [])
+        if self.hold is not None and pc.any(pc.is_in(ev["event_action"], value_set=_NS_ACTIONS)).as_py():
+            with self._lock:
+                if self.hold is not None:
+                    self.hold.scan_soon()  # a container may be starting: its filesystems marked a tick later
         rows, seen = self._candidates(ev)
         with self._lock:
             slots = self._start(seen, defer) if rows else []
@@ -230,6 +284,13 @@ class Collector:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+        self.stop_hold()
+
+    def stop_hold(self) -> None:
+        with self._lock:
+            if self.hold is not None:
+                self.hold.close()
+                self.hold = None
 
     def _start(self, seen: list[Seen], defer: bool) -> list[_Slot]:
         slots = []
@@ -326,6 +387,7 @@ class Collector:
         refused = ", ".join(f"{k} {v}" for k, v in sorted(s.refused.items())) or "none"
         out = (f"artifacts: {s.stored_files} new files kept ({s.stored_bytes} bytes; {s.used_bytes} in the store), "
                f"{self.missing} not preserved; refused by limit: {refused} ({s.refused_bytes} bytes)")
+        out += f"; {self.hold.summary() if self.hold is not None else self.hold_note}"
         r = self._reader
         if r is not None:
             out += (f"; {r.deferred} read later at nice {r.nice} ({r.cpu_s:.2f} s CPU), {r.overflow} inline past "
@@ -395,8 +457,7 @@ class Collector:
         """The artifact, by the best way still open: the process, then the path. Opened now;
         read now, or (``defer``, a big file) by the Reader."""
         tried: list[str] = []
-        for source in self._sources(w):
-            fd = _open(source)
+        for source, fd in self._opened(w):
             if fd is None:
                 tried.append(source)
                 continue
@@ -416,16 +477,18 @@ class Collector:
                 job = self._inflight.get(key)
                 if job is not None:  # being read for an earlier batch: its result is this one's
                     return _Slot(i, w, ts, None, source, job, False, key)
+                # read by name, or through the hold (the process may be gone): the exec's time bounds mtime
                 by_path = not source.startswith("/proc/")
+                how = _HELD_HOW if source == HOLD_SOURCE else _PATH_HOW
                 if defer and st.st_size >= self.defer_min_bytes and self.reader().room(st.st_size):
-                    job = Job(fd, st, by_path, ts, w.path)
+                    job = Job(fd, st, by_path, ts, w.path, how=how)
                     self._inflight[key] = job
                     self.reader().submit(job)
                     keep = True  # the Reader's now, closed once read
                     return _Slot(i, w, ts, None, source, job, True, key)
                 put = self.store.put_fd(fd)
                 if by_path:
-                    modified_since_exec(put, w.path, st.st_mtime_ns, ts)
+                    modified_since_exec(put, w.path, st.st_mtime_ns, ts, how)
                 self._remember(key, put)
                 return _Slot(i, w, ts, put, source)
             finally:
@@ -437,7 +500,21 @@ class Collector:
                                                                "preserved"), None)
         why = (f"the process exited and {w.path} was gone or replaced before it could be read"
                if w.kind != "script" else f"the script {w.path} could not be read")
-        return _Slot(i, w, ts, Put(None, 0, False, reason=f"{why} (tried {', '.join(tried) or 'nothing'})"), None)
+        why += f" (tried {', '.join(tried) or 'nothing'})"
+        if w.kind != "library":
+            why += f"; {self.hold.why_not(w.pid) if self.hold is not None else self.hold_note}"
+        return _Slot(i, w, ts, Put(None, 0, False, reason=why), None)
+
+    def _opened(self, w: _Want) -> Iterator[tuple[str, int | None]]:
+        """Each way to read it, best first, opened (None: that way failed): the exec-time
+        hold (the very file the kernel ran, deleted or not), then ``_sources``."""
+        if self.hold is not None and w.kind != "library":
+            fd = self.hold.take(w.pid, w.inode if w.kind == "executable" else None,
+                                w.path if w.kind == "script" else None)
+            if fd is not None:
+                yield HOLD_SOURCE, fd
+        for source in self._sources(w):
+            yield source, _open(source)
 
     def _sources(self, w: _Want) -> Iterator[str]:
         """Where to read it, best first; the path (a stat, to never open a FIFO) only once the

@@ -52,6 +52,7 @@ class Job:
     by_path: bool  # opened by its path (the process was gone): the exec's time bounds mtime
     ts: int  # the exec's (or mapping's) time, UTC ns
     path: str | None
+    how: str = "read by path after the process exited"  # how a read that is not the process's was made
     queued: float = field(default_factory=time.monotonic)
     put: Put | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -70,16 +71,18 @@ def judge(job: Job, put: Put, after: os.stat_result) -> Put:
         put.reason = (f"{job.path} changed ({', '.join(changed)}) after the exec was seen and before it was read: "
                       "the hash is of what was read")
     elif job.by_path:
-        modified_since_exec(put, job.path, after.st_mtime_ns, job.ts)
+        modified_since_exec(put, job.path, after.st_mtime_ns, job.ts, job.how)
     return put
 
 
-def modified_since_exec(put: Put, path: str | None, mtime_ns: int, exec_ts: int) -> Put:
-    """A file read by its path after its process was gone (inline or later) is uncertain
-    when it was written since the exec: what was read may not be what ran."""
+def modified_since_exec(put: Put, path: str | None, mtime_ns: int, exec_ts: int,
+                        how: str = "read by path after the process exited") -> Put:
+    """A file read by its path after its process was gone, or through the exec-time hold
+    (``how``; inline or later), is uncertain when it was written since the exec: what was
+    read may not be what ran."""
     if put.sha256 is not None and mtime_ns > exec_ts:
         put.certain = False
-        put.reason = f"read by path after the process exited; {path} was modified after the exec"
+        put.reason = f"{how}; {path} was modified after the exec"
     return put
 
 

@@ -173,6 +173,9 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 @click.option("--tty-rate", type=click.IntRange(1), default=256 << 10, show_default=True,
               help="Terminal bytes kept per terminal per second; what is cut is counted and marked.")
 @click.option("--no-artifacts", is_flag=True, help="Do not preserve executed files (see `forensix artifacts`).")
+@click.option("--no-exec-hold", is_flag=True,
+              help="Read executed files at drain time only, without holding each from its exec on "
+                   "(fanotify; a binary run and deleted within a drain tick is then lost).")
 @click.option("--artifact-max-mb", type=click.IntRange(1), default=64, show_default=True,
               help="Executed files larger than this are not preserved (an artifact.missing event says so).")
 @click.option("--artifact-quota-mb", type=click.IntRange(1), default=2048, show_default=True,
@@ -209,8 +212,8 @@ the next `forensix record` on the same store adopts it and stores what it kept.
 def record(
     store: str, duration: float | None, full: bool, quiet: bool, ring_mb: int | None, lifecycle: str,
     socket_flows: str, stop_pinned: bool,
-    no_tty: bool, tty_rate: int, no_artifacts: bool, artifact_max_mb: int, artifact_quota_mb: int,
-    metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
+    no_tty: bool, tty_rate: int, no_artifacts: bool, no_exec_hold: bool, artifact_max_mb: int,
+    artifact_quota_mb: int, metrics_addr: str | None, system_logs: tuple[str, ...], no_system_logs: bool,
     rule_paths: tuple[str, ...], no_rules: bool, alerts_jsonl: str | None,
     webhook: str | None, ready_file: str | None, orphan_timeout: float, netns: str | None,
     netns_inode: int | None, host_name: str | None, journal_seconds: float, keeper_idle: float,
@@ -281,7 +284,8 @@ def record(
         from forensix.artifacts import ArtifactStore, Collector, artifacts_dir
 
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
-                                            quota_bytes=artifact_quota_mb << 20).open(), host or local_host())
+                                            quota_bytes=artifact_quota_mb << 20).open(), host or local_host(),
+                              exec_hold=not no_exec_hold)
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
                           pin_dir=pin_dir_for(store, ns), sock_layer=socket_flows != "syscall",
                           tcp_counters=socket_flows == "counters",

@@ -220,6 +220,8 @@ class Recorder(LossAccounting):
             held = HeldWriter(self._writer, self._count, self._artifacts_failed)
             self.artifacts.on_read = held.release
             self._writer = held  # type: ignore[assignment]  # the writer as the drain and emits use it
+        # executed files held from their exec on (artifacts/exechold.py): before the attach
+        hold_note = self.artifacts.start_hold() if self.artifacts is not None else None
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
@@ -273,6 +275,8 @@ class Recorder(LossAccounting):
             msg += f"; network namespace {self.config.netns} of host {local_host().host_id} as host {self.host.host_name}"
         if self.sensor.skipped:
             msg += f"; no tracepoint for: {', '.join(self.sensor.skipped)}"
+        if hold_note:
+            msg += f"; {hold_note}"
         if pin is not None and self.sensor.no_heartbeat_watch:
             msg += f"; if this agent dies its sensor records until stopped by hand ({self.sensor.no_heartbeat_watch})"
         self._agent_event("start", msg)
@@ -531,6 +535,10 @@ class Recorder(LossAccounting):
         # else the kernel rings and the hold keep them meanwhile; the rings count what they cannot
         named = [(i, d) for i, d in enumerate((proc, *bulk_drains)) if len(d)]  # (ring index, drain)
         drains = [d for _, d in named]
+        if self.artifacts is not None:  # every drained exec's file is in its queue by now
+            unheld = self.artifacts.poll_hold()
+            if unheld:
+                self._agent_event("warning", unheld)
         self._stage("drain", time.thread_time() - t0)
         self._release_early()
         if not drains:
@@ -737,6 +745,8 @@ class Recorder(LossAccounting):
                "again, or record with --no-artifacts (--log-level debug logs the traceback)")
         log.error("%s", msg)
         log.debug("traceback", exc_info=e)
+        if self.artifacts is not None:
+            self.artifacts.stop_hold()  # its queue would pin executed files for nothing
         self.artifacts = None
         self._agent_event("warning", msg)
 
