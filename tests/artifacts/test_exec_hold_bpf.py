@@ -200,15 +200,16 @@ def test_a_container_like_namespace_is_marked_a_tick_after_its_mount_is_recorded
     out.mkdir()
     collector = Collector(ArtifactStore(tmp_path / "artifacts").open(), local_host())
     sink = Kept()
-    rec = Recorder([sink], host=collector.host, artifacts=collector)
+    attached = threading.Event()
+    rec = Recorder([sink], host=collector.host, artifacts=collector, on_ready=attached.set)
     th = threading.Thread(target=lambda: rec.run(duration=120))
     child: subprocess.Popen[bytes] | None = None
     th.start()
     try:
         deadline = time.monotonic() + 60
-        while collector.hold is None and th.is_alive():  # recording, with its hold
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        # recording: the hold is made before the attach, and a mount made in between was not
+        # recorded (on a loaded host the attach took long enough for the whole dropper)
+        assert attached.wait(60) and collector.hold is not None
         child = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable,
                                   str(Path(__file__).with_name("ns_dropper.py")), str(mnt), str(out)])
         while not (out / "ready").exists():
