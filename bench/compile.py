@@ -157,11 +157,12 @@ class CompileWorkload(Workload):
                 "recorder_cpu_s": recorder_cpu}
 
     def extra(self) -> dict[str, Any]:
-        """Whether this run can judge the target at all, by wall time and by CPU (each its own
-        baseline's spread); printed, and kept for the report."""
+        """Whether this run can judge the target at all, by wall time (another recorder, the
+        baseline's spread) and by CPU (another recorder; its noise is judged on the paired
+        ratios' standard error, bench/report.py); printed, and kept for the report."""
         out = {}
-        for key, figure, series in (("no_verdict", "wall time", self._walls), ("no_verdict_cpu", "CPU", self._cpus)):
-            why = refusal(series.get("none", []), self._foreign)
+        for key, figure, series in (("no_verdict", "wall time", self._walls), ("no_verdict_cpu", "CPU", None)):
+            why = refusal(series.get("none", []) if series is not None else [], self._foreign)
             if why:
                 print(f"compile: no verdict on the {TARGET:.0%} target by {figure}: {why}", file=sys.stderr, flush=True)
                 out[key] = why

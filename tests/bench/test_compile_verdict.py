@@ -51,17 +51,26 @@ def test_steady_cpu_is_judged_where_a_noisy_wall_time_is_not() -> None:
     wall-time row still says it has none."""
     wall = [13.0, 15.0, 12.5, 16.0]
     cpu = [30.0, 30.3, 29.8, 30.1]
-    foreign = [("none", 0)] * 8
-    extra = {}
-    if (why := refusal(wall, foreign)) is not None:
-        extra["no_verdict"] = why
-    if (why := refusal(cpu, foreign)) is not None:
-        extra["no_verdict_cpu"] = why
-    rows = targets(_report(wall, [w * 1.01 for w in wall], extra, cpu, [c * 1.045 for c in cpu]))
+    why = refusal(wall, [("none", 0)] * 8)
+    assert why is not None
+    rows = targets(_report(wall, [w * 1.01 for w in wall], {"no_verdict": why}, cpu, [c * 1.045 for c in cpu]))
     wall_row = next(r for r in rows if r.startswith("| compile at most 3% slower"))
     cpu_row = next(r for r in rows if r.startswith("| compile at most 3% more CPU"))
     assert "no verdict" in wall_row
     assert "+4.5%" in cpu_row and cpu_row.endswith("| **no** |")
+
+
+def test_a_cpu_mean_within_two_standard_errors_of_the_target_has_no_verdict() -> None:
+    """The CPU row is judged on its paired ratios' own noise: +2.5% ± 1.0 could be either side
+    of 3%; +1.0% ± 0.3 is met."""
+    wall = [13.0, 13.1, 12.9, 13.05]
+    cpu = [30.0, 30.0, 30.0, 30.0]
+    near = [c * r for c, r in zip(cpu, (1.005, 1.045, 1.015, 1.035))]
+    row = next(r for r in targets(_report(wall, wall, {}, cpu, near)) if r.startswith("| compile at most 3% more CPU"))
+    assert "+2.5%" in row and "no verdict" in row and row.endswith("| – |")
+    clear = [c * r for c, r in zip(cpu, (1.008, 1.012, 1.006, 1.014))]
+    row = next(r for r in targets(_report(wall, wall, {}, cpu, clear)) if r.startswith("| compile at most 3% more CPU"))
+    assert "+1.0%" in row and row.endswith("| yes |")
 
 
 def test_the_build_cpu_counts_every_descendant_and_the_recorder_window_its_processes() -> None:
