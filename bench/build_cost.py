@@ -87,6 +87,33 @@ def snapshot(root: int) -> Snapshot:
     return snap
 
 
+def sleeps(root: int) -> dict[tuple[int, int], tuple[str, int]]:
+    """Voluntary context switches so far of every thread of ``root`` and its descendants: how
+    often each went to sleep (and so was woken), named as ``snapshot`` names them."""
+    out: dict[tuple[int, int], tuple[str, int]] = {}
+    for pid in _tree(root):
+        try:
+            who = _who(pid, root)
+            for t in Path(f"/proc/{pid}/task").iterdir():
+                name = (t / "comm").read_text().strip()
+                for line in (t / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        out[(pid, int(t.name))] = (f"{who}/{name}", int(line.split()[1]))
+        except OSError:  # exited meanwhile
+            pass
+    return out
+
+
+def sleeps_per_second(a: dict[tuple[int, int], tuple[str, int]], b: dict[tuple[int, int], tuple[str, int]],
+                      seconds: float) -> dict[str, float]:
+    """Sleeps a second between two ``sleeps`` readings, by process/thread name (threads seen in both)."""
+    out: dict[str, float] = {}
+    for key, (name, n) in b.items():
+        if key in a:
+            out[name] = out.get(name, 0.0) + (n - a[key][1]) / seconds
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.1}
+
+
 def window(a: Snapshot, b: Snapshot) -> dict[str, float]:
     """CPU seconds spent between two snapshots, by process/thread name (a thread that
     started and ended between them is not seen: the windows are a floor)."""
@@ -135,6 +162,7 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
         wait_until_recording(proc, store, log)
     ready = time.monotonic() - t0
     s0 = snapshot(proc.pid)
+    z0 = sleeps(proc.pid)
     t1 = time.monotonic()
     build_cpu = 0.0
     timeline: list[float] = []  # the recorder's (and its children's) CPU in each second of the window
@@ -160,6 +188,7 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
     else:
         time.sleep(idle)
     wall = time.monotonic() - t1
+    z1 = sleeps(proc.pid)
     stop_sampling.set()
     sampler.join()
     load = os.getloadavg()[0]
@@ -184,6 +213,8 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
             **per_build,
             "events": counts["events"], "lost": counts["lost"], "stop": counts["detail"].get("stop"),
             "cpu_s": windows, "cpu_per_second_of_window": timeline,
+            # how often each thread slept in the window (so was woken): the loop's ticks (sensor/pacing.py)
+            "sleeps_per_s": sleeps_per_second(z0, z1, wall),
             "cpu_total_s": {**{k: round(sum(v.values()), 2) for k, v in windows.items()},
                             "stop (and threads unseen by the snapshots)": round(stop, 2), "whole run": round(total, 2)}}
 

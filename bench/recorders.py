@@ -63,6 +63,12 @@ class Recorder:
     def wrap(self, argv: list[str]) -> list[str]:
         return argv
 
+    def cpu_snapshot(self) -> dict[int, float]:
+        """CPU seconds so far of each process of a recorder that runs beside the workload (pid
+        -> user + sys, its descendants included): what a workload's own rusage does not count.
+        Empty for none, and for a recorder inside the workload's process tree (strace)."""
+        return {}
+
     def start(self, scratch: Path) -> None:
         pass
 
@@ -165,6 +171,9 @@ class AuditdRecorder(Recorder):
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
         self._lost0 = 0
+
+    def cpu_snapshot(self) -> dict[int, float]:
+        return _tree_cpu_seconds(self._proc.pid) if self._proc is not None else {}
 
     def check(self) -> str | None:
         for tool in ("auditd", "auditctl"):
@@ -364,6 +373,24 @@ def _proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def _tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and of every live descendant (store keepers, the orphan watch)."""
+    out: dict[int, float] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        cpu = _proc_cpu_seconds(p)
+        if cpu is None:
+            continue
+        out[p] = cpu
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def forensix_source() -> Path | None:
     """BENCH_FORENSIX_SRC: a src/ directory of another forensix tree to record with (a
     clone at a known commit, with its sensor built), so that a long run measures one
@@ -423,6 +450,9 @@ class ForensixRecorder(Recorder):
 
     def bpf_ids(self) -> set[int]:
         return set(self._owned[0])
+
+    def cpu_snapshot(self) -> dict[int, float]:
+        return _tree_cpu_seconds(self._proc.pid) if self._proc is not None else {}
 
     def env(self, scratch: Path) -> dict[str, str]:
         """Environment of the ``forensix record`` process beyond forensix_env()."""

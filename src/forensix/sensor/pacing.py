@@ -1,10 +1,15 @@
 """When the recorder's loop wakes up: often while records arrive, rarely when nothing happens.
 
-While records arrive, the loop ticks every ``poll_interval`` (a ring a quarter full is
-drained at once, a storm must not wait for the batch timer) and drains every
-``batch_interval``; the ticks run only while a ring holds records: with every ring empty
-(drained, stored, given back) it sleeps in epoll until its next drain, and the first
-record wakes it (``Recorder._busy_sleep``). Once a whole batch interval has brought nothing, it sleeps in epoll on
+While records arrive, the loop drains every ``batch_interval`` and a ring a quarter full at
+once (a storm must not wait for the batch timer). Between drains it sleeps on the rings
+edge-triggered (``sleep_busy``): the sensor forces a wake-up when a record takes a ring past
+a quarter, and past each sixteenth after it (bpf/sensor.bpf.c ``fx_wake_flags``), so the
+records that wait in the rings do not wake it; a build's trickle woke it 20 times a second
+to look (``poll_interval``), ~2-4 ms of CPU a second. It still ticks every ``poll_interval``
+while records are read and not stored yet (the writer is behind), and while it drains an
+adopted sensor whose programs may not force wake-ups (``Recorder._busy_sleep``). With every
+ring empty (drained, stored, given back) it sleeps in epoll until its next drain, and the
+first record wakes it. Once a whole batch interval has brought nothing, it sleeps in epoll on
 the rings: the kernel wakes it for the first record written into an empty ring (the
 sensor submits with flags 0, bpf/sensor.bpf.c), so the first event after a quiet spell is
 drained at once; otherwise it wakes only for its timers. The flow-map flush, which needs
@@ -83,11 +88,17 @@ class Pacer:
         self.last_records = self.last_flush = self.last_drain = time.monotonic()
         self.records_since_flush = 0  # ring records drained since the last flow-map flush
         self._epoll = select.epoll()
+        # the same rings edge-triggered: woken by the kernel's wake-ups only, not by records
+        # that wait in them (sleep_busy)
+        self._edges = select.epoll()
         for fd in ring_fds:
             self._epoll.register(fd, select.EPOLLIN)
+            self._edges.register(fd, select.EPOLLIN | select.EPOLLET)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._edges.register(self._wake_r, select.EPOLLIN)
         self.wakeups = 0  # times the kernel woke an idle loop with a record
+        self.busy_sleeps = 0  # times a busy loop slept between drains (sleep_busy and Recorder._busy_sleep)
         self._closed = False
 
     def drained(self, records: int, now: float) -> None:
@@ -170,6 +181,26 @@ class Pacer:
             self.wakeups += 1
         return ring
 
+    def sleep_busy(self, timeout: float) -> bool:
+        """Between drains while records arrive: sleep until ``timeout`` (the next drain), a
+        ``wake()``, or a wake-up from the kernel, which the sensor forces when a record takes a
+        ring past a quarter and each sixteenth after it (bpf/sensor.bpf.c fx_wake_flags), and
+        gives for a record written into an empty ring. The rings are edge-triggered here: the
+        records waiting in them do not wake it, so a build's steady trickle costs ~2 wake-ups a
+        drain period instead of one every ``poll_interval``. True if a ring woke it (a wake-up
+        that came while the loop was awake is reported by the next sleep, at once)."""
+        self.busy_sleeps += 1
+        ring = False
+        for fd, _ in self._edges.poll(max(timeout, 0.0)):
+            if fd == self._wake_r:
+                try:
+                    os.read(self._wake_r, 1 << 16)
+                except BlockingIOError:
+                    pass
+            else:
+                ring = True
+        return ring
+
     def wake(self) -> None:
         """Wake a loop asleep in ``sleep_idle``: stop() (safe in a signal handler), and the
         writer once it gave ring space back."""
@@ -183,6 +214,7 @@ class Pacer:
     def close(self) -> None:
         self._closed = True
         self._epoll.close()
+        self._edges.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
 

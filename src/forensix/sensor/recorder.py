@@ -1,7 +1,7 @@
 """The recording pipeline: sensor -> drain -> decode -> sinks, with loss accounting.
 
 One thread drains the three ring buffers every ``batch_interval`` (sooner when a ring is
-a quarter full, checked every ``poll_interval``) and decodes whole
+a quarter full: the sensor wakes it, sensor/pacing.py) and decodes whole
 batches; a writer thread hands the tables to the sinks through a bounded queue. When
 the sinks fall behind, the queue fills, draining the main ring waits (the network ring's
 records go to a bounded hold in the agent meanwhile: sensor/hold.py), the kernel's rings
@@ -192,6 +192,9 @@ class Recorder(LossAccounting):
         self._pace: Pacer | None = None
         self.stop_reason = "stopped"
         self._flush_drained = 0  # records the last flush_flows drained
+        # the programs writing the rings are this tree's: they wake the loop past a quarter
+        # (bpf/sensor.bpf.c fx_wake_flags); an adopted sensor's may be older
+        self._kernel_wakes = False
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -225,6 +228,7 @@ class Recorder(LossAccounting):
         # Snapshot first, attach right after: a process that starts in between is seen
         # by both (same entity id), one that exits in between is in the snapshot only.
         self._snapshot()
+        self._kernel_wakes = not adopt or self.sensor.reattach
         if not adopt or self.sensor.reattach:
             self.sensor.attach()
             if pin is not None and adopt:
@@ -417,17 +421,24 @@ class Recorder(LossAccounting):
             pace.close()
 
     def _busy_sleep(self, pace: Pacer, until_due: float) -> None:
-        """Between drains while records arrive. The tick every ``poll_interval`` is there to
-        see a ring pass a quarter: it is needed only while a ring holds records. With every
-        ring empty (drained, stored and given back) the loop sleeps in epoll instead, until
-        its next drain or timer: the kernel wakes it for the first record written into an
-        empty ring (flags 0, bpf/sensor.bpf.c), and the ticks start again from there. The
-        record is not drained at once (it waits for the drain, as every record of a busy
-        loop does): a kept-alive web server's records come in a burst after each flow-map
-        flush, and the loop ticked 20 times a second for the 1.5 s after the burst was
-        stored, until it was idle again."""
-        if any(r.pending() for r in self.rings):  # unread, or read and not stored yet
+        """Between drains while records arrive, until the next drain or timer. Records read
+        and not stored yet: a tick every ``poll_interval`` (the writer gives their space
+        back, and a ring past a quarter is drained at once). Records unread only: asleep on
+        the rings edge-triggered (``Pacer.sleep_busy``): the sensor wakes the loop when a
+        record takes a ring past a quarter (bpf/sensor.bpf.c fx_wake_flags), so a build's
+        trickle of records no longer wakes it 20 times a second to look (an adopted sensor's
+        programs may not force that wake-up: the ticks stay). Every ring empty (drained,
+        stored and given back): asleep in epoll, and the kernel wakes it for the first
+        record written into an empty ring (flags 0); the record is not drained at once (it
+        waits for the drain, as every record of a busy loop does): a kept-alive web server's
+        records come in a burst after each flow-map flush, and the loop ticked 20 times a
+        second for the 1.5 s after the burst was stored, until it was idle again."""
+        if any(r.pending() > r.unread() for r in self.rings) or (
+                not self._kernel_wakes and any(r.unread() for r in self.rings)):
+            pace.busy_sleeps += 1
             self._stop.wait(self.poll_interval)
+        elif any(r.unread() for r in self.rings):
+            pace.sleep_busy(max(until_due, self.poll_interval))
         else:
             pace.sleep_idle(max(until_due, self.poll_interval))
 
