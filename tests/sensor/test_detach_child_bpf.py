@@ -1,14 +1,17 @@
 """The child ``Sensor.detach_in_background`` forks holds its own sensor's links and nothing
-else: not the links of another recorder alive in the same process, nor its pipe ends.
+else, and detaches them while the recorder's process lives on.
 
 Before, the child inherited every descriptor: after a test run, nine such children of
-pytest held up to 356 BPF links each (other in-process recorders' too) and unwound for
-minutes, keeping closed recorders' programs attached."""
+pytest held up to 356 BPF links each (other in-process recorders' too). Then it held only
+its own, but until the parent exited: in CI (2026-12-07) pytest ended with 2,403 link
+descriptors open and ~27 finished recorders' programs still on every syscall, and the
+transport tests timed out from the 86th percent on."""
 
 from __future__ import annotations
 
+import json
 import os
-import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -33,15 +36,18 @@ def _link_ids(pid: int) -> dict[int, int]:
     return out
 
 
-def test_detach_child_holds_only_its_own_links() -> None:
+def _system_link_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {int(x["id"]) for x in json.loads(out or "[]")}
+
+
+def test_detach_child_detaches_our_links_while_we_live_and_no_others() -> None:
     from forensix.sensor import libbpf as lb
     from forensix.sensor.loader import Sensor, SensorConfig
 
     cfg = SensorConfig(ring_main_mb=8, ring_net_mb=8, ring_proc_mb=8, tty_rate=0)
     mine = Sensor(cfg)
     other = Sensor(cfg)
-    r, w = os.pipe()  # a pipe of the process's own, as a recorder's wake-up pipe
-    child = None
     try:
         mine.open_and_load()
         mine.attach()
@@ -52,24 +58,15 @@ def test_detach_child_holds_only_its_own_links() -> None:
         other_ids = {ours[lb.lib.bpf_link__fd(x)] for x in other._links}
         assert mine_ids and other_ids and not mine_ids & other_ids
         mine.detach_in_background()
-        child = mine.reaper_pid
-        assert child is not None
-        deadline = time.monotonic() + 30
-        while True:  # the child closes what it inherited first thing
-            fds = set(map(int, os.listdir(f"/proc/{child}/fd")))
-            held = _link_ids(child)  # after the count: read before it, it could predate the closing
-            if len(fds) <= len(mine_ids) + 1 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert set(held.values()) == mine_ids, (len(held), len(mine_ids), len(set(held.values()) & other_ids))
-        # besides its links, only the read end of the pipe that tells it the parent is gone
-        assert len(fds) == len(mine_ids) + 1, sorted(fds)
-        assert not {os.fstat(r).st_ino} & {os.stat(f"/proc/{child}/fd/{fd}").st_ino for fd in fds}
+        assert mine.reaper_pid is not None
+        held = set(_link_ids(os.getpid()).values())
+        assert not held & mine_ids, "the recorder still holds the links it left to the child"
+        assert other_ids <= held
+        deadline = time.monotonic() + 60
+        while mine_ids & _system_link_ids():  # the child's exit detaches them, each an RCU wait
+            assert time.monotonic() < deadline, "the detached sensor's programs are still attached after 60 s"
+            time.sleep(0.2)
+        assert other_ids <= _system_link_ids(), "the child took another recorder's links with it"
     finally:
-        if child:
-            os.kill(child, signal.SIGKILL)  # its exit detaches the programs it holds
-            os.waitpid(child, 0)
         other.close()
         mine.close()
-        os.close(r)
-        os.close(w)
