@@ -23,7 +23,6 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from forensix.artifacts import ArtifactStore, Collector
@@ -31,6 +30,7 @@ from forensix.artifacts.collect import DEFER_MIN_BYTES
 from forensix.model.host import local_host
 from forensix.sensor.recorder import Recorder
 from forensix.store.embedded import open_reader
+from forensix.testing.sinks import KeptSink
 
 pytestmark = pytest.mark.bpf
 
@@ -60,25 +60,6 @@ p.wait()
 '''
 
 
-class Kept:
-    """The batches the recorder hands its sinks, by table."""
-
-    evidence = True
-
-    def __init__(self) -> None:
-        self.tables: dict[str, list[pa.Table]] = {}
-
-    def write(self, table: str, data: pa.Table) -> None:
-        self.tables.setdefault(table, []).append(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def rows(self, table: str) -> list[dict[str, object]]:
-        return [r for t in self.tables.get(table, []) for r in t.to_pylist()]
 
 
 def _until(what: str, ok: object, timeout: float = 60.0) -> None:
@@ -99,7 +80,7 @@ def test_deferred_reads_keep_a_deleted_binary_and_flag_a_modified_one(tmp_path: 
     collector = Collector(ArtifactStore(tmp_path / "artifacts").open(), host)
     reader = collector.reader()
     reader.gate.clear()  # nothing is read until the workload is over
-    sink = Kept()
+    sink = KeptSink()
     rec = Recorder([sink], host=host, artifacts=collector)
     got: list[int | None] = []
     th = threading.Thread(target=lambda: got.append(rec.run(command=[sys.executable, str(script), str(work),

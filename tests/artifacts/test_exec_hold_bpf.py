@@ -19,12 +19,12 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from forensix.artifacts import ArtifactStore, Collector
 from forensix.model.host import local_host
 from forensix.sensor.recorder import Recorder
+from forensix.testing.sinks import KeptSink
 
 pytestmark = pytest.mark.bpf
 
@@ -54,25 +54,6 @@ out = {"tool_sha": hashlib.sha256(elf).hexdigest(), "tool_pid": a.pid, "tool_rc"
 '''
 
 
-class Kept:
-    """The batches the recorder hands its sinks, by table."""
-
-    evidence = True
-
-    def __init__(self) -> None:
-        self.tables: dict[str, list[pa.Table]] = {}
-
-    def write(self, table: str, data: pa.Table) -> None:
-        self.tables.setdefault(table, []).append(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def rows(self, table: str) -> list[dict[str, object]]:
-        return [r for t in self.tables.get(table, []) for r in t.to_pylist()]
 
 
 class LateRecorder(Recorder):
@@ -85,12 +66,12 @@ class LateRecorder(Recorder):
         return super().poll_once(wait)
 
 
-def _record_late(tmp_path: Path, collector: Collector) -> tuple[Kept, dict[str, object]]:
+def _record_late(tmp_path: Path, collector: Collector) -> tuple[KeptSink, dict[str, object]]:
     work = tmp_path / "work"
     work.mkdir()
     script = tmp_path / "workload.py"
     script.write_text(WORKLOAD)
-    sink = Kept()
+    sink = KeptSink()
     rec = LateRecorder([sink], host=collector.host, artifacts=collector)
     rec.gate = threading.Event()
     got: list[int | None] = []
@@ -199,7 +180,7 @@ def test_a_container_like_namespace_is_marked_a_tick_after_its_mount_is_recorded
     mnt.mkdir()
     out.mkdir()
     collector = Collector(ArtifactStore(tmp_path / "artifacts").open(), local_host())
-    sink = Kept()
+    sink = KeptSink()
     attached = threading.Event()
     rec = Recorder([sink], host=collector.host, artifacts=collector, on_ready=attached.set)
     th = threading.Thread(target=lambda: rec.run(duration=120))

@@ -16,7 +16,7 @@ from forensix.artifacts import ArtifactStore, Collector
 from forensix.artifacts.collect import Annotating
 from forensix.model.host import local_host
 
-__all__ = ["BrokenCollector", "BrokenSink", "NullSink", "SinkBug"]
+__all__ = ["BrokenCollector", "BrokenSink", "KeptSink", "NullSink", "SinkBug"]
 
 
 class NullSink:
@@ -35,6 +35,28 @@ class NullSink:
 
     def close(self) -> None:
         pass
+
+
+class KeptSink:
+    """A sink that keeps every batch in memory, by table, as the store would get them (the
+    tests of what an in-process recorder hands its sinks). Treated as the store (evidence)."""
+
+    evidence = True
+
+    def __init__(self) -> None:
+        self.tables: dict[str, list[pa.Table]] = {}
+
+    def write(self, table: str, data: pa.Table) -> None:
+        self.tables.setdefault(table, []).append(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def rows(self, table: str) -> list[dict[str, object]]:
+        return [r for t in self.tables.get(table, []) for r in t.to_pylist()]
 
 
 class SinkBug(RuntimeError):
