@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from forensix import __version__
-from forensix.agent.frame import RAW_TABLE
+from forensix.agent.frame import RAW_TABLE, table_schema
 from forensix.agent.sealer import Sealer
 from forensix.agent.shipper import Shipper
 from forensix.agent.spool import Spool
@@ -33,6 +33,7 @@ from forensix.errors import ForensixError, StoreError
 from forensix.model.host import HostInfo, local_host
 from forensix.pki.sealkey import SealState
 from forensix.store import schema
+from forensix.store.journal import conform
 
 __all__ = ["ShippingConfig", "ShippingSink", "gap_batch"]
 
@@ -185,6 +186,11 @@ class ShippingSink:
         given = data
         # The recorder's writer gives a batch this refused (a full disk) again: it is pending already
         retry, self._refused = given is self._refused, None
+        want = table_schema(table)
+        if want is not None and not data.schema.equals(want):
+            # rows made beside the kernel's (the system-log follower's) carry only the columns
+            # they fill; the log host takes a table's whole schema, as the local store's journal does
+            data = conform(data, want, table)
         idx = data.schema.get_field_index("host_name")
         if idx >= 0:
             # Rows travel under the enrolled name; the log host accepts no other. Built in

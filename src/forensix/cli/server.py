@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -265,6 +265,15 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
               help="--raw (the default): ship the kernel's records undecoded, the log host decodes them (~5x less "
                    "agent CPU per event). --decode: decode here: for a log host that cannot decode raw frames (older "
                    "than this agent), and for --store (which implies it). docs/agent-raw-records.md.")
+@click.option("--system-log", "system_logs", multiple=True, type=click.Path(dir_okay=False),
+              help="Follow this log file too and ship its sshd, sudo, su and cron messages as events (as "
+                   "`forensix record` does); default: journald when it runs, else /var/log/auth.log, secure, "
+                   "syslog, messages where they exist.")
+@click.option("--no-system-logs", is_flag=True, help="Ship the kernel's record only.")
+@click.option("--no-artifacts", is_flag=True, help="Do not preserve executed files (see `forensix artifacts`).")
+@click.option("--no-exec-hold", is_flag=True,
+              help="Read executed files at drain time only, without holding each from its exec on "
+                   "(fanotify; a binary run and deleted within a drain tick is then lost).")
 @_metrics_option("this agent")
 @netns_options
 @click.option("-v", "--verbose", is_flag=True, help="The same as --log-level debug.")
@@ -272,7 +281,8 @@ def server(pki_dir: str, listen: str, store: str, evidence: str | None, silence:
 def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | None, ca: str | None,
           seal_key: str | None, spool: str, spool_max: str, store: str | None, server_name: str,
           heartbeat: float, batch_ms: int, drain: float, duration: float | None, synthetic: float | None, batch_rows: int,
-          raw: bool | None, metrics_addr: str | None, netns: str | None, netns_inode: int | None, verbose: bool,
+          raw: bool | None, system_logs: tuple[str, ...], no_system_logs: bool, no_artifacts: bool,
+          no_exec_hold: bool, metrics_addr: str | None, netns: str | None, netns_inode: int | None, verbose: bool,
           log_level: str) -> None:
     """Record this host and ship the record, sealed, to the log host.
 
@@ -357,7 +367,12 @@ def agent(server_addr: str, bundle: str | None, cert: str | None, key: str | Non
         if synthetic is not None:
             _run_synthetic(sinks, synthetic, batch_rows, duration, stop)
         else:
-            records = _run_recorder(sinks, duration, stop, Path(spool), ns, info, raw=bool(raw))
+            from forensix.imports.journal import default_sources
+
+            # the machine's logs are not a namespace's: followed for one only when named (as `record`)
+            logs = [] if no_system_logs else list(system_logs) or ([] if ns else default_sources())
+            records = _run_recorder(sinks, duration, stop, Path(spool), ns, info, raw=bool(raw), system_logs=logs,
+                                    artifacts=not no_artifacts, exec_hold=not no_exec_hold)
     finally:
         for s in sinks:
             s.close()
@@ -418,7 +433,8 @@ def _run_synthetic(sinks: list[Any], rate: float, rows: int, duration: float | N
 
 
 def _run_recorder(sinks: list[Any], duration: float | None, stop: StopFlag, spool: Path, netns: int = 0,
-                  host: HostInfo | None = None, raw: bool = False) -> int:
+                  host: HostInfo | None = None, raw: bool = False, system_logs: Sequence[str] = (),
+                  artifacts: bool = True, exec_hold: bool = True) -> int:
     """Record until stopped; returns what the recorder counted (``Recorder.counted``)."""
     from forensix.artifacts import ArtifactStore, Collector
     from forensix.model.host import local_host
@@ -426,7 +442,10 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: StopFlag, spoo
     from forensix.sensor.recorder import Recorder
 
     # executed files are kept beside the spool and shipped to the log host (artifact_blobs)
-    kept = ArtifactStore(spool.with_name(spool.name + ".artifacts")).open()
+    collector = None
+    if artifacts:
+        kept = ArtifactStore(spool.with_name(spool.name + ".artifacts")).open()
+        collector = Collector(kept, host or local_host(), ship=True, exec_hold=exec_hold)
     from forensix.agent.raw import RawRecorder
 
     # --raw: the kernel's records as they are, decoded on the log host (agent/raw.py)
@@ -434,7 +453,7 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: StopFlag, spoo
     # pinned per spool (one spool, one stream): an agent killed or upgraded leaves its sensor
     # recording, and the next agent on the spool adopts it and drains what it kept
     rec = cls(sinks, SensorConfig(netns=netns, pin_dir=pin_dir_for(spool, netns)), host=host,
-              artifacts=Collector(kept, host or local_host(), ship=True),
+              artifacts=collector, system_logs=system_logs,
               on_ready=lambda: logging.getLogger("forensix.agent").info("recording: every program attached"))
 
     def watch() -> None:
