@@ -80,7 +80,10 @@ def top(path: str, n: int = 40) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if argv and argv[0] == "--top":
+    if not argv or argv[0] in ("-h", "--help") or argv[0].startswith("-") and argv[0] != "--top":
+        print(__doc__, file=sys.stderr)  # not a prefix: `--help` made files named --help.*.prof
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv[0] == "--top":
         for p in argv[1:]:
             top(p)
         return 0
