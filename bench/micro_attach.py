@@ -19,10 +19,14 @@ round least:
 
 Configurations: ``none``; empty programs (bench/micro_attach.bpf.c) attached as
 ``slowpath`` (a classic tracepoint on getpgid, which the loops never call), ``classic5``
-(classic tracepoints on the five hooked syscalls of webreq), ``raw`` / ``btf`` (one program
+(classic tracepoints on the five hooked syscalls of webreq), ``classic1`` / ``classic2`` (on openat
+alone / openat and close: what a sensor with no read/write syscall hook attaches), ``hookppid`` (an
+empty classic tracepoint on getppid itself: getppid's figure is then the slow path plus one hooked call's
+dispatch), ``raw`` / ``btf`` (one program
 on every syscall's exit, raw_tp / tp_btf), ``btffilter`` (tp_btf on every exit, the syscall
 number tested against a bitmap first), ``sock`` (the socket layer's two tp_btf); and a tree's
-sensor as in bench.web_kernel (``NAME``, ``NAME:floor``, ``NAME:counters``, ``NAME:syscall``).
+sensor as in bench.web_kernel (``NAME``, ``NAME:floor``, ``NAME:counters``, ``NAME:syscall``,
+``NAME:norw``, ``NAME:norw+close``).
 Another recorder attached on the host meanwhile is counted per repetition (its links slow
 every configuration alike, so ratios still hold, but less of each configuration is seen).
 """
@@ -47,6 +51,9 @@ WEB_HOOKED = ("openat", "writev", "sendfile64", "write", "read")
 SIMPLE = {
     "slowpath": [("empty_tp", "getpgid")],
     "classic5": [("empty_tp", sc) for sc in WEB_HOOKED],
+    "hookppid": [("empty_tp", "getppid")],  # getppid itself hooked: the dispatch of one hooked call
+    "classic1": [("empty_tp", "openat")],  # the open alone: a sensor with no read/write syscall hook
+    "classic2": [("empty_tp", "openat"), ("empty_tp", "close")],  # and a close hook
     "raw": [("empty_raw_exit", None)],
     "btf": [("empty_btf_exit", None)],
     "btffilter": [("filter_btf_exit", None)],
