@@ -12,6 +12,8 @@
  *   micro webreq N       N keep-alive web requests' syscalls in one thread, over one loopback TCP
  *                        connection: client write; server recvfrom, openat (200 files of
  *                        $MICRO_DIR in turn), fstat, writev, sendfile, close; client read
+ *   micro sockpair N     N one-byte send(2) + recv(2) rounds over a unix socket pair (the socket
+ *                        layer's tracepoints, no hooked syscall)
  *   Every mode prints CPU ns per op too (a 4th field: the process's CPU time, which other
  *   work on a shared host moves far less than wall time); MICRO_ROUNDS=k repeats the loop
  *   k times and keeps the lowest round's CPU figure.
@@ -129,6 +131,19 @@ static void loop_pipewrite(long n) {
     waitpid(pid, NULL, 0);
 }
 
+/* A byte sent and received back over a unix socket pair, send(2)/recv(2): two transfers of the
+ * socket layer (sock_sendmsg, sock_recvmsg) a round, hooked by no syscall tracepoint of the sensor's. */
+static void loop_sockpair(long n) {
+    int sv[2];
+    char b = 'x';
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) { perror("socketpair"); exit(2); }
+    for (long i = 0; i < n; i++) {
+        if (send(sv[0], &b, 1, 0) != 1 || recv(sv[1], &b, 1, 0) != 1) { perror("sockpair"); exit(2); }
+    }
+    close(sv[0]);
+    close(sv[1]);
+}
+
 /* One keep-alive request as nginx (1 KiB static file, sendfile on) and wrk make it, with
  * both ends in this thread: the same syscalls, the same socket layer, no scheduler. */
 static int web_c = -1, web_s = -1;
@@ -234,6 +249,7 @@ int main(int argc, char **argv) {
     else if (strcmp(mode, "connect") == 0) fn = loop_connect;
     else if (strcmp(mode, "pipewrite") == 0) fn = loop_pipewrite;
     else if (strcmp(mode, "webreq") == 0) fn = loop_webreq;
+    else if (strcmp(mode, "sockpair") == 0) fn = loop_sockpair;
     else { fprintf(stderr, "unknown mode %s\n", mode); return 2; }
     if (!getenv("MICRO_NO_WARMUP")) fn(n / 100 + 1); /* warm up */
     /* MICRO_ROUNDS=k: k rounds of n, the CPU figure the lowest round's (what the loop costs

@@ -16,13 +16,20 @@ round least:
   syscall tracepoints (openat, writev, sendfile, write, read), 5 socket-layer transfers.
 - ``getppid``: a syscall nothing hooks: the slow path every syscall takes once any syscall
   tracepoint is attached.
+- ``sockpair`` (only with ``--only``; ``--getppid`` rounds): a byte sent and received back over a unix
+  socket pair with send(2)/recv(2): two socket-layer transfers, no hooked syscall (``sock`` against
+  ``none``: the socket layer's dispatch per transfer, twice).
 
 Configurations: ``none``; empty programs (bench/micro_attach.bpf.c) attached as
 ``slowpath`` (a classic tracepoint on getpgid, which the loops never call), ``classic5``
-(classic tracepoints on the five hooked syscalls of webreq), ``raw`` / ``btf`` (one program
+(classic tracepoints on the five hooked syscalls of webreq), ``classic1`` / ``classic2`` (on openat
+alone / openat and close: what a sensor with no read/write syscall hook attaches), ``hookppid`` (an
+empty classic tracepoint on getppid itself: getppid's figure is then the slow path plus one hooked call's
+dispatch), ``raw`` / ``btf`` (one program
 on every syscall's exit, raw_tp / tp_btf), ``btffilter`` (tp_btf on every exit, the syscall
 number tested against a bitmap first), ``sock`` (the socket layer's two tp_btf); and a tree's
-sensor as in bench.web_kernel (``NAME``, ``NAME:floor``, ``NAME:counters``, ``NAME:syscall``).
+sensor as in bench.web_kernel (``NAME``, ``NAME:floor``, ``NAME:counters``, ``NAME:syscall``,
+``NAME:norw``, ``NAME:norw+close``).
 Another recorder attached on the host meanwhile is counted per repetition (its links slow
 every configuration alike, so ratios still hold, but less of each configuration is seen).
 """
@@ -47,6 +54,9 @@ WEB_HOOKED = ("openat", "writev", "sendfile64", "write", "read")
 SIMPLE = {
     "slowpath": [("empty_tp", "getpgid")],
     "classic5": [("empty_tp", sc) for sc in WEB_HOOKED],
+    "hookppid": [("empty_tp", "getppid")],  # getppid itself hooked: the dispatch of one hooked call
+    "classic1": [("empty_tp", "openat")],  # the open alone: a sensor with no read/write syscall hook
+    "classic2": [("empty_tp", "openat"), ("empty_tp", "close")],  # and a close hook
     "raw": [("empty_raw_exit", None)],
     "btf": [("empty_btf_exit", None)],
     "btffilter": [("filter_btf_exit", None)],
@@ -123,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     probe_obj = build_probe(scratch / "micro_attach.bpf.o")
     (scratch / "www").mkdir()
     env = {**os.environ, "MICRO_DIR": str(scratch / "www"), "MICRO_ROUNDS": str(a.rounds)}
-    ops = {o: n for o, n in (("webreq", a.webreq), ("getppid", a.getppid)) if o in a.only.split(",")}
+    ops = {o: n for o, n in (("webreq", a.webreq), ("getppid", a.getppid), ("sockpair", a.getppid))
+           if o in a.only.split(",")}
     progs: dict[str, dict[str, list[int]]] = {c: {} for c in configs}
     cpu: dict[str, dict[str, list[float]]] = {c: {o: [] for o in ops} for c in configs}
     stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -163,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{a.reps} repetitions, configurations alternating; CPU ns per operation (median) and the paired "
           f"ratio to {configs[0]} (mean ± se); 1-minute load {min(loads):.1f}-{max(loads):.1f}; BPF links "
           f"of others on the host at each repetition's start: {', '.join(map(str, links))}\n")
-    head = {"webreq": ["webreq ns", "+ ns", "throughput equivalent"], "getppid": ["getppid ns", "+ ns"]}
+    head = {"webreq": ["webreq ns", "+ ns", "throughput equivalent"], "getppid": ["getppid ns", "+ ns"],
+            "sockpair": ["sockpair ns", "+ ns"]}
     cols = [h for o in ops for h in head[o]]
     print("| configuration | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))

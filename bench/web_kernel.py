@@ -48,17 +48,23 @@ ROOT = Path(__file__).resolve().parent.parent
 def _hold(mode: str, floor_dir: str | None) -> None:
     """Run inside a tree's PYTHONPATH: attach its sensor, say ready, hold until stdin closes,
     then print the run count and run time of every program as JSON."""
+    from forensix.sensor import loader
     from forensix.sensor.loader import Sensor, SensorConfig
 
     kw: dict[str, Any] = {"ring_main_mb": 32, "ring_net_mb": 8, "ring_proc_mb": 8}
-    if mode == "syscall":
+    parts = mode.split("+")
+    if "syscall" in parts:
         kw["sock_layer"] = False
-    elif mode == "counters":  # a long TCP connection's owner by the connection's counters
+    if "counters" in parts:  # a long TCP connection's owner by the connection's counters
         kw["tcp_counters"] = True
+    if "norw" in parts:  # the norw build: no read/write syscall hook attached at all
+        loader.SYSCALLS = {k: v for k, v in loader.SYSCALLS.items() if v.handler != "fx_exit_rw"}
     obj = Path(floor_dir) / "sensor.bpf.o" if floor_dir else None
     s = Sensor(SensorConfig(**kw), obj_path=obj)
     s.open_and_load()
     s.attach()
+    if "close" in parts:  # the norw build's stand-in for a close hook ending a file's edge
+        s._tp(s._prog("fx_close_bound"), "sys_enter_close")
     print("ready", flush=True)
     sys.stdin.read()
     stats = {}
@@ -175,9 +181,13 @@ class _Record:
                 p.unlink()
 
 
+BUILDS = ("floor", "nosock", "norw")
+
+
 def _build(mode: str, name: str, src: Path, scratch: Path) -> Path | None:
     """The tree's measurement build of its sensor for ``mode`` (bpf/Makefile), or None."""
-    if mode not in ("floor", "nosock"):
+    mode = next((m for m in mode.split("+") if m in BUILDS), "")
+    if not mode:
         return None
     out = scratch / f"{mode}-{name}"
     if not (out / "sensor.bpf.o").is_file():
@@ -207,9 +217,8 @@ def _recorder(spec: str, sensors: dict[str, Path], scratch: Path) -> _Record | N
     parts = mode.split("+")
     if "record" not in parts:
         return None
-    build = next((m for m in parts if m in ("floor", "nosock")), "")
     src = sensors[name]
-    return _Record(src, scratch, _build(build, name, src, scratch), stopped="stop" in parts)
+    return _Record(src, scratch, _build(mode, name, src, scratch), stopped="stop" in parts)
 
 
 def _worker_pid(scratch: Path) -> int:
@@ -270,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sensor", action="append", default=[], metavar="NAME=SRC",
                     help="a tree's src/ directory (its sensor built); configurations NAME, NAME:floor, NAME:syscall, "
-                         "NAME:counters, NAME:nosock (sockets' edges free: make -C bpf nosock), "
+                         "NAME:counters, NAME:nosock (sockets' edges free: make -C bpf nosock), NAME:norw (no read/write "
+                         "syscall hook: make -C bpf norw; sockets per call at the socket layer), NAME:norw+close (and "
+                         "a close hook's least work), parts joined by + (NAME:norw+counters), "
                          "NAME:record (its forensix record, agent included), NAME:floor+record (forensix record "
                          "loading the floor build), ...+stop (the recorder SIGSTOPped while measured)")
     ap.add_argument("--configs", default=None, help="comma list (default: none and every NAME)")

@@ -2023,11 +2023,15 @@ static __always_inline void fx_sock_flow(struct sock *sk, int ret, bool wr)
 	if (fx_skip_task(t) || (t->flags & PF_KTHREAD))
 		return;
 	bool counters = cfg.sock_flows == FX_SOCK_COUNTERS; /* fx_exit_rw leaves every socket to us */
+	bool every = counters;
+#ifdef FX_NORW_BOUND
+	every = true; /* measurement build only (make -C bpf norw): no read/write syscall hook at all */
+#endif
 	int fd = -1;
 	if (!(t->flags & PF_IO_WORKER)) { /* an io_uring worker is in no syscall of its own */
 		struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(t);
 		long nr = r->orig_ax;
-		if (!counters && fx_rw_hooked(nr))
+		if (!every && fx_rw_hooked(nr))
 			return;
 		if (nr == __NR_splice)
 			fd = wr ? r->dx : r->di;
@@ -2045,6 +2049,32 @@ static __always_inline void fx_sock_flow(struct sock *sk, int ret, bool wr)
 		return;
 	fx_flow_add(t, f, fd, wr, ret, bpf_ktime_get_boot_ns());
 }
+
+#ifdef FX_NORW_BOUND
+/*
+ * Measurement build only (make -C bpf norw; bench.micro_attach / bench.web_kernel configuration
+ * NAME:norw+close): the least a close hook that ends a lifetime-derived file edge must do, attached
+ * to sys_enter_close (at the exit the descriptor is gone): which file, whether it is one whose edge
+ * the open began (not a socket), and when. Never loaded by forensix.
+ */
+SEC("tracepoint")
+int fx_close_bound(struct trace_event_raw_sys_enter *ctx)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	if (fx_skip_task(t))
+		return 0;
+	struct file *f = fx_task_fd_file(t, (int)ctx->args[0]);
+	if (!f || (f->f_inode->i_mode & S_IFMT) == S_IFSOCK)
+		return 0;
+	__u32 key = FX_ACC_BANK;
+	__u64 *w = bpf_map_lookup_elem(&accounted, &key);
+	if (w)
+		fx_opaque(*w); /* a stand-in for the edge's lookup: one map load */
+	__u64 now = bpf_ktime_get_boot_ns();
+	fx_opaque(now);
+	return 0;
+}
+#endif
 
 /* A TCP connection closes: what its owner moved since the last flush goes to the flows map. */
 SEC("tp_btf/inet_sock_set_state")
