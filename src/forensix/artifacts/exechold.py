@@ -10,8 +10,8 @@ deleted or not. ``ExecHold.poll`` reads the queue every drain tick (after the pr
 is drained: the open precedes the exec's record, so each drained exec's event is queued by
 then), keeps one descriptor per file (device, inode, mtime, ctime) with the pids that
 exec-opened it, and closes the others. The collector asks ``take`` for an exec's pid and
-inode (or a ``#!`` script's pid and path) and reads through a fresh open of that
-descriptor, before ``/proc/PID/exe`` and the path.
+inode (or a ``#!`` script's pid and path) and reads through a duplicate of that
+descriptor (with ``pread``: the offset is shared), before ``/proc/PID/exe`` and the path.
 
 Bounded and counted: at most ``max_files`` files held (512, or a quarter of
 RLIMIT_NOFILE if less; one past it is closed and the
