@@ -63,8 +63,9 @@ def _wait_recording(proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _rows(spool: Path, after_ns: int, before_ns: int) -> dict[str, int]:
-    """Rows per table the log host makes of the frames sealed in (after_ns, before_ns]; every
-    frame is decoded (the decoder's state needs them all), only those are counted."""
+    """Rows per table the log host makes of the frames sealed in (after_ns, before_ns], and those
+    frames (``frames``); every frame is decoded (the decoder's state needs them all), only
+    those are counted."""
     from forensix.agent.frame import RAW_TABLE, decode_body, parse_frame
     from forensix.server.rawdecode import StreamDecoder
 
@@ -78,6 +79,7 @@ def _rows(spool: Path, after_ns: int, before_ns: int) -> dict[str, int]:
             data = decode_body(fr)
             got = dec.feed(data, fr.seq).joined() if fr.table == RAW_TABLE else [(fr.table, data)]
             if after_ns < fr.seal_ns <= before_ns:
+                rows["frames"] = rows.get("frames", 0) + 1
                 for table, t in got:
                     rows[table] = rows.get(table, 0) + t.num_rows
     return rows
