@@ -174,12 +174,31 @@ def _spawns(n: int) -> float:
     return cpu * 1e9 / n
 
 
+def _takes(hold: object, target: str, n: int) -> float:
+    """CPU ns per ``ExecHold.take`` (and the close of what it gives) of an exec of ``target``:
+    what the collector pays per exec read through the hold, besides ``poll``."""
+    ino = os.stat(target).st_ino
+    pids = []
+    for _ in range(n):
+        pid = os.posix_spawn(target, [target], {})
+        os.waitpid(pid, 0)
+        pids.append(pid)
+    hold.poll()  # type: ignore[attr-defined]
+    t0 = time.thread_time_ns()
+    for pid in pids:
+        fd = hold.take(pid, ino)  # type: ignore[attr-defined]
+        if fd is not None:
+            os.close(fd)
+    return (time.thread_time_ns() - t0) / n
+
+
 def micro(args: argparse.Namespace) -> int:
     from forensix.artifacts.exechold import ExecHold
 
     target = "/usr/bin/true"
     res: dict[str, dict[str, list[float]]] = {k: {"hold": [], "off": []} for k in ("open", "pread", "spawn")}
     poll_ns: list[float] = []
+    take_ns: list[float] = []
     for i in range(args.rounds):
         for name in (("hold", "off") if i % 2 == 0 else ("off", "hold")):
             hold = ExecHold.open() if name == "hold" else None
@@ -194,6 +213,7 @@ def micro(args: argparse.Namespace) -> int:
                     c0 = time.thread_time_ns()
                     got = hold.poll()
                     poll_ns.append((time.thread_time_ns() - c0) / max(got, 1))
+                    take_ns.append(_takes(hold, target, min(args.spawns, 200)))
             finally:
                 if hold is not None:
                     hold.close()
@@ -203,6 +223,8 @@ def micro(args: argparse.Namespace) -> int:
         print(f"{what}: {h:.0f} ns with the hold, {o:.0f} ns without ({h - o:+.0f} ns, {h / o - 1:+.2%}; medians of "
               f"{len(d['hold'])} alternating blocks)")
     print(f"ExecHold.poll: {statistics.median(poll_ns):.0f} ns CPU per exec-open event (median of {len(poll_ns)})")
+    print(f"ExecHold.take: {statistics.median(take_ns):.0f} ns CPU per exec taken, with the close of its "
+          f"descriptor (median of {len(take_ns)})")
     return 0
 
 

@@ -248,3 +248,33 @@ def test_one_pid_running_the_same_file_twice_gets_it_for_each_exec(root: None, t
         assert p.pid not in hold._by_pid or all(p.pid in f.pids for f in hold._by_pid[p.pid])
     finally:
         hold.close()
+
+
+def test_the_store_reads_a_held_file_whole_whatever_the_offset_of_its_holding(root: None, tmp_path: Path) -> None:
+    """``take`` gives a duplicate of the held descriptor (one open file, one offset shared by
+    every execution of the file taken): the store must read it from its start with ``pread``,
+    even after another reader moved the offset to the end."""
+    from forensix.artifacts.store import ArtifactStore
+
+    hold = ExecHold.open()
+    assert not isinstance(hold, str), hold
+    try:
+        sha = _tool(tmp_path / "tool")
+        ino = (tmp_path / "tool").stat().st_ino
+        first = subprocess.Popen([str(tmp_path / "tool")])
+        second = subprocess.Popen([str(tmp_path / "tool")])
+        first.wait()
+        second.wait()
+        (tmp_path / "tool").unlink()
+        hold.poll()
+        a, b = hold.take(first.pid, ino), hold.take(second.pid, ino)
+        assert a is not None and b is not None
+        try:
+            os.lseek(a, 0, os.SEEK_END)  # a reader that used read() would leave the offset here
+            put = ArtifactStore(tmp_path / "store").open().put_fd(b)
+            assert put.sha256 == sha
+        finally:
+            os.close(a)
+            os.close(b)
+    finally:
+        hold.close()

@@ -92,33 +92,38 @@ def collector_rows(dec: Decoder, d: Drained, idx: np.ndarray | None = None) -> l
     f = dec._gather_fixed(d.data, offs)
     exec_kind, base0, deleted0 = dec.K["FX_KIND_EXEC"], dec.F["FX_F_BASE0"], dec.F["FX_F_DELETED0"]
     slen = f["slen"][:, :4].astype(np.int64)
-    ends = np.cumsum(slen, axis=1) + (offs + dec.EV)[:, None]
+    starts = offs + dec.EV
+    ends = np.cumsum(slen, axis=1) + starts[:, None]
+    # the integers of a row as one list (one ``tolist`` for them all): start, the strings' ends
+    # and lengths, ts, kind, flags, ret, protection; the 64-bit ones apart (no int64 wrap)
+    ints = np.column_stack([starts, ends, slen, f["ts"].astype(np.int64) + dec.offset_ns,
+                            f["kind"].astype(np.int64), f["flags"].astype(np.int64), f["ret"].astype(np.int64),
+                            f["args"][:, 2].astype(np.uint32).astype(np.int64),
+                            f["pid"].astype(np.uint32).astype(np.int64)]).tolist()
+    ents = np.asarray(dec.ids.ids(f["pid"], f["start"]), np.uint64).tolist()
+    inos = f["ino"][:, 0].astype(np.uint64).tolist()
+    devs = f["dev"][:, 0].astype(np.uint64).tolist()
     data = d.data
     out: list[Seen] = []
-    for (off, e0, e1, e2, e3, l0, l1, l2, l3, ts, kind, pid, ent, fl, r, ino, dev, prot) in zip(
-            (offs + dec.EV).tolist(), *ends.T.tolist(), *slen.T.tolist(),
-            (f["ts"].astype(np.int64) + dec.offset_ns).tolist(), f["kind"].tolist(),
-            f["pid"].astype(np.uint32).tolist(), np.asarray(dec.ids.ids(f["pid"], f["start"]), np.uint64).tolist(),
-            f["flags"].astype(np.int64).tolist(), f["ret"].astype(np.int64).tolist(),
-            f["ino"][:, 0].astype(np.uint64).tolist(), f["dev"][:, 0].astype(np.uint64).tolist(),
-            f["args"][:, 2].astype(np.uint32).tolist(), strict=True):
+    add = out.append
+    for (off, e0, e1, e2, e3, l0, l1, l2, l3, ts, kind, fl, r, prot, pid), ent, ino, dev in zip(
+            ints, ents, inos, devs, strict=True):
         # as the decoder's ``_to_str``: UTF-8, or backslash escapes for bytes that are not
-        first = data[off: e0 - 1].decode("utf-8", "backslashreplace") if l0 > 0 else None
-        second = data[e0: e1 - 1].decode("utf-8", "backslashreplace") if l1 > 0 else None
+        first = data[off: e0 - 1].decode("utf-8", "backslashreplace") if l0 else None
+        second = data[e0: e1 - 1].decode("utf-8", "backslashreplace") if l1 else None
         # file.path (or the base a relative path was resolved from, then joined)
         path = _joined(first, second) if fl & base0 else first
         inode, device = (None, None) if ino == 0 else (ino, dev)
+        # positional (``Seen``'s field order): a dataclass's keyword call costs ~2x
         if kind == exec_kind:  # strings: executable, argv, cwd, the path as given
-            out.append(Seen(ts=ts, exec=True, pid=pid, entity=ent, executable=first, path=path,
-                            path_raw=data[e2: e3 - 1].decode("utf-8", "backslashreplace") if l3 > 0 else None,
-                            inode=inode, device=device,
-                            args=None if second is None else second.rstrip("\x00").split("\x00"),
-                            cwd=data[e1: e2 - 1].decode("utf-8", "backslashreplace") if l2 > 0 else None,
-                            prot=None, deleted=bool(fl & deleted0), failed=False, ret=None))
+            add(Seen(ts, True, pid, ent, first, path,
+                     data[e2: e3 - 1].decode("utf-8", "backslashreplace") if l3 else None, inode, device,
+                     None if second is None else second.rstrip("\x00").split("\x00"),
+                     data[e1: e2 - 1].decode("utf-8", "backslashreplace") if l2 else None,
+                     None, bool(fl & deleted0), False, None))
         else:  # a mapping: the path, the path as given
-            out.append(Seen(ts=ts, exec=False, pid=pid, entity=ent, executable=None, path=path, path_raw=second,
-                            inode=inode, device=device, args=None, cwd=None, prot=prot,
-                            deleted=bool(fl & deleted0), failed=-4096 < r < 0, ret=r))
+            add(Seen(ts, False, pid, ent, None, path, second, inode, device, None, None, prot,
+                     bool(fl & deleted0), -4096 < r < 0, r))
     return out
 
 

@@ -10,8 +10,8 @@ deleted or not. ``ExecHold.poll`` reads the queue every drain tick (after the pr
 is drained: the open precedes the exec's record, so each drained exec's event is queued by
 then), keeps one descriptor per file (device, inode, mtime, ctime) with the pids that
 exec-opened it, and closes the others. The collector asks ``take`` for an exec's pid and
-inode (or a ``#!`` script's pid and path) and reads through a fresh open of that
-descriptor, before ``/proc/PID/exe`` and the path.
+inode (or a ``#!`` script's pid and path) and reads through a duplicate of that
+descriptor (with ``pread``: the offset is shared), before ``/proc/PID/exe`` and the path.
 
 Bounded and counted: at most ``max_files`` files held (512, or a quarter of
 RLIMIT_NOFILE if less; one past it is closed and the
@@ -331,8 +331,10 @@ class ExecHold:
 
     # -- the collector's side ---------------------------------------------------------
     def take(self, pid: int, inode: int | None = None, path: str | None = None) -> int | None:
-        """A new descriptor (its own offset; the caller closes it) on the file ``pid``
-        exec-opened with this inode (an executable) or path (a ``#!`` script), or None. The
+        """A new descriptor (the caller closes it) on the file ``pid`` exec-opened with this
+        inode (an executable) or path (a ``#!`` script), or None. A duplicate of the held one:
+        it shares its offset, which no reader uses (the store reads with ``pread``); a fresh
+        open through ``/proc/self/fd`` cost ~5.7 µs an exec against ~1 for ``dup``. The
         pid's claim on it ends at the next ``poll`` (the kernel merges the queued events of one
         pid opening one file, so two execs of it in a tick show as one), and the file is
         closed once no other pid claims it."""
@@ -340,8 +342,8 @@ class ExecHold:
         if f is None or self._files.get(f.key) is not f:  # (closed already: never reopen a reused fd number)
             return None
         try:
-            fd: int | None = os.open(f"/proc/self/fd/{f.fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
+            fd: int | None = os.dup(f.fd)  # close-on-exec, as Python makes every descriptor
+        except OSError:  # EMFILE
             fd = None
         self._taken.append((pid, f))
         if fd is not None:
