@@ -69,7 +69,7 @@ def _print_stop(src: str, store: Path, name: str) -> None:
     """The recorder's stop record (its CPU by thread and the drainer's by stage), from the store."""
     code = ("import sys; from forensix.store.embedded import DuckDBStore; s = DuckDBStore(sys.argv[1], read_only=True); "
             "print(s.query(\"SELECT message FROM events WHERE event_action = 'stop'\").column(0)[0])")
-    got = subprocess.run([sys.executable, "-c", code, str(store)], capture_output=True, text=True,
+    got = subprocess.run([sys.executable, "-c", code, str(store)], check=False, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(Path(src).resolve())})
     print(f"{name} stop record: {(got.stdout or got.stderr).strip()}", file=sys.stderr, flush=True)
 
@@ -87,6 +87,7 @@ def _inner(a: argparse.Namespace) -> int:
     cpu: dict[str, list[float]] = {k: [] for k, _ in trees}
     threads: dict[str, dict[str, list[float]]] = {k: {} for k, _ in trees}
     rps: dict[str, list[float]] = {k: [] for k, _ in trees}
+    keeper: dict[str, list[float]] = {k: [] for k, _ in trees}  # the store keeper's CPU (nice 19), per repetition
     loads = []
     try:
         for rep in range(a.reps):
@@ -120,6 +121,7 @@ def _inner(a: argparse.Namespace) -> int:
                     th = key.split("/", 2)[2]
                     spent[th] = spent.get(th, 0.0) + v - t0.get(key, 0.0)
                 cpu[name].append(sum(spent.values()))
+                keeper[name].append(spent.get("fx-keeper", 0.0))
                 for th, v in spent.items():
                     threads[name].setdefault(th, []).append(v)
                 rps[name].append(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)))  # type: ignore[union-attr]
@@ -130,13 +132,17 @@ def _inner(a: argparse.Namespace) -> int:
         w.after_run(Recorder())
     print(f"{w.describe()}, in a network namespace recorded alone (`forensix record --netns`); {a.reps} repetitions "
           f"of {a.seconds} s, trees alternating; 1-minute load average {min(loads):.1f}-{max(loads):.1f}\n")
-    print("| tree | recorder CPU over the window (s, median, range) | per thread (median s) | req/s (median) |")
-    print("|---|---|---|---|")
+    print("| tree | recorder CPU over the window (s, median, range) | per thread (median s) | req/s (median) "
+          "| µs of recorder CPU per request (median; without the keeper) |")
+    print("|---|---|---|---|---|")
     for name, _ in trees:
         per = ", ".join(f"{th} {statistics.median(v):.2f}" for th, v in sorted(threads[name].items())
                         if statistics.median(v) >= 0.01)
+        reqs = [r * a.seconds for r in rps[name]]
+        per_req = statistics.median(c / n * 1e6 for c, n in zip(cpu[name], reqs, strict=True))
+        no_keeper = statistics.median((c - k) / n * 1e6 for c, k, n in zip(cpu[name], keeper[name], reqs, strict=True))
         print(f"| {name} | {statistics.median(cpu[name]):.2f} ({min(cpu[name]):.2f}-{max(cpu[name]):.2f}) | {per} "
-              f"| {statistics.median(rps[name]):,.0f} |")
+              f"| {statistics.median(rps[name]):,.0f} | {per_req:.1f}; {no_keeper:.1f} |")
     if len(trees) > 1:
         first = trees[0][0]
         for name, _ in trees[1:]:
