@@ -23,8 +23,6 @@ import os
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from forensix.errors import SensorError
 from forensix.sensor import libbpf as lb
@@ -152,8 +150,9 @@ class SlotCaches:
 
 def _split(rows: np.ndarray, dt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Slots given as their bytes (one row each, the slot first) as separate key and value arrays."""
-    kdt, vdt = dt.fields["k"][0], dt.fields["v"][0]
-    ko, vo = dt.fields["k"][1], dt.fields["v"][1]
+    fields = dt.fields
+    assert fields is not None  # _slot_dtype's: a key, then a value
+    (kdt, ko), (vdt, vo) = fields["k"][:2], fields["v"][:2]
     k = np.ascontiguousarray(rows[:, ko: ko + kdt.itemsize]).view(kdt).reshape(-1)
     v = np.ascontiguousarray(rows[:, vo: vo + vdt.itemsize]).view(vdt).reshape(-1)
     return k, v
