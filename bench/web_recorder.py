@@ -56,6 +56,24 @@ def _in_netns(netns: str, argv: list[str]) -> int:
                             "--inside", netns, *argv], env={**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"})
 
 
+def _py_spy(out: str, pid: int, label: str, seconds: int) -> subprocess.Popen[bytes]:
+    """py-spy sampling the recorder (its keeper too) over the window: collapsed stacks with
+    thread names, for flame graphs or a grep (``--py-spy DIR``; its own CPU is another process's)."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--threads",
+                             "--subprocesses", "--nonblocking", "--duration", str(seconds),
+                             "-o", str(Path(out) / f"{label}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _print_stop(src: str, store: Path, name: str) -> None:
+    """The recorder's stop record (its CPU by thread and the drainer's by stage), from the store."""
+    code = ("import sys; from forensix.store.embedded import DuckDBStore; s = DuckDBStore(sys.argv[1], read_only=True); "
+            "print(s.query(\"SELECT message FROM events WHERE event_action = 'stop'\").column(0)[0])")
+    got = subprocess.run([sys.executable, "-c", code, str(store)], check=False, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(src).resolve())})
+    print(f"{name} stop record: {(got.stdout or got.stderr).strip()}", file=sys.stderr, flush=True)
+
+
 def _inner(a: argparse.Namespace) -> int:
     from bench.forensix_ready import wait_until_recording
     from bench.recorders import Recorder
@@ -69,6 +87,7 @@ def _inner(a: argparse.Namespace) -> int:
     cpu: dict[str, list[float]] = {k: [] for k, _ in trees}
     threads: dict[str, dict[str, list[float]]] = {k: {} for k, _ in trees}
     rps: dict[str, list[float]] = {k: [] for k, _ in trees}
+    keeper: dict[str, list[float]] = {k: [] for k, _ in trees}  # the store keeper's CPU (nice 19), per repetition
     loads = []
     try:
         for rep in range(a.reps):
@@ -83,12 +102,17 @@ def _inner(a: argparse.Namespace) -> int:
                 try:
                     wait_until_recording(p, store, log)  # type: ignore[arg-type]
                     time.sleep(1.0)
+                    spy = _py_spy(a.py_spy, p.pid, f"{name}-{rep}", a.seconds) if a.py_spy else None
                     t0 = _tree(p.pid)
                     out = w._wrk(a.seconds)
                     t1 = _tree(p.pid)
+                    if spy is not None:
+                        spy.wait(30)
                 finally:
                     p.send_signal(signal.SIGINT)
                     p.wait(120)
+                    if a.stop_record:
+                        _print_stop(src, store, name)
                     for f in scratch.glob(store.name + "*"):
                         if f.is_file():
                             f.unlink()
@@ -97,6 +121,7 @@ def _inner(a: argparse.Namespace) -> int:
                     th = key.split("/", 2)[2]
                     spent[th] = spent.get(th, 0.0) + v - t0.get(key, 0.0)
                 cpu[name].append(sum(spent.values()))
+                keeper[name].append(spent.get("fx-keeper", 0.0))
                 for th, v in spent.items():
                     threads[name].setdefault(th, []).append(v)
                 rps[name].append(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)))  # type: ignore[union-attr]
@@ -107,13 +132,17 @@ def _inner(a: argparse.Namespace) -> int:
         w.after_run(Recorder())
     print(f"{w.describe()}, in a network namespace recorded alone (`forensix record --netns`); {a.reps} repetitions "
           f"of {a.seconds} s, trees alternating; 1-minute load average {min(loads):.1f}-{max(loads):.1f}\n")
-    print("| tree | recorder CPU over the window (s, median, range) | per thread (median s) | req/s (median) |")
-    print("|---|---|---|---|")
+    print("| tree | recorder CPU over the window (s, median, range) | per thread (median s) | req/s (median) "
+          "| µs of recorder CPU per request (median; without the keeper) |")
+    print("|---|---|---|---|---|")
     for name, _ in trees:
         per = ", ".join(f"{th} {statistics.median(v):.2f}" for th, v in sorted(threads[name].items())
                         if statistics.median(v) >= 0.01)
+        reqs = [r * a.seconds for r in rps[name]]
+        per_req = statistics.median(c / n * 1e6 for c, n in zip(cpu[name], reqs, strict=True))
+        no_keeper = statistics.median((c - k) / n * 1e6 for c, k, n in zip(cpu[name], keeper[name], reqs, strict=True))
         print(f"| {name} | {statistics.median(cpu[name]):.2f} ({min(cpu[name]):.2f}-{max(cpu[name]):.2f}) | {per} "
-              f"| {statistics.median(rps[name]):,.0f} |")
+              f"| {statistics.median(rps[name]):,.0f} | {per_req:.1f}; {no_keeper:.1f} |")
     if len(trees) > 1:
         first = trees[0][0]
         for name, _ in trees[1:]:
@@ -131,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", choices=["web", "web-conn"], default="web")
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--py-spy", default=None, metavar="DIR",
+                    help="sample each recorder with py-spy over the window into DIR/TREE-REP.txt (collapsed stacks)")
+    ap.add_argument("--stop-record", action="store_true",
+                    help="print each recorder's stop record (CPU by thread, the drainer's by stage)")
     ap.add_argument("--inside", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.inside:

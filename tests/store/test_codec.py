@@ -349,3 +349,32 @@ def test_a_store_of_the_fifteenth_format_reads_its_files_as_they_are(tmp_path: P
     # the old rows keep their paths in place; the new ones point at the file table
     with_file = sum(any(r[k] is not None for k in FILE_KEY) for r in new.select(list(FILE_KEY)).to_pylist())
     assert ids == (with_file, len(old.column("file_path").drop_null()))
+
+
+def test_sockets_stay_in_their_rows(tmp_path: Path) -> None:
+    """A socket is named by nobody else: its rows keep the file's columns (file_id NULL, as rows
+    sealed before /16), the file table holds none of them, and the rows read back the same."""
+    base = {"host_id": "h", "boot_id": "b", "event_category": "network", "ts_boot": 0}
+    rows = [{"event_action": "accept", "file_inode": 1000 + i, "file_device": 9, "file_generation": 0,
+             "file_type": "socket"} for i in range(4)]
+    rows.append({"event_action": "open", "event_category": "file", "file_path": "/etc/passwd", "file_inode": 7,
+                 "file_device": 8, "file_generation": 1, "file_type": "file"})
+    data = pa.Table.from_pylist([base | r | {"ts": 100 + i, "seq": i} for i, r in enumerate(rows)], schema=schema.EVENTS)
+    edges = pa.Table.from_pylist([{"host_id": "h", "boot_id": "b", "entity_id": 1, "pid": 1, "fd": 3, "file_inode": 1000,
+                                   "file_device": 9, "file_generation": 0, "file_type": "socket",
+                                   "file_path": "socket:[1000]", "first_ts": 100, "last_ts": 100, "ts_boot": 0,
+                                   "in_events": False}], schema=schema.FLOWS)
+    w = open_writer(tmp_path / "s.duckdb")
+    w.append("events", data)
+    w.append("flows", edges)
+    w.flush()
+    files = w._con.execute("SELECT file_type, count(*) FROM forensix_files GROUP BY ALL").fetchall()
+    inline = w._con.execute("SELECT count(file_inode), count(file_id) FROM events_base WHERE file_type = 'socket'"
+                            ).fetchone()
+    got = w.query("SELECT * FROM events WHERE seq IS NOT NULL ORDER BY ts, seq")
+    got_edges = w.query("SELECT * FROM flows")
+    w.close()
+    assert files == [("file", 1)]
+    assert inline == (4, 0)
+    _same(got, data)
+    assert got_edges.select(edges.schema.names).to_pylist() == edges.to_pylist()

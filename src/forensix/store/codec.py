@@ -68,7 +68,8 @@ distinct files), and the file's columns took 9 MB of 30: its path (a ZSTD string
   paths; the sealer (``DuckDBStore._store_files``) gives a file the id a recent seal gave it
   (looked up among the newest ``KNOWN_WINDOW`` file rows, so a seal's cost does not grow
   with the store) and new ids to the rest, in the seal's transaction. Rows sealed before
-  keep their columns inline and file_id NULL.
+  keep their columns inline and file_id NULL, and so do sockets' rows (``INLINE_TYPES``,
+  since 2026-12-07: no migration, the readers already take both).
 - Read back through two branches (``_with_files``): the rows without file_id as stored,
   and the others joined to the file table. A filter on a path or inode reaches the file
   table; a filter on a process or a time lets DuckDB build the join on the rows it keeps.
@@ -87,7 +88,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode",
+__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "INLINE_TYPES", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode",
            "files_sql", "known_files_sql", "split_files", "store_files"]
 
 ROW_GROUP = 122_880  # DuckDB's row group: rows are sorted within each, never across
@@ -117,6 +118,14 @@ FILES_TABLE = "forensix_files"
 FILE_KEY = ("file_device", "file_inode", "file_generation", "file_type", "file_path")
 _FILE_TYPES = {"file_device": "UBIGINT", "file_inode": "UBIGINT", "file_generation": "UINTEGER",
                "file_type": "VARCHAR", "file_path": "VARCHAR"}
+
+# Files whose rows keep FILE_KEY inline (file_id NULL, as rows sealed before /16), not in
+# FILES_TABLE: a socket is one connection, named by nobody else (its edge's path is "socket:[ino]",
+# its accept's none), so the table held one row per socket and each seal looked each of them
+# up among the newest KNOWN_WINDOW files to find none. On web-conn's rows (two sockets a
+# request, ~190 k of 200 k file rows) the seal's file step 0.08 -> 0.02 s per 218 k rows, and
+# the store 7% smaller (a socket's inode, device and "socket" compress well inline, sorted).
+INLINE_TYPES = ["socket"]
 
 # Columns a new store (format /15 on) creates with a compression of their own (DuckDB's
 # ``USING COMPRESSION``): DuckDB never picks ZSTD by itself (not with zstd_min_string_length
@@ -224,21 +233,24 @@ def _codes(c: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
 
 def _file_ids(t: pa.Table) -> pa.Array:
     """Each row's file (FILE_KEY) as an id of this batch (0, 1, ... in the order of their
-    paths), null on rows with no file. ``store_files`` turns them into the stored ids."""
+    paths), null on rows with no file and on sockets (``INLINE_TYPES``): ``store_files``
+    turns them into the stored ids."""
     out = np.full(t.num_rows, -1, np.int64)
-    keys = [k for c in reversed(FILE_KEY) for k in _codes(t.column(c))]  # path primary
     has = np.zeros(t.num_rows, bool)
     for c in FILE_KEY:
         has |= np.asarray(t.column(c).is_valid())
+    has &= ~np.asarray(pc.fill_null(pc.is_in(t.column("file_type"), pa.array(INLINE_TYPES)), False))
     rows = np.flatnonzero(has)
     if len(rows):
-        order = rows[np.lexsort([k[rows] for k in reversed(keys)])]  # lexsort: the last key is primary
+        at = pa.array(rows)
+        keys = [k for c in reversed(FILE_KEY) for k in _codes(t.column(c).take(at))]  # path primary
+        order = np.lexsort(list(reversed(keys)))  # lexsort: the last key is primary
         new = np.zeros(len(order), bool)  # a row whose key differs from the one before: a new file
         new[0] = True
         for k in keys:
             s = k[order]
             new[1:] |= s[1:] != s[:-1]
-        out[order] = np.cumsum(new) - 1
+        out[rows[order]] = np.cumsum(new) - 1
     return pa.array(out, pa.int64(), mask=out < 0)
 
 
