@@ -1,4 +1,5 @@
-"""A kept executable's bytes leave the raw agent while the host stays quiet (agent/raw.py).
+"""A kept executable's bytes leave the agent while the host stays quiet (sensor/recorder.py
+``_ship_quiet``), raw (agent/raw.py) or decoding (``forensix agent --decode``).
 
 The agent ships the bytes of newly kept files (``artifact_blobs``) a bounded amount per drain
 tick (4 MiB), after the tick's records. A tool bigger than that, run by an intruder who then
@@ -24,6 +25,7 @@ from forensix.agent.raw import RawRecorder
 from forensix.artifacts import ArtifactStore, Collector
 from forensix.model.host import local_host
 from forensix.sensor.loader import SensorConfig
+from forensix.sensor.recorder import Recorder
 
 pytestmark = pytest.mark.bpf
 
@@ -58,7 +60,9 @@ def netns() -> object:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-def test_a_big_tool_s_bytes_are_shipped_while_the_host_stays_quiet(tmp_path: Path, netns: str) -> None:
+@pytest.mark.parametrize("cls", [RawRecorder, Recorder], ids=["raw", "decode"])
+def test_a_big_tool_s_bytes_are_shipped_while_the_host_stays_quiet(tmp_path: Path, netns: str,
+                                                                   cls: type[Recorder]) -> None:
     tool, stamp = tmp_path / "fx-big-tool", tmp_path / "quiet-until"
     data = Path(shutil.which("true") or "/bin/true").read_bytes()
     data += os.urandom(_SIZE - len(data))
@@ -67,7 +71,7 @@ def test_a_big_tool_s_bytes_are_shipped_while_the_host_stays_quiet(tmp_path: Pat
     sha = hashlib.sha256(data).hexdigest()
     host = local_host()
     sink = TimedSink()
-    rec = RawRecorder([sink], config=SensorConfig(netns=os.stat(f"/run/netns/{netns}").st_ino), host=host,
+    rec = cls([sink], config=SensorConfig(netns=os.stat(f"/run/netns/{netns}").st_ino), host=host,
                       artifacts=Collector(ArtifactStore(tmp_path / "store").open(), host, ship=True))
     # the tool, then 10 s of nothing recorded (sleep makes no recorded syscall), then a stamp
     script = f"{tool}; sleep 10; date +%s.%N > {stamp}"

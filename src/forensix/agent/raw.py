@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -135,26 +134,9 @@ class RawRecorder(Recorder):
         seed = {"abi": self.abi, "host": asdict(self.host), "state": export_state(self.decoder)}
         self._emit(RAW_TABLE, raw_row("seed", {}, json.dumps(seed).encode()))
 
-    # when kept executables' bytes were last handed on (time.monotonic): see flush_flows
-    _blobs_at = 0.0
-
     def flush_flows(self, final: bool = False, drain: bool = False) -> int:
         with self.one_batch():
-            n = super().flush_flows(final, drain)
-            if self.artifacts is not None and not final and time.monotonic() - self._blobs_at >= 1.0:
-                # A tick that drained no record ships no kept file's bytes (``_handle_drains``
-                # does): on a host gone quiet after an intruder's run, the bytes of what it ran
-                # stayed on this host, its artifacts rows shipped without them, until the next
-                # record or the agent's stop. The flush runs every second, records or not.
-                try:
-                    self._ship_artifacts(once=True)
-                except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
-                    self._artifacts_failed(e)
-            return n
-
-    def _ship_artifacts(self, once: bool) -> None:
-        self._blobs_at = time.monotonic()
-        super()._ship_artifacts(once)
+            return super().flush_flows(final, drain)
 
     @contextmanager
     def one_batch(self) -> Iterator[None]:

@@ -739,16 +739,34 @@ class Recorder(LossAccounting):
         if len(ov):
             self._emit_reopens(ok, ov)
         self._stage("flows", time.thread_time() - t1)
+        if not final:  # the end ships all that is left anyway
+            self._ship_quiet()
         return len(fv) + len(ov)
+
+    # when kept executables' bytes were last handed on (time.monotonic): see _ship_quiet
+    _blobs_at = 0.0
 
     def _ship_artifacts(self, once: bool) -> None:
         """Bytes of newly kept executables for the sinks (an agent ships them), a bounded
         amount per batch; at the end, all that is left."""
         assert self.artifacts is not None
+        self._blobs_at = time.monotonic()
         while (blobs := self.artifacts.blobs_to_ship()) is not None:
             self._emit("artifact_blobs", blobs)
             if once:
                 return
+
+    def _ship_quiet(self) -> None:
+        """A drain tick with no record ships no kept file's bytes (``_handle_drains`` does): on
+        a host gone quiet after an intruder's run, the rest of a big tool's bytes stayed on this
+        host, its artifacts row shipped without them, until the next record or the agent's stop.
+        The flow flush runs every few seconds, records or not, and calls this."""
+        if self.artifacts is None or time.monotonic() - self._blobs_at < 1.0:
+            return
+        try:
+            self._ship_artifacts(once=True)
+        except Exception as e:  # noqa: BLE001 - logged there: a bug keeping executables must not stop recording
+            self._artifacts_failed(e)
 
     def _artifacts_failed(self, e: Exception) -> None:
         msg = (f"executable preservation (artifacts) failed and is disabled; recording goes on without "
