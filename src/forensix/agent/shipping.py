@@ -190,7 +190,11 @@ class ShippingSink:
         if want is not None and not data.schema.equals(want):
             # rows made beside the kernel's (the system-log follower's) carry only the columns
             # they fill; the log host takes a table's whole schema, as the local store's journal does
-            data = conform(data, want, table)
+            try:
+                data = conform(data, want, table)
+            except StoreError:
+                pass  # a column no schema knows: sent as it is, the log host refuses it for good and
+                # the spool keeps it in refused/ with the reason (retrying here would stop recording)
         idx = data.schema.get_field_index("host_name")
         if idx >= 0:
             # Rows travel under the enrolled name; the log host accepts no other. Built in
