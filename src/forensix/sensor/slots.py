@@ -315,18 +315,48 @@ def _merge_exact(k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out_k, out_v
 
 
-def merge_reopens(ok: np.ndarray, ov: np.ndarray, sk: np.ndarray, sv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _hash_groups(h: np.ndarray, k: np.ndarray, then: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_groups`` by the rows' hashes: rows ordered by hash, then by ``then``; each group a
+    run of one hash. None if two distinct keys share a hash (their rows could interleave):
+    the caller groups by the key columns instead."""
+    order = np.lexsort([*reversed(then), h])
+    hs, kb = h[order], _raw(np.ascontiguousarray(k))[order]
+    same = np.ones(len(order), bool)
+    same[0] = False
+    same[1:] = hs[1:] == hs[:-1]
+    if (kb[1:][same[1:]] != kb[:-1][same[1:]]).any():
+        return None
+    return order, np.flatnonzero(~same)
+
+
+def merge_reopens(ok: np.ndarray, ov: np.ndarray, sk: np.ndarray, sv: np.ndarray,
+                  hashes: Callable[[np.ndarray, np.ndarray], np.ndarray] = _row_hashes) -> tuple[np.ndarray, np.ndarray]:
     """The hash map's re-open counts and the slots' as one row per key: the count summed,
-    the first and last repeat the earliest and latest, the name the first open's."""
+    the first and last repeat the earliest and latest, the name the first open's. Rows of a
+    key no other row has go out as they are; a lone row without repeats (count 0: only its
+    first open, already recorded) is left for the caller to drop, as every such row is.
+    ``hashes``: for tests (collisions on purpose)."""
     if not len(sv):
         return ok, ov
-    k = np.concatenate([ok, sk])
-    v = np.concatenate([ov, sv])
+    k, v = _cat([ok, sk]), _cat([ov, sv])
     # the hash map's row first (its name is the first open's), then the slots by time
     from_map = np.concatenate([np.zeros(len(ov), np.uint8), np.ones(len(sv), np.uint8)])
-    order, starts = _groups(k, [], [from_map, v["first"]])
-    k, v = k[order], v[order]
-    out_k, out_v = k[starts].copy(), v[starts].copy()
+    h = hashes(k, np.zeros(len(k), np.uint64))  # the key holds the process's start
+    dup = _repeated(h)
+    if not dup.any():
+        return k, v
+    rows = np.flatnonzero(dup)
+    mk, mv = _merge_reopens_exact(_take(k, rows), _take(v, rows), from_map[rows], h[rows])
+    keep = np.flatnonzero(~dup)
+    return _cat([_take(k, keep), mk]), _cat([_take(v, keep), mv])
+
+
+def _merge_reopens_exact(k: np.ndarray, v: np.ndarray, from_map: np.ndarray,
+                         h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    got = _hash_groups(h, k, [from_map, v["first"]])
+    order, starts = got if got is not None else _groups(k, [], [from_map, v["first"]])
+    k, v = _take(k, order), _take(v, order)
+    out_k, out_v = _take(k, starts), _take(v, starts)
     out_v["count"] = np.add.reduceat(v["count"], starts)
     counted = v["count"] > 0
     big = np.iinfo(np.uint64).max
