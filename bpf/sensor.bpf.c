@@ -856,6 +856,7 @@ int fx_fork_child(struct trace_event_raw_sys_exit *ctx)
  * a program (it runs to its end on one CPU, and `slot_busy` keeps out another one on it), as
  * with the per-CPU values; a CPU's slots are 139 KB (flows) apart from the next CPU's.
  */
+#ifndef FX_PERCPU_SLOTS
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -871,6 +872,25 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fx_open_slot);
 } open_slots SEC(".maps");
+#define FX_SLOT_CPU_BASE (bpf_get_smp_processor_id() * 2)
+#else
+/* The layout before (`make -C bpf percpu`, never loaded by forensix itself): what an agent of this
+ * tree finds when it adopts a sensor pinned by an older one (tests/sensor/test_slot_upgrade.py). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * FX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fx_flow_slot);
+} flow_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * FX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fx_open_slot);
+} open_slots SEC(".maps");
+#define FX_SLOT_CPU_BASE 0
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -909,7 +929,7 @@ static __always_inline __u32 fx_slot_index(__u64 h)
 	__u32 key = FX_ACC_BANK;
 	__u64 *bank = bpf_map_lookup_elem(&accounted, &key);
 	__u32 b = bank ? (*bank & 1) : 0;
-	return (bpf_get_smp_processor_id() * 2 + b) * FX_SLOTS +
+	return (FX_SLOT_CPU_BASE + b) * FX_SLOTS +
 	       (((h * 0x9E3779B97F4A7C15ULL) >> (64 - FX_SLOT_BITS)) & (FX_SLOTS - 2));
 }
 
