@@ -158,7 +158,8 @@ struct fx_control {
  * CPU and bank, two-way (a key may sit in slot i or i ^ 1). The programs fill the bank
  * FX_ACC_BANK names; the agent flips it, waits an RCU grace period (every program that read
  * the old bank has returned), then takes the old bank's slots with the hash maps and adds
- * the rows of one key together.
+ * the rows of one key together. The slots of all CPUs are one mmapable array, CPU c's bank b
+ * at (2c + b) * FX_SLOTS, which the agent reads and zeroes in place.
  */
 #define FX_SLOTS 512
 

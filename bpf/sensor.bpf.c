@@ -847,6 +847,35 @@ int fx_fork_child(struct trace_event_raw_sys_exit *ctx)
  * or interrupted, to the hash map). A slot taken by another key goes into the hash map
  * (what every call did before), and the agent takes the bank it is not filling.
  */
+/*
+ * One plain array for all CPUs, CPU c's bank b at slots (2c + b) * FX_SLOTS on (the loader sets
+ * max_entries to 2 * FX_SLOTS times the possible CPUs), mmapable: the agent reads and zeroes the
+ * bank it takes in place, with no bpf() call. As a PERCPU_ARRAY each flush cost a batch lookup and
+ * a batch update of every slot of every CPU (~0.4 ms of syscalls, the copies' page faults and
+ * numpy's work on them ~1 ms more) whatever the slots held. Only this CPU's slots are touched by
+ * a program (it runs to its end on one CPU, and `slot_busy` keeps out another one on it), as
+ * with the per-CPU values; a CPU's slots are 139 KB (flows) apart from the next CPU's.
+ */
+#ifndef FX_PERCPU_SLOTS
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2 * FX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fx_flow_slot);
+} flow_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2 * FX_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fx_open_slot);
+} open_slots SEC(".maps");
+#define FX_SLOT_CPU_BASE (bpf_get_smp_processor_id() * 2)
+#else
+/* The layout before (`make -C bpf percpu`, never loaded by forensix itself): what an agent of this
+ * tree finds when it adopts a sensor pinned by an older one (tests/sensor/test_slot_upgrade.py). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2 * FX_SLOTS);
@@ -860,6 +889,8 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fx_open_slot);
 } open_slots SEC(".maps");
+#define FX_SLOT_CPU_BASE 0
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -889,7 +920,7 @@ const struct fx_open_slot *fx_abi_open_slot __attribute__((unused));
 #define FX_SLOT_BITS 9
 _Static_assert((1 << FX_SLOT_BITS) == FX_SLOTS, "FX_SLOT_BITS is log2(FX_SLOTS)");
 
-/* The first of the two slots key h may sit in, in the bank the agent is not reading. The top
+/* The first of the two slots key h may sit in, in this CPU's bank the agent is not reading. The top
  * FX_SLOT_BITS bits of the product, the lowest cleared: every one of the FX_SLOTS / 2 pairs
  * (a shift of 56 took 8 bits, of which the mask kept 7: half the pairs were never used, and
  * the keys of a busy server crowded into the other half and out to the hash maps). */
@@ -898,7 +929,8 @@ static __always_inline __u32 fx_slot_index(__u64 h)
 	__u32 key = FX_ACC_BANK;
 	__u64 *bank = bpf_map_lookup_elem(&accounted, &key);
 	__u32 b = bank ? (*bank & 1) : 0;
-	return b * FX_SLOTS + (((h * 0x9E3779B97F4A7C15ULL) >> (64 - FX_SLOT_BITS)) & (FX_SLOTS - 2));
+	return (FX_SLOT_CPU_BASE + b) * FX_SLOTS +
+	       (((h * 0x9E3779B97F4A7C15ULL) >> (64 - FX_SLOT_BITS)) & (FX_SLOTS - 2));
 }
 
 /* This CPU's slots are ours until fx_slots_done (NULL: a program is inside another). */

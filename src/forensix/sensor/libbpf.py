@@ -54,6 +54,7 @@ _sigs: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__fd": (ctypes.c_int, [_vp]),
     "bpf_map__set_max_entries": (ctypes.c_int, [_vp, ctypes.c_uint32]),
     "bpf_map__max_entries": (ctypes.c_uint32, [_vp]),
+    "bpf_map__type": (ctypes.c_int, [_vp]),
     "bpf_map__set_initial_value": (ctypes.c_int, [_vp, _vp, ctypes.c_size_t]),
     "bpf_map__reuse_fd": (ctypes.c_int, [_vp, ctypes.c_int]),
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _vp, _vp]),

@@ -49,6 +49,7 @@ OPTIONAL_PINS = ("heartbeat_timer",)
 # The per-CPU slot caches in front of flows and reopens (sensor/slots.py): pinned and adopted
 # when the sensor has them; one pinned by an older forensix has none to drain.
 SLOT_PINS = ("flow_slots", "open_slots", "flow_spill")  # the spill: edges pushed out of the flow slots
+BPF_MAP_TYPE_ARRAY = 2  # linux/bpf.h: the slot caches' type since they are mmapped (a PERCPU_ARRAY before)
 # TCP connections counted by their own counters (SensorConfig.tcp_counters): the socket storage
 # that holds each owner's share until its next transfer after a flush, or its close.
 TCP_PINS = ("tcp_own",)
@@ -146,6 +147,13 @@ class SensorConfig:
     orphan_timeout_s: float = ORPHAN_TIMEOUT_S
     # non-zero: record only the tasks of this network namespace (its inode; sensor/netns.py)
     netns: int = 0
+
+
+def _map_type(fd: int) -> int:
+    info = (ctypes.c_uint32 * 32)()  # struct bpf_map_info: type first
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    lb.check_int(lb.lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), "read a pinned map's type")
+    return int(info[0])
 
 
 def pin_dir_for(store: str | Path, netns: int = 0) -> Path:
@@ -293,6 +301,9 @@ class Sensor:
         # new ones are loaded onto its pinned maps (these) and attached; detached_at: when
         self._reuse: dict[str, int] = {}
         self.reattach = False
+        # reattached over slot caches pinned by a forensix before they were mmapped (per-CPU
+        # arrays): new programs fill new slots; these hold the detached programs' last rows
+        self.legacy_slots: dict[str, int] = {}
         self.detached_at = 0
 
     # -- load ----------------------------------------------------------------------
@@ -346,7 +357,11 @@ class Sensor:
         val = self._control_value(False, self.config.exclude_tgid)
         lb.lib.bpf_map__set_initial_value(self._control_map(), val, len(val))
         for name, fd in self._reuse.items():  # an adopted sensor's maps, rings and counters as they are
-            if name == "control" or lb.lib.bpf_object__find_map_by_name(obj, name.encode()):
+            m = lb.lib.bpf_object__find_map_by_name(obj, name.encode())
+            if name in ("flow_slots", "open_slots") and m and _map_type(fd) != lb.lib.bpf_map__type(m):
+                self.legacy_slots[name] = fd  # another layout: the new programs cannot use them
+                continue
+            if name == "control" or m:
                 m = self._control_map() if name == "control" else self._map(name)
                 lb.check_int(lb.lib.bpf_map__reuse_fd(m, fd), f"reuse the pinned map {name}")
         ret = lb.lib.bpf_object__load(obj)
@@ -364,6 +379,12 @@ class Sensor:
         lb.lib.bpf_map__set_max_entries(self._map("rb_main"), self.config.ring_main_mb << 20)
         lb.lib.bpf_map__set_max_entries(self._map("rb_proc"), self.config.ring_proc_mb << 20)
         lb.lib.bpf_map__set_max_entries(self._map("rb_net"), self.config.ring_net_mb << 20)
+        # the slot caches: one array for all CPUs, two banks each (sensor/slots.py)
+        for name in ("flow_slots", "open_slots"):
+            m = lb.lib.bpf_object__find_map_by_name(self._obj, name.encode())
+            if m and lb.lib.bpf_map__type(m) == BPF_MAP_TYPE_ARRAY:
+                per_cpu = lb.lib.bpf_map__max_entries(m)
+                lb.lib.bpf_map__set_max_entries(m, per_cpu * lb.lib.libbpf_num_possible_cpus())
 
     def _set_config(self) -> None:
         assert self._obj is not None
@@ -618,6 +639,10 @@ class Sensor:
         if self.reattach:
             self._reuse = dict(self._fds)
             self.open_and_load()
+            for name in self.legacy_slots:  # the next agent adopts the slots these programs fill
+                (pin_dir / name).unlink()
+                lb.check_int(lb.lib.bpf_map__pin(self._map(name), str(pin_dir / name).encode()), f"pin map {name}")
+                self._fds[name] = os.dup(lb.lib.bpf_map__fd(self._map(name)))
             self.lifecycle = "adopted, its detached programs loaded and attached anew"
 
     def _detached(self, pin_dir: Path, detached_at: int) -> None:
@@ -750,9 +775,9 @@ class Sensor:
 
     def close(self) -> None:
         self.close_links()
-        for fd in [*self._link_fds, *self._fds.values()]:
+        for fd in [*self._link_fds, *self._fds.values(), *self.legacy_slots.values()]:
             os.close(fd)
-        self._link_fds, self._fds = [], {}
+        self._link_fds, self._fds, self.legacy_slots = [], {}, {}
         if self._obj:
             lb.lib.bpf_object__close(self._obj)
             self._obj = None

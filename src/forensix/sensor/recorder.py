@@ -192,6 +192,7 @@ class Recorder(LossAccounting):
         self._pace: Pacer | None = None
         self.stop_reason = "stopped"
         self._flush_drained = 0  # records the last flush_flows drained
+        self._map_buffers: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # _take_map's batch buffers, by map
         # the programs writing the rings are this tree's: they wake the loop past a quarter
         # (bpf/sensor.bpf.c fx_wake_flags); an adopted sensor's may be older
         self._kernel_wakes = False
@@ -253,6 +254,11 @@ class Recorder(LossAccounting):
             "open_slots": (self.sensor.map_fd("open_slots"), self._okdt, self._ovdt),
         }, spill_fd=self.sensor.map_fd("flow_spill") if self.sensor.has_map("flow_spill") else None)
             if all(self.sensor.has_map(n) for n in ("flow_slots", "open_slots")) else None)
+        # per-CPU slots of detached programs (an older forensix's) this sensor loaded new ones
+        # beside: taken whole at the first flush (sensor/loader.py legacy_slots)
+        dts = {"flow_slots": (self._fkdt, self._fvdt), "open_slots": (self._okdt, self._ovdt)}
+        self._legacy_slots = (SlotCaches(self.sensor.map_fd("accounted"), self._ncpu, {
+            name: (fd, *dts[name]) for name, fd in self.sensor.legacy_slots.items()}) if self.sensor.legacy_slots else None)
         self._dvdt = struct_dtype(self.abi, "fx_drop")
         self._ncls = len(CLASS_NAMES) - 1
         # drops of each (cpu, class) already written as gap rows: named, and not named
@@ -726,6 +732,9 @@ class Recorder(LossAccounting):
             assert self._slots is not None
             fk, fv = merge_flows(fk, fv, *self._slots.take("flow_slots", bank))
             ok, ov = merge_reopens(ok, ov, *self._slots.take("open_slots", bank))
+        if self._legacy_slots is not None:  # both banks: their programs are detached
+            fk, fv, ok, ov = self._take_legacy_slots(self._legacy_slots, fk, fv, ok, ov)
+            self._legacy_slots = None
         regular = (fv["imode"] & 0o170000) == 0o100000
         counted = ov["count"] > 0  # an entry without repeats is not written (its open was)
         self._stage("flow maps", time.thread_time() - t0)
@@ -742,6 +751,18 @@ class Recorder(LossAccounting):
         if not final:  # the end ships all that is left anyway
             self._ship_quiet()
         return len(fv) + len(ov)
+
+    @staticmethod
+    def _take_legacy_slots(slots: SlotCaches, fk: np.ndarray, fv: np.ndarray, ok: np.ndarray,
+                           ov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        for bank in (0, 1):
+            for name in slots.names:
+                if name == "flow_slots":
+                    fk, fv = merge_flows(fk, fv, *slots.take(name, bank))
+                else:
+                    ok, ov = merge_reopens(ok, ov, *slots.take(name, bank))
+        slots.close()
+        return fk, fv, ok, ov
 
     # when kept executables' bytes were last handed on (time.monotonic): see _ship_quiet
     _blobs_at = 0.0
@@ -804,8 +825,11 @@ class Recorder(LossAccounting):
         assert self.sensor is not None
         fd = self.sensor.map_fd(name)
         n = 4096
-        keys = np.zeros(n, kdt)
-        vals = np.zeros(n, vdt)
+        # the batch's buffers, kept: ~0.5 MB for flows, fresh each flush they were mapped and
+        # faulted in again by the kernel's copy (~0.1 ms a map and flush)
+        if name not in self._map_buffers:
+            self._map_buffers[name] = (np.zeros(n, kdt), np.zeros(n, vdt))
+        keys, vals = self._map_buffers[name]
         token_in = ctypes.c_uint32(0)
         token_out = ctypes.c_uint32(0)
         first = True
@@ -827,7 +851,9 @@ class Recorder(LossAccounting):
             token_in.value = token_out.value
             first = False
         if not got_v:
-            return keys[:0], vals[:0]
+            return keys[:0].copy(), vals[:0].copy()
+        if len(got_v) == 1:
+            return got_k[0], got_v[0]
         return np.concatenate(got_k), np.concatenate(got_v)
 
     def _emit_reopens(self, k: np.ndarray, v: np.ndarray) -> None:
