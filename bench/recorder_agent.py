@@ -160,13 +160,16 @@ class AgentPair:
     """A ``forensix agent`` on this host and its log host (``start_agent_pair``), measured apart:
     ``agent_cpu_s`` is the recorded host's, ``loghost_cpu_s`` another machine's."""
 
-    def __init__(self, scratch: Path, env: dict[str, str], command: list[str]) -> None:
+    def __init__(self, scratch: Path, env: dict[str, str], command: list[str], idle: bool = True) -> None:
+        """``idle=False``: the log host released from SCHED_IDLE at once (a latency to measure, not a cost)."""
         self.metrics_port = _free_port()
         self.scratch = scratch
         # --drain: on stop, wait for the log host to acknowledge everything (it runs at SCHED_IDLE)
         self.agent, self.server, self.store = start_agent_pair(scratch, env, command, metrics_port=self.metrics_port,
                                                                agent_args=("--drain", "120"))
         self.owned = _owned_bpf_ids(self.agent.pid)
+        if not idle:
+            loghost_release(self.server.pid)
 
     def agent_cpu_s(self) -> float:
         return sum(_tree_cpu_seconds(self.agent.pid).values())
