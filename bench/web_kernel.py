@@ -342,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", action="store_true",
                     help="nginx's worker on CPU 0 and wrk on CPU 1 (unpinned, the two often share a CPU: how often "
                          "moves the figures more than a sensor does)")
+    ap.add_argument("--json", type=Path, default=None, help="also write every window's figures here")
     ap.add_argument("--hold", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--floor-dir", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -395,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             stats_path.write_text("0\n")
         w.after_run(Recorder())
     _report(w, a, configs, runs, progs, loads)
+    if a.json is not None:
+        a.json.write_text(json.dumps({"workload": a.workload, "loads": loads, "runs": runs}, indent=1, default=str))
     return 0
 
 
