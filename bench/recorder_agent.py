@@ -281,9 +281,11 @@ class ForensixAgentRecorder(ForensixRecorder):
         pair, self._pair, self._proc = self._pair, None, None
         window = pair.agent_cpu_s() - self._cpu0
         lh_window = pair.loghost_cpu_s() - self._lh0
-        settled = pair.settle()
-        total = pair.agent_cpu_s()  # start-up, the window, and sending what the log host took late
-        out = pair.stop(inspect)
+        try:
+            settled = pair.settle()
+            total = pair.agent_cpu_s()  # start-up, the window, and sending what the log host took late
+        finally:  # both stopped even when the log host never caught up (or the bench is interrupted)
+            out = pair.stop(inspect)
         detail = {"agent_cpu_s": round(total, 3), "agent_cpu_window_s": round(window, 3),
                   "agent_cpu_to_ack_s": round(total - self._cpu0, 3),
                   "log_host_cpu_window_s": round(lh_window, 3), "log_host_cpu_s": out["loghost_cpu_s"],
