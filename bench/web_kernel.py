@@ -415,7 +415,7 @@ def _complete(out: dict[str, Any], reqs: int, workload: str) -> dict[str, Any]:
               f"decode warnings {out['decode_warnings']}, stop record {out['stop_recorded']} of "
               f"{out['agent_shipped']} shipped", file=sys.stderr, flush=True)
     keep = ("events", "lost", "kernel_drops", "unacked", "refused", "decode_warnings", "agent_shipped",
-            "stop_recorded", "complete", "requests_stored", "served", "loghost_s")
+            "stop_recorded", "complete", "requests_stored", "served", "loghost_s", "stop_records")
     return {k: out.get(k) for k in keep}
 
 
