@@ -55,6 +55,7 @@ def measure(reads: int, interval: float) -> tuple[np.ndarray, int]:
 
 def measure_agent(reads: int, interval: float) -> tuple[np.ndarray, int]:
     """The same reads recorded by ``forensix agent``; the alerts from its log host's store."""
+    import bench.recorders  # noqa: F401 - first: it imports bench.recorder_agent at its end
     from bench.recorder_agent import AgentPair
 
     with tempfile.TemporaryDirectory(prefix="fx-alert-latency-") as d:
