@@ -195,8 +195,12 @@ class _Agent(_Record):
     CPU until then is counted (sending what the log host took late). ``stop`` checks nothing was
     lost (``AgentPair.stop``) and what nginx did in the window is in the log host's store."""
 
-    def __init__(self, src: Path, scratch: Path) -> None:
+    def __init__(self, src: Path, scratch: Path, off: bool = False) -> None:
+        """``off``: the log host SIGSTOPped for the window (``NAME:agent+off``): none of its CPU or cache use
+        on these cores; the agent spools, and sends once it is continued (that sending counted)."""
         from bench.recorder_agent import AgentPair
+
+        self.off = off
 
         self.pair = AgentPair(scratch, {**os.environ, "PYTHONPATH": str(src)}, [sys.executable, "-m", "forensix"])
         self.proc = self.pair.agent
@@ -266,8 +270,8 @@ def _recorder(spec: str, sensors: dict[str, Path], scratch: Path) -> _Record | N
     host): None for a sensor held alone."""
     name, _, mode = spec.partition(":")
     parts = mode.split("+")
-    if mode == "agent":
-        return _Agent(sensors[name], scratch)
+    if mode in ("agent", "agent+off"):
+        return _Agent(sensors[name], scratch, off=mode == "agent+off")
     if "record" not in parts:
         return None
     src = sensors[name]
@@ -308,12 +312,16 @@ def _measure(w: Any, seconds: int, rec: _Record | None = None, pin: bool = False
     def worker_ns() -> int:
         return int(Path(f"/proc/{wp}/schedstat").read_text().split()[0])
 
+    if isinstance(rec, _Agent) and rec.off:
+        os.kill(rec.pair.server.pid, signal.SIGSTOP)
     r0, n0, a0 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
     s0, th0, t0 = _switches(wp), rec.threads() if rec else {}, time.monotonic()
     try:
         out = w._wrk(seconds)
     finally:
         os.sched_setaffinity(0, everywhere)
+        if isinstance(rec, _Agent) and rec.off:
+            os.kill(rec.pair.server.pid, signal.SIGCONT)
     r1, n1, a1 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
     s1, th1, t1 = _switches(wp), rec.threads() if rec else {}, time.monotonic()
     settled: dict[str, float] = {}
@@ -341,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                          "syscall hook: make -C bpf norw; sockets per call at the socket layer), NAME:norw+close (and "
                          "a close hook's least work), parts joined by + (NAME:norw+counters), "
                          "NAME:record (its forensix record, agent included), NAME:agent (its forensix agent shipping to its "
-                         "forensix server, which runs at SCHED_IDLE, nice 19, its CPU apart), NAME:floor+record (forensix record "
+                         "forensix server, which runs at SCHED_IDLE, nice 19, its CPU apart), NAME:agent+off (that log host "
+                         "SIGSTOPped during the window), NAME:floor+record (forensix record "
                          "loading the floor build), ...+stop (the recorder SIGSTOPped while measured)")
     ap.add_argument("--configs", default=None, help="comma list (default: none and every NAME)")
     ap.add_argument("--workload", choices=["web", "web-conn"], default="web")
