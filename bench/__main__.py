@@ -72,8 +72,9 @@ def _one_run(w: Workload, rec: Recorder, scratch: Path) -> dict[str, Any]:
 
 
 # The configurations a target is judged on: they run back to back in every repetition, and
-# in the extra, paired repetitions (``--paired-reps``) that auditd and strace sit out.
-PAIRED = ("none", "forensix", "floor", "base")
+# in the extra, paired repetitions (``--paired-reps``) that auditd and strace sit out
+# (forensix-agent: the fleet's figure of the same targets, when asked for).
+PAIRED = ("none", "forensix", "floor", "base", "forensix-agent")
 
 
 def run_order(usable: list[Recorder], rep: int, reps: int) -> list[Recorder]:

@@ -196,6 +196,24 @@ def _agent_line(r: dict[str, Any], bpf: dict[str, Any], bpf_run: dict[str, Any])
     return text + "."
 
 
+def agent_section(w: dict[str, Any]) -> list[str]:
+    """forensix-agent (bench/recorder_agent.py): the host's share (the agent) and the log host's apart."""
+    runs = _ok_runs(w, "forensix-agent")
+    if not runs:
+        return []
+    lines = ["", ("forensix-agent, each repetition: the agent's CPU is the recorded host's; the log host (a `forensix "
+                  "server` under SCHED_IDLE at nice 19, standing in for another machine) is reported apart. "
+                  "Nothing lost: no kernel drop, no gap, nothing unacknowledged or refused, no decode warning."), "",
+             ("| rep | agent CPU s, window / until acknowledged | log host CPU s, window / all | catch-up s "
+              "| kernel records shipped | events stored | nothing lost |"), "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        d = r["detail"]
+        lines.append(f"| {r['rep']} | {d.get('agent_cpu_window_s')} / {d.get('agent_cpu_to_ack_s')} "
+                     f"| {d.get('log_host_cpu_window_s')} / {d.get('log_host_cpu_s')} | {d.get('settle_s', 0):.1f} "
+                     f"| {_fmt_int(d.get('agent_shipped'))} | {_fmt_int(r.get('events'))} | {_yes(d.get('complete'))} |")
+    return lines
+
+
 def storm_section(w: dict[str, Any]) -> list[str]:
     runs = _ok_runs(w, "forensix")
     if not runs:
@@ -332,7 +350,7 @@ def targets(report: dict[str, Any]) -> list[str]:
     paired = []
     for wname, key, fmt in (("compile", "wall_s", "{:+.1%}"), ("compile", "cpu_s", "{:+.1%}"),
                             ("web", "rps", "{:.1%}"), ("web-conn", "rps", "{:.1%}")):
-        for rec in ("forensix", "floor", "base"):
+        for rec in ("forensix", "floor", "base", "forensix-agent"):
             rs = paired_ratios(ws.get(wname), rec, key)
             if rs:
                 shown = ", ".join(fmt.format(r - 1 if key.endswith("_s") else r) for r in rs)
@@ -470,6 +488,7 @@ def write_markdown(report: dict[str, Any], out: Path, out_json: Path) -> None:
             lines += ["", f"(This workload was re-run on {w['rerun']} and merged into this report.)"]
         lines += ["", *workload_table(w)]
         lines += bpf_table(w)
+        lines += agent_section(w)
         if name == "storm":
             lines += storm_section(w)
         if name == "scale":

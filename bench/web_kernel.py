@@ -17,7 +17,12 @@ process tree over the run to the request's: on two busy cores the agent's CPU is
 the workload, so that sum is what a request costs; ``NAME:floor+record`` is that recorder loading the floor
 build (the bench's ``floor``), ``...+stop`` the same SIGSTOPped once it records (its sensor
 attached, nothing drains it): with ``none`` and ``NAME:floor`` they split the floor with an
-agent into kernel and agent, with one metric in one run. Beside CPU per request it reports
+agent into kernel and agent, with one metric in one run. ``NAME:agent`` is the fleet's deployment:
+the tree's ``forensix agent`` (raw records) shipping over mutual TLS to its ``forensix server``
+started by the bench, which stands in for another machine (``SCHED_IDLE`` at nice 19, its CPU
+reported apart and never added to the request's); the agent's CPU is added, up to when the log
+host has acknowledged what the window made, and each window is checked for loss (kernel drop
+counters, the agent's spool, the log host's gaps and decode warnings, nginx's requests stored). Beside CPU per request it reports
 req/s, nginx's and wrk's context switches per request (how often the two share a CPU moves
 req/s more than a sensor does on this 2-core VM), and the recorder's threads' CPU and wake-ups;
 ``--pin`` puts nginx's worker on CPU 0 and wrk on CPU 1. ``--stats`` turns kernel.bpf_stats_enabled on during the
@@ -181,6 +186,55 @@ class _Record:
                 p.unlink()
 
 
+class _Agent(_Record):
+    """``NAME:agent``: the tree's ``forensix agent`` (raw records, the default) shipping over real
+    mutual TLS to the tree's ``forensix server`` started here, which stands in for another machine
+    (``SCHED_IDLE`` at nice 19: bench/recorder_agent.py). The agent's CPU is the host's and counted
+    as the recorder's is; the log host's is reported apart. After the window (``settle``) the log
+    host catches up until it has acknowledged every frame the window's records became; the agent's
+    CPU until then is counted (sending what the log host took late). ``stop`` checks nothing was
+    lost (``AgentPair.stop``) and what nginx did in the window is in the log host's store."""
+
+    def __init__(self, src: Path, scratch: Path, off: bool = False) -> None:
+        """``off``: the log host SIGSTOPped for the window (``NAME:agent+off``): none of its CPU or cache use
+        on these cores; the agent spools, and sends once it is continued (that sending counted)."""
+        from bench.recorder_agent import AgentPair
+
+        self.off = off
+
+        self.pair = AgentPair(scratch, {**os.environ, "PYTHONPATH": str(src)}, [sys.executable, "-m", "forensix"])
+        self.proc = self.pair.agent
+        self.progs = self.pair.owned[0]
+        self.stopped = []
+        # its start-up's tail (the /proc snapshot's seed, the first frames and their sending) out of
+        # the window, as NAME:record's keeper is: until the agent spends <= 20 ms a second
+        last, deadline = self.pair.agent_cpu_s(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = self.pair.agent_cpu_s()
+            if now - last <= 0.02:  # clock ticks of 10 ms
+                break
+            last = now
+        self.lh0 = self.pair.loghost_cpu_s()
+
+    def settle(self) -> dict[str, float]:
+        lh = self.pair.loghost_cpu_s() - self.lh0
+        return {**self.pair.settle(), "loghost_window_s": lh}
+
+    def stop(self) -> dict[str, Any]:  # type: ignore[override]
+        out = self.pair.stop(_served)
+        out["loghost_s"] = out["loghost_cpu_s"] - self.lh0
+        return out
+
+
+def _served(reader: Any) -> dict[str, Any]:
+    """What nginx and wrk did, as the log host stored it (repeats counted in the kernel included)."""
+    rows = reader.query("SELECT process_name AS p, event_action AS a, sum(coalesce(event_count, 1)) AS n FROM events "
+                        "WHERE process_name IN ('nginx', 'wrk') AND event_action IN ('accept', 'connect', 'open') "
+                        "GROUP BY ALL").to_pylist()
+    return {"served": {f"{r['p']} {r['a']}": int(r["n"]) for r in rows}}
+
+
 BUILDS = ("floor", "nosock", "norw")
 
 
@@ -212,9 +266,12 @@ def _holder(spec: str, sensors: dict[str, Path], scratch: Path) -> subprocess.Po
 
 def _recorder(spec: str, sensors: dict[str, Path], scratch: Path) -> _Record | None:
     """``NAME:record``, ``NAME:floor+record`` (its forensix record loading the floor build),
-    ``...+stop`` (the recorder SIGSTOPped while measured): None for a sensor held alone."""
+    ``...+stop`` (the recorder SIGSTOPped while measured), ``NAME:agent`` (its forensix agent and log
+    host): None for a sensor held alone."""
     name, _, mode = spec.partition(":")
     parts = mode.split("+")
+    if mode in ("agent", "agent+off"):
+        return _Agent(sensors[name], scratch, off=mode == "agent+off")
     if "record" not in parts:
         return None
     src = sensors[name]
@@ -255,23 +312,32 @@ def _measure(w: Any, seconds: int, rec: _Record | None = None, pin: bool = False
     def worker_ns() -> int:
         return int(Path(f"/proc/{wp}/schedstat").read_text().split()[0])
 
+    if isinstance(rec, _Agent) and rec.off:
+        os.kill(rec.pair.server.pid, signal.SIGSTOP)
     r0, n0, a0 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
     s0, th0, t0 = _switches(wp), rec.threads() if rec else {}, time.monotonic()
     try:
         out = w._wrk(seconds)
     finally:
         os.sched_setaffinity(0, everywhere)
+        if isinstance(rec, _Agent) and rec.off:
+            os.kill(rec.pair.server.pid, signal.SIGCONT)
     r1, n1, a1 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
     s1, th1, t1 = _switches(wp), rec.threads() if rec else {}, time.monotonic()
+    settled: dict[str, float] = {}
+    if isinstance(rec, _Agent):  # the agent's CPU until the log host has taken what the window made
+        settled = rec.settle()
+        settled["window_ns"] = a1 - a0
+        a1 = rec.cpu_ns()
     reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     secs = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
     cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e9 + (n1 - n0) + (a1 - a0)
     wake = {k: ((v[0] - th0.get(k, (0, 0))[0]) / (t1 - t0), (v[1] - th0.get(k, (0, 0))[1]) / (t1 - t0))
             for k, v in th1.items()}
-    return {"cpu": cpu / reqs, "reqs": reqs, "rps": reqs / secs,
+    return {"cpu": cpu / reqs, "cpu_rec": a1 - a0, "reqs": reqs, "rps": reqs / secs,
             "nginx_vol": (s1[0] - s0[0]) / reqs, "nginx_inv": (s1[1] - s0[1]) / reqs, "nginx_mig": (s1[2] - s0[2]) / reqs,
             "wrk_vol": (r1.ru_nvcsw - r0.ru_nvcsw) / reqs, "wrk_inv": (r1.ru_nivcsw - r0.ru_nivcsw) / reqs,
-            "threads": wake}
+            "threads": wake, "agent": settled}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
                          "NAME:counters, NAME:nosock (sockets' edges free: make -C bpf nosock), NAME:norw (no read/write "
                          "syscall hook: make -C bpf norw; sockets per call at the socket layer), NAME:norw+close (and "
                          "a close hook's least work), parts joined by + (NAME:norw+counters), "
-                         "NAME:record (its forensix record, agent included), NAME:floor+record (forensix record "
+                         "NAME:record (its forensix record, agent included), NAME:agent (its forensix agent shipping to its "
+                         "forensix server, which runs at SCHED_IDLE, nice 19, its CPU apart), NAME:agent+off (that log host "
+                         "SIGSTOPped during the window), NAME:floor+record (forensix record "
                          "loading the floor build), ...+stop (the recorder SIGSTOPped while measured)")
     ap.add_argument("--configs", default=None, help="comma list (default: none and every NAME)")
     ap.add_argument("--workload", choices=["web", "web-conn"], default="web")
@@ -292,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", action="store_true",
                     help="nginx's worker on CPU 0 and wrk on CPU 1 (unpinned, the two often share a CPU: how often "
                          "moves the figures more than a sensor does)")
+    ap.add_argument("--json", type=Path, default=None, help="also write every window's figures here")
     ap.add_argument("--hold", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--floor-dir", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -323,13 +392,14 @@ def main(argv: list[str] | None = None) -> int:
                     m = _measure(w, a.seconds, rec, a.pin)
                 finally:
                     stats = {}
-                    if rec is not None:
-                        rec.stop()
+                    checked = rec.stop() if rec is not None else None
                     if holder is not None:
                         assert holder.stdin is not None and holder.stdout is not None
                         holder.stdin.close()
                         stats = json.loads(holder.stdout.readline() or "{}")
                         holder.wait()
+                if isinstance(checked, dict):
+                    m["agent"]["check"] = _complete(checked, m["reqs"], a.workload)
                 runs[c].append(m)
                 for prog, (n, ns) in stats.items():
                     acc = progs[c].setdefault(prog, [0, 0, 0])
@@ -344,7 +414,27 @@ def main(argv: list[str] | None = None) -> int:
             stats_path.write_text("0\n")
         w.after_run(Recorder())
     _report(w, a, configs, runs, progs, loads)
+    if a.json is not None:
+        a.json.write_text(json.dumps({"workload": a.workload, "loads": loads, "runs": runs}, indent=1, default=str))
     return 0
+
+
+def _complete(out: dict[str, Any], reqs: int, workload: str) -> dict[str, Any]:
+    """``AgentPair.stop``'s checks, and whether the log host holds every request of the window: nginx's
+    accepts and wrk's connects (web-conn), nginx's opens of the served files (web, repeats counted in
+    the kernel included) at least the requests wrk completed. Said on stderr when one fails."""
+    served = out.get("served", {})
+    need = ("nginx accept", "wrk connect") if workload == "web-conn" else ("nginx open",)
+    short = {k: served.get(k, 0) for k in need if served.get(k, 0) < reqs}
+    out["requests_stored"] = not short
+    if not (out["complete"] and not short):
+        print(f"bench: NOT everything reached the log host: {reqs:,} requests, stored {short or 'all'}; kernel drops "
+              f"{out['kernel_drops']}, gaps {out['lost']}, unacknowledged {out['unacked']}, refused {out['refused']}, "
+              f"decode warnings {out['decode_warnings']}, stop record {out['stop_recorded']} of "
+              f"{out['agent_shipped']} shipped", file=sys.stderr, flush=True)
+    keep = ("events", "lost", "kernel_drops", "unacked", "refused", "decode_warnings", "agent_shipped",
+            "stop_recorded", "complete", "requests_stored", "served", "loghost_s", "stop_records")
+    return {k: out.get(k) for k in keep}
 
 
 def _paired(runs: dict[str, list[dict[str, Any]]], c: str, base: str, key: str, inverse: bool) -> str:
@@ -381,6 +471,33 @@ def _report(w: Any, a: Any, configs: list[str], runs: dict[str, list[dict[str, A
                 wk = statistics.median(r["threads"].get(n, (0, 0))[1] for r in runs[c])
                 cells.append(f"{n} {ms:.2f} / {wk:.1f}")
             print(f"| {c} | {'; '.join(cells)} |")
+    agents = [c for c in configs if any(r.get("agent") for r in runs[c])]
+    if agents:
+        print("\n| configuration | agent CPU per request, window / until acknowledged (µs, median; the latter is "
+              "counted above) | as throughput with the window's agent CPU only (paired) | log host CPU per request, window / all (µs, median; NOT counted: another machine's) "
+              "| catch-up after the window (s, median) | kernel records shipped / events stored (median) "
+              "| nothing lost (windows) |")
+        print("|---|---|---|---|---|---|---|")
+        for c in agents:
+            rs = [r for r in runs[c] if r.get("agent")]
+
+            def us(key: str, rs: list[dict[str, Any]] = rs) -> float:
+                return float(statistics.median(r["agent"][key] / r["reqs"] for r in rs)) / 1e3
+
+            def chk(key: str, rs: list[dict[str, Any]] = rs) -> float:
+                return float(statistics.median(r["agent"]["check"][key] for r in rs))
+
+            ok = sum(1 for r in rs if r["agent"]["check"]["complete"] and r["agent"]["check"]["requests_stored"])
+            lh_w = statistics.median(r["agent"]["loghost_window_s"] / r["reqs"] for r in rs) * 1e6
+            lh_all = statistics.median(r["agent"]["check"]["loghost_s"] / r["reqs"] for r in rs) * 1e6
+            # the throughput with the agent's CPU of the window only (as NAME:record's is counted)
+            base = configs[0]
+            alt = [b["cpu"] / (x["cpu"] - (x["cpu_rec"] - x["agent"]["window_ns"]) / x["reqs"])
+                   for x, b in zip(runs[c], runs[base], strict=True) if x.get("agent")]
+            se = statistics.stdev(alt) / len(alt) ** 0.5 if len(alt) > 1 else 0.0
+            print(f"| {c} | {us('window_ns'):.2f} / {statistics.median((r['cpu_rec'] / r['reqs']) for r in rs) / 1e3:.2f} "
+                  f"| {statistics.mean(alt):.1%} ± {se:.1%} | {lh_w:.2f} / {lh_all:.2f} | {statistics.median(r['agent']['settle_s'] for r in rs):.1f} "
+                  f"| {chk('agent_shipped'):,.0f} / {chk('events'):,.0f} | {ok} of {len(rs)} |")
     if any(progs.values()):
         print("\n| configuration | program | runs per request | ns per run | ns per request |")
         print("|---|---|---|---|---|")
