@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for t in left:
         where = "".join(traceback.format_stack(frames[t.ident])[-3:]) if t.ident in frames else ""
         sys.stderr.write(f"\nthread left running at the end of the session: {t.name} (daemon={t.daemon})\n{where}")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of the test's own (its name), deleted after: a recorder told to record
+    only it sees nothing the rest of the host does."""
+    import secrets
+
+    name = f"fx-test-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)

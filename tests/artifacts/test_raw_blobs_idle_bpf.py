@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -48,16 +47,6 @@ class TimedSink:
 
     def close(self) -> None:
         pass
-
-
-@pytest.fixture
-def netns() -> object:
-    name = f"fx-blobs-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 @pytest.mark.parametrize("cls", [RawRecorder, Recorder], ids=["raw", "decode"])

@@ -10,12 +10,10 @@ it 20 times a second (~60 in the 3-s window), to see whether a ring had passed a
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,16 +36,6 @@ for i in range(n):
     if pause:
         time.sleep(pause)
 """
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"fx-edge-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _sleeps(tid: int) -> int:
