@@ -37,6 +37,7 @@ from bench.recorders import (
     _wait_detached,
     forensix_command,
     forensix_env,
+    stop_process,
 )
 from forensix.store.embedded import remove_store
 
@@ -206,22 +207,12 @@ class AgentPair:
         from bench.forensix_ready import store_counts
 
         kernel = _fx_kernel_counters(self.owned[1])
-        self.agent.send_signal(signal.SIGINT)
-        try:
-            rc = self.agent.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            self.agent.kill()
-            rc = self.agent.wait()
+        rc = stop_process(self.agent, signal.SIGINT, 180)
         _wait_detached(self.owned[0])
         loghost_release(self.server.pid)
         loghost_cpu = wait_log_host_idle(self.server)
         loghost_cpu = max(loghost_cpu, self.loghost_cpu_s())
-        self.server.send_signal(signal.SIGTERM)
-        try:
-            self.server.wait(timeout=180)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
-            self.server.wait()
+        stop_process(self.server, signal.SIGTERM, 180)
         agent_log = (self.scratch / "forensix-agent.log").read_text(errors="replace")
         if rc not in (0, -signal.SIGINT, 130):
             raise RuntimeError(f"forensix agent exited {rc}; its log ends: {agent_log[-800:]}")

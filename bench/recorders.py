@@ -216,12 +216,7 @@ class AuditdRecorder(Recorder):
         subprocess.run(["auditctl", "-D"], capture_output=True, check=False)
         subprocess.run(["auditctl", "-e", "0"], capture_output=True, check=False)
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            stop_process(self._proc, signal.SIGTERM, 30)
         self._proc = None
 
     def stop(self, inspect: Inspector | None = None) -> RecordStats:
@@ -285,6 +280,16 @@ def _loaded_progs() -> list[dict[str, Any]] | None:
 def _loaded_prog_ids() -> set[int] | None:
     progs = _loaded_progs()
     return None if progs is None else {p.get("id") for p in progs}
+
+
+def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout: float = 120.0) -> int:
+    """Signal ``p`` and wait for it; killed if still there after ``timeout``. Its exit code."""
+    p.send_signal(sig)
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.wait()
 
 
 def _wait_detached(progs: set[int], timeout: float = 120.0) -> None:
@@ -511,12 +516,7 @@ class ForensixRecorder(Recorder):
             kernel = again
         progs1 = _bpf_prog_stats(self._owned[0])
         cpu = _proc_cpu_seconds(self._proc.pid)
-        self._proc.send_signal(signal.SIGINT)
-        try:
-            rc = self._proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            rc = self._proc.wait()
+        rc = stop_process(self._proc)
         self._proc = None
         _set_bpf_stats(False)
         # The recorder leaves its paused programs to a child that detaches them after it

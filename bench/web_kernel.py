@@ -170,13 +170,9 @@ class _Record:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        from bench.recorders import _wait_detached
+        from bench.recorders import _wait_detached, stop_process
+
+        stop_process(self.proc)
 
         # its programs are detached by a child after it exits (seconds, a grace period per link): the
         # next configuration must not run while they still are
