@@ -1402,18 +1402,17 @@ static __always_inline void fx_connect_tried(struct fx_event *e, const void *uad
 SEC("tracepoint")
 int fx_exit_sock(struct trace_event_raw_sys_exit *ctx)
 {
+	long ret = ctx->ret, nr = ctx->id;
+	bool accept = nr == __NR_accept || nr == __NR_accept4;
+	/* what makes no record is told from the tracepoint alone, before the registers are copied:
+	 * a non-blocking server's accept loop ends with an EAGAIN at every wake-up (nginx: about
+	 * one a connection); a failed connect is a record (a port scan's refusals) */
+	if (ret < 0 && (accept || (ret != -EINPROGRESS && nr != __NR_connect)))
+		return 0;
 	struct fx_call c;
-	if (!fx_take(&c, ctx->id)) /* also an accept already waiting when recording began */
+	if (!fx_take(&c, nr)) /* also an accept already waiting when recording began */
 		return 0;
-	long ret = ctx->ret;
-	int fd = c.args[0];
-	if (c.nr == __NR_accept || c.nr == __NR_accept4) {
-		if (ret < 0)
-			return 0;
-		fd = ret;
-	} else if (ret < 0 && ret != -EINPROGRESS && c.nr != __NR_connect) {
-		return 0;
-	}
+	int fd = accept ? ret : c.args[0];
 	struct fx_scratch *s = fx_sys(&c, ret, FX_CLASS_NET);
 	if (!s)
 		return 0;
