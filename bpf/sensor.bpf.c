@@ -54,6 +54,7 @@ struct fx_scratch {
 	__u32 off;
 	__u32 wake_bytes[3];     /* fx_wake_flags: bytes this CPU wrote into each ring since it last looked */
 	__u32 wake_mark[3];      /* and the sixteenth of that ring's fill it saw then */
+	__u64 wake_ring[3];      /* the ring's size (fixed at load), once asked */
 };
 
 struct fx_pathbuf {
@@ -308,7 +309,8 @@ static __always_inline struct fx_scratch *fx_begin(__u32 kind, __u32 cls)
  * forces a wake-up, so a storm is drained at once (a quarter full is when the agent drains
  * early) without the agent looking 20 times a second.
  *
- * The fill is looked at once per 1/1024 of the ring this CPU wrote, not per record: reading it
+ * The fill is looked at once per 1/1024 of the ring this CPU wrote, not per record (the ring's
+ * size, fixed when the sensor is loaded, is asked once per CPU and kept): reading it
  * (bpf_ringbuf_query) takes the ring's producer and consumer positions, lines that the other
  * CPUs' records and the agent's drains keep moving, a miss each before the reservation takes
  * the producer's line again (~60-100 ns of a ~600-ns network record, bench.micro_attach
@@ -322,7 +324,9 @@ static __always_inline __u64 fx_wake_flags(struct fx_scratch *s, int i, void *rb
 	if (i > 2)
 		return 0;
 	__u32 seen = s->wake_bytes[i] + size + 8; /* the record's 8-byte header */
-	__u64 ring = bpf_ringbuf_query(rb, BPF_RB_RING_SIZE);
+	__u64 ring = s->wake_ring[i];
+	if (!ring)
+		ring = s->wake_ring[i] = bpf_ringbuf_query(rb, BPF_RB_RING_SIZE);
 	if (seen < (ring >> 10)) {
 		s->wake_bytes[i] = seen;
 		return 0;
