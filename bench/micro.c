@@ -12,6 +12,12 @@
  *   micro webreq N       N keep-alive web requests' syscalls in one thread, over one loopback TCP
  *                        connection: client write; server recvfrom, openat (200 files of
  *                        $MICRO_DIR in turn), fstat, writev, sendfile, close; client read
+ *   micro webconn N      N web-conn requests' syscalls in one thread, a new loopback TCP connection
+ *                        each (as wrk -H 'Connection: close' and nginx make them): client socket,
+ *                        connect; server accept4, recvfrom, openat (200 files of $MICRO_DIR in
+ *                        turn), fstat, writev, sendfile, write of an access-log line, close of the
+ *                        file and the connection; client read to the end, close (MICRO_ACCEPT_LOOP=1:
+ *                        a non-blocking listener, and one more accept4 a connection, failing EAGAIN)
  *   micro sockpair N     N one-byte send(2) + recv(2) rounds over a unix socket pair (the socket
  *                        layer's tracepoints, no hooked syscall)
  *   Every mode prints CPU ns per op too (a 4th field: the process's CPU time, which other
@@ -25,6 +31,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -201,6 +208,66 @@ static void loop_webreq(long n) {
     }
 }
 
+/* One web-conn request (module comment): the server's side first, then the client's reads, as
+ * nginx answers and closes before wrk has read the answer. */
+static int conn_l = -1, conn_log = -1, conn_eagain = 0;
+static struct sockaddr_in conn_a;
+
+static void conn_setup(void) {
+    if (web_c < 0) web_setup(); /* the files */
+    conn_l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    conn_a = (struct sockaddr_in){.sin_family = AF_INET};
+    conn_a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof(conn_a);
+    int one = 1;
+    setsockopt(conn_l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (conn_l < 0 || bind(conn_l, (struct sockaddr *)&conn_a, sizeof(conn_a)) || listen(conn_l, 64) ||
+        getsockname(conn_l, (struct sockaddr *)&conn_a, &al)) { perror("webconn listen"); exit(2); }
+    conn_eagain = getenv("MICRO_ACCEPT_LOOP") != NULL;
+    if (conn_eagain) fcntl(conn_l, F_SETFL, O_NONBLOCK);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/access.log", getenv("MICRO_DIR") ? getenv("MICRO_DIR") : ".");
+    conn_log = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND | O_CLOEXEC, 0644);
+    if (conn_log < 0) { perror("webconn log"); exit(2); }
+}
+
+static void loop_webconn(long n) {
+    static const char req[] = "GET /f1.html HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    static char hdr[] = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n";
+    static const char line[] = "127.0.0.1 - - [08/Dec/2026:00:00:00 +0000] \"GET /f1.html HTTP/1.1\" 200 1024\n";
+    char buf[8192];
+    struct stat st;
+    if (conn_l < 0) conn_setup();
+    for (long i = 0; i < n; i++) {
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&conn_a, sizeof(conn_a))) { perror("webconn connect"); exit(2); }
+        int s = accept4(conn_l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (s < 0) { perror("webconn accept"); exit(2); }
+        /* MICRO_ACCEPT_LOOP=1: as a non-blocking server's accept loop (asyncio, Go, nginx with
+         * multi_accept), one more accept4 that fails with EAGAIN per connection */
+        if (conn_eagain && (accept4(conn_l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK) >= 0 || errno != EAGAIN)) {
+            perror("webconn accept loop"); exit(2);
+        }
+        if (write(c, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1)) { perror("write"); exit(2); }
+        if (recvfrom(s, buf, sizeof(buf), 0, NULL, NULL) <= 0) { perror("recvfrom"); exit(2); }
+        int fd = openat(AT_FDCWD, web_paths[i % 200], O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) { perror("openat"); exit(2); }
+        fstat(fd, &st);
+        struct iovec iov = {.iov_base = hdr, .iov_len = sizeof(hdr) - 1};
+        writev(s, &iov, 1);
+        off_t off = 0;
+        sendfile(s, fd, &off, (size_t)st.st_size);
+        if (write(conn_log, line, sizeof(line) - 1) < 0) { perror("log"); exit(2); }
+        close(fd);
+        close(s);
+        ssize_t r;
+        while ((r = read(c, buf, sizeof(buf))) > 0)
+            ;
+        if (r < 0) { perror("read"); exit(2); }
+        close(c);
+    }
+}
+
 static int storm(long nproc, double secs) {
     volatile uint64_t *counts = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -250,6 +317,7 @@ int main(int argc, char **argv) {
     else if (strcmp(mode, "pipewrite") == 0) fn = loop_pipewrite;
     else if (strcmp(mode, "webreq") == 0) fn = loop_webreq;
     else if (strcmp(mode, "sockpair") == 0) fn = loop_sockpair;
+    else if (strcmp(mode, "webconn") == 0) fn = loop_webconn;
     else { fprintf(stderr, "unknown mode %s\n", mode); return 2; }
     if (!getenv("MICRO_NO_WARMUP")) fn(n / 100 + 1); /* warm up */
     /* MICRO_ROUNDS=k: k rounds of n, the CPU figure the lowest round's (what the loop costs

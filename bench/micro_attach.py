@@ -14,6 +14,11 @@ round least:
   one thread over a loopback TCP connection (write; recvfrom, openat of one of 200 files,
   fstat, writev, sendfile, close; read): 8 syscalls, 5 of them hooked by the sensor's
   syscall tracepoints (openat, writev, sendfile, write, read), 5 socket-layer transfers.
+- ``webconn`` (only with ``--only``; ``--webreq`` requests a round): one web-conn request as nginx and
+  wrk make it with ``Connection: close``, both ends in one thread: a new loopback TCP connection
+  (socket, connect, accept4), the request's syscalls as in ``webreq`` plus the access log's write,
+  both ends closed. Run a sensor as ``NAME:sink`` (bench.web_kernel: its rings given back every
+  100 ms) so its records are written, not dropped into full rings.
 - ``getppid``: a syscall nothing hooks: the slow path every syscall takes once any syscall
   tracepoint is attached.
 - ``sockpair`` (only with ``--only``; ``--getppid`` rounds): a byte sent and received back over a unix
@@ -123,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stats", action="store_true",
                     help="kernel.bpf_stats_enabled during the run; a sensor's programs' runs and ns per webreq")
     ap.add_argument("--only", default="webreq,getppid", help="loops to run (comma list)")
+    ap.add_argument("--netns", action="store_true",
+                    help="run the loops in a network namespace of their own and hold the sensors with --netns "
+                         "for it: the programs' figures are then the loop's alone, not the host's other work")
     ap.add_argument("--rounds", type=int, default=12, help="rounds per loop; the lowest round's CPU is kept")
     a = ap.parse_args(argv)
     sensors = {k: Path(v).resolve() for k, v in (s.split("=", 1) for s in a.sensor)}
@@ -133,8 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     probe_obj = build_probe(scratch / "micro_attach.bpf.o")
     (scratch / "www").mkdir()
     env = {**os.environ, "MICRO_DIR": str(scratch / "www"), "MICRO_ROUNDS": str(a.rounds)}
-    ops = {o: n for o, n in (("webreq", a.webreq), ("getppid", a.getppid), ("sockpair", a.getppid))
-           if o in a.only.split(",")}
+    prefix: list[str] = []
+    if a.netns:
+        ns = f"fxmicro{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        os.environ["FX_HOLD_NETNS"] = str(os.stat(f"/var/run/netns/{ns}").st_ino)
+        prefix = ["ip", "netns", "exec", ns]
+    ops = {o: n for o, n in (("webreq", a.webreq), ("webconn", a.webreq), ("getppid", a.getppid),
+                             ("sockpair", a.getppid)) if o in a.only.split(",")}
+    web = [o for o in ops if o.startswith("web")]
     progs: dict[str, dict[str, list[int]]] = {c: {} for c in configs}
     cpu: dict[str, dict[str, list[float]]] = {c: {o: [] for o in ops} for c in configs}
     stats_path = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -152,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 holder = _holder(c, sensors, scratch)
             try:
                 for op, n in ops.items():
-                    out = subprocess.run([str(micro), op, str(n)], capture_output=True, text=True, check=True,
+                    out = subprocess.run([*prefix, str(micro), op, str(n)], capture_output=True, text=True, check=True,
                                          env=env).stdout.split()
                     cpu[c][op].append(float(out[3]))
             finally:
@@ -165,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                         acc = progs[c].setdefault(prog, [0, 0, 0])
                         acc[0] += runs
                         acc[1] += ns
-                        acc[2] += a.webreq * a.rounds * (1 + 1 / 100) if "webreq" in ops else 1
+                        acc[2] += a.webreq * a.rounds * (1 + 1 / 100) * len(web) if web else 1
                     holder.wait()
         loads.append(os.getloadavg()[0])
         print(f"rep {rep}: " + ", ".join(f"{c} " + "/".join(f"{v[-1]:.0f}" for v in cpu[c].values())
@@ -174,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{a.reps} repetitions, configurations alternating; CPU ns per operation (median) and the paired "
           f"ratio to {configs[0]} (mean ± se); 1-minute load {min(loads):.1f}-{max(loads):.1f}; BPF links "
           f"of others on the host at each repetition's start: {', '.join(map(str, links))}\n")
-    head = {"webreq": ["webreq ns", "+ ns", "throughput equivalent"], "getppid": ["getppid ns", "+ ns"],
+    head = {"webreq": ["webreq ns", "+ ns", "throughput equivalent"],
+            "webconn": ["webconn ns", "+ ns", "throughput equivalent"], "getppid": ["getppid ns", "+ ns"],
             "sockpair": ["sockpair ns", "+ ns"]}
     cols = [h for o in ops for h in head[o]]
     print("| configuration | " + " | ".join(cols) + " |")
@@ -186,15 +203,18 @@ def main(argv: list[str] | None = None) -> int:
             med = statistics.median(cpu[c][op])
             d = [x - b for x, b in zip(cpu[c][op], cpu[base][op], strict=True)]
             row += [f"{med:,.0f}", f"{statistics.mean(d):+,.0f}"]
-            if op == "webreq":
+            if op.startswith("web"):
                 r = [b / x for x, b in zip(cpu[c][op], cpu[base][op], strict=True)]
                 se = statistics.stdev(r) / len(r) ** 0.5 if len(r) > 1 else 0.0
                 row.append(f"{statistics.mean(r):.1%} ± {se:.1%}")
         print("| " + " | ".join(row) + " |")
     if a.stats:
         stats_path.write_text("0\n")
+    if prefix:
+        subprocess.run(["ip", "netns", "del", prefix[3]], check=False)
     if any(progs.values()):
-        print("\n| configuration | program | runs per webreq | ns per run | ns per webreq |")
+        what = "+".join(web) or "run"
+        print(f"\n| configuration | program | runs per {what} | ns per run | ns per {what} |")
         print("|---|---|---:|---:|---:|")
         for c in configs:
             for prog, (runs, ns, reqs) in sorted(progs[c].items(), key=lambda x: -x[1][1]):

@@ -62,6 +62,8 @@ def _hold(mode: str, floor_dir: str | None) -> None:
         kw["sock_layer"] = False
     if "counters" in parts:  # a long TCP connection's owner by the connection's counters
         kw["tcp_counters"] = True
+    if os.environ.get("FX_HOLD_NETNS"):  # bench.micro_attach --netns: only that namespace's tasks
+        kw["netns"] = int(os.environ["FX_HOLD_NETNS"])
     if "norw" in parts:  # the norw build: no read/write syscall hook attached at all
         loader.SYSCALLS = {k: v for k, v in loader.SYSCALLS.items() if v.handler != "fx_exit_rw"}
     obj = Path(floor_dir) / "sensor.bpf.o" if floor_dir else None
@@ -70,6 +72,8 @@ def _hold(mode: str, floor_dir: str | None) -> None:
     s.attach()
     if "close" in parts:  # the norw build's stand-in for a close hook ending a file's edge
         s._tp(s._prog("fx_close_bound"), "sys_enter_close")
+    if "sink" in parts:
+        _sink(s)
     print("ready", flush=True)
     sys.stdin.read()
     stats = {}
@@ -82,6 +86,28 @@ def _hold(mode: str, floor_dir: str | None) -> None:
             stats[name] = (int(info["run_cnt"]), int(info["run_time_ns"]))
     print(json.dumps(stats), flush=True)
     s.close()
+
+
+def _sink(s: Any) -> None:
+    """``NAME+sink``: give every ring's space back to the kernel every 100 ms without reading it
+    (a thread of the holder), so the sensor writes its records as with an agent, never into a full
+    ring (no drop path), and nothing but the kernel touches them: the full sensor's own cost in
+    nginx's and wrk's system calls, apart from an agent's CPU and cache use."""
+    import threading
+
+    from forensix.sensor.ringbuf import RingBuffer
+
+    rings = [RingBuffer(s.map_fd(n), s.ring_size(n)) for n in ("rb_proc", "rb_main", "rb_net", "flow_spill")
+             if s.has_map(n)]
+
+    def run() -> None:
+        while True:
+            time.sleep(0.1)
+            for r in rings:
+                r.pos = r.released() + r.pending()
+                r.release()
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 class _Record:
@@ -308,9 +334,13 @@ def _measure(w: Any, seconds: int, rec: _Record | None = None, pin: bool = False
     def worker_ns() -> int:
         return int(Path(f"/proc/{wp}/schedstat").read_text().split()[0])
 
+    def worker_sys() -> float:  # the worker's system time (s), from its stat: clock ticks
+        return int(Path(f"/proc/{wp}/stat").read_text().rsplit(")", 1)[1].split()[12]) / os.sysconf("SC_CLK_TCK")
+
     if isinstance(rec, _Agent) and rec.off:
         os.kill(rec.pair.server.pid, signal.SIGSTOP)
     r0, n0, a0 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
+    k0 = worker_sys()
     s0, th0, t0 = _switches(wp), rec.threads() if rec else {}, time.monotonic()
     try:
         out = w._wrk(seconds)
@@ -319,6 +349,7 @@ def _measure(w: Any, seconds: int, rec: _Record | None = None, pin: bool = False
         if isinstance(rec, _Agent) and rec.off:
             os.kill(rec.pair.server.pid, signal.SIGCONT)
     r1, n1, a1 = resource.getrusage(resource.RUSAGE_CHILDREN), worker_ns(), rec.cpu_ns() if rec else 0
+    k1 = worker_sys()
     s1, th1, t1 = _switches(wp), rec.threads() if rec else {}, time.monotonic()
     settled: dict[str, float] = {}
     if isinstance(rec, _Agent):  # the agent's CPU until the log host has taken what the window made
@@ -330,7 +361,8 @@ def _measure(w: Any, seconds: int, rec: _Record | None = None, pin: bool = False
     cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e9 + (n1 - n0) + (a1 - a0)
     wake = {k: ((v[0] - th0.get(k, (0, 0))[0]) / (t1 - t0), (v[1] - th0.get(k, (0, 0))[1]) / (t1 - t0))
             for k, v in th1.items()}
-    return {"cpu": cpu / reqs, "cpu_rec": a1 - a0, "reqs": reqs, "rps": reqs / secs,
+    sys_ns = (r1.ru_stime - r0.ru_stime + k1 - k0) * 1e9  # the kernel's part of nginx's and wrk's CPU
+    return {"cpu": cpu / reqs, "sys": sys_ns / reqs, "cpu_rec": a1 - a0, "reqs": reqs, "rps": reqs / secs,
             "nginx_vol": (s1[0] - s0[0]) / reqs, "nginx_inv": (s1[1] - s0[1]) / reqs, "nginx_mig": (s1[2] - s0[2]) / reqs,
             "wrk_vol": (r1.ru_nvcsw - r0.ru_nvcsw) / reqs, "wrk_inv": (r1.ru_nivcsw - r0.ru_nivcsw) / reqs,
             "threads": wake, "agent": settled}
@@ -446,12 +478,14 @@ def _report(w: Any, a: Any, configs: list[str], runs: dict[str, list[dict[str, A
 
     print(f"{w.describe()}; {a.reps} repetitions of {a.seconds} s, alternating; "
           f"bpf_stats {'on' if a.stats else 'off'}{'; nginx and wrk pinned to CPUs 0 and 1' if a.pin else ''}; 1-minute load average {min(loads):.1f}-{max(loads):.1f}\n")
-    print("| configuration | CPU per request (ns, median) | as throughput (paired mean ± se) | req/s (median) "
+    print("| configuration | CPU per request (ns, median) | as throughput (paired mean ± se) "
+          "| nginx + wrk system time per request (ns, median; paired against the first) | req/s (median) "
           "| req/s against the first (paired) | nginx switches per request (vol / invol / migrations) "
           "| wrk switches per request (vol / invol) |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for c in configs:
-        print(f"| {c} | {med(c, 'cpu'):,.0f} | {_paired(runs, c, configs[0], 'cpu', True)} | {med(c, 'rps'):,.0f} "
+        print(f"| {c} | {med(c, 'cpu'):,.0f} | {_paired(runs, c, configs[0], 'cpu', True)} "
+              f"| {med(c, 'sys'):,.0f} ({_paired(runs, c, configs[0], 'sys', False)}) | {med(c, 'rps'):,.0f} "
               f"| {_paired(runs, c, configs[0], 'rps', False)} "
               f"| {med(c, 'nginx_vol'):.3f} / {med(c, 'nginx_inv'):.4f} / {med(c, 'nginx_mig'):.4f} "
               f"| {med(c, 'wrk_vol'):.3f} / {med(c, 'wrk_inv'):.4f} |")
