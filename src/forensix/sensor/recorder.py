@@ -778,7 +778,10 @@ class Recorder(LossAccounting):
         every flush. The count of programs that do not keep it (an adopted older sensor's) is
         not trusted: their maps are walked every flush; so is every map at the first flush
         and the last."""
-        n = read_slot(self.sensor.map_fd("accounted"), key) if self._counting and self.sensor is not None else None
+        n = None
+        if self._counting and self.sensor is not None:  # read by the bank's flip, or here
+            n = self._slots.words.get(key) if self._slots is not None else None
+            n = read_slot(self.sensor.map_fd("accounted"), key) if n is None else n
         if n is not None and not final and self._inserts_seen.get(name) == n:
             self.stats.walks_skipped += 1
             return np.empty(0, kdt), np.empty(0, vdt)
