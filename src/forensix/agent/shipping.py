@@ -62,6 +62,10 @@ class ShippingConfig:
     info: HostInfo | None = None
 
 
+# the seal timer's sleep while no rows wait (a write wakes it): only a bound, for a sink closed by hand
+_TIMER_IDLE_S = 5.0
+
+
 def gap_batch(info: HostInfo, host: str, ts_from: int, ts_to: int, count: int | None, reason: str,
               event_class: str = "all") -> pa.Table:
     """``count`` None: how much was lost is not known (an agent that was down), never 0."""
@@ -169,7 +173,7 @@ class ShippingSink:
         with self._timer_cv:
             while not self._closed.is_set():
                 if not self._pending_rows:
-                    self._timer_cv.wait()
+                    self._timer_cv.wait(_TIMER_IDLE_S)
                     continue
                 left = self._pending_since + self.config.coalesce_s - time.monotonic()
                 if left > 0:
