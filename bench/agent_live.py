@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -43,6 +44,36 @@ def _cpu(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue  # a thread gone meanwhile
     return total / 1e9
+
+
+def _threads(pid: int) -> dict[int, int]:
+    """Each thread's run time (ns), by thread id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _thread_names(pid: int) -> dict[int, str]:
+    """Python thread names by thread id (``py-spy dump``; {} without it)."""
+    if shutil.which("py-spy") is None:
+        return {}
+    r = subprocess.run(["py-spy", "dump", "--pid", str(pid)], check=False, capture_output=True, text=True, timeout=60)
+    found = re.finditer(r'^Thread (\d+) \(\w+\): "([^"]*)"', r.stdout, re.MULTILINE)
+    return {int(m.group(1)): m.group(2) for m in found}
+
+
+def _by_thread(pid: int, before: dict[int, int], after: dict[int, int]) -> dict[str, float]:
+    """ms of CPU per thread name between two ``_threads`` readings."""
+    names = _thread_names(pid)
+    out: dict[str, float] = {}
+    for tid, ns in after.items():
+        name = names.get(tid, f"tid {tid}")
+        out[name] = round(out.get(name, 0.0) + (ns - before.get(tid, 0)) / 1e6, 2)
+    return {k: v for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v}
 
 
 def _bundle(where: Path) -> Path:
@@ -128,7 +159,8 @@ def _blobs_shipped(spool: Path, netns: str, settle: float = 3.0, limit: float = 
         busy.wait()
 
 
-def run_once(src_tree: str, build: Path, make_args: str, scratch: Path, netns: str) -> dict[str, Any]:
+def run_once(src_tree: str, build: Path, make_args: str, scratch: Path, netns: str,
+             profile: Path | None = None) -> dict[str, Any]:
     """One agent: a first build (its compilers read and kept: once in an agent's life, not per
     event), then the measured build, then as long again idle (the ticks' cost by time)."""
     work = Path(tempfile.mkdtemp(dir=scratch))
@@ -145,10 +177,21 @@ def run_once(src_tree: str, build: Path, make_args: str, scratch: Path, netns: s
         # (artifact_blobs: 4 MiB a tick, the compilers' ~40 MiB)
         _blobs_shipped(spool, netns)
         time.sleep(2.5)
+        spy = None
+        if profile is not None:  # py-spy over the measured window: samples of the thread holding the GIL (CPU, not waits)
+            spy = subprocess.Popen(["py-spy", "record", "-p", str(agent.pid), "-r", "200", "--nonblocking", "--gil",
+                                    "--threads", "-f", "raw", "-o", str(profile)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        th0 = _threads(agent.pid)
         c0, t0 = _cpu(agent.pid), time.time_ns()
         wall = _build(work / "measured", build, make_args, netns)
         time.sleep(2.5)
         c1, t1 = _cpu(agent.pid), time.time_ns()
+        threads = _by_thread(agent.pid, th0, _threads(agent.pid))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         load = os.getloadavg()[0]
         time.sleep(wall + 2.5)  # idle as long: nothing recorded in the namespace
         c2 = _cpu(agent.pid)
@@ -161,7 +204,7 @@ def run_once(src_tree: str, build: Path, make_args: str, scratch: Path, netns: s
     busy, idle = c1 - c0, c2 - c1
     return {"cpu_s": busy, "idle_cpu_s": idle, "events": n, "us_per_event": busy / max(n, 1) * 1e6,
             "us_per_event_less_idle": (busy - idle) / max(n, 1) * 1e6, "build_wall_s": wall, "load": load,
-            "rows": rows}
+            "rows": rows, "threads_ms": threads}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--make-args", default="", help="what `make -j2 -s` builds")
     ap.add_argument("--against", type=Path, required=True, help="the src/ of the tree to compare with")
     ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="a directory: py-spy record (raw, by thread) of each run's measured window there")
     a = ap.parse_args(argv)
     mine = os.environ.get("PYTHONPATH", str(Path(__file__).resolve().parent.parent / "src")).split(os.pathsep)[0]
     trees = [("before", str(a.against)), ("after", mine)]
@@ -181,11 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i in range(a.pairs):
             for label, src in (trees if i % 2 == 0 else trees[::-1]):
-                r = run_once(src, a.src, a.make_args, scratch, netns)
+                prof = None if a.profile is None else a.profile / f"{label}-{i}.txt"
+                if prof is not None:
+                    a.profile.mkdir(parents=True, exist_ok=True)
+                r = run_once(src, a.src, a.make_args, scratch, netns, prof)
                 runs[label].append(r)
                 print(f"{label}: {r['us_per_event']:.2f} µs/event, {r['us_per_event_less_idle']:.2f} less idle "
                       f"({r['cpu_s']:.2f} s CPU, idle {r['idle_cpu_s']:.2f}; {r['events']} events, "
-                      f"build {r['build_wall_s']:.1f} s, load {r['load']:.1f}) {r['rows']}", flush=True)
+                      f"build {r['build_wall_s']:.1f} s, load {r['load']:.1f}) {r['rows']}; ms by thread {r['threads_ms']}",
+                      flush=True)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
         shutil.rmtree(scratch, ignore_errors=True)

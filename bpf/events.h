@@ -152,6 +152,13 @@ struct fx_control {
                                   * agent adds 1 at each flush, so the word also counts the flushes */
 #define FX_ACC_WATCH 8180        /* pid of the agent's orphan watch (sensor/orphan_watch.py) */
 #define FX_ACC_DETACHED 8181     /* boot ns at which the orphan watch detached the paused programs */
+/* Inserts into the flows and reopens hash maps, counted by the programs after each one (the
+ * agent walks a map at a flush only when its count moved: an empty walk of 65,536 buckets and
+ * the take's copies are ~0.2 ms); FX_ACC_COUNTING is set by the agent that loads programs that
+ * count them (an adopted sensor's older programs do not: its maps are walked every flush). */
+#define FX_ACC_FLOW_INSERTS 8182
+#define FX_ACC_OPEN_INSERTS 8183
+#define FX_ACC_COUNTING 8184
 
 /*
  * The per-CPU slot caches in front of the flows and reopens hash maps: FX_SLOTS slots per

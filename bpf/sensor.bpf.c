@@ -1011,6 +1011,16 @@ struct {
  * was written since) and an exclusive create (it cannot repeat, so it takes no slot).
  * A full map only means the open is recorded in full.
  */
+/* One insert into the flows or reopens hash map (FX_ACC_*_INSERTS): after the insert, so that an
+ * agent that read the count before walking the map either finds the entry or sees the count move
+ * and walks again at its next flush. */
+static __always_inline void fx_count_insert(__u32 key)
+{
+	__u64 *n = bpf_map_lookup_elem(&accounted, &key);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
 /* Add a slot's repeats (a slot given up) to the file's entry in the reopens hash map. */
 static __always_inline void fx_reopen_merge(struct fx_open_key *k, struct fx_open_rep *s)
 {
@@ -1021,6 +1031,8 @@ static __always_inline void fx_reopen_merge(struct fx_open_key *k, struct fx_ope
 		/* only if the agent took the map within this bank's period, which it does not */
 		if (bpf_map_update_elem(&reopens, k, s, BPF_NOEXIST))
 			fx_count_drop_of(FX_CLASS_FILE, s->last, k->pid, k->start, s->comm);
+		else
+			fx_count_insert(FX_ACC_OPEN_INSERTS);
 		return;
 	}
 	if (!v->count || s->first < v->first)
@@ -1091,7 +1103,10 @@ static __always_inline bool fx_reopen(struct task_struct *t, struct file *f, __u
 		struct fx_open_rep n = {};
 		bpf_get_current_comm(n.comm, sizeof(n.comm)); /* the summary row's name, whoever has the pid by then */
 		/* a full map: the open is recorded in full, and so is every later one */
-		if (bpf_map_update_elem(&reopens, &k, &n, BPF_ANY) || !busy) {
+		long r = bpf_map_update_elem(&reopens, &k, &n, BPF_ANY);
+		if (!r)
+			fx_count_insert(FX_ACC_OPEN_INSERTS);
+		if (r || !busy) {
 			if (busy)
 				*busy = 0;
 			return false;
@@ -1612,8 +1627,10 @@ static __always_inline void fx_flow_merge(struct fx_flow_key *k, struct fx_flow 
 	}
 	if (!v) {
 		long r = bpf_map_update_elem(&flows, k, s, BPF_NOEXIST);
-		if (!r)
+		if (!r) {
+			fx_count_insert(FX_ACC_FLOW_INSERTS);
 			return;
+		}
 		v = r == -E2BIG ? NULL : bpf_map_lookup_elem(&flows, k); /* another CPU made it in between */
 		if (!v || v->start != s->start) {
 			fx_count_drop_of(FX_CLASS_FLOW, s->last, k->pid, s->start, s->comm);
@@ -1737,7 +1754,10 @@ static __always_inline void fx_flow_add(struct task_struct *t, struct file *f, i
 		n.rcount = 1;
 		n.rbytes = bytes;
 	}
-	if (bpf_map_update_elem(&flows, &k, &n, BPF_NOEXIST) == -E2BIG)
+	long r = bpf_map_update_elem(&flows, &k, &n, BPF_NOEXIST);
+	if (!r)
+		fx_count_insert(FX_ACC_FLOW_INSERTS);
+	else if (r == -E2BIG)
 		fx_count_drop(FX_CLASS_FLOW, now, t);
 }
 
@@ -1848,8 +1868,10 @@ static __always_inline void fx_flow_put(struct fx_flow_key *k, struct fx_flow *s
 {
 	struct fx_flow *v = bpf_map_lookup_elem(&flows, k);
 	if (!v) {
-		if (!bpf_map_update_elem(&flows, k, s, BPF_NOEXIST))
+		if (!bpf_map_update_elem(&flows, k, s, BPF_NOEXIST)) {
+			fx_count_insert(FX_ACC_FLOW_INSERTS);
 			return;
+		}
 		v = bpf_map_lookup_elem(&flows, k);
 	}
 	if (!v || v->start != s->start) {

@@ -72,6 +72,8 @@ _sigs: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_update_batch": (ctypes.c_int, [ctypes.c_int, _vp, _vp, ctypes.POINTER(ctypes.c_uint32), _vp]),
     "libbpf_num_possible_cpus": (ctypes.c_int, []),
     "bpf_obj_get": (ctypes.c_int, [_cp]),
+    "bpf_obj_pin": (ctypes.c_int, [ctypes.c_int, _cp]),
+    "bpf_map_create": (ctypes.c_int, [ctypes.c_int, _cp, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, _vp]),
     "bpf_map__pin": (ctypes.c_int, [_vp, _cp]),
     "bpf_link__pin": (ctypes.c_int, [_vp, _cp]),
     "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _vp, ctypes.POINTER(ctypes.c_uint32)]),

@@ -24,6 +24,8 @@ from forensix.sensor import libbpf as lb
 from forensix.sensor.syscalls import SOCKET_RW, SYSCALLS
 
 __all__ = [
+    "ACC_FLOW_INSERTS",
+    "ACC_OPEN_INSERTS",
     "ORPHAN_TIMEOUT_S",
     "PAUSED_ORPHAN",
     "Sensor",
@@ -49,6 +51,17 @@ OPTIONAL_PINS = ("heartbeat_timer",)
 # The per-CPU slot caches in front of flows and reopens (sensor/slots.py): pinned and adopted
 # when the sensor has them; one pinned by an older forensix has none to drain.
 SLOT_PINS = ("flow_slots", "open_slots", "flow_spill")  # the spill: edges pushed out of the flow slots
+# The mmapped slot arrays are pinned under names of their own, and a small map of another value
+# size under their old names ("the decoy"). An agent older than the mmapped slots reads a pinned
+# "flow_slots" as per-CPU values (its one check, the value size, passed: it read wrong rows), and
+# one of the first mmapped ones would never flip a bank it cannot find; with the decoy both stop
+# at that check, with "the sensor's flow_slots slots are 8 bytes, this forensix reads 136",
+# before they read or change anything, and the pinned sensor records on for this forensix to
+# adopt (tests/sensor/test_slot_downgrade.py). A sensor pinned by such an agent (per-CPU slots,
+# or the mmapped ones under the old names) is adopted as it is, and its mmapped slots re-pinned.
+SLOT_BANK_PINS = {"flow_slots": "flow_slot_banks", "open_slots": "open_slot_banks"}
+DECOY_NAME = "fx_slots_moved"  # the decoy's map name (bpftool map shows it)
+_DECOY_VALUE = 8
 BPF_MAP_TYPE_ARRAY = 2  # linux/bpf.h: the slot caches' type since they are mmapped (a PERCPU_ARRAY before)
 # TCP connections counted by their own counters (SensorConfig.tcp_counters): the socket storage
 # that holds each owner's share until its next transfer after a flush, or its close.
@@ -61,6 +74,9 @@ _HEARTBEAT_ARM = "fx_heartbeat_arm"
 PAUSED_AGENT = 1  # events.h FX_PAUSED_AGENT
 PAUSED_ORPHAN = 2  # events.h FX_PAUSED_ORPHAN
 ACC_DETACHED = 8181  # events.h FX_ACC_DETACHED: boot ns at which the orphan watch detached the programs
+ACC_FLOW_INSERTS = 8182  # events.h FX_ACC_FLOW_INSERTS: inserts into the flows hash map, counted by the programs
+ACC_OPEN_INSERTS = 8183  # events.h FX_ACC_OPEN_INSERTS: inserts into the reopens hash map
+ACC_COUNTING = 8184  # events.h FX_ACC_COUNTING: 1 while the attached programs count those inserts
 BTF = Path("/sys/kernel/btf/vmlinux")
 _LIFECYCLE = ("fx_fork", "fx_exec", "fx_exit")
 # Classic-tracepoint stand-ins for kernels that refuse tp_btf; fx_fork_child hooks the
@@ -367,6 +383,21 @@ class Sensor:
         ret = lb.lib.bpf_object__load(obj)
         if ret < 0:
             self._load_failed(-ret)
+        self._mark_counting()
+
+    def _mark_counting(self) -> None:
+        """The programs just loaded count their inserts into flows and reopens (FX_ACC_COUNTING,
+        kept in the pinned ``accounted`` map for an agent that adopts them); programs that do
+        not were loaded by an older forensix, which never sets it. Reattached over an older
+        sensor's maps, ours count from now on: what the old ones inserted is taken by the
+        first flush, which walks every map whatever the count."""
+        key, one = ctypes.c_uint32(ACC_COUNTING), ctypes.c_uint64(1)
+        lb.check_int(lb.lib.bpf_map_update_elem(self.map_fd("accounted"), ctypes.byref(key), ctypes.byref(one), 0),
+                     "mark the sensor's insert counts")
+
+    def counts_inserts(self) -> bool:
+        """Whether the programs attached to this sensor count their inserts (``_mark_counting``)."""
+        return _read_u64(self.map_fd("accounted"), ACC_COUNTING) == 1
 
     def _map(self, name: str) -> int:
         assert self._obj is not None
@@ -598,7 +629,8 @@ class Sensor:
             if name not in PINNED_MAPS and not lb.lib.bpf_object__find_map_by_name(self._obj, name.encode()):
                 continue
             m = self._control_map() if name == "control" else self._map(name)
-            lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / name).encode()), f"pin map {name}")
+            lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / _pin_name(name, m)).encode()), f"pin map {name}")
+        _pin_decoys(pin_dir)
         self.pin_links(pin_dir)
 
     def pin_links(self, pin_dir: Path) -> None:
@@ -619,7 +651,7 @@ class Sensor:
                                   f"remove the stale pins with: forensix record --stop --store STORE ({pin_dir})")
             self._fds[name] = fd
         for name in SLOT_PINS + TCP_PINS:
-            fd = lb.lib.bpf_obj_get(str(pin_dir / name).encode()) if (pin_dir / name).exists() else -1
+            fd = _open_slot_pin(pin_dir, name)
             if fd >= 0:
                 self._fds[name] = fd
         self.tcp_counters = "tcp_own" in self._fds
@@ -641,9 +673,11 @@ class Sensor:
             self.open_and_load()
             for name in self.legacy_slots:  # the next agent adopts the slots these programs fill
                 (pin_dir / name).unlink()
-                lb.check_int(lb.lib.bpf_map__pin(self._map(name), str(pin_dir / name).encode()), f"pin map {name}")
-                self._fds[name] = os.dup(lb.lib.bpf_map__fd(self._map(name)))
+                m = self._map(name)
+                lb.check_int(lb.lib.bpf_map__pin(m, str(pin_dir / _pin_name(name, m)).encode()), f"pin map {name}")
+                self._fds[name] = os.dup(lb.lib.bpf_map__fd(m))
             self.lifecycle = "adopted, its detached programs loaded and attached anew"
+        _repin_slot_banks(pin_dir, self._fds)
 
     def _detached(self, pin_dir: Path, detached_at: int) -> None:
         """The orphan watch detached the programs, or had begun to when it was stopped:
@@ -789,6 +823,60 @@ class Sensor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pin_name(name: str, m: int) -> str:
+    """Where map ``name`` (a libbpf map) is pinned: the mmapped slot arrays under their own names."""
+    return SLOT_BANK_PINS[name] if name in SLOT_BANK_PINS and lb.lib.bpf_map__type(m) == BPF_MAP_TYPE_ARRAY else name
+
+
+def _is_decoy(fd: int) -> bool:
+    info = (ctypes.c_uint32 * 32)()  # struct bpf_map_info: type, id, key_size, value_size, max_entries
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    return lb.lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) == 0 and info[3] == _DECOY_VALUE
+
+
+def _open_slot_pin(pin_dir: Path, name: str) -> int:
+    """The pinned map ``name`` of SLOT_PINS or TCP_PINS, -1 if there is none: a slot array under its
+    own name (SLOT_BANK_PINS), else under the old one unless a decoy holds it."""
+    for pin in ((SLOT_BANK_PINS[name], name) if name in SLOT_BANK_PINS else (name,)):
+        fd = lb.lib.bpf_obj_get(str(pin_dir / pin).encode()) if (pin_dir / pin).exists() else -1
+        if fd >= 0 and pin == name and name in SLOT_BANK_PINS and _is_decoy(fd):
+            os.close(fd)
+            fd = -1
+        if fd >= 0:
+            return int(fd)
+    return -1
+
+
+def _pin_decoys(pin_dir: Path) -> None:
+    """The decoy under the slot arrays' old names (SLOT_BANK_PINS: an older agent refuses to adopt)."""
+    fd = lb.lib.bpf_map_create(BPF_MAP_TYPE_ARRAY, DECOY_NAME.encode(), 4, _DECOY_VALUE, 1, None)
+    if fd < 0:
+        raise SensorError(f"cannot make the pinned sensor's guard against older agents: {os.strerror(-fd)}",
+                          "check that the sensor is loaded (bpf() map creation)")
+    try:
+        for old in SLOT_BANK_PINS:
+            if not (pin_dir / old).exists():
+                lb.check_int(lb.lib.bpf_obj_pin(fd, str(pin_dir / old).encode()), f"pin the guard {old}")
+    finally:
+        os.close(fd)
+
+
+def _repin_slot_banks(pin_dir: Path, fds: dict[str, int]) -> None:
+    """Adopted or reattached: the mmapped slot arrays under their own names, decoys under the old ones
+    (a sensor pinned by the first forensix with mmapped slots had them under the old names)."""
+    moved = False
+    for name, pin in SLOT_BANK_PINS.items():
+        fd = fds.get(name, -1)
+        if fd < 0 or (pin_dir / pin).exists() or _map_type(fd) != BPF_MAP_TYPE_ARRAY:
+            continue
+        lb.check_int(lb.lib.bpf_obj_pin(fd, str(pin_dir / pin).encode()), f"pin map {name}")
+        (pin_dir / name).unlink(missing_ok=True)
+        moved = True
+    if (moved or all((pin_dir / p).exists() for p in SLOT_BANK_PINS.values())) and not all(
+            (pin_dir / old).exists() for old in SLOT_BANK_PINS):
+        _pin_decoys(pin_dir)
 
 
 def _reap(pid: int) -> None:

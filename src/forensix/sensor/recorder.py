@@ -40,7 +40,15 @@ from forensix.sensor.decode import (
 )
 from forensix.sensor.hold import RingHold
 from forensix.sensor.hold import hold_bytes as default_hold_bytes
-from forensix.sensor.loader import Sensor, SensorConfig, is_pinned, preflight, unpin
+from forensix.sensor.loader import (
+    ACC_FLOW_INSERTS,
+    ACC_OPEN_INSERTS,
+    Sensor,
+    SensorConfig,
+    is_pinned,
+    preflight,
+    unpin,
+)
 from forensix.sensor.losses import LossAccounting
 from forensix.sensor.maprows import flow_rows, reopen_rows
 from forensix.sensor.pacing import (
@@ -59,6 +67,7 @@ from forensix.sensor.survival import (
     OrphanWatch,
     orphan_gap,
     read_accounted,
+    read_slot,
     restart_gap,
     stop_watch,
     write_accounted,
@@ -108,6 +117,7 @@ class RecordStats:
     stages: dict[str, float] = field(default_factory=dict)
     drains: int = 0  # drains that brought records (each a batch: decode, rules round, appends)
     flushes: int = 0  # flow-map flushes
+    walks_skipped: int = 0  # hash map takes skipped: the programs inserted nothing since the last (flush_flows)
     hold_peak: int = 0  # most bytes of network records the agent held at once (sensor/hold.py)
 
     @property
@@ -193,6 +203,10 @@ class Recorder(LossAccounting):
         self.stop_reason = "stopped"
         self._flush_drained = 0  # records the last flush_flows drained
         self._map_buffers: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # _take_map's batch buffers, by map
+        # the programs count their inserts into flows and reopens (_take_inserted), and the counts
+        # at each map's last take (None: not taken yet, or counted by nobody)
+        self._counting = False
+        self._inserts_seen: dict[str, int | None] = {}
         # the programs writing the rings are this tree's: they wake the loop past a quarter
         # (bpf/sensor.bpf.c fx_wake_flags); an adopted sensor's may be older
         self._kernel_wakes = False
@@ -260,6 +274,7 @@ class Recorder(LossAccounting):
         self._legacy_slots = (SlotCaches(self.sensor.map_fd("accounted"), self._ncpu, {
             name: (fd, *dts[name]) for name, fd in self.sensor.legacy_slots.items()}) if self.sensor.legacy_slots else None)
         self._dvdt = struct_dtype(self.abi, "fx_drop")
+        self._counting = self.sensor.counts_inserts()
         self._ncls = len(CLASS_NAMES) - 1
         # drops of each (cpu, class) already written as gap rows: named, and not named
         self._named_drops = np.zeros((self._ncpu, self._ncls), np.int64)
@@ -483,7 +498,8 @@ class Recorder(LossAccounting):
             }
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stats.cpu_s.items())
             cpu += " (drainer by stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stats.stages.items()) + ")"
-            cpu += f"; {self.stats.drains} drains with records, {self.stats.flushes} flow-map flushes"
+            cpu += (f"; {self.stats.drains} drains with records, {self.stats.flushes} flow-map flushes "
+                    f"({self.stats.walks_skipped} hash map walks skipped: nothing inserted)")
             self.stats.hold_peak = self._hold.peak
             cpu += (f"; network records in the agent's hold: peak {self._hold.peak / 2**20:.1f} MiB "
                     f"(bound {self._hold.limit / 2**20:.0f} MiB)")
@@ -726,8 +742,8 @@ class Recorder(LossAccounting):
             banks.append(self._slots.flip())
             if final:
                 banks.append(banks[0] ^ 1)
-        fk, fv = self._take_map("flows", self._fkdt, self._fvdt)
-        ok, ov = self._take_map("reopens", self._okdt, self._ovdt)
+        fk, fv = self._take_inserted("flows", ACC_FLOW_INSERTS, self._fkdt, self._fvdt, final)
+        ok, ov = self._take_inserted("reopens", ACC_OPEN_INSERTS, self._okdt, self._ovdt, final)
         for bank in banks:
             assert self._slots is not None
             fk, fv = merge_flows(fk, fv, *self._slots.take("flow_slots", bank))
@@ -751,6 +767,26 @@ class Recorder(LossAccounting):
         if not final:  # the end ships all that is left anyway
             self._ship_quiet()
         return len(fv) + len(ov)
+
+    def _take_inserted(self, name: str, key: int, kdt: np.dtype, vdt: np.dtype,
+                       final: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``_take_map`` of the flows or reopens hash map, unless the programs inserted nothing
+        since the last take: they count their inserts (bpf/events.h FX_ACC_*_INSERTS), after
+        each one, and the count is read before the walk, so an entry the walk misses moves the
+        count and is taken at the next flush. A build's edges stay in the slots and the spill:
+        the flows map's walk of 65,536 empty buckets, ~0.2 ms with its copies, found nothing in
+        every flush. The count of programs that do not keep it (an adopted older sensor's) is
+        not trusted: their maps are walked every flush; so is every map at the first flush
+        and the last."""
+        n = None
+        if self._counting and self.sensor is not None:  # read by the bank's flip, or here
+            n = self._slots.words.get(key) if self._slots is not None else None
+            n = read_slot(self.sensor.map_fd("accounted"), key) if n is None else n
+        if n is not None and not final and self._inserts_seen.get(name) == n:
+            self.stats.walks_skipped += 1
+            return np.empty(0, kdt), np.empty(0, vdt)
+        self._inserts_seen[name] = n
+        return self._take_map(name, kdt, vdt)
 
     @staticmethod
     def _take_legacy_slots(slots: SlotCaches, fk: np.ndarray, fv: np.ndarray, ok: np.ndarray,
