@@ -261,6 +261,9 @@ def pairs_summary(runs: dict[str, list[dict[str, Any]]], window: str) -> str:
     def by_thread(t: str) -> Any:
         return lambda r: 1e3 * sum(v for k, v in r["cpu_s"][window].items() if _thread(k) == t)
 
+    def sleeps_of(t: str) -> Any:
+        return lambda r: sum(v for k, v in r["sleeps_per_s"].items() if _thread(k) == t)
+
     threads = sorted({_thread(t) for rs in runs.values() for r in rs for t in r["cpu_s"][window]},
                      key=lambda t: -statistics.median(by_thread(t)(r) for r in runs[labels[0]]))
 
@@ -275,6 +278,10 @@ def pairs_summary(runs: dict[str, list[dict[str, Any]]], window: str) -> str:
         ("recorder CPU in the build, ms", lambda r: 1e3 * sum(r["cpu_s"][window].values()), "{:16.1f}"),
         *((f"  {t}, ms", by_thread(t), "{:16.1f}") for t in threads),
         ("recorder / build CPU, %", lambda r: 100 * r.get("recorder_cpu_per_build_cpu", 0.0), "{:16.2f}"),
+        # the recorder's work follows its drain ticks, so the build's wall time (the host's load)
+        ("recorder CPU a second of build, ms", lambda r: 1e3 * sum(r["cpu_s"][window].values())
+         / max(r.get("build_wall_s", r.get("idle_s", 1.0)), 1e-3), "{:16.1f}"),
+        *((f"  {t} sleeps a second", sleeps_of(t), "{:16.1f}") for t in threads),
         ("build CPU, s", lambda r: r.get("build_cpu_s", 0.0), "{:16.2f}"),
         ("build wall, s", lambda r: r.get("build_wall_s", r.get("idle_s", 0.0)), "{:16.2f}"),
         ("events", lambda r: r["events"], "{:16.0f}"),
