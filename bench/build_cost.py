@@ -46,8 +46,13 @@ Snapshot = dict[tuple[int, int], tuple[str, float]]  # (pid, tid) -> (who, CPU s
 
 
 def _cpu(stat: Path) -> float:
-    f = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / _TCK
+    """A thread's CPU seconds: from schedstat (ns on the CPU) where the kernel keeps it, else
+    stat's user + system ticks (10 ms each: a build's recorder thread spends a few of them)."""
+    try:
+        return int((stat.parent / "schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        f = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / _TCK
 
 
 def _tree(pid: int) -> list[int]:
@@ -120,7 +125,7 @@ def window(a: Snapshot, b: Snapshot) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, (name, cpu) in b.items():
         out[name] = out.get(name, 0.0) + cpu - a.get(key, (name, 0.0))[1]
-    return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.005}
+    return {k: round(v, 4) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.0005}
 
 
 def _stop_message(reader: Any) -> dict[str, Any]:
@@ -219,6 +224,76 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
                             "stop (and threads unseen by the snapshots)": round(stop, 2), "whole run": round(total, 2)}}
 
 
+def _one(a: argparse.Namespace, src_dir: Path | None, profile: str | None) -> dict[str, Any]:
+    """One recording of one build (or idle window) with the tree ``src_dir`` (None: the
+    interpreter's own path)."""
+    env = dict(os.environ)
+    if src_dir is not None:
+        env["PYTHONPATH"] = str(src_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="build-cost-", dir="/var/tmp"))
+    netns = f"fx-build-cost-{os.getpid()}" if a.netns else None
+    try:
+        if netns:
+            _netns_up(netns)
+        got = measure(a.src, a.make_args, scratch, a.tail, env, netns, a.idle, profile, a.bench_wait,
+                      tuple(a.record_arg))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if netns:
+            subprocess.run(["ip", "netns", "del", netns], check=False)
+    got.update(src=str(a.src or "none (idle)"), make_args=a.make_args, netns=bool(netns),
+               forensix_src=str(src_dir or "this tree"), record_args=a.record_arg)
+    return got
+
+
+def _thread(name: str) -> str:
+    """A thread's name without its process (the recorder's own threads; children apart)."""
+    who, _, thread = name.partition("/")
+    return thread if who == "recorder" else name
+
+
+def pairs_summary(runs: dict[str, list[dict[str, Any]]], window: str) -> str:
+    """Medians by tree of the recorder's CPU in the build window, by thread, with the build's
+    own CPU, the events, the losses and the load: the lines bench/docs quote."""
+    import statistics
+
+    labels = list(runs)
+    def by_thread(t: str) -> Any:
+        return lambda r: 1e3 * sum(v for k, v in r["cpu_s"][window].items() if _thread(k) == t)
+
+    def sleeps_of(t: str) -> Any:
+        return lambda r: sum(v for k, v in r["sleeps_per_s"].items() if _thread(k) == t)
+
+    threads = sorted({_thread(t) for rs in runs.values() for r in rs for t in r["cpu_s"][window]},
+                     key=lambda t: -statistics.median(by_thread(t)(r) for r in runs[labels[0]]))
+
+    def med(label: str, f: Any) -> float:
+        return statistics.median(f(r) for r in runs[label])
+
+    loads = [r["loadavg_1m"] for rs in runs.values() for r in rs]
+    n = min(len(rs) for rs in runs.values())
+    lines = [f"{n} builds each, alternating; load average {min(loads):.1f}-{max(loads):.1f}",
+             f"{'median of ' + str(n):34s}" + "".join(f"{label:>16s}" for label in labels)]
+    rows: list[tuple[str, Any, str]] = [
+        ("recorder CPU in the build, ms", lambda r: 1e3 * sum(r["cpu_s"][window].values()), "{:16.1f}"),
+        *((f"  {t}, ms", by_thread(t), "{:16.1f}") for t in threads),
+        ("recorder / build CPU, %", lambda r: 100 * r.get("recorder_cpu_per_build_cpu", 0.0), "{:16.2f}"),
+        # the recorder's work follows its drain ticks, so the build's wall time (the host's load)
+        ("recorder CPU a second of build, ms", lambda r: 1e3 * sum(r["cpu_s"][window].values())
+         / max(r.get("build_wall_s", r.get("idle_s", 1.0)), 1e-3), "{:16.1f}"),
+        *((f"  {t} sleeps a second", sleeps_of(t), "{:16.1f}") for t in threads),
+        ("build CPU, s", lambda r: r.get("build_cpu_s", 0.0), "{:16.2f}"),
+        ("build wall, s", lambda r: r.get("build_wall_s", r.get("idle_s", 0.0)), "{:16.2f}"),
+        ("events", lambda r: r["events"], "{:16.0f}"),
+        ("lost", lambda r: r["lost"], "{:16.0f}"),
+    ]
+    for name, f, fmt in rows:
+        lines.append(f"{name:34s}" + "".join(fmt.format(med(label, f)) for label in labels))
+    per_run = {label: [round(1e3 * sum(r["cpu_s"][window].values()), 1) for r in rs] for label, rs in runs.items()}
+    lines.append("recorder CPU in the build, ms, each run: " + "; ".join(f"{k} {v}" for k, v in per_run.items()))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.build_cost", description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", type=Path, default=None, help="an unpacked source tree (apt-get source); "
@@ -229,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--make-args", default="", help="what `make -j2 -s` builds")
     ap.add_argument("--tail", type=float, default=5.0, help="seconds recorded after the build")
     ap.add_argument("--forensix-src", type=Path, default=None, help="another tree's src/ to record with")
+    ap.add_argument("--pairs", type=int, default=0, metavar="N",
+                    help="N builds with this tree and N with --forensix-src, alternating; prints medians side by side "
+                    "(the recorder's CPU in the build by thread)")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures here (JSON)")
     ap.add_argument("--bench-wait", action="store_true",
                     help="wait for the recorder as the compile bench does (a query on its store: a store keeper starts "
@@ -240,22 +318,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="an option for `forensix record` (repeat it): e.g. --record-arg=--no-artifacts, what "
                     "preserving executables costs a build")
     a = ap.parse_args(argv)
-    env = dict(os.environ)
-    if a.forensix_src is not None:
-        env["PYTHONPATH"] = str(a.forensix_src)
-    scratch = Path(tempfile.mkdtemp(prefix="build-cost-", dir="/var/tmp"))
-    netns = f"fx-build-cost-{os.getpid()}" if a.netns else None
-    try:
-        if netns:
-            _netns_up(netns)
-        got = measure(a.src, a.make_args, scratch, a.tail, env, netns, a.idle, a.profile, a.bench_wait,
-                      tuple(a.record_arg))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        if netns:
-            subprocess.run(["ip", "netns", "del", netns], check=False)
-    got.update(src=str(a.src or "none (idle)"), make_args=a.make_args, netns=bool(netns),
-               forensix_src=str(a.forensix_src or "this tree"), record_args=a.record_arg)
+    if a.pairs:
+        if a.forensix_src is None:
+            ap.error("--pairs needs --forensix-src (the tree to compare with)")
+        trees = {"this tree": Path(__file__).resolve().parent.parent / "src", "other": a.forensix_src}
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
+        for i in range(a.pairs):
+            for label, src_dir in (trees.items() if i % 2 == 0 else reversed(trees.items())):
+                runs[label].append(_one(a, src_dir, None))
+                print(f"{label}: {json.dumps(runs[label][-1]['cpu_s']['build' if a.src else 'idle'])}",
+                      file=sys.stderr)
+        text = pairs_summary(runs, "build" if a.src else "idle") + f"\nother = {a.forensix_src}"
+        print(text)
+        if a.out is not None:
+            a.out.write_text(json.dumps({"summary": text, "runs": runs}, indent=1) + "\n")
+        return 0
+    got = _one(a, a.forensix_src, a.profile)
     text = json.dumps(got, indent=1)
     print(text)
     if a.out is not None:

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from forensix.rules.alerts import ALERT_FIELDS, RuleMeta, build_alerts, empty_alerts
 from forensix.rules.fields import WRITE_OPEN_MASK
 from forensix.rules.ir import And, Node, Or, Pred
+from forensix.rules.live import actions_of
 
 __all__ = ["CHAIN_RULES", "BinaryPadding", "PipeToShell", "WriteThenExec"]
 
@@ -46,6 +47,14 @@ PADDING = RuleMeta(
     ("attack.stealth", "attack.t1027.001"),
 )
 CHAIN_RULES = (PIPE_SHELL, WRITE_EXEC, WRITE_EXEC_LOW, PADDING)
+_EXEC, _OPEN = frozenset({"exec"}), frozenset({"open"})
+
+
+def _flag_bits(data: pa.Table, rows: np.ndarray, bits: int) -> np.ndarray:
+    """Whether each of ``rows`` has one of ``bits`` in its file_flags (NULL: none)."""
+    flags = pc.fill_null(data.column("file_flags").take(pa.array(rows, pa.int64())), 0)
+    got: np.ndarray = (flags.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) & bits) != 0
+    return got
 
 # Writers of a pipe that make its content a decoded or downloaded program (comm names).
 DECODERS = frozenset({
@@ -242,20 +251,20 @@ class WriteThenExec:
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
-        act = data.column("event_action")
-        is_exec = pc.fill_null(pc.equal(act, "exec"), False)
-        flags = pc.fill_null(data.column("file_flags"), 0)
-        writes = pc.and_(pc.fill_null(pc.equal(act, "open"), False),
-                         pc.not_equal(pc.bit_wise_and(flags, pa.scalar(WRITE_OPEN_MASK, flags.type)), 0))
-        keep = pc.or_(is_exec, writes)
-        idx = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        # the batch's action codes (shared with the engine and the other detectors), and the
+        # flags of its opens only: string compares over every row cost more than the rest
+        acts = actions_of(data)
+        is_exec = acts.where(_EXEC)
+        opens = np.flatnonzero(acts.where(_OPEN))
+        writes = opens[_flag_bits(data, opens, WRITE_OPEN_MASK)] if len(opens) else opens
+        idx = np.union1d(np.flatnonzero(is_exec), writes)
         if not len(idx):
             return empty_alerts()
         # an exec may become an alert: all its fields; a write-open only names a writer, and
         # a busy host has tens of thousands of them per batch: the few columns that takes,
         # column by column (no dict per row)
         names = set(data.schema.names)
-        execs = is_exec.to_numpy(zero_copy_only=False)[idx]
+        execs = is_exec[idx]
         at = np.flatnonzero(execs)
         exec_rows: dict[int, dict[str, Any]] = {}
         if len(at):
@@ -432,11 +441,8 @@ class BinaryPadding:
         if table == "flows":
             rows = self._flow_rows(data)
         else:
-            act = data.column("event_action")
-            flags = pc.fill_null(data.column("file_flags"), 0)
-            appends = pc.and_(pc.fill_null(pc.equal(act, "open"), False),
-                              pc.not_equal(pc.bit_wise_and(flags, pa.scalar(O_APPEND, flags.type)), 0))
-            idx = np.flatnonzero(appends.to_numpy(zero_copy_only=False))
+            opens = np.flatnonzero(actions_of(data).where(_OPEN))
+            idx = opens[_flag_bits(data, opens, O_APPEND)] if len(opens) else opens
             if not len(idx):
                 return empty_alerts()
             cols = ("ts", "boot_id", "event_action", "file_flags", "file_device", "file_inode", "process_entity_id")

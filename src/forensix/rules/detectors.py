@@ -75,6 +75,7 @@ BPF_DETACH_CMDS = {9, 34}  # BPF_PROG_DETACH, BPF_LINK_DETACH
 # "store-keeper": the recorder's store keeper process (store/keeper.py), which writes the store too
 _START, _SIGNAL_BPF = frozenset({"start", "store-keeper"}), frozenset({"kill", "bpf"})
 _WATCHED = frozenset({"open", "exec", "rename"})  # by CopiedBinaryExec
+_REMOVALS = frozenset({"unlink", "rmdir"})  # by HistoryWalk
 _FILE_WRITES = ("truncate", "unlink", "rename", "chmod", "chown", "utimes", "link", "setxattr", "removexattr")
 
 
@@ -469,9 +470,12 @@ class HistoryWalk:
     def observe(self, table: str, data: pa.Table, source: str) -> pa.Table:
         if table != "events" or data.num_rows == 0:
             return empty_alerts()
-        mask = pc.is_in(data.column("event_action"), pa.array(["unlink", "rmdir"]))
+        acts = actions_of(data)
         low = []
-        for r in _narrow_rows(data, mask, ("ts", "process_entity_id", "event_action", "syscall", "a0", "file_path")):
+        rows = (_narrow_rows(data, pa.array(acts.where(_REMOVALS)),
+                             ("ts", "process_entity_id", "event_action", "syscall", "a0", "file_path"))
+                if acts.any(_REMOVALS) else [])
+        for r in rows:
             if self._walked(r):
                 self._held[(r["process_entity_id"], r["file_path"].rsplit("/", 1)[0])] = _whole(data, r)
             elif r["event_action"] == "rmdir":
@@ -480,7 +484,7 @@ class HistoryWalk:
                     low.append(u | {"fx_detail": f"its directory {r['file_path']} removed by the same process"})
                 elif u is not None:
                     self._held[(r["process_entity_id"], r["file_path"])] = u
-        latest = pc.max(data.column("ts")).as_py() or 0
+        latest = (pc.max(data.column("ts")).as_py() or 0) if self._held else 0  # (none held: nothing is late)
         late = [k for k, u in self._held.items() if latest - u["ts"] > TREE_WINDOW_NS]
         high = [self._held.pop(k) for k in late]
         out = [build_alerts(HISTORY_TREE, low, source), build_alerts(HISTORY_WALK, high, source)]

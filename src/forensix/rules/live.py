@@ -428,6 +428,7 @@ class Actions:
         enc = pc.dictionary_encode(_col(batch, self.COLUMN))
         self.type = batch.schema.field(self.COLUMN).type
         self.values: list[Any] = [*enc.dictionary.to_pylist(), None]  # NULL last
+        self.key = tuple(self.values)  # batches of a host repeat the same few actions in the same order
         nulls = enc.indices.null_count
         self.codes: np.ndarray = (enc.indices.fill_null(len(self.values) - 1) if nulls else enc.indices).to_numpy()
         self.present = slice(None) if nulls else slice(0, -1)  # the codes the rows use
@@ -466,27 +467,38 @@ class Codes:
 
     COLUMN = Actions.COLUMN
     MAX_VALUES = 10_000  # per node; the decoder's vocabulary is a few dozen actions
+    MAX_ORDERS = 64  # per node: the arrays kept by the batch's actions in their order (``Actions.key``)
 
-    def __init__(self, batch: pa.Table, decided: dict[int, tuple[Node, dict[Any, bool]]]) -> None:
+    def __init__(self, batch: pa.Table, decided: dict[int, tuple[Node, dict[Any, Any]]]) -> None:
         self.actions = actions_of(batch)
         self.decided = decided
         self._here: dict[int, np.ndarray] = {}  # this batch's decisions by node id
 
     def decide(self, node: Node) -> np.ndarray:
-        """``node`` (reading ``event_action`` only) for each code."""
+        """``node`` (reading ``event_action`` only) for each code. The array for a batch's
+        actions in their order is kept too: a host's batches bring the same few, and a rules
+        round asked ~30 nodes, each a pass over the values in Python."""
         got = self._here.get(id(node))
         if got is not None:
             return got
         values = self.actions.values
-        known = self.decided.setdefault(id(node), (node, {}))[1]
-        missing = [v for v in values if v not in known]
-        if missing:
-            if len(known) > self.MAX_VALUES:
-                known.clear()
-                missing = values
-            batch = pa.table({self.COLUMN: pa.array(missing, self.actions.type)})
-            known.update(zip(missing, map(bool, Evaluator(batch).mask(node).to_pylist())))
-        got = np.fromiter((known[v] for v in values), dtype=bool, count=len(values))
+        entry = self.decided.get(id(node))
+        if entry is None:
+            entry = self.decided[id(node)] = (node, {"": {}, "orders": {}})
+        known, orders = entry[1][""], entry[1]["orders"]
+        got = orders.get(self.actions.key)
+        if got is None:
+            missing = [v for v in values if v not in known]
+            if missing:
+                if len(known) > self.MAX_VALUES:
+                    known.clear()
+                    missing = values
+                batch = pa.table({self.COLUMN: pa.array(missing, self.actions.type)})
+                known.update(zip(missing, map(bool, Evaluator(batch).mask(node).to_pylist())))
+            got = np.fromiter((known[v] for v in values), dtype=bool, count=len(values))
+            if len(orders) >= self.MAX_ORDERS:
+                orders.clear()
+            orders[self.actions.key] = got
         self._here[id(node)] = got
         return got
 

@@ -384,7 +384,8 @@ class Decoder:
             path_raw = pc.if_else(mount_m, s[3], path_raw)
             target_path = pc.if_else(mount_m, pa.nulls(n, pa.string()), target_path)
         exec_m = pa.array(is_exec)
-        if is_exec.any():
+        has_exec = bool(is_exec.any())  # (most batches of a busy host hold no exec: its columns stay NULL)
+        if has_exec:
             path_raw = pc.if_else(exec_m, s[3], path_raw)
             target_path = pc.if_else(exec_m, pa.nulls(n, pa.string()), target_path)
             target_raw = pc.if_else(exec_m, pa.nulls(n, pa.string()), target_raw)
@@ -438,8 +439,8 @@ class Decoder:
             user_audit_id=pa.array(f["auid"], mask=task_only),
             process_session_id=pa.array(f["sessionid"], mask=task_only),
             process_cgroup_id=pa.array(f["cgroup"], mask=task_only),
-            process_executable=pc.if_else(exec_m, s[0], pa.nulls(n, pa.string())),
-            process_working_directory=pc.if_else(exec_m, s[2], pa.nulls(n, pa.string())),
+            process_executable=pc.if_else(exec_m, s[0], pa.nulls(n, pa.string())) if has_exec else None,
+            process_working_directory=pc.if_else(exec_m, s[2], pa.nulls(n, pa.string())) if has_exec else None,
             file_path=path0,
             file_path_raw=path_raw,
             file_path_resolution=resolution,
@@ -455,14 +456,18 @@ class Decoder:
             message=message,
         )
         # argv: NUL-separated
-        argv = pc.utf8_rtrim(pc.if_else(exec_m, s[1], pa.nulls(n, pa.string())), characters="\x00")
-        cols["process_args"] = pc.split_pattern(argv, "\x00")
+        if has_exec:
+            argv = pc.utf8_rtrim(pc.if_else(exec_m, s[1], pa.nulls(n, pa.string())), characters="\x00")
+            cols["process_args"] = pc.split_pattern(argv, "\x00")
+        else:
+            cols["process_args"] = pa.nulls(n, pa.list_(pa.string()))
         # exit
         code = ret
         sig = code & 0x7F
         exit_code = np.where(sig == 0, (code >> 8) & 0xFF, 128 + sig)
-        cols["process_exit_code"] = pa.array(exit_code.astype(np.int32), mask=~is_exit)
-        cols["process_exit_signal"] = pa.array(sig.astype(np.int32), mask=~(is_exit & (sig != 0)))
+        if is_exit.any():  # (absent: NULL, as every row of a batch without exits had)
+            cols["process_exit_code"] = pa.array(exit_code.astype(np.int32), mask=~is_exit)
+            cols["process_exit_signal"] = pa.array(sig.astype(np.int32), mask=~(is_exit & (sig != 0)))
         # raw argument columns
         for col, idx in self.argidx.items():
             i = idx[nr]
@@ -485,12 +490,14 @@ class Decoder:
         fd = np.where(opened, ret, fd)
         cols["fd"] = pa.array(fd.astype(np.int32), mask=fd < 0)
         # flows
-        for k, name in enumerate(("flow_read_count", "flow_read_bytes", "flow_write_count", "flow_write_bytes")):
-            cols[name] = pa.array(args[:, k], mask=~is_flow)
-        cols["flow_first_ts"] = pa.array(args[:, 4].astype(np.int64) + self.offset_ns, mask=~is_flow)
-        cols["flow_last_ts"] = pa.array(args[:, 5].astype(np.int64) + self.offset_ns, mask=~is_flow)
-        # network
-        self._network(cols, f, is_sock, s[0], n)
+        if task_only is not None:  # (flow records: the flushes bring edges in maps, rarely in the ring)
+            for k, name in enumerate(("flow_read_count", "flow_read_bytes", "flow_write_count", "flow_write_bytes")):
+                cols[name] = pa.array(args[:, k], mask=~is_flow)
+            cols["flow_first_ts"] = pa.array(args[:, 4].astype(np.int64) + self.offset_ns, mask=~is_flow)
+            cols["flow_last_ts"] = pa.array(args[:, 5].astype(np.int64) + self.offset_ns, mask=~is_flow)
+        # network (a build's batches hold no socket record: every column NULL)
+        if is_sock.any():
+            self._network(cols, f, is_sock, s[0], n)
         # targets: fork child; kill/ptrace resolved through the cache below
         tpid = f["tpid"]
         teid = np.where(is_fork, self.ids.ids(tpid, f["tstart"]), 0).astype(np.uint64)

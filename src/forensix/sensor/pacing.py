@@ -6,8 +6,8 @@ edge-triggered (``sleep_busy``): the sensor forces a wake-up when a record takes
 a quarter, and past each sixteenth after it (bpf/sensor.bpf.c ``fx_wake_flags``), so the
 records that wait in the rings do not wake it; a build's trickle woke it 20 times a second
 to look (``poll_interval``), ~2-4 ms of CPU a second. It still ticks every ``poll_interval``
-while records are read and not stored yet (the writer is behind), and while it drains an
-adopted sensor whose programs may not force wake-ups (``Recorder._busy_sleep``). With every
+while records are read and not stored yet and the writer has no room (a storm), and while it
+drains an adopted sensor whose programs may not force wake-ups (``Recorder._busy_sleep``). With every
 ring empty (drained, stored, given back) it sleeps in epoll until its next drain, and the
 first record wakes it. Once a whole batch interval has brought nothing, it sleeps in epoll on
 the rings: the kernel wakes it for the first record written into an empty ring (the

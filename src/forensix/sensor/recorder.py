@@ -453,12 +453,21 @@ class Recorder(LossAccounting):
         record written into an empty ring (flags 0); the record is not drained at once (it
         waits for the drain, as every record of a busy loop does): a kept-alive web server's
         records come in a burst after each flow-map flush, and the loop ticked 20 times a
-        second for the 1.5 s after the burst was stored, until it was idle again."""
-        if any(r.pending() > r.unread() for r in self.rings) or (
-                not self._kernel_wakes and any(r.unread() for r in self.rings)):
+        second for the 1.5 s after the burst was stored, until it was idle again.
+
+        Records read and not stored yet while the writer has room (its sinks take a while: a
+        build's batch is held until the nice-19 reader has read its new executables,
+        artifacts/defer.py) need no tick either when the sensor forces its wake-ups: the ring
+        past a quarter wakes the loop (the kernel counts the held records in its fill), and
+        the writer wakes it once it gave their space back (``_released``). The loop ticked 16
+        times a second through a lua build for that wait. The tick stays while the writer has
+        no room (a storm: the loop takes the rings again as soon as it has)."""
+        held = any(r.pending() > r.unread() for r in self.rings)
+        unread = any(r.unread() for r in self.rings)
+        if (held and not (self._kernel_wakes and self._writer.has_room())) or (not self._kernel_wakes and unread):
             pace.busy_sleeps += 1
             self._stop.wait(self.poll_interval)
-        elif any(r.unread() for r in self.rings):
+        elif held or unread:
             pace.sleep_busy(max(until_due, self.poll_interval))
         else:
             pace.sleep_idle(max(until_due, self.poll_interval))
