@@ -574,6 +574,16 @@ class Recorder(LossAccounting):
             # records wait in the kernel, which counts their repeats (not those of the network's)
             if hold.nbytes <= hold.limit // 2:
                 bulk_drains.append(main_ring.drain(max_bytes=16 << 20, hold=True))
+                # an exec committed after the process ring's drain has file and network records
+                # of its new image in the rings drained since: its record comes in this batch
+                # too (the sensor submits it before the image runs), or the rules would see
+                # them a tick before the image and evaluate them without it (an allow-list by
+                # image raising for an allowed tool, a rule on the image missing). Contiguous
+                # with the first drain, so the join still starts at that drain's position.
+                later = proc_ring.drain(max_bytes=16 << 20, hold=True)
+                if len(later):
+                    took += len(later)
+                    proc = Drained.join([proc, later])
         # else the kernel rings and the hold keep them meanwhile; the rings count what they cannot
         named = [(i, d) for i, d in enumerate((proc, *bulk_drains)) if len(d)]  # (ring index, drain)
         drains = [d for _, d in named]
