@@ -320,6 +320,7 @@ class DuckDBStore:
             return 0
         if table in self._journals:
             rows = conform(data, target, table)
+            # a writer has migrated the store: its events have their network rows' journal (/17)
             self._parts.append(data, lambda: codec.parts(table, rows), lambda name, part: self._journals[name].append(part))
             return int(rows.num_rows)
         with self._lock:
