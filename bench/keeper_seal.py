@@ -28,7 +28,9 @@ Two ways (``--mode``):
 
 And the writer's side of the same rows (``append``): thread CPU per row of appending them to
 the journals in ``--chunk``-row batches, the split included (it runs on the recorder's nice-0
-writer thread, the seal at nice 19).
+writer thread, the seal at nice 19). Each batch holds its rows as the recorder's drain joins
+them: the process ring's, the network ring's, the main ring's, each in time order (measured
+on web-conn's replay: the network rows of a batch lie in one run, at most three).
 
 Each tree runs in a process of its own (its ``src/`` on PYTHONPATH), trees alternating; the
 first run of a process after another tree's was ~2x slower in its sort (warm-up, not the
@@ -80,13 +82,23 @@ def new_sockets(t, k):  # a web server's sockets are new ones each time: other i
     ino = pc.if_else(sock, pc.add(t.column("file_inode"), pa.scalar(k * 10**12, pa.uint64())), t.column("file_inode"))
     return t.set_column(t.schema.get_field_index("file_inode"), "file_inode", ino)
 
+RING = {"process": 0, "network": 1, "other": 1}  # sensor/losses.py: file and flow rows on the main ring (2)
+
+def as_drained(t):
+    """A chunk of rows in time order as the recorder's drain joins them: each ring's rows
+    together (process, network, main), in time order within each."""
+    if "event_class" not in t.column_names:
+        return t
+    key = [RING.get(c, 2) for c in t.column("event_class").to_pylist()]
+    return t.take(pa.array(sorted(range(len(key)), key=key.__getitem__)))
+
 def append_cost():
     """The writer's side: one copy appended in chunks, split as the tree's recorder splits."""
     jd = work / "append.journal"
     aps, cpu, n = {}, 0.0, 0
     for name, data in tables.items():
         for s in range(0, data.num_rows, chunk):
-            part_rows = data.slice(s, chunk)
+            part_rows = as_drained(data.slice(s, chunk))
             t = time.thread_time()
             for part, rows in physical(name, part_rows):
                 if rows.num_rows:

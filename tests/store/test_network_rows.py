@@ -225,3 +225,23 @@ def test_a_batch_split_between_journals_is_resumed_not_appended_twice() -> None:
     p.append(pa.table({"x": [4]}), lambda: [("events", pa.table({"x": [4]}))], append)  # another batch: split anew
     assert len(put) == 3
 
+
+
+@pytest.mark.parametrize("pattern", ["blocks", "alternating", "all", "none"])
+def test_a_batch_is_split_with_every_row_once_in_order(pattern: str) -> None:
+    """A recorder's batch holds its network rows in a run or a few (taken as slices), an
+    import's may interleave them with others (filtered): either way each row lands once, in
+    order, on the side a row-by-row reading of the rule puts it."""
+    ev = _history()["events"]
+    net = [r for r in ev.to_pylist() if r["event_category"] == "network"]
+    other = [r for r in ev.to_pylist() if r["event_category"] != "network"]
+    rows = {"blocks": other[:5] + net * 3 + other[5:] + net,
+            "alternating": [r for pair in zip(other * 4, net * 3, strict=False) for r in pair],
+            "all": net, "none": other}[pattern]
+    rows = [r | {"seq": i} for i, r in enumerate(rows)]
+    rest, narrow = codec.split_network(pa.Table.from_pylist(rows, schema=schema.EVENTS))
+    fits = [r["event_category"] == "network" and all(r[c] is None for c in schema.EVENTS.names
+                                                      if c not in codec.NET_COLUMNS) for r in rows]
+    assert rest.to_pylist() == [r for r, f in zip(rows, fits, strict=True) if not f]
+    assert narrow.to_pylist() == [{c: r[c] for c in codec.NET_COLUMNS} for r, f in zip(rows, fits, strict=True) if f]
+    assert narrow.schema == codec.NET_SCHEMA and rest.schema == schema.EVENTS
