@@ -144,12 +144,14 @@ for name, data in tables.items():
         mix[part] = rows.num_rows
 out["mix"] = mix
 if mode == "twice":
+    sealed = 0
     for k in (0, 1):
         def journals():
             for name, data in tables.items():
                 for part, rows in physical(name, new_sockets(data, k)):
                     write(part, rows, 10**9)
         cpu, rows, ck = seal(journals)
+        sealed += sum(rows.values())
     out.update(rows=sum(rows.values()), cpu_s=sum(cpu.values()) + ck, per_part={p: cpu[p] / rows[p] * 1e6 for p in cpu if rows[p]})
 else:
     need = {p: 2 * groups * RG for p, n in mix.items() if n}
@@ -163,15 +165,18 @@ else:
         k += 1
     stream = {p: pa.concat_tables(ts).slice(0, need[p]) for p, ts in got.items()}
     half = groups * RG
+    sealed = 0
     for rnd in (0, 1):
         def journals():
             for p, t in stream.items():
                 write(p, t.slice(rnd * half, half), RG)
         cpu, rows, ck = seal(journals)
+        sealed += sum(rows.values())
     per = {p: (cpu[p] + ck * rows[p] / sum(rows.values())) / rows[p] * 1e6 for p in cpu if rows[p]}
     w = sum(per[p] * mix[p] for p in per) / sum(mix[p] for p in per)
     out.update(rows=sum(mix[p] for p in per), cpu_s=w * sum(mix[p] for p in per) / 1e6, per_part=per, copies=k)
 out["store_bytes"] = store.stat().st_size
+out["sealed_rows"] = sealed
 print(json.dumps(out))
 '''
 
@@ -219,17 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"keeper seal of {a.store.name}'s events and flows as journals ({a.chunk:,}-row appends), {how}; "
           f"{a.reps} repetitions, trees alternating; load {min(loads):.1f}-{max(loads):.1f}\n")
     print("| tree | µs of keeper CPU per stored row (median, range) | per journal (µs per row, median) "
-          "| rows of one copy per journal | writer: µs per row appended (median) | store file |")
+          "| rows of one copy per journal | writer: µs per row appended (median) | store bytes per row sealed |")
     print("|---|---|---|---|---|---|")
     for name, _ in trees:
         v = per[name]
         pp = {p: statistics.median(d[p] for d in parts[name]) for p in parts[name][0]}
         mix = last[name]["mix"]
-        size = float(last[name]["store_bytes"])  # type: ignore[arg-type]
+        size = float(last[name]["store_bytes"]) / float(last[name]["sealed_rows"])  # type: ignore[arg-type]
         print(f"| {name} | {statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f}) | "
               + ", ".join(f"{p} {u:.2f}" for p, u in pp.items())
               + f" | {', '.join(f'{p} {n:,}' for p, n in mix.items())} "  # type: ignore[attr-defined]
-              f"| {statistics.median(app[name]):.2f} | {size / 1e6:.1f} MB |")
+              f"| {statistics.median(app[name]):.2f} | {size:.1f} |")
     return 0
 
 
