@@ -320,8 +320,10 @@ class DuckDBStore:
             return 0
         if table in self._journals:
             rows = conform(data, target, table)
-            # a writer has migrated the store: its events have their network rows' journal (/17)
-            self._parts.append(data, lambda: codec.parts(table, rows), lambda name, part: self._journals[name].append(part))
+            # a writer has migrated the store, so events have their network rows' journal (/17)
+            split = codec.NET_TABLE in self._journals
+            self._parts.append(data, lambda: codec.parts(table, rows) if split else [(table, rows)],
+                               lambda name, part: self._journals[name].append(part))
             return int(rows.num_rows)
         with self._lock:
             cur = self._con.cursor()
