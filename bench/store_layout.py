@@ -36,7 +36,8 @@ def layout(path: Path) -> dict[str, Any]:
                 f"FROM pragma_storage_info('{t}') WHERE persistent AND block_id >= 0"
             ).fetchall():
                 segs.append((t, col, comp, int(bid), int(off), list(extra or [])))
-        events = int(con.execute("SELECT count(*) FROM events_base").fetchone()[0]) if "events_base" in tables else 0  # type: ignore[index]
+        # events rows: events_base's, and from format /17 on the network rows' (events_net_base)
+        events = sum(rows[t] for t in ("events_base", "events_net_base") if t in tables)
     finally:
         con.close()
     by_block: dict[int, list[int]] = defaultdict(list)

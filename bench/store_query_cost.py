@@ -8,7 +8,8 @@ the rounds.
 
 Two sets: raw queries over the views (``--queries``, the default; best of 5 per process:
 lookups by path, raw path and inode, one process's rows, a one-second window, a count over
-every row, the whole table) on two stores of the same rows (``bench.store_replay`` of one
+every row, the whole table, who connected to an address, one process's connections, the peers
+of every connect and accept, one process's exec and exit) on two stores of the same rows (``bench.store_replay`` of one
 recording by each tree); and the analyses of ``bench/analysis_bench.py`` (``--analyses``:
 tree, backtrack, file, report, each a fresh process) on two stores it generated, one per
 tree (``--store`` there). Prints a table.
@@ -52,6 +53,11 @@ print(json.dumps({
     "inode": one(f"SELECT file_inode AS i FROM events WHERE file_path = '{p}' LIMIT 1")["i"],
     "entity": one("SELECT process_entity_id AS e, count(*) AS n FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 1")["e"],
     "t0": one("SELECT min(ts) AS t FROM events")["t"],
+    # the address connected to most, and the process that connected most (None: no network rows)
+    "ip": (r.query("SELECT destination_ip AS i, count(*) AS n FROM events WHERE destination_ip IS NOT NULL "
+                   "GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist() or [{"i": None}])[0]["i"],
+    "net_entity": (r.query("SELECT process_entity_id AS e, count(*) AS n FROM events WHERE event_category = 'network' "
+                           "GROUP BY 1 ORDER BY 2 DESC LIMIT 1").to_pylist() or [{"e": 0}])[0]["e"],
 }))
 '''
 
@@ -70,6 +76,15 @@ def queries(probe: dict[str, object]) -> dict[str, str]:
         "1 s window, every column": f"SELECT * FROM events WHERE ts BETWEEN {t0 + 60 * 10**9} AND {t0 + 61 * 10**9}",
         "count by action (every row)": "SELECT event_action, count(*) FROM events GROUP BY 1",
         "the whole table": "SELECT * FROM events",
+        # the network's questions (network rows are a table of their own from format /17 on)
+        "who connected to an address": f"SELECT process_entity_id, event_action, count(*) FROM events "
+                                       f"WHERE destination_ip = '{probe['ip']}' GROUP BY ALL",
+        "one process's connections": f"SELECT * FROM events WHERE process_entity_id = {probe['net_entity']} "
+                                     f"AND event_category = 'network' ORDER BY ts",
+        "peers of every connect and accept": "SELECT destination_ip, destination_port, count(*) FROM events "
+                                             "WHERE event_action IN ('connect', 'accept') GROUP BY ALL",
+        "one process's exec and exit": f"SELECT * FROM events WHERE process_entity_id = {probe['entity']} "
+                                       f"AND event_action IN ('exec', 'exit')",
     }
 
 

@@ -61,7 +61,11 @@ def _stopped_store(store: Path) -> dict[str, Any]:
     try:
         stop = c.execute("SELECT message FROM events_base WHERE event_action = 'stop'").fetchall()
         gaps = c.execute("SELECT event_class, reason, sum(count)::BIGINT FROM gaps GROUP BY ALL ORDER BY ALL").fetchall()
-        n = c.execute("SELECT count(*) FROM events_base WHERE event_action IN ('accept', 'connect')").fetchall()[0][0]
+        # network rows are sealed apart from format /17 on (store/codec.py: events_net_base)
+        net = [t for (t,) in c.execute("SELECT table_name FROM duckdb_tables() WHERE table_name IN "
+                                       "('events_base', 'events_net_base')").fetchall()]
+        n = sum(c.execute(f"SELECT count(*) FROM {t} WHERE event_action IN ('accept', 'connect')").fetchall()[0][0]
+                for t in net)
     finally:
         c.close()
     hold = [part for m in stop for part in m[0].split("; ") if "hold" in part]

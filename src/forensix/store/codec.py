@@ -80,6 +80,29 @@ distinct files), and the file's columns took 9 MB of 30: its path (a ZSTD string
   DuckDB's dictionary. ``COMPRESSION`` forces nothing any more: ZSTD on the rows' path
   columns, now NULL, would cost its lengths, 4.7 bytes a row (a /15 store migrated to /16
   keeps ZSTD there and pays that on its new rows).
+
+Format /17 (migration 0018): network rows in a table of their own, ``NET_TABLE``. DuckDB's
+seal costs ~25-35 ns per row per column whatever the column holds (all-NULL included: the
+bitpacking and RLE analyses at commit), so an accept or connect paid for the 96 columns of
+``events_base`` of which it fills ~40: web-conn stores ~4 rows a request (an accept, a
+connect, an edge per side) and the keeper's seal was ~55% of the recorder's CPU a request.
+
+- ``NET_COLUMNS``: the columns the sensor's socket rows can fill (decode.py for records of
+  fx_exit_sock: who, when, the syscall and its raw arguments, the socket's inode and type,
+  the addresses, a unix socket's path and peer). ``split_network`` sends a row there when its
+  category is network and every other column is NULL; any other row, and a network row that
+  fills anything else (a socketpair's descriptors, an imported row's module), stays in
+  events_base: lossless whatever a source or a later sensor writes.
+- The split is made when rows are appended (``DuckDBStore.append``, the recorder's
+  ``RecorderStore``), into a journal of its own, not at the seal: a seal that split a
+  journal's row group left a partly filled row group in each table, and DuckDB rewrites such
+  a row group whole at every later commit (measured: the commit grew 230 -> 830 ms over five
+  seals). So each table is sealed in whole row groups, as before.
+- Stored: sorted like events, ``ts_boot`` as ``clock_offset``; nothing else encoded (sockets
+  keep their file columns inline, ``INLINE_TYPES``; ret is no offset of fd, which a socket
+  row lacks; the arguments' XOR keys are file and memory columns a socket row never has).
+- Read: the events view is events_base's rows UNION ALL BY NAME this table's (``decoded_sql``),
+  with NULL in the columns it lacks. Rows sealed before /17 stay in events_base.
 """
 
 from __future__ import annotations
@@ -88,16 +111,42 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "INLINE_TYPES", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode",
-           "files_sql", "known_files_sql", "split_files", "store_files"]
+from forensix.store import schema
+
+__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "INLINE_TYPES", "NET_COLUMNS", "NET_SCHEMA", "NET_TABLE",
+           "PARTS", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode", "files_sql", "known_files_sql", "parts",
+           "split_files", "split_network", "store_files"]
 
 ROW_GROUP = 122_880  # DuckDB's row group: rows are sorted within each, never across
 # a seal looks for its files among the newest this many of FILES_TABLE (known_files_sql)
 KNOWN_WINDOW = 262_144
 
+# /17 (migration 0018): network rows, journaled and sealed apart (``NET_TABLE``_base), read
+# as rows of events (module doc). The columns a socket row of the sensor can fill: the
+# process and its ids, the syscall and its raw arguments, the socket (inode, device,
+# generation, type "socket"; file_path_truncated is false on every sensor row), the
+# addresses, and a unix socket's path and peer. Migration 0018 creates the table from these:
+# another column takes a migration of its own.
+NET_TABLE = "events_net"
+NET_COLUMNS = (
+    "host_id", "host_name", "boot_id", "ts", "ts_boot", "cpu", "seq", "event_class", "event_kind", "event_category",
+    "event_action", "syscall", "event_outcome", "ret", "process_entity_id", "process_pid", "process_tid",
+    "process_name", "user_id", "user_effective_id", "group_id", "group_effective_id", "user_audit_id",
+    "process_session_id", "process_cgroup_id", "file_path_truncated", "file_inode", "file_device", "file_generation",
+    "file_type", "network_transport", "network_type", "source_ip", "source_port", "destination_ip",
+    "destination_port", "unix_path", "unix_peer_inode", "a0", "a1", "a2", "a3",
+)
+NET_SCHEMA = pa.schema([schema.EVENTS.field(c) for c in NET_COLUMNS])
+# logical table -> the physical journals its rows are appended to (``split_network``)
+PARTS: dict[str, tuple[str, ...]] = {"events": ("events", NET_TABLE)}
+_NOT_NET = tuple(c for c in schema.EVENTS.names if c not in NET_COLUMNS)
+# split_network: a batch whose network rows lie in up to this many runs is split by slices
+_RUNS = 16
+
 # Rows of a row group sorted by these (stable, so equal keys keep their journal order).
 SORT_KEYS: dict[str, tuple[str, ...]] = {
     "events": ("event_action", "process_name", "process_entity_id", "ts"),
+    NET_TABLE: ("event_action", "process_name", "process_entity_id", "ts"),
     "flows": ("process_name", "entity_id", "first_ts"),
     "processes": ("entity_id", "image_seq"),
 }
@@ -109,6 +158,7 @@ CODEC_COLUMNS: dict[str, dict[str, str]] = {
                "target_path_raw_same": "BOOLEAN", "ret_offset": "BIGINT", "event_end_offset": "BIGINT",
                "file_id": "UBIGINT"},  # + migration 0017
     "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT", "file_id": "UBIGINT"},  # migrations 0006, 0016, 0017
+    NET_TABLE: {"clock_offset": "BIGINT"},  # migration 0018
 }
 
 # /16 (migration 0017): the file an events row or an edge names, stored once per row group in
@@ -157,7 +207,9 @@ _ARG_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 # The wall-clock column each table's ts_boot is the boot-clock reading of.
-_TS_OF = {"events": "ts", "flows": "last_ts"}
+_TS_OF = {"events": "ts", "flows": "last_ts", NET_TABLE: "ts"}
+# Tables whose rows point at FILES_TABLE (/16)
+_FILED = ("events", "flows")
 
 
 def _sort(t: pa.Table, keys: tuple[str, ...]) -> pa.Table:
@@ -316,9 +368,53 @@ def encode(table: str, data: pa.Table) -> pa.Table:
         data = _encode_raw_paths(data)
         for col, (base, stored) in _OFFSETS.items():
             data = _encode_offset(data, col, base, stored)
-    if table in _TS_OF:  # after the raw paths, which are compared with the true file_path
+    if table in _FILED:  # after the raw paths, which are compared with the true file_path
         data = data.append_column("file_id", _file_ids(data))
     return data
+
+
+def parts(table: str, data: pa.Table) -> list[tuple[str, pa.Table]]:
+    """The journals (``PARTS``) ``data``, rows of the logical ``table`` conformed to its schema,
+    is appended to, each with its rows (none left out, none twice)."""
+    if table != "events":
+        return [(table, data)]
+    rest, net = split_network(data)
+    return [("events", rest), (NET_TABLE, net)]
+
+
+def split_network(data: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Rows of events (``data``: schema.EVENTS) as (events_base's, NET_TABLE's): network rows
+    that fill no column outside NET_COLUMNS go to the second, with those columns only."""
+    cat = data.column("event_category")
+    net = np.asarray(pc.fill_null(pc.equal(cat, "network"), False), bool)
+    if not net.any():
+        return data, NET_SCHEMA.empty_table()
+    for c in _NOT_NET:
+        col = data.column(c)
+        if col.null_count == len(col):
+            continue
+        net &= ~np.asarray(col.is_valid(), bool)
+    n = int(net.sum())
+    if n == 0:
+        return data, NET_SCHEMA.empty_table()
+    narrow = data.select(list(NET_COLUMNS))
+    if n == data.num_rows:
+        return data.schema.empty_table(), narrow
+    # the recorder's batches hold each ring's rows together (process, network, the rest): the
+    # network rows are one run or a few, taken as slices (no copy). A filter copies every
+    # column (~0.25 µs an events row on web-conn's batches: most of what the split cost)
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(net.view(np.int8))) + 1, [len(net)]))
+    if len(bounds) - 1 <= _RUNS:
+        runs = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+        return (_slices(data, [(a, b) for a, b in runs if not net[a]]),
+                _slices(narrow, [(a, b) for a, b in runs if net[a]]))
+    mask = pa.array(net)
+    return data.filter(pc.invert(mask)), narrow.filter(mask)
+
+
+def _slices(t: pa.Table, runs: list[tuple[int, int]]) -> pa.Table:
+    parts = [t.slice(a, b - a) for a, b in runs]
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def decoded_sql(table: str, base: str, have: set[str] | frozenset[str] = frozenset()) -> str:

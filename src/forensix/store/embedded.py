@@ -26,7 +26,7 @@ from forensix.errors import NotAStoreError, StoreBusyError, StoreError
 from forensix.nice import SEAL_NICE
 from forensix.store import codec, schema
 from forensix.store.base import Reader
-from forensix.store.journal import JournaledTable, conform, journal_dir
+from forensix.store.journal import JournaledTable, Parts, conform, journal_dir
 from forensix.store.migrations import (
     JOURNALED,
     KNOWN_FORMATS,
@@ -103,6 +103,10 @@ def _check_is_duckdb(path: Path) -> None:
             f"{path} is not a forensix store (not a DuckDB database); it was left untouched",
             "choose another --store path, or move this file away",
         )
+
+
+# Journals whose rows are not a logical table's whole schema (codec.PARTS)
+_SCHEMAS = {codec.NET_TABLE: codec.NET_SCHEMA}
 
 
 # DuckDB's block, for files it creates. 64 KiB instead of its default 256 KiB: every table,
@@ -184,20 +188,26 @@ class DuckDBStore:
         self._kept_all: list[duckdb.DuckDBPyConnection] = []
         self.recovered: list[str] = []
         self._flow_rows = False  # the events view derives rows from flow edges stored once (/5)
+        have = {r[0] for r in self._con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        self._parts = Parts()  # a batch of events split between two journals (/17), resumed after a failure
         if self.format != "forensix-store/1":
             sealed = {t: (int(q), int(o)) for t, q, o in
                       self._con.execute("SELECT table_name, seq, row_offset FROM forensix_sealed").fetchall()}
             for name in JOURNALED:
-                self._journals[name] = JournaledTable(
-                    journal_dir(self.path), name, schema.TABLES[name], sealed=sealed.get(name, (0, 0)),
-                    sealer=None if read_only else self._sealer(name), lock=self._lock,
-                    encode=functools.partial(codec.encode, name), external=self.keeper, recover_all=recover_all,
-                )
+                # the journals of its parts (codec.PARTS) that this store's format has
+                for part in codec.PARTS.get(name, (name,)):
+                    if f"{part}_base" not in have:
+                        continue
+                    self._journals[part] = JournaledTable(
+                        journal_dir(self.path), part, _SCHEMAS.get(part, schema.TABLES[name]),
+                        sealed=sealed.get(part, (0, 0)), sealer=None if read_only else self._sealer(part),
+                        lock=self._lock, encode=functools.partial(codec.encode, part), external=self.keeper,
+                        recover_all=recover_all,
+                    )
                 self._views[name] = self._base_view(name)
             self._flow_rows = "in_events" in self._columns("flows_base")
         # tables of a newer format than a read-only store has (accounts, /14) read as empty, so
         # an analysis can ask for them and learn that the store has none
-        have = {r[0] for r in self._con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         self._absent = {n: _empty_sql(s) for n, s in schema.TABLES.items()
                         if n not in have and f"{n}_base" not in have}
         if self.format != "forensix-store/1":
@@ -275,15 +285,23 @@ class DuckDBStore:
             "SELECT column_name FROM duckdb_columns() WHERE table_name = $t", {"t": table}).fetchall()}
 
     def _base_view(self, name: str) -> str:
-        """How queries read ``name``_base: decoded when it has the codec's columns (format /4),
-        with NULL for the columns of newer formats (an older store opened read-only)."""
-        have = self._columns(f"{name}_base")
-        extra = set(codec.CODEC_COLUMNS.get(name, {}))
+        """How queries read the sealed rows of ``name``: its journals' tables (codec.PARTS),
+        decoded, events_base's with NULL for the columns of newer formats (an older store
+        opened read-only), the network rows' (/17) with NULL for the columns they lack."""
+        sql = self._decoded(name, name)
+        for part in codec.PARTS.get(name, (name,))[1:]:
+            if part in self._journals:
+                sql += f" UNION ALL BY NAME {self._decoded(part, name)}"
+        return sql
+
+    def _decoded(self, part: str, name: str) -> str:
+        have = self._columns(f"{part}_base")
+        extra = set(codec.CODEC_COLUMNS.get(part, {}))
         if extra and "clock_offset" in have:  # format /4 on; args_xor from /9
-            sql = codec.decoded_sql(name, f"main.{name}_base", extra & have)
+            sql = codec.decoded_sql(part, f"main.{part}_base", extra & have)
         else:
-            sql = f"SELECT * FROM main.{name}_base"
-        missing = [f for f in schema.TABLES[name] if f.name not in have]
+            sql = f"SELECT * FROM main.{part}_base"
+        missing = [f for f in _SCHEMAS.get(part, schema.TABLES[name]) if f.name not in have]
         if not missing:
             return sql
         nulls = ", ".join(f'NULL::{duckdb_type(f.type)} AS "{f.name}"' for f in missing)
@@ -300,9 +318,13 @@ class DuckDBStore:
             data = pa.Table.from_batches([data])
         if data.num_rows == 0:
             return 0
-        journal = self._journals.get(table)
-        if journal is not None:
-            return journal.append(conform(data, target, table))
+        if table in self._journals:
+            rows = conform(data, target, table)
+            # a writer has migrated the store, so events have their network rows' journal (/17)
+            split = codec.NET_TABLE in self._journals
+            self._parts.append(data, lambda: codec.parts(table, rows) if split else [(table, rows)],
+                               lambda name, part: self._journals[name].append(part))
+            return int(rows.num_rows)
         with self._lock:
             cur = self._con.cursor()
             try:
@@ -438,14 +460,16 @@ class DuckDBStore:
                 tails = {name: j.snapshot() for name, j in self._journals.items()}
                 cur.execute("SELECT count(*) FROM forensix_meta").fetchall()  # pins DuckDB's snapshot
             # events last: its view reads the flows view (edges stored once, format /5)
-            for name in sorted(tails, key=lambda n: n == "events"):
-                tail = tails[name]
-                if tail is None and name not in JOURNALED:
+            for name in sorted(self._views, key=lambda n: n == "events"):
+                parts = codec.PARTS.get(name, (name,))
+                if name not in JOURNALED and tails.get(name) is None:
                     continue  # a table inserted directly, with nothing in its journal: the table itself
                 sql = self._views[name]
-                if tail is not None:
-                    cur.register(f"_fx_tail_{name}", tail)
-                    sql += f" UNION ALL BY NAME SELECT * FROM _fx_tail_{name}"
+                for part in parts:  # the journals' rows not sealed yet, network rows' too (/17)
+                    tail = tails.get(part)
+                    if tail is not None:
+                        cur.register(f"_fx_tail_{part}", tail)
+                        sql += f" UNION ALL BY NAME SELECT * FROM _fx_tail_{part}"
                 if name == "events" and self._flow_rows:
                     sql += f" UNION ALL BY NAME {FLOW_EVENTS_SQL}"
                 cur.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")

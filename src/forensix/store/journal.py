@@ -42,7 +42,7 @@ import pyarrow as pa
 from forensix.errors import StoreError
 from forensix.store.private import FILE_MODE, private_dir
 
-__all__ = ["JournaledTable", "conform", "journal_dir"]
+__all__ = ["JournaledTable", "Parts", "conform", "journal_dir"]
 
 log = logging.getLogger("forensix.store")
 
@@ -89,6 +89,30 @@ def conform(data: pa.Table, sch: pa.Schema, table: str) -> pa.Table:
                              "fill it before appending")
         cols.append(c)
     return pa.Table.from_arrays(cols, schema=sch)
+
+
+class Parts:
+    """Appends a logical table's rows to its journals (``codec.parts``: events to two, format
+    /17), resuming a batch whose append failed halfway: the writer retries the same table
+    object after a failure (a full disk), and the parts that went in are not appended again
+    (the one that failed is given again as the same object, so a ``JournalAppender`` resumes
+    inside it)."""
+
+    def __init__(self) -> None:
+        self._left: tuple[object, list[tuple[str, pa.Table]]] | None = None
+
+    def append(self, given: object, parts: Callable[[], list[tuple[str, pa.Table]]],
+               put: Callable[[str, pa.Table], object]) -> None:
+        left = self._left[1] if self._left is not None and self._left[0] is given else parts()
+        self._left = None
+        for i, (name, part) in enumerate(left):
+            if not part.num_rows:
+                continue
+            try:
+                put(name, part)
+            except BaseException:
+                self._left = (given, left[i:])
+                raise
 
 
 def _fsync_dir(d: Path) -> None:

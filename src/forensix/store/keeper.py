@@ -45,9 +45,9 @@ import pyarrow as pa
 from forensix import __version__
 from forensix.errors import ForensixError, NotAStoreError, StoreBusyError, StoreError
 from forensix.nice import SEAL_NICE, nice_for_child
-from forensix.store import schema
+from forensix.store import codec, schema
 from forensix.store.appender import JournalAppender
-from forensix.store.journal import journal_dir
+from forensix.store.journal import Parts, conform, journal_dir
 from forensix.store.private import private_dir, private_umask
 
 __all__ = ["IDLE_EXIT_S", "Keeper", "RecorderStore", "lock_journals"]
@@ -330,9 +330,12 @@ class RecorderStore:
             raise
         self.recovered: list[str] = list(hello.get("recovered", []))
         sealed: Mapping[str, int] = hello.get("sealed", {})
-        self._appenders = {name: JournalAppender(jd, name, sch, first=int(sealed.get(name, 0)),
-                                                 on_closed=self._closed, seal_seconds=seal_seconds)
-                           for name, sch in schema.TABLES.items()}
+        # a journal per part of a table (codec.PARTS: events' network rows apart, /17)
+        self._appenders = {part: JournalAppender(jd, part, codec.NET_SCHEMA if part == codec.NET_TABLE else sch,
+                                                 first=int(sealed.get(part, 0)), on_closed=self._closed,
+                                                 seal_seconds=seal_seconds)
+                           for name, sch in schema.TABLES.items() for part in codec.PARTS.get(name, (name,))}
+        self._parts = Parts()
         for pid in self._spawned:
             self._note_keeper(pid)
 
@@ -360,15 +363,22 @@ class RecorderStore:
         self._due = True
 
     def append(self, table: str, data: pa.Table | pa.RecordBatch) -> int:
-        a = self._appenders.get(table)
-        if a is None:
+        target = schema.TABLES.get(table)
+        if target is None:
             raise StoreError(f"unknown table {table!r}", f"one of {sorted(schema.TABLES)}")
+        given = data
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         if data.num_rows == 0:
             return 0
         with self._mutex:
-            n = a.append(data)
+            if table in codec.PARTS:  # split between journals: the rows conformed first (journal.conform)
+                rows = conform(data, target, table)
+                self._parts.append(given, lambda: codec.parts(table, rows),
+                                   lambda part, t: self._appenders[part].append(t))
+                n = int(rows.num_rows)
+            else:
+                n = self._appenders[table].append(data)
             now = time.monotonic()
             for other in self._appenders.values():
                 other.tick(now)

@@ -34,7 +34,7 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # rule_name (auditd's rule key), and the imports table records what was imported.
 # /13: gaps name the process that caused them and say when their size is unknown
 # (count_unknown); NULL on gaps of older stores.
-# /14 (migration 0018): the host's users and groups as recorded (schema.ACCOUNTS); a store of
+# /14 (migration 0015): the host's users and groups as recorded (schema.ACCOUNTS); a store of
 # an earlier format has none, and names users as analysis.users says (never silently).
 # /15 (migration 0016): a raw path that is its resolved path is stored once (path_raw_same),
 # a flow edge's last_ts as its distance from first_ts (last_ts_offset), and a new store's
@@ -42,12 +42,15 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /16 (migration 0017): the file an events row or a flow edge names (device, inode, generation,
 # type, path) stored once per row group in forensix_files, the row pointing at it (file_id);
 # rows sealed before keep theirs inline (file_id NULL). store/codec.py.
-STORE_FORMAT = "forensix-store/16"
+# /17 (migration 0018): network rows that fill only the columns a socket row has are appended to
+# a journal of their own and sealed into events_net_base (codec.NET_TABLE), read as rows of the
+# events view; rows sealed before stay in events_base. store/codec.py.
+STORE_FORMAT = "forensix-store/17"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
                            "forensix-store/10", "forensix-store/11", "forensix-store/12", "forensix-store/13",
-                           "forensix-store/14", "forensix-store/15", STORE_FORMAT})
-JOURNALED = ("events", "flows", "processes")
+                           "forensix-store/14", "forensix-store/15", "forensix-store/16", STORE_FORMAT})
+JOURNALED = ("events", "flows", "processes")  # logical tables; their journals: codec.PARTS
 
 
 def duckdb_type(t: pa.DataType) -> str:
@@ -191,5 +194,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         'ALTER TABLE "events_base" ADD COLUMN IF NOT EXISTS "file_id" UBIGINT',
         'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "file_id" UBIGINT',
         "UPDATE forensix_meta SET value = 'forensix-store/16' WHERE key = 'format'",
+    ]),
+    # store/codec.py: network rows journaled and sealed apart, in a table of the columns they fill
+    # (rows sealed before stay in events_base: both are read by the events view)
+    ("0018_network_rows", [
+        create_table_sql(f"{codec.NET_TABLE}_base", codec.NET_SCHEMA),
+        f'ALTER TABLE "{codec.NET_TABLE}_base" ADD COLUMN IF NOT EXISTS "clock_offset" BIGINT',
+        "UPDATE forensix_meta SET value = 'forensix-store/17' WHERE key = 'format'",
     ]),
 ]
