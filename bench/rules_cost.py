@@ -60,6 +60,7 @@ def run(inputs: Path, stored: int) -> dict[str, Any]:
     import pyarrow as pa
 
     from forensix.cli.rules import live_engine_for_record
+    from forensix.rules.alerts import CallbackOutput
     from forensix.testing.sinks import NullSink
 
     with open(inputs, "rb") as f:
@@ -83,14 +84,7 @@ def run(inputs: Path, stored: int) -> dict[str, Any]:
     engine.max_delay = 0
     alerts: list[Any] = []
 
-    class Keep:
-        def emit(self, a: Any) -> None:
-            alerts.append(a)
-
-        def close(self) -> None:
-            pass
-
-    engine.outputs = [Keep()]
+    engine.outputs = [CallbackOutput(alerts.append)]
     for d in engine.detectors:
         timed(d, "observe", type(d).__name__)
     timed(engine, "evaluate", "sigma rules")

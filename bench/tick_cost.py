@@ -72,6 +72,7 @@ def run(capture: Path, merge: int) -> dict[str, Any]:
     from bench.agent_cost import load_inputs, replay_table
     from forensix.cli.rules import live_engine_for_record
     from forensix.model.host import local_host
+    from forensix.rules.alerts import CallbackOutput
     from forensix.sensor.decode import Decoder
     from forensix.sensor.recorder import Recorder
     from forensix.testing.sinks import NullSink
@@ -84,14 +85,7 @@ def run(capture: Path, merge: int) -> dict[str, Any]:
     engine.max_delay = 3600.0  # rounds only when the replay ends a tick, as tick_end does
     alerts: list[Any] = []
 
-    class Keep:
-        def emit(self, a: Any) -> None:
-            alerts.append(a)
-
-        def close(self) -> None:
-            pass
-
-    engine.outputs = [Keep()]
+    engine.outputs = [CallbackOutput(alerts.append)]
     cpu: dict[str, float] = defaultdict(float)
     rows = defaultdict(int)
 

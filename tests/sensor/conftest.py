@@ -66,3 +66,15 @@ def _need_root() -> None:
     # CI runs as root; a developer without root gets a reason, not a failure storm.
     if os.geteuid() != 0:
         pytest.fail("the sensor tests need root (CI runs them as root)")
+
+
+# (python -c OPENS DIR N PAUSE) N files created and closed in DIR, one every PAUSE seconds (0: as fast as Python goes)
+OPENS = """
+import os, sys, time
+d, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+for i in range(n):
+    fd = os.open(os.path.join(d, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    if pause:
+        time.sleep(pause)
+"""

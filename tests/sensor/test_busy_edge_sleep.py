@@ -24,18 +24,9 @@ from forensix.sensor.loader import SensorConfig
 from forensix.sensor.recorder import Recorder
 from forensix.testing.sinks import NullSink
 
-pytestmark = pytest.mark.bpf
+from .conftest import OPENS
 
-# N files created and closed in DIR, one every PAUSE seconds (0: as fast as Python goes)
-WORKLOAD = """
-import os, sys, time
-d, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-for i in range(n):
-    fd = os.open(os.path.join(d, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
-    if pause:
-        time.sleep(pause)
-"""
+pytestmark = pytest.mark.bpf
 
 
 def _sleeps(tid: int) -> int:
@@ -78,7 +69,7 @@ def _start(rec: Recorder) -> threading.Thread:
 
 
 def _workload(netns: str, d: Path, n: int, pause: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", WORKLOAD, str(d), str(n), str(pause)])
+    return subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", OPENS, str(d), str(n), str(pause)])
 
 
 def test_a_steady_trickle_of_opens_does_not_wake_the_loop_between_drains(netns: str, tmp_path: Path) -> None:

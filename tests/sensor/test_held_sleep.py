@@ -24,16 +24,9 @@ import pytest
 from forensix.sensor.loader import SensorConfig
 from forensix.sensor.recorder import Recorder
 
-pytestmark = pytest.mark.bpf
+from .conftest import OPENS
 
-WORKLOAD = """
-import os, sys, time
-d, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-for i in range(n):
-    fd = os.open(os.path.join(d, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
-    time.sleep(pause)
-"""
+pytestmark = pytest.mark.bpf
 
 
 class _SlowOpens:
@@ -79,7 +72,7 @@ def test_records_waiting_for_a_slow_sink_do_not_make_the_loop_tick(netns: str, t
     t.start()
     assert ready.wait(90), "the recorder did not start"
     n = 1600
-    load = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", WORKLOAD, str(tmp_path), str(n),
+    load = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", OPENS, str(tmp_path), str(n),
                              "0.005"])
     held_seen = 0
     try:
