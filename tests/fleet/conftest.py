@@ -23,7 +23,7 @@ HOSTS = ("alpha", "beta", "gamma", "delta")
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     d = tempfile.mkdtemp(prefix="fleet-ch-")
-    cl = start_cluster(d, shards=2)
+    cl = start_cluster(d, shards=2, tied=True)  # a killed run leaves no server behind
     try:
         yield cl
     finally:

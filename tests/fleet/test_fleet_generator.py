@@ -155,7 +155,7 @@ def test_the_project_servers_write_zstd_parts_smaller_than_lz4(cluster: Cluster,
     from forensix.testing.clickhouse import start_cluster, stop_cluster
 
     assert "<method>zstd</method>" in (cluster.shards[0].dir / "config.xml").read_text()
-    lz4 = start_cluster(tmp_path / "lz4", shards=1, compression="lz4")
+    lz4 = start_cluster(tmp_path / "lz4", shards=1, compression="lz4", tied=True)
     try:
         sizes = {}
         for name, url in (("zstd", cluster.url(database=f"codec_{uuid.uuid4().hex[:8]}", shard=0)),

@@ -4,6 +4,8 @@ Each server runs Debian's ``clickhouse-server`` from a config generated here, on
 of 127.0.0.1, with its data under a directory of its own (no systemd, nothing under
 /var/lib). Every server knows the same cluster (one shard per server), so a
 ``Distributed`` table created on any of them spans all. Servers are stopped by their pid.
+A cluster started ``tied`` (tests) is stopped by the kernel when the thread that started
+it dies, even by SIGKILL: a killed test run leaves no server behind.
 
     python -m forensix.testing.clickhouse start --shards 2 --dir /tmp/me-ch   # prints the URL
     python -m forensix.testing.clickhouse stop --dir /tmp/me-ch
@@ -48,6 +50,7 @@ class Cluster:
     dir: Path
     shards: list[Shard]
     name: str = CLUSTER
+    tied: bool = False  # servers get SIGTERM when the starting thread dies (PR_SET_PDEATHSIG)
 
     def url(self, database: str = "forensix", shard: int = 0) -> str:
         """The store URL an investigator or a server gives (``?cluster=`` with more than one shard)."""
@@ -143,8 +146,11 @@ def start_shard(shard: Shard, cluster: Cluster, timeout: float = 30.0) -> None:
     if not Path(SERVER_BIN).exists():
         raise RuntimeError(f"{SERVER_BIN} not found: install the Debian package clickhouse-server (scripts/setup.sh)")
     log = (shard.dir / "stdout.log").open("ab")
+    # tied: util-linux's setpriv sets PR_SET_PDEATHSIG and execs the server (same pid; no
+    # preexec_fn, which is unsafe in a threaded test process)
+    tie = ["setpriv", "--pdeathsig", "TERM", "--"] if cluster.tied else []
     proc = subprocess.Popen(
-        [SERVER_BIN, f"--config-file={shard.dir}/config.xml"], cwd=shard.dir,
+        [*tie, SERVER_BIN, f"--config-file={shard.dir}/config.xml"], cwd=shard.dir,
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     log.close()
@@ -195,13 +201,14 @@ def stop_shard(shard: Shard, timeout: float = 20.0, kill: bool = False) -> None:
 
 
 def start_cluster(directory: str | os.PathLike[str], shards: int = 2, name: str = CLUSTER,
-                  compression: str = "zstd") -> Cluster:
+                  compression: str = "zstd", tied: bool = False) -> Cluster:
     """Write configs for ``shards`` servers under ``directory`` and start them all;
-    ``compression``: the codec of their parts (``COMPRESSION``)."""
+    ``compression``: the codec of their parts (``COMPRESSION``); ``tied``: the servers stop
+    when the calling thread dies, however it dies (tests; not for a cluster kept for others)."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     ports = _free_ports(3 * shards)
-    cl = Cluster(root, [Shard(root / f"shard{i}", *ports[3 * i:3 * i + 3]) for i in range(shards)], name)
+    cl = Cluster(root, [Shard(root / f"shard{i}", *ports[3 * i:3 * i + 3]) for i in range(shards)], name, tied)
     remote = _remote_servers(cl.shards, name)
     for s in cl.shards:
         for sub in ("data", "tmp", "user_files", "format_schemas"):
