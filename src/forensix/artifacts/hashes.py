@@ -93,7 +93,8 @@ class HashCache:
                 self._lines += 1
                 m = _LINE.match(line.rstrip("\n"))
                 if m:
-                    found[tuple(int(m.group(i)) for i in range(1, 6))] = m.group(6)  # type: ignore[assignment]
+                    dev, ino, size, mtime, ctime = (int(m.group(i)) for i in range(1, 6))
+                    found[(dev, ino, size, mtime, ctime)] = m.group(6)
         return found
 
     def _entries(self) -> dict[Identity, str]:
