@@ -129,3 +129,17 @@ def test_planted_lines_are_skipped_and_a_tool_changed_during_its_copy_is_read(tm
     assert len(hashed) == 2  # the copy was not trusted: read and hashed
     assert put.sha256 == _hex(b"f" * 5000) and not put.certain  # changed since its exec: said so
     assert not list((tmp_path / "rec2" / "tmp").iterdir())
+
+
+def test_the_cache_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forensix.artifacts import hashes
+
+    monkeypatch.setattr(hashes, "_KEEP", 4)
+    cache = HashCache(tmp_path / "cache")
+    for i in range(20):
+        p = _tool(tmp_path, b"g%d" % i)
+        cache.add(p.stat(), _hex(b"g%d" % i))
+        p.unlink()
+    lines = (tmp_path / "cache" / "sha256-v1").read_text().splitlines()
+    assert len(lines) <= 8 and cache._map is not None and len(cache._map) <= 8
+    assert lines[-1].endswith(_hex(b"g19"))

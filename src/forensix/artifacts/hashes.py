@@ -146,6 +146,8 @@ class HashCache:
             os.close(fd)
         os.replace(tmp, self.directory / _FILE)
         self._lines = len(kept)
+        entries.clear()  # a long recording's memory bounded as the file is
+        entries.update(kept)
 
 
 def hash_cache() -> HashCache | None:
