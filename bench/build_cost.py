@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.forensix_ready import store_counts, wait_until_recording
+from bench.recorders import _bpf_prog_stats, _owned_bpf_ids
 
 _TCK = os.sysconf("SC_CLK_TCK")
 Snapshot = dict[tuple[int, int], tuple[str, float]]  # (pid, tid) -> (who, CPU s)
@@ -141,7 +142,7 @@ def _netns_up(name: str) -> None:
 
 def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: dict[str, str],
             netns: str | None = None, idle: float = 20.0, profile: str | None = None,
-            bench_wait: bool = False, record_args: tuple[str, ...] = ()) -> dict[str, Any]:
+            bench_wait: bool = False, record_args: tuple[str, ...] = (), bpf_stats: bool = False) -> dict[str, Any]:
     store = scratch / "forensix.duckdb"
     build = scratch / "build"
     if src is not None:
@@ -166,6 +167,10 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
     if bench_wait:  # as the compile bench waits (bench/recorders.py): a query, so a keeper starts
         wait_until_recording(proc, store, log)
     ready = time.monotonic() - t0
+    # the kernel side: this recorder's programs (held open by it: other recorders on the host
+    # are not counted), runs and ns on the CPU (kernel.bpf_stats_enabled, turned on by main)
+    owned = _owned_bpf_ids(proc.pid)[0] if bpf_stats else set()
+    p0 = _bpf_prog_stats(owned) if bpf_stats else {}
     s0 = snapshot(proc.pid)
     z0 = sleeps(proc.pid)
     t1 = time.monotonic()
@@ -193,6 +198,7 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
     else:
         time.sleep(idle)
     wall = time.monotonic() - t1
+    p1 = _bpf_prog_stats(owned) if bpf_stats else {}
     z1 = sleeps(proc.pid)
     stop_sampling.set()
     sampler.join()
@@ -220,6 +226,11 @@ def measure(src: Path | None, make_args: str, scratch: Path, tail: float, env: d
             "cpu_s": windows, "cpu_per_second_of_window": timeline,
             # how often each thread slept in the window (so was woken): the loop's ticks (sensor/pacing.py)
             "sleeps_per_s": sleeps_per_second(z0, z1, wall),
+            # the programs in the window: [runs, ns] each (host-wide runs: with --netns the other
+            # tasks' syscalls return at the namespace test, a few tens of ns each)
+            "programs": {k: [v["run_cnt"] - p0.get(k, {}).get("run_cnt", 0),
+                             v["run_time_ns"] - p0.get(k, {}).get("run_time_ns", 0)]
+                         for k, v in sorted(p1.items()) if v["run_cnt"] > p0.get(k, {}).get("run_cnt", 0)},
             "cpu_total_s": {**{k: round(sum(v.values()), 2) for k, v in windows.items()},
                             "stop (and threads unseen by the snapshots)": round(stop, 2), "whole run": round(total, 2)}}
 
@@ -236,7 +247,7 @@ def _one(a: argparse.Namespace, src_dir: Path | None, profile: str | None) -> di
         if netns:
             _netns_up(netns)
         got = measure(a.src, a.make_args, scratch, a.tail, env, netns, a.idle, profile, a.bench_wait,
-                      tuple(a.record_arg))
+                      tuple(a.record_arg), a.bpf_stats)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if netns:
@@ -264,6 +275,11 @@ def pairs_summary(runs: dict[str, list[dict[str, Any]]], window: str) -> str:
     def sleeps_of(t: str) -> Any:
         return lambda r: sum(v for k, v in r["sleeps_per_s"].items() if _thread(k) == t)
 
+    def prog(p: str) -> Any:
+        return lambda r: r.get("programs", {}).get(p, [0, 0])[1] / 1e6
+
+    progs = sorted({p for rs in runs.values() for r in rs for p in r.get("programs", {})},
+                   key=lambda p: -statistics.median(prog(p)(r) for r in runs[labels[0]]))
     threads = sorted({_thread(t) for rs in runs.values() for r in rs for t in r["cpu_s"][window]},
                      key=lambda t: -statistics.median(by_thread(t)(r) for r in runs[labels[0]]))
 
@@ -282,6 +298,9 @@ def pairs_summary(runs: dict[str, list[dict[str, Any]]], window: str) -> str:
         ("recorder CPU a second of build, ms", lambda r: 1e3 * sum(r["cpu_s"][window].values())
          / max(r.get("build_wall_s", r.get("idle_s", 1.0)), 1e-3), "{:16.1f}"),
         *((f"  {t} sleeps a second", sleeps_of(t), "{:16.1f}") for t in threads),
+        *((("BPF programs in the build, ms", lambda r: sum(v[1] for v in r["programs"].values()) / 1e6, "{:16.1f}"),)
+          if progs else ()),
+        *((f"  {p}, ms", prog(p), "{:16.2f}") for p in progs),
         ("build CPU, s", lambda r: r.get("build_cpu_s", 0.0), "{:16.2f}"),
         ("build wall, s", lambda r: r.get("build_wall_s", r.get("idle_s", 0.0)), "{:16.2f}"),
         ("events", lambda r: r["events"], "{:16.0f}"),
@@ -317,7 +336,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record-arg", action="append", default=[], metavar="ARG",
                     help="an option for `forensix record` (repeat it): e.g. --record-arg=--no-artifacts, what "
                     "preserving executables costs a build")
+    ap.add_argument("--bpf-stats", action="store_true",
+                    help="kernel.bpf_stats_enabled during the runs: the recorder's programs' runs and ns in the build "
+                    "window (the stats add two clock reads to every program run, on every configuration alike)")
     a = ap.parse_args(argv)
+    stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = stats.read_text().strip() if a.bpf_stats else ""
+    if a.bpf_stats:
+        stats.write_text("1\n")
+    try:
+        return _main(a, ap)
+    finally:
+        if a.bpf_stats:
+            stats.write_text(before + "\n")
+
+
+def _main(a: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
     if a.pairs:
         if a.forensix_src is None:
             ap.error("--pairs needs --forensix-src (the tree to compare with)")

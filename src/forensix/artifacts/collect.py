@@ -388,6 +388,9 @@ class Collector:
         out = (f"artifacts: {s.stored_files} new files kept ({s.stored_bytes} bytes; {s.used_bytes} in the store), "
                f"{self.missing} not preserved; refused by limit: {refused} ({s.refused_bytes} bytes)")
         out += f"; {self.hold.summary() if self.hold is not None else self.hold_note}"
+        h = s.hashes
+        if h is not None:  # hashes.py: files read in earlier recordings, copied without hashing
+            out += f"; hashes known from before {h.hits}, kept for later {h.added}" + (f" ({h.note})" if h.note else "")
         r = self._reader
         if r is not None:
             out += (f"; {r.deferred} read later at nice {r.nice} ({r.cpu_s:.2f} s CPU), {r.overflow} inline past "

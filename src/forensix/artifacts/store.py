@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forensix.artifacts.hashes import HashCache, identity
 from forensix.errors import StoreError, UsageError
 from forensix.store.base import Reader
 from forensix.store.private import FILE_MODE, private_dir
@@ -54,14 +55,18 @@ class ArtifactStore:
     refused_bytes: int = 0
     stored_files: int = 0
     stored_bytes: int = 0
+    # hashes of files read before, by identity (hashes.py): a file of those is copied, not hashed
+    hashes: HashCache | None = None
     # the drainer and the low-priority reader (defer.py) both put: the counts and the rename
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
 
-    def open(self) -> ArtifactStore:
-        """Create the directories (0700) and count what the store holds already."""
+    def open(self, hashes: HashCache | None = None) -> ArtifactStore:
+        """Create the directories (0700) and count what the store holds already. ``hashes``:
+        the host's hashes of files read before (hashes.hash_cache()), for a recorder."""
+        self.hashes = hashes if hashes is not None else self.hashes
         private_dir(self.root)  # first: mkdir(parents=True) makes parents with the umask's mode
         private_dir(self.root / "sha256")
         private_dir(self.root / "tmp")
@@ -100,6 +105,9 @@ class ArtifactStore:
                                                     "per file (forensix record --artifact-max-mb)")
         # past the quota the file is still hashed: content kept already is not refused
         full = self.used_bytes + st.st_size > self.quota_bytes
+        known = self.hashes.get(st) if self.hashes is not None else None
+        if known is not None and (put := self._put_known(fd, st, known, full)) is not None:
+            return put
         tmp = self.root / "tmp" / f"{os.getpid()}.{fd}.part"
         h = hashlib.sha256()
         size = 0
@@ -143,7 +151,44 @@ class ArtifactStore:
             return self._refuse("quota", size, f"the artifact quota of {self.quota_bytes} bytes is used up "
                                                f"({self.used_bytes} kept)")
         why = None if certain else "the file changed while it was copied: the hash is of what was read"
+        if certain and size == st.st_size and self.hashes is not None:
+            self.hashes.add(st, sha)
         return Put(sha, size, stored, certain, why)
+
+    def _put_known(self, fd: int, st: os.stat_result, sha: str, full: bool) -> Put | None:
+        """Keep a file whose hash is known by its identity (hashes.py): copied in the kernel
+        unless the store has it, not read; None when that did not work out (the file changed
+        meanwhile, past the quota, a copy that failed): read and hashed then."""
+        dest = self.path_of(sha)
+        if dest.is_file():
+            return Put(sha, st.st_size, False)
+        if full:
+            return None
+        tmp = self.root / "tmp" / f"{os.getpid()}.{fd}.known"
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
+            try:
+                done = 0
+                while done < st.st_size and (n := os.copy_file_range(fd, out, st.st_size - done, done, done)):
+                    done += n
+            finally:
+                os.close(out)
+        except OSError:  # another filesystem that refuses it, a full disk: the reading path says why
+            tmp.unlink(missing_ok=True)
+            return None
+        if done != st.st_size or identity(os.fstat(fd)) != identity(st):
+            tmp.unlink(missing_ok=True)
+            return None
+        with self._lock:
+            if dest.is_file():
+                tmp.unlink()
+                return Put(sha, done, False)
+            private_dir(dest.parent)
+            os.replace(tmp, dest)
+            self.used_bytes += done
+            self.stored_files += 1
+            self.stored_bytes += done
+        return Put(sha, done, True)
 
     def read(self, sha256: str) -> bytes:
         """The blob, checked against its name."""

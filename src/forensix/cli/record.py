@@ -282,9 +282,10 @@ def record(
     collector = None
     if not no_artifacts:
         from forensix.artifacts import ArtifactStore, Collector, artifacts_dir
+        from forensix.artifacts.hashes import hash_cache
 
         collector = Collector(ArtifactStore(artifacts_dir(store), max_file_bytes=artifact_max_mb << 20,
-                                            quota_bytes=artifact_quota_mb << 20).open(), host or local_host(),
+                                            quota_bytes=artifact_quota_mb << 20).open(hash_cache()), host or local_host(),
                               exec_hold=not no_exec_hold)
     config = SensorConfig(full_rw=full, every_open=full, lifecycle=lifecycle, tty_rate=0 if no_tty else tty_rate,
                           pin_dir=pin_dir_for(store, ns), sock_layer=socket_flows != "syscall",
