@@ -113,7 +113,7 @@ import pyarrow.compute as pc
 
 from forensix.store import schema
 
-__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "INLINE_TYPES", "NET_COLUMNS", "NET_SCHEMA", "NET_TABLE",
+__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "INLINE_TYPES", "NET_COLUMNS", "NET_IMPLIED", "NET_SCHEMA", "NET_TABLE",
            "PARTS", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode", "files_sql", "known_files_sql", "parts",
            "split_files", "split_network", "store_files"]
 
@@ -157,9 +157,15 @@ CODEC_COLUMNS: dict[str, dict[str, str]] = {
     "events": {"clock_offset": "BIGINT", "args_xor": "BOOLEAN", "path_raw_same": "BOOLEAN",
                "target_path_raw_same": "BOOLEAN", "ret_offset": "BIGINT", "event_end_offset": "BIGINT",
                "file_id": "UBIGINT"},  # + migration 0017
-    "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT", "file_id": "UBIGINT"},  # migrations 0006, 0016, 0017
-    NET_TABLE: {"clock_offset": "BIGINT"},  # migration 0018
+    "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT", "file_id": "UBIGINT",
+              "path_is_ino": "BOOLEAN"},  # migrations 0006, 0016, 0017, 0019
+    NET_TABLE: {"clock_offset": "BIGINT", "implied": "BOOLEAN"},  # migrations 0018, 0019
 }
+
+# /18 (migration 0019): the values every network row of the sensor has in these columns of
+# NET_TABLE. A row that has all four stores them NULL and ``implied`` true; read back as these.
+NET_IMPLIED: dict[str, str] = {"event_category": "network", "event_class": "network", "event_kind": "event",
+                               "file_type": "socket"}
 
 # /16 (migration 0017): the file an events row or an edge names, stored once per row group in
 # FILES_TABLE and pointed at by ``file_id`` (see module doc). These columns of such a row are
@@ -370,7 +376,38 @@ def encode(table: str, data: pa.Table) -> pa.Table:
             data = _encode_offset(data, col, base, stored)
     if table in _FILED:  # after the raw paths, which are compared with the true file_path
         data = data.append_column("file_id", _file_ids(data))
+    if table == "flows":  # after file_id: only rows that keep their file inline
+        data = _encode_ino_paths(data)
+    if table == NET_TABLE:
+        data = _encode_implied(data)
     return data
+
+
+def _encode_implied(t: pa.Table) -> pa.Table:
+    """NET_IMPLIED's columns stored NULL on the rows that hold exactly its values, with
+    ``implied`` true; other rows (an older recorder's journal, an import) keep theirs, false."""
+    same = np.ones(t.num_rows, bool)
+    for c, v in NET_IMPLIED.items():
+        same &= np.asarray(pc.fill_null(pc.equal(t.column(c), v), False), bool)
+    mask = pa.array(same)
+    for c in NET_IMPLIED:
+        i = t.schema.get_field_index(c)
+        f = t.schema.field(i)
+        col = pa.nulls(t.num_rows, f.type) if same.all() else pc.if_else(mask, pa.scalar(None, f.type), t.column(c))
+        t = t.set_column(i, f.with_nullable(True), col)
+    return t.append_column("implied", mask)
+
+
+def _encode_ino_paths(t: pa.Table) -> pa.Table:
+    """An inline file's path that is its type and inode (a socket's "socket:[123]", named so by
+    the recorder, sensor/maprows.py) stored NULL with ``path_is_ino`` true: web-conn's socket
+    edges held ~95k distinct such strings a row group, DuckDB's most expensive column of flows."""
+    named = pc.binary_join_element_wise(t.column("file_type"), ":[", pc.cast(t.column("file_inode"), pa.string()), "]",
+                                        "")
+    same = pc.and_(pc.fill_null(pc.equal(t.column("file_path"), named), False), pc.is_null(t.column("file_id")))
+    i = t.schema.get_field_index("file_path")
+    t = t.set_column(i, "file_path", pc.if_else(same, pa.scalar(None, pa.string()), t.column("file_path")))
+    return t.append_column("path_is_ino", same)
 
 
 def parts(table: str, data: pa.Table) -> list[tuple[str, pa.Table]]:
@@ -431,6 +468,13 @@ def decoded_sql(table: str, base: str, have: set[str] | frozenset[str] = frozens
         ts = "coalesce(last_ts, first_ts - last_ts_offset)"
         put.append(f"{ts} AS last_ts")
     put.append(f"coalesce(ts_boot, {ts} - clock_offset) AS ts_boot")
+    if table == NET_TABLE and "implied" in have:
+        drop.append("implied")
+        put += [f"CASE WHEN implied THEN '{v}' ELSE {c} END AS {c}" for c, v in NET_IMPLIED.items()]
+    if table == "flows" and "path_is_ino" in have:
+        drop.append("path_is_ino")
+        put.append("CASE WHEN path_is_ino THEN file_type || ':[' || CAST(file_inode AS VARCHAR) || ']' "
+                   "ELSE file_path END AS file_path")
     if table == "events" and "args_xor" in have:
         drop.append("args_xor")
         # the cheapest form to bind of those tried (each query binds the view): casts inside
