@@ -362,6 +362,10 @@ def encode(table: str, data: pa.Table) -> pa.Table:
     """The rows of ``data`` as they are stored in ``table``_base: sorted per row group, encoded."""
     if data.num_rows == 0:
         return data
+    if table == NET_TABLE:  # before the sort: columns made all NULL need no gather
+        data = _encode_implied(data)
+    if table == "flows":  # before the sort, as those; on rows that keep their file inline (file_id NULL)
+        data = _encode_ino_paths(data)
     keys = SORT_KEYS.get(table)
     if keys:
         data = _sort(data, keys)
@@ -376,10 +380,6 @@ def encode(table: str, data: pa.Table) -> pa.Table:
             data = _encode_offset(data, col, base, stored)
     if table in _FILED:  # after the raw paths, which are compared with the true file_path
         data = data.append_column("file_id", _file_ids(data))
-    if table == "flows":  # after file_id: only rows that keep their file inline
-        data = _encode_ino_paths(data)
-    if table == NET_TABLE:
-        data = _encode_implied(data)
     return data
 
 
@@ -404,7 +404,8 @@ def _encode_ino_paths(t: pa.Table) -> pa.Table:
     edges held ~95k distinct such strings a row group, DuckDB's most expensive column of flows."""
     named = pc.binary_join_element_wise(t.column("file_type"), ":[", pc.cast(t.column("file_inode"), pa.string()), "]",
                                         "")
-    same = pc.and_(pc.fill_null(pc.equal(t.column("file_path"), named), False), pc.is_null(t.column("file_id")))
+    inline = pc.is_in(t.column("file_type"), pa.array(INLINE_TYPES))  # their rows' file_id is NULL (_file_ids)
+    same = pc.fill_null(pc.and_(inline, pc.equal(t.column("file_path"), named)), False)
     i = t.schema.get_field_index("file_path")
     t = t.set_column(i, "file_path", pc.if_else(same, pa.scalar(None, pa.string()), t.column("file_path")))
     return t.append_column("path_is_ino", same)
