@@ -103,6 +103,34 @@ connect, an edge per side) and the keeper's seal was ~55% of the recorder's CPU 
   row lacks; the arguments' XOR keys are file and memory columns a socket row never has).
 - Read: the events view is events_base's rows UNION ALL BY NAME this table's (``decoded_sql``),
   with NULL in the columns it lacks. Rows sealed before /17 stay in events_base.
+
+Format /18 (migration 0019): what a web-conn request's four rows (an accept, a connect, a socket
+edge per side) cost the keeper's seal, cut where a column can be read back from elsewhere.
+DuckDB's seal costs most for strings (~0.06-0.1 µs a row for a VARCHAR column, insert and
+commit, against ~0.02-0.04 for an integer one; an all-NULL column ~0.03), measured one column
+at a time and on whole row groups of web-conn's rows (docs/benchmarks.md, webrec).
+
+- ``NET_IMPLIED``: every network row of the sensor has category and class "network", kind
+  "event" and file type "socket". A NET_TABLE row holding exactly these stores the four NULL and
+  ``implied`` true (``_encode_implied``); a row holding anything else there (an older recorder's
+  journal, an import) keeps its own values and ``implied`` false. Read back as
+  ``CASE WHEN implied THEN 'network' ELSE event_class END``. Rows sealed before /18 have
+  ``implied`` NULL and are read as stored. events_net_base's event_category may be NULL from
+  0019 on (``implied`` says why).
+- Flows: an edge whose file stays inline (``INLINE_TYPES``: a socket) and whose path is
+  "TYPE:[INODE]", as the recorder names sockets (sensor/maprows.py), stores file_path NULL and
+  ``path_is_ino`` true (``_encode_ino_paths``): web-conn's socket edges had ~95 k distinct such
+  strings a row group, the most expensive column of flows_base (26 -> 18 bytes an edge). An
+  edge named otherwise, or not at all, keeps its path.
+
+Both are made before the row group's sort, so the columns made all NULL are not gathered.
+Keeper's seal (bench.keeper_seal, web-conn's replay): a network row ~2.1 -> ~1.8 µs.
+Tried and left out: the low-cardinality strings (action, syscall, outcome, transport, type)
+as small-integer codes with a fixed vocabulary (-0.05..-0.25 µs a row in the insert and
+commit, about what the coding costs); DuckDB settings (disabled_compression_methods,
+preserve_insertion_order: no change, or 14x the bytes); the host and boot columns as a
+per-seal origin (~0.1 µs a row, but every reader would join an origins table and a filter on
+host_id would no longer reach the scan).
 """
 
 from __future__ import annotations
