@@ -1,13 +1,12 @@
-"""Columns a web server's rows can be read back from, stored NULL (format /18, migration 0019;
-store/codec.py ``NET_IMPLIED``, ``_encode_ino_paths``).
+"""Columns a web server's network rows can be read back from, stored NULL (format /18, migration
+0019; store/codec.py ``NET_IMPLIED``).
 
 A web-conn request stores an accept, a connect and a socket edge per side, and the keeper's
 seal costs per row and column, most for strings: the four columns every network row of the
-sensor holds the same values in (category, class, kind, file type) and a socket edge's
-"socket:[inode]" path are stored NULL under a flag. A reader must see every row and column as
-the /17 layout gives them, journaled, sealed and reopened, in a store migrated from /17 too;
-a row whose values differ (an older recorder's journal, an import, an edge named otherwise)
-keeps its own.
+sensor holds the same values in (category, class, kind, file type) are stored NULL under a
+flag. A reader must see every row and column as the /17 layout gives them, journaled, sealed
+and reopened, in a store migrated from /17 too; a row whose values differ (an older
+recorder's journal, an import) keeps its own.
 """
 
 from __future__ import annotations
@@ -78,19 +77,15 @@ def _as_17(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded, "MIGRATIONS", [x for x in migrations.MIGRATIONS if x[0] < "0019"])
     monkeypatch.setattr(embedded, "STORE_FORMAT", "forensix-store/17")
     monkeypatch.setattr(codec, "_encode_implied", lambda t: t)
-    monkeypatch.setattr(codec, "_encode_ino_paths", lambda t: t)
 
 
-def _stored(w: DuckDBStore) -> tuple[int, int, int, int]:
-    """Network rows stored with their implied columns NULL, such rows left with a value in
-    them, socket edges stored without their path, and edges whose path is NULL as read."""
+def _stored(w: DuckDBStore) -> tuple[int, int]:
+    """Network rows stored with their implied columns NULL, and such rows left with a value in them."""
     q = w._con.execute
     implied = q("SELECT count(*) FROM events_net_base WHERE implied AND event_category IS NULL AND event_class IS NULL "
                 "AND event_kind IS NULL AND file_type IS NULL").fetchall()[0][0]
     kept = q("SELECT count(*) FROM events_net_base WHERE event_kind IS NOT NULL").fetchall()[0][0]
-    ino = q("SELECT count(*) FROM flows_base WHERE path_is_ino AND file_path IS NULL").fetchall()[0][0]
-    unnamed = w.query("SELECT count(*) AS n FROM flows WHERE file_path IS NULL").column("n")[0].as_py()
-    return int(implied), int(kept), int(ino), int(unnamed)
+    return int(implied), int(kept)
 
 
 def test_web_rows_read_back_as_the_17_layout_gives_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +101,7 @@ def test_web_rows_read_back_as_the_17_layout_gives_them(tmp_path: Path, monkeypa
     _append(w, tables)
     journaled = w.query(EVENTS), w.query(FLOWS)  # before the seal: the journals' rows
     w.flush()
-    assert _stored(w) == (80, 2, 80, 1)  # 40 accepts + 40 connects; 40 edges a side
+    assert _stored(w) == (80, 2)  # 40 accepts + 40 connects
     sealed = w.query(EVENTS), w.query(FLOWS)
     w.close()
     r = open_reader(tmp_path / "new.duckdb")
@@ -126,7 +121,7 @@ def test_the_recorders_keeper_seals_them_so(tmp_path: Path) -> None:
     _append(w, tables)
     w.close()
     r = DuckDBStore(tmp_path / "r.duckdb", read_only=True)
-    assert _stored(r) == (80, 2, 80, 1)
+    assert _stored(r) == (80, 2)
     got = r.query("SELECT * FROM events WHERE event_category = 'network' ORDER BY ts, seq")
     edges = r.query(FLOWS)
     r.close()
@@ -156,7 +151,7 @@ def test_a_store_of_format_17_migrates_and_reads_its_old_rows_as_stored(tmp_path
     later = {n: _later(tables[n], cols) for n, cols in (("events", ("ts",)), ("flows", ("first_ts", "last_ts")))}
     _append(w, later)
     w.flush()
-    assert _stored(w)[0] == 80 and _stored(w)[2] == 80  # the new rows only: the old ones as they were
+    assert _stored(w) == (80, 84)  # the new rows only: the old ones as they were
     w.close()
     r = open_reader(path)
     got = r.query(EVENTS), r.query(FLOWS)

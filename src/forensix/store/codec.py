@@ -117,15 +117,13 @@ at a time and on whole row groups of web-conn's rows (docs/benchmarks.md, webrec
   ``CASE WHEN implied THEN 'network' ELSE event_class END``. Rows sealed before /18 have
   ``implied`` NULL and are read as stored. events_net_base's event_category may be NULL from
   0019 on (``implied`` says why).
-- Flows: an edge whose file stays inline (``INLINE_TYPES``: a socket) and whose path is
-  "TYPE:[INODE]", as the recorder names sockets (sensor/maprows.py), stores file_path NULL and
-  ``path_is_ino`` true (``_encode_ino_paths``): web-conn's socket edges had ~95 k distinct such
-  strings a row group, the most expensive column of flows_base (26 -> 18 bytes an edge). An
-  edge named otherwise, or not at all, keeps its path.
-
-Both are made before the row group's sort, so the columns made all NULL are not gathered.
+Made before the row group's sort, so the columns made all NULL are not gathered.
 Keeper's seal (bench.keeper_seal, web-conn's replay): a network row ~2.1 -> ~1.8 µs.
-Tried and left out: the low-cardinality strings (action, syscall, outcome, transport, type)
+Tried and left out: a socket edge's "socket:[inode]" path stored NULL under a flag and read back
+as ``file_type || ':[' || file_inode || ']'`` (flows 26 -> 18 bytes an edge, its seal -0.1 µs
+less the encoding's 0.08): a filter on file_path then no longer reached the scan, and every
+socket edge's path was built to test it (a path's edges 3.4 -> 11.8 ms of CPU on web-conn's
+100 k edges, growing with the store). The low-cardinality strings (action, syscall, outcome, transport, type)
 as small-integer codes with a fixed vocabulary (-0.05..-0.25 µs a row in the insert and
 commit, about what the coding costs); DuckDB settings (disabled_compression_methods,
 preserve_insertion_order: no change, or 14x the bytes); the host and boot columns as a
@@ -185,8 +183,7 @@ CODEC_COLUMNS: dict[str, dict[str, str]] = {
     "events": {"clock_offset": "BIGINT", "args_xor": "BOOLEAN", "path_raw_same": "BOOLEAN",
                "target_path_raw_same": "BOOLEAN", "ret_offset": "BIGINT", "event_end_offset": "BIGINT",
                "file_id": "UBIGINT"},  # + migration 0017
-    "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT", "file_id": "UBIGINT",
-              "path_is_ino": "BOOLEAN"},  # migrations 0006, 0016, 0017, 0019
+    "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT", "file_id": "UBIGINT"},  # migrations 0006, 0016, 0017
     NET_TABLE: {"clock_offset": "BIGINT", "implied": "BOOLEAN"},  # migrations 0018, 0019
 }
 
@@ -392,8 +389,6 @@ def encode(table: str, data: pa.Table) -> pa.Table:
         return data
     if table == NET_TABLE:  # before the sort: columns made all NULL need no gather
         data = _encode_implied(data)
-    if table == "flows":  # before the sort, as those; on rows that keep their file inline (file_id NULL)
-        data = _encode_ino_paths(data)
     keys = SORT_KEYS.get(table)
     if keys:
         data = _sort(data, keys)
@@ -424,19 +419,6 @@ def _encode_implied(t: pa.Table) -> pa.Table:
         col = pa.nulls(t.num_rows, f.type) if same.all() else pc.if_else(mask, pa.scalar(None, f.type), t.column(c))
         t = t.set_column(i, f.with_nullable(True), col)
     return t.append_column("implied", mask)
-
-
-def _encode_ino_paths(t: pa.Table) -> pa.Table:
-    """An inline file's path that is its type and inode (a socket's "socket:[123]", named so by
-    the recorder, sensor/maprows.py) stored NULL with ``path_is_ino`` true: web-conn's socket
-    edges held ~95k distinct such strings a row group, DuckDB's most expensive column of flows."""
-    named = pc.binary_join_element_wise(t.column("file_type"), ":[", pc.cast(t.column("file_inode"), pa.string()), "]",
-                                        "")
-    inline = pc.is_in(t.column("file_type"), pa.array(INLINE_TYPES))  # their rows' file_id is NULL (_file_ids)
-    same = pc.fill_null(pc.and_(inline, pc.equal(t.column("file_path"), named)), False)
-    i = t.schema.get_field_index("file_path")
-    t = t.set_column(i, "file_path", pc.if_else(same, pa.scalar(None, pa.string()), t.column("file_path")))
-    return t.append_column("path_is_ino", same)
 
 
 def parts(table: str, data: pa.Table) -> list[tuple[str, pa.Table]]:
@@ -500,10 +482,6 @@ def decoded_sql(table: str, base: str, have: set[str] | frozenset[str] = frozens
     if table == NET_TABLE and "implied" in have:
         drop.append("implied")
         put += [f"CASE WHEN implied THEN '{v}' ELSE {c} END AS {c}" for c, v in NET_IMPLIED.items()]
-    if table == "flows" and "path_is_ino" in have:
-        drop.append("path_is_ino")
-        put.append("CASE WHEN path_is_ino THEN file_type || ':[' || CAST(file_inode AS VARCHAR) || ']' "
-                   "ELSE file_path END AS file_path")
     if table == "events" and "args_xor" in have:
         drop.append("args_xor")
         # the cheapest form to bind of those tried (each query binds the view): casts inside

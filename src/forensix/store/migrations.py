@@ -45,10 +45,9 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /17 (migration 0018): network rows that fill only the columns a socket row has are appended to
 # a journal of their own and sealed into events_net_base (codec.NET_TABLE), read as rows of the
 # events view; rows sealed before stay in events_base. store/codec.py.
-# /18 (migration 0019): what the seal costs per network row and socket edge cut (keeper CPU per
-# web-conn request): the four columns every sensor network row holds the same values in stored
-# NULL under events_net_base's ``implied``, a socket edge's "socket:[inode]" path stored NULL under
-# flows_base's ``path_is_ino``; rows sealed before have both NULL and are read as stored.
+# /18 (migration 0019): what the seal costs per network row cut (keeper CPU per web-conn
+# request): the four columns every sensor network row holds the same values in stored NULL under
+# events_net_base's ``implied``; rows sealed before have it NULL and are read as stored.
 # store/codec.py.
 STORE_FORMAT = "forensix-store/18"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
@@ -208,13 +207,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         f'ALTER TABLE "{codec.NET_TABLE}_base" ADD COLUMN IF NOT EXISTS "clock_offset" BIGINT',
         "UPDATE forensix_meta SET value = 'forensix-store/17' WHERE key = 'format'",
     ]),
-    # store/codec.py: columns a network row or a socket edge can be read back from stored NULL
-    # (NET_IMPLIED under ``implied``, an inode's path under ``path_is_ino``; NULL on rows sealed before)
+    # store/codec.py: the columns a network row can be read back from stored NULL (NET_IMPLIED,
+    # under ``implied``; NULL on rows sealed before)
     ("0019_implied_columns", [
         *(f'ALTER TABLE "{codec.NET_TABLE}_base" ALTER COLUMN "{c}" DROP NOT NULL'
           for c in codec.NET_IMPLIED if not codec.NET_SCHEMA.field(c).nullable),
         f'ALTER TABLE "{codec.NET_TABLE}_base" ADD COLUMN IF NOT EXISTS "implied" BOOLEAN',
-        'ALTER TABLE "flows_base" ADD COLUMN IF NOT EXISTS "path_is_ino" BOOLEAN',
         "UPDATE forensix_meta SET value = 'forensix-store/18' WHERE key = 'format'",
     ]),
 ]
