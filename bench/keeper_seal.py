@@ -26,6 +26,10 @@ Two ways (``--mode``):
   journal per table sealed whole (the bench as it was before /17; a seal then fills the
   partly filled row group the first left, which DuckDB rewrites whole).
 
+Each seal is also split by phase (``read`` the journals, ``encode``: the codec's sort and
+encodings, ``files``: the file table, ``insert``: DuckDB's insert of the Arrow rows, the rest:
+its COMMIT, i.e. compression and write), thread CPU per row of each journal.
+
 And the writer's side of the same rows (``append``): thread CPU per row of appending them to
 the journals in ``--chunk``-row batches, the split included (it runs on the recorder's nice-0
 writer thread, the seal at nice 19). Each batch holds its rows as the recorder's drain joins
@@ -111,6 +115,29 @@ def append_cost():
     return cpu / n * 1e6
 
 seqs = {}
+# each seal's CPU by phase (thread CPU, per part): reading the journals, the codec's sort and
+# encoding, the file table, DuckDB's insert of the Arrow rows; the rest of a part's seal is
+# DuckDB's COMMIT (compression and write) and the bookkeeping around it
+PHASES = {}
+current = [None]
+
+def _phase(name, fn):
+    def timed(*a, **k):
+        t = time.thread_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            if current[0] is not None:
+                d = PHASES.setdefault(current[0], {})
+                d[name] = d.get(name, 0.0) + time.thread_time() - t
+    return timed
+
+import forensix.store.embedded as _emb
+import forensix.store.journal as _jr
+codec.encode = _phase("encode", codec.encode)
+_emb._insert = _phase("insert", _emb._insert)
+_emb.DuckDBStore._store_files = _phase("files", _emb.DuckDBStore._store_files)
+_jr.JournaledTable._unsealed_on_disk = _phase("read", _jr.JournaledTable._unsealed_on_disk)
 
 def write(part, rows, seal_rows):
     a = JournalAppender(journal_dir(store), part, schema_of(part), first=seqs.get(part, 0), seal_rows=seal_rows)
@@ -125,10 +152,13 @@ def seal(journals):
     st.limit_threads(1)
     journals()
     cpu, rows = {}, {}
+    PHASES.clear()
     for part, j in st._journals.items():
+        current[0] = part
         t = time.thread_time()
         rows[part] = j.seal_closed(everything=True)
         cpu[part] = time.thread_time() - t
+        current[0] = None
     t = time.thread_time()
     st._con.execute("CHECKPOINT")
     ck = time.thread_time() - t
@@ -173,6 +203,9 @@ else:
         cpu, rows, ck = seal(journals)
         sealed += sum(rows.values())
     per = {p: (cpu[p] + ck * rows[p] / sum(rows.values())) / rows[p] * 1e6 for p in cpu if rows[p]}
+    out["phases"] = {p: {**{k: v / rows[p] * 1e6 for k, v in PHASES.get(p, {}).items()},
+                         "commit and the rest": (cpu[p] - sum(PHASES.get(p, {}).values())) / rows[p] * 1e6}
+                     for p in cpu if rows[p]}
     w = sum(per[p] * mix[p] for p in per) / sum(mix[p] for p in per)
     out.update(rows=sum(mix[p] for p in per), cpu_s=w * sum(mix[p] for p in per) / 1e6, per_part=per, copies=k)
 out["store_bytes"] = store.stat().st_size
@@ -207,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     app: dict[str, list[float]] = {n: [] for n, _ in trees}
     parts: dict[str, list[dict[str, float]]] = {n: [] for n, _ in trees}
     last: dict[str, dict[str, object]] = {}
+    phases: dict[str, list[dict[str, dict[str, float]]]] = {n: [] for n, _ in trees}
     loads = []
     for rep in range(a.reps):
         k = rep % len(trees)
@@ -216,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             per[name].append(float(got["cpu_s"]) / float(got["rows"]) * 1e6)  # type: ignore[arg-type]
             app[name].append(float(got["append_us"]))  # type: ignore[arg-type]
             parts[name].append(got["per_part"])  # type: ignore[arg-type]
+            if "phases" in got:
+                phases[name].append(got["phases"])  # type: ignore[arg-type]
             last[name] = got
         loads.append(os.getloadavg()[0])
         print(f"rep {rep}: " + ", ".join(f"{n} {per[n][-1]:.2f} us/row" for n, _ in trees), file=sys.stderr, flush=True)
@@ -235,7 +271,19 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{p} {u:.2f}" for p, u in pp.items())
               + f" | {', '.join(f'{p} {n:,}' for p, n in mix.items())} "  # type: ignore[attr-defined]
               f"| {statistics.median(app[name]):.2f} | {size:.1f} |")
+    if any(phases.values()):
+        print("\nThe seal by phase, µs of keeper CPU per row of each journal (medians; `commit and the rest`: DuckDB's "
+              "COMMIT, compression and write, and what the seal does around it)\n")
+        print("| tree | journal | " + " | ".join(_PHASES) + " |")
+        print("|---|---|" + "---|" * len(_PHASES))
+        for name, _ in trees:
+            for part in (phases[name][0] if phases[name] else {}):
+                vals = [statistics.median(r[part].get(ph, 0.0) for r in phases[name]) for ph in _PHASES]
+                print(f"| {name} | {part} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     return 0
+
+
+_PHASES = ("read", "encode", "files", "insert", "commit and the rest")
 
 
 if __name__ == "__main__":

@@ -471,6 +471,39 @@ def _paired(runs: dict[str, list[dict[str, Any]]], c: str, base: str, key: str, 
     return f"{statistics.mean(ratios):.1%} ± {se:.1%}"
 
 
+def _per_request(runs: dict[str, list[dict[str, Any]]], configs: list[str]) -> None:
+    """Each recorder thread's CPU per request (µs, median of the windows), and paired against
+    the first of ``configs`` window by window: on a loaded host the recorder's CPU per request
+    moves far less than req/s. A window in which a thread's processes came and went (a store
+    keeper exiting idle while another starts) can give a negative difference: left out, counted."""
+    def us(r: dict[str, Any], n: str) -> float | None:
+        v = r["threads"].get(n, (0, 0))[0] / r["rps"] / 1e3
+        return None if v < 0 else float(v)
+
+    names = sorted({n for c in configs for r in runs[c] for n in r["threads"]
+                    if any(r2["threads"].get(n, (0, 0))[0] > 1e6 for r2 in runs[c])})
+    first = configs[0]
+    print(f"\n| configuration | recorder thread: µs of CPU per request (median; paired against {first}) |")
+    print("|---|---|")
+    for c in configs:
+        cells = []
+        for n in names + ["all"]:
+            vals = [v for v in ((r["cpu_rec"] / r["reqs"] / 1e3 if n == "all" else us(r, n)) for r in runs[c])
+                    if v is not None]
+            if not vals:
+                continue
+            pairs = [(x, y) for x, y in ((us(b, n) if n != "all" else b["cpu_rec"] / b["reqs"] / 1e3,
+                                          us(r, n) if n != "all" else r["cpu_rec"] / r["reqs"] / 1e3)
+                                         for b, r in zip(runs[first], runs[c], strict=False))
+                     if x and y is not None]
+            cell = f"{n} {statistics.median(vals):.2f}"
+            if c != first and pairs:
+                cell += f" ({statistics.median(y / x for x, y in pairs):.2f})"
+            left = len(runs[c]) - len(vals)
+            cells.append(cell + (f" [{left} window(s) left out]" if left else ""))
+        print(f"| {c} | {'; '.join(cells)} |")
+
+
 def _report(w: Any, a: Any, configs: list[str], runs: dict[str, list[dict[str, Any]]],
             progs: dict[str, dict[str, list[int]]], loads: list[float]) -> None:
     def med(c: str, key: str) -> float:
@@ -501,6 +534,7 @@ def _report(w: Any, a: Any, configs: list[str], runs: dict[str, list[dict[str, A
                 wk = statistics.median(r["threads"].get(n, (0, 0))[1] for r in runs[c])
                 cells.append(f"{n} {ms:.2f} / {wk:.1f}")
             print(f"| {c} | {'; '.join(cells)} |")
+        _per_request(runs, threads)
     agents = [c for c in configs if any(r.get("agent") for r in runs[c])]
     if agents:
         print("\n| configuration | agent CPU per request, window / until acknowledged (µs, median; the latter is "

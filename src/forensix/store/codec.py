@@ -103,6 +103,32 @@ connect, an edge per side) and the keeper's seal was ~55% of the recorder's CPU 
   row lacks; the arguments' XOR keys are file and memory columns a socket row never has).
 - Read: the events view is events_base's rows UNION ALL BY NAME this table's (``decoded_sql``),
   with NULL in the columns it lacks. Rows sealed before /17 stay in events_base.
+
+Format /18 (migration 0019): what a web-conn request's four rows (an accept, a connect, a socket
+edge per side) cost the keeper's seal, cut where a column can be read back from elsewhere.
+DuckDB's seal costs most for strings (~0.06-0.1 µs a row for a VARCHAR column, insert and
+commit, against ~0.02-0.04 for an integer one; an all-NULL column ~0.03), measured one column
+at a time and on whole row groups of web-conn's rows (docs/benchmarks.md, webrec).
+
+- ``NET_IMPLIED``: every network row of the sensor has category and class "network", kind
+  "event" and file type "socket". A NET_TABLE row holding exactly these stores the four NULL and
+  ``implied`` true (``_encode_implied``); a row holding anything else there (an older recorder's
+  journal, an import) keeps its own values and ``implied`` false. Read back as
+  ``CASE WHEN implied THEN 'network' ELSE event_class END``. Rows sealed before /18 have
+  ``implied`` NULL and are read as stored. events_net_base's event_category may be NULL from
+  0019 on (``implied`` says why).
+Made before the row group's sort, so the columns made all NULL are not gathered.
+Keeper's seal (bench.keeper_seal, web-conn's replay): a network row ~2.1 -> ~1.8 µs.
+Tried and left out: a socket edge's "socket:[inode]" path stored NULL under a flag and read back
+as ``file_type || ':[' || file_inode || ']'`` (flows 26 -> 18 bytes an edge, its seal -0.1 µs
+less the encoding's 0.08): a filter on file_path then no longer reached the scan, and every
+socket edge's path was built to test it (a path's edges 3.4 -> 11.8 ms of CPU on web-conn's
+100 k edges, growing with the store). The low-cardinality strings (action, syscall, outcome, transport, type)
+as small-integer codes with a fixed vocabulary (-0.05..-0.25 µs a row in the insert and
+commit, about what the coding costs); DuckDB settings (disabled_compression_methods,
+preserve_insertion_order: no change, or 14x the bytes); the host and boot columns as a
+per-seal origin (~0.1 µs a row, but every reader would join an origins table and a filter on
+host_id would no longer reach the scan).
 """
 
 from __future__ import annotations
@@ -113,7 +139,7 @@ import pyarrow.compute as pc
 
 from forensix.store import schema
 
-__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "INLINE_TYPES", "NET_COLUMNS", "NET_SCHEMA", "NET_TABLE",
+__all__ = ["CODEC_COLUMNS", "COMPRESSION", "FILES_TABLE", "FILE_KEY", "INLINE_TYPES", "NET_COLUMNS", "NET_IMPLIED", "NET_SCHEMA", "NET_TABLE",
            "PARTS", "ROW_GROUP", "SORT_KEYS", "decoded_sql", "encode", "files_sql", "known_files_sql", "parts",
            "split_files", "split_network", "store_files"]
 
@@ -158,8 +184,13 @@ CODEC_COLUMNS: dict[str, dict[str, str]] = {
                "target_path_raw_same": "BOOLEAN", "ret_offset": "BIGINT", "event_end_offset": "BIGINT",
                "file_id": "UBIGINT"},  # + migration 0017
     "flows": {"clock_offset": "BIGINT", "last_ts_offset": "BIGINT", "file_id": "UBIGINT"},  # migrations 0006, 0016, 0017
-    NET_TABLE: {"clock_offset": "BIGINT"},  # migration 0018
+    NET_TABLE: {"clock_offset": "BIGINT", "implied": "BOOLEAN"},  # migrations 0018, 0019
 }
+
+# /18 (migration 0019): the values every network row of the sensor has in these columns of
+# NET_TABLE. A row that has all four stores them NULL and ``implied`` true; read back as these.
+NET_IMPLIED: dict[str, str] = {"event_category": "network", "event_class": "network", "event_kind": "event",
+                               "file_type": "socket"}
 
 # /16 (migration 0017): the file an events row or an edge names, stored once per row group in
 # FILES_TABLE and pointed at by ``file_id`` (see module doc). These columns of such a row are
@@ -356,6 +387,8 @@ def encode(table: str, data: pa.Table) -> pa.Table:
     """The rows of ``data`` as they are stored in ``table``_base: sorted per row group, encoded."""
     if data.num_rows == 0:
         return data
+    if table == NET_TABLE:  # before the sort: columns made all NULL need no gather
+        data = _encode_implied(data)
     keys = SORT_KEYS.get(table)
     if keys:
         data = _sort(data, keys)
@@ -371,6 +404,21 @@ def encode(table: str, data: pa.Table) -> pa.Table:
     if table in _FILED:  # after the raw paths, which are compared with the true file_path
         data = data.append_column("file_id", _file_ids(data))
     return data
+
+
+def _encode_implied(t: pa.Table) -> pa.Table:
+    """NET_IMPLIED's columns stored NULL on the rows that hold exactly its values, with
+    ``implied`` true; other rows (an older recorder's journal, an import) keep theirs, false."""
+    same = np.ones(t.num_rows, bool)
+    for c, v in NET_IMPLIED.items():
+        same &= np.asarray(pc.fill_null(pc.equal(t.column(c), v), False), bool)
+    mask = pa.array(same)
+    for c in NET_IMPLIED:
+        i = t.schema.get_field_index(c)
+        f = t.schema.field(i)
+        col = pa.nulls(t.num_rows, f.type) if same.all() else pc.if_else(mask, pa.scalar(None, f.type), t.column(c))
+        t = t.set_column(i, f.with_nullable(True), col)
+    return t.append_column("implied", mask)
 
 
 def parts(table: str, data: pa.Table) -> list[tuple[str, pa.Table]]:
@@ -431,6 +479,9 @@ def decoded_sql(table: str, base: str, have: set[str] | frozenset[str] = frozens
         ts = "coalesce(last_ts, first_ts - last_ts_offset)"
         put.append(f"{ts} AS last_ts")
     put.append(f"coalesce(ts_boot, {ts} - clock_offset) AS ts_boot")
+    if table == NET_TABLE and "implied" in have:
+        drop.append("implied")
+        put += [f"CASE WHEN implied THEN '{v}' ELSE {c} END AS {c}" for c, v in NET_IMPLIED.items()]
     if table == "events" and "args_xor" in have:
         drop.append("args_xor")
         # the cheapest form to bind of those tried (each query binds the view): casts inside

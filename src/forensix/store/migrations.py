@@ -45,11 +45,16 @@ __all__ = ["JOURNALED", "KNOWN_FORMATS", "MIGRATIONS", "STORE_FORMAT", "create_t
 # /17 (migration 0018): network rows that fill only the columns a socket row has are appended to
 # a journal of their own and sealed into events_net_base (codec.NET_TABLE), read as rows of the
 # events view; rows sealed before stay in events_base. store/codec.py.
-STORE_FORMAT = "forensix-store/17"
+# /18 (migration 0019): what the seal costs per network row cut (keeper CPU per web-conn
+# request): the four columns every sensor network row holds the same values in stored NULL under
+# events_net_base's ``implied``; rows sealed before have it NULL and are read as stored.
+# store/codec.py.
+STORE_FORMAT = "forensix-store/18"
 KNOWN_FORMATS = frozenset({"forensix-store/1", "forensix-store/3", "forensix-store/4", "forensix-store/5",
                            "forensix-store/6", "forensix-store/7", "forensix-store/8", "forensix-store/9",
                            "forensix-store/10", "forensix-store/11", "forensix-store/12", "forensix-store/13",
-                           "forensix-store/14", "forensix-store/15", "forensix-store/16", STORE_FORMAT})
+                           "forensix-store/14", "forensix-store/15", "forensix-store/16", "forensix-store/17",
+                           STORE_FORMAT})
 JOURNALED = ("events", "flows", "processes")  # logical tables; their journals: codec.PARTS
 
 
@@ -201,5 +206,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         create_table_sql(f"{codec.NET_TABLE}_base", codec.NET_SCHEMA),
         f'ALTER TABLE "{codec.NET_TABLE}_base" ADD COLUMN IF NOT EXISTS "clock_offset" BIGINT',
         "UPDATE forensix_meta SET value = 'forensix-store/17' WHERE key = 'format'",
+    ]),
+    # store/codec.py: the columns a network row can be read back from stored NULL (NET_IMPLIED,
+    # under ``implied``; NULL on rows sealed before)
+    ("0019_implied_columns", [
+        *(f'ALTER TABLE "{codec.NET_TABLE}_base" ALTER COLUMN "{c}" DROP NOT NULL'
+          for c in codec.NET_IMPLIED if not codec.NET_SCHEMA.field(c).nullable),
+        f'ALTER TABLE "{codec.NET_TABLE}_base" ADD COLUMN IF NOT EXISTS "implied" BOOLEAN',
+        "UPDATE forensix_meta SET value = 'forensix-store/18' WHERE key = 'format'",
     ]),
 ]
