@@ -95,7 +95,13 @@ def _describe(rev: str, dirty: bool = False) -> str:
 
 
 def other_tree(rev: str, scratch: Path) -> Tree:
-    """The source and a freshly built sensor of commit ``rev``."""
+    """The source and a freshly built sensor of commit ``rev``; or, given a tree's ``src``
+    directory with its sensor built (e.g. /tmp/base1208/src), that tree as it is."""
+    if Path(rev).is_dir():
+        src = Path(rev).resolve()
+        if not (src / "forensix/sensor/_bpf/sensor.bpf.o").exists():
+            raise SystemExit(f"{src} has no built sensor (forensix/sensor/_bpf/sensor.bpf.o): make -C its bpf/ first")
+        return Tree(_label_of(src), src, src / "forensix/sensor/_bpf")
     dest = scratch / f"tree-{rev.replace('/', '_')}"
     dest.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src", "bpf"], capture_output=True, check=True)
@@ -106,6 +112,15 @@ def other_tree(rev: str, scratch: Path) -> Tree:
         shutil.copy(vmlinux, dest / "bpf/vmlinux.h")
     subprocess.run(["make", "-s", "-C", str(dest / "bpf"), f"OUT={out}"], check=True)
     return Tree(_describe(rev), dest / "src", out)
+
+
+def _label_of(src: Path) -> str:
+    """A tree given by its path: its commit when it is a git work tree, else the path."""
+    out = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=False)
+    if out.returncode == 0 and out.stdout.strip():
+        return out.stdout.strip()
+    return src.parent.name if src.name == "src" else str(src)
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -477,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=15.0,
                     help="seconds before measuring (the store keeper started for the store's recovery exits 10 s after)")
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--against", default=None, help="another commit to measure side by side (e.g. main)")
+    ap.add_argument("--against", default=None,
+                    help="another commit to measure side by side (e.g. main), or a tree's src with its sensor built")
     ap.add_argument("--modes", default="quiet,host")
     ap.add_argument("--write", action="store_true", help="write the figures to docs/benchmarks.md")
     ap.add_argument("--load-cmd", default=LOAD_CMD,
