@@ -290,11 +290,17 @@ def _events_between(tree: Tree, store: Path, t0: int, t1: int) -> int:
 LOAD_CMD = 'while :; do "$MICRO" createdelete 12000; sleep 0.5; done'
 
 
+BYTECODE = False  # --bytecode: forensix's modules compiled once and kept, as an install keeps them
+
+
 def run_once(tree: Tree, mode: str, seconds: float, warmup: float, scratch: Path,
              load_cmd: str = LOAD_CMD) -> Sample:
     d = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{mode}-"))
     store, ready, logf = d / "s.duckdb", d / "ready", d / "record.log"
     env = dict(os.environ, PYTHONPATH=str(tree.src), FORENSIX_BPF_DIR=str(tree.bpf))
+    if BYTECODE:  # this machine sets PYTHONDONTWRITEBYTECODE: compiling from source leaves ~2 MB more heap
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
     with open(logf, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "-q", "--store", str(store),
                                  "--ready-file", str(ready)], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -496,9 +502,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="another commit to measure side by side (e.g. main), or a tree's src with its sensor built")
     ap.add_argument("--modes", default="quiet,host")
     ap.add_argument("--write", action="store_true", help="write the figures to docs/benchmarks.md")
+    ap.add_argument("--bytecode", action="store_true",
+                    help="keep forensix's compiled modules, as an install does (the first run of each tree fills them)")
     ap.add_argument("--load-cmd", default=LOAD_CMD,
                     help="the load mode's workload (sh; $MICRO is bench/micro.c built, $MICRO_DIR a scratch directory)")
     a = ap.parse_args(argv)
+    global BYTECODE
+    BYTECODE = a.bytecode
     scratch = Path(tempfile.mkdtemp(prefix="forensix-bench-idle-"))
     try:
         if "load" in a.modes.split(","):
