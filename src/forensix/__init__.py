@@ -1,10 +1,10 @@
 """forensix: a flight recorder for Linux hosts."""
 
-from forensix._arrowpool import glibc_pool_for_arrow
+from forensix._arrowpool import lazy_arrow_arena
 
-glibc_pool_for_arrow()  # before pyarrow is first imported (forensix/_arrowpool.py)
+lazy_arrow_arena()  # before pyarrow is first imported (forensix/_arrowpool.py)
 
-from forensix._nopandas import tell_pyarrow_no_pandas  # after the pool is chosen
+from forensix._nopandas import tell_pyarrow_no_pandas  # after pyarrow's pool is set up
 
 __version__ = "0.1.0"
 __all__ = ["__version__"]

@@ -1,15 +1,16 @@
-"""Arrow's C++ default memory pool: glibc's malloc in every forensix process.
+"""pyarrow's memory pool (mimalloc) without its first arena committed up front.
 
-pyarrow reads ``ARROW_DEFAULT_MEMORY_POOL`` once, when it is imported, and otherwise
-starts mimalloc. The recorder allocates its batches with glibc's malloc (mimalloc gave
-freed batches back to the kernel between drains and faulted fresh pages in: ~15% of its
-CPU, sensor/recorder.py ``use_system_allocator``), but that sets only pyarrow's own default:
-Arrow's C++ code (IPC, compute kernels) still asked the C++ default, so mimalloc started
-anyway and held ~4-5 MB of an idle recorder's resident memory (docs/benchmarks.md,
-"footprint"). Chosen here, before pyarrow is imported, it is glibc's everywhere.
+pyarrow 26 allocates with a mimalloc of its own, which commits its first arena eagerly:
+~4 MB resident in every forensix process from the first Arrow buffer on, used or not (an
+idle recorder's 100 MB held 4-5 MB of it; docs/benchmarks.md, "footprint"). Committed
+as it is used instead (``MIMALLOC_ARENA_EAGER_COMMIT=0``), the recorder's CPU per event
+under load did not change (bench.idle --modes load: writer 2.4-4.5 -> 2.7-2.8 µs/event).
+glibc's malloc as Arrow's C++ default was tried: 4-5 MB less idle as well, but the
+recorder's writer thread spent 7-10 µs/event instead of 2.4-4.5.
 
-The variable is set for the import only: the commands a recording starts (``forensix
-record -- CMD``) inherit the environment as the user gave it. A value the user set is kept.
+mimalloc reads its options when pyarrow loads it: the variable is set for that import
+only, so the commands a recording starts (``forensix record -- CMD``) inherit the
+environment as the user gave it. A value the user set is kept.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["glibc_pool_for_arrow"]
+__all__ = ["lazy_arrow_arena"]
 
-_VAR = "ARROW_DEFAULT_MEMORY_POOL"
+_VAR = "MIMALLOC_ARENA_EAGER_COMMIT"
 
 
-def glibc_pool_for_arrow() -> None:
+def lazy_arrow_arena() -> None:
     if _VAR in os.environ or "pyarrow" in sys.modules:
-        return  # the user chose, or pyarrow chose already
-    os.environ[_VAR] = "system"
+        return  # the user chose, or pyarrow is loaded already
+    os.environ[_VAR] = "0"
     try:
-        import pyarrow  # noqa: F401 - reads the variable now
+        import pyarrow  # noqa: F401 - mimalloc reads the variable now
     finally:
         del os.environ[_VAR]

@@ -5,11 +5,6 @@ pyarrow, on its first conversion of a Python list (``pa.array([...])``,
 1 s of start-up and 30 MB of resident memory in a recorder that never uses pandas. Made to
 find no pandas at that first question, pyarrow remembers the answer; an explicit
 ``to_pandas()`` later still imports it (pyarrow tries again when asked for pandas itself).
-
-The question is asked with glibc's pool: pyarrow picks its default pool (mimalloc) at its
-first allocation there, and a recorder, which makes glibc's its default before allocating
-(sensor/recorder.py ``use_system_allocator``), would carry ~4-5 MB of an allocator it never
-uses.
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ def tell_pyarrow_no_pandas() -> None:
         return  # already imported by someone who wants it: nothing to save
     finder = _NoPandas()
     sys.meta_path.insert(0, finder)
-    try:  # on the system pool: pyarrow's default one is chosen at its first use, not here
-        pa.array([0], memory_pool=pa.system_memory_pool())
+    try:
+        pa.array([0])
     finally:
         sys.meta_path.remove(finder)

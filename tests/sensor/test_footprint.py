@@ -2,10 +2,8 @@
 
 A real recorder (real BPF, live rules from a rule cache of its own) is started through the
 same entry as `forensix record`, by a shim that, once the ready file exists, writes the
-modules the process holds and the pool Arrow's C++ code allocates from. Heavy modules an
-idle recorder does not need must stay out, and Arrow's default pool must be glibc's (the
-recorder allocates there; mimalloc, started for nothing, held ~4-5 MB: docs/benchmarks.md,
-"footprint")."""
+modules the process holds. Heavy modules an idle recorder does not need must stay out
+(docs/benchmarks.md, "footprint")."""
 
 from __future__ import annotations
 
@@ -31,10 +29,8 @@ def watch():
     while not os.path.exists(ready):
         time.sleep(0.05)
     time.sleep(1.0)  # a few idle loop turns: what is imported after start counts too
-    import pyarrow as pa
     with open(report + ".tmp", "w") as f:
-        json.dump({"modules": sorted(sys.modules), "arrow_default": pa.mimalloc_memory_pool().max_memory()
-                   if hasattr(pa, "mimalloc_memory_pool") else None}, f)
+        json.dump({"modules": sorted(sys.modules)}, f)
     os.replace(report + ".tmp", report)
 
 threading.Thread(target=watch, daemon=True).start()
@@ -50,11 +46,10 @@ HEAVY = ("duckdb", "pandas", "rich", "sigma", "yaml", "jinja2", "pyparsing", "fa
          "forensix.web", "forensix.server", "forensix.render.html", "forensix.rules.compile")
 
 
-def test_the_idle_recorder_imports_nothing_heavy_and_allocates_with_glibc(tmp_path: Path) -> None:
+def test_the_idle_recorder_imports_nothing_heavy(tmp_path: Path) -> None:
     os.chmod(tmp_path, 0o755)
     store, ready, report = tmp_path / "s.duckdb", tmp_path / "ready", tmp_path / "modules.json"
     env = {**os.environ, "FORENSIX_RULE_CACHE": str(tmp_path / "rules")}
-    env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
     rec = subprocess.Popen([sys.executable, "-c", SHIM, str(ready), str(report), "record", "-q", "--no-system-logs",
                             "--store", str(store), "--ready-file", str(ready)],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,19 +67,17 @@ def test_the_idle_recorder_imports_nothing_heavy_and_allocates_with_glibc(tmp_pa
     held = sorted(m for m in got["modules"] if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert held == []
     assert "forensix.sensor.recorder" in got["modules"] and "pyarrow" in got["modules"]
-    # Arrow's C++ default pool is glibc's: mimalloc's never allocated a byte
-    assert got["arrow_default"] in (0, None), f"mimalloc allocated {got['arrow_default']} bytes"
 
 
 def test_the_recorded_command_keeps_the_environment_it_was_given(tmp_path: Path) -> None:
-    """The pool is chosen for forensix's own import only: a recorded program that uses pyarrow
-    gets pyarrow's default, as without the recorder."""
+    """pyarrow's allocator option is set for forensix's own import only (forensix/_arrowpool.py):
+    a recorded program that uses pyarrow gets pyarrow's default, as without the recorder."""
     out = tmp_path / "env"
     env = {**os.environ, "FORENSIX_RULE_CACHE": str(tmp_path / "rules")}
-    env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+    env.pop("MIMALLOC_ARENA_EAGER_COMMIT", None)
     res = subprocess.run([sys.executable, "-m", "forensix", "record", "-q", "--no-rules", "--no-system-logs",
                           "--store", str(tmp_path / "s.duckdb"), "--", "sh", "-c",
-                          f"echo ${{ARROW_DEFAULT_MEMORY_POOL-unset}} > {out}"],
+                          f"echo ${{MIMALLOC_ARENA_EAGER_COMMIT-unset}} > {out}"],
                          env=env, capture_output=True, text=True, timeout=180, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.read_text().strip() == "unset"
