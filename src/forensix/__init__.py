@@ -1,10 +1,6 @@
 """forensix: a flight recorder for Linux hosts."""
 
-from forensix._arrowpool import lazy_arrow_arena
-
-lazy_arrow_arena()  # before pyarrow is first imported (forensix/_arrowpool.py)
-
-from forensix._nopandas import tell_pyarrow_no_pandas  # after pyarrow's pool is set up
+from forensix._nopandas import tell_pyarrow_no_pandas
 
 __version__ = "0.1.0"
 __all__ = ["__version__"]
