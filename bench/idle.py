@@ -95,7 +95,13 @@ def _describe(rev: str, dirty: bool = False) -> str:
 
 
 def other_tree(rev: str, scratch: Path) -> Tree:
-    """The source and a freshly built sensor of commit ``rev``."""
+    """The source and a freshly built sensor of commit ``rev``; or, given a tree's ``src``
+    directory with its sensor built (e.g. /tmp/base1208/src), that tree as it is."""
+    if Path(rev).is_dir():
+        src = Path(rev).resolve()
+        if not (src / "forensix/sensor/_bpf/sensor.bpf.o").exists():
+            raise SystemExit(f"{src} has no built sensor (forensix/sensor/_bpf/sensor.bpf.o): make -C its bpf/ first")
+        return Tree(_label_of(src), src, src / "forensix/sensor/_bpf")
     dest = scratch / f"tree-{rev.replace('/', '_')}"
     dest.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src", "bpf"], capture_output=True, check=True)
@@ -106,6 +112,15 @@ def other_tree(rev: str, scratch: Path) -> Tree:
         shutil.copy(vmlinux, dest / "bpf/vmlinux.h")
     subprocess.run(["make", "-s", "-C", str(dest / "bpf"), f"OUT={out}"], check=True)
     return Tree(_describe(rev), dest / "src", out)
+
+
+def _label_of(src: Path) -> str:
+    """A tree given by its path: its commit when it is a git work tree, else the path."""
+    out = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=False)
+    if out.returncode == 0 and out.stdout.strip():
+        return out.stdout.strip()
+    return src.parent.name if src.name == "src" else str(src)
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -275,11 +290,17 @@ def _events_between(tree: Tree, store: Path, t0: int, t1: int) -> int:
 LOAD_CMD = 'while :; do "$MICRO" createdelete 12000; sleep 0.5; done'
 
 
+BYTECODE = False  # --bytecode: forensix's modules compiled once and kept, as an install keeps them
+
+
 def run_once(tree: Tree, mode: str, seconds: float, warmup: float, scratch: Path,
              load_cmd: str = LOAD_CMD) -> Sample:
     d = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{mode}-"))
     store, ready, logf = d / "s.duckdb", d / "ready", d / "record.log"
     env = dict(os.environ, PYTHONPATH=str(tree.src), FORENSIX_BPF_DIR=str(tree.bpf))
+    if BYTECODE:  # this machine sets PYTHONDONTWRITEBYTECODE: compiling from source leaves ~2 MB more heap
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
     with open(logf, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "-q", "--store", str(store),
                                  "--ready-file", str(ready)], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -477,12 +498,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=15.0,
                     help="seconds before measuring (the store keeper started for the store's recovery exits 10 s after)")
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--against", default=None, help="another commit to measure side by side (e.g. main)")
+    ap.add_argument("--against", default=None,
+                    help="another commit to measure side by side (e.g. main), or a tree's src with its sensor built")
     ap.add_argument("--modes", default="quiet,host")
     ap.add_argument("--write", action="store_true", help="write the figures to docs/benchmarks.md")
+    ap.add_argument("--bytecode", action="store_true",
+                    help="keep forensix's compiled modules, as an install does (the first run of each tree fills them)")
     ap.add_argument("--load-cmd", default=LOAD_CMD,
                     help="the load mode's workload (sh; $MICRO is bench/micro.c built, $MICRO_DIR a scratch directory)")
     a = ap.parse_args(argv)
+    global BYTECODE
+    BYTECODE = a.bytecode
     scratch = Path(tempfile.mkdtemp(prefix="forensix-bench-idle-"))
     try:
         if "load" in a.modes.split(","):

@@ -1,17 +1,19 @@
 """What starting `forensix record` costs: time until it is recording, and CPU spent.
 
-    python -m bench.startup [--reps 5] [--against REV] [--write] [--no-bytecode]
+    python -m bench.startup [--reps 5] [--against REV|SRC] [--duration N] [--no-cold] [--write] [--no-bytecode]
 
 Each repetition runs ``forensix record --ready-file F -- true`` (a recording of one
-command) from this tree and, with ``--against``, from the tree of another commit
-(extracted and its sensor built as bench/idle.py does), alternating, in these
+command; with ``--duration N``, ``forensix record --duration N``: a recording of N
+seconds of whatever the host does) from this tree and, with ``--against``, from the tree
+of another commit (extracted and its sensor built as bench/idle.py does) or another tree's
+``src`` with its sensor built (``--against /tmp/base1208/src``), alternating, in these
 configurations:
 
 - ``REV``: the other commit, as it starts.
 - ``this``: this tree, its compiled rules cached by an earlier start (rules/rule_cache.py),
   as every start after the first on a host.
 - ``this, cold``: this tree with its rule cache emptied first (the first start on a host,
-  or after the rules or forensix changed).
+  or after the rules or forensix changed); left out with ``--no-cold``.
 
 Figures per run: seconds from exec to the ready file (every program attached, the start
 record written); CPU (user + system) of the recorder and all its processes until then
@@ -61,6 +63,9 @@ class Config:
     cold: bool = False
 
 
+DURATION: float | None = None  # --duration: record N seconds instead of one command
+
+
 def run_once(cfg: Config, scratch: Path) -> Run:
     d = Path(tempfile.mkdtemp(dir=scratch, prefix="run-"))
     store, ready, logf = d / "s.duckdb", d / "ready", d / "record.log"
@@ -74,7 +79,8 @@ def run_once(cfg: Config, scratch: Path) -> Run:
     with open(logf, "wb") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "forensix", "record", "-q", "--store", str(store),
-                                 "--ready-file", str(ready), "--", "true"], env=env, stdout=out,
+                                 "--ready-file", str(ready),
+                                 *(["--duration", f"{DURATION:g}"] if DURATION else ["--", "true"])], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     cpu_ready = -1.0
     deadline = t0 + 180
@@ -118,10 +124,12 @@ and writes the entry (the key costs ~4 ms).
 
 def report(runs: list[Run], configs: list[Config], load: tuple[float, float], reps: int) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    what = f"forensix record --duration {DURATION:g}" if DURATION else "forensix record -- true"
     lines = [SECTION, "", f"{stamp}, `python -m bench.startup --reps {reps}"
-             + (f" --against {configs[0].label}" if len(configs) > 2 else "")
+             + (f" --against {configs[0].label}" if configs[0].label != "this" else "")
+             + (f" --duration {DURATION:g}" if DURATION else "")
              + ("`, bytecode kept as an install keeps it" if BYTECODE else " --no-bytecode`")
-             + f": `forensix record -- true`, {reps} runs each, alternating, load average "
+             + f": `{what}`, {reps} runs each, alternating, load average "
              f"{load[0]:.1f} before and {load[1]:.1f} after. Medians (range), seconds.", "",
              "| configuration | time to ready | CPU to ready | CPU of the whole run |", "|---|---|---|---|"]
     base = None
@@ -131,11 +139,13 @@ def report(runs: list[Run], configs: list[Config], load: tuple[float, float], re
                      f"| {_fmt([r.cpu_total_s for r in rs])} |")
         if base is None:
             base = rs
-    if len(configs) > 2 and base:
+    if configs[0].label != "this" and base:
         warm = [r for r in runs if r.config == configs[1].label]
         cpu = statistics.median(r.cpu_ready_s for r in warm) / statistics.median(r.cpu_ready_s for r in base)
         wall = statistics.median(r.ready_s for r in warm) / statistics.median(r.ready_s for r in base)
-        lines += ["", f"CPU to ready, this / {configs[0].label}: {cpu:.2f}; time to ready: {wall:.2f}."]
+        whole = statistics.median(r.cpu_total_s for r in warm) / statistics.median(r.cpu_total_s for r in base)
+        lines += ["", (f"CPU to ready, this / {configs[0].label}: {cpu:.2f}; time to ready: {wall:.2f}; "
+                       f"CPU of the whole run: {whole:.2f}.")]
     return "\n".join(lines) + "\n" + NOTES
 
 
@@ -154,13 +164,18 @@ def write_docs(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--against", default=None, help="another commit to measure side by side (e.g. main)")
+    ap.add_argument("--against", default=None,
+                    help="another commit to measure side by side (e.g. main), or a tree's src with its sensor built")
+    ap.add_argument("--duration", type=float, default=None,
+                    help="record this many seconds (forensix record --duration N) instead of `-- true`")
+    ap.add_argument("--no-cold", action="store_true", help="leave out the configuration with an empty rule cache")
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     ap.add_argument("--no-bytecode", action="store_true",
                     help="compile forensix from source at every start (PYTHONDONTWRITEBYTECODE as set here)")
     a = ap.parse_args(argv)
-    global BYTECODE
+    global BYTECODE, DURATION
     BYTECODE = not a.no_bytecode
+    DURATION = a.duration
     if os.geteuid() != 0:
         print("bench.startup records with BPF: run it as root", file=sys.stderr)
         return 2
@@ -169,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         this = this_tree(scratch)
         configs = []
         if a.against:
-            configs.append(Config(a.against, other_tree(a.against, scratch), scratch / "cache-other"))
-        configs += [Config("this", this, scratch / "cache-this"),
-                    Config("this, cold", this, scratch / "cache-cold", cold=True)]
-        for c in configs[:-1]:  # fills each tree's rule cache (and bytecode), as a first start on a host does
+            other = other_tree(a.against, scratch)
+            configs.append(Config(other.label, other, scratch / "cache-other"))
+        configs += [Config("this", this, scratch / "cache-this")]
+        if not a.no_cold:
+            configs.append(Config("this, cold", this, scratch / "cache-cold", cold=True))
+        for c in [c for c in configs if not c.cold]:  # fills each tree's rule cache (and bytecode), as a first start on a host does
             run_once(c, scratch)
         load0 = os.getloadavg()[0]
         runs: list[Run] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import resource
 import signal
 import sys
@@ -11,9 +12,9 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
-from rich.console import Console
 
 from forensix.agent.sink import Sink, StoreSink
 from forensix.cli.logs import log_level_option, setup_logging
@@ -41,7 +42,32 @@ from forensix.store.keeper import IDLE_EXIT_S, SEAL_SECONDS, RecorderStore
 
 __all__ = ["COMMANDS", "record"]
 
-_err = Console(stderr=True)
+
+
+class _Stderr:
+    """What the recorder tells the person running it: with rich's colours on a terminal, as
+    plain lines into a log file or a pipe. rich is imported only for a terminal: a recorder
+    run as a service or by a script carried it for nothing (~1.7 MB resident, ~25 ms of
+    start-up; docs/benchmarks.md, "footprint"). Plain lines are not wrapped at 80 columns."""
+
+    _TAGS = re.compile(r"\[/?(?:bold red|bold|dim|red|yellow)\]")  # the markup this module writes
+
+    def __init__(self) -> None:
+        self.is_terminal = sys.stderr.isatty()
+        self._console: Any = None
+
+    def print(self, text: str, *, markup: bool = True, **kwargs: Any) -> None:
+        if self.is_terminal:
+            if self._console is None:
+                from rich.console import Console
+
+                self._console = Console(stderr=True)
+            self._console.print(text, markup=markup, **kwargs)
+            return
+        sys.stderr.write((self._TAGS.sub("", text) if markup else text) + "\n")
+
+
+_err = _Stderr()
 _T0 = time.monotonic()  # the recorder's CPU is measured from here (imports included)
 
 
