@@ -488,6 +488,7 @@ class Recorder(LossAccounting):
                 follower.stop()  # its last lines before the stop record
             self.flush_flows(final=True)
             self._flush_tty_cuts()
+            self._drop_walks_due = 1  # the last pass walks the per-process drop map whatever the counters say
             self.account_losses()
             self._poll_accounts()  # a change in the last second is stored too
             self._agent_event("counters", self._counters_json())
