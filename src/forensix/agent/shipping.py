@@ -343,7 +343,7 @@ class ShippingSink:
                         "(forensix agent-status --spool %s)", len(self.spool.refused), self.spool.dir,
                         self.spool.dir)
         try:
-            self.spool.write_status(self.status("stopped"))
+            self.spool.write_status(self.status("stopped"), durable=True)
         except OSError as e:
             log.warning("cannot write the agent status: %s", e)
         self.spool.close(clean=True)
