@@ -20,9 +20,10 @@ exec's artifact, if it is lost, says so), a pid's claim on a file lapses after
 (``FAN_Q_OVERFLOW``, the kernel's 16,384 events) is counted and named in the reason of
 the executables it may have cost. Filesystems mounted later are marked when a mount
 table changes (``POLLPRI`` on ``/proc/PID/mountinfo``): ours, and that of every other mount
-namespace (a container's), found by a scan of ``/proc/*/ns/mnt`` every ``NS_SCAN_S``, or at
-the next tick after the sensor recorded a mount, unshare or setns (``scan_soon``), and
-marked through ``/proc/PID/root``.
+namespace (a container's), found by a scan of ``/proc/*/ns/mnt`` every ``NS_SCAN_S`` (of the
+processes the last scan did not find; of all every ``NS_FULL_SCAN_S``), or at the next tick
+after the sensor recorded a mount, unshare or setns (``scan_soon``: all of them; the decoding
+recorder and the raw agent both say so), and marked through ``/proc/PID/root``.
 
 Not covered (read at drain time, as before): files on pseudo or kernel-internal
 filesystems (memfd, ``SB_KERNMOUNT``: fanotify refuses to mark them), the execs on a
