@@ -20,6 +20,7 @@ so a drift of the shared host's load falls on both; each run has its own spool a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -57,6 +58,33 @@ def _threads(pid: int) -> dict[int, int]:
     return out
 
 
+def _switches(pid: int) -> dict[int, int]:
+    """Each thread's voluntary context switches (its sleeps: the wake-ups it took), by thread id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    out[int(task.name)] = int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _timers(pid: int, out: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """The agent's timed functions so far (bench/agent_timers.py: SIGUSR2 writes them)."""
+    out.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            got = json.loads(out.read_text())
+            return {(t, f): (c, ns) for t, f, c, ns in got["rows"]}
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise RuntimeError("the agent wrote no timers (bench/agent_timers.py)")
+
+
 def _thread_names(pid: int) -> dict[int, str]:
     """Python thread names by thread id (``py-spy dump``; {} without it)."""
     if shutil.which("py-spy") is None:
@@ -66,13 +94,13 @@ def _thread_names(pid: int) -> dict[int, str]:
     return {int(m.group(1)): m.group(2) for m in found}
 
 
-def _by_thread(pid: int, before: dict[int, int], after: dict[int, int]) -> dict[str, float]:
-    """ms of CPU per thread name between two ``_threads`` readings."""
+def _by_thread(pid: int, before: dict[int, int], after: dict[int, int], scale: float = 1e6) -> dict[str, float]:
+    """ms of CPU per thread name between two ``_threads`` readings (``scale`` 1: counts)."""
     names = _thread_names(pid)
     out: dict[str, float] = {}
     for tid, ns in after.items():
         name = names.get(tid, f"tid {tid}")
-        out[name] = round(out.get(name, 0.0) + (ns - before.get(tid, 0)) / 1e6, 2)
+        out[name] = round(out.get(name, 0.0) + (ns - before.get(tid, 0)) / scale, 2)
     return {k: v for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v}
 
 
@@ -160,13 +188,17 @@ def _blobs_shipped(spool: Path, netns: str, settle: float = 3.0, limit: float = 
 
 
 def run_once(src_tree: str, build: Path, make_args: str, scratch: Path, netns: str,
-             profile: Path | None = None) -> dict[str, Any]:
+             profile: Path | None = None, timers: bool = False) -> dict[str, Any]:
     """One agent: a first build (its compilers read and kept: once in an agent's life, not per
     event), then the measured build, then as long again idle (the ticks' cost by time)."""
     work = Path(tempfile.mkdtemp(dir=scratch))
     spool, log = work / "spool", work / "agent.log"
     env = dict(os.environ, PYTHONPATH=src_tree)
-    cmd = [sys.executable, "-m", "forensix", "agent", "--server", "127.0.0.1:9", "--bundle", str(_bundle(work)),
+    timer_file = work / "timers.json"
+    run = ["-m", "bench.agent_timers", str(timer_file), "--"] if timers else ["-m", "forensix"]
+    if timers:  # this bench's own module, whichever tree the agent is
+        env["PYTHONPATH"] = os.pathsep.join([src_tree, str(Path(__file__).resolve().parent.parent)])
+    cmd = [sys.executable, *run, "agent", "--server", "127.0.0.1:9", "--bundle", str(_bundle(work)),
            "--spool", str(spool), "--drain", "0", "--netns", f"/run/netns/{netns}"]
     with open(log, "wb") as out:
         agent = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -183,12 +215,15 @@ def run_once(src_tree: str, build: Path, make_args: str, scratch: Path, netns: s
                                     "--threads", "-f", "raw", "-o", str(profile)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
-        th0 = _threads(agent.pid)
+        tm0 = _timers(agent.pid, timer_file) if timers else {}
+        th0, sw0 = _threads(agent.pid), _switches(agent.pid)
         c0, t0 = _cpu(agent.pid), time.time_ns()
         wall = _build(work / "measured", build, make_args, netns)
         time.sleep(2.5)
         c1, t1 = _cpu(agent.pid), time.time_ns()
         threads = _by_thread(agent.pid, th0, _threads(agent.pid))
+        wakeups = _by_thread(agent.pid, sw0, _switches(agent.pid), scale=1)
+        tm1 = _timers(agent.pid, timer_file) if timers else {}
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
@@ -204,7 +239,10 @@ def run_once(src_tree: str, build: Path, make_args: str, scratch: Path, netns: s
     busy, idle = c1 - c0, c2 - c1
     return {"cpu_s": busy, "idle_cpu_s": idle, "events": n, "us_per_event": busy / max(n, 1) * 1e6,
             "us_per_event_less_idle": (busy - idle) / max(n, 1) * 1e6, "build_wall_s": wall, "load": load,
-            "rows": rows, "threads_ms": threads}
+            "rows": rows, "threads_ms": threads, "wakeups": wakeups,
+            "timers": {f"{t}:{f}": (c - tm0.get((t, f), (0, 0))[0], round((ns - tm0.get((t, f), (0, 0))[1]) / 1e6, 3))
+                       for (t, f), (c, ns) in sorted(tm1.items(), key=lambda kv: -kv[1][1])
+                       if c > tm0.get((t, f), (0, 0))[0]}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--make-args", default="", help="what `make -j2 -s` builds")
     ap.add_argument("--against", type=Path, required=True, help="the src/ of the tree to compare with")
     ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--timers", action="store_true",
+                    help="run the agent under bench.agent_timers: calls and thread CPU per function over the window")
     ap.add_argument("--profile", type=Path, default=None,
                     help="a directory: py-spy record (raw, by thread) of each run's measured window there")
     a = ap.parse_args(argv)
@@ -229,12 +269,14 @@ def main(argv: list[str] | None = None) -> int:
                 prof = None if a.profile is None else a.profile / f"{label}-{i}.txt"
                 if prof is not None:
                     a.profile.mkdir(parents=True, exist_ok=True)
-                r = run_once(src, a.src, a.make_args, scratch, netns, prof)
+                r = run_once(src, a.src, a.make_args, scratch, netns, prof, a.timers)
                 runs[label].append(r)
                 print(f"{label}: {r['us_per_event']:.2f} µs/event, {r['us_per_event_less_idle']:.2f} less idle "
                       f"({r['cpu_s']:.2f} s CPU, idle {r['idle_cpu_s']:.2f}; {r['events']} events, "
-                      f"build {r['build_wall_s']:.1f} s, load {r['load']:.1f}) {r['rows']}; ms by thread {r['threads_ms']}",
-                      flush=True)
+                      f"build {r['build_wall_s']:.1f} s, load {r['load']:.1f}) {r['rows']}; ms by thread {r['threads_ms']}; "
+                      f"wake-ups by thread {r['wakeups']}", flush=True)
+                for name, (calls, ms) in r["timers"].items():
+                    print(f"    {name}: {calls} calls, {ms:.2f} ms", flush=True)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -46,3 +46,30 @@ def test_the_seal_timer_sleeps_while_nothing_waits_and_seals_what_does(pki: Auth
         sink.spool.close(clean=True)
     timer.join(5)
     assert not timer.is_alive(), "the seal timer did not end with its sink"
+
+
+def test_raw_ticks_sealed_at_once_do_not_wake_the_seal_timer(pki: Authority, tmp_path: Path) -> None:
+    """A raw drain tick is sealed by the write itself: nothing is left waiting, so nothing is
+    there for the timer. Each one woke it (twice: the notify, then its idle wait again), ~20
+    wake-ups over a lua build's window, for nothing."""
+    from forensix.agent.raw import raw_row
+
+    others = set(threading.enumerate())
+    sink = shipping_sink(pki, "alpha", tmp_path, ("127.0.0.1", 9), start=False, coalesce_s=0.2)
+    try:
+        timer = next(t for t in set(threading.enumerate()) - others if t.name == "fx-seal-timer")
+        assert timer.native_id is not None
+        time.sleep(0.3)
+        before = _wakeups(timer.native_id)
+        for i in range(20):
+            sink.write("raw", raw_row("ring", {"parts": [], "records": 0, "i": i}, b"\0" * 64))
+            time.sleep(0.02)  # the timer would run meanwhile if woken
+        woke = _wakeups(timer.native_id) - before
+        assert sink.spool.frames_spooled == 20, "each raw tick is sealed by its write"
+        assert woke <= 1, f"the seal timer woke {woke} times for 20 raw ticks that left nothing waiting"
+    finally:
+        with sink._lock:
+            sink._closed.set()
+            sink._timer_cv.notify()
+        sink.spool.close(clean=True)
+    timer.join(5)

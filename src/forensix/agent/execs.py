@@ -23,9 +23,11 @@ from forensix.artifacts.collect import Seen
 from forensix.sensor.decode import Decoder
 from forensix.sensor.ringbuf import Drained
 
-__all__ = ["collector_rows", "file_key", "file_key_of", "pick"]
+__all__ = ["collector_rows", "file_key", "file_key_of", "pick", "pick_all"]
 
 _PROT_EXEC = 4
+# syscalls that may bring a new mount namespace or filesystem (the collector's _NS_ACTIONS)
+_NS_SYSCALLS = ("mount", "unshare", "setns")
 
 
 def pick(dec: Decoder, d: Drained, ordinary: np.ndarray) -> np.ndarray:
@@ -34,11 +36,18 @@ def pick(dec: Decoder, d: Drained, ordinary: np.ndarray) -> np.ndarray:
     read by index (a gather of the record's word), narrowing at each step: kind, then the
     syscall number of syscalls, then the protection of mmaps, then the file of executable
     ones."""
+    return pick_all(dec, d, ordinary)[0]
+
+
+def pick_all(dec: Decoder, d: Drained, ordinary: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``pick``, and whether ``d`` holds a mount, an unshare or a setns (a container may be
+    starting: the exec-time hold looks for new mount namespaces at once, as the decoding
+    recorder's collector does from its rows)."""
     dt = dec.dt
     fields: Any = dt.fields or {}
     ok = np.nonzero(d.lengths >= dt.itemsize)[0]
     if not len(ok):
-        return ok
+        return ok, False
     words = np.frombuffer(d.data, np.uint32)
 
     def word(rows: np.ndarray, name: str, plus: int = 0, bits: int = 32) -> np.ndarray:
@@ -49,13 +58,15 @@ def pick(dec: Decoder, d: Drained, ordinary: np.ndarray) -> np.ndarray:
     kind = word(ok, "kind")
     execs = ok[kind == dec.K["FX_KIND_EXEC"]]
     maps = ok[kind == dec.K["FX_KIND_SYSCALL"]]
-    maps = maps[word(maps, "nr") == dec.nr.get("mmap", -1)]
+    nr = word(maps, "nr")
+    ns = bool(np.isin(nr, [dec.nr.get(n, -1) for n in _NS_SYSCALLS]).any())
+    maps = maps[nr == dec.nr.get("mmap", -1)]
     maps = maps[(word(maps, "args", 16) & _PROT_EXEC) != 0]
     if len(maps):
         ino = word(maps, "ino").astype(np.uint64) | (word(maps, "ino", 4).astype(np.uint64) << np.uint64(32))
         deleted = (word(maps, "flags", bits=16) & dec.F["FX_F_DELETED0"]) != 0
         maps = maps[deleted | ~_member(file_key(ino, word(maps, "dev")), ordinary)]
-    return np.sort(np.concatenate([execs, maps]))
+    return np.sort(np.concatenate([execs, maps])), ns
 
 
 def _member(keys: np.ndarray, known: np.ndarray) -> np.ndarray:

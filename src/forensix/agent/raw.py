@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from forensix.agent.execs import collector_rows, file_key_of, pick
+from forensix.agent.execs import collector_rows, file_key_of, pick_all
 from forensix.agent.frame import RAW_SCHEMA, RAW_TABLE, encode_batch
 from forensix.artifacts.collect import Seen, in_writable_dir  # the collector's own test
 from forensix.sensor.abi import struct_dtype
@@ -160,7 +160,9 @@ class RawRecorder(Recorder):
         extra: dict[str, pa.Table] = {}
         if self.artifacts is not None:
             try:
-                wanted = pick(self.decoder, joined, self._ordinary)
+                wanted, ns = pick_all(self.decoder, joined, self._ordinary)
+                if ns:
+                    self.artifacts.hold_scan_soon()
                 if len(wanted):
                     meta["hashes"], extra = self._preserve(joined, wanted)
                 self._ship_artifacts(once=True)

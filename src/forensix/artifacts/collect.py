@@ -199,6 +199,13 @@ class Collector:
                 f"{h.bound_hits} past the bound of {h.max_files} files held): those execs are read at drain time "
                 "only, and are missing if gone by then (their artifact.missing events say so)")
 
+    def hold_scan_soon(self) -> None:
+        """The sensor recorded a mount, an unshare or a setns: a container may be starting, its
+        filesystems are marked at the next poll (exechold.py ``scan_soon``)."""
+        with self._lock:
+            if self.hold is not None:
+                self.hold.scan_soon()
+
     def reader(self) -> Reader:
         if self._reader is None:
             self._reader = Reader(self.store, on_done=lambda: self.on_read() if self.on_read else None)
@@ -217,9 +224,7 @@ class Collector:
         if ev is None or ev.num_rows == 0:
             return Annotating(self, tables, [], [], [])
         if self.hold is not None and pc.any(pc.is_in(ev["event_action"], value_set=_NS_ACTIONS)).as_py():
-            with self._lock:
-                if self.hold is not None:
-                    self.hold.scan_soon()  # a container may be starting: its filesystems marked a tick later
+            self.hold_scan_soon()
         rows, seen = self._candidates(ev)
         with self._lock:
             slots = self._start(seen, defer) if rows else []

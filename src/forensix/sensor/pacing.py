@@ -48,7 +48,7 @@ import ctypes
 import os
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["CALM_PER_S", "FEW_PER_S", "IDLE_FLOW_INTERVAL", "STRETCH", "STRETCHED_INTERVAL", "Pacer",
@@ -99,6 +99,9 @@ class Pacer:
         self._edges.register(self._wake_r, select.EPOLLIN)
         self.wakeups = 0  # times the kernel woke an idle loop with a record
         self.busy_sleeps = 0  # times a busy loop slept between drains (sleep_busy and Recorder._busy_sleep)
+        # about to wait, or waiting, for the writer's give-back (sleep_idle with the rings left
+        # out): the only sleep its wake() must end (Recorder._released)
+        self.awaiting_writer = False
         self._closed = False
 
     def drained(self, records: int, now: float) -> None:
@@ -155,11 +158,22 @@ class Pacer:
         at batch_interval)."""
         return now - self.last_records < max(self.batch_interval, self.drain_every)
 
-    def sleep_idle(self, timeout: float, rings: bool = True) -> bool:
+    def sleep_idle(self, timeout: float, rings: bool | Callable[[], bool] = True) -> bool:
         """Sleep until a ring gets a record (``rings``), ``wake()`` is called, or ``timeout``;
         True if a ring woke it. The rings' epoll is level-triggered on records whose space
-        is not given back yet: while the writer holds some, wait for its ``wake()`` only."""
+        is not given back yet: while the writer holds some, wait for its ``wake()`` only.
+        ``rings`` a callable: asked once ``awaiting_writer`` is set, so that a give-back
+        after its answer finds the flag and wakes this sleep."""
         timeout = max(timeout, 0.0)
+        self.awaiting_writer = True
+        try:
+            watch = rings() if callable(rings) else rings
+            self.awaiting_writer = not watch  # asleep on the rings, it needs no give-back's wake-up
+            return self._sleep_idle(timeout, watch)
+        finally:
+            self.awaiting_writer = False
+
+    def _sleep_idle(self, timeout: float, rings: bool) -> bool:
         if rings:
             events = self._epoll.poll(timeout)
         else:
