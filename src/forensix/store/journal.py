@@ -225,19 +225,18 @@ class JournaledTable:
 
     def _unsealed_on_disk(self) -> list[tuple[Path, pa.Table, str | None]]:
         """Each journal's unsealed rows, read from disk, and what was torn off its end."""
+        return [self._unsealed_journal(n) for n in self._numbers() if n >= self._sealed[0]]
+
+    def _unsealed_journal(self, n: int) -> tuple[Path, pa.Table, str | None]:
+        """Journal ``n``'s unsealed rows, read from disk, and what was torn off its end."""
         seq, offset = self._sealed
-        out = []
-        for n in self._numbers():
-            if n < seq:
-                continue
-            j = self.dir / f"{n:012d}.arrows"
-            batches, torn = _read_journal(j)
-            if batches and not batches[0].schema.equals(self.schema):  # written by an older version
-                t = conform(pa.Table.from_batches(batches), self.schema, self.name)
-            else:
-                t = pa.Table.from_batches(batches, schema=self.schema)
-            out.append((j, t.slice(offset) if n == seq else t, torn))
-        return out
+        j = self.dir / f"{n:012d}.arrows"
+        batches, torn = _read_journal(j)
+        if batches and not batches[0].schema.equals(self.schema):  # written by an older version
+            t = conform(pa.Table.from_batches(batches), self.schema, self.name)
+        else:
+            t = pa.Table.from_batches(batches, schema=self.schema)
+        return j, t.slice(offset) if n == seq else t, torn
 
     def _unsealed_pending(self) -> list[pa.Table]:
         """Each pending journal's unsealed rows, from its whole messages (memory-mapped)."""
@@ -278,20 +277,12 @@ class JournaledTable:
         for n in self._numbers():
             if n < seq:  # sealed, but the writer died before removing it
                 (self.dir / f"{n:012d}.arrows").unlink()
-        left = self._unsealed_on_disk()
-        if left and not self.recover_all:  # the newest may be an appender's open journal
-            left = left[:-1]
-        if left:
-            data = pa.concat_tables([t for _, t, _ in left])
-            last = int(left[-1][0].name[:12])
-            self.sealer(self.encode(data), (last + 1, 0), lambda: None)
-            self._sealed = (last + 1, 0)
-            for j, t, torn in left:
-                note = f"{self.name}: sealed {t.num_rows} rows from the journal {j.name} of a writer that did not finish"
-                if torn:
-                    note += f"; its last, partly written batch was unreadable ({torn})"
-                self.recovered.append(note)
-                j.unlink()
+        numbers = [n for n in self._numbers() if n >= seq]
+        if numbers and not self.recover_all:  # the newest may be an appender's open journal
+            numbers = numbers[:-1]
+        self._seal_journals(numbers, lambda j, t, torn: self.recovered.append(
+            f"{self.name}: sealed {t.num_rows} rows from the journal {j.name} of a writer that did not finish"
+            + (f"; its last, partly written batch was unreadable ({torn})" if torn else "")))
         _fsync_dir(self.dir)
 
     def append(self, data: pa.Table) -> int:
@@ -433,27 +424,50 @@ class JournaledTable:
         """Seal the journals an appender in another process closed (external mode): all
         but the newest, which it may still be writing, or all when ``everything`` (it has
         stopped). Whole journals, so each full one is one whole row group (JournalAppender
-        closes them at ``seal_rows``). Returns the rows sealed."""
+        closes them at ``seal_rows``). A backlog (a keeper that fell behind, a recovery after
+        a crash) is sealed a journal or so at a time, each read only when its turn comes: a
+        seal's memory is about 1.2 KB a row at its peak, so sealing 900 k rows at once took
+        ~1.5 GB and could get the keeper killed on a small host again at every restart, while
+        a seal of ``seal_rows`` stays near 300 MB; what was sealed stays sealed if a later
+        seal fails. Returns the rows sealed."""
         assert self.sealer is not None and self.external
         with self._lock:
-            left = self._unsealed_on_disk()
+            numbers = [n for n in self._numbers() if n >= self._sealed[0]]
         if not everything:
-            left = left[:-1]
-        if not left:
-            return 0
-        data = pa.concat_tables([t for _, t, _ in left])
-        pos = (int(left[-1][0].name[:12]) + 1, 0)
+            numbers = numbers[:-1]
 
-        def flip() -> None:
-            self._sealed = pos
-
-        self.sealer(self.encode(data), pos, flip)
-        for j, _, torn in left:
+        def note(j: Path, t: pa.Table, torn: str | None) -> None:
             if torn:  # only a journal whose appender was killed mid-write: say what was cut
-                self.recovered.append(f"{self.name}: the last, partly written batch of {j.name} was unreadable "
-                                      f"({torn})")
-            j.unlink()
-        return int(data.num_rows)
+                self.recovered.append(f"{self.name}: the last, partly written batch of {j.name} was "
+                                      f"unreadable ({torn})")
+
+        return self._seal_journals(numbers, note)
+
+    def _seal_journals(self, numbers: list[int], note: Callable[[Path, pa.Table, str | None], None]) -> int:
+        """Seal journals ``numbers`` (in order) from disk, a group of whole journals reaching
+        ``seal_rows`` at a time, each read only when its turn comes (``seal_closed``: a seal's
+        memory grows with its rows); ``note`` is told of each journal sealed, which is then
+        removed. Returns the rows sealed."""
+        assert self.sealer is not None
+        numbers = list(numbers)
+        rows = 0
+        while numbers:
+            with self._lock:
+                group: list[tuple[Path, pa.Table, str | None]] = []
+                while numbers and sum(t.num_rows for _, t, _ in group) < max(1, self.seal_rows):
+                    group.append(self._unsealed_journal(numbers.pop(0)))
+            data = pa.concat_tables([t for _, t, _ in group])
+            pos = (int(group[-1][0].name[:12]) + 1, 0)
+
+            def flip(pos: tuple[int, int] = pos) -> None:
+                self._sealed = pos
+
+            self.sealer(self.encode(data), pos, flip)
+            for j, t, torn in group:
+                note(j, t, torn)
+                j.unlink()
+            rows += int(data.num_rows)
+        return rows
 
     def close(self) -> None:
         if self.writable and not self.external:
