@@ -437,6 +437,7 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: StopFlag, spoo
                   artifacts: bool = True, exec_hold: bool = True) -> int:
     """Record until stopped; returns what the recorder counted (``Recorder.counted``)."""
     from forensix.artifacts import ArtifactStore, Collector
+    from forensix.artifacts.hashes import hash_cache
     from forensix.model.host import local_host
     from forensix.sensor.loader import SensorConfig, pin_dir_for
     from forensix.sensor.recorder import Recorder
@@ -444,7 +445,8 @@ def _run_recorder(sinks: list[Any], duration: float | None, stop: StopFlag, spoo
     # executed files are kept beside the spool and shipped to the log host (artifact_blobs)
     collector = None
     if artifacts:
-        kept = ArtifactStore(spool.with_name(spool.name + ".artifacts")).open()
+        # the host's hashes of files read before (artifacts/hashes.py): a compiler is not hashed again
+        kept = ArtifactStore(spool.with_name(spool.name + ".artifacts")).open(hash_cache())
         collector = Collector(kept, host or local_host(), ship=True, exec_hold=exec_hold)
     from forensix.agent.raw import RawRecorder
 
