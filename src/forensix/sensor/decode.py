@@ -264,7 +264,9 @@ class Decoder:
                 keep &= ~tty
             if not keep.all():  # a copy of the fixed part only when something is left out
                 fixed, good_idx, slen = fixed[keep], good_idx[keep], slen[keep]
-            net = self._network_rows(fixed, slen) if len(fixed) else None
+            # (a build's drains hold a few sockets: not worth a look per record)
+            some = len(fixed) and np.count_nonzero(fixed["flags"] & self.F["FX_F_SOCK"]) >= min(_APART_MIN, len(fixed))
+            net = self._network_rows(fixed, slen) if some else None
             if net is not None and net.all():
                 out["events"] = self._decode_network(raw, offs[good_idx] + EV, fixed, slen)
             elif net is not None and self._worth_apart(net):
