@@ -10,6 +10,7 @@ what the analyses of the network (sessions' sources, a process's peers) make of 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pyarrow as pa
@@ -245,3 +246,25 @@ def test_a_batch_is_split_with_every_row_once_in_order(pattern: str) -> None:
     assert rest.to_pylist() == [r for r, f in zip(rows, fits, strict=True) if not f]
     assert narrow.to_pylist() == [{c: r[c] for c in codec.NET_COLUMNS} for r, f in zip(rows, fits, strict=True) if f]
     assert narrow.schema == codec.NET_SCHEMA and rest.schema == schema.EVENTS
+
+
+@pytest.mark.parametrize("cut", ["runs", "across", "one"])
+def test_a_decoded_drain_in_chunks_is_split_as_one_table(cut: str) -> None:
+    """The decoder hands a drain as chunks (its socket rows decoded apart, sensor/decode.py
+    ``_decode_apart``): the split reads a chunk's null counts instead of every row, and must
+    put each row where the same rows in one chunk go, a network row that fills another
+    column (a socketpair's descriptor) among plain ones included."""
+    ev = _history()["events"]
+    net = [r for r in ev.to_pylist() if r["event_category"] == "network"]
+    other = [r for r in ev.to_pylist() if r["event_category"] != "network"]
+    filled = net[0] | {"fd": 3}
+    rows = [r | {"seq": i} for i, r in enumerate(other[:3] + net * 4 + [filled] + net + other[3:] + net * 2)]
+    one = pa.Table.from_pylist(rows, schema=schema.EVENTS)
+    k = len(other[:3])
+    m = k + 5 * len(net) + 1
+    bounds = {"runs": [0, k, m, m + len(other[3:]), len(rows)],
+              "across": [0, k + 1, m - 2, len(rows) - 1, len(rows)], "one": [0, len(rows)]}[cut]
+    chunked = pa.concat_tables([one.slice(a, b - a) for a, b in itertools.pairwise(bounds)])
+    for got, want in zip(codec.split_network(chunked), codec.split_network(one), strict=True):
+        assert got.to_pylist() == want.to_pylist()
+    assert filled | {"seq": k + 4 * len(net)} in codec.split_network(chunked)[0].to_pylist()

@@ -437,11 +437,12 @@ def split_network(data: pa.Table) -> tuple[pa.Table, pa.Table]:
     net = np.asarray(pc.fill_null(pc.equal(cat, "network"), False), bool)
     if not net.any():
         return data, NET_SCHEMA.empty_table()
-    for c in _NOT_NET:
+    for c, (a, b) in _filled(data, net):
         col = data.column(c)
-        if col.null_count == len(col):
-            continue
-        net &= ~np.asarray(col.is_valid(), bool)
+        if a or b < len(col):
+            net[a:b] &= ~np.asarray(col.slice(a, b - a).is_valid(), bool)
+        else:
+            net &= ~np.asarray(col.is_valid(), bool)
     n = int(net.sum())
     if n == 0:
         return data, NET_SCHEMA.empty_table()
@@ -458,6 +459,27 @@ def split_network(data: pa.Table) -> tuple[pa.Table, pa.Table]:
                 _slices(narrow, [(a, b) for a, b in runs if net[a]]))
     mask = pa.array(net)
     return data.filter(pc.invert(mask)), narrow.filter(mask)
+
+
+def _filled(data: pa.Table, net: np.ndarray) -> list[tuple[str, tuple[int, int]]]:
+    """The columns outside NET_COLUMNS holding a value where ``net`` may hold a network row,
+    each with the row range to test. A decoded drain's socket rows are chunks of their own
+    (sensor/decode.py ``_decode_apart``): a column NULL in every chunk holding network rows
+    is not tested row by row (a chunk's null count is known without a scan)."""
+    lens = [len(c) for c in data.column("event_category").chunks]
+    bounds = np.cumsum([0, *lens]).tolist()
+    with_net = [i for i in range(len(lens)) if net[bounds[i]:bounds[i + 1]].any()]
+    out: list[tuple[str, tuple[int, int]]] = []
+    for c in _NOT_NET:
+        col = data.column(c)
+        if col.null_count == len(col):
+            continue
+        chunks = col.chunks
+        if len(chunks) == 1 or [len(x) for x in chunks] != lens:
+            out.append((c, (0, len(col))))
+            continue
+        out.extend((c, (bounds[i], bounds[i + 1])) for i in with_net if chunks[i].null_count != lens[i])
+    return out
 
 
 def _slices(t: pa.Table, runs: list[tuple[int, int]]) -> pa.Table:
