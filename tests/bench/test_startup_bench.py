@@ -29,7 +29,7 @@ def test_table_has_each_configuration_and_the_ratio_to_the_other_commit() -> Non
     assert "| abc1234 | 11.00 (10.00-12.00) | 2.50 (2.00-3.00) | 3.25 (3.00-3.50) |" in text
     assert "| this | 6.00 (5.00-7.00) | 1.50 (1.00-2.00) | 2.25 (2.00-2.50) |" in text
     assert "| this, cold |" in text
-    assert "CPU to ready, this / abc1234: 0.60; time to ready: 0.55." in text
+    assert "CPU to ready, this / abc1234: 0.60; time to ready: 0.55; CPU of the whole run: 0.69." in text
     assert "load average 15.0 before and 16.5 after" in text and "--against abc1234" in text
 
 
