@@ -18,24 +18,14 @@ import pytest
 from forensix.sensor import libbpf as lb
 from forensix.sensor.loader import SensorConfig
 from forensix.sensor.recorder import Recorder
+from forensix.testing.sinks import NullSink
 
 pytestmark = pytest.mark.bpf
 
 
-class _Nothing:
-    def write(self, table: str, data: Any) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_quiet_flushes_neither_walk_the_drop_map_nor_read_the_counters_class_by_class(netns: str,
                                                                                       tmp_path: Path) -> None:
-    rec = Recorder([_Nothing()], SensorConfig(netns=os.stat(f"/run/netns/{netns}").st_ino), flow_interval=3600,
+    rec = Recorder([NullSink()], SensorConfig(netns=os.stat(f"/run/netns/{netns}").st_ino), flow_interval=3600,
                    idle_flow_interval=3600, clock_interval=3600)
     rec.start()
     walks: list[str] = []

@@ -13,13 +13,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from forensix.sensor.loader import SensorConfig
 from forensix.sensor.pacing import Pacer
 from forensix.sensor.recorder import Recorder
+from forensix.testing.sinks import NullSink
 
 from .conftest import OPENS
 
@@ -35,20 +35,9 @@ class _CountingPacer(Pacer):
         super().wake()
 
 
-class _Nothing:
-    def write(self, table: str, data: Any) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_trickle_of_records_is_given_back_without_waking_the_loop(netns: str, tmp_path: Path) -> None:
     ready = threading.Event()
-    rec = Recorder([_Nothing()], SensorConfig(netns=os.stat(f"/run/netns/{netns}").st_ino), pacer=_CountingPacer,
+    rec = Recorder([NullSink()], SensorConfig(netns=os.stat(f"/run/netns/{netns}").st_ino), pacer=_CountingPacer,
                    on_ready=ready.set)
     th = threading.Thread(target=rec.run, kwargs={"duration": 60})
     th.start()
