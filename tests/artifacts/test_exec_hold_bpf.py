@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +24,8 @@ from forensix.artifacts import ArtifactStore, Collector
 from forensix.model.host import local_host
 from forensix.sensor.recorder import Recorder
 from forensix.testing.sinks import KeptSink
+
+from .ns_recording import dropper_marked
 
 pytestmark = pytest.mark.bpf
 
@@ -176,38 +177,13 @@ def test_a_container_like_namespace_is_marked_a_tick_after_its_mount_is_recorded
     from forensix.artifacts import exechold
 
     monkeypatch.setattr(exechold, "NS_SCAN_S", 3600.0)
-    mnt, out = tmp_path / "mnt", tmp_path / "out"
-    mnt.mkdir()
-    out.mkdir()
     collector = Collector(ArtifactStore(tmp_path / "artifacts").open(), local_host())
     sink = KeptSink()
     attached = threading.Event()
     rec = Recorder([sink], host=collector.host, artifacts=collector, on_ready=attached.set)
-    th = threading.Thread(target=lambda: rec.run(duration=120))
-    child: subprocess.Popen[bytes] | None = None
-    th.start()
-    try:
-        deadline = time.monotonic() + 60
-        # recording: the hold is made before the attach, and a mount made in between was not
-        # recorded (on a loaded host the attach took long enough for the whole dropper)
-        assert attached.wait(60) and collector.hold is not None
-        child = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable,
-                                  str(Path(__file__).with_name("ns_dropper.py")), str(mnt), str(out)])
-        while not (out / "ready").exists():
-            assert child.poll() is None and time.monotonic() < deadline, "the dropper did not mount its tmpfs"
-            time.sleep(0.02)
-        told = json.loads((out / "ready").read_text())
-        while told["dev"] not in (collector.hold.marked if collector.hold else {}):
-            assert time.monotonic() < deadline, "the namespace's tmpfs was not marked after its mount was recorded"
-            time.sleep(0.05)
+    with dropper_marked(rec, attached, collector, tmp_path, "the recorder") as (child, out, told):
         (out / "go").write_text("")
         assert child.wait(60) == 0
         done = json.loads((out / "done").read_text())
-    finally:
-        (out / "go").write_text("")
-        if child is not None:
-            child.wait(60)
-        rec.stop()
-        th.join(120)
     kept = [r for r in sink.rows("artifacts") if r["process_pid"] == done["pid"] and r["kind"] == "executable"]
     assert len(kept) == 1 and kept[0]["sha256"] == told["sha"] and kept[0]["source"] == HOLD, kept

@@ -6,12 +6,9 @@ never did, so a container's filesystems waited for the periodic scan."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,8 @@ from forensix.agent.raw import RawRecorder
 from forensix.artifacts import ArtifactStore, Collector, exechold
 from forensix.model.host import local_host
 from forensix.testing.sinks import KeptSink
+
+from .ns_recording import dropper_marked
 
 pytestmark = pytest.mark.bpf
 
@@ -60,30 +59,8 @@ def test_the_raw_agent_marks_a_container_like_namespace_a_tick_after_its_mount(
     _needs_root()
     monkeypatch.setattr(exechold, "NS_SCAN_S", 3600.0)
     monkeypatch.setattr(exechold, "NS_FULL_SCAN_S", 3600.0, raising=False)  # (not in trees before it)
-    mnt, out = tmp_path / "mnt", tmp_path / "out"
-    mnt.mkdir()
-    out.mkdir()
     collector = Collector(ArtifactStore(tmp_path / "artifacts").open(), local_host(), ship=True)
     attached = threading.Event()
     rec = RawRecorder([KeptSink()], host=collector.host, artifacts=collector, on_ready=attached.set)
-    th = threading.Thread(target=lambda: rec.run(duration=120))
-    child: subprocess.Popen[bytes] | None = None
-    th.start()
-    try:
-        deadline = time.monotonic() + 60
-        assert attached.wait(60) and collector.hold is not None
-        child = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable,
-                                  str(Path(__file__).with_name("ns_dropper.py")), str(mnt), str(out)])
-        while not (out / "ready").exists():
-            assert child.poll() is None and time.monotonic() < deadline, "the dropper did not mount its tmpfs"
-            time.sleep(0.02)
-        told = json.loads((out / "ready").read_text())
-        while told["dev"] not in (collector.hold.marked if collector.hold else {}):
-            assert time.monotonic() < deadline, "the raw agent did not mark the namespace's tmpfs after its mount"
-            time.sleep(0.05)
-    finally:
-        (out / "go").write_text("")
-        if child is not None:
-            child.wait(60)
-        rec.stop()
-        th.join(120)
+    with dropper_marked(rec, attached, collector, tmp_path, "the raw agent"):
+        pass
