@@ -11,11 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from forensix.testing.clickhouse import SERVER_BIN, load_cluster, stop_cluster
-
-pytestmark = pytest.mark.skipif(not Path(SERVER_BIN).exists(), reason="clickhouse-server not installed")
 
 _STARTER = """
 import sys, time
@@ -35,6 +31,7 @@ def _alive(pid: int) -> bool:
 
 
 def _start_then_kill_starter(directory: Path, mode: str) -> int:
+    assert Path(SERVER_BIN).exists(), f"{SERVER_BIN} is missing: scripts/setup.sh installs clickhouse-server"
     starter = subprocess.Popen([sys.executable, "-c", _STARTER, str(directory), mode], stdout=subprocess.PIPE,
                                text=True, env=os.environ.copy())
     assert starter.stdout is not None
