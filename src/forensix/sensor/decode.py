@@ -219,6 +219,15 @@ class Decoder:
             ("host_id", self.host.host_id), ("host_name", self.host.host_name), ("boot_id", self.host.boot_id),
         )}
 
+    def _stamped(self, f: np.ndarray, n: int) -> dict[str, Any]:
+        """The columns every decoded row starts from: host and boot, the record's time (wall
+        and boot clock), CPU and sequence number."""
+        ts_boot = f["ts"].astype(np.int64)
+        cols: dict[str, Any] = self._origin(n)
+        cols.update(ts=pa.array(ts_boot + self.offset_ns, pa.int64()), ts_boot=pa.array(ts_boot, pa.int64()),
+                    cpu=pa.array(f["cpu"].astype(np.uint16)), seq=pa.array(f["seq"]))
+        return cols
+
     def _nrs(self, *names: str) -> list[int]:
         return [self.nr[n] for n in names if n in self.nr]
 
@@ -384,19 +393,14 @@ class Decoder:
         nr = f["nr"].astype(np.int64) % _NR_MAX
         flags = f["flags"].astype(np.int64)
         F = self.F
-        ts_boot = f["ts"].astype(np.int64)
         ret = f["ret"].astype(np.int64)
         in_progress = self._nr_table(("connect",))[nr] & (ret == -_EINPROGRESS)
         failed = (ret < 0) & (ret > -4096) & ~in_progress
         ino0 = f["ino"][:, 0]
         has_gen = "igen" in (f.dtype.names or ())
         igen0 = f["igen"][:, 0] if has_gen else np.zeros(n, np.uint32)
-        cols: dict[str, Any] = self._origin(n)
+        cols = self._stamped(f, n)
         cols.update(
-            ts=pa.array(ts_boot + self.offset_ns, pa.int64()),
-            ts_boot=pa.array(ts_boot, pa.int64()),
-            cpu=pa.array(f["cpu"].astype(np.uint16)),
-            seq=pa.array(f["seq"]),
             event_class=_CLASS_ARROW.take(pa.array(np.minimum(f["cls"], len(CLASS_NAMES) - 1).astype(np.int32))),
             event_kind=_repeat("event", n),
             event_category=V.names(self.sc_cat_code[nr]),
@@ -544,12 +548,8 @@ class Decoder:
             path0 = pc.if_else(pseudo, pseudo_name, path0)
 
         task_only = is_flow if is_flow.any() else None
-        cols: dict[str, Any] = self._origin(n)
+        cols = self._stamped(f, n)
         cols.update(
-            ts=pa.array(ts, pa.int64()),
-            ts_boot=pa.array(ts_boot, pa.int64()),
-            cpu=pa.array(f["cpu"].astype(np.uint16)),
-            seq=pa.array(f["seq"]),
             event_class=_CLASS_ARROW.take(pa.array(np.minimum(f["cls"], len(CLASS_NAMES) - 1).astype(np.int32))),
             event_kind=_repeat("event", n),
             event_category=V.names(cat),

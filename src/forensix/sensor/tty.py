@@ -51,16 +51,11 @@ def decode_tty(dec: Decoder, raw: np.ndarray, sbase: np.ndarray, f: np.ndarray, 
     A = dec.tty_arg
     lflag = args[:, A["FX_TTY_LFLAG"]]
     cut = args[:, A["FX_TTY_CUT"]]
-    ts_boot = f["ts"].astype(np.int64)
     cut_from = args[:, A["FX_TTY_CUT_FROM"]].astype(np.int64)
     nr = f["nr"].astype(np.int64)
     names = pa.array(dec.sc_name[np.clip(nr, 0, len(dec.sc_name) - 1)], pa.string())
-    cols: dict[str, Any] = dec._origin(n)
+    cols = dec._stamped(f, n)
     cols.update(
-        ts=pa.array(ts_boot + dec.offset_ns, pa.int64()),
-        ts_boot=pa.array(ts_boot, pa.int64()),
-        cpu=pa.array(f["cpu"].astype(np.uint16)),
-        seq=pa.array(f["seq"]),
         process_entity_id=pa.array(dec.ids.ids(f["pid"], f["start"])),
         process_pid=pa.array(f["pid"]),
         process_name=comm_names(f["comm"]),
